@@ -1,0 +1,109 @@
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::host::{HostHandle, HostInner};
+
+tokio::task_local! {
+    /// The correlation id of the action being handled on this task.
+    pub(crate) static CORRELATION: Arc<str>;
+}
+
+/// The correlation id of the action running on this task, if any.
+pub(crate) fn current_correlation() -> Option<Arc<str>> {
+    CORRELATION.try_with(Arc::clone).ok()
+}
+
+/// What an action handler gets besides its parameters.
+#[derive(Clone)]
+pub struct ActionContext {
+    pub(crate) service: Arc<str>,
+    pub(crate) action: Arc<str>,
+    pub(crate) id: Option<Arc<str>>,
+    pub(crate) correlation_id: Arc<str>,
+    pub(crate) priority: i32,
+    pub(crate) token: CancellationToken,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) host: Weak<HostInner>,
+}
+
+impl std::fmt::Debug for ActionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionContext")
+            .field("service", &self.service)
+            .field("action", &self.action)
+            .field("correlation_id", &self.correlation_id)
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActionContext {
+    /// The service handling the action.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The action's name.
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+
+    /// The id given by `enqueue()`, when the action was enqueued.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The correlation id (given by the caller or generated).
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// The priority the action was sent with.
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    /// Resolves at the deadline or when the host stops.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Whether the deadline passed or the host is stopping.
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// The token cancelled at the deadline, to pass to other code.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Time left before the deadline, if there is one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Emits event `name` from this service, carrying this action's correlation id.
+    pub async fn emit<E: Serialize + Send + Sync + 'static>(&self, name: &str, payload: E) {
+        if let Some(host) = self.host.upgrade() {
+            host.events
+                .emit(
+                    &self.service,
+                    name,
+                    Some(Arc::clone(&self.correlation_id)),
+                    payload,
+                )
+                .await;
+        }
+    }
+
+    /// The host, while it exists (to call other services).
+    pub fn host(&self) -> Option<HostHandle> {
+        self.host.upgrade().map(HostHandle::from_inner)
+    }
+}

@@ -1,0 +1,179 @@
+//! The bounded priority mailbox of a service: higher priority first, FIFO within a
+//! priority, `Busy` when full, and every queued job answered at shutdown.
+
+use std::any::Any;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use super::declare::ActionEntry;
+use super::payload::Payload;
+use crate::error::{Error, ErrorKind, Result};
+
+/// One accepted action, waiting for a worker.
+pub(crate) struct Job {
+    pub(crate) entry: Arc<ActionEntry>,
+    pub(crate) params: Box<dyn Any + Send>,
+    pub(crate) priority: i32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) correlation: Arc<str>,
+    pub(crate) id: Option<Arc<str>>,
+    pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
+    pub(crate) enqueued_at: Instant,
+}
+
+struct Entry {
+    priority: i32,
+    seq: u64,
+    job: Job,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.priority == other.priority && self.seq == other.seq
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    // Max-heap: higher priority first; within a priority the lower sequence (older) first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    heap: BinaryHeap<Entry>,
+    seq: u64,
+    closed: bool,
+}
+
+/// A bounded priority queue with async `pop`.
+pub(crate) struct Mailbox {
+    service: Arc<str>,
+    state: Mutex<State>,
+    notify: Notify,
+    capacity: usize,
+    len: AtomicUsize,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("service", &self.service)
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Mailbox {
+    pub(crate) fn new(service: Arc<str>, capacity: usize) -> Self {
+        Mailbox {
+            service,
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Jobs waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Accepts `job`, or gives it back with `Busy` / `ShuttingDown` at once.
+    pub(crate) fn push(&self, job: Job) -> std::result::Result<(), (Error, Job)> {
+        let mut st = self.lock();
+        if st.closed {
+            let e = Error::shutting_down(&format!(
+                "action `{}` of `{}`",
+                job.entry.name, self.service
+            ));
+            return Err((e, job));
+        }
+        if st.heap.len() >= self.capacity {
+            let e = Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "service `{}` is busy: its mailbox holds {} actions (its capacity); retry later",
+                    self.service, self.capacity
+                ),
+            );
+            return Err((e, job));
+        }
+        st.seq += 1;
+        let seq = st.seq;
+        st.heap.push(Entry {
+            priority: job.priority,
+            seq,
+            job,
+        });
+        let len = st.heap.len();
+        drop(st);
+        self.len.store(len, AtomicOrdering::Relaxed);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// The next job, or `None` once the mailbox is closed and empty.
+    pub(crate) async fn pop(&self) -> Option<Job> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if let Some(e) = st.heap.pop() {
+                    let len = st.heap.len();
+                    drop(st);
+                    self.len.store(len, AtomicOrdering::Relaxed);
+                    if len > 0 {
+                        // Let another worker pick up the rest.
+                        self.notify.notify_one();
+                    }
+                    return Some(e.job);
+                }
+                if st.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Refuses new jobs and hands back every queued one, so each can be answered.
+    pub(crate) fn close(&self) -> Vec<Job> {
+        let drained: Vec<Job> = {
+            let mut st = self.lock();
+            st.closed = true;
+            std::mem::take(&mut st.heap)
+                .into_sorted_vec()
+                .into_iter()
+                .rev()
+                .map(|e| e.job)
+                .collect()
+        };
+        self.len.store(0, AtomicOrdering::Relaxed);
+        self.notify.notify_waiters();
+        drained
+    }
+}

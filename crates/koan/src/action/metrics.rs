@@ -1,0 +1,61 @@
+//! Action metrics through the `metrics` facade. Handles are resolved once per action
+//! (on first use), so the hot path does no key building. Install the recorder before
+//! the first action runs.
+
+use metrics::{Counter, Histogram, counter, histogram};
+
+/// The outcomes a worker records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Ok = 0,
+    HandlerError = 1,
+    Panic = 2,
+    Timeout = 3,
+    ShuttingDown = 4,
+}
+
+const OUTCOMES: [&str; 5] = [
+    "ok",
+    "handler_error",
+    "handler_panic",
+    "timeout",
+    "shutting_down",
+];
+
+pub(crate) struct ActionMetrics {
+    outcomes: [Counter; 5],
+    duration: Histogram,
+    queue_wait: Histogram,
+}
+
+impl ActionMetrics {
+    pub(crate) fn new(service: &str, action: &str) -> Self {
+        let s = service.to_owned();
+        let a = action.to_owned();
+        let outcomes = OUTCOMES.map(|o| {
+            counter!("koan_actions_total", "service" => s.clone(), "action" => a.clone(), "outcome" => o)
+        });
+        ActionMetrics {
+            outcomes,
+            duration: histogram!("koan_action_duration_seconds", "service" => s.clone(), "action" => a.clone()),
+            queue_wait: histogram!("koan_action_queue_seconds", "service" => s, "action" => a),
+        }
+    }
+
+    pub(crate) fn record(&self, outcome: Outcome, run: f64, queued: f64) {
+        self.outcomes[outcome as usize].increment(1);
+        self.duration.record(run);
+        self.queue_wait.record(queued);
+    }
+}
+
+/// Counts a rejection at the caller (busy, bad parameters, unknown action, …).
+pub(crate) fn rejected(service: &str, action: &str, kind: crate::ErrorKind) {
+    counter!(
+        "koan_actions_total",
+        "service" => service.to_owned(),
+        "action" => action.to_owned(),
+        "outcome" => kind.as_str()
+    )
+    .increment(1);
+}

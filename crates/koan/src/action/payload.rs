@@ -1,0 +1,139 @@
+//! Values crossing the action and event boundaries: passed through untouched when the
+//! receiver wants the sender's own type, converted through serde otherwise.
+
+use std::any::{Any, TypeId};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A sendable value that can also show itself as JSON.
+pub(crate) trait AnyValue: Any + Send {
+    fn to_json(&self) -> std::result::Result<Value, serde_json::Error>;
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+    fn value_type_id(&self) -> TypeId;
+}
+
+impl<T: Serialize + Send + 'static> AnyValue for T {
+    fn to_json(&self) -> std::result::Result<Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+    fn value_type_id(&self) -> TypeId {
+        TypeId::of::<T>()
+    }
+}
+
+/// Parameters or a result: nothing, a typed value, or JSON.
+pub(crate) enum Payload {
+    Unit,
+    Value(Box<dyn AnyValue>),
+    Json(Value),
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Unit => f.write_str("Unit"),
+            Payload::Value(_) => f.write_str("Value(..)"),
+            Payload::Json(v) => write!(f, "Json({v})"),
+        }
+    }
+}
+
+impl Payload {
+    pub(crate) fn of<T: Serialize + Send + 'static>(value: T) -> Self {
+        if TypeId::of::<T>() == TypeId::of::<Value>() {
+            let boxed: Box<dyn Any + Send> = Box::new(value);
+            if let Ok(v) = boxed.downcast::<Value>() {
+                return Payload::Json(*v);
+            }
+            return Payload::Unit;
+        }
+        if TypeId::of::<T>() == TypeId::of::<()>() {
+            return Payload::Unit;
+        }
+        Payload::Value(Box::new(value))
+    }
+
+    pub(crate) fn to_json(&self) -> Result<Value> {
+        match self {
+            Payload::Unit => Ok(Value::Null),
+            Payload::Json(v) => Ok(v.clone()),
+            Payload::Value(b) => b.to_json().map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidParameters,
+                    format!("value cannot be serialized: {e}"),
+                )
+            }),
+        }
+    }
+
+    pub(crate) fn into_json(self) -> Result<Value> {
+        match self {
+            Payload::Json(v) => Ok(v),
+            other => other.to_json(),
+        }
+    }
+
+    /// Converts into `P`: by downcast when it is a `P`, through serde otherwise.
+    /// `what` names the receiver for the error message.
+    pub(crate) fn decode<P: DeserializeOwned + 'static>(
+        self,
+        what: &dyn Fn() -> String,
+    ) -> Result<P> {
+        let json = match self {
+            Payload::Value(b) if b.value_type_id() == TypeId::of::<P>() => {
+                return b.into_any().downcast::<P>().map(|b| *b).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidParameters,
+                        format!("{}: type confusion", what()),
+                    )
+                });
+            }
+            Payload::Value(b) => b.to_json().map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidParameters,
+                    format!("{}: the value given cannot be serialized: {e}", what()),
+                )
+            })?,
+            Payload::Json(v) => v,
+            Payload::Unit => Value::Null,
+        };
+        from_json::<P>(json, what)
+    }
+}
+
+/// `serde_json::from_value` whose error names the failing field path.
+pub(crate) fn from_json<P: DeserializeOwned>(json: Value, what: &dyn Fn() -> String) -> Result<P> {
+    // `()` handlers accept no parameters, an empty object, or null.
+    let json = match json {
+        Value::Object(m) if m.is_empty() && is_unit::<P>() => Value::Null,
+        other => other,
+    };
+    serde_path_to_error::deserialize::<_, P>(json).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = if path == "." || path.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{path}`")
+        };
+        Error::new(
+            ErrorKind::InvalidParameters,
+            format!(
+                "{}: invalid parameters{at}: {inner}; expected `{}`",
+                what(),
+                crate::util::short_type_name::<P>()
+            ),
+        )
+    })
+}
+
+fn is_unit<P>() -> bool {
+    std::any::type_name::<P>() == "()"
+}

@@ -1,0 +1,539 @@
+//! Invoking actions: the fluent `ActionRequest`, its outcome and tickets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::declare::Resolved;
+use super::ledger::{ActionRecord, ActionState};
+use super::mailbox::Job;
+use super::metrics::rejected;
+use super::payload::Payload;
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::{HostHandle, HostInner};
+use crate::registry::ServiceCell;
+use crate::transport::{RemoteCall, Transport};
+use crate::util::fmt_duration;
+
+/// Which service a request goes to.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Type(std::any::TypeId, Arc<str>),
+    Name(Arc<str>),
+}
+
+impl Target {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Target::Type(_, n) | Target::Name(n) => n,
+        }
+    }
+}
+
+/// Options of one action call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Higher runs first (default 0).
+    pub priority: i32,
+    /// Deadline from the moment of sending, queue time included.
+    pub timeout: Option<Duration>,
+    /// The correlation id; generated when absent.
+    pub correlation_id: Option<String>,
+}
+
+struct Step {
+    action: String,
+    params: Option<Payload>,
+    priority: i32,
+    timeout: Option<Duration>,
+}
+
+/// One or more actions to run on a service, in order (the seed's `Do(…)` chain).
+///
+/// `.priority()` and `.timeout()` apply to the action just added; `.correlation_id()`
+/// to the whole chain.
+#[must_use = "an action request does nothing until `.execute()` or `.enqueue()`"]
+pub struct ActionRequest {
+    host: HostHandle,
+    target: Target,
+    steps: Vec<Step>,
+    correlation: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for ActionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionRequest")
+            .field("service", &self.target.name())
+            .field(
+                "actions",
+                &self.steps.iter().map(|s| &s.action).collect::<Vec<_>>(),
+            )
+            .field("correlation_id", &self.correlation)
+            .finish()
+    }
+}
+
+/// The result of an action.
+pub struct ActionOutput {
+    payload: Payload,
+    correlation_id: Arc<str>,
+}
+
+impl std::fmt::Debug for ActionOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionOutput")
+            .field("payload", &self.payload)
+            .field("correlation_id", &self.correlation_id)
+            .finish()
+    }
+}
+
+impl ActionOutput {
+    /// The correlation id the action ran under.
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// The result as JSON (`null` for `()`).
+    pub fn json(&self) -> Result<Value> {
+        self.payload.to_json()
+    }
+
+    /// The result as `R`: the handler's own value when it is an `R`, converted through
+    /// serde otherwise.
+    pub fn value<R: DeserializeOwned + 'static>(self) -> Result<R> {
+        self.payload.decode::<R>(&|| "action result".to_owned())
+    }
+}
+
+/// An accepted, enqueued action: its id, and its outcome when awaited.
+#[derive(Debug)]
+pub struct ActionTicket {
+    id: Arc<str>,
+    correlation_id: Arc<str>,
+    rx: oneshot::Receiver<Result<Payload>>,
+}
+
+impl ActionTicket {
+    /// The id to query the outcome by ([`HostHandle::action_record`]).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The correlation id.
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// Waits for the outcome.
+    pub async fn outcome(self) -> Result<ActionOutput> {
+        let payload = self
+            .rx
+            .await
+            .map_err(|_| Error::shutting_down(&format!("enqueued action {}", self.id)))??;
+        Ok(ActionOutput {
+            payload,
+            correlation_id: self.correlation_id,
+        })
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn process_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("{:08x}", fastrand::u32(..)))
+}
+
+/// A fresh id, unique across processes with high probability.
+pub(crate) fn new_id() -> Arc<str> {
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    Arc::from(format!("{}-{n}", process_prefix()))
+}
+
+impl ActionRequest {
+    pub(crate) fn new(host: HostHandle, target: Target) -> Self {
+        ActionRequest {
+            host,
+            target,
+            steps: Vec::new(),
+            correlation: None,
+        }
+    }
+
+    /// Adds action `name` with `params` (any `Serialize` value; `()` for none).
+    pub fn action<P: Serialize + Send + 'static>(
+        mut self,
+        name: impl Into<String>,
+        params: P,
+    ) -> Self {
+        self.steps.push(Step {
+            action: name.into(),
+            params: Some(Payload::of(params)),
+            priority: 0,
+            timeout: None,
+        });
+        self
+    }
+
+    /// Adds action `name` with JSON parameters (the by-name path of HTTP and NATS).
+    pub fn action_json(self, name: impl Into<String>, params: Value) -> Self {
+        self.action(name, params)
+    }
+
+    /// Priority of the last added action: higher runs first.
+    pub fn priority(mut self, priority: i32) -> Self {
+        if let Some(s) = self.steps.last_mut() {
+            s.priority = priority;
+        }
+        self
+    }
+
+    /// Deadline of the last added action, counted from sending (queue time included).
+    /// At the deadline the handler's token is cancelled; after a short grace its
+    /// future is dropped. The caller gets `Timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        if let Some(s) = self.steps.last_mut() {
+            s.timeout = Some(timeout);
+        }
+        self
+    }
+
+    /// The correlation id of the whole chain (generated when not given).
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation = Some(Arc::from(id.into()));
+        self
+    }
+
+    /// Applies [`CallOptions`] to the last added action.
+    pub fn options(mut self, options: CallOptions) -> Self {
+        if let Some(s) = self.steps.last_mut() {
+            s.priority = options.priority;
+            s.timeout = options.timeout;
+        }
+        if let Some(c) = options.correlation_id {
+            self.correlation = Some(Arc::from(c));
+        }
+        self
+    }
+
+    /// Runs the actions in order and waits for each; the first failure stops the
+    /// chain, and its error names the step. Returns the last action's result.
+    pub async fn execute(self) -> Result<ActionOutput> {
+        let correlation = self.correlation.unwrap_or_else(new_id);
+        let inner = &self.host.inner;
+        let total = self.steps.len();
+        if total == 0 {
+            return Err(Error::new(
+                ErrorKind::UnknownAction,
+                format!(
+                    "no action given for `{}`; add one with `.action(name, params)`",
+                    self.target.name()
+                ),
+            ));
+        }
+        let mut last = Payload::Unit;
+        for (i, step) in self.steps.into_iter().enumerate() {
+            let action = step.action.clone();
+            match call(inner, &self.target, step, &correlation, None).await {
+                Ok(p) => last = p,
+                Err(e) if total > 1 => {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!("step {} of {total} (`{action}`) failed: {}", i + 1, e),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ActionOutput {
+            payload: last,
+            correlation_id: correlation,
+        })
+    }
+
+    /// Returns once the work is accepted, with a ticket whose outcome can be awaited
+    /// or queried by id. Rejections (unknown, disabled, busy, bad parameters) come
+    /// back at once.
+    pub async fn enqueue(mut self) -> Result<ActionTicket> {
+        let correlation = self.correlation.clone().unwrap_or_else(new_id);
+        let id = new_id();
+        let inner = Arc::clone(&self.host.inner);
+        let names: Vec<String> = self.steps.iter().map(|s| s.action.clone()).collect();
+        inner.ledger.insert(ActionRecord {
+            id: id.to_string(),
+            service: self.target.name().to_owned(),
+            action: names.join(","),
+            correlation_id: correlation.to_string(),
+            state: ActionState::Queued,
+            accepted_at: inner.config.clock.now(),
+            finished_at: None,
+            result: None,
+            error: None,
+        });
+        let (tx, rx) = oneshot::channel();
+        if self.steps.len() == 1 {
+            let local = local_cell(&inner, &self.target).ok();
+            if let Some(cell) = local {
+                let step = self.steps.remove(0);
+                // Declared actions go straight into the mailbox: acceptance is real.
+                match prepare(&inner, &cell, step, &correlation, Some(Arc::clone(&id)))? {
+                    Prepared::Job(mut job) => {
+                        job.reply = Some(tx);
+                        push(&cell, job)?;
+                        return Ok(ActionTicket {
+                            id,
+                            correlation_id: correlation,
+                            rx,
+                        });
+                    }
+                    Prepared::Builtin(poke, timeout) => {
+                        let receipt = cell.control.as_ref().map(|c| c.poke(&cell.name, poke));
+                        let receipt = receipt.ok_or_else(|| {
+                            Error::new(ErrorKind::UnknownAction, "not periodic")
+                        })??;
+                        let host = Arc::clone(&inner);
+                        let (id2, name) = (Arc::clone(&id), Arc::clone(&cell.name));
+                        tokio::spawn(async move {
+                            let r = wait_poke(receipt, &name, timeout).await;
+                            finish_ticket(&host, &id2, r, tx);
+                        });
+                        return Ok(ActionTicket {
+                            id,
+                            correlation_id: correlation,
+                            rx,
+                        });
+                    }
+                }
+            }
+        }
+        // Chains and remote calls run on a task of their own.
+        let host = self.host.clone();
+        let (id2, corr2) = (Arc::clone(&id), Arc::clone(&correlation));
+        self.correlation = Some(corr2);
+        tokio::spawn(async move {
+            let r = self.execute().await.map(|o| o.payload);
+            finish_ticket(&host.inner, &id2, r, tx);
+        });
+        Ok(ActionTicket {
+            id,
+            correlation_id: correlation,
+            rx,
+        })
+    }
+}
+
+fn finish_ticket(
+    host: &HostInner,
+    id: &str,
+    r: Result<Payload>,
+    tx: oneshot::Sender<Result<Payload>>,
+) {
+    let at = host.config.clock.now();
+    match &r {
+        Ok(p) => host
+            .ledger
+            .finish(id, at, Ok(p.to_json().unwrap_or_default())),
+        Err(e) => host.ledger.finish(id, at, Err(e)),
+    }
+    let _ = tx.send(r);
+}
+
+pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<ServiceCell>> {
+    let found = match target {
+        Target::Type(id, name) => host
+            .registry
+            .by_type(*id)
+            .or_else(|| host.registry.by_name(name)),
+        Target::Name(name) => host.registry.by_name(name),
+    };
+    found
+        .cloned()
+        .ok_or_else(|| host.registry.unknown(target.name()))
+}
+
+enum Prepared {
+    Job(Job),
+    Builtin(crate::schedule::Poke, Option<Duration>),
+}
+
+fn prepare(
+    host: &HostInner,
+    cell: &Arc<ServiceCell>,
+    step: Step,
+    correlation: &Arc<str>,
+    id: Option<Arc<str>>,
+) -> Result<Prepared> {
+    let reject = |e: Error| {
+        rejected(&cell.name, &step.action, e.kind());
+        e
+    };
+    if let Some(reason) = &cell.disabled {
+        return Err(reject(Error::new(
+            ErrorKind::Disabled,
+            format!(
+                "service `{}` is disabled ({reason}); action `{}` was not run",
+                cell.name, step.action
+            ),
+        )));
+    }
+    if host.stopping.load(Ordering::Acquire) {
+        return Err(reject(Error::shutting_down(&format!(
+            "action `{}` of `{}`",
+            step.action, cell.name
+        ))));
+    }
+    let mut params = step.params;
+    let resolved = cell
+        .actions
+        .resolve(&cell.name, &step.action, &mut params)
+        .map_err(reject)?;
+    match resolved {
+        Resolved::Builtin(poke) => Ok(Prepared::Builtin(poke, step.timeout)),
+        Resolved::Declared(entry) => {
+            let entry = Arc::clone(entry);
+            let what = || format!("action `{}` of `{}`", entry.name, cell.name);
+            let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what).map_err(reject)?;
+            let now = Instant::now();
+            Ok(Prepared::Job(Job {
+                entry,
+                params,
+                priority: step.priority,
+                timeout: step.timeout,
+                deadline: step.timeout.map(|t| now + t),
+                correlation: Arc::clone(correlation),
+                id,
+                reply: None,
+                enqueued_at: now,
+            }))
+        }
+    }
+}
+
+fn push(cell: &ServiceCell, job: Job) -> Result<()> {
+    cell.mailbox.push(job).map_err(|(e, job)| {
+        rejected(&cell.name, &job.entry.name, e.kind());
+        e
+    })
+}
+
+async fn wait_poke(
+    receipt: crate::schedule::PokeReceipt,
+    service: &str,
+    timeout: Option<Duration>,
+) -> Result<Payload> {
+    let fut = receipt.outcome(service);
+    let outcome = match timeout {
+        None => fut.await?,
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the run of `{service}` did not finish within {}",
+                    fmt_duration(t)
+                ),
+            )
+        })??,
+    };
+    Ok(Payload::of(outcome))
+}
+
+/// Runs one step locally, or through the transport when the service is elsewhere.
+async fn call(
+    host: &Arc<HostInner>,
+    target: &Target,
+    step: Step,
+    correlation: &Arc<str>,
+    id: Option<Arc<str>>,
+) -> Result<Payload> {
+    let cell = match local_cell(host, target) {
+        Ok(cell) => cell,
+        Err(e) => {
+            return match &host.transport {
+                Some(t) => remote(t.as_ref(), target, step, correlation).await,
+                None => Err(e),
+            };
+        }
+    };
+    match prepare(host, &cell, step, correlation, id)? {
+        Prepared::Builtin(poke, timeout) => {
+            let control = cell.control.as_ref().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UnknownAction,
+                    format!("`{}` is not periodic", cell.name),
+                )
+            })?;
+            let receipt = control.poke(&cell.name, poke)?;
+            wait_poke(receipt, &cell.name, timeout).await
+        }
+        Prepared::Job(mut job) => {
+            let (tx, rx) = oneshot::channel();
+            job.reply = Some(tx);
+            let deadline = job.deadline;
+            let timeout = job.timeout;
+            let action = Arc::clone(&job.entry.name);
+            push(&cell, job)?;
+            let closed = || Error::shutting_down(&format!("action `{action}` of `{}`", cell.name));
+            match deadline {
+                None => rx.await.map_err(|_| closed())?,
+                Some(d) => match tokio::time::timeout_at(d, rx).await {
+                    Ok(r) => r.map_err(|_| closed())?,
+                    Err(_) => Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "action `{action}` of `{}` did not finish within its timeout of {} (queue time included)",
+                            cell.name,
+                            timeout.map(fmt_duration).unwrap_or_default()
+                        ),
+                    )),
+                },
+            }
+        }
+    }
+}
+
+async fn remote(
+    transport: &dyn Transport,
+    target: &Target,
+    step: Step,
+    correlation: &Arc<str>,
+) -> Result<Payload> {
+    let params = match step.params {
+        Some(p) => p.into_json()?,
+        None => Value::Null,
+    };
+    let call = RemoteCall {
+        service: target.name().to_owned(),
+        action: step.action,
+        params,
+        priority: step.priority,
+        timeout: step.timeout,
+        correlation_id: correlation.to_string(),
+    };
+    let fut = transport.call(call);
+    let value = match step.timeout {
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "remote action of `{}` did not answer within {}",
+                    target.name(),
+                    fmt_duration(t)
+                ),
+            )
+        })??,
+        None => fut.await?,
+    };
+    Ok(Payload::Json(value))
+}
+
+/// The local cell behind a target, if this host runs it.
+pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<ServiceCell>> {
+    local_cell(&host.inner, target).ok()
+}

@@ -1,0 +1,249 @@
+//! The fluent API: `koan::services::<T>()`, `host.services::<T>()`, `host.service(name)`
+//! (the seed's `KoanServices<T>.Do(…)`, `.On(…)`, `.Query()`).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::{ActionInfo, ActionRequest, EventInfo, Target, local_cell_pub};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::SubscriptionBuilder;
+use crate::health::ServiceHealth;
+use crate::host::{HostHandle, current};
+use crate::registry::ServiceStatus;
+use crate::schedule::TriggerOutcome;
+use crate::service::{BatchRequest, Service, ServiceKind};
+use crate::util::short_type_name;
+use crate::well_known::actions;
+
+/// Everything a service declares (the seed's `ServiceInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// The name.
+    pub name: String,
+    /// The kind.
+    pub kind: ServiceKind,
+    /// The description.
+    pub description: Option<String>,
+    /// `every 1h`, `cron …`, or none.
+    pub schedule: Option<String>,
+    /// Whether it is critical.
+    pub critical: bool,
+    /// Whether it is enabled.
+    pub enabled: bool,
+    /// Startup order (startup services).
+    pub order: Option<i32>,
+    /// Its actions, with the JSON Schema of their parameters.
+    pub actions: Vec<ActionInfo>,
+    /// Its events, with the JSON Schema of their payloads.
+    pub events: Vec<EventInfo>,
+}
+
+/// The fluent API of service `T`.
+pub struct Services<T> {
+    host: HostHandle,
+    name: Arc<str>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Services<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("service", &self.name)
+            .finish()
+    }
+}
+
+impl<T> Clone for Services<T> {
+    fn clone(&self) -> Self {
+        Services {
+            host: self.host.clone(),
+            name: Arc::clone(&self.name),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// The fluent API of the running host's service `T`.
+///
+/// Reaches the host started last in this process; with several hosts, use
+/// [`HostHandle::services`].
+///
+/// # Panics
+/// When no host is running. Use [`try_services`] to get an error instead.
+pub fn services<T: Service>() -> Services<T> {
+    match try_services::<T>() {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Like [`services`], with an error when no host runs.
+pub fn try_services<T: Service>() -> Result<Services<T>> {
+    current().map(|h| h.services::<T>()).ok_or_else(|| {
+        Error::new(
+            ErrorKind::ServiceUnavailable,
+            "no koan host is running in this process; start one with `Host::builder()…build()?.start()`",
+        )
+    })
+}
+
+impl<T: Service> Services<T> {
+    pub(crate) fn new(host: HostHandle) -> Self {
+        let name: Arc<str> = match host.inner.registry.by_type(std::any::TypeId::of::<T>()) {
+            Some(cell) => Arc::clone(&cell.name),
+            None => Arc::from(
+                T::options()
+                    .name
+                    .as_deref()
+                    .unwrap_or_else(|| short_type_name::<T>()),
+            ),
+        };
+        Services {
+            host,
+            name,
+            _t: PhantomData,
+        }
+    }
+
+    fn by_name(&self) -> ServiceRef {
+        ServiceRef {
+            host: self.host.clone(),
+            name: Arc::clone(&self.name),
+            target: Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name)),
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts an action request (the seed's `Do(action, parameters)`).
+    pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
+        self.by_name().action(name, params)
+    }
+
+    /// Starts an event subscription (the seed's `On(event)`).
+    pub fn on(&self, event: &str) -> SubscriptionBuilder {
+        self.by_name().on(event)
+    }
+
+    /// Runs the tick now and waits for that run; coalesced with a run in progress.
+    pub async fn trigger(&self) -> Result<TriggerOutcome> {
+        self.by_name().trigger().await
+    }
+
+    /// The `check-queue` command; waits for the run.
+    pub async fn check_queue(&self) -> Result<TriggerOutcome> {
+        self.by_name().check_queue().await
+    }
+
+    /// The `process-batch` command; waits for the run.
+    pub async fn process_batch(&self, batch: BatchRequest) -> Result<TriggerOutcome> {
+        self.by_name().process_batch(batch).await
+    }
+
+    /// The status (the seed's `Query().GetStatusAsync()`).
+    pub async fn status(&self) -> Result<ServiceStatus> {
+        self.by_name().status().await
+    }
+
+    /// The health report.
+    pub async fn health(&self) -> Result<ServiceHealth> {
+        self.by_name().health().await
+    }
+
+    /// Kind, schedule, actions with parameter schemas, events.
+    pub async fn info(&self) -> Result<ServiceInfo> {
+        self.by_name().info().await
+    }
+}
+
+/// The fluent API of a service named at run time.
+#[derive(Debug, Clone)]
+pub struct ServiceRef {
+    host: HostHandle,
+    name: Arc<str>,
+    target: Target,
+}
+
+impl ServiceRef {
+    pub(crate) fn new(host: HostHandle, name: &str) -> Self {
+        let name: Arc<str> = Arc::from(name);
+        ServiceRef {
+            host,
+            target: Target::Name(Arc::clone(&name)),
+            name,
+        }
+    }
+
+    /// Starts an action request.
+    pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
+        ActionRequest::new(self.host.clone(), self.target.clone()).action(name, params)
+    }
+
+    /// Starts an event subscription to this service.
+    pub fn on(&self, event: &str) -> SubscriptionBuilder {
+        let name = local_cell_pub(&self.host, &self.target)
+            .map(|c| Arc::clone(&c.name))
+            .unwrap_or_else(|| Arc::clone(&self.name));
+        SubscriptionBuilder::new(self.host.clone(), Some(name)).on(event)
+    }
+
+    async fn poke(&self, action: &str, params: serde_json::Value) -> Result<TriggerOutcome> {
+        self.action(action, params)
+            .execute()
+            .await?
+            .value::<TriggerOutcome>()
+    }
+
+    /// Runs the tick now (see [`Services::trigger`]).
+    pub async fn trigger(&self) -> Result<TriggerOutcome> {
+        self.poke(actions::TRIGGER, serde_json::Value::Null).await
+    }
+
+    /// The `check-queue` command.
+    pub async fn check_queue(&self) -> Result<TriggerOutcome> {
+        self.poke(actions::CHECK_QUEUE, serde_json::Value::Null)
+            .await
+    }
+
+    /// The `process-batch` command.
+    pub async fn process_batch(&self, batch: BatchRequest) -> Result<TriggerOutcome> {
+        let params = serde_json::to_value(batch).unwrap_or_default();
+        self.poke(actions::PROCESS_BATCH, params).await
+    }
+
+    fn cell(&self) -> Result<Arc<crate::registry::ServiceCell>> {
+        local_cell_pub(&self.host, &self.target)
+            .ok_or_else(|| self.host.inner.registry.unknown(&self.name))
+    }
+
+    /// The status.
+    pub async fn status(&self) -> Result<ServiceStatus> {
+        Ok(self.cell()?.snapshot())
+    }
+
+    /// The health report.
+    pub async fn health(&self) -> Result<ServiceHealth> {
+        Ok(self.cell()?.health().await)
+    }
+
+    /// Kind, schedule, actions with parameter schemas, events.
+    pub async fn info(&self) -> Result<ServiceInfo> {
+        let cell = self.cell()?;
+        Ok(ServiceInfo {
+            name: cell.name.to_string(),
+            kind: cell.kind,
+            description: cell.options.description.clone(),
+            schedule: cell.schedule.as_ref().map(|s| s.describe()),
+            critical: cell.options.critical,
+            enabled: cell.disabled.is_none(),
+            order: (cell.kind == ServiceKind::Startup).then_some(cell.options.order),
+            actions: cell.actions.info(),
+            events: cell.actions.events.clone(),
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! The one error type of the runtime: a kind to match on and a message for people.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// What went wrong, for code that reacts to failures.
+///
+/// Each kind maps to one HTTP status in `koan-http` and travels unchanged over the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No service of that name or type is registered (here or, with a transport, anywhere).
+    UnknownService,
+    /// The service exists but has no action of that name.
+    UnknownAction,
+    /// The parameters could not be converted to the handler's parameter type.
+    InvalidParameters,
+    /// The service is disabled (by configuration or environment gate).
+    Disabled,
+    /// The service's mailbox is full; retry later.
+    Busy,
+    /// The deadline passed before the work finished (queue time included).
+    Timeout,
+    /// The host is shutting down and no longer accepts or finishes work.
+    ShuttingDown,
+    /// The handler returned an error.
+    Handler,
+    /// The handler panicked; the service keeps serving.
+    Panic,
+    /// The service is known but no instance can be reached.
+    ServiceUnavailable,
+    /// Configuration or a declaration is invalid.
+    Config,
+    /// A service could not be constructed (missing resource, bad settings).
+    Build,
+    /// The startup phase failed.
+    Startup,
+    /// A service marked critical failed for good.
+    CriticalFailure,
+    /// An action id that the host does not know (never issued, or forgotten).
+    UnknownActionId,
+    /// The service declares no event of that name.
+    UnknownEvent,
+}
+
+impl ErrorKind {
+    /// A stable snake_case identifier, used in JSON bodies and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownService => "unknown_service",
+            ErrorKind::UnknownAction => "unknown_action",
+            ErrorKind::InvalidParameters => "invalid_parameters",
+            ErrorKind::Disabled => "disabled",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Handler => "handler_error",
+            ErrorKind::Panic => "handler_panic",
+            ErrorKind::ServiceUnavailable => "service_unavailable",
+            ErrorKind::Config => "config",
+            ErrorKind::Build => "build",
+            ErrorKind::Startup => "startup",
+            ErrorKind::CriticalFailure => "critical_failure",
+            ErrorKind::UnknownActionId => "unknown_action_id",
+            ErrorKind::UnknownEvent => "unknown_event",
+        }
+    }
+
+    /// The inverse of [`ErrorKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        const ALL: [ErrorKind; 16] = [
+            ErrorKind::UnknownService,
+            ErrorKind::UnknownAction,
+            ErrorKind::InvalidParameters,
+            ErrorKind::Disabled,
+            ErrorKind::Busy,
+            ErrorKind::Timeout,
+            ErrorKind::ShuttingDown,
+            ErrorKind::Handler,
+            ErrorKind::Panic,
+            ErrorKind::ServiceUnavailable,
+            ErrorKind::Config,
+            ErrorKind::Build,
+            ErrorKind::Startup,
+            ErrorKind::CriticalFailure,
+            ErrorKind::UnknownActionId,
+            ErrorKind::UnknownEvent,
+        ];
+        ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error from the runtime: a [`ErrorKind`] and a message that says what was asked
+/// and what exists.
+///
+/// Cheap to clone, so one outcome can answer several waiters.
+#[derive(Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: Arc<str>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+/// The error type user code returns from `run`, `tick` and action handlers: any error,
+/// boxed, so `?` works on everything.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `Result` with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn shutting_down(what: &str) -> Self {
+        Error::new(
+            ErrorKind::ShuttingDown,
+            format!("{what}: the host is shutting down and accepts no more work"),
+        )
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind)
+            .field("message", &&*self.message);
+        if let Some(src) = &self.source {
+            d.field("source", src);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(src) = &self.source {
+            let text = src.to_string();
+            if !self.message.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,191 @@
+//! The host's event bus: emission, per-subscriber bounded buffers, delivery tasks.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::envelope::EventEnvelope;
+use super::subscribe::Overflow;
+use crate::clock::Clock;
+use crate::error::BoxError;
+use crate::util::{BoxFuture, CatchUnwind};
+
+pub(crate) type Handler =
+    Arc<dyn Fn(EventEnvelope) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+pub(crate) type Filter = Box<dyn Fn(&EventEnvelope) -> bool + Send + Sync>;
+
+pub(crate) struct Route {
+    pub(crate) event: Option<Arc<str>>,
+    pub(crate) once: Option<AtomicBool>,
+    pub(crate) filter: Option<Filter>,
+    pub(crate) handler: Handler,
+}
+
+pub(crate) struct Sub {
+    pub(crate) id: u64,
+    pub(crate) service: Option<Arc<str>>,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) overflow: Overflow,
+    tx: mpsc::Sender<(usize, EventEnvelope)>,
+}
+
+impl Sub {
+    fn wants(&self, service: &str) -> bool {
+        self.service
+            .as_deref()
+            .is_none_or(|s| s.eq_ignore_ascii_case(service))
+    }
+}
+
+pub(crate) struct EventBus {
+    subs: RwLock<Arc<Vec<Arc<Sub>>>>,
+    next_id: AtomicU64,
+    seq: AtomicU64,
+    clock: Clock,
+}
+
+impl EventBus {
+    pub(crate) fn new(clock: Clock) -> Self {
+        EventBus {
+            subs: RwLock::new(Arc::new(Vec::new())),
+            next_id: AtomicU64::new(1),
+            seq: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Sub>>> {
+        self.subs.read().map(|g| Arc::clone(&g)).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Vec<Arc<Sub>>)) {
+        if let Ok(mut g) = self.subs.write() {
+            let mut v: Vec<Arc<Sub>> = g.as_ref().clone();
+            f(&mut v);
+            *g = Arc::new(v);
+        }
+    }
+
+    /// Emits an event; returns it as delivered. Waits only for subscribers whose
+    /// overflow policy is `Wait` (and `once` routes, which must not lose their event).
+    pub(crate) async fn emit<E: Serialize + Send + Sync + 'static>(
+        &self,
+        service: &str,
+        name: &str,
+        correlation_id: Option<Arc<str>>,
+        payload: E,
+    ) -> EventEnvelope {
+        let env = EventEnvelope {
+            service: Arc::from(service),
+            name: Arc::from(name),
+            correlation_id,
+            time: self.clock.now(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            payload: Arc::new(payload),
+        };
+        metrics::counter!("koan_events_emitted_total", "service" => service.to_owned(), "event" => name.to_owned()).increment(1);
+        self.publish(&env).await;
+        env
+    }
+
+    /// Delivers an envelope (local or arrived from another process).
+    pub(crate) async fn publish(&self, env: &EventEnvelope) {
+        let subs = self.snapshot();
+        for sub in subs.iter().filter(|s| s.wants(&env.service)) {
+            for (i, route) in sub.routes.iter().enumerate() {
+                if route
+                    .event
+                    .as_deref()
+                    .is_some_and(|e| !e.eq_ignore_ascii_case(&env.name))
+                {
+                    continue;
+                }
+                if let Some(filter) = &route.filter {
+                    let pass = std::panic::catch_unwind(AssertUnwindSafe(|| filter(env)));
+                    if !matches!(pass, Ok(true)) {
+                        if pass.is_err() {
+                            tracing::error!(event = %env.name, "event filter panicked; event skipped for that subscriber");
+                        }
+                        continue;
+                    }
+                }
+                if let Some(fired) = &route.once
+                    && fired.swap(true, Ordering::AcqRel)
+                {
+                    continue;
+                }
+                let wait = route.once.is_some() || sub.overflow == Overflow::Wait;
+                deliver(sub, i, env.clone(), wait).await;
+            }
+        }
+    }
+
+    pub(crate) fn add(
+        &self,
+        service: Option<Arc<str>>,
+        routes: Vec<Route>,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> (u64, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<(usize, EventEnvelope)>(capacity.max(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let sub = Arc::new(Sub {
+            id,
+            service,
+            routes,
+            overflow,
+            tx,
+        });
+        let handlers: Vec<Handler> = sub.routes.iter().map(|r| Arc::clone(&r.handler)).collect();
+        self.update(|v| v.push(sub));
+        let task = tokio::spawn(async move {
+            while let Some((i, env)) = rx.recv().await {
+                let Some(handler) = handlers.get(i) else {
+                    continue;
+                };
+                let outcome = CatchUnwind(handler(env.clone())).await;
+                let failed = match outcome {
+                    Ok(Ok(())) => false,
+                    Ok(Err(e)) => {
+                        tracing::warn!(service = %env.service, event = %env.name, error = %e, "event handler failed");
+                        true
+                    }
+                    Err(panic) => {
+                        tracing::error!(service = %env.service, event = %env.name, panic = %panic, "event handler panicked");
+                        true
+                    }
+                };
+                let (svc, name) = (env.service.to_string(), env.name.to_string());
+                if failed {
+                    metrics::counter!("koan_event_handler_failures_total", "service" => svc, "event" => name).increment(1);
+                } else {
+                    metrics::counter!("koan_events_delivered_total", "service" => svc, "event" => name).increment(1);
+                }
+            }
+        });
+        (id, task)
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        self.update(|v| v.retain(|s| s.id != id));
+    }
+
+    /// Drops every subscriber's sender so their tasks finish after draining.
+    pub(crate) fn close(&self) {
+        self.update(Vec::clear);
+    }
+}
+
+async fn deliver(sub: &Sub, route: usize, env: EventEnvelope, wait: bool) {
+    if wait {
+        let _ = sub.tx.send((route, env)).await;
+        return;
+    }
+    if let Err(mpsc::error::TrySendError::Full((_, env))) = sub.tx.try_send((route, env)) {
+        tracing::warn!(service = %env.service, event = %env.name, subscriber = sub.id, "subscriber buffer full; event dropped (overflow policy: drop-newest)");
+        metrics::counter!("koan_events_dropped_total", "service" => env.service.to_string(), "event" => env.name.to_string()).increment(1);
+    }
+}

@@ -1,0 +1,97 @@
+use std::any::Any;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use crate::action::from_json;
+use crate::error::Result;
+
+/// An event payload: any serializable value, shared by every subscriber.
+pub(crate) trait AnyEvent: Any + Send + Sync {
+    fn to_json(&self) -> Value;
+    fn as_any(&self) -> &(dyn Any + Send + Sync);
+}
+
+impl<T: Serialize + Send + Sync + 'static> AnyEvent for T {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// One emitted event as subscribers see it.
+#[derive(Clone)]
+pub struct EventEnvelope {
+    pub(crate) service: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) correlation_id: Option<Arc<str>>,
+    pub(crate) time: DateTime<Utc>,
+    pub(crate) seq: u64,
+    pub(crate) payload: Arc<dyn AnyEvent>,
+}
+
+impl std::fmt::Debug for EventEnvelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventEnvelope")
+            .field("service", &self.service)
+            .field("name", &self.name)
+            .field("correlation_id", &self.correlation_id)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventEnvelope {
+    /// The emitting service.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The correlation id of the action during which it was emitted.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+    /// When it was emitted.
+    pub fn time(&self) -> DateTime<Utc> {
+        self.time
+    }
+    /// The host-wide sequence number (increasing in emission order).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The payload as JSON.
+    pub fn payload_json(&self) -> Value {
+        self.payload.to_json()
+    }
+    /// The payload as `E`: cloned when it is an `E`, converted through serde otherwise.
+    pub fn payload<E: DeserializeOwned + Clone + 'static>(&self) -> Result<E> {
+        if let Some(e) = self.payload.as_any().downcast_ref::<E>() {
+            return Ok(e.clone());
+        }
+        from_json::<E>(self.payload.to_json(), &|| {
+            format!("payload of event `{}` from `{}`", self.name, self.service)
+        })
+    }
+}
+
+impl Serialize for EventEnvelope {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("EventEnvelope", 6)?;
+        st.serialize_field("service", &*self.service)?;
+        st.serialize_field("event", &*self.name)?;
+        st.serialize_field("correlation_id", &self.correlation_id.as_deref())?;
+        st.serialize_field("time", &self.time)?;
+        st.serialize_field("seq", &self.seq)?;
+        st.serialize_field("payload", &self.payload.to_json())?;
+        st.end()
+    }
+}

@@ -1,0 +1,11 @@
+//! Typed events: emitted by services, delivered to subscribers in emission order on
+//! their own tasks, through bounded buffers with an explicit overflow policy.
+
+mod bus;
+mod envelope;
+mod subscribe;
+
+pub use envelope::EventEnvelope;
+pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
+
+pub(crate) use bus::EventBus;

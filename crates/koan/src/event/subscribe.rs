@@ -1,0 +1,252 @@
+//! The fluent subscription API: `.on(name).filter(…).once().handle(…)`, `.subscribe()`.
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
+
+use serde::de::DeserializeOwned;
+
+use super::bus::{Filter, Handler, Route};
+use super::envelope::EventEnvelope;
+use crate::error::{BoxError, Error, ErrorKind, Result};
+use crate::host::{HostHandle, HostInner};
+
+/// What happens when a subscriber's buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// The emitter never waits: the new event is dropped for that subscriber, logged
+    /// and counted in `koan_events_dropped_total` (default).
+    #[default]
+    DropNewest,
+    /// The emitter waits for room: no event is lost, and a slow subscriber slows the
+    /// emitter down.
+    Wait,
+}
+
+/// What an event handler may return: `()` or a `Result`.
+pub trait HandlerOutput: Send + 'static {
+    /// Converts to a result; errors are logged and counted.
+    fn into_result(self) -> Result<(), BoxError>;
+}
+
+impl HandlerOutput for () {
+    fn into_result(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError> + Send + 'static> HandlerOutput for Result<(), E> {
+    fn into_result(self) -> Result<(), BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+struct PendingRoute {
+    event: Option<Arc<str>>,
+    once: bool,
+    filter: Option<Filter>,
+}
+
+/// Builds a subscription of one or more handlers (the seed's `On(…).Do(…)` chain).
+#[must_use = "nothing is subscribed until `.subscribe().await`"]
+pub struct SubscriptionBuilder {
+    host: HostHandle,
+    service: Option<Arc<str>>,
+    routes: Vec<Route>,
+    pending: Option<PendingRoute>,
+    capacity: usize,
+    overflow: Overflow,
+    error: Option<Error>,
+}
+
+impl std::fmt::Debug for SubscriptionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionBuilder")
+            .field("service", &self.service)
+            .field("routes", &self.routes.len())
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .finish()
+    }
+}
+
+impl SubscriptionBuilder {
+    pub(crate) fn new(host: HostHandle, service: Option<Arc<str>>) -> Self {
+        SubscriptionBuilder {
+            host,
+            service,
+            routes: Vec::new(),
+            pending: None,
+            capacity: 1024,
+            overflow: Overflow::DropNewest,
+            error: None,
+        }
+    }
+
+    /// Starts a handler for event `name` (`"*"` for every event).
+    pub fn on(mut self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        if let Some(service) = &self.service
+            && name != "*"
+            && let Ok(cell) = self.host.inner.registry.find(service)
+            && !cell.actions.declares_event(&name)
+            && self.error.is_none()
+        {
+            let declared: Vec<_> = cell.actions.events.iter().map(|e| e.name.clone()).collect();
+            self.error = Some(Error::new(
+                ErrorKind::UnknownEvent,
+                format!(
+                    "service `{service}` declares no event `{name}`; its events: {}",
+                    declared.join(", ")
+                ),
+            ));
+        }
+        self.pending = Some(PendingRoute {
+            event: (name != "*").then(|| Arc::from(name)),
+            once: false,
+            filter: None,
+        });
+        self
+    }
+
+    fn pending(&mut self) -> &mut PendingRoute {
+        self.pending.get_or_insert(PendingRoute {
+            event: None,
+            once: false,
+            filter: None,
+        })
+    }
+
+    /// Delivers the current event at most once — exactly once, even under concurrent
+    /// emits — then stops.
+    pub fn once(mut self) -> Self {
+        self.pending().once = true;
+        self
+    }
+
+    /// Only events whose payload, as `E`, passes `filter` reach the handler (and count
+    /// for `once`). A payload that does not fit `E` does not pass.
+    pub fn filter<E, F>(mut self, filter: F) -> Self
+    where
+        E: DeserializeOwned + Clone + 'static,
+        F: Fn(&E) -> bool + Send + Sync + 'static,
+    {
+        self.pending().filter = Some(Box::new(move |env: &EventEnvelope| {
+            env.payload::<E>().map(|e| filter(&e)).unwrap_or(false)
+        }));
+        self
+    }
+
+    /// Handles the current event with a typed payload `E` (the handler's own type is
+    /// passed through; anything else is converted through serde).
+    pub fn handle<E, F, Fut>(self, handler: F) -> Self
+    where
+        E: DeserializeOwned + Clone + Send + 'static,
+        F: Fn(E) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
+    {
+        let handler = Arc::new(handler);
+        self.route(Arc::new(move |env: EventEnvelope| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let payload = env.payload::<E>().map_err(BoxError::from)?;
+                handler(payload).await.into_result()
+            })
+        }))
+    }
+
+    /// Handles the current event with the whole envelope (name, correlation id, time,
+    /// sequence number, JSON payload).
+    pub fn handle_envelope<F, Fut>(self, handler: F) -> Self
+    where
+        F: Fn(EventEnvelope) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
+    {
+        let handler = Arc::new(handler);
+        self.route(Arc::new(move |env: EventEnvelope| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move { handler(env).await.into_result() })
+        }))
+    }
+
+    fn route(mut self, handler: Handler) -> Self {
+        let p = self.pending.take().unwrap_or(PendingRoute {
+            event: None,
+            once: false,
+            filter: None,
+        });
+        self.routes.push(Route {
+            event: p.event,
+            once: p.once.then(|| AtomicBool::new(false)),
+            filter: p.filter,
+            handler,
+        });
+        self
+    }
+
+    /// Size of this subscriber's buffer (default 1024).
+    pub fn buffer(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// What happens when the buffer is full (default [`Overflow::DropNewest`]).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Registers every handler; delivery starts now and stops when the returned
+    /// [`Subscription`] is dropped.
+    pub async fn subscribe(self) -> Result<Subscription> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if let Some(service) = &self.service
+            && self.host.inner.registry.by_name(service).is_none()
+            && self.host.inner.transport.is_none()
+        {
+            return Err(self.host.inner.registry.unknown(service));
+        }
+        if self.routes.is_empty() {
+            return Err(Error::new(
+                ErrorKind::UnknownEvent,
+                "a subscription needs at least one `.on(name).handle(…)`",
+            ));
+        }
+        let (id, task) =
+            self.host
+                .inner
+                .events
+                .add(self.service, self.routes, self.capacity, self.overflow);
+        Ok(Subscription {
+            host: Arc::downgrade(&self.host.inner),
+            id,
+            task,
+        })
+    }
+}
+
+/// A live subscription; dropping it unsubscribes and stops delivery at once.
+#[derive(Debug)]
+pub struct Subscription {
+    host: Weak<HostInner>,
+    id: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// Unsubscribes (same as dropping).
+    pub fn unsubscribe(self) {}
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(host) = self.host.upgrade() {
+            host.events.remove(self.id);
+        }
+        self.task.abort();
+    }
+}

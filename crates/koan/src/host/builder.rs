@@ -1,0 +1,284 @@
+use std::any::TypeId;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Environment, Host, HostConfig, HostInner};
+use crate::action::{ActionTable, Actions, Ledger};
+use crate::clock::Clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventBus;
+use crate::registry::CellParts;
+use crate::registry::{Registry, ServiceCell};
+use crate::schedule::Schedule;
+use crate::service::Resources;
+use crate::service::{
+    BuildContext, FromContext, KindOf, ScheduleSpec, Service, ServiceKind, ServiceOptions,
+};
+use crate::transport::Transport;
+use crate::util::short_type_name;
+
+type Registration = Box<dyn FnOnce(&BuildEnv<'_>) -> Result<ServiceCell> + Send>;
+
+pub(crate) struct BuildEnv<'a> {
+    resources: &'a Resources,
+    environment: Environment,
+    clock: &'a Clock,
+}
+
+/// Configures and builds a [`Host`].
+///
+/// Services are constructed in `build()`, in registration order, so a missing resource
+/// or a bad schedule is reported before anything runs.
+pub struct HostBuilder {
+    registrations: Vec<Registration>,
+    resources: Resources,
+    grace: Duration,
+    environment: Option<Environment>,
+    startup_timeout: Duration,
+    fail_fast: bool,
+    clock: Clock,
+    action_grace: Duration,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+impl std::fmt::Debug for HostBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBuilder")
+            .field("services", &self.registrations.len())
+            .field("resources", &self.resources)
+            .field("grace", &self.grace)
+            .field("environment", &self.environment)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HostBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HostBuilder {
+    /// A builder with the defaults: 30 s shutdown grace, 120 s startup timeout,
+    /// fail-fast startup, environment from `KOAN_ENV`.
+    pub fn new() -> Self {
+        HostBuilder {
+            registrations: Vec::new(),
+            resources: Resources::default(),
+            grace: Duration::from_secs(30),
+            environment: None,
+            startup_timeout: Duration::from_secs(120),
+            fail_fast: true,
+            clock: Clock::System,
+            action_grace: Duration::from_secs(1),
+            transport: None,
+        }
+    }
+
+    /// Adds a service that the host constructs (`Default`, or [`FromContext`]).
+    pub fn service<T: Service + FromContext>(mut self) -> Self {
+        self.registrations.push(Box::new(|env: &BuildEnv<'_>| {
+            let options = T::options();
+            let name = resolve_name::<T>(&options);
+            let cx = BuildContext {
+                service: &name,
+                resources: env.resources,
+                settings: None,
+                settings_source: "defaults",
+                environment: env.environment,
+            };
+            let svc = T::from_context(&cx)?;
+            make_cell(Arc::new(svc), options, name, env)
+        }));
+        self
+    }
+
+    /// Adds an already constructed service.
+    pub fn instance<T: Service>(mut self, service: T) -> Self {
+        self.registrations.push(Box::new(move |env: &BuildEnv<'_>| {
+            let options = T::options();
+            let name = resolve_name::<T>(&options);
+            make_cell(Arc::new(service), options, name, env)
+        }));
+        self
+    }
+
+    /// Registers a shared value that services take in [`FromContext`] through
+    /// [`BuildContext::resource`].
+    pub fn resource<R: Send + Sync + 'static>(mut self, value: R) -> Self {
+        self.resources.insert(Arc::new(value));
+        self
+    }
+
+    /// How long shutdown waits for services before aborting them (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The environment for the `run_in_*` gates (default: `KOAN_ENV`, else development).
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// Upper bound of the whole startup phase (default 120 s, as in the seed).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Whether a failing startup service stops the host (default true); a service's own
+    /// `continue_on_failure` overrides it.
+    pub fn fail_fast_on_startup_failure(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
+        self
+    }
+
+    /// How long an action that ignores its cancelled token may run on after its deadline
+    /// before its future is dropped (default 1 s).
+    pub fn action_grace(mut self, grace: Duration) -> Self {
+        self.action_grace = grace;
+        self
+    }
+
+    /// Routes calls to services this host does not run through `transport`.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Makes status timestamps and cron schedules follow tokio's (possibly paused)
+    /// clock. Used by [`crate::testing`].
+    #[cfg(feature = "test-util")]
+    pub(crate) fn following_tokio_clock(mut self) -> Self {
+        self.clock = Clock::following_tokio();
+        self
+    }
+
+    /// Constructs every service and checks every declaration.
+    pub fn build(self) -> Result<Host> {
+        let environment = match self.environment {
+            Some(e) => e,
+            None => Environment::from_env()?,
+        };
+        let env = BuildEnv {
+            resources: &self.resources,
+            environment,
+            clock: &self.clock,
+        };
+        let mut registry = Registry::default();
+        for register in self.registrations {
+            registry.insert(register(&env)?)?;
+        }
+        let (critical_tx, critical_rx) = mpsc::unbounded_channel();
+        let (exit, _) = watch::channel(None);
+        let inner = Arc::new_cyclic(|me| HostInner {
+            registry,
+            config: HostConfig {
+                grace: self.grace,
+                environment,
+                startup_timeout: self.startup_timeout,
+                fail_fast: self.fail_fast,
+                clock: self.clock.clone(),
+                action_grace: self.action_grace,
+            },
+            stop_request: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
+            startup_done: AtomicBool::new(false),
+            critical_tx,
+            critical_rx: Mutex::new(Some(critical_rx)),
+            exit,
+            events: EventBus::new(self.clock.clone()),
+            ledger: Ledger::new(10_000),
+            transport: self.transport,
+            me: me.clone(),
+        });
+        Ok(Host { inner })
+    }
+}
+
+fn resolve_name<T: Service>(options: &ServiceOptions) -> String {
+    options
+        .name
+        .as_deref()
+        .map_or_else(|| short_type_name::<T>().to_owned(), str::to_owned)
+}
+
+fn make_cell<T: Service>(
+    service: Arc<T>,
+    options: ServiceOptions,
+    name: String,
+    env: &BuildEnv<'_>,
+) -> Result<ServiceCell> {
+    let kind = <T::Kind as KindOf<T>>::KIND;
+    let schedule = match (&options.schedule, kind) {
+        (Some(ScheduleSpec::Every(p)), ServiceKind::Periodic) => {
+            Some(Schedule::every(*p).map_err(|e| in_service(&name, e))?)
+        }
+        (Some(ScheduleSpec::Cron(expr)), ServiceKind::Periodic) => {
+            Some(Schedule::cron(expr).map_err(|e| in_service(&name, e))?)
+        }
+        (None, ServiceKind::Periodic) => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "periodic service `{name}` has no schedule; set `ServiceOptions::every(..)` or `ServiceOptions::cron(..)`"
+                ),
+            ));
+        }
+        (Some(_), _) => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{} service `{name}` has a schedule, but only periodic services run on one; use `type Kind = koan::Periodic`",
+                    kind.as_str()
+                ),
+            ));
+        }
+        (None, _) => None,
+    };
+    if options.max_concurrency == 0 || options.mailbox_capacity == 0 {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "service `{name}`: `max_concurrency` and `mailbox_capacity` must be at least 1"
+            ),
+        ));
+    }
+    let disabled = if !options.enabled {
+        Some("disabled by configuration (enabled = false)".to_owned())
+    } else if !options.runs_in(env.environment) {
+        Some(format!(
+            "not run in the {0} environment (run_in_{0} = false)",
+            env.environment
+        ))
+    } else {
+        None
+    };
+    let mut actions = Actions::<T>::new(&name, kind);
+    T::actions(&mut actions);
+    let table: ActionTable = actions.into_table(Arc::clone(&service))?;
+    let runner = <T::Kind as KindOf<T>>::runner(Arc::clone(&service));
+    Ok(ServiceCell::new(CellParts {
+        name: Arc::from(name),
+        kind,
+        type_id: TypeId::of::<T>(),
+        options,
+        schedule,
+        service,
+        runner,
+        token: CancellationToken::new(),
+        actions: table,
+        disabled,
+        clock: env.clock.clone(),
+    }))
+}
+
+fn in_service(name: &str, e: Error) -> Error {
+    Error::new(e.kind(), format!("service `{name}`: {}", e.message()))
+}

@@ -1,0 +1,236 @@
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Environment, HostExit, HostInner};
+use crate::action::{ActionRecord, ActionRequest, Target};
+use crate::client::{ServiceRef, Services};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::SubscriptionBuilder;
+use crate::health::{HealthStatus, HostHealth, Readiness};
+use crate::registry::{ServiceState, ServiceStatus};
+use crate::service::Service;
+
+/// A cheap, cloneable handle to a host: stop it, wait for it, query it, call its
+/// services.
+#[derive(Clone)]
+pub struct HostHandle {
+    pub(crate) inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for HostHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostHandle")
+            .field("services", &self.inner.registry.names())
+            .finish()
+    }
+}
+
+impl HostHandle {
+    pub(crate) fn from_inner(inner: Arc<HostInner>) -> Self {
+        HostHandle { inner }
+    }
+
+    /// Asks the host to stop: no new work is accepted, queued actions are answered
+    /// `ShuttingDown`, services are cancelled in reverse start order and aborted after
+    /// the grace period. Returns at once; [`HostHandle::wait`] for the end.
+    pub fn shutdown(&self) {
+        self.inner.stop_request.cancel();
+    }
+
+    /// Waits until the host has stopped, and says how.
+    pub async fn wait(&self) -> HostExit {
+        let mut rx = self.inner.exit.subscribe();
+        loop {
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                return HostExit::Stopped;
+            }
+        }
+    }
+
+    /// The exit, if the host has stopped.
+    pub fn exit(&self) -> Option<HostExit> {
+        self.inner.exit.borrow().clone()
+    }
+
+    /// Waits until startup is done (`Ok`) or the host stopped before that (its error).
+    pub async fn started(&self) -> Result<()> {
+        let mut rx = self.inner.exit.subscribe();
+        loop {
+            if self.inner.startup_done.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                return match exit {
+                    HostExit::Stopped => Err(Error::shutting_down("startup")),
+                    other => other.into_result(),
+                };
+            }
+            // Startup completion is not a watch event: check again on a short tick.
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    }
+
+    /// Whether startup is done.
+    pub fn is_started(&self) -> bool {
+        self.inner.startup_done.load(Ordering::Acquire)
+    }
+
+    /// The environment the host runs in.
+    pub fn environment(&self) -> Environment {
+        self.inner.config.environment
+    }
+
+    /// Names of every registered service, in registration order.
+    pub fn service_names(&self) -> Vec<String> {
+        self.inner
+            .registry
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The fluent API of service `T` (the seed's `KoanServices<T>`).
+    pub fn services<T: Service>(&self) -> Services<T> {
+        Services::new(self.clone())
+    }
+
+    /// The fluent API of a service by name (case-insensitive): what HTTP and NATS use.
+    pub fn service(&self, name: &str) -> ServiceRef {
+        ServiceRef::new(self.clone(), name)
+    }
+
+    /// An action request by name, with JSON parameters.
+    pub fn action(&self, service: &str, action: &str, params: serde_json::Value) -> ActionRequest {
+        ActionRequest::new(self.clone(), Target::Name(Arc::from(service)))
+            .action_json(action, params)
+    }
+
+    /// Subscribes to events of every service.
+    pub fn events(&self) -> SubscriptionBuilder {
+        SubscriptionBuilder::new(self.clone(), None)
+    }
+
+    /// The status of every service.
+    pub fn statuses(&self) -> Vec<ServiceStatus> {
+        self.inner
+            .registry
+            .all()
+            .iter()
+            .map(|c| c.snapshot())
+            .collect()
+    }
+
+    /// The status of one service, by name.
+    pub fn status(&self, name: &str) -> Result<ServiceStatus> {
+        Ok(self.inner.registry.find(name)?.snapshot())
+    }
+
+    /// What the host knows about an enqueued action.
+    pub fn action_record(&self, id: &str) -> Result<ActionRecord> {
+        self.inner.ledger.get(id).ok_or_else(|| {
+            Error::new(
+                ErrorKind::UnknownActionId,
+                format!("no action with id `{id}` (never issued, or forgotten after completion)"),
+            )
+        })
+    }
+
+    /// Emits an event on behalf of service `service` (from outside a service).
+    pub async fn emit<E: serde::Serialize + Send + Sync + 'static>(
+        &self,
+        service: &str,
+        name: &str,
+        payload: E,
+    ) -> Result<()> {
+        let cell = self.inner.registry.find(service)?;
+        self.inner
+            .events
+            .emit(
+                &cell.name,
+                name,
+                crate::action::current_correlation(),
+                payload,
+            )
+            .await;
+        Ok(())
+    }
+
+    /// The overall health: the worst over critical services, where an unhealthy
+    /// non-critical service counts as degraded.
+    pub async fn health(&self) -> HostHealth {
+        let mut services = Vec::new();
+        let mut status = HealthStatus::Healthy;
+        for cell in self.inner.registry.all() {
+            let h = cell.health().await;
+            let counted = if h.critical {
+                h.report.status
+            } else {
+                h.report.status.min(HealthStatus::Degraded)
+            };
+            status = status.worst(counted);
+            services.push(h);
+        }
+        HostHealth { status, services }
+    }
+
+    /// Liveness: the host's runtime answers, the host has not stopped, and no critical
+    /// service has failed.
+    pub async fn live(&self) -> bool {
+        if self.exit().is_some() {
+            return false;
+        }
+        let failed_critical = self
+            .inner
+            .registry
+            .all()
+            .iter()
+            .any(|c| c.options.critical && c.state() == ServiceState::Failed);
+        if failed_critical {
+            return false;
+        }
+        // The runtime must schedule a fresh task promptly.
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), tokio::spawn(async {})).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Readiness: startup done, every enabled service's `is_ready()` true, no critical
+    /// service failed, not shutting down.
+    pub async fn ready(&self) -> Readiness {
+        let mut reasons = Vec::new();
+        if self.inner.stopping.load(Ordering::Acquire) || self.inner.stop_request.is_cancelled() {
+            reasons.push("the host is shutting down".to_owned());
+        }
+        if !self.is_started() {
+            reasons.push("startup is not done".to_owned());
+        }
+        for cell in self.inner.registry.all() {
+            if cell.disabled.is_some() {
+                continue;
+            }
+            if cell.state() == ServiceState::Failed && cell.options.critical {
+                reasons.push(format!("critical service `{}` has failed", cell.name));
+                continue;
+            }
+            let ready = crate::util::CatchUnwind(cell.service.is_ready())
+                .await
+                .unwrap_or(false);
+            if !ready {
+                reasons.push(format!("service `{}` is not ready", cell.name));
+            }
+        }
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The host's lifecycle task: startup phase, start of the others, wait, shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::supervisor::{give_up, supervise};
+use super::{HostExit, HostInner};
+use crate::action::{refuse_all, run_worker};
+use crate::error::{Error, ErrorKind};
+use crate::registry::{RunOutcome, ServiceCell, ServiceState};
+use crate::schedule;
+use crate::service::{RunReason, Runner, ServiceKind};
+use crate::util::{CatchUnwind, fmt_duration};
+
+pub(crate) fn spawn(host: Arc<HostInner>) {
+    tokio::spawn(async move {
+        let exit = lifecycle(&host).await;
+        match &exit {
+            HostExit::Stopped => tracing::info!("host stopped"),
+            other => tracing::error!(exit = ?other, "host stopped with a failure"),
+        }
+        host.exit.send_replace(Some(exit));
+    });
+}
+
+fn span(cell: &ServiceCell) -> tracing::Span {
+    tracing::info_span!("service", name = %cell.name, kind = cell.kind.as_str())
+}
+
+/// Startup services in order, then the rest by priority (the order they start in).
+fn start_order(host: &HostInner) -> (Vec<Arc<ServiceCell>>, Vec<Arc<ServiceCell>>) {
+    let enabled = host.registry.all().iter().filter(|c| c.disabled.is_none());
+    let (mut startup, mut others): (Vec<_>, Vec<_>) = enabled
+        .cloned()
+        .partition(|c| c.kind == ServiceKind::Startup);
+    startup.sort_by_key(|c| c.options.order);
+    others.sort_by_key(|c| std::cmp::Reverse(c.options.priority));
+    (startup, others)
+}
+
+async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
+    let mut critical = host.critical_rx.lock().ok().and_then(|mut g| g.take());
+    let (startup, others) = start_order(host);
+    for cell in host.registry.all().iter().filter(|c| c.disabled.is_some()) {
+        tracing::info!(service = %cell.name, reason = ?cell.disabled, "service disabled");
+    }
+
+    let phase_deadline = Instant::now() + host.config.startup_timeout;
+    let mut exit = None;
+    for cell in &startup {
+        if host.stop_request.is_cancelled() {
+            break;
+        }
+        if let Err(e) = run_startup(host, cell, phase_deadline)
+            .instrument(span(cell))
+            .await
+        {
+            if cell.options.continue_on_failure || !host.config.fail_fast {
+                tracing::warn!(service = %cell.name, error = %e, "startup service failed; continuing");
+            } else {
+                exit = Some(HostExit::StartupFailed(e));
+                break;
+            }
+        }
+    }
+
+    if exit.is_none() && !host.stop_request.is_cancelled() {
+        for cell in &others {
+            start_service(host, cell);
+        }
+        for cell in &startup {
+            start_workers(host, cell);
+        }
+        host.startup_done.store(true, Ordering::Release);
+        tracing::info!(services = others.len() + startup.len(), "host started");
+        exit = Some(tokio::select! {
+            _ = host.stop_request.cancelled() => HostExit::Stopped,
+            Some((service, error)) = async {
+                match critical.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => HostExit::CriticalFailure { service, error },
+        });
+    }
+    shutdown(host, &startup, &others).await;
+    exit.unwrap_or(HostExit::Stopped)
+}
+
+async fn run_startup(
+    host: &Arc<HostInner>,
+    cell: &Arc<ServiceCell>,
+    phase_deadline: Instant,
+) -> Result<(), Error> {
+    let Runner::Startup(run) = &cell.runner else {
+        return Ok(());
+    };
+    cell.mark_started(ServiceState::Running);
+    tracing::info!(order = cell.options.order, "startup service started");
+    let own_deadline = Instant::now() + cell.options.timeout;
+    let deadline = own_deadline.min(phase_deadline);
+    let started = Instant::now();
+    let started_wall = cell.clock.now();
+    let fut = CatchUnwind(run(host.context(cell, RunReason::Start)));
+    let outcome = tokio::select! {
+        r = tokio::time::timeout_at(deadline, fut) => match r {
+            Ok(Ok(Ok(()))) => RunOutcome::Success,
+            Ok(Ok(Err(e))) => RunOutcome::Failed { error: e.to_string() },
+            Ok(Err(panic)) => RunOutcome::Panicked { message: panic },
+            Err(_) => {
+                cell.token.cancel();
+                RunOutcome::TimedOut
+            }
+        },
+        _ = host.stop_request.cancelled() => {
+            cell.token.cancel();
+            RunOutcome::Cancelled
+        }
+    };
+    let elapsed = started.elapsed();
+    let record = cell.record_run(RunReason::Start, started_wall, elapsed, outcome);
+    match record.outcome {
+        RunOutcome::Success => {
+            tracing::info!(duration = %fmt_duration(elapsed), "startup service finished");
+            cell.set_state(ServiceState::Stopped);
+            Ok(())
+        }
+        RunOutcome::Cancelled => {
+            cell.set_state(ServiceState::Stopped);
+            Err(Error::shutting_down(&format!(
+                "startup service `{}`",
+                cell.name
+            )))
+        }
+        RunOutcome::TimedOut => {
+            let which = if own_deadline <= phase_deadline {
+                format!("its timeout of {}", fmt_duration(cell.options.timeout))
+            } else {
+                format!(
+                    "the startup phase limit of {}",
+                    fmt_duration(host.config.startup_timeout)
+                )
+            };
+            let msg = format!(
+                "startup service `{}` did not finish within {which}",
+                cell.name
+            );
+            give_up(host, cell, msg.clone());
+            Err(Error::new(ErrorKind::Timeout, msg))
+        }
+        other => {
+            let msg = format!(
+                "startup service `{}` failed: {}",
+                cell.name,
+                other.error_text().unwrap_or_default()
+            );
+            give_up(host, cell, msg.clone());
+            Err(Error::new(ErrorKind::Startup, msg))
+        }
+    }
+}
+
+fn start_service(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
+    match &cell.runner {
+        Runner::Background(run) => {
+            let task = supervise(Arc::clone(host), Arc::clone(cell), Arc::clone(run));
+            cell.push_task(tokio::spawn(task.instrument(span(cell))));
+        }
+        Runner::Periodic(run) => {
+            if let (Some(control), Some(schedule)) = (&cell.control, &cell.schedule) {
+                let task = schedule::drive(
+                    Arc::clone(cell),
+                    Arc::clone(run),
+                    Arc::clone(control),
+                    schedule.clone(),
+                    host.context(cell, RunReason::Scheduled),
+                );
+                cell.push_task(tokio::spawn(task.instrument(span(cell))));
+            }
+        }
+        Runner::Startup(_) => {}
+    }
+    start_workers(host, cell);
+}
+
+fn start_workers(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
+    if !cell.actions.is_empty() {
+        for _ in 0..cell.options.max_concurrency {
+            let worker = run_worker(Arc::clone(host), Arc::clone(cell));
+            cell.push_task(tokio::spawn(worker.instrument(span(cell))));
+        }
+    }
+}
+
+async fn shutdown(
+    host: &Arc<HostInner>,
+    startup: &[Arc<ServiceCell>],
+    others: &[Arc<ServiceCell>],
+) {
+    host.stopping.store(true, Ordering::Release);
+    host.stop_request.cancel();
+    tracing::info!(grace = %fmt_duration(host.config.grace), "host stopping");
+    // Nothing accepted is dropped: queued actions are answered `ShuttingDown` now.
+    for cell in host.registry.all() {
+        refuse_all(host, cell);
+    }
+    let deadline = Instant::now() + host.config.grace;
+    for cell in others.iter().rev().chain(startup.iter().rev()) {
+        cell.token.cancel();
+        let tasks = cell.take_tasks();
+        if tasks.is_empty() {
+            continue;
+        }
+        cell.set_state(ServiceState::Stopping);
+        let mut aborted = false;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                aborted = true;
+            }
+        }
+        if aborted {
+            tracing::warn!(service = %cell.name, "service did not stop within the grace period; aborted");
+        } else {
+            tracing::info!(service = %cell.name, "service stopped");
+        }
+        cell.set_state(ServiceState::Stopped);
+    }
+    host.events.close();
+}

@@ -1,0 +1,167 @@
+//! The host: builds services, runs them through their lifecycle, and stops them.
+//!
+//! Startup services run first, one at a time by `order`, each under its timeout; then
+//! every other service starts concurrently (higher `priority` first); on shutdown they
+//! are stopped in reverse, within a grace period, after which they are aborted.
+
+mod builder;
+mod environment;
+mod exit;
+mod handle;
+mod lifecycle;
+mod supervisor;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use builder::HostBuilder;
+pub use environment::Environment;
+pub use exit::HostExit;
+pub use handle::HostHandle;
+
+use crate::action::Ledger;
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::event::EventBus;
+use crate::registry::{Registry, ServiceCell};
+use crate::service::{RunReason, ServiceContext};
+use crate::transport::Transport;
+
+/// Settings of the host as a whole.
+#[derive(Debug, Clone)]
+pub(crate) struct HostConfig {
+    pub(crate) grace: Duration,
+    pub(crate) environment: Environment,
+    pub(crate) startup_timeout: Duration,
+    pub(crate) fail_fast: bool,
+    pub(crate) clock: Clock,
+    pub(crate) action_grace: Duration,
+}
+
+/// The shared state of a running host.
+pub(crate) struct HostInner {
+    pub(crate) registry: Registry,
+    pub(crate) config: HostConfig,
+    pub(crate) stop_request: CancellationToken,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) startup_done: AtomicBool,
+    pub(crate) critical_tx: mpsc::UnboundedSender<(String, String)>,
+    pub(crate) critical_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+    pub(crate) exit: watch::Sender<Option<HostExit>>,
+    pub(crate) events: EventBus,
+    pub(crate) ledger: Ledger,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) me: Weak<HostInner>,
+}
+
+impl HostInner {
+    pub(crate) fn context(&self, cell: &ServiceCell, reason: RunReason) -> ServiceContext {
+        ServiceContext {
+            name: Arc::clone(&cell.name),
+            token: cell.token.clone(),
+            reason,
+            batch: None,
+            host: self.me.clone(),
+        }
+    }
+}
+
+/// A built host, ready to start.
+///
+/// ```no_run
+/// # use koan::{Background, BackgroundService, BoxError, Host, Service, ServiceContext};
+/// # #[derive(Default)] struct Heartbeat;
+/// # impl Service for Heartbeat { type Kind = Background; }
+/// # impl BackgroundService for Heartbeat {
+/// #     async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> { cx.cancelled().await; Ok(()) }
+/// # }
+/// #[tokio::main]
+/// async fn main() -> Result<(), koan::Error> {
+///     Host::builder().service::<Heartbeat>().build()?.run().await
+/// }
+/// ```
+pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("services", &self.inner.registry.names())
+            .finish()
+    }
+}
+
+static CURRENT: RwLock<Option<Weak<HostInner>>> = RwLock::new(None);
+
+pub(crate) fn current() -> Option<HostHandle> {
+    CURRENT
+        .read()
+        .ok()
+        .and_then(|g| g.as_ref().and_then(Weak::upgrade))
+        .map(HostHandle::from_inner)
+}
+
+impl Host {
+    /// A new [`HostBuilder`].
+    pub fn builder() -> HostBuilder {
+        HostBuilder::new()
+    }
+
+    /// A handle to this host (usable before and after `start`).
+    pub fn handle(&self) -> HostHandle {
+        HostHandle::from_inner(Arc::clone(&self.inner))
+    }
+
+    /// Starts the host in the background and returns its handle at once: startup
+    /// services run, then the others. Must be called inside a tokio runtime.
+    ///
+    /// This host becomes the one that [`crate::services`] reaches.
+    pub fn start(self) -> HostHandle {
+        if let Ok(mut g) = CURRENT.write() {
+            *g = Some(Arc::downgrade(&self.inner));
+        }
+        lifecycle::spawn(Arc::clone(&self.inner));
+        HostHandle::from_inner(self.inner)
+    }
+
+    /// Starts the host and runs it until SIGINT/SIGTERM or until it stops by itself;
+    /// then shuts down gracefully. An error means startup or a critical service failed,
+    /// so `main` exits non-zero.
+    pub async fn run(self) -> Result<()> {
+        let handle = self.start();
+        tokio::select! {
+            exit = handle.wait() => return exit.into_result(),
+            _ = shutdown_signal() => tracing::info!("shutdown signal received"),
+        }
+        handle.shutdown();
+        handle.wait().await.into_result()
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

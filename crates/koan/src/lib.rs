@@ -1,0 +1,98 @@
+//! # Koan: supervised, schedulable, observable background services for tokio
+//!
+//! Write a struct, pick its kind, and the host gives it a lifecycle, supervision,
+//! scheduling, named actions, typed events, health and status — the Rust form of the
+//! Koan Framework's background-services pillar.
+//!
+//! ```
+//! use std::time::Duration;
+//! use koan::{BoxError, Host, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions};
+//!
+//! #[derive(Default)]
+//! struct DataCleanupService;
+//!
+//! impl Service for DataCleanupService {
+//!     type Kind = Periodic;
+//!     fn options() -> ServiceOptions {
+//!         ServiceOptions::default().every(Duration::from_secs(3600)).run_on_startup(true)
+//!     }
+//! }
+//!
+//! impl PeriodicService for DataCleanupService {
+//!     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+//!         // delete old rows …
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), koan::Error> {
+//! let host = Host::builder().service::<DataCleanupService>().build()?.start();
+//! host.started().await?;
+//! let outcome = host.services::<DataCleanupService>().trigger().await?; // run now
+//! assert!(outcome.run.outcome.is_success());
+//! host.shutdown();
+//! host.wait().await.into_result()
+//! # }
+//! ```
+//!
+//! ## Concepts, by module
+//! - [`Service`] and the kinds [`BackgroundService`], [`PeriodicService`],
+//!   [`StartupService`]; [`ServiceOptions`] declares name, schedule, supervision.
+//! - [`Host`] / [`HostBuilder`] / [`HostHandle`]: lifecycle, shutdown, health.
+//! - Actions: [`Actions`] to declare, [`ActionRequest`] to call, with priority,
+//!   enforced timeout and correlation id; [`Services`] is the fluent entry point.
+//! - Events: [`ServiceContext::emit`], [`SubscriptionBuilder`].
+//! - [`Transport`]: how calls reach services in other processes.
+//! - [`testing`] (feature `test-util`): paused-clock hosts and waiting helpers.
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[allow(unused_extern_crates)]
+extern crate self as koan;
+
+mod action;
+mod client;
+mod clock;
+mod error;
+mod event;
+mod health;
+mod host;
+mod registry;
+mod schedule;
+mod service;
+mod transport;
+mod util;
+mod well_known;
+
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use action::{
+    ActionContext, ActionDecl, ActionInfo, ActionOutput, ActionRecord, ActionRequest, ActionState,
+    ActionTicket, Actions, CallOptions, ErrorBody, EventInfo,
+};
+pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use event::{EventEnvelope, HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
+pub use health::{
+    HealthReport, HealthStatus, HealthThresholds, HostHealth, Readiness, ServiceHealth,
+};
+pub use host::{Environment, Host, HostBuilder, HostExit, HostHandle};
+pub use registry::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
+pub use schedule::{CronSchedule, MissedTickPolicy, Schedule, TriggerOutcome, parse_duration};
+pub use service::{
+    Background, BackgroundService, Backoff, BatchRequest, BuildContext, FromContext, Intensity,
+    KindOf, Periodic, PeriodicService, RestartPolicy, RunReason, Service, ServiceContext,
+    ServiceKind, ServiceOptions, Startup, StartupService,
+};
+pub use transport::{RemoteCall, Transport};
+pub use well_known::{actions, events};
+
+/// Used by code that `koan-macros` generates. Not public API: it may change in any
+/// release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::service::{PeriodicRun, RunFn, Runner};
+    pub use crate::util::BoxFuture;
+}

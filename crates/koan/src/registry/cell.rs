@@ -1,0 +1,278 @@
+use std::any::TypeId;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::status::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
+use crate::action::{ActionTable, Mailbox};
+use crate::clock::Clock;
+use crate::health::{HealthReport, HealthStatus, ServiceHealth};
+use crate::schedule::{PeriodicControl, Schedule};
+use crate::service::{ErasedService, RunReason, Runner, ServiceKind, ServiceOptions};
+use crate::util::CatchUnwind;
+
+/// The mutable part of a status, published through a watch channel so tests and
+/// dashboards can wait for changes instead of polling.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusCore {
+    pub(crate) state: ServiceState,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) last_run: Option<RunRecord>,
+    pub(crate) next_run: Option<DateTime<Utc>>,
+    pub(crate) runs: u64,
+    pub(crate) failures: u64,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) restarts: u32,
+    pub(crate) last_error: Option<String>,
+}
+
+/// Everything the host keeps about one service.
+pub(crate) struct ServiceCell {
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: ServiceKind,
+    pub(crate) type_id: TypeId,
+    pub(crate) options: ServiceOptions,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) service: Arc<dyn ErasedService>,
+    pub(crate) runner: Runner,
+    pub(crate) token: CancellationToken,
+    pub(crate) control: Option<Arc<PeriodicControl>>,
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) actions: Arc<ActionTable>,
+    pub(crate) disabled: Option<String>,
+    pub(crate) clock: Clock,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) in_flight: AtomicUsize,
+    status: watch::Sender<StatusCore>,
+}
+
+impl std::fmt::Debug for ServiceCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceCell")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct CellParts {
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: ServiceKind,
+    pub(crate) type_id: TypeId,
+    pub(crate) options: ServiceOptions,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) service: Arc<dyn ErasedService>,
+    pub(crate) runner: Runner,
+    pub(crate) token: CancellationToken,
+    pub(crate) actions: ActionTable,
+    pub(crate) disabled: Option<String>,
+    pub(crate) clock: Clock,
+}
+
+impl ServiceCell {
+    pub(crate) fn new(parts: CellParts) -> Self {
+        let state = if parts.disabled.is_some() {
+            ServiceState::Disabled
+        } else {
+            ServiceState::Pending
+        };
+        let control = (parts.kind == ServiceKind::Periodic)
+            .then(|| Arc::new(PeriodicControl::new(parts.options.mailbox_capacity)));
+        let mailbox = Arc::new(Mailbox::new(
+            Arc::clone(&parts.name),
+            parts.options.mailbox_capacity,
+        ));
+        let (status, _) = watch::channel(StatusCore {
+            state,
+            started_at: None,
+            last_run: None,
+            next_run: None,
+            runs: 0,
+            failures: 0,
+            consecutive_failures: 0,
+            restarts: 0,
+            last_error: None,
+        });
+        ServiceCell {
+            name: parts.name,
+            kind: parts.kind,
+            type_id: parts.type_id,
+            options: parts.options,
+            schedule: parts.schedule,
+            service: parts.service,
+            runner: parts.runner,
+            token: parts.token,
+            control,
+            mailbox,
+            actions: Arc::new(parts.actions),
+            disabled: parts.disabled,
+            clock: parts.clock,
+            tasks: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            status,
+        }
+    }
+
+    pub(crate) fn state(&self) -> ServiceState {
+        self.status.borrow().state
+    }
+
+    pub(crate) fn set_state(&self, state: ServiceState) {
+        self.status.send_if_modified(|s| {
+            if s.state == state {
+                return false;
+            }
+            // A service that failed for good or is disabled stays that way.
+            if matches!(s.state, ServiceState::Failed | ServiceState::Disabled)
+                && !matches!(state, ServiceState::Failed)
+            {
+                return false;
+            }
+            s.state = state;
+            true
+        });
+    }
+
+    pub(crate) fn fail(&self, error: String) {
+        self.status.send_modify(|s| {
+            s.state = ServiceState::Failed;
+            s.last_error = Some(error);
+        });
+    }
+
+    pub(crate) fn mark_started(&self, state: ServiceState) {
+        let now = self.clock.now();
+        self.status.send_modify(|s| {
+            s.state = state;
+            s.started_at = Some(now);
+        });
+    }
+
+    pub(crate) fn add_restart(&self) {
+        self.status.send_modify(|s| s.restarts += 1);
+    }
+
+    pub(crate) fn set_next_run(&self, next: Option<DateTime<Utc>>) {
+        self.status.send_modify(|s| s.next_run = next);
+    }
+
+    /// Records a finished run and returns the record.
+    pub(crate) fn record_run(
+        &self,
+        reason: RunReason,
+        started_at: DateTime<Utc>,
+        duration: Duration,
+        outcome: RunOutcome,
+    ) -> RunRecord {
+        let record = RunRecord {
+            reason,
+            started_at,
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            outcome,
+        };
+        self.status.send_modify(|s| {
+            s.runs += 1;
+            if record.outcome.is_failure() {
+                s.failures += 1;
+                s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                s.last_error = record.outcome.error_text();
+            } else if record.outcome.is_success() {
+                s.consecutive_failures = 0;
+            }
+            s.last_run = Some(record.clone());
+        });
+        record
+    }
+
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    pub(crate) fn watch(&self) -> watch::Receiver<StatusCore> {
+        self.status.subscribe()
+    }
+
+    pub(crate) fn snapshot(&self) -> ServiceStatus {
+        let s = self.status.borrow().clone();
+        self.to_status(s)
+    }
+
+    pub(crate) fn to_status(&self, s: StatusCore) -> ServiceStatus {
+        ServiceStatus {
+            name: self.name.to_string(),
+            kind: self.kind,
+            state: s.state,
+            enabled: self.disabled.is_none(),
+            disabled_reason: self.disabled.clone(),
+            critical: self.options.critical,
+            started_at: s.started_at,
+            last_run: s.last_run,
+            next_run: s.next_run,
+            runs: s.runs,
+            failures: s.failures,
+            consecutive_failures: s.consecutive_failures,
+            restarts: s.restarts,
+            queue_depth: self.mailbox.len() + self.control.as_ref().map_or(0, |c| c.pending()),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            last_error: s.last_error,
+        }
+    }
+
+    /// The service's own report combined with what the runtime observed.
+    pub(crate) async fn health(&self) -> ServiceHealth {
+        let critical = self.options.critical;
+        let wrap = |report| ServiceHealth {
+            service: self.name.to_string(),
+            critical,
+            report,
+        };
+        if let Some(reason) = &self.disabled {
+            return wrap(HealthReport::healthy(format!("disabled: {reason}")));
+        }
+        let core = self.status.borrow().clone();
+        if core.state == ServiceState::Failed {
+            let mut r = HealthReport::unhealthy("the service has failed");
+            r.error = core.last_error;
+            return wrap(r);
+        }
+        let own = match CatchUnwind(self.service.health()).await {
+            Ok(r) => r,
+            Err(panic) => HealthReport::unhealthy("the health check panicked").with_error(panic),
+        };
+        let observed = self
+            .options
+            .health_thresholds
+            .status_for(core.consecutive_failures);
+        if observed <= own.status {
+            return wrap(own);
+        }
+        let mut report = match observed {
+            HealthStatus::Unhealthy => HealthReport::unhealthy(format!(
+                "{} consecutive failed runs",
+                core.consecutive_failures
+            )),
+            _ => HealthReport::degraded(format!(
+                "{} consecutive failed run(s)",
+                core.consecutive_failures
+            )),
+        };
+        report.error = core.last_error;
+        report.data = own.data;
+        wrap(report)
+    }
+
+    pub(crate) fn push_task(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    pub(crate) fn take_tasks(&self) -> Vec<JoinHandle<()>> {
+        self.tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
+    }
+}

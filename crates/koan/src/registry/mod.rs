@@ -1,0 +1,80 @@
+//! The host's table of services: one [`ServiceCell`] per registered service, found by
+//! name (case-insensitive) or by type.
+
+mod cell;
+mod status;
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(crate) use cell::{CellParts, ServiceCell};
+pub use status::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
+
+use crate::error::{Error, ErrorKind, Result};
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    cells: Vec<Arc<ServiceCell>>,
+    by_name: HashMap<String, usize>,
+    by_type: HashMap<TypeId, usize>,
+}
+
+impl Registry {
+    pub(crate) fn insert(&mut self, cell: ServiceCell) -> Result<()> {
+        let key = cell.name.to_lowercase();
+        if self.by_name.contains_key(&key) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "two services are named `{}`; give one another name with `ServiceOptions::name`",
+                    cell.name
+                ),
+            ));
+        }
+        let idx = self.cells.len();
+        self.by_name.insert(key, idx);
+        self.by_type.insert(cell.type_id, idx);
+        self.cells.push(Arc::new(cell));
+        Ok(())
+    }
+
+    pub(crate) fn all(&self) -> &[Arc<ServiceCell>] {
+        &self.cells
+    }
+
+    pub(crate) fn names(&self) -> Vec<&str> {
+        self.cells.iter().map(|c| &*c.name).collect()
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<ServiceCell>> {
+        let idx = match self.by_name.get(name) {
+            Some(i) => *i,
+            None => *self.by_name.get(&name.to_lowercase())?,
+        };
+        self.cells.get(idx)
+    }
+
+    pub(crate) fn by_type(&self, id: TypeId) -> Option<&Arc<ServiceCell>> {
+        self.by_type.get(&id).and_then(|i| self.cells.get(*i))
+    }
+
+    pub(crate) fn unknown(&self, name: &str) -> Error {
+        let names = self.names();
+        Error::new(
+            ErrorKind::UnknownService,
+            format!(
+                "no service named `{name}`; services: {}",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    }
+
+    pub(crate) fn find(&self, name: &str) -> Result<&Arc<ServiceCell>> {
+        self.by_name(name).ok_or_else(|| self.unknown(name))
+    }
+}

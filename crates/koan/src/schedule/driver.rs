@@ -1,0 +1,283 @@
+//! The periodic driver: one task per periodic service that serializes scheduled runs
+//! with pokes (`trigger`, `check-queue`, `process-batch`), so runs never overlap.
+//!
+//! A poke that arrives while a run is in progress is *coalesced*: every such `trigger`
+//! (or `check-queue`) joins one follow-up run, and its caller learns that it was merged.
+//! An idle driver is woken at once through a [`Notify`], never by polling.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use super::Schedule;
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{RunOutcome, RunRecord, ServiceCell, ServiceState};
+use crate::service::{BatchRequest, PeriodicRun, RunReason, ServiceContext};
+use crate::util::CatchUnwind;
+
+/// A request for an unscheduled run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Poke {
+    Trigger,
+    CheckQueue,
+    ProcessBatch(BatchRequest),
+}
+
+impl Poke {
+    fn reason(&self) -> RunReason {
+        match self {
+            Poke::Trigger => RunReason::Trigger,
+            Poke::CheckQueue => RunReason::CheckQueue,
+            Poke::ProcessBatch(_) => RunReason::ProcessBatch,
+        }
+    }
+
+    fn merges_with(&self, other: &Poke) -> bool {
+        matches!(
+            (self, other),
+            (Poke::Trigger, Poke::Trigger) | (Poke::CheckQueue, Poke::CheckQueue)
+        )
+    }
+}
+
+/// What the run that served a poke ended with.
+pub(crate) type PokeResult = Result<RunRecord>;
+
+/// The answer to a trigger, check-queue or process-batch: whether the request was
+/// merged into a run already due, and the run that served it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerOutcome {
+    /// True when the request arrived during a run (or joined a pending one) and was
+    /// merged into a single follow-up run.
+    pub coalesced: bool,
+    /// The run that served the request.
+    pub run: RunRecord,
+}
+
+/// An accepted poke: whether it was merged, and where its run's outcome will arrive.
+#[derive(Debug)]
+pub(crate) struct PokeReceipt {
+    pub(crate) coalesced: bool,
+    pub(crate) rx: oneshot::Receiver<PokeResult>,
+}
+
+impl PokeReceipt {
+    /// Waits for the run; a run that failed is an error of kind `Handler`/`Panic`.
+    pub(crate) async fn outcome(self, service: &str) -> Result<TriggerOutcome> {
+        let record = self
+            .rx
+            .await
+            .map_err(|_| Error::shutting_down(&format!("run of `{service}`")))??;
+        match &record.outcome {
+            RunOutcome::Success => Ok(TriggerOutcome {
+                coalesced: self.coalesced,
+                run: record,
+            }),
+            RunOutcome::Panicked { message } => Err(Error::new(
+                ErrorKind::Panic,
+                format!("the run of `{service}` panicked: {message}"),
+            )),
+            RunOutcome::TimedOut => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("the run of `{service}` timed out"),
+            )),
+            RunOutcome::Cancelled => Err(Error::shutting_down(&format!("run of `{service}`"))),
+            RunOutcome::Failed { error } => Err(Error::new(
+                ErrorKind::Handler,
+                format!("the run of `{service}` failed: {error}"),
+            )),
+        }
+    }
+}
+
+struct Command {
+    poke: Poke,
+    waiters: Vec<oneshot::Sender<PokeResult>>,
+}
+
+#[derive(Default)]
+struct DriverState {
+    running: bool,
+    closed: bool,
+    queue: VecDeque<Command>,
+}
+
+/// The shared side of a periodic driver: pokes go in here.
+pub(crate) struct PeriodicControl {
+    state: Mutex<DriverState>,
+    notify: Notify,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for PeriodicControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeriodicControl")
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl PeriodicControl {
+    pub(crate) fn new(capacity: usize) -> Self {
+        PeriodicControl {
+            state: Mutex::new(DriverState::default()),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs waiting (not counting the one in progress).
+    pub(crate) fn pending(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Asks for a run. Never blocks: the run is queued or merged, or the caller is told
+    /// `Busy` / `ShuttingDown` at once.
+    pub(crate) fn poke(&self, service: &str, poke: Poke) -> Result<PokeReceipt> {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Error::shutting_down(&format!("poke of `{service}`")));
+        }
+        let mut coalesced = st.running;
+        if let Some(cmd) = st.queue.iter_mut().find(|c| c.poke.merges_with(&poke)) {
+            cmd.waiters.push(tx);
+            return Ok(PokeReceipt {
+                coalesced: true,
+                rx,
+            });
+        }
+        if st.queue.len() >= self.capacity {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "`{service}` already has {} runs waiting (its capacity); retry later",
+                    st.queue.len()
+                ),
+            ));
+        }
+        coalesced &= poke.merges_with(&poke);
+        st.queue.push_back(Command {
+            poke,
+            waiters: vec![tx],
+        });
+        drop(st);
+        self.notify.notify_one();
+        Ok(PokeReceipt { coalesced, rx })
+    }
+
+    fn begin_command(&self) -> Option<Command> {
+        let mut st = self.lock();
+        let cmd = st.queue.pop_front()?;
+        st.running = true;
+        Some(cmd)
+    }
+
+    fn begin_scheduled(&self) {
+        self.lock().running = true;
+    }
+
+    fn end(&self) {
+        self.lock().running = false;
+    }
+
+    fn close(&self, service: &str) {
+        let drained: Vec<Command> = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.queue.drain(..).collect()
+        };
+        for cmd in drained {
+            for w in cmd.waiters {
+                let _ = w.send(Err(Error::shutting_down(&format!("run of `{service}`"))));
+            }
+        }
+    }
+}
+
+/// The driver task of one periodic service.
+pub(crate) async fn drive(
+    cell: Arc<ServiceCell>,
+    run: Arc<dyn PeriodicRun>,
+    control: Arc<PeriodicControl>,
+    schedule: Schedule,
+    cx: ServiceContext,
+) {
+    let clock = cell.clock.clone();
+    let opts = &cell.options;
+    let start = Instant::now();
+    let anchor = start + opts.initial_delay;
+    let mut due = schedule.first_due(start, opts.initial_delay, opts.run_on_startup, &clock);
+    cell.set_next_run(Some(clock.wall_at(due)));
+    cell.mark_started(ServiceState::Idle);
+    tracing::info!(schedule = %schedule.describe(), "periodic service started");
+
+    loop {
+        let notified = control.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if cx.is_cancelled() {
+            break;
+        }
+        let (reason, batch, waiters, consumed) = if let Some(cmd) = control.begin_command() {
+            let batch = match &cmd.poke {
+                Poke::ProcessBatch(b) => Some(b.clone()),
+                _ => None,
+            };
+            (cmd.poke.reason(), batch, cmd.waiters, false)
+        } else if Instant::now() >= due {
+            control.begin_scheduled();
+            (RunReason::Scheduled, None, Vec::new(), true)
+        } else {
+            tokio::select! {
+                biased;
+                _ = cx.cancelled() => break,
+                _ = &mut notified => continue,
+                _ = tokio::time::sleep_until(due) => continue,
+            }
+        };
+
+        cell.set_state(ServiceState::Running);
+        let started = Instant::now();
+        let started_wall = clock.now();
+        let outcome = match CatchUnwind(run.run(cx.for_run(reason, batch))).await {
+            Ok(Ok(())) => RunOutcome::Success,
+            Ok(Err(e)) => {
+                tracing::warn!(?reason, error = %e, "periodic run failed");
+                RunOutcome::Failed {
+                    error: e.to_string(),
+                }
+            }
+            Err(panic) => {
+                tracing::error!(?reason, panic = %panic, "periodic run panicked");
+                RunOutcome::Panicked { message: panic }
+            }
+        };
+        let record = cell.record_run(reason, started_wall, started.elapsed(), outcome);
+        for w in waiters {
+            let _ = w.send(Ok(record.clone()));
+        }
+        control.end();
+
+        due = schedule.next_due(
+            opts.missed_ticks,
+            anchor,
+            due,
+            consumed,
+            Instant::now(),
+            &clock,
+        );
+        cell.set_next_run(Some(clock.wall_at(due)));
+        cell.set_state(ServiceState::Idle);
+    }
+
+    control.close(&cell.name);
+    cell.set_next_run(None);
+}

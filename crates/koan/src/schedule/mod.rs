@@ -1,0 +1,213 @@
+//! Schedules of periodic services: a fixed interval or a cron expression, a policy for
+//! missed ticks, and the driver that serializes scheduled runs with on-demand pokes.
+//!
+//! The next run is always computed from *now*: a slow run or a suspended machine never
+//! causes a burst of catch-up runs nor a schedule that drifts into the past.
+
+mod driver;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::error::{Error, ErrorKind, Result};
+
+pub use driver::TriggerOutcome;
+pub(crate) use driver::{PeriodicControl, Poke, PokeReceipt, drive};
+
+/// What to do with scheduled ticks that fell due while a run was in progress or the
+/// machine was stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissedTickPolicy {
+    /// Drop the missed ticks and wait for the next one on the schedule (default).
+    #[default]
+    Skip,
+    /// Start the next period when the run ends: `next = end + period`.
+    Delay,
+    /// Run once right away for all the missed ticks together, then resume the schedule.
+    CatchUpOnce,
+}
+
+/// When a periodic service runs.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// Every fixed period.
+    Every(Duration),
+    /// On a cron expression (UTC).
+    Cron(CronSchedule),
+}
+
+/// A parsed cron expression and the text it came from.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    expression: String,
+    inner: cron::Schedule,
+}
+
+impl CronSchedule {
+    /// The expression as written.
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The first fire time strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.inner.after(&after).next()
+    }
+}
+
+impl Schedule {
+    /// Every `period`; zero is a `Config` error.
+    pub fn every(period: Duration) -> Result<Self> {
+        if period.is_zero() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a periodic interval must be longer than zero (e.g. `every = \"30s\"`)",
+            ));
+        }
+        Ok(Schedule::Every(period))
+    }
+
+    /// A cron expression: six fields with seconds (`"0 */5 * * * *"`), optionally a
+    /// seventh for the year, or the classic five fields (`"*/5 * * * *"`, seconds = 0).
+    pub fn cron(expression: &str) -> Result<Self> {
+        let trimmed = expression.trim();
+        let fields = trimmed.split_whitespace().count();
+        let normalized = if fields == 5 {
+            format!("0 {trimmed}")
+        } else {
+            trimmed.to_owned()
+        };
+        let inner = cron::Schedule::from_str(&normalized).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "invalid cron expression `{expression}`: {e}; expected 5 fields \
+                     (min hour day month weekday), 6 with seconds first, or 7 with a year, \
+                     e.g. `0 */5 * * * *`"
+                ),
+            )
+        })?;
+        Ok(Schedule::Cron(CronSchedule {
+            expression: expression.to_owned(),
+            inner,
+        }))
+    }
+
+    /// Parses a human duration (`"90s"`, `"5m"`, `"1h 30m"`) into an interval schedule.
+    pub fn parse_every(text: &str) -> Result<Self> {
+        let period = parse_duration(text)?;
+        Schedule::every(period)
+    }
+
+    /// A short description: `every 1h` or `cron 0 */5 * * * *`.
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Every(p) => format!("every {}", crate::util::fmt_duration(*p)),
+            Schedule::Cron(c) => format!("cron {}", c.expression),
+        }
+    }
+
+    /// The first due instant for a service started at `start`.
+    pub(crate) fn first_due(
+        &self,
+        start: Instant,
+        initial_delay: Duration,
+        run_on_startup: bool,
+        clock: &Clock,
+    ) -> Instant {
+        let anchor = start + initial_delay;
+        if run_on_startup {
+            return anchor;
+        }
+        match self {
+            Schedule::Every(p) => anchor + *p,
+            Schedule::Cron(_) => self.after(anchor, clock),
+        }
+    }
+
+    /// The first fire time strictly after `instant`.
+    fn after(&self, instant: Instant, clock: &Clock) -> Instant {
+        match self {
+            Schedule::Every(p) => instant + *p,
+            Schedule::Cron(c) => {
+                let wall = clock.wall_at(instant);
+                match c.next_after(wall) {
+                    Some(next) => {
+                        let delta = (next - wall).to_std().unwrap_or(Duration::ZERO);
+                        instant + delta
+                    }
+                    // An expression that never fires again (a past year): park far away.
+                    None => instant + Duration::from_secs(100 * 365 * 24 * 3600),
+                }
+            }
+        }
+    }
+
+    /// The next due instant after a run that ended at `now`.
+    ///
+    /// `planned` is the due instant the driver was waiting for; `consumed` says whether
+    /// this run was that scheduled one (otherwise it was a poke).
+    pub(crate) fn next_due(
+        &self,
+        policy: MissedTickPolicy,
+        anchor: Instant,
+        planned: Instant,
+        consumed: bool,
+        now: Instant,
+        clock: &Clock,
+    ) -> Instant {
+        if consumed && policy == MissedTickPolicy::Delay {
+            return self.after(now, clock);
+        }
+        let candidate = if consumed {
+            self.following(anchor, planned, clock)
+        } else {
+            planned
+        };
+        if candidate > now {
+            return candidate;
+        }
+        match policy {
+            MissedTickPolicy::CatchUpOnce => now,
+            MissedTickPolicy::Delay => self.after(now, clock),
+            MissedTickPolicy::Skip => self.following(anchor, now, clock),
+        }
+    }
+
+    /// The first point of the schedule strictly after `t` (interval grids are anchored).
+    fn following(&self, anchor: Instant, t: Instant, clock: &Clock) -> Instant {
+        match self {
+            Schedule::Every(p) => {
+                if t < anchor {
+                    return anchor;
+                }
+                let elapsed = (t - anchor).as_nanos();
+                let period = p.as_nanos().max(1);
+                let k = elapsed / period + 1;
+                let offset = Duration::from_nanos(u64::try_from(period * k).unwrap_or(u64::MAX));
+                anchor + offset
+            }
+            Schedule::Cron(_) => self.after(t, clock),
+        }
+    }
+}
+
+/// Parses `"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("invalid duration `{text}`: {e}; write e.g. `30s`, `5m`, `1h 30m` or `250ms`"),
+        )
+    })
+}

@@ -1,0 +1,139 @@
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::Environment;
+
+/// Shared values registered on the host builder with `.resource(value)`, by type.
+#[derive(Default, Clone)]
+pub(crate) struct Resources {
+    map: HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>,
+}
+
+impl std::fmt::Debug for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.map.values().map(|(n, _)| n))
+            .finish()
+    }
+}
+
+impl Resources {
+    pub(crate) fn insert<R: Send + Sync + 'static>(&mut self, value: Arc<R>) {
+        self.map
+            .insert(TypeId::of::<R>(), (std::any::type_name::<R>(), value));
+    }
+
+    pub(crate) fn get<R: Send + Sync + 'static>(&self) -> Option<Arc<R>> {
+        self.map
+            .get(&TypeId::of::<R>())
+            .and_then(|(_, v)| Arc::clone(v).downcast::<R>().ok())
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.map.values().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// What a service can draw on while it is constructed: shared resources, its typed
+/// settings and the environment (the seed's constructor injection).
+#[derive(Debug)]
+pub struct BuildContext<'a> {
+    pub(crate) service: &'a str,
+    pub(crate) resources: &'a Resources,
+    pub(crate) settings: Option<&'a serde_json::Value>,
+    pub(crate) settings_source: &'a str,
+    pub(crate) environment: Environment,
+}
+
+impl BuildContext<'_> {
+    /// The name of the service being built.
+    pub fn service_name(&self) -> &str {
+        self.service
+    }
+
+    /// The environment the host runs in.
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    /// A shared resource registered with `HostBuilder::resource`.
+    ///
+    /// A missing resource is a `Build` error naming the service, the type asked for and
+    /// the types that are registered.
+    pub fn resource<R: Send + Sync + 'static>(&self) -> Result<Arc<R>> {
+        self.resources.get::<R>().ok_or_else(|| {
+            let have = self.resources.names();
+            Error::new(
+                ErrorKind::Build,
+                format!(
+                    "service `{}` needs a resource of type `{}`, but none is registered \
+                     (register it with `HostBuilder::resource`); registered: {}",
+                    self.service,
+                    std::any::type_name::<R>(),
+                    if have.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        have.join(", ")
+                    }
+                ),
+            )
+        })
+    }
+
+    /// The service's typed settings, from its configuration section's `settings`
+    /// (defaults when there is none). A mismatch is a `Config` error naming the field
+    /// and where the value came from.
+    pub fn settings<S: DeserializeOwned + Default>(&self) -> Result<S> {
+        match self.settings {
+            None => Ok(S::default()),
+            Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "settings of service `{}` (from {}) do not fit `{}`: {e}",
+                        self.service,
+                        self.settings_source,
+                        std::any::type_name::<S>()
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+/// How a service is constructed by the host. Every `Default` type has it; implement it
+/// for services that need resources or settings.
+///
+/// ```
+/// use std::sync::Arc;
+/// use koan::{BuildContext, FromContext};
+///
+/// struct Pool;
+/// struct Cleanup { pool: Arc<Pool> }
+///
+/// impl FromContext for Cleanup {
+///     fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
+///         Ok(Cleanup { pool: cx.resource::<Pool>()? })
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "the host cannot construct `{Self}`",
+    note = "derive `Default` for `{Self}`, or implement `koan::FromContext` to take resources and settings from the `BuildContext`, or register a built value with `HostBuilder::instance`"
+)]
+pub trait FromContext: Sized {
+    /// Builds the service.
+    fn from_context(cx: &BuildContext<'_>) -> Result<Self>;
+}
+
+impl<T: Default> FromContext for T {
+    fn from_context(_: &BuildContext<'_>) -> Result<Self> {
+        Ok(T::default())
+    }
+}

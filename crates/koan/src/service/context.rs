@@ -1,0 +1,147 @@
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::host::{HostHandle, HostInner};
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunReason {
+    /// The service was started (background and startup services).
+    Start,
+    /// A restart after a failure.
+    Restart,
+    /// The schedule fell due.
+    Scheduled,
+    /// Someone asked for a run now (`trigger`).
+    Trigger,
+    /// The `check-queue` command.
+    CheckQueue,
+    /// The `process-batch` command.
+    ProcessBatch,
+}
+
+/// The arguments of `process-batch` (the seed's `OnProcessBatch(batchSize, filter)`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchRequest {
+    /// How many items to take at most.
+    #[serde(default, alias = "batch_size")]
+    pub batch_size: Option<u32>,
+    /// Which items to take.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+impl BatchRequest {
+    /// A request for `batch_size` items matching `filter`.
+    pub fn new(batch_size: Option<u32>, filter: Option<String>) -> Self {
+        BatchRequest { batch_size, filter }
+    }
+}
+
+/// What a running service gets from the host: its cancellation signal, why it runs,
+/// and a way back to the host.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) token: CancellationToken,
+    pub(crate) reason: RunReason,
+    pub(crate) batch: Option<BatchRequest>,
+    pub(crate) host: Weak<HostInner>,
+}
+
+impl std::fmt::Debug for ServiceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceContext")
+            .field("name", &self.name)
+            .field("reason", &self.reason)
+            .field("cancelled", &self.token.is_cancelled())
+            .finish()
+    }
+}
+
+impl ServiceContext {
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Resolves when the host asks the service to stop.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Whether the host has asked the service to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// The cancellation token, to hand to other code.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Sleeps for `duration`, or less if the service is stopped. Returns `false` when
+    /// cut short by cancellation, so loops read `while cx.sleep(period).await { … }`.
+    pub async fn sleep(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = self.token.cancelled() => false,
+            _ = tokio::time::sleep(duration) => true,
+        }
+    }
+
+    /// Why this run started.
+    pub fn reason(&self) -> RunReason {
+        self.reason
+    }
+
+    /// The `process-batch` arguments, when that is why this run started.
+    pub fn batch(&self) -> Option<&BatchRequest> {
+        self.batch.as_ref()
+    }
+
+    /// The host running this service, while it exists.
+    pub fn host(&self) -> Option<HostHandle> {
+        self.host.upgrade().map(HostHandle::from_inner)
+    }
+
+    pub(crate) fn for_run(&self, reason: RunReason, batch: Option<BatchRequest>) -> Self {
+        ServiceContext {
+            reason,
+            batch,
+            ..self.clone()
+        }
+    }
+}
+
+impl ServiceContext {
+    /// Emits event `name` from this service. Inside an action handler the event
+    /// carries that action's correlation id.
+    pub async fn emit<E: Serialize + Send + Sync + 'static>(&self, name: &str, payload: E) {
+        if let Some(host) = self.host.upgrade() {
+            host.events
+                .emit(
+                    &self.name,
+                    name,
+                    crate::action::current_correlation(),
+                    payload,
+                )
+                .await;
+        }
+    }
+
+    /// The fluent API of another service of this host.
+    ///
+    /// # Panics
+    /// When the host is gone (a context kept past the host's life).
+    pub fn services<T: crate::Service>(&self) -> crate::Services<T> {
+        match self.host() {
+            Some(h) => h.services::<T>(),
+            None => panic!("the host of service `{}` is gone", self.name),
+        }
+    }
+}

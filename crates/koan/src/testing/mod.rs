@@ -1,0 +1,96 @@
+//! Test support (feature `test-util`): hosts whose clock follows tokio's paused clock,
+//! and waiting for states and runs instead of sleeping.
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use koan::{BoxError, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions};
+//! # #[derive(Default)] struct Cleanup;
+//! # impl Service for Cleanup {
+//! #     type Kind = Periodic;
+//! #     fn options() -> ServiceOptions { ServiceOptions::default().every(Duration::from_secs(60)) }
+//! # }
+//! # impl PeriodicService for Cleanup {
+//! #     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> { Ok(()) }
+//! # }
+//! #[tokio::test(start_paused = true)]
+//! # async fn _t() {}
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! async fn main() {
+//!     let host = koan::testing::host().service::<Cleanup>().build().unwrap().start();
+//!     // The paused clock jumps ahead while everything waits: three minutes pass at once.
+//!     koan::testing::wait_runs(&host, "Cleanup", 3).await;
+//!     host.shutdown();
+//!     host.wait().await;
+//! }
+//! ```
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::host::{Environment, HostBuilder, HostHandle};
+use crate::registry::{ServiceState, ServiceStatus};
+
+/// A host builder for tests: status times and cron schedules follow tokio's clock
+/// (pause it with `#[tokio::test(start_paused = true)]`), the environment is
+/// `testing`, and the shutdown grace is 5 s.
+pub fn host() -> HostBuilder {
+    HostBuilder::new()
+        .following_tokio_clock()
+        .environment(Environment::Testing)
+        .shutdown_grace(Duration::from_secs(5))
+}
+
+/// Waits until `service`'s status satisfies `pred`, and returns that status.
+///
+/// # Panics
+/// When there is no such service.
+pub async fn wait_until(
+    host: &HostHandle,
+    service: &str,
+    mut pred: impl FnMut(&ServiceStatus) -> bool,
+) -> ServiceStatus {
+    let cell = match host.inner.registry.find(service) {
+        Ok(c) => std::sync::Arc::clone(c),
+        Err(e) => panic!("{e}"),
+    };
+    let mut rx = cell.watch();
+    loop {
+        let status = cell.to_status(rx.borrow_and_update().clone());
+        if pred(&status) {
+            return status;
+        }
+        if rx.changed().await.is_err() {
+            return cell.snapshot();
+        }
+    }
+}
+
+/// Waits until `service` is in `state`.
+pub async fn wait_state(host: &HostHandle, service: &str, state: ServiceState) -> ServiceStatus {
+    wait_until(host, service, |s| s.state == state).await
+}
+
+/// Waits until `service` has finished at least `runs` runs.
+pub async fn wait_runs(host: &HostHandle, service: &str, runs: u64) -> ServiceStatus {
+    wait_until(host, service, |s| s.runs >= runs).await
+}
+
+/// Advances the paused clock by `by` and lets woken tasks run.
+pub async fn advance(by: Duration) {
+    tokio::time::advance(by).await;
+    settle().await;
+}
+
+/// Lets every ready task run until none is left (on a paused clock this does not
+/// move time).
+pub async fn settle() {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Shuts the host down and returns how it exited.
+pub async fn stop(host: &HostHandle) -> Result<()> {
+    host.shutdown();
+    host.wait().await.into_result()
+}

@@ -1,0 +1,82 @@
+//! The seed's `KoanServiceActions.*` and `KoanServiceEvents.*` constants.
+
+/// Well-known action names.
+pub mod actions {
+    /// Built-in: run a periodic service's tick now.
+    pub const TRIGGER: &str = "trigger";
+    /// Built-in: the `check-queue` command.
+    pub const CHECK_QUEUE: &str = "check-queue";
+    /// Built-in: the `process-batch` command.
+    pub const PROCESS_BATCH: &str = "process-batch";
+
+    /// Health actions.
+    pub mod health {
+        /// Schedule health probes now.
+        pub const FORCE_PROBE: &str = "ForceProbe";
+    }
+    /// Flow actions.
+    pub mod flow {
+        /// Start processing now.
+        pub const TRIGGER_PROCESSING: &str = "TriggerProcessing";
+    }
+    /// Outbox actions.
+    pub mod outbox {
+        /// Process one batch of the outbox.
+        pub const PROCESS_BATCH: &str = "ProcessBatch";
+    }
+    /// Messaging actions.
+    pub mod messaging {
+        /// Restart the messaging service.
+        pub const RESTART_MESSAGING: &str = "RestartMessaging";
+    }
+    /// Translation actions.
+    pub mod translation {
+        /// Translate a file.
+        pub const TRANSLATE: &str = "translate";
+        /// Check the translation queue.
+        pub const CHECK_QUEUE: &str = "check-queue";
+    }
+}
+
+/// Well-known event names.
+pub mod events {
+    /// Flow events.
+    pub mod flow {
+        /// An entity was processed.
+        pub const ENTITY_PROCESSED: &str = "Flow.EntityProcessed";
+        /// An entity was parked.
+        pub const ENTITY_PARKED: &str = "Flow.EntityParked";
+        /// An entity failed.
+        pub const ENTITY_FAILED: &str = "Flow.EntityFailed";
+    }
+    /// Health events.
+    pub mod health {
+        /// Probes were scheduled.
+        pub const PROBE_SCHEDULED: &str = "Health.ProbeScheduled";
+        /// A probe was broadcast.
+        pub const PROBE_BROADCAST: &str = "Health.ProbeBroadcast";
+    }
+    /// Outbox events.
+    pub mod outbox {
+        /// A batch was processed.
+        pub const PROCESSED: &str = "Outbox.Processed";
+        /// A batch failed.
+        pub const FAILED: &str = "Outbox.Failed";
+    }
+    /// Messaging events.
+    pub mod messaging {
+        /// Messaging is ready.
+        pub const READY: &str = "Messaging.Ready";
+        /// Messaging failed.
+        pub const FAILED: &str = "Messaging.Failed";
+    }
+    /// Translation events.
+    pub mod translation {
+        /// A translation started.
+        pub const STARTED: &str = "TranslationStarted";
+        /// A translation completed.
+        pub const COMPLETED: &str = "TranslationCompleted";
+        /// A translation failed.
+        pub const FAILED: &str = "TranslationFailed";
+    }
+}
