@@ -45,5 +45,11 @@ pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
 
 /// Renders a duration the way people write them in config: `1h`, `30s`, `250ms`.
 pub(crate) fn fmt_duration(d: std::time::Duration) -> String {
+    // Sub-millisecond precision only for tiny durations; logs want `153ms`, not `153ms449us897ns`.
+    let d = if d >= std::time::Duration::from_millis(1) {
+        std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    } else {
+        d
+    };
     humantime::format_duration(d).to_string().replace(' ', "")
 }
