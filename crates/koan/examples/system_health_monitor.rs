@@ -72,11 +72,9 @@ fn read_system() -> (f64, u64) {
             .unwrap_or(0)
     };
     let (total, available) = (field("MemTotal:"), field("MemAvailable:"));
-    let used = if total == 0 {
-        0
-    } else {
-        (total - available.min(total)) * 100 / total
-    };
+    let used = ((total - available.min(total)) * 100)
+        .checked_div(total)
+        .unwrap_or(0);
     (load, used)
 }
 

@@ -44,7 +44,7 @@
 //!   enforced timeout and correlation id; [`Services`] is the fluent entry point.
 //! - Events: [`ServiceContext::emit`], [`SubscriptionBuilder`].
 //! - [`Transport`]: how calls reach services in other processes.
-//! - [`testing`] (feature `test-util`): paused-clock hosts and waiting helpers.
+//! - `koan::testing` (feature `test-util`): paused-clock hosts and waiting helpers.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

@@ -100,15 +100,15 @@ impl Mailbox {
         self.len.load(AtomicOrdering::Relaxed)
     }
 
-    /// Accepts `job`, or gives it back with `Busy` / `ShuttingDown` at once.
-    pub(crate) fn push(&self, job: Job) -> std::result::Result<(), (Error, Job)> {
+    /// Accepts `job`, or refuses it with `Busy` / `ShuttingDown` at once.
+    pub(crate) fn push(&self, job: Job) -> Result<()> {
         let mut st = self.lock();
         if st.closed {
             let e = Error::shutting_down(&format!(
                 "action `{}` of `{}`",
                 job.entry.name, self.service
             ));
-            return Err((e, job));
+            return Err(e);
         }
         if st.heap.len() >= self.capacity {
             let e = Error::new(
@@ -118,7 +118,7 @@ impl Mailbox {
                     self.service, self.capacity
                 ),
             );
-            return Err((e, job));
+            return Err(e);
         }
         st.seq += 1;
         let seq = st.seq;

@@ -278,40 +278,21 @@ impl ActionRequest {
             error: None,
         });
         let (tx, rx) = oneshot::channel();
-        if self.steps.len() == 1 {
-            let local = local_cell(&inner, &self.target).ok();
-            if let Some(cell) = local {
-                let step = self.steps.remove(0);
-                // Declared actions go straight into the mailbox: acceptance is real.
-                match prepare(&inner, &cell, step, &correlation, Some(Arc::clone(&id)))? {
-                    Prepared::Job(mut job) => {
-                        job.reply = Some(tx);
-                        push(&cell, job)?;
-                        return Ok(ActionTicket {
-                            id,
-                            correlation_id: correlation,
-                            rx,
-                        });
-                    }
-                    Prepared::Builtin(poke, timeout) => {
-                        let receipt = cell.control.as_ref().map(|c| c.poke(&cell.name, poke));
-                        let receipt = receipt.ok_or_else(|| {
-                            Error::new(ErrorKind::UnknownAction, "not periodic")
-                        })??;
-                        let host = Arc::clone(&inner);
-                        let (id2, name) = (Arc::clone(&id), Arc::clone(&cell.name));
-                        tokio::spawn(async move {
-                            let r = wait_poke(receipt, &name, timeout).await;
-                            finish_ticket(&host, &id2, r, tx);
-                        });
-                        return Ok(ActionTicket {
-                            id,
-                            correlation_id: correlation,
-                            rx,
-                        });
-                    }
-                }
+        if self.steps.len() == 1
+            && let Ok(cell) = local_cell(&inner, &self.target)
+        {
+            let step = self.steps.remove(0);
+            // Local single actions are accepted (or refused) right here.
+            let accepted = accept_local(&inner, &cell, step, &correlation, &id, tx);
+            if let Err(e) = &accepted {
+                inner.ledger.finish(&id, inner.config.clock.now(), Err(e));
             }
+            accepted?;
+            return Ok(ActionTicket {
+                id,
+                correlation_id: correlation,
+                rx,
+            });
         }
         // Chains and remote calls run on a task of their own.
         let host = self.host.clone();
@@ -326,6 +307,38 @@ impl ActionRequest {
             correlation_id: correlation,
             rx,
         })
+    }
+}
+
+fn accept_local(
+    inner: &Arc<HostInner>,
+    cell: &Arc<ServiceCell>,
+    step: Step,
+    correlation: &Arc<str>,
+    id: &Arc<str>,
+    tx: oneshot::Sender<Result<Payload>>,
+) -> Result<()> {
+    match prepare(inner, cell, step, correlation, Some(Arc::clone(id)))? {
+        Prepared::Job(mut job) => {
+            job.reply = Some(tx);
+            push(cell, job)
+        }
+        Prepared::Builtin(poke, timeout) => {
+            let control = cell.control.as_ref().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UnknownAction,
+                    format!("`{}` is not periodic", cell.name),
+                )
+            })?;
+            let receipt = control.poke(&cell.name, poke)?;
+            let host = Arc::clone(inner);
+            let (id, name) = (Arc::clone(id), Arc::clone(&cell.name));
+            tokio::spawn(async move {
+                let r = wait_poke(receipt, &name, timeout).await;
+                finish_ticket(&host, &id, r, tx);
+            });
+            Ok(())
+        }
     }
 }
 
@@ -417,10 +430,10 @@ fn prepare(
 }
 
 fn push(cell: &ServiceCell, job: Job) -> Result<()> {
-    cell.mailbox.push(job).map_err(|(e, job)| {
-        rejected(&cell.name, &job.entry.name, e.kind());
-        e
-    })
+    let action = Arc::clone(&job.entry.name);
+    cell.mailbox
+        .push(job)
+        .inspect_err(|e| rejected(&cell.name, &action, e.kind()))
 }
 
 async fn wait_poke(

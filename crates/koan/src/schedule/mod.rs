@@ -46,7 +46,7 @@ pub enum Schedule {
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
     expression: String,
-    inner: cron::Schedule,
+    inner: Box<cron::Schedule>,
 }
 
 impl CronSchedule {
@@ -95,7 +95,7 @@ impl Schedule {
         })?;
         Ok(Schedule::Cron(CronSchedule {
             expression: expression.to_owned(),
-            inner,
+            inner: Box::new(inner),
         }))
     }
 
