@@ -54,6 +54,8 @@ extern crate self as koan;
 mod action;
 mod client;
 mod clock;
+mod config;
+mod discovery;
 mod error;
 mod event;
 mod health;
@@ -73,8 +75,9 @@ pub use action::{
     ActionTicket, Actions, CallOptions, ErrorBody, EventInfo,
 };
 pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
+pub use config::{Config, ConfigBuilder};
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use event::{EventEnvelope, HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
+pub use event::{Event, EventEnvelope, HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
 pub use health::{
     HealthReport, HealthStatus, HealthThresholds, HostHealth, Readiness, ServiceHealth,
 };
@@ -93,6 +96,11 @@ pub use well_known::{actions, events};
 /// release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::discovery::{ActionsProbe, DeclaredActions, Discovered, ViaDeclared, ViaNone};
     pub use crate::service::{PeriodicRun, RunFn, Runner};
     pub use crate::util::BoxFuture;
+    pub use inventory;
 }
+
+#[cfg(feature = "macros")]
+pub use koan_macros::{Event, actions, service};

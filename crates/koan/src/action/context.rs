@@ -102,6 +102,11 @@ impl ActionContext {
         }
     }
 
+    /// Emits a typed event under its own name, with this action's correlation id.
+    pub async fn emit_event<E: crate::Event>(&self, event: E) {
+        self.emit(E::NAME, event).await
+    }
+
     /// The host, while it exists (to call other services).
     pub fn host(&self) -> Option<HostHandle> {
         self.host.upgrade().map(HostHandle::from_inner)

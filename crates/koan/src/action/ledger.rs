@@ -101,6 +101,11 @@ impl Ledger {
     pub(crate) fn finish(&self, id: &str, at: DateTime<Utc>, outcome: Result<Value, &Error>) {
         let mut inner = self.lock();
         if let Some(r) = inner.records.get_mut(id) {
+            // The first outcome stands: a ticket answered `Timeout` at its deadline
+            // stays so when the worker reaches the job later.
+            if r.finished_at.is_some() {
+                return;
+            }
             r.finished_at = Some(at);
             match outcome {
                 Ok(v) => {

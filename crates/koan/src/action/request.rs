@@ -320,8 +320,37 @@ fn accept_local(
 ) -> Result<()> {
     match prepare(inner, cell, step, correlation, Some(Arc::clone(id)))? {
         Prepared::Job(mut job) => {
-            job.reply = Some(tx);
-            push(cell, job)
+            let Some(deadline) = job.deadline else {
+                job.reply = Some(tx);
+                return push(cell, job);
+            };
+            // The deadline counts queue time: answer the ticket (and the ledger) at
+            // the deadline even while the job still waits behind others, not only
+            // once a worker picks it up.
+            let (job_tx, job_rx) = oneshot::channel();
+            job.reply = Some(job_tx);
+            let late = format!(
+                "action `{}` of `{}` did not finish within its timeout of {} (queue time included)",
+                job.entry.name,
+                cell.name,
+                job.timeout.map(fmt_duration).unwrap_or_default()
+            );
+            push(cell, job)?;
+            let (host, id) = (Arc::clone(inner), Arc::clone(id));
+            tokio::spawn(async move {
+                match tokio::time::timeout_at(deadline, job_rx).await {
+                    Ok(Ok(r)) => {
+                        let _ = tx.send(r);
+                    }
+                    // The job was dropped unanswered: so is the ticket.
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        let e = Error::new(ErrorKind::Timeout, late);
+                        finish_ticket(&host, &id, Err(e), tx);
+                    }
+                }
+            });
+            Ok(())
         }
         Prepared::Builtin(poke, timeout) => {
             let control = cell.control.as_ref().ok_or_else(|| {

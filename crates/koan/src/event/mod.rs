@@ -9,3 +9,10 @@ pub use envelope::EventEnvelope;
 pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
 
 pub(crate) use bus::EventBus;
+
+/// An event payload type with its event name; `#[derive(koan::Event)]` implements it
+/// (`#[event(name = "TranslationCompleted")]`, default: the type's name).
+pub trait Event: serde::Serialize + Send + Sync + 'static {
+    /// The event's name.
+    const NAME: &'static str;
+}

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Environment, Host, HostConfig, HostInner};
 use crate::action::{ActionTable, Actions, Ledger};
 use crate::clock::Clock;
+use crate::config::{BackgroundServicesConfig, Config, ServiceOverrides};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventBus;
 use crate::registry::CellParts;
@@ -21,12 +22,31 @@ use crate::service::{
 use crate::transport::Transport;
 use crate::util::short_type_name;
 
-type Registration = Box<dyn FnOnce(&BuildEnv<'_>) -> Result<ServiceCell> + Send>;
+type MakeCell = Box<dyn FnOnce(&BuildEnv<'_>) -> Result<ServiceCell> + Send>;
+type Registration = (TypeId, MakeCell);
 
 pub(crate) struct BuildEnv<'a> {
     resources: &'a Resources,
     environment: Environment,
     clock: &'a Clock,
+    config: &'a BackgroundServicesConfig,
+}
+
+impl BuildEnv<'_> {
+    /// Declared options with configuration applied, the name, and the overrides.
+    fn options<T: Service>(&self) -> (ServiceOptions, String, Option<&ServiceOverrides>) {
+        let mut options = T::options();
+        let name = resolve_name::<T>(&options);
+        let section = options
+            .config_section
+            .clone()
+            .unwrap_or_else(|| name.clone());
+        let overrides = self.config.for_service(&section);
+        if let Some(o) = overrides {
+            o.apply(&mut options);
+        }
+        (options, name, overrides)
+    }
 }
 
 /// Configures and builds a [`Host`].
@@ -43,6 +63,8 @@ pub struct HostBuilder {
     clock: Clock,
     action_grace: Duration,
     transport: Option<Arc<dyn Transport>>,
+    config: Option<Config>,
+    load_config: bool,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -76,35 +98,74 @@ impl HostBuilder {
             clock: Clock::System,
             action_grace: Duration::from_secs(1),
             transport: None,
+            config: None,
+            load_config: false,
         }
     }
 
-    /// Adds a service that the host constructs (`Default`, or [`FromContext`]).
-    pub fn service<T: Service + FromContext>(mut self) -> Self {
-        self.registrations.push(Box::new(|env: &BuildEnv<'_>| {
-            let options = T::options();
-            let name = resolve_name::<T>(&options);
-            let cx = BuildContext {
-                service: &name,
-                resources: env.resources,
-                settings: None,
-                settings_source: "defaults",
-                environment: env.environment,
-            };
-            let svc = T::from_context(&cx)?;
-            make_cell(Arc::new(svc), options, name, env)
-        }));
+    fn register(mut self, type_id: TypeId, f: MakeCell) -> Self {
+        match self.registrations.iter_mut().find(|(id, _)| *id == type_id) {
+            Some(slot) => slot.1 = f,
+            None => self.registrations.push((type_id, f)),
+        }
         self
     }
 
-    /// Adds an already constructed service.
-    pub fn instance<T: Service>(mut self, service: T) -> Self {
-        self.registrations.push(Box::new(move |env: &BuildEnv<'_>| {
-            let options = T::options();
-            let name = resolve_name::<T>(&options);
-            make_cell(Arc::new(service), options, name, env)
-        }));
+    /// Adds every service marked `#[service]` in any crate of the binary (the seed's
+    /// `AddKoan()`), except those already added explicitly.
+    pub fn discover(mut self) -> Self {
+        for d in crate::discovery::all() {
+            let id = (d.type_id)();
+            if !self.registrations.iter().any(|(t, _)| *t == id) {
+                self = (d.register)(self);
+            }
+        }
         self
+    }
+
+    /// Uses `config` (see [`Config`]): global switches, per-service overrides and
+    /// typed settings from `koan.background_services`.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Loads configuration with [`Config::load`] when the host is built (a bad file
+    /// or value is a `build()` error).
+    pub fn load_config(mut self) -> Self {
+        self.load_config = true;
+        self
+    }
+
+    /// Adds a service that the host constructs (`Default`, or [`FromContext`]).
+    pub fn service<T: Service + FromContext>(self) -> Self {
+        self.register(
+            TypeId::of::<T>(),
+            Box::new(|env: &BuildEnv<'_>| {
+                let (options, name, overrides) = env.options::<T>();
+                let settings = overrides.and_then(|o| o.settings.as_ref());
+                let cx = BuildContext {
+                    service: &name,
+                    resources: env.resources,
+                    settings: settings.map(|(v, _)| v),
+                    settings_source: settings.map_or("defaults", |(_, s)| s.as_str()),
+                    environment: env.environment,
+                };
+                let svc = T::from_context(&cx)?;
+                make_cell(Arc::new(svc), options, name, overrides, env)
+            }),
+        )
+    }
+
+    /// Adds an already constructed service.
+    pub fn instance<T: Service>(self, service: T) -> Self {
+        self.register(
+            TypeId::of::<T>(),
+            Box::new(move |env: &BuildEnv<'_>| {
+                let (options, name, overrides) = env.options::<T>();
+                make_cell(Arc::new(service), options, name, overrides, env)
+            }),
+        )
     }
 
     /// Registers a shared value that services take in [`FromContext`] through
@@ -161,19 +222,38 @@ impl HostBuilder {
     }
 
     /// Constructs every service and checks every declaration.
-    pub fn build(self) -> Result<Host> {
+    pub fn build(mut self) -> Result<Host> {
         let environment = match self.environment {
             Some(e) => e,
             None => Environment::from_env()?,
         };
+        let config = match (self.config.take(), self.load_config) {
+            (Some(c), _) => c,
+            (None, true) => Config::load()?,
+            (None, false) => Config::default(),
+        };
+        let bg = BackgroundServicesConfig::from_config(&config)?;
+        if let Some(t) = bg.startup_timeout {
+            self.startup_timeout = t;
+        }
+        if let Some(f) = bg.fail_fast {
+            self.fail_fast = f;
+        }
+        if let Some(g) = bg.shutdown_grace {
+            self.grace = g;
+        }
         let env = BuildEnv {
             resources: &self.resources,
             environment,
             clock: &self.clock,
+            config: &bg,
         };
         let mut registry = Registry::default();
-        for register in self.registrations {
+        for (_, register) in self.registrations {
             registry.insert(register(&env)?)?;
+        }
+        for section in bg.unused() {
+            tracing::warn!(section = %section, "configuration for a service this host does not run (ignored)");
         }
         let (critical_tx, critical_rx) = mpsc::unbounded_channel();
         let (exit, _) = watch::channel(None);
@@ -213,6 +293,7 @@ fn make_cell<T: Service>(
     service: Arc<T>,
     options: ServiceOptions,
     name: String,
+    overrides: Option<&ServiceOverrides>,
     env: &BuildEnv<'_>,
 ) -> Result<ServiceCell> {
     let kind = <T::Kind as KindOf<T>>::KIND;
@@ -250,8 +331,17 @@ fn make_cell<T: Service>(
             ),
         ));
     }
-    let disabled = if !options.enabled {
-        Some("disabled by configuration (enabled = false)".to_owned())
+    let by_config = overrides
+        .and_then(|o| o.enabled.as_ref())
+        .filter(|(e, _)| !e);
+    let disabled = if let Some((false, origin)) = &env.config.enabled {
+        Some(format!(
+            "background services are disabled by configuration ({origin} = false)"
+        ))
+    } else if let Some((_, origin)) = by_config {
+        Some(format!("disabled by configuration ({origin} = false)"))
+    } else if !options.enabled {
+        Some("disabled by its declaration (enabled = false)".to_owned())
     } else if !options.runs_in(env.environment) {
         Some(format!(
             "not run in the {0} environment (run_in_{0} = false)",

@@ -58,6 +58,10 @@ async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
             .instrument(span(cell))
             .await
         {
+            // Cut short by a requested stop: that is a clean stop, not a failure.
+            if e.kind() == ErrorKind::ShuttingDown && host.stop_request.is_cancelled() {
+                break;
+            }
             if cell.options.continue_on_failure || !host.config.fail_fast {
                 tracing::warn!(service = %cell.name, error = %e, "startup service failed; continuing");
             } else {

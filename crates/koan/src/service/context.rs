@@ -134,6 +134,11 @@ impl ServiceContext {
         }
     }
 
+    /// Emits a typed event under its own name ([`Event::NAME`](crate::Event::NAME)).
+    pub async fn emit_event<E: crate::Event>(&self, event: E) {
+        self.emit(E::NAME, event).await
+    }
+
     /// The fluent API of another service of this host.
     ///
     /// # Panics

@@ -1,0 +1,431 @@
+//! Parsing of `#[service(…)]`, `#[action(…)]` and `#[event(…)]` arguments, with errors
+//! that point at the offending token and say what is accepted.
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, Token, Type, UnOp};
+
+pub(crate) const SERVICE_OPTIONS: &str = "name, description, enabled, config_section, priority, \
+run_in_development, run_in_production, run_in_testing, background, periodic, startup, every, cron, \
+initial_delay, run_on_startup, missed_ticks, order, continue_on_failure, timeout, critical, restart, \
+max_concurrency, mailbox_capacity, health, ready, event";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Background,
+    Periodic,
+    Startup,
+}
+
+/// One `event(…)` entry.
+pub(crate) struct EventDecl {
+    /// The name expression; `None` means `<payload as Event>::NAME`.
+    pub(crate) name: Option<Expr>,
+    pub(crate) payload: Option<Type>,
+}
+
+#[derive(Default)]
+pub(crate) struct ServiceArgs {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) kind: Option<(Kind, Span)>,
+    /// `.setter(value)` calls on `ServiceOptions`, in order.
+    pub(crate) setters: Vec<TokenStream>,
+    pub(crate) schedule: Option<(TokenStream, Span)>,
+    pub(crate) periodic_only: Vec<(&'static str, Span)>,
+    pub(crate) startup_only: Vec<(&'static str, Span)>,
+    pub(crate) health: Option<syn::Path>,
+    pub(crate) ready: Option<syn::Path>,
+    pub(crate) events: Vec<EventDecl>,
+}
+
+fn err(span: Span, msg: impl std::fmt::Display) -> syn::Error {
+    syn::Error::new(span, msg)
+}
+
+fn lit_str(expr: &Expr, what: &str) -> syn::Result<LitStr> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.clone()),
+        other => Err(err(
+            other.span(),
+            format!("`{what}` takes a string literal, e.g. `{what} = \"…\"`"),
+        )),
+    }
+}
+
+fn lit_bool(expr: &Expr, what: &str) -> syn::Result<bool> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Ok(b.value),
+        other => Err(err(
+            other.span(),
+            format!("`{what}` takes `true` or `false`"),
+        )),
+    }
+}
+
+fn lit_int(expr: &Expr, what: &str) -> syn::Result<i64> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i
+            .base10_parse::<i64>()
+            .map_err(|e| err(i.span(), format!("`{what}`: {e}"))),
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr,
+            ..
+        }) => lit_int(expr, what).map(|v| -v),
+        other => Err(err(
+            other.span(),
+            format!("`{what}` takes a whole number, e.g. `{what} = 10`"),
+        )),
+    }
+}
+
+/// Parses `"90s"`, `"5m"`, `"1h 30m"`, `"250ms"`, `"2d"` or a bare number of seconds
+/// into milliseconds.
+pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(secs * 1000);
+    }
+    let mut total: u64 = 0;
+    for part in t.split_whitespace() {
+        let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let unit = &part[digits.len()..];
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{part}` does not start with a number"))?;
+        let ms = match unit {
+            "ms" => 1,
+            "s" | "sec" | "secs" => 1000,
+            "m" | "min" | "mins" => 60_000,
+            "h" | "hr" | "hrs" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            _ => {
+                return Err(format!(
+                    "unknown unit `{unit}` in `{part}`; use ms, s, m, h or d"
+                ));
+            }
+        };
+        total = total.saturating_add(n.saturating_mul(ms));
+    }
+    Ok(total)
+}
+
+fn duration(expr: &Expr, what: &str) -> syn::Result<TokenStream> {
+    let s = lit_str(expr, what)?;
+    let ms = parse_duration_ms(&s.value()).map_err(|e| {
+        err(
+            s.span(),
+            format!("`{what}`: {e}; write e.g. `\"30s\"`, `\"5m\"`, `\"1h 30m\"`"),
+        )
+    })?;
+    Ok(quote!(::core::time::Duration::from_millis(#ms)))
+}
+
+impl Parse for EventDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        // `event(Type)` or `event(name = EXPR, payload = Type)` or `event(name = EXPR)`.
+        if input.peek(syn::Ident) && input.peek2(Token![=]) {
+            let mut name = None;
+            let mut payload = None;
+            while !input.is_empty() {
+                let key: syn::Ident = input.parse()?;
+                input.parse::<Token![=]>()?;
+                match key.to_string().as_str() {
+                    "name" => name = Some(input.parse::<Expr>()?),
+                    "payload" => payload = Some(input.parse::<Type>()?),
+                    other => {
+                        return Err(err(
+                            key.span(),
+                            format!("unknown `event` option `{other}`; accepted: name, payload"),
+                        ));
+                    }
+                }
+                if !input.is_empty() {
+                    input.parse::<Token![,]>()?;
+                }
+            }
+            if name.is_none() {
+                return Err(input.error(
+                    "`event(…)` needs `name = \"…\"` (or give just a type that derives `Event`)",
+                ));
+            }
+            Ok(EventDecl { name, payload })
+        } else {
+            let payload: Type = input.parse()?;
+            Ok(EventDecl {
+                name: None,
+                payload: Some(payload),
+            })
+        }
+    }
+}
+
+pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs> {
+    let metas =
+        syn::parse::Parser::parse2(Punctuated::<Meta, Token![,]>::parse_terminated, tokens)?;
+    let mut a = ServiceArgs::default();
+    for meta in metas {
+        let path = meta.path().clone();
+        let Some(ident) = path.get_ident() else {
+            return Err(err(
+                path.span(),
+                format!("unknown option; accepted: {SERVICE_OPTIONS}"),
+            ));
+        };
+        let key = ident.to_string();
+        let span = ident.span();
+        match &meta {
+            Meta::Path(_) => match key.as_str() {
+                "background" | "periodic" | "startup" => {
+                    let k = match key.as_str() {
+                        "background" => Kind::Background,
+                        "periodic" => Kind::Periodic,
+                        _ => Kind::Startup,
+                    };
+                    if let Some((prev, _)) = a.kind
+                        && prev != k
+                    {
+                        return Err(err(
+                            span,
+                            "a service has one kind: `background`, `periodic` or `startup`",
+                        ));
+                    }
+                    a.kind = Some((k, span));
+                }
+                "run_on_startup" => {
+                    a.periodic_only.push(("run_on_startup", span));
+                    a.setters.push(quote!(.run_on_startup(true)));
+                }
+                "critical" => a.setters.push(quote!(.critical(true))),
+                "continue_on_failure" => {
+                    a.startup_only.push(("continue_on_failure", span));
+                    a.setters.push(quote!(.continue_on_failure(true)));
+                }
+                "enabled" | "run_in_development" | "run_in_production" | "run_in_testing" => {
+                    let id = ident.clone();
+                    a.setters.push(quote!(.#id(true)));
+                }
+                _ => {
+                    return Err(err(
+                        span,
+                        format!(
+                            "`{key}` needs a value (`{key} = …`) or is unknown; accepted: {SERVICE_OPTIONS}"
+                        ),
+                    ));
+                }
+            },
+            Meta::NameValue(nv) => {
+                let v = &nv.value;
+                match key.as_str() {
+                    "name" => a.name = Some(lit_str(v, "name")?),
+                    "description" => {
+                        let s = lit_str(v, "description")?;
+                        a.setters.push(quote!(.description(#s)));
+                    }
+                    "config_section" => {
+                        let s = lit_str(v, "config_section")?;
+                        a.setters.push(quote!(.config_section(#s)));
+                    }
+                    "enabled" | "run_in_development" | "run_in_production" | "run_in_testing"
+                    | "critical" => {
+                        let b = lit_bool(v, &key)?;
+                        let id = ident.clone();
+                        a.setters.push(quote!(.#id(#b)));
+                    }
+                    "run_on_startup" => {
+                        let b = lit_bool(v, &key)?;
+                        a.periodic_only.push(("run_on_startup", span));
+                        a.setters.push(quote!(.run_on_startup(#b)));
+                    }
+                    "continue_on_failure" => {
+                        let b = lit_bool(v, &key)?;
+                        a.startup_only.push(("continue_on_failure", span));
+                        a.setters.push(quote!(.continue_on_failure(#b)));
+                    }
+                    "priority" | "order" => {
+                        let n = lit_int(v, &key)?;
+                        let n = i32::try_from(n)
+                            .map_err(|_| err(v.span(), format!("`{key}` must fit in an i32")))?;
+                        if key == "order" {
+                            a.startup_only.push(("order", span));
+                        }
+                        let id = ident.clone();
+                        a.setters.push(quote!(.#id(#n)));
+                    }
+                    "max_concurrency" | "mailbox_capacity" => {
+                        let n = lit_int(v, &key)?;
+                        if n < 1 {
+                            return Err(err(v.span(), format!("`{key}` must be at least 1")));
+                        }
+                        let n = n as usize;
+                        let id = ident.clone();
+                        a.setters.push(quote!(.#id(#n)));
+                    }
+                    "every" => {
+                        if a.schedule.is_some() {
+                            return Err(err(span, "give either `every` or `cron`, not both"));
+                        }
+                        let d = duration(v, "every")?;
+                        if parse_duration_ms(&lit_str(v, "every")?.value()) == Ok(0) {
+                            return Err(err(v.span(), "`every` must be longer than zero"));
+                        }
+                        a.schedule = Some((quote!(.every(#d)), span));
+                    }
+                    "cron" => {
+                        if a.schedule.is_some() {
+                            return Err(err(span, "give either `every` or `cron`, not both"));
+                        }
+                        let s = lit_str(v, "cron")?;
+                        let fields = s.value().split_whitespace().count();
+                        if !(5..=7).contains(&fields) {
+                            return Err(err(
+                                s.span(),
+                                format!(
+                                    "`cron` has {fields} fields; expected 5 (min hour day month weekday), 6 with seconds first, or 7 with a year, e.g. `\"0 */5 * * * *\"`"
+                                ),
+                            ));
+                        }
+                        a.schedule = Some((quote!(.cron(#s)), span));
+                    }
+                    "initial_delay" => {
+                        let d = duration(v, &key)?;
+                        a.periodic_only.push(("initial_delay", span));
+                        a.setters.push(quote!(.initial_delay(#d)));
+                    }
+                    "timeout" => {
+                        let d = duration(v, &key)?;
+                        a.startup_only.push(("timeout", span));
+                        a.setters.push(quote!(.timeout(#d)));
+                    }
+                    "missed_ticks" => {
+                        let s = lit_str(v, &key)?;
+                        let policy = match s.value().as_str() {
+                            "skip" => quote!(Skip),
+                            "delay" => quote!(Delay),
+                            "catch-up-once" | "catch_up_once" => quote!(CatchUpOnce),
+                            other => {
+                                return Err(err(
+                                    s.span(),
+                                    format!(
+                                        "unknown missed-tick policy `{other}`; accepted: \"skip\", \"delay\", \"catch-up-once\""
+                                    ),
+                                ));
+                            }
+                        };
+                        a.periodic_only.push(("missed_ticks", span));
+                        a.setters
+                            .push(quote!(.missed_ticks(::koan::MissedTickPolicy::#policy)));
+                    }
+                    "restart" => {
+                        let s = lit_str(v, &key)?;
+                        let policy = match s.value().as_str() {
+                            "never" => quote!(Never),
+                            "on-failure" | "on_failure" => quote!(OnFailure),
+                            "always" => quote!(Always),
+                            other => {
+                                return Err(err(
+                                    s.span(),
+                                    format!(
+                                        "unknown restart policy `{other}`; accepted: \"never\", \"on-failure\", \"always\""
+                                    ),
+                                ));
+                            }
+                        };
+                        a.setters
+                            .push(quote!(.restart(::koan::RestartPolicy::#policy)));
+                    }
+                    "health" | "ready" => {
+                        let p = match v {
+                            Expr::Path(p) => p.path.clone(),
+                            other => {
+                                return Err(err(
+                                    other.span(),
+                                    format!(
+                                        "`{key}` takes the path of a method, e.g. `{key} = Self::check`"
+                                    ),
+                                ));
+                            }
+                        };
+                        if key == "health" {
+                            a.health = Some(p);
+                        } else {
+                            a.ready = Some(p);
+                        }
+                    }
+                    _ => {
+                        return Err(err(
+                            span,
+                            format!("unknown option `{key}`; accepted: {SERVICE_OPTIONS}"),
+                        ));
+                    }
+                }
+            }
+            Meta::List(list) => match key.as_str() {
+                "event" => a
+                    .events
+                    .push(syn::parse2::<EventDecl>(list.tokens.clone())?),
+                _ => {
+                    return Err(err(
+                        span,
+                        format!("unknown option `{key}(…)`; accepted: {SERVICE_OPTIONS}"),
+                    ));
+                }
+            },
+        }
+    }
+    Ok(a)
+}
+
+/// `#[action("name", description = "…")]`, `#[action(name = …)]` or `#[action]`.
+#[derive(Default)]
+pub(crate) struct ActionArgs {
+    pub(crate) name: Option<Expr>,
+    pub(crate) description: Option<LitStr>,
+}
+
+impl Parse for ActionArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut a = ActionArgs::default();
+        if input.is_empty() {
+            return Ok(a);
+        }
+        if !(input.peek(syn::Ident) && input.peek2(Token![=])) {
+            a.name = Some(input.parse::<Expr>()?);
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        while !input.is_empty() {
+            let key: syn::Ident = input.parse()?;
+            input.parse::<Token![=]>()?;
+            match key.to_string().as_str() {
+                "name" => a.name = Some(input.parse::<Expr>()?),
+                "description" => a.description = Some(input.parse::<LitStr>()?),
+                other => {
+                    return Err(err(
+                        key.span(),
+                        format!(
+                            "unknown `action` option `{other}`; accepted: a name first, then `description = \"…\"`"
+                        ),
+                    ));
+                }
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(a)
+    }
+}

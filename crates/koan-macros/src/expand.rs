@@ -1,0 +1,335 @@
+//! Code generation. Every error becomes a `compile_error!` next to the original item,
+//! so editors keep working.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{DeriveInput, FnArg, ImplItem, ItemImpl, LitStr, ReturnType, Type};
+
+use crate::attr::{self, ActionArgs, Kind};
+
+fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
+    let ce = e.to_compile_error();
+    quote!(#item #ce)
+}
+
+pub(crate) fn service(args: TokenStream, input: TokenStream) -> TokenStream {
+    match service_inner(args, input.clone()) {
+        Ok(ts) => ts,
+        Err(e) => with_error(input, e),
+    }
+}
+
+fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+    let item: DeriveInput = syn::parse2(input.clone())
+        .map_err(|e| syn::Error::new(e.span(), "`#[service]` goes on a struct or an enum"))?;
+    if !item.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            item.generics.span(),
+            "`#[service]` does not support generic types: discovery needs one concrete type; \
+             implement `koan::Service` by hand for generic services",
+        ));
+    }
+    let a = attr::parse_service_args(args)?;
+    let ident = &item.ident;
+
+    let kind = match (a.kind, &a.schedule) {
+        (Some((Kind::Periodic, _)), None) => {
+            let span = a.kind.map_or_else(proc_macro2::Span::call_site, |(_, s)| s);
+            return Err(syn::Error::new(
+                span,
+                "a periodic service needs a schedule: `every = \"1h\"` or `cron = \"0 */5 * * * *\"`",
+            ));
+        }
+        (Some((k, span)), Some(_)) if k != Kind::Periodic => {
+            return Err(syn::Error::new(
+                span,
+                "`every`/`cron` make a periodic service; remove the other kind",
+            ));
+        }
+        (Some((k, _)), _) => k,
+        (None, Some(_)) => Kind::Periodic,
+        (None, None) if !a.startup_only.is_empty() => Kind::Startup,
+        (None, None) => Kind::Background,
+    };
+    if kind != Kind::Periodic
+        && let Some((opt, span)) = a.periodic_only.first()
+    {
+        return Err(syn::Error::new(
+            *span,
+            format!("`{opt}` applies to periodic services; add `every = \"…\"` or `cron = \"…\"`"),
+        ));
+    }
+    if kind != Kind::Startup
+        && let Some((opt, span)) = a.startup_only.first()
+    {
+        return Err(syn::Error::new(
+            *span,
+            format!(
+                "`{opt}` applies to startup services; this one is {}",
+                match kind {
+                    Kind::Periodic => "periodic",
+                    _ => "a background service",
+                }
+            ),
+        ));
+    }
+
+    let kind_ty = match kind {
+        Kind::Background => quote!(Background),
+        Kind::Periodic => quote!(Periodic),
+        Kind::Startup => quote!(Startup),
+    };
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let setters = &a.setters;
+    let schedule = a.schedule.as_ref().map(|(ts, _)| ts.clone());
+    let events = a.events.iter().map(|e| {
+        let payload = e.payload.clone().map_or_else(|| quote!(()), |t| quote!(#t));
+        match &e.name {
+            Some(n) => quote!(a.event::<#payload>(#n);),
+            None => quote!(a.event::<#payload>(<#payload as ::koan::Event>::NAME);),
+        }
+    });
+    let health = a.health.as_ref().map(|p| {
+        quote! {
+            fn health(&self) -> impl ::core::future::Future<Output = ::koan::HealthReport> + ::core::marker::Send {
+                #p(self)
+            }
+        }
+    });
+    let ready = a.ready.as_ref().map(|p| {
+        quote! {
+            fn is_ready(&self) -> impl ::core::future::Future<Output = bool> + ::core::marker::Send {
+                #p(self)
+            }
+        }
+    });
+
+    Ok(quote! {
+        #input
+        const _: () = {
+            #[allow(unused_imports)]
+            use ::koan::__private::{ViaDeclared as _, ViaNone as _};
+
+            impl ::koan::Service for #ident {
+                type Kind = ::koan::#kind_ty;
+
+                fn options() -> ::koan::ServiceOptions {
+                    ::koan::ServiceOptions::named(#name) #schedule #(#setters)*
+                }
+
+                fn actions(a: &mut ::koan::Actions<Self>) {
+                    #(#events)*
+                    (&::koan::__private::ActionsProbe::<Self>::new()).declare(a);
+                }
+
+                #health
+                #ready
+            }
+
+            ::koan::__private::inventory::submit! {
+                ::koan::__private::Discovered::new::<#ident>(#name, |b| b.service::<#ident>())
+            }
+        };
+    })
+}
+
+pub(crate) fn actions(args: TokenStream, input: TokenStream) -> TokenStream {
+    match actions_inner(args, input.clone()) {
+        Ok(ts) => ts,
+        Err(e) => with_error(input, e),
+    }
+}
+
+fn is_action_context(ty: &Type) -> Option<bool> {
+    let (inner, by_ref) = match ty {
+        Type::Reference(r) => (&*r.elem, true),
+        other => (other, false),
+    };
+    match inner {
+        Type::Path(p)
+            if p.path
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "ActionContext") =>
+        {
+            Some(by_ref)
+        }
+        _ => None,
+    }
+}
+
+fn returns_result(output: &ReturnType) -> bool {
+    match output {
+        ReturnType::Default => false,
+        ReturnType::Type(_, ty) => {
+            matches!(&**ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Result"))
+        }
+    }
+}
+
+fn kebab(ident: &str) -> String {
+    ident.trim_end_matches("_async").replace('_', "-")
+}
+
+fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+    if !args.is_empty() {
+        return Err(syn::Error::new(
+            args.span(),
+            "`#[actions]` takes no arguments; put `#[action(\"name\")]` on methods",
+        ));
+    }
+    let mut item: ItemImpl = syn::parse2(input).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "`#[actions]` goes on an inherent `impl` block of a service",
+        )
+    })?;
+    if let Some((_, path, _)) = &item.trait_ {
+        return Err(syn::Error::new(
+            path.span(),
+            "`#[actions]` goes on an inherent `impl` block, not a trait impl",
+        ));
+    }
+    let self_ty = item.self_ty.clone();
+    let mut registrations = Vec::new();
+    let mut errors: Option<syn::Error> = None;
+    let mut push_err = |e: syn::Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+    for impl_item in &mut item.items {
+        let ImplItem::Fn(method) = impl_item else {
+            continue;
+        };
+        let Some(pos) = method
+            .attrs
+            .iter()
+            .position(|a| a.path().is_ident("action"))
+        else {
+            continue;
+        };
+        let attr = method.attrs.remove(pos);
+        let args: ActionArgs = match &attr.meta {
+            syn::Meta::Path(_) => ActionArgs::default(),
+            _ => match attr.parse_args::<ActionArgs>() {
+                Ok(a) => a,
+                Err(e) => {
+                    push_err(e);
+                    continue;
+                }
+            },
+        };
+        let sig = &method.sig;
+        if sig.asyncness.is_none() {
+            push_err(syn::Error::new(
+                sig.fn_token.span(),
+                "an action must be an `async fn`",
+            ));
+            continue;
+        }
+        let mut inputs = sig.inputs.iter();
+        match inputs.next() {
+            Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+            _ => {
+                push_err(syn::Error::new(
+                    sig.ident.span(),
+                    "an action takes `&self` first (services are shared; use interior mutability)",
+                ));
+                continue;
+            }
+        }
+        let mut call_args = Vec::new();
+        let mut param_ty: Option<Type> = None;
+        let mut bad = false;
+        for arg in inputs {
+            let FnArg::Typed(pt) = arg else { continue };
+            match is_action_context(&pt.ty) {
+                Some(true) => call_args.push(quote!(&cx)),
+                Some(false) => call_args.push(quote!(cx.clone())),
+                None => {
+                    if param_ty.is_some() {
+                        push_err(syn::Error::new(
+                            pt.ty.span(),
+                            "an action takes at most one parameter value besides `&ActionContext`; group several in a struct",
+                        ));
+                        bad = true;
+                        break;
+                    }
+                    param_ty = Some((*pt.ty).clone());
+                    call_args.push(quote!(params));
+                }
+            }
+        }
+        if bad {
+            continue;
+        }
+        let method_ident = &sig.ident;
+        let name = args.name.map_or_else(
+            || {
+                let s = LitStr::new(&kebab(&method_ident.to_string()), method_ident.span());
+                quote!(#s)
+            },
+            |e| quote!(#e),
+        );
+        let p_ty = param_ty.map_or_else(|| quote!(()), |t| quote!(#t));
+        let call = quote!(svc.#method_ident(#(#call_args),*).await);
+        let body = if returns_result(&sig.output) {
+            call
+        } else {
+            quote!(::core::result::Result::<_, ::koan::BoxError>::Ok(#call))
+        };
+        let description = args.description.map(|d| quote!(.description(#d)));
+        let span = method_ident.span();
+        let params_ident = format_ident!("params");
+        registrations.push(quote_spanned! {span=>
+            a.action(#name, |svc: ::std::sync::Arc<Self>, #params_ident: #p_ty, cx: ::koan::ActionContext| async move {
+                let _ = &cx;
+                #body
+            }) #description;
+        });
+    }
+    if let Some(e) = errors {
+        return Ok(with_error(quote!(#item), e));
+    }
+    Ok(quote! {
+        #item
+        impl ::koan::__private::DeclaredActions for #self_ty {
+            fn declare(a: &mut ::koan::Actions<Self>) {
+                #(#registrations)*
+            }
+        }
+    })
+}
+
+pub(crate) fn event(input: TokenStream) -> TokenStream {
+    match event_inner(input) {
+        Ok(ts) => ts,
+        Err(e) => e.to_compile_error(),
+    }
+}
+
+fn event_inner(input: TokenStream) -> syn::Result<TokenStream> {
+    let item: DeriveInput = syn::parse2(input)?;
+    let ident = &item.ident;
+    let mut name = LitStr::new(&ident.to_string(), ident.span());
+    for attr in item.attrs.iter().filter(|a| a.path().is_ident("event")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("name") {
+                name = meta.value()?.parse()?;
+                Ok(())
+            } else {
+                Err(meta.error("unknown `event` option; accepted: `name = \"…\"`"))
+            }
+        })?;
+    }
+    let (impl_g, ty_g, where_g) = item.generics.split_for_impl();
+    Ok(quote! {
+        impl #impl_g ::koan::Event for #ident #ty_g #where_g {
+            const NAME: &'static str = #name;
+        }
+    })
+}

@@ -1,0 +1,218 @@
+//! Layered configuration: built-in defaults < `koan.toml` (path from `KOAN_CONFIG`) <
+//! `appsettings.json` < environment variables (`KOAN__A__B=value`).
+//!
+//! Keys match without regard to case or separators, so the seed's `appsettings.json`
+//! (`"Koan": { "BackgroundServices": { "StartupTimeoutSeconds": 120 } }`), a TOML file
+//! (`[background_services] startup_timeout_seconds = 120`) and the environment
+//! (`KOAN__BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS=120`) all set the same value.
+//! Every value remembers where it came from, so a bad one is reported with its key
+//! and its file or variable.
+//!
+//! We lay the layers ourselves rather than through `figment`: matching PascalCase,
+//! snake_case and UPPER_SNAKE keys as one, and naming the exact source of every leaf,
+//! is simpler over a small tree than through figment's case-sensitive paths.
+
+mod services;
+mod tree;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub(crate) use services::{BackgroundServicesConfig, ServiceOverrides};
+pub(crate) use tree::Origin;
+use tree::{Node, env_value, norm};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Merged configuration, ready for [`HostBuilder::config`](crate::HostBuilder::config).
+#[derive(Debug, Clone)]
+pub struct Config {
+    root: Node,
+    sources: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: Node::empty(),
+            sources: vec!["defaults".to_owned()],
+        }
+    }
+}
+
+impl Config {
+    /// The usual layers: `koan.toml` (or the file `KOAN_CONFIG` names, which must
+    /// exist), `appsettings.json` in the working directory when present, and the
+    /// `KOAN__…` environment variables.
+    pub fn load() -> Result<Config> {
+        let mut b = Config::builder();
+        match std::env::var_os("KOAN_CONFIG") {
+            Some(path) => b = b.file(PathBuf::from(path))?,
+            None if Path::new("koan.toml").exists() => b = b.file("koan.toml")?,
+            None => {}
+        }
+        if Path::new("appsettings.json").exists() {
+            b = b.file("appsettings.json")?;
+        }
+        Ok(b.env().build())
+    }
+
+    /// A builder to lay layers by hand (tests, embedded defaults).
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// The layers that were applied, lowest first.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// The value at a dotted path (`koan.background_services.enabled`), as JSON with
+    /// snake_case keys.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        let keys: Vec<&str> = path.split('.').collect();
+        self.root.path(&keys).map(|n| n.to_json().0)
+    }
+
+    /// Deserializes the section at a dotted path (`koan.http`) into `T`; a mismatch is
+    /// a `Config` error naming the section and its sources. An absent section gives
+    /// `T::default()`.
+    pub fn section<T: serde::de::DeserializeOwned + Default>(&self, path: &str) -> Result<T> {
+        let keys: Vec<&str> = path.split('.').collect();
+        let Some(node) = self.root.path(&keys) else {
+            return Ok(T::default());
+        };
+        let (json, _) = node.to_json();
+        let mut sources = Vec::new();
+        node.sources(&mut sources);
+        crate::action::from_json::<T>(json, &|| {
+            format!(
+                "configuration section `{path}` (from {})",
+                sources.join(", ")
+            )
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                e.message().replace("invalid parameters", "invalid value"),
+            )
+        })
+    }
+
+    pub(crate) fn node(&self, keys: &[&str]) -> Option<&Node> {
+        self.root.path(keys)
+    }
+
+    fn overlay(&mut self, source: String, node: Node) {
+        self.root.overlay(node);
+        self.sources.push(source);
+    }
+}
+
+/// Lays configuration layers, lowest first.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+fn parse_error(source: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!("cannot read configuration {source}: {e}"),
+    )
+}
+
+/// A file's root is its `koan` section when it has one (the seed's `"Koan": {…}`);
+/// otherwise the whole file is that section (a `koan.toml`).
+fn rooted(node: Node) -> Node {
+    if node.get("koan").is_some() {
+        return node;
+    }
+    let mut root = std::collections::BTreeMap::new();
+    root.insert("koan".to_owned(), ("koan".to_owned(), node));
+    Node::Map(root)
+}
+
+impl ConfigBuilder {
+    /// Adds a `.toml` or `.json` file by extension. A missing file is an error.
+    pub fn file(self, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| parse_error(&path.display().to_string(), e))?;
+        let name = path.display().to_string();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => self.json(&name, &text),
+            Some("toml") => self.toml(&name, &text),
+            _ => Err(Error::new(
+                ErrorKind::Config,
+                format!("configuration file {name}: unknown format; use a `.toml` or `.json` file"),
+            )),
+        }
+    }
+
+    /// Adds TOML text, named `source` in messages.
+    pub fn toml(mut self, source: &str, text: &str) -> Result<Self> {
+        let value: Value = toml::from_str(text).map_err(|e| parse_error(source, e))?;
+        let node = Node::from_value(value, source, &mut Vec::new(), ".");
+        self.config.overlay(source.to_owned(), rooted(node));
+        Ok(self)
+    }
+
+    /// Adds JSON text, named `source` in messages.
+    pub fn json(mut self, source: &str, text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| parse_error(source, e))?;
+        let node = Node::from_value(value, source, &mut Vec::new(), ":");
+        self.config.overlay(source.to_owned(), rooted(node));
+        Ok(self)
+    }
+
+    /// Adds the process's `KOAN__…` environment variables.
+    pub fn env(self) -> Self {
+        self.env_vars(std::env::vars())
+    }
+
+    /// Adds `KOAN__…` variables from `vars` (`__` separates levels).
+    pub fn env_vars<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut layer = Node::empty();
+        let mut any = false;
+        for (k, v) in vars {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let Some(rest) = k.strip_prefix("KOAN__") else {
+                continue;
+            };
+            let mut keys: Vec<&str> = vec!["koan"];
+            keys.extend(rest.split("__").filter(|s| !s.is_empty()));
+            let mut node = Node::Leaf(
+                env_value(v),
+                Origin {
+                    source: format!("environment variable {k}"),
+                    key: k.to_owned(),
+                },
+            );
+            for key in keys.iter().rev() {
+                let mut m = std::collections::BTreeMap::new();
+                m.insert(norm(key), ((*key).to_owned(), node));
+                node = Node::Map(m);
+            }
+            layer.overlay(node);
+            any = true;
+        }
+        if any {
+            self.config.overlay("environment".to_owned(), layer);
+        }
+        self
+    }
+
+    /// The merged configuration.
+    pub fn build(self) -> Config {
+        self.config
+    }
+}

@@ -1,0 +1,268 @@
+//! The `koan.background_services` section: global switches and per-service overrides
+//! (the seed's `KoanBackgroundServiceOptions` and `ServiceConfiguration`).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Config;
+use super::tree::{Node, Origin, norm};
+use crate::error::{Error, ErrorKind, Result};
+use crate::schedule::Schedule;
+use crate::service::{ScheduleSpec, ServiceOptions};
+
+const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, services";
+const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, max_concurrency, mailbox_capacity, settings";
+
+/// Overrides of one service, as configured.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ServiceOverrides {
+    pub(crate) enabled: Option<(bool, Origin)>,
+    pub(crate) interval: Option<Duration>,
+    pub(crate) cron: Option<String>,
+    pub(crate) startup_order: Option<i32>,
+    pub(crate) priority: Option<i32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) critical: Option<bool>,
+    pub(crate) max_concurrency: Option<usize>,
+    pub(crate) mailbox_capacity: Option<usize>,
+    pub(crate) settings: Option<(Value, String)>,
+}
+
+/// The parsed `background_services` section.
+#[derive(Debug, Default)]
+pub(crate) struct BackgroundServicesConfig {
+    pub(crate) enabled: Option<(bool, Origin)>,
+    pub(crate) startup_timeout: Option<Duration>,
+    pub(crate) fail_fast: Option<bool>,
+    pub(crate) shutdown_grace: Option<Duration>,
+    services: Vec<(String, String, ServiceOverrides)>,
+    used: std::sync::Mutex<HashSet<String>>,
+}
+
+fn bad(origin: &Origin, value: &Value, expected: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!("configuration value {origin} is {value}, but {expected}"),
+    )
+}
+
+fn leaf<'a>(node: &'a Node, spelling: &str, section: &str) -> Result<(&'a Value, &'a Origin)> {
+    match node {
+        Node::Leaf(v, o) => Ok((v, o)),
+        Node::Map(_) => {
+            let mut sources = Vec::new();
+            node.sources(&mut sources);
+            Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "configuration key `{section}.{spelling}` (from {}) must be a single value, not a section",
+                    sources.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn as_bool(node: &Node, spelling: &str, section: &str) -> Result<(bool, Origin)> {
+    let (v, o) = leaf(node, spelling, section)?;
+    match v {
+        Value::Bool(b) => Ok((*b, o.clone())),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok((true, o.clone())),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok((false, o.clone())),
+        other => Err(bad(o, other, "it must be true or false")),
+    }
+}
+
+fn as_u64(node: &Node, spelling: &str, section: &str, what: &str) -> Result<u64> {
+    let (v, o) = leaf(node, spelling, section)?;
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    n.ok_or_else(|| bad(o, v, &format!("it must be a whole number of {what}")))
+}
+
+fn as_i32(node: &Node, spelling: &str, section: &str) -> Result<i32> {
+    let (v, o) = leaf(node, spelling, section)?;
+    let n = match v {
+        Value::Number(n) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+        Value::String(s) => s.trim().parse::<i32>().ok(),
+        _ => None,
+    };
+    n.ok_or_else(|| bad(o, v, "it must be a whole number"))
+}
+
+fn positive(node: &Node, spelling: &str, section: &str, what: &str) -> Result<u64> {
+    let n = as_u64(node, spelling, section, what)?;
+    if n == 0 {
+        let (v, o) = leaf(node, spelling, section)?;
+        return Err(bad(o, v, "it must be at least 1"));
+    }
+    Ok(n)
+}
+
+fn unknown(section: &str, spelling: &str, node: &Node, known: &str) -> Error {
+    let mut sources = Vec::new();
+    node.sources(&mut sources);
+    Error::new(
+        ErrorKind::Config,
+        format!(
+            "unknown configuration key `{section}.{spelling}` (from {}); known keys: {known}",
+            sources.join(", ")
+        ),
+    )
+}
+
+impl BackgroundServicesConfig {
+    pub(crate) fn from_config(config: &Config) -> Result<Self> {
+        let mut out = BackgroundServicesConfig::default();
+        let Some(section) = config.node(&["koan", "background_services"]) else {
+            return Ok(out);
+        };
+        let sec = "koan.background_services";
+        for (key, spelling, node) in section.entries() {
+            match key {
+                "enabled" => out.enabled = Some(as_bool(node, spelling, sec)?),
+                "startuptimeoutseconds" => {
+                    out.startup_timeout = Some(Duration::from_secs(positive(
+                        node, spelling, sec, "seconds",
+                    )?))
+                }
+                "failfastonstartupfailure" => out.fail_fast = Some(as_bool(node, spelling, sec)?.0),
+                "shutdowngraceseconds" => {
+                    out.shutdown_grace =
+                        Some(Duration::from_secs(as_u64(node, spelling, sec, "seconds")?))
+                }
+                "services" => {
+                    for (skey, sspelling, snode) in node.entries() {
+                        let ssec = format!("{sec}.services.{sspelling}");
+                        out.services.push((
+                            skey.to_owned(),
+                            sspelling.to_owned(),
+                            service(snode, &ssec)?,
+                        ));
+                    }
+                }
+                _ => return Err(unknown(sec, spelling, node, GLOBAL_KEYS)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The overrides for a service whose config section is `section`: the key may be
+    /// the section itself or drop a trailing `Service` (`Translation` for
+    /// `TranslationService`).
+    pub(crate) fn for_service(&self, section: &str) -> Option<&ServiceOverrides> {
+        let full = norm(section);
+        let short = full.strip_suffix("service").unwrap_or(&full);
+        let (key, _, o) = self
+            .services
+            .iter()
+            .find(|(k, _, _)| *k == full || (!short.is_empty() && *k == short))?;
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(key.clone());
+        }
+        Some(o)
+    }
+
+    /// Configured service sections that matched no registered service.
+    pub(crate) fn unused(&self) -> Vec<String> {
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        self.services
+            .iter()
+            .filter(|(k, _, _)| !used.contains(k))
+            .map(|(_, s, _)| s.clone())
+            .collect()
+    }
+}
+
+fn service(node: &Node, sec: &str) -> Result<ServiceOverrides> {
+    let mut o = ServiceOverrides::default();
+    if let Node::Leaf(v, origin) = node {
+        return Err(bad(
+            origin,
+            v,
+            "it must be a section with keys such as `enabled` or `settings`",
+        ));
+    }
+    for (key, spelling, n) in node.entries() {
+        match key {
+            "enabled" => o.enabled = Some(as_bool(n, spelling, sec)?),
+            "intervalseconds" => {
+                o.interval = Some(Duration::from_secs(positive(n, spelling, sec, "seconds")?))
+            }
+            "cron" => {
+                let (v, origin) = leaf(n, spelling, sec)?;
+                let Value::String(expr) = v else {
+                    return Err(bad(origin, v, "it must be a cron expression in quotes"));
+                };
+                Schedule::cron(expr).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("configuration value {origin}: {}", e.message()),
+                    )
+                })?;
+                o.cron = Some(expr.clone());
+            }
+            "startuporder" => o.startup_order = Some(as_i32(n, spelling, sec)?),
+            "priority" => o.priority = Some(as_i32(n, spelling, sec)?),
+            "timeoutseconds" => {
+                o.timeout = Some(Duration::from_secs(positive(n, spelling, sec, "seconds")?))
+            }
+            "critical" => o.critical = Some(as_bool(n, spelling, sec)?.0),
+            "maxconcurrency" => {
+                o.max_concurrency = Some(positive(n, spelling, sec, "actions")? as usize)
+            }
+            "mailboxcapacity" => {
+                o.mailbox_capacity = Some(positive(n, spelling, sec, "actions")? as usize)
+            }
+            "settings" => {
+                let (json, _) = n.to_json();
+                let mut sources = Vec::new();
+                n.sources(&mut sources);
+                o.settings = Some((
+                    json,
+                    format!("`{sec}.{spelling}` in {}", sources.join(", ")),
+                ));
+            }
+            _ => return Err(unknown(sec, spelling, n, SERVICE_KEYS)),
+        }
+    }
+    Ok(o)
+}
+
+impl ServiceOverrides {
+    /// Applies the overrides to declared options (configuration wins over attributes).
+    pub(crate) fn apply(&self, options: &mut ServiceOptions) {
+        if let Some((enabled, _)) = &self.enabled {
+            options.enabled = *enabled;
+        }
+        if let Some(i) = self.interval {
+            options.schedule = Some(ScheduleSpec::Every(i));
+        }
+        if let Some(c) = &self.cron {
+            options.schedule = Some(ScheduleSpec::Cron(c.clone()));
+        }
+        if let Some(o) = self.startup_order {
+            options.order = o;
+        }
+        if let Some(p) = self.priority {
+            options.priority = p;
+        }
+        if let Some(t) = self.timeout {
+            options.timeout = t;
+        }
+        if let Some(c) = self.critical {
+            options.critical = c;
+        }
+        if let Some(m) = self.max_concurrency {
+            options.max_concurrency = m;
+        }
+        if let Some(m) = self.mailbox_capacity {
+            options.mailbox_capacity = m;
+        }
+    }
+}
