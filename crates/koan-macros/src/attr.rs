@@ -99,25 +99,40 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
         return Ok(secs * 1000);
     }
     let mut total: u64 = 0;
-    for part in t.split_whitespace() {
-        let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let unit = &part[digits.len()..];
+    let mut chars = t.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut digits = String::new();
+        while let Some(c) = chars.next_if(char::is_ascii_digit) {
+            digits.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut unit = String::new();
+        while let Some(c) = chars.next_if(|c| c.is_alphabetic()) {
+            unit.push(c);
+        }
+        if digits.is_empty() {
+            return Err(format!("expected a number before `{unit}`"));
+        }
         let n: u64 = digits
             .parse()
-            .map_err(|_| format!("`{part}` does not start with a number"))?;
-        let ms = match unit {
+            .map_err(|_| format!("`{digits}` is too large"))?;
+        let ms = match unit.as_str() {
             "ms" => 1,
             "s" | "sec" | "secs" => 1000,
             "m" | "min" | "mins" => 60_000,
             "h" | "hr" | "hrs" => 3_600_000,
             "d" | "day" | "days" => 86_400_000,
-            _ => {
-                return Err(format!(
-                    "unknown unit `{unit}` in `{part}`; use ms, s, m, h or d"
-                ));
-            }
+            "" => return Err(format!("`{digits}` has no unit")),
+            _ => return Err(format!("unknown unit `{unit}`; use ms, s, m, h or d")),
         };
         total = total.saturating_add(n.saturating_mul(ms));
+        if let Some(c) = chars.peek()
+            && !c.is_whitespace()
+            && !c.is_ascii_digit()
+        {
+            return Err(format!("unexpected `{c}`"));
+        }
     }
     Ok(total)
 }

@@ -210,6 +210,10 @@ async fn shutdown(
     // Nothing accepted is dropped: queued actions are answered `ShuttingDown` now.
     for cell in host.registry.all() {
         refuse_all(host, cell);
+        // Queued periodic runs too: a driver that is aborted never answers them.
+        if let Some(control) = &cell.control {
+            control.close(&cell.name);
+        }
     }
     let deadline = Instant::now() + host.config.grace;
     for cell in others.iter().rev().chain(startup.iter().rev()) {

@@ -188,7 +188,8 @@ impl PeriodicControl {
         self.lock().running = false;
     }
 
-    fn close(&self, service: &str) {
+    /// Refuses new pokes and answers every queued one `ShuttingDown`.
+    pub(crate) fn close(&self, service: &str) {
         let drained: Vec<Command> = {
             let mut st = self.lock();
             st.closed = true;

@@ -92,15 +92,16 @@ impl BuildContext<'_> {
     pub fn settings<S: DeserializeOwned + Default>(&self) -> Result<S> {
         match self.settings {
             None => Ok(S::default()),
-            Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+            Some(value) => crate::action::from_json::<S>(value.clone(), &|| {
+                format!(
+                    "settings of service `{}` (from {})",
+                    self.service, self.settings_source
+                )
+            })
+            .map_err(|e| {
                 Error::new(
                     ErrorKind::Config,
-                    format!(
-                        "settings of service `{}` (from {}) do not fit `{}`: {e}",
-                        self.service,
-                        self.settings_source,
-                        std::any::type_name::<S>()
-                    ),
+                    e.message().replace("invalid parameters", "invalid value"),
                 )
             }),
         }

@@ -1,0 +1,361 @@
+//! Configuration through the public API: the seed's appsettings.json loads as written,
+//! layers override in order (env > appsettings.json > koan.toml > attribute), typed
+//! settings reach the service, bad values name their key and source, and the
+//! environment gates services.
+
+use std::time::Duration;
+
+use koan::{
+    BackgroundService, BoxError, BuildContext, Config, Environment, ErrorKind, FromContext,
+    PeriodicService, ServiceContext, ServiceState,
+};
+use serde::Deserialize;
+
+const SEED_APPSETTINGS: &str = include_str!("fixtures/appsettings.json");
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+struct CleanupSettings {
+    retention_days: u32,
+    batch_size: u32,
+}
+
+#[koan::service(every = "1h")]
+struct DataCleanupService {
+    settings: CleanupSettings,
+}
+
+impl FromContext for DataCleanupService {
+    fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
+        Ok(DataCleanupService {
+            settings: cx.settings()?,
+        })
+    }
+}
+
+impl PeriodicService for DataCleanupService {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        // Real code would delete `batch_size` rows older than `retention_days`.
+        let _ = (self.settings.retention_days, self.settings.batch_size);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+struct Thresholds {
+    cpu_percent: u32,
+    memory_percent: u32,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+struct MonitorSettings {
+    check_interval_minutes: u32,
+    alert_thresholds: Thresholds,
+}
+
+#[koan::service(run_in_testing = false)]
+struct SystemHealthMonitor {
+    settings: MonitorSettings,
+}
+
+impl FromContext for SystemHealthMonitor {
+    fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
+        Ok(SystemHealthMonitor {
+            settings: cx.settings()?,
+        })
+    }
+}
+
+impl BackgroundService for SystemHealthMonitor {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        let _ = self.settings.check_interval_minutes;
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[koan::service]
+#[derive(Default)]
+struct TranslationService;
+
+impl BackgroundService for TranslationService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+fn seed_config() -> Config {
+    Config::builder()
+        .json("appsettings.json", SEED_APPSETTINGS)
+        .expect("the seed's appsettings.json parses")
+        .build()
+}
+
+#[tokio::test]
+async fn the_seeds_appsettings_loads_as_written() -> anyhow::Result<()> {
+    let config = seed_config();
+    let host = koan::testing::host()
+        .environment(Environment::Development)
+        .config(config)
+        .service::<DataCleanupService>()
+        .service::<SystemHealthMonitor>()
+        .service::<TranslationService>()
+        .build()?;
+    let handle = host.handle();
+    let info = handle.services::<DataCleanupService>().info().await?;
+    // IntervalSeconds = 7200 overrides the attribute's `every = "1h"`.
+    assert_eq!(info.schedule.as_deref(), Some("every 2h"));
+    Ok(())
+}
+
+#[test]
+fn typed_settings_reach_the_service() -> anyhow::Result<()> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    struct Probe;
+    impl koan::Service for Probe {
+        type Kind = koan::Background;
+        fn options() -> koan::ServiceOptions {
+            koan::ServiceOptions::named("SystemHealthMonitor")
+        }
+    }
+    impl BackgroundService for Probe {
+        async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+            cx.cancelled().await;
+            Ok(())
+        }
+    }
+    let slot = std::sync::Arc::clone(&seen);
+    struct Capture(std::sync::Arc<std::sync::Mutex<Option<MonitorSettings>>>);
+    impl FromContext for Probe {
+        fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
+            let settings: MonitorSettings = cx.settings()?;
+            let capture = cx.resource::<Capture>()?;
+            *capture
+                .0
+                .lock()
+                .map_err(|_| koan::Error::new(ErrorKind::Build, "poisoned"))? = Some(settings);
+            Ok(Probe)
+        }
+    }
+    koan::Host::builder()
+        .environment(Environment::Development)
+        .config(seed_config())
+        .resource(Capture(slot))
+        .service::<Probe>()
+        .build()?;
+    let got = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.take();
+    assert_eq!(
+        got,
+        Some(MonitorSettings {
+            check_interval_minutes: 5,
+            alert_thresholds: Thresholds {
+                cpu_percent: 80,
+                memory_percent: 85
+            },
+        })
+    );
+    Ok(())
+}
+
+#[test]
+fn precedence_is_env_over_json_over_toml_over_attribute() -> anyhow::Result<()> {
+    let toml = r#"
+        [background_services.services.DataCleanupService]
+        interval_seconds = 60
+        settings = { retention_days = 7, batch_size = 10 }
+    "#;
+    let json = r#"{ "Koan": { "BackgroundServices": { "Services": {
+        "DataCleanupService": { "IntervalSeconds": 120, "Settings": { "RetentionDays": 14 } } } } } }"#;
+    let interval_of = |config: Config| -> anyhow::Result<Option<String>> {
+        let host = koan::Host::builder()
+            .environment(Environment::Development)
+            .config(config)
+            .service::<DataCleanupService>()
+            .build()?;
+        let cell = host.handle().status("DataCleanupService")?;
+        assert_eq!(cell.name, "DataCleanupService");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let info = rt.block_on(host.handle().service("DataCleanupService").info())?;
+        Ok(info.schedule)
+    };
+    // attribute only
+    assert_eq!(interval_of(Config::default())?.as_deref(), Some("every 1h"));
+    // toml over attribute
+    let c = Config::builder().toml("koan.toml", toml)?.build();
+    assert_eq!(interval_of(c)?.as_deref(), Some("every 1m"));
+    // json over toml
+    let c = Config::builder()
+        .toml("koan.toml", toml)?
+        .json("appsettings.json", json)?
+        .build();
+    assert_eq!(interval_of(c)?.as_deref(), Some("every 2m"));
+    // env over json, with the seed's short service key
+    let c = Config::builder()
+        .toml("koan.toml", toml)?
+        .json("appsettings.json", json)?
+        .env_vars([(
+            "KOAN__BACKGROUND_SERVICES__SERVICES__DATA_CLEANUP__INTERVAL_SECONDS",
+            "180",
+        )])
+        .build();
+    assert_eq!(interval_of(c)?.as_deref(), Some("every 3m"));
+
+    // Settings merge key by key across layers: retention from json, batch size from toml.
+    let c = Config::builder()
+        .toml("koan.toml", toml)?
+        .json("appsettings.json", json)?
+        .build();
+    assert_eq!(
+        c.get("koan.background_services.services.data_cleanup_service.settings"),
+        Some(serde_json::json!({"retention_days": 14, "batch_size": 10}))
+    );
+    Ok(())
+}
+
+#[test]
+fn env_disables_a_service_and_says_why() -> anyhow::Result<()> {
+    let config = Config::builder()
+        .json("appsettings.json", SEED_APPSETTINGS)?
+        .env_vars([(
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION__ENABLED",
+            "false",
+        )])
+        .build();
+    let host = koan::Host::builder()
+        .environment(Environment::Development)
+        .config(config)
+        .service::<TranslationService>()
+        .build()?;
+    let status = host.handle().status("TranslationService")?;
+    assert_eq!(status.state, ServiceState::Disabled);
+    let reason = status.disabled_reason.unwrap_or_default();
+    assert!(
+        reason.contains("KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION__ENABLED"),
+        "{reason}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_bad_value_names_its_key_and_source() -> anyhow::Result<()> {
+    let json = r#"{ "Koan": { "BackgroundServices": { "Services": {
+        "DataCleanupService": { "IntervalSeconds": "soon" } } } } }"#;
+    let config = Config::builder().json("appsettings.json", json)?.build();
+    let err = koan::Host::builder()
+        .config(config)
+        .service::<DataCleanupService>()
+        .build()
+        .expect_err("bad interval");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Koan:BackgroundServices:Services:DataCleanupService:IntervalSeconds"),
+        "{msg}"
+    );
+    assert!(msg.contains("appsettings.json"), "{msg}");
+    assert!(msg.contains("whole number of seconds"), "{msg}");
+
+    let env = Config::builder()
+        .env_vars([("KOAN__BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS", "-3")])
+        .build();
+    let err = koan::Host::builder()
+        .config(env)
+        .build()
+        .expect_err("bad timeout");
+    assert!(
+        err.to_string()
+            .contains("environment variable KOAN__BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS"),
+        "{err}"
+    );
+
+    let typo = Config::builder()
+        .toml(
+            "koan.toml",
+            "[background_services.services.DataCleanupService]\nintervall_seconds = 5\n",
+        )?
+        .build();
+    let err = koan::Host::builder()
+        .config(typo)
+        .service::<DataCleanupService>()
+        .build()
+        .expect_err("typo");
+    assert!(
+        err.to_string().contains("unknown configuration key"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("interval_seconds"), "{err}");
+
+    let bad_settings = Config::builder()
+        .json("appsettings.json", r#"{"Koan":{"BackgroundServices":{"Services":{"DataCleanupService":{"Settings":{"RetentionDays":"thirty"}}}}}}"#)?
+        .build();
+    let err = koan::Host::builder()
+        .config(bad_settings)
+        .service::<DataCleanupService>()
+        .build()
+        .expect_err("bad settings");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("retention_days"), "{err}");
+    assert!(err.to_string().contains("appsettings.json"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn environment_gates_services() -> anyhow::Result<()> {
+    // SystemHealthMonitor says run_in_testing = false.
+    let host = koan::Host::builder()
+        .environment(Environment::Testing)
+        .service::<SystemHealthMonitor>()
+        .service::<TranslationService>()
+        .build()?;
+    let gated = host.handle().status("SystemHealthMonitor")?;
+    assert_eq!(gated.state, ServiceState::Disabled);
+    assert!(
+        gated
+            .disabled_reason
+            .unwrap_or_default()
+            .contains("testing")
+    );
+    assert_eq!(
+        host.handle().status("TranslationService")?.state,
+        ServiceState::Pending
+    );
+
+    let host = koan::Host::builder()
+        .environment(Environment::Production)
+        .service::<SystemHealthMonitor>()
+        .build()?;
+    assert_eq!(
+        host.handle().status("SystemHealthMonitor")?.state,
+        ServiceState::Pending
+    );
+    assert_eq!("prod".parse::<Environment>()?, Environment::Production);
+    assert_eq!(
+        "nope".parse::<Environment>().map_err(|e| e.kind()),
+        Err(ErrorKind::Config)
+    );
+    Ok(())
+}
+
+#[test]
+fn global_switches_apply() -> anyhow::Result<()> {
+    let config = Config::builder()
+        .toml("koan.toml", "[background_services]\nenabled = false\n")?
+        .build();
+    let host = koan::Host::builder()
+        .environment(Environment::Development)
+        .config(config)
+        .service::<TranslationService>()
+        .shutdown_grace(Duration::from_secs(1))
+        .build()?;
+    let status = host.handle().status("TranslationService")?;
+    assert_eq!(status.state, ServiceState::Disabled);
+    assert!(
+        status
+            .disabled_reason
+            .unwrap_or_default()
+            .contains("koan.toml")
+    );
+    Ok(())
+}

@@ -1,0 +1,5 @@
+#[koan::service(cron = "*/5 * *")]
+#[derive(Default)]
+struct Cleanup;
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[koan::service(every = "1 fortnight")]
+#[derive(Default)]
+struct Cleanup;
+
+fn main() {}

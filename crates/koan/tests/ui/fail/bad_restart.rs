@@ -1,0 +1,5 @@
+#[koan::service(restart = "sometimes")]
+#[derive(Default)]
+struct Worker;
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[koan::service(every = "1h", cron = "0 * * * * *")]
+#[derive(Default)]
+struct Cleanup;
+
+fn main() {}

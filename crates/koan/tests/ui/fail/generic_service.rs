@@ -1,0 +1,4 @@
+#[koan::service]
+struct Worker<T>(T);
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[koan::service(every = "1h")]
+#[derive(Default)]
+struct Cleanup;
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[koan::service(run_on_startup)]
+#[derive(Default)]
+struct Monitor;
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[koan::service(evry = "1h")]
+#[derive(Default)]
+struct Cleanup;
+
+fn main() {}
