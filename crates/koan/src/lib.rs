@@ -67,6 +67,10 @@ mod transport;
 mod util;
 mod well_known;
 
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/seed-parity.md")]
+mod seed_parity {}
+
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -359,11 +359,12 @@ fn accept_local(
                     format!("`{}` is not periodic", cell.name),
                 )
             })?;
+            let action = poke.action_name();
             let receipt = control.poke(&cell.name, poke)?;
             let host = Arc::clone(inner);
             let (id, name) = (Arc::clone(id), Arc::clone(&cell.name));
             tokio::spawn(async move {
-                let r = wait_poke(receipt, &name, timeout).await;
+                let r = wait_poke(receipt, &name, action, timeout).await;
                 finish_ticket(&host, &id, r, tx);
             });
             Ok(())
@@ -468,10 +469,25 @@ fn push(cell: &ServiceCell, job: Job) -> Result<()> {
 async fn wait_poke(
     receipt: crate::schedule::PokeReceipt,
     service: &str,
+    action: &str,
     timeout: Option<Duration>,
 ) -> Result<Payload> {
     let fut = receipt.outcome(service);
-    let outcome = match timeout {
+    let outcome = wait_poke_inner(fut, service, timeout).await;
+    let label = match &outcome {
+        Ok(_) => "ok",
+        Err(e) => e.kind().as_str(),
+    };
+    metrics::counter!("koan_actions_total", "service" => service.to_owned(), "action" => action.to_owned(), "outcome" => label).increment(1);
+    Ok(Payload::of(outcome?))
+}
+
+async fn wait_poke_inner(
+    fut: impl std::future::Future<Output = Result<crate::schedule::TriggerOutcome>>,
+    service: &str,
+    timeout: Option<Duration>,
+) -> Result<crate::schedule::TriggerOutcome> {
+    Ok(match timeout {
         None => fut.await?,
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
             Error::new(
@@ -482,8 +498,7 @@ async fn wait_poke(
                 ),
             )
         })??,
-    };
-    Ok(Payload::of(outcome))
+    })
 }
 
 /// Runs one step locally, or through the transport when the service is elsewhere.
@@ -511,8 +526,9 @@ async fn call(
                     format!("`{}` is not periodic", cell.name),
                 )
             })?;
+            let action = poke.action_name();
             let receipt = control.poke(&cell.name, poke)?;
-            wait_poke(receipt, &cell.name, timeout).await
+            wait_poke(receipt, &cell.name, action, timeout).await
         }
         Prepared::Job(mut job) => {
             let (tx, rx) = oneshot::channel();

@@ -51,6 +51,17 @@ impl HostHandle {
         }
     }
 
+    /// Runs until SIGINT/SIGTERM or until the host stops by itself, then shuts down
+    /// gracefully. An error means startup or a critical service failed.
+    pub async fn run_until_signal(&self) -> Result<()> {
+        tokio::select! {
+            exit = self.wait() => return exit.into_result(),
+            _ = super::shutdown_signal() => tracing::info!("shutdown signal received"),
+        }
+        self.shutdown();
+        self.wait().await.into_result()
+    }
+
     /// The exit, if the host has stopped.
     pub fn exit(&self) -> Option<HostExit> {
         self.inner.exit.borrow().clone()

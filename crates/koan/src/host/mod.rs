@@ -133,17 +133,11 @@ impl Host {
     /// then shuts down gracefully. An error means startup or a critical service failed,
     /// so `main` exits non-zero.
     pub async fn run(self) -> Result<()> {
-        let handle = self.start();
-        tokio::select! {
-            exit = handle.wait() => return exit.into_result(),
-            _ = shutdown_signal() => tracing::info!("shutdown signal received"),
-        }
-        handle.shutdown();
-        handle.wait().await.into_result()
+        self.start().run_until_signal().await
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -35,6 +35,15 @@ impl Poke {
         }
     }
 
+    /// The built-in action this poke stands for.
+    pub(crate) fn action_name(&self) -> &'static str {
+        match self {
+            Poke::Trigger => crate::well_known::actions::TRIGGER,
+            Poke::CheckQueue => crate::well_known::actions::CHECK_QUEUE,
+            Poke::ProcessBatch(_) => crate::well_known::actions::PROCESS_BATCH,
+        }
+    }
+
     fn merges_with(&self, other: &Poke) -> bool {
         matches!(
             (self, other),

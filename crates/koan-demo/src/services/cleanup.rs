@@ -1,0 +1,118 @@
+//! `DataCleanupService`: periodic and pokable; deletes log entries older than the
+//! retention period, in batches.
+
+use koan::{BatchRequest, BoxError, BuildContext, FromContext, PeriodicService, ServiceContext};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, now_secs};
+
+/// `Settings` of the service (the seed's `RetentionDays` and `BatchSize`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CleanupSettings {
+    /// Entries older than this many days are deleted.
+    pub retention_days: u32,
+    /// Rows deleted per statement.
+    pub batch_size: u32,
+}
+
+impl Default for CleanupSettings {
+    fn default() -> Self {
+        CleanupSettings {
+            retention_days: 30,
+            batch_size: 1000,
+        }
+    }
+}
+
+/// What one cleanup did.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CleanupCompleted {
+    /// Rows deleted.
+    pub deleted: u64,
+    /// Rows left.
+    pub remaining: u64,
+}
+
+/// Deletes old log entries, hourly and on demand.
+#[koan::service(every = "1h", description = "Deletes log entries older than the retention period",
+    event(name = "DataCleanup.Completed", payload = CleanupCompleted))]
+#[derive(Debug)]
+pub struct DataCleanupService {
+    db: Db,
+    settings: CleanupSettings,
+}
+
+impl FromContext for DataCleanupService {
+    fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
+        Ok(DataCleanupService {
+            db: cx.resource::<Db>()?.as_ref().clone(),
+            settings: cx.settings()?,
+        })
+    }
+}
+
+impl DataCleanupService {
+    /// Deletes up to `max_batches` batches of `batch_size` old rows.
+    async fn cleanup(
+        &self,
+        batch_size: u32,
+        max_batches: Option<u32>,
+        cx: &ServiceContext,
+    ) -> Result<u64, BoxError> {
+        let cutoff = now_secs() - i64::from(self.settings.retention_days) * 86_400;
+        let mut deleted = 0u64;
+        let mut batches = 0u32;
+        loop {
+            let n = self
+                .db
+                .run(move |c| {
+                    c.execute(
+                        "DELETE FROM log_entries WHERE id IN \
+                         (SELECT id FROM log_entries WHERE created_at < ?1 ORDER BY id LIMIT ?2)",
+                        (cutoff, batch_size),
+                    )
+                })
+                .await? as u64;
+            deleted += n;
+            batches += 1;
+            if n < u64::from(batch_size)
+                || max_batches.is_some_and(|m| batches >= m)
+                || cx.is_cancelled()
+            {
+                break;
+            }
+        }
+        let remaining: i64 = self
+            .db
+            .run(|c| c.query_row("SELECT COUNT(*) FROM log_entries", [], |r| r.get(0)))
+            .await?;
+        tracing::info!(deleted, remaining, "data cleanup completed");
+        metrics::counter!("demo_log_entries_deleted_total").increment(deleted);
+        cx.emit(
+            "DataCleanup.Completed",
+            CleanupCompleted {
+                deleted,
+                remaining: remaining as u64,
+            },
+        )
+        .await;
+        Ok(deleted)
+    }
+}
+
+impl PeriodicService for DataCleanupService {
+    async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        self.cleanup(self.settings.batch_size.max(1), None, &cx)
+            .await
+            .map(drop)
+    }
+
+    async fn process_batch(&self, batch: BatchRequest, cx: ServiceContext) -> Result<(), BoxError> {
+        if let Some(filter) = &batch.filter {
+            tracing::info!(filter = %filter, "process-batch filter (the demo cleans every old entry)");
+        }
+        let size = batch.batch_size.unwrap_or(self.settings.batch_size).max(1);
+        self.cleanup(size, Some(1), &cx).await.map(drop)
+    }
+}

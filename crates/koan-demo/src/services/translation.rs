@@ -1,0 +1,249 @@
+//! `TranslationService`: `translate` and `check-queue` actions, Started/Completed/Failed
+//! events, translations stored in SQLite, and an outbox message per translation. The
+//! translator is a small deterministic dictionary.
+
+use koan::events::translation::{COMPLETED, FAILED, STARTED};
+use koan::{ActionContext, BackgroundService, BoxError, BuildContext, FromContext, ServiceContext};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, now_secs};
+
+/// The seed's `TranslationOptions(FileId, From, To)`, plus the text to translate.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranslationOptions {
+    /// The file's id.
+    pub file_id: String,
+    /// Source language (`auto` detects).
+    pub from: String,
+    /// Target language.
+    pub to: String,
+    /// The text; defaults to a sample sentence.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// The seed's `TranslationEventArgs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranslationEventArgs {
+    /// The file's id.
+    pub file_id: String,
+    /// Source language.
+    pub from: String,
+    /// Target language.
+    pub to: String,
+}
+
+/// The seed's `TranslationErrorArgs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranslationErrorArgs {
+    /// The file's id.
+    pub file_id: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The result of `translate`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Translation {
+    /// Row id in `translations`.
+    pub id: i64,
+    /// The file's id.
+    pub file_id: String,
+    /// Target language.
+    pub to: String,
+    /// The translated text.
+    pub text: String,
+}
+
+/// `Settings` (the seed's `MaxConcurrentTranslations`, `SupportedLanguages`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TranslationSettings {
+    /// Languages accepted as targets.
+    pub supported_languages: Vec<String>,
+}
+
+impl Default for TranslationSettings {
+    fn default() -> Self {
+        TranslationSettings {
+            supported_languages: ["en", "pt-BR", "es", "fr"].map(String::from).to_vec(),
+        }
+    }
+}
+
+/// Translates files.
+#[koan::service(description = "Translates files and stores the results", max_concurrency = 4,
+    event(name = STARTED, payload = TranslationEventArgs),
+    event(name = COMPLETED, payload = TranslationEventArgs),
+    event(name = FAILED, payload = TranslationErrorArgs))]
+#[derive(Debug)]
+pub struct TranslationService {
+    db: Db,
+    settings: TranslationSettings,
+}
+
+impl FromContext for TranslationService {
+    fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
+        Ok(TranslationService {
+            db: cx.resource::<Db>()?.as_ref().clone(),
+            settings: cx.settings()?,
+        })
+    }
+}
+
+const WORDS: &[(&str, &str, &str, &str)] = &[
+    // en, pt-BR, es, fr
+    ("hello", "olá", "hola", "bonjour"),
+    ("world", "mundo", "mundo", "monde"),
+    ("file", "arquivo", "archivo", "fichier"),
+    ("the", "o", "el", "le"),
+    ("is", "é", "es", "est"),
+    ("ready", "pronto", "listo", "prêt"),
+    ("good", "bom", "bueno", "bon"),
+    ("morning", "dia", "día", "matin"),
+];
+
+/// Word-by-word dictionary translation from English; unknown words stay as they are.
+pub fn translate_text(text: &str, to: &str) -> String {
+    let col = match to {
+        "pt-BR" | "pt" => 1,
+        "es" => 2,
+        "fr" => 3,
+        _ => 0,
+    };
+    text.split_whitespace()
+        .map(|w| {
+            let lower = w.to_lowercase();
+            WORDS
+                .iter()
+                .find(|row| row.0 == lower)
+                .map(|row| [row.0, row.1, row.2, row.3][col].to_owned())
+                .unwrap_or_else(|| w.to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[koan::actions]
+impl TranslationService {
+    /// The seed's `TranslateAsync`.
+    #[action("translate", description = "Translate a file and store the result")]
+    async fn translate(
+        &self,
+        opts: TranslationOptions,
+        cx: &ActionContext,
+    ) -> Result<Translation, BoxError> {
+        let args = TranslationEventArgs {
+            file_id: opts.file_id.clone(),
+            from: opts.from.clone(),
+            to: opts.to.clone(),
+        };
+        cx.emit(STARTED, args.clone()).await;
+        match self.store(&opts, cx).await {
+            Ok(t) => {
+                cx.emit(COMPLETED, args).await;
+                Ok(t)
+            }
+            Err(e) => {
+                cx.emit(
+                    FAILED,
+                    TranslationErrorArgs {
+                        file_id: opts.file_id,
+                        error: e.to_string(),
+                    },
+                )
+                .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The seed's `CheckQueueAsync`: how many translations are stored, by status.
+    #[action("check-queue", description = "Count stored translations by status")]
+    async fn check_queue(&self) -> Result<serde_json::Value, BoxError> {
+        let rows: Vec<(String, i64)> = self
+            .db
+            .run(|c| {
+                let mut st =
+                    c.prepare("SELECT status, COUNT(*) FROM translations GROUP BY status")?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        Ok(serde_json::Value::Object(
+            rows.into_iter().map(|(k, v)| (k, v.into())).collect(),
+        ))
+    }
+}
+
+impl TranslationService {
+    async fn store(
+        &self,
+        opts: &TranslationOptions,
+        cx: &ActionContext,
+    ) -> Result<Translation, BoxError> {
+        if !self
+            .settings
+            .supported_languages
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(&opts.to))
+        {
+            return Err(format!(
+                "target language `{}` is not supported; supported: {}",
+                opts.to,
+                self.settings.supported_languages.join(", ")
+            )
+            .into());
+        }
+        let source = opts
+            .text
+            .clone()
+            .unwrap_or_else(|| "hello world the file is ready".to_owned());
+        let translated = translate_text(&source, &opts.to);
+        let (o, t, corr) = (
+            opts.clone(),
+            translated.clone(),
+            cx.correlation_id().to_owned(),
+        );
+        let id = self
+            .db
+            .run(move |c| {
+                let tx = c.transaction()?;
+                tx.execute(
+                    "INSERT INTO translations (file_id, source_lang, target_lang, source_text, translated_text, status, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'completed', ?6)",
+                    (&o.file_id, &o.from, &o.to, &source, &t, now_secs()),
+                )?;
+                let id = tx.last_insert_rowid();
+                let payload = serde_json::json!({ "translationId": id, "fileId": o.file_id, "to": o.to, "correlationId": corr });
+                tx.execute(
+                    "INSERT INTO outbox (topic, payload, created_at) VALUES ('translation.completed', ?1, ?2)",
+                    (payload.to_string(), now_secs()),
+                )?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await?;
+        Ok(Translation {
+            id,
+            file_id: opts.file_id.clone(),
+            to: opts.to.clone(),
+            text: translated,
+        })
+    }
+}
+
+impl BackgroundService for TranslationService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        // The seed's `Task.Delay(Infinite)`: the work comes through actions.
+        cx.cancelled().await;
+        Ok(())
+    }
+}

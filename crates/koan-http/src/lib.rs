@@ -1,0 +1,62 @@
+//! # koan-http: the HTTP control plane of a koan host
+//!
+//! An axum [`Router`] with the services API, health endpoints, live events as
+//! Server-Sent Events, Prometheus metrics, an OpenAPI document and the dashboard.
+//! Mount it into your own app with [`router`], or serve it alone with [`serve`].
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /api/services` | every service: name, kind, state, health, enabled, counts |
+//! | `GET /api/services/{name}` | info: kind, schedule, actions with parameter schemas, events |
+//! | `GET /api/services/{name}/status`, `/health` | status; health as `application/health+json` |
+//! | `POST /api/services/{name}/actions/{action}` | body = parameters; `?priority=&timeout=&wait=`; `X-Correlation-Id` |
+//! | `POST /api/services/{name}/trigger`, `/check-queue`, `/process-batch` | the seed's routes |
+//! | `GET /api/actions/{id}` | the record of an action enqueued with `wait=false` |
+//! | `GET /api/services/{name}/events`, `GET /api/events` | live events (SSE) |
+//! | `GET /health`, `/health/live`, `/health/ready` | `pass`/`warn`/`fail`; unhealthy → 503 |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /api/openapi.json`, `GET /` | the API described; the dashboard |
+//!
+//! Errors are JSON `{ "error": kind, "message": … }`: 400 bad input (naming the
+//! field), 401 token, 404 unknown, 409 disabled, 413 body too large, 429 busy,
+//! 503 shutting down, 504 timeout, 500 handler failure.
+
+mod auth;
+mod dashboard;
+mod error;
+mod metrics;
+mod openapi;
+mod options;
+mod routes;
+mod server;
+
+use std::sync::Arc;
+
+use axum::Router;
+use koan::HostHandle;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+pub use metrics::install_metrics;
+pub use options::HttpOptions;
+pub use server::{ServeError, Server, serve};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) host: HostHandle,
+    pub(crate) options: Arc<HttpOptions>,
+    pub(crate) sse_slots: Arc<Semaphore>,
+}
+
+/// The control-plane router for `host`. Mount it in your own axum app, or give it to
+/// [`serve`]. Install the metrics recorder with [`install_metrics`] before the host
+/// runs actions, so `/metrics` sees them.
+pub fn router(host: HostHandle, options: HttpOptions) -> Router {
+    let state = AppState {
+        host,
+        sse_slots: Arc::new(Semaphore::new(options.max_sse_connections)),
+        options: Arc::new(options),
+    };
+    routes::router(state)
+}

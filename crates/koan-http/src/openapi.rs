@@ -1,0 +1,184 @@
+//! The OpenAPI 3.1 document of the API, with a concrete path per declared action whose
+//! request body is that action's parameter schema.
+
+use koan::HostHandle;
+use serde_json::{Value, json};
+
+fn error_responses() -> Value {
+    let e = json!({ "$ref": "#/components/responses/Error" });
+    json!({
+        "400": e, "401": e, "404": e, "409": e, "413": e, "429": e, "500": e, "503": e, "504": e
+    })
+}
+
+fn name_param() -> Value {
+    json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" },
+            "description": "Service name (case-insensitive)" })
+}
+
+fn call_params() -> Value {
+    json!([
+        { "name": "priority", "in": "query", "schema": { "type": "integer", "minimum": -2147483648i64, "maximum": 2147483647 }, "description": "Higher runs first" },
+        { "name": "timeout", "in": "query", "schema": { "type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)?$" }, "description": "Deadline including queue time, e.g. 30s" },
+        { "name": "wait", "in": "query", "schema": { "type": "boolean" }, "description": "false answers 202 at once" },
+        { "name": "X-Correlation-Id", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$" } }
+    ])
+}
+
+fn call_responses() -> Value {
+    let mut r = error_responses();
+    if let Some(m) = r.as_object_mut() {
+        m.insert("200".into(), json!({ "description": "The action's result", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ActionResult" } } } }));
+        m.insert("202".into(), json!({ "description": "Accepted (wait=false)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Accepted" } } } }));
+    }
+    r
+}
+
+fn json_get(summary: &str, params: Value) -> Value {
+    let mut responses = error_responses();
+    if let Some(m) = responses.as_object_mut() {
+        m.insert(
+            "200".into(),
+            json!({ "description": "OK", "content": { "application/json": { "schema": {} } } }),
+        );
+    }
+    json!({ "get": { "summary": summary, "parameters": params, "responses": responses } })
+}
+
+fn health_get(summary: &str) -> Value {
+    json!({ "get": { "summary": summary, "responses": {
+        "200": { "description": "pass or warn", "content": { "application/health+json": { "schema": { "$ref": "#/components/schemas/Health" } } } },
+        "503": { "description": "fail", "content": { "application/health+json": { "schema": { "$ref": "#/components/schemas/Health" } } } }
+    } } })
+}
+
+/// The document for `host`'s services.
+pub(crate) async fn document(host: &HostHandle) -> Value {
+    let mut paths = serde_json::Map::new();
+    paths.insert("/api/services".into(), json_get("Every service", json!([])));
+    paths.insert(
+        "/api/services/{name}".into(),
+        json_get(
+            "A service's kind, schedule, actions and events",
+            json!([name_param()]),
+        ),
+    );
+    paths.insert(
+        "/api/services/{name}/status".into(),
+        json_get("A service's status", json!([name_param()])),
+    );
+    paths.insert("/api/services/{name}/health".into(), {
+        let mut h = health_get("A service's health");
+        h["get"]["parameters"] = json!([name_param()]);
+        h["get"]["responses"]["404"] = json!({ "$ref": "#/components/responses/Error" });
+        h
+    });
+    paths.insert("/api/actions/{id}".into(), json_get("The record of an enqueued action", json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }])));
+    let mut generic_params = vec![
+        name_param(),
+        json!({ "name": "action", "in": "path", "required": true, "schema": { "type": "string" } }),
+    ];
+    if let Value::Array(extra) = call_params() {
+        generic_params.extend(extra);
+    }
+    paths.insert(
+        "/api/services/{name}/actions/{action}".into(),
+        json!({ "post": {
+        "summary": "Run an action; the body is its parameters",
+        "parameters": generic_params,
+        "requestBody": { "required": false, "content": { "application/json": { "schema": {} } } },
+        "responses": call_responses()
+    } }),
+    );
+    for route in ["trigger", "check-queue"] {
+        let mut params = vec![name_param()];
+        if let Value::Array(extra) = call_params() {
+            params.extend(extra);
+        }
+        paths.insert(format!("/api/services/{{name}}/{route}"), json!({ "post": {
+            "summary": format!("The seed's `{route}` command"), "parameters": params, "responses": call_responses()
+        } }));
+    }
+    let mut params = vec![name_param()];
+    if let Value::Array(extra) = call_params() {
+        params.extend(extra);
+    }
+    paths.insert("/api/services/{name}/process-batch".into(), json!({ "post": {
+        "summary": "The seed's `process-batch` command",
+        "parameters": params,
+        "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchRequest" } } } },
+        "responses": call_responses()
+    } }));
+    let sse = |summary: &str, params: Value| {
+        json!({ "get": { "summary": summary, "parameters": params, "responses": {
+        "200": { "description": "Server-Sent Events", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+        "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
+        "404": { "$ref": "#/components/responses/Error" }, "503": { "$ref": "#/components/responses/Error" }
+    } } })
+    };
+    let event_q = json!({ "name": "event", "in": "query", "schema": { "type": "string" } });
+    paths.insert(
+        "/api/events".into(),
+        sse(
+            "Live events of every service",
+            json!([{ "name": "service", "in": "query", "schema": { "type": "string" } }, event_q]),
+        ),
+    );
+    paths.insert(
+        "/api/services/{name}/events".into(),
+        sse("Live events of a service", json!([name_param(), event_q])),
+    );
+    paths.insert("/health".into(), health_get("Overall health"));
+    paths.insert("/health/live".into(), health_get("Liveness"));
+    paths.insert("/health/ready".into(), health_get("Readiness"));
+    paths.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "Prometheus text", "content": { "text/plain": { "schema": { "type": "string" } } } } } } }));
+
+    // A concrete path per declared action, with its parameter schema.
+    for name in host.service_names() {
+        let Ok(info) = host.service(&name).info().await else {
+            continue;
+        };
+        for action in info.actions {
+            let mut params = Vec::new();
+            if let Value::Array(extra) = call_params() {
+                params.extend(extra);
+            }
+            let schema = if action.params_schema.is_null() {
+                json!({})
+            } else {
+                action.params_schema.clone()
+            };
+            paths.insert(
+                format!("/api/services/{}/actions/{}", name, action.name),
+                json!({ "post": {
+                    "summary": action.description.clone().unwrap_or_else(|| format!("{} of {}", action.name, name)),
+                    "tags": [name],
+                    "parameters": params,
+                    "requestBody": { "required": !action.params_schema.is_null(), "content": { "application/json": { "schema": schema } } },
+                    "responses": call_responses()
+                } }),
+            );
+        }
+    }
+
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Koan control plane", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "responses": { "Error": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
+                "ActionResult": { "type": "object", "required": ["service", "action", "correlation_id", "result"], "properties": {
+                    "service": { "type": "string" }, "action": { "type": "string" }, "correlation_id": { "type": "string" }, "result": {} } },
+                "Accepted": { "type": "object", "required": ["id", "correlation_id", "status_url"], "properties": {
+                    "id": { "type": "string" }, "correlation_id": { "type": "string" }, "status_url": { "type": "string" } } },
+                "BatchRequest": { "type": ["object", "null"], "additionalProperties": false, "properties": {
+                    "batchSize": { "type": ["integer", "null"], "minimum": 0, "maximum": 4294967295u64 }, "filter": { "type": ["string", "null"] } } },
+                "Health": { "type": "object", "required": ["status"], "properties": { "status": { "enum": ["pass", "warn", "fail"] } } }
+            }
+        },
+        "security": [{ "bearer": [] }, {}]
+    })
+}

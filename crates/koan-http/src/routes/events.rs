@@ -1,0 +1,110 @@
+//! Live events as Server-Sent Events: `GET /api/events?service=&event=` and
+//! `GET /api/services/{name}/events?event=`. Streams are capped
+//! (`max_sse_connections`) and, when a token is configured, need it (as a header or,
+//! for browsers' `EventSource`, as `?token=`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use koan::EventEnvelope;
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::{AppState, auth};
+
+pub(crate) async fn all_stream(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let service = q.get("service").cloned();
+    stream(state, q, headers, service).await
+}
+
+pub(crate) async fn service_stream(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    stream(state, q, headers, Some(name)).await
+}
+
+async fn stream(
+    state: AppState,
+    q: HashMap<String, String>,
+    headers: HeaderMap,
+    service: Option<String>,
+) -> Result<Response, ApiError> {
+    auth::check(
+        state.options.token.as_deref(),
+        &headers,
+        q.get("token").map(String::as_str),
+    )?;
+    for k in q.keys() {
+        if !matches!(k.as_str(), "service" | "event" | "token") {
+            return Err(ApiError::bad_request(
+                "invalid_parameters",
+                format!("unknown query parameter `{k}`; accepted: service, event, token"),
+            ));
+        }
+    }
+    let permit = state.sse_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!(
+                "{} event streams are open (`koan.http.max_sse_connections`); close one and retry",
+                state.options.max_sse_connections
+            ),
+        )
+    })?;
+    let builder = match &service {
+        Some(name) => {
+            // Resolve the name now so an unknown service is a 404, not an empty stream.
+            state.host.status(name)?;
+            state.host.service(name).on("*")
+        }
+        None => state.host.events().on("*"),
+    };
+    let wanted = q.get("event").cloned();
+    let (tx, rx) = mpsc::channel::<EventEnvelope>(256);
+    let subscription = builder
+        .handle_envelope(move |env: EventEnvelope| {
+            let tx = tx.clone();
+            let wanted = wanted.clone();
+            async move {
+                if wanted
+                    .as_deref()
+                    .is_none_or(|w| w.eq_ignore_ascii_case(env.name()))
+                {
+                    // A client that cannot keep up loses events rather than slowing
+                    // the services (the subscription's drop-newest policy).
+                    let _ = tx.try_send(env);
+                }
+            }
+        })
+        .buffer(1024)
+        .subscribe()
+        .await?;
+    let stream = futures_util::stream::unfold(
+        (rx, subscription, permit),
+        |(mut rx, sub, permit)| async move {
+            let env = rx.recv().await?;
+            let data = serde_json::to_string(&env).unwrap_or_default();
+            let event = Event::default()
+                .event(env.name())
+                .id(env.seq().to_string())
+                .data(data);
+            Some((Ok::<_, Infallible>(event), (rx, sub, permit)))
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

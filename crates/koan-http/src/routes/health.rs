@@ -1,0 +1,68 @@
+//! `/health`, `/health/live`, `/health/ready` in the IETF health-check format
+//! (`application/health+json`, `pass`/`warn`/`fail`): degraded answers 200,
+//! unhealthy 503.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use koan::HealthStatus;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+pub(crate) fn health_json(code: StatusCode, body: Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/health+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+pub(crate) async fn overall(State(state): State<AppState>) -> Response {
+    let h = state.host.health().await;
+    let mut checks = serde_json::Map::new();
+    for s in &h.services {
+        checks.insert(
+            format!("{}:health", s.service),
+            json!([{
+                "componentType": "service",
+                "status": s.report.status.as_check_status(),
+                "critical": s.critical,
+                "output": s.report.description.clone().or_else(|| s.report.error.clone()),
+            }]),
+        );
+    }
+    let code = if h.status == HealthStatus::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    health_json(
+        code,
+        json!({ "status": h.status.as_check_status(), "checks": checks }),
+    )
+}
+
+pub(crate) async fn live(State(state): State<AppState>) -> Response {
+    if state.host.live().await {
+        health_json(StatusCode::OK, json!({ "status": "pass" }))
+    } else {
+        health_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "fail", "output": "the host has stopped or a critical service failed" }),
+        )
+    }
+}
+
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    let r = state.host.ready().await;
+    if r.ready {
+        health_json(StatusCode::OK, json!({ "status": "pass" }))
+    } else {
+        health_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "fail", "output": r.reasons.join("; "), "notes": r.reasons }),
+        )
+    }
+}

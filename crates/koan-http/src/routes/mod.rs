@@ -1,0 +1,95 @@
+//! The route table.
+
+mod events;
+mod health;
+mod services;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::AppState;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let body_limit = state.options.body_limit;
+    let cors = cors(&state.options.cors_origins);
+    let mut r = Router::new()
+        .route("/", get(crate::dashboard::page))
+        .route("/api/services", get(services::list))
+        .route("/api/services/{name}", get(services::info))
+        .route("/api/services/{name}/status", get(services::status))
+        .route("/api/services/{name}/health", get(services::health))
+        .route("/api/services/{name}/actions/{action}", post(services::act))
+        .route("/api/services/{name}/trigger", post(services::trigger))
+        .route(
+            "/api/services/{name}/check-queue",
+            post(services::check_queue),
+        )
+        .route(
+            "/api/services/{name}/process-batch",
+            post(services::process_batch),
+        )
+        .route("/api/services/{name}/events", get(events::service_stream))
+        .route("/api/actions/{id}", get(services::action_record))
+        .route("/api/events", get(events::all_stream))
+        .route("/health", get(health::overall))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    if let Some(cors) = cors {
+        r = r.layer(cors);
+    }
+    r
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(list))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("x-correlation-id"),
+            ]),
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state.host).await,
+    )
+}
+
+async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(crate::openapi::document(&state.host).await)
+}
+
+async fn not_found(uri: axum::http::Uri) -> crate::ApiError {
+    crate::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route `{}`; the API is described at /api/openapi.json",
+            uri.path()
+        ),
+    )
+}

@@ -1,0 +1,335 @@
+//! `/api/services…` and `/api/actions/{id}`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use koan::{ActionRequest, HealthStatus, ServiceState};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::{AppState, auth};
+
+/// One row of `GET /api/services`.
+#[derive(Serialize)]
+struct ServiceRow {
+    name: String,
+    kind: koan::ServiceKind,
+    description: Option<String>,
+    state: ServiceState,
+    health: HealthStatus,
+    enabled: bool,
+    critical: bool,
+    schedule: Option<String>,
+    runs: u64,
+    failures: u64,
+    restarts: u32,
+    queue_depth: usize,
+    in_flight: usize,
+    last_run: Option<koan::RunRecord>,
+    next_run: Option<Value>,
+    actions: Vec<String>,
+}
+
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
+    let health = state.host.health().await;
+    let mut rows = Vec::new();
+    for status in state.host.statuses() {
+        let info = state.host.service(&status.name).info().await?;
+        let h = health
+            .services
+            .iter()
+            .find(|h| h.service == status.name)
+            .map_or(HealthStatus::Healthy, |h| h.report.status);
+        let row = ServiceRow {
+            name: status.name.clone(),
+            kind: status.kind,
+            description: info.description,
+            state: status.state,
+            health: h,
+            enabled: status.enabled,
+            critical: status.critical,
+            schedule: info.schedule,
+            runs: status.runs,
+            failures: status.failures,
+            restarts: status.restarts,
+            queue_depth: status.queue_depth,
+            in_flight: status.in_flight,
+            last_run: status.last_run,
+            next_run: status.next_run.map(|t| json!(t)),
+            actions: info.actions.into_iter().map(|a| a.name).collect(),
+        };
+        rows.push(serde_json::to_value(row).unwrap_or(Value::Null));
+    }
+    Ok(Json(rows))
+}
+
+pub(crate) async fn info(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.host.service(&name).info().await?).into_response())
+}
+
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.host.service(&name).status().await?).into_response())
+}
+
+pub(crate) async fn health(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let h = state.host.service(&name).health().await?;
+    let code = if h.report.status == HealthStatus::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": h.report.status.as_check_status(),
+        "service": h.service,
+        "critical": h.critical,
+        "description": h.report.description,
+        "error": h.report.error,
+        "data": h.report.data,
+    });
+    Ok(crate::routes::health::health_json(code, body))
+}
+
+pub(crate) async fn action_record(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.host.action_record(&id)?).into_response())
+}
+
+/// The query of an action call.
+struct CallQuery {
+    priority: i32,
+    timeout: Option<Duration>,
+    wait: bool,
+}
+
+fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
+    let mut out = CallQuery {
+        priority: 0,
+        timeout: None,
+        wait: true,
+    };
+    for (k, v) in q {
+        match k.as_str() {
+            "priority" => {
+                out.priority = v.trim().parse().map_err(|_| {
+                    ApiError::bad_request("invalid_parameters", format!("query parameter `priority` must be a whole number (higher runs first), not `{v}`"))
+                })?;
+            }
+            "timeout" => {
+                let d = koan::parse_duration(v).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_parameters",
+                        format!("query parameter `timeout`: {}", e.message()),
+                    )
+                })?;
+                if d.is_zero() {
+                    return Err(ApiError::bad_request(
+                        "invalid_parameters",
+                        "query parameter `timeout` must be longer than zero",
+                    ));
+                }
+                out.timeout = Some(d);
+            }
+            "wait" => {
+                out.wait = match v.as_str() {
+                    "" | "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid_parameters",
+                            format!("query parameter `wait` must be true or false, not `{v}`"),
+                        ));
+                    }
+                };
+            }
+            "token" => {}
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameters",
+                    format!("unknown query parameter `{other}`; accepted: priority, timeout, wait"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "payload_too_large", "the request body is larger than the configured limit (`koan.http.body_limit_bytes`)")
+        } else {
+            ApiError::new(status, "bad_request", format!("cannot read the request body: {r}"))
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })
+}
+
+fn correlation(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("x-correlation-id") {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_parameters",
+                    "header `X-Correlation-Id` must be visible ASCII",
+                )
+            })?;
+            if s.is_empty() || s.len() > 200 {
+                return Err(ApiError::bad_request(
+                    "invalid_parameters",
+                    "header `X-Correlation-Id` must have 1 to 200 characters",
+                ));
+            }
+            Ok(Some(s.to_owned()))
+        }
+    }
+}
+
+async fn run_action(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    service: &str,
+    action: &str,
+    params: Value,
+) -> Result<Response, ApiError> {
+    auth::check(state.options.token.as_deref(), headers, None)?;
+    let q = parse_query(query)?;
+    // Answer with the service's own spelling of its name.
+    let canonical = state.host.status(service).map(|s| s.name);
+    let service = canonical.as_deref().unwrap_or(service);
+    let mut req: ActionRequest = state
+        .host
+        .service(service)
+        .action(action, params)
+        .priority(q.priority);
+    if let Some(t) = q.timeout {
+        req = req.timeout(t);
+    }
+    if let Some(c) = correlation(headers)? {
+        req = req.correlation_id(c);
+    }
+    if q.wait {
+        let out = req.execute().await?;
+        let cid = out.correlation_id().to_owned();
+        let body = json!({
+            "service": service,
+            "action": action,
+            "correlation_id": cid,
+            "result": out.json()?,
+        });
+        Ok(with_correlation(Json(body).into_response(), &cid))
+    } else {
+        let ticket = req.enqueue().await?;
+        let body = json!({
+            "id": ticket.id(),
+            "correlation_id": ticket.correlation_id(),
+            "status_url": format!("/api/actions/{}", ticket.id()),
+        });
+        let cid = ticket.correlation_id().to_owned();
+        Ok(with_correlation(
+            (StatusCode::ACCEPTED, Json(body)).into_response(),
+            &cid,
+        ))
+    }
+}
+
+fn with_correlation(mut r: Response, cid: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(cid) {
+        r.headers_mut().insert("x-correlation-id", v);
+    }
+    r
+}
+
+pub(crate) async fn act(
+    State(state): State<AppState>,
+    Path((name, action)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    auth::check(state.options.token.as_deref(), &headers, None)?;
+    let params = parse_body(body)?;
+    run_action(&state, &headers, &query, &name, &action, params).await
+}
+
+pub(crate) async fn trigger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    run_action(
+        &state,
+        &headers,
+        &query,
+        &name,
+        koan::actions::TRIGGER,
+        Value::Null,
+    )
+    .await
+}
+
+pub(crate) async fn check_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    run_action(
+        &state,
+        &headers,
+        &query,
+        &name,
+        koan::actions::CHECK_QUEUE,
+        Value::Null,
+    )
+    .await
+}
+
+pub(crate) async fn process_batch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    auth::check(state.options.token.as_deref(), &headers, None)?;
+    let params = parse_body(body)?;
+    run_action(
+        &state,
+        &headers,
+        &query,
+        &name,
+        koan::actions::PROCESS_BATCH,
+        params,
+    )
+    .await
+}
