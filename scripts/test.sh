@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every check and every test of the workspace: formatting, lints, docs, tests, examples.
+# Every check and every test of the workspace: formatting, lints, docs, unit and
+# integration tests, the examples, and the dashboard in a real headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +24,8 @@ for ex in system_health_monitor data_cleanup_service database_migration_service 
   timeout 120 cargo run -q -p koan --example "$ex" >/dev/null
 done
 echo "examples: 4 passed, 0 failed"
+
+step "dashboard in headless Chromium"
+bash scripts/ensure-tools.sh chromium node
+cargo build -q -p koan-demo
+(cd crates/koan-http/tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test)

@@ -97,10 +97,9 @@ async fn stream(
         |(mut rx, sub, permit)| async move {
             let env = rx.recv().await?;
             let data = serde_json::to_string(&env).unwrap_or_default();
-            let event = Event::default()
-                .event(env.name())
-                .id(env.seq().to_string())
-                .data(data);
+            // Unnamed SSE events, so a browser's `onmessage` sees them all; the JSON
+            // carries the event's name.
+            let event = Event::default().id(env.seq().to_string()).data(data);
             Some((Ok::<_, Infallible>(event), (rx, sub, permit)))
         },
     );

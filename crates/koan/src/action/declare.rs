@@ -121,8 +121,12 @@ impl ActionTable {
                 }
                 builtin::PROCESS_BATCH => {
                     let what = || format!("action `process-batch` of `{service}`");
+                    // No parameters (none given, `()`, or JSON `null` such as an
+                    // empty HTTP body) mean the default batch.
                     let req = match params.take() {
-                        None => BatchRequest::default(),
+                        None | Some(Payload::Unit) | Some(Payload::Json(Value::Null)) => {
+                            BatchRequest::default()
+                        }
                         Some(p) => p.decode::<BatchRequest>(&what)?,
                     };
                     return Ok(Resolved::Builtin(crate::schedule::Poke::ProcessBatch(req)));

@@ -215,7 +215,7 @@ impl HostHandle {
     }
 
     /// Readiness: startup done, every enabled service's `is_ready()` true, no critical
-    /// service failed, not shutting down.
+    /// service failed or unhealthy, not shutting down.
     pub async fn ready(&self) -> Readiness {
         let mut reasons = Vec::new();
         if self.inner.stopping.load(Ordering::Acquire) || self.inner.stop_request.is_cancelled() {
@@ -231,6 +231,15 @@ impl HostHandle {
             if cell.state() == ServiceState::Failed && cell.options.critical {
                 reasons.push(format!("critical service `{}` has failed", cell.name));
                 continue;
+            }
+            // A critical service that reports itself unhealthy makes the host unfit
+            // for traffic, even while its `is_ready()` holds.
+            if cell.options.critical {
+                let h = cell.health().await;
+                if h.report.status == HealthStatus::Unhealthy {
+                    reasons.push(format!("critical service `{}` is unhealthy", cell.name));
+                    continue;
+                }
             }
             let ready = crate::util::CatchUnwind(cell.service.is_ready())
                 .await
