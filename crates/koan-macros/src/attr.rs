@@ -25,6 +25,7 @@ pub(crate) struct EventDecl {
     /// The name expression; `None` means `<payload as Event>::NAME`.
     pub(crate) name: Option<Expr>,
     pub(crate) payload: Option<Type>,
+    pub(crate) description: Option<LitStr>,
 }
 
 #[derive(Default)]
@@ -154,6 +155,7 @@ impl Parse for EventDecl {
         if input.peek(syn::Ident) && input.peek2(Token![=]) {
             let mut name = None;
             let mut payload = None;
+            let mut description = None;
             while !input.is_empty() {
                 let key: syn::Ident = input.parse()?;
                 input.parse::<Token![=]>()?;
@@ -176,7 +178,7 @@ impl Parse for EventDecl {
                     "`event(…)` needs `name = \"…\"` (or give just a type that derives `Event`)",
                 ));
             }
-            Ok(EventDecl { name, payload })
+            Ok(EventDecl { name, payload, description })
         } else {
             let payload: Type = input.parse()?;
             Ok(EventDecl {

@@ -88,9 +88,13 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
     let schedule = a.schedule.as_ref().map(|(ts, _)| ts.clone());
     let events = a.events.iter().map(|e| {
         let payload = e.payload.clone().map_or_else(|| quote!(()), |t| quote!(#t));
-        match &e.name {
-            Some(n) => quote!(a.event::<#payload>(#n);),
-            None => quote!(a.event::<#payload>(<#payload as ::koan::Event>::NAME);),
+        let name = match &e.name {
+            Some(n) => quote!(#n),
+            None => quote!(<#payload as ::koan::Event>::NAME),
+        };
+        match &e.description {
+            Some(d) => quote!(a.event_described::<#payload>(#name, #d);),
+            None => quote!(a.event::<#payload>(#name);),
         }
     });
     let health = a.health.as_ref().map(|p| {

@@ -17,7 +17,8 @@ use proc_macro::TokenStream;
 /// `run_on_startup`, `missed_ticks = "skip" | "delay" | "catch-up-once"`, `order`,
 /// `continue_on_failure`, `timeout = "60s"`, `critical`, `restart = "never" |
 /// "on-failure" | "always"`, `max_concurrency`, `mailbox_capacity`, and
-/// `event(name = "X", payload = Type)` / `event(Type)` (repeatable).
+/// `event(name = "X", payload = Type, description = "…")` / `event(Type)`
+/// (repeatable).
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::service(args.into(), input.into()).into()

@@ -94,6 +94,7 @@ pub use service::{
     ServiceKind, ServiceOptions, Startup, StartupService,
 };
 pub use transport::{RemoteCall, Transport};
+pub use util::BoxFuture;
 pub use well_known::{actions, events};
 
 /// Used by code that `koan-macros` generates. Not public API: it may change in any

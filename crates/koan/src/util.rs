@@ -6,7 +6,8 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// A boxed, sendable future: the currency of type erasure inside the runtime.
+/// A boxed, sendable future: what [`Transport`](crate::Transport) implementations
+/// return, and the currency of type erasure inside the runtime.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Polls a future and turns a panic inside it into an `Err` with the panic message,
