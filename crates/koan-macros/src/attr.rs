@@ -184,6 +184,7 @@ impl Parse for EventDecl {
             Ok(EventDecl {
                 name: None,
                 payload: Some(payload),
+                description: None,
             })
         }
     }
