@@ -162,10 +162,13 @@ impl Parse for EventDecl {
                 match key.to_string().as_str() {
                     "name" => name = Some(input.parse::<Expr>()?),
                     "payload" => payload = Some(input.parse::<Type>()?),
+                    "description" => description = Some(input.parse::<LitStr>()?),
                     other => {
                         return Err(err(
                             key.span(),
-                            format!("unknown `event` option `{other}`; accepted: name, payload"),
+                            format!(
+                                "unknown `event` option `{other}`; accepted: name, payload, description"
+                            ),
                         ));
                     }
                 }
