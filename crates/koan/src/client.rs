@@ -14,6 +14,7 @@ use crate::host::{HostHandle, current};
 use crate::registry::ServiceStatus;
 use crate::schedule::TriggerOutcome;
 use crate::service::{BatchRequest, Service, ServiceKind};
+use crate::transport::RemoteQuery;
 use crate::util::short_type_name;
 use crate::well_known::actions;
 
@@ -221,18 +222,44 @@ impl ServiceRef {
             .ok_or_else(|| self.host.inner.registry.unknown(&self.name))
     }
 
-    /// The status.
+    /// Asks another process when the service is not local and a transport exists.
+    async fn remote<T: serde::de::DeserializeOwned>(
+        &self,
+        query: RemoteQuery,
+    ) -> Option<Result<T>> {
+        if local_cell_pub(&self.host, &self.target).is_some() {
+            return None;
+        }
+        let transport = self.host.inner.transport.as_ref()?;
+        Some(transport.query(&self.name, query).await.and_then(|v| {
+            crate::action::from_json::<T>(v, &|| {
+                format!("{} of remote service `{}`", query.as_str(), self.name)
+            })
+        }))
+    }
+
+    /// The status (of a local service, or asked over the transport).
     pub async fn status(&self) -> Result<ServiceStatus> {
+        if let Some(r) = self.remote(RemoteQuery::Status).await {
+            return r;
+        }
         Ok(self.cell()?.snapshot())
     }
 
-    /// The health report.
+    /// The health report (of a local service, or asked over the transport).
     pub async fn health(&self) -> Result<ServiceHealth> {
+        if let Some(r) = self.remote(RemoteQuery::Health).await {
+            return r;
+        }
         Ok(self.cell()?.health().await)
     }
 
-    /// Kind, schedule, actions with parameter schemas, events.
+    /// Kind, schedule, actions with parameter schemas, events (of a local service, or
+    /// asked over the transport).
     pub async fn info(&self) -> Result<ServiceInfo> {
+        if let Some(r) = self.remote(RemoteQuery::Info).await {
+            return r;
+        }
         let cell = self.cell()?;
         Ok(ServiceInfo {
             name: cell.name.to_string(),

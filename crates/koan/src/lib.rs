@@ -93,7 +93,7 @@ pub use service::{
     KindOf, Periodic, PeriodicService, RestartPolicy, RunReason, Service, ServiceContext,
     ServiceKind, ServiceOptions, Startup, StartupService,
 };
-pub use transport::{RemoteCall, Transport};
+pub use transport::{Instance, RemoteCall, RemoteQuery, Transport};
 pub use util::BoxFuture;
 pub use well_known::{actions, events};
 

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventEnvelope;
+use crate::registry::ServiceStatus;
 use crate::util::BoxFuture;
 
 /// An action call bound for another process. Parameters are always JSON on the wire.
@@ -26,10 +29,87 @@ pub struct RemoteCall {
     pub correlation_id: String,
 }
 
-/// Carries calls to services that this host does not run.
+/// What a remote query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteQuery {
+    /// [`ServiceStatus`].
+    Status,
+    /// [`ServiceHealth`](crate::ServiceHealth).
+    Health,
+    /// [`ServiceInfo`](crate::ServiceInfo).
+    Info,
+}
+
+impl RemoteQuery {
+    /// `status`, `health` or `info`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteQuery::Status => "status",
+            RemoteQuery::Health => "health",
+            RemoteQuery::Info => "info",
+        }
+    }
+}
+
+/// One host of the cluster as announced in the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The host's id.
+    pub host_id: String,
+    /// When it last announced itself.
+    pub seen_at: DateTime<Utc>,
+    /// The services it runs, with their status.
+    pub services: Vec<ServiceStatus>,
+}
+
+fn unsupported(what: &str) -> Error {
+    Error::new(
+        ErrorKind::ServiceUnavailable,
+        format!("this transport does not support {what}"),
+    )
+}
+
+/// Carries calls, events and queries to services that this host does not run.
+///
+/// Only [`Transport::call`] is required; the rest default to "not supported".
 pub trait Transport: Send + Sync + 'static {
     /// Runs `call` on an instance that hosts the service and returns its JSON result.
-    /// Errors keep their [`ErrorKind`](crate::ErrorKind); no instance is
-    /// `ServiceUnavailable`.
+    /// Errors keep their [`ErrorKind`]; no instance is `ServiceUnavailable`.
     fn call(&self, call: RemoteCall) -> BoxFuture<'_, Result<Value>>;
+
+    /// Accepts `call` durably under `id` (redelivered until done, de-duplicated by id).
+    fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<()>> {
+        let _ = (call, id);
+        Box::pin(async { Err(unsupported("durable enqueue")) })
+    }
+
+    /// Waits for the outcome of the durably enqueued action `id`.
+    fn outcome(&self, id: &str) -> BoxFuture<'static, Result<Value>> {
+        let _ = id;
+        Box::pin(async { Err(unsupported("outcomes of enqueued actions")) })
+    }
+
+    /// Publishes an event emitted by a local service (fire and forget).
+    fn publish(&self, event: &EventEnvelope) {
+        let _ = event;
+    }
+
+    /// Asks an instance hosting `service` for its status, health or info.
+    fn query(&self, service: &str, query: RemoteQuery) -> BoxFuture<'_, Result<Value>> {
+        let _ = (service, query);
+        Box::pin(async { Err(unsupported("remote queries")) })
+    }
+
+    /// Every host of the cluster with its services.
+    fn instances(&self) -> BoxFuture<'_, Result<Vec<Instance>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Whether this host may run the scheduled ticks of the singleton `service` now
+    /// (it holds the cluster lease).
+    fn may_run(&self, service: &str) -> bool {
+        let _ = service;
+        true
+    }
 }

@@ -159,7 +159,12 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
                     }
                 };
             }
-            "token" => {}
+            "token" => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameters",
+                    "pass the token as `Authorization: Bearer <token>`, not in the query (only event streams take `?token=`)",
+                ));
+            }
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_parameters",

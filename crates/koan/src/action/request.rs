@@ -294,6 +294,29 @@ impl ActionRequest {
                 rx,
             });
         }
+        // A single remote action goes into the transport's durable queue.
+        if self.steps.len() == 1
+            && local_cell(&inner, &self.target).is_err()
+            && let Some(transport) = inner.transport.clone()
+        {
+            let step = self.steps.remove(0);
+            let call = remote_call(&self.target, step, &correlation)?;
+            if let Err(e) = transport.enqueue(call, &id).await {
+                inner.ledger.finish(&id, inner.config.clock.now(), Err(&e));
+                return Err(e);
+            }
+            let wait = transport.outcome(&id);
+            let (host, id2) = (Arc::clone(&inner), Arc::clone(&id));
+            tokio::spawn(async move {
+                let r = wait.await.map(Payload::Json);
+                finish_ticket(&host, &id2, r, tx);
+            });
+            return Ok(ActionTicket {
+                id,
+                correlation_id: correlation,
+                rx,
+            });
+        }
         // Chains and remote calls run on a task of their own.
         let host = self.host.clone();
         let (id2, corr2) = (Arc::clone(&id), Arc::clone(&correlation));
@@ -562,20 +585,10 @@ async fn remote(
     step: Step,
     correlation: &Arc<str>,
 ) -> Result<Payload> {
-    let params = match step.params {
-        Some(p) => p.into_json()?,
-        None => Value::Null,
-    };
-    let call = RemoteCall {
-        service: target.name().to_owned(),
-        action: step.action,
-        params,
-        priority: step.priority,
-        timeout: step.timeout,
-        correlation_id: correlation.to_string(),
-    };
+    let timeout = step.timeout;
+    let call = remote_call(target, step, correlation)?;
     let fut = transport.call(call);
-    let value = match step.timeout {
+    let value = match timeout {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
@@ -594,4 +607,19 @@ async fn remote(
 /// The local cell behind a target, if this host runs it.
 pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<ServiceCell>> {
     local_cell(&host.inner, target).ok()
+}
+
+fn remote_call(target: &Target, step: Step, correlation: &Arc<str>) -> Result<RemoteCall> {
+    let params = match step.params {
+        Some(p) => p.into_json()?,
+        None => Value::Null,
+    };
+    Ok(RemoteCall {
+        service: target.name().to_owned(),
+        action: step.action,
+        params,
+        priority: step.priority,
+        timeout: step.timeout,
+        correlation_id: correlation.to_string(),
+    })
 }

@@ -41,6 +41,7 @@ impl Sub {
 }
 
 pub(crate) struct EventBus {
+    transport: Option<Arc<dyn crate::transport::Transport>>,
     subs: RwLock<Arc<Vec<Arc<Sub>>>>,
     next_id: AtomicU64,
     seq: AtomicU64,
@@ -48,8 +49,12 @@ pub(crate) struct EventBus {
 }
 
 impl EventBus {
-    pub(crate) fn new(clock: Clock) -> Self {
+    pub(crate) fn new(
+        clock: Clock,
+        transport: Option<Arc<dyn crate::transport::Transport>>,
+    ) -> Self {
         EventBus {
+            transport,
             subs: RwLock::new(Arc::new(Vec::new())),
             next_id: AtomicU64::new(1),
             seq: AtomicU64::new(0),
@@ -88,6 +93,9 @@ impl EventBus {
         };
         metrics::counter!("koan_events_emitted_total", "service" => service.to_owned(), "event" => name.to_owned()).increment(1);
         self.publish(&env).await;
+        if let Some(t) = &self.transport {
+            t.publish(&env);
+        }
         env
     }
 

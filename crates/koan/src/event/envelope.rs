@@ -47,6 +47,25 @@ impl std::fmt::Debug for EventEnvelope {
 }
 
 impl EventEnvelope {
+    /// An envelope that arrived from another process (the payload is its JSON).
+    pub fn remote(
+        service: &str,
+        name: &str,
+        correlation_id: Option<&str>,
+        time: DateTime<Utc>,
+        seq: u64,
+        payload: Value,
+    ) -> Self {
+        EventEnvelope {
+            service: Arc::from(service),
+            name: Arc::from(name),
+            correlation_id: correlation_id.map(Arc::from),
+            time,
+            seq,
+            payload: Arc::new(payload),
+        }
+    }
+
     /// The emitting service.
     pub fn service(&self) -> &str {
         &self.service

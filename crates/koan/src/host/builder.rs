@@ -273,7 +273,7 @@ impl HostBuilder {
             critical_tx,
             critical_rx: Mutex::new(Some(critical_rx)),
             exit,
-            events: EventBus::new(self.clock.clone()),
+            events: EventBus::new(self.clock.clone(), self.transport.clone()),
             ledger: Ledger::new(10_000),
             transport: self.transport,
             me: me.clone(),

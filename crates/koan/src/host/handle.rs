@@ -154,6 +154,24 @@ impl HostHandle {
         })
     }
 
+    /// Delivers an event that arrived from another process to this host's subscribers.
+    pub async fn deliver_remote_event(&self, event: &crate::EventEnvelope) {
+        self.inner.events.publish(event).await;
+    }
+
+    /// Every host of the cluster, through the transport (empty without one).
+    pub async fn instances(&self) -> Result<Vec<crate::Instance>> {
+        match &self.inner.transport {
+            Some(t) => t.instances().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Whether this host runs service `name` itself.
+    pub fn hosts(&self, name: &str) -> bool {
+        self.inner.registry.by_name(name).is_some()
+    }
+
     /// Emits an event on behalf of service `service` (from outside a service).
     pub async fn emit<E: serde::Serialize + Send + Sync + 'static>(
         &self,

@@ -1,0 +1,140 @@
+//! The command line, as clap definitions.
+
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+/// The default address of the control plane.
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// Command-line client of the koan HTTP control plane.
+#[derive(Debug, Parser)]
+#[command(name = "koanctl", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Base URL of the control plane.
+    #[arg(long, global = true, env = "KOAN_URL", default_value = DEFAULT_URL)]
+    pub(crate) url: String,
+
+    /// Bearer token, sent as `Authorization: Bearer <token>`.
+    #[arg(long, global = true, env = "KOAN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+
+    /// Print the server's JSON as-is (one document per line for `events`).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List every service: kind, state, health, run counts, queue, next run.
+    Services,
+    /// Describe a service: schedule, actions with their parameters, events.
+    Info {
+        /// The service (case-insensitive).
+        name: String,
+    },
+    /// Show the status of a service.
+    Status {
+        /// The service (case-insensitive).
+        name: String,
+    },
+    /// Show the host's health, or one service's with NAME.
+    Health {
+        /// A service (case-insensitive); the whole host when left out.
+        name: Option<String>,
+    },
+    /// Run an action of a service and print its result.
+    Act(ActArgs),
+    /// Run a periodic service now.
+    Trigger {
+        /// The service (case-insensitive).
+        name: String,
+        /// Options of the call.
+        #[command(flatten)]
+        call: CallArgs,
+    },
+    /// Ask a periodic service to check its queue.
+    CheckQueue {
+        /// The service (case-insensitive).
+        name: String,
+        /// Options of the call.
+        #[command(flatten)]
+        call: CallArgs,
+    },
+    /// Ask a periodic service to process a batch.
+    ProcessBatch {
+        /// The service (case-insensitive).
+        name: String,
+        /// How many items to take at most.
+        #[arg(long)]
+        batch_size: Option<u32>,
+        /// Which items to take.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Options of the call.
+        #[command(flatten)]
+        call: CallArgs,
+    },
+    /// Follow live events until Ctrl-C: time, service, event, correlation id, payload.
+    Events {
+        /// Only the events of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only events with this name.
+        #[arg(long)]
+        event: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, …).
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// `koanctl act NAME ACTION …`.
+#[derive(Debug, Args)]
+pub(crate) struct ActArgs {
+    /// The service (case-insensitive).
+    pub(crate) name: String,
+    /// The action.
+    pub(crate) action: String,
+    /// Parameters: JSON text, `@file` to read a file, or `@-` to read standard input.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub(crate) params: Option<String>,
+    /// Options of the call.
+    #[command(flatten)]
+    pub(crate) call: CallArgs,
+}
+
+/// Options shared by the calls that run something.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct CallArgs {
+    /// Priority in the service's mailbox (higher runs first).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) priority: Option<i32>,
+    /// Give up after this long, e.g. `30s`, `2m`.
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
+    /// Correlation id to attach (sent as `X-Correlation-Id`).
+    #[arg(long, value_name = "ID")]
+    pub(crate) correlation_id: Option<String>,
+    /// Enqueue and return at once, printing the action's id and status URL.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

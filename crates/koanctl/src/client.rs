@@ -1,0 +1,279 @@
+//! Talking to the control plane over HTTP, and what can go wrong doing so.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde_json::{Value, json};
+
+/// Why a command failed, which also decides the exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Bad local input: an invalid `--params`, an unreadable file, a malformed URL.
+    Input(String),
+    /// The server answered with an error status.
+    Api {
+        /// The error kind from the body (`unknown_service`, …).
+        kind: String,
+        /// The message from the body.
+        message: String,
+    },
+    /// The server could not be reached, or the connection broke.
+    Connect {
+        /// The URL that was tried.
+        url: String,
+        /// The underlying cause.
+        detail: String,
+    },
+    /// Anything else: an answer that is not what the API promises.
+    Other(String),
+}
+
+impl Failure {
+    /// The process exit code of this failure.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Input(_) => 2,
+            Failure::Api { .. } => 3,
+            Failure::Connect { .. } => 4,
+            Failure::Other(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Input(m) | Failure::Other(m) => f.write_str(m),
+            Failure::Api { kind, message } => write!(f, "{kind}: {message}"),
+            Failure::Connect { url, detail } => write!(
+                f,
+                "cannot reach the koan control plane at {url}: {detail}\n\
+                 hint: is the host running? point koanctl at it with --url or KOAN_URL"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A client of one control plane.
+#[derive(Debug)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: Url,
+    /// The URL as the user wrote it, for messages.
+    shown: String,
+    token: Option<String>,
+}
+
+/// The deepest cause of an error: for a refused connection, "Connection refused"
+/// rather than "error sending request".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl Client {
+    /// A client of the control plane at `url`, sending `token` when there is one.
+    pub(crate) fn new(url: &str, token: Option<String>) -> Result<Client, Failure> {
+        let base = Url::parse(url).map_err(|e| {
+            Failure::Input(format!(
+                "`{url}` is not a URL ({e}); write e.g. `http://127.0.0.1:8080` in --url or KOAN_URL"
+            ))
+        })?;
+        if base.scheme() != "http" {
+            return Err(Failure::Input(format!(
+                "`{url}`: koanctl speaks plain `http://` only (put a TLS proxy's local end in --url)"
+            )));
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(Failure::Input(format!("`{url}` has no host")));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("koanctl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Failure::Other(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base,
+            shown: url.to_owned(),
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// The URL of `segments` under the base, each segment percent-encoded.
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// A request to `url`, with the token.
+    pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let req = self.http.request(method, url);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Maps a transport error to a [`Failure`].
+    fn transport(&self, url: &Url, e: &reqwest::Error) -> Failure {
+        if e.is_builder() {
+            return Failure::Input(format!(
+                "cannot build a request to {url}: {}",
+                root_cause(e)
+            ));
+        }
+        Failure::Connect {
+            url: self.shown.clone(),
+            detail: root_cause(e),
+        }
+    }
+
+    /// Sends `req` (to `url`) and answers with the status and the response.
+    pub(crate) async fn open(&self, url: &Url, req: RequestBuilder) -> Result<Response, Failure> {
+        req.send().await.map_err(|e| self.transport(url, &e))
+    }
+
+    /// Sends `req` and returns the status and the JSON body (`null` when empty). A body
+    /// that is not JSON is an error on success statuses, and becomes
+    /// `{"error": "http_<status>", "message": <text>}` on error statuses.
+    pub(crate) async fn send(
+        &self,
+        url: &Url,
+        req: RequestBuilder,
+    ) -> Result<(StatusCode, Value), Failure> {
+        let resp = self.open(url, req).await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(url, &e))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok((status, Value::Null));
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Ok((status, v)),
+            Err(_) if !status.is_success() => {
+                let text = String::from_utf8_lossy(&bytes);
+                let text: String = text.trim().chars().take(500).collect();
+                Ok((
+                    status,
+                    json!({ "error": format!("http_{}", status.as_u16()), "message": text }),
+                ))
+            }
+            Err(e) => Err(Failure::Other(format!(
+                "{url} answered {status} with a body that is not JSON ({e})"
+            ))),
+        }
+    }
+
+    /// GETs `segments` and returns the JSON body of a success.
+    pub(crate) async fn get(&self, segments: &[&str]) -> Result<Value, Failure> {
+        let url = self.url(segments);
+        let req = self.request(Method::GET, url.clone());
+        let (status, body) = self.send(&url, req).await?;
+        check(status, body)
+    }
+
+    /// Opens the event stream at `url`.
+    pub(crate) async fn stream(&self, url: &Url) -> Result<Response, Failure> {
+        let req = self
+            .request(Method::GET, url.clone())
+            .header(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let resp = self.open(url, req).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(url, &e))?;
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            json!({
+                "error": format!("http_{}", status.as_u16()),
+                "message": String::from_utf8_lossy(&bytes).trim().to_owned(),
+            })
+        });
+        Err(api_error(status, &body))
+    }
+
+    /// Maps an error while reading a body to a [`Failure`].
+    pub(crate) fn broken(&self, url: &Url, e: &reqwest::Error) -> Failure {
+        self.transport(url, e)
+    }
+}
+
+/// The body of a success, or the [`Failure`] an error status stands for.
+pub(crate) fn check(status: StatusCode, body: Value) -> Result<Value, Failure> {
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(api_error(status, &body))
+    }
+}
+
+/// The [`Failure::Api`] of an error answer `{ "error": kind, "message": … }`.
+pub(crate) fn api_error(status: StatusCode, body: &Value) -> Failure {
+    let kind = body
+        .get("error")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("http_{}", status.as_u16()), str::to_owned);
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let reason = status.canonical_reason().unwrap_or("error");
+            format!("the server answered {} {reason}", status.as_u16())
+        });
+    Failure::Api { kind, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded_under_the_base_path() -> Result<(), Failure> {
+        let c = Client::new("http://h:1/koan/", None)?;
+        assert_eq!(
+            c.url(&["api", "services", "a b/c"]).as_str(),
+            "http://h:1/koan/api/services/a%20b%2Fc"
+        );
+        let c = Client::new("http://h:1", None)?;
+        assert_eq!(c.url(&["health"]).as_str(), "http://h:1/health");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_urls_are_input_errors() {
+        for url in ["nope", "https://h", "ftp://h/"] {
+            assert!(
+                matches!(Client::new(url, None), Err(Failure::Input(_))),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_bodies_become_api_failures() {
+        let f = api_error(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": "unknown_service", "message": "no service `x`" }),
+        );
+        assert_eq!(f.to_string(), "unknown_service: no service `x`");
+        assert_eq!(f.exit_code(), 3);
+        let f = api_error(StatusCode::BAD_GATEWAY, &json!(null));
+        assert_eq!(
+            f.to_string(),
+            "http_502: the server answered 502 Bad Gateway"
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! What each subcommand does.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cli::{ActArgs, CallArgs, Cli, Command};
+use crate::client::{Client, Failure, api_error, check};
+use crate::output::{self, cell, field, fields, table};
+use crate::spinner::Spinner;
+use crate::sse::SseParser;
+
+/// Writes `text` to stdout (a trailing newline added when missing).
+fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// Writes `body` as compact JSON, one line.
+fn emit_json(body: &Value) -> std::io::Result<()> {
+    emit(&body.to_string())
+}
+
+/// Runs the parsed command line.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completions { shell } = &cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let mut out = std::io::stdout().lock();
+        clap_complete::generate(*shell, &mut cmd, "koanctl", &mut out);
+        out.flush()?;
+        return Ok(());
+    }
+    // An empty KOAN_URL (`KOAN_URL= koanctl …`) means the default.
+    let url = match cli.url.trim() {
+        "" => crate::cli::DEFAULT_URL,
+        url => url,
+    };
+    let client = Client::new(url, cli.token.clone())?;
+    let json = cli.json;
+    match cli.command {
+        Command::Services => services(&client, json).await,
+        Command::Info { name } => info(&client, &name, json).await,
+        Command::Status { name } => status(&client, &name, json).await,
+        Command::Health { name } => health(&client, name.as_deref(), json).await,
+        Command::Act(args) => act(&client, args, json).await,
+        Command::Trigger { name, call } => poke(&client, &name, "trigger", None, &call, json).await,
+        Command::CheckQueue { name, call } => {
+            poke(&client, &name, "check-queue", None, &call, json).await
+        }
+        Command::ProcessBatch {
+            name,
+            batch_size,
+            filter,
+            call,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(n) = batch_size {
+                body.insert("batchSize".into(), json!(n));
+            }
+            if let Some(f) = filter {
+                body.insert("filter".into(), json!(f));
+            }
+            let body = (!body.is_empty()).then_some(Value::Object(body));
+            poke(&client, &name, "process-batch", body, &call, json).await
+        }
+        Command::Events { service, event } => {
+            events(&client, service.as_deref(), event.as_deref(), json).await
+        }
+        Command::Completions { .. } => Ok(()),
+    }
+}
+
+async fn services(client: &Client, json: bool) -> anyhow::Result<()> {
+    let body = client.get(&["api", "services"]).await?;
+    if json {
+        return Ok(emit_json(&body)?);
+    }
+    let rows: Vec<Vec<String>> = body
+        .as_array()
+        .context("`GET /api/services` did not answer a list")?
+        .iter()
+        .map(|s| {
+            let state = if s.get("enabled") == Some(&Value::Bool(false)) {
+                "disabled".to_owned()
+            } else {
+                field(s, "state")
+            };
+            vec![
+                field(s, "name"),
+                field(s, "kind"),
+                state,
+                field(s, "health"),
+                field(s, "runs"),
+                field(s, "failures"),
+                field(s, "queue_depth"),
+                output::time(s.get("next_run").unwrap_or(&Value::Null), 0),
+            ]
+        })
+        .collect();
+    let headers = [
+        "NAME", "KIND", "STATE", "HEALTH", "RUNS", "FAILURES", "QUEUE", "NEXT RUN",
+    ];
+    Ok(emit(&table(&headers, &rows))?)
+}
+
+async fn info(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
+    let body = client.get(&["api", "services", name]).await?;
+    if json {
+        return Ok(emit_json(&body)?);
+    }
+    let mut text = fields(&[
+        ("name", field(&body, "name")),
+        ("kind", field(&body, "kind")),
+        ("description", field(&body, "description")),
+        ("schedule", field(&body, "schedule")),
+        ("enabled", field(&body, "enabled")),
+        ("critical", field(&body, "critical")),
+        ("order", field(&body, "order")),
+    ]);
+    let empty = Vec::new();
+    let actions = body
+        .get("actions")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    text.push_str("\nACTIONS\n");
+    if actions.is_empty() {
+        text.push_str("(none)\n");
+    } else {
+        let rows: Vec<Vec<String>> = actions
+            .iter()
+            .map(|a| {
+                let mut desc = a.get("description").map(cell).unwrap_or_else(|| "-".into());
+                if a.get("builtin") == Some(&Value::Bool(true)) {
+                    desc = if desc == "-" {
+                        "(built-in)".into()
+                    } else {
+                        format!("{desc} (built-in)")
+                    };
+                }
+                vec![
+                    field(a, "name"),
+                    output::params(a.get("params_schema").unwrap_or(&Value::Null)),
+                    desc,
+                ]
+            })
+            .collect();
+        text.push_str(&table(&["NAME", "PARAMS", "DESCRIPTION"], &rows));
+    }
+    let events = body
+        .get("events")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    text.push_str("\nEVENTS\n");
+    if events.is_empty() {
+        text.push_str("(none)\n");
+    } else {
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                vec![
+                    field(e, "name"),
+                    output::params(e.get("payload_schema").unwrap_or(&Value::Null)),
+                    field(e, "description"),
+                ]
+            })
+            .collect();
+        text.push_str(&table(&["NAME", "PAYLOAD", "DESCRIPTION"], &rows));
+    }
+    Ok(emit(&text)?)
+}
+
+/// A run record in one line: `trigger at … took 3 ms: success`.
+fn run_line(run: &Value) -> String {
+    if run.is_null() {
+        return "-".to_owned();
+    }
+    let mut line = format!(
+        "{} at {}, {} ms: {}",
+        field(run, "reason"),
+        output::time(run.get("started_at").unwrap_or(&Value::Null), 0),
+        field(run, "duration_ms"),
+        field(run, "outcome"),
+    );
+    for key in ["error", "message"] {
+        if let Some(m) = run.get(key).and_then(Value::as_str) {
+            line.push_str(&format!(" ({m})"));
+        }
+    }
+    line
+}
+
+async fn status(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
+    let body = client.get(&["api", "services", name, "status"]).await?;
+    if json {
+        return Ok(emit_json(&body)?);
+    }
+    let mut enabled = field(&body, "enabled");
+    if let Some(why) = body.get("disabled_reason").and_then(Value::as_str) {
+        enabled.push_str(&format!(" ({why})"));
+    }
+    let t = |k: &str| output::time(body.get(k).unwrap_or(&Value::Null), 0);
+    let text = fields(&[
+        ("name", field(&body, "name")),
+        ("kind", field(&body, "kind")),
+        ("state", field(&body, "state")),
+        ("enabled", enabled),
+        ("critical", field(&body, "critical")),
+        ("started at", t("started_at")),
+        ("runs", field(&body, "runs")),
+        ("failures", field(&body, "failures")),
+        ("consecutive failures", field(&body, "consecutive_failures")),
+        ("restarts", field(&body, "restarts")),
+        ("queue", field(&body, "queue_depth")),
+        ("in flight", field(&body, "in_flight")),
+        ("next run", t("next_run")),
+        (
+            "last run",
+            run_line(body.get("last_run").unwrap_or(&Value::Null)),
+        ),
+        ("last error", field(&body, "last_error")),
+    ]);
+    Ok(emit(&text)?)
+}
+
+async fn health(client: &Client, name: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let segments: Vec<&str> = match name {
+        Some(n) => vec!["api", "services", n, "health"],
+        None => vec!["health"],
+    };
+    let url = client.url(&segments);
+    let req = client.request(Method::GET, url.clone());
+    let (code, body) = client.send(&url, req).await?;
+    // An unhealthy host answers 503 with a health document, not an error body.
+    let is_health = body.get("status").and_then(Value::as_str).is_some();
+    if !code.is_success() && !is_health {
+        return Err(api_error(code, &body).into());
+    }
+    if json {
+        emit_json(&body)?;
+    } else if name.is_some() {
+        let mut pairs = vec![
+            ("service", field(&body, "service")),
+            ("status", field(&body, "status")),
+            ("critical", field(&body, "critical")),
+            ("description", field(&body, "description")),
+            ("error", field(&body, "error")),
+        ];
+        if body.get("data").is_some_and(|d| !d.is_null()) {
+            pairs.push(("data", field(&body, "data")));
+        }
+        emit(&fields(&pairs))?;
+    } else {
+        let mut text = fields(&[("status", field(&body, "status"))]);
+        let rows: Vec<Vec<String>> = body
+            .get("checks")
+            .and_then(Value::as_object)
+            .map(|checks| {
+                checks
+                    .iter()
+                    .map(|(key, list)| {
+                        let c = list.get(0).unwrap_or(&Value::Null);
+                        vec![
+                            key.strip_suffix(":health").unwrap_or(key).to_owned(),
+                            field(c, "status"),
+                            field(c, "critical"),
+                            field(c, "output"),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !rows.is_empty() {
+            text.push('\n');
+            text.push_str(&table(&["SERVICE", "STATUS", "CRITICAL", "OUTPUT"], &rows));
+        }
+        emit(&text)?;
+    }
+    if code.is_success() {
+        Ok(())
+    } else {
+        let what = name.map_or_else(|| "the host".to_owned(), |n| format!("`{n}`"));
+        Err(Failure::Api {
+            kind: "unhealthy".into(),
+            message: format!("{what} reports `{}`", field(&body, "status")),
+        }
+        .into())
+    }
+}
+
+/// Reads `--params`: JSON text, `@file`, or `@-` for standard input.
+fn read_params(arg: &str) -> Result<Value, Failure> {
+    let (text, origin) = if let Some(path) = arg.strip_prefix('@') {
+        let text = if path == "-" {
+            std::io::read_to_string(std::io::stdin())
+                .map_err(|e| Failure::Input(format!("cannot read --params from stdin: {e}")))?
+        } else {
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::Input(format!("cannot read --params file `{path}`: {e}")))?
+        };
+        let origin = if path == "-" {
+            "standard input".to_owned()
+        } else {
+            format!("file `{path}`")
+        };
+        (text, origin)
+    } else {
+        (arg.to_owned(), "--params".to_owned())
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| Failure::Input(format!("{origin} is not valid JSON: {e}")))
+}
+
+async fn act(client: &Client, args: ActArgs, json: bool) -> anyhow::Result<()> {
+    let params = args.params.as_deref().map(read_params).transpose()?;
+    let segments = ["api", "services", &args.name, "actions", &args.action];
+    let label = format!("{}/{}", args.name, args.action);
+    call(
+        client,
+        &segments,
+        params,
+        &args.call,
+        &label,
+        json,
+        |body| output::result(body.get("result").unwrap_or(&Value::Null)),
+    )
+    .await
+}
+
+/// `trigger`, `check-queue`, `process-batch`.
+async fn poke(
+    client: &Client,
+    name: &str,
+    route: &str,
+    body: Option<Value>,
+    opts: &CallArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let segments = ["api", "services", name, route];
+    let label = format!("{name} {route}");
+    call(client, &segments, body, opts, &label, json, |body| {
+        let svc = body.get("service").and_then(Value::as_str).unwrap_or(name);
+        let result = body.get("result").unwrap_or(&Value::Null);
+        let run = result.get("run").unwrap_or(&Value::Null);
+        let mut line = format!(
+            "{svc}: {route} run {} in {} ms",
+            match run.get("outcome").and_then(Value::as_str) {
+                Some("success") => "succeeded".to_owned(),
+                Some(other) => other.to_owned(),
+                None => "finished".to_owned(),
+            },
+            field(run, "duration_ms"),
+        );
+        if result.get("coalesced") == Some(&Value::Bool(true)) {
+            line.push_str(" (merged into a run already due)");
+        }
+        Some(line)
+    })
+    .await
+}
+
+/// POSTs an action call, waiting (with a spinner) or not, and prints the answer.
+async fn call(
+    client: &Client,
+    segments: &[&str],
+    body: Option<Value>,
+    opts: &CallArgs,
+    label: &str,
+    json: bool,
+    render: impl FnOnce(&Value) -> Option<String>,
+) -> anyhow::Result<()> {
+    let mut url = client.url(segments);
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(p) = opts.priority {
+            q.append_pair("priority", &p.to_string());
+        }
+        if let Some(t) = &opts.timeout {
+            q.append_pair("timeout", t);
+        }
+        if opts.no_wait {
+            q.append_pair("wait", "false");
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    let mut req = client.request(Method::POST, url.clone());
+    if let Some(cid) = &opts.correlation_id {
+        req = req.header("x-correlation-id", cid);
+    }
+    req = match &body {
+        Some(b) => req.json(b),
+        None => req,
+    };
+    let mut spinner = if opts.no_wait {
+        None
+    } else {
+        Some(Spinner::start(format!("waiting for {label}")))
+    };
+    let answer = client.send(&url, req).await;
+    if let Some(s) = spinner.as_mut() {
+        s.stop();
+    }
+    let (code, body) = answer?;
+    let body = check(code, body)?;
+    if json {
+        return Ok(emit_json(&body)?);
+    }
+    if opts.no_wait {
+        let mut status_url = field(&body, "status_url");
+        if status_url.starts_with('/') {
+            let path: Vec<&str> = status_url.trim_start_matches('/').split('/').collect();
+            status_url = client.url(&path).to_string();
+        }
+        return Ok(emit(&fields(&[
+            ("id", field(&body, "id")),
+            ("correlation_id", field(&body, "correlation_id")),
+            ("status_url", status_url),
+        ]))?);
+    }
+    if let Some(text) = render(&body) {
+        emit(&text)?;
+    }
+    Ok(())
+}
+
+/// One event as a line: time, service, event, correlation id, payload.
+fn event_line(data: &str) -> String {
+    match serde_json::from_str::<Value>(data) {
+        Ok(env) => format!(
+            "{}  {}  {}  {}  {}",
+            output::time(env.get("time").unwrap_or(&Value::Null), 3),
+            field(&env, "service"),
+            field(&env, "event"),
+            field(&env, "correlation_id"),
+            env.get("payload").unwrap_or(&Value::Null),
+        ),
+        Err(_) => data.to_owned(),
+    }
+}
+
+async fn events(
+    client: &Client,
+    service: Option<&str>,
+    event: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut url = client.url(&["api", "events"]);
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(s) = service {
+            q.append_pair("service", s);
+        }
+        if let Some(e) = event {
+            q.append_pair("event", e);
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    let mut resp = client.stream(&url).await?;
+    eprintln!("following events from {url} (Ctrl-C to stop)");
+    let mut parser = SseParser::default();
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| client.broken(&url, &e))?;
+        let Some(chunk) = chunk else {
+            eprintln!("the server closed the event stream (the host stopped?)");
+            return Ok(());
+        };
+        for ev in parser.feed(&chunk) {
+            if json {
+                emit(&ev.data)?;
+            } else {
+                emit(&event_line(&ev.data))?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_json_text_or_a_file() -> anyhow::Result<()> {
+        assert_eq!(read_params(r#"{"a":1}"#)?, json!({ "a": 1 }));
+        let bad = read_params("{nope");
+        assert!(matches!(bad, Err(Failure::Input(_))), "{bad:?}");
+        let missing = read_params("@/definitely/not/here.json");
+        assert!(matches!(missing, Err(Failure::Input(_))), "{missing:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn events_print_as_one_line() {
+        let data = r#"{"service":"S","event":"E","correlation_id":null,"time":"2025-01-02T03:04:05.123456Z","seq":1,"payload":{"x":1}}"#;
+        assert_eq!(
+            event_line(data),
+            r#"2025-01-02T03:04:05.123Z  S  E  -  {"x":1}"#
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! `koanctl`: the command-line client of the koan HTTP control plane.
+//!
+//! ```text
+//! koanctl services                      # every service, as a table
+//! koanctl act Greeter greet --params '{"name":"Ada"}'
+//! koanctl events --service Greeter      # follow live events until Ctrl-C
+//! ```
+//!
+//! Exit codes: 0 success, 2 usage or bad local input, 3 the server answered an
+//! error, 4 the server could not be reached, 1 anything else.
+
+mod cli;
+mod client;
+mod commands;
+mod output;
+mod spinner;
+mod sse;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::client::Failure;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                // The reader went away (`koanctl events | head -1`): not an error.
+                return ExitCode::SUCCESS;
+            }
+            match e.downcast_ref::<Failure>() {
+                Some(f) => {
+                    eprintln!("error: {f}");
+                    ExitCode::from(f.exit_code())
+                }
+                None => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

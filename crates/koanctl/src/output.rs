@@ -1,0 +1,167 @@
+//! Turning the API's JSON into aligned tables and short lines.
+
+use serde_json::Value;
+
+/// Lays out `rows` under `headers` in columns two spaces apart; the last column is
+/// not padded.
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let w = widths.get(i).copied().unwrap_or(0);
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `key: value` lines, the values aligned.
+pub(crate) fn fields(pairs: &[(&str, String)]) -> String {
+    let w = pairs.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in pairs {
+        let key = format!("{k}:");
+        out.push_str(format!("{key:<w$} {v}").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A value for a cell: strings bare, `null` as `-`, other values as compact JSON.
+pub(crate) fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) if s.is_empty() => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "yes".to_owned(),
+        Value::Bool(false) => "no".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The field `key` of `v`, as a cell.
+pub(crate) fn field(v: &Value, key: &str) -> String {
+    cell(v.get(key).unwrap_or(&Value::Null))
+}
+
+/// An RFC 3339 time cut to `digits` fractional digits: `2025-01-02T03:04:05.123Z`.
+/// Anything that does not look like one is returned unchanged; `null` is `-`.
+pub(crate) fn time(v: &Value, digits: usize) -> String {
+    let Some(s) = v.as_str() else {
+        return cell(v);
+    };
+    let Some(dot) = s.find('.') else {
+        return s.to_owned();
+    };
+    let frac_len = s[dot + 1..]
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(s.len() - dot - 1);
+    let frac = &s[dot + 1..dot + 1 + frac_len];
+    let rest = &s[dot + 1 + frac_len..];
+    let kept: String = frac.chars().take(digits).collect();
+    if kept.is_empty() {
+        format!("{}{rest}", &s[..dot])
+    } else {
+        format!("{}.{kept}{rest}", &s[..dot])
+    }
+}
+
+/// An action's result for people: text as it is, `null` as nothing, other values
+/// as pretty JSON.
+pub(crate) fn result(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string())),
+    }
+}
+
+/// The parameters a JSON Schema describes, for a table: `name*, times` (`*` when
+/// required), `-` for none.
+pub(crate) fn params(schema: &Value) -> String {
+    if schema.is_null() {
+        return "-".to_owned();
+    }
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match schema.get("properties").and_then(Value::as_object) {
+        Some(props) if !props.is_empty() => props
+            .keys()
+            .map(|k| {
+                if required.contains(&k.as_str()) {
+                    format!("{k}*")
+                } else {
+                    k.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => match schema.get("type") {
+            Some(Value::Array(types)) => types.iter().map(cell).collect::<Vec<_>>().join("|"),
+            Some(t) => cell(t),
+            None => "json".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["NAME", "STATE"],
+            &[
+                vec!["Greeter".into(), "running".into()],
+                vec!["X".into(), "idle".into()],
+            ],
+        );
+        assert_eq!(t, "NAME     STATE\nGreeter  running\nX        idle\n");
+    }
+
+    #[test]
+    fn times_are_shortened() {
+        let t = json!("2025-01-02T03:04:05.123456789Z");
+        assert_eq!(time(&t, 0), "2025-01-02T03:04:05Z");
+        assert_eq!(time(&t, 3), "2025-01-02T03:04:05.123Z");
+        assert_eq!(
+            time(&json!("2025-01-02T03:04:05Z"), 3),
+            "2025-01-02T03:04:05Z"
+        );
+        assert_eq!(time(&json!(null), 3), "-");
+    }
+
+    #[test]
+    fn schemas_list_their_properties() {
+        let s = json!({ "properties": { "name": {}, "times": {} }, "required": ["name"] });
+        assert_eq!(params(&s), "name*, times");
+        assert_eq!(params(&json!(null)), "-");
+        assert_eq!(params(&json!({ "type": "integer" })), "integer");
+        assert_eq!(
+            params(&json!({ "type": ["integer", "null"] })),
+            "integer|null"
+        );
+    }
+}

@@ -1,0 +1,746 @@
+//! `koanctl` against a live control plane: a small koan host served on a loopback
+//! port, and the compiled binary run against it. Every subcommand's success path, the
+//! options reaching the server, `--json`, following events, completions, and the exit
+//! codes of the error paths.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use koan::{
+    ActionContext, BackgroundService, BatchRequest, BoxError, HostHandle, PeriodicService,
+    ServiceContext, ServiceState,
+};
+use koan_http::{HttpOptions, Server};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The safety net of every wait: a test that gets here has failed.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct GreetParams {
+    name: String,
+    times: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, koan::Event)]
+#[event(name = "Greeted")]
+struct Greeted {
+    name: String,
+}
+
+#[koan::service(description = "Says hello", event(Greeted))]
+#[derive(Default)]
+struct Greeter;
+
+#[koan::actions]
+impl Greeter {
+    #[action("greet", description = "Greets someone")]
+    async fn greet(&self, p: GreetParams, cx: &ActionContext) -> Result<String, BoxError> {
+        cx.emit_event(Greeted {
+            name: p.name.clone(),
+        })
+        .await;
+        Ok(vec![format!("Hello {}!", p.name); p.times as usize].join(" "))
+    }
+
+    #[action("whoami")]
+    async fn whoami(&self, _p: (), cx: &ActionContext) -> Result<Value, BoxError> {
+        Ok(json!({
+            "priority": cx.priority(),
+            "correlation_id": cx.correlation_id(),
+            "remaining_ms": cx.remaining().map(|d| d.as_millis() as u64),
+        }))
+    }
+}
+
+impl BackgroundService for Greeter {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// What the periodic service saw.
+#[derive(Default)]
+struct Seen {
+    ticks: AtomicU32,
+    queue_checks: AtomicU32,
+    batches: Mutex<Vec<BatchRequest>>,
+}
+
+#[koan::service(every = "1h", name = "Cleanup")]
+#[derive(Default)]
+struct DataCleanupService {
+    seen: Arc<Seen>,
+}
+
+impl PeriodicService for DataCleanupService {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        self.seen.ticks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn check_queue(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        self.seen.queue_checks.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn process_batch(
+        &self,
+        batch: BatchRequest,
+        _cx: ServiceContext,
+    ) -> Result<(), BoxError> {
+        self.seen
+            .batches
+            .lock()
+            .map_err(|_| "poisoned")?
+            .push(batch);
+        Ok(())
+    }
+}
+
+/// A served host.
+struct Live {
+    host: HostHandle,
+    server: Option<Server>,
+    url: String,
+    seen: Arc<Seen>,
+}
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out waiting for {what}"))
+}
+
+impl Live {
+    /// Starts the host and serves it on loopback, with `token` when given.
+    async fn start(token: Option<&str>) -> anyhow::Result<Live> {
+        let seen = Arc::new(Seen::default());
+        let host = koan::testing::host()
+            .service::<Greeter>()
+            .instance(DataCleanupService {
+                seen: Arc::clone(&seen),
+            })
+            .build()?
+            .start();
+        within("startup", host.started()).await??;
+        within(
+            "Greeter running",
+            koan::testing::wait_state(&host, "Greeter", ServiceState::Running),
+        )
+        .await?;
+        within(
+            "Cleanup idle",
+            koan::testing::wait_state(&host, "Cleanup", ServiceState::Idle),
+        )
+        .await?;
+        let mut options = HttpOptions::default().with_bind("127.0.0.1:0".parse()?);
+        if let Some(t) = token {
+            options = options.with_token(t);
+        }
+        let server = koan_http::serve(host.clone(), options).await?;
+        let url = format!("http://{}", server.local_addr());
+        Ok(Live {
+            host,
+            server: Some(server),
+            url,
+            seen,
+        })
+    }
+
+    /// Runs `koanctl --url <this host> ARGS…`.
+    async fn run(&self, args: &[&str]) -> anyhow::Result<Run> {
+        let mut all = vec!["--url", self.url.as_str()];
+        all.extend_from_slice(args);
+        koanctl(&all, &[]).await
+    }
+
+    /// Stops the host; the server ends with it.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.host.shutdown();
+        within("the host to stop", self.host.wait())
+            .await?
+            .into_result()?;
+        if let Some(server) = self.server.take() {
+            within("the server to end", server.wait()).await??;
+        }
+        Ok(())
+    }
+}
+
+/// How a run of `koanctl` ended.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit code 0 and returns stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "koanctl failed: {self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts exit code 0 and parses stdout as JSON.
+    fn json(&self) -> anyhow::Result<Value> {
+        let out = self.ok();
+        serde_json::from_str(out).map_err(|e| anyhow::anyhow!("not JSON ({e}): {out}"))
+    }
+
+    /// Asserts the exit code, an empty stdout, and returns stderr.
+    fn failed(&self, code: i32) -> &str {
+        assert_eq!(self.code, Some(code), "exit code: {self:#?}");
+        assert!(self.stdout.is_empty(), "stdout of a failure: {self:#?}");
+        &self.stderr
+    }
+}
+
+/// A `koanctl` command with a clean environment.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_koanctl"));
+    cmd.args(args)
+        .env_remove("KOAN_URL")
+        .env_remove("KOAN_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `koanctl ARGS…` off the async threads, so the server keeps serving.
+async fn koanctl(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Run> {
+    let mut cmd = command(args, env);
+    let out = within("koanctl", tokio::task::spawn_blocking(move || cmd.output())).await???;
+    Ok(Run::from(out))
+}
+
+/// A running `koanctl events`, its output read line by line.
+struct Follower {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Follower {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Follower> {
+        let mut child = command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = lines(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+        );
+        let stderr = lines(
+            child
+                .stderr
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("no stderr"))?,
+        );
+        Ok(Follower {
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Waits for a line of `rx` satisfying `pred`, returning it.
+    async fn line_of(
+        rx: &mpsc::Receiver<String>,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let mut skipped = Vec::new();
+        loop {
+            let got = tokio::task::block_in_place(|| rx.recv_timeout(PATIENCE));
+            match got {
+                Ok(line) if pred(&line) => return Ok(line),
+                Ok(line) => skipped.push(line),
+                Err(e) => anyhow::bail!("no line with {what} ({e}); saw {skipped:?}"),
+            }
+        }
+    }
+
+    /// Waits until the stream is open: the server has subscribed before it answers,
+    /// so no event emitted after this is missed.
+    async fn connected(&self) -> anyhow::Result<()> {
+        Follower::line_of(&self.stderr, "the stream open", |l| {
+            l.starts_with("following events from")
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn stdout_line(&self, pred: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+        Follower::line_of(&self.stdout, "the event", pred).await
+    }
+
+    fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_table_and_json() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live.run(&["services"]).await?;
+    let out = run.ok();
+    let mut rows = out.lines();
+    let header = rows.next().unwrap_or_default();
+    let columns: Vec<&str> = header.split("  ").filter(|c| !c.is_empty()).collect();
+    let columns: Vec<&str> = columns.iter().map(|c| c.trim()).collect();
+    assert_eq!(
+        columns,
+        [
+            "NAME", "KIND", "STATE", "HEALTH", "RUNS", "FAILURES", "QUEUE", "NEXT RUN"
+        ],
+        "{out}"
+    );
+    let greeter: Vec<&str> = rows.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        greeter,
+        [
+            "Greeter",
+            "background",
+            "running",
+            "healthy",
+            "0",
+            "0",
+            "0",
+            "-"
+        ],
+        "{out}"
+    );
+    let cleanup: Vec<&str> = rows.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        cleanup[..7],
+        ["Cleanup", "periodic", "idle", "healthy", "0", "0", "0"],
+        "{out}"
+    );
+    assert!(cleanup[7].ends_with('Z'), "next run in {out}");
+    // The columns are aligned: every row's KIND starts where the header's does.
+    let kind_at = header.find("KIND");
+    for line in out.lines().skip(1) {
+        assert_eq!(
+            line.find(|c: char| c.is_whitespace())
+                .and_then(|i| line[i..].find(|c: char| !c.is_whitespace()).map(|j| i + j)),
+            kind_at,
+            "{out}"
+        );
+    }
+
+    let body = live.run(&["--json", "services"]).await?.json()?;
+    let names: Vec<&str> = body
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["Greeter", "Cleanup"]);
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_status_and_health() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live.run(&["info", "greeter"]).await?;
+    let out = run.ok();
+    assert!(out.contains("name:") && out.contains("Greeter"), "{out}");
+    assert!(out.contains("Says hello"), "{out}");
+    let greet = out
+        .lines()
+        .find(|l| l.starts_with("greet "))
+        .unwrap_or_default();
+    assert!(greet.contains("name*, times*"), "{out}");
+    assert!(greet.contains("Greets someone"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("whoami")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("Greeted")), "{out}");
+    let info = live.run(&["--json", "info", "cleanup"]).await?.json()?;
+    assert_eq!(info["schedule"], "every 1h");
+
+    let run = live.run(&["status", "Cleanup"]).await?;
+    let out = run.ok();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("state:") && l.ends_with("idle")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("kind:") && l.ends_with("periodic")),
+        "{out}"
+    );
+    let status = live.run(&["--json", "status", "greeter"]).await?.json()?;
+    assert_eq!(status["state"], "running");
+
+    let run = live.run(&["health"]).await?;
+    let out = run.ok();
+    assert!(out.starts_with("status: pass"), "{out}");
+    assert!(out.contains("SERVICE") && out.contains("OUTPUT"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Greeter") && l.contains("pass")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Cleanup") && l.contains("pass")),
+        "{out}"
+    );
+    let health = live.run(&["--json", "health"]).await?.json()?;
+    assert_eq!(health["status"], "pass");
+    let one = live.run(&["--json", "health", "greeter"]).await?.json()?;
+    assert_eq!(one["service"], "Greeter");
+    assert_eq!(one["status"], "pass");
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn act_with_params_inline_and_from_a_file() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live
+        .run(&[
+            "act",
+            "greeter",
+            "greet",
+            "--params",
+            r#"{"name":"Ada","times":2}"#,
+        ])
+        .await?;
+    assert_eq!(run.ok(), "Hello Ada! Hello Ada!\n");
+
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("koanctl-params.json");
+    std::fs::write(&file, r#"{ "name": "Bob", "times": 1 }"#)?;
+    let arg = format!("@{}", file.display());
+    let body = live
+        .run(&["--json", "act", "Greeter", "greet", "--params", &arg])
+        .await?
+        .json()?;
+    assert_eq!(body["result"], "Hello Bob!");
+    assert_eq!(body["service"], "Greeter");
+    assert_eq!(body["action"], "greet");
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_timeout_and_correlation_id_reach_the_action() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live
+        .run(&[
+            "act",
+            "greeter",
+            "whoami",
+            "--priority",
+            "-3",
+            "--timeout",
+            "30s",
+            "--correlation-id",
+            "req-42",
+        ])
+        .await?;
+    let seen: Value = serde_json::from_str(run.ok())?;
+    assert_eq!(seen["priority"], -3);
+    assert_eq!(seen["correlation_id"], "req-42");
+    let remaining = seen["remaining_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(remaining <= 30_000, "{seen}");
+
+    let seen = live
+        .run(&["act", "greeter", "whoami", "--priority", "7"])
+        .await?;
+    let seen: Value = serde_json::from_str(seen.ok())?;
+    assert_eq!(seen["priority"], 7);
+    assert_eq!(seen["remaining_ms"], Value::Null);
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wait_prints_the_id_and_status_url() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live
+        .run(&[
+            "act",
+            "greeter",
+            "whoami",
+            "--no-wait",
+            "--correlation-id",
+            "nw-1",
+        ])
+        .await?;
+    let out = run.ok();
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let id = value("id");
+    assert!(!id.is_empty(), "{out}");
+    assert_eq!(value("correlation_id"), "nw-1");
+    assert_eq!(
+        value("status_url"),
+        format!("{}/api/actions/{id}", live.url)
+    );
+    let record = live.host.action_record(&id)?;
+    assert_eq!(record.correlation_id, "nw-1");
+
+    let body = live
+        .run(&["--json", "act", "greeter", "whoami", "--no-wait"])
+        .await?
+        .json()?;
+    let id = body["id"].as_str().unwrap_or_default();
+    assert_eq!(body["status_url"], format!("/api/actions/{id}"));
+    assert_eq!(live.host.action_record(id)?.action, "whoami");
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_check_queue_and_process_batch() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live.run(&["trigger", "cleanup"]).await?;
+    let out = run.ok();
+    assert!(
+        out.starts_with("Cleanup: trigger run succeeded in "),
+        "{out}"
+    );
+    assert_eq!(live.seen.ticks.load(Ordering::SeqCst), 1);
+
+    let body = live
+        .run(&["--json", "check-queue", "Cleanup"])
+        .await?
+        .json()?;
+    assert_eq!(body["result"]["run"]["reason"], "check-queue");
+    assert_eq!(live.seen.queue_checks.load(Ordering::SeqCst), 1);
+
+    let run = live
+        .run(&[
+            "process-batch",
+            "cleanup",
+            "--batch-size",
+            "5",
+            "--filter",
+            "old",
+        ])
+        .await?;
+    assert!(
+        run.ok().starts_with("Cleanup: process-batch run succeeded"),
+        "{run:?}"
+    );
+    live.run(&["process-batch", "cleanup"]).await?.ok();
+    let batches = live
+        .seen
+        .batches
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    assert_eq!(
+        batches,
+        [
+            BatchRequest::new(Some(5), Some("old".into())),
+            BatchRequest::default()
+        ]
+    );
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_the_stream() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let follower = Follower::spawn(&["--url", &live.url, "events", "--service", "greeter"], &[])?;
+    let json = Follower::spawn(
+        &["--url", &live.url, "--json", "events", "--event", "greeted"],
+        &[],
+    )?;
+    follower.connected().await?;
+    json.connected().await?;
+    live.run(&[
+        "act",
+        "greeter",
+        "greet",
+        "--params",
+        r#"{"name":"Eve","times":1}"#,
+        "--correlation-id",
+        "evt-1",
+    ])
+    .await?
+    .ok();
+
+    let line = follower.stdout_line(|l| l.contains("Greeted")).await?;
+    let cols: Vec<&str> = line.split("  ").collect();
+    assert_eq!(cols.len(), 5, "{line}");
+    assert!(
+        cols[0].ends_with('Z') && cols[0].contains('T'),
+        "time in {line}"
+    );
+    assert_eq!(cols[1..4], ["Greeter", "Greeted", "evt-1"], "{line}");
+    assert_eq!(
+        serde_json::from_str::<Value>(cols[4])?,
+        json!({ "name": "Eve" })
+    );
+
+    let line = json.stdout_line(|l| l.contains("Greeted")).await?;
+    let env: Value = serde_json::from_str(&line)?;
+    assert_eq!(env["service"], "Greeter");
+    assert_eq!(env["event"], "Greeted");
+    assert_eq!(env["correlation_id"], "evt-1");
+    assert_eq!(env["payload"]["name"], "Eve");
+    follower.kill()?;
+    json.kill()?;
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_print_a_script() -> anyhow::Result<()> {
+    for shell in ["bash", "zsh", "fish"] {
+        let run = koanctl(&["completions", shell], &[]).await?;
+        let out = run.ok();
+        assert!(out.contains("koanctl"), "{shell}: {out}");
+        assert!(out.contains("process-batch"), "{shell}: {out}");
+    }
+    let run = koanctl(&["completions", "bash"], &[]).await?;
+    assert!(run.ok().contains("complete -F"), "{run:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service_is_an_api_error() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    for args in [
+        &["info", "nope"][..],
+        &["act", "nope", "x"],
+        &["trigger", "nope"],
+    ] {
+        let run = live.run(args).await?;
+        let err = run.failed(3);
+        assert!(
+            err.starts_with("error: unknown_service: "),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("nope"), "{err}");
+    }
+    let run = live.run(&["act", "greeter", "nope"]).await?;
+    assert!(
+        run.failed(3).starts_with("error: unknown_action: "),
+        "{run:?}"
+    );
+    let run = live
+        .run(&["act", "greeter", "greet", "--params", r#"{"name":1}"#])
+        .await?;
+    assert!(
+        run.failed(3).starts_with("error: invalid_parameters: "),
+        "{run:?}"
+    );
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_local_input_exits_2() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live
+        .run(&["act", "greeter", "greet", "--params", "{nope"])
+        .await?;
+    assert!(run.failed(2).contains("not valid JSON"), "{run:?}");
+    let run = live
+        .run(&["act", "greeter", "greet", "--params", "@/no/such/file.json"])
+        .await?;
+    assert!(run.failed(2).contains("/no/such/file.json"), "{run:?}");
+    // Usage errors are clap's: exit 2 too.
+    assert_eq!(live.run(&["act", "greeter"]).await?.code, Some(2));
+    assert_eq!(live.run(&["frobnicate"]).await?.code, Some(2));
+    assert_eq!(
+        koanctl(&["--url", "not a url", "services"], &[])
+            .await?
+            .code,
+        Some(2)
+    );
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_exits_4_naming_the_url() -> anyhow::Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = koanctl(&["--url", &url, "services"], &[]).await?;
+    let err = run.failed(4);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("--url") && err.contains("KOAN_URL"), "{err}");
+    // KOAN_URL is read too.
+    let run = koanctl(&["trigger", "x"], &[("KOAN_URL", &url)]).await?;
+    assert!(
+        run.failed(4).contains(&format!("127.0.0.1:{port}")),
+        "{run:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_sent_as_a_bearer_header() -> anyhow::Result<()> {
+    let live = Live::start(Some("secret")).await?;
+    let run = live
+        .run(&["--token", "wrong", "trigger", "cleanup"])
+        .await?;
+    assert!(
+        run.failed(3).starts_with("error: unauthorized: "),
+        "{run:?}"
+    );
+    let run = live.run(&["trigger", "cleanup"]).await?;
+    assert!(
+        run.failed(3).starts_with("error: unauthorized: "),
+        "{run:?}"
+    );
+    assert_eq!(live.seen.ticks.load(Ordering::SeqCst), 0);
+
+    live.run(&["--token", "secret", "trigger", "cleanup"])
+        .await?
+        .ok();
+    let url = live.url.clone();
+    koanctl(
+        &["--url", &url, "check-queue", "cleanup"],
+        &[("KOAN_TOKEN", "secret")],
+    )
+    .await?
+    .ok();
+    assert_eq!(live.seen.ticks.load(Ordering::SeqCst), 1);
+    assert_eq!(live.seen.queue_checks.load(Ordering::SeqCst), 1);
+
+    let run = live.run(&["--token", "wrong", "events"]).await?;
+    assert!(
+        run.failed(3).starts_with("error: unauthorized: "),
+        "{run:?}"
+    );
+    let follower = Follower::spawn(&["--url", &url, "--token", "secret", "events"], &[])?;
+    follower.connected().await?;
+    follower.kill()?;
+    live.stop().await
+}
