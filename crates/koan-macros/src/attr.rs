@@ -10,7 +10,7 @@ use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, Token, Type, UnOp};
 
 pub(crate) const SERVICE_OPTIONS: &str = "name, description, enabled, config_section, priority, \
 run_in_development, run_in_production, run_in_testing, background, periodic, startup, every, cron, \
-initial_delay, run_on_startup, missed_ticks, order, continue_on_failure, timeout, critical, restart, \
+initial_delay, run_on_startup, missed_ticks, singleton, order, continue_on_failure, timeout, critical, restart, \
 max_concurrency, mailbox_capacity, health, ready, event";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -181,7 +181,11 @@ impl Parse for EventDecl {
                     "`event(…)` needs `name = \"…\"` (or give just a type that derives `Event`)",
                 ));
             }
-            Ok(EventDecl { name, payload, description })
+            Ok(EventDecl {
+                name,
+                payload,
+                description,
+            })
         } else {
             let payload: Type = input.parse()?;
             Ok(EventDecl {
@@ -228,6 +232,10 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                 "run_on_startup" => {
                     a.periodic_only.push(("run_on_startup", span));
                     a.setters.push(quote!(.run_on_startup(true)));
+                }
+                "singleton" => {
+                    a.periodic_only.push(("singleton", span));
+                    a.setters.push(quote!(.singleton(true)));
                 }
                 "critical" => a.setters.push(quote!(.critical(true))),
                 "continue_on_failure" => {

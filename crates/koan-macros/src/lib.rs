@@ -14,7 +14,7 @@ use proc_macro::TokenStream;
 /// `priority`, `run_in_development`, `run_in_production`, `run_in_testing`,
 /// `background` / `periodic` / `startup` (the kind; inferred from the other options
 /// when absent), `every = "1h"`, `cron = "0 */5 * * * *"`, `initial_delay = "10s"`,
-/// `run_on_startup`, `missed_ticks = "skip" | "delay" | "catch-up-once"`, `order`,
+/// `run_on_startup`, `missed_ticks = "skip" | "delay" | "catch-up-once"`, `singleton`, `order`,
 /// `continue_on_failure`, `timeout = "60s"`, `critical`, `restart = "never" |
 /// "on-failure" | "always"`, `max_concurrency`, `mailbox_capacity`, and
 /// `event(name = "X", payload = Type, description = "…")` / `event(Type)`

@@ -113,10 +113,16 @@ impl HostBuilder {
 
     /// Adds every service marked `#[service]` in any crate of the binary (the seed's
     /// `AddKoan()`), except those already added explicitly.
-    pub fn discover(mut self) -> Self {
+    pub fn discover(self) -> Self {
+        self.discover_where(|_| true)
+    }
+
+    /// Like [`discover`](Self::discover), for the discovered services whose name
+    /// passes `keep` (e.g. one process of a cluster hosting some services only).
+    pub fn discover_where(mut self, keep: impl Fn(&str) -> bool) -> Self {
         for d in crate::discovery::all() {
             let id = (d.type_id)();
-            if !self.registrations.iter().any(|(t, _)| *t == id) {
+            if keep(d.name) && !self.registrations.iter().any(|(t, _)| *t == id) {
                 self = (d.register)(self);
             }
         }

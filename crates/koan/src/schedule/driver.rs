@@ -243,6 +243,13 @@ pub(crate) async fn drive(
             };
             (cmd.poke.reason(), batch, cmd.waiters, false)
         } else if Instant::now() >= due {
+            if !may_run(&cx, &cell) {
+                // A singleton whose lease another host holds: that host runs this tick.
+                let now = Instant::now();
+                due = schedule.next_due(opts.missed_ticks, anchor, due, true, now, &clock);
+                cell.set_next_run(Some(clock.wall_at(due)));
+                continue;
+            }
             control.begin_scheduled();
             (RunReason::Scheduled, None, Vec::new(), true)
         } else {
@@ -290,4 +297,16 @@ pub(crate) async fn drive(
 
     control.close(&cell.name);
     cell.set_next_run(None);
+}
+
+/// Whether this host may run a scheduled tick: always, unless the service is a
+/// cluster singleton whose lease another host holds.
+fn may_run(cx: &ServiceContext, cell: &ServiceCell) -> bool {
+    if !cell.options.singleton {
+        return true;
+    }
+    cx.host
+        .upgrade()
+        .and_then(|h| h.transport.clone())
+        .is_none_or(|t| t.may_run(&cell.name))
 }

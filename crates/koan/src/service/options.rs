@@ -115,6 +115,7 @@ pub struct ServiceOptions {
     pub(crate) max_concurrency: usize,
     pub(crate) health_thresholds: HealthThresholds,
     pub(crate) config_section: Option<String>,
+    pub(crate) singleton: bool,
 }
 
 impl Default for ServiceOptions {
@@ -142,6 +143,7 @@ impl Default for ServiceOptions {
             max_concurrency: 1,
             health_thresholds: HealthThresholds::default(),
             config_section: None,
+            singleton: false,
         }
     }
 }
@@ -247,6 +249,12 @@ impl ServiceOptions {
     setter!(
         /// Consecutive-failure thresholds for degraded and unhealthy.
         health_thresholds: HealthThresholds
+    );
+    setter!(
+        /// A periodic service whose scheduled ticks run on one host of the cluster at
+        /// a time: the holder of its lease (see [`Transport::may_run`](crate::Transport::may_run)).
+        /// Without a transport it runs as usual.
+        singleton: bool
     );
 
     /// Runs `tick` every `period`.
