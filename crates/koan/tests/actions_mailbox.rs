@@ -1,0 +1,350 @@
+//! The action mailbox: higher priority first, FIFO within a priority, `Busy` when
+//! full (at once), and `max_concurrency` handlers at a time.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use koan::{
+    ActionContext, ActionTicket, Actions, Background, BackgroundService, BoxError, ErrorKind,
+    Service, ServiceContext, ServiceOptions, Services,
+};
+use tokio::sync::{Semaphore, mpsc};
+
+/// A service whose mailbox capacity and concurrency are type parameters, so each test
+/// can pick its own options.
+struct Queue<const CAPACITY: usize, const CONCURRENCY: usize> {
+    /// `block` and `hold` wait for a permit of this gate.
+    gate: Arc<Semaphore>,
+    /// `block` and `hold` say here that they are running.
+    started: mpsc::UnboundedSender<()>,
+    /// `record` appends its tag here, in the order handlers run.
+    log: Arc<Mutex<Vec<String>>>,
+    running: AtomicUsize,
+    peak: Arc<AtomicUsize>,
+}
+
+struct Probe {
+    gate: Arc<Semaphore>,
+    started: mpsc::UnboundedReceiver<()>,
+    log: Arc<Mutex<Vec<String>>>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Probe {
+    fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+}
+
+impl<const C: usize, const N: usize> Queue<C, N> {
+    fn new() -> (Self, Probe) {
+        let gate = Arc::new(Semaphore::new(0));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let svc = Queue {
+            gate: Arc::clone(&gate),
+            started: tx,
+            log: Arc::clone(&log),
+            running: AtomicUsize::new(0),
+            peak: Arc::clone(&peak),
+        };
+        let probe = Probe {
+            gate,
+            started: rx,
+            log,
+            peak,
+        };
+        (svc, probe)
+    }
+}
+
+impl<const C: usize, const N: usize> Service for Queue<C, N> {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Queue")
+            .mailbox_capacity(C)
+            .max_concurrency(N)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "block",
+            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                let _ = svc.started.send(());
+                svc.gate.acquire().await?.forget();
+                Ok::<_, BoxError>(())
+            },
+        );
+        a.action(
+            "record",
+            |svc: Arc<Self>, tag: String, _cx: ActionContext| async move {
+                svc.log.lock().expect("log lock").push(tag.clone());
+                Ok::<_, BoxError>(tag)
+            },
+        );
+        a.action(
+            "hold",
+            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                let now = svc.running.fetch_add(1, Ordering::SeqCst) + 1;
+                svc.peak.fetch_max(now, Ordering::SeqCst);
+                let _ = svc.started.send(());
+                let permit = svc.gate.acquire().await;
+                svc.running.fetch_sub(1, Ordering::SeqCst);
+                permit?.forget();
+                Ok::<_, BoxError>(now)
+            },
+        );
+    }
+}
+
+impl<const C: usize, const N: usize> BackgroundService for Queue<C, N> {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// Polls `f` exactly once: `Some(output)` when it finished without waiting.
+async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match f.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+async fn enqueue_records<const C: usize, const N: usize>(
+    q: &Services<Queue<C, N>>,
+    items: &[(&str, i32)],
+) -> anyhow::Result<Vec<ActionTicket>> {
+    let mut tickets = Vec::new();
+    for (tag, priority) in items {
+        tickets.push(
+            q.action("record", (*tag).to_owned())
+                .priority(*priority)
+                .enqueue()
+                .await?,
+        );
+    }
+    Ok(tickets)
+}
+
+#[tokio::test(start_paused = true)]
+async fn higher_priority_runs_first_under_contention() -> anyhow::Result<()> {
+    type Q = Queue<1024, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    // Occupy the only worker; everything after waits in the mailbox.
+    let blocker = q.action("block", ()).enqueue().await?;
+    probe.started.recv().await.expect("block started");
+
+    let tickets = enqueue_records(
+        &q,
+        &[
+            ("low", 1),
+            ("top", 10),
+            ("mid", 5),
+            ("neg", -3),
+            ("high", 7),
+            ("zero", 0),
+        ],
+    )
+    .await?;
+    assert!(
+        probe.log().is_empty(),
+        "nothing runs while the worker is busy"
+    );
+
+    probe.gate.add_permits(1);
+    blocker.outcome().await?;
+    for t in tickets {
+        t.outcome().await?;
+    }
+    assert_eq!(probe.log(), ["top", "high", "mid", "low", "zero", "neg"]);
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn same_priority_runs_in_arrival_order() -> anyhow::Result<()> {
+    type Q = Queue<1024, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    let blocker = q.action("block", ()).enqueue().await?;
+    probe.started.recv().await.expect("block started");
+
+    let tickets = enqueue_records(
+        &q,
+        &[
+            ("a0", 0),
+            ("b2", 2),
+            ("c0", 0),
+            ("d2", 2),
+            ("e0", 0),
+            ("f2", 2),
+            ("g0", 0),
+            ("h0", 0),
+        ],
+    )
+    .await?;
+    probe.gate.add_permits(1);
+    blocker.outcome().await?;
+    let mut results = Vec::new();
+    for t in tickets {
+        results.push(t.outcome().await?.value::<String>()?);
+    }
+    assert_eq!(
+        probe.log(),
+        ["b2", "d2", "f2", "a0", "c0", "e0", "g0", "h0"]
+    );
+    // Every caller got its own result back.
+    assert_eq!(results, ["a0", "b2", "c0", "d2", "e0", "f2", "g0", "h0"]);
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
+    type Q = Queue<2, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    // The running action has left the mailbox; two more fill it.
+    let blocker = q.action("block", ()).enqueue().await?;
+    probe.started.recv().await.expect("block started");
+    let queued = enqueue_records(&q, &[("one", 0), ("two", 0)]).await?;
+
+    // The third is refused without waiting, both by enqueue and by execute, and
+    // whatever its priority.
+    let refused = poll_once(q.action("record", "three".to_owned()).enqueue())
+        .await
+        .expect("enqueue answered without waiting");
+    let e = refused.expect_err("mailbox is full");
+    assert_eq!(e.kind(), ErrorKind::Busy);
+    assert!(e.message().contains("busy"), "{e}");
+    assert!(e.message().contains('2'), "names the capacity: {e}");
+
+    let refused = poll_once(
+        q.action("record", "four".to_owned())
+            .priority(100)
+            .execute(),
+    )
+    .await
+    .expect("execute answered without waiting");
+    assert_eq!(
+        refused.expect_err("mailbox is full").kind(),
+        ErrorKind::Busy
+    );
+
+    let by_name = poll_once(
+        host.action("Queue", "record", serde_json::json!("five"))
+            .execute(),
+    )
+    .await
+    .expect("by-name execute answered without waiting");
+    assert_eq!(
+        by_name.expect_err("mailbox is full").kind(),
+        ErrorKind::Busy
+    );
+
+    // Accepted work is unaffected, refused work never ran.
+    probe.gate.add_permits(1);
+    blocker.outcome().await?;
+    for t in queued {
+        t.outcome().await?;
+    }
+    assert_eq!(probe.log(), ["one", "two"]);
+
+    // With room again, calls are accepted.
+    let out = q.action("record", "six".to_owned()).execute().await?;
+    assert_eq!(out.value::<String>()?, "six");
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_concurrency_runs_that_many_at_once() -> anyhow::Result<()> {
+    type Q = Queue<1024, 3>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    let mut tickets = Vec::new();
+    for _ in 0..7 {
+        tickets.push(q.action("hold", ()).enqueue().await?);
+    }
+    for _ in 0..3 {
+        probe.started.recv().await.expect("a handler started");
+    }
+    koan::testing::settle().await;
+    assert!(
+        probe.started.try_recv().is_err(),
+        "a fourth handler started while three were running"
+    );
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 3);
+
+    probe.gate.add_permits(7);
+    let mut seen = Vec::new();
+    for t in tickets {
+        seen.push(t.outcome().await?.value::<usize>()?);
+    }
+    assert_eq!(seen.len(), 7);
+    assert!(seen.iter().all(|n| (1..=3).contains(n)), "{seen:?}");
+    assert_eq!(
+        probe.peak.load(Ordering::SeqCst),
+        3,
+        "never more than three at once"
+    );
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_one_runs_one_at_a_time() -> anyhow::Result<()> {
+    type Q = Queue<1024, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    let mut tickets = Vec::new();
+    for _ in 0..4 {
+        tickets.push(q.action("hold", ()).enqueue().await?);
+    }
+    for _ in 0..4 {
+        probe.started.recv().await.expect("a handler started");
+        koan::testing::settle().await;
+        assert!(
+            probe.started.try_recv().is_err(),
+            "a second handler started"
+        );
+        probe.gate.add_permits(1);
+    }
+    for t in tickets {
+        assert_eq!(t.outcome().await?.value::<usize>()?, 1);
+    }
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 1);
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
