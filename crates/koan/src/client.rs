@@ -35,6 +35,9 @@ pub struct ServiceInfo {
     pub enabled: bool,
     /// Startup order (startup services).
     pub order: Option<i32>,
+    /// Whether its scheduled ticks run on one host of the cluster at a time.
+    #[serde(default)]
+    pub singleton: bool,
     /// Its actions, with the JSON Schema of their parameters.
     pub actions: Vec<ActionInfo>,
     /// Its events, with the JSON Schema of their payloads.
@@ -269,6 +272,7 @@ impl ServiceRef {
             critical: cell.options.critical,
             enabled: cell.disabled.is_none(),
             order: (cell.kind == ServiceKind::Startup).then_some(cell.options.order),
+            singleton: cell.options.singleton,
             actions: cell.actions.info(),
             events: cell.actions.events.clone(),
         })
