@@ -24,7 +24,16 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
         let started = Instant::now();
         let started_wall = cell.clock.now();
         let cx = host.context(&cell, reason);
-        let result = CatchUnwind(run(cx)).await;
+        let mut running = CatchUnwind(run(cx));
+        // A restarted service that stays up for the intensity window has recovered:
+        // its failures stop counting against its health.
+        let result = tokio::select! {
+            r = &mut running => r,
+            _ = tokio::time::sleep(opts.intensity.within), if reason == RunReason::Restart => {
+                cell.clear_failures();
+                running.await
+            }
+        };
         let stopping = cell.token.is_cancelled();
         let outcome = match result {
             Ok(Ok(())) if stopping => RunOutcome::Cancelled,

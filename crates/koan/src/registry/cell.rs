@@ -153,6 +153,12 @@ impl ServiceCell {
         });
     }
 
+    /// Forgets consecutive failures (a restarted service that has stayed up).
+    pub(crate) fn clear_failures(&self) {
+        self.status
+            .send_if_modified(|s| std::mem::take(&mut s.consecutive_failures) != 0);
+    }
+
     pub(crate) fn add_restart(&self) {
         self.status.send_modify(|s| s.restarts += 1);
     }

@@ -1,0 +1,216 @@
+//! The bearer token: mutating routes and event streams need it when one is configured
+//! (`Authorization: Bearer …`, or `?token=` for streams); reading routes, health and
+//! metrics stay open.
+
+mod common;
+
+use common::{Api, SseReader, call, error_message, loopback, within};
+use koan::{ActionContext, BackgroundService, BoxError, ServiceContext};
+use reqwest::StatusCode;
+
+const TOKEN: &str = "s3cret-t0ken";
+
+#[koan::service(name = "Echo")]
+#[derive(Default)]
+struct EchoService;
+
+#[koan::actions]
+impl EchoService {
+    #[action("echo")]
+    async fn echo(&self, text: String, cx: &ActionContext) -> Result<String, BoxError> {
+        cx.emit("Echoed", text.clone()).await;
+        Ok(text)
+    }
+}
+
+impl BackgroundService for EchoService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[koan::service(every = "1h", name = "Ticker")]
+#[derive(Default)]
+struct Ticker;
+
+impl koan::PeriodicService for Ticker {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+async fn start() -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<EchoService>()
+        .service::<Ticker>()
+        .build()?
+        .start();
+    Api::serve(host, loopback().with_token(TOKEN)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_the_token() -> anyhow::Result<()> {
+    let api = start().await?;
+
+    let (status, body) = call(api.post("/api/services/echo/actions/echo").json("hi")).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let message = error_message(&body, "unauthorized")?;
+    assert!(message.contains("Bearer"), "{message}");
+    assert!(!message.contains(TOKEN), "the token leaked: {message}");
+
+    let (status, body) = call(
+        api.post("/api/services/echo/actions/echo")
+            .bearer_auth("wrong-token!")
+            .json("hi"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let message = error_message(&body, "unauthorized")?;
+    assert!(message.contains("wrong"), "{message}");
+    assert!(!message.contains(TOKEN), "the token leaked: {message}");
+
+    // A token of the right length but a different value.
+    let same_length: String = TOKEN.chars().rev().collect();
+    let (status, _) = call(
+        api.post("/api/services/echo/actions/echo")
+            .bearer_auth(same_length)
+            .json("hi"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Action routes do not take the token from the query.
+    let (status, _) = call(
+        api.post(&format!("/api/services/echo/actions/echo?token={TOKEN}"))
+            .json("hi"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, body) = call(
+        api.post("/api/services/echo/actions/echo")
+            .bearer_auth(TOKEN)
+            .json("hi"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], "hi");
+
+    // wait=false too.
+    let (status, _) = call(
+        api.post("/api/services/echo/actions/echo?wait=false")
+            .json("x"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(
+        api.post("/api/services/echo/actions/echo?wait=false")
+            .bearer_auth(TOKEN)
+            .json("x"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_routes_need_the_token() -> anyhow::Result<()> {
+    let api = start().await?;
+    for route in ["trigger", "check-queue", "process-batch"] {
+        let path = format!("/api/services/ticker/{route}");
+        let (status, body) = call(api.post(&path)).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{route}: {body}");
+        error_message(&body, "unauthorized")?;
+        let (status, body) = call(api.post(&path).bearer_auth("nope")).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{route}: {body}");
+    }
+    let (_, status_body) = call(api.get("/api/services/ticker/status")).await?;
+    assert_eq!(status_body["runs"], 0, "a refused call ran: {status_body}");
+
+    for route in ["trigger", "check-queue", "process-batch"] {
+        let path = format!("/api/services/ticker/{route}");
+        let (status, body) = call(api.post(&path).bearer_auth(TOKEN)).await?;
+        assert_eq!(status, StatusCode::OK, "{route}: {body}");
+    }
+    let (_, status_body) = call(api.get("/api/services/ticker/status")).await?;
+    assert_eq!(status_body["runs"], 3, "{status_body}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_routes_health_and_metrics_stay_open() -> anyhow::Result<()> {
+    let api = start().await?;
+    within(
+        "Echo running",
+        koan::testing::wait_state(&api.host, "Echo", koan::ServiceState::Running),
+    )
+    .await?;
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/api/services",
+        "/api/services/echo",
+        "/api/services/echo/status",
+        "/api/services/echo/health",
+        "/api/openapi.json",
+        "/",
+    ] {
+        let resp = within(path, api.get(path).send()).await??;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+    let text = within("metrics", api.get("/metrics").send())
+        .await??
+        .text()
+        .await?;
+    assert!(
+        text.contains("koan_service_up{service=\"Echo\"} 1"),
+        "{text}"
+    );
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_need_the_token() -> anyhow::Result<()> {
+    let api = start().await?;
+    for path in ["/api/events", "/api/services/echo/events"] {
+        let (status, body) = call(api.get(path)).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        error_message(&body, "unauthorized")?;
+        let (status, _) = call(api.get(&format!("{path}?token=wrong"))).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+
+    // As a query parameter (what a browser's EventSource can send) …
+    let resp = within(
+        "the stream",
+        api.get(&format!("/api/services/echo/events?token={TOKEN}"))
+            .send(),
+    )
+    .await??;
+    let mut by_query = SseReader::new(resp)?;
+    // … and as a header.
+    let resp = within(
+        "the stream",
+        api.get("/api/events").bearer_auth(TOKEN).send(),
+    )
+    .await??;
+    let mut by_header = SseReader::new(resp)?;
+
+    let (status, _) = call(
+        api.post("/api/services/echo/actions/echo")
+            .bearer_auth(TOKEN)
+            .json("over the wire"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    for reader in [&mut by_query, &mut by_header] {
+        let seen = reader.until_event("Echoed").await?;
+        let last = seen.last().cloned().unwrap_or_default();
+        assert_eq!(last["service"], "Echo");
+        assert_eq!(last["payload"], "over the wire");
+    }
+    api.stop().await
+}

@@ -1,0 +1,219 @@
+//! Live events as Server-Sent Events over real HTTP: every service's stream, one
+//! service's stream, the `event` and `service` filters, and the errors of a stream.
+
+mod common;
+
+use common::{Api, SseReader, call, error_message, header, within};
+use koan::{ActionContext, BackgroundService, BoxError, ServiceContext};
+use reqwest::StatusCode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Shout {
+    event: String,
+    text: String,
+}
+
+#[koan::service(name = "Notifier")]
+#[derive(Default)]
+struct Notifier;
+
+#[koan::actions]
+impl Notifier {
+    /// Emits `event` with `text` as its payload.
+    #[action("shout")]
+    async fn shout(&self, p: Shout, cx: &ActionContext) -> Result<(), BoxError> {
+        cx.emit(&p.event, json!({ "text": p.text })).await;
+        Ok(())
+    }
+}
+
+impl BackgroundService for Notifier {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[koan::service(name = "Other")]
+#[derive(Default)]
+struct Other;
+
+#[koan::actions]
+impl Other {
+    #[action("shout")]
+    async fn shout(&self, p: Shout, cx: &ActionContext) -> Result<(), BoxError> {
+        cx.emit(&p.event, json!({ "text": p.text })).await;
+        Ok(())
+    }
+}
+
+impl BackgroundService for Other {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn start() -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<Notifier>()
+        .service::<Other>()
+        .build()?
+        .start();
+    Api::open(host).await
+}
+
+async fn open(api: &Api, path: &str) -> anyhow::Result<SseReader> {
+    let resp = within(path, api.get(path).send()).await??;
+    SseReader::new(resp)
+}
+
+async fn shout(api: &Api, service: &str, event: &str, text: &str) -> anyhow::Result<()> {
+    let (status, body) = call(
+        api.post(&format!("/api/services/{service}/actions/shout"))
+            .header("X-Correlation-Id", format!("corr-{text}"))
+            .json(&json!({ "event": event, "text": text })),
+    )
+    .await?;
+    anyhow::ensure!(status == StatusCode::OK, "shout answered {status}: {body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_events_stream() -> anyhow::Result<()> {
+    let api = start().await?;
+    let mut events = open(&api, "/api/events").await?;
+    shout(&api, "notifier", "FileTranslated", "one").await?;
+    shout(&api, "other", "Elsewhere", "two").await?;
+
+    let first = events.next_data().await?;
+    assert_eq!(first["event"], "FileTranslated");
+    assert_eq!(first["service"], "Notifier");
+    assert_eq!(first["payload"], json!({ "text": "one" }));
+    assert_eq!(first["correlation_id"], "corr-one");
+    assert!(
+        first["time"].is_string() && first["seq"].is_u64(),
+        "{first}"
+    );
+    let second = events.next_data().await?;
+    assert_eq!(second["event"], "Elsewhere");
+    assert_eq!(second["service"], "Other");
+    assert!(second["seq"].as_u64() > first["seq"].as_u64());
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_frames_are_unnamed_with_id_and_json_data() -> anyhow::Result<()> {
+    let api = start().await?;
+    let resp = within("the stream", api.get("/api/events").send()).await??;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        header(resp.headers(), "content-type")
+            .unwrap_or_default()
+            .starts_with("text/event-stream")
+    );
+    shout(&api, "notifier", "Framed", "x").await?;
+
+    // Read the raw text until the frame's data line arrives.
+    let mut stream = Box::pin(resp.bytes_stream());
+    let mut text = String::new();
+    within("the frame", async {
+        use futures_util::StreamExt;
+        while !text
+            .lines()
+            .any(|l| l.starts_with("data:") && l.contains("Framed"))
+        {
+            match stream.next().await {
+                Some(chunk) => text.push_str(&String::from_utf8_lossy(&chunk?)),
+                None => anyhow::bail!("the stream ended: {text}"),
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    let data: serde_json::Value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()))
+        .transpose()?
+        .unwrap_or_default();
+    assert_eq!(data["event"], "Framed", "{text}");
+    // The frame's id is the event's sequence number.
+    let seq = data["seq"].as_u64().unwrap_or_default();
+    assert!(text.lines().any(|l| l == format!("id: {seq}")), "{text}");
+    // Unnamed frames, so a browser's `EventSource.onmessage` sees every event.
+    assert!(!text.lines().any(|l| l.starts_with("event:")), "{text}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_stream_and_event_filter() -> anyhow::Result<()> {
+    let api = start().await?;
+    let mut service_only = open(&api, "/api/services/NOTIFIER/events").await?;
+    let mut wanted_only = open(&api, "/api/services/notifier/events?event=wanted").await?;
+    let mut by_query = open(&api, "/api/events?service=notifier&event=Wanted").await?;
+
+    shout(&api, "other", "Wanted", "not this service").await?;
+    shout(&api, "notifier", "Unwanted", "skip").await?;
+    shout(&api, "notifier", "Wanted", "this one").await?;
+
+    // The service's stream sees both of its events, in order, and nothing else.
+    let a = service_only.next_data().await?;
+    assert_eq!(
+        (a["service"].as_str(), a["event"].as_str()),
+        (Some("Notifier"), Some("Unwanted"))
+    );
+    let b = service_only.next_data().await?;
+    assert_eq!(
+        (b["service"].as_str(), b["event"].as_str()),
+        (Some("Notifier"), Some("Wanted"))
+    );
+
+    // The filtered streams see only the wanted event of that service (the name
+    // matched case-insensitively).
+    for reader in [&mut wanted_only, &mut by_query] {
+        let first = reader.next_data().await?;
+        assert_eq!(first["event"], "Wanted");
+        assert_eq!(first["service"], "Notifier");
+        assert_eq!(first["payload"]["text"], "this one");
+    }
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_errors() -> anyhow::Result<()> {
+    let api = start().await?;
+    let (status, body) = call(api.get("/api/services/nobody/events")).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let message = error_message(&body, "unknown_service")?;
+    assert!(message.contains("Notifier"), "{message}");
+
+    let (status, body) = call(api.get("/api/events?colour=red")).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = error_message(&body, "invalid_parameters")?;
+    assert!(message.contains("colour"), "{message}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_capped() -> anyhow::Result<()> {
+    let host = koan::testing::host().service::<Notifier>().build()?.start();
+    let options = koan_http::HttpOptions {
+        max_sse_connections: 1,
+        ..common::loopback()
+    };
+    let api = Api::serve(host, options).await?;
+    let mut first = open(&api, "/api/events").await?;
+    let (status, body) = call(api.get("/api/events")).await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    error_message(&body, "too_many_streams")?;
+
+    // The open stream still works.
+    shout(&api, "notifier", "StillHere", "y").await?;
+    let seen = first.until_event("StillHere").await?;
+    assert_eq!(seen.len(), 1);
+    api.stop().await
+}

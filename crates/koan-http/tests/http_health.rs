@@ -1,0 +1,198 @@
+//! `/health`, `/health/live`, `/health/ready` and `/api/services/{name}/health` in the
+//! `application/health+json` format: pass → 200, warn (degraded) → 200, fail (a
+//! critical service unhealthy) → 503.
+
+mod common;
+
+use common::{Api, header, send};
+use koan::{BackgroundService, BoxError, HealthReport, ServiceContext};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+macro_rules! background {
+    ($ty:ident) => {
+        impl BackgroundService for $ty {
+            async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+                cx.cancelled().await;
+                Ok(())
+            }
+        }
+    };
+}
+
+#[koan::service(critical)]
+#[derive(Default)]
+struct Fine;
+background!(Fine);
+
+#[koan::service(critical, health = Self::check)]
+#[derive(Default)]
+struct Database;
+background!(Database);
+
+impl Database {
+    async fn check(&self) -> HealthReport {
+        HealthReport::unhealthy("cannot reach the database").with_error("connection refused")
+    }
+}
+
+#[koan::service(critical, health = Self::check)]
+#[derive(Default)]
+struct Backlog;
+background!(Backlog);
+
+impl Backlog {
+    async fn check(&self) -> HealthReport {
+        HealthReport::degraded("translation backlog").with_data("queued", 1200)
+    }
+}
+
+/// Unhealthy but not critical: counts as degraded overall.
+#[koan::service(health = Self::check)]
+#[derive(Default)]
+struct Optional;
+background!(Optional);
+
+impl Optional {
+    async fn check(&self) -> HealthReport {
+        HealthReport::unhealthy("optional cache is down")
+    }
+}
+
+async fn health(api: &Api, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+    let (status, headers, body) = send(api.get(path)).await?;
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/health+json"),
+        "{path}"
+    );
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_healthy_passes() -> anyhow::Result<()> {
+    let host = koan::testing::host().service::<Fine>().build()?.start();
+    let api = Api::open(host).await?;
+    let (status, body) = health(&api, "/health").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "pass");
+    let check = &body["checks"]["Fine:health"][0];
+    assert_eq!(check["status"], "pass");
+    assert_eq!(check["critical"], true);
+    assert_eq!(check["componentType"], "service");
+
+    let (status, body) = health(&api, "/health/live").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "pass");
+    let (status, body) = health(&api, "/health/ready").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "pass");
+    let (status, body) = health(&api, "/api/services/fine/health").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "pass");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_unhealthy_fails_with_503() -> anyhow::Result<()> {
+    let host = koan::testing::host()
+        .service::<Fine>()
+        .service::<Database>()
+        .build()?
+        .start();
+    let api = Api::open(host).await?;
+
+    let (status, body) = health(&api, "/health").await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "fail");
+    let check = &body["checks"]["Database:health"][0];
+    assert_eq!(check["status"], "fail");
+    assert_eq!(check["critical"], true);
+    assert_eq!(check["output"], "cannot reach the database");
+    assert_eq!(body["checks"]["Fine:health"][0]["status"], "pass");
+
+    let (status, body) = health(&api, "/health/ready").await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "fail");
+    assert!(
+        body["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Database"),
+        "{body}"
+    );
+
+    // Alive all the same: the service runs, it just reports a problem.
+    let (status, body) = health(&api, "/health/live").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = health(&api, "/api/services/database/health").await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "fail");
+    assert_eq!(body["service"], "Database");
+    assert_eq!(body["critical"], true);
+    assert_eq!(body["description"], "cannot reach the database");
+    assert_eq!(body["error"], "connection refused");
+
+    let (status, body) = common::call(api.get("/api/services")).await?;
+    assert_eq!(status, StatusCode::OK);
+    let row = body
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == "Database"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["health"], "unhealthy", "{body}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_warns_with_200() -> anyhow::Result<()> {
+    let host = koan::testing::host()
+        .service::<Fine>()
+        .service::<Backlog>()
+        .build()?
+        .start();
+    let api = Api::open(host).await?;
+    let (status, body) = health(&api, "/health").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "warn");
+    assert_eq!(body["checks"]["Backlog:health"][0]["status"], "warn");
+    assert_eq!(
+        body["checks"]["Backlog:health"][0]["output"],
+        "translation backlog"
+    );
+
+    let (status, body) = health(&api, "/health/ready").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = health(&api, "/api/services/backlog/health").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "warn");
+    assert_eq!(body["data"]["queued"], 1200);
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_critical_unhealthy_only_warns() -> anyhow::Result<()> {
+    let host = koan::testing::host()
+        .service::<Fine>()
+        .service::<Optional>()
+        .build()?
+        .start();
+    let api = Api::open(host).await?;
+    let (status, body) = health(&api, "/health").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "warn");
+    let check = &body["checks"]["Optional:health"][0];
+    assert_eq!(check["status"], "fail");
+    assert_eq!(check["critical"], false);
+
+    let (status, body) = health(&api, "/health/ready").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The service's own health still says it fails.
+    let (status, body) = health(&api, "/api/services/optional/health").await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "fail");
+    api.stop().await
+}

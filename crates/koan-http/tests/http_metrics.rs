@@ -1,0 +1,160 @@
+//! `/metrics`: the action counters of the `metrics` facade (once the Prometheus
+//! recorder is installed) and the per-service status gauges.
+
+mod common;
+
+use common::{Api, call, header, within};
+use koan::{ActionContext, BackgroundService, BoxError, PeriodicService, ServiceContext};
+use reqwest::StatusCode;
+
+#[koan::service(name = "Counter")]
+#[derive(Default)]
+struct CounterService;
+
+#[koan::actions]
+impl CounterService {
+    #[action("bump")]
+    async fn bump(&self, n: u32, _cx: &ActionContext) -> Result<u32, BoxError> {
+        Ok(n + 1)
+    }
+
+    #[action("fail")]
+    async fn fail(&self, _p: (), _cx: &ActionContext) -> Result<(), BoxError> {
+        Err("no".into())
+    }
+}
+
+impl BackgroundService for CounterService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[koan::service(every = "1h", name = "Sweeper")]
+#[derive(Default)]
+struct Sweeper;
+
+impl PeriodicService for Sweeper {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+async fn scrape(api: &Api) -> anyhow::Result<String> {
+    let resp = within("/metrics", api.get("/metrics").send()).await??;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ct = header(resp.headers(), "content-type")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    Ok(resp.text().await?)
+}
+
+/// The value of the sample whose line starts with `prefix` (name and labels).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
+    assert!(
+        koan_http::install_metrics(),
+        "another recorder was installed first"
+    );
+    let host = koan::testing::host()
+        .service::<CounterService>()
+        .service::<Sweeper>()
+        .build()?
+        .start();
+    let api = Api::open(host).await?;
+    within(
+        "Counter running",
+        koan::testing::wait_state(&api.host, "Counter", koan::ServiceState::Running),
+    )
+    .await?;
+
+    for n in [1, 2] {
+        let (status, body) = call(api.post("/api/services/counter/actions/bump").json(&n)).await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["result"], n + 1);
+    }
+    let (status, _) = call(api.post("/api/services/counter/actions/fail")).await?;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let (status, _) = call(api.post("/api/services/counter/actions/bump").json(&"x")).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(api.post("/api/services/sweeper/trigger")).await?;
+    assert_eq!(status, StatusCode::OK);
+
+    let text = scrape(&api).await?;
+    assert!(text.contains("koan_actions_total"), "{text}");
+    let ok = [
+        ("service", "Counter"),
+        ("action", "bump"),
+        ("outcome", "ok"),
+    ];
+    assert_eq!(
+        sample(&text, "koan_actions_total", &ok),
+        Some(2.0),
+        "{text}"
+    );
+    let failed = [
+        ("service", "Counter"),
+        ("action", "fail"),
+        ("outcome", "handler_error"),
+    ];
+    assert_eq!(
+        sample(&text, "koan_actions_total", &failed),
+        Some(1.0),
+        "{text}"
+    );
+    let rejected = [
+        ("service", "Counter"),
+        ("action", "bump"),
+        ("outcome", "invalid_parameters"),
+    ];
+    assert_eq!(
+        sample(&text, "koan_actions_total", &rejected),
+        Some(1.0),
+        "{text}"
+    );
+
+    assert!(
+        text.contains("# TYPE koan_service_runs_total counter"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "koan_service_runs_total", &[("service", "Sweeper")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "koan_service_runs_total", &[("service", "Counter")]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "koan_service_up", &[("service", "Counter")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "koan_service_health", &[("service", "Sweeper")]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "koan_service_queue_depth", &[("service", "Counter")]),
+        Some(0.0),
+        "{text}"
+    );
+    api.stop().await
+}

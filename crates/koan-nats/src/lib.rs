@@ -1,0 +1,48 @@
+//! # koan-nats: the same koan API across processes, on NATS
+//!
+//! The seed promised that an action "routes via message bus if service is remote".
+//! This crate builds it on NATS (core, JetStream, KV):
+//!
+//! - **Remote actions**: request/reply on `koan.svc.<service>.act.<action>` with a queue
+//!   group per service, so instances share the load; priority, timeout and
+//!   correlation id travel as headers; remote errors come back as the same
+//!   [`koan::ErrorKind`]; no instance is `ServiceUnavailable`, at once.
+//! - **Durable enqueue**: `enqueue()` of a remote action goes into the JetStream
+//!   work-queue stream `KOAN_WORK`, acknowledged after the handler succeeds,
+//!   redelivered after a crash, de-duplicated by action id, dead-lettered to
+//!   `koan.dlq.<service>.<action>` after `max_deliver` attempts; outcomes are kept in
+//!   the KV bucket `koan_outcomes`.
+//! - **Events** are published on `koan.evt.<service>.<event>`; every process delivers
+//!   the others' events to its own subscribers.
+//! - **Registry**: each host announces its services with heartbeats in the KV bucket
+//!   `koan_registry`; status, health and info queries reach remote instances.
+//! - **Cluster singletons**: a periodic service marked `singleton` runs its scheduled
+//!   ticks only on the holder of a lease in the KV bucket `koan_leases`
+//!   (compare-and-set), taken over within one lease period when the holder dies.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let nats = koan_nats::NatsTransport::connect(koan_nats::NatsOptions::new("nats://127.0.0.1:4222")).await?;
+//! let host = koan::Host::builder()
+//!     .discover()
+//!     .transport(nats.clone().into_transport())
+//!     .build()?
+//!     .start();
+//! let node = nats.attach(&host).await?; // serve this host's services to the cluster
+//! # drop(node);
+//! # Ok(())
+//! # }
+//! ```
+
+mod lease;
+mod node;
+mod options;
+mod queue;
+mod registry;
+mod subjects;
+mod transport;
+mod wire;
+
+pub use node::Node;
+pub use options::NatsOptions;
+pub use transport::NatsTransport;

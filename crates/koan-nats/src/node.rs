@@ -1,0 +1,203 @@
+//! The server side: serving a host's services to the cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use koan::{Error, HostHandle};
+use tokio::task::JoinHandle;
+
+use crate::lease::{self, Lease};
+use crate::registry;
+use crate::subjects;
+use crate::transport::{NatsTransport, unavailable};
+use crate::wire::{self, Reply, WireEvent};
+
+/// A host attached to the cluster. Dropping it stops serving; [`Node::detach`] also
+/// gives up singleton leases and leaves the registry at once.
+#[derive(Debug)]
+pub struct Node {
+    transport: NatsTransport,
+    leases: Vec<(String, Arc<Lease>)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Node {
+    /// Stops serving, releases singleton leases and withdraws from the registry.
+    pub async fn detach(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        for (service, l) in &self.leases {
+            lease::release(&self.transport, service, l).await;
+        }
+        registry::withdraw(&self.transport).await;
+    }
+}
+
+impl NatsTransport {
+    /// Serves `host`'s services to the cluster: action and query responders (queue
+    /// group per service), durable work consumers, event bridging, registry
+    /// heartbeats and singleton leases. Call it after `start()`.
+    pub async fn attach(&self, host: &HostHandle) -> Result<Node, Error> {
+        let mut tasks = Vec::new();
+        let client = self.inner.client.clone();
+        for service in host.service_names() {
+            // Actions.
+            let mut sub = client
+                .queue_subscribe(
+                    subjects::actions_of(&service),
+                    subjects::queue_group(&service),
+                )
+                .await
+                .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
+            let (h, c, name) = (host.clone(), client.clone(), service.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    let (h, c, name) = (h.clone(), c.clone(), name.clone());
+                    tokio::spawn(async move { serve_action(&h, &c, &name, msg).await });
+                }
+            }));
+            // Queries.
+            let mut sub = client
+                .queue_subscribe(
+                    subjects::queries_of(&service),
+                    subjects::queue_group(&service),
+                )
+                .await
+                .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
+            let (h, c, name) = (host.clone(), client.clone(), service.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    let what = msg
+                        .subject
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let reply = registry::answer(&h, &name, &what).await;
+                    if let Some(to) = msg.reply {
+                        let _ = c.publish(to, reply.bytes()).await;
+                    }
+                }
+            }));
+            // Durable work.
+            tasks.push(tokio::spawn(crate::queue::consume(
+                self.clone(),
+                host.clone(),
+                service.clone(),
+            )));
+        }
+
+        // Events from other processes.
+        let mut events = client
+            .subscribe(subjects::ALL_EVENTS)
+            .await
+            .map_err(|e| unavailable(format!("cannot subscribe to events: {e}")))?;
+        let (h, me) = (host.clone(), self.inner.host_id.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(msg) = events.next().await {
+                if wire::header(msg.headers.as_ref(), wire::H_ORIGIN).as_deref() == Some(me.as_str()) {
+                    continue;
+                }
+                match serde_json::from_slice::<WireEvent>(&msg.payload) {
+                    Ok(ev) => h.deliver_remote_event(&ev.into_envelope()).await,
+                    Err(e) => tracing::warn!(error = %e, subject = %msg.subject, "unreadable event from NATS"),
+                }
+            }
+        }));
+
+        // Registry heartbeats.
+        registry::announce(self, host).await?;
+        let (t, h) = (self.clone(), host.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(t.inner.opts.heartbeat);
+            loop {
+                tick.tick().await;
+                if let Err(e) = registry::announce(&t, &h).await {
+                    tracing::warn!(error = %e, "registry heartbeat failed");
+                }
+            }
+        }));
+
+        // Singleton leases: a first attempt now, so the first tick knows.
+        let mut leases = Vec::new();
+        for service in host.service_names() {
+            let Ok(info) = host.service(&service).info().await else {
+                continue;
+            };
+            if !info.singleton {
+                continue;
+            }
+            let l = Arc::new(Lease::default());
+            if let Ok(mut m) = self.inner.leases_held.lock() {
+                m.insert(subjects::token(&service), Arc::clone(&l));
+            }
+            lease::step(self, &service, &l).await;
+            tasks.push(tokio::spawn(lease::hold(
+                self.clone(),
+                service.clone(),
+                Arc::clone(&l),
+            )));
+            leases.push((service, l));
+        }
+        tracing::info!(host_id = %self.inner.host_id, services = host.service_names().len(), "attached to NATS");
+        Ok(Node {
+            transport: self.clone(),
+            leases,
+            tasks,
+        })
+    }
+}
+
+async fn serve_action(
+    host: &HostHandle,
+    client: &async_nats::Client,
+    service: &str,
+    msg: async_nats::Message,
+) {
+    let Some(reply_to) = msg.reply.clone() else {
+        return;
+    };
+    let headers = msg.headers.as_ref();
+    let action = wire::header(headers, wire::H_ACTION).unwrap_or_else(|| {
+        msg.subject
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let result = async {
+        let params: serde_json::Value = if msg.payload.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&msg.payload).map_err(|e| {
+                Error::new(
+                    koan::ErrorKind::InvalidParameters,
+                    format!("parameters are not valid JSON: {e}"),
+                )
+            })?
+        };
+        let mut req = host.service(service).action(&action, params);
+        if let Some(p) = wire::header(headers, wire::H_PRIORITY).and_then(|p| p.parse().ok()) {
+            req = req.priority(p);
+        }
+        if let Some(ms) = wire::header(headers, wire::H_TIMEOUT_MS).and_then(|t| t.parse().ok()) {
+            req = req.timeout(Duration::from_millis(ms));
+        }
+        if let Some(c) = wire::header(headers, wire::H_CORRELATION) {
+            req = req.correlation_id(c);
+        }
+        req.execute().await?.json()
+    }
+    .await;
+    let _ = client.publish(reply_to, Reply::of(result).bytes()).await;
+}

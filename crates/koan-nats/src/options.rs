@@ -1,0 +1,161 @@
+//! Connection and cluster settings (`koan.nats` in configuration).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use koan::{Config, Error, ErrorKind};
+use serde::Deserialize;
+
+/// How to reach NATS, and the cluster's timings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// Server URL(s), comma-separated (default `nats://127.0.0.1:4222`).
+    pub url: String,
+    /// User and password.
+    pub user_password: Option<(String, String)>,
+    /// A token.
+    pub token: Option<String>,
+    /// An nkey seed (`SU…`).
+    pub nkey_seed: Option<String>,
+    /// Require TLS.
+    pub tls_required: bool,
+    /// Extra root certificate (PEM) for TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
+    /// Deadline of remote calls that give none (default 60 s).
+    pub default_request_timeout: Duration,
+    /// Heartbeat period of the registry (default 2 s).
+    pub heartbeat: Duration,
+    /// Lease period of cluster singletons (default 5 s).
+    pub lease: Duration,
+    /// Deliveries of durable work before it goes to the dead-letter subject (default 5).
+    pub max_deliver: i64,
+    /// How long a durable job may run before it is redelivered elsewhere (default 30 s).
+    pub ack_wait: Duration,
+    /// How long outcomes of durable work are kept (default 1 h).
+    pub outcome_ttl: Duration,
+    /// JetStream storage in memory instead of files (tests).
+    pub memory_storage: bool,
+}
+
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials are never printed.
+        f.debug_struct("NatsOptions")
+            .field("url", &self.url)
+            .field(
+                "user_password",
+                &self.user_password.as_ref().map(|(u, _)| (u, "***")),
+            )
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "***"))
+            .field("tls_required", &self.tls_required)
+            .field("heartbeat", &self.heartbeat)
+            .field("lease", &self.lease)
+            .field("max_deliver", &self.max_deliver)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            user_password: None,
+            token: None,
+            nkey_seed: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_client_cert: None,
+            default_request_timeout: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(2),
+            lease: Duration::from_secs(5),
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            outcome_ttl: Duration::from_secs(3600),
+            memory_storage: false,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    url: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    nkey_seed: Option<String>,
+    tls_required: Option<bool>,
+    tls_ca_file: Option<PathBuf>,
+    tls_client_cert: Option<PathBuf>,
+    tls_client_key: Option<PathBuf>,
+    default_request_timeout_seconds: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    lease_ms: Option<u64>,
+    max_deliver: Option<i64>,
+    ack_wait_seconds: Option<u64>,
+}
+
+impl NatsOptions {
+    /// Options for `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        NatsOptions {
+            url: url.into(),
+            ..NatsOptions::default()
+        }
+    }
+
+    /// Reads `koan.nats`: `url`, `user`/`password`, `token`, `nkey_seed`,
+    /// `tls_required`, `tls_ca_file`, `tls_client_cert`/`tls_client_key`,
+    /// `default_request_timeout_seconds`, `heartbeat_ms`, `lease_ms`, `max_deliver`,
+    /// `ack_wait_seconds`.
+    pub fn from_config(config: &Config) -> Result<Self, Error> {
+        let s: Section = config.section("koan.nats")?;
+        let mut o = NatsOptions::default();
+        if let Some(u) = s.url {
+            o.url = u;
+        }
+        match (s.user, s.password) {
+            (Some(u), Some(p)) => o.user_password = Some((u, p)),
+            (None, None) => {}
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "`koan.nats.user` and `koan.nats.password` go together; give both or neither",
+                ));
+            }
+        }
+        o.token = s.token;
+        o.nkey_seed = s.nkey_seed;
+        o.tls_required = s.tls_required.unwrap_or(false);
+        o.tls_ca_file = s.tls_ca_file;
+        match (s.tls_client_cert, s.tls_client_key) {
+            (Some(c), Some(k)) => o.tls_client_cert = Some((c, k)),
+            (None, None) => {}
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "`koan.nats.tls_client_cert` and `koan.nats.tls_client_key` go together",
+                ));
+            }
+        }
+        if let Some(t) = s.default_request_timeout_seconds {
+            o.default_request_timeout = Duration::from_secs(t.max(1));
+        }
+        if let Some(h) = s.heartbeat_ms {
+            o.heartbeat = Duration::from_millis(h.max(100));
+        }
+        if let Some(l) = s.lease_ms {
+            o.lease = Duration::from_millis(l.max(300));
+        }
+        if let Some(m) = s.max_deliver {
+            o.max_deliver = m.max(1);
+        }
+        if let Some(a) = s.ack_wait_seconds {
+            o.ack_wait = Duration::from_secs(a.max(1));
+        }
+        Ok(o)
+    }
+}

@@ -1,0 +1,183 @@
+//! Durable work: a pull consumer per local service on the `KOAN_WORK` work-queue
+//! stream. A job is acknowledged only after its handler succeeded and its outcome was
+//! recorded; a crash before that means redelivery to another instance. The outcome is
+//! written with create-if-absent under the action id, so a job is completed once even
+//! when it is delivered twice. After `max_deliver` failed attempts (or at once for
+//! errors that retrying cannot fix) the job goes to `koan.dlq.<service>.<action>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{AckKind, Message};
+use futures_util::StreamExt;
+use koan::{ErrorKind, HostHandle};
+use tokio::sync::Semaphore;
+
+use crate::subjects;
+use crate::transport::NatsTransport;
+use crate::wire::{self, Job, Outcome, Reply};
+
+/// Jobs of one service that may run at once on this host.
+const IN_FLIGHT: usize = 64;
+
+/// Consumes the durable work of `service` until the host stops, reconnecting after
+/// errors (a NATS restart, say).
+pub(crate) async fn consume(t: NatsTransport, host: HostHandle, service: String) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        if let Err(e) = consume_once(&t, &host, &service, &slots).await {
+            tracing::warn!(service = %service, error = %e, "durable work consumer interrupted; retrying");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn consume_once(
+    t: &NatsTransport,
+    host: &HostHandle,
+    service: &str,
+    slots: &Arc<Semaphore>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = t.inner.js.get_stream(subjects::WORK_STREAM).await?;
+    let name = subjects::work_consumer(service);
+    let consumer = stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subjects::work_of(service),
+                ack_policy: AckPolicy::Explicit,
+                max_deliver: t.inner.opts.max_deliver,
+                ack_wait: t.inner.opts.ack_wait,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg?;
+        let permit = Arc::clone(slots).acquire_owned().await?;
+        let (t, host) = (t.clone(), host.clone());
+        tokio::spawn(async move {
+            handle(&t, &host, msg).await;
+            drop(permit);
+        });
+    }
+    Ok(())
+}
+
+/// Errors that another attempt cannot fix.
+fn permanent(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidParameters
+            | ErrorKind::UnknownAction
+            | ErrorKind::UnknownService
+            | ErrorKind::Disabled
+    )
+}
+
+async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
+    let attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
+    let job: Job = match serde_json::from_slice(&msg.payload) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable durable job; dead-lettered");
+            dead_letter(t, &msg, "unknown", "unknown").await;
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let key = subjects::key(&job.id);
+    // Completed before (a redelivery after a crash between recording and acking).
+    if let Ok(Some(_)) = t.inner.outcomes.get(&key).await {
+        let _ = msg.ack().await;
+        return;
+    }
+    let mut req = host
+        .service(&job.service)
+        .action(&job.action, job.params.clone())
+        .priority(job.priority)
+        .correlation_id(job.correlation_id.clone());
+    if let Some(ms) = job.timeout_ms {
+        req = req.timeout(Duration::from_millis(ms));
+    }
+    // Keep the job ours while it runs.
+    let progress = {
+        let ack_wait = t.inner.opts.ack_wait;
+        let msg_ref = &msg;
+        async move {
+            loop {
+                tokio::time::sleep(ack_wait / 2).await;
+                let _ = msg_ref.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = req.execute() => r.and_then(|out| out.json()),
+        _ = progress => unreachable_progress(),
+    };
+    match result {
+        Ok(value) => {
+            record(t, &key, &job, attempts, Reply::of(Ok(value))).await;
+            let _ = msg.double_ack().await;
+        }
+        Err(e) if permanent(e.kind()) || attempts >= t.inner.opts.max_deliver => {
+            tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
+            record(t, &key, &job, attempts, Reply::of(Err(e))).await;
+            dead_letter(t, &msg, &job.service, &job.action).await;
+            let _ = msg.ack_with(AckKind::Term).await;
+        }
+        Err(e) if e.kind() == ErrorKind::ShuttingDown => {
+            // This host is stopping: let another instance take it now.
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+        }
+        Err(e) => {
+            tracing::warn!(id = %job.id, action = %job.action, attempts, error = %e, "durable job failed; will be redelivered");
+            let delay =
+                Duration::from_millis(200 * 2u64.saturating_pow(attempts.clamp(0, 10) as u32))
+                    .min(Duration::from_secs(30));
+            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+        }
+    }
+}
+
+fn unreachable_progress() -> Result<serde_json::Value, koan::Error> {
+    Err(koan::Error::new(ErrorKind::Handler, "progress loop ended"))
+}
+
+async fn record(t: &NatsTransport, key: &str, job: &Job, attempts: i64, reply: Reply) {
+    let outcome = Outcome {
+        id: job.id.clone(),
+        host: t.inner.host_id.clone(),
+        attempts,
+        reply,
+    };
+    let body = serde_json::to_vec(&outcome).unwrap_or_default();
+    // Create-if-absent: the first completion stands.
+    if t.inner.outcomes.create(key, body.into()).await.is_err() {
+        tracing::debug!(id = %job.id, "outcome already recorded by another delivery");
+    }
+}
+
+async fn dead_letter(t: &NatsTransport, msg: &Message, service: &str, action: &str) {
+    // A fresh header map: the dead letter must not carry the job's de-duplication id.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(wire::H_ORIGIN, t.inner.host_id.as_str());
+    if let Some(id) = wire::header(msg.headers.as_ref(), wire::H_ACTION_ID) {
+        h.insert(wire::H_ACTION_ID, id.as_str());
+    }
+    if let Ok(ack) = t
+        .inner
+        .js
+        .publish_with_headers(
+            subjects::dead_letter(service, action),
+            h,
+            msg.payload.clone(),
+        )
+        .await
+    {
+        let _ = ack.await;
+    }
+}

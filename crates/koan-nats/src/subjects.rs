@@ -1,0 +1,97 @@
+//! Subject names. Service and action names are matched case-insensitively, so subjects
+//! use a lowercase token with anything outside `[a-z0-9_-]` replaced by `_`.
+
+/// A subject token for a name.
+pub(crate) fn token(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn action(service: &str, action: &str) -> String {
+    format!("koan.svc.{}.act.{}", token(service), token(action))
+}
+
+pub(crate) fn actions_of(service: &str) -> String {
+    format!("koan.svc.{}.act.*", token(service))
+}
+
+pub(crate) fn query(service: &str, what: &str) -> String {
+    format!("koan.svc.{}.query.{what}", token(service))
+}
+
+pub(crate) fn queries_of(service: &str) -> String {
+    format!("koan.svc.{}.query.*", token(service))
+}
+
+pub(crate) fn queue_group(service: &str) -> String {
+    format!("koan-{}", token(service))
+}
+
+pub(crate) fn event(service: &str, event: &str) -> String {
+    format!("koan.evt.{}.{}", token(service), token(event))
+}
+
+pub(crate) const ALL_EVENTS: &str = "koan.evt.>";
+
+pub(crate) const WORK_STREAM: &str = "KOAN_WORK";
+pub(crate) const WORK_SUBJECTS: &str = "koan.work.>";
+pub(crate) const DLQ_STREAM: &str = "KOAN_DLQ";
+pub(crate) const DLQ_SUBJECTS: &str = "koan.dlq.>";
+
+pub(crate) fn work(service: &str, action: &str) -> String {
+    format!("koan.work.{}.{}", token(service), token(action))
+}
+
+pub(crate) fn work_of(service: &str) -> String {
+    format!("koan.work.{}.>", token(service))
+}
+
+pub(crate) fn work_consumer(service: &str) -> String {
+    format!("koan-work-{}", token(service))
+}
+
+pub(crate) fn dead_letter(service: &str, action: &str) -> String {
+    format!("koan.dlq.{}.{}", token(service), token(action))
+}
+
+pub(crate) const REGISTRY_BUCKET: &str = "koan_registry";
+pub(crate) const OUTCOMES_BUCKET: &str = "koan_outcomes";
+pub(crate) const LEASES_BUCKET: &str = "koan_leases";
+
+/// A KV key for an action id or host id (`[-/_=.a-zA-Z0-9]`).
+pub(crate) fn key(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_subject_safe() {
+        assert_eq!(token("TranslationService"), "translationservice");
+        assert_eq!(token("Outbox.Processed"), "outbox_processed");
+        assert_eq!(
+            action("DataCleanupService", "process-batch"),
+            "koan.svc.datacleanupservice.act.process-batch"
+        );
+        assert_eq!(key("a1b2-3"), "a1b2-3");
+        assert_eq!(key("x y>"), "x_y_");
+    }
+}

@@ -1,0 +1,340 @@
+//! The client side: `koan::Transport` over NATS.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::client::RequestErrorKind;
+use async_nats::jetstream::{self, kv, stream};
+use async_nats::{Client, HeaderMap};
+use futures_util::StreamExt;
+use koan::{
+    BoxFuture, Error, ErrorKind, EventEnvelope, Instance, RemoteCall, RemoteQuery, Transport,
+};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::options::NatsOptions;
+use crate::subjects;
+use crate::wire::{self, Job, Outcome, Reply, WireEvent};
+
+/// A connection to NATS that carries koan's calls, events and queries.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct NatsTransport {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) opts: NatsOptions,
+    pub(crate) host_id: String,
+    pub(crate) registry: kv::Store,
+    pub(crate) outcomes: kv::Store,
+    pub(crate) leases: kv::Store,
+    pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
+    events_tx: mpsc::Sender<(String, bytes::Bytes)>,
+}
+
+impl std::fmt::Debug for NatsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTransport")
+            .field("host_id", &self.inner.host_id)
+            .field("options", &self.inner.opts)
+            .finish()
+    }
+}
+
+pub(crate) fn unavailable(what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::ServiceUnavailable, what.to_string())
+}
+
+fn storage(opts: &NatsOptions) -> stream::StorageType {
+    if opts.memory_storage {
+        stream::StorageType::Memory
+    } else {
+        stream::StorageType::File
+    }
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    opts: &NatsOptions,
+) -> Result<kv::Store, Error> {
+    match js.get_key_value(name).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.to_owned(),
+                history: 1,
+                max_age,
+                storage: storage(opts),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}"))),
+    }
+}
+
+impl NatsTransport {
+    /// Connects and makes sure the streams and buckets exist. An unreachable server
+    /// or wrong credentials are a `ServiceUnavailable` error naming the URL.
+    pub async fn connect(opts: NatsOptions) -> Result<Self, Error> {
+        let host_id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
+        let mut co = async_nats::ConnectOptions::new()
+            .name(format!("koan {host_id}"))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS disconnected; reconnecting")
+                    }
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            });
+        if let Some((u, p)) = &opts.user_password {
+            co = co.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(t) = &opts.token {
+            co = co.token(t.clone());
+        }
+        if let Some(seed) = &opts.nkey_seed {
+            co = co.nkey(seed.clone());
+        }
+        if opts.tls_required {
+            co = co.require_tls(true);
+        }
+        if let Some(ca) = &opts.tls_ca_file {
+            co = co.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &opts.tls_client_cert {
+            co = co.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = co
+            .connect(opts.url.as_str())
+            .await
+            .map_err(|e| unavailable(format!("cannot connect to NATS at {}: {e}", opts.url)))?;
+        let js = jetstream::new(client.clone());
+        for (name, subject) in [
+            (subjects::WORK_STREAM, subjects::WORK_SUBJECTS),
+            (subjects::DLQ_STREAM, subjects::DLQ_SUBJECTS),
+        ] {
+            let retention = if name == subjects::WORK_STREAM {
+                stream::RetentionPolicy::WorkQueue
+            } else {
+                stream::RetentionPolicy::Limits
+            };
+            js.get_or_create_stream(stream::Config {
+                name: name.to_owned(),
+                subjects: vec![subject.to_owned()],
+                retention,
+                storage: storage(&opts),
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("cannot create the JetStream stream `{name}` (is the server started with -js?): {e}")))?;
+        }
+        let registry = bucket(&js, subjects::REGISTRY_BUCKET, opts.heartbeat * 5, &opts).await?;
+        let outcomes = bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
+        let leases = bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
+
+        // One publisher task keeps events in emission order.
+        let (events_tx, mut events_rx) = mpsc::channel::<(String, bytes::Bytes)>(10_000);
+        let (pub_client, origin) = (client.clone(), host_id.clone());
+        tokio::spawn(async move {
+            while let Some((subject, body)) = events_rx.recv().await {
+                let mut h = HeaderMap::new();
+                h.insert(wire::H_ORIGIN, origin.as_str());
+                if let Err(e) = pub_client.publish_with_headers(subject, h, body).await {
+                    tracing::warn!(error = %e, "could not publish an event to NATS");
+                }
+            }
+        });
+
+        Ok(NatsTransport {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                opts,
+                host_id,
+                registry,
+                outcomes,
+                leases,
+                leases_held: Mutex::new(HashMap::new()),
+                events_tx,
+            }),
+        })
+    }
+
+    /// This host's id in the cluster.
+    pub fn host_id(&self) -> &str {
+        &self.inner.host_id
+    }
+
+    /// The underlying NATS client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// As a `koan::Transport` for `HostBuilder::transport`.
+    pub fn into_transport(self) -> Arc<dyn Transport> {
+        Arc::new(self)
+    }
+
+    async fn request(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: bytes::Bytes,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Value, Error> {
+        let req = async_nats::Request::new()
+            .headers(headers)
+            .payload(body)
+            .timeout(Some(timeout));
+        match self.inner.client.send_request(subject.clone(), req).await {
+            Ok(msg) => serde_json::from_slice::<Reply>(&msg.payload)
+                .map_err(|e| {
+                    unavailable(format!(
+                        "{what}: unreadable reply from a remote instance: {e}"
+                    ))
+                })?
+                .into_result(),
+            Err(e) => Err(match e.kind() {
+                RequestErrorKind::NoResponders => unavailable(format!(
+                    "{what}: no instance is reachable over NATS (nothing answers on `{subject}`)"
+                )),
+                RequestErrorKind::TimedOut => Error::new(
+                    ErrorKind::Timeout,
+                    format!("{what}: no answer over NATS within {timeout:?}"),
+                ),
+                _ => unavailable(format!("{what}: NATS request failed: {e}")),
+            }),
+        }
+    }
+}
+
+impl Transport for NatsTransport {
+    fn call(&self, call: RemoteCall) -> BoxFuture<'_, Result<Value, Error>> {
+        Box::pin(async move {
+            let mut h = HeaderMap::new();
+            h.insert(wire::H_SERVICE, call.service.as_str());
+            h.insert(wire::H_ACTION, call.action.as_str());
+            h.insert(wire::H_PRIORITY, call.priority.to_string().as_str());
+            h.insert(wire::H_CORRELATION, call.correlation_id.as_str());
+            if let Some(t) = call.timeout {
+                h.insert(wire::H_TIMEOUT_MS, t.as_millis().to_string().as_str());
+            }
+            let timeout = call
+                .timeout
+                .unwrap_or(self.inner.opts.default_request_timeout);
+            let body = serde_json::to_vec(&call.params).unwrap_or_default().into();
+            let what = format!("action `{}` of `{}`", call.action, call.service);
+            self.request(
+                subjects::action(&call.service, &call.action),
+                h,
+                body,
+                timeout,
+                &what,
+            )
+            .await
+        })
+    }
+
+    fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<(), Error>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let job = Job {
+                id: id.clone(),
+                service: call.service.clone(),
+                action: call.action.clone(),
+                params: call.params,
+                priority: call.priority,
+                timeout_ms: call.timeout.map(|t| t.as_millis() as u64),
+                correlation_id: call.correlation_id,
+            };
+            let mut h = HeaderMap::new();
+            h.insert(wire::H_MSG_ID, id.as_str());
+            h.insert(wire::H_ACTION_ID, id.as_str());
+            let body: bytes::Bytes = serde_json::to_vec(&job).unwrap_or_default().into();
+            let what = format!("durable enqueue of `{}` on `{}`", call.action, call.service);
+            let ack = self
+                .inner
+                .js
+                .publish_with_headers(subjects::work(&call.service, &call.action), h, body)
+                .await
+                .map_err(|e| unavailable(format!("{what}: {e}")))?;
+            ack.await
+                .map_err(|e| unavailable(format!("{what}: not stored by JetStream: {e}")))?;
+            Ok(())
+        })
+    }
+
+    fn outcome(&self, id: &str) -> BoxFuture<'static, Result<Value, Error>> {
+        let store = self.inner.outcomes.clone();
+        let key = subjects::key(id);
+        let id = id.to_owned();
+        Box::pin(async move {
+            let mut watch = store
+                .watch_with_history(&key)
+                .await
+                .map_err(|e| unavailable(format!("cannot watch the outcome of {id}: {e}")))?;
+            while let Some(entry) = watch.next().await {
+                let entry = entry.map_err(|e| unavailable(format!("outcome of {id}: {e}")))?;
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                let outcome: Outcome = serde_json::from_slice(&entry.value)
+                    .map_err(|e| unavailable(format!("outcome of {id} is unreadable: {e}")))?;
+                return outcome.reply.into_result();
+            }
+            Err(unavailable(format!(
+                "the outcome of {id} can no longer be watched"
+            )))
+        })
+    }
+
+    fn publish(&self, event: &EventEnvelope) {
+        let wire = WireEvent::of(event);
+        let subject = subjects::event(&wire.service, &wire.event);
+        let body = serde_json::to_vec(&wire).unwrap_or_default().into();
+        if self.inner.events_tx.try_send((subject, body)).is_err() {
+            tracing::warn!(event = %event.name(), "NATS event queue full; event not published to other processes");
+        }
+    }
+
+    fn query(&self, service: &str, query: RemoteQuery) -> BoxFuture<'_, Result<Value, Error>> {
+        let service = service.to_owned();
+        Box::pin(async move {
+            let what = format!("{} of `{service}`", query.as_str());
+            self.request(
+                subjects::query(&service, query.as_str()),
+                HeaderMap::new(),
+                bytes::Bytes::new(),
+                Duration::from_secs(5),
+                &what,
+            )
+            .await
+        })
+    }
+
+    fn instances(&self) -> BoxFuture<'_, Result<Vec<Instance>, Error>> {
+        Box::pin(crate::registry::instances(self))
+    }
+
+    fn may_run(&self, service: &str) -> bool {
+        let lease = self
+            .inner
+            .leases_held
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&subjects::token(service)).cloned());
+        lease.is_none_or(|l| l.leader.load(Ordering::Acquire))
+    }
+}
