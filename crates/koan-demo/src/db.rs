@@ -10,6 +10,7 @@ use rusqlite::Connection;
 #[derive(Debug, Clone)]
 pub struct Db {
     path: PathBuf,
+    schema: std::sync::Arc<std::sync::OnceLock<()>>,
 }
 
 /// A database failure, as a service error.
@@ -18,7 +19,10 @@ pub type DbError = Box<dyn std::error::Error + Send + Sync>;
 impl Db {
     /// The database at `path` (created on first use).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Db { path: path.into() }
+        Db {
+            path: path.into(),
+            schema: std::sync::Arc::new(std::sync::OnceLock::new()),
+        }
     }
 
     /// Runs `f` on a fresh connection on the blocking pool.
@@ -28,9 +32,16 @@ impl Db {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let path = self.path.clone();
+        let schema = std::sync::Arc::clone(&self.schema);
         let result = tokio::task::spawn_blocking(move || {
             let mut conn = Connection::open(&path)?;
             conn.busy_timeout(Duration::from_secs(5))?;
+            // A process that hosts only some services (a cluster member) still gets
+            // the schema; `CREATE … IF NOT EXISTS` makes this idempotent.
+            if schema.get().is_none() {
+                conn.execute_batch(SCHEMA)?;
+                let _ = schema.set(());
+            }
             f(&mut conn)
         })
         .await?;
@@ -45,3 +56,33 @@ pub fn now_secs() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// The demo's tables.
+pub const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS log_entries (
+    id INTEGER PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_entries_created ON log_entries(created_at);
+CREATE TABLE IF NOT EXISTS translations (
+    id INTEGER PRIMARY KEY,
+    file_id TEXT NOT NULL,
+    source_lang TEXT NOT NULL,
+    target_lang TEXT NOT NULL,
+    source_text TEXT NOT NULL,
+    translated_text TEXT,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    processed_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(processed_at, id);
+";

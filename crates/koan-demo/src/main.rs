@@ -24,6 +24,14 @@ struct Args {
     /// A configuration file (`.toml` or `.json`) laid over the embedded defaults.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Join a cluster over NATS (e.g. `nats://127.0.0.1:4222`): services hosted
+    /// elsewhere are reached through it.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Host only these services (comma-separated names); the rest are reached over
+    /// NATS.
+    #[arg(long, value_name = "NAME[,NAME…]", value_delimiter = ',')]
+    services: Option<Vec<String>>,
 }
 
 /// Embedded defaults: a lively demo (health checks every 5 s).
@@ -72,17 +80,37 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = args.http {
         http.bind = addr;
     }
-    let host = Host::builder()
+    let nats = match &args.nats {
+        Some(url) => {
+            let mut opts = koan_nats::NatsOptions::from_config(&config)?;
+            opts.url = url.clone();
+            Some(koan_nats::NatsTransport::connect(opts).await?)
+        }
+        None => None,
+    };
+    let only = args.services.clone();
+    let mut builder = Host::builder()
         .environment(environment)
         .config(config)
         .resource(koan_demo::db::Db::new(&args.db))
-        .discover()
-        .build()
-        .context("building the host")?
-        .start();
+        .discover_where(|name| {
+            only.as_ref()
+                .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        });
+    if let Some(n) = &nats {
+        builder = builder.transport(n.clone().into_transport());
+    }
+    let host = builder.build().context("building the host")?.start();
+    let node = match &nats {
+        Some(n) => Some(n.attach(&host).await?),
+        None => None,
+    };
     let server = koan_http::serve(host.clone(), http).await?;
     println!("listening on http://{}", server.local_addr());
     let result = host.run_until_signal().await;
+    if let Some(node) = node {
+        node.detach().await;
+    }
     let _ = server.wait().await;
     result.context("the host stopped with a failure")
 }

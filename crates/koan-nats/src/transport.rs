@@ -59,25 +59,33 @@ fn storage(opts: &NatsOptions) -> stream::StorageType {
     }
 }
 
+/// A KV bucket, created through its stream so that servers from 2.9 on accept it
+/// (the client's own `create_key_value` first asks for account details that older
+/// servers answer in a shape it cannot read).
 async fn bucket(
     js: &jetstream::Context,
     name: &str,
     max_age: Duration,
     opts: &NatsOptions,
 ) -> Result<kv::Store, Error> {
-    match js.get_key_value(name).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.to_owned(),
-                history: 1,
-                max_age,
-                storage: storage(opts),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}"))),
-    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: storage(opts),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| unavailable(format!("cannot open the KV bucket `{name}`: {e}")))
 }
 
 impl NatsTransport {
@@ -322,6 +330,10 @@ impl Transport for NatsTransport {
             )
             .await
         })
+    }
+
+    fn host_id(&self) -> Option<String> {
+        Some(self.inner.host_id.clone())
     }
 
     fn instances(&self) -> BoxFuture<'_, Result<Vec<Instance>, Error>> {

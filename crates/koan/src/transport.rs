@@ -101,6 +101,11 @@ pub trait Transport: Send + Sync + 'static {
         Box::pin(async { Err(unsupported("remote queries")) })
     }
 
+    /// This host's id in the cluster, if the transport gives hosts ids.
+    fn host_id(&self) -> Option<String> {
+        None
+    }
+
     /// Every host of the cluster with its services.
     fn instances(&self) -> BoxFuture<'_, Result<Vec<Instance>>> {
         Box::pin(async { Ok(Vec::new()) })

@@ -433,3 +433,60 @@ async fn a_panic_in_run_is_caught_and_the_service_restarted() -> anyhow::Result<
     testing::stop(&host).await?;
     Ok(())
 }
+
+/// A background service that failed and was restarted counts as recovered once it has
+/// stayed up for the intensity window: its health goes back to healthy.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_service_that_stays_up_recovers_its_health() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Default)]
+    struct FailsOnce(AtomicU32);
+    impl koan::Service for FailsOnce {
+        type Kind = koan::Background;
+        fn options() -> koan::ServiceOptions {
+            koan::ServiceOptions::named("fails-once")
+                .backoff(koan::Backoff {
+                    jitter: 0.0,
+                    ..koan::Backoff::default()
+                })
+                .intensity(koan::Intensity {
+                    max_restarts: 5,
+                    within: std::time::Duration::from_secs(60),
+                })
+        }
+    }
+    impl koan::BackgroundService for FailsOnce {
+        async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err("first start fails".into());
+            }
+            cx.cancelled().await;
+            Ok(())
+        }
+    }
+    let host = koan::testing::host()
+        .service::<FailsOnce>()
+        .build()?
+        .start();
+    host.started().await?;
+    koan::testing::wait_until(&host, "fails-once", |s| {
+        s.restarts == 1 && s.state == koan::ServiceState::Running
+    })
+    .await;
+    let h = host.service("fails-once").health().await?;
+    assert_eq!(
+        h.report.status,
+        koan::HealthStatus::Degraded,
+        "just restarted: still degraded"
+    );
+    let status =
+        koan::testing::wait_until(&host, "fails-once", |s| s.consecutive_failures == 0).await;
+    assert_eq!(status.restarts, 1);
+    assert_eq!(
+        host.service("fails-once").health().await?.report.status,
+        koan::HealthStatus::Healthy
+    );
+    koan::testing::stop(&host).await?;
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use koan::{BoxError, BuildContext, FromContext, ServiceContext, StartupService};
 
-use crate::db::{Db, now_secs};
+use crate::db::{Db, SCHEMA, now_secs};
 
 /// Creates the schema (startup order 1, 60 s timeout, fail-fast).
 #[koan::service(startup, order = 1, timeout = "60s", description = "Creates the database schema", ready = Self::can_connect)]
@@ -28,35 +28,6 @@ impl DatabaseMigrationService {
             .is_ok()
     }
 }
-
-const SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
-CREATE TABLE IF NOT EXISTS log_entries (
-    id INTEGER PRIMARY KEY,
-    created_at INTEGER NOT NULL,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS log_entries_created ON log_entries(created_at);
-CREATE TABLE IF NOT EXISTS translations (
-    id INTEGER PRIMARY KEY,
-    file_id TEXT NOT NULL,
-    source_lang TEXT NOT NULL,
-    target_lang TEXT NOT NULL,
-    source_text TEXT NOT NULL,
-    translated_text TEXT,
-    status TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    processed_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(processed_at, id);
-";
 
 impl StartupService for DatabaseMigrationService {
     async fn run(&self, _cx: ServiceContext) -> Result<(), BoxError> {

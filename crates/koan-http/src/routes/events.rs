@@ -66,8 +66,11 @@ async fn stream(
     })?;
     let builder = match &service {
         Some(name) => {
-            // Resolve the name now so an unknown service is a 404, not an empty stream.
-            state.host.status(name)?;
+            // Resolve the name now so an unknown service is a 404, not an empty stream
+            // (a service of another host of the cluster is known through it).
+            if !state.host.hosts(name) && state.host.host_id().is_none() {
+                state.host.status(name)?;
+            }
             state.host.service(name).on("*")
         }
         None => state.host.events().on("*"),

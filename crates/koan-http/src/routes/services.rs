@@ -39,6 +39,7 @@ struct ServiceRow {
 
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
     let health = state.host.health().await;
+    let own = state.host.host_id();
     let mut rows = Vec::new();
     for status in state.host.statuses() {
         let info = state.host.service(&status.name).info().await?;
@@ -65,7 +66,33 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value
             next_run: status.next_run.map(|t| json!(t)),
             actions: info.actions.into_iter().map(|a| a.name).collect(),
         };
-        rows.push(serde_json::to_value(row).unwrap_or(Value::Null));
+        let mut v = serde_json::to_value(row).unwrap_or(Value::Null);
+        if let (Some(id), Some(m)) = (&own, v.as_object_mut()) {
+            m.insert("host".into(), json!(id));
+        }
+        rows.push(v);
+    }
+    // Services of the other hosts of the cluster, as their heartbeats announce them.
+    for instance in state.host.instances().await.unwrap_or_default() {
+        if own.as_deref() == Some(instance.host_id.as_str()) {
+            continue;
+        }
+        for s in instance.services {
+            let health = if s.state == ServiceState::Failed {
+                HealthStatus::Unhealthy
+            } else if s.consecutive_failures > 0 {
+                HealthStatus::Degraded
+            } else {
+                HealthStatus::Healthy
+            };
+            rows.push(json!({
+                "name": s.name, "kind": s.kind, "description": null, "state": s.state,
+                "health": health, "enabled": s.enabled, "critical": s.critical, "schedule": null,
+                "runs": s.runs, "failures": s.failures, "restarts": s.restarts,
+                "queue_depth": s.queue_depth, "in_flight": s.in_flight, "last_run": s.last_run,
+                "next_run": s.next_run, "actions": [], "host": instance.host_id, "remote": true,
+            }));
+        }
     }
     Ok(Json(rows))
 }

@@ -167,6 +167,11 @@ impl HostHandle {
         }
     }
 
+    /// This host's id in the cluster (from the transport), if any.
+    pub fn host_id(&self) -> Option<String> {
+        self.inner.transport.as_ref().and_then(|t| t.host_id())
+    }
+
     /// Whether this host runs service `name` itself.
     pub fn hosts(&self, name: &str) -> bool {
         self.inner.registry.by_name(name).is_some()
