@@ -19,11 +19,11 @@ step "cargo test --workspace"
 cargo test --workspace
 
 step "examples run to completion"
-for ex in system_health_monitor data_cleanup_service database_migration_service translation_service; do
+for ex in system_health_monitor data_cleanup_service database_migration_service translation_service my_first_service my_fluent_service; do
   echo "-- example $ex"
   timeout 120 cargo run -q -p koan --example "$ex" >/dev/null
 done
-echo "examples: 4 passed, 0 failed"
+echo "examples: 6 passed, 0 failed"
 
 step "dashboard in headless Chromium"
 bash scripts/ensure-tools.sh chromium node

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use koan::{
-    BatchRequest, BoxError, BuildContext, FromContext, Host, Periodic, PeriodicService, Service,
-    ServiceContext, ServiceOptions,
+    BatchRequest, BoxError, BuildContext, FromContext, Host, PeriodicService, ServiceContext,
 };
 
 /// A tiny in-memory log table, shared with the host as a resource.
@@ -45,6 +44,12 @@ impl LogStore {
     }
 }
 
+/// `[KoanPeriodicService(IntervalSeconds = 3600, RunOnStartup = true)]`
+#[koan::service(
+    every = "1h",
+    run_on_startup,
+    description = "Deletes log entries older than 30 days"
+)]
 struct DataCleanupService {
     store: Arc<LogStore>,
     retention: Duration,
@@ -56,16 +61,6 @@ impl FromContext for DataCleanupService {
             store: cx.resource::<Arc<LogStore>>()?.as_ref().clone(),
             retention: Duration::from_secs(30 * 24 * 3600),
         })
-    }
-}
-
-impl Service for DataCleanupService {
-    type Kind = Periodic;
-    fn options() -> ServiceOptions {
-        ServiceOptions::default()
-            .description("Deletes log entries older than 30 days")
-            .every(Duration::from_secs(3600))
-            .run_on_startup(true)
     }
 }
 
@@ -109,7 +104,7 @@ async fn main() -> Result<(), koan::Error> {
     }
     let host = Host::builder()
         .resource(Arc::clone(&store))
-        .service::<DataCleanupService>()
+        .discover()
         .build()?
         .start();
     host.started().await?;

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use koan::{
-    Background, BackgroundService, BoxError, BuildContext, FromContext, Host, Service,
-    ServiceContext, ServiceOptions, Startup, StartupService,
+    BackgroundService, BoxError, BuildContext, FromContext, Host, ServiceContext, StartupService,
 };
 
 /// Stands in for the seed's `IDataContext`.
@@ -21,6 +20,8 @@ struct DataContext {
     connected: AtomicBool,
 }
 
+/// `[KoanStartupService(StartupOrder = 1, ContinueOnFailure = false, TimeoutSeconds = 60)]`
+#[koan::service(startup, order = 1, continue_on_failure = false, timeout = "60s", ready = Self::can_connect)]
 struct DatabaseMigrationService {
     db: Arc<DataContext>,
 }
@@ -33,15 +34,9 @@ impl FromContext for DatabaseMigrationService {
     }
 }
 
-impl Service for DatabaseMigrationService {
-    type Kind = Startup;
-    fn options() -> ServiceOptions {
-        ServiceOptions::default()
-            .order(1)
-            .continue_on_failure(false)
-            .timeout(Duration::from_secs(60))
-    }
-    async fn is_ready(&self) -> bool {
+impl DatabaseMigrationService {
+    /// The seed's `IsReadyAsync`: ready once the database answers.
+    async fn can_connect(&self) -> bool {
         self.db.connected.load(Ordering::Acquire)
     }
 }
@@ -59,6 +54,7 @@ impl StartupService for DatabaseMigrationService {
     }
 }
 
+#[koan::service]
 struct ReportWriter {
     db: Arc<DataContext>,
 }
@@ -69,10 +65,6 @@ impl FromContext for ReportWriter {
             db: cx.resource::<Arc<DataContext>>()?.as_ref().clone(),
         })
     }
-}
-
-impl Service for ReportWriter {
-    type Kind = Background;
 }
 
 impl BackgroundService for ReportWriter {
@@ -89,8 +81,7 @@ async fn main() -> Result<(), koan::Error> {
     tracing_subscriber::fmt().with_target(false).init();
     let host = Host::builder()
         .resource(Arc::new(DataContext::default()))
-        .service::<DatabaseMigrationService>()
-        .service::<ReportWriter>()
+        .discover()
         .build()?
         .start();
     println!("ready before startup: {}", host.ready().await.ready);

@@ -8,25 +8,23 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use koan::{
-    Background, BackgroundService, BoxError, HealthReport, Host, Service, ServiceContext,
-    ServiceOptions,
-};
+use koan::{BackgroundService, BoxError, HealthReport, Host, ServiceContext};
 
+/// `[KoanBackgroundService(Enabled = true, RunInProduction = true)]`
+#[koan::service(
+    enabled = true,
+    run_in_production = true,
+    description = "Checks CPU load and memory on a timer",
+    health = Self::check
+)]
 #[derive(Default)]
 struct SystemHealthMonitor {
     checks: AtomicU64,
     last_memory_percent: AtomicU64,
 }
 
-impl Service for SystemHealthMonitor {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::default().description("Checks CPU load and memory on a timer")
-    }
-
-    async fn health(&self) -> HealthReport {
+impl SystemHealthMonitor {
+    async fn check(&self) -> HealthReport {
         let mem = self.last_memory_percent.load(Ordering::Relaxed);
         if mem > 85 {
             HealthReport::degraded(format!("memory at {mem}%"))
@@ -81,10 +79,8 @@ fn read_system() -> (f64, u64) {
 #[tokio::main]
 async fn main() -> Result<(), koan::Error> {
     tracing_subscriber::fmt().with_target(false).init();
-    let host = Host::builder()
-        .service::<SystemHealthMonitor>()
-        .build()?
-        .start();
+    // Discovered without registration (the seed's `AddKoan()`).
+    let host = Host::builder().discover().build()?.start();
     host.started().await?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let health = host.services::<SystemHealthMonitor>().health().await?;

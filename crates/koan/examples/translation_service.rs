@@ -5,15 +5,11 @@
 //! emitting Started/Completed/Failed events. The example subscribes to the events
 //! with the fluent API, runs translations, and prints what it receives.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use koan::events::translation::{COMPLETED, FAILED, STARTED};
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Host, Service, ServiceContext,
-    ServiceOptions,
-};
+use koan::{ActionContext, BackgroundService, BoxError, Host, ServiceContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -50,41 +46,33 @@ struct TranslationErrorArgs {
     error: String,
 }
 
+/// `[KoanBackgroundService(RunInProduction = true)]` with its three `[ServiceEvent]`s.
+#[koan::service(
+    run_in_production = true,
+    description = "Translates uploaded files",
+    event(name = STARTED, payload = TranslationEventArgs),
+    event(name = COMPLETED, payload = TranslationEventArgs),
+    event(name = FAILED, payload = TranslationErrorArgs)
+)]
 #[derive(Default)]
 struct TranslationService {
     translated: AtomicU64,
 }
 
-impl Service for TranslationService {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::default().description("Translates uploaded files")
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "translate",
-            |svc: Arc<Self>, opts: TranslationOptions, cx: ActionContext| async move {
-                svc.translate(opts, &cx).await
-            },
-        )
-        .description("Translate a file from one language to another");
-        a.action(
-            "check-queue",
-            |_svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-                tracing::info!("checking translation queue");
-                Ok::<_, BoxError>(0u32)
-            },
-        )
-        .description("Check the translation queue");
-        a.event::<TranslationEventArgs>(STARTED);
-        a.event::<TranslationEventArgs>(COMPLETED);
-        a.event::<TranslationErrorArgs>(FAILED);
-    }
-}
-
+#[koan::actions]
 impl TranslationService {
+    /// `[ServiceAction("check-queue")]`
+    #[action("check-queue", description = "Check the translation queue")]
+    async fn check_queue(&self) -> u32 {
+        tracing::info!("checking translation queue");
+        0
+    }
+
+    /// `[ServiceAction("translate", RequiresParameters = true, ParametersType = typeof(TranslationOptions))]`
+    #[action(
+        "translate",
+        description = "Translate a file from one language to another"
+    )]
     async fn translate(
         &self,
         opts: TranslationOptions,
@@ -126,10 +114,7 @@ impl BackgroundService for TranslationService {
 #[tokio::main]
 async fn main() -> Result<(), koan::Error> {
     tracing_subscriber::fmt().with_target(false).init();
-    let host = Host::builder()
-        .service::<TranslationService>()
-        .build()?
-        .start();
+    let host = Host::builder().discover().build()?.start();
     host.started().await?;
     let translation = host.services::<TranslationService>();
 
