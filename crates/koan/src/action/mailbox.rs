@@ -68,6 +68,8 @@ pub(crate) struct Mailbox {
     notify: Notify,
     capacity: usize,
     len: AtomicUsize,
+    /// `koan_queue_depth{service}` through the `metrics` facade.
+    depth: metrics::Gauge,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -83,11 +85,12 @@ impl std::fmt::Debug for Mailbox {
 impl Mailbox {
     pub(crate) fn new(service: Arc<str>, capacity: usize) -> Self {
         Mailbox {
-            service,
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
+            depth: metrics::gauge!("koan_queue_depth", "service" => service.to_string()),
+            service,
         }
     }
 
@@ -130,6 +133,7 @@ impl Mailbox {
         let len = st.heap.len();
         drop(st);
         self.len.store(len, AtomicOrdering::Relaxed);
+        self.depth.set(len as f64);
         self.notify.notify_one();
         Ok(())
     }
@@ -146,6 +150,7 @@ impl Mailbox {
                     let len = st.heap.len();
                     drop(st);
                     self.len.store(len, AtomicOrdering::Relaxed);
+                    self.depth.set(len as f64);
                     if len > 0 {
                         // Let another worker pick up the rest.
                         self.notify.notify_one();
@@ -173,6 +178,7 @@ impl Mailbox {
                 .collect()
         };
         self.len.store(0, AtomicOrdering::Relaxed);
+        self.depth.set(0.0);
         self.notify.notify_waiters();
         drained
     }
