@@ -25,7 +25,11 @@ pub struct ActionContext {
     pub(crate) id: Option<Arc<str>>,
     pub(crate) correlation_id: Arc<str>,
     pub(crate) priority: i32,
-    pub(crate) token: CancellationToken,
+    /// The service's token: cancelled when the host stops.
+    pub(crate) service_token: CancellationToken,
+    /// The action's own token (a child of the service's), made up front when there is
+    /// a deadline, on first use otherwise.
+    pub(crate) token: std::sync::OnceLock<CancellationToken>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) host: Weak<HostInner>,
 }
@@ -69,17 +73,24 @@ impl ActionContext {
 
     /// Resolves at the deadline or when the host stops.
     pub async fn cancelled(&self) {
-        self.token.cancelled().await
+        match self.token.get() {
+            Some(t) => t.cancelled().await,
+            None => self.service_token.cancelled().await,
+        }
     }
 
     /// Whether the deadline passed or the host is stopping.
     pub fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
+        match self.token.get() {
+            Some(t) => t.is_cancelled(),
+            None => self.service_token.is_cancelled(),
+        }
     }
 
-    /// The token cancelled at the deadline, to pass to other code.
+    /// The token cancelled at the deadline or when the host stops, to pass to other
+    /// code. Cancelling it cancels this action only.
     pub fn token(&self) -> &CancellationToken {
-        &self.token
+        self.token.get_or_init(|| self.service_token.child_token())
     }
 
     /// Time left before the deadline, if there is one.

@@ -94,7 +94,10 @@ impl ActionTable {
     fn get(&self, name: &str) -> Option<&Arc<ActionEntry>> {
         let idx = match self.by_name.get(name) {
             Some(i) => *i,
-            None => *self.by_name.get(&name.to_ascii_lowercase())?,
+            None if name.bytes().any(|b| b.is_ascii_uppercase()) => {
+                *self.by_name.get(&name.to_ascii_lowercase())?
+            }
+            None => return None,
         };
         self.entries.get(idx)
     }
@@ -111,8 +114,19 @@ impl ActionTable {
             return Ok(Resolved::Declared(e));
         }
         if self.periodic {
-            let key = name.to_ascii_lowercase().replace('_', "-");
-            match key.as_str() {
+            // The built-in names as written need no allocation; other spellings
+            // (`Trigger`, `check_queue`) are normalized.
+            let normalized;
+            let key = if matches!(
+                name,
+                builtin::TRIGGER | builtin::CHECK_QUEUE | builtin::PROCESS_BATCH
+            ) {
+                name
+            } else {
+                normalized = name.to_ascii_lowercase().replace('_', "-");
+                normalized.as_str()
+            };
+            match key {
                 builtin::TRIGGER | "trigger-now" => {
                     return Ok(Resolved::Builtin(crate::schedule::Poke::Trigger));
                 }
@@ -294,9 +308,7 @@ fn decode_as<P: DeserializeOwned + Send + 'static>(
     payload: Payload,
     what: &dyn Fn() -> String,
 ) -> Result<Box<dyn Any + Send>> {
-    payload
-        .decode::<P>(what)
-        .map(|p| Box::new(p) as Box<dyn Any + Send>)
+    payload.decode_boxed::<P>(what)
 }
 
 fn schema_of<P: JsonSchema>() -> Value {

@@ -140,6 +140,10 @@ impl Mailbox {
 
     /// The next job, or `None` once the mailbox is closed and empty.
     pub(crate) async fn pop(&self) -> Option<Job> {
+        // Work already waiting needs no wake-up registration.
+        if let Some(job) = self.try_pop() {
+            return Some(job);
+        }
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -163,6 +167,19 @@ impl Mailbox {
             }
             notified.await;
         }
+    }
+
+    fn try_pop(&self) -> Option<Job> {
+        let mut st = self.lock();
+        let e = st.heap.pop()?;
+        let len = st.heap.len();
+        drop(st);
+        self.len.store(len, AtomicOrdering::Relaxed);
+        self.depth.set(len as f64);
+        if len > 0 {
+            self.notify.notify_one();
+        }
+        Some(e.job)
     }
 
     /// Refuses new jobs and hands back every queued one, so each can be answered.

@@ -80,6 +80,19 @@ impl Payload {
         }
     }
 
+    /// Converts into a boxed `P`, keeping the caller's box when it already holds a `P`.
+    pub(crate) fn decode_boxed<P: DeserializeOwned + Send + 'static>(
+        self,
+        what: &dyn Fn() -> String,
+    ) -> Result<Box<dyn Any + Send>> {
+        match self {
+            Payload::Value(b) if b.value_type_id() == TypeId::of::<P>() => Ok(b.into_any()),
+            other => other
+                .decode::<P>(what)
+                .map(|p| Box::new(p) as Box<dyn Any + Send>),
+        }
+    }
+
     /// Converts into `P`: by downcast when it is a `P`, through serde otherwise.
     /// `what` names the receiver for the error message.
     pub(crate) fn decode<P: DeserializeOwned + 'static>(

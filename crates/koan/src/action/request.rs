@@ -151,10 +151,29 @@ fn process_prefix() -> &'static str {
     PREFIX.get_or_init(|| format!("{:08x}", fastrand::u32(..)))
 }
 
-/// A fresh id, unique across processes with high probability.
+/// A fresh id, unique across processes with high probability: the process's random
+/// prefix and a counter, formatted on the stack so the id costs one allocation.
 pub(crate) fn new_id() -> Arc<str> {
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    Arc::from(format!("{}-{n}", process_prefix()))
+    let prefix = process_prefix().as_bytes();
+    let mut buf = [0u8; 32];
+    buf[..prefix.len()].copy_from_slice(prefix);
+    buf[prefix.len()] = b'-';
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = prefix.len() + 1;
+    let len = start + digits.len() - i;
+    buf[start..len].copy_from_slice(&digits[i..]);
+    Arc::from(std::str::from_utf8(&buf[..len]).unwrap_or("id"))
 }
 
 impl ActionRequest {
@@ -209,6 +228,20 @@ impl ActionRequest {
     pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
         self.correlation = Some(Arc::from(id.into()));
         self
+    }
+
+    /// Subscribes to an event of the same service and runs these actions once the
+    /// subscription is in place (the seed's mixed chain
+    /// `Do(…).On(…).Do(…).SubscribeAsync()`); finish with `.handle(…)` and
+    /// `.subscribe()`.
+    pub fn on(self, event: &str) -> crate::event::SubscriptionBuilder {
+        let service = match find_local(&self.host.inner, &self.target) {
+            Some(cell) => Arc::clone(&cell.name),
+            None => Arc::from(self.target.name()),
+        };
+        crate::event::SubscriptionBuilder::new(self.host.clone(), Some(service))
+            .then_run(self)
+            .on(event)
     }
 
     /// Applies [`CallOptions`] to the last added action.
@@ -296,7 +329,7 @@ impl ActionRequest {
         }
         // A single remote action goes into the transport's durable queue.
         if self.steps.len() == 1
-            && local_cell(&inner, &self.target).is_err()
+            && find_local(&inner, &self.target).is_none()
             && let Some(transport) = inner.transport.clone()
         {
             let step = self.steps.remove(0);
@@ -412,16 +445,20 @@ fn finish_ticket(
 }
 
 pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<ServiceCell>> {
-    let found = match target {
+    find_local(host, target).ok_or_else(|| host.registry.unknown(target.name()))
+}
+
+/// The local cell behind a target, without building an error when there is none
+/// (a remote call must not pay for listing the local services).
+fn find_local(host: &HostInner, target: &Target) -> Option<Arc<ServiceCell>> {
+    match target {
         Target::Type(id, name) => host
             .registry
             .by_type(*id)
             .or_else(|| host.registry.by_name(name)),
         Target::Name(name) => host.registry.by_name(name),
-    };
-    found
-        .cloned()
-        .ok_or_else(|| host.registry.unknown(target.name()))
+    }
+    .cloned()
 }
 
 enum Prepared {
@@ -532,12 +569,12 @@ async fn call(
     correlation: &Arc<str>,
     id: Option<Arc<str>>,
 ) -> Result<Payload> {
-    let cell = match local_cell(host, target) {
-        Ok(cell) => cell,
-        Err(e) => {
+    let cell = match find_local(host, target) {
+        Some(cell) => cell,
+        None => {
             return match &host.transport {
                 Some(t) => remote(t.as_ref(), target, step, correlation).await,
-                None => Err(e),
+                None => Err(host.registry.unknown(target.name())),
             };
         }
     };
@@ -606,7 +643,7 @@ async fn remote(
 
 /// The local cell behind a target, if this host runs it.
 pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<ServiceCell>> {
-    local_cell(&host.inner, target).ok()
+    find_local(&host.inner, target)
 }
 
 fn remote_call(target: &Target, step: Step, correlation: &Arc<str>) -> Result<RemoteCall> {

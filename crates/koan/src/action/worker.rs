@@ -56,21 +56,28 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
     if let Some(id) = &job.id {
         host.ledger.running(id);
     }
-    let token = cell.token.child_token();
+    // Only an action with a deadline needs a token of its own up front; the others
+    // get one lazily if the handler asks for it (see `ActionContext::token`).
+    let deadline_token = job.deadline.map(|_| cell.token.child_token());
     let cx = ActionContext {
         service: Arc::clone(&cell.name),
         action: Arc::clone(&job.entry.name),
         id: job.id.clone(),
         correlation_id: Arc::clone(&job.correlation),
         priority: job.priority,
-        token: token.clone(),
+        service_token: cell.token.clone(),
+        token: match &deadline_token {
+            Some(t) => std::sync::OnceLock::from(t.clone()),
+            None => std::sync::OnceLock::new(),
+        },
         deadline: job.deadline,
         host: host.me.clone(),
     };
     let params = std::mem::replace(&mut job.params, Box::new(()));
     let fut = (job.entry.call)(params, cx);
-    let fut = Box::pin(CORRELATION.scope(Arc::clone(&job.correlation), fut));
-    let mut run = CatchUnwind(fut);
+    let fut = CORRELATION.scope(Arc::clone(&job.correlation), fut);
+    tokio::pin!(fut);
+    let mut run = CatchUnwind(fut.as_mut());
     let started = Instant::now();
     let result = match job.deadline {
         None => (&mut run).await,
@@ -78,7 +85,9 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
             tokio::select! {
                 r = &mut run => r,
                 _ = tokio::time::sleep_until(deadline) => {
-                    token.cancel();
+                    if let Some(t) = &deadline_token {
+                        t.cancel();
+                    }
                     let e = timeout_error(&job, &cell.name);
                     metrics.record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
                     answer(host, &mut job, Err(e));

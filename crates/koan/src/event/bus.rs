@@ -40,7 +40,36 @@ impl Sub {
     }
 }
 
+/// The interned names of one (service, event) pair and its metric handles, so the
+/// hot path neither allocates names nor builds metric keys per event.
+pub(crate) struct EventKey {
+    service: Arc<str>,
+    name: Arc<str>,
+    emitted: metrics::Counter,
+    delivered: metrics::Counter,
+    failed: metrics::Counter,
+    dropped: metrics::Counter,
+}
+
+impl EventKey {
+    fn new(service: &str, name: &str) -> Self {
+        let (s, n) = (service.to_owned(), name.to_owned());
+        EventKey {
+            service: Arc::from(service),
+            name: Arc::from(name),
+            emitted: metrics::counter!("koan_events_emitted_total", "service" => s.clone(), "event" => n.clone()),
+            delivered: metrics::counter!("koan_events_delivered_total", "service" => s.clone(), "event" => n.clone()),
+            failed: metrics::counter!("koan_event_handler_failures_total", "service" => s.clone(), "event" => n.clone()),
+            dropped: metrics::counter!("koan_events_dropped_total", "service" => s, "event" => n),
+        }
+    }
+}
+
+type KeyMap =
+    std::collections::HashMap<Box<str>, std::collections::HashMap<Box<str>, Arc<EventKey>>>;
+
 pub(crate) struct EventBus {
+    keys: RwLock<KeyMap>,
     transport: Option<Arc<dyn crate::transport::Transport>>,
     subs: RwLock<Arc<Vec<Arc<Sub>>>>,
     next_id: AtomicU64,
@@ -54,6 +83,7 @@ impl EventBus {
         transport: Option<Arc<dyn crate::transport::Transport>>,
     ) -> Self {
         EventBus {
+            keys: RwLock::new(KeyMap::new()),
             transport,
             subs: RwLock::new(Arc::new(Vec::new())),
             next_id: AtomicU64::new(1),
@@ -83,20 +113,38 @@ impl EventBus {
         correlation_id: Option<Arc<str>>,
         payload: E,
     ) -> EventEnvelope {
+        let key = self.key(service, name);
+        key.emitted.increment(1);
         let env = EventEnvelope {
-            service: Arc::from(service),
-            name: Arc::from(name),
+            service: Arc::clone(&key.service),
+            name: Arc::clone(&key.name),
             correlation_id,
             time: self.clock.now(),
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             payload: Arc::new(payload),
+            key: Some(key),
         };
-        metrics::counter!("koan_events_emitted_total", "service" => service.to_owned(), "event" => name.to_owned()).increment(1);
         self.publish(&env).await;
         if let Some(t) = &self.transport {
             t.publish(&env);
         }
         env
+    }
+
+    /// The interned key of (service, event), made on first use.
+    fn key(&self, service: &str, name: &str) -> Arc<EventKey> {
+        if let Ok(keys) = self.keys.read()
+            && let Some(k) = keys.get(service).and_then(|m| m.get(name))
+        {
+            return Arc::clone(k);
+        }
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let by_name = keys.entry(Box::from(service)).or_default();
+        Arc::clone(
+            by_name
+                .entry(Box::from(name))
+                .or_insert_with(|| Arc::new(EventKey::new(service, name))),
+        )
     }
 
     /// Delivers an envelope (local or arrived from another process).
@@ -166,11 +214,18 @@ impl EventBus {
                         true
                     }
                 };
-                let (svc, name) = (env.service.to_string(), env.name.to_string());
-                if failed {
-                    metrics::counter!("koan_event_handler_failures_total", "service" => svc, "event" => name).increment(1);
-                } else {
-                    metrics::counter!("koan_events_delivered_total", "service" => svc, "event" => name).increment(1);
+                match (&env.key, failed) {
+                    (Some(k), true) => k.failed.increment(1),
+                    (Some(k), false) => k.delivered.increment(1),
+                    (None, _) => {
+                        let (svc, name) = (env.service.to_string(), env.name.to_string());
+                        let metric = if failed {
+                            "koan_event_handler_failures_total"
+                        } else {
+                            "koan_events_delivered_total"
+                        };
+                        metrics::counter!(metric, "service" => svc, "event" => name).increment(1);
+                    }
                 }
             }
         });
@@ -194,6 +249,9 @@ async fn deliver(sub: &Sub, route: usize, env: EventEnvelope, wait: bool) {
     }
     if let Err(mpsc::error::TrySendError::Full((_, env))) = sub.tx.try_send((route, env)) {
         tracing::warn!(service = %env.service, event = %env.name, subscriber = sub.id, "subscriber buffer full; event dropped (overflow policy: drop-newest)");
-        metrics::counter!("koan_events_dropped_total", "service" => env.service.to_string(), "event" => env.name.to_string()).increment(1);
+        match &env.key {
+            Some(k) => k.dropped.increment(1),
+            None => metrics::counter!("koan_events_dropped_total", "service" => env.service.to_string(), "event" => env.name.to_string()).increment(1),
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct EventEnvelope {
     pub(crate) time: DateTime<Utc>,
     pub(crate) seq: u64,
     pub(crate) payload: Arc<dyn AnyEvent>,
+    /// Interned names and metric handles of local events (none for remote ones).
+    pub(crate) key: Option<Arc<super::bus::EventKey>>,
 }
 
 impl std::fmt::Debug for EventEnvelope {
@@ -63,6 +65,7 @@ impl EventEnvelope {
             time,
             seq,
             payload: Arc::new(payload),
+            key: None,
         }
     }
 

@@ -57,6 +57,7 @@ pub struct SubscriptionBuilder {
     capacity: usize,
     overflow: Overflow,
     error: Option<Error>,
+    then_run: Option<crate::action::ActionRequest>,
 }
 
 impl std::fmt::Debug for SubscriptionBuilder {
@@ -80,7 +81,15 @@ impl SubscriptionBuilder {
             capacity: 1024,
             overflow: Overflow::DropNewest,
             error: None,
+            then_run: None,
         }
+    }
+
+    /// Runs `actions` once the handlers are subscribed (the seed's mixed
+    /// `Do(…).On(…).Do(…).SubscribeAsync()`), so no event they cause is missed.
+    pub(crate) fn then_run(mut self, actions: crate::action::ActionRequest) -> Self {
+        self.then_run = Some(actions);
+        self
     }
 
     /// Starts a handler for event `name` (`"*"` for every event).
@@ -199,7 +208,9 @@ impl SubscriptionBuilder {
     }
 
     /// Registers every handler; delivery starts now and stops when the returned
-    /// [`Subscription`] is dropped.
+    /// [`Subscription`] is dropped. When the chain began with actions
+    /// (`.action(…).on(…)`), they run after the handlers are in place; the first
+    /// failure is returned and nothing stays subscribed.
     pub async fn subscribe(self) -> Result<Subscription> {
         if let Some(e) = self.error {
             return Err(e);
@@ -221,11 +232,16 @@ impl SubscriptionBuilder {
                 .inner
                 .events
                 .add(self.service, self.routes, self.capacity, self.overflow);
-        Ok(Subscription {
+        let subscription = Subscription {
             host: Arc::downgrade(&self.host.inner),
             id,
             task,
-        })
+        };
+        if let Some(actions) = self.then_run {
+            // A failing action unsubscribes (the subscription is dropped here).
+            actions.execute().await?;
+        }
+        Ok(subscription)
     }
 }
 

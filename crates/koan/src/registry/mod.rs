@@ -33,6 +33,8 @@ impl Registry {
             ));
         }
         let idx = self.cells.len();
+        // The name as declared (found without allocating) and lowercased.
+        self.by_name.insert(cell.name.to_string(), idx);
         self.by_name.insert(key, idx);
         self.by_type.insert(cell.type_id, idx);
         self.cells.push(Arc::new(cell));
@@ -50,7 +52,10 @@ impl Registry {
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<ServiceCell>> {
         let idx = match self.by_name.get(name) {
             Some(i) => *i,
-            None => *self.by_name.get(&name.to_lowercase())?,
+            None if name.chars().any(char::is_uppercase) => {
+                *self.by_name.get(&name.to_lowercase())?
+            }
+            None => return None,
         };
         self.cells.get(idx)
     }
