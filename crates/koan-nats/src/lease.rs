@@ -28,6 +28,12 @@ impl Lease {
         self.revision.store(held.unwrap_or(0), Ordering::Release);
         self.leader.store(held.is_some(), Ordering::Release);
     }
+
+    /// Stops acting as the holder on this host, without telling the server (the
+    /// lease lapses there at the end of its period).
+    pub(crate) fn abandon(&self) {
+        self.set(None);
+    }
 }
 
 fn key(service: &str) -> String {

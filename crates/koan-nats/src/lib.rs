@@ -37,6 +37,7 @@
 mod lease;
 mod node;
 mod options;
+mod outcomes;
 mod queue;
 mod registry;
 mod subjects;

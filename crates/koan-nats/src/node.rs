@@ -27,6 +27,11 @@ impl Drop for Node {
         for t in &self.tasks {
             t.abort();
         }
+        // Nothing renews the leases any more: stop running singleton ticks here at
+        // once, before another host takes over.
+        for (_, l) in &self.leases {
+            l.abandon();
+        }
     }
 }
 

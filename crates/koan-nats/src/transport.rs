@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_nats::client::RequestErrorKind;
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::{Client, HeaderMap};
-use futures_util::StreamExt;
 use koan::{
     BoxFuture, Error, ErrorKind, EventEnvelope, Instance, RemoteCall, RemoteQuery, Transport,
 };
@@ -17,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::options::NatsOptions;
 use crate::subjects;
-use crate::wire::{self, Job, Outcome, Reply, WireEvent};
+use crate::wire::{self, Job, Reply, WireEvent};
 
 /// A connection to NATS that carries koan's calls, events and queries.
 /// Cheap to clone.
@@ -36,6 +35,7 @@ pub(crate) struct Inner {
     pub(crate) leases: kv::Store,
     pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
+    pub(crate) waiters: Arc<crate::outcomes::OutcomeWaiters>,
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -151,6 +151,12 @@ impl NatsTransport {
         let outcomes = bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
         let leases = bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
 
+        let waiters = Arc::new(crate::outcomes::OutcomeWaiters::default());
+        tokio::spawn(crate::outcomes::follow(
+            outcomes.clone(),
+            Arc::clone(&waiters),
+        ));
+
         // One publisher task keeps events in emission order.
         let (events_tx, mut events_rx) = mpsc::channel::<(String, bytes::Bytes)>(10_000);
         let (pub_client, origin) = (client.clone(), host_id.clone());
@@ -175,6 +181,7 @@ impl NatsTransport {
                 leases,
                 leases_held: Mutex::new(HashMap::new()),
                 events_tx,
+                waiters,
             }),
         })
     }
@@ -285,26 +292,23 @@ impl Transport for NatsTransport {
     }
 
     fn outcome(&self, id: &str) -> BoxFuture<'static, Result<Value, Error>> {
-        let store = self.inner.outcomes.clone();
         let key = subjects::key(id);
-        let id = id.to_owned();
+        let rx = self.inner.waiters.wait(&key);
+        let (store, waiters, id) = (
+            self.inner.outcomes.clone(),
+            Arc::clone(&self.inner.waiters),
+            id.to_owned(),
+        );
         Box::pin(async move {
-            let mut watch = store
-                .watch_with_history(&key)
-                .await
-                .map_err(|e| unavailable(format!("cannot watch the outcome of {id}: {e}")))?;
-            while let Some(entry) = watch.next().await {
-                let entry = entry.map_err(|e| unavailable(format!("outcome of {id}: {e}")))?;
-                if entry.operation != kv::Operation::Put {
-                    continue;
-                }
-                let outcome: Outcome = serde_json::from_slice(&entry.value)
-                    .map_err(|e| unavailable(format!("outcome of {id} is unreadable: {e}")))?;
-                return outcome.reply.into_result();
+            // Already done before we started waiting.
+            if let Ok(Some(bytes)) = store.get(key.clone()).await {
+                waiters.resolve(&key, &bytes);
             }
-            Err(unavailable(format!(
-                "the outcome of {id} can no longer be watched"
-            )))
+            rx.await.map_err(|_| {
+                unavailable(format!(
+                    "the connection that awaited the outcome of {id} is gone"
+                ))
+            })?
         })
     }
 
@@ -347,6 +351,8 @@ impl Transport for NatsTransport {
             .lock()
             .ok()
             .and_then(|m| m.get(&subjects::token(service)).cloned());
-        lease.is_none_or(|l| l.leader.load(Ordering::Acquire))
+        // `may_run` is asked for singletons only: without a lease (not attached
+        // yet, or detached) this host must not run their ticks.
+        lease.is_some_and(|l| l.leader.load(Ordering::Acquire))
     }
 }

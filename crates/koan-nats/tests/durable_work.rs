@@ -1,0 +1,405 @@
+//! Durable work over JetStream: enqueued remote actions and their outcomes,
+//! de-duplication by id, dead letters after `max_deliver` attempts, and a NATS server
+//! restarted while jobs are pending.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{NatsServer, eventually, test_options, within};
+use futures_util::StreamExt;
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
+    RemoteCall, Service, ServiceContext, ServiceOptions, Transport,
+};
+use koan_nats::{NatsOptions, NatsTransport, Node};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// Counts, per job number, how often each action's handler ran to the end.
+#[derive(Default)]
+struct Tally {
+    done: Mutex<BTreeMap<(String, u32), u32>>,
+    started: AtomicU32,
+}
+
+impl Tally {
+    fn add(&self, action: &str, n: u32) {
+        if let Ok(mut m) = self.done.lock() {
+            *m.entry((action.to_owned(), n)).or_default() += 1;
+        }
+    }
+
+    fn count(&self, action: &str, n: u32) -> u32 {
+        self.done
+            .lock()
+            .map(|m| m.get(&(action.to_owned(), n)).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn total(&self, action: &str) -> u32 {
+        self.done
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((a, _), _)| a == action)
+                    .map(|(_, c)| *c)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// The service that does the durable work.
+struct Worker {
+    tally: Arc<Tally>,
+    gate: watch::Receiver<bool>,
+}
+
+impl Service for Worker {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Worker").max_concurrency(32)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "work",
+            |svc: Arc<Self>, n: u32, cx: ActionContext| async move {
+                svc.tally.add("work", n);
+                Ok::<_, BoxError>(json!({ "n": n, "correlation_id": cx.correlation_id() }))
+            },
+        );
+        a.action(
+            "doomed",
+            |svc: Arc<Self>, n: u32, _cx: ActionContext| async move {
+                svc.tally.add("doomed", n);
+                Err::<(), BoxError>(format!("job {n} cannot be done").into())
+            },
+        );
+        // Waits for the gate to open, then completes.
+        a.action(
+            "gated",
+            |svc: Arc<Self>, n: u32, _cx: ActionContext| async move {
+                svc.tally.started.fetch_add(1, Ordering::SeqCst);
+                let mut gate = svc.gate.clone();
+                gate.wait_for(|open| *open).await?;
+                svc.tally.add("gated", n);
+                Ok::<_, BoxError>(n)
+            },
+        );
+    }
+}
+
+impl BackgroundService for Worker {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A second service, hosted only after the restart.
+struct Archiver {
+    tally: Arc<Tally>,
+}
+
+impl Service for Archiver {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Archiver").max_concurrency(8)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "archive",
+            |svc: Arc<Self>, n: u32, _cx: ActionContext| async move {
+                svc.tally.add("archive", n);
+                Ok::<_, BoxError>(n)
+            },
+        );
+    }
+}
+
+impl BackgroundService for Archiver {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+struct Member {
+    host: HostHandle,
+    nats: NatsTransport,
+    node: Option<Node>,
+}
+
+impl Member {
+    async fn join(
+        opts: NatsOptions,
+        build: impl FnOnce(koan::HostBuilder) -> koan::HostBuilder,
+    ) -> anyhow::Result<Member> {
+        let nats = within("connect", NatsTransport::connect(opts)).await??;
+        let b = koan::Host::builder()
+            .shutdown_grace(Duration::from_secs(5))
+            .transport(nats.clone().into_transport());
+        let host = build(b).build()?.start();
+        within("startup", host.started()).await??;
+        let node = within("attach", nats.attach(&host)).await??;
+        Ok(Member {
+            host,
+            nats,
+            node: Some(node),
+        })
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(node) = self.node.take() {
+            within("detach", node.detach()).await?;
+        }
+        self.host.shutdown();
+        within("the host to stop", self.host.wait())
+            .await?
+            .into_result()?;
+        Ok(())
+    }
+}
+
+fn worker() -> (Worker, Arc<Tally>, watch::Sender<bool>) {
+    let tally = Arc::new(Tally::default());
+    let (tx, rx) = watch::channel(false);
+    (
+        Worker {
+            tally: Arc::clone(&tally),
+            gate: rx,
+        },
+        tally,
+        tx,
+    )
+}
+
+fn call(action: &str, n: u32) -> RemoteCall {
+    RemoteCall {
+        service: "Worker".into(),
+        action: action.into(),
+        params: json!(n),
+        priority: 0,
+        timeout: None,
+        correlation_id: format!("corr-{action}-{n}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueued_remote_actions_complete_and_their_outcome_reaches_the_ticket()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (w, tally, _gate) = worker();
+    let a = Member::join(test_options(&server.url()), |b| b.instance(w)).await?;
+    let b = Member::join(test_options(&server.url()), |b| b).await?;
+
+    let mut tickets = Vec::new();
+    for n in 0..10u32 {
+        let t = within(
+            "enqueue",
+            b.host
+                .service("Worker")
+                .action("work", n)
+                .correlation_id(format!("batch-{n}"))
+                .enqueue(),
+        )
+        .await??;
+        tickets.push((n, t));
+    }
+    for (n, t) in tickets {
+        let id = t.id().to_owned();
+        assert_eq!(t.correlation_id(), format!("batch-{n}"));
+        let out = within("an outcome", t.outcome()).await??;
+        let v = out.json()?;
+        assert_eq!(v["n"], json!(n));
+        assert_eq!(v["correlation_id"], json!(format!("batch-{n}")));
+        // B's ledger follows the remote outcome.
+        let record = b.host.action_record(&id)?;
+        assert_eq!(record.state, koan::ActionState::Succeeded, "{record:?}");
+        assert_eq!(record.service, "Worker");
+        assert_eq!(record.result, Some(v));
+    }
+    for n in 0..10 {
+        assert_eq!(tally.count("work", n), 1, "job {n} ran once");
+    }
+
+    // A remote rejection comes back as the outcome, with its kind.
+    let t = within(
+        "enqueue",
+        b.host
+            .service("Worker")
+            .action("work", "not a number")
+            .enqueue(),
+    )
+    .await??;
+    let e = within("a failed outcome", t.outcome())
+        .await?
+        .expect_err("u32 expected");
+    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
+
+    b.stop().await?;
+    a.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_job_id_is_handled_once() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (w, tally, _gate) = worker();
+    let a = Member::join(test_options(&server.url()), |b| b.instance(w)).await?;
+    let b = Member::join(test_options(&server.url()), |b| b).await?;
+    let t: &dyn Transport = &b.nats;
+
+    // The same id twice (a client retrying after a lost acknowledgement, say).
+    within("enqueue", t.enqueue(call("work", 1), "dup-job-1")).await??;
+    within("enqueue again", t.enqueue(call("work", 1), "dup-job-1")).await??;
+    let v = within("the outcome", t.outcome("dup-job-1")).await??;
+    assert_eq!(v["n"], json!(1));
+    // Jobs enqueued after the duplicate are done, and still the duplicate was not.
+    within("enqueue", t.enqueue(call("work", 2), "dup-job-2")).await??;
+    within("enqueue", t.enqueue(call("work", 3), "dup-job-3")).await??;
+    within("the outcome", t.outcome("dup-job-2")).await??;
+    within("the outcome", t.outcome("dup-job-3")).await??;
+    assert_eq!(tally.count("work", 1), 1, "handled once");
+    assert_eq!(tally.total("work"), 3);
+
+    // The outcome stays readable by anyone.
+    let again = within("the outcome again", t.outcome("dup-job-1")).await??;
+    assert_eq!(again, v);
+
+    b.stop().await?;
+    a.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_always_fails_goes_to_the_dead_letter_subject() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    opts.max_deliver = 2;
+    let (w, tally, _gate) = worker();
+    let a = Member::join(opts.clone(), |b| b.instance(w)).await?;
+    let b = Member::join(opts, |b| b).await?;
+
+    let mut dead = b.nats.client().subscribe("koan.dlq.worker.doomed").await?;
+    b.nats.client().flush().await?;
+
+    let ticket = within(
+        "enqueue",
+        b.host.services::<Worker>().action("doomed", 7u32).enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    let e = within("the outcome", ticket.outcome())
+        .await?
+        .expect_err("it never succeeds");
+    assert_eq!(e.kind(), ErrorKind::Handler, "{e}");
+    assert!(e.message().contains("job 7 cannot be done"), "{e}");
+
+    let letter = within("the dead letter", dead.next())
+        .await?
+        .expect("a dead letter");
+    let header = letter
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Koan-Action-Id"))
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(header.as_deref(), Some(id.as_str()), "names the action id");
+    let job: Value = serde_json::from_slice(&letter.payload)?;
+    assert_eq!(job["action"], json!("doomed"));
+    assert_eq!(job["params"], json!(7));
+    assert_eq!(tally.count("doomed", 7), 2, "tried max_deliver = 2 times");
+
+    let record = b.host.action_record(&id)?;
+    assert_eq!(record.state, koan::ActionState::Failed);
+    assert_eq!(
+        record.error.map(|e| e.error),
+        Some("handler_error".to_owned())
+    );
+
+    // Kept in the dead-letter stream as well.
+    let js = async_nats::jetstream::new(b.nats.client().clone());
+    let mut dlq = js.get_stream("KOAN_DLQ").await?;
+    assert_eq!(dlq.info().await?.state.messages, 1);
+
+    b.stop().await?;
+    a.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_a_restart_of_the_nats_server() -> anyhow::Result<()> {
+    const N: u32 = 10;
+    let mut server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    opts.memory_storage = false;
+    opts.ack_wait = Duration::from_secs(3);
+    let (w, tally, gate) = worker();
+    let a = Member::join(opts.clone(), |b| b.instance(w)).await?;
+    let b = Member::join(opts.clone(), |b| b).await?;
+
+    // Work that is running (held at the gate) when the server goes away…
+    let mut running = Vec::new();
+    for n in 0..N {
+        running.push(
+            within(
+                "enqueue",
+                b.host.service("Worker").action("gated", n).enqueue(),
+            )
+            .await??,
+        );
+    }
+    // …and work that nobody consumes yet.
+    let mut waiting = Vec::new();
+    for n in 0..N {
+        waiting.push(
+            within(
+                "enqueue",
+                b.host.service("Archiver").action("archive", n).enqueue(),
+            )
+            .await??,
+        );
+    }
+    eventually("the gated jobs to start", || async {
+        tally.started.load(Ordering::SeqCst) >= N
+    })
+    .await?;
+
+    server.restart()?;
+    gate.send_replace(true);
+
+    // The archiver arrives only now.
+    let archived = Arc::new(Tally::default());
+    let c = Member::join(opts, |b| {
+        b.instance(Archiver {
+            tally: Arc::clone(&archived),
+        })
+    })
+    .await?;
+
+    for (n, t) in running.into_iter().enumerate() {
+        let out = within("a job held across the restart", t.outcome()).await??;
+        assert_eq!(out.value::<u32>()?, n as u32);
+    }
+    for (n, t) in waiting.into_iter().enumerate() {
+        let out = within("a job stored across the restart", t.outcome()).await??;
+        assert_eq!(out.value::<u32>()?, n as u32);
+    }
+    for n in 0..N {
+        assert!(tally.count("gated", n) >= 1, "gated job {n} done");
+        assert_eq!(archived.count("archive", n), 1, "archive job {n} done once");
+    }
+
+    c.stop().await?;
+    b.stop().await?;
+    a.stop().await?;
+    Ok(())
+}

@@ -1,0 +1,551 @@
+//! Remote actions, queries, the registry and events between koan hosts in one test
+//! process, each with its own NATS connection (as separate processes look to NATS),
+//! against a real `nats-server`.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{NatsServer, eventually, test_options, within};
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
+    Service, ServiceContext, ServiceOptions,
+};
+use koan_nats::{NatsTransport, Node};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The parameters of `act`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct ActParams {
+    word: String,
+}
+
+/// What `act` saw, as its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Seen {
+    word: String,
+    host: String,
+    priority: i32,
+    correlation_id: String,
+    remaining_ms: Option<u64>,
+}
+
+/// The payload of `Evt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Tick {
+    host: String,
+    n: u32,
+}
+
+/// The service under test; `host` tells the instances apart.
+struct Svc {
+    host: String,
+    handled: Arc<AtomicU32>,
+}
+
+impl Svc {
+    fn new(host: &str) -> (Svc, Arc<AtomicU32>) {
+        let handled = Arc::new(AtomicU32::new(0));
+        (
+            Svc {
+                host: host.to_owned(),
+                handled: Arc::clone(&handled),
+            },
+            handled,
+        )
+    }
+}
+
+impl Service for Svc {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Svc")
+            .description("The remote service")
+            .max_concurrency(8)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "act",
+            |svc: Arc<Self>, p: ActParams, cx: ActionContext| async move {
+                svc.handled.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(Seen {
+                    word: p.word,
+                    host: svc.host.clone(),
+                    priority: cx.priority(),
+                    correlation_id: cx.correlation_id().to_owned(),
+                    remaining_ms: cx.remaining().map(|d| d.as_millis() as u64),
+                })
+            },
+        );
+        a.action(
+            "fail",
+            |_svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                Err::<(), BoxError>("the disk is on fire".into())
+            },
+        );
+        // Sleeps until its deadline (or a minute).
+        a.action(
+            "stall",
+            |_svc: Arc<Self>, (): (), cx: ActionContext| async move {
+                tokio::select! {
+                    _ = cx.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+                Ok::<_, BoxError>("woke")
+            },
+        );
+        // Emits `n` events `Evt` in order.
+        a.action(
+            "emit",
+            |svc: Arc<Self>, n: u32, cx: ActionContext| async move {
+                for i in 0..n {
+                    cx.emit(
+                        "Evt",
+                        Tick {
+                            host: svc.host.clone(),
+                            n: i,
+                        },
+                    )
+                    .await;
+                }
+                Ok::<_, BoxError>(n)
+            },
+        );
+        a.event::<Tick>("Evt");
+    }
+}
+
+impl BackgroundService for Svc {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// One member of the cluster: a host, its connection, its node.
+struct Member {
+    host: HostHandle,
+    nats: NatsTransport,
+    node: Option<Node>,
+}
+
+impl Member {
+    /// A host running `svc` (or nothing), attached to the cluster at `url`.
+    async fn join(url: &str, svc: Option<Svc>) -> anyhow::Result<Member> {
+        let nats = within("connect", NatsTransport::connect(test_options(url))).await??;
+        let mut b = koan::Host::builder()
+            .shutdown_grace(Duration::from_secs(5))
+            .transport(nats.clone().into_transport());
+        if let Some(svc) = svc {
+            b = b.instance(svc);
+        }
+        let host = b.build()?.start();
+        within("startup", host.started()).await??;
+        let node = within("attach", nats.attach(&host)).await??;
+        Ok(Member {
+            host,
+            nats,
+            node: Some(node),
+        })
+    }
+
+    fn id(&self) -> String {
+        self.nats.host_id().to_owned()
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(node) = self.node.take() {
+            within("detach", node.detach()).await?;
+        }
+        self.host.shutdown();
+        within("the host to stop", self.host.wait())
+            .await?
+            .into_result()?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_execute_by_type_and_by_name_carries_priority_timeout_and_correlation()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (svc, handled) = Svc::new("A");
+    let a = Member::join(&server.url(), Some(svc)).await?;
+    // B knows the type but does not run it.
+    let b = Member::join(&server.url(), None).await?;
+    assert!(!b.host.hosts("Svc"));
+
+    let by_type = within(
+        "a remote call by type",
+        b.host
+            .services::<Svc>()
+            .action(
+                "act",
+                ActParams {
+                    word: "typed".into(),
+                },
+            )
+            .priority(7)
+            .timeout(Duration::from_secs(20))
+            .correlation_id("corr-typed")
+            .execute(),
+    )
+    .await??;
+    assert_eq!(by_type.correlation_id(), "corr-typed");
+    let seen = by_type.value::<Seen>()?;
+    assert_eq!(seen.word, "typed");
+    assert_eq!(seen.host, "A", "ran on A");
+    assert_eq!(seen.priority, 7, "the priority arrived");
+    assert_eq!(
+        seen.correlation_id, "corr-typed",
+        "the correlation id arrived"
+    );
+    let remaining = seen
+        .remaining_ms
+        .expect("the timeout arrived as a deadline");
+    assert!(
+        remaining > 0 && remaining <= 20_000,
+        "deadline within the 20 s timeout: {remaining} ms"
+    );
+
+    let by_name = within(
+        "a remote call by name",
+        b.host
+            .action("Svc", "act", json!({"word": "named"}))
+            .correlation_id("corr-named")
+            .execute(),
+    )
+    .await??;
+    let seen = by_name.value::<Seen>()?;
+    assert_eq!((seen.word.as_str(), seen.host.as_str()), ("named", "A"));
+    assert_eq!(seen.priority, 0);
+    assert_eq!(seen.correlation_id, "corr-named");
+    assert_eq!(seen.remaining_ms, None, "no timeout given, no deadline");
+
+    // Case-insensitive names, generated correlation ids.
+    let out = within(
+        "a remote call by ref",
+        b.host
+            .service("svc")
+            .action("ACT", json!({"word": "ref"}))
+            .execute(),
+    )
+    .await??;
+    let generated = out.correlation_id().to_owned();
+    assert!(!generated.is_empty());
+    assert_eq!(out.value::<Seen>()?.correlation_id, generated);
+
+    assert_eq!(handled.load(Ordering::SeqCst), 3);
+    b.stop().await?;
+    a.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (svc, handled) = Svc::new("A");
+    let a = Member::join(&server.url(), Some(svc)).await?;
+    let b = Member::join(&server.url(), None).await?;
+
+    let e = within(
+        "invalid parameters",
+        b.host.action("Svc", "act", json!({"word": 5})).execute(),
+    )
+    .await?
+    .expect_err("`word` must be a string");
+    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
+    assert!(e.message().contains("`word`"), "names the field: {e}");
+
+    let e = within(
+        "a missing field",
+        b.host.services::<Svc>().action("act", json!({})).execute(),
+    )
+    .await?
+    .expect_err("`word` is required");
+    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
+    assert!(e.message().contains("word"), "names the field: {e}");
+
+    let e = within(
+        "an unknown action",
+        b.host.action("Svc", "fax", Value::Null).execute(),
+    )
+    .await?
+    .expect_err("no such action");
+    assert_eq!(e.kind(), ErrorKind::UnknownAction, "{e}");
+    assert!(e.message().contains("fax"), "{e}");
+
+    let e = within(
+        "a failing handler",
+        b.host.action("Svc", "fail", Value::Null).execute(),
+    )
+    .await?
+    .expect_err("the handler fails");
+    assert_eq!(e.kind(), ErrorKind::Handler, "{e}");
+    assert!(e.message().contains("the disk is on fire"), "{e}");
+
+    let e = within(
+        "a timeout",
+        b.host
+            .services::<Svc>()
+            .action("stall", ())
+            .timeout(Duration::from_millis(300))
+            .execute(),
+    )
+    .await?
+    .expect_err("the handler outlives its timeout");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        0,
+        "no bad call reached `act`"
+    );
+    // The service is still fine.
+    let seen = within(
+        "a good call after the bad ones",
+        b.host.action("Svc", "act", json!({"word": "ok"})).execute(),
+    )
+    .await??
+    .value::<Seen>()?;
+    assert_eq!(seen.word, "ok");
+
+    b.stop().await?;
+    a.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let b = Member::join(&server.url(), None).await?;
+
+    // Well below the default request timeout (10 s in these tests): no hang.
+    let e = common::within_for(
+        Duration::from_secs(5),
+        "the answer for a service nobody runs",
+        b.host.action("Ghost", "haunt", Value::Null).execute(),
+    )
+    .await?
+    .expect_err("nobody runs Ghost");
+    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
+
+    let e = common::within_for(
+        Duration::from_secs(5),
+        "the answer by type",
+        b.host
+            .services::<Svc>()
+            .action("act", ActParams { word: "x".into() })
+            .execute(),
+    )
+    .await?
+    .expect_err("nobody runs Svc");
+    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
+
+    let e = common::within_for(
+        Duration::from_secs(5),
+        "the status of a service nobody runs",
+        b.host.service("Ghost").status(),
+    )
+    .await?
+    .expect_err("nobody runs Ghost");
+    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
+
+    b.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_load() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (svc1, handled1) = Svc::new("A1");
+    let (svc2, handled2) = Svc::new("A2");
+    let a1 = Member::join(&server.url(), Some(svc1)).await?;
+    let a2 = Member::join(&server.url(), Some(svc2)).await?;
+    let b = Member::join(&server.url(), None).await?;
+
+    let calls = (0..40).map(|i| {
+        let svc = b.host.services::<Svc>();
+        async move {
+            svc.action(
+                "act",
+                ActParams {
+                    word: format!("w{i}"),
+                },
+            )
+            .execute()
+            .await?
+            .value::<Seen>()
+        }
+    });
+    let results = within("40 calls", futures_util::future::join_all(calls)).await?;
+    let mut by_host = std::collections::BTreeMap::<String, u32>::new();
+    for r in results {
+        *by_host.entry(r?.host).or_default() += 1;
+    }
+    let (n1, n2) = (
+        handled1.load(Ordering::SeqCst),
+        handled2.load(Ordering::SeqCst),
+    );
+    assert_eq!(n1 + n2, 40, "every call handled once: {by_host:?}");
+    assert!(n1 > 0 && n2 > 0, "both instances took some: {n1} and {n2}");
+    assert_eq!(by_host.get("A1").copied().unwrap_or(0), n1);
+    assert_eq!(by_host.get("A2").copied().unwrap_or(0), n2);
+
+    b.stop().await?;
+    a2.stop().await?;
+    a1.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_health_info_and_instances_reach_across_hosts() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (svc1, _) = Svc::new("A1");
+    let (svc2, _) = Svc::new("A2");
+    let a1 = Member::join(&server.url(), Some(svc1)).await?;
+    let a2 = Member::join(&server.url(), Some(svc2)).await?;
+    let b = Member::join(&server.url(), None).await?;
+
+    let status = within("remote status", b.host.service("Svc").status()).await??;
+    assert_eq!(status.name, "Svc");
+    assert_eq!(status.kind, koan::ServiceKind::Background);
+    assert!(status.enabled);
+    let status = within("remote status by type", b.host.services::<Svc>().status()).await??;
+    assert_eq!(status.name, "Svc");
+
+    let health = within("remote health", b.host.service("svc").health()).await??;
+    assert_eq!(health.service, "Svc");
+    assert_eq!(health.report.status, koan::HealthStatus::Healthy);
+
+    let info = within("remote info", b.host.service("Svc").info()).await??;
+    assert_eq!(info.name, "Svc");
+    assert_eq!(info.description.as_deref(), Some("The remote service"));
+    let actions: Vec<_> = info.actions.iter().map(|a| a.name.as_str()).collect();
+    for name in ["act", "fail", "stall", "emit"] {
+        assert!(actions.contains(&name), "lists `{name}`: {actions:?}");
+    }
+    assert!(info.events.iter().any(|e| e.name == "Evt"), "{info:?}");
+
+    // The registry: both hosts of Svc with their services, and B itself.
+    let instances = within("instances", b.host.instances()).await??;
+    let find = |id: &str| instances.iter().find(|i| i.host_id == id);
+    for m in [&a1, &a2] {
+        let i = find(&m.id()).unwrap_or_else(|| panic!("{} listed: {instances:?}", m.id()));
+        let names: Vec<_> = i.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Svc"]);
+    }
+    let me = find(&b.id()).expect("B is listed too");
+    assert!(me.services.is_empty());
+    assert_eq!(b.host.host_id().as_deref(), Some(b.id().as_str()));
+
+    // A detached host leaves the registry at once.
+    let gone = a2.id();
+    a2.stop().await?;
+    eventually("A2 to leave the registry", || async {
+        b.host
+            .instances()
+            .await
+            .is_ok_and(|all| all.iter().all(|i| i.host_id != gone))
+    })
+    .await?;
+
+    b.stop().await?;
+    a1.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cross_hosts_in_order_with_their_correlation_id() -> anyhow::Result<()> {
+    const N: u32 = 200;
+    let server = NatsServer::start()?;
+    let (svc1, _) = Svc::new("A1");
+    let (svc2, _) = Svc::new("A2");
+    let a1 = Member::join(&server.url(), Some(svc1)).await?;
+    let a2 = Member::join(&server.url(), Some(svc2)).await?;
+    let b = Member::join(&server.url(), None).await?;
+
+    type Got = Arc<Mutex<Vec<(Option<String>, Tick)>>>;
+    let got: Got = Arc::default();
+    let sink = Arc::clone(&got);
+    let _sub = b
+        .host
+        .service("Svc")
+        .on("Evt")
+        .handle_envelope(move |env: koan::EventEnvelope| {
+            let sink = Arc::clone(&sink);
+            async move {
+                let tick = env.payload::<Tick>()?;
+                sink.lock()
+                    .map_err(|_| "poisoned")?
+                    .push((env.correlation_id().map(str::to_owned), tick));
+                Ok::<(), BoxError>(())
+            }
+        })
+        .buffer(4 * N as usize)
+        .subscribe()
+        .await?;
+    // A typed handler on B sees them too.
+    let typed = Arc::new(AtomicU32::new(0));
+    let count = Arc::clone(&typed);
+    let _typed_sub = b
+        .host
+        .services::<Svc>()
+        .on("Evt")
+        .handle(move |_t: Tick| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async {}
+        })
+        .buffer(4 * N as usize)
+        .subscribe()
+        .await?;
+
+    // Both emitters at once, each under its own correlation id.
+    let e1 = a1
+        .host
+        .services::<Svc>()
+        .action("emit", N)
+        .correlation_id("from-a1")
+        .execute();
+    let e2 = a2
+        .host
+        .services::<Svc>()
+        .action("emit", N)
+        .correlation_id("from-a2")
+        .execute();
+    let (r1, r2) = within("the emitters", async { tokio::join!(e1, e2) }).await?;
+    assert_eq!(r1?.value::<u32>()?, N);
+    assert_eq!(r2?.value::<u32>()?, N);
+
+    eventually("every event on B", || async {
+        got.lock().map(|g| g.len()).unwrap_or(0) >= 2 * N as usize
+            && typed.load(Ordering::SeqCst) >= 2 * N
+    })
+    .await?;
+    let got = got.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert_eq!(got.len(), 2 * N as usize, "each event once");
+    for (host, corr) in [("A1", "from-a1"), ("A2", "from-a2")] {
+        let from: Vec<_> = got.iter().filter(|(_, t)| t.host == host).collect();
+        assert!(
+            from.iter().all(|(c, _)| c.as_deref() == Some(corr)),
+            "events of {host} carry the correlation id {corr}"
+        );
+        let order: Vec<u32> = from.iter().map(|(_, t)| t.n).collect();
+        assert_eq!(
+            order,
+            (0..N).collect::<Vec<_>>(),
+            "{host}'s events in order"
+        );
+    }
+
+    b.stop().await?;
+    a2.stop().await?;
+    a1.stop().await?;
+    Ok(())
+}
