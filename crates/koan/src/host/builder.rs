@@ -23,7 +23,8 @@ use crate::transport::Transport;
 use crate::util::short_type_name;
 
 type MakeCell = Box<dyn FnOnce(&BuildEnv<'_>) -> Result<ServiceCell> + Send>;
-type Registration = (TypeId, MakeCell);
+/// A registration, keyed by type for de-duplication (`None` for named instances).
+type Registration = (Option<TypeId>, MakeCell);
 
 pub(crate) struct BuildEnv<'a> {
     resources: &'a Resources,
@@ -104,9 +105,13 @@ impl HostBuilder {
     }
 
     fn register(mut self, type_id: TypeId, f: MakeCell) -> Self {
-        match self.registrations.iter_mut().find(|(id, _)| *id == type_id) {
+        match self
+            .registrations
+            .iter_mut()
+            .find(|(id, _)| *id == Some(type_id))
+        {
             Some(slot) => slot.1 = f,
-            None => self.registrations.push((type_id, f)),
+            None => self.registrations.push((Some(type_id), f)),
         }
         self
     }
@@ -122,7 +127,7 @@ impl HostBuilder {
     pub fn discover_where(mut self, keep: impl Fn(&str) -> bool) -> Self {
         for d in crate::discovery::all() {
             let id = (d.type_id)();
-            if keep(d.name) && !self.registrations.iter().any(|(t, _)| *t == id) {
+            if keep(d.name) && !self.registrations.iter().any(|(t, _)| *t == Some(id)) {
                 self = (d.register)(self);
             }
         }
@@ -172,6 +177,36 @@ impl HostBuilder {
                 make_cell(Arc::new(service), options, name, overrides, env)
             }),
         )
+    }
+
+    /// Adds an already constructed service under an explicit `name`, overriding the
+    /// name its [`ServiceOptions`] declare (configuration is looked up under `name`
+    /// unless the options set a `config_section`).
+    ///
+    /// Unlike [`instance`](Self::instance), this does not replace an earlier
+    /// registration of the same type: call it once per instance to run many services of
+    /// one type (shards, tenants, benchmarks). Names must still be unique; a clash is a
+    /// `build()` error. The typed API ([`HostHandle::services`](crate::HostHandle::services))
+    /// reaches the last instance of the type registered; use
+    /// [`HostHandle::service`](crate::HostHandle::service) with the name to reach each one.
+    pub fn instance_named<T: Service>(mut self, name: impl Into<String>, service: T) -> Self {
+        let name: String = name.into();
+        let make: MakeCell = Box::new(move |env: &BuildEnv<'_>| {
+            let mut options = T::options();
+            options.name = Some(name.clone().into());
+            let section = options
+                .config_section
+                .clone()
+                .unwrap_or_else(|| name.clone());
+            let overrides = env.config.for_service(&section);
+            if let Some(o) = overrides {
+                o.apply(&mut options);
+            }
+            make_cell(Arc::new(service), options, name, overrides, env)
+        });
+        // Not keyed by type: named instances never replace one another.
+        self.registrations.push((None, make));
+        self
     }
 
     /// Registers a shared value that services take in [`FromContext`] through

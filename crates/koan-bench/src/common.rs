@@ -1,0 +1,200 @@
+//! Shared pieces: run options, statistics, the result row and the table.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Opts {
+    /// A short smoke run: tiny sizes, one or two rounds.
+    pub(crate) quick: bool,
+}
+
+impl Opts {
+    /// `full` normally, `quick` for the smoke run.
+    pub(crate) fn pick<T>(&self, full: T, quick: T) -> T {
+        if self.quick { quick } else { full }
+    }
+
+    /// Measured rounds per contender (after one warm-up round).
+    pub(crate) fn rounds(&self, full: usize) -> usize {
+        self.pick(full, 1)
+    }
+}
+
+/// Which direction of the figure is better.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Better {
+    /// Latencies, times, bytes.
+    Lower,
+    /// Throughputs.
+    Higher,
+}
+
+/// One baseline's figure.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Baseline {
+    pub(crate) name: String,
+    /// `None` when the baseline could not be measured.
+    pub(crate) value: Option<f64>,
+    /// koan / baseline.
+    pub(crate) ratio: Option<f64>,
+}
+
+/// One line of the result table.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    pub(crate) scenario: String,
+    pub(crate) metric: String,
+    pub(crate) unit: String,
+    pub(crate) better: Better,
+    pub(crate) koan: Option<f64>,
+    pub(crate) baselines: Vec<Baseline>,
+    pub(crate) goal: String,
+    /// `None`: no goal on this line (informational) or not measurable.
+    pub(crate) met: Option<bool>,
+    pub(crate) note: String,
+}
+
+impl Row {
+    pub(crate) fn new(scenario: &str, metric: &str, unit: &str, better: Better, koan: f64) -> Self {
+        Row {
+            scenario: scenario.to_owned(),
+            metric: metric.to_owned(),
+            unit: unit.to_owned(),
+            better,
+            koan: Some(koan),
+            baselines: Vec::new(),
+            goal: String::new(),
+            met: None,
+            note: String::new(),
+        }
+    }
+
+    /// Adds a baseline; the ratio is koan / baseline.
+    pub(crate) fn baseline(mut self, name: &str, value: Option<f64>) -> Self {
+        let ratio = match (self.koan, value) {
+            (Some(k), Some(b)) if b > 0.0 => Some(k / b),
+            _ => None,
+        };
+        self.baselines.push(Baseline {
+            name: name.to_owned(),
+            value,
+            ratio,
+        });
+        self
+    }
+
+    pub(crate) fn ratio(&self, name: &str) -> Option<f64> {
+        self.baselines
+            .iter()
+            .find(|b| b.name == name)
+            .and_then(|b| b.ratio)
+    }
+
+    pub(crate) fn goal(mut self, goal: &str, met: Option<bool>) -> Self {
+        self.goal = goal.to_owned();
+        self.met = met;
+        self
+    }
+
+    pub(crate) fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = note.into();
+        self
+    }
+}
+
+/// The median (of a copy).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    percentile(v, 50.0)
+}
+
+/// The `p`th percentile (nearest rank) of a copy of `v`; 0 when empty.
+pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+pub(crate) fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Current resident set size of this process, in KiB (Linux `/proc/self/status`).
+pub(crate) fn vm_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn fmt_value(v: Option<f64>, unit: &str) -> String {
+    match v {
+        None => "n/a".to_owned(),
+        Some(v) => {
+            let n = if v.abs() >= 1000.0 {
+                format!("{v:.0}")
+            } else if v.abs() >= 10.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.2}")
+            };
+            format!("{n} {unit}")
+        }
+    }
+}
+
+/// The table, as Markdown.
+pub(crate) fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str("| scenario | metric | better | koan | baselines: figure (koan ÷ baseline) | goal | met |\n");
+    out.push_str("|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let baselines = if r.baselines.is_empty() {
+            "—".to_owned()
+        } else {
+            r.baselines
+                .iter()
+                .map(|b| {
+                    let ratio = b.ratio.map_or("n/a".to_owned(), |x| format!("{x:.2}×"));
+                    format!("{}: {} ({ratio})", b.name, fmt_value(b.value, &r.unit))
+                })
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let better = match r.better {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+        };
+        let met = match r.met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "—",
+        };
+        let metric = if r.note.is_empty() {
+            r.metric.clone()
+        } else {
+            format!("{} ({})", r.metric, r.note)
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            metric,
+            better,
+            fmt_value(r.koan, &r.unit),
+            baselines,
+            if r.goal.is_empty() { "—" } else { &r.goal },
+            met
+        ));
+    }
+    out
+}

@@ -1,0 +1,145 @@
+//! Side-by-side benchmarks of koan against raw tokio, ractor, kameo,
+//! tokio-cron-scheduler, bare axum and raw async-nats.
+//!
+//! ```text
+//! cargo run -p koan-bench --release -- all          # every scenario
+//! cargo run -p koan-bench --release -- B1 B4        # some
+//! cargo run -p koan-bench -- --quick all            # smoke run (seconds)
+//! cargo run -p koan-bench --release -- --json all   # machine-readable
+//! ```
+//!
+//! Every scenario runs koan and its baselines in this process, alternating rounds
+//! after a warm-up round, and reports medians. Ratios are always koan ÷ baseline; the
+//! `better` column says whether lower (latency, time, memory) or higher (throughput)
+//! is better.
+
+mod actions;
+mod common;
+mod http;
+mod nats;
+mod poke;
+mod scale;
+
+use std::io::Write;
+
+use anyhow::anyhow;
+
+use common::{Opts, Row};
+
+const SCENARIOS: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"];
+
+const USAGE: &str = "usage: koan-bench [--quick] [--json] all | B1 … B8 …";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The child process of B6 (one size, fresh memory).
+    if args.first().map(String::as_str) == Some("__scale") {
+        let mode = args
+            .get(1)
+            .ok_or_else(|| anyhow!("__scale needs a mode"))?
+            .clone();
+        let n: usize = args
+            .get(2)
+            .ok_or_else(|| anyhow!("__scale needs a count"))?
+            .parse()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let r = rt.block_on(scale::child(&mode, n))?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+
+    let mut opts = Opts { quick: false };
+    let mut json = false;
+    let mut which: Vec<&str> = Vec::new();
+    for a in &args {
+        match a.as_str() {
+            "--quick" => opts.quick = true,
+            "--json" => json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "all" => which.extend(SCENARIOS),
+            other => match SCENARIOS.iter().find(|s| s.eq_ignore_ascii_case(other)) {
+                Some(s) => which.push(s),
+                None => return Err(anyhow!("unknown argument `{other}`\n{USAGE}")),
+            },
+        }
+    }
+    if which.is_empty() {
+        return Err(anyhow!("no scenario given\n{USAGE}"));
+    }
+    which.sort_unstable();
+    which.dedup();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(run(opts, &which, json))?;
+    // Leftover tasks (scheduler loops of the peers) must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!();
+        print!("{}", common::table(&rows));
+    }
+    Ok(())
+}
+
+async fn run(opts: Opts, which: &[&str], json: bool) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let progress = |s: &str| {
+        if !json {
+            eprint!("{s} … ");
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let done = |rows: &[Row]| {
+        if !json {
+            eprintln!("{} rows", rows.len());
+        }
+    };
+    let actions: Vec<&str> = which
+        .iter()
+        .copied()
+        .filter(|s| ["B1", "B2", "B3"].contains(s))
+        .collect();
+    if !actions.is_empty() {
+        progress(&actions.join("+"));
+        let r = actions::b1_b2_b3(opts, &actions).await?;
+        done(&r);
+        rows.extend(r);
+    }
+    for s in which {
+        let r = match *s {
+            "B4" => {
+                progress("B4");
+                poke::b4(opts).await?
+            }
+            "B5" => {
+                progress("B5");
+                poke::b5(opts).await?
+            }
+            "B6" => {
+                progress("B6");
+                scale::b6(opts).await?
+            }
+            "B7" => {
+                progress("B7");
+                http::b7(opts).await?
+            }
+            "B8" => {
+                progress("B8");
+                nats::b8(opts).await?
+            }
+            _ => continue,
+        };
+        done(&r);
+        rows.extend(r);
+    }
+    Ok(rows)
+}

@@ -1,0 +1,295 @@
+//! B4 (poke latency) and B5 (event fan-out).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use koan::{
+    Actions, Background, BackgroundService, BoxError, Host, Overflow, Periodic, PeriodicService,
+    Service, ServiceContext, ServiceOptions,
+};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::actions::stop_host;
+use crate::common::{Better, Opts, Row, median, micros, percentile};
+
+type Stamp = Arc<Mutex<Option<Instant>>>;
+
+fn put(slot: &Stamp, t: Instant) {
+    if let Ok(mut g) = slot.lock() {
+        *g = Some(t);
+    }
+}
+
+fn take(slot: &Stamp) -> Option<Instant> {
+    slot.lock().ok().and_then(|mut g| g.take())
+}
+
+/// A periodic service that never ticks by itself within the run: only pokes.
+struct Poked {
+    started: Stamp,
+}
+
+impl Service for Poked {
+    type Kind = Periodic;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Poked").every(Duration::from_secs(3600))
+    }
+}
+
+impl PeriodicService for Poked {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        put(&self.started, Instant::now());
+        Ok(())
+    }
+}
+
+pub(crate) async fn b4(opts: Opts) -> anyhow::Result<Vec<Row>> {
+    let started: Stamp = Arc::new(Mutex::new(None));
+    let host = Host::builder()
+        .instance(Poked {
+            started: Arc::clone(&started),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    let svc = host.services::<Poked>();
+
+    // Raw: a task waiting on a Notify; the stamp is taken before `notify_one`, the
+    // latency in the woken task.
+    let notify = Arc::new(Notify::new());
+    let sent: Stamp = Arc::new(Mutex::new(None));
+    let (lat_tx, mut lat_rx) = mpsc::unbounded_channel::<Duration>();
+    let waiter = {
+        let (notify, sent) = (Arc::clone(&notify), Arc::clone(&sent));
+        tokio::spawn(async move {
+            loop {
+                notify.notified().await;
+                let now = Instant::now();
+                if let Some(t0) = take(&sent)
+                    && lat_tx.send(now - t0).is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+
+    let per_round = opts.pick(500, 50);
+    let rounds = opts.rounds(10);
+    let (mut k50, mut k99, mut r50, mut r99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        // koan, from a task of its own (as a caller would be).
+        let (svc2, started2) = (svc.clone(), Arc::clone(&started));
+        let k: Vec<f64> = tokio::spawn(async move {
+            let mut v = Vec::with_capacity(per_round);
+            for _ in 0..per_round {
+                let t0 = Instant::now();
+                svc2.trigger().await?;
+                let t1 = take(&started2).context("tick did not record its start")?;
+                v.push(micros(t1 - t0));
+            }
+            Ok::<_, anyhow::Error>(v)
+        })
+        .await??;
+        // raw, from a task of its own too
+        let (notify2, sent2) = (Arc::clone(&notify), Arc::clone(&sent));
+        let (r, rx_back) = tokio::spawn(async move {
+            let mut r = Vec::with_capacity(per_round);
+            for _ in 0..per_round {
+                put(&sent2, Instant::now());
+                notify2.notify_one();
+                let d = lat_rx
+                    .recv()
+                    .await
+                    .ok_or_else(|| anyhow!("raw waiter gone"))?;
+                r.push(micros(d));
+            }
+            Ok::<_, anyhow::Error>((r, lat_rx))
+        })
+        .await??;
+        lat_rx = rx_back;
+        if round > 0 {
+            k50.push(percentile(&k, 50.0));
+            k99.push(percentile(&k, 99.0));
+            r50.push(percentile(&r, 50.0));
+            r99.push(percentile(&r, 99.0));
+        }
+    }
+    waiter.abort();
+    stop_host(host).await;
+
+    let note = format!("{per_round} pokes/round, median over {rounds} rounds");
+    let p50 = Row::new(
+        "B4",
+        "poke → tick start, p50",
+        "µs",
+        Better::Lower,
+        median(&k50),
+    )
+    .baseline("raw Notify wake-up", Some(median(&r50)))
+    .note(note.clone());
+    let p99 = Row::new(
+        "B4",
+        "poke → tick start, p99",
+        "µs",
+        Better::Lower,
+        median(&k99),
+    )
+    .baseline("raw Notify wake-up", Some(median(&r99)))
+    .note(note);
+    let met = p99.ratio("raw Notify wake-up").map(|r| r <= 2.0);
+    Ok(vec![p50, p99.goal("p99 ≤ 2× raw", met)])
+}
+
+/// The emitter of B5 (events are emitted through the host on its behalf).
+#[derive(Default)]
+struct Emitter;
+
+impl Service for Emitter {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Emitter")
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.event::<u64>("Tick");
+    }
+}
+
+impl BackgroundService for Emitter {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// Counts deliveries and wakes the emitter side once the round's target is reached.
+struct Counter {
+    n: AtomicU64,
+    target: AtomicU64,
+    done: Notify,
+}
+
+impl Counter {
+    fn hit(&self) {
+        let n = self.n.fetch_add(1, Ordering::AcqRel) + 1;
+        if n == self.target.load(Ordering::Acquire) {
+            self.done.notify_one();
+        }
+    }
+
+    fn arm(&self, target: u64) {
+        self.n.store(0, Ordering::Release);
+        self.target.store(target, Ordering::Release);
+    }
+}
+
+pub(crate) async fn b5(opts: Opts) -> anyhow::Result<Vec<Row>> {
+    const SUBS: u64 = 100;
+    let rounds = opts.rounds(5);
+    // 1,000,000 deliveries per contender over the measured rounds.
+    let events = opts.pick(1_000_000 / SUBS / rounds as u64, 100);
+    let target = events * SUBS;
+
+    let host = Host::builder().service::<Emitter>().build()?.start();
+    host.started().await?;
+    let kc = Arc::new(Counter {
+        n: AtomicU64::new(0),
+        target: AtomicU64::new(u64::MAX),
+        done: Notify::new(),
+    });
+    let mut subs = Vec::new();
+    for _ in 0..SUBS {
+        let c = Arc::clone(&kc);
+        subs.push(
+            host.service("Emitter")
+                .on("Tick")
+                .overflow(Overflow::Wait)
+                .handle(move |_v: u64| {
+                    let c = Arc::clone(&c);
+                    async move { c.hit() }
+                })
+                .subscribe()
+                .await?,
+        );
+    }
+
+    let bc = Arc::new(Counter {
+        n: AtomicU64::new(0),
+        target: AtomicU64::new(u64::MAX),
+        done: Notify::new(),
+    });
+    let lagged = Arc::new(AtomicU64::new(0));
+    // Room for a whole round, so a slow receiver lags only if it falls a round behind.
+    let (btx, _) = broadcast::channel::<u64>((events as usize).next_power_of_two().max(1024));
+    let mut receivers = Vec::new();
+    for _ in 0..SUBS {
+        let mut rx = btx.subscribe();
+        let (c, lagged) = (Arc::clone(&bc), Arc::clone(&lagged));
+        receivers.push(tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(_) => c.hit(),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        lagged.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }));
+    }
+
+    let (mut ks, mut bs) = (Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        kc.arm(target);
+        let t = Instant::now();
+        for i in 0..events {
+            host.emit("Emitter", "Tick", i).await?;
+        }
+        tokio::time::timeout(Duration::from_secs(60), kc.done.notified())
+            .await
+            .context("koan subscribers did not receive every event within 60 s")?;
+        let k = target as f64 / t.elapsed().as_secs_f64();
+
+        bc.arm(target);
+        let t = Instant::now();
+        for i in 0..events {
+            btx.send(i).map_err(|_| anyhow!("no broadcast receivers"))?;
+        }
+        let drops = lagged.load(Ordering::Relaxed);
+        if drops > 0 {
+            return Err(anyhow!("broadcast receivers lagged ({drops} events lost)"));
+        }
+        tokio::time::timeout(Duration::from_secs(60), bc.done.notified())
+            .await
+            .context("broadcast receivers did not receive every event within 60 s")?;
+        let b = target as f64 / t.elapsed().as_secs_f64();
+        if round > 0 {
+            ks.push(k);
+            bs.push(b);
+        }
+    }
+    drop(subs);
+    drop(btx);
+    for r in receivers {
+        let _ = r.await;
+    }
+    stop_host(host).await;
+
+    let row = Row::new(
+        "B5",
+        "event fan-out, 100 subscribers",
+        "events/s",
+        Better::Higher,
+        median(&ks),
+    )
+    .baseline("tokio broadcast", Some(median(&bs)));
+    let met = row.ratio("tokio broadcast").map(|r| r >= 0.8);
+    Ok(vec![row.goal("≥ 0.8× broadcast", met).note(format!(
+        "{events} events × {SUBS} subscribers/round × {rounds} rounds; Overflow::Wait, 0 dropped"
+    ))])
+}
