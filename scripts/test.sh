@@ -15,6 +15,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
+bash scripts/ensure-tools.sh nats-server
 step "cargo test --workspace"
 cargo test --workspace
 
@@ -29,3 +30,6 @@ step "dashboard in headless Chromium"
 bash scripts/ensure-tools.sh chromium node
 cargo build -q -p koan-demo
 (cd crates/koan-http/tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test)
+
+step "benchmark smoke run"
+cargo run -q -p koan-bench -- --quick all > /dev/null

@@ -11,6 +11,9 @@ use rusqlite::Connection;
 pub struct Db {
     path: PathBuf,
     schema: std::sync::Arc<std::sync::OnceLock<()>>,
+    /// `PRAGMA max_page_count` of every connection (0: SQLite's default), to simulate
+    /// a full disk.
+    max_pages: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A database failure, as a service error.
@@ -22,7 +25,16 @@ impl Db {
         Db {
             path: path.into(),
             schema: std::sync::Arc::new(std::sync::OnceLock::new()),
+            max_pages: std::sync::Arc::default(),
         }
+    }
+
+    /// Caps the database at `pages` pages (`PRAGMA max_page_count`) from the next
+    /// operation on, or lifts the cap with `None`: a full disk, simulated.
+    pub fn set_max_page_count(&self, pages: Option<u64>) {
+        let pages = pages.unwrap_or(0);
+        self.max_pages
+            .store(pages, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Runs `f` on a fresh connection on the blocking pool.
@@ -33,9 +45,17 @@ impl Db {
     {
         let path = self.path.clone();
         let schema = std::sync::Arc::clone(&self.schema);
+        let max_pages = self.max_pages.load(std::sync::atomic::Ordering::SeqCst);
         let result = tokio::task::spawn_blocking(move || {
             let mut conn = Connection::open(&path)?;
             conn.busy_timeout(Duration::from_secs(5))?;
+            if max_pages > 0 {
+                conn.pragma_update(
+                    None,
+                    "max_page_count",
+                    i64::try_from(max_pages).unwrap_or(i64::MAX),
+                )?;
+            }
             // A process that hosts only some services (a cluster member) still gets
             // the schema; `CREATE … IF NOT EXISTS` makes this idempotent.
             if schema.get().is_none() {

@@ -19,9 +19,9 @@ fn name_param() -> Value {
 fn call_params() -> Value {
     json!([
         { "name": "priority", "in": "query", "schema": { "type": "integer", "minimum": -2147483648i64, "maximum": 2147483647 }, "description": "Higher runs first" },
-        { "name": "timeout", "in": "query", "schema": { "type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)?$" }, "description": "Deadline including queue time, e.g. 30s" },
+        { "name": "timeout", "in": "query", "schema": { "type": "string", "pattern": "^0*[1-9][0-9]{0,8}(ms|s|m|h|d)?$" }, "description": "Deadline including queue time, e.g. 30s" },
         { "name": "wait", "in": "query", "schema": { "type": "boolean" }, "description": "false answers 202 at once" },
-        { "name": "X-Correlation-Id", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$" } }
+        { "name": "X-Correlation-Id", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$" } }
     ])
 }
 
@@ -111,7 +111,7 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
     } }));
     let sse = |summary: &str, params: Value| {
         json!({ "get": { "summary": summary, "parameters": params, "responses": {
-        "200": { "description": "Server-Sent Events", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+        "200": { "description": "Server-Sent Events", "content": { "text/event-stream": { "schema": { "type": "object", "description": "One event: `event` is its name, `data` its JSON envelope as text", "properties": { "event": { "type": "string" }, "data": { "type": "string" }, "id": { "type": "string" }, "retry": { "type": "integer" } } } } } },
         "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" },
         "404": { "$ref": "#/components/responses/Error" }, "503": { "$ref": "#/components/responses/Error" }
     } } })

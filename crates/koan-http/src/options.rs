@@ -1,12 +1,15 @@
 //! Settings of the HTTP control plane (`koan.http` in configuration).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use koan::{Config, Error, ErrorKind};
 use serde::Deserialize;
 
 /// Options of the HTTP control plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` form never shows the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpOptions {
     /// Address to listen on (default `127.0.0.1:8080`).
     pub bind: SocketAddr,
@@ -19,6 +22,27 @@ pub struct HttpOptions {
     pub cors_origins: Vec<String>,
     /// Most event streams open at once (default 64).
     pub max_sse_connections: usize,
+    /// How long a connection may take to send a complete request head — from when
+    /// it opens, or from the end of its previous answer — before it is closed
+    /// (default 10 s; `None` waits forever, which lets idle clients hold slots).
+    pub header_read_timeout: Option<Duration>,
+    /// Most connections served at once (default 1024); further ones wait in the
+    /// listen backlog until a slot frees.
+    pub max_connections: usize,
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("body_limit", &self.body_limit)
+            .field("cors_origins", &self.cors_origins)
+            .field("max_sse_connections", &self.max_sse_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl Default for HttpOptions {
@@ -29,6 +53,8 @@ impl Default for HttpOptions {
             body_limit: 64 * 1024,
             cors_origins: Vec::new(),
             max_sse_connections: 64,
+            header_read_timeout: Some(Duration::from_secs(10)),
+            max_connections: 1024,
         }
     }
 }
@@ -41,11 +67,14 @@ struct Section {
     body_limit_bytes: Option<usize>,
     cors_origins: Option<Vec<String>>,
     max_sse_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 impl HttpOptions {
     /// Reads `koan.http` (`bind`, `token`, `body_limit_bytes`, `cors_origins`,
-    /// `max_sse_connections`) and the `KOAN_HTTP_TOKEN` variable, which wins.
+    /// `max_sse_connections`, `header_read_timeout` — e.g. `"10s"`, `"0s"` for none —,
+    /// `max_connections`) and the `KOAN_HTTP_TOKEN` variable, which wins.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.http")?;
         let mut o = HttpOptions::default();
@@ -71,6 +100,24 @@ impl HttpOptions {
         }
         if let Some(m) = s.max_sse_connections {
             o.max_sse_connections = m;
+        }
+        if let Some(t) = s.header_read_timeout {
+            let d = koan::parse_duration(&t).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("`koan.http.header_read_timeout`: {}", e.message()),
+                )
+            })?;
+            o.header_read_timeout = (!d.is_zero()).then_some(d);
+        }
+        if let Some(m) = s.max_connections {
+            if m == 0 {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "`koan.http.max_connections` must be at least 1",
+                ));
+            }
+            o.max_connections = m;
         }
         Ok(o)
     }

@@ -66,12 +66,16 @@ pub struct Translation {
 pub struct TranslationSettings {
     /// Languages accepted as targets.
     pub supported_languages: Vec<String>,
+    /// Extra time each translation takes, in milliseconds (default 0; tests use it
+    /// to make the work slow).
+    pub work_delay_ms: u64,
 }
 
 impl Default for TranslationSettings {
     fn default() -> Self {
         TranslationSettings {
             supported_languages: ["en", "pt-BR", "es", "fr"].map(String::from).to_vec(),
+            work_delay_ms: 0,
         }
     }
 }
@@ -195,12 +199,22 @@ impl TranslationService {
             .iter()
             .any(|l| l.eq_ignore_ascii_case(&opts.to))
         {
-            return Err(format!(
-                "target language `{}` is not supported; supported: {}",
-                opts.to,
-                self.settings.supported_languages.join(", ")
+            // Bad input, not a failure of the service: a 400 over HTTP.
+            return Err(koan::Error::new(
+                koan::ErrorKind::InvalidParameters,
+                format!(
+                    "target language `{}` is not supported; supported: {}",
+                    opts.to,
+                    self.settings.supported_languages.join(", ")
+                ),
             )
             .into());
+        }
+        if self.settings.work_delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(
+                self.settings.work_delay_ms,
+            ))
+            .await;
         }
         let source = opts
             .text

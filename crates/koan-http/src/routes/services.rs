@@ -233,6 +233,13 @@ fn correlation(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
                     "header `X-Correlation-Id` must be visible ASCII",
                 )
             })?;
+            // Printable ASCII: no tabs or other control characters.
+            if !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                return Err(ApiError::bad_request(
+                    "invalid_parameters",
+                    "header `X-Correlation-Id` must be printable ASCII (no tabs or control characters)",
+                ));
+            }
             if s.is_empty() || s.len() > 200 {
                 return Err(ApiError::bad_request(
                     "invalid_parameters",

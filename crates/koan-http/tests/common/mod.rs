@@ -55,6 +55,14 @@ impl Api {
         Api::serve(host, loopback()).await
     }
 
+    /// The server's bound address.
+    pub(crate) fn server_addr(&self) -> std::net::SocketAddr {
+        self.server
+            .as_ref()
+            .map(|s| s.local_addr())
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

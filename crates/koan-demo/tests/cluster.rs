@@ -1,0 +1,337 @@
+//! The demo as a cluster of separate processes over a real `nats-server`: one process
+//! hosts `TranslationService`, another the rest and calls it over NATS through HTTP;
+//! then durable translations survive a SIGKILL of a `TranslationService` process,
+//! each completed exactly once.
+
+#[path = "../../koan-nats/tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{NatsServer, PATIENCE, TempDir, within};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The services of the second process: everything but `TranslationService`.
+const THE_REST: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler";
+
+/// How long one translation takes in the process that is killed.
+const SLOW: Duration = Duration::from_millis(1000);
+
+/// A running `koan-demo` process; killed (SIGKILL) on drop.
+struct Demo {
+    name: String,
+    child: Option<Child>,
+    base: String,
+    db: PathBuf,
+    log: PathBuf,
+}
+
+impl Demo {
+    /// Starts `koan-demo` hosting `services`, joined to `nats`, and waits until it
+    /// serves HTTP.
+    fn start(
+        dir: &Path,
+        name: &str,
+        nats: &str,
+        services: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Demo> {
+        let db = dir.join(format!("{name}.db"));
+        let log = dir.join(format!("{name}.log"));
+        let mut out = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_koan-demo"));
+        cmd.args([
+            "--http",
+            "127.0.0.1:0",
+            "--nats",
+            nats,
+            "--services",
+            services,
+        ])
+        .arg("--db")
+        .arg(&db)
+        // No `koan.toml` or `appsettings.json` of the developer's is picked up.
+        .current_dir(dir)
+        .env_remove("KOAN_CONFIG")
+        .env("RUST_LOG", "info")
+        // Redelivery after a crash comes quickly.
+        .env("KOAN__NATS__ACK_WAIT_SECONDS", "2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(out.try_clone()?));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut demo = Demo {
+            name: name.to_owned(),
+            child: Some(child),
+            base: String::new(),
+            db,
+            log,
+        };
+        // Read stdout for the address, then keep draining it into the log.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                let _ = writeln!(out, "{line}");
+            }
+        });
+        match rx.recv_timeout(PATIENCE) {
+            Ok(base) => demo.base = base,
+            Err(_) => anyhow::bail!(
+                "{name} never said where it listens; its log:\n{}",
+                demo.log()
+            ),
+        }
+        Ok(demo)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), and reap.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- log of {} ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+fn slow_translation_env(delay: Duration, concurrency: usize) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
+            delay.as_millis().to_string(),
+        ),
+        (
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__MAX_CONCURRENCY",
+            concurrency.to_string(),
+        ),
+    ]
+}
+
+/// Rows of `translations` per file id in the database at `path`.
+fn translations(path: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut st = conn.prepare("SELECT file_id, COUNT(*) FROM translations GROUP BY file_id")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    Ok(rows)
+}
+
+async fn json_of(resp: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok((status, body))
+}
+
+/// Forwards the `TranslationStarted` events of `demo` (their file id, and when they
+/// arrived) until the stream ends.
+async fn started_events(
+    client: &reqwest::Client,
+    demo: &Demo,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>> {
+    let mut resp = client
+        .get(demo.url("/api/services/TranslationService/events"))
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == StatusCode::OK, "events: {}", resp.status());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = String::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let at = Instant::now();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(i) = buf.find('\n') {
+                let line: String = buf.drain(..=i).collect();
+                let Some(data) = line.trim().strip_prefix("data:") else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                if v["event"] == "TranslationStarted"
+                    && let Some(file) = v["payload"]["fileId"].as_str()
+                {
+                    let _ = tx.send((file.to_owned(), at));
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
+-> anyhow::Result<()> {
+    const JOBS: usize = 30;
+    let server = NatsServer::start()?;
+    let dir = TempDir::new("koan-demo-cluster");
+    let nats = server.url();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+
+    // P1 translates, one at a time and slowly; P2 runs the rest.
+    let mut p1 = Demo::start(
+        dir.path(),
+        "p1",
+        &nats,
+        "TranslationService",
+        &slow_translation_env(SLOW, 1),
+    )?;
+    let p2 = Demo::start(dir.path(), "p2", &nats, THE_REST, &[])?;
+
+    // A translation through P2's HTTP API runs in P1.
+    let (status, body) = json_of(
+        client
+            .post(p2.url("/api/services/TranslationService/actions/translate"))
+            .json(&json!({"fileId": "first", "from": "en", "to": "es"}))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["fileId"], "first", "{body}");
+    assert_eq!(
+        body["result"]["text"], "hola mundo el archivo es listo",
+        "{body}"
+    );
+    assert_eq!(translations(&p1.db)?.get("first"), Some(&1), "stored by P1");
+    assert!(
+        translations(&p2.db).map(|t| t.is_empty()).unwrap_or(true),
+        "P2 translated nothing itself"
+    );
+
+    // Durable translations, accepted by P2 and queued in JetStream.
+    let mut started = started_events(&client, &p1).await?;
+    let mut ids = Vec::new();
+    for k in 0..JOBS {
+        let (status, body) = json_of(
+            client
+                .post(p2.url("/api/services/TranslationService/actions/translate?wait=false"))
+                .json(&json!({"fileId": format!("job-{k}"), "from": "en", "to": "fr"}))
+                .send()
+                .await?,
+        )
+        .await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let id = body["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no id in {body}"))?;
+        ids.push((format!("job-{k}"), id.to_owned()));
+    }
+
+    // P1 is at work; a second TranslationService process joins (fast, 4 at a time).
+    let first = within("P1 to start a job", started.recv()).await?;
+    anyhow::ensure!(first.is_some(), "P1's event stream ended");
+    let mut p3 = Demo::start(
+        dir.path(),
+        "p3",
+        &nats,
+        "TranslationService",
+        &slow_translation_env(Duration::from_millis(20), 4),
+    )?;
+
+    // Kill P1 in the middle of a job: half-way through its slow part, far from the
+    // moment it stores a row, after it has finished at least one job.
+    let mut seen = 1;
+    let at = within("P1 to start a fresh job", async {
+        loop {
+            let (_, at) = started.recv().await?;
+            seen += 1;
+            if seen >= 3 && at.elapsed() < SLOW / 4 {
+                return Some(at);
+            }
+        }
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("P1's event stream ended"))?;
+    tokio::time::sleep_until((at + SLOW / 2).into()).await;
+    p1.kill();
+
+    // Every job succeeds: the ones P1 held are redelivered to P3.
+    let mut pending: Vec<&(String, String)> = ids.iter().collect();
+    let deadline = Instant::now() + 2 * PATIENCE;
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for job in pending {
+            let (status, body) = json_of(
+                client
+                    .get(p2.url(&format!("/api/actions/{}", job.1)))
+                    .send()
+                    .await?,
+            )
+            .await?;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            match body["state"].as_str() {
+                Some("succeeded") => {
+                    assert_eq!(body["result"]["fileId"], job.0.as_str(), "{body}");
+                }
+                Some("queued" | "running") => still.push(job),
+                _ => panic!("{} did not succeed: {body}", job.0),
+            }
+        }
+        pending = still;
+        assert!(Instant::now() < deadline, "jobs still pending: {pending:?}");
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Exactly once: every file id in exactly one row across both databases.
+    let (by_p1, by_p3) = (translations(&p1.db)?, translations(&p3.db)?);
+    for (file, _) in &ids {
+        let n = by_p1.get(file).copied().unwrap_or(0) + by_p3.get(file).copied().unwrap_or(0);
+        assert_eq!(
+            n, 1,
+            "{file} stored {n} times (P1: {by_p1:?}, P3: {by_p3:?})"
+        );
+    }
+    let jobs_of = |t: &BTreeMap<String, u32>| t.keys().filter(|f| f.starts_with("job-")).count();
+    assert!(
+        jobs_of(&by_p1) >= 1,
+        "P1 finished some before it died: {by_p1:?}"
+    );
+    assert!(jobs_of(&by_p3) >= 1, "P3 took over the rest: {by_p3:?}");
+    assert_eq!(jobs_of(&by_p1) + jobs_of(&by_p3), JOBS);
+
+    p3.kill();
+    drop(p2);
+    drop(server);
+    Ok(())
+}

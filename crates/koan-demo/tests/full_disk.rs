@@ -1,0 +1,205 @@
+//! A full disk under the demo's SQLite database, simulated with
+//! `PRAGMA max_page_count`: writers get a clear "database or disk is full" error, the
+//! monitor turns degraded, nothing crashes, the HTTP API keeps answering, and once
+//! space is back the writes succeed again.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use koan::{Config, HealthStatus, Host, HostHandle};
+use koan_demo::db::{Db, SCHEMA};
+use koan_demo::services::health_monitor::SystemHealthMonitor;
+use koan_demo::services::migration::DatabaseMigrationService;
+use koan_demo::services::translation::TranslationService;
+use serde_json::{Value, json};
+
+/// The safety net of every wait: a test that gets here has failed.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out waiting for {what}"))
+}
+
+/// Polls `check` until it gives `Some`, within [`PATIENCE`].
+async fn wait_for<T>(
+    what: &str,
+    mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    within(what, async {
+        loop {
+            if let Some(v) = check().await? {
+                return Ok(v);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?
+}
+
+struct TempDb(PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A database filled up to its last page; returns that page count.
+fn fill_database(path: &PathBuf) -> anyhow::Result<u64> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(SCHEMA)?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let cap = pages + 4;
+    let set: i64 = conn.query_row(&format!("PRAGMA max_page_count = {cap}"), [], |r| r.get(0))?;
+    assert_eq!(set, cap);
+    let filler = "x".repeat(500);
+    // Every table's pages, so that no insert anywhere finds room.
+    let inserts = [
+        "INSERT INTO log_entries (created_at, level, message) VALUES (0, 'filler', ?1)",
+        "INSERT INTO translations (file_id, source_lang, target_lang, source_text, status, created_at) \
+         VALUES (?1, 'en', 'fr', '', 'filler', 0)",
+        "INSERT INTO outbox (topic, payload, created_at, processed_at) VALUES ('filler', ?1, 0, 0)",
+    ];
+    for sql in inserts {
+        // Big rows first, then the smallest, so the last pages are really full.
+        let (mut size, mut rows) = (500, 0u64);
+        let err = loop {
+            match conn.execute(sql, [&filler[..size]]) {
+                Ok(_) => rows += 1,
+                Err(_) if size > 1 => size = 1,
+                Err(e) => break e,
+            }
+            anyhow::ensure!(rows < 100_000, "the database never filled up");
+        };
+        assert!(
+            err.to_string().contains("database or disk is full"),
+            "unexpected error: {err}"
+        );
+    }
+    // Fold the WAL into the main file, so every connection sees the same size.
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(u64::try_from(cap)?)
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let resp = within("an answer", client.post(url).json(&body).send()).await??;
+    let status = resp.status().as_u16();
+    let body = within("a body", resp.json::<Value>()).await??;
+    Ok((status, body))
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<u16> {
+    let resp = within("an answer", client.get(url).send()).await??;
+    Ok(resp.status().as_u16())
+}
+
+fn log_entries(path: &PathBuf) -> anyhow::Result<i64> {
+    let conn = rusqlite::Connection::open(path)?;
+    Ok(conn.query_row("SELECT COUNT(*) FROM log_entries", [], |r| r.get(0))?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!(
+        "koan-full-disk-{}-{}.db",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ));
+    let _cleanup = TempDb(path.clone());
+    let cap = fill_database(&path)?;
+
+    let db = Db::new(&path);
+    db.set_max_page_count(Some(cap));
+    let config = Config::builder()
+        .toml(
+            "test",
+            "[background_services.services.SystemHealthMonitor.settings]\ncheck_interval_seconds = 1\n",
+        )?
+        .build();
+    let host: HostHandle = Host::builder()
+        .config(config)
+        .resource(db.clone())
+        .service::<DatabaseMigrationService>()
+        .service::<SystemHealthMonitor>()
+        .service::<TranslationService>()
+        .build()?
+        .start();
+    within("startup", host.started()).await??;
+    let options = koan_http::HttpOptions::default()
+        .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = koan_http::serve(host.clone(), options).await?;
+    let base = format!("http://{}", server.local_addr());
+    let client = reqwest::Client::new();
+    let translate = format!("{base}/api/services/TranslationService/actions/translate");
+    let params = json!({ "fileId": "f1", "from": "en", "to": "fr", "text": "hello world" });
+
+    // An action writing to the full database fails with a clear error.
+    let (status, body) = post(&client, &translate, params.clone()).await?;
+    assert_eq!(status, 500, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("database or disk is full"),
+        "unclear error: {body}"
+    );
+
+    // The monitor's log writes fail: it counts consecutive failures and turns
+    // degraded (or worse), with the cause in its status.
+    let before = log_entries(&path)?;
+    wait_for("the monitor to report the full disk", async || {
+        let s = host.status("SystemHealthMonitor")?;
+        Ok((s.consecutive_failures >= 1
+            && s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("database or disk is full")))
+        .then_some(()))
+    })
+    .await?;
+    let health = within("health", host.service("SystemHealthMonitor").health()).await??;
+    assert_ne!(health.report.status, HealthStatus::Healthy, "{health:?}");
+
+    // Nothing crashed: the host runs, and the API answers.
+    assert!(host.status("TranslationService")?.consecutive_failures == 0);
+    assert_eq!(get(&client, &format!("{base}/health/live")).await?, 200);
+    assert_eq!(get(&client, &format!("{base}/api/services")).await?, 200);
+    assert_eq!(
+        get(
+            &client,
+            &format!("{base}/api/services/SystemHealthMonitor/status")
+        )
+        .await?,
+        200
+    );
+    // Reads still work on a full disk.
+    let (status, body) = post(
+        &client,
+        &format!("{base}/api/services/TranslationService/actions/check-queue"),
+        Value::Null,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(log_entries(&path)?, before, "a write got through");
+
+    // Space comes back: the writes succeed again, with no restart of the host.
+    db.set_max_page_count(None);
+    let (status, body) = post(&client, &translate, params).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["text"], "bonjour monde");
+    wait_for("the monitor to write again", async || {
+        Ok((log_entries(&path)? > before).then_some(()))
+    })
+    .await?;
+
+    host.shutdown();
+    within("the host to stop", host.wait()).await?;
+    within("the server to end", server.wait()).await??;
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Limits that keep slow, idle or oversized clients from holding the server: the
+//! header-read timeout, the connection cap, hyper's header limits, and the token kept
+//! out of `Debug`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Api, call, loopback, within};
+use koan::{BackgroundService, BoxError, Config, ServiceContext};
+use koan_http::HttpOptions;
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[koan::service(name = "Idle")]
+#[derive(Default)]
+struct IdleService;
+
+impl BackgroundService for IdleService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn start(options: HttpOptions) -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<IdleService>()
+        .build()?
+        .start();
+    Api::serve(host, options).await
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_until_closed(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match within("the server to close the connection", stream.read(&mut buf)).await? {
+            Ok(0) | Err(_) => return Ok(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_is_closed_without_an_answer() -> anyhow::Result<()> {
+    let options = HttpOptions {
+        header_read_timeout: Some(Duration::from_millis(200)),
+        ..loopback()
+    };
+    let api = start(options).await?;
+    let mut silent = TcpStream::connect(api.server_addr()).await?;
+    let got = read_until_closed(&mut silent).await?;
+    // hyper closes a connection that never started a request without writing.
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_its_headers_byte_by_byte_is_cut_off() -> anyhow::Result<()> {
+    let options = HttpOptions {
+        header_read_timeout: Some(Duration::from_millis(300)),
+        ..loopback()
+    };
+    let api = start(options).await?;
+    let stream = TcpStream::connect(api.server_addr()).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    // A request head that never ends, one byte at a time.
+    let trickle = tokio::spawn(async move {
+        let head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        for b in head.iter().copied().chain(std::iter::repeat(b'a')) {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match within("the server to cut the slow client off", rd.read(&mut buf)).await? {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    trickle.abort();
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        !text.contains("200 OK"),
+        "the slow request was served: {text}"
+    );
+    // The server still answers others.
+    let (status, _) = call(api.get("/health/live")).await?;
+    assert_eq!(status, StatusCode::OK);
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() -> anyhow::Result<()> {
+    let options = HttpOptions {
+        header_read_timeout: Some(Duration::from_millis(200)),
+        ..loopback()
+    };
+    let api = start(options).await?;
+    let mut conn = TcpStream::connect(api.server_addr()).await?;
+    conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    // The answer comes, then the connection idles and the server closes it.
+    let got = read_until_closed(&mut conn).await?;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_until_a_slot_frees() -> anyhow::Result<()> {
+    // No header timeout: only the cap decides, so the outcome does not depend on time.
+    let options = HttpOptions {
+        header_read_timeout: None,
+        max_connections: 2,
+        ..loopback()
+    };
+    let api = start(options).await?;
+    let addr = api.server_addr();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr).await?;
+        // A full exchange proves the server took this connection into a slot.
+        c.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 1024];
+        let n = within("an answer on a held connection", c.read(&mut buf)).await??;
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(c);
+    }
+    // A third client waits in the backlog while both slots are held.
+    let third = tokio::spawn({
+        let url = api.url("/health/live");
+        async move { reqwest::get(url).await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served beyond the connection cap");
+    // Closing one held connection frees a slot: the waiting client is served.
+    drop(held.pop());
+    let status = within("the queued client", third).await???;
+    assert_eq!(status, StatusCode::OK);
+    drop(held);
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_filling_the_cap_time_out_and_new_clients_get_in() -> anyhow::Result<()> {
+    let options = HttpOptions {
+        header_read_timeout: Some(Duration::from_millis(200)),
+        max_connections: 4,
+        ..loopback()
+    };
+    let api = start(options).await?;
+    let addr = api.server_addr();
+    // Twice the cap of silent connections.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(TcpStream::connect(addr).await?);
+    }
+    // A real client still gets an answer once the silent ones are timed out.
+    let (status, _) = call(api.get("/health/live")).await?;
+    assert_eq!(status, StatusCode::OK);
+    for mut s in silent {
+        read_until_closed(&mut s).await?;
+    }
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_431() -> anyhow::Result<()> {
+    let api = start(loopback()).await?;
+    // One header larger than hyper's read buffer (~400 KiB).
+    let big = "a".repeat(512 * 1024);
+    let mut c = TcpStream::connect(api.server_addr()).await?;
+    let req = format!("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let _ = c.write_all(req.as_bytes()).await;
+    let text = String::from_utf8_lossy(&read_until_closed(&mut c).await?).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 431"),
+        "expected 431, got: {}",
+        &text[..text.len().min(200)]
+    );
+
+    // More headers than hyper's default of 100.
+    let mut c = TcpStream::connect(api.server_addr()).await?;
+    let mut req = String::from("GET /health/live HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    c.write_all(req.as_bytes()).await?;
+    let text = String::from_utf8_lossy(&read_until_closed(&mut c).await?).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 431"),
+        "expected 431, got: {text}"
+    );
+
+    // The server goes on.
+    let (status, _) = call(api.get("/health/live")).await?;
+    assert_eq!(status, StatusCode::OK);
+    api.stop().await
+}
+
+#[test]
+fn debug_of_the_options_hides_the_token() {
+    let o = HttpOptions::default().with_token("very-s3cret-token");
+    let shown = format!("{o:?} {o:#?}");
+    assert!(!shown.contains("very-s3cret-token"), "{shown}");
+    assert!(shown.contains("redacted"), "{shown}");
+}
+
+#[test]
+fn limits_are_read_from_configuration() -> anyhow::Result<()> {
+    let config = Config::builder()
+        .toml(
+            "test",
+            "[koan.http]\nheader_read_timeout = \"3s\"\nmax_connections = 7\n",
+        )?
+        .build();
+    let o = HttpOptions::from_config(&config)?;
+    assert_eq!(o.header_read_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(o.max_connections, 7);
+
+    let config = Config::builder()
+        .toml("test", "[koan.http]\nheader_read_timeout = \"0s\"\n")?
+        .build();
+    assert_eq!(HttpOptions::from_config(&config)?.header_read_timeout, None);
+
+    let config = Config::builder()
+        .toml("test", "[koan.http]\nmax_connections = 0\n")?
+        .build();
+    assert!(HttpOptions::from_config(&config).is_err());
+    let defaults = HttpOptions::default();
+    assert_eq!(defaults.header_read_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(defaults.max_connections, 1024);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlation_id_with_control_characters_is_400() -> anyhow::Result<()> {
+    let api = start(loopback()).await?;
+    let (status, body) = call(
+        api.post("/api/services/idle/trigger")
+            .header("X-Correlation-Id", "a\tb"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    common::error_message(&body, "invalid_parameters")?;
+    api.stop().await
+}
