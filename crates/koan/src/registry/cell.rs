@@ -175,6 +175,37 @@ impl ServiceCell {
         duration: Duration,
         outcome: RunOutcome,
     ) -> RunRecord {
+        self.update_run(reason, started_at, duration, outcome, None)
+    }
+
+    /// Records a finished run, the next run and the new state in one update (one
+    /// wake-up of status watchers per periodic run).
+    pub(crate) fn finish_run(
+        &self,
+        reason: RunReason,
+        started_at: DateTime<Utc>,
+        duration: Duration,
+        outcome: RunOutcome,
+        next_run: Option<DateTime<Utc>>,
+        state: ServiceState,
+    ) -> RunRecord {
+        self.update_run(
+            reason,
+            started_at,
+            duration,
+            outcome,
+            Some((next_run, state)),
+        )
+    }
+
+    fn update_run(
+        &self,
+        reason: RunReason,
+        started_at: DateTime<Utc>,
+        duration: Duration,
+        outcome: RunOutcome,
+        then: Option<(Option<DateTime<Utc>>, ServiceState)>,
+    ) -> RunRecord {
         let record = RunRecord {
             reason,
             started_at,
@@ -191,6 +222,12 @@ impl ServiceCell {
                 s.consecutive_failures = 0;
             }
             s.last_run = Some(record.clone());
+            if let Some((next_run, state)) = then {
+                s.next_run = next_run;
+                if !matches!(s.state, ServiceState::Failed | ServiceState::Disabled) {
+                    s.state = state;
+                }
+            }
         });
         record
     }

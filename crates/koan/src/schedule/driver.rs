@@ -277,12 +277,8 @@ pub(crate) async fn drive(
                 RunOutcome::Panicked { message: panic }
             }
         };
-        let record = cell.record_run(reason, started_wall, started.elapsed(), outcome);
-        for w in waiters {
-            let _ = w.send(Ok(record.clone()));
-        }
+        let elapsed = started.elapsed();
         control.end();
-
         due = schedule.next_due(
             opts.missed_ticks,
             anchor,
@@ -291,8 +287,18 @@ pub(crate) async fn drive(
             Instant::now(),
             &clock,
         );
-        cell.set_next_run(Some(clock.wall_at(due)));
-        cell.set_state(ServiceState::Idle);
+        // One status update per run end: the record, the next run and the state.
+        let record = cell.finish_run(
+            reason,
+            started_wall,
+            elapsed,
+            outcome,
+            Some(clock.wall_at(due)),
+            ServiceState::Idle,
+        );
+        for w in waiters {
+            let _ = w.send(Ok(record.clone()));
+        }
     }
 
     control.close(&cell.name);
