@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::{ActionInfo, ActionRequest, EventInfo, Target, local_cell_pub};
+use crate::action::{ActionInfo, ActionRequest, EventInfo, Target, local_cell_pub, poke_direct};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::SubscriptionBuilder;
 use crate::health::ServiceHealth;
 use crate::host::{HostHandle, current};
 use crate::registry::ServiceStatus;
+use crate::schedule::Poke;
 use crate::schedule::TriggerOutcome;
 use crate::service::{BatchRequest, Service, ServiceKind};
 use crate::transport::RemoteQuery;
@@ -205,17 +206,27 @@ impl ServiceRef {
 
     /// Runs the tick now (see [`Services::trigger`]).
     pub async fn trigger(&self) -> Result<TriggerOutcome> {
+        if let Some(r) = poke_direct(&self.host, &self.target, Poke::Trigger).await {
+            return r;
+        }
         self.poke(actions::TRIGGER, serde_json::Value::Null).await
     }
 
     /// The `check-queue` command.
     pub async fn check_queue(&self) -> Result<TriggerOutcome> {
+        if let Some(r) = poke_direct(&self.host, &self.target, Poke::CheckQueue).await {
+            return r;
+        }
         self.poke(actions::CHECK_QUEUE, serde_json::Value::Null)
             .await
     }
 
     /// The `process-batch` command.
     pub async fn process_batch(&self, batch: BatchRequest) -> Result<TriggerOutcome> {
+        let direct = poke_direct(&self.host, &self.target, Poke::ProcessBatch(batch.clone()));
+        if let Some(r) = direct.await {
+            return r;
+        }
         let params = serde_json::to_value(batch).unwrap_or_default();
         self.poke(actions::PROCESS_BATCH, params).await
     }

@@ -102,6 +102,11 @@ impl ActionTable {
         self.entries.get(idx)
     }
 
+    /// Whether the service declares an action `name` itself.
+    pub(crate) fn declares(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
     /// Finds `name`; built-in pokes apply to periodic services unless overridden.
     /// `params` is consumed only for built-in `process-batch`.
     pub(crate) fn resolve(

@@ -20,5 +20,5 @@ pub(crate) use declare::ActionTable;
 pub(crate) use ledger::Ledger;
 pub(crate) use mailbox::Mailbox;
 pub(crate) use payload::from_json;
-pub(crate) use request::{Target, local_cell_pub};
+pub(crate) use request::{Target, local_cell_pub, poke_direct};
 pub(crate) use worker::{refuse_all, run_worker};

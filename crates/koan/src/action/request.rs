@@ -660,3 +660,33 @@ fn remote_call(target: &Target, step: Step, correlation: &Arc<str>) -> Result<Re
         correlation_id: correlation.to_string(),
     })
 }
+
+/// A built-in poke of a local periodic service, straight to its driver (the by-name
+/// action path costs more than the wake-up itself). `None` when the regular path must
+/// answer: not local, not periodic, overridden by a declared action, disabled, or the
+/// host is stopping (that path says why).
+pub(crate) async fn poke_direct(
+    host: &HostHandle,
+    target: &Target,
+    poke: crate::schedule::Poke,
+) -> Option<Result<crate::schedule::TriggerOutcome>> {
+    let cell = find_local(&host.inner, target)?;
+    let control = cell.control.as_ref()?;
+    let action = poke.action_name();
+    if cell.disabled.is_some()
+        || host.inner.stopping.load(Ordering::Acquire)
+        || cell.actions.declares(action)
+    {
+        return None;
+    }
+    let outcome = match control.poke(&cell.name, poke) {
+        Ok(receipt) => receipt.outcome(&cell.name).await,
+        Err(e) => Err(e),
+    };
+    let label = match &outcome {
+        Ok(_) => "ok",
+        Err(e) => e.kind().as_str(),
+    };
+    metrics::counter!("koan_actions_total", "service" => cell.name.to_string(), "action" => action, "outcome" => label).increment(1);
+    Some(outcome)
+}
