@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::{AckKind, Message, kv};
 use futures_util::StreamExt;
 use koan::{ErrorKind, HostHandle};
 use tokio::sync::Semaphore;
@@ -26,10 +26,19 @@ const IN_FLIGHT: usize = 64;
 pub(crate) async fn consume(t: NatsTransport, host: HostHandle, service: String) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
-        if let Err(e) = consume_once(&t, &host, &service, &slots).await {
+        // A stopping host takes no more jobs: they stay in the stream for another
+        // instance (or this one after its restart).
+        let result = tokio::select! {
+            _ = host.stopping() => return,
+            r = consume_once(&t, &host, &service, &slots) => r,
+        };
+        if let Err(e) = result {
             tracing::warn!(service = %service, error = %e, "durable work consumer interrupted; retrying");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            _ = host.stopping() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
     }
 }
 
@@ -100,8 +109,27 @@ async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
         .action(&job.action, job.params.clone())
         .priority(job.priority)
         .correlation_id(job.correlation_id.clone());
-    if let Some(ms) = job.timeout_ms {
-        req = req.timeout(Duration::from_millis(ms));
+    match (job.deadline_unix_ms, job.timeout_ms) {
+        (Some(deadline), _) => {
+            let left = deadline.saturating_sub(wire::unix_ms());
+            if left == 0 {
+                // Its time ran out while it waited in the stream.
+                let e = koan::Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "durable action `{}` of `{}` waited past its timeout before an instance took it",
+                        job.action, job.service
+                    ),
+                );
+                if record(t, &key, &job, attempts, Reply::of(Err(e))).await {
+                    let _ = msg.ack_with(AckKind::Term).await;
+                }
+                return;
+            }
+            req = req.timeout(Duration::from_millis(left));
+        }
+        (None, Some(ms)) => req = req.timeout(Duration::from_millis(ms)),
+        (None, None) => {}
     }
     // Keep the job ours while it runs.
     let progress = {
@@ -120,18 +148,33 @@ async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
     };
     match result {
         Ok(value) => {
-            record(t, &key, &job, attempts, Reply::of(Ok(value))).await;
-            let _ = msg.double_ack().await;
+            if record(t, &key, &job, attempts, Reply::of(Ok(value))).await {
+                let _ = msg.double_ack().await;
+            } else {
+                // The outcome is not stored: run again later rather than leave the
+                // enqueuer waiting for an answer that will never be written.
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::ShuttingDown => {
+            // This host is stopping: another instance (or this one after its
+            // restart) takes the job. Never a dead letter for that.
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
         }
         Err(e) if permanent(e.kind()) || attempts >= t.inner.opts.max_deliver => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
-            record(t, &key, &job, attempts, Reply::of(Err(e))).await;
-            dead_letter(t, &msg, &job.service, &job.action).await;
-            let _ = msg.ack_with(AckKind::Term).await;
-        }
-        Err(e) if e.kind() == ErrorKind::ShuttingDown => {
-            // This host is stopping: let another instance take it now.
-            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            if record(t, &key, &job, attempts, Reply::of(Err(e))).await {
+                dead_letter(t, &msg, &job.service, &job.action).await;
+                let _ = msg.ack_with(AckKind::Term).await;
+            } else {
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
         }
         Err(e) => {
             tracing::warn!(id = %job.id, action = %job.action, attempts, error = %e, "durable job failed; will be redelivered");
@@ -147,7 +190,8 @@ fn unreachable_progress() -> Result<serde_json::Value, koan::Error> {
     Err(koan::Error::new(ErrorKind::Handler, "progress loop ended"))
 }
 
-async fn record(t: &NatsTransport, key: &str, job: &Job, attempts: i64, reply: Reply) {
+/// Stores the outcome; `false` when it could not be stored (not when it existed).
+async fn record(t: &NatsTransport, key: &str, job: &Job, attempts: i64, reply: Reply) -> bool {
     let outcome = Outcome {
         id: job.id.clone(),
         host: t.inner.host_id.clone(),
@@ -156,8 +200,16 @@ async fn record(t: &NatsTransport, key: &str, job: &Job, attempts: i64, reply: R
     };
     let body = serde_json::to_vec(&outcome).unwrap_or_default();
     // Create-if-absent: the first completion stands.
-    if t.inner.outcomes.create(key, body.into()).await.is_err() {
-        tracing::debug!(id = %job.id, "outcome already recorded by another delivery");
+    match t.inner.outcomes.create(key, body.into()).await {
+        Ok(_) => true,
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            tracing::debug!(id = %job.id, "outcome already recorded by another delivery");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(id = %job.id, error = %e, "could not record a durable job's outcome; it will run again");
+            false
+        }
     }
 }
 

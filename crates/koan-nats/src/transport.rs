@@ -272,6 +272,9 @@ impl Transport for NatsTransport {
                 params: call.params,
                 priority: call.priority,
                 timeout_ms: call.timeout.map(|t| t.as_millis() as u64),
+                deadline_unix_ms: call
+                    .timeout
+                    .map(|t| wire::unix_ms().saturating_add(t.as_millis() as u64)),
                 correlation_id: call.correlation_id,
             };
             let mut h = HeaderMap::new();

@@ -105,6 +105,10 @@ pub(crate) struct Job {
     pub(crate) params: Value,
     pub(crate) priority: i32,
     pub(crate) timeout_ms: Option<u64>,
+    /// When the job's time is up (Unix milliseconds): time waiting in the stream
+    /// counts, as it does in a local mailbox.
+    #[serde(default)]
+    pub(crate) deadline_unix_ms: Option<u64>,
     pub(crate) correlation_id: String,
 }
 
@@ -116,4 +120,12 @@ pub(crate) struct Outcome {
     pub(crate) attempts: i64,
     #[serde(flatten)]
     pub(crate) reply: Reply,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -54,3 +54,11 @@ pub(crate) fn fmt_duration(d: std::time::Duration) -> String {
     };
     humantime::format_duration(d).to_string().replace(' ', "")
 }
+
+/// `at + d`, or a far future (about 30 years on) when that would overflow: a huge
+/// timeout, grace or interval means "never", not a panic.
+pub(crate) fn after(at: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(std::time::Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(at)
+}

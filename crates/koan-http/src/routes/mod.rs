@@ -42,6 +42,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state);
     if let Some(cors) = cors {
         r = r.layer(cors);
@@ -92,4 +93,52 @@ async fn not_found(uri: axum::http::Uri) -> crate::ApiError {
             uri.path()
         ),
     )
+}
+
+/// Every error answer is JSON, including those axum makes itself (a wrong method, a
+/// path that does not decode): `{ "error": kind, "message": … }`, other headers kept.
+async fn json_errors(resp: axum::response::Response) -> axum::response::Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.starts_with("application/json") || ct.starts_with("application/health+json") {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let kind = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        match status.as_u16() {
+            405 => {
+                "this route does not take that method; the API is described at /api/openapi.json"
+                    .to_owned()
+            }
+            _ => status.canonical_reason().unwrap_or("error").to_owned(),
+        }
+    } else {
+        text
+    };
+    let mut out = crate::ApiError::new(status, kind, message).into_response();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in parts.headers.iter() {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out
 }

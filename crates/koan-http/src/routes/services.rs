@@ -139,6 +139,9 @@ pub(crate) async fn action_record(
     Ok(Json(state.host.action_record(&id)?).into_response())
 }
 
+/// The longest `timeout` a call may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+
 /// The query of an action call.
 struct CallQuery {
     priority: i32,
@@ -170,6 +173,14 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
                     return Err(ApiError::bad_request(
                         "invalid_parameters",
                         "query parameter `timeout` must be longer than zero",
+                    ));
+                }
+                if d > MAX_TIMEOUT {
+                    return Err(ApiError::bad_request(
+                        "invalid_parameters",
+                        format!(
+                            "query parameter `timeout` = `{v}` is longer than the 7 days allowed; use `wait=false` for longer work"
+                        ),
                     ));
                 }
                 out.timeout = Some(d);

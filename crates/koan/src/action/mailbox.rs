@@ -26,6 +26,23 @@ pub(crate) struct Job {
     pub(crate) id: Option<Arc<str>>,
     pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
     pub(crate) enqueued_at: Instant,
+    /// The host whose ledger records this job's outcome (when it has an id).
+    pub(crate) host: std::sync::Weak<crate::host::HostInner>,
+    /// Set once the job's outcome went out; a job dropped without one (its worker
+    /// aborted at the end of the grace period) is recorded as `ShuttingDown`.
+    pub(crate) answered: bool,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if let (Some(id), Some(host)) = (&self.id, self.host.upgrade()) {
+            let e = Error::shutting_down(&format!("action `{}` {id}", self.entry.name));
+            host.ledger.finish(id, host.config.clock.now(), Err(&e));
+        }
+    }
 }
 
 struct Entry {

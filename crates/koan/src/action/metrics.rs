@@ -12,18 +12,21 @@ pub(crate) enum Outcome {
     Panic = 2,
     Timeout = 3,
     ShuttingDown = 4,
+    /// The caller stopped waiting before the action started; it was not run.
+    Cancelled = 5,
 }
 
-const OUTCOMES: [&str; 5] = [
+const OUTCOMES: [&str; 6] = [
     "ok",
     "handler_error",
     "handler_panic",
     "timeout",
     "shutting_down",
+    "cancelled",
 ];
 
 pub(crate) struct ActionMetrics {
-    outcomes: [Counter; 5],
+    outcomes: [Counter; 6],
     duration: Histogram,
     queue_wait: Histogram,
 }

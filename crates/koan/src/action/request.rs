@@ -334,6 +334,8 @@ impl ActionRequest {
         {
             let step = self.steps.remove(0);
             let call = remote_call(&self.target, step, &correlation)?;
+            let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
+            let what = format!("durable action `{}` of `{}`", call.action, call.service);
             if let Err(e) = transport.enqueue(call, &id).await {
                 inner.ledger.finish(&id, inner.config.clock.now(), Err(&e));
                 return Err(e);
@@ -341,14 +343,31 @@ impl ActionRequest {
             let wait = transport.outcome(&id);
             let (host, id2) = (Arc::clone(&inner), Arc::clone(&id));
             tokio::spawn(async move {
-                let r = wait.await.map(Payload::Json);
-                finish_ticket(&host, &id2, r, tx);
+                // Queue time counts: the ticket is answered at the deadline at the latest.
+                let r = match deadline {
+                    None => wait.await,
+                    Some(d) => tokio::time::timeout_at(d, wait).await.unwrap_or_else(|_| {
+                        Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "{what} did not finish within its timeout (queue time included)"
+                            ),
+                        ))
+                    }),
+                };
+                finish_ticket(&host, &id2, r.map(Payload::Json), tx);
             });
             return Ok(ActionTicket {
                 id,
                 correlation_id: correlation,
                 rx,
             });
+        }
+        // Unknown here and no transport to look elsewhere: refuse now, not later.
+        if inner.transport.is_none() && find_local(&inner, &self.target).is_none() {
+            let e = inner.registry.unknown(self.target.name());
+            inner.ledger.finish(&id, inner.config.clock.now(), Err(&e));
+            return Err(e);
         }
         // Chains and remote calls run on a task of their own.
         let host = self.host.clone();
@@ -509,11 +528,13 @@ fn prepare(
                 params,
                 priority: step.priority,
                 timeout: step.timeout,
-                deadline: step.timeout.map(|t| now + t),
+                deadline: step.timeout.map(|t| crate::util::after(now, t)),
                 correlation: Arc::clone(correlation),
                 id,
                 reply: None,
                 enqueued_at: now,
+                host: host.me.clone(),
+                answered: false,
             }))
         }
     }

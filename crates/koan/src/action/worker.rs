@@ -49,8 +49,12 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
         answer(host, &mut job, Err(e));
         return;
     }
-    // A caller that already gave up (and was told so) needs no run.
+    // A caller that already gave up (it stopped waiting, e.g. an HTTP client that
+    // disconnected) needs no run; counted and logged so the skip is visible.
     if job.id.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
+        job.answered = true;
+        metrics.record(Outcome::Cancelled, 0.0, queued);
+        tracing::debug!(action = %job.entry.name, correlation_id = %job.correlation, "caller gone before the action started; not run");
         return;
     }
     if let Some(id) = &job.id {
@@ -144,6 +148,7 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
 
 /// Sends the outcome to whoever waits for it: the caller and/or the ledger.
 pub(crate) fn answer(host: &HostInner, job: &mut Job, outcome: Result<Payload>) {
+    job.answered = true;
     if let Some(id) = &job.id {
         let at = host.config.clock.now();
         match &outcome {

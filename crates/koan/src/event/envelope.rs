@@ -85,7 +85,9 @@ impl EventEnvelope {
     pub fn time(&self) -> DateTime<Utc> {
         self.time
     }
-    /// The host-wide sequence number (increasing in emission order).
+    /// The host-wide sequence number, taken when the event is emitted: increasing in
+    /// the order each task emits. Events emitted at the same time from several tasks
+    /// can reach a subscriber in another order than their numbers.
     pub fn seq(&self) -> u64 {
         self.seq
     }

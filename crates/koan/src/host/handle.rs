@@ -11,6 +11,10 @@ use crate::health::{HealthStatus, HostHealth, Readiness};
 use crate::registry::{ServiceState, ServiceStatus};
 use crate::service::Service;
 
+/// How long one service's `health()` or `is_ready()` may take before it counts as
+/// unhealthy / not ready.
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A cheap, cloneable handle to a host: stop it, wait for it, query it, call its
 /// services.
 #[derive(Clone)]
@@ -36,6 +40,17 @@ impl HostHandle {
     /// the grace period. Returns at once; [`HostHandle::wait`] for the end.
     pub fn shutdown(&self) {
         self.inner.stop_request.cancel();
+    }
+
+    /// Resolves as soon as the host is asked to stop (before services are stopped):
+    /// the moment to stop taking new work from outside, such as a queue consumer.
+    pub async fn stopping(&self) {
+        self.inner.stop_request.cancelled().await
+    }
+
+    /// Whether the host has been asked to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop_request.is_cancelled()
     }
 
     /// Waits until the host has stopped, and says how.
@@ -202,8 +217,7 @@ impl HostHandle {
     pub async fn health(&self) -> HostHealth {
         let mut services = Vec::new();
         let mut status = HealthStatus::Healthy;
-        for cell in self.inner.registry.all() {
-            let h = cell.health().await;
+        for h in self.each_health().await {
             let counted = if h.critical {
                 h.report.status
             } else {
@@ -213,6 +227,36 @@ impl HostHandle {
             services.push(h);
         }
         HostHealth { status, services }
+    }
+
+    /// Every service's health, checked concurrently, each within `CHECK_TIMEOUT` (5 s):
+    /// one hanging `health()` cannot hold the others (or `/health`) hostage.
+    async fn each_health(&self) -> Vec<crate::health::ServiceHealth> {
+        let cells: Vec<_> = self.inner.registry.all().to_vec();
+        let checks: Vec<_> = cells
+            .iter()
+            .map(|cell| {
+                let cell = Arc::clone(cell);
+                tokio::spawn(
+                    async move { tokio::time::timeout(CHECK_TIMEOUT, cell.health()).await },
+                )
+            })
+            .collect();
+        let mut out = Vec::with_capacity(cells.len());
+        for (cell, check) in cells.iter().zip(checks) {
+            out.push(match check.await {
+                Ok(Ok(h)) => h,
+                _ => crate::health::ServiceHealth {
+                    service: cell.name.to_string(),
+                    critical: cell.options.critical,
+                    report: crate::HealthReport::unhealthy(format!(
+                        "the health check did not answer within {}",
+                        crate::util::fmt_duration(CHECK_TIMEOUT)
+                    )),
+                },
+            });
+        }
+        out
     }
 
     /// Liveness: the host's runtime answers, the host has not stopped, and no critical
@@ -258,17 +302,25 @@ impl HostHandle {
             // A critical service that reports itself unhealthy makes the host unfit
             // for traffic, even while its `is_ready()` holds.
             if cell.options.critical {
-                let h = cell.health().await;
-                if h.report.status == HealthStatus::Unhealthy {
+                let h = tokio::time::timeout(CHECK_TIMEOUT, cell.health()).await;
+                if h.map_or(true, |h| h.report.status == HealthStatus::Unhealthy) {
                     reasons.push(format!("critical service `{}` is unhealthy", cell.name));
                     continue;
                 }
             }
-            let ready = crate::util::CatchUnwind(cell.service.is_ready())
-                .await
-                .unwrap_or(false);
-            if !ready {
-                reasons.push(format!("service `{}` is not ready", cell.name));
+            let ready = tokio::time::timeout(
+                CHECK_TIMEOUT,
+                crate::util::CatchUnwind(cell.service.is_ready()),
+            )
+            .await;
+            match ready {
+                Ok(Ok(true)) => {}
+                Err(_) => reasons.push(format!(
+                    "service `{}` did not answer `is_ready()` within {}",
+                    cell.name,
+                    crate::util::fmt_duration(CHECK_TIMEOUT)
+                )),
+                _ => reasons.push(format!("service `{}` is not ready", cell.name)),
             }
         }
         Readiness {

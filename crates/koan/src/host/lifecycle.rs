@@ -48,7 +48,7 @@ async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
         tracing::info!(service = %cell.name, reason = ?cell.disabled, "service disabled");
     }
 
-    let phase_deadline = Instant::now() + host.config.startup_timeout;
+    let phase_deadline = crate::util::after(Instant::now(), host.config.startup_timeout);
     let mut exit = None;
     for cell in &startup {
         if host.stop_request.is_cancelled() {
@@ -104,7 +104,7 @@ async fn run_startup(
     };
     cell.mark_started(ServiceState::Running);
     tracing::info!(order = cell.options.order, "startup service started");
-    let own_deadline = Instant::now() + cell.options.timeout;
+    let own_deadline = crate::util::after(Instant::now(), cell.options.timeout);
     let deadline = own_deadline.min(phase_deadline);
     let started = Instant::now();
     let started_wall = cell.clock.now();
@@ -215,7 +215,7 @@ async fn shutdown(
             control.close(&cell.name);
         }
     }
-    let deadline = Instant::now() + host.config.grace;
+    let deadline = crate::util::after(Instant::now(), host.config.grace);
     for cell in others.iter().rev().chain(startup.iter().rev()) {
         cell.token.cancel();
         let tasks = cell.take_tasks();

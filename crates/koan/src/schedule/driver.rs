@@ -223,7 +223,7 @@ pub(crate) async fn drive(
     let clock = cell.clock.clone();
     let opts = &cell.options;
     let start = Instant::now();
-    let anchor = start + opts.initial_delay;
+    let anchor = crate::util::after(start, opts.initial_delay);
     let mut due = schedule.first_due(start, opts.initial_delay, opts.run_on_startup, &clock);
     cell.set_next_run(Some(clock.wall_at(due)));
     cell.mark_started(ServiceState::Idle);

@@ -121,12 +121,12 @@ impl Schedule {
         run_on_startup: bool,
         clock: &Clock,
     ) -> Instant {
-        let anchor = start + initial_delay;
+        let anchor = crate::util::after(start, initial_delay);
         if run_on_startup {
             return anchor;
         }
         match self {
-            Schedule::Every(p) => anchor + *p,
+            Schedule::Every(p) => crate::util::after(anchor, *p),
             Schedule::Cron(_) => self.after(anchor, clock),
         }
     }
@@ -134,16 +134,16 @@ impl Schedule {
     /// The first fire time strictly after `instant`.
     fn after(&self, instant: Instant, clock: &Clock) -> Instant {
         match self {
-            Schedule::Every(p) => instant + *p,
+            Schedule::Every(p) => crate::util::after(instant, *p),
             Schedule::Cron(c) => {
                 let wall = clock.wall_at(instant);
                 match c.next_after(wall) {
                     Some(next) => {
                         let delta = (next - wall).to_std().unwrap_or(Duration::ZERO);
-                        instant + delta
+                        crate::util::after(instant, delta)
                     }
                     // An expression that never fires again (a past year): park far away.
-                    None => instant + Duration::from_secs(100 * 365 * 24 * 3600),
+                    None => crate::util::after(instant, Duration::from_secs(100 * 365 * 24 * 3600)),
                 }
             }
         }
@@ -191,7 +191,7 @@ impl Schedule {
                 let period = p.as_nanos().max(1);
                 let k = elapsed / period + 1;
                 let offset = Duration::from_nanos(u64::try_from(period * k).unwrap_or(u64::MAX));
-                anchor + offset
+                crate::util::after(anchor, offset)
             }
             Schedule::Cron(_) => self.after(t, clock),
         }

@@ -1,0 +1,69 @@
+//! Errors axum makes itself (a wrong method, a path that does not decode) are JSON
+//! too, and a timeout longer than allowed is a 400, not a panic.
+
+mod common;
+
+use common::{Api, call, error_message};
+use koan::{BackgroundService, BoxError, ServiceContext};
+use reqwest::StatusCode;
+
+#[koan::service(every = "1h")]
+#[derive(Default)]
+struct Sweeper;
+
+impl koan::PeriodicService for Sweeper {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[koan::service]
+#[derive(Default)]
+struct Idle;
+
+impl BackgroundService for Idle {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_error_is_json() -> anyhow::Result<()> {
+    let host = koan::testing::host()
+        .service::<Sweeper>()
+        .service::<Idle>()
+        .build()?
+        .start();
+    host.started().await?;
+    let api = Api::open(host.clone()).await?;
+
+    // A wrong method on a known route.
+    let resp = api.get("/api/services/Sweeper/trigger").send().await?;
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = resp
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(allow.contains("POST"), "allow: {allow}");
+    let body: serde_json::Value = resp.json().await?;
+    assert!(!error_message(&body, "method_not_allowed")?.is_empty());
+
+    // A path segment that is not UTF-8.
+    let (status, body) = call(api.get("/api/services/%FF/status")).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!error_message(&body, "bad_request")?.is_empty());
+
+    // A timeout beyond the 7 days allowed.
+    let (status, body) =
+        call(api.post("/api/services/Sweeper/trigger?timeout=10000000000000000000")).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_message(&body, "invalid_parameters")?.contains("7 days"));
+    let (status, _) = call(api.post("/api/services/Sweeper/trigger?timeout=30s")).await?;
+    assert_eq!(status, StatusCode::OK);
+
+    api.stop().await?;
+    Ok(())
+}
