@@ -21,6 +21,12 @@ pub(crate) use driver::{PeriodicControl, Poke, PokeReceipt, drive};
 
 /// What to do with scheduled ticks that fell due while a run was in progress or the
 /// machine was stalled.
+///
+/// Pokes (`trigger`, `check-queue`) that arrive during a run are always coalesced into
+/// exactly one follow-up run. Scheduled ticks follow this policy: with the default
+/// [`Skip`](MissedTickPolicy::Skip) a tick missed during a long run is not run late;
+/// [`CatchUpOnce`](MissedTickPolicy::CatchUpOnce) turns any number of missed ticks into
+/// exactly one follow-up run. No policy ever runs a burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MissedTickPolicy {
