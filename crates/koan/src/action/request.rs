@@ -428,14 +428,7 @@ fn accept_local(
             Ok(())
         }
         Prepared::Builtin(poke, timeout) => {
-            let control = cell.control.as_ref().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::UnknownAction,
-                    format!("`{}` is not periodic", cell.name),
-                )
-            })?;
-            let action = poke.action_name();
-            let receipt = control.poke(&cell.name, poke)?;
+            let (receipt, action) = poke_cell(cell, poke)?;
             let host = Arc::clone(inner);
             let (id, name) = (Arc::clone(id), Arc::clone(&cell.name));
             tokio::spawn(async move {
@@ -445,6 +438,21 @@ fn accept_local(
             Ok(())
         }
     }
+}
+
+/// Hands a built-in poke to a periodic service's driver.
+fn poke_cell(
+    cell: &ServiceCell,
+    poke: crate::schedule::Poke,
+) -> Result<(crate::schedule::PokeReceipt, &'static str)> {
+    let control = cell.control.as_ref().ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnknownAction,
+            format!("`{}` is not periodic", cell.name),
+        )
+    })?;
+    let action = poke.action_name();
+    Ok((control.poke(&cell.name, poke)?, action))
 }
 
 fn finish_ticket(
@@ -601,14 +609,7 @@ async fn call(
     };
     match prepare(host, &cell, step, correlation, id)? {
         Prepared::Builtin(poke, timeout) => {
-            let control = cell.control.as_ref().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::UnknownAction,
-                    format!("`{}` is not periodic", cell.name),
-                )
-            })?;
-            let action = poke.action_name();
-            let receipt = control.poke(&cell.name, poke)?;
+            let (receipt, action) = poke_cell(&cell, poke)?;
             wait_poke(receipt, &cell.name, action, timeout).await
         }
         Prepared::Job(mut job) => {
