@@ -198,34 +198,14 @@ impl EventBus {
         let handlers: Vec<Handler> = sub.routes.iter().map(|r| Arc::clone(&r.handler)).collect();
         self.update(|v| v.push(sub));
         let task = tokio::spawn(async move {
-            while let Some((i, env)) = rx.recv().await {
-                let Some(handler) = handlers.get(i) else {
-                    continue;
-                };
-                let outcome = CatchUnwind(handler(env.clone())).await;
-                let failed = match outcome {
-                    Ok(Ok(())) => false,
-                    Ok(Err(e)) => {
-                        tracing::warn!(service = %env.service, event = %env.name, error = %e, "event handler failed");
-                        true
-                    }
-                    Err(panic) => {
-                        tracing::error!(service = %env.service, event = %env.name, panic = %panic, "event handler panicked");
-                        true
-                    }
-                };
-                match (&env.key, failed) {
-                    (Some(k), true) => k.failed.increment(1),
-                    (Some(k), false) => k.delivered.increment(1),
-                    (None, _) => {
-                        let (svc, name) = (env.service.to_string(), env.name.to_string());
-                        let metric = if failed {
-                            "koan_event_handler_failures_total"
-                        } else {
-                            "koan_events_delivered_total"
-                        };
-                        metrics::counter!(metric, "service" => svc, "event" => name).increment(1);
-                    }
+            // Drain what is buffered in one go: one wake-up for a burst of events.
+            let mut batch = Vec::with_capacity(64);
+            while rx.recv_many(&mut batch, 64).await > 0 {
+                for (i, env) in batch.drain(..) {
+                    let Some(handler) = handlers.get(i) else {
+                        continue;
+                    };
+                    deliver_one(handler, env).await;
                 }
             }
         });
@@ -239,6 +219,38 @@ impl EventBus {
     /// Drops every subscriber's sender so their tasks finish after draining.
     pub(crate) fn close(&self) {
         self.update(Vec::clear);
+    }
+}
+
+/// Runs one handler on one event; failures and panics are logged and counted.
+async fn deliver_one(handler: &Handler, env: EventEnvelope) {
+    let (service, name, key) = (
+        Arc::clone(&env.service),
+        Arc::clone(&env.name),
+        env.key.clone(),
+    );
+    let failed = match CatchUnwind(handler(env)).await {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
+            tracing::warn!(service = %service, event = %name, error = %e, "event handler failed");
+            true
+        }
+        Err(panic) => {
+            tracing::error!(service = %service, event = %name, panic = %panic, "event handler panicked");
+            true
+        }
+    };
+    match (key, failed) {
+        (Some(k), true) => k.failed.increment(1),
+        (Some(k), false) => k.delivered.increment(1),
+        (None, _) => {
+            let metric = if failed {
+                "koan_event_handler_failures_total"
+            } else {
+                "koan_events_delivered_total"
+            };
+            metrics::counter!(metric, "service" => service.to_string(), "event" => name.to_string()).increment(1);
+        }
     }
 }
 
