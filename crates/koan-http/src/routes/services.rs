@@ -336,15 +336,7 @@ pub(crate) async fn trigger(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    run_action(
-        &state,
-        &headers,
-        &query,
-        &name,
-        koan::actions::TRIGGER,
-        Value::Null,
-    )
-    .await
+    poke(&state, &headers, &query, &name, koan::actions::TRIGGER).await
 }
 
 pub(crate) async fn check_queue(
@@ -353,15 +345,18 @@ pub(crate) async fn check_queue(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    run_action(
-        &state,
-        &headers,
-        &query,
-        &name,
-        koan::actions::CHECK_QUEUE,
-        Value::Null,
-    )
-    .await
+    poke(&state, &headers, &query, &name, koan::actions::CHECK_QUEUE).await
+}
+
+/// A seed route without a body: the built-in action of that name.
+async fn poke(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    service: &str,
+    action: &str,
+) -> Result<Response, ApiError> {
+    run_action(state, headers, query, service, action, Value::Null).await
 }
 
 pub(crate) async fn process_batch(

@@ -158,7 +158,7 @@ impl Mailbox {
     /// The next job, or `None` once the mailbox is closed and empty.
     pub(crate) async fn pop(&self) -> Option<Job> {
         // Work already waiting needs no wake-up registration.
-        if let Some(job) = self.try_pop() {
+        if let Some(job) = self.take(self.lock()) {
             return Some(job);
         }
         loop {
@@ -166,19 +166,12 @@ impl Mailbox {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut st = self.lock();
-                if let Some(e) = st.heap.pop() {
-                    let len = st.heap.len();
-                    drop(st);
-                    self.len.store(len, AtomicOrdering::Relaxed);
-                    self.depth.set(len as f64);
-                    if len > 0 {
-                        // Let another worker pick up the rest.
-                        self.notify.notify_one();
-                    }
-                    return Some(e.job);
+                let st = self.lock();
+                let closed = st.closed;
+                if let Some(job) = self.take(st) {
+                    return Some(job);
                 }
-                if st.closed {
+                if closed {
                     return None;
                 }
             }
@@ -186,14 +179,15 @@ impl Mailbox {
         }
     }
 
-    fn try_pop(&self) -> Option<Job> {
-        let mut st = self.lock();
+    /// The highest-priority job, if any, under the lock `st` (released here).
+    fn take(&self, mut st: std::sync::MutexGuard<'_, State>) -> Option<Job> {
         let e = st.heap.pop()?;
         let len = st.heap.len();
         drop(st);
         self.len.store(len, AtomicOrdering::Relaxed);
         self.depth.set(len as f64);
         if len > 0 {
+            // Let another worker pick up the rest.
             self.notify.notify_one();
         }
         Some(e.job)
