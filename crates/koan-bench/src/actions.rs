@@ -285,8 +285,16 @@ where
     Fut: std::future::Future<Output = anyhow::Result<f64>>,
 {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    // For profiling koan alone (`perf record`): the baselines are not run.
+    let solo: Option<usize> = std::env::var("KOAN_BENCH_SOLO")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for r in 0..=rounds {
         for (i, (_, c)) in contenders.iter().enumerate() {
+            if solo.is_some_and(|s| s != i) {
+                samples[i].push(f64::NAN);
+                continue;
+            }
             let v = round(c.clone()).await?;
             if r > 0 {
                 samples[i].push(v);

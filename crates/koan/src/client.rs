@@ -127,7 +127,8 @@ impl<T: Service> Services<T> {
 
     /// Starts an action request (the seed's `Do(action, parameters)`).
     pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
-        self.by_name().action(name, params)
+        let target = Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name));
+        ActionRequest::new(self.host.clone(), target).action(name, params)
     }
 
     /// Starts an event subscription (the seed's `On(event)`).

@@ -76,7 +76,7 @@ pub mod testing;
 
 pub use action::{
     ActionContext, ActionDecl, ActionInfo, ActionOutput, ActionRecord, ActionRequest, ActionState,
-    ActionTicket, Actions, CallOptions, ErrorBody, EventInfo,
+    ActionTicket, Actions, CallOptions, ErrorBody, EventInfo, Execute,
 };
 pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
 pub use config::{Config, ConfigBuilder};

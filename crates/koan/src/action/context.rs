@@ -6,6 +6,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::{HostHandle, HostInner};
+use crate::registry::ServiceCell;
 
 tokio::task_local! {
     /// The correlation id of the action being handled on this task.
@@ -20,13 +21,11 @@ pub(crate) fn current_correlation() -> Option<Arc<str>> {
 /// What an action handler gets besides its parameters.
 #[derive(Clone)]
 pub struct ActionContext {
-    pub(crate) service: Arc<str>,
+    pub(crate) cell: Arc<ServiceCell>,
     pub(crate) action: Arc<str>,
     pub(crate) id: Option<Arc<str>>,
     pub(crate) correlation_id: Arc<str>,
     pub(crate) priority: i32,
-    /// The service's token: cancelled when the host stops.
-    pub(crate) service_token: CancellationToken,
     /// The action's own token (a child of the service's), made up front when there is
     /// a deadline, on first use otherwise.
     pub(crate) token: std::sync::OnceLock<CancellationToken>,
@@ -37,7 +36,7 @@ pub struct ActionContext {
 impl std::fmt::Debug for ActionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActionContext")
-            .field("service", &self.service)
+            .field("service", &self.cell.name)
             .field("action", &self.action)
             .field("correlation_id", &self.correlation_id)
             .field("priority", &self.priority)
@@ -48,7 +47,7 @@ impl std::fmt::Debug for ActionContext {
 impl ActionContext {
     /// The service handling the action.
     pub fn service(&self) -> &str {
-        &self.service
+        &self.cell.name
     }
 
     /// The action's name.
@@ -75,7 +74,7 @@ impl ActionContext {
     pub async fn cancelled(&self) {
         match self.token.get() {
             Some(t) => t.cancelled().await,
-            None => self.service_token.cancelled().await,
+            None => self.cell.token.cancelled().await,
         }
     }
 
@@ -83,14 +82,14 @@ impl ActionContext {
     pub fn is_cancelled(&self) -> bool {
         match self.token.get() {
             Some(t) => t.is_cancelled(),
-            None => self.service_token.is_cancelled(),
+            None => self.cell.token.is_cancelled(),
         }
     }
 
     /// The token cancelled at the deadline or when the host stops, to pass to other
     /// code. Cancelling it cancels this action only.
     pub fn token(&self) -> &CancellationToken {
-        self.token.get_or_init(|| self.service_token.child_token())
+        self.token.get_or_init(|| self.cell.token.child_token())
     }
 
     /// Time left before the deadline, if there is one.
@@ -104,7 +103,7 @@ impl ActionContext {
         if let Some(host) = self.host.upgrade() {
             host.events
                 .emit(
-                    &self.service,
+                    &self.cell.name,
                     name,
                     Some(Arc::clone(&self.correlation_id)),
                     payload,

@@ -1,7 +1,7 @@
 //! Declaring a service's actions and events (`Service::actions`).
 
+use crate::util::FxHashMap as HashMap;
 use std::any::Any;
-use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
@@ -398,7 +398,7 @@ impl<T: Service> Actions<T> {
     }
 
     pub(crate) fn into_table(self, service: Arc<T>) -> Result<ActionTable> {
-        let mut by_name = HashMap::new();
+        let mut by_name = HashMap::default();
         let mut entries = Vec::new();
         for p in self.pending {
             let key = p.name.to_ascii_lowercase();

@@ -78,7 +78,8 @@ struct State {
     closed: bool,
 }
 
-/// A bounded priority queue with async `pop`.
+/// A bounded priority queue; workers wait with [`Mailbox::ready`] and take with
+/// [`Mailbox::try_take`].
 pub(crate) struct Mailbox {
     service: Arc<str>,
     state: Mutex<State>,
@@ -155,11 +156,14 @@ impl Mailbox {
         Ok(())
     }
 
-    /// The next job, or `None` once the mailbox is closed and empty.
-    pub(crate) async fn pop(&self) -> Option<Job> {
+    /// Waits until a job is queued (`true`) or the mailbox is closed and empty
+    /// (`false`). Takes nothing: a worker first secures a concurrency slot, then
+    /// [`try_take`](Self::try_take)s, so a job leaves the queue only when it can run
+    /// and a later, higher-priority job still goes first.
+    pub(crate) async fn ready(&self) -> bool {
         // Work already waiting needs no wake-up registration.
-        if let Some(job) = self.take(self.lock()) {
-            return Some(job);
+        if !self.is_empty() {
+            return true;
         }
         loop {
             let notified = self.notify.notified();
@@ -167,16 +171,26 @@ impl Mailbox {
             notified.as_mut().enable();
             {
                 let st = self.lock();
-                let closed = st.closed;
-                if let Some(job) = self.take(st) {
-                    return Some(job);
+                if !st.heap.is_empty() {
+                    return true;
                 }
-                if closed {
-                    return None;
+                if st.closed {
+                    return false;
                 }
             }
             notified.await;
         }
+    }
+
+    /// The highest-priority job, if one waits.
+    pub(crate) fn try_take(&self) -> Option<Job> {
+        self.take(self.lock())
+    }
+
+    /// Whether nothing waits: a caller may then run an action itself (see
+    /// `action::inline`) without overtaking queued work.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The highest-priority job, if any, under the lock `st` (released here).

@@ -1,7 +1,10 @@
 //! Invoking actions: the fluent `ActionRequest`, its outcome and tickets.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
 use crate::registry::ServiceCell;
 use crate::transport::{RemoteCall, Transport};
-use crate::util::fmt_duration;
+use crate::util::{BoxFuture, fmt_duration};
 
 /// Which service a request goes to.
 #[derive(Debug, Clone)]
@@ -54,6 +57,56 @@ struct Step {
     timeout: Option<Duration>,
 }
 
+/// The steps of a request: a single action (the common case) needs no allocation.
+#[derive(Default)]
+struct Steps {
+    first: Option<Step>,
+    more: Vec<Step>,
+}
+
+impl Steps {
+    fn push(&mut self, step: Step) {
+        if self.first.is_none() {
+            self.first = Some(step);
+        } else {
+            self.more.push(step);
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Step> {
+        match self.more.last_mut() {
+            Some(s) => Some(s),
+            None => self.first.as_mut(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Step> {
+        self.first.iter().chain(&self.more)
+    }
+
+    /// The only step, when there is exactly one.
+    fn take_single(&mut self) -> Option<Step> {
+        if self.more.is_empty() {
+            self.first.take()
+        } else {
+            None
+        }
+    }
+}
+
+impl IntoIterator for Steps {
+    type Item = Step;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Step>, std::vec::IntoIter<Step>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.more)
+    }
+}
+
 /// One or more actions to run on a service, in order (the seed's `Do(…)` chain).
 ///
 /// `.priority()` and `.timeout()` apply to the action just added; `.correlation_id()`
@@ -62,7 +115,7 @@ struct Step {
 pub struct ActionRequest {
     host: HostHandle,
     target: Target,
-    steps: Vec<Step>,
+    steps: Steps,
     correlation: Option<Arc<str>>,
 }
 
@@ -181,7 +234,7 @@ impl ActionRequest {
         ActionRequest {
             host,
             target,
-            steps: Vec::new(),
+            steps: Steps::default(),
             correlation: None,
         }
     }
@@ -258,8 +311,16 @@ impl ActionRequest {
 
     /// Runs the actions in order and waits for each; the first failure stops the
     /// chain, and its error names the step. Returns the last action's result.
-    pub async fn execute(self) -> Result<ActionOutput> {
-        let correlation = self.correlation.unwrap_or_else(new_id);
+    ///
+    /// Like any future, it does nothing until polled.
+    pub fn execute(self) -> Execute {
+        Execute {
+            state: ExecState::Start(self),
+        }
+    }
+
+    /// A chain of several actions (or none), step after step.
+    async fn run_chain(self, correlation: Arc<str>) -> Result<ActionOutput> {
         let inner = &self.host.inner;
         let total = self.steps.len();
         if total == 0 {
@@ -274,15 +335,14 @@ impl ActionRequest {
         let mut last = Payload::Unit;
         for (i, step) in self.steps.into_iter().enumerate() {
             let action = step.action.clone();
-            match call(inner, &self.target, step, &correlation, None).await {
+            match start_step(inner, &self.target, step, &correlation).await {
                 Ok(p) => last = p,
-                Err(e) if total > 1 => {
+                Err(e) => {
                     return Err(Error::new(
                         e.kind(),
                         format!("step {} of {total} (`{action}`) failed: {}", i + 1, e),
                     ));
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(ActionOutput {
@@ -313,8 +373,8 @@ impl ActionRequest {
         let (tx, rx) = oneshot::channel();
         if self.steps.len() == 1
             && let Ok(cell) = local_cell(&inner, &self.target)
+            && let Some(step) = self.steps.take_single()
         {
-            let step = self.steps.remove(0);
             // Local single actions are accepted (or refused) right here.
             let accepted = accept_local(&inner, &cell, step, &correlation, &id, tx);
             if let Err(e) = &accepted {
@@ -331,8 +391,8 @@ impl ActionRequest {
         if self.steps.len() == 1
             && find_local(&inner, &self.target).is_none()
             && let Some(transport) = inner.transport.clone()
+            && let Some(step) = self.steps.take_single()
         {
-            let step = self.steps.remove(0);
             let call = remote_call(&self.target, step, &correlation)?;
             let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
             let what = format!("durable action `{}` of `{}`", call.action, call.service);
@@ -590,50 +650,191 @@ async fn wait_poke_inner(
     })
 }
 
-/// Runs one step locally, or through the transport when the service is elsewhere.
-async fn call(
+/// The future of [`ActionRequest::execute`]: the result of the last action.
+///
+/// A single action (the common case) is a small state machine: it holds the request
+/// until first polled, then nothing bigger than its run or a oneshot receiver. Chains
+/// and the paths that hold timers or transport futures are boxed.
+#[must_use = "futures do nothing unless polled"]
+pub struct Execute {
+    state: ExecState,
+}
+
+enum ExecState {
+    Start(ActionRequest),
+    Single {
+        step: StepFut,
+        correlation: Arc<str>,
+    },
+    Chain(BoxFuture<'static, Result<ActionOutput>>),
+    Done,
+}
+
+impl std::fmt::Debug for Execute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            ExecState::Start(_) => "not started",
+            ExecState::Single { .. } | ExecState::Chain(_) => "running",
+            ExecState::Done => "done",
+        };
+        f.debug_struct("Execute").field("state", &state).finish()
+    }
+}
+
+impl Future for Execute {
+    type Output = Result<ActionOutput>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                ExecState::Start(_) => {
+                    let ExecState::Start(mut req) =
+                        std::mem::replace(&mut this.state, ExecState::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let correlation = req.correlation.take().unwrap_or_else(new_id);
+                    this.state = match req.steps.take_single() {
+                        Some(step) => ExecState::Single {
+                            step: start_step(&req.host.inner, &req.target, step, &correlation),
+                            correlation,
+                        },
+                        None => ExecState::Chain(Box::pin(req.run_chain(correlation))),
+                    };
+                }
+                ExecState::Single { step, correlation } => {
+                    let payload = std::task::ready!(Pin::new(step).poll(cx));
+                    let correlation = Arc::clone(correlation);
+                    this.state = ExecState::Done;
+                    return Poll::Ready(payload.map(|payload| ActionOutput {
+                        payload,
+                        correlation_id: correlation,
+                    }));
+                }
+                ExecState::Chain(fut) => {
+                    let out = std::task::ready!(fut.as_mut().poll(cx));
+                    this.state = ExecState::Done;
+                    return Poll::Ready(out);
+                }
+                ExecState::Done => panic!("`Execute` polled after it completed"),
+            }
+        }
+    }
+}
+
+/// One step on its way: run by the caller, queued, or on a boxed slow path.
+enum StepFut {
+    /// Failed before it started.
+    Ready(Option<Result<Payload>>),
+    /// Run by the caller itself (the service was idle).
+    Inline {
+        run: super::inline::InlineRun,
+        closed: Closed,
+    },
+    /// Queued in the mailbox, no deadline.
+    Queued {
+        rx: oneshot::Receiver<Result<Payload>>,
+        closed: Closed,
+    },
+    /// Remote, a built-in poke, or queued with a deadline.
+    Boxed(BoxFuture<'static, Result<Payload>>),
+}
+
+/// Names the action when it is answered `ShuttingDown` (built only then).
+struct Closed {
+    action: Arc<str>,
+    cell: Arc<ServiceCell>,
+}
+
+impl Closed {
+    fn error(&self) -> Error {
+        Error::shutting_down(&format!("action `{}` of `{}`", self.action, self.cell.name))
+    }
+}
+
+impl Future for StepFut {
+    type Output = Result<Payload>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            StepFut::Ready(r) => Poll::Ready(r.take().expect("a step polled after it completed")),
+            StepFut::Inline { run, closed } => Pin::new(run)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|| Err(closed.error()))),
+            StepFut::Queued { rx, closed } => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|_| Err(closed.error()))),
+            StepFut::Boxed(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Starts one step: locally (run by the caller when the service is idle, queued
+/// otherwise), or through the transport when the service is elsewhere.
+fn start_step(
     host: &Arc<HostInner>,
     target: &Target,
     step: Step,
     correlation: &Arc<str>,
-    id: Option<Arc<str>>,
-) -> Result<Payload> {
-    let cell = match find_local(host, target) {
-        Some(cell) => cell,
-        None => {
-            return match &host.transport {
-                Some(t) => remote(t.as_ref(), target, step, correlation).await,
-                None => Err(host.registry.unknown(target.name())),
-            };
-        }
+) -> StepFut {
+    let Some(cell) = find_local(host, target) else {
+        return match &host.transport {
+            Some(t) => {
+                let (t, target, correlation) =
+                    (Arc::clone(t), target.clone(), Arc::clone(correlation));
+                StepFut::Boxed(Box::pin(async move {
+                    remote(t.as_ref(), &target, step, &correlation).await
+                }))
+            }
+            None => StepFut::Ready(Some(Err(host.registry.unknown(target.name())))),
+        };
     };
-    match prepare(host, &cell, step, correlation, id)? {
-        Prepared::Builtin(poke, timeout) => {
-            let (receipt, action) = poke_cell(&cell, poke)?;
-            wait_poke(receipt, &cell.name, action, timeout).await
-        }
-        Prepared::Job(mut job) => {
+    let prepared = match prepare(host, &cell, step, correlation, None) {
+        Ok(p) => p,
+        Err(e) => return StepFut::Ready(Some(Err(e))),
+    };
+    match prepared {
+        Prepared::Builtin(poke, timeout) => match poke_cell(&cell, poke) {
+            Ok((receipt, action)) => StepFut::Boxed(Box::pin(async move {
+                wait_poke(receipt, &cell.name, action, timeout).await
+            })),
+            Err(e) => StepFut::Ready(Some(Err(e))),
+        },
+        Prepared::Job(job) => {
+            let closed = Closed {
+                action: Arc::clone(&job.entry.name),
+                cell: Arc::clone(&cell),
+            };
+            // An idle service: the caller runs the action itself (see `inline`).
+            if super::inline::take_slot(&cell) {
+                let run = super::inline::run(host, cell, job);
+                return StepFut::Inline { run, closed };
+            }
+            let mut job = job;
             let (tx, rx) = oneshot::channel();
             job.reply = Some(tx);
-            let deadline = job.deadline;
-            let timeout = job.timeout;
-            let action = Arc::clone(&job.entry.name);
-            push(&cell, job)?;
-            let closed = || Error::shutting_down(&format!("action `{action}` of `{}`", cell.name));
-            match deadline {
-                None => rx.await.map_err(|_| closed())?,
-                Some(d) => match tokio::time::timeout_at(d, rx).await {
-                    Ok(r) => r.map_err(|_| closed())?,
+            let (deadline, timeout) = (job.deadline, job.timeout);
+            if let Err(e) = push(&cell, job) {
+                return StepFut::Ready(Some(Err(e)));
+            }
+            let Some(d) = deadline else {
+                return StepFut::Queued { rx, closed };
+            };
+            StepFut::Boxed(Box::pin(async move {
+                match tokio::time::timeout_at(d, rx).await {
+                    Ok(r) => r.unwrap_or_else(|_| Err(closed.error())),
                     Err(_) => Err(Error::new(
                         ErrorKind::Timeout,
                         format!(
-                            "action `{action}` of `{}` did not finish within its timeout of {} (queue time included)",
-                            cell.name,
+                            "action `{}` of `{}` did not finish within its timeout of {} (queue time included)",
+                            closed.action,
+                            closed.cell.name,
                             timeout.map(fmt_duration).unwrap_or_default()
                         ),
                     )),
-                },
-            }
+                }
+            }))
         }
     }
 }

@@ -15,13 +15,27 @@ use crate::host::HostInner;
 use crate::registry::ServiceCell;
 use crate::util::{CatchUnwind, fmt_duration};
 
-/// One worker of a service; `max_concurrency` of them share the mailbox.
+/// One worker of a service; `max_concurrency` of them share the mailbox. A job is
+/// taken only once a concurrency slot is held, so it leaves the queue when it can run.
 pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
-    while let Some(job) = cell.mailbox.pop().await {
-        cell.in_flight.fetch_add(1, Ordering::Relaxed);
-        execute(&host, &cell, job).await;
-        cell.in_flight.fetch_sub(1, Ordering::Relaxed);
+    while cell.mailbox.ready().await {
+        let _slot = cell.slots.take().await;
+        if let Some(job) = cell.mailbox.try_take() {
+            run_counted(&host, &cell, job, Instant::now()).await;
+        }
     }
+}
+
+/// Runs `job` (its caller holds a slot), counted in the service's `in_flight`.
+pub(crate) async fn run_counted(
+    host: &Arc<HostInner>,
+    cell: &Arc<ServiceCell>,
+    job: Job,
+    started: Instant,
+) {
+    cell.in_flight.fetch_add(1, Ordering::Relaxed);
+    execute(host, cell, job, started).await;
+    cell.in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 
 fn timeout_error(job: &Job, service: &str) -> Error {
@@ -35,14 +49,18 @@ fn timeout_error(job: &Job, service: &str) -> Error {
     )
 }
 
-async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
-    let metrics = job
-        .entry
+/// Runs `job`, which left the queue at `started` (the caller that runs it itself
+/// passes the moment it accepted it, saving a clock read).
+async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job, started: Instant) {
+    let entry = Arc::clone(&job.entry);
+    let metrics = entry
         .metrics
-        .get_or_init(|| ActionMetrics::new(&cell.name, &job.entry.name));
-    let queued = job.enqueued_at.elapsed().as_secs_f64();
+        .get_or_init(|| ActionMetrics::new(&cell.name, &entry.name));
+    let queued = started
+        .saturating_duration_since(job.enqueued_at)
+        .as_secs_f64();
     if let Some(deadline) = job.deadline
-        && Instant::now() >= deadline
+        && started >= deadline
     {
         let e = timeout_error(&job, &cell.name);
         metrics.record(Outcome::Timeout, 0.0, queued);
@@ -64,12 +82,11 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
     // get one lazily if the handler asks for it (see `ActionContext::token`).
     let deadline_token = job.deadline.map(|_| cell.token.child_token());
     let cx = ActionContext {
-        service: Arc::clone(&cell.name),
+        cell: Arc::clone(cell),
         action: Arc::clone(&job.entry.name),
         id: job.id.clone(),
         correlation_id: Arc::clone(&job.correlation),
         priority: job.priority,
-        service_token: cell.token.clone(),
         token: match &deadline_token {
             Some(t) => std::sync::OnceLock::from(t.clone()),
             None => std::sync::OnceLock::new(),
@@ -80,35 +97,17 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
     let params = std::mem::replace(&mut job.params, Box::new(()));
     let fut = (job.entry.call)(params, cx);
     let fut = CORRELATION.scope(Arc::clone(&job.correlation), fut);
-    tokio::pin!(fut);
-    let mut run = CatchUnwind(fut.as_mut());
-    let started = Instant::now();
-    let result = match job.deadline {
-        None => (&mut run).await,
-        Some(deadline) => {
-            tokio::select! {
-                r = &mut run => r,
-                _ = tokio::time::sleep_until(deadline) => {
-                    if let Some(t) = &deadline_token {
-                        t.cancel();
-                    }
-                    let e = timeout_error(&job, &cell.name);
-                    metrics.record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
-                    answer(host, &mut job, Err(e));
-                    // Give the handler a short grace to notice its cancelled token,
-                    // then drop its future.
-                    let grace = host.config.action_grace;
-                    if tokio::time::timeout(grace, &mut run).await.is_err() {
-                        tracing::warn!(
-                            action = %job.entry.name,
-                            grace = %fmt_duration(grace),
-                            "action ignored its cancelled token; its future was dropped"
-                        );
-                    }
-                    return;
-                }
+    let result = match (job.deadline, deadline_token) {
+        (Some(deadline), Some(token)) => {
+            // Kept out of line (boxed) so that calls without a deadline do not carry
+            // the timer's state around.
+            let timed = run_with_deadline(host, cell, &mut job, fut, deadline, token, started);
+            match Box::pin(timed).await {
+                Some(r) => r,
+                None => return,
             }
         }
+        _ => CatchUnwind(std::pin::pin!(fut)).await,
     };
     let elapsed = started.elapsed().as_secs_f64();
     let outcome = match result {
@@ -128,12 +127,12 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
                     ),
                 ),
             };
-            tracing::warn!(action = %job.entry.name, correlation_id = %job.correlation, error = %err, "action failed");
+            tracing::warn!(service = %cell.name, action = %job.entry.name, correlation_id = %job.correlation, error = %err, "action failed");
             Err(err)
         }
         Err(panic) => {
             metrics.record(Outcome::Panic, elapsed, queued);
-            tracing::error!(action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
+            tracing::error!(service = %cell.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
             Err(Error::new(
                 ErrorKind::Panic,
                 format!(
@@ -144,6 +143,50 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) {
         }
     };
     answer(host, &mut job, outcome);
+}
+
+type HandlerResult =
+    std::result::Result<std::result::Result<Payload, crate::error::BoxError>, String>;
+
+/// Runs the handler future `fut` until `deadline`. `None` when the deadline came
+/// first: the job is then answered `Timeout` here, and the handler had its grace.
+async fn run_with_deadline<F>(
+    host: &Arc<HostInner>,
+    cell: &Arc<ServiceCell>,
+    job: &mut Job,
+    fut: F,
+    deadline: Instant,
+    token: tokio_util::sync::CancellationToken,
+    started: Instant,
+) -> Option<HandlerResult>
+where
+    F: std::future::Future<Output = std::result::Result<Payload, crate::error::BoxError>>,
+{
+    let mut run = CatchUnwind(std::pin::pin!(fut));
+    tokio::select! {
+        r = &mut run => Some(r),
+        _ = tokio::time::sleep_until(deadline) => {
+            token.cancel();
+            let queued = started.saturating_duration_since(job.enqueued_at).as_secs_f64();
+            let e = timeout_error(job, &cell.name);
+            if let Some(m) = job.entry.metrics.get() {
+                m.record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+            }
+            answer(host, job, Err(e));
+            // Give the handler a short grace to notice its cancelled token, then
+            // drop its future.
+            let grace = host.config.action_grace;
+            if tokio::time::timeout(grace, &mut run).await.is_err() {
+                tracing::warn!(
+                    service = %cell.name,
+                    action = %job.entry.name,
+                    grace = %fmt_duration(grace),
+                    "action ignored its cancelled token; its future was dropped"
+                );
+            }
+            None
+        }
+    }
 }
 
 /// Sends the outcome to whoever waits for it: the caller and/or the ledger.

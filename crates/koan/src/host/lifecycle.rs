@@ -230,6 +230,13 @@ async fn shutdown(
                 aborted = true;
             }
         }
+        // Actions that callers run themselves (`action::inline`) hold slots too.
+        if tokio::time::timeout_at(deadline, cell.slots.all_free())
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = %cell.name, "actions run by their callers did not finish within the grace period; their tokens are cancelled");
+        }
         if aborted {
             tracing::warn!(service = %cell.name, "service did not stop within the grace period; aborted");
         } else {

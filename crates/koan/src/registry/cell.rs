@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::status::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
-use crate::action::{ActionTable, Mailbox};
+use crate::action::{ActionTable, Mailbox, Slots};
 use crate::clock::Clock;
 use crate::health::{HealthReport, HealthStatus, ServiceHealth};
 use crate::schedule::{PeriodicControl, Schedule};
@@ -48,6 +48,10 @@ pub(crate) struct ServiceCell {
     pub(crate) clock: Clock,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) in_flight: AtomicUsize,
+    /// One permit per action that may run at once (`max_concurrency`), shared by the
+    /// mailbox workers and by callers running an action themselves when the service
+    /// is idle (`action::inline`).
+    pub(crate) slots: Slots,
     status: watch::Sender<StatusCore>,
 }
 
@@ -87,6 +91,7 @@ impl ServiceCell {
             Arc::clone(&parts.name),
             parts.options.mailbox_capacity,
         ));
+        let slots = Slots::new(parts.options.max_concurrency);
         let (status, _) = watch::channel(StatusCore {
             state,
             started_at: None,
@@ -114,6 +119,7 @@ impl ServiceCell {
             clock: parts.clock,
             tasks: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
+            slots,
             status,
         }
     }

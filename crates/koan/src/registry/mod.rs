@@ -4,8 +4,8 @@
 mod cell;
 mod status;
 
+use crate::util::FxHashMap as HashMap;
 use std::any::TypeId;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) use cell::{CellParts, ServiceCell};

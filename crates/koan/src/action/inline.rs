@@ -1,0 +1,97 @@
+//! Running an action on the caller's own task when its service is idle.
+//!
+//! A call through the mailbox costs two task wake-ups (caller → worker → caller),
+//! and on a multi-thread runtime those are often cross-thread: the largest part of an
+//! in-process call. When nothing is queued and a concurrency slot is free, nothing
+//! would run before this action anyway, so the caller takes the slot and runs the
+//! action itself, through the same code as a worker (deadline, panics, metrics,
+//! ledger). Nothing overtakes queued work, `max_concurrency` holds (workers and
+//! callers share the slots), and a running action is never lost to its caller going
+//! away: if the caller's future is dropped mid-run, the action is handed to a task
+//! of its own and finishes there, still holding its slot.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::mailbox::Job;
+use super::payload::Payload;
+use super::slots::CellSlot;
+use super::worker::run_counted;
+use crate::error::Result;
+use crate::host::HostInner;
+use crate::registry::ServiceCell;
+use crate::util::BoxFuture;
+
+/// Takes a concurrency slot for the caller when the service is idle: nothing queued
+/// and a slot free. The caller must then [`run`] its job.
+pub(crate) fn take_slot(cell: &ServiceCell) -> bool {
+    cell.mailbox.is_empty() && cell.slots.try_take()
+}
+
+/// Runs `job` on the caller's task, in the slot [`take_slot`] took.
+pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -> InlineRun {
+    let slot = CellSlot(cell);
+    let (tx, rx) = oneshot::channel();
+    job.reply = Some(tx);
+    let host = Arc::clone(host);
+    let run = Box::pin(async move {
+        // Accepted a moment ago: its acceptance time is its start time.
+        let started = job.enqueued_at;
+        run_counted(&host, &slot.0, job, started).await;
+    });
+    InlineRun { run: Some(run), rx }
+}
+
+/// An action running on its caller's task; resolves to its outcome.
+pub(crate) struct InlineRun {
+    /// `None` once the run finished.
+    run: Option<BoxFuture<'static, ()>>,
+    rx: oneshot::Receiver<Result<Payload>>,
+}
+
+impl std::fmt::Debug for InlineRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineRun")
+            .field("finished", &self.run.is_none())
+            .finish()
+    }
+}
+
+impl Future for InlineRun {
+    /// `None` when the job was dropped unanswered (the host is going away).
+    type Output = Option<Result<Payload>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(run) = &mut self.run
+            && run.as_mut().poll(cx).is_ready()
+        {
+            self.run = None;
+            // A finished run answered its job (or dropped it): no need to poll the
+            // receiver, which would spend the task's cooperative budget and force
+            // a yield (often to another thread) every hundred-odd calls.
+            return Poll::Ready(self.rx.try_recv().ok());
+        }
+        // The outcome can come before the run ends: at a deadline, the caller is
+        // answered while the handler gets its grace (which `Drop` lets finish).
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r.ok()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for InlineRun {
+    fn drop(&mut self) {
+        // The caller stopped waiting (or was answered at its deadline) while the
+        // action still runs: it finishes on a task of its own.
+        if let Some(run) = self.run.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(run);
+        }
+    }
+}

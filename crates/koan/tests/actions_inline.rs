@@ -1,0 +1,267 @@
+//! Actions that their callers run themselves (an idle service, `execute()`): the
+//! same guarantees as the mailbox path — `max_concurrency` holds, queued work is not
+//! overtaken and keeps its priority order, a caller that goes away does not cancel a
+//! running action, and shutdown waits for it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions,
+};
+use tokio::sync::{Semaphore, mpsc};
+
+struct Gated<const N: usize> {
+    gate: Arc<Semaphore>,
+    started: mpsc::UnboundedSender<()>,
+    log: Arc<Mutex<Vec<String>>>,
+    running: AtomicUsize,
+    peak: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+}
+
+struct Probe {
+    gate: Arc<Semaphore>,
+    started: mpsc::UnboundedReceiver<()>,
+    log: Arc<Mutex<Vec<String>>>,
+    peak: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+}
+
+impl Probe {
+    fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+}
+
+impl<const N: usize> Gated<N> {
+    fn new() -> (Self, Probe) {
+        let gate = Arc::new(Semaphore::new(0));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let svc = Gated {
+            gate: Arc::clone(&gate),
+            started: tx,
+            log: Arc::clone(&log),
+            running: AtomicUsize::new(0),
+            peak: Arc::clone(&peak),
+            finished: Arc::clone(&finished),
+        };
+        let probe = Probe {
+            gate,
+            started: rx,
+            log,
+            peak,
+            finished,
+        };
+        (svc, probe)
+    }
+}
+
+impl<const N: usize> Service for Gated<N> {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Gated").max_concurrency(N)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        // Waits for a permit of the gate, counting how many run at once.
+        a.action(
+            "hold",
+            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                let now = svc.running.fetch_add(1, Ordering::SeqCst) + 1;
+                svc.peak.fetch_max(now, Ordering::SeqCst);
+                let _ = svc.started.send(());
+                let permit = svc.gate.acquire().await;
+                svc.running.fetch_sub(1, Ordering::SeqCst);
+                permit?.forget();
+                svc.finished.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(now)
+            },
+        );
+        a.action(
+            "record",
+            |svc: Arc<Self>, tag: String, _cx: ActionContext| async move {
+                let now = svc.running.fetch_add(1, Ordering::SeqCst) + 1;
+                svc.peak.fetch_max(now, Ordering::SeqCst);
+                svc.log.lock().expect("log lock").push(tag.clone());
+                tokio::task::yield_now().await;
+                svc.running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(tag)
+            },
+        );
+    }
+}
+
+impl<const N: usize> BackgroundService for Gated<N> {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// Polls `f` once and drops it: `true` when it finished in that poll.
+async fn poll_once_then_drop<F: Future>(f: F) -> bool {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_ready())).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_action_survives_its_caller_going_away() -> anyhow::Result<()> {
+    type G = Gated<1>;
+    let (svc, mut probe) = G::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let g = host.services::<G>();
+
+    // The caller starts the action (the service is idle, so it runs it itself) and
+    // then stops waiting for it.
+    let finished_at_once = poll_once_then_drop(g.action("hold", ()).execute()).await;
+    assert!(!finished_at_once, "`hold` waits for the gate");
+    probe.started.recv().await.expect("hold started");
+
+    // The action goes on without its caller and, once done, gives its slot back.
+    probe.gate.add_permits(1);
+    probe.gate.add_permits(1);
+    let second = g.action("hold", ()).execute().await?.value::<usize>()?;
+    assert_eq!(second, 1, "one action at a time");
+    assert_eq!(
+        probe.finished.load(Ordering::SeqCst),
+        2,
+        "both ran to the end"
+    );
+    assert_eq!(host.services::<G>().status().await?.in_flight, 0);
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_work_waits_for_the_caller_run_and_keeps_priority_order() -> anyhow::Result<()> {
+    type G = Gated<1>;
+    let (svc, mut probe) = G::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let g = host.services::<G>();
+
+    // The only slot is taken by a caller running `hold` itself.
+    let blocker = tokio::spawn({
+        let g = g.clone();
+        async move { g.action("hold", ()).execute().await }
+    });
+    probe.started.recv().await.expect("hold started");
+
+    let mut tickets = Vec::new();
+    for (tag, priority) in [("low", 1), ("top", 10), ("mid", 5)] {
+        tickets.push(
+            g.action("record", tag.to_owned())
+                .priority(priority)
+                .enqueue()
+                .await?,
+        );
+    }
+    // A later `execute()` does not overtake the queue: it waits in it.
+    let late = tokio::spawn({
+        let g = g.clone();
+        async move { g.action("record", "late".to_owned()).execute().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(
+        probe.log().is_empty(),
+        "nothing runs while the slot is taken"
+    );
+
+    probe.gate.add_permits(1);
+    blocker.await??;
+    for t in tickets {
+        t.outcome().await?;
+    }
+    late.await??;
+    assert_eq!(probe.log(), ["top", "mid", "low", "late"]);
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_and_workers_share_max_concurrency() -> anyhow::Result<()> {
+    type G = Gated<2>;
+    let (svc, probe) = G::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let g = host.services::<G>();
+
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let g = g.clone();
+            tokio::spawn(async move {
+                if i % 3 == 0 {
+                    g.action("record", format!("{i}"))
+                        .enqueue()
+                        .await?
+                        .outcome()
+                        .await?;
+                } else {
+                    g.action("record", format!("{i}")).execute().await?;
+                }
+                Ok::<_, koan::Error>(())
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await??;
+    }
+    assert_eq!(probe.log().len(), 200, "every action ran once");
+    let peak = probe.peak.load(Ordering::SeqCst);
+    assert!(
+        peak <= 2,
+        "{peak} actions ran at once; max_concurrency is 2"
+    );
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_an_action_its_caller_runs() -> anyhow::Result<()> {
+    type G = Gated<1>;
+    let (svc, mut probe) = G::new();
+    let host = koan::testing::host()
+        .instance(svc)
+        .shutdown_grace(std::time::Duration::from_secs(30))
+        .build()?
+        .start();
+    host.started().await?;
+    let g = host.services::<G>();
+
+    let call = tokio::spawn({
+        let g = g.clone();
+        async move { g.action("hold", ()).execute().await }
+    });
+    probe.started.recv().await.expect("hold started");
+
+    host.shutdown();
+    let stopped = tokio::spawn({
+        let host = host.clone();
+        async move { host.wait().await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !stopped.is_finished(),
+        "the host waits for the running action"
+    );
+
+    probe.gate.add_permits(1);
+    assert_eq!(call.await??.value::<usize>()?, 1);
+    let _ = stopped.await?;
+    assert_eq!(probe.finished.load(Ordering::SeqCst), 1);
+    Ok(())
+}
