@@ -99,8 +99,11 @@ async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
         }
     };
     let key = subjects::key(&job.id);
-    // Completed before (a redelivery after a crash between recording and acking).
-    if let Ok(Some(_)) = t.inner.outcomes.get(&key).await {
+    // Completed before (a redelivery after a crash, or a lost ack, between recording
+    // and acking). A first delivery cannot have been: it skips the look-up.
+    if attempts > 1
+        && let Ok(Some(_)) = t.inner.outcomes.get(&key).await
+    {
         let _ = msg.ack().await;
         return;
     }
@@ -149,7 +152,9 @@ async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
     match result {
         Ok(value) => {
             if record(t, &key, &job, attempts, Reply::of(Ok(value))).await {
-                let _ = msg.double_ack().await;
+                // The recorded outcome is the commit point: should this ack be lost,
+                // the redelivery finds the outcome above and is only acked.
+                let _ = msg.ack().await;
             } else {
                 // The outcome is not stored: run again later rather than leave the
                 // enqueuer waiting for an answer that will never be written.

@@ -297,16 +297,11 @@ impl Transport for NatsTransport {
     fn outcome(&self, id: &str) -> BoxFuture<'static, Result<Value, Error>> {
         let key = subjects::key(id);
         let rx = self.inner.waiters.wait(&key);
-        let (store, waiters, id) = (
-            self.inner.outcomes.clone(),
-            Arc::clone(&self.inner.waiters),
-            id.to_owned(),
-        );
+        let id = id.to_owned();
+        // Interest is registered now (the host calls this before enqueueing); the
+        // connection's one watch of the outcomes bucket resolves it, and its sweep
+        // looks up any key the watch missed (say, while it reconnected).
         Box::pin(async move {
-            // Already done before we started waiting.
-            if let Ok(Some(bytes)) = store.get(key.clone()).await {
-                waiters.resolve(&key, &bytes);
-            }
             rx.await.map_err(|_| {
                 unavailable(format!(
                     "the connection that awaited the outcome of {id} is gone"

@@ -84,7 +84,10 @@ pub trait Transport: Send + Sync + 'static {
         Box::pin(async { Err(unsupported("durable enqueue")) })
     }
 
-    /// Waits for the outcome of the durably enqueued action `id`.
+    /// Waits for the outcome of the durably enqueued action `id`. Interest is
+    /// registered when this is called, not when the future is first polled: the host
+    /// calls it *before* [`enqueue`](Self::enqueue), so an outcome written at once
+    /// is not missed.
     fn outcome(&self, id: &str) -> BoxFuture<'static, Result<Value>> {
         let _ = id;
         Box::pin(async { Err(unsupported("outcomes of enqueued actions")) })

@@ -396,11 +396,12 @@ impl ActionRequest {
             let call = remote_call(&self.target, step, &correlation)?;
             let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
             let what = format!("durable action `{}` of `{}`", call.action, call.service);
+            // Waiting starts before the job exists, so its outcome cannot slip by.
+            let wait = transport.outcome(&id);
             if let Err(e) = transport.enqueue(call, &id).await {
                 inner.ledger.finish(&id, inner.config.clock.now(), Err(&e));
                 return Err(e);
             }
-            let wait = transport.outcome(&id);
             let (host, id2) = (Arc::clone(&inner), Arc::clone(&id));
             tokio::spawn(async move {
                 // Queue time counts: the ticket is answered at the deadline at the latest.
