@@ -35,13 +35,18 @@ pub(crate) fn take_slot(cell: &ServiceCell) -> bool {
 /// Runs `job` on the caller's task, in the slot [`take_slot`] took.
 pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -> InlineRun {
     let slot = CellSlot(cell);
-    let (tx, rx) = oneshot::channel();
-    job.reply = Some(tx);
+    // Without a deadline the run itself hands back the outcome. With one, the caller
+    // is answered at the deadline through a channel while the handler has its grace.
+    let rx = job.deadline.map(|_| {
+        let (tx, rx) = oneshot::channel();
+        job.reply = Some(tx);
+        rx
+    });
     let host = Arc::clone(host);
     let run = Box::pin(async move {
         // Accepted a moment ago: its acceptance time is its start time.
         let started = job.enqueued_at;
-        run_counted(&host, &slot.0, job, started).await;
+        run_counted(&host, &slot.0, job, started).await
     });
     InlineRun { run: Some(run), rx }
 }
@@ -49,8 +54,9 @@ pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -
 /// An action running on its caller's task; resolves to its outcome.
 pub(crate) struct InlineRun {
     /// `None` once the run finished.
-    run: Option<BoxFuture<'static, ()>>,
-    rx: oneshot::Receiver<Result<Payload>>,
+    run: Option<BoxFuture<'static, Option<Result<Payload>>>>,
+    /// The outcome when the action has a deadline.
+    rx: Option<oneshot::Receiver<Result<Payload>>>,
 }
 
 impl std::fmt::Debug for InlineRun {
@@ -62,24 +68,24 @@ impl std::fmt::Debug for InlineRun {
 }
 
 impl Future for InlineRun {
-    /// `None` when the job was dropped unanswered (the host is going away).
+    /// `None` only if the outcome was lost (the host went away mid-answer).
     type Output = Option<Result<Payload>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(run) = &mut self.run
-            && run.as_mut().poll(cx).is_ready()
+            && let Poll::Ready(outcome) = run.as_mut().poll(cx)
         {
             self.run = None;
-            // A finished run answered its job (or dropped it): no need to poll the
-            // receiver, which would spend the task's cooperative budget and force
-            // a yield (often to another thread) every hundred-odd calls.
-            return Poll::Ready(self.rx.try_recv().ok());
+            // Otherwise it went through the channel. No need to poll the receiver
+            // (which would spend the task's cooperative budget and force a yield,
+            // often to another thread, every hundred-odd calls).
+            return Poll::Ready(outcome.or_else(|| self.rx.as_mut()?.try_recv().ok()));
         }
-        // The outcome can come before the run ends: at a deadline, the caller is
+        // With a deadline the outcome can come before the run ends: the caller is
         // answered while the handler gets its grace (which `Drop` lets finish).
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(r) => Poll::Ready(r.ok()),
-            Poll::Pending => Poll::Pending,
+        match &mut self.rx {
+            Some(rx) => Pin::new(rx).poll(cx).map(|r| r.ok()),
+            None => Poll::Pending,
         }
     }
 }

@@ -26,8 +26,8 @@ pub(crate) struct Job {
     pub(crate) id: Option<Arc<str>>,
     pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
     pub(crate) enqueued_at: Instant,
-    /// The host whose ledger records this job's outcome (when it has an id).
-    pub(crate) host: std::sync::Weak<crate::host::HostInner>,
+    /// The host whose ledger records this job's outcome (set only when it has an id).
+    pub(crate) host: Option<std::sync::Weak<crate::host::HostInner>>,
     /// Set once the job's outcome went out; a job dropped without one (its worker
     /// aborted at the end of the grace period) is recorded as `ShuttingDown`.
     pub(crate) answered: bool,
@@ -38,9 +38,17 @@ impl Drop for Job {
         if self.answered {
             return;
         }
-        if let (Some(id), Some(host)) = (&self.id, self.host.upgrade()) {
-            let e = Error::shutting_down(&format!("action `{}` {id}", self.entry.name));
+        let what = match &self.id {
+            Some(id) => format!("action `{}` {id}", self.entry.name),
+            None => format!("action `{}`", self.entry.name),
+        };
+        let e = Error::shutting_down(&what);
+        if let (Some(id), Some(host)) = (&self.id, self.host.as_ref().and_then(|h| h.upgrade())) {
             host.ledger.finish(id, host.config.clock.now(), Err(&e));
+        }
+        // Its caller learns why, instead of finding the answer channel closed.
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(Err(e));
         }
     }
 }

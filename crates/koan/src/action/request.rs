@@ -592,6 +592,7 @@ fn prepare(
             let what = || format!("action `{}` of `{}`", entry.name, cell.name);
             let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what).map_err(reject)?;
             let now = Instant::now();
+            let ledgered = id.is_some();
             Ok(Prepared::Job(Job {
                 entry,
                 params,
@@ -602,7 +603,7 @@ fn prepare(
                 id,
                 reply: None,
                 enqueued_at: now,
-                host: host.me.clone(),
+                host: ledgered.then(|| host.me.clone()),
                 answered: false,
             }))
         }
@@ -729,29 +730,17 @@ enum StepFut {
     /// Failed before it started.
     Ready(Option<Result<Payload>>),
     /// Run by the caller itself (the service was idle).
-    Inline {
-        run: super::inline::InlineRun,
-        closed: Closed,
-    },
+    Inline(super::inline::InlineRun),
     /// Queued in the mailbox, no deadline.
-    Queued {
-        rx: oneshot::Receiver<Result<Payload>>,
-        closed: Closed,
-    },
+    Queued(oneshot::Receiver<Result<Payload>>),
     /// Remote, a built-in poke, or queued with a deadline.
     Boxed(BoxFuture<'static, Result<Payload>>),
 }
 
-/// Names the action when it is answered `ShuttingDown` (built only then).
-struct Closed {
-    action: Arc<str>,
-    cell: Arc<ServiceCell>,
-}
-
-impl Closed {
-    fn error(&self) -> Error {
-        Error::shutting_down(&format!("action `{}` of `{}`", self.action, self.cell.name))
-    }
+/// A job dropped unanswered answers `ShuttingDown` itself (see `Job`'s `Drop`), so
+/// a lost answer is an oddity, not the usual shutdown.
+fn lost() -> Error {
+    Error::shutting_down("an action whose answer was lost as the host stopped")
 }
 
 impl Future for StepFut {
@@ -760,12 +749,12 @@ impl Future for StepFut {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut *self {
             StepFut::Ready(r) => Poll::Ready(r.take().expect("a step polled after it completed")),
-            StepFut::Inline { run, closed } => Pin::new(run)
+            StepFut::Inline(run) => Pin::new(run)
                 .poll(cx)
-                .map(|r| r.unwrap_or_else(|| Err(closed.error()))),
-            StepFut::Queued { rx, closed } => Pin::new(rx)
+                .map(|r| r.unwrap_or_else(|| Err(lost()))),
+            StepFut::Queued(rx) => Pin::new(rx)
                 .poll(cx)
-                .map(|r| r.unwrap_or_else(|_| Err(closed.error()))),
+                .map(|r| r.unwrap_or_else(|_| Err(lost()))),
             StepFut::Boxed(fut) => fut.as_mut().poll(cx),
         }
     }
@@ -802,38 +791,34 @@ fn start_step(
             })),
             Err(e) => StepFut::Ready(Some(Err(e))),
         },
-        Prepared::Job(job) => {
-            let closed = Closed {
-                action: Arc::clone(&job.entry.name),
-                cell: Arc::clone(&cell),
-            };
+        Prepared::Job(mut job) => {
             // An idle service: the caller runs the action itself (see `inline`).
             if super::inline::take_slot(&cell) {
-                let run = super::inline::run(host, cell, job);
-                return StepFut::Inline { run, closed };
+                return StepFut::Inline(super::inline::run(host, cell, job));
             }
-            let mut job = job;
             let (tx, rx) = oneshot::channel();
             job.reply = Some(tx);
-            let (deadline, timeout) = (job.deadline, job.timeout);
+            let Some(deadline) = job.deadline else {
+                return match push(&cell, job) {
+                    Ok(()) => StepFut::Queued(rx),
+                    Err(e) => StepFut::Ready(Some(Err(e))),
+                };
+            };
+            // The deadline counts queue time: the caller is answered at the deadline
+            // even while the job still waits behind others.
+            let late = format!(
+                "action `{}` of `{}` did not finish within its timeout of {} (queue time included)",
+                job.entry.name,
+                cell.name,
+                job.timeout.map(fmt_duration).unwrap_or_default()
+            );
             if let Err(e) = push(&cell, job) {
                 return StepFut::Ready(Some(Err(e)));
             }
-            let Some(d) = deadline else {
-                return StepFut::Queued { rx, closed };
-            };
             StepFut::Boxed(Box::pin(async move {
-                match tokio::time::timeout_at(d, rx).await {
-                    Ok(r) => r.unwrap_or_else(|_| Err(closed.error())),
-                    Err(_) => Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "action `{}` of `{}` did not finish within its timeout of {} (queue time included)",
-                            closed.action,
-                            closed.cell.name,
-                            timeout.map(fmt_duration).unwrap_or_default()
-                        ),
-                    )),
+                match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(r) => r.unwrap_or_else(|_| Err(lost())),
+                    Err(_) => Err(Error::new(ErrorKind::Timeout, late)),
                 }
             }))
         }

@@ -21,7 +21,8 @@ pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
     while cell.mailbox.ready().await {
         let _slot = cell.slots.take().await;
         if let Some(job) = cell.mailbox.try_take() {
-            run_counted(&host, &cell, job, Instant::now()).await;
+            // Queued jobs answer through their reply channel.
+            let _ = run_counted(&host, &cell, job, Instant::now()).await;
         }
     }
 }
@@ -32,10 +33,11 @@ pub(crate) async fn run_counted(
     cell: &Arc<ServiceCell>,
     job: Job,
     started: Instant,
-) {
+) -> Option<Result<Payload>> {
     cell.in_flight.fetch_add(1, Ordering::Relaxed);
-    execute(host, cell, job, started).await;
+    let outcome = execute(host, cell, job, started).await;
     cell.in_flight.fetch_sub(1, Ordering::Relaxed);
+    outcome
 }
 
 fn timeout_error(job: &Job, service: &str) -> Error {
@@ -51,11 +53,14 @@ fn timeout_error(job: &Job, service: &str) -> Error {
 
 /// Runs `job`, which left the queue at `started` (the caller that runs it itself
 /// passes the moment it accepted it, saving a clock read).
-async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job, started: Instant) {
-    let entry = Arc::clone(&job.entry);
-    let metrics = entry
-        .metrics
-        .get_or_init(|| ActionMetrics::new(&cell.name, &entry.name));
+/// Returns the outcome when the job has no reply channel to send it through (a
+/// caller running the action itself), `None` otherwise.
+async fn execute(
+    host: &Arc<HostInner>,
+    cell: &Arc<ServiceCell>,
+    mut job: Job,
+    started: Instant,
+) -> Option<Result<Payload>> {
     let queued = started
         .saturating_duration_since(job.enqueued_at)
         .as_secs_f64();
@@ -63,17 +68,16 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job, s
         && started >= deadline
     {
         let e = timeout_error(&job, &cell.name);
-        metrics.record(Outcome::Timeout, 0.0, queued);
-        answer(host, &mut job, Err(e));
-        return;
+        metrics(&job, cell).record(Outcome::Timeout, 0.0, queued);
+        return answer(host, &mut job, Err(e));
     }
     // A caller that already gave up (it stopped waiting, e.g. an HTTP client that
     // disconnected) needs no run; counted and logged so the skip is visible.
     if job.id.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
         job.answered = true;
-        metrics.record(Outcome::Cancelled, 0.0, queued);
+        metrics(&job, cell).record(Outcome::Cancelled, 0.0, queued);
         tracing::debug!(action = %job.entry.name, correlation_id = %job.correlation, "caller gone before the action started; not run");
-        return;
+        return None;
     }
     if let Some(id) = &job.id {
         host.ledger.running(id);
@@ -104,7 +108,7 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job, s
             let timed = run_with_deadline(host, cell, &mut job, fut, deadline, token, started);
             match Box::pin(timed).await {
                 Some(r) => r,
-                None => return,
+                None => return None,
             }
         }
         _ => CatchUnwind(std::pin::pin!(fut)).await,
@@ -112,11 +116,11 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job, s
     let elapsed = started.elapsed().as_secs_f64();
     let outcome = match result {
         Ok(Ok(payload)) => {
-            metrics.record(Outcome::Ok, elapsed, queued);
+            metrics(&job, cell).record(Outcome::Ok, elapsed, queued);
             Ok(payload)
         }
         Ok(Err(e)) => {
-            metrics.record(Outcome::HandlerError, elapsed, queued);
+            metrics(&job, cell).record(Outcome::HandlerError, elapsed, queued);
             let err = match e.downcast::<Error>() {
                 Ok(koan_err) => *koan_err,
                 Err(other) => Error::new(
@@ -131,7 +135,7 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job, s
             Err(err)
         }
         Err(panic) => {
-            metrics.record(Outcome::Panic, elapsed, queued);
+            metrics(&job, cell).record(Outcome::Panic, elapsed, queued);
             tracing::error!(service = %cell.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
             Err(Error::new(
                 ErrorKind::Panic,
@@ -142,7 +146,14 @@ async fn execute(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job, s
             ))
         }
     };
-    answer(host, &mut job, outcome);
+    answer(host, &mut job, outcome)
+}
+
+/// The metric handles of the job's action (resolved on its first run).
+fn metrics<'a>(job: &'a Job, cell: &ServiceCell) -> &'a ActionMetrics {
+    job.entry
+        .metrics
+        .get_or_init(|| ActionMetrics::new(&cell.name, &job.entry.name))
 }
 
 type HandlerResult =
@@ -169,10 +180,9 @@ where
             token.cancel();
             let queued = started.saturating_duration_since(job.enqueued_at).as_secs_f64();
             let e = timeout_error(job, &cell.name);
-            if let Some(m) = job.entry.metrics.get() {
-                m.record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
-            }
-            answer(host, job, Err(e));
+            metrics(job, cell).record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+            // A caller running the action itself has its reply channel for this.
+            let _ = answer(host, job, Err(e));
             // Give the handler a short grace to notice its cancelled token, then
             // drop its future.
             let grace = host.config.action_grace;
@@ -189,8 +199,14 @@ where
     }
 }
 
-/// Sends the outcome to whoever waits for it: the caller and/or the ledger.
-pub(crate) fn answer(host: &HostInner, job: &mut Job, outcome: Result<Payload>) {
+/// Sends the outcome to whoever waits for it: the ledger, and the caller through its
+/// reply channel; the outcome comes back when there is no such channel.
+#[must_use]
+pub(crate) fn answer(
+    host: &HostInner,
+    job: &mut Job,
+    outcome: Result<Payload>,
+) -> Option<Result<Payload>> {
     job.answered = true;
     if let Some(id) = &job.id {
         let at = host.config.clock.now();
@@ -201,8 +217,12 @@ pub(crate) fn answer(host: &HostInner, job: &mut Job, outcome: Result<Payload>) 
             Err(e) => host.ledger.finish(id, at, Err(e)),
         }
     }
-    if let Some(reply) = job.reply.take() {
-        let _ = reply.send(outcome);
+    match job.reply.take() {
+        Some(reply) => {
+            let _ = reply.send(outcome);
+            None
+        }
+        None => Some(outcome),
     }
 }
 
@@ -217,6 +237,6 @@ pub(crate) fn refuse_all(host: &HostInner, cell: &ServiceCell) {
                 job.enqueued_at.elapsed().as_secs_f64(),
             );
         }
-        answer(host, &mut job, Err(e));
+        let _ = answer(host, &mut job, Err(e));
     }
 }
