@@ -177,7 +177,11 @@ pub struct ServiceRef {
 
 impl ServiceRef {
     pub(crate) fn new(host: HostHandle, name: &str) -> Self {
-        let name: Arc<str> = Arc::from(name);
+        // A local service's own name is shared rather than copied.
+        let name: Arc<str> = match host.inner.registry.by_name(name) {
+            Some(cell) if *cell.name == *name => Arc::clone(&cell.name),
+            _ => Arc::from(name),
+        };
         ServiceRef {
             host,
             target: Target::Name(Arc::clone(&name)),

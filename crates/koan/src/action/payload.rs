@@ -48,11 +48,13 @@ impl std::fmt::Debug for Payload {
 impl Payload {
     pub(crate) fn of<T: Serialize + Send + 'static>(value: T) -> Self {
         if TypeId::of::<T>() == TypeId::of::<Value>() {
-            let boxed: Box<dyn Any + Send> = Box::new(value);
-            if let Ok(v) = boxed.downcast::<Value>() {
-                return Payload::Json(*v);
-            }
-            return Payload::Unit;
+            // Moved out through a downcast on the stack: no allocation.
+            let mut slot = Some(value);
+            let any: &mut dyn Any = &mut slot;
+            return match any.downcast_mut::<Option<Value>>().and_then(Option::take) {
+                Some(v) => Payload::Json(v),
+                None => Payload::Unit,
+            };
         }
         if TypeId::of::<T>() == TypeId::of::<()>() {
             return Payload::Unit;
