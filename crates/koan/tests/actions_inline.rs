@@ -3,108 +3,16 @@
 //! overtaken and keeps its priority order, a caller that goes away does not cancel a
 //! running action, and shutdown waits for it.
 
+mod common;
+
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions,
-};
-use tokio::sync::{Semaphore, mpsc};
+use common::Queue;
 
-struct Gated<const N: usize> {
-    gate: Arc<Semaphore>,
-    started: mpsc::UnboundedSender<()>,
-    log: Arc<Mutex<Vec<String>>>,
-    running: AtomicUsize,
-    peak: Arc<AtomicUsize>,
-    finished: Arc<AtomicUsize>,
-}
-
-struct Probe {
-    gate: Arc<Semaphore>,
-    started: mpsc::UnboundedReceiver<()>,
-    log: Arc<Mutex<Vec<String>>>,
-    peak: Arc<AtomicUsize>,
-    finished: Arc<AtomicUsize>,
-}
-
-impl Probe {
-    fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").clone()
-    }
-}
-
-impl<const N: usize> Gated<N> {
-    fn new() -> (Self, Probe) {
-        let gate = Arc::new(Semaphore::new(0));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let peak = Arc::new(AtomicUsize::new(0));
-        let finished = Arc::new(AtomicUsize::new(0));
-        let svc = Gated {
-            gate: Arc::clone(&gate),
-            started: tx,
-            log: Arc::clone(&log),
-            running: AtomicUsize::new(0),
-            peak: Arc::clone(&peak),
-            finished: Arc::clone(&finished),
-        };
-        let probe = Probe {
-            gate,
-            started: rx,
-            log,
-            peak,
-            finished,
-        };
-        (svc, probe)
-    }
-}
-
-impl<const N: usize> Service for Gated<N> {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Gated").max_concurrency(N)
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        // Waits for a permit of the gate, counting how many run at once.
-        a.action(
-            "hold",
-            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-                let now = svc.running.fetch_add(1, Ordering::SeqCst) + 1;
-                svc.peak.fetch_max(now, Ordering::SeqCst);
-                let _ = svc.started.send(());
-                let permit = svc.gate.acquire().await;
-                svc.running.fetch_sub(1, Ordering::SeqCst);
-                permit?.forget();
-                svc.finished.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, BoxError>(now)
-            },
-        );
-        a.action(
-            "record",
-            |svc: Arc<Self>, tag: String, _cx: ActionContext| async move {
-                let now = svc.running.fetch_add(1, Ordering::SeqCst) + 1;
-                svc.peak.fetch_max(now, Ordering::SeqCst);
-                svc.log.lock().expect("log lock").push(tag.clone());
-                tokio::task::yield_now().await;
-                svc.running.fetch_sub(1, Ordering::SeqCst);
-                Ok::<_, BoxError>(tag)
-            },
-        );
-    }
-}
-
-impl<const N: usize> BackgroundService for Gated<N> {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
+/// The shared gated service, with the default mailbox and `N` slots.
+type Gated<const N: usize> = Queue<1024, N>;
 
 /// Polls `f` once and drops it: `true` when it finished in that poll.
 async fn poll_once_then_drop<F: Future>(f: F) -> bool {

@@ -1,112 +1,14 @@
 //! The action mailbox: higher priority first, FIFO within a priority, `Busy` when
 //! full (at once), and `max_concurrency` handlers at a time.
 
+mod common;
+
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 
-use koan::{
-    ActionContext, ActionTicket, Actions, Background, BackgroundService, BoxError, ErrorKind,
-    Service, ServiceContext, ServiceOptions, Services,
-};
-use tokio::sync::{Semaphore, mpsc};
-
-/// A service whose mailbox capacity and concurrency are type parameters, so each test
-/// can pick its own options.
-struct Queue<const CAPACITY: usize, const CONCURRENCY: usize> {
-    /// `block` and `hold` wait for a permit of this gate.
-    gate: Arc<Semaphore>,
-    /// `block` and `hold` say here that they are running.
-    started: mpsc::UnboundedSender<()>,
-    /// `record` appends its tag here, in the order handlers run.
-    log: Arc<Mutex<Vec<String>>>,
-    running: AtomicUsize,
-    peak: Arc<AtomicUsize>,
-}
-
-struct Probe {
-    gate: Arc<Semaphore>,
-    started: mpsc::UnboundedReceiver<()>,
-    log: Arc<Mutex<Vec<String>>>,
-    peak: Arc<AtomicUsize>,
-}
-
-impl Probe {
-    fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").clone()
-    }
-}
-
-impl<const C: usize, const N: usize> Queue<C, N> {
-    fn new() -> (Self, Probe) {
-        let gate = Arc::new(Semaphore::new(0));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let peak = Arc::new(AtomicUsize::new(0));
-        let svc = Queue {
-            gate: Arc::clone(&gate),
-            started: tx,
-            log: Arc::clone(&log),
-            running: AtomicUsize::new(0),
-            peak: Arc::clone(&peak),
-        };
-        let probe = Probe {
-            gate,
-            started: rx,
-            log,
-            peak,
-        };
-        (svc, probe)
-    }
-}
-
-impl<const C: usize, const N: usize> Service for Queue<C, N> {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Queue")
-            .mailbox_capacity(C)
-            .max_concurrency(N)
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "block",
-            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-                let _ = svc.started.send(());
-                svc.gate.acquire().await?.forget();
-                Ok::<_, BoxError>(())
-            },
-        );
-        a.action(
-            "record",
-            |svc: Arc<Self>, tag: String, _cx: ActionContext| async move {
-                svc.log.lock().expect("log lock").push(tag.clone());
-                Ok::<_, BoxError>(tag)
-            },
-        );
-        a.action(
-            "hold",
-            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-                let now = svc.running.fetch_add(1, Ordering::SeqCst) + 1;
-                svc.peak.fetch_max(now, Ordering::SeqCst);
-                let _ = svc.started.send(());
-                let permit = svc.gate.acquire().await;
-                svc.running.fetch_sub(1, Ordering::SeqCst);
-                permit?.forget();
-                Ok::<_, BoxError>(now)
-            },
-        );
-    }
-}
-
-impl<const C: usize, const N: usize> BackgroundService for Queue<C, N> {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
+use common::Queue;
+use koan::{ActionTicket, ErrorKind, Services};
 
 /// Polls `f` exactly once: `Some(output)` when it finished without waiting.
 async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
