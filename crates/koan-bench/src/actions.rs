@@ -285,10 +285,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<f64>>,
 {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-    // For profiling koan alone (`perf record`): the baselines are not run.
-    let solo: Option<usize> = std::env::var("KOAN_BENCH_SOLO")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let solo = crate::common::solo();
     for r in 0..=rounds {
         for (i, (_, c)) in contenders.iter().enumerate() {
             if solo.is_some_and(|s| s != i) {

@@ -198,3 +198,10 @@ pub(crate) fn table(rows: &[Row]) -> String {
     }
     out
 }
+
+/// `KOAN_BENCH_SOLO=i`: run only contender `i` (0 = koan), for profiling one side
+/// with `perf record`; the other contenders' figures print as `NaN`. B1–B3 honour
+/// any index; B6 runs only koan's lateness rounds when it is set.
+pub(crate) fn solo() -> Option<usize> {
+    std::env::var("KOAN_BENCH_SOLO").ok()?.parse().ok()
+}

@@ -115,12 +115,12 @@ async fn run_startup(
             Ok(Ok(Err(e))) => RunOutcome::Failed { error: e.to_string() },
             Ok(Err(panic)) => RunOutcome::Panicked { message: panic },
             Err(_) => {
-                cell.token.cancel();
+                cell.cancel();
                 RunOutcome::TimedOut
             }
         },
         _ = host.stop_request.cancelled() => {
-            cell.token.cancel();
+            cell.cancel();
             RunOutcome::Cancelled
         }
     };
@@ -217,7 +217,7 @@ async fn shutdown(
     }
     let deadline = crate::util::after(Instant::now(), host.config.grace);
     for cell in others.iter().rev().chain(startup.iter().rev()) {
-        cell.token.cancel();
+        cell.cancel();
         let tasks = cell.take_tasks();
         if tasks.is_empty() {
             continue;

@@ -62,7 +62,7 @@ impl HostInner {
     pub(crate) fn context(&self, cell: &ServiceCell, reason: RunReason) -> ServiceContext {
         ServiceContext {
             name: Arc::clone(&cell.name),
-            token: cell.token.clone(),
+            token: Arc::clone(&cell.token),
             reason,
             batch: None,
             host: self.me.clone(),

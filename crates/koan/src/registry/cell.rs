@@ -40,7 +40,8 @@ pub(crate) struct ServiceCell {
     pub(crate) schedule: Option<Schedule>,
     pub(crate) service: Arc<dyn ErasedService>,
     pub(crate) runner: Runner,
-    pub(crate) token: CancellationToken,
+    /// Shared, so that a run's context costs a reference count, not the token's lock.
+    pub(crate) token: Arc<CancellationToken>,
     pub(crate) control: Option<Arc<PeriodicControl>>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) actions: Arc<ActionTable>,
@@ -52,6 +53,9 @@ pub(crate) struct ServiceCell {
     /// mailbox workers and by callers running an action themselves when the service
     /// is idle (`action::inline`).
     pub(crate) slots: Slots,
+    /// Set with `token` by [`cancel`](Self::cancel): read on hot loops without the
+    /// token's lock.
+    cancelled: std::sync::atomic::AtomicBool,
     status: watch::Sender<StatusCore>,
 }
 
@@ -111,7 +115,7 @@ impl ServiceCell {
             schedule: parts.schedule,
             service: parts.service,
             runner: parts.runner,
-            token: parts.token,
+            token: Arc::new(parts.token),
             control,
             mailbox,
             actions: Arc::new(parts.actions),
@@ -120,8 +124,33 @@ impl ServiceCell {
             tasks: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             slots,
+            cancelled: std::sync::atomic::AtomicBool::new(false),
             status,
         }
+    }
+
+    /// Stops the service: cancels its token (its tasks and handlers see it).
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.token.cancel();
+        // A periodic driver waits on its own wake-up, not on the token.
+        if let Some(control) = &self.control {
+            control.wake();
+        }
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called; one atomic load.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Updates the status with `f` (which says whether it changed anything).
+    /// Watchers are woken only when some exist: waking nobody still costs `watch`
+    /// eight locks, per update of every service (10,000 periodic services at 100 ms
+    /// make 100,000 updates a second).
+    fn update(&self, f: impl FnOnce(&mut StatusCore) -> bool) {
+        self.status
+            .send_if_modified(|s| f(s) && self.status.receiver_count() > 0);
     }
 
     pub(crate) fn state(&self) -> ServiceState {
@@ -129,7 +158,7 @@ impl ServiceCell {
     }
 
     pub(crate) fn set_state(&self, state: ServiceState) {
-        self.status.send_if_modified(|s| {
+        self.update(|s| {
             if s.state == state {
                 return false;
             }
@@ -145,32 +174,39 @@ impl ServiceCell {
     }
 
     pub(crate) fn fail(&self, error: String) {
-        self.status.send_modify(|s| {
+        self.update(|s| {
             s.state = ServiceState::Failed;
             s.last_error = Some(error);
+            true
         });
     }
 
     pub(crate) fn mark_started(&self, state: ServiceState) {
         let now = self.clock.now();
-        self.status.send_modify(|s| {
+        self.update(|s| {
             s.state = state;
             s.started_at = Some(now);
+            true
         });
     }
 
     /// Forgets consecutive failures (a restarted service that has stayed up).
     pub(crate) fn clear_failures(&self) {
-        self.status
-            .send_if_modified(|s| std::mem::take(&mut s.consecutive_failures) != 0);
+        self.update(|s| std::mem::take(&mut s.consecutive_failures) != 0);
     }
 
     pub(crate) fn add_restart(&self) {
-        self.status.send_modify(|s| s.restarts += 1);
+        self.update(|s| {
+            s.restarts += 1;
+            true
+        });
     }
 
     pub(crate) fn set_next_run(&self, next: Option<DateTime<Utc>>) {
-        self.status.send_modify(|s| s.next_run = next);
+        self.update(|s| {
+            s.next_run = next;
+            true
+        });
     }
 
     /// Records a finished run and returns the record.
@@ -218,7 +254,7 @@ impl ServiceCell {
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             outcome,
         };
-        self.status.send_modify(|s| {
+        self.update(|s| {
             s.runs += 1;
             if record.outcome.is_failure() {
                 s.failures += 1;
@@ -234,6 +270,7 @@ impl ServiceCell {
                     s.state = state;
                 }
             }
+            true
         });
         record
     }

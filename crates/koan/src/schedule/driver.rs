@@ -6,6 +6,7 @@
 //! An idle driver is woken at once through a [`Notify`], never by polling.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -117,6 +118,8 @@ struct DriverState {
 /// The shared side of a periodic driver: pokes go in here.
 pub(crate) struct PeriodicControl {
     state: Mutex<DriverState>,
+    /// The length of `state.queue`, written under its lock, read without.
+    queued: AtomicUsize,
     notify: Notify,
     capacity: usize,
 }
@@ -133,9 +136,15 @@ impl PeriodicControl {
     pub(crate) fn new(capacity: usize) -> Self {
         PeriodicControl {
             state: Mutex::new(DriverState::default()),
+            queued: AtomicUsize::new(0),
             notify: Notify::new(),
             capacity: capacity.max(1),
         }
+    }
+
+    /// Wakes the driver to look again (its service was cancelled, say).
+    pub(crate) fn wake(&self) {
+        self.notify.notify_one();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {
@@ -177,14 +186,20 @@ impl PeriodicControl {
             poke,
             waiters: vec![tx],
         });
+        self.queued.store(st.queue.len(), Ordering::Release);
         drop(st);
         self.notify.notify_one();
         Ok(PokeReceipt { coalesced, rx })
     }
 
     fn begin_command(&self) -> Option<Command> {
+        // Most wake-ups are the schedule's: no lock when nothing is queued.
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let mut st = self.lock();
         let cmd = st.queue.pop_front()?;
+        self.queued.store(st.queue.len(), Ordering::Release);
         st.running = true;
         Some(cmd)
     }
@@ -202,6 +217,7 @@ impl PeriodicControl {
         let drained: Vec<Command> = {
             let mut st = self.lock();
             st.closed = true;
+            self.queued.store(0, Ordering::Release);
             st.queue.drain(..).collect()
         };
         for cmd in drained {
@@ -229,23 +245,30 @@ pub(crate) async fn drive(
     cell.mark_started(ServiceState::Idle);
     tracing::info!(schedule = %schedule.describe(), "periodic service started");
 
+    // Registered once, and again only after it fires: a poke from any moment on
+    // wakes the driver, and a period that ends on the timer costs no registration.
+    let notified = control.notify.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    // One timer for the driver's life, moved to each due time (a fresh timer per
+    // period costs a registration and a removal under the timer wheel's lock).
+    let sleep = tokio::time::sleep_until(due);
+    tokio::pin!(sleep);
     loop {
-        let notified = control.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if cx.is_cancelled() {
+        // `ServiceCell::cancel` sets this flag, then wakes `notified`.
+        if cell.is_cancelled() {
             break;
         }
+        let now = Instant::now();
         let (reason, batch, waiters, consumed) = if let Some(cmd) = control.begin_command() {
             let batch = match &cmd.poke {
                 Poke::ProcessBatch(b) => Some(b.clone()),
                 _ => None,
             };
             (cmd.poke.reason(), batch, cmd.waiters, false)
-        } else if Instant::now() >= due {
+        } else if now >= due {
             if !may_run(&cx, &cell) {
                 // A singleton whose lease another host holds: that host runs this tick.
-                let now = Instant::now();
                 due = schedule.next_due(opts.missed_ticks, anchor, due, true, now, &clock);
                 cell.set_next_run(Some(clock.wall_at(due)));
                 continue;
@@ -253,16 +276,24 @@ pub(crate) async fn drive(
             control.begin_scheduled();
             (RunReason::Scheduled, None, Vec::new(), true)
         } else {
+            if sleep.deadline() != due {
+                sleep.as_mut().reset(due);
+            }
+            // The timer first: when it fired, the poke side is not polled at all.
             tokio::select! {
                 biased;
-                _ = cx.cancelled() => break,
-                _ = &mut notified => continue,
-                _ = tokio::time::sleep_until(due) => continue,
+                _ = &mut sleep => {}
+                _ = notified.as_mut() => {
+                    // Armed again before the queue is looked at.
+                    notified.set(control.notify.notified());
+                    notified.as_mut().enable();
+                }
             }
+            continue;
         };
 
         cell.set_state(ServiceState::Running);
-        let started = Instant::now();
+        let started = now;
         let started_wall = clock.now();
         let outcome = match CatchUnwind(run.run(cx.for_run(reason, batch))).await {
             Ok(Ok(())) => RunOutcome::Success,
@@ -277,16 +308,10 @@ pub(crate) async fn drive(
                 RunOutcome::Panicked { message: panic }
             }
         };
-        let elapsed = started.elapsed();
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(started);
         control.end();
-        due = schedule.next_due(
-            opts.missed_ticks,
-            anchor,
-            due,
-            consumed,
-            Instant::now(),
-            &clock,
-        );
+        due = schedule.next_due(opts.missed_ticks, anchor, due, consumed, ended, &clock);
         // One status update per run end: the record, the next run and the state.
         let record = cell.finish_run(
             reason,
@@ -298,6 +323,11 @@ pub(crate) async fn drive(
         );
         for w in waiters {
             let _ = w.send(Ok(record.clone()));
+        }
+        // Code the token was handed to may have cancelled it (once per run: the
+        // check takes the token's lock).
+        if cx.is_cancelled() {
+            break;
         }
     }
 

@@ -48,7 +48,7 @@ impl BatchRequest {
 #[derive(Clone)]
 pub struct ServiceContext {
     pub(crate) name: Arc<str>,
-    pub(crate) token: CancellationToken,
+    pub(crate) token: Arc<CancellationToken>,
     pub(crate) reason: RunReason,
     pub(crate) batch: Option<BatchRequest>,
     pub(crate) host: Weak<HostInner>,
@@ -111,9 +111,11 @@ impl ServiceContext {
 
     pub(crate) fn for_run(&self, reason: RunReason, batch: Option<BatchRequest>) -> Self {
         ServiceContext {
+            name: Arc::clone(&self.name),
+            token: Arc::clone(&self.token),
             reason,
             batch,
-            ..self.clone()
+            host: self.host.clone(),
         }
     }
 }
