@@ -209,9 +209,11 @@ pub(crate) async fn b5(opts: Opts) -> anyhow::Result<Vec<Row>> {
             host.service("Emitter")
                 .on("Tick")
                 .overflow(Overflow::Wait)
+                // Counted when called, like the broadcast receivers below: no
+                // shared reference count per delivery on either side.
                 .handle(move |_v: u64| {
-                    let c = Arc::clone(&c);
-                    async move { c.hit() }
+                    c.hit();
+                    std::future::ready(())
                 })
                 .subscribe()
                 .await?,
@@ -254,6 +256,13 @@ pub(crate) async fn b5(opts: Opts) -> anyhow::Result<Vec<Row>> {
             .await
             .context("koan subscribers did not receive every event within 60 s")?;
         let k = target as f64 / t.elapsed().as_secs_f64();
+        if crate::common::solo().is_some() {
+            if round > 0 {
+                ks.push(k);
+                bs.push(f64::NAN);
+            }
+            continue;
+        }
 
         bc.arm(target);
         let t = Instant::now();

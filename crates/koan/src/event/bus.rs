@@ -13,8 +13,14 @@ use crate::clock::Clock;
 use crate::error::BoxError;
 use crate::util::{BoxFuture, CatchUnwind};
 
+/// Runs on one delivery. It borrows the shared envelope and takes out what its
+/// future needs (a typed handler: its payload), so a delivery costs no reference
+/// counts on the envelope's parts.
 pub(crate) type Handler =
-    Arc<dyn Fn(EventEnvelope) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+    Arc<dyn Fn(&EventEnvelope) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+/// One envelope shared by every subscriber it goes to: one reference count per
+/// delivery instead of one per part.
+type Shared = Arc<EventEnvelope>;
 pub(crate) type Filter = Box<dyn Fn(&EventEnvelope) -> bool + Send + Sync>;
 
 pub(crate) struct Route {
@@ -29,7 +35,7 @@ pub(crate) struct Sub {
     pub(crate) service: Option<Arc<str>>,
     pub(crate) routes: Vec<Route>,
     pub(crate) overflow: Overflow,
-    tx: mpsc::Sender<(usize, EventEnvelope)>,
+    tx: mpsc::Sender<(usize, Shared)>,
 }
 
 impl Sub {
@@ -124,11 +130,12 @@ impl EventBus {
             payload: Arc::new(payload),
             key: Some(key),
         };
-        self.publish(&env).await;
+        let shared = Arc::new(env);
+        self.publish_shared(&shared).await;
         if let Some(t) = &self.transport {
-            t.publish(&env);
+            t.publish(&shared);
         }
-        env
+        Arc::try_unwrap(shared).unwrap_or_else(|s| (*s).clone())
     }
 
     /// The interned key of (service, event), made on first use.
@@ -149,6 +156,10 @@ impl EventBus {
 
     /// Delivers an envelope (local or arrived from another process).
     pub(crate) async fn publish(&self, env: &EventEnvelope) {
+        self.publish_shared(&Arc::new(env.clone())).await;
+    }
+
+    async fn publish_shared(&self, env: &Shared) {
         let subs = self.snapshot();
         for sub in subs.iter().filter(|s| s.wants(&env.service)) {
             for (i, route) in sub.routes.iter().enumerate() {
@@ -174,7 +185,7 @@ impl EventBus {
                     continue;
                 }
                 let wait = route.once.is_some() || sub.overflow == Overflow::Wait;
-                deliver(sub, i, env.clone(), wait).await;
+                deliver(sub, i, Arc::clone(env), wait).await;
             }
         }
     }
@@ -186,7 +197,7 @@ impl EventBus {
         capacity: usize,
         overflow: Overflow,
     ) -> (u64, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<(usize, EventEnvelope)>(capacity.max(1));
+        let (tx, mut rx) = mpsc::channel::<(usize, Shared)>(capacity.max(1));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Arc::new(Sub {
             id,
@@ -223,13 +234,9 @@ impl EventBus {
 }
 
 /// Runs one handler on one event; failures and panics are logged and counted.
-async fn deliver_one(handler: &Handler, env: EventEnvelope) {
-    let (service, name, key) = (
-        Arc::clone(&env.service),
-        Arc::clone(&env.name),
-        env.key.clone(),
-    );
-    let failed = match CatchUnwind(handler(env)).await {
+async fn deliver_one(handler: &Handler, env: Shared) {
+    let (service, name, key) = (&env.service, &env.name, &env.key);
+    let failed = match CatchUnwind(handler(&env)).await {
         Ok(Ok(())) => false,
         Ok(Err(e)) => {
             tracing::warn!(service = %service, event = %name, error = %e, "event handler failed");
@@ -254,7 +261,7 @@ async fn deliver_one(handler: &Handler, env: EventEnvelope) {
     }
 }
 
-async fn deliver(sub: &Sub, route: usize, env: EventEnvelope, wait: bool) {
+async fn deliver(sub: &Sub, route: usize, env: Shared, wait: bool) {
     if wait {
         let _ = sub.tx.send((route, env)).await;
         return;

@@ -155,13 +155,16 @@ impl SubscriptionBuilder {
         Fut: Future + Send + 'static,
         Fut::Output: HandlerOutput,
     {
-        let handler = Arc::new(handler);
-        self.route(Arc::new(move |env: EventEnvelope| {
-            let handler = Arc::clone(&handler);
-            Box::pin(async move {
-                let payload = env.payload::<E>().map_err(BoxError::from)?;
-                handler(payload).await.into_result()
-            })
+        self.route(Arc::new(move |env: &EventEnvelope| {
+            // The payload is taken out and the handler called now: the future holds
+            // no part of the envelope and no reference to the handler.
+            match env.payload::<E>() {
+                Ok(payload) => {
+                    let fut = handler(payload);
+                    Box::pin(async move { fut.await.into_result() })
+                }
+                Err(e) => Box::pin(async move { Err(BoxError::from(e)) }),
+            }
         }))
     }
 
@@ -174,8 +177,8 @@ impl SubscriptionBuilder {
         Fut::Output: HandlerOutput,
     {
         let handler = Arc::new(handler);
-        self.route(Arc::new(move |env: EventEnvelope| {
-            let handler = Arc::clone(&handler);
+        self.route(Arc::new(move |env: &EventEnvelope| {
+            let (handler, env) = (Arc::clone(&handler), env.clone());
             Box::pin(async move { handler(env).await.into_result() })
         }))
     }
