@@ -138,6 +138,11 @@ impl<T: Service> Services<T> {
 
     /// Runs the tick now and waits for that run; coalesced with a run in progress.
     pub async fn trigger(&self) -> Result<TriggerOutcome> {
+        // Straight to a local driver, without building a by-name handle first.
+        let target = Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name));
+        if let Some(r) = poke_direct(&self.host, &target, Poke::Trigger).await {
+            return r;
+        }
         self.by_name().trigger().await
     }
 

@@ -105,7 +105,42 @@ impl PokeReceipt {
 
 struct Command {
     poke: Poke,
-    waiters: Vec<oneshot::Sender<PokeResult>>,
+    waiters: Waiters,
+}
+
+/// The callers waiting for one run: usually one, so no allocation for it.
+#[derive(Default)]
+struct Waiters {
+    first: Option<oneshot::Sender<PokeResult>>,
+    more: Vec<oneshot::Sender<PokeResult>>,
+}
+
+impl Waiters {
+    fn one(tx: oneshot::Sender<PokeResult>) -> Self {
+        Waiters {
+            first: Some(tx),
+            more: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, tx: oneshot::Sender<PokeResult>) {
+        match self.first {
+            None => self.first = Some(tx),
+            Some(_) => self.more.push(tx),
+        }
+    }
+}
+
+impl IntoIterator for Waiters {
+    type Item = oneshot::Sender<PokeResult>;
+    type IntoIter = std::iter::Chain<
+        std::option::IntoIter<oneshot::Sender<PokeResult>>,
+        std::vec::IntoIter<oneshot::Sender<PokeResult>>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.more)
+    }
 }
 
 #[derive(Default)]
@@ -184,7 +219,7 @@ impl PeriodicControl {
         coalesced &= poke.merges_with(&poke);
         st.queue.push_back(Command {
             poke,
-            waiters: vec![tx],
+            waiters: Waiters::one(tx),
         });
         self.queued.store(st.queue.len(), Ordering::Release);
         drop(st);
@@ -274,7 +309,7 @@ pub(crate) async fn drive(
                 continue;
             }
             control.begin_scheduled();
-            (RunReason::Scheduled, None, Vec::new(), true)
+            (RunReason::Scheduled, None, Waiters::default(), true)
         } else {
             if sleep.deadline() != due {
                 sleep.as_mut().reset(due);
@@ -294,7 +329,6 @@ pub(crate) async fn drive(
 
         cell.set_state(ServiceState::Running);
         let started = now;
-        let started_wall = clock.now();
         let outcome = match CatchUnwind(run.run(cx.for_run(reason, batch))).await {
             Ok(Ok(())) => RunOutcome::Success,
             Ok(Err(e)) => {
@@ -310,6 +344,8 @@ pub(crate) async fn drive(
         };
         let ended = Instant::now();
         let elapsed = ended.saturating_duration_since(started);
+        // Read after the run, so the tick starts one clock read sooner.
+        let started_wall = clock.wall_at(started);
         control.end();
         due = schedule.next_due(opts.missed_ticks, anchor, due, consumed, ended, &clock);
         // One status update per run end: the record, the next run and the state.
