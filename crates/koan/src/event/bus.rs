@@ -3,11 +3,13 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::envelope::EventEnvelope;
+use super::ring::{Cursor, Ring};
 use super::subscribe::Overflow;
 use crate::clock::Clock;
 use crate::error::BoxError;
@@ -35,7 +37,14 @@ pub(crate) struct Sub {
     pub(crate) service: Option<Arc<str>>,
     pub(crate) routes: Vec<Route>,
     pub(crate) overflow: Overflow,
-    tx: mpsc::Sender<(usize, Shared)>,
+    /// How its events reach it: its own channel, or a cursor on the shared ring
+    /// (`Overflow::Wait` with a buffer the ring can hold).
+    lane: Lane,
+}
+
+enum Lane {
+    Channel(mpsc::Sender<(usize, Shared)>),
+    Ring(Arc<Ring>, Arc<Cursor>),
 }
 
 impl Sub {
@@ -44,6 +53,35 @@ impl Sub {
             .as_deref()
             .is_none_or(|s| s.eq_ignore_ascii_case(service))
     }
+}
+
+fn route_names(route: &Route, env: &EventEnvelope) -> bool {
+    route
+        .event
+        .as_deref()
+        .is_none_or(|e| e.eq_ignore_ascii_case(&env.name))
+}
+
+/// Whether `route` takes `env`: its name, its filter, and `once` (which it uses up).
+fn route_takes(route: &Route, env: &EventEnvelope) -> bool {
+    if !route_names(route, env) {
+        return false;
+    }
+    if let Some(filter) = &route.filter {
+        let pass = std::panic::catch_unwind(AssertUnwindSafe(|| filter(env)));
+        if !matches!(pass, Ok(true)) {
+            if pass.is_err() {
+                tracing::error!(event = %env.name, "event filter panicked; event skipped for that subscriber");
+            }
+            return false;
+        }
+    }
+    if let Some(fired) = &route.once
+        && fired.swap(true, Ordering::AcqRel)
+    {
+        return false;
+    }
+    true
 }
 
 /// The interned names of one (service, event) pair and its metric handles, so the
@@ -55,6 +93,8 @@ pub(crate) struct EventKey {
     delivered: metrics::Counter,
     failed: metrics::Counter,
     dropped: metrics::Counter,
+    /// The ring of this event's `Overflow::Wait` subscribers, made with the first.
+    ring: std::sync::OnceLock<Arc<Ring>>,
 }
 
 impl EventKey {
@@ -67,12 +107,19 @@ impl EventKey {
             delivered: metrics::counter!("koan_events_delivered_total", "service" => s.clone(), "event" => n.clone()),
             failed: metrics::counter!("koan_event_handler_failures_total", "service" => s.clone(), "event" => n.clone()),
             dropped: metrics::counter!("koan_events_dropped_total", "service" => s, "event" => n),
+            ring: std::sync::OnceLock::new(),
         }
     }
 }
 
 type KeyMap =
     std::collections::HashMap<Box<str>, std::collections::HashMap<Box<str>, Arc<EventKey>>>;
+
+/// The smallest ring made for an event.
+const RING_MIN: usize = 64;
+/// `Overflow::Wait` subscribers with a buffer this large or larger get a channel
+/// of their own rather than a ring that size.
+const RING_MAX: usize = 1 << 16;
 
 pub(crate) struct EventBus {
     keys: RwLock<KeyMap>,
@@ -138,7 +185,9 @@ impl EventBus {
         Arc::try_unwrap(shared).unwrap_or_else(|s| (*s).clone())
     }
 
-    /// The interned key of (service, event), made on first use.
+    /// The interned key of (service, event), made on first use. Names match without
+    /// regard to case, like subscriptions do: every spelling shares one key (and
+    /// so one ring and one set of metrics), named as first seen.
     fn key(&self, service: &str, name: &str) -> Arc<EventKey> {
         if let Ok(keys) = self.keys.read()
             && let Some(k) = keys.get(service).and_then(|m| m.get(name))
@@ -146,12 +195,17 @@ impl EventBus {
             return Arc::clone(k);
         }
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        let by_name = keys.entry(Box::from(service)).or_default();
-        Arc::clone(
-            by_name
-                .entry(Box::from(name))
-                .or_insert_with(|| Arc::new(EventKey::new(service, name))),
-        )
+        let known = keys
+            .iter()
+            .filter(|(s, _)| s.eq_ignore_ascii_case(service))
+            .flat_map(|(_, m)| m.iter())
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, k)| Arc::clone(k));
+        let key = known.unwrap_or_else(|| Arc::new(EventKey::new(service, name)));
+        keys.entry(Box::from(service))
+            .or_default()
+            .insert(Box::from(name), Arc::clone(&key));
+        key
     }
 
     /// Delivers an envelope (local or arrived from another process).
@@ -161,32 +215,29 @@ impl EventBus {
 
     async fn publish_shared(&self, env: &Shared) {
         let subs = self.snapshot();
-        for sub in subs.iter().filter(|s| s.wants(&env.service)) {
+        for sub in subs.iter() {
+            // Ring readers take the event from the ring, below.
+            let Lane::Channel(tx) = &sub.lane else {
+                continue;
+            };
+            if !sub.wants(&env.service) {
+                continue;
+            }
             for (i, route) in sub.routes.iter().enumerate() {
-                if route
-                    .event
-                    .as_deref()
-                    .is_some_and(|e| !e.eq_ignore_ascii_case(&env.name))
-                {
-                    continue;
-                }
-                if let Some(filter) = &route.filter {
-                    let pass = std::panic::catch_unwind(AssertUnwindSafe(|| filter(env)));
-                    if !matches!(pass, Ok(true)) {
-                        if pass.is_err() {
-                            tracing::error!(event = %env.name, "event filter panicked; event skipped for that subscriber");
-                        }
-                        continue;
-                    }
-                }
-                if let Some(fired) = &route.once
-                    && fired.swap(true, Ordering::AcqRel)
-                {
+                if !route_takes(route, env) {
                     continue;
                 }
                 let wait = route.once.is_some() || sub.overflow == Overflow::Wait;
-                deliver(sub, i, Arc::clone(env), wait).await;
+                deliver(sub, tx, i, Arc::clone(env), wait).await;
             }
+        }
+        // Written once for all of this event's waiting subscribers.
+        let key = match &env.key {
+            Some(k) => Arc::clone(k),
+            None => self.key(&env.service, &env.name),
+        };
+        if let Some(ring) = key.ring.get() {
+            ring.push(Arc::clone(env)).await;
         }
     }
 
@@ -197,14 +248,43 @@ impl EventBus {
         capacity: usize,
         overflow: Overflow,
     ) -> (u64, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<(usize, Shared)>(capacity.max(1));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // One named event of one service, waiting when full: it reads that event's
+        // ring. (A reader holds back only the emitters of events it takes, as with
+        // a channel of its own.)
+        let ring_key = match (&service, routes.as_slice()) {
+            (Some(service), [route]) if overflow == Overflow::Wait && capacity < RING_MAX => {
+                route.event.as_ref().map(|e| self.key(service, e))
+            }
+            _ => None,
+        };
+        // The ring is sized by its first reader; a later one that needs more room
+        // than it has gets a channel instead.
+        let ring = ring_key.and_then(|key| {
+            let ring = key
+                .ring
+                .get_or_init(|| Arc::new(Ring::new((capacity + 1).max(RING_MIN))));
+            (capacity < ring.size()).then(|| Arc::clone(ring))
+        });
+        if let Some(ring) = ring {
+            let cursor = ring.join(capacity);
+            let sub = Arc::new(Sub {
+                id,
+                service,
+                routes,
+                overflow,
+                lane: Lane::Ring(Arc::clone(&ring), Arc::clone(&cursor)),
+            });
+            self.update(|v| v.push(Arc::clone(&sub)));
+            return (id, tokio::spawn(read_ring(ring, cursor, sub)));
+        }
+        let (tx, mut rx) = mpsc::channel::<(usize, Shared)>(capacity.max(1));
         let sub = Arc::new(Sub {
             id,
             service,
             routes,
             overflow,
-            tx,
+            lane: Lane::Channel(tx),
         });
         let handlers: Vec<Handler> = sub.routes.iter().map(|r| Arc::clone(&r.handler)).collect();
         self.update(|v| v.push(sub));
@@ -224,19 +304,92 @@ impl EventBus {
     }
 
     pub(crate) fn remove(&self, id: u64) {
-        self.update(|v| v.retain(|s| s.id != id));
+        let mut gone = None;
+        self.update(|v| {
+            gone = v.iter().position(|s| s.id == id).map(|i| v.remove(i));
+        });
+        // A ring reader that leaves no longer holds the emitter back.
+        if let Some(sub) = gone
+            && let Lane::Ring(ring, cursor) = &sub.lane
+        {
+            ring.leave(cursor);
+        }
     }
 
     /// Drops every subscriber's sender so their tasks finish after draining.
     pub(crate) fn close(&self) {
         self.update(Vec::clear);
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        for ring in keys
+            .values()
+            .flat_map(|m| m.values())
+            .filter_map(|k| k.ring.get())
+        {
+            ring.close();
+        }
+    }
+}
+
+/// Reads the ring for one subscriber until it closes: each event's handlers run on
+/// the borrowed envelope; one that does not finish at once keeps a reference and
+/// is awaited before the subscriber moves on (its order holds).
+async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub>) {
+    let mut pos = cursor.next();
+    let mut waiting: Vec<(BoxFuture<'static, Result<(), BoxError>>, Shared)> = Vec::new();
+    while let Some(tail) = std::future::poll_fn(|cx| ring.poll_ready(pos, cx)).await {
+        while pos < tail {
+            std::future::poll_fn(|cx| {
+                ring.with(pos, |env| start_handlers(&sub, env, cx, &mut waiting));
+                Poll::Ready(())
+            })
+            .await;
+            for (fut, env) in waiting.drain(..) {
+                record(&env, CatchUnwind(fut).await);
+            }
+            pos += 1;
+            ring.advance(&cursor, pos);
+        }
+    }
+}
+
+/// Starts the handlers of `sub` that take `env`, each polled once here: those that
+/// finish are recorded at once, the others are left in `waiting`.
+fn start_handlers(
+    sub: &Sub,
+    env: &Shared,
+    cx: &mut Context<'_>,
+    waiting: &mut Vec<(BoxFuture<'static, Result<(), BoxError>>, Shared)>,
+) {
+    if !sub.wants(&env.service) {
+        return;
+    }
+    for route in sub.routes.iter().filter(|r| route_takes(r, env)) {
+        let first = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut fut = (route.handler)(env);
+            let poll = fut.as_mut().poll(cx);
+            (fut, poll)
+        }));
+        match first {
+            Ok((_, Poll::Ready(r))) => record(env, Ok(r)),
+            Ok((fut, Poll::Pending)) => waiting.push((fut, Arc::clone(env))),
+            Err(panic) => record(env, Err(crate::util::panic_message(panic))),
+        }
     }
 }
 
 /// Runs one handler on one event; failures and panics are logged and counted.
 async fn deliver_one(handler: &Handler, env: Shared) {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&env))) {
+        Ok(fut) => CatchUnwind(fut).await,
+        Err(panic) => Err(crate::util::panic_message(panic)),
+    };
+    record(&env, outcome);
+}
+
+/// Logs and counts how a handler ended on `env`.
+fn record(env: &EventEnvelope, outcome: Result<Result<(), BoxError>, String>) {
     let (service, name, key) = (&env.service, &env.name, &env.key);
-    let failed = match CatchUnwind(handler(&env)).await {
+    let failed = match outcome {
         Ok(Ok(())) => false,
         Ok(Err(e)) => {
             tracing::warn!(service = %service, event = %name, error = %e, "event handler failed");
@@ -261,12 +414,18 @@ async fn deliver_one(handler: &Handler, env: Shared) {
     }
 }
 
-async fn deliver(sub: &Sub, route: usize, env: Shared, wait: bool) {
+async fn deliver(
+    sub: &Sub,
+    tx: &mpsc::Sender<(usize, Shared)>,
+    route: usize,
+    env: Shared,
+    wait: bool,
+) {
     if wait {
-        let _ = sub.tx.send((route, env)).await;
+        let _ = tx.send((route, env)).await;
         return;
     }
-    if let Err(mpsc::error::TrySendError::Full((_, env))) = sub.tx.try_send((route, env)) {
+    if let Err(mpsc::error::TrySendError::Full((_, env))) = tx.try_send((route, env)) {
         tracing::warn!(service = %env.service, event = %env.name, subscriber = sub.id, "subscriber buffer full; event dropped (overflow policy: drop-newest)");
         match &env.key {
             Some(k) => k.dropped.increment(1),

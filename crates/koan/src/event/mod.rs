@@ -3,6 +3,7 @@
 
 mod bus;
 mod envelope;
+mod ring;
 mod subscribe;
 
 pub use envelope::EventEnvelope;

@@ -94,7 +94,19 @@ impl SubscriptionBuilder {
 
     /// Starts a handler for event `name` (`"*"` for every event).
     pub fn on(mut self, name: impl Into<String>) -> Self {
-        let name: String = name.into();
+        let mut name: String = name.into();
+        // A local service's event is named as it declares it (names match without
+        // regard to case; the declared spelling is the one envelopes carry).
+        if let Some(service) = &self.service
+            && let Ok(cell) = self.host.inner.registry.find(service)
+            && let Some(declared) = cell
+                .actions
+                .events
+                .iter()
+                .find(|e| e.name.eq_ignore_ascii_case(&name))
+        {
+            name.clone_from(&declared.name);
+        }
         if let Some(service) = &self.service
             && name != "*"
             && let Ok(cell) = self.host.inner.registry.find(service)

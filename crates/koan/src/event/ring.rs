@@ -1,0 +1,226 @@
+//! The shared ring of `Overflow::Wait` subscribers.
+//!
+//! With one channel per subscriber, an event to 100 subscribers is 100 channel
+//! sends, 100 wake-ups and 100 reference counts on the envelope. Here the emitter
+//! writes each event once; every waiting subscriber reads it with its own cursor,
+//! runs its handlers on the borrowed envelope, and moves on. The emitter waits while
+//! some subscriber is its buffer's length behind, so nothing is dropped and each
+//! subscriber keeps the backpressure it asked for.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+use super::envelope::EventEnvelope;
+
+/// One subscriber's place in the ring.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    /// The next position it will read.
+    next: AtomicU64,
+    /// How far the emitter may run ahead of it: the event in hand and its buffer.
+    capacity: u64,
+    /// Unsubscribed: no longer holds the emitter back.
+    gone: AtomicBool,
+}
+
+impl Cursor {
+    /// The next position to read.
+    pub(crate) fn next(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+}
+
+struct State {
+    cursors: Vec<Arc<Cursor>>,
+    /// Readers waiting for the next event.
+    parked: Vec<Waker>,
+    /// The emitter may write while the position is below this (a lower bound of
+    /// every cursor's `next + capacity`, recomputed only when reached).
+    limit: u64,
+    closed: bool,
+}
+
+/// One place in the ring: the event at a position, until overwritten.
+type Slot = RwLock<Option<(u64, Arc<EventEnvelope>)>>;
+
+/// A bounded ring read by many subscribers, each at its own pace.
+pub(crate) struct Ring {
+    mask: u64,
+    slots: Box<[Slot]>,
+    /// The position of the next event; written under `state`, read without it.
+    tail: AtomicU64,
+    state: Mutex<State>,
+    /// The position waiting emitters want to write: the tail when they found no
+    /// room (set under `state`; all waiting emitters want the same position, since
+    /// nothing is written while one waits).
+    wanted: AtomicU64,
+    room: Notify,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("size", &self.slots.len())
+            .field("tail", &self.tail.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Ring {
+    /// A ring of at least `size` slots (a power of two).
+    pub(crate) fn new(size: usize) -> Self {
+        let size = size.max(2).next_power_of_two();
+        Ring {
+            mask: size as u64 - 1,
+            slots: (0..size).map(|_| RwLock::new(None)).collect(),
+            tail: AtomicU64::new(0),
+            state: Mutex::new(State {
+                cursors: Vec::new(),
+                parked: Vec::new(),
+                limit: 0,
+                closed: false,
+            }),
+            wanted: AtomicU64::new(u64::MAX),
+            room: Notify::new(),
+        }
+    }
+
+    /// The number of slots: the largest buffer a cursor can have.
+    pub(crate) fn size(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new reader with room for `buffer` events besides the one it handles (at
+    /// most `size() - 1`): it sees every event written from now on.
+    pub(crate) fn join(&self, buffer: usize) -> Arc<Cursor> {
+        let mut st = self.lock();
+        let cursor = Arc::new(Cursor {
+            next: AtomicU64::new(self.tail.load(Ordering::Acquire)),
+            capacity: (buffer.clamp(1, self.size() - 1) + 1) as u64,
+            gone: AtomicBool::new(false),
+        });
+        st.cursors.push(Arc::clone(&cursor));
+        // The new reader may be the tightest; recompute on the next write.
+        st.limit = 0;
+        cursor
+    }
+
+    /// A reader leaves: it no longer holds the emitter back.
+    pub(crate) fn leave(&self, cursor: &Arc<Cursor>) {
+        cursor.gone.store(true, Ordering::Release);
+        let mut st = self.lock();
+        st.cursors.retain(|c| !Arc::ptr_eq(c, cursor));
+        st.limit = 0;
+        drop(st);
+        self.room.notify_waiters();
+    }
+
+    /// No more events: readers finish what is written, then stop; waiting
+    /// emitters give up.
+    pub(crate) fn close(&self) {
+        let parked = {
+            let mut st = self.lock();
+            st.closed = true;
+            std::mem::take(&mut st.parked)
+        };
+        parked.into_iter().for_each(Waker::wake);
+        self.room.notify_waiters();
+    }
+
+    /// Writes `env`, waiting while a reader is its buffer's length behind. `false`
+    /// when the ring is closed.
+    pub(crate) async fn push(&self, env: Arc<EventEnvelope>) -> bool {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            {
+                let mut st = self.lock();
+                if st.closed {
+                    return false;
+                }
+                let pos = self.tail.load(Ordering::Relaxed);
+                if pos >= st.limit {
+                    st.limit = limit(&st.cursors, pos);
+                }
+                if pos < st.limit {
+                    let slot = &self.slots[(pos & self.mask) as usize];
+                    *slot.write().unwrap_or_else(|p| p.into_inner()) = Some((pos, env));
+                    self.tail.store(pos + 1, Ordering::SeqCst);
+                    let parked = std::mem::take(&mut st.parked);
+                    drop(st);
+                    parked.into_iter().for_each(Waker::wake);
+                    return true;
+                }
+                // Full for some reader: wait until one moves on. Announced before
+                // the last look at the cursors, so a reader that moves now sees us.
+                self.wanted.store(pos, Ordering::SeqCst);
+                room.as_mut().enable();
+                st.limit = limit(&st.cursors, pos);
+                if pos < st.limit {
+                    continue;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// `Ready(Some(tail))` once an event at `pos` or later is written, `Ready(None)`
+    /// once the ring is closed and `pos` is its end.
+    pub(crate) fn poll_ready(&self, pos: u64, cx: &mut Context<'_>) -> Poll<Option<u64>> {
+        let tail = self.tail.load(Ordering::Acquire);
+        if tail > pos {
+            return Poll::Ready(Some(tail));
+        }
+        let mut st = self.lock();
+        let tail = self.tail.load(Ordering::Acquire);
+        if tail > pos {
+            return Poll::Ready(Some(tail));
+        }
+        if st.closed {
+            return Poll::Ready(None);
+        }
+        if !st.parked.iter().any(|w| w.will_wake(cx.waker())) {
+            st.parked.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Runs `f` on the event at `pos` (borrowed: no reference count taken).
+    pub(crate) fn with<R>(&self, pos: u64, f: impl FnOnce(&Arc<EventEnvelope>) -> R) -> Option<R> {
+        let slot = self.slots[(pos & self.mask) as usize]
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some((p, env)) if *p == pos => Some(f(env)),
+            _ => None,
+        }
+    }
+
+    /// `cursor` has read everything before `next`. Wakes a waiting emitter only when
+    /// this move is what it waited for from this reader (its limit passed the
+    /// wanted position just now), not on every step of every reader.
+    pub(crate) fn advance(&self, cursor: &Cursor, next: u64) {
+        let before = cursor.next.swap(next, Ordering::SeqCst) + cursor.capacity;
+        let wanted = self.wanted.load(Ordering::SeqCst);
+        if before <= wanted && wanted < next + cursor.capacity {
+            self.room.notify_waiters();
+        }
+    }
+}
+
+/// How far the emitter may write: the tightest `next + capacity` of the readers.
+fn limit(cursors: &[Arc<Cursor>], pos: u64) -> u64 {
+    cursors
+        .iter()
+        .filter(|c| !c.gone.load(Ordering::Acquire))
+        .map(|c| c.next.load(Ordering::SeqCst) + c.capacity)
+        .min()
+        .unwrap_or(pos + 1)
+}
