@@ -30,7 +30,6 @@ pub struct ActionContext {
     /// a deadline, on first use otherwise.
     pub(crate) token: std::sync::OnceLock<CancellationToken>,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) host: Weak<HostInner>,
 }
 
 impl std::fmt::Debug for ActionContext {
@@ -100,7 +99,7 @@ impl ActionContext {
 
     /// Emits event `name` from this service, carrying this action's correlation id.
     pub async fn emit<E: Serialize + Send + Sync + 'static>(&self, name: &str, payload: E) {
-        if let Some(host) = self.host.upgrade() {
+        if let Some(host) = self.host_inner() {
             host.events
                 .emit(
                     &self.cell.name,
@@ -119,6 +118,10 @@ impl ActionContext {
 
     /// The host, while it exists (to call other services).
     pub fn host(&self) -> Option<HostHandle> {
-        self.host.upgrade().map(HostHandle::from_inner)
+        self.host_inner().map(HostHandle::from_inner)
+    }
+
+    fn host_inner(&self) -> Option<std::sync::Arc<HostInner>> {
+        self.cell.host.get().and_then(Weak::upgrade)
     }
 }

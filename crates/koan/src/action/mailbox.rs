@@ -130,23 +130,30 @@ impl Mailbox {
     }
 
     /// Accepts `job`, or refuses it with `Busy` / `ShuttingDown` at once.
-    pub(crate) fn push(&self, job: Job) -> Result<()> {
+    /// A refusal is counted in `koan_actions_total` and returned for the caller to
+    /// answer with (the job itself then stays silent).
+    pub(crate) fn push(&self, mut job: Job) -> Result<()> {
         let mut st = self.lock();
-        if st.closed {
-            let e = Error::shutting_down(&format!(
+        let refused = if st.closed {
+            Some(Error::shutting_down(&format!(
                 "action `{}` of `{}`",
                 job.entry.name, self.service
-            ));
-            return Err(e);
-        }
-        if st.heap.len() >= self.capacity {
-            let e = Error::new(
+            )))
+        } else if st.heap.len() >= self.capacity {
+            Some(Error::new(
                 ErrorKind::Busy,
                 format!(
                     "service `{}` is busy: its mailbox holds {} actions (its capacity); retry later",
                     self.service, self.capacity
                 ),
-            );
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            drop(st);
+            job.answered = true;
+            super::metrics::rejected(&self.service, &job.entry.name, e.kind());
             return Err(e);
         }
         st.seq += 1;

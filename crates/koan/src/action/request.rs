@@ -539,6 +539,12 @@ pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<Servic
 /// The local cell behind a target, without building an error when there is none
 /// (a remote call must not pay for listing the local services).
 fn find_local(host: &HostInner, target: &Target) -> Option<Arc<ServiceCell>> {
+    find_local_ref(host, target).cloned()
+}
+
+/// [`find_local`], borrowed: the hot path takes a reference count on the cell
+/// (shared by every caller) only when it must keep the cell.
+fn find_local_ref<'h>(host: &'h HostInner, target: &Target) -> Option<&'h Arc<ServiceCell>> {
     match target {
         Target::Type(id, name) => host
             .registry
@@ -546,7 +552,6 @@ fn find_local(host: &HostInner, target: &Target) -> Option<Arc<ServiceCell>> {
             .or_else(|| host.registry.by_name(name)),
         Target::Name(name) => host.registry.by_name(name),
     }
-    .cloned()
 }
 
 enum Prepared {
@@ -611,10 +616,7 @@ fn prepare(
 }
 
 fn push(cell: &ServiceCell, job: Job) -> Result<()> {
-    let action = Arc::clone(&job.entry.name);
-    cell.mailbox
-        .push(job)
-        .inspect_err(|e| rejected(&cell.name, &action, e.kind()))
+    cell.mailbox.push(job)
 }
 
 async fn wait_poke(
@@ -768,7 +770,7 @@ fn start_step(
     step: Step,
     correlation: &Arc<str>,
 ) -> StepFut {
-    let Some(cell) = find_local(host, target) else {
+    let Some(cell) = find_local_ref(host, target) else {
         return match &host.transport {
             Some(t) => {
                 let (t, target, correlation) =
@@ -780,26 +782,29 @@ fn start_step(
             None => StepFut::Ready(Some(Err(host.registry.unknown(target.name())))),
         };
     };
-    let prepared = match prepare(host, &cell, step, correlation, None) {
+    let prepared = match prepare(host, cell, step, correlation, None) {
         Ok(p) => p,
         Err(e) => return StepFut::Ready(Some(Err(e))),
     };
     match prepared {
-        Prepared::Builtin(poke, timeout) => match poke_cell(&cell, poke) {
-            Ok((receipt, action)) => StepFut::Boxed(Box::pin(async move {
-                wait_poke(receipt, &cell.name, action, timeout).await
-            })),
+        Prepared::Builtin(poke, timeout) => match poke_cell(cell, poke) {
+            Ok((receipt, action)) => {
+                let name = Arc::clone(&cell.name);
+                StepFut::Boxed(Box::pin(async move {
+                    wait_poke(receipt, &name, action, timeout).await
+                }))
+            }
             Err(e) => StepFut::Ready(Some(Err(e))),
         },
         Prepared::Job(mut job) => {
             // An idle service: the caller runs the action itself (see `inline`).
-            if super::inline::take_slot(&cell) {
-                return StepFut::Inline(super::inline::run(host, cell, job));
+            if super::inline::take_slot(cell) {
+                return StepFut::Inline(super::inline::run(host, Arc::clone(cell), job));
             }
             let (tx, rx) = oneshot::channel();
             job.reply = Some(tx);
             let Some(deadline) = job.deadline else {
-                return match push(&cell, job) {
+                return match push(cell, job) {
                     Ok(()) => StepFut::Queued(rx),
                     Err(e) => StepFut::Ready(Some(Err(e))),
                 };
@@ -812,7 +817,7 @@ fn start_step(
                 cell.name,
                 job.timeout.map(fmt_duration).unwrap_or_default()
             );
-            if let Err(e) = push(&cell, job) {
+            if let Err(e) = push(cell, job) {
                 return StepFut::Ready(Some(Err(e)));
             }
             StepFut::Boxed(Box::pin(async move {

@@ -96,7 +96,6 @@ async fn execute(
             None => std::sync::OnceLock::new(),
         },
         deadline: job.deadline,
-        host: host.me.clone(),
     };
     let params = std::mem::replace(&mut job.params, Box::new(()));
     let fut = (job.entry.call)(params, cx);

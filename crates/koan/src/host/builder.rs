@@ -319,6 +319,9 @@ impl HostBuilder {
             transport: self.transport,
             me: me.clone(),
         });
+        for cell in inner.registry.all() {
+            let _ = cell.host.set(Arc::downgrade(&inner));
+        }
         Ok(Host { inner })
     }
 }

@@ -56,6 +56,9 @@ pub(crate) struct ServiceCell {
     /// Set with `token` by [`cancel`](Self::cancel): read on hot loops without the
     /// token's lock.
     cancelled: std::sync::atomic::AtomicBool,
+    /// The host that runs it (set once the host is built). Handlers reach the host
+    /// through here, so that an action's context takes no count on the host.
+    pub(crate) host: std::sync::OnceLock<std::sync::Weak<crate::host::HostInner>>,
     status: watch::Sender<StatusCore>,
 }
 
@@ -125,6 +128,7 @@ impl ServiceCell {
             in_flight: AtomicUsize::new(0),
             slots,
             cancelled: std::sync::atomic::AtomicBool::new(false),
+            host: std::sync::OnceLock::new(),
             status,
         }
     }
