@@ -2,8 +2,7 @@
 //! priority, `Busy` when full, and every queued job answered at shutdown.
 
 use std::any::Any;
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,37 +52,42 @@ impl Drop for Job {
     }
 }
 
-struct Entry {
-    priority: i32,
-    seq: u64,
-    job: Job,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.priority == other.priority && self.seq == other.seq
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // Max-heap: higher priority first; within a priority the lower sequence (older) first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
+/// Jobs by priority: one FIFO queue per priority, highest first. A job is moved
+/// in once and out once (a binary heap moved every job it sifted past).
 #[derive(Default)]
 struct State {
-    heap: BinaryHeap<Entry>,
-    seq: u64,
+    /// Sorted by priority, highest first.
+    queues: Vec<(i32, VecDeque<Job>)>,
+    len: usize,
     closed: bool,
+}
+
+/// Empty queues of rarer priorities are dropped once there are more than this many.
+const KEEP_QUEUES: usize = 8;
+
+impl State {
+    fn push(&mut self, job: Job) {
+        let p = job.priority;
+        let i = match self.queues.binary_search_by(|(q, _)| p.cmp(q)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.queues.insert(i, (p, VecDeque::new()));
+                i
+            }
+        };
+        self.queues[i].1.push_back(job);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let i = self.queues.iter().position(|(_, q)| !q.is_empty())?;
+        let job = self.queues[i].1.pop_front()?;
+        self.len -= 1;
+        if self.queues[i].1.is_empty() && self.queues.len() > KEEP_QUEUES {
+            self.queues.remove(i);
+        }
+        Some(job)
+    }
 }
 
 /// A bounded priority queue; workers wait with [`Mailbox::ready`] and take with
@@ -139,7 +143,7 @@ impl Mailbox {
                 "action `{}` of `{}`",
                 job.entry.name, self.service
             )))
-        } else if st.heap.len() >= self.capacity {
+        } else if st.len >= self.capacity {
             Some(Error::new(
                 ErrorKind::Busy,
                 format!(
@@ -156,14 +160,8 @@ impl Mailbox {
             super::metrics::rejected(&self.service, &job.entry.name, e.kind());
             return Err(e);
         }
-        st.seq += 1;
-        let seq = st.seq;
-        st.heap.push(Entry {
-            priority: job.priority,
-            seq,
-            job,
-        });
-        let len = st.heap.len();
+        st.push(job);
+        let len = st.len;
         drop(st);
         self.len.store(len, AtomicOrdering::Relaxed);
         self.depth.set(len as f64);
@@ -186,7 +184,7 @@ impl Mailbox {
             notified.as_mut().enable();
             {
                 let st = self.lock();
-                if !st.heap.is_empty() {
+                if st.len > 0 {
                     return true;
                 }
                 if st.closed {
@@ -210,8 +208,8 @@ impl Mailbox {
 
     /// The highest-priority job, if any, under the lock `st` (released here).
     fn take(&self, mut st: std::sync::MutexGuard<'_, State>) -> Option<Job> {
-        let e = st.heap.pop()?;
-        let len = st.heap.len();
+        let job = st.pop()?;
+        let len = st.len;
         drop(st);
         self.len.store(len, AtomicOrdering::Relaxed);
         self.depth.set(len as f64);
@@ -219,7 +217,7 @@ impl Mailbox {
             // Let another worker pick up the rest.
             self.notify.notify_one();
         }
-        Some(e.job)
+        Some(job)
     }
 
     /// Refuses new jobs and hands back every queued one, so each can be answered.
@@ -227,11 +225,10 @@ impl Mailbox {
         let drained: Vec<Job> = {
             let mut st = self.lock();
             st.closed = true;
-            std::mem::take(&mut st.heap)
-                .into_sorted_vec()
+            st.len = 0;
+            std::mem::take(&mut st.queues)
                 .into_iter()
-                .rev()
-                .map(|e| e.job)
+                .flat_map(|(_, q)| q)
                 .collect()
         };
         self.len.store(0, AtomicOrdering::Relaxed);
