@@ -130,6 +130,11 @@ pub(crate) fn from_json<P: DeserializeOwned>(json: Value, what: &dyn Fn() -> Str
         Value::Object(m) if m.is_empty() && is_unit::<P>() => Value::Null,
         other => other,
     };
+    // The common case, straight from the value; only a failure is decoded again
+    // with path tracking, to name the field in the message.
+    if let Ok(p) = P::deserialize(&json) {
+        return Ok(p);
+    }
     serde_path_to_error::deserialize::<_, P>(json).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
