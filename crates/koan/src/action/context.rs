@@ -5,17 +5,18 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::correlation::{Correlation, CorrelationText};
 use crate::host::{HostHandle, HostInner};
 use crate::registry::ServiceCell;
 
 tokio::task_local! {
     /// The correlation id of the action being handled on this task.
-    pub(crate) static CORRELATION: Arc<str>;
+    pub(crate) static CORRELATION: Correlation;
 }
 
 /// The correlation id of the action running on this task, if any.
 pub(crate) fn current_correlation() -> Option<Arc<str>> {
-    CORRELATION.try_with(Arc::clone).ok()
+    CORRELATION.try_with(Correlation::to_arc).ok()
 }
 
 /// What an action handler gets besides its parameters.
@@ -24,7 +25,7 @@ pub struct ActionContext {
     pub(crate) cell: Arc<ServiceCell>,
     pub(crate) action: Arc<str>,
     pub(crate) id: Option<Arc<str>>,
-    pub(crate) correlation_id: Arc<str>,
+    pub(crate) correlation: CorrelationText,
     pub(crate) priority: i32,
     /// The action's own token (a child of the service's), made up front when there is
     /// a deadline, on first use otherwise.
@@ -37,7 +38,7 @@ impl std::fmt::Debug for ActionContext {
         f.debug_struct("ActionContext")
             .field("service", &self.cell.name)
             .field("action", &self.action)
-            .field("correlation_id", &self.correlation_id)
+            .field("correlation_id", &self.correlation_id())
             .field("priority", &self.priority)
             .finish_non_exhaustive()
     }
@@ -61,7 +62,7 @@ impl ActionContext {
 
     /// The correlation id (given by the caller or generated).
     pub fn correlation_id(&self) -> &str {
-        &self.correlation_id
+        self.correlation.as_str()
     }
 
     /// The priority the action was sent with.
@@ -104,7 +105,7 @@ impl ActionContext {
                 .emit(
                     &self.cell.name,
                     name,
-                    Some(Arc::clone(&self.correlation_id)),
+                    Some(Arc::clone(self.correlation.as_arc())),
                     payload,
                 )
                 .await;

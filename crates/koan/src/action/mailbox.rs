@@ -21,7 +21,7 @@ pub(crate) struct Job {
     pub(crate) priority: i32,
     pub(crate) timeout: Option<Duration>,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) correlation: Arc<str>,
+    pub(crate) correlation: super::correlation::Correlation,
     pub(crate) id: Option<Arc<str>>,
     pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
     pub(crate) enqueued_at: Instant,

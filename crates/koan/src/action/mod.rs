@@ -2,6 +2,7 @@
 //! correlation ids, and the fluent request API.
 
 mod context;
+mod correlation;
 mod declare;
 mod inline;
 mod ledger;

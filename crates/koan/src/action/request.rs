@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::correlation::{Correlation, CorrelationText, new_id};
 use super::declare::Resolved;
 use super::ledger::{ActionRecord, ActionState};
 use super::mailbox::Job;
@@ -135,14 +136,14 @@ impl std::fmt::Debug for ActionRequest {
 /// The result of an action.
 pub struct ActionOutput {
     payload: Payload,
-    correlation_id: Arc<str>,
+    correlation: CorrelationText,
 }
 
 impl std::fmt::Debug for ActionOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActionOutput")
             .field("payload", &self.payload)
-            .field("correlation_id", &self.correlation_id)
+            .field("correlation_id", &self.correlation_id())
             .finish()
     }
 }
@@ -150,7 +151,14 @@ impl std::fmt::Debug for ActionOutput {
 impl ActionOutput {
     /// The correlation id the action ran under.
     pub fn correlation_id(&self) -> &str {
-        &self.correlation_id
+        self.correlation.as_str()
+    }
+
+    fn new(payload: Payload, correlation: Correlation) -> Self {
+        ActionOutput {
+            payload,
+            correlation: CorrelationText::new(correlation),
+        }
     }
 
     /// The result as JSON (`null` for `()`).
@@ -190,43 +198,11 @@ impl ActionTicket {
             .rx
             .await
             .map_err(|_| Error::shutting_down(&format!("enqueued action {}", self.id)))??;
-        Ok(ActionOutput {
+        Ok(ActionOutput::new(
             payload,
-            correlation_id: self.correlation_id,
-        })
+            Correlation::Given(self.correlation_id),
+        ))
     }
-}
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-fn process_prefix() -> &'static str {
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PREFIX.get_or_init(|| format!("{:08x}", fastrand::u32(..)))
-}
-
-/// A fresh id, unique across processes with high probability: the process's random
-/// prefix and a counter, formatted on the stack so the id costs one allocation.
-pub(crate) fn new_id() -> Arc<str> {
-    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let prefix = process_prefix().as_bytes();
-    let mut buf = [0u8; 32];
-    buf[..prefix.len()].copy_from_slice(prefix);
-    buf[prefix.len()] = b'-';
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let start = prefix.len() + 1;
-    let len = start + digits.len() - i;
-    buf[start..len].copy_from_slice(&digits[i..]);
-    Arc::from(std::str::from_utf8(&buf[..len]).unwrap_or("id"))
 }
 
 impl ActionRequest {
@@ -320,7 +296,7 @@ impl ActionRequest {
     }
 
     /// A chain of several actions (or none), step after step.
-    async fn run_chain(self, correlation: Arc<str>) -> Result<ActionOutput> {
+    async fn run_chain(self, correlation: Correlation) -> Result<ActionOutput> {
         let inner = &self.host.inner;
         let total = self.steps.len();
         if total == 0 {
@@ -345,17 +321,16 @@ impl ActionRequest {
                 }
             }
         }
-        Ok(ActionOutput {
-            payload: last,
-            correlation_id: correlation,
-        })
+        Ok(ActionOutput::new(last, correlation))
     }
 
     /// Returns once the work is accepted, with a ticket whose outcome can be awaited
     /// or queried by id. Rejections (unknown, disabled, busy, bad parameters) come
     /// back at once.
     pub async fn enqueue(mut self) -> Result<ActionTicket> {
+        // A ticket shows its correlation id at once: formatted now.
         let correlation = self.correlation.clone().unwrap_or_else(new_id);
+        let given = Correlation::Given(Arc::clone(&correlation));
         let id = new_id();
         let inner = Arc::clone(&self.host.inner);
         let names: Vec<String> = self.steps.iter().map(|s| s.action.clone()).collect();
@@ -376,7 +351,7 @@ impl ActionRequest {
             && let Some(step) = self.steps.take_single()
         {
             // Local single actions are accepted (or refused) right here.
-            let accepted = accept_local(&inner, &cell, step, &correlation, &id, tx);
+            let accepted = accept_local(&inner, &cell, step, &given, &id, tx);
             if let Err(e) = &accepted {
                 inner.ledger.finish(&id, inner.config.clock.now(), Err(e));
             }
@@ -393,7 +368,7 @@ impl ActionRequest {
             && let Some(transport) = inner.transport.clone()
             && let Some(step) = self.steps.take_single()
         {
-            let call = remote_call(&self.target, step, &correlation)?;
+            let call = remote_call(&self.target, step, &given)?;
             let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
             let what = format!("durable action `{}` of `{}`", call.action, call.service);
             // Waiting starts before the job exists, so its outcome cannot slip by.
@@ -450,7 +425,7 @@ fn accept_local(
     inner: &Arc<HostInner>,
     cell: &Arc<ServiceCell>,
     step: Step,
-    correlation: &Arc<str>,
+    correlation: &Correlation,
     id: &Arc<str>,
     tx: oneshot::Sender<Result<Payload>>,
 ) -> Result<()> {
@@ -563,7 +538,7 @@ fn prepare(
     host: &HostInner,
     cell: &Arc<ServiceCell>,
     step: Step,
-    correlation: &Arc<str>,
+    correlation: &Correlation,
     id: Option<Arc<str>>,
 ) -> Result<Prepared> {
     let reject = |e: Error| {
@@ -604,7 +579,7 @@ fn prepare(
                 priority: step.priority,
                 timeout: step.timeout,
                 deadline: step.timeout.map(|t| crate::util::after(now, t)),
-                correlation: Arc::clone(correlation),
+                correlation: correlation.clone(),
                 id,
                 reply: None,
                 enqueued_at: now,
@@ -668,7 +643,7 @@ enum ExecState {
     Start(ActionRequest),
     Single {
         step: StepFut,
-        correlation: Arc<str>,
+        correlation: Correlation,
     },
     Chain(BoxFuture<'static, Result<ActionOutput>>),
     Done,
@@ -698,7 +673,7 @@ impl Future for Execute {
                     else {
                         unreachable!("matched above")
                     };
-                    let correlation = req.correlation.take().unwrap_or_else(new_id);
+                    let correlation = Correlation::given_or_new(req.correlation.take());
                     this.state = match req.steps.take_single() {
                         Some(step) => ExecState::Single {
                             step: start_step(&req.host.inner, &req.target, step, &correlation),
@@ -709,12 +684,11 @@ impl Future for Execute {
                 }
                 ExecState::Single { step, correlation } => {
                     let payload = std::task::ready!(Pin::new(step).poll(cx));
-                    let correlation = Arc::clone(correlation);
+                    let correlation = correlation.clone();
                     this.state = ExecState::Done;
-                    return Poll::Ready(payload.map(|payload| ActionOutput {
-                        payload,
-                        correlation_id: correlation,
-                    }));
+                    return Poll::Ready(
+                        payload.map(|payload| ActionOutput::new(payload, correlation)),
+                    );
                 }
                 ExecState::Chain(fut) => {
                     let out = std::task::ready!(fut.as_mut().poll(cx));
@@ -768,13 +742,12 @@ fn start_step(
     host: &Arc<HostInner>,
     target: &Target,
     step: Step,
-    correlation: &Arc<str>,
+    correlation: &Correlation,
 ) -> StepFut {
     let Some(cell) = find_local_ref(host, target) else {
         return match &host.transport {
             Some(t) => {
-                let (t, target, correlation) =
-                    (Arc::clone(t), target.clone(), Arc::clone(correlation));
+                let (t, target, correlation) = (Arc::clone(t), target.clone(), correlation.clone());
                 StepFut::Boxed(Box::pin(async move {
                     remote(t.as_ref(), &target, step, &correlation).await
                 }))
@@ -834,7 +807,7 @@ async fn remote(
     transport: &dyn Transport,
     target: &Target,
     step: Step,
-    correlation: &Arc<str>,
+    correlation: &Correlation,
 ) -> Result<Payload> {
     let timeout = step.timeout;
     let call = remote_call(target, step, correlation)?;
@@ -860,7 +833,7 @@ pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<S
     find_local(&host.inner, target)
 }
 
-fn remote_call(target: &Target, step: Step, correlation: &Arc<str>) -> Result<RemoteCall> {
+fn remote_call(target: &Target, step: Step, correlation: &Correlation) -> Result<RemoteCall> {
     let params = match step.params {
         Some(p) => p.into_json()?,
         None => Value::Null,

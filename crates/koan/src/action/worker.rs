@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::context::{ActionContext, CORRELATION};
+use super::correlation::CorrelationText;
 use super::mailbox::Job;
 use super::metrics::{ActionMetrics, Outcome};
 use super::payload::Payload;
@@ -89,7 +90,7 @@ async fn execute(
         cell: Arc::clone(cell),
         action: Arc::clone(&job.entry.name),
         id: job.id.clone(),
-        correlation_id: Arc::clone(&job.correlation),
+        correlation: CorrelationText::new(job.correlation.clone()),
         priority: job.priority,
         token: match &deadline_token {
             Some(t) => std::sync::OnceLock::from(t.clone()),
@@ -99,7 +100,7 @@ async fn execute(
     };
     let params = std::mem::replace(&mut job.params, Box::new(()));
     let fut = (job.entry.call)(params, cx);
-    let fut = CORRELATION.scope(Arc::clone(&job.correlation), fut);
+    let fut = CORRELATION.scope(job.correlation.clone(), fut);
     let result = match (job.deadline, deadline_token) {
         (Some(deadline), Some(token)) => {
             // Kept out of line (boxed) so that calls without a deadline do not carry

@@ -1,0 +1,129 @@
+//! Correlation ids and action ids: unique across processes with high probability
+//! (a random per-process prefix and a counter). A generated correlation id is kept
+//! as its number and formatted only when something reads it: most calls never do.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn process_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("{:08x}", fastrand::u32(..)))
+}
+
+/// A fresh id, unique across processes with high probability: the process's random
+/// prefix and a counter, formatted on the stack so the id costs one allocation.
+pub(crate) fn new_id() -> Arc<str> {
+    format_id(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The id numbered `n`: the process's prefix, a dash, the number.
+fn format_id(n: u64) -> Arc<str> {
+    let prefix = process_prefix().as_bytes();
+    let mut buf = [0u8; 32];
+    buf[..prefix.len()].copy_from_slice(prefix);
+    buf[prefix.len()] = b'-';
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = prefix.len() + 1;
+    let len = start + digits.len() - i;
+    buf[start..len].copy_from_slice(&digits[i..]);
+    Arc::from(std::str::from_utf8(&buf[..len]).unwrap_or("id"))
+}
+
+/// A correlation id: given by the caller, or generated (and then formatted only
+/// when read).
+#[derive(Debug, Clone)]
+pub(crate) enum Correlation {
+    Given(Arc<str>),
+    Generated(u64),
+}
+
+impl Correlation {
+    /// A fresh generated id.
+    pub(crate) fn generate() -> Self {
+        Correlation::Generated(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id given, or a fresh one.
+    pub(crate) fn given_or_new(given: Option<Arc<str>>) -> Self {
+        given.map_or_else(Correlation::generate, Correlation::Given)
+    }
+
+    /// The id as text (formatted now when generated).
+    pub(crate) fn to_arc(&self) -> Arc<str> {
+        match self {
+            Correlation::Given(id) => Arc::clone(id),
+            Correlation::Generated(n) => format_id(*n),
+        }
+    }
+}
+
+impl std::fmt::Display for Correlation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Correlation::Given(id) => f.write_str(id),
+            Correlation::Generated(n) => write!(f, "{}-{n}", process_prefix()),
+        }
+    }
+}
+
+/// A correlation id that can lend its text: formatted once, on first read.
+#[derive(Debug, Clone)]
+pub(crate) struct CorrelationText {
+    id: Correlation,
+    text: OnceLock<Arc<str>>,
+}
+
+impl CorrelationText {
+    pub(crate) fn new(id: Correlation) -> Self {
+        CorrelationText {
+            id,
+            text: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn as_arc(&self) -> &Arc<str> {
+        match &self.id {
+            Correlation::Given(id) => id,
+            Correlation::Generated(_) => self.text.get_or_init(|| self.id.to_arc()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        self.as_arc()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_id_reads_the_same_everywhere() {
+        let c = Correlation::generate();
+        let text = CorrelationText::new(c.clone());
+        assert_eq!(c.to_string(), *c.to_arc());
+        assert_eq!(text.as_str(), &*c.to_arc());
+        let (prefix, n) = text.as_str().split_once('-').expect("prefix-number");
+        assert_eq!(prefix.len(), 8);
+        assert!(n.parse::<u64>().is_ok());
+        assert_ne!(Correlation::generate().to_arc(), c.to_arc(), "ids differ");
+    }
+
+    #[test]
+    fn a_given_id_is_kept_as_given() {
+        let c = Correlation::given_or_new(Some(Arc::from("order-42")));
+        assert_eq!(CorrelationText::new(c).as_str(), "order-42");
+    }
+}
