@@ -127,8 +127,20 @@ impl<T: Service> Services<T> {
 
     /// Starts an action request (the seed's `Do(action, parameters)`).
     pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
-        let target = Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name));
-        ActionRequest::new(self.host.clone(), target).action(name, params)
+        let type_id = std::any::TypeId::of::<T>();
+        let target = Target::Type(type_id, Arc::clone(&self.name));
+        let req = ActionRequest::new(self.host.clone(), target);
+        // A declared action of a local service is found now, once.
+        match self
+            .host
+            .inner
+            .registry
+            .by_type(type_id)
+            .and_then(|cell| cell.actions.get(name))
+        {
+            Some(entry) => req.action_entry(Arc::clone(entry), params),
+            None => req.action(name, params),
+        }
     }
 
     /// Starts an event subscription (the seed's `On(event)`).

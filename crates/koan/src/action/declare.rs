@@ -91,7 +91,7 @@ impl ActionTable {
         self.entries.is_empty()
     }
 
-    fn get(&self, name: &str) -> Option<&Arc<ActionEntry>> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<ActionEntry>> {
         let idx = match self.by_name.get(name) {
             Some(i) => *i,
             None if name.bytes().any(|b| b.is_ascii_uppercase()) => {

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::correlation::{Correlation, CorrelationText, new_id};
-use super::declare::Resolved;
+use super::declare::{ActionEntry, Resolved};
 use super::ledger::{ActionRecord, ActionState};
 use super::mailbox::Job;
 use super::metrics::rejected;
@@ -52,10 +52,34 @@ pub struct CallOptions {
 }
 
 struct Step {
-    action: String,
+    action: StepAction,
     params: Option<Payload>,
     priority: i32,
     timeout: Option<Duration>,
+}
+
+/// The action of a step: a name, or (from a typed handle to a local service) the
+/// declared action already found, so the call needs neither a copy of the name nor
+/// a second look-up.
+enum StepAction {
+    Named(String),
+    Resolved(Arc<ActionEntry>),
+}
+
+impl StepAction {
+    fn as_str(&self) -> &str {
+        match self {
+            StepAction::Named(n) => n,
+            StepAction::Resolved(e) => &e.name,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            StepAction::Named(n) => n,
+            StepAction::Resolved(e) => e.name.to_string(),
+        }
+    }
 }
 
 /// The steps of a request: a single action (the common case) needs no allocation.
@@ -126,7 +150,11 @@ impl std::fmt::Debug for ActionRequest {
             .field("service", &self.target.name())
             .field(
                 "actions",
-                &self.steps.iter().map(|s| &s.action).collect::<Vec<_>>(),
+                &self
+                    .steps
+                    .iter()
+                    .map(|s| s.action.as_str())
+                    .collect::<Vec<_>>(),
             )
             .field("correlation_id", &self.correlation)
             .finish()
@@ -216,13 +244,22 @@ impl ActionRequest {
     }
 
     /// Adds action `name` with `params` (any `Serialize` value; `()` for none).
-    pub fn action<P: Serialize + Send + 'static>(
-        mut self,
-        name: impl Into<String>,
+    pub fn action<P: Serialize + Send + 'static>(self, name: impl Into<String>, params: P) -> Self {
+        self.push_step(StepAction::Named(name.into()), params)
+    }
+
+    /// Adds a declared action already found (see `Services::action`).
+    pub(crate) fn action_entry<P: Serialize + Send + 'static>(
+        self,
+        entry: Arc<ActionEntry>,
         params: P,
     ) -> Self {
+        self.push_step(StepAction::Resolved(entry), params)
+    }
+
+    fn push_step<P: Serialize + Send + 'static>(mut self, action: StepAction, params: P) -> Self {
         self.steps.push(Step {
-            action: name.into(),
+            action,
             params: Some(Payload::of(params)),
             priority: 0,
             timeout: None,
@@ -310,7 +347,7 @@ impl ActionRequest {
         }
         let mut last = Payload::Unit;
         for (i, step) in self.steps.into_iter().enumerate() {
-            let action = step.action.clone();
+            let action = step.action.as_str().to_owned();
             match start_step(inner, &self.target, step, &correlation).await {
                 Ok(p) => last = p,
                 Err(e) => {
@@ -333,7 +370,7 @@ impl ActionRequest {
         let given = Correlation::Given(Arc::clone(&correlation));
         let id = new_id();
         let inner = Arc::clone(&self.host.inner);
-        let names: Vec<String> = self.steps.iter().map(|s| s.action.clone()).collect();
+        let names: Vec<&str> = self.steps.iter().map(|s| s.action.as_str()).collect();
         inner.ledger.insert(ActionRecord {
             id: id.to_string(),
             service: self.target.name().to_owned(),
@@ -534,6 +571,12 @@ enum Prepared {
     Builtin(crate::schedule::Poke, Option<Duration>),
 }
 
+/// Counts a refusal of `action` and passes the error on.
+fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
+    rejected(&cell.name, action, e.kind());
+    e
+}
+
 fn prepare(
     host: &HostInner,
     cell: &Arc<ServiceCell>,
@@ -541,53 +584,58 @@ fn prepare(
     correlation: &Correlation,
     id: Option<Arc<str>>,
 ) -> Result<Prepared> {
-    let reject = |e: Error| {
-        rejected(&cell.name, &step.action, e.kind());
-        e
-    };
+    let Step {
+        action,
+        mut params,
+        priority,
+        timeout,
+    } = step;
     if let Some(reason) = &cell.disabled {
-        return Err(reject(Error::new(
+        let e = Error::new(
             ErrorKind::Disabled,
             format!(
                 "service `{}` is disabled ({reason}); action `{}` was not run",
-                cell.name, step.action
+                cell.name,
+                action.as_str()
             ),
-        )));
+        );
+        return Err(reject(cell, action.as_str(), e));
     }
     if host.stopping.load(Ordering::Acquire) {
-        return Err(reject(Error::shutting_down(&format!(
-            "action `{}` of `{}`",
-            step.action, cell.name
-        ))));
+        let e = Error::shutting_down(&format!("action `{}` of `{}`", action.as_str(), cell.name));
+        return Err(reject(cell, action.as_str(), e));
     }
-    let mut params = step.params;
-    let resolved = cell
-        .actions
-        .resolve(&cell.name, &step.action, &mut params)
-        .map_err(reject)?;
-    match resolved {
-        Resolved::Builtin(poke) => Ok(Prepared::Builtin(poke, step.timeout)),
-        Resolved::Declared(entry) => {
-            let entry = Arc::clone(entry);
-            let what = || format!("action `{}` of `{}`", entry.name, cell.name);
-            let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what).map_err(reject)?;
-            let now = Instant::now();
-            let ledgered = id.is_some();
-            Ok(Prepared::Job(Job {
-                entry,
-                params,
-                priority: step.priority,
-                timeout: step.timeout,
-                deadline: step.timeout.map(|t| crate::util::after(now, t)),
-                correlation: correlation.clone(),
-                id,
-                reply: None,
-                enqueued_at: now,
-                host: ledgered.then(|| host.me.clone()),
-                answered: false,
-            }))
+    let entry = match action {
+        StepAction::Resolved(entry) => entry,
+        StepAction::Named(name) => {
+            match cell
+                .actions
+                .resolve(&cell.name, &name, &mut params)
+                .map_err(|e| reject(cell, &name, e))?
+            {
+                Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, timeout)),
+                Resolved::Declared(entry) => Arc::clone(entry),
+            }
         }
-    }
+    };
+    let what = || format!("action `{}` of `{}`", entry.name, cell.name);
+    let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what)
+        .map_err(|e| reject(cell, &entry.name, e))?;
+    let now = Instant::now();
+    let ledgered = id.is_some();
+    Ok(Prepared::Job(Job {
+        entry,
+        params,
+        priority,
+        timeout,
+        deadline: timeout.map(|t| crate::util::after(now, t)),
+        correlation: correlation.clone(),
+        id,
+        reply: None,
+        enqueued_at: now,
+        host: ledgered.then(|| host.me.clone()),
+        answered: false,
+    }))
 }
 
 fn push(cell: &ServiceCell, job: Job) -> Result<()> {
@@ -840,7 +888,7 @@ fn remote_call(target: &Target, step: Step, correlation: &Correlation) -> Result
     };
     Ok(RemoteCall {
         service: target.name().to_owned(),
-        action: step.action,
+        action: step.action.into_string(),
         params,
         priority: step.priority,
         timeout: step.timeout,
