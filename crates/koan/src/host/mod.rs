@@ -59,13 +59,13 @@ pub(crate) struct HostInner {
 }
 
 impl HostInner {
-    pub(crate) fn context(&self, cell: &ServiceCell, reason: RunReason) -> ServiceContext {
+    pub(crate) fn context(&self, cell: &Arc<ServiceCell>, reason: RunReason) -> ServiceContext {
         ServiceContext {
             name: Arc::clone(&cell.name),
             token: Arc::clone(&cell.token),
             reason,
             batch: None,
-            host: self.me.clone(),
+            cell: Arc::downgrade(cell),
         }
     }
 }

@@ -377,8 +377,7 @@ fn may_run(cx: &ServiceContext, cell: &ServiceCell) -> bool {
     if !cell.options.singleton {
         return true;
     }
-    cx.host
-        .upgrade()
+    cx.host_inner()
         .and_then(|h| h.transport.clone())
         .is_none_or(|t| t.may_run(&cell.name))
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::host::{HostHandle, HostInner};
+use crate::registry::ServiceCell;
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,7 +52,9 @@ pub struct ServiceContext {
     pub(crate) token: Arc<CancellationToken>,
     pub(crate) reason: RunReason,
     pub(crate) batch: Option<BatchRequest>,
-    pub(crate) host: Weak<HostInner>,
+    /// Its service, through which it reaches the host: a count on the service's own
+    /// state, not on the host's (which every service's every run would share).
+    pub(crate) cell: Weak<ServiceCell>,
 }
 
 impl std::fmt::Debug for ServiceContext {
@@ -106,7 +109,11 @@ impl ServiceContext {
 
     /// The host running this service, while it exists.
     pub fn host(&self) -> Option<HostHandle> {
-        self.host.upgrade().map(HostHandle::from_inner)
+        self.host_inner().map(HostHandle::from_inner)
+    }
+
+    pub(crate) fn host_inner(&self) -> Option<Arc<HostInner>> {
+        self.cell.upgrade()?.host.get()?.upgrade()
     }
 
     pub(crate) fn for_run(&self, reason: RunReason, batch: Option<BatchRequest>) -> Self {
@@ -115,7 +122,7 @@ impl ServiceContext {
             token: Arc::clone(&self.token),
             reason,
             batch,
-            host: self.host.clone(),
+            cell: self.cell.clone(),
         }
     }
 }
@@ -124,7 +131,7 @@ impl ServiceContext {
     /// Emits event `name` from this service. Inside an action handler the event
     /// carries that action's correlation id.
     pub async fn emit<E: Serialize + Send + Sync + 'static>(&self, name: &str, payload: E) {
-        if let Some(host) = self.host.upgrade() {
+        if let Some(host) = self.host_inner() {
             host.events
                 .emit(
                     &self.name,
