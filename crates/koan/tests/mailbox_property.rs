@@ -2,55 +2,13 @@
 //! once released the handlers run sorted by priority, highest first, FIFO within a
 //! priority — and every caller gets its own result.
 
-use std::sync::{Arc, Mutex};
+mod common;
 
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions,
-};
+use common::Queue;
 use proptest::prelude::*;
-use tokio::sync::{Semaphore, mpsc};
 
-struct Ordered {
-    gate: Arc<Semaphore>,
-    started: mpsc::UnboundedSender<()>,
-    log: Arc<Mutex<Vec<usize>>>,
-}
-
-impl Service for Ordered {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Ordered")
-            .mailbox_capacity(256)
-            .max_concurrency(1)
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "block",
-            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-                let _ = svc.started.send(());
-                svc.gate.acquire().await?.forget();
-                Ok::<_, BoxError>(())
-            },
-        );
-        a.action(
-            "record",
-            |svc: Arc<Self>, n: usize, _cx: ActionContext| async move {
-                svc.log.lock().map_err(|e| e.to_string())?.push(n);
-                Ok::<_, BoxError>(n)
-            },
-        );
-    }
-}
-
-impl BackgroundService for Ordered {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
+/// The shared gated service: room for every submission, one action at a time.
+type Ordered = Queue<256, 1>;
 
 /// Runs `priorities` (submission `i` has priority `priorities[i]`) against a blocked
 /// service and returns the order the handlers ran in.
@@ -60,35 +18,40 @@ fn run_order(priorities: &[i32]) -> anyhow::Result<Vec<usize>> {
         .start_paused(true)
         .build()?;
     rt.block_on(async {
-        let gate = Arc::new(Semaphore::new(0));
-        let (tx, mut started) = mpsc::unbounded_channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let svc = Ordered {
-            gate: Arc::clone(&gate),
-            started: tx,
-            log: Arc::clone(&log),
-        };
+        let (svc, mut probe) = Ordered::new();
         let host = koan::testing::host().instance(svc).build()?.start();
         host.started().await?;
         let q = host.services::<Ordered>();
         // Occupy the only worker: everything after waits in the mailbox.
         let blocker = q.action("block", ()).enqueue().await?;
-        started
+        probe
+            .started
             .recv()
             .await
             .ok_or_else(|| anyhow::anyhow!("block never started"))?;
         let mut tickets = Vec::new();
         for (i, p) in priorities.iter().enumerate() {
-            tickets.push(q.action("record", i).priority(*p).enqueue().await?);
+            tickets.push(
+                q.action("record", i.to_string())
+                    .priority(*p)
+                    .enqueue()
+                    .await?,
+            );
         }
-        gate.add_permits(1);
+        probe.gate.add_permits(1);
         blocker.outcome().await?;
         for (i, t) in tickets.into_iter().enumerate() {
-            anyhow::ensure!(t.outcome().await?.value::<usize>()? == i, "result mixed up");
+            anyhow::ensure!(
+                t.outcome().await?.value::<String>()? == i.to_string(),
+                "result mixed up"
+            );
         }
         koan::testing::stop(&host).await?;
-        let order = log.lock().map_err(|e| anyhow::anyhow!("{e}"))?.clone();
-        Ok(order)
+        probe
+            .log()
+            .iter()
+            .map(|tag| Ok(tag.parse::<usize>()?))
+            .collect()
     })
 }
 
