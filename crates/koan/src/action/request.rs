@@ -715,19 +715,23 @@ impl Future for Execute {
         let this = &mut *self;
         loop {
             match &mut this.state {
-                ExecState::Start(_) => {
-                    let ExecState::Start(mut req) =
-                        std::mem::replace(&mut this.state, ExecState::Done)
-                    else {
-                        unreachable!("matched above")
-                    };
+                ExecState::Start(req) => {
                     let correlation = Correlation::given_or_new(req.correlation.take());
+                    // A single step is started from the request where it lies (no
+                    // move of the whole request); a chain takes the request along.
                     this.state = match req.steps.take_single() {
                         Some(step) => ExecState::Single {
                             step: start_step(&req.host.inner, &req.target, step, &correlation),
                             correlation,
                         },
-                        None => ExecState::Chain(Box::pin(req.run_chain(correlation))),
+                        None => {
+                            let ExecState::Start(req) =
+                                std::mem::replace(&mut this.state, ExecState::Done)
+                            else {
+                                unreachable!("matched above")
+                            };
+                            ExecState::Chain(Box::pin(req.run_chain(correlation)))
+                        }
                     };
                 }
                 ExecState::Single { step, correlation } => {
