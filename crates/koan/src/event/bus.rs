@@ -339,7 +339,16 @@ async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub>) {
     while let Some(tail) = std::future::poll_fn(|cx| ring.poll_ready(pos, cx)).await {
         while pos < tail {
             std::future::poll_fn(|cx| {
-                ring.with(pos, |env| start_handlers(&sub, env, cx, &mut waiting));
+                let read = ring.with(pos, |env| start_handlers(&sub, env, cx, &mut waiting));
+                if read.is_none() {
+                    // Cannot happen: the emitter never overwrites what a reader has
+                    // not passed. Said loudly if it ever does.
+                    tracing::error!(
+                        subscriber = sub.id,
+                        pos,
+                        "event ring slot overwritten before it was read; event skipped"
+                    );
+                }
                 Poll::Ready(())
             })
             .await;
