@@ -194,11 +194,7 @@ pub struct ServiceRef {
 
 impl ServiceRef {
     pub(crate) fn new(host: HostHandle, name: &str) -> Self {
-        // A local service's own name is shared rather than copied.
-        let name: Arc<str> = match host.inner.registry.by_name(name) {
-            Some(cell) if *cell.name == *name => Arc::clone(&cell.name),
-            _ => Arc::from(name),
-        };
+        let name = host.inner.registry.shared_name(name);
         ServiceRef {
             host,
             target: Target::Name(Arc::clone(&name)),

@@ -32,6 +32,23 @@ pub(crate) struct Job {
     pub(crate) answered: bool,
 }
 
+impl Job {
+    /// The answer when its deadline passes, queued or running.
+    pub(crate) fn timeout_error(&self, service: &str) -> Error {
+        let limit = self
+            .timeout
+            .map(crate::util::fmt_duration)
+            .unwrap_or_default();
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "action `{}` of `{service}` did not finish within its timeout of {limit} (queue time included)",
+                self.entry.name
+            ),
+        )
+    }
+}
+
 impl Drop for Job {
     fn drop(&mut self) {
         if self.answered {

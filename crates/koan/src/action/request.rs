@@ -470,20 +470,15 @@ fn accept_local(
         Prepared::Job(mut job) => {
             let Some(deadline) = job.deadline else {
                 job.reply = Some(tx);
-                return push(cell, job);
+                return cell.mailbox.push(job);
             };
             // The deadline counts queue time: answer the ticket (and the ledger) at
             // the deadline even while the job still waits behind others, not only
             // once a worker picks it up.
             let (job_tx, job_rx) = oneshot::channel();
             job.reply = Some(job_tx);
-            let late = format!(
-                "action `{}` of `{}` did not finish within its timeout of {} (queue time included)",
-                job.entry.name,
-                cell.name,
-                job.timeout.map(fmt_duration).unwrap_or_default()
-            );
-            push(cell, job)?;
+            let late = job.timeout_error(&cell.name);
+            cell.mailbox.push(job)?;
             let (host, id) = (Arc::clone(inner), Arc::clone(id));
             tokio::spawn(async move {
                 match tokio::time::timeout_at(deadline, job_rx).await {
@@ -492,10 +487,7 @@ fn accept_local(
                     }
                     // The job was dropped unanswered: so is the ticket.
                     Ok(Err(_)) => {}
-                    Err(_) => {
-                        let e = Error::new(ErrorKind::Timeout, late);
-                        finish_ticket(&host, &id, Err(e), tx);
-                    }
+                    Err(_) => finish_ticket(&host, &id, Err(late), tx),
                 }
             });
             Ok(())
@@ -545,18 +537,15 @@ fn finish_ticket(
 }
 
 pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<ServiceCell>> {
-    find_local(host, target).ok_or_else(|| host.registry.unknown(target.name()))
+    find_local(host, target)
+        .cloned()
+        .ok_or_else(|| host.registry.unknown(target.name()))
 }
 
 /// The local cell behind a target, without building an error when there is none
-/// (a remote call must not pay for listing the local services).
-fn find_local(host: &HostInner, target: &Target) -> Option<Arc<ServiceCell>> {
-    find_local_ref(host, target).cloned()
-}
-
-/// [`find_local`], borrowed: the hot path takes a reference count on the cell
-/// (shared by every caller) only when it must keep the cell.
-fn find_local_ref<'h>(host: &'h HostInner, target: &Target) -> Option<&'h Arc<ServiceCell>> {
+/// (a remote call must not pay for listing the local services). Borrowed: the hot
+/// path takes a count on the cell (shared by every caller) only when it keeps it.
+fn find_local<'h>(host: &'h HostInner, target: &Target) -> Option<&'h Arc<ServiceCell>> {
     match target {
         Target::Type(id, name) => host
             .registry
@@ -636,10 +625,6 @@ fn prepare(
         host: ledgered.then(|| host.me.clone()),
         answered: false,
     }))
-}
-
-fn push(cell: &ServiceCell, job: Job) -> Result<()> {
-    cell.mailbox.push(job)
 }
 
 async fn wait_poke(
@@ -796,7 +781,7 @@ fn start_step(
     step: Step,
     correlation: &Correlation,
 ) -> StepFut {
-    let Some(cell) = find_local_ref(host, target) else {
+    let Some(cell) = find_local(host, target) else {
         return match &host.transport {
             Some(t) => {
                 let (t, target, correlation) = (Arc::clone(t), target.clone(), correlation.clone());
@@ -829,26 +814,21 @@ fn start_step(
             let (tx, rx) = oneshot::channel();
             job.reply = Some(tx);
             let Some(deadline) = job.deadline else {
-                return match push(cell, job) {
+                return match cell.mailbox.push(job) {
                     Ok(()) => StepFut::Queued(rx),
                     Err(e) => StepFut::Ready(Some(Err(e))),
                 };
             };
             // The deadline counts queue time: the caller is answered at the deadline
             // even while the job still waits behind others.
-            let late = format!(
-                "action `{}` of `{}` did not finish within its timeout of {} (queue time included)",
-                job.entry.name,
-                cell.name,
-                job.timeout.map(fmt_duration).unwrap_or_default()
-            );
-            if let Err(e) = push(cell, job) {
+            let late = job.timeout_error(&cell.name);
+            if let Err(e) = cell.mailbox.push(job) {
                 return StepFut::Ready(Some(Err(e)));
             }
             StepFut::Boxed(Box::pin(async move {
                 match tokio::time::timeout_at(deadline, rx).await {
                     Ok(r) => r.unwrap_or_else(|_| Err(lost())),
-                    Err(_) => Err(Error::new(ErrorKind::Timeout, late)),
+                    Err(_) => Err(late),
                 }
             }))
         }
@@ -882,7 +862,7 @@ async fn remote(
 
 /// The local cell behind a target, if this host runs it.
 pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<ServiceCell>> {
-    find_local(&host.inner, target)
+    find_local(&host.inner, target).cloned()
 }
 
 fn remote_call(target: &Target, step: Step, correlation: &Correlation) -> Result<RemoteCall> {

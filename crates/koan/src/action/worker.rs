@@ -41,17 +41,6 @@ pub(crate) async fn run_counted(
     outcome
 }
 
-fn timeout_error(job: &Job, service: &str) -> Error {
-    let limit = job.timeout.map(fmt_duration).unwrap_or_default();
-    Error::new(
-        ErrorKind::Timeout,
-        format!(
-            "action `{}` of `{service}` did not finish within its timeout of {limit} (queue time included)",
-            job.entry.name
-        ),
-    )
-}
-
 /// Runs `job`, which left the queue at `started` (the caller that runs it itself
 /// passes the moment it accepted it, saving a clock read).
 /// Returns the outcome when the job has no reply channel to send it through (a
@@ -68,7 +57,7 @@ async fn execute(
     if let Some(deadline) = job.deadline
         && started >= deadline
     {
-        let e = timeout_error(&job, &cell.name);
+        let e = job.timeout_error(&cell.name);
         metrics(&job, cell).record(Outcome::Timeout, 0.0, queued);
         return answer(host, &mut job, Err(e));
     }
@@ -179,7 +168,7 @@ where
         _ = tokio::time::sleep_until(deadline) => {
             token.cancel();
             let queued = started.saturating_duration_since(job.enqueued_at).as_secs_f64();
-            let e = timeout_error(job, &cell.name);
+            let e = job.timeout_error(&cell.name);
             metrics(job, cell).record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
             // A caller running the action itself has its reply channel for this.
             let _ = answer(host, job, Err(e));

@@ -7,7 +7,7 @@
 //! some subscriber is its buffer's length behind, so nothing is dropped and each
 //! subscriber keeps the backpressure it asked for.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Waker};
 
@@ -22,8 +22,6 @@ pub(crate) struct Cursor {
     next: AtomicU64,
     /// How far the emitter may run ahead of it: the event in hand and its buffer.
     capacity: u64,
-    /// Unsubscribed: no longer holds the emitter back.
-    gone: AtomicBool,
 }
 
 impl Cursor {
@@ -104,7 +102,6 @@ impl Ring {
         let cursor = Arc::new(Cursor {
             next: AtomicU64::new(self.tail.load(Ordering::Acquire)),
             capacity: (buffer.clamp(1, self.size() - 1) + 1) as u64,
-            gone: AtomicBool::new(false),
         });
         st.cursors.push(Arc::clone(&cursor));
         // The new reader may be the tightest; recompute on the next write.
@@ -114,7 +111,6 @@ impl Ring {
 
     /// A reader leaves: it no longer holds the emitter back.
     pub(crate) fn leave(&self, cursor: &Arc<Cursor>) {
-        cursor.gone.store(true, Ordering::Release);
         let mut st = self.lock();
         st.cursors.retain(|c| !Arc::ptr_eq(c, cursor));
         st.limit = 0;
@@ -219,7 +215,6 @@ impl Ring {
 fn limit(cursors: &[Arc<Cursor>], pos: u64) -> u64 {
     cursors
         .iter()
-        .filter(|c| !c.gone.load(Ordering::Acquire))
         .map(|c| c.next.load(Ordering::SeqCst) + c.capacity)
         .min()
         .unwrap_or(pos + 1)

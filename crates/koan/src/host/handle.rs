@@ -135,11 +135,7 @@ impl HostHandle {
 
     /// An action request by name, with JSON parameters.
     pub fn action(&self, service: &str, action: &str, params: serde_json::Value) -> ActionRequest {
-        // A local service's own name is shared rather than copied.
-        let name = match self.inner.registry.by_name(service) {
-            Some(cell) if *cell.name == *service => Arc::clone(&cell.name),
-            _ => Arc::from(service),
-        };
+        let name = self.inner.registry.shared_name(service);
         ActionRequest::new(self.clone(), Target::Name(name)).action_json(action, params)
     }
 

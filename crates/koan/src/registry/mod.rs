@@ -60,6 +60,15 @@ impl Registry {
         self.cells.get(idx)
     }
 
+    /// `name` as a shared string: a local service's own name when it is spelled
+    /// that way (no copy), a new one otherwise.
+    pub(crate) fn shared_name(&self, name: &str) -> Arc<str> {
+        match self.by_name(name) {
+            Some(cell) if *cell.name == *name => Arc::clone(&cell.name),
+            _ => Arc::from(name),
+        }
+    }
+
     pub(crate) fn by_type(&self, id: TypeId) -> Option<&Arc<ServiceCell>> {
         self.by_type.get(&id).and_then(|i| self.cells.get(*i))
     }
