@@ -422,6 +422,8 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
 pub(crate) struct ActionArgs {
     pub(crate) name: Option<Expr>,
     pub(crate) description: Option<LitStr>,
+    /// Setters for the job retry policy (`max_attempts = 5`, `backoff = "2s"`).
+    pub(crate) setters: Vec<TokenStream>,
 }
 
 impl Parse for ActionArgs {
@@ -442,11 +444,24 @@ impl Parse for ActionArgs {
             match key.to_string().as_str() {
                 "name" => a.name = Some(input.parse::<Expr>()?),
                 "description" => a.description = Some(input.parse::<LitStr>()?),
+                "max_attempts" => {
+                    let n = input.parse::<syn::LitInt>()?;
+                    let v: u32 = n.base10_parse()?;
+                    if v < 1 {
+                        return Err(err(n.span(), "`max_attempts` must be at least 1 (1 = never retried)"));
+                    }
+                    a.setters.push(quote!(.max_attempts(#v)));
+                }
+                "backoff" => {
+                    let e = input.parse::<Expr>()?;
+                    let d = duration(&e, "backoff")?;
+                    a.setters.push(quote!(.backoff(#d)));
+                }
                 other => {
                     return Err(err(
                         key.span(),
                         format!(
-                            "unknown `action` option `{other}`; accepted: a name first, then `description = \"…\"`"
+                            "unknown `action` option `{other}`; accepted: a name first, then `description = \"…\"`, `max_attempts = N`, `backoff = \"1s\"`"
                         ),
                     ));
                 }

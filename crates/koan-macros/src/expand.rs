@@ -287,13 +287,14 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
             quote!(::core::result::Result::<_, ::koan::BoxError>::Ok(#call))
         };
         let description = args.description.map(|d| quote!(.description(#d)));
+        let retry = &args.setters;
         let span = method_ident.span();
         let params_ident = format_ident!("params");
         registrations.push(quote_spanned! {span=>
             a.action(#name, |svc: ::std::sync::Arc<Self>, #params_ident: #p_ty, cx: ::koan::ActionContext| async move {
                 let _ = &cx;
                 #body
-            }) #description;
+            }) #description #(#retry)*;
         });
     }
     if let Some(e) = errors {

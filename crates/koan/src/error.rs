@@ -41,6 +41,13 @@ pub enum ErrorKind {
     UnknownActionId,
     /// The service declares no event of that name.
     UnknownEvent,
+    /// No job with that id is stored (never enqueued, deleted, or past retention).
+    UnknownJob,
+    /// The job store could not write or read (full disk, read-only file, broker
+    /// down): nothing was accepted.
+    StoreUnavailable,
+    /// The job is not in a state that allows this (retrying a running job, …).
+    JobState,
 }
 
 impl ErrorKind {
@@ -63,12 +70,15 @@ impl ErrorKind {
             ErrorKind::CriticalFailure => "critical_failure",
             ErrorKind::UnknownActionId => "unknown_action_id",
             ErrorKind::UnknownEvent => "unknown_event",
+            ErrorKind::UnknownJob => "unknown_job",
+            ErrorKind::StoreUnavailable => "store_unavailable",
+            ErrorKind::JobState => "job_state",
         }
     }
 
     /// The inverse of [`ErrorKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 16] = [
+        const ALL: [ErrorKind; 19] = [
             ErrorKind::UnknownService,
             ErrorKind::UnknownAction,
             ErrorKind::InvalidParameters,
@@ -85,6 +95,9 @@ impl ErrorKind {
             ErrorKind::CriticalFailure,
             ErrorKind::UnknownActionId,
             ErrorKind::UnknownEvent,
+            ErrorKind::UnknownJob,
+            ErrorKind::StoreUnavailable,
+            ErrorKind::JobState,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }

@@ -43,6 +43,8 @@
 //! - Actions: [`Actions`] to declare, [`ActionRequest`] to call, with priority,
 //!   enforced timeout and correlation id; [`Services`] is the fluent entry point.
 //! - Events: [`ServiceContext::emit`], [`SubscriptionBuilder`].
+//! - Jobs: [`ActionRequest::enqueue`] stores work in a [`JobStore`] before it
+//!   answers; [`HostHandle::jobs`] lists, retries and cancels them.
 //! - [`Transport`]: how calls reach services in other processes.
 //! - `koan::testing` (feature `test-util`): paused-clock hosts and waiting helpers.
 
@@ -60,6 +62,7 @@ mod error;
 mod event;
 mod health;
 mod host;
+mod job;
 mod registry;
 mod schedule;
 mod service;
@@ -75,8 +78,8 @@ mod seed_parity {}
 pub mod testing;
 
 pub use action::{
-    ActionContext, ActionDecl, ActionInfo, ActionOutput, ActionRecord, ActionRequest, ActionState,
-    ActionTicket, Actions, CallOptions, ErrorBody, EventInfo, Execute,
+    ActionContext, ActionDecl, ActionInfo, ActionOutput, ActionRequest, ActionTicket, Actions,
+    CallOptions, ErrorBody, EventInfo, Execute,
 };
 pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
 pub use config::{Config, ConfigBuilder};
@@ -86,6 +89,11 @@ pub use health::{
     HealthReport, HealthStatus, HealthThresholds, HostHealth, Readiness, ServiceHealth,
 };
 pub use host::{Environment, Host, HostBuilder, HostExit, HostHandle};
+pub use job::{
+    Claim, ClaimRequest, Claimed, Finish, JobAttempt, JobCounts, JobInfo, JobPage, JobQuery,
+    JobRecord, JobState, JobStep, JobStore, JobTicket, Jobs, MemoryJobStore, NewJob, Pushed,
+    RetryPolicy, apply_cancel, apply_finish, apply_retry, cut_result, new_job_id,
+};
 pub use registry::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
 pub use schedule::{CronSchedule, MissedTickPolicy, Schedule, TriggerOutcome, parse_duration};
 pub use service::{

@@ -19,12 +19,20 @@ pub(crate) fn current_correlation() -> Option<Arc<str>> {
     CORRELATION.try_with(Correlation::to_arc).ok()
 }
 
+/// What the runner hands the call path when it runs a stored job.
+#[derive(Debug, Clone)]
+pub(crate) struct JobMeta {
+    pub(crate) info: Arc<crate::job::JobInfo>,
+    /// The run's token: cancelled when the host stops or the job's claim is lost.
+    pub(crate) token: CancellationToken,
+}
+
 /// What an action handler gets besides its parameters.
 #[derive(Clone)]
 pub struct ActionContext {
     pub(crate) cell: Arc<ServiceCell>,
     pub(crate) action: Arc<str>,
-    pub(crate) id: Option<Arc<str>>,
+    pub(crate) job: Option<Arc<crate::job::JobInfo>>,
     pub(crate) correlation: CorrelationText,
     pub(crate) priority: i32,
     /// The action's own token (a child of the service's), made up front when there is
@@ -55,9 +63,31 @@ impl ActionContext {
         &self.action
     }
 
-    /// The id given by `enqueue()`, when the action was enqueued.
+    /// The job's id, when the action runs as a stored job (`enqueue()`).
     pub fn id(&self) -> Option<&str> {
-        self.id.as_deref()
+        self.job.as_ref().map(|j| j.id.as_str())
+    }
+
+    /// The job this action runs as, when it was enqueued: its id, its attempt
+    /// number (2 and up after a failure, or after the process that ran it died) and
+    /// its idempotency key. Use them to make side effects happen once, e.g. a row
+    /// keyed by the job id.
+    ///
+    /// ```
+    /// # use koan::{ActionContext, BoxError};
+    /// async fn translate(file: String, cx: &ActionContext) -> Result<String, BoxError> {
+    ///     let key = cx.job().map_or_else(|| file.clone(), |j| j.id.clone());
+    ///     // INSERT … ON CONFLICT(job_id) DO NOTHING, keyed by `key`
+    ///     Ok(key)
+    /// }
+    /// ```
+    pub fn job(&self) -> Option<&crate::job::JobInfo> {
+        self.job.as_deref()
+    }
+
+    /// The attempt number: 1 for a direct call and a job's first run.
+    pub fn attempt(&self) -> u32 {
+        self.job.as_ref().map_or(1, |j| j.attempt)
     }
 
     /// The correlation id (given by the caller or generated).

@@ -36,6 +36,8 @@ pub(crate) struct ActionEntry {
     pub(crate) decode: Decode,
     pub(crate) call: Call,
     pub(crate) metrics: OnceLock<super::metrics::ActionMetrics>,
+    /// How an enqueued job of this action is retried.
+    pub(crate) retry: crate::job::RetryPolicy,
 }
 
 /// Describes an action or event in `info`.
@@ -290,6 +292,7 @@ type Bind<T> = Box<dyn FnOnce(Arc<T>) -> Call>;
 struct PendingAction<T> {
     name: String,
     description: Option<String>,
+    retry: crate::job::RetryPolicy,
     params_schema: Value,
     decode: Decode,
     bind: Bind<T>,
@@ -299,12 +302,28 @@ struct PendingAction<T> {
 #[derive(Debug)]
 pub struct ActionDecl<'a> {
     description: &'a mut Option<String>,
+    retry: &'a mut crate::job::RetryPolicy,
 }
 
 impl ActionDecl<'_> {
     /// What the action does, shown in `info`, OpenAPI and the dashboard.
     pub fn description(self, text: impl Into<String>) -> Self {
         *self.description = Some(text.into());
+        self
+    }
+
+    /// How many runs an enqueued job of this action may have in all (default 3;
+    /// 1 = never retried). Configuration can override it
+    /// (`services.<name>.actions.<action>.max_attempts`).
+    pub fn max_attempts(self, n: u32) -> Self {
+        self.retry.max_attempts = n.max(1);
+        self
+    }
+
+    /// The wait before a failed job's second run (default 1 s); it doubles for each
+    /// run after, with jitter, up to 5 minutes.
+    pub fn backoff(self, wait: std::time::Duration) -> Self {
+        self.retry.backoff = wait;
         self
     }
 }
@@ -363,13 +382,16 @@ impl<T: Service> Actions<T> {
         self.pending.push(PendingAction {
             name: name.into(),
             description: None,
+            retry: crate::job::RetryPolicy::default(),
             params_schema: schema_of::<P>(),
             decode: decode_as::<P>,
             bind,
         });
         let last = self.pending.len() - 1;
+        let pending = &mut self.pending[last];
         ActionDecl {
-            description: &mut self.pending[last].description,
+            description: &mut pending.description,
+            retry: &mut pending.retry,
         }
     }
 
@@ -420,6 +442,7 @@ impl<T: Service> Actions<T> {
                 decode: p.decode,
                 call: (p.bind)(Arc::clone(&service)),
                 metrics: OnceLock::new(),
+                retry: p.retry,
             }));
         }
         Ok(ActionTable {

@@ -22,11 +22,10 @@ pub(crate) struct Job {
     pub(crate) timeout: Option<Duration>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) correlation: super::correlation::Correlation,
-    pub(crate) id: Option<Arc<str>>,
+    /// Set when this is the run of a stored job.
+    pub(crate) job: Option<super::context::JobMeta>,
     pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
     pub(crate) enqueued_at: Instant,
-    /// The host whose ledger records this job's outcome (set only when it has an id).
-    pub(crate) host: Option<std::sync::Weak<crate::host::HostInner>>,
     /// Set once the job's outcome went out; a job dropped without one (its worker
     /// aborted at the end of the grace period) is recorded as `ShuttingDown`.
     pub(crate) answered: bool,
@@ -54,14 +53,11 @@ impl Drop for Job {
         if self.answered {
             return;
         }
-        let what = match &self.id {
-            Some(id) => format!("action `{}` {id}", self.entry.name),
+        let what = match &self.job {
+            Some(j) => format!("action `{}` of job {}", self.entry.name, j.info.id),
             None => format!("action `{}`", self.entry.name),
         };
         let e = Error::shutting_down(&what);
-        if let (Some(id), Some(host)) = (&self.id, self.host.as_ref().and_then(|h| h.upgrade())) {
-            host.ledger.finish(id, host.config.clock.now(), Err(&e));
-        }
         // Its caller learns why, instead of finding the answer channel closed.
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(Err(e));

@@ -4,25 +4,30 @@
 mod context;
 mod correlation;
 mod declare;
+mod enqueue;
+mod error_body;
+mod execute;
 mod inline;
-mod ledger;
 mod mailbox;
 mod metrics;
 mod payload;
 mod request;
+mod route;
 mod slots;
 mod worker;
 
 pub use context::ActionContext;
 pub use declare::{ActionDecl, ActionInfo, Actions, EventInfo};
-pub use ledger::{ActionRecord, ActionState, ErrorBody};
-pub use request::{ActionOutput, ActionRequest, ActionTicket, CallOptions, Execute};
+pub use error_body::ErrorBody;
+pub use execute::Execute;
+pub use request::{ActionOutput, ActionRequest, ActionTicket, CallOptions};
 
-pub(crate) use context::current_correlation;
+pub(crate) use context::{JobMeta, current_correlation};
+pub(crate) use correlation::Correlation;
 pub(crate) use declare::ActionTable;
-pub(crate) use ledger::Ledger;
 pub(crate) use mailbox::Mailbox;
-pub(crate) use payload::from_json;
-pub(crate) use request::{Target, local_cell_pub, poke_direct};
+pub(crate) use payload::{Payload, from_json};
+pub(crate) use request::Target;
+pub(crate) use route::{local_cell_pub, poke_direct};
 pub(crate) use slots::Slots;
 pub(crate) use worker::{refuse_all, run_worker};

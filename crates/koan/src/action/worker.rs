@@ -1,5 +1,5 @@
 //! Mailbox workers: run jobs with enforced deadlines and caught panics, answer callers,
-//! update the ledger and the metrics.
+//! update the metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -59,31 +59,32 @@ async fn execute(
     {
         let e = job.timeout_error(&cell.name);
         metrics(&job, cell).record(Outcome::Timeout, 0.0, queued);
-        return answer(host, &mut job, Err(e));
+        return answer(&mut job, Err(e));
     }
     // A caller that already gave up (it stopped waiting, e.g. an HTTP client that
     // disconnected) needs no run; counted and logged so the skip is visible.
-    if job.id.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
+    if job.job.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
         job.answered = true;
         metrics(&job, cell).record(Outcome::Cancelled, 0.0, queued);
         tracing::debug!(action = %job.entry.name, correlation_id = %job.correlation, "caller gone before the action started; not run");
         return None;
     }
-    if let Some(id) = &job.id {
-        host.ledger.running(id);
-    }
     // Only an action with a deadline needs a token of its own up front; the others
-    // get one lazily if the handler asks for it (see `ActionContext::token`).
-    let deadline_token = job.deadline.map(|_| cell.token.child_token());
+    // get one lazily if the handler asks for it (see `ActionContext::token`). A
+    // stored job's run has its own (cancelled too when its claim is lost).
+    let base = job.job.as_ref().map(|j| &j.token);
+    let deadline_token = job
+        .deadline
+        .map(|_| base.unwrap_or(&cell.token).child_token());
     let cx = ActionContext {
         cell: Arc::clone(cell),
         action: Arc::clone(&job.entry.name),
-        id: job.id.clone(),
+        job: job.job.as_ref().map(|j| Arc::clone(&j.info)),
         correlation: CorrelationText::new(job.correlation.clone()),
         priority: job.priority,
-        token: match &deadline_token {
-            Some(t) => std::sync::OnceLock::from(t.clone()),
-            None => std::sync::OnceLock::new(),
+        token: match (&deadline_token, base) {
+            (Some(t), _) | (None, Some(t)) => std::sync::OnceLock::from(t.clone()),
+            (None, None) => std::sync::OnceLock::new(),
         },
         deadline: job.deadline,
     };
@@ -135,7 +136,7 @@ async fn execute(
             ))
         }
     };
-    answer(host, &mut job, outcome)
+    answer(&mut job, outcome)
 }
 
 /// The metric handles of the job's action (resolved on its first run).
@@ -169,12 +170,23 @@ where
             token.cancel();
             let queued = started.saturating_duration_since(job.enqueued_at).as_secs_f64();
             let e = job.timeout_error(&cell.name);
+            let grace = host.config.action_grace;
+            // A stored job's record must say what really happened: a handler that
+            // finishes within the grace decides the outcome.
+            if job.job.is_some() {
+                if let Ok(r) = tokio::time::timeout(grace, &mut run).await {
+                    return Some(r);
+                }
+                metrics(job, cell).record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+                tracing::warn!(service = %cell.name, action = %job.entry.name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
+                let _ = answer(job, Err(e));
+                return None;
+            }
             metrics(job, cell).record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
             // A caller running the action itself has its reply channel for this.
-            let _ = answer(host, job, Err(e));
+            let _ = answer(job, Err(e));
             // Give the handler a short grace to notice its cancelled token, then
             // drop its future.
-            let grace = host.config.action_grace;
             if tokio::time::timeout(grace, &mut run).await.is_err() {
                 tracing::warn!(
                     service = %cell.name,
@@ -188,24 +200,14 @@ where
     }
 }
 
-/// Sends the outcome to whoever waits for it: the ledger, and the caller through its
-/// reply channel; the outcome comes back when there is no such channel.
+/// Sends the outcome to the caller through its reply channel; the outcome comes back
+/// when there is no such channel.
 #[must_use]
 pub(crate) fn answer(
-    host: &HostInner,
     job: &mut Job,
     outcome: Result<Payload>,
 ) -> Option<Result<Payload>> {
     job.answered = true;
-    if let Some(id) = &job.id {
-        let at = host.config.clock.now();
-        match &outcome {
-            Ok(p) => host
-                .ledger
-                .finish(id, at, Ok(p.to_json().unwrap_or_default())),
-            Err(e) => host.ledger.finish(id, at, Err(e)),
-        }
-    }
     match job.reply.take() {
         Some(reply) => {
             let _ = reply.send(outcome);
@@ -216,7 +218,7 @@ pub(crate) fn answer(
 }
 
 /// Answers every job of a closing mailbox with `ShuttingDown`.
-pub(crate) fn refuse_all(host: &HostInner, cell: &ServiceCell) {
+pub(crate) fn refuse_all(cell: &ServiceCell) {
     for mut job in cell.mailbox.close() {
         let e = Error::shutting_down(&format!("action `{}` of `{}`", job.entry.name, cell.name));
         if let Some(m) = job.entry.metrics.get() {
@@ -226,6 +228,6 @@ pub(crate) fn refuse_all(host: &HostInner, cell: &ServiceCell) {
                 job.enqueued_at.elapsed().as_secs_f64(),
             );
         }
-        let _ = answer(host, &mut job, Err(e));
+        let _ = answer(&mut job, Err(e));
     }
 }

@@ -12,7 +12,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::schedule::Schedule;
 use crate::service::{ScheduleSpec, ServiceOptions};
 
-const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, services";
+const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, jobs, services";
+const JOB_KEYS: &str = "lease_seconds, poll_ms, result_max_bytes, retention_hours, retention_max_mb";
 const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, max_concurrency, mailbox_capacity, settings";
 
 /// Overrides of one service, as configured.
@@ -37,6 +38,8 @@ pub(crate) struct BackgroundServicesConfig {
     pub(crate) startup_timeout: Option<Duration>,
     pub(crate) fail_fast: Option<bool>,
     pub(crate) shutdown_grace: Option<Duration>,
+    /// `jobs.*`: the job runner's settings.
+    pub(crate) jobs: crate::job::JobSettings,
     services: Vec<(String, String, ServiceOverrides)>,
     used: std::sync::Mutex<HashSet<String>>,
 }
@@ -135,6 +138,34 @@ impl BackgroundServicesConfig {
                 "shutdowngraceseconds" => {
                     out.shutdown_grace =
                         Some(Duration::from_secs(as_u64(node, spelling, sec, "seconds")?))
+                }
+                "jobs" => {
+                    let jsec = format!("{sec}.{spelling}");
+                    for (jkey, jspelling, jnode) in node.entries() {
+                        let j = &mut out.jobs;
+                        match jkey {
+                            "leaseseconds" => {
+                                j.lease = Duration::from_secs(positive(jnode, jspelling, &jsec, "seconds")?)
+                            }
+                            "pollms" => {
+                                j.poll = Duration::from_millis(positive(jnode, jspelling, &jsec, "milliseconds")?)
+                            }
+                            "resultmaxbytes" => {
+                                j.result_max_bytes =
+                                    usize::try_from(positive(jnode, jspelling, &jsec, "bytes")?).unwrap_or(usize::MAX)
+                            }
+                            "retentionhours" => {
+                                j.retention = Duration::from_secs(
+                                    positive(jnode, jspelling, &jsec, "hours")?.saturating_mul(3600),
+                                )
+                            }
+                            "retentionmaxmb" => {
+                                j.retention_max_bytes =
+                                    positive(jnode, jspelling, &jsec, "megabytes")?.saturating_mul(1024 * 1024)
+                            }
+                            _ => return Err(unknown(&jsec, jspelling, jnode, JOB_KEYS)),
+                        }
+                    }
                 }
                 "services" => {
                     for (skey, sspelling, snode) in node.entries() {

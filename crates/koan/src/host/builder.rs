@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Environment, Host, HostConfig, HostInner};
-use crate::action::{ActionTable, Actions, Ledger};
+use crate::action::{ActionTable, Actions};
 use crate::clock::Clock;
 use crate::config::{BackgroundServicesConfig, Config, ServiceOverrides};
 use crate::error::{Error, ErrorKind, Result};
@@ -64,6 +64,7 @@ pub struct HostBuilder {
     clock: Clock,
     action_grace: Duration,
     transport: Option<Arc<dyn Transport>>,
+    job_store: Option<Arc<dyn crate::job::JobStore>>,
     config: Option<Config>,
     load_config: bool,
 }
@@ -99,6 +100,7 @@ impl HostBuilder {
             clock: Clock::System,
             action_grace: Duration::from_secs(1),
             transport: None,
+            job_store: None,
             config: None,
             load_config: false,
         }
@@ -254,6 +256,15 @@ impl HostBuilder {
         self
     }
 
+    /// Keeps enqueued jobs in `store` (`koan_sqlite::SqliteJobStore` for one
+    /// machine). Without one, jobs are kept in memory ([`crate::MemoryJobStore`]):
+    /// the host warns at start that they do not survive the process, and runs the
+    /// queued ones within the shutdown grace.
+    pub fn job_store(mut self, store: Arc<dyn crate::job::JobStore>) -> Self {
+        self.job_store = Some(store);
+        self
+    }
+
     /// Makes status timestamps and cron schedules follow tokio's (possibly paused)
     /// clock. Used by [`crate::testing`].
     #[cfg(feature = "test-util")]
@@ -298,7 +309,7 @@ impl HostBuilder {
         }
         let (critical_tx, critical_rx) = mpsc::unbounded_channel();
         let (exit, _) = watch::channel(None);
-        let inner = Arc::new_cyclic(|me| HostInner {
+        let inner = Arc::new(HostInner {
             registry,
             config: HostConfig {
                 grace: self.grace,
@@ -315,9 +326,13 @@ impl HostBuilder {
             critical_rx: Mutex::new(Some(critical_rx)),
             exit,
             events: EventBus::new(self.clock.clone(), self.transport.clone()),
-            ledger: Ledger::new(10_000),
+            jobs: crate::job::JobRunner::new(
+                self.job_store
+                    .unwrap_or_else(|| Arc::new(crate::job::MemoryJobStore::new())),
+                bg.jobs.clone(),
+                std::collections::HashMap::new(),
+            ),
             transport: self.transport,
-            me: me.clone(),
         });
         for cell in inner.registry.all() {
             let _ = cell.host.set(Arc::downgrade(&inner));

@@ -3,9 +3,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Environment, HostExit, HostInner};
-use crate::action::{ActionRecord, ActionRequest, Target};
+use crate::action::{ActionRequest, Target};
 use crate::client::{ServiceRef, Services};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::event::SubscriptionBuilder;
 use crate::health::{HealthStatus, HostHealth, Readiness};
 use crate::registry::{ServiceState, ServiceStatus};
@@ -159,14 +159,9 @@ impl HostHandle {
         Ok(self.inner.registry.find(name)?.snapshot())
     }
 
-    /// What the host knows about an enqueued action.
-    pub fn action_record(&self, id: &str) -> Result<ActionRecord> {
-        self.inner.ledger.get(id).ok_or_else(|| {
-            Error::new(
-                ErrorKind::UnknownActionId,
-                format!("no action with id `{id}` (never issued, or forgotten after completion)"),
-            )
-        })
+    /// The jobs of this host's store: list, inspect, retry, cancel, delete.
+    pub fn jobs(&self) -> crate::job::Jobs {
+        crate::job::Jobs::new(self.clone())
     }
 
     /// Delivers an event that arrived from another process to this host's subscribers.

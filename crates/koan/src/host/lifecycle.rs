@@ -79,6 +79,13 @@ async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
             start_workers(host, cell);
         }
         host.startup_done.store(true, Ordering::Release);
+        let store = &host.jobs.store;
+        if store.is_durable() {
+            tracing::info!(store = %store.describe(), "jobs are kept in a durable store");
+        } else {
+            tracing::warn!(store = %store.describe(), "jobs are kept in memory only: enqueued jobs are lost if the process dies (queued ones are run within the shutdown grace); configure a durable job store");
+        }
+        tokio::spawn(crate::job::run_jobs(Arc::clone(host)));
         tracing::info!(services = others.len() + startup.len(), "host started");
         exit = Some(tokio::select! {
             _ = host.stop_request.cancelled() => HostExit::Stopped,
@@ -204,18 +211,23 @@ async fn shutdown(
     startup: &[Arc<ServiceCell>],
     others: &[Arc<ServiceCell>],
 ) {
+    tracing::info!(grace = %fmt_duration(host.config.grace), "host stopping");
+    let deadline = crate::util::after(Instant::now(), host.config.grace);
+    // Jobs first: the runner takes no more (after running the queued ones when they
+    // would not survive), and the running ones get the grace.
+    if host.startup_done.load(Ordering::Acquire) {
+        host.jobs.stop(host, deadline).await;
+    }
     host.stopping.store(true, Ordering::Release);
     host.stop_request.cancel();
-    tracing::info!(grace = %fmt_duration(host.config.grace), "host stopping");
     // Nothing accepted is dropped: queued actions are answered `ShuttingDown` now.
     for cell in host.registry.all() {
-        refuse_all(host, cell);
+        refuse_all(cell);
         // Queued periodic runs too: a driver that is aborted never answers them.
         if let Some(control) = &cell.control {
             control.close(&cell.name);
         }
     }
-    let deadline = crate::util::after(Instant::now(), host.config.grace);
     for cell in others.iter().rev().chain(startup.iter().rev()) {
         cell.cancel();
         let tasks = cell.take_tasks();

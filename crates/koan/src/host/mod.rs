@@ -23,7 +23,6 @@ pub use environment::Environment;
 pub use exit::HostExit;
 pub use handle::HostHandle;
 
-use crate::action::Ledger;
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::event::EventBus;
@@ -53,9 +52,8 @@ pub(crate) struct HostInner {
     pub(crate) critical_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
     pub(crate) exit: watch::Sender<Option<HostExit>>,
     pub(crate) events: EventBus,
-    pub(crate) ledger: Ledger,
+    pub(crate) jobs: crate::job::JobRunner,
     pub(crate) transport: Option<Arc<dyn Transport>>,
-    pub(crate) me: Weak<HostInner>,
 }
 
 impl HostInner {

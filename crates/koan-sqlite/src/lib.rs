@@ -1,0 +1,1 @@
+//! The embedded durable job store of Koan: one SQLite file.

@@ -1,0 +1,258 @@
+//! Handing work over without waiting for it: `enqueue()` stores a job first (it
+//! survives the process), `spawn()` only queues it in memory.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::correlation::{Correlation, new_id};
+use super::declare::Resolved;
+use super::payload::Payload;
+use super::request::{ActionOutput, ActionRequest, ActionTicket, Step, When};
+use super::route::{find_local, local_cell, poke_cell, prepare, reject, remote_call, wait_poke, Prepared};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::HostInner;
+use crate::job::{JobStep, JobTicket, NewJob, new_job_id};
+use crate::registry::ServiceCell;
+
+impl ActionRequest {
+    /// Stores the work as a job and returns once the store has it: the job runs even
+    /// if this process stops first (with a durable store), at least once, retried by
+    /// its action's policy. Refusals (unknown service or action, bad parameters,
+    /// disabled, shutting down, store unavailable) come back at once, and then
+    /// nothing was stored.
+    ///
+    /// `.delay()` / `.at()` set when it may run; `.idempotency_key()` makes a
+    /// repeated enqueue return the first job.
+    pub async fn enqueue(mut self) -> Result<JobTicket> {
+        let inner = Arc::clone(&self.host.inner);
+        if self.steps.len() == 0 {
+            return Err(Error::new(
+                ErrorKind::UnknownAction,
+                format!(
+                    "no action given for `{}`; add one with `.action(name, params)`",
+                    self.target.name()
+                ),
+            ));
+        }
+        let correlation = self.correlation.clone().unwrap_or_else(new_id);
+        if let Some(cell) = find_local(&inner, &self.target).cloned() {
+            return self.store_job(&inner, &cell, correlation).await;
+        }
+        let Some(transport) = inner.transport.clone() else {
+            return Err(inner.registry.unknown(self.target.name()));
+        };
+        let Some(step) = self.steps.take_single() else {
+            return Err(Error::new(
+                ErrorKind::InvalidParameters,
+                format!(
+                    "a chain of actions of `{}` (a service in another process) cannot be enqueued as one job; enqueue each action",
+                    self.target.name()
+                ),
+            ));
+        };
+        // A service elsewhere: the transport's durable queue keeps the job.
+        let given = Correlation::Given(Arc::clone(&correlation));
+        let id: Arc<str> = Arc::from(new_job_id());
+        let call = remote_call(&self.target, step, &given)?;
+        let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
+        let what = format!("durable action `{}` of `{}`", call.action, call.service);
+        // Waiting starts before the job exists, so its outcome cannot slip by.
+        let wait = transport.outcome(&id);
+        transport.enqueue(call, &id).await?;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            // Queue time counts: the ticket is answered at the deadline at the latest.
+            let r = match deadline {
+                None => wait.await,
+                Some(d) => tokio::time::timeout_at(d, wait).await.unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("{what} did not finish within its timeout (queue time included); its outcome is unknown"),
+                    ))
+                }),
+            };
+            let _ = tx.send(r.map(Payload::Json));
+        });
+        Ok(JobTicket::remote(id, correlation, rx))
+    }
+
+    /// Checks each step against the local service and stores the job.
+    async fn store_job(
+        self,
+        inner: &Arc<HostInner>,
+        cell: &Arc<ServiceCell>,
+        correlation: Arc<str>,
+    ) -> Result<JobTicket> {
+        let priority = self.steps.iter().next().map_or(0, |s| s.priority);
+        let mut steps = Vec::with_capacity(self.steps.len());
+        for step in self.steps {
+            steps.push(checked_step(inner, cell, step)?);
+        }
+        let now = inner.config.clock.now();
+        let run_at = match self.when {
+            None => now,
+            Some(When::After(d)) => {
+                now + chrono::Duration::from_std(d).map_err(|_| {
+                    Error::new(ErrorKind::InvalidParameters, "the delay is too long")
+                })?
+            }
+            Some(When::At(at)) => at.max(now),
+        };
+        let max_attempts = inner.jobs.policy(cell, &steps[0].action).max_attempts;
+        let job = NewJob {
+            id: new_job_id(),
+            service: cell.name.to_string(),
+            steps,
+            priority,
+            correlation_id: correlation.to_string(),
+            idempotency_key: self.idempotency_key,
+            created_at: now,
+            run_at,
+            max_attempts,
+        };
+        let pushed = inner.jobs.store.push(job).await?;
+        if pushed.created {
+            metrics::counter!("koan_jobs_enqueued_total", "service" => cell.name.to_string())
+                .increment(1);
+            inner.jobs.wake();
+        }
+        Ok(JobTicket::stored(
+            self.host,
+            &pushed.record,
+            pushed.created,
+        ))
+    }
+
+    /// Hands the work to its service and returns at once, with a ticket whose
+    /// outcome can be awaited. Nothing is stored: the work is lost if this process
+    /// stops (use [`ActionRequest::enqueue`] for work that must survive).
+    /// Rejections (unknown, disabled, busy, bad parameters) come back at once.
+    pub fn spawn(mut self) -> Result<ActionTicket> {
+        let correlation = self.correlation.clone().unwrap_or_else(new_id);
+        let given = Correlation::Given(Arc::clone(&correlation));
+        let inner = Arc::clone(&self.host.inner);
+        let (tx, rx) = oneshot::channel();
+        if self.steps.len() == 1
+            && let Ok(cell) = local_cell(&inner, &self.target)
+            && let Some(step) = self.steps.take_single()
+        {
+            // Local single actions are accepted (or refused) right here.
+            accept_local(&inner, &cell, step, &given, tx)?;
+            return Ok(ActionTicket {
+                correlation_id: correlation,
+                rx,
+            });
+        }
+        // Unknown here and no transport to look elsewhere: refuse now, not later.
+        if inner.transport.is_none() && find_local(&inner, &self.target).is_none() {
+            return Err(inner.registry.unknown(self.target.name()));
+        }
+        // Chains and remote calls run on a task of their own.
+        self.correlation = Some(Arc::clone(&correlation));
+        tokio::spawn(async move {
+            let r = self.execute().await.map(ActionOutput::into_payload);
+            let _ = tx.send(r);
+        });
+        Ok(ActionTicket {
+            correlation_id: correlation,
+            rx,
+        })
+    }
+}
+
+fn accept_local(
+    inner: &Arc<HostInner>,
+    cell: &Arc<ServiceCell>,
+    step: Step,
+    correlation: &Correlation,
+    tx: oneshot::Sender<Result<Payload>>,
+) -> Result<()> {
+    match prepare(inner, cell, step, correlation, None)? {
+        Prepared::Job(mut job) => {
+            let Some(deadline) = job.deadline else {
+                job.reply = Some(tx);
+                return cell.mailbox.push(job);
+            };
+            // The deadline counts queue time: answer the ticket at
+            // the deadline even while the job still waits behind others, not only
+            // once a worker picks it up.
+            let (job_tx, job_rx) = oneshot::channel();
+            job.reply = Some(job_tx);
+            let late = job.timeout_error(&cell.name);
+            cell.mailbox.push(job)?;
+            tokio::spawn(async move {
+                match tokio::time::timeout_at(deadline, job_rx).await {
+                    Ok(Ok(r)) => {
+                        let _ = tx.send(r);
+                    }
+                    // The job was dropped unanswered: so is the ticket.
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        let _ = tx.send(Err(late));
+                    }
+                }
+            });
+            Ok(())
+        }
+        Prepared::Builtin(poke, timeout) => {
+            let (receipt, action) = poke_cell(cell, poke)?;
+            let name = Arc::clone(&cell.name);
+            tokio::spawn(async move {
+                let _ = tx.send(wait_poke(receipt, &name, action, timeout).await);
+            });
+            Ok(())
+        }
+    }
+}
+
+/// A step as stored: its action found (by its declared name) and its parameters
+/// checked against the handler's type, so a bad job is refused now, not run later.
+fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) -> Result<JobStep> {
+    let Step {
+        action,
+        mut params,
+        timeout,
+        ..
+    } = step;
+    if let Some(reason) = &cell.disabled {
+        let e = Error::new(
+            ErrorKind::Disabled,
+            format!(
+                "service `{}` is disabled ({reason}); action `{}` was not enqueued",
+                cell.name,
+                action.as_str()
+            ),
+        );
+        return Err(reject(cell, action.as_str(), e));
+    }
+    if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        let e = Error::shutting_down(&format!("action `{}` of `{}`", action.as_str(), cell.name));
+        return Err(reject(cell, action.as_str(), e));
+    }
+    let json = match params.take() {
+        Some(p) => p.into_json()?,
+        None => serde_json::Value::Null,
+    };
+    let name = action.into_string();
+    let mut probe = Some(Payload::Json(json.clone()));
+    let stored_name = match cell
+        .actions
+        .resolve(&cell.name, &name, &mut probe)
+        .map_err(|e| reject(cell, &name, e))?
+    {
+        Resolved::Declared(entry) => {
+            let what = || format!("action `{}` of `{}`", entry.name, cell.name);
+            (entry.decode)(Payload::Json(json.clone()), &what)
+                .map_err(|e| reject(cell, &entry.name, e))?;
+            entry.name.to_string()
+        }
+        Resolved::Builtin(poke) => poke.action_name().to_owned(),
+    };
+    Ok(JobStep {
+        action: stored_name,
+        params: json,
+        timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    })
+}

@@ -1,0 +1,268 @@
+//! The future of `ActionRequest::execute`: each step runs on the caller's task when
+//! its service is idle, through the mailbox otherwise, or through the transport.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::context::JobMeta;
+use super::correlation::Correlation;
+use super::payload::Payload;
+use super::request::{ActionOutput, ActionRequest, Step, Target};
+use super::route::{find_local, poke_cell, prepare, remote_call, wait_poke, Prepared};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::HostInner;
+use crate::transport::Transport;
+use crate::util::{BoxFuture, fmt_duration};
+
+impl ActionRequest {
+    /// Runs the actions in order and waits for each; the first failure stops the
+    /// chain, and its error names the step. Returns the last action's result.
+    ///
+    /// Like any future, it does nothing until polled.
+    pub fn execute(self) -> Execute {
+        Execute {
+            state: ExecState::Start(self),
+        }
+    }
+}
+
+/// A chain of several actions (or none), step after step.
+async fn run_chain(req: ActionRequest, correlation: Correlation) -> Result<ActionOutput> {
+    let inner = &req.host.inner;
+    let total = req.steps.len();
+    if total == 0 {
+        return Err(Error::new(
+            ErrorKind::UnknownAction,
+            format!(
+                "no action given for `{}`; add one with `.action(name, params)`",
+                req.target.name()
+            ),
+        ));
+    }
+    let mut last = Payload::Unit;
+    for (i, step) in req.steps.into_iter().enumerate() {
+        let action = step.action.as_str().to_owned();
+        match start_step(inner, &req.target, step, &correlation, req.job.as_ref()).await {
+            Ok(p) => last = p,
+            Err(e) => {
+                return Err(Error::new(
+                    e.kind(),
+                    format!("step {} of {total} (`{action}`) failed: {}", i + 1, e),
+                ));
+            }
+        }
+    }
+    Ok(ActionOutput::new(last, correlation))
+}
+
+/// The future of [`ActionRequest::execute`]: the result of the last action.
+///
+/// A single action (the common case) is a small state machine: it holds the request
+/// until first polled, then nothing bigger than its run or a oneshot receiver. Chains
+/// and the paths that hold timers or transport futures are boxed.
+#[must_use = "futures do nothing unless polled"]
+pub struct Execute {
+    state: ExecState,
+}
+
+enum ExecState {
+    Start(ActionRequest),
+    Single {
+        step: StepFut,
+        correlation: Correlation,
+    },
+    Chain(BoxFuture<'static, Result<ActionOutput>>),
+    Done,
+}
+
+impl std::fmt::Debug for Execute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            ExecState::Start(_) => "not started",
+            ExecState::Single { .. } | ExecState::Chain(_) => "running",
+            ExecState::Done => "done",
+        };
+        f.debug_struct("Execute").field("state", &state).finish()
+    }
+}
+
+impl Future for Execute {
+    type Output = Result<ActionOutput>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                ExecState::Start(req) => {
+                    let correlation = Correlation::given_or_new(req.correlation.take());
+                    // A single step is started from the request where it lies (no
+                    // move of the whole request); a chain takes the request along.
+                    this.state = match req.steps.take_single() {
+                        Some(step) => ExecState::Single {
+                            step: start_step(
+                                &req.host.inner,
+                                &req.target,
+                                step,
+                                &correlation,
+                                req.job.as_ref(),
+                            ),
+                            correlation,
+                        },
+                        None => {
+                            let ExecState::Start(req) =
+                                std::mem::replace(&mut this.state, ExecState::Done)
+                            else {
+                                unreachable!("matched above")
+                            };
+                            ExecState::Chain(Box::pin(run_chain(req, correlation)))
+                        }
+                    };
+                }
+                ExecState::Single { step, correlation } => {
+                    let payload = std::task::ready!(Pin::new(step).poll(cx));
+                    let correlation = correlation.clone();
+                    this.state = ExecState::Done;
+                    return Poll::Ready(
+                        payload.map(|payload| ActionOutput::new(payload, correlation)),
+                    );
+                }
+                ExecState::Chain(fut) => {
+                    let out = std::task::ready!(fut.as_mut().poll(cx));
+                    this.state = ExecState::Done;
+                    return Poll::Ready(out);
+                }
+                ExecState::Done => panic!("`Execute` polled after it completed"),
+            }
+        }
+    }
+}
+
+/// One step on its way: run by the caller, queued, or on a boxed slow path.
+enum StepFut {
+    /// Failed before it started.
+    Ready(Option<Result<Payload>>),
+    /// Run by the caller itself (the service was idle).
+    Inline(super::inline::InlineRun),
+    /// Queued in the mailbox, no deadline.
+    Queued(oneshot::Receiver<Result<Payload>>),
+    /// Remote, a built-in poke, or queued with a deadline.
+    Boxed(BoxFuture<'static, Result<Payload>>),
+}
+
+/// A job dropped unanswered answers `ShuttingDown` itself (see `Job`'s `Drop`), so
+/// a lost answer is an oddity, not the usual shutdown.
+fn lost() -> Error {
+    Error::shutting_down("an action whose answer was lost as the host stopped")
+}
+
+impl Future for StepFut {
+    type Output = Result<Payload>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            StepFut::Ready(r) => Poll::Ready(r.take().expect("a step polled after it completed")),
+            StepFut::Inline(run) => Pin::new(run)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|| Err(lost()))),
+            StepFut::Queued(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|_| Err(lost()))),
+            StepFut::Boxed(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Starts one step: locally (run by the caller when the service is idle, queued
+/// otherwise), or through the transport when the service is elsewhere.
+fn start_step(
+    host: &Arc<HostInner>,
+    target: &Target,
+    step: Step,
+    correlation: &Correlation,
+    job: Option<&JobMeta>,
+) -> StepFut {
+    let Some(cell) = find_local(host, target) else {
+        return match &host.transport {
+            Some(t) => {
+                let (t, target, correlation) = (Arc::clone(t), target.clone(), correlation.clone());
+                StepFut::Boxed(Box::pin(async move {
+                    remote(t.as_ref(), &target, step, &correlation).await
+                }))
+            }
+            None => StepFut::Ready(Some(Err(host.registry.unknown(target.name())))),
+        };
+    };
+    let prepared = match prepare(host, cell, step, correlation, job.cloned()) {
+        Ok(p) => p,
+        Err(e) => return StepFut::Ready(Some(Err(e))),
+    };
+    match prepared {
+        Prepared::Builtin(poke, timeout) => match poke_cell(cell, poke) {
+            Ok((receipt, action)) => {
+                let name = Arc::clone(&cell.name);
+                StepFut::Boxed(Box::pin(async move {
+                    wait_poke(receipt, &name, action, timeout).await
+                }))
+            }
+            Err(e) => StepFut::Ready(Some(Err(e))),
+        },
+        Prepared::Job(mut job) => {
+            // An idle service: the caller runs the action itself (see `inline`).
+            if super::inline::take_slot(cell) {
+                return StepFut::Inline(super::inline::run(host, Arc::clone(cell), job));
+            }
+            let (tx, rx) = oneshot::channel();
+            job.reply = Some(tx);
+            // A stored job's run is answered by its worker alone: its record must say
+            // what really happened, not what the caller saw at the deadline.
+            let deadline = job.deadline.filter(|_| job.job.is_none());
+            let Some(deadline) = deadline else {
+                return match cell.mailbox.push(job) {
+                    Ok(()) => StepFut::Queued(rx),
+                    Err(e) => StepFut::Ready(Some(Err(e))),
+                };
+            };
+            // The deadline counts queue time: the caller is answered at the deadline
+            // even while the job still waits behind others.
+            let late = job.timeout_error(&cell.name);
+            if let Err(e) = cell.mailbox.push(job) {
+                return StepFut::Ready(Some(Err(e)));
+            }
+            StepFut::Boxed(Box::pin(async move {
+                match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(r) => r.unwrap_or_else(|_| Err(lost())),
+                    Err(_) => Err(late),
+                }
+            }))
+        }
+    }
+}
+
+async fn remote(
+    transport: &dyn Transport,
+    target: &Target,
+    step: Step,
+    correlation: &Correlation,
+) -> Result<Payload> {
+    let timeout = step.timeout;
+    let call = remote_call(target, step, correlation)?;
+    let fut = transport.call(call);
+    let value = match timeout {
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "remote action of `{}` did not answer within {}",
+                    target.name(),
+                    fmt_duration(t)
+                ),
+            )
+        })??,
+        None => fut.await?,
+    };
+    Ok(Payload::Json(value))
+}

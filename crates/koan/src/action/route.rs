@@ -1,0 +1,211 @@
+//! Where a step goes: the local service (prepared as a mailbox job or a built-in
+//! poke), or the transport; and the refusals on the way.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::context::JobMeta;
+use super::correlation::Correlation;
+use super::declare::Resolved;
+use super::mailbox::Job;
+use super::metrics::rejected;
+use super::payload::Payload;
+use super::request::{Step, StepAction, Target};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::{HostHandle, HostInner};
+use crate::registry::ServiceCell;
+use crate::transport::RemoteCall;
+use crate::util::fmt_duration;
+
+/// Hands a built-in poke to a periodic service's driver.
+pub(super) fn poke_cell(
+    cell: &ServiceCell,
+    poke: crate::schedule::Poke,
+) -> Result<(crate::schedule::PokeReceipt, &'static str)> {
+    let control = cell.control.as_ref().ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnknownAction,
+            format!("`{}` is not periodic", cell.name),
+        )
+    })?;
+    let action = poke.action_name();
+    Ok((control.poke(&cell.name, poke)?, action))
+}
+
+pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<ServiceCell>> {
+    find_local(host, target)
+        .cloned()
+        .ok_or_else(|| host.registry.unknown(target.name()))
+}
+
+/// The local cell behind a target, without building an error when there is none
+/// (a remote call must not pay for listing the local services). Borrowed: the hot
+/// path takes a count on the cell (shared by every caller) only when it keeps it.
+pub(super) fn find_local<'h>(host: &'h HostInner, target: &Target) -> Option<&'h Arc<ServiceCell>> {
+    match target {
+        Target::Type(id, name) => host
+            .registry
+            .by_type(*id)
+            .or_else(|| host.registry.by_name(name)),
+        Target::Name(name) => host.registry.by_name(name),
+    }
+}
+
+pub(super) enum Prepared {
+    Job(Job),
+    Builtin(crate::schedule::Poke, Option<Duration>),
+}
+
+/// Counts a refusal of `action` and passes the error on.
+pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
+    rejected(&cell.name, action, e.kind());
+    e
+}
+
+pub(super) fn prepare(
+    host: &HostInner,
+    cell: &Arc<ServiceCell>,
+    step: Step,
+    correlation: &Correlation,
+    job: Option<JobMeta>,
+) -> Result<Prepared> {
+    let Step {
+        action,
+        mut params,
+        priority,
+        timeout,
+    } = step;
+    if let Some(reason) = &cell.disabled {
+        let e = Error::new(
+            ErrorKind::Disabled,
+            format!(
+                "service `{}` is disabled ({reason}); action `{}` was not run",
+                cell.name,
+                action.as_str()
+            ),
+        );
+        return Err(reject(cell, action.as_str(), e));
+    }
+    if host.stopping.load(Ordering::Acquire) {
+        let e = Error::shutting_down(&format!("action `{}` of `{}`", action.as_str(), cell.name));
+        return Err(reject(cell, action.as_str(), e));
+    }
+    let entry = match action {
+        StepAction::Resolved(entry) => entry,
+        StepAction::Named(name) => {
+            match cell
+                .actions
+                .resolve(&cell.name, &name, &mut params)
+                .map_err(|e| reject(cell, &name, e))?
+            {
+                Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, timeout)),
+                Resolved::Declared(entry) => Arc::clone(entry),
+            }
+        }
+    };
+    let what = || format!("action `{}` of `{}`", entry.name, cell.name);
+    let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what)
+        .map_err(|e| reject(cell, &entry.name, e))?;
+    let now = Instant::now();
+    Ok(Prepared::Job(Job {
+        entry,
+        params,
+        priority,
+        timeout,
+        deadline: timeout.map(|t| crate::util::after(now, t)),
+        correlation: correlation.clone(),
+        job,
+        reply: None,
+        enqueued_at: now,
+        answered: false,
+    }))
+}
+
+pub(super) async fn wait_poke(
+    receipt: crate::schedule::PokeReceipt,
+    service: &str,
+    action: &str,
+    timeout: Option<Duration>,
+) -> Result<Payload> {
+    let fut = receipt.outcome(service);
+    let outcome = wait_poke_inner(fut, service, timeout).await;
+    let label = match &outcome {
+        Ok(_) => "ok",
+        Err(e) => e.kind().as_str(),
+    };
+    metrics::counter!("koan_actions_total", "service" => service.to_owned(), "action" => action.to_owned(), "outcome" => label).increment(1);
+    Ok(Payload::of(outcome?))
+}
+
+async fn wait_poke_inner(
+    fut: impl std::future::Future<Output = Result<crate::schedule::TriggerOutcome>>,
+    service: &str,
+    timeout: Option<Duration>,
+) -> Result<crate::schedule::TriggerOutcome> {
+    Ok(match timeout {
+        None => fut.await?,
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the run of `{service}` did not finish within {}",
+                    fmt_duration(t)
+                ),
+            )
+        })??,
+    })
+}
+
+/// The local cell behind a target, if this host runs it.
+pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<ServiceCell>> {
+    find_local(&host.inner, target).cloned()
+}
+
+pub(super) fn remote_call(target: &Target, step: Step, correlation: &Correlation) -> Result<RemoteCall> {
+    let params = match step.params {
+        Some(p) => p.into_json()?,
+        None => Value::Null,
+    };
+    Ok(RemoteCall {
+        service: target.name().to_owned(),
+        action: step.action.into_string(),
+        params,
+        priority: step.priority,
+        timeout: step.timeout,
+        correlation_id: correlation.to_string(),
+    })
+}
+
+/// A built-in poke of a local periodic service, straight to its driver (the by-name
+/// action path costs more than the wake-up itself). `None` when the regular path must
+/// answer: not local, not periodic, overridden by a declared action, disabled, or the
+/// host is stopping (that path says why).
+pub(crate) async fn poke_direct(
+    host: &HostHandle,
+    target: &Target,
+    poke: crate::schedule::Poke,
+) -> Option<Result<crate::schedule::TriggerOutcome>> {
+    let cell = find_local(&host.inner, target)?;
+    let control = cell.control.as_ref()?;
+    let action = poke.action_name();
+    if cell.disabled.is_some()
+        || host.inner.stopping.load(Ordering::Acquire)
+        || cell.actions.declares(action)
+    {
+        return None;
+    }
+    let outcome = match control.poke(&cell.name, poke) {
+        Ok(receipt) => receipt.outcome(&cell.name).await,
+        Err(e) => Err(e),
+    };
+    let label = match &outcome {
+        Ok(_) => "ok",
+        Err(e) => e.kind().as_str(),
+    };
+    metrics::counter!("koan_actions_total", "service" => cell.name.to_string(), "action" => action, "outcome" => label).increment(1);
+    Some(outcome)
+}

@@ -1,0 +1,29 @@
+//! Jobs: enqueued actions kept in a [`JobStore`] until they are done.
+//!
+//! `enqueue()` answers only once the store has the job. A runner on each host claims
+//! due jobs of the services it runs (with a lease it renews while the job runs), runs
+//! them through the service's mailbox like any call, and records the outcome only
+//! while it still holds the claim. A job whose claim lapsed (its process died or
+//! stalled) is claimed again with the next attempt number: delivery is at least once,
+//! and handlers see the job's id, attempt and idempotency key to make it effectively
+//! once.
+
+mod api;
+mod id;
+mod memory;
+mod record;
+mod runner;
+mod store;
+mod ticket;
+
+pub use api::Jobs;
+pub use id::new_job_id;
+pub use memory::{MemoryJobStore, apply_cancel, apply_finish, apply_retry};
+pub use record::{
+    JobAttempt, JobCounts, JobInfo, JobPage, JobQuery, JobRecord, JobState, JobStep, NewJob,
+    RetryPolicy,
+};
+pub use store::{Claim, ClaimRequest, Claimed, Finish, JobStore, Pushed, cut_result};
+pub use ticket::JobTicket;
+
+pub(crate) use runner::{JobRunner, JobSettings, run as run_jobs};

@@ -1,0 +1,412 @@
+//! The host's job runner: claims due jobs of the services this host runs, renews
+//! their claims while they run, and records each outcome under its claim.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::record::{JobInfo, JobRecord, JobState, RetryPolicy};
+use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, cut_result, lease_from};
+use super::ticket::Waiters;
+use crate::action::{ActionRequest, ErrorBody, Payload, Target};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::{HostHandle, HostInner};
+use crate::registry::ServiceCell;
+
+/// The runner's settings (`background_services.jobs` in configuration).
+#[derive(Debug, Clone)]
+pub(crate) struct JobSettings {
+    /// How long a claim holds without a heartbeat.
+    pub(crate) lease: Duration,
+    /// How often the runner looks at the store when nothing wakes it.
+    pub(crate) poll: Duration,
+    /// Results larger than this (as JSON) are cut and flagged.
+    pub(crate) result_max_bytes: usize,
+    /// Final jobs older than this are forgotten.
+    pub(crate) retention: Duration,
+    /// Final jobs are forgotten, oldest first, while the records weigh more.
+    pub(crate) retention_max_bytes: u64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
+            result_max_bytes: 64 * 1024,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Kinds of failure that another run cannot mend.
+fn never_retried(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidParameters
+            | ErrorKind::UnknownAction
+            | ErrorKind::UnknownService
+            | ErrorKind::Disabled
+    )
+}
+
+/// The job side of a host: its store, who waits for which job, and the runner's
+/// state.
+pub(crate) struct JobRunner {
+    pub(crate) store: Arc<dyn JobStore>,
+    pub(crate) settings: JobSettings,
+    pub(crate) waiters: Waiters,
+    /// Per action: retry policies from configuration, over the declared ones.
+    pub(crate) retry_overrides: HashMap<(String, String), RetryPolicy>,
+    wake: Notify,
+    changed: Notify,
+    /// Set when the runner must take no more jobs.
+    closing: AtomicBool,
+    running: AtomicUsize,
+    instance: String,
+}
+
+impl JobRunner {
+    pub(crate) fn new(
+        store: Arc<dyn JobStore>,
+        settings: JobSettings,
+        retry_overrides: HashMap<(String, String), RetryPolicy>,
+    ) -> Self {
+        JobRunner {
+            store,
+            settings,
+            waiters: Waiters::default(),
+            retry_overrides,
+            wake: Notify::new(),
+            changed: Notify::new(),
+            closing: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            instance: format!("{}-{}", hostname(), std::process::id()),
+        }
+    }
+
+    /// A job was stored or changed by hand: look at the store now.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The retry policy of `action` of `cell`.
+    pub(crate) fn policy(&self, cell: &ServiceCell, action: &str) -> RetryPolicy {
+        if let Some(p) = self
+            .retry_overrides
+            .get(&(cell.name.to_string(), action.to_owned()))
+        {
+            return *p;
+        }
+        cell.actions
+            .get(action)
+            .map_or_else(RetryPolicy::default, |e| e.retry)
+    }
+
+    /// Stops claiming; waits (until `deadline`) for the runs in progress. With a
+    /// store that does not survive the process, queued jobs are run first, until
+    /// none is due or the deadline passes.
+    pub(crate) async fn stop(&self, host: &HostInner, deadline: Instant) {
+        if !self.store.is_durable() {
+            let names = job_services(host);
+            loop {
+                let due = self
+                    .store
+                    .next_due(&names)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|at| at <= host.config.clock.now());
+                if (!due && self.running.load(Ordering::Acquire) == 0) || Instant::now() >= deadline
+                {
+                    break;
+                }
+                self.wake();
+                let _ = tokio::time::timeout_at(deadline, self.changed.notified()).await;
+            }
+        }
+        self.closing.store(true, Ordering::Release);
+        self.wake();
+        while self.running.load(Ordering::Acquire) > 0 {
+            if tokio::time::timeout_at(deadline, self.changed.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    running = self.running.load(Ordering::Acquire),
+                    "jobs still running at the end of the grace period; they run again once their claims lapse"
+                );
+                break;
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
+}
+
+/// Services of this host that can run jobs.
+fn job_services(host: &HostInner) -> Vec<String> {
+    host.registry
+        .all()
+        .iter()
+        .filter(|c| c.disabled.is_none() && (!c.actions.is_empty() || c.control.is_some()))
+        .map(|c| c.name.to_string())
+        .collect()
+}
+
+/// The runner's task: runs until the host stops claiming.
+pub(crate) async fn run(host: Arc<HostInner>) {
+    let jobs = &host.jobs;
+    let cells: Vec<Arc<ServiceCell>> = host
+        .registry
+        .all()
+        .iter()
+        .filter(|c| c.disabled.is_none() && (!c.actions.is_empty() || c.control.is_some()))
+        .cloned()
+        .collect();
+    if cells.is_empty() {
+        return;
+    }
+    let names: Vec<String> = cells.iter().map(|c| c.name.to_string()).collect();
+    let busy: Vec<Arc<AtomicUsize>> = cells.iter().map(|_| Arc::default()).collect();
+    let mut last_purge: Option<Instant> = None;
+    loop {
+        if jobs.closing.load(Ordering::Acquire) {
+            return;
+        }
+        if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            last_purge = Some(Instant::now());
+            housekeeping(&host).await;
+        }
+        let mut store_failed = false;
+        for (cell, busy) in cells.iter().zip(&busy) {
+            let free = cell
+                .options
+                .max_concurrency
+                .saturating_sub(busy.load(Ordering::Acquire));
+            if free == 0 || jobs.closing.load(Ordering::Acquire) {
+                continue;
+            }
+            let now = host.config.clock.now();
+            let request = ClaimRequest {
+                service: cell.name.to_string(),
+                limit: free,
+                now,
+                lease_until: lease_from(now, jobs.settings.lease),
+                instance: jobs.instance.clone(),
+            };
+            match jobs.store.claim(request).await {
+                Ok(claimed) => {
+                    for c in claimed {
+                        busy.fetch_add(1, Ordering::AcqRel);
+                        jobs.running.fetch_add(1, Ordering::AcqRel);
+                        let (host2, cell2, busy2) =
+                            (Arc::clone(&host), Arc::clone(cell), Arc::clone(busy));
+                        tokio::spawn(async move {
+                            run_claimed(&host2, &cell2, c).await;
+                            busy2.fetch_sub(1, Ordering::AcqRel);
+                            host2.jobs.running.fetch_sub(1, Ordering::AcqRel);
+                            host2.jobs.changed.notify_waiters();
+                            host2.jobs.wake();
+                        });
+                    }
+                }
+                Err(e) => {
+                    store_failed = true;
+                    tracing::warn!(service = %cell.name, error = %e, "could not claim jobs; trying again shortly");
+                }
+            }
+        }
+        // Sleep until the next job is due, a job is stored or one finishes.
+        let mut wait = jobs.settings.poll;
+        if !store_failed
+            && let Ok(Some(at)) = jobs.store.next_due(&names).await
+        {
+            let now = host.config.clock.now();
+            let until = (at - now).to_std().unwrap_or(Duration::ZERO);
+            wait = wait.min(until.max(Duration::from_millis(5)));
+        }
+        tokio::select! {
+            _ = jobs.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Forgets old final jobs and publishes the counts by state.
+async fn housekeeping(host: &HostInner) {
+    let jobs = &host.jobs;
+    let now = host.config.clock.now();
+    let older = now - chrono::Duration::from_std(jobs.settings.retention).unwrap_or(chrono::Duration::days(7));
+    match jobs.store.purge(older, jobs.settings.retention_max_bytes).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "forgot old finished jobs (retention)"),
+        Err(e) => tracing::warn!(error = %e, "could not purge old jobs"),
+    }
+    if let Ok(counts) = jobs.store.counts(None).await {
+        for (state, n) in counts.by_state {
+            metrics::gauge!("koan_jobs", "state" => state.as_str()).set(n as f64);
+        }
+    }
+}
+
+/// Runs one claimed job: renews its claim while it runs, then records the outcome.
+async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Claimed) {
+    let Claimed { claim, record } = claimed;
+    let jobs = &host.jobs;
+    let wait = (host.config.clock.now() - record.run_at)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    metrics::histogram!("koan_job_queue_wait_seconds", "service" => cell.name.to_string())
+        .record(wait.as_secs_f64());
+    // `fence` fires when the claim is lost; the handler's token (a child of the
+    // service's) is cancelled then too.
+    let fence = CancellationToken::new();
+    let token = cell.token.child_token();
+    let heartbeat = tokio::spawn(renew(
+        Arc::clone(host),
+        claim.clone(),
+        fence.clone(),
+        token.clone(),
+    ));
+    let outcome = run_steps(host, cell, &record, &fence, token).await;
+    heartbeat.abort();
+    if fence.is_cancelled() {
+        tracing::warn!(job = %record.id, service = %cell.name, "job's claim was lost while it ran (it lapsed or the job was cancelled); its outcome is not recorded");
+        return;
+    }
+    let now = host.config.clock.now();
+    let how = if cell.token.is_cancelled() && outcome.is_err() {
+        // Cut short by the host stopping: it runs again after the restart.
+        Finish::Release { at: now }
+    } else {
+        decide(host, cell, &record, &outcome, now)
+    };
+    let final_state = match &how {
+        Finish::Succeeded { .. } => Some(JobState::Succeeded),
+        Finish::Dead { .. } => Some(JobState::Dead),
+        _ => None,
+    };
+    match jobs.store.finish(&claim, how, now).await {
+        Ok(true) => {
+            if let Some(state) = final_state {
+                metrics::counter!("koan_jobs_finished_total", "service" => cell.name.to_string(), "state" => state.as_str()).increment(1);
+                jobs.waiters.answer(&record.id, &outcome);
+            }
+        }
+        Ok(false) => {
+            tracing::warn!(job = %record.id, "job's claim was taken before its outcome was recorded; the newer claim decides");
+        }
+        Err(e) => {
+            tracing::error!(job = %record.id, error = %e, "could not record the job's outcome; it runs again once its claim lapses");
+        }
+    }
+}
+
+/// How the outcome of a run is recorded.
+fn decide(
+    host: &HostInner,
+    cell: &ServiceCell,
+    record: &JobRecord,
+    outcome: &Result<Payload>,
+    now: DateTime<Utc>,
+) -> Finish {
+    let jobs = &host.jobs;
+    let e = match outcome {
+        Ok(payload) => {
+            let value = payload.to_json().unwrap_or_else(|e| {
+                serde_json::Value::String(format!("result could not be serialized: {e}"))
+            });
+            let (result, truncated) = cut_result(value, jobs.settings.result_max_bytes);
+            return Finish::Succeeded { result, truncated };
+        }
+        Err(e) => e,
+    };
+    // Not really run: the host is stopping, or the service was full.
+    if e.kind() == ErrorKind::ShuttingDown || e.kind() == ErrorKind::Busy {
+        let later = if e.kind() == ErrorKind::Busy { 100 } else { 0 };
+        return Finish::Release {
+            at: now + chrono::Duration::milliseconds(later),
+        };
+    }
+    let error = ErrorBody::from(e);
+    if never_retried(e.kind()) || record.attempts >= record.max_attempts {
+        return Finish::Dead { error };
+    }
+    let policy = jobs.policy(cell, &record.action);
+    let delay = policy.delay(record.attempts);
+    Finish::Retry {
+        error,
+        at: now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(1)),
+    }
+}
+
+/// Renews `claim` every third of the lease; cancels `fence` and the run's `token`
+/// once it is lost.
+async fn renew(
+    host: Arc<HostInner>,
+    claim: Claim,
+    fence: CancellationToken,
+    token: CancellationToken,
+) {
+    let every = host.jobs.settings.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let until = lease_from(host.config.clock.now(), host.jobs.settings.lease);
+        match host.jobs.store.heartbeat(&claim, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                fence.cancel();
+                token.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job = %claim.id, error = %e, "could not renew the job's claim");
+            }
+        }
+    }
+}
+
+/// Runs the job's actions in order through the regular call path.
+async fn run_steps(
+    host: &Arc<HostInner>,
+    cell: &Arc<ServiceCell>,
+    record: &JobRecord,
+    fence: &CancellationToken,
+    token: CancellationToken,
+) -> Result<Payload> {
+    let info = Arc::new(JobInfo {
+        id: record.id.clone(),
+        attempt: record.attempts,
+        idempotency_key: record.idempotency_key.clone(),
+    });
+    let handle = HostHandle::from_inner(Arc::clone(host));
+    let mut req = ActionRequest::new(handle, Target::Name(Arc::clone(&cell.name)))
+        .correlation_id(record.correlation_id.clone());
+    for step in record.steps() {
+        req = req.action_json(step.action, step.params).priority(record.priority);
+        if let Some(ms) = step.timeout_ms {
+            req = req.timeout(Duration::from_millis(ms));
+        }
+    }
+    let run = req.for_job(crate::action::JobMeta { info, token }).execute();
+    tokio::select! {
+        r = run => r.map(|o| o.into_payload()),
+        _ = fence.cancelled() => Err(Error::new(
+            ErrorKind::JobState,
+            format!("job `{}` lost its claim while running", record.id),
+        )),
+    }
+}
