@@ -37,10 +37,13 @@ impl ApiError {
             ErrorKind::UnknownService
             | ErrorKind::UnknownAction
             | ErrorKind::UnknownEvent
-            | ErrorKind::UnknownActionId => StatusCode::NOT_FOUND,
-            ErrorKind::Disabled => StatusCode::CONFLICT,
+            | ErrorKind::UnknownActionId
+            | ErrorKind::UnknownJob => StatusCode::NOT_FOUND,
+            ErrorKind::Disabled | ErrorKind::JobState => StatusCode::CONFLICT,
             ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::ShuttingDown | ErrorKind::ServiceUnavailable => {
+            ErrorKind::ShuttingDown
+            | ErrorKind::ServiceUnavailable
+            | ErrorKind::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,

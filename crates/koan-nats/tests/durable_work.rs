@@ -215,17 +215,11 @@ async fn enqueued_remote_actions_complete_and_their_outcome_reaches_the_ticket()
         tickets.push((n, t));
     }
     for (n, t) in tickets {
-        let id = t.id().to_owned();
         assert_eq!(t.correlation_id(), format!("batch-{n}"));
         let out = within("an outcome", t.outcome()).await??;
         let v = out.json()?;
         assert_eq!(v["n"], json!(n));
         assert_eq!(v["correlation_id"], json!(format!("batch-{n}")));
-        // B's ledger follows the remote outcome.
-        let record = b.host.action_record(&id)?;
-        assert_eq!(record.state, koan::ActionState::Succeeded, "{record:?}");
-        assert_eq!(record.service, "Worker");
-        assert_eq!(record.result, Some(v));
     }
     for n in 0..10 {
         assert_eq!(tally.count("work", n), 1, "job {n} ran once");
@@ -317,13 +311,6 @@ async fn a_job_that_always_fails_goes_to_the_dead_letter_subject() -> anyhow::Re
     assert_eq!(job["action"], json!("doomed"));
     assert_eq!(job["params"], json!(7));
     assert_eq!(tally.count("doomed", 7), 2, "tried max_deliver = 2 times");
-
-    let record = b.host.action_record(&id)?;
-    assert_eq!(record.state, koan::ActionState::Failed);
-    assert_eq!(
-        record.error.map(|e| e.error),
-        Some("handler_error".to_owned())
-    );
 
     // Kept in the dead-letter stream as well.
     let js = async_nats::jetstream::new(b.nats.client().clone());

@@ -70,8 +70,7 @@ async fn queued_work_waits_for_the_caller_run_and_keeps_priority_order() -> anyh
         tickets.push(
             g.action("record", tag.to_owned())
                 .priority(priority)
-                .enqueue()
-                .await?,
+                .spawn()?,
         );
     }
     // A later `execute()` does not overtake the queue: it waits in it.
@@ -111,8 +110,7 @@ async fn callers_and_workers_share_max_concurrency() -> anyhow::Result<()> {
             tokio::spawn(async move {
                 if i % 3 == 0 {
                     g.action("record", format!("{i}"))
-                        .enqueue()
-                        .await?
+                        .spawn()?
                         .outcome()
                         .await?;
                 } else {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, ActionState, Actions, Background, BackgroundService, BoxError, ErrorKind,
-    HostHandle, RemoteCall, Service, ServiceContext, ServiceOptions, Transport,
+    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind,
+    HostHandle, JobState, RemoteCall, Service, ServiceContext, ServiceOptions, Transport,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -441,9 +441,12 @@ async fn chain_runs_in_order_and_stops_at_the_failing_step() -> anyhow::Result<(
     let id = ticket.id().to_owned();
     assert_eq!(ticket.outcome().await?.value::<u32>()?, 70);
     assert_eq!(probe.log(), [1, 2, 3, 10, 40, 60, 70]);
-    let record = host.action_record(&id)?;
-    assert_eq!(record.action, "log,log");
-    assert_eq!(record.state, ActionState::Succeeded);
+    let record = host.jobs().get(&id).await?;
+    assert_eq!(record.action, "log");
+    assert_eq!(record.then.len(), 1, "{record:?}");
+    assert_eq!(record.then[0].params, json!(70));
+    assert_eq!(record.state, JobState::Succeeded);
+    assert_eq!(record.result, Some(json!(70)));
 
     koan::testing::stop(&host).await?;
     Ok(())
@@ -469,19 +472,23 @@ async fn panic_and_error_in_a_handler_are_reported_and_the_service_goes_on() -> 
     assert!(e.message().contains("fail"), "names the action: {e}");
     assert_eq!(m.action("log", 2u32).execute().await?.value::<u32>()?, 2);
 
-    // Enqueued panics land in the record as failures.
+    // An enqueued job that panics is retried (3 runs by default, with backoff),
+    // then dead, with each attempt in its record.
     let ticket = m.action("panic", ()).enqueue().await?;
     let id = ticket.id().to_owned();
     assert_eq!(
         ticket.outcome().await.expect_err("panics").kind(),
         ErrorKind::Panic
     );
-    let record = host.action_record(&id)?;
-    assert_eq!(record.state, ActionState::Failed);
-    assert_eq!(
-        record.error.map(|e| e.error),
-        Some("handler_panic".to_owned())
-    );
+    let record = host.jobs().get(&id).await?;
+    assert_eq!(record.state, JobState::Dead);
+    assert_eq!((record.attempts, record.max_attempts), (3, 3));
+    assert_eq!(record.history.len(), 3);
+    assert!(record.history.iter().all(|a| a.error.as_ref().is_some_and(|e| e.error == "handler_panic")));
+    // Backoff doubles (1 s, then 2 s, ± 20 % jitter).
+    let gap = |i: usize| (record.history[i + 1].started_at - record.history[i].started_at).num_milliseconds();
+    assert!((800..=1300).contains(&gap(0)), "{}", gap(0));
+    assert!((1600..=2500).contains(&gap(1)), "{}", gap(1));
 
     koan::testing::stop(&host).await?;
     Ok(())
@@ -529,9 +536,9 @@ async fn enqueue_returns_an_id_whose_outcome_and_record_follow() -> anyhow::Resu
     let id = ticket.id().to_owned();
     assert!(!id.is_empty());
     assert_eq!(ticket.correlation_id(), "batch-7");
-    let before = host.action_record(&id)?;
+    let before = host.jobs().get(&id).await?;
     assert!(
-        matches!(before.state, ActionState::Queued | ActionState::Running),
+        matches!(before.state, JobState::Queued | JobState::Running),
         "{before:?}"
     );
     assert_eq!(before.result, None);
@@ -545,20 +552,25 @@ async fn enqueue_returns_an_id_whose_outcome_and_record_follow() -> anyhow::Resu
     );
     assert_eq!(receipt.correlation_id, "batch-7");
 
-    let record = host.action_record(&id)?;
+    let record = host.jobs().get(&id).await?;
     assert_eq!(record.id, id);
     assert_eq!(record.service, "Mailer");
     assert_eq!(record.action, "send");
     assert_eq!(record.correlation_id, "batch-7");
-    assert_eq!(record.state, ActionState::Succeeded);
+    assert_eq!(record.state, JobState::Succeeded);
+    assert_eq!(record.attempts, 1);
     assert!(record.finished_at.is_some());
     assert_eq!(record.error, None);
     let result = record.result.expect("a result");
     assert_eq!(result["to"], json!("gus@example.com"));
     assert_eq!(result["subject"], json!("hello"));
 
-    let e = host.action_record("no-such-id").expect_err("unknown id");
-    assert_eq!(e.kind(), ErrorKind::UnknownActionId);
+    let e = host
+        .jobs()
+        .get("no-such-id")
+        .await
+        .expect_err("unknown id");
+    assert_eq!(e.kind(), ErrorKind::UnknownJob);
 
     // Two tickets never share an id.
     let a = host
@@ -585,11 +597,11 @@ async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Resul
     let host = start(svc).await?;
     let m = host.services::<Mailer>();
 
-    let running = m.action("block", ()).enqueue().await?;
+    let running = m.action("block", ()).spawn()?;
     probe.started.recv().await.expect("block started");
     let mut queued = Vec::new();
     for n in 1..=3u32 {
-        queued.push(m.action("log", n).enqueue().await?);
+        queued.push(m.action("log", n).spawn()?);
     }
     let waiting_caller = tokio::spawn({
         let m = m.clone();
@@ -601,15 +613,8 @@ async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Resul
 
     // Every queued action is answered, none is run.
     for t in queued {
-        let id = t.id().to_owned();
         let e = t.outcome().await.expect_err("answered ShuttingDown");
         assert_eq!(e.kind(), ErrorKind::ShuttingDown);
-        let record = host.action_record(&id)?;
-        assert_eq!(record.state, ActionState::Failed);
-        assert_eq!(
-            record.error.map(|e| e.error),
-            Some("shutting_down".to_owned())
-        );
     }
     let e = waiting_caller
         .await?
@@ -649,7 +654,7 @@ async fn correlation_id_reaches_the_handler_and_the_output() -> anyhow::Result<(
         (seen.service.as_str(), seen.action.as_str()),
         ("Mailer", "seen")
     );
-    assert_eq!(seen.id, None, "only enqueued actions have an id");
+    assert_eq!(seen.id, None, "only jobs have an id");
 
     // Generated when not given: the same in the handler and the output, fresh per call.
     let a = m.action("seen", ()).execute().await?;

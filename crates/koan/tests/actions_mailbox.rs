@@ -31,8 +31,7 @@ async fn enqueue_records<const C: usize, const N: usize>(
         tickets.push(
             q.action("record", (*tag).to_owned())
                 .priority(*priority)
-                .enqueue()
-                .await?,
+                .spawn()?,
         );
     }
     Ok(tickets)
@@ -47,7 +46,7 @@ async fn higher_priority_runs_first_under_contention() -> anyhow::Result<()> {
     let q = host.services::<Q>();
 
     // Occupy the only worker; everything after waits in the mailbox.
-    let blocker = q.action("block", ()).enqueue().await?;
+    let blocker = q.action("block", ()).spawn()?;
     probe.started.recv().await.expect("block started");
 
     let tickets = enqueue_records(
@@ -86,7 +85,7 @@ async fn same_priority_runs_in_arrival_order() -> anyhow::Result<()> {
     host.started().await?;
     let q = host.services::<Q>();
 
-    let blocker = q.action("block", ()).enqueue().await?;
+    let blocker = q.action("block", ()).spawn()?;
     probe.started.recv().await.expect("block started");
 
     let tickets = enqueue_records(
@@ -129,16 +128,16 @@ async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
     let q = host.services::<Q>();
 
     // The running action has left the mailbox; two more fill it.
-    let blocker = q.action("block", ()).enqueue().await?;
+    let blocker = q.action("block", ()).spawn()?;
     probe.started.recv().await.expect("block started");
     let queued = enqueue_records(&q, &[("one", 0), ("two", 0)]).await?;
 
-    // The third is refused without waiting, both by enqueue and by execute, and
+    // The third is refused without waiting, both by spawn and by execute, and
     // whatever its priority.
-    let refused = poll_once(q.action("record", "three".to_owned()).enqueue())
-        .await
-        .expect("enqueue answered without waiting");
-    let e = refused.expect_err("mailbox is full");
+    let e = q
+        .action("record", "three".to_owned())
+        .spawn()
+        .expect_err("mailbox is full");
     assert_eq!(e.kind(), ErrorKind::Busy);
     assert!(e.message().contains("busy"), "{e}");
     assert!(e.message().contains('2'), "names the capacity: {e}");
@@ -192,7 +191,7 @@ async fn max_concurrency_runs_that_many_at_once() -> anyhow::Result<()> {
 
     let mut tickets = Vec::new();
     for _ in 0..7 {
-        tickets.push(q.action("hold", ()).enqueue().await?);
+        tickets.push(q.action("hold", ()).spawn()?);
     }
     for _ in 0..3 {
         probe.started.recv().await.expect("a handler started");
@@ -231,7 +230,7 @@ async fn concurrency_one_runs_one_at_a_time() -> anyhow::Result<()> {
 
     let mut tickets = Vec::new();
     for _ in 0..4 {
-        tickets.push(q.action("hold", ()).enqueue().await?);
+        tickets.push(q.action("hold", ()).spawn()?);
     }
     for _ in 0..4 {
         probe.started.recv().await.expect("a handler started");

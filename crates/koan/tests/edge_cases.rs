@@ -71,8 +71,7 @@ async fn huge_durations_mean_never_not_a_panic() -> anyhow::Result<()> {
         .services::<Echo>()
         .action("echo", 8u32)
         .timeout(Duration::MAX)
-        .enqueue()
-        .await?;
+        .spawn()?;
     assert_eq!(t.outcome().await?.value::<u32>()?, 8);
     // A grace of "forever" still lets a cooperative host stop.
     koan::testing::stop(&host).await?;
@@ -86,8 +85,7 @@ async fn enqueue_to_a_service_that_exists_nowhere_is_refused_at_once() -> anyhow
     let err = host
         .service("Nope")
         .action("echo", 1u32)
-        .enqueue()
-        .await
+        .spawn()
         .expect_err("no such service");
     assert_eq!(err.kind(), ErrorKind::UnknownService);
     assert!(err.message().contains("Echo"), "{err}");

@@ -508,9 +508,9 @@ async fn no_wait_prints_the_id_and_status_url() -> anyhow::Result<()> {
     assert_eq!(value("correlation_id"), "nw-1");
     assert_eq!(
         value("status_url"),
-        format!("{}/api/actions/{id}", live.url)
+        format!("{}/api/jobs/{id}", live.url)
     );
-    let record = live.host.action_record(&id)?;
+    let record = live.host.jobs().get(&id).await?;
     assert_eq!(record.correlation_id, "nw-1");
 
     let body = live
@@ -518,8 +518,8 @@ async fn no_wait_prints_the_id_and_status_url() -> anyhow::Result<()> {
         .await?
         .json()?;
     let id = body["id"].as_str().unwrap_or_default();
-    assert_eq!(body["status_url"], format!("/api/actions/{id}"));
-    assert_eq!(live.host.action_record(id)?.action, "whoami");
+    assert_eq!(body["status_url"], format!("/api/jobs/{id}"));
+    assert_eq!(live.host.jobs().get(id).await?.action, "whoami");
     live.stop().await
 }
 

@@ -2,13 +2,14 @@
 
 mod events;
 mod health;
+mod jobs;
 mod services;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
@@ -33,7 +34,13 @@ pub(crate) fn router(state: AppState) -> Router {
             post(services::process_batch),
         )
         .route("/api/services/{name}/events", get(events::service_stream))
-        .route("/api/actions/{id}", get(services::action_record))
+        .route("/api/actions/{id}", get(jobs::get))
+        .route("/api/jobs", get(jobs::list))
+        .route("/api/jobs/counts", get(jobs::counts))
+        .route("/api/jobs/retry-dead", post(jobs::retry_dead))
+        .route("/api/jobs/{id}", get(jobs::get).merge(delete(jobs::delete)))
+        .route("/api/jobs/{id}/retry", post(jobs::retry))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/events", get(events::all_stream))
         .route("/health", get(health::overall))
         .route("/health/live", get(health::live))
@@ -61,11 +68,12 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(list))
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::HeaderName::from_static("x-correlation-id"),
+                header::HeaderName::from_static("idempotency-key"),
             ]),
     )
 }

@@ -1,4 +1,4 @@
-//! `/api/services…` and `/api/actions/{id}`.
+//! `/api/services…`: listing, status, health, and calling actions.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -132,13 +132,6 @@ pub(crate) async fn health(
     Ok(crate::routes::health::health_json(code, body))
 }
 
-pub(crate) async fn action_record(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(Json(state.host.action_record(&id)?).into_response())
-}
-
 /// The longest `timeout` a call may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
 
@@ -147,6 +140,10 @@ struct CallQuery {
     priority: i32,
     timeout: Option<Duration>,
     wait: bool,
+    /// `wait=false` only: not before this long from now.
+    delay: Option<Duration>,
+    /// `wait=false` only: not before this time.
+    at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
@@ -154,6 +151,8 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
         priority: 0,
         timeout: None,
         wait: true,
+        delay: None,
+        at: None,
     };
     for (k, v) in q {
         match k.as_str() {
@@ -197,6 +196,32 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
                     }
                 };
             }
+            "delay" => {
+                let d = koan::parse_duration(v).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_parameters",
+                        format!("query parameter `delay`: {}", e.message()),
+                    )
+                })?;
+                if d > MAX_DELAY {
+                    return Err(ApiError::bad_request(
+                        "invalid_parameters",
+                        "query parameter `delay` is longer than the 365 days allowed",
+                    ));
+                }
+                out.delay = Some(d);
+            }
+            "at" => {
+                let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_parameters",
+                        format!(
+                            "query parameter `at` must be an RFC 3339 time such as `2026-12-01T10:00:00Z` ({e})"
+                        ),
+                    )
+                })?;
+                out.at = Some(t.with_timezone(&chrono::Utc));
+            }
             "token" => {
                 return Err(ApiError::bad_request(
                     "invalid_parameters",
@@ -206,12 +231,46 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_parameters",
-                    format!("unknown query parameter `{other}`; accepted: priority, timeout, wait"),
+                    format!(
+                        "unknown query parameter `{}`; accepted: priority, timeout, wait, delay, at",
+                        other.escape_debug()
+                    ),
                 ));
             }
         }
     }
+    if out.wait && (out.delay.is_some() || out.at.is_some()) {
+        return Err(ApiError::bad_request(
+            "invalid_parameters",
+            "query parameters `delay` and `at` schedule a job: add `wait=false`",
+        ));
+    }
+    if out.delay.is_some() && out.at.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_parameters",
+            "give `delay` or `at`, not both",
+        ));
+    }
     Ok(out)
+}
+
+/// The longest `delay` a job may ask for.
+const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
+
+/// The `Idempotency-Key` header, when given: visible ASCII, 1 to 200 characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s) if !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+            Ok(Some(s.to_owned()))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_parameters",
+            "header `Idempotency-Key` must have 1 to 200 visible ASCII characters",
+        )),
+    }
 }
 
 fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
@@ -287,7 +346,7 @@ async fn run_action(
         req = req.correlation_id(c);
     }
     if q.wait {
-        let out = req.execute().await?;
+        let out = req.execute().await.map_err(|e| outcome_unknown(e, service, action))?;
         let cid = out.correlation_id().to_owned();
         let body = json!({
             "service": service,
@@ -297,11 +356,22 @@ async fn run_action(
         });
         Ok(with_correlation(Json(body).into_response(), &cid))
     } else {
+        if let Some(d) = q.delay {
+            req = req.delay(d);
+        }
+        if let Some(at) = q.at {
+            req = req.at(at);
+        }
+        if let Some(k) = idempotency_key(headers)? {
+            req = req.idempotency_key(k);
+        }
+        // Answered only once the job store has the job.
         let ticket = req.enqueue().await?;
         let body = json!({
             "id": ticket.id(),
             "correlation_id": ticket.correlation_id(),
-            "status_url": format!("/api/actions/{}", ticket.id()),
+            "status_url": format!("/api/jobs/{}", ticket.id()),
+            "created": ticket.created(),
         });
         let cid = ticket.correlation_id().to_owned();
         Ok(with_correlation(
@@ -309,6 +379,24 @@ async fn run_action(
             &cid,
         ))
     }
+}
+
+/// A call that timed out may still finish (its handler had a grace to stop, and may
+/// have done its work): the answer says so instead of claiming it failed.
+fn outcome_unknown(e: koan::Error, service: &str, action: &str) -> ApiError {
+    if e.kind() != koan::ErrorKind::Timeout {
+        return e.into();
+    }
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        format!(
+            "{} — the outcome is unknown: the handler of `{}` of `{}` was told to stop and may still have finished its work. Look for its correlation id in the events (/api/events) and logs; to get a recorded outcome, call with `wait=false` (a job: GET /api/jobs/{{id}})",
+            e.message(),
+            action.escape_debug(),
+            service.escape_debug()
+        ),
+    )
 }
 
 fn with_correlation(mut r: Response, cid: &str) -> Response {
