@@ -94,3 +94,33 @@ pub async fn stop(host: &HostHandle) -> Result<()> {
     host.shutdown();
     host.wait().await.into_result()
 }
+
+/// Waits (up to 24 h of tokio's clock, in steps of 10 ms) until job `id` is in
+/// `state`, and returns its record.
+///
+/// # Panics
+/// When the job is unknown, the store fails, or the state is not reached in time
+/// (the message names the state it was in).
+pub async fn wait_for_job(
+    host: &HostHandle,
+    id: &str,
+    state: crate::job::JobState,
+) -> crate::job::JobRecord {
+    let limit = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+    loop {
+        let record = match host.jobs().get(id).await {
+            Ok(r) => r,
+            Err(e) => panic!("waiting for job {id} to be {state}: {e}"),
+        };
+        if record.state == state {
+            return record;
+        }
+        if tokio::time::Instant::now() >= limit {
+            panic!(
+                "job {id} did not become {state} within 24 h of tokio's clock; it is {}",
+                record.state
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
