@@ -210,3 +210,79 @@ fn rollback(conn: &Connection) {
         tracing::warn!(error = %e, "koan-sqlite could not roll a transaction back");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Answer = oneshot::Receiver<Result<i64, Failure>>;
+
+    fn table() -> Connection {
+        let conn = Connection::open_in_memory().expect("an in-memory database");
+        conn.execute_batch("CREATE TABLE t (n INTEGER NOT NULL CHECK (n >= 0))")
+            .expect("a table");
+        conn
+    }
+
+    /// A command inserting `n` (a negative `n` breaks the CHECK constraint).
+    fn insert(n: i64) -> (Box<dyn Command>, Answer) {
+        task(move |conn| {
+            conn.execute("INSERT INTO t (n) VALUES (?1)", [n])
+                .doing("insert")
+                .map(|_| n)
+        })
+    }
+
+    fn task(
+        work: impl FnMut(&Connection) -> Result<i64, Failure> + Send + 'static,
+    ) -> (Box<dyn Command>, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let command = Task {
+            work,
+            outcome: None,
+            reply,
+        };
+        (Box::new(command), answer)
+    }
+
+    fn rows(conn: &Connection) -> Vec<i64> {
+        let mut st = conn.prepare("SELECT n FROM t ORDER BY n").expect("a query");
+        st.query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("numbers")
+    }
+
+    fn run(conn: &Connection, commands: Vec<(Box<dyn Command>, Answer)>) -> Vec<Option<i64>> {
+        let (mut batch, answers): (Vec<_>, Vec<_>) = commands.into_iter().unzip();
+        run_batch(conn, &mut batch);
+        batch.into_iter().for_each(|c| c.answer());
+        answers
+            .into_iter()
+            .map(|mut a| a.try_recv().expect("an answer").ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_command_is_undone_alone() {
+        let conn = table();
+        let answers = run(&conn, vec![insert(1), insert(-1), insert(2)]);
+        assert_eq!(answers, [Some(1), None, Some(2)]);
+        assert_eq!(rows(&conn), [1, 2]);
+        assert!(conn.is_autocommit(), "no transaction left open");
+    }
+
+    #[test]
+    fn a_lost_transaction_reruns_each_command_alone() {
+        let conn = table();
+        // Ends the batch's transaction as SQLite does after a full disk.
+        let abort = task(|conn| {
+            conn.execute_batch("ROLLBACK").doing("roll back")?;
+            Err(Failure::store("insert", "the disk is full"))
+        });
+        let answers = run(&conn, vec![insert(1), abort, insert(2)]);
+        assert_eq!(answers, [Some(1), None, Some(2)]);
+        assert_eq!(rows(&conn), [1, 2], "each insert once");
+        assert!(conn.is_autocommit(), "no transaction left open");
+    }
+}
