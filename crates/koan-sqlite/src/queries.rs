@@ -60,10 +60,12 @@ fn find_existing(conn: &Connection, job: &NewJob) -> Result<Option<JobRecord>, F
 
 /// Claims due jobs of a service: highest priority first, then oldest `run_at`.
 pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>, Failure> {
+    // `state IN (…)` lets SQLite seek the claim index per live state, never
+    // visiting the service's finished jobs.
     let sql = format!(
         "SELECT record FROM jobs
-         WHERE service = ?1
-           AND ((state IN ({}) AND run_at <= ?2) OR (state = 'running' AND lease_until < ?2))
+         WHERE service = ?1 AND state IN ('running', {})
+           AND ((state <> 'running' AND run_at <= ?2) OR (state = 'running' AND lease_until < ?2))
          ORDER BY priority DESC, run_at, id
          LIMIT ?3",
         waiting_states()
@@ -228,7 +230,7 @@ pub(crate) fn next_due(
         .join(", ");
     let sql = format!(
         "SELECT MIN(CASE WHEN state = 'running' THEN lease_until ELSE run_at END) FROM jobs
-         WHERE service IN ({marks}) AND (state = 'running' OR state IN ({}))",
+         WHERE service IN ({marks}) AND state IN ('running', {})",
         waiting_states()
     );
     let ms: Option<i64> = conn

@@ -32,7 +32,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (service, state, priority DESC, run_at);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 ";
 
 /// How long a statement waits for another process holding the file's write lock.
