@@ -19,7 +19,12 @@ use crate::writer::Writer;
 /// One thread owns the connection and runs every operation, batching the commands
 /// that arrive together into one transaction (one sync to disk for all of them);
 /// no call blocks the async caller. Dropping the store lets that thread finish the
-/// queued commands, then closes the file.
+/// queued commands and close the file, and waits for it: once the drop returns, the
+/// file may be opened again.
+///
+/// A caller that stops waiting (a timeout) does not withdraw its command: it still
+/// commits, and its outcome is unknown to that caller (retry with the same
+/// idempotency key).
 #[derive(Debug)]
 pub struct SqliteJobStore {
     label: String,
