@@ -1,1 +1,46 @@
 //! The embedded durable job store of Koan: one SQLite file.
+//!
+//! [`SqliteJobStore`] keeps a host's enqueued jobs on disk, so a job accepted by
+//! `enqueue()` survives the process: a job that was running when its process died
+//! runs again (attempt + 1) once its claim lapses.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use koan::Host;
+//! use koan_sqlite::SqliteJobStore;
+//!
+//! # fn main() -> koan::Result<()> {
+//! let host = Host::builder().job_store(Arc::new(SqliteJobStore::open("jobs.db")?));
+//! # drop(host);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! - **One writer thread** owns the connection and runs every operation, reads
+//!   included (they are small and indexed, and so always see every answered write).
+//!   Callers queue a command and await its answer: nothing blocks an async worker.
+//! - **Batching.** The thread takes every command waiting, runs them in one
+//!   transaction (each under a savepoint: a failed command is undone alone), commits
+//!   once, then answers them all. Should the transaction itself fail, each command is
+//!   run again on its own, so one failure never fails or loses another.
+//! - **Durability.** WAL mode with `synchronous = FULL`: an answered write is synced
+//!   to disk, and survives a power loss as well as a crash. Batching shares one sync
+//!   among all the commands of a batch.
+//! - **Failures.** A full disk or a read-only file answers
+//!   [`ErrorKind::StoreUnavailable`](koan::ErrorKind::StoreUnavailable), with nothing
+//!   written; the jobs already stored stay readable.
+//! - **Schema.** A `jobs` table with the columns claims, listings, counts and
+//!   retention filter on (times in milliseconds), and the whole
+//!   [`JobRecord`](koan::JobRecord) as JSON. Times are compared to the millisecond.
+
+mod codec;
+mod fail;
+mod queries;
+mod schema;
+mod store;
+mod writer;
+
+pub use store::SqliteJobStore;

@@ -1,0 +1,339 @@
+//! The store's operations, each run by the writer inside a transaction of its own
+//! (a savepoint of the batch's transaction). An operation that fails leaves the
+//! database as it found it: the writer rolls its savepoint back.
+//!
+//! The record transitions are `koan`'s (`apply_finish`, `apply_retry`,
+//! `apply_cancel`), so this store and `koan::MemoryJobStore` cannot disagree on them.
+
+use chrono::{DateTime, Utc};
+use koan::{
+    Claim, ClaimRequest, Claimed, Finish, JobAttempt, JobCounts, JobPage, JobQuery, JobRecord,
+    JobState, NewJob, Pushed,
+};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value};
+
+use crate::codec::{self, decode, final_states, from_millis, int, load, millis, waiting_states};
+use crate::fail::{Failure, ResultExt, unknown_job, wrong_state};
+
+/// Stores `job`, or answers the job already stored under its idempotency key (or
+/// its id: a push repeated after a lost answer).
+pub(crate) fn push(conn: &Connection, job: &NewJob) -> Result<Pushed, Failure> {
+    if let Some(record) = find_existing(conn, job)? {
+        return Ok(Pushed {
+            record,
+            created: false,
+        });
+    }
+    let record = job.clone().into_record();
+    if codec::insert(conn, &record)? {
+        return Ok(Pushed {
+            record,
+            created: true,
+        });
+    }
+    // Another process stored the same key between our look-up and our insert.
+    match find_existing(conn, job)? {
+        Some(record) => Ok(Pushed {
+            record,
+            created: false,
+        }),
+        None => Err(Failure::store(
+            format!("store job `{}`", job.id),
+            "it conflicts with a stored job that cannot be found",
+        )),
+    }
+}
+
+/// The stored job with `job`'s idempotency key, else with its id.
+fn find_existing(conn: &Connection, job: &NewJob) -> Result<Option<JobRecord>, Failure> {
+    if let Some(key) = &job.idempotency_key {
+        let json: Option<String> = conn
+            .prepare_cached("SELECT record FROM jobs WHERE idempotency_key = ?1")
+            .and_then(|mut st| st.query_row([key], |row| row.get(0)).optional())
+            .doing("look up an idempotency key")?;
+        if let Some(json) = json {
+            return decode(&json).map(Some);
+        }
+    }
+    Ok(load(conn, &job.id)?.map(|(record, _)| record))
+}
+
+/// Claims due jobs of a service: highest priority first, then oldest `run_at`.
+pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>, Failure> {
+    // `state IN (…)` lets SQLite seek the claim index per live state, never
+    // visiting the service's finished jobs.
+    let sql = format!(
+        "SELECT record FROM jobs
+         WHERE service = ?1 AND state IN ('running', {})
+           AND ((state <> 'running' AND run_at <= ?2) OR (state = 'running' AND lease_until < ?2))
+         ORDER BY priority DESC, run_at, id
+         LIMIT ?3",
+        waiting_states()
+    );
+    let due: Vec<String> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_map(
+                params![req.service, millis(req.now), int(req.limit as u64)],
+                |row| row.get(0),
+            )?
+            .collect()
+        })
+        .doing("find due jobs")?;
+    let mut out = Vec::with_capacity(due.len());
+    for json in due {
+        let mut r = decode(&json)?;
+        let token = koan::new_job_id();
+        r.attempts += 1;
+        r.state = JobState::Running;
+        r.instance = Some(req.instance.clone());
+        r.lease_until = Some(req.lease_until);
+        r.history.push(JobAttempt {
+            attempt: r.attempts,
+            started_at: req.now,
+            finished_at: None,
+            instance: req.instance.clone(),
+            error: None,
+        });
+        codec::save(conn, &r, Some(&token))?;
+        out.push(Claimed {
+            claim: Claim {
+                id: r.id.clone(),
+                token,
+            },
+            record: r,
+        });
+    }
+    Ok(out)
+}
+
+/// The record of `claim`'s job while the claim is its current one.
+fn held(conn: &Connection, claim: &Claim) -> Result<Option<JobRecord>, Failure> {
+    Ok(match load(conn, &claim.id)? {
+        Some((r, Some(token))) if token == claim.token && r.state == JobState::Running => Some(r),
+        _ => None,
+    })
+}
+
+/// Extends a held claim.
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    claim: &Claim,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, Failure> {
+    let Some(mut r) = held(conn, claim)? else {
+        return Ok(false);
+    };
+    r.lease_until = Some(lease_until);
+    codec::save(conn, &r, Some(&claim.token))?;
+    Ok(true)
+}
+
+/// Records the outcome of a held claim.
+pub(crate) fn finish(
+    conn: &Connection,
+    claim: &Claim,
+    how: &Finish,
+    now: DateTime<Utc>,
+) -> Result<bool, Failure> {
+    let Some(mut r) = held(conn, claim)? else {
+        return Ok(false);
+    };
+    koan::apply_finish(&mut r, how.clone(), now);
+    codec::save(conn, &r, None)?;
+    Ok(true)
+}
+
+/// One job.
+pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<JobRecord>, Failure> {
+    Ok(load(conn, id)?.map(|(r, _)| r))
+}
+
+/// A page of jobs, newest first (ids are UUID v7: they sort by creation).
+pub(crate) fn list(conn: &Connection, q: &JobQuery) -> Result<JobPage, Failure> {
+    let mut filters = Vec::new();
+    let mut args = Vec::new();
+    let mut filter = |column: &str, value: Option<&str>, op: &str| {
+        if let Some(v) = value {
+            args.push(Value::Text(v.to_owned()));
+            filters.push(format!("{column} {op} ?{}", args.len()));
+        }
+    };
+    filter("state", q.state.map(JobState::as_str), "=");
+    filter("service", q.service.as_deref(), "=");
+    filter("action", q.action.as_deref(), "=");
+    filter("id", q.cursor.as_deref(), "<");
+    let size = q.page_size();
+    args.push(Value::Integer(int(size as u64 + 1)));
+    let sql = format!(
+        "SELECT record FROM jobs {} {} ORDER BY id DESC LIMIT ?{}",
+        if filters.is_empty() { "" } else { "WHERE" },
+        filters.join(" AND "),
+        args.len()
+    );
+    let rows: Vec<String> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_map(params_from_iter(args), |row| row.get(0))?
+                .collect()
+        })
+        .doing("list jobs")?;
+    let mut jobs = rows
+        .iter()
+        .map(|json| decode(json))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if jobs.len() > size {
+        jobs.truncate(size);
+        jobs.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    Ok(JobPage { jobs, next_cursor })
+}
+
+/// Counts by state, of all services or one.
+pub(crate) fn counts(conn: &Connection, service: Option<&str>) -> Result<JobCounts, Failure> {
+    let found: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT state, COUNT(*) FROM jobs WHERE ?1 IS NULL OR service = ?1 GROUP BY state",
+        )
+        .and_then(|mut st| {
+            st.query_map([service], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .doing("count jobs")?;
+    let by_state = JobState::ALL
+        .into_iter()
+        .map(|s| {
+            let n = found
+                .iter()
+                .find(|(name, _)| name == s.as_str())
+                .map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
+            (s, n)
+        })
+        .collect();
+    Ok(JobCounts { by_state })
+}
+
+/// The earliest `run_at` of a waiting job, or lease end of a running one, among
+/// `services`.
+pub(crate) fn next_due(
+    conn: &Connection,
+    services: &[String],
+) -> Result<Option<DateTime<Utc>>, Failure> {
+    if services.is_empty() {
+        return Ok(None);
+    }
+    let marks = (1..=services.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT MIN(CASE WHEN state = 'running' THEN lease_until ELSE run_at END) FROM jobs
+         WHERE service IN ({marks}) AND state IN ('running', {})",
+        waiting_states()
+    );
+    let ms: Option<i64> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row(params_from_iter(services), |row| row.get(0)))
+        .doing("find the next due job")?;
+    ms.map(from_millis).transpose()
+}
+
+/// Runs a job again by hand.
+pub(crate) fn retry(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<JobRecord, Failure> {
+    let (mut r, _) = load(conn, id)?.ok_or_else(|| unknown_job(id))?;
+    if !matches!(
+        r.state,
+        JobState::Dead | JobState::Cancelled | JobState::Retrying | JobState::Succeeded
+    ) {
+        return Err(wrong_state(
+            id,
+            r.state,
+            "retry",
+            "dead, cancelled, retrying or succeeded",
+        ));
+    }
+    koan::apply_retry(&mut r, now);
+    codec::save(conn, &r, None)?;
+    Ok(r)
+}
+
+/// Cancels a job that is not final; a running one loses its claim.
+pub(crate) fn cancel(
+    conn: &Connection,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<JobRecord, Failure> {
+    let (mut r, _) = load(conn, id)?.ok_or_else(|| unknown_job(id))?;
+    if r.state.is_final() {
+        return Err(wrong_state(
+            id,
+            r.state,
+            "cancel",
+            "scheduled, queued, running or retrying",
+        ));
+    }
+    koan::apply_cancel(&mut r, now);
+    codec::save(conn, &r, None)?;
+    Ok(r)
+}
+
+/// Forgets a job that is not running.
+pub(crate) fn delete(conn: &Connection, id: &str) -> Result<bool, Failure> {
+    match load(conn, id)? {
+        None => Ok(false),
+        Some((r, _)) if r.state == JobState::Running => Err(wrong_state(
+            id,
+            r.state,
+            "delete",
+            "not running (cancel it first)",
+        )),
+        Some(_) => codec::remove(conn, id).map(|()| true),
+    }
+}
+
+/// Forgets final jobs that ended before `older_than`, then the oldest final jobs
+/// while the total weight is above `max_bytes`.
+pub(crate) fn purge(
+    conn: &Connection,
+    older_than: DateTime<Utc>,
+    max_bytes: u64,
+) -> Result<u64, Failure> {
+    let ended = "COALESCE(finished_at, created_at)";
+    let finals = final_states();
+    let aged = conn
+        .prepare_cached(&format!(
+            "DELETE FROM jobs WHERE state IN ({finals}) AND {ended} < ?1"
+        ))
+        .and_then(|mut st| st.execute([millis(older_than)]))
+        .doing("forget old jobs")?;
+    let total: i64 = conn
+        .query_row("SELECT COALESCE(SUM(weight), 0) FROM jobs", [], |row| {
+            row.get(0)
+        })
+        .doing("weigh the stored jobs")?;
+    let mut excess = u64::try_from(total).unwrap_or(0).saturating_sub(max_bytes);
+    let mut oldest = Vec::new();
+    if excess > 0 {
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT id, weight FROM jobs WHERE state IN ({finals}) ORDER BY {ended}, id"
+            ))
+            .doing("find the oldest jobs")?;
+        let mut rows = st.query([]).doing("find the oldest jobs")?;
+        while excess > 0 {
+            let Some(row) = rows.next().doing("find the oldest jobs")? else {
+                break;
+            };
+            let id: String = row.get(0).doing("find the oldest jobs")?;
+            let weight: i64 = row.get(1).doing("find the oldest jobs")?;
+            excess = excess.saturating_sub(u64::try_from(weight).unwrap_or(0));
+            oldest.push(id);
+        }
+    }
+    for id in &oldest {
+        codec::remove(conn, id)?;
+    }
+    Ok(aged as u64 + oldest.len() as u64)
+}

@@ -1,0 +1,87 @@
+//! Opening a connection: pragmas, and the `jobs` table with its indexes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::fail::{Failure, ResultExt};
+
+/// The schema version this crate writes (`PRAGMA user_version`).
+const VERSION: i64 = 1;
+
+/// One row per job. The columns are what claims, listings, counts and retention
+/// filter and sort on; `record` is the whole [`koan::JobRecord`] as JSON, the one
+/// source of truth for everything else. Times are milliseconds since the Unix epoch.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id              TEXT PRIMARY KEY NOT NULL,
+    service         TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    run_at          INTEGER NOT NULL,
+    lease_until     INTEGER,
+    finished_at     INTEGER,
+    idempotency_key TEXT UNIQUE,
+    claim_token     TEXT,
+    weight          INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    record          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (service, state, priority DESC, run_at);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, id DESC);
+";
+
+/// How long a statement waits for another process holding the file's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The writer connection to the file at `path` (created when missing), in WAL mode
+/// with `synchronous = FULL`, its schema in place.
+pub(crate) fn open_file(path: &Path) -> Result<Connection, Failure> {
+    let conn = Connection::open(path).doing("open the file")?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .doing("set a busy timeout")?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+        .doing("switch to WAL mode")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Failure::store(
+            "switch to WAL mode",
+            format!("the file stays in journal mode `{mode}`"),
+        ));
+    }
+    // FULL: a commit is on disk (the WAL synced) before any command of its batch is
+    // answered, so an accepted job survives a power loss, not only a crash. Batching
+    // shares one sync among every command that arrived meanwhile.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .doing("set synchronous = FULL")?;
+    create(&conn)?;
+    Ok(conn)
+}
+
+/// A connection to a private in-memory database, its schema in place.
+pub(crate) fn open_memory() -> Result<Connection, Failure> {
+    let conn = Connection::open_in_memory().doing("open an in-memory database")?;
+    create(&conn)?;
+    Ok(conn)
+}
+
+/// Creates the table and indexes unless present; refuses a file written by a newer
+/// version of this crate.
+fn create(conn: &Connection) -> Result<(), Failure> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .doing("read the schema version")?;
+    if found > VERSION {
+        return Err(Failure::store(
+            "use the file",
+            format!("its schema is version {found}, newer than this koan-sqlite's {VERSION}"),
+        ));
+    }
+    conn.execute_batch(SCHEMA).doing("create the schema")?;
+    conn.pragma_update(None, "user_version", VERSION)
+        .doing("record the schema version")?;
+    Ok(())
+}

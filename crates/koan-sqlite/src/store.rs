@@ -1,0 +1,172 @@
+//! [`SqliteJobStore`]: the [`JobStore`] kept in one SQLite file.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use koan::{
+    BoxFuture, Claim, ClaimRequest, Claimed, Error, ErrorKind, Finish, JobCounts, JobPage,
+    JobQuery, JobRecord, JobStore, NewJob, Pushed, Result,
+};
+use rusqlite::Connection;
+
+use crate::fail::{Failure, ResultExt};
+use crate::queries;
+use crate::schema;
+use crate::writer::Writer;
+
+/// Jobs kept in one SQLite file: they survive the process, a crash and a power loss.
+///
+/// One thread owns the connection and runs every operation, batching the commands
+/// that arrive together into one transaction (one sync to disk for all of them);
+/// no call blocks the async caller. Dropping the store lets that thread finish the
+/// queued commands and close the file, and waits for it: once the drop returns, the
+/// file may be opened again.
+///
+/// A caller that stops waiting (a timeout) does not withdraw its command: it still
+/// commits, and its outcome is unknown to that caller (retry with the same
+/// idempotency key).
+#[derive(Debug)]
+pub struct SqliteJobStore {
+    label: String,
+    durable: bool,
+    writer: Writer,
+}
+
+impl SqliteJobStore {
+    /// Opens the store in the file at `path`, creating the file and its schema when
+    /// missing. The file is in WAL mode with `synchronous = FULL`: an operation
+    /// answers only once its transaction is synced to disk.
+    ///
+    /// Errors with [`ErrorKind::StoreUnavailable`] when the file cannot be opened or
+    /// written (a missing directory, a read-only file, a newer schema).
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteJobStore> {
+        let path: PathBuf = path.as_ref().to_owned();
+        let label = format!("sqlite:{}", path.display());
+        let conn = schema::open_file(&path).map_err(|f| f.into_error(&label))?;
+        SqliteJobStore::start(conn, label, true)
+    }
+
+    /// A store in memory, for tests: the same SQL as a file, nothing survives the
+    /// store ([`JobStore::is_durable`] is `false`).
+    pub fn in_memory() -> Result<SqliteJobStore> {
+        let label = "sqlite::memory:".to_owned();
+        let conn = schema::open_memory().map_err(|f| f.into_error(&label))?;
+        SqliteJobStore::start(conn, label, false)
+    }
+
+    fn start(conn: Connection, label: String, durable: bool) -> Result<SqliteJobStore> {
+        let writer = Writer::start(conn, &label).map_err(|f| f.into_error(&label))?;
+        Ok(SqliteJobStore {
+            label,
+            durable,
+            writer,
+        })
+    }
+
+    /// Caps the file at `pages` pages (`PRAGMA max_page_count`; SQLite never sets it
+    /// below the current size), to simulate a full disk. Returns the cap in force.
+    #[doc(hidden)]
+    pub async fn limit_pages_for_test(&self, pages: u64) -> Result<u64> {
+        self.call(move |conn| {
+            let cap: i64 = conn
+                .pragma_update_and_check(None, "max_page_count", crate::codec::int(pages), |row| {
+                    row.get(0)
+                })
+                .doing("set max_page_count")?;
+            Ok(u64::try_from(cap).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Runs `work` on the writer thread; resolves once its transaction committed.
+    fn call<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> std::result::Result<T, Failure> + Send + 'static,
+    {
+        let answer = self.writer.submit(work);
+        Box::pin(async move {
+            match answer.await {
+                Ok(outcome) => outcome.map_err(|f| f.into_error(&self.label)),
+                Err(_) => Err(Error::new(
+                    ErrorKind::StoreUnavailable,
+                    format!(
+                        "job store {} could not answer: its writer thread stopped",
+                        self.label
+                    ),
+                )),
+            }
+        })
+    }
+}
+
+impl JobStore for SqliteJobStore {
+    fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn push(&self, job: NewJob) -> BoxFuture<'_, Result<Pushed>> {
+        self.call(move |conn| queries::push(conn, &job))
+    }
+
+    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Vec<Claimed>>> {
+        self.call(move |conn| queries::claim(conn, &request))
+    }
+
+    fn heartbeat(&self, claim: &Claim, lease_until: DateTime<Utc>) -> BoxFuture<'_, Result<bool>> {
+        let claim = claim.clone();
+        self.call(move |conn| queries::heartbeat(conn, &claim, lease_until))
+    }
+
+    fn finish(
+        &self,
+        claim: &Claim,
+        how: Finish,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<bool>> {
+        let claim = claim.clone();
+        self.call(move |conn| queries::finish(conn, &claim, &how, now))
+    }
+
+    fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>>> {
+        let id = id.to_owned();
+        self.call(move |conn| queries::get(conn, &id))
+    }
+
+    fn list(&self, query: JobQuery) -> BoxFuture<'_, Result<JobPage>> {
+        self.call(move |conn| queries::list(conn, &query))
+    }
+
+    fn counts(&self, service: Option<&str>) -> BoxFuture<'_, Result<JobCounts>> {
+        let service = service.map(str::to_owned);
+        self.call(move |conn| queries::counts(conn, service.as_deref()))
+    }
+
+    fn next_due(&self, services: &[String]) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>> {
+        let services = services.to_vec();
+        self.call(move |conn| queries::next_due(conn, &services))
+    }
+
+    fn retry(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {
+        let id = id.to_owned();
+        self.call(move |conn| queries::retry(conn, &id, now))
+    }
+
+    fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {
+        let id = id.to_owned();
+        self.call(move |conn| queries::cancel(conn, &id, now))
+    }
+
+    fn delete(&self, id: &str) -> BoxFuture<'_, Result<bool>> {
+        let id = id.to_owned();
+        self.call(move |conn| queries::delete(conn, &id))
+    }
+
+    fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, Result<u64>> {
+        self.call(move |conn| queries::purge(conn, older_than, max_bytes))
+    }
+}

@@ -1,0 +1,92 @@
+//! Helpers shared by the store's tests: a file that cleans up after itself, jobs,
+//! claims and times on a fixed clock.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use koan::{ClaimRequest, JobStep, NewJob};
+use koan_sqlite::SqliteJobStore;
+use serde_json::json;
+
+/// A database file in the temp directory, removed (with its WAL) on drop.
+#[derive(Debug)]
+pub struct TempDb {
+    path: PathBuf,
+}
+
+impl TempDb {
+    /// A fresh, unique path for the test `name`.
+    pub fn new(name: &str) -> TempDb {
+        let path = std::env::temp_dir().join(format!(
+            "koan-sqlite-{name}-{}-{}.db",
+            std::process::id(),
+            koan::new_job_id()
+        ));
+        TempDb { path }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A store on the file.
+    pub fn open(&self) -> SqliteJobStore {
+        SqliteJobStore::open(&self.path).expect("the store opens")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// A fixed instant plus `ms` milliseconds.
+pub fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_000 + ms).expect("a time in range")
+}
+
+/// A job of `service` running `action`, accepted and due at `at(0)`.
+pub fn job(service: &str, action: &str) -> NewJob {
+    NewJob {
+        id: koan::new_job_id(),
+        service: service.to_owned(),
+        steps: vec![JobStep {
+            action: action.to_owned(),
+            params: json!({ "n": 1 }),
+            timeout_ms: None,
+        }],
+        priority: 0,
+        correlation_id: "corr".to_owned(),
+        idempotency_key: None,
+        created_at: at(0),
+        run_at: at(0),
+        max_attempts: 3,
+    }
+}
+
+/// `job` with an idempotency key.
+pub fn keyed(service: &str, key: &str) -> NewJob {
+    NewJob {
+        idempotency_key: Some(key.to_owned()),
+        ..job(service, "run")
+    }
+}
+
+/// A claim of up to `limit` jobs of `service` at `at(now)`, leased for 30 s.
+pub fn claim(service: &str, limit: usize, now: i64) -> ClaimRequest {
+    ClaimRequest {
+        service: service.to_owned(),
+        limit,
+        now: at(now),
+        lease_until: at(now + 30_000),
+        instance: "host-a".to_owned(),
+    }
+}

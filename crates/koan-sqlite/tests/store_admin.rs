@@ -1,0 +1,290 @@
+//! What operators do: retry, cancel, delete, list, count, purge; and `next_due`.
+
+mod common;
+
+use common::{TempDb, at, claim, job, keyed};
+use koan::{ErrorBody, ErrorKind, Finish, JobQuery, JobState, JobStore, NewJob};
+use koan_sqlite::SqliteJobStore;
+use serde_json::json;
+
+/// Claims the only due job of `service` at `at(now)` and ends it as `how`.
+async fn run_to(store: &SqliteJobStore, service: &str, how: Finish, now: i64) -> String {
+    let held = store
+        .claim(claim(service, 1, now))
+        .await
+        .expect("claim")
+        .remove(0);
+    assert!(
+        store
+            .finish(&held.claim, how, at(now))
+            .await
+            .expect("finish")
+    );
+    held.claim.id
+}
+
+fn dead() -> Finish {
+    Finish::Dead {
+        error: ErrorBody {
+            error: "handler_error".to_owned(),
+            message: "boom".to_owned(),
+        },
+    }
+}
+
+fn ok() -> Finish {
+    Finish::Succeeded {
+        result: json!({ "done": true }),
+        truncated: false,
+    }
+}
+
+#[tokio::test]
+async fn retry_by_hand_requeues_a_final_job_and_refuses_a_live_one() {
+    let db = TempDb::new("admin-retry");
+    let store = db.open();
+    let queued = store.push(job("a", "x")).await.expect("push").record.id;
+    let err = store.retry(&queued, at(0)).await.expect_err("queued");
+    assert_eq!(err.kind(), ErrorKind::JobState);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "job `{queued}` is queued: cannot retry it (only a job that is dead, cancelled, retrying or succeeded)"
+        )
+    );
+    let held = store
+        .claim(claim("a", 1, 0))
+        .await
+        .expect("claim")
+        .remove(0);
+    let err = store.retry(&queued, at(0)).await.expect_err("running");
+    assert_eq!(err.kind(), ErrorKind::JobState);
+
+    let NewJob { max_attempts, .. } = job("a", "x");
+    assert!(
+        store
+            .finish(&held.claim, dead(), at(10))
+            .await
+            .expect("finish")
+    );
+    let r = store.retry(&queued, at(20)).await.expect("retry");
+    assert_eq!(r.state, JobState::Queued);
+    assert_eq!(r.run_at, at(20));
+    assert_eq!(r.finished_at, None);
+    assert_eq!(r.attempts, 1);
+    assert_eq!(r.max_attempts, max_attempts);
+    assert_eq!(store.get(&queued).await.expect("get"), Some(r));
+
+    let err = store.retry("no-such-id", at(0)).await.expect_err("unknown");
+    assert_eq!(err.kind(), ErrorKind::UnknownJob);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_live_job_and_refuses_a_final_one() {
+    let db = TempDb::new("admin-cancel");
+    let store = db.open();
+    let id = store.push(job("a", "x")).await.expect("push").record.id;
+    let r = store.cancel(&id, at(5)).await.expect("cancel");
+    assert_eq!(r.state, JobState::Cancelled);
+    assert_eq!(r.finished_at, Some(at(5)));
+    let err = store.cancel(&id, at(6)).await.expect_err("final");
+    assert_eq!(err.kind(), ErrorKind::JobState);
+    let err = store
+        .cancel("no-such-id", at(6))
+        .await
+        .expect_err("unknown");
+    assert_eq!(err.kind(), ErrorKind::UnknownJob);
+    assert!(
+        store
+            .claim(claim("a", 1, 10))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn delete_forgets_a_job_that_is_not_running_and_frees_its_key() {
+    let db = TempDb::new("admin-delete");
+    let store = db.open();
+    let id = store.push(keyed("a", "k")).await.expect("push").record.id;
+    store.claim(claim("a", 1, 0)).await.expect("claim");
+    let err = store.delete(&id).await.expect_err("running");
+    assert_eq!(err.kind(), ErrorKind::JobState);
+    store.cancel(&id, at(1)).await.expect("cancel");
+    assert!(store.delete(&id).await.expect("delete"));
+    assert!(!store.delete(&id).await.expect("delete"), "gone already");
+    assert_eq!(store.get(&id).await.expect("get"), None);
+    assert!(store.push(keyed("a", "k")).await.expect("push").created);
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_with_filters() {
+    let db = TempDb::new("admin-list");
+    let store = db.open();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let (service, action) = if i % 2 == 0 { ("a", "x") } else { ("b", "y") };
+        ids.push(
+            store
+                .push(job(service, action))
+                .await
+                .expect("push")
+                .record
+                .id,
+        );
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let query = JobQuery {
+            limit: Some(3),
+            cursor: cursor.take(),
+            ..JobQuery::default()
+        };
+        let page = store.list(query).await.expect("list");
+        assert!(page.jobs.len() <= 3);
+        seen.extend(page.jobs.into_iter().map(|r| r.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every job once, newest first");
+
+    let only_b = JobQuery {
+        service: Some("b".to_owned()),
+        ..JobQuery::default()
+    };
+    let page = store.list(only_b).await.expect("list");
+    assert_eq!(page.jobs.len(), 3);
+    assert!(page.jobs.iter().all(|r| r.service == "b"));
+    assert_eq!(page.next_cursor, None);
+
+    run_to(&store, "a", ok(), 0).await;
+    let succeeded_x = JobQuery {
+        state: Some(JobState::Succeeded),
+        action: Some("x".to_owned()),
+        ..JobQuery::default()
+    };
+    assert_eq!(store.list(succeeded_x).await.expect("list").jobs.len(), 1);
+}
+
+#[tokio::test]
+async fn counts_are_by_state_for_all_services_or_one() {
+    let db = TempDb::new("admin-counts");
+    let store = db.open();
+    for service in ["a", "a", "a", "b"] {
+        store.push(job(service, "x")).await.expect("push");
+    }
+    run_to(&store, "a", ok(), 0).await;
+    store.claim(claim("a", 1, 0)).await.expect("claim");
+    let all = store.counts(None).await.expect("counts");
+    assert_eq!(all.by_state.len(), JobState::ALL.len());
+    assert_eq!(all.get(JobState::Queued), 2);
+    assert_eq!(all.get(JobState::Running), 1);
+    assert_eq!(all.get(JobState::Succeeded), 1);
+    assert_eq!(all.get(JobState::Dead), 0);
+    let a = store.counts(Some("a")).await.expect("counts");
+    assert_eq!(a.get(JobState::Queued), 1);
+    assert_eq!(a.get(JobState::Running), 1);
+}
+
+#[tokio::test]
+async fn purge_forgets_old_final_jobs_and_frees_their_keys() {
+    let db = TempDb::new("admin-purge-age");
+    let store = db.open();
+    store.push(keyed("a", "k")).await.expect("push");
+    let old = run_to(&store, "a", ok(), 1_000).await;
+    store.push(job("a", "x")).await.expect("push");
+    let recent = run_to(&store, "a", dead(), 5_000).await;
+    let waiting = store.push(job("a", "x")).await.expect("push").record.id;
+
+    assert_eq!(store.purge(at(5_000), u64::MAX).await.expect("purge"), 1);
+    assert_eq!(store.get(&old).await.expect("get"), None);
+    assert!(
+        store.get(&recent).await.expect("get").is_some(),
+        "ended at the bound"
+    );
+    assert!(
+        store.get(&waiting).await.expect("get").is_some(),
+        "not final"
+    );
+    assert!(store.push(keyed("a", "k")).await.expect("push").created);
+}
+
+#[tokio::test]
+async fn purge_forgets_the_oldest_final_jobs_beyond_the_size_cap() {
+    let db = TempDb::new("admin-purge-size");
+    let store = db.open();
+    let mut ended = Vec::new();
+    for now in [3_000, 1_000, 2_000] {
+        store.push(job("a", "x")).await.expect("push");
+        ended.push(run_to(&store, "a", ok(), now).await);
+    }
+    let waiting = store.push(job("a", "x")).await.expect("push").record;
+    let mut weights = Vec::new();
+    for id in &ended {
+        let r = store.get(id).await.expect("get").expect("stored");
+        weights.push(r.weight() as u64);
+    }
+    let total: u64 = weights.iter().sum::<u64>() + waiting.weight() as u64;
+    // Room for all but the oldest (ended at 1 000) and one byte less.
+    let cap = total - weights[1] - 1;
+    assert_eq!(store.purge(at(0), cap).await.expect("purge"), 2);
+    assert_eq!(store.get(&ended[1]).await.expect("get"), None, "oldest");
+    assert_eq!(
+        store.get(&ended[2]).await.expect("get"),
+        None,
+        "next oldest"
+    );
+    assert!(store.get(&ended[0]).await.expect("get").is_some());
+    assert!(store.get(&waiting.id).await.expect("get").is_some());
+    assert_eq!(store.purge(at(0), u64::MAX).await.expect("purge"), 0);
+}
+
+#[tokio::test]
+async fn next_due_is_the_earliest_run_or_lease_end_of_live_jobs() {
+    let db = TempDb::new("admin-next-due");
+    let store = db.open();
+    let services = ["a".to_owned()];
+    assert_eq!(store.next_due(&services).await.expect("due"), None);
+    assert_eq!(store.next_due(&[]).await.expect("due"), None);
+    let later = NewJob {
+        run_at: at(9_000),
+        ..job("a", "x")
+    };
+    store.push(later).await.expect("push");
+    let elsewhere = NewJob {
+        run_at: at(10),
+        ..job("b", "x")
+    };
+    store.push(elsewhere).await.expect("push");
+    assert_eq!(
+        store.next_due(&services).await.expect("due"),
+        Some(at(9_000))
+    );
+    store.push(job("a", "x")).await.expect("push");
+    assert_eq!(store.next_due(&services).await.expect("due"), Some(at(0)));
+    store.claim(claim("a", 1, 100)).await.expect("claim");
+    assert_eq!(
+        store.next_due(&services).await.expect("due"),
+        Some(at(9_000))
+    );
+    store.push(job("a", "x")).await.expect("push");
+    run_to(&store, "a", ok(), 200).await;
+    assert_eq!(
+        store.next_due(&services).await.expect("due"),
+        Some(at(9_000))
+    );
+    let short = koan::ClaimRequest {
+        lease_until: at(4_000),
+        ..claim("a", 1, 9_000)
+    };
+    store.claim(short).await.expect("claim");
+    assert_eq!(
+        store.next_due(&services).await.expect("due"),
+        Some(at(4_000))
+    );
+}

@@ -1,0 +1,152 @@
+//! What survives: closing and reopening the file, and a full disk.
+
+mod common;
+
+use common::{TempDb, at, claim, job};
+use koan::{ErrorKind, JobState, JobStep, JobStore, NewJob};
+use rusqlite::Connection;
+use serde_json::json;
+
+#[tokio::test]
+async fn jobs_survive_a_reopen_and_a_lapsed_claim_runs_again() {
+    let db = TempDb::new("reopen");
+    let (waiting, running, token) = {
+        let store = db.open();
+        let waiting = store.push(job("a", "x")).await.expect("push").record;
+        let later = NewJob {
+            run_at: at(1),
+            ..job("a", "y")
+        };
+        let running = store.push(later).await.expect("push").record.id;
+        let held = store
+            .claim(claim("a", 1, 0))
+            .await
+            .expect("claim")
+            .remove(0);
+        assert_eq!(held.claim.id, waiting.id);
+        let held_running = store
+            .claim(claim("a", 1, 1))
+            .await
+            .expect("claim")
+            .remove(0);
+        assert_eq!(held_running.claim.id, running);
+        store.cancel(&waiting.id, at(2)).await.expect("cancel");
+        store.retry(&waiting.id, at(3)).await.expect("retry");
+        (waiting.id, running, held_running.claim)
+    };
+
+    let store = db.open();
+    let r = store.get(&waiting).await.expect("get").expect("stored");
+    assert_eq!(r.state, JobState::Queued);
+    assert_eq!(r.attempts, 1);
+    let r = store.get(&running).await.expect("get").expect("stored");
+    assert_eq!(r.state, JobState::Running);
+    assert_eq!(r.lease_until, Some(at(30_001)));
+    let at_lease_end = store.claim(claim("a", 5, 30_001)).await.expect("claim");
+    let ids: Vec<&str> = at_lease_end.iter().map(|c| c.claim.id.as_str()).collect();
+    assert_eq!(ids, [waiting.as_str()], "the lease holds until its end");
+
+    let again = store.claim(claim("a", 5, 30_002)).await.expect("claim");
+    assert_eq!(again.len(), 1, "the lapsed claim");
+    assert_eq!(again[0].claim.id, running);
+    assert_eq!(again[0].record.attempts, 2);
+    assert_eq!(again[0].record.history.len(), 2);
+    let done = koan::Finish::Succeeded {
+        result: json!(null),
+        truncated: false,
+    };
+    assert!(
+        !store
+            .finish(&token, done, at(30_003))
+            .await
+            .expect("finish")
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_store_finishes_the_queued_commands() {
+    let db = TempDb::new("drop-drains");
+    let mut ids = Vec::new();
+    {
+        let store = db.open();
+        for _ in 0..50 {
+            let new = job("a", "x");
+            ids.push(new.id.clone());
+            // Queued at the call; the answer is not awaited.
+            drop(store.push(new));
+        }
+    }
+    let store = db.open();
+    for id in &ids {
+        assert!(store.get(id).await.expect("get").is_some(), "job {id}");
+    }
+}
+
+/// A job whose parameters take `bytes` bytes.
+fn heavy(bytes: usize) -> NewJob {
+    let mut new = job("a", "x");
+    new.steps = vec![JobStep {
+        action: "x".to_owned(),
+        params: json!("x".repeat(bytes)),
+        timeout_ms: None,
+    }];
+    new
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_the_push_and_keeps_the_store_intact() {
+    let db = TempDb::new("full-disk");
+    let store = db.open();
+    let mut kept = Vec::new();
+    for _ in 0..5 {
+        kept.push(store.push(heavy(2_000)).await.expect("push").record);
+    }
+    store.limit_pages_for_test(1).await.expect("a page cap");
+
+    let mut refused = None;
+    for _ in 0..100 {
+        let new = heavy(20_000);
+        let id = new.id.clone();
+        match store.push(new).await {
+            Ok(pushed) => kept.push(pushed.record),
+            Err(err) => {
+                refused = Some((id, err));
+                break;
+            }
+        }
+    }
+    let (id, err) = refused.expect("a push refused once the file is full");
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+    let prefix = format!("job store {} could not store job `{id}`", store.describe());
+    assert!(err.to_string().starts_with(&prefix), "{err}");
+    assert_eq!(
+        store.get(&id).await.expect("get"),
+        None,
+        "nothing half-written"
+    );
+
+    // Other commands, and a burst of them in one batch, still work.
+    let reads: Vec<_> = kept.iter().map(|r| store.get(&r.id)).collect();
+    let failing = store.push(heavy(20_000));
+    for (read, r) in reads.into_iter().zip(&kept) {
+        assert_eq!(read.await.expect("get").as_ref(), Some(r));
+    }
+    assert_eq!(
+        failing.await.expect_err("still full").kind(),
+        ErrorKind::StoreUnavailable
+    );
+    let counts = store.counts(None).await.expect("counts");
+    assert_eq!(counts.get(JobState::Queued), kept.len() as u64);
+
+    let check = Connection::open(db.path()).expect("a second connection");
+    let verdict: String = check
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .expect("an integrity check");
+    assert_eq!(verdict, "ok");
+
+    store
+        .limit_pages_for_test(1 << 30)
+        .await
+        .expect("the cap lifted");
+    assert!(store.push(heavy(20_000)).await.expect("push").created);
+}
