@@ -43,9 +43,7 @@ impl ApiError {
             ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::ShuttingDown
             | ErrorKind::ServiceUnavailable
-            | ErrorKind::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -265,10 +265,12 @@ async fn unknown_things_are_404() -> anyhow::Result<()> {
     let message = error_message(&body, "not_found")?;
     assert!(message.contains("/api/nothing/here"), "{message}");
 
-    let (status, body) = call(api.get("/api/actions/no-such-id")).await?;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let message = error_message(&body, "unknown_action_id")?;
-    assert!(message.contains("no-such-id"), "{message}");
+    for route in ["/api/jobs/no-such-id", "/api/actions/no-such-id"] {
+        let (status, body) = call(api.get(route)).await?;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let message = error_message(&body, "unknown_job")?;
+        assert!(message.contains("no-such-id"), "{message}");
+    }
     api.stop().await
 }
 
@@ -320,34 +322,49 @@ async fn full_mailbox_is_429() -> anyhow::Result<()> {
     let host = koan::testing::host().instance(gate).build()?.start();
     let api = Api::open(host).await?;
 
-    // One action runs (held by the test) …
+    // One action runs as a job (held by the test) …
     let (status, first) = call(api.post("/api/services/gate/actions/hold?wait=false")).await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{first}");
     within("the first action to start", started.notified()).await?;
-    // … one waits in the mailbox of one …
-    let (status, second) = call(api.post("/api/services/gate/actions/hold?wait=false")).await?;
-    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
-    // … and the next is refused.
+    // … one caller waits in the mailbox of one …
+    let second = tokio::spawn(call(api.post("/api/services/gate/actions/hold")));
+    within("the second call to be queued", async {
+        loop {
+            let (_, status) = call(api.get("/api/services/gate/status")).await?;
+            if status["queue_depth"] == 1 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await??;
+    // … and the next caller is refused at once.
     let (status, body) = call(api.post("/api/services/gate/actions/quick")).await?;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     error_message(&body, "busy")?;
-    let (status, body) = call(api.post("/api/services/gate/actions/quick?wait=false")).await?;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    error_message(&body, "busy")?;
+    // A job is not refused: it waits in the store, not in the mailbox.
+    let (status, third) = call(api.post("/api/services/gate/actions/quick?wait=false")).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{third}");
 
-    // Released, both held actions finish and the service takes work again.
+    // Released, both held actions finish, the job runs and the service takes work again.
     release.add_permits(2);
-    // Once the second has started, the mailbox is empty again.
-    within("the second action to start", started.notified()).await?;
-    let (status, body) = call(api.post("/api/services/gate/actions/quick")).await?;
+    let (status, body) = within("the second caller's answer", second).await???;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["result"], 1);
-    for accepted in [&first, &second] {
+    assert_eq!(body["result"], "released");
+    for (accepted, result) in [(&first, json!("released")), (&third, json!(1))] {
         let url = accepted["status_url"].as_str().unwrap_or_default();
-        let (status, record) = call(api.get(url)).await?;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(record["state"], "succeeded", "{record}");
-        assert_eq!(record["result"], "released");
+        let record = within("the job to succeed", async {
+            loop {
+                let (status, record) = call(api.get(url)).await?;
+                assert_eq!(status, StatusCode::OK);
+                if record["state"] == "succeeded" {
+                    return anyhow::Ok(record);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await??;
+        assert_eq!(record["result"], result, "{record}");
     }
     api.stop().await
 }
@@ -443,19 +460,25 @@ async fn handler_error_is_500() -> anyhow::Result<()> {
     assert!(message.contains("the disk is full"), "{message}");
     assert!(message.contains("fail"), "{message}");
 
-    // Enqueued, the failure lands in the record.
+    // Enqueued, the failure lands in the job's record (and it waits for a retry).
     let (status, accepted) =
         call(api.post("/api/services/greeter/actions/fail?wait=false")).await?;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _) = call(
-        api.post("/api/services/greeter/actions/greet")
-            .json(&json!({ "name": "B", "times": 1 })),
-    )
-    .await?;
-    assert_eq!(status, StatusCode::OK);
-    let (_, record) = call(api.get(accepted["status_url"].as_str().unwrap_or_default())).await?;
-    assert_eq!(record["state"], "failed", "{record}");
-    assert_eq!(record["error"]["error"], "handler_error");
+    let url = accepted["status_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut record = Value::Null;
+    for _ in 0..500 {
+        record = call(api.get(&url)).await?.1;
+        if !record["error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(record["state"], "retrying", "{record}");
+    assert_eq!(record["error"]["error"], "handler_error", "{record}");
+    assert_eq!(record["attempts"], 1, "{record}");
     assert_eq!(record["result"], Value::Null);
     api.stop().await
 }

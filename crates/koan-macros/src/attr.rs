@@ -448,7 +448,10 @@ impl Parse for ActionArgs {
                     let n = input.parse::<syn::LitInt>()?;
                     let v: u32 = n.base10_parse()?;
                     if v < 1 {
-                        return Err(err(n.span(), "`max_attempts` must be at least 1 (1 = never retried)"));
+                        return Err(err(
+                            n.span(),
+                            "`max_attempts` must be at least 1 (1 = never retried)",
+                        ));
                     }
                     a.setters.push(quote!(.max_attempts(#v)));
                 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind,
-    HostHandle, JobState, RemoteCall, Service, ServiceContext, ServiceOptions, Transport,
+    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
+    JobState, RemoteCall, Service, ServiceContext, ServiceOptions, Transport,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -484,9 +484,16 @@ async fn panic_and_error_in_a_handler_are_reported_and_the_service_goes_on() -> 
     assert_eq!(record.state, JobState::Dead);
     assert_eq!((record.attempts, record.max_attempts), (3, 3));
     assert_eq!(record.history.len(), 3);
-    assert!(record.history.iter().all(|a| a.error.as_ref().is_some_and(|e| e.error == "handler_panic")));
+    assert!(
+        record
+            .history
+            .iter()
+            .all(|a| a.error.as_ref().is_some_and(|e| e.error == "handler_panic"))
+    );
     // Backoff doubles (1 s, then 2 s, ± 20 % jitter).
-    let gap = |i: usize| (record.history[i + 1].started_at - record.history[i].started_at).num_milliseconds();
+    let gap = |i: usize| {
+        (record.history[i + 1].started_at - record.history[i].started_at).num_milliseconds()
+    };
     assert!((800..=1300).contains(&gap(0)), "{}", gap(0));
     assert!((1600..=2500).contains(&gap(1)), "{}", gap(1));
 
@@ -565,11 +572,7 @@ async fn enqueue_returns_an_id_whose_outcome_and_record_follow() -> anyhow::Resu
     assert_eq!(result["to"], json!("gus@example.com"));
     assert_eq!(result["subject"], json!("hello"));
 
-    let e = host
-        .jobs()
-        .get("no-such-id")
-        .await
-        .expect_err("unknown id");
+    let e = host.jobs().get("no-such-id").await.expect_err("unknown id");
     assert_eq!(e.kind(), ErrorKind::UnknownJob);
 
     // Two tickets never share an id.

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Config, ErrorKind,
-    HostHandle, JobQuery, JobState, Service, ServiceContext,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Config, ErrorKind, HostHandle,
+    JobQuery, JobState, Service, ServiceContext,
 };
 use serde_json::json;
 use tokio::time::Instant;
@@ -22,42 +22,54 @@ struct Work {
 impl Service for Work {
     type Kind = Background;
     fn actions(a: &mut Actions<Self>) {
-        a.action("echo", |svc: Arc<Self>, n: u32, cx: ActionContext| async move {
-            let job = cx.job().map(|j| j.id.clone()).unwrap_or_default();
-            svc.runs
-                .lock()
-                .expect("runs")
-                .push((job, cx.attempt(), n));
-            Ok::<_, BoxError>(json!({
-                "n": n,
-                "job": cx.id(),
-                "attempt": cx.attempt(),
-                "key": cx.job().and_then(|j| j.idempotency_key.clone()),
-            }))
-        });
+        a.action(
+            "echo",
+            |svc: Arc<Self>, n: u32, cx: ActionContext| async move {
+                let job = cx.job().map(|j| j.id.clone()).unwrap_or_default();
+                svc.runs.lock().expect("runs").push((job, cx.attempt(), n));
+                Ok::<_, BoxError>(json!({
+                    "n": n,
+                    "job": cx.id(),
+                    "attempt": cx.attempt(),
+                    "key": cx.job().and_then(|j| j.idempotency_key.clone()),
+                }))
+            },
+        );
         // Fails until its third call.
-        a.action("flaky", |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-            let n = svc.flaky_calls.fetch_add(1, Ordering::SeqCst) + 1;
-            if n < 3 {
-                return Err(BoxError::from(format!("call {n} fails")));
-            }
-            Ok(n)
-        })
+        a.action(
+            "flaky",
+            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                let n = svc.flaky_calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n < 3 {
+                    return Err(BoxError::from(format!("call {n} fails")));
+                }
+                Ok(n)
+            },
+        )
         .max_attempts(2)
         .backoff(Duration::from_secs(10));
-        a.action("big", |_svc: Arc<Self>, n: usize, _cx: ActionContext| async move {
-            Ok::<_, BoxError>("x".repeat(n))
-        });
+        a.action(
+            "big",
+            |_svc: Arc<Self>, n: usize, _cx: ActionContext| async move {
+                Ok::<_, BoxError>("x".repeat(n))
+            },
+        );
         // Waits for its token, then says so.
-        a.action("wait", |_svc: Arc<Self>, (): (), cx: ActionContext| async move {
-            cx.cancelled().await;
-            Ok::<_, BoxError>("stopped")
-        });
+        a.action(
+            "wait",
+            |_svc: Arc<Self>, (): (), cx: ActionContext| async move {
+                cx.cancelled().await;
+                Ok::<_, BoxError>("stopped")
+            },
+        );
         // Ignores its token, but finishes half a second after its deadline.
-        a.action("late", |_svc: Arc<Self>, ms: u64, _cx: ActionContext| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok::<_, BoxError>("finished late")
-        });
+        a.action(
+            "late",
+            |_svc: Arc<Self>, ms: u64, _cx: ActionContext| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, BoxError>("finished late")
+            },
+        );
     }
 }
 
@@ -126,13 +138,25 @@ async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyho
     let runs = Arc::clone(&work.runs);
     let host = start(work).await?;
     let w = host.service("Work");
-    let first = w.action("echo", 1u32).idempotency_key("k").enqueue().await?;
-    let again = w.action("echo", 2u32).idempotency_key("k").enqueue().await?;
+    let first = w
+        .action("echo", 1u32)
+        .idempotency_key("k")
+        .enqueue()
+        .await?;
+    let again = w
+        .action("echo", 2u32)
+        .idempotency_key("k")
+        .enqueue()
+        .await?;
     assert_eq!(first.id(), again.id());
     assert!(!again.created(), "nothing new was stored");
     assert_eq!(again.outcome().await?.json()?["n"], json!(1));
     // Asked again after it ran: still the first job, still one run.
-    let late = w.action("echo", 3u32).idempotency_key("k").enqueue().await?;
+    let late = w
+        .action("echo", 3u32)
+        .idempotency_key("k")
+        .enqueue()
+        .await?;
     assert_eq!(late.id(), first.id());
     koan::testing::settle().await;
     assert_eq!(runs.lock().expect("runs").len(), 1);
@@ -239,7 +263,11 @@ async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> an
     later.outcome().await?;
     assert!(t0.elapsed() >= Duration::from_secs(30));
     assert_eq!(
-        runs.lock().expect("runs").iter().map(|r| r.2).collect::<Vec<_>>(),
+        runs.lock()
+            .expect("runs")
+            .iter()
+            .map(|r| r.2)
+            .collect::<Vec<_>>(),
         [1]
     );
     let never_id = never.id().to_owned();
@@ -277,8 +305,16 @@ async fn results_over_the_cap_are_cut_and_flagged() -> anyhow::Result<()> {
         "[koan.background_services.jobs]\nresult_max_bytes = 100\n",
     )
     .await?;
-    let small = host.service("Work").action("big", 10usize).enqueue().await?;
-    let large = host.service("Work").action("big", 1000usize).enqueue().await?;
+    let small = host
+        .service("Work")
+        .action("big", 10usize)
+        .enqueue()
+        .await?;
+    let large = host
+        .service("Work")
+        .action("big", 1000usize)
+        .enqueue()
+        .await?;
     let (small_id, large_id) = (small.id().to_owned(), large.id().to_owned());
     small.outcome().await?;
     large.outcome().await?;
@@ -326,15 +362,21 @@ async fn a_job_that_finishes_within_the_grace_after_its_deadline_is_recorded_as_
 }
 
 #[tokio::test(start_paused = true)]
-async fn without_a_durable_store_queued_jobs_run_within_the_shutdown_grace() -> anyhow::Result<()>
-{
+async fn without_a_durable_store_queued_jobs_run_within_the_shutdown_grace() -> anyhow::Result<()> {
     let work = Work::default();
     let runs = Arc::clone(&work.runs);
     let host = start(work).await?;
     assert!(!host.jobs().is_durable());
     let mut ids = Vec::new();
     for n in 0..20u32 {
-        ids.push(host.service("Work").action("echo", n).enqueue().await?.id().to_owned());
+        ids.push(
+            host.service("Work")
+                .action("echo", n)
+                .enqueue()
+                .await?
+                .id()
+                .to_owned(),
+        );
     }
     host.shutdown();
     host.wait().await.into_result()?;

@@ -506,10 +506,7 @@ async fn no_wait_prints_the_id_and_status_url() -> anyhow::Result<()> {
     let id = value("id");
     assert!(!id.is_empty(), "{out}");
     assert_eq!(value("correlation_id"), "nw-1");
-    assert_eq!(
-        value("status_url"),
-        format!("{}/api/jobs/{id}", live.url)
-    );
+    assert_eq!(value("status_url"), format!("{}/api/jobs/{id}", live.url));
     let record = live.host.jobs().get(&id).await?;
     assert_eq!(record.correlation_id, "nw-1");
 

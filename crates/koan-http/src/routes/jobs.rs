@@ -51,12 +51,17 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<JobQuery, ApiError> {
             "action" => out.action = Some(bounded(k, v)?.to_owned()),
             "cursor" => out.cursor = Some(bounded(k, v)?.to_owned()),
             "limit" => {
-                let n: usize = v.trim().parse().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_parameters",
-                        "query parameter `limit` must be a whole number from 1 to 500",
-                    )
-                })?;
+                let n: usize = v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=500).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_parameters",
+                            "query parameter `limit` must be a whole number from 1 to 500",
+                        )
+                    })?;
                 out.limit = Some(n);
             }
             other => {

@@ -263,7 +263,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     match v.to_str() {
-        Ok(s) if !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+        Ok(s)
+            if !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) =>
+        {
             Ok(Some(s.to_owned()))
         }
         _ => Err(ApiError::bad_request(
@@ -346,7 +348,10 @@ async fn run_action(
         req = req.correlation_id(c);
     }
     if q.wait {
-        let out = req.execute().await.map_err(|e| outcome_unknown(e, service, action))?;
+        let out = req
+            .execute()
+            .await
+            .map_err(|e| outcome_unknown(e, service, action))?;
         let cid = out.correlation_id().to_owned();
         let body = json!({
             "service": service,

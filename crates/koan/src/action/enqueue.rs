@@ -10,7 +10,9 @@ use super::correlation::{Correlation, new_id};
 use super::declare::Resolved;
 use super::payload::Payload;
 use super::request::{ActionOutput, ActionRequest, ActionTicket, Step, When};
-use super::route::{find_local, local_cell, poke_cell, prepare, reject, remote_call, wait_poke, Prepared};
+use super::route::{
+    Prepared, find_local, local_cell, poke_cell, prepare, reject, remote_call, wait_poke,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::job::{JobStep, JobTicket, NewJob, new_job_id};
@@ -118,11 +120,7 @@ impl ActionRequest {
                 .increment(1);
             inner.jobs.wake();
         }
-        Ok(JobTicket::stored(
-            self.host,
-            &pushed.record,
-            pushed.created,
-        ))
+        Ok(JobTicket::stored(self.host, &pushed.record, pushed.created))
     }
 
     /// Hands the work to its service and returns at once, with a ticket whose

@@ -12,7 +12,7 @@ use super::context::JobMeta;
 use super::correlation::Correlation;
 use super::payload::Payload;
 use super::request::{ActionOutput, ActionRequest, Step, Target};
-use super::route::{find_local, poke_cell, prepare, remote_call, wait_poke, Prepared};
+use super::route::{Prepared, find_local, poke_cell, prepare, remote_call, wait_poke};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::transport::Transport;

@@ -234,6 +234,27 @@ impl Mailbox {
     }
 
     /// Refuses new jobs and hands back every queued one, so each can be answered.
+    /// Takes out the calls of waiting callers, leaving stored jobs' runs queued (the
+    /// mailbox stays open for them while the host stops).
+    pub(crate) fn take_callers(&self) -> Vec<Job> {
+        let taken: Vec<Job> = {
+            let mut st = self.lock();
+            let mut taken = Vec::new();
+            for (_, q) in st.queues.iter_mut() {
+                let (calls, runs): (std::collections::VecDeque<Job>, _) =
+                    std::mem::take(q).into_iter().partition(|j| j.job.is_none());
+                *q = runs;
+                taken.extend(calls);
+            }
+            st.len -= taken.len();
+            let left = st.len;
+            self.len.store(left, AtomicOrdering::Relaxed);
+            self.depth.set(left as f64);
+            taken
+        };
+        taken
+    }
+
     pub(crate) fn close(&self) -> Vec<Job> {
         let drained: Vec<Job> = {
             let mut st = self.lock();

@@ -354,5 +354,4 @@ impl ActionRequest {
         }
         self
     }
-
 }

@@ -90,7 +90,9 @@ pub(super) fn prepare(
         );
         return Err(reject(cell, action.as_str(), e));
     }
-    if host.stopping.load(Ordering::Acquire) {
+    // While the host stops, only stored jobs' runs are let through (the runner
+    // decides whether they may still run).
+    if host.stopping.load(Ordering::Acquire) && job.is_none() {
         let e = Error::shutting_down(&format!("action `{}` of `{}`", action.as_str(), cell.name));
         return Err(reject(cell, action.as_str(), e));
     }
@@ -165,7 +167,11 @@ pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<S
     find_local(&host.inner, target).cloned()
 }
 
-pub(super) fn remote_call(target: &Target, step: Step, correlation: &Correlation) -> Result<RemoteCall> {
+pub(super) fn remote_call(
+    target: &Target,
+    step: Step,
+    correlation: &Correlation,
+) -> Result<RemoteCall> {
     let params = match step.params {
         Some(p) => p.into_json()?,
         None => Value::Null,

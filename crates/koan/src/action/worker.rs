@@ -203,10 +203,7 @@ where
 /// Sends the outcome to the caller through its reply channel; the outcome comes back
 /// when there is no such channel.
 #[must_use]
-pub(crate) fn answer(
-    job: &mut Job,
-    outcome: Result<Payload>,
-) -> Option<Result<Payload>> {
+pub(crate) fn answer(job: &mut Job, outcome: Result<Payload>) -> Option<Result<Payload>> {
     job.answered = true;
     match job.reply.take() {
         Some(reply) => {
@@ -217,9 +214,15 @@ pub(crate) fn answer(
     }
 }
 
-/// Answers every job of a closing mailbox with `ShuttingDown`.
-pub(crate) fn refuse_all(cell: &ServiceCell) {
-    for mut job in cell.mailbox.close() {
+/// Answers every job of a closing mailbox with `ShuttingDown` (`callers_only`: only
+/// the calls of waiting callers, and the mailbox stays open for stored jobs' runs).
+pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
+    let jobs = if callers_only {
+        cell.mailbox.take_callers()
+    } else {
+        cell.mailbox.close()
+    };
+    for mut job in jobs {
         let e = Error::shutting_down(&format!("action `{}` of `{}`", job.entry.name, cell.name));
         if let Some(m) = job.entry.metrics.get() {
             m.record(

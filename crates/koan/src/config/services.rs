@@ -13,7 +13,8 @@ use crate::schedule::Schedule;
 use crate::service::{ScheduleSpec, ServiceOptions};
 
 const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, jobs, services";
-const JOB_KEYS: &str = "lease_seconds, poll_ms, result_max_bytes, retention_hours, retention_max_mb";
+const JOB_KEYS: &str =
+    "lease_seconds, poll_ms, result_max_bytes, retention_hours, retention_max_mb";
 const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, max_concurrency, mailbox_capacity, settings";
 
 /// Overrides of one service, as configured.
@@ -145,23 +146,33 @@ impl BackgroundServicesConfig {
                         let j = &mut out.jobs;
                         match jkey {
                             "leaseseconds" => {
-                                j.lease = Duration::from_secs(positive(jnode, jspelling, &jsec, "seconds")?)
+                                j.lease = Duration::from_secs(positive(
+                                    jnode, jspelling, &jsec, "seconds",
+                                )?)
                             }
                             "pollms" => {
-                                j.poll = Duration::from_millis(positive(jnode, jspelling, &jsec, "milliseconds")?)
+                                j.poll = Duration::from_millis(positive(
+                                    jnode,
+                                    jspelling,
+                                    &jsec,
+                                    "milliseconds",
+                                )?)
                             }
                             "resultmaxbytes" => {
                                 j.result_max_bytes =
-                                    usize::try_from(positive(jnode, jspelling, &jsec, "bytes")?).unwrap_or(usize::MAX)
+                                    usize::try_from(positive(jnode, jspelling, &jsec, "bytes")?)
+                                        .unwrap_or(usize::MAX)
                             }
                             "retentionhours" => {
                                 j.retention = Duration::from_secs(
-                                    positive(jnode, jspelling, &jsec, "hours")?.saturating_mul(3600),
+                                    positive(jnode, jspelling, &jsec, "hours")?
+                                        .saturating_mul(3600),
                                 )
                             }
                             "retentionmaxmb" => {
                                 j.retention_max_bytes =
-                                    positive(jnode, jspelling, &jsec, "megabytes")?.saturating_mul(1024 * 1024)
+                                    positive(jnode, jspelling, &jsec, "megabytes")?
+                                        .saturating_mul(1024 * 1024)
                             }
                             _ => return Err(unknown(&jsec, jspelling, jnode, JOB_KEYS)),
                         }

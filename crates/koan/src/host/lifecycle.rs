@@ -213,16 +213,20 @@ async fn shutdown(
 ) {
     tracing::info!(grace = %fmt_duration(host.config.grace), "host stopping");
     let deadline = crate::util::after(Instant::now(), host.config.grace);
-    // Jobs first: the runner takes no more (after running the queued ones when they
+    // No new calls or jobs; callers waiting in a mailbox are answered now.
+    host.stopping.store(true, Ordering::Release);
+    for cell in host.registry.all() {
+        refuse_all(cell, true);
+    }
+    // Then jobs: the runner takes no more (after running the queued ones when they
     // would not survive), and the running ones get the grace.
     if host.startup_done.load(Ordering::Acquire) {
         host.jobs.stop(host, deadline).await;
     }
-    host.stopping.store(true, Ordering::Release);
     host.stop_request.cancel();
     // Nothing accepted is dropped: queued actions are answered `ShuttingDown` now.
     for cell in host.registry.all() {
-        refuse_all(cell);
+        refuse_all(cell, false);
         // Queued periodic runs too: a driver that is aborted never answers them.
         if let Some(control) = &cell.control {
             control.close(&cell.name);

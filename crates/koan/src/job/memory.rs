@@ -93,9 +93,7 @@ impl JobStore for MemoryJobStore {
         if let Some(key) = &record.idempotency_key {
             inner.keys.insert(key.clone(), record.id.clone());
         }
-        inner
-            .jobs
-            .insert(record.id.clone(), (record.clone(), None));
+        inner.jobs.insert(record.id.clone(), (record.clone(), None));
         ready(Ok(Pushed {
             record,
             created: true,
@@ -137,11 +135,7 @@ impl JobStore for MemoryJobStore {
         ready(Ok(out))
     }
 
-    fn heartbeat(
-        &self,
-        claim: &Claim,
-        lease_until: DateTime<Utc>,
-    ) -> BoxFuture<'_, Result<bool>> {
+    fn heartbeat(&self, claim: &Claim, lease_until: DateTime<Utc>) -> BoxFuture<'_, Result<bool>> {
         let mut inner = self.lock();
         let held = match inner.jobs.get_mut(&claim.id) {
             Some((r, Some(t))) if *t == claim.token && r.state == JobState::Running => {
@@ -153,7 +147,12 @@ impl JobStore for MemoryJobStore {
         ready(Ok(held))
     }
 
-    fn finish(&self, claim: &Claim, how: Finish, now: DateTime<Utc>) -> BoxFuture<'_, Result<bool>> {
+    fn finish(
+        &self,
+        claim: &Claim,
+        how: Finish,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<bool>> {
         let mut inner = self.lock();
         let Some((r, token)) = inner.jobs.get_mut(&claim.id) else {
             return ready(Ok(false));
@@ -174,7 +173,13 @@ impl JobStore for MemoryJobStore {
         let inner = self.lock();
         let size = query.page_size();
         let iter: Box<dyn Iterator<Item = &(JobRecord, Option<String>)>> = match &query.cursor {
-            Some(c) => Box::new(inner.jobs.range::<String, _>(..c.clone()).rev().map(|(_, v)| v)),
+            Some(c) => Box::new(
+                inner
+                    .jobs
+                    .range::<String, _>(..c.clone())
+                    .rev()
+                    .map(|(_, v)| v),
+            ),
             None => Box::new(inner.jobs.values().rev()),
         };
         let mut jobs: Vec<JobRecord> = iter
@@ -286,7 +291,13 @@ impl JobStore for MemoryJobStore {
             .jobs
             .values()
             .filter(|(r, _)| r.state.is_final())
-            .map(|(r, _)| (r.finished_at.unwrap_or(r.created_at), r.id.clone(), r.weight() as u64))
+            .map(|(r, _)| {
+                (
+                    r.finished_at.unwrap_or(r.created_at),
+                    r.id.clone(),
+                    r.weight() as u64,
+                )
+            })
             .collect();
         finished.sort();
         let mut gone = 0;

@@ -231,9 +231,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         }
         // Sleep until the next job is due, a job is stored or one finishes.
         let mut wait = jobs.settings.poll;
-        if !store_failed
-            && let Ok(Some(at)) = jobs.store.next_due(&names).await
-        {
+        if !store_failed && let Ok(Some(at)) = jobs.store.next_due(&names).await {
             let now = host.config.clock.now();
             let until = (at - now).to_std().unwrap_or(Duration::ZERO);
             wait = wait.min(until.max(Duration::from_millis(5)));
@@ -249,8 +247,13 @@ pub(crate) async fn run(host: Arc<HostInner>) {
 async fn housekeeping(host: &HostInner) {
     let jobs = &host.jobs;
     let now = host.config.clock.now();
-    let older = now - chrono::Duration::from_std(jobs.settings.retention).unwrap_or(chrono::Duration::days(7));
-    match jobs.store.purge(older, jobs.settings.retention_max_bytes).await {
+    let older = now
+        - chrono::Duration::from_std(jobs.settings.retention).unwrap_or(chrono::Duration::days(7));
+    match jobs
+        .store
+        .purge(older, jobs.settings.retention_max_bytes)
+        .await
+    {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "forgot old finished jobs (retention)"),
         Err(e) => tracing::warn!(error = %e, "could not purge old jobs"),
@@ -396,12 +399,16 @@ async fn run_steps(
     let mut req = ActionRequest::new(handle, Target::Name(Arc::clone(&cell.name)))
         .correlation_id(record.correlation_id.clone());
     for step in record.steps() {
-        req = req.action_json(step.action, step.params).priority(record.priority);
+        req = req
+            .action_json(step.action, step.params)
+            .priority(record.priority);
         if let Some(ms) = step.timeout_ms {
             req = req.timeout(Duration::from_millis(ms));
         }
     }
-    let run = req.for_job(crate::action::JobMeta { info, token }).execute();
+    let run = req
+        .for_job(crate::action::JobMeta { info, token })
+        .execute();
     tokio::select! {
         r = run => r.map(|o| o.into_payload()),
         _ = fence.cancelled() => Err(Error::new(

@@ -116,8 +116,7 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Extends a claim to `lease_until`. `false`: the claim is no longer held (the
     /// run must stop, and its outcome will not be recorded).
-    fn heartbeat(&self, claim: &Claim, lease_until: DateTime<Utc>)
-    -> BoxFuture<'_, Result<bool>>;
+    fn heartbeat(&self, claim: &Claim, lease_until: DateTime<Utc>) -> BoxFuture<'_, Result<bool>>;
 
     /// Records how a claimed job ended, at `now`. `false`: the claim is no longer
     /// held, and nothing was written.

@@ -18,7 +18,9 @@ pub(crate) struct Waiters {
 }
 
 impl Waiters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<Result<Payload>>>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<Result<Payload>>>>> {
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 
