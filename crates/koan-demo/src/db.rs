@@ -60,6 +60,7 @@ impl Db {
             // the schema; `CREATE … IF NOT EXISTS` makes this idempotent.
             if schema.get().is_none() {
                 conn.execute_batch(SCHEMA)?;
+                migrate(&conn)?;
                 let _ = schema.set(());
             }
             f(&mut conn)
@@ -75,6 +76,20 @@ pub fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Brings a database made by an older demo up to date: translations keyed by the
+/// job that made them (so a job run twice stores its translation once).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_job_id: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('translations') WHERE name = 'job_id'")?
+        .exists([])?;
+    if !has_job_id {
+        conn.execute_batch("ALTER TABLE translations ADD COLUMN job_id TEXT")?;
+    }
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS translations_job ON translations(job_id) WHERE job_id IS NOT NULL",
+    )
 }
 
 /// The demo's tables.

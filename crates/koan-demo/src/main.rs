@@ -88,8 +88,12 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Jobs live in the demo's own database file: a 202 is a job on disk.
+    let jobs = koan_sqlite::SqliteJobStore::open(&args.db)
+        .with_context(|| format!("opening the job store in {}", args.db.display()))?;
     let only = args.services.clone();
     let mut builder = Host::builder()
+        .job_store(std::sync::Arc::new(jobs))
         .environment(environment)
         .config(config)
         .resource(koan_demo::db::Db::new(&args.db))

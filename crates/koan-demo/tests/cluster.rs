@@ -5,6 +5,8 @@
 
 #[path = "../../koan-nats/tests/common/mod.rs"]
 mod common;
+#[path = "support/demo.rs"]
+mod demo;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -13,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{NatsServer, PATIENCE, TempDir, within};
+use demo::Demo;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -21,110 +24,6 @@ const THE_REST: &str = "DatabaseMigrationService,DataCleanupService,SystemHealth
 
 /// How long one translation takes in the process that is killed.
 const SLOW: Duration = Duration::from_millis(1000);
-
-/// A running `koan-demo` process; killed (SIGKILL) on drop.
-struct Demo {
-    name: String,
-    child: Option<Child>,
-    base: String,
-    db: PathBuf,
-    log: PathBuf,
-}
-
-impl Demo {
-    /// Starts `koan-demo` hosting `services`, joined to `nats`, and waits until it
-    /// serves HTTP.
-    fn start(
-        dir: &Path,
-        name: &str,
-        nats: &str,
-        services: &str,
-        env: &[(&str, String)],
-    ) -> anyhow::Result<Demo> {
-        let db = dir.join(format!("{name}.db"));
-        let log = dir.join(format!("{name}.log"));
-        let mut out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_koan-demo"));
-        cmd.args([
-            "--http",
-            "127.0.0.1:0",
-            "--nats",
-            nats,
-            "--services",
-            services,
-        ])
-        .arg("--db")
-        .arg(&db)
-        // No `koan.toml` or `appsettings.json` of the developer's is picked up.
-        .current_dir(dir)
-        .env_remove("KOAN_CONFIG")
-        .env("RUST_LOG", "info")
-        // Redelivery after a crash comes quickly.
-        .env("KOAN__NATS__ACK_WAIT_SECONDS", "2")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(out.try_clone()?));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut demo = Demo {
-            name: name.to_owned(),
-            child: Some(child),
-            base: String::new(),
-            db,
-            log,
-        };
-        // Read stdout for the address, then keep draining it into the log.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                let _ = writeln!(out, "{line}");
-            }
-        });
-        match rx.recv_timeout(PATIENCE) {
-            Ok(base) => demo.base = base,
-            Err(_) => anyhow::bail!(
-                "{name} never said where it listens; its log:\n{}",
-                demo.log()
-            ),
-        }
-        Ok(demo)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix), and reap.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- log of {} ---\n{}", self.name, self.log());
-        }
-    }
-}
 
 fn slow_translation_env(delay: Duration, concurrency: usize) -> Vec<(&'static str, String)> {
     vec![
@@ -210,11 +109,15 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
     let mut p1 = Demo::start(
         dir.path(),
         "p1",
-        &nats,
-        "TranslationService",
+        &["--nats", &nats, "--services", "TranslationService"],
         &slow_translation_env(SLOW, 1),
     )?;
-    let p2 = Demo::start(dir.path(), "p2", &nats, THE_REST, &[])?;
+    let p2 = Demo::start(
+        dir.path(),
+        "p2",
+        &["--nats", &nats, "--services", THE_REST],
+        &[],
+    )?;
 
     // A translation through P2's HTTP API runs in P1.
     let (status, body) = json_of(
@@ -262,8 +165,7 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
     let mut p3 = Demo::start(
         dir.path(),
         "p3",
-        &nats,
-        "TranslationService",
+        &["--nats", &nats, "--services", "TranslationService"],
         &slow_translation_env(Duration::from_millis(20), 4),
     )?;
 

@@ -7,6 +7,8 @@ use koan::{ActionContext, BackgroundService, BoxError, BuildContext, FromContext
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use rusqlite::OptionalExtension;
+
 use crate::db::{Db, now_secs};
 
 /// The seed's `TranslationOptions(FileId, From, To)`, plus the text to translate.
@@ -226,14 +228,30 @@ impl TranslationService {
             translated.clone(),
             cx.correlation_id().to_owned(),
         );
+        // A job may run again (its process died mid-run, or it was retried): keyed
+        // by the job id, its translation and outbox message are stored once.
+        let job_id = cx.job().map(|j| j.id.clone());
         let id = self
             .db
             .run(move |c| {
-                let tx = c.transaction()?;
+                // Immediate: the read below must not be a snapshot that a concurrent
+                // writer makes stale (SQLite would refuse the upgrade at once).
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                if let Some(job) = &job_id
+                    && let Some(id) = tx
+                        .query_row(
+                            "SELECT id FROM translations WHERE job_id = ?1",
+                            [job],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .optional()?
+                {
+                    return Ok(id);
+                }
                 tx.execute(
-                    "INSERT INTO translations (file_id, source_lang, target_lang, source_text, translated_text, status, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'completed', ?6)",
-                    (&o.file_id, &o.from, &o.to, &source, &t, now_secs()),
+                    "INSERT INTO translations (file_id, source_lang, target_lang, source_text, translated_text, status, created_at, job_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'completed', ?6, ?7)",
+                    (&o.file_id, &o.from, &o.to, &source, &t, now_secs(), &job_id),
                 )?;
                 let id = tx.last_insert_rowid();
                 let payload = serde_json::json!({ "translationId": id, "fileId": o.file_id, "to": o.to, "correlationId": corr });

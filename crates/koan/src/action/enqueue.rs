@@ -58,12 +58,33 @@ impl ActionRequest {
         let given = Correlation::Given(Arc::clone(&correlation));
         let id: Arc<str> = Arc::from(new_job_id());
         let call = remote_call(&self.target, step, &given)?;
+        let now = inner.config.clock.now();
+        let record = NewJob {
+            id: id.to_string(),
+            service: call.service.clone(),
+            steps: vec![JobStep {
+                action: call.action.clone(),
+                params: call.params.clone(),
+                timeout_ms: call
+                    .timeout
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            }],
+            priority: call.priority,
+            correlation_id: correlation.to_string(),
+            idempotency_key: self.idempotency_key.clone(),
+            created_at: now,
+            run_at: now,
+            max_attempts: 1,
+        }
+        .into_record();
         let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
         let what = format!("durable action `{}` of `{}`", call.action, call.service);
         // Waiting starts before the job exists, so its outcome cannot slip by.
         let wait = transport.outcome(&id);
         transport.enqueue(call, &id).await?;
+        inner.jobs.remote.insert(record);
         let (tx, rx) = oneshot::channel();
+        let (host, id2) = (Arc::clone(&inner), Arc::clone(&id));
         tokio::spawn(async move {
             // Queue time counts: the ticket is answered at the deadline at the latest.
             let r = match deadline {
@@ -75,7 +96,9 @@ impl ActionRequest {
                     ))
                 }),
             };
-            let _ = tx.send(r.map(Payload::Json));
+            let r = r.map(Payload::Json);
+            host.jobs.remote.finish(&id2, &r, host.config.clock.now());
+            let _ = tx.send(r);
         });
         Ok(JobTicket::remote(id, correlation, rx))
     }

@@ -32,7 +32,16 @@ impl Jobs {
 
     /// One job; `UnknownJob` when there is none with that id.
     pub async fn get(&self, id: &str) -> Result<JobRecord> {
-        self.store().get(id).await?.ok_or_else(|| unknown_job(id))
+        match self.store().get(id).await? {
+            Some(r) => Ok(r),
+            None => self
+                .host
+                .inner
+                .jobs
+                .remote
+                .get(id)
+                .ok_or_else(|| unknown_job(id)),
+        }
     }
 
     /// A page of jobs, newest first.

@@ -12,6 +12,7 @@ mod api;
 mod id;
 mod memory;
 mod record;
+mod remote;
 mod runner;
 mod store;
 mod ticket;

@@ -63,6 +63,8 @@ pub(crate) struct JobRunner {
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) settings: JobSettings,
     pub(crate) waiters: Waiters,
+    /// Jobs handed to the transport (services in other processes).
+    pub(crate) remote: super::remote::RemoteJobs,
     /// Per action: retry policies from configuration, over the declared ones.
     pub(crate) retry_overrides: HashMap<(String, String), RetryPolicy>,
     wake: Notify,
@@ -83,6 +85,7 @@ impl JobRunner {
             store,
             settings,
             waiters: Waiters::default(),
+            remote: super::remote::RemoteJobs::default(),
             retry_overrides,
             wake: Notify::new(),
             changed: Notify::new(),

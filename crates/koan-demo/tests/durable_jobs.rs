@@ -1,0 +1,177 @@
+//! Accepted work is never lost, tested as a user meets it: the real `koan-demo`
+//! binary with its SQLite file, 200 translations accepted with `?wait=false`, then
+//! SIGTERM or SIGKILL one second later, and a restart on the same file. Every job
+//! ends succeeded, and the translations table holds each file exactly once.
+
+#[path = "../../koan-nats/tests/common/mod.rs"]
+mod common;
+#[path = "support/demo.rs"]
+mod demo;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, TempDir};
+use demo::Demo;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const JOBS: usize = 200;
+
+/// 300 ms a translation, 4 at a time, and a lease of 2 s so that a dead process's
+/// claims lapse quickly.
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
+            "300".to_owned(),
+        ),
+        (
+            "KOAN__BACKGROUND_SERVICES__JOBS__LEASE_SECONDS",
+            "2".to_owned(),
+        ),
+    ]
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(PATIENCE).build()?)
+}
+
+/// Accepts `JOBS` translations through 16 concurrent clients; their job ids.
+async fn accept_all(client: &reqwest::Client, demo: &Demo) -> anyhow::Result<Vec<String>> {
+    let url = demo.url("/api/services/TranslationService/actions/translate?wait=false");
+    let mut ids = Vec::with_capacity(JOBS);
+    for chunk in (0..JOBS).collect::<Vec<_>>().chunks(16) {
+        let mut calls = Vec::new();
+        for &k in chunk {
+            let req = client
+                .post(&url)
+                .json(&json!({"fileId": format!("file-{k:03}"), "from": "en", "to": "fr"}));
+            calls.push(tokio::spawn(req.send()));
+        }
+        for call in calls {
+            let resp = call.await??;
+            let status = resp.status();
+            let body: Value = resp.json().await?;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            assert_eq!(
+                body["status_url"],
+                format!("/api/jobs/{}", body["id"].as_str().unwrap_or_default())
+            );
+            ids.push(body["id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    Ok(ids)
+}
+
+/// The job counts by state, from `/api/jobs/counts`.
+async fn counts(client: &reqwest::Client, demo: &Demo) -> anyhow::Result<Value> {
+    let body: Value = client
+        .get(demo.url("/api/jobs/counts"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body)
+}
+
+/// Waits until every job has succeeded.
+async fn all_succeeded(client: &reqwest::Client, demo: &Demo) -> anyhow::Result<()> {
+    let deadline = Instant::now() + 4 * PATIENCE;
+    loop {
+        let c = counts(client, demo).await?;
+        if c["counts"]["succeeded"] == JOBS {
+            return Ok(());
+        }
+        for bad in ["dead", "cancelled", "retrying"] {
+            assert_eq!(c["counts"][bad], 0, "no job may fail: {c}");
+        }
+        anyhow::ensure!(Instant::now() < deadline, "jobs still not done: {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rows of `translations` per file id.
+fn translations(path: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut st = conn.prepare("SELECT file_id, COUNT(*) FROM translations GROUP BY file_id")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    Ok(rows)
+}
+
+/// Every file translated exactly once; the attempts of every job.
+async fn check_exactly_once(
+    client: &reqwest::Client,
+    demo: &Demo,
+    ids: &[String],
+) -> anyhow::Result<Vec<u64>> {
+    let rows = translations(&demo.db)?;
+    assert_eq!(
+        rows.len(),
+        JOBS,
+        "every file translated: {} of {JOBS}",
+        rows.len()
+    );
+    let twice: Vec<_> = rows.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let mut attempts = Vec::new();
+    for id in ids {
+        let record: Value = client
+            .get(demo.url(&format!("/api/jobs/{id}")))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(record["state"], "succeeded", "{record}");
+        attempts.push(record["attempts"].as_u64().unwrap_or(0));
+    }
+    Ok(attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_jobs_survive_a_sigterm_and_each_runs_once() -> anyhow::Result<()> {
+    let dir = TempDir::new("durable-sigterm");
+    let client = client()?;
+    let mut first = Demo::start(dir.path(), "demo", &[], &env())?;
+    let ids = accept_all(&client, &first).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = counts(&client, &first).await?;
+    let status = first.terminate()?;
+    assert!(status.success(), "a clean stop: {status}");
+    assert!(
+        before["counts"]["succeeded"].as_u64().unwrap_or(0) < JOBS as u64,
+        "the stop came while jobs were queued: {before}"
+    );
+
+    let second = Demo::start(dir.path(), "demo", &[], &env())?;
+    all_succeeded(&client, &second).await?;
+    let attempts = check_exactly_once(&client, &second, &ids).await?;
+    // A SIGTERM lets running jobs finish within the grace: nothing ran twice.
+    assert!(attempts.iter().all(|a| *a == 1), "{attempts:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_jobs_survive_a_sigkill_and_the_interrupted_ones_run_again() -> anyhow::Result<()>
+{
+    let dir = TempDir::new("durable-sigkill");
+    let client = client()?;
+    let mut first = Demo::start(dir.path(), "demo", &[], &env())?;
+    let ids = accept_all(&client, &first).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.kill();
+
+    let second = Demo::start(dir.path(), "demo", &[], &env())?;
+    all_succeeded(&client, &second).await?;
+    let attempts = check_exactly_once(&client, &second, &ids).await?;
+    // Those running at the kill (at most 4 at a time) ran again once their claims
+    // lapsed, as attempt 2; their translation is still stored once.
+    let again = attempts.iter().filter(|a| **a == 2).count();
+    assert!((1..=4).contains(&again), "{attempts:?}");
+    assert!(attempts.iter().all(|a| *a == 1 || *a == 2), "{attempts:?}");
+    Ok(())
+}

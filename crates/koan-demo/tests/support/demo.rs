@@ -1,0 +1,134 @@
+//! A `koan-demo` process for tests: started on a free port with its own database,
+//! its log kept in a file (printed when a test fails), SIGTERM or SIGKILL on demand.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::common::PATIENCE;
+
+/// A running `koan-demo` process; killed (SIGKILL) on drop.
+pub(crate) struct Demo {
+    name: String,
+    child: Option<Child>,
+    base: String,
+    /// Its database file.
+    pub(crate) db: PathBuf,
+    log: PathBuf,
+}
+
+impl Demo {
+    /// Starts `koan-demo` with `args` (besides `--http` and `--db`), its database
+    /// `dir/<name>.db`, and waits until it serves HTTP.
+    pub(crate) fn start(
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Demo> {
+        let db = dir.join(format!("{name}.db"));
+        let log = dir.join(format!("{name}.log"));
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_koan-demo"));
+        cmd.args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            // No `koan.toml` or `appsettings.json` of the developer's is picked up.
+            .current_dir(dir)
+            .env_remove("KOAN_CONFIG")
+            .env("RUST_LOG", "info")
+            // Redelivery after a crash comes quickly.
+            .env("KOAN__NATS__ACK_WAIT_SECONDS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(out.try_clone()?));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut demo = Demo {
+            name: name.to_owned(),
+            child: Some(child),
+            base: String::new(),
+            db,
+            log,
+        };
+        // Read stdout for the address, then keep draining it into the log.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                let _ = writeln!(out, "{line}");
+            }
+        });
+        match rx.recv_timeout(PATIENCE) {
+            Ok(base) => demo.base = base,
+            Err(_) => anyhow::bail!(
+                "{name} never said where it listens; its log:\n{}",
+                demo.log()
+            ),
+        }
+        Ok(demo)
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), and reap.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits (within `PATIENCE`) for the process to exit; its exit
+    /// status.
+    pub(crate) fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                anyhow::bail!("{} did not exit within {PATIENCE:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- log of {} ---\n{}", self.name, self.log());
+        }
+    }
+}
