@@ -64,6 +64,8 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        // Colours only on a terminal: a log file or pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -80,6 +82,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = args.http {
         http.bind = addr;
     }
+    // The port and the token rule first: a taken port or an open bind must fail
+    // before the startup services (the database migration) run.
+    let listener = koan_http::bind(http).await?;
     let nats = match &args.nats {
         Some(url) => {
             let mut opts = koan_nats::NatsOptions::from_config(&config)?;
@@ -109,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         Some(n) => Some(n.attach(&host).await?),
         None => None,
     };
-    let server = koan_http::serve(host.clone(), http).await?;
+    let server = listener.serve(host.clone());
     println!("listening on http://{}", server.local_addr());
     let result = host.run_until_signal().await;
     if let Some(node) = node {

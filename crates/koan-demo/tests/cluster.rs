@@ -9,9 +9,7 @@ mod common;
 mod demo;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{NatsServer, PATIENCE, TempDir, within};

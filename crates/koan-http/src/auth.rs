@@ -1,8 +1,30 @@
-//! Bearer-token checks: constant-time comparison, and the token never logged.
+//! Bearer-token checks: constant-time comparison, and the token never logged. The
+//! layer checks the token of every mutating request before its body is read.
 
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::Response;
 
+use crate::AppState;
 use crate::error::ApiError;
+
+/// Refuses a mutating request (anything but `GET`, `HEAD`, `OPTIONS`) without the
+/// token, before any handler or extractor reads its body. Event streams check their
+/// own token, which may come in the query.
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    match check(state.options.token.as_deref(), req.headers(), None) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.closing(),
+    }
+}
 
 /// Compares two byte strings in time that depends only on their lengths.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -61,6 +61,17 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The answer with `Connection: close`: for a refusal sent before the request's
+    /// body was read, so the server does not wait for the rest of that body.
+    pub(crate) fn closing(self) -> Response {
+        let mut r = self.into_response();
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        r
+    }
 }
 
 impl From<koan::Error> for ApiError {

@@ -20,13 +20,23 @@
 //! Errors are JSON `{ "error": kind, "message": … }`: 400 bad input (naming the
 //! field), 401 token, 404 unknown, 409 disabled, 413 body too large, 429 busy,
 //! 503 shutting down, 504 timeout, 500 handler failure.
+//!
+//! Hardening: the token of a mutating request is checked before its body is read;
+//! a body must be JSON (415) and arrive within `body_read_timeout` (408); without a
+//! token, cross-site requests and non-loopback `Host` names are refused (403); a
+//! connection beyond the cap gets a 503; the dashboard is sent with a CSP.
 
 mod auth;
+mod body;
 mod dashboard;
 mod error;
+mod guard;
+mod listener;
 mod metrics;
 mod openapi;
 mod options;
+mod overflow;
+mod parse_errors;
 mod routes;
 mod server;
 
@@ -37,9 +47,10 @@ use koan::HostHandle;
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
+pub use listener::{Listener, ServeError, bind, serve};
 pub use metrics::install_metrics;
 pub use options::HttpOptions;
-pub use server::{ServeError, Server, serve};
+pub use server::Server;
 
 /// What every handler shares.
 #[derive(Clone)]

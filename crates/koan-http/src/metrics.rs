@@ -13,9 +13,25 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// process). Returns `false` when another recorder was installed first; `/metrics`
 /// then shows only the status gauges.
 pub fn install_metrics() -> bool {
-    HANDLE
+    let installed = HANDLE
         .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
-        .is_some()
+        .is_some();
+    if installed {
+        metrics::describe_counter!(
+            SSE_DROPPED,
+            "events not sent to an event-stream client that could not keep up"
+        );
+        // Shown from the start, at 0, so a scrape can tell "none lost" from "not counted".
+        metrics::counter!(SSE_DROPPED).increment(0);
+    }
+    installed
+}
+
+const SSE_DROPPED: &str = "koan_sse_dropped_total";
+
+/// Counts an event dropped for a slow event-stream client.
+pub(crate) fn sse_dropped() {
+    metrics::counter!(SSE_DROPPED).increment(1);
 }
 
 fn label(s: &str) -> String {

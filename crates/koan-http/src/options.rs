@@ -26,9 +26,12 @@ pub struct HttpOptions {
     /// it opens, or from the end of its previous answer — before it is closed
     /// (default 10 s; `None` waits forever, which lets idle clients hold slots).
     pub header_read_timeout: Option<Duration>,
-    /// Most connections served at once (default 1024); further ones wait in the
-    /// listen backlog until a slot frees.
+    /// Most connections served at once (default 1024). The listen backlog is as
+    /// long; a connection beyond the cap is answered at once with a 503 and closed.
     pub max_connections: usize,
+    /// How long a client may take to send a request body, from the end of its head
+    /// (default 10 s; `None` waits forever). A late body is answered with a 408.
+    pub body_read_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for HttpOptions {
@@ -41,6 +44,7 @@ impl std::fmt::Debug for HttpOptions {
             .field("max_sse_connections", &self.max_sse_connections)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
+            .field("body_read_timeout", &self.body_read_timeout)
             .finish()
     }
 }
@@ -55,6 +59,7 @@ impl Default for HttpOptions {
             max_sse_connections: 64,
             header_read_timeout: Some(Duration::from_secs(10)),
             max_connections: 1024,
+            body_read_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -69,12 +74,14 @@ struct Section {
     max_sse_connections: Option<usize>,
     header_read_timeout: Option<String>,
     max_connections: Option<usize>,
+    body_read_timeout: Option<String>,
 }
 
 impl HttpOptions {
     /// Reads `koan.http` (`bind`, `token`, `body_limit_bytes`, `cors_origins`,
-    /// `max_sse_connections`, `header_read_timeout` — e.g. `"10s"`, `"0s"` for none —,
-    /// `max_connections`) and the `KOAN_HTTP_TOKEN` variable, which wins.
+    /// `max_sse_connections`, `header_read_timeout` and `body_read_timeout` — e.g.
+    /// `"10s"`, `"0s"` for none —, `max_connections`) and the `KOAN_HTTP_TOKEN`
+    /// variable, which wins.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.http")?;
         let mut o = HttpOptions::default();
@@ -102,13 +109,10 @@ impl HttpOptions {
             o.max_sse_connections = m;
         }
         if let Some(t) = s.header_read_timeout {
-            let d = koan::parse_duration(&t).map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("`koan.http.header_read_timeout`: {}", e.message()),
-                )
-            })?;
-            o.header_read_timeout = (!d.is_zero()).then_some(d);
+            o.header_read_timeout = optional_duration("header_read_timeout", &t)?;
+        }
+        if let Some(t) = s.body_read_timeout {
+            o.body_read_timeout = optional_duration("body_read_timeout", &t)?;
         }
         if let Some(m) = s.max_connections {
             if m == 0 {
@@ -119,7 +123,32 @@ impl HttpOptions {
             }
             o.max_connections = m;
         }
+        o.validate()?;
         Ok(o)
+    }
+
+    /// Checks what the fields' types cannot: every CORS origin is one exact origin.
+    /// [`serve`](crate::serve) calls it too, for options built in code.
+    pub fn validate(&self) -> Result<(), Error> {
+        for origin in &self.cors_origins {
+            if origin.trim() == "*" {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "`koan.http.cors_origins` contains `*`: a wildcard cannot be combined with the \
+                     `Authorization` header the API needs; list each origin that may call it, \
+                     e.g. `[\"https://ops.example.com\"]`",
+                ));
+            }
+            if axum::http::HeaderValue::from_str(origin).is_err() || origin.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "`koan.http.cors_origins` entry {origin:?} is not an origin; write e.g. `https://ops.example.com`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Sets the token.
@@ -133,4 +162,15 @@ impl HttpOptions {
         self.bind = bind;
         self
     }
+}
+
+/// A duration setting where `"0s"` means none.
+fn optional_duration(key: &str, text: &str) -> Result<Option<Duration>, Error> {
+    let d = koan::parse_duration(text).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("`koan.http.{key}`: {}", e.message()),
+        )
+    })?;
+    Ok((!d.is_zero()).then_some(d))
 }

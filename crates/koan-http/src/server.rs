@@ -1,6 +1,6 @@
-//! Serving the router on its own: the loopback-or-token rule, the bound address,
-//! limits that keep slow or idle clients from holding the server, and graceful
-//! shutdown.
+//! Serving a bound listener: the connection cap (a connection beyond it gets a fast
+//! 503), hyper's header-read deadline, JSON bodies on hyper's own error answers, and
+//! graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,26 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::parse_errors::JsonParseErrors;
 use crate::{HttpOptions, router};
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// A non-loopback address without a token.
-    #[error(
-        "refusing to serve the control plane on {0} without a token: anyone who can reach it could run actions; \
-         set `koan.http.token` (or KOAN_HTTP_TOKEN), or bind to 127.0.0.1"
-    )]
-    OpenToNetwork(SocketAddr),
-    /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
 
 /// A running HTTP server.
 #[derive(Debug)]
@@ -57,36 +39,32 @@ impl Server {
     }
 }
 
-/// Serves the control plane of `host` on `options.bind`, until the host stops.
-///
-/// Binding to a non-loopback address without a token is refused. At most
-/// `options.max_connections` connections are served at once (further ones wait in
-/// the listen backlog), and a connection that has not sent a complete request head
-/// within `options.header_read_timeout` — a new one, or an idle keep-alive one — is
-/// closed.
-pub async fn serve(host: HostHandle, options: HttpOptions) -> Result<Server, ServeError> {
-    let bind = options.bind;
-    if !bind.ip().is_loopback() && options.token.is_none() {
-        return Err(ServeError::OpenToNetwork(bind));
-    }
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|source| ServeError::Bind { addr: bind, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr: bind, source })?;
+pub(crate) fn start(
+    listener: TcpListener,
+    addr: SocketAddr,
+    host: HostHandle,
+    options: HttpOptions,
+) -> Server {
+    let cap = options.max_connections.max(1);
     let limits = Limits {
         header_read_timeout: options.header_read_timeout,
-        slots: Arc::new(Semaphore::new(options.max_connections.max(1))),
+        slots: Arc::new(Semaphore::new(cap)),
+        // Refusals are cheap, but they are sockets too: a bounded number at once.
+        refusals: Arc::new(Semaphore::new(cap.max(MAX_REFUSALS))),
     };
     let app = router(host.clone(), options);
     let task = tokio::spawn(accept_loop(listener, app, host, limits));
-    Ok(Server { addr, task })
+    Server { addr, task }
 }
+
+/// Connections beyond the cap being answered 503 at once (each for at most a second);
+/// past that, a connection is closed without an answer.
+const MAX_REFUSALS: usize = 1024;
 
 struct Limits {
     header_read_timeout: Option<Duration>,
     slots: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
 }
 
 async fn accept_loop(
@@ -101,14 +79,6 @@ async fn accept_loop(
     let (close_tx, close_rx) = watch::channel(());
     let mut conns = JoinSet::new();
     loop {
-        // A free slot first: beyond the cap, new connections wait in the backlog.
-        let permit = tokio::select! {
-            _ = &mut stop => break,
-            p = Arc::clone(&limits.slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             _ = &mut stop => break,
             r = listener.accept() => match r {
@@ -124,6 +94,16 @@ async fn accept_loop(
             },
         };
         while conns.try_join_next().is_some() {}
+        let Ok(permit) = Arc::clone(&limits.slots).try_acquire_owned() else {
+            // Beyond the cap: a fast 503 rather than silence in the backlog.
+            if let Ok(refusal) = Arc::clone(&limits.refusals).try_acquire_owned() {
+                conns.spawn(async move {
+                    let _refusal = refusal;
+                    crate::overflow::refuse(stream).await;
+                });
+            }
+            continue;
+        };
         let service = TowerToHyperService::new(app.clone());
         let mut close_rx = close_rx.clone();
         let header_read_timeout = limits.header_read_timeout;
@@ -133,7 +113,8 @@ async fn accept_loop(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let io = TokioIo::new(JsonParseErrors::new(stream));
+            let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

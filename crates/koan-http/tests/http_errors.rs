@@ -154,7 +154,12 @@ async fn invalid_json_is_400() -> anyhow::Result<()> {
     assert!(message.contains("not valid JSON"), "{message}");
 
     // The seed's process-batch route parses its body the same way.
-    let (status, body) = call(api.post("/api/services/greeter/process-batch").body("[1,")).await?;
+    let (status, body) = call(
+        api.post("/api/services/greeter/process-batch")
+            .header("content-type", "application/json")
+            .body("[1,"),
+    )
+    .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     error_message(&body, "invalid_json")?;
     api.stop().await

@@ -1,6 +1,6 @@
 //! Limits that keep slow, idle or oversized clients from holding the server: the
 //! header-read timeout, the connection cap, hyper's header limits, and the token kept
-//! out of `Debug`.
+//! out of `Debug`. (A burst past the cap: `http_hardening_conn.rs`.)
 
 mod common;
 
@@ -69,7 +69,7 @@ async fn a_client_sending_its_headers_byte_by_byte_is_cut_off() -> anyhow::Resul
     let (mut rd, mut wr) = stream.into_split();
     // A request head that never ends, one byte at a time.
     let trickle = tokio::spawn(async move {
-        let head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        let head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
         for b in head.iter().copied().chain(std::iter::repeat(b'a')) {
             if wr.write_all(&[b]).await.is_err() {
                 return;
@@ -105,49 +105,13 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() -> anyhow::
     };
     let api = start(options).await?;
     let mut conn = TcpStream::connect(api.server_addr()).await?;
-    conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await?;
     // The answer comes, then the connection idles and the server closes it.
     let got = read_until_closed(&mut conn).await?;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
-    api.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_cap_wait_until_a_slot_frees() -> anyhow::Result<()> {
-    // No header timeout: only the cap decides, so the outcome does not depend on time.
-    let options = HttpOptions {
-        header_read_timeout: None,
-        max_connections: 2,
-        ..loopback()
-    };
-    let api = start(options).await?;
-    let addr = api.server_addr();
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut c = TcpStream::connect(addr).await?;
-        // A full exchange proves the server took this connection into a slot.
-        c.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await?;
-        let mut buf = [0u8; 1024];
-        let n = within("an answer on a held connection", c.read(&mut buf)).await??;
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-        held.push(c);
-    }
-    // A third client waits in the backlog while both slots are held.
-    let third = tokio::spawn({
-        let url = api.url("/health/live");
-        async move { reqwest::get(url).await.map(|r| r.status()) }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "served beyond the connection cap");
-    // Closing one held connection frees a slot: the waiting client is served.
-    drop(held.pop());
-    let status = within("the queued client", third).await???;
-    assert_eq!(status, StatusCode::OK);
-    drop(held);
     api.stop().await
 }
 
@@ -165,9 +129,19 @@ async fn idle_connections_filling_the_cap_time_out_and_new_clients_get_in() -> a
     for _ in 0..8 {
         silent.push(TcpStream::connect(addr).await?);
     }
-    // A real client still gets an answer once the silent ones are timed out.
-    let (status, _) = call(api.get("/health/live")).await?;
-    assert_eq!(status, StatusCode::OK);
+    // A real client still gets in once the silent ones are timed out (meanwhile,
+    // beyond the cap, it is told 503 rather than kept waiting).
+    within("a 200 once the silent connections timed out", async {
+        loop {
+            let (status, _) = call(api.get("/health/live")).await?;
+            if status == StatusCode::OK {
+                return anyhow::Ok(());
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await??;
     for mut s in silent {
         read_until_closed(&mut s).await?;
     }
@@ -180,7 +154,7 @@ async fn an_oversized_request_head_is_431() -> anyhow::Result<()> {
     // One header larger than hyper's read buffer (~400 KiB).
     let big = "a".repeat(512 * 1024);
     let mut c = TcpStream::connect(api.server_addr()).await?;
-    let req = format!("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let req = format!("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {big}\r\n\r\n");
     let _ = c.write_all(req.as_bytes()).await;
     let text = String::from_utf8_lossy(&read_until_closed(&mut c).await?).into_owned();
     assert!(
@@ -191,7 +165,7 @@ async fn an_oversized_request_head_is_431() -> anyhow::Result<()> {
 
     // More headers than hyper's default of 100.
     let mut c = TcpStream::connect(api.server_addr()).await?;
-    let mut req = String::from("GET /health/live HTTP/1.1\r\nHost: x\r\n");
+    let mut req = String::from("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for i in 0..150 {
         req.push_str(&format!("X-H{i}: v\r\n"));
     }
@@ -241,6 +215,17 @@ fn limits_are_read_from_configuration() -> anyhow::Result<()> {
     let defaults = HttpOptions::default();
     assert_eq!(defaults.header_read_timeout, Some(Duration::from_secs(10)));
     assert_eq!(defaults.max_connections, 1024);
+    assert_eq!(defaults.body_read_timeout, Some(Duration::from_secs(10)));
+
+    let config = Config::builder()
+        .toml("test", "[koan.http]\nbody_read_timeout = \"3s\"\n")?
+        .build();
+    let o = HttpOptions::from_config(&config)?;
+    assert_eq!(o.body_read_timeout, Some(Duration::from_secs(3)));
+    let config = Config::builder()
+        .toml("test", "[koan.http]\nbody_read_timeout = \"0s\"\n")?
+        .build();
+    assert_eq!(HttpOptions::from_config(&config)?.body_read_timeout, None);
     Ok(())
 }
 

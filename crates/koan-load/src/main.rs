@@ -11,8 +11,13 @@
 //! - `soak --duration 60s`: fluent, enqueued and HTTP calls mixed, for a chosen time,
 //!   reporting RSS, latency and counts every few seconds.
 //!
+//! - `attack slow-body|cardinality|burst`: the hostile clients of the control plane's
+//!   hardening (see `attack.rs`).
+//!
 //! Loopback only; every run is bounded in count and time. Exits non-zero when anything
 //! was lost or answered otherwise.
+
+mod attack;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -53,6 +58,8 @@ enum Mode {
         #[command(flatten)]
         common: Common,
     },
+    /// Hostile clients against the HTTP control plane.
+    Attack(attack::AttackArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -378,6 +385,9 @@ async fn start_host(c: &Common, http: bool) -> anyhow::Result<(HostHandle, Optio
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Mode::Attack(a) = args.mode {
+        return attack::run(a).await;
+    }
     let (name, common, soak) = match &args.mode {
         Mode::Fluent(c) => ("fluent", c.clone(), None),
         Mode::Http(c) => ("http", c.clone(), None),
@@ -394,6 +404,7 @@ async fn main() -> anyhow::Result<()> {
                 duration("report-every", report_every)?,
             )),
         ),
+        Mode::Attack(_) => unreachable!("handled above"),
     };
     let limit = duration("limit", &common.limit)?;
     let needs_http = matches!(args.mode, Mode::Http(_) | Mode::Soak { .. });

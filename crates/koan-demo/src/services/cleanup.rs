@@ -110,7 +110,7 @@ impl PeriodicService for DataCleanupService {
 
     async fn process_batch(&self, batch: BatchRequest, cx: ServiceContext) -> Result<(), BoxError> {
         if let Some(filter) = &batch.filter {
-            tracing::info!(filter = %filter, "process-batch filter (the demo cleans every old entry)");
+            tracing::info!(filter = ?filter, "process-batch filter (the demo cleans every old entry)");
         }
         let size = batch.batch_size.unwrap_or(self.settings.batch_size).max(1);
         self.cleanup(size, Some(1), &cx).await.map(drop)

@@ -1,6 +1,9 @@
 //! A `koan-demo` process for tests: started on a free port with its own database,
 //! its log kept in a file (printed when a test fails), SIGTERM or SIGKILL on demand.
 
+// Each test file uses its own part of this module.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

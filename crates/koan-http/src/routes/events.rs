@@ -87,8 +87,11 @@ async fn stream(
                     .is_none_or(|w| w.eq_ignore_ascii_case(env.name()))
                 {
                     // A client that cannot keep up loses events rather than slowing
-                    // the services (the subscription's drop-newest policy).
-                    let _ = tx.try_send(env);
+                    // the services (the subscription's drop-newest policy); each
+                    // loss is counted in `koan_sse_dropped_total`.
+                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(env) {
+                        crate::metrics::sse_dropped();
+                    }
                 }
             }
         })

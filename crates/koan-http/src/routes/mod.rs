@@ -8,6 +8,7 @@ mod services;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -49,6 +50,20 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Layers run from the last added to the first: the origin, then the token,
+        // then the body — so nothing is read for a request that will be refused.
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::body::read_json_body,
+        ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::auth::require_token,
+        ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::guard::same_site_only,
+        ))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state);
     if let Some(cors) = cors {
@@ -61,8 +76,10 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
+    // `HttpOptions::validate` refuses `*`, which `AllowOrigin::list` would panic on.
     let list: Vec<HeaderValue> = origins
         .iter()
+        .filter(|o| o.trim() != "*")
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
     Some(

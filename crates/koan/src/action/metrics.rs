@@ -52,8 +52,18 @@ impl ActionMetrics {
     }
 }
 
+/// The label of an action or service name the caller chose and the host does not
+/// know: labels come only from declared names, or every made-up name sent over HTTP
+/// would become a series kept for the life of the process.
+pub(crate) const UNKNOWN: &str = "<unknown>";
+
 /// Counts a rejection at the caller (busy, bad parameters, unknown action, …).
 pub(crate) fn rejected(service: &str, action: &str, kind: crate::ErrorKind) {
+    let (service, action) = match kind {
+        crate::ErrorKind::UnknownService => (UNKNOWN, UNKNOWN),
+        crate::ErrorKind::UnknownAction => (service, UNKNOWN),
+        _ => (service, action),
+    };
     counter!(
         "koan_actions_total",
         "service" => service.to_owned(),

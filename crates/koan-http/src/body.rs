@@ -1,0 +1,124 @@
+//! Request bodies: JSON only, no larger than `body_limit`, and sent within
+//! `body_read_timeout`. The body is read here, once, after the token and the origin
+//! were checked; handlers get it already in memory.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Reads the body of a request that has one, within the deadline and the limit,
+/// after checking that it is declared as JSON.
+pub(crate) async fn read_json_body(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !has_body(req.headers()) {
+        return next.run(req).await;
+    }
+    if !is_json(req.headers()) {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a request body must be JSON, sent with `Content-Type: application/json`",
+        )
+        .closing();
+    }
+    let limit = state.options.body_limit;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large().closing();
+    }
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, limit);
+    let bytes = match state.options.body_read_timeout {
+        Some(deadline) => match tokio::time::timeout(deadline, read).await {
+            Ok(r) => r,
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {deadline:?} (`koan.http.body_read_timeout`)"
+                    ),
+                )
+                .closing();
+            }
+        },
+        None => read.await,
+    };
+    match bytes {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) if is_length_limit(&e) => too_large().closing(),
+        Err(e) => {
+            ApiError::bad_request("bad_request", format!("cannot read the request body: {e}"))
+                .closing()
+        }
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than the configured limit (`koan.http.body_limit_bytes`)",
+    )
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Whether the request carries a body: a non-zero `Content-Length` or any
+/// `Transfer-Encoding`.
+fn has_body(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return true;
+    }
+    headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// `application/json` or `application/<anything>+json`, parameters allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    let Some(sub) = essence
+        .get(..12)
+        .filter(|p| p.eq_ignore_ascii_case("application/"))
+        .and_then(|_| essence.get(12..))
+    else {
+        return false;
+    };
+    sub.eq_ignore_ascii_case("json")
+        || sub
+            .len()
+            .checked_sub(5)
+            .and_then(|i| sub.get(i..))
+            .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+}

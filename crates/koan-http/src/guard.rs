@@ -1,0 +1,149 @@
+//! The tokenless mode's shield against browsers: without a token the API is meant
+//! for loopback clients only, so a request a web page made a browser send — a
+//! cross-site request (CSRF) or one sent to a name the attacker re-pointed at
+//! 127.0.0.1 (DNS rebinding) — is refused with a 403 before it reaches a handler.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use axum::extract::{Request, State};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Refuses, when no token is configured, a `Host` that is not a loopback name and a
+/// cross-site request (an `Origin` that is neither loopback nor listed in
+/// `cors_origins`, or `Sec-Fetch-Site: cross-site`). A top-level navigation (a link
+/// to the dashboard) is let through: it carries no body and reads nothing for the
+/// page that linked it.
+pub(crate) async fn same_site_only(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.options.token.is_some() {
+        return next.run(req).await;
+    }
+    match check(req.method(), req.headers(), &state.options.cors_origins) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.closing(),
+    }
+}
+
+fn check(method: &Method, headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
+    if let Some(host) = headers.get(header::HOST) {
+        let ok = host.to_str().ok().is_some_and(is_loopback_authority);
+        if !ok {
+            tracing::debug!(host = ?host, "refused a Host that is not a loopback name");
+            return Err(forbidden(
+                "without a token the API answers only to loopback names in `Host` (localhost, 127.x.x.x, [::1]); \
+                 configure `koan.http.token` to serve it under another name",
+            ));
+        }
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if let Some(origin) = origin
+        && allowed.iter().any(|a| a == origin)
+    {
+        return Ok(());
+    }
+    let navigation = matches!(*method, Method::GET | Method::HEAD)
+        && headers
+            .get("sec-fetch-mode")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"navigate"));
+    if navigation {
+        return Ok(());
+    }
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .is_some_and(|o| !o.to_str().ok().is_some_and(is_loopback_origin));
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if foreign_origin || cross_site {
+        tracing::debug!(origin = ?origin, "refused a cross-site request");
+        return Err(forbidden(
+            "without a token the API refuses cross-site requests (a foreign `Origin` or \
+             `Sec-Fetch-Site: cross-site`); list the origin in `koan.http.cors_origins` and \
+             configure `koan.http.token` to call it from another site",
+        ));
+    }
+    Ok(())
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with an optional port.
+fn is_loopback_authority(text: &str) -> bool {
+    let Ok(a) = text.parse::<Authority>() else {
+        return false;
+    };
+    if a.as_str().contains('@') {
+        return false;
+    }
+    is_loopback_host(a.host())
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return ip.is_loopback();
+    }
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<Ipv6Addr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
+}
+
+/// `http://` or `https://` and a loopback name, with an optional port.
+fn is_loopback_origin(text: &str) -> bool {
+    let Ok(uri) = text.parse::<Uri>() else {
+        return false;
+    };
+    let web = matches!(uri.scheme_str(), Some("http" | "https"));
+    web && uri
+        .authority()
+        .is_some_and(|a| is_loopback_authority(a.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_loopback_authority, is_loopback_origin};
+
+    #[test]
+    fn loopback_names() {
+        for ok in [
+            "localhost",
+            "LocalHost:8080",
+            "127.0.0.1",
+            "127.9.9.9:1",
+            "[::1]",
+            "[::1]:80",
+        ] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for bad in [
+            "attacker.example",
+            "localhost.attacker.example",
+            "10.0.0.1",
+            "[::2]",
+            "user@localhost",
+            "",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
+        assert!(is_loopback_origin("http://localhost:3000"));
+        assert!(is_loopback_origin("https://127.0.0.1"));
+        assert!(!is_loopback_origin("null"));
+        assert!(!is_loopback_origin("https://attacker.example"));
+        assert!(!is_loopback_origin("file://localhost"));
+    }
+}

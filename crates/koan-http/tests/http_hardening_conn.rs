@@ -1,0 +1,148 @@
+//! Connections: a burst past the cap gets a fast 503 instead of silence, and the
+//! answers hyper writes itself (a malformed request, an oversized URI or head) carry
+//! the same JSON error body as every other error.
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::{RawAnswer, exchange, head, read_answer};
+use common::{Api, PATIENCE, error_message, loopback, within};
+use koan::{BackgroundService, BoxError, ServiceContext};
+use koan_http::HttpOptions;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+#[koan::service(name = "Idle")]
+#[derive(Default)]
+struct IdleService;
+
+impl BackgroundService for IdleService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn start(options: HttpOptions) -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<IdleService>()
+        .build()?
+        .start();
+    Api::serve(host, options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_past_the_cap_is_answered_503_not_left_unanswered() -> anyhow::Result<()> {
+    let options = HttpOptions {
+        max_connections: 8,
+        ..loopback()
+    };
+    let api = start(options).await?;
+    let addr = api.server_addr();
+    // Eight event streams hold every slot; their 200 proves they were taken in.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = TcpStream::connect(addr).await?;
+        c.write_all(head("GET", "/api/events", &[]).as_bytes())
+            .await?;
+        let mut buf = [0u8; 12];
+        within(
+            "a stream's answer",
+            tokio::io::AsyncReadExt::read_exact(&mut c, &mut buf),
+        )
+        .await??;
+        assert_eq!(&buf, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&buf));
+        held.push(c);
+    }
+    // A burst of 40: every one gets a quick 503 with a JSON body and `Connection: close`.
+    let mut burst = JoinSet::new();
+    for _ in 0..40 {
+        let req = head("GET", "/health/live", &[]);
+        burst.spawn(async move { exchange(addr, req.as_bytes(), Duration::from_secs(2)).await });
+    }
+    while let Some(r) = within("the burst's answers", burst.join_next()).await? {
+        let a: RawAnswer = r??;
+        assert_eq!(a.status, 503, "{a:?}");
+        assert_eq!(a.header("connection"), Some("close"), "{a:?}");
+        error_message(&a.json()?, "too_many_connections")?;
+    }
+    // Once the streams close, slots free and the server answers again.
+    drop(held);
+    within("a 200 after the streams closed", async {
+        loop {
+            let req = head("GET", "/health/live", &["Connection: close"]);
+            let a = exchange(addr, req.as_bytes(), PATIENCE).await?;
+            if a.status == 200 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await??;
+    api.stop().await
+}
+
+/// Sends `request` and expects hyper's refusal `status` with a JSON body of `kind`.
+async fn refused(api: &Api, request: &[u8], status: u16, kind: &str) -> anyhow::Result<()> {
+    let mut c = TcpStream::connect(api.server_addr()).await?;
+    let _ = c.write_all(request).await;
+    let a = read_answer(&mut c, PATIENCE).await?;
+    assert_eq!(a.status, status, "{a:?}");
+    assert_eq!(a.header("content-type"), Some("application/json"), "{a:?}");
+    error_message(&a.json()?, kind)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_written_by_hyper_have_json_bodies() -> anyhow::Result<()> {
+    let api = start(loopback()).await?;
+    refused(&api, b"NOT HTTP AT ALL\r\n\r\n", 400, "bad_request").await?;
+    refused(
+        &api,
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n",
+        400,
+        "bad_request",
+    )
+    .await?;
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    refused(&api, long.as_bytes(), 414, "uri_too_long").await?;
+    let big = format!(
+        "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(512 * 1024)
+    );
+    refused(&api, big.as_bytes(), 431, "request_header_fields_too_large").await?;
+    let mut many = String::from("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    refused(
+        &api,
+        many.as_bytes(),
+        431,
+        "request_header_fields_too_large",
+    )
+    .await?;
+    // Ordinary answers are untouched, empty or not.
+    let a = exchange(
+        api.server_addr(),
+        head("GET", "/health/live", &["Connection: close"]).as_bytes(),
+        PATIENCE,
+    )
+    .await?;
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = exchange(
+        api.server_addr(),
+        head("GET", "/nowhere", &["Connection: close"]).as_bytes(),
+        PATIENCE,
+    )
+    .await?;
+    assert_eq!(a.status, 404, "{a:?}");
+    error_message(&a.json()?, "not_found")?;
+    api.stop().await
+}

@@ -1,0 +1,251 @@
+//! The tokenless (loopback) mode against browsers: cross-site requests and
+//! rebound `Host` names are refused; the dashboard is sent with a CSP and
+//! anti-framing headers; a CORS wildcard is a configuration error, not a panic.
+
+mod common;
+
+use common::raw::{exchange, head};
+use common::{Api, PATIENCE, error_message, header, loopback};
+use koan::{ActionContext, BackgroundService, BoxError, Config, ServiceContext};
+use koan_http::HttpOptions;
+use reqwest::StatusCode;
+
+#[koan::service(name = "Echo")]
+#[derive(Default)]
+struct EchoService;
+
+#[koan::actions]
+impl EchoService {
+    #[action("echo")]
+    async fn echo(
+        &self,
+        v: serde_json::Value,
+        _cx: &ActionContext,
+    ) -> Result<serde_json::Value, BoxError> {
+        Ok(v)
+    }
+}
+
+impl BackgroundService for EchoService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn start(options: HttpOptions) -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<EchoService>()
+        .build()?
+        .start();
+    Api::serve(host, options).await
+}
+
+const ACT: &str = "/api/services/echo/actions/echo";
+
+/// POSTs `{}` to the echo action with the given header lines (`Host` included).
+async fn post_raw(api: &Api, lines: &[&str]) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut req = format!("POST {ACT} HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n");
+    for l in lines {
+        req.push_str(l);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n{}");
+    let a = exchange(api.server_addr(), req.as_bytes(), PATIENCE).await?;
+    Ok((a.status, a.json()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_cross_site_post_does_not_run_the_action() -> anyhow::Result<()> {
+    let api = start(loopback()).await?;
+    // The finding: a form-like POST from a rebinding page.
+    let (status, body) = post_raw(
+        &api,
+        &[
+            "Host: attacker.example",
+            "Origin: http://attacker.example",
+            "Content-Type: text/plain",
+        ],
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+    error_message(&body, "forbidden")?;
+
+    let json = "Content-Type: application/json";
+    let refused: [&[&str]; 5] = [
+        &["Host: attacker.example", json],
+        &["Host: 127.0.0.1.nip.io:8080", json],
+        &["Host: 127.0.0.1", "Origin: https://attacker.example", json],
+        &["Host: 127.0.0.1", "Origin: null", json],
+        &["Host: localhost", "Sec-Fetch-Site: cross-site", json],
+    ];
+    for lines in refused {
+        let (status, body) = post_raw(&api, lines).await?;
+        assert_eq!(status, 403, "{lines:?}: {body}");
+        error_message(&body, "forbidden")?;
+    }
+    let allowed: [&[&str]; 4] = [
+        &["Host: 127.0.0.1", json],
+        &[
+            "Host: localhost:8080",
+            "Origin: http://localhost:8080",
+            json,
+        ],
+        &[
+            "Host: [::1]:8080",
+            "Origin: http://127.0.0.1:3000",
+            "Sec-Fetch-Site: same-site",
+            json,
+        ],
+        &["Host: 127.0.0.2", "Sec-Fetch-Site: same-origin", json],
+    ];
+    for lines in allowed {
+        let (status, body) = post_raw(&api, lines).await?;
+        assert_eq!(status, 200, "{lines:?}: {body}");
+    }
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_host_cannot_read_the_api_but_a_link_opens_the_dashboard() -> anyhow::Result<()> {
+    let api = start(loopback()).await?;
+    let addr = api.server_addr();
+    let req = format!(
+        "GET /api/services HTTP/1.1\r\nHost: attacker.example:{}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    );
+    let a = exchange(addr, req.as_bytes(), PATIENCE).await?;
+    assert_eq!(a.status, 403, "{a:?}");
+    error_message(&a.json()?, "forbidden")?;
+    // A cross-site fetch of an event stream is refused too…
+    let req = head(
+        "GET",
+        "/api/events",
+        &[
+            "Sec-Fetch-Site: cross-site",
+            "Sec-Fetch-Mode: cors",
+            "Connection: close",
+        ],
+    );
+    let a = exchange(addr, req.as_bytes(), PATIENCE).await?;
+    assert_eq!(a.status, 403, "{a:?}");
+    // …but following a link to the dashboard from another site works.
+    let req = head(
+        "GET",
+        "/",
+        &[
+            "Sec-Fetch-Site: cross-site",
+            "Sec-Fetch-Mode: navigate",
+            "Connection: close",
+        ],
+    );
+    let a = exchange(addr, req.as_bytes(), PATIENCE).await?;
+    assert_eq!(a.status, 200, "{a:?}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_other_names_and_origins_are_served() -> anyhow::Result<()> {
+    let api = start(loopback().with_token("s3cret")).await?;
+    let (status, body) = post_raw(
+        &api,
+        &[
+            "Host: koan.internal.example",
+            "Origin: https://ops.example.com",
+            "Content-Type: application/json",
+            "Authorization: Bearer s3cret",
+        ],
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_listed_for_cors_may_call_without_a_token() -> anyhow::Result<()> {
+    let options = HttpOptions {
+        cors_origins: vec!["https://ops.example.com".into()],
+        ..loopback()
+    };
+    let api = start(options).await?;
+    let (status, body) = post_raw(
+        &api,
+        &[
+            "Host: 127.0.0.1",
+            "Origin: https://ops.example.com",
+            "Sec-Fetch-Site: cross-site",
+            "Content-Type: application/json",
+        ],
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_sent_with_a_csp_and_cannot_be_framed() -> anyhow::Result<()> {
+    let api = start(loopback()).await?;
+    let resp = common::within("the dashboard", api.get("/").send()).await??;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers().clone();
+    let csp = header(&h, "content-security-policy")
+        .unwrap_or_default()
+        .to_owned();
+    for part in [
+        "default-src 'none'",
+        "script-src 'sha256-",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "CSP lacks {part}: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(header(&h, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(&h, "x-content-type-options"), Some("nosniff"));
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cors_wildcard_is_a_configuration_error_not_a_panic() -> anyhow::Result<()> {
+    let config = Config::builder()
+        .toml("test", "[koan.http]\ncors_origins = [\"*\"]\n")?
+        .build();
+    let err = match HttpOptions::from_config(&config) {
+        Ok(o) => anyhow::bail!("a wildcard origin was accepted: {o:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), koan::ErrorKind::Config);
+    let text = err.to_string();
+    assert!(
+        text.contains("cors_origins") && text.contains("https://"),
+        "{text}"
+    );
+
+    // Options built in code are checked when serving, instead of panicking.
+    let host = koan::testing::host()
+        .service::<EchoService>()
+        .build()?
+        .start();
+    common::within("startup", host.started()).await??;
+    let options = HttpOptions {
+        cors_origins: vec!["*".into()],
+        ..loopback()
+    };
+    let served = tokio::spawn(koan_http::serve(host.clone(), options));
+    match common::within("serve", served).await? {
+        Ok(Err(e)) => assert!(e.to_string().contains("cors_origins"), "{e}"),
+        Ok(Ok(s)) => anyhow::bail!("served on {} with a wildcard origin", s.local_addr()),
+        Err(join) => anyhow::bail!("serving panicked: {join}"),
+    }
+    // `router()` itself never panics on it either.
+    let _ = koan_http::router(
+        host.clone(),
+        HttpOptions {
+            cors_origins: vec!["*".into()],
+            ..loopback()
+        },
+    );
+    host.shutdown();
+    common::within("the host to stop", host.wait()).await?;
+    Ok(())
+}
