@@ -88,6 +88,9 @@ pub(crate) enum Command {
         #[arg(long)]
         event: Option<String>,
     },
+    /// Stored jobs (enqueued actions): list, show, retry, cancel, delete.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Print a shell completion script (bash, zsh, fish, …).
     Completions {
         /// The shell.
@@ -122,9 +125,74 @@ pub(crate) struct CallArgs {
     /// Correlation id to attach (sent as `X-Correlation-Id`).
     #[arg(long, value_name = "ID")]
     pub(crate) correlation_id: Option<String>,
-    /// Enqueue and return at once, printing the action's id and status URL.
+    /// Enqueue as a job and return once it is stored, printing its id and status URL.
     #[arg(long)]
     pub(crate) no_wait: bool,
+    /// With --no-wait: run the job no sooner than this from now, e.g. `30s`, `2h`.
+    #[arg(long, requires = "no_wait", conflicts_with = "at")]
+    pub(crate) delay: Option<String>,
+    /// With --no-wait: run the job no sooner than this RFC 3339 time.
+    #[arg(long, requires = "no_wait")]
+    pub(crate) at: Option<String>,
+    /// With --no-wait: a key that makes a repeated enqueue return the first job.
+    #[arg(long, requires = "no_wait", value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
+}
+
+/// `koanctl jobs …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state (scheduled, queued, running, succeeded, retrying,
+        /// dead, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only jobs of this action.
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many (1–500, default 50).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Continue after this id (the `next` the previous page printed).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// How many jobs are in each state.
+    Counts {
+        /// Only the jobs of this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Show one job: parameters, result or error, and every attempt.
+    Show {
+        /// The job's id.
+        id: String,
+    },
+    /// Run a dead, cancelled, retrying or succeeded job again now.
+    Retry {
+        /// The job's id.
+        id: String,
+    },
+    /// Retry every dead job (of one service, or all).
+    RetryDead {
+        /// Only the dead jobs of this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Cancel a job that has not finished.
+    Cancel {
+        /// The job's id.
+        id: String,
+    },
+    /// Forget a job that is not running.
+    Delete {
+        /// The job's id.
+        id: String,
+    },
 }
 
 #[cfg(test)]

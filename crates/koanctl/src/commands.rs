@@ -13,7 +13,7 @@ use crate::spinner::Spinner;
 use crate::sse::SseParser;
 
 /// Writes `text` to stdout (a trailing newline added when missing).
-fn emit(text: &str) -> std::io::Result<()> {
+pub(crate) fn emit(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {
@@ -23,7 +23,7 @@ fn emit(text: &str) -> std::io::Result<()> {
 }
 
 /// Writes `body` as compact JSON, one line.
-fn emit_json(body: &Value) -> std::io::Result<()> {
+pub(crate) fn emit_json(body: &Value) -> std::io::Result<()> {
     emit(&body.to_string())
 }
 
@@ -72,6 +72,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { service, event } => {
             events(&client, service.as_deref(), event.as_deref(), json).await
         }
+        Command::Jobs(cmd) => crate::jobs::run(&client, cmd, json).await,
         Command::Completions { .. } => Ok(()),
     }
 }
@@ -386,6 +387,12 @@ async fn call(
         if opts.no_wait {
             q.append_pair("wait", "false");
         }
+        if let Some(d) = &opts.delay {
+            q.append_pair("delay", d);
+        }
+        if let Some(at) = &opts.at {
+            q.append_pair("at", at);
+        }
     }
     if url.query() == Some("") {
         url.set_query(None);
@@ -393,6 +400,9 @@ async fn call(
     let mut req = client.request(Method::POST, url.clone());
     if let Some(cid) = &opts.correlation_id {
         req = req.header("x-correlation-id", cid);
+    }
+    if let Some(key) = &opts.idempotency_key {
+        req = req.header("idempotency-key", key);
     }
     req = match &body {
         Some(b) => req.json(b),

@@ -12,6 +12,7 @@
 mod cli;
 mod client;
 mod commands;
+mod jobs;
 mod output;
 mod spinner;
 mod sse;

@@ -741,3 +741,74 @@ async fn the_token_is_sent_as_a_bearer_header() -> anyhow::Result<()> {
     follower.kill()?;
     live.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    // Two enqueues with one key: one job.
+    let first = live
+        .run(&[
+            "--json",
+            "act",
+            "greeter",
+            "whoami",
+            "--no-wait",
+            "--idempotency-key",
+            "once",
+        ])
+        .await?
+        .json()?;
+    let again = live
+        .run(&[
+            "--json",
+            "act",
+            "greeter",
+            "whoami",
+            "--no-wait",
+            "--idempotency-key",
+            "once",
+        ])
+        .await?
+        .json()?;
+    let id = first["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["created"], false);
+    koan::testing::wait_for_job(&live.host, &id, koan::JobState::Succeeded).await;
+
+    let shown = live.run(&["jobs", "show", &id]).await?;
+    let text = shown.ok();
+    assert!(text.contains("state:") && text.contains("succeeded"), "{text}");
+    assert!(text.contains("idempotency_key: once"), "{text}");
+    assert!(text.contains("ATTEMPT"), "lists the attempts: {text}");
+
+    // A delayed job waits: cancelled, it is listed as such, then retried and deleted.
+    let later = live
+        .run(&["--json", "act", "greeter", "whoami", "--no-wait", "--delay", "1h"])
+        .await?
+        .json()?;
+    let later_id = later["id"].as_str().unwrap_or_default().to_owned();
+    let list = live.run(&["jobs", "list", "--state", "scheduled"]).await?;
+    assert!(list.ok().contains(&later_id), "{}", list.ok());
+    let cancelled = live.run(&["jobs", "cancel", &later_id]).await?;
+    assert!(cancelled.ok().contains("cancelled"), "{}", cancelled.ok());
+    let listed = live
+        .run(&["--json", "jobs", "list", "--state", "cancelled"])
+        .await?
+        .json()?;
+    assert_eq!(listed["jobs"][0]["id"], later_id.as_str());
+    let counts = live.run(&["--json", "jobs", "counts"]).await?.json()?;
+    assert_eq!(counts["counts"]["cancelled"], 1, "{counts}");
+    assert_eq!(counts["counts"]["succeeded"], 1, "{counts}");
+
+    // A cancelled job cannot be cancelled again: a clear error, exit code 1.
+    let refused = live.run(&["jobs", "cancel", &later_id]).await?;
+    assert!(refused.failed(1).contains("cancelled"), "{refused:?}");
+
+    let retried = live.run(&["jobs", "retry", &later_id]).await?;
+    assert!(retried.ok().contains("queued"), "{}", retried.ok());
+    koan::testing::wait_for_job(&live.host, &later_id, koan::JobState::Succeeded).await;
+    live.run(&["jobs", "delete", &later_id]).await?.ok();
+    let gone = live.run(&["jobs", "show", &later_id]).await?;
+    assert!(gone.failed(1).contains("no job with id"), "{gone:?}");
+    live.stop().await
+}

@@ -1,0 +1,207 @@
+//! `koanctl jobs …`: stored jobs through `/api/jobs`.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::cli::JobsCommand;
+use crate::client::{Client, check};
+use crate::commands::{emit, emit_json};
+use crate::output::{cell, field, fields, table, time};
+
+/// Runs one `jobs` subcommand.
+pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        JobsCommand::List {
+            state,
+            service,
+            action,
+            limit,
+            cursor,
+        } => {
+            let mut url = client.url(&["api", "jobs"]);
+            {
+                let mut q = url.query_pairs_mut();
+                for (k, v) in [
+                    ("state", state),
+                    ("service", service),
+                    ("action", action),
+                    ("limit", limit.map(|n| n.to_string())),
+                    ("cursor", cursor),
+                ] {
+                    if let Some(v) = v {
+                        q.append_pair(k, &v);
+                    }
+                }
+            }
+            if url.query() == Some("") {
+                url.set_query(None);
+            }
+            let req = client.request(Method::GET, url.clone());
+            let (status, body) = client.send(&url, req).await?;
+            let body = check(status, body)?;
+            if json {
+                return Ok(emit_json(&body)?);
+            }
+            Ok(emit(&list_text(&body))?)
+        }
+        JobsCommand::Counts { service } => {
+            let mut url = client.url(&["api", "jobs", "counts"]);
+            if let Some(s) = &service {
+                url.query_pairs_mut().append_pair("service", s);
+            }
+            let req = client.request(Method::GET, url.clone());
+            let (status, body) = client.send(&url, req).await?;
+            let body = check(status, body)?;
+            if json {
+                return Ok(emit_json(&body)?);
+            }
+            let rows: Vec<Vec<String>> = body["counts"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| vec![k.clone(), cell(v)]).collect())
+                .unwrap_or_default();
+            let mut text = table(&["STATE", "JOBS"], &rows);
+            text.push_str(&format!(
+                "store: {}{}\n",
+                field(&body, "store"),
+                if body["durable"] == true {
+                    ""
+                } else {
+                    " (not durable)"
+                }
+            ));
+            Ok(emit(&text)?)
+        }
+        JobsCommand::Show { id } => {
+            let body = client.get(&["api", "jobs", &id]).await?;
+            if json {
+                return Ok(emit_json(&body)?);
+            }
+            Ok(emit(&show_text(&body))?)
+        }
+        JobsCommand::Retry { id } => post(client, &["api", "jobs", &id, "retry"], json).await,
+        JobsCommand::Cancel { id } => post(client, &["api", "jobs", &id, "cancel"], json).await,
+        JobsCommand::RetryDead { service } => {
+            let mut url = client.url(&["api", "jobs", "retry-dead"]);
+            if let Some(s) = &service {
+                url.query_pairs_mut().append_pair("service", s);
+            }
+            let req = client.request(Method::POST, url.clone());
+            let (status, body) = client.send(&url, req).await?;
+            let body = check(status, body)?;
+            if json {
+                return Ok(emit_json(&body)?);
+            }
+            Ok(emit(&format!("retried {} dead jobs", field(&body, "retried")))?)
+        }
+        JobsCommand::Delete { id } => {
+            let url = client.url(&["api", "jobs", &id]);
+            let req = client.request(Method::DELETE, url.clone());
+            let (status, body) = client.send(&url, req).await?;
+            check(status, body)?;
+            Ok(emit(&format!("deleted {id}"))?)
+        }
+    }
+}
+
+/// POSTs to a job route and prints the job it answers with.
+async fn post(client: &Client, segments: &[&str], json: bool) -> anyhow::Result<()> {
+    let url = client.url(segments);
+    let req = client.request(Method::POST, url.clone());
+    let (status, body) = client.send(&url, req).await?;
+    let body = check(status, body)?;
+    if json {
+        return Ok(emit_json(&body)?);
+    }
+    Ok(emit(&format!(
+        "{} is {}",
+        field(&body, "id"),
+        field(&body, "state")
+    ))?)
+}
+
+fn list_text(body: &Value) -> String {
+    let rows: Vec<Vec<String>> = body["jobs"]
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| {
+                    vec![
+                        field(j, "id"),
+                        field(j, "state"),
+                        field(j, "service"),
+                        field(j, "action"),
+                        format!("{}/{}", field(j, "attempts"), field(j, "max_attempts")),
+                        time(&j["created_at"], 0),
+                        j["error"]["message"].as_str().map_or_else(
+                            || "-".to_owned(),
+                            |m| m.chars().take(60).collect(),
+                        ),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut text = table(
+        &[
+            "ID", "STATE", "SERVICE", "ACTION", "ATTEMPTS", "CREATED", "ERROR",
+        ],
+        &rows,
+    );
+    if let Some(next) = body["next_cursor"].as_str() {
+        text.push_str(&format!("next: koanctl jobs list --cursor {next}\n"));
+    }
+    text
+}
+
+fn show_text(j: &Value) -> String {
+    let mut text = fields(&[
+        ("id", field(j, "id")),
+        ("state", field(j, "state")),
+        ("service", field(j, "service")),
+        ("action", field(j, "action")),
+        ("params", cell(&j["params"])),
+        ("priority", field(j, "priority")),
+        ("correlation_id", field(j, "correlation_id")),
+        ("idempotency_key", field(j, "idempotency_key")),
+        ("created_at", time(&j["created_at"], 3)),
+        ("run_at", time(&j["run_at"], 3)),
+        ("finished_at", time(&j["finished_at"], 3)),
+        (
+            "attempts",
+            format!("{} of {}", field(j, "attempts"), field(j, "max_attempts")),
+        ),
+        (
+            "result",
+            if j["result_truncated"] == true {
+                format!("{} (cut)", cell(&j["result"]))
+            } else {
+                cell(&j["result"])
+            },
+        ),
+        ("error", j["error"]["message"].as_str().unwrap_or("-").to_owned()),
+    ]);
+    let rows: Vec<Vec<String>> = j["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|a| {
+                    vec![
+                        field(a, "attempt"),
+                        time(&a["started_at"], 3),
+                        time(&a["finished_at"], 3),
+                        field(a, "instance"),
+                        a["error"]["message"].as_str().unwrap_or("-").to_owned(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !rows.is_empty() {
+        text.push('\n');
+        text.push_str(&table(
+            &["ATTEMPT", "STARTED", "FINISHED", "INSTANCE", "ERROR"],
+            &rows,
+        ));
+    }
+    text
+}
