@@ -59,8 +59,7 @@ impl Db {
             // A process that hosts only some services (a cluster member) still gets
             // the schema; `CREATE … IF NOT EXISTS` makes this idempotent.
             if schema.get().is_none() {
-                conn.execute_batch(SCHEMA)?;
-                migrate(&conn)?;
+                init(&conn)?;
                 let _ = schema.set(());
             }
             f(&mut conn)
@@ -78,8 +77,14 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Brings a database made by an older demo up to date: translations keyed by the
-/// job that made them (so a job run twice stores its translation once).
+/// Creates the demo's tables, or brings a database made by an older demo up to date.
+pub fn init(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    migrate(conn)
+}
+
+/// Translations keyed by the job that made them (so a job run twice stores its
+/// translation once).
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let has_job_id: bool = conn
         .prepare("SELECT 1 FROM pragma_table_info('translations') WHERE name = 'job_id'")?

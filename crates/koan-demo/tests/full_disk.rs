@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use koan::{Config, HealthStatus, Host, HostHandle};
-use koan_demo::db::{Db, SCHEMA};
+use koan_demo::db::Db;
 use koan_demo::services::health_monitor::SystemHealthMonitor;
 use koan_demo::services::migration::DatabaseMigrationService;
 use koan_demo::services::translation::TranslationService;
@@ -54,7 +54,7 @@ impl Drop for TempDb {
 /// A database filled up to its last page; returns that page count.
 fn fill_database(path: &PathBuf) -> anyhow::Result<u64> {
     let conn = rusqlite::Connection::open(path)?;
-    conn.execute_batch(SCHEMA)?;
+    koan_demo::db::init(&conn)?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let cap = pages + 4;
     let set: i64 = conn.query_row(&format!("PRAGMA max_page_count = {cap}"), [], |r| r.get(0))?;
@@ -197,6 +197,92 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
         Ok((log_entries(&path)? > before).then_some(()))
     })
     .await?;
+
+    host.shutdown();
+    within("the host to stop", host.wait()).await?;
+    within("the server to end", server.wait()).await??;
+    Ok(())
+}
+
+/// A job store that cannot write answers 503 with a clear message: nothing is
+/// accepted, nothing half-written remains, earlier jobs are intact, and once space is
+/// back jobs are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_job_store_refuses_enqueue_with_503_and_stays_intact() -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!(
+        "koan-full-jobs-{}-{}.db",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ));
+    let _cleanup = TempDb(path.clone());
+    let store = std::sync::Arc::new(koan_sqlite::SqliteJobStore::open(&path)?);
+    let host: HostHandle = Host::builder()
+        .resource(Db::new(&path))
+        .job_store(store.clone())
+        .service::<TranslationService>()
+        .build()?
+        .start();
+    within("startup", host.started()).await??;
+    let options = koan_http::HttpOptions::default()
+        .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = koan_http::serve(host.clone(), options).await?;
+    let base = format!("http://{}", server.local_addr());
+    let client = reqwest::Client::new();
+    // Delayed an hour: only the job store writes to the file during the test.
+    let enqueue =
+        format!("{base}/api/services/TranslationService/actions/translate?wait=false&delay=1h");
+    let params = |k: usize| json!({ "fileId": format!("f{k}"), "from": "en", "to": "fr" });
+
+    let (status, first) = post(&client, &enqueue, params(0)).await?;
+    assert_eq!(status, 202, "{first}");
+    // The store's file may not grow any more; big parameters need new pages.
+    // (SQLite never sets the cap below the file's size: 1 means "as it is now".)
+    store.limit_pages_for_test(1).await?;
+    let big = "x".repeat(32 * 1024);
+    // Free pages inside the file still take a few; then the store is full.
+    let mut accepted = vec![first["id"].as_str().unwrap_or_default().to_owned()];
+    let (status, body) = loop {
+        let (status, body) = post(
+            &client,
+            &enqueue,
+            json!({ "fileId": format!("huge-{}", accepted.len()), "from": "en", "to": "fr", "text": big }),
+        )
+        .await?;
+        if status != 202 {
+            break (status, body);
+        }
+        accepted.push(body["id"].as_str().unwrap_or_default().to_owned());
+        anyhow::ensure!(accepted.len() < 200, "the job store never filled up");
+    };
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "store_unavailable", "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("database or disk is full"), "{message}");
+
+    // Nothing half-written: the refused job is nowhere; the first is intact.
+    let list: Value = client
+        .get(format!("{base}/api/jobs"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ids: Vec<&str> = list["jobs"]
+        .as_array()
+        .map(|j| j.iter().filter_map(|r| r["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, [first["id"].as_str().unwrap_or_default()], "{list}");
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        assert_eq!(check, "ok");
+    }
+
+    // Space is back: accepted again.
+    store.limit_pages_for_test(1 << 30).await?;
+    let (status, body) = post(&client, &enqueue, params(1)).await?;
+    assert_eq!(status, 202, "{body}");
 
     host.shutdown();
     within("the host to stop", host.wait()).await?;

@@ -34,6 +34,7 @@ mod guard;
 mod listener;
 mod metrics;
 mod openapi;
+mod openapi_jobs;
 mod options;
 mod overflow;
 mod parse_errors;

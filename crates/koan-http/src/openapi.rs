@@ -17,12 +17,16 @@ fn name_param() -> Value {
 }
 
 fn call_params() -> Value {
-    json!([
+    let mut params = json!([
         { "name": "priority", "in": "query", "schema": { "type": "integer", "minimum": -2147483648i64, "maximum": 2147483647 }, "description": "Higher runs first" },
         { "name": "timeout", "in": "query", "schema": { "type": "string", "pattern": "^0*[1-9][0-9]{0,8}(ms|s|m|h|d)?$" }, "description": "Deadline including queue time, e.g. 30s; at most 7 days" },
-        { "name": "wait", "in": "query", "schema": { "type": "boolean" }, "description": "false answers 202 at once" },
+        { "name": "wait", "in": "query", "schema": { "type": "boolean" }, "description": "false stores a job and answers 202 once it is stored" },
         { "name": "X-Correlation-Id", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$" } }
-    ])
+    ]);
+    if let Value::Array(list) = &mut params {
+        list.extend(crate::openapi_jobs::enqueue_params());
+    }
+    params
 }
 
 fn call_responses() -> Value {
@@ -73,7 +77,7 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
         h["get"]["responses"]["404"] = json!({ "$ref": "#/components/responses/Error" });
         h
     });
-    paths.insert("/api/actions/{id}".into(), json_get("The record of an enqueued action", json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }])));
+    crate::openapi_jobs::paths(&mut paths, &error_responses);
     let mut generic_params = vec![
         name_param(),
         json!({ "name": "action", "in": "path", "required": true, "schema": { "type": "string" } }),
@@ -161,7 +165,7 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
         }
     }
 
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": { "title": "Koan control plane", "version": env!("CARGO_PKG_VERSION") },
         "paths": paths,
@@ -172,13 +176,18 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
                 "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
                 "ActionResult": { "type": "object", "required": ["service", "action", "correlation_id", "result"], "properties": {
                     "service": { "type": "string" }, "action": { "type": "string" }, "correlation_id": { "type": "string" }, "result": {} } },
-                "Accepted": { "type": "object", "required": ["id", "correlation_id", "status_url"], "properties": {
-                    "id": { "type": "string" }, "correlation_id": { "type": "string" }, "status_url": { "type": "string" } } },
                 "BatchRequest": { "type": ["object", "null"], "additionalProperties": false, "properties": {
                     "batchSize": { "type": ["integer", "null"], "minimum": 0, "maximum": 4294967295u64 }, "filter": { "type": ["string", "null"] } } },
                 "Health": { "type": "object", "required": ["status"], "properties": { "status": { "enum": ["pass", "warn", "fail"] } } }
             }
         },
         "security": [{ "bearer": [] }, {}]
-    })
+    });
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        crate::openapi_jobs::schemas(schemas);
+    }
+    doc
 }

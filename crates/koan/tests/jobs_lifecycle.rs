@@ -393,3 +393,40 @@ async fn without_a_durable_store_queued_jobs_run_within_the_shutdown_grace() -> 
     assert_eq!(e.kind(), ErrorKind::ShuttingDown);
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn configuration_sets_an_actions_retry_policy_and_names_unknown_actions() -> anyhow::Result<()>
+{
+    let host = start_with(
+        Work::default(),
+        "[koan.background_services.services.Work.actions.flaky]\nmax_attempts = 1\n",
+    )
+    .await?;
+    let t = host.service("Work").action("flaky", ()).enqueue().await?;
+    let id = t.id().to_owned();
+    t.outcome().await.expect_err("dead at once");
+    let r = host.jobs().get(&id).await?;
+    assert_eq!(
+        (r.state, r.attempts, r.max_attempts),
+        (JobState::Dead, 1, 1)
+    );
+    koan::testing::stop(&host).await?;
+
+    let config = Config::builder()
+        .toml(
+            "test.toml",
+            "[koan.background_services.services.Work.actions.flakey]\nmax_attempts = 1\n",
+        )?
+        .build();
+    let e = koan::testing::host()
+        .config(config)
+        .instance(Work::default())
+        .build()
+        .expect_err("no action `flakey`");
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.message().contains("flakey") && e.message().contains("flaky"),
+        "names what was asked and what exists: {e}"
+    );
+    Ok(())
+}

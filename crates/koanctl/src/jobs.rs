@@ -91,7 +91,10 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             if json {
                 return Ok(emit_json(&body)?);
             }
-            Ok(emit(&format!("retried {} dead jobs", field(&body, "retried")))?)
+            Ok(emit(&format!(
+                "retried {} dead jobs",
+                field(&body, "retried")
+            ))?)
         }
         JobsCommand::Delete { id } => {
             let url = client.url(&["api", "jobs", &id]);
@@ -132,10 +135,9 @@ fn list_text(body: &Value) -> String {
                         field(j, "action"),
                         format!("{}/{}", field(j, "attempts"), field(j, "max_attempts")),
                         time(&j["created_at"], 0),
-                        j["error"]["message"].as_str().map_or_else(
-                            || "-".to_owned(),
-                            |m| m.chars().take(60).collect(),
-                        ),
+                        j["error"]["message"]
+                            .as_str()
+                            .map_or_else(|| "-".to_owned(), |m| m.chars().take(60).collect()),
                     ]
                 })
                 .collect()
@@ -178,7 +180,10 @@ fn show_text(j: &Value) -> String {
                 cell(&j["result"])
             },
         ),
-        ("error", j["error"]["message"].as_str().unwrap_or("-").to_owned()),
+        (
+            "error",
+            j["error"]["message"].as_str().unwrap_or("-").to_owned(),
+        ),
     ]);
     let rows: Vec<Vec<String>> = j["history"]
         .as_array()

@@ -777,13 +777,24 @@ async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyho
 
     let shown = live.run(&["jobs", "show", &id]).await?;
     let text = shown.ok();
-    assert!(text.contains("state:") && text.contains("succeeded"), "{text}");
+    assert!(
+        text.contains("state:") && text.contains("succeeded"),
+        "{text}"
+    );
     assert!(text.contains("idempotency_key: once"), "{text}");
     assert!(text.contains("ATTEMPT"), "lists the attempts: {text}");
 
     // A delayed job waits: cancelled, it is listed as such, then retried and deleted.
     let later = live
-        .run(&["--json", "act", "greeter", "whoami", "--no-wait", "--delay", "1h"])
+        .run(&[
+            "--json",
+            "act",
+            "greeter",
+            "whoami",
+            "--no-wait",
+            "--delay",
+            "1h",
+        ])
         .await?
         .json()?;
     let later_id = later["id"].as_str().unwrap_or_default().to_owned();

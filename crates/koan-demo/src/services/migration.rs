@@ -3,7 +3,7 @@
 
 use koan::{BoxError, BuildContext, FromContext, ServiceContext, StartupService};
 
-use crate::db::{Db, SCHEMA, now_secs};
+use crate::db::{Db, init, now_secs};
 
 /// Creates the schema (startup order 1, 60 s timeout, fail-fast).
 #[koan::service(startup, order = 1, timeout = "60s", description = "Creates the database schema", ready = Self::can_connect)]
@@ -34,7 +34,7 @@ impl StartupService for DatabaseMigrationService {
         let seeded = self
             .db
             .run(|c| {
-                c.execute_batch(SCHEMA)?;
+                init(c)?;
                 let count: i64 = c.query_row("SELECT COUNT(*) FROM log_entries", [], |r| r.get(0))?;
                 if count > 0 {
                     return Ok(0);

@@ -419,6 +419,42 @@ impl<T: Service> Actions<T> {
         self
     }
 
+    /// Applies a configured retry policy to a declared action.
+    pub(crate) fn override_retry(
+        &mut self,
+        name: &str,
+        max_attempts: Option<u32>,
+        backoff: Option<std::time::Duration>,
+        section: &str,
+    ) -> Result<()> {
+        let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+        else {
+            let names: Vec<&str> = self.pending.iter().map(|p| p.name.as_str()).collect();
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "configuration section `{section}` names action `{name}`, which service `{}` does not declare; it declares: {}",
+                    self.service,
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        };
+        if let Some(n) = max_attempts {
+            p.retry.max_attempts = n.max(1);
+        }
+        if let Some(b) = backoff {
+            p.retry.backoff = b;
+        }
+        Ok(())
+    }
+
     pub(crate) fn into_table(self, service: Arc<T>) -> Result<ActionTable> {
         let mut by_name = HashMap::default();
         let mut entries = Vec::new();

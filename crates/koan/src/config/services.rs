@@ -15,7 +15,8 @@ use crate::service::{ScheduleSpec, ServiceOptions};
 const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, jobs, services";
 const JOB_KEYS: &str =
     "lease_seconds, poll_ms, result_max_bytes, retention_hours, retention_max_mb";
-const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, max_concurrency, mailbox_capacity, settings";
+const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, max_concurrency, mailbox_capacity, actions, settings";
+const ACTION_KEYS: &str = "max_attempts, backoff_seconds";
 
 /// Overrides of one service, as configured.
 #[derive(Debug, Default, Clone)]
@@ -30,6 +31,19 @@ pub(crate) struct ServiceOverrides {
     pub(crate) max_concurrency: Option<usize>,
     pub(crate) mailbox_capacity: Option<usize>,
     pub(crate) settings: Option<(Value, String)>,
+    /// `actions.<name>.{max_attempts, backoff_seconds}`: job retry policies.
+    pub(crate) actions: Vec<ActionOverrides>,
+}
+
+/// The retry policy of one action's jobs, as configured.
+#[derive(Debug, Clone)]
+pub(crate) struct ActionOverrides {
+    /// The action's name as written.
+    pub(crate) name: String,
+    /// Where it was configured, for errors.
+    pub(crate) section: String,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) backoff: Option<Duration>,
 }
 
 /// The parsed `background_services` section.
@@ -260,6 +274,34 @@ fn service(node: &Node, sec: &str) -> Result<ServiceOverrides> {
             }
             "mailboxcapacity" => {
                 o.mailbox_capacity = Some(positive(n, spelling, sec, "actions")? as usize)
+            }
+            "actions" => {
+                for (_, aspelling, an) in n.entries() {
+                    let asec = format!("{sec}.{spelling}.{aspelling}");
+                    let mut a = ActionOverrides {
+                        name: aspelling.to_owned(),
+                        section: asec.clone(),
+                        max_attempts: None,
+                        backoff: None,
+                    };
+                    for (k, kspelling, kn) in an.entries() {
+                        match k {
+                            "maxattempts" => {
+                                a.max_attempts = Some(
+                                    u32::try_from(positive(kn, kspelling, &asec, "runs")?)
+                                        .unwrap_or(u32::MAX),
+                                )
+                            }
+                            "backoffseconds" => {
+                                a.backoff = Some(Duration::from_secs(as_u64(
+                                    kn, kspelling, &asec, "seconds",
+                                )?))
+                            }
+                            _ => return Err(unknown(&asec, kspelling, kn, ACTION_KEYS)),
+                        }
+                    }
+                    o.actions.push(a);
+                }
             }
             "settings" => {
                 let (json, _) = n.to_json();

@@ -330,7 +330,6 @@ impl HostBuilder {
                 self.job_store
                     .unwrap_or_else(|| Arc::new(crate::job::MemoryJobStore::new())),
                 bg.jobs.clone(),
-                std::collections::HashMap::new(),
             ),
             transport: self.transport,
         });
@@ -411,6 +410,9 @@ fn make_cell<T: Service>(
     };
     let mut actions = Actions::<T>::new(&name, kind);
     T::actions(&mut actions);
+    for a in overrides.map(|o| o.actions.as_slice()).unwrap_or_default() {
+        actions.override_retry(&a.name, a.max_attempts, a.backoff, &a.section)?;
+    }
     let table: ActionTable = actions.into_table(Arc::clone(&service))?;
     let runner = <T::Kind as KindOf<T>>::runner(Arc::clone(&service));
     Ok(ServiceCell::new(CellParts {

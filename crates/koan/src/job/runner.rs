@@ -1,7 +1,6 @@
 //! The host's job runner: claims due jobs of the services this host runs, renews
 //! their claims while they run, and records each outcome under its claim.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -65,8 +64,6 @@ pub(crate) struct JobRunner {
     pub(crate) waiters: Waiters,
     /// Jobs handed to the transport (services in other processes).
     pub(crate) remote: super::remote::RemoteJobs,
-    /// Per action: retry policies from configuration, over the declared ones.
-    pub(crate) retry_overrides: HashMap<(String, String), RetryPolicy>,
     wake: Notify,
     changed: Notify,
     /// Set when the runner must take no more jobs.
@@ -76,17 +73,12 @@ pub(crate) struct JobRunner {
 }
 
 impl JobRunner {
-    pub(crate) fn new(
-        store: Arc<dyn JobStore>,
-        settings: JobSettings,
-        retry_overrides: HashMap<(String, String), RetryPolicy>,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn JobStore>, settings: JobSettings) -> Self {
         JobRunner {
             store,
             settings,
             waiters: Waiters::default(),
             remote: super::remote::RemoteJobs::default(),
-            retry_overrides,
             wake: Notify::new(),
             changed: Notify::new(),
             closing: AtomicBool::new(false),
@@ -100,14 +92,8 @@ impl JobRunner {
         self.wake.notify_one();
     }
 
-    /// The retry policy of `action` of `cell`.
+    /// The retry policy of `action` of `cell` (declared, or configured over it).
     pub(crate) fn policy(&self, cell: &ServiceCell, action: &str) -> RetryPolicy {
-        if let Some(p) = self
-            .retry_overrides
-            .get(&(cell.name.to_string(), action.to_owned()))
-        {
-            return *p;
-        }
         cell.actions
             .get(action)
             .map_or_else(RetryPolicy::default, |e| e.retry)
