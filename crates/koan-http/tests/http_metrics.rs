@@ -156,5 +156,39 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
         Some(0.0),
         "{text}"
     );
+
+    // Jobs: enqueued and finished counters, the wait in the queue, counts by state.
+    let (status, accepted) = call(
+        api.post("/api/services/counter/actions/bump?wait=false")
+            .json(&5),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+    within(
+        "the job to succeed",
+        koan::testing::wait_for_job(&api.host, &id, koan::JobState::Succeeded),
+    )
+    .await?;
+    let text = scrape(&api).await?;
+    assert_eq!(
+        sample(&text, "koan_jobs_enqueued_total", &[("service", "Counter")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "koan_jobs_finished_total",
+            &[("service", "Counter"), ("state", "succeeded")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("koan_job_queue_wait_seconds"),
+        "the queue-wait histogram: {text}"
+    );
+    assert!(text.contains("koan_jobs{state=\"queued\"}"), "{text}");
     api.stop().await
 }

@@ -811,15 +811,15 @@ async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyho
     assert_eq!(counts["counts"]["cancelled"], 1, "{counts}");
     assert_eq!(counts["counts"]["succeeded"], 1, "{counts}");
 
-    // A cancelled job cannot be cancelled again: a clear error, exit code 1.
+    // A cancelled job cannot be cancelled again: a clear error, exit code 3 (the API said no).
     let refused = live.run(&["jobs", "cancel", &later_id]).await?;
-    assert!(refused.failed(1).contains("cancelled"), "{refused:?}");
+    assert!(refused.failed(3).contains("cancelled"), "{refused:?}");
 
     let retried = live.run(&["jobs", "retry", &later_id]).await?;
     assert!(retried.ok().contains("queued"), "{}", retried.ok());
     koan::testing::wait_for_job(&live.host, &later_id, koan::JobState::Succeeded).await;
     live.run(&["jobs", "delete", &later_id]).await?.ok();
     let gone = live.run(&["jobs", "show", &later_id]).await?;
-    assert!(gone.failed(1).contains("no job with id"), "{gone:?}");
+    assert!(gone.failed(3).contains("no job with id"), "{gone:?}");
     live.stop().await
 }

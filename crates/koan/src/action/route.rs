@@ -61,8 +61,27 @@ pub(super) enum Prepared {
 }
 
 /// Counts a refusal of `action` and passes the error on.
+/// The metric label is the declared name (or a built-in's), never the caller's
+/// string: an undeclared name is counted as `<unknown>`.
 pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
-    rejected(&cell.name, action, e.kind());
+    let declared = cell
+        .actions
+        .get(action)
+        .map(|entry| &*entry.name)
+        .or_else(|| {
+            [
+                crate::actions::TRIGGER,
+                crate::actions::CHECK_QUEUE,
+                crate::actions::PROCESS_BATCH,
+            ]
+            .into_iter()
+            .find(|b| b.eq_ignore_ascii_case(action))
+        });
+    rejected(
+        &cell.name,
+        declared.unwrap_or(super::metrics::UNKNOWN),
+        e.kind(),
+    );
     e
 }
 

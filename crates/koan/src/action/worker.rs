@@ -121,7 +121,7 @@ async fn execute(
                     ),
                 ),
             };
-            tracing::warn!(service = %cell.name, action = %job.entry.name, correlation_id = %job.correlation, error = %err, "action failed");
+            tracing::warn!(service = %cell.name, action = %job.entry.name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
             Err(err)
         }
         Err(panic) => {

@@ -1,7 +1,7 @@
 //! Jobs kept in memory: for tests, and for hosts that opt out of durability (the
 //! host then says so at start, and drains queued jobs within the shutdown grace).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -11,11 +11,76 @@ use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, Pushed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::util::BoxFuture;
 
+/// Waiting jobs of a service in claim order: highest priority, then oldest `run_at`.
+type DueKey = (std::cmp::Reverse<i32>, DateTime<Utc>, String);
+
 #[derive(Default)]
 struct Inner {
     /// By id; UUID v7 ids sort by creation.
     jobs: BTreeMap<String, (JobRecord, Option<String>)>,
     keys: HashMap<String, String>,
+    /// Per service, the jobs a worker may claim (waiting ones by claim order, running
+    /// ones for their leases), so that claiming does not walk finished jobs.
+    waiting: HashMap<String, BTreeSet<DueKey>>,
+    /// The same jobs by `run_at` alone, for the next time one is due.
+    waiting_by_time: HashMap<String, BTreeSet<(DateTime<Utc>, String)>>,
+    running: HashMap<String, BTreeSet<String>>,
+}
+
+impl Inner {
+    fn unindex(&mut self, r: &JobRecord) {
+        if r.state.is_waiting() {
+            if let Some(set) = self.waiting.get_mut(&r.service) {
+                set.remove(&(std::cmp::Reverse(r.priority), r.run_at, r.id.clone()));
+            }
+            if let Some(set) = self.waiting_by_time.get_mut(&r.service) {
+                set.remove(&(r.run_at, r.id.clone()));
+            }
+        } else if r.state == JobState::Running
+            && let Some(set) = self.running.get_mut(&r.service)
+        {
+            set.remove(&r.id);
+        }
+    }
+
+    fn index(&mut self, r: &JobRecord) {
+        if r.state.is_waiting() {
+            self.waiting.entry(r.service.clone()).or_default().insert((
+                std::cmp::Reverse(r.priority),
+                r.run_at,
+                r.id.clone(),
+            ));
+            self.waiting_by_time
+                .entry(r.service.clone())
+                .or_default()
+                .insert((r.run_at, r.id.clone()));
+        } else if r.state == JobState::Running {
+            self.running
+                .entry(r.service.clone())
+                .or_default()
+                .insert(r.id.clone());
+        }
+    }
+
+    /// Changes job `id` with `f`, keeping the indexes in step.
+    fn update<T>(
+        &mut self,
+        id: &str,
+        f: impl FnOnce(&mut JobRecord, &mut Option<String>) -> T,
+    ) -> Option<T> {
+        let (record, token) = self.jobs.get_mut(id)?;
+        let before = record.clone();
+        let mut token_copy = token.clone();
+        let mut after = before.clone();
+        let out = f(&mut after, &mut token_copy);
+        self.unindex(&before);
+        self.index(&after);
+        if let Some((record, token)) = self.jobs.get_mut(id) {
+            *record = after;
+            *token = token_copy;
+        }
+        Some(out)
+    }
 }
 
 /// A [`JobStore`] in memory: nothing survives the process.
@@ -93,6 +158,7 @@ impl JobStore for MemoryJobStore {
         if let Some(key) = &record.idempotency_key {
             inner.keys.insert(key.clone(), record.id.clone());
         }
+        inner.index(&record);
         inner.jobs.insert(record.id.clone(), (record.clone(), None));
         ready(Ok(Pushed {
             record,
@@ -102,35 +168,53 @@ impl JobStore for MemoryJobStore {
 
     fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Vec<Claimed>>> {
         let mut inner = self.lock();
-        let mut due_ids: Vec<(i32, DateTime<Utc>, String)> = inner
-            .jobs
-            .values()
-            .filter(|(r, _)| r.service == request.service && due(r, request.now))
-            .map(|(r, _)| (r.priority, r.run_at, r.id.clone()))
+        let now = request.now;
+        // Lapsed claims first (their jobs waited longest), then waiting jobs in order.
+        let mut ids: Vec<String> = inner
+            .running
+            .get(&request.service)
+            .into_iter()
+            .flatten()
+            .filter(|id| inner.jobs.get(*id).is_some_and(|(r, _)| due(r, now)))
+            .take(request.limit)
+            .cloned()
             .collect();
-        due_ids.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        if ids.len() < request.limit {
+            let more: Vec<String> = inner
+                .waiting
+                .get(&request.service)
+                .into_iter()
+                .flatten()
+                .filter(|(_, at, _)| *at <= now)
+                .take(request.limit - ids.len())
+                .map(|(_, _, id)| id.clone())
+                .collect();
+            ids.extend(more);
+        }
         let mut out = Vec::new();
-        for (_, _, id) in due_ids.into_iter().take(request.limit) {
-            let Some((r, token)) = inner.jobs.get_mut(&id) else {
-                continue;
-            };
+        for id in ids {
             let t = super::id::new_job_id();
-            *token = Some(t.clone());
-            r.attempts += 1;
-            r.state = JobState::Running;
-            r.instance = Some(request.instance.clone());
-            r.lease_until = Some(request.lease_until);
-            r.history.push(JobAttempt {
-                attempt: r.attempts,
-                started_at: request.now,
-                finished_at: None,
-                instance: request.instance.clone(),
-                error: None,
+            let claimed = inner.update(&id, |r, token| {
+                *token = Some(t.clone());
+                r.attempts += 1;
+                r.state = JobState::Running;
+                r.instance = Some(request.instance.clone());
+                r.lease_until = Some(request.lease_until);
+                r.history.push(JobAttempt {
+                    attempt: r.attempts,
+                    started_at: now,
+                    finished_at: None,
+                    instance: request.instance.clone(),
+                    error: None,
+                });
+                r.clone()
             });
-            out.push(Claimed {
-                claim: Claim { id, token: t },
-                record: r.clone(),
-            });
+            if let Some(record) = claimed {
+                out.push(Claimed {
+                    claim: Claim { id, token: t },
+                    record,
+                });
+            }
         }
         ready(Ok(out))
     }
@@ -214,22 +298,29 @@ impl JobStore for MemoryJobStore {
 
     fn next_due(&self, services: &[String]) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>> {
         let inner = self.lock();
-        let next = inner
-            .jobs
-            .values()
-            .filter(|(r, _)| services.contains(&r.service))
-            .filter_map(|(r, _)| match r.state {
-                s if s.is_waiting() => Some(r.run_at),
-                JobState::Running => r.lease_until,
-                _ => None,
-            })
-            .min();
+        let mut next: Option<DateTime<Utc>> = None;
+        for service in services {
+            let waiting = inner
+                .waiting_by_time
+                .get(service)
+                .and_then(|set| set.first())
+                .map(|(at, _)| *at);
+            let leases = inner
+                .running
+                .get(service)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| inner.jobs.get(id).and_then(|(r, _)| r.lease_until));
+            for at in waiting.into_iter().chain(leases) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
         ready(Ok(next))
     }
 
     fn retry(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {
         let mut inner = self.lock();
-        let Some((r, token)) = inner.jobs.get_mut(id) else {
+        let Some((r, _)) = inner.jobs.get(id) else {
             return ready(Err(unknown_job(id)));
         };
         if !retryable(r.state) {
@@ -240,14 +331,17 @@ impl JobStore for MemoryJobStore {
                 "dead, cancelled, retrying or succeeded",
             )));
         }
-        *token = None;
-        apply_retry(r, now);
-        ready(Ok(r.clone()))
+        let r = inner.update(id, |r, token| {
+            *token = None;
+            apply_retry(r, now);
+            r.clone()
+        });
+        ready(r.ok_or_else(|| unknown_job(id)))
     }
 
     fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {
         let mut inner = self.lock();
-        let Some((r, token)) = inner.jobs.get_mut(id) else {
+        let Some((r, _)) = inner.jobs.get(id) else {
             return ready(Err(unknown_job(id)));
         };
         if r.state.is_final() {
@@ -258,9 +352,12 @@ impl JobStore for MemoryJobStore {
                 "scheduled, queued, running or retrying",
             )));
         }
-        *token = None;
-        apply_cancel(r, now);
-        ready(Ok(r.clone()))
+        let r = inner.update(id, |r, token| {
+            *token = None;
+            apply_cancel(r, now);
+            r.clone()
+        });
+        ready(r.ok_or_else(|| unknown_job(id)))
     }
 
     fn delete(&self, id: &str) -> BoxFuture<'_, Result<bool>> {
@@ -274,10 +371,11 @@ impl JobStore for MemoryJobStore {
                 "not running (cancel it first)",
             ))),
             Some(_) => {
-                if let Some((r, _)) = inner.jobs.remove(id)
-                    && let Some(k) = r.idempotency_key
-                {
-                    inner.keys.remove(&k);
+                if let Some((r, _)) = inner.jobs.remove(id) {
+                    inner.unindex(&r);
+                    if let Some(k) = r.idempotency_key {
+                        inner.keys.remove(&k);
+                    }
                 }
                 ready(Ok(true))
             }
@@ -385,4 +483,73 @@ pub fn apply_cancel(r: &mut JobRecord, now: DateTime<Utc>) {
     r.finished_at = Some(now);
     r.instance = None;
     r.lease_until = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::job::record::JobStep;
+
+    fn job(id: &str, priority: i32) -> NewJob {
+        let now = Utc::now();
+        NewJob {
+            id: id.to_owned(),
+            service: "S".to_owned(),
+            steps: vec![JobStep {
+                action: "a".to_owned(),
+                params: serde_json::Value::Null,
+                timeout_ms: None,
+            }],
+            priority,
+            correlation_id: "c".to_owned(),
+            idempotency_key: None,
+            created_at: now,
+            run_at: now,
+            max_attempts: 3,
+        }
+    }
+
+    fn request(limit: usize, now: DateTime<Utc>) -> ClaimRequest {
+        ClaimRequest {
+            service: "S".to_owned(),
+            limit,
+            now,
+            lease_until: now + chrono::Duration::seconds(30),
+            instance: "me".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_by_priority_then_age_and_reclaims_lapsed_ones() {
+        let store = MemoryJobStore::new();
+        for (id, p) in [("a", 0), ("b", 5), ("c", 0)] {
+            store.push(job(id, p)).await.expect("push");
+        }
+        let now = Utc::now();
+        let got = store.claim(request(2, now)).await.expect("claim");
+        let ids: Vec<&str> = got.iter().map(|c| c.claim.id.as_str()).collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert!(store.claim(request(5, now)).await.expect("claim").len() == 1);
+        assert!(
+            store
+                .claim(request(5, now))
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        // Leases lapse: claimed again, attempt 2, and the old claim is fenced off.
+        let later = now + chrono::Duration::seconds(31);
+        let again = store.claim(request(5, later)).await.expect("claim");
+        assert_eq!(again.len(), 3);
+        assert!(again.iter().all(|c| c.record.attempts == 2));
+        let stale = &got[0].claim;
+        let done = Finish::Release { at: later };
+        assert!(!store.finish(stale, done, later).await.expect("finish"));
+        assert_eq!(
+            store.next_due(&["S".to_owned()]).await.expect("next"),
+            Some(later + chrono::Duration::seconds(30))
+        );
+    }
 }

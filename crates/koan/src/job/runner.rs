@@ -171,15 +171,21 @@ pub(crate) async fn run(host: Arc<HostInner>) {
     let names: Vec<String> = cells.iter().map(|c| c.name.to_string()).collect();
     let busy: Vec<Arc<AtomicUsize>> = cells.iter().map(|_| Arc::default()).collect();
     let mut last_purge: Option<Instant> = None;
+    let mut last_counts: Option<Instant> = None;
     loop {
         if jobs.closing.load(Ordering::Acquire) {
             return;
         }
         if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             last_purge = Some(Instant::now());
-            housekeeping(&host).await;
+            purge(&host).await;
+        }
+        if last_counts.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            last_counts = Some(Instant::now());
+            publish_counts(&host).await;
         }
         let mut store_failed = false;
+        let mut any_free = false;
         for (cell, busy) in cells.iter().zip(&busy) {
             let free = cell
                 .options
@@ -188,6 +194,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             if free == 0 || jobs.closing.load(Ordering::Acquire) {
                 continue;
             }
+            any_free = true;
             let now = host.config.clock.now();
             let request = ClaimRequest {
                 service: cell.name.to_string(),
@@ -232,8 +239,8 @@ pub(crate) async fn run(host: Arc<HostInner>) {
     }
 }
 
-/// Forgets old final jobs and publishes the counts by state.
-async fn housekeeping(host: &HostInner) {
+/// Forgets old final jobs (retention by age and by size).
+async fn purge(host: &HostInner) {
     let jobs = &host.jobs;
     let now = host.config.clock.now();
     let older = now
@@ -247,7 +254,11 @@ async fn housekeeping(host: &HostInner) {
         Ok(n) => tracing::info!(jobs = n, "forgot old finished jobs (retention)"),
         Err(e) => tracing::warn!(error = %e, "could not purge old jobs"),
     }
-    if let Ok(counts) = jobs.store.counts(None).await {
+}
+
+/// Publishes the counts of jobs by state (`koan_jobs{state}`).
+async fn publish_counts(host: &HostInner) {
+    if let Ok(counts) = host.jobs.store.counts(None).await {
         for (state, n) in counts.by_state {
             metrics::gauge!("koan_jobs", "state" => state.as_str()).set(n as f64);
         }
