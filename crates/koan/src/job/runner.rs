@@ -225,9 +225,13 @@ pub(crate) async fn run(host: Arc<HostInner>) {
                 }
             }
         }
-        // Sleep until the next job is due, a job is stored or one finishes.
+        // Sleep until the next job is due, a job is stored or one finishes (with
+        // every slot taken, only a finished job frees one: no need to look sooner).
         let mut wait = jobs.settings.poll;
-        if !store_failed && let Ok(Some(at)) = jobs.store.next_due(&names).await {
+        if !store_failed
+            && any_free
+            && let Ok(Some(at)) = jobs.store.next_due(&names).await
+        {
             let now = host.config.clock.now();
             let until = (at - now).to_std().unwrap_or(Duration::ZERO);
             wait = wait.min(until.max(Duration::from_millis(5)));
