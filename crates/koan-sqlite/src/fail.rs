@@ -52,21 +52,12 @@ impl<T, E: Display> ResultExt<T> for Result<T, E> {
     }
 }
 
-/// No job with `id` (worded as `koan::MemoryJobStore` words it).
+/// No job with `id` (worded by koan, as every store words it).
 pub(crate) fn unknown_job(id: &str) -> Failure {
-    Failure::Job(Error::new(
-        ErrorKind::UnknownJob,
-        format!(
-            "no job with id `{id}` (never enqueued, deleted, or past retention); list jobs with GET /api/jobs"
-        ),
-    ))
+    Failure::Job(koan::unknown_job(id))
 }
 
-/// The job is in a state that does not allow `what` (worded as `koan::MemoryJobStore`
-/// words it).
+/// The job is in a state that does not allow `what` (worded by koan).
 pub(crate) fn wrong_state(id: &str, state: JobState, what: &str, allowed: &str) -> Failure {
-    Failure::Job(Error::new(
-        ErrorKind::JobState,
-        format!("job `{id}` is {state}: cannot {what} it (only a job that is {allowed})"),
-    ))
+    Failure::Job(koan::wrong_state(id, state, what, allowed))
 }

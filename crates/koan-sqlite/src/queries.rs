@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 use koan::{
-    Claim, ClaimRequest, Claimed, Finish, JobAttempt, JobCounts, JobPage, JobQuery, JobRecord,
-    JobState, NewJob, Pushed,
+    Claim, ClaimRequest, Claimed, Finish, JobCounts, JobPage, JobQuery, JobRecord, JobState,
+    NewJob, Pushed,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value};
 
@@ -84,17 +84,7 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed
     for json in due {
         let mut r = decode(&json)?;
         let token = koan::new_job_id();
-        r.attempts += 1;
-        r.state = JobState::Running;
-        r.instance = Some(req.instance.clone());
-        r.lease_until = Some(req.lease_until);
-        r.history.push(JobAttempt {
-            attempt: r.attempts,
-            started_at: req.now,
-            finished_at: None,
-            instance: req.instance.clone(),
-            error: None,
-        });
+        koan::apply_claim(&mut r, req);
         codec::save(conn, &r, Some(&token))?;
         out.push(Claimed {
             claim: Claim {
@@ -243,10 +233,7 @@ pub(crate) fn next_due(
 /// Runs a job again by hand.
 pub(crate) fn retry(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<JobRecord, Failure> {
     let (mut r, _) = load(conn, id)?.ok_or_else(|| unknown_job(id))?;
-    if !matches!(
-        r.state,
-        JobState::Dead | JobState::Cancelled | JobState::Retrying | JobState::Succeeded
-    ) {
+    if !koan::retryable(r.state) {
         return Err(wrong_state(
             id,
             r.state,

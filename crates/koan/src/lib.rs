@@ -92,7 +92,8 @@ pub use host::{Environment, Host, HostBuilder, HostExit, HostHandle};
 pub use job::{
     Claim, ClaimRequest, Claimed, Finish, JobAttempt, JobCounts, JobInfo, JobPage, JobQuery,
     JobRecord, JobState, JobStep, JobStore, JobTicket, Jobs, MemoryJobStore, NewJob, Pushed,
-    RetryPolicy, apply_cancel, apply_finish, apply_retry, cut_result, new_job_id,
+    RetryPolicy, apply_cancel, apply_claim, apply_finish, apply_retry, cut_result, new_job_id,
+    retryable, unknown_job, wrong_state,
 };
 pub use registry::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
 pub use schedule::{CronSchedule, MissedTickPolicy, Schedule, TriggerOutcome, parse_duration};

@@ -1,7 +1,7 @@
 //! `host.jobs()`: list, inspect, retry, cancel and delete stored jobs.
 
-use super::memory::unknown_job;
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState};
+use super::transition::unknown_job;
 use crate::error::Result;
 use crate::host::HostHandle;
 

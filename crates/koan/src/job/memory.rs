@@ -6,9 +6,12 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use super::record::{JobAttempt, JobCounts, JobPage, JobQuery, JobRecord, JobState, NewJob};
+use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState, NewJob};
 use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, Pushed};
-use crate::error::{Error, ErrorKind, Result};
+use super::transition::{
+    apply_cancel, apply_claim, apply_finish, apply_retry, retryable, unknown_job, wrong_state,
+};
+use crate::error::Result;
 use crate::util::BoxFuture;
 
 /// Waiting jobs of a service in claim order: highest priority, then oldest `run_at`.
@@ -108,22 +111,6 @@ impl MemoryJobStore {
     }
 }
 
-pub(crate) fn unknown_job(id: &str) -> Error {
-    Error::new(
-        ErrorKind::UnknownJob,
-        format!(
-            "no job with id `{id}` (never enqueued, deleted, or past retention); list jobs with GET /api/jobs"
-        ),
-    )
-}
-
-pub(crate) fn wrong_state(id: &str, state: JobState, what: &str, allowed: &str) -> Error {
-    Error::new(
-        ErrorKind::JobState,
-        format!("job `{id}` is {state}: cannot {what} it (only a job that is {allowed})"),
-    )
-}
-
 fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
     Box::pin(std::future::ready(v))
 }
@@ -196,17 +183,7 @@ impl JobStore for MemoryJobStore {
             let t = super::id::new_job_id();
             let claimed = inner.update(&id, |r, token| {
                 *token = Some(t.clone());
-                r.attempts += 1;
-                r.state = JobState::Running;
-                r.instance = Some(request.instance.clone());
-                r.lease_until = Some(request.lease_until);
-                r.history.push(JobAttempt {
-                    attempt: r.attempts,
-                    started_at: now,
-                    finished_at: None,
-                    instance: request.instance.clone(),
-                    error: None,
-                });
+                apply_claim(r, &request);
                 r.clone()
             });
             if let Some(record) = claimed {
@@ -238,15 +215,16 @@ impl JobStore for MemoryJobStore {
         now: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<bool>> {
         let mut inner = self.lock();
-        let Some((r, token)) = inner.jobs.get_mut(&claim.id) else {
-            return ready(Ok(false));
-        };
-        if token.as_deref() != Some(claim.token.as_str()) || r.state != JobState::Running {
-            return ready(Ok(false));
+        let held = inner.jobs.get(&claim.id).is_some_and(|(r, token)| {
+            token.as_deref() == Some(claim.token.as_str()) && r.state == JobState::Running
+        });
+        if held {
+            inner.update(&claim.id, |r, token| {
+                *token = None;
+                apply_finish(r, how, now);
+            });
         }
-        *token = None;
-        apply_finish(r, how, now);
-        ready(Ok(true))
+        ready(Ok(held))
     }
 
     fn get(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>>> {
@@ -412,144 +390,5 @@ impl JobStore for MemoryJobStore {
             gone += 1;
         }
         ready(Ok(gone))
-    }
-}
-
-/// Whether a job in `state` may be retried by hand.
-pub(crate) fn retryable(state: JobState) -> bool {
-    matches!(
-        state,
-        JobState::Dead | JobState::Cancelled | JobState::Retrying | JobState::Succeeded
-    )
-}
-
-/// The record after `how` (shared by stores that keep whole records).
-pub fn apply_finish(r: &mut JobRecord, how: Finish, now: DateTime<Utc>) {
-    r.instance = None;
-    r.lease_until = None;
-    let error = match how {
-        Finish::Succeeded { result, truncated } => {
-            r.state = JobState::Succeeded;
-            r.result = Some(result);
-            r.result_truncated = truncated;
-            r.error = None;
-            r.finished_at = Some(now);
-            None
-        }
-        Finish::Retry { error, at } => {
-            r.state = JobState::Retrying;
-            r.run_at = at;
-            r.error = Some(error.clone());
-            Some(error)
-        }
-        Finish::Dead { error } => {
-            r.state = JobState::Dead;
-            r.error = Some(error.clone());
-            r.finished_at = Some(now);
-            Some(error)
-        }
-        Finish::Release { at } => {
-            r.state = JobState::Queued;
-            r.run_at = at;
-            r.attempts = r.attempts.saturating_sub(1);
-            r.history.pop();
-            return;
-        }
-    };
-    if let Some(last) = r.history.last_mut() {
-        last.finished_at = Some(now);
-        last.error = error;
-    }
-}
-
-/// The record after a retry by hand.
-pub fn apply_retry(r: &mut JobRecord, now: DateTime<Utc>) {
-    r.state = JobState::Queued;
-    r.run_at = now;
-    r.finished_at = None;
-    r.instance = None;
-    r.lease_until = None;
-    r.max_attempts = r.max_attempts.max(r.attempts + 1);
-}
-
-/// The record after a cancel.
-pub fn apply_cancel(r: &mut JobRecord, now: DateTime<Utc>) {
-    if r.state == JobState::Running
-        && let Some(last) = r.history.last_mut()
-    {
-        last.finished_at = Some(now);
-    }
-    r.state = JobState::Cancelled;
-    r.finished_at = Some(now);
-    r.instance = None;
-    r.lease_until = None;
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::Utc;
-
-    use super::*;
-    use crate::job::record::JobStep;
-
-    fn job(id: &str, priority: i32) -> NewJob {
-        let now = Utc::now();
-        NewJob {
-            id: id.to_owned(),
-            service: "S".to_owned(),
-            steps: vec![JobStep {
-                action: "a".to_owned(),
-                params: serde_json::Value::Null,
-                timeout_ms: None,
-            }],
-            priority,
-            correlation_id: "c".to_owned(),
-            idempotency_key: None,
-            created_at: now,
-            run_at: now,
-            max_attempts: 3,
-        }
-    }
-
-    fn request(limit: usize, now: DateTime<Utc>) -> ClaimRequest {
-        ClaimRequest {
-            service: "S".to_owned(),
-            limit,
-            now,
-            lease_until: now + chrono::Duration::seconds(30),
-            instance: "me".to_owned(),
-        }
-    }
-
-    #[tokio::test]
-    async fn claims_by_priority_then_age_and_reclaims_lapsed_ones() {
-        let store = MemoryJobStore::new();
-        for (id, p) in [("a", 0), ("b", 5), ("c", 0)] {
-            store.push(job(id, p)).await.expect("push");
-        }
-        let now = Utc::now();
-        let got = store.claim(request(2, now)).await.expect("claim");
-        let ids: Vec<&str> = got.iter().map(|c| c.claim.id.as_str()).collect();
-        assert_eq!(ids, ["b", "a"]);
-        assert!(store.claim(request(5, now)).await.expect("claim").len() == 1);
-        assert!(
-            store
-                .claim(request(5, now))
-                .await
-                .expect("claim")
-                .is_empty()
-        );
-        // Leases lapse: claimed again, attempt 2, and the old claim is fenced off.
-        let later = now + chrono::Duration::seconds(31);
-        let again = store.claim(request(5, later)).await.expect("claim");
-        assert_eq!(again.len(), 3);
-        assert!(again.iter().all(|c| c.record.attempts == 2));
-        let stale = &got[0].claim;
-        let done = Finish::Release { at: later };
-        assert!(!store.finish(stale, done, later).await.expect("finish"));
-        assert_eq!(
-            store.next_due(&["S".to_owned()]).await.expect("next"),
-            Some(later + chrono::Duration::seconds(30))
-        );
     }
 }

@@ -16,15 +16,19 @@ mod remote;
 mod runner;
 mod store;
 mod ticket;
+mod transition;
 
 pub use api::Jobs;
 pub use id::new_job_id;
-pub use memory::{MemoryJobStore, apply_cancel, apply_finish, apply_retry};
+pub use memory::MemoryJobStore;
 pub use record::{
     JobAttempt, JobCounts, JobInfo, JobPage, JobQuery, JobRecord, JobState, JobStep, NewJob,
     RetryPolicy,
 };
 pub use store::{Claim, ClaimRequest, Claimed, Finish, JobStore, Pushed, cut_result};
 pub use ticket::JobTicket;
+pub use transition::{
+    apply_cancel, apply_claim, apply_finish, apply_retry, retryable, unknown_job, wrong_state,
+};
 
 pub(crate) use runner::{JobRunner, JobSettings, run as run_jobs};

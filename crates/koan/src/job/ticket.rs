@@ -160,7 +160,7 @@ async fn wait_in_store(host: &HostHandle, id: &str) -> Result<Payload> {
             .store
             .get(id)
             .await?
-            .ok_or_else(|| super::memory::unknown_job(id))?;
+            .ok_or_else(|| super::transition::unknown_job(id))?;
         if let Some(outcome) = outcome_of(&record) {
             return outcome;
         }

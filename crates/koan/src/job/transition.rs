@@ -1,0 +1,114 @@
+//! The changes of a job's record, shared by every store that keeps whole records:
+//! one owner for each rule (what a claim, a finish, a retry and a cancel do), and the
+//! errors a store answers with.
+
+use chrono::{DateTime, Utc};
+
+use super::record::{JobAttempt, JobRecord, JobState};
+use super::store::{ClaimRequest, Finish};
+use crate::error::{Error, ErrorKind};
+
+/// `UnknownJob`: no job with that id.
+pub fn unknown_job(id: &str) -> Error {
+    Error::new(
+        ErrorKind::UnknownJob,
+        format!(
+            "no job with id `{id}` (never enqueued, deleted, or past retention); list jobs with GET /api/jobs"
+        ),
+    )
+}
+
+/// `JobState`: the job is not in a state that allows `what` (only one that is
+/// `allowed`).
+pub fn wrong_state(id: &str, state: JobState, what: &str, allowed: &str) -> Error {
+    Error::new(
+        ErrorKind::JobState,
+        format!("job `{id}` is {state}: cannot {what} it (only a job that is {allowed})"),
+    )
+}
+
+/// The record once claimed by `request` (the attempt count raised, the attempt
+/// recorded, `running` under the lease).
+pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) {
+    r.attempts += 1;
+    r.state = JobState::Running;
+    r.instance = Some(request.instance.clone());
+    r.lease_until = Some(request.lease_until);
+    r.history.push(JobAttempt {
+        attempt: r.attempts,
+        started_at: request.now,
+        finished_at: None,
+        instance: request.instance.clone(),
+        error: None,
+    });
+}
+
+/// Whether a job in `state` may be retried by hand.
+pub fn retryable(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Dead | JobState::Cancelled | JobState::Retrying | JobState::Succeeded
+    )
+}
+
+/// The record after `how` (shared by stores that keep whole records).
+pub fn apply_finish(r: &mut JobRecord, how: Finish, now: DateTime<Utc>) {
+    r.instance = None;
+    r.lease_until = None;
+    let error = match how {
+        Finish::Succeeded { result, truncated } => {
+            r.state = JobState::Succeeded;
+            r.result = Some(result);
+            r.result_truncated = truncated;
+            r.error = None;
+            r.finished_at = Some(now);
+            None
+        }
+        Finish::Retry { error, at } => {
+            r.state = JobState::Retrying;
+            r.run_at = at;
+            r.error = Some(error.clone());
+            Some(error)
+        }
+        Finish::Dead { error } => {
+            r.state = JobState::Dead;
+            r.error = Some(error.clone());
+            r.finished_at = Some(now);
+            Some(error)
+        }
+        Finish::Release { at } => {
+            r.state = JobState::Queued;
+            r.run_at = at;
+            r.attempts = r.attempts.saturating_sub(1);
+            r.history.pop();
+            return;
+        }
+    };
+    if let Some(last) = r.history.last_mut() {
+        last.finished_at = Some(now);
+        last.error = error;
+    }
+}
+
+/// The record after a retry by hand.
+pub fn apply_retry(r: &mut JobRecord, now: DateTime<Utc>) {
+    r.state = JobState::Queued;
+    r.run_at = now;
+    r.finished_at = None;
+    r.instance = None;
+    r.lease_until = None;
+    r.max_attempts = r.max_attempts.max(r.attempts + 1);
+}
+
+/// The record after a cancel.
+pub fn apply_cancel(r: &mut JobRecord, now: DateTime<Utc>) {
+    if r.state == JobState::Running
+        && let Some(last) = r.history.last_mut()
+    {
+        last.finished_at = Some(now);
+    }
+    r.state = JobState::Cancelled;
+    r.finished_at = Some(now);
+    r.instance = None;
+    r.lease_until = None;
+}

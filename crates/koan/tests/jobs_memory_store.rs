@@ -1,0 +1,94 @@
+//! `MemoryJobStore` against the `JobStore` contract: claim order, leases, fencing.
+
+use chrono::{DateTime, Utc};
+use koan::{ClaimRequest, Finish, JobStep, JobStore, MemoryJobStore, NewJob};
+
+fn job(id: &str, priority: i32) -> NewJob {
+    let now = Utc::now();
+    NewJob {
+        id: id.to_owned(),
+        service: "S".to_owned(),
+        steps: vec![JobStep {
+            action: "a".to_owned(),
+            params: serde_json::Value::Null,
+            timeout_ms: None,
+        }],
+        priority,
+        correlation_id: "c".to_owned(),
+        idempotency_key: None,
+        created_at: now,
+        run_at: now,
+        max_attempts: 3,
+    }
+}
+
+fn request(limit: usize, now: DateTime<Utc>) -> ClaimRequest {
+    ClaimRequest {
+        service: "S".to_owned(),
+        limit,
+        now,
+        lease_until: now + chrono::Duration::seconds(30),
+        instance: "me".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn claims_by_priority_then_age_and_reclaims_lapsed_ones() {
+    let store = MemoryJobStore::new();
+    for (id, p) in [("a", 0), ("b", 5), ("c", 0)] {
+        store.push(job(id, p)).await.expect("push");
+    }
+    let now = Utc::now();
+    let got = store.claim(request(2, now)).await.expect("claim");
+    let ids: Vec<&str> = got.iter().map(|c| c.claim.id.as_str()).collect();
+    assert_eq!(ids, ["b", "a"]);
+    assert!(store.claim(request(5, now)).await.expect("claim").len() == 1);
+    assert!(
+        store
+            .claim(request(5, now))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // Leases lapse: claimed again, attempt 2, and the old claim is fenced off.
+    let later = now + chrono::Duration::seconds(31);
+    let again = store.claim(request(5, later)).await.expect("claim");
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|c| c.record.attempts == 2));
+    let stale = &got[0].claim;
+    let done = Finish::Release { at: later };
+    assert!(!store.finish(stale, done, later).await.expect("finish"));
+    assert_eq!(
+        store.next_due(&["S".to_owned()]).await.expect("next"),
+        Some(later + chrono::Duration::seconds(30))
+    );
+}
+
+#[tokio::test]
+async fn a_retried_job_is_due_again_at_its_time() {
+    let store = MemoryJobStore::new();
+    store.push(job("a", 0)).await.expect("push");
+    let now = Utc::now();
+    let got = store.claim(request(1, now)).await.expect("claim");
+    let at = now + chrono::Duration::milliseconds(900);
+    let how = Finish::Retry {
+        error: koan::ErrorBody {
+            error: "handler_error".to_owned(),
+            message: "no".to_owned(),
+        },
+        at,
+    };
+    assert!(store.finish(&got[0].claim, how, now).await.expect("finish"));
+    assert_eq!(
+        store.next_due(&["S".to_owned()]).await.expect("next"),
+        Some(at)
+    );
+    assert!(
+        store
+            .claim(request(1, now))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(store.claim(request(1, at)).await.expect("claim").len(), 1);
+}
