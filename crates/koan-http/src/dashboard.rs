@@ -12,7 +12,7 @@ const PAGE: &str = include_str!("../assets/dashboard.html");
 /// a unit test recomputes them, so an edit of the page that forgets them fails.
 const CSP: &str = concat!(
     "default-src 'none'; ",
-    "script-src 'sha256-/EgdqU9WjKFPq9qJo+QGUuzmRIj0LTRoTc3ueSo6vbA='; ",
+    "script-src 'sha256-7paOreZygIotKnJ77pEbJS1LBpOoQS5SOL7FEVtCjvY='; ",
     "style-src 'sha256-Js8vLjL0FkjqjxfW1W27Q2BDl7L/b/+HyU0t4p68q0U='; ",
     "connect-src 'self'; img-src 'self' data:; ",
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

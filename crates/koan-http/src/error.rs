@@ -57,6 +57,16 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// The error kind, as in the body's `error`.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The message, as in the body's `message`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -129,7 +129,7 @@ async fn seed_routes_need_the_token() -> anyhow::Result<()> {
     assert_eq!(status_body["runs"], 0, "a refused call ran: {status_body}");
 
     for route in ["trigger", "check-queue", "process-batch"] {
-        let path = format!("/api/services/ticker/{route}");
+        let path = format!("/api/services/ticker/{route}?wait=true");
         let (status, body) = call(api.post(&path).bearer_auth(TOKEN)).await?;
         assert_eq!(status, StatusCode::OK, "{route}: {body}");
     }

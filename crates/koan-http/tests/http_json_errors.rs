@@ -61,7 +61,7 @@ async fn every_error_is_json() -> anyhow::Result<()> {
         call(api.post("/api/services/Sweeper/trigger?timeout=10000000000000000000")).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error_message(&body, "invalid_parameters")?.contains("7 days"));
-    let (status, _) = call(api.post("/api/services/Sweeper/trigger?timeout=30s")).await?;
+    let (status, _) = call(api.post("/api/services/Sweeper/trigger?timeout=30s&wait=true")).await?;
     assert_eq!(status, StatusCode::OK);
 
     api.stop().await?;

@@ -91,7 +91,7 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let (status, _) = call(api.post("/api/services/counter/actions/bump").json(&"x")).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = call(api.post("/api/services/sweeper/trigger")).await?;
+    let (status, _) = call(api.post("/api/services/sweeper/trigger?wait=true")).await?;
     assert_eq!(status, StatusCode::OK);
 
     let text = scrape(&api).await?;

@@ -316,22 +316,22 @@ async fn wait_false_answers_202_and_the_record_shows_success() -> anyhow::Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_routes_reach_the_periodic_service() -> anyhow::Result<()> {
+async fn seed_routes_with_wait_reach_the_periodic_service() -> anyhow::Result<()> {
     let (api, seen) = start().await?;
 
-    let (status, body) = call(api.post("/api/services/cleanup/trigger")).await?;
+    let (status, body) = call(api.post("/api/services/cleanup/trigger?wait=true")).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["action"], "trigger");
     assert!(body["result"].is_object(), "{body}");
     assert_eq!(seen.ticks.load(Ordering::SeqCst), 1);
 
-    let (status, body) = call(api.post("/api/services/cleanup/check-queue")).await?;
+    let (status, body) = call(api.post("/api/services/cleanup/check-queue?wait=true")).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(seen.queue_checks.load(Ordering::SeqCst), 1);
     assert_eq!(seen.ticks.load(Ordering::SeqCst), 1);
 
     let (status, body) = call(
-        api.post("/api/services/cleanup/process-batch")
+        api.post("/api/services/cleanup/process-batch?wait=true")
             .json(&json!({ "batchSize": 50, "filter": "high-priority" })),
     )
     .await?;
@@ -350,7 +350,7 @@ async fn seed_routes_reach_the_periodic_service() -> anyhow::Result<()> {
     );
 
     // Without a body, the default batch.
-    let (status, body) = call(api.post("/api/services/cleanup/process-batch")).await?;
+    let (status, body) = call(api.post("/api/services/cleanup/process-batch?wait=true")).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let batches = seen
         .batches
@@ -442,5 +442,117 @@ async fn serves_the_dashboard() -> anyhow::Result<()> {
     );
     let text = resp.text().await?;
     assert!(text.to_ascii_lowercase().contains("<html"), "not a page");
+    api.stop().await
+}
+
+/// A background service shaped like the seed's OutboxProcessor: its own
+/// `ProcessBatch(int? batchSize)` and an `OnTriggerNow` hook.
+#[koan::service]
+#[derive(Default)]
+struct Outbox {
+    batches: Arc<Mutex<Vec<Option<u32>>>>,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct OutboxBatch {
+    batch_size: Option<u32>,
+}
+
+#[koan::actions]
+impl Outbox {
+    #[action(koan::actions::outbox::PROCESS_BATCH)]
+    async fn process_batch(&self, p: OutboxBatch) -> Result<u32, BoxError> {
+        self.batches
+            .lock()
+            .map_err(|_| "poisoned")?
+            .push(p.batch_size);
+        Ok(p.batch_size.unwrap_or(100))
+    }
+
+    #[action("TriggerNow")]
+    async fn trigger_now(&self) -> Result<&'static str, BoxError> {
+        Ok("triggered")
+    }
+}
+
+impl BackgroundService for Outbox {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A background service with no trigger hook.
+#[koan::service]
+#[derive(Default)]
+struct Plain;
+
+impl BackgroundService for Plain {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_routes_answer_at_once_with_the_seeds_message_and_reach_declared_actions()
+-> anyhow::Result<()> {
+    let outbox = Outbox::default();
+    let batches = Arc::clone(&outbox.batches);
+    let host = koan::testing::host()
+        .instance(outbox)
+        .service::<Plain>()
+        .build()?
+        .start();
+    let api = Api::open(host).await?;
+
+    // `/process-batch` reaches the declared `ProcessBatch`, with the seed's body; it
+    // answers once the work is handed over (a stored job), as the seed's command bus.
+    let (status, body) = call(
+        api.post("/api/services/Outbox/process-batch")
+            .json(&json!({ "batchSize": 5 })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["message"],
+        "Service 'Outbox' batch processing triggered"
+    );
+    let id = body["id"].as_str().unwrap_or_default().to_owned();
+    let record = within(
+        "the batch job",
+        koan::testing::wait_for_job(&api.host, &id, koan::JobState::Succeeded),
+    )
+    .await?;
+    assert_eq!(record.action, "ProcessBatch");
+    assert_eq!(record.result, Some(json!(5)));
+    assert_eq!(
+        *batches.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+        [Some(5)]
+    );
+
+    // With `wait=true`, the outcome; any spelling of the name reaches the action.
+    let (status, body) = call(
+        api.post("/api/services/Outbox/actions/process_batch?wait=true")
+            .json(&json!({ "batchSize": 7 })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], 7);
+
+    // `/trigger` on a background service reaches its trigger hook.
+    let (status, body) = call(api.post("/api/services/Outbox/trigger?wait=true")).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], "triggered");
+    let (status, body) = call(api.post("/api/services/Outbox/trigger")).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["message"], "Service 'Outbox' triggered successfully");
+
+    // … and says what to do when there is none.
+    let (status, body) = call(api.post("/api/services/Plain/trigger")).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let message = common::error_message(&body, "unknown_action")?;
+    assert!(message.contains("declare an action `trigger`"), "{message}");
     api.stop().await
 }

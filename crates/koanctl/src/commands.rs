@@ -384,9 +384,8 @@ async fn call(
         if let Some(t) = &opts.timeout {
             q.append_pair("timeout", t);
         }
-        if opts.no_wait {
-            q.append_pair("wait", "false");
-        }
+        // Said either way: the seed's routes hand work over unless asked to wait.
+        q.append_pair("wait", if opts.no_wait { "false" } else { "true" });
         if let Some(d) = &opts.delay {
             q.append_pair("delay", d);
         }

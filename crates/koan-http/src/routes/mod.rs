@@ -3,6 +3,7 @@
 mod events;
 mod health;
 mod jobs;
+mod seed;
 mod services;
 
 use axum::Router;
@@ -25,14 +26,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/services/{name}/status", get(services::status))
         .route("/api/services/{name}/health", get(services::health))
         .route("/api/services/{name}/actions/{action}", post(services::act))
-        .route("/api/services/{name}/trigger", post(services::trigger))
-        .route(
-            "/api/services/{name}/check-queue",
-            post(services::check_queue),
-        )
+        .route("/api/services/{name}/trigger", post(seed::trigger))
+        .route("/api/services/{name}/check-queue", post(seed::check_queue))
         .route(
             "/api/services/{name}/process-batch",
-            post(services::process_batch),
+            post(seed::process_batch),
         )
         .route("/api/services/{name}/events", get(events::service_stream))
         .route("/api/actions/{id}", get(jobs::get))

@@ -275,7 +275,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+pub(crate) fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|r| {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -323,16 +323,22 @@ fn correlation(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-async fn run_action(
+pub(crate) async fn run_action(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
     service: &str,
     action: &str,
     params: Value,
+    seed: Option<&str>,
 ) -> Result<Response, ApiError> {
     auth::check(state.options.token.as_deref(), headers, None)?;
-    let q = parse_query(query)?;
+    let mut q = parse_query(query)?;
+    // The seed's routes hand the work over and answer at once (its command bus), as
+    // a stored job; `wait=true` waits for the outcome instead.
+    if seed.is_some() && !query.contains_key("wait") {
+        q.wait = false;
+    }
     // Answer with the service's own spelling of its name.
     let canonical = state.host.status(service).map(|s| s.name);
     let service = canonical.as_deref().unwrap_or(service);
@@ -372,12 +378,15 @@ async fn run_action(
         }
         // Answered only once the job store has the job.
         let ticket = req.enqueue().await?;
-        let body = json!({
+        let mut body = json!({
             "id": ticket.id(),
             "correlation_id": ticket.correlation_id(),
             "status_url": format!("/api/jobs/{}", ticket.id()),
             "created": ticket.created(),
         });
+        if let Some(what) = seed {
+            body["message"] = json!(format!("Service '{service}' {what}"));
+        }
         let cid = ticket.correlation_id().to_owned();
         Ok(with_correlation(
             (StatusCode::ACCEPTED, Json(body)).into_response(),
@@ -420,54 +429,5 @@ pub(crate) async fn act(
 ) -> Result<Response, ApiError> {
     auth::check(state.options.token.as_deref(), &headers, None)?;
     let params = parse_body(body)?;
-    run_action(&state, &headers, &query, &name, &action, params).await
-}
-
-pub(crate) async fn trigger(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    poke(&state, &headers, &query, &name, koan::actions::TRIGGER).await
-}
-
-pub(crate) async fn check_queue(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    poke(&state, &headers, &query, &name, koan::actions::CHECK_QUEUE).await
-}
-
-/// A seed route without a body: the built-in action of that name.
-async fn poke(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-    service: &str,
-    action: &str,
-) -> Result<Response, ApiError> {
-    run_action(state, headers, query, service, action, Value::Null).await
-}
-
-pub(crate) async fn process_batch(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    auth::check(state.options.token.as_deref(), &headers, None)?;
-    let params = parse_body(body)?;
-    run_action(
-        &state,
-        &headers,
-        &query,
-        &name,
-        koan::actions::PROCESS_BATCH,
-        params,
-    )
-    .await
+    run_action(&state, &headers, &query, &name, &action, params, None).await
 }

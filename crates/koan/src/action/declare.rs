@@ -82,6 +82,18 @@ impl std::fmt::Debug for ActionTable {
     }
 }
 
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'-' | b'_' | b'.' | b' ')
+}
+
+/// The key an action name is matched by: lowercase, without separators.
+fn normalized(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 /// What an action name resolves to.
 pub(crate) enum Resolved<'a> {
     Declared(&'a Arc<ActionEntry>),
@@ -93,11 +105,16 @@ impl ActionTable {
         self.entries.is_empty()
     }
 
+    /// The declared action `name`, matched as written, then regardless of case and
+    /// of separators (`ProcessBatch`, `process-batch` and `process_batch` are one).
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<ActionEntry>> {
         let idx = match self.by_name.get(name) {
             Some(i) => *i,
-            None if name.bytes().any(|b| b.is_ascii_uppercase()) => {
-                *self.by_name.get(&name.to_ascii_lowercase())?
+            None if name
+                .bytes()
+                .any(|b| b.is_ascii_uppercase() || is_separator(b)) =>
+            {
+                *self.by_name.get(&normalized(name))?
             }
             None => return None,
         };
@@ -459,12 +476,12 @@ impl<T: Service> Actions<T> {
         let mut by_name = HashMap::default();
         let mut entries = Vec::new();
         for p in self.pending {
-            let key = p.name.to_ascii_lowercase();
+            let key = normalized(&p.name);
             if by_name.contains_key(&key) {
                 return Err(Error::new(
                     ErrorKind::Config,
                     format!(
-                        "service `{}` declares action `{}` twice",
+                        "service `{}` declares action `{}` twice (names are matched regardless of case and of `-`, `_`, `.` and spaces)",
                         self.service, p.name
                     ),
                 ));

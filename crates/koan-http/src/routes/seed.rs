@@ -1,0 +1,134 @@
+//! The seed's routes: `POST /api/services/{name}/trigger`, `/check-queue` and
+//! `/process-batch`. Each reaches the action the service declares under that name
+//! (matched regardless of case and separators: `ProcessBatch`, `process_batch`), or
+//! the built-in poke of a periodic service. Like the seed's command bus they hand the
+//! work over and answer at once — as a stored job, with the seed's `message` — unless
+//! `wait=true` asks for the outcome.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::services::{parse_body, run_action};
+use crate::error::ApiError;
+use crate::{AppState, auth};
+
+/// Which seed route, the names a service may declare for it, and the seed's words.
+struct Route {
+    builtin: &'static str,
+    declared: &'static [&'static str],
+    message: &'static str,
+}
+
+const TRIGGER: Route = Route {
+    builtin: koan::actions::TRIGGER,
+    declared: &["trigger", "trigger-now", "on-trigger-now"],
+    message: "triggered successfully",
+};
+const CHECK_QUEUE: Route = Route {
+    builtin: koan::actions::CHECK_QUEUE,
+    declared: &["check-queue"],
+    message: "queue check triggered",
+};
+const PROCESS_BATCH: Route = Route {
+    builtin: koan::actions::PROCESS_BATCH,
+    declared: &["process-batch"],
+    message: "batch processing triggered",
+};
+
+fn norm(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The action the route reaches on `service`: a declared one of the route's names
+/// when there is one, the built-in otherwise (which the call refuses, with what the
+/// service declares, when the service has none).
+async fn action_for(state: &AppState, service: &str, route: &Route) -> String {
+    if let Ok(info) = state.host.service(service).info().await {
+        for candidate in route.declared {
+            if let Some(a) = info
+                .actions
+                .iter()
+                .find(|a| !a.builtin && norm(&a.name) == norm(candidate))
+            {
+                return a.name.clone();
+            }
+        }
+    }
+    route.builtin.to_owned()
+}
+
+async fn seed(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    service: &str,
+    route: &Route,
+    params: Value,
+) -> Result<Response, ApiError> {
+    auth::check(state.options.token.as_deref(), headers, None)?;
+    let action = action_for(state, service, route).await;
+    run_action(
+        state,
+        headers,
+        query,
+        service,
+        &action,
+        params,
+        Some(route.message),
+    )
+    .await
+    .map_err(|e| {
+        if e.kind() == "unknown_action" && route.builtin == koan::actions::TRIGGER {
+            ApiError::new(
+                e.status(),
+                "unknown_action",
+                format!(
+                    "{} — to make `{}` triggerable, declare an action `trigger` (the seed's OnTriggerNow)",
+                    e.message(),
+                    service.escape_debug()
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+pub(crate) async fn trigger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    seed(&state, &headers, &query, &name, &TRIGGER, Value::Null).await
+}
+
+pub(crate) async fn check_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    seed(&state, &headers, &query, &name, &CHECK_QUEUE, Value::Null).await
+}
+
+pub(crate) async fn process_batch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    auth::check(state.options.token.as_deref(), &headers, None)?;
+    let params = parse_body(body)?;
+    seed(&state, &headers, &query, &name, &PROCESS_BATCH, params).await
+}
