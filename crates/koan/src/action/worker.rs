@@ -90,7 +90,17 @@ async fn execute(
     };
     let params = std::mem::replace(&mut job.params, Box::new(()));
     let fut = (job.entry.call)(params, cx);
-    let fut = CORRELATION.scope(job.correlation.clone(), fut);
+    // One span per action, on whichever task runs it (a worker, or the caller itself):
+    // whatever the handler logs carries its service, action and correlation id.
+    let span = tracing::info_span!(
+        "action",
+        service = %cell.name,
+        action = %job.entry.name,
+        correlation_id = %job.correlation,
+        job = job.job.as_ref().map(|j| j.info.id.as_str()),
+    );
+    let fut =
+        tracing::Instrument::instrument(CORRELATION.scope(job.correlation.clone(), fut), span);
     let result = match (job.deadline, deadline_token) {
         (Some(deadline), Some(token)) => {
             // Kept out of line (boxed) so that calls without a deadline do not carry
