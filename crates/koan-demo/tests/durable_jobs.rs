@@ -182,3 +182,54 @@ async fn accepted_jobs_survive_a_sigkill_and_the_interrupted_ones_run_again() ->
     );
     Ok(())
 }
+
+/// A delayed job outlives the process that accepted it: stored as `scheduled`, it
+/// runs at its time in the next process on the same file, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_job_runs_at_its_time_after_a_restart() -> anyhow::Result<()> {
+    let dir = TempDir::new("durable-delay");
+    let client = client()?;
+    let mut first = Demo::start(dir.path(), "demo", &[], &env())?;
+    let resp = client
+        .post(first.url("/api/services/TranslationService/actions/translate?wait=false&delay=3s"))
+        .json(&json!({"fileId": "later", "from": "en", "to": "es"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let accepted: Value = resp.json().await?;
+    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+    let record: Value = client
+        .get(first.url(&format!("/api/jobs/{id}")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(record["state"], "scheduled", "{record}");
+    let run_at = record["run_at"].as_str().unwrap_or_default().to_owned();
+    assert!(first.terminate()?.success());
+
+    let second = Demo::start(dir.path(), "demo", &[], &env())?;
+    let deadline = Instant::now() + PATIENCE;
+    let done = loop {
+        let r: Value = client
+            .get(second.url(&format!("/api/jobs/{id}")))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if r["state"] == "succeeded" {
+            break r;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the delayed job never ran: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let started = done["history"][0]["started_at"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        started >= run_at.as_str(),
+        "ran at {started}, before its time {run_at}"
+    );
+    assert_eq!(translations(&second.db)?.get("later"), Some(&1));
+    Ok(())
+}
