@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     // KOAN_ENV selects the environment; the demo defaults to development.
     let environment = match std::env::var("KOAN_ENV") {
         Ok(v) => v.parse()?,
-        Err(_) => koan::Environment::Development,
+        Err(_) => koan::Environment::DEVELOPMENT,
     };
     koan_http::install_metrics();
     let config = config(&args)?;

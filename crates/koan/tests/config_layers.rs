@@ -95,7 +95,7 @@ fn seed_config() -> Config {
 async fn the_seeds_appsettings_loads_as_written() -> anyhow::Result<()> {
     let config = seed_config();
     let host = koan::testing::host()
-        .environment(Environment::Development)
+        .environment(Environment::DEVELOPMENT)
         .config(config)
         .service::<DataCleanupService>()
         .service::<SystemHealthMonitor>()
@@ -138,7 +138,7 @@ fn typed_settings_reach_the_service() -> anyhow::Result<()> {
         }
     }
     koan::Host::builder()
-        .environment(Environment::Development)
+        .environment(Environment::DEVELOPMENT)
         .config(seed_config())
         .resource(Capture(slot))
         .service::<Probe>()
@@ -168,7 +168,7 @@ fn precedence_is_env_over_json_over_toml_over_attribute() -> anyhow::Result<()> 
         "DataCleanupService": { "IntervalSeconds": 120, "Settings": { "RetentionDays": 14 } } } } } }"#;
     let interval_of = |config: Config| -> anyhow::Result<Option<String>> {
         let host = koan::Host::builder()
-            .environment(Environment::Development)
+            .environment(Environment::DEVELOPMENT)
             .config(config)
             .service::<DataCleanupService>()
             .build()?;
@@ -224,7 +224,7 @@ fn env_disables_a_service_and_says_why() -> anyhow::Result<()> {
         )])
         .build();
     let host = koan::Host::builder()
-        .environment(Environment::Development)
+        .environment(Environment::DEVELOPMENT)
         .config(config)
         .service::<TranslationService>()
         .build()?;
@@ -305,7 +305,7 @@ fn a_bad_value_names_its_key_and_source() -> anyhow::Result<()> {
 fn environment_gates_services() -> anyhow::Result<()> {
     // SystemHealthMonitor says run_in_testing = false.
     let host = koan::Host::builder()
-        .environment(Environment::Testing)
+        .environment(Environment::TESTING)
         .service::<SystemHealthMonitor>()
         .service::<TranslationService>()
         .build()?;
@@ -323,16 +323,16 @@ fn environment_gates_services() -> anyhow::Result<()> {
     );
 
     let host = koan::Host::builder()
-        .environment(Environment::Production)
+        .environment(Environment::PRODUCTION)
         .service::<SystemHealthMonitor>()
         .build()?;
     assert_eq!(
         host.handle().status("SystemHealthMonitor")?.state,
         ServiceState::Pending
     );
-    assert_eq!("prod".parse::<Environment>()?, Environment::Production);
+    assert_eq!("prod".parse::<Environment>()?, Environment::PRODUCTION);
     assert_eq!(
-        "nope".parse::<Environment>().map_err(|e| e.kind()),
+        "no way!".parse::<Environment>().map_err(|e| e.kind()),
         Err(ErrorKind::Config)
     );
     Ok(())
@@ -344,7 +344,7 @@ fn global_switches_apply() -> anyhow::Result<()> {
         .toml("koan.toml", "[background_services]\nenabled = false\n")?
         .build();
     let host = koan::Host::builder()
-        .environment(Environment::Development)
+        .environment(Environment::DEVELOPMENT)
         .config(config)
         .service::<TranslationService>()
         .shutdown_grace(Duration::from_secs(1))
@@ -358,4 +358,82 @@ fn global_switches_apply() -> anyhow::Result<()> {
             .contains("koan.toml")
     );
     Ok(())
+}
+
+#[test]
+fn environments_default_to_production_and_take_any_name() -> anyhow::Result<()> {
+    assert_eq!(Environment::default(), Environment::PRODUCTION);
+    let staging: Environment = "Staging".parse()?;
+    assert_eq!(staging.as_str(), "staging");
+
+    // Only in staging and production: not in development, yes in staging.
+    let only = |env: Environment| -> anyhow::Result<ServiceState> {
+        let host = koan::testing::host()
+            .environment(env)
+            .service::<StagingOnly>()
+            .build()?;
+        Ok(host.handle().status("StagingOnly")?.state)
+    };
+    assert_eq!(only(Environment::DEVELOPMENT)?, ServiceState::Disabled);
+    assert_eq!(only(staging)?, ServiceState::Pending);
+    assert_eq!(only(Environment::PRODUCTION)?, ServiceState::Pending);
+    Ok(())
+}
+
+#[test]
+fn the_dotnet_spelling_of_variables_is_read_and_unknown_sections_are_refused() -> anyhow::Result<()>
+{
+    let config = Config::builder()
+        .env_vars([("Koan__BackgroundServices__Enabled", "false")])
+        .build();
+    let host = koan::testing::host()
+        .config(config)
+        .service::<StagingOnly>()
+        .build()?;
+    assert_eq!(
+        host.handle().status("StagingOnly")?.state,
+        ServiceState::Disabled,
+        "Koan__ is read as KOAN__"
+    );
+
+    let typo = Config::builder()
+        .toml("koan.toml", "[background_service]\nenabled = false\n")?
+        .build();
+    let e = koan::testing::host()
+        .config(typo)
+        .service::<StagingOnly>()
+        .build()
+        .expect_err("a section nothing reads");
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.message().contains("koan.background_service") && e.message().contains("koan.toml"),
+        "{e}"
+    );
+    // An application's own section is declared.
+    let own = Config::builder()
+        .toml("koan.toml", "[my_app]\nanswer = 42\n")?
+        .build();
+    koan::testing::host()
+        .config(own)
+        .config_section("my_app")
+        .service::<StagingOnly>()
+        .build()?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct StagingOnly;
+
+impl koan::Service for StagingOnly {
+    type Kind = koan::Background;
+    fn options() -> koan::ServiceOptions {
+        koan::ServiceOptions::default().run_in(["staging", "production"])
+    }
+}
+
+impl koan::BackgroundService for StagingOnly {
+    async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
 }

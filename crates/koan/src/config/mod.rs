@@ -106,6 +106,30 @@ impl Config {
         self.root.path(keys)
     }
 
+    /// Refuses a section under `koan` that nothing reads (a typo such as
+    /// `Koan:BackgroundService` would otherwise be ignored silently), naming it and
+    /// where it came from.
+    pub(crate) fn check_sections(&self, known: &[String]) -> Result<()> {
+        let Some(root) = self.node(&["koan"]) else {
+            return Ok(());
+        };
+        for (key, spelling, node) in root.entries() {
+            if !known.iter().any(|k| tree::norm(k) == key) {
+                let mut sources = Vec::new();
+                node.sources(&mut sources);
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "unknown configuration section `koan.{spelling}` (from {}); known sections: {} (an application's own section is declared with `HostBuilder::config_section`)",
+                        sources.join(", "),
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn overlay(&mut self, source: String, node: Node) {
         self.root.overlay(node);
         self.sources.push(source);
@@ -185,7 +209,12 @@ impl ConfigBuilder {
         let mut any = false;
         for (k, v) in vars {
             let (k, v) = (k.as_ref(), v.as_ref());
-            let Some(rest) = k.strip_prefix("KOAN__") else {
+            // `KOAN__…`, and the .NET spelling `Koan__…`: any case.
+            let Some(rest) = k
+                .get(..6)
+                .filter(|p| p.eq_ignore_ascii_case("KOAN__"))
+                .map(|_| &k[6..])
+            else {
                 continue;
             };
             let mut keys: Vec<&str> = vec!["koan"];

@@ -65,6 +65,8 @@ pub struct HostBuilder {
     action_grace: Duration,
     transport: Option<Arc<dyn Transport>>,
     job_store: Option<Arc<dyn crate::job::JobStore>>,
+    /// Sections under `koan` that something reads.
+    config_sections: Vec<String>,
     config: Option<Config>,
     load_config: bool,
 }
@@ -101,6 +103,9 @@ impl HostBuilder {
             action_grace: Duration::from_secs(1),
             transport: None,
             job_store: None,
+            config_sections: ["background_services", "http", "nats"]
+                .map(str::to_owned)
+                .to_vec(),
             config: None,
             load_config: false,
         }
@@ -162,7 +167,7 @@ impl HostBuilder {
                     resources: env.resources,
                     settings: settings.map(|(v, _)| v),
                     settings_source: settings.map_or("defaults", |(_, s)| s.as_str()),
-                    environment: env.environment,
+                    environment: env.environment.clone(),
                 };
                 let svc = T::from_context(&cx)?;
                 make_cell(Arc::new(svc), options, name, overrides, env)
@@ -224,7 +229,7 @@ impl HostBuilder {
         self
     }
 
-    /// The environment for the `run_in_*` gates (default: `KOAN_ENV`, else development).
+    /// The environment for the `run_in_*` gates (default: `KOAN_ENV`, else production).
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
         self
@@ -256,6 +261,13 @@ impl HostBuilder {
         self
     }
 
+    /// Declares a section under `koan` that the application reads itself (others than
+    /// `background_services`, `http` and `nats` are refused as unknown).
+    pub fn config_section(mut self, name: impl Into<String>) -> Self {
+        self.config_sections.push(name.into());
+        self
+    }
+
     /// Keeps enqueued jobs in `store` (`koan_sqlite::SqliteJobStore` for one
     /// machine). Without one, jobs are kept in memory ([`crate::MemoryJobStore`]):
     /// the host warns at start that they do not survive the process, and runs the
@@ -284,6 +296,7 @@ impl HostBuilder {
             (None, true) => Config::load()?,
             (None, false) => Config::default(),
         };
+        config.check_sections(&self.config_sections)?;
         let bg = BackgroundServicesConfig::from_config(&config)?;
         if let Some(t) = bg.startup_timeout {
             self.startup_timeout = t;
@@ -296,7 +309,7 @@ impl HostBuilder {
         }
         let env = BuildEnv {
             resources: &self.resources,
-            environment,
+            environment: environment.clone(),
             clock: &self.clock,
             config: &bg,
         };
@@ -400,7 +413,7 @@ fn make_cell<T: Service>(
         Some(format!("disabled by configuration ({origin} = false)"))
     } else if !options.enabled {
         Some("disabled by its declaration (enabled = false)".to_owned())
-    } else if !options.runs_in(env.environment) {
+    } else if !options.runs_in(&env.environment) {
         Some(format!(
             "not run in the {0} environment (run_in_{0} = false)",
             env.environment

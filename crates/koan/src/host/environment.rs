@@ -1,36 +1,77 @@
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The environment a host runs in; drives the `run_in_*` gates (`KOAN_ENV`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    /// Local development (the default).
-    #[default]
-    Development,
-    /// Production.
-    Production,
-    /// Automated tests.
-    Testing,
+/// The environment a host runs in (`KOAN_ENV`): it decides which services run
+/// (`run_in_development`, `run_in_production`, `run_in_testing`, or a `run_in` list of
+/// any names such as `staging`).
+///
+/// Unset means [`Environment::PRODUCTION`], as in .NET: a service meant only for
+/// development never runs in production by accident.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Environment(Cow<'static, str>);
+
+impl Default for Environment {
+    fn default() -> Self {
+        Environment::PRODUCTION
+    }
 }
 
 impl Environment {
-    /// Reads `KOAN_ENV`; unset means development, an unknown value is a `Config` error.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("KOAN_ENV") {
-            Ok(v) => v.parse(),
-            Err(_) => Ok(Environment::Development),
+    /// Local development.
+    pub const DEVELOPMENT: Environment = Environment(Cow::Borrowed("development"));
+    /// Production (the default).
+    pub const PRODUCTION: Environment = Environment(Cow::Borrowed("production"));
+    /// Automated tests.
+    pub const TESTING: Environment = Environment(Cow::Borrowed("testing"));
+
+    /// The environment called `name`: any name of 1 to 64 letters, digits, `-`, `_`
+    /// or `.`, matched regardless of case; `dev`, `prod` and `test` are the three
+    /// well-known ones.
+    pub fn new(name: &str) -> Result<Self> {
+        let trimmed = name.trim();
+        let valid = !trimmed.is_empty()
+            && trimmed.len() <= 64
+            && trimmed
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "KOAN_ENV=`{}` is not an environment name; use 1 to 64 letters, digits, `-`, `_` or `.` (e.g. development, staging, production)",
+                    name.escape_debug()
+                ),
+            ));
         }
+        let lower = trimmed.to_ascii_lowercase();
+        Ok(match lower.as_str() {
+            "development" | "dev" => Environment::DEVELOPMENT,
+            "production" | "prod" => Environment::PRODUCTION,
+            "testing" | "test" => Environment::TESTING,
+            _ => Environment(Cow::Owned(lower)),
+        })
     }
 
-    /// `development`, `production` or `testing`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Environment::Development => "development",
-            Environment::Production => "production",
-            Environment::Testing => "testing",
+    /// Reads `KOAN_ENV` (or the .NET spelling `DOTNET_ENVIRONMENT`/`ASPNETCORE_ENVIRONMENT`
+    /// when it is unset); unset or empty means production.
+    pub fn from_env() -> Result<Self> {
+        for var in ["KOAN_ENV", "DOTNET_ENVIRONMENT", "ASPNETCORE_ENVIRONMENT"] {
+            if let Ok(v) = std::env::var(var)
+                && !v.trim().is_empty()
+            {
+                return Environment::new(&v);
+            }
         }
+        Ok(Environment::PRODUCTION)
+    }
+
+    /// The name, lowercase: `development`, `production`, `testing`, `staging`, ….
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -43,16 +84,6 @@ impl std::fmt::Display for Environment {
 impl std::str::FromStr for Environment {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "development" | "dev" => Ok(Environment::Development),
-            "production" | "prod" => Ok(Environment::Production),
-            "testing" | "test" => Ok(Environment::Testing),
-            _ => Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "KOAN_ENV=`{s}` is not an environment; use development, production or testing"
-                ),
-            )),
-        }
+        Environment::new(s)
     }
 }

@@ -110,7 +110,7 @@ impl HostHandle {
 
     /// The environment the host runs in.
     pub fn environment(&self) -> Environment {
-        self.inner.config.environment
+        self.inner.config.environment.clone()
     }
 
     /// Names of every registered service, in registration order.

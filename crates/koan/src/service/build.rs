@@ -59,7 +59,7 @@ impl BuildContext<'_> {
 
     /// The environment the host runs in.
     pub fn environment(&self) -> Environment {
-        self.environment
+        self.environment.clone()
     }
 
     /// A shared resource registered with `HostBuilder::resource`.

@@ -101,6 +101,8 @@ pub struct ServiceOptions {
     pub(crate) run_in_development: bool,
     pub(crate) run_in_production: bool,
     pub(crate) run_in_testing: bool,
+    /// Set by `run_in([...])`: the environments the service runs in, by name.
+    pub(crate) run_in: Option<Vec<String>>,
     pub(crate) restart: RestartPolicy,
     pub(crate) backoff: Backoff,
     pub(crate) intensity: Intensity,
@@ -129,6 +131,7 @@ impl Default for ServiceOptions {
             run_in_development: true,
             run_in_production: true,
             run_in_testing: true,
+            run_in: None,
             restart: RestartPolicy::OnFailure,
             backoff: Backoff::default(),
             intensity: Intensity::default(),
@@ -283,11 +286,26 @@ impl ServiceOptions {
     }
 
     /// Whether the options allow running in `env`.
-    pub fn runs_in(&self, env: Environment) -> bool {
-        match env {
-            Environment::Development => self.run_in_development,
-            Environment::Production => self.run_in_production,
-            Environment::Testing => self.run_in_testing,
+    pub fn runs_in(&self, env: &Environment) -> bool {
+        if let Some(list) = &self.run_in {
+            return list.iter().any(|n| n.eq_ignore_ascii_case(env.as_str()));
         }
+        match env.as_str() {
+            "development" => self.run_in_development,
+            "production" => self.run_in_production,
+            "testing" => self.run_in_testing,
+            _ => true,
+        }
+    }
+
+    /// Runs only in these environments (any names, e.g. `["staging", "production"]`),
+    /// instead of the `run_in_*` switches.
+    pub fn run_in<I, S>(mut self, environments: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.run_in = Some(environments.into_iter().map(Into::into).collect());
+        self
     }
 }

@@ -36,7 +36,7 @@ use crate::registry::{ServiceState, ServiceStatus};
 pub fn host() -> HostBuilder {
     HostBuilder::new()
         .following_tokio_clock()
-        .environment(Environment::Testing)
+        .environment(Environment::TESTING)
         .shutdown_grace(Duration::from_secs(5))
 }
 
