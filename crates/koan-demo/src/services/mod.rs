@@ -3,6 +3,7 @@
 pub mod cleanup;
 pub mod flow;
 pub mod health_monitor;
+pub mod messaging;
 pub mod migration;
 pub mod outbox;
 pub mod probe;
