@@ -83,6 +83,10 @@ pub fn init(conn: &Connection) -> rusqlite::Result<()> {
     migrate(conn)
 }
 
+/// Brings an older database up to date. Tables added later (`flow_entities`,
+/// `probe_results`, `delivered_messages`) come from `CREATE TABLE IF NOT EXISTS` in
+/// [`SCHEMA`]; columns added later to existing tables are added here.
+///
 /// Translations keyed by the job that made them (so a job run twice stores its
 /// translation once).
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -125,4 +129,31 @@ CREATE TABLE IF NOT EXISTS outbox (
     processed_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(processed_at, id);
+CREATE TABLE IF NOT EXISTS flow_entities (
+    id TEXT PRIMARY KEY,
+    entity_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    state TEXT NOT NULL,
+    parked_stage TEXT,
+    parked_reason TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flow_entities_state ON flow_entities(state, created_at);
+CREATE TABLE IF NOT EXISTS probe_results (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    error TEXT,
+    probed_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS probe_results_target ON probe_results(target, id);
+CREATE TABLE IF NOT EXISTS delivered_messages (
+    outbox_id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    delivered_at INTEGER NOT NULL
+);
 ";

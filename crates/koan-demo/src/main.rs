@@ -34,13 +34,17 @@ struct Args {
     services: Option<Vec<String>>,
 }
 
-/// Embedded defaults: a lively demo (health checks every 5 s).
+/// Embedded defaults: a lively demo (health checks every 5 s, a sample flow entity
+/// every 10 s, of which every fifth is parked).
 const DEFAULTS: &str = r#"
 [http]
 bind = "127.0.0.1:8080"
 
 [background_services.services.SystemHealthMonitor.settings]
 check_interval_seconds = 5
+
+[background_services.services.FlowOrchestrator.settings]
+sample_every_seconds = 10
 "#;
 
 fn config(args: &Args) -> anyhow::Result<Config> {
@@ -96,18 +100,28 @@ async fn main() -> anyhow::Result<()> {
     // Jobs live in the demo's own database file: a 202 is a job on disk.
     let jobs = koan_sqlite::SqliteJobStore::open(&args.db)
         .with_context(|| format!("opening the job store in {}", args.db.display()))?;
+    // The probe scheduler's default target is this process's own `/health/live`.
+    let mut own = listener.local_addr();
+    if own.ip().is_unspecified() {
+        own.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
     let only = args.services.clone();
     let mut builder = Host::builder()
         .job_store(std::sync::Arc::new(jobs))
         .environment(environment)
         .config(config)
         .resource(koan_demo::db::Db::new(&args.db))
+        .resource(koan_demo::services::probe::SelfUrl(format!("http://{own}")))
         .discover_where(|name| {
             only.as_ref()
                 .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
         });
     if let Some(n) = &nats {
-        builder = builder.transport(n.clone().into_transport());
+        // The transport as a resource too: MessagingLifecycle follows its connection,
+        // OutboxProcessor publishes to it.
+        builder = builder
+            .transport(n.clone().into_transport())
+            .resource(n.clone());
     }
     let host = builder.build().context("building the host")?.start();
     let node = match &nats {

@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// The services of the second process: everything but `TranslationService`.
-const THE_REST: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler";
+const THE_REST: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler,FlowOrchestrator,MessagingLifecycle";
 
 /// How long one translation takes in the process that is killed.
 const SLOW: Duration = Duration::from_millis(1000);

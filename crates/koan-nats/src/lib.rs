@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+mod connection;
 mod lease;
 mod node;
 mod options;
@@ -44,6 +45,7 @@ mod subjects;
 mod transport;
 mod wire;
 
+pub use connection::ConnectionState;
 pub use node::Node;
 pub use options::NatsOptions;
 pub use transport::NatsTransport;

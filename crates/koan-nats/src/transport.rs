@@ -14,6 +14,7 @@ use koan::{
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::connection::{ConnectionState, ConnectionWatch};
 use crate::options::NatsOptions;
 use crate::subjects;
 use crate::wire::{self, Job, Reply, WireEvent};
@@ -36,6 +37,7 @@ pub(crate) struct Inner {
     pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
     pub(crate) waiters: Arc<crate::outcomes::OutcomeWaiters>,
+    connection: ConnectionWatch,
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -93,15 +95,24 @@ impl NatsTransport {
     /// or wrong credentials are a `ServiceUnavailable` error naming the URL.
     pub async fn connect(opts: NatsOptions) -> Result<Self, Error> {
         let host_id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
+        let connection = ConnectionWatch::new();
+        let watch = connection.clone();
         let mut co = async_nats::ConnectOptions::new()
             .name(format!("koan {host_id}"))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("NATS disconnected; reconnecting")
+            .event_callback(move |event| {
+                let watch = watch.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("NATS disconnected; reconnecting");
+                            watch.set(ConnectionState::Disconnected);
+                        }
+                        async_nats::Event::Connected => {
+                            tracing::info!("NATS connected");
+                            watch.set(ConnectionState::Connected);
+                        }
+                        other => tracing::debug!(event = %other, "NATS event"),
                     }
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    other => tracing::debug!(event = %other, "NATS event"),
                 }
             });
         if let Some((u, p)) = &opts.user_password {
@@ -182,6 +193,7 @@ impl NatsTransport {
                 leases_held: Mutex::new(HashMap::new()),
                 events_tx,
                 waiters,
+                connection,
             }),
         })
     }
@@ -194,6 +206,31 @@ impl NatsTransport {
     /// The underlying NATS client.
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The URL this transport connected to.
+    pub fn url(&self) -> &str {
+        &self.inner.opts.url
+    }
+
+    /// Whether the connection to the server is up now.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.inner.connection.get()
+    }
+
+    /// Follows the connection: the receiver sees every change between connected and
+    /// disconnected (the client reconnects on its own, with backoff).
+    ///
+    /// ```no_run
+    /// # async fn demo(nats: koan_nats::NatsTransport) {
+    /// let mut conn = nats.watch_connection();
+    /// while conn.changed().await.is_ok() {
+    ///     println!("NATS is {}", *conn.borrow());
+    /// }
+    /// # }
+    /// ```
+    pub fn watch_connection(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
+        self.inner.connection.subscribe()
     }
 
     /// As a `koan::Transport` for `HostBuilder::transport`.
