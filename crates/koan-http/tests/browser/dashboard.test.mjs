@@ -52,10 +52,11 @@ after(async () => {
   if (demo) demo.kill("SIGTERM");
 });
 
-const SERVICES = ["DataCleanupService", "DatabaseMigrationService", "HealthProbeScheduler",
-  "OutboxProcessor", "SystemHealthMonitor", "TranslationService"];
+const SERVICES = ["DataCleanupService", "DatabaseMigrationService", "FlowOrchestrator",
+  "HealthProbeScheduler", "MessagingLifecycle", "OutboxProcessor", "SystemHealthMonitor",
+  "TranslationService"];
 
-test("the dashboard lists the six demo services", async () => {
+test("the dashboard lists the eight demo services", async () => {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   await page.goto(base + "/");
   for (const name of SERVICES) {
