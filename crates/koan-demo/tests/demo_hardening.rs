@@ -142,7 +142,7 @@ fn a_callers_string_cannot_forge_a_log_line() -> anyhow::Result<()> {
         c.set_read_timeout(Some(PATIENCE))?;
         write!(
             c,
-            "POST /api/services/DataCleanupService/process-batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /api/services/DataCleanupService/process-batch?wait=true HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
         let mut answer = String::new();

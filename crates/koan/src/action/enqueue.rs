@@ -218,7 +218,7 @@ fn accept_local(
             Ok(())
         }
         Prepared::Builtin(poke, timeout) => {
-            let (receipt, action) = poke_cell(cell, poke)?;
+            let (receipt, action) = poke_cell(cell, poke, timeout)?;
             let name = Arc::clone(&cell.name);
             tokio::spawn(async move {
                 let _ = tx.send(wait_poke(receipt, &name, action, timeout).await);

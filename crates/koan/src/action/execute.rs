@@ -201,7 +201,7 @@ fn start_step(
         Err(e) => return StepFut::Ready(Some(Err(e))),
     };
     match prepared {
-        Prepared::Builtin(poke, timeout) => match poke_cell(cell, poke) {
+        Prepared::Builtin(poke, timeout) => match poke_cell(cell, poke, timeout) {
             Ok((receipt, action)) => {
                 let name = Arc::clone(&cell.name);
                 StepFut::Boxed(Box::pin(async move {

@@ -21,10 +21,12 @@ use crate::registry::ServiceCell;
 use crate::transport::RemoteCall;
 use crate::util::fmt_duration;
 
-/// Hands a built-in poke to a periodic service's driver.
+/// Hands a built-in poke to a periodic service's driver; with a `timeout`, its run
+/// is cancelled at that deadline as an action's would be.
 pub(super) fn poke_cell(
     cell: &ServiceCell,
     poke: crate::schedule::Poke,
+    timeout: Option<Duration>,
 ) -> Result<(crate::schedule::PokeReceipt, &'static str)> {
     let control = cell.control.as_ref().ok_or_else(|| {
         Error::new(
@@ -33,7 +35,8 @@ pub(super) fn poke_cell(
         )
     })?;
     let action = poke.action_name();
-    Ok((control.poke(&cell.name, poke)?, action))
+    let deadline = timeout.map(|t| crate::util::after(Instant::now(), t));
+    Ok((control.poke(&cell.name, poke, deadline)?, action))
 }
 
 pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<ServiceCell>> {
@@ -223,7 +226,7 @@ pub(crate) async fn poke_direct(
     {
         return None;
     }
-    let outcome = match control.poke(&cell.name, poke) {
+    let outcome = match control.poke(&cell.name, poke, None) {
         Ok(receipt) => receipt.outcome(&cell.name).await,
         Err(e) => Err(e),
     };

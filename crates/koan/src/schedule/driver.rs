@@ -106,6 +106,9 @@ impl PokeReceipt {
 struct Command {
     poke: Poke,
     waiters: Waiters,
+    /// When the run must stop: the latest of its callers' deadlines, `None` as soon
+    /// as one caller waits without a deadline.
+    deadline: Option<Instant>,
 }
 
 /// The callers waiting for one run: usually one, so no allocation for it.
@@ -193,7 +196,16 @@ impl PeriodicControl {
 
     /// Asks for a run. Never blocks: the run is queued or merged, or the caller is told
     /// `Busy` / `ShuttingDown` at once.
-    pub(crate) fn poke(&self, service: &str, poke: Poke) -> Result<PokeReceipt> {
+    ///
+    /// With a `deadline` (its caller's timeout), the run's token is cancelled then, and
+    /// after the action grace its future is dropped — unless another caller merged
+    /// into the same run waits longer or without a deadline.
+    pub(crate) fn poke(
+        &self,
+        service: &str,
+        poke: Poke,
+        deadline: Option<Instant>,
+    ) -> Result<PokeReceipt> {
         let (tx, rx) = oneshot::channel();
         let mut st = self.lock();
         if st.closed {
@@ -201,6 +213,10 @@ impl PeriodicControl {
         }
         let mut coalesced = st.running;
         if let Some(cmd) = st.queue.iter_mut().find(|c| c.poke.merges_with(&poke)) {
+            cmd.deadline = match (cmd.deadline, deadline) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
             cmd.waiters.push(tx);
             return Ok(PokeReceipt {
                 coalesced: true,
@@ -220,6 +236,7 @@ impl PeriodicControl {
         st.queue.push_back(Command {
             poke,
             waiters: Waiters::one(tx),
+            deadline,
         });
         self.queued.store(st.queue.len(), Ordering::Release);
         drop(st);
@@ -295,49 +312,55 @@ pub(crate) async fn drive(
             break;
         }
         let now = Instant::now();
-        let (reason, batch, waiters, consumed) = if let Some(cmd) = control.begin_command() {
-            let batch = match &cmd.poke {
-                Poke::ProcessBatch(b) => Some(b.clone()),
-                _ => None,
-            };
-            (cmd.poke.reason(), batch, cmd.waiters, false)
-        } else if now >= due {
-            if !may_run(&cx, &cell) {
-                // A singleton whose lease another host holds: that host runs this tick.
-                due = schedule.next_due(opts.missed_ticks, anchor, due, true, now, &clock);
-                cell.set_next_run(Some(clock.wall_at(due)));
-                continue;
-            }
-            control.begin_scheduled();
-            (RunReason::Scheduled, None, Waiters::default(), true)
-        } else {
-            if sleep.deadline() != due {
-                sleep.as_mut().reset(due);
-            }
-            // The timer first: when it fired, the poke side is not polled at all.
-            tokio::select! {
-                biased;
-                _ = &mut sleep => {}
-                _ = notified.as_mut() => {
-                    // Armed again before the queue is looked at.
-                    notified.set(control.notify.notified());
-                    notified.as_mut().enable();
+        let (reason, batch, waiters, consumed, deadline) =
+            if let Some(cmd) = control.begin_command() {
+                let batch = match &cmd.poke {
+                    Poke::ProcessBatch(b) => Some(b.clone()),
+                    _ => None,
+                };
+                (cmd.poke.reason(), batch, cmd.waiters, false, cmd.deadline)
+            } else if now >= due {
+                if !may_run(&cx, &cell) {
+                    // A singleton whose lease another host holds: that host runs this tick.
+                    due = schedule.next_due(opts.missed_ticks, anchor, due, true, now, &clock);
+                    cell.set_next_run(Some(clock.wall_at(due)));
+                    continue;
                 }
-            }
-            continue;
-        };
+                control.begin_scheduled();
+                (RunReason::Scheduled, None, Waiters::default(), true, None)
+            } else {
+                if sleep.deadline() != due {
+                    sleep.as_mut().reset(due);
+                }
+                // The timer first: when it fired, the poke side is not polled at all.
+                tokio::select! {
+                    biased;
+                    _ = &mut sleep => {}
+                    _ = notified.as_mut() => {
+                        // Armed again before the queue is looked at.
+                        notified.set(control.notify.notified());
+                        notified.as_mut().enable();
+                    }
+                }
+                continue;
+            };
 
         cell.set_state(ServiceState::Running);
         let started = now;
-        let outcome = match CatchUnwind(run.run(cx.for_run(reason, batch))).await {
-            Ok(Ok(())) => RunOutcome::Success,
-            Ok(Err(e)) => {
+        let result = match deadline {
+            None => Some(CatchUnwind(run.run(cx.for_run(reason, batch))).await),
+            Some(deadline) => run_until(&cx, &run, reason, batch, deadline).await,
+        };
+        let outcome = match result {
+            None => RunOutcome::TimedOut,
+            Some(Ok(Ok(()))) => RunOutcome::Success,
+            Some(Ok(Err(e))) => {
                 tracing::warn!(?reason, error = %e, "periodic run failed");
                 RunOutcome::Failed {
                     error: e.to_string(),
                 }
             }
-            Err(panic) => {
+            Some(Err(panic)) => {
                 tracing::error!(?reason, panic = %panic, "periodic run panicked");
                 RunOutcome::Panicked { message: panic }
             }
@@ -369,6 +392,40 @@ pub(crate) async fn drive(
 
     control.close(&cell.name);
     cell.set_next_run(None);
+}
+
+/// A poked run with a deadline: at the deadline its own token (a child of the
+/// service's) is cancelled, and after the action grace its future is dropped (`None`).
+async fn run_until(
+    cx: &ServiceContext,
+    run: &Arc<dyn PeriodicRun>,
+    reason: RunReason,
+    batch: Option<BatchRequest>,
+    deadline: Instant,
+) -> Option<std::result::Result<std::result::Result<(), crate::error::BoxError>, String>> {
+    let token = Arc::new(cx.token.child_token());
+    let mut run_cx = cx.for_run(reason, batch);
+    run_cx.token = Arc::clone(&token);
+    let fut = CatchUnwind(run.run(run_cx));
+    tokio::pin!(fut);
+    tokio::select! {
+        r = &mut fut => return Some(r),
+        _ = tokio::time::sleep_until(deadline) => {}
+    }
+    token.cancel();
+    let grace = cx
+        .host_inner()
+        .map_or(std::time::Duration::from_secs(1), |h| h.config.action_grace);
+    match tokio::time::timeout(grace, &mut fut).await {
+        Ok(r) => Some(r),
+        Err(_) => {
+            tracing::warn!(
+                ?reason,
+                "a poked run ignored its cancelled token past its deadline; its future was dropped"
+            );
+            None
+        }
+    }
 }
 
 /// Whether this host may run a scheduled tick: always, unless the service is a
