@@ -601,7 +601,9 @@ async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Resul
     let m = host.services::<Mailer>();
 
     let running = m.action("block", ()).spawn()?;
-    probe.started.recv().await.expect("block started");
+    koan::testing::within("`block` to start", probe.started.recv())
+        .await
+        .expect("block started");
     let mut queued = Vec::new();
     for n in 1..=3u32 {
         queued.push(m.action("log", n).spawn()?);
