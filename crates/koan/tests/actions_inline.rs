@@ -155,7 +155,7 @@ async fn shutdown_waits_for_an_action_its_caller_runs() -> anyhow::Result<()> {
     host.shutdown();
     let stopped = tokio::spawn({
         let host = host.clone();
-        async move { host.wait().await }
+        async move { koan::testing::within("the host to exit", host.wait()).await }
     });
     for _ in 0..10 {
         tokio::task::yield_now().await;

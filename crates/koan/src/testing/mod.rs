@@ -147,9 +147,12 @@ pub async fn settle() {
 }
 
 /// Shuts the host down and returns how it exited.
+///
+/// # Panics
+/// When the host has not stopped within [`WAIT_LIMIT`].
 pub async fn stop(host: &HostHandle) -> Result<()> {
     host.shutdown();
-    host.wait().await.into_result()
+    within("the host to stop", host.wait()).await.into_result()
 }
 
 /// Waits (up to 120 s of tokio's clock, in steps of 10 ms) until job `id` is in
