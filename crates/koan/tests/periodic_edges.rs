@@ -85,11 +85,16 @@ impl<const POLICY: u8> Service for OnTheTick<POLICY> {
 
 impl<const POLICY: u8> PeriodicService for OnTheTick<POLICY> {
     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        let first = {
+        let (first, runaway) = {
             let mut starts = self.starts.lock().expect("starts lock");
             starts.push(Instant::now());
-            starts.len() == 1
+            (starts.len() == 1, starts.len() > 100)
         };
+        // A runaway schedule (a run at every instant) stalls here instead of spinning
+        // the runtime, so the test sees the runs and fails instead of hanging.
+        if runaway {
+            std::future::pending::<()>().await;
+        }
         if first {
             tokio::time::sleep(Duration::from_secs(10)).await;
             *self.first_end.lock().expect("end lock") = Some(Instant::now());
@@ -359,7 +364,11 @@ impl<const SINGLETON: bool> Service for Tally<SINGLETON> {
 
 impl<const SINGLETON: bool> PeriodicService for Tally<SINGLETON> {
     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        self.ticks.fetch_add(1, Ordering::SeqCst);
+        // A runaway schedule (a tick at every instant) stalls here instead of spinning
+        // the runtime, so the paused clock moves on and the test fails on the count.
+        if self.ticks.fetch_add(1, Ordering::SeqCst) >= 100 {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 }
@@ -380,8 +389,11 @@ async fn tally_for_a_minute<const SINGLETON: bool>(held: bool) -> anyhow::Result
         .build()?
         .start();
     host.started().await?;
-    // Just past the tick at 60 s.
-    tokio::time::sleep(Duration::from_millis(60_500)).await;
+    // Just past the tick at 60 s, moved by hand: a runaway driver that never lets the
+    // runtime idle cannot hold back a paused clock that is advanced explicitly.
+    for _ in 0..121 {
+        testing::advance(Duration::from_millis(500)).await;
+    }
     let status = host.status("tally")?;
     let started = status.started_at.expect("a started service");
     let next = status.next_run.expect("a next run");
@@ -415,5 +427,57 @@ async fn a_singleton_with_the_lease_runs_its_ticks() -> anyhow::Result<()> {
 async fn a_service_that_is_no_singleton_never_asks_for_the_lease() -> anyhow::Result<()> {
     let (ticks, asked) = tally_for_a_minute::<false>(false).await?;
     assert_eq!((ticks, asked), (6, 0));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_host_wakes_an_idle_driver_at_once() -> anyhow::Result<()> {
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let host = testing::host()
+        .instance(Tally::<false> {
+            ticks: Arc::clone(&ticks),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    testing::wait_state(&host, "tally", ServiceState::Idle).await;
+
+    // The driver sleeps until its tick at 10 s, past the 5 s grace: only its wake-up
+    // lets it see the stop.
+    let t0 = Instant::now();
+    testing::stop(&host).await?;
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "stopping took {:?}: the driver was aborted at the end of the grace",
+        t0.elapsed()
+    );
+    assert_eq!(
+        host.status("tally")?.next_run,
+        None,
+        "the driver ended itself"
+    );
+    assert_eq!(ticks.load(Ordering::SeqCst), 0);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trigger_enqueued_as_a_job_is_stored_under_its_action_name() -> anyhow::Result<()> {
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let host = testing::host()
+        .instance(Tally::<false> {
+            ticks: Arc::clone(&ticks),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    let ticket = host
+        .service("tally")
+        .action("trigger", serde_json::Value::Null)
+        .enqueue()
+        .await?;
+    let record = testing::wait_for_job(&host, ticket.id(), koan::JobState::Succeeded).await;
+    assert_eq!(record.action, "trigger");
+    assert_eq!(ticks.load(Ordering::SeqCst), 1);
+    testing::stop(&host).await?;
     Ok(())
 }
