@@ -173,10 +173,13 @@ async fn delay_starts_a_full_period_after_a_run_that_ends_on_a_tick() -> anyhow:
     Ok(())
 }
 
+/// The reason and batch of each run, in order.
+type Runs = Arc<Mutex<Vec<(RunReason, Option<BatchRequest>)>>>;
+
 /// Each run takes a permit the test hands out; notes its reason and batch.
 struct Held<const OPTS: u8> {
     gate: Arc<Semaphore>,
-    runs: Arc<Mutex<Vec<(RunReason, Option<BatchRequest>)>>>,
+    runs: Runs,
 }
 
 impl<const OPTS: u8> Service for Held<OPTS> {
@@ -215,8 +218,6 @@ impl<const OPTS: u8> PeriodicService for Held<OPTS> {
         self.note(&cx).await
     }
 }
-
-type Runs = Arc<Mutex<Vec<(RunReason, Option<BatchRequest>)>>>;
 
 fn held<const OPTS: u8>() -> (Held<OPTS>, Arc<Semaphore>, Runs) {
     let gate = Arc::new(Semaphore::new(0));
