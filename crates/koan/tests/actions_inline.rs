@@ -32,7 +32,7 @@ async fn a_running_action_survives_its_caller_going_away() -> anyhow::Result<()>
     // then stops waiting for it.
     let finished_at_once = poll_once_then_drop(g.action("hold", ()).execute()).await;
     assert!(!finished_at_once, "`hold` waits for the gate");
-    probe.started.recv().await.expect("hold started");
+    probe.wait_started("hold started").await;
 
     // The action goes on without its caller and, once done, gives its slot back.
     probe.gate.add_permits(1);
@@ -63,7 +63,7 @@ async fn queued_work_waits_for_the_caller_run_and_keeps_priority_order() -> anyh
         let g = g.clone();
         async move { g.action("hold", ()).execute().await }
     });
-    probe.started.recv().await.expect("hold started");
+    probe.wait_started("hold started").await;
 
     let mut tickets = Vec::new();
     for (tag, priority) in [("low", 1), ("top", 10), ("mid", 5)] {
@@ -150,12 +150,12 @@ async fn shutdown_waits_for_an_action_its_caller_runs() -> anyhow::Result<()> {
         let g = g.clone();
         async move { g.action("hold", ()).execute().await }
     });
-    probe.started.recv().await.expect("hold started");
+    probe.wait_started("hold started").await;
 
     host.shutdown();
     let stopped = tokio::spawn({
         let host = host.clone();
-        async move { host.wait().await }
+        async move { koan::testing::within("the host to exit", host.wait()).await }
     });
     for _ in 0..10 {
         tokio::task::yield_now().await;

@@ -601,7 +601,9 @@ async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Resul
     let m = host.services::<Mailer>();
 
     let running = m.action("block", ()).spawn()?;
-    probe.started.recv().await.expect("block started");
+    koan::testing::within("`block` to start", probe.started.recv())
+        .await
+        .expect("block started");
     let mut queued = Vec::new();
     for n in 1..=3u32 {
         queued.push(m.action("log", n).spawn()?);
@@ -627,7 +629,9 @@ async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Resul
     assert_eq!(running.outcome().await?.value::<String>()?, "interrupted");
     assert!(probe.log().is_empty(), "queued actions never ran");
 
-    host.wait().await.into_result()?;
+    koan::testing::within("the host to exit", host.wait())
+        .await
+        .into_result()?;
     let e = m.action("log", 5u32).execute().await.expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::ShuttingDown);
     let e = m.action("log", 6u32).enqueue().await.expect_err("stopped");

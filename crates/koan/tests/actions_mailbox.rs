@@ -47,7 +47,7 @@ async fn higher_priority_runs_first_under_contention() -> anyhow::Result<()> {
 
     // Occupy the only worker; everything after waits in the mailbox.
     let blocker = q.action("block", ()).spawn()?;
-    probe.started.recv().await.expect("block started");
+    probe.wait_started("block started").await;
 
     let tickets = enqueue_records(
         &q,
@@ -86,7 +86,7 @@ async fn same_priority_runs_in_arrival_order() -> anyhow::Result<()> {
     let q = host.services::<Q>();
 
     let blocker = q.action("block", ()).spawn()?;
-    probe.started.recv().await.expect("block started");
+    probe.wait_started("block started").await;
 
     let tickets = enqueue_records(
         &q,
@@ -129,7 +129,7 @@ async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
 
     // The running action has left the mailbox; two more fill it.
     let blocker = q.action("block", ()).spawn()?;
-    probe.started.recv().await.expect("block started");
+    probe.wait_started("block started").await;
     let queued = enqueue_records(&q, &[("one", 0), ("two", 0)]).await?;
 
     // The third is refused without waiting, both by spawn and by execute, and
@@ -194,7 +194,7 @@ async fn max_concurrency_runs_that_many_at_once() -> anyhow::Result<()> {
         tickets.push(q.action("hold", ()).spawn()?);
     }
     for _ in 0..3 {
-        probe.started.recv().await.expect("a handler started");
+        probe.wait_started("a handler started").await;
     }
     koan::testing::settle().await;
     assert!(
@@ -233,7 +233,7 @@ async fn concurrency_one_runs_one_at_a_time() -> anyhow::Result<()> {
         tickets.push(q.action("hold", ()).spawn()?);
     }
     for _ in 0..4 {
-        probe.started.recv().await.expect("a handler started");
+        probe.wait_started("a handler started").await;
         koan::testing::settle().await;
         assert!(
             probe.started.try_recv().is_err(),

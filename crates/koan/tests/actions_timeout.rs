@@ -300,7 +300,9 @@ async fn cooperative_handler_sees_its_token_fire_at_the_deadline() -> anyhow::Re
     assert_eq!(err.kind(), ErrorKind::Timeout);
 
     let (fired_at, remaining, cancelled_before) =
-        probe.cancelled.recv().await.expect("the token fired");
+        koan::testing::within("the token to fire", probe.cancelled.recv())
+            .await
+            .expect("the token fired");
     assert!(
         !cancelled_before,
         "the token was cancelled before the deadline"

@@ -247,7 +247,9 @@ async fn once_delivers_exactly_once_under_a_thousand_concurrent_emits() -> anyho
     // The subscriber handles its events in order: once the barrier is handled,
     // everything emitted before it has been too.
     host.emit("Emitter", "Barrier", ()).await?;
-    barrier_rx.recv().await.expect("barrier delivered");
+    koan::testing::within("the barrier event", barrier_rx.recv())
+        .await
+        .expect("barrier delivered");
 
     let once = drain(&mut once_rx);
     assert_eq!(once.len(), 1, "once delivered {once:?}");
@@ -265,7 +267,9 @@ async fn once_delivers_exactly_once_under_a_thousand_concurrent_emits() -> anyho
     // Later emits do not revive a spent `once`.
     host.emit("Emitter", "Tick", 5000u32).await?;
     host.emit("Emitter", "Barrier", ()).await?;
-    barrier_rx.recv().await.expect("barrier delivered");
+    koan::testing::within("the barrier event", barrier_rx.recv())
+        .await
+        .expect("barrier delivered");
     assert!(drain(&mut once_rx).is_empty());
     assert!(drain(&mut odd_rx).is_empty());
     assert_eq!(drain(&mut all_rx), [5000]);
@@ -300,7 +304,9 @@ async fn once_holds_when_a_thousand_actions_emit_concurrently() -> anyhow::Resul
         t.await??;
     }
     host.emit("Emitter", "Barrier", ()).await?;
-    barrier_rx.recv().await.expect("barrier delivered");
+    koan::testing::within("the barrier event", barrier_rx.recv())
+        .await
+        .expect("barrier delivered");
     assert_eq!(drain(&mut once_rx).len(), 1);
 
     koan::testing::stop(&host).await?;

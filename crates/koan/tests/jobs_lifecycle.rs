@@ -379,7 +379,9 @@ async fn without_a_durable_store_queued_jobs_run_within_the_shutdown_grace() -> 
         );
     }
     host.shutdown();
-    host.wait().await.into_result()?;
+    koan::testing::within("the host to exit", host.wait())
+        .await
+        .into_result()?;
     assert_eq!(runs.lock().expect("runs").len(), 20, "every queued job ran");
     for id in ids {
         assert_eq!(host.jobs().get(&id).await?.state, JobState::Succeeded);

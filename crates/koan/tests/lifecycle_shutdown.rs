@@ -74,7 +74,7 @@ async fn a_cooperative_service_stops_within_the_grace_period() -> anyhow::Result
 
     let t0 = Instant::now();
     host.shutdown();
-    let exit = host.wait().await;
+    let exit = koan::testing::within("the host to exit", host.wait()).await;
     assert!(matches!(exit, HostExit::Stopped), "{exit:?}");
     assert_eq!(exit.exit_code(), 0);
     assert!(exit.is_success());
@@ -123,7 +123,7 @@ async fn a_service_ignoring_cancellation_is_aborted_after_the_grace() -> anyhow:
         "not aborted before the grace elapsed"
     );
 
-    let exit = host.wait().await;
+    let exit = koan::testing::within("the host to exit", host.wait()).await;
     assert!(exit.is_success(), "{exit:?}");
     assert_within(t0.elapsed(), Duration::from_secs(5));
     // Its future was dropped: the guard's sender is gone.
@@ -233,7 +233,7 @@ async fn a_shutdown_requested_during_startup_is_a_clean_stop() -> anyhow::Result
     testing::wait_state(&host, "migration", ServiceState::Running).await;
 
     host.shutdown();
-    let exit = host.wait().await;
+    let exit = koan::testing::within("the host to exit", host.wait()).await;
     assert!(
         matches!(exit, HostExit::Stopped),
         "a requested stop is not a startup failure: {exit:?}"
@@ -289,7 +289,11 @@ async fn runs_waiting_behind_an_aborted_periodic_run_are_answered() -> anyhow::R
 
     let t0 = Instant::now();
     host.shutdown();
-    assert!(host.wait().await.is_success());
+    assert!(
+        koan::testing::within("the host to exit", host.wait())
+            .await
+            .is_success()
+    );
     assert_within(t0.elapsed(), Duration::from_secs(5));
 
     // Both callers get an answer (instead of waiting forever).

@@ -169,7 +169,7 @@ async fn a_hanging_startup_service_times_out_and_stops_the_host() -> anyhow::Res
     let err = host.started().await.expect_err("startup must fail");
     assert_eq!(err.kind(), ErrorKind::Startup);
 
-    let exit = host.wait().await;
+    let exit = koan::testing::within("the host to exit", host.wait()).await;
     assert_within(t0.elapsed(), Duration::from_secs(2));
     assert_eq!(exit.exit_code(), 1);
     assert!(!exit.is_success());
@@ -206,7 +206,7 @@ async fn the_startup_phase_limit_bounds_all_startup_services() -> anyhow::Result
         .build()?
         .start();
 
-    let exit = host.wait().await;
+    let exit = koan::testing::within("the host to exit", host.wait()).await;
     let HostExit::StartupFailed(e) = &exit else {
         panic!("expected StartupFailed, got {exit:?}");
     };
@@ -262,7 +262,7 @@ async fn fail_fast_stops_the_host_before_later_services_run() -> anyhow::Result<
         .build()?
         .start();
 
-    let exit = host.wait().await;
+    let exit = koan::testing::within("the host to exit", host.wait()).await;
     assert_eq!(exit.exit_code(), 1);
     let HostExit::StartupFailed(e) = &exit else {
         panic!("expected StartupFailed, got {exit:?}");
@@ -398,6 +398,10 @@ async fn readiness_waits_for_startup_and_every_is_ready() -> anyhow::Result<()> 
         r.reasons.iter().any(|x| x.contains("shutting down")),
         "{r:?}"
     );
-    assert!(host.wait().await.is_success());
+    assert!(
+        koan::testing::within("the host to exit", host.wait())
+            .await
+            .is_success()
+    );
     Ok(())
 }

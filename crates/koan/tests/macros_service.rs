@@ -173,7 +173,12 @@ async fn macro_actions_and_events_run() -> anyhow::Result<()> {
         .await?
         .value::<String>()?;
     assert_eq!(out, "a.txt:pt-BR");
-    assert_eq!(rx.recv().await.as_deref(), Some("a.txt"));
+    assert_eq!(
+        koan::testing::within("the file event", rx.recv())
+            .await
+            .as_deref(),
+        Some("a.txt")
+    );
     let n: u32 = host
         .services::<TranslationService>()
         .action("check-queue", ())

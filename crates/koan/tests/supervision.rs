@@ -368,7 +368,7 @@ async fn a_critical_failure_stops_the_host_with_exit_code_2() -> anyhow::Result<
         .build()?
         .start();
 
-    let exit = host.wait().await;
+    let exit = koan::testing::within("the host to exit", host.wait()).await;
     assert_eq!(exit.exit_code(), 2);
     assert!(!exit.is_success());
     match &exit {

@@ -47,9 +47,16 @@ impl Backoff {
     pub fn delay(&self, attempt: u32) -> Duration {
         let base = self.initial.as_secs_f64() * self.factor.max(1.0).powi(attempt as i32);
         let capped = base.min(self.max.as_secs_f64());
-        let spread = self.jitter.clamp(0.0, 1.0);
+        // A jitter that is not a number means none (`clamp` would keep the NaN).
+        let spread = if self.jitter.is_nan() {
+            0.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        };
         let factor = 1.0 + spread * (fastrand::f64() * 2.0 - 1.0);
-        Duration::from_secs_f64((capped * factor).clamp(0.0, self.max.as_secs_f64()))
+        let secs = (capped * factor).clamp(0.0, self.max.as_secs_f64());
+        // A `max` near `Duration::MAX` rounds up past it as an `f64`: the cap itself.
+        Duration::try_from_secs_f64(secs).unwrap_or(self.max)
     }
 }
 

@@ -40,39 +40,96 @@ pub fn host() -> HostBuilder {
         .shutdown_grace(Duration::from_secs(5))
 }
 
+/// How long every waiting helper here waits before it fails: one hour of tokio's clock.
+/// On a paused clock an idle runtime jumps there at once, so a behaviour that never
+/// comes fails in an instant instead of hanging the test; the hour leaves room for any
+/// schedule, backoff or grace period a test sets up.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(3600);
+
 /// Waits until `service`'s status satisfies `pred`, and returns that status.
 ///
 /// # Panics
-/// When there is no such service.
+/// When there is no such service, or when [`WAIT_LIMIT`] passes first (the message
+/// shows the last status seen).
 pub async fn wait_until(
     host: &HostHandle,
     service: &str,
+    pred: impl FnMut(&ServiceStatus) -> bool,
+) -> ServiceStatus {
+    wait_for(
+        host,
+        service,
+        "a status that satisfies the test's condition",
+        pred,
+    )
+    .await
+}
+
+/// Waits until `service` is in `state`.
+///
+/// # Panics
+/// As [`wait_until`].
+pub async fn wait_state(host: &HostHandle, service: &str, state: ServiceState) -> ServiceStatus {
+    let what = format!("state {state:?}");
+    wait_for(host, service, &what, |s| s.state == state).await
+}
+
+/// Waits until `service` has finished at least `runs` runs.
+///
+/// # Panics
+/// As [`wait_until`].
+pub async fn wait_runs(host: &HostHandle, service: &str, runs: u64) -> ServiceStatus {
+    let what = format!("at least {runs} finished runs");
+    wait_for(host, service, &what, |s| s.runs >= runs).await
+}
+
+/// Waits for `future`, for at most [`WAIT_LIMIT`] of tokio's clock.
+///
+/// # Panics
+/// When the limit passes first; the message says it was waiting for `what`.
+pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(WAIT_LIMIT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!(
+            "gave up after {} of tokio's clock waiting for {what}",
+            crate::util::fmt_duration(WAIT_LIMIT)
+        ),
+    }
+}
+
+/// The loop behind the status waits: `what` names the condition in the panic message.
+async fn wait_for(
+    host: &HostHandle,
+    service: &str,
+    what: &str,
     mut pred: impl FnMut(&ServiceStatus) -> bool,
 ) -> ServiceStatus {
     let cell = match host.inner.registry.find(service) {
         Ok(c) => std::sync::Arc::clone(c),
         Err(e) => panic!("{e}"),
     };
+    let limit = tokio::time::Instant::now() + WAIT_LIMIT;
     let mut rx = cell.watch();
     loop {
         let status = cell.to_status(rx.borrow_and_update().clone());
         if pred(&status) {
             return status;
         }
-        if rx.changed().await.is_err() {
-            return cell.snapshot();
+        match tokio::time::timeout_at(limit, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return cell.snapshot(),
+            Err(_) => panic!(
+                "gave up after {} of tokio's clock waiting for `{service}` to reach {what}; \
+                 its status is {:?} after {} runs ({} failures, {} restarts), last run {:?}",
+                crate::util::fmt_duration(WAIT_LIMIT),
+                status.state,
+                status.runs,
+                status.failures,
+                status.restarts,
+                status.last_run.map(|r| r.outcome),
+            ),
         }
     }
-}
-
-/// Waits until `service` is in `state`.
-pub async fn wait_state(host: &HostHandle, service: &str, state: ServiceState) -> ServiceStatus {
-    wait_until(host, service, |s| s.state == state).await
-}
-
-/// Waits until `service` has finished at least `runs` runs.
-pub async fn wait_runs(host: &HostHandle, service: &str, runs: u64) -> ServiceStatus {
-    wait_until(host, service, |s| s.runs >= runs).await
 }
 
 /// Advances the paused clock by `by` and lets woken tasks run.
@@ -90,9 +147,12 @@ pub async fn settle() {
 }
 
 /// Shuts the host down and returns how it exited.
+///
+/// # Panics
+/// When the host has not stopped within [`WAIT_LIMIT`].
 pub async fn stop(host: &HostHandle) -> Result<()> {
     host.shutdown();
-    host.wait().await.into_result()
+    within("the host to stop", host.wait()).await.into_result()
 }
 
 /// Waits (up to 120 s of tokio's clock, in steps of 10 ms) until job `id` is in

@@ -41,6 +41,14 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
+    /// Waits until one more `block` or `hold` handler started, for at most
+    /// [`koan::testing::WAIT_LIMIT`] of tokio's clock.
+    pub(crate) async fn wait_started(&mut self, what: &str) {
+        koan::testing::within(what, self.started.recv())
+            .await
+            .expect("the service is gone");
+    }
+
     pub(crate) fn log(&self) -> Vec<String> {
         self.log.lock().expect("log lock").clone()
     }

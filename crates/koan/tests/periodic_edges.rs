@@ -1,0 +1,484 @@
+//! Periodic services at their edges: a cron that never fires again, a run that ends
+//! exactly on a tick, pokes queued behind a run (merged or not, and what the caller is
+//! told), and the cluster-singleton lease.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use koan::testing;
+use koan::{
+    BatchRequest, BoxError, MissedTickPolicy, Periodic, PeriodicService, RemoteCall, RunReason,
+    Service, ServiceContext, ServiceOptions, ServiceState, Transport,
+};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// Counts its ticks, then waits until it is stopped: a tick that should never come
+/// shows as one run that never ends, not as a busy loop.
+struct Never {
+    ticks: Arc<AtomicUsize>,
+}
+
+impl Service for Never {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        // Midnight on New Year's Day 2000: long gone.
+        ServiceOptions::named("never").cron("0 0 0 1 1 * 2000")
+    }
+}
+
+impl PeriodicService for Never {
+    async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        self.ticks.fetch_add(1, Ordering::SeqCst);
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cron_that_never_fires_again_parks_the_service_a_century_away() -> anyhow::Result<()> {
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let host = testing::host()
+        .instance(Never {
+            ticks: Arc::clone(&ticks),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    let status = testing::wait_state(&host, "never", ServiceState::Idle).await;
+    let started = status.started_at.expect("a started service");
+    let next = status.next_run.expect("a parked next run");
+    assert!(
+        next - started >= chrono::Duration::days(99 * 365),
+        "parked only until {next} (started {started})"
+    );
+
+    // A day passes: not one tick.
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    assert_eq!(ticks.load(Ordering::SeqCst), 0, "the past cron fired");
+    let status = host.status("never")?;
+    assert_eq!((status.runs, status.state), (0, ServiceState::Idle));
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+/// Every 10 s; the first tick takes exactly one period, so it ends on the next tick.
+struct OnTheTick<const POLICY: u8> {
+    starts: Arc<Mutex<Vec<Instant>>>,
+    first_end: Arc<Mutex<Option<Instant>>>,
+}
+
+impl<const POLICY: u8> Service for OnTheTick<POLICY> {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        let policy = match POLICY {
+            0 => MissedTickPolicy::Skip,
+            1 => MissedTickPolicy::CatchUpOnce,
+            _ => MissedTickPolicy::Delay,
+        };
+        ServiceOptions::named("on-the-tick")
+            .every(Duration::from_secs(10))
+            .missed_ticks(policy)
+    }
+}
+
+impl<const POLICY: u8> PeriodicService for OnTheTick<POLICY> {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        let (first, runaway) = {
+            let mut starts = self.starts.lock().expect("starts lock");
+            starts.push(Instant::now());
+            (starts.len() == 1, starts.len() > 100)
+        };
+        // A runaway schedule (a run at every instant) stalls here instead of spinning
+        // the runtime, so the test sees the runs and fails instead of hanging.
+        if runaway {
+            std::future::pending::<()>().await;
+        }
+        if first {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            *self.first_end.lock().expect("end lock") = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+/// The offsets of the first three runs, and of the first run's end, from the start.
+async fn on_the_tick<const POLICY: u8>() -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let first_end = Arc::new(Mutex::new(None));
+    let t0 = Instant::now();
+    let host = testing::host()
+        .instance(OnTheTick::<POLICY> {
+            starts: Arc::clone(&starts),
+            first_end: Arc::clone(&first_end),
+        })
+        .build()?
+        .start();
+    testing::wait_runs(&host, "on-the-tick", 3).await;
+    testing::stop(&host).await?;
+    let offsets = starts
+        .lock()
+        .expect("starts lock")
+        .iter()
+        .take(3)
+        .map(|at| *at - t0)
+        .collect();
+    let end = first_end
+        .lock()
+        .expect("end lock")
+        .expect("the first run ended")
+        - t0;
+    Ok((offsets, end))
+}
+
+fn secs(values: &[u64]) -> Vec<Duration> {
+    values.iter().map(|s| Duration::from_secs(*s)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn skip_drops_the_tick_a_run_ends_exactly_on() -> anyhow::Result<()> {
+    let (offsets, end) = on_the_tick::<0>().await?;
+    assert_eq!(
+        end,
+        Duration::from_secs(20),
+        "the run ends exactly on a tick"
+    );
+    // The tick at 20 s fell due while the run was in progress: dropped.
+    assert_eq!(offsets, secs(&[10, 30, 40]));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_once_runs_the_tick_a_run_ends_exactly_on() -> anyhow::Result<()> {
+    let (offsets, end) = on_the_tick::<1>().await?;
+    assert_eq!(
+        end,
+        Duration::from_secs(20),
+        "the run ends exactly on a tick"
+    );
+    assert_eq!(offsets, secs(&[10, 20, 30]));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_starts_a_full_period_after_a_run_that_ends_on_a_tick() -> anyhow::Result<()> {
+    let (offsets, end) = on_the_tick::<2>().await?;
+    assert_eq!(
+        end,
+        Duration::from_secs(20),
+        "the run ends exactly on a tick"
+    );
+    assert_eq!(offsets, secs(&[10, 30, 40]));
+    Ok(())
+}
+
+/// The reason and batch of each run, in order.
+type Runs = Arc<Mutex<Vec<(RunReason, Option<BatchRequest>)>>>;
+
+/// Each run takes a permit the test hands out; notes its reason and batch.
+struct Held<const OPTS: u8> {
+    gate: Arc<Semaphore>,
+    runs: Runs,
+}
+
+impl<const OPTS: u8> Service for Held<OPTS> {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        match OPTS {
+            // Scheduled every 10 s.
+            0 => ServiceOptions::named("held").every(Duration::from_secs(10)),
+            // Only on demand (hourly).
+            _ => ServiceOptions::named("held").every(Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl<const OPTS: u8> Held<OPTS> {
+    async fn note(&self, cx: &ServiceContext) -> Result<(), BoxError> {
+        self.runs
+            .lock()
+            .expect("runs lock")
+            .push((cx.reason(), cx.batch().cloned()));
+        self.gate.acquire().await?.forget();
+        Ok(())
+    }
+}
+
+impl<const OPTS: u8> PeriodicService for Held<OPTS> {
+    async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        self.note(&cx).await
+    }
+
+    async fn process_batch(
+        &self,
+        _batch: BatchRequest,
+        cx: ServiceContext,
+    ) -> Result<(), BoxError> {
+        self.note(&cx).await
+    }
+}
+
+fn held<const OPTS: u8>() -> (Held<OPTS>, Arc<Semaphore>, Runs) {
+    let gate = Arc::new(Semaphore::new(0));
+    let runs: Runs = Arc::default();
+    let svc = Held {
+        gate: Arc::clone(&gate),
+        runs: Arc::clone(&runs),
+    };
+    (svc, gate, runs)
+}
+
+#[tokio::test(start_paused = true)]
+async fn process_batch_pokes_queued_behind_a_run_each_get_their_own_run() -> anyhow::Result<()> {
+    type H = Held<1>;
+    let (svc, gate, runs) = held::<1>();
+    let host = testing::host().instance(svc).build()?.start();
+    host.started().await?;
+
+    // A first run, held open.
+    let first = {
+        let host = host.clone();
+        tokio::spawn(async move { host.services::<H>().trigger().await })
+    };
+    testing::wait_state(&host, "held", ServiceState::Running).await;
+
+    // Two batches with different arguments queue behind it.
+    let batch = |n: u32| BatchRequest::new(Some(n), Some(format!("batch-{n}")));
+    let spawn_batch = |n: u32| {
+        let host = host.clone();
+        tokio::spawn(async move { host.services::<H>().process_batch(batch(n)).await })
+    };
+    let one = spawn_batch(1);
+    testing::settle().await;
+    let two = spawn_batch(2);
+    testing::settle().await;
+    assert_eq!(
+        host.status("held")?.queue_depth,
+        2,
+        "two runs wait, not one"
+    );
+
+    gate.add_permits(3);
+    let first = testing::within("the first run", first).await??;
+    let one = testing::within("the first batch", one).await??;
+    let two = testing::within("the second batch", two).await??;
+    assert!(!first.coalesced);
+    assert!(!one.coalesced, "a batch is never merged");
+    assert!(!two.coalesced, "a batch is never merged");
+    assert_eq!(
+        *runs.lock().expect("runs lock"),
+        [
+            (RunReason::Trigger, None),
+            (RunReason::ProcessBatch, Some(batch(1))),
+            (RunReason::ProcessBatch, Some(batch(2))),
+        ]
+    );
+    assert_eq!(host.status("held")?.runs, 3);
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trigger_during_a_scheduled_run_is_coalesced_and_one_after_it_is_not()
+-> anyhow::Result<()> {
+    type H = Held<0>;
+    let (svc, gate, runs) = held::<0>();
+    let host = testing::host().instance(svc).build()?.start();
+    host.started().await?;
+
+    // The scheduled run at 10 s, held open.
+    testing::wait_state(&host, "held", ServiceState::Running).await;
+    let during = {
+        let host = host.clone();
+        tokio::spawn(async move { host.services::<H>().trigger().await })
+    };
+    testing::settle().await;
+    gate.add_permits(2);
+    let during = testing::within("the trigger during the scheduled run", during).await??;
+    assert!(
+        during.coalesced,
+        "a trigger during a scheduled run waits for it: coalesced"
+    );
+    assert_eq!(during.run.reason, RunReason::Trigger);
+
+    // Idle again before the next tick: a trigger now runs at once, not coalesced.
+    let status = testing::wait_until(&host, "held", |s| {
+        s.runs == 2 && s.state == ServiceState::Idle
+    })
+    .await;
+    assert_eq!(status.last_run.map(|r| r.reason), Some(RunReason::Trigger));
+    gate.add_permits(1);
+    let after = host.services::<H>().trigger().await?;
+    assert!(
+        !after.coalesced,
+        "a trigger of an idle service is not coalesced"
+    );
+    assert_eq!(
+        runs.lock()
+            .expect("runs lock")
+            .iter()
+            .map(|(r, _)| *r)
+            .collect::<Vec<_>>(),
+        [RunReason::Scheduled, RunReason::Trigger, RunReason::Trigger]
+    );
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A transport that holds (or not) every singleton lease; it reaches no other host.
+#[derive(Debug)]
+struct Lease {
+    held: bool,
+    asked: AtomicUsize,
+}
+
+impl Transport for Lease {
+    fn call(&self, call: RemoteCall) -> koan::BoxFuture<'_, koan::Result<serde_json::Value>> {
+        Box::pin(async move {
+            Err(koan::Error::new(
+                koan::ErrorKind::ServiceUnavailable,
+                format!("no other host runs `{}`", call.service),
+            ))
+        })
+    }
+
+    fn may_run(&self, _service: &str) -> bool {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.held
+    }
+}
+
+/// Every 10 s; counts its ticks. `SINGLETON` says whether it needs the lease.
+struct Tally<const SINGLETON: bool> {
+    ticks: Arc<AtomicUsize>,
+}
+
+impl<const SINGLETON: bool> Service for Tally<SINGLETON> {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("tally")
+            .every(Duration::from_secs(10))
+            .singleton(SINGLETON)
+    }
+}
+
+impl<const SINGLETON: bool> PeriodicService for Tally<SINGLETON> {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        // A runaway schedule (a tick at every instant) stalls here instead of spinning
+        // the runtime, so the paused clock moves on and the test fails on the count.
+        if self.ticks.fetch_add(1, Ordering::SeqCst) >= 100 {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// Ticks of a `Tally` over one minute under a transport that does or does not hold
+/// the lease, and how often the transport was asked.
+async fn tally_for_a_minute<const SINGLETON: bool>(held: bool) -> anyhow::Result<(usize, usize)> {
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let lease = Arc::new(Lease {
+        held,
+        asked: AtomicUsize::new(0),
+    });
+    let host = testing::host()
+        .transport(Arc::clone(&lease) as Arc<dyn Transport>)
+        .instance(Tally::<SINGLETON> {
+            ticks: Arc::clone(&ticks),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    // Just past the tick at 60 s, moved by hand: a runaway driver that never lets the
+    // runtime idle cannot hold back a paused clock that is advanced explicitly.
+    for _ in 0..121 {
+        testing::advance(Duration::from_millis(500)).await;
+    }
+    let status = host.status("tally")?;
+    let started = status.started_at.expect("a started service");
+    let next = status.next_run.expect("a next run");
+    assert!(
+        next > started + chrono::Duration::seconds(60),
+        "the next run ({next}) moves on with the schedule (started {started})"
+    );
+    testing::stop(&host).await?;
+    Ok((
+        ticks.load(Ordering::SeqCst),
+        lease.asked.load(Ordering::SeqCst),
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_singleton_without_the_lease_skips_its_ticks() -> anyhow::Result<()> {
+    let (ticks, asked) = tally_for_a_minute::<true>(false).await?;
+    assert_eq!(ticks, 0, "another host holds the lease: it runs the ticks");
+    assert_eq!(asked, 6, "the lease is checked at each tick");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_singleton_with_the_lease_runs_its_ticks() -> anyhow::Result<()> {
+    let (ticks, asked) = tally_for_a_minute::<true>(true).await?;
+    assert_eq!((ticks, asked), (6, 6));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_is_no_singleton_never_asks_for_the_lease() -> anyhow::Result<()> {
+    let (ticks, asked) = tally_for_a_minute::<false>(false).await?;
+    assert_eq!((ticks, asked), (6, 0));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_host_wakes_an_idle_driver_at_once() -> anyhow::Result<()> {
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let host = testing::host()
+        .instance(Tally::<false> {
+            ticks: Arc::clone(&ticks),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    testing::wait_state(&host, "tally", ServiceState::Idle).await;
+
+    // The driver sleeps until its tick at 10 s, past the 5 s grace: only its wake-up
+    // lets it see the stop.
+    let t0 = Instant::now();
+    testing::stop(&host).await?;
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "stopping took {:?}: the driver was aborted at the end of the grace",
+        t0.elapsed()
+    );
+    assert_eq!(
+        host.status("tally")?.next_run,
+        None,
+        "the driver ended itself"
+    );
+    assert_eq!(ticks.load(Ordering::SeqCst), 0);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trigger_enqueued_as_a_job_is_stored_under_its_action_name() -> anyhow::Result<()> {
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let host = testing::host()
+        .instance(Tally::<false> {
+            ticks: Arc::clone(&ticks),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    let ticket = host
+        .service("tally")
+        .action("trigger", serde_json::Value::Null)
+        .enqueue()
+        .await?;
+    let record = testing::wait_for_job(&host, ticket.id(), koan::JobState::Succeeded).await;
+    assert_eq!(record.action, "trigger");
+    assert_eq!(ticks.load(Ordering::SeqCst), 1);
+    testing::stop(&host).await?;
+    Ok(())
+}

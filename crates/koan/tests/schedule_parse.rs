@@ -1,0 +1,116 @@
+//! Reading schedules from text: durations, intervals and cron expressions, and the
+//! errors that say what was expected.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Timelike, Utc};
+use koan::{ErrorKind, Schedule, parse_duration};
+
+#[test]
+fn parse_duration_reads_units_and_bare_seconds() -> koan::Result<()> {
+    let cases = [
+        ("30s", Duration::from_secs(30)),
+        ("5m", Duration::from_secs(300)),
+        ("1h 30m", Duration::from_secs(5400)),
+        ("250ms", Duration::from_millis(250)),
+        ("42", Duration::from_secs(42)),
+        (" 7 ", Duration::from_secs(7)),
+        ("0", Duration::ZERO),
+        ("2d", Duration::from_secs(2 * 86_400)),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse_duration(text)?, expected, "parsing {text:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn parse_duration_refuses_text_that_is_no_duration() {
+    for text in ["", "soon", "5 parsecs", "-3s", "1.5.2h"] {
+        let err = parse_duration(text).expect_err(text);
+        assert_eq!(err.kind(), ErrorKind::Config, "{text:?}");
+        assert!(
+            err.message()
+                .contains(&format!("invalid duration `{text}`"))
+                && err.message().contains("30s"),
+            "{}",
+            err.message()
+        );
+    }
+}
+
+#[test]
+fn an_interval_must_be_longer_than_zero() -> koan::Result<()> {
+    let every = Schedule::parse_every("1h 30m")?;
+    assert!(
+        matches!(every, Schedule::Every(d) if d == Duration::from_secs(5400)),
+        "{every:?}"
+    );
+    assert_eq!(every.describe(), "every 1h30m");
+
+    for err in [
+        Schedule::every(Duration::ZERO).expect_err("zero"),
+        Schedule::parse_every("0s").expect_err("zero"),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.message().contains("longer than zero"),
+            "{}",
+            err.message()
+        );
+    }
+    let err = Schedule::parse_every("often").expect_err("no duration");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    Ok(())
+}
+
+#[test]
+fn a_five_field_cron_fires_on_the_minute() -> koan::Result<()> {
+    let schedule = Schedule::cron("*/5 * * * *")?;
+    assert_eq!(schedule.describe(), "cron */5 * * * *");
+    let Schedule::Cron(cron) = schedule else {
+        panic!("a cron schedule");
+    };
+    assert_eq!(cron.expression(), "*/5 * * * *");
+    let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 3, 17).unwrap();
+    let next = cron.next_after(at).expect("a next fire time");
+    assert_eq!(next, Utc.with_ymd_and_hms(2026, 3, 1, 12, 5, 0).unwrap());
+    // Strictly after: a fire time is not its own successor.
+    let after_next = cron.next_after(next).expect("a next fire time");
+    assert_eq!(
+        after_next,
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 10, 0).unwrap()
+    );
+    Ok(())
+}
+
+#[test]
+fn six_and_seven_field_crons_keep_their_seconds_and_year() -> koan::Result<()> {
+    let Schedule::Cron(six) = Schedule::cron("15 */5 * * * *")? else {
+        panic!("a cron schedule");
+    };
+    let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 3, 17).unwrap();
+    let next = six.next_after(at).expect("a next fire time");
+    assert_eq!((next.minute(), next.second()), (5, 15));
+
+    let Schedule::Cron(past) = Schedule::cron("0 0 0 1 1 * 2000")? else {
+        panic!("a cron schedule");
+    };
+    assert_eq!(past.next_after(at), None, "a past year never fires again");
+    Ok(())
+}
+
+#[test]
+fn an_invalid_cron_names_the_expression_and_the_expected_forms() {
+    for text in ["every day", "* * *", "61 * * * *"] {
+        let err = Schedule::cron(text).expect_err(text);
+        assert_eq!(err.kind(), ErrorKind::Config, "{text:?}");
+        assert!(
+            err.message()
+                .contains(&format!("invalid cron expression `{text}`"))
+                && err.message().contains("5 fields"),
+            "{}",
+            err.message()
+        );
+    }
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Mutation testing of koan's core with cargo-mutants (27.1): run by hand, not in CI.
+#
+# Each core file is mutated in turn, and only the test files that exercise it are
+# built and run, so one file fits in minutes on a 2-core machine. Mutants are tested
+# in place (one shared, incremental target directory); the six files are restored on
+# exit, and the script refuses to start while they have uncommitted changes.
+#
+#   scripts/mutants.sh                  # all six files
+#   scripts/mutants.sh driver report    # some of them (keys below)
+#   MUTANTS_TIMEOUT=120 scripts/mutants.sh supervisor
+#
+# Results go to target/mutants/<key>/mutants.out/ (caught.txt, missed.txt,
+# timeout.txt, unviable.txt, outcomes.json). The latest score and the mutants judged
+# equivalent are in RELIABILITY.md ("Mutation testing").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A test that hangs is cut after this many seconds and counted as `timeout`: with
+# every wait bounded (`koan::testing::WAIT_LIMIT`), none should.
+timeout="${MUTANTS_TIMEOUT:-90}"
+out="${MUTANTS_OUT:-$PWD/target/mutants}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+declare -A file=(
+  [schedule]=crates/koan/src/schedule/mod.rs
+  [driver]=crates/koan/src/schedule/driver.rs
+  [mailbox]=crates/koan/src/action/mailbox.rs
+  [slots]=crates/koan/src/action/slots.rs
+  [supervisor]=crates/koan/src/host/supervisor.rs
+  [report]=crates/koan/src/health/report.rs
+)
+# The integration tests (crates/koan/tests/<name>.rs) that exercise each file.
+declare -A tests=(
+  [schedule]="periodic_schedule periodic_edges schedule_parse config_layers"
+  [driver]="periodic_schedule periodic_edges lifecycle_shutdown"
+  [mailbox]="actions_mailbox actions_inline actions_timeout actions_grace mailbox_property lifecycle_shutdown"
+  [slots]="actions_mailbox actions_inline actions_timeout actions_grace lifecycle_shutdown"
+  [supervisor]="supervision supervision_edges health_status lifecycle_startup lifecycle_shutdown"
+  [report]="health_report health_status edge_cases"
+)
+
+keys=("$@")
+if [ ${#keys[@]} -eq 0 ]; then
+  keys=(schedule driver mailbox slots supervisor report)
+fi
+for key in "${keys[@]}"; do
+  if [ -z "${file[$key]:-}" ]; then
+    echo "unknown file key \`$key\`; use: ${!file[*]}" >&2
+    exit 2
+  fi
+done
+
+if ! git diff --quiet -- "${file[@]}"; then
+  echo "commit or stash your changes to the core files first: mutants are tested in place" >&2
+  exit 2
+fi
+trap 'git checkout -- "${file[@]}"' EXIT
+
+for key in "${keys[@]}"; do
+  args=()
+  for t in ${tests[$key]}; do
+    args+=(--test "$t")
+  done
+  echo "== ${file[$key]} (tests: ${tests[$key]})"
+  mkdir -p "$out/$key"
+  # Exit code 2 (some mutants missed) or 3 (timeouts) is a result, not a failure.
+  cargo mutants --in-place --package koan --all-features --no-shuffle \
+    --timeout "$timeout" --build-timeout 900 \
+    --file "${file[$key]}" --output "$out/$key" -- "${args[@]}" || true
+done
+
+echo
+for key in "${keys[@]}"; do
+  dir="$out/$key/mutants.out"
+  count() { if [ -f "$dir/$1.txt" ]; then grep -c . "$dir/$1.txt" || true; else echo 0; fi; }
+  echo "$key: caught $(count caught), missed $(count missed), timeout $(count timeout), unviable $(count unviable)"
+done
