@@ -68,7 +68,14 @@ async fn trickle(addr: std::net::SocketAddr, head: String) -> anyhow::Result<u16
     };
     let reader = async {
         let mut buf = [0u8; 64];
-        let n = tokio::io::AsyncReadExt::read(&mut rd, &mut buf).await?;
+        let n = match tokio::io::AsyncReadExt::read(&mut rd, &mut buf).await {
+            Ok(n) => n,
+            // The server answered and closed while this client was still sending its
+            // body: the kernel may then reset the connection before the answer is read.
+            // Either way the body was not waited for.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         text.split(' ')
             .nth(1)
@@ -113,7 +120,11 @@ async fn slow_bodies_without_the_token_do_not_keep_health_probes_out() -> anyhow
     // The slow clients were refused without their bodies being waited for.
     while let Some(r) = within("the slow clients' answers", slow.join_next()).await? {
         let status = r??;
-        assert!(matches!(status, 401 | 503), "a slow client got {status}");
+        // 0: reset after the server's answer (see `trickle`).
+        assert!(
+            matches!(status, 0 | 401 | 503),
+            "a slow client got {status}"
+        );
     }
     api.stop().await
 }
