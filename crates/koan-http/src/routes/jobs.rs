@@ -30,6 +30,14 @@ fn bounded<'a>(key: &str, v: &'a str) -> Result<&'a str, ApiError> {
     Ok(v)
 }
 
+/// The optional `service` query parameter of `counts` and `retry-dead`.
+fn service_filter(query: &HashMap<String, String>) -> Result<Option<&str>, ApiError> {
+    query
+        .get("service")
+        .map(|s| bounded("service", s))
+        .transpose()
+}
+
 fn parse_list_query(q: &HashMap<String, String>) -> Result<JobQuery, ApiError> {
     let mut out = JobQuery::default();
     for (k, v) in q {
@@ -97,10 +105,7 @@ pub(crate) async fn counts(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     guard(&state, &headers)?;
-    let service = match query.get("service") {
-        Some(s) => Some(bounded("service", s)?),
-        None => None,
-    };
+    let service = service_filter(&query)?;
     let counts = state.host.jobs().counts(service).await?;
     let by_state: serde_json::Map<String, serde_json::Value> = counts
         .by_state
@@ -163,10 +168,7 @@ pub(crate) async fn retry_dead(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     guard(&state, &headers)?;
-    let service = match query.get("service") {
-        Some(s) => Some(bounded("service", s)?),
-        None => None,
-    };
+    let service = service_filter(&query)?;
     let n = state.host.jobs().retry_all_dead(service).await?;
     Ok(Json(json!({ "retried": n })).into_response())
 }
