@@ -9,7 +9,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, Token, Type, UnOp};
 
 pub(crate) const SERVICE_OPTIONS: &str = "name, description, enabled, config_section, priority, \
-run_in_development, run_in_production, run_in_testing, background, periodic, startup, every, cron, \
+run_in_development, run_in_production, run_in_testing, run_in, background, periodic, startup, every, cron, \
 initial_delay, run_on_startup, missed_ticks, singleton, order, continue_on_failure, timeout, critical, restart, \
 max_concurrency, mailbox_capacity, health, ready, event";
 
@@ -56,6 +56,24 @@ fn lit_str(expr: &Expr, what: &str) -> syn::Result<LitStr> {
             format!("`{what}` takes a string literal, e.g. `{what} = \"…\"`"),
         )),
     }
+}
+
+/// `["a", "b"]`: a non-empty list of non-empty string literals.
+fn lit_str_list(expr: &Expr, what: &str) -> syn::Result<Vec<LitStr>> {
+    let hint = format!("`{what}` takes a list of environment names, e.g. `{what} = [\"staging\", \"production\"]`");
+    let Expr::Array(list) = expr else {
+        return Err(err(expr.span(), hint));
+    };
+    if list.elems.is_empty() {
+        return Err(err(expr.span(), format!("{hint}; an empty list would never run")));
+    }
+    list.elems
+        .iter()
+        .map(|e| match lit_str(e, what) {
+            Ok(s) if !s.value().trim().is_empty() => Ok(s),
+            _ => Err(err(e.span(), hint.clone())),
+        })
+        .collect()
 }
 
 fn lit_bool(expr: &Expr, what: &str) -> syn::Result<bool> {
@@ -266,6 +284,10 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                     "config_section" => {
                         let s = lit_str(v, "config_section")?;
                         a.setters.push(quote!(.config_section(#s)));
+                    }
+                    "run_in" => {
+                        let names = lit_str_list(v, "run_in")?;
+                        a.setters.push(quote!(.run_in([#(#names),*])));
                     }
                     "enabled" | "run_in_development" | "run_in_production" | "run_in_testing"
                     | "critical" => {

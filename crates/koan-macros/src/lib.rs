@@ -12,11 +12,14 @@ use proc_macro::TokenStream;
 ///
 /// Options (all optional): `name`, `description`, `enabled`, `config_section`,
 /// `priority`, `run_in_development`, `run_in_production`, `run_in_testing`,
-/// `background` / `periodic` / `startup` (the kind; inferred from the other options
+/// `run_in = ["staging", "production"]` (any environment names, instead of the three
+/// switches), `background` / `periodic` / `startup` (the kind; inferred from the other options
 /// when absent), `every = "1h"`, `cron = "0 */5 * * * *"`, `initial_delay = "10s"`,
 /// `run_on_startup`, `missed_ticks = "skip" | "delay" | "catch-up-once"`, `singleton`, `order`,
 /// `continue_on_failure`, `timeout = "60s"`, `critical`, `restart = "never" |
-/// "on-failure" | "always"`, `max_concurrency`, `mailbox_capacity`, and
+/// "on-failure" | "always"`, `max_concurrency`, `mailbox_capacity`, `health = method`
+/// and `ready = method` (an `async fn(&self) -> HealthReport` / `-> bool` of the
+/// service reporting its health and readiness), and
 /// `event(name = "X", payload = Type, description = "…")` / `event(Type)`
 /// (repeatable).
 #[proc_macro_attribute]

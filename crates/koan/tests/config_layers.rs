@@ -421,15 +421,9 @@ fn the_dotnet_spelling_of_variables_is_read_and_unknown_sections_are_refused() -
     Ok(())
 }
 
+#[koan::service(run_in = ["staging", "production"])]
 #[derive(Default)]
 struct StagingOnly;
-
-impl koan::Service for StagingOnly {
-    type Kind = koan::Background;
-    fn options() -> koan::ServiceOptions {
-        koan::ServiceOptions::default().run_in(["staging", "production"])
-    }
-}
 
 impl koan::BackgroundService for StagingOnly {
     async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
