@@ -147,8 +147,12 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
             if let Value::Array(extra) = call_params() {
                 params.extend(extra);
             }
-            let schema = if action.params_schema.is_null() {
+            // A declared action without parameters takes no body or `null`; the
+            // built-in trigger and check-queue ignore what they are sent.
+            let schema = if action.params_schema.is_null() && action.builtin {
                 json!({})
+            } else if action.params_schema.is_null() {
+                json!({ "type": "null", "description": "no parameters: send no body or `null`" })
             } else {
                 action.params_schema.clone()
             };

@@ -144,7 +144,7 @@ async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyho
         .enqueue()
         .await?;
     let again = w
-        .action("echo", 2u32)
+        .action("echo", 1u32)
         .idempotency_key("k")
         .enqueue()
         .await?;
@@ -153,11 +153,20 @@ async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyho
     assert_eq!(again.outcome().await?.json()?["n"], json!(1));
     // Asked again after it ran: still the first job, still one run.
     let late = w
-        .action("echo", 3u32)
+        .action("echo", 1u32)
         .idempotency_key("k")
         .enqueue()
         .await?;
     assert_eq!(late.id(), first.id());
+    // Another call under the same key is refused, not answered with the first job.
+    let other = w
+        .action("echo", 2u32)
+        .idempotency_key("k")
+        .enqueue()
+        .await
+        .expect_err("other parameters under a used key");
+    assert_eq!(other.kind(), ErrorKind::JobState);
+    assert!(other.message().contains(first.id()), "{other}");
     koan::testing::settle().await;
     assert_eq!(runs.lock().expect("runs").len(), 1);
     koan::testing::stop(&host).await?;

@@ -140,9 +140,9 @@ struct CallQuery {
     priority: i32,
     timeout: Option<Duration>,
     wait: bool,
-    /// `wait=false` only: not before this long from now.
+    /// A stored job, not before this long from now.
     delay: Option<Duration>,
-    /// `wait=false` only: not before this time.
+    /// A stored job, not before this time (with `delay` too: the later).
     at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -239,20 +239,12 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
             }
         }
     }
-    if out.wait && (out.delay.is_some() || out.at.is_some()) {
-        return Err(ApiError::bad_request(
-            "invalid_parameters",
-            "query parameters `delay` and `at` schedule a job: add `wait=false`",
-        ));
-    }
-    if out.delay.is_some() && out.at.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_parameters",
-            "give `delay` or `at`, not both",
-        ));
-    }
     Ok(out)
 }
+
+/// How long `wait=true` waits for a scheduled job's outcome when the call gives no
+/// `timeout`.
+const SCHEDULED_WAIT: Duration = Duration::from_secs(60);
 
 /// The longest `delay` a job may ask for.
 const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
@@ -336,7 +328,9 @@ pub(crate) async fn run_action(
     let mut q = parse_query(query)?;
     // The seed's routes hand the work over and answer at once (its command bus), as
     // a stored job; `wait=true` waits for the outcome instead.
-    if seed.is_some() && !query.contains_key("wait") {
+    // So do calls that schedule (`delay`, `at`) unless they ask to wait.
+    let scheduled = q.delay.is_some() || q.at.is_some();
+    if (seed.is_some() || scheduled) && !query.contains_key("wait") {
         q.wait = false;
     }
     // Answer with the service's own spelling of its name.
@@ -353,7 +347,7 @@ pub(crate) async fn run_action(
     if let Some(c) = correlation(headers)? {
         req = req.correlation_id(c);
     }
-    if q.wait {
+    if q.wait && !scheduled {
         let out = req
             .execute()
             .await
@@ -367,12 +361,24 @@ pub(crate) async fn run_action(
         });
         Ok(with_correlation(Json(body).into_response(), &cid))
     } else {
-        if let Some(d) = q.delay {
-            req = req.delay(d);
-        }
-        if let Some(at) = q.at {
-            req = req.at(at);
-        }
+        // `delay` and `at` both hold: the job runs no sooner than the later of the two.
+        let now = chrono::Utc::now();
+        let due = match (q.delay, q.at) {
+            (Some(d), None) => {
+                req = req.delay(d);
+                chrono::Duration::from_std(d).ok().map(|d| now + d)
+            }
+            (Some(d), Some(at)) => {
+                let due = chrono::Duration::from_std(d).map_or(at, |d| at.max(now + d));
+                req = req.at(due);
+                Some(due)
+            }
+            (None, Some(at)) => {
+                req = req.at(at);
+                Some(at)
+            }
+            (None, None) => None,
+        };
         if let Some(k) = idempotency_key(headers)? {
             req = req.idempotency_key(k);
         }
@@ -388,6 +394,32 @@ pub(crate) async fn run_action(
             body["message"] = json!(format!("Service '{service}' {what}"));
         }
         let cid = ticket.correlation_id().to_owned();
+        if q.wait {
+            // A scheduled job with `wait=true`: its outcome once it ran, if that comes
+            // within the wait; otherwise the 202 says where the stored job is.
+            let limit = q.timeout.unwrap_or(SCHEDULED_WAIT);
+            // A job due after the wait ends cannot finish within it: answer at once.
+            let reachable = due
+                .is_none_or(|due| chrono::Duration::from_std(limit).is_ok_and(|l| due <= now + l));
+            let waited = if reachable {
+                tokio::time::timeout(limit, ticket.outcome()).await.ok()
+            } else {
+                None
+            };
+            if let Some(out) = waited {
+                let out = out?;
+                let body = json!({
+                    "service": service,
+                    "action": action,
+                    "correlation_id": cid,
+                    "result": out.json()?,
+                });
+                return Ok(with_correlation(Json(body).into_response(), &cid));
+            }
+            body["outcome"] = json!(
+                "pending: the job did not finish within the wait; it stays stored, see status_url"
+            );
+        }
         Ok(with_correlation(
             (StatusCode::ACCEPTED, Json(body)).into_response(),
             &cid,

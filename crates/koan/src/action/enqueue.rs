@@ -15,7 +15,7 @@ use super::route::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
-use crate::job::{JobStep, JobTicket, NewJob, new_job_id};
+use crate::job::{JobRecord, JobStep, JobTicket, NewJob, new_job_id};
 use crate::registry::ServiceCell;
 
 impl ActionRequest {
@@ -126,6 +126,8 @@ impl ActionRequest {
             Some(When::At(at)) => at.max(now),
         };
         let max_attempts = inner.jobs.policy(cell, &steps[0].action).max_attempts;
+        // A repeat under a key must be the same call; kept to compare with the first.
+        let asked = self.idempotency_key.as_ref().map(|_| steps.clone());
         let job = NewJob {
             id: new_job_id(),
             service: cell.name.to_string(),
@@ -138,6 +140,9 @@ impl ActionRequest {
             max_attempts,
         };
         let pushed = inner.jobs.store.push(job).await?;
+        if let Some(asked) = asked.filter(|_| !pushed.created) {
+            same_call(&pushed.record, &cell.name, &asked)?;
+        }
         if pushed.created {
             metrics::counter!("koan_jobs_enqueued_total", "service" => cell.name.to_string())
                 .increment(1);
@@ -276,4 +281,27 @@ fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) -> Result<Job
         params: json,
         timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
     })
+}
+
+/// A repeat under an idempotency key returns the first job only when it asks for the
+/// same work; a different call under a used key is refused rather than answered with
+/// another call's job.
+fn same_call(first: &JobRecord, service: &str, asked: &[JobStep]) -> Result<()> {
+    if first.service == service && first.steps() == asked {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::JobState,
+        format!(
+            "idempotency key `{}` was first used for job {} (`{}` of `{}` with other parameters); a repeat must be the same call: use a new key for a different one",
+            first
+                .idempotency_key
+                .as_deref()
+                .unwrap_or_default()
+                .escape_debug(),
+            first.id,
+            first.action.escape_debug(),
+            first.service.escape_debug(),
+        ),
+    ))
 }
