@@ -15,7 +15,11 @@
 //! - **Events** are published on `koan.evt.<service>.<event>`; every process delivers
 //!   the others' events to its own subscribers.
 //! - **Registry**: each host announces its services with heartbeats in the KV bucket
-//!   `koan_registry`; status, health and info queries reach remote instances.
+//!   `koan_registry`; every host follows the bucket, so listings answer at once from
+//!   memory — during a broker outage from the last view, marked stale — and a durable
+//!   job for a service no instance announces is refused; status, health and info
+//!   queries reach remote instances. `/health` reports the connection (`warn` while
+//!   it is down).
 //! - **Cluster singletons**: a periodic service marked `singleton` runs its scheduled
 //!   ticks only on the holder of a lease in the KV bucket `koan_leases`
 //!   (compare-and-set), taken over within one lease period when the holder dies.
@@ -43,6 +47,7 @@ mod queue;
 mod registry;
 mod subjects;
 mod transport;
+mod view;
 mod wire;
 
 pub use connection::ConnectionState;

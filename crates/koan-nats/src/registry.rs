@@ -2,7 +2,6 @@
 //! and the query responders (status, health, info) of local services.
 
 use chrono::Utc;
-use futures_util::StreamExt;
 use koan::{Error, HostHandle, Instance, RemoteQuery};
 use serde_json::Value;
 
@@ -16,6 +15,7 @@ pub(crate) async fn announce(t: &NatsTransport, host: &HostHandle) -> Result<(),
         host_id: t.inner.host_id.clone(),
         seen_at: Utc::now(),
         services: host.statuses(),
+        stale: false,
     };
     let body = serde_json::to_vec(&instance).unwrap_or_default();
     t.inner
@@ -33,32 +33,6 @@ pub(crate) async fn withdraw(t: &NatsTransport) {
         .registry
         .delete(subjects::key(&t.inner.host_id))
         .await;
-}
-
-/// Every live host (heartbeat within three periods).
-pub(crate) async fn instances(t: &NatsTransport) -> Result<Vec<Instance>, Error> {
-    let mut keys = t
-        .inner
-        .registry
-        .keys()
-        .await
-        .map_err(|e| unavailable(format!("cannot read the registry: {e}")))?;
-    let stale = chrono::Duration::from_std(t.inner.opts.heartbeat * 3).unwrap_or_default();
-    let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let Ok(key) = key else { continue };
-        let Ok(Some(bytes)) = t.inner.registry.get(key).await else {
-            continue;
-        };
-        let Ok(instance) = serde_json::from_slice::<Instance>(&bytes) else {
-            continue;
-        };
-        if Utc::now() - instance.seen_at <= stale {
-            out.push(instance);
-        }
-    }
-    out.sort_by(|a, b| a.host_id.cmp(&b.host_id));
-    Ok(out)
 }
 
 /// Answers one query about a local service.

@@ -9,7 +9,8 @@ use async_nats::client::RequestErrorKind;
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::{Client, HeaderMap};
 use koan::{
-    BoxFuture, Error, ErrorKind, EventEnvelope, Instance, RemoteCall, RemoteQuery, Transport,
+    BoxFuture, Error, ErrorKind, EventEnvelope, HealthReport, Instance, RemoteCall, RemoteQuery,
+    Transport,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -38,6 +39,7 @@ pub(crate) struct Inner {
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
     pub(crate) waiters: Arc<crate::outcomes::OutcomeWaiters>,
     connection: ConnectionWatch,
+    view: Arc<crate::view::RegistryView>,
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -162,6 +164,8 @@ impl NatsTransport {
         let outcomes = bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
         let leases = bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
 
+        let view = Arc::new(crate::view::RegistryView::default());
+        tokio::spawn(crate::view::follow(registry.clone(), Arc::clone(&view)));
         let waiters = Arc::new(crate::outcomes::OutcomeWaiters::default());
         tokio::spawn(crate::outcomes::follow(
             outcomes.clone(),
@@ -194,6 +198,7 @@ impl NatsTransport {
                 events_tx,
                 waiters,
                 connection,
+                view,
             }),
         })
     }
@@ -231,6 +236,15 @@ impl NatsTransport {
     /// ```
     pub fn watch_connection(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
         self.inner.connection.subscribe()
+    }
+
+    fn connected(&self) -> bool {
+        self.connection_state() == ConnectionState::Connected
+    }
+
+    /// An instance whose heartbeat is older than three periods is gone.
+    fn stale_after(&self) -> Duration {
+        self.inner.opts.heartbeat * 3
     }
 
     /// As a `koan::Transport` for `HostBuilder::transport`.
@@ -376,7 +390,27 @@ impl Transport for NatsTransport {
     }
 
     fn instances(&self) -> BoxFuture<'_, Result<Vec<Instance>, Error>> {
-        Box::pin(crate::registry::instances(self))
+        let list = self
+            .inner
+            .view
+            .instances(self.stale_after(), self.connected());
+        Box::pin(async move { Ok(list) })
+    }
+
+    fn knows(&self, service: &str) -> Option<bool> {
+        self.inner.view.knows(service)
+    }
+
+    fn health(&self) -> Option<HealthReport> {
+        Some(match self.connection_state() {
+            ConnectionState::Connected => {
+                HealthReport::healthy(format!("connected to NATS at {}", self.inner.opts.url))
+            }
+            _ => HealthReport::degraded(format!(
+                "disconnected from NATS at {}; reconnecting (calls to other instances fail, listings are the last known view)",
+                self.inner.opts.url
+            )),
+        })
     }
 
     fn may_run(&self, service: &str) -> bool {

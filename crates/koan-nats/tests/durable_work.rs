@@ -344,7 +344,22 @@ async fn jobs_survive_a_restart_of_the_nats_server() -> anyhow::Result<()> {
             .await??,
         );
     }
-    // …and work that nobody consumes yet.
+    // …and work that nobody consumes yet: the archiver was in the cluster, and left.
+    let early = Member::join(opts.clone(), |b| {
+        b.instance(Archiver {
+            tally: Arc::new(Tally::default()),
+        })
+    })
+    .await?;
+    eventually("B to see an archiver", || async {
+        b.host.instances().await.is_ok_and(|l| {
+            l.iter()
+                .flat_map(|i| &i.services)
+                .any(|s| s.name == "Archiver")
+        })
+    })
+    .await?;
+    early.stop().await?;
     let mut waiting = Vec::new();
     for n in 0..N {
         waiting.push(

@@ -61,6 +61,10 @@ pub struct Instance {
     pub seen_at: DateTime<Utc>,
     /// The services it runs, with their status.
     pub services: Vec<ServiceStatus>,
+    /// Set when this view could not be refreshed (the broker is unreachable): the
+    /// last known state, not a current one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 fn unsupported(what: &str) -> Error {
@@ -112,6 +116,20 @@ pub trait Transport: Send + Sync + 'static {
     /// Every host of the cluster with its services.
     fn instances(&self) -> BoxFuture<'_, Result<Vec<Instance>>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The connection's health, if the transport has one to report (`/health`
+    /// shows it; a lost connection makes the host degraded, not unhealthy).
+    fn health(&self) -> Option<crate::health::HealthReport> {
+        None
+    }
+
+    /// Whether some instance of the cluster has announced `service` (it may be down
+    /// now): `None` when the transport cannot tell (no view of the cluster yet).
+    /// `enqueue()` refuses a job for a service the cluster never announced.
+    fn knows(&self, service: &str) -> Option<bool> {
+        let _ = service;
+        None
     }
 
     /// Whether this host may run the scheduled ticks of the singleton `service` now

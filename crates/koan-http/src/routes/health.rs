@@ -33,6 +33,16 @@ pub(crate) async fn overall(State(state): State<AppState>) -> Response {
             }]),
         );
     }
+    if let Some(t) = &h.transport {
+        checks.insert(
+            "transport:connection".into(),
+            json!([{
+                "componentType": "component",
+                "status": t.status.as_check_status(),
+                "output": t.description.clone().or_else(|| t.error.clone()),
+            }]),
+        );
+    }
     let code = if h.status == HealthStatus::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

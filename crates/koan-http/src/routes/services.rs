@@ -91,6 +91,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value
                 "runs": s.runs, "failures": s.failures, "restarts": s.restarts,
                 "queue_depth": s.queue_depth, "in_flight": s.in_flight, "last_run": s.last_run,
                 "next_run": s.next_run, "actions": [], "host": instance.host_id, "remote": true,
+                "stale": instance.stale,
             }));
         }
     }

@@ -45,6 +45,17 @@ impl ActionRequest {
         let Some(transport) = inner.transport.clone() else {
             return Err(inner.registry.unknown(self.target.name()));
         };
+        // A job for a service the cluster never announced would wait forever.
+        if transport.knows(self.target.name()) == Some(false) {
+            let e = inner.registry.unknown(self.target.name());
+            return Err(Error::new(
+                ErrorKind::UnknownService,
+                format!(
+                    "{} (here), and no instance of the cluster has announced it: nothing would run the job",
+                    e.message()
+                ),
+            ));
+        }
         let Some(step) = self.steps.take_single() else {
             return Err(Error::new(
                 ErrorKind::InvalidParameters,

@@ -112,6 +112,10 @@ pub struct HostHealth {
     pub status: HealthStatus,
     /// Every service's report.
     pub services: Vec<ServiceHealth>,
+    /// The connection to the other processes of the cluster, when there is a
+    /// transport: degraded while it is down (the host still runs its own services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<HealthReport>,
 }
 
 /// Whether the host is ready for work, and if not, why.

@@ -221,7 +221,16 @@ impl HostHandle {
             status = status.worst(counted);
             services.push(h);
         }
-        HostHealth { status, services }
+        // A lost broker connection is a warning: local work goes on.
+        let transport = self.inner.transport.as_ref().and_then(|t| t.health());
+        if let Some(t) = &transport {
+            status = status.worst(t.status.min(HealthStatus::Degraded));
+        }
+        HostHealth {
+            status,
+            services,
+            transport,
+        }
     }
 
     /// Every service's health, checked concurrently, each within `CHECK_TIMEOUT` (5 s):

@@ -1,0 +1,120 @@
+//! Two demo processes on a real `nats-server`, then the server goes away and comes
+//! back: listings answer from the last registry view marked stale, `/health` warns
+//! about the connection (and passes again after), and a job for a service no
+//! instance announces is refused with 404 instead of waiting forever.
+
+#[path = "../../koan-nats/tests/common/mod.rs"]
+mod common;
+#[path = "support/demo.rs"]
+mod demo;
+
+use std::time::Duration;
+
+use common::{NatsServer, TempDir, eventually};
+use demo::Demo;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The services of the second process: everything but `TranslationService`.
+const THE_REST: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler,FlowOrchestrator,MessagingLifecycle";
+
+async fn get(client: &reqwest::Client, url: String) -> anyhow::Result<(StatusCode, Value)> {
+    let resp = client.get(url).send().await?;
+    let status = resp.status();
+    Ok((status, resp.json().await?))
+}
+
+/// The row of `TranslationService` (hosted by the other process) in P2's listing.
+async fn remote_row(client: &reqwest::Client, p2: &Demo) -> anyhow::Result<Option<Value>> {
+    let (status, list) = get(client, p2.url("/api/services")).await?;
+    anyhow::ensure!(status == StatusCode::OK, "{list}");
+    Ok(list.as_array().and_then(|rows| {
+        rows.iter()
+            .find(|r| r["name"] == "TranslationService" && r["remote"] == true)
+            .cloned()
+    }))
+}
+
+async fn connection_check(client: &reqwest::Client, p2: &Demo) -> anyhow::Result<(Value, Value)> {
+    let (_, health) = get(client, p2.url("/health")).await?;
+    let check = health["checks"]["transport:connection"][0]["status"].clone();
+    Ok((health["status"].clone(), check))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() -> anyhow::Result<()>
+{
+    let mut server = NatsServer::start()?;
+    let dir = TempDir::new("koan-demo-outage");
+    let nats = server.url();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let _p1 = Demo::start(
+        dir.path(),
+        "p1",
+        &["--nats", &nats, "--services", "TranslationService"],
+        &[],
+    )?;
+    let p2 = Demo::start(
+        dir.path(),
+        "p2",
+        &["--nats", &nats, "--services", THE_REST],
+        &[],
+    )?;
+
+    eventually("P2 to list P1's TranslationService", || async {
+        remote_row(&client, &p2)
+            .await
+            .is_ok_and(|r| r.is_some_and(|r| r["stale"] != true))
+    })
+    .await?;
+    let (status, check) = connection_check(&client, &p2).await?;
+    assert_eq!(check, "pass", "connected: {status}");
+
+    // A job for a service no instance announces: refused, nothing stored to wait forever.
+    let resp = client
+        .post(p2.url("/api/services/NoSuchService/actions/run?wait=false"))
+        .json(&json!({}))
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: Value = resp.json().await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "unknown_service", "{body}");
+    // A service that one instance announces is accepted (JetStream stores it).
+    let resp = client
+        .post(p2.url("/api/services/TranslationService/actions/translate?wait=false"))
+        .json(&json!({"fileId": "before-outage", "from": "en", "to": "es"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+
+    // The broker goes away.
+    server.kill();
+    eventually("P2's /health to warn about the connection", || async {
+        connection_check(&client, &p2)
+            .await
+            .is_ok_and(|(status, check)| check == "warn" && status == "warn")
+    })
+    .await?;
+    // The listing still answers, from the last view, marked stale.
+    let row = remote_row(&client, &p2)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("TranslationService left P2's listing during the outage"))?;
+    assert_eq!(row["stale"], true, "{row}");
+
+    // The broker is back: the connection passes and the view is fresh again.
+    server.restart()?;
+    eventually("P2 to reconnect and refresh its view", || async {
+        let passes = connection_check(&client, &p2)
+            .await
+            .is_ok_and(|(_, check)| check == "pass");
+        let fresh = remote_row(&client, &p2)
+            .await
+            .is_ok_and(|r| r.is_some_and(|r| r["stale"] != true));
+        passes && fresh
+    })
+    .await?;
+    Ok(())
+}

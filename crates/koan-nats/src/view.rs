@@ -1,0 +1,120 @@
+//! This host's live view of the cluster registry: one watch of the `koan_registry`
+//! bucket keeps every announced instance in memory, so listings answer at once —
+//! also while the broker is unreachable, from the last view, marked stale — and a
+//! job for a service the cluster never announced is refused.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use koan::Instance;
+
+/// The instances the registry announced, as last heard.
+#[derive(Debug, Default)]
+pub(crate) struct RegistryView {
+    instances: Mutex<HashMap<String, Instance>>,
+    /// Every service name (lower case) an instance announced since this host
+    /// connected: a job for one of them waits for an instance to come back.
+    seen: Mutex<HashSet<String>>,
+    /// Set once the watch delivered the bucket's contents: before that, the view
+    /// cannot say that a service is unknown.
+    synced: AtomicBool,
+}
+
+impl RegistryView {
+    fn put(&self, key: String, instance: Instance) {
+        if let Ok(mut seen) = self.seen.lock() {
+            for s in &instance.services {
+                let name = s.name.to_ascii_lowercase();
+                if !seen.contains(&name) {
+                    seen.insert(name);
+                }
+            }
+        }
+        if let Ok(mut m) = self.instances.lock() {
+            m.insert(key, instance);
+        }
+    }
+
+    fn remove(&self, key: &str) {
+        if let Ok(mut m) = self.instances.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// The live instances (heartbeat within `stale_after`), sorted by id. When the
+    /// view cannot be refreshed (`connected` false), the instances live when it was
+    /// last refreshed, each marked stale.
+    pub(crate) fn instances(&self, stale_after: Duration, connected: bool) -> Vec<Instance> {
+        let Ok(m) = self.instances.lock() else {
+            return Vec::new();
+        };
+        let window = chrono::Duration::from_std(stale_after).unwrap_or_default();
+        // Offline, nothing new arrives: age is measured from the newest heartbeat heard.
+        let now = if connected {
+            Utc::now()
+        } else {
+            newest(m.values()).unwrap_or_else(Utc::now)
+        };
+        let mut out: Vec<Instance> = m
+            .values()
+            .filter(|i| now - i.seen_at <= window)
+            .cloned()
+            .map(|mut i| {
+                i.stale = !connected;
+                i
+            })
+            .collect();
+        out.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        out
+    }
+
+    /// Whether some instance announced `service` since this host connected (it may
+    /// be down now: its jobs wait for it); `None` before the view is synced.
+    pub(crate) fn knows(&self, service: &str) -> Option<bool> {
+        if !self.synced.load(Ordering::Acquire) {
+            return None;
+        }
+        self.seen
+            .lock()
+            .ok()
+            .map(|seen| seen.contains(&service.to_ascii_lowercase()))
+    }
+}
+
+fn newest<'a>(instances: impl Iterator<Item = &'a Instance>) -> Option<DateTime<Utc>> {
+    instances.map(|i| i.seen_at).max()
+}
+
+/// Follows the registry bucket for the connection's life; a broken watch is
+/// started again (from each key's latest value) once the server is back.
+pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<RegistryView>) {
+    loop {
+        if let Ok(mut watch) = store.watch_with_history(">").await {
+            // An empty bucket delivers nothing: it is synced from the start.
+            if let Ok(mut keys) = store.keys().await {
+                if keys.next().await.is_none() {
+                    view.synced.store(true, Ordering::Release);
+                }
+            }
+            while let Some(Ok(entry)) = watch.next().await {
+                match entry.operation {
+                    kv::Operation::Put => {
+                        if let Ok(i) = serde_json::from_slice::<Instance>(&entry.value) {
+                            view.put(entry.key, i);
+                        }
+                    }
+                    kv::Operation::Delete | kv::Operation::Purge => view.remove(&entry.key),
+                }
+                if entry.delta == 0 {
+                    view.synced.store(true, Ordering::Release);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
