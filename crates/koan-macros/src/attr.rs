@@ -60,12 +60,17 @@ fn lit_str(expr: &Expr, what: &str) -> syn::Result<LitStr> {
 
 /// `["a", "b"]`: a non-empty list of non-empty string literals.
 fn lit_str_list(expr: &Expr, what: &str) -> syn::Result<Vec<LitStr>> {
-    let hint = format!("`{what}` takes a list of environment names, e.g. `{what} = [\"staging\", \"production\"]`");
+    let hint = format!(
+        "`{what}` takes a list of environment names, e.g. `{what} = [\"staging\", \"production\"]`"
+    );
     let Expr::Array(list) = expr else {
         return Err(err(expr.span(), hint));
     };
     if list.elems.is_empty() {
-        return Err(err(expr.span(), format!("{hint}; an empty list would never run")));
+        return Err(err(
+            expr.span(),
+            format!("{hint}; an empty list would never run"),
+        ));
     }
     list.elems
         .iter()
