@@ -431,3 +431,41 @@ impl koan::BackgroundService for StagingOnly {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn singleton_is_set_from_configuration_and_refused_where_it_means_nothing()
+-> anyhow::Result<()> {
+    let config = Config::builder()
+        .toml(
+            "koan.toml",
+            "[background_services.services.DataCleanupService]\nsingleton = true\n",
+        )?
+        .build();
+    let host = koan::testing::host()
+        .config(config)
+        .service::<DataCleanupService>()
+        .build()?
+        .start();
+    let info = host.service("DataCleanupService").info().await?;
+    assert!(info.singleton, "{info:?}");
+    koan::testing::stop(&host).await?;
+
+    let config = Config::builder()
+        .toml(
+            "koan.toml",
+            "[background_services.services.StagingOnly]\nsingleton = true\n",
+        )?
+        .build();
+    let e = koan::testing::host()
+        .environment(Environment::new("staging")?)
+        .config(config)
+        .service::<StagingOnly>()
+        .build()
+        .expect_err("a background service cannot be a singleton");
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.message().contains("singleton") && e.message().contains("StagingOnly"),
+        "{e}"
+    );
+    Ok(())
+}

@@ -15,7 +15,7 @@ use crate::service::{ScheduleSpec, ServiceOptions};
 const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, jobs, services";
 const JOB_KEYS: &str =
     "lease_seconds, poll_ms, result_max_bytes, retention_hours, retention_max_mb";
-const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, max_concurrency, mailbox_capacity, actions, settings";
+const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, singleton, max_concurrency, mailbox_capacity, actions, settings";
 const ACTION_KEYS: &str = "max_attempts, backoff_seconds";
 
 /// Overrides of one service, as configured.
@@ -28,6 +28,8 @@ pub(crate) struct ServiceOverrides {
     pub(crate) priority: Option<i32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) critical: Option<bool>,
+    /// A periodic service's ticks run on one host of the cluster at a time.
+    pub(crate) singleton: Option<bool>,
     pub(crate) max_concurrency: Option<usize>,
     pub(crate) mailbox_capacity: Option<usize>,
     pub(crate) settings: Option<(Value, String)>,
@@ -269,6 +271,7 @@ fn service(node: &Node, sec: &str) -> Result<ServiceOverrides> {
                 o.timeout = Some(Duration::from_secs(positive(n, spelling, sec, "seconds")?))
             }
             "critical" => o.critical = Some(as_bool(n, spelling, sec)?.0),
+            "singleton" => o.singleton = Some(as_bool(n, spelling, sec)?.0),
             "maxconcurrency" => {
                 o.max_concurrency = Some(positive(n, spelling, sec, "actions")? as usize)
             }
@@ -341,6 +344,9 @@ impl ServiceOverrides {
         }
         if let Some(c) = self.critical {
             options.critical = c;
+        }
+        if let Some(s) = self.singleton {
+            options.singleton = s;
         }
         if let Some(m) = self.max_concurrency {
             options.max_concurrency = m;

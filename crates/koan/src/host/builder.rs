@@ -368,6 +368,15 @@ fn make_cell<T: Service>(
     env: &BuildEnv<'_>,
 ) -> Result<ServiceCell> {
     let kind = <T::Kind as KindOf<T>>::KIND;
+    if options.singleton && kind != ServiceKind::Periodic {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{} service `{name}` is marked `singleton`, but only periodic services run their ticks on one host of the cluster; remove `singleton`",
+                kind.as_str()
+            ),
+        ));
+    }
     let schedule = match (&options.schedule, kind) {
         (Some(ScheduleSpec::Every(p)), ServiceKind::Periodic) => {
             Some(Schedule::every(*p).map_err(|e| in_service(&name, e))?)
