@@ -1,10 +1,16 @@
 //! Cluster singletons: a lease per service in the KV bucket `koan_leases`, taken with
 //! create (compare-and-set on "absent") and renewed with update on the revision held.
-//! The bucket's max age is the lease period, so a dead holder's lease lapses and
-//! another host takes over within one period.
+//! The bucket's max age is the lease period, so a dead holder's lease lapses and a
+//! waiting host (polling every tenth of the period) takes over; each scheduled tick
+//! is run only after the holder renewed its lease with a compare-and-set, so a holder
+//! that was frozen past its lease and replaced does not run it too.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use koan::HostHandle;
 
 use crate::subjects;
 use crate::transport::NatsTransport;
@@ -14,6 +20,11 @@ use crate::transport::NatsTransport;
 pub(crate) struct Lease {
     pub(crate) leader: AtomicBool,
     revision: AtomicU64,
+    /// The host that held the lease when this one last saw it held elsewhere.
+    last_holder: Mutex<Option<String>>,
+    /// One compare-and-set at a time: a renewal and a tick's confirmation racing on
+    /// the same revision would make one of them fail and drop the lease.
+    op: tokio::sync::Mutex<()>,
 }
 
 impl Lease {
@@ -40,31 +51,91 @@ fn key(service: &str) -> String {
     subjects::key(&subjects::token(service))
 }
 
+/// A KV operation on the lease takes at most a third of the lease: past that, the
+/// answer would come too late to act on.
+fn bound(t: &NatsTransport) -> Duration {
+    t.inner.opts.lease / 3
+}
+
 /// One attempt to take or keep the lease; updates `lease` and says whether it is held.
 pub(crate) async fn step(t: &NatsTransport, service: &str, lease: &Lease) -> bool {
+    let _one = lease.op.lock().await;
     let me = t.inner.host_id.clone();
     let k = key(service);
-    let held = match lease.held() {
-        Some(rev) => t.inner.leases.update(&k, me.into(), rev).await.ok(),
-        None => t.inner.leases.create(&k, me.into()).await.ok(),
+    let attempt = async {
+        match lease.held() {
+            Some(rev) => t.inner.leases.update(&k, me.into(), rev).await.ok(),
+            None => t.inner.leases.create(&k, me.into()).await.ok(),
+        }
     };
+    let held = tokio::time::timeout(bound(t), attempt).await.ok().flatten();
     lease.set(held);
+    if held.is_none() {
+        // Remember who holds it: if that host dies, its missed tick is ours to run.
+        if let Ok(Ok(Some(holder))) = tokio::time::timeout(bound(t), t.inner.leases.get(&k)).await {
+            if let (Ok(holder), Ok(mut last)) =
+                (String::from_utf8(holder.to_vec()), lease.last_holder.lock())
+            {
+                *last = Some(holder);
+            }
+        }
+    }
     held.is_some()
 }
 
+/// Right before a scheduled tick: renews the lease held with a compare-and-set.
+/// A holder that was frozen past its lease finds the revision moved (or the key
+/// gone) and does not run the tick.
+pub(crate) async fn confirm(t: &NatsTransport, service: &str, lease: &Lease) -> bool {
+    lease.held().is_some() && step(t, service, lease).await
+}
+
 /// Keeps (or keeps trying to take) the lease of `service` while the host runs.
-pub(crate) async fn hold(t: NatsTransport, service: String, lease: Arc<Lease>) {
-    let period = t.inner.opts.lease / 3;
+/// On taking over from a holder that died with a tick overdue, runs that tick once.
+pub(crate) async fn hold(t: NatsTransport, host: HostHandle, service: String, lease: Arc<Lease>) {
     loop {
-        tokio::time::sleep(period).await;
         let was = lease.held().is_some();
+        // The holder renews at a third of the lease; the others look ten times per
+        // lease, so a lapsed lease is taken within a tenth of a period.
+        let pause = if was {
+            t.inner.opts.lease / 3
+        } else {
+            t.inner.opts.lease / 10
+        };
+        tokio::time::sleep(pause.max(Duration::from_millis(10))).await;
         let now = step(&t, &service, &lease).await;
         match (was, now) {
-            (false, true) => tracing::info!(service = %service, "took the singleton lease"),
+            (false, true) => {
+                tracing::info!(service = %service, "took the singleton lease");
+                if missed_by_last_holder(&t, &service, &lease) {
+                    tracing::info!(service = %service, "the last holder missed a tick: running it once");
+                    if let Err(e) = host.service(&service).trigger().await {
+                        tracing::warn!(service = %service, error = %e, "the missed tick failed");
+                    }
+                }
+            }
             (true, false) => tracing::warn!(service = %service, "lost the singleton lease"),
             _ => {}
         }
     }
+}
+
+/// Whether the host that held the lease before announced a next tick that is now
+/// past: it died (or froze) before running it. A holder that left in good order
+/// withdrew from the registry and is not asked.
+fn missed_by_last_holder(t: &NatsTransport, service: &str, lease: &Lease) -> bool {
+    let Some(holder) = lease.last_holder.lock().ok().and_then(|mut l| l.take()) else {
+        return false;
+    };
+    if holder == t.inner.host_id {
+        return false;
+    }
+    t.view()
+        .last_of(&holder)
+        .iter()
+        .flat_map(|i| &i.services)
+        .filter(|s| s.name.eq_ignore_ascii_case(service))
+        .any(|s| s.next_run.is_some_and(|due| due <= Utc::now()))
 }
 
 /// Gives the lease up if this host holds it (on shutdown), so another host takes

@@ -149,6 +149,7 @@ impl NatsTransport {
             lease::step(self, &service, &l).await;
             tasks.push(tokio::spawn(lease::hold(
                 self.clone(),
+                host.clone(),
                 service.clone(),
                 Arc::clone(&l),
             )));

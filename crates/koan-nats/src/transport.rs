@@ -1,7 +1,6 @@
 //! The client side: `koan::Transport` over NATS.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -238,6 +237,10 @@ impl NatsTransport {
         self.inner.connection.subscribe()
     }
 
+    pub(crate) fn view(&self) -> &crate::view::RegistryView {
+        &self.inner.view
+    }
+
     fn connected(&self) -> bool {
         self.connection_state() == ConnectionState::Connected
     }
@@ -413,15 +416,21 @@ impl Transport for NatsTransport {
         })
     }
 
-    fn may_run(&self, service: &str) -> bool {
+    fn may_run(&self, service: &str) -> BoxFuture<'_, bool> {
         let lease = self
             .inner
             .leases_held
             .lock()
             .ok()
             .and_then(|m| m.get(&subjects::token(service)).cloned());
-        // `may_run` is asked for singletons only: without a lease (not attached
-        // yet, or detached) this host must not run their ticks.
-        lease.is_some_and(|l| l.leader.load(Ordering::Acquire))
+        let service = service.to_owned();
+        // Asked for singletons only: without a lease (not attached yet, or
+        // detached) this host must not run their ticks.
+        Box::pin(async move {
+            match lease {
+                Some(l) => crate::lease::confirm(self, &service, &l).await,
+                None => false,
+            }
+        })
     }
 }

@@ -73,6 +73,12 @@ impl RegistryView {
         out
     }
 
+    /// What `host_id` announced last, however long ago.
+    pub(crate) fn last_of(&self, host_id: &str) -> Option<Instance> {
+        let m = self.instances.lock().ok()?;
+        m.values().find(|i| i.host_id == host_id).cloned()
+    }
+
     /// Whether some instance announced `service` since this host connected (it may
     /// be down now: its jobs wait for it); `None` before the view is synced.
     pub(crate) fn knows(&self, service: &str) -> Option<bool> {

@@ -132,10 +132,12 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
-    /// Whether this host may run the scheduled ticks of the singleton `service` now
-    /// (it holds the cluster lease).
-    fn may_run(&self, service: &str) -> bool {
+    /// Asked right before each scheduled tick of the singleton `service`: whether
+    /// this host may run it. A transport with leases confirms its lease here with a
+    /// compare-and-set, so a holder that was frozen past its lease (and replaced)
+    /// does not run the tick too.
+    fn may_run(&self, service: &str) -> BoxFuture<'_, bool> {
         let _ = service;
-        true
+        Box::pin(async { true })
     }
 }

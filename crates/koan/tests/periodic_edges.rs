@@ -343,9 +343,10 @@ impl Transport for Lease {
         })
     }
 
-    fn may_run(&self, _service: &str) -> bool {
+    fn may_run(&self, _service: &str) -> koan::BoxFuture<'_, bool> {
         self.asked.fetch_add(1, Ordering::SeqCst);
-        self.held
+        let held = self.held;
+        Box::pin(async move { held })
     }
 }
 

@@ -94,6 +94,11 @@ impl Demo {
         format!("{}{path}", self.base)
     }
 
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL (what `Child::kill` sends on Unix), and reap.
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -320,7 +320,7 @@ pub(crate) async fn drive(
                 };
                 (cmd.poke.reason(), batch, cmd.waiters, false, cmd.deadline)
             } else if now >= due {
-                if !may_run(&cx, &cell) {
+                if !may_run(&cx, &cell).await {
                     // A singleton whose lease another host holds: that host runs this tick.
                     due = schedule.next_due(opts.missed_ticks, anchor, due, true, now, &clock);
                     cell.set_next_run(Some(clock.wall_at(due)));
@@ -430,11 +430,12 @@ async fn run_until(
 
 /// Whether this host may run a scheduled tick: always, unless the service is a
 /// cluster singleton whose lease another host holds.
-fn may_run(cx: &ServiceContext, cell: &ServiceCell) -> bool {
+async fn may_run(cx: &ServiceContext, cell: &ServiceCell) -> bool {
     if !cell.options.singleton {
         return true;
     }
-    cx.host_inner()
-        .and_then(|h| h.transport.clone())
-        .is_none_or(|t| t.may_run(&cell.name))
+    match cx.host_inner().and_then(|h| h.transport.clone()) {
+        Some(t) => t.may_run(&cell.name).await,
+        None => true,
+    }
 }
