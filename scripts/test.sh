@@ -29,6 +29,7 @@ echo "examples: 6 passed, 0 failed"
 step "dashboard in headless Chromium"
 bash scripts/ensure-tools.sh chromium node
 cargo build -q -p koan-demo
+# Screenshots land in target/screenshots; KOAN_REFRESH_SCREENSHOTS=1 rewrites docs/*.png.
 (cd crates/koan-http/tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test)
 
 step "benchmark smoke run"
