@@ -159,6 +159,23 @@ impl HostHandle {
         Ok(self.inner.registry.find(name)?.snapshot())
     }
 
+    /// The last runs of one service (newest first, as many as
+    /// `koan.background_services.history_size`, 50 unless set) and how many of its
+    /// actions succeeded and failed.
+    pub fn history(&self, name: &str) -> Result<crate::ServiceHistory> {
+        let cell = self.inner.registry.find(name)?;
+        Ok(cell.activity().history(&cell.name))
+    }
+
+    /// Succeeded and failed runs and actions of every service of this host, per
+    /// second for the last two minutes and per hour for the last day (in memory:
+    /// counted since the host started).
+    pub fn throughput(&self) -> crate::ThroughputSnapshot {
+        self.inner
+            .throughput
+            .snapshot(self.inner.config.clock.now())
+    }
+
     /// The jobs of this host's store: list, inspect, retry, cancel, delete.
     pub fn jobs(&self) -> crate::job::Jobs {
         crate::job::Jobs::new(self.clone())
