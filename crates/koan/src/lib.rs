@@ -84,7 +84,9 @@ pub use action::{
 pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
 pub use config::{Config, ConfigBuilder};
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use event::{Event, EventEnvelope, HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
+pub use event::{
+    Event, EventEnvelope, HandlerOutput, Overflow, RECENT_EVENTS, Subscription, SubscriptionBuilder,
+};
 pub use health::{
     HealthReport, HealthStatus, HealthThresholds, HostHealth, Readiness, ServiceHealth,
 };

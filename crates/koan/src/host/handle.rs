@@ -176,6 +176,13 @@ impl HostHandle {
             .snapshot(self.inner.config.clock.now())
     }
 
+    /// The last events this host saw (its own and those of other hosts delivered to
+    /// it), newest first: at most [`RECENT_EVENTS`](crate::RECENT_EVENTS), kept in
+    /// memory so a dashboard opened now is not empty.
+    pub fn recent_events(&self) -> Vec<crate::EventEnvelope> {
+        self.inner.events.recent()
+    }
+
     /// The jobs of this host's store: list, inspect, retry, cancel, delete.
     pub fn jobs(&self) -> crate::job::Jobs {
         crate::job::Jobs::new(self.clone())
