@@ -206,6 +206,13 @@ impl HostHandle {
         self.inner.transport.as_ref().and_then(|t| t.host_id())
     }
 
+    /// This host's name for operators: its cluster id when it has a transport, else
+    /// the name its job attempts carry (`$HOSTNAME-pid`).
+    pub fn instance_name(&self) -> String {
+        self.host_id()
+            .unwrap_or_else(|| self.inner.jobs.instance().to_owned())
+    }
+
     /// Whether this host runs service `name` itself.
     pub fn hosts(&self, name: &str) -> bool {
         self.inner.registry.by_name(name).is_some()
