@@ -183,7 +183,7 @@ mod tests {
             (before.start, before.succeeded, before.failed),
             (at(0), 1, 1)
         );
-        let hour = s.per_hour.last().unwrap();
+        let hour = s.per_hour.last().expect("24 hours");
         assert_eq!((hour.succeeded, hour.failed), (2, 1));
         assert_eq!(hour.start.timestamp() % 3600, 0);
     }
@@ -195,13 +195,20 @@ mod tests {
         let lap = SECONDS_KEPT as i64;
         t.record(at(lap), false);
         let s = t.snapshot(at(lap));
-        let last = s.per_second.last().unwrap();
+        let last = s.per_second.last().expect("120 seconds");
         assert_eq!((last.succeeded, last.failed), (1, 0));
         // The old second is out of the window, not counted twice.
         assert_eq!(s.per_second.iter().map(|b| b.failed).sum::<u64>(), 0);
         // Work older than the ring keeps is ignored.
         t.record(at(0), true);
-        assert_eq!(t.snapshot(at(lap)).per_second.last().unwrap().failed, 0);
+        assert_eq!(
+            t.snapshot(at(lap))
+                .per_second
+                .last()
+                .expect("120 seconds")
+                .failed,
+            0
+        );
     }
 
     #[test]
