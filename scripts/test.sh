@@ -30,7 +30,8 @@ step "dashboard in headless Chromium"
 bash scripts/ensure-tools.sh chromium node
 cargo build -q -p koan-demo
 # Screenshots land in target/screenshots; KOAN_REFRESH_SCREENSHOTS=1 rewrites docs/*.png.
-(cd crates/koan-http/tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test)
+# One test file at a time: each starts its own demo host and browser pages.
+(cd crates/koan-http/tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1)
 
 step "benchmark smoke run"
 cargo run -q -p koan-bench -- --quick all > /dev/null

@@ -91,7 +91,7 @@ function connectEvents() {
 // One event as a list item; one with a correlation id links to the job it ran under.
 function eventItem(e) {
   const link = e.correlation_id
-    ? el("a", { href: "#/jobs?correlation_id=" + enc(e.correlation_id), class: "job-link", "data-correlation": e.correlation_id, text: "job…" })
+    ? el("a", { href: "#/jobs?correlation_id=" + enc(e.correlation_id), class: "job-link", "data-correlation": e.correlation_id, title: "the job that ran under this correlation id", text: "job…" })
     : null;
   return el("li", { "data-event": e.event, "data-service": e.service },
     el("span", { class: "ev", text: e.event }), " ",

@@ -71,6 +71,8 @@ test("submitting the translate form makes TranslationCompleted appear in the fee
   // The screenshot linked from the README.
   await page.fill("#filter-event", "");
   await page.selectOption("#filter-service", "");
+  await page.locator('svg[data-chart="per-second"] rect.ok').first().waitFor({ timeout: 15_000 });
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: shot("dashboard.png"), fullPage: false });
   await page.close();
 });
