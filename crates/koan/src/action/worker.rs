@@ -149,7 +149,6 @@ async fn execute(
     answer(&mut job, outcome)
 }
 
-/// The metric handles of the job's action (resolved on its first run).
 /// Counts a finished (or refused) action in the metrics, and one that ran or timed
 /// out in the service's activity.
 fn finished(job: &Job, cell: &ServiceCell, outcome: Outcome, run: f64, queued: f64) {
@@ -163,6 +162,7 @@ fn finished(job: &Job, cell: &ServiceCell, outcome: Outcome, run: f64, queued: f
     }
 }
 
+/// The metric handles of the job's action (resolved on its first run).
 fn metrics<'a>(job: &'a Job, cell: &ServiceCell) -> &'a ActionMetrics {
     job.entry
         .metrics
