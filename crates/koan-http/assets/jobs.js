@@ -107,7 +107,7 @@ function jobPage(main, [id]) {
   const head = el("section", { id: "job-page", "data-job": id }, el("h2", {}, "Job ", el("code", { text: id })));
   const body = el("div");
   const attempts = el("tbody");
-  const events = el("ul", { id: "job-events" });
+  const events = el("ul", { id: "job-events", class: "feed" });
   head.append(body);
   main.append(head,
     el("section", {}, el("h2", { text: "Attempts" }), el("div", { class: "scroll" }, el("table", { class: "runs", id: "attempts" },

@@ -19,7 +19,7 @@ function overview(main) {
     el("tbody"));
   const svcSel = el("select", { id: "filter-service", "aria-label": "Filter by service" }, el("option", { value: "", text: "all services" }));
   const nameIn = el("input", { id: "filter-event", placeholder: "event name contains…", "aria-label": "Filter by event" });
-  const list = el("ul", { id: "events" });
+  const list = el("ul", { id: "events", class: "feed" });
   main.append(tp.section,
     el("section", {}, el("h2", { text: "Services" }), el("div", { class: "scroll" }, table)),
     el("section", {}, el("h2", { text: "Events" }),
@@ -172,15 +172,25 @@ function servicePage(main, [name]) {
   const charts = el("div", { class: "stack" });
   const runs = el("table", { class: "runs", id: "runs" }, el("thead", {}, el("tr", {}, ...["Started", "Reason", "Duration", "Outcome"].map((t) => el("th", { text: t })))), el("tbody"));
   const forms = el("div");
-  head.append(facts, el("div", { class: "actions" }, el("a", { href: "#/jobs?service=" + enc(name), text: "Jobs of " + name + " →" })));
+  const events = el("ul", { id: "service-events", class: "feed" });
+  const trigger = el("button", { type: "button", "data-action": "trigger", hidden: "" }, "Trigger now");
+  trigger.addEventListener("click", () => poke(name, "trigger"));
+  head.append(facts, el("div", { class: "actions" }, trigger, el("a", { href: "#/jobs?service=" + enc(name), text: "Jobs of " + name + " →" })));
   main.append(head,
     el("section", {}, el("h2", { text: "History" }), el("div", { class: "legend" }, el("span", { class: "ok", text: "■ success" }), el("span", { class: "bad", text: "■ failed" })), charts,
       el("div", { class: "scroll" }, runs)),
-    el("section", {}, el("h2", { text: "Actions" }), forms));
+    el("section", {}, el("h2", { text: "Actions" }), forms),
+    el("section", {}, el("h2", { text: "Its recent events" }), events));
   actionForms(name, forms);
+  const renderEvents = () => {
+    const mine = S.events.filter((e) => e.service.toLowerCase() === name.toLowerCase()).slice(0, 50);
+    events.replaceChildren(...(mine.length ? mine.map(eventItem) : [el("li", { class: "desc", text: "none among the host's last events" })]));
+  };
+  renderEvents();
   async function refresh() {
     try {
       const [st, h] = await Promise.all([api(`/api/services/${enc(name)}/status`), api(`/api/services/${enc(name)}/history`)]);
+      if (st.kind === "periodic") trigger.removeAttribute("hidden");
       facts.replaceChildren(...[["kind", st.kind], ["state", st.state], ["started", when(st.started_at)], ["next run", ago(st.next_run)],
         ["runs", `${st.runs} (${st.failures} failed)`], ["actions", `${h.actions_succeeded} succeeded, ${h.actions_failed} failed`],
         ["restarts", st.restarts], ["last error", st.last_error || "—"]].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { "data-fact": k, text: String(v) })]));
@@ -193,7 +203,7 @@ function servicePage(main, [name]) {
       notice("");
     } catch (e) { notice(name + ": " + e.message); }
   }
-  return { refresh };
+  return { refresh, onEvent: renderEvents };
 }
 
 route(/^\/$/, "services", overview);

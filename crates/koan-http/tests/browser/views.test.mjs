@@ -40,6 +40,11 @@ test("a service's page shows its runs as a timeline, a duration chart and a tabl
   assert.ok(await page.locator('svg[data-chart="durations"] rect').count() >= 3);
   const reasons = await page.locator("#runs tbody tr td:nth-child(2)").allTextContents();
   assert.ok(reasons.slice(0, 3).every((r) => r === "trigger"), JSON.stringify(reasons));
+  // "Trigger now" runs it once more; the run and its event show on the page.
+  const before = await page.locator("#runs tbody tr").count();
+  await page.locator('#service-page button[data-action="trigger"]').click();
+  await page.locator("#runs tbody tr").nth(before).waitFor(WAIT);
+  await page.locator('#service-events li[data-event="DataCleanup.Completed"]').first().waitFor(WAIT);
   await page.screenshot({ path: shot("dashboard-service.png"), fullPage: true });
   await page.close();
 });
