@@ -29,7 +29,9 @@ echo "examples: 6 passed, 0 failed"
 step "dashboard in headless Chromium"
 bash scripts/ensure-tools.sh chromium node
 cargo build -q -p koan-demo
-(cd crates/koan-http/tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test)
+# Screenshots land in target/screenshots; KOAN_REFRESH_SCREENSHOTS=1 rewrites docs/*.png.
+# One test file at a time: each starts its own demo host and browser pages.
+(cd crates/koan-http/tests/browser && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1)
 
 step "benchmark smoke run"
 cargo run -q -p koan-bench -- --quick all > /dev/null

@@ -13,9 +13,14 @@
 //! | `POST /api/services/{name}/trigger`, `/check-queue`, `/process-batch` | the seed's routes |
 //! | `GET /api/actions/{id}` | the record of an action enqueued with `wait=false` |
 //! | `GET /api/services/{name}/events`, `GET /api/events` | live events (SSE) |
+//! | `GET /api/services/{name}/history` | the service's last runs and its action counts |
+//! | `GET /api/events/recent` | the host's last events (bounded, in memory) |
+//! | `GET /api/jobs…` | stored jobs: list, counts, one, retry, cancel, delete, retry-dead |
+//! | `GET /api/stats/throughput` | succeeded/failed work per second and per hour |
+//! | `GET /api/instances` | the hosts of the cluster (or this one) with heartbeat and load |
 //! | `GET /health`, `/health/live`, `/health/ready` | `pass`/`warn`/`fail`; unhealthy → 503 |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /api/openapi.json`, `GET /` | the API described; the dashboard |
+//! | `GET /api/openapi.json`, `GET /`, `/assets/…` | the API described; the dashboard |
 //!
 //! Errors are JSON `{ "error": kind, "message": … }`: 400 bad input (naming the
 //! field), 401 token, 404 unknown, 409 disabled, 413 body too large, 429 busy,
@@ -34,6 +39,7 @@ mod guard;
 mod listener;
 mod metrics;
 mod openapi;
+mod openapi_activity;
 mod openapi_jobs;
 mod options;
 mod overflow;

@@ -78,6 +78,7 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
         h
     });
     crate::openapi_jobs::paths(&mut paths, &error_responses);
+    crate::openapi_activity::paths(&mut paths, &error_responses);
     let mut generic_params = vec![
         name_param(),
         json!({ "name": "action", "in": "path", "required": true, "schema": { "type": "string" } }),
@@ -192,6 +193,7 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
         .and_then(Value::as_object_mut)
     {
         crate::openapi_jobs::schemas(schemas);
+        crate::openapi_activity::schemas(schemas);
     }
     doc
 }

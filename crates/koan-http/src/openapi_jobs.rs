@@ -35,6 +35,7 @@ pub(crate) fn paths(paths: &mut Map<String, Value>, errors: &dyn Fn() -> Value) 
         { "name": "state", "in": "query", "schema": { "enum": states } },
         { "name": "service", "in": "query", "schema": { "type": "string", "minLength": 1, "maxLength": 200 } },
         { "name": "action", "in": "query", "schema": { "type": "string", "minLength": 1, "maxLength": 200 } },
+        { "name": "correlation_id", "in": "query", "schema": { "type": "string", "minLength": 1, "maxLength": 200 }, "description": "Only jobs under this correlation id (the job of an event)" },
         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 500 } },
         { "name": "cursor", "in": "query", "schema": { "type": "string", "minLength": 1, "maxLength": 200 }, "description": "`next_cursor` of the previous page" }
     ], "responses": list } }));

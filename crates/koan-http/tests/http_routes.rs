@@ -412,6 +412,11 @@ async fn openapi_describes_each_declared_action() -> anyhow::Result<()> {
         "/api/services/{name}/actions/{action}",
         "/api/services/{name}/process-batch",
         "/api/events",
+        "/api/events/recent",
+        "/api/services/{name}/history",
+        "/api/stats/throughput",
+        "/api/instances",
+        "/api/jobs",
         "/health",
         "/metrics",
     ] {

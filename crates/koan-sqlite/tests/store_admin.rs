@@ -172,6 +172,23 @@ async fn list_pages_newest_first_with_filters() {
 }
 
 #[tokio::test]
+async fn list_finds_the_jobs_of_a_correlation_id() {
+    let db = TempDb::new("admin-correlation");
+    let store = db.open();
+    let mut wanted = job("a", "x");
+    wanted.correlation_id = "order-7".to_owned();
+    let id = store.push(wanted).await.expect("push").record.id;
+    store.push(job("a", "x")).await.expect("push");
+    let query = JobQuery {
+        correlation_id: Some("order-7".to_owned()),
+        ..JobQuery::default()
+    };
+    let page = store.list(query).await.expect("list");
+    let ids: Vec<String> = page.jobs.into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, [id]);
+}
+
+#[tokio::test]
 async fn counts_are_by_state_for_all_services_or_one() {
     let db = TempDb::new("admin-counts");
     let store = db.open();

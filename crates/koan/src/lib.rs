@@ -84,7 +84,9 @@ pub use action::{
 pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
 pub use config::{Config, ConfigBuilder};
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use event::{Event, EventEnvelope, HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
+pub use event::{
+    Event, EventEnvelope, HandlerOutput, Overflow, RECENT_EVENTS, Subscription, SubscriptionBuilder,
+};
 pub use health::{
     HealthReport, HealthStatus, HealthThresholds, HostHealth, Readiness, ServiceHealth,
 };
@@ -95,7 +97,10 @@ pub use job::{
     RetryPolicy, apply_cancel, apply_claim, apply_finish, apply_retry, cut_result, new_job_id,
     retryable, unknown_job, wrong_state,
 };
-pub use registry::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
+pub use registry::{
+    DEFAULT_HISTORY_SIZE, RunOutcome, RunRecord, ServiceHistory, ServiceState, ServiceStatus,
+    ThroughputBucket, ThroughputSnapshot,
+};
 pub use schedule::{CronSchedule, MissedTickPolicy, Schedule, TriggerOutcome, parse_duration};
 pub use service::{
     Background, BackgroundService, Backoff, BatchRequest, BuildContext, FromContext, Intensity,

@@ -88,6 +88,16 @@ pub(crate) enum Command {
         #[arg(long)]
         event: Option<String>,
     },
+    /// A service's last runs, newest first: start, reason, duration, outcome.
+    History {
+        /// The service (case-insensitive).
+        name: String,
+        /// Show at most this many runs.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// The hosts of the cluster (without one, this host): heartbeat, load, services.
+    Instances,
     /// Stored jobs (enqueued actions): list, show, retry, cancel, delete.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -154,6 +164,9 @@ pub(crate) enum JobsCommand {
         /// Only jobs of this action.
         #[arg(long)]
         action: Option<String>,
+        /// Only jobs under this correlation id (the job behind an event).
+        #[arg(long, value_name = "ID")]
+        correlation_id: Option<String>,
         /// At most this many (1–500, default 50).
         #[arg(long)]
         limit: Option<u32>,

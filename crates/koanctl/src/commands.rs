@@ -73,6 +73,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             events(&client, service.as_deref(), event.as_deref(), json).await
         }
         Command::Jobs(cmd) => crate::jobs::run(&client, cmd, json).await,
+        Command::History { name, limit } => {
+            crate::activity::history(&client, &name, limit, json).await
+        }
+        Command::Instances => crate::activity::instances(&client, json).await,
         Command::Completions { .. } => Ok(()),
     }
 }

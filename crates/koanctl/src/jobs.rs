@@ -15,6 +15,7 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             state,
             service,
             action,
+            correlation_id,
             limit,
             cursor,
         } => {
@@ -25,6 +26,7 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
                     ("state", state),
                     ("service", service),
                     ("action", action),
+                    ("correlation_id", correlation_id),
                     ("limit", limit.map(|n| n.to_string())),
                     ("cursor", cursor),
                 ] {

@@ -4,11 +4,14 @@
 //! koanctl services                      # every service, as a table
 //! koanctl act Greeter greet --params '{"name":"Ada"}'
 //! koanctl events --service Greeter      # follow live events until Ctrl-C
+//! koanctl history Cleanup               # the service's last runs
+//! koanctl instances                     # the hosts of the cluster
 //! ```
 //!
 //! Exit codes: 0 success, 2 usage or bad local input, 3 the server answered an
 //! error, 4 the server could not be reached, 1 anything else.
 
+mod activity;
 mod cli;
 mod client;
 mod commands;

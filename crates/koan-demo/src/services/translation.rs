@@ -1,6 +1,7 @@
-//! `TranslationService`: `translate` and `check-queue` actions, Started/Completed/Failed
-//! events, translations stored in SQLite, and an outbox message per translation. The
-//! translator is a small deterministic dictionary.
+//! `TranslationService`: `translate` and `check-queue` actions (and `flaky`, to try
+//! job retries), Started/Completed/Failed events, translations stored in SQLite, and
+//! an outbox message per translation. The translator is a small deterministic
+//! dictionary.
 
 use koan::events::translation::{COMPLETED, FAILED, STARTED};
 use koan::{ActionContext, BackgroundService, BoxError, BuildContext, FromContext, ServiceContext};
@@ -60,6 +61,17 @@ pub struct Translation {
     pub to: String,
     /// The translated text.
     pub text: String,
+}
+
+/// The parameters of `flaky`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlakyParams {
+    /// How many first attempts fail.
+    pub fail_times: u32,
+    /// Echoed back once it succeeds.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// `Settings` (the seed's `MaxConcurrentTranslations`, `SupportedLanguages`).
@@ -167,6 +179,30 @@ impl TranslationService {
                 Err(e)
             }
         }
+    }
+
+    /// Not the seed's: fails its first `failTimes` attempts, then succeeds. Run as a
+    /// job it is dead after one failed attempt (no automatic retry), so an operator can
+    /// try a retry by hand from the dashboard or `koanctl jobs retry`.
+    #[action(
+        "flaky",
+        max_attempts = 1,
+        description = "Fail the first `failTimes` attempts, then succeed (try job retries)"
+    )]
+    async fn flaky(
+        &self,
+        params: FlakyParams,
+        cx: &ActionContext,
+    ) -> Result<serde_json::Value, BoxError> {
+        let attempt = cx.attempt();
+        if attempt <= params.fail_times {
+            return Err(format!(
+                "attempt {attempt} fails on purpose (the first {} do)",
+                params.fail_times
+            )
+            .into());
+        }
+        Ok(serde_json::json!({ "attempt": attempt, "note": params.note }))
     }
 
     /// The seed's `CheckQueueAsync`: how many translations are stored, by status.

@@ -57,6 +57,7 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<JobQuery, ApiError> {
             }
             "service" => out.service = Some(bounded(k, v)?.to_owned()),
             "action" => out.action = Some(bounded(k, v)?.to_owned()),
+            "correlation_id" => out.correlation_id = Some(bounded(k, v)?.to_owned()),
             "cursor" => out.cursor = Some(bounded(k, v)?.to_owned()),
             "limit" => {
                 let n: usize = v
@@ -76,7 +77,7 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<JobQuery, ApiError> {
                 return Err(ApiError::bad_request(
                     "invalid_parameters",
                     format!(
-                        "unknown query parameter `{}`; accepted: state, service, action, limit, cursor",
+                        "unknown query parameter `{}`; accepted: state, service, action, correlation_id, limit, cursor",
                         other.escape_debug()
                     ),
                 ));
@@ -86,7 +87,8 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<JobQuery, ApiError> {
     Ok(out)
 }
 
-/// `GET /api/jobs?state=&service=&action=&limit=&cursor=`: newest first.
+/// `GET /api/jobs?state=&service=&action=&correlation_id=&limit=&cursor=`: newest
+/// first.
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

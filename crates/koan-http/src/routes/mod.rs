@@ -1,5 +1,6 @@
 //! The route table.
 
+mod activity;
 mod events;
 mod health;
 mod jobs;
@@ -21,6 +22,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let cors = cors(&state.options.cors_origins);
     let mut r = Router::new()
         .route("/", get(crate::dashboard::page))
+        .route("/assets/{file}", get(crate::dashboard::asset))
         .route("/api/services", get(services::list))
         .route("/api/services/{name}", get(services::info))
         .route("/api/services/{name}/status", get(services::status))
@@ -33,6 +35,10 @@ pub(crate) fn router(state: AppState) -> Router {
             post(seed::process_batch),
         )
         .route("/api/services/{name}/events", get(events::service_stream))
+        .route("/api/services/{name}/history", get(activity::history))
+        .route("/api/events/recent", get(activity::recent_events))
+        .route("/api/stats/throughput", get(activity::throughput))
+        .route("/api/instances", get(activity::instances))
         .route("/api/actions/{id}", get(jobs::get))
         .route("/api/jobs", get(jobs::list))
         .route("/api/jobs/counts", get(jobs::counts))

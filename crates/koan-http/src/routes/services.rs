@@ -29,6 +29,10 @@ struct ServiceRow {
     schedule: Option<String>,
     runs: u64,
     failures: u64,
+    /// Actions that succeeded and failed: the work of a background service, whose
+    /// run lasts as long as the host (so its `runs` stays 0).
+    actions_succeeded: u64,
+    actions_failed: u64,
     restarts: u32,
     queue_depth: usize,
     in_flight: usize,
@@ -48,6 +52,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value
             .iter()
             .find(|h| h.service == status.name)
             .map_or(HealthStatus::Healthy, |h| h.report.status);
+        let history = state.host.history(&status.name)?;
         let row = ServiceRow {
             name: status.name.clone(),
             kind: status.kind,
@@ -59,6 +64,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value
             schedule: info.schedule,
             runs: status.runs,
             failures: status.failures,
+            actions_succeeded: history.actions_succeeded,
+            actions_failed: history.actions_failed,
             restarts: status.restarts,
             queue_depth: status.queue_depth,
             in_flight: status.in_flight,

@@ -4,47 +4,13 @@
 //   node --test crates/koan-http/tests/browser/
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, "../../../..");
-const demoBin = process.env.KOAN_DEMO_BIN || join(root, "target/debug/koan-demo");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+import { startDemo, launch, shot } from "./harness.mjs";
 
 let demo, base, browser;
 
-function startDemo() {
-  const dir = mkdtempSync(join(tmpdir(), "koan-dashboard-"));
-  const child = spawn(demoBin, ["--http", "127.0.0.1:0", "--db", join(dir, "demo.db")], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: "warn" },
-  });
-  return new Promise((ok, fail) => {
-    let out = "";
-    const timer = setTimeout(() => fail(new Error("koan-demo did not print its address in 60 s:\n" + out)), 60_000);
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/[0-9.:]+)/);
-      if (m) { clearTimeout(timer); ok({ child, url: m[1] }); }
-    });
-    child.stderr.on("data", (d) => { out += d; });
-    child.on("exit", (code) => { clearTimeout(timer); fail(new Error(`koan-demo exited (${code}):\n${out}`)); });
-  });
-}
-
 before(async () => {
   ({ child: demo, url: base } = await startDemo());
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launch();
 });
 
 after(async () => {
@@ -105,8 +71,9 @@ test("submitting the translate form makes TranslationCompleted appear in the fee
   // The screenshot linked from the README.
   await page.fill("#filter-event", "");
   await page.selectOption("#filter-service", "");
-  mkdirSync(join(root, "docs"), { recursive: true });
-  await page.screenshot({ path: join(root, "docs/dashboard.png"), fullPage: false });
+  await page.locator('svg[data-chart="per-second"] rect.ok').first().waitFor({ timeout: 15_000 });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: shot("dashboard.png"), fullPage: false });
   await page.close();
 });
 
@@ -121,17 +88,8 @@ test("the dashboard stays usable on a narrow window", async () => {
 });
 
 test("the dashboard asks for the token when the API needs one", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "koan-dashboard-token-"));
-  const child = spawn(demoBin, ["--http", "127.0.0.1:0", "--db", join(dir, "demo.db")], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: "warn", KOAN_HTTP_TOKEN: "s3cret" },
-  });
+  const { child, url } = await startDemo({ KOAN_HTTP_TOKEN: "s3cret" });
   try {
-    const url = await new Promise((ok, fail) => {
-      let out = "";
-      child.stdout.on("data", (d) => { out += d; const m = out.match(/listening on (http:\/\/[0-9.:]+)/); if (m) ok(m[1]); });
-      child.on("exit", (code) => fail(new Error(`koan-demo exited (${code}): ${out}`)));
-    });
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     let asked = 0;
     page.on("dialog", async (d) => { asked += 1; await d.accept("s3cret"); });

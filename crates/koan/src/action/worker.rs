@@ -58,14 +58,14 @@ async fn execute(
         && started >= deadline
     {
         let e = job.timeout_error(&cell.name);
-        metrics(&job, cell).record(Outcome::Timeout, 0.0, queued);
+        finished(&job, cell, Outcome::Timeout, 0.0, queued);
         return answer(&mut job, Err(e));
     }
     // A caller that already gave up (it stopped waiting, e.g. an HTTP client that
     // disconnected) needs no run; counted and logged so the skip is visible.
     if job.job.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
         job.answered = true;
-        metrics(&job, cell).record(Outcome::Cancelled, 0.0, queued);
+        finished(&job, cell, Outcome::Cancelled, 0.0, queued);
         tracing::debug!(action = %job.entry.name, correlation_id = %job.correlation, "caller gone before the action started; not run");
         return None;
     }
@@ -116,11 +116,11 @@ async fn execute(
     let elapsed = started.elapsed().as_secs_f64();
     let outcome = match result {
         Ok(Ok(payload)) => {
-            metrics(&job, cell).record(Outcome::Ok, elapsed, queued);
+            finished(&job, cell, Outcome::Ok, elapsed, queued);
             Ok(payload)
         }
         Ok(Err(e)) => {
-            metrics(&job, cell).record(Outcome::HandlerError, elapsed, queued);
+            finished(&job, cell, Outcome::HandlerError, elapsed, queued);
             let err = match e.downcast::<Error>() {
                 Ok(koan_err) => *koan_err,
                 Err(other) => Error::new(
@@ -135,7 +135,7 @@ async fn execute(
             Err(err)
         }
         Err(panic) => {
-            metrics(&job, cell).record(Outcome::Panic, elapsed, queued);
+            finished(&job, cell, Outcome::Panic, elapsed, queued);
             tracing::error!(service = %cell.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
             Err(Error::new(
                 ErrorKind::Panic,
@@ -147,6 +147,19 @@ async fn execute(
         }
     };
     answer(&mut job, outcome)
+}
+
+/// Counts a finished (or refused) action in the metrics, and one that ran or timed
+/// out in the service's activity.
+fn finished(job: &Job, cell: &ServiceCell, outcome: Outcome, run: f64, queued: f64) {
+    metrics(job, cell).record(outcome, run, queued);
+    match outcome {
+        Outcome::Ok => cell.activity().action_finished(cell.clock.now(), false),
+        Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => {
+            cell.activity().action_finished(cell.clock.now(), true)
+        }
+        Outcome::ShuttingDown | Outcome::Cancelled => {}
+    }
 }
 
 /// The metric handles of the job's action (resolved on its first run).
@@ -187,12 +200,12 @@ where
                 if let Ok(r) = tokio::time::timeout(grace, &mut run).await {
                     return Some(r);
                 }
-                metrics(job, cell).record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+                finished(job, cell, Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
                 tracing::warn!(service = %cell.name, action = %job.entry.name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
                 let _ = answer(job, Err(e));
                 return None;
             }
-            metrics(job, cell).record(Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+            finished(job, cell, Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
             // A caller running the action itself has its reply channel for this.
             let _ = answer(job, Err(e));
             // Give the handler a short grace to notice its cancelled token, then

@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::schedule::Schedule;
 use crate::service::{ScheduleSpec, ServiceOptions};
 
-const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, jobs, services";
+const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, history_size, jobs, services";
 const JOB_KEYS: &str =
     "lease_seconds, poll_ms, result_max_bytes, retention_hours, retention_max_mb";
 const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, singleton, max_concurrency, mailbox_capacity, actions, settings";
@@ -49,16 +49,33 @@ pub(crate) struct ActionOverrides {
 }
 
 /// The parsed `background_services` section.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct BackgroundServicesConfig {
     pub(crate) enabled: Option<(bool, Origin)>,
     pub(crate) startup_timeout: Option<Duration>,
     pub(crate) fail_fast: Option<bool>,
     pub(crate) shutdown_grace: Option<Duration>,
+    /// `history_size`: how many runs each service keeps for dashboards.
+    pub(crate) history_size: usize,
     /// `jobs.*`: the job runner's settings.
     pub(crate) jobs: crate::job::JobSettings,
     services: Vec<(String, String, ServiceOverrides)>,
     used: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Default for BackgroundServicesConfig {
+    fn default() -> Self {
+        BackgroundServicesConfig {
+            enabled: None,
+            startup_timeout: None,
+            fail_fast: None,
+            shutdown_grace: None,
+            history_size: crate::registry::DEFAULT_HISTORY_SIZE,
+            jobs: crate::job::JobSettings::default(),
+            services: Vec::new(),
+            used: std::sync::Mutex::default(),
+        }
+    }
 }
 
 fn bad(origin: &Origin, value: &Value, expected: &str) -> Error {
@@ -155,6 +172,14 @@ impl BackgroundServicesConfig {
                 "shutdowngraceseconds" => {
                     out.shutdown_grace =
                         Some(Duration::from_secs(as_u64(node, spelling, sec, "seconds")?))
+                }
+                "historysize" => {
+                    let n = as_u64(node, spelling, sec, "runs")?;
+                    if n > 10_000 {
+                        let (v, o) = leaf(node, spelling, sec)?;
+                        return Err(bad(o, v, "it must be at most 10000 runs"));
+                    }
+                    out.history_size = usize::try_from(n).unwrap_or(10_000);
                 }
                 "jobs" => {
                     let jsec = format!("{sec}.{spelling}");

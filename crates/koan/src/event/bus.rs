@@ -1,8 +1,9 @@
 //! The host's event bus: emission, per-subscriber bounded buffers, delivery tasks.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
 use serde::Serialize;
@@ -128,7 +129,12 @@ pub(crate) struct EventBus {
     next_id: AtomicU64,
     seq: AtomicU64,
     clock: Clock,
+    /// The last events, local and remote, for pages opened after they happened.
+    recent: Mutex<VecDeque<Shared>>,
 }
+
+/// How many events the host keeps for [`crate::HostHandle::recent_events`].
+pub const RECENT_EVENTS: usize = 256;
 
 impl EventBus {
     pub(crate) fn new(
@@ -142,6 +148,7 @@ impl EventBus {
             next_id: AtomicU64::new(1),
             seq: AtomicU64::new(0),
             clock,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
         }
     }
 
@@ -213,7 +220,21 @@ impl EventBus {
         self.publish_shared(&Arc::new(env.clone())).await;
     }
 
+    /// The kept events, newest first.
+    pub(crate) fn recent(&self) -> Vec<EventEnvelope> {
+        self.recent
+            .lock()
+            .map(|r| r.iter().rev().map(|e| (**e).clone()).collect())
+            .unwrap_or_default()
+    }
+
     async fn publish_shared(&self, env: &Shared) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(Arc::clone(env));
+        }
         let subs = self.snapshot();
         for sub in subs.iter() {
             // Ring readers take the event from the ring, below.

@@ -6,6 +6,7 @@ mod envelope;
 mod ring;
 mod subscribe;
 
+pub use bus::RECENT_EVENTS;
 pub use envelope::EventEnvelope;
 pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
 

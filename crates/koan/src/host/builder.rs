@@ -31,6 +31,7 @@ pub(crate) struct BuildEnv<'a> {
     environment: Environment,
     clock: &'a Clock,
     config: &'a BackgroundServicesConfig,
+    throughput: &'a Arc<crate::registry::Throughput>,
 }
 
 impl BuildEnv<'_> {
@@ -307,11 +308,13 @@ impl HostBuilder {
         if let Some(g) = bg.shutdown_grace {
             self.grace = g;
         }
+        let throughput = Arc::new(crate::registry::Throughput::default());
         let env = BuildEnv {
             resources: &self.resources,
             environment: environment.clone(),
             clock: &self.clock,
             config: &bg,
+            throughput: &throughput,
         };
         let mut registry = Registry::default();
         for (_, register) in self.registrations {
@@ -345,6 +348,7 @@ impl HostBuilder {
                 bg.jobs.clone(),
             ),
             transport: self.transport,
+            throughput,
         });
         for cell in inner.registry.all() {
             let _ = cell.host.set(Arc::downgrade(&inner));
@@ -449,6 +453,10 @@ fn make_cell<T: Service>(
         actions: table,
         disabled,
         clock: env.clock.clone(),
+        activity: crate::registry::Activity::new(
+            env.config.history_size,
+            Arc::clone(env.throughput),
+        ),
     }))
 }
 

@@ -159,6 +159,30 @@ impl HostHandle {
         Ok(self.inner.registry.find(name)?.snapshot())
     }
 
+    /// The last runs of one service (newest first, as many as
+    /// `koan.background_services.history_size`, 50 unless set) and how many of its
+    /// actions succeeded and failed.
+    pub fn history(&self, name: &str) -> Result<crate::ServiceHistory> {
+        let cell = self.inner.registry.find(name)?;
+        Ok(cell.activity().history(&cell.name))
+    }
+
+    /// Succeeded and failed runs and actions of every service of this host, per
+    /// second for the last two minutes and per hour for the last day (in memory:
+    /// counted since the host started).
+    pub fn throughput(&self) -> crate::ThroughputSnapshot {
+        self.inner
+            .throughput
+            .snapshot(self.inner.config.clock.now())
+    }
+
+    /// The last events this host saw (its own and those of other hosts delivered to
+    /// it), newest first: at most [`RECENT_EVENTS`](crate::RECENT_EVENTS), kept in
+    /// memory so a dashboard opened now is not empty.
+    pub fn recent_events(&self) -> Vec<crate::EventEnvelope> {
+        self.inner.events.recent()
+    }
+
     /// The jobs of this host's store: list, inspect, retry, cancel, delete.
     pub fn jobs(&self) -> crate::job::Jobs {
         crate::job::Jobs::new(self.clone())
@@ -180,6 +204,13 @@ impl HostHandle {
     /// This host's id in the cluster (from the transport), if any.
     pub fn host_id(&self) -> Option<String> {
         self.inner.transport.as_ref().and_then(|t| t.host_id())
+    }
+
+    /// This host's name for operators: its cluster id when it has a transport, else
+    /// the name its job attempts carry (`$HOSTNAME-pid`).
+    pub fn instance_name(&self) -> String {
+        self.host_id()
+            .unwrap_or_else(|| self.inner.jobs.instance().to_owned())
     }
 
     /// Whether this host runs service `name` itself.

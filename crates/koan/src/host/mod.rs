@@ -54,6 +54,8 @@ pub(crate) struct HostInner {
     pub(crate) events: EventBus,
     pub(crate) jobs: crate::job::JobRunner,
     pub(crate) transport: Option<Arc<dyn Transport>>,
+    /// Finished runs and actions per second and per hour, of every service.
+    pub(crate) throughput: Arc<crate::registry::Throughput>,
 }
 
 impl HostInner {

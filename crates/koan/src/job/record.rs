@@ -256,6 +256,10 @@ pub struct JobQuery {
     pub service: Option<String>,
     /// Only jobs of this action.
     pub action: Option<String>,
+    /// Only jobs that run under this correlation id (to find the job behind an
+    /// event; stores may scan for it).
+    #[serde(default)]
+    pub correlation_id: Option<String>,
     /// At most this many (default 50, at most 500).
     pub limit: Option<usize>,
     /// Jobs older than this id (the `next_cursor` of the previous page).
@@ -273,6 +277,10 @@ impl JobQuery {
         self.state.is_none_or(|s| r.state == s)
             && self.service.as_deref().is_none_or(|s| r.service == s)
             && self.action.as_deref().is_none_or(|a| r.action == a)
+            && self
+                .correlation_id
+                .as_deref()
+                .is_none_or(|c| r.correlation_id == c)
     }
 }
 

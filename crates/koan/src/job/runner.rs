@@ -87,6 +87,11 @@ impl JobRunner {
         }
     }
 
+    /// This host as named on the attempts of the jobs it runs (`hostname-pid`).
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// A job was stored or changed by hand: look at the store now.
     pub(crate) fn wake(&self) {
         self.wake.notify_one();

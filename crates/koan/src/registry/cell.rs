@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::activity::Activity;
 use super::status::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
 use crate::action::{ActionTable, Mailbox, Slots};
 use crate::clock::Clock;
@@ -60,6 +61,7 @@ pub(crate) struct ServiceCell {
     /// through here, so that an action's context takes no count on the host.
     pub(crate) host: std::sync::OnceLock<std::sync::Weak<crate::host::HostInner>>,
     status: watch::Sender<StatusCore>,
+    activity: Activity,
 }
 
 impl std::fmt::Debug for ServiceCell {
@@ -83,6 +85,8 @@ pub(crate) struct CellParts {
     pub(crate) actions: ActionTable,
     pub(crate) disabled: Option<String>,
     pub(crate) clock: Clock,
+    /// Its recent runs and action counts.
+    pub(crate) activity: Activity,
 }
 
 impl ServiceCell {
@@ -130,6 +134,7 @@ impl ServiceCell {
             cancelled: std::sync::atomic::AtomicBool::new(false),
             host: std::sync::OnceLock::new(),
             status,
+            activity: parts.activity,
         }
     }
 
@@ -258,6 +263,7 @@ impl ServiceCell {
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             outcome,
         };
+        self.activity.run_finished(&record, self.clock.now());
         self.update(|s| {
             s.runs += 1;
             if record.outcome.is_failure() {
@@ -277,6 +283,11 @@ impl ServiceCell {
             true
         });
         record
+    }
+
+    /// Its recent runs and action counts.
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]

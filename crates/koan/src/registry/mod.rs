@@ -1,15 +1,21 @@
 //! The host's table of services: one [`ServiceCell`] per registered service, found by
 //! name (case-insensitive) or by type.
 
+mod activity;
 mod cell;
 mod status;
+mod throughput;
 
 use crate::util::FxHashMap as HashMap;
 use std::any::TypeId;
 use std::sync::Arc;
 
+pub(crate) use activity::Activity;
+pub use activity::{DEFAULT_HISTORY_SIZE, ServiceHistory};
 pub(crate) use cell::{CellParts, ServiceCell};
 pub use status::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
+pub(crate) use throughput::Throughput;
+pub use throughput::{ThroughputBucket, ThroughputSnapshot};
 
 use crate::error::{Error, ErrorKind, Result};
 

@@ -1,0 +1,151 @@
+//! What happened lately, for the dashboard and `koanctl`: a service's last runs, the
+//! host's recent events, finished work per second and per hour, and the instances
+//! of the cluster.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::{AppState, auth};
+
+/// An instance whose last heartbeat is older than this is marked stale.
+const STALE_AFTER_MS: i64 = 10_000;
+
+fn only(query: &HashMap<String, String>, accepted: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|k| !accepted.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => Err(ApiError::bad_request(
+            "invalid_parameters",
+            format!(
+                "unknown query parameter `{}`; accepted: {}",
+                k.escape_debug(),
+                if accepted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    accepted.join(", ")
+                }
+            ),
+        )),
+    }
+}
+
+/// `GET /api/services/{name}/history`: the service's last runs, newest first, and
+/// its action counts.
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    only(&query, &[])?;
+    Ok(Json(state.host.history(&name)?).into_response())
+}
+
+/// `GET /api/stats/throughput`: succeeded and failed runs and actions per second (the
+/// last 120 s) and per hour (the last 24 h), counted in memory since the host started.
+pub(crate) async fn throughput(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    only(&query, &[])?;
+    Ok(Json(state.host.throughput()).into_response())
+}
+
+/// `GET /api/events/recent?service=&correlation_id=&limit=`: the host's last events,
+/// newest first. Behind the token, like the live stream (payloads may be private).
+pub(crate) async fn recent_events(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    auth::check(state.options.token.as_deref(), &headers, None)?;
+    only(&query, &["service", "correlation_id", "limit"])?;
+    let limit = match query.get("limit") {
+        None => koan::RECENT_EVENTS,
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=koan::RECENT_EVENTS).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameters",
+                    format!(
+                        "query parameter `limit` must be a whole number from 1 to {}",
+                        koan::RECENT_EVENTS
+                    ),
+                )
+            })?,
+    };
+    let service = query.get("service");
+    let correlation = query.get("correlation_id");
+    let events: Vec<_> = state
+        .host
+        .recent_events()
+        .into_iter()
+        .filter(|e| service.is_none_or(|s| e.service().eq_ignore_ascii_case(s)))
+        .filter(|e| correlation.is_none_or(|c| e.correlation_id() == Some(c.as_str())))
+        .take(limit)
+        .collect();
+    Ok(Json(events).into_response())
+}
+
+/// `GET /api/instances`: the hosts of the cluster with their services, heartbeat age
+/// and load (without a cluster transport, only this host).
+pub(crate) async fn instances(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    only(&query, &[])?;
+    let now = Utc::now();
+    let own = state.host.host_id();
+    let local = state.host.statuses();
+    let mut out = vec![instance(state.host.instance_name(), true, now, now, &local)];
+    let mut registry_error = None;
+    match state.host.instances().await {
+        Ok(list) => {
+            for i in list {
+                if own.as_deref() == Some(i.host_id.as_str()) {
+                    continue;
+                }
+                out.push(instance(i.host_id, false, i.seen_at, now, &i.services));
+            }
+        }
+        Err(e) => registry_error = Some(e.message().to_owned()),
+    }
+    Ok(Json(json!({
+        "instances": out,
+        "stale_after_ms": STALE_AFTER_MS,
+        "registry_error": registry_error,
+    }))
+    .into_response())
+}
+
+fn instance(
+    name: String,
+    local: bool,
+    seen_at: chrono::DateTime<Utc>,
+    now: chrono::DateTime<Utc>,
+    services: &[koan::ServiceStatus],
+) -> Value {
+    let age = (now - seen_at).num_milliseconds().max(0);
+    let in_flight: usize = services.iter().map(|s| s.in_flight).sum();
+    let queued: usize = services.iter().map(|s| s.queue_depth).sum();
+    json!({
+        "name": name,
+        "local": local,
+        "seen_at": seen_at,
+        "heartbeat_age_ms": age,
+        "stale": age > STALE_AFTER_MS,
+        "load": { "in_flight": in_flight, "queue_depth": queued },
+        "services": services.iter().map(|s| json!({
+            "name": s.name, "kind": s.kind, "state": s.state,
+            "in_flight": s.in_flight, "queue_depth": s.queue_depth,
+        })).collect::<Vec<_>>(),
+    })
+}

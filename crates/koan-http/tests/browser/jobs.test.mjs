@@ -1,0 +1,168 @@
+// The jobs view in headless Chromium against a live koan-demo host: lists by state,
+// filters and paging, a job's page, retry, cancel, delete, retry-all-dead, and a job
+// opened from one of its events.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startDemo, launch, shot, call } from "./harness.mjs";
+
+let demo, base, browser;
+
+before(async () => {
+  ({ child: demo, url: base } = await startDemo());
+  browser = await launch();
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (demo) demo.kill("SIGTERM");
+});
+
+const WAIT = { timeout: 15_000 };
+const enqueue = (action, params, query = "") =>
+  call(base, "POST", `/api/services/TranslationService/actions/${action}?wait=false${query}`, params);
+
+async function untilState(id, state) {
+  for (let i = 0; i < 300; i++) {
+    const j = await call(base, "GET", "/api/jobs/" + id);
+    if (j.state === state) return j;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`job ${id} did not become ${state} within 15 s`);
+}
+
+async function openPage(hash, viewport = { width: 1400, height: 900 }) {
+  const page = await browser.newPage({ viewport });
+  page.on("dialog", (d) => d.accept());
+  await page.goto(base + "/" + hash);
+  return page;
+}
+
+test("a dead job is listed under dead, and a retry from its page makes it succeed", async () => {
+  const { id } = await enqueue("flaky", { failTimes: 1, note: "from the browser" });
+  await untilState(id, "dead");
+  const page = await openPage("#/jobs?state=dead");
+  const row = page.locator(`#jobs tr[data-job="${id}"]`);
+  await row.waitFor(WAIT);
+  assert.equal(await row.getAttribute("data-state"), "dead");
+  await page.locator('#job-tabs [data-count="dead"]').filter({ hasText: /^[1-9]/ }).waitFor(WAIT);
+  await page.screenshot({ path: shot("dashboard-jobs.png") });
+
+  await row.locator("a").click();
+  await page.locator(`#job-page[data-job="${id}"]`).waitFor(WAIT);
+  await page.locator("#job-error").filter({ hasText: "fails on purpose" }).waitFor(WAIT);
+  await page.locator('#attempts tr[data-attempt="1"]').waitFor(WAIT);
+  await page.locator('button[data-job-action="retry"]').click();
+  await page.locator('[data-field="state"]').filter({ hasText: "succeeded" }).waitFor(WAIT);
+  await page.locator("#job-result").filter({ hasText: "from the browser" }).waitFor(WAIT);
+  await page.locator('#attempts tr[data-attempt="2"]').waitFor(WAIT);
+  await page.screenshot({ path: shot("dashboard-job.png"), fullPage: true });
+  await page.close();
+});
+
+test("a scheduled job is cancelled from the list after a confirmation", async () => {
+  const { id } = await enqueue("translate", { fileId: "later.txt", from: "en", to: "es" }, "&delay=1h");
+  const page = await openPage("#/jobs?state=scheduled");
+  const row = page.locator(`#jobs tr[data-job="${id}"]`);
+  await row.waitFor(WAIT);
+  let asked = "";
+  page.removeAllListeners("dialog");
+  page.on("dialog", (d) => { asked = d.message(); d.accept(); });
+  await row.locator('button[data-job-action="cancel"]').click();
+  await row.waitFor({ state: "detached", ...WAIT });
+  assert.match(asked, /Cancel job/);
+  assert.equal((await call(base, "GET", "/api/jobs/" + id)).state, "cancelled");
+  await page.close();
+});
+
+test("a job is opened from one of its events", async () => {
+  const page = await openPage("#/");
+  await page.locator('tr.row[data-service="TranslationService"]').waitFor(WAIT);
+  const { id, correlation_id } = await enqueue("translate", { fileId: "event.txt", from: "en", to: "fr" });
+  const item = page.locator(`#events li[data-event="TranslationCompleted"]`).filter({ hasText: "event.txt" }).first();
+  await item.waitFor(WAIT);
+  await item.locator("a.job-link").click();
+  await page.locator(`#job-page[data-job="${id}"]`).waitFor(WAIT);
+  await page.locator('[data-field="correlation"]').filter({ hasText: correlation_id }).waitFor(WAIT);
+  await page.locator('#job-events li[data-event="TranslationCompleted"]').waitFor(WAIT);
+  await page.close();
+});
+
+test("retry-all-dead asks first, and does nothing when refused", async () => {
+  const a = await enqueue("flaky", { failTimes: 1 });
+  const b = await enqueue("flaky", { failTimes: 1 });
+  await untilState(a.id, "dead");
+  await untilState(b.id, "dead");
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  let answer = false;
+  page.on("dialog", (d) => (answer ? d.accept() : d.dismiss()));
+  await page.goto(base + "/#/jobs?state=dead");
+  await page.locator(`#jobs tr[data-job="${a.id}"]`).waitFor(WAIT);
+  await page.locator("#retry-dead").click();
+  assert.equal((await call(base, "GET", "/api/jobs/" + a.id)).state, "dead");
+  answer = true;
+  await page.locator("#retry-dead").click();
+  await untilState(a.id, "succeeded");
+  await untilState(b.id, "succeeded");
+  await page.locator('#job-tabs [data-count="dead"]').filter({ hasText: /^0$/ }).waitFor(WAIT);
+  await page.close();
+});
+
+test("a job deleted from its page is gone", async () => {
+  const { id } = await enqueue("translate", { fileId: "gone.txt", from: "en", to: "es" }, "&delay=1h");
+  const page = await openPage("#/jobs/" + id);
+  await page.locator(`#job-page[data-job="${id}"]`).waitFor(WAIT);
+  await page.locator('button[data-job-action="delete"]').waitFor(WAIT);
+  await page.locator('button[data-job-action="delete"]').click();
+  await page.waitForFunction(() => location.hash === "#/jobs", null, WAIT);
+  const res = await fetch(base + "/api/jobs/" + id);
+  assert.equal(res.status, 404);
+  await page.close();
+});
+
+test("jobs filter by service and action, and page by twenty", async () => {
+  for (let i = 0; i < 23; i++) await enqueue("translate", { fileId: `page-${i}.txt`, from: "en", to: "es" }, "&delay=2h");
+  const page = await openPage("#/jobs?state=scheduled");
+  await page.locator("#jobs tbody tr[data-job]").nth(19).waitFor(WAIT);
+  assert.equal(await page.locator("#jobs tbody tr[data-job]").count(), 20);
+  const first = await page.locator("#jobs tbody tr[data-job]").first().getAttribute("data-job");
+  await page.locator("#jobs-older").click();
+  await page.waitForFunction((f) => !document.querySelector(`#jobs tr[data-job="${f}"]`), first, WAIT);
+  const rest = await page.locator("#jobs tbody tr[data-job]").count();
+  assert.ok(rest >= 3, `second page has ${rest} jobs`);
+  await page.locator("#jobs-newer").click();
+  await page.locator(`#jobs tr[data-job="${first}"]`).waitFor(WAIT);
+
+  await page.selectOption("#job-service", "TranslationService");
+  await page.waitForFunction(() => location.hash.includes("service=TranslationService"), null, WAIT);
+  await page.fill("#job-action", "flaky");
+  await page.press("#job-action", "Enter");
+  await page.waitForFunction(() => location.hash.includes("action=flaky"), null, WAIT);
+  await page.locator("#jobs tbody td.desc").filter({ hasText: "no jobs" }).waitFor(WAIT);
+  await page.close();
+});
+
+test("the jobs view and a job's page fit a narrow window", async () => {
+  const { id } = await enqueue("translate", { fileId: "narrow.txt", from: "en", to: "es" }, "&delay=1h");
+  for (const hash of ["#/jobs", "#/jobs/" + id]) {
+    const page = await openPage(hash, { width: 390, height: 844 });
+    await page.locator(hash === "#/jobs" ? "#jobs tbody tr" : "#job-page dl").first().waitFor(WAIT);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, `${hash} is ${overflow}px wider than the window`);
+    await page.close();
+  }
+});
+
+test("the jobs view asks for the token when the API needs one", async () => {
+  const { child, url } = await startDemo({ KOAN_HTTP_TOKEN: "s3cret" });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    let asked = 0;
+    page.on("dialog", async (d) => { asked += 1; await d.accept("s3cret"); });
+    await page.goto(url + "/#/jobs");
+    await page.locator('#job-tabs [data-count="dead"]').waitFor(WAIT);
+    assert.ok(asked >= 1, "the page should have asked for the token");
+    await page.close();
+  } finally {
+    child.kill("SIGTERM");
+  }
+});

@@ -1,0 +1,103 @@
+//! What a service did lately: its last runs (bounded), and how many of its actions
+//! succeeded and failed. Each finished run and action also counts in the host's
+//! [`Throughput`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::status::RunRecord;
+use super::throughput::Throughput;
+
+/// How many runs a service keeps unless configured
+/// (`koan.background_services.history_size`).
+pub const DEFAULT_HISTORY_SIZE: usize = 50;
+
+/// One service's recent activity.
+pub(crate) struct Activity {
+    capacity: usize,
+    runs: Mutex<VecDeque<RunRecord>>,
+    actions_succeeded: AtomicU64,
+    actions_failed: AtomicU64,
+    throughput: Arc<Throughput>,
+}
+
+impl std::fmt::Debug for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activity")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Activity {
+    pub(crate) fn new(capacity: usize, throughput: Arc<Throughput>) -> Self {
+        Activity {
+            capacity,
+            // Grown on the first run: an idle service costs no history (the many-
+            // services benchmark counts bytes per idle service).
+            runs: Mutex::new(VecDeque::new()),
+            actions_succeeded: AtomicU64::new(0),
+            actions_failed: AtomicU64::new(0),
+            throughput,
+        }
+    }
+
+    /// Keeps a finished run (forgetting the oldest past the capacity).
+    pub(crate) fn run_finished(&self, record: &RunRecord, at: DateTime<Utc>) {
+        self.throughput.record(at, record.outcome.is_failure());
+        if self.capacity == 0 {
+            return;
+        }
+        if let Ok(mut runs) = self.runs.lock() {
+            if runs.len() >= self.capacity {
+                runs.pop_front();
+            }
+            runs.push_back(record.clone());
+        }
+    }
+
+    /// Counts a finished action.
+    pub(crate) fn action_finished(&self, at: DateTime<Utc>, failed: bool) {
+        let counter = if failed {
+            &self.actions_failed
+        } else {
+            &self.actions_succeeded
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.throughput.record(at, failed);
+    }
+
+    pub(crate) fn history(&self, service: &str) -> ServiceHistory {
+        let runs = self
+            .runs
+            .lock()
+            .map(|r| r.iter().rev().cloned().collect())
+            .unwrap_or_default();
+        ServiceHistory {
+            service: service.to_owned(),
+            capacity: self.capacity,
+            runs,
+            actions_succeeded: self.actions_succeeded.load(Ordering::Relaxed),
+            actions_failed: self.actions_failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A service's recent runs and action counts ([`crate::HostHandle::history`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHistory {
+    /// The service.
+    pub service: String,
+    /// How many runs it keeps (`koan.background_services.history_size`, 50 unless set).
+    pub capacity: usize,
+    /// Its last runs, newest first: reason, start, duration and outcome.
+    pub runs: Vec<RunRecord>,
+    /// Actions that succeeded since the host started.
+    pub actions_succeeded: u64,
+    /// Actions that failed (errors, panics, timeouts) since the host started.
+    pub actions_failed: u64,
+}

@@ -1,0 +1,222 @@
+//! Succeeded and failed work per second (the last two minutes) and per hour (the last
+//! day), for dashboards: every finished run and action of the host's services counts.
+//!
+//! Kept in memory, in two fixed rings of buckets updated with atomics (a finished
+//! action costs a clock read and two atomic operations, with no lock shared between
+//! services). A bucket is reused when its time comes round again; an update that
+//! races with that reuse may be lost, so counts at a bucket's first instant are
+//! approximate. Nothing survives a restart.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Seconds kept in the per-second ring.
+pub(crate) const SECONDS_KEPT: usize = 120;
+/// Hours kept in the per-hour ring (the current hour included).
+pub(crate) const HOURS_KEPT: usize = 24;
+
+struct Bucket {
+    /// Which period (time / width) the counts are of; -1 before first use.
+    period: AtomicI64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct Ring {
+    width: i64,
+    buckets: Box<[Bucket]>,
+}
+
+impl Ring {
+    fn new(width: i64, len: usize) -> Self {
+        let buckets = (0..len)
+            .map(|_| Bucket {
+                period: AtomicI64::new(-1),
+                succeeded: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            })
+            .collect();
+        Ring { width, buckets }
+    }
+
+    fn slot(&self, period: i64) -> &Bucket {
+        let len = self.buckets.len() as i64;
+        &self.buckets[period.rem_euclid(len) as usize]
+    }
+
+    fn add(&self, secs: i64, failed: bool) {
+        let period = secs.div_euclid(self.width);
+        let b = self.slot(period);
+        let mut seen = b.period.load(Ordering::Acquire);
+        while seen != period {
+            if seen > period {
+                return; // older than what the ring keeps
+            }
+            match b
+                .period
+                .compare_exchange(seen, period, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    b.succeeded.store(0, Ordering::Release);
+                    b.failed.store(0, Ordering::Release);
+                    break;
+                }
+                Err(now) => seen = now,
+            }
+        }
+        let counter = if failed { &b.failed } else { &b.succeeded };
+        counter.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The buckets up to the one holding `secs`, oldest first.
+    fn read(&self, secs: i64) -> Vec<ThroughputBucket> {
+        let last = secs.div_euclid(self.width);
+        let len = self.buckets.len() as i64;
+        (last - len + 1..=last)
+            .map(|period| {
+                let b = self.slot(period);
+                let current = b.period.load(Ordering::Acquire) == period;
+                let read = |c: &AtomicU64| {
+                    if current {
+                        c.load(Ordering::Acquire)
+                    } else {
+                        0
+                    }
+                };
+                ThroughputBucket {
+                    start: Utc
+                        .timestamp_opt(period * self.width, 0)
+                        .single()
+                        .unwrap_or_default(),
+                    succeeded: read(&b.succeeded),
+                    failed: read(&b.failed),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The host's counts of finished work.
+pub(crate) struct Throughput {
+    seconds: Ring,
+    hours: Ring,
+}
+
+impl std::fmt::Debug for Throughput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throughput").finish_non_exhaustive()
+    }
+}
+
+impl Default for Throughput {
+    fn default() -> Self {
+        Throughput {
+            seconds: Ring::new(1, SECONDS_KEPT),
+            hours: Ring::new(3600, HOURS_KEPT),
+        }
+    }
+}
+
+impl Throughput {
+    /// Counts one finished piece of work at `at`.
+    pub(crate) fn record(&self, at: DateTime<Utc>, failed: bool) {
+        let secs = at.timestamp();
+        self.seconds.add(secs, failed);
+        self.hours.add(secs, failed);
+    }
+
+    /// The counts as of `now`.
+    pub(crate) fn snapshot(&self, now: DateTime<Utc>) -> ThroughputSnapshot {
+        let secs = now.timestamp();
+        ThroughputSnapshot {
+            now,
+            per_second: self.seconds.read(secs),
+            per_hour: self.hours.read(secs),
+        }
+    }
+}
+
+/// Succeeded and failed work in one bucket of time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThroughputBucket {
+    /// When the bucket starts (a whole second or a whole hour).
+    pub start: DateTime<Utc>,
+    /// Runs and actions that succeeded.
+    pub succeeded: u64,
+    /// Runs and actions that failed (errors, panics, timeouts).
+    pub failed: u64,
+}
+
+/// Finished work per second and per hour ([`crate::HostHandle::throughput`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThroughputSnapshot {
+    /// When it was read.
+    pub now: DateTime<Utc>,
+    /// The last 120 seconds, oldest first; the last bucket is the current second.
+    pub per_second: Vec<ThroughputBucket>,
+    /// The last 24 hours, oldest first; the last bucket is the current hour.
+    pub per_hour: Vec<ThroughputBucket>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn counts_land_in_their_second_and_hour() {
+        let t = Throughput::default();
+        t.record(at(0), false);
+        t.record(at(0), true);
+        t.record(at(1), false);
+        let s = t.snapshot(at(1));
+        assert_eq!(s.per_second.len(), SECONDS_KEPT);
+        let last = &s.per_second[SECONDS_KEPT - 1];
+        let before = &s.per_second[SECONDS_KEPT - 2];
+        assert_eq!((last.start, last.succeeded, last.failed), (at(1), 1, 0));
+        assert_eq!(
+            (before.start, before.succeeded, before.failed),
+            (at(0), 1, 1)
+        );
+        let hour = s.per_hour.last().expect("24 hours");
+        assert_eq!((hour.succeeded, hour.failed), (2, 1));
+        assert_eq!(hour.start.timestamp() % 3600, 0);
+    }
+
+    #[test]
+    fn a_bucket_reused_a_lap_later_starts_from_zero() {
+        let t = Throughput::default();
+        t.record(at(0), true);
+        let lap = SECONDS_KEPT as i64;
+        t.record(at(lap), false);
+        let s = t.snapshot(at(lap));
+        let last = s.per_second.last().expect("120 seconds");
+        assert_eq!((last.succeeded, last.failed), (1, 0));
+        // The old second is out of the window, not counted twice.
+        assert_eq!(s.per_second.iter().map(|b| b.failed).sum::<u64>(), 0);
+        // Work older than the ring keeps is ignored.
+        t.record(at(0), true);
+        assert_eq!(
+            t.snapshot(at(lap))
+                .per_second
+                .last()
+                .expect("120 seconds")
+                .failed,
+            0
+        );
+    }
+
+    #[test]
+    fn quiet_seconds_read_as_zero() {
+        let t = Throughput::default();
+        t.record(at(0), false);
+        let s = t.snapshot(at(30));
+        assert_eq!(s.per_second.iter().map(|b| b.succeeded).sum::<u64>(), 1);
+        assert_eq!(s.per_second[SECONDS_KEPT - 31].succeeded, 1);
+    }
+}

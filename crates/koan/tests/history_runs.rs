@@ -1,0 +1,108 @@
+//! Each service keeps its last runs (bounded) and counts its actions; the host counts
+//! finished work per second and per hour.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use koan::testing;
+use koan::{
+    BoxError, Config, ErrorKind, Periodic, PeriodicService, RunOutcome, RunReason, Service,
+    ServiceContext, ServiceOptions,
+};
+
+/// Every 10 s; every third run fails.
+#[derive(Default)]
+struct Flaky {
+    n: AtomicU32,
+}
+
+impl Service for Flaky {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("flaky").every(Duration::from_secs(10))
+    }
+}
+
+impl PeriodicService for Flaky {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        let n = self.n.fetch_add(1, Ordering::Relaxed) + 1;
+        tokio::time::sleep(Duration::from_millis(u64::from(n) * 100)).await;
+        if n % 3 == 0 {
+            return Err(format!("run {n} failed").into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_keeps_its_last_runs_newest_first() -> anyhow::Result<()> {
+    let config = Config::builder()
+        .toml("test", "[koan.background_services]\nhistory_size = 4\n")?
+        .build();
+    let host = testing::host()
+        .config(config)
+        .instance(Flaky::default())
+        .build()?
+        .start();
+    testing::wait_runs(&host, "flaky", 6).await;
+    let h = host.history("FLAKY")?;
+    assert_eq!(h.service, "flaky");
+    assert_eq!(h.capacity, 4);
+    // Runs 6, 5, 4, 3: the two oldest were forgotten.
+    let durations: Vec<u64> = h.runs.iter().map(|r| r.duration_ms).collect();
+    assert_eq!(durations, [600, 500, 400, 300]);
+    assert!(h.runs.iter().all(|r| r.reason == RunReason::Scheduled));
+    let failed: Vec<bool> = h.runs.iter().map(|r| r.outcome.is_failure()).collect();
+    assert_eq!(failed, [true, false, false, true]);
+    assert_eq!(
+        h.runs[0].outcome,
+        RunOutcome::Failed {
+            error: "run 6 failed".into()
+        }
+    );
+    // Newest first, one period apart.
+    let gap = h.runs[0].started_at - h.runs[1].started_at;
+    assert_eq!(gap.num_milliseconds(), 10_000);
+
+    // The same runs in the host's per-hour and per-second counts.
+    let t = host.throughput();
+    let ok: u64 = t.per_hour.iter().map(|b| b.succeeded).sum();
+    let bad: u64 = t.per_hour.iter().map(|b| b.failed).sum();
+    assert_eq!((ok, bad), (4, 2));
+    assert_eq!(t.per_second.len(), 120);
+    assert_eq!(t.per_hour.len(), 24);
+    assert_eq!(
+        t.per_second.last().map(|b| b.start.timestamp()),
+        Some(t.now.timestamp())
+    );
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_keeps_fifty_and_an_unknown_service_is_an_error() -> anyhow::Result<()> {
+    let host = testing::host().instance(Flaky::default()).build()?.start();
+    let h = host.history("flaky")?;
+    assert_eq!(h.capacity, koan::DEFAULT_HISTORY_SIZE);
+    assert_eq!(koan::DEFAULT_HISTORY_SIZE, 50);
+    let e = host.history("nope").expect_err("no such service");
+    assert_eq!(e.kind(), ErrorKind::UnknownService);
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+#[test]
+fn a_history_size_past_the_limit_is_refused() {
+    let config = Config::builder()
+        .toml(
+            "test",
+            "[koan.background_services]\nhistory_size = 100001\n",
+        )
+        .expect("toml")
+        .build();
+    let e = koan::Host::builder()
+        .config(config)
+        .build()
+        .expect_err("refused");
+    assert!(e.message().contains("at most 10000"), "{}", e.message());
+}
