@@ -103,6 +103,14 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
         .await?
         .ok_or_else(|| anyhow::anyhow!("TranslationService left P2's listing during the outage"))?;
     assert_eq!(row["stale"], true, "{row}");
+    let (status, list) = get(&client, p2.url("/api/instances")).await?;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let remote: Vec<&Value> = list["instances"]
+        .as_array()
+        .map(|l| l.iter().filter(|i| i["local"] == false).collect())
+        .unwrap_or_default();
+    assert_eq!(remote.len(), 1, "{list}");
+    assert_eq!(remote[0]["stale"], true, "{list}");
 
     // The broker is back: the connection passes and the view is fresh again.
     server.restart()?;

@@ -105,7 +105,14 @@ pub(crate) async fn instances(
     let now = Utc::now();
     let own = state.host.host_id();
     let local = state.host.statuses();
-    let mut out = vec![instance(state.host.instance_name(), true, now, now, &local)];
+    let mut out = vec![instance(
+        state.host.instance_name(),
+        true,
+        false,
+        now,
+        now,
+        &local,
+    )];
     let mut registry_error = None;
     match state.host.instances().await {
         Ok(list) => {
@@ -113,7 +120,14 @@ pub(crate) async fn instances(
                 if own.as_deref() == Some(i.host_id.as_str()) {
                     continue;
                 }
-                out.push(instance(i.host_id, false, i.seen_at, now, &i.services));
+                out.push(instance(
+                    i.host_id,
+                    false,
+                    i.stale,
+                    i.seen_at,
+                    now,
+                    &i.services,
+                ));
             }
         }
         Err(e) => registry_error = Some(e.message().to_owned()),
@@ -126,9 +140,12 @@ pub(crate) async fn instances(
     .into_response())
 }
 
+/// `stale`: the transport could not refresh its view (the broker is unreachable),
+/// or the heartbeat is older than [`STALE_AFTER_MS`].
 fn instance(
     name: String,
     local: bool,
+    stale: bool,
     seen_at: chrono::DateTime<Utc>,
     now: chrono::DateTime<Utc>,
     services: &[koan::ServiceStatus],
@@ -141,7 +158,7 @@ fn instance(
         "local": local,
         "seen_at": seen_at,
         "heartbeat_age_ms": age,
-        "stale": age > STALE_AFTER_MS,
+        "stale": stale || age > STALE_AFTER_MS,
         "load": { "in_flight": in_flight, "queue_depth": queued },
         "services": services.iter().map(|s| json!({
             "name": s.name, "kind": s.kind, "state": s.state,
