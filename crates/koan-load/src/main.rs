@@ -18,6 +18,8 @@
 //! was lost or answered otherwise.
 
 mod attack;
+mod histogram;
+mod run;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -27,8 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, Host, HostHandle,
-    Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Host, HostHandle, Service,
+    ServiceContext, ServiceOptions,
 };
 
 /// Load runs against an in-process koan host.
@@ -130,221 +132,8 @@ impl BackgroundService for Sink {
     }
 }
 
-/// A lock-free latency histogram: 16 linear sub-buckets per power of two (~6 %).
-struct Histogram {
-    buckets: Vec<AtomicU64>,
-}
-
-impl Histogram {
-    fn new() -> Self {
-        Histogram {
-            buckets: (0..1024).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn index(us: u64) -> usize {
-        if us < 16 {
-            return us as usize;
-        }
-        let p = 63 - us.leading_zeros() as u64;
-        let sub = (us >> (p - 4)) - 16;
-        (16 + (p - 4) * 16 + sub) as usize
-    }
-
-    fn value(idx: usize) -> u64 {
-        if idx < 16 {
-            return idx as u64;
-        }
-        let p = (idx as u64 - 16) / 16 + 4;
-        let sub = (idx as u64 - 16) % 16;
-        (16 + sub) << (p - 4)
-    }
-
-    fn record(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.buckets[Self::index(us).min(1023)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counts, emptying the histogram when `reset`.
-    fn snapshot(&self, reset: bool) -> Vec<u64> {
-        self.buckets
-            .iter()
-            .map(|b| {
-                if reset {
-                    b.swap(0, Ordering::Relaxed)
-                } else {
-                    b.load(Ordering::Relaxed)
-                }
-            })
-            .collect()
-    }
-
-    fn quantile(counts: &[u64], q: f64) -> u64 {
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Self::value(i);
-            }
-        }
-        Self::value(counts.len() - 1)
-    }
-}
-
-/// Outcome counts of one run.
-#[derive(Default)]
-struct Counts {
-    sent: AtomicU64,
-    answered: AtomicU64,
-    ok: AtomicU64,
-    busy: AtomicU64,
-    shutting_down: AtomicU64,
-    other: AtomicU64,
-    /// A success whose result was not the caller's own number.
-    mixed_up: AtomicU64,
-}
-
-struct Run {
-    host: HostHandle,
-    counts: Counts,
-    total: Histogram,
-    window: Histogram,
-    next: AtomicU64,
-    requests: u64,
-    stop: AtomicBool,
-    peak_depth: AtomicUsize,
-    peak_in_flight: AtomicUsize,
-    first_errors: std::sync::Mutex<Vec<String>>,
-    http: Option<(reqwest::Client, String)>,
-    backoff: Duration,
-}
-
-enum Outcome {
-    Ok(u64),
-    Busy,
-    ShuttingDown,
-    Other(String),
-}
-
-#[derive(Clone, Copy)]
-enum Path {
-    Execute,
-    Enqueue,
-    Http,
-}
-
-impl Run {
-    /// The next request number, or `None` when the run is over.
-    fn next(&self) -> Option<u64> {
-        if self.stop.load(Ordering::Relaxed) {
-            return None;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        (n < self.requests).then_some(n)
-    }
-
-    async fn one(&self, path: Path, n: u64) -> Outcome {
-        let from_koan = |r: koan::Result<u64>| match r {
-            Ok(v) => Outcome::Ok(v),
-            Err(e) if e.kind() == ErrorKind::Busy => Outcome::Busy,
-            Err(e) if e.kind() == ErrorKind::ShuttingDown => Outcome::ShuttingDown,
-            Err(e) => Outcome::Other(format!("{:?}: {e}", e.kind())),
-        };
-        match path {
-            Path::Execute => {
-                let r = self.host.service("Sink").action("work", n).execute().await;
-                from_koan(r.and_then(|o| o.value::<u64>()))
-            }
-            Path::Enqueue => {
-                let r = match self.host.service("Sink").action("work", n).enqueue().await {
-                    Ok(ticket) => ticket.outcome().await.and_then(|o| o.value::<u64>()),
-                    Err(e) => Err(e),
-                };
-                from_koan(r)
-            }
-            Path::Http => {
-                let Some((client, url)) = &self.http else {
-                    return Outcome::Other("no HTTP server".into());
-                };
-                let resp = match client.post(url).json(&n).send().await {
-                    Ok(r) => r,
-                    Err(e) => return Outcome::Other(format!("transport: {e}")),
-                };
-                let status = resp.status().as_u16();
-                let body: serde_json::Value = match resp.json().await {
-                    Ok(b) => b,
-                    Err(e) => return Outcome::Other(format!("{status} with a bad body: {e}")),
-                };
-                match (status, body["error"].as_str()) {
-                    (200, _) => match body["result"].as_u64() {
-                        Some(v) => Outcome::Ok(v),
-                        None => Outcome::Other(format!("200 without a result: {body}")),
-                    },
-                    (429, Some("busy")) => Outcome::Busy,
-                    (503, Some("shutting_down")) => Outcome::ShuttingDown,
-                    _ => Outcome::Other(format!("{status}: {body}")),
-                }
-            }
-        }
-    }
-
-    async fn caller(self: Arc<Self>, path: Path) {
-        while let Some(n) = self.next() {
-            self.counts.sent.fetch_add(1, Ordering::Relaxed);
-            let t0 = Instant::now();
-            let outcome = self.one(path, n).await;
-            let took = t0.elapsed();
-            self.total.record(took);
-            self.window.record(took);
-            self.counts.answered.fetch_add(1, Ordering::Relaxed);
-            let c = &self.counts;
-            match outcome {
-                Outcome::Ok(v) => {
-                    c.ok.fetch_add(1, Ordering::Relaxed);
-                    if v != n {
-                        c.mixed_up.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Outcome::Busy => {
-                    c.busy.fetch_add(1, Ordering::Relaxed);
-                    // A refused caller backs off a little, as a client would.
-                    if self.backoff.is_zero() {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(self.backoff).await;
-                    }
-                }
-                Outcome::ShuttingDown => {
-                    c.shutting_down.fetch_add(1, Ordering::Relaxed);
-                }
-                Outcome::Other(e) => {
-                    c.other.fetch_add(1, Ordering::Relaxed);
-                    let mut first = self.first_errors.lock().unwrap_or_else(|p| p.into_inner());
-                    if first.len() < 5 {
-                        first.push(e);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Samples the queue depth and the handlers in flight until the run stops.
-    async fn sampler(self: Arc<Self>) {
-        while !self.stop.load(Ordering::Relaxed) {
-            if let Ok(s) = self.host.status("Sink") {
-                self.peak_depth.fetch_max(s.queue_depth, Ordering::Relaxed);
-                self.peak_in_flight
-                    .fetch_max(s.in_flight, Ordering::Relaxed);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
+use histogram::Histogram;
+use run::{Counts, Path, Run};
 
 /// `VmRSS` and `VmHWM` (peak) of this process, in KiB.
 fn rss_kib() -> (u64, u64) {
