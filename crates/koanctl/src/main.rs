@@ -11,6 +11,7 @@
 //! Exit codes: 0 success, 2 usage or bad local input, 3 the server answered an
 //! error, 4 the server could not be reached, 1 anything else.
 
+mod act;
 mod activity;
 mod cli;
 mod client;
