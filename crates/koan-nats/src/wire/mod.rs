@@ -1,4 +1,5 @@
-//! What travels: headers of calls, the reply body, and events.
+//! What travels: headers of calls, the reply body, durable jobs and events — the
+//! contract written down in `docs/wire.md` (Koan-Wire version 1).
 
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
@@ -6,26 +7,81 @@ use koan::{Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod job;
+#[cfg(test)]
+mod schema;
+
+pub(crate) use job::{Job, Unreadable};
+
+/// The version of the wire protocol this crate speaks.
+pub(crate) const VERSION: &str = "1";
+
+pub(crate) const H_WIRE: &str = "Koan-Wire";
 pub(crate) const H_ACTION: &str = "Koan-Action";
 pub(crate) const H_SERVICE: &str = "Koan-Service";
 pub(crate) const H_PRIORITY: &str = "Koan-Priority";
 pub(crate) const H_TIMEOUT_MS: &str = "Koan-Timeout-Ms";
+pub(crate) const H_DEADLINE: &str = "Koan-Deadline-Unix-Ms";
 pub(crate) const H_CORRELATION: &str = "Koan-Correlation-Id";
 pub(crate) const H_ORIGIN: &str = "Koan-Origin";
 pub(crate) const H_ACTION_ID: &str = "Koan-Action-Id";
+pub(crate) const H_ERROR: &str = "Koan-Error";
+pub(crate) const H_ERROR_MESSAGE: &str = "Koan-Error-Message";
 pub(crate) const H_MSG_ID: &str = "Nats-Msg-Id";
+
+/// The error code of a request in a wire version this instance does not speak.
+pub(crate) const UNSUPPORTED_VERSION: &str = "unsupported_wire_version";
 
 pub(crate) fn header(h: Option<&HeaderMap>, name: &str) -> Option<String> {
     h?.get(name).map(|v| v.as_str().to_owned())
 }
 
-/// The reply to a call: a result or an error.
+/// `s` as a header value: NATS headers cannot carry line breaks (the client panics
+/// on them), so control characters become spaces.
+pub(crate) fn header_value(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The refusal of a request whose `Koan-Wire` header names a version other than
+/// this one; `None` when the header is absent (version 1) or says `1`.
+pub(crate) fn refuse_version(h: Option<&HeaderMap>) -> Option<Reply> {
+    let v = header(h, H_WIRE)?;
+    if v.trim() == VERSION {
+        return None;
+    }
+    Some(Reply::refused(
+        UNSUPPORTED_VERSION,
+        format!(
+            "`{H_WIRE}: {v}` is not spoken here: this instance speaks Koan-Wire version {VERSION} (see docs/wire.md)"
+        ),
+    ))
+}
+
+/// The headers of every reply: the version, and the correlation id echoed.
+pub(crate) fn reply_headers(correlation: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(H_WIRE, VERSION);
+    if let Some(c) = correlation {
+        h.insert(H_CORRELATION, header_value(c).as_str());
+    }
+    h
+}
+
+/// The reply to a call or a query, and the body of a stored outcome: a result or an
+/// error. Exactly one of `ok` and `error` is set (`ok` may be `null`).
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub(crate) struct Reply {
+    /// The result (JSON), when the request succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) ok: Option<Value>,
+    /// The error code, when it failed: a koan error kind (`invalid_parameters`,
+    /// `unknown_action`, `handler_error`, …) or `unsupported_wire_version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// What went wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) message: Option<String>,
 }
@@ -46,6 +102,15 @@ impl Reply {
         }
     }
 
+    /// A refusal with a wire-level error code.
+    pub(crate) fn refused(code: &str, message: String) -> Reply {
+        Reply {
+            ok: None,
+            error: Some(code.to_owned()),
+            message: Some(message),
+        }
+    }
+
     pub(crate) fn into_result(self) -> Result<Value, Error> {
         match self.error {
             None => Ok(self.ok.unwrap_or(Value::Null)),
@@ -61,14 +126,22 @@ impl Reply {
     }
 }
 
-/// An event on the wire.
+/// An event on the wire, published on `koan.evt.<service>.<event>`.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub(crate) struct WireEvent {
+    /// The service that emitted it.
     pub(crate) service: String,
+    /// The event's name as declared (`TranslationCompleted`).
     pub(crate) event: String,
+    /// The correlation id of the action that emitted it, if any.
     pub(crate) correlation_id: Option<String>,
+    /// When it was emitted (RFC 3339).
+    #[cfg_attr(test, schemars(with = "String", extend("format" = "date-time")))]
     pub(crate) time: DateTime<Utc>,
+    /// Its number among the emitting host's events.
     pub(crate) seq: u64,
+    /// The event's payload.
     pub(crate) payload: Value,
 }
 
@@ -96,28 +169,18 @@ impl WireEvent {
     }
 }
 
-/// A durable job on the wire (the body of a `KOAN_WORK` message).
+/// The outcome of a durable job, stored in the KV bucket `koan_outcomes` under the
+/// job's id.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Job {
-    pub(crate) id: String,
-    pub(crate) service: String,
-    pub(crate) action: String,
-    pub(crate) params: Value,
-    pub(crate) priority: i32,
-    pub(crate) timeout_ms: Option<u64>,
-    /// When the job's time is up (Unix milliseconds): time waiting in the stream
-    /// counts, as it does in a local mailbox.
-    #[serde(default)]
-    pub(crate) deadline_unix_ms: Option<u64>,
-    pub(crate) correlation_id: String,
-}
-
-/// A stored outcome of a durable job.
-#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub(crate) struct Outcome {
+    /// The job's id (its `Nats-Msg-Id`).
     pub(crate) id: String,
+    /// The host that ran it.
     pub(crate) host: String,
+    /// Deliveries of the job, this one included.
     pub(crate) attempts: i64,
+    /// Its result or error.
     #[serde(flatten)]
     pub(crate) reply: Reply,
 }
