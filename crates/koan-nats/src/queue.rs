@@ -270,10 +270,10 @@ async fn dead_letter(
     }
     h.insert(wire::H_ORIGIN, t.inner.host_id.as_str());
     if let Some(id) = id {
-        h.insert(wire::H_ACTION_ID, wire::header_value(id).as_str());
+        h.insert(wire::H_ACTION_ID, wire::header_value(id));
     }
-    h.insert(wire::H_ERROR, wire::header_value(&why.0).as_str());
-    h.insert(wire::H_ERROR_MESSAGE, wire::header_value(&why.1).as_str());
+    h.insert(wire::H_ERROR, wire::header_value(&why.0));
+    h.insert(wire::H_ERROR_MESSAGE, wire::header_value(&why.1));
     if let Ok(ack) = t
         .inner
         .js

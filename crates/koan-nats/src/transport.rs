@@ -278,12 +278,12 @@ impl Transport for NatsTransport {
         Box::pin(async move {
             let mut h = HeaderMap::new();
             h.insert(wire::H_WIRE, wire::VERSION);
-            h.insert(wire::H_SERVICE, wire::header_value(&call.service).as_str());
-            h.insert(wire::H_ACTION, wire::header_value(&call.action).as_str());
+            h.insert(wire::H_SERVICE, wire::header_value(&call.service));
+            h.insert(wire::H_ACTION, wire::header_value(&call.action));
             h.insert(wire::H_PRIORITY, call.priority.to_string().as_str());
             h.insert(
                 wire::H_CORRELATION,
-                wire::header_value(&call.correlation_id).as_str(),
+                wire::header_value(&call.correlation_id),
             );
             if let Some(t) = call.timeout {
                 h.insert(wire::H_TIMEOUT_MS, t.as_millis().to_string().as_str());

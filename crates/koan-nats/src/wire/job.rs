@@ -45,11 +45,11 @@ impl Job {
     /// The subject, headers and body to publish.
     pub(crate) fn message(&self) -> (String, HeaderMap, Bytes) {
         let mut h = HeaderMap::new();
-        h.insert(H_MSG_ID, header_value(&self.id).as_str());
+        h.insert(H_MSG_ID, header_value(&self.id));
         h.insert(H_WIRE, VERSION);
-        h.insert(H_SERVICE, header_value(&self.service).as_str());
-        h.insert(H_ACTION, header_value(&self.action).as_str());
-        h.insert(H_CORRELATION, header_value(&self.correlation_id).as_str());
+        h.insert(H_SERVICE, header_value(&self.service));
+        h.insert(H_ACTION, header_value(&self.action));
+        h.insert(H_CORRELATION, header_value(&self.correlation_id));
         if self.priority != 0 {
             h.insert(H_PRIORITY, self.priority.to_string().as_str());
         }

@@ -39,6 +39,9 @@ pub(crate) fn header(h: Option<&HeaderMap>, name: &str) -> Option<String> {
 /// `s` as a header value: NATS headers cannot carry line breaks (the client panics
 /// on them), so control characters become spaces.
 pub(crate) fn header_value(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
@@ -64,9 +67,34 @@ pub(crate) fn reply_headers(correlation: Option<&str>) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(H_WIRE, VERSION);
     if let Some(c) = correlation {
-        h.insert(H_CORRELATION, header_value(c).as_str());
+        h.insert(H_CORRELATION, header_value(c));
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_never_hold_line_breaks() {
+        assert_eq!(header_value("plain-id"), "plain-id");
+        assert_eq!(header_value("a\r\nb"), "a  b");
+    }
+
+    #[test]
+    fn only_version_1_is_spoken() {
+        assert!(refuse_version(None).is_none());
+        let mut h = HeaderMap::new();
+        h.insert(H_WIRE, "1");
+        assert!(refuse_version(Some(&h)).is_none());
+        for other in ["2", "0", "one"] {
+            h.insert(H_WIRE, other);
+            let refusal = refuse_version(Some(&h)).expect("refused");
+            assert_eq!(refusal.error.as_deref(), Some(UNSUPPORTED_VERSION));
+            assert!(refusal.message.as_deref().unwrap_or("").contains(other));
+        }
+    }
 }
 
 /// The reply to a call or a query, and the body of a stored outcome: a result or an
