@@ -12,6 +12,11 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("reply", schemars::schema_for!(Reply)),
         ("outcome", schemars::schema_for!(Outcome)),
         ("event", schemars::schema_for!(WireEvent)),
+        // The `ok` of the queries' replies, and the registry's values.
+        ("status", schemars::schema_for!(koan::ServiceStatus)),
+        ("health", schemars::schema_for!(koan::ServiceHealth)),
+        ("info", schemars::schema_for!(koan::ServiceInfo)),
+        ("instance", schemars::schema_for!(koan::Instance)),
     ]
 }
 
