@@ -13,10 +13,11 @@ import time
 import unittest
 import uuid
 
+import jsonschema
 import nats
 from nats.js.errors import KeyNotFoundError
 
-from harness import PATIENCE, Cluster
+from harness import PATIENCE, Cluster, repo_root
 
 CLUSTER = None
 
@@ -26,8 +27,22 @@ WORK = "koan.work.translationservice.translate"
 DEAD = "koan.dlq.translationservice.translate"
 
 
-def body(reply):
-    return json.loads(reply.data)
+SCHEMAS = repo_root() / "docs" / "wire"
+
+
+def conforms(name, value):
+    """`value`, checked against docs/wire/<name>.schema.json."""
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    jsonschema.validate(value, schema, format_checker=jsonschema.FormatChecker())
+    return value
+
+
+def body(reply, ok_schema=None):
+    """A reply's body, checked against the reply schema (and its `ok` against `ok_schema`)."""
+    value = conforms("reply", json.loads(reply.data))
+    if ok_schema and "ok" in value:
+        conforms(ok_schema, value["ok"])
+    return value
 
 
 def translations_of(file_id):
@@ -69,7 +84,7 @@ class Wire(unittest.IsolatedAsyncioTestCase):
                 entry = await self.outcomes.get(job_id)
             except KeyNotFoundError:
                 return None
-            return json.loads(entry.value)
+            return conforms("outcome", json.loads(entry.value))
 
         return await eventually(f"the outcome of job {job_id}", stored)
 
@@ -139,13 +154,19 @@ class Wire(unittest.IsolatedAsyncioTestCase):
     # Queries
 
     async def test_status_health_and_info_queries(self):
-        status = body(await self.call(b"", subject="koan.svc.translationservice.query.status"))
+        status = body(
+            await self.call(b"", subject="koan.svc.translationservice.query.status"), "status"
+        )
         self.assertEqual(status["ok"]["name"], SERVICE)
         self.assertEqual(status["ok"]["state"], "running")
         self.assertIn("queue_depth", status["ok"])
-        health = body(await self.call(b"", subject="koan.svc.translationservice.query.health"))
+        health = body(
+            await self.call(b"", subject="koan.svc.translationservice.query.health"), "health"
+        )
         self.assertIn("status", health["ok"])
-        info = body(await self.call(b"", subject="koan.svc.translationservice.query.info"))
+        info = body(
+            await self.call(b"", subject="koan.svc.translationservice.query.info"), "info"
+        )
         actions = {a["name"]: a for a in info["ok"]["actions"]}
         self.assertIn("fileId", actions["translate"]["params_schema"]["properties"])
         unknown = body(await self.call(b"", subject="koan.svc.translationservice.query.mood"))
@@ -248,7 +269,7 @@ class Wire(unittest.IsolatedAsyncioTestCase):
         seen = {}
         while set(seen) != {"TranslationStarted", "TranslationCompleted"}:
             msg = await events.next_msg(timeout=PATIENCE)
-            event = json.loads(msg.data)
+            event = conforms("event", json.loads(msg.data))
             if event["payload"].get("fileId") != "py-evt":
                 continue
             self.assertEqual(msg.headers.get("Koan-Wire"), "1")
@@ -262,13 +283,20 @@ class Wire(unittest.IsolatedAsyncioTestCase):
         self.assertGreater(done["seq"], seen["TranslationStarted"]["seq"])
         self.assertTrue(done["time"].endswith("Z"))
 
+    async def test_a_body_that_breaks_the_schema_is_caught(self):
+        """The schema check itself bites: a reply with neither field typed right fails."""
+        with self.assertRaises(jsonschema.ValidationError):
+            conforms("reply", {"error": 5})
+        with self.assertRaises(jsonschema.ValidationError):
+            conforms("outcome", {"id": "x", "attempts": 1})
+
     # Registry
 
     async def test_the_registry_lists_the_host_and_its_services(self):
         registry = await self.js.key_value("koan_registry")
         keys = await registry.keys()
         self.assertEqual(len(keys), 1, keys)
-        instance = json.loads((await registry.get(keys[0])).value)
+        instance = conforms("instance", json.loads((await registry.get(keys[0])).value))
         self.assertEqual(instance["host_id"], keys[0])
         self.assertIn("seen_at", instance)
         names = {s["name"] for s in instance["services"]}
