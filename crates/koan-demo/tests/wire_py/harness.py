@@ -41,11 +41,12 @@ def repo_root():
 
 
 def demo_binary():
-    """`$KOAN_DEMO`, else the debug build in `$CARGO_TARGET_DIR` or `target/`."""
+    """`$KOAN_DEMO`, else the debug build in `$CARGO_TARGET_DIR` or `target/`; absolute,
+    since the demo runs in a directory of its own."""
     if os.environ.get("KOAN_DEMO"):
-        return Path(os.environ["KOAN_DEMO"])
+        return Path(os.environ["KOAN_DEMO"]).resolve()
     target = Path(os.environ.get("CARGO_TARGET_DIR") or repo_root() / "target")
-    return target / "debug" / "koan-demo"
+    return (target / "debug" / "koan-demo").resolve()
 
 
 def nats_server_binary():
