@@ -104,6 +104,9 @@ impl Job {
                 ))),
             ));
         };
+        if let Some(job) = super::legacy::read(headers, body) {
+            return Ok(job);
+        }
         if let Some(reply) = refuse_version(headers) {
             return Err(refuse(Some(id), reply));
         }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod job;
+mod legacy;
 #[cfg(test)]
 mod schema;
 
