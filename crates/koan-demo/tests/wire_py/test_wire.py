@@ -206,6 +206,22 @@ class Wire(unittest.IsolatedAsyncioTestCase):
         self.assertTrue(late.duplicate, "a repeat after the outcome is still the first job")
         self.assertEqual(translations_of("py-once"), 1, "ran once")
 
+    async def test_a_job_past_its_deadline_is_not_run_and_says_timeout(self):
+        job_id = str(uuid.uuid4())
+        await self.js.publish(
+            WORK,
+            json.dumps({"fileId": "py-late", "from": "en", "to": "es"}).encode(),
+            headers={
+                "Nats-Msg-Id": job_id,
+                "Koan-Service": SERVICE,
+                "Koan-Action": "translate",
+                "Koan-Deadline-Unix-Ms": str(int(time.time() * 1000) - 60_000),
+            },
+        )
+        outcome = await self.outcome(job_id)
+        self.assertEqual(outcome["error"], "timeout", outcome)
+        self.assertEqual(translations_of("py-late"), 0)
+
     async def test_a_failing_job_records_its_error_and_is_dead_lettered(self):
         dead = await self.nc.subscribe(DEAD)
         job_id = str(uuid.uuid4())
