@@ -1,9 +1,10 @@
 //! Durable work: a pull consumer per local service on the `KOAN_WORK` work-queue
-//! stream (the job's format is in `wire/job.rs`). A job is acknowledged only after its handler succeeded and its outcome was
-//! recorded; a crash before that means redelivery to another instance. The outcome is
-//! written with create-if-absent under the action id, so a job is completed once even
-//! when it is delivered twice. After `max_deliver` failed attempts (or at once for
-//! errors that retrying cannot fix) the job goes to `koan.dlq.<service>.<action>`.
+//! stream (the job's format is in `wire/job.rs`). A job is acknowledged only after
+//! its handler succeeded and its outcome was recorded; a crash before that means
+//! redelivery to another instance. The outcome is written with create-if-absent
+//! under the job's id, so a job is completed once even when it is delivered twice.
+//! After `max_deliver` failed attempts (or at once for errors that retrying cannot
+//! fix) the job goes to `koan.dlq.<service>.<action>`.
 //! A message that is not a job this version can run (no id, another wire version,
 //! bad headers or body) is refused: its outcome records why (when it has an id) and
 //! its dead letter carries the reason in headers.
@@ -172,10 +173,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         Err(e) if permanent(e.kind()) || attempts >= t.inner.opts.max_deliver => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
             let reply = Reply::of(Err(e));
-            let why = (
-                reply.error.clone().unwrap_or_default(),
-                reply.message.clone().unwrap_or_default(),
-            );
+            let why = reply.reason();
             if record(t, &key, &job.id, attempts, reply).await {
                 dead_letter(t, &msg, &job.service, &job.action, Some(&job.id), &why).await;
                 let _ = msg.ack_with(AckKind::Term).await;
@@ -208,10 +206,7 @@ async fn refuse(t: &NatsTransport, msg: &Message, bad: Unreadable, attempts: i64
         action,
         reply,
     } = bad;
-    let why = (
-        reply.error.clone().unwrap_or_default(),
-        reply.message.clone().unwrap_or_default(),
-    );
+    let why = reply.reason();
     tracing::error!(id = ?id, subject = %msg.subject, error = %why.1, "durable job refused; dead-lettered");
     if let Some(id) = &id
         && !record(t, &subjects::key(id), id, attempts, reply).await

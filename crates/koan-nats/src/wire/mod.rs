@@ -140,6 +140,15 @@ impl Reply {
         }
     }
 
+    /// The error code and message of a failure (empty for a success), as dead
+    /// letters carry them.
+    pub(crate) fn reason(&self) -> (String, String) {
+        (
+            self.error.clone().unwrap_or_default(),
+            self.message.clone().unwrap_or_default(),
+        )
+    }
+
     pub(crate) fn into_result(self) -> Result<Value, Error> {
         match self.error {
             None => Ok(self.ok.unwrap_or(Value::Null)),
