@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Installs what the tests need when it is missing: Debian's chromium, Node.js, nats-server.
-# Usage: scripts/ensure-tools.sh chromium node nats-server
+# Installs what the tests need when it is missing: Debian's chromium, Node.js,
+# nats-server, and Python 3 with its venv module.
+# Usage: scripts/ensure-tools.sh chromium node nats-server python3
 set -euo pipefail
+
+venv_works() {
+  command -v python3 >/dev/null 2>&1 || return 1
+  local d; d=$(mktemp -d)
+  python3 -m venv "$d/v" >/dev/null 2>&1; local ok=$?
+  rm -rf "$d"
+  return $ok
+}
 
 need=()
 for tool in "$@"; do
@@ -9,6 +18,8 @@ for tool in "$@"; do
     chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium) ;;
     node) command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || need+=(nodejs npm) ;;
     nats-server) command -v nats-server >/dev/null 2>&1 || need+=(nats-server) ;;
+    # Debian ships the working `venv` (its `ensurepip`) apart from python3: try one.
+    python3) venv_works || need+=(python3 python3-venv) ;;
     *) echo "ensure-tools: unknown tool $tool" >&2; exit 2 ;;
   esac
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check and every test of the workspace: formatting, lints, docs, unit and
-# integration tests, the examples, and the dashboard in a real headless Chromium.
+# integration tests, the NATS wire protocol from Python, the examples, and the
+# dashboard in a real headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 bash scripts/ensure-tools.sh nats-server
 step "cargo test --workspace"
 cargo test --workspace
+
+step "the NATS wire protocol from Python (docs/wire.md; nats-py against koan-demo --nats)"
+bash scripts/test-wire-python.sh
 
 step "examples run to completion"
 for ex in system_health_monitor data_cleanup_service database_migration_service translation_service my_first_service my_fluent_service; do

@@ -24,6 +24,11 @@
 //!   ticks only on the holder of a lease in the KV bucket `koan_leases`
 //!   (compare-and-set), taken over within one lease period when the holder dies.
 //!
+//! What travels — subjects, headers, bodies, replies — is a versioned contract
+//! (`Koan-Wire: 1`) written down in `docs/wire.md`, so clients in other languages can
+//! call, enqueue durable jobs and read their outcomes, and follow events with plain
+//! NATS.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let nats = koan_nats::NatsTransport::connect(koan_nats::NatsOptions::new("nats://127.0.0.1:4222")).await?;

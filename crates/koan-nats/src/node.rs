@@ -88,10 +88,20 @@ impl NatsTransport {
                         .next()
                         .unwrap_or_default()
                         .to_owned();
-                    let reply = registry::answer(&h, &name, &what).await;
-                    if let Some(to) = msg.reply {
-                        let _ = c.publish(to, reply.bytes()).await;
-                    }
+                    let Some(to) = msg.reply else { continue };
+                    let headers = msg.headers.as_ref();
+                    let reply = match wire::refuse_version(headers) {
+                        Some(refusal) => refusal,
+                        None => registry::answer(&h, &name, &what).await,
+                    };
+                    let echo = wire::header(headers, wire::H_CORRELATION);
+                    let _ = c
+                        .publish_with_headers(
+                            to,
+                            wire::reply_headers(echo.as_deref()),
+                            reply.bytes(),
+                        )
+                        .await;
                 }
             }));
             // Durable work.
@@ -111,6 +121,12 @@ impl NatsTransport {
         tasks.push(tokio::spawn(async move {
             while let Some(msg) = events.next().await {
                 if wire::header(msg.headers.as_ref(), wire::H_ORIGIN).as_deref() == Some(me.as_str()) {
+                    continue;
+                }
+                // An event has no one to answer: one in another version is logged
+                // and skipped, never guessed at.
+                if let Some(refusal) = wire::refuse_version(msg.headers.as_ref()) {
+                    tracing::warn!(subject = %msg.subject, reason = ?refusal.message, "event in another wire version skipped");
                     continue;
                 }
                 match serde_json::from_slice::<WireEvent>(&msg.payload) {
@@ -174,6 +190,46 @@ async fn serve_action(
         return;
     };
     let headers = msg.headers.as_ref();
+    // Every reply names a correlation id: the caller's, or one made here for it.
+    let correlation = wire::header(headers, wire::H_CORRELATION)
+        .unwrap_or_else(|| format!("nats-{:016x}", fastrand::u64(..)));
+    let reply = match wire::refuse_version(headers) {
+        Some(refusal) => refusal,
+        None => Reply::of(run_action(host, service, &msg, &correlation).await),
+    };
+    let _ = client
+        .publish_with_headers(
+            reply_to,
+            wire::reply_headers(Some(&correlation)),
+            reply.bytes(),
+        )
+        .await;
+}
+
+/// A header holding a number, or a clear error naming it.
+fn number<T: std::str::FromStr>(
+    headers: Option<&async_nats::HeaderMap>,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>, Error> {
+    match wire::header(headers, name) {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            Error::new(
+                koan::ErrorKind::InvalidParameters,
+                format!("header `{name}` must be {what}, got `{v}`"),
+            )
+        }),
+    }
+}
+
+async fn run_action(
+    host: &HostHandle,
+    service: &str,
+    msg: &async_nats::Message,
+    correlation: &str,
+) -> Result<serde_json::Value, Error> {
+    let headers = msg.headers.as_ref();
     let action = wire::header(headers, wire::H_ACTION).unwrap_or_else(|| {
         msg.subject
             .rsplit('.')
@@ -181,29 +237,32 @@ async fn serve_action(
             .unwrap_or_default()
             .to_owned()
     });
-    let result = async {
-        let params: serde_json::Value = if msg.payload.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&msg.payload).map_err(|e| {
-                Error::new(
-                    koan::ErrorKind::InvalidParameters,
-                    format!("parameters are not valid JSON: {e}"),
-                )
-            })?
-        };
-        let mut req = host.service(service).action(&action, params);
-        if let Some(p) = wire::header(headers, wire::H_PRIORITY).and_then(|p| p.parse().ok()) {
-            req = req.priority(p);
-        }
-        if let Some(ms) = wire::header(headers, wire::H_TIMEOUT_MS).and_then(|t| t.parse().ok()) {
-            req = req.timeout(Duration::from_millis(ms));
-        }
-        if let Some(c) = wire::header(headers, wire::H_CORRELATION) {
-            req = req.correlation_id(c);
-        }
-        req.execute().await?.json()
+    let priority: Option<i32> =
+        number(headers, wire::H_PRIORITY, "an integer (higher runs first)")?;
+    let timeout: Option<u64> = number(
+        headers,
+        wire::H_TIMEOUT_MS,
+        "a whole number of milliseconds",
+    )?;
+    let params: serde_json::Value = if msg.payload.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&msg.payload).map_err(|e| {
+            Error::new(
+                koan::ErrorKind::InvalidParameters,
+                format!("parameters are not valid JSON: {e}"),
+            )
+        })?
+    };
+    let mut req = host
+        .service(service)
+        .action(&action, params)
+        .correlation_id(correlation.to_owned());
+    if let Some(p) = priority {
+        req = req.priority(p);
     }
-    .await;
-    let _ = client.publish(reply_to, Reply::of(result).bytes()).await;
+    if let Some(ms) = timeout {
+        req = req.timeout(Duration::from_millis(ms));
+    }
+    req.execute().await?.json()
 }

@@ -1,9 +1,13 @@
 //! Durable work: a pull consumer per local service on the `KOAN_WORK` work-queue
-//! stream. A job is acknowledged only after its handler succeeded and its outcome was
-//! recorded; a crash before that means redelivery to another instance. The outcome is
-//! written with create-if-absent under the action id, so a job is completed once even
-//! when it is delivered twice. After `max_deliver` failed attempts (or at once for
-//! errors that retrying cannot fix) the job goes to `koan.dlq.<service>.<action>`.
+//! stream (the job's format is in `wire/job.rs`). A job is acknowledged only after
+//! its handler succeeded and its outcome was recorded; a crash before that means
+//! redelivery to another instance. The outcome is written with create-if-absent
+//! under the job's id, so a job is completed once even when it is delivered twice.
+//! After `max_deliver` failed attempts (or at once for errors that retrying cannot
+//! fix) the job goes to `koan.dlq.<service>.<action>`.
+//! A message that is not a job this version can run (no id, another wire version,
+//! bad headers or body) is refused: its outcome records why (when it has an id) and
+//! its dead letter carries the reason in headers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::subjects;
 use crate::transport::NatsTransport;
-use crate::wire::{self, Job, Outcome, Reply};
+use crate::wire::{self, Job, Outcome, Reply, Unreadable};
 
 /// Jobs of one service that may run at once on this host.
 const IN_FLIGHT: usize = 64;
@@ -68,8 +72,9 @@ async fn consume_once(
         let msg = msg?;
         let permit = Arc::clone(slots).acquire_owned().await?;
         let (t, host) = (t.clone(), host.clone());
+        let service = service.to_owned();
         tokio::spawn(async move {
-            handle(&t, &host, msg).await;
+            handle(&t, &host, &service, msg).await;
             drop(permit);
         });
     }
@@ -87,16 +92,11 @@ fn permanent(kind: ErrorKind) -> bool {
     )
 }
 
-async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
+async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Message) {
     let attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let job: Job = match serde_json::from_slice(&msg.payload) {
+    let job = match Job::read(service, &msg.subject, msg.headers.as_ref(), &msg.payload) {
         Ok(j) => j,
-        Err(e) => {
-            tracing::error!(error = %e, "unreadable durable job; dead-lettered");
-            dead_letter(t, &msg, "unknown", "unknown").await;
-            let _ = msg.ack_with(AckKind::Term).await;
-            return;
-        }
+        Err(bad) => return refuse(t, &msg, *bad, attempts).await,
     };
     let key = subjects::key(&job.id);
     // Completed before (a redelivery after a crash, or a lost ack, between recording
@@ -124,7 +124,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
                         job.action, job.service
                     ),
                 );
-                if record(t, &key, &job, attempts, Reply::of(Err(e))).await {
+                if record(t, &key, &job.id, attempts, Reply::of(Err(e))).await {
                     let _ = msg.ack_with(AckKind::Term).await;
                 }
                 return;
@@ -151,7 +151,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
     };
     match result {
         Ok(value) => {
-            if record(t, &key, &job, attempts, Reply::of(Ok(value))).await {
+            if record(t, &key, &job.id, attempts, Reply::of(Ok(value))).await {
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
@@ -172,8 +172,10 @@ async fn handle(t: &NatsTransport, host: &HostHandle, msg: Message) {
         }
         Err(e) if permanent(e.kind()) || attempts >= t.inner.opts.max_deliver => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
-            if record(t, &key, &job, attempts, Reply::of(Err(e))).await {
-                dead_letter(t, &msg, &job.service, &job.action).await;
+            let reply = Reply::of(Err(e));
+            let why = reply.reason();
+            if record(t, &key, &job.id, attempts, reply).await {
+                dead_letter(t, &msg, &job.service, &job.action, Some(&job.id), &why).await;
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {
                 let _ = msg
@@ -195,10 +197,33 @@ fn unreachable_progress() -> Result<serde_json::Value, koan::Error> {
     Err(koan::Error::new(ErrorKind::Handler, "progress loop ended"))
 }
 
+/// Refuses a message that is not a runnable job: records the refusal as its outcome
+/// when it has an id (so its sender reads why), and dead-letters it with the reason.
+async fn refuse(t: &NatsTransport, msg: &Message, bad: Unreadable, attempts: i64) {
+    let Unreadable {
+        id,
+        service,
+        action,
+        reply,
+    } = bad;
+    let why = reply.reason();
+    tracing::error!(id = ?id, subject = %msg.subject, error = %why.1, "durable job refused; dead-lettered");
+    if let Some(id) = &id
+        && !record(t, &subjects::key(id), id, attempts, reply).await
+    {
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+        return;
+    }
+    dead_letter(t, msg, &service, &action, id.as_deref(), &why).await;
+    let _ = msg.ack_with(AckKind::Term).await;
+}
+
 /// Stores the outcome; `false` when it could not be stored (not when it existed).
-async fn record(t: &NatsTransport, key: &str, job: &Job, attempts: i64, reply: Reply) -> bool {
+async fn record(t: &NatsTransport, key: &str, id: &str, attempts: i64, reply: Reply) -> bool {
     let outcome = Outcome {
-        id: job.id.clone(),
+        id: id.to_owned(),
         host: t.inner.host_id.clone(),
         attempts,
         reply,
@@ -208,23 +233,42 @@ async fn record(t: &NatsTransport, key: &str, job: &Job, attempts: i64, reply: R
     match t.inner.outcomes.create(key, body.into()).await {
         Ok(_) => true,
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-            tracing::debug!(id = %job.id, "outcome already recorded by another delivery");
+            tracing::debug!(id = %id, "outcome already recorded by another delivery");
             true
         }
         Err(e) => {
-            tracing::warn!(id = %job.id, error = %e, "could not record a durable job's outcome; it will run again");
+            tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome; it will run again");
             false
         }
     }
 }
 
-async fn dead_letter(t: &NatsTransport, msg: &Message, service: &str, action: &str) {
-    // A fresh header map: the dead letter must not carry the job's de-duplication id.
+/// Publishes the job as it came (body and `Koan-*` headers) to the dead-letter
+/// stream, with the job's id and the error (`why`: code, message) in headers.
+async fn dead_letter(
+    t: &NatsTransport,
+    msg: &Message,
+    service: &str,
+    action: &str,
+    id: Option<&str>,
+    why: &(String, String),
+) {
+    // The job's own `Koan-*` headers, but none of `Nats-*`: the dead letter must not
+    // carry the job's de-duplication id.
     let mut h = async_nats::HeaderMap::new();
-    h.insert(wire::H_ORIGIN, t.inner.host_id.as_str());
-    if let Some(id) = wire::header(msg.headers.as_ref(), wire::H_ACTION_ID) {
-        h.insert(wire::H_ACTION_ID, id.as_str());
+    for (name, values) in msg.headers.iter().flat_map(|h| h.iter()) {
+        if AsRef::<str>::as_ref(name).starts_with("Koan-") {
+            for v in values {
+                h.append(name.clone(), v.clone());
+            }
+        }
     }
+    h.insert(wire::H_ORIGIN, t.inner.host_id.as_str());
+    if let Some(id) = id {
+        h.insert(wire::H_ACTION_ID, wire::header_value(id));
+    }
+    h.insert(wire::H_ERROR, wire::header_value(&why.0));
+    h.insert(wire::H_ERROR_MESSAGE, wire::header_value(&why.1));
     if let Ok(ack) = t
         .inner
         .js

@@ -177,6 +177,7 @@ impl NatsTransport {
         tokio::spawn(async move {
             while let Some((subject, body)) = events_rx.recv().await {
                 let mut h = HeaderMap::new();
+                h.insert(wire::H_WIRE, wire::VERSION);
                 h.insert(wire::H_ORIGIN, origin.as_str());
                 if let Err(e) = pub_client.publish_with_headers(subject, h, body).await {
                     tracing::warn!(error = %e, "could not publish an event to NATS");
@@ -293,10 +294,14 @@ impl Transport for NatsTransport {
     fn call(&self, call: RemoteCall) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(async move {
             let mut h = HeaderMap::new();
-            h.insert(wire::H_SERVICE, call.service.as_str());
-            h.insert(wire::H_ACTION, call.action.as_str());
+            h.insert(wire::H_WIRE, wire::VERSION);
+            h.insert(wire::H_SERVICE, wire::header_value(&call.service));
+            h.insert(wire::H_ACTION, wire::header_value(&call.action));
             h.insert(wire::H_PRIORITY, call.priority.to_string().as_str());
-            h.insert(wire::H_CORRELATION, call.correlation_id.as_str());
+            h.insert(
+                wire::H_CORRELATION,
+                wire::header_value(&call.correlation_id),
+            );
             if let Some(t) = call.timeout {
                 h.insert(wire::H_TIMEOUT_MS, t.as_millis().to_string().as_str());
             }
@@ -320,9 +325,9 @@ impl Transport for NatsTransport {
         let id = id.to_owned();
         Box::pin(async move {
             let job = Job {
-                id: id.clone(),
-                service: call.service.clone(),
-                action: call.action.clone(),
+                id,
+                service: call.service,
+                action: call.action,
                 params: call.params,
                 priority: call.priority,
                 timeout_ms: call.timeout.map(|t| t.as_millis() as u64),
@@ -331,15 +336,12 @@ impl Transport for NatsTransport {
                     .map(|t| wire::unix_ms().saturating_add(t.as_millis() as u64)),
                 correlation_id: call.correlation_id,
             };
-            let mut h = HeaderMap::new();
-            h.insert(wire::H_MSG_ID, id.as_str());
-            h.insert(wire::H_ACTION_ID, id.as_str());
-            let body: bytes::Bytes = serde_json::to_vec(&job).unwrap_or_default().into();
-            let what = format!("durable enqueue of `{}` on `{}`", call.action, call.service);
+            let (subject, h, body) = job.message();
+            let what = format!("durable enqueue of `{}` on `{}`", job.action, job.service);
             let ack = self
                 .inner
                 .js
-                .publish_with_headers(subjects::work(&call.service, &call.action), h, body)
+                .publish_with_headers(subject, h, body)
                 .await
                 .map_err(|e| unavailable(format!("{what}: {e}")))?;
             ack.await
@@ -377,9 +379,11 @@ impl Transport for NatsTransport {
         let service = service.to_owned();
         Box::pin(async move {
             let what = format!("{} of `{service}`", query.as_str());
+            let mut h = HeaderMap::new();
+            h.insert(wire::H_WIRE, wire::VERSION);
             self.request(
                 subjects::query(&service, query.as_str()),
-                HeaderMap::new(),
+                h,
                 bytes::Bytes::new(),
                 Duration::from_secs(5),
                 &what,

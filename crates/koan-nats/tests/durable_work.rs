@@ -301,15 +301,31 @@ async fn a_job_that_always_fails_goes_to_the_dead_letter_subject() -> anyhow::Re
     let letter = within("the dead letter", dead.next())
         .await?
         .expect("a dead letter");
-    let header = letter
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Koan-Action-Id"))
-        .map(|v| v.as_str().to_owned());
-    assert_eq!(header.as_deref(), Some(id.as_str()), "names the action id");
-    let job: Value = serde_json::from_slice(&letter.payload)?;
-    assert_eq!(job["action"], json!("doomed"));
-    assert_eq!(job["params"], json!(7));
+    let header = |name: &str| {
+        letter
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    assert_eq!(
+        header("Koan-Action-Id").as_deref(),
+        Some(id.as_str()),
+        "names the job id"
+    );
+    // The job as it was published: parameters as the body, the rest in headers,
+    // and why it died.
+    assert_eq!(header("Koan-Action").as_deref(), Some("doomed"));
+    assert_eq!(header("Koan-Service").as_deref(), Some("Worker"));
+    assert_eq!(header("Koan-Error").as_deref(), Some("handler_error"));
+    assert!(
+        header("Koan-Error-Message").is_some_and(|m| m.contains("job 7 cannot be done")),
+        "{:?}",
+        header("Koan-Error-Message")
+    );
+    assert_eq!(header("Nats-Msg-Id"), None, "no de-duplication id");
+    let params: Value = serde_json::from_slice(&letter.payload)?;
+    assert_eq!(params, json!(7));
     assert_eq!(tally.count("doomed", 7), 2, "tried max_deliver = 2 times");
 
     // Kept in the dead-letter stream as well.

@@ -20,7 +20,7 @@ use crate::util::short_type_name;
 use crate::well_known::actions;
 
 /// Everything a service declares (the seed's `ServiceInfo`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceInfo {
     /// The name.
     pub name: String,

@@ -53,7 +53,7 @@ impl RemoteQuery {
 }
 
 /// One host of the cluster as announced in the registry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Instance {
     /// The host's id.
     pub host_id: String,

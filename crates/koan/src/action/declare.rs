@@ -41,7 +41,7 @@ pub(crate) struct ActionEntry {
 }
 
 /// Describes an action or event in `info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActionInfo {
     /// The action's name.
     pub name: String,
@@ -55,7 +55,7 @@ pub struct ActionInfo {
 }
 
 /// Describes an event in `info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventInfo {
     /// The event's name.
     pub name: String,

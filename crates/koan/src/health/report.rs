@@ -3,7 +3,19 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Healthy, degraded or unhealthy; ordered from best to worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// Working normally.
@@ -31,7 +43,7 @@ impl HealthStatus {
 }
 
 /// What a service says about its own health — the seed's `HealthReport`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthReport {
     /// The verdict.
     pub status: HealthStatus,
@@ -94,7 +106,7 @@ impl Default for HealthReport {
 }
 
 /// One service's effective health as the host sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceHealth {
     /// The service's name.
     pub service: String,

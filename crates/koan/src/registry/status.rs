@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use crate::service::{RunReason, ServiceKind};
 
 /// Where a service is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
     /// Registered; the host has not started it yet (startup services run first).
@@ -51,7 +51,7 @@ impl std::fmt::Display for ServiceState {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RunOutcome {
     /// Returned `Ok`.
@@ -95,7 +95,7 @@ impl RunOutcome {
 }
 
 /// One finished run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunRecord {
     /// Why it ran.
     pub reason: RunReason,
@@ -109,7 +109,7 @@ pub struct RunRecord {
 }
 
 /// A snapshot of a service's status (the seed's `ServiceStatus`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceStatus {
     /// The service's name.
     pub name: String,

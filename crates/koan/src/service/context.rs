@@ -8,7 +8,7 @@ use crate::host::{HostHandle, HostInner};
 use crate::registry::ServiceCell;
 
 /// Why a run started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunReason {
     /// The service was started (background and startup services).

@@ -11,7 +11,7 @@ use crate::health::HealthReport;
 use crate::util::BoxFuture;
 
 /// The three kinds of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     /// Runs until stopped.

@@ -1,0 +1,267 @@
+//! A durable job on the wire: a message on `koan.work.<service>.<action>` in the
+//! `KOAN_WORK` stream whose body is the action's parameters and whose headers carry
+//! the rest. The Rust client writes exactly what a client in another language writes
+//! by hand (`docs/wire.md`, "Durable jobs").
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use koan::{Error, ErrorKind};
+use serde_json::Value;
+
+use super::{
+    H_ACTION, H_CORRELATION, H_DEADLINE, H_MSG_ID, H_PRIORITY, H_SERVICE, H_TIMEOUT_MS, H_WIRE,
+    Reply, VERSION, header, header_value, refuse_version,
+};
+use crate::subjects;
+
+/// A durable job, read from or written to the work stream.
+#[derive(Debug)]
+pub(crate) struct Job {
+    /// The job's id: its `Nats-Msg-Id`, which JetStream de-duplicates on.
+    pub(crate) id: String,
+    pub(crate) service: String,
+    pub(crate) action: String,
+    pub(crate) params: Value,
+    pub(crate) priority: i32,
+    pub(crate) timeout_ms: Option<u64>,
+    /// When the job's time is up (Unix milliseconds): time waiting in the stream
+    /// counts, as it does in a local mailbox.
+    pub(crate) deadline_unix_ms: Option<u64>,
+    pub(crate) correlation_id: String,
+}
+
+/// A work message that cannot be run as a job, and why.
+#[derive(Debug)]
+pub(crate) struct Unreadable {
+    /// The job's id, when the message had one (then its outcome records the refusal).
+    pub(crate) id: Option<String>,
+    pub(crate) service: String,
+    pub(crate) action: String,
+    /// The refusal: an error code and a message naming what was wrong.
+    pub(crate) reply: Reply,
+}
+
+impl Job {
+    /// The subject, headers and body to publish.
+    pub(crate) fn message(&self) -> (String, HeaderMap, Bytes) {
+        let mut h = HeaderMap::new();
+        h.insert(H_MSG_ID, header_value(&self.id));
+        h.insert(H_WIRE, VERSION);
+        h.insert(H_SERVICE, header_value(&self.service));
+        h.insert(H_ACTION, header_value(&self.action));
+        h.insert(H_CORRELATION, header_value(&self.correlation_id));
+        if self.priority != 0 {
+            h.insert(H_PRIORITY, self.priority.to_string().as_str());
+        }
+        if let Some(ms) = self.timeout_ms {
+            h.insert(H_TIMEOUT_MS, ms.to_string().as_str());
+        }
+        if let Some(at) = self.deadline_unix_ms {
+            h.insert(H_DEADLINE, at.to_string().as_str());
+        }
+        let body = serde_json::to_vec(&self.params).unwrap_or_default().into();
+        (subjects::work(&self.service, &self.action), h, body)
+    }
+
+    /// Reads a message of the work stream of `service` (the name of the consumer's
+    /// service). The `Koan-Service` / `Koan-Action` headers name service and action
+    /// as written; without them, `service` and the subject's action token stand.
+    pub(crate) fn read(
+        service: &str,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        body: &[u8],
+    ) -> Result<Job, Box<Unreadable>> {
+        let token = subject
+            .strip_prefix("koan.work.")
+            .and_then(|rest| rest.split_once('.'))
+            .map_or("unknown", |(_, action)| action);
+        let service = header(headers, H_SERVICE).unwrap_or_else(|| service.to_owned());
+        let action = header(headers, H_ACTION).unwrap_or_else(|| token.to_owned());
+        let id = header(headers, H_MSG_ID).filter(|id| !id.trim().is_empty());
+        let refuse = |id: Option<String>, reply: Reply| {
+            Box::new(Unreadable {
+                id,
+                service: service.clone(),
+                action: action.clone(),
+                reply,
+            })
+        };
+        let invalid = |id: &str, what: String| {
+            refuse(
+                Some(id.to_owned()),
+                Reply::of(Err(Error::new(ErrorKind::InvalidParameters, what))),
+            )
+        };
+        let Some(id) = id else {
+            return Err(refuse(
+                None,
+                Reply::of(Err(Error::new(
+                    ErrorKind::InvalidParameters,
+                    format!(
+                        "a durable job on `{subject}` has no `{H_MSG_ID}` header: it is the job's id (and its idempotency key), and the only way to read the job's outcome"
+                    ),
+                ))),
+            ));
+        };
+        if let Some(job) = super::legacy::read(headers, body) {
+            return Ok(job);
+        }
+        if let Some(reply) = refuse_version(headers) {
+            return Err(refuse(Some(id), reply));
+        }
+        let number = |name: &str| -> Result<Option<u64>, Box<Unreadable>> {
+            match header(headers, name) {
+                None => Ok(None),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                    invalid(
+                        &id,
+                        format!(
+                            "header `{name}` must be a whole number of milliseconds, got `{v}`"
+                        ),
+                    )
+                }),
+            }
+        };
+        let timeout_ms = number(H_TIMEOUT_MS)?;
+        let deadline_unix_ms = number(H_DEADLINE)?;
+        let priority = match header(headers, H_PRIORITY) {
+            None => 0,
+            Some(v) => v.trim().parse().map_err(|_| {
+                invalid(
+                    &id,
+                    format!(
+                        "header `{H_PRIORITY}` must be an integer (higher runs first), got `{v}`"
+                    ),
+                )
+            })?,
+        };
+        let params = if body.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                invalid(
+                    &id,
+                    format!("the body of a durable job is the action's parameters as JSON, and this is not JSON: {e}"),
+                )
+            })?
+        };
+        let correlation_id = header(headers, H_CORRELATION).unwrap_or_else(|| id.clone());
+        Ok(Job {
+            id,
+            service,
+            action,
+            params,
+            priority,
+            timeout_ms,
+            deadline_unix_ms,
+            correlation_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            id: "0193-a".to_owned(),
+            service: "Worker".to_owned(),
+            action: "work".to_owned(),
+            params: serde_json::json!({ "n": 7 }),
+            priority: 3,
+            timeout_ms: Some(500),
+            deadline_unix_ms: Some(1_700_000_000_000),
+            correlation_id: "c-1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn what_is_written_reads_back() {
+        let (subject, h, body) = job().message();
+        assert_eq!(subject, "koan.work.worker.work");
+        let back = Job::read("Other", &subject, Some(&h), &body).expect("readable");
+        assert_eq!(back.id, "0193-a");
+        assert_eq!(
+            (back.service.as_str(), back.action.as_str()),
+            ("Worker", "work")
+        );
+        assert_eq!(back.params, serde_json::json!({ "n": 7 }));
+        assert_eq!(back.priority, 3);
+        assert_eq!(back.timeout_ms, Some(500));
+        assert_eq!(back.deadline_unix_ms, Some(1_700_000_000_000));
+        assert_eq!(back.correlation_id, "c-1");
+    }
+
+    #[test]
+    fn a_foreign_job_needs_only_its_id() {
+        let mut h = HeaderMap::new();
+        h.insert(H_MSG_ID, "j-1");
+        let job = Job::read(
+            "TranslationService",
+            "koan.work.translationservice.translate",
+            Some(&h),
+            b"{\"a\":1}",
+        )
+        .expect("readable");
+        assert_eq!(job.service, "TranslationService");
+        assert_eq!(job.action, "translate");
+        assert_eq!(
+            job.correlation_id, "j-1",
+            "the id stands in for a correlation id"
+        );
+        assert_eq!(job.priority, 0);
+        let empty = Job::read("S", "koan.work.s.a", Some(&h), b"").expect("readable");
+        assert_eq!(empty.params, Value::Null);
+    }
+
+    #[test]
+    fn refusals_name_what_was_wrong() {
+        let no_id = Job::read("S", "koan.work.s.a", None, b"{}").expect_err("no id");
+        assert!(no_id.id.is_none());
+        assert!(
+            no_id
+                .reply
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .contains("Nats-Msg-Id")
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert(H_MSG_ID, "j-2");
+        h.insert(H_WIRE, "2");
+        let newer = Job::read("S", "koan.work.s.a", Some(&h), b"{}").expect_err("version 2");
+        assert_eq!(newer.id.as_deref(), Some("j-2"));
+        assert_eq!(
+            newer.reply.error.as_deref(),
+            Some("unsupported_wire_version")
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert(H_MSG_ID, "j-3");
+        h.insert(H_PRIORITY, "high");
+        let bad = Job::read("S", "koan.work.s.a", Some(&h), b"{}").expect_err("bad priority");
+        assert_eq!(bad.reply.error.as_deref(), Some("invalid_parameters"));
+        assert!(
+            bad.reply
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .contains("Koan-Priority")
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert(H_MSG_ID, "j-4");
+        let not_json = Job::read("S", "koan.work.s.a", Some(&h), b"{oops").expect_err("not JSON");
+        assert!(
+            not_json
+                .reply
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .contains("not JSON")
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The wire contract (`docs/wire.md`) as a client without koan sees it: plain
+//! async-nats requests and JetStream publishes to a koan host on a real
+//! `nats-server`. (The Python suite in `crates/koan-demo/tests/wire_py` does the same
+//! from another language.)
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, kv};
+use common::{NatsServer, test_options, within};
+use futures_util::StreamExt;
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions,
+};
+use koan_nats::{NatsTransport, Node};
+use serde_json::{Value, json};
+
+/// Answers with what it was given and how.
+struct Echo;
+
+impl Service for Echo {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Echo")
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "echo",
+            |_svc: Arc<Self>, p: Value, cx: ActionContext| async move {
+                Ok::<_, BoxError>(json!({
+                    "params": p,
+                    "correlation_id": cx.correlation_id(),
+                    "priority": cx.priority(),
+                }))
+            },
+        );
+    }
+}
+
+impl BackgroundService for Echo {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A host serving `Echo`, and a bare client beside it.
+async fn start(server: &NatsServer) -> anyhow::Result<(HostHandle, Node, async_nats::Client)> {
+    let nats = within(
+        "connect",
+        NatsTransport::connect(test_options(&server.url())),
+    )
+    .await??;
+    let host = koan::Host::builder()
+        .shutdown_grace(Duration::from_secs(5))
+        .transport(nats.clone().into_transport())
+        .instance(Echo)
+        .build()?
+        .start();
+    within("startup", host.started()).await??;
+    let node = within("attach", nats.attach(&host)).await??;
+    let client = within("a bare client", async_nats::connect(server.url())).await??;
+    Ok((host, node, client))
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, *v);
+    }
+    h
+}
+
+fn header(msg: &async_nats::Message, name: &str) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
+}
+
+/// The stored outcome of job `id`, once there is one.
+async fn outcome(store: &kv::Store, id: &str) -> anyhow::Result<Value> {
+    within(&format!("the outcome of {id}"), async {
+        loop {
+            if let Ok(Some(bytes)) = store.get(id).await {
+                return Ok(serde_json::from_slice(&bytes)?);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_echo_the_correlation_id_and_refuse_other_versions() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (host, node, client) = start(&server).await?;
+    let subject = "koan.svc.echo.act.echo";
+
+    let h = headers(&[("Koan-Correlation-Id", "c-42"), ("Koan-Priority", "7")]);
+    let reply = within(
+        "a call",
+        client.request_with_headers(subject, h, r#"{"a":1}"#.into()),
+    )
+    .await??;
+    assert_eq!(
+        header(&reply, "Koan-Correlation-Id").as_deref(),
+        Some("c-42")
+    );
+    assert_eq!(header(&reply, "Koan-Wire").as_deref(), Some("1"));
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(
+        body,
+        json!({"ok": {"params": {"a": 1}, "correlation_id": "c-42", "priority": 7}})
+    );
+
+    let h = headers(&[("Koan-Wire", "2"), ("Koan-Correlation-Id", "c-43")]);
+    let reply = within(
+        "a call in version 2",
+        client.request_with_headers(subject, h, "{}".into()),
+    )
+    .await??;
+    assert_eq!(
+        header(&reply, "Koan-Correlation-Id").as_deref(),
+        Some("c-43")
+    );
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(body["error"], "unsupported_wire_version", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Koan-Wire: 2"))
+    );
+
+    node.detach().await;
+    host.shutdown();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_job_runs_once_and_a_refused_one_says_why() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (host, node, client) = start(&server).await?;
+    let js = jetstream::new(client.clone());
+    let outcomes = js.get_key_value("koan_outcomes").await?;
+    let mut dead = client.subscribe("koan.dlq.echo.echo").await?;
+    client.flush().await?;
+
+    // Parameters as the body, the id from Nats-Msg-Id, the rest from headers.
+    let publish = |id: &'static str, extra: &[(&str, &str)]| {
+        let mut h = headers(extra);
+        h.insert("Nats-Msg-Id", id);
+        let js = js.clone();
+        async move {
+            let ack = js
+                .publish_with_headers("koan.work.echo.echo", h, r#"{"n":1}"#.into())
+                .await?;
+            anyhow::Ok(within("the PubAck", ack.into_future()).await??)
+        }
+    };
+    let first = publish("job-1", &[("Koan-Priority", "3")]).await?;
+    let again = publish("job-1", &[("Koan-Priority", "3")]).await?;
+    assert!(!first.duplicate && again.duplicate, "one job per id");
+    let done = outcome(&outcomes, "job-1").await?;
+    assert_eq!(done["id"], "job-1");
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(
+        done["ok"],
+        json!({"params": {"n": 1}, "correlation_id": "job-1", "priority": 3}),
+        "the id stands in for the correlation id"
+    );
+
+    publish("job-2", &[("Koan-Wire", "2")]).await?;
+    let refused = outcome(&outcomes, "job-2").await?;
+    assert_eq!(refused["error"], "unsupported_wire_version", "{refused}");
+    let letter = within("the dead letter", dead.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no dead letter"))?;
+    assert_eq!(header(&letter, "Koan-Action-Id").as_deref(), Some("job-2"));
+    assert_eq!(
+        header(&letter, "Koan-Error").as_deref(),
+        Some("unsupported_wire_version")
+    );
+
+    node.detach().await;
+    host.shutdown();
+    Ok(())
+}
