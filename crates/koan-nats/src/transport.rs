@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::{Client, HeaderMap};
 use koan::{
@@ -321,7 +322,7 @@ impl Transport for NatsTransport {
         })
     }
 
-    fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<(), Error>> {
+    fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
         let id = id.to_owned();
         Box::pin(async move {
             let job = Job {
@@ -338,15 +339,30 @@ impl Transport for NatsTransport {
             };
             let (subject, h, body) = job.message();
             let what = format!("durable enqueue of `{}` on `{}`", job.action, job.service);
+            // Not handed to the client: certainly not stored.
             let ack = self
                 .inner
                 .js
                 .publish_with_headers(subject, h, body)
                 .await
-                .map_err(|e| unavailable(format!("{what}: {e}")))?;
-            ack.await
-                .map_err(|e| unavailable(format!("{what}: not stored by JetStream: {e}")))?;
-            Ok(())
+                .map_err(|e| unavailable(format!("{what}: not stored: {e}")))?;
+            match ack.await {
+                // A repeat of a stored id: JetStream kept the first.
+                Ok(ack) => Ok(!ack.duplicate),
+                // Sent, but no answer: the client may still deliver it on reconnect.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                    ) =>
+                {
+                    Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("{what}: JetStream did not confirm it ({e})"),
+                    ))
+                }
+                Err(e) => Err(unavailable(format!("{what}: not stored by JetStream: {e}"))),
+            }
         })
     }
 

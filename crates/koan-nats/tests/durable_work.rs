@@ -421,3 +421,78 @@ async fn jobs_survive_a_restart_of_the_nats_server() -> anyhow::Result<()> {
     a.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_names_one_job_across_hosts_and_through_an_unconfirmed_publish()
+-> anyhow::Result<()> {
+    let mut server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    // The stream outlives the server's restart below.
+    opts.memory_storage = false;
+    let archived = Arc::new(Tally::default());
+    let a = Member::join(opts.clone(), |b| {
+        b.instance(Archiver {
+            tally: Arc::clone(&archived),
+        })
+    })
+    .await?;
+    let b = Member::join(opts.clone(), |b| b).await?;
+    let c = Member::join(opts.clone(), |b| b).await?;
+    let enqueue = |m: &Member, n: u32, key: &str| {
+        m.host
+            .service("Archiver")
+            .action("archive", n)
+            .idempotency_key(key.to_owned())
+            .enqueue()
+    };
+
+    // The same key from two hosts: one job, one run; the repeat says it was not created.
+    let first = within("enqueue", enqueue(&b, 1, "order-1")).await??;
+    let again = within("enqueue", enqueue(&c, 1, "order-1")).await??;
+    assert!(first.created());
+    assert!(!again.created(), "the repeat is the first job");
+    assert_eq!(first.id(), again.id());
+    within("the job", first.outcome()).await??;
+    within("the repeat's answer", again.outcome()).await??;
+    assert_eq!(archived.count("archive", 1), 1);
+
+    // The broker goes away during an enqueue: the answer says the outcome is unknown
+    // (not "not stored"); the client delivers the job once the broker is back, and a
+    // repeat with the key finds it instead of running it twice.
+    server.kill();
+    let unknown = within("an unconfirmed enqueue", enqueue(&b, 2, "order-2"))
+        .await?
+        .expect_err("no broker to confirm");
+    assert_eq!(unknown.kind(), ErrorKind::Timeout, "{unknown}");
+    assert!(
+        unknown.message().contains("outcome is unknown"),
+        "{unknown}"
+    );
+    assert!(unknown.message().contains("order-2"), "{unknown}");
+    server.restart()?;
+    eventually("the unconfirmed job to run", || async {
+        archived.count("archive", 2) >= 1
+    })
+    .await?;
+    let repeat = within("the repeat", async {
+        loop {
+            match enqueue(&b, 2, "order-2").await {
+                Ok(t) => return t,
+                // Still reconnecting.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await?;
+    assert!(
+        !repeat.created(),
+        "the repeat found the job the client delivered"
+    );
+    within("the repeat's answer", repeat.outcome()).await??;
+    assert_eq!(archived.count("archive", 2), 1, "ran once");
+
+    c.stop().await?;
+    b.stop().await?;
+    a.stop().await?;
+    Ok(())
+}

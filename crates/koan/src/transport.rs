@@ -82,8 +82,11 @@ pub trait Transport: Send + Sync + 'static {
     /// Errors keep their [`ErrorKind`]; no instance is `ServiceUnavailable`.
     fn call(&self, call: RemoteCall) -> BoxFuture<'_, Result<Value>>;
 
-    /// Accepts `call` durably under `id` (redelivered until done, de-duplicated by id).
-    fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<()>> {
+    /// Accepts `call` durably under `id` (redelivered until done, de-duplicated by id):
+    /// `true` when stored now, `false` when a job with that id was stored before. An
+    /// error of kind [`ErrorKind::Timeout`] means the outcome is unknown: the job may
+    /// be stored (and run once); repeating with the same id never runs it twice.
+    fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<bool>> {
         let _ = (call, id);
         Box::pin(async { Err(unsupported("durable enqueue")) })
     }

@@ -15,7 +15,7 @@ use super::route::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
-use crate::job::{JobRecord, JobStep, JobTicket, NewJob, new_job_id};
+use crate::job::{JobRecord, JobStep, JobTicket, NewJob, keyed_job_id, new_job_id};
 use crate::registry::ServiceCell;
 
 impl ActionRequest {
@@ -67,7 +67,11 @@ impl ActionRequest {
         };
         // A service elsewhere: the transport's durable queue keeps the job.
         let given = Correlation::Given(Arc::clone(&correlation));
-        let id: Arc<str> = Arc::from(new_job_id());
+        // A key names one job of the service: its repeats are de-duplicated by id.
+        let id: Arc<str> = match &self.idempotency_key {
+            Some(key) => Arc::from(keyed_job_id(self.target.name(), key)),
+            None => Arc::from(new_job_id()),
+        };
         let call = remote_call(&self.target, step, &given)?;
         let now = inner.config.clock.now();
         let record = NewJob {
@@ -92,8 +96,30 @@ impl ActionRequest {
         let what = format!("durable action `{}` of `{}`", call.action, call.service);
         // Waiting starts before the job exists, so its outcome cannot slip by.
         let wait = transport.outcome(&id);
-        transport.enqueue(call, &id).await?;
-        inner.jobs.remote.insert(record);
+        let created = match transport.enqueue(call, &id).await {
+            Ok(created) => created,
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{} — the outcome is unknown: job {id} may be stored and would then run once. {}",
+                        e.message(),
+                        match &self.idempotency_key {
+                            Some(k) => format!(
+                                "Repeating the call with the same idempotency key (`{}`) is safe: it never runs twice",
+                                k.escape_debug()
+                            ),
+                            None =>
+                                "Give calls an idempotency key to repeat them safely".to_owned(),
+                        }
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        if created || inner.jobs.remote.get(&id).is_none() {
+            inner.jobs.remote.insert(record);
+        }
         let (tx, rx) = oneshot::channel();
         let (host, id2) = (Arc::clone(&inner), Arc::clone(&id));
         tokio::spawn(async move {
@@ -111,7 +137,7 @@ impl ActionRequest {
             host.jobs.remote.finish(&id2, &r, host.config.clock.now());
             let _ = tx.send(r);
         });
-        Ok(JobTicket::remote(id, correlation, rx))
+        Ok(JobTicket::remote(id, correlation, created, rx))
     }
 
     /// Checks each step against the local service and stores the job.

@@ -5,9 +5,41 @@ pub fn new_job_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
+/// The id of the job that `key` names for `service`: the same for every repeat, so a
+/// transport that de-duplicates by id (JetStream's `Nats-Msg-Id`) stores it once. A
+/// UUID v8 from SHA-256 of service and key: unguessable without the key.
+pub(crate) fn keyed_job_id(service: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"koan-job\0");
+    h.update(service.to_ascii_lowercase().as_bytes());
+    h.update(b"\0");
+    h.update(key.as_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::new_v8(bytes).hyphenated().to_string()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::new_job_id;
+    use super::{keyed_job_id, new_job_id};
+
+    #[test]
+    fn a_key_names_one_job_per_service() {
+        let a = keyed_job_id("Mailer", "order-17");
+        assert_eq!(
+            a,
+            keyed_job_id("mailer", "order-17"),
+            "service names ignore case"
+        );
+        assert_ne!(a, keyed_job_id("Mailer", "order-18"));
+        assert_ne!(a, keyed_job_id("Billing", "order-17"));
+        assert_eq!(
+            uuid::Uuid::parse_str(&a).map(|u| u.get_version_num()),
+            Ok(8)
+        );
+    }
 
     #[test]
     fn ids_are_uuid_v7_and_sort_by_creation() {

@@ -19,6 +19,7 @@ mod ticket;
 mod transition;
 
 pub use api::Jobs;
+pub(crate) use id::keyed_job_id;
 pub use id::new_job_id;
 pub use memory::MemoryJobStore;
 pub use record::{

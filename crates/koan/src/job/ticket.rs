@@ -86,12 +86,13 @@ impl JobTicket {
     pub(crate) fn remote(
         id: Arc<str>,
         correlation_id: Arc<str>,
+        created: bool,
         rx: oneshot::Receiver<Result<Payload>>,
     ) -> Self {
         JobTicket {
             id,
             correlation_id,
-            created: true,
+            created,
             wait: Wait::Channel(rx),
         }
     }
