@@ -10,7 +10,7 @@
 //! its dead letter carries the reason in headers.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message, kv};
@@ -22,13 +22,20 @@ use crate::subjects;
 use crate::transport::NatsTransport;
 use crate::wire::{self, Job, Outcome, Reply, Unreadable};
 
-/// Jobs of one service that may run at once on this host.
-const IN_FLIGHT: usize = 64;
+/// How long one pull waits for jobs before asking again.
+const PULL_WAIT: Duration = Duration::from_secs(5);
 
 /// Consumes the durable work of `service` until the host stops, reconnecting after
-/// errors (a NATS restart, say).
+/// errors (a NATS restart, say). It holds no more jobs than the service can run at
+/// once (`max_concurrency`): a job waiting here for a slot would be stranded with
+/// this host if it died, while another instance sat idle.
 pub(crate) async fn consume(t: NatsTransport, host: HostHandle, service: String) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let slots = host
+        .service(&service)
+        .info()
+        .await
+        .map_or(1, |i| i.max_concurrency.max(1));
+    let slots = Arc::new(Semaphore::new(slots));
     loop {
         // A stopping host takes no more jobs: they stay in the stream for another
         // instance (or this one after its restart).
@@ -67,18 +74,30 @@ async fn consume_once(
             },
         )
         .await?;
-    let mut messages = consumer.messages().await?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg?;
-        let permit = Arc::clone(slots).acquire_owned().await?;
-        let (t, host) = (t.clone(), host.clone());
-        let service = service.to_owned();
-        tokio::spawn(async move {
-            handle(&t, &host, &service, msg).await;
-            drop(permit);
-        });
+    loop {
+        // A free slot first, then as many jobs as there are free slots.
+        let mut permits = vec![Arc::clone(slots).acquire_owned().await?];
+        while let Ok(p) = Arc::clone(slots).try_acquire_owned() {
+            permits.push(p);
+        }
+        // Jobs stream in as they come, until the batch is full or the pull expires.
+        let mut batch = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(PULL_WAIT)
+            .messages()
+            .await?;
+        while let Some(msg) = batch.next().await {
+            let msg = msg?;
+            let Some(permit) = permits.pop() else { break };
+            let (t, host) = (t.clone(), host.clone());
+            let service = service.to_owned();
+            tokio::spawn(async move {
+                handle(&t, &host, &service, msg).await;
+                drop(permit);
+            });
+        }
     }
-    Ok(())
 }
 
 /// Errors that another attempt cannot fix.
@@ -134,21 +153,35 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         (None, Some(ms)) => req = req.timeout(Duration::from_millis(ms)),
         (None, None) => {}
     }
-    // Keep the job ours while it runs.
-    let progress = {
-        let ack_wait = t.inner.opts.ack_wait;
-        let msg_ref = &msg;
-        async move {
-            loop {
-                tokio::time::sleep(ack_wait / 2).await;
-                let _ = msg_ref.ack_with(AckKind::Progress).await;
+    // Keep the job ours while it runs: a progress ack every third of `ack_wait`. The
+    // claim lapses when none got through for `ack_wait` (this process was frozen,
+    // say): JetStream hands the job to another instance, so this run must not
+    // record an outcome or acknowledge (fencing).
+    let ack_wait = t.inner.opts.ack_wait;
+    let claimed = std::sync::Mutex::new(Instant::now());
+    let lapsed = || claimed.lock().map_or(true, |at| at.elapsed() >= ack_wait);
+    let progress = async {
+        loop {
+            tokio::time::sleep(ack_wait / 3).await;
+            if lapsed() {
+                return;
+            }
+            let sent = Instant::now();
+            if msg.ack_with(AckKind::Progress).await.is_ok() {
+                if let Ok(mut at) = claimed.lock() {
+                    *at = sent;
+                }
             }
         }
     };
-    let result = tokio::select! {
-        r = req.execute() => r.and_then(|out| out.json()),
-        _ = progress => unreachable_progress(),
+    let (result, lost) = tokio::select! {
+        r = req.execute() => (r.and_then(|out| out.json()), false),
+        () = progress => (Err(claim_lapsed(&job)), true),
     };
+    if lost || lapsed() {
+        tracing::warn!(id = %job.id, action = %job.action, attempts, "durable job's claim lapsed while it ran (no progress ack for ack_wait); another instance runs it, this run's outcome is not recorded");
+        return;
+    }
     match result {
         Ok(value) => {
             if record(t, &key, &job.id, attempts, Reply::of(Ok(value))).await {
@@ -193,8 +226,14 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     }
 }
 
-fn unreachable_progress() -> Result<serde_json::Value, koan::Error> {
-    Err(koan::Error::new(ErrorKind::Handler, "progress loop ended"))
+fn claim_lapsed(job: &Job) -> koan::Error {
+    koan::Error::new(
+        ErrorKind::JobState,
+        format!(
+            "durable job {} of `{}` lost its claim while running",
+            job.id, job.service
+        ),
+    )
 }
 
 /// Refuses a message that is not a runnable job: records the refusal as its outcome

@@ -39,10 +39,18 @@ pub struct ServiceInfo {
     /// Whether its scheduled ticks run on one host of the cluster at a time.
     #[serde(default)]
     pub singleton: bool,
+    /// How many of its actions may run at once (`max_concurrency`): a durable queue
+    /// takes no more jobs than this at a time.
+    #[serde(default = "one")]
+    pub max_concurrency: usize,
     /// Its actions, with the JSON Schema of their parameters.
     pub actions: Vec<ActionInfo>,
     /// Its events, with the JSON Schema of their payloads.
     pub events: Vec<EventInfo>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The fluent API of service `T`.
@@ -302,6 +310,7 @@ impl ServiceRef {
             enabled: cell.disabled.is_none(),
             order: (cell.kind == ServiceKind::Startup).then_some(cell.options.order),
             singleton: cell.options.singleton,
+            max_concurrency: cell.options.max_concurrency,
             actions: cell.actions.info(),
             events: cell.actions.events.clone(),
         })
