@@ -1,5 +1,6 @@
 //! Side-by-side benchmarks of koan against raw tokio, ractor, kameo,
-//! tokio-cron-scheduler, bare axum, raw async-nats and apalis (SQLite).
+//! tokio-cron-scheduler, bare axum, raw async-nats and apalis (SQLite), and the
+//! failover time of a cluster singleton against its lease (B10).
 //!
 //! ```text
 //! cargo run -p koan-bench --release -- all          # every scenario
@@ -20,6 +21,7 @@ mod jobs;
 mod nats;
 mod poke;
 mod scale;
+mod singleton;
 
 use std::io::Write;
 
@@ -27,9 +29,9 @@ use anyhow::anyhow;
 
 use common::{Opts, Row};
 
-const SCENARIOS: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"];
+const SCENARIOS: [&str; 10] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"];
 
-const USAGE: &str = "usage: koan-bench [--quick] [--json] all | B1 … B9 …";
+const USAGE: &str = "usage: koan-bench [--quick] [--json] all | B1 … B10 …";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -82,7 +84,8 @@ fn main() -> anyhow::Result<()> {
     if which.is_empty() {
         return Err(anyhow!("no scenario given\n{USAGE}"));
     }
-    which.sort_unstable();
+    // In number order (B10 after B9).
+    which.sort_unstable_by_key(|s| s[1..].parse::<u32>().unwrap_or(0));
     which.dedup();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -150,6 +153,10 @@ async fn run(opts: Opts, which: &[&str], json: bool) -> anyhow::Result<Vec<Row>>
             "B9" => {
                 progress("B9");
                 jobs::b9(opts).await?
+            }
+            "B10" => {
+                progress("B10");
+                singleton::b10(opts).await?
             }
             _ => continue,
         };

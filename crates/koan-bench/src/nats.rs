@@ -14,13 +14,13 @@ use serde_json::{Value, json};
 use crate::actions::{AddReq, Calc, stop_host};
 use crate::common::{Better, Opts, Row, median, micros};
 
-const SERVER: &str = "/usr/sbin/nats-server";
+pub(crate) const SERVER: &str = "/usr/sbin/nats-server";
 
 /// A nats-server of our own, killed (and its store removed) when dropped.
-struct NatsServer {
+pub(crate) struct NatsServer {
     child: tokio::process::Child,
     dir: PathBuf,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for NatsServer {
@@ -30,7 +30,7 @@ impl Drop for NatsServer {
     }
 }
 
-async fn start_server() -> anyhow::Result<NatsServer> {
+pub(crate) async fn start_server() -> anyhow::Result<NatsServer> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
