@@ -157,15 +157,10 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
         ids.push((format!("job-{k}"), id.to_owned()));
     }
 
-    // P1 is at work; a second TranslationService process joins (fast, 4 at a time).
+    // P1 works alone, one job at a time (it takes only what it can run, so the rest
+    // wait in the stream). Its events are its own until P3 joins.
     let first = within("P1 to start a job", started.recv()).await?;
     anyhow::ensure!(first.is_some(), "P1's event stream ended");
-    let mut p3 = Demo::start(
-        dir.path(),
-        "p3",
-        &["--nats", &nats, "--services", "TranslationService"],
-        &slow_translation_env(Duration::from_millis(20), 4),
-    )?;
 
     // Kill P1 in the middle of a job: half-way through its slow part, far from the
     // moment it stores a row, after it has finished at least one job.
@@ -181,6 +176,14 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
     })
     .await?
     .ok_or_else(|| anyhow::anyhow!("P1's event stream ended"))?;
+    // A second TranslationService process joins (fast, 4 at a time) and takes the
+    // jobs still in the stream.
+    let mut p3 = Demo::start(
+        dir.path(),
+        "p3",
+        &["--nats", &nats, "--services", "TranslationService"],
+        &slow_translation_env(Duration::from_millis(20), 4),
+    )?;
     tokio::time::sleep_until((at + SLOW / 2).into()).await;
     p1.kill();
 
