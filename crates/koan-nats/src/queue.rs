@@ -160,11 +160,15 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     let ack_wait = t.inner.opts.ack_wait;
     let claimed = std::sync::Mutex::new(Instant::now());
     let lapsed = || claimed.lock().map_or(true, |at| at.elapsed() >= ack_wait);
+    // A lapsed claim cancels the run: its handler's token fires.
+    let fence = tokio_util::sync::CancellationToken::new();
+    let req = req.cancel_on(fence.clone());
     let progress = async {
         loop {
             tokio::time::sleep(ack_wait / 3).await;
             if lapsed() {
-                return;
+                fence.cancel();
+                return std::future::pending::<()>().await;
             }
             let sent = Instant::now();
             if msg.ack_with(AckKind::Progress).await.is_ok() {
@@ -174,11 +178,12 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             }
         }
     };
-    let (result, lost) = tokio::select! {
-        r = req.execute() => (r.and_then(|out| out.json()), false),
-        () = progress => (Err(claim_lapsed(&job)), true),
+    let result = tokio::select! {
+        r = req.execute() => r.and_then(|out| out.json()),
+        () = progress => Err(claim_lapsed(&job)),
     };
-    if lost || lapsed() {
+    if fence.is_cancelled() || lapsed() {
+        fence.cancel();
         tracing::warn!(id = %job.id, action = %job.action, attempts, "durable job's claim lapsed while it ran (no progress ack for ack_wait); another instance runs it, this run's outcome is not recorded");
         return;
     }

@@ -249,10 +249,13 @@ impl TranslationService {
             .into());
         }
         if self.settings.work_delay_ms > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(
-                self.settings.work_delay_ms,
-            ))
-            .await;
+            let work = std::time::Duration::from_millis(self.settings.work_delay_ms);
+            tokio::select! {
+                () = tokio::time::sleep(work) => {}
+                // Stopped (shutdown, deadline, or a durable job's claim lost to
+                // another instance): nothing is stored.
+                () = cx.cancelled() => return Err("translation stopped before it was stored".into()),
+            }
         }
         let source = opts
             .text

@@ -24,6 +24,8 @@ pub(crate) struct Job {
     pub(crate) correlation: super::correlation::Correlation,
     /// Set when this is the run of a stored job.
     pub(crate) job: Option<super::context::JobMeta>,
+    /// The caller's token that stops the run (`ActionRequest::cancel_on`).
+    pub(crate) cancel_on: Option<tokio_util::sync::CancellationToken>,
     pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
     pub(crate) enqueued_at: Instant,
     /// Set once the job's outcome went out; a job dropped without one (its worker

@@ -47,6 +47,8 @@ pub(super) struct Step {
     pub(super) params: Option<Payload>,
     pub(super) priority: i32,
     pub(super) timeout: Option<Duration>,
+    /// Cancelling it cancels the run's token (see [`ActionRequest::cancel_on`]).
+    pub(super) cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// The action of a step: a name, or (from a typed handle to a local service) the
@@ -296,6 +298,7 @@ impl ActionRequest {
             params: Some(Payload::of(params)),
             priority: 0,
             timeout: None,
+            cancel: None,
         });
         self
     }
@@ -319,6 +322,17 @@ impl ActionRequest {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         if let Some(s) = self.steps.last_mut() {
             s.timeout = Some(timeout);
+        }
+        self
+    }
+
+    /// Stops the run of the last added action when `token` is cancelled: its
+    /// handler's token fires (`cx.cancelled()`), as at a deadline. A transport that
+    /// delivers durable jobs uses it when it loses its claim on one, so that a run
+    /// another instance now owns stops.
+    pub fn cancel_on(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        if let Some(s) = self.steps.last_mut() {
+            s.cancel = Some(token);
         }
         self
     }

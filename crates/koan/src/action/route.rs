@@ -100,6 +100,7 @@ pub(super) fn prepare(
         mut params,
         priority,
         timeout,
+        cancel,
     } = step;
     if let Some(reason) = &cell.disabled {
         let e = Error::new(
@@ -143,6 +144,7 @@ pub(super) fn prepare(
         deadline: timeout.map(|t| crate::util::after(now, t)),
         correlation: correlation.clone(),
         job,
+        cancel_on: cancel,
         reply: None,
         enqueued_at: now,
         answered: false,

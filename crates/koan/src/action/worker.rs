@@ -73,9 +73,9 @@ async fn execute(
     // get one lazily if the handler asks for it (see `ActionContext::token`). A
     // stored job's run has its own (cancelled too when its claim is lost).
     let base = job.job.as_ref().map(|j| &j.token);
-    let deadline_token = job
-        .deadline
-        .map(|_| base.unwrap_or(&cell.token).child_token());
+    // A caller's cancel token, like a deadline, needs the run's token up front.
+    let deadline_token = (job.deadline.is_some() || job.cancel_on.is_some())
+        .then(|| base.unwrap_or(&cell.token).child_token());
     let cx = ActionContext {
         cell: Arc::clone(cell),
         action: Arc::clone(&job.entry.name),
@@ -90,6 +90,7 @@ async fn execute(
     };
     let params = std::mem::replace(&mut job.params, Box::new(()));
     let fut = (job.entry.call)(params, cx);
+    let fut = cancelled_by(fut, job.cancel_on.take(), deadline_token.clone());
     // One span per action, on whichever task runs it (a worker, or the caller itself):
     // whatever the handler logs carries its service, action and correlation id.
     let span = tracing::info_span!(
@@ -257,3 +258,32 @@ pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
         let _ = answer(&mut job, Err(e));
     }
 }
+
+/// The handler's future, with the run's token cancelled when the caller's `cancel`
+/// token is (the handler goes on until it returns, as at a deadline).
+fn cancelled_by(
+    fut: HandlerFut,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+    run: Option<tokio_util::sync::CancellationToken>,
+) -> HandlerFut {
+    let (Some(cancel), Some(run)) = (cancel, run) else {
+        return fut;
+    };
+    Box::pin(async move {
+        let link = async {
+            cancel.cancelled().await;
+            run.cancel();
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            biased;
+            out = fut => out,
+            () = link => unreachable!("pending"),
+        }
+    })
+}
+
+type HandlerFut = crate::util::BoxFuture<
+    'static,
+    std::result::Result<super::payload::Payload, crate::error::BoxError>,
+>;
