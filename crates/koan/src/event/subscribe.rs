@@ -251,6 +251,7 @@ impl SubscriptionBuilder {
             host: Arc::downgrade(&self.host.inner),
             id,
             task,
+            detached: false,
         };
         if let Some(actions) = self.then_run {
             // A failing action unsubscribes (the subscription is dropped here).
@@ -261,20 +262,36 @@ impl SubscriptionBuilder {
 }
 
 /// A live subscription; dropping it unsubscribes and stops delivery at once.
+///
+/// Keep it for as long as events should arrive (in a variable, a field, or with
+/// [`Subscription::detach`] for the host's whole life): `….subscribe().await?;` on
+/// its own line unsubscribes on the spot and nothing is ever delivered.
 #[derive(Debug)]
+#[must_use = "dropping a `Subscription` unsubscribes at once: keep it in a named variable (`let _sub = …`; `let _ = …` drops it too), or call `.detach()` to keep it for the host's life"]
 pub struct Subscription {
     host: Weak<HostInner>,
     id: u64,
     task: tokio::task::JoinHandle<()>,
+    detached: bool,
 }
 
 impl Subscription {
     /// Unsubscribes (same as dropping).
     pub fn unsubscribe(self) {}
+
+    /// Keeps the subscription for the rest of the host's life: delivery goes on
+    /// after this value is gone, and stops when the host shuts down.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if self.detached {
+            // The delivery task runs on; the host's shutdown closes its buffer.
+            return;
+        }
         if let Some(host) = self.host.upgrade() {
             host.events.remove(self.id);
         }
