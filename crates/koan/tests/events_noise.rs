@@ -4,11 +4,13 @@
 //! logged and counted. Logs are captured per test (current-thread runtime) and
 //! counters read from a recorder installed for the test's thread.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
+    Service, ServiceContext, ServiceOptions,
 };
 use tokio::sync::mpsc;
 
@@ -55,6 +57,74 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
         .expect("channel closed")
 }
 
+/// Counters by `name{label=value,…}`, for the thread that installs it.
+#[derive(Default)]
+struct Counters(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+impl Counters {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let key = key_text(name, labels.iter().map(|(k, v)| (*k, *v)));
+        let map = self.0.lock().expect("counters");
+        map.get(&key).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+fn key_text<'a>(name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut labels: Vec<_> = labels.map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+impl metrics::Recorder for Counters {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let text = key_text(key.name(), key.labels().map(|l| (l.key(), l.value())));
+        let mut map = self.0.lock().expect("counters");
+        metrics::Counter::from_arc(Arc::clone(map.entry(text).or_default()))
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// Log lines written while it is installed on this thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned();
+        text.lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_detached_subscription_keeps_delivering() -> anyhow::Result<()> {
     let host = start().await?;
@@ -80,5 +150,58 @@ async fn a_detached_subscription_keeps_delivering() -> anyhow::Result<()> {
         koan::testing::within("the detached handler to go", rx.recv()).await,
         None
     );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn emitting_an_undeclared_event_from_outside_is_refused() -> anyhow::Result<()> {
+    let host = start().await?;
+    let e = host
+        .emit("Emitter", "Tock", 1u32)
+        .await
+        .expect_err("Emitter declares no Tock");
+    assert_eq!(e.kind(), ErrorKind::UnknownEvent);
+    assert!(e.message().contains("`Tock`"), "names the event: {e}");
+    assert!(e.message().contains("Tick"), "lists the declared events: {e}");
+    // Names match without regard to case, as for subscribing.
+    host.emit("Emitter", "tick", 1u32).await?;
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn emitting_an_undeclared_event_inside_a_service_is_warned_once_and_counted()
+-> anyhow::Result<()> {
+    let (logs, counters) = (Logs::default(), Counters::default());
+    let _logs = logs.capture();
+    let _counters = metrics::set_default_local_recorder(&counters);
+    let host = start().await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    // Host-wide subscribers take any name: the event is still delivered.
+    let _all = host
+        .events()
+        .on("*")
+        .handle_envelope(move |e| {
+            let _ = tx.send(e.name().to_owned());
+            async {}
+        })
+        .subscribe()
+        .await?;
+
+    let emitter = host.services::<Emitter>();
+    for _ in 0..3 {
+        emitter.clone().action("emit", "Tock").execute().await?;
+        assert_eq!(next(&mut rx).await, "Tock");
+    }
+    emitter.action("emit", "Tick").execute().await?;
+    assert_eq!(next(&mut rx).await, "Tick");
+
+    let warned = logs.lines_with("declares no event `Tock`");
+    assert_eq!(warned.len(), 1, "warned once: {warned:?}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    assert!(logs.lines_with("declares no event `Tick`").is_empty());
+    let labels = [("service", "Emitter"), ("event", "Tock")];
+    assert_eq!(counters.get("koan_events_undeclared_total", &labels), 3);
+    koan::testing::stop(&host).await?;
     Ok(())
 }

@@ -94,6 +94,10 @@ pub(crate) struct EventKey {
     delivered: metrics::Counter,
     failed: metrics::Counter,
     dropped: metrics::Counter,
+    /// Emits of this name that the service does not declare, and whether that was
+    /// said in the log (once per name).
+    undeclared: metrics::Counter,
+    undeclared_warned: AtomicBool,
     /// The ring of this event's `Overflow::Wait` subscribers, made with the first.
     ring: std::sync::OnceLock<Arc<Ring>>,
 }
@@ -107,7 +111,9 @@ impl EventKey {
             emitted: metrics::counter!("koan_events_emitted_total", "service" => s.clone(), "event" => n.clone()),
             delivered: metrics::counter!("koan_events_delivered_total", "service" => s.clone(), "event" => n.clone()),
             failed: metrics::counter!("koan_event_handler_failures_total", "service" => s.clone(), "event" => n.clone()),
-            dropped: metrics::counter!("koan_events_dropped_total", "service" => s, "event" => n),
+            dropped: metrics::counter!("koan_events_dropped_total", "service" => s.clone(), "event" => n.clone()),
+            undeclared: metrics::counter!("koan_events_undeclared_total", "service" => s, "event" => n),
+            undeclared_warned: AtomicBool::new(false),
             ring: std::sync::OnceLock::new(),
         }
     }
@@ -190,6 +196,33 @@ impl EventBus {
             t.publish(&shared);
         }
         Arc::try_unwrap(shared).unwrap_or_else(|s| (*s).clone())
+    }
+
+    /// Emits event `name` of the service in `cell` from inside it (its context). An
+    /// event the service does not declare is still delivered, but counted in
+    /// `koan_events_undeclared_total` and warned about once per name: the context's
+    /// `emit` returns nothing, so the log is where the mistake shows.
+    pub(crate) async fn emit_from<E: Serialize + Send + Sync + 'static>(
+        &self,
+        cell: &crate::registry::ServiceCell,
+        name: &str,
+        correlation_id: Option<Arc<str>>,
+        payload: E,
+    ) {
+        if let Err(e) = cell.actions.check_event(&cell.name, name) {
+            let key = self.key(&cell.name, name);
+            key.undeclared.increment(1);
+            if !key.undeclared_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    service = %cell.name,
+                    event = %name,
+                    "{}; emitted all the same (declare it with `Actions::event` or \
+                     `#[service(event(…))]`; only its first emit is logged)",
+                    e.message()
+                );
+            }
+        }
+        self.emit(&cell.name, name, correlation_id, payload).await;
     }
 
     /// The interned key of (service, event), made on first use. Names match without

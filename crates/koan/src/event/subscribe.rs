@@ -108,19 +108,11 @@ impl SubscriptionBuilder {
             name.clone_from(&declared.name);
         }
         if let Some(service) = &self.service
-            && name != "*"
-            && let Ok(cell) = self.host.inner.registry.find(service)
-            && !cell.actions.declares_event(&name)
             && self.error.is_none()
+            && let Ok(cell) = self.host.inner.registry.find(service)
+            && let Err(e) = cell.actions.check_event(service, &name)
         {
-            let declared: Vec<_> = cell.actions.events.iter().map(|e| e.name.clone()).collect();
-            self.error = Some(Error::new(
-                ErrorKind::UnknownEvent,
-                format!(
-                    "service `{service}` declares no event `{name}`; its events: {}",
-                    declared.join(", ")
-                ),
-            ));
+            self.error = Some(e);
         }
         self.pending = Some(PendingRoute {
             event: (name != "*").then(|| Arc::from(name)),

@@ -219,6 +219,10 @@ impl HostHandle {
     }
 
     /// Emits an event on behalf of service `service` (from outside a service).
+    ///
+    /// The same rule as subscribing: an event the service does not declare is an
+    /// [`ErrorKind::UnknownEvent`](crate::ErrorKind::UnknownEvent) error that lists
+    /// the declared ones (a service that declares none takes any name).
     pub async fn emit<E: serde::Serialize + Send + Sync + 'static>(
         &self,
         service: &str,
@@ -226,6 +230,7 @@ impl HostHandle {
         payload: E,
     ) -> Result<()> {
         let cell = self.inner.registry.find(service)?;
+        cell.actions.check_event(&cell.name, name)?;
         self.inner
             .events
             .emit(
