@@ -205,3 +205,56 @@ async fn emitting_an_undeclared_event_inside_a_service_is_warned_once_and_counte
     koan::testing::stop(&host).await?;
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_payload_type_that_never_fits_is_warned_once_per_subscription_and_counted()
+-> anyhow::Result<()> {
+    let (logs, counters) = (Logs::default(), Counters::default());
+    let _logs = logs.capture();
+    let _counters = metrics::set_default_local_recorder(&counters);
+    let host = start().await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+    // `Tick` carries a number: a filter on text and a handler of text never fit.
+    let _filtered = host
+        .services::<Emitter>()
+        .on("Tick")
+        .filter(|s: &String| !s.is_empty())
+        .handle(|_: u32| async {})
+        .subscribe()
+        .await?;
+    let _handled = host
+        .services::<Emitter>()
+        .on("Tick")
+        .handle(|_: String| async {})
+        .subscribe()
+        .await?;
+    // A subscriber that fits shows when each event has been through the others.
+    let _witness = host
+        .services::<Emitter>()
+        .on("Tick")
+        .handle(move |n: u32| {
+            let _ = tx.send(n);
+            async {}
+        })
+        .subscribe()
+        .await?;
+
+    for n in 0..3u32 {
+        host.emit("Emitter", "Tick", n).await?;
+        assert_eq!(next(&mut rx).await, n);
+    }
+    koan::testing::settle().await;
+
+    let filter = logs.lines_with("an event filter takes `alloc::string::String`");
+    assert_eq!(filter.len(), 1, "warned once: {filter:?}");
+    assert!(filter[0].contains("event `Tick` of `Emitter`"), "{}", filter[0]);
+    let handler = logs.lines_with("an event handler takes `alloc::string::String`");
+    assert_eq!(handler.len(), 1, "warned once: {handler:?}");
+    assert!(handler[0].contains("WARN"), "{}", handler[0]);
+    // Not said again as a handler failure on every event.
+    assert!(logs.lines_with("event handler failed").is_empty());
+    let labels = [("service", "Emitter"), ("event", "Tick")];
+    assert_eq!(counters.get("koan_event_payload_mismatches_total", &labels), 6);
+    koan::testing::stop(&host).await?;
+    Ok(())
+}

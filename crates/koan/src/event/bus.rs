@@ -454,6 +454,8 @@ fn record(env: &EventEnvelope, outcome: Result<Result<(), BoxError>, String>) {
     let (service, name, key) = (&env.service, &env.name, &env.key);
     let failed = match outcome {
         Ok(Ok(())) => false,
+        // Said once by the handler's own warning; counted below.
+        Ok(Err(e)) if e.is::<super::misfit::Skipped>() => true,
         Ok(Err(e)) => {
             tracing::warn!(service = %service, event = %name, error = %e, "event handler failed");
             true

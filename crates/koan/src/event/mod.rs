@@ -3,6 +3,7 @@
 
 mod bus;
 mod envelope;
+mod misfit;
 mod ring;
 mod subscribe;
 

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::bus::{Filter, Handler, Route};
 use super::envelope::EventEnvelope;
+use super::misfit::{Misfit, Skipped};
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
 
@@ -138,20 +139,30 @@ impl SubscriptionBuilder {
     }
 
     /// Only events whose payload, as `E`, passes `filter` reach the handler (and count
-    /// for `once`). A payload that does not fit `E` does not pass.
+    /// for `once`). A payload that does not fit `E` does not pass: that is counted in
+    /// `koan_event_payload_mismatches_total` and warned about the first time.
     pub fn filter<E, F>(mut self, filter: F) -> Self
     where
         E: DeserializeOwned + Clone + 'static,
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
+        let misfit = Misfit::new::<E>("filter");
         self.pending().filter = Some(Box::new(move |env: &EventEnvelope| {
-            env.payload::<E>().map(|e| filter(&e)).unwrap_or(false)
+            match env.payload::<E>() {
+                Ok(e) => filter(&e),
+                Err(e) => {
+                    misfit.note(env, &e);
+                    false
+                }
+            }
         }));
         self
     }
 
     /// Handles the current event with a typed payload `E` (the handler's own type is
-    /// passed through; anything else is converted through serde).
+    /// passed through; anything else is converted through serde). A payload that does
+    /// not fit `E` skips the handler: that is counted in
+    /// `koan_event_payload_mismatches_total` and warned about the first time.
     pub fn handle<E, F, Fut>(self, handler: F) -> Self
     where
         E: DeserializeOwned + Clone + Send + 'static,
@@ -159,6 +170,7 @@ impl SubscriptionBuilder {
         Fut: Future + Send + 'static,
         Fut::Output: HandlerOutput,
     {
+        let misfit = Misfit::new::<E>("handler");
         self.route(Arc::new(move |env: &EventEnvelope| {
             // The payload is taken out and the handler called now: the future holds
             // no part of the envelope and no reference to the handler.
@@ -167,7 +179,10 @@ impl SubscriptionBuilder {
                     let fut = handler(payload);
                     Box::pin(async move { fut.await.into_result() })
                 }
-                Err(e) => Box::pin(async move { Err(BoxError::from(e)) }),
+                Err(e) => {
+                    misfit.note(env, &e);
+                    Box::pin(std::future::ready(Err(BoxError::from(Skipped))))
+                }
             }
         }))
     }
