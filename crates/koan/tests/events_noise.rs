@@ -258,3 +258,48 @@ async fn a_payload_type_that_never_fits_is_warned_once_per_subscription_and_coun
     koan::testing::stop(&host).await?;
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> anyhow::Result<()> {
+    let (logs, counters) = (Logs::default(), Counters::default());
+    let _logs = logs.capture();
+    let _counters = metrics::set_default_local_recorder(&counters);
+    let host = start().await?;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+    // The default policy, a buffer of one, and a handler stuck on its first event.
+    let _stuck = host
+        .services::<Emitter>()
+        .on("Tick")
+        .handle({
+            let gate = Arc::clone(&gate);
+            move |n: u32| {
+                let (tx, gate) = (tx.clone(), Arc::clone(&gate));
+                async move {
+                    let _ = tx.send(n);
+                    gate.acquire().await?.forget();
+                    Ok::<(), BoxError>(())
+                }
+            }
+        })
+        .buffer(1)
+        .subscribe()
+        .await?;
+
+    host.emit("Emitter", "Tick", 0u32).await?;
+    assert_eq!(next(&mut rx).await, 0, "the handler is now stuck");
+    // One more fits in the buffer; the next three do not.
+    for n in 1..=4u32 {
+        host.emit("Emitter", "Tick", n).await?;
+    }
+    let labels = [("service", "Emitter"), ("event", "Tick")];
+    assert_eq!(counters.get("koan_events_dropped_total", &labels), 3);
+    let dropped = logs.lines_with("subscriber buffer full; event dropped");
+    assert_eq!(dropped.len(), 3, "one line per dropped event: {dropped:?}");
+    assert!(dropped[0].contains("Overflow::Wait"), "says how to keep them: {}", dropped[0]);
+
+    gate.add_permits(2);
+    assert_eq!(next(&mut rx).await, 1, "the buffered event still comes");
+    koan::testing::stop(&host).await?;
+    Ok(())
+}

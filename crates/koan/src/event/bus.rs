@@ -491,7 +491,13 @@ async fn deliver(
         return;
     }
     if let Err(mpsc::error::TrySendError::Full((_, env))) = tx.try_send((route, env)) {
-        tracing::warn!(service = %env.service, event = %env.name, subscriber = sub.id, "subscriber buffer full; event dropped (overflow policy: drop-newest)");
+        tracing::warn!(
+            service = %env.service,
+            event = %env.name,
+            subscriber = sub.id,
+            "subscriber buffer full; event dropped (overflow policy: drop-newest); to keep \
+             every event, subscribe with `.overflow(Overflow::Wait)` or a larger `.buffer(n)`"
+        );
         match &env.key {
             Some(k) => k.dropped.increment(1),
             None => metrics::counter!("koan_events_dropped_total", "service" => env.service.to_string(), "event" => env.name.to_string()).increment(1),

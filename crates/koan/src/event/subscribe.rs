@@ -12,7 +12,19 @@ use super::misfit::{Misfit, Skipped};
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
 
-/// What happens when a subscriber's buffer is full.
+/// What happens when a subscriber's buffer is full: a choice each subscriber makes,
+/// because neither answer is right for every subscriber.
+///
+/// - [`DropNewest`](Overflow::DropNewest) (the default) keeps emitters free of slow
+///   subscribers: a dashboard, a log, a metric. Each dropped event is logged
+///   (`warn`) and counted in `koan_events_dropped_total{service, event}`.
+/// - [`Wait`](Overflow::Wait) loses nothing: choose it when every event matters. The
+///   emitter then waits for the slowest such subscriber, so a handler must not wait,
+///   directly or through an action, on the emitter it listens to (a handler that
+///   emits the event it handles, or calls an action of the emitting service, can
+///   stall once its buffer is full).
+///
+/// `.once()` handlers always wait: their one event is never dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
     /// The emitter never waits: the new event is dropped for that subscriber, logged
@@ -223,7 +235,9 @@ impl SubscriptionBuilder {
         self
     }
 
-    /// What happens when the buffer is full (default [`Overflow::DropNewest`]).
+    /// What happens when the buffer is full (default [`Overflow::DropNewest`]: events
+    /// that do not fit are dropped, logged and counted). Choose [`Overflow::Wait`] when
+    /// every event matters; see [`Overflow`] for what each costs.
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
         self
