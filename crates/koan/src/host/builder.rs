@@ -125,7 +125,9 @@ impl HostBuilder {
     }
 
     /// Adds every service marked `#[service]` in any crate of the binary (the seed's
-    /// `AddKoan()`), except those already added explicitly.
+    /// `AddKoan()`), except those already added explicitly and those marked
+    /// `#[service(discover = false)]` (built by the caller and added with
+    /// [`instance`](Self::instance)).
     pub fn discover(self) -> Self {
         self.discover_where(|_| true)
     }
