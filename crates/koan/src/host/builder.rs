@@ -339,7 +339,7 @@ impl HostBuilder {
             },
             stop_request: CancellationToken::new(),
             stopping: AtomicBool::new(false),
-            startup_done: AtomicBool::new(false),
+            startup_done: watch::Sender::new(false),
             critical_tx,
             critical_rx: Mutex::new(Some(critical_rx)),
             exit,

@@ -78,7 +78,7 @@ async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
         for cell in &startup {
             start_workers(host, cell);
         }
-        host.startup_done.store(true, Ordering::Release);
+        host.startup_done.send_replace(true);
         let store = &host.jobs.store;
         if store.is_durable() {
             tracing::info!(store = %store.describe(), "jobs are kept in a durable store");
@@ -220,7 +220,7 @@ async fn shutdown(
     }
     // Then jobs: the runner takes no more (after running the queued ones when they
     // would not survive), and the running ones get the grace.
-    if host.startup_done.load(Ordering::Acquire) {
+    if *host.startup_done.borrow() {
         host.jobs.stop(host, deadline).await;
     }
     host.stop_request.cancel();
