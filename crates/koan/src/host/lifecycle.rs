@@ -155,20 +155,17 @@ async fn run_startup(
                     fmt_duration(host.config.startup_timeout)
                 )
             };
-            let msg = format!(
-                "startup service `{}` did not finish within {which}",
-                cell.name
-            );
-            give_up(host, cell, msg.clone());
+            // The service's own record says what happened to it; the host's error
+            // also says which service.
+            let what = format!("did not finish within {which}");
+            let msg = format!("startup service `{}` {what}", cell.name);
+            give_up(host, cell, what);
             Err(Error::new(ErrorKind::Timeout, msg))
         }
         other => {
-            let msg = format!(
-                "startup service `{}` failed: {}",
-                cell.name,
-                other.error_text().unwrap_or_default()
-            );
-            give_up(host, cell, msg.clone());
+            let what = other.error_text().unwrap_or_default();
+            let msg = format!("startup service `{}` failed: {what}", cell.name);
+            give_up(host, cell, what);
             Err(Error::new(ErrorKind::Startup, msg))
         }
     }
