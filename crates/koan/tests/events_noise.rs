@@ -76,9 +76,27 @@ fn key_text<'a>(name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) ->
 }
 
 impl metrics::Recorder for Counters {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         let text = key_text(key.name(), key.labels().map(|l| (l.key(), l.value())));
         let mut map = self.0.lock().expect("counters");
@@ -87,7 +105,11 @@ impl metrics::Recorder for Counters {
     fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
         metrics::Gauge::noop()
     }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
         metrics::Histogram::noop()
     }
 }
@@ -162,7 +184,10 @@ async fn emitting_an_undeclared_event_from_outside_is_refused() -> anyhow::Resul
         .expect_err("Emitter declares no Tock");
     assert_eq!(e.kind(), ErrorKind::UnknownEvent);
     assert!(e.message().contains("`Tock`"), "names the event: {e}");
-    assert!(e.message().contains("Tick"), "lists the declared events: {e}");
+    assert!(
+        e.message().contains("Tick"),
+        "lists the declared events: {e}"
+    );
     // Names match without regard to case, as for subscribing.
     host.emit("Emitter", "tick", 1u32).await?;
     koan::testing::stop(&host).await?;
@@ -247,14 +272,21 @@ async fn a_payload_type_that_never_fits_is_warned_once_per_subscription_and_coun
 
     let filter = logs.lines_with("an event filter takes `alloc::string::String`");
     assert_eq!(filter.len(), 1, "warned once: {filter:?}");
-    assert!(filter[0].contains("event `Tick` of `Emitter`"), "{}", filter[0]);
+    assert!(
+        filter[0].contains("event `Tick` of `Emitter`"),
+        "{}",
+        filter[0]
+    );
     let handler = logs.lines_with("an event handler takes `alloc::string::String`");
     assert_eq!(handler.len(), 1, "warned once: {handler:?}");
     assert!(handler[0].contains("WARN"), "{}", handler[0]);
     // Not said again as a handler failure on every event.
     assert!(logs.lines_with("event handler failed").is_empty());
     let labels = [("service", "Emitter"), ("event", "Tick")];
-    assert_eq!(counters.get("koan_event_payload_mismatches_total", &labels), 6);
+    assert_eq!(
+        counters.get("koan_event_payload_mismatches_total", &labels),
+        6
+    );
     koan::testing::stop(&host).await?;
     Ok(())
 }
@@ -296,7 +328,11 @@ async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> an
     assert_eq!(counters.get("koan_events_dropped_total", &labels), 3);
     let dropped = logs.lines_with("subscriber buffer full; event dropped");
     assert_eq!(dropped.len(), 3, "one line per dropped event: {dropped:?}");
-    assert!(dropped[0].contains("Overflow::Wait"), "says how to keep them: {}", dropped[0]);
+    assert!(
+        dropped[0].contains("Overflow::Wait"),
+        "says how to keep them: {}",
+        dropped[0]
+    );
 
     gate.add_permits(2);
     assert_eq!(next(&mut rx).await, 1, "the buffered event still comes");

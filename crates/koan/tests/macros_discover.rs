@@ -59,7 +59,11 @@ async fn a_service_out_of_discovery_is_added_as_a_built_instance() -> anyhow::Re
         .build()?
         .start();
     host.started().await?;
-    let url = host.services::<Ingest>().action("url", ()).execute().await?;
+    let url = host
+        .services::<Ingest>()
+        .action("url", ())
+        .execute()
+        .await?;
     assert_eq!(url.value::<String>()?, "sqlite://jobs.db");
     assert_eq!(
         host.service_names()
