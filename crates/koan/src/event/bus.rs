@@ -96,8 +96,8 @@ pub(crate) struct EventKey {
     dropped: metrics::Counter,
     /// Emits of this name that the service does not declare, and whether that was
     /// said in the log (once per name).
-    undeclared: metrics::Counter,
-    undeclared_warned: AtomicBool,
+    pub(super) undeclared: metrics::Counter,
+    pub(super) undeclared_warned: AtomicBool,
     /// The ring of this event's `Overflow::Wait` subscribers, made with the first.
     ring: std::sync::OnceLock<Arc<Ring>>,
 }
@@ -198,37 +198,10 @@ impl EventBus {
         Arc::try_unwrap(shared).unwrap_or_else(|s| (*s).clone())
     }
 
-    /// Emits event `name` of the service in `cell` from inside it (its context). An
-    /// event the service does not declare is still delivered, but counted in
-    /// `koan_events_undeclared_total` and warned about once per name: the context's
-    /// `emit` returns nothing, so the log is where the mistake shows.
-    pub(crate) async fn emit_from<E: Serialize + Send + Sync + 'static>(
-        &self,
-        cell: &crate::registry::ServiceCell,
-        name: &str,
-        correlation_id: Option<Arc<str>>,
-        payload: E,
-    ) {
-        if let Err(e) = cell.actions.check_event(&cell.name, name) {
-            let key = self.key(&cell.name, name);
-            key.undeclared.increment(1);
-            if !key.undeclared_warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    service = %cell.name,
-                    event = %name,
-                    "{}; emitted all the same (declare it with `Actions::event` or \
-                     `#[service(event(…))]`; only its first emit is logged)",
-                    e.message()
-                );
-            }
-        }
-        self.emit(&cell.name, name, correlation_id, payload).await;
-    }
-
     /// The interned key of (service, event), made on first use. Names match without
     /// regard to case, like subscriptions do: every spelling shares one key (and
     /// so one ring and one set of metrics), named as first seen.
-    fn key(&self, service: &str, name: &str) -> Arc<EventKey> {
+    pub(super) fn key(&self, service: &str, name: &str) -> Arc<EventKey> {
         if let Ok(keys) = self.keys.read()
             && let Some(k) = keys.get(service).and_then(|m| m.get(name))
         {

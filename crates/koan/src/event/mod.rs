@@ -6,6 +6,7 @@ mod envelope;
 mod misfit;
 mod ring;
 mod subscribe;
+mod undeclared;
 
 pub use bus::RECENT_EVENTS;
 pub use envelope::EventEnvelope;
