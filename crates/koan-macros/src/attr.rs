@@ -11,7 +11,7 @@ use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, Token, Type, UnOp};
 pub(crate) const SERVICE_OPTIONS: &str = "name, description, enabled, config_section, priority, \
 run_in_development, run_in_production, run_in_testing, run_in, background, periodic, startup, every, cron, \
 initial_delay, run_on_startup, missed_ticks, singleton, order, continue_on_failure, timeout, critical, restart, \
-max_concurrency, mailbox_capacity, health, ready, event";
+max_concurrency, mailbox_capacity, health, ready, event, discover";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Kind {
@@ -40,6 +40,9 @@ pub(crate) struct ServiceArgs {
     pub(crate) health: Option<syn::Path>,
     pub(crate) ready: Option<syn::Path>,
     pub(crate) events: Vec<EventDecl>,
+    /// `discover = false`: not registered for `HostBuilder::discover()` (a service the
+    /// host cannot construct, added with `HostBuilder::instance`).
+    pub(crate) no_discover: bool,
 }
 
 fn err(span: Span, msg: impl std::fmt::Display) -> syn::Error {
@@ -261,6 +264,7 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                     a.setters.push(quote!(.singleton(true)));
                 }
                 "critical" => a.setters.push(quote!(.critical(true))),
+                "discover" => a.no_discover = false,
                 "continue_on_failure" => {
                     a.startup_only.push(("continue_on_failure", span));
                     a.setters.push(quote!(.continue_on_failure(true)));
@@ -300,6 +304,7 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                         let id = ident.clone();
                         a.setters.push(quote!(.#id(#b)));
                     }
+                    "discover" => a.no_discover = !lit_bool(v, &key)?,
                     "run_on_startup" => {
                         let b = lit_bool(v, &key)?;
                         a.periodic_only.push(("run_on_startup", span));

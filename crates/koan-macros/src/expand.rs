@@ -112,6 +112,16 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
         }
     });
 
+    // Discovery has the host construct the type (`HostBuilder::service`); a service
+    // built by hand opts out and is added with `HostBuilder::instance`.
+    let discovered = (!a.no_discover).then(|| {
+        quote! {
+            ::koan::__private::inventory::submit! {
+                ::koan::__private::Discovered::new::<#ident>(#name, |b| b.service::<#ident>())
+            }
+        }
+    });
+
     Ok(quote! {
         #input
         const _: () = {
@@ -134,9 +144,7 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
                 #ready
             }
 
-            ::koan::__private::inventory::submit! {
-                ::koan::__private::Discovered::new::<#ident>(#name, |b| b.service::<#ident>())
-            }
+            #discovered
         };
     })
 }

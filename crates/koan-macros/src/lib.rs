@@ -8,7 +8,8 @@ mod expand;
 
 use proc_macro::TokenStream;
 
-/// Makes a struct a koan service and registers it for `HostBuilder::discover()`.
+/// Makes a struct a koan service and registers it for `HostBuilder::discover()`
+/// (unless `discover = false`).
 ///
 /// Options (all optional): `name`, `description`, `enabled`, `config_section`,
 /// `priority`, `run_in_development`, `run_in_production`, `run_in_testing`,
@@ -21,7 +22,12 @@ use proc_macro::TokenStream;
 /// and `ready = method` (an `async fn(&self) -> HealthReport` / `-> bool` of the
 /// service reporting its health and readiness), and
 /// `event(name = "X", payload = Type, description = "…")` / `event(Type)`
-/// (repeatable).
+/// (repeatable), and `discover = false`.
+///
+/// Discovery has the host construct the service, so the type must be `Default` or
+/// implement `koan::FromContext`. A service you build yourself (with fields the host
+/// cannot fill) takes `discover = false` and is added with
+/// `HostBuilder::instance(value)`; it is then left out of `HostBuilder::discover()`.
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::service(args.into(), input.into()).into()

@@ -190,6 +190,65 @@ impl<T: Service> Services<T> {
     pub async fn info(&self) -> Result<ServiceInfo> {
         self.by_name().info().await
     }
+
+    /// The value of `T` this host runs, shared with the host: what a test reads to
+    /// see the service's own state (no `Arc` fields kept on the side).
+    ///
+    /// An `UnknownService` error when this host does not run a `T` (not registered,
+    /// or only reachable in another process through a transport).
+    ///
+    /// ```
+    /// # use std::sync::atomic::{AtomicU32, Ordering};
+    /// # use koan::{BoxError, Host, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions};
+    /// #[derive(Default)]
+    /// struct Counter { ticks: AtomicU32 }
+    /// # impl Service for Counter {
+    /// #     type Kind = Periodic;
+    /// #     fn options() -> ServiceOptions { ServiceOptions::default().every(std::time::Duration::from_secs(60)) }
+    /// # }
+    /// impl PeriodicService for Counter {
+    ///     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+    ///         self.ticks.fetch_add(1, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), koan::Error> {
+    /// let host = Host::builder().service::<Counter>().build()?.start();
+    /// host.started().await?;
+    /// host.services::<Counter>().trigger().await?;
+    /// let counter = host.services::<Counter>().instance()?;
+    /// assert_eq!(counter.ticks.load(Ordering::Relaxed), 1);
+    /// # host.shutdown();
+    /// # host.wait().await.into_result()
+    /// # }
+    /// ```
+    pub fn instance(&self) -> Result<Arc<T>> {
+        let registry = &self.host.inner.registry;
+        let missing = || {
+            let names = registry.names();
+            Error::new(
+                ErrorKind::UnknownService,
+                format!(
+                    "this host runs no service of type `{}` (register it with \
+                     `HostBuilder::service` or `HostBuilder::instance`); services: {}",
+                    std::any::type_name::<T>(),
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+        };
+        let cell = registry
+            .by_type(std::any::TypeId::of::<T>())
+            .ok_or_else(missing)?;
+        Arc::clone(&cell.service)
+            .into_any()
+            .downcast::<T>()
+            .map_err(|_| missing())
+    }
 }
 
 /// The fluent API of a service named at run time.

@@ -162,26 +162,59 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The causes that the message does not already say, outermost first: each
+    /// cause's own words (a koan [`Error`] cause counts by its message, not by its
+    /// whole chain), so that nothing is printed twice.
+    fn causes(&self) -> Vec<String> {
+        let mut said = self.message.to_string();
+        let mut out = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            let text = match cause.downcast_ref::<Error>() {
+                Some(e) => e.message.to_string(),
+                None => cause.to_string(),
+            };
+            if !text.is_empty() && !said.contains(&text) {
+                said.push('\n');
+                said.push_str(&text);
+                out.push(text);
+            }
+            next = cause.source();
+        }
+        out
+    }
+}
+
+/// `Error { kind: startup, message: "…", causes: ["…"] }`: the kind, the message,
+/// and each cause the message does not already include, once.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Prints the kind as its snake_case name, without quotes.
+        struct Kind(ErrorKind);
+        impl fmt::Debug for Kind {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0.as_str())
+            }
+        }
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind)
+        d.field("kind", &Kind(self.kind))
             .field("message", &&*self.message);
-        if let Some(src) = &self.source {
-            d.field("source", src);
+        let causes = self.causes();
+        if !causes.is_empty() {
+            d.field("causes", &causes);
         }
         d.finish()
     }
 }
 
+/// The message, then each cause it does not already include: `a: b: c`, every part
+/// once.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
-        if let Some(src) = &self.source {
-            let text = src.to_string();
-            if !self.message.contains(&text) {
-                write!(f, ": {text}")?;
-            }
+        for cause in self.causes() {
+            write!(f, ": {cause}")?;
         }
         Ok(())
     }

@@ -42,11 +42,17 @@
 //! - [`Host`] / [`HostBuilder`] / [`HostHandle`]: lifecycle, shutdown, health.
 //! - Actions: [`Actions`] to declare, [`ActionRequest`] to call, with priority,
 //!   enforced timeout and correlation id; [`Services`] is the fluent entry point.
-//! - Events: [`ServiceContext::emit`], [`SubscriptionBuilder`].
+//! - Events: [`ServiceContext::emit`] (of events the service declares), and
+//!   [`SubscriptionBuilder`] to subscribe: keep the [`Subscription`] it gives (dropping
+//!   it unsubscribes) or [`Subscription::detach`] it; each subscriber picks its
+//!   [`Overflow`] policy.
 //! - Jobs: [`ActionRequest::enqueue`] stores work in a [`JobStore`] before it
 //!   answers; [`HostHandle::jobs`] lists, retries and cancels them.
 //! - [`Transport`]: how calls reach services in other processes.
-//! - `koan::testing` (feature `test-util`): paused-clock hosts and waiting helpers.
+//! - `koan::testing` (feature `test-util`): paused-clock hosts and waiting helpers;
+//!   [`Services::instance`] reaches the value of a service the host runs.
+//! - [`Error`]: an [`ErrorKind`] to match on and a message that says what was asked
+//!   and what exists; printed once, with its causes.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

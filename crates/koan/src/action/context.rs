@@ -129,11 +129,14 @@ impl ActionContext {
     }
 
     /// Emits event `name` from this service, carrying this action's correlation id.
+    ///
+    /// A name the service does not declare is delivered all the same, but warned
+    /// about (once per name) and counted in `koan_events_undeclared_total`.
     pub async fn emit<E: Serialize + Send + Sync + 'static>(&self, name: &str, payload: E) {
         if let Some(host) = self.host_inner() {
             host.events
-                .emit(
-                    &self.cell.name,
+                .emit_from(
+                    &self.cell,
                     name,
                     Some(Arc::clone(self.correlation.as_arc())),
                     payload,

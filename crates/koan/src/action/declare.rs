@@ -258,6 +258,23 @@ impl ActionTable {
                 .iter()
                 .any(|e| e.name.eq_ignore_ascii_case(name))
     }
+
+    /// The one rule for emitting and subscribing: a service that declares events
+    /// takes only those (`"*"` stands for all of them); one that declares none takes
+    /// any name.
+    pub(crate) fn check_event(&self, service: &str, name: &str) -> crate::Result<()> {
+        if name == "*" || self.declares_event(name) {
+            return Ok(());
+        }
+        let declared: Vec<_> = self.events.iter().map(|e| e.name.as_str()).collect();
+        Err(crate::Error::new(
+            crate::ErrorKind::UnknownEvent,
+            format!(
+                "service `{service}` declares no event `{name}`; its events: {}",
+                declared.join(", ")
+            ),
+        ))
+    }
 }
 
 /// Where a service declares its actions and events (see [`Service::actions`]).

@@ -94,6 +94,10 @@ pub(crate) struct EventKey {
     delivered: metrics::Counter,
     failed: metrics::Counter,
     dropped: metrics::Counter,
+    /// Emits of this name that the service does not declare, and whether that was
+    /// said in the log (once per name).
+    pub(super) undeclared: metrics::Counter,
+    pub(super) undeclared_warned: AtomicBool,
     /// The ring of this event's `Overflow::Wait` subscribers, made with the first.
     ring: std::sync::OnceLock<Arc<Ring>>,
 }
@@ -107,7 +111,9 @@ impl EventKey {
             emitted: metrics::counter!("koan_events_emitted_total", "service" => s.clone(), "event" => n.clone()),
             delivered: metrics::counter!("koan_events_delivered_total", "service" => s.clone(), "event" => n.clone()),
             failed: metrics::counter!("koan_event_handler_failures_total", "service" => s.clone(), "event" => n.clone()),
-            dropped: metrics::counter!("koan_events_dropped_total", "service" => s, "event" => n),
+            dropped: metrics::counter!("koan_events_dropped_total", "service" => s.clone(), "event" => n.clone()),
+            undeclared: metrics::counter!("koan_events_undeclared_total", "service" => s, "event" => n),
+            undeclared_warned: AtomicBool::new(false),
             ring: std::sync::OnceLock::new(),
         }
     }
@@ -195,7 +201,7 @@ impl EventBus {
     /// The interned key of (service, event), made on first use. Names match without
     /// regard to case, like subscriptions do: every spelling shares one key (and
     /// so one ring and one set of metrics), named as first seen.
-    fn key(&self, service: &str, name: &str) -> Arc<EventKey> {
+    pub(super) fn key(&self, service: &str, name: &str) -> Arc<EventKey> {
         if let Ok(keys) = self.keys.read()
             && let Some(k) = keys.get(service).and_then(|m| m.get(name))
         {
@@ -421,6 +427,8 @@ fn record(env: &EventEnvelope, outcome: Result<Result<(), BoxError>, String>) {
     let (service, name, key) = (&env.service, &env.name, &env.key);
     let failed = match outcome {
         Ok(Ok(())) => false,
+        // Said once by the handler's own warning; counted below.
+        Ok(Err(e)) if e.is::<super::misfit::Skipped>() => true,
         Ok(Err(e)) => {
             tracing::warn!(service = %service, event = %name, error = %e, "event handler failed");
             true
@@ -456,7 +464,13 @@ async fn deliver(
         return;
     }
     if let Err(mpsc::error::TrySendError::Full((_, env))) = tx.try_send((route, env)) {
-        tracing::warn!(service = %env.service, event = %env.name, subscriber = sub.id, "subscriber buffer full; event dropped (overflow policy: drop-newest)");
+        tracing::warn!(
+            service = %env.service,
+            event = %env.name,
+            subscriber = sub.id,
+            "subscriber buffer full; event dropped (overflow policy: drop-newest); to keep \
+             every event, subscribe with `.overflow(Overflow::Wait)` or a larger `.buffer(n)`"
+        );
         match &env.key {
             Some(k) => k.dropped.increment(1),
             None => metrics::counter!("koan_events_dropped_total", "service" => env.service.to_string(), "event" => env.name.to_string()).increment(1),

@@ -3,8 +3,10 @@
 
 mod bus;
 mod envelope;
+mod misfit;
 mod ring;
 mod subscribe;
+mod undeclared;
 
 pub use bus::RECENT_EVENTS;
 pub use envelope::EventEnvelope;

@@ -8,10 +8,23 @@ use serde::de::DeserializeOwned;
 
 use super::bus::{Filter, Handler, Route};
 use super::envelope::EventEnvelope;
+use super::misfit::{Misfit, Skipped};
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
 
-/// What happens when a subscriber's buffer is full.
+/// What happens when a subscriber's buffer is full: a choice each subscriber makes,
+/// because neither answer is right for every subscriber.
+///
+/// - [`DropNewest`](Overflow::DropNewest) (the default) keeps emitters free of slow
+///   subscribers: a dashboard, a log, a metric. Each dropped event is logged
+///   (`warn`) and counted in `koan_events_dropped_total{service, event}`.
+/// - [`Wait`](Overflow::Wait) loses nothing: choose it when every event matters. The
+///   emitter then waits for the slowest such subscriber, so a handler must not wait,
+///   directly or through an action, on the emitter it listens to (a handler that
+///   emits the event it handles, or calls an action of the emitting service, can
+///   stall once its buffer is full).
+///
+/// `.once()` handlers always wait: their one event is never dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
     /// The emitter never waits: the new event is dropped for that subscriber, logged
@@ -108,19 +121,11 @@ impl SubscriptionBuilder {
             name.clone_from(&declared.name);
         }
         if let Some(service) = &self.service
-            && name != "*"
-            && let Ok(cell) = self.host.inner.registry.find(service)
-            && !cell.actions.declares_event(&name)
             && self.error.is_none()
+            && let Ok(cell) = self.host.inner.registry.find(service)
+            && let Err(e) = cell.actions.check_event(service, &name)
         {
-            let declared: Vec<_> = cell.actions.events.iter().map(|e| e.name.clone()).collect();
-            self.error = Some(Error::new(
-                ErrorKind::UnknownEvent,
-                format!(
-                    "service `{service}` declares no event `{name}`; its events: {}",
-                    declared.join(", ")
-                ),
-            ));
+            self.error = Some(e);
         }
         self.pending = Some(PendingRoute {
             event: (name != "*").then(|| Arc::from(name)),
@@ -146,20 +151,30 @@ impl SubscriptionBuilder {
     }
 
     /// Only events whose payload, as `E`, passes `filter` reach the handler (and count
-    /// for `once`). A payload that does not fit `E` does not pass.
+    /// for `once`). A payload that does not fit `E` does not pass: that is counted in
+    /// `koan_event_payload_mismatches_total` and warned about the first time.
     pub fn filter<E, F>(mut self, filter: F) -> Self
     where
         E: DeserializeOwned + Clone + 'static,
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
+        let misfit = Misfit::new::<E>("filter");
         self.pending().filter = Some(Box::new(move |env: &EventEnvelope| {
-            env.payload::<E>().map(|e| filter(&e)).unwrap_or(false)
+            match env.payload::<E>() {
+                Ok(e) => filter(&e),
+                Err(e) => {
+                    misfit.note(env, &e);
+                    false
+                }
+            }
         }));
         self
     }
 
     /// Handles the current event with a typed payload `E` (the handler's own type is
-    /// passed through; anything else is converted through serde).
+    /// passed through; anything else is converted through serde). A payload that does
+    /// not fit `E` skips the handler: that is counted in
+    /// `koan_event_payload_mismatches_total` and warned about the first time.
     pub fn handle<E, F, Fut>(self, handler: F) -> Self
     where
         E: DeserializeOwned + Clone + Send + 'static,
@@ -167,6 +182,7 @@ impl SubscriptionBuilder {
         Fut: Future + Send + 'static,
         Fut::Output: HandlerOutput,
     {
+        let misfit = Misfit::new::<E>("handler");
         self.route(Arc::new(move |env: &EventEnvelope| {
             // The payload is taken out and the handler called now: the future holds
             // no part of the envelope and no reference to the handler.
@@ -175,7 +191,10 @@ impl SubscriptionBuilder {
                     let fut = handler(payload);
                     Box::pin(async move { fut.await.into_result() })
                 }
-                Err(e) => Box::pin(async move { Err(BoxError::from(e)) }),
+                Err(e) => {
+                    misfit.note(env, &e);
+                    Box::pin(std::future::ready(Err(BoxError::from(Skipped))))
+                }
             }
         }))
     }
@@ -216,7 +235,9 @@ impl SubscriptionBuilder {
         self
     }
 
-    /// What happens when the buffer is full (default [`Overflow::DropNewest`]).
+    /// What happens when the buffer is full (default [`Overflow::DropNewest`]: events
+    /// that do not fit are dropped, logged and counted). Choose [`Overflow::Wait`] when
+    /// every event matters; see [`Overflow`] for what each costs.
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
         self
@@ -251,6 +272,7 @@ impl SubscriptionBuilder {
             host: Arc::downgrade(&self.host.inner),
             id,
             task,
+            detached: false,
         };
         if let Some(actions) = self.then_run {
             // A failing action unsubscribes (the subscription is dropped here).
@@ -261,20 +283,36 @@ impl SubscriptionBuilder {
 }
 
 /// A live subscription; dropping it unsubscribes and stops delivery at once.
+///
+/// Keep it for as long as events should arrive (in a variable, a field, or with
+/// [`Subscription::detach`] for the host's whole life): `….subscribe().await?;` on
+/// its own line unsubscribes on the spot and nothing is ever delivered.
 #[derive(Debug)]
+#[must_use = "dropping a `Subscription` unsubscribes at once: keep it in a named variable (`let _sub = …`; `let _ = …` drops it too), or call `.detach()` to keep it for the host's life"]
 pub struct Subscription {
     host: Weak<HostInner>,
     id: u64,
     task: tokio::task::JoinHandle<()>,
+    detached: bool,
 }
 
 impl Subscription {
     /// Unsubscribes (same as dropping).
     pub fn unsubscribe(self) {}
+
+    /// Keeps the subscription for the rest of the host's life: delivery goes on
+    /// after this value is gone, and stops when the host shuts down.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if self.detached {
+            // The delivery task runs on; the host's shutdown closes its buffer.
+            return;
+        }
         if let Some(host) = self.host.upgrade() {
             host.events.remove(self.id);
         }

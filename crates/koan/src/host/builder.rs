@@ -125,7 +125,9 @@ impl HostBuilder {
     }
 
     /// Adds every service marked `#[service]` in any crate of the binary (the seed's
-    /// `AddKoan()`), except those already added explicitly.
+    /// `AddKoan()`), except those already added explicitly and those marked
+    /// `#[service(discover = false)]` (built by the caller and added with
+    /// [`instance`](Self::instance)).
     pub fn discover(self) -> Self {
         self.discover_where(|_| true)
     }
@@ -337,7 +339,7 @@ impl HostBuilder {
             },
             stop_request: CancellationToken::new(),
             stopping: AtomicBool::new(false),
-            startup_done: AtomicBool::new(false),
+            startup_done: watch::Sender::new(false),
             critical_tx,
             critical_rx: Mutex::new(Some(critical_rx)),
             exit,

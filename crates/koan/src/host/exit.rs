@@ -36,9 +36,13 @@ impl HostExit {
     pub fn into_result(self) -> Result<()> {
         match self {
             HostExit::Stopped => Ok(()),
-            HostExit::StartupFailed(e) => {
-                Err(Error::new(ErrorKind::Startup, format!("startup failed: {e}")).with_source(e))
-            }
+            // Already a startup error: said as it is, not wrapped in its own words.
+            HostExit::StartupFailed(e) if e.kind() == ErrorKind::Startup => Err(e),
+            HostExit::StartupFailed(e) => Err(Error::new(
+                ErrorKind::Startup,
+                format!("the host did not start: {}", e.message()),
+            )
+            .with_source(e)),
             HostExit::CriticalFailure { service, error } => Err(Error::new(
                 ErrorKind::CriticalFailure,
                 format!("critical service `{service}` failed: {error}"),

@@ -83,29 +83,33 @@ impl HostHandle {
     }
 
     /// Waits until startup is done (`Ok`) or the host stopped before that (its error).
+    ///
+    /// It waits on the host's notifications, with no timer of its own: on a paused
+    /// tokio clock, waiting here does not move time.
     pub async fn started(&self) -> Result<()> {
-        let mut rx = self.inner.exit.subscribe();
+        let mut exit = self.inner.exit.subscribe();
+        let mut done = self.inner.startup_done.subscribe();
         loop {
-            if self.inner.startup_done.load(Ordering::Acquire) {
+            if *done.borrow_and_update() {
                 return Ok(());
             }
-            if let Some(exit) = rx.borrow_and_update().clone() {
+            if let Some(exit) = exit.borrow_and_update().clone() {
                 return match exit {
                     HostExit::Stopped => Err(Error::shutting_down("startup")),
                     other => other.into_result(),
                 };
             }
-            // Startup completion is not a watch event: check again on a short tick.
+            // Both senders live as long as the host this handle holds.
             tokio::select! {
-                _ = rx.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                _ = done.changed() => {}
+                _ = exit.changed() => {}
             }
         }
     }
 
     /// Whether startup is done.
     pub fn is_started(&self) -> bool {
-        self.inner.startup_done.load(Ordering::Acquire)
+        *self.inner.startup_done.borrow()
     }
 
     /// The environment the host runs in.
@@ -219,6 +223,10 @@ impl HostHandle {
     }
 
     /// Emits an event on behalf of service `service` (from outside a service).
+    ///
+    /// The same rule as subscribing: an event the service does not declare is an
+    /// [`ErrorKind::UnknownEvent`](crate::ErrorKind::UnknownEvent) error that lists
+    /// the declared ones (a service that declares none takes any name).
     pub async fn emit<E: serde::Serialize + Send + Sync + 'static>(
         &self,
         service: &str,
@@ -226,6 +234,7 @@ impl HostHandle {
         payload: E,
     ) -> Result<()> {
         let cell = self.inner.registry.find(service)?;
+        cell.actions.check_event(&cell.name, name)?;
         self.inner
             .events
             .emit(

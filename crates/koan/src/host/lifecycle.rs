@@ -78,7 +78,7 @@ async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
         for cell in &startup {
             start_workers(host, cell);
         }
-        host.startup_done.store(true, Ordering::Release);
+        host.startup_done.send_replace(true);
         let store = &host.jobs.store;
         if store.is_durable() {
             tracing::info!(store = %store.describe(), "jobs are kept in a durable store");
@@ -155,20 +155,17 @@ async fn run_startup(
                     fmt_duration(host.config.startup_timeout)
                 )
             };
-            let msg = format!(
-                "startup service `{}` did not finish within {which}",
-                cell.name
-            );
-            give_up(host, cell, msg.clone());
+            // The service's own record says what happened to it; the host's error
+            // also says which service.
+            let what = format!("did not finish within {which}");
+            let msg = format!("startup service `{}` {what}", cell.name);
+            give_up(host, cell, what);
             Err(Error::new(ErrorKind::Timeout, msg))
         }
         other => {
-            let msg = format!(
-                "startup service `{}` failed: {}",
-                cell.name,
-                other.error_text().unwrap_or_default()
-            );
-            give_up(host, cell, msg.clone());
+            let what = other.error_text().unwrap_or_default();
+            let msg = format!("startup service `{}` failed: {what}", cell.name);
+            give_up(host, cell, what);
             Err(Error::new(ErrorKind::Startup, msg))
         }
     }
@@ -220,7 +217,7 @@ async fn shutdown(
     }
     // Then jobs: the runner takes no more (after running the queued ones when they
     // would not survive), and the running ones get the grace.
-    if host.startup_done.load(Ordering::Acquire) {
+    if *host.startup_done.borrow() {
         host.jobs.stop(host, deadline).await;
     }
     host.stop_request.cancel();

@@ -47,7 +47,8 @@ pub(crate) struct HostInner {
     pub(crate) config: HostConfig,
     pub(crate) stop_request: CancellationToken,
     pub(crate) stopping: AtomicBool,
-    pub(crate) startup_done: AtomicBool,
+    /// Set once startup is done; [`HostHandle::started`] waits on it.
+    pub(crate) startup_done: watch::Sender<bool>,
     pub(crate) critical_tx: mpsc::UnboundedSender<(String, String)>,
     pub(crate) critical_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
     pub(crate) exit: watch::Sender<Option<HostExit>>,

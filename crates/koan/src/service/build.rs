@@ -126,7 +126,7 @@ impl BuildContext<'_> {
 /// ```
 #[diagnostic::on_unimplemented(
     message = "the host cannot construct `{Self}`",
-    note = "derive `Default` for `{Self}`, or implement `koan::FromContext` to take resources and settings from the `BuildContext`, or register a built value with `HostBuilder::instance`"
+    note = "derive `Default` for `{Self}`, or implement `koan::FromContext` to take resources and settings from the `BuildContext`, or build it yourself and register the value with `HostBuilder::instance` (under `#[koan::service]`, also add `discover = false`: discovery has the host construct it)"
 )]
 pub trait FromContext: Sized {
     /// Builds the service.

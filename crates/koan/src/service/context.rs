@@ -130,15 +130,15 @@ impl ServiceContext {
 impl ServiceContext {
     /// Emits event `name` from this service. Inside an action handler the event
     /// carries that action's correlation id.
+    ///
+    /// A name the service does not declare is delivered all the same, but warned
+    /// about (once per name) and counted in `koan_events_undeclared_total`.
     pub async fn emit<E: Serialize + Send + Sync + 'static>(&self, name: &str, payload: E) {
-        if let Some(host) = self.host_inner() {
+        if let Some(cell) = self.cell.upgrade()
+            && let Some(host) = cell.host.get().and_then(Weak::upgrade)
+        {
             host.events
-                .emit(
-                    &self.name,
-                    name,
-                    crate::action::current_correlation(),
-                    payload,
-                )
+                .emit_from(&cell, name, crate::action::current_correlation(), payload)
                 .await;
         }
     }

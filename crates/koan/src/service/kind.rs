@@ -145,6 +145,8 @@ impl<T: PeriodicService> KindOf<T> for Periodic {
 pub(crate) trait ErasedService: Send + Sync {
     fn health(&self) -> BoxFuture<'_, HealthReport>;
     fn is_ready(&self) -> BoxFuture<'_, bool>;
+    /// The service itself, for [`Services::instance`](crate::Services::instance).
+    fn into_any(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn std::any::Any + Send + Sync>;
 }
 
 impl<T: Service> ErasedService for T {
@@ -153,5 +155,8 @@ impl<T: Service> ErasedService for T {
     }
     fn is_ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(Service::is_ready(self))
+    }
+    fn into_any(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn std::any::Any + Send + Sync> {
+        self
     }
 }

@@ -1,0 +1,40 @@
+//! An event emitted from inside a service that the service does not declare: still
+//! delivered, but warned about once per name and counted, because the context's
+//! `emit` returns nothing to the caller (see `ActionTable::check_event`, the rule
+//! subscribing follows too).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::bus::EventBus;
+
+impl EventBus {
+    /// Emits event `name` of the service in `cell` from inside it (its context). An
+    /// event the service does not declare is still delivered, but counted in
+    /// `koan_events_undeclared_total` and warned about once per name: the context's
+    /// `emit` returns nothing, so the log is where the mistake shows.
+    pub(crate) async fn emit_from<E: Serialize + Send + Sync + 'static>(
+        &self,
+        cell: &crate::registry::ServiceCell,
+        name: &str,
+        correlation_id: Option<Arc<str>>,
+        payload: E,
+    ) {
+        if let Err(e) = cell.actions.check_event(&cell.name, name) {
+            let key = self.key(&cell.name, name);
+            key.undeclared.increment(1);
+            if !key.undeclared_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    service = %cell.name,
+                    event = %name,
+                    "{}; emitted all the same (declare it with `Actions::event` or \
+                     `#[service(event(…))]`; only its first emit is logged)",
+                    e.message()
+                );
+            }
+        }
+        self.emit(&cell.name, name, correlation_id, payload).await;
+    }
+}
