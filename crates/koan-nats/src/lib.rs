@@ -50,6 +50,7 @@ mod options;
 mod outcomes;
 mod queue;
 mod registry;
+mod routing;
 mod subjects;
 mod transport;
 mod view;

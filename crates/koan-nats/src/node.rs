@@ -57,13 +57,20 @@ impl NatsTransport {
         let client = self.inner.client.clone();
         for service in host.service_names() {
             // Actions.
-            let mut sub = client
+            // Through the service's queue group (any instance), or to this instance
+            // by a caller that chose it.
+            let shared = client
                 .queue_subscribe(
                     subjects::actions_of(&service),
                     subjects::queue_group(&service),
                 )
                 .await
                 .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
+            let own = client
+                .subscribe(subjects::host_actions_of(&self.inner.host_id, &service))
+                .await
+                .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
+            let mut sub = futures_util::stream::select(shared, own);
             let (h, c, name) = (host.clone(), client.clone(), service.clone());
             tasks.push(tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {

@@ -23,6 +23,21 @@ pub(crate) fn actions_of(service: &str) -> String {
     format!("koan.svc.{}.act.*", token(service))
 }
 
+/// An action of `service` on one instance: what a caller that chose the instance
+/// sends to (`koan.host.<host>.svc.<service>.act.<action>`).
+pub(crate) fn host_action(host: &str, service: &str, action: &str) -> String {
+    format!(
+        "koan.host.{}.svc.{}.act.{}",
+        token(host),
+        token(service),
+        token(action)
+    )
+}
+
+pub(crate) fn host_actions_of(host: &str, service: &str) -> String {
+    format!("koan.host.{}.svc.{}.act.*", token(host), token(service))
+}
+
 pub(crate) fn query(service: &str, what: &str) -> String {
     format!("koan.svc.{}.query.{what}", token(service))
 }

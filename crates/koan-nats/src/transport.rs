@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     pub(crate) waiters: Arc<crate::outcomes::OutcomeWaiters>,
     connection: ConnectionWatch,
     view: Arc<crate::view::RegistryView>,
+    outstanding: crate::routing::Outstanding,
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -200,6 +201,7 @@ impl NatsTransport {
                 waiters,
                 connection,
                 view,
+                outstanding: crate::routing::Outstanding::default(),
             }),
         })
     }
@@ -241,6 +243,18 @@ impl NatsTransport {
 
     pub(crate) fn view(&self) -> &crate::view::RegistryView {
         &self.inner.view
+    }
+
+    pub(crate) fn outstanding(&self) -> &crate::routing::Outstanding {
+        &self.inner.outstanding
+    }
+
+    /// The instances heard from within three heartbeats (none while disconnected).
+    pub(crate) fn live_instances(&self) -> Vec<Instance> {
+        if !self.connected() {
+            return Vec::new();
+        }
+        self.inner.view.instances(self.stale_after(), true)
     }
 
     fn connected(&self) -> bool {
@@ -311,14 +325,20 @@ impl Transport for NatsTransport {
                 .unwrap_or(self.inner.opts.default_request_timeout);
             let body = serde_json::to_vec(&call.params).unwrap_or_default().into();
             let what = format!("action `{}` of `{}`", call.action, call.service);
-            self.request(
-                subjects::action(&call.service, &call.action),
-                h,
-                body,
-                timeout,
-                &what,
-            )
-            .await
+            // The less loaded instance, watched while the call is in flight.
+            let Some((in_flight, subject)) =
+                crate::routing::pick(self, &call.service, &call.action)
+            else {
+                let subject = subjects::action(&call.service, &call.action);
+                return self.request(subject, h, body, timeout, &what).await;
+            };
+            let host = in_flight.host().to_owned();
+            tokio::select! {
+                r = self.request(subject, h, body, timeout, &what) => r,
+                () = crate::routing::gone(self, &host, self.inner.opts.heartbeat) => Err(unavailable(format!(
+                    "{what}: instance {host} left the cluster while running the call (no heartbeat for three periods); the outcome is unknown — the action may have run. Calls made now go to the instances that remain"
+                ))),
+            }
         })
     }
 

@@ -1,0 +1,155 @@
+//! Where remote calls go: to the less loaded instance (a slow one gets few of them),
+//! and a call in flight to an instance that dies fails as soon as the instance has
+//! left the registry, instead of waiting for its timeout.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{NatsServer, eventually, test_options, within};
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
+    Service, ServiceContext, ServiceOptions,
+};
+use koan_nats::{NatsTransport, Node};
+
+/// `work` takes `delay` and counts its calls; one at a time.
+struct Worker {
+    delay: Duration,
+    calls: Arc<AtomicU32>,
+}
+
+impl Service for Worker {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Worker").max_concurrency(1)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "work",
+            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                tokio::time::sleep(svc.delay).await;
+                svc.calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(())
+            },
+        );
+    }
+}
+
+impl BackgroundService for Worker {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn join(url: &str, worker: Option<Worker>) -> anyhow::Result<(HostHandle, Node)> {
+    let nats = within("connect", NatsTransport::connect(test_options(url))).await??;
+    let mut b = koan::Host::builder().transport(nats.clone().into_transport());
+    if let Some(w) = worker {
+        b = b.instance(w);
+    }
+    let host = b.build()?.start();
+    within("startup", host.started()).await??;
+    let node = within("attach", nats.attach(&host)).await??;
+    Ok((host, node))
+}
+
+/// Waits until `client` sees `n` instances hosting `Worker`.
+async fn sees_workers(client: &HostHandle, n: usize) -> anyhow::Result<()> {
+    eventually("the workers to be announced", || async {
+        client.instances().await.is_ok_and(|l| {
+            l.iter()
+                .filter(|i| i.services.iter().any(|s| s.name == "Worker"))
+                .count()
+                == n
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_prefer_the_less_loaded_instance() -> anyhow::Result<()> {
+    const CALLS: u32 = 60;
+    let server = NatsServer::start()?;
+    let (slow_calls, fast_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let slow = Worker {
+        delay: Duration::from_millis(100),
+        calls: Arc::clone(&slow_calls),
+    };
+    let fast = Worker {
+        delay: Duration::from_millis(2),
+        calls: Arc::clone(&fast_calls),
+    };
+    let (_a, _na) = join(&server.url(), Some(slow)).await?;
+    let (_b, _nb) = join(&server.url(), Some(fast)).await?;
+    let (client, _nc) = join(&server.url(), None).await?;
+    sees_workers(&client, 2).await?;
+
+    // Eight callers at a time.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let c = client.clone();
+        calls.spawn(async move {
+            for _ in 0..CALLS / 8 {
+                c.service("Worker").action("work", ()).execute().await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = calls.join_next().await {
+        r??;
+    }
+    let (s, f) = (
+        slow_calls.load(Ordering::SeqCst),
+        fast_calls.load(Ordering::SeqCst),
+    );
+    assert_eq!(s + f, CALLS / 8 * 8);
+    // Spread evenly, the slow one would get half; it is 50 times slower.
+    assert!(
+        s * 4 < s + f,
+        "the slow instance took {s} of {} calls",
+        s + f
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_an_instance_that_dies_fails_once_it_leaves_the_registry() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let stuck = Worker {
+        delay: Duration::from_secs(3600),
+        calls: Arc::clone(&calls),
+    };
+    let (worker, node) = join(&server.url(), Some(stuck)).await?;
+    let (client, _nc) = join(&server.url(), None).await?;
+    sees_workers(&client, 1).await?;
+
+    let call = client
+        .service("Worker")
+        .action("work", ())
+        .timeout(Duration::from_secs(3600))
+        .execute();
+    let crash = async {
+        eventually("the call to be running", || async {
+            worker.status("Worker").is_ok_and(|s| s.in_flight == 1)
+        })
+        .await?;
+        // A crash as the cluster sees it: no more heartbeats, no answer, no goodbye.
+        drop(node);
+        worker.shutdown();
+        anyhow::Ok(())
+    };
+    let (out, crashed) = within("the call to fail", async { tokio::join!(call, crash) }).await?;
+    crashed?;
+    let e = out.expect_err("its instance is gone");
+    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
+    assert!(e.message().contains("left the cluster"), "{e}");
+    assert!(e.message().contains("outcome is unknown"), "{e}");
+    Ok(())
+}
