@@ -1,5 +1,6 @@
-//! Bearer-token checks: constant-time comparison, and the token never logged. The
-//! layer checks the token of every mutating request before its body is read.
+//! Bearer-token checks, as route layers: every mutating request, and the private
+//! reads (job records, recent events, event streams), need the token — checked before
+//! any body is read; the comparison takes constant time and the token is never logged.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
@@ -10,8 +11,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// Refuses a mutating request (anything but `GET`, `HEAD`, `OPTIONS`) without the
-/// token, before any handler or extractor reads its body. Event streams check their
-/// own token, which may come in the query.
+/// token, before any handler or extractor reads its body.
 pub(crate) async fn require_token(
     State(state): State<AppState>,
     req: Request,
@@ -26,12 +26,36 @@ pub(crate) async fn require_token(
     }
 }
 
+/// The layer of private routes: the token is needed for reads too.
+pub(crate) async fn private(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match check(state.options.token.as_deref(), req.headers(), None) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.closing(),
+    }
+}
+
+/// The layer of event streams: as [`private`], but the token may also come as
+/// `?token=`, since a browser's `EventSource` cannot set headers.
+pub(crate) async fn stream(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let query_token = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    match check(
+        state.options.token.as_deref(),
+        req.headers(),
+        query_token.as_deref(),
+    ) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.closing(),
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Checks `Authorization: Bearer …` (or, for browsers' `EventSource`, which cannot set

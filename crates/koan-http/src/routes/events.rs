@@ -8,44 +8,36 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use koan::EventEnvelope;
 use tokio::sync::mpsc;
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::{AppState, auth};
 
 pub(crate) async fn all_stream(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let service = q.get("service").cloned();
-    stream(state, q, headers, service).await
+    stream(state, q, service).await
 }
 
 pub(crate) async fn service_stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    stream(state, q, headers, Some(name)).await
+    stream(state, q, Some(name)).await
 }
 
 async fn stream(
     state: AppState,
     q: HashMap<String, String>,
-    headers: HeaderMap,
     service: Option<String>,
 ) -> Result<Response, ApiError> {
-    auth::check(
-        state.options.token.as_deref(),
-        &headers,
-        q.get("token").map(String::as_str),
-    )?;
     for k in q.keys() {
         if !matches!(k.as_str(), "service" | "event" | "token") {
             return Err(ApiError::bad_request(

@@ -5,17 +5,13 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use koan::{JobQuery, JobState};
 use serde_json::json;
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::{AppState, auth};
-
-fn guard(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    auth::check(state.options.token.as_deref(), headers, None)
-}
 
 /// The longest id, service or action name a query may carry.
 const MAX_NAME: usize = 200;
@@ -92,9 +88,7 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<JobQuery, ApiError> {
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    guard(&state, &headers)?;
     let q = parse_list_query(&query)?;
     let page = state.host.jobs().list(q).await?;
     Ok(Json(page).into_response())
@@ -104,9 +98,7 @@ pub(crate) async fn list(
 pub(crate) async fn counts(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    guard(&state, &headers)?;
     let service = service_filter(&query)?;
     let counts = state.host.jobs().counts(service).await?;
     let by_state: serde_json::Map<String, serde_json::Value> = counts
@@ -126,9 +118,7 @@ pub(crate) async fn counts(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    guard(&state, &headers)?;
     Ok(Json(state.host.jobs().get(bounded("id", &id)?).await?).into_response())
 }
 
@@ -136,9 +126,7 @@ pub(crate) async fn get(
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    guard(&state, &headers)?;
     Ok(Json(state.host.jobs().retry(bounded("id", &id)?).await?).into_response())
 }
 
@@ -146,9 +134,7 @@ pub(crate) async fn retry(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    guard(&state, &headers)?;
     Ok(Json(state.host.jobs().cancel(bounded("id", &id)?).await?).into_response())
 }
 
@@ -156,9 +142,7 @@ pub(crate) async fn cancel(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    guard(&state, &headers)?;
     state.host.jobs().delete(bounded("id", &id)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -167,9 +151,7 @@ pub(crate) async fn delete(
 pub(crate) async fn retry_dead(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    guard(&state, &headers)?;
     let service = service_filter(&query)?;
     let n = state.host.jobs().retry_all_dead(service).await?;
     Ok(Json(json!({ "retried": n })).into_response())

@@ -34,19 +34,11 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/services/{name}/process-batch",
             post(seed::process_batch),
         )
-        .route("/api/services/{name}/events", get(events::service_stream))
         .route("/api/services/{name}/history", get(activity::history))
-        .route("/api/events/recent", get(activity::recent_events))
         .route("/api/stats/throughput", get(activity::throughput))
         .route("/api/instances", get(activity::instances))
-        .route("/api/actions/{id}", get(jobs::get))
-        .route("/api/jobs", get(jobs::list))
-        .route("/api/jobs/counts", get(jobs::counts))
-        .route("/api/jobs/retry-dead", post(jobs::retry_dead))
-        .route("/api/jobs/{id}", get(jobs::get).merge(delete(jobs::delete)))
-        .route("/api/jobs/{id}/retry", post(jobs::retry))
-        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/events", get(events::all_stream))
+        .merge(private(&state))
+        .merge(streams(&state))
         .route("/health", get(health::overall))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -74,6 +66,29 @@ pub(crate) fn router(state: AppState) -> Router {
         r = r.layer(cors);
     }
     r
+}
+
+/// Reads that need the token: job records (results may be private) and the events
+/// kept on the host.
+fn private(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/events/recent", get(activity::recent_events))
+        .route("/api/actions/{id}", get(jobs::get))
+        .route("/api/jobs", get(jobs::list))
+        .route("/api/jobs/counts", get(jobs::counts))
+        .route("/api/jobs/retry-dead", post(jobs::retry_dead))
+        .route("/api/jobs/{id}", get(jobs::get).merge(delete(jobs::delete)))
+        .route("/api/jobs/{id}/retry", post(jobs::retry))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .route_layer(from_fn_with_state(state.clone(), crate::auth::private))
+}
+
+/// Live event streams: the token, also as `?token=` (browsers' `EventSource`).
+fn streams(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/events", get(events::all_stream))
+        .route("/api/services/{name}/events", get(events::service_stream))
+        .route_layer(from_fn_with_state(state.clone(), crate::auth::stream))
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
