@@ -13,28 +13,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{NatsServer, PATIENCE, TempDir, within};
-use demo::Demo;
+use demo::{ALL_BUT_TRANSLATION, Demo, translation_env};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// The services of the second process: everything but `TranslationService`.
-const THE_REST: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler,FlowOrchestrator,MessagingLifecycle";
-
 /// How long one translation takes in the process that is killed.
 const SLOW: Duration = Duration::from_millis(1000);
-
-fn slow_translation_env(delay: Duration, concurrency: usize) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
-            delay.as_millis().to_string(),
-        ),
-        (
-            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__MAX_CONCURRENCY",
-            concurrency.to_string(),
-        ),
-    ]
-}
 
 /// Rows of `translations` per file id in the database at `path`.
 fn translations(path: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
@@ -108,12 +92,12 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
         dir.path(),
         "p1",
         &["--nats", &nats, "--services", "TranslationService"],
-        &slow_translation_env(SLOW, 1),
+        &translation_env(SLOW, 1),
     )?;
     let p2 = Demo::start(
         dir.path(),
         "p2",
-        &["--nats", &nats, "--services", THE_REST],
+        &["--nats", &nats, "--services", ALL_BUT_TRANSLATION],
         &[],
     )?;
 
@@ -182,7 +166,7 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
         dir.path(),
         "p3",
         &["--nats", &nats, "--services", "TranslationService"],
-        &slow_translation_env(Duration::from_millis(20), 4),
+        &translation_env(Duration::from_millis(20), 4),
     )?;
     tokio::time::sleep_until((at + SLOW / 2).into()).await;
     p1.kill();

@@ -7,41 +7,12 @@ mod common;
 #[path = "support/demo.rs"]
 mod demo;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{NatsServer, TempDir, eventually, within};
-use demo::Demo;
+use demo::{ALL_BUT_TRANSLATION, Demo, translation_env};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// The services of the accepting process: everything but `TranslationService`.
-const THE_REST: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler,FlowOrchestrator,MessagingLifecycle";
-
-fn translator(delay_ms: u64, concurrency: usize) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
-            delay_ms.to_string(),
-        ),
-        (
-            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__MAX_CONCURRENCY",
-            concurrency.to_string(),
-        ),
-    ]
-}
-
-fn signal(demo: &Demo, sig: &str) -> anyhow::Result<()> {
-    let pid = demo.pid().ok_or_else(|| anyhow::anyhow!("not running"))?;
-    anyhow::ensure!(
-        Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()?
-            .success(),
-        "kill {sig} failed"
-    );
-    Ok(())
-}
 
 async fn state(client: &reqwest::Client, p: &Demo, id: &str) -> anyhow::Result<Value> {
     Ok(client
@@ -66,14 +37,14 @@ async fn a_frozen_workers_jobs_are_done_elsewhere_and_its_late_runs_are_fenced()
     let front = Demo::start(
         dir.path(),
         "front",
-        &["--nats", &nats, "--services", THE_REST],
+        &["--nats", &nats, "--services", ALL_BUT_TRANSLATION],
         &[],
     )?;
     let slow = Demo::start(
         dir.path(),
         "slow",
         &["--nats", &nats, "--services", "TranslationService"],
-        &translator(1500, 2),
+        &translation_env(Duration::from_millis(1500), 2),
     )?;
     eventually("the translator to be announced", || async {
         client
@@ -112,12 +83,12 @@ async fn a_frozen_workers_jobs_are_done_elsewhere_and_its_late_runs_are_fenced()
         }
     });
     running.await??;
-    signal(&slow, "-STOP")?;
+    slow.signal("-STOP")?;
     let _fast = Demo::start(
         dir.path(),
         "fast",
         &["--nats", &nats, "--services", "TranslationService"],
-        &translator(10, 4),
+        &translation_env(Duration::from_millis(10), 4),
     )?;
 
     // Every job succeeds while the slow one is frozen: its two after its claim lapsed.
@@ -136,7 +107,7 @@ async fn a_frozen_workers_jobs_are_done_elsewhere_and_its_late_runs_are_fenced()
     .await?;
 
     // Resumed: both of its runs find their claim lapsed; they record nothing.
-    signal(&slow, "-CONT")?;
+    slow.signal("-CONT")?;
     eventually("the resumed runs to be fenced", || async {
         slow.log().matches("claim lapsed").count() >= 2
     })

@@ -11,12 +11,9 @@ mod demo;
 use std::time::Duration;
 
 use common::{NatsServer, TempDir, eventually};
-use demo::Demo;
+use demo::{ALL_BUT_TRANSLATION, Demo};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// The services of the second process: everything but `TranslationService`.
-const THE_REST: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler,FlowOrchestrator,MessagingLifecycle";
 
 async fn get(client: &reqwest::Client, url: String) -> anyhow::Result<(StatusCode, Value)> {
     let resp = client.get(url).send().await?;
@@ -59,7 +56,7 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
     let p2 = Demo::start(
         dir.path(),
         "p2",
-        &["--nats", &nats, "--services", THE_REST],
+        &["--nats", &nats, "--services", ALL_BUT_TRANSLATION],
         &[],
     )?;
 

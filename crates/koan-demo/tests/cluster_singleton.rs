@@ -9,7 +9,6 @@ mod common;
 #[path = "support/demo.rs"]
 mod demo;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{NatsServer, TempDir, eventually};
@@ -46,18 +45,6 @@ async fn runs(client: &reqwest::Client, demo: &Demo) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no runs in {status}"))
 }
 
-fn signal(demo: &Demo, sig: &str) -> anyhow::Result<()> {
-    let pid = demo.pid().ok_or_else(|| anyhow::anyhow!("not running"))?;
-    anyhow::ensure!(
-        Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()?
-            .success(),
-        "kill {sig} failed"
-    );
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_holder_stays_quiet_and_a_killed_one_is_replaced() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -85,7 +72,7 @@ async fn a_frozen_holder_stays_quiet_and_a_killed_one_is_replaced() -> anyhow::R
     // Frozen past its lease: the other takes over and ticks.
     let before = runs(&client, holder).await?;
     let other_before = runs(&client, other).await?;
-    signal(holder, "-STOP")?;
+    holder.signal("-STOP")?;
     eventually("the other to take over and tick twice", || async {
         runs(&client, other)
             .await
@@ -93,7 +80,7 @@ async fn a_frozen_holder_stays_quiet_and_a_killed_one_is_replaced() -> anyhow::R
     })
     .await?;
     // Resumed: its overdue tick is refused by the lease, whatever its timers say.
-    signal(holder, "-CONT")?;
+    holder.signal("-CONT")?;
     let resumed_at = runs(&client, other).await?;
     eventually(
         "the new holder to tick twice more after the resume",

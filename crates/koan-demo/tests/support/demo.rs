@@ -11,6 +11,25 @@ use std::time::{Duration, Instant};
 
 use super::common::PATIENCE;
 
+/// The demo's services but `TranslationService`: what a process runs that calls the
+/// translators of the cluster.
+pub(crate) const ALL_BUT_TRANSLATION: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler,FlowOrchestrator,MessagingLifecycle";
+
+/// Configuration of a `TranslationService` whose work takes `delay` and which runs
+/// `concurrency` translations at a time.
+pub(crate) fn translation_env(delay: Duration, concurrency: usize) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
+            delay.as_millis().to_string(),
+        ),
+        (
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__MAX_CONCURRENCY",
+            concurrency.to_string(),
+        ),
+    ]
+}
+
 /// A running `koan-demo` process; killed (SIGKILL) on drop.
 pub(crate) struct Demo {
     name: String,
@@ -94,9 +113,18 @@ impl Demo {
         format!("{}{path}", self.base)
     }
 
-    /// The process id, while it runs.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// Sends `sig` (e.g. `-STOP`, `-CONT`) to the process.
+    pub(crate) fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {sig} {} failed", self.name);
+        Ok(())
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix), and reap.
