@@ -85,7 +85,7 @@ pub mod testing;
 
 pub use action::{
     ActionContext, ActionDecl, ActionInfo, ActionOutput, ActionRequest, ActionTicket, Actions,
-    CallOptions, ErrorBody, EventInfo, Execute,
+    CallOptions, ErrorBody, EventInfo, Execute, TypedExecute, TypedRequest,
 };
 pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
 pub use config::{Config, ConfigBuilder};
@@ -121,10 +121,12 @@ pub use well_known::{actions, events};
 /// release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::action::{HandlerResult, typed_request};
     pub use crate::discovery::{ActionsProbe, DeclaredActions, Discovered, ViaDeclared, ViaNone};
     pub use crate::service::{PeriodicRun, RunFn, Runner};
     pub use crate::util::BoxFuture;
     pub use inventory;
+    pub use serde::Serialize;
 }
 
 #[cfg(feature = "macros")]
