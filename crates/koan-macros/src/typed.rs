@@ -124,7 +124,7 @@ pub(crate) fn callers(self_ty: &Type, generic: bool, actions: &[TypedAction]) ->
             continue;
         }
         let method = &a.method;
-        let name = &a.name;
+        let name = without_self(a.name.clone(), &self_tokens);
         let method_name = method.to_string();
         let shadowed = SERVICES_METHODS.contains(&method_name.as_str()).then(|| {
             let text = format!(
@@ -134,9 +134,9 @@ pub(crate) fn callers(self_ty: &Type, generic: bool, actions: &[TypedAction]) ->
             );
             quote!(#[doc = #text])
         });
-        let action = match syn::parse2::<syn::LitStr>(name.clone()) {
+        let action = match syn::parse2::<syn::LitStr>(a.name.clone()) {
             Ok(s) => s.value(),
-            Err(_) => name.to_string().replace(' ', ""),
+            Err(_) => a.name.to_string().replace(' ', ""),
         };
         let doc = format!(
             "Calls the action `{action}` of `{service}` (its handler `{method_name}`): \
