@@ -72,7 +72,7 @@ pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
 ///     .priority(10)
 ///     .timeout(Duration::from_secs(60))
 ///     .correlation_id("upload-42")
-///     .execute()                       // or `.enqueue()` for a job
+///     .execute()                       // or `.enqueue()`: a job whose outcome is a `String`
 ///     .await?;                         // `koan::Result<String>`
 /// ```
 ///

@@ -90,7 +90,7 @@ pub mod testing;
 
 pub use action::{
     ActionContext, ActionDecl, ActionInfo, ActionOutput, ActionRequest, ActionTicket, Actions,
-    CallOptions, ErrorBody, EventInfo, Execute, TypedExecute, TypedRequest,
+    CallOptions, ErrorBody, EventInfo, Execute, TypedExecute, TypedJobTicket, TypedRequest,
 };
 pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
 pub use config::{Config, ConfigBuilder};

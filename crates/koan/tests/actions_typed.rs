@@ -2,11 +2,14 @@
 //! result types at the call site, the request options, enqueued jobs, and the
 //! handler's own value handed back without serialization in this process.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use koan::{ActionContext, BackgroundService, BoxError, ErrorKind, ServiceContext, ServiceState};
+use koan::{
+    ActionContext, BackgroundService, BoxError, BoxFuture, ErrorKind, RemoteCall, ServiceContext,
+    ServiceState, Transport,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::Semaphore;
 
@@ -248,7 +251,8 @@ async fn a_typed_call_can_be_enqueued_as_a_job() -> anyhow::Result<()> {
         .enqueue()
         .await?;
     assert!(ticket.created());
-    assert_eq!(ticket.outcome().await?.value::<u32>()?, 0);
+    let count: u32 = ticket.outcome().await?;
+    assert_eq!(count, 0);
 
     let again = shop
         .count_again()
@@ -288,6 +292,75 @@ async fn the_untyped_request_remains_for_chains() -> anyhow::Result<()> {
         .execute()
         .await?;
     assert_eq!(out.value::<u32>()?, 1);
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+/// Another process's `Shop`: records the calls and answers `5` to each.
+#[derive(Default)]
+struct RemoteShop {
+    calls: Mutex<Vec<RemoteCall>>,
+}
+
+impl Transport for RemoteShop {
+    fn call(&self, call: RemoteCall) -> BoxFuture<'_, koan::Result<serde_json::Value>> {
+        self.calls.lock().expect("calls").push(call);
+        Box::pin(async { Ok(serde_json::json!(5)) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_call_to_another_process_is_sent_and_decoded_as_json() -> anyhow::Result<()> {
+    let remote = Arc::new(RemoteShop::default());
+    // This host does not run `Shop`: its calls go through the transport.
+    let host = koan::testing::host()
+        .transport(remote.clone())
+        .build()?
+        .start();
+    host.started().await?;
+    let shop = host.services::<Shop>();
+
+    let n: u32 = shop
+        .count()
+        .priority(2)
+        .timeout(Duration::from_secs(3))
+        .correlation_id("remote-1")
+        .execute()
+        .await?;
+    assert_eq!(n, 5);
+
+    // The parameter crosses as JSON; a result that does not decode is an error.
+    let err = shop
+        .place(order(9, "tea"))
+        .execute()
+        .await
+        .expect_err("a Receipt never decodes");
+    assert!(err.to_string().contains("never decoded"), "{err}");
+
+    let calls = remote.calls.lock().expect("calls").clone();
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| (c.service.as_str(), c.action.as_str(), c.params.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("Shop", "count", serde_json::Value::Null),
+            (
+                "Shop",
+                "place-order",
+                serde_json::json!({"id": 9, "item": "tea"})
+            ),
+        ]
+    );
+    assert_eq!(
+        (
+            calls[0].priority,
+            calls[0].timeout,
+            calls[0].correlation_id.as_str()
+        ),
+        (2, Some(Duration::from_secs(3)), "remote-1")
+    );
 
     koan::testing::stop(&host).await?;
     Ok(())

@@ -124,9 +124,12 @@ impl<R> TypedRequest<R> {
     }
 
     /// Stores the call as a job and returns once the store has it (see
-    /// [`ActionRequest::enqueue`]).
-    pub async fn enqueue(self) -> Result<JobTicket> {
-        self.request.enqueue().await
+    /// [`ActionRequest::enqueue`]); the ticket's outcome is the handler's result.
+    pub async fn enqueue(self) -> Result<TypedJobTicket<R>> {
+        self.request.enqueue().await.map(|ticket| TypedJobTicket {
+            ticket,
+            _result: PhantomData,
+        })
     }
 
     /// The untyped request, to chain more actions by name or to `spawn` it; its
@@ -171,6 +174,53 @@ impl<R: DeserializeOwned + 'static> Future for TypedExecute<R> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let out = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
         Poll::Ready(out.and_then(|out| out.value::<R>()))
+    }
+}
+
+/// An accepted job of a typed call (see [`TypedRequest::enqueue`]): a [`JobTicket`]
+/// whose outcome is the handler's result type.
+pub struct TypedJobTicket<R> {
+    ticket: JobTicket,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for TypedJobTicket<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedJobTicket")
+            .field("ticket", &self.ticket)
+            .field("result", &std::any::type_name::<R>())
+            .finish()
+    }
+}
+
+impl<R> TypedJobTicket<R> {
+    /// The job's id (see [`JobTicket::id`]).
+    pub fn id(&self) -> &str {
+        self.ticket.id()
+    }
+
+    /// The correlation id its action runs under.
+    pub fn correlation_id(&self) -> &str {
+        self.ticket.correlation_id()
+    }
+
+    /// `false` when the idempotency key matched a job stored before (see
+    /// [`JobTicket::created`]).
+    pub fn created(&self) -> bool {
+        self.ticket.created()
+    }
+
+    /// The untyped ticket.
+    pub fn into_ticket(self) -> JobTicket {
+        self.ticket
+    }
+}
+
+impl<R: DeserializeOwned + 'static> TypedJobTicket<R> {
+    /// Waits until the job is final: the handler's result when it succeeded (read
+    /// back from the job store), its last error when it is dead or cancelled.
+    pub async fn outcome(self) -> Result<R> {
+        self.ticket.outcome().await?.value::<R>()
     }
 }
 
