@@ -193,9 +193,11 @@ pub(crate) fn callers(self_ty: &Type, generic: bool, actions: &[TypedAction]) ->
             #(#decls)*
         }
 
-        #allow
-        impl #trait_ident for ::koan::Services<#self_ty> {
-            #(#impls)*
-        }
+        const _: () = {
+            #allow
+            impl #trait_ident for ::koan::Services<#self_ty> {
+                #(#impls)*
+            }
+        };
     }
 }
