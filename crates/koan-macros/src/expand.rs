@@ -7,6 +7,7 @@ use syn::spanned::Spanned;
 use syn::{DeriveInput, FnArg, ImplItem, ItemImpl, LitStr, ReturnType, Type};
 
 use crate::attr::{self, ActionArgs, Kind};
+use crate::typed::{self, TypedAction};
 
 fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
     let ce = e.to_compile_error();
@@ -208,6 +209,7 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
     }
     let self_ty = item.self_ty.clone();
     let mut registrations = Vec::new();
+    let mut callers = Vec::new();
     let mut errors: Option<syn::Error> = None;
     let mut push_err = |e: syn::Error| match &mut errors {
         Some(all) => all.combine(e),
@@ -287,6 +289,13 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
             },
             |e| quote!(#e),
         );
+        callers.push(TypedAction {
+            method: method_ident.clone(),
+            name: name.clone(),
+            param: param_ty.clone(),
+            output: sig.output.clone(),
+            returns_result: returns_result(&sig.output),
+        });
         let p_ty = param_ty.map_or_else(|| quote!(()), |t| quote!(#t));
         let call = quote!(svc.#method_ident(#(#call_args),*).await);
         let body = if returns_result(&sig.output) {
@@ -308,6 +317,7 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
     if let Some(e) = errors {
         return Ok(with_error(quote!(#item), e));
     }
+    let callers = typed::callers(&self_ty, !item.generics.params.is_empty(), &callers);
     Ok(quote! {
         #item
         impl ::koan::__private::DeclaredActions for #self_ty {
@@ -315,6 +325,7 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
                 #(#registrations)*
             }
         }
+        #callers
     })
 }
 

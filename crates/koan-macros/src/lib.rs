@@ -5,6 +5,7 @@
 
 mod attr;
 mod expand;
+mod typed;
 
 use proc_macro::TokenStream;
 
@@ -34,7 +35,67 @@ pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
 }
 
 /// Declares the `#[action("name", description = "…")]` methods of an impl block as the
-/// service's actions.
+/// service's actions, and generates their typed callers.
+///
+/// # `#[action]`
+/// `#[action("name")]`, `#[action(name = CONSTANT)]`, or `#[action]` alone (the method's
+/// name in kebab case: `check_queue` → `check-queue`); then optionally
+/// `description = "…"`, and for enqueued jobs `max_attempts = N` (default 3) and
+/// `backoff = "1s"` (the first wait, doubled after each failure).
+///
+/// An action is an `async fn` taking `&self`, then at most one parameter value and
+/// an optional `&ActionContext` (or `ActionContext`), in any order:
+///
+/// | signature | parameters |
+/// | --- | --- |
+/// | `async fn a(&self) -> R` | none |
+/// | `async fn a(&self, cx: &ActionContext) -> R` | none |
+/// | `async fn a(&self, p: P) -> R` | `P` |
+/// | `async fn a(&self, p: P, cx: &ActionContext) -> R` | `P` |
+///
+/// `P` is `serde::Deserialize + schemars::JsonSchema` (`()` means none). The result is a
+/// `Serialize` value `R`, or a `Result<R, E>` whose error turns into `koan::BoxError`
+/// (any `std::error::Error`, a `String`, …); a return type is taken as a `Result` when
+/// its last path segment is `Result` (`anyhow::Result<R>`, `koan::Result<R>` too).
+///
+/// # Typed callers
+/// For `impl TranslationService`, the macro also generates a trait
+/// `TranslationServiceActions`, implemented for `koan::Services<TranslationService>`,
+/// with one method per action, named as the handler:
+///
+/// ```ignore
+/// // #[action("translate")]
+/// // async fn translate(&self, opts: TranslationOptions, cx: &ActionContext) -> Result<String, BoxError>
+/// let file: String = host
+///     .services::<TranslationService>()
+///     .translate(opts)                 // takes a `TranslationOptions`
+///     .priority(10)
+///     .timeout(Duration::from_secs(60))
+///     .correlation_id("upload-42")
+///     .execute()                       // or `.enqueue()`: a job whose outcome is a `String`
+///     .await?;                         // `koan::Result<String>`
+/// ```
+///
+/// The method returns a `koan::TypedRequest<R>`, so a misspelled action, a
+/// parameter of another type and a result read as another type do not compile. A
+/// handler without parameters gives a caller without arguments. In this process the
+/// parameter and the result are handed over as they are (no serialization); calling
+/// a typed caller needs the parameter type to be `Serialize` too, so that the same
+/// call can reach a service in another process.
+///
+/// - The trait is `pub` and sits next to the impl block; bring it into scope to call
+///   its methods (`use crate::translation::TranslationServiceActions;`), as the
+///   compiler suggests.
+/// - A handler named like a method `Services` has itself (`status`, `health`,
+///   `info`, `trigger`, `check_queue`, `process_batch`, `on`, `action`, `name`,
+///   `instance`) keeps its caller, but method syntax finds `Services`' own first:
+///   call it as `TranslationServiceActions::status(&services)`, or give the handler
+///   another name (the action keeps its declared name).
+/// - Nothing is generated for a generic impl block, nor for an action whose
+///   parameter or result type is an `impl Trait`.
+///
+/// The by-name form, `services.action("translate", params)`, stays for callers that
+/// only know the name (HTTP, the CLI, JSON, other processes).
 #[proc_macro_attribute]
 pub fn actions(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::actions(args.into(), input.into()).into()

@@ -64,9 +64,11 @@ async fn main() -> Result<(), koan::Error> {
         .subscribe()
         .await?;
 
-    // Trigger work: `KoanServices<MyFluentService>.Do("do-work").ExecuteAsync()`.
+    // Trigger work: `KoanServices<MyFluentService>.Do("do-work").ExecuteAsync()`,
+    // through the typed caller `#[koan::actions]` generated for the `do-work` action
+    // (by name: `.action("do-work", ())`).
     koan::services::<MyFluentService>()
-        .action("do-work", ())
+        .do_work()
         .execute()
         .await?;
     if let Some(e) = rx.recv().await {

@@ -4,6 +4,11 @@
 //! (typed parameters, priority, timeout, correlation id) and a `check-queue` action,
 //! emitting Started/Completed/Failed events. The example subscribes to the events
 //! with the fluent API, runs translations, and prints what it receives.
+//!
+//! `#[koan::actions]` gives `Services<TranslationService>` a typed caller per action
+//! (the trait `TranslationServiceActions`): `translation.translate(opts)` takes a
+//! `TranslationOptions` and its `.execute()` gives the handler's `String`. The
+//! by-name form, `.action("translate", json)`, stays for JSON callers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,9 +66,10 @@ struct TranslationService {
 
 #[koan::actions]
 impl TranslationService {
-    /// `[ServiceAction("check-queue")]`
+    /// `[ServiceAction("check-queue")]`; its typed caller is `queue_length()`
+    /// (`Services` has a `check_queue()` of its own, the poke of periodic services).
     #[action("check-queue", description = "Check the translation queue")]
-    async fn check_queue(&self) -> u32 {
+    async fn queue_length(&self) -> u32 {
         tracing::info!("checking translation queue");
         0
     }
@@ -138,22 +144,17 @@ async fn main() -> Result<(), koan::Error> {
         .subscribe()
         .await?;
 
-    let out = translation
-        .action(
-            "translate",
-            TranslationOptions::new("file.txt", "auto", "pt-BR"),
-        )
+    // Typed: a misspelled action, a wrong parameter or result type does not compile.
+    let file: String = translation
+        .translate(TranslationOptions::new("file.txt", "auto", "pt-BR"))
         .priority(10)
         .timeout(Duration::from_secs(30 * 60))
         .correlation_id("upload-42")
         .execute()
         .await?;
-    println!(
-        "result: {} (correlation {})",
-        out.json()?,
-        out.correlation_id()
-    );
+    println!("result: {file}");
 
+    // By name, with JSON parameters: what HTTP, the CLI and other processes send.
     let failed = translation
         .action(
             "translate",
@@ -166,8 +167,8 @@ async fn main() -> Result<(), koan::Error> {
         failed.err().map(|e| e.to_string()).unwrap_or_default()
     );
 
-    let queue = translation.action("check-queue", ()).execute().await?;
-    println!("check-queue: {}", queue.json()?);
+    let queue: u32 = translation.queue_length().execute().await?;
+    println!("check-queue: {queue}");
 
     for _ in 0..2 {
         if let Some(line) = rx.recv().await {

@@ -42,6 +42,9 @@
 //! - [`Host`] / [`HostBuilder`] / [`HostHandle`]: lifecycle, shutdown, health.
 //! - Actions: [`Actions`] to declare, [`ActionRequest`] to call, with priority,
 //!   enforced timeout and correlation id; [`Services`] is the fluent entry point.
+//!   `#[koan::actions]` also generates a typed caller per action on [`Services`],
+//!   whose [`TypedRequest`] takes the handler's parameter type and gives its result
+//!   type, so the compiler checks the call.
 //! - Events: [`ServiceContext::emit`] (of events the service declares), and
 //!   [`SubscriptionBuilder`] to subscribe: keep the [`Subscription`] it gives (dropping
 //!   it unsubscribes) or [`Subscription::detach`] it; each subscriber picks its
@@ -49,12 +52,13 @@
 //! - Jobs: [`ActionRequest::enqueue`] stores work in a [`JobStore`] before it
 //!   answers; [`HostHandle::jobs`] lists, retries and cancels them.
 //! - [`Transport`]: how calls reach services in other processes.
-//! - `koan::testing` (feature `test-util`): paused-clock hosts and waiting helpers;
+//! - `koan::testing` (feature `test-util`, e.g. `koan = { version = "0.1", features =
+//!   ["test-util"] }` under `[dev-dependencies]`): paused-clock hosts and waiting helpers;
 //!   [`Services::instance`] reaches the value of a service the host runs.
 //! - [`Error`]: an [`ErrorKind`] to match on and a message that says what was asked
 //!   and what exists; printed once, with its causes.
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[allow(unused_extern_crates)]
 extern crate self as koan;
@@ -81,11 +85,12 @@ mod well_known;
 mod seed_parity {}
 
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
 pub use action::{
     ActionContext, ActionDecl, ActionInfo, ActionOutput, ActionRequest, ActionTicket, Actions,
-    CallOptions, ErrorBody, EventInfo, Execute,
+    CallOptions, ErrorBody, EventInfo, Execute, TypedExecute, TypedJobTicket, TypedRequest,
 };
 pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
 pub use config::{Config, ConfigBuilder};
@@ -121,10 +126,12 @@ pub use well_known::{actions, events};
 /// release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::action::{HandlerResult, typed_request};
     pub use crate::discovery::{ActionsProbe, DeclaredActions, Discovered, ViaDeclared, ViaNone};
     pub use crate::service::{PeriodicRun, RunFn, Runner};
     pub use crate::util::BoxFuture;
     pub use inventory;
+    pub use serde::Serialize;
 }
 
 #[cfg(feature = "macros")]

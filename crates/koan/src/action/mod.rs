@@ -14,6 +14,7 @@ mod payload;
 mod request;
 mod route;
 mod slots;
+mod typed;
 mod worker;
 
 pub use context::ActionContext;
@@ -21,6 +22,7 @@ pub use declare::{ActionDecl, ActionInfo, Actions, EventInfo};
 pub use error_body::ErrorBody;
 pub use execute::Execute;
 pub use request::{ActionOutput, ActionRequest, ActionTicket, CallOptions};
+pub use typed::{HandlerResult, TypedExecute, TypedJobTicket, TypedRequest, typed_request};
 
 pub(crate) use context::{JobMeta, current_correlation};
 pub(crate) use correlation::Correlation;
