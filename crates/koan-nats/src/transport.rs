@@ -165,7 +165,10 @@ impl NatsTransport {
         let outcomes = bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
         let leases = bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
 
-        let view = Arc::new(crate::view::RegistryView::default());
+        // Forgotten with the bucket's entries, but kept past a lease: a new holder
+        // reads what the dead one announced last.
+        let forget = (opts.heartbeat * 5).max(opts.lease * 2);
+        let view = Arc::new(crate::view::RegistryView::new(forget));
         tokio::spawn(crate::view::follow(registry.clone(), Arc::clone(&view)));
         let waiters = Arc::new(crate::outcomes::OutcomeWaiters::default());
         tokio::spawn(crate::outcomes::follow(
