@@ -155,8 +155,10 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     }
     // Keep the job ours while it runs: a progress ack every third of `ack_wait`. The
     // claim lapses when none got through for `ack_wait` (this process was frozen,
-    // say): JetStream hands the job to another instance, so this run must not
-    // record an outcome or acknowledge (fencing).
+    // or cut off from the broker, say): JetStream hands the job to another
+    // instance, so this run must not record an outcome or acknowledge (fencing).
+    // "Got through" means the server answered it: a publish succeeds as soon as it
+    // is written to the socket, which says nothing about the broker hearing it.
     let ack_wait = t.inner.opts.ack_wait;
     let claimed = std::sync::Mutex::new(Instant::now());
     let lapsed = || claimed.lock().map_or(true, |at| at.elapsed() >= ack_wait);
@@ -171,7 +173,9 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                 return std::future::pending::<()>().await;
             }
             let sent = Instant::now();
-            if msg.ack_with(AckKind::Progress).await.is_ok() {
+            // An answer that came after the claim lapsed renews nothing: the job
+            // may have been handed over meanwhile.
+            if progress_heard(t, &msg, ack_wait / 3).await && !lapsed() {
                 if let Ok(mut at) = claimed.lock() {
                     *at = sent;
                 }
@@ -229,6 +233,19 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
     }
+}
+
+/// Sends a progress ack as a request: JetStream answers an ack that has a reply
+/// subject once it processed it. Whether that answer came within `wait`.
+async fn progress_heard(t: &NatsTransport, msg: &Message, wait: Duration) -> bool {
+    let Some(reply) = msg.reply.clone() else {
+        return false;
+    };
+    let ack = t
+        .inner
+        .client
+        .request(reply, bytes::Bytes::from_static(b"+WPI"));
+    matches!(tokio::time::timeout(wait, ack).await, Ok(Ok(_)))
 }
 
 fn claim_lapsed(job: &Job) -> koan::Error {
