@@ -100,6 +100,14 @@ async fn consume_once(
     }
 }
 
+/// Whether `id` is one a host made up for a single enqueue (a UUID v7), not one an
+/// idempotency key names (v8) or a foreign client chose: only such an id cannot
+/// have been run by another message.
+fn fresh_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[14] == b'7'
+}
+
 /// Errors that another attempt cannot fix.
 fn permanent(kind: ErrorKind) -> bool {
     matches!(
@@ -119,8 +127,10 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     };
     let key = subjects::key(&job.id);
     // Completed before (a redelivery after a crash, or a lost ack, between recording
-    // and acking). A first delivery cannot have been: it skips the look-up.
-    if attempts > 1
+    // and acking; or a repeat of an idempotency key published after the duplicate
+    // window, a new message for a job that ran). The first delivery of a job with a
+    // fresh id cannot have been: it skips the look-up.
+    if (attempts > 1 || !fresh_id(&job.id))
         && let Ok(Some(_)) = t.inner.outcomes.get(&key).await
     {
         let _ = msg.ack().await;
@@ -341,5 +351,15 @@ async fn dead_letter(
         .await
     {
         let _ = ack.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_made_up_id_is_fresh() {
+        assert!(super::fresh_id(&koan::new_job_id()));
+        assert!(!super::fresh_id("0193a6c2-7b1e-8c3d-9e4f-a5b6c7d8e9f0"));
+        assert!(!super::fresh_id("order-17"));
     }
 }
