@@ -1,6 +1,8 @@
-//! An idempotency key past JetStream's duplicate window: the repeat is stored as a
-//! new message (the window only de-duplicates publishes close together), but the
-//! job it names has its outcome recorded, so it is not run again.
+//! Enqueue options on a service in another process. An idempotency key past
+//! JetStream's duplicate window: the repeat is stored as a new message (the window
+//! only de-duplicates publishes close together), but the job it names has its
+//! outcome recorded, so it is not run again. A delay, which the durable queue
+//! cannot keep, is refused instead of run at once.
 
 mod common;
 
@@ -11,8 +13,8 @@ use std::time::Duration;
 use async_nats::jetstream::stream;
 use common::{NatsServer, eventually, test_options, within};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
+    Service, ServiceContext, ServiceOptions,
 };
 use koan_nats::{NatsOptions, NatsTransport, Node};
 
@@ -123,5 +125,44 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
         1,
         "the job the key names ran already: its repeat must not run it again"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_for_a_service_in_another_process_is_refused_not_run_at_once() -> anyhow::Result<()>
+{
+    let server = NatsServer::start()?;
+    let sent = Arc::new(AtomicU32::new(0));
+    let opts = test_options(&server.url());
+    let worker = Mailer {
+        sent: Arc::clone(&sent),
+    };
+    let (_w, _nw) = join(opts.clone(), Some(worker)).await?;
+    let (client, _nc) = join(opts, None).await?;
+    eventually("the mailer to be announced", || async {
+        client.instances().await.is_ok_and(|l| {
+            l.iter()
+                .any(|i| i.services.iter().any(|s| s.name == "Mailer"))
+        })
+    })
+    .await?;
+
+    let later = client
+        .service("Mailer")
+        .action("send", 18u32)
+        .delay(Duration::from_secs(3600))
+        .enqueue();
+    let e = within("enqueue", later)
+        .await?
+        .expect_err("the durable queue cannot hold a job for an hour");
+    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
+    assert!(e.message().contains("another process"), "{e}");
+    let at = client
+        .service("Mailer")
+        .action("send", 19u32)
+        .at(chrono::Utc::now() + chrono::Duration::hours(1))
+        .enqueue();
+    let e = within("enqueue", at).await?.expect_err("nor one for later");
+    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
     Ok(())
 }
