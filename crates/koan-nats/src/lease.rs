@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use koan::HostHandle;
 
 use crate::subjects;
@@ -25,6 +25,8 @@ pub(crate) struct Lease {
     /// One compare-and-set at a time: a renewal and a tick's confirmation racing on
     /// the same revision would make one of them fail and drop the lease.
     op: tokio::sync::Mutex<()>,
+    /// When this host last confirmed a tick (and so started it).
+    confirmed_at: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Lease {
@@ -45,7 +47,23 @@ impl Lease {
     pub(crate) fn abandon(&self) {
         self.set(None);
     }
+
+    /// Whether the tick due at `due` (a status's `next_run`, which names the tick
+    /// being run until its run ends) was confirmed here, so started. `next_run` is
+    /// the wall time of the due instant, computed a period earlier: [`DRIFT`]
+    /// absorbs the wall clock's drift from the monotonic one over that period.
+    pub(crate) fn started(&self, due: DateTime<Utc>) -> bool {
+        self.confirmed_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| due <= at + DRIFT)
+    }
 }
+
+/// See [`Lease::started`]. A schedule with a shorter period loses the catch-up run
+/// after a failover (its next tick comes soon anyway).
+const DRIFT: chrono::TimeDelta = chrono::TimeDelta::milliseconds(500);
 
 fn key(service: &str) -> String {
     subjects::key(&subjects::token(service))
@@ -86,8 +104,21 @@ pub(crate) async fn step(t: &NatsTransport, service: &str, lease: &Lease) -> boo
 /// Right before a scheduled tick: renews the lease held with a compare-and-set.
 /// A holder that was frozen past its lease finds the revision moved (or the key
 /// gone) and does not run the tick.
+///
+/// The tick counts as started from here: the registry entry says so at once (the
+/// announced `next_run` would otherwise name it until the next heartbeat), so that
+/// a host taking over after this one dies does not run it again.
 pub(crate) async fn confirm(t: &NatsTransport, service: &str, lease: &Lease) -> bool {
-    lease.held().is_some() && step(t, service, lease).await
+    if !(lease.held().is_some() && step(t, service, lease).await) {
+        return false;
+    }
+    if let Ok(mut at) = lease.confirmed_at.lock() {
+        *at = Some(Utc::now());
+    }
+    if let Ok(Err(e)) = tokio::time::timeout(bound(t), crate::registry::reannounce(t)).await {
+        tracing::debug!(service = %service, error = %e, "could not announce the started tick");
+    }
+    true
 }
 
 /// Keeps (or keeps trying to take) the lease of `service` while the host runs.

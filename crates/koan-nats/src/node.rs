@@ -145,16 +145,10 @@ impl NatsTransport {
 
         // Registry heartbeats.
         registry::announce(self, host).await?;
-        let (t, h) = (self.clone(), host.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(t.inner.opts.heartbeat);
-            loop {
-                tick.tick().await;
-                if let Err(e) = registry::announce(&t, &h).await {
-                    tracing::warn!(error = %e, "registry heartbeat failed");
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(registry::heartbeats(
+            self.clone(),
+            host.clone(),
+        )));
 
         // Singleton leases: a first attempt now, so the first tick knows.
         let mut leases = Vec::new();

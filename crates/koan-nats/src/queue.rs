@@ -100,6 +100,14 @@ async fn consume_once(
     }
 }
 
+/// Whether `id` is one a host made up for a single enqueue (a UUID v7), not one an
+/// idempotency key names (v8) or a foreign client chose: only such an id cannot
+/// have been run by another message.
+fn fresh_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[14] == b'7'
+}
+
 /// Errors that another attempt cannot fix.
 fn permanent(kind: ErrorKind) -> bool {
     matches!(
@@ -119,8 +127,10 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     };
     let key = subjects::key(&job.id);
     // Completed before (a redelivery after a crash, or a lost ack, between recording
-    // and acking). A first delivery cannot have been: it skips the look-up.
-    if attempts > 1
+    // and acking; or a repeat of an idempotency key published after the duplicate
+    // window, a new message for a job that ran). The first delivery of a job with a
+    // fresh id cannot have been: it skips the look-up.
+    if (attempts > 1 || !fresh_id(&job.id))
         && let Ok(Some(_)) = t.inner.outcomes.get(&key).await
     {
         let _ = msg.ack().await;
@@ -155,8 +165,10 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     }
     // Keep the job ours while it runs: a progress ack every third of `ack_wait`. The
     // claim lapses when none got through for `ack_wait` (this process was frozen,
-    // say): JetStream hands the job to another instance, so this run must not
-    // record an outcome or acknowledge (fencing).
+    // or cut off from the broker, say): JetStream hands the job to another
+    // instance, so this run must not record an outcome or acknowledge (fencing).
+    // "Got through" means the server answered it: a publish succeeds as soon as it
+    // is written to the socket, which says nothing about the broker hearing it.
     let ack_wait = t.inner.opts.ack_wait;
     let claimed = std::sync::Mutex::new(Instant::now());
     let lapsed = || claimed.lock().map_or(true, |at| at.elapsed() >= ack_wait);
@@ -171,7 +183,9 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                 return std::future::pending::<()>().await;
             }
             let sent = Instant::now();
-            if msg.ack_with(AckKind::Progress).await.is_ok() {
+            // An answer that came after the claim lapsed renews nothing: the job
+            // may have been handed over meanwhile.
+            if progress_heard(t, &msg, ack_wait / 3).await && !lapsed() {
                 if let Ok(mut at) = claimed.lock() {
                     *at = sent;
                 }
@@ -229,6 +243,19 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
     }
+}
+
+/// Sends a progress ack as a request: JetStream answers an ack that has a reply
+/// subject once it processed it. Whether that answer came within `wait`.
+async fn progress_heard(t: &NatsTransport, msg: &Message, wait: Duration) -> bool {
+    let Some(reply) = msg.reply.clone() else {
+        return false;
+    };
+    let ack = t
+        .inner
+        .client
+        .request(reply, bytes::Bytes::from_static(b"+WPI"));
+    matches!(tokio::time::timeout(wait, ack).await, Ok(Ok(_)))
 }
 
 fn claim_lapsed(job: &Job) -> koan::Error {
@@ -324,5 +351,15 @@ async fn dead_letter(
         .await
     {
         let _ = ack.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_made_up_id_is_fresh() {
+        assert!(super::fresh_id(&koan::new_job_id()));
+        assert!(!super::fresh_id("0193a6c2-7b1e-8c3d-9e4f-a5b6c7d8e9f0"));
+        assert!(!super::fresh_id("order-17"));
     }
 }

@@ -10,10 +10,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use koan::{Instance, ServiceState};
+use async_nats::HeaderMap;
+use async_nats::client::RequestErrorKind;
+use koan::{Error, Instance, RemoteCall, ServiceState};
+use serde_json::Value;
 
 use crate::subjects;
-use crate::transport::NatsTransport;
+use crate::transport::{NatsTransport, unavailable};
 
 /// Calls this host has in flight, per instance.
 #[derive(Debug, Default)]
@@ -115,4 +118,34 @@ pub(crate) async fn gone(t: &NatsTransport, host: &str, heartbeat: Duration) {
             return;
         }
     }
+}
+
+/// Sends `call` to the instance [`pick`] chooses and watches that instance while
+/// the call is in flight. `None` when the call is the queue group's to send: no
+/// instance to choose, or the chosen one does not listen on its own subject (it
+/// was killed a moment ago and its registry entry has not aged out yet, say) — "no
+/// responders" means nobody received the call, so sending it again is safe.
+pub(crate) async fn call_chosen(
+    t: &NatsTransport,
+    call: &RemoteCall,
+    headers: &HeaderMap,
+    body: &bytes::Bytes,
+    timeout: Duration,
+    what: &str,
+) -> Option<Result<Value, Error>> {
+    let (in_flight, subject) = pick(t, &call.service, &call.action)?;
+    let host = in_flight.host();
+    let sent = tokio::select! {
+        r = t.send(subject.clone(), headers.clone(), body.clone(), timeout) => r,
+        () = gone(t, host, t.inner.opts.heartbeat) => return Some(Err(unavailable(format!(
+            "{what}: instance {host} left the cluster while running the call (no heartbeat for three periods); the outcome is unknown — the action may have run. Calls made now go to the instances that remain"
+        )))),
+    };
+    if let Err(e) = &sent
+        && e.kind() == RequestErrorKind::NoResponders
+    {
+        tracing::debug!(host = %host, subject = %subject, "chosen instance does not listen; the call goes to the queue group");
+        return None;
+    }
+    Some(NatsTransport::answer(sent, &subject, timeout, what))
 }

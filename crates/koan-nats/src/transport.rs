@@ -165,7 +165,10 @@ impl NatsTransport {
         let outcomes = bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
         let leases = bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
 
-        let view = Arc::new(crate::view::RegistryView::default());
+        // Forgotten with the bucket's entries, but kept past a lease: a new holder
+        // reads what the dead one announced last.
+        let forget = (opts.heartbeat * 5).max(opts.lease * 2);
+        let view = Arc::new(crate::view::RegistryView::new(forget));
         tokio::spawn(crate::view::follow(registry.clone(), Arc::clone(&view)));
         let waiters = Arc::new(crate::outcomes::OutcomeWaiters::default());
         tokio::spawn(crate::outcomes::follow(
@@ -279,11 +282,33 @@ impl NatsTransport {
         timeout: Duration,
         what: &str,
     ) -> Result<Value, Error> {
+        let sent = self.send(subject.clone(), headers, body, timeout).await;
+        Self::answer(sent, &subject, timeout, what)
+    }
+
+    /// One request, as the client answers it.
+    pub(crate) async fn send(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<async_nats::Message, async_nats::RequestError> {
         let req = async_nats::Request::new()
             .headers(headers)
             .payload(body)
             .timeout(Some(timeout));
-        match self.inner.client.send_request(subject.clone(), req).await {
+        self.inner.client.send_request(subject, req).await
+    }
+
+    /// The result a request's answer carries, or what its failure means.
+    pub(crate) fn answer(
+        sent: Result<async_nats::Message, async_nats::RequestError>,
+        subject: &str,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Value, Error> {
+        match sent {
             Ok(msg) => serde_json::from_slice::<Reply>(&msg.payload)
                 .map_err(|e| {
                     unavailable(format!(
@@ -326,19 +351,13 @@ impl Transport for NatsTransport {
             let body = serde_json::to_vec(&call.params).unwrap_or_default().into();
             let what = format!("action `{}` of `{}`", call.action, call.service);
             // The less loaded instance, watched while the call is in flight.
-            let Some((in_flight, subject)) =
-                crate::routing::pick(self, &call.service, &call.action)
-            else {
-                let subject = subjects::action(&call.service, &call.action);
-                return self.request(subject, h, body, timeout, &what).await;
-            };
-            let host = in_flight.host().to_owned();
-            tokio::select! {
-                r = self.request(subject, h, body, timeout, &what) => r,
-                () = crate::routing::gone(self, &host, self.inner.opts.heartbeat) => Err(unavailable(format!(
-                    "{what}: instance {host} left the cluster while running the call (no heartbeat for three periods); the outcome is unknown — the action may have run. Calls made now go to the instances that remain"
-                ))),
+            if let Some(r) =
+                crate::routing::call_chosen(self, &call, &h, &body, timeout, &what).await
+            {
+                return r;
             }
+            let subject = subjects::action(&call.service, &call.action);
+            self.request(subject, h, body, timeout, &what).await
         })
     }
 

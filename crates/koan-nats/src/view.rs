@@ -17,6 +17,10 @@ use koan::Instance;
 #[derive(Debug, Default)]
 pub(crate) struct RegistryView {
     instances: Mutex<HashMap<String, Instance>>,
+    /// An entry not refreshed for this long is forgotten: a host that died sends no
+    /// delete, and the bucket's max age drops its key without a marker, so every
+    /// crashed or killed process would otherwise stay here for the connection's life.
+    forget_after: Duration,
     /// Every service name (lower case) an instance announced since this host
     /// connected: a job for one of them waits for an instance to come back.
     seen: Mutex<HashSet<String>>,
@@ -26,6 +30,13 @@ pub(crate) struct RegistryView {
 }
 
 impl RegistryView {
+    pub(crate) fn new(forget_after: Duration) -> RegistryView {
+        RegistryView {
+            forget_after,
+            ..RegistryView::default()
+        }
+    }
+
     fn put(&self, key: String, instance: Instance) {
         if let Ok(mut seen) = self.seen.lock() {
             for s in &instance.services {
@@ -37,6 +48,9 @@ impl RegistryView {
         }
         if let Ok(mut m) = self.instances.lock() {
             m.insert(key, instance);
+            let window = chrono::Duration::from_std(self.forget_after).unwrap_or_default();
+            let now = Utc::now();
+            m.retain(|_, i| now - i.seen_at <= window);
         }
     }
 
@@ -122,5 +136,34 @@ pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<RegistryView>)
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(host_id: &str, age: Duration) -> Instance {
+        Instance {
+            host_id: host_id.to_owned(),
+            seen_at: Utc::now() - chrono::Duration::from_std(age).unwrap_or_default(),
+            services: Vec::new(),
+            stale: false,
+        }
+    }
+
+    #[test]
+    fn entries_of_hosts_gone_for_long_are_forgotten() {
+        let view = RegistryView::new(Duration::from_secs(10));
+        // Killed processes: their keys aged out of the bucket without a delete.
+        for n in 0..100 {
+            let id = format!("dead-{n}");
+            view.put(id.clone(), instance(&id, Duration::from_secs(60)));
+        }
+        view.put("recent".into(), instance("recent", Duration::from_secs(5)));
+        view.put("live".into(), instance("live", Duration::ZERO));
+        assert!(view.last_of("dead-0").is_none());
+        assert!(view.last_of("recent").is_some(), "a host just gone is kept");
+        assert_eq!(view.instances.lock().map(|m| m.len()).unwrap_or(0), 2);
     }
 }

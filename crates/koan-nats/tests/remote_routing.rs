@@ -153,3 +153,56 @@ async fn a_call_to_an_instance_that_dies_fails_once_it_leaves_the_registry() -> 
     assert!(e.message().contains("outcome is unknown"), "{e}");
     Ok(())
 }
+
+/// An instance the registry still lists but that no longer (or not yet) listens on
+/// its own subject — a process killed a moment ago, whose entry lives on for three
+/// heartbeats — answers "no responders": nobody received the call, so it goes to
+/// the service's queue group instead of failing while a healthy instance is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_routed_to_an_instance_that_does_not_listen_goes_to_the_others() -> anyhow::Result<()>
+{
+    const CALLS: u32 = 20;
+    let server = NatsServer::start()?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let healthy = Worker {
+        delay: Duration::from_millis(1),
+        calls: Arc::clone(&calls),
+    };
+    let (worker, _nw) = join(&server.url(), Some(healthy)).await?;
+    let (client, _nc) = join(&server.url(), None).await?;
+    sees_workers(&client, 1).await?;
+
+    // A ghost: the healthy worker's entry under another id, kept fresh, with no
+    // subscription behind it. Both look idle, so each call picks either.
+    let raw = async_nats::connect(server.url()).await?;
+    let registry = async_nats::jetstream::new(raw)
+        .get_key_value("koan_registry")
+        .await?;
+    let statuses = worker.statuses();
+    let announce = tokio::spawn(async move {
+        loop {
+            let ghost = koan::Instance {
+                host_id: "ghost-00000000".to_owned(),
+                seen_at: chrono::Utc::now(),
+                services: statuses.clone(),
+                stale: false,
+            };
+            let body = serde_json::to_vec(&ghost).unwrap_or_default();
+            let _ = registry.put("ghost-00000000", body.into()).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    sees_workers(&client, 2).await?;
+
+    for n in 0..CALLS {
+        let out = within(
+            "a call",
+            client.service("Worker").action("work", ()).execute(),
+        )
+        .await?;
+        out.map_err(|e| anyhow::anyhow!("call {n} failed: {e}"))?;
+    }
+    announce.abort();
+    assert_eq!(calls.load(Ordering::SeqCst), CALLS);
+    Ok(())
+}

@@ -56,6 +56,20 @@ impl ActionRequest {
                 ),
             ));
         }
+        // The durable queue delivers at once: a job asked for later would run now.
+        if let Some(when) = &self.when {
+            let asked = match when {
+                When::After(d) => format!("a delay ({d:?})"),
+                When::At(at) => format!("a time to run at ({at})"),
+            };
+            return Err(Error::new(
+                ErrorKind::InvalidParameters,
+                format!(
+                    "`{}` runs in another process, whose durable queue runs jobs at once: {asked} cannot be kept; enqueue it without one when it is due",
+                    self.target.name()
+                ),
+            ));
+        }
         let Some(step) = self.steps.take_single() else {
             return Err(Error::new(
                 ErrorKind::InvalidParameters,

@@ -1,0 +1,247 @@
+//! Fencing when the broker cannot hear a worker: a worker cut off from NATS (its
+//! connection open, nothing getting through — a partition, or a broker too slow to
+//! read) past `ack_wait` has lost its claim, as JetStream hands the job to another
+//! instance; its run is cancelled, though its progress acks were written to the
+//! socket without error.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{NatsServer, eventually, test_options, within};
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions,
+};
+use koan_nats::{NatsOptions, NatsTransport, Node};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A TCP proxy to the server that can be frozen: nothing passes either way while
+/// it is, and the connections stay open.
+struct Proxy {
+    url: String,
+    frozen: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(server: &str) -> anyhow::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("nats://{}", listener.local_addr()?);
+        let to = server.trim_start_matches("nats://").to_owned();
+        let (frozen, rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = TcpStream::connect(&to).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (ur, uw) = upstream.into_split();
+                tokio::spawn(pipe(cr, uw, rx.clone()));
+                tokio::spawn(pipe(ur, cw, rx.clone()));
+            }
+        });
+        Ok(Proxy { url, frozen, task })
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.send_replace(on);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Bytes read as the freeze began are held until it ends.
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `hold` runs until its token is cancelled (on the first instance) and says so;
+/// elsewhere it returns at once.
+struct Holder {
+    holds: bool,
+    started: Arc<AtomicU32>,
+    fenced: Arc<AtomicBool>,
+}
+
+impl Service for Holder {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Holder").max_concurrency(1)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "hold",
+            |svc: Arc<Self>, (): (), cx: ActionContext| async move {
+                svc.started.fetch_add(1, Ordering::SeqCst);
+                if svc.holds {
+                    cx.cancelled().await;
+                    svc.fenced.store(true, Ordering::SeqCst);
+                }
+                Ok::<_, BoxError>(())
+            },
+        );
+        // Works for `ms` milliseconds, unless cancelled.
+        a.action(
+            "busy",
+            |svc: Arc<Self>, ms: u64, cx: ActionContext| async move {
+                svc.started.fetch_add(1, Ordering::SeqCst);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(ms)) => Ok::<_, BoxError>(()),
+                    () = cx.cancelled() => {
+                        svc.fenced.store(true, Ordering::SeqCst);
+                        Err("cancelled".into())
+                    }
+                }
+            },
+        );
+    }
+}
+
+impl BackgroundService for Holder {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn join(opts: NatsOptions, holder: Option<Holder>) -> anyhow::Result<(HostHandle, Node)> {
+    let nats = within("connect", NatsTransport::connect(opts)).await??;
+    let mut b = koan::Host::builder().transport(nats.clone().into_transport());
+    if let Some(h) = holder {
+        b = b.instance(h);
+    }
+    let host = b.build()?.start();
+    within("startup", host.started()).await??;
+    let node = within("attach", nats.attach(&host)).await??;
+    Ok((host, node))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let proxy = Proxy::start(&server.url()).await?;
+    let options = |url: &str| {
+        let mut o = test_options(url);
+        o.ack_wait = Duration::from_secs(3);
+        o
+    };
+    let (started, fenced) = (
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let cut_off = Holder {
+        holds: true,
+        started: Arc::clone(&started),
+        fenced: Arc::clone(&fenced),
+    };
+    let (_w1, _n1) = join(options(&proxy.url), Some(cut_off)).await?;
+    let (client, _nc) = join(options(&server.url()), None).await?;
+    eventually("the worker to be announced", || async {
+        client.instances().await.is_ok_and(|l| {
+            l.iter()
+                .any(|i| i.services.iter().any(|s| s.name == "Holder"))
+        })
+    })
+    .await?;
+
+    let ticket = within(
+        "enqueue",
+        client.service("Holder").action("hold", ()).enqueue(),
+    )
+    .await??;
+    eventually("the job to run on the first worker", || async {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await?;
+
+    // The first worker is cut off; a second one joins and gets the job once its
+    // claim lapsed.
+    proxy.freeze(true);
+    let second = Holder {
+        holds: false,
+        started: Arc::clone(&started),
+        fenced: Arc::new(AtomicBool::new(false)),
+    };
+    let (_w2, _n2) = join(options(&server.url()), Some(second)).await?;
+    within("the job to complete on the second worker", ticket.outcome()).await??;
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+
+    // The cut-off run heard nothing from the broker for ack_wait: it is cancelled.
+    eventually("the cut-off run to be cancelled", || async {
+        fenced.load(Ordering::SeqCst)
+    })
+    .await?;
+    proxy.freeze(false);
+    Ok(())
+}
+
+/// The other side: a worker the broker hears keeps its claim on a job that runs for
+/// longer than `ack_wait` (its progress acks are answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_ack_wait_keeps_its_claim() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    opts.ack_wait = Duration::from_secs(1);
+    let (started, fenced) = (
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let worker = Holder {
+        holds: false,
+        started: Arc::clone(&started),
+        fenced: Arc::clone(&fenced),
+    };
+    let (_w, _nw) = join(opts.clone(), Some(worker)).await?;
+    let (client, _nc) = join(opts, None).await?;
+    eventually("the worker to be announced", || async {
+        client.instances().await.is_ok_and(|l| {
+            l.iter()
+                .any(|i| i.services.iter().any(|s| s.name == "Holder"))
+        })
+    })
+    .await?;
+    // The job's own work lasts three claims.
+    let ticket = within(
+        "enqueue",
+        client.service("Holder").action("busy", 3_000u64).enqueue(),
+    )
+    .await??;
+    within("the job", ticket.outcome()).await??;
+    assert!(
+        !fenced.load(Ordering::SeqCst),
+        "a heard worker is not fenced"
+    );
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "run once, not handed over"
+    );
+    Ok(())
+}
