@@ -56,7 +56,12 @@ function renderServices(tbody, sel) {
     sel.replaceChildren(el("option", { value: "", text: "all services" }), ...S.services.map((s) => el("option", { value: s.name, text: s.name })));
     sel.value = chosen;
   }
-  const rows = [];
+  // Updated in place: each service's row is swapped for a fresh one only when what it
+  // shows changed, and an open row of forms is never moved or rebuilt, so typing in a
+  // form or clicking its buttons is not disturbed by the refreshes that events cause.
+  const rows = new Map([...tbody.querySelectorAll("tr.row")].map((r) => [r.dataset.service, r]));
+  const details = new Map([...tbody.querySelectorAll("tr.detail")].map((r) => [r.dataset.for, r]));
+  let prev = null;
   for (const s of S.services) {
     const last = s.last_run ? `${s.last_run.outcome} · ${ago(s.last_run.started_at)} · ${s.last_run.duration_ms}ms` : "—";
     const buttons = el("div", { class: "actions" });
@@ -66,7 +71,7 @@ function renderServices(tbody, sel) {
     if (custom.length || s.actions.includes("check-queue")) buttons.append(el("button", { type: "button", "data-action": "details", onclick: () => toggle(s.name) }, S.open.has(s.name) ? "Hide actions" : "Actions…"));
     const work = workCount(s);
     const name = s.remote ? el("div", { class: "name", text: s.name }) : el("a", { class: "name", href: "#/services/" + enc(s.name), text: s.name });
-    rows.push(el("tr", { class: "row", "data-service": s.name, "data-remote": s.remote ? "1" : null },
+    const row = el("tr", { class: "row", "data-service": s.name, "data-remote": s.remote ? "1" : null },
       el("td", { class: "first" }, name, s.description ? el("div", { class: "desc", text: s.description }) : null,
         s.remote ? el("div", { class: "desc", text: "on host " + s.host }) : null),
       el("td", { "data-label": "kind", text: s.kind + (s.schedule ? " · " + s.schedule : "") }),
@@ -77,13 +82,28 @@ function renderServices(tbody, sel) {
       el("td", { "data-label": s.kind === "background" ? "work" : "runs", class: "num", "data-field": "runs", text: work.runs }),
       el("td", { "data-label": "failures", class: "num", "data-field": "failures", text: work.failures }),
       el("td", { "data-label": "queue", class: "num", "data-field": "queue", text: String(s.queue_depth + s.in_flight) }),
-      el("td", { class: "actions-cell" }, buttons)));
-    if (S.open.has(s.name)) rows.push(detailRow(s));
+      el("td", { class: "actions-cell" }, buttons));
+    const key = JSON.stringify([s, S.open.has(s.name), last, ago(s.next_run)]);
+    let current = rows.get(s.name);
+    rows.delete(s.name);
+    if (!current) {
+      current = row;
+      if (prev) prev.after(current); else tbody.prepend(current);
+    } else if (current.dataset.key !== key) {
+      current.replaceWith(row);
+      current = row;
+    }
+    current.dataset.key = key;
+    prev = current;
+    if (S.open.has(s.name)) {
+      let d = details.get(s.name);
+      details.delete(s.name);
+      if (!d) d = detailRow(s);
+      if (prev.nextElementSibling !== d) prev.after(d);
+      prev = d;
+    }
   }
-  // Keep open forms (and what was typed in them) across refreshes.
-  const keep = new Map([...tbody.querySelectorAll("tr.detail")].map((r) => [r.dataset.for, r]));
-  for (let i = 0; i < rows.length; i++) if (rows[i].classList.contains("detail") && keep.has(rows[i].dataset.for)) rows[i] = keep.get(rows[i].dataset.for);
-  tbody.replaceChildren(...rows);
+  for (const gone of [...rows.values(), ...details.values()]) gone.remove();
 }
 function toggle(name) { S.open.has(name) ? S.open.delete(name) : S.open.add(name); if (S.view.refresh) S.view.refresh(); }
 function detailRow(s) {
