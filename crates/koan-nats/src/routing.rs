@@ -79,8 +79,15 @@ pub(crate) fn pick<'a>(
             .services
             .iter()
             .find(|s| s.name.eq_ignore_ascii_case(service))?;
-        let serving =
-            s.enabled && !matches!(s.state, ServiceState::Failed | ServiceState::Disabled);
+        // A service that is stopping (its host shutting down) takes no new calls.
+        let serving = s.enabled
+            && !matches!(
+                s.state,
+                ServiceState::Failed
+                    | ServiceState::Disabled
+                    | ServiceState::Stopping
+                    | ServiceState::Stopped
+            );
         serving.then(|| s.in_flight + s.queue_depth + t.outstanding().get(&i.host_id))
     };
     let mut best: Option<(&Instance, usize)> = None;
