@@ -5,6 +5,7 @@
 
 mod attr;
 mod expand;
+mod lit;
 mod typed;
 
 use proc_macro::TokenStream;

@@ -20,10 +20,9 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::Emitter;
+pub use super::flow_stages::STAGES;
+use super::flow_stages::{next_stage, run_stage};
 use crate::db::{Db, now_secs};
-
-/// The stages an entity goes through, in order.
-pub const STAGES: [&str; 4] = ["received", "validated", "enriched", "done"];
 
 /// The seed's `FlowEntityProcessedEventArgs`: the entity reached `done`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -434,28 +433,6 @@ enum Moved {
     Parked(FlowEntityParked),
     /// Not ours to move (any more).
     Elsewhere,
-}
-
-fn next_stage(stage: &str) -> Option<&'static str> {
-    let i = STAGES.iter().position(|s| *s == stage)?;
-    STAGES.get(i + 1).copied()
-}
-
-/// The work of one stage on the payload; `Err` is the reason to park.
-fn run_stage(stage: &str, payload: &mut Value) -> Result<(), String> {
-    if payload.get("failAt").and_then(Value::as_str) == Some(stage) {
-        return Err(format!(
-            "stage `{stage}` failed: the payload asks for it (failAt = \"{stage}\")"
-        ));
-    }
-    match stage {
-        "validated" if !payload.is_object() => Err("the payload is not a JSON object".to_owned()),
-        "enriched" => {
-            payload["enrichedAt"] = now_secs().into();
-            Ok(())
-        }
-        _ => Ok(()),
-    }
 }
 
 fn new_id() -> String {

@@ -2,6 +2,7 @@
 
 pub mod cleanup;
 pub mod flow;
+mod flow_stages;
 pub mod health_monitor;
 pub mod messaging;
 pub mod migration;

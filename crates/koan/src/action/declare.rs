@@ -7,11 +7,12 @@ use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
 
 use schemars::JsonSchema;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ActionContext;
+use super::info::{ActionInfo, EventInfo};
 use super::payload::Payload;
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::service::{BatchRequest, Service, ServiceKind};
@@ -38,32 +39,6 @@ pub(crate) struct ActionEntry {
     pub(crate) metrics: OnceLock<super::metrics::ActionMetrics>,
     /// How an enqueued job of this action is retried.
     pub(crate) retry: crate::job::RetryPolicy,
-}
-
-/// Describes an action or event in `info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ActionInfo {
-    /// The action's name.
-    pub name: String,
-    /// What it does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// JSON Schema of its parameters (`null` when it takes none).
-    pub params_schema: Value,
-    /// True for the built-in pokes of periodic services.
-    pub builtin: bool,
-}
-
-/// Describes an event in `info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct EventInfo {
-    /// The event's name.
-    pub name: String,
-    /// What it means.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// JSON Schema of its payload (`null` when undeclared).
-    pub payload_schema: Value,
 }
 
 /// The declared actions and events of one service.

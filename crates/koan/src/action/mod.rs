@@ -7,6 +7,7 @@ mod declare;
 mod enqueue;
 mod error_body;
 mod execute;
+mod info;
 mod inline;
 mod mailbox;
 mod metrics;
@@ -18,9 +19,10 @@ mod typed;
 mod worker;
 
 pub use context::ActionContext;
-pub use declare::{ActionDecl, ActionInfo, Actions, EventInfo};
+pub use declare::{ActionDecl, Actions};
 pub use error_body::ErrorBody;
 pub use execute::Execute;
+pub use info::{ActionInfo, EventInfo};
 pub use request::{ActionOutput, ActionRequest, ActionTicket, CallOptions};
 pub use typed::{HandlerResult, TypedExecute, TypedJobTicket, TypedRequest, typed_request};
 

@@ -1,0 +1,30 @@
+//! What `info()` says of a service's declared actions and events.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Describes an action or event in `info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ActionInfo {
+    /// The action's name.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of its parameters (`null` when it takes none).
+    pub params_schema: Value,
+    /// True for the built-in pokes of periodic services.
+    pub builtin: bool,
+}
+
+/// Describes an event in `info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct EventInfo {
+    /// The event's name.
+    pub name: String,
+    /// What it means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of its payload (`null` when undeclared).
+    pub payload_schema: Value,
+}
