@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# CI builds once from a clean clone: incremental caches only cost disk there (a
+# warm developer tree grew 25 GB of them, and a CI run once failed on a full disk).
+if [[ "${CI:-}" == "true" ]]; then
+  export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+  df -h . | tail -1
+fi
+
 step "cargo fmt --all --check"
 cargo fmt --all --check
 
