@@ -219,7 +219,8 @@ impl Caller {
             Caller::Koan(s) => s.action("add", req).execute().await?.value::<u64>()?,
             Caller::KoanJson(h) => {
                 let v = h
-                    .action("Calc", "add", json!({ "a": i, "b": 1 }))
+                    .service("Calc")
+                    .action("add", json!({ "a": i, "b": 1 }))
                     .execute()
                     .await?
                     .json()?;

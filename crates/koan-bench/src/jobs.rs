@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Config, Host, JobState,
-    Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Host, Service, ServiceContext,
+    ServiceOptions, config::Config, job::JobState,
 };
 use koan_sqlite::SqliteJobStore;
 use serde::{Deserialize, Serialize};

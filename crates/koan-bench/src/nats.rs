@@ -196,7 +196,8 @@ async fn koan_rtt(host: &HostHandle, n: u64) -> anyhow::Result<f64> {
     let t = Instant::now();
     for i in 0..n {
         let v = host
-            .action("Calc", "add", json!({ "a": i, "b": 1 }))
+            .service("Calc")
+            .action("add", json!({ "a": i, "b": 1 }))
             .execute()
             .await?
             .json()?;
@@ -233,7 +234,8 @@ async fn koan_durable(host: &HostHandle, jobs: u64) -> anyhow::Result<f64> {
             let mut tickets = Vec::with_capacity(per as usize);
             for i in 0..per {
                 tickets.push(
-                    host.action("Calc", "add", json!({ "a": p * per + i, "b": 1 }))
+                    host.service("Calc")
+                        .action("add", json!({ "a": p * per + i, "b": 1 }))
                         .enqueue()
                         .await?,
                 );

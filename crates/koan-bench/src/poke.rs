@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use koan::{
-    Actions, Background, BackgroundService, BoxError, Host, Overflow, Periodic, PeriodicService,
-    Service, ServiceContext, ServiceOptions,
+    Actions, Background, BackgroundService, BoxError, Host, Periodic, PeriodicService, Service,
+    ServiceContext, ServiceOptions, event::Overflow,
 };
 use tokio::sync::{Notify, broadcast, mpsc};
 

@@ -17,8 +17,8 @@ use anyhow::{Context, anyhow};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use koan::{
-    BoxError, Host, HostHandle, Periodic, PeriodicService, RunReason, Service, ServiceContext,
-    ServiceOptions,
+    BoxError, Host, HostHandle, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions,
+    service::RunReason,
 };
 use koan_nats::{NatsOptions, NatsTransport, Node};
 

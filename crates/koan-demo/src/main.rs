@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use koan::{Config, Host};
+use koan::{Host, config::Config};
 use koan_http::HttpOptions;
 
 /// The seed's sample services as a real application.
@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     // KOAN_ENV selects the environment; the demo defaults to development.
     let environment = match std::env::var("KOAN_ENV") {
         Ok(v) => v.parse()?,
-        Err(_) => koan::Environment::DEVELOPMENT,
+        Err(_) => koan::host::Environment::DEVELOPMENT,
     };
     koan_http::install_metrics();
     let config = config(&args)?;

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use koan::{Config, HealthStatus, Host, HostHandle};
+use koan::{Host, HostHandle, config::Config, health::HealthStatus};
 use koan_demo::db::Db;
 use koan_demo::services::health_monitor::SystemHealthMonitor;
 use koan_demo::services::migration::DatabaseMigrationService;

@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use common::{NatsServer, TempDir, test_options, within};
 use futures_util::StreamExt;
-use koan::events::{flow, messaging, outbox};
-use koan::{Config, HealthStatus, Host, HostBuilder, HostHandle, Subscription};
+use koan::well_known::events::{flow, messaging, outbox};
+use koan::{
+    Host, HostHandle, config::Config, event::Subscription, health::HealthStatus, host::HostBuilder,
+};
 use koan_demo::db::Db;
 use koan_demo::services::cleanup::DataCleanupService;
 use koan_demo::services::flow::{FlowEntityParked, FlowEntityProcessed, FlowOrchestrator};
@@ -148,7 +150,11 @@ fn entity(path: &Path, id: &str) -> anyhow::Result<(String, String, Option<Strin
 }
 
 async fn act(host: &HostHandle, service: &str, action: &str, params: Value) -> koan::Result<Value> {
-    host.action(service, action, params).execute().await?.json()
+    host.service(service)
+        .action(action, params)
+        .execute()
+        .await?
+        .json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,7 +264,11 @@ async fn flow_entities_pass_stages_and_a_failing_one_is_parked_then_resumed() ->
     .await
     .err()
     .ok_or_else(|| anyhow::anyhow!("resuming a done entity succeeded"))?;
-    assert_eq!(err.kind(), koan::ErrorKind::InvalidParameters, "{err}");
+    assert_eq!(
+        err.kind(),
+        koan::error::ErrorKind::InvalidParameters,
+        "{err}"
+    );
     assert!(err.to_string().contains("not parked"), "{err}");
     let err = act(
         &host,
@@ -341,11 +351,8 @@ async fn the_probe_scheduler_records_an_ok_and_a_failed_probe() -> anyhow::Resul
 
     // A forced round answers with every result.
     let b: ProbeBroadcast = host
-        .action(
-            "HealthProbeScheduler",
-            koan::actions::health::FORCE_PROBE,
-            Value::Null,
-        )
+        .service("HealthProbeScheduler")
+        .action(koan::well_known::actions::health::FORCE_PROBE, Value::Null)
         .execute()
         .await?
         .value()?;

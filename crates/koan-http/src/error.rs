@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use koan::ErrorKind;
+use koan::error::ErrorKind;
 use serde::Serialize;
 
 /// An error answer of the API.

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::OnceLock;
 
-use koan::{HealthStatus, HostHandle, ServiceState};
+use koan::{HostHandle, health::HealthStatus, status::ServiceState};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

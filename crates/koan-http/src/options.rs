@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use koan::{Config, Error, ErrorKind};
+use koan::{Error, config::Config, error::ErrorKind};
 use serde::Deserialize;
 
 /// Options of the HTTP control plane.
@@ -166,7 +166,7 @@ impl HttpOptions {
 
 /// A duration setting where `"0s"` means none.
 fn optional_duration(key: &str, text: &str) -> Result<Option<Duration>, Error> {
-    let d = koan::parse_duration(text).map_err(|e| {
+    let d = koan::schedule::parse_duration(text).map_err(|e| {
         Error::new(
             ErrorKind::Config,
             format!("`koan.http.{key}`: {}", e.message()),

@@ -153,7 +153,7 @@ async fn recent_events_are_kept_and_filtered_and_lead_to_their_job() -> anyhow::
         koan::testing::wait_for_job(
             &api.host,
             accepted["id"].as_str().unwrap_or_default(),
-            koan::JobState::Succeeded,
+            koan::job::JobState::Succeeded,
         ),
     )
     .await?;

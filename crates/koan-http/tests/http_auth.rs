@@ -143,7 +143,7 @@ async fn reading_routes_health_and_metrics_stay_open() -> anyhow::Result<()> {
     let api = start().await?;
     within(
         "Echo running",
-        koan::testing::wait_state(&api.host, "Echo", koan::ServiceState::Running),
+        koan::testing::wait_state(&api.host, "Echo", koan::status::ServiceState::Running),
     )
     .await?;
     for path in [

@@ -6,7 +6,7 @@ mod common;
 
 use common::raw::{exchange, head};
 use common::{Api, PATIENCE, error_message, header, loopback};
-use koan::{ActionContext, BackgroundService, BoxError, Config, ServiceContext};
+use koan::{ActionContext, BackgroundService, BoxError, ServiceContext, config::Config};
 use koan_http::HttpOptions;
 use reqwest::StatusCode;
 
@@ -232,7 +232,7 @@ async fn a_cors_wildcard_is_a_configuration_error_not_a_panic() -> anyhow::Resul
         Ok(o) => anyhow::bail!("a wildcard origin was accepted: {o:?}"),
         Err(e) => e,
     };
-    assert_eq!(err.kind(), koan::ErrorKind::Config);
+    assert_eq!(err.kind(), koan::error::ErrorKind::Config);
     let text = err.to_string();
     assert!(
         text.contains("cors_origins") && text.contains("https://"),

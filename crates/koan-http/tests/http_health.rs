@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Api, header, send};
-use koan::{BackgroundService, BoxError, HealthReport, ServiceContext};
+use koan::{BackgroundService, BoxError, ServiceContext, health::HealthReport};
 use reqwest::StatusCode;
 use serde_json::Value;
 

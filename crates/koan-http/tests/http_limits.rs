@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Api, call, loopback, within};
-use koan::{BackgroundService, BoxError, Config, ServiceContext};
+use koan::{BackgroundService, BoxError, ServiceContext, config::Config};
 use koan_http::HttpOptions;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

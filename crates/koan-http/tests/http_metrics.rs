@@ -78,7 +78,7 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
     let api = Api::open(host).await?;
     within(
         "Counter running",
-        koan::testing::wait_state(&api.host, "Counter", koan::ServiceState::Running),
+        koan::testing::wait_state(&api.host, "Counter", koan::status::ServiceState::Running),
     )
     .await?;
 
@@ -167,7 +167,7 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
     let id = accepted["id"].as_str().unwrap_or_default().to_owned();
     within(
         "the job to succeed",
-        koan::testing::wait_for_job(&api.host, &id, koan::JobState::Succeeded),
+        koan::testing::wait_for_job(&api.host, &id, koan::job::JobState::Succeeded),
     )
     .await?;
     let text = scrape(&api).await?;

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use common::{Api, call, header, send, within};
 use koan::{
-    ActionContext, BackgroundService, BatchRequest, BoxError, PeriodicService, ServiceContext,
-    ServiceState,
+    ActionContext, BackgroundService, BoxError, PeriodicService, ServiceContext,
+    service::BatchRequest, status::ServiceState,
 };
 use reqwest::StatusCode;
 use schemars::JsonSchema;
@@ -466,7 +466,7 @@ struct OutboxBatch {
 
 #[koan::actions]
 impl Outbox {
-    #[action(koan::actions::outbox::PROCESS_BATCH)]
+    #[action(koan::well_known::actions::outbox::PROCESS_BATCH)]
     async fn process_batch(&self, p: OutboxBatch) -> Result<u32, BoxError> {
         self.batches
             .lock()
@@ -527,7 +527,7 @@ async fn seed_routes_answer_at_once_with_the_seeds_message_and_reach_declared_ac
     let id = body["id"].as_str().unwrap_or_default().to_owned();
     let record = within(
         "the batch job",
-        koan::testing::wait_for_job(&api.host, &id, koan::JobState::Succeeded),
+        koan::testing::wait_for_job(&api.host, &id, koan::job::JobState::Succeeded),
     )
     .await?;
     assert_eq!(record.action, "ProcessBatch");

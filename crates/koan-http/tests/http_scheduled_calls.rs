@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Api, call, within};
-use koan::{ActionContext, BackgroundService, BoxError, ServiceContext, ServiceState};
+use koan::{ActionContext, BackgroundService, BoxError, ServiceContext, status::ServiceState};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -150,7 +150,7 @@ fn rss_kib() -> (u64, u64) {
 }
 
 fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
-    koan::parse_duration(s).with_context(|| format!("--{what} `{s}`"))
+    koan::schedule::parse_duration(s).with_context(|| format!("--{what} `{s}`"))
 }
 
 async fn start_host(c: &Common, http: bool) -> anyhow::Result<(HostHandle, Option<String>)> {

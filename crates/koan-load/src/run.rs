@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use koan::{ErrorKind, HostHandle};
+use koan::{HostHandle, error::ErrorKind};
 
 use crate::histogram::Histogram;
 

@@ -258,8 +258,9 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                             }
                         };
                         a.periodic_only.push(("missed_ticks", span));
-                        a.setters
-                            .push(quote!(.missed_ticks(::koan::MissedTickPolicy::#policy)));
+                        a.setters.push(
+                            quote!(.missed_ticks(::koan::schedule::MissedTickPolicy::#policy)),
+                        );
                     }
                     "restart" => {
                         let s = lit_str(v, &key)?;
@@ -277,7 +278,7 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                             }
                         };
                         a.setters
-                            .push(quote!(.restart(::koan::RestartPolicy::#policy)));
+                            .push(quote!(.restart(::koan::service::RestartPolicy::#policy)));
                     }
                     "health" | "ready" => {
                         let p = match v {

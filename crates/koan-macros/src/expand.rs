@@ -100,7 +100,7 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
     });
     let health = a.health.as_ref().map(|p| {
         quote! {
-            fn health(&self) -> impl ::core::future::Future<Output = ::koan::HealthReport> + ::core::marker::Send {
+            fn health(&self) -> impl ::core::future::Future<Output = ::koan::health::HealthReport> + ::core::marker::Send {
                 #p(self)
             }
         }

@@ -27,7 +27,7 @@ use proc_macro::TokenStream;
 /// (repeatable), and `discover = false`.
 ///
 /// Discovery has the host construct the service, so the type must be `Default` or
-/// implement `koan::FromContext`. A service you build yourself (with fields the host
+/// implement `koan::service::FromContext`. A service you build yourself (with fields the host
 /// cannot fill) takes `discover = false` and is added with
 /// `HostBuilder::instance(value)`; it is then left out of `HostBuilder::discover()`.
 #[proc_macro_attribute]
@@ -77,7 +77,7 @@ pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
 ///     .await?;                         // `koan::Result<String>`
 /// ```
 ///
-/// The method returns a `koan::TypedRequest<R>`, so a misspelled action, a
+/// The method returns a `koan::action::TypedRequest<R>`, so a misspelled action, a
 /// parameter of another type and a result read as another type do not compile. A
 /// handler without parameters gives a caller without arguments. In this process the
 /// parameter and the result are handed over as they are (no serialization); calling

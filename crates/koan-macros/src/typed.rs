@@ -146,7 +146,7 @@ pub(crate) fn callers(self_ty: &Type, generic: bool, actions: &[TypedAction]) ->
         let (sig, call) = match &param_tokens {
             Some(p) => (
                 quote_spanned! {span=>
-                    fn #method(&self, params: #p) -> ::koan::TypedRequest<#result>
+                    fn #method(&self, params: #p) -> ::koan::action::TypedRequest<#result>
                     where
                         for<'koan> #p: ::koan::__private::Serialize
                 },
@@ -154,7 +154,7 @@ pub(crate) fn callers(self_ty: &Type, generic: bool, actions: &[TypedAction]) ->
             ),
             None => (
                 quote_spanned! {span=>
-                    fn #method(&self) -> ::koan::TypedRequest<#result>
+                    fn #method(&self) -> ::koan::action::TypedRequest<#result>
                 },
                 quote!(::koan::__private::typed_request(self, #name, ())),
             ),

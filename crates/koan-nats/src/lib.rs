@@ -6,7 +6,7 @@
 //! - **Remote actions**: request/reply on `koan.svc.<service>.act.<action>` with a queue
 //!   group per service, so instances share the load; priority, timeout and
 //!   correlation id travel as headers; remote errors come back as the same
-//!   [`koan::ErrorKind`]; no instance is `ServiceUnavailable`, at once.
+//!   [`koan::error::ErrorKind`]; no instance is `ServiceUnavailable`, at once.
 //! - **Durable enqueue**: `enqueue()` of a remote action goes into the JetStream
 //!   work-queue stream `KOAN_WORK`, acknowledged after the handler succeeds,
 //!   redelivered after a crash, de-duplicated by action id, dead-lettered to

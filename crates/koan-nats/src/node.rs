@@ -1,5 +1,6 @@
 //! The server side: serving a host's services to the cluster.
 
+use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,7 +218,7 @@ fn number<T: std::str::FromStr>(
         None => Ok(None),
         Some(v) => v.trim().parse().map(Some).map_err(|_| {
             Error::new(
-                koan::ErrorKind::InvalidParameters,
+                koan::error::ErrorKind::InvalidParameters,
                 format!("header `{name}` must be {what}, got `{v}`"),
             )
         }),
@@ -250,7 +251,7 @@ async fn run_action(
     } else {
         serde_json::from_slice(&msg.payload).map_err(|e| {
             Error::new(
-                koan::ErrorKind::InvalidParameters,
+                koan::error::ErrorKind::InvalidParameters,
                 format!("parameters are not valid JSON: {e}"),
             )
         })?

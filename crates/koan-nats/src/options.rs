@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use koan::{Config, Error, ErrorKind};
+use koan::{Error, config::Config, error::ErrorKind};
 use serde::Deserialize;
 
 /// How to reach NATS, and the cluster's timings.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message, kv};
 use futures_util::StreamExt;
-use koan::{ErrorKind, HostHandle};
+use koan::{HostHandle, error::ErrorKind};
 use tokio::sync::Semaphore;
 
 use crate::subjects;
@@ -358,7 +358,7 @@ async fn dead_letter(
 mod tests {
     #[test]
     fn only_a_made_up_id_is_fresh() {
-        assert!(super::fresh_id(&koan::new_job_id()));
+        assert!(super::fresh_id(&koan::job::new_job_id()));
         assert!(!super::fresh_id("0193a6c2-7b1e-8c3d-9e4f-a5b6c7d8e9f0"));
         assert!(!super::fresh_id("order-17"));
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use koan::{Error, HostHandle, Instance, RemoteQuery, ServiceStatus};
+use koan::{Error, HostHandle, status::ServiceStatus, transport::Instance, transport::RemoteQuery};
 use serde_json::Value;
 
 use crate::subjects;
@@ -130,7 +130,7 @@ pub(crate) async fn answer(host: &HostHandle, service: &str, what: &str) -> Repl
             .await
             .map(|s| serde_json::to_value(s).unwrap_or_default()),
         other => Err(Error::new(
-            koan::ErrorKind::InvalidParameters,
+            koan::error::ErrorKind::InvalidParameters,
             format!(
                 "unknown query `{other}`; accepted: {}, {}, {}",
                 RemoteQuery::Status.as_str(),

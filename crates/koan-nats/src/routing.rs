@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::client::RequestErrorKind;
-use koan::{Error, Instance, RemoteCall, ServiceState};
+use koan::{Error, status::ServiceState, transport::Instance, transport::RemoteCall};
 use serde_json::Value;
 
 use crate::subjects;

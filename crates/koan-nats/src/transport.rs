@@ -1,4 +1,4 @@
-//! The client side: `koan::Transport` over NATS.
+//! The client side: `koan::transport::Transport` over NATS.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,8 +9,8 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::{Client, HeaderMap};
 use koan::{
-    BoxFuture, Error, ErrorKind, EventEnvelope, HealthReport, Instance, RemoteCall, RemoteQuery,
-    Transport,
+    Error, error::ErrorKind, event::EventEnvelope, health::HealthReport, transport::BoxFuture,
+    transport::Instance, transport::RemoteCall, transport::RemoteQuery, transport::Transport,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -269,7 +269,7 @@ impl NatsTransport {
         self.inner.opts.heartbeat * 3
     }
 
-    /// As a `koan::Transport` for `HostBuilder::transport`.
+    /// As a `koan::transport::Transport` for `HostBuilder::transport`.
     pub fn into_transport(self) -> Arc<dyn Transport> {
         Arc::new(self)
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use koan::Instance;
+use koan::transport::Instance;
 
 /// The instances the registry announced, as last heard.
 #[derive(Debug, Default)]

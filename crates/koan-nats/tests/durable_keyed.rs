@@ -6,6 +6,7 @@
 
 mod common;
 
+use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -13,8 +14,8 @@ use std::time::Duration;
 use async_nats::jetstream::stream;
 use common::{NatsServer, eventually, test_options, within};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
-    Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions, error::ErrorKind,
 };
 use koan_nats::{NatsOptions, NatsTransport, Node};
 

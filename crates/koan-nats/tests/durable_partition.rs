@@ -6,6 +6,7 @@
 
 mod common;
 
+use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use koan::transport::HostLink as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,8 @@ use std::time::Duration;
 use common::{NatsServer, eventually, test_options, within};
 use futures_util::StreamExt;
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
-    RemoteCall, Service, ServiceContext, ServiceOptions, Transport,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions, error::ErrorKind, transport::RemoteCall, transport::Transport,
 };
 use koan_nats::{NatsOptions, NatsTransport, Node};
 use serde_json::{Value, json};
@@ -141,7 +142,7 @@ struct Member {
 impl Member {
     async fn join(
         opts: NatsOptions,
-        build: impl FnOnce(koan::HostBuilder) -> koan::HostBuilder,
+        build: impl FnOnce(koan::host::HostBuilder) -> koan::host::HostBuilder,
     ) -> anyhow::Result<Member> {
         let nats = within("connect", NatsTransport::connect(opts)).await??;
         let b = koan::Host::builder()

@@ -4,14 +4,15 @@
 
 mod common;
 
+use koan::transport::HostLink as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{NatsServer, eventually, test_options, within};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
-    Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions, error::ErrorKind,
 };
 use koan_nats::{NatsTransport, Node};
 use schemars::JsonSchema;
@@ -217,7 +218,8 @@ async fn remote_execute_by_type_and_by_name_carries_priority_timeout_and_correla
     let by_name = within(
         "a remote call by name",
         b.host
-            .action("Svc", "act", json!({"word": "named"}))
+            .service("Svc")
+            .action("act", json!({"word": "named"}))
             .correlation_id("corr-named")
             .execute(),
     )
@@ -256,7 +258,10 @@ async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
 
     let e = within(
         "invalid parameters",
-        b.host.action("Svc", "act", json!({"word": 5})).execute(),
+        b.host
+            .service("Svc")
+            .action("act", json!({"word": 5}))
+            .execute(),
     )
     .await?
     .expect_err("`word` must be a string");
@@ -274,7 +279,7 @@ async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
 
     let e = within(
         "an unknown action",
-        b.host.action("Svc", "fax", Value::Null).execute(),
+        b.host.service("Svc").action("fax", Value::Null).execute(),
     )
     .await?
     .expect_err("no such action");
@@ -283,7 +288,7 @@ async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
 
     let e = within(
         "a failing handler",
-        b.host.action("Svc", "fail", Value::Null).execute(),
+        b.host.service("Svc").action("fail", Value::Null).execute(),
     )
     .await?
     .expect_err("the handler fails");
@@ -310,7 +315,10 @@ async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
     // The service is still fine.
     let seen = within(
         "a good call after the bad ones",
-        b.host.action("Svc", "act", json!({"word": "ok"})).execute(),
+        b.host
+            .service("Svc")
+            .action("act", json!({"word": "ok"}))
+            .execute(),
     )
     .await??
     .value::<Seen>()?;
@@ -330,7 +338,10 @@ async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
     let e = common::within_for(
         Duration::from_secs(5),
         "the answer for a service nobody runs",
-        b.host.action("Ghost", "haunt", Value::Null).execute(),
+        b.host
+            .service("Ghost")
+            .action("haunt", Value::Null)
+            .execute(),
     )
     .await?
     .expect_err("nobody runs Ghost");
@@ -415,14 +426,14 @@ async fn status_health_info_and_instances_reach_across_hosts() -> anyhow::Result
 
     let status = within("remote status", b.host.service("Svc").status()).await??;
     assert_eq!(status.name, "Svc");
-    assert_eq!(status.kind, koan::ServiceKind::Background);
+    assert_eq!(status.kind, koan::service::ServiceKind::Background);
     assert!(status.enabled);
     let status = within("remote status by type", b.host.services::<Svc>().status()).await??;
     assert_eq!(status.name, "Svc");
 
     let health = within("remote health", b.host.service("svc").health()).await??;
     assert_eq!(health.service, "Svc");
-    assert_eq!(health.report.status, koan::HealthStatus::Healthy);
+    assert_eq!(health.report.status, koan::health::HealthStatus::Healthy);
 
     let info = within("remote info", b.host.service("Svc").info()).await??;
     assert_eq!(info.name, "Svc");
@@ -478,7 +489,7 @@ async fn events_cross_hosts_in_order_with_their_correlation_id() -> anyhow::Resu
         .host
         .service("Svc")
         .on("Evt")
-        .handle_envelope(move |env: koan::EventEnvelope| {
+        .handle_envelope(move |env: koan::event::EventEnvelope| {
             let sink = Arc::clone(&sink);
             async move {
                 let tick = env.payload::<Tick>()?;

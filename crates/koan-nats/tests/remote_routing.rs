@@ -4,14 +4,15 @@
 
 mod common;
 
+use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{NatsServer, eventually, test_options, within};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
-    Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions, error::ErrorKind,
 };
 use koan_nats::{NatsTransport, Node};
 
@@ -181,7 +182,7 @@ async fn a_call_routed_to_an_instance_that_does_not_listen_goes_to_the_others() 
     let statuses = worker.statuses();
     let announce = tokio::spawn(async move {
         loop {
-            let ghost = koan::Instance {
+            let ghost = koan::transport::Instance {
                 host_id: "ghost-00000000".to_owned(),
                 seen_at: chrono::Utc::now(),
                 services: statuses.clone(),

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{NatsServer, test_options, within, within_for};
-use koan::{BoxError, BuildContext, FromContext, HostHandle, PeriodicService, ServiceContext};
+use koan::{
+    BoxError, HostHandle, PeriodicService, ServiceContext, service::BuildContext,
+    service::FromContext,
+};
 use koan_nats::{NatsTransport, Node};
 
 /// Which host ran a tick, and in which wall-clock second.

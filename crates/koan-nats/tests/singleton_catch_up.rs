@@ -4,12 +4,14 @@
 
 mod common;
 
+use koan::transport::HostLink as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{NatsServer, test_options, within};
 use koan::{
-    BoxError, BuildContext, FromContext, HostHandle, PeriodicService, RunReason, ServiceContext,
+    BoxError, HostHandle, PeriodicService, ServiceContext, service::BuildContext,
+    service::FromContext, service::RunReason,
 };
 use koan_nats::{NatsTransport, Node};
 

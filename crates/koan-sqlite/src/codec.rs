@@ -2,7 +2,7 @@
 //! back, so the indexed columns never drift from the JSON.
 
 use chrono::{DateTime, Utc};
-use koan::{JobRecord, JobState};
+use koan::{job::JobRecord, job::JobState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::fail::{Failure, ResultExt};

@@ -2,7 +2,7 @@
 
 use std::fmt::Display;
 
-use koan::{Error, ErrorKind, JobState};
+use koan::{Error, error::ErrorKind, job::JobState};
 
 /// A failed operation, before it is worded for the caller (who knows the store's
 /// name: `sqlite:<path>`).
@@ -54,10 +54,10 @@ impl<T, E: Display> ResultExt<T> for Result<T, E> {
 
 /// No job with `id` (worded by koan, as every store words it).
 pub(crate) fn unknown_job(id: &str) -> Failure {
-    Failure::Job(koan::unknown_job(id))
+    Failure::Job(koan::job::unknown_job(id))
 }
 
 /// The job is in a state that does not allow `what` (worded by koan).
 pub(crate) fn wrong_state(id: &str, state: JobState, what: &str, allowed: &str) -> Failure {
-    Failure::Job(koan::wrong_state(id, state, what, allowed))
+    Failure::Job(koan::job::wrong_state(id, state, what, allowed))
 }

@@ -30,11 +30,11 @@
 //!   to disk, and survives a power loss as well as a crash. Batching shares one sync
 //!   among all the commands of a batch.
 //! - **Failures.** A full disk or a read-only file answers
-//!   [`ErrorKind::StoreUnavailable`](koan::ErrorKind::StoreUnavailable), with nothing
+//!   [`ErrorKind::StoreUnavailable`](koan::error::ErrorKind::StoreUnavailable), with nothing
 //!   written; the jobs already stored stay readable.
 //! - **Schema.** A `jobs` table with the columns claims, listings, counts and
 //!   retention filter on (times in milliseconds), and the whole
-//!   [`JobRecord`](koan::JobRecord) as JSON. Times are compared to the millisecond.
+//!   [`JobRecord`](koan::job::JobRecord) as JSON. Times are compared to the millisecond.
 
 mod codec;
 mod fail;

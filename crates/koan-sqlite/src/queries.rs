@@ -3,12 +3,12 @@
 //! database as it found it: the writer rolls its savepoint back.
 //!
 //! The record transitions are `koan`'s (`apply_finish`, `apply_retry`,
-//! `apply_cancel`), so this store and `koan::MemoryJobStore` cannot disagree on them.
+//! `apply_cancel`), so this store and `koan::job::MemoryJobStore` cannot disagree on them.
 
 use chrono::{DateTime, Utc};
 use koan::{
-    Claim, ClaimRequest, Claimed, Finish, JobCounts, JobPage, JobQuery, JobRecord, JobState,
-    NewJob, Pushed,
+    job::Claim, job::ClaimRequest, job::Claimed, job::Finish, job::JobCounts, job::JobPage,
+    job::JobQuery, job::JobRecord, job::JobState, job::NewJob, job::Pushed,
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value};
 
@@ -83,8 +83,8 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed
     let mut out = Vec::with_capacity(due.len());
     for json in due {
         let mut r = decode(&json)?;
-        let token = koan::new_job_id();
-        koan::apply_claim(&mut r, req);
+        let token = koan::job::new_job_id();
+        koan::job::apply_claim(&mut r, req);
         codec::save(conn, &r, Some(&token))?;
         out.push(Claimed {
             claim: Claim {
@@ -129,7 +129,7 @@ pub(crate) fn finish(
     let Some(mut r) = held(conn, claim)? else {
         return Ok(false);
     };
-    koan::apply_finish(&mut r, how.clone(), now);
+    koan::job::apply_finish(&mut r, how.clone(), now);
     codec::save(conn, &r, None)?;
     Ok(true)
 }
@@ -240,7 +240,7 @@ pub(crate) fn next_due(
 /// Runs a job again by hand.
 pub(crate) fn retry(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<JobRecord, Failure> {
     let (mut r, _) = load(conn, id)?.ok_or_else(|| unknown_job(id))?;
-    if !koan::retryable(r.state) {
+    if !koan::job::retryable(r.state) {
         return Err(wrong_state(
             id,
             r.state,
@@ -248,7 +248,7 @@ pub(crate) fn retry(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<J
             "dead, cancelled, retrying or succeeded",
         ));
     }
-    koan::apply_retry(&mut r, now);
+    koan::job::apply_retry(&mut r, now);
     codec::save(conn, &r, None)?;
     Ok(r)
 }
@@ -268,7 +268,7 @@ pub(crate) fn cancel(
             "scheduled, queued, running or retrying",
         ));
     }
-    koan::apply_cancel(&mut r, now);
+    koan::job::apply_cancel(&mut r, now);
     codec::save(conn, &r, None)?;
     Ok(r)
 }

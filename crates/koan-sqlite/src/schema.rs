@@ -11,7 +11,7 @@ use crate::fail::{Failure, ResultExt};
 const VERSION: i64 = 1;
 
 /// One row per job. The columns are what claims, listings, counts and retention
-/// filter and sort on; `record` is the whole [`koan::JobRecord`] as JSON, the one
+/// filter and sort on; `record` is the whole [`koan::job::JobRecord`] as JSON, the one
 /// source of truth for everything else. Times are milliseconds since the Unix epoch.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (

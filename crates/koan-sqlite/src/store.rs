@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use koan::{
-    BoxFuture, Claim, ClaimRequest, Claimed, Error, ErrorKind, Finish, JobCounts, JobPage,
-    JobQuery, JobRecord, JobStore, NewJob, Pushed, Result,
+    Error, Result, error::ErrorKind, job::Claim, job::ClaimRequest, job::Claimed, job::Finish,
+    job::JobCounts, job::JobPage, job::JobQuery, job::JobRecord, job::JobStore, job::NewJob,
+    job::Pushed, transport::BoxFuture,
 };
 use rusqlite::Connection;
 

@@ -3,7 +3,10 @@
 mod common;
 
 use common::{TempDb, at, claim, job, keyed};
-use koan::{ErrorBody, ErrorKind, Finish, JobQuery, JobState, JobStore, NewJob};
+use koan::{
+    action::ErrorBody, error::ErrorKind, job::Finish, job::JobQuery, job::JobState, job::JobStore,
+    job::NewJob,
+};
 use koan_sqlite::SqliteJobStore;
 use serde_json::json;
 
@@ -295,7 +298,7 @@ async fn next_due_is_the_earliest_run_or_lease_end_of_live_jobs() {
         store.next_due(&services).await.expect("due"),
         Some(at(9_000))
     );
-    let short = koan::ClaimRequest {
+    let short = koan::job::ClaimRequest {
         lease_until: at(4_000),
         ..claim("a", 1, 9_000)
     };

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TempDb, at, claim, job};
-use koan::{ErrorBody, Finish, JobState, JobStore, NewJob};
+use koan::{action::ErrorBody, job::Finish, job::JobState, job::JobStore, job::NewJob};
 use serde_json::json;
 
 fn with(priority: i32, run_at: i64, new: NewJob) -> NewJob {
@@ -160,7 +160,7 @@ async fn a_heartbeat_extends_the_lease_of_the_current_claim_only() {
     );
 
     let mut forged = held.claim.clone();
-    forged.token = koan::new_job_id();
+    forged.token = koan::job::new_job_id();
     assert!(
         !store
             .heartbeat(&forged, at(90_000))

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{TempDb, job, keyed};
-use koan::{JobQuery, JobState, JobStore};
+use koan::{job::JobQuery, job::JobState, job::JobStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pushes_are_all_stored_once() {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TempDb, at, claim, job};
-use koan::{ErrorKind, JobState, JobStep, JobStore, NewJob};
+use koan::{error::ErrorKind, job::JobState, job::JobStep, job::JobStore, job::NewJob};
 use rusqlite::Connection;
 use serde_json::json;
 
@@ -51,7 +51,7 @@ async fn jobs_survive_a_reopen_and_a_lapsed_claim_runs_again() {
     assert_eq!(again[0].claim.id, running);
     assert_eq!(again[0].record.attempts, 2);
     assert_eq!(again[0].record.history.len(), 2);
-    let done = koan::Finish::Succeeded {
+    let done = koan::job::Finish::Succeeded {
         result: json!(null),
         truncated: false,
     };

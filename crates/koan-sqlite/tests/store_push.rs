@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TempDb, at, job, keyed};
-use koan::{JobState, JobStore};
+use koan::{job::JobState, job::JobStore};
 use koan_sqlite::SqliteJobStore;
 
 #[tokio::test]
@@ -23,7 +23,7 @@ async fn a_pushed_job_reads_back_whole() {
 async fn a_delayed_job_is_scheduled() {
     let db = TempDb::new("push-delayed");
     let store = db.open();
-    let delayed = koan::NewJob {
+    let delayed = koan::job::NewJob {
         run_at: at(60_000),
         ..job("mail", "send")
     };
@@ -83,7 +83,7 @@ async fn opening_a_file_in_a_missing_directory_is_store_unavailable() {
     let db = TempDb::new("missing-dir");
     let path = db.path().join("nested").join("jobs.db");
     let err = SqliteJobStore::open(&path).expect_err("no such directory");
-    assert_eq!(err.kind(), koan::ErrorKind::StoreUnavailable);
+    assert_eq!(err.kind(), koan::error::ErrorKind::StoreUnavailable);
     let prefix = format!(
         "job store sqlite:{} could not open the file",
         path.display()

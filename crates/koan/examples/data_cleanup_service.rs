@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use koan::{
-    BatchRequest, BoxError, BuildContext, FromContext, Host, PeriodicService, ServiceContext,
+    BoxError, Host, PeriodicService, ServiceContext, service::BatchRequest, service::BuildContext,
+    service::FromContext,
 };
 
 /// A tiny in-memory log table, shared with the host as a resource.

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use koan::{
-    BackgroundService, BoxError, BuildContext, FromContext, Host, ServiceContext, StartupService,
+    BackgroundService, BoxError, Host, ServiceContext, StartupService, service::BuildContext,
+    service::FromContext,
 };
 
 /// Stands in for the seed's `IDataContext`.

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use koan::{BackgroundService, BoxError, HealthReport, Host, ServiceContext};
+use koan::{BackgroundService, BoxError, Host, ServiceContext, health::HealthReport};
 
 /// `[KoanBackgroundService(Enabled = true, RunInProduction = true)]`
 #[koan::service(

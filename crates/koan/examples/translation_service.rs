@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use koan::events::translation::{COMPLETED, FAILED, STARTED};
+use koan::well_known::events::translation::{COMPLETED, FAILED, STARTED};
 use koan::{ActionContext, BackgroundService, BoxError, Host, ServiceContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

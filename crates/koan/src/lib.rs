@@ -36,49 +36,55 @@
 //! # }
 //! ```
 //!
-//! ## Concepts, by module
-//! - [`Service`] and the kinds [`BackgroundService`], [`PeriodicService`],
-//!   [`StartupService`]; [`ServiceOptions`] declares name, schedule, supervision.
-//! - [`Host`] / [`HostBuilder`] / [`HostHandle`]: lifecycle, shutdown, health.
-//! - Actions: [`Actions`] to declare, [`ActionRequest`] to call, with priority,
-//!   enforced timeout and correlation id; [`Services`] is the fluent entry point.
-//!   `#[koan::actions]` also generates a typed caller per action on [`Services`],
-//!   whose [`TypedRequest`] takes the handler's parameter type and gives its result
-//!   type, so the compiler checks the call.
-//! - Events: [`ServiceContext::emit`] (of events the service declares), and
-//!   [`SubscriptionBuilder`] to subscribe: keep the [`Subscription`] it gives (dropping
-//!   it unsubscribes) or [`Subscription::detach`] it; each subscriber picks its
-//!   [`Overflow`] policy.
-//! - Jobs: [`ActionRequest::enqueue`] stores work in a [`JobStore`] before it
-//!   answers; [`HostHandle::jobs`] lists, retries and cancels them.
-//! - [`Transport`]: how calls reach services in other processes.
-//! - `koan::testing` (feature `test-util`, e.g. `koan = { version = "0.1", features =
-//!   ["test-util"] }` under `[dev-dependencies]`): paused-clock hosts and waiting helpers;
-//!   [`Services::instance`] reaches the value of a service the host runs.
-//! - [`Error`]: an [`ErrorKind`] to match on and a message that says what was asked
-//!   and what exists; printed once, with its causes.
+//! The root holds what a service's author types; everything else is in a module:
+//!
+//! | module | what is in it |
+//! | --- | --- |
+//! | [`service`](mod@service) | [`Service`], its kinds ([`BackgroundService`], [`PeriodicService`], [`StartupService`]), [`ServiceOptions`] (name, schedule, supervision), [`Services`], the typed handle of a running service |
+//! | [`host`] | [`Host`], its builder, [`HostHandle`]: lifecycle, shutdown, health |
+//! | [`action`] | [`Actions`] to declare, [`action::ActionRequest`] to call (priority, enforced timeout, correlation id); `#[koan::actions]` also generates a typed caller per action, whose [`action::TypedRequest`] takes the handler's parameter type and gives its result type |
+//! | [`event`] | [`Event`] payloads; `Services::<T>::on::<E>()` subscribes to an event the service declares; keep the [`event::Subscription`] (dropping it unsubscribes) or [`event::Subscription::detach`] it; each subscriber picks its [`event::Overflow`] policy |
+//! | [`job`] | accepted work: [`action::ActionRequest::enqueue`] stores a job in a [`job::JobStore`] before it answers; [`HostHandle::jobs`] lists, retries and cancels them |
+//! | [`schedule`] | intervals, cron, missed-tick policy |
+//! | [`health`], [`status`] | health reports, readiness; state, run history, throughput |
+//! | [`config`] | layered configuration (files, environment, code) |
+//! | [`transport`] | how calls and events reach services in other processes (`koan-nats`) |
+//! | [`error`] | [`Error`] with an [`error::ErrorKind`] to match on; printed once, with its causes |
+//! | `testing` | (feature `test-util`) paused-clock hosts and bounded waiting helpers |
+//!
+//! The getting-started guide (`docs/guide.md` in the repository; every code block in
+//! it is compiled and run as a test) shows a whole program: `Cargo.toml`, a service
+//! with an action and an event, HTTP, Ctrl-C and a paused-clock test.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[allow(unused_extern_crates)]
 extern crate self as koan;
 
-mod action;
+pub mod action;
 mod client;
 mod clock;
-mod config;
+pub mod config;
 mod discovery;
-mod error;
-mod event;
-mod health;
-mod host;
-mod job;
+pub mod error;
+pub mod event;
+pub mod health;
+pub mod host;
+pub mod job;
 mod registry;
-mod schedule;
-mod service;
-mod transport;
+pub mod schedule;
+pub mod service;
+pub mod transport;
 mod util;
-mod well_known;
+pub mod well_known;
+
+/// What a service is doing and has done: its state, runs, history and throughput.
+pub mod status {
+    pub use crate::registry::{
+        DEFAULT_HISTORY_SIZE, RunOutcome, RunRecord, ServiceHistory, ServiceState, ServiceStatus,
+        ThroughputBucket, ThroughputSnapshot,
+    };
+}
 
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/seed-parity.md")]
@@ -88,39 +94,14 @@ mod seed_parity {}
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
-pub use action::{
-    ActionContext, ActionDecl, ActionInfo, ActionOutput, ActionRequest, ActionTicket, Actions,
-    CallOptions, ErrorBody, EventInfo, Execute, TypedExecute, TypedJobTicket, TypedRequest,
-};
-pub use client::{ServiceInfo, ServiceRef, Services, services, try_services};
-pub use config::{Config, ConfigBuilder};
-pub use error::{BoxError, Error, ErrorKind, Result};
-pub use event::{
-    Event, EventEnvelope, HandlerOutput, Overflow, RECENT_EVENTS, Subscription, SubscriptionBuilder,
-};
-pub use health::{
-    HealthReport, HealthStatus, HealthThresholds, HostHealth, Readiness, ServiceHealth,
-};
-pub use host::{Environment, Host, HostBuilder, HostExit, HostHandle};
-pub use job::{
-    Claim, ClaimRequest, Claimed, Finish, JobAttempt, JobCounts, JobInfo, JobPage, JobQuery,
-    JobRecord, JobState, JobStep, JobStore, JobTicket, Jobs, MemoryJobStore, NewJob, Pushed,
-    RetryPolicy, apply_cancel, apply_claim, apply_finish, apply_retry, cut_result, new_job_id,
-    retryable, unknown_job, wrong_state,
-};
-pub use registry::{
-    DEFAULT_HISTORY_SIZE, RunOutcome, RunRecord, ServiceHistory, ServiceState, ServiceStatus,
-    ThroughputBucket, ThroughputSnapshot,
-};
-pub use schedule::{CronSchedule, MissedTickPolicy, Schedule, TriggerOutcome, parse_duration};
+pub use action::{ActionContext, Actions};
+pub use error::{BoxError, Error, Result};
+pub use event::Event;
+pub use host::{Host, HostHandle};
 pub use service::{
-    Background, BackgroundService, Backoff, BatchRequest, BuildContext, FromContext, Intensity,
-    KindOf, Periodic, PeriodicService, RestartPolicy, RunReason, Service, ServiceContext,
-    ServiceKind, ServiceOptions, Startup, StartupService,
+    Background, BackgroundService, Periodic, PeriodicService, Service, ServiceContext,
+    ServiceOptions, Services, Startup, StartupService, services,
 };
-pub use transport::{Instance, RemoteCall, RemoteQuery, Transport};
-pub use util::BoxFuture;
-pub use well_known::{actions, events};
 
 /// Used by code that `koan-macros` generates. Not public API: it may change in any
 /// release.

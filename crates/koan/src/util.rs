@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// A boxed, sendable future: what [`Transport`](crate::Transport) implementations
+/// A boxed, sendable future: what [`Transport`](crate::transport::Transport) implementations
 /// return, and the currency of type erasure inside the runtime.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Queue;
-use koan::ErrorKind;
+use koan::error::ErrorKind;
 use koan::testing;
 
 #[tokio::test(start_paused = true)]

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
-    JobState, RemoteCall, Service, ServiceContext, ServiceOptions, Transport,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions, error::ErrorKind, job::JobState, transport::RemoteCall,
+    transport::Transport,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -258,8 +259,8 @@ async fn json_and_look_alike_parameters_go_through_serde() -> anyhow::Result<()>
     assert_eq!(by_json.handle, None);
 
     let by_name = host
+        .service("Mailer")
         .action(
-            "Mailer",
             "send",
             json!({"to": "cy@example.com", "subject": "by name"}),
         )
@@ -317,7 +318,8 @@ async fn invalid_parameters_name_the_field() -> anyhow::Result<()> {
     let host = start(svc).await?;
 
     let wrong_type = host
-        .action("Mailer", "send", json!({"to": 5, "subject": "x"}))
+        .service("Mailer")
+        .action("send", json!({"to": 5, "subject": "x"}))
         .execute()
         .await
         .expect_err("`to` must be a string");
@@ -370,7 +372,8 @@ async fn unknown_service_and_unknown_action_say_what_exists() -> anyhow::Result<
 
     // `enqueue()` refuses at once too (it promises rejections come back when asked).
     let e = host
-        .action("Postman", "send", json!({}))
+        .service("Postman")
+        .action("send", json!({}))
         .enqueue()
         .await
         .expect_err("no such service");
@@ -516,7 +519,8 @@ async fn disabled_service_refuses_actions() -> anyhow::Result<()> {
     assert!(e.message().contains("Dormant"), "{e}");
 
     let e = host
-        .action("Dormant", "wake", Value::Null)
+        .service("Dormant")
+        .action("wake", Value::Null)
         .enqueue()
         .await
         .expect_err("disabled");
@@ -684,7 +688,7 @@ async fn correlation_id_reaches_the_handler_and_the_output() -> anyhow::Result<(
     // Options set all three at once.
     let with_options = m
         .action("seen", ())
-        .options(koan::CallOptions {
+        .options(koan::action::CallOptions {
             priority: 2,
             timeout: Some(Duration::from_secs(5)),
             correlation_id: Some("opt-1".to_owned()),
@@ -706,7 +710,7 @@ async fn info_lists_actions_with_parameter_schemas_and_events() -> anyhow::Resul
 
     let info = host.services::<Mailer>().info().await?;
     assert_eq!(info.name, "Mailer");
-    assert_eq!(info.kind, koan::ServiceKind::Background);
+    assert_eq!(info.kind, koan::service::ServiceKind::Background);
     assert_eq!(info.description.as_deref(), Some("Sends mail"));
     assert!(info.enabled);
     let names: Vec<&str> = info.actions.iter().map(|a| a.name.as_str()).collect();
@@ -823,7 +827,8 @@ async fn transport_carries_calls_to_services_hosted_elsewhere() -> anyhow::Resul
     );
 
     // By name with JSON, typed parameters (sent as JSON), and errors keep their kind.
-    host.action("Billing", "refund", json!({"amount": 3}))
+    host.service("Billing")
+        .action("refund", json!({"amount": 3}))
         .execute()
         .await?;
     host.service("Billing")

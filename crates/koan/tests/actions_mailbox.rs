@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use common::Queue;
-use koan::{ActionTicket, ErrorKind, Services};
+use koan::{Services, action::ActionTicket, error::ErrorKind};
 
 /// Polls `f` exactly once: `Some(output)` when it finished without waiting.
 async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
@@ -155,7 +155,8 @@ async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
     );
 
     let by_name = poll_once(
-        host.action("Queue", "record", serde_json::json!("five"))
+        host.service("Queue")
+            .action("record", serde_json::json!("five"))
             .execute(),
     )
     .await

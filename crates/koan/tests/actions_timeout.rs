@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
-    Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions, error::ErrorKind,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, BackgroundService, BoxError, BoxFuture, ErrorKind, RemoteCall, ServiceContext,
-    ServiceState, Transport,
+    ActionContext, BackgroundService, BoxError, ServiceContext, error::ErrorKind,
+    status::ServiceState, transport::BoxFuture, transport::RemoteCall, transport::Transport,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::Semaphore;

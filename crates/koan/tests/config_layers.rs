@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use koan::{
-    BackgroundService, BoxError, BuildContext, Config, Environment, ErrorKind, FromContext,
-    PeriodicService, ServiceContext, ServiceState,
+    BackgroundService, BoxError, PeriodicService, ServiceContext, config::Config, error::ErrorKind,
+    host::Environment, service::BuildContext, service::FromContext, status::ServiceState,
 };
 use serde::Deserialize;
 

@@ -1,7 +1,7 @@
 //! Discovery across crates: a `#[service]` defined in another crate of the binary is
 //! found by `discover()` without any registration, and runs.
 
-use koan::{BoxError, ServiceKind, ServiceState};
+use koan::{BoxError, service::ServiceKind, status::ServiceState};
 
 // Linking the other crate is all it takes; nothing of it is named here.
 use koan_discovery_fixture as _;

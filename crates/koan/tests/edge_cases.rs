@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HealthReport,
-    HealthStatus, Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions, error::ErrorKind, health::HealthReport, health::HealthStatus,
 };
 
 #[derive(Default)]

@@ -3,7 +3,8 @@
 //! causes; a failed startup is not wrapped in its own words again.
 
 use koan::{
-    BoxError, Error, ErrorKind, Service, ServiceContext, ServiceOptions, Startup, StartupService,
+    BoxError, Error, Service, ServiceContext, ServiceOptions, Startup, StartupService,
+    error::ErrorKind,
 };
 
 #[derive(Default)]

@@ -11,10 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
-use koan::events::translation::{COMPLETED, FAILED, STARTED};
+use koan::well_known::events::translation::{COMPLETED, FAILED, STARTED};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, EventEnvelope,
-    HostHandle, Overflow, Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions, error::ErrorKind, event::EventEnvelope, event::Overflow,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -130,7 +130,7 @@ async fn stuck_subscriber(
     buffer: usize,
     overflow: Overflow,
 ) -> anyhow::Result<(
-    koan::Subscription,
+    koan::event::Subscription,
     Arc<Semaphore>,
     mpsc::UnboundedReceiver<u32>,
 )> {
@@ -590,7 +590,7 @@ impl Service for TranslationService {
 
     fn actions(a: &mut Actions<Self>) {
         a.action(
-            koan::actions::translation::TRANSLATE,
+            koan::well_known::actions::translation::TRANSLATE,
             |_svc: Arc<Self>, opts: TranslationOptions, cx: ActionContext| async move {
                 let args = TranslationEventArgs {
                     file_id: opts.file_id.clone(),
@@ -615,7 +615,7 @@ impl Service for TranslationService {
             },
         );
         a.action(
-            koan::actions::translation::CHECK_QUEUE,
+            koan::well_known::actions::translation::CHECK_QUEUE,
             |_svc: Arc<Self>, (): (), cx: ActionContext| async move {
                 cx.emit(QUEUE_CHECKED, 0u32).await;
                 Ok::<_, BoxError>(0u32)
@@ -658,7 +658,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
 
     let out = translations
         .action(
-            koan::actions::translation::TRANSLATE,
+            koan::well_known::actions::translation::TRANSLATE,
             TranslationOptions {
                 file_id: "file-1".to_owned(),
                 from: "en".to_owned(),
@@ -672,7 +672,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
     // Events reach a subscriber in emission order: once the later `QueueChecked` is
     // handled, every event of the translation has been.
     translations
-        .action(koan::actions::translation::CHECK_QUEUE, ())
+        .action(koan::well_known::actions::translation::CHECK_QUEUE, ())
         .execute()
         .await?;
     assert_eq!(next(&mut checked_rx).await, 0);
@@ -691,7 +691,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
     // And the failure path reports the other way round.
     let e = translations
         .action(
-            koan::actions::translation::TRANSLATE,
+            koan::well_known::actions::translation::TRANSLATE,
             serde_json::json!({"fileId": "file-2", "from": "en", "to": ""}),
         )
         .execute()
@@ -699,7 +699,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
         .expect_err("no target language");
     assert_eq!(e.kind(), ErrorKind::Handler);
     translations
-        .action(koan::actions::translation::CHECK_QUEUE, ())
+        .action(koan::well_known::actions::translation::CHECK_QUEUE, ())
         .execute()
         .await?;
     assert_eq!(next(&mut checked_rx).await, 0);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use koan::{ActionContext, BackgroundService, BoxError, ErrorKind, ServiceContext};
+use koan::{ActionContext, BackgroundService, BoxError, ServiceContext, error::ErrorKind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

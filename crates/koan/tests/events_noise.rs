@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, ErrorKind, HostHandle,
-    Service, ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions, error::ErrorKind,
 };
 use tokio::sync::mpsc;
 

@@ -49,14 +49,14 @@ impl BackgroundService for Emitter {
 async fn the_last_events_are_kept_newest_first() -> anyhow::Result<()> {
     let host = testing::host().instance(Emitter).build()?.start();
     assert!(host.recent_events().is_empty());
-    let total = koan::RECENT_EVENTS as u32 + 10;
+    let total = koan::event::RECENT_EVENTS as u32 + 10;
     host.service("Emitter")
         .action("emit_many", total)
         .correlation_id("batch-1")
         .execute()
         .await?;
     let recent = host.recent_events();
-    assert_eq!(recent.len(), koan::RECENT_EVENTS);
+    assert_eq!(recent.len(), koan::event::RECENT_EVENTS);
     let first: u32 = recent[0].payload()?;
     let last: u32 = recent[recent.len() - 1].payload()?;
     assert_eq!((first, last), (total - 1, 10));

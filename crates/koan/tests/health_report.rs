@@ -1,7 +1,7 @@
 //! Health reports as values: their constructors, the figures a service attaches, the
 //! order of statuses and their IETF names, and their JSON.
 
-use koan::{HealthReport, HealthStatus};
+use koan::{health::HealthReport, health::HealthStatus};
 use serde_json::json;
 
 #[test]

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use koan::testing;
 use koan::{
-    Background, BackgroundService, BoxError, ErrorKind, HealthReport, HealthStatus,
-    HealthThresholds, Periodic, PeriodicService, RestartPolicy, RunOutcome, RunReason, Service,
-    ServiceContext, ServiceKind, ServiceOptions, ServiceState,
+    Background, BackgroundService, BoxError, Periodic, PeriodicService, Service, ServiceContext,
+    ServiceOptions, error::ErrorKind, health::HealthReport, health::HealthStatus,
+    health::HealthThresholds, service::RestartPolicy, service::RunReason, service::ServiceKind,
+    status::RunOutcome, status::ServiceState,
 };
 
 /// A periodic service whose ticks fail while the switch is on.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use koan::testing;
 use koan::{
-    BoxError, Config, ErrorKind, Periodic, PeriodicService, RunOutcome, RunReason, Service,
-    ServiceContext, ServiceOptions,
+    BoxError, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions, config::Config,
+    error::ErrorKind, service::RunReason, status::RunOutcome,
 };
 
 /// Every 10 s; every third run fails.
@@ -83,8 +83,8 @@ async fn a_service_keeps_its_last_runs_newest_first() -> anyhow::Result<()> {
 async fn the_default_keeps_fifty_and_an_unknown_service_is_an_error() -> anyhow::Result<()> {
     let host = testing::host().instance(Flaky::default()).build()?.start();
     let h = host.history("flaky")?;
-    assert_eq!(h.capacity, koan::DEFAULT_HISTORY_SIZE);
-    assert_eq!(koan::DEFAULT_HISTORY_SIZE, 50);
+    assert_eq!(h.capacity, koan::status::DEFAULT_HISTORY_SIZE);
+    assert_eq!(koan::status::DEFAULT_HISTORY_SIZE, 50);
     let e = host.history("nope").expect_err("no such service");
     assert_eq!(e.kind(), ErrorKind::UnknownService);
     testing::stop(&host).await?;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Config, ErrorKind, HostHandle,
-    JobQuery, JobState, Service, ServiceContext,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, config::Config, error::ErrorKind, job::JobQuery, job::JobState,
 };
 use serde_json::json;
 use tokio::time::Instant;

@@ -1,7 +1,9 @@
 //! `MemoryJobStore` against the `JobStore` contract: claim order, leases, fencing.
 
 use chrono::{DateTime, Utc};
-use koan::{ClaimRequest, Finish, JobStep, JobStore, MemoryJobStore, NewJob};
+use koan::{
+    job::ClaimRequest, job::Finish, job::JobStep, job::JobStore, job::MemoryJobStore, job::NewJob,
+};
 
 fn job(id: &str, priority: i32) -> NewJob {
     let now = Utc::now();
@@ -72,7 +74,7 @@ async fn a_retried_job_is_due_again_at_its_time() {
     let got = store.claim(request(1, now)).await.expect("claim");
     let at = now + chrono::Duration::milliseconds(900);
     let how = Finish::Retry {
-        error: koan::ErrorBody {
+        error: koan::action::ErrorBody {
             error: "handler_error".to_owned(),
             message: "no".to_owned(),
         },

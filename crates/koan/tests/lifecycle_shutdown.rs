@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use koan::testing;
 use koan::{
-    Background, BackgroundService, BoxError, HostExit, RunOutcome, Service, ServiceContext,
-    ServiceOptions, ServiceState,
+    Background, BackgroundService, BoxError, Service, ServiceContext, ServiceOptions,
+    host::HostExit, status::RunOutcome, status::ServiceState,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -240,7 +240,7 @@ async fn a_shutdown_requested_during_startup_is_a_clean_stop() -> anyhow::Result
     );
     assert_eq!(exit.exit_code(), 0);
     let err = host.started().await.expect_err("startup never finished");
-    assert_eq!(err.kind(), koan::ErrorKind::ShuttingDown);
+    assert_eq!(err.kind(), koan::error::ErrorKind::ShuttingDown);
 
     let migration = host.status("migration")?;
     assert_eq!(migration.state, ServiceState::Stopped);
@@ -302,7 +302,11 @@ async fn runs_waiting_behind_an_aborted_periodic_run_are_answered() -> anyhow::R
             .await
             .map_err(|_| anyhow::anyhow!("the {what} trigger was never answered"))??;
         let err = answer.expect_err("the run did not complete");
-        assert_eq!(err.kind(), koan::ErrorKind::ShuttingDown, "{what}: {err}");
+        assert_eq!(
+            err.kind(),
+            koan::error::ErrorKind::ShuttingDown,
+            "{what}: {err}"
+        );
     }
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use koan::testing;
 use koan::{
-    Background, BackgroundService, BoxError, ErrorKind, HostExit, RunOutcome, Service,
-    ServiceContext, ServiceOptions, ServiceState, Startup, StartupService,
+    Background, BackgroundService, BoxError, Service, ServiceContext, ServiceOptions, Startup,
+    StartupService, error::ErrorKind, host::HostExit, status::RunOutcome, status::ServiceState,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, BackgroundService, BatchRequest, BoxError, HealthReport, HealthStatus,
-    PeriodicService, ServiceContext, ServiceKind, StartupService,
+    ActionContext, BackgroundService, BoxError, PeriodicService, ServiceContext, StartupService,
+    health::HealthReport, health::HealthStatus, service::BatchRequest, service::ServiceKind,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ struct TranslationCompleted {
 
 #[koan::service(
     description = "Translates files",
-    event(name = koan::events::translation::STARTED, payload = TranslationOptions),
+    event(name = koan::well_known::events::translation::STARTED, payload = TranslationOptions),
     event(TranslationCompleted),
     health = Self::check,
 )]
@@ -47,7 +47,7 @@ impl TranslationService {
         opts: TranslationOptions,
         cx: &ActionContext,
     ) -> Result<String, BoxError> {
-        cx.emit(koan::events::translation::STARTED, opts.clone())
+        cx.emit(koan::well_known::events::translation::STARTED, opts.clone())
             .await;
         self.done.fetch_add(1, Ordering::Relaxed);
         cx.emit_event(TranslationCompleted {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use koan::testing;
 use koan::{
-    BatchRequest, BoxError, MissedTickPolicy, Periodic, PeriodicService, RemoteCall, RunReason,
-    Service, ServiceContext, ServiceOptions, ServiceState, Transport,
+    BoxError, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions,
+    schedule::MissedTickPolicy, service::BatchRequest, service::RunReason, status::ServiceState,
+    transport::RemoteCall, transport::Transport,
 };
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -334,16 +335,19 @@ struct Lease {
 }
 
 impl Transport for Lease {
-    fn call(&self, call: RemoteCall) -> koan::BoxFuture<'_, koan::Result<serde_json::Value>> {
+    fn call(
+        &self,
+        call: RemoteCall,
+    ) -> koan::transport::BoxFuture<'_, koan::Result<serde_json::Value>> {
         Box::pin(async move {
             Err(koan::Error::new(
-                koan::ErrorKind::ServiceUnavailable,
+                koan::error::ErrorKind::ServiceUnavailable,
                 format!("no other host runs `{}`", call.service),
             ))
         })
     }
 
-    fn may_run(&self, _service: &str) -> koan::BoxFuture<'_, bool> {
+    fn may_run(&self, _service: &str) -> koan::transport::BoxFuture<'_, bool> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         let held = self.held;
         Box::pin(async move { held })
@@ -477,7 +481,7 @@ async fn a_trigger_enqueued_as_a_job_is_stored_under_its_action_name() -> anyhow
         .action("trigger", serde_json::Value::Null)
         .enqueue()
         .await?;
-    let record = testing::wait_for_job(&host, ticket.id(), koan::JobState::Succeeded).await;
+    let record = testing::wait_for_job(&host, ticket.id(), koan::job::JobState::Succeeded).await;
     assert_eq!(record.action, "trigger");
     assert_eq!(ticks.load(Ordering::SeqCst), 1);
     testing::stop(&host).await?;

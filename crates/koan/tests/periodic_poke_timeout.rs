@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use koan::{
-    BoxError, ErrorKind, Periodic, PeriodicService, RunOutcome, Service, ServiceContext,
-    ServiceOptions,
+    BoxError, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions, error::ErrorKind,
+    status::RunOutcome,
 };
 use tokio::time::Instant;
 
@@ -41,7 +41,7 @@ impl PeriodicService for Slow {
 
 /// The first run's end, within a minute of tokio's clock (so a run that is never
 /// stopped fails the test instead of hanging it).
-async fn runs(host: &koan::HostHandle) -> anyhow::Result<koan::ServiceStatus> {
+async fn runs(host: &koan::HostHandle) -> anyhow::Result<koan::status::ServiceStatus> {
     tokio::time::timeout(
         Duration::from_secs(60),
         koan::testing::wait_runs(host, "Slow", 1),
@@ -79,7 +79,7 @@ async fn a_timed_out_trigger_cancels_its_run() -> anyhow::Result<()> {
         })
     );
     // The service goes on: its own token was not cancelled.
-    assert_eq!(host.status("Slow")?.state, koan::ServiceState::Idle);
+    assert_eq!(host.status("Slow")?.state, koan::status::ServiceState::Idle);
     koan::testing::stop(&host).await?;
     Ok(())
 }

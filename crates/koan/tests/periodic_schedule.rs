@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::Timelike;
 use koan::testing;
 use koan::{
-    BatchRequest, BoxError, ErrorKind, MissedTickPolicy, Periodic, PeriodicService, RunOutcome,
-    RunReason, Service, ServiceContext, ServiceOptions, ServiceState,
+    BoxError, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions, error::ErrorKind,
+    schedule::MissedTickPolicy, service::BatchRequest, service::RunReason, status::RunOutcome,
+    status::ServiceState,
 };
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -261,10 +262,11 @@ async fn trigger_runs_an_idle_service_at_once() -> anyhow::Result<()> {
 
     // The by-name alias works as well.
     let out = host
-        .action("ticker", "trigger-now", serde_json::Value::Null)
+        .service("ticker")
+        .action("trigger-now", serde_json::Value::Null)
         .execute()
         .await?
-        .value::<koan::TriggerOutcome>()?;
+        .value::<koan::schedule::TriggerOutcome>()?;
     assert_eq!(out.run.reason, RunReason::Trigger);
     assert_eq!(host.status("ticker")?.runs, 2);
     testing::stop(&host).await?;
@@ -435,14 +437,14 @@ async fn process_batch_passes_its_arguments() -> anyhow::Result<()> {
 
     // The same through the by-name API with JSON parameters.
     let json = host
+        .service("batches")
         .action(
-            "batches",
             "process-batch",
             serde_json::json!({ "batchSize": 7, "filter": "low" }),
         )
         .execute()
         .await?
-        .value::<koan::TriggerOutcome>()?;
+        .value::<koan::schedule::TriggerOutcome>()?;
     assert_eq!(json.run.reason, RunReason::ProcessBatch);
 
     let expected_json = BatchRequest::new(Some(7), Some("low".to_owned()));

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Timelike, Utc};
-use koan::{ErrorKind, Schedule, parse_duration};
+use koan::{error::ErrorKind, schedule::Schedule, schedule::parse_duration};
 
 #[test]
 fn parse_duration_reads_units_and_bare_seconds() -> koan::Result<()> {

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use koan::{
-    Background, BackgroundService, BoxError, ErrorKind, Periodic, PeriodicService, Service,
-    ServiceContext, ServiceOptions,
+    Background, BackgroundService, BoxError, Periodic, PeriodicService, Service, ServiceContext,
+    ServiceOptions, error::ErrorKind,
 };
 
 #[derive(Default)]

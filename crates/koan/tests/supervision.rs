@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use koan::testing;
 use koan::{
-    Background, BackgroundService, Backoff, BoxError, ErrorKind, HealthStatus, HostExit, Intensity,
-    RestartPolicy, RunReason, Service, ServiceContext, ServiceOptions, ServiceState,
+    Background, BackgroundService, BoxError, Service, ServiceContext, ServiceOptions,
+    error::ErrorKind, health::HealthStatus, host::HostExit, service::Backoff, service::Intensity,
+    service::RestartPolicy, service::RunReason, status::ServiceState,
 };
 use tokio::time::Instant;
 
@@ -446,11 +447,11 @@ async fn a_restarted_service_that_stays_up_recovers_its_health() -> anyhow::Resu
         type Kind = koan::Background;
         fn options() -> koan::ServiceOptions {
             koan::ServiceOptions::named("fails-once")
-                .backoff(koan::Backoff {
+                .backoff(koan::service::Backoff {
                     jitter: 0.0,
-                    ..koan::Backoff::default()
+                    ..koan::service::Backoff::default()
                 })
-                .intensity(koan::Intensity {
+                .intensity(koan::service::Intensity {
                     max_restarts: 5,
                     within: std::time::Duration::from_secs(60),
                 })
@@ -471,13 +472,13 @@ async fn a_restarted_service_that_stays_up_recovers_its_health() -> anyhow::Resu
         .start();
     host.started().await?;
     koan::testing::wait_until(&host, "fails-once", |s| {
-        s.restarts == 1 && s.state == koan::ServiceState::Running
+        s.restarts == 1 && s.state == koan::status::ServiceState::Running
     })
     .await;
     let h = host.service("fails-once").health().await?;
     assert_eq!(
         h.report.status,
-        koan::HealthStatus::Degraded,
+        koan::health::HealthStatus::Degraded,
         "just restarted: still degraded"
     );
     let status =
@@ -485,7 +486,7 @@ async fn a_restarted_service_that_stays_up_recovers_its_health() -> anyhow::Resu
     assert_eq!(status.restarts, 1);
     assert_eq!(
         host.service("fails-once").health().await?.report.status,
-        koan::HealthStatus::Healthy
+        koan::health::HealthStatus::Healthy
     );
     koan::testing::stop(&host).await?;
     Ok(())

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use koan::testing;
 use koan::{
-    Background, BackgroundService, Backoff, BoxError, Intensity, RestartPolicy, RunOutcome,
-    Service, ServiceContext, ServiceOptions, ServiceState,
+    Background, BackgroundService, BoxError, Service, ServiceContext, ServiceOptions,
+    service::Backoff, service::Intensity, service::RestartPolicy, status::RunOutcome,
+    status::ServiceState,
 };
 use tokio::time::Instant;
 

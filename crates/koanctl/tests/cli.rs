@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, BackgroundService, BatchRequest, BoxError, HostHandle, PeriodicService,
-    ServiceContext, ServiceState,
+    ActionContext, BackgroundService, BoxError, HostHandle, PeriodicService, ServiceContext,
+    service::BatchRequest, status::ServiceState,
 };
 use koan_http::{HttpOptions, Server};
 use schemars::JsonSchema;
@@ -773,7 +773,7 @@ async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyho
     let id = first["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(again["id"], id.as_str());
     assert_eq!(again["created"], false);
-    koan::testing::wait_for_job(&live.host, &id, koan::JobState::Succeeded).await;
+    koan::testing::wait_for_job(&live.host, &id, koan::job::JobState::Succeeded).await;
 
     let shown = live.run(&["jobs", "show", &id]).await?;
     let text = shown.ok();
@@ -817,7 +817,7 @@ async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyho
 
     let retried = live.run(&["jobs", "retry", &later_id]).await?;
     assert!(retried.ok().contains("queued"), "{}", retried.ok());
-    koan::testing::wait_for_job(&live.host, &later_id, koan::JobState::Succeeded).await;
+    koan::testing::wait_for_job(&live.host, &later_id, koan::job::JobState::Succeeded).await;
     live.run(&["jobs", "delete", &later_id]).await?.ok();
     let gone = live.run(&["jobs", "show", &later_id]).await?;
     assert!(gone.failed(3).contains("no job with id"), "{gone:?}");

@@ -20,7 +20,7 @@ struct Cleanup;
 
 impl PeriodicService for Cleanup {
     async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        if cx.reason() == koan::RunReason::ProcessBatch {
+        if cx.reason() == koan::service::RunReason::ProcessBatch {
             return Err("the batch was refused".into());
         }
         Ok(())
@@ -28,7 +28,7 @@ impl PeriodicService for Cleanup {
 
     async fn process_batch(
         &self,
-        _batch: koan::BatchRequest,
+        _batch: koan::service::BatchRequest,
         cx: ServiceContext,
     ) -> Result<(), BoxError> {
         self.tick(cx).await

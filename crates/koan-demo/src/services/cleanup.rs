@@ -1,7 +1,10 @@
 //! `DataCleanupService`: periodic and pokable; deletes log entries older than the
 //! retention period, in batches.
 
-use koan::{BatchRequest, BoxError, BuildContext, FromContext, PeriodicService, ServiceContext};
+use koan::{
+    BoxError, PeriodicService, ServiceContext, service::BatchRequest, service::BuildContext,
+    service::FromContext,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, now_secs};

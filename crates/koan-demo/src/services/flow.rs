@@ -11,8 +11,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use koan::events::flow::{ENTITY_FAILED, ENTITY_PARKED, ENTITY_PROCESSED};
-use koan::{ActionContext, BackgroundService, BoxError, BuildContext, FromContext, ServiceContext};
+use koan::well_known::events::flow::{ENTITY_FAILED, ENTITY_PARKED, ENTITY_PROCESSED};
+use koan::{
+    ActionContext, BackgroundService, BoxError, ServiceContext, service::BuildContext,
+    service::FromContext,
+};
 use rusqlite::OptionalExtension;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -159,7 +162,7 @@ impl FromContext for FlowOrchestrator {
 }
 
 fn invalid(message: String) -> BoxError {
-    koan::Error::new(koan::ErrorKind::InvalidParameters, message).into()
+    koan::Error::new(koan::error::ErrorKind::InvalidParameters, message).into()
 }
 
 #[koan::actions]
@@ -223,7 +226,7 @@ impl FlowOrchestrator {
 
     /// The seed's `TriggerProcessing`: one pass now.
     #[action(
-        koan::actions::flow::TRIGGER_PROCESSING,
+        koan::well_known::actions::flow::TRIGGER_PROCESSING,
         description = "Move every active entity now"
     )]
     async fn trigger_processing(&self, cx: &ActionContext) -> Result<FlowPass, BoxError> {
@@ -232,7 +235,7 @@ impl FlowOrchestrator {
 }
 
 impl FlowOrchestrator {
-    async fn report(&self) -> koan::HealthReport {
+    async fn report(&self) -> koan::health::HealthReport {
         let counts = self
             .db
             .run(|c| {
@@ -247,7 +250,7 @@ impl FlowOrchestrator {
         match counts {
             Ok(rows) => {
                 let count = |s: &str| rows.iter().find(|r| r.0 == s).map_or(0, |r| r.1);
-                koan::HealthReport::healthy(format!(
+                koan::health::HealthReport::healthy(format!(
                     "{} active, {} parked, {} done",
                     count("active"),
                     count("parked"),
@@ -255,7 +258,9 @@ impl FlowOrchestrator {
                 ))
                 .with_data("parked", count("parked"))
             }
-            Err(e) => koan::HealthReport::degraded("cannot read flow_entities").with_error(e),
+            Err(e) => {
+                koan::health::HealthReport::degraded("cannot read flow_entities").with_error(e)
+            }
         }
     }
 

@@ -4,7 +4,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use koan::{BackgroundService, BoxError, BuildContext, FromContext, HealthReport, ServiceContext};
+use koan::{
+    BackgroundService, BoxError, ServiceContext, health::HealthReport, service::BuildContext,
+    service::FromContext,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, now_secs};

@@ -5,10 +5,10 @@
 
 use std::sync::Mutex;
 
-use koan::events::messaging::{FAILED, READY};
+use koan::well_known::events::messaging::{FAILED, READY};
 use koan::{
-    ActionContext, BackgroundService, BoxError, BuildContext, FromContext, HealthReport,
-    ServiceContext,
+    ActionContext, BackgroundService, BoxError, ServiceContext, health::HealthReport,
+    service::BuildContext, service::FromContext,
 };
 use koan_nats::{ConnectionState, NatsTransport};
 use schemars::JsonSchema;
@@ -73,7 +73,7 @@ impl FromContext for MessagingLifecycle {
 impl MessagingLifecycle {
     /// The seed's `RestartMessagingAsync`: drops the connection and reconnects.
     #[action(
-        koan::actions::messaging::RESTART_MESSAGING,
+        koan::well_known::actions::messaging::RESTART_MESSAGING,
         description = "Reconnect to the messaging transport"
     )]
     async fn restart_messaging(&self, _cx: &ActionContext) -> Result<String, BoxError> {

@@ -1,7 +1,7 @@
 //! `DatabaseMigrationService`: a startup service that creates the schema before any
 //! other service starts, and seeds some history so the demo has old rows to clean.
 
-use koan::{BoxError, BuildContext, FromContext, ServiceContext, StartupService};
+use koan::{BoxError, ServiceContext, StartupService, service::BuildContext, service::FromContext};
 
 use crate::db::{Db, init, now_secs};
 

@@ -12,8 +12,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use koan::events::outbox::{FAILED, PROCESSED};
-use koan::{BackgroundService, BoxError, BuildContext, FromContext, HealthReport, ServiceContext};
+use koan::well_known::events::outbox::{FAILED, PROCESSED};
+use koan::{
+    BackgroundService, BoxError, ServiceContext, health::HealthReport, service::BuildContext,
+    service::FromContext,
+};
 use koan_nats::NatsTransport;
 use serde::{Deserialize, Serialize};
 
@@ -147,7 +150,10 @@ impl FromContext for OutboxProcessor {
                     .timeout(timeout)
                     .build()
                     .map_err(|e| {
-                        koan::Error::new(koan::ErrorKind::Build, format!("the webhook client: {e}"))
+                        koan::Error::new(
+                            koan::error::ErrorKind::Build,
+                            format!("the webhook client: {e}"),
+                        )
                     })?;
                 Sink::Webhook(client, url.clone())
             }
@@ -166,7 +172,7 @@ impl FromContext for OutboxProcessor {
 impl OutboxProcessor {
     /// The seed's `ProcessBatchAsync(int? batchSize)`.
     #[action(
-        koan::actions::outbox::PROCESS_BATCH,
+        koan::well_known::actions::outbox::PROCESS_BATCH,
         description = "Deliver one batch now"
     )]
     async fn process_batch_now(

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use koan::events::health::{PROBE_BROADCAST, PROBE_SCHEDULED};
+use koan::well_known::events::health::{PROBE_BROADCAST, PROBE_SCHEDULED};
 use koan::{
-    ActionContext, BackgroundService, BoxError, BuildContext, FromContext, HealthReport,
-    ServiceContext,
+    ActionContext, BackgroundService, BoxError, ServiceContext, health::HealthReport,
+    service::BuildContext, service::FromContext,
 };
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +128,7 @@ impl FromContext for HealthProbeScheduler {
         for t in &targets {
             if reqwest::Url::parse(t).is_err() {
                 return Err(koan::Error::new(
-                    koan::ErrorKind::Config,
+                    koan::error::ErrorKind::Config,
                     format!(
                         "settings of service `{}`: probe target `{t}` is not a URL",
                         cx.service_name()
@@ -141,7 +141,7 @@ impl FromContext for HealthProbeScheduler {
             .build()
             .map_err(|e| {
                 koan::Error::new(
-                    koan::ErrorKind::Build,
+                    koan::error::ErrorKind::Build,
                     format!("the probe's HTTP client: {e}"),
                 )
             })?;
@@ -159,7 +159,7 @@ impl FromContext for HealthProbeScheduler {
 impl HealthProbeScheduler {
     /// The seed's `ForceProbeAsync`: a round now, broadcast.
     #[action(
-        koan::actions::health::FORCE_PROBE,
+        koan::well_known::actions::health::FORCE_PROBE,
         description = "Probe every target now and broadcast the results"
     )]
     async fn force_probe(&self, cx: &ActionContext) -> Result<ProbeBroadcast, BoxError> {

@@ -3,8 +3,11 @@
 //! an outbox message per translation. The translator is a small deterministic
 //! dictionary.
 
-use koan::events::translation::{COMPLETED, FAILED, STARTED};
-use koan::{ActionContext, BackgroundService, BoxError, BuildContext, FromContext, ServiceContext};
+use koan::well_known::events::translation::{COMPLETED, FAILED, STARTED};
+use koan::{
+    ActionContext, BackgroundService, BoxError, ServiceContext, service::BuildContext,
+    service::FromContext,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -239,7 +242,7 @@ impl TranslationService {
         {
             // Bad input, not a failure of the service: a 400 over HTTP.
             return Err(koan::Error::new(
-                koan::ErrorKind::InvalidParameters,
+                koan::error::ErrorKind::InvalidParameters,
                 format!(
                     "target language `{}` is not supported; supported: {}",
                     opts.to,

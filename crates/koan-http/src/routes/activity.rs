@@ -2,6 +2,7 @@
 //! host's recent events, finished work per second and per hour, and the instances
 //! of the cluster.
 
+use koan::transport::HostLink as _;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -63,18 +64,18 @@ pub(crate) async fn recent_events(
 ) -> Result<Response, ApiError> {
     only(&query, &["service", "correlation_id", "limit"])?;
     let limit = match query.get("limit") {
-        None => koan::RECENT_EVENTS,
+        None => koan::event::RECENT_EVENTS,
         Some(v) => v
             .trim()
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=koan::RECENT_EVENTS).contains(n))
+            .filter(|n| (1..=koan::event::RECENT_EVENTS).contains(n))
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_parameters",
                     format!(
                         "query parameter `limit` must be a whole number from 1 to {}",
-                        koan::RECENT_EVENTS
+                        koan::event::RECENT_EVENTS
                     ),
                 )
             })?,
@@ -145,7 +146,7 @@ fn instance(
     stale: bool,
     seen_at: chrono::DateTime<Utc>,
     now: chrono::DateTime<Utc>,
-    services: &[koan::ServiceStatus],
+    services: &[koan::status::ServiceStatus],
 ) -> Value {
     let age = (now - seen_at).num_milliseconds().max(0);
     let in_flight: usize = services.iter().map(|s| s.in_flight).sum();

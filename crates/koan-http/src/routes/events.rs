@@ -3,6 +3,7 @@
 //! (`max_sse_connections`) and, when a token is configured, need it (as a header or,
 //! for browsers' `EventSource`, as `?token=`).
 
+use koan::transport::HostLink as _;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use koan::EventEnvelope;
+use koan::event::EventEnvelope;
 use tokio::sync::mpsc;
 
 use crate::AppState;

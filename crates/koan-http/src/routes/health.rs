@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use koan::HealthStatus;
+use koan::health::HealthStatus;
 use serde_json::{Value, json};
 
 use crate::AppState;

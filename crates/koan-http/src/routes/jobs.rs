@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use koan::{JobQuery, JobState};
+use koan::{job::JobQuery, job::JobState};
 use serde_json::json;
 
 use crate::AppState;

@@ -26,17 +26,17 @@ struct Route {
 }
 
 const TRIGGER: Route = Route {
-    builtin: koan::actions::TRIGGER,
+    builtin: koan::well_known::actions::TRIGGER,
     declared: &["trigger", "trigger-now", "on-trigger-now"],
     message: "triggered successfully",
 };
 const CHECK_QUEUE: Route = Route {
-    builtin: koan::actions::CHECK_QUEUE,
+    builtin: koan::well_known::actions::CHECK_QUEUE,
     declared: &["check-queue"],
     message: "queue check triggered",
 };
 const PROCESS_BATCH: Route = Route {
-    builtin: koan::actions::PROCESS_BATCH,
+    builtin: koan::well_known::actions::PROCESS_BATCH,
     declared: &["process-batch"],
     message: "batch processing triggered",
 };
@@ -86,7 +86,7 @@ async fn seed(
     )
     .await
     .map_err(|e| {
-        if e.kind() == "unknown_action" && route.builtin == koan::actions::TRIGGER {
+        if e.kind() == "unknown_action" && route.builtin == koan::well_known::actions::TRIGGER {
             ApiError::new(
                 e.status(),
                 "unknown_action",

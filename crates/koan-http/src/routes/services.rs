@@ -1,5 +1,6 @@
 //! `/api/services…`: listing, status, health, and calling actions.
 
+use koan::transport::HostLink as _;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use koan::{ActionRequest, HealthStatus, ServiceState};
+use koan::{action::ActionRequest, health::HealthStatus, status::ServiceState};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -20,7 +21,7 @@ use crate::error::ApiError;
 #[derive(Serialize)]
 struct ServiceRow {
     name: String,
-    kind: koan::ServiceKind,
+    kind: koan::service::ServiceKind,
     description: Option<String>,
     state: ServiceState,
     health: HealthStatus,
@@ -36,7 +37,7 @@ struct ServiceRow {
     restarts: u32,
     queue_depth: usize,
     in_flight: usize,
-    last_run: Option<koan::RunRecord>,
+    last_run: Option<koan::status::RunRecord>,
     next_run: Option<Value>,
     actions: Vec<String>,
 }
@@ -170,7 +171,7 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
                 })?;
             }
             "timeout" => {
-                let d = koan::parse_duration(v).map_err(|e| {
+                let d = koan::schedule::parse_duration(v).map_err(|e| {
                     ApiError::bad_request(
                         "invalid_parameters",
                         format!("query parameter `timeout`: {}", e.message()),
@@ -205,7 +206,7 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
                 };
             }
             "delay" => {
-                let d = koan::parse_duration(v).map_err(|e| {
+                let d = koan::schedule::parse_duration(v).map_err(|e| {
                     ApiError::bad_request(
                         "invalid_parameters",
                         format!("query parameter `delay`: {}", e.message()),
@@ -437,7 +438,7 @@ pub(crate) async fn run_action(
 /// A call that timed out may still finish (its handler had a grace to stop, and may
 /// have done its work): the answer says so instead of claiming it failed.
 fn outcome_unknown(e: koan::Error, service: &str, action: &str) -> ApiError {
-    if e.kind() != koan::ErrorKind::Timeout {
+    if e.kind() != koan::error::ErrorKind::Timeout {
         return e.into();
     }
     ApiError::new(

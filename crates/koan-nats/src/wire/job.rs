@@ -5,7 +5,7 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use koan::{Error, ErrorKind};
+use koan::{Error, error::ErrorKind};
 use serde_json::Value;
 
 use super::{

@@ -3,7 +3,7 @@
 
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
-use koan::{Error, ErrorKind};
+use koan::{Error, error::ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -184,7 +184,7 @@ pub(crate) struct WireEvent {
 }
 
 impl WireEvent {
-    pub(crate) fn of(env: &koan::EventEnvelope) -> WireEvent {
+    pub(crate) fn of(env: &koan::event::EventEnvelope) -> WireEvent {
         WireEvent {
             service: env.service().to_owned(),
             event: env.name().to_owned(),
@@ -195,8 +195,8 @@ impl WireEvent {
         }
     }
 
-    pub(crate) fn into_envelope(self) -> koan::EventEnvelope {
-        koan::EventEnvelope::remote(
+    pub(crate) fn into_envelope(self) -> koan::event::EventEnvelope {
+        koan::event::EventEnvelope::remote(
             &self.service,
             &self.event,
             self.correlation_id.as_deref(),

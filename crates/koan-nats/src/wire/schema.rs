@@ -13,10 +13,10 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("outcome", schemars::schema_for!(Outcome)),
         ("event", schemars::schema_for!(WireEvent)),
         // The `ok` of the queries' replies, and the registry's values.
-        ("status", schemars::schema_for!(koan::ServiceStatus)),
-        ("health", schemars::schema_for!(koan::ServiceHealth)),
-        ("info", schemars::schema_for!(koan::ServiceInfo)),
-        ("instance", schemars::schema_for!(koan::Instance)),
+        ("status", schemars::schema_for!(koan::status::ServiceStatus)),
+        ("health", schemars::schema_for!(koan::health::ServiceHealth)),
+        ("info", schemars::schema_for!(koan::service::ServiceInfo)),
+        ("instance", schemars::schema_for!(koan::transport::Instance)),
     ]
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use koan::{ClaimRequest, JobStep, NewJob};
+use koan::{job::ClaimRequest, job::JobStep, job::NewJob};
 use koan_sqlite::SqliteJobStore;
 use serde_json::json;
 
@@ -22,7 +22,7 @@ impl TempDb {
         let path = std::env::temp_dir().join(format!(
             "koan-sqlite-{name}-{}-{}.db",
             std::process::id(),
-            koan::new_job_id()
+            koan::job::new_job_id()
         ));
         TempDb { path }
     }
@@ -56,7 +56,7 @@ pub fn at(ms: i64) -> DateTime<Utc> {
 /// A job of `service` running `action`, accepted and due at `at(0)`.
 pub fn job(service: &str, action: &str) -> NewJob {
     NewJob {
-        id: koan::new_job_id(),
+        id: koan::job::new_job_id(),
         service: service.to_owned(),
         steps: vec![JobStep {
             action: action.to_owned(),

@@ -243,7 +243,7 @@ impl ActionTable {
         }
         let declared: Vec<_> = self.events.iter().map(|e| e.name.as_str()).collect();
         Err(crate::Error::new(
-            crate::ErrorKind::UnknownEvent,
+            crate::error::ErrorKind::UnknownEvent,
             format!(
                 "service `{service}` declares no event `{name}`; its events: {}",
                 declared.join(", ")

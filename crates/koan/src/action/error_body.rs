@@ -7,7 +7,7 @@ use crate::error::Error;
 /// An error as it appears in JSON: `{ "error": kind, "message": … }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// The [`ErrorKind`](crate::ErrorKind) as snake_case.
+    /// The [`ErrorKind`](crate::error::ErrorKind) as snake_case.
     pub error: String,
     /// The message.
     pub message: String,

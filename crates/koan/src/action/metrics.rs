@@ -58,10 +58,10 @@ impl ActionMetrics {
 pub(crate) const UNKNOWN: &str = "<unknown>";
 
 /// Counts a rejection at the caller (busy, bad parameters, unknown action, …).
-pub(crate) fn rejected(service: &str, action: &str, kind: crate::ErrorKind) {
+pub(crate) fn rejected(service: &str, action: &str, kind: crate::error::ErrorKind) {
     let (service, action) = match kind {
-        crate::ErrorKind::UnknownService => (UNKNOWN, UNKNOWN),
-        crate::ErrorKind::UnknownAction => (service, UNKNOWN),
+        crate::error::ErrorKind::UnknownService => (UNKNOWN, UNKNOWN),
+        crate::error::ErrorKind::UnknownAction => (service, UNKNOWN),
         _ => (service, action),
     };
     counter!(

@@ -303,11 +303,6 @@ impl ActionRequest {
         self
     }
 
-    /// Adds action `name` with JSON parameters (the by-name path of HTTP and NATS).
-    pub fn action_json(self, name: impl Into<String>, params: Value) -> Self {
-        self.action(name, params)
-    }
-
     /// Priority of the last added action: higher runs first.
     pub fn priority(mut self, priority: i32) -> Self {
         if let Some(s) = self.steps.last_mut() {

@@ -73,9 +73,9 @@ pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
         .map(|entry| &*entry.name)
         .or_else(|| {
             [
-                crate::actions::TRIGGER,
-                crate::actions::CHECK_QUEUE,
-                crate::actions::PROCESS_BATCH,
+                crate::well_known::actions::TRIGGER,
+                crate::well_known::actions::CHECK_QUEUE,
+                crate::well_known::actions::PROCESS_BATCH,
             ]
             .into_iter()
             .find(|b| b.eq_ignore_ascii_case(action))

@@ -133,7 +133,7 @@ impl<R> TypedRequest<R> {
     }
 
     /// The untyped request, to chain more actions by name or to `spawn` it; its
-    /// output is an [`ActionOutput`](crate::ActionOutput) again.
+    /// output is an [`ActionOutput`](crate::action::ActionOutput) again.
     pub fn into_request(self) -> ActionRequest {
         self.request
     }

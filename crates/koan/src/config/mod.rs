@@ -25,7 +25,7 @@ use tree::{Node, env_value, norm};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Merged configuration, ready for [`HostBuilder::config`](crate::HostBuilder::config).
+/// Merged configuration, ready for [`HostBuilder::config`](crate::host::HostBuilder::config).
 #[derive(Debug, Clone)]
 pub struct Config {
     root: Node,

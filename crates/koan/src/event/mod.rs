@@ -8,6 +8,7 @@ mod ring;
 mod subscribe;
 mod undeclared;
 
+pub use crate::action::EventInfo;
 pub use bus::RECENT_EVENTS;
 pub use envelope::EventEnvelope;
 pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};

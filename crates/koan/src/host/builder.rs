@@ -272,7 +272,7 @@ impl HostBuilder {
     }
 
     /// Keeps enqueued jobs in `store` (`koan_sqlite::SqliteJobStore` for one
-    /// machine). Without one, jobs are kept in memory ([`crate::MemoryJobStore`]):
+    /// machine). Without one, jobs are kept in memory ([`crate::job::MemoryJobStore`]):
     /// the host warns at start that they do not survive the process, and runs the
     /// queued ones within the shutdown grace.
     pub fn job_store(mut self, store: Arc<dyn crate::job::JobStore>) -> Self {

@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Environment, HostExit, HostInner};
-use crate::action::{ActionRequest, Target};
+
 use crate::client::{ServiceRef, Services};
 use crate::error::{Error, Result};
 use crate::event::SubscriptionBuilder;
@@ -137,12 +137,6 @@ impl HostHandle {
         ServiceRef::new(self.clone(), name)
     }
 
-    /// An action request by name, with JSON parameters.
-    pub fn action(&self, service: &str, action: &str, params: serde_json::Value) -> ActionRequest {
-        let name = self.inner.registry.shared_name(service);
-        ActionRequest::new(self.clone(), Target::Name(name)).action_json(action, params)
-    }
-
     /// Subscribes to events of every service.
     pub fn events(&self) -> SubscriptionBuilder {
         SubscriptionBuilder::new(self.clone(), None)
@@ -166,7 +160,7 @@ impl HostHandle {
     /// The last runs of one service (newest first, as many as
     /// `koan.background_services.history_size`, 50 unless set) and how many of its
     /// actions succeeded and failed.
-    pub fn history(&self, name: &str) -> Result<crate::ServiceHistory> {
+    pub fn history(&self, name: &str) -> Result<crate::status::ServiceHistory> {
         let cell = self.inner.registry.find(name)?;
         Ok(cell.activity().history(&cell.name))
     }
@@ -174,35 +168,22 @@ impl HostHandle {
     /// Succeeded and failed runs and actions of every service of this host, per
     /// second for the last two minutes and per hour for the last day (in memory:
     /// counted since the host started).
-    pub fn throughput(&self) -> crate::ThroughputSnapshot {
+    pub fn throughput(&self) -> crate::status::ThroughputSnapshot {
         self.inner
             .throughput
             .snapshot(self.inner.config.clock.now())
     }
 
     /// The last events this host saw (its own and those of other hosts delivered to
-    /// it), newest first: at most [`RECENT_EVENTS`](crate::RECENT_EVENTS), kept in
+    /// it), newest first: at most [`RECENT_EVENTS`](crate::event::RECENT_EVENTS), kept in
     /// memory so a dashboard opened now is not empty.
-    pub fn recent_events(&self) -> Vec<crate::EventEnvelope> {
+    pub fn recent_events(&self) -> Vec<crate::event::EventEnvelope> {
         self.inner.events.recent()
     }
 
     /// The jobs of this host's store: list, inspect, retry, cancel, delete.
     pub fn jobs(&self) -> crate::job::Jobs {
         crate::job::Jobs::new(self.clone())
-    }
-
-    /// Delivers an event that arrived from another process to this host's subscribers.
-    pub async fn deliver_remote_event(&self, event: &crate::EventEnvelope) {
-        self.inner.events.publish(event).await;
-    }
-
-    /// Every host of the cluster, through the transport (empty without one).
-    pub async fn instances(&self) -> Result<Vec<crate::Instance>> {
-        match &self.inner.transport {
-            Some(t) => t.instances().await,
-            None => Ok(Vec::new()),
-        }
     }
 
     /// This host's id in the cluster (from the transport), if any.
@@ -217,15 +198,10 @@ impl HostHandle {
             .unwrap_or_else(|| self.inner.jobs.instance().to_owned())
     }
 
-    /// Whether this host runs service `name` itself.
-    pub fn hosts(&self, name: &str) -> bool {
-        self.inner.registry.by_name(name).is_some()
-    }
-
     /// Emits an event on behalf of service `service` (from outside a service).
     ///
     /// The same rule as subscribing: an event the service does not declare is an
-    /// [`ErrorKind::UnknownEvent`](crate::ErrorKind::UnknownEvent) error that lists
+    /// [`ErrorKind::UnknownEvent`](crate::error::ErrorKind::UnknownEvent) error that lists
     /// the declared ones (a service that declares none takes any name).
     pub async fn emit<E: serde::Serialize + Send + Sync + 'static>(
         &self,
@@ -293,7 +269,7 @@ impl HostHandle {
                 _ => crate::health::ServiceHealth {
                     service: cell.name.to_string(),
                     critical: cell.options.critical,
-                    report: crate::HealthReport::unhealthy(format!(
+                    report: crate::health::HealthReport::unhealthy(format!(
                         "the health check did not answer within {}",
                         crate::util::fmt_duration(CHECK_TIMEOUT)
                     )),

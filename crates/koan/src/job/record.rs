@@ -187,7 +187,7 @@ impl JobRecord {
 /// A job to store, as `enqueue()` builds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
-    /// A fresh id ([`crate::new_job_id`]).
+    /// A fresh id ([`crate::job::new_job_id`]).
     pub id: String,
     /// The service.
     pub service: String,

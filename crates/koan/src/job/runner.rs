@@ -409,7 +409,7 @@ async fn run_steps(
         .correlation_id(record.correlation_id.clone());
     for step in record.steps() {
         req = req
-            .action_json(step.action, step.params)
+            .action(step.action, step.params)
             .priority(record.priority);
         if let Some(ms) = step.timeout_ms {
             req = req.timeout(Duration::from_millis(ms));

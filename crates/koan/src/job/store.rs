@@ -85,7 +85,7 @@ pub enum Finish {
 }
 
 /// Where jobs are kept: the embedded SQLite file (`koan-sqlite`), JetStream
-/// (`koan-nats`), or memory ([`crate::MemoryJobStore`], for tests and for hosts that
+/// (`koan-nats`), or memory ([`crate::job::MemoryJobStore`], for tests and for hosts that
 /// opt out of durability).
 ///
 /// Every write is committed before its future resolves: the runtime answers
@@ -94,7 +94,7 @@ pub enum Finish {
 /// another worker, or a job cancelled meanwhile, answers `false`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a job store",
-    label = "implement `koan::JobStore` for it, or use `koan::MemoryJobStore`"
+    label = "implement `koan::job::JobStore` for it, or use `koan::job::MemoryJobStore`"
 )]
 pub trait JobStore: Send + Sync + 'static {
     /// Whether jobs survive the process (the host warns at start when they do not,

@@ -113,7 +113,7 @@ impl BuildContext<'_> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use koan::{BuildContext, FromContext};
+/// use koan::{service::BuildContext, service::FromContext};
 ///
 /// struct Pool;
 /// struct Cleanup { pool: Arc<Pool> }
@@ -126,7 +126,7 @@ impl BuildContext<'_> {
 /// ```
 #[diagnostic::on_unimplemented(
     message = "the host cannot construct `{Self}`",
-    note = "derive `Default` for `{Self}`, or implement `koan::FromContext` to take resources and settings from the `BuildContext`, or build it yourself and register the value with `HostBuilder::instance` (under `#[koan::service]`, also add `discover = false`: discovery has the host construct it)"
+    note = "derive `Default` for `{Self}`, or implement `koan::service::FromContext` to take resources and settings from the `BuildContext`, or build it yourself and register the value with `HostBuilder::instance` (under `#[koan::service]`, also add `discover = false`: discovery has the host construct it)"
 )]
 pub trait FromContext: Sized {
     /// Builds the service.

@@ -13,6 +13,7 @@ mod options;
 
 use std::future::Future;
 
+pub use crate::client::{ServiceInfo, ServiceRef, Services, services, try_services};
 pub use build::{BuildContext, FromContext};
 pub use context::{BatchRequest, RunReason, ServiceContext};
 pub use kind::{Background, KindOf, Periodic, ServiceKind, Startup};

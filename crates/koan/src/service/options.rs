@@ -262,7 +262,7 @@ impl ServiceOptions {
     );
     setter!(
         /// A periodic service whose scheduled ticks run on one host of the cluster at
-        /// a time: the holder of its lease (see [`Transport::may_run`](crate::Transport::may_run)).
+        /// a time: the holder of its lease (see [`Transport::may_run`](crate::transport::Transport::may_run)).
         /// Without a transport it runs as usual.
         singleton: bool
     );

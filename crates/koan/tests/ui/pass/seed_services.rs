@@ -17,7 +17,7 @@ impl TranslationService {
         Ok(opts.to)
     }
 
-    #[action(koan::actions::translation::CHECK_QUEUE)]
+    #[action(koan::well_known::actions::translation::CHECK_QUEUE)]
     async fn check(&self) {}
 }
 

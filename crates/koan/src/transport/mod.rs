@@ -10,7 +10,10 @@ use serde_json::Value;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventEnvelope;
 use crate::registry::ServiceStatus;
-use crate::util::BoxFuture;
+pub use crate::util::BoxFuture;
+
+mod link;
+pub use link::HostLink;
 
 /// An action call bound for another process. Parameters are always JSON on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,9 +38,9 @@ pub struct RemoteCall {
 pub enum RemoteQuery {
     /// [`ServiceStatus`].
     Status,
-    /// [`ServiceHealth`](crate::ServiceHealth).
+    /// [`ServiceHealth`](crate::health::ServiceHealth).
     Health,
-    /// [`ServiceInfo`](crate::ServiceInfo).
+    /// [`ServiceInfo`](crate::service::ServiceInfo).
     Info,
 }
 
