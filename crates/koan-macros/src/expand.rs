@@ -98,6 +98,28 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
             None => quote!(a.event::<#payload>(#name);),
         }
     });
+    // `services::<S>().on::<Payload>()` compiles only for the events declared here. A
+    // payload type that two events share names neither (the type would not say which).
+    let key = |t: &syn::Type| quote!(#t).to_string();
+    let shared = |t: &syn::Type| {
+        a.events
+            .iter()
+            .filter(|e| e.payload.as_ref().is_some_and(|p| key(p) == key(t)))
+            .count()
+            > 1
+    };
+    let emits = a.events.iter().filter_map(|e| {
+        let payload = e.payload.as_ref().filter(|p| !shared(p))?;
+        let name = match &e.name {
+            Some(n) => quote!(#n),
+            None => quote!(<#payload as ::koan::Event>::NAME),
+        };
+        Some(quote! {
+            impl ::koan::event::Emits<#payload> for #ident {
+                const EVENT: &'static str = #name;
+            }
+        })
+    });
     let health = a.health.as_ref().map(|p| {
         quote! {
             fn health(&self) -> impl ::core::future::Future<Output = ::koan::health::HealthReport> + ::core::marker::Send {
@@ -145,6 +167,7 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
                 #ready
             }
 
+            #(#emits)*
             #discovered
         };
     })

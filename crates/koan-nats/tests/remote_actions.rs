@@ -61,6 +61,11 @@ impl Svc {
     }
 }
 
+// Declared in `Svc::actions` as `a.event::<Tick>("Evt")`: typed subscribers name it by type.
+impl koan::event::Emits<Tick> for Svc {
+    const EVENT: &'static str = "Evt";
+}
+
 impl Service for Svc {
     type Kind = Background;
 
@@ -508,7 +513,7 @@ async fn events_cross_hosts_in_order_with_their_correlation_id() -> anyhow::Resu
     let _typed_sub = b
         .host
         .services::<Svc>()
-        .on("Evt")
+        .on::<Tick>()
         .handle(move |_t: Tick| {
             count.fetch_add(1, Ordering::SeqCst);
             async {}

@@ -52,8 +52,10 @@ async fn main() -> Result<(), koan::Error> {
 
     // Subscribe to events: `KoanServices<MyFluentService>.On("WorkCompleted").Do(…)`.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // The event is named by its payload type: one the service does not declare, or
+    // a handler of another type, does not compile.
     let _subscription = koan::services::<MyFluentService>()
-        .on("WorkCompleted")
+        .on::<WorkCompleted>()
         .handle(move |e: WorkCompleted| {
             let tx = tx.clone();
             async move {

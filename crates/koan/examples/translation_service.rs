@@ -126,7 +126,10 @@ async fn main() -> Result<(), koan::Error> {
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (tx1, tx2) = (tx.clone(), tx);
-    let _subscription = translation
+    // By name: Started and Completed share one payload type, so the type alone
+    // (`translation.on::<TranslationEventArgs>()`) would not say which is meant.
+    let _subscription = host
+        .service("TranslationService")
         .on(COMPLETED)
         .handle(move |e: TranslationEventArgs| {
             let tx = tx1.clone();

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionInfo, ActionRequest, EventInfo, Target, local_cell_pub, poke_direct};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::SubscriptionBuilder;
+use crate::event::{Emits, SubscriptionBuilder, TypedSubscriptionBuilder};
 use crate::health::ServiceHealth;
 use crate::host::{HostHandle, current};
 use crate::registry::ServiceStatus;
@@ -151,9 +151,19 @@ impl<T: Service> Services<T> {
         }
     }
 
-    /// Starts an event subscription (the seed's `On(event)`).
-    pub fn on(&self, event: &str) -> SubscriptionBuilder {
-        self.by_name().on(event)
+    /// Subscribes to the service's event whose payload is `E`: it must be one the
+    /// service declares (`#[koan::service(event(E))]`), and handlers take `E`, so
+    /// the compiler checks both. By name (for events of services this crate does
+    /// not link): `host.service("Name").on("EventName")`.
+    pub fn on<E>(&self) -> TypedSubscriptionBuilder<T, E>
+    where
+        T: Emits<E>,
+        E: serde::de::DeserializeOwned + Clone + Send + 'static,
+    {
+        let name = local_cell_pub(&self.host, &self.by_name().target)
+            .map(|c| Arc::clone(&c.name))
+            .unwrap_or_else(|| Arc::clone(&self.name));
+        TypedSubscriptionBuilder::new(SubscriptionBuilder::new(self.host.clone(), Some(name)))
     }
 
     /// Runs the tick now and waits for that run; coalesced with a run in progress.

@@ -137,7 +137,7 @@ async fn stuck_subscriber(
     let gate = Arc::new(Semaphore::new(0));
     let (tx, rx) = mpsc::unbounded_channel::<u32>();
     let sub = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle({
             let gate = Arc::clone(&gate);
@@ -165,7 +165,7 @@ async fn events_emitted_during_an_action_carry_its_correlation_id() -> anyhow::R
     let host = start().await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<EventEnvelope>();
     let _sub = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle_envelope(forward(&tx))
         .on("Other")
@@ -218,7 +218,7 @@ async fn once_delivers_exactly_once_under_a_thousand_concurrent_emits() -> anyho
     let (all_tx, mut all_rx) = mpsc::unbounded_channel::<u32>();
     let (barrier_tx, mut barrier_rx) = mpsc::unbounded_channel::<()>();
     let _sub = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .once()
         .handle(forward(&once_tx))
@@ -284,7 +284,7 @@ async fn once_holds_when_a_thousand_actions_emit_concurrently() -> anyhow::Resul
     let (once_tx, mut once_rx) = mpsc::unbounded_channel::<u32>();
     let (barrier_tx, mut barrier_rx) = mpsc::unbounded_channel::<()>();
     let _sub = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Other")
         .once()
         .handle(forward(&once_tx))
@@ -320,7 +320,7 @@ async fn filters_select_by_payload() -> anyhow::Result<()> {
     let (never_tx, mut never_rx) = mpsc::unbounded_channel::<String>();
     let (barrier_tx, mut barrier_rx) = mpsc::unbounded_channel::<()>();
     let _sub = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .filter::<u32, _>(|n| n % 3 == 0)
         .handle(forward(&tx))
@@ -351,7 +351,7 @@ async fn dropping_the_subscription_stops_delivery() -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
     let (witness_tx, mut witness_rx) = mpsc::unbounded_channel::<u32>();
     let sub = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle(forward(&tx))
         .subscribe()
@@ -359,7 +359,7 @@ async fn dropping_the_subscription_stops_delivery() -> anyhow::Result<()> {
     drop(tx);
     // A second subscriber shows that the later event was really emitted.
     let _witness = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle(forward(&witness_tx))
         .subscribe()
@@ -407,7 +407,7 @@ async fn each_subscriber_gets_events_in_emission_order() -> anyhow::Result<()> {
     let (a_tx, mut a_rx) = mpsc::unbounded_channel::<EventEnvelope>();
     let (b_tx, mut b_rx) = mpsc::unbounded_channel::<u32>();
     let _a = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle_envelope(forward(&a_tx))
         .overflow(Overflow::Wait)
@@ -470,7 +470,7 @@ async fn failing_and_panicking_handlers_do_not_stop_later_deliveries() -> anyhow
     let host = start().await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
     let _sub = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle(move |n: u32| {
             let tx = tx.clone();
@@ -540,7 +540,7 @@ async fn drop_newest_never_blocks_the_emitter() -> anyhow::Result<()> {
 async fn subscribing_to_an_undeclared_event_is_refused() -> anyhow::Result<()> {
     let host = start().await?;
     let e = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tock")
         .handle(|_: u32| async {})
         .subscribe()
@@ -646,7 +646,8 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<TranslationErrorArgs>();
     let (checked_tx, mut checked_rx) = mpsc::unbounded_channel::<u32>();
     let translations = host.services::<TranslationService>();
-    let _sub = translations
+    let _sub = host
+        .service("TranslationService")
         .on(COMPLETED)
         .handle(forward(&done_tx))
         .on(FAILED)
@@ -752,7 +753,7 @@ async fn a_subscriber_that_goes_away_stops_holding_the_emitter() -> anyhow::Resu
     // A second, healthy subscriber of the same event.
     let (tx, mut healthy) = mpsc::unbounded_channel::<u32>();
     let _other = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle(move |n: u32| {
             let _ = tx.send(n);
@@ -795,7 +796,7 @@ async fn concurrent_emitters_reach_every_subscriber_once_in_order() -> anyhow::R
         let (tx, rx) = mpsc::unbounded_channel::<(u32, u32)>();
         receivers.push(rx);
         subs.push(
-            host.services::<Emitter>()
+            host.service("Emitter")
                 .on("Pair")
                 .handle(move |p: (u32, u32)| {
                     let tx = tx.clone();
@@ -852,7 +853,7 @@ async fn handlers_that_panic_before_returning_their_future_are_contained() -> an
         let (tx, rx) = mpsc::unbounded_channel::<u32>();
         receivers.push(rx);
         subs.push(
-            host.services::<Emitter>()
+            host.service("Emitter")
                 .on("Tick")
                 .handle(move |n: u32| {
                     assert_ne!(n, 1, "handler refuses event 1");

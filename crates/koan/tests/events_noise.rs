@@ -151,7 +151,7 @@ impl Logs {
 async fn a_detached_subscription_keeps_delivering() -> anyhow::Result<()> {
     let host = start().await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
-    host.services::<Emitter>()
+    host.service("Emitter")
         .on("Tick")
         .handle(move |n: u32| {
             let _ = tx.send(n);
@@ -241,21 +241,21 @@ async fn a_payload_type_that_never_fits_is_warned_once_per_subscription_and_coun
     let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
     // `Tick` carries a number: a filter on text and a handler of text never fit.
     let _filtered = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .filter(|s: &String| !s.is_empty())
         .handle(|_: u32| async {})
         .subscribe()
         .await?;
     let _handled = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle(|_: String| async {})
         .subscribe()
         .await?;
     // A subscriber that fits shows when each event has been through the others.
     let _witness = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle(move |n: u32| {
             let _ = tx.send(n);
@@ -301,7 +301,7 @@ async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> an
     let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
     // The default policy, a buffer of one, and a handler stuck on its first event.
     let _stuck = host
-        .services::<Emitter>()
+        .service("Emitter")
         .on("Tick")
         .handle({
             let gate = Arc::clone(&gate);

@@ -154,7 +154,7 @@ async fn macro_actions_and_events_run() -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let _sub = host
         .services::<TranslationService>()
-        .on("TranslationCompleted")
+        .on::<TranslationCompleted>()
         .handle(move |e: TranslationCompleted| {
             let tx = tx.clone();
             async move {

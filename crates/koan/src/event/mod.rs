@@ -6,12 +6,14 @@ mod envelope;
 mod misfit;
 mod ring;
 mod subscribe;
+mod typed;
 mod undeclared;
 
 pub use crate::action::EventInfo;
 pub use bus::RECENT_EVENTS;
 pub use envelope::EventEnvelope;
 pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
+pub use typed::{Emits, TypedSubscriptionBuilder};
 
 pub(crate) use bus::EventBus;
 

@@ -1,0 +1,121 @@
+//! Typed subscriptions: `services::<S>().on::<E>()` names an event by its payload
+//! type; filters and handlers take that type.
+
+use std::time::Duration;
+
+use koan::{ActionContext, BackgroundService, BoxError, Host, ServiceContext};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, koan::Event)]
+struct WorkCompleted {
+    id: u32,
+}
+
+/// Declared under a name of the service's choosing, not the type's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+struct Failure {
+    id: u32,
+    reason: String,
+}
+
+#[koan::service(
+    discover = false,
+    event(WorkCompleted),
+    event(name = "WorkFailed", payload = Failure)
+)]
+#[derive(Default)]
+struct Worker;
+
+#[koan::actions]
+impl Worker {
+    #[action("work")]
+    async fn work(&self, id: u32, cx: &ActionContext) -> Result<(), BoxError> {
+        if id % 2 == 0 {
+            cx.emit(WorkCompleted::NAME, WorkCompleted { id }).await;
+        } else {
+            let reason = format!("{id} is odd");
+            cx.emit("WorkFailed", Failure { id, reason }).await;
+        }
+        Ok(())
+    }
+}
+
+impl BackgroundService for Worker {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+use koan::Event as _;
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within 10 s"))
+        .unwrap_or_else(|| panic!("the {what} channel closed"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_subscription_gets_the_payload_under_the_declared_name() -> anyhow::Result<()> {
+    let host = Host::builder().instance(Worker).build()?.start();
+    host.started().await?;
+    let worker = host.services::<Worker>();
+
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let (failed_tx, mut failed) = mpsc::unbounded_channel();
+    let (big_tx, mut big) = mpsc::unbounded_channel();
+    let _sub = worker
+        .on::<WorkCompleted>()
+        .handle(move |e: WorkCompleted| {
+            let done_tx = done_tx.clone();
+            async move {
+                let _ = done_tx.send(e.id);
+            }
+        })
+        // A second route for the same event, with its own filter and `once`.
+        .filter(|e: &WorkCompleted| e.id >= 10)
+        .once()
+        .handle(move |e: WorkCompleted| {
+            let big_tx = big_tx.clone();
+            async move {
+                let _ = big_tx.send(e.id);
+            }
+        })
+        .on::<Failure>()
+        .handle(move |e: Failure| {
+            let failed_tx = failed_tx.clone();
+            async move {
+                let _ = failed_tx.send(e);
+            }
+        })
+        .subscribe()
+        .await?;
+
+    for id in [2, 3, 12, 14] {
+        worker.action("work", id).execute().await?;
+    }
+    assert_eq!(next(&mut done, "WorkCompleted").await, 2);
+    assert_eq!(next(&mut done, "WorkCompleted").await, 12);
+    assert_eq!(next(&mut done, "WorkCompleted").await, 14);
+    assert_eq!(
+        next(&mut failed, "WorkFailed").await,
+        Failure {
+            id: 3,
+            reason: "3 is odd".into()
+        }
+    );
+    // The filtered route took the first id ≥ 10 once, and no other.
+    assert_eq!(next(&mut big, "the filtered WorkCompleted").await, 12);
+    assert!(big.try_recv().is_err(), "`once` delivered twice");
+
+    // The event is listed under the name the service declared.
+    let info = worker.info().await?;
+    let names: Vec<_> = info.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["WorkCompleted", "WorkFailed"]);
+
+    host.shutdown();
+    host.wait().await.into_result()?;
+    Ok(())
+}
