@@ -14,12 +14,7 @@ use crate::wire::Reply;
 
 /// Announces this host's services, now.
 pub(crate) async fn announce(t: &NatsTransport, host: &HostHandle) -> Result<(), Error> {
-    let instance = Instance {
-        host_id: t.inner.host_id.clone(),
-        seen_at: Utc::now(),
-        services: host.statuses(),
-        stale: false,
-    };
+    let instance = Instance::new(t.inner.host_id.clone(), host.statuses());
     put(t, instance).await
 }
 

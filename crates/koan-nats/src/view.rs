@@ -144,12 +144,8 @@ mod tests {
     use super::*;
 
     fn instance(host_id: &str, age: Duration) -> Instance {
-        Instance {
-            host_id: host_id.to_owned(),
-            seen_at: Utc::now() - chrono::Duration::from_std(age).unwrap_or_default(),
-            services: Vec::new(),
-            stale: false,
-        }
+        Instance::new(host_id, Vec::new())
+            .seen_at(Utc::now() - chrono::Duration::from_std(age).unwrap_or_default())
     }
 
     #[test]

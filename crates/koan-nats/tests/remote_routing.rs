@@ -182,12 +182,7 @@ async fn a_call_routed_to_an_instance_that_does_not_listen_goes_to_the_others() 
     let statuses = worker.statuses();
     let announce = tokio::spawn(async move {
         loop {
-            let ghost = koan::transport::Instance {
-                host_id: "ghost-00000000".to_owned(),
-                seen_at: chrono::Utc::now(),
-                services: statuses.clone(),
-                stale: false,
-            };
+            let ghost = koan::transport::Instance::new("ghost-00000000", statuses.clone());
             let body = serde_json::to_vec(&ghost).unwrap_or_default();
             let _ = registry.put("ghost-00000000", body.into()).await;
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -209,7 +209,7 @@ pub(crate) fn counts(conn: &Connection, service: Option<&str>) -> Result<JobCoun
             (s, n)
         })
         .collect();
-    Ok(JobCounts { by_state })
+    Ok(JobCounts::new(by_state))
 }
 
 /// The earliest `run_at` of a waiting job, or lease end of a running one, among

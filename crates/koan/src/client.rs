@@ -21,6 +21,7 @@ use crate::well_known::actions;
 
 /// Everything a service declares (the seed's `ServiceInfo`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct ServiceInfo {
     /// The name.
     pub name: String,

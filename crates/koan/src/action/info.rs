@@ -5,6 +5,7 @@ use serde_json::Value;
 
 /// Describes an action or event in `info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct ActionInfo {
     /// The action's name.
     pub name: String,
@@ -19,6 +20,7 @@ pub struct ActionInfo {
 
 /// Describes an event in `info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct EventInfo {
     /// The event's name.
     pub name: String,

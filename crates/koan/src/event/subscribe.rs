@@ -26,6 +26,7 @@ use crate::host::{HostHandle, HostInner};
 ///
 /// `.once()` handlers always wait: their one event is never dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Overflow {
     /// The emitter never waits: the new event is dropped for that subscriber, logged
     /// and counted in `koan_events_dropped_total` (default).

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum HealthStatus {
     /// Working normally.
     Healthy,
@@ -44,6 +45,7 @@ impl HealthStatus {
 
 /// What a service says about its own health — the seed's `HealthReport`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct HealthReport {
     /// The verdict.
     pub status: HealthStatus,
@@ -107,6 +109,7 @@ impl Default for HealthReport {
 
 /// One service's effective health as the host sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct ServiceHealth {
     /// The service's name.
     pub service: String,
@@ -119,6 +122,7 @@ pub struct ServiceHealth {
 
 /// The host's overall health.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct HostHealth {
     /// Worst of critical services; non-critical unhealthy counts as degraded.
     pub status: HealthStatus,
@@ -132,6 +136,7 @@ pub struct HostHealth {
 
 /// Whether the host is ready for work, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Readiness {
     /// True once startup is done, every `is_ready()` is true and the host is not stopping.
     pub ready: bool,

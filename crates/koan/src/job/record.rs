@@ -12,6 +12,7 @@ use crate::action::ErrorBody;
 /// cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum JobState {
     /// Waiting for its time (`.delay()` / `.at()`).
     Scheduled,
@@ -96,6 +97,7 @@ pub struct JobStep {
 
 /// One try at running a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobAttempt {
     /// 1 for the first run.
     pub attempt: u32,
@@ -113,6 +115,7 @@ pub struct JobAttempt {
 
 /// Everything known about one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobRecord {
     /// The job's id (UUID v7: time-ordered, not guessable from another id).
     pub id: String,
@@ -295,12 +298,18 @@ pub struct JobPage {
 
 /// How many jobs are in each state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobCounts {
     /// `(state, count)` for every state, in [`JobState::ALL`] order.
     pub by_state: Vec<(JobState, u64)>,
 }
 
 impl JobCounts {
+    /// Counts from `(state, count)` pairs (a store's answer to `JobStore::counts`).
+    pub fn new(by_state: Vec<(JobState, u64)>) -> Self {
+        JobCounts { by_state }
+    }
+
     /// The count of one state.
     pub fn get(&self, state: JobState) -> u64 {
         self.by_state
@@ -312,6 +321,7 @@ impl JobCounts {
 
 /// What a handler knows of the job it runs ([`crate::ActionContext::job`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JobInfo {
     /// The job's id.
     pub id: String,

@@ -89,6 +89,7 @@ impl Activity {
 
 /// A service's recent runs and action counts ([`crate::HostHandle::history`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ServiceHistory {
     /// The service.
     pub service: String,

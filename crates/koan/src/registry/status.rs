@@ -6,6 +6,7 @@ use crate::service::{RunReason, ServiceKind};
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ServiceState {
     /// Registered; the host has not started it yet (startup services run first).
     Pending,
@@ -53,6 +54,7 @@ impl std::fmt::Display for ServiceState {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunOutcome {
     /// Returned `Ok`.
     Success,
@@ -96,6 +98,7 @@ impl RunOutcome {
 
 /// One finished run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct RunRecord {
     /// Why it ran.
     pub reason: RunReason,
@@ -110,6 +113,7 @@ pub struct RunRecord {
 
 /// A snapshot of a service's status (the seed's `ServiceStatus`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct ServiceStatus {
     /// The service's name.
     pub name: String,

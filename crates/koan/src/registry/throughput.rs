@@ -140,6 +140,7 @@ impl Throughput {
 
 /// Succeeded and failed work in one bucket of time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ThroughputBucket {
     /// When the bucket starts (a whole second or a whole hour).
     pub start: DateTime<Utc>,
@@ -151,6 +152,7 @@ pub struct ThroughputBucket {
 
 /// Finished work per second and per hour ([`crate::HostHandle::throughput`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ThroughputSnapshot {
     /// When it was read.
     pub now: DateTime<Utc>,

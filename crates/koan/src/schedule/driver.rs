@@ -59,6 +59,7 @@ pub(crate) type PokeResult = Result<RunRecord>;
 /// The answer to a trigger, check-queue or process-batch: whether the request was
 /// merged into a run already due, and the run that served it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TriggerOutcome {
     /// True when the request arrived during a run (or joined a pending one) and was
     /// merged into a single follow-up run.

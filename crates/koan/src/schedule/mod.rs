@@ -29,6 +29,7 @@ pub(crate) use driver::{PeriodicControl, Poke, PokeReceipt, drive};
 /// exactly one follow-up run. No policy ever runs a burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum MissedTickPolicy {
     /// Drop the missed ticks and wait for the next one on the schedule (default).
     #[default]

@@ -10,6 +10,7 @@ use crate::registry::ServiceCell;
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum RunReason {
     /// The service was started (background and startup services).
     Start,

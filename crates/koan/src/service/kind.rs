@@ -13,6 +13,7 @@ use crate::util::BoxFuture;
 /// The three kinds of service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ServiceKind {
     /// Runs until stopped.
     Background,

@@ -57,6 +57,7 @@ impl RemoteQuery {
 
 /// One host of the cluster as announced in the registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct Instance {
     /// The host's id.
     pub host_id: String,
@@ -68,6 +69,24 @@ pub struct Instance {
     /// last known state, not a current one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stale: bool,
+}
+
+impl Instance {
+    /// A host seen now, running `services`.
+    pub fn new(host_id: impl Into<String>, services: Vec<ServiceStatus>) -> Self {
+        Instance {
+            host_id: host_id.into(),
+            seen_at: Utc::now(),
+            services,
+            stale: false,
+        }
+    }
+
+    /// The same host, last seen at `seen_at`.
+    pub fn seen_at(mut self, seen_at: DateTime<Utc>) -> Self {
+        self.seen_at = seen_at;
+        self
+    }
 }
 
 fn unsupported(what: &str) -> Error {
