@@ -35,7 +35,9 @@ for ex in system_health_monitor data_cleanup_service database_migration_service 
   echo "-- example $ex"
   timeout 120 cargo run -q -p koan --example "$ex" >/dev/null
 done
-echo "examples: 6 passed, 0 failed"
+echo "-- example getting_started --once"
+timeout 120 cargo run -q -p koan --example getting_started -- --once >/dev/null
+echo "examples: 7 passed, 0 failed"
 
 step "dashboard in headless Chromium"
 bash scripts/ensure-tools.sh chromium node
