@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use koan::{
-    ActionContext, BackgroundService, BoxError, Host, HostHandle, PeriodicService,
-    ServiceContext, StartupService,
+    ActionContext, BackgroundService, BoxError, Host, HostHandle, PeriodicService, ServiceContext,
+    StartupService,
 };
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +140,11 @@ async fn main() -> Result<(), BoxError> {
     let once = std::env::args().any(|a| a == "--once");
 
     let host = Host::builder().discover().build()?.start();
-    let bind = if once { "127.0.0.1:0" } else { "127.0.0.1:8090" };
+    let bind = if once {
+        "127.0.0.1:0"
+    } else {
+        "127.0.0.1:8090"
+    };
     let http = koan_http::serve(
         host.clone(),
         koan_http::HttpOptions::default().with_bind(bind.parse()?),
@@ -195,9 +199,19 @@ mod tests {
         koan::testing::advance(Duration::from_secs(3600)).await;
         let status = koan::testing::wait_runs(&host, "Cleanup", 121).await;
         assert_eq!(status.runs, 121);
-        assert_eq!(host.services::<Cleanup>().instance()?.runs.load(Ordering::Relaxed), 121);
+        assert_eq!(
+            host.services::<Cleanup>()
+                .instance()?
+                .runs
+                .load(Ordering::Relaxed),
+            121
+        );
 
-        assert_eq!(place_orders(&host).await?, 2, "the teapot is the first big order");
+        assert_eq!(
+            place_orders(&host).await?,
+            2,
+            "the teapot is the first big order"
+        );
 
         koan::testing::stop(&host).await?;
         Ok(())

@@ -121,7 +121,10 @@ impl<T: Service> Services<T> {
         }
     }
 
-    fn by_name(&self) -> ServiceRef {
+    /// The same service by name: calls and subscriptions checked when they run, as
+    /// HTTP, JSON and other processes make them (`.by_name().on("EventName")` for an
+    /// event whose payload type two of its events share).
+    pub fn by_name(&self) -> ServiceRef {
         ServiceRef {
             host: self.host.clone(),
             name: Arc::clone(&self.name),
