@@ -42,7 +42,8 @@ impl HealthStatus {
     }
 }
 
-/// What a service says about its own health — the seed's `HealthReport`.
+/// What a service says about its own health: a verdict, an optional sentence and
+/// error, and extra figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthReport {
     /// The verdict.

@@ -108,7 +108,7 @@ pub struct RunRecord {
     pub outcome: RunOutcome,
 }
 
-/// A snapshot of a service's status (the seed's `ServiceStatus`).
+/// A snapshot of a service's status: its state, runs, queue and schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServiceStatus {
     /// The service's name.
