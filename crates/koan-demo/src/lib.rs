@@ -1,4 +1,5 @@
-//! The demo application: the seed's sample services on an embedded SQLite database.
+//! The demo application: sample services of every kind (startup, periodic,
+//! background) doing real work on an embedded SQLite database.
 //!
 //! The binary (`cargo run -p koan-demo`) hosts them with the HTTP control plane; the
 //! library lets tests host them too.

@@ -1,5 +1,6 @@
-//! The demo host: the seed's sample services on an embedded SQLite database, with the
-//! HTTP control plane and dashboard.
+//! The demo host: eight sample services (migration, cleanup, health monitor and probes,
+//! an entity flow, an outbox, messaging, translation) on an embedded SQLite database,
+//! with the HTTP control plane and dashboard.
 //!
 //! Run with: `cargo run -p koan-demo` (then open http://127.0.0.1:8080)
 
@@ -11,7 +12,7 @@ use clap::Parser;
 use koan::{Host, config::Config};
 use koan_http::HttpOptions;
 
-/// The seed's sample services as a real application.
+/// Sample koan services doing real work on SQLite, with the HTTP control plane.
 #[derive(Debug, Parser)]
 #[command(name = "koan-demo", version, about)]
 struct Args {

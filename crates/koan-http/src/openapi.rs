@@ -95,13 +95,18 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
         "responses": call_responses()
     } }),
     );
-    for route in ["trigger", "check-queue"] {
+    for (route, declared) in [
+        ("trigger", "`trigger`, `trigger-now` or `on-trigger-now`"),
+        ("check-queue", "`check-queue`"),
+    ] {
         let mut params = vec![name_param()];
         if let Value::Array(extra) = call_params() {
             params.extend(extra);
         }
         paths.insert(format!("/api/services/{{name}}/{route}"), json!({ "post": {
-            "summary": format!("The seed's `{route}` command"), "parameters": params, "responses": call_responses()
+            "summary": format!("Run the service's `{route}` action now"),
+            "description": format!("Reaches the action the service declares as {declared} (any case or separator), or the built-in `{route}` of a periodic service. Answers at once with the stored job (202) unless `wait=true`."),
+            "parameters": params, "responses": call_responses()
         } }));
     }
     let mut params = vec![name_param()];
@@ -109,7 +114,8 @@ pub(crate) async fn document(host: &HostHandle) -> Value {
         params.extend(extra);
     }
     paths.insert("/api/services/{name}/process-batch".into(), json!({ "post": {
-        "summary": "The seed's `process-batch` command",
+        "summary": "Run the service's `process-batch` action now; the body is the batch",
+        "description": "Reaches the action the service declares as `process-batch` (any case or separator), or the built-in `process-batch` of a periodic service. Answers at once with the stored job (202) unless `wait=true`.",
         "parameters": params,
         "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchRequest" } } } },
         "responses": call_responses()

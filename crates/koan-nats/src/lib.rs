@@ -1,7 +1,8 @@
 //! # koan-nats: the same koan API across processes, on NATS
 //!
-//! The seed promised that an action "routes via message bus if service is remote".
-//! This crate builds it on NATS (core, JetStream, KV):
+//! Actions, events and queries reach a service in another process as they reach a
+//! local one: the caller's code does not change. This crate carries them on NATS
+//! (core, JetStream, KV):
 //!
 //! - **Remote actions**: request/reply on `koan.svc.<service>.act.<action>` with a queue
 //!   group per service, so instances share the load; priority, timeout and

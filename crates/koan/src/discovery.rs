@@ -1,5 +1,5 @@
-//! Compile-time registration of `#[service]` types (the seed's `AddKoan()` scan),
-//! through `inventory`: every crate linked into the binary contributes.
+//! Compile-time registration of `#[service]` types, through `inventory`: every crate
+//! linked into the binary contributes, and [`HostBuilder::discover`] adds them all.
 
 use std::any::TypeId;
 

@@ -1,4 +1,6 @@
-//! The seed's `KoanServiceActions.*` and `KoanServiceEvents.*` constants.
+//! Well-known action and event names: the built-in actions every periodic service
+//! answers (`trigger`, `check-queue`, `process-batch`) and the names of the demo's
+//! sample services (flow, health, outbox, messaging, translation).
 
 /// Well-known action names.
 pub mod actions {

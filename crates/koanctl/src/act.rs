@@ -99,7 +99,8 @@ pub(crate) async fn call(
         if let Some(t) = &opts.timeout {
             q.append_pair("timeout", t);
         }
-        // Said either way: the seed's routes hand work over unless asked to wait.
+        // Said either way: the routes disagree by default (`trigger`, `check-queue` and
+        // `process-batch` hand the work over; `actions/{action}` waits).
         q.append_pair("wait", if opts.no_wait { "false" } else { "true" });
         if let Some(d) = &opts.delay {
             q.append_pair("delay", d);

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, now_secs};
 
-/// `Settings` of the service (the seed's `RetentionDays` and `BatchSize`).
+/// `Settings` of the service: how long entries are kept and how many rows one
+/// statement deletes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct CleanupSettings {

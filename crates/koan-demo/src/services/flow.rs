@@ -27,7 +27,7 @@ pub use super::flow_stages::STAGES;
 use super::flow_stages::{next_stage, run_stage};
 use crate::db::{Db, now_secs};
 
-/// The seed's `FlowEntityProcessedEventArgs`: the entity reached `done`.
+/// Payload of `Flow.EntityProcessed`: the entity reached `done`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlowEntityProcessed {
@@ -37,8 +37,7 @@ pub struct FlowEntityProcessed {
     pub entity_type: String,
 }
 
-/// The seed's `FlowEntityParkedEventArgs`: a stage failed and the entity waits for
-/// `resume`.
+/// Payload of `Flow.EntityParked`: a stage failed and the entity waits for `resume`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlowEntityParked {
@@ -50,8 +49,8 @@ pub struct FlowEntityParked {
     pub reason: String,
 }
 
-/// The seed's `FlowEntityFailedEventArgs`: the orchestrator could not move the entity
-/// (its database write failed); it stays where it was and is tried again.
+/// Payload of `Flow.EntityFailed`: the orchestrator could not move the entity (its
+/// database write failed); it stays where it was and is tried again.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlowEntityFailed {
@@ -224,7 +223,8 @@ impl FlowOrchestrator {
         }
     }
 
-    /// The seed's `TriggerProcessing`: one pass now.
+    /// One pass now: moves every active entity (up to a batch) as far as it goes,
+    /// without waiting for the run loop's next pass.
     #[action(
         koan::well_known::actions::flow::TRIGGER_PROCESSING,
         description = "Move every active entity now"

@@ -31,11 +31,12 @@ impl Default for AlertThresholds {
     }
 }
 
-/// Settings of the monitor (the seed's `CheckIntervalMinutes`, plus seconds for demos).
+/// Settings of the monitor: how often it checks (in minutes, or in seconds for demos)
+/// and when it reports degraded.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct MonitorSettings {
-    /// Minutes between checks (the seed's setting).
+    /// Minutes between checks.
     pub check_interval_minutes: Option<u64>,
     /// Seconds between checks (wins over minutes; the demo's default is 5).
     pub check_interval_seconds: Option<u64>,

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::now_secs;
 
-/// The seed's `MessagingReadyEventArgs`.
+/// Payload of `Messaging.Ready`: the transport is connected (or there is none, and
+/// the host runs local only).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessagingReady {
@@ -26,7 +27,7 @@ pub struct MessagingReady {
     pub transport: String,
 }
 
-/// The seed's `MessagingFailedEventArgs`: here, the connection dropped.
+/// Payload of `Messaging.Failed`: the connection dropped; the client reconnects.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessagingFailed {
@@ -71,7 +72,7 @@ impl FromContext for MessagingLifecycle {
 
 #[koan::actions]
 impl MessagingLifecycle {
-    /// The seed's `RestartMessagingAsync`: drops the connection and reconnects.
+    /// Drops the connection and reconnects; `Messaging.Ready` follows once it is back.
     #[action(
         koan::well_known::actions::messaging::RESTART_MESSAGING,
         description = "Reconnect to the messaging transport"

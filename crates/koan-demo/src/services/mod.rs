@@ -1,4 +1,4 @@
-//! The seed's sample services, on real data.
+//! The sample services, each doing real work on the demo's SQLite database.
 
 pub mod cleanup;
 pub mod flow;

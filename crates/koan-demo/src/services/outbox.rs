@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::Emitter;
 use crate::db::{Db, now_secs};
 
-/// The seed's `OutboxProcessedEventArgs`.
+/// Payload of `Outbox.Processed`: a batch delivered at least one message.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxProcessed {
@@ -31,7 +31,7 @@ pub struct OutboxProcessed {
     pub processed_count: u64,
 }
 
-/// The seed's `OutboxFailedEventArgs`.
+/// Payload of `Outbox.Failed`: the sink refused a message, which stays pending.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxFailed {
@@ -170,7 +170,8 @@ impl FromContext for OutboxProcessor {
 
 #[koan::actions]
 impl OutboxProcessor {
-    /// The seed's `ProcessBatchAsync(int? batchSize)`.
+    /// Delivers one batch now (`batch_size` messages at most, the configured size by
+    /// default) and answers how many went through; fails when the sink refuses one.
     #[action(
         koan::well_known::actions::outbox::PROCESS_BATCH,
         description = "Deliver one batch now"

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::Emitter;
 use crate::db::{Db, now_secs};
 
-/// Emitted for each failed probe. The seed has no constant for it
-/// (`KoanServiceEvents.Health` names only `ProbeScheduled` and `ProbeBroadcast`).
+/// Emitted for each failed probe. Defined here, not in `koan::well_known::events::health`,
+/// which names only `ProbeScheduled` and `ProbeBroadcast`.
 pub const PROBE_FAILED: &str = "Health.ProbeFailed";
 
 /// The target name of the database probe.
@@ -27,7 +27,7 @@ pub const DATABASE_TARGET: &str = "database";
 /// Rows of `probe_results` kept; older ones are deleted as new ones come.
 const KEEP_RESULTS: i64 = 10_000;
 
-/// The seed's `ProbeScheduledEventArgs`: a round of probes ran.
+/// Payload of `Health.ProbeScheduled`: a round of probes ran.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProbeScheduled {
     /// Unix seconds.
@@ -38,7 +38,8 @@ pub struct ProbeScheduled {
     pub failed: usize,
 }
 
-/// The seed's `ProbeBroadcastEventArgs`.
+/// Payload of `Health.ProbeBroadcast`, and the answer of `ForceProbe`: the results of
+/// a round.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProbeBroadcast {
     /// True when asked for with `ForceProbe`.
@@ -70,7 +71,7 @@ pub struct ProbeResult {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ProbeSettings {
-    /// Milliseconds between rounds (at least 1000, as in the seed).
+    /// Milliseconds between rounds (at least 1000).
     pub quantization_window_ms: u64,
     /// HTTP URLs to `GET`; a 2xx answer within the timeout passes. When absent, the
     /// demo's own `/health/live` (if the host knows its address, see [`SelfUrl`]).
@@ -157,7 +158,7 @@ impl FromContext for HealthProbeScheduler {
 
 #[koan::actions]
 impl HealthProbeScheduler {
-    /// The seed's `ForceProbeAsync`: a round now, broadcast.
+    /// Probes every target now and broadcasts the results as `Health.ProbeBroadcast`.
     #[action(
         koan::well_known::actions::health::FORCE_PROBE,
         description = "Probe every target now and broadcast the results"
@@ -297,8 +298,8 @@ fn result(target: &str, started: Instant, outcome: Result<(), String>) -> ProbeR
 
 impl BackgroundService for HealthProbeScheduler {
     async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        // The seed waits for `ApplicationStarted`: the first target is usually the
-        // demo's own HTTP server.
+        // Wait until the host has started: the first target is usually the demo's own
+        // HTTP server, which is not listening before.
         if let Some(host) = cx.host() {
             host.started().await?;
         }

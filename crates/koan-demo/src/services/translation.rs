@@ -15,7 +15,8 @@ use rusqlite::OptionalExtension;
 
 use crate::db::{Db, now_secs};
 
-/// The seed's `TranslationOptions(FileId, From, To)`, plus the text to translate.
+/// The parameters of `translate`: which file, from and to which language, and the
+/// text.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TranslationOptions {
@@ -30,7 +31,8 @@ pub struct TranslationOptions {
     pub text: Option<String>,
 }
 
-/// The seed's `TranslationEventArgs`.
+/// Payload of `TranslationStarted` and `TranslationCompleted`: which file, from and
+/// to which language.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TranslationEventArgs {
@@ -42,7 +44,7 @@ pub struct TranslationEventArgs {
     pub to: String,
 }
 
-/// The seed's `TranslationErrorArgs`.
+/// Payload of `TranslationFailed`: which file, and what went wrong.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TranslationErrorArgs {
@@ -77,7 +79,8 @@ pub struct FlakyParams {
     pub note: Option<String>,
 }
 
-/// `Settings` (the seed's `MaxConcurrentTranslations`, `SupportedLanguages`).
+/// `Settings` of the service: the target languages it accepts, and an extra delay.
+/// How many translations run at once is the service's `max_concurrency`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct TranslationSettings {
@@ -152,7 +155,8 @@ pub fn translate_text(text: &str, to: &str) -> String {
 
 #[koan::actions]
 impl TranslationService {
-    /// The seed's `TranslateAsync`.
+    /// Translates the text and stores the result, emitting `TranslationStarted`, then
+    /// `TranslationCompleted` or `TranslationFailed`.
     #[action("translate", description = "Translate a file and store the result")]
     async fn translate(
         &self,
@@ -184,7 +188,7 @@ impl TranslationService {
         }
     }
 
-    /// Not the seed's: fails its first `failTimes` attempts, then succeeds. Run as a
+    /// A test aid: fails its first `failTimes` attempts, then succeeds. Run as a
     /// job it is dead after one failed attempt (no automatic retry), so an operator can
     /// try a retry by hand from the dashboard or `koanctl jobs retry`.
     #[action(
@@ -208,7 +212,7 @@ impl TranslationService {
         Ok(serde_json::json!({ "attempt": attempt, "note": params.note }))
     }
 
-    /// The seed's `CheckQueueAsync`: how many translations are stored, by status.
+    /// How many translations are stored, by status.
     #[action("check-queue", description = "Count stored translations by status")]
     async fn check_queue(&self) -> Result<serde_json::Value, BoxError> {
         let rows: Vec<(String, i64)> = self
@@ -316,7 +320,8 @@ impl TranslationService {
 
 impl BackgroundService for TranslationService {
     async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        // The seed's `Task.Delay(Infinite)`: the work comes through actions.
+        // Nothing to do in a loop: the work comes through actions, so wait for the
+        // stop.
         cx.cancelled().await;
         Ok(())
     }

@@ -1,9 +1,10 @@
-//! The seed's routes: `POST /api/services/{name}/trigger`, `/check-queue` and
+//! The poke routes: `POST /api/services/{name}/trigger`, `/check-queue` and
 //! `/process-batch`. Each reaches the action the service declares under that name
 //! (matched regardless of case and separators: `ProcessBatch`, `process_batch`), or
-//! the built-in poke of a periodic service. Like the seed's command bus they hand the
-//! work over and answer at once — as a stored job, with the seed's `message` — unless
-//! `wait=true` asks for the outcome.
+//! the built-in poke of a periodic service. They hand the work over and answer at
+//! once — as a stored job, with a `message` saying what was started — unless
+//! `wait=true` asks for the outcome: a caller pokes a service, it does not wait on it.
+//! (The module keeps its name from the routes' origin: see `docs/seed-parity.md`.)
 
 use std::collections::HashMap;
 
@@ -18,7 +19,8 @@ use super::services::{parse_body, run_action};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Which seed route, the names a service may declare for it, and the seed's words.
+/// Which poke route, the names a service may declare for it, and the `message` of
+/// its answer.
 struct Route {
     builtin: &'static str,
     declared: &'static [&'static str],
@@ -66,7 +68,7 @@ async fn action_for(state: &AppState, service: &str, route: &Route) -> String {
     route.builtin.to_owned()
 }
 
-async fn seed(
+async fn poke(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -91,7 +93,7 @@ async fn seed(
                 e.status(),
                 "unknown_action",
                 format!(
-                    "{} — to make `{}` triggerable, declare an action `trigger` (the seed's OnTriggerNow)",
+                    "{} — to make `{}` triggerable, declare an action `trigger`",
                     e.message(),
                     service.escape_debug()
                 ),
@@ -108,7 +110,7 @@ pub(crate) async fn trigger(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    seed(&state, &headers, &query, &name, &TRIGGER, Value::Null).await
+    poke(&state, &headers, &query, &name, &TRIGGER, Value::Null).await
 }
 
 pub(crate) async fn check_queue(
@@ -117,7 +119,7 @@ pub(crate) async fn check_queue(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    seed(&state, &headers, &query, &name, &CHECK_QUEUE, Value::Null).await
+    poke(&state, &headers, &query, &name, &CHECK_QUEUE, Value::Null).await
 }
 
 pub(crate) async fn process_batch(
@@ -128,5 +130,5 @@ pub(crate) async fn process_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let params = parse_body(body)?;
-    seed(&state, &headers, &query, &name, &PROCESS_BATCH, params).await
+    poke(&state, &headers, &query, &name, &PROCESS_BATCH, params).await
 }

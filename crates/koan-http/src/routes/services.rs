@@ -331,14 +331,14 @@ pub(crate) async fn run_action(
     service: &str,
     action: &str,
     params: Value,
-    seed: Option<&str>,
+    poke: Option<&str>,
 ) -> Result<Response, ApiError> {
     let mut q = parse_query(query)?;
-    // The seed's routes hand the work over and answer at once (its command bus), as
-    // a stored job; `wait=true` waits for the outcome instead.
+    // The poke routes (`poke` is their message) hand the work over and answer at
+    // once, as a stored job; `wait=true` waits for the outcome instead.
     // So do calls that schedule (`delay`, `at`) unless they ask to wait.
     let scheduled = q.delay.is_some() || q.at.is_some();
-    if (seed.is_some() || scheduled) && !query.contains_key("wait") {
+    if (poke.is_some() || scheduled) && !query.contains_key("wait") {
         q.wait = false;
     }
     // Answer with the service's own spelling of its name.
@@ -398,7 +398,7 @@ pub(crate) async fn run_action(
             "status_url": format!("/api/jobs/{}", ticket.id()),
             "created": ticket.created(),
         });
-        if let Some(what) = seed {
+        if let Some(what) = poke {
             body["message"] = json!(format!("Service '{service}' {what}"));
         }
         let cid = ticket.correlation_id().to_owned();

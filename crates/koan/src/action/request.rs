@@ -125,7 +125,8 @@ impl IntoIterator for Steps {
     }
 }
 
-/// One or more actions to run on a service, in order (the seed's `Do(…)` chain).
+/// One or more actions to run on a service, in order, built by chaining
+/// `.action(…)` calls.
 ///
 /// `.priority()` and `.timeout()` apply to the action just added; `.correlation_id()`
 /// to the whole chain.
@@ -339,9 +340,8 @@ impl ActionRequest {
     }
 
     /// Subscribes to an event of the same service and runs these actions once the
-    /// subscription is in place (the seed's mixed chain
-    /// `Do(…).On(…).Do(…).SubscribeAsync()`); finish with `.handle(…)` and
-    /// `.subscribe()`.
+    /// subscription is in place, so no event they cause is missed; finish with
+    /// `.handle(…)` and `.subscribe()`.
     pub fn on(self, event: &str) -> crate::event::SubscriptionBuilder {
         let service = match find_local(&self.host.inner, &self.target) {
             Some(cell) => Arc::clone(&cell.name),

@@ -1,9 +1,9 @@
 //! Layered configuration: built-in defaults < `koan.toml` (path from `KOAN_CONFIG`) <
 //! `appsettings.json` < environment variables (`KOAN__A__B=value`).
 //!
-//! Keys match without regard to case or separators, so the seed's `appsettings.json`
-//! (`"Koan": { "BackgroundServices": { "StartupTimeoutSeconds": 120 } }`), a TOML file
-//! (`[background_services] startup_timeout_seconds = 120`) and the environment
+//! Keys match without regard to case or separators, so an `appsettings.json` in
+//! PascalCase (`"Koan": { "BackgroundServices": { "StartupTimeoutSeconds": 120 } }`),
+//! a TOML file (`[background_services] startup_timeout_seconds = 120`) and the environment
 //! (`KOAN__BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS=120`) all set the same value.
 //! Every value remembers where it came from, so a bad one is reported with its key
 //! and its file or variable.
@@ -149,7 +149,7 @@ fn parse_error(source: &str, e: impl std::fmt::Display) -> Error {
     )
 }
 
-/// A file's root is its `koan` section when it has one (the seed's `"Koan": {…}`);
+/// A file's root is its `koan` section when it has one (`"Koan": {…}` in any case);
 /// otherwise the whole file is that section (a `koan.toml`).
 fn rooted(node: Node) -> Node {
     if node.get("koan").is_some() {
@@ -209,7 +209,7 @@ impl ConfigBuilder {
         let mut any = false;
         for (k, v) in vars {
             let (k, v) = (k.as_ref(), v.as_ref());
-            // `KOAN__…`, and the .NET spelling `Koan__…`: any case.
+            // `KOAN__…` in any case, so `Koan__…` (PascalCase sections) works too.
             let Some(rest) = k
                 .get(..6)
                 .filter(|p| p.eq_ignore_ascii_case("KOAN__"))

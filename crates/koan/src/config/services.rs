@@ -1,5 +1,5 @@
-//! The `koan.background_services` section: global switches and per-service overrides
-//! (the seed's `KoanBackgroundServiceOptions` and `ServiceConfiguration`).
+//! The `koan.background_services` section: global switches (timeouts, fail-fast,
+//! history, jobs) and per-service overrides (schedule, order, limits, settings).
 
 use std::collections::HashSet;
 use std::time::Duration;

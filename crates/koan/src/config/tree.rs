@@ -71,7 +71,8 @@ impl Node {
     }
 
     /// Builds a node from a JSON value of one layer; `path` is the key path as written,
-    /// `sep` joins it for display (`:` for JSON like .NET, `.` for TOML).
+    /// `sep` joins it for display (`:` for JSON, as `appsettings.json` paths are
+    /// usually written, `.` for TOML).
     pub(crate) fn from_value(
         value: Value,
         source: &str,

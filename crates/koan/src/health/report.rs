@@ -43,7 +43,8 @@ impl HealthStatus {
     }
 }
 
-/// What a service says about its own health — the seed's `HealthReport`.
+/// What a service says about its own health: a verdict, an optional sentence and
+/// error, and extra figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct HealthReport {

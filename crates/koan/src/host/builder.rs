@@ -124,8 +124,8 @@ impl HostBuilder {
         self
     }
 
-    /// Adds every service marked `#[service]` in any crate of the binary (the seed's
-    /// `AddKoan()`), except those already added explicitly and those marked
+    /// Adds every service marked `#[service]` in any crate linked into the binary,
+    /// except those already added explicitly and those marked
     /// `#[service(discover = false)]` (built by the caller and added with
     /// [`instance`](Self::instance)).
     pub fn discover(self) -> Self {
@@ -238,7 +238,8 @@ impl HostBuilder {
         self
     }
 
-    /// Upper bound of the whole startup phase (default 120 s, as in the seed).
+    /// Upper bound of the whole startup phase: every startup service together
+    /// (default 120 s).
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
         self

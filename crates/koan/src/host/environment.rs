@@ -8,7 +8,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// (`run_in_development`, `run_in_production`, `run_in_testing`, or a `run_in` list of
 /// any names such as `staging`).
 ///
-/// Unset means [`Environment::PRODUCTION`], as in .NET: a service meant only for
+/// Unset means [`Environment::PRODUCTION`]: a service meant only for
 /// development never runs in production by accident.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -56,8 +56,9 @@ impl Environment {
         })
     }
 
-    /// Reads `KOAN_ENV` (or the .NET spelling `DOTNET_ENVIRONMENT`/`ASPNETCORE_ENVIRONMENT`
-    /// when it is unset); unset or empty means production.
+    /// Reads `KOAN_ENV`, falling back to `DOTNET_ENVIRONMENT`, then
+    /// `ASPNETCORE_ENVIRONMENT`, when it is unset or empty; all unset or empty means
+    /// production.
     pub fn from_env() -> Result<Self> {
         for var in ["KOAN_ENV", "DOTNET_ENVIRONMENT", "ASPNETCORE_ENVIRONMENT"] {
             if let Ok(v) = std::env::var(var)

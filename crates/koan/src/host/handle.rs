@@ -127,7 +127,8 @@ impl HostHandle {
             .collect()
     }
 
-    /// The fluent API of service `T` (the seed's `KoanServices<T>`).
+    /// The typed handle of service `T` on this host: its actions, events, status,
+    /// health and info.
     pub fn services<T: Service>(&self) -> Services<T> {
         Services::new(self.clone())
     }

@@ -111,7 +111,7 @@ pub struct RunRecord {
     pub outcome: RunOutcome,
 }
 
-/// A snapshot of a service's status (the seed's `ServiceStatus`).
+/// A snapshot of a service's status: its state, runs, queue and schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct ServiceStatus {

@@ -41,7 +41,7 @@ impl Resources {
 }
 
 /// What a service can draw on while it is constructed: shared resources, its typed
-/// settings and the environment (the seed's constructor injection).
+/// settings and the environment (see [`FromContext`]).
 #[derive(Debug)]
 pub struct BuildContext<'a> {
     pub(crate) service: &'a str,

@@ -26,7 +26,7 @@ pub enum RunReason {
     ProcessBatch,
 }
 
-/// The arguments of `process-batch` (the seed's `OnProcessBatch(batchSize, filter)`).
+/// The arguments of `process-batch`: how many items to take and which.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchRequest {

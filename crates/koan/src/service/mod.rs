@@ -1,10 +1,12 @@
 //! What a user implements: the [`Service`] trait and one of the three kinds.
 //!
-//! | seed (.NET)                         | here                                     |
-//! | ----------------------------------- | ---------------------------------------- |
-//! | `IKoanBackgroundService`            | [`BackgroundService`] (`type Kind = Background`) |
-//! | `IKoanPeriodicService` + pokable    | [`PeriodicService`] (`type Kind = Periodic`)     |
-//! | `IKoanStartupService`               | [`StartupService`] (`type Kind = Startup`)       |
+//! | kind                     | trait to implement    | what runs                                    |
+//! | ------------------------ | --------------------- | -------------------------------------------- |
+//! | `type Kind = Background` | [`BackgroundService`] | `run`, until the host stops                  |
+//! | `type Kind = Periodic`   | [`PeriodicService`]   | `tick`, on a schedule or when triggered      |
+//! | `type Kind = Startup`    | [`StartupService`]    | `run`, once, before the other services start |
+//!
+//! Porting a service from the original framework: see `docs/seed-parity.md`.
 
 mod build;
 mod context;
@@ -65,12 +67,12 @@ pub trait Service: Sized + Send + Sync + 'static {
         ServiceOptions::default()
     }
 
-    /// The service's own view of its health (the seed's `CheckAsync`).
+    /// The service's own view of its health, reported by the host's health checks.
     fn health(&self) -> impl Future<Output = HealthReport> + Send {
         async { HealthReport::healthy("") }
     }
 
-    /// Whether the service is ready for work (the seed's `IsReadyAsync`); readiness of
+    /// Whether the service is ready for work; readiness of
     /// the host is false until every enabled service says true.
     fn is_ready(&self) -> impl Future<Output = bool> + Send {
         async { true }
@@ -82,7 +84,7 @@ pub trait Service: Sized + Send + Sync + 'static {
     }
 }
 
-/// A service that runs until the host stops it (the seed's `ExecuteAsync`).
+/// A service that runs until the host stops it.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` declares `type Kind = Background` but does not implement `BackgroundService`",
     note = "add `impl koan::BackgroundService for {Self} {{ async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {{ … }} }}`"
@@ -93,8 +95,8 @@ pub trait BackgroundService: Service {
     fn run(&self, cx: ServiceContext) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-/// A service whose `tick` runs on a schedule and on demand (the seed's
-/// `KoanPokablePeriodicServiceBase`). Runs never overlap.
+/// A service whose `tick` runs on a schedule and on demand (`trigger`, `check-queue`,
+/// `process-batch`). Runs never overlap.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` declares `type Kind = Periodic` but does not implement `PeriodicService`",
     note = "add `impl koan::PeriodicService for {Self} {{ async fn tick(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {{ … }} }}`"
@@ -103,12 +105,12 @@ pub trait PeriodicService: Service {
     /// One run: on schedule, or when triggered.
     fn tick(&self, cx: ServiceContext) -> impl Future<Output = Result<(), BoxError>> + Send;
 
-    /// The `check-queue` command (the seed's `CheckQueueCommand`); runs `tick` by default.
+    /// The built-in `check-queue` action: look for queued work; runs `tick` by default.
     fn check_queue(&self, cx: ServiceContext) -> impl Future<Output = Result<(), BoxError>> + Send {
         self.tick(cx)
     }
 
-    /// The `process-batch` command (the seed's `OnProcessBatch`); runs `tick` by default.
+    /// The built-in `process-batch` action: work through one batch; runs `tick` by default.
     /// The request is also available as [`ServiceContext::batch`].
     fn process_batch(
         &self,
@@ -120,8 +122,8 @@ pub trait PeriodicService: Service {
     }
 }
 
-/// A service that runs once, before every other service, in `order`
-/// (the seed's `IKoanStartupService`).
+/// A service that runs once, before every other service, in `order`; the host
+/// does not start the others until every startup service has finished.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` declares `type Kind = Startup` but does not implement `StartupService`",
     note = "add `impl koan::StartupService for {Self} {{ async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {{ … }} }}`"

@@ -86,7 +86,8 @@ pub(crate) enum ScheduleSpec {
     Cron(String),
 }
 
-/// Declared options of a service — the seed's attribute properties, as a builder.
+/// Declared options of a service, as a builder: name, schedule, supervision, startup
+/// order, limits and the environments it runs in.
 ///
 /// ```
 /// use std::time::Duration;
@@ -197,7 +198,7 @@ impl ServiceOptions {
     );
     setter!(
         /// Start priority among non-startup services: higher starts first and stops
-        /// last (default 100, as in the seed).
+        /// last (default 100).
         priority: i32
     );
     setter!(
