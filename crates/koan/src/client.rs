@@ -1,5 +1,5 @@
 //! The fluent API: `koan::services::<T>()`, `host.services::<T>()`, `host.service(name)`
-//! (the seed's `KoanServices<T>.Do(…)`, `.On(…)`, `.Query()`).
+//! (`services::<T>().translate(…)`, `.action(…)`, `.on::<E>()`, `.status()`).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use crate::transport::RemoteQuery;
 use crate::util::short_type_name;
 use crate::well_known::actions;
 
-/// Everything a service declares (the seed's `ServiceInfo`).
+/// Everything a service declares: its kind, settings, actions and events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct ServiceInfo {
@@ -137,7 +137,8 @@ impl<T: Service> Services<T> {
         &self.name
     }
 
-    /// Starts an action request (the seed's `Do(action, parameters)`).
+    /// Starts an action request by the action's name (the typed callers of
+    /// `#[koan::actions]` check the name and types at compile time).
     pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
         let type_id = std::any::TypeId::of::<T>();
         let target = Target::Type(type_id, Arc::clone(&self.name));
@@ -190,7 +191,7 @@ impl<T: Service> Services<T> {
         self.by_name().process_batch(batch).await
     }
 
-    /// The status (the seed's `Query().GetStatusAsync()`).
+    /// The service's current status.
     pub async fn status(&self) -> Result<ServiceStatus> {
         self.by_name().status().await
     }

@@ -61,7 +61,8 @@ struct PendingRoute {
     filter: Option<Filter>,
 }
 
-/// Builds a subscription of one or more handlers (the seed's `On(…).Do(…)` chain).
+/// Builds a subscription of one or more handlers: `.on(name)`, then optional
+/// `.filter(…)` and `.once()`, then `.handle(…)`, repeated; `.subscribe()` ends it.
 #[must_use = "nothing is subscribed until `.subscribe().await`"]
 pub struct SubscriptionBuilder {
     host: HostHandle,
@@ -99,8 +100,8 @@ impl SubscriptionBuilder {
         }
     }
 
-    /// Runs `actions` once the handlers are subscribed (the seed's mixed
-    /// `Do(…).On(…).Do(…).SubscribeAsync()`), so no event they cause is missed.
+    /// Runs `actions` once the handlers are subscribed (a chain that starts with
+    /// actions, `.action(…).on(…)`), so no event they cause is missed.
     pub(crate) fn then_run(mut self, actions: crate::action::ActionRequest) -> Self {
         self.then_run = Some(actions);
         self
