@@ -4,26 +4,25 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// A boxed, sendable future: what [`Transport`](crate::transport::Transport) implementations
 /// return, and the currency of type erasure inside the runtime.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Polls a future and turns a panic inside it into an `Err` with the panic message,
-/// so a misbehaving service or handler never unwinds into the runtime.
-pub(crate) struct CatchUnwind<F>(pub(crate) F);
+/// The future's output, or the message of a panic inside it (futures-util's
+/// `catch_unwind`), so a misbehaving service or handler never unwinds into the
+/// runtime. Unpin when `F` is.
+pub(crate) type CaughtUnwind<F> = futures_util::future::Map<
+    futures_util::future::CatchUnwind<AssertUnwindSafe<F>>,
+    fn(std::thread::Result<<F as Future>::Output>) -> Result<<F as Future>::Output, String>,
+>;
 
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(payload) => Poll::Ready(Err(panic_message(payload))),
-        }
-    }
+/// Runs `fut`, turning a panic inside it into `Err(message)`.
+pub(crate) fn catch_unwind<F: Future>(fut: F) -> CaughtUnwind<F> {
+    use futures_util::FutureExt;
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .map(|r| r.map_err(panic_message))
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder.
@@ -63,56 +62,7 @@ pub(crate) fn after(at: tokio::time::Instant, d: std::time::Duration) -> tokio::
         .unwrap_or(at)
 }
 
-/// A fast, non-keyed hasher (the Fx hash of rustc) for the small, fixed lookup
-/// tables on the hot path (services by type and name, actions by name): their keys
-/// are set when the host is built, never by a client, so flooding them is not a risk.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
-    }
-}
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    fn write_u128(&mut self, i: u128) {
-        self.add(i as u64);
-        self.add((i >> 64) as u64);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A `HashMap` with [`FxHasher`].
-pub(crate) type FxHashMap<K, V> =
-    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+/// A `HashMap` with rustc's Fx hash, for the small, fixed lookup tables on the hot
+/// path (services by type and name, actions by name): their keys are set when the
+/// host is built, never by a client, so flooding them is not a risk.
+pub(crate) type FxHashMap<K, V> = rustc_hash::FxHashMap<K, V>;

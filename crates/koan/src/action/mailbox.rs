@@ -67,8 +67,8 @@ impl Drop for Job {
     }
 }
 
-/// Jobs by priority: one FIFO queue per priority, highest first. A job is moved
-/// in once and out once (a binary heap moved every job it sifted past).
+/// Jobs by priority: one FIFO queue per priority, highest first, so a job is moved
+/// in once and out once and equal priorities keep their order.
 #[derive(Default)]
 struct State {
     /// Sorted by priority, highest first.

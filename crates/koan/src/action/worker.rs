@@ -14,7 +14,7 @@ use super::payload::Payload;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::registry::ServiceCell;
-use crate::util::{CatchUnwind, fmt_duration};
+use crate::util::{catch_unwind, fmt_duration};
 
 /// One worker of a service; `max_concurrency` of them share the mailbox. A job is
 /// taken only once a concurrency slot is held, so it leaves the queue when it can run.
@@ -41,8 +41,8 @@ pub(crate) async fn run_counted(
     outcome
 }
 
-/// Runs `job`, which left the queue at `started` (the caller that runs it itself
-/// passes the moment it accepted it, saving a clock read).
+/// Runs `job`, which left the queue at `started` (a caller that runs the job on
+/// its own task passes the moment it accepted it: there was no queue).
 /// Returns the outcome when the job has no reply channel to send it through (a
 /// caller running the action itself), `None` otherwise.
 async fn execute(
@@ -112,7 +112,7 @@ async fn execute(
                 None => return None,
             }
         }
-        _ => CatchUnwind(std::pin::pin!(fut)).await,
+        _ => catch_unwind(fut).await,
     };
     let elapsed = started.elapsed().as_secs_f64();
     let outcome = match result {
@@ -187,7 +187,7 @@ async fn run_with_deadline<F>(
 where
     F: std::future::Future<Output = std::result::Result<Payload, crate::error::BoxError>>,
 {
-    let mut run = CatchUnwind(std::pin::pin!(fut));
+    let mut run = std::pin::pin!(catch_unwind(fut));
     tokio::select! {
         r = &mut run => Some(r),
         _ = tokio::time::sleep_until(deadline) => {

@@ -14,7 +14,7 @@ use super::ring::{Cursor, Ring};
 use super::subscribe::Overflow;
 use crate::clock::Clock;
 use crate::error::BoxError;
-use crate::util::{BoxFuture, CatchUnwind};
+use crate::util::{BoxFuture, catch_unwind};
 
 /// Runs on one delivery. It borrows the shared envelope and takes out what its
 /// future needs (a typed handler: its payload), so a delivery costs no reference
@@ -380,7 +380,7 @@ async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub>) {
             })
             .await;
             for (fut, env) in waiting.drain(..) {
-                record(&env, CatchUnwind(fut).await);
+                record(&env, catch_unwind(fut).await);
             }
             pos += 1;
             ring.advance(&cursor, pos);
@@ -416,7 +416,7 @@ fn start_handlers(
 /// Runs one handler on one event; failures and panics are logged and counted.
 async fn deliver_one(handler: &Handler, env: Shared) {
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&env))) {
-        Ok(fut) => CatchUnwind(fut).await,
+        Ok(fut) => catch_unwind(fut).await,
         Err(panic) => Err(crate::util::panic_message(panic)),
     };
     record(&env, outcome);

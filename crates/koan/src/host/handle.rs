@@ -331,7 +331,7 @@ impl HostHandle {
             }
             let ready = tokio::time::timeout(
                 CHECK_TIMEOUT,
-                crate::util::CatchUnwind(cell.service.is_ready()),
+                crate::util::catch_unwind(cell.service.is_ready()),
             )
             .await;
             match ready {

@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind};
 use crate::registry::{RunOutcome, ServiceCell, ServiceState};
 use crate::schedule;
 use crate::service::{RunReason, Runner, ServiceKind};
-use crate::util::{CatchUnwind, fmt_duration};
+use crate::util::{catch_unwind, fmt_duration};
 
 pub(crate) fn spawn(host: Arc<HostInner>) {
     tokio::spawn(async move {
@@ -115,7 +115,7 @@ async fn run_startup(
     let deadline = own_deadline.min(phase_deadline);
     let started = Instant::now();
     let started_wall = cell.clock.now();
-    let fut = CatchUnwind(run(host.context(cell, RunReason::Start)));
+    let fut = catch_unwind(run(host.context(cell, RunReason::Start)));
     let outcome = tokio::select! {
         r = tokio::time::timeout_at(deadline, fut) => match r {
             Ok(Ok(Ok(()))) => RunOutcome::Success,

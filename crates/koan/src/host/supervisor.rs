@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::HostInner;
 use crate::registry::{RunOutcome, ServiceCell, ServiceState};
 use crate::service::{RestartPolicy, RunFn, RunReason};
-use crate::util::{CatchUnwind, fmt_duration};
+use crate::util::{catch_unwind, fmt_duration};
 
 /// Runs a background service until it is stopped, restarting it per its policy.
 pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run: RunFn) {
@@ -24,7 +24,7 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
         let started = Instant::now();
         let started_wall = cell.clock.now();
         let cx = host.context(&cell, reason);
-        let mut running = CatchUnwind(run(cx));
+        let mut running = catch_unwind(run(cx));
         // A restarted service that stays up for the intensity window has recovered:
         // its failures stop counting against its health.
         let result = tokio::select! {

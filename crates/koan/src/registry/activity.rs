@@ -37,8 +37,8 @@ impl Activity {
     pub(crate) fn new(capacity: usize, throughput: Arc<Throughput>) -> Self {
         Activity {
             capacity,
-            // Grown on the first run: an idle service costs no history (the many-
-            // services benchmark counts bytes per idle service).
+            // Grown on the first run, so a host of many idle services pays nothing
+            // for their history.
             runs: Mutex::new(VecDeque::new()),
             actions_succeeded: AtomicU64::new(0),
             actions_failed: AtomicU64::new(0),

@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::health::{HealthReport, HealthStatus, ServiceHealth};
 use crate::schedule::{PeriodicControl, Schedule};
 use crate::service::{ErasedService, RunReason, Runner, ServiceKind, ServiceOptions};
-use crate::util::CatchUnwind;
+use crate::util::catch_unwind;
 
 /// The mutable part of a status, published through a watch channel so tests and
 /// dashboards can wait for changes instead of polling.
@@ -338,7 +338,7 @@ impl ServiceCell {
             r.error = core.last_error;
             return wrap(r);
         }
-        let own = match CatchUnwind(self.service.health()).await {
+        let own = match catch_unwind(self.service.health()).await {
             Ok(r) => r,
             Err(panic) => HealthReport::unhealthy("the health check panicked").with_error(panic),
         };

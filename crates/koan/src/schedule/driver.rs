@@ -17,7 +17,7 @@ use super::Schedule;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{RunOutcome, RunRecord, ServiceCell, ServiceState};
 use crate::service::{BatchRequest, PeriodicRun, RunReason, ServiceContext};
-use crate::util::CatchUnwind;
+use crate::util::catch_unwind;
 
 /// A request for an unscheduled run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,7 +349,7 @@ pub(crate) async fn drive(
         cell.set_state(ServiceState::Running);
         let started = now;
         let result = match deadline {
-            None => Some(CatchUnwind(run.run(cx.for_run(reason, batch))).await),
+            None => Some(catch_unwind(run.run(cx.for_run(reason, batch))).await),
             Some(deadline) => run_until(&cx, &run, reason, batch, deadline).await,
         };
         let outcome = match result {
@@ -407,7 +407,7 @@ async fn run_until(
     let token = Arc::new(cx.token.child_token());
     let mut run_cx = cx.for_run(reason, batch);
     run_cx.token = Arc::clone(&token);
-    let fut = CatchUnwind(run.run(run_cx));
+    let fut = catch_unwind(run.run(run_cx));
     tokio::pin!(fut);
     tokio::select! {
         r = &mut fut => return Some(r),
