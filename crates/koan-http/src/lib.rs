@@ -44,6 +44,7 @@ mod openapi_jobs;
 mod options;
 mod overflow;
 mod parse_errors;
+mod query;
 mod routes;
 mod server;
 

@@ -3,36 +3,27 @@
 //! of the cluster.
 
 use koan::transport::HostLink as _;
-use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::query::{NoParams, Params};
 
 /// An instance whose last heartbeat is older than this is marked stale.
 const STALE_AFTER_MS: i64 = 10_000;
 
-fn only(query: &HashMap<String, String>, accepted: &[&str]) -> Result<(), ApiError> {
-    match query.keys().find(|k| !accepted.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(k) => Err(ApiError::bad_request(
-            "invalid_parameters",
-            format!(
-                "unknown query parameter `{}`; accepted: {}",
-                k.escape_debug(),
-                if accepted.is_empty() {
-                    "none".to_owned()
-                } else {
-                    accepted.join(", ")
-                }
-            ),
-        )),
-    }
+/// The query of `GET /api/events/recent`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecentParams {
+    service: Option<String>,
+    correlation_id: Option<String>,
+    limit: Option<String>,
 }
 
 /// `GET /api/services/{name}/history`: the service's last runs, newest first, and
@@ -40,9 +31,8 @@ fn only(query: &HashMap<String, String>, accepted: &[&str]) -> Result<(), ApiErr
 pub(crate) async fn history(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    only(&query, &[])?;
     Ok(Json(state.host.history(&name)?).into_response())
 }
 
@@ -50,9 +40,8 @@ pub(crate) async fn history(
 /// last 120 s) and per hour (the last 24 h), counted in memory since the host started.
 pub(crate) async fn throughput(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    only(&query, &[])?;
     Ok(Json(state.host.throughput()).into_response())
 }
 
@@ -60,28 +49,14 @@ pub(crate) async fn throughput(
 /// newest first. Behind the token, like the live stream (payloads may be private).
 pub(crate) async fn recent_events(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<RecentParams>,
 ) -> Result<Response, ApiError> {
-    only(&query, &["service", "correlation_id", "limit"])?;
-    let limit = match query.get("limit") {
+    let limit = match &query.limit {
         None => koan::event::RECENT_EVENTS,
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=koan::event::RECENT_EVENTS).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_parameters",
-                    format!(
-                        "query parameter `limit` must be a whole number from 1 to {}",
-                        koan::event::RECENT_EVENTS
-                    ),
-                )
-            })?,
+        Some(v) => crate::query::limit("limit", v, koan::event::RECENT_EVENTS)?,
     };
-    let service = query.get("service");
-    let correlation = query.get("correlation_id");
+    let service = query.service.as_ref();
+    let correlation = query.correlation_id.as_ref();
     let events: Vec<_> = state
         .host
         .recent_events()
@@ -97,9 +72,8 @@ pub(crate) async fn recent_events(
 /// and load (without a cluster transport, only this host).
 pub(crate) async fn instances(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    only(&query, &[])?;
     let now = Utc::now();
     let own = state.host.host_id();
     let local = state.host.statuses();

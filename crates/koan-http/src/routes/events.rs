@@ -4,11 +4,10 @@
 //! for browsers' `EventSource`, as `?token=`).
 
 use koan::transport::HostLink as _;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,36 +16,39 @@ use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::query::Params;
+
+/// The query of an event stream (the token is read by the auth layer).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamParams {
+    service: Option<String>,
+    event: Option<String>,
+    #[serde(rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
+}
 
 pub(crate) async fn all_stream(
     State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<StreamParams>,
 ) -> Result<Response, ApiError> {
-    let service = q.get("service").cloned();
+    let service = q.service.clone();
     stream(state, q, service).await
 }
 
 pub(crate) async fn service_stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<StreamParams>,
 ) -> Result<Response, ApiError> {
     stream(state, q, Some(name)).await
 }
 
 async fn stream(
     state: AppState,
-    q: HashMap<String, String>,
+    q: StreamParams,
     service: Option<String>,
 ) -> Result<Response, ApiError> {
-    for k in q.keys() {
-        if !matches!(k.as_str(), "service" | "event" | "token") {
-            return Err(ApiError::bad_request(
-                "invalid_parameters",
-                format!("unknown query parameter `{k}`; accepted: service, event, token"),
-            ));
-        }
-    }
     let permit = state.sse_slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -68,7 +70,7 @@ async fn stream(
         }
         None => state.host.events().on("*"),
     };
-    let wanted = q.get("event").cloned();
+    let wanted = q.event;
     let (tx, rx) = mpsc::channel::<EventEnvelope>(256);
     let subscription = builder
         .handle_envelope(move |env: EventEnvelope| {

@@ -1,10 +1,8 @@
 //! `/api/jobs…`: stored jobs, behind the token when one is set (their parameters and
 //! results may be private).
 
-use std::collections::HashMap;
-
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use koan::{job::JobQuery, job::JobState};
@@ -12,6 +10,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::query::Params;
 
 /// The longest id, service or action name a query may carry.
 const MAX_NAME: usize = 200;
@@ -26,60 +25,62 @@ fn bounded<'a>(key: &str, v: &'a str) -> Result<&'a str, ApiError> {
     Ok(v)
 }
 
-/// The optional `service` query parameter of `counts` and `retry-dead`.
-fn service_filter(query: &HashMap<String, String>) -> Result<Option<&str>, ApiError> {
+/// The query of `counts` and `retry-dead`: an optional `service`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServiceParam {
+    service: Option<String>,
+}
+
+fn service_filter(query: &ServiceParam) -> Result<Option<&str>, ApiError> {
     query
-        .get("service")
+        .service
+        .as_deref()
         .map(|s| bounded("service", s))
         .transpose()
 }
 
-fn parse_list_query(q: &HashMap<String, String>) -> Result<JobQuery, ApiError> {
+/// The query of `GET /api/jobs`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    state: Option<String>,
+    service: Option<String>,
+    action: Option<String>,
+    correlation_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn parse_list_query(q: &ListParams) -> Result<JobQuery, ApiError> {
+    let name = |key: &str, v: &Option<String>| -> Result<Option<String>, ApiError> {
+        v.as_deref()
+            .map(|v| bounded(key, v).map(str::to_owned))
+            .transpose()
+    };
     let mut out = JobQuery::default();
-    for (k, v) in q {
-        match k.as_str() {
-            "state" => {
-                out.state = Some(JobState::parse(v).ok_or_else(|| {
-                    let all: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
-                    ApiError::bad_request(
-                        "invalid_parameters",
-                        format!(
-                            "query parameter `state` must be one of {}, not `{}`",
-                            all.join(", "),
-                            v.escape_debug()
-                        ),
-                    )
-                })?);
-            }
-            "service" => out.service = Some(bounded(k, v)?.to_owned()),
-            "action" => out.action = Some(bounded(k, v)?.to_owned()),
-            "correlation_id" => out.correlation_id = Some(bounded(k, v)?.to_owned()),
-            "cursor" => out.cursor = Some(bounded(k, v)?.to_owned()),
-            "limit" => {
-                let n: usize = v
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=500).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_parameters",
-                            "query parameter `limit` must be a whole number from 1 to 500",
-                        )
-                    })?;
-                out.limit = Some(n);
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_parameters",
-                    format!(
-                        "unknown query parameter `{}`; accepted: state, service, action, correlation_id, limit, cursor",
-                        other.escape_debug()
-                    ),
-                ));
-            }
-        }
+    if let Some(v) = &q.state {
+        out.state = Some(JobState::parse(v).ok_or_else(|| {
+            let all: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(
+                "invalid_parameters",
+                format!(
+                    "query parameter `state` must be one of {}, not `{}`",
+                    all.join(", "),
+                    v.escape_debug()
+                ),
+            )
+        })?);
     }
+    out.service = name("service", &q.service)?;
+    out.action = name("action", &q.action)?;
+    out.correlation_id = name("correlation_id", &q.correlation_id)?;
+    out.cursor = name("cursor", &q.cursor)?;
+    out.limit = q
+        .limit
+        .as_deref()
+        .map(|v| crate::query::limit("limit", v, 500))
+        .transpose()?;
     Ok(out)
 }
 
@@ -87,7 +88,7 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<JobQuery, ApiError> {
 /// first.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<ListParams>,
 ) -> Result<Response, ApiError> {
     let q = parse_list_query(&query)?;
     let page = state.host.jobs().list(q).await?;
@@ -97,7 +98,7 @@ pub(crate) async fn list(
 /// `GET /api/jobs/counts?service=`: how many jobs are in each state.
 pub(crate) async fn counts(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<ServiceParam>,
 ) -> Result<Response, ApiError> {
     let service = service_filter(&query)?;
     let counts = state.host.jobs().counts(service).await?;
@@ -150,7 +151,7 @@ pub(crate) async fn delete(
 /// `POST /api/jobs/retry-dead?service=`: every dead job runs again.
 pub(crate) async fn retry_dead(
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<ServiceParam>,
 ) -> Result<Response, ApiError> {
     let service = service_filter(&query)?;
     let n = state.host.jobs().retry_all_dead(service).await?;

@@ -6,18 +6,17 @@
 //! `wait=true` asks for the outcome: a caller pokes a service, it does not wait on it.
 //! (The module keeps its name from the routes' origin: see `docs/seed-parity.md`.)
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::services::{parse_body, run_action};
+use super::services::{CallParams, parse_body, run_action};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::query::Params;
 
 /// Which poke route, the names a service may declare for it, and the `message` of
 /// its answer.
@@ -71,7 +70,7 @@ async fn action_for(state: &AppState, service: &str, route: &Route) -> String {
 async fn poke(
     state: &AppState,
     headers: &HeaderMap,
-    query: &HashMap<String, String>,
+    query: &CallParams,
     service: &str,
     route: &Route,
     params: Value,
@@ -107,7 +106,7 @@ async fn poke(
 pub(crate) async fn trigger(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<CallParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     poke(&state, &headers, &query, &name, &TRIGGER, Value::Null).await
@@ -116,7 +115,7 @@ pub(crate) async fn trigger(
 pub(crate) async fn check_queue(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<CallParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     poke(&state, &headers, &query, &name, &CHECK_QUEUE, Value::Null).await
@@ -125,7 +124,7 @@ pub(crate) async fn check_queue(
 pub(crate) async fn process_batch(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<CallParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {

@@ -1,13 +1,12 @@
 //! `/api/services…`: listing, status, health, and calling actions.
 
 use koan::transport::HostLink as _;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use koan::{action::ActionRequest, health::HealthStatus, status::ServiceState};
@@ -16,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::query::{Params, TokenInQuery};
 
 /// One row of `GET /api/services`.
 #[derive(Serialize)]
@@ -155,7 +155,21 @@ struct CallQuery {
     at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
+/// The query parameters an action call takes.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CallParams {
+    priority: Option<String>,
+    timeout: Option<String>,
+    wait: Option<String>,
+    delay: Option<String>,
+    at: Option<String>,
+    /// Refused when present: only event streams take `?token=`.
+    #[serde(rename = "token")]
+    _token: Option<TokenInQuery>,
+}
+
+fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
     let mut out = CallQuery {
         priority: 0,
         timeout: None,
@@ -163,90 +177,71 @@ fn parse_query(q: &HashMap<String, String>) -> Result<CallQuery, ApiError> {
         delay: None,
         at: None,
     };
-    for (k, v) in q {
-        match k.as_str() {
-            "priority" => {
-                out.priority = v.trim().parse().map_err(|_| {
-                    ApiError::bad_request("invalid_parameters", format!("query parameter `priority` must be a whole number (higher runs first), not `{v}`"))
-                })?;
-            }
-            "timeout" => {
-                let d = koan::schedule::parse_duration(v).map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_parameters",
-                        format!("query parameter `timeout`: {}", e.message()),
-                    )
-                })?;
-                if d.is_zero() {
-                    return Err(ApiError::bad_request(
-                        "invalid_parameters",
-                        "query parameter `timeout` must be longer than zero",
-                    ));
-                }
-                if d > MAX_TIMEOUT {
-                    return Err(ApiError::bad_request(
-                        "invalid_parameters",
-                        format!(
-                            "query parameter `timeout` = `{v}` is longer than the 7 days allowed; use `wait=false` for longer work"
-                        ),
-                    ));
-                }
-                out.timeout = Some(d);
-            }
-            "wait" => {
-                out.wait = match v.as_str() {
-                    "" | "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid_parameters",
-                            format!("query parameter `wait` must be true or false, not `{v}`"),
-                        ));
-                    }
-                };
-            }
-            "delay" => {
-                let d = koan::schedule::parse_duration(v).map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_parameters",
-                        format!("query parameter `delay`: {}", e.message()),
-                    )
-                })?;
-                if d > MAX_DELAY {
-                    return Err(ApiError::bad_request(
-                        "invalid_parameters",
-                        "query parameter `delay` is longer than the 365 days allowed",
-                    ));
-                }
-                out.delay = Some(d);
-            }
-            "at" => {
-                let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_parameters",
-                        format!(
-                            "query parameter `at` must be an RFC 3339 time such as `2026-12-01T10:00:00Z` ({e})"
-                        ),
-                    )
-                })?;
-                out.at = Some(t.with_timezone(&chrono::Utc));
-            }
-            "token" => {
-                return Err(ApiError::bad_request(
-                    "invalid_parameters",
-                    "pass the token as `Authorization: Bearer <token>`, not in the query (only event streams take `?token=`)",
-                ));
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_parameters",
-                    format!(
-                        "unknown query parameter `{}`; accepted: priority, timeout, wait, delay, at",
-                        other.escape_debug()
-                    ),
-                ));
-            }
+    if let Some(v) = &q.priority {
+        out.priority = v.trim().parse().map_err(|_| {
+            ApiError::bad_request("invalid_parameters", format!("query parameter `priority` must be a whole number (higher runs first), not `{v}`"))
+        })?;
+    }
+    if let Some(v) = &q.timeout {
+        let d = koan::schedule::parse_duration(v).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_parameters",
+                format!("query parameter `timeout`: {}", e.message()),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(ApiError::bad_request(
+                "invalid_parameters",
+                "query parameter `timeout` must be longer than zero",
+            ));
         }
+        if d > MAX_TIMEOUT {
+            return Err(ApiError::bad_request(
+                "invalid_parameters",
+                format!(
+                    "query parameter `timeout` = `{v}` is longer than the 7 days allowed; use `wait=false` for longer work"
+                ),
+            ));
+        }
+        out.timeout = Some(d);
+    }
+    if let Some(v) = &q.wait {
+        out.wait = match v.as_str() {
+            "" | "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_parameters",
+                    format!("query parameter `wait` must be true or false, not `{v}`"),
+                ));
+            }
+        };
+    }
+    if let Some(v) = &q.delay {
+        let d = koan::schedule::parse_duration(v).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_parameters",
+                format!("query parameter `delay`: {}", e.message()),
+            )
+        })?;
+        if d > MAX_DELAY {
+            return Err(ApiError::bad_request(
+                "invalid_parameters",
+                "query parameter `delay` is longer than the 365 days allowed",
+            ));
+        }
+        out.delay = Some(d);
+    }
+    if let Some(v) = &q.at {
+        let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_parameters",
+                format!(
+                    "query parameter `at` must be an RFC 3339 time such as `2026-12-01T10:00:00Z` ({e})"
+                ),
+            )
+        })?;
+        out.at = Some(t.with_timezone(&chrono::Utc));
     }
     Ok(out)
 }
@@ -327,7 +322,7 @@ fn correlation(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub(crate) async fn run_action(
     state: &AppState,
     headers: &HeaderMap,
-    query: &HashMap<String, String>,
+    query: &CallParams,
     service: &str,
     action: &str,
     params: Value,
@@ -338,7 +333,7 @@ pub(crate) async fn run_action(
     // once, as a stored job; `wait=true` waits for the outcome instead.
     // So do calls that schedule (`delay`, `at`) unless they ask to wait.
     let scheduled = q.delay.is_some() || q.at.is_some();
-    if (poke.is_some() || scheduled) && !query.contains_key("wait") {
+    if (poke.is_some() || scheduled) && query.wait.is_none() {
         q.wait = false;
     }
     // Answer with the service's own spelling of its name.
@@ -463,7 +458,7 @@ fn with_correlation(mut r: Response, cid: &str) -> Response {
 pub(crate) async fn act(
     State(state): State<AppState>,
     Path((name, action)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params<CallParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
