@@ -204,7 +204,10 @@ async fn bad_query_values_are_400() -> anyhow::Result<()> {
         ("timeout=soon", "timeout"),
         ("timeout=0s", "timeout"),
         ("wait=maybe", "wait"),
-        ("colour=blue", "unknown query parameter `colour`; accepted: priority"),
+        (
+            "colour=blue",
+            "unknown query parameter `colour`; accepted: priority",
+        ),
         ("priority=1&priority=2", "duplicate field `priority`"),
         ("token=s3cret", "Authorization: Bearer"),
     ] {

@@ -118,6 +118,31 @@ impl Tally {
     }
 }
 
+/// `GET /health/live` on a new connection: its status, or `None` without an answer
+/// within `wait`.
+async fn live(addr: std::net::SocketAddr, wait: Duration) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let _ = s.write_all(req).await;
+    status(&mut s, wait).await
+}
+
+/// Resident memory at the start and end of a run and its peak, for the report.
+fn memory(rss0: u64, rss1: u64, hwm: u64) -> String {
+    format!(
+        "rss start={:.1}MiB end={:.1}MiB peak={:.1}MiB",
+        mib(rss0),
+        mib(rss1),
+        mib(hwm)
+    )
+}
+
+async fn stop(host: koan::HostHandle) -> anyhow::Result<()> {
+    host.shutdown();
+    let _ = host.wait().await;
+    Ok(())
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -161,22 +186,13 @@ async fn slow_body(n: usize, run_for: Duration, token: Option<&str>) -> anyhow::
     // The probe: `/health/live` every 200 ms, each given 1 s.
     let probes = Tally::default();
     while Instant::now() < end {
-        let got = match TcpStream::connect(addr).await {
-            Ok(mut s) => {
-                let req =
-                    b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-                let _ = s.write_all(req).await;
-                status(&mut s, Duration::from_secs(1)).await
-            }
-            Err(_) => None,
-        };
-        probes.add(got);
+        probes.add(live(addr, Duration::from_secs(1)).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (rss1, hwm) = rss_kib();
     while clients.join_next().await.is_some() {}
     println!(
-        "slow-body {}: {n} clients × 1,000 B at 1 B / 2 s for {run_for:?}\n  slow clients: {}\n  /health/live probes (1 s each): {}\n  rss start={:.1}MiB end={:.1}MiB peak={:.1}MiB",
+        "slow-body {}: {n} clients × 1,000 B at 1 B / 2 s for {run_for:?}\n  slow clients: {}\n  /health/live probes (1 s each): {}\n  {}",
         if token.is_some() {
             "with a token (clients have none)"
         } else {
@@ -184,13 +200,9 @@ async fn slow_body(n: usize, run_for: Duration, token: Option<&str>) -> anyhow::
         },
         slow.show(),
         probes.show(),
-        mib(rss0),
-        mib(rss1),
-        mib(hwm)
+        memory(rss0, rss1, hwm)
     );
-    host.shutdown();
-    let _ = host.wait().await;
-    Ok(())
+    stop(host).await
 }
 
 async fn cardinality(n: usize) -> anyhow::Result<()> {
@@ -224,15 +236,11 @@ async fn cardinality(n: usize) -> anyhow::Result<()> {
     let size1 = client.get(&metrics_url).send().await?.bytes().await?.len();
     let (rss1, hwm) = rss_kib();
     println!(
-        "cardinality: {n} POSTs to made-up 60 KB action names\n  {}\n  /metrics {size0} B → {size1} B\n  rss start={:.1}MiB end={:.1}MiB peak={:.1}MiB",
+        "cardinality: {n} POSTs to made-up 60 KB action names\n  {}\n  /metrics {size0} B → {size1} B\n  {}",
         tally.show(),
-        mib(rss0),
-        mib(rss1),
-        mib(hwm)
+        memory(rss0, rss1, hwm)
     );
-    host.shutdown();
-    let _ = host.wait().await;
-    Ok(())
+    stop(host).await
 }
 
 async fn burst(n: usize) -> anyhow::Result<()> {
@@ -245,27 +253,15 @@ async fn burst(n: usize) -> anyhow::Result<()> {
         let (tally, gate) = (Arc::clone(&tally), Arc::clone(&gate));
         clients.spawn(async move {
             gate.wait().await;
-            let got = match TcpStream::connect(addr).await {
-                Ok(mut s) => {
-                    let req = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-                    let _ = s.write_all(req).await;
-                    status(&mut s, Duration::from_secs(5)).await
-                }
-                Err(_) => None,
-            };
-            tally.add(got);
+            tally.add(live(addr, Duration::from_secs(5)).await);
         });
     }
     while clients.join_next().await.is_some() {}
     let (rss1, hwm) = rss_kib();
     println!(
-        "burst: {n} connections at once, cap 1024\n  {}\n  rss start={:.1}MiB end={:.1}MiB peak={:.1}MiB",
+        "burst: {n} connections at once, cap 1024\n  {}\n  {}",
         tally.show(),
-        mib(rss0),
-        mib(rss1),
-        mib(hwm)
+        memory(rss0, rss1, hwm)
     );
-    host.shutdown();
-    let _ = host.wait().await;
-    Ok(())
+    stop(host).await
 }

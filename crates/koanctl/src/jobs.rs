@@ -47,13 +47,7 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             Ok(emit(&list_text(&body))?)
         }
         JobsCommand::Counts { service } => {
-            let mut url = client.url(&["api", "jobs", "counts"]);
-            if let Some(s) = &service {
-                url.query_pairs_mut().append_pair("service", s);
-            }
-            let req = client.request(Method::GET, url.clone());
-            let (status, body) = client.send(&url, req).await?;
-            let body = check(status, body)?;
+            let body = for_service(client, Method::GET, "counts", service.as_deref()).await?;
             if json {
                 return Ok(emit_json(&body)?);
             }
@@ -83,13 +77,7 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
         JobsCommand::Retry { id } => post(client, &["api", "jobs", &id, "retry"], json).await,
         JobsCommand::Cancel { id } => post(client, &["api", "jobs", &id, "cancel"], json).await,
         JobsCommand::RetryDead { service } => {
-            let mut url = client.url(&["api", "jobs", "retry-dead"]);
-            if let Some(s) = &service {
-                url.query_pairs_mut().append_pair("service", s);
-            }
-            let req = client.request(Method::POST, url.clone());
-            let (status, body) = client.send(&url, req).await?;
-            let body = check(status, body)?;
+            let body = for_service(client, Method::POST, "retry-dead", service.as_deref()).await?;
             if json {
                 return Ok(emit_json(&body)?);
             }
@@ -109,6 +97,22 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
 }
 
 /// POSTs to a job route and prints the job it answers with.
+/// `METHOD /api/jobs/{what}[?service=…]` (counts and retry-dead), checked.
+async fn for_service(
+    client: &Client,
+    method: Method,
+    what: &str,
+    service: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut url = client.url(&["api", "jobs", what]);
+    if let Some(s) = service {
+        url.query_pairs_mut().append_pair("service", s);
+    }
+    let req = client.request(method, url.clone());
+    let (status, body) = client.send(&url, req).await?;
+    Ok(check(status, body)?)
+}
+
 async fn post(client: &Client, segments: &[&str], json: bool) -> anyhow::Result<()> {
     let url = client.url(segments);
     let req = client.request(Method::POST, url.clone());
