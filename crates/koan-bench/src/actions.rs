@@ -363,9 +363,11 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             m[0],
         )
         .baseline("raw mpsc+oneshot + serde_json", Some(m[1]));
-        let met = row.ratio("raw mpsc+oneshot + serde_json").map(|r| r <= 1.5);
+        let met = row
+            .ratio("raw mpsc+oneshot + serde_json")
+            .map(|r| r <= 1.25);
         rows.push(
-            row.goal("≤ 1.5× raw+serde_json", met)
+            row.goal("≤ 1.25× raw+serde_json", met)
                 .note(format!("{n} calls/round")),
         );
     }

@@ -141,9 +141,9 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
         median(&ks),
     )
     .baseline("raw async-nats request/reply", Some(median(&rs)));
-    let met = row.ratio("raw async-nats request/reply").map(|r| r <= 1.3);
+    let met = row.ratio("raw async-nats request/reply").map(|r| r <= 1.1);
     rows.push(
-        row.goal("≤ 1.3× raw", met)
+        row.goal("≤ 1.1× raw", met)
             .note(format!("{n} sequential calls/round")),
     );
 

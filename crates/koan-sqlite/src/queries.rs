@@ -58,30 +58,48 @@ fn find_existing(conn: &Connection, job: &NewJob) -> Result<Option<JobRecord>, F
     Ok(load(conn, &job.id)?.map(|(record, _)| record))
 }
 
+/// A due job as a claim orders them: priority, then `run_at`, then id.
+type Due = (i64, i64, String, String);
+
 /// Claims due jobs of a service: highest priority first, then oldest `run_at`.
 pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>, Failure> {
-    // `state IN (…)` lets SQLite seek the claim index per live state, never
-    // visiting the service's finished jobs.
-    let sql = format!(
-        "SELECT record FROM jobs
-         WHERE service = ?1 AND state IN ('running', {})
-           AND ((state <> 'running' AND run_at <= ?2) OR (state = 'running' AND lease_until < ?2))
+    // Waiting jobs and lapsed claims are read apart, each from its partial index
+    // (`schema::live_indexes`), then merged: SQLite reads `limit` waiting rows in
+    // claim order instead of sorting every waiting job. `INDEXED BY`: SQLite would
+    // otherwise pick `jobs_waiting_due` for `run_at <= ?2` and sort.
+    let waiting = format!(
+        "SELECT priority, run_at, id, record FROM jobs INDEXED BY jobs_waiting
+         WHERE service = ?1 AND state IN ({}) AND run_at <= ?2
          ORDER BY priority DESC, run_at, id
          LIMIT ?3",
         waiting_states()
     );
-    let due: Vec<String> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut st| {
-            st.query_map(
-                params![req.service, millis(req.now), int(req.limit as u64)],
-                |row| row.get(0),
-            )?
-            .collect()
-        })
-        .doing("find due jobs")?;
+    let lapsed = "SELECT priority, run_at, id, record FROM jobs
+         WHERE service = ?1 AND state = 'running' AND lease_until < ?2
+         ORDER BY priority DESC, run_at, id
+         LIMIT ?3";
+    let args = params![req.service, millis(req.now), int(req.limit as u64)];
+    let mut due: Vec<Due> = Vec::new();
+    for sql in [waiting.as_str(), lapsed] {
+        conn.prepare_cached(sql)
+            .and_then(|mut st| {
+                for row in st.query_map(args, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })? {
+                    due.push(row?);
+                }
+                Ok(())
+            })
+            .doing("find due jobs")?;
+    }
+    due.sort_by(|x, y| {
+        y.0.cmp(&x.0)
+            .then(x.1.cmp(&y.1))
+            .then_with(|| x.2.cmp(&y.2))
+    });
+    due.truncate(req.limit);
     let mut out = Vec::with_capacity(due.len());
-    for json in due {
+    for (_, _, _, json) in due {
         let mut r = decode(&json)?;
         let token = koan::job::new_job_id();
         koan::job::apply_claim(&mut r, req);
@@ -218,23 +236,31 @@ pub(crate) fn next_due(
     conn: &Connection,
     services: &[String],
 ) -> Result<Option<DateTime<Utc>>, Failure> {
-    if services.is_empty() {
-        return Ok(None);
-    }
-    let marks = (1..=services.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "SELECT MIN(CASE WHEN state = 'running' THEN lease_until ELSE run_at END) FROM jobs
-         WHERE service IN ({marks}) AND state IN ('running', {})",
+    // Per service, the first entry of each partial index (`schema::live_indexes`):
+    // `ORDER BY … LIMIT 1` reads one row, where `MIN` over `state IN (…)` reads all.
+    let waiting = format!(
+        "SELECT run_at FROM jobs WHERE service = ?1 AND state IN ({})
+         ORDER BY run_at LIMIT 1",
         waiting_states()
     );
-    let ms: Option<i64> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut st| st.query_row(params_from_iter(services), |row| row.get(0)))
-        .doing("find the next due job")?;
-    ms.map(from_millis).transpose()
+    let leased = "SELECT lease_until FROM jobs
+         WHERE service = ?1 AND state = 'running' AND lease_until IS NOT NULL
+         ORDER BY lease_until LIMIT 1";
+    let mut first: Option<i64> = None;
+    for sql in [waiting.as_str(), leased] {
+        let mut st = conn.prepare_cached(sql).doing("find the next due job")?;
+        for service in services {
+            let ms: Option<i64> = st
+                .query_row([service], |row| row.get(0))
+                .optional()
+                .doing("find the next due job")?
+                .flatten();
+            if let Some(ms) = ms {
+                first = Some(first.map_or(ms, |f| f.min(ms)));
+            }
+        }
+    }
+    first.map(from_millis).transpose()
 }
 
 /// Runs a job again by hand.

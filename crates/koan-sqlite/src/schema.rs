@@ -5,15 +5,17 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::codec::waiting_states;
 use crate::fail::{Failure, ResultExt};
 
-/// The schema version this crate writes (`PRAGMA user_version`).
-const VERSION: i64 = 1;
+/// The schema version this crate writes (`PRAGMA user_version`). Version 2 replaced
+/// version 1's `jobs_claim` index by the partial indexes below; the table is the same.
+const VERSION: i64 = 2;
 
 /// One row per job. The columns are what claims, listings, counts and retention
 /// filter and sort on; `record` is the whole [`koan::job::JobRecord`] as JSON, the one
 /// source of truth for everything else. Times are milliseconds since the Unix epoch.
-const SCHEMA: &str = "
+const TABLE: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id              TEXT PRIMARY KEY NOT NULL,
     service         TEXT NOT NULL,
@@ -29,10 +31,26 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at      INTEGER NOT NULL,
     record          TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (service, state, priority DESC, run_at);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, id DESC);
 ";
+
+/// The partial indexes hold only live jobs, so a claim and `next_due` cost the rows
+/// they return whatever the backlog: `jobs_waiting` in the order a claim takes
+/// waiting jobs, `jobs_waiting_due` for the earliest `run_at`, `jobs_leased` for
+/// lapsed and lapsing leases. Their `WHERE` clauses are the queries' own terms
+/// (`queries::claim`, `queries::next_due`), which SQLite needs to use them.
+fn live_indexes() -> String {
+    let waiting = waiting_states();
+    format!(
+        "CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (service, priority DESC, run_at, id)
+             WHERE state IN ({waiting});
+         CREATE INDEX IF NOT EXISTS jobs_waiting_due ON jobs (service, run_at)
+             WHERE state IN ({waiting});
+         CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (service, lease_until)
+             WHERE state = 'running';"
+    )
+}
 
 /// How long a statement waits for another process holding the file's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,7 +98,14 @@ fn create(conn: &Connection) -> Result<(), Failure> {
             format!("its schema is version {found}, newer than this koan-sqlite's {VERSION}"),
         ));
     }
-    conn.execute_batch(SCHEMA).doing("create the schema")?;
+    if found == 1 {
+        // Version 1's claim index: superseded by the partial indexes.
+        conn.execute_batch("DROP INDEX IF EXISTS jobs_claim")
+            .doing("migrate the schema from version 1")?;
+    }
+    conn.execute_batch(TABLE).doing("create the schema")?;
+    conn.execute_batch(&live_indexes())
+        .doing("create the schema")?;
     conn.pragma_update(None, "user_version", VERSION)
         .doing("record the schema version")?;
     Ok(())

@@ -308,3 +308,33 @@ async fn a_cancelled_running_job_loses_its_claim() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_claim_orders_lapsed_and_waiting_jobs_together_within_the_limit() {
+    let db = TempDb::new("claim-merge");
+    let store = db.open();
+    let lapsing = store
+        .push(with(3, 0, job("mail", "send")))
+        .await
+        .expect("push")
+        .record
+        .id;
+    let held = store.claim(claim("mail", 1, 0)).await.expect("claim");
+    assert_eq!(held[0].claim.id, lapsing);
+    let mut waiting = Vec::new();
+    for priority in [1, 5, 3] {
+        let pushed = store.push(with(priority, 10, job("mail", "send"))).await;
+        waiting.push(pushed.expect("push").record.id);
+    }
+
+    let due = store.claim(claim("mail", 3, 30_001)).await.expect("claim");
+    let got: Vec<&str> = due.iter().map(|c| c.claim.id.as_str()).collect();
+    assert_eq!(
+        got,
+        [&waiting[1], &lapsing, &waiting[2]],
+        "priority 5, then the older of the two at 3 (the lapsed one), within the limit"
+    );
+    let rest = store.claim(claim("mail", 3, 30_001)).await.expect("claim");
+    let got: Vec<&str> = rest.iter().map(|c| c.claim.id.as_str()).collect();
+    assert_eq!(got, [&waiting[0]]);
+}

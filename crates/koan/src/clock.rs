@@ -33,6 +33,25 @@ impl Clock {
         }
     }
 
+    /// The wall time now in whole seconds since the Unix epoch (rounded down, as
+    /// `now().timestamp()`), read without building a date: what per-second counts
+    /// need on every action.
+    pub(crate) fn unix_secs(&self) -> i64 {
+        match self {
+            Clock::System => {
+                match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+                    Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    Err(before) => {
+                        let d = before.duration();
+                        let whole = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                        -whole - i64::from(d.subsec_nanos() > 0)
+                    }
+                }
+            }
+            Clock::Virtual { .. } => self.now().timestamp(),
+        }
+    }
+
     /// The wall time at a tokio instant (past or future).
     pub(crate) fn wall_at(&self, instant: Instant) -> DateTime<Utc> {
         let now = Instant::now();
@@ -42,5 +61,21 @@ impl Clock {
         } else {
             wall - chrono::Duration::from_std(now - instant).unwrap_or_default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_secs_is_the_timestamp_of_now() {
+        let before = Utc::now().timestamp();
+        let secs = Clock::System.unix_secs();
+        let after = Utc::now().timestamp();
+        assert!(
+            before <= secs && secs <= after,
+            "{before} ≤ {secs} ≤ {after}"
+        );
     }
 }

@@ -177,8 +177,11 @@ impl Mailbox {
         }
         st.push(job);
         let len = st.len;
-        drop(st);
+        // Under the lock, as every write of `len`: stored after it, a push's count
+        // could land after a worker's emptier one, leaving `len > 0` on an empty queue
+        // (`ready` then never waits again and the workers spin, even past `close`).
         self.len.store(len, AtomicOrdering::Relaxed);
+        drop(st);
         self.depth.set(len as f64);
         self.notify.notify_one();
         Ok(())
@@ -225,8 +228,8 @@ impl Mailbox {
     fn take(&self, mut st: std::sync::MutexGuard<'_, State>) -> Option<Job> {
         let job = st.pop()?;
         let len = st.len;
-        drop(st);
         self.len.store(len, AtomicOrdering::Relaxed);
+        drop(st);
         self.depth.set(len as f64);
         if len > 0 {
             // Let another worker pick up the rest.
@@ -262,12 +265,12 @@ impl Mailbox {
             let mut st = self.lock();
             st.closed = true;
             st.len = 0;
+            self.len.store(0, AtomicOrdering::Relaxed);
             std::mem::take(&mut st.queues)
                 .into_iter()
                 .flat_map(|(_, q)| q)
                 .collect()
         };
-        self.len.store(0, AtomicOrdering::Relaxed);
         self.depth.set(0.0);
         self.notify.notify_waiters();
         drained

@@ -155,10 +155,12 @@ async fn execute(
 fn finished(job: &Job, cell: &ServiceCell, outcome: Outcome, run: f64, queued: f64) {
     metrics(job, cell).record(outcome, run, queued);
     match outcome {
-        Outcome::Ok => cell.activity().action_finished(cell.clock.now(), false),
-        Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => {
-            cell.activity().action_finished(cell.clock.now(), true)
-        }
+        Outcome::Ok => cell
+            .activity()
+            .action_finished(cell.clock.unix_secs(), false),
+        Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => cell
+            .activity()
+            .action_finished(cell.clock.unix_secs(), true),
         Outcome::ShuttingDown | Outcome::Cancelled => {}
     }
 }

@@ -173,7 +173,6 @@ pub(crate) async fn run(host: Arc<HostInner>) {
     if cells.is_empty() {
         return;
     }
-    let names: Vec<String> = cells.iter().map(|c| c.name.to_string()).collect();
     let busy: Vec<Arc<AtomicUsize>> = cells.iter().map(|_| Arc::default()).collect();
     let mut last_purge: Option<Instant> = None;
     let mut last_counts: Option<Instant> = None;
@@ -190,7 +189,9 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             publish_counts(&host).await;
         }
         let mut store_failed = false;
-        let mut any_free = false;
+        // Services with a slot still free after their claim: the next due job that
+        // matters is theirs (a full service is woken by its next finished job).
+        let mut free_after: Vec<String> = Vec::new();
         for (cell, busy) in cells.iter().zip(&busy) {
             let free = cell
                 .options
@@ -199,7 +200,6 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             if free == 0 || jobs.closing.load(Ordering::Acquire) {
                 continue;
             }
-            any_free = true;
             let now = host.config.clock.now();
             let request = ClaimRequest {
                 service: cell.name.to_string(),
@@ -210,6 +210,9 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             };
             match jobs.store.claim(request).await {
                 Ok(claimed) => {
+                    if claimed.len() < free {
+                        free_after.push(cell.name.to_string());
+                    }
                     for c in claimed {
                         busy.fetch_add(1, Ordering::AcqRel);
                         jobs.running.fetch_add(1, Ordering::AcqRel);
@@ -231,11 +234,12 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             }
         }
         // Sleep until the next job is due, a job is stored or one finishes (with
-        // every slot taken, only a finished job frees one: no need to look sooner).
+        // every slot taken, only a finished job frees one: no need to look sooner,
+        // nor to ask the store when the next job is due).
         let mut wait = jobs.settings.poll;
         if !store_failed
-            && any_free
-            && let Ok(Some(at)) = jobs.store.next_due(&names).await
+            && !free_after.is_empty()
+            && let Ok(Some(at)) = jobs.store.next_due(&free_after).await
         {
             let now = host.config.clock.now();
             let until = (at - now).to_std().unwrap_or(Duration::ZERO);

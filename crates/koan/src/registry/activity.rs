@@ -60,15 +60,16 @@ impl Activity {
         }
     }
 
-    /// Counts a finished action.
-    pub(crate) fn action_finished(&self, at: DateTime<Utc>, failed: bool) {
+    /// Counts a finished action, at `secs` seconds since the Unix epoch
+    /// ([`crate::clock::Clock::unix_secs`]).
+    pub(crate) fn action_finished(&self, secs: i64, failed: bool) {
         let counter = if failed {
             &self.actions_failed
         } else {
             &self.actions_succeeded
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.throughput.record(at, failed);
+        self.throughput.record_secs(secs, failed);
     }
 
     pub(crate) fn history(&self, service: &str) -> ServiceHistory {

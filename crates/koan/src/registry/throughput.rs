@@ -122,7 +122,11 @@ impl Default for Throughput {
 impl Throughput {
     /// Counts one finished piece of work at `at`.
     pub(crate) fn record(&self, at: DateTime<Utc>, failed: bool) {
-        let secs = at.timestamp();
+        self.record_secs(at.timestamp(), failed);
+    }
+
+    /// Counts one finished piece of work at `secs` seconds since the Unix epoch.
+    pub(crate) fn record_secs(&self, secs: i64, failed: bool) {
         self.seconds.add(secs, failed);
         self.hours.add(secs, failed);
     }
