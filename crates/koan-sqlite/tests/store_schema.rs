@@ -4,7 +4,7 @@
 mod common;
 
 use common::{TempDb, at, claim, job};
-use koan::{ErrorKind, JobState, JobStore, NewJob};
+use koan::{error::ErrorKind, job::JobState, job::JobStore, job::NewJob};
 use rusqlite::Connection;
 
 /// The index names of the file's `jobs` table, sorted.
