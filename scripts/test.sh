@@ -24,7 +24,9 @@ step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 bash scripts/ensure-tools.sh nats-server
-step "cargo test --workspace"
+# Includes the property tests (proptest, a bounded number of cases each):
+# crates/koan/tests/mailbox_property.rs and crates/koan/tests/schedule_property.rs.
+step "cargo test --workspace (with the proptest properties)"
 cargo test --workspace
 
 step "the NATS wire protocol from Python (docs/wire.md; nats-py against koan-demo --nats)"

@@ -3,33 +3,20 @@
 //! then durable translations survive a SIGKILL of a `TranslationService` process,
 //! each completed exactly once.
 
-#[path = "../../koan-nats/tests/common/mod.rs"]
-mod common;
 #[path = "support/demo.rs"]
 mod demo;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{NatsServer, PATIENCE, TempDir, within};
-use demo::{ALL_BUT_TRANSLATION, Demo, translation_env};
+use demo::{ALL_BUT_TRANSLATION, Demo, translation_env, translations};
+use koan_test_support::nats::NatsServer;
+use koan_test_support::{PATIENCE, TempDir, within};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// How long one translation takes in the process that is killed.
 const SLOW: Duration = Duration::from_millis(1000);
-
-/// Rows of `translations` per file id in the database at `path`.
-fn translations(path: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mut st = conn.prepare("SELECT file_id, COUNT(*) FROM translations GROUP BY file_id")?;
-    let rows = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
-        .collect::<Result<BTreeMap<_, _>, _>>()?;
-    Ok(rows)
-}
 
 async fn json_of(resp: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
     let status = resp.status();

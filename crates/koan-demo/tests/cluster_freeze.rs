@@ -2,15 +2,14 @@
 //! to another instance, which completes them; when the frozen worker resumes, its
 //! runs are fenced — cancelled, and no outcome or acknowledgement of theirs counts.
 
-#[path = "../../koan-nats/tests/common/mod.rs"]
-mod common;
 #[path = "support/demo.rs"]
 mod demo;
 
 use std::time::Duration;
 
-use common::{NatsServer, TempDir, eventually, within};
 use demo::{ALL_BUT_TRANSLATION, Demo, translation_env};
+use koan_test_support::nats::NatsServer;
+use koan_test_support::{TempDir, eventually, within};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

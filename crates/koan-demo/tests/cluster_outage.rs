@@ -3,15 +3,14 @@
 //! about the connection (and passes again after), and a job for a service no
 //! instance announces is refused with 404 instead of waiting forever.
 
-#[path = "../../koan-nats/tests/common/mod.rs"]
-mod common;
 #[path = "support/demo.rs"]
 mod demo;
 
 use std::time::Duration;
 
-use common::{NatsServer, TempDir, eventually};
 use demo::{ALL_BUT_TRANSLATION, Demo};
+use koan_test_support::nats::NatsServer;
+use koan_test_support::{TempDir, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

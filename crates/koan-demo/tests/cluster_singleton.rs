@@ -4,15 +4,14 @@
 //! (each tick is confirmed with a compare-and-set on the lease); a holder killed
 //! (SIGKILL) is replaced, and the tick it missed is run by the new holder.
 
-#[path = "../../koan-nats/tests/common/mod.rs"]
-mod common;
 #[path = "support/demo.rs"]
 mod demo;
 
 use std::time::{Duration, Instant};
 
-use common::{NatsServer, TempDir, eventually};
 use demo::Demo;
+use koan_test_support::nats::NatsServer;
+use koan_test_support::{TempDir, eventually};
 use serde_json::Value;
 
 const LEASE_MS: u64 = 2_000;

@@ -3,17 +3,13 @@
 //! SIGTERM or SIGKILL one second later, and a restart on the same file. Every job
 //! ends succeeded, and the translations table holds each file exactly once.
 
-#[path = "../../koan-nats/tests/common/mod.rs"]
-mod common;
 #[path = "support/demo.rs"]
 mod demo;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TempDir};
-use demo::Demo;
+use demo::{Demo, translations};
+use koan_test_support::{PATIENCE, TempDir};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -90,17 +86,6 @@ async fn all_succeeded(client: &reqwest::Client, demo: &Demo) -> anyhow::Result<
         anyhow::ensure!(Instant::now() < deadline, "jobs still not done: {c}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Rows of `translations` per file id.
-fn translations(path: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mut st = conn.prepare("SELECT file_id, COUNT(*) FROM translations GROUP BY file_id")?;
-    let rows = st
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
-        .collect::<Result<BTreeMap<_, _>, _>>()?;
-    Ok(rows)
 }
 
 /// Every file translated exactly once; the attempts of every job.

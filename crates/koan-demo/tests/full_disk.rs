@@ -3,7 +3,6 @@
 //! monitor turns degraded, nothing crashes, the HTTP API keeps answering, and once
 //! space is back the writes succeed again.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,32 +11,11 @@ use koan_demo::db::Db;
 use koan_demo::services::health_monitor::SystemHealthMonitor;
 use koan_demo::services::migration::DatabaseMigrationService;
 use koan_demo::services::translation::TranslationService;
+use koan_test_support::{wait_for_within, within_for};
 use serde_json::{Value, json};
 
 /// The safety net of every wait: a test that gets here has failed.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(PATIENCE, fut)
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out waiting for {what}"))
-}
-
-/// Polls `check` until it gives `Some`, within [`PATIENCE`].
-async fn wait_for<T>(
-    what: &str,
-    mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    within(what, async {
-        loop {
-            if let Some(v) = check().await? {
-                return Ok(v);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await?
-}
 
 struct TempDb(PathBuf);
 
@@ -89,14 +67,14 @@ fn fill_database(path: &PathBuf) -> anyhow::Result<u64> {
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-    let resp = within("an answer", client.post(url).json(&body).send()).await??;
+    let resp = within_for(PATIENCE, "an answer", client.post(url).json(&body).send()).await??;
     let status = resp.status().as_u16();
-    let body = within("a body", resp.json::<Value>()).await??;
+    let body = within_for(PATIENCE, "a body", resp.json::<Value>()).await??;
     Ok((status, body))
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<u16> {
-    let resp = within("an answer", client.get(url).send()).await??;
+    let resp = within_for(PATIENCE, "an answer", client.get(url).send()).await??;
     Ok(resp.status().as_u16())
 }
 
@@ -133,7 +111,7 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
         .service::<TranslationService>()
         .build()?
         .start();
-    within("startup", host.started()).await??;
+    within_for(PATIENCE, "startup", host.started()).await??;
     let options = koan_http::HttpOptions::default()
         .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let server = koan_http::serve(host.clone(), options).await?;
@@ -154,16 +132,25 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
     // The monitor's log writes fail: it counts consecutive failures and turns
     // degraded (or worse), with the cause in its status.
     let before = log_entries(&path)?;
-    wait_for("the monitor to report the full disk", async || {
-        let s = host.status("SystemHealthMonitor")?;
-        Ok((s.consecutive_failures >= 1
-            && s.last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("database or disk is full")))
-        .then_some(()))
-    })
+    wait_for_within(
+        PATIENCE,
+        "the monitor to report the full disk",
+        async || {
+            let s = host.status("SystemHealthMonitor")?;
+            Ok((s.consecutive_failures >= 1
+                && s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("database or disk is full")))
+            .then_some(()))
+        },
+    )
     .await?;
-    let health = within("health", host.service("SystemHealthMonitor").health()).await??;
+    let health = within_for(
+        PATIENCE,
+        "health",
+        host.service("SystemHealthMonitor").health(),
+    )
+    .await??;
     assert_ne!(health.report.status, HealthStatus::Healthy, "{health:?}");
 
     // Nothing crashed: the host runs, and the API answers.
@@ -193,14 +180,14 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
     let (status, body) = post(&client, &translate, params).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["text"], "bonjour monde");
-    wait_for("the monitor to write again", async || {
+    wait_for_within(PATIENCE, "the monitor to write again", async || {
         Ok((log_entries(&path)? > before).then_some(()))
     })
     .await?;
 
     host.shutdown();
-    within("the host to stop", host.wait()).await?;
-    within("the server to end", server.wait()).await??;
+    within_for(PATIENCE, "the host to stop", host.wait()).await?;
+    within_for(PATIENCE, "the server to end", server.wait()).await??;
     Ok(())
 }
 
@@ -224,7 +211,7 @@ async fn a_full_job_store_refuses_enqueue_with_503_and_stays_intact() -> anyhow:
         .service::<TranslationService>()
         .build()?
         .start();
-    within("startup", host.started()).await??;
+    within_for(PATIENCE, "startup", host.started()).await??;
     let options = koan_http::HttpOptions::default()
         .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let server = koan_http::serve(host.clone(), options).await?;
@@ -285,7 +272,7 @@ async fn a_full_job_store_refuses_enqueue_with_503_and_stays_intact() -> anyhow:
     assert_eq!(status, 202, "{body}");
 
     host.shutdown();
-    within("the host to stop", host.wait()).await?;
-    within("the server to end", server.wait()).await??;
+    within_for(PATIENCE, "the host to stop", host.wait()).await?;
+    within_for(PATIENCE, "the server to end", server.wait()).await??;
     Ok(())
 }

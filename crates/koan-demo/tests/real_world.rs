@@ -10,15 +10,11 @@
 //!   MessagingLifecycle turns not-ready when the server dies and ready again when it
 //!   comes back.
 
-#[path = "../../koan-nats/tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{NatsServer, TempDir, test_options, within};
 use futures_util::StreamExt;
 use koan::well_known::events::{flow, messaging, outbox};
 use koan::{
@@ -35,26 +31,11 @@ use koan_demo::services::probe::{
     DATABASE_TARGET, HealthProbeScheduler, PROBE_FAILED, ProbeBroadcast, ProbeResult,
 };
 use koan_demo::services::translation::TranslationService;
+use koan_test_support::nats::{NatsServer, test_options};
+use koan_test_support::{TempDir, wait_for, within};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-
-/// Polls `check` every 20 ms until it gives `Some`; fails naming `what` after the
-/// tests' patience.
-async fn wait_for<T>(
-    what: &str,
-    mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    within(what, async {
-        loop {
-            if let Some(v) = check().await? {
-                return Ok(v);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await?
-}
 
 /// The next event of `rx` that satisfies `pred`, within the tests' patience.
 async fn next_matching<E>(

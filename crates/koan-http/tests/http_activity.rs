@@ -2,10 +2,9 @@
 //! throughput per second and per hour, the instances of the cluster, and jobs found
 //! by the correlation id of their events.
 
-mod common;
-
-use common::{Api, call, error_message, loopback, within};
 use koan::{ActionContext, BackgroundService, BoxError, PeriodicService, ServiceContext};
+use koan_test_support::http::{Api, call, error_message, loopback};
+use koan_test_support::within;
 use reqwest::StatusCode;
 use serde_json::Value;
 

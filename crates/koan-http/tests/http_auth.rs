@@ -2,10 +2,9 @@
 //! (`Authorization: Bearer …`, or `?token=` for streams); reading routes, health and
 //! metrics stay open.
 
-mod common;
-
-use common::{Api, SseReader, call, error_message, loopback, within};
 use koan::{ActionContext, BackgroundService, BoxError, ServiceContext};
+use koan_test_support::http::{Api, SseReader, call, error_message, loopback};
+use koan_test_support::within;
 use reqwest::StatusCode;
 
 const TOKEN: &str = "s3cret-t0ken";

@@ -3,17 +3,16 @@
 //! values, unknown service/action/route/action id, disabled, body too large, busy,
 //! shutting down, timeout, handler failure; and `serve` refusing an open bind.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Api, call, error_message, loopback, within};
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions,
 };
 use koan_http::{HttpOptions, ServeError};
+use koan_test_support::http::{Api, call, error_message, loopback};
+use koan_test_support::within;
 use reqwest::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -459,10 +458,10 @@ async fn deadline_is_504() -> anyhow::Result<()> {
 async fn handler_error_is_500() -> anyhow::Result<()> {
     let api = start().await?;
     let (status, headers, body) =
-        common::send(api.post("/api/services/greeter/actions/fail")).await?;
+        koan_test_support::http::send(api.post("/api/services/greeter/actions/fail")).await?;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(
-        common::header(&headers, "content-type")
+        koan_test_support::http::header(&headers, "content-type")
             .unwrap_or_default()
             .starts_with("application/json")
     );

@@ -1,10 +1,9 @@
 //! Live events as Server-Sent Events over real HTTP: every service's stream, one
 //! service's stream, the `event` and `service` filters, and the errors of a stream.
 
-mod common;
-
-use common::{Api, SseReader, call, error_message, header, within};
 use koan::{ActionContext, BackgroundService, BoxError, ServiceContext};
+use koan_test_support::http::{Api, SseReader, call, error_message, header};
+use koan_test_support::within;
 use reqwest::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -203,7 +202,7 @@ async fn streams_are_capped() -> anyhow::Result<()> {
     let host = koan::testing::host().service::<Notifier>().build()?.start();
     let options = koan_http::HttpOptions {
         max_sse_connections: 1,
-        ..common::loopback()
+        ..koan_test_support::http::loopback()
     };
     let api = Api::serve(host, options).await?;
     let mut first = open(&api, "/api/events").await?;

@@ -1,48 +1,15 @@
 //! Request bodies cannot hold the server: the token is checked before a body is
 //! read, a body must arrive within the read deadline, and it must be JSON.
 
-mod common;
-
 use std::time::Duration;
 
-use common::raw::{exchange, head, read_answer};
-use common::{Api, PATIENCE, error_message, loopback, within};
-use koan::{ActionContext, BackgroundService, BoxError, ServiceContext};
 use koan_http::HttpOptions;
+use koan_test_support::http::{error_message, loopback, serve_echo};
+use koan_test_support::raw::{exchange, head, read_answer};
+use koan_test_support::{PATIENCE, within};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-
-#[koan::service(name = "Echo")]
-#[derive(Default)]
-struct EchoService;
-
-#[koan::actions]
-impl EchoService {
-    #[action("echo")]
-    async fn echo(
-        &self,
-        v: serde_json::Value,
-        _cx: &ActionContext,
-    ) -> Result<serde_json::Value, BoxError> {
-        Ok(v)
-    }
-}
-
-impl BackgroundService for EchoService {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-async fn start(options: HttpOptions) -> anyhow::Result<Api> {
-    let host = koan::testing::host()
-        .service::<EchoService>()
-        .build()?
-        .start();
-    Api::serve(host, options).await
-}
 
 /// The head of a POST announcing a JSON body of `length` bytes.
 fn slow_post(length: usize, extra: &[&str]) -> String {
@@ -94,7 +61,7 @@ async fn slow_bodies_without_the_token_do_not_keep_health_probes_out() -> anyhow
         max_connections: 64,
         ..loopback().with_token("s3cret")
     };
-    let api = start(options).await?;
+    let api = serve_echo(options).await?;
     let addr = api.server_addr();
     // Three times the cap of clients sending a 1,000-byte body one byte at a time.
     let mut slow = JoinSet::new();
@@ -131,7 +98,7 @@ async fn slow_bodies_without_the_token_do_not_keep_health_probes_out() -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_is_checked_before_the_body_is_read() -> anyhow::Result<()> {
-    let api = start(loopback().with_token("s3cret")).await?;
+    let api = serve_echo(loopback().with_token("s3cret")).await?;
     // The head announces a body that never comes.
     let mut c = TcpStream::connect(api.server_addr()).await?;
     c.write_all(slow_post(1000, &[]).as_bytes()).await?;
@@ -145,7 +112,7 @@ async fn the_token_is_checked_before_the_body_is_read() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stalls_is_cut_off_at_the_read_deadline() -> anyhow::Result<()> {
     // The default deadline (10 s): a body that stops halfway is answered 408.
-    let api = start(loopback()).await?;
+    let api = serve_echo(loopback()).await?;
     let mut c = TcpStream::connect(api.server_addr()).await?;
     c.write_all(slow_post(20, &[]).as_bytes()).await?;
     c.write_all(b"{\"a\":").await?;
@@ -166,7 +133,7 @@ async fn a_body_that_stalls_is_cut_off_at_the_read_deadline() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_declared_json_is_415() -> anyhow::Result<()> {
-    let api = start(loopback()).await?;
+    let api = serve_echo(loopback()).await?;
     for ct in [
         Some("text/plain"),
         Some("application/x-www-form-urlencoded"),
@@ -178,7 +145,7 @@ async fn a_body_that_is_not_declared_json_is_415() -> anyhow::Result<()> {
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
-        let (status, body) = common::call(req).await?;
+        let (status, body) = koan_test_support::http::call(req).await?;
         assert_eq!(status.as_u16(), 415, "{ct:?}: {body}");
         error_message(&body, "unsupported_media_type")?;
     }
@@ -192,11 +159,12 @@ async fn a_body_that_is_not_declared_json_is_415() -> anyhow::Result<()> {
             .post("/api/services/echo/actions/echo")
             .header("content-type", ct)
             .body("{\"a\":1}");
-        let (status, body) = common::call(req).await?;
+        let (status, body) = koan_test_support::http::call(req).await?;
         assert_eq!(status.as_u16(), 200, "{ct}: {body}");
         assert_eq!(body["result"]["a"], 1);
     }
-    let (status, body) = common::call(api.post("/api/services/echo/actions/echo")).await?;
+    let (status, body) =
+        koan_test_support::http::call(api.post("/api/services/echo/actions/echo")).await?;
     assert_eq!(status.as_u16(), 200, "{body}");
     api.stop().await
 }

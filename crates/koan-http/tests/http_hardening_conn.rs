@@ -2,36 +2,15 @@
 //! answers hyper writes itself (a malformed request, an oversized URI or head) carry
 //! the same JSON error body as every other error.
 
-mod common;
-
 use std::time::Duration;
 
-use common::raw::{RawAnswer, exchange, head, read_answer};
-use common::{Api, PATIENCE, error_message, loopback, within};
-use koan::{BackgroundService, BoxError, ServiceContext};
 use koan_http::HttpOptions;
+use koan_test_support::http::{Api, error_message, loopback, serve_idle};
+use koan_test_support::raw::{RawAnswer, exchange, head, read_answer};
+use koan_test_support::{PATIENCE, within};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-
-#[koan::service(name = "Idle")]
-#[derive(Default)]
-struct IdleService;
-
-impl BackgroundService for IdleService {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-async fn start(options: HttpOptions) -> anyhow::Result<Api> {
-    let host = koan::testing::host()
-        .service::<IdleService>()
-        .build()?
-        .start();
-    Api::serve(host, options).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_past_the_cap_is_answered_503_not_left_unanswered() -> anyhow::Result<()> {
@@ -39,7 +18,7 @@ async fn a_burst_past_the_cap_is_answered_503_not_left_unanswered() -> anyhow::R
         max_connections: 8,
         ..loopback()
     };
-    let api = start(options).await?;
+    let api = serve_idle(options).await?;
     let addr = api.server_addr();
     // Eight event streams hold every slot; their 200 proves they were taken in.
     let mut held = Vec::new();
@@ -97,7 +76,7 @@ async fn refused(api: &Api, request: &[u8], status: u16, kind: &str) -> anyhow::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_written_by_hyper_have_json_bodies() -> anyhow::Result<()> {
-    let api = start(loopback()).await?;
+    let api = serve_idle(loopback()).await?;
     refused(&api, b"NOT HTTP AT ALL\r\n\r\n", 400, "bad_request").await?;
     refused(
         &api,

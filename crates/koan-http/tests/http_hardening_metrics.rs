@@ -3,39 +3,14 @@
 //! `<unknown>`), and events dropped for a slow event-stream client are counted in
 //! `koan_sse_dropped_total`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::raw::head;
-use common::{Api, call, loopback, within};
-use koan::{ActionContext, BackgroundService, BoxError, ServiceContext};
+use koan_test_support::http::{Api, EchoService, call, loopback};
+use koan_test_support::raw::head;
+use koan_test_support::within;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-#[koan::service(name = "Echo")]
-#[derive(Default)]
-struct EchoService;
-
-#[koan::actions]
-impl EchoService {
-    #[action("echo")]
-    async fn echo(
-        &self,
-        v: serde_json::Value,
-        _cx: &ActionContext,
-    ) -> Result<serde_json::Value, BoxError> {
-        Ok(v)
-    }
-}
-
-impl BackgroundService for EchoService {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
 
 async fn start() -> anyhow::Result<Api> {
     koan_http::install_metrics();

@@ -2,44 +2,12 @@
 //! rebound `Host` names are refused; the dashboard is sent with a CSP and
 //! anti-framing headers; a CORS wildcard is a configuration error, not a panic.
 
-mod common;
-
-use common::raw::{exchange, head};
-use common::{Api, PATIENCE, error_message, header, loopback};
-use koan::{ActionContext, BackgroundService, BoxError, ServiceContext, config::Config};
+use koan::config::Config;
 use koan_http::HttpOptions;
+use koan_test_support::PATIENCE;
+use koan_test_support::http::{Api, EchoService, error_message, header, loopback, serve_echo};
+use koan_test_support::raw::{exchange, head};
 use reqwest::StatusCode;
-
-#[koan::service(name = "Echo")]
-#[derive(Default)]
-struct EchoService;
-
-#[koan::actions]
-impl EchoService {
-    #[action("echo")]
-    async fn echo(
-        &self,
-        v: serde_json::Value,
-        _cx: &ActionContext,
-    ) -> Result<serde_json::Value, BoxError> {
-        Ok(v)
-    }
-}
-
-impl BackgroundService for EchoService {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-async fn start(options: HttpOptions) -> anyhow::Result<Api> {
-    let host = koan::testing::host()
-        .service::<EchoService>()
-        .build()?
-        .start();
-    Api::serve(host, options).await
-}
 
 const ACT: &str = "/api/services/echo/actions/echo";
 
@@ -57,7 +25,7 @@ async fn post_raw(api: &Api, lines: &[&str]) -> anyhow::Result<(u16, serde_json:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_cross_site_post_does_not_run_the_action() -> anyhow::Result<()> {
-    let api = start(loopback()).await?;
+    let api = serve_echo(loopback()).await?;
     // The finding: a form-like POST from a rebinding page.
     let (status, body) = post_raw(
         &api,
@@ -108,7 +76,7 @@ async fn a_forged_cross_site_post_does_not_run_the_action() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebound_host_cannot_read_the_api_but_a_link_opens_the_dashboard() -> anyhow::Result<()> {
-    let api = start(loopback()).await?;
+    let api = serve_echo(loopback()).await?;
     let addr = api.server_addr();
     let req = format!(
         "GET /api/services HTTP/1.1\r\nHost: attacker.example:{}\r\nConnection: close\r\n\r\n",
@@ -146,7 +114,7 @@ async fn a_rebound_host_cannot_read_the_api_but_a_link_opens_the_dashboard() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_other_names_and_origins_are_served() -> anyhow::Result<()> {
-    let api = start(loopback().with_token("s3cret")).await?;
+    let api = serve_echo(loopback().with_token("s3cret")).await?;
     let (status, body) = post_raw(
         &api,
         &[
@@ -167,7 +135,7 @@ async fn an_origin_listed_for_cors_may_call_without_a_token() -> anyhow::Result<
         cors_origins: vec!["https://ops.example.com".into()],
         ..loopback()
     };
-    let api = start(options).await?;
+    let api = serve_echo(options).await?;
     let (status, body) = post_raw(
         &api,
         &[
@@ -184,8 +152,8 @@ async fn an_origin_listed_for_cors_may_call_without_a_token() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_sent_with_a_csp_and_cannot_be_framed() -> anyhow::Result<()> {
-    let api = start(loopback()).await?;
-    let resp = common::within("the dashboard", api.get("/").send()).await??;
+    let api = serve_echo(loopback()).await?;
+    let resp = koan_test_support::within("the dashboard", api.get("/").send()).await??;
     assert_eq!(resp.status(), StatusCode::OK);
     let h = resp.headers().clone();
     let csp = header(&h, "content-security-policy")
@@ -209,7 +177,7 @@ async fn the_dashboard_is_sent_with_a_csp_and_cannot_be_framed() -> anyhow::Resu
         ("/assets/core.js", "text/javascript; charset=utf-8"),
         ("/assets/dashboard.css", "text/css; charset=utf-8"),
     ] {
-        let resp = common::within(path, api.get(path).send()).await??;
+        let resp = koan_test_support::within(path, api.get(path).send()).await??;
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         assert_eq!(header(resp.headers(), "content-type"), Some(ty), "{path}");
         assert_eq!(
@@ -218,7 +186,8 @@ async fn the_dashboard_is_sent_with_a_csp_and_cannot_be_framed() -> anyhow::Resu
         );
         assert!(header(resp.headers(), "content-security-policy").is_some());
     }
-    let resp = common::within("an unknown asset", api.get("/assets/..%2Fsecret").send()).await??;
+    let resp = koan_test_support::within("an unknown asset", api.get("/assets/..%2Fsecret").send())
+        .await??;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     api.stop().await
 }
@@ -244,13 +213,13 @@ async fn a_cors_wildcard_is_a_configuration_error_not_a_panic() -> anyhow::Resul
         .service::<EchoService>()
         .build()?
         .start();
-    common::within("startup", host.started()).await??;
+    koan_test_support::within("startup", host.started()).await??;
     let options = HttpOptions {
         cors_origins: vec!["*".into()],
         ..loopback()
     };
     let served = tokio::spawn(koan_http::serve(host.clone(), options));
-    match common::within("serve", served).await? {
+    match koan_test_support::within("serve", served).await? {
         Ok(Err(e)) => assert!(e.to_string().contains("cors_origins"), "{e}"),
         Ok(Ok(s)) => anyhow::bail!("served on {} with a wildcard origin", s.local_addr()),
         Err(join) => anyhow::bail!("serving panicked: {join}"),
@@ -264,6 +233,6 @@ async fn a_cors_wildcard_is_a_configuration_error_not_a_panic() -> anyhow::Resul
         },
     );
     host.shutdown();
-    common::within("the host to stop", host.wait()).await?;
+    koan_test_support::within("the host to stop", host.wait()).await?;
     Ok(())
 }

@@ -2,10 +2,8 @@
 //! `application/health+json` format: pass → 200, warn (degraded) → 200, fail (a
 //! critical service unhealthy) → 503.
 
-mod common;
-
-use common::{Api, header, send};
 use koan::{BackgroundService, BoxError, ServiceContext, health::HealthReport};
+use koan_test_support::http::{Api, header, send};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -134,7 +132,7 @@ async fn critical_unhealthy_fails_with_503() -> anyhow::Result<()> {
     assert_eq!(body["description"], "cannot reach the database");
     assert_eq!(body["error"], "connection refused");
 
-    let (status, body) = common::call(api.get("/api/services")).await?;
+    let (status, body) = koan_test_support::http::call(api.get("/api/services")).await?;
     assert_eq!(status, StatusCode::OK);
     let row = body
         .as_array()

@@ -1,10 +1,8 @@
 //! Errors axum makes itself (a wrong method, a path that does not decode) are JSON
 //! too, and a timeout longer than allowed is a 400, not a panic.
 
-mod common;
-
-use common::{Api, call, error_message};
 use koan::{BackgroundService, BoxError, ServiceContext};
+use koan_test_support::http::{Api, call, error_message};
 use reqwest::StatusCode;
 
 #[koan::service(every = "1h")]

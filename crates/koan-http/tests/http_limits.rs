@@ -2,35 +2,15 @@
 //! header-read timeout, the connection cap, hyper's header limits, and the token kept
 //! out of `Debug`. (A burst past the cap: `http_hardening_conn.rs`.)
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Api, call, loopback, within};
-use koan::{BackgroundService, BoxError, ServiceContext, config::Config};
+use koan::config::Config;
 use koan_http::HttpOptions;
+use koan_test_support::http::{call, loopback, serve_idle};
+use koan_test_support::within;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-#[koan::service(name = "Idle")]
-#[derive(Default)]
-struct IdleService;
-
-impl BackgroundService for IdleService {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-async fn start(options: HttpOptions) -> anyhow::Result<Api> {
-    let host = koan::testing::host()
-        .service::<IdleService>()
-        .build()?
-        .start();
-    Api::serve(host, options).await
-}
 
 /// Reads until the server closes the connection; returns what it sent.
 async fn read_until_closed(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
@@ -50,7 +30,7 @@ async fn a_connection_that_sends_nothing_is_closed_without_an_answer() -> anyhow
         header_read_timeout: Some(Duration::from_millis(200)),
         ..loopback()
     };
-    let api = start(options).await?;
+    let api = serve_idle(options).await?;
     let mut silent = TcpStream::connect(api.server_addr()).await?;
     let got = read_until_closed(&mut silent).await?;
     // hyper closes a connection that never started a request without writing.
@@ -64,7 +44,7 @@ async fn a_client_sending_its_headers_byte_by_byte_is_cut_off() -> anyhow::Resul
         header_read_timeout: Some(Duration::from_millis(300)),
         ..loopback()
     };
-    let api = start(options).await?;
+    let api = serve_idle(options).await?;
     let stream = TcpStream::connect(api.server_addr()).await?;
     let (mut rd, mut wr) = stream.into_split();
     // A request head that never ends, one byte at a time.
@@ -103,7 +83,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() -> anyhow::
         header_read_timeout: Some(Duration::from_millis(200)),
         ..loopback()
     };
-    let api = start(options).await?;
+    let api = serve_idle(options).await?;
     let mut conn = TcpStream::connect(api.server_addr()).await?;
     conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await?;
@@ -122,7 +102,7 @@ async fn idle_connections_filling_the_cap_time_out_and_new_clients_get_in() -> a
         max_connections: 4,
         ..loopback()
     };
-    let api = start(options).await?;
+    let api = serve_idle(options).await?;
     let addr = api.server_addr();
     // Twice the cap of silent connections.
     let mut silent = Vec::new();
@@ -150,7 +130,7 @@ async fn idle_connections_filling_the_cap_time_out_and_new_clients_get_in() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_request_head_is_431() -> anyhow::Result<()> {
-    let api = start(loopback()).await?;
+    let api = serve_idle(loopback()).await?;
     // One header larger than hyper's read buffer (~400 KiB).
     let big = "a".repeat(512 * 1024);
     let mut c = TcpStream::connect(api.server_addr()).await?;
@@ -231,13 +211,13 @@ fn limits_are_read_from_configuration() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correlation_id_with_control_characters_is_400() -> anyhow::Result<()> {
-    let api = start(loopback()).await?;
+    let api = serve_idle(loopback()).await?;
     let (status, body) = call(
         api.post("/api/services/idle/trigger")
             .header("X-Correlation-Id", "a\tb"),
     )
     .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    common::error_message(&body, "invalid_parameters")?;
+    koan_test_support::http::error_message(&body, "invalid_parameters")?;
     api.stop().await
 }

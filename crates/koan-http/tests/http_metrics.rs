@@ -1,10 +1,9 @@
 //! `/metrics`: the action counters of the `metrics` facade (once the Prometheus
 //! recorder is installed) and the per-service status gauges.
 
-mod common;
-
-use common::{Api, call, header, within};
 use koan::{ActionContext, BackgroundService, BoxError, PeriodicService, ServiceContext};
+use koan_test_support::http::{Api, call, header};
+use koan_test_support::within;
 use reqwest::StatusCode;
 
 #[koan::service(name = "Counter")]

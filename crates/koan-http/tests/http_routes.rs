@@ -2,118 +2,20 @@
 //! services, status and health, running actions (waiting or not, with priority,
 //! timeout and correlation id), the seed's periodic routes, OpenAPI and the dashboard.
 
-mod common;
-
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use common::{Api, call, header, send, within};
-use koan::{
-    ActionContext, BackgroundService, BoxError, PeriodicService, ServiceContext,
-    service::BatchRequest, status::ServiceState,
-};
+use koan::{BackgroundService, BoxError, ServiceContext, service::BatchRequest};
+use koan_test_support::http::{Api, call, header, loopback, send, serve_greeter_and_cleanup};
+use koan_test_support::services::Seen;
+use koan_test_support::within;
 use reqwest::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-struct GreetParams {
-    name: String,
-    times: u32,
-}
-
-#[koan::service(description = "Says hello")]
-#[derive(Default)]
-struct Greeter;
-
-#[koan::actions]
-impl Greeter {
-    #[action("greet", description = "Greets someone")]
-    async fn greet(&self, p: GreetParams, _cx: &ActionContext) -> Result<String, BoxError> {
-        Ok(vec![format!("Hello {}!", p.name); p.times as usize].join(" "))
-    }
-
-    #[action("whoami")]
-    async fn whoami(&self, _p: (), cx: &ActionContext) -> Result<Value, BoxError> {
-        Ok(json!({
-            "service": cx.service(),
-            "action": cx.action(),
-            "priority": cx.priority(),
-            "correlation_id": cx.correlation_id(),
-            "has_deadline": cx.remaining().is_some(),
-            "enqueued": cx.id().is_some(),
-        }))
-    }
-}
-
-impl BackgroundService for Greeter {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-/// What the periodic service saw.
-#[derive(Default)]
-struct Seen {
-    ticks: AtomicU32,
-    queue_checks: AtomicU32,
-    batches: Mutex<Vec<BatchRequest>>,
-}
-
-#[koan::service(every = "1h", name = "Cleanup")]
-#[derive(Default)]
-struct DataCleanupService {
-    seen: Arc<Seen>,
-}
-
-impl PeriodicService for DataCleanupService {
-    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        self.seen.ticks.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn check_queue(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        self.seen.queue_checks.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn process_batch(
-        &self,
-        batch: BatchRequest,
-        _cx: ServiceContext,
-    ) -> Result<(), BoxError> {
-        self.seen
-            .batches
-            .lock()
-            .map_err(|_| "poisoned")?
-            .push(batch);
-        Ok(())
-    }
-}
-
 async fn start() -> anyhow::Result<(Api, Arc<Seen>)> {
-    let seen = Arc::new(Seen::default());
-    let host = koan::testing::host()
-        .service::<Greeter>()
-        .instance(DataCleanupService {
-            seen: Arc::clone(&seen),
-        })
-        .build()?
-        .start();
-    let api = Api::open(host).await?;
-    within(
-        "Greeter running",
-        koan::testing::wait_state(&api.host, "Greeter", ServiceState::Running),
-    )
-    .await?;
-    within(
-        "Cleanup idle",
-        koan::testing::wait_state(&api.host, "Cleanup", ServiceState::Idle),
-    )
-    .await?;
-    Ok((api, seen))
+    serve_greeter_and_cleanup(loopback()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,11 +238,7 @@ async fn seed_routes_with_wait_reach_the_periodic_service() -> anyhow::Result<()
     )
     .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let batches = seen
-        .batches
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
+    let batches = seen.batches();
     assert_eq!(
         batches,
         [BatchRequest::new(
@@ -352,11 +250,7 @@ async fn seed_routes_with_wait_reach_the_periodic_service() -> anyhow::Result<()
     // Without a body, the default batch.
     let (status, body) = call(api.post("/api/services/cleanup/process-batch?wait=true")).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let batches = seen
-        .batches
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
+    let batches = seen.batches();
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[1], BatchRequest::default());
 
@@ -367,7 +261,7 @@ async fn seed_routes_with_wait_reach_the_periodic_service() -> anyhow::Result<()
     )
     .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let message = common::error_message(&body, "invalid_parameters")?;
+    let message = koan_test_support::http::error_message(&body, "invalid_parameters")?;
     assert!(message.contains("colour"), "{message}");
 
     // The status counts the four runs.
@@ -382,11 +276,7 @@ async fn seed_routes_with_wait_reach_the_periodic_service() -> anyhow::Result<()
     )
     .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let batches = seen
-        .batches
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
+    let batches = seen.batches();
     assert_eq!(batches.len(), 3);
     assert_eq!(batches[2], BatchRequest::new(Some(5), None));
     api.stop().await
@@ -438,7 +328,7 @@ async fn openapi_describes_each_declared_action() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_dashboard() -> anyhow::Result<()> {
     let (api, _) = start().await?;
-    let resp = common::within("the dashboard", api.get("/").send()).await??;
+    let resp = koan_test_support::within("the dashboard", api.get("/").send()).await??;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
         header(resp.headers(), "content-type")
@@ -557,7 +447,7 @@ async fn seed_routes_answer_at_once_with_the_seeds_message_and_reach_declared_ac
     // … and says what to do when there is none.
     let (status, body) = call(api.post("/api/services/Plain/trigger")).await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let message = common::error_message(&body, "unknown_action")?;
+    let message = koan_test_support::http::error_message(&body, "unknown_action")?;
     assert!(message.contains("declare an action `trigger`"), "{message}");
     api.stop().await
 }

@@ -4,10 +4,9 @@
 //! taking `null`, and a body that is not `null` is refused — the document and the
 //! server agree.
 
-mod common;
-
-use common::{Api, call, within};
 use koan::{ActionContext, BackgroundService, BoxError, ServiceContext, status::ServiceState};
+use koan_test_support::http::{Api, call};
+use koan_test_support::within;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -2,11 +2,9 @@
 //! router declares (read from its source) is described, and every described generic
 //! path is a route.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Api, call};
+use koan_test_support::http::{Api, call};
 use reqwest::StatusCode;
 
 /// The paths of `.route("…", …)` in the route table's source.

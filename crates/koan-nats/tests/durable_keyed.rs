@@ -4,20 +4,18 @@
 //! outcome recorded, so it is not run again. A delay, which the durable queue
 //! cannot keep, is refused instead of run at once.
 
-mod common;
-
 use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use common::{NatsServer, eventually, test_options, within};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions, error::ErrorKind,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions, error::ErrorKind,
 };
-use koan_nats::{NatsOptions, NatsTransport, Node};
+use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::{eventually, within};
 
 struct Mailer {
     sent: Arc<AtomicU32>,
@@ -48,18 +46,6 @@ impl BackgroundService for Mailer {
     }
 }
 
-async fn join(opts: NatsOptions, mailer: Option<Mailer>) -> anyhow::Result<(HostHandle, Node)> {
-    let nats = within("connect", NatsTransport::connect(opts)).await??;
-    let mut b = koan::Host::builder().transport(nats.clone().into_transport());
-    if let Some(m) = mailer {
-        b = b.instance(m);
-    }
-    let host = b.build()?.start();
-    within("startup", host.started()).await??;
-    let node = within("attach", nats.attach(&host)).await??;
-    Ok((host, node))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() -> anyhow::Result<()>
 {
@@ -81,8 +67,9 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
     let worker = Mailer {
         sent: Arc::clone(&sent),
     };
-    let (_w, _nw) = join(opts.clone(), Some(worker)).await?;
-    let (client, _nc) = join(opts, None).await?;
+    let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
+    let member = Member::join(opts, |b| b).await?;
+    let client = &member.host;
     let send = || {
         client
             .service("Mailer")
@@ -138,8 +125,9 @@ async fn a_delay_for_a_service_in_another_process_is_refused_not_run_at_once() -
     let worker = Mailer {
         sent: Arc::clone(&sent),
     };
-    let (_w, _nw) = join(opts.clone(), Some(worker)).await?;
-    let (client, _nc) = join(opts, None).await?;
+    let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
+    let member = Member::join(opts, |b| b).await?;
+    let client = &member.host;
     eventually("the mailer to be announced", || async {
         client.instances().await.is_ok_and(|l| {
             l.iter()

@@ -4,19 +4,17 @@
 //! instance; its run is cancelled, though its progress acks were written to the
 //! socket without error.
 
-mod common;
-
 use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{NatsServer, eventually, test_options, within};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions,
 };
-use koan_nats::{NatsOptions, NatsTransport, Node};
+use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::{eventually, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -132,18 +130,6 @@ impl BackgroundService for Holder {
     }
 }
 
-async fn join(opts: NatsOptions, holder: Option<Holder>) -> anyhow::Result<(HostHandle, Node)> {
-    let nats = within("connect", NatsTransport::connect(opts)).await??;
-    let mut b = koan::Host::builder().transport(nats.clone().into_transport());
-    if let Some(h) = holder {
-        b = b.instance(h);
-    }
-    let host = b.build()?.start();
-    within("startup", host.started()).await??;
-    let node = within("attach", nats.attach(&host)).await??;
-    Ok((host, node))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -162,8 +148,9 @@ async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Re
         started: Arc::clone(&started),
         fenced: Arc::clone(&fenced),
     };
-    let (_w1, _n1) = join(options(&proxy.url), Some(cut_off)).await?;
-    let (client, _nc) = join(options(&server.url()), None).await?;
+    let _w1 = Member::join(options(&proxy.url), |b| b.instance(cut_off)).await?;
+    let member = Member::join(options(&server.url()), |b| b).await?;
+    let client = &member.host;
     eventually("the worker to be announced", || async {
         client.instances().await.is_ok_and(|l| {
             l.iter()
@@ -190,7 +177,7 @@ async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Re
         started: Arc::clone(&started),
         fenced: Arc::new(AtomicBool::new(false)),
     };
-    let (_w2, _n2) = join(options(&server.url()), Some(second)).await?;
+    let _w2 = Member::join(options(&server.url()), |b| b.instance(second)).await?;
     within("the job to complete on the second worker", ticket.outcome()).await??;
     assert_eq!(started.load(Ordering::SeqCst), 2);
 
@@ -219,8 +206,9 @@ async fn a_job_longer_than_ack_wait_keeps_its_claim() -> anyhow::Result<()> {
         started: Arc::clone(&started),
         fenced: Arc::clone(&fenced),
     };
-    let (_w, _nw) = join(opts.clone(), Some(worker)).await?;
-    let (client, _nc) = join(opts, None).await?;
+    let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
+    let member = Member::join(opts, |b| b).await?;
+    let client = &member.host;
     eventually("the worker to be announced", || async {
         client.instances().await.is_ok_and(|l| {
             l.iter()

@@ -2,17 +2,16 @@
 //! service stops are not dead-lettered nor answered `ShuttingDown` — they wait in the
 //! stream and the next instance does them.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{NatsServer, test_options, within};
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions,
 };
 use koan_nats::NatsTransport;
+use koan_test_support::nats::{NatsServer, test_options};
+use koan_test_support::within;
 
 #[derive(Default)]
 struct Worker;

@@ -2,21 +2,19 @@
 //! de-duplication by id, dead letters after `max_deliver` attempts, and a NATS server
 //! restarted while jobs are pending.
 
-mod common;
-
 use koan::transport::HostLink as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{NatsServer, eventually, test_options, within};
 use futures_util::StreamExt;
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions, error::ErrorKind, transport::RemoteCall, transport::Transport,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions, error::ErrorKind, transport::RemoteCall, transport::Transport,
 };
-use koan_nats::{NatsOptions, NatsTransport, Node};
+use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::{eventually, within};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -129,43 +127,6 @@ impl Service for Archiver {
 impl BackgroundService for Archiver {
     async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
         cx.cancelled().await;
-        Ok(())
-    }
-}
-
-struct Member {
-    host: HostHandle,
-    nats: NatsTransport,
-    node: Option<Node>,
-}
-
-impl Member {
-    async fn join(
-        opts: NatsOptions,
-        build: impl FnOnce(koan::host::HostBuilder) -> koan::host::HostBuilder,
-    ) -> anyhow::Result<Member> {
-        let nats = within("connect", NatsTransport::connect(opts)).await??;
-        let b = koan::Host::builder()
-            .shutdown_grace(Duration::from_secs(5))
-            .transport(nats.clone().into_transport());
-        let host = build(b).build()?.start();
-        within("startup", host.started()).await??;
-        let node = within("attach", nats.attach(&host)).await??;
-        Ok(Member {
-            host,
-            nats,
-            node: Some(node),
-        })
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(node) = self.node.take() {
-            within("detach", node.detach()).await?;
-        }
-        self.host.shutdown();
-        within("the host to stop", self.host.wait())
-            .await?
-            .into_result()?;
         Ok(())
     }
 }

@@ -2,19 +2,17 @@
 //! process, each with its own NATS connection (as separate processes look to NATS),
 //! against a real `nats-server`.
 
-mod common;
-
 use koan::transport::HostLink as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{NatsServer, eventually, test_options, within};
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions, error::ErrorKind,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions, error::ErrorKind,
 };
-use koan_nats::{NatsTransport, Node};
+use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::{eventually, within};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -134,47 +132,13 @@ impl BackgroundService for Svc {
     }
 }
 
-/// One member of the cluster: a host, its connection, its node.
-struct Member {
-    host: HostHandle,
-    nats: NatsTransport,
-    node: Option<Node>,
-}
-
-impl Member {
-    /// A host running `svc` (or nothing), attached to the cluster at `url`.
-    async fn join(url: &str, svc: Option<Svc>) -> anyhow::Result<Member> {
-        let nats = within("connect", NatsTransport::connect(test_options(url))).await??;
-        let mut b = koan::Host::builder()
-            .shutdown_grace(Duration::from_secs(5))
-            .transport(nats.clone().into_transport());
-        if let Some(svc) = svc {
-            b = b.instance(svc);
-        }
-        let host = b.build()?.start();
-        within("startup", host.started()).await??;
-        let node = within("attach", nats.attach(&host)).await??;
-        Ok(Member {
-            host,
-            nats,
-            node: Some(node),
-        })
-    }
-
-    fn id(&self) -> String {
-        self.nats.host_id().to_owned()
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(node) = self.node.take() {
-            within("detach", node.detach()).await?;
-        }
-        self.host.shutdown();
-        within("the host to stop", self.host.wait())
-            .await?
-            .into_result()?;
-        Ok(())
-    }
+/// A member running `svc` (or nothing), attached to the cluster at `url`.
+async fn join(url: &str, svc: Option<Svc>) -> anyhow::Result<Member> {
+    Member::join(test_options(url), |b| match svc {
+        Some(svc) => b.instance(svc),
+        None => b,
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,9 +146,9 @@ async fn remote_execute_by_type_and_by_name_carries_priority_timeout_and_correla
 -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (svc, handled) = Svc::new("A");
-    let a = Member::join(&server.url(), Some(svc)).await?;
+    let a = join(&server.url(), Some(svc)).await?;
     // B knows the type but does not run it.
-    let b = Member::join(&server.url(), None).await?;
+    let b = join(&server.url(), None).await?;
     assert!(!b.host.hosts("Svc"));
 
     let by_type = within(
@@ -258,8 +222,8 @@ async fn remote_execute_by_type_and_by_name_carries_priority_timeout_and_correla
 async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (svc, handled) = Svc::new("A");
-    let a = Member::join(&server.url(), Some(svc)).await?;
-    let b = Member::join(&server.url(), None).await?;
+    let a = join(&server.url(), Some(svc)).await?;
+    let b = join(&server.url(), None).await?;
 
     let e = within(
         "invalid parameters",
@@ -337,10 +301,10 @@ async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let b = Member::join(&server.url(), None).await?;
+    let b = join(&server.url(), None).await?;
 
     // Well below the default request timeout (10 s in these tests): no hang.
-    let e = common::within_for(
+    let e = koan_test_support::within_for(
         Duration::from_secs(5),
         "the answer for a service nobody runs",
         b.host
@@ -352,7 +316,7 @@ async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
     .expect_err("nobody runs Ghost");
     assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
 
-    let e = common::within_for(
+    let e = koan_test_support::within_for(
         Duration::from_secs(5),
         "the answer by type",
         b.host
@@ -364,7 +328,7 @@ async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
     .expect_err("nobody runs Svc");
     assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
 
-    let e = common::within_for(
+    let e = koan_test_support::within_for(
         Duration::from_secs(5),
         "the status of a service nobody runs",
         b.host.service("Ghost").status(),
@@ -382,9 +346,9 @@ async fn two_instances_share_the_load() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (svc1, handled1) = Svc::new("A1");
     let (svc2, handled2) = Svc::new("A2");
-    let a1 = Member::join(&server.url(), Some(svc1)).await?;
-    let a2 = Member::join(&server.url(), Some(svc2)).await?;
-    let b = Member::join(&server.url(), None).await?;
+    let a1 = join(&server.url(), Some(svc1)).await?;
+    let a2 = join(&server.url(), Some(svc2)).await?;
+    let b = join(&server.url(), None).await?;
 
     let calls = (0..40).map(|i| {
         let svc = b.host.services::<Svc>();
@@ -425,9 +389,9 @@ async fn status_health_info_and_instances_reach_across_hosts() -> anyhow::Result
     let server = NatsServer::start()?;
     let (svc1, _) = Svc::new("A1");
     let (svc2, _) = Svc::new("A2");
-    let a1 = Member::join(&server.url(), Some(svc1)).await?;
-    let a2 = Member::join(&server.url(), Some(svc2)).await?;
-    let b = Member::join(&server.url(), None).await?;
+    let a1 = join(&server.url(), Some(svc1)).await?;
+    let a2 = join(&server.url(), Some(svc2)).await?;
+    let b = join(&server.url(), None).await?;
 
     let status = within("remote status", b.host.service("Svc").status()).await??;
     assert_eq!(status.name, "Svc");
@@ -483,9 +447,9 @@ async fn events_cross_hosts_in_order_with_their_correlation_id() -> anyhow::Resu
     let server = NatsServer::start()?;
     let (svc1, _) = Svc::new("A1");
     let (svc2, _) = Svc::new("A2");
-    let a1 = Member::join(&server.url(), Some(svc1)).await?;
-    let a2 = Member::join(&server.url(), Some(svc2)).await?;
-    let b = Member::join(&server.url(), None).await?;
+    let a1 = join(&server.url(), Some(svc1)).await?;
+    let a2 = join(&server.url(), Some(svc2)).await?;
+    let b = join(&server.url(), None).await?;
 
     type Got = Arc<Mutex<Vec<(Option<String>, Tick)>>>;
     let got: Got = Arc::default();

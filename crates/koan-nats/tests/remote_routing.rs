@@ -2,19 +2,18 @@
 //! and a call in flight to an instance that dies fails as soon as the instance has
 //! left the registry, instead of waiting for its timeout.
 
-mod common;
-
 use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{NatsServer, eventually, test_options, within};
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
     ServiceContext, ServiceOptions, error::ErrorKind,
 };
 use koan_nats::{NatsTransport, Node};
+use koan_test_support::nats::{NatsServer, test_options};
+use koan_test_support::{eventually, within};
 
 /// `work` takes `delay` and counts its calls; one at a time.
 struct Worker {

@@ -2,73 +2,20 @@
 //! ticks run on one host at a time, and another host takes over when the holder of
 //! the lease dies.
 
-mod common;
+use std::time::Duration;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use common::{NatsServer, test_options, within, within_for};
-use koan::{
-    BoxError, HostHandle, PeriodicService, ServiceContext, service::BuildContext,
-    service::FromContext,
-};
+use koan::HostHandle;
 use koan_nats::{NatsTransport, Node};
+use koan_test_support::nats::{NatsServer, test_options};
+use koan_test_support::ticks::{Label, TickLog, TickRecord};
+use koan_test_support::{within, within_for};
 
-/// Which host ran a tick, and in which wall-clock second.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct TickRecord {
-    host: String,
-    second: u64,
-}
-
-/// The ticks of every host, shared by the test (a host resource).
-#[derive(Debug, Clone, Default)]
-struct TickLog(Arc<Mutex<Vec<TickRecord>>>);
-
-impl TickLog {
-    fn all(&self) -> Vec<TickRecord> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().map(|v| v.len()).unwrap_or(0)
-    }
-}
-
-/// This host's name (a host resource).
-#[derive(Debug)]
-struct Label(String);
-
-#[koan::service(
+koan_test_support::recording_service!(
+    Ticker,
     singleton,
     every = "1s",
     description = "Runs on one host of the cluster"
-)]
-#[derive(Debug)]
-struct Ticker {
-    host: String,
-    log: TickLog,
-}
-
-impl FromContext for Ticker {
-    fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
-        Ok(Ticker {
-            host: cx.resource::<Label>()?.0.clone(),
-            log: cx.resource::<TickLog>()?.as_ref().clone(),
-        })
-    }
-}
-
-impl PeriodicService for Ticker {
-    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        let second = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        self.log.0.lock().map_err(|_| "poisoned")?.push(TickRecord {
-            host: self.host.clone(),
-            second,
-        });
-        Ok(())
-    }
-}
+);
 
 struct Member {
     label: String,
@@ -77,21 +24,16 @@ struct Member {
 }
 
 async fn join(url: &str, label: &str, log: &TickLog) -> anyhow::Result<Member> {
-    let nats = within("connect", NatsTransport::connect(test_options(url))).await??;
-    let host = koan::Host::builder()
-        .shutdown_grace(Duration::from_secs(5))
-        .resource(Label(label.to_owned()))
-        .resource(log.clone())
-        .service::<Ticker>()
-        .transport(nats.clone().into_transport())
-        .build()?
-        .start();
-    within("startup", host.started()).await??;
-    let node = within("attach", nats.attach(&host)).await??;
+    let m = koan_test_support::nats::Member::join(test_options(url), |b| {
+        b.resource(Label(label.to_owned()))
+            .resource(log.clone())
+            .service::<Ticker>()
+    })
+    .await?;
     Ok(Member {
         label: label.to_owned(),
-        host,
-        node: Some(node),
+        host: m.host,
+        node: m.node,
     })
 }
 
@@ -111,15 +53,6 @@ fn assert_one_host_per_period(ticks: &[TickRecord]) {
     }
 }
 
-async fn wait_ticks(log: &TickLog, n: usize) -> anyhow::Result<()> {
-    within(&format!("{n} ticks"), async {
-        while log.len() < n {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_host_runs_the_singleton_and_another_takes_over_when_it_dies() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -132,7 +65,7 @@ async fn one_host_runs_the_singleton_and_another_takes_over_when_it_dies() -> an
     assert!(info.singleton);
 
     // About five periods: one host runs every tick.
-    wait_ticks(&log, 5).await?;
+    log.wait_len(5).await?;
     let ticks = log.all();
     assert_one_host_per_period(&ticks);
     let leader = ticks[0].host.clone();
@@ -174,7 +107,7 @@ async fn one_host_runs_the_singleton_and_another_takes_over_when_it_dies() -> an
         .position(|t| t.host != leader)
         .map(|p| p + at_death)
         .expect("a tick of the new leader");
-    wait_ticks(&log, first_new + 3).await?;
+    log.wait_len(first_new + 3).await?;
     let ticks = log.all();
     assert_one_host_per_period(&ticks);
     let successor = ticks[first_new].host.clone();
@@ -201,33 +134,14 @@ async fn one_host_runs_the_singleton_and_another_takes_over_when_it_dies() -> an
     Ok(())
 }
 
-/// A singleton that also runs at startup.
-#[koan::service(singleton, every = "1s", run_on_startup, name = "Eager")]
-#[derive(Debug)]
-struct EagerTicker {
-    host: String,
-    log: TickLog,
-}
-
-impl FromContext for EagerTicker {
-    fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
-        Ok(EagerTicker {
-            host: cx.resource::<Label>()?.0.clone(),
-            log: cx.resource::<TickLog>()?.as_ref().clone(),
-        })
-    }
-}
-
-impl PeriodicService for EagerTicker {
-    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        let second = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        self.log.0.lock().map_err(|_| "poisoned")?.push(TickRecord {
-            host: self.host.clone(),
-            second,
-        });
-        Ok(())
-    }
-}
+koan_test_support::recording_service!(
+    /// A singleton that also runs at startup.
+    EagerTicker,
+    singleton,
+    every = "1s",
+    run_on_startup,
+    name = "Eager"
+);
 
 /// A started host running `EagerTicker`, not yet attached.
 async fn eager_host(
@@ -261,17 +175,17 @@ async fn a_singleton_runs_only_under_a_lease_and_stops_when_its_node_is_dropped(
     // h1 leads.
     let (n1, h1) = eager_host(&server.url(), "h1", &log).await?;
     let node1 = within("attach", n1.attach(&h1)).await??;
-    wait_ticks(&log, 2).await?;
+    log.wait_len(2).await?;
     assert_eq!(ticks_of(&log, "h1"), log.len());
 
     // h2 starts (its first tick is due at once) and runs nothing, attached or not,
     // while h1 holds the lease.
     let (n2, h2) = eager_host(&server.url(), "h2", &log).await?;
     let mark = log.len();
-    wait_ticks(&log, mark + 1).await?;
+    log.wait_len(mark + 1).await?;
     let node2 = within("attach", n2.attach(&h2)).await??;
     let mark = log.len();
-    wait_ticks(&log, mark + 2).await?;
+    log.wait_len(mark + 2).await?;
     assert_eq!(
         ticks_of(&log, "h2"),
         0,
@@ -293,7 +207,7 @@ async fn a_singleton_runs_only_under_a_lease_and_stops_when_its_node_is_dropped(
         .position(|t| t.host == "h2")
         .map(|p| p + at_drop)
         .expect("a tick of h2");
-    wait_ticks(&log, first_h2 + 3).await?;
+    log.wait_len(first_h2 + 3).await?;
     let ticks = log.all();
     assert_one_host_per_period(&ticks);
     assert!(

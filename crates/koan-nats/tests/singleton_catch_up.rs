@@ -2,122 +2,58 @@
 //! its last holder missed once, and never a tick that holder already started —
 //! however old that holder's last heartbeat is.
 
-mod common;
-
 use koan::transport::HostLink as _;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{NatsServer, test_options, within};
-use koan::{
-    BoxError, HostHandle, PeriodicService, ServiceContext, service::BuildContext,
-    service::FromContext, service::RunReason,
-};
-use koan_nats::{NatsTransport, Node};
+use koan::service::RunReason;
+use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::ticks::{Label, TickLog};
 
-/// Which host ran a tick, and why.
-#[derive(Debug, Clone, Default)]
-struct Runs(Arc<Mutex<Vec<(String, RunReason)>>>);
-
-impl Runs {
-    fn all(&self) -> Vec<(String, RunReason)> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-
-    async fn wait_for(
-        &self,
-        what: &str,
-        f: impl Fn(&(String, RunReason)) -> bool,
-    ) -> anyhow::Result<()> {
-        within(what, async {
-            while !self.all().iter().any(&f) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-    }
-}
-
-#[derive(Debug)]
-struct Label(String);
-
-/// A period long enough that a take-over (one lease, 1.5 s) comes before the next
-/// tick: nothing is missed in between.
-#[koan::service(singleton, every = "5s", name = "Slow")]
-#[derive(Debug)]
-struct SlowTicker {
-    host: String,
-    runs: Runs,
-}
-
-impl FromContext for SlowTicker {
-    fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
-        Ok(SlowTicker {
-            host: cx.resource::<Label>()?.0.clone(),
-            runs: cx.resource::<Runs>()?.as_ref().clone(),
-        })
-    }
-}
-
-impl PeriodicService for SlowTicker {
-    async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        let mut runs = self.runs.0.lock().map_err(|_| "poisoned")?;
-        runs.push((self.host.clone(), cx.reason()));
-        Ok(())
-    }
-}
-
-struct Member {
-    id: String,
-    host: HostHandle,
-    node: Node,
-}
+koan_test_support::recording_service!(
+    /// A period long enough that a take-over (one lease, 1.5 s) comes before the next
+    /// tick: nothing is missed in between.
+    SlowTicker,
+    singleton,
+    every = "5s",
+    name = "Slow"
+);
 
 /// A host running `SlowTicker` with heartbeats far apart (the holder's entry is the
 /// one of its attach, unless something else announces it) and the given lease.
-async fn join(url: &str, label: &str, runs: &Runs, lease: Duration) -> anyhow::Result<Member> {
+async fn join(url: &str, label: &str, runs: &TickLog, lease: Duration) -> anyhow::Result<Member> {
     let mut opts = test_options(url);
     opts.heartbeat = Duration::from_secs(60);
     opts.lease = lease;
-    let nats = within("connect", NatsTransport::connect(opts)).await??;
-    let host = koan::Host::builder()
-        .resource(Label(label.to_owned()))
-        .resource(runs.clone())
-        .service::<SlowTicker>()
-        .transport(nats.clone().into_transport())
-        .build()?
-        .start();
-    within("startup", host.started()).await??;
-    let node = within("attach", nats.attach(&host)).await??;
-    Ok(Member {
-        id: nats.host_id().to_owned(),
-        host,
-        node,
+    Member::join(opts, |b| {
+        b.resource(Label(label.to_owned()))
+            .resource(runs.clone())
+            .service::<SlowTicker>()
     })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_dies_right_after_its_tick_is_not_run_again() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let runs = Runs::default();
+    let runs = TickLog::default();
     // h1 attaches first and holds the lease; h2 waits.
     let lease = Duration::from_millis(1500);
     let h1 = join(&server.url(), "h1", &runs, lease).await?;
     let _h2 = join(&server.url(), "h2", &runs, lease).await?;
 
     // h1 runs its tick, then dies before its next heartbeat: no goodbye.
-    runs.wait_for("h1's tick", |(h, _)| h == "h1").await?;
+    runs.wait_for("h1's tick", |t| t.host == "h1").await?;
     drop(h1.node);
     h1.host.shutdown();
 
     // h2 takes over before the next tick is due and runs that one on schedule.
-    runs.wait_for("h2's scheduled tick", |(h, r)| {
-        h == "h2" && *r == RunReason::Scheduled
+    runs.wait_for("h2's scheduled tick", |t| {
+        t.host == "h2" && t.reason == RunReason::Scheduled
     })
     .await?;
     let all = runs.all();
     assert!(
-        !all.iter().any(|(_, r)| *r == RunReason::Trigger),
+        !all.iter().any(|t| t.reason == RunReason::Trigger),
         "h1 ran its tick before it died: h2 must not run it again; runs: {all:?}"
     );
     Ok(())
@@ -126,7 +62,7 @@ async fn a_holder_that_dies_right_after_its_tick_is_not_run_again() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tick_a_dead_holder_missed_runs_once_on_the_new_holder() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let runs = Runs::default();
+    let runs = TickLog::default();
     // A lease longer than the period: a take-over always comes after a tick fell due.
     let lease = Duration::from_secs(6);
     let h1 = join(&server.url(), "h1", &runs, lease).await?;
@@ -134,31 +70,34 @@ async fn the_tick_a_dead_holder_missed_runs_once_on_the_new_holder() -> anyhow::
 
     // h1 runs its tick; its entry then names its next tick (without waiting for a
     // heartbeat), and it dies before that tick is due.
-    runs.wait_for("h1's tick", |(h, _)| h == "h1").await?;
+    runs.wait_for("h1's tick", |t| t.host == "h1").await?;
     let names_next = || async {
         h2.host.instances().await.is_ok_and(|l| {
-            l.iter().filter(|i| i.host_id == h1.id).any(|i| {
+            l.iter().filter(|i| i.host_id == h1.id()).any(|i| {
                 i.services
                     .iter()
                     .any(|s| s.next_run.is_some_and(|n| n > chrono::Utc::now()))
             })
         })
     };
-    common::eventually("h1's entry to name its next tick", names_next).await?;
+    koan_test_support::eventually("h1's entry to name its next tick", names_next).await?;
     drop(h1.node);
     h1.host.shutdown();
 
     // h2 takes over after that tick fell due: it runs it once, then on schedule.
-    runs.wait_for("h2's catch-up run", |(h, r)| {
-        h == "h2" && *r == RunReason::Trigger
+    runs.wait_for("h2's catch-up run", |t| {
+        t.host == "h2" && t.reason == RunReason::Trigger
     })
     .await?;
-    runs.wait_for("h2's scheduled tick", |(h, r)| {
-        h == "h2" && *r == RunReason::Scheduled
+    runs.wait_for("h2's scheduled tick", |t| {
+        t.host == "h2" && t.reason == RunReason::Scheduled
     })
     .await?;
     let all = runs.all();
-    let caught_up = all.iter().filter(|(_, r)| *r == RunReason::Trigger).count();
+    let caught_up = all
+        .iter()
+        .filter(|t| t.reason == RunReason::Trigger)
+        .count();
     assert_eq!(caught_up, 1, "one catch-up run; runs: {all:?}");
     Ok(())
 }

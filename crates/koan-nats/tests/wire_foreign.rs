@@ -3,20 +3,19 @@
 //! `nats-server`. (The Python suite in `crates/koan-demo/tests/wire_py` does the same
 //! from another language.)
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv};
-use common::{NatsServer, test_options, within};
 use futures_util::StreamExt;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
     ServiceContext, ServiceOptions,
 };
 use koan_nats::{NatsTransport, Node};
+use koan_test_support::nats::{NatsServer, test_options};
+use koan_test_support::within;
 use serde_json::{Value, json};
 
 /// Answers with what it was given and how.

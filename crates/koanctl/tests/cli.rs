@@ -5,172 +5,42 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 
-use koan::{
-    ActionContext, BackgroundService, BoxError, HostHandle, PeriodicService, ServiceContext,
-    service::BatchRequest, status::ServiceState,
-};
-use koan_http::{HttpOptions, Server};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use koan::service::BatchRequest;
+use koan_test_support::http::{Api, loopback, serve_greeter_and_cleanup};
+use koan_test_support::services::Seen;
+use koan_test_support::{PATIENCE, within};
 use serde_json::{Value, json};
 
-/// The safety net of every wait: a test that gets here has failed.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-struct GreetParams {
-    name: String,
-    times: u32,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, koan::Event)]
-#[event(name = "Greeted")]
-struct Greeted {
-    name: String,
-}
-
-#[koan::service(description = "Says hello", event(Greeted))]
-#[derive(Default)]
-struct Greeter;
-
-#[koan::actions]
-impl Greeter {
-    #[action("greet", description = "Greets someone")]
-    async fn greet(&self, p: GreetParams, cx: &ActionContext) -> Result<String, BoxError> {
-        cx.emit_event(Greeted {
-            name: p.name.clone(),
-        })
-        .await;
-        Ok(vec![format!("Hello {}!", p.name); p.times as usize].join(" "))
-    }
-
-    #[action("whoami")]
-    async fn whoami(&self, _p: (), cx: &ActionContext) -> Result<Value, BoxError> {
-        Ok(json!({
-            "priority": cx.priority(),
-            "correlation_id": cx.correlation_id(),
-            "remaining_ms": cx.remaining().map(|d| d.as_millis() as u64),
-        }))
-    }
-}
-
-impl BackgroundService for Greeter {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-/// What the periodic service saw.
-#[derive(Default)]
-struct Seen {
-    ticks: AtomicU32,
-    queue_checks: AtomicU32,
-    batches: Mutex<Vec<BatchRequest>>,
-}
-
-#[koan::service(every = "1h", name = "Cleanup")]
-#[derive(Default)]
-struct DataCleanupService {
-    seen: Arc<Seen>,
-}
-
-impl PeriodicService for DataCleanupService {
-    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        self.seen.ticks.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn check_queue(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        self.seen.queue_checks.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn process_batch(
-        &self,
-        batch: BatchRequest,
-        _cx: ServiceContext,
-    ) -> Result<(), BoxError> {
-        self.seen
-            .batches
-            .lock()
-            .map_err(|_| "poisoned")?
-            .push(batch);
-        Ok(())
-    }
-}
-
-/// A served host.
+/// A served host, and what its periodic service saw.
 struct Live {
-    host: HostHandle,
-    server: Option<Server>,
-    url: String,
+    api: Api,
     seen: Arc<Seen>,
-}
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(PATIENCE, fut)
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out waiting for {what}"))
 }
 
 impl Live {
     /// Starts the host and serves it on loopback, with `token` when given.
     async fn start(token: Option<&str>) -> anyhow::Result<Live> {
-        let seen = Arc::new(Seen::default());
-        let host = koan::testing::host()
-            .service::<Greeter>()
-            .instance(DataCleanupService {
-                seen: Arc::clone(&seen),
-            })
-            .build()?
-            .start();
-        within("startup", host.started()).await??;
-        within(
-            "Greeter running",
-            koan::testing::wait_state(&host, "Greeter", ServiceState::Running),
-        )
-        .await?;
-        within(
-            "Cleanup idle",
-            koan::testing::wait_state(&host, "Cleanup", ServiceState::Idle),
-        )
-        .await?;
-        let mut options = HttpOptions::default().with_bind("127.0.0.1:0".parse()?);
+        let mut options = loopback();
         if let Some(t) = token {
             options = options.with_token(t);
         }
-        let server = koan_http::serve(host.clone(), options).await?;
-        let url = format!("http://{}", server.local_addr());
-        Ok(Live {
-            host,
-            server: Some(server),
-            url,
-            seen,
-        })
+        let (api, seen) = serve_greeter_and_cleanup(options).await?;
+        Ok(Live { api, seen })
     }
 
     /// Runs `koanctl --url <this host> ARGS…`.
     async fn run(&self, args: &[&str]) -> anyhow::Result<Run> {
-        let mut all = vec!["--url", self.url.as_str()];
+        let mut all = vec!["--url", self.api.base.as_str()];
         all.extend_from_slice(args);
         koanctl(&all, &[]).await
     }
 
     /// Stops the host; the server ends with it.
-    async fn stop(mut self) -> anyhow::Result<()> {
-        self.host.shutdown();
-        within("the host to stop", self.host.wait())
-            .await?
-            .into_result()?;
-        if let Some(server) = self.server.take() {
-            within("the server to end", server.wait()).await??;
-        }
-        Ok(())
+    async fn stop(self) -> anyhow::Result<()> {
+        self.api.stop().await
     }
 }
 
@@ -506,8 +376,11 @@ async fn no_wait_prints_the_id_and_status_url() -> anyhow::Result<()> {
     let id = value("id");
     assert!(!id.is_empty(), "{out}");
     assert_eq!(value("correlation_id"), "nw-1");
-    assert_eq!(value("status_url"), format!("{}/api/jobs/{id}", live.url));
-    let record = live.host.jobs().get(&id).await?;
+    assert_eq!(
+        value("status_url"),
+        format!("{}/api/jobs/{id}", live.api.base)
+    );
+    let record = live.api.host.jobs().get(&id).await?;
     assert_eq!(record.correlation_id, "nw-1");
 
     let body = live
@@ -516,7 +389,7 @@ async fn no_wait_prints_the_id_and_status_url() -> anyhow::Result<()> {
         .json()?;
     let id = body["id"].as_str().unwrap_or_default();
     assert_eq!(body["status_url"], format!("/api/jobs/{id}"));
-    assert_eq!(live.host.jobs().get(id).await?.action, "whoami");
+    assert_eq!(live.api.host.jobs().get(id).await?.action, "whoami");
     live.stop().await
 }
 
@@ -553,12 +426,7 @@ async fn trigger_check_queue_and_process_batch() -> anyhow::Result<()> {
         "{run:?}"
     );
     live.run(&["process-batch", "cleanup"]).await?.ok();
-    let batches = live
-        .seen
-        .batches
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
+    let batches = live.seen.batches();
     assert_eq!(
         batches,
         [
@@ -572,9 +440,19 @@ async fn trigger_check_queue_and_process_batch() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_the_stream() -> anyhow::Result<()> {
     let live = Live::start(None).await?;
-    let follower = Follower::spawn(&["--url", &live.url, "events", "--service", "greeter"], &[])?;
+    let follower = Follower::spawn(
+        &["--url", &live.api.base, "events", "--service", "greeter"],
+        &[],
+    )?;
     let json = Follower::spawn(
-        &["--url", &live.url, "--json", "events", "--event", "greeted"],
+        &[
+            "--url",
+            &live.api.base,
+            "--json",
+            "events",
+            "--event",
+            "greeted",
+        ],
         &[],
     )?;
     follower.connected().await?;
@@ -721,7 +599,7 @@ async fn the_token_is_sent_as_a_bearer_header() -> anyhow::Result<()> {
     live.run(&["--token", "secret", "trigger", "cleanup"])
         .await?
         .ok();
-    let url = live.url.clone();
+    let url = live.api.base.clone();
     koanctl(
         &["--url", &url, "check-queue", "cleanup"],
         &[("KOAN_TOKEN", "secret")],
@@ -773,7 +651,7 @@ async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyho
     let id = first["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(again["id"], id.as_str());
     assert_eq!(again["created"], false);
-    koan::testing::wait_for_job(&live.host, &id, koan::job::JobState::Succeeded).await;
+    koan::testing::wait_for_job(&live.api.host, &id, koan::job::JobState::Succeeded).await;
 
     let shown = live.run(&["jobs", "show", &id]).await?;
     let text = shown.ok();
@@ -817,7 +695,7 @@ async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyho
 
     let retried = live.run(&["jobs", "retry", &later_id]).await?;
     assert!(retried.ok().contains("queued"), "{}", retried.ok());
-    koan::testing::wait_for_job(&live.host, &later_id, koan::job::JobState::Succeeded).await;
+    koan::testing::wait_for_job(&live.api.host, &later_id, koan::job::JobState::Succeeded).await;
     live.run(&["jobs", "delete", &later_id]).await?.ok();
     let gone = live.run(&["jobs", "show", &later_id]).await?;
     assert!(gone.failed(3).contains("no job with id"), "{gone:?}");

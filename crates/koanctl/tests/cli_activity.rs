@@ -3,16 +3,11 @@
 //! compiled binary run against it.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use koan::{
-    ActionContext, BackgroundService, BoxError, HostHandle, PeriodicService, ServiceContext,
-};
-use koan_http::{HttpOptions, Server};
+use koan::{ActionContext, BackgroundService, BoxError, PeriodicService, ServiceContext};
+use koan_test_support::http::Api;
+use koan_test_support::within;
 use serde_json::Value;
-
-/// The safety net of every wait: a test that gets here has failed.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 #[koan::service(every = "1h", name = "Cleanup")]
 #[derive(Default)]
@@ -54,16 +49,9 @@ impl BackgroundService for Echo {
     }
 }
 
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(PATIENCE, fut)
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out waiting for {what}"))
-}
-
+/// A served host.
 struct Live {
-    host: HostHandle,
-    server: Option<Server>,
-    url: String,
+    api: Api,
 }
 
 impl Live {
@@ -73,14 +61,8 @@ impl Live {
             .service::<Echo>()
             .build()?
             .start();
-        within("startup", host.started()).await??;
-        let options = HttpOptions::default().with_bind("127.0.0.1:0".parse()?);
-        let server = koan_http::serve(host.clone(), options).await?;
-        let url = format!("http://{}", server.local_addr());
         Ok(Live {
-            host,
-            server: Some(server),
-            url,
+            api: Api::open(host).await?,
         })
     }
 
@@ -89,7 +71,7 @@ impl Live {
     async fn run(&self, args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_koanctl"));
         cmd.arg("--url")
-            .arg(&self.url)
+            .arg(&self.api.base)
             .args(args)
             .env_remove("KOAN_URL")
             .env_remove("KOAN_TOKEN")
@@ -113,15 +95,8 @@ impl Live {
         serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("not JSON ({e}): {out}"))
     }
 
-    async fn stop(mut self) -> anyhow::Result<()> {
-        self.host.shutdown();
-        within("the host to stop", self.host.wait())
-            .await?
-            .into_result()?;
-        if let Some(server) = self.server.take() {
-            within("the server to end", server.wait()).await??;
-        }
-        Ok(())
+    async fn stop(self) -> anyhow::Result<()> {
+        self.api.stop().await
     }
 }
 
@@ -171,7 +146,7 @@ async fn history_lists_the_last_runs_newest_first() -> anyhow::Result<()> {
 async fn instances_show_this_host_its_load_and_services() -> anyhow::Result<()> {
     let live = Live::start().await?;
     let text = live.ok(&["instances"]).await?;
-    let name = live.host.instance_name();
+    let name = live.api.host.instance_name();
     assert!(
         text.contains("INSTANCE") && text.contains("HEARTBEAT"),
         "{text}"

@@ -4,16 +4,28 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::PATIENCE;
+use koan_test_support::PATIENCE;
 
 /// The demo's services but `TranslationService`: what a process runs that calls the
 /// translators of the cluster.
 pub(crate) const ALL_BUT_TRANSLATION: &str = "DatabaseMigrationService,DataCleanupService,SystemHealthMonitor,OutboxProcessor,HealthProbeScheduler,FlowOrchestrator,MessagingLifecycle";
+
+/// Rows of `translations` per file id in the database at `path`.
+pub(crate) fn translations(path: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut st = conn.prepare("SELECT file_id, COUNT(*) FROM translations GROUP BY file_id")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    Ok(rows)
+}
 
 /// Configuration of a `TranslationService` whose work takes `delay` and which runs
 /// `concurrency` translations at a time.

@@ -1,89 +1,17 @@
-//! Shared helpers of the NATS integration tests: a real `nats-server` on a free
-//! loopback port in a fresh store directory (killed on drop), temporary directories,
-//! and bounded waits.
+//! A real `nats-server` with JetStream on a free loopback port, in a fresh store
+//! directory (killed on drop), the NATS options of the tests, and a host that is a
+//! member of the cluster.
 
-#![allow(dead_code, unreachable_pub)]
-
-use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use koan_nats::NatsOptions;
+use koan::HostHandle;
+use koan::host::HostBuilder;
+use koan_nats::{NatsOptions, NatsTransport, Node};
 
-/// The safety net of every wait: a test that gets here has failed.
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Awaits `fut`, failing when it takes longer than [`PATIENCE`].
-pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
-    within_for(PATIENCE, what, fut).await
-}
-
-/// Awaits `fut`, failing when it takes longer than `limit`.
-pub async fn within_for<T>(
-    limit: Duration,
-    what: &str,
-    fut: impl Future<Output = T>,
-) -> anyhow::Result<T> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out after {limit:?} waiting for {what}"))
-}
-
-/// Polls `check` every 50 ms until it holds, failing after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    within(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
-
-/// A free loopback port: bound, then released.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{}-{nanos:x}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("a temporary directory");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::{TempDir, free_port, within};
 
 /// The `nats-server` binary: `$NATS_SERVER`, else on `PATH`, else Debian's place.
 pub fn nats_server_bin() -> PathBuf {
@@ -248,4 +176,55 @@ pub fn test_options(url: &str) -> NatsOptions {
     o.ack_wait = Duration::from_secs(5);
     o.default_request_timeout = Duration::from_secs(10);
     o
+}
+
+/// One member of the cluster: a host, its connection, its node.
+#[derive(Debug)]
+pub struct Member {
+    /// The started host.
+    pub host: HostHandle,
+    /// Its connection to NATS.
+    pub nats: NatsTransport,
+    /// Its node, until [`Member::stop`] detaches it (or the test drops it to
+    /// simulate a crash).
+    pub node: Option<Node>,
+}
+
+impl Member {
+    /// Connects with `opts`, builds the host with `build` (from a builder with that
+    /// transport and a shutdown grace of 5 s), starts it and attaches it.
+    pub async fn join(
+        opts: NatsOptions,
+        build: impl FnOnce(HostBuilder) -> HostBuilder,
+    ) -> anyhow::Result<Member> {
+        let nats = within("connect", NatsTransport::connect(opts)).await??;
+        let builder = koan::Host::builder()
+            .shutdown_grace(Duration::from_secs(5))
+            .transport(nats.clone().into_transport());
+        let host = build(builder).build()?.start();
+        within("startup", host.started()).await??;
+        let node = within("attach", nats.attach(&host)).await??;
+        Ok(Member {
+            host,
+            nats,
+            node: Some(node),
+        })
+    }
+
+    /// The host's id on the cluster.
+    pub fn id(&self) -> String {
+        self.nats.host_id().to_owned()
+    }
+
+    /// Detaches the node (if it is still there) and stops the host.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(node) = self.node.take() {
+            within("detach", node.detach()).await?;
+        }
+        self.host.shutdown();
+        within("the host to stop", self.host.wait())
+            .await?
+            .into_result()?;
+        Ok(())
+    }
 }

@@ -10,15 +10,18 @@ use tokio::net::TcpStream;
 
 /// An answer read off the wire.
 #[derive(Debug)]
-pub(crate) struct RawAnswer {
-    pub(crate) status: u16,
+pub struct RawAnswer {
+    /// The status code.
+    pub status: u16,
     /// Header names in lower case.
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    /// The body as received (not decoded).
+    pub body: Vec<u8>,
 }
 
 impl RawAnswer {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+    /// The value of the header `name` (in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -26,7 +29,7 @@ impl RawAnswer {
     }
 
     /// The body as JSON, failing with the body's text when it is not.
-    pub(crate) fn json(&self) -> anyhow::Result<Value> {
+    pub fn json(&self) -> anyhow::Result<Value> {
         serde_json::from_slice(&self.body).map_err(|e| {
             anyhow::anyhow!(
                 "a {} answer with a body that is not JSON ({e}): {:?}",
@@ -39,10 +42,7 @@ impl RawAnswer {
 
 /// Reads one answer from `stream`: the head, then `content-length` bytes of body, or
 /// everything until the server closes. Fails after `limit`.
-pub(crate) async fn read_answer(
-    stream: &mut TcpStream,
-    limit: Duration,
-) -> anyhow::Result<RawAnswer> {
+pub async fn read_answer(stream: &mut TcpStream, limit: Duration) -> anyhow::Result<RawAnswer> {
     tokio::time::timeout(limit, read_answer_inner(stream))
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {limit:?}"))?
@@ -101,7 +101,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Connects, sends `request` as is, and reads one answer within `limit`.
-pub(crate) async fn exchange(
+pub async fn exchange(
     addr: SocketAddr,
     request: &[u8],
     limit: Duration,
@@ -113,7 +113,7 @@ pub(crate) async fn exchange(
 }
 
 /// A request head with `Host: 127.0.0.1` and the given extra header lines.
-pub(crate) fn head(method: &str, path: &str, extra: &[&str]) -> String {
+pub fn head(method: &str, path: &str, extra: &[&str]) -> String {
     let mut h = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for line in extra {
         h.push_str(line);

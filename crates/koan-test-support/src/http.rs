@@ -1,45 +1,40 @@
-//! Shared helpers of the HTTP integration tests: serve a started host on a loopback
-//! port, talk to it with `reqwest`, read Server-Sent Events, and bound every wait.
+//! A started host served on a loopback port, a `reqwest` client for it, Server-Sent
+//! Events read line by line, and the small services the control-plane tests serve.
 
-#![allow(dead_code)]
-
-pub(crate) mod raw;
-
-use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
-use koan::HostHandle;
+use koan::{
+    ActionContext, BackgroundService, BoxError, HostHandle, ServiceContext, status::ServiceState,
+};
 use koan_http::{HttpOptions, Server};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// The safety net of every wait: a test that gets here has failed.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Awaits `fut`, failing the test when it takes longer than [`PATIENCE`].
-pub(crate) async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(PATIENCE, fut)
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out waiting for {what}"))
-}
+use crate::services::{DataCleanupService, Greeter, Seen};
+use crate::within;
 
 /// A served host and a client for it.
-pub(crate) struct Api {
-    pub(crate) host: HostHandle,
-    pub(crate) server: Option<Server>,
-    pub(crate) base: String,
-    pub(crate) client: reqwest::Client,
+#[derive(Debug)]
+pub struct Api {
+    /// The host being served.
+    pub host: HostHandle,
+    /// The server, until [`Api::stop`] waits for it to end.
+    pub server: Option<Server>,
+    /// `http://<address>`, without a trailing slash.
+    pub base: String,
+    /// A client with no default timeout: every wait is bounded by [`within`].
+    pub client: reqwest::Client,
 }
 
 /// Loopback, port 0.
-pub(crate) fn loopback() -> HttpOptions {
+pub fn loopback() -> HttpOptions {
     HttpOptions::default().with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 impl Api {
     /// Waits for the host's startup, then serves it with `options`.
-    pub(crate) async fn serve(host: HostHandle, options: HttpOptions) -> anyhow::Result<Api> {
+    pub async fn serve(host: HostHandle, options: HttpOptions) -> anyhow::Result<Api> {
         within("startup", host.started()).await??;
         let server = koan_http::serve(host.clone(), options).await?;
         let base = format!("http://{}", server.local_addr());
@@ -53,32 +48,45 @@ impl Api {
     }
 
     /// Serves `host` on loopback without a token.
-    pub(crate) async fn open(host: HostHandle) -> anyhow::Result<Api> {
+    pub async fn open(host: HostHandle) -> anyhow::Result<Api> {
         Api::serve(host, loopback()).await
     }
 
+    /// Waits until the service `name` is in `state`, within [`PATIENCE`](crate::PATIENCE).
+    pub async fn wait_state(&self, name: &str, state: ServiceState) -> anyhow::Result<()> {
+        within(
+            &format!("{name} to be {state:?}"),
+            koan::testing::wait_state(&self.host, name, state),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The server's bound address.
-    pub(crate) fn server_addr(&self) -> std::net::SocketAddr {
+    pub fn server_addr(&self) -> std::net::SocketAddr {
         self.server
             .as_ref()
             .map(|s| s.local_addr())
             .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    pub(crate) fn url(&self, path: &str) -> String {
+    /// The absolute URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
+    /// A `GET` of `path`.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(self.url(path))
     }
 
-    pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
+    /// A `POST` to `path`.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(self.url(path))
     }
 
     /// Stops the host, and checks that the server ends with it.
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.host.shutdown();
         within("the host to stop", self.host.wait())
             .await?
@@ -92,7 +100,7 @@ impl Api {
 
 /// Sends `req` and returns the status, the headers and the body as JSON (`Null` when
 /// the body is empty).
-pub(crate) async fn send(
+pub async fn send(
     req: reqwest::RequestBuilder,
 ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
     let resp = within("a response", req.send()).await??;
@@ -113,13 +121,13 @@ pub(crate) async fn send(
 }
 
 /// Sends `req` and returns the status and the JSON body.
-pub(crate) async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+pub async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
     let (status, _, body) = send(req).await?;
     Ok((status, body))
 }
 
 /// Asserts the error shape `{ "error": kind, "message": … }` and returns the message.
-pub(crate) fn error_message(body: &Value, kind: &str) -> anyhow::Result<String> {
+pub fn error_message(body: &Value, kind: &str) -> anyhow::Result<String> {
     assert_eq!(body["error"], kind, "error kind in {body}");
     let message = body["message"]
         .as_str()
@@ -129,21 +137,21 @@ pub(crate) fn error_message(body: &Value, kind: &str) -> anyhow::Result<String> 
 }
 
 /// The value of a header, as text.
-pub(crate) fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
+pub fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// An open event stream, read line by line.
-pub(crate) struct SseReader {
-    stream: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
-    >,
+#[allow(missing_debug_implementations)]
+pub struct SseReader {
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: String,
 }
 
 impl SseReader {
     /// Wraps a `200 text/event-stream` answer.
-    pub(crate) fn new(resp: reqwest::Response) -> anyhow::Result<SseReader> {
+    pub fn new(resp: reqwest::Response) -> anyhow::Result<SseReader> {
         anyhow::ensure!(
             resp.status() == StatusCode::OK,
             "event stream answered {}",
@@ -175,7 +183,7 @@ impl SseReader {
 
     /// The payload of the next `data:` line, parsed as JSON (keep-alive comments and
     /// `event:`/`id:` lines are skipped).
-    pub(crate) async fn next_data(&mut self) -> anyhow::Result<Value> {
+    pub async fn next_data(&mut self) -> anyhow::Result<Value> {
         within("an event", async {
             loop {
                 let line = self.line().await?;
@@ -188,7 +196,7 @@ impl SseReader {
     }
 
     /// Reads events until one named `name` arrives, and returns every event read.
-    pub(crate) async fn until_event(&mut self, name: &str) -> anyhow::Result<Vec<Value>> {
+    pub async fn until_event(&mut self, name: &str) -> anyhow::Result<Vec<Value>> {
         let mut seen = Vec::new();
         loop {
             let data = self.next_data().await?;
@@ -199,4 +207,71 @@ impl SseReader {
             }
         }
     }
+}
+
+/// `Echo`: its action `echo` answers the JSON it was given.
+#[koan::service(name = "Echo", discover = false)]
+#[derive(Debug, Default)]
+pub struct EchoService;
+
+#[koan::actions]
+impl EchoService {
+    #[action("echo")]
+    async fn echo(&self, v: Value, _cx: &ActionContext) -> Result<Value, BoxError> {
+        Ok(v)
+    }
+}
+
+impl BackgroundService for EchoService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// `Idle`: runs until it is stopped, with no action.
+#[koan::service(name = "Idle", discover = false)]
+#[derive(Debug, Default)]
+pub struct IdleService;
+
+impl BackgroundService for IdleService {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A test host running only [`EchoService`], served with `options`.
+pub async fn serve_echo(options: HttpOptions) -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<EchoService>()
+        .build()?
+        .start();
+    Api::serve(host, options).await
+}
+
+/// A test host running only [`IdleService`], served with `options`.
+pub async fn serve_idle(options: HttpOptions) -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<IdleService>()
+        .build()?
+        .start();
+    Api::serve(host, options).await
+}
+
+/// A test host running [`Greeter`] and [`DataCleanupService`], served with `options`
+/// once `Greeter` runs and `Cleanup` is idle; with what `Cleanup` is asked to run.
+pub async fn serve_greeter_and_cleanup(options: HttpOptions) -> anyhow::Result<(Api, Arc<Seen>)> {
+    let seen = Arc::new(Seen::default());
+    let host = koan::testing::host()
+        .service::<Greeter>()
+        .instance(DataCleanupService {
+            seen: Arc::clone(&seen),
+        })
+        .build()?
+        .start();
+    let api = Api::serve(host, options).await?;
+    api.wait_state("Greeter", ServiceState::Running).await?;
+    api.wait_state("Cleanup", ServiceState::Idle).await?;
+    Ok((api, seen))
 }
