@@ -74,6 +74,7 @@ pub mod job;
 mod registry;
 pub mod schedule;
 pub mod service;
+mod sync;
 pub mod transport;
 mod util;
 pub mod well_known;

@@ -5,10 +5,8 @@
 //! A counter instead of `tokio::sync::Semaphore`: taking and giving back a free slot
 //! is one atomic operation each, with no lock; waiters are woken only when some exist.
 
+use crate::sync::{AtomicUsize, Notify, Ordering, seqcst_fence};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use tokio::sync::Notify;
 
 use crate::registry::ServiceCell;
 
@@ -49,6 +47,7 @@ impl Slots {
     /// Gives a slot back, waking whoever waits for one.
     pub(crate) fn release(&self) {
         self.used.fetch_sub(1, Ordering::SeqCst);
+        seqcst_fence();
         // Paired with the SeqCst increment of `waiting` before a waiter's last check:
         // either that check sees this slot free, or this load sees the waiter.
         if self.waiting.load(Ordering::SeqCst) > 0 {
@@ -62,6 +61,7 @@ impl Slots {
             return;
         }
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        seqcst_fence();
         let _waiting = Waiting(&self.waiting);
         loop {
             let freed = self.freed.notified();
@@ -113,5 +113,55 @@ pub(crate) struct CellSlot(pub(crate) Arc<ServiceCell>);
 impl Drop for CellSlot {
     fn drop(&mut self) {
         self.0.slots.release();
+    }
+}
+
+/// Loom models (`RUSTFLAGS="--cfg koan_loom" cargo test -p koan --lib --release loom`).
+#[cfg(all(test, koan_loom))]
+mod loom_model {
+    use std::sync::Arc;
+
+    use super::Slots;
+
+    /// A release never leaves a waiter asleep: the task waiting for the only slot
+    /// gets it, whatever the interleaving of its last check and the release.
+    #[test]
+    fn loom_a_release_wakes_the_task_waiting_for_the_slot() {
+        loom::model(|| {
+            let slots = Arc::new(Slots::new(1));
+            assert!(slots.try_take());
+            let waiter = {
+                let slots = Arc::clone(&slots);
+                loom::thread::spawn(move || {
+                    loom::future::block_on(async {
+                        let _slot = slots.take().await;
+                    })
+                })
+            };
+            slots.release();
+            waiter.join().expect("the waiter ends");
+            assert_eq!(slots.used(), 0);
+        });
+    }
+
+    /// `all_free` (shutdown) returns once the last of two running actions ends.
+    #[test]
+    fn loom_all_free_wakes_when_the_last_slot_comes_back() {
+        loom::model(|| {
+            let slots = Arc::new(Slots::new(2));
+            assert!(slots.try_take());
+            assert!(slots.try_take());
+            let releasers: Vec<_> = (0..2)
+                .map(|_| {
+                    let slots = Arc::clone(&slots);
+                    loom::thread::spawn(move || slots.release())
+                })
+                .collect();
+            loom::future::block_on(slots.all_free());
+            assert_eq!(slots.used(), 0);
+            for r in releasers {
+                r.join().expect("a releaser ends");
+            }
+        });
     }
 }

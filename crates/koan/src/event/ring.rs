@@ -7,11 +7,10 @@
 //! some subscriber is its buffer's length behind, so nothing is dropped and each
 //! subscriber keeps the backpressure it asked for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use tokio::sync::Notify;
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Notify, Ordering, RwLock, seqcst_fence};
 
 use super::envelope::EventEnvelope;
 
@@ -157,6 +156,7 @@ impl Ring {
                 // Full for some reader: wait until one moves on. Announced before
                 // the last look at the cursors, so a reader that moves now sees us.
                 self.wanted.store(pos, Ordering::SeqCst);
+                seqcst_fence();
                 room.as_mut().enable();
                 st.limit = limit(&st.cursors, pos);
                 if pos < st.limit {
@@ -204,6 +204,7 @@ impl Ring {
     /// wanted position just now), not on every step of every reader.
     pub(crate) fn advance(&self, cursor: &Cursor, next: u64) {
         let before = cursor.next.swap(next, Ordering::SeqCst) + cursor.capacity;
+        seqcst_fence();
         let wanted = self.wanted.load(Ordering::SeqCst);
         if before <= wanted && wanted < next + cursor.capacity {
             self.room.notify_waiters();
@@ -218,4 +219,60 @@ fn limit(cursors: &[Arc<Cursor>], pos: u64) -> u64 {
         .map(|c| c.next.load(Ordering::SeqCst) + c.capacity)
         .min()
         .unwrap_or(pos + 1)
+}
+
+/// Loom models (`RUSTFLAGS="--cfg koan_loom" cargo test -p koan --lib --release loom`).
+#[cfg(all(test, koan_loom))]
+mod loom_model {
+    use std::future::poll_fn;
+
+    use super::*;
+
+    fn envelope(seq: u64) -> Arc<EventEnvelope> {
+        Arc::new(EventEnvelope::remote(
+            "svc",
+            "evt",
+            None,
+            chrono::DateTime::UNIX_EPOCH,
+            seq,
+            serde_json::Value::Null,
+        ))
+    }
+
+    /// A reader one event of buffer behind an emitter of three events into a ring of
+    /// two: it reads every event, in order, none overwritten before it was read, and
+    /// the emitter (which must wait for it) is always woken.
+    #[test]
+    fn loom_a_slow_reader_gets_every_event_and_the_emitter_never_hangs() {
+        loom::model(|| {
+            let ring = Arc::new(Ring::new(2));
+            let cursor = ring.join(1);
+            let emitter = {
+                let ring = Arc::clone(&ring);
+                loom::thread::spawn(move || {
+                    loom::future::block_on(async {
+                        for seq in 0..3 {
+                            assert!(ring.push(envelope(seq)).await);
+                        }
+                    })
+                })
+            };
+            let mut seen = Vec::new();
+            loom::future::block_on(async {
+                while seen.len() < 3 {
+                    let pos = cursor.next();
+                    let tail = poll_fn(|cx| ring.poll_ready(pos, cx))
+                        .await
+                        .expect("the ring is open");
+                    for p in pos..tail {
+                        let seq = ring.with(p, |e| e.seq());
+                        seen.push(seq.expect("an event is not overwritten before it is read"));
+                        ring.advance(&cursor, p + 1);
+                    }
+                }
+            });
+            emitter.join().expect("the emitter ends");
+            assert_eq!(seen, [0, 1, 2]);
+        });
+    }
 }
