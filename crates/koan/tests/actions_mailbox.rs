@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use common::Queue;
+use koan::testing::within;
 use koan::{ActionTicket, ErrorKind, Services};
 
 /// Polls `f` exactly once: `Some(output)` when it finished without waiting.
@@ -67,9 +68,9 @@ async fn higher_priority_runs_first_under_contention() -> anyhow::Result<()> {
     );
 
     probe.gate.add_permits(1);
-    blocker.outcome().await?;
+    within("the blocker's outcome", blocker.outcome()).await?;
     for t in tickets {
-        t.outcome().await?;
+        within("the outcome of a queued `record`", t.outcome()).await?;
     }
     assert_eq!(probe.log(), ["top", "high", "mid", "low", "zero", "neg"]);
 
@@ -103,10 +104,14 @@ async fn same_priority_runs_in_arrival_order() -> anyhow::Result<()> {
     )
     .await?;
     probe.gate.add_permits(1);
-    blocker.outcome().await?;
+    within("the blocker's outcome", blocker.outcome()).await?;
     let mut results = Vec::new();
     for t in tickets {
-        results.push(t.outcome().await?.value::<String>()?);
+        results.push(
+            within("the outcome of a queued `record`", t.outcome())
+                .await?
+                .value::<String>()?,
+        );
     }
     assert_eq!(
         probe.log(),
@@ -167,14 +172,18 @@ async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
 
     // Accepted work is unaffected, refused work never ran.
     probe.gate.add_permits(1);
-    blocker.outcome().await?;
+    within("the blocker's outcome", blocker.outcome()).await?;
     for t in queued {
-        t.outcome().await?;
+        within("the outcome of a queued `record`", t.outcome()).await?;
     }
     assert_eq!(probe.log(), ["one", "two"]);
 
     // With room again, calls are accepted.
-    let out = q.action("record", "six".to_owned()).execute().await?;
+    let out = within(
+        "a `record` call with room in the mailbox",
+        q.action("record", "six".to_owned()).execute(),
+    )
+    .await?;
     assert_eq!(out.value::<String>()?, "six");
 
     koan::testing::stop(&host).await?;
@@ -206,7 +215,11 @@ async fn max_concurrency_runs_that_many_at_once() -> anyhow::Result<()> {
     probe.gate.add_permits(7);
     let mut seen = Vec::new();
     for t in tickets {
-        seen.push(t.outcome().await?.value::<usize>()?);
+        seen.push(
+            within("the outcome of a `hold`", t.outcome())
+                .await?
+                .value::<usize>()?,
+        );
     }
     assert_eq!(seen.len(), 7);
     assert!(seen.iter().all(|n| (1..=3).contains(n)), "{seen:?}");
@@ -242,7 +255,8 @@ async fn concurrency_one_runs_one_at_a_time() -> anyhow::Result<()> {
         probe.gate.add_permits(1);
     }
     for t in tickets {
-        assert_eq!(t.outcome().await?.value::<usize>()?, 1);
+        let out = within("the outcome of a `hold`", t.outcome()).await?;
+        assert_eq!(out.value::<usize>()?, 1);
     }
     assert_eq!(probe.peak.load(Ordering::SeqCst), 1);
 
