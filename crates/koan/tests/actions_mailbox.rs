@@ -263,3 +263,42 @@ async fn concurrency_one_runs_one_at_a_time() -> anyhow::Result<()> {
     koan::testing::stop(&host).await?;
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn many_priorities_at_once_lose_no_job() -> anyhow::Result<()> {
+    type Q = Queue<1024, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    let blocker = q.action("block", ()).spawn()?;
+    probe.wait_started("block started").await;
+
+    // Twelve priorities with two jobs each: more priorities than the mailbox keeps
+    // empty queues around for, so queues are dropped as they empty — never before.
+    let tags: Vec<(String, i32)> = (0..12)
+        .flat_map(|p| (0..2).map(move |k| (format!("p{p}-{k}"), p)))
+        .collect();
+    let items: Vec<(&str, i32)> = tags.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let tickets = enqueue_records(&q, &items).await?;
+
+    probe.gate.add_permits(1);
+    within("the blocker's outcome", blocker.outcome()).await?;
+    for (t, (tag, _)) in tickets.into_iter().zip(&tags) {
+        let out = within("the outcome of a queued `record`", t.outcome()).await?;
+        assert_eq!(
+            out.value::<String>()?,
+            *tag,
+            "every caller gets its own result"
+        );
+    }
+    let expected: Vec<String> = (0..12)
+        .rev()
+        .flat_map(|p| (0..2).map(move |k| format!("p{p}-{k}")))
+        .collect();
+    assert_eq!(probe.log(), expected, "by priority, FIFO within one");
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
