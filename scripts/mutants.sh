@@ -10,6 +10,7 @@
 #   scripts/mutants.sh driver report    # some of them (keys below)
 #   MUTANTS_TIMEOUT=120 scripts/mutants.sh supervisor
 #   MUTANTS_SHARD=1/3 scripts/mutants.sh event   # a third of a large key
+#   MUTANTS_ITERATE=1 scripts/mutants.sh mailbox  # only what the last run did not catch
 #
 # Keys: the six core files (schedule driver mailbox slots supervisor report, the
 # default), and beyond them request execute enqueue route (action/) and event
@@ -91,6 +92,9 @@ for key in "${keys[@]}"; do
   shard_args=()
   if [ -n "$shard" ]; then
     shard_args=(--shard "$shard")
+  fi
+  if [ -n "${MUTANTS_ITERATE:-}" ]; then
+    shard_args+=(--iterate)
   fi
   # Exit code 2 (some mutants missed) or 3 (timeouts) is a result, not a failure.
   cargo mutants --in-place --package koan --all-features --no-shuffle \
