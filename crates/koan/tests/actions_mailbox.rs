@@ -302,3 +302,49 @@ async fn many_priorities_at_once_lose_no_job() -> anyhow::Result<()> {
     koan::testing::stop(&host).await?;
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_answers_queued_calls_at_once_and_runs_queued_jobs() -> anyhow::Result<()> {
+    type Q = Queue<1024, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    // `block` holds the only worker and ignores its token; behind it wait a caller's
+    // call and a stored job's run.
+    let blocker = q.action("block", ()).spawn()?;
+    probe.wait_started("block started").await;
+    let call = q.action("record", "call".to_owned()).spawn()?;
+    let job = q.action("record", "job".to_owned()).enqueue().await?;
+    koan::testing::settle().await;
+    assert_eq!(host.status("Queue")?.queue_depth, 2, "the call and the job wait");
+
+    let t0 = tokio::time::Instant::now();
+    host.shutdown();
+    // The caller is answered at once, not at the end of the grace.
+    let e = within("the queued call's answer", call.outcome())
+        .await
+        .expect_err("a queued call is refused at shutdown");
+    assert_eq!(e.kind(), ErrorKind::ShuttingDown);
+    assert_eq!(t0.elapsed(), std::time::Duration::ZERO, "answered at once");
+    // The stored job's run stays queued: it may still run within the grace.
+    assert_eq!(host.status("Queue")?.queue_depth, 1);
+
+    probe.gate.add_permits(1);
+    within("the blocker's outcome", blocker.outcome()).await?;
+    let out = within("the queued job's outcome", job.outcome()).await?;
+    assert_eq!(out.value::<String>()?, "job");
+    assert_eq!(probe.log(), ["job"], "the refused call never ran");
+
+    // With nothing left, the host exits without waiting out its grace.
+    within("the host to exit", host.wait())
+        .await
+        .into_result()?;
+    assert_eq!(
+        t0.elapsed(),
+        std::time::Duration::ZERO,
+        "no grace waited out"
+    );
+    Ok(())
+}
