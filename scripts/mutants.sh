@@ -3,14 +3,20 @@
 #
 # Each core file is mutated in turn, and only the test files that exercise it are
 # built and run, so one file fits in minutes on a 2-core machine. Mutants are tested
-# in place (one shared, incremental target directory); the six files are restored on
-# exit, and the script refuses to start while they have uncommitted changes.
+# in place (one shared, incremental target directory); the mutated files are restored
+# on exit, and the script refuses to start while they have uncommitted changes.
 #
 #   scripts/mutants.sh                  # all six files
 #   scripts/mutants.sh driver report    # some of them (keys below)
 #   MUTANTS_TIMEOUT=120 scripts/mutants.sh supervisor
+#   MUTANTS_SHARD=1/3 scripts/mutants.sh event   # a third of a large key
+#   MUTANTS_ITERATE=1 scripts/mutants.sh mailbox  # only what the last run did not catch
 #
-# Results go to target/mutants/<key>/mutants.out/ (caught.txt, missed.txt,
+# Keys: the six core files (schedule driver mailbox slots supervisor report, the
+# default), and beyond them request execute enqueue route (action/) and event
+# (all of event/).
+#
+# Results go to target/mutants/<key>[-shard-k-of-n]/mutants.out/ (caught.txt, missed.txt,
 # timeout.txt, unviable.txt, outcomes.json). The latest score and the mutants judged
 # equivalent are in RELIABILITY.md ("Mutation testing").
 set -euo pipefail
@@ -29,6 +35,13 @@ declare -A file=(
   [slots]=crates/koan/src/action/slots.rs
   [supervisor]=crates/koan/src/host/supervisor.rs
   [report]=crates/koan/src/health/report.rs
+  # Beyond the core six (issue 22's second round): the action request, split in
+  # four, and the event bus.
+  [request]=crates/koan/src/action/request.rs
+  [execute]=crates/koan/src/action/execute.rs
+  [enqueue]=crates/koan/src/action/enqueue.rs
+  [route]=crates/koan/src/action/route.rs
+  [event]='crates/koan/src/event/*.rs'
 )
 # The integration tests (crates/koan/tests/<name>.rs) that exercise each file.
 declare -A tests=(
@@ -38,11 +51,23 @@ declare -A tests=(
   [slots]="actions_mailbox actions_inline actions_timeout actions_grace lifecycle_shutdown"
   [supervisor]="supervision supervision_edges health_status lifecycle_startup lifecycle_shutdown"
   [report]="health_report health_status edge_cases"
+  [request]="actions_invoke actions_typed actions_cancel actions_timeout actions_inline jobs_lifecycle"
+  [execute]="actions_invoke actions_typed actions_cancel actions_timeout actions_inline actions_mailbox"
+  [enqueue]="actions_invoke actions_typed jobs_lifecycle jobs_memory_store edge_cases"
+  [route]="actions_invoke actions_typed actions_timeout periodic_schedule periodic_edges"
+  [event]="events_delivery events_mixed_chain events_noise events_recent"
 )
 
 keys=("$@")
 if [ ${#keys[@]} -eq 0 ]; then
   keys=(schedule driver mailbox slots supervisor report)
+fi
+# MUTANTS_SHARD=k/n tests only the k-th of n parts of each file's mutants (a large
+# file over several sittings); its results go to target/mutants/<key>-shard-k-of-n/.
+shard="${MUTANTS_SHARD:-}"
+suffix=""
+if [ -n "$shard" ]; then
+  suffix="-shard-${shard/\//-of-}"
 fi
 for key in "${keys[@]}"; do
   if [ -z "${file[$key]:-}" ]; then
@@ -63,16 +88,23 @@ for key in "${keys[@]}"; do
     args+=(--test "$t")
   done
   echo "== ${file[$key]} (tests: ${tests[$key]})"
-  mkdir -p "$out/$key"
+  mkdir -p "$out/$key$suffix"
+  shard_args=()
+  if [ -n "$shard" ]; then
+    shard_args=(--shard "$shard")
+  fi
+  if [ -n "${MUTANTS_ITERATE:-}" ]; then
+    shard_args+=(--iterate)
+  fi
   # Exit code 2 (some mutants missed) or 3 (timeouts) is a result, not a failure.
   cargo mutants --in-place --package koan --all-features --no-shuffle \
     --timeout "$timeout" --build-timeout 900 \
-    --file "${file[$key]}" --output "$out/$key" -- "${args[@]}" || true
+    "${shard_args[@]}" --file "${file[$key]}" --output "$out/$key$suffix" -- "${args[@]}" || true
 done
 
 echo
 for key in "${keys[@]}"; do
-  dir="$out/$key/mutants.out"
+  dir="$out/$key$suffix/mutants.out"
   count() { if [ -f "$dir/$1.txt" ]; then grep -c . "$dir/$1.txt" || true; else echo 0; fi; }
   echo "$key: caught $(count caught), missed $(count missed), timeout $(count timeout), unviable $(count unviable)"
 done

@@ -8,8 +8,10 @@ mod common;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
+use std::time::Duration;
 
 use common::Queue;
+use koan::testing::within;
 
 /// The shared gated service, with the default mailbox and `N` slots.
 type Gated<const N: usize> = Queue<1024, N>;
@@ -37,7 +39,9 @@ async fn a_running_action_survives_its_caller_going_away() -> anyhow::Result<()>
     // The action goes on without its caller and, once done, gives its slot back.
     probe.gate.add_permits(1);
     probe.gate.add_permits(1);
-    let second = g.action("hold", ()).execute().await?.value::<usize>()?;
+    let second = within("a second `hold` call", g.action("hold", ()).execute())
+        .await?
+        .value::<usize>()?;
     assert_eq!(second, 1, "one action at a time");
     assert_eq!(
         probe.finished.load(Ordering::SeqCst),
@@ -85,11 +89,11 @@ async fn queued_work_waits_for_the_caller_run_and_keeps_priority_order() -> anyh
     );
 
     probe.gate.add_permits(1);
-    blocker.await??;
+    within("the caller running `hold`", blocker).await??;
     for t in tickets {
-        t.outcome().await?;
+        within("the outcome of a queued `record`", t.outcome()).await?;
     }
-    late.await??;
+    within("the late `record` call", late).await??;
     assert_eq!(probe.log(), ["top", "mid", "low", "late"]);
 
     koan::testing::stop(&host).await?;
@@ -120,8 +124,12 @@ async fn callers_and_workers_share_max_concurrency() -> anyhow::Result<()> {
             })
         })
         .collect();
+    // A real-time runtime, where `WAIT_LIMIT` is an hour: 200 short actions take
+    // milliseconds, so a minute only tells a hang from slowness.
     for c in calls {
-        c.await??;
+        tokio::time::timeout(Duration::from_secs(60), c)
+            .await
+            .expect("gave up after 60 s waiting for the 200 calls to finish")??;
     }
     assert_eq!(probe.log().len(), 200, "every action ran once");
     let peak = probe.peak.load(Ordering::SeqCst);
@@ -166,7 +174,8 @@ async fn shutdown_waits_for_an_action_its_caller_runs() -> anyhow::Result<()> {
     );
 
     probe.gate.add_permits(1);
-    assert_eq!(call.await??.value::<usize>()?, 1);
+    let out = within("the `hold` call to finish", call).await??;
+    assert_eq!(out.value::<usize>()?, 1);
     let _ = stopped.await?;
     assert_eq!(probe.finished.load(Ordering::SeqCst), 1);
     Ok(())

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use common::Queue;
+use koan::testing::within;
 use koan::{Services, action::ActionTicket, error::ErrorKind};
 
 /// Polls `f` exactly once: `Some(output)` when it finished without waiting.
@@ -67,9 +68,9 @@ async fn higher_priority_runs_first_under_contention() -> anyhow::Result<()> {
     );
 
     probe.gate.add_permits(1);
-    blocker.outcome().await?;
+    within("the blocker's outcome", blocker.outcome()).await?;
     for t in tickets {
-        t.outcome().await?;
+        within("the outcome of a queued `record`", t.outcome()).await?;
     }
     assert_eq!(probe.log(), ["top", "high", "mid", "low", "zero", "neg"]);
 
@@ -103,10 +104,14 @@ async fn same_priority_runs_in_arrival_order() -> anyhow::Result<()> {
     )
     .await?;
     probe.gate.add_permits(1);
-    blocker.outcome().await?;
+    within("the blocker's outcome", blocker.outcome()).await?;
     let mut results = Vec::new();
     for t in tickets {
-        results.push(t.outcome().await?.value::<String>()?);
+        results.push(
+            within("the outcome of a queued `record`", t.outcome())
+                .await?
+                .value::<String>()?,
+        );
     }
     assert_eq!(
         probe.log(),
@@ -168,14 +173,18 @@ async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
 
     // Accepted work is unaffected, refused work never ran.
     probe.gate.add_permits(1);
-    blocker.outcome().await?;
+    within("the blocker's outcome", blocker.outcome()).await?;
     for t in queued {
-        t.outcome().await?;
+        within("the outcome of a queued `record`", t.outcome()).await?;
     }
     assert_eq!(probe.log(), ["one", "two"]);
 
     // With room again, calls are accepted.
-    let out = q.action("record", "six".to_owned()).execute().await?;
+    let out = within(
+        "a `record` call with room in the mailbox",
+        q.action("record", "six".to_owned()).execute(),
+    )
+    .await?;
     assert_eq!(out.value::<String>()?, "six");
 
     koan::testing::stop(&host).await?;
@@ -207,7 +216,11 @@ async fn max_concurrency_runs_that_many_at_once() -> anyhow::Result<()> {
     probe.gate.add_permits(7);
     let mut seen = Vec::new();
     for t in tickets {
-        seen.push(t.outcome().await?.value::<usize>()?);
+        seen.push(
+            within("the outcome of a `hold`", t.outcome())
+                .await?
+                .value::<usize>()?,
+        );
     }
     assert_eq!(seen.len(), 7);
     assert!(seen.iter().all(|n| (1..=3).contains(n)), "{seen:?}");
@@ -243,10 +256,100 @@ async fn concurrency_one_runs_one_at_a_time() -> anyhow::Result<()> {
         probe.gate.add_permits(1);
     }
     for t in tickets {
-        assert_eq!(t.outcome().await?.value::<usize>()?, 1);
+        let out = within("the outcome of a `hold`", t.outcome()).await?;
+        assert_eq!(out.value::<usize>()?, 1);
     }
     assert_eq!(probe.peak.load(Ordering::SeqCst), 1);
 
     koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_priorities_at_once_lose_no_job() -> anyhow::Result<()> {
+    type Q = Queue<1024, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    let blocker = q.action("block", ()).spawn()?;
+    probe.wait_started("block started").await;
+
+    // Twelve priorities with two jobs each: more priorities than the mailbox keeps
+    // empty queues around for, so queues are dropped as they empty — never before.
+    let tags: Vec<(String, i32)> = (0..12)
+        .flat_map(|p| (0..2).map(move |k| (format!("p{p}-{k}"), p)))
+        .collect();
+    let items: Vec<(&str, i32)> = tags.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let tickets = enqueue_records(&q, &items).await?;
+
+    probe.gate.add_permits(1);
+    within("the blocker's outcome", blocker.outcome()).await?;
+    for (t, (tag, _)) in tickets.into_iter().zip(&tags) {
+        let out = within("the outcome of a queued `record`", t.outcome()).await?;
+        assert_eq!(
+            out.value::<String>()?,
+            *tag,
+            "every caller gets its own result"
+        );
+    }
+    let expected: Vec<String> = (0..12)
+        .rev()
+        .flat_map(|p| (0..2).map(move |k| format!("p{p}-{k}")))
+        .collect();
+    assert_eq!(probe.log(), expected, "by priority, FIFO within one");
+
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_answers_queued_calls_at_once_and_runs_queued_jobs() -> anyhow::Result<()> {
+    type Q = Queue<1024, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let q = host.services::<Q>();
+
+    // `block` holds the only worker and ignores its token; behind it wait a caller's
+    // call and a stored job's run.
+    let blocker = q.action("block", ()).spawn()?;
+    probe.wait_started("block started").await;
+    let call = q.action("record", "call".to_owned()).spawn()?;
+    let job = q.action("record", "job".to_owned()).enqueue().await?;
+    koan::testing::settle().await;
+    assert_eq!(
+        host.status("Queue")?.queue_depth,
+        2,
+        "the call and the job wait"
+    );
+
+    let t0 = tokio::time::Instant::now();
+    host.shutdown();
+    // The caller is answered at once, not at the end of the grace.
+    let e = within("the queued call's answer", call.outcome())
+        .await
+        .expect_err("a queued call is refused at shutdown");
+    assert_eq!(e.kind(), ErrorKind::ShuttingDown);
+    assert_eq!(t0.elapsed(), std::time::Duration::ZERO, "answered at once");
+    // The stored job's run stays queued: it may still run within the grace.
+    assert_eq!(host.status("Queue")?.queue_depth, 1);
+
+    probe.gate.add_permits(1);
+    within("the blocker's outcome", blocker.outcome()).await?;
+    let out = within("the queued job's outcome", job.outcome()).await?;
+    assert_eq!(out.value::<String>()?, "job");
+    assert_eq!(probe.log(), ["job"], "the refused call never ran");
+
+    // With nothing left, the host exits without waiting out its grace.
+    within("the host to exit", host.wait())
+        .await
+        .into_result()?;
+    assert_eq!(
+        t0.elapsed(),
+        std::time::Duration::ZERO,
+        "no grace waited out"
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use koan::testing::within;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
     ServiceContext, ServiceOptions, error::ErrorKind,
@@ -153,9 +154,7 @@ async fn handler_ignoring_its_token_times_out_and_is_dropped_after_the_grace() -
     );
 
     // The worker drops the future once the grace has passed …
-    let dropped_at = probe
-        .dropped
-        .recv()
+    let dropped_at = within("the hung future to be dropped", probe.dropped.recv())
         .await
         .expect("the hung future is dropped");
     assert_between(
@@ -189,7 +188,9 @@ async fn spawned_action_ignoring_its_token_is_answered_timed_out() -> anyhow::Re
         .action("hang", ())
         .timeout(Duration::from_secs(3))
         .spawn()?;
-    let err = ticket.outcome().await.expect_err("times out");
+    let err = within("the timed-out ticket's outcome", ticket.outcome())
+        .await
+        .expect_err("times out");
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_between(
         "ticket answered",
@@ -198,9 +199,7 @@ async fn spawned_action_ignoring_its_token_is_answered_timed_out() -> anyhow::Re
         Duration::from_secs(3) + TICK,
     );
 
-    probe
-        .dropped
-        .recv()
+    within("the hung future to be dropped", probe.dropped.recv())
         .await
         .expect("the hung future is dropped");
     let out = s
@@ -240,8 +239,9 @@ async fn queue_time_counts_toward_the_deadline() -> anyhow::Result<()> {
     );
 
     // The long action is unaffected; the expired one is never run.
-    assert_eq!(long.outcome().await?.value::<u64>()?, 10);
-    let out = s.action("ping", ()).execute().await?;
+    let long = within("the long action's outcome", long.outcome()).await?;
+    assert_eq!(long.value::<u64>()?, 10);
+    let out = within("a `ping` call", s.action("ping", ()).execute()).await?;
     assert_eq!(out.value::<String>()?, "pong");
     assert!(
         probe.quick_ran.try_recv().is_err(),
@@ -264,8 +264,7 @@ async fn spawned_action_behind_a_long_one_times_out_at_its_deadline() -> anyhow:
         .action("quick", ())
         .timeout(Duration::from_secs(3))
         .spawn()?;
-    let err = ticket
-        .outcome()
+    let err = within("the outcome of the ticket stuck behind", ticket.outcome())
         .await
         .expect_err("stuck behind the long action");
     assert_eq!(err.kind(), ErrorKind::Timeout);
@@ -276,8 +275,9 @@ async fn spawned_action_behind_a_long_one_times_out_at_its_deadline() -> anyhow:
         Duration::from_secs(3),
         Duration::from_secs(3) + TICK,
     );
-    assert_eq!(long.outcome().await?.value::<u64>()?, 10);
-    s.action("ping", ()).execute().await?;
+    let long = within("the long action's outcome", long.outcome()).await?;
+    assert_eq!(long.value::<u64>()?, 10);
+    within("a `ping` call", s.action("ping", ()).execute()).await?;
     assert!(probe.quick_ran.try_recv().is_err());
 
     koan::testing::stop(&host).await?;
@@ -320,7 +320,7 @@ async fn cooperative_handler_sees_its_token_fire_at_the_deadline() -> anyhow::Re
     );
 
     // It returned on its own, so the worker is free before the grace is over.
-    let out = s.action("ping", ()).execute().await?;
+    let out = within("a `ping` call", s.action("ping", ()).execute()).await?;
     assert_eq!(out.value::<String>()?, "pong");
     assert!(
         t0.elapsed() < Duration::from_secs(2) + GRACE,

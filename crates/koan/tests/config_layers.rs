@@ -3,6 +3,7 @@
 //! settings reach the service, bad values name their key and source, and the
 //! environment gates services.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use koan::{
@@ -22,12 +23,14 @@ struct CleanupSettings {
 #[koan::service(every = "1h")]
 struct DataCleanupService {
     settings: CleanupSettings,
+    ticks: AtomicUsize,
 }
 
 impl FromContext for DataCleanupService {
     fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
         Ok(DataCleanupService {
             settings: cx.settings()?,
+            ticks: AtomicUsize::new(0),
         })
     }
 }
@@ -36,6 +39,11 @@ impl PeriodicService for DataCleanupService {
     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
         // Real code would delete `batch_size` rows older than `retention_days`.
         let _ = (self.settings.retention_days, self.settings.batch_size);
+        // A runaway schedule (a tick at every instant, under a broken `next_due`) stalls
+        // here instead of spinning the driver, so the test is not held forever.
+        if self.ticks.fetch_add(1, Ordering::SeqCst) >= 100 {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::Queue;
+use koan::testing::within;
 use proptest::prelude::*;
 
 /// The shared gated service: room for every submission, one action at a time.
@@ -24,11 +25,7 @@ fn run_order(priorities: &[i32]) -> anyhow::Result<Vec<usize>> {
         let q = host.services::<Ordered>();
         // Occupy the only worker: everything after waits in the mailbox.
         let blocker = q.action("block", ()).enqueue().await?;
-        probe
-            .started
-            .recv()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("block never started"))?;
+        probe.wait_started("`block` to start").await;
         let mut tickets = Vec::new();
         for (i, p) in priorities.iter().enumerate() {
             tickets.push(
@@ -39,12 +36,10 @@ fn run_order(priorities: &[i32]) -> anyhow::Result<Vec<usize>> {
             );
         }
         probe.gate.add_permits(1);
-        blocker.outcome().await?;
+        within("the blocker's outcome", blocker.outcome()).await?;
         for (i, t) in tickets.into_iter().enumerate() {
-            anyhow::ensure!(
-                t.outcome().await?.value::<String>()? == i.to_string(),
-                "result mixed up"
-            );
+            let out = within("the outcome of a queued `record`", t.outcome()).await?;
+            anyhow::ensure!(out.value::<String>()? == i.to_string(), "result mixed up");
         }
         koan::testing::stop(&host).await?;
         probe

@@ -14,6 +14,22 @@ use koan::{
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+/// More runs than any test here expects: a runaway schedule (a run at every instant).
+const RUNAWAY: usize = 100;
+
+/// Stalls the run that is the `runs`-th of its service when that is a runaway count.
+///
+/// A schedule that never moves on (a broken `next_due`) runs the service again at the
+/// same instant forever: without this stall, the driver would spin without ever
+/// awaiting, a paused clock would never move, and the test (with the rest of its
+/// binary) would hang instead of failing. Stalled, the runtime idles, the clock jumps,
+/// and the test's bounded wait or its assertion on the runs fails.
+async fn stall_if_runaway(runs: usize) {
+    if runs > RUNAWAY {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// What a periodic service saw, shared with the test.
 #[derive(Default)]
 struct Seen {
@@ -21,11 +37,14 @@ struct Seen {
 }
 
 impl Seen {
-    fn note(&self, cx: &ServiceContext) {
-        self.ticks
-            .lock()
-            .expect("ticks lock")
-            .push((Instant::now(), cx.reason()));
+    /// Notes a run; stalls it when it is a runaway one ([`stall_if_runaway`]).
+    async fn note(&self, cx: &ServiceContext) {
+        let runs = {
+            let mut ticks = self.ticks.lock().expect("ticks lock");
+            ticks.push((Instant::now(), cx.reason()));
+            ticks.len()
+        };
+        stall_if_runaway(runs).await;
     }
 
     /// Offsets of the ticks from `t0`.
@@ -101,7 +120,7 @@ impl<const OPTS: u8> Service for Ticker<OPTS> {
 
 impl<const OPTS: u8> PeriodicService for Ticker<OPTS> {
     async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        self.seen.note(&cx);
+        self.seen.note(&cx).await;
         Ok(())
     }
 }
@@ -249,7 +268,7 @@ async fn trigger_runs_an_idle_service_at_once() -> anyhow::Result<()> {
     testing::wait_state(&host, "ticker", ServiceState::Idle).await;
 
     let t0 = Instant::now();
-    let outcome = host.services::<Ticker<5>>().trigger().await?;
+    let outcome = testing::within("a trigger", host.services::<Ticker<5>>().trigger()).await?;
     assert!(
         t0.elapsed() < Duration::from_secs(1),
         "ran without waiting a period"
@@ -261,12 +280,14 @@ async fn trigger_runs_an_idle_service_at_once() -> anyhow::Result<()> {
     assert_eq!(seen.reasons(), [RunReason::Trigger]);
 
     // The by-name alias works as well.
-    let out = host
-        .service("ticker")
-        .action("trigger-now", serde_json::Value::Null)
-        .execute()
-        .await?
-        .value::<koan::schedule::TriggerOutcome>()?;
+    let out = testing::within(
+        "a `trigger-now` call",
+        host.service("ticker")
+            .action("trigger-now", serde_json::Value::Null)
+            .execute(),
+    )
+    .await?
+    .value::<koan::schedule::TriggerOutcome>()?;
     assert_eq!(out.run.reason, RunReason::Trigger);
     assert_eq!(host.status("ticker")?.runs, 2);
     testing::stop(&host).await?;
@@ -338,7 +359,7 @@ async fn triggers_during_a_run_coalesce_into_one_follow_up_run() -> anyhow::Resu
 
     // End the first run: the follow-up starts and is the only one.
     gate.add_permits(1);
-    let first = first.await??;
+    let first = testing::within("the first trigger", first).await??;
     assert!(!first.coalesced);
     testing::wait_until(&host, "gated", |s| {
         s.runs == 1 && s.state == ServiceState::Running
@@ -349,7 +370,7 @@ async fn triggers_during_a_run_coalesce_into_one_follow_up_run() -> anyhow::Resu
     gate.add_permits(1);
     let mut runs = Vec::new();
     for j in joiners {
-        let outcome = j.await??;
+        let outcome = testing::within("a trigger merged into the follow-up", j).await??;
         assert!(outcome.coalesced, "a trigger during a run is coalesced");
         assert_eq!(outcome.run.reason, RunReason::Trigger);
         runs.push(outcome.run);
@@ -367,6 +388,8 @@ async fn triggers_during_a_run_coalesce_into_one_follow_up_run() -> anyhow::Resu
 /// What [`Batches`] received, shared with the test.
 #[derive(Default)]
 struct BatchLog {
+    /// Runs of any kind, for [`stall_if_runaway`].
+    runs: AtomicUsize,
     ticks: AtomicUsize,
     checks: AtomicUsize,
     /// The argument of `process_batch`, and what the context said.
@@ -385,13 +408,21 @@ impl Service for Batches {
     }
 }
 
+impl Batches {
+    async fn count_run(&self) {
+        stall_if_runaway(self.log.runs.fetch_add(1, Ordering::SeqCst) + 1).await;
+    }
+}
+
 impl PeriodicService for Batches {
     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        self.count_run().await;
         self.log.ticks.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
     async fn check_queue(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        self.count_run().await;
         if cx.reason() != RunReason::CheckQueue {
             return Err(format!("check_queue ran for {:?}", cx.reason()).into());
         }
@@ -400,6 +431,7 @@ impl PeriodicService for Batches {
     }
 
     async fn process_batch(&self, batch: BatchRequest, cx: ServiceContext) -> Result<(), BoxError> {
+        self.count_run().await;
         if batch.filter.as_deref() == Some("poison") {
             return Err("poison batch".into());
         }
@@ -427,24 +459,27 @@ async fn process_batch_passes_its_arguments() -> anyhow::Result<()> {
         batch_size: Some(50),
         filter: Some("high-priority".to_owned()),
     };
-    let outcome = host
-        .services::<Batches>()
-        .process_batch(request.clone())
-        .await?;
+    let outcome = testing::within(
+        "a process-batch",
+        host.services::<Batches>().process_batch(request.clone()),
+    )
+    .await?;
     assert_eq!(outcome.run.reason, RunReason::ProcessBatch);
     assert!(outcome.run.outcome.is_success());
     assert!(!outcome.coalesced);
 
     // The same through the by-name API with JSON parameters.
-    let json = host
-        .service("batches")
-        .action(
-            "process-batch",
-            serde_json::json!({ "batchSize": 7, "filter": "low" }),
-        )
-        .execute()
-        .await?
-        .value::<koan::schedule::TriggerOutcome>()?;
+    let json = testing::within(
+        "a by-name process-batch",
+        host.service("batches")
+            .action(
+                "process-batch",
+                serde_json::json!({ "batchSize": 7, "filter": "low" }),
+            )
+            .execute(),
+    )
+    .await?
+    .value::<koan::schedule::TriggerOutcome>()?;
     assert_eq!(json.run.reason, RunReason::ProcessBatch);
 
     let expected_json = BatchRequest::new(Some(7), Some("low".to_owned()));
@@ -458,11 +493,13 @@ async fn process_batch_passes_its_arguments() -> anyhow::Result<()> {
     assert_eq!(log.ticks.load(Ordering::SeqCst), 0, "tick was not called");
 
     // A failing batch reaches the caller as a handler error and counts as a failure.
-    let err = host
-        .services::<Batches>()
-        .process_batch(BatchRequest::new(None, Some("poison".to_owned())))
-        .await
-        .expect_err("the run failed");
+    let err = testing::within(
+        "a poisoned process-batch",
+        host.services::<Batches>()
+            .process_batch(BatchRequest::new(None, Some("poison".to_owned()))),
+    )
+    .await
+    .expect_err("the run failed");
     assert_eq!(err.kind(), ErrorKind::Handler);
     assert!(err.message().contains("poison batch"), "{}", err.message());
     let status = host.status("batches")?;
@@ -487,7 +524,8 @@ async fn check_queue_runs_its_own_handler() -> anyhow::Result<()> {
         .start();
     host.started().await?;
 
-    let outcome = host.services::<Batches>().check_queue().await?;
+    let outcome =
+        testing::within("a check-queue", host.services::<Batches>().check_queue()).await?;
     assert_eq!(outcome.run.reason, RunReason::CheckQueue);
     assert!(outcome.run.outcome.is_success());
     assert_eq!(log.checks.load(Ordering::SeqCst), 1);
@@ -504,7 +542,7 @@ async fn check_queue_runs_its_own_handler() -> anyhow::Result<()> {
         .build()?
         .start();
     other.started().await?;
-    other.services::<Ticker<5>>().check_queue().await?;
+    testing::within("a check-queue", other.services::<Ticker<5>>().check_queue()).await?;
     assert_eq!(seen.reasons(), [RunReason::CheckQueue]);
 
     testing::stop(&other).await?;
@@ -534,7 +572,7 @@ impl<const POLICY: u8> Service for Slow<POLICY> {
 impl<const POLICY: u8> PeriodicService for Slow<POLICY> {
     async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
         let first = self.seen.ticks.lock().expect("ticks lock").is_empty();
-        self.seen.note(&cx);
+        self.seen.note(&cx).await;
         if first {
             tokio::time::sleep(Duration::from_secs(35)).await;
         }
@@ -589,9 +627,11 @@ impl Service for Fragile {
 
 impl PeriodicService for Fragile {
     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+        let calls = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if calls == 1 {
             panic!("index out of bounds");
         }
+        stall_if_runaway(calls).await;
         Ok(())
     }
 }
@@ -601,9 +641,7 @@ async fn a_panicking_tick_is_caught_and_the_service_goes_on() -> anyhow::Result<
     let host = testing::host().service::<Fragile>().build()?.start();
     host.started().await?;
 
-    let err = host
-        .services::<Fragile>()
-        .trigger()
+    let err = testing::within("a trigger", host.services::<Fragile>().trigger())
         .await
         .expect_err("the tick panicked");
     assert_eq!(err.kind(), ErrorKind::Panic);
@@ -619,7 +657,7 @@ async fn a_panicking_tick_is_caught_and_the_service_goes_on() -> anyhow::Result<
         Some(RunOutcome::Panicked { .. })
     ));
 
-    let outcome = host.services::<Fragile>().trigger().await?;
+    let outcome = testing::within("a second trigger", host.services::<Fragile>().trigger()).await?;
     assert!(outcome.run.outcome.is_success());
     assert_eq!(host.status("fragile")?.consecutive_failures, 0);
     testing::stop(&host).await?;

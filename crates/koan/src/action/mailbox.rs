@@ -226,7 +226,17 @@ impl Mailbox {
 
     /// The highest-priority job, if any, under the lock `st` (released here).
     fn take(&self, mut st: std::sync::MutexGuard<'_, State>) -> Option<Job> {
-        let job = st.pop()?;
+        let Some(job) = st.pop() else {
+            // The count and the queues agree. A count left above zero with nothing
+            // queued would have `ready` report work forever and the workers spin
+            // without awaiting (a test on a paused clock would hang, not fail).
+            debug_assert_eq!(
+                st.len, 0,
+                "the mailbox of `{}` counts jobs it does not hold",
+                self.service
+            );
+            return None;
+        };
         let len = st.len;
         self.len.store(len, AtomicOrdering::Relaxed);
         drop(st);
