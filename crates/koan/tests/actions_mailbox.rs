@@ -318,7 +318,11 @@ async fn shutdown_answers_queued_calls_at_once_and_runs_queued_jobs() -> anyhow:
     let call = q.action("record", "call".to_owned()).spawn()?;
     let job = q.action("record", "job".to_owned()).enqueue().await?;
     koan::testing::settle().await;
-    assert_eq!(host.status("Queue")?.queue_depth, 2, "the call and the job wait");
+    assert_eq!(
+        host.status("Queue")?.queue_depth,
+        2,
+        "the call and the job wait"
+    );
 
     let t0 = tokio::time::Instant::now();
     host.shutdown();

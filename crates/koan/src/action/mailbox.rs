@@ -177,8 +177,11 @@ impl Mailbox {
         }
         st.push(job);
         let len = st.len;
-        drop(st);
+        // Stored under the lock, so the stores follow the lock's order: stored after
+        // it, a push's count could land after a take's and stay stale (a job counted
+        // that no queue holds), and every idle worker would spin on `ready`.
         self.len.store(len, AtomicOrdering::Relaxed);
+        drop(st);
         self.depth.set(len as f64);
         self.notify.notify_one();
         Ok(())
@@ -235,8 +238,9 @@ impl Mailbox {
             return None;
         };
         let len = st.len;
-        drop(st);
+        // Under the lock, as in `push`.
         self.len.store(len, AtomicOrdering::Relaxed);
+        drop(st);
         self.depth.set(len as f64);
         if len > 0 {
             // Let another worker pick up the rest.
