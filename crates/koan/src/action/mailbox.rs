@@ -238,6 +238,7 @@ impl Mailbox {
             return None;
         };
         let len = st.len;
+        // Under the lock, as in `push`.
         self.len.store(len, AtomicOrdering::Relaxed);
         drop(st);
         self.depth.set(len as f64);
