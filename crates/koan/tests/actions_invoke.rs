@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use koan::testing::within;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
     ServiceContext, ServiceOptions, error::ErrorKind, job::JobState, transport::RemoteCall,
@@ -442,7 +443,12 @@ async fn chain_runs_in_order_and_stops_at_the_failing_step() -> anyhow::Result<(
         .enqueue()
         .await?;
     let id = ticket.id().to_owned();
-    assert_eq!(ticket.outcome().await?.value::<u32>()?, 70);
+    assert_eq!(
+        within("the outcome of `ticket`", ticket.outcome())
+            .await?
+            .value::<u32>()?,
+        70
+    );
     assert_eq!(probe.log(), [1, 2, 3, 10, 40, 60, 70]);
     let record = host.jobs().get(&id).await?;
     assert_eq!(record.action, "log");
@@ -480,7 +486,10 @@ async fn panic_and_error_in_a_handler_are_reported_and_the_service_goes_on() -> 
     let ticket = m.action("panic", ()).enqueue().await?;
     let id = ticket.id().to_owned();
     assert_eq!(
-        ticket.outcome().await.expect_err("panics").kind(),
+        within("the outcome of `ticket`", ticket.outcome())
+            .await
+            .expect_err("panics")
+            .kind(),
         ErrorKind::Panic
     );
     let record = host.jobs().get(&id).await?;
@@ -554,7 +563,9 @@ async fn enqueue_returns_an_id_whose_outcome_and_record_follow() -> anyhow::Resu
     );
     assert_eq!(before.result, None);
 
-    let receipt = ticket.outcome().await?.value::<Receipt>()?;
+    let receipt = within("the outcome of `ticket`", ticket.outcome())
+        .await?
+        .value::<Receipt>()?;
     assert_eq!(receipt.to, "gus@example.com");
     assert_eq!(
         receipt.id.as_deref(),
@@ -591,8 +602,18 @@ async fn enqueue_returns_an_id_whose_outcome_and_record_follow() -> anyhow::Resu
         .enqueue()
         .await?;
     assert_ne!(a.id(), b.id());
-    assert_eq!(a.outcome().await?.value::<u32>()?, 1);
-    assert_eq!(b.outcome().await?.value::<u32>()?, 2);
+    assert_eq!(
+        within("the outcome of `a`", a.outcome())
+            .await?
+            .value::<u32>()?,
+        1
+    );
+    assert_eq!(
+        within("the outcome of `b`", b.outcome())
+            .await?
+            .value::<u32>()?,
+        2
+    );
 
     koan::testing::stop(&host).await?;
     Ok(())
@@ -622,7 +643,9 @@ async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Resul
 
     // Every queued action is answered, none is run.
     for t in queued {
-        let e = t.outcome().await.expect_err("answered ShuttingDown");
+        let e = within("the outcome of `t`", t.outcome())
+            .await
+            .expect_err("answered ShuttingDown");
         assert_eq!(e.kind(), ErrorKind::ShuttingDown);
     }
     let e = waiting_caller
@@ -630,7 +653,12 @@ async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Resul
         .expect_err("the waiting caller is answered");
     assert_eq!(e.kind(), ErrorKind::ShuttingDown);
     // The running one saw its token and finished.
-    assert_eq!(running.outcome().await?.value::<String>()?, "interrupted");
+    assert_eq!(
+        within("the outcome of `running`", running.outcome())
+            .await?
+            .value::<String>()?,
+        "interrupted"
+    );
     assert!(probe.log().is_empty(), "queued actions never ran");
 
     koan::testing::within("the host to exit", host.wait())

@@ -251,7 +251,7 @@ async fn a_typed_call_can_be_enqueued_as_a_job() -> anyhow::Result<()> {
         .enqueue()
         .await?;
     assert!(ticket.created());
-    let count: u32 = ticket.outcome().await?;
+    let count: u32 = koan::testing::within("the outcome of `ticket`", ticket.outcome()).await?;
     assert_eq!(count, 0);
 
     let again = shop

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use koan::testing::within;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
     ServiceContext, config::Config, error::ErrorKind, job::JobQuery, job::JobState,
@@ -113,7 +114,9 @@ async fn a_job_has_a_uuid_v7_id_and_its_handler_sees_id_attempt_and_key() -> any
         [8, 4, 4, 4, 12]
     );
     assert!(parts[2].starts_with('7'), "version 7: {id}");
-    let out = ticket.outcome().await?.json()?;
+    let out = within("the outcome of `ticket`", ticket.outcome())
+        .await?
+        .json()?;
     assert_eq!(
         out,
         json!({"n": 7, "job": id, "attempt": 1, "key": "order-7"})
@@ -150,7 +153,12 @@ async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyho
         .await?;
     assert_eq!(first.id(), again.id());
     assert!(!again.created(), "nothing new was stored");
-    assert_eq!(again.outcome().await?.json()?["n"], json!(1));
+    assert_eq!(
+        within("the outcome of `again`", again.outcome())
+            .await?
+            .json()?["n"],
+        json!(1)
+    );
     // Asked again after it ran: still the first job, still one run.
     let late = w
         .action("echo", 1u32)
@@ -179,7 +187,9 @@ async fn a_failing_job_is_retried_then_dead_then_retried_by_hand() -> anyhow::Re
     let t0 = Instant::now();
     let ticket = host.service("Work").action("flaky", ()).enqueue().await?;
     let id = ticket.id().to_owned();
-    let e = ticket.outcome().await.expect_err("dead after 2 runs");
+    let e = within("the outcome of `ticket`", ticket.outcome())
+        .await
+        .expect_err("dead after 2 runs");
     assert_eq!(e.kind(), ErrorKind::Handler);
     assert!(e.message().contains("call 2 fails"), "{e}");
     // The second run waited for the declared backoff (10 s ± 20 %).
@@ -269,7 +279,7 @@ async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> an
     assert_eq!(cancelled.state, JobState::Cancelled);
     koan::testing::advance(Duration::from_secs(29)).await;
     assert!(runs.lock().expect("runs").is_empty(), "not before its time");
-    later.outcome().await?;
+    within("the outcome of `later`", later.outcome()).await?;
     assert!(t0.elapsed() >= Duration::from_secs(30));
     assert_eq!(
         runs.lock()
@@ -280,7 +290,9 @@ async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> an
         [1]
     );
     let never_id = never.id().to_owned();
-    let e = never.outcome().await.expect_err("cancelled");
+    let e = within("the outcome of `never`", never.outcome())
+        .await
+        .expect_err("cancelled");
     assert_eq!(e.kind(), ErrorKind::JobState);
     // Deleting forgets it.
     host.jobs().delete(&never_id).await?;
@@ -325,8 +337,8 @@ async fn results_over_the_cap_are_cut_and_flagged() -> anyhow::Result<()> {
         .enqueue()
         .await?;
     let (small_id, large_id) = (small.id().to_owned(), large.id().to_owned());
-    small.outcome().await?;
-    large.outcome().await?;
+    within("the outcome of `small`", small.outcome()).await?;
+    within("the outcome of `large`", large.outcome()).await?;
     let s = host.jobs().get(&small_id).await?;
     assert!(!s.result_truncated);
     assert_eq!(s.result, Some(json!("x".repeat(10))));
@@ -351,7 +363,12 @@ async fn a_job_that_finishes_within_the_grace_after_its_deadline_is_recorded_as_
         .enqueue()
         .await?;
     let id = t.id().to_owned();
-    assert_eq!(t.outcome().await?.value::<String>()?, "finished late");
+    assert_eq!(
+        within("the outcome of `t`", t.outcome())
+            .await?
+            .value::<String>()?,
+        "finished late"
+    );
     let r = host.jobs().get(&id).await?;
     assert_eq!(r.state, JobState::Succeeded);
     assert_eq!(r.timeout_ms, Some(1000));
@@ -415,7 +432,9 @@ async fn configuration_sets_an_actions_retry_policy_and_names_unknown_actions() 
     .await?;
     let t = host.service("Work").action("flaky", ()).enqueue().await?;
     let id = t.id().to_owned();
-    t.outcome().await.expect_err("dead at once");
+    within("the outcome of `t`", t.outcome())
+        .await
+        .expect_err("dead at once");
     let r = host.jobs().get(&id).await?;
     assert_eq!(
         (r.state, r.attempts, r.max_attempts),
