@@ -349,6 +349,24 @@ async fn invalid_parameters_name_the_field() -> anyhow::Result<()> {
         .expect_err("u32 expected");
     assert_eq!(refused.kind(), ErrorKind::InvalidParameters);
 
+    // A whole number written as a float (`7.0`) is an integer, as JSON Schema says;
+    // a fraction is not.
+    let whole = host
+        .service("Mailer")
+        .action("log", json!(7.0))
+        .execute()
+        .await?
+        .value::<u32>()?;
+    assert_eq!(whole, 7);
+    let fraction = host
+        .service("Mailer")
+        .action("log", json!(7.5))
+        .execute()
+        .await
+        .expect_err("7.5 is not a u32");
+    assert_eq!(fraction.kind(), ErrorKind::InvalidParameters);
+    assert!(fraction.message().contains("7.5"), "{fraction}");
+
     koan::testing::stop(&host).await?;
     Ok(())
 }

@@ -135,6 +135,14 @@ pub(crate) fn from_json<P: DeserializeOwned>(json: Value, what: &dyn Fn() -> Str
     if let Ok(p) = P::deserialize(&json) {
         return Ok(p);
     }
+    // JSON Schema counts `7.0` as an integer, and some clients write whole numbers
+    // so: read them as integers before giving up (a float field takes either).
+    let mut json = json;
+    if whole_numbers_as_integers(&mut json)
+        && let Ok(p) = P::deserialize(&json)
+    {
+        return Ok(p);
+    }
     serde_path_to_error::deserialize::<_, P>(json).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -152,6 +160,37 @@ pub(crate) fn from_json<P: DeserializeOwned>(json: Value, what: &dyn Fn() -> Str
             ),
         )
     })
+}
+
+/// Rewrites every number with no fractional part (`7.0`) as an integer; whether
+/// anything changed.
+fn whole_numbers_as_integers(v: &mut Value) -> bool {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else {
+                return false;
+            };
+            // 2^63: the bound of both casts below.
+            const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+            let whole = if f.fract() != 0.0 {
+                None
+            } else if (-TWO_63..TWO_63).contains(&f) {
+                Some(serde_json::Number::from(f as i64))
+            } else if (0.0..2.0 * TWO_63).contains(&f) {
+                Some(serde_json::Number::from(f as u64))
+            } else {
+                None
+            };
+            whole.map(|w| *n = w).is_some()
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| whole_numbers_as_integers(v) | changed),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |changed, v| whole_numbers_as_integers(v) | changed),
+        _ => false,
+    }
 }
 
 fn is_unit<P>() -> bool {
