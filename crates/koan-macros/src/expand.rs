@@ -89,10 +89,7 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
     let schedule = a.schedule.as_ref().map(|(ts, _)| ts.clone());
     let events = a.events.iter().map(|e| {
         let payload = e.payload.clone().map_or_else(|| quote!(()), |t| quote!(#t));
-        let name = match &e.name {
-            Some(n) => quote!(#n),
-            None => quote!(<#payload as ::koan::Event>::NAME),
-        };
+        let name = event_name(e, &payload);
         match &e.description {
             Some(d) => quote!(a.event_described::<#payload>(#name, #d);),
             None => quote!(a.event::<#payload>(#name);),
@@ -110,10 +107,7 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
     };
     let emits = a.events.iter().filter_map(|e| {
         let payload = e.payload.as_ref().filter(|p| !shared(p))?;
-        let name = match &e.name {
-            Some(n) => quote!(#n),
-            None => quote!(<#payload as ::koan::Event>::NAME),
-        };
+        let name = event_name(e, &quote!(#payload));
         Some(quote! {
             impl ::koan::event::Emits<#payload> for #ident {
                 const EVENT: &'static str = #name;
@@ -379,4 +373,12 @@ fn event_inner(input: TokenStream) -> syn::Result<TokenStream> {
             const NAME: &'static str = #name;
         }
     })
+}
+
+/// An event's name as declared: `name = …`, or the payload's `Event::NAME`.
+fn event_name(e: &attr::EventDecl, payload: &TokenStream) -> TokenStream {
+    match &e.name {
+        Some(n) => quote!(#n),
+        None => quote!(<#payload as ::koan::Event>::NAME),
+    }
 }

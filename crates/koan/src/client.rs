@@ -165,10 +165,7 @@ impl<T: Service> Services<T> {
         T: Emits<E>,
         E: serde::de::DeserializeOwned + Clone + Send + 'static,
     {
-        let name = local_cell_pub(&self.host, &self.by_name().target)
-            .map(|c| Arc::clone(&c.name))
-            .unwrap_or_else(|| Arc::clone(&self.name));
-        TypedSubscriptionBuilder::new(SubscriptionBuilder::new(self.host.clone(), Some(name)))
+        TypedSubscriptionBuilder::new(self.by_name().subscription())
     }
 
     /// Runs the tick now and waits for that run; coalesced with a run in progress.
@@ -291,10 +288,15 @@ impl ServiceRef {
 
     /// Starts an event subscription to this service.
     pub fn on(&self, event: &str) -> SubscriptionBuilder {
+        self.subscription().on(event)
+    }
+
+    /// A subscription to this service's events, under the name it runs with.
+    fn subscription(&self) -> SubscriptionBuilder {
         let name = local_cell_pub(&self.host, &self.target)
             .map(|c| Arc::clone(&c.name))
             .unwrap_or_else(|| Arc::clone(&self.name));
-        SubscriptionBuilder::new(self.host.clone(), Some(name)).on(event)
+        SubscriptionBuilder::new(self.host.clone(), Some(name))
     }
 
     async fn poke(&self, action: &str, params: serde_json::Value) -> Result<TriggerOutcome> {
