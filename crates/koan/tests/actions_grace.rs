@@ -31,3 +31,26 @@ async fn the_caller_of_an_action_aborted_at_the_end_of_the_grace_is_told_which()
     );
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_action_aborted_at_the_end_of_the_grace_is_no_longer_counted_in_flight()
+-> anyhow::Result<()> {
+    type Q = Queue<8, 1>;
+    let (svc, mut probe) = Q::new();
+    let host = testing::host().instance(svc).build()?.start();
+    host.started().await?;
+
+    let ticket = host.services::<Q>().action("block", ()).spawn()?;
+    probe.wait_started("`block` to start").await;
+    assert_eq!(host.services::<Q>().status().await?.in_flight, 1);
+
+    testing::within("the host to stop", testing::stop(&host)).await?;
+    let _ = testing::within("the answer to `block`", ticket.outcome()).await;
+    // The worker's future was dropped mid-run: the count must not stay at one.
+    assert_eq!(
+        host.services::<Q>().status().await?.in_flight,
+        0,
+        "an aborted run still counted in flight"
+    );
+    Ok(())
+}

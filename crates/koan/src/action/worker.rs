@@ -28,17 +28,33 @@ pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
     }
 }
 
-/// Runs `job` (its caller holds a slot), counted in the service's `in_flight`.
+/// Runs `job` (its caller holds a slot), counted in the service's `in_flight` for
+/// as long as the run's future lives: the count goes down when the run ends *or*
+/// when the future is dropped (a worker aborted at the end of the grace).
 pub(crate) async fn run_counted(
     host: &Arc<HostInner>,
     cell: &Arc<ServiceCell>,
     job: Job,
     started: Instant,
 ) -> Option<Result<Payload>> {
-    cell.in_flight.fetch_add(1, Ordering::Relaxed);
-    let outcome = execute(host, cell, job, started).await;
-    cell.in_flight.fetch_sub(1, Ordering::Relaxed);
-    outcome
+    let _counted = InFlight::enter(cell);
+    execute(host, cell, job, started).await
+}
+
+/// One run counted in `ServiceCell::in_flight`, given back on drop.
+struct InFlight<'a>(&'a ServiceCell);
+
+impl<'a> InFlight<'a> {
+    fn enter(cell: &'a ServiceCell) -> Self {
+        cell.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(cell)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Runs `job`, which left the queue at `started` (a caller that runs the job on
