@@ -7,6 +7,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::correlation::{Correlation, new_id};
+use super::deadline::push_with_deadline;
 use super::declare::Resolved;
 use super::payload::Payload;
 use super::request::{ActionOutput, ActionRequest, ActionTicket, Step, When};
@@ -252,23 +253,11 @@ fn accept_local(
                 job.reply = Some(tx);
                 return cell.mailbox.push(job);
             };
-            // The deadline counts queue time: answer the ticket at
-            // the deadline even while the job still waits behind others, not only
-            // once a worker picks it up.
-            let (job_tx, job_rx) = oneshot::channel();
-            job.reply = Some(job_tx);
-            let late = job.timeout_error(&cell.name);
-            cell.mailbox.push(job)?;
+            let answer = push_with_deadline(cell, job, deadline)?;
             tokio::spawn(async move {
-                match tokio::time::timeout_at(deadline, job_rx).await {
-                    Ok(Ok(r)) => {
-                        let _ = tx.send(r);
-                    }
-                    // The job was dropped unanswered: so is the ticket.
-                    Ok(Err(_)) => {}
-                    Err(_) => {
-                        let _ = tx.send(Err(late));
-                    }
+                // A job dropped unanswered leaves the ticket unanswered too.
+                if let Some(r) = answer.await {
+                    let _ = tx.send(r);
                 }
             });
             Ok(())

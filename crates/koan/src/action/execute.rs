@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::context::JobMeta;
 use super::correlation::Correlation;
+use super::deadline::push_with_deadline;
 use super::payload::Payload;
 use super::request::{ActionOutput, ActionRequest, Step, Target};
 use super::route::{Prepared, find_local, poke_cell, prepare, remote_call, wait_poke};
@@ -215,29 +216,23 @@ fn start_step(
             if super::inline::take_slot(cell) {
                 return StepFut::Inline(super::inline::run(host, Arc::clone(cell), job));
             }
-            let (tx, rx) = oneshot::channel();
-            job.reply = Some(tx);
             // A stored job's run is answered by its worker alone: its record must say
             // what really happened, not what the caller saw at the deadline.
             let deadline = job.deadline.filter(|_| job.job.is_none());
             let Some(deadline) = deadline else {
+                let (tx, rx) = oneshot::channel();
+                job.reply = Some(tx);
                 return match cell.mailbox.push(job) {
                     Ok(()) => StepFut::Queued(rx),
                     Err(e) => StepFut::Ready(Some(Err(e))),
                 };
             };
-            // The deadline counts queue time: the caller is answered at the deadline
-            // even while the job still waits behind others.
-            let late = job.timeout_error(&cell.name);
-            if let Err(e) = cell.mailbox.push(job) {
-                return StepFut::Ready(Some(Err(e)));
+            match push_with_deadline(cell, job, deadline) {
+                Ok(answer) => StepFut::Boxed(Box::pin(async move {
+                    answer.await.unwrap_or_else(|| Err(lost()))
+                })),
+                Err(e) => StepFut::Ready(Some(Err(e))),
             }
-            StepFut::Boxed(Box::pin(async move {
-                match tokio::time::timeout_at(deadline, rx).await {
-                    Ok(r) => r.unwrap_or_else(|_| Err(lost())),
-                    Err(_) => Err(late),
-                }
-            }))
         }
     }
 }

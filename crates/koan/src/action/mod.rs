@@ -3,6 +3,7 @@
 
 mod context;
 mod correlation;
+mod deadline;
 mod declare;
 mod enqueue;
 mod error_body;

@@ -1,0 +1,34 @@
+//! A queued action's deadline counts queue time: its caller is answered at the
+//! deadline at the latest, even while the job still waits behind others. The one
+//! place that races a queued job's answer against its deadline.
+
+use std::future::Future;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::mailbox::Job;
+use super::payload::Payload;
+use crate::error::Result;
+use crate::registry::ServiceCell;
+
+/// Queues `job` in `cell`'s mailbox and returns its answer, which comes by
+/// `deadline` at the latest (then a `Timeout` naming the action and its limit).
+/// The answer is `None` when the job was dropped unanswered (its worker aborted as
+/// the host stopped). Refusals of the mailbox (full, closed) come back at once.
+pub(super) fn push_with_deadline(
+    cell: &ServiceCell,
+    mut job: Job,
+    deadline: Instant,
+) -> Result<impl Future<Output = Option<Result<Payload>>> + Send + 'static> {
+    let (tx, rx) = oneshot::channel();
+    job.reply = Some(tx);
+    let late = job.timeout_error(&cell.name);
+    cell.mailbox.push(job)?;
+    Ok(async move {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(answer) => answer.ok(),
+            Err(_) => Some(Err(late)),
+        }
+    })
+}
