@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::{ActionInfo, ActionRequest, EventInfo, Target, local_cell_pub, poke_direct};
+use crate::action::{ActionInfo, ActionRequest, Target, local_cell_pub, poke_direct};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::EventInfo;
 use crate::event::{Emits, SubscriptionBuilder, TypedSubscriptionBuilder};
 use crate::health::ServiceHealth;
 use crate::host::{HostHandle, current};
@@ -106,7 +107,7 @@ pub fn try_services<T: Service>() -> Result<Services<T>> {
 impl<T: Service> Services<T> {
     pub(crate) fn new(host: HostHandle) -> Self {
         let name: Arc<str> = match host.inner.registry.by_type(std::any::TypeId::of::<T>()) {
-            Some(cell) => Arc::clone(&cell.name),
+            Some(cell) => Arc::clone(&cell.spec.name),
             None => Arc::from(
                 T::options()
                     .name
@@ -149,7 +150,7 @@ impl<T: Service> Services<T> {
             .inner
             .registry
             .by_type(type_id)
-            .and_then(|cell| cell.actions.get(name))
+            .and_then(|cell| cell.spec.actions.get(name))
         {
             Some(entry) => req.action_entry(Arc::clone(entry), params),
             None => req.action(name, params),
@@ -256,7 +257,7 @@ impl<T: Service> Services<T> {
         let cell = registry
             .by_type(std::any::TypeId::of::<T>())
             .ok_or_else(missing)?;
-        Arc::clone(&cell.service)
+        Arc::clone(&cell.spec.service)
             .into_any()
             .downcast::<T>()
             .map_err(|_| missing())
@@ -294,7 +295,7 @@ impl ServiceRef {
     /// A subscription to this service's events, under the name it runs with.
     fn subscription(&self) -> SubscriptionBuilder {
         let name = local_cell_pub(&self.host, &self.target)
-            .map(|c| Arc::clone(&c.name))
+            .map(|c| Arc::clone(&c.spec.name))
             .unwrap_or_else(|| Arc::clone(&self.name));
         SubscriptionBuilder::new(self.host.clone(), Some(name))
     }
@@ -348,7 +349,7 @@ impl ServiceRef {
         }
         let transport = self.host.inner.transport.as_ref()?;
         Some(transport.query(&self.name, query).await.and_then(|v| {
-            crate::action::from_json::<T>(v, &|| {
+            crate::payload::from_json::<T>(v, &|| {
                 format!("{} of remote service `{}`", query.as_str(), self.name)
             })
         }))
@@ -378,17 +379,17 @@ impl ServiceRef {
         }
         let cell = self.cell()?;
         Ok(ServiceInfo {
-            name: cell.name.to_string(),
-            kind: cell.kind,
-            description: cell.options.description.clone(),
-            schedule: cell.schedule.as_ref().map(|s| s.describe()),
-            critical: cell.options.critical,
-            enabled: cell.disabled.is_none(),
-            order: (cell.kind == ServiceKind::Startup).then_some(cell.options.order),
-            singleton: cell.options.singleton,
-            max_concurrency: cell.options.max_concurrency,
-            actions: cell.actions.info(),
-            events: cell.actions.events.clone(),
+            name: cell.spec.name.to_string(),
+            kind: cell.spec.kind,
+            description: cell.spec.options.description.clone(),
+            schedule: cell.spec.schedule.as_ref().map(|s| s.describe()),
+            critical: cell.spec.options.critical,
+            enabled: cell.spec.disabled.is_none(),
+            order: (cell.spec.kind == ServiceKind::Startup).then_some(cell.spec.options.order),
+            singleton: cell.spec.options.singleton,
+            max_concurrency: cell.spec.options.max_concurrency,
+            actions: cell.spec.actions.info(),
+            events: cell.spec.actions.events.clone(),
         })
     }
 }

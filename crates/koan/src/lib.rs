@@ -71,6 +71,7 @@ pub mod event;
 pub mod health;
 pub mod host;
 pub mod job;
+mod payload;
 mod registry;
 pub mod schedule;
 pub mod service;

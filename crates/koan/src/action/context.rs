@@ -1,4 +1,4 @@
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -44,7 +44,7 @@ pub struct ActionContext {
 impl std::fmt::Debug for ActionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActionContext")
-            .field("service", &self.cell.name)
+            .field("service", &self.cell.spec.name)
             .field("action", &self.action)
             .field("correlation_id", &self.correlation_id())
             .field("priority", &self.priority)
@@ -55,7 +55,7 @@ impl std::fmt::Debug for ActionContext {
 impl ActionContext {
     /// The service handling the action.
     pub fn service(&self) -> &str {
-        &self.cell.name
+        &self.cell.spec.name
     }
 
     /// The action's name.
@@ -104,7 +104,7 @@ impl ActionContext {
     pub async fn cancelled(&self) {
         match self.token.get() {
             Some(t) => t.cancelled().await,
-            None => self.cell.token.cancelled().await,
+            None => self.cell.life.token.cancelled().await,
         }
     }
 
@@ -112,14 +112,15 @@ impl ActionContext {
     pub fn is_cancelled(&self) -> bool {
         match self.token.get() {
             Some(t) => t.is_cancelled(),
-            None => self.cell.token.is_cancelled(),
+            None => self.cell.life.token.is_cancelled(),
         }
     }
 
     /// The token cancelled at the deadline or when the host stops, to pass to other
     /// code. Cancelling it cancels this action only.
     pub fn token(&self) -> &CancellationToken {
-        self.token.get_or_init(|| self.cell.token.child_token())
+        self.token
+            .get_or_init(|| self.cell.life.token.child_token())
     }
 
     /// Time left before the deadline, if there is one.
@@ -156,6 +157,6 @@ impl ActionContext {
     }
 
     fn host_inner(&self) -> Option<std::sync::Arc<HostInner>> {
-        self.cell.host.get().and_then(Weak::upgrade)
+        self.cell.host()
     }
 }

@@ -8,8 +8,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::mailbox::Job;
-use super::payload::Payload;
 use crate::error::Result;
+use crate::payload::Payload;
 use crate::registry::ServiceCell;
 
 /// Queues `job` in `cell`'s mailbox and returns its answer, which comes by
@@ -23,8 +23,8 @@ pub(super) fn push_with_deadline(
 ) -> Result<impl Future<Output = Option<Result<Payload>>> + Send + 'static> {
     let (tx, rx) = oneshot::channel();
     job.reply = Some(tx);
-    let late = job.timeout_error(&cell.name);
-    cell.mailbox.push(job)?;
+    let late = job.timeout_error(&cell.spec.name);
+    cell.queue.mailbox.push(job)?;
     Ok(async move {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(answer) => answer.ok(),

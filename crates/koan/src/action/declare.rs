@@ -12,9 +12,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::ActionContext;
-use super::info::{ActionInfo, EventInfo};
-use super::payload::Payload;
+use super::info::ActionInfo;
 use crate::error::{BoxError, Error, ErrorKind, Result};
+use crate::event::EventInfo;
+use crate::payload::Payload;
 use crate::service::{BatchRequest, Service, ServiceKind};
 use crate::util::BoxFuture;
 use crate::well_known::actions as builtin;

@@ -9,7 +9,6 @@ use tokio::time::Instant;
 use super::correlation::{Correlation, new_id};
 use super::deadline::push_with_deadline;
 use super::declare::Resolved;
-use super::payload::Payload;
 use super::request::{ActionOutput, ActionRequest, ActionTicket, Step, When};
 use super::route::{
     Prepared, find_local, local_cell, poke_cell, prepare, reject, remote_call, wait_poke,
@@ -17,6 +16,7 @@ use super::route::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::job::{JobRecord, JobStep, JobTicket, NewJob, keyed_job_id, new_job_id};
+use crate::payload::Payload;
 use crate::registry::ServiceCell;
 
 impl ActionRequest {
@@ -182,7 +182,7 @@ impl ActionRequest {
         let asked = self.idempotency_key.as_ref().map(|_| steps.clone());
         let job = NewJob {
             id: new_job_id(),
-            service: cell.name.to_string(),
+            service: cell.spec.name.to_string(),
             steps,
             priority,
             correlation_id: correlation.to_string(),
@@ -193,10 +193,10 @@ impl ActionRequest {
         };
         let pushed = inner.jobs.store.push(job).await?;
         if let Some(asked) = asked.filter(|_| !pushed.created) {
-            same_call(&pushed.record, &cell.name, &asked)?;
+            same_call(&pushed.record, &cell.spec.name, &asked)?;
         }
         if pushed.created {
-            metrics::counter!("koan_jobs_enqueued_total", "service" => cell.name.to_string())
+            metrics::counter!("koan_jobs_enqueued_total", "service" => cell.spec.name.to_string())
                 .increment(1);
             inner.jobs.wake();
         }
@@ -251,7 +251,7 @@ fn accept_local(
         Prepared::Job(mut job) => {
             let Some(deadline) = job.deadline else {
                 job.reply = Some(tx);
-                return cell.mailbox.push(job);
+                return cell.queue.mailbox.push(job);
             };
             let answer = push_with_deadline(cell, job, deadline)?;
             tokio::spawn(async move {
@@ -264,7 +264,7 @@ fn accept_local(
         }
         Prepared::Builtin(poke, timeout) => {
             let (receipt, action) = poke_cell(cell, poke, timeout)?;
-            let name = Arc::clone(&cell.name);
+            let name = Arc::clone(&cell.spec.name);
             tokio::spawn(async move {
                 let _ = tx.send(wait_poke(receipt, &name, action, timeout).await);
             });
@@ -282,19 +282,23 @@ fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) -> Result<Job
         timeout,
         ..
     } = step;
-    if let Some(reason) = &cell.disabled {
+    if let Some(reason) = &cell.spec.disabled {
         let e = Error::new(
             ErrorKind::Disabled,
             format!(
                 "service `{}` is disabled ({reason}); action `{}` was not enqueued",
-                cell.name,
+                cell.spec.name,
                 action.as_str()
             ),
         );
         return Err(reject(cell, action.as_str(), e));
     }
     if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
-        let e = Error::shutting_down(&format!("action `{}` of `{}`", action.as_str(), cell.name));
+        let e = Error::shutting_down(&format!(
+            "action `{}` of `{}`",
+            action.as_str(),
+            cell.spec.name
+        ));
         return Err(reject(cell, action.as_str(), e));
     }
     let json = match params.take() {
@@ -304,12 +308,13 @@ fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) -> Result<Job
     let name = action.into_string();
     let mut probe = Some(Payload::Json(json.clone()));
     let stored_name = match cell
+        .spec
         .actions
-        .resolve(&cell.name, &name, &mut probe)
+        .resolve(&cell.spec.name, &name, &mut probe)
         .map_err(|e| reject(cell, &name, e))?
     {
         Resolved::Declared(entry) => {
-            let what = || format!("action `{}` of `{}`", entry.name, cell.name);
+            let what = || format!("action `{}` of `{}`", entry.name, cell.spec.name);
             (entry.decode)(Payload::Json(json.clone()), &what)
                 .map_err(|e| reject(cell, &entry.name, e))?;
             entry.name.to_string()

@@ -11,11 +11,11 @@ use tokio::sync::oneshot;
 use super::context::JobMeta;
 use super::correlation::Correlation;
 use super::deadline::push_with_deadline;
-use super::payload::Payload;
 use super::request::{ActionOutput, ActionRequest, Step, Target};
 use super::route::{Prepared, find_local, poke_cell, prepare, remote_call, wait_poke};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
+use crate::payload::Payload;
 use crate::transport::Transport;
 use crate::util::{BoxFuture, fmt_duration};
 
@@ -204,7 +204,7 @@ fn start_step(
     match prepared {
         Prepared::Builtin(poke, timeout) => match poke_cell(cell, poke, timeout) {
             Ok((receipt, action)) => {
-                let name = Arc::clone(&cell.name);
+                let name = Arc::clone(&cell.spec.name);
                 StepFut::Boxed(Box::pin(async move {
                     wait_poke(receipt, &name, action, timeout).await
                 }))
@@ -222,7 +222,7 @@ fn start_step(
             let Some(deadline) = deadline else {
                 let (tx, rx) = oneshot::channel();
                 job.reply = Some(tx);
-                return match cell.mailbox.push(job) {
+                return match cell.queue.mailbox.push(job) {
                     Ok(()) => StepFut::Queued(rx),
                     Err(e) => StepFut::Ready(Some(Err(e))),
                 };

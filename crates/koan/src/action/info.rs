@@ -1,4 +1,4 @@
-//! What `info()` says of a service's declared actions and events.
+//! What `info()` says of a service's declared actions.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,17 +16,4 @@ pub struct ActionInfo {
     pub params_schema: Value,
     /// True for the built-in pokes of periodic services.
     pub builtin: bool,
-}
-
-/// Describes an event in `info`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[non_exhaustive]
-pub struct EventInfo {
-    /// The event's name.
-    pub name: String,
-    /// What it means.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// JSON Schema of its payload (`null` when undeclared).
-    pub payload_schema: Value,
 }

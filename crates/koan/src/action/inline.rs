@@ -18,18 +18,18 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 use super::mailbox::Job;
-use super::payload::Payload;
 use super::slots::CellSlot;
 use super::worker::run_counted;
 use crate::error::Result;
 use crate::host::HostInner;
+use crate::payload::Payload;
 use crate::registry::ServiceCell;
 use crate::util::BoxFuture;
 
 /// Takes a concurrency slot for the caller when the service is idle: nothing queued
 /// and a slot free. The caller must then [`run`] its job.
 pub(crate) fn take_slot(cell: &ServiceCell) -> bool {
-    cell.mailbox.is_empty() && cell.slots.try_take()
+    cell.queue.mailbox.is_empty() && cell.queue.slots.try_take()
 }
 
 /// Runs `job` on the caller's task, in the slot [`take_slot`] took.

@@ -11,8 +11,8 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::declare::ActionEntry;
-use super::payload::Payload;
 use crate::error::{Error, ErrorKind, Result};
+use crate::payload::Payload;
 
 /// One accepted action, waiting for a worker.
 pub(crate) struct Job {

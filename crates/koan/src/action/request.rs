@@ -11,10 +11,10 @@ use tokio::sync::oneshot;
 use super::context::JobMeta;
 use super::correlation::{Correlation, CorrelationText};
 use super::declare::ActionEntry;
-use super::payload::Payload;
 use super::route::find_local;
 use crate::error::{Error, Result};
 use crate::host::HostHandle;
+use crate::payload::Payload;
 
 /// Which service a request goes to.
 #[derive(Debug, Clone)]
@@ -344,11 +344,13 @@ impl ActionRequest {
     /// `.handle(…)` and `.subscribe()`.
     pub fn on(self, event: &str) -> crate::event::SubscriptionBuilder {
         let service = match find_local(&self.host.inner, &self.target) {
-            Some(cell) => Arc::clone(&cell.name),
+            Some(cell) => Arc::clone(&cell.spec.name),
             None => Arc::from(self.target.name()),
         };
-        crate::event::SubscriptionBuilder::new(self.host.clone(), Some(service))
-            .then_run(self)
+        let host = self.host.clone();
+        let run = Box::pin(async move { self.execute().await.map(drop) });
+        crate::event::SubscriptionBuilder::new(host, Some(service))
+            .then_run(run)
             .on(event)
     }
 

@@ -13,10 +13,10 @@ use super::correlation::Correlation;
 use super::declare::Resolved;
 use super::mailbox::Job;
 use super::metrics::rejected;
-use super::payload::Payload;
 use super::request::{Step, StepAction, Target};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
+use crate::payload::Payload;
 use crate::registry::ServiceCell;
 use crate::transport::RemoteCall;
 use crate::util::fmt_duration;
@@ -31,12 +31,12 @@ pub(super) fn poke_cell(
     let control = cell.control.as_ref().ok_or_else(|| {
         Error::new(
             ErrorKind::UnknownAction,
-            format!("`{}` is not periodic", cell.name),
+            format!("`{}` is not periodic", cell.spec.name),
         )
     })?;
     let action = poke.action_name();
     let deadline = timeout.map(|t| crate::util::after(Instant::now(), t));
-    Ok((control.poke(&cell.name, poke, deadline)?, action))
+    Ok((control.poke(&cell.spec.name, poke, deadline)?, action))
 }
 
 pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<ServiceCell>> {
@@ -68,6 +68,7 @@ pub(super) enum Prepared {
 /// string: an undeclared name is counted as `<unknown>`.
 pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
     let declared = cell
+        .spec
         .actions
         .get(action)
         .map(|entry| &*entry.name)
@@ -81,7 +82,7 @@ pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
             .find(|b| b.eq_ignore_ascii_case(action))
         });
     rejected(
-        &cell.name,
+        &cell.spec.name,
         declared.unwrap_or(super::metrics::UNKNOWN),
         e.kind(),
     );
@@ -102,12 +103,12 @@ pub(super) fn prepare(
         timeout,
         cancel,
     } = step;
-    if let Some(reason) = &cell.disabled {
+    if let Some(reason) = &cell.spec.disabled {
         let e = Error::new(
             ErrorKind::Disabled,
             format!(
                 "service `{}` is disabled ({reason}); action `{}` was not run",
-                cell.name,
+                cell.spec.name,
                 action.as_str()
             ),
         );
@@ -116,15 +117,20 @@ pub(super) fn prepare(
     // While the host stops, only stored jobs' runs are let through (the runner
     // decides whether they may still run).
     if host.stopping.load(Ordering::Acquire) && job.is_none() {
-        let e = Error::shutting_down(&format!("action `{}` of `{}`", action.as_str(), cell.name));
+        let e = Error::shutting_down(&format!(
+            "action `{}` of `{}`",
+            action.as_str(),
+            cell.spec.name
+        ));
         return Err(reject(cell, action.as_str(), e));
     }
     let entry = match action {
         StepAction::Resolved(entry) => entry,
         StepAction::Named(name) => {
             match cell
+                .spec
                 .actions
-                .resolve(&cell.name, &name, &mut params)
+                .resolve(&cell.spec.name, &name, &mut params)
                 .map_err(|e| reject(cell, &name, e))?
             {
                 Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, timeout)),
@@ -132,7 +138,7 @@ pub(super) fn prepare(
             }
         }
     };
-    let what = || format!("action `{}` of `{}`", entry.name, cell.name);
+    let what = || format!("action `{}` of `{}`", entry.name, cell.spec.name);
     let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what)
         .map_err(|e| reject(cell, &entry.name, e))?;
     let now = Instant::now();
@@ -222,20 +228,20 @@ pub(crate) async fn poke_direct(
     let cell = find_local(&host.inner, target)?;
     let control = cell.control.as_ref()?;
     let action = poke.action_name();
-    if cell.disabled.is_some()
+    if cell.spec.disabled.is_some()
         || host.inner.stopping.load(Ordering::Acquire)
-        || cell.actions.declares(action)
+        || cell.spec.actions.declares(action)
     {
         return None;
     }
-    let outcome = match control.poke(&cell.name, poke, None) {
-        Ok(receipt) => receipt.outcome(&cell.name).await,
+    let outcome = match control.poke(&cell.spec.name, poke, None) {
+        Ok(receipt) => receipt.outcome(&cell.spec.name).await,
         Err(e) => Err(e),
     };
     let label = match &outcome {
         Ok(_) => "ok",
         Err(e) => e.kind().as_str(),
     };
-    metrics::counter!("koan_actions_total", "service" => cell.name.to_string(), "action" => action, "outcome" => label).increment(1);
+    metrics::counter!("koan_actions_total", "service" => cell.spec.name.to_string(), "action" => action, "outcome" => label).increment(1);
     Some(outcome)
 }

@@ -112,7 +112,7 @@ pub(crate) struct CellSlot(pub(crate) Arc<ServiceCell>);
 
 impl Drop for CellSlot {
     fn drop(&mut self) {
-        self.0.slots.release();
+        self.0.queue.slots.release();
     }
 }
 

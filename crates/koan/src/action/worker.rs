@@ -10,18 +10,18 @@ use super::context::{ActionContext, CORRELATION};
 use super::correlation::CorrelationText;
 use super::mailbox::Job;
 use super::metrics::{ActionMetrics, Outcome};
-use super::payload::Payload;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
+use crate::payload::Payload;
 use crate::registry::ServiceCell;
 use crate::util::{catch_unwind, fmt_duration};
 
 /// One worker of a service; `max_concurrency` of them share the mailbox. A job is
 /// taken only once a concurrency slot is held, so it leaves the queue when it can run.
 pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
-    while cell.mailbox.ready().await {
-        let _slot = cell.slots.take().await;
-        if let Some(job) = cell.mailbox.try_take() {
+    while cell.queue.mailbox.ready().await {
+        let _slot = cell.queue.slots.take().await;
+        if let Some(job) = cell.queue.mailbox.try_take() {
             // Queued jobs answer through their reply channel.
             let _ = run_counted(&host, &cell, job, Instant::now()).await;
         }
@@ -46,14 +46,14 @@ struct InFlight<'a>(&'a ServiceCell);
 
 impl<'a> InFlight<'a> {
     fn enter(cell: &'a ServiceCell) -> Self {
-        cell.in_flight.fetch_add(1, Ordering::Relaxed);
+        cell.queue.in_flight.fetch_add(1, Ordering::Relaxed);
         Self(cell)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.queue.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -73,7 +73,7 @@ async fn execute(
     if let Some(deadline) = job.deadline
         && started >= deadline
     {
-        let e = job.timeout_error(&cell.name);
+        let e = job.timeout_error(&cell.spec.name);
         finished(&job, cell, Outcome::Timeout, 0.0, queued);
         return answer(&mut job, Err(e));
     }
@@ -91,7 +91,7 @@ async fn execute(
     let base = job.job.as_ref().map(|j| &j.token);
     // A caller's cancel token, like a deadline, needs the run's token up front.
     let deadline_token = (job.deadline.is_some() || job.cancel_on.is_some())
-        .then(|| base.unwrap_or(&cell.token).child_token());
+        .then(|| base.unwrap_or(&cell.life.token).child_token());
     let cx = ActionContext {
         cell: Arc::clone(cell),
         action: Arc::clone(&job.entry.name),
@@ -111,7 +111,7 @@ async fn execute(
     // whatever the handler logs carries its service, action and correlation id.
     let span = tracing::info_span!(
         "action",
-        service = %cell.name,
+        service = %cell.spec.name,
         action = %job.entry.name,
         correlation_id = %job.correlation,
         job = job.job.as_ref().map(|j| j.info.id.as_str()),
@@ -144,21 +144,21 @@ async fn execute(
                     ErrorKind::Handler,
                     format!(
                         "action `{}` of `{}` failed: {other}",
-                        job.entry.name, cell.name
+                        job.entry.name, cell.spec.name
                     ),
                 ),
             };
-            tracing::warn!(service = %cell.name, action = %job.entry.name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
+            tracing::warn!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
             Err(err)
         }
         Err(panic) => {
             finished(&job, cell, Outcome::Panic, elapsed, queued);
-            tracing::error!(service = %cell.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
+            tracing::error!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
             Err(Error::new(
                 ErrorKind::Panic,
                 format!(
                     "action `{}` of `{}` panicked: {panic}",
-                    job.entry.name, cell.name
+                    job.entry.name, cell.spec.name
                 ),
             ))
         }
@@ -172,11 +172,13 @@ fn finished(job: &Job, cell: &ServiceCell, outcome: Outcome, run: f64, queued: f
     metrics(job, cell).record(outcome, run, queued);
     match outcome {
         Outcome::Ok => cell
+            .board
             .activity()
-            .action_finished(cell.clock.unix_secs(), false),
+            .action_finished(cell.spec.clock.unix_secs(), false),
         Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => cell
+            .board
             .activity()
-            .action_finished(cell.clock.unix_secs(), true),
+            .action_finished(cell.spec.clock.unix_secs(), true),
         Outcome::ShuttingDown | Outcome::Cancelled => {}
     }
 }
@@ -185,7 +187,7 @@ fn finished(job: &Job, cell: &ServiceCell, outcome: Outcome, run: f64, queued: f
 fn metrics<'a>(job: &'a Job, cell: &ServiceCell) -> &'a ActionMetrics {
     job.entry
         .metrics
-        .get_or_init(|| ActionMetrics::new(&cell.name, &job.entry.name))
+        .get_or_init(|| ActionMetrics::new(&cell.spec.name, &job.entry.name))
 }
 
 type HandlerResult =
@@ -211,7 +213,7 @@ where
         _ = tokio::time::sleep_until(deadline) => {
             token.cancel();
             let queued = started.saturating_duration_since(job.enqueued_at).as_secs_f64();
-            let e = job.timeout_error(&cell.name);
+            let e = job.timeout_error(&cell.spec.name);
             let grace = host.config.action_grace;
             // A stored job's record must say what really happened: a handler that
             // finishes within the grace decides the outcome.
@@ -220,7 +222,7 @@ where
                     return Some(r);
                 }
                 finished(job, cell, Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
-                tracing::warn!(service = %cell.name, action = %job.entry.name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
+                tracing::warn!(service = %cell.spec.name, action = %job.entry.name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
                 let _ = answer(job, Err(e));
                 return None;
             }
@@ -231,7 +233,7 @@ where
             // drop its future.
             if tokio::time::timeout(grace, &mut run).await.is_err() {
                 tracing::warn!(
-                    service = %cell.name,
+                    service = %cell.spec.name,
                     action = %job.entry.name,
                     grace = %fmt_duration(grace),
                     "action ignored its cancelled token; its future was dropped"
@@ -260,12 +262,15 @@ pub(crate) fn answer(job: &mut Job, outcome: Result<Payload>) -> Option<Result<P
 /// the calls of waiting callers, and the mailbox stays open for stored jobs' runs).
 pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
     let jobs = if callers_only {
-        cell.mailbox.take_callers()
+        cell.queue.mailbox.take_callers()
     } else {
-        cell.mailbox.close()
+        cell.queue.mailbox.close()
     };
     for mut job in jobs {
-        let e = Error::shutting_down(&format!("action `{}` of `{}`", job.entry.name, cell.name));
+        let e = Error::shutting_down(&format!(
+            "action `{}` of `{}`",
+            job.entry.name, cell.spec.name
+        ));
         if let Some(m) = job.entry.metrics.get() {
             m.record(
                 Outcome::ShuttingDown,
@@ -303,5 +308,5 @@ fn cancelled_by(
 
 type HandlerFut = crate::util::BoxFuture<
     'static,
-    std::result::Result<super::payload::Payload, crate::error::BoxError>,
+    std::result::Result<crate::payload::Payload, crate::error::BoxError>,
 >;

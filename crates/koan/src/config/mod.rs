@@ -88,7 +88,7 @@ impl Config {
         let (json, _) = node.to_json();
         let mut sources = Vec::new();
         node.sources(&mut sources);
-        crate::action::from_json::<T>(json, &|| {
+        crate::payload::from_json::<T>(json, &|| {
             format!(
                 "configuration section `{path}` (from {})",
                 sources.join(", ")

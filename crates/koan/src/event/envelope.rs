@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::action::from_json;
 use crate::error::Result;
+use crate::payload::from_json;
 
 /// An event payload: any serializable value, shared by every subscriber.
 pub(crate) trait AnyEvent: Any + Send + Sync {

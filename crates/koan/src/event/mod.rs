@@ -3,15 +3,16 @@
 
 mod bus;
 mod envelope;
+mod info;
 mod misfit;
 mod ring;
 mod subscribe;
 mod typed;
 mod undeclared;
 
-pub use crate::action::EventInfo;
 pub use bus::RECENT_EVENTS;
 pub use envelope::EventEnvelope;
+pub use info::EventInfo;
 pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
 pub use typed::{Emits, TypedSubscriptionBuilder};
 

@@ -72,7 +72,8 @@ pub struct SubscriptionBuilder {
     capacity: usize,
     overflow: Overflow,
     error: Option<Error>,
-    then_run: Option<crate::action::ActionRequest>,
+    /// Run once the handlers are subscribed (a chain that starts with actions).
+    then_run: Option<crate::util::BoxFuture<'static, Result<()>>>,
 }
 
 impl std::fmt::Debug for SubscriptionBuilder {
@@ -100,10 +101,10 @@ impl SubscriptionBuilder {
         }
     }
 
-    /// Runs `actions` once the handlers are subscribed (a chain that starts with
-    /// actions, `.action(…).on(…)`), so no event they cause is missed.
-    pub(crate) fn then_run(mut self, actions: crate::action::ActionRequest) -> Self {
-        self.then_run = Some(actions);
+    /// Runs `work` once the handlers are subscribed (a chain that starts with
+    /// actions, `.action(…).on(…)`), so no event it causes is missed.
+    pub(crate) fn then_run(mut self, work: crate::util::BoxFuture<'static, Result<()>>) -> Self {
+        self.then_run = Some(work);
         self
     }
 
@@ -115,6 +116,7 @@ impl SubscriptionBuilder {
         if let Some(service) = &self.service
             && let Ok(cell) = self.host.inner.registry.find(service)
             && let Some(declared) = cell
+                .spec
                 .actions
                 .events
                 .iter()
@@ -125,7 +127,7 @@ impl SubscriptionBuilder {
         if let Some(service) = &self.service
             && self.error.is_none()
             && let Ok(cell) = self.host.inner.registry.find(service)
-            && let Err(e) = cell.actions.check_event(service, &name)
+            && let Err(e) = cell.spec.actions.check_event(service, &name)
         {
             self.error = Some(e);
         }
@@ -276,9 +278,9 @@ impl SubscriptionBuilder {
             task,
             detached: false,
         };
-        if let Some(actions) = self.then_run {
+        if let Some(work) = self.then_run {
             // A failing action unsubscribes (the subscription is dropped here).
-            actions.execute().await?;
+            work.await?;
         }
         Ok(subscription)
     }

@@ -22,12 +22,12 @@ impl EventBus {
         correlation_id: Option<Arc<str>>,
         payload: E,
     ) {
-        if let Err(e) = cell.actions.check_event(&cell.name, name) {
-            let key = self.key(&cell.name, name);
+        if let Err(e) = cell.spec.actions.check_event(&cell.spec.name, name) {
+            let key = self.key(&cell.spec.name, name);
             key.undeclared.increment(1);
             if !key.undeclared_warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
-                    service = %cell.name,
+                    service = %cell.spec.name,
                     event = %name,
                     "{}; emitted all the same (declare it with `Actions::event` or \
                      `#[service(event(…))]`; only its first emit is logged)",
@@ -35,6 +35,7 @@ impl EventBus {
                 );
             }
         }
-        self.emit(&cell.name, name, correlation_id, payload).await;
+        self.emit(&cell.spec.name, name, correlation_id, payload)
+            .await;
     }
 }

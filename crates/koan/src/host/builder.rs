@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::config::{BackgroundServicesConfig, Config, ServiceOverrides};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventBus;
-use crate::registry::CellParts;
+use crate::registry::ServiceSpec;
 use crate::registry::{Registry, ServiceCell};
 use crate::schedule::Schedule;
 use crate::service::Resources;
@@ -354,7 +354,7 @@ impl HostBuilder {
             throughput,
         });
         for cell in inner.registry.all() {
-            let _ = cell.host.set(Arc::downgrade(&inner));
+            cell.set_host(Arc::downgrade(&inner));
         }
         Ok(Host { inner })
     }
@@ -444,7 +444,7 @@ fn make_cell<T: Service>(
     }
     let table: ActionTable = actions.into_table(Arc::clone(&service))?;
     let runner = <T::Kind as KindOf<T>>::runner(Arc::clone(&service));
-    Ok(ServiceCell::new(CellParts {
+    let spec = ServiceSpec {
         name: Arc::from(name),
         kind,
         type_id: TypeId::of::<T>(),
@@ -452,15 +452,13 @@ fn make_cell<T: Service>(
         schedule,
         service,
         runner,
-        token: CancellationToken::new(),
-        actions: table,
+        actions: Arc::new(table),
         disabled,
         clock: env.clock.clone(),
-        activity: crate::registry::Activity::new(
-            env.config.history_size,
-            Arc::clone(env.throughput),
-        ),
-    }))
+    };
+    let activity =
+        crate::registry::Activity::new(env.config.history_size, Arc::clone(env.throughput));
+    Ok(ServiceCell::new(spec, CancellationToken::new(), activity))
 }
 
 fn in_service(name: &str, e: Error) -> Error {

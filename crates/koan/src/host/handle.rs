@@ -163,7 +163,7 @@ impl HostHandle {
     /// actions succeeded and failed.
     pub fn history(&self, name: &str) -> Result<crate::status::ServiceHistory> {
         let cell = self.inner.registry.find(name)?;
-        Ok(cell.activity().history(&cell.name))
+        Ok(cell.board.activity().history(&cell.spec.name))
     }
 
     /// Succeeded and failed runs and actions of every service of this host, per
@@ -211,11 +211,11 @@ impl HostHandle {
         payload: E,
     ) -> Result<()> {
         let cell = self.inner.registry.find(service)?;
-        cell.actions.check_event(&cell.name, name)?;
+        cell.spec.actions.check_event(&cell.spec.name, name)?;
         self.inner
             .events
             .emit(
-                &cell.name,
+                &cell.spec.name,
                 name,
                 crate::action::current_correlation(),
                 payload,
@@ -268,8 +268,8 @@ impl HostHandle {
             out.push(match check.await {
                 Ok(Ok(h)) => h,
                 _ => crate::health::ServiceHealth {
-                    service: cell.name.to_string(),
-                    critical: cell.options.critical,
+                    service: cell.spec.name.to_string(),
+                    critical: cell.spec.options.critical,
                     report: crate::health::HealthReport::unhealthy(format!(
                         "the health check did not answer within {}",
                         crate::util::fmt_duration(CHECK_TIMEOUT)
@@ -291,7 +291,7 @@ impl HostHandle {
             .registry
             .all()
             .iter()
-            .any(|c| c.options.critical && c.state() == ServiceState::Failed);
+            .any(|c| c.spec.options.critical && c.board.state() == ServiceState::Failed);
         if failed_critical {
             return false;
         }
@@ -313,35 +313,38 @@ impl HostHandle {
             reasons.push("startup is not done".to_owned());
         }
         for cell in self.inner.registry.all() {
-            if cell.disabled.is_some() {
+            if cell.spec.disabled.is_some() {
                 continue;
             }
-            if cell.state() == ServiceState::Failed && cell.options.critical {
-                reasons.push(format!("critical service `{}` has failed", cell.name));
+            if cell.board.state() == ServiceState::Failed && cell.spec.options.critical {
+                reasons.push(format!("critical service `{}` has failed", cell.spec.name));
                 continue;
             }
             // A critical service that reports itself unhealthy makes the host unfit
             // for traffic, even while its `is_ready()` holds.
-            if cell.options.critical {
+            if cell.spec.options.critical {
                 let h = tokio::time::timeout(CHECK_TIMEOUT, cell.health()).await;
                 if h.map_or(true, |h| h.report.status == HealthStatus::Unhealthy) {
-                    reasons.push(format!("critical service `{}` is unhealthy", cell.name));
+                    reasons.push(format!(
+                        "critical service `{}` is unhealthy",
+                        cell.spec.name
+                    ));
                     continue;
                 }
             }
             let ready = tokio::time::timeout(
                 CHECK_TIMEOUT,
-                crate::util::catch_unwind(cell.service.is_ready()),
+                crate::util::catch_unwind(cell.spec.service.is_ready()),
             )
             .await;
             match ready {
                 Ok(Ok(true)) => {}
                 Err(_) => reasons.push(format!(
                     "service `{}` did not answer `is_ready()` within {}",
-                    cell.name,
+                    cell.spec.name,
                     crate::util::fmt_duration(CHECK_TIMEOUT)
                 )),
-                _ => reasons.push(format!("service `{}` is not ready", cell.name)),
+                _ => reasons.push(format!("service `{}` is not ready", cell.spec.name)),
             }
         }
         Readiness {

@@ -27,25 +27,34 @@ pub(crate) fn spawn(host: Arc<HostInner>) {
 }
 
 fn span(cell: &ServiceCell) -> tracing::Span {
-    tracing::info_span!("service", name = %cell.name, kind = cell.kind.as_str())
+    tracing::info_span!("service", name = %cell.spec.name, kind = cell.spec.kind.as_str())
 }
 
 /// Startup services in order, then the rest by priority (the order they start in).
 fn start_order(host: &HostInner) -> (Vec<Arc<ServiceCell>>, Vec<Arc<ServiceCell>>) {
-    let enabled = host.registry.all().iter().filter(|c| c.disabled.is_none());
+    let enabled = host
+        .registry
+        .all()
+        .iter()
+        .filter(|c| c.spec.disabled.is_none());
     let (mut startup, mut others): (Vec<_>, Vec<_>) = enabled
         .cloned()
-        .partition(|c| c.kind == ServiceKind::Startup);
-    startup.sort_by_key(|c| c.options.order);
-    others.sort_by_key(|c| std::cmp::Reverse(c.options.priority));
+        .partition(|c| c.spec.kind == ServiceKind::Startup);
+    startup.sort_by_key(|c| c.spec.options.order);
+    others.sort_by_key(|c| std::cmp::Reverse(c.spec.options.priority));
     (startup, others)
 }
 
 async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
     let mut critical = host.critical_rx.lock().ok().and_then(|mut g| g.take());
     let (startup, others) = start_order(host);
-    for cell in host.registry.all().iter().filter(|c| c.disabled.is_some()) {
-        tracing::info!(service = %cell.name, reason = ?cell.disabled, "service disabled");
+    for cell in host
+        .registry
+        .all()
+        .iter()
+        .filter(|c| c.spec.disabled.is_some())
+    {
+        tracing::info!(service = %cell.spec.name, reason = ?cell.spec.disabled, "service disabled");
     }
 
     let phase_deadline = crate::util::after(Instant::now(), host.config.startup_timeout);
@@ -62,8 +71,8 @@ async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
             if e.kind() == ErrorKind::ShuttingDown && host.stop_request.is_cancelled() {
                 break;
             }
-            if cell.options.continue_on_failure || !host.config.fail_fast {
-                tracing::warn!(service = %cell.name, error = %e, "startup service failed; continuing");
+            if cell.spec.options.continue_on_failure || !host.config.fail_fast {
+                tracing::warn!(service = %cell.spec.name, error = %e, "startup service failed; continuing");
             } else {
                 exit = Some(HostExit::StartupFailed(e));
                 break;
@@ -106,15 +115,15 @@ async fn run_startup(
     cell: &Arc<ServiceCell>,
     phase_deadline: Instant,
 ) -> Result<(), Error> {
-    let Runner::Startup(run) = &cell.runner else {
+    let Runner::Startup(run) = &cell.spec.runner else {
         return Ok(());
     };
-    cell.mark_started(ServiceState::Running);
-    tracing::info!(order = cell.options.order, "startup service started");
-    let own_deadline = crate::util::after(Instant::now(), cell.options.timeout);
+    cell.board.mark_started(ServiceState::Running);
+    tracing::info!(order = cell.spec.options.order, "startup service started");
+    let own_deadline = crate::util::after(Instant::now(), cell.spec.options.timeout);
     let deadline = own_deadline.min(phase_deadline);
     let started = Instant::now();
-    let started_wall = cell.clock.now();
+    let started_wall = cell.spec.clock.now();
     let fut = catch_unwind(run(host.context(cell, RunReason::Start)));
     let outcome = tokio::select! {
         r = tokio::time::timeout_at(deadline, fut) => match r {
@@ -132,23 +141,25 @@ async fn run_startup(
         }
     };
     let elapsed = started.elapsed();
-    let record = cell.record_run(RunReason::Start, started_wall, elapsed, outcome);
+    let record = cell
+        .board
+        .record_run(RunReason::Start, started_wall, elapsed, outcome);
     match record.outcome {
         RunOutcome::Success => {
             tracing::info!(duration = %fmt_duration(elapsed), "startup service finished");
-            cell.set_state(ServiceState::Stopped);
+            cell.board.set_state(ServiceState::Stopped);
             Ok(())
         }
         RunOutcome::Cancelled => {
-            cell.set_state(ServiceState::Stopped);
+            cell.board.set_state(ServiceState::Stopped);
             Err(Error::shutting_down(&format!(
                 "startup service `{}`",
-                cell.name
+                cell.spec.name
             )))
         }
         RunOutcome::TimedOut => {
             let which = if own_deadline <= phase_deadline {
-                format!("its timeout of {}", fmt_duration(cell.options.timeout))
+                format!("its timeout of {}", fmt_duration(cell.spec.options.timeout))
             } else {
                 format!(
                     "the startup phase limit of {}",
@@ -158,13 +169,13 @@ async fn run_startup(
             // The service's own record says what happened to it; the host's error
             // also says which service.
             let what = format!("did not finish within {which}");
-            let msg = format!("startup service `{}` {what}", cell.name);
+            let msg = format!("startup service `{}` {what}", cell.spec.name);
             give_up(host, cell, what);
             Err(Error::new(ErrorKind::Timeout, msg))
         }
         other => {
             let what = other.error_text().unwrap_or_default();
-            let msg = format!("startup service `{}` failed: {what}", cell.name);
+            let msg = format!("startup service `{}` failed: {what}", cell.spec.name);
             give_up(host, cell, what);
             Err(Error::new(ErrorKind::Startup, msg))
         }
@@ -172,13 +183,14 @@ async fn run_startup(
 }
 
 fn start_service(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
-    match &cell.runner {
+    match &cell.spec.runner {
         Runner::Background(run) => {
             let task = supervise(Arc::clone(host), Arc::clone(cell), Arc::clone(run));
-            cell.push_task(tokio::spawn(task.instrument(span(cell))));
+            cell.life
+                .push_task(tokio::spawn(task.instrument(span(cell))));
         }
         Runner::Periodic(run) => {
-            if let (Some(control), Some(schedule)) = (&cell.control, &cell.schedule) {
+            if let (Some(control), Some(schedule)) = (&cell.control, &cell.spec.schedule) {
                 let task = schedule::drive(
                     Arc::clone(cell),
                     Arc::clone(run),
@@ -186,7 +198,8 @@ fn start_service(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
                     schedule.clone(),
                     host.context(cell, RunReason::Scheduled),
                 );
-                cell.push_task(tokio::spawn(task.instrument(span(cell))));
+                cell.life
+                    .push_task(tokio::spawn(task.instrument(span(cell))));
             }
         }
         Runner::Startup(_) => {}
@@ -195,10 +208,11 @@ fn start_service(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
 }
 
 fn start_workers(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
-    if !cell.actions.is_empty() {
-        for _ in 0..cell.options.max_concurrency {
+    if !cell.spec.actions.is_empty() {
+        for _ in 0..cell.spec.options.max_concurrency {
             let worker = run_worker(Arc::clone(host), Arc::clone(cell));
-            cell.push_task(tokio::spawn(worker.instrument(span(cell))));
+            cell.life
+                .push_task(tokio::spawn(worker.instrument(span(cell))));
         }
     }
 }
@@ -226,16 +240,16 @@ async fn shutdown(
         refuse_all(cell, false);
         // Queued periodic runs too: a driver that is aborted never answers them.
         if let Some(control) = &cell.control {
-            control.close(&cell.name);
+            control.close(&cell.spec.name);
         }
     }
     for cell in others.iter().rev().chain(startup.iter().rev()) {
         cell.cancel();
-        let tasks = cell.take_tasks();
+        let tasks = cell.life.take_tasks();
         if tasks.is_empty() {
             continue;
         }
-        cell.set_state(ServiceState::Stopping);
+        cell.board.set_state(ServiceState::Stopping);
         let mut aborted = false;
         for mut task in tasks {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
@@ -244,18 +258,18 @@ async fn shutdown(
             }
         }
         // Actions that callers run themselves (`action::inline`) hold slots too.
-        if tokio::time::timeout_at(deadline, cell.slots.all_free())
+        if tokio::time::timeout_at(deadline, cell.queue.slots.all_free())
             .await
             .is_err()
         {
-            tracing::warn!(service = %cell.name, "actions run by their callers did not finish within the grace period; their tokens are cancelled");
+            tracing::warn!(service = %cell.spec.name, "actions run by their callers did not finish within the grace period; their tokens are cancelled");
         }
         if aborted {
-            tracing::warn!(service = %cell.name, "service did not stop within the grace period; aborted");
+            tracing::warn!(service = %cell.spec.name, "service did not stop within the grace period; aborted");
         } else {
-            tracing::info!(service = %cell.name, "service stopped");
+            tracing::info!(service = %cell.spec.name, "service stopped");
         }
-        cell.set_state(ServiceState::Stopped);
+        cell.board.set_state(ServiceState::Stopped);
     }
     host.events.close();
 }

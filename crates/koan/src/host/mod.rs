@@ -62,8 +62,8 @@ pub(crate) struct HostInner {
 impl HostInner {
     pub(crate) fn context(&self, cell: &Arc<ServiceCell>, reason: RunReason) -> ServiceContext {
         ServiceContext {
-            name: Arc::clone(&cell.name),
-            token: Arc::clone(&cell.token),
+            name: Arc::clone(&cell.spec.name),
+            token: Arc::clone(&cell.life.token),
             reason,
             batch: None,
             cell: Arc::downgrade(cell),

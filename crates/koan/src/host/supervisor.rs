@@ -13,16 +13,16 @@ use crate::util::{catch_unwind, fmt_duration};
 
 /// Runs a background service until it is stopped, restarting it per its policy.
 pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run: RunFn) {
-    let opts = &cell.options;
+    let opts = &cell.spec.options;
     let mut recent: VecDeque<Instant> = VecDeque::new();
     let mut reason = RunReason::Start;
     loop {
-        cell.mark_started(ServiceState::Running);
+        cell.board.mark_started(ServiceState::Running);
         if reason == RunReason::Start {
             tracing::info!("service started");
         }
         let started = Instant::now();
-        let started_wall = cell.clock.now();
+        let started_wall = cell.spec.clock.now();
         let cx = host.context(&cell, reason);
         let mut running = catch_unwind(run(cx));
         // A restarted service that stays up for the intensity window has recovered:
@@ -30,11 +30,11 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
         let result = tokio::select! {
             r = &mut running => r,
             _ = tokio::time::sleep(opts.intensity.within), if reason == RunReason::Restart => {
-                cell.clear_failures();
+                cell.board.clear_failures();
                 running.await
             }
         };
-        let stopping = cell.token.is_cancelled();
+        let stopping = cell.life.token.is_cancelled();
         let outcome = match result {
             Ok(Ok(())) if stopping => RunOutcome::Cancelled,
             Ok(Ok(())) => RunOutcome::Success,
@@ -45,7 +45,8 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
         };
         let failed = outcome.is_failure();
         let error_text = outcome.error_text();
-        cell.record_run(reason, started_wall, started.elapsed(), outcome);
+        cell.board
+            .record_run(reason, started_wall, started.elapsed(), outcome);
         if stopping {
             if let Some(e) = &error_text {
                 tracing::warn!(error = %e, "service failed while stopping");
@@ -62,7 +63,7 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
                 Some(e) => give_up(&host, &cell, format!("{e} (restart policy: never)")),
                 None => {
                     tracing::info!("service finished");
-                    cell.set_state(ServiceState::Stopped);
+                    cell.board.set_state(ServiceState::Stopped);
                 }
             }
             return;
@@ -99,21 +100,21 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
                 tracing::info!(delay = %fmt_duration(delay), "service returned; restarting (policy: always)")
             }
         }
-        cell.set_state(ServiceState::Restarting);
+        cell.board.set_state(ServiceState::Restarting);
         tokio::select! {
-            _ = cell.token.cancelled() => return,
+            _ = cell.life.token.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        cell.add_restart();
+        cell.board.add_restart();
         reason = RunReason::Restart;
     }
 }
 
 /// Marks the service failed for good; a critical one stops the host.
 pub(crate) fn give_up(host: &HostInner, cell: &ServiceCell, error: String) {
-    tracing::error!(error = %error, critical = cell.options.critical, "service failed");
-    cell.fail(error.clone());
-    if cell.options.critical {
-        let _ = host.critical_tx.send((cell.name.to_string(), error));
+    tracing::error!(error = %error, critical = cell.spec.options.critical, "service failed");
+    cell.board.fail(error.clone());
+    if cell.spec.options.critical {
+        let _ = host.critical_tx.send((cell.spec.name.to_string(), error));
     }
 }

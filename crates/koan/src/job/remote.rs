@@ -9,8 +9,9 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use super::record::{JobRecord, JobState};
-use crate::action::{ErrorBody, Payload};
+use crate::action::ErrorBody;
 use crate::error::Result;
+use crate::payload::Payload;
 
 /// How many finished remote records are kept.
 const KEEP: usize = 10_000;

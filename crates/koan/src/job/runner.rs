@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::record::{JobInfo, JobRecord, JobState, RetryPolicy};
 use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, cut_result, lease_from};
 use super::ticket::Waiters;
-use crate::action::{ActionRequest, ErrorBody, Payload, Target};
+use crate::action::{ActionRequest, ErrorBody, Target};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
+use crate::payload::Payload;
 use crate::registry::ServiceCell;
 
 /// The runner's settings (`background_services.jobs` in configuration).
@@ -99,7 +100,8 @@ impl JobRunner {
 
     /// The retry policy of `action` of `cell` (declared, or configured over it).
     pub(crate) fn policy(&self, cell: &ServiceCell, action: &str) -> RetryPolicy {
-        cell.actions
+        cell.spec
+            .actions
             .get(action)
             .map_or_else(RetryPolicy::default, |e| e.retry)
     }
@@ -155,8 +157,10 @@ fn job_services(host: &HostInner) -> Vec<String> {
     host.registry
         .all()
         .iter()
-        .filter(|c| c.disabled.is_none() && (!c.actions.is_empty() || c.control.is_some()))
-        .map(|c| c.name.to_string())
+        .filter(|c| {
+            c.spec.disabled.is_none() && (!c.spec.actions.is_empty() || c.control.is_some())
+        })
+        .map(|c| c.spec.name.to_string())
         .collect()
 }
 
@@ -167,7 +171,9 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         .registry
         .all()
         .iter()
-        .filter(|c| c.disabled.is_none() && (!c.actions.is_empty() || c.control.is_some()))
+        .filter(|c| {
+            c.spec.disabled.is_none() && (!c.spec.actions.is_empty() || c.control.is_some())
+        })
         .cloned()
         .collect();
     if cells.is_empty() {
@@ -194,6 +200,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         let mut free_after: Vec<String> = Vec::new();
         for (cell, busy) in cells.iter().zip(&busy) {
             let free = cell
+                .spec
                 .options
                 .max_concurrency
                 .saturating_sub(busy.load(Ordering::Acquire));
@@ -202,7 +209,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             }
             let now = host.config.clock.now();
             let request = ClaimRequest {
-                service: cell.name.to_string(),
+                service: cell.spec.name.to_string(),
                 limit: free,
                 now,
                 lease_until: lease_from(now, jobs.settings.lease),
@@ -211,7 +218,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             match jobs.store.claim(request).await {
                 Ok(claimed) => {
                     if claimed.len() < free {
-                        free_after.push(cell.name.to_string());
+                        free_after.push(cell.spec.name.to_string());
                     }
                     for c in claimed {
                         busy.fetch_add(1, Ordering::AcqRel);
@@ -229,7 +236,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
                 }
                 Err(e) => {
                     store_failed = true;
-                    tracing::warn!(service = %cell.name, error = %e, "could not claim jobs; trying again shortly");
+                    tracing::warn!(service = %cell.spec.name, error = %e, "could not claim jobs; trying again shortly");
                 }
             }
         }
@@ -285,12 +292,12 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     let wait = (host.config.clock.now() - record.run_at)
         .to_std()
         .unwrap_or(Duration::ZERO);
-    metrics::histogram!("koan_job_queue_wait_seconds", "service" => cell.name.to_string())
+    metrics::histogram!("koan_job_queue_wait_seconds", "service" => cell.spec.name.to_string())
         .record(wait.as_secs_f64());
     // `fence` fires when the claim is lost; the handler's token (a child of the
     // service's) is cancelled then too.
     let fence = CancellationToken::new();
-    let token = cell.token.child_token();
+    let token = cell.life.token.child_token();
     let heartbeat = tokio::spawn(renew(
         Arc::clone(host),
         claim.clone(),
@@ -300,11 +307,11 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     let outcome = run_steps(host, cell, &record, &fence, token).await;
     heartbeat.abort();
     if fence.is_cancelled() {
-        tracing::warn!(job = %record.id, service = %cell.name, "job's claim was lost while it ran (it lapsed or the job was cancelled); its outcome is not recorded");
+        tracing::warn!(job = %record.id, service = %cell.spec.name, "job's claim was lost while it ran (it lapsed or the job was cancelled); its outcome is not recorded");
         return;
     }
     let now = host.config.clock.now();
-    let how = if cell.token.is_cancelled() && outcome.is_err() {
+    let how = if cell.life.token.is_cancelled() && outcome.is_err() {
         // Cut short by the host stopping: it runs again after the restart.
         Finish::Release { at: now }
     } else {
@@ -318,7 +325,7 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     match jobs.store.finish(&claim, how, now).await {
         Ok(true) => {
             if let Some(state) = final_state {
-                metrics::counter!("koan_jobs_finished_total", "service" => cell.name.to_string(), "state" => state.as_str()).increment(1);
+                metrics::counter!("koan_jobs_finished_total", "service" => cell.spec.name.to_string(), "state" => state.as_str()).increment(1);
                 jobs.waiters.answer(&record.id, &outcome);
             }
         }
@@ -409,7 +416,7 @@ async fn run_steps(
         idempotency_key: record.idempotency_key.clone(),
     });
     let handle = HostHandle::from_inner(Arc::clone(host));
-    let mut req = ActionRequest::new(handle, Target::Name(Arc::clone(&cell.name)))
+    let mut req = ActionRequest::new(handle, Target::Name(Arc::clone(&cell.spec.name)))
         .correlation_id(record.correlation_id.clone());
     for step in record.steps() {
         req = req

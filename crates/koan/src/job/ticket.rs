@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::record::{JobRecord, JobState};
-use crate::action::{ActionOutput, Payload};
+use crate::action::ActionOutput;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostHandle;
+use crate::payload::Payload;
 
 /// Callers waiting for jobs this host runs, by job id.
 #[derive(Default)]

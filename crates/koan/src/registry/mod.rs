@@ -2,7 +2,10 @@
 //! name (case-insensitive) or by type.
 
 mod activity;
+mod board;
 mod cell;
+mod lifetime;
+mod spec;
 mod status;
 mod throughput;
 
@@ -12,7 +15,8 @@ use std::sync::Arc;
 
 pub(crate) use activity::Activity;
 pub use activity::{DEFAULT_HISTORY_SIZE, ServiceHistory};
-pub(crate) use cell::{CellParts, ServiceCell};
+pub(crate) use cell::ServiceCell;
+pub(crate) use spec::ServiceSpec;
 pub use status::{RunOutcome, RunRecord, ServiceState, ServiceStatus};
 pub(crate) use throughput::Throughput;
 pub use throughput::{ThroughputBucket, ThroughputSnapshot};
@@ -28,21 +32,21 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn insert(&mut self, cell: ServiceCell) -> Result<()> {
-        let key = cell.name.to_lowercase();
+        let key = cell.spec.name.to_lowercase();
         if self.by_name.contains_key(&key) {
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
                     "two services are named `{}`; give one another name with `ServiceOptions::name`",
-                    cell.name
+                    cell.spec.name
                 ),
             ));
         }
         let idx = self.cells.len();
         // The name as declared (found without allocating) and lowercased.
-        self.by_name.insert(cell.name.to_string(), idx);
+        self.by_name.insert(cell.spec.name.to_string(), idx);
         self.by_name.insert(key, idx);
-        self.by_type.insert(cell.type_id, idx);
+        self.by_type.insert(cell.spec.type_id, idx);
         self.cells.push(Arc::new(cell));
         Ok(())
     }
@@ -52,7 +56,7 @@ impl Registry {
     }
 
     pub(crate) fn names(&self) -> Vec<&str> {
-        self.cells.iter().map(|c| &*c.name).collect()
+        self.cells.iter().map(|c| &*c.spec.name).collect()
     }
 
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<ServiceCell>> {
@@ -70,7 +74,7 @@ impl Registry {
     /// that way (no copy), a new one otherwise.
     pub(crate) fn shared_name(&self, name: &str) -> Arc<str> {
         match self.by_name(name) {
-            Some(cell) if *cell.name == *name => Arc::clone(&cell.name),
+            Some(cell) if *cell.spec.name == *name => Arc::clone(&cell.spec.name),
             _ => Arc::from(name),
         }
     }

@@ -289,13 +289,13 @@ pub(crate) async fn drive(
     schedule: Schedule,
     cx: ServiceContext,
 ) {
-    let clock = cell.clock.clone();
-    let opts = &cell.options;
+    let clock = cell.spec.clock.clone();
+    let opts = &cell.spec.options;
     let start = Instant::now();
     let anchor = crate::util::after(start, opts.initial_delay);
     let mut due = schedule.first_due(start, opts.initial_delay, opts.run_on_startup, &clock);
-    cell.set_next_run(Some(clock.wall_at(due)));
-    cell.mark_started(ServiceState::Idle);
+    cell.board.set_next_run(Some(clock.wall_at(due)));
+    cell.board.mark_started(ServiceState::Idle);
     tracing::info!(schedule = %schedule.describe(), "periodic service started");
 
     // Registered once, and again only after it fires: a poke from any moment on
@@ -309,7 +309,7 @@ pub(crate) async fn drive(
     tokio::pin!(sleep);
     loop {
         // `ServiceCell::cancel` sets this flag, then wakes `notified`.
-        if cell.is_cancelled() {
+        if cell.life.is_cancelled() {
             break;
         }
         let now = Instant::now();
@@ -324,7 +324,7 @@ pub(crate) async fn drive(
                 if !may_run(&cx, &cell).await {
                     // A singleton whose lease another host holds: that host runs this tick.
                     due = schedule.next_due(opts.missed_ticks, anchor, due, true, now, &clock);
-                    cell.set_next_run(Some(clock.wall_at(due)));
+                    cell.board.set_next_run(Some(clock.wall_at(due)));
                     continue;
                 }
                 control.begin_scheduled();
@@ -346,7 +346,7 @@ pub(crate) async fn drive(
                 continue;
             };
 
-        cell.set_state(ServiceState::Running);
+        cell.board.set_state(ServiceState::Running);
         let started = now;
         let result = match deadline {
             None => Some(catch_unwind(run.run(cx.for_run(reason, batch))).await),
@@ -373,7 +373,7 @@ pub(crate) async fn drive(
         control.end();
         due = schedule.next_due(opts.missed_ticks, anchor, due, consumed, ended, &clock);
         // One status update per run end: the record, the next run and the state.
-        let record = cell.finish_run(
+        let record = cell.board.finish_run(
             reason,
             started_wall,
             elapsed,
@@ -391,8 +391,8 @@ pub(crate) async fn drive(
         }
     }
 
-    control.close(&cell.name);
-    cell.set_next_run(None);
+    control.close(&cell.spec.name);
+    cell.board.set_next_run(None);
 }
 
 /// A poked run with a deadline: at the deadline its own token (a child of the
@@ -432,11 +432,11 @@ async fn run_until(
 /// Whether this host may run a scheduled tick: always, unless the service is a
 /// cluster singleton whose lease another host holds.
 async fn may_run(cx: &ServiceContext, cell: &ServiceCell) -> bool {
-    if !cell.options.singleton {
+    if !cell.spec.options.singleton {
         return true;
     }
     match cx.host_inner().and_then(|h| h.transport.clone()) {
-        Some(t) => t.may_run(&cell.name).await,
+        Some(t) => t.may_run(&cell.spec.name).await,
         None => true,
     }
 }

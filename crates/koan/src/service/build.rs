@@ -92,7 +92,7 @@ impl BuildContext<'_> {
     pub fn settings<S: DeserializeOwned + Default>(&self) -> Result<S> {
         match self.settings {
             None => Ok(S::default()),
-            Some(value) => crate::action::from_json::<S>(value.clone(), &|| {
+            Some(value) => crate::payload::from_json::<S>(value.clone(), &|| {
                 format!(
                     "settings of service `{}` (from {})",
                     self.service, self.settings_source

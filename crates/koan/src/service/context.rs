@@ -114,7 +114,7 @@ impl ServiceContext {
     }
 
     pub(crate) fn host_inner(&self) -> Option<Arc<HostInner>> {
-        self.cell.upgrade()?.host.get()?.upgrade()
+        self.cell.upgrade()?.host()
     }
 
     pub(crate) fn for_run(&self, reason: RunReason, batch: Option<BatchRequest>) -> Self {
@@ -136,7 +136,7 @@ impl ServiceContext {
     /// about (once per name) and counted in `koan_events_undeclared_total`.
     pub async fn emit<E: Serialize + Send + Sync + 'static>(&self, name: &str, payload: E) {
         if let Some(cell) = self.cell.upgrade()
-            && let Some(host) = cell.host.get().and_then(Weak::upgrade)
+            && let Some(host) = cell.host()
         {
             host.events
                 .emit_from(&cell, name, crate::action::current_correlation(), payload)

@@ -109,7 +109,7 @@ async fn wait_for(
         Err(e) => panic!("{e}"),
     };
     let limit = tokio::time::Instant::now() + WAIT_LIMIT;
-    let mut rx = cell.watch();
+    let mut rx = cell.board.watch();
     loop {
         let status = cell.to_status(rx.borrow_and_update().clone());
         if pred(&status) {
