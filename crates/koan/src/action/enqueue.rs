@@ -8,11 +8,11 @@ use tokio::time::Instant;
 
 use super::correlation::{Correlation, new_id};
 use super::deadline::push_with_deadline;
-use super::declare::Resolved;
 use super::request::{ActionOutput, ActionRequest, ActionTicket, Step, When};
 use super::route::{
     Prepared, find_local, local_cell, poke_cell, prepare, reject, remote_call, wait_poke,
 };
+use super::table::Resolved;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::job::{JobRecord, JobStep, JobTicket, NewJob, keyed_job_id, new_job_id};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use super::declare::ActionEntry;
+use super::table::ActionEntry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::payload::Payload;
 

@@ -17,6 +17,7 @@ mod queue;
 mod request;
 mod route;
 mod slots;
+mod table;
 mod typed;
 mod worker;
 
@@ -30,8 +31,8 @@ pub use typed::{HandlerResult, TypedExecute, TypedJobTicket, TypedRequest, typed
 
 pub(crate) use context::{JobMeta, current_correlation};
 pub(crate) use correlation::Correlation;
-pub(crate) use declare::ActionTable;
 pub(crate) use queue::ActionQueue;
 pub(crate) use request::Target;
 pub(crate) use route::{local_cell_pub, poke_direct};
+pub(crate) use table::ActionTable;
 pub(crate) use worker::{refuse_all, run_worker};

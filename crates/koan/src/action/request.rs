@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 
 use super::context::JobMeta;
 use super::correlation::{Correlation, CorrelationText};
-use super::declare::ActionEntry;
 use super::route::find_local;
+use super::table::ActionEntry;
 use crate::error::{Error, Result};
 use crate::host::HostHandle;
 use crate::payload::Payload;

@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use super::context::JobMeta;
 use super::correlation::Correlation;
-use super::declare::Resolved;
 use super::mailbox::Job;
 use super::metrics::rejected;
 use super::request::{Step, StepAction, Target};
+use super::table::Resolved;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
 use crate::payload::Payload;

@@ -1,0 +1,250 @@
+//! A service's declared actions at run time: found by name (case and separators
+//! ignored), resolved for a call, and described for `info()`.
+
+use crate::util::FxHashMap as HashMap;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+
+use super::ActionContext;
+use super::info::ActionInfo;
+use crate::error::{BoxError, Error, ErrorKind, Result};
+use crate::event::EventInfo;
+use crate::payload::Payload;
+use crate::service::BatchRequest;
+use crate::util::BoxFuture;
+use crate::well_known::actions as builtin;
+
+pub(super) type Decode = fn(Payload, &dyn Fn() -> String) -> Result<Box<dyn Any + Send>>;
+pub(super) type Call = Box<
+    dyn Fn(
+            Box<dyn Any + Send>,
+            ActionContext,
+        ) -> BoxFuture<'static, std::result::Result<Payload, BoxError>>
+        + Send
+        + Sync,
+>;
+
+/// One declared action, type-erased.
+pub(crate) struct ActionEntry {
+    pub(crate) name: Arc<str>,
+    pub(crate) description: Option<String>,
+    pub(crate) params_schema: Value,
+    pub(crate) decode: Decode,
+    pub(crate) call: Call,
+    pub(crate) metrics: OnceLock<super::metrics::ActionMetrics>,
+    /// How an enqueued job of this action is retried.
+    pub(crate) retry: crate::job::RetryPolicy,
+}
+
+/// The declared actions and events of one service.
+pub(crate) struct ActionTable {
+    pub(crate) entries: Vec<Arc<ActionEntry>>,
+    pub(super) by_name: HashMap<String, usize>,
+    pub(crate) events: Vec<EventInfo>,
+    pub(super) periodic: bool,
+}
+
+impl std::fmt::Debug for ActionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| &e.name))
+            .finish()
+    }
+}
+
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'-' | b'_' | b'.' | b' ')
+}
+
+/// The key an action name is matched by: lowercase, without separators.
+pub(super) fn normalized(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// What an action name resolves to.
+pub(crate) enum Resolved<'a> {
+    Declared(&'a Arc<ActionEntry>),
+    Builtin(crate::schedule::Poke),
+}
+
+impl ActionTable {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The declared action `name`, matched as written, then regardless of case and
+    /// of separators (`ProcessBatch`, `process-batch` and `process_batch` are one).
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<ActionEntry>> {
+        let idx = match self.by_name.get(name) {
+            Some(i) => *i,
+            None if name
+                .bytes()
+                .any(|b| b.is_ascii_uppercase() || is_separator(b)) =>
+            {
+                *self.by_name.get(&normalized(name))?
+            }
+            None => return None,
+        };
+        self.entries.get(idx)
+    }
+
+    /// Whether the service declares an action `name` itself.
+    pub(crate) fn declares(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Finds `name`; built-in pokes apply to periodic services unless overridden.
+    /// `params` is consumed only for built-in `process-batch`.
+    pub(crate) fn resolve(
+        &self,
+        service: &str,
+        name: &str,
+        params: &mut Option<Payload>,
+    ) -> Result<Resolved<'_>> {
+        if let Some(e) = self.get(name) {
+            return Ok(Resolved::Declared(e));
+        }
+        if self.periodic {
+            // The built-in names as written need no allocation; other spellings
+            // (`Trigger`, `check_queue`) are normalized.
+            let normalized;
+            let key = if matches!(
+                name,
+                builtin::TRIGGER | builtin::CHECK_QUEUE | builtin::PROCESS_BATCH
+            ) {
+                name
+            } else {
+                normalized = name.to_ascii_lowercase().replace('_', "-");
+                normalized.as_str()
+            };
+            match key {
+                builtin::TRIGGER | "trigger-now" => {
+                    return Ok(Resolved::Builtin(crate::schedule::Poke::Trigger));
+                }
+                builtin::CHECK_QUEUE => {
+                    return Ok(Resolved::Builtin(crate::schedule::Poke::CheckQueue));
+                }
+                builtin::PROCESS_BATCH => {
+                    let what = || format!("action `process-batch` of `{service}`");
+                    // No parameters (none given, `()`, or JSON `null` such as an
+                    // empty HTTP body) mean the default batch.
+                    let req = match params.take() {
+                        None | Some(Payload::Unit) | Some(Payload::Json(Value::Null)) => {
+                            BatchRequest::default()
+                        }
+                        Some(p) => p.decode::<BatchRequest>(&what)?,
+                    };
+                    return Ok(Resolved::Builtin(crate::schedule::Poke::ProcessBatch(req)));
+                }
+                _ => {}
+            }
+        }
+        Err(self.unknown(service, name))
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.entries.iter().map(|e| e.name.to_string()).collect();
+        if self.periodic {
+            for b in [
+                builtin::TRIGGER,
+                builtin::CHECK_QUEUE,
+                builtin::PROCESS_BATCH,
+            ] {
+                if !names.iter().any(|n| n == b) {
+                    names.push(b.to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    fn unknown(&self, service: &str, name: &str) -> Error {
+        let names = self.names();
+        Error::new(
+            ErrorKind::UnknownAction,
+            format!(
+                "service `{service}` has no action `{name}`; its actions: {}",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    }
+
+    pub(crate) fn info(&self) -> Vec<ActionInfo> {
+        let mut out: Vec<ActionInfo> = self
+            .entries
+            .iter()
+            .map(|e| ActionInfo {
+                name: e.name.to_string(),
+                description: e.description.clone(),
+                params_schema: e.params_schema.clone(),
+                builtin: false,
+            })
+            .collect();
+        if self.periodic {
+            let batch_schema =
+                serde_json::to_value(schemars::schema_for!(BatchRequest)).unwrap_or(Value::Null);
+            let builtins = [
+                (
+                    builtin::TRIGGER,
+                    "Run the tick now (coalesced with a run in progress)",
+                    Value::Null,
+                ),
+                (
+                    builtin::CHECK_QUEUE,
+                    "Check the queue now (runs `check_queue`)",
+                    Value::Null,
+                ),
+                (
+                    builtin::PROCESS_BATCH,
+                    "Process a batch now (runs `process_batch`)",
+                    batch_schema,
+                ),
+            ];
+            for (name, desc, schema) in builtins {
+                if !out.iter().any(|a| a.name == name) {
+                    out.push(ActionInfo {
+                        name: name.to_owned(),
+                        description: Some(desc.to_owned()),
+                        params_schema: schema,
+                        builtin: true,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    pub(crate) fn declares_event(&self, name: &str) -> bool {
+        self.events.is_empty()
+            || self
+                .events
+                .iter()
+                .any(|e| e.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The one rule for emitting and subscribing: a service that declares events
+    /// takes only those (`"*"` stands for all of them); one that declares none takes
+    /// any name.
+    pub(crate) fn check_event(&self, service: &str, name: &str) -> crate::Result<()> {
+        if name == "*" || self.declares_event(name) {
+            return Ok(());
+        }
+        let declared: Vec<_> = self.events.iter().map(|e| e.name.as_str()).collect();
+        Err(crate::Error::new(
+            crate::error::ErrorKind::UnknownEvent,
+            format!(
+                "service `{service}` declares no event `{name}`; its events: {}",
+                declared.join(", ")
+            ),
+        ))
+    }
+}
