@@ -337,7 +337,15 @@ impl Parse for ActionArgs {
         if input.is_empty() {
             return Ok(a);
         }
-        if !(input.peek(syn::Ident) && input.peek2(Token![=])) {
+        // A name comes first unless the arguments start with an option (`key = …`
+        // or the `idempotent` flag).
+        let flag_first = {
+            let f = input.fork();
+            f.parse::<syn::Ident>().is_ok_and(|k| k == "idempotent")
+                && (f.is_empty() || f.peek(Token![,]))
+        };
+        let option_first = flag_first || (input.peek(syn::Ident) && input.peek2(Token![=]));
+        if !option_first {
             a.name = Some(input.parse::<Expr>()?);
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
@@ -345,6 +353,14 @@ impl Parse for ActionArgs {
         }
         while !input.is_empty() {
             let key: syn::Ident = input.parse()?;
+            // A flag: `idempotent` stands alone.
+            if key == "idempotent" {
+                a.setters.push(quote!(.idempotent()));
+                if !input.is_empty() {
+                    input.parse::<Token![,]>()?;
+                }
+                continue;
+            }
             input.parse::<Token![=]>()?;
             match key.to_string().as_str() {
                 "name" => a.name = Some(input.parse::<Expr>()?),
@@ -369,7 +385,7 @@ impl Parse for ActionArgs {
                     return Err(err(
                         key.span(),
                         format!(
-                            "unknown `action` option `{other}`; accepted: a name first, then `description = \"…\"`, `max_attempts = N`, `backoff = \"1s\"`"
+                            "unknown `action` option `{other}`; accepted: a name first, then `description = \"…\"`, `max_attempts = N`, `backoff = \"1s\"`, `idempotent`"
                         ),
                     ));
                 }

@@ -42,7 +42,9 @@ pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
 /// `#[action("name")]`, `#[action(name = CONSTANT)]`, or `#[action]` alone (the method's
 /// name in kebab case: `check_queue` → `check-queue`); then optionally
 /// `description = "…"`, and for enqueued jobs `max_attempts = N` (default 3) and
-/// `backoff = "1s"` (the first wait, doubled after each failure).
+/// `backoff = "1s"` (the first wait, doubled after each failure); `idempotent` when
+/// running it twice has the effect of once (a remote call is then sent again to
+/// another instance if its instance leaves the cluster mid-call).
 ///
 /// An action is an `async fn` taking `&self`, then at most one parameter value and
 /// an optional `&ActionContext` (or `ActionContext`), in any order:

@@ -132,6 +132,11 @@ pub(crate) async fn gone(t: &NatsTransport, host: &str, heartbeat: Duration) {
 /// instance to choose, or the chosen one does not listen on its own subject (it
 /// was killed a moment ago and its registry entry has not aged out yet, say) — "no
 /// responders" means nobody received the call, so sending it again is safe.
+///
+/// When the chosen instance leaves the cluster mid-call, the outcome is unknown:
+/// the call fails saying so, unless the action is declared idempotent (asked of
+/// the instances that remain), and then it is sent again to one of them, with the
+/// time left of its deadline.
 pub(crate) async fn call_chosen(
     t: &NatsTransport,
     call: &RemoteCall,
@@ -140,19 +145,48 @@ pub(crate) async fn call_chosen(
     timeout: Duration,
     what: &str,
 ) -> Option<Result<Value, Error>> {
-    let (in_flight, subject) = pick(t, &call.service, &call.action)?;
-    let host = in_flight.host();
-    let sent = tokio::select! {
-        r = t.send(subject.clone(), headers.clone(), body.clone(), timeout) => r,
-        () = gone(t, host, t.inner.opts.heartbeat) => return Some(Err(unavailable(format!(
-            "{what}: instance {host} left the cluster while running the call (no heartbeat for three periods); the outcome is unknown — the action may have run. Calls made now go to the instances that remain"
-        )))),
-    };
-    if let Err(e) = &sent
-        && e.kind() == RequestErrorKind::NoResponders
-    {
-        tracing::debug!(host = %host, subject = %subject, "chosen instance does not listen; the call goes to the queue group");
-        return None;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut headers = headers.clone();
+    loop {
+        let (in_flight, subject) = pick(t, &call.service, &call.action)?;
+        let host = in_flight.host();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let sent = tokio::select! {
+            r = t.send(subject.clone(), headers.clone(), body.clone(), left) => r,
+            () = gone(t, host, t.inner.opts.heartbeat) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !left.is_zero() && idempotent(t, call, left).await {
+                    tracing::info!(host = %host, "{what}: instance left the cluster mid-call; the action is idempotent, sending it again");
+                    if call.timeout.is_some() {
+                        headers.insert(crate::wire::H_TIMEOUT_MS, left.as_millis().to_string().as_str());
+                    }
+                    continue;
+                }
+                return Some(Err(unavailable(format!(
+                    "{what}: instance {host} left the cluster while running the call (no heartbeat for three periods); the outcome is unknown — the action may have run (declare it idempotent to have such calls sent again). Calls made now go to the instances that remain"
+                ))));
+            }
+        };
+        if let Err(e) = &sent
+            && e.kind() == RequestErrorKind::NoResponders
+        {
+            tracing::debug!(host = %host, subject = %subject, "chosen instance does not listen; the call goes to the queue group");
+            return None;
+        }
+        return Some(NatsTransport::answer(sent, &subject, left, what));
     }
-    Some(NatsTransport::answer(sent, &subject, timeout, what))
+}
+
+/// Whether the remaining instances of the call's service declare its action
+/// idempotent (asked through the service's `info`, within `left`).
+async fn idempotent(t: &NatsTransport, call: &RemoteCall, left: Duration) -> bool {
+    use koan::transport::{RemoteQuery, Transport as _};
+    let info = tokio::time::timeout(left, t.query(&call.service, RemoteQuery::Info)).await;
+    let Ok(Ok(info)) = info else {
+        return false;
+    };
+    serde_json::from_value::<koan::service::ServiceInfo>(info)
+        .ok()
+        .and_then(|i| i.action(&call.action).map(|a| a.idempotent))
+        .unwrap_or(false)
 }

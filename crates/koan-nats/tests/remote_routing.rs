@@ -1,6 +1,7 @@
 //! Where remote calls go: to the less loaded instance (a slow one gets few of them),
 //! and a call in flight to an instance that dies fails as soon as the instance has
-//! left the registry, instead of waiting for its timeout.
+//! left the registry, instead of waiting for its timeout — or, for an action
+//! declared idempotent, is sent again to an instance that remains.
 
 use koan::transport::HostLink as _;
 use std::sync::Arc;
@@ -37,6 +38,16 @@ impl Service for Worker {
                 Ok::<_, BoxError>(())
             },
         );
+        // The same work, declared safe to run twice.
+        a.action(
+            "fetch",
+            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                tokio::time::sleep(svc.delay).await;
+                svc.calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(())
+            },
+        )
+        .idempotent();
     }
 }
 
@@ -199,5 +210,59 @@ async fn a_call_routed_to_an_instance_that_does_not_listen_goes_to_the_others() 
     }
     announce.abort();
     assert_eq!(calls.load(Ordering::SeqCst), CALLS);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_an_idempotent_action_is_sent_again_when_its_instance_dies() -> anyhow::Result<()>
+{
+    let server = NatsServer::start()?;
+    let (stuck_calls, healthy_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let stuck = Worker {
+        delay: Duration::from_secs(3600),
+        calls: Arc::clone(&stuck_calls),
+    };
+    let (worker, node) = join(&server.url(), Some(stuck)).await?;
+    let (client, _nc) = join(&server.url(), None).await?;
+    sees_workers(&client, 1).await?;
+
+    let call = client
+        .service("Worker")
+        .action("Fetch", ())
+        .timeout(Duration::from_secs(3600))
+        .execute();
+    let crash = async {
+        eventually("the call to be running on the first instance", || async {
+            worker.status("Worker").is_ok_and(|s| s.in_flight == 1)
+        })
+        .await?;
+        // A second instance joins; then the first crashes as the cluster sees it.
+        let healthy = Worker {
+            delay: Duration::from_millis(1),
+            calls: Arc::clone(&healthy_calls),
+        };
+        let (second, second_node) = join(&server.url(), Some(healthy)).await?;
+        sees_workers(&client, 2).await?;
+        drop(node);
+        worker.shutdown();
+        anyhow::Ok((second, second_node))
+    };
+    let (out, crashed) = within("the call to be answered", async {
+        tokio::join!(call, crash)
+    })
+    .await?;
+    let _second = crashed?;
+    out.map_err(|e| {
+        anyhow::anyhow!("the call failed instead of going to the other instance: {e}")
+    })?;
+    assert_eq!(
+        healthy_calls.load(Ordering::SeqCst),
+        1,
+        "run once on the instance that remains"
+    );
+    assert_eq!(stuck_calls.load(Ordering::SeqCst), 0);
+    let info = client.service("Worker").info().await?;
+    assert!(info.action("fetch").is_some_and(|a| a.idempotent));
+    assert!(info.action("work").is_some_and(|a| !a.idempotent));
     Ok(())
 }

@@ -55,6 +55,17 @@ fn one() -> usize {
     1
 }
 
+impl ServiceInfo {
+    /// The action `name` resolves to, matched as a host matches a call: case and
+    /// separators (`-`, `_`, `.`, space) ignored.
+    pub fn action(&self, name: &str) -> Option<&ActionInfo> {
+        let key = crate::action::normalized(name);
+        self.actions
+            .iter()
+            .find(|a| crate::action::normalized(&a.name) == key)
+    }
+}
+
 /// The fluent API of service `T`.
 pub struct Services<T> {
     host: HostHandle,

@@ -75,8 +75,8 @@ impl Shop {
         })
     }
 
-    /// No parameter, a plain value.
-    #[action]
+    /// No parameter, a plain value; safe to run twice.
+    #[action(idempotent)]
     async fn count(&self) -> u32 {
         self.placed.load(Ordering::Relaxed)
     }
@@ -96,7 +96,7 @@ impl Shop {
     }
 
     /// Named like `Services::status`: called through the trait.
-    #[action("shop-status")]
+    #[action("shop-status", idempotent)]
     async fn status(&self) -> String {
         "open".to_owned()
     }
@@ -363,5 +363,25 @@ async fn a_typed_call_to_another_process_is_sent_and_decoded_as_json() -> anyhow
     );
 
     koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn idempotent_actions_say_so_in_info() -> anyhow::Result<()> {
+    let host = start().await?;
+    let info = host.services::<Shop>().info().await?;
+    let idempotent = |name: &str| info.action(name).map(|a| a.idempotent);
+    assert_eq!(idempotent("count"), Some(true), "`#[action(idempotent)]`");
+    assert_eq!(
+        idempotent("Shop_Status"),
+        Some(true),
+        "a name, then `idempotent`"
+    );
+    assert_eq!(idempotent("place-order"), Some(false));
+    let json = serde_json::to_value(info.action("place-order"))?;
+    assert!(
+        json.get("idempotent").is_none(),
+        "absent when false: {json}"
+    );
     Ok(())
 }

@@ -69,6 +69,7 @@ struct PendingAction<T> {
     name: String,
     description: Option<String>,
     retry: crate::job::RetryPolicy,
+    idempotent: bool,
     params_schema: Value,
     decode: Decode,
     bind: Bind<T>,
@@ -79,6 +80,7 @@ struct PendingAction<T> {
 pub struct ActionDecl<'a> {
     description: &'a mut Option<String>,
     retry: &'a mut crate::job::RetryPolicy,
+    idempotent: &'a mut bool,
 }
 
 impl ActionDecl<'_> {
@@ -93,6 +95,15 @@ impl ActionDecl<'_> {
     /// (`services.<name>.actions.<action>.max_attempts`).
     pub fn max_attempts(self, n: u32) -> Self {
         self.retry.max_attempts = n.max(1);
+        self
+    }
+
+    /// Declares that running the action twice has the effect of running it once.
+    /// A remote call to it whose instance leaves the cluster mid-call is then sent
+    /// again to an instance that remains, instead of failing with "outcome unknown".
+    /// Shown as `idempotent` in `info`.
+    pub fn idempotent(self) -> Self {
+        *self.idempotent = true;
         self
     }
 
@@ -159,6 +170,7 @@ impl<T: Service> Actions<T> {
             name: name.into(),
             description: None,
             retry: crate::job::RetryPolicy::default(),
+            idempotent: false,
             params_schema: schema_of::<P>(),
             decode: decode_as::<P>,
             bind,
@@ -168,6 +180,7 @@ impl<T: Service> Actions<T> {
         ActionDecl {
             description: &mut pending.description,
             retry: &mut pending.retry,
+            idempotent: &mut pending.idempotent,
         }
     }
 
@@ -255,6 +268,7 @@ impl<T: Service> Actions<T> {
                 call: (p.bind)(Arc::clone(&service)),
                 metrics: OnceLock::new(),
                 retry: p.retry,
+                idempotent: p.idempotent,
             }));
         }
         Ok(ActionTable {

@@ -16,4 +16,8 @@ pub struct ActionInfo {
     pub params_schema: Value,
     /// True for the built-in pokes of periodic services.
     pub builtin: bool,
+    /// Declared safe to run twice: a remote call whose instance leaves the cluster
+    /// mid-call is sent again to another instance (absent means `false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
 }

@@ -34,5 +34,5 @@ pub(crate) use correlation::Correlation;
 pub(crate) use queue::ActionQueue;
 pub(crate) use request::Target;
 pub(crate) use route::{local_cell_pub, poke_direct};
-pub(crate) use table::ActionTable;
+pub(crate) use table::{ActionTable, normalized};
 pub(crate) use worker::{refuse_all, run_worker};

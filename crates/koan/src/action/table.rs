@@ -36,6 +36,8 @@ pub(crate) struct ActionEntry {
     pub(crate) metrics: OnceLock<super::metrics::ActionMetrics>,
     /// How an enqueued job of this action is retried.
     pub(crate) retry: crate::job::RetryPolicy,
+    /// Safe to run twice (see `ActionDecl::idempotent`).
+    pub(crate) idempotent: bool,
 }
 
 /// The declared actions and events of one service.
@@ -59,7 +61,7 @@ fn is_separator(b: u8) -> bool {
 }
 
 /// The key an action name is matched by: lowercase, without separators.
-pub(super) fn normalized(name: &str) -> String {
+pub(crate) fn normalized(name: &str) -> String {
     name.chars()
         .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
         .flat_map(char::to_lowercase)
@@ -187,6 +189,7 @@ impl ActionTable {
                 description: e.description.clone(),
                 params_schema: e.params_schema.clone(),
                 builtin: false,
+                idempotent: e.idempotent,
             })
             .collect();
         if self.periodic {
@@ -216,6 +219,7 @@ impl ActionTable {
                         description: Some(desc.to_owned()),
                         params_schema: schema,
                         builtin: true,
+                        idempotent: false,
                     });
                 }
             }
