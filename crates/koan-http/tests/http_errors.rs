@@ -12,7 +12,7 @@ use koan::{
 };
 use koan_http::{HttpOptions, ServeError};
 use koan_test_support::http::{Api, call, error_message, loopback};
-use koan_test_support::within;
+use koan_test_support::{wait_for, within};
 use reqwest::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -139,57 +139,97 @@ async fn start() -> anyhow::Result<Api> {
     Api::open(host).await
 }
 
+/// The HTTP status of each error kind: the control plane's contract.
+fn status_of(kind: &str) -> StatusCode {
+    match kind {
+        "invalid_json" | "invalid_parameters" => StatusCode::BAD_REQUEST,
+        "unknown_service" | "unknown_action" | "unknown_job" | "not_found" => StatusCode::NOT_FOUND,
+        "disabled" => StatusCode::CONFLICT,
+        "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "busy" => StatusCode::TOO_MANY_REQUESTS,
+        "shutting_down" => StatusCode::SERVICE_UNAVAILABLE,
+        "timeout" => StatusCode::GATEWAY_TIMEOUT,
+        "handler_error" => StatusCode::INTERNAL_SERVER_ERROR,
+        other => panic!("no status for error kind `{other}`"),
+    }
+}
+
+/// Sends `request`, asserts that the answer is the error `kind` with its status, and
+/// returns its message.
+async fn refused(request: reqwest::RequestBuilder, kind: &str) -> anyhow::Result<String> {
+    let (status, body) = call(request).await?;
+    assert_eq!(status, status_of(kind), "{body}");
+    error_message(&body, kind)
+}
+
+/// Waits until a call waits in `Gate`'s mailbox (of one).
+async fn one_queued_at_the_gate(api: &Api) -> anyhow::Result<()> {
+    wait_for("a call queued at the gate", async || {
+        let (_, status) = call(api.get("/api/services/gate/status")).await?;
+        Ok((status["queue_depth"] == 1).then_some(()))
+    })
+    .await
+}
+
+/// Waits until the job record at `url` satisfies `done`, and returns it.
+async fn job_when(api: &Api, url: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    wait_for(&format!("the job at {url}"), async || {
+        let (status, record) = call(api.get(url)).await?;
+        assert_eq!(status, StatusCode::OK, "{record}");
+        Ok(done(&record).then_some(record))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_json_is_400() -> anyhow::Result<()> {
     let api = start().await?;
-    let (status, body) = call(
+    let message = refused(
         api.post("/api/services/greeter/actions/greet")
             .header("content-type", "application/json")
             .body("{\"name\": \"Ada\", "),
+        "invalid_json",
     )
     .await?;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let message = error_message(&body, "invalid_json")?;
     assert!(message.contains("not valid JSON"), "{message}");
 
     // The seed's process-batch route parses its body the same way.
-    let (status, body) = call(
+    refused(
         api.post("/api/services/greeter/process-batch")
             .header("content-type", "application/json")
             .body("[1,"),
+        "invalid_json",
     )
     .await?;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    error_message(&body, "invalid_json")?;
     api.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parameters_are_400_naming_the_field() -> anyhow::Result<()> {
     let api = start().await?;
-    let (status, body) = call(
+    let message = refused(
         api.post("/api/services/greeter/actions/greet")
             .json(&json!({ "name": "Ada", "times": "twice" })),
+        "invalid_parameters",
     )
     .await?;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let message = error_message(&body, "invalid_parameters")?;
     assert!(message.contains("times"), "{message}");
     assert!(message.contains("greet"), "{message}");
 
-    let (status, body) = call(
+    let message = refused(
         api.post("/api/services/greeter/actions/greet")
             .json(&json!({ "times": 1 })),
+        "invalid_parameters",
     )
     .await?;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let message = error_message(&body, "invalid_parameters")?;
     assert!(message.contains("name"), "{message}");
 
     // No body at all for an action that needs parameters.
-    let (status, body) = call(api.post("/api/services/greeter/actions/greet")).await?;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    error_message(&body, "invalid_parameters")?;
+    refused(
+        api.post("/api/services/greeter/actions/greet"),
+        "invalid_parameters",
+    )
+    .await?;
     api.stop().await
 }
 
@@ -210,25 +250,23 @@ async fn bad_query_values_are_400() -> anyhow::Result<()> {
         ("priority=1&priority=2", "duplicate field `priority`"),
         ("token=s3cret", "Authorization: Bearer"),
     ] {
-        let (status, answer) = call(
+        let message = refused(
             api.post(&format!("/api/services/greeter/actions/greet?{query}"))
                 .json(&body),
+            "invalid_parameters",
         )
         .await?;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {answer}");
-        let message = error_message(&answer, "invalid_parameters")?;
         assert!(message.contains(needle), "{query}: {message}");
     }
     // A bad correlation id header too.
     let long = "x".repeat(201);
-    let (status, answer) = call(
+    let message = refused(
         api.post("/api/services/greeter/actions/greet")
             .header("X-Correlation-Id", long)
             .json(&body),
+        "invalid_parameters",
     )
     .await?;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    let message = error_message(&answer, "invalid_parameters")?;
     assert!(message.contains("X-Correlation-Id"), "{message}");
     api.stop().await
 }
@@ -236,9 +274,11 @@ async fn bad_query_values_are_400() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_things_are_404() -> anyhow::Result<()> {
     let api = start().await?;
-    let (status, body) = call(api.post("/api/services/nope/actions/greet")).await?;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let message = error_message(&body, "unknown_service")?;
+    let message = refused(
+        api.post("/api/services/nope/actions/greet"),
+        "unknown_service",
+    )
+    .await?;
     assert!(message.contains("nope"), "{message}");
     assert!(
         message.contains("Greeter") && message.contains("Dormant"),
@@ -250,14 +290,14 @@ async fn unknown_things_are_404() -> anyhow::Result<()> {
         "/api/services/nope/status",
         "/api/services/nope/health",
     ] {
-        let (status, body) = call(api.get(path)).await?;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
-        error_message(&body, "unknown_service")?;
+        refused(api.get(path), "unknown_service").await?;
     }
 
-    let (status, body) = call(api.post("/api/services/greeter/actions/shout")).await?;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let message = error_message(&body, "unknown_action")?;
+    let message = refused(
+        api.post("/api/services/greeter/actions/shout"),
+        "unknown_action",
+    )
+    .await?;
     assert!(message.contains("shout"), "{message}");
     assert!(
         message.contains("greet") && message.contains("fail") && message.contains("never"),
@@ -265,19 +305,13 @@ async fn unknown_things_are_404() -> anyhow::Result<()> {
     );
 
     // The seed's routes exist for periodic services only.
-    let (status, body) = call(api.post("/api/services/greeter/trigger")).await?;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    error_message(&body, "unknown_action")?;
+    refused(api.post("/api/services/greeter/trigger"), "unknown_action").await?;
 
-    let (status, body) = call(api.get("/api/nothing/here")).await?;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let message = error_message(&body, "not_found")?;
+    let message = refused(api.get("/api/nothing/here"), "not_found").await?;
     assert!(message.contains("/api/nothing/here"), "{message}");
 
     for route in ["/api/jobs/no-such-id", "/api/actions/no-such-id"] {
-        let (status, body) = call(api.get(route)).await?;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        let message = error_message(&body, "unknown_job")?;
+        let message = refused(api.get(route), "unknown_job").await?;
         assert!(message.contains("no-such-id"), "{message}");
     }
     api.stop().await
@@ -286,9 +320,7 @@ async fn unknown_things_are_404() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_service_is_409() -> anyhow::Result<()> {
     let api = start().await?;
-    let (status, body) = call(api.post("/api/services/dormant/actions/wake")).await?;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let message = error_message(&body, "disabled")?;
+    let message = refused(api.post("/api/services/dormant/actions/wake"), "disabled").await?;
     assert!(
         message.contains("Dormant") && message.contains("wake"),
         "{message}"
@@ -309,13 +341,17 @@ async fn body_over_the_limit_is_413() -> anyhow::Result<()> {
     };
     let api = Api::serve(host, options).await?;
     let big = json!({ "name": "A".repeat(200), "times": 1 });
-    let (status, body) = call(api.post("/api/services/greeter/actions/greet").json(&big)).await?;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-    error_message(&body, "payload_too_large")?;
+    refused(
+        api.post("/api/services/greeter/actions/greet").json(&big),
+        "payload_too_large",
+    )
+    .await?;
 
-    let (status, body) = call(api.post("/api/services/greeter/process-batch").json(&big)).await?;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-    error_message(&body, "payload_too_large")?;
+    refused(
+        api.post("/api/services/greeter/process-batch").json(&big),
+        "payload_too_large",
+    )
+    .await?;
 
     // A body within the limit still works.
     let small = json!({ "name": "Al", "times": 1 });
@@ -337,20 +373,9 @@ async fn full_mailbox_is_429() -> anyhow::Result<()> {
     within("the first action to start", started.notified()).await?;
     // … one caller waits in the mailbox of one …
     let second = tokio::spawn(call(api.post("/api/services/gate/actions/hold")));
-    within("the second call to be queued", async {
-        loop {
-            let (_, status) = call(api.get("/api/services/gate/status")).await?;
-            if status["queue_depth"] == 1 {
-                return anyhow::Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await??;
+    one_queued_at_the_gate(&api).await?;
     // … and the next caller is refused at once.
-    let (status, body) = call(api.post("/api/services/gate/actions/quick")).await?;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    error_message(&body, "busy")?;
+    refused(api.post("/api/services/gate/actions/quick"), "busy").await?;
     // A job is not refused: it waits in the store, not in the mailbox.
     let (status, third) = call(api.post("/api/services/gate/actions/quick?wait=false")).await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{third}");
@@ -362,17 +387,7 @@ async fn full_mailbox_is_429() -> anyhow::Result<()> {
     assert_eq!(body["result"], "released");
     for (accepted, result) in [(&first, json!("released")), (&third, json!(1))] {
         let url = accepted["status_url"].as_str().unwrap_or_default();
-        let record = within("the job to succeed", async {
-            loop {
-                let (status, record) = call(api.get(url)).await?;
-                assert_eq!(status, StatusCode::OK);
-                if record["state"] == "succeeded" {
-                    return anyhow::Ok(record);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await??;
+        let record = job_when(&api, url, |r| r["state"] == "succeeded").await?;
         assert_eq!(record["result"], result, "{record}");
     }
     api.stop().await
@@ -394,16 +409,7 @@ async fn shutting_down_is_503() -> anyhow::Result<()> {
 
     // A waiting request queues behind the running action.
     let queued = tokio::spawn(call(api.post("/api/services/gate/actions/quick")));
-    within("the request to be queued", async {
-        loop {
-            let (_, status) = call(api.get("/api/services/gate/status")).await?;
-            if status["queue_depth"] == 1 {
-                return anyhow::Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await??;
+    one_queued_at_the_gate(&api).await?;
 
     api.host.shutdown();
     let (status, body) = within("the queued request's answer", queued).await???;
@@ -412,12 +418,16 @@ async fn shutting_down_is_503() -> anyhow::Result<()> {
     assert!(message.contains("quick"), "{message}");
 
     // The host is still draining (the held action runs): new requests are refused.
-    let (status, body) = call(api.post("/api/services/gate/actions/quick")).await?;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    error_message(&body, "shutting_down")?;
-    let (status, body) = call(api.post("/api/services/gate/actions/quick?wait=false")).await?;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    error_message(&body, "shutting_down")?;
+    refused(
+        api.post("/api/services/gate/actions/quick"),
+        "shutting_down",
+    )
+    .await?;
+    refused(
+        api.post("/api/services/gate/actions/quick?wait=false"),
+        "shutting_down",
+    )
+    .await?;
     let (status, body) = call(api.get("/health/ready")).await?;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "fail");
@@ -436,9 +446,11 @@ async fn shutting_down_is_503() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_is_504() -> anyhow::Result<()> {
     let api = start().await?;
-    let (status, body) = call(api.post("/api/services/greeter/actions/never?timeout=50ms")).await?;
-    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
-    let message = error_message(&body, "timeout")?;
+    let message = refused(
+        api.post("/api/services/greeter/actions/never?timeout=50ms"),
+        "timeout",
+    )
+    .await?;
     assert!(
         message.contains("never") && message.contains("50ms"),
         "{message}"
@@ -477,14 +489,7 @@ async fn handler_error_is_500() -> anyhow::Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let mut record = Value::Null;
-    for _ in 0..500 {
-        record = call(api.get(&url)).await?.1;
-        if !record["error"].is_null() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let record = job_when(&api, &url, |r| !r["error"].is_null()).await?;
     assert_eq!(record["state"], "retrying", "{record}");
     assert_eq!(record["error"]["error"], "handler_error", "{record}");
     assert_eq!(record["attempts"], 1, "{record}");

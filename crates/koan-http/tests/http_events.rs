@@ -15,46 +15,34 @@ struct Shout {
     text: String,
 }
 
-#[koan::service(name = "Notifier")]
-#[derive(Default)]
-struct Notifier;
+/// A service named `$ty` whose `shout` action emits `event` with `text` as its payload.
+macro_rules! shouter {
+    ($ty:ident) => {
+        #[koan::service]
+        #[derive(Default)]
+        struct $ty;
 
-#[koan::actions]
-impl Notifier {
-    /// Emits `event` with `text` as its payload.
-    #[action("shout")]
-    async fn shout(&self, p: Shout, cx: &ActionContext) -> Result<(), BoxError> {
-        cx.emit(&p.event, json!({ "text": p.text })).await;
-        Ok(())
-    }
+        #[koan::actions]
+        impl $ty {
+            /// Emits `event` with `text` as its payload.
+            #[action("shout")]
+            async fn shout(&self, p: Shout, cx: &ActionContext) -> Result<(), BoxError> {
+                cx.emit(&p.event, json!({ "text": p.text })).await;
+                Ok(())
+            }
+        }
+
+        impl BackgroundService for $ty {
+            async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+                cx.cancelled().await;
+                Ok(())
+            }
+        }
+    };
 }
 
-impl BackgroundService for Notifier {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-#[koan::service(name = "Other")]
-#[derive(Default)]
-struct Other;
-
-#[koan::actions]
-impl Other {
-    #[action("shout")]
-    async fn shout(&self, p: Shout, cx: &ActionContext) -> Result<(), BoxError> {
-        cx.emit(&p.event, json!({ "text": p.text })).await;
-        Ok(())
-    }
-}
-
-impl BackgroundService for Other {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
+shouter!(Notifier);
+shouter!(Other);
 
 async fn start() -> anyhow::Result<Api> {
     let host = koan::testing::host()
@@ -63,6 +51,14 @@ async fn start() -> anyhow::Result<Api> {
         .build()?
         .start();
     Api::open(host).await
+}
+
+/// GETs `path`, asserts the HTTP status and the error kind of the answer, and returns
+/// its message.
+async fn refused(api: &Api, path: &str, status: StatusCode, kind: &str) -> anyhow::Result<String> {
+    let (got, body) = call(api.get(path)).await?;
+    assert_eq!(got, status, "{path}: {body}");
+    error_message(&body, kind)
 }
 
 async fn open(api: &Api, path: &str) -> anyhow::Result<SseReader> {
@@ -185,14 +181,12 @@ async fn one_service_stream_and_event_filter() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_errors() -> anyhow::Result<()> {
     let api = start().await?;
-    let (status, body) = call(api.get("/api/services/nobody/events")).await?;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let message = error_message(&body, "unknown_service")?;
+    let path = "/api/services/nobody/events";
+    let message = refused(&api, path, StatusCode::NOT_FOUND, "unknown_service").await?;
     assert!(message.contains("Notifier"), "{message}");
 
-    let (status, body) = call(api.get("/api/events?colour=red")).await?;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let message = error_message(&body, "invalid_parameters")?;
+    let path = "/api/events?colour=red";
+    let message = refused(&api, path, StatusCode::BAD_REQUEST, "invalid_parameters").await?;
     assert!(message.contains("colour"), "{message}");
     api.stop().await
 }
@@ -206,9 +200,14 @@ async fn streams_are_capped() -> anyhow::Result<()> {
     };
     let api = Api::serve(host, options).await?;
     let mut first = open(&api, "/api/events").await?;
-    let (status, body) = call(api.get("/api/events")).await?;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    error_message(&body, "too_many_streams")?;
+    let path = "/api/events";
+    refused(
+        &api,
+        path,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_streams",
+    )
+    .await?;
 
     // The open stream still works.
     shout(&api, "notifier", "StillHere", "y").await?;

@@ -67,51 +67,63 @@ async fn health(api: &Api, path: &str) -> anyhow::Result<(StatusCode, Value)> {
     Ok((status, body))
 }
 
+/// GETs `path`, asserts its HTTP status and its health `status`, and returns the body.
+async fn expect_health(
+    api: &Api,
+    path: &str,
+    code: StatusCode,
+    status: &str,
+) -> anyhow::Result<Value> {
+    let (got, body) = health(api, path).await?;
+    assert_eq!(got, code, "{path}: {body}");
+    assert_eq!(body["status"], status, "{path}: {body}");
+    Ok(body)
+}
+
+/// Serves a host running `Fine` beside `S`.
+async fn serve_fine_and<S: koan::Service + koan::service::FromContext>() -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<Fine>()
+        .service::<S>()
+        .build()?
+        .start();
+    Api::open(host).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_healthy_passes() -> anyhow::Result<()> {
     let host = koan::testing::host().service::<Fine>().build()?.start();
     let api = Api::open(host).await?;
-    let (status, body) = health(&api, "/health").await?;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "pass");
+    let body = expect_health(&api, "/health", StatusCode::OK, "pass").await?;
     let check = &body["checks"]["Fine:health"][0];
     assert_eq!(check["status"], "pass");
     assert_eq!(check["critical"], true);
     assert_eq!(check["componentType"], "service");
 
-    let (status, body) = health(&api, "/health/live").await?;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "pass");
-    let (status, body) = health(&api, "/health/ready").await?;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "pass");
-    let (status, body) = health(&api, "/api/services/fine/health").await?;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "pass");
+    for path in ["/health/live", "/health/ready", "/api/services/fine/health"] {
+        expect_health(&api, path, StatusCode::OK, "pass").await?;
+    }
     api.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_unhealthy_fails_with_503() -> anyhow::Result<()> {
-    let host = koan::testing::host()
-        .service::<Fine>()
-        .service::<Database>()
-        .build()?
-        .start();
-    let api = Api::open(host).await?;
+    let api = serve_fine_and::<Database>().await?;
 
-    let (status, body) = health(&api, "/health").await?;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["status"], "fail");
+    let body = expect_health(&api, "/health", StatusCode::SERVICE_UNAVAILABLE, "fail").await?;
     let check = &body["checks"]["Database:health"][0];
     assert_eq!(check["status"], "fail");
     assert_eq!(check["critical"], true);
     assert_eq!(check["output"], "cannot reach the database");
     assert_eq!(body["checks"]["Fine:health"][0]["status"], "pass");
 
-    let (status, body) = health(&api, "/health/ready").await?;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["status"], "fail");
+    let body = expect_health(
+        &api,
+        "/health/ready",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "fail",
+    )
+    .await?;
     assert!(
         body["output"]
             .as_str()
@@ -124,9 +136,8 @@ async fn critical_unhealthy_fails_with_503() -> anyhow::Result<()> {
     let (status, body) = health(&api, "/health/live").await?;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let (status, body) = health(&api, "/api/services/database/health").await?;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["status"], "fail");
+    let path = "/api/services/database/health";
+    let body = expect_health(&api, path, StatusCode::SERVICE_UNAVAILABLE, "fail").await?;
     assert_eq!(body["service"], "Database");
     assert_eq!(body["critical"], true);
     assert_eq!(body["description"], "cannot reach the database");
@@ -145,15 +156,8 @@ async fn critical_unhealthy_fails_with_503() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn degraded_warns_with_200() -> anyhow::Result<()> {
-    let host = koan::testing::host()
-        .service::<Fine>()
-        .service::<Backlog>()
-        .build()?
-        .start();
-    let api = Api::open(host).await?;
-    let (status, body) = health(&api, "/health").await?;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "warn");
+    let api = serve_fine_and::<Backlog>().await?;
+    let body = expect_health(&api, "/health", StatusCode::OK, "warn").await?;
     assert_eq!(body["checks"]["Backlog:health"][0]["status"], "warn");
     assert_eq!(
         body["checks"]["Backlog:health"][0]["output"],
@@ -163,24 +167,15 @@ async fn degraded_warns_with_200() -> anyhow::Result<()> {
     let (status, body) = health(&api, "/health/ready").await?;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let (status, body) = health(&api, "/api/services/backlog/health").await?;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "warn");
+    let body = expect_health(&api, "/api/services/backlog/health", StatusCode::OK, "warn").await?;
     assert_eq!(body["data"]["queued"], 1200);
     api.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_critical_unhealthy_only_warns() -> anyhow::Result<()> {
-    let host = koan::testing::host()
-        .service::<Fine>()
-        .service::<Optional>()
-        .build()?
-        .start();
-    let api = Api::open(host).await?;
-    let (status, body) = health(&api, "/health").await?;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "warn");
+    let api = serve_fine_and::<Optional>().await?;
+    let body = expect_health(&api, "/health", StatusCode::OK, "warn").await?;
     let check = &body["checks"]["Optional:health"][0];
     assert_eq!(check["status"], "fail");
     assert_eq!(check["critical"], false);
@@ -189,8 +184,7 @@ async fn non_critical_unhealthy_only_warns() -> anyhow::Result<()> {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // The service's own health still says it fails.
-    let (status, body) = health(&api, "/api/services/optional/health").await?;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["status"], "fail");
+    let path = "/api/services/optional/health";
+    expect_health(&api, path, StatusCode::SERVICE_UNAVAILABLE, "fail").await?;
     api.stop().await
 }

@@ -63,6 +63,16 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
 }
 
+/// Asserts that the sample `name` with `labels` has `value` in the scraped `text`.
+#[track_caller]
+fn assert_sample(text: &str, name: &str, labels: &[(&str, &str)], value: f64) {
+    assert_eq!(
+        sample(text, name, labels),
+        Some(value),
+        "{name} {labels:?} in {text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
     assert!(
@@ -93,6 +103,8 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
     let (status, _) = call(api.post("/api/services/sweeper/trigger?wait=true")).await?;
     assert_eq!(status, StatusCode::OK);
 
+    let counter = [("service", "Counter")];
+    let sweeper = [("service", "Sweeper")];
     let text = scrape(&api).await?;
     assert!(text.contains("koan_actions_total"), "{text}");
     let ok = [
@@ -100,61 +112,29 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
         ("action", "bump"),
         ("outcome", "ok"),
     ];
-    assert_eq!(
-        sample(&text, "koan_actions_total", &ok),
-        Some(2.0),
-        "{text}"
-    );
+    assert_sample(&text, "koan_actions_total", &ok, 2.0);
     let failed = [
         ("service", "Counter"),
         ("action", "fail"),
         ("outcome", "handler_error"),
     ];
-    assert_eq!(
-        sample(&text, "koan_actions_total", &failed),
-        Some(1.0),
-        "{text}"
-    );
+    assert_sample(&text, "koan_actions_total", &failed, 1.0);
     let rejected = [
         ("service", "Counter"),
         ("action", "bump"),
         ("outcome", "invalid_parameters"),
     ];
-    assert_eq!(
-        sample(&text, "koan_actions_total", &rejected),
-        Some(1.0),
-        "{text}"
-    );
+    assert_sample(&text, "koan_actions_total", &rejected, 1.0);
 
     assert!(
         text.contains("# TYPE koan_service_runs_total counter"),
         "{text}"
     );
-    assert_eq!(
-        sample(&text, "koan_service_runs_total", &[("service", "Sweeper")]),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, "koan_service_runs_total", &[("service", "Counter")]),
-        Some(0.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, "koan_service_up", &[("service", "Counter")]),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, "koan_service_health", &[("service", "Sweeper")]),
-        Some(0.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, "koan_service_queue_depth", &[("service", "Counter")]),
-        Some(0.0),
-        "{text}"
-    );
+    assert_sample(&text, "koan_service_runs_total", &sweeper, 1.0);
+    assert_sample(&text, "koan_service_runs_total", &counter, 0.0);
+    assert_sample(&text, "koan_service_up", &counter, 1.0);
+    assert_sample(&text, "koan_service_health", &sweeper, 0.0);
+    assert_sample(&text, "koan_service_queue_depth", &counter, 0.0);
 
     // Jobs: enqueued and finished counters, the wait in the queue, counts by state.
     let (status, accepted) = call(
@@ -170,19 +150,12 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
     )
     .await?;
     let text = scrape(&api).await?;
-    assert_eq!(
-        sample(&text, "koan_jobs_enqueued_total", &[("service", "Counter")]),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "koan_jobs_finished_total",
-            &[("service", "Counter"), ("state", "succeeded")]
-        ),
-        Some(1.0),
-        "{text}"
+    assert_sample(&text, "koan_jobs_enqueued_total", &counter, 1.0);
+    assert_sample(
+        &text,
+        "koan_jobs_finished_total",
+        &[("service", "Counter"), ("state", "succeeded")],
+        1.0,
     );
     assert!(
         text.contains("koan_job_queue_wait_seconds"),

@@ -3,7 +3,9 @@
 mod common;
 
 use common::{TempDb, at, claim, job};
-use koan::{action::ErrorBody, job::Finish, job::JobState, job::JobStore, job::NewJob};
+use koan::action::ErrorBody;
+use koan::job::{Claim, Claimed, Finish, JobRecord, JobState, JobStore, NewJob};
+use koan_sqlite::SqliteJobStore;
 use serde_json::json;
 
 fn with(priority: i32, run_at: i64, new: NewJob) -> NewJob {
@@ -22,41 +24,75 @@ fn boom() -> ErrorBody {
     }
 }
 
+/// Claims up to `limit` of `mail`'s jobs at `at(now)`.
+async fn claim_mail(store: &SqliteJobStore, limit: usize, now: i64) -> Vec<Claimed> {
+    store.claim(claim("mail", limit, now)).await.expect("claim")
+}
+
+/// The ids of `claimed`, in the order claimed.
+fn ids(claimed: &[Claimed]) -> Vec<&str> {
+    claimed.iter().map(|c| c.claim.id.as_str()).collect()
+}
+
+/// One `mail` job pushed, then claimed at `at(0)`.
+async fn push_and_hold(store: &SqliteJobStore) -> Claimed {
+    store.push(job("mail", "send")).await.expect("push");
+    claim_mail(store, 1, 0).await.remove(0)
+}
+
+/// The stored record of job `id`, which must exist.
+async fn stored(store: &SqliteJobStore, id: &str) -> JobRecord {
+    store.get(id).await.expect("get").expect("stored")
+}
+
+/// Whether the store recorded `how` for `claim` at `at(now)`.
+async fn finish(store: &SqliteJobStore, claim: &Claim, how: Finish, now: i64) -> bool {
+    store.finish(claim, how, at(now)).await.expect("finish")
+}
+
+/// Whether the store extended `claim`'s lease to `at(until)`.
+async fn heartbeat(store: &SqliteJobStore, claim: &Claim, until: i64) -> bool {
+    store.heartbeat(claim, at(until)).await.expect("heartbeat")
+}
+
+fn succeeded(result: serde_json::Value) -> Finish {
+    Finish::Succeeded {
+        result,
+        truncated: false,
+    }
+}
+
 #[tokio::test]
 async fn claims_take_due_jobs_by_priority_then_age_within_the_limit() {
     let db = TempDb::new("claim-order");
     let store = db.open();
-    let mut ids = Vec::new();
+    let mut ids_pushed = Vec::new();
     for (priority, run_at) in [(0, 0), (5, 0), (1, 0), (1, -10), (9, 1_000)] {
         let pushed = store
             .push(with(priority, run_at, job("mail", "send")))
             .await;
-        ids.push(pushed.expect("push").record.id);
+        ids_pushed.push(pushed.expect("push").record.id);
     }
     store.push(job("other", "send")).await.expect("push");
 
-    let first = store.claim(claim("mail", 3, 0)).await.expect("claim");
-    let got: Vec<&str> = first.iter().map(|c| c.claim.id.as_str()).collect();
+    let first = claim_mail(&store, 3, 0).await;
     assert_eq!(
-        got,
-        [&ids[1], &ids[3], &ids[2]],
+        ids(&first),
+        [&ids_pushed[1], &ids_pushed[3], &ids_pushed[2]],
         "priority 5, then the older 1"
     );
 
-    let rest = store.claim(claim("mail", 10, 0)).await.expect("claim");
-    let got: Vec<&str> = rest.iter().map(|c| c.claim.id.as_str()).collect();
-    assert_eq!(got, [&ids[0]], "the scheduled one is not due yet");
-
-    let later = store.claim(claim("mail", 10, 1_000)).await.expect("claim");
-    assert_eq!(later.len(), 1);
-    assert_eq!(later[0].claim.id, ids[4]);
-    assert!(
-        store
-            .claim(claim("mail", 0, 5_000))
-            .await
-            .expect("claim")
-            .is_empty()
+    let rest = claim_mail(&store, 10, 0).await;
+    assert_eq!(
+        ids(&rest),
+        [&ids_pushed[0]],
+        "the scheduled one is not due yet"
     );
+
+    let later = claim_mail(&store, 10, 1_000).await;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].claim.id, ids_pushed[4]);
+    assert!(claim_mail(&store, 0, 5_000).await.is_empty());
 }
 
 #[tokio::test]
@@ -64,7 +100,7 @@ async fn a_claim_raises_the_attempt_and_records_it() {
     let db = TempDb::new("claim-record");
     let store = db.open();
     store.push(job("mail", "send")).await.expect("push");
-    let claimed = store.claim(claim("mail", 1, 500)).await.expect("claim");
+    let claimed = claim_mail(&store, 1, 500).await;
     let r = &claimed[0].record;
     assert_eq!(r.state, JobState::Running);
     assert_eq!(r.attempts, 1);
@@ -81,48 +117,24 @@ async fn a_claim_raises_the_attempt_and_records_it() {
 async fn a_lapsed_lease_is_claimed_again_and_the_stale_holder_is_fenced() {
     let db = TempDb::new("claim-lapse");
     let store = db.open();
-    store.push(job("mail", "send")).await.expect("push");
-    let first = store
-        .claim(claim("mail", 1, 0))
-        .await
-        .expect("claim")
-        .remove(0);
-    let at_lease_end = store.claim(claim("mail", 1, 30_000)).await.expect("claim");
+    let first = push_and_hold(&store).await;
+    let at_lease_end = claim_mail(&store, 1, 30_000).await;
     assert!(at_lease_end.is_empty(), "the lease holds until its end");
 
-    let second = store
-        .claim(claim("mail", 1, 30_001))
-        .await
-        .expect("claim")
-        .remove(0);
+    let second = claim_mail(&store, 1, 30_001).await.remove(0);
     assert_eq!(second.claim.id, first.claim.id);
     assert_ne!(second.claim.token, first.claim.token);
     assert_eq!(second.record.attempts, 2);
     assert_eq!(second.record.history.len(), 2);
 
-    let done = Finish::Succeeded {
-        result: json!("ok"),
-        truncated: false,
-    };
-    let stale = store.finish(&first.claim, done.clone(), at(31_000)).await;
-    assert!(!stale.expect("finish"), "a stale claim records nothing");
+    let done = succeeded(json!("ok"));
     assert!(
-        !store
-            .heartbeat(&first.claim, at(90_000))
-            .await
-            .expect("heartbeat")
+        !finish(&store, &first.claim, done.clone(), 31_000).await,
+        "a stale claim records nothing"
     );
-    assert!(
-        store
-            .finish(&second.claim, done, at(31_000))
-            .await
-            .expect("finish")
-    );
-    let r = store
-        .get(&first.claim.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    assert!(!heartbeat(&store, &first.claim, 90_000).await);
+    assert!(finish(&store, &second.claim, done, 31_000).await);
+    let r = stored(&store, &first.claim.id).await;
     assert_eq!(r.state, JobState::Succeeded);
     assert_eq!(r.result, Some(json!("ok")));
     assert_eq!(r.finished_at, Some(at(31_000)));
@@ -133,75 +145,31 @@ async fn a_lapsed_lease_is_claimed_again_and_the_stale_holder_is_fenced() {
 async fn a_heartbeat_extends_the_lease_of_the_current_claim_only() {
     let db = TempDb::new("claim-heartbeat");
     let store = db.open();
-    store.push(job("mail", "send")).await.expect("push");
-    let held = store
-        .claim(claim("mail", 1, 0))
-        .await
-        .expect("claim")
-        .remove(0);
-    assert!(
-        store
-            .heartbeat(&held.claim, at(60_000))
-            .await
-            .expect("heartbeat")
-    );
-    let r = store
-        .get(&held.claim.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let held = push_and_hold(&store).await;
+    assert!(heartbeat(&store, &held.claim, 60_000).await);
+    let r = stored(&store, &held.claim.id).await;
     assert_eq!(r.lease_until, Some(at(60_000)));
-    assert!(
-        store
-            .claim(claim("mail", 1, 45_000))
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(claim_mail(&store, 1, 45_000).await.is_empty());
 
     let mut forged = held.claim.clone();
     forged.token = koan::job::new_job_id();
-    assert!(
-        !store
-            .heartbeat(&forged, at(90_000))
-            .await
-            .expect("heartbeat")
-    );
+    assert!(!heartbeat(&store, &forged, 90_000).await);
     let mut unknown = held.claim.clone();
     unknown.id = "no-such-id".to_owned();
-    assert!(
-        !store
-            .heartbeat(&unknown, at(90_000))
-            .await
-            .expect("heartbeat")
-    );
+    assert!(!heartbeat(&store, &unknown, 90_000).await);
 }
 
 #[tokio::test]
 async fn a_retry_outcome_waits_for_its_time_then_runs_as_the_next_attempt() {
     let db = TempDb::new("claim-retry");
     let store = db.open();
-    store.push(job("mail", "send")).await.expect("push");
-    let held = store
-        .claim(claim("mail", 1, 0))
-        .await
-        .expect("claim")
-        .remove(0);
+    let held = push_and_hold(&store).await;
     let how = Finish::Retry {
         error: boom(),
         at: at(5_000),
     };
-    assert!(
-        store
-            .finish(&held.claim, how, at(100))
-            .await
-            .expect("finish")
-    );
-    let r = store
-        .get(&held.claim.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    assert!(finish(&store, &held.claim, how, 100).await);
+    let r = stored(&store, &held.claim.id).await;
     assert_eq!(r.state, JobState::Retrying);
     assert_eq!(r.error, Some(boom()));
     assert_eq!(r.history[0].error, Some(boom()));
@@ -209,31 +177,12 @@ async fn a_retry_outcome_waits_for_its_time_then_runs_as_the_next_attempt() {
         store.next_due(&["mail".to_owned()]).await.expect("due"),
         Some(at(5_000))
     );
-    assert!(
-        store
-            .claim(claim("mail", 1, 4_999))
-            .await
-            .expect("claim")
-            .is_empty()
-    );
-    let again = store
-        .claim(claim("mail", 1, 5_000))
-        .await
-        .expect("claim")
-        .remove(0);
+    assert!(claim_mail(&store, 1, 4_999).await.is_empty());
+    let again = claim_mail(&store, 1, 5_000).await.remove(0);
     assert_eq!(again.record.attempts, 2);
     let dead = Finish::Dead { error: boom() };
-    assert!(
-        store
-            .finish(&again.claim, dead, at(6_000))
-            .await
-            .expect("finish")
-    );
-    let r = store
-        .get(&held.claim.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    assert!(finish(&store, &again.claim, dead, 6_000).await);
+    let r = stored(&store, &held.claim.id).await;
     assert_eq!(r.state, JobState::Dead);
     assert_eq!(r.finished_at, Some(at(6_000)));
 }
@@ -242,32 +191,14 @@ async fn a_retry_outcome_waits_for_its_time_then_runs_as_the_next_attempt() {
 async fn a_release_puts_the_job_back_without_counting_the_attempt() {
     let db = TempDb::new("claim-release");
     let store = db.open();
-    store.push(job("mail", "send")).await.expect("push");
-    let held = store
-        .claim(claim("mail", 1, 0))
-        .await
-        .expect("claim")
-        .remove(0);
+    let held = push_and_hold(&store).await;
     let how = Finish::Release { at: at(200) };
-    assert!(
-        store
-            .finish(&held.claim, how, at(100))
-            .await
-            .expect("finish")
-    );
-    let r = store
-        .get(&held.claim.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    assert!(finish(&store, &held.claim, how, 100).await);
+    let r = stored(&store, &held.claim.id).await;
     assert_eq!(r.state, JobState::Queued);
     assert_eq!(r.attempts, 0);
     assert!(r.history.is_empty());
-    let again = store
-        .claim(claim("mail", 1, 200))
-        .await
-        .expect("claim")
-        .remove(0);
+    let again = claim_mail(&store, 1, 200).await.remove(0);
     assert_eq!(again.record.attempts, 1);
 }
 
@@ -275,38 +206,13 @@ async fn a_release_puts_the_job_back_without_counting_the_attempt() {
 async fn a_cancelled_running_job_loses_its_claim() {
     let db = TempDb::new("claim-cancel");
     let store = db.open();
-    store.push(job("mail", "send")).await.expect("push");
-    let held = store
-        .claim(claim("mail", 1, 0))
-        .await
-        .expect("claim")
-        .remove(0);
+    let held = push_and_hold(&store).await;
     let r = store.cancel(&held.claim.id, at(50)).await.expect("cancel");
     assert_eq!(r.state, JobState::Cancelled);
     assert_eq!(r.history[0].finished_at, Some(at(50)));
-    assert!(
-        !store
-            .heartbeat(&held.claim, at(90_000))
-            .await
-            .expect("heartbeat")
-    );
-    let done = Finish::Succeeded {
-        result: json!(1),
-        truncated: false,
-    };
-    assert!(
-        !store
-            .finish(&held.claim, done, at(60))
-            .await
-            .expect("finish")
-    );
-    assert!(
-        store
-            .claim(claim("mail", 1, 90_000))
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(!heartbeat(&store, &held.claim, 90_000).await);
+    assert!(!finish(&store, &held.claim, succeeded(json!(1)), 60).await);
+    assert!(claim_mail(&store, 1, 90_000).await.is_empty());
 }
 
 #[tokio::test]
@@ -319,7 +225,7 @@ async fn a_claim_orders_lapsed_and_waiting_jobs_together_within_the_limit() {
         .expect("push")
         .record
         .id;
-    let held = store.claim(claim("mail", 1, 0)).await.expect("claim");
+    let held = claim_mail(&store, 1, 0).await;
     assert_eq!(held[0].claim.id, lapsing);
     let mut waiting = Vec::new();
     for priority in [1, 5, 3] {
@@ -327,14 +233,12 @@ async fn a_claim_orders_lapsed_and_waiting_jobs_together_within_the_limit() {
         waiting.push(pushed.expect("push").record.id);
     }
 
-    let due = store.claim(claim("mail", 3, 30_001)).await.expect("claim");
-    let got: Vec<&str> = due.iter().map(|c| c.claim.id.as_str()).collect();
+    let due = claim_mail(&store, 3, 30_001).await;
     assert_eq!(
-        got,
+        ids(&due),
         [&waiting[1], &lapsing, &waiting[2]],
         "priority 5, then the older of the two at 3 (the lapsed one), within the limit"
     );
-    let rest = store.claim(claim("mail", 3, 30_001)).await.expect("claim");
-    let got: Vec<&str> = rest.iter().map(|c| c.claim.id.as_str()).collect();
-    assert_eq!(got, [&waiting[0]]);
+    let rest = claim_mail(&store, 3, 30_001).await;
+    assert_eq!(ids(&rest), [&waiting[0]]);
 }

@@ -92,6 +92,35 @@ impl BackgroundService for TranslationService {
     }
 }
 
+/// A configuration of one file, `koan.toml`, holding `text`.
+fn from_toml(text: &str) -> anyhow::Result<Config> {
+    Ok(Config::builder().toml("koan.toml", text)?.build())
+}
+
+/// A configuration of one file, `appsettings.json`, holding `text`.
+fn from_json(text: &str) -> anyhow::Result<Config> {
+    Ok(Config::builder().json("appsettings.json", text)?.build())
+}
+
+/// The error of building a host with `config` and the service `S`, which must fail
+/// (`why` says why it should).
+fn refused<S: koan::Service + FromContext>(config: Config, why: &str) -> koan::Error {
+    koan::Host::builder()
+        .config(config)
+        .service::<S>()
+        .build()
+        .expect_err(why)
+}
+
+/// Asserts that `service` of `host` is disabled, for a reason that names `cause`.
+fn assert_disabled_by(host: &koan::Host, service: &str, cause: &str) -> anyhow::Result<()> {
+    let status = host.handle().status(service)?;
+    assert_eq!(status.state, ServiceState::Disabled, "{service}");
+    let reason = status.disabled_reason.unwrap_or_default();
+    assert!(reason.contains(cause), "{service}: {reason}");
+    Ok(())
+}
+
 fn seed_config() -> Config {
     Config::builder()
         .json("appsettings.json", SEED_APPSETTINGS)
@@ -191,7 +220,7 @@ fn precedence_is_env_over_json_over_toml_over_attribute() -> anyhow::Result<()> 
     // attribute only
     assert_eq!(interval_of(Config::default())?.as_deref(), Some("every 1h"));
     // toml over attribute
-    let c = Config::builder().toml("koan.toml", toml)?.build();
+    let c = from_toml(toml)?;
     assert_eq!(interval_of(c)?.as_deref(), Some("every 1m"));
     // json over toml
     let c = Config::builder()
@@ -236,13 +265,8 @@ fn env_disables_a_service_and_says_why() -> anyhow::Result<()> {
         .config(config)
         .service::<TranslationService>()
         .build()?;
-    let status = host.handle().status("TranslationService")?;
-    assert_eq!(status.state, ServiceState::Disabled);
-    let reason = status.disabled_reason.unwrap_or_default();
-    assert!(
-        reason.contains("KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION__ENABLED"),
-        "{reason}"
-    );
+    let variable = "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION__ENABLED";
+    assert_disabled_by(&host, "TranslationService", variable)?;
     Ok(())
 }
 
@@ -250,12 +274,7 @@ fn env_disables_a_service_and_says_why() -> anyhow::Result<()> {
 fn a_bad_value_names_its_key_and_source() -> anyhow::Result<()> {
     let json = r#"{ "Koan": { "BackgroundServices": { "Services": {
         "DataCleanupService": { "IntervalSeconds": "soon" } } } } }"#;
-    let config = Config::builder().json("appsettings.json", json)?.build();
-    let err = koan::Host::builder()
-        .config(config)
-        .service::<DataCleanupService>()
-        .build()
-        .expect_err("bad interval");
+    let err = refused::<DataCleanupService>(from_json(json)?, "bad interval");
     assert_eq!(err.kind(), ErrorKind::Config);
     let msg = err.to_string();
     assert!(
@@ -278,31 +297,19 @@ fn a_bad_value_names_its_key_and_source() -> anyhow::Result<()> {
         "{err}"
     );
 
-    let typo = Config::builder()
-        .toml(
-            "koan.toml",
-            "[background_services.services.DataCleanupService]\nintervall_seconds = 5\n",
-        )?
-        .build();
-    let err = koan::Host::builder()
-        .config(typo)
-        .service::<DataCleanupService>()
-        .build()
-        .expect_err("typo");
+    let typo =
+        from_toml("[background_services.services.DataCleanupService]\nintervall_seconds = 5\n")?;
+    let err = refused::<DataCleanupService>(typo, "typo");
     assert!(
         err.to_string().contains("unknown configuration key"),
         "{err}"
     );
     assert!(err.to_string().contains("interval_seconds"), "{err}");
 
-    let bad_settings = Config::builder()
-        .json("appsettings.json", r#"{"Koan":{"BackgroundServices":{"Services":{"DataCleanupService":{"Settings":{"RetentionDays":"thirty"}}}}}}"#)?
-        .build();
-    let err = koan::Host::builder()
-        .config(bad_settings)
-        .service::<DataCleanupService>()
-        .build()
-        .expect_err("bad settings");
+    let bad_settings = from_json(
+        r#"{"Koan":{"BackgroundServices":{"Services":{"DataCleanupService":{"Settings":{"RetentionDays":"thirty"}}}}}}"#,
+    )?;
+    let err = refused::<DataCleanupService>(bad_settings, "bad settings");
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("retention_days"), "{err}");
     assert!(err.to_string().contains("appsettings.json"), "{err}");
@@ -317,14 +324,7 @@ fn environment_gates_services() -> anyhow::Result<()> {
         .service::<SystemHealthMonitor>()
         .service::<TranslationService>()
         .build()?;
-    let gated = host.handle().status("SystemHealthMonitor")?;
-    assert_eq!(gated.state, ServiceState::Disabled);
-    assert!(
-        gated
-            .disabled_reason
-            .unwrap_or_default()
-            .contains("testing")
-    );
+    assert_disabled_by(&host, "SystemHealthMonitor", "testing")?;
     assert_eq!(
         host.handle().status("TranslationService")?.state,
         ServiceState::Pending
@@ -348,23 +348,14 @@ fn environment_gates_services() -> anyhow::Result<()> {
 
 #[test]
 fn global_switches_apply() -> anyhow::Result<()> {
-    let config = Config::builder()
-        .toml("koan.toml", "[background_services]\nenabled = false\n")?
-        .build();
+    let config = from_toml("[background_services]\nenabled = false\n")?;
     let host = koan::Host::builder()
         .environment(Environment::DEVELOPMENT)
         .config(config)
         .service::<TranslationService>()
         .shutdown_grace(Duration::from_secs(1))
         .build()?;
-    let status = host.handle().status("TranslationService")?;
-    assert_eq!(status.state, ServiceState::Disabled);
-    assert!(
-        status
-            .disabled_reason
-            .unwrap_or_default()
-            .contains("koan.toml")
-    );
+    assert_disabled_by(&host, "TranslationService", "koan.toml")?;
     Ok(())
 }
 
@@ -404,9 +395,7 @@ fn the_dotnet_spelling_of_variables_is_read_and_unknown_sections_are_refused() -
         "Koan__ is read as KOAN__"
     );
 
-    let typo = Config::builder()
-        .toml("koan.toml", "[background_service]\nenabled = false\n")?
-        .build();
+    let typo = from_toml("[background_service]\nenabled = false\n")?;
     let e = koan::testing::host()
         .config(typo)
         .service::<StagingOnly>()
@@ -418,9 +407,7 @@ fn the_dotnet_spelling_of_variables_is_read_and_unknown_sections_are_refused() -
         "{e}"
     );
     // An application's own section is declared.
-    let own = Config::builder()
-        .toml("koan.toml", "[my_app]\nanswer = 42\n")?
-        .build();
+    let own = from_toml("[my_app]\nanswer = 42\n")?;
     koan::testing::host()
         .config(own)
         .config_section("my_app")
@@ -443,12 +430,8 @@ impl koan::BackgroundService for StagingOnly {
 #[tokio::test]
 async fn singleton_is_set_from_configuration_and_refused_where_it_means_nothing()
 -> anyhow::Result<()> {
-    let config = Config::builder()
-        .toml(
-            "koan.toml",
-            "[background_services.services.DataCleanupService]\nsingleton = true\n",
-        )?
-        .build();
+    let config =
+        from_toml("[background_services.services.DataCleanupService]\nsingleton = true\n")?;
     let host = koan::testing::host()
         .config(config)
         .service::<DataCleanupService>()
@@ -458,12 +441,7 @@ async fn singleton_is_set_from_configuration_and_refused_where_it_means_nothing(
     assert!(info.singleton, "{info:?}");
     koan::testing::stop(&host).await?;
 
-    let config = Config::builder()
-        .toml(
-            "koan.toml",
-            "[background_services.services.StagingOnly]\nsingleton = true\n",
-        )?
-        .build();
+    let config = from_toml("[background_services.services.StagingOnly]\nsingleton = true\n")?;
     let e = koan::testing::host()
         .environment(Environment::new("staging")?)
         .config(config)

@@ -9,14 +9,18 @@ use std::time::Duration;
 use koan::testing::within;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, config::Config, error::ErrorKind, job::JobQuery, job::JobState,
+    ServiceContext, config::Config, error::ErrorKind, job::JobQuery, job::JobState, job::JobTicket,
 };
+use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
+/// What `echo` ran: (job id, attempt, parameter).
+type Runs = Arc<Mutex<Vec<(String, u32, u32)>>>;
+
 #[derive(Default)]
 struct Work {
-    runs: Arc<Mutex<Vec<(String, u32, u32)>>>,
+    runs: Runs,
     flaky_calls: Arc<AtomicU32>,
 }
 
@@ -96,6 +100,28 @@ async fn start(work: Work) -> anyhow::Result<HostHandle> {
     start_with(work, "").await
 }
 
+/// Starts `Work`, and returns what its `echo` runs too.
+async fn start_echoing() -> anyhow::Result<(HostHandle, Runs)> {
+    let work = Work::default();
+    let runs = Arc::clone(&work.runs);
+    Ok((start(work).await?, runs))
+}
+
+/// Enqueues `Work`'s `action` with `params` as a job.
+async fn enqueue<P: Serialize + Send + 'static>(
+    host: &HostHandle,
+    action: &str,
+    params: P,
+) -> koan::Result<JobTicket> {
+    host.service("Work").action(action, params).enqueue().await
+}
+
+/// Enqueues `Work`'s `late`, which takes `ms`, with a deadline of one second.
+async fn late_by(host: &HostHandle, ms: u64) -> koan::Result<JobTicket> {
+    let late = host.service("Work").action("late", ms);
+    late.timeout(Duration::from_secs(1)).enqueue().await
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_job_has_a_uuid_v7_id_and_its_handler_sees_id_attempt_and_key() -> anyhow::Result<()> {
     let host = start(Work::default()).await?;
@@ -129,7 +155,7 @@ async fn a_job_has_a_uuid_v7_id_and_its_handler_sees_id_attempt_and_key() -> any
     assert!(record.history[0].finished_at.is_some());
 
     // Ids of two jobs share nothing guessable beyond their time prefix.
-    let other = host.service("Work").action("echo", 8u32).enqueue().await?;
+    let other = enqueue(&host, "echo", 8u32).await?;
     assert_ne!(other.id()[19..], id[19..]);
     koan::testing::stop(&host).await?;
     Ok(())
@@ -137,20 +163,11 @@ async fn a_job_has_a_uuid_v7_id_and_its_handler_sees_id_attempt_and_key() -> any
 
 #[tokio::test(start_paused = true)]
 async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyhow::Result<()> {
-    let work = Work::default();
-    let runs = Arc::clone(&work.runs);
-    let host = start(work).await?;
+    let (host, runs) = start_echoing().await?;
     let w = host.service("Work");
-    let first = w
-        .action("echo", 1u32)
-        .idempotency_key("k")
-        .enqueue()
-        .await?;
-    let again = w
-        .action("echo", 1u32)
-        .idempotency_key("k")
-        .enqueue()
-        .await?;
+    let under_k = |n: u32| w.action("echo", n).idempotency_key("k").enqueue();
+    let first = under_k(1).await?;
+    let again = under_k(1).await?;
     assert_eq!(first.id(), again.id());
     assert!(!again.created(), "nothing new was stored");
     assert_eq!(
@@ -160,17 +177,10 @@ async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyho
         json!(1)
     );
     // Asked again after it ran: still the first job, still one run.
-    let late = w
-        .action("echo", 1u32)
-        .idempotency_key("k")
-        .enqueue()
-        .await?;
+    let late = under_k(1).await?;
     assert_eq!(late.id(), first.id());
     // Another call under the same key is refused, not answered with the first job.
-    let other = w
-        .action("echo", 2u32)
-        .idempotency_key("k")
-        .enqueue()
+    let other = under_k(2)
         .await
         .expect_err("other parameters under a used key");
     assert_eq!(other.kind(), ErrorKind::JobState);
@@ -185,7 +195,7 @@ async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyho
 async fn a_failing_job_is_retried_then_dead_then_retried_by_hand() -> anyhow::Result<()> {
     let host = start(Work::default()).await?;
     let t0 = Instant::now();
-    let ticket = host.service("Work").action("flaky", ()).enqueue().await?;
+    let ticket = enqueue(&host, "flaky", ()).await?;
     let id = ticket.id().to_owned();
     let e = within("the outcome of `ticket`", ticket.outcome())
         .await
@@ -233,17 +243,11 @@ async fn a_failing_job_is_retried_then_dead_then_retried_by_hand() -> anyhow::Re
 async fn bad_parameters_and_unknown_actions_are_refused_before_anything_is_stored()
 -> anyhow::Result<()> {
     let host = start(Work::default()).await?;
-    let e = host
-        .service("Work")
-        .action("echo", "seven")
-        .enqueue()
+    let e = enqueue(&host, "echo", "seven")
         .await
         .expect_err("u32 expected");
     assert_eq!(e.kind(), ErrorKind::InvalidParameters);
-    let e = host
-        .service("Work")
-        .action("ecko", 1u32)
-        .enqueue()
+    let e = enqueue(&host, "ecko", 1u32)
         .await
         .expect_err("no such action");
     assert_eq!(e.kind(), ErrorKind::UnknownAction);
@@ -255,9 +259,7 @@ async fn bad_parameters_and_unknown_actions_are_refused_before_anything_is_store
 
 #[tokio::test(start_paused = true)]
 async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> anyhow::Result<()> {
-    let work = Work::default();
-    let runs = Arc::clone(&work.runs);
-    let host = start(work).await?;
+    let (host, runs) = start_echoing().await?;
     let t0 = Instant::now();
     let later = host
         .service("Work")
@@ -306,7 +308,7 @@ async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> an
 async fn cancelling_a_running_job_stops_its_handler_and_its_outcome_is_not_recorded()
 -> anyhow::Result<()> {
     let host = start(Work::default()).await?;
-    let t = host.service("Work").action("wait", ()).enqueue().await?;
+    let t = enqueue(&host, "wait", ()).await?;
     let id = t.id().to_owned();
     koan::testing::wait_for_job(&host, &id, JobState::Running).await;
     host.jobs().cancel(&id).await?;
@@ -326,16 +328,8 @@ async fn results_over_the_cap_are_cut_and_flagged() -> anyhow::Result<()> {
         "[koan.background_services.jobs]\nresult_max_bytes = 100\n",
     )
     .await?;
-    let small = host
-        .service("Work")
-        .action("big", 10usize)
-        .enqueue()
-        .await?;
-    let large = host
-        .service("Work")
-        .action("big", 1000usize)
-        .enqueue()
-        .await?;
+    let small = enqueue(&host, "big", 10usize).await?;
+    let large = enqueue(&host, "big", 1000usize).await?;
     let (small_id, large_id) = (small.id().to_owned(), large.id().to_owned());
     within("the outcome of `small`", small.outcome()).await?;
     within("the outcome of `large`", large.outcome()).await?;
@@ -356,12 +350,7 @@ async fn a_job_that_finishes_within_the_grace_after_its_deadline_is_recorded_as_
     let host = start(Work::default()).await?;
     // Deadline 1 s; the handler ignores its token and ends at 1.5 s, inside the
     // 1 s grace: what really happened is a success.
-    let t = host
-        .service("Work")
-        .action("late", 1500u64)
-        .timeout(Duration::from_secs(1))
-        .enqueue()
-        .await?;
+    let t = late_by(&host, 1500).await?;
     let id = t.id().to_owned();
     assert_eq!(
         within("the outcome of `t`", t.outcome())
@@ -374,12 +363,7 @@ async fn a_job_that_finishes_within_the_grace_after_its_deadline_is_recorded_as_
     assert_eq!(r.timeout_ms, Some(1000));
 
     // One that runs past the grace is dropped, and then it is a timeout (retried).
-    let t = host
-        .service("Work")
-        .action("late", 5000u64)
-        .timeout(Duration::from_secs(1))
-        .enqueue()
-        .await?;
+    let t = late_by(&host, 5000).await?;
     let id = t.id().to_owned();
     let r = koan::testing::wait_for_job(&host, &id, JobState::Retrying).await;
     assert_eq!(r.error.map(|e| e.error).as_deref(), Some("timeout"));
@@ -389,20 +373,11 @@ async fn a_job_that_finishes_within_the_grace_after_its_deadline_is_recorded_as_
 
 #[tokio::test(start_paused = true)]
 async fn without_a_durable_store_queued_jobs_run_within_the_shutdown_grace() -> anyhow::Result<()> {
-    let work = Work::default();
-    let runs = Arc::clone(&work.runs);
-    let host = start(work).await?;
+    let (host, runs) = start_echoing().await?;
     assert!(!host.jobs().is_durable());
     let mut ids = Vec::new();
     for n in 0..20u32 {
-        ids.push(
-            host.service("Work")
-                .action("echo", n)
-                .enqueue()
-                .await?
-                .id()
-                .to_owned(),
-        );
+        ids.push(enqueue(&host, "echo", n).await?.id().to_owned());
     }
     host.shutdown();
     koan::testing::within("the host to exit", host.wait())
@@ -412,12 +387,7 @@ async fn without_a_durable_store_queued_jobs_run_within_the_shutdown_grace() -> 
     for id in ids {
         assert_eq!(host.jobs().get(&id).await?.state, JobState::Succeeded);
     }
-    let e = host
-        .service("Work")
-        .action("echo", 99u32)
-        .enqueue()
-        .await
-        .expect_err("stopped");
+    let e = enqueue(&host, "echo", 99u32).await.expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::ShuttingDown);
     Ok(())
 }
@@ -430,7 +400,7 @@ async fn configuration_sets_an_actions_retry_policy_and_names_unknown_actions() 
         "[koan.background_services.services.Work.actions.flaky]\nmax_attempts = 1\n",
     )
     .await?;
-    let t = host.service("Work").action("flaky", ()).enqueue().await?;
+    let t = enqueue(&host, "flaky", ()).await?;
     let id = t.id().to_owned();
     within("the outcome of `t`", t.outcome())
         .await

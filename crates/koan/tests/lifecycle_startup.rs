@@ -4,10 +4,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use koan::host::{HostBuilder, HostExit};
 use koan::testing;
 use koan::{
-    Background, BackgroundService, BoxError, Service, ServiceContext, ServiceOptions, Startup,
-    StartupService, error::ErrorKind, host::HostExit, status::RunOutcome, status::ServiceState,
+    Background, BackgroundService, BoxError, HostHandle, Service, ServiceContext, ServiceOptions,
+    Startup, StartupService, error::ErrorKind, status::RunOutcome, status::ServiceState,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -104,6 +105,31 @@ impl StartupService for Hangs {
     }
 }
 
+/// `builder` with the failing startup service (`continue_on_failure = CONTINUE`), a
+/// later startup step and a background worker, the last two logging to `log`.
+fn broken_first<const CONTINUE: bool>(builder: HostBuilder, log: &Log) -> HostBuilder {
+    builder
+        .service::<Broken<CONTINUE>>()
+        .instance(Step::<20> { log: log.clone() })
+        .instance(Worker { log: log.clone() })
+}
+
+/// Waits for the host to exit, asserts that its startup failed with `kind` and a
+/// message naming each of `names`, and returns how it exited.
+async fn startup_failed(host: &HostHandle, kind: ErrorKind, names: &[&str]) -> HostExit {
+    let exit = testing::within("the host to exit", host.wait()).await;
+    let HostExit::StartupFailed(e) = &exit else {
+        panic!("expected StartupFailed, got {exit:?}");
+    };
+    assert_eq!(e.kind(), kind);
+    assert!(
+        names.iter().all(|n| e.message().contains(n)),
+        "the message should name {names:?}: {}",
+        e.message()
+    );
+    exit
+}
+
 fn assert_within(actual: Duration, expected: Duration) {
     assert!(
         actual >= expected && actual <= expected + Duration::from_millis(50),
@@ -169,19 +195,10 @@ async fn a_hanging_startup_service_times_out_and_stops_the_host() -> anyhow::Res
     let err = host.started().await.expect_err("startup must fail");
     assert_eq!(err.kind(), ErrorKind::Startup);
 
-    let exit = koan::testing::within("the host to exit", host.wait()).await;
+    let exit = startup_failed(&host, ErrorKind::Timeout, &["`hangs`", "timeout of 2s"]).await;
     assert_within(t0.elapsed(), Duration::from_secs(2));
     assert_eq!(exit.exit_code(), 1);
     assert!(!exit.is_success());
-    let HostExit::StartupFailed(e) = &exit else {
-        panic!("expected StartupFailed, got {exit:?}");
-    };
-    assert_eq!(e.kind(), ErrorKind::Timeout);
-    assert!(
-        e.message().contains("`hangs`") && e.message().contains("timeout of 2s"),
-        "message should name the service and its timeout: {}",
-        e.message()
-    );
 
     let hangs = host.status("hangs")?;
     assert_eq!(hangs.state, ServiceState::Failed);
@@ -206,16 +223,8 @@ async fn the_startup_phase_limit_bounds_all_startup_services() -> anyhow::Result
         .build()?
         .start();
 
-    let exit = koan::testing::within("the host to exit", host.wait()).await;
-    let HostExit::StartupFailed(e) = &exit else {
-        panic!("expected StartupFailed, got {exit:?}");
-    };
-    assert_eq!(e.kind(), ErrorKind::Timeout);
-    assert!(
-        e.message().contains("`step-20`") && e.message().contains("startup phase limit"),
-        "{}",
-        e.message()
-    );
+    let names = ["`step-20`", "startup phase limit"];
+    startup_failed(&host, ErrorKind::Timeout, &names).await;
     assert_eq!(
         log.entries(),
         ["begin:step-10", "end:step-10", "begin:step-20"]
@@ -226,12 +235,7 @@ async fn the_startup_phase_limit_bounds_all_startup_services() -> anyhow::Result
 #[tokio::test(start_paused = true)]
 async fn continue_on_failure_lets_the_host_go_on() -> anyhow::Result<()> {
     let log = Log::default();
-    let host = testing::host()
-        .service::<Broken<true>>()
-        .instance(Step::<20> { log: log.clone() })
-        .instance(Worker { log: log.clone() })
-        .build()?
-        .start();
+    let host = broken_first::<true>(testing::host(), &log).build()?.start();
 
     host.started().await?;
     testing::wait_state(&host, "worker", ServiceState::Running).await;
@@ -255,24 +259,13 @@ async fn continue_on_failure_lets_the_host_go_on() -> anyhow::Result<()> {
 #[tokio::test(start_paused = true)]
 async fn fail_fast_stops_the_host_before_later_services_run() -> anyhow::Result<()> {
     let log = Log::default();
-    let host = testing::host()
-        .service::<Broken<false>>()
-        .instance(Step::<20> { log: log.clone() })
-        .instance(Worker { log: log.clone() })
+    let host = broken_first::<false>(testing::host(), &log)
         .build()?
         .start();
 
-    let exit = koan::testing::within("the host to exit", host.wait()).await;
+    let names = ["`broken`", "database unreachable"];
+    let exit = startup_failed(&host, ErrorKind::Startup, &names).await;
     assert_eq!(exit.exit_code(), 1);
-    let HostExit::StartupFailed(e) = &exit else {
-        panic!("expected StartupFailed, got {exit:?}");
-    };
-    assert_eq!(e.kind(), ErrorKind::Startup);
-    assert!(
-        e.message().contains("`broken`") && e.message().contains("database unreachable"),
-        "{}",
-        e.message()
-    );
     let err = exit
         .clone()
         .into_result()
@@ -296,13 +289,8 @@ async fn fail_fast_stops_the_host_before_later_services_run() -> anyhow::Result<
 #[tokio::test(start_paused = true)]
 async fn without_global_fail_fast_a_failed_startup_service_is_skipped() -> anyhow::Result<()> {
     let log = Log::default();
-    let host = testing::host()
-        .fail_fast_on_startup_failure(false)
-        .service::<Broken<false>>()
-        .instance(Step::<20> { log: log.clone() })
-        .instance(Worker { log: log.clone() })
-        .build()?
-        .start();
+    let builder = testing::host().fail_fast_on_startup_failure(false);
+    let host = broken_first::<false>(builder, &log).build()?.start();
 
     host.started().await?;
     testing::wait_state(&host, "worker", ServiceState::Running).await;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use koan::testing;
 use koan::{
-    Background, BackgroundService, BoxError, Service, ServiceContext, ServiceOptions,
+    Background, BackgroundService, BoxError, HostHandle, Service, ServiceContext, ServiceOptions,
     error::ErrorKind, health::HealthStatus, host::HostExit, service::Backoff, service::Intensity,
-    service::RestartPolicy, service::RunReason, status::ServiceState,
+    service::RestartPolicy, service::RunReason, status::ServiceState, status::ServiceStatus,
 };
 use tokio::time::Instant;
 
@@ -109,6 +109,23 @@ impl<const OPTS: u8> Service for Flaky<OPTS> {
     }
 }
 
+/// A flaky service with options `OPTS` that fails `fails` times, and its record.
+fn flaky<const OPTS: u8>(fails: u32) -> (Flaky<OPTS>, Arc<Record>) {
+    let record = Record::failing(fails);
+    let service = Flaky {
+        record: Arc::clone(&record),
+    };
+    (service, record)
+}
+
+/// Waits until `service` has been restarted at least `restarts` times and runs again.
+async fn running_after(host: &HostHandle, service: &str, restarts: u32) -> ServiceStatus {
+    testing::wait_until(host, service, |s| {
+        s.restarts >= restarts && s.state == ServiceState::Running
+    })
+    .await
+}
+
 impl<const OPTS: u8> BackgroundService for Flaky<OPTS> {
     async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
         if self.record.begin(&cx) {
@@ -121,18 +138,10 @@ impl<const OPTS: u8> BackgroundService for Flaky<OPTS> {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_service_is_restarted_with_exponential_backoff() -> anyhow::Result<()> {
-    let record = Record::failing(3);
-    let host = testing::host()
-        .instance(Flaky::<0> {
-            record: Arc::clone(&record),
-        })
-        .build()?
-        .start();
+    let (flaky, record) = flaky::<0>(3);
+    let host = testing::host().instance(flaky).build()?.start();
 
-    let status = testing::wait_until(&host, "flaky", |s| {
-        s.restarts >= 3 && s.state == ServiceState::Running
-    })
-    .await;
+    let status = running_after(&host, "flaky", 3).await;
     assert_eq!(status.restarts, 3);
     assert_eq!(status.failures, 3);
     assert_eq!(
@@ -165,18 +174,10 @@ async fn a_failing_service_is_restarted_with_exponential_backoff() -> anyhow::Re
 
 #[tokio::test(start_paused = true)]
 async fn the_backoff_is_capped_at_its_max() -> anyhow::Result<()> {
-    let record = Record::failing(4);
-    let host = testing::host()
-        .instance(Flaky::<1> {
-            record: Arc::clone(&record),
-        })
-        .build()?
-        .start();
+    let (flaky, record) = flaky::<1>(4);
+    let host = testing::host().instance(flaky).build()?.start();
 
-    testing::wait_until(&host, "flaky", |s| {
-        s.restarts >= 4 && s.state == ServiceState::Running
-    })
-    .await;
+    running_after(&host, "flaky", 4).await;
     assert_gaps(
         &record.starts(),
         &[
@@ -218,13 +219,8 @@ fn backoff_jitter_stays_within_its_spread() {
 
 #[tokio::test(start_paused = true)]
 async fn exceeding_the_intensity_limit_leaves_the_service_failed() -> anyhow::Result<()> {
-    let record = Record::failing(u32::MAX);
-    let host = testing::host()
-        .instance(Flaky::<2> {
-            record: Arc::clone(&record),
-        })
-        .build()?
-        .start();
+    let (flaky, record) = flaky::<2>(u32::MAX);
+    let host = testing::host().instance(flaky).build()?.start();
 
     let status = testing::wait_state(&host, "flaky", ServiceState::Failed).await;
     assert_eq!(status.runs, 3, "the start and two restarts");
@@ -255,13 +251,8 @@ async fn exceeding_the_intensity_limit_leaves_the_service_failed() -> anyhow::Re
 
 #[tokio::test(start_paused = true)]
 async fn restarts_spread_wider_than_the_window_never_exhaust_the_intensity() -> anyhow::Result<()> {
-    let record = Record::failing(4);
-    let host = testing::host()
-        .instance(Flaky::<3> {
-            record: Arc::clone(&record),
-        })
-        .build()?
-        .start();
+    let (flaky, record) = flaky::<3>(4);
+    let host = testing::host().instance(flaky).build()?.start();
 
     let status = testing::wait_until(&host, "flaky", |s| {
         s.restarts >= 4 && s.state == ServiceState::Running || s.state == ServiceState::Failed
@@ -277,13 +268,8 @@ async fn restarts_spread_wider_than_the_window_never_exhaust_the_intensity() -> 
 
 #[tokio::test(start_paused = true)]
 async fn restart_policy_never_leaves_the_service_failed() -> anyhow::Result<()> {
-    let record = Record::failing(1);
-    let host = testing::host()
-        .instance(Flaky::<4> {
-            record: Arc::clone(&record),
-        })
-        .build()?
-        .start();
+    let (flaky, record) = flaky::<4>(1);
+    let host = testing::host().instance(flaky).build()?.start();
 
     let status = testing::wait_state(&host, "flaky", ServiceState::Failed).await;
     assert_eq!(status.runs, 1);
@@ -329,10 +315,7 @@ impl BackgroundService for Returns {
 #[tokio::test(start_paused = true)]
 async fn restart_policy_always_restarts_after_a_clean_return() -> anyhow::Result<()> {
     let host = testing::host().service::<Returns>().build()?.start();
-    let status = testing::wait_until(&host, "returns", |s| {
-        s.restarts >= 2 && s.state == ServiceState::Running
-    })
-    .await;
+    let status = running_after(&host, "returns", 2).await;
     assert_eq!(status.restarts, 2);
     assert_eq!(status.runs, 2);
     assert_eq!(status.failures, 0);
@@ -360,12 +343,10 @@ impl BackgroundService for Bystander {
 
 #[tokio::test(start_paused = true)]
 async fn a_critical_failure_stops_the_host_with_exit_code_2() -> anyhow::Result<()> {
-    let record = Record::failing(1);
+    let (flaky, _record) = flaky::<5>(1);
     let host = testing::host()
         .service::<Bystander>()
-        .instance(Flaky::<5> {
-            record: Arc::clone(&record),
-        })
+        .instance(flaky)
         .build()?
         .start();
 
@@ -422,10 +403,7 @@ impl BackgroundService for Panicky {
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_run_is_caught_and_the_service_restarted() -> anyhow::Result<()> {
     let host = testing::host().service::<Panicky>().build()?.start();
-    let status = testing::wait_until(&host, "panicky", |s| {
-        s.restarts >= 1 && s.state == ServiceState::Running
-    })
-    .await;
+    let status = running_after(&host, "panicky", 1).await;
     assert_eq!(status.restarts, 1);
     assert_eq!(status.failures, 1);
     let error = status.last_error.expect("the panic is recorded");

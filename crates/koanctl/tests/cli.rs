@@ -38,6 +38,29 @@ impl Live {
         koanctl(&all, &[]).await
     }
 
+    /// Runs `koanctl --url <this host> --json ARGS…`, which must succeed, and parses
+    /// its output.
+    async fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.run(&all).await?.json()
+    }
+
+    /// Runs `koanctl act greeter whoami OPTIONS…` (its answer: how the call arrived).
+    async fn whoami(&self, options: &[&str]) -> anyhow::Result<Run> {
+        let mut all = vec!["act", "greeter", "whoami"];
+        all.extend_from_slice(options);
+        self.run(&all).await
+    }
+
+    /// Enqueues `Greeter`'s `whoami` as a job (`--no-wait`) with `options`, and returns
+    /// the JSON answer.
+    async fn enqueue_whoami(&self, options: &[&str]) -> anyhow::Result<Value> {
+        let mut all = vec!["act", "greeter", "whoami", "--no-wait"];
+        all.extend_from_slice(options);
+        self.json(&all).await
+    }
+
     /// Stops the host; the server ends with it.
     async fn stop(self) -> anyhow::Result<()> {
         self.api.stop().await
@@ -78,6 +101,13 @@ impl Run {
         assert_eq!(self.code, Some(code), "exit code: {self:#?}");
         assert!(self.stdout.is_empty(), "stdout of a failure: {self:#?}");
         &self.stderr
+    }
+
+    /// Asserts an error the API answered (exit code 3) of `kind`, and returns stderr.
+    fn api_error(&self, kind: &str) -> &str {
+        let err = self.failed(3);
+        assert!(err.starts_with(&format!("error: {kind}: ")), "{self:#?}");
+        err
     }
 }
 
@@ -231,7 +261,7 @@ async fn services_table_and_json() -> anyhow::Result<()> {
         );
     }
 
-    let body = live.run(&["--json", "services"]).await?.json()?;
+    let body = live.json(&["services"]).await?;
     let names: Vec<&str> = body
         .as_array()
         .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
@@ -255,7 +285,7 @@ async fn info_status_and_health() -> anyhow::Result<()> {
     assert!(greet.contains("Greets someone"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("whoami")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("Greeted")), "{out}");
-    let info = live.run(&["--json", "info", "cleanup"]).await?.json()?;
+    let info = live.json(&["info", "cleanup"]).await?;
     assert_eq!(info["schedule"], "every 1h");
 
     let run = live.run(&["status", "Cleanup"]).await?;
@@ -270,7 +300,7 @@ async fn info_status_and_health() -> anyhow::Result<()> {
             .any(|l| l.starts_with("kind:") && l.ends_with("periodic")),
         "{out}"
     );
-    let status = live.run(&["--json", "status", "greeter"]).await?.json()?;
+    let status = live.json(&["status", "greeter"]).await?;
     assert_eq!(status["state"], "running");
 
     let run = live.run(&["health"]).await?;
@@ -287,9 +317,9 @@ async fn info_status_and_health() -> anyhow::Result<()> {
             .any(|l| l.starts_with("Cleanup") && l.contains("pass")),
         "{out}"
     );
-    let health = live.run(&["--json", "health"]).await?.json()?;
+    let health = live.json(&["health"]).await?;
     assert_eq!(health["status"], "pass");
-    let one = live.run(&["--json", "health", "greeter"]).await?.json()?;
+    let one = live.json(&["health", "greeter"]).await?;
     assert_eq!(one["service"], "Greeter");
     assert_eq!(one["status"], "pass");
     live.stop().await
@@ -313,9 +343,8 @@ async fn act_with_params_inline_and_from_a_file() -> anyhow::Result<()> {
     std::fs::write(&file, r#"{ "name": "Bob", "times": 1 }"#)?;
     let arg = format!("@{}", file.display());
     let body = live
-        .run(&["--json", "act", "Greeter", "greet", "--params", &arg])
-        .await?
-        .json()?;
+        .json(&["act", "Greeter", "greet", "--params", &arg])
+        .await?;
     assert_eq!(body["result"], "Hello Bob!");
     assert_eq!(body["service"], "Greeter");
     assert_eq!(body["action"], "greet");
@@ -326,10 +355,7 @@ async fn act_with_params_inline_and_from_a_file() -> anyhow::Result<()> {
 async fn priority_timeout_and_correlation_id_reach_the_action() -> anyhow::Result<()> {
     let live = Live::start(None).await?;
     let run = live
-        .run(&[
-            "act",
-            "greeter",
-            "whoami",
+        .whoami(&[
             "--priority",
             "-3",
             "--timeout",
@@ -344,9 +370,7 @@ async fn priority_timeout_and_correlation_id_reach_the_action() -> anyhow::Resul
     let remaining = seen["remaining_ms"].as_u64().unwrap_or(u64::MAX);
     assert!(remaining <= 30_000, "{seen}");
 
-    let seen = live
-        .run(&["act", "greeter", "whoami", "--priority", "7"])
-        .await?;
+    let seen = live.whoami(&["--priority", "7"]).await?;
     let seen: Value = serde_json::from_str(seen.ok())?;
     assert_eq!(seen["priority"], 7);
     assert_eq!(seen["remaining_ms"], Value::Null);
@@ -357,14 +381,7 @@ async fn priority_timeout_and_correlation_id_reach_the_action() -> anyhow::Resul
 async fn no_wait_prints_the_id_and_status_url() -> anyhow::Result<()> {
     let live = Live::start(None).await?;
     let run = live
-        .run(&[
-            "act",
-            "greeter",
-            "whoami",
-            "--no-wait",
-            "--correlation-id",
-            "nw-1",
-        ])
+        .whoami(&["--no-wait", "--correlation-id", "nw-1"])
         .await?;
     let out = run.ok();
     let value = |key: &str| {
@@ -383,10 +400,7 @@ async fn no_wait_prints_the_id_and_status_url() -> anyhow::Result<()> {
     let record = live.api.host.jobs().get(&id).await?;
     assert_eq!(record.correlation_id, "nw-1");
 
-    let body = live
-        .run(&["--json", "act", "greeter", "whoami", "--no-wait"])
-        .await?
-        .json()?;
+    let body = live.enqueue_whoami(&[]).await?;
     let id = body["id"].as_str().unwrap_or_default();
     assert_eq!(body["status_url"], format!("/api/jobs/{id}"));
     assert_eq!(live.api.host.jobs().get(id).await?.action, "whoami");
@@ -404,10 +418,7 @@ async fn trigger_check_queue_and_process_batch() -> anyhow::Result<()> {
     );
     assert_eq!(live.seen.ticks.load(Ordering::SeqCst), 1);
 
-    let body = live
-        .run(&["--json", "check-queue", "Cleanup"])
-        .await?
-        .json()?;
+    let body = live.json(&["check-queue", "Cleanup"]).await?;
     assert_eq!(body["result"]["run"]["reason"], "check-queue");
     assert_eq!(live.seen.queue_checks.load(Ordering::SeqCst), 1);
 
@@ -515,25 +526,15 @@ async fn unknown_service_is_an_api_error() -> anyhow::Result<()> {
         &["trigger", "nope"],
     ] {
         let run = live.run(args).await?;
-        let err = run.failed(3);
-        assert!(
-            err.starts_with("error: unknown_service: "),
-            "{args:?}: {err}"
-        );
-        assert!(err.contains("nope"), "{err}");
+        let err = run.api_error("unknown_service");
+        assert!(err.contains("nope"), "{args:?}: {err}");
     }
     let run = live.run(&["act", "greeter", "nope"]).await?;
-    assert!(
-        run.failed(3).starts_with("error: unknown_action: "),
-        "{run:?}"
-    );
+    run.api_error("unknown_action");
     let run = live
         .run(&["act", "greeter", "greet", "--params", r#"{"name":1}"#])
         .await?;
-    assert!(
-        run.failed(3).starts_with("error: invalid_parameters: "),
-        "{run:?}"
-    );
+    run.api_error("invalid_parameters");
     live.stop().await
 }
 
@@ -585,15 +586,9 @@ async fn the_token_is_sent_as_a_bearer_header() -> anyhow::Result<()> {
     let run = live
         .run(&["--token", "wrong", "trigger", "cleanup"])
         .await?;
-    assert!(
-        run.failed(3).starts_with("error: unauthorized: "),
-        "{run:?}"
-    );
+    run.api_error("unauthorized");
     let run = live.run(&["trigger", "cleanup"]).await?;
-    assert!(
-        run.failed(3).starts_with("error: unauthorized: "),
-        "{run:?}"
-    );
+    run.api_error("unauthorized");
     assert_eq!(live.seen.ticks.load(Ordering::SeqCst), 0);
 
     live.run(&["--token", "secret", "trigger", "cleanup"])
@@ -610,10 +605,7 @@ async fn the_token_is_sent_as_a_bearer_header() -> anyhow::Result<()> {
     assert_eq!(live.seen.queue_checks.load(Ordering::SeqCst), 1);
 
     let run = live.run(&["--token", "wrong", "events"]).await?;
-    assert!(
-        run.failed(3).starts_with("error: unauthorized: "),
-        "{run:?}"
-    );
+    run.api_error("unauthorized");
     let follower = Follower::spawn(&["--url", &url, "--token", "secret", "events"], &[])?;
     follower.connected().await?;
     follower.kill()?;
@@ -624,30 +616,8 @@ async fn the_token_is_sent_as_a_bearer_header() -> anyhow::Result<()> {
 async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyhow::Result<()> {
     let live = Live::start(None).await?;
     // Two enqueues with one key: one job.
-    let first = live
-        .run(&[
-            "--json",
-            "act",
-            "greeter",
-            "whoami",
-            "--no-wait",
-            "--idempotency-key",
-            "once",
-        ])
-        .await?
-        .json()?;
-    let again = live
-        .run(&[
-            "--json",
-            "act",
-            "greeter",
-            "whoami",
-            "--no-wait",
-            "--idempotency-key",
-            "once",
-        ])
-        .await?
-        .json()?;
+    let first = live.enqueue_whoami(&["--idempotency-key", "once"]).await?;
+    let again = live.enqueue_whoami(&["--idempotency-key", "once"]).await?;
     let id = first["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(again["id"], id.as_str());
     assert_eq!(again["created"], false);
@@ -663,29 +633,15 @@ async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyho
     assert!(text.contains("ATTEMPT"), "lists the attempts: {text}");
 
     // A delayed job waits: cancelled, it is listed as such, then retried and deleted.
-    let later = live
-        .run(&[
-            "--json",
-            "act",
-            "greeter",
-            "whoami",
-            "--no-wait",
-            "--delay",
-            "1h",
-        ])
-        .await?
-        .json()?;
+    let later = live.enqueue_whoami(&["--delay", "1h"]).await?;
     let later_id = later["id"].as_str().unwrap_or_default().to_owned();
     let list = live.run(&["jobs", "list", "--state", "scheduled"]).await?;
     assert!(list.ok().contains(&later_id), "{}", list.ok());
     let cancelled = live.run(&["jobs", "cancel", &later_id]).await?;
     assert!(cancelled.ok().contains("cancelled"), "{}", cancelled.ok());
-    let listed = live
-        .run(&["--json", "jobs", "list", "--state", "cancelled"])
-        .await?
-        .json()?;
+    let listed = live.json(&["jobs", "list", "--state", "cancelled"]).await?;
     assert_eq!(listed["jobs"][0]["id"], later_id.as_str());
-    let counts = live.run(&["--json", "jobs", "counts"]).await?.json()?;
+    let counts = live.json(&["jobs", "counts"]).await?;
     assert_eq!(counts["counts"]["cancelled"], 1, "{counts}");
     assert_eq!(counts["counts"]["succeeded"], 1, "{counts}");
 

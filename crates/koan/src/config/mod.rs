@@ -8,9 +8,31 @@
 //! Every value remembers where it came from, so a bad one is reported with its key
 //! and its file or variable.
 //!
-//! We lay the layers ourselves rather than through `figment`: matching PascalCase,
-//! snake_case and UPPER_SNAKE keys as one, and naming the exact source of every leaf,
-//! is simpler over a small tree than through figment's case-sensitive paths.
+//! # Why not `figment`
+//!
+//! The layering is ours (`tree.rs` merges, `services.rs` checks each key) because
+//! figment cannot keep our error messages, which name the key as it was written, the
+//! file or variable it came from, and what would be right. Tried with figment 0.10.19
+//! (`toml`, `json`, `env`) and a provider folding PascalCase keys to snake_case, the same
+//! bad `appsettings.json` value reads:
+//!
+//! ```text
+//! ours:    configuration value `Koan:BackgroundServices:Services:DataCleanupService:IntervalSeconds`
+//!          in appsettings.json is "soon", but it must be a whole number of seconds
+//! figment: invalid type: found string "soon", expected u64 for key
+//!          "default.koan.background_services.services.data_cleanup_service.interval_seconds"
+//!          in appsettings.json JSON file
+//! ```
+//!
+//! and `KOAN__BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS=-3` reads, from figment,
+//! ``invalid value signed int `-3`, expected u64 for key
+//! "KOAN.BACKGROUND_SERVICES.STARTUP_TIMEOUT_SECONDS" in `KOAN__` environment variable(s)``.
+//! Folding must rename keys before figment merges them, and figment tags values by
+//! provider, not by spelling, so the written key is gone; its `Env` provider does not
+//! name the variable; and the checks with our wording (units, ranges, cron, known keys)
+//! would stay hand-written anyway, so only the merge tree would go, for a second `toml`
+//! (figment needs 0.8, we use 1) and five more crates. The full comparison is in
+//! `docs/configuration.md`.
 
 mod services;
 mod tree;

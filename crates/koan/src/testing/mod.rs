@@ -138,13 +138,32 @@ pub async fn advance(by: Duration) {
     settle().await;
 }
 
-/// Lets every ready task run until none is left (on a paused clock this does not
-/// move time).
+/// Lets the tasks that are ready run, and what they wake in turn, without moving
+/// tokio's clock: for asserting that something did *not* happen ("a fourth handler did
+/// not start"), where there is no event to wait for.
+///
+/// What it guarantees, on tokio's current-thread runtime (the one
+/// `#[tokio::test]` builds): each [`yield_now`](tokio::task::yield_now) of the caller
+/// is deferred until the scheduler has run its queue until empty, or for tokio's event
+/// interval (61 polls by default), and then polled its driver (timers due at the
+/// current instant fire, ready I/O is read). `settle` yields 64 times, so
+/// a cascade of wake-ups among tasks that ends within that many driver polls (and about
+/// 61 × 64 task polls) has run when it returns. It does not wait for work on other
+/// threads (`spawn_blocking`, `std::thread`): wait for its result instead.
+///
+/// Why not wait for the runtime to be idle: tokio shows idleness only by auto-advancing a
+/// paused clock (a `sleep` of 1 ns returns only once no task can run), which moves the
+/// clock by its millisecond resolution; a schedule anchored to the start then runs a
+/// millisecond off its grid, and tests that pin exact offsets (a catch-up run at
+/// 110 s, its next run 10 s later) would see 9.999 s.
 pub async fn settle() {
-    for _ in 0..64 {
+    for _ in 0..SETTLE_ROUNDS {
         tokio::task::yield_now().await;
     }
 }
+
+/// How many scheduler rounds [`settle`] gives the runtime.
+const SETTLE_ROUNDS: usize = 64;
 
 /// Shuts the host down and returns how it exited.
 ///
