@@ -12,7 +12,7 @@ use koan::{
     ServiceOptions, error::ErrorKind,
 };
 use koan_test_support::nats::{Member, NatsServer, test_options};
-use koan_test_support::{eventually, within};
+use koan_test_support::{eventually, refused, refused_within, within};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -225,56 +225,42 @@ async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
     let a = join(&server.url(), Some(svc)).await?;
     let b = join(&server.url(), None).await?;
 
-    let e = within(
-        "invalid parameters",
-        b.host
-            .service("Svc")
-            .action("act", json!({"word": 5}))
-            .execute(),
+    let svc = || b.host.service("Svc");
+    let e = refused(
+        "`word` given a number",
+        svc().action("act", json!({"word": 5})).execute(),
+        ErrorKind::InvalidParameters,
     )
-    .await?
-    .expect_err("`word` must be a string");
-    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
+    .await?;
     assert!(e.message().contains("`word`"), "names the field: {e}");
 
-    let e = within(
-        "a missing field",
+    let e = refused(
+        "`word` missing",
         b.host.services::<Svc>().action("act", json!({})).execute(),
+        ErrorKind::InvalidParameters,
     )
-    .await?
-    .expect_err("`word` is required");
-    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
+    .await?;
     assert!(e.message().contains("word"), "names the field: {e}");
 
-    let e = within(
+    let e = refused(
         "an unknown action",
-        b.host.service("Svc").action("fax", Value::Null).execute(),
+        svc().action("fax", Value::Null).execute(),
+        ErrorKind::UnknownAction,
     )
-    .await?
-    .expect_err("no such action");
-    assert_eq!(e.kind(), ErrorKind::UnknownAction, "{e}");
+    .await?;
     assert!(e.message().contains("fax"), "{e}");
 
-    let e = within(
+    let e = refused(
         "a failing handler",
-        b.host.service("Svc").action("fail", Value::Null).execute(),
+        svc().action("fail", Value::Null).execute(),
+        ErrorKind::Handler,
     )
-    .await?
-    .expect_err("the handler fails");
-    assert_eq!(e.kind(), ErrorKind::Handler, "{e}");
+    .await?;
     assert!(e.message().contains("the disk is on fire"), "{e}");
 
-    let e = within(
-        "a timeout",
-        b.host
-            .services::<Svc>()
-            .action("stall", ())
-            .timeout(Duration::from_millis(300))
-            .execute(),
-    )
-    .await?
-    .expect_err("the handler outlives its timeout");
-    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    let stall = b.host.services::<Svc>().action("stall", ());
+    let stall = stall.timeout(Duration::from_millis(300)).execute();
+    refused("a handler past its timeout", stall, ErrorKind::Timeout).await?;
 
     assert_eq!(
         handled.load(Ordering::SeqCst),
@@ -304,38 +290,30 @@ async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
     let b = join(&server.url(), None).await?;
 
     // Well below the default request timeout (10 s in these tests): no hang.
-    let e = koan_test_support::within_for(
-        Duration::from_secs(5),
-        "the answer for a service nobody runs",
-        b.host
-            .service("Ghost")
-            .action("haunt", Value::Null)
-            .execute(),
+    let at_once = Duration::from_secs(5);
+    let unavailable = ErrorKind::ServiceUnavailable;
+    let ghost = b.host.service("Ghost").action("haunt", Value::Null);
+    refused_within(
+        at_once,
+        "a call to a service nobody runs",
+        ghost.execute(),
+        unavailable,
     )
-    .await?
-    .expect_err("nobody runs Ghost");
-    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
-
-    let e = koan_test_support::within_for(
-        Duration::from_secs(5),
-        "the answer by type",
-        b.host
-            .services::<Svc>()
-            .action("act", ActParams { word: "x".into() })
-            .execute(),
-    )
-    .await?
-    .expect_err("nobody runs Svc");
-    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
-
-    let e = koan_test_support::within_for(
-        Duration::from_secs(5),
+    .await?;
+    let by_type = b
+        .host
+        .services::<Svc>()
+        .action("act", ActParams { word: "x".into() });
+    refused_within(at_once, "a call by type", by_type.execute(), unavailable).await?;
+    let ghost = b.host.service("Ghost");
+    let status = ghost.status();
+    refused_within(
+        at_once,
         "the status of a service nobody runs",
-        b.host.service("Ghost").status(),
+        status,
+        unavailable,
     )
-    .await?
-    .expect_err("nobody runs Ghost");
-    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
+    .await?;
 
     b.stop().await?;
     Ok(())

@@ -35,4 +35,6 @@ pub mod services;
 pub mod ticks;
 
 pub use temp::{TempDir, free_port};
-pub use wait::{PATIENCE, eventually, wait_for, wait_for_within, within, within_for};
+pub use wait::{
+    PATIENCE, eventually, refused, refused_within, wait_for, wait_for_within, within, within_for,
+};

@@ -60,3 +60,27 @@ pub async fn wait_for_within<T>(
     })
     .await?
 }
+
+/// Awaits `call` within [`PATIENCE`] and expects it to be refused with `kind`;
+/// returns the error, for checks of its message.
+pub async fn refused<T: std::fmt::Debug>(
+    what: &str,
+    call: impl Future<Output = koan::Result<T>>,
+    kind: koan::error::ErrorKind,
+) -> anyhow::Result<koan::Error> {
+    refused_within(PATIENCE, what, call, kind).await
+}
+
+/// [`refused`] within `limit`.
+pub async fn refused_within<T: std::fmt::Debug>(
+    limit: Duration,
+    what: &str,
+    call: impl Future<Output = koan::Result<T>>,
+    kind: koan::error::ErrorKind,
+) -> anyhow::Result<koan::Error> {
+    match within_for(limit, what, call).await? {
+        Ok(v) => anyhow::bail!("{what}: expected a refusal ({kind:?}), got {v:?}"),
+        Err(e) if e.kind() == kind => Ok(e),
+        Err(e) => anyhow::bail!("{what}: expected {kind:?}, got {:?}: {e}", e.kind()),
+    }
+}
