@@ -140,7 +140,12 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         .service(&job.service)
         .action(&job.action, job.params.clone())
         .priority(job.priority)
-        .correlation_id(job.correlation_id.clone());
+        .correlation_id(job.correlation_id.clone())
+        // The handler sees the job's id and attempt, to key its side effects.
+        .as_job(koan::job::JobInfo::new(
+            job.id.clone(),
+            u32::try_from(attempts.max(1)).unwrap_or(u32::MAX),
+        ));
     match (job.deadline_unix_ms, job.timeout_ms) {
         (Some(deadline), _) => {
             let left = deadline.saturating_sub(wire::unix_ms());

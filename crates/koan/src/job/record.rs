@@ -331,6 +331,19 @@ pub struct JobInfo {
     pub idempotency_key: Option<String>,
 }
 
+impl JobInfo {
+    /// The run `attempt` (from 1) of job `id`, without an idempotency key: what a
+    /// transport that delivers durable jobs tells the handler
+    /// ([`crate::action::ActionRequest::as_job`]).
+    pub fn new(id: impl Into<String>, attempt: u32) -> Self {
+        JobInfo {
+            id: id.into(),
+            attempt,
+            idempotency_key: None,
+        }
+    }
+}
+
 /// How a failed job is retried: `max_attempts` runs in all, waiting
 /// `backoff · 2^(n-1)` (± jitter, at most `max_backoff`) before run `n + 1`.
 #[derive(Debug, Clone, Copy, PartialEq)]
