@@ -8,8 +8,10 @@
 //!   group per service, so instances share the load; priority, timeout and
 //!   correlation id travel as headers; remote errors come back as the same
 //!   [`koan::error::ErrorKind`]; no instance is `ServiceUnavailable`, at once.
-//! - **Durable enqueue**: `enqueue()` of a remote action goes into the JetStream
-//!   work-queue stream `KOAN_WORK`, acknowledged after the handler succeeds,
+//! - **Durable enqueue**: `enqueue()` goes into the JetStream work-queue stream
+//!   `KOAN_WORK` — of a remote action, and of a local one too once the host is
+//!   attached (so any live instance runs it, should this one die; delayed jobs and
+//!   chains stay in the host's own store) — acknowledged after the handler succeeds,
 //!   redelivered after a crash, de-duplicated by action id, dead-lettered to
 //!   `koan.dlq.<service>.<action>` after `max_deliver` attempts; outcomes are kept in
 //!   the KV bucket `koan_outcomes`.
@@ -52,6 +54,7 @@ mod outcomes;
 mod queue;
 mod registry;
 mod routing;
+mod streams;
 mod subjects;
 mod transport;
 mod view;

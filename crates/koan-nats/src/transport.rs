@@ -1,12 +1,12 @@
 //! The client side: `koan::transport::Transport` over NATS.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
 use koan::{
     Error, error::ErrorKind, event::EventEnvelope, health::HealthReport, transport::BoxFuture,
@@ -36,6 +36,8 @@ pub(crate) struct Inner {
     pub(crate) outcomes: kv::Store,
     pub(crate) leases: kv::Store,
     pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
+    /// Local services whose durable jobs this host consumes from `KOAN_WORK`.
+    shared_jobs: Mutex<HashSet<String>>,
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
     pub(crate) waiters: Arc<crate::outcomes::OutcomeWaiters>,
     connection: ConnectionWatch,
@@ -54,43 +56,6 @@ impl std::fmt::Debug for NatsTransport {
 
 pub(crate) fn unavailable(what: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::ServiceUnavailable, what.to_string())
-}
-
-fn storage(opts: &NatsOptions) -> stream::StorageType {
-    if opts.memory_storage {
-        stream::StorageType::Memory
-    } else {
-        stream::StorageType::File
-    }
-}
-
-/// A KV bucket, created through its stream so that servers from 2.9 on accept it
-/// (the client's own `create_key_value` first asks for account details that older
-/// servers answer in a shape it cannot read).
-async fn bucket(
-    js: &jetstream::Context,
-    name: &str,
-    max_age: Duration,
-    opts: &NatsOptions,
-) -> Result<kv::Store, Error> {
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_age,
-        storage: storage(opts),
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
-    js.get_key_value(name)
-        .await
-        .map_err(|e| unavailable(format!("cannot open the KV bucket `{name}`: {e}")))
 }
 
 impl NatsTransport {
@@ -141,29 +106,14 @@ impl NatsTransport {
             .await
             .map_err(|e| unavailable(format!("cannot connect to NATS at {}: {e}", opts.url)))?;
         let js = jetstream::new(client.clone());
-        for (name, subject) in [
-            (subjects::WORK_STREAM, subjects::WORK_SUBJECTS),
-            (subjects::DLQ_STREAM, subjects::DLQ_SUBJECTS),
-        ] {
-            let retention = if name == subjects::WORK_STREAM {
-                stream::RetentionPolicy::WorkQueue
-            } else {
-                stream::RetentionPolicy::Limits
-            };
-            js.get_or_create_stream(stream::Config {
-                name: name.to_owned(),
-                subjects: vec![subject.to_owned()],
-                retention,
-                storage: storage(&opts),
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable(format!("cannot create the JetStream stream `{name}` (is the server started with -js?): {e}")))?;
-        }
-        let registry = bucket(&js, subjects::REGISTRY_BUCKET, opts.heartbeat * 5, &opts).await?;
-        let outcomes = bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
-        let leases = bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
+        crate::streams::work_streams(&js, &opts).await?;
+        let registry =
+            crate::streams::bucket(&js, subjects::REGISTRY_BUCKET, opts.heartbeat * 5, &opts)
+                .await?;
+        let outcomes =
+            crate::streams::bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
+        let leases =
+            crate::streams::bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
 
         // Forgotten with the bucket's entries, but kept past a lease: a new holder
         // reads what the dead one announced last.
@@ -200,6 +150,7 @@ impl NatsTransport {
                 outcomes,
                 leases,
                 leases_held: Mutex::new(HashMap::new()),
+                shared_jobs: Mutex::new(HashSet::new()),
                 events_tx,
                 waiters,
                 connection,
@@ -242,6 +193,23 @@ impl NatsTransport {
     /// ```
     pub fn watch_connection(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
         self.inner.connection.subscribe()
+    }
+
+    /// Jobs of `service` enqueued on this host go to `KOAN_WORK` from now on: this
+    /// host consumes them there (with every other instance of the service).
+    pub(crate) fn share(&self, service: &str) {
+        if let Ok(mut s) = self.inner.shared_jobs.lock() {
+            s.insert(service.to_owned());
+        }
+    }
+
+    /// No longer: this host stopped consuming the jobs of `services`.
+    pub(crate) fn stop_sharing(&self, services: &[String]) {
+        if let Ok(mut s) = self.inner.shared_jobs.lock() {
+            for name in services {
+                s.remove(name);
+            }
+        }
     }
 
     pub(crate) fn view(&self) -> &crate::view::RegistryView {
@@ -403,6 +371,13 @@ impl Transport for NatsTransport {
                 Err(e) => Err(unavailable(format!("{what}: not stored by JetStream: {e}"))),
             }
         })
+    }
+
+    fn shares_jobs_of(&self, service: &str) -> bool {
+        self.inner
+            .shared_jobs
+            .lock()
+            .is_ok_and(|s| s.contains(service))
     }
 
     fn outcome(&self, id: &str) -> BoxFuture<'static, Result<Value, Error>> {

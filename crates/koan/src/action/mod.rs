@@ -5,6 +5,7 @@ mod context;
 mod correlation;
 mod declare;
 mod enqueue;
+mod enqueue_shared;
 mod error_body;
 mod execute;
 mod info;

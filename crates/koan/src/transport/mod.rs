@@ -113,6 +113,16 @@ pub trait Transport: Send + Sync + 'static {
         Box::pin(async { Err(unsupported("durable enqueue")) })
     }
 
+    /// Whether jobs of `service`, which this host runs, go to this transport's
+    /// durable queue rather than the host's own job store: `true` when the queue is
+    /// shared by every instance of the cluster and this host serves `service` there
+    /// (so any live instance can run the job, not only this one). Jobs that the queue
+    /// cannot keep (delayed ones, chains) stay in the host's store.
+    fn shares_jobs_of(&self, service: &str) -> bool {
+        let _ = service;
+        false
+    }
+
     /// Waits for the outcome of the durably enqueued action `id`. Interest is
     /// registered when this is called, not when the future is first polled: the host
     /// calls it *before* [`enqueue`](Self::enqueue), so an outcome written at once
