@@ -14,7 +14,9 @@
 //!   chains stay in the host's own store) — acknowledged after the handler succeeds,
 //!   redelivered after a crash, de-duplicated by action id, dead-lettered to
 //!   `koan.dlq.<service>.<action>` after `max_deliver` attempts; outcomes are kept in
-//!   the KV bucket `koan_outcomes`.
+//!   the KV bucket `koan_outcomes`, and the jobs' records in `koan_jobs`, so that
+//!   `/api/jobs` on any instance lists, shows and cancels the jobs every instance
+//!   accepted.
 //! - **Events** are published on `koan.evt.<service>.<event>`; every process delivers
 //!   the others' events to its own subscribers.
 //! - **Registry**: each host announces its services with heartbeats in the KV bucket
@@ -47,11 +49,13 @@
 //! ```
 
 mod connection;
+mod jobs_view;
 mod lease;
 mod node;
 mod options;
 mod outcomes;
 mod queue;
+mod records;
 mod registry;
 mod routing;
 mod streams;

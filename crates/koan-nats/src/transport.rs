@@ -8,6 +8,7 @@ use async_nats::client::RequestErrorKind;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
+use koan::job::{JobCounts, JobPage, JobQuery, JobRecord};
 use koan::{
     Error, error::ErrorKind, event::EventEnvelope, health::HealthReport, transport::BoxFuture,
     transport::Instance, transport::RemoteCall, transport::RemoteQuery, transport::Transport,
@@ -35,6 +36,9 @@ pub(crate) struct Inner {
     pub(crate) registry: kv::Store,
     pub(crate) outcomes: kv::Store,
     pub(crate) leases: kv::Store,
+    /// The cluster's job records (`records.rs`).
+    pub(crate) records: kv::Store,
+    jobs_view: Arc<crate::jobs_view::JobsView>,
     pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
     /// Local services whose durable jobs this host consumes from `KOAN_WORK`.
     shared_jobs: Mutex<HashSet<String>>,
@@ -64,43 +68,7 @@ impl NatsTransport {
     pub async fn connect(opts: NatsOptions) -> Result<Self, Error> {
         let host_id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
         let connection = ConnectionWatch::new();
-        let watch = connection.clone();
-        let mut co = async_nats::ConnectOptions::new()
-            .name(format!("koan {host_id}"))
-            .event_callback(move |event| {
-                let watch = watch.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Disconnected => {
-                            tracing::warn!("NATS disconnected; reconnecting");
-                            watch.set(ConnectionState::Disconnected);
-                        }
-                        async_nats::Event::Connected => {
-                            tracing::info!("NATS connected");
-                            watch.set(ConnectionState::Connected);
-                        }
-                        other => tracing::debug!(event = %other, "NATS event"),
-                    }
-                }
-            });
-        if let Some((u, p)) = &opts.user_password {
-            co = co.user_and_password(u.clone(), p.clone());
-        }
-        if let Some(t) = &opts.token {
-            co = co.token(t.clone());
-        }
-        if let Some(seed) = &opts.nkey_seed {
-            co = co.nkey(seed.clone());
-        }
-        if opts.tls_required {
-            co = co.require_tls(true);
-        }
-        if let Some(ca) = &opts.tls_ca_file {
-            co = co.add_root_certificates(ca.clone());
-        }
-        if let Some((cert, key)) = &opts.tls_client_cert {
-            co = co.add_client_certificate(cert.clone(), key.clone());
-        }
+        let co = crate::connection::connect_options(&opts, &host_id, connection.clone());
         let client = co
             .connect(opts.url.as_str())
             .await
@@ -114,6 +82,14 @@ impl NatsTransport {
             crate::streams::bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
         let leases =
             crate::streams::bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
+        // Records are kept as long as outcomes.
+        let records =
+            crate::streams::bucket(&js, subjects::JOBS_BUCKET, opts.outcome_ttl, &opts).await?;
+        let jobs_view = Arc::new(crate::jobs_view::JobsView::new(opts.outcome_ttl));
+        tokio::spawn(crate::jobs_view::follow(
+            records.clone(),
+            Arc::clone(&jobs_view),
+        ));
 
         // Forgotten with the bucket's entries, but kept past a lease: a new holder
         // reads what the dead one announced last.
@@ -149,6 +125,8 @@ impl NatsTransport {
                 registry,
                 outcomes,
                 leases,
+                records,
+                jobs_view,
                 leases_held: Mutex::new(HashMap::new()),
                 shared_jobs: Mutex::new(HashSet::new()),
                 events_tx,
@@ -355,7 +333,11 @@ impl Transport for NatsTransport {
                 .map_err(|e| unavailable(format!("{what}: not stored: {e}")))?;
             match ack.await {
                 // A repeat of a stored id: JetStream kept the first.
-                Ok(ack) => Ok(!ack.duplicate),
+                Ok(ack) if ack.duplicate => Ok(false),
+                Ok(_) => {
+                    crate::records::accepted(self, &job).await;
+                    Ok(true)
+                }
                 // Sent, but no answer: the client may still deliver it on reconnect.
                 Err(e)
                     if matches!(
@@ -394,6 +376,29 @@ impl Transport for NatsTransport {
                 ))
             })?
         })
+    }
+
+    fn job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
+        let id = id.to_owned();
+        Box::pin(async move { crate::records::get(self, &id).await })
+    }
+
+    fn jobs(&self, query: &JobQuery) -> Option<JobPage> {
+        Some(self.inner.jobs_view.list(query))
+    }
+
+    fn job_counts(&self, service: Option<&str>) -> Option<JobCounts> {
+        Some(self.inner.jobs_view.counts(service))
+    }
+
+    fn cancel_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
+        let id = id.to_owned();
+        Box::pin(async move { crate::records::cancel(self, &id).await })
+    }
+
+    fn delete_job(&self, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
+        let id = id.to_owned();
+        Box::pin(async move { crate::records::delete(self, &id).await })
     }
 
     fn publish(&self, event: &EventEnvelope) {
