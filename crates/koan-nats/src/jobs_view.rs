@@ -18,7 +18,12 @@ pub(crate) struct JobsView {
     /// The bucket's age limit: a record not written for this long is gone from it
     /// (without a delete marker), so from here too.
     keep: Duration,
+    /// When records past `keep` were last forgotten.
+    pruned: Mutex<Option<Instant>>,
 }
+
+/// How often records past their age are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 impl JobsView {
     pub(crate) fn new(keep: Duration) -> JobsView {
@@ -29,11 +34,25 @@ impl JobsView {
     }
 
     fn put(&self, key: String, record: JobRecord) {
+        let now = Instant::now();
         if let Ok(mut m) = self.records.lock() {
-            let now = Instant::now();
             m.insert(key, (record, now));
-            let keep = self.keep;
-            m.retain(|_, (_, at)| now.duration_since(*at) <= keep);
+            // Forgetting scans every record: once a second at most, not per write.
+            let due = self
+                .pruned
+                .lock()
+                .map(|mut at| {
+                    let due = at.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY);
+                    if due {
+                        *at = Some(now);
+                    }
+                    due
+                })
+                .unwrap_or(false);
+            if due {
+                let keep = self.keep;
+                m.retain(|_, (_, at)| now.duration_since(*at) <= keep);
+            }
         }
     }
 
@@ -110,5 +129,57 @@ pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<JobsView>) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use koan::job::{JobStep, NewJob};
+
+    fn record(id: &str, service: &str) -> JobRecord {
+        let now = chrono::Utc::now();
+        NewJob {
+            id: id.to_owned(),
+            service: service.to_owned(),
+            steps: vec![JobStep {
+                action: "a".into(),
+                params: serde_json::Value::Null,
+                timeout_ms: None,
+            }],
+            priority: 0,
+            correlation_id: id.to_owned(),
+            idempotency_key: None,
+            created_at: now,
+            run_at: now,
+            max_attempts: 5,
+        }
+        .into_record()
+    }
+
+    #[test]
+    fn pages_go_newest_first_and_filters_hold() {
+        let view = JobsView::new(Duration::from_secs(60));
+        for (id, service) in [("01", "A"), ("02", "B"), ("03", "A"), ("04", "A")] {
+            view.put(id.to_owned(), record(id, service));
+        }
+        let ids = |p: &JobPage| p.jobs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let q = JobQuery {
+            service: Some("A".into()),
+            limit: Some(2),
+            ..JobQuery::default()
+        };
+        let first = view.list(&q);
+        assert_eq!(ids(&first), ["04", "03"]);
+        let next = view.list(&JobQuery {
+            cursor: first.next_cursor.clone(),
+            ..q
+        });
+        assert_eq!(ids(&next), ["01"]);
+        assert_eq!(next.next_cursor, None);
+        assert_eq!(view.counts(Some("A")).get(JobState::Queued), 3);
+        assert_eq!(view.counts(None).get(JobState::Queued), 4);
+        view.remove("04");
+        assert_eq!(view.counts(None).get(JobState::Queued), 3);
     }
 }
