@@ -160,7 +160,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                 );
                 let how = records::dead(&e);
                 if record(t, &key, &job.id, attempts, Reply::of(Err(e))).await {
-                    records::finish(t, &job.id, how).await;
+                    records::finish(t, &job.id, attempt, how, None);
                     let _ = msg.ack_with(AckKind::Term).await;
                 }
                 return;
@@ -171,9 +171,10 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         (None, None) => {}
     }
     // Cancelled by an operator before it ran: it never runs, its waiters are told.
-    if !records::start(t, &job, attempt).await {
+    let Some(started) = records::start(t, &job, attempt).await else {
         return drop_cancelled(t, &msg, &key, &job.id, attempts).await;
-    }
+    };
+    let started = Some(started);
     // Keep the job ours while it runs: a progress ack every third of `ack_wait`. The
     // claim lapses when none got through for `ack_wait` (this process was frozen,
     // or cut off from the broker, say): JetStream hands the job to another
@@ -226,7 +227,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         Ok(value) => {
             let how = records::succeeded(value.clone());
             if record(t, &key, &job.id, attempts, Reply::of(Ok(value))).await {
-                records::finish(t, &job.id, how).await;
+                records::finish(t, &job.id, attempt, how, started);
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
@@ -242,7 +243,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             // This host is stopping: another instance (or this one after its
             // restart) takes the job. Never a dead letter for that.
             let now = chrono::Utc::now();
-            records::finish(t, &job.id, Finish::Release { at: now }).await;
+            records::finish(t, &job.id, attempt, Finish::Release { at: now }, started);
             let _ = msg
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
@@ -253,7 +254,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             let reply = Reply::of(Err(e));
             let why = reply.reason();
             if record(t, &key, &job.id, attempts, reply).await {
-                records::finish(t, &job.id, how).await;
+                records::finish(t, &job.id, attempt, how, started);
                 dead_letter(t, &msg, &job.service, &job.action, Some(&job.id), &why).await;
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {
@@ -269,7 +270,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                     .min(Duration::from_secs(30));
             let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
             let error = koan::action::ErrorBody::from(&e);
-            records::finish(t, &job.id, Finish::Retry { error, at }).await;
+            records::finish(t, &job.id, attempt, Finish::Retry { error, at }, started);
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
     }

@@ -14,6 +14,7 @@ use koan::job::{
 };
 use koan::{Error, action::ErrorBody};
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 use crate::subjects;
 use crate::transport::{NatsTransport, unavailable};
@@ -145,10 +146,15 @@ async fn change(
     )))
 }
 
-/// Whether a run may start: records it as `running` (attempt `attempt` on this
-/// host) and answers `true`, or `false` when the job was cancelled. A record that
-/// cannot be written does not stop the run.
-pub(crate) async fn start(t: &NatsTransport, job: &Job, attempt: u32) -> bool {
+/// Whether a run may start: `None` when the job was cancelled (read from its
+/// record now). Otherwise the record is set `running` (attempt `attempt` on this
+/// host) in the background, and the task that does it is returned, for
+/// [`finish`] to come after it. A record that cannot be read or written does not
+/// stop the run.
+pub(crate) async fn start(t: &NatsTransport, job: &Job, attempt: u32) -> Option<JoinHandle<()>> {
+    if cancelled(t, &job.id).await {
+        return None;
+    }
     let now = Utc::now();
     let claim = ClaimRequest {
         service: job.service.clone(),
@@ -158,25 +164,30 @@ pub(crate) async fn start(t: &NatsTransport, job: &Job, attempt: u32) -> bool {
         instance: t.inner.host_id.clone(),
     };
     let first = queued(t, job);
-    let mut cancelled = false;
-    let r = change(t, &job.id, Some(&first), |r| {
-        if r.state == JobState::Cancelled {
-            cancelled = true;
-            return Ok(false);
+    let (t, id) = (t.clone(), job.id.clone());
+    Some(tokio::spawn(async move {
+        let r = change(&t, &id, Some(&first), |r| {
+            // Cancelled since (the run's progress check stops it), over, or
+            // claimed by a later delivery: not this run's to write.
+            let moved_on = r.state == JobState::Cancelled
+                || r.state.is_final()
+                || (r.state == JobState::Running && r.attempts > attempt);
+            if moved_on {
+                return Ok(false);
+            }
+            // The delivery count is the attempt: a run that died left no trace.
+            r.attempts = attempt.saturating_sub(1);
+            apply_claim(r, &claim);
+            // JetStream holds the claim (renewed by progress acks): the record
+            // names no lease end it would not keep up to date.
+            r.lease_until = None;
+            Ok(true)
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(id = %id, error = %e, "could not record a durable job's start; it runs all the same");
         }
-        // The delivery count is the attempt: a run that died left no trace.
-        r.attempts = attempt.saturating_sub(1);
-        apply_claim(r, &claim);
-        // JetStream holds the claim (renewed by progress acks): the record names
-        // no lease end it would not keep up to date.
-        r.lease_until = None;
-        Ok(true)
-    })
-    .await;
-    if let Err(e) = r {
-        tracing::warn!(id = %job.id, error = %e, "could not record a durable job's start; it runs all the same");
-    }
-    !cancelled
+    }))
 }
 
 /// Whether job `id` was cancelled (asked while it runs).
@@ -184,20 +195,37 @@ pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
     matches!(get(t, id).await, Ok(Some(r)) if r.state == JobState::Cancelled)
 }
 
-/// Records how the run ended, unless the job was cancelled meanwhile.
-pub(crate) async fn finish(t: &NatsTransport, id: &str, how: Finish) {
-    let now = Utc::now();
-    let r = change(t, id, None, |r| {
-        if r.state == JobState::Cancelled {
-            return Ok(false);
+/// Records how run `attempt` ended, unless the job was cancelled meanwhile — in the
+/// background: the outcome (in `koan_outcomes`) is what the job's end waits for, the
+/// record follows. A write that comes late finds the record moved on (final, or
+/// another attempt running) and leaves it.
+pub(crate) fn finish(
+    t: &NatsTransport,
+    id: &str,
+    attempt: u32,
+    how: Finish,
+    after: Option<JoinHandle<()>>,
+) {
+    let (t, id) = (t.clone(), id.to_owned());
+    tokio::spawn(async move {
+        if let Some(started) = after {
+            let _ = started.await;
         }
-        apply_finish(r, how.clone(), now);
-        Ok(true)
-    })
-    .await;
-    if let Err(e) = r {
-        tracing::warn!(id = %id, error = %e, "could not record how a durable job's run ended");
-    }
+        let now = Utc::now();
+        let r = change(&t, &id, None, |r| {
+            let moved_on =
+                r.state.is_final() || (r.state == JobState::Running && r.attempts != attempt);
+            if moved_on {
+                return Ok(false);
+            }
+            apply_finish(r, how.clone(), now);
+            Ok(true)
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(id = %id, error = %e, "could not record how a durable job's run ended");
+        }
+    });
 }
 
 /// `Finish::Succeeded` with the result cut to the record's cap.
