@@ -329,9 +329,15 @@ impl ActionRequest {
     /// and its worker alone answers it at its deadline. Stop it with
     /// [`cancel_on`](Self::cancel_on) when the claim on the job is lost.
     pub fn as_job(self, job: crate::job::JobInfo) -> Self {
+        // As the host's own runner does: the run's token is a child of its service's,
+        // so that the service stopping cancels it.
+        let token = super::route::find_local(&self.host.inner, &self.target)
+            .map_or_else(tokio_util::sync::CancellationToken::new, |cell| {
+                cell.token.child_token()
+            });
         self.for_job(JobMeta {
             info: Arc::new(job),
-            token: tokio_util::sync::CancellationToken::new(),
+            token,
         })
     }
 
