@@ -47,3 +47,49 @@ impl ConnectionWatch {
         self.0.subscribe()
     }
 }
+
+/// The client's options for `opts` (credentials, TLS), named after `host_id`, its
+/// connect and disconnect events reported to `watch`.
+pub(crate) fn connect_options(
+    opts: &crate::options::NatsOptions,
+    host_id: &str,
+    watch: ConnectionWatch,
+) -> async_nats::ConnectOptions {
+    let mut co = async_nats::ConnectOptions::new()
+        .name(format!("koan {host_id}"))
+        .event_callback(move |event| {
+            let watch = watch.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS disconnected; reconnecting");
+                        watch.set(ConnectionState::Disconnected);
+                    }
+                    async_nats::Event::Connected => {
+                        tracing::info!("NATS connected");
+                        watch.set(ConnectionState::Connected);
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            }
+        });
+    if let Some((u, p)) = &opts.user_password {
+        co = co.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &opts.token {
+        co = co.token(t.clone());
+    }
+    if let Some(seed) = &opts.nkey_seed {
+        co = co.nkey(seed.clone());
+    }
+    if opts.tls_required {
+        co = co.require_tls(true);
+    }
+    if let Some(ca) = &opts.tls_ca_file {
+        co = co.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &opts.tls_client_cert {
+        co = co.add_client_certificate(cert.clone(), key.clone());
+    }
+    co
+}

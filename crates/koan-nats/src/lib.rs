@@ -8,11 +8,15 @@
 //!   group per service, so instances share the load; priority, timeout and
 //!   correlation id travel as headers; remote errors come back as the same
 //!   [`koan::error::ErrorKind`]; no instance is `ServiceUnavailable`, at once.
-//! - **Durable enqueue**: `enqueue()` of a remote action goes into the JetStream
-//!   work-queue stream `KOAN_WORK`, acknowledged after the handler succeeds,
+//! - **Durable enqueue**: `enqueue()` goes into the JetStream work-queue stream
+//!   `KOAN_WORK` — of a remote action, and of a local one too once the host is
+//!   attached (so any live instance runs it, should this one die; delayed jobs and
+//!   chains stay in the host's own store) — acknowledged after the handler succeeds,
 //!   redelivered after a crash, de-duplicated by action id, dead-lettered to
 //!   `koan.dlq.<service>.<action>` after `max_deliver` attempts; outcomes are kept in
-//!   the KV bucket `koan_outcomes`.
+//!   the KV bucket `koan_outcomes`, and the jobs' records in `koan_jobs`, so that
+//!   `/api/jobs` on any instance lists, shows and cancels the jobs every instance
+//!   accepted.
 //! - **Events** are published on `koan.evt.<service>.<event>`; every process delivers
 //!   the others' events to its own subscribers.
 //! - **Registry**: each host announces its services with heartbeats in the KV bucket
@@ -45,13 +49,16 @@
 //! ```
 
 mod connection;
+mod jobs_view;
 mod lease;
 mod node;
 mod options;
 mod outcomes;
 mod queue;
+mod records;
 mod registry;
 mod routing;
+mod streams;
 mod subjects;
 mod transport;
 mod view;

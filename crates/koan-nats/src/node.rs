@@ -21,6 +21,8 @@ pub struct Node {
     transport: NatsTransport,
     leases: Vec<(String, Arc<Lease>)>,
     tasks: Vec<JoinHandle<()>>,
+    /// The services whose jobs this host consumes from the shared queue.
+    consumed: Vec<String>,
 }
 
 impl Drop for Node {
@@ -28,6 +30,7 @@ impl Drop for Node {
         for t in &self.tasks {
             t.abort();
         }
+        self.transport.stop_sharing(&self.consumed);
         // Nothing renews the leases any more: stop running singleton ticks here at
         // once, before another host takes over.
         for (_, l) in &self.leases {
@@ -42,6 +45,7 @@ impl Node {
         for t in self.tasks.drain(..) {
             t.abort();
         }
+        self.transport.stop_sharing(&self.consumed);
         for (service, l) in &self.leases {
             lease::release(&self.transport, service, l).await;
         }
@@ -55,6 +59,7 @@ impl NatsTransport {
     /// heartbeats and singleton leases. Call it after `start()`.
     pub async fn attach(&self, host: &HostHandle) -> Result<Node, Error> {
         let mut tasks = Vec::new();
+        let mut consumed = Vec::new();
         let client = self.inner.client.clone();
         for service in host.service_names() {
             // Actions.
@@ -118,6 +123,9 @@ impl NatsTransport {
                 host.clone(),
                 service.clone(),
             )));
+            // From now on its jobs enqueued here go to the shared queue too.
+            self.share(&service);
+            consumed.push(service.clone());
         }
 
         // Events from other processes.
@@ -178,6 +186,7 @@ impl NatsTransport {
             transport: self.clone(),
             leases,
             tasks,
+            consumed,
         })
     }
 }

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message, kv};
 use futures_util::StreamExt;
+use koan::job::Finish;
 use koan::{HostHandle, error::ErrorKind};
 use tokio::sync::Semaphore;
 
+use crate::records;
 use crate::subjects;
 use crate::transport::NatsTransport;
 use crate::wire::{self, Job, Outcome, Reply, Unreadable};
@@ -136,11 +138,14 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         let _ = msg.ack().await;
         return;
     }
+    let attempt = u32::try_from(attempts.max(1)).unwrap_or(u32::MAX);
     let mut req = host
         .service(&job.service)
         .action(&job.action, job.params.clone())
         .priority(job.priority)
-        .correlation_id(job.correlation_id.clone());
+        .correlation_id(job.correlation_id.clone())
+        // The handler sees the job's id and attempt, to key its side effects.
+        .as_job(koan::job::JobInfo::new(job.id.clone(), attempt));
     match (job.deadline_unix_ms, job.timeout_ms) {
         (Some(deadline), _) => {
             let left = deadline.saturating_sub(wire::unix_ms());
@@ -153,7 +158,9 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                         job.action, job.service
                     ),
                 );
+                let how = records::dead(&e);
                 if record(t, &key, &job.id, attempts, Reply::of(Err(e))).await {
+                    records::finish(t, &job.id, attempt, how, None);
                     let _ = msg.ack_with(AckKind::Term).await;
                 }
                 return;
@@ -163,6 +170,11 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         (None, Some(ms)) => req = req.timeout(Duration::from_millis(ms)),
         (None, None) => {}
     }
+    // Cancelled by an operator before it ran: it never runs, its waiters are told.
+    let Some(started) = records::start(t, &job, attempt).await else {
+        return drop_cancelled(t, &msg, &key, &job.id, attempts).await;
+    };
+    let started = Some(started);
     // Keep the job ours while it runs: a progress ack every third of `ack_wait`. The
     // claim lapses when none got through for `ack_wait` (this process was frozen,
     // or cut off from the broker, say): JetStream hands the job to another
@@ -174,11 +186,18 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     let lapsed = || claimed.lock().map_or(true, |at| at.elapsed() >= ack_wait);
     // A lapsed claim cancels the run: its handler's token fires.
     let fence = tokio_util::sync::CancellationToken::new();
+    // Cancelled by an operator while it runs: the fence stops it too.
+    let cancel_asked = std::sync::atomic::AtomicBool::new(false);
     let req = req.cancel_on(fence.clone());
     let progress = async {
         loop {
             tokio::time::sleep(ack_wait / 3).await;
             if lapsed() {
+                fence.cancel();
+                return std::future::pending::<()>().await;
+            }
+            if records::cancelled(t, &job.id).await {
+                cancel_asked.store(true, std::sync::atomic::Ordering::Release);
                 fence.cancel();
                 return std::future::pending::<()>().await;
             }
@@ -196,6 +215,9 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         r = req.execute() => r.and_then(|out| out.json()),
         () = progress => Err(claim_lapsed(&job)),
     };
+    if cancel_asked.load(std::sync::atomic::Ordering::Acquire) {
+        return drop_cancelled(t, &msg, &key, &job.id, attempts).await;
+    }
     if fence.is_cancelled() || lapsed() {
         fence.cancel();
         tracing::warn!(id = %job.id, action = %job.action, attempts, "durable job's claim lapsed while it ran (no progress ack for ack_wait); another instance runs it, this run's outcome is not recorded");
@@ -203,7 +225,9 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     }
     match result {
         Ok(value) => {
+            let how = records::succeeded(value.clone());
             if record(t, &key, &job.id, attempts, Reply::of(Ok(value))).await {
+                records::finish(t, &job.id, attempt, how, started);
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
@@ -218,15 +242,19 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         Err(e) if e.kind() == ErrorKind::ShuttingDown => {
             // This host is stopping: another instance (or this one after its
             // restart) takes the job. Never a dead letter for that.
+            let now = chrono::Utc::now();
+            records::finish(t, &job.id, attempt, Finish::Release { at: now }, started);
             let _ = msg
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
         }
         Err(e) if permanent(e.kind()) || attempts >= t.inner.opts.max_deliver => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
+            let how = records::dead(&e);
             let reply = Reply::of(Err(e));
             let why = reply.reason();
             if record(t, &key, &job.id, attempts, reply).await {
+                records::finish(t, &job.id, attempt, how, started);
                 dead_letter(t, &msg, &job.service, &job.action, Some(&job.id), &why).await;
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {
@@ -240,8 +268,25 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             let delay =
                 Duration::from_millis(200 * 2u64.saturating_pow(attempts.clamp(0, 10) as u32))
                     .min(Duration::from_secs(30));
+            let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            let error = koan::action::ErrorBody::from(&e);
+            records::finish(t, &job.id, attempt, Finish::Retry { error, at }, started);
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
+    }
+}
+
+/// Ends a cancelled job's message: its outcome says it was cancelled (so whoever
+/// awaits it is told), and it is not delivered again.
+async fn drop_cancelled(t: &NatsTransport, msg: &Message, key: &str, id: &str, attempts: i64) {
+    tracing::info!(id = %id, "durable job cancelled; not run (further)");
+    let reply = Reply::of(Err(records::cancelled_error(id)));
+    if record(t, key, id, attempts, reply).await {
+        let _ = msg.ack_with(AckKind::Term).await;
+    } else {
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
     }
 }
 

@@ -80,6 +80,7 @@ pub(crate) fn dead_letter(service: &str, action: &str) -> String {
 pub(crate) const REGISTRY_BUCKET: &str = "koan_registry";
 pub(crate) const OUTCOMES_BUCKET: &str = "koan_outcomes";
 pub(crate) const LEASES_BUCKET: &str = "koan_leases";
+pub(crate) const JOBS_BUCKET: &str = "koan_jobs";
 
 /// A KV key for an action id or host id (`[-/_=.a-zA-Z0-9]`).
 pub(crate) fn key(id: &str) -> String {

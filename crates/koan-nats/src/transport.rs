@@ -1,13 +1,14 @@
 //! The client side: `koan::transport::Transport` over NATS.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
+use koan::job::{JobCounts, JobPage, JobQuery, JobRecord};
 use koan::{
     Error, error::ErrorKind, event::EventEnvelope, health::HealthReport, transport::BoxFuture,
     transport::Instance, transport::RemoteCall, transport::RemoteQuery, transport::Transport,
@@ -35,7 +36,12 @@ pub(crate) struct Inner {
     pub(crate) registry: kv::Store,
     pub(crate) outcomes: kv::Store,
     pub(crate) leases: kv::Store,
+    /// The cluster's job records (`records.rs`).
+    pub(crate) records: kv::Store,
+    jobs_view: Arc<crate::jobs_view::JobsView>,
     pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
+    /// Local services whose durable jobs this host consumes from `KOAN_WORK`.
+    shared_jobs: Mutex<HashSet<String>>,
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
     pub(crate) waiters: Arc<crate::outcomes::OutcomeWaiters>,
     connection: ConnectionWatch,
@@ -56,114 +62,34 @@ pub(crate) fn unavailable(what: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::ServiceUnavailable, what.to_string())
 }
 
-fn storage(opts: &NatsOptions) -> stream::StorageType {
-    if opts.memory_storage {
-        stream::StorageType::Memory
-    } else {
-        stream::StorageType::File
-    }
-}
-
-/// A KV bucket, created through its stream so that servers from 2.9 on accept it
-/// (the client's own `create_key_value` first asks for account details that older
-/// servers answer in a shape it cannot read).
-async fn bucket(
-    js: &jetstream::Context,
-    name: &str,
-    max_age: Duration,
-    opts: &NatsOptions,
-) -> Result<kv::Store, Error> {
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_age,
-        storage: storage(opts),
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
-    js.get_key_value(name)
-        .await
-        .map_err(|e| unavailable(format!("cannot open the KV bucket `{name}`: {e}")))
-}
-
 impl NatsTransport {
     /// Connects and makes sure the streams and buckets exist. An unreachable server
     /// or wrong credentials are a `ServiceUnavailable` error naming the URL.
     pub async fn connect(opts: NatsOptions) -> Result<Self, Error> {
         let host_id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
         let connection = ConnectionWatch::new();
-        let watch = connection.clone();
-        let mut co = async_nats::ConnectOptions::new()
-            .name(format!("koan {host_id}"))
-            .event_callback(move |event| {
-                let watch = watch.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Disconnected => {
-                            tracing::warn!("NATS disconnected; reconnecting");
-                            watch.set(ConnectionState::Disconnected);
-                        }
-                        async_nats::Event::Connected => {
-                            tracing::info!("NATS connected");
-                            watch.set(ConnectionState::Connected);
-                        }
-                        other => tracing::debug!(event = %other, "NATS event"),
-                    }
-                }
-            });
-        if let Some((u, p)) = &opts.user_password {
-            co = co.user_and_password(u.clone(), p.clone());
-        }
-        if let Some(t) = &opts.token {
-            co = co.token(t.clone());
-        }
-        if let Some(seed) = &opts.nkey_seed {
-            co = co.nkey(seed.clone());
-        }
-        if opts.tls_required {
-            co = co.require_tls(true);
-        }
-        if let Some(ca) = &opts.tls_ca_file {
-            co = co.add_root_certificates(ca.clone());
-        }
-        if let Some((cert, key)) = &opts.tls_client_cert {
-            co = co.add_client_certificate(cert.clone(), key.clone());
-        }
+        let co = crate::connection::connect_options(&opts, &host_id, connection.clone());
         let client = co
             .connect(opts.url.as_str())
             .await
             .map_err(|e| unavailable(format!("cannot connect to NATS at {}: {e}", opts.url)))?;
         let js = jetstream::new(client.clone());
-        for (name, subject) in [
-            (subjects::WORK_STREAM, subjects::WORK_SUBJECTS),
-            (subjects::DLQ_STREAM, subjects::DLQ_SUBJECTS),
-        ] {
-            let retention = if name == subjects::WORK_STREAM {
-                stream::RetentionPolicy::WorkQueue
-            } else {
-                stream::RetentionPolicy::Limits
-            };
-            js.get_or_create_stream(stream::Config {
-                name: name.to_owned(),
-                subjects: vec![subject.to_owned()],
-                retention,
-                storage: storage(&opts),
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable(format!("cannot create the JetStream stream `{name}` (is the server started with -js?): {e}")))?;
-        }
-        let registry = bucket(&js, subjects::REGISTRY_BUCKET, opts.heartbeat * 5, &opts).await?;
-        let outcomes = bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
-        let leases = bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
+        crate::streams::work_streams(&js, &opts).await?;
+        let registry =
+            crate::streams::bucket(&js, subjects::REGISTRY_BUCKET, opts.heartbeat * 5, &opts)
+                .await?;
+        let outcomes =
+            crate::streams::bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
+        let leases =
+            crate::streams::bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
+        // Records are kept as long as outcomes.
+        let records =
+            crate::streams::bucket(&js, subjects::JOBS_BUCKET, opts.outcome_ttl, &opts).await?;
+        let jobs_view = Arc::new(crate::jobs_view::JobsView::new(opts.outcome_ttl));
+        tokio::spawn(crate::jobs_view::follow(
+            records.clone(),
+            Arc::clone(&jobs_view),
+        ));
 
         // Forgotten with the bucket's entries, but kept past a lease: a new holder
         // reads what the dead one announced last.
@@ -199,7 +125,10 @@ impl NatsTransport {
                 registry,
                 outcomes,
                 leases,
+                records,
+                jobs_view,
                 leases_held: Mutex::new(HashMap::new()),
+                shared_jobs: Mutex::new(HashSet::new()),
                 events_tx,
                 waiters,
                 connection,
@@ -242,6 +171,23 @@ impl NatsTransport {
     /// ```
     pub fn watch_connection(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
         self.inner.connection.subscribe()
+    }
+
+    /// Jobs of `service` enqueued on this host go to `KOAN_WORK` from now on: this
+    /// host consumes them there (with every other instance of the service).
+    pub(crate) fn share(&self, service: &str) {
+        if let Ok(mut s) = self.inner.shared_jobs.lock() {
+            s.insert(service.to_owned());
+        }
+    }
+
+    /// No longer: this host stopped consuming the jobs of `services`.
+    pub(crate) fn stop_sharing(&self, services: &[String]) {
+        if let Ok(mut s) = self.inner.shared_jobs.lock() {
+            for name in services {
+                s.remove(name);
+            }
+        }
     }
 
     pub(crate) fn view(&self) -> &crate::view::RegistryView {
@@ -387,7 +333,11 @@ impl Transport for NatsTransport {
                 .map_err(|e| unavailable(format!("{what}: not stored: {e}")))?;
             match ack.await {
                 // A repeat of a stored id: JetStream kept the first.
-                Ok(ack) => Ok(!ack.duplicate),
+                Ok(ack) if ack.duplicate => Ok(false),
+                Ok(_) => {
+                    crate::records::accepted(self, &job).await;
+                    Ok(true)
+                }
                 // Sent, but no answer: the client may still deliver it on reconnect.
                 Err(e)
                     if matches!(
@@ -405,6 +355,13 @@ impl Transport for NatsTransport {
         })
     }
 
+    fn shares_jobs_of(&self, service: &str) -> bool {
+        self.inner
+            .shared_jobs
+            .lock()
+            .is_ok_and(|s| s.contains(service))
+    }
+
     fn outcome(&self, id: &str) -> BoxFuture<'static, Result<Value, Error>> {
         let key = subjects::key(id);
         let rx = self.inner.waiters.wait(&key);
@@ -419,6 +376,29 @@ impl Transport for NatsTransport {
                 ))
             })?
         })
+    }
+
+    fn job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
+        let id = id.to_owned();
+        Box::pin(async move { crate::records::get(self, &id).await })
+    }
+
+    fn jobs(&self, query: &JobQuery) -> Option<JobPage> {
+        Some(self.inner.jobs_view.list(query))
+    }
+
+    fn job_counts(&self, service: Option<&str>) -> Option<JobCounts> {
+        Some(self.inner.jobs_view.counts(service))
+    }
+
+    fn cancel_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
+        let id = id.to_owned();
+        Box::pin(async move { crate::records::cancel(self, &id).await })
+    }
+
+    fn delete_job(&self, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
+        let id = id.to_owned();
+        Box::pin(async move { crate::records::delete(self, &id).await })
     }
 
     fn publish(&self, event: &EventEnvelope) {

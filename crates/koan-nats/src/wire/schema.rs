@@ -17,6 +17,8 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("health", schemars::schema_for!(koan::health::ServiceHealth)),
         ("info", schemars::schema_for!(koan::service::ServiceInfo)),
         ("instance", schemars::schema_for!(koan::transport::Instance)),
+        // The values of the `koan_jobs` bucket.
+        ("job", schemars::schema_for!(koan::job::JobRecord)),
     ]
 }
 

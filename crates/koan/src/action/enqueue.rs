@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::correlation::{Correlation, new_id};
 use super::deadline::push_with_deadline;
+use super::enqueue_shared::hand_over;
 use super::request::{ActionOutput, ActionRequest, ActionTicket, Step, When};
 use super::route::{
     Prepared, find_local, local_cell, poke_cell, prepare, reject, remote_call, wait_poke,
@@ -15,7 +15,7 @@ use super::route::{
 use super::table::Resolved;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
-use crate::job::{JobRecord, JobStep, JobTicket, NewJob, keyed_job_id, new_job_id};
+use crate::job::{JobRecord, JobStep, JobTicket, NewJob, new_job_id};
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
 
@@ -41,6 +41,10 @@ impl ActionRequest {
         }
         let correlation = self.correlation.clone().unwrap_or_else(new_id);
         if let Some(cell) = find_local(&inner, &self.target).cloned() {
+            // In cluster mode, where any live instance can run it.
+            if self.shared(&inner, &cell) {
+                return self.enqueue_shared(&inner, &cell, correlation).await;
+            }
             return self.store_job(&inner, &cell, correlation).await;
         }
         let Some(transport) = inner.transport.clone() else {
@@ -82,77 +86,8 @@ impl ActionRequest {
         };
         // A service elsewhere: the transport's durable queue keeps the job.
         let given = Correlation::Given(Arc::clone(&correlation));
-        // A key names one job of the service: its repeats are de-duplicated by id.
-        let id: Arc<str> = match &self.idempotency_key {
-            Some(key) => Arc::from(keyed_job_id(self.target.name(), key)),
-            None => Arc::from(new_job_id()),
-        };
         let call = remote_call(&self.target, step, &given)?;
-        let now = inner.config.clock.now();
-        let record = NewJob {
-            id: id.to_string(),
-            service: call.service.clone(),
-            steps: vec![JobStep {
-                action: call.action.clone(),
-                params: call.params.clone(),
-                timeout_ms: call
-                    .timeout
-                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            }],
-            priority: call.priority,
-            correlation_id: correlation.to_string(),
-            idempotency_key: self.idempotency_key.clone(),
-            created_at: now,
-            run_at: now,
-            max_attempts: 1,
-        }
-        .into_record();
-        let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
-        let what = format!("durable action `{}` of `{}`", call.action, call.service);
-        // Waiting starts before the job exists, so its outcome cannot slip by.
-        let wait = transport.outcome(&id);
-        let created = match transport.enqueue(call, &id).await {
-            Ok(created) => created,
-            Err(e) if e.kind() == ErrorKind::Timeout => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "{} — the outcome is unknown: job {id} may be stored and would then run once. {}",
-                        e.message(),
-                        match &self.idempotency_key {
-                            Some(k) => format!(
-                                "Repeating the call with the same idempotency key (`{}`) is safe: it never runs twice",
-                                k.escape_debug()
-                            ),
-                            None =>
-                                "Give calls an idempotency key to repeat them safely".to_owned(),
-                        }
-                    ),
-                ));
-            }
-            Err(e) => return Err(e),
-        };
-        if created || inner.jobs.remote.get(&id).is_none() {
-            inner.jobs.remote.insert(record);
-        }
-        let (tx, rx) = oneshot::channel();
-        let (host, id2) = (Arc::clone(&inner), Arc::clone(&id));
-        tokio::spawn(async move {
-            // Queue time counts: the ticket is answered at the deadline at the latest.
-            let r = match deadline {
-                None => wait.await,
-                Some(d) => tokio::time::timeout_at(d, wait).await.unwrap_or_else(|_| {
-                    Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("{what} did not finish within its timeout (queue time included); its outcome is unknown"),
-                    ))
-                }),
-            };
-            let r = r.map(Payload::Json);
-            host.jobs.remote.finish(&id2, &r, host.config.clock.now());
-            let _ = tx.send(r);
-        });
-        Ok(JobTicket::remote(id, correlation, created, rx))
+        hand_over(&inner, transport, call, self.idempotency_key, correlation).await
     }
 
     /// Checks each step against the local service and stores the job.
@@ -275,7 +210,7 @@ fn accept_local(
 
 /// A step as stored: its action found (by its declared name) and its parameters
 /// checked against the handler's type, so a bad job is refused now, not run later.
-fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) -> Result<JobStep> {
+pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) -> Result<JobStep> {
     let Step {
         action,
         mut params,

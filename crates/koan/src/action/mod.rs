@@ -6,6 +6,7 @@ mod correlation;
 mod deadline;
 mod declare;
 mod enqueue;
+mod enqueue_shared;
 mod error_body;
 mod execute;
 mod info;

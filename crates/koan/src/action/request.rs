@@ -322,6 +322,25 @@ impl ActionRequest {
         self
     }
 
+    /// Runs the request as a run of the durable job `job`, delivered by a transport:
+    /// the handler sees it in [`ActionContext::job`](crate::ActionContext::job) (to
+    /// key its side effects by the job's id), and the run is treated as a stored
+    /// job's — the host lets it through while stopping (within the shutdown grace),
+    /// and its worker alone answers it at its deadline. Stop it with
+    /// [`cancel_on`](Self::cancel_on) when the claim on the job is lost.
+    pub fn as_job(self, job: crate::job::JobInfo) -> Self {
+        // As the host's own runner does: the run's token is a child of its service's,
+        // so that the service stopping cancels it.
+        let token = super::route::find_local(&self.host.inner, &self.target)
+            .map_or_else(tokio_util::sync::CancellationToken::new, |cell| {
+                cell.life.token.child_token()
+            });
+        self.for_job(JobMeta {
+            info: Arc::new(job),
+            token,
+        })
+    }
+
     /// Stops the run of the last added action when `token` is cancelled: its
     /// handler's token fires (`cx.cancelled()`), as at a deadline. A transport that
     /// delivers durable jobs uses it when it loses its claim on one, so that a run

@@ -2,7 +2,7 @@
 
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState};
 use super::transition::unknown_job;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostHandle;
 
 /// The jobs of a host's store ([`HostHandle::jobs`]).
@@ -30,48 +30,85 @@ impl Jobs {
         self.store().describe()
     }
 
-    /// One job; `UnknownJob` when there is none with that id.
+    /// One job; `UnknownJob` when there is none with that id. In a cluster, a job
+    /// of the cluster's queue accepted by any host is found too.
     pub async fn get(&self, id: &str) -> Result<JobRecord> {
-        match self.store().get(id).await? {
-            Some(r) => Ok(r),
-            None => self
-                .host
-                .inner
-                .jobs
-                .remote
-                .get(id)
-                .ok_or_else(|| unknown_job(id)),
+        if let Some(r) = self.store().get(id).await? {
+            return Ok(r);
         }
+        let remembered = self.host.inner.jobs.remote.get(id);
+        if let Some(t) = self.transport() {
+            match t.job(id).await {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                // The cluster cannot be asked now: what this host remembers, if any.
+                Err(e) => return remembered.ok_or(e),
+            }
+        }
+        remembered.ok_or_else(|| unknown_job(id))
     }
 
-    /// A page of jobs, newest first.
+    /// A page of jobs, newest first: the host's store's, and in a cluster those of
+    /// the cluster's queue (accepted by any host).
     pub async fn list(&self, query: JobQuery) -> Result<JobPage> {
-        self.store().list(query).await
+        let size = query.page_size();
+        let cluster = self.transport().and_then(|t| t.jobs(&query));
+        let own = self.store().list(query).await?;
+        Ok(match cluster {
+            Some(page) => super::cluster::merge(own, page, size),
+            None => own,
+        })
     }
 
-    /// How many jobs are in each state (of one service, or all).
+    /// How many jobs are in each state (of one service, or all), the cluster's queue's
+    /// included.
     pub async fn counts(&self, service: Option<&str>) -> Result<JobCounts> {
-        self.store().counts(service).await
+        let own = self.store().counts(service).await?;
+        Ok(match self.transport().and_then(|t| t.job_counts(service)) {
+            Some(c) => super::cluster::add(&own, &c),
+            None => own,
+        })
     }
 
     /// Runs a dead, cancelled, retrying or succeeded job again now.
     pub async fn retry(&self, id: &str) -> Result<JobRecord> {
-        let r = self.store().retry(id, self.now()).await?;
+        let r = match self.store().retry(id, self.now()).await {
+            Err(e) if e.kind() == ErrorKind::UnknownJob => {
+                return Err(match self.transport() {
+                    Some(t) if t.job(id).await.ok().flatten().is_some() => Error::new(
+                        ErrorKind::JobState,
+                        format!(
+                            "job `{id}` is kept by the cluster's queue, whose jobs cannot be retried by hand yet: enqueue the action again"
+                        ),
+                    ),
+                    _ => e,
+                });
+            }
+            other => other?,
+        };
         self.host.inner.jobs.wake();
         Ok(r)
     }
 
     /// Cancels a job that is not final; a running one is told through its token.
     pub async fn cancel(&self, id: &str) -> Result<JobRecord> {
-        self.store().cancel(id, self.now()).await
+        match self.store().cancel(id, self.now()).await {
+            Err(e) if e.kind() == ErrorKind::UnknownJob => match self.transport() {
+                Some(t) => t.cancel_job(id).await?.ok_or(e),
+                None => Err(e),
+            },
+            other => other,
+        }
     }
 
     /// Forgets a job that is not running. `UnknownJob` when there is none.
     pub async fn delete(&self, id: &str) -> Result<()> {
         if self.store().delete(id).await? {
-            Ok(())
-        } else {
-            Err(unknown_job(id))
+            return Ok(());
+        }
+        match self.transport() {
+            Some(t) if t.delete_job(id).await? => Ok(()),
+            _ => Err(unknown_job(id)),
         }
     }
 
@@ -81,7 +118,9 @@ impl Jobs {
         loop {
             // Each retried job leaves the `dead` state, so the first page is always
             // the next one.
+            // The store's alone: the cluster's queue has no retry by hand yet.
             let page = self
+                .store()
                 .list(JobQuery {
                     state: Some(JobState::Dead),
                     service: service.map(str::to_owned),
@@ -98,6 +137,10 @@ impl Jobs {
             }
             self.host.inner.jobs.wake();
         }
+    }
+
+    fn transport(&self) -> Option<&dyn crate::transport::Transport> {
+        self.host.inner.transport.as_deref()
     }
 
     fn now(&self) -> chrono::DateTime<chrono::Utc> {

@@ -9,6 +9,7 @@
 //! once.
 
 mod api;
+mod cluster;
 mod id;
 mod memory;
 mod record;

@@ -10,7 +10,7 @@ use crate::action::ErrorBody;
 
 /// Where a job is. `scheduled → queued → running → succeeded | retrying → dead |
 /// cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum JobState {
@@ -84,7 +84,7 @@ impl std::fmt::Display for JobState {
 }
 
 /// One action of a job, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobStep {
     /// The action's name.
     pub action: String,
@@ -96,7 +96,7 @@ pub struct JobStep {
 }
 
 /// One try at running a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct JobAttempt {
     /// 1 for the first run.
@@ -114,7 +114,7 @@ pub struct JobAttempt {
 }
 
 /// Everything known about one job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct JobRecord {
     /// The job's id (UUID v7: time-ordered, not guessable from another id).
@@ -329,6 +329,19 @@ pub struct JobInfo {
     pub attempt: u32,
     /// The caller's idempotency key, when given.
     pub idempotency_key: Option<String>,
+}
+
+impl JobInfo {
+    /// The run `attempt` (from 1) of job `id`, without an idempotency key: what a
+    /// transport that delivers durable jobs tells the handler
+    /// ([`crate::action::ActionRequest::as_job`]).
+    pub fn new(id: impl Into<String>, attempt: u32) -> Self {
+        JobInfo {
+            id: id.into(),
+            attempt,
+            idempotency_key: None,
+        }
+    }
 }
 
 /// How a failed job is retried: `max_attempts` runs in all, waiting

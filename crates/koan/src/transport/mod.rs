@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventEnvelope;
+use crate::job::{JobCounts, JobPage, JobQuery, JobRecord};
 use crate::registry::ServiceStatus;
 pub use crate::util::BoxFuture;
 
@@ -113,6 +114,16 @@ pub trait Transport: Send + Sync + 'static {
         Box::pin(async { Err(unsupported("durable enqueue")) })
     }
 
+    /// Whether jobs of `service`, which this host runs, go to this transport's
+    /// durable queue rather than the host's own job store: `true` when the queue is
+    /// shared by every instance of the cluster and this host serves `service` there
+    /// (so any live instance can run the job, not only this one). Jobs that the queue
+    /// cannot keep (delayed ones, chains) stay in the host's store.
+    fn shares_jobs_of(&self, service: &str) -> bool {
+        let _ = service;
+        false
+    }
+
     /// Waits for the outcome of the durably enqueued action `id`. Interest is
     /// registered when this is called, not when the future is first polled: the host
     /// calls it *before* [`enqueue`](Self::enqueue), so an outcome written at once
@@ -120,6 +131,43 @@ pub trait Transport: Send + Sync + 'static {
     fn outcome(&self, id: &str) -> BoxFuture<'static, Result<Value>> {
         let _ = id;
         Box::pin(async { Err(unsupported("outcomes of enqueued actions")) })
+    }
+
+    /// The cluster's record of job `id`, one that this transport's durable queue
+    /// keeps (accepted by any host): `None` when it has none.
+    fn job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// A page of the cluster's job records, newest first (by id, as
+    /// [`JobStore::list`](crate::job::JobStore::list)): `None` when the transport
+    /// keeps none.
+    fn jobs(&self, query: &JobQuery) -> Option<JobPage> {
+        let _ = query;
+        None
+    }
+
+    /// How many of the cluster's job records are in each state (all services, or
+    /// one): `None` when the transport keeps none.
+    fn job_counts(&self, service: Option<&str>) -> Option<JobCounts> {
+        let _ = service;
+        None
+    }
+
+    /// Cancels job `id` of the cluster's queue: it will not run, and a running one
+    /// is stopped through its token. `None` when the transport has no such job; a
+    /// `JobState` error for a final one.
+    fn cancel_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Forgets the record of job `id` of the cluster's queue: `false` when the
+    /// transport has no such job; a `JobState` error for one that may still run.
+    fn delete_job(&self, id: &str) -> BoxFuture<'_, Result<bool>> {
+        let _ = id;
+        Box::pin(async { Ok(false) })
     }
 
     /// Publishes an event emitted by a local service (fire and forget).

@@ -1,0 +1,180 @@
+//! One job view across the cluster: a job accepted by one demo process is seen —
+//! its record, in the listing and the counts — on another that neither accepted nor
+//! ran it, and cancelled and deleted from there. A cancelled job waiting in JetStream
+//! is never run by the instance that takes it later.
+
+#[path = "support/demo.rs"]
+mod demo;
+
+use std::time::Duration;
+
+use demo::{ALL_BUT_TRANSLATION, Demo, translation_env};
+use koan_test_support::nats::NatsServer;
+use koan_test_support::{PATIENCE, TempDir, eventually, wait_for};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// Accepts a translation of `file` on `demo` with `wait=false`; its job id.
+async fn enqueue(client: &reqwest::Client, demo: &Demo, file: &str) -> anyhow::Result<String> {
+    let (status, body) = send(
+        client
+            .post(demo.url("/api/services/TranslationService/actions/translate?wait=false"))
+            .json(&json!({"fileId": file, "from": "en", "to": "fr"})),
+    )
+    .await?;
+    anyhow::ensure!(status == StatusCode::ACCEPTED, "{status}: {body}");
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+}
+
+/// Whether `job_id` has a translation row in the database at `path`.
+fn translated(path: &std::path::Path, job_id: &str) -> anyhow::Result<bool> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // A process that never translated has no table yet.
+    let tables: u32 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'translations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if tables == 0 {
+        return Ok(false);
+    }
+    let n: u32 = conn.query_row(
+        "SELECT COUNT(*) FROM translations WHERE job_id = ?1",
+        [job_id],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let dir = TempDir::new("koan-demo-jobs");
+    let nats = server.url();
+    let client = reqwest::Client::builder().timeout(PATIENCE).build()?;
+
+    // A translator, the accepting process, and a reader that runs neither.
+    let mut t1 = Demo::start(
+        dir.path(),
+        "t1",
+        &["--nats", &nats, "--services", "TranslationService"],
+        &translation_env(Duration::from_millis(200), 1),
+    )?;
+    let a = Demo::start(
+        dir.path(),
+        "a",
+        &["--nats", &nats, "--services", ALL_BUT_TRANSLATION],
+        &[],
+    )?;
+    let r = Demo::start(
+        dir.path(),
+        "r",
+        &["--nats", &nats, "--services", "DataCleanupService"],
+        &[],
+    )?;
+
+    // Accepted on A (once A has heard of the translator), run by T1, seen on R.
+    let j1 = wait_for("A to accept a translation", async || {
+        Ok(enqueue(&client, &a, "seen-1").await.ok())
+    })
+    .await?;
+    let done = wait_for("the job's record on R to say succeeded", async || {
+        let (status, body) = send(client.get(r.url(&format!("/api/jobs/{j1}")))).await?;
+        anyhow::ensure!(status == StatusCode::OK, "R: {status}: {body}");
+        Ok((body["state"] == "succeeded").then_some(body))
+    })
+    .await?;
+    assert_eq!(done["result"]["fileId"], "seen-1", "{done}");
+    assert_eq!(done["service"], "TranslationService", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert!(done["history"][0]["instance"].is_string(), "{done}");
+    assert!(translated(&t1.db, &j1)?, "T1 ran it");
+
+    // R lists and counts it (its view follows the cluster's records).
+    eventually("R to list the job", || async {
+        let q = "/api/jobs?service=TranslationService&state=succeeded";
+        send(client.get(r.url(q))).await.is_ok_and(|(s, page)| {
+            s == StatusCode::OK
+                && page["jobs"]
+                    .as_array()
+                    .is_some_and(|jobs| jobs.iter().any(|j| j["id"] == j1.as_str()))
+        })
+    })
+    .await?;
+    let (status, counts) = send(client.get(r.url("/api/jobs/counts"))).await?;
+    assert_eq!(status, StatusCode::OK, "{counts}");
+    assert!(
+        counts["counts"]["succeeded"].as_u64() >= Some(1),
+        "{counts}"
+    );
+
+    // No translator now: a job accepted on A waits in JetStream, queued — and R sees
+    // it at once (A writes the record before it answers 202).
+    t1.kill();
+    let j2 = enqueue(&client, &a, "cancelled-1").await?;
+    let (status, queued) = send(client.get(r.url(&format!("/api/jobs/{j2}")))).await?;
+    assert_eq!(status, StatusCode::OK, "{queued}");
+    assert_eq!(queued["state"], "queued", "{queued}");
+
+    // Cancelled from R; a second cancel, a retry and a delete (its message still
+    // waits) are refused, each saying why.
+    let (status, c) = send(client.post(r.url(&format!("/api/jobs/{j2}/cancel")))).await?;
+    assert_eq!(status, StatusCode::OK, "{c}");
+    assert_eq!(c["state"], "cancelled", "{c}");
+    let (status, again) = send(client.post(r.url(&format!("/api/jobs/{j2}/cancel")))).await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert_eq!(again["error"], "job_state", "{again}");
+    let (status, retry) = send(client.post(r.url(&format!("/api/jobs/{j2}/retry")))).await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{retry}");
+    assert!(
+        retry["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be retried by hand yet")),
+        "{retry}"
+    );
+    let (status, del) = send(client.delete(r.url(&format!("/api/jobs/{j2}")))).await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{del}");
+    assert!(
+        del["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("still waits")),
+        "{del}"
+    );
+
+    // A translator joins and takes the job: it drops it unrun.
+    let t2 = Demo::start(
+        dir.path(),
+        "t2",
+        &["--nats", &nats, "--services", "TranslationService"],
+        &translation_env(Duration::from_millis(200), 1),
+    )?;
+    eventually("T2 to drop the cancelled job", || async {
+        t2.log()
+            .lines()
+            .any(|l| l.contains("durable job cancelled") && l.contains(j2.as_str()))
+    })
+    .await?;
+    assert!(!translated(&t2.db, &j2)?, "the cancelled job never ran");
+    let (_, after) = send(client.get(a.url(&format!("/api/jobs/{j2}")))).await?;
+    assert_eq!(after["state"], "cancelled", "on A: {after}");
+    assert_eq!(after["attempts"], 0, "on A: {after}");
+
+    // Now its message is gone: R deletes the record, and nobody knows the job.
+    let (status, del) = send(client.delete(r.url(&format!("/api/jobs/{j2}")))).await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{del}");
+    let (status, gone) = send(client.get(r.url(&format!("/api/jobs/{j2}")))).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
+    Ok(())
+}

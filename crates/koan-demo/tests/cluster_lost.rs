@@ -1,0 +1,178 @@
+//! Accepted work is never lost in a cluster: 50 translations accepted with
+//! `wait=false` (202) by an instance that hosts `TranslationService` itself, which is
+//! SIGKILLed while it runs some of them and before most have run. The design puts
+//! every enqueue in cluster mode through JetStream, so the surviving instances run
+//! every job — none waits for the dead host to come back — and each job has one
+//! outcome and one stored translation.
+
+#[path = "support/demo.rs"]
+mod demo;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use demo::{Demo, translation_env};
+use koan_test_support::nats::NatsServer;
+use koan_test_support::{PATIENCE, TempDir, within};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const JOBS: usize = 50;
+
+/// Rows of `translations` per job id in the database at `path`.
+fn rows_by_job(path: &Path) -> anyhow::Result<BTreeMap<String, u32>> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut st = conn.prepare(
+        "SELECT job_id, COUNT(*) FROM translations WHERE job_id IS NOT NULL GROUP BY job_id",
+    )?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    Ok(rows)
+}
+
+/// The outcome stored in the cluster for each of `ids` that has one.
+async fn outcomes(
+    kv: &async_nats::jetstream::kv::Store,
+    ids: &[(String, String)],
+) -> anyhow::Result<BTreeMap<String, Value>> {
+    let mut found = BTreeMap::new();
+    for (_, id) in ids {
+        if let Some(bytes) = kv.get(id.as_str()).await? {
+            found.insert(id.clone(), serde_json::from_slice(&bytes)?);
+        }
+    }
+    Ok(found)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_accepted_by_a_hosting_instance_that_is_killed_all_complete_elsewhere()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let dir = TempDir::new("koan-demo-lost");
+    let nats = server.url();
+    let client = reqwest::Client::builder().timeout(PATIENCE).build()?;
+
+    // Two survivors translate, 2 at a time, 300 ms each: 50 jobs take them seconds,
+    // so most are still waiting when the accepting instance dies.
+    let a = Demo::start(
+        dir.path(),
+        "a",
+        &["--nats", &nats, "--services", "TranslationService"],
+        &translation_env(Duration::from_millis(300), 2),
+    )?;
+    let b = Demo::start(
+        dir.path(),
+        "b",
+        &["--nats", &nats, "--services", "TranslationService"],
+        &translation_env(Duration::from_millis(300), 2),
+    )?;
+    // The accepting instance hosts every service, `TranslationService` too; its own
+    // runs never finish before it dies (10 minutes each), so it holds jobs mid-run
+    // when killed.
+    let mut k = Demo::start(
+        dir.path(),
+        "k",
+        &["--nats", &nats],
+        &translation_env(Duration::from_secs(600), 2),
+    )?;
+
+    let url = k.url("/api/services/TranslationService/actions/translate?wait=false");
+    let mut ids = Vec::with_capacity(JOBS);
+    for n in 0..JOBS {
+        let file = format!("lost-{n:02}");
+        let resp = client
+            .post(&url)
+            .json(&json!({"fileId": file, "from": "en", "to": "fr"}))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let id = body["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no id in {body}"))?;
+        ids.push((file, id.to_owned()));
+    }
+    // Killed about a second later, once it is running jobs of its own (2).
+    let accepted = Instant::now();
+    within("the accepting instance to run two jobs", async {
+        loop {
+            let s: Value = client
+                .get(k.url("/api/services/TranslationService/status"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if s["in_flight"].as_u64() == Some(2) {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await??;
+    tokio::time::sleep_until((accepted + Duration::from_secs(1)).into()).await;
+    k.kill();
+
+    // Every accepted job gets an outcome, from the survivors.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.as_str()).await?);
+    let kv = js.get_key_value("koan_outcomes").await?;
+    let limit = 4 * PATIENCE;
+    let deadline = Instant::now() + limit;
+    let done = loop {
+        let done = outcomes(&kv, &ids).await?;
+        if done.len() == JOBS {
+            break done;
+        }
+        if Instant::now() >= deadline {
+            let missing: Vec<&str> = ids
+                .iter()
+                .filter(|(_, id)| !done.contains_key(id))
+                .map(|(f, _)| f.as_str())
+                .collect();
+            anyhow::bail!(
+                "after {limit:?}, {} of {JOBS} accepted jobs have no outcome (lost, or stranded with the dead host): {missing:?}",
+                missing.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (file, id) in &ids {
+        let o = &done[id];
+        assert_eq!(o["ok"]["fileId"], file.as_str(), "job {id} of {file}: {o}");
+    }
+
+    // One translation per job across the three databases (the killed one's too):
+    // a job runs again only when its claim lapsed, which its worker logs.
+    let logs = format!("{}{}", a.log(), b.log());
+    let mut stored: BTreeMap<String, u32> = BTreeMap::new();
+    for demo in [&a, &b, &k] {
+        for (id, n) in rows_by_job(&demo.db)? {
+            *stored.entry(id).or_default() += n;
+        }
+    }
+    for (file, id) in &ids {
+        let n = stored.remove(id).unwrap_or(0);
+        let fenced = logs
+            .lines()
+            .any(|l| l.contains("claim lapsed") && l.contains(id.as_str()));
+        assert!(
+            n == 1 || (n > 1 && fenced),
+            "job {id} of {file} stored {n} times (fenced run logged: {fenced})"
+        );
+    }
+    assert!(
+        stored.is_empty(),
+        "translations of jobs nobody accepted: {stored:?}"
+    );
+    let by = |d: &Demo| rows_by_job(&d.db).map(|r| r.len()).unwrap_or(0);
+    eprintln!(
+        "lost: {JOBS} accepted, all completed; by a: {}, by b: {}, by the killed instance: {}",
+        by(&a),
+        by(&b),
+        by(&k)
+    );
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! The cluster's job records: the KV bucket `koan_jobs`, key = the job's id (as in
+//! `koan_outcomes`), value = its [`JobRecord`] as JSON — what `GET /api/jobs/{id}`
+//! answers on any instance. Whoever performs a transition writes it: the accepting
+//! host `queued`, the worker `running` (with the attempt) and how the run ended, an
+//! operator on any instance `cancelled`. Every change after the first write is a
+//! compare-and-set on the entry's revision, so two writers never lose each other's
+//! change; a record is never what decides whether a job runs, except a cancel.
+
+use chrono::Utc;
+use koan::error::ErrorKind;
+use koan::job::{
+    ClaimRequest, Finish, JobRecord, JobState, JobStep, NewJob, apply_cancel, apply_claim,
+    apply_finish, cut_result, wrong_state,
+};
+use koan::{Error, action::ErrorBody};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::subjects;
+use crate::transport::{NatsTransport, unavailable};
+use crate::wire::Job;
+
+/// The largest result a record keeps (a JSON string of its start when cut).
+const RESULT_CAP: usize = 64 * 1024;
+
+/// Compare-and-set attempts before a change gives up (each lost to another writer).
+const RACES: usize = 5;
+
+/// The record of a job before any run.
+pub(crate) fn queued(t: &NatsTransport, job: &Job) -> JobRecord {
+    let now = Utc::now();
+    NewJob {
+        id: job.id.clone(),
+        service: job.service.clone(),
+        steps: vec![JobStep {
+            action: job.action.clone(),
+            params: job.params.clone(),
+            timeout_ms: job.timeout_ms,
+        }],
+        priority: job.priority,
+        correlation_id: job.correlation_id.clone(),
+        // The message does not carry the key (its id is made from it).
+        idempotency_key: None,
+        created_at: now,
+        run_at: now,
+        max_attempts: u32::try_from(t.inner.opts.max_deliver).unwrap_or(u32::MAX),
+    }
+    .into_record()
+}
+
+fn encode(r: &JobRecord) -> bytes::Bytes {
+    serde_json::to_vec(r).unwrap_or_default().into()
+}
+
+/// Writes the first record of `job` unless there is one (its worker may have been
+/// quicker). A failure is logged: the job is stored and runs all the same.
+pub(crate) async fn accepted(t: &NatsTransport, job: &Job) {
+    let r = queued(t, job);
+    match t
+        .inner
+        .records
+        .create(subjects::key(&job.id), encode(&r))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => {
+            tracing::warn!(id = %job.id, error = %e, "could not write the record of an accepted job; the job runs all the same")
+        }
+    }
+}
+
+/// The record of `id`, read from the bucket.
+pub(crate) async fn get(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
+    let what = || format!("the cluster's record of job {id}");
+    let entry = t
+        .inner
+        .records
+        .get(subjects::key(id))
+        .await
+        .map_err(|e| unavailable(format!("{} cannot be read: {e}", what())))?;
+    entry
+        .map(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| unavailable(format!("{} is unreadable: {e}", what())))
+        })
+        .transpose()
+}
+
+/// Applies `change` to the record of `id` with a compare-and-set, again after a
+/// race; `change` answers whether to write. The record as it stands after, `None`
+/// when there is none (and `or_new` gives none to create).
+async fn change(
+    t: &NatsTransport,
+    id: &str,
+    or_new: Option<&JobRecord>,
+    mut change: impl FnMut(&mut JobRecord) -> Result<bool, Error>,
+) -> Result<Option<JobRecord>, Error> {
+    let key = subjects::key(id);
+    let kv = &t.inner.records;
+    for _ in 0..RACES {
+        let entry = kv
+            .entry(key.clone())
+            .await
+            .map_err(|e| unavailable(format!("the record of job {id} cannot be read: {e}")))?;
+        let entry = entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put);
+        let Some(entry) = entry else {
+            let Some(new) = or_new else { return Ok(None) };
+            let mut r = new.clone();
+            if !change(&mut r)? {
+                return Ok(Some(r));
+            }
+            match kv.create(key.clone(), encode(&r)).await {
+                Ok(_) => return Ok(Some(r)),
+                // Written meanwhile: change that one.
+                Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(unavailable(format!(
+                        "the record of job {id} cannot be written: {e}"
+                    )));
+                }
+            }
+        };
+        let mut r: JobRecord = serde_json::from_slice(&entry.value)
+            .map_err(|e| unavailable(format!("the record of job {id} is unreadable: {e}")))?;
+        if !change(&mut r)? {
+            return Ok(Some(r));
+        }
+        match kv.update(key.clone(), encode(&r), entry.revision).await {
+            Ok(_) => return Ok(Some(r)),
+            // Another writer came first: read again.
+            Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
+                continue;
+            }
+            Err(e) => {
+                return Err(unavailable(format!(
+                    "the record of job {id} cannot be written: {e}"
+                )));
+            }
+        }
+    }
+    Err(unavailable(format!(
+        "the record of job {id} kept changing under {RACES} attempts to write it"
+    )))
+}
+
+/// Whether a run may start: `None` when the job was cancelled (read from its
+/// record now). Otherwise the record is set `running` (attempt `attempt` on this
+/// host) in the background, and the task that does it is returned, for
+/// [`finish`] to come after it. A record that cannot be read or written does not
+/// stop the run.
+pub(crate) async fn start(t: &NatsTransport, job: &Job, attempt: u32) -> Option<JoinHandle<()>> {
+    if cancelled(t, &job.id).await {
+        return None;
+    }
+    let now = Utc::now();
+    let claim = ClaimRequest {
+        service: job.service.clone(),
+        limit: 1,
+        now,
+        lease_until: now + chrono::Duration::from_std(t.inner.opts.ack_wait).unwrap_or_default(),
+        instance: t.inner.host_id.clone(),
+    };
+    let first = queued(t, job);
+    let (t, id) = (t.clone(), job.id.clone());
+    Some(tokio::spawn(async move {
+        let r = change(&t, &id, Some(&first), |r| {
+            // Cancelled since (the run's progress check stops it), over, or
+            // claimed by a later delivery: not this run's to write.
+            let moved_on = r.state == JobState::Cancelled
+                || r.state.is_final()
+                || (r.state == JobState::Running && r.attempts > attempt);
+            if moved_on {
+                return Ok(false);
+            }
+            // The delivery count is the attempt: a run that died left no trace.
+            r.attempts = attempt.saturating_sub(1);
+            apply_claim(r, &claim);
+            // JetStream holds the claim (renewed by progress acks): the record
+            // names no lease end it would not keep up to date.
+            r.lease_until = None;
+            Ok(true)
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(id = %id, error = %e, "could not record a durable job's start; it runs all the same");
+        }
+    }))
+}
+
+/// Whether job `id` was cancelled (asked while it runs).
+pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
+    matches!(get(t, id).await, Ok(Some(r)) if r.state == JobState::Cancelled)
+}
+
+/// Records how run `attempt` ended, unless the job was cancelled meanwhile — in the
+/// background: the outcome (in `koan_outcomes`) is what the job's end waits for, the
+/// record follows. A write that comes late finds the record moved on (final, or
+/// another attempt running) and leaves it.
+pub(crate) fn finish(
+    t: &NatsTransport,
+    id: &str,
+    attempt: u32,
+    how: Finish,
+    after: Option<JoinHandle<()>>,
+) {
+    let (t, id) = (t.clone(), id.to_owned());
+    tokio::spawn(async move {
+        if let Some(started) = after {
+            let _ = started.await;
+        }
+        let now = Utc::now();
+        let r = change(&t, &id, None, |r| {
+            let moved_on =
+                r.state.is_final() || (r.state == JobState::Running && r.attempts != attempt);
+            if moved_on {
+                return Ok(false);
+            }
+            apply_finish(r, how.clone(), now);
+            Ok(true)
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(id = %id, error = %e, "could not record how a durable job's run ended");
+        }
+    });
+}
+
+/// `Finish::Succeeded` with the result cut to the record's cap.
+pub(crate) fn succeeded(result: Value) -> Finish {
+    let (result, truncated) = cut_result(result, RESULT_CAP);
+    Finish::Succeeded { result, truncated }
+}
+
+/// `Finish::Dead` for `e`.
+pub(crate) fn dead(e: &Error) -> Finish {
+    Finish::Dead {
+        error: ErrorBody::from(e),
+    }
+}
+
+/// Cancels job `id`: `None` when the cluster has no record of it.
+pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
+    let now = Utc::now();
+    change(t, id, None, |r| {
+        if r.state.is_final() {
+            return Err(wrong_state(id, r.state, "cancel", "not final"));
+        }
+        apply_cancel(r, now);
+        Ok(true)
+    })
+    .await
+}
+
+/// Forgets the record of a final job whose message is gone from the queue: `false`
+/// when there is none.
+pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
+    let Some(r) = get(t, id).await? else {
+        return Ok(false);
+    };
+    if !r.state.is_final() {
+        // Its message is still in the queue: it would run and be recorded again.
+        return Err(wrong_state(
+            id,
+            r.state,
+            "delete",
+            "final (cancel it first)",
+        ));
+    }
+    // A cancelled job's message may still wait in the queue: without its record a
+    // worker would run it. Its outcome is written when a worker drops it.
+    let dropped = t.inner.outcomes.get(subjects::key(id)).await;
+    if !matches!(dropped, Ok(Some(_))) {
+        return Err(Error::new(
+            ErrorKind::JobState,
+            format!(
+                "job `{id}` is {} but its message still waits in the cluster's queue; delete it once an instance has taken and dropped it",
+                r.state
+            ),
+        ));
+    }
+    t.inner
+        .records
+        .delete(subjects::key(id))
+        .await
+        .map_err(|e| unavailable(format!("the record of job {id} cannot be deleted: {e}")))?;
+    Ok(true)
+}
+
+/// The error a cancelled job's waiters get.
+pub(crate) fn cancelled_error(id: &str) -> Error {
+    Error::new(ErrorKind::JobState, format!("job `{id}` was cancelled"))
+}

@@ -1,0 +1,153 @@
+//! Jobs kept by the transport's durable queue, which every instance of the cluster
+//! reads: the job of a service in another process, and in cluster mode the job of a
+//! service this host runs too, so that any live instance runs it should this host die.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::enqueue::checked_step;
+use super::request::ActionRequest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::HostInner;
+use crate::job::{JobStep, JobTicket, NewJob, keyed_job_id, new_job_id};
+use crate::payload::Payload;
+use crate::registry::ServiceCell;
+use crate::transport::{RemoteCall, Transport};
+
+impl ActionRequest {
+    /// Whether this job of the local service `cell` goes to the cluster's shared
+    /// queue: the transport shares the service's jobs (this host serves it there),
+    /// and the job is one the queue can keep — one action, due now. Delayed jobs and
+    /// chains stay in this host's store, the queue running jobs at once and one
+    /// action each.
+    pub(super) fn shared(&self, inner: &HostInner, cell: &ServiceCell) -> bool {
+        self.when.is_none()
+            && self.steps.len() == 1
+            && inner
+                .transport
+                .as_ref()
+                .is_some_and(|t| t.shares_jobs_of(&cell.spec.name))
+    }
+
+    /// Checks the job against the local service (as for the local store), then
+    /// hands it to the transport's shared queue.
+    pub(super) async fn enqueue_shared(
+        mut self,
+        inner: &Arc<HostInner>,
+        cell: &Arc<ServiceCell>,
+        correlation: Arc<str>,
+    ) -> Result<JobTicket> {
+        let (Some(transport), Some(step)) = (inner.transport.clone(), self.steps.take_single())
+        else {
+            return Err(Error::new(
+                ErrorKind::ServiceUnavailable,
+                format!(
+                    "jobs of `{}` cannot go to the cluster's queue: no transport, or not one action",
+                    cell.spec.name
+                ),
+            ));
+        };
+        let priority = step.priority;
+        let JobStep {
+            action,
+            params,
+            timeout_ms,
+        } = checked_step(inner, cell, step)?;
+        let call = RemoteCall {
+            service: cell.spec.name.to_string(),
+            action,
+            params,
+            priority,
+            timeout: timeout_ms.map(std::time::Duration::from_millis),
+            correlation_id: correlation.to_string(),
+        };
+        let ticket = hand_over(inner, transport, call, self.idempotency_key, correlation).await?;
+        if ticket.created() {
+            metrics::counter!("koan_jobs_enqueued_total", "service" => cell.spec.name.to_string())
+                .increment(1);
+        }
+        Ok(ticket)
+    }
+}
+
+/// Hands `call` to the transport's durable queue; the ticket's outcome comes from
+/// the transport. This host keeps the job's record (`GET /api/jobs/{id}`).
+pub(super) async fn hand_over(
+    inner: &Arc<HostInner>,
+    transport: Arc<dyn Transport>,
+    call: RemoteCall,
+    idempotency_key: Option<String>,
+    correlation: Arc<str>,
+) -> Result<JobTicket> {
+    // A key names one job of the service: its repeats are de-duplicated by id.
+    let id: Arc<str> = match &idempotency_key {
+        Some(key) => Arc::from(keyed_job_id(&call.service, key)),
+        None => Arc::from(new_job_id()),
+    };
+    let now = inner.config.clock.now();
+    let record = NewJob {
+        id: id.to_string(),
+        service: call.service.clone(),
+        steps: vec![JobStep {
+            action: call.action.clone(),
+            params: call.params.clone(),
+            timeout_ms: call
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        }],
+        priority: call.priority,
+        correlation_id: correlation.to_string(),
+        idempotency_key: idempotency_key.clone(),
+        created_at: now,
+        run_at: now,
+        max_attempts: 1,
+    }
+    .into_record();
+    let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
+    let what = format!("durable action `{}` of `{}`", call.action, call.service);
+    // Waiting starts before the job exists, so its outcome cannot slip by.
+    let wait = transport.outcome(&id);
+    let created = match transport.enqueue(call, &id).await {
+        Ok(created) => created,
+        Err(e) if e.kind() == ErrorKind::Timeout => {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{} — the outcome is unknown: job {id} may be stored and would then run once. {}",
+                    e.message(),
+                    match &idempotency_key {
+                        Some(k) => format!(
+                            "Repeating the call with the same idempotency key (`{}`) is safe: it never runs twice",
+                            k.escape_debug()
+                        ),
+                        None => "Give calls an idempotency key to repeat them safely".to_owned(),
+                    }
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    if created || inner.jobs.remote.get(&id).is_none() {
+        inner.jobs.remote.insert(record);
+    }
+    let (tx, rx) = oneshot::channel();
+    let (host, id2) = (Arc::clone(inner), Arc::clone(&id));
+    tokio::spawn(async move {
+        // Queue time counts: the ticket is answered at the deadline at the latest.
+        let r = match deadline {
+            None => wait.await,
+            Some(d) => tokio::time::timeout_at(d, wait).await.unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{what} did not finish within its timeout (queue time included); its outcome is unknown"),
+                ))
+            }),
+        };
+        let r = r.map(Payload::Json);
+        host.jobs.remote.finish(&id2, &r, host.config.clock.now());
+        let _ = tx.send(r);
+    });
+    Ok(JobTicket::remote(id, correlation, created, rx))
+}
