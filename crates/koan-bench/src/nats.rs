@@ -2,12 +2,16 @@
 //! async-nats request/reply and raw JetStream publish + pull consume.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::StreamExt;
-use koan::{Host, HostHandle};
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, Host, HostHandle, Service,
+    ServiceContext, ServiceOptions,
+};
 use koan_nats::{NatsOptions, NatsTransport};
 use serde_json::{Value, json};
 
@@ -90,6 +94,7 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     // Host A runs the service and serves it to the cluster; host B only calls.
     let host_a = Host::builder()
         .instance(Calc)
+        .instance(WideCalc)
         .transport(ta.clone().into_transport())
         .build()?
         .start();
@@ -159,30 +164,40 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
         ..Default::default()
     })
     .await?;
-    let (mut ks, mut rs) = (Vec::new(), Vec::new());
+    let (mut ks, mut ws, mut rs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=rounds {
-        let k = koan_durable(&host_b, jobs).await?;
+        let k = koan_durable(&host_b, "Calc", jobs).await?;
+        let w = koan_durable(&host_b, "WideCalc", jobs).await?;
         let r = raw_durable(&js, jobs, round).await?;
         if round > 0 {
             ks.push(k);
+            ws.push(w);
             rs.push(r);
         }
     }
-    let row = Row::new(
-        "B8",
-        "durable enqueue → done",
-        "jobs/s",
-        Better::Higher,
-        median(&ks),
-    )
-    .baseline("raw JetStream publish + pull/ack", Some(median(&rs)));
-    let met = row
-        .ratio("raw JetStream publish + pull/ack")
-        .map(|r| r >= 0.7);
-    rows.push(
-        row.goal("≥ 0.7× raw", met)
-            .note(format!("{jobs} jobs/round from 32 producers, file storage")),
-    );
+    // koan claims only what a service can run (its `max_concurrency`), where the raw
+    // consumer prefetches a batch: with one at a time, each job waits for its own
+    // pull. Both are measured; the goal is read on the service that may run as many
+    // jobs at once as the raw consumer holds.
+    for (samples, what, goal) in [
+        (&ks, "durable enqueue → done, max_concurrency 1", false),
+        (&ws, "durable enqueue → done, max_concurrency 64", true),
+    ] {
+        let row = Row::new("B8", what, "jobs/s", Better::Higher, median(samples))
+            .baseline("raw JetStream publish + pull/ack", Some(median(&rs)))
+            .note(format!(
+                "{jobs} jobs/round from 32 producers, file storage; raw: one consumer, default prefetch"
+            ));
+        let row = if goal {
+            let met = row
+                .ratio("raw JetStream publish + pull/ack")
+                .map(|r| r >= 0.7);
+            row.goal("≥ 0.7× raw", met)
+        } else {
+            row
+        };
+        rows.push(row);
+    }
 
     responder.abort();
     node.detach().await;
@@ -224,7 +239,7 @@ async fn raw_rtt(client: &async_nats::Client, n: u64) -> anyhow::Result<f64> {
 const PRODUCERS: u64 = 32;
 
 /// Jobs/s from the first enqueue to the last outcome.
-async fn koan_durable(host: &HostHandle, jobs: u64) -> anyhow::Result<f64> {
+async fn koan_durable(host: &HostHandle, service: &'static str, jobs: u64) -> anyhow::Result<f64> {
     let per = jobs / PRODUCERS;
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -234,7 +249,7 @@ async fn koan_durable(host: &HostHandle, jobs: u64) -> anyhow::Result<f64> {
             let mut tickets = Vec::with_capacity(per as usize);
             for i in 0..per {
                 tickets.push(
-                    host.service("Calc")
+                    host.service(service)
                         .action("add", json!({ "a": p * per + i, "b": 1 }))
                         .enqueue()
                         .await?,
@@ -307,4 +322,32 @@ async fn raw_durable(js: &jetstream::Context, jobs: u64, round: usize) -> anyhow
     let rate = total as f64 / t.elapsed().as_secs_f64();
     let _ = stream.delete_consumer(&name).await;
     Ok(rate)
+}
+
+/// `Calc`'s action on a service that may run 64 jobs at once (B8 durable).
+#[derive(Debug, Default)]
+struct WideCalc;
+
+impl Service for WideCalc {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("WideCalc").max_concurrency(64)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "add",
+            |_svc: Arc<Self>, p: AddReq, _cx: ActionContext| async move {
+                Ok::<u64, BoxError>(p.a + p.b)
+            },
+        );
+    }
+}
+
+impl BackgroundService for WideCalc {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
 }
