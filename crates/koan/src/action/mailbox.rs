@@ -3,12 +3,14 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+use crate::sync::{AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering};
 
 use super::declare::ActionEntry;
 use super::payload::Payload;
@@ -105,8 +107,7 @@ impl State {
     }
 }
 
-/// A bounded priority queue; workers wait with [`Mailbox::ready`] and take with
-/// [`Mailbox::try_take`].
+/// A bounded priority queue; workers take from it with [`Mailbox::next`].
 pub(crate) struct Mailbox {
     service: Arc<str>,
     state: Mutex<State>,
@@ -139,7 +140,7 @@ impl Mailbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -179,7 +180,7 @@ impl Mailbox {
         let len = st.len;
         // Under the lock, as every write of `len`: stored after it, a push's count
         // could land after a worker's emptier one, leaving `len > 0` on an empty queue
-        // (`ready` then never waits again and the workers spin, even past `close`).
+        // (`ready` would then report work that is not there, even past `close`).
         self.len.store(len, AtomicOrdering::Relaxed);
         drop(st);
         self.depth.set(len as f64);
@@ -187,11 +188,37 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Waits for a job and for the slot to run it in: `slot()` is awaited first, and
+    /// the job taken only once it is held, so a job leaves the queue when it can run
+    /// and a later, higher-priority job still goes first. `None` once the mailbox is
+    /// closed and empty.
+    ///
+    /// A take that finds nothing (another worker was first) waits for the next push
+    /// or the close, armed before the take, instead of asking [`ready`](Self::ready)
+    /// again: a worker never loops without awaiting, whatever the count says.
+    pub(crate) async fn next<S, F>(&self, mut slot: impl FnMut() -> F) -> Option<(Job, S)>
+    where
+        F: Future<Output = S>,
+    {
+        while self.ready().await {
+            let held = slot().await;
+            // Completes on a `notify_one` after it is polled (or on one left over),
+            // and on any `close` after this line. Creating it costs one atomic load.
+            let pushed_or_closed = self.notify.notified();
+            match self.take(self.lock()) {
+                Some(job) => return Some((job, held)),
+                None => {
+                    drop(held);
+                    pushed_or_closed.await;
+                }
+            }
+        }
+        None
+    }
+
     /// Waits until a job is queued (`true`) or the mailbox is closed and empty
-    /// (`false`). Takes nothing: a worker first secures a concurrency slot, then
-    /// [`try_take`](Self::try_take)s, so a job leaves the queue only when it can run
-    /// and a later, higher-priority job still goes first.
-    pub(crate) async fn ready(&self) -> bool {
+    /// (`false`). Takes nothing.
+    async fn ready(&self) -> bool {
         // Work already waiting needs no wake-up registration.
         if !self.is_empty() {
             return true;
@@ -213,11 +240,6 @@ impl Mailbox {
         }
     }
 
-    /// The highest-priority job, if one waits.
-    pub(crate) fn try_take(&self) -> Option<Job> {
-        self.take(self.lock())
-    }
-
     /// Whether nothing waits: a caller may then run an action itself (see
     /// `action::inline`) without overtaking queued work.
     pub(crate) fn is_empty(&self) -> bool {
@@ -225,11 +247,11 @@ impl Mailbox {
     }
 
     /// The highest-priority job, if any, under the lock `st` (released here).
-    fn take(&self, mut st: std::sync::MutexGuard<'_, State>) -> Option<Job> {
+    fn take(&self, mut st: MutexGuard<'_, State>) -> Option<Job> {
         let Some(job) = st.pop() else {
             // The count and the queues agree. A count left above zero with nothing
-            // queued would have `ready` report work forever and the workers spin
-            // without awaiting (a test on a paused clock would hang, not fail).
+            // queued would have `ready` report work forever, and callers queue behind
+            // it instead of running their action themselves.
             debug_assert_eq!(
                 st.len, 0,
                 "the mailbox of `{}` counts jobs it does not hold",

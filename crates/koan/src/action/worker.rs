@@ -19,12 +19,9 @@ use crate::util::{catch_unwind, fmt_duration};
 /// One worker of a service; `max_concurrency` of them share the mailbox. A job is
 /// taken only once a concurrency slot is held, so it leaves the queue when it can run.
 pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
-    while cell.mailbox.ready().await {
-        let _slot = cell.slots.take().await;
-        if let Some(job) = cell.mailbox.try_take() {
-            // Queued jobs answer through their reply channel.
-            let _ = run_counted(&host, &cell, job, Instant::now()).await;
-        }
+    while let Some((job, _slot)) = cell.mailbox.next(|| cell.slots.take()).await {
+        // Queued jobs answer through their reply channel.
+        let _ = run_counted(&host, &cell, job, Instant::now()).await;
     }
 }
 
