@@ -205,7 +205,16 @@ impl Mailbox {
             // Completes on a `notify_one` after it is polled (or on one left over),
             // and on any `close` after this line. Creating it costs one atomic load.
             let pushed_or_closed = self.notify.notified();
-            match self.take(self.lock()) {
+            let taken = {
+                let st = self.lock();
+                if st.closed {
+                    // Closed (and so empty) while this worker waited for its slot, or
+                    // seen late by `ready`'s lock-free look: no later close wakes it.
+                    return None;
+                }
+                self.take(st)
+            };
+            match taken {
                 Some(job) => return Some((job, held)),
                 None => {
                     drop(held);
@@ -309,3 +318,4 @@ impl Mailbox {
         drained
     }
 }
+
