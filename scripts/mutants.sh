@@ -55,7 +55,7 @@ declare -A package=(
 # The integration tests (crates/koan/tests/<name>.rs) that exercise each file.
 declare -A tests=(
   [schedule]="periodic_schedule periodic_edges schedule_parse config_layers"
-  [driver]="periodic_schedule periodic_edges lifecycle_shutdown"
+  [driver]="periodic_schedule periodic_edges periodic_poke_timeout lifecycle_shutdown"
   [mailbox]="actions_mailbox actions_inline actions_timeout actions_grace mailbox_property lifecycle_shutdown"
   [slots]="actions_mailbox actions_inline actions_timeout actions_grace lifecycle_shutdown"
   [supervisor]="supervision supervision_edges health_status lifecycle_startup lifecycle_shutdown"
