@@ -35,7 +35,11 @@ impl HealthStatus {
 
     /// The IETF health-check draft's vocabulary: `pass`, `warn`, `fail`.
     pub fn as_check_status(self) -> &'static str {
-        "" /* ~ changed by cargo-mutants ~ */
+        match self {
+            HealthStatus::Healthy => "pass",
+            HealthStatus::Degraded => "warn",
+            HealthStatus::Unhealthy => "fail",
+        }
     }
 }
 
