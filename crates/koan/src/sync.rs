@@ -1,5 +1,5 @@
 //! The synchronization primitives of the hand-written concurrency (`action/slots.rs`,
-//! `event/ring.rs`): the standard ones and tokio's `Notify`, or under
+//! `action/mailbox.rs`, `event/ring.rs`): the standard ones and tokio's `Notify`, or under
 //! `--cfg koan_loom` loom's, so a loom model checks the real code.
 
 #[cfg(not(koan_loom))]
@@ -27,8 +27,11 @@ pub(crate) fn seqcst_fence() {
 }
 
 /// The part of `tokio::sync::Notify` the code uses (`notified`, `enable`,
-/// `notify_waiters`) on loom's primitives: a `Notified` completes once
-/// `notify_waiters` was called after it was created.
+/// `notify_one`, `notify_waiters`) on loom's primitives, with tokio's semantics: a
+/// `Notified` completes once `notify_waiters` was called after it was created, or
+/// once it took a `notify_one` — sent to the longest-registered waiter (registered
+/// by `enable` or a poll), or left as the one permit the next waiter to register
+/// takes. A waiter dropped with a `notify_one` it did not take passes it on.
 #[cfg(koan_loom)]
 mod notify {
     use std::future::Future;
@@ -38,8 +41,35 @@ mod notify {
     use loom::sync::Mutex;
 
     #[derive(Debug, Default)]
+    struct State {
+        /// `notify_waiters` calls so far.
+        epoch: u64,
+        /// A `notify_one` that found no waiter.
+        permit: bool,
+        next_id: u64,
+        /// Registered waiters, oldest first.
+        waiting: Vec<(u64, Option<Waker>)>,
+        /// Waiters given a `notify_one`, not yet polled.
+        woken: Vec<u64>,
+    }
+
+    impl State {
+        fn notify_one(&mut self) {
+            if self.waiting.is_empty() {
+                self.permit = true;
+                return;
+            }
+            let (id, waker) = self.waiting.remove(0);
+            self.woken.push(id);
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    #[derive(Debug, Default)]
     pub(crate) struct Notify {
-        state: Mutex<(u64, Vec<Waker>)>,
+        state: Mutex<State>,
     }
 
     impl Notify {
@@ -48,22 +78,33 @@ mod notify {
         }
 
         pub(crate) fn notified(&self) -> Notified<'_> {
-            let epoch = self.state.lock().map(|s| s.0).unwrap_or(0);
+            let epoch = self.state.lock().map(|s| s.epoch).unwrap_or(0);
             Notified {
                 notify: self,
                 epoch,
+                id: None,
+                done: false,
+            }
+        }
+
+        pub(crate) fn notify_one(&self) {
+            if let Ok(mut s) = self.state.lock() {
+                s.notify_one();
             }
         }
 
         pub(crate) fn notify_waiters(&self) {
-            let wakers = match self.state.lock() {
+            let waiting = match self.state.lock() {
                 Ok(mut s) => {
-                    s.0 += 1;
-                    std::mem::take(&mut s.1)
+                    s.epoch += 1;
+                    std::mem::take(&mut s.waiting)
                 }
                 Err(_) => return,
             };
-            wakers.into_iter().for_each(Waker::wake);
+            waiting
+                .into_iter()
+                .filter_map(|(_, w)| w)
+                .for_each(Waker::wake);
         }
     }
 
@@ -71,11 +112,58 @@ mod notify {
     pub(crate) struct Notified<'a> {
         notify: &'a Notify,
         epoch: u64,
+        /// Set once registered.
+        id: Option<u64>,
+        done: bool,
     }
 
     impl Notified<'_> {
-        /// Registered from creation on: nothing to do.
+        /// Registers for `notify_one` (taking a permit left over); whether it is done.
         pub(crate) fn enable(self: Pin<&mut Self>) -> bool {
+            self.get_mut().check(None)
+        }
+
+        fn check(&mut self, waker: Option<&Waker>) -> bool {
+            if self.done {
+                return true;
+            }
+            let Ok(mut s) = self.notify.state.lock() else {
+                self.done = true;
+                return true;
+            };
+            let woken = self.id.and_then(|id| s.woken.iter().position(|w| *w == id));
+            if s.epoch != self.epoch || woken.is_some() {
+                if let Some(i) = woken {
+                    s.woken.remove(i);
+                }
+                if let Some(id) = self.id
+                    && let Some(i) = s.waiting.iter().position(|(w, _)| *w == id)
+                {
+                    s.waiting.remove(i);
+                }
+                self.done = true;
+                return true;
+            }
+            match self.id {
+                Some(id) => {
+                    if let (Some(waker), Some(entry)) =
+                        (waker, s.waiting.iter_mut().find(|(w, _)| *w == id))
+                    {
+                        entry.1 = Some(waker.clone());
+                    }
+                }
+                None if s.permit => {
+                    s.permit = false;
+                    self.done = true;
+                    return true;
+                }
+                None => {
+                    let id = s.next_id;
+                    s.next_id += 1;
+                    s.waiting.push((id, waker.cloned()));
+                    self.id = Some(id);
+                }
+            }
             false
         }
     }
@@ -83,14 +171,27 @@ mod notify {
     impl Future for Notified<'_> {
         type Output = ();
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            let Ok(mut s) = self.notify.state.lock() else {
-                return Poll::Ready(());
-            };
-            if s.0 != self.epoch {
-                return Poll::Ready(());
+            if self.get_mut().check(Some(cx.waker())) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            s.1.push(cx.waker().clone());
-            Poll::Pending
+        }
+    }
+
+    impl Drop for Notified<'_> {
+        fn drop(&mut self) {
+            let (Some(id), false) = (self.id, self.done) else {
+                return;
+            };
+            let Ok(mut s) = self.notify.state.lock() else {
+                return;
+            };
+            s.waiting.retain(|(w, _)| *w != id);
+            if let Some(i) = s.woken.iter().position(|w| *w == id) {
+                s.woken.remove(i);
+                s.notify_one();
+            }
         }
     }
 }

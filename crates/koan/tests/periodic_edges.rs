@@ -331,6 +331,67 @@ async fn a_trigger_during_a_scheduled_run_is_coalesced_and_one_after_it_is_not()
     Ok(())
 }
 
+/// Two triggers merged into one queued run, with timeouts of 2 s and 5 s: the run
+/// keeps the later deadline (its token is cancelled at 5 s, and a run that ignores
+/// it is dropped after the 1 s action grace), not the earlier one, nor none.
+#[tokio::test(start_paused = true)]
+async fn triggers_merged_behind_a_run_keep_the_later_deadline() -> anyhow::Result<()> {
+    type H = Held<1>;
+    let (svc, gate, _runs) = held::<1>();
+    let host = testing::host().instance(svc).build()?.start();
+    host.started().await?;
+
+    // A first run without a deadline, held open.
+    let first = {
+        let host = host.clone();
+        tokio::spawn(async move { host.services::<H>().trigger().await })
+    };
+    testing::wait_state(&host, "held", ServiceState::Running).await;
+    let t0 = Instant::now();
+    let trigger = |secs: u64| {
+        let host = host.clone();
+        tokio::spawn(async move {
+            host.service("held")
+                .action("trigger", ())
+                .timeout(Duration::from_secs(secs))
+                .execute()
+                .await
+        })
+    };
+    let early = trigger(2);
+    testing::settle().await;
+    let late = trigger(5);
+    testing::settle().await;
+    assert_eq!(host.status("held")?.queue_depth, 1, "the two are merged");
+
+    // The first run ends; the merged one starts and never finishes by itself.
+    gate.add_permits(1);
+    testing::within("the first run", first).await??;
+    let status = testing::within(
+        "the merged run, dropped after its later deadline",
+        testing::wait_runs(&host, "held", 2),
+    )
+    .await;
+    assert_eq!(
+        status.last_run.map(|r| r.outcome),
+        Some(koan::status::RunOutcome::TimedOut)
+    );
+    let ended = t0.elapsed();
+    assert!(
+        ended >= Duration::from_secs(6)
+            && ended <= Duration::from_secs(6) + Duration::from_millis(10),
+        "dropped at the later deadline (5 s) plus the grace (1 s), not at {ended:?}"
+    );
+    for caller in [early, late] {
+        let e = testing::within("a merged caller", caller)
+            .await?
+            .expect_err("the run timed out");
+        assert_eq!(e.kind(), koan::error::ErrorKind::Timeout, "{e}");
+    }
+    testing::stop(&host).await?;
+    Ok(())
+}
+
 /// A transport that holds (or not) every singleton lease; it reaches no other host.
 #[derive(Debug)]
 struct Lease {

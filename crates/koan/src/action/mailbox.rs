@@ -3,12 +3,14 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+use crate::sync::{AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering};
 
 use super::table::ActionEntry;
 use crate::error::{Error, ErrorKind, Result};
@@ -105,8 +107,7 @@ impl State {
     }
 }
 
-/// A bounded priority queue; workers wait with [`Mailbox::ready`] and take with
-/// [`Mailbox::try_take`].
+/// A bounded priority queue; workers take from it with [`Mailbox::next`].
 pub(crate) struct Mailbox {
     service: Arc<str>,
     state: Mutex<State>,
@@ -139,7 +140,7 @@ impl Mailbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -179,7 +180,7 @@ impl Mailbox {
         let len = st.len;
         // Under the lock, as every write of `len`: stored after it, a push's count
         // could land after a worker's emptier one, leaving `len > 0` on an empty queue
-        // (`ready` then never waits again and the workers spin, even past `close`).
+        // (`ready` would then report work that is not there, even past `close`).
         self.len.store(len, AtomicOrdering::Relaxed);
         drop(st);
         self.depth.set(len as f64);
@@ -187,11 +188,46 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Waits for a job and for the slot to run it in: `slot()` is awaited first, and
+    /// the job taken only once it is held, so a job leaves the queue when it can run
+    /// and a later, higher-priority job still goes first. `None` once the mailbox is
+    /// closed and empty.
+    ///
+    /// A take that finds nothing (another worker was first) waits for the next push
+    /// or the close, armed before the take, instead of asking [`ready`](Self::ready)
+    /// again: a worker never loops without awaiting, whatever the count says.
+    pub(crate) async fn next<S, F>(&self, mut slot: impl FnMut() -> F) -> Option<(Job, S)>
+    where
+        F: Future<Output = S>,
+    {
+        while self.ready().await {
+            let held = slot().await;
+            // Completes on a `notify_one` after it is polled (or on one left over),
+            // and on any `close` after this line. Creating it costs one atomic load.
+            let pushed_or_closed = self.notify.notified();
+            let taken = {
+                let st = self.lock();
+                if st.closed {
+                    // Closed (and so empty) while this worker waited for its slot, or
+                    // seen late by `ready`'s lock-free look: no later close wakes it.
+                    return None;
+                }
+                self.take(st)
+            };
+            match taken {
+                Some(job) => return Some((job, held)),
+                None => {
+                    drop(held);
+                    pushed_or_closed.await;
+                }
+            }
+        }
+        None
+    }
+
     /// Waits until a job is queued (`true`) or the mailbox is closed and empty
-    /// (`false`). Takes nothing: a worker first secures a concurrency slot, then
-    /// [`try_take`](Self::try_take)s, so a job leaves the queue only when it can run
-    /// and a later, higher-priority job still goes first.
-    pub(crate) async fn ready(&self) -> bool {
+    /// (`false`). Takes nothing.
+    async fn ready(&self) -> bool {
         // Work already waiting needs no wake-up registration.
         if !self.is_empty() {
             return true;
@@ -213,11 +249,6 @@ impl Mailbox {
         }
     }
 
-    /// The highest-priority job, if one waits.
-    pub(crate) fn try_take(&self) -> Option<Job> {
-        self.take(self.lock())
-    }
-
     /// Whether nothing waits: a caller may then run an action itself (see
     /// `action::inline`) without overtaking queued work.
     pub(crate) fn is_empty(&self) -> bool {
@@ -225,11 +256,11 @@ impl Mailbox {
     }
 
     /// The highest-priority job, if any, under the lock `st` (released here).
-    fn take(&self, mut st: std::sync::MutexGuard<'_, State>) -> Option<Job> {
+    fn take(&self, mut st: MutexGuard<'_, State>) -> Option<Job> {
         let Some(job) = st.pop() else {
             // The count and the queues agree. A count left above zero with nothing
-            // queued would have `ready` report work forever and the workers spin
-            // without awaiting (a test on a paused clock would hang, not fail).
+            // queued would have `ready` report work forever, and callers queue behind
+            // it instead of running their action themselves.
             debug_assert_eq!(
                 st.len, 0,
                 "the mailbox of `{}` counts jobs it does not hold",
@@ -285,5 +316,97 @@ impl Mailbox {
         self.depth.set(0.0);
         self.notify.notify_waiters();
         drained
+    }
+}
+
+/// Loom models (`RUSTFLAGS="--cfg koan_loom" cargo test -p koan --lib loom`): the
+/// hand-off between pushes, two workers taking with [`Mailbox::next`], and the close.
+#[cfg(all(test, koan_loom))]
+mod loom_model {
+    use std::sync::Arc;
+
+    use loom::sync::mpsc;
+
+    use super::{Job, Mailbox};
+    use crate::action::correlation::Correlation;
+    use crate::action::table::ActionEntry;
+
+    /// A job whose priority is its id (it never runs: the model only moves it).
+    fn job(id: i32) -> Job {
+        let entry = ActionEntry {
+            name: Arc::from("noop"),
+            description: None,
+            params_schema: serde_json::Value::Null,
+            decode: |_, _| Ok(Box::new(())),
+            call: Box::new(|_, _| Box::pin(async { unreachable!("the model runs no action") })),
+            metrics: std::sync::OnceLock::new(),
+            retry: crate::job::RetryPolicy::default(),
+            idempotent: false,
+        };
+        Job {
+            entry: Arc::new(entry),
+            params: Box::new(()),
+            priority: id,
+            timeout: None,
+            deadline: None,
+            correlation: Correlation::Generated(0),
+            job: None,
+            cancel_on: None,
+            reply: None,
+            enqueued_at: tokio::time::Instant::now(),
+            answered: true,
+        }
+    }
+
+    /// A worker: reports the id of every job it takes, and returns once closed.
+    fn worker(mailbox: &Arc<Mailbox>, taken: &mpsc::Sender<i32>) -> loom::thread::JoinHandle<()> {
+        let (mailbox, taken) = (Arc::clone(mailbox), taken.clone());
+        loom::thread::spawn(move || {
+            loom::future::block_on(async {
+                while let Some((job, ())) = mailbox.next(|| async {}).await {
+                    taken.send(job.priority).expect("the model listens");
+                }
+            })
+        })
+    }
+
+    /// A job pushed while two workers wait is taken once (a lost wake-up would
+    /// leave both asleep on it: loom reports the deadlock), also when the second
+    /// worker saw it queued and then finds nothing; the close then wakes both idle
+    /// workers, whichever way they wait, and they return.
+    #[test]
+    fn loom_a_push_is_taken_once_and_close_wakes_both_workers() {
+        // Three threads: at most two preemptions (it already finds a worker left
+        // asleep past the close) keep it to seconds.
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(model.preemption_bound.map_or(2, |b| b.min(2)));
+        model.check(|| {
+            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+            let (tx, rx) = mpsc::channel();
+            let workers = [worker(&mailbox, &tx), worker(&mailbox, &tx)];
+            mailbox.push(job(1)).expect("room for it");
+            assert_eq!(rx.recv().expect("the job is taken"), 1);
+            assert!(mailbox.close().is_empty());
+            for w in workers {
+                w.join().expect("a worker returns after the close");
+            }
+            assert!(rx.try_recv().is_err(), "no job taken twice");
+        });
+    }
+
+    /// A close racing a push: the job is either taken by the worker or handed back
+    /// by the close, never both and never lost, and the worker returns.
+    #[test]
+    fn loom_a_job_pushed_before_the_close_is_taken_or_handed_back() {
+        loom::model(|| {
+            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+            let (tx, rx) = mpsc::channel();
+            let w = worker(&mailbox, &tx);
+            mailbox.push(job(1)).expect("room for it");
+            let handed_back = mailbox.close().len();
+            w.join().expect("the worker returns after the close");
+            let taken = usize::from(rx.try_recv().is_ok());
+            assert_eq!(taken + handed_back, 1);
+        });
     }
 }

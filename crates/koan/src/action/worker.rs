@@ -19,12 +19,10 @@ use crate::util::{catch_unwind, fmt_duration};
 /// One worker of a service; `max_concurrency` of them share the mailbox. A job is
 /// taken only once a concurrency slot is held, so it leaves the queue when it can run.
 pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
-    while cell.queue.mailbox.ready().await {
-        let _slot = cell.queue.slots.take().await;
-        if let Some(job) = cell.queue.mailbox.try_take() {
-            // Queued jobs answer through their reply channel.
-            let _ = run_counted(&host, &cell, job, Instant::now()).await;
-        }
+    let queue = &cell.queue;
+    while let Some((job, _slot)) = queue.mailbox.next(|| queue.slots.take()).await {
+        // Queued jobs answer through their reply channel.
+        let _ = run_counted(&host, &cell, job, Instant::now()).await;
     }
 }
 

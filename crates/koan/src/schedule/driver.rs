@@ -330,9 +330,10 @@ pub(crate) async fn drive(
                 control.begin_scheduled();
                 (RunReason::Scheduled, None, Waiters::default(), true, None)
             } else {
-                if sleep.deadline() != due {
-                    sleep.as_mut().reset(due);
-                }
+                // Unchanged, this only extends the armed timer in place (no
+                // re-registration); always set, a stale deadline cannot make the timer
+                // fire again at every turn of the loop.
+                sleep.as_mut().reset(due);
                 // The timer first: when it fired, the poke side is not polled at all.
                 tokio::select! {
                     biased;
