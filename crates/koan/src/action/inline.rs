@@ -29,7 +29,12 @@ use crate::util::BoxFuture;
 /// Takes a concurrency slot for the caller when the service is idle: nothing queued
 /// and a slot free. The caller must then [`run`] its job.
 pub(crate) fn take_slot(cell: &ServiceCell) -> bool {
-    cell.queue.mailbox.is_empty() && cell.queue.slots.try_take()
+    idle_slot(&cell.queue.mailbox, &cell.queue.slots)
+}
+
+/// The rule of [`take_slot`]: nothing queued, and a slot free.
+fn idle_slot(mailbox: &super::mailbox::Mailbox, slots: &super::slots::Slots) -> bool {
+    mailbox.is_empty() && slots.try_take()
 }
 
 /// Runs `job` on the caller's task, in the slot [`take_slot`] took.
@@ -99,5 +104,68 @@ impl Drop for InlineRun {
         {
             rt.spawn(run);
         }
+    }
+}
+
+/// Loom model (`RUSTFLAGS="--cfg koan_loom" cargo test -p koan --lib loom`): a
+/// caller that runs its action itself and a worker that takes queued work share the
+/// service's slots.
+#[cfg(all(test, koan_loom))]
+mod loom_model {
+    use std::sync::Arc;
+
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::mpsc;
+
+    use super::idle_slot;
+    use crate::action::mailbox::Mailbox;
+    use crate::action::mailbox::loom_model::job;
+    use crate::action::slots::Slots;
+
+    /// One slot, a worker, a queued job and a second caller who runs inline when the
+    /// service looks idle and queues otherwise: never two runs at once, every job
+    /// runs once (a job queued while the caller runs inline is not stranded: the
+    /// caller's release wakes the worker), and the worker returns at the close.
+    #[test]
+    fn loom_an_inline_caller_and_a_worker_share_one_slot() {
+        loom::model(|| {
+            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+            let slots = Arc::new(Slots::new(1));
+            let running = Arc::new(AtomicUsize::new(0));
+            let (tx, rx) = mpsc::channel();
+            let worker = {
+                let (mailbox, slots, running) = (
+                    Arc::clone(&mailbox),
+                    Arc::clone(&slots),
+                    Arc::clone(&running),
+                );
+                loom::thread::spawn(move || {
+                    loom::future::block_on(async {
+                        while let Some((job, _slot)) = mailbox.next(|| slots.take()).await {
+                            assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            tx.send(job.priority).expect("the model listens");
+                        }
+                    })
+                })
+            };
+            mailbox.push(job(1)).expect("room for it");
+            let inline = idle_slot(&mailbox, &slots);
+            if inline {
+                assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
+                running.fetch_sub(1, Ordering::SeqCst);
+                slots.release();
+            } else {
+                mailbox.push(job(2)).expect("room for it");
+            }
+            let mut taken = vec![rx.recv().expect("job 1 runs")];
+            if !inline {
+                taken.push(rx.recv().expect("job 2 runs"));
+            }
+            taken.sort_unstable();
+            assert_eq!(taken, if inline { vec![1] } else { vec![1, 2] });
+            assert!(mailbox.close().is_empty(), "nothing left queued");
+            worker.join().expect("the worker returns after the close");
+        });
     }
 }

@@ -322,7 +322,7 @@ impl Mailbox {
 /// Loom models (`RUSTFLAGS="--cfg koan_loom" cargo test -p koan --lib loom`): the
 /// hand-off between pushes, two workers taking with [`Mailbox::next`], and the close.
 #[cfg(all(test, koan_loom))]
-mod loom_model {
+pub(crate) mod loom_model {
     use std::sync::Arc;
 
     use loom::sync::mpsc;
@@ -332,7 +332,7 @@ mod loom_model {
     use crate::action::table::ActionEntry;
 
     /// A job whose priority is its id (it never runs: the model only moves it).
-    fn job(id: i32) -> Job {
+    pub(crate) fn job(id: i32) -> Job {
         let entry = ActionEntry {
             name: Arc::from("noop"),
             description: None,
