@@ -36,7 +36,7 @@ impl ActionMetrics {
         let s = service.to_owned();
         let a = action.to_owned();
         let outcomes = OUTCOMES.map(|o| {
-            counter!("koan_actions_total", "service" => s.clone(), "action" => a.clone(), "outcome" => o)
+            counter!(ACTIONS_TOTAL, "service" => s.clone(), "action" => a.clone(), "outcome" => o)
         });
         ActionMetrics {
             outcomes,
@@ -52,6 +52,9 @@ impl ActionMetrics {
     }
 }
 
+/// Actions by service, action and outcome: one series per declared action.
+const ACTIONS_TOTAL: &str = "koan_actions_total";
+
 /// The label of an action or service name the caller chose and the host does not
 /// know: labels come only from declared names, or every made-up name sent over HTTP
 /// would become a series kept for the life of the process.
@@ -64,11 +67,25 @@ pub(crate) fn rejected(service: &str, action: &str, kind: crate::error::ErrorKin
         crate::error::ErrorKind::UnknownAction => (service, UNKNOWN),
         _ => (service, action),
     };
+    count(service, action, kind.as_str());
+}
+
+/// Counts how a built-in poke of a periodic service (`trigger`, …) ended.
+pub(crate) fn poke_finished<T>(service: &str, action: &str, outcome: &crate::error::Result<T>) {
+    let label = match outcome {
+        Ok(_) => "ok",
+        Err(e) => e.kind().as_str(),
+    };
+    count(service, action, label);
+}
+
+/// One count of `koan_actions_total` without a cached handle (rejections and pokes).
+fn count(service: &str, action: &str, outcome: &'static str) {
     counter!(
-        "koan_actions_total",
+        ACTIONS_TOTAL,
         "service" => service.to_owned(),
         "action" => action.to_owned(),
-        "outcome" => kind.as_str()
+        "outcome" => outcome
     )
     .increment(1);
 }

@@ -165,11 +165,7 @@ pub(super) async fn wait_poke(
 ) -> Result<Payload> {
     let fut = receipt.outcome(service);
     let outcome = wait_poke_inner(fut, service, timeout).await;
-    let label = match &outcome {
-        Ok(_) => "ok",
-        Err(e) => e.kind().as_str(),
-    };
-    metrics::counter!("koan_actions_total", "service" => service.to_owned(), "action" => action.to_owned(), "outcome" => label).increment(1);
+    super::metrics::poke_finished(service, action, &outcome);
     Ok(Payload::of(outcome?))
 }
 
@@ -238,10 +234,6 @@ pub(crate) async fn poke_direct(
         Ok(receipt) => receipt.outcome(&cell.spec.name).await,
         Err(e) => Err(e),
     };
-    let label = match &outcome {
-        Ok(_) => "ok",
-        Err(e) => e.kind().as_str(),
-    };
-    metrics::counter!("koan_actions_total", "service" => cell.spec.name.to_string(), "action" => action, "outcome" => label).increment(1);
+    super::metrics::poke_finished(&cell.spec.name, action, &outcome);
     Some(outcome)
 }
