@@ -11,9 +11,7 @@ use koan::testing;
 async fn the_caller_of_an_action_aborted_at_the_end_of_the_grace_is_told_which()
 -> anyhow::Result<()> {
     type Q = Queue<8, 1>;
-    let (svc, mut probe) = Q::new();
-    let host = testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
 
     // `block` waits for the gate and ignores its token: only the abort ends it.
     let ticket = host.services::<Q>().action("block", ()).spawn()?;
@@ -36,9 +34,7 @@ async fn the_caller_of_an_action_aborted_at_the_end_of_the_grace_is_told_which()
 async fn an_action_aborted_at_the_end_of_the_grace_is_no_longer_counted_in_flight()
 -> anyhow::Result<()> {
     type Q = Queue<8, 1>;
-    let (svc, mut probe) = Q::new();
-    let host = testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
 
     let ticket = host.services::<Q>().action("block", ()).spawn()?;
     probe.wait_started("`block` to start").await;

@@ -41,9 +41,7 @@ async fn enqueue_records<const C: usize, const N: usize>(
 #[tokio::test(start_paused = true)]
 async fn higher_priority_runs_first_under_contention() -> anyhow::Result<()> {
     type Q = Queue<1024, 1>;
-    let (svc, mut probe) = Q::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
     let q = host.services::<Q>();
 
     // Occupy the only worker; everything after waits in the mailbox.
@@ -81,9 +79,7 @@ async fn higher_priority_runs_first_under_contention() -> anyhow::Result<()> {
 #[tokio::test(start_paused = true)]
 async fn same_priority_runs_in_arrival_order() -> anyhow::Result<()> {
     type Q = Queue<1024, 1>;
-    let (svc, mut probe) = Q::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
     let q = host.services::<Q>();
 
     let blocker = q.action("block", ()).spawn()?;
@@ -127,9 +123,7 @@ async fn same_priority_runs_in_arrival_order() -> anyhow::Result<()> {
 #[tokio::test(start_paused = true)]
 async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
     type Q = Queue<2, 1>;
-    let (svc, mut probe) = Q::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
     let q = host.services::<Q>();
 
     // The running action has left the mailbox; two more fill it.
@@ -194,9 +188,7 @@ async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
 #[tokio::test(start_paused = true)]
 async fn max_concurrency_runs_that_many_at_once() -> anyhow::Result<()> {
     type Q = Queue<1024, 3>;
-    let (svc, mut probe) = Q::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
     let q = host.services::<Q>();
 
     let mut tickets = Vec::new();
@@ -237,9 +229,7 @@ async fn max_concurrency_runs_that_many_at_once() -> anyhow::Result<()> {
 #[tokio::test(start_paused = true)]
 async fn concurrency_one_runs_one_at_a_time() -> anyhow::Result<()> {
     type Q = Queue<1024, 1>;
-    let (svc, mut probe) = Q::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
     let q = host.services::<Q>();
 
     let mut tickets = Vec::new();
@@ -268,9 +258,7 @@ async fn concurrency_one_runs_one_at_a_time() -> anyhow::Result<()> {
 #[tokio::test(start_paused = true)]
 async fn many_priorities_at_once_lose_no_job() -> anyhow::Result<()> {
     type Q = Queue<1024, 1>;
-    let (svc, mut probe) = Q::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
     let q = host.services::<Q>();
 
     let blocker = q.action("block", ()).spawn()?;
@@ -307,9 +295,7 @@ async fn many_priorities_at_once_lose_no_job() -> anyhow::Result<()> {
 #[tokio::test(start_paused = true)]
 async fn shutdown_answers_queued_calls_at_once_and_runs_queued_jobs() -> anyhow::Result<()> {
     type Q = Queue<1024, 1>;
-    let (svc, mut probe) = Q::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = Q::start().await?;
     let q = host.services::<Q>();
 
     // `block` holds the only worker and ignores its token; behind it wait a caller's

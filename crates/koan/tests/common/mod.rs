@@ -55,6 +55,14 @@ impl Probe {
 }
 
 impl<const C: usize, const N: usize> Queue<C, N> {
+    /// A started test host running a new `Queue`, and the queue's probe.
+    pub(crate) async fn start() -> anyhow::Result<(koan::HostHandle, Probe)> {
+        let (svc, probe) = Self::new();
+        let host = koan::testing::host().instance(svc).build()?.start();
+        host.started().await?;
+        Ok((host, probe))
+    }
+
     pub(crate) fn new() -> (Self, Probe) {
         let gate = Arc::new(Semaphore::new(0));
         let (tx, rx) = mpsc::unbounded_channel();
