@@ -118,6 +118,18 @@ impl<const OPTS: u8> Service for Ticker<OPTS> {
     }
 }
 
+/// A host running `Ticker::<OPTS>`, started now: the host, the ticker's runs, and
+/// the moment it started (the origin of the runs' offsets).
+fn start_ticker<const OPTS: u8>() -> anyhow::Result<(koan::HostHandle, Arc<Seen>, Instant)> {
+    let seen = Arc::new(Seen::default());
+    let t0 = Instant::now();
+    let ticker = Ticker::<OPTS> {
+        seen: Arc::clone(&seen),
+    };
+    let host = testing::host().instance(ticker).build()?.start();
+    Ok((host, seen, t0))
+}
+
 impl<const OPTS: u8> PeriodicService for Ticker<OPTS> {
     async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
         self.seen.note(&cx).await;
@@ -127,14 +139,7 @@ impl<const OPTS: u8> PeriodicService for Ticker<OPTS> {
 
 #[tokio::test(start_paused = true)]
 async fn initial_delay_postpones_the_first_period() -> anyhow::Result<()> {
-    let seen = Arc::new(Seen::default());
-    let t0 = Instant::now();
-    let host = testing::host()
-        .instance(Ticker::<0> {
-            seen: Arc::clone(&seen),
-        })
-        .build()?
-        .start();
+    let (host, seen, t0) = start_ticker::<0>()?;
     testing::wait_runs(&host, "ticker", 2).await;
     assert_offsets(&seen.offsets(t0), &secs(&[15, 25]));
     testing::stop(&host).await?;
@@ -143,14 +148,7 @@ async fn initial_delay_postpones_the_first_period() -> anyhow::Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn run_on_startup_runs_right_after_the_initial_delay() -> anyhow::Result<()> {
-    let seen = Arc::new(Seen::default());
-    let t0 = Instant::now();
-    let host = testing::host()
-        .instance(Ticker::<1> {
-            seen: Arc::clone(&seen),
-        })
-        .build()?
-        .start();
+    let (host, seen, t0) = start_ticker::<1>()?;
     testing::wait_runs(&host, "ticker", 2).await;
     assert_offsets(&seen.offsets(t0), &secs(&[5, 15]));
     assert_eq!(seen.reasons(), [RunReason::Scheduled, RunReason::Scheduled]);
@@ -160,14 +158,7 @@ async fn run_on_startup_runs_right_after_the_initial_delay() -> anyhow::Result<(
 
 #[tokio::test(start_paused = true)]
 async fn run_on_startup_without_delay_runs_at_once() -> anyhow::Result<()> {
-    let seen = Arc::new(Seen::default());
-    let t0 = Instant::now();
-    let host = testing::host()
-        .instance(Ticker::<2> {
-            seen: Arc::clone(&seen),
-        })
-        .build()?
-        .start();
+    let (host, seen, t0) = start_ticker::<2>()?;
     let status = testing::wait_runs(&host, "ticker", 1).await;
     assert_eq!(status.runs, 1);
     assert_offsets(&seen.offsets(t0), &secs(&[0]));
@@ -177,14 +168,7 @@ async fn run_on_startup_without_delay_runs_at_once() -> anyhow::Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn an_interval_runs_once_per_period() -> anyhow::Result<()> {
-    let seen = Arc::new(Seen::default());
-    let t0 = Instant::now();
-    let host = testing::host()
-        .instance(Ticker::<3> {
-            seen: Arc::clone(&seen),
-        })
-        .build()?
-        .start();
+    let (host, seen, t0) = start_ticker::<3>()?;
     let status = testing::wait_runs(&host, "ticker", 5).await;
     assert_eq!(status.runs, 5);
     assert_offsets(&seen.offsets(t0), &secs(&[10, 20, 30, 40, 50]));
@@ -194,13 +178,7 @@ async fn an_interval_runs_once_per_period() -> anyhow::Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn a_cron_schedule_follows_the_paused_clock() -> anyhow::Result<()> {
-    let seen = Arc::new(Seen::default());
-    let host = testing::host()
-        .instance(Ticker::<4> {
-            seen: Arc::clone(&seen),
-        })
-        .build()?
-        .start();
+    let (host, seen, _) = start_ticker::<4>()?;
     let status = testing::wait_runs(&host, "ticker", 4).await;
     assert_eq!(status.runs, 4);
 
@@ -225,14 +203,7 @@ async fn a_cron_schedule_follows_the_paused_clock() -> anyhow::Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn a_stall_causes_one_run_and_no_burst() -> anyhow::Result<()> {
-    let seen = Arc::new(Seen::default());
-    let t0 = Instant::now();
-    let host = testing::host()
-        .instance(Ticker::<3> {
-            seen: Arc::clone(&seen),
-        })
-        .build()?
-        .start();
+    let (host, seen, t0) = start_ticker::<3>()?;
     testing::wait_runs(&host, "ticker", 1).await;
     testing::settle().await;
 
@@ -257,13 +228,7 @@ async fn a_stall_causes_one_run_and_no_burst() -> anyhow::Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn trigger_runs_an_idle_service_at_once() -> anyhow::Result<()> {
-    let seen = Arc::new(Seen::default());
-    let host = testing::host()
-        .instance(Ticker::<5> {
-            seen: Arc::clone(&seen),
-        })
-        .build()?
-        .start();
+    let (host, seen, _) = start_ticker::<5>()?;
     host.started().await?;
     testing::wait_state(&host, "ticker", ServiceState::Idle).await;
 
