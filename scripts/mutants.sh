@@ -91,7 +91,28 @@ if ! git diff --quiet -- "${file[@]}"; then
   echo "commit or stash your changes to the core files first: mutants are tested in place" >&2
   exit 2
 fi
-trap 'git checkout -- "${file[@]}"' EXIT
+# While a mutant is in place, `git commit -a` would commit it: a pre-commit hook
+# refuses commits in this worktree until the run ends (other worktrees are not
+# concerned). An existing pre-commit hook is left alone, with a warning.
+hook="$(git rev-parse --git-path hooks/pre-commit)"
+top="$(git rev-parse --show-toplevel)"
+guard=""
+if [ -e "$hook" ]; then
+  echo "warning: $hook exists; not guarding commits during the run — commit nothing until it ends" >&2
+else
+  mkdir -p "$(dirname "$hook")"
+  cat > "$hook" <<HOOK
+#!/bin/sh
+# Written by scripts/mutants.sh for the length of a run; removed when it ends.
+if [ "\$(git rev-parse --show-toplevel)" = "$top" ]; then
+  echo "scripts/mutants.sh is running here with a mutant in place: commit after it ends" >&2
+  exit 1
+fi
+HOOK
+  chmod +x "$hook"
+  guard="$hook"
+fi
+trap 'git checkout -- "${file[@]}"; if [ -n "$guard" ]; then rm -f "$guard"; fi' EXIT
 
 for key in "${keys[@]}"; do
   args=()
