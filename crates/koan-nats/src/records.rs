@@ -6,6 +6,7 @@
 //! compare-and-set on the entry's revision, so two writers never lose each other's
 //! change; a record is never what decides whether a job runs, except a cancel.
 
+use async_nats::jetstream::kv::Entry;
 use chrono::Utc;
 use koan::error::ErrorKind;
 use koan::job::{
@@ -49,7 +50,10 @@ pub(crate) fn queued(t: &NatsTransport, job: &Job) -> JobRecord {
 }
 
 fn encode(r: &JobRecord) -> bytes::Bytes {
-    serde_json::to_vec(r).unwrap_or_default().into()
+    // Strings, numbers, dates and JSON values only: serializing cannot fail.
+    serde_json::to_vec(r)
+        .expect("a job record serializes to JSON")
+        .into()
 }
 
 /// Writes the first record of `job` unless there is one (its worker may have been
@@ -94,15 +98,30 @@ async fn change(
     t: &NatsTransport,
     id: &str,
     or_new: Option<&JobRecord>,
+    change: impl FnMut(&mut JobRecord) -> Result<bool, Error>,
+) -> Result<Option<JobRecord>, Error> {
+    change_from(t, id, or_new, None, change).await
+}
+
+/// [`change`], starting from `read`, the entry as read a moment ago (when the
+/// caller had to read it anyway): a race with another writer reads it again.
+async fn change_from(
+    t: &NatsTransport,
+    id: &str,
+    or_new: Option<&JobRecord>,
+    mut read: Option<Option<Entry>>,
     mut change: impl FnMut(&mut JobRecord) -> Result<bool, Error>,
 ) -> Result<Option<JobRecord>, Error> {
     let key = subjects::key(id);
     let kv = &t.inner.records;
     for _ in 0..RACES {
-        let entry = kv
-            .entry(key.clone())
-            .await
-            .map_err(|e| unavailable(format!("the record of job {id} cannot be read: {e}")))?;
+        let entry = match read.take() {
+            Some(entry) => entry,
+            None => kv
+                .entry(key.clone())
+                .await
+                .map_err(|e| unavailable(format!("the record of job {id} cannot be read: {e}")))?,
+        };
         let entry = entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put);
         let Some(entry) = entry else {
             let Some(new) = or_new else { return Ok(None) };
@@ -152,7 +171,14 @@ async fn change(
 /// [`finish`] to come after it. A record that cannot be read or written does not
 /// stop the run.
 pub(crate) async fn start(t: &NatsTransport, job: &Job, attempt: u32) -> Option<JoinHandle<()>> {
-    if cancelled(t, &job.id).await {
+    // One read serves the cancel check and the first compare-and-set below.
+    let read = t.inner.records.entry(subjects::key(&job.id)).await.ok();
+    let record = read.as_ref().and_then(|e| e.as_ref()).and_then(|e| {
+        (e.operation == async_nats::jetstream::kv::Operation::Put)
+            .then(|| serde_json::from_slice::<JobRecord>(&e.value).ok())
+            .flatten()
+    });
+    if record.is_some_and(|r| r.state == JobState::Cancelled) {
         return None;
     }
     let now = Utc::now();
@@ -166,7 +192,7 @@ pub(crate) async fn start(t: &NatsTransport, job: &Job, attempt: u32) -> Option<
     let first = queued(t, job);
     let (t, id) = (t.clone(), job.id.clone());
     Some(tokio::spawn(async move {
-        let r = change(&t, &id, Some(&first), |r| {
+        let r = change_from(&t, &id, Some(&first), read, |r| {
             // Cancelled since (the run's progress check stops it), over, or
             // claimed by a later delivery: not this run's to write.
             let moved_on = r.state == JobState::Cancelled
