@@ -230,18 +230,30 @@ fn held<const OPTS: u8>() -> (Held<OPTS>, Arc<Semaphore>, Runs) {
     (svc, gate, runs)
 }
 
+/// A started host running `Held::<OPTS>`, with the gate its runs wait on and the
+/// runs it saw.
+async fn start_held<const OPTS: u8>() -> anyhow::Result<(koan::HostHandle, Arc<Semaphore>, Runs)> {
+    let (svc, gate, runs) = held::<OPTS>();
+    let host = testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    Ok((host, gate, runs))
+}
+
+/// A trigger of `Held::<OPTS>` on a task of its own (it may wait behind a held run).
+fn spawn_trigger<const OPTS: u8>(
+    host: &koan::HostHandle,
+) -> tokio::task::JoinHandle<koan::Result<koan::schedule::TriggerOutcome>> {
+    let host = host.clone();
+    tokio::spawn(async move { host.services::<Held<OPTS>>().trigger().await })
+}
+
 #[tokio::test(start_paused = true)]
 async fn process_batch_pokes_queued_behind_a_run_each_get_their_own_run() -> anyhow::Result<()> {
     type H = Held<1>;
-    let (svc, gate, runs) = held::<1>();
-    let host = testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, gate, runs) = start_held::<1>().await?;
 
     // A first run, held open.
-    let first = {
-        let host = host.clone();
-        tokio::spawn(async move { host.services::<H>().trigger().await })
-    };
+    let first = spawn_trigger::<1>(&host);
     testing::wait_state(&host, "held", ServiceState::Running).await;
 
     // Two batches with different arguments queue behind it.
@@ -284,16 +296,11 @@ async fn process_batch_pokes_queued_behind_a_run_each_get_their_own_run() -> any
 async fn a_trigger_during_a_scheduled_run_is_coalesced_and_one_after_it_is_not()
 -> anyhow::Result<()> {
     type H = Held<0>;
-    let (svc, gate, runs) = held::<0>();
-    let host = testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, gate, runs) = start_held::<0>().await?;
 
     // The scheduled run at 10 s, held open.
     testing::wait_state(&host, "held", ServiceState::Running).await;
-    let during = {
-        let host = host.clone();
-        tokio::spawn(async move { host.services::<H>().trigger().await })
-    };
+    let during = spawn_trigger::<0>(&host);
     testing::settle().await;
     gate.add_permits(2);
     let during = testing::within("the trigger during the scheduled run", during).await??;
@@ -336,16 +343,10 @@ async fn a_trigger_during_a_scheduled_run_is_coalesced_and_one_after_it_is_not()
 /// it is dropped after the 1 s action grace), not the earlier one, nor none.
 #[tokio::test(start_paused = true)]
 async fn triggers_merged_behind_a_run_keep_the_later_deadline() -> anyhow::Result<()> {
-    type H = Held<1>;
-    let (svc, gate, _runs) = held::<1>();
-    let host = testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, gate, _runs) = start_held::<1>().await?;
 
     // A first run without a deadline, held open.
-    let first = {
-        let host = host.clone();
-        tokio::spawn(async move { host.services::<H>().trigger().await })
-    };
+    let first = spawn_trigger::<1>(&host);
     testing::wait_state(&host, "held", ServiceState::Running).await;
     let t0 = Instant::now();
     let trigger = |secs: u64| {
