@@ -141,7 +141,7 @@ async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> an
     assert!(
         retry["message"]
             .as_str()
-            .is_some_and(|m| m.contains("cannot be retried by hand yet")),
+            .is_some_and(|m| m.contains("still waits")),
         "{retry}"
     );
     let (status, del) = send(client.delete(r.url(&format!("/api/jobs/{j2}")))).await?;
@@ -171,7 +171,19 @@ async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> an
     assert_eq!(after["state"], "cancelled", "on A: {after}");
     assert_eq!(after["attempts"], 0, "on A: {after}");
 
-    // Now its message is gone: R deletes the record, and nobody knows the job.
+    // Now its message is gone: R retries it by hand, and T2 runs it once.
+    let (status, retried) = send(client.post(r.url(&format!("/api/jobs/{j2}/retry")))).await?;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["state"], "queued", "{retried}");
+    let done = wait_for("the retried job to succeed, seen on A", async || {
+        let (_, j) = send(client.get(a.url(&format!("/api/jobs/{j2}")))).await?;
+        Ok((j["state"] == "succeeded").then_some(j))
+    })
+    .await?;
+    assert_eq!(done["attempts"], 1, "its first run: {done}");
+    assert!(translated(&t2.db, &j2)?, "the retried job ran on T2");
+
+    // R deletes the record, and nobody knows the job.
     let (status, del) = send(client.delete(r.url(&format!("/api/jobs/{j2}")))).await?;
     assert_eq!(status, StatusCode::NO_CONTENT, "{del}");
     let (status, gone) = send(client.get(r.url(&format!("/api/jobs/{j2}")))).await?;

@@ -49,6 +49,7 @@
 //! ```
 
 mod connection;
+mod enqueue;
 mod jobs_view;
 mod lease;
 mod node;

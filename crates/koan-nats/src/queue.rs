@@ -3,8 +3,10 @@
 //! its handler succeeded and its outcome was recorded; a crash before that means
 //! redelivery to another instance. The outcome is written with create-if-absent
 //! under the job's id, so a job is completed once even when it is delivered twice.
-//! After `max_deliver` failed attempts (or at once for errors that retrying cannot
-//! fix) the job goes to `koan.dlq.<service>.<action>`.
+//! A failed run is retried as its action's retry policy says (`max_attempts`,
+//! `backoff`, as in the host's own store), within the consumer's `max_deliver`
+//! deliveries; after the last (or at once for errors that retrying cannot fix) the
+//! job goes to `koan.dlq.<service>.<action>`.
 //! A message that is not a job this version can run (no id, another wire version,
 //! bad headers or body) is refused: its outcome records why (when it has an id) and
 //! its dead letter carries the reason in headers.
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message, kv};
 use futures_util::StreamExt;
-use koan::job::Finish;
+use koan::job::{Finish, RetryPolicy};
 use koan::{HostHandle, error::ErrorKind};
 use tokio::sync::Semaphore;
 
@@ -110,6 +112,25 @@ fn fresh_id(id: &str) -> bool {
     b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[14] == b'7'
 }
 
+/// How the action of `job` retries, as declared or configured on this host.
+fn retry_policy(host: &HostHandle, job: &Job) -> RetryPolicy {
+    host.service(&job.service)
+        .retry_policy(&job.action)
+        .unwrap_or_default()
+}
+
+/// Runs the job may have in all: its action's retry policy, within the
+/// consumer's `max_deliver` for this message (JetStream delivers it no more
+/// often), and at least one run more than a retry by hand found.
+fn max_attempts(t: &NatsTransport, host: &HostHandle, job: &Job) -> u32 {
+    let runs_before = job.runs_before();
+    let deliveries = u32::try_from(t.inner.opts.max_deliver.max(1)).unwrap_or(u32::MAX);
+    retry_policy(host, job)
+        .max_attempts
+        .min(runs_before.saturating_add(deliveries))
+        .max(runs_before.saturating_add(1))
+}
+
 /// Errors that another attempt cannot fix.
 fn permanent(kind: ErrorKind) -> bool {
     matches!(
@@ -122,23 +143,27 @@ fn permanent(kind: ErrorKind) -> bool {
 }
 
 async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Message) {
-    let attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1);
     let job = match Job::read(service, &msg.subject, msg.headers.as_ref(), &msg.payload) {
         Ok(j) => j,
-        Err(bad) => return refuse(t, &msg, *bad, attempts).await,
+        Err(bad) => return refuse(t, &msg, *bad, delivered).await,
     };
     let key = subjects::key(&job.id);
     // Completed before (a redelivery after a crash, or a lost ack, between recording
     // and acking; or a repeat of an idempotency key published after the duplicate
     // window, a new message for a job that ran). The first delivery of a job with a
     // fresh id cannot have been: it skips the look-up.
-    if (attempts > 1 || !fresh_id(&job.id))
+    if (delivered > 1 || !fresh_id(&job.id) || job.retry.is_some())
         && let Ok(Some(_)) = t.inner.outcomes.get(&key).await
     {
         let _ = msg.ack().await;
         return;
     }
-    let attempt = u32::try_from(attempts.max(1)).unwrap_or(u32::MAX);
+    // The run's number counts the runs before a retry by hand.
+    let runs_before = job.runs_before();
+    let attempt = runs_before.saturating_add(u32::try_from(delivered).unwrap_or(u32::MAX));
+    let attempts = i64::from(attempt);
+    let max_attempts = max_attempts(t, host, &job);
     let mut req = host
         .service(&job.service)
         .action(&job.action, job.params.clone())
@@ -171,7 +196,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         (None, None) => {}
     }
     // Cancelled by an operator before it ran: it never runs, its waiters are told.
-    let Some(started) = records::start(t, &job, attempt).await else {
+    let Some(started) = records::start(t, &job, attempt, max_attempts).await else {
         return drop_cancelled(t, &msg, &key, &job.id, attempts).await;
     };
     let started = Some(started);
@@ -248,7 +273,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
         }
-        Err(e) if permanent(e.kind()) || attempts >= t.inner.opts.max_deliver => {
+        Err(e) if permanent(e.kind()) || attempt >= max_attempts => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
             let how = records::dead(&e);
             let reply = Reply::of(Err(e));
@@ -265,9 +290,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         }
         Err(e) => {
             tracing::warn!(id = %job.id, action = %job.action, attempts, error = %e, "durable job failed; will be redelivered");
-            let delay =
-                Duration::from_millis(200 * 2u64.saturating_pow(attempts.clamp(0, 10) as u32))
-                    .min(Duration::from_secs(30));
+            let delay = retry_policy(host, &job).delay(attempt);
             let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
             let error = koan::action::ErrorBody::from(&e);
             records::finish(t, &job.id, attempt, Finish::Retry { error, at }, started);

@@ -11,7 +11,7 @@ use chrono::Utc;
 use koan::error::ErrorKind;
 use koan::job::{
     ClaimRequest, Finish, JobRecord, JobState, JobStep, NewJob, apply_cancel, apply_claim,
-    apply_finish, cut_result, wrong_state,
+    apply_finish, apply_retry, cut_result, wrong_state,
 };
 use koan::{Error, action::ErrorBody};
 use serde_json::Value;
@@ -100,18 +100,21 @@ async fn change(
     or_new: Option<&JobRecord>,
     change: impl FnMut(&mut JobRecord) -> Result<bool, Error>,
 ) -> Result<Option<JobRecord>, Error> {
-    change_from(t, id, or_new, None, change).await
+    Ok(change_from(t, id, or_new, None, change)
+        .await?
+        .map(|(r, _)| r))
 }
 
 /// [`change`], starting from `read`, the entry as read a moment ago (when the
-/// caller had to read it anyway): a race with another writer reads it again.
+/// caller had to read it anyway): a race with another writer reads it again. With
+/// the record, the revision it was written with (`None` when `change` wrote none).
 async fn change_from(
     t: &NatsTransport,
     id: &str,
     or_new: Option<&JobRecord>,
     mut read: Option<Option<Entry>>,
     mut change: impl FnMut(&mut JobRecord) -> Result<bool, Error>,
-) -> Result<Option<JobRecord>, Error> {
+) -> Result<Option<(JobRecord, Option<u64>)>, Error> {
     let key = subjects::key(id);
     let kv = &t.inner.records;
     for _ in 0..RACES {
@@ -127,10 +130,10 @@ async fn change_from(
             let Some(new) = or_new else { return Ok(None) };
             let mut r = new.clone();
             if !change(&mut r)? {
-                return Ok(Some(r));
+                return Ok(Some((r, None)));
             }
             match kv.create(key.clone(), encode(&r)).await {
-                Ok(_) => return Ok(Some(r)),
+                Ok(rev) => return Ok(Some((r, Some(rev)))),
                 // Written meanwhile: change that one.
                 Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
                     continue;
@@ -145,10 +148,10 @@ async fn change_from(
         let mut r: JobRecord = serde_json::from_slice(&entry.value)
             .map_err(|e| unavailable(format!("the record of job {id} is unreadable: {e}")))?;
         if !change(&mut r)? {
-            return Ok(Some(r));
+            return Ok(Some((r, None)));
         }
         match kv.update(key.clone(), encode(&r), entry.revision).await {
-            Ok(_) => return Ok(Some(r)),
+            Ok(rev) => return Ok(Some((r, Some(rev)))),
             // Another writer came first: read again.
             Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
                 continue;
@@ -170,7 +173,12 @@ async fn change_from(
 /// host) in the background, and the task that does it is returned, for
 /// [`finish`] to come after it. A record that cannot be read or written does not
 /// stop the run.
-pub(crate) async fn start(t: &NatsTransport, job: &Job, attempt: u32) -> Option<JoinHandle<()>> {
+pub(crate) async fn start(
+    t: &NatsTransport,
+    job: &Job,
+    attempt: u32,
+    max_attempts: u32,
+) -> Option<JoinHandle<()>> {
     // One read serves the cancel check and the first compare-and-set below.
     let read = t.inner.records.entry(subjects::key(&job.id)).await.ok();
     let record = read.as_ref().and_then(|e| e.as_ref()).and_then(|e| {
@@ -203,6 +211,7 @@ pub(crate) async fn start(t: &NatsTransport, job: &Job, attempt: u32) -> Option<
             }
             // The delivery count is the attempt: a run that died left no trace.
             r.attempts = attempt.saturating_sub(1);
+            r.max_attempts = max_attempts;
             apply_claim(r, &claim);
             // JetStream holds the claim (renewed by progress acks): the record
             // names no lease end it would not keep up to date.
@@ -278,6 +287,45 @@ pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobReco
         Ok(true)
     })
     .await
+}
+
+/// Sets the record of `id` `queued` for a retry by hand, if its state is one that
+/// may be retried (`allowed` names them for the error): the record and the
+/// revision written, `None` when there is no record.
+pub(crate) async fn retried(
+    t: &NatsTransport,
+    id: &str,
+    now: chrono::DateTime<Utc>,
+    allowed: &str,
+) -> Result<Option<(JobRecord, u64)>, Error> {
+    let r = change_from(t, id, None, None, |r| {
+        if !matches!(
+            r.state,
+            JobState::Dead | JobState::Cancelled | JobState::Succeeded
+        ) {
+            return Err(wrong_state(id, r.state, "retry", allowed));
+        }
+        apply_retry(r, now);
+        Ok(true)
+    })
+    .await?;
+    Ok(r.and_then(|(r, rev)| rev.map(|rev| (r, rev))))
+}
+
+/// Puts back the record of a retry whose message could not be published (best
+/// effort: logged when it fails), unless a worker moved it on meanwhile.
+pub(crate) async fn restore(t: &NatsTransport, id: &str, before: &JobRecord) {
+    let r = change(t, id, None, |r| {
+        if r.state != JobState::Queued {
+            return Ok(false);
+        }
+        *r = before.clone();
+        Ok(true)
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(id = %id, error = %e, "could not put back the record of a job whose retry failed");
+    }
 }
 
 /// Forgets the record of a final job whose message is gone from the queue: `false`

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
 use koan::job::{JobCounts, JobPage, JobQuery, JobRecord};
@@ -321,37 +320,13 @@ impl Transport for NatsTransport {
                     .timeout
                     .map(|t| wire::unix_ms().saturating_add(t.as_millis() as u64)),
                 correlation_id: call.correlation_id,
+                retry: None,
             };
-            let (subject, h, body) = job.message();
-            let what = format!("durable enqueue of `{}` on `{}`", job.action, job.service);
-            // Not handed to the client: certainly not stored.
-            let ack = self
-                .inner
-                .js
-                .publish_with_headers(subject, h, body)
-                .await
-                .map_err(|e| unavailable(format!("{what}: not stored: {e}")))?;
-            match ack.await {
-                // A repeat of a stored id: JetStream kept the first.
-                Ok(ack) if ack.duplicate => Ok(false),
-                Ok(_) => {
-                    crate::records::accepted(self, &job).await;
-                    Ok(true)
-                }
-                // Sent, but no answer: the client may still deliver it on reconnect.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
-                    ) =>
-                {
-                    Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("{what}: JetStream did not confirm it ({e})"),
-                    ))
-                }
-                Err(e) => Err(unavailable(format!("{what}: not stored by JetStream: {e}"))),
+            let stored = crate::enqueue::publish(self, &job).await?;
+            if stored {
+                crate::records::accepted(self, &job).await;
             }
+            Ok(stored)
         })
     }
 
@@ -394,6 +369,11 @@ impl Transport for NatsTransport {
     fn cancel_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
         let id = id.to_owned();
         Box::pin(async move { crate::records::cancel(self, &id).await })
+    }
+
+    fn retry_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
+        let id = id.to_owned();
+        Box::pin(async move { crate::enqueue::retry(self, &id).await })
     }
 
     fn delete_job(&self, id: &str) -> BoxFuture<'_, Result<bool, Error>> {

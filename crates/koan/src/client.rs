@@ -345,6 +345,32 @@ impl ServiceRef {
         self.poke(actions::PROCESS_BATCH, params).await
     }
 
+    /// How a failed job of `action` of this (local) service is retried: declared
+    /// (`max_attempts`, `backoff`) or configured over it. A transport that runs
+    /// durable jobs of the service asks for it to retry them as the host's own
+    /// store would. `UnknownService` when this host does not run the service,
+    /// `UnknownAction` when it has no such action.
+    pub fn retry_policy(&self, action: &str) -> Result<crate::job::RetryPolicy> {
+        let cell = self.cell()?;
+        let entry = cell.spec.actions.get(action).ok_or_else(|| {
+            Error::new(
+                ErrorKind::UnknownAction,
+                format!(
+                    "service `{}` has no action `{action}`; its actions: {}",
+                    self.name,
+                    cell.spec
+                        .actions
+                        .info()
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        Ok(entry.retry)
+    }
+
     fn cell(&self) -> Result<Arc<crate::registry::ServiceCell>> {
         local_cell_pub(&self.host, &self.target)
             .ok_or_else(|| self.host.inner.registry.unknown(&self.name))

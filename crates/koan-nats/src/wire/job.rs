@@ -9,15 +9,16 @@ use koan::{Error, error::ErrorKind};
 use serde_json::Value;
 
 use super::{
-    H_ACTION, H_CORRELATION, H_DEADLINE, H_MSG_ID, H_PRIORITY, H_SERVICE, H_TIMEOUT_MS, H_WIRE,
-    Reply, VERSION, header, header_value, refuse_version,
+    H_ACTION, H_ACTION_ID, H_CORRELATION, H_DEADLINE, H_MSG_ID, H_PRIORITY, H_RUNS_BEFORE,
+    H_SERVICE, H_TIMEOUT_MS, H_WIRE, Reply, VERSION, header, header_value, refuse_version,
 };
 use crate::subjects;
 
 /// A durable job, read from or written to the work stream.
 #[derive(Debug)]
 pub(crate) struct Job {
-    /// The job's id: its `Nats-Msg-Id`, which JetStream de-duplicates on.
+    /// The job's id: its `Nats-Msg-Id`, which JetStream de-duplicates on, unless
+    /// the message is a retry by hand (then `Koan-Action-Id`, see `retry`).
     pub(crate) id: String,
     pub(crate) service: String,
     pub(crate) action: String,
@@ -28,6 +29,19 @@ pub(crate) struct Job {
     /// counts, as it does in a local mailbox.
     pub(crate) deadline_unix_ms: Option<u64>,
     pub(crate) correlation_id: String,
+    /// Set on a job published again by a retry by hand: runs the job had before
+    /// (its attempts go on from there), and the message's own de-duplication id,
+    /// told apart from the job's id so that JetStream does not drop it as a repeat.
+    pub(crate) retry: Option<Retry>,
+}
+
+/// What a retry by hand adds to a job's message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Retry {
+    /// Runs before this message (`Koan-Runs-Before`).
+    pub(crate) runs_before: u32,
+    /// The message's `Nats-Msg-Id`.
+    pub(crate) msg_id: String,
 }
 
 /// A work message that cannot be run as a job, and why.
@@ -45,7 +59,14 @@ impl Job {
     /// The subject, headers and body to publish.
     pub(crate) fn message(&self) -> (String, HeaderMap, Bytes) {
         let mut h = HeaderMap::new();
-        h.insert(H_MSG_ID, header_value(&self.id));
+        match &self.retry {
+            None => h.insert(H_MSG_ID, header_value(&self.id)),
+            Some(r) => {
+                h.insert(H_MSG_ID, header_value(&r.msg_id));
+                h.insert(H_ACTION_ID, header_value(&self.id));
+                h.insert(H_RUNS_BEFORE, r.runs_before.to_string().as_str());
+            }
+        }
         h.insert(H_WIRE, VERSION);
         h.insert(H_SERVICE, header_value(&self.service));
         h.insert(H_ACTION, header_value(&self.action));
@@ -146,6 +167,25 @@ impl Job {
                 )
             })?
         };
+        let retry = match header(headers, H_RUNS_BEFORE) {
+            None => None,
+            Some(v) => Some(Retry {
+                runs_before: v.trim().parse().map_err(|_| {
+                    invalid(
+                        &id,
+                        format!(
+                            "header `{H_RUNS_BEFORE}` must be a whole number of runs, got `{v}`"
+                        ),
+                    )
+                })?,
+                msg_id: id.clone(),
+            }),
+        };
+        // A retry names the job in `Koan-Action-Id`; its `Nats-Msg-Id` is its own.
+        let id = match (&retry, header(headers, H_ACTION_ID)) {
+            (Some(_), Some(job)) if !job.trim().is_empty() => job,
+            _ => id,
+        };
         let correlation_id = header(headers, H_CORRELATION).unwrap_or_else(|| id.clone());
         Ok(Job {
             id,
@@ -156,7 +196,13 @@ impl Job {
             timeout_ms,
             deadline_unix_ms,
             correlation_id,
+            retry,
         })
+    }
+
+    /// Runs of the job before this message's deliveries.
+    pub(crate) fn runs_before(&self) -> u32 {
+        self.retry.as_ref().map_or(0, |r| r.runs_before)
     }
 }
 
@@ -174,6 +220,7 @@ mod tests {
             timeout_ms: Some(500),
             deadline_unix_ms: Some(1_700_000_000_000),
             correlation_id: "c-1".to_owned(),
+            retry: None,
         }
     }
 
@@ -192,6 +239,32 @@ mod tests {
         assert_eq!(back.timeout_ms, Some(500));
         assert_eq!(back.deadline_unix_ms, Some(1_700_000_000_000));
         assert_eq!(back.correlation_id, "c-1");
+    }
+
+    #[test]
+    fn a_retry_keeps_the_job_s_id_under_a_message_id_of_its_own() {
+        let mut retry = job();
+        retry.retry = Some(Retry {
+            runs_before: 3,
+            msg_id: "0193-a.retry.9".to_owned(),
+        });
+        let (subject, h, body) = retry.message();
+        assert_eq!(
+            h.get(H_MSG_ID).map(|v| v.as_str()),
+            Some("0193-a.retry.9"),
+            "not dropped as a repeat of the first message"
+        );
+        let back = Job::read("Worker", &subject, Some(&h), &body).expect("readable");
+        assert_eq!(back.id, "0193-a", "the job's own id");
+        assert_eq!(back.runs_before(), 3);
+        assert_eq!(back.retry, retry.retry);
+        let mut bad = h.clone();
+        bad.insert(H_RUNS_BEFORE, "three");
+        let refused = Job::read("Worker", &subject, Some(&bad), &body).expect_err("refused");
+        assert!(
+            refused.reply.reason().1.contains(H_RUNS_BEFORE),
+            "{refused:?}"
+        );
     }
 
     #[test]

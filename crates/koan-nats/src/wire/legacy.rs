@@ -43,6 +43,7 @@ pub(super) fn read(headers: Option<&HeaderMap>, body: &[u8]) -> Option<Job> {
         timeout_ms: e.timeout_ms,
         deadline_unix_ms: e.deadline_unix_ms,
         correlation_id: e.correlation_id,
+        retry: None,
     })
 }
 

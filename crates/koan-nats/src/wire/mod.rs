@@ -12,7 +12,7 @@ mod legacy;
 #[cfg(test)]
 mod schema;
 
-pub(crate) use job::{Job, Unreadable};
+pub(crate) use job::{Job, Retry, Unreadable};
 
 /// The version of the wire protocol this crate speaks.
 pub(crate) const VERSION: &str = "1";
@@ -26,6 +26,7 @@ pub(crate) const H_DEADLINE: &str = "Koan-Deadline-Unix-Ms";
 pub(crate) const H_CORRELATION: &str = "Koan-Correlation-Id";
 pub(crate) const H_ORIGIN: &str = "Koan-Origin";
 pub(crate) const H_ACTION_ID: &str = "Koan-Action-Id";
+pub(crate) const H_RUNS_BEFORE: &str = "Koan-Runs-Before";
 pub(crate) const H_ERROR: &str = "Koan-Error";
 pub(crate) const H_ERROR_MESSAGE: &str = "Koan-Error-Message";
 pub(crate) const H_MSG_ID: &str = "Nats-Msg-Id";

@@ -2,7 +2,7 @@
 
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState};
 use super::transition::unknown_job;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ErrorKind, Result};
 use crate::host::HostHandle;
 
 /// The jobs of a host's store ([`HostHandle::jobs`]).
@@ -70,19 +70,15 @@ impl Jobs {
         })
     }
 
-    /// Runs a dead, cancelled, retrying or succeeded job again now.
+    /// Runs a dead, cancelled, retrying or succeeded job again now (one of the
+    /// cluster's queue: dead, cancelled or succeeded).
     pub async fn retry(&self, id: &str) -> Result<JobRecord> {
         let r = match self.store().retry(id, self.now()).await {
             Err(e) if e.kind() == ErrorKind::UnknownJob => {
-                return Err(match self.transport() {
-                    Some(t) if t.job(id).await.ok().flatten().is_some() => Error::new(
-                        ErrorKind::JobState,
-                        format!(
-                            "job `{id}` is kept by the cluster's queue, whose jobs cannot be retried by hand yet: enqueue the action again"
-                        ),
-                    ),
-                    _ => e,
-                });
+                return match self.transport() {
+                    Some(t) => t.retry_job(id).await?.ok_or(e),
+                    None => Err(e),
+                };
             }
             other => other?,
         };
@@ -112,24 +108,16 @@ impl Jobs {
         }
     }
 
-    /// Retries every dead job (of one service, or all); returns how many.
+    /// Retries every dead job (of one service, or all), the cluster's queue's
+    /// included; returns how many.
     pub async fn retry_all_dead(&self, service: Option<&str>) -> Result<usize> {
         let mut n = 0;
         loop {
             // Each retried job leaves the `dead` state, so the first page is always
             // the next one.
-            // The store's alone: the cluster's queue has no retry by hand yet.
-            let page = self
-                .store()
-                .list(JobQuery {
-                    state: Some(JobState::Dead),
-                    service: service.map(str::to_owned),
-                    limit: Some(500),
-                    ..JobQuery::default()
-                })
-                .await?;
+            let page = self.store().list(dead(service, None)).await?;
             if page.jobs.is_empty() {
-                return Ok(n);
+                break;
             }
             for job in page.jobs {
                 self.store().retry(&job.id, self.now()).await?;
@@ -137,6 +125,27 @@ impl Jobs {
             }
             self.host.inner.jobs.wake();
         }
+        // The cluster's view follows its records a moment behind: walked once, by
+        // cursor, and a job retried meanwhile by someone else is passed over.
+        let Some(t) = self.transport() else {
+            return Ok(n);
+        };
+        let mut cursor = None;
+        while let Some(page) = t.jobs(&dead(service, cursor.take())) {
+            for job in &page.jobs {
+                match t.retry_job(&job.id).await {
+                    Ok(Some(_)) => n += 1,
+                    Ok(None) => {}
+                    Err(e) if e.kind() == ErrorKind::JobState => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(n)
     }
 
     fn transport(&self) -> Option<&dyn crate::transport::Transport> {
@@ -145,5 +154,16 @@ impl Jobs {
 
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.host.inner.config.clock.now()
+    }
+}
+
+/// The query of one page of dead jobs (of one service, or all), after `cursor`.
+fn dead(service: Option<&str>, cursor: Option<String>) -> JobQuery {
+    JobQuery {
+        state: Some(JobState::Dead),
+        service: service.map(str::to_owned),
+        limit: Some(500),
+        cursor,
+        ..JobQuery::default()
     }
 }

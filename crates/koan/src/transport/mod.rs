@@ -163,6 +163,14 @@ pub trait Transport: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// Runs job `id` of the cluster's queue again (a dead, cancelled or succeeded
+    /// one): its record is `queued` again and one more run is allowed. `None` when
+    /// the transport has no such job; a `JobState` error for one that may still run.
+    fn retry_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Forgets the record of job `id` of the cluster's queue: `false` when the
     /// transport has no such job; a `JobState` error for one that may still run.
     fn delete_job(&self, id: &str) -> BoxFuture<'_, Result<bool>> {

@@ -1,0 +1,141 @@
+//! Putting jobs on the work stream (`KOAN_WORK`): a new enqueue, and a retry by
+//! hand of a job that ended (dead, cancelled or succeeded), from any instance.
+//!
+//! A retry publishes the job again under the same job id with a message id of its
+//! own (`Koan-Action-Id` + `Koan-Runs-Before`, `docs/wire.md`), after its record is
+//! set `queued` and its old outcome is removed: the record's compare-and-set is what
+//! lets one retry of two win, and the outcome's create-if-absent then holds for the
+//! new run as it did for the first.
+
+use async_nats::jetstream::context::PublishErrorKind;
+use chrono::Utc;
+use koan::Error;
+use koan::error::ErrorKind;
+use koan::job::{JobRecord, JobState, wrong_state};
+
+use crate::records;
+use crate::subjects;
+use crate::transport::{NatsTransport, unavailable};
+use crate::wire::{self, Job, Retry};
+
+/// Publishes `job` and waits for JetStream's ack: `true` when stored now, `false`
+/// when a message with its id was stored before. A `Timeout` error means the
+/// outcome is unknown (sent, not confirmed: the client may deliver it on
+/// reconnect); any other error means it is not stored.
+pub(crate) async fn publish(t: &NatsTransport, job: &Job) -> Result<bool, Error> {
+    let (subject, h, body) = job.message();
+    let what = format!("durable enqueue of `{}` on `{}`", job.action, job.service);
+    // Not handed to the client: certainly not stored.
+    let ack = t
+        .inner
+        .js
+        .publish_with_headers(subject, h, body)
+        .await
+        .map_err(|e| unavailable(format!("{what}: not stored: {e}")))?;
+    match ack.await {
+        // A repeat of a stored id: JetStream kept the first.
+        Ok(ack) if ack.duplicate => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+            ) =>
+        {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                format!("{what}: JetStream did not confirm it ({e})"),
+            ))
+        }
+        Err(e) => Err(unavailable(format!("{what}: not stored by JetStream: {e}"))),
+    }
+}
+
+/// Runs job `id` of the cluster's queue again: `None` when the cluster has no
+/// record of it. A job that may still run (queued, running, retrying: the queue
+/// redelivers it itself) is refused with `JobState`, and so is a cancelled one
+/// whose message still waits in the queue.
+pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
+    let Some(before) = records::get(t, id).await? else {
+        return Ok(None);
+    };
+    let allowed = "dead, cancelled or succeeded";
+    if !matches!(
+        before.state,
+        JobState::Dead | JobState::Cancelled | JobState::Succeeded
+    ) {
+        return Err(wrong_state(id, before.state, "retry", allowed));
+    }
+    // The old outcome marks the old message as done: a worker that takes it drops
+    // it. Until a worker has, that message may still run; retrying now would run
+    // the job twice.
+    let key = subjects::key(id);
+    let old_outcome = t
+        .inner
+        .outcomes
+        .get(&key)
+        .await
+        .map_err(|e| unavailable(format!("the outcome of job {id} cannot be read: {e}")))?;
+    let Some(old_outcome) = old_outcome else {
+        return Err(Error::new(
+            ErrorKind::JobState,
+            format!(
+                "job `{id}` is {} but its message still waits in the cluster's queue; retry it once an instance has taken and dropped it",
+                before.state
+            ),
+        ));
+    };
+    let Some((record, revision)) = records::retried(t, id, Utc::now(), allowed).await? else {
+        return Ok(None);
+    };
+    if !record.then.is_empty() {
+        // The queue keeps single actions (chains stay in a host's store).
+        return Err(Error::new(
+            ErrorKind::JobState,
+            format!("the cluster's record of job `{id}` is a chain, which its queue cannot run"),
+        ));
+    }
+    let job = Job {
+        id: id.to_owned(),
+        service: record.service.clone(),
+        action: record.action.clone(),
+        params: record.params.clone(),
+        priority: record.priority,
+        timeout_ms: record.timeout_ms,
+        deadline_unix_ms: record
+            .timeout_ms
+            .map(|ms| wire::unix_ms().saturating_add(ms)),
+        correlation_id: record.correlation_id.clone(),
+        retry: Some(Retry {
+            runs_before: record.attempts,
+            // The record's revision is new with every write: one message per retry.
+            msg_id: format!("{id}.retry.{revision}"),
+        }),
+    };
+    // The new run's outcome is created afresh.
+    t.inner
+        .outcomes
+        .delete(&key)
+        .await
+        .map_err(|e| unavailable(format!("the outcome of job {id} cannot be removed: {e}")))?;
+    match publish(t, &job).await {
+        Ok(_) => Ok(Some(record)),
+        // Perhaps stored: the record stays `queued`, as it will run if it was.
+        Err(e) if e.kind() == ErrorKind::Timeout => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "job `{id}` may or may not be queued again (its record says queued): {}",
+                e.message()
+            ),
+        )),
+        Err(e) => {
+            // Not stored: put the job back as it was, outcome first.
+            let _ = t.inner.outcomes.put(&key, old_outcome).await;
+            records::restore(t, id, &before).await;
+            Err(Error::new(
+                e.kind(),
+                format!("job `{id}` was not retried: {}", e.message()),
+            ))
+        }
+    }
+}

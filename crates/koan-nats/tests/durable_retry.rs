@@ -1,0 +1,226 @@
+//! Retries of the cluster's durable jobs: a failed run is retried as its action's
+//! retry policy declares (as the host's own store does), and a dead job is run
+//! again by hand from any instance (`jobs().retry`, `retry_all_dead`) — once.
+
+use koan::transport::HostLink as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions, error::ErrorKind, job::JobQuery, job::JobRecord, job::JobState,
+};
+use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::{eventually, wait_for, within};
+
+/// Runs of each action; `mended` makes `until_mended` succeed.
+#[derive(Default)]
+struct Flaky {
+    once: AtomicU32,
+    twice: AtomicU32,
+    until_mended: AtomicU32,
+    mended: AtomicBool,
+}
+
+impl Service for Flaky {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Flaky").max_concurrency(4)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "once",
+            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                svc.once.fetch_add(1, Ordering::SeqCst);
+                Err::<(), BoxError>("broken".into())
+            },
+        )
+        .max_attempts(1);
+        a.action(
+            "twice",
+            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                svc.twice.fetch_add(1, Ordering::SeqCst);
+                Err::<(), BoxError>("broken".into())
+            },
+        )
+        .max_attempts(2)
+        .backoff(Duration::from_millis(50));
+        a.action(
+            "until_mended",
+            |svc: Arc<Self>, n: u32, cx: ActionContext| async move {
+                svc.until_mended.fetch_add(1, Ordering::SeqCst);
+                if !svc.mended.load(Ordering::SeqCst) {
+                    return Err::<u32, BoxError>(format!("job {n} is not mended yet").into());
+                }
+                Ok(cx.job().map_or(0, |j| j.attempt))
+            },
+        )
+        .max_attempts(1);
+    }
+}
+
+impl BackgroundService for Flaky {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A worker hosting `Flaky` and a member without it, once the worker is announced.
+async fn cluster(server: &NatsServer) -> anyhow::Result<(Member, Member)> {
+    let opts = test_options(&server.url());
+    let worker = Member::join(opts.clone(), |b| b.service::<Flaky>()).await?;
+    let client = Member::join(opts, |b| b).await?;
+    eventually("the worker to be announced", || async {
+        client.host.instances().await.is_ok_and(|l| {
+            l.iter()
+                .any(|i| i.services.iter().any(|s| s.name == "Flaky"))
+        })
+    })
+    .await?;
+    Ok((worker, client))
+}
+
+/// The record of `id` once it is in `state`.
+async fn record_in(m: &Member, id: &str, state: JobState) -> anyhow::Result<JobRecord> {
+    wait_for(&format!("job {id} to be {state}"), async || {
+        let r = m.host.jobs().get(id).await?;
+        Ok((r.state == state).then_some(r))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_cluster_job_is_retried_as_its_action_declares() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (worker, client) = cluster(&server).await?;
+    let flaky = worker.host.services::<Flaky>().instance()?;
+
+    for (action, runs) in [("once", 1), ("twice", 2)] {
+        let ticket = within(
+            "enqueue",
+            client.host.service("Flaky").action(action, ()).enqueue(),
+        )
+        .await??;
+        let id = ticket.id().to_owned();
+        let e = within("the outcome", ticket.outcome())
+            .await?
+            .expect_err("it never succeeds");
+        assert_eq!(e.kind(), ErrorKind::Handler, "{e}");
+        let dead = record_in(&client, &id, JobState::Dead).await?;
+        assert_eq!(dead.attempts, runs, "{action}: {dead:?}");
+        assert_eq!(dead.max_attempts, runs, "{action}: {dead:?}");
+        assert_eq!(dead.history.len(), runs as usize, "{action}: {dead:?}");
+    }
+    // Not the transport's `max_deliver` (5): the action's own policy.
+    assert_eq!(flaky.once.load(Ordering::SeqCst), 1);
+    assert_eq!(flaky.twice.load(Ordering::SeqCst), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_cluster_job_is_retried_by_hand_from_another_host() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (worker, client) = cluster(&server).await?;
+    let flaky = worker.host.services::<Flaky>().instance()?;
+    let jobs = client.host.jobs();
+
+    let ticket = within(
+        "enqueue",
+        client
+            .host
+            .service("Flaky")
+            .action("until_mended", 7u32)
+            .enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    let e = within("the outcome", ticket.outcome())
+        .await?
+        .expect_err("not mended yet");
+    assert!(e.message().contains("job 7 is not mended yet"), "{e}");
+    record_in(&client, &id, JobState::Dead).await?;
+
+    flaky.mended.store(true, Ordering::SeqCst);
+    let queued = within("retry", jobs.retry(&id)).await??;
+    assert_eq!(queued.state, JobState::Queued, "{queued:?}");
+    assert_eq!(queued.max_attempts, 2, "one run more: {queued:?}");
+
+    let done = record_in(&client, &id, JobState::Succeeded).await?;
+    assert_eq!(
+        done.attempts, 2,
+        "attempts go on from the first run: {done:?}"
+    );
+    assert_eq!(done.history.len(), 2, "{done:?}");
+    assert_eq!(
+        done.result,
+        Some(serde_json::json!(2)),
+        "the handler saw attempt 2"
+    );
+    // The outcome is the new run's, for whoever reads it.
+    let t = client.nats.clone().into_transport();
+    let outcome = within("the outcome", t.outcome(&id)).await??;
+    assert_eq!(outcome, serde_json::json!(2));
+    eventually("the retried run to be the only one more", || async {
+        flaky.until_mended.load(Ordering::SeqCst) == 2
+    })
+    .await?;
+
+    // A job no instance knows is unknown to every one.
+    let unknown = within("retry unknown", jobs.retry("no-such-job")).await?;
+    assert_eq!(
+        unknown.map_err(|e| e.kind()).err(),
+        Some(ErrorKind::UnknownJob)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_all_dead_takes_in_the_cluster_s_dead_jobs() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (worker, client) = cluster(&server).await?;
+    let flaky = worker.host.services::<Flaky>().instance()?;
+    let jobs = client.host.jobs();
+
+    let mut ids = Vec::new();
+    for n in 0..3u32 {
+        let ticket = within(
+            "enqueue",
+            client
+                .host
+                .service("Flaky")
+                .action("until_mended", n)
+                .enqueue(),
+        )
+        .await??;
+        ids.push(ticket.id().to_owned());
+        let _ = within("the outcome", ticket.outcome()).await?;
+    }
+    // The listing (this host's view of the records) shows them dead.
+    let dead = JobQuery {
+        state: Some(JobState::Dead),
+        service: Some("Flaky".into()),
+        ..JobQuery::default()
+    };
+    eventually("three dead jobs listed", || async {
+        jobs.list(dead.clone())
+            .await
+            .is_ok_and(|p| p.jobs.len() == 3)
+    })
+    .await?;
+
+    flaky.mended.store(true, Ordering::SeqCst);
+    let n = within("retry all dead", jobs.retry_all_dead(Some("Flaky"))).await??;
+    assert_eq!(n, 3);
+    for id in &ids {
+        record_in(&client, id, JobState::Succeeded).await?;
+    }
+    eventually("each job run once more", || async {
+        flaky.until_mended.load(Ordering::SeqCst) == 6
+    })
+    .await?;
+    Ok(())
+}
