@@ -1,5 +1,6 @@
-//! Putting jobs on the work stream (`KOAN_WORK`): a new enqueue, and a retry by
-//! hand of a job that ended (dead, cancelled or succeeded), from any instance.
+//! Putting jobs on the work stream (`KOAN_WORK`, or `KOAN_DELAYED` until they are
+//! due): a new enqueue, and a retry by hand of a job that ended (dead, cancelled or
+//! succeeded), from any instance.
 //!
 //! A retry publishes the job again under the same job id with a message id of its
 //! own (`Koan-Action-Id` + `Koan-Runs-Before`, `docs/wire.md`), after its record is
@@ -8,15 +9,48 @@
 //! new run as it did for the first.
 
 use async_nats::jetstream::context::PublishErrorKind;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use koan::Error;
 use koan::error::ErrorKind;
 use koan::job::{JobRecord, JobState, wrong_state};
+use koan::transport::RemoteCall;
 
 use crate::records;
 use crate::subjects;
 use crate::transport::{NatsTransport, unavailable};
 use crate::wire::{self, Job, Retry};
+
+/// The job of `call` under `id`, to run at once or from `run_at` on. Its deadline
+/// counts from when it is due.
+pub(crate) fn job_of(call: RemoteCall, id: &str, run_at: Option<DateTime<Utc>>) -> Job {
+    let run_at_unix_ms = run_at.map(|at| u64::try_from(at.timestamp_millis()).unwrap_or(0));
+    let timeout_ms = call
+        .timeout
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+    let from = run_at_unix_ms.unwrap_or(0).max(wire::unix_ms());
+    Job {
+        id: id.to_owned(),
+        service: call.service,
+        action: call.action,
+        params: call.params,
+        priority: call.priority,
+        timeout_ms,
+        deadline_unix_ms: timeout_ms.map(|ms| from.saturating_add(ms)),
+        run_at_unix_ms,
+        correlation_id: call.correlation_id,
+        retry: None,
+    }
+}
+
+/// Publishes a new job and writes its first record (`queued`, or `scheduled`
+/// until it is due): `true` when stored now, `false` for a repeat of its id.
+pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error> {
+    let stored = publish(t, job).await?;
+    if stored {
+        records::accepted(t, job).await;
+    }
+    Ok(stored)
+}
 
 /// Publishes `job` and waits for JetStream's ack: `true` when stored now, `false`
 /// when a message with its id was stored before. A `Timeout` error means the
@@ -105,6 +139,7 @@ pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecor
         deadline_unix_ms: record
             .timeout_ms
             .map(|ms| wire::unix_ms().saturating_add(ms)),
+        run_at_unix_ms: None,
         correlation_id: record.correlation_id.clone(),
         retry: Some(Retry {
             runs_before: record.attempts,

@@ -10,10 +10,12 @@
 //!   [`koan::error::ErrorKind`]; no instance is `ServiceUnavailable`, at once.
 //! - **Durable enqueue**: `enqueue()` goes into the JetStream work-queue stream
 //!   `KOAN_WORK` — of a remote action, and of a local one too once the host is
-//!   attached (so any live instance runs it, should this one die; delayed jobs and
-//!   chains stay in the host's own store) — acknowledged after the handler succeeds,
-//!   redelivered after a crash, de-duplicated by action id, dead-lettered to
-//!   `koan.dlq.<service>.<action>` after `max_deliver` attempts; outcomes are kept in
+//!   attached (so any live instance runs it, should this one die; delayed jobs wait
+//!   in `KOAN_DELAYED` until due, chains stay in the host's own store) —
+//!   acknowledged after the handler succeeds, redelivered after a crash,
+//!   de-duplicated by action id, retried as the action's retry policy says and
+//!   dead-lettered to `koan.dlq.<service>.<action>` after the last attempt, retried
+//!   by hand from any instance; outcomes are kept in
 //!   the KV bucket `koan_outcomes`, and the jobs' records in `koan_jobs`, so that
 //!   `/api/jobs` on any instance lists, shows and cancels the jobs every instance
 //!   accepted.
@@ -49,6 +51,7 @@
 //! ```
 
 mod connection;
+mod delayed;
 mod enqueue;
 mod jobs_view;
 mod lease;

@@ -123,6 +123,12 @@ impl NatsTransport {
                 host.clone(),
                 service.clone(),
             )));
+            // Its delayed jobs, moved to the work queue when due.
+            tasks.push(tokio::spawn(crate::delayed::consume(
+                self.clone(),
+                host.clone(),
+                service.clone(),
+            )));
             // From now on its jobs enqueued here go to the shared queue too.
             self.share(&service);
             consumed.push(service.clone());

@@ -30,6 +30,11 @@ const RACES: usize = 5;
 /// The record of a job before any run.
 pub(crate) fn queued(t: &NatsTransport, job: &Job) -> JobRecord {
     let now = Utc::now();
+    // `scheduled` until it is due.
+    let run_at = job
+        .run_at_unix_ms
+        .and_then(|ms| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?))
+        .map_or(now, |at| at.max(now));
     NewJob {
         id: job.id.clone(),
         service: job.service.clone(),
@@ -43,7 +48,7 @@ pub(crate) fn queued(t: &NatsTransport, job: &Job) -> JobRecord {
         // The message does not carry the key (its id is made from it).
         idempotency_key: None,
         created_at: now,
-        run_at: now,
+        run_at,
         max_attempts: u32::try_from(t.inner.opts.max_deliver).unwrap_or(u32::MAX),
     }
     .into_record()
@@ -287,6 +292,22 @@ pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobReco
         Ok(true)
     })
     .await
+}
+
+/// Sets the record of a delayed job `queued` now that it is due and on the work
+/// queue (a failure is logged: the job runs all the same).
+pub(crate) async fn due(t: &NatsTransport, id: &str) {
+    let r = change(t, id, None, |r| {
+        if r.state != JobState::Scheduled {
+            return Ok(false);
+        }
+        r.state = JobState::Queued;
+        Ok(true)
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(id = %id, error = %e, "could not record that a delayed job is due; it runs all the same");
+    }
 }
 
 /// Sets the record of `id` `queued` for a retry by hand, if its state is one that

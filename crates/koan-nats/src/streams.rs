@@ -10,16 +10,17 @@ use crate::options::NatsOptions;
 use crate::subjects;
 use crate::transport::unavailable;
 
-/// The durable work queue and the dead letters.
+/// The durable work queue, the delayed jobs waiting for it, and the dead letters.
 pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) -> Result<(), Error> {
     for (name, subject) in [
         (subjects::WORK_STREAM, subjects::WORK_SUBJECTS),
+        (subjects::DELAYED_STREAM, subjects::DELAYED_SUBJECTS),
         (subjects::DLQ_STREAM, subjects::DLQ_SUBJECTS),
     ] {
-        let retention = if name == subjects::WORK_STREAM {
-            stream::RetentionPolicy::WorkQueue
-        } else {
+        let retention = if name == subjects::DLQ_STREAM {
             stream::RetentionPolicy::Limits
+        } else {
+            stream::RetentionPolicy::WorkQueue
         };
         js.get_or_create_stream(stream::Config {
             name: name.to_owned(),

@@ -58,6 +58,8 @@ pub(crate) const ALL_EVENTS: &str = "koan.evt.>";
 
 pub(crate) const WORK_STREAM: &str = "KOAN_WORK";
 pub(crate) const WORK_SUBJECTS: &str = "koan.work.>";
+pub(crate) const DELAYED_STREAM: &str = "KOAN_DELAYED";
+pub(crate) const DELAYED_SUBJECTS: &str = "koan.delayed.>";
 pub(crate) const DLQ_STREAM: &str = "KOAN_DLQ";
 pub(crate) const DLQ_SUBJECTS: &str = "koan.dlq.>";
 
@@ -71,6 +73,19 @@ pub(crate) fn work_of(service: &str) -> String {
 
 pub(crate) fn work_consumer(service: &str) -> String {
     format!("koan-work-{}", token(service))
+}
+
+/// Where a job waits until it is due (`KOAN_DELAYED`).
+pub(crate) fn delayed(service: &str, action: &str) -> String {
+    format!("koan.delayed.{}.{}", token(service), token(action))
+}
+
+pub(crate) fn delayed_of(service: &str) -> String {
+    format!("koan.delayed.{}.>", token(service))
+}
+
+pub(crate) fn delayed_consumer(service: &str) -> String {
+    format!("koan-delayed-{}", token(service))
 }
 
 pub(crate) fn dead_letter(service: &str, action: &str) -> String {

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::connection::{ConnectionState, ConnectionWatch};
 use crate::options::NatsOptions;
 use crate::subjects;
-use crate::wire::{self, Job, Reply, WireEvent};
+use crate::wire::{self, Reply, WireEvent};
 
 /// A connection to NATS that carries koan's calls, events and queries.
 /// Cheap to clone.
@@ -307,27 +307,22 @@ impl Transport for NatsTransport {
     }
 
     fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
-        let id = id.to_owned();
-        Box::pin(async move {
-            let job = Job {
-                id,
-                service: call.service,
-                action: call.action,
-                params: call.params,
-                priority: call.priority,
-                timeout_ms: call.timeout.map(|t| t.as_millis() as u64),
-                deadline_unix_ms: call
-                    .timeout
-                    .map(|t| wire::unix_ms().saturating_add(t.as_millis() as u64)),
-                correlation_id: call.correlation_id,
-                retry: None,
-            };
-            let stored = crate::enqueue::publish(self, &job).await?;
-            if stored {
-                crate::records::accepted(self, &job).await;
-            }
-            Ok(stored)
-        })
+        let job = crate::enqueue::job_of(call, id, None);
+        Box::pin(async move { crate::enqueue::enqueue(self, &job).await })
+    }
+
+    fn enqueue_at(
+        &self,
+        call: RemoteCall,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<bool, Error>> {
+        let job = crate::enqueue::job_of(call, id, Some(at));
+        Box::pin(async move { crate::enqueue::enqueue(self, &job).await })
+    }
+
+    fn keeps_delayed(&self) -> bool {
+        true
     }
 
     fn shares_jobs_of(&self, service: &str) -> bool {

@@ -1,8 +1,8 @@
 //! Enqueue options on a service in another process. An idempotency key past
 //! JetStream's duplicate window: the repeat is stored as a new message (the window
 //! only de-duplicates publishes close together), but the job it names has its
-//! outcome recorded, so it is not run again. A delay, which the durable queue
-//! cannot keep, is refused instead of run at once.
+//! outcome recorded, so it is not run again. A delay is kept by the cluster
+//! (`KOAN_DELAYED`), not run at once.
 
 use koan::transport::HostLink as _;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions, error::ErrorKind,
+    ServiceOptions, job::JobState,
 };
 use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{eventually, within};
@@ -117,8 +117,7 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delay_for_a_service_in_another_process_is_refused_not_run_at_once() -> anyhow::Result<()>
-{
+async fn a_delay_for_a_service_in_another_process_is_kept_not_run_at_once() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let sent = Arc::new(AtomicU32::new(0));
     let opts = test_options(&server.url());
@@ -136,22 +135,32 @@ async fn a_delay_for_a_service_in_another_process_is_refused_not_run_at_once() -
     })
     .await?;
 
+    // Kept by the cluster for an hour (or until a time), not run at once.
     let later = client
         .service("Mailer")
         .action("send", 18u32)
         .delay(Duration::from_secs(3600))
         .enqueue();
-    let e = within("enqueue", later)
-        .await?
-        .expect_err("the durable queue cannot hold a job for an hour");
-    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
-    assert!(e.message().contains("another process"), "{e}");
+    let later = within("enqueue", later).await??;
+    let at = chrono::Utc::now() + chrono::Duration::hours(1);
     let at = client
         .service("Mailer")
         .action("send", 19u32)
-        .at(chrono::Utc::now() + chrono::Duration::hours(1))
+        .at(at)
         .enqueue();
-    let e = within("enqueue", at).await?.expect_err("nor one for later");
-    assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
+    let at = within("enqueue", at).await??;
+    for id in [later.id(), at.id()] {
+        let r = within("the record", client.jobs().get(id)).await??;
+        assert_eq!(r.state, JobState::Scheduled, "{r:?}");
+        assert!(
+            r.run_at > chrono::Utc::now() + chrono::Duration::minutes(59),
+            "{r:?}"
+        );
+    }
+    // A job enqueued after them without a delay runs, and only it.
+    let now = client.service("Mailer").action("send", 20u32).enqueue();
+    let now = within("enqueue", now).await??;
+    within("its outcome", now.outcome()).await??;
+    assert_eq!(sent.load(Ordering::SeqCst), 1, "the delayed ones wait");
     Ok(())
 }

@@ -9,8 +9,9 @@ use koan::{Error, error::ErrorKind};
 use serde_json::Value;
 
 use super::{
-    H_ACTION, H_ACTION_ID, H_CORRELATION, H_DEADLINE, H_MSG_ID, H_PRIORITY, H_RUNS_BEFORE,
-    H_SERVICE, H_TIMEOUT_MS, H_WIRE, Reply, VERSION, header, header_value, refuse_version,
+    H_ACTION, H_ACTION_ID, H_CORRELATION, H_DEADLINE, H_MSG_ID, H_PRIORITY, H_RUN_AT,
+    H_RUNS_BEFORE, H_SERVICE, H_TIMEOUT_MS, H_WIRE, Reply, VERSION, header, header_value,
+    refuse_version,
 };
 use crate::subjects;
 
@@ -28,6 +29,9 @@ pub(crate) struct Job {
     /// When the job's time is up (Unix milliseconds): time waiting in the stream
     /// counts, as it does in a local mailbox.
     pub(crate) deadline_unix_ms: Option<u64>,
+    /// Not to run before this time (Unix milliseconds): such a job waits in the
+    /// `KOAN_DELAYED` stream until it is due.
+    pub(crate) run_at_unix_ms: Option<u64>,
     pub(crate) correlation_id: String,
     /// Set on a job published again by a retry by hand: runs the job had before
     /// (its attempts go on from there), and the message's own de-duplication id,
@@ -80,8 +84,16 @@ impl Job {
         if let Some(at) = self.deadline_unix_ms {
             h.insert(H_DEADLINE, at.to_string().as_str());
         }
+        if let Some(at) = self.run_at_unix_ms {
+            h.insert(H_RUN_AT, at.to_string().as_str());
+        }
         let body = serde_json::to_vec(&self.params).unwrap_or_default().into();
-        (subjects::work(&self.service, &self.action), h, body)
+        let subject = if self.run_at_unix_ms.is_some_and(|at| at > super::unix_ms()) {
+            subjects::delayed(&self.service, &self.action)
+        } else {
+            subjects::work(&self.service, &self.action)
+        };
+        (subject, h, body)
     }
 
     /// Reads a message of the work stream of `service` (the name of the consumer's
@@ -146,6 +158,7 @@ impl Job {
         };
         let timeout_ms = number(H_TIMEOUT_MS)?;
         let deadline_unix_ms = number(H_DEADLINE)?;
+        let run_at_unix_ms = number(H_RUN_AT)?;
         let priority = match header(headers, H_PRIORITY) {
             None => 0,
             Some(v) => v.trim().parse().map_err(|_| {
@@ -195,6 +208,7 @@ impl Job {
             priority,
             timeout_ms,
             deadline_unix_ms,
+            run_at_unix_ms,
             correlation_id,
             retry,
         })
@@ -219,6 +233,7 @@ mod tests {
             priority: 3,
             timeout_ms: Some(500),
             deadline_unix_ms: Some(1_700_000_000_000),
+            run_at_unix_ms: None,
             correlation_id: "c-1".to_owned(),
             retry: None,
         }

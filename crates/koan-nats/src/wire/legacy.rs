@@ -42,6 +42,7 @@ pub(super) fn read(headers: Option<&HeaderMap>, body: &[u8]) -> Option<Job> {
         priority: e.priority,
         timeout_ms: e.timeout_ms,
         deadline_unix_ms: e.deadline_unix_ms,
+        run_at_unix_ms: None,
         correlation_id: e.correlation_id,
         retry: None,
     })

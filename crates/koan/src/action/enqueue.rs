@@ -61,8 +61,8 @@ impl ActionRequest {
                 ),
             ));
         }
-        // The durable queue delivers at once: a job asked for later would run now.
-        if let Some(when) = &self.when {
+        // A queue that delivers at once cannot keep a job asked for later.
+        if let Some(when) = self.when.as_ref().filter(|_| !transport.keeps_delayed()) {
             let asked = match when {
                 When::After(d) => format!("a delay ({d:?})"),
                 When::At(at) => format!("a time to run at ({at})"),
@@ -75,6 +75,10 @@ impl ActionRequest {
                 ),
             ));
         }
+        let run_at = match &self.when {
+            Some(when) => Some(when.run_at(inner.config.clock.now())?),
+            None => None,
+        };
         let Some(step) = self.steps.take_single() else {
             return Err(Error::new(
                 ErrorKind::InvalidParameters,
@@ -87,7 +91,15 @@ impl ActionRequest {
         // A service elsewhere: the transport's durable queue keeps the job.
         let given = Correlation::Given(Arc::clone(&correlation));
         let call = remote_call(&self.target, step, &given)?;
-        hand_over(&inner, transport, call, self.idempotency_key, correlation).await
+        hand_over(
+            &inner,
+            transport,
+            call,
+            self.idempotency_key,
+            correlation,
+            run_at,
+        )
+        .await
     }
 
     /// Checks each step against the local service and stores the job.
@@ -103,14 +115,9 @@ impl ActionRequest {
             steps.push(checked_step(inner, cell, step)?);
         }
         let now = inner.config.clock.now();
-        let run_at = match self.when {
+        let run_at = match &self.when {
             None => now,
-            Some(When::After(d)) => {
-                now + chrono::Duration::from_std(d).map_err(|_| {
-                    Error::new(ErrorKind::InvalidParameters, "the delay is too long")
-                })?
-            }
-            Some(When::At(at)) => at.max(now),
+            Some(when) => when.run_at(now)?,
         };
         let max_attempts = inner.jobs.policy(cell, &steps[0].action).max_attempts;
         // A repeat under a key must be the same call; kept to compare with the first.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -19,16 +20,14 @@ use crate::transport::{RemoteCall, Transport};
 impl ActionRequest {
     /// Whether this job of the local service `cell` goes to the cluster's shared
     /// queue: the transport shares the service's jobs (this host serves it there),
-    /// and the job is one the queue can keep — one action, due now. Delayed jobs and
-    /// chains stay in this host's store, the queue running jobs at once and one
-    /// action each.
+    /// and the job is one the queue can keep — one action, due now or (when the
+    /// transport keeps delayed jobs) later. Chains stay in this host's store, the
+    /// queue running one action each.
     pub(super) fn shared(&self, inner: &HostInner, cell: &ServiceCell) -> bool {
-        self.when.is_none()
-            && self.steps.len() == 1
-            && inner
-                .transport
-                .as_ref()
-                .is_some_and(|t| t.shares_jobs_of(&cell.spec.name))
+        self.steps.len() == 1
+            && inner.transport.as_ref().is_some_and(|t| {
+                t.shares_jobs_of(&cell.spec.name) && (self.when.is_none() || t.keeps_delayed())
+            })
     }
 
     /// Checks the job against the local service (as for the local store), then
@@ -50,6 +49,10 @@ impl ActionRequest {
             ));
         };
         let priority = step.priority;
+        let run_at = match &self.when {
+            Some(when) => Some(when.run_at(inner.config.clock.now())?),
+            None => None,
+        };
         let JobStep {
             action,
             params,
@@ -63,7 +66,15 @@ impl ActionRequest {
             timeout: timeout_ms.map(std::time::Duration::from_millis),
             correlation_id: correlation.to_string(),
         };
-        let ticket = hand_over(inner, transport, call, self.idempotency_key, correlation).await?;
+        let ticket = hand_over(
+            inner,
+            transport,
+            call,
+            self.idempotency_key,
+            correlation,
+            run_at,
+        )
+        .await?;
         if ticket.created() {
             metrics::counter!("koan_jobs_enqueued_total", "service" => cell.spec.name.to_string())
                 .increment(1);
@@ -72,14 +83,16 @@ impl ActionRequest {
     }
 }
 
-/// Hands `call` to the transport's durable queue; the ticket's outcome comes from
-/// the transport. This host keeps the job's record (`GET /api/jobs/{id}`).
+/// Hands `call` to the transport's durable queue, to run at once or at `run_at`;
+/// the ticket's outcome comes from the transport. This host keeps the job's record
+/// (`GET /api/jobs/{id}`).
 pub(super) async fn hand_over(
     inner: &Arc<HostInner>,
     transport: Arc<dyn Transport>,
     call: RemoteCall,
     idempotency_key: Option<String>,
     correlation: Arc<str>,
+    run_at: Option<DateTime<Utc>>,
 ) -> Result<JobTicket> {
     // A key names one job of the service: its repeats are de-duplicated by id.
     let id: Arc<str> = match &idempotency_key {
@@ -101,15 +114,25 @@ pub(super) async fn hand_over(
         correlation_id: correlation.to_string(),
         idempotency_key: idempotency_key.clone(),
         created_at: now,
-        run_at: now,
+        run_at: run_at.unwrap_or(now),
         max_attempts: 1,
     }
     .into_record();
-    let deadline = call.timeout.map(|t| crate::util::after(Instant::now(), t));
+    // A delayed job's time runs from when it is due.
+    let wait_first = run_at
+        .and_then(|at| (at - now).to_std().ok())
+        .unwrap_or_default();
+    let deadline = call
+        .timeout
+        .map(|t| crate::util::after(Instant::now(), wait_first.saturating_add(t)));
     let what = format!("durable action `{}` of `{}`", call.action, call.service);
     // Waiting starts before the job exists, so its outcome cannot slip by.
     let wait = transport.outcome(&id);
-    let created = match transport.enqueue(call, &id).await {
+    let stored = match run_at {
+        Some(at) => transport.enqueue_at(call, &id, at).await,
+        None => transport.enqueue(call, &id).await,
+    };
+    let created = match stored {
         Ok(created) => created,
         Err(e) if e.kind() == ErrorKind::Timeout => {
             return Err(Error::new(

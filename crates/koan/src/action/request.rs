@@ -12,7 +12,7 @@ use super::context::JobMeta;
 use super::correlation::{Correlation, CorrelationText};
 use super::route::find_local;
 use super::table::ActionEntry;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostHandle;
 use crate::payload::Payload;
 
@@ -148,6 +148,28 @@ pub struct ActionRequest {
 pub(super) enum When {
     After(Duration),
     At(chrono::DateTime<chrono::Utc>),
+}
+
+impl When {
+    /// When the job may run, `now` being the time of its enqueue (a time in the
+    /// past is now).
+    pub(super) fn run_at(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>> {
+        match self {
+            When::After(d) => chrono::Duration::from_std(*d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidParameters,
+                        format!("the delay ({d:?}) is too long: give one of less than 100 years"),
+                    )
+                }),
+            When::At(at) => Ok((*at).max(now)),
+        }
+    }
 }
 
 impl std::fmt::Debug for ActionRequest {

@@ -114,11 +114,30 @@ pub trait Transport: Send + Sync + 'static {
         Box::pin(async { Err(unsupported("durable enqueue")) })
     }
 
+    /// [`enqueue`](Self::enqueue) of a job that may run from `at` on (not before),
+    /// kept by the queue until then. Supported when
+    /// [`keeps_delayed`](Self::keeps_delayed) says so.
+    fn enqueue_at(
+        &self,
+        call: RemoteCall,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<bool>> {
+        let _ = (call, id, at);
+        Box::pin(async { Err(unsupported("delayed jobs")) })
+    }
+
+    /// Whether [`enqueue_at`](Self::enqueue_at) keeps delayed jobs.
+    fn keeps_delayed(&self) -> bool {
+        false
+    }
+
     /// Whether jobs of `service`, which this host runs, go to this transport's
     /// durable queue rather than the host's own job store: `true` when the queue is
     /// shared by every instance of the cluster and this host serves `service` there
     /// (so any live instance can run the job, not only this one). Jobs that the queue
-    /// cannot keep (delayed ones, chains) stay in the host's store.
+    /// cannot keep (chains, and delayed ones unless it
+    /// [keeps them](Self::keeps_delayed)) stay in the host's store.
     fn shares_jobs_of(&self, service: &str) -> bool {
         let _ = service;
         false

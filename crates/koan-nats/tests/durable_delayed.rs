@@ -1,0 +1,176 @@
+//! Delayed jobs in a cluster: `.delay()` / `.at()` keep the job in JetStream (the
+//! `KOAN_DELAYED` stream) until it is due — not in the accepting host's store — so
+//! it runs once, not before its time, on any instance that remains.
+
+use koan::transport::HostLink as _;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use koan::{
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions, error::ErrorKind, job::JobRecord, job::JobState,
+};
+use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::{eventually, wait_for, within};
+
+/// When each job ran, by job id, shared by every instance in the test.
+type Runs = Arc<Mutex<BTreeMap<String, Vec<DateTime<Utc>>>>>;
+
+struct Clock {
+    runs: Runs,
+}
+
+impl Service for Clock {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Clock").max_concurrency(4)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "stamp",
+            |svc: Arc<Self>, (): (), cx: ActionContext| async move {
+                let id = cx.job().map(|j| j.id.clone()).unwrap_or_default();
+                if let Ok(mut m) = svc.runs.lock() {
+                    m.entry(id).or_default().push(Utc::now());
+                }
+                Ok::<_, BoxError>(())
+            },
+        );
+    }
+}
+
+impl BackgroundService for Clock {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+fn runs_of(runs: &Runs, id: &str) -> Vec<DateTime<Utc>> {
+    runs.lock()
+        .map(|m| m.get(id).cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+async fn record_in(m: &Member, id: &str, state: JobState) -> anyhow::Result<JobRecord> {
+    wait_for(&format!("job {id} to be {state}"), async || {
+        let r = m.host.jobs().get(id).await?;
+        Ok((r.state == state).then_some(r))
+    })
+    .await
+}
+
+/// Waits until `member` sees `Clock` announced by `count` instances.
+async fn announced(member: &Member, count: usize) -> anyhow::Result<()> {
+    eventually("the clocks to be announced", || async {
+        member.host.instances().await.is_ok_and(|l| {
+            l.iter()
+                .filter(|i| i.services.iter().any(|s| s.name == "Clock"))
+                .count()
+                >= count
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_job_outlives_the_host_that_accepted_it() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    let runs = Runs::default();
+    let clock = |runs: &Runs| Clock {
+        runs: Arc::clone(runs),
+    };
+    let a = Member::join(opts.clone(), |b| b.instance(clock(&runs))).await?;
+    let b = Member::join(opts, |b| b.instance(clock(&runs))).await?;
+    announced(&b, 2).await?;
+
+    // Accepted by A, which runs the service itself.
+    let ticket = within(
+        "enqueue",
+        a.host
+            .services::<Clock>()
+            .action("stamp", ())
+            .delay(Duration::from_secs(2))
+            .enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    // B sees it scheduled: the cluster keeps it, not A.
+    let scheduled = record_in(&b, &id, JobState::Scheduled).await?;
+    let due = scheduled.run_at;
+    assert!(due > scheduled.created_at, "{scheduled:?}");
+
+    // A goes away before it is due; B runs it at its time.
+    a.stop().await?;
+    let done = record_in(&b, &id, JobState::Succeeded).await?;
+    assert_eq!(done.attempts, 1, "{done:?}");
+    let ran = runs_of(&runs, &id);
+    assert_eq!(ran.len(), 1, "run once: {ran:?}");
+    assert!(
+        ran[0] >= due,
+        "not before its time: ran {} < due {due}",
+        ran[0]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_job_for_a_service_elsewhere_runs_when_due_or_is_cancelled() -> anyhow::Result<()>
+{
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    let runs = Runs::default();
+    let _worker = Member::join(opts.clone(), |b| {
+        b.instance(Clock {
+            runs: Arc::clone(&runs),
+        })
+    })
+    .await?;
+    let client = Member::join(opts, |b| b).await?;
+    announced(&client, 1).await?;
+
+    // At a time, for a service this host does not run.
+    let at = Utc::now() + chrono::Duration::milliseconds(1500);
+    let ticket = within(
+        "enqueue",
+        client
+            .host
+            .service("Clock")
+            .action("stamp", ())
+            .at(at)
+            .enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    within("the outcome", ticket.outcome()).await??;
+    let ran = runs_of(&runs, &id);
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    assert!(ran[0] >= at, "not before its time: ran {} < {at}", ran[0]);
+    record_in(&client, &id, JobState::Succeeded).await?;
+
+    // Cancelled while it waits: it never runs, its waiter is told.
+    let ticket = within(
+        "enqueue",
+        client
+            .host
+            .service("Clock")
+            .action("stamp", ())
+            .delay(Duration::from_secs(1))
+            .enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    let cancelled = within("cancel", client.host.jobs().cancel(&id)).await??;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    let e = within("the outcome", ticket.outcome())
+        .await?
+        .expect_err("cancelled");
+    assert_eq!(e.kind(), ErrorKind::JobState, "{e}");
+    assert!(runs_of(&runs, &id).is_empty(), "never ran");
+    Ok(())
+}
