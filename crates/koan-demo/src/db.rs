@@ -89,16 +89,30 @@ pub fn init(conn: &Connection) -> rusqlite::Result<()> {
 ///
 /// Translations keyed by the job that made them (so a job run twice stores its
 /// translation once).
+///
+/// The look and the change are one write transaction: two connections that open
+/// the database at once (the first calls of a process, on the blocking pool) would
+/// otherwise both find the column missing, and the second `ALTER` fail.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_job_id: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('translations') WHERE name = 'job_id'")?
-        .exists([])?;
-    if !has_job_id {
-        conn.execute_batch("ALTER TABLE translations ADD COLUMN job_id TEXT")?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let changed = (|| {
+        let has_job_id: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('translations') WHERE name = 'job_id'")?
+            .exists([])?;
+        if !has_job_id {
+            conn.execute_batch("ALTER TABLE translations ADD COLUMN job_id TEXT")?;
+        }
+        conn.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS translations_job ON translations(job_id) WHERE job_id IS NOT NULL",
+        )
+    })();
+    match changed {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
-    conn.execute_batch(
-        "CREATE UNIQUE INDEX IF NOT EXISTS translations_job ON translations(job_id) WHERE job_id IS NOT NULL",
-    )
 }
 
 /// The demo's tables.
@@ -157,3 +171,25 @@ CREATE TABLE IF NOT EXISTS delivered_messages (
     delivered_at INTEGER NOT NULL
 );
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_calls_of_a_process_open_a_new_database_at_once() {
+        let dir = koan_test_support::TempDir::new("koan-demo-db");
+        let db = Db::new(dir.path().join("demo.db"));
+        // Each call opens its own connection; before any has set the schema up,
+        // all of them bring it up to date together.
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move { db.run(|_| Ok(())).await.map_err(|e| e.to_string()) })
+            })
+            .collect();
+        for call in calls {
+            call.await.expect("joined").expect("no call fails");
+        }
+    }
+}
