@@ -9,27 +9,29 @@
 //! new run as it did for the first.
 
 use async_nats::jetstream::context::PublishErrorKind;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use koan::Error;
 use koan::error::ErrorKind;
 use koan::job::{JobRecord, JobState, wrong_state};
-use koan::transport::RemoteCall;
+use koan::transport::{DurableJob, RemoteCall};
 
 use crate::records;
 use crate::subjects;
 use crate::transport::{NatsTransport, unavailable};
 use crate::wire::{self, Job, Retry};
 
-/// The job of `call` under `id`, to run at once or from `run_at` on. Its deadline
-/// counts from when it is due.
-pub(crate) fn job_of(call: RemoteCall, id: &str, run_at: Option<DateTime<Utc>>) -> Job {
-    let run_at_unix_ms = run_at.map(|at| u64::try_from(at.timestamp_millis()).unwrap_or(0));
+/// The job of `call` as `job` names it, to run at once or from its `run_at` on.
+/// Its deadline counts from when it is due.
+pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
+    let run_at_unix_ms = job
+        .run_at
+        .map(|at| u64::try_from(at.timestamp_millis()).unwrap_or(0));
     let timeout_ms = call
         .timeout
         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
     let from = run_at_unix_ms.unwrap_or(0).max(wire::unix_ms());
     Job {
-        id: id.to_owned(),
+        id: job.id,
         service: call.service,
         action: call.action,
         params: call.params,
@@ -38,6 +40,7 @@ pub(crate) fn job_of(call: RemoteCall, id: &str, run_at: Option<DateTime<Utc>>) 
         deadline_unix_ms: timeout_ms.map(|ms| from.saturating_add(ms)),
         run_at_unix_ms,
         correlation_id: call.correlation_id,
+        idempotency_key: job.idempotency_key,
         retry: None,
     }
 }
@@ -141,6 +144,7 @@ pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecor
             .map(|ms| wire::unix_ms().saturating_add(ms)),
         run_at_unix_ms: None,
         correlation_id: record.correlation_id.clone(),
+        idempotency_key: record.idempotency_key.clone(),
         retry: Some(Retry {
             runs_before: record.attempts,
             // The record's revision is new with every write: one message per retry.

@@ -131,6 +131,13 @@ fn max_attempts(t: &NatsTransport, host: &HostHandle, job: &Job) -> u32 {
         .max(runs_before.saturating_add(1))
 }
 
+/// What the handler of run `attempt` of `job` sees in `cx.job()`.
+fn job_info(job: &Job, attempt: u32) -> koan::job::JobInfo {
+    let mut info = koan::job::JobInfo::new(job.id.clone(), attempt);
+    info.idempotency_key.clone_from(&job.idempotency_key);
+    info
+}
+
 /// Errors that another attempt cannot fix.
 fn permanent(kind: ErrorKind) -> bool {
     matches!(
@@ -170,7 +177,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         .priority(job.priority)
         .correlation_id(job.correlation_id.clone())
         // The handler sees the job's id and attempt, to key its side effects.
-        .as_job(koan::job::JobInfo::new(job.id.clone(), attempt));
+        .as_job(job_info(&job, attempt));
     match (job.deadline_unix_ms, job.timeout_ms) {
         (Some(deadline), _) => {
             let left = deadline.saturating_sub(wire::unix_ms());

@@ -45,8 +45,7 @@ pub(crate) fn queued(t: &NatsTransport, job: &Job) -> JobRecord {
         }],
         priority: job.priority,
         correlation_id: job.correlation_id.clone(),
-        // The message does not carry the key (its id is made from it).
-        idempotency_key: None,
+        idempotency_key: job.idempotency_key.clone(),
         created_at: now,
         run_at,
         max_attempts: u32::try_from(t.inner.opts.max_deliver).unwrap_or(u32::MAX),

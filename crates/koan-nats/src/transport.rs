@@ -10,7 +10,8 @@ use async_nats::{Client, HeaderMap};
 use koan::job::{JobCounts, JobPage, JobQuery, JobRecord};
 use koan::{
     Error, error::ErrorKind, event::EventEnvelope, health::HealthReport, transport::BoxFuture,
-    transport::Instance, transport::RemoteCall, transport::RemoteQuery, transport::Transport,
+    transport::DurableJob, transport::Instance, transport::RemoteCall, transport::RemoteQuery,
+    transport::Transport,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -306,18 +307,8 @@ impl Transport for NatsTransport {
         })
     }
 
-    fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
-        let job = crate::enqueue::job_of(call, id, None);
-        Box::pin(async move { crate::enqueue::enqueue(self, &job).await })
-    }
-
-    fn enqueue_at(
-        &self,
-        call: RemoteCall,
-        id: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> BoxFuture<'_, Result<bool, Error>> {
-        let job = crate::enqueue::job_of(call, id, Some(at));
+    fn enqueue(&self, call: RemoteCall, job: DurableJob) -> BoxFuture<'_, Result<bool, Error>> {
+        let job = crate::enqueue::job_of(call, job);
         Box::pin(async move { crate::enqueue::enqueue(self, &job).await })
     }
 

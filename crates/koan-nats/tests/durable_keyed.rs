@@ -5,8 +5,8 @@
 //! (`KOAN_DELAYED`), not run at once.
 
 use koan::transport::HostLink as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
@@ -19,6 +19,8 @@ use koan_test_support::{eventually, within};
 
 struct Mailer {
     sent: Arc<AtomicU32>,
+    /// The idempotency keys its handler saw.
+    keys: Arc<Mutex<Vec<String>>>,
 }
 
 impl Service for Mailer {
@@ -31,8 +33,14 @@ impl Service for Mailer {
     fn actions(a: &mut Actions<Self>) {
         a.action(
             "send",
-            |svc: Arc<Self>, order: u32, _cx: ActionContext| async move {
+            |svc: Arc<Self>, order: u32, cx: ActionContext| async move {
                 svc.sent.fetch_add(1, Ordering::SeqCst);
+                if let (Some(key), Ok(mut keys)) = (
+                    cx.job().and_then(|j| j.idempotency_key.clone()),
+                    svc.keys.lock(),
+                ) {
+                    keys.push(key);
+                }
                 Ok::<_, BoxError>(order)
             },
         );
@@ -64,8 +72,10 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
     .await?;
     let sent = Arc::new(AtomicU32::new(0));
     let opts = test_options(&server.url());
+    let keys = Arc::new(Mutex::new(Vec::new()));
     let worker = Mailer {
         sent: Arc::clone(&sent),
+        keys: Arc::clone(&keys),
     };
     let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
     let member = Member::join(opts, |b| b).await?;
@@ -82,6 +92,18 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
     let id = first.id().to_owned();
     within("the job", first.outcome()).await??;
     assert_eq!(sent.load(Ordering::SeqCst), 1);
+    // The key travels with the job: its record and its handler see it.
+    let record = within("the record", client.jobs().get(&id)).await??;
+    assert_eq!(
+        record.idempotency_key.as_deref(),
+        Some("order-17"),
+        "{record:?}"
+    );
+    assert_eq!(
+        keys.lock().map(|k| k.clone()).unwrap_or_default(),
+        ["order-17"],
+        "the handler's cx.job()"
+    );
 
     // Past the window: JetStream stores the repeat as a new message.
     // Repeats within the window are the first message; one past it is stored.
@@ -121,8 +143,10 @@ async fn a_delay_for_a_service_in_another_process_is_kept_not_run_at_once() -> a
     let server = NatsServer::start()?;
     let sent = Arc::new(AtomicU32::new(0));
     let opts = test_options(&server.url());
+    let keys = Arc::new(Mutex::new(Vec::new()));
     let worker = Mailer {
         sent: Arc::clone(&sent),
+        keys: Arc::clone(&keys),
     };
     let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
     let member = Member::join(opts, |b| b).await?;

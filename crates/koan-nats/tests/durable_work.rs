@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions, error::ErrorKind, transport::RemoteCall, transport::Transport,
+    ServiceOptions, error::ErrorKind, transport::DurableJob, transport::RemoteCall,
+    transport::Transport,
 };
 use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{eventually, within};
@@ -215,13 +216,29 @@ async fn the_same_job_id_is_handled_once() -> anyhow::Result<()> {
     let t: &dyn Transport = &b.nats;
 
     // The same id twice (a client retrying after a lost acknowledgement, say).
-    within("enqueue", t.enqueue(call("work", 1), "dup-job-1")).await??;
-    within("enqueue again", t.enqueue(call("work", 1), "dup-job-1")).await??;
+    within(
+        "enqueue",
+        t.enqueue(call("work", 1), DurableJob::new("dup-job-1")),
+    )
+    .await??;
+    within(
+        "enqueue again",
+        t.enqueue(call("work", 1), DurableJob::new("dup-job-1")),
+    )
+    .await??;
     let v = within("the outcome", t.outcome("dup-job-1")).await??;
     assert_eq!(v["n"], json!(1));
     // Jobs enqueued after the duplicate are done, and still the duplicate was not.
-    within("enqueue", t.enqueue(call("work", 2), "dup-job-2")).await??;
-    within("enqueue", t.enqueue(call("work", 3), "dup-job-3")).await??;
+    within(
+        "enqueue",
+        t.enqueue(call("work", 2), DurableJob::new("dup-job-2")),
+    )
+    .await??;
+    within(
+        "enqueue",
+        t.enqueue(call("work", 3), DurableJob::new("dup-job-3")),
+    )
+    .await??;
     within("the outcome", t.outcome("dup-job-2")).await??;
     within("the outcome", t.outcome("dup-job-3")).await??;
     assert_eq!(tally.count("work", 1), 1, "handled once");

@@ -9,8 +9,8 @@ use koan::{Error, error::ErrorKind};
 use serde_json::Value;
 
 use super::{
-    H_ACTION, H_ACTION_ID, H_CORRELATION, H_DEADLINE, H_MSG_ID, H_PRIORITY, H_RUN_AT,
-    H_RUNS_BEFORE, H_SERVICE, H_TIMEOUT_MS, H_WIRE, Reply, VERSION, header, header_value,
+    H_ACTION, H_ACTION_ID, H_CORRELATION, H_DEADLINE, H_IDEMPOTENCY_KEY, H_MSG_ID, H_PRIORITY,
+    H_RUN_AT, H_RUNS_BEFORE, H_SERVICE, H_TIMEOUT_MS, H_WIRE, Reply, VERSION, header, header_value,
     refuse_version,
 };
 use crate::subjects;
@@ -33,6 +33,9 @@ pub(crate) struct Job {
     /// `KOAN_DELAYED` stream until it is due.
     pub(crate) run_at_unix_ms: Option<u64>,
     pub(crate) correlation_id: String,
+    /// The caller's idempotency key, when the id was made from one: shown on the
+    /// record and to the handler.
+    pub(crate) idempotency_key: Option<String>,
     /// Set on a job published again by a retry by hand: runs the job had before
     /// (its attempts go on from there), and the message's own de-duplication id,
     /// told apart from the job's id so that JetStream does not drop it as a repeat.
@@ -86,6 +89,9 @@ impl Job {
         }
         if let Some(at) = self.run_at_unix_ms {
             h.insert(H_RUN_AT, at.to_string().as_str());
+        }
+        if let Some(key) = &self.idempotency_key {
+            h.insert(H_IDEMPOTENCY_KEY, header_value(key));
         }
         let body = serde_json::to_vec(&self.params).unwrap_or_default().into();
         let subject = if self.run_at_unix_ms.is_some_and(|at| at > super::unix_ms()) {
@@ -210,6 +216,7 @@ impl Job {
             deadline_unix_ms,
             run_at_unix_ms,
             correlation_id,
+            idempotency_key: header(headers, H_IDEMPOTENCY_KEY),
             retry,
         })
     }
@@ -235,6 +242,7 @@ mod tests {
             deadline_unix_ms: Some(1_700_000_000_000),
             run_at_unix_ms: None,
             correlation_id: "c-1".to_owned(),
+            idempotency_key: Some("order-7".to_owned()),
             retry: None,
         }
     }
@@ -254,6 +262,7 @@ mod tests {
         assert_eq!(back.timeout_ms, Some(500));
         assert_eq!(back.deadline_unix_ms, Some(1_700_000_000_000));
         assert_eq!(back.correlation_id, "c-1");
+        assert_eq!(back.idempotency_key.as_deref(), Some("order-7"));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub(super) fn read(headers: Option<&HeaderMap>, body: &[u8]) -> Option<Job> {
         deadline_unix_ms: e.deadline_unix_ms,
         run_at_unix_ms: None,
         correlation_id: e.correlation_id,
+        idempotency_key: None,
         retry: None,
     })
 }

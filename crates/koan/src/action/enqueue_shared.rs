@@ -15,7 +15,7 @@ use crate::host::HostInner;
 use crate::job::{JobStep, JobTicket, NewJob, keyed_job_id, new_job_id};
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
-use crate::transport::{RemoteCall, Transport};
+use crate::transport::{DurableJob, RemoteCall, Transport};
 
 impl ActionRequest {
     /// Whether this job of the local service `cell` goes to the cluster's shared
@@ -128,11 +128,10 @@ pub(super) async fn hand_over(
     let what = format!("durable action `{}` of `{}`", call.action, call.service);
     // Waiting starts before the job exists, so its outcome cannot slip by.
     let wait = transport.outcome(&id);
-    let stored = match run_at {
-        Some(at) => transport.enqueue_at(call, &id, at).await,
-        None => transport.enqueue(call, &id).await,
-    };
-    let created = match stored {
+    let mut job = DurableJob::new(id.to_string());
+    job.run_at = run_at;
+    job.idempotency_key = idempotency_key.clone();
+    let created = match transport.enqueue(call, job).await {
         Ok(created) => created,
         Err(e) if e.kind() == ErrorKind::Timeout => {
             return Err(Error::new(

@@ -90,6 +90,30 @@ impl Instance {
     }
 }
 
+/// What a durable enqueue tells the transport besides the call.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DurableJob {
+    /// The job's id, which the queue de-duplicates on.
+    pub id: String,
+    /// Not to run before this time (`None`: at once).
+    pub run_at: Option<DateTime<Utc>>,
+    /// The caller's idempotency key (the id is made from it), for the handler's
+    /// [`JobInfo`](crate::job::JobInfo) and the job's record.
+    pub idempotency_key: Option<String>,
+}
+
+impl DurableJob {
+    /// Job `id`, to run at once, without an idempotency key.
+    pub fn new(id: impl Into<String>) -> Self {
+        DurableJob {
+            id: id.into(),
+            run_at: None,
+            idempotency_key: None,
+        }
+    }
+}
+
 fn unsupported(what: &str) -> Error {
     Error::new(
         ErrorKind::ServiceUnavailable,
@@ -105,29 +129,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Errors keep their [`ErrorKind`]; no instance is `ServiceUnavailable`.
     fn call(&self, call: RemoteCall) -> BoxFuture<'_, Result<Value>>;
 
-    /// Accepts `call` durably under `id` (redelivered until done, de-duplicated by id):
-    /// `true` when stored now, `false` when a job with that id was stored before. An
-    /// error of kind [`ErrorKind::Timeout`] means the outcome is unknown: the job may
-    /// be stored (and run once); repeating with the same id never runs it twice.
-    fn enqueue(&self, call: RemoteCall, id: &str) -> BoxFuture<'_, Result<bool>> {
-        let _ = (call, id);
+    /// Accepts `call` durably as the job `job` names (redelivered until done,
+    /// de-duplicated by its id): `true` when stored now, `false` when a job with
+    /// that id was stored before. An error of kind [`ErrorKind::Timeout`] means the
+    /// outcome is unknown: the job may be stored (and run once); repeating with the
+    /// same id never runs it twice. A job with a `run_at` is supported when
+    /// [`keeps_delayed`](Self::keeps_delayed) says so.
+    fn enqueue(&self, call: RemoteCall, job: DurableJob) -> BoxFuture<'_, Result<bool>> {
+        let _ = (call, job);
         Box::pin(async { Err(unsupported("durable enqueue")) })
     }
 
-    /// [`enqueue`](Self::enqueue) of a job that may run from `at` on (not before),
-    /// kept by the queue until then. Supported when
-    /// [`keeps_delayed`](Self::keeps_delayed) says so.
-    fn enqueue_at(
-        &self,
-        call: RemoteCall,
-        id: &str,
-        at: DateTime<Utc>,
-    ) -> BoxFuture<'_, Result<bool>> {
-        let _ = (call, id, at);
-        Box::pin(async { Err(unsupported("delayed jobs")) })
-    }
-
-    /// Whether [`enqueue_at`](Self::enqueue_at) keeps delayed jobs.
+    /// Whether [`enqueue`](Self::enqueue) keeps delayed jobs (`run_at`).
     fn keeps_delayed(&self) -> bool {
         false
     }
