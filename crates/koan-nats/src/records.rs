@@ -1,8 +1,9 @@
 //! The cluster's job records: the KV bucket `koan_jobs`, key = the job's id (as in
 //! `koan_outcomes`), value = its [`JobRecord`] as JSON — what `GET /api/jobs/{id}`
 //! answers on any instance. Whoever performs a transition writes it: the accepting
-//! host `queued`, the worker `running` (with the attempt) and how the run ended, an
-//! operator on any instance `cancelled`. Every change after the first write is a
+//! host `queued` (or `scheduled`), the worker `running` (with the attempt, once the
+//! run has lasted 100 ms: a shorter run is recorded once, at its end) and how the
+//! run ended, an operator on any instance `cancelled`. Every change after the first write is a
 //! compare-and-set on the entry's revision, so two writers never lose each other's
 //! change; a record is never what decides whether a job runs, except a cancel.
 
@@ -15,6 +16,8 @@ use koan::job::{
 };
 use koan::{Error, action::ErrorBody};
 use serde_json::Value;
+use std::time::Duration;
+
 use tokio::task::JoinHandle;
 
 use crate::subjects;
@@ -172,17 +175,35 @@ async fn change_from(
     )))
 }
 
+/// A run shorter than this is recorded once, at its end (with the time it
+/// started): nobody watching a dashboard could see it run, and each job's run
+/// then costs one write to the bucket instead of two.
+const SHOW_RUNNING_AFTER: Duration = Duration::from_millis(100);
+
+/// A run that may start: what [`finish`] needs to record it.
+pub(crate) struct Started {
+    /// Writes `running` once the run has lasted [`SHOW_RUNNING_AFTER`].
+    running: JoinHandle<()>,
+    /// The claim of this run (its attempt's start), applied by whichever write
+    /// comes first.
+    claim: ClaimRequest,
+    max_attempts: u32,
+    /// The record to create should there be none yet: a worker can take a job
+    /// before its accepting host has written its first record.
+    first: JobRecord,
+}
+
 /// Whether a run may start: `None` when the job was cancelled (read from its
 /// record now). Otherwise the record is set `running` (attempt `attempt` on this
-/// host) in the background, and the task that does it is returned, for
-/// [`finish`] to come after it. A record that cannot be read or written does not
-/// stop the run.
+/// host) should the run last [`SHOW_RUNNING_AFTER`], in the background; a shorter
+/// one is recorded by [`finish`] alone. A record that cannot be read or written
+/// does not stop the run.
 pub(crate) async fn start(
     t: &NatsTransport,
     job: &Job,
     attempt: u32,
     max_attempts: u32,
-) -> Option<JoinHandle<()>> {
+) -> Option<Started> {
     // One read serves the cancel check and the first compare-and-set below.
     let read = t.inner.records.entry(subjects::key(&job.id)).await.ok();
     let record = read.as_ref().and_then(|e| e.as_ref()).and_then(|e| {
@@ -202,31 +223,43 @@ pub(crate) async fn start(
         instance: t.inner.host_id.clone(),
     };
     let first = queued(t, job);
-    let (t, id) = (t.clone(), job.id.clone());
-    Some(tokio::spawn(async move {
-        let r = change_from(&t, &id, Some(&first), read, |r| {
-            // Cancelled since (the run's progress check stops it), over, or
-            // claimed by a later delivery: not this run's to write.
-            let moved_on = r.state == JobState::Cancelled
-                || r.state.is_final()
-                || (r.state == JobState::Running && r.attempts > attempt);
-            if moved_on {
-                return Ok(false);
-            }
-            // The delivery count is the attempt: a run that died left no trace.
-            r.attempts = attempt.saturating_sub(1);
-            r.max_attempts = max_attempts;
-            apply_claim(r, &claim);
-            // JetStream holds the claim (renewed by progress acks): the record
-            // names no lease end it would not keep up to date.
-            r.lease_until = None;
-            Ok(true)
+    let (t, id, c, f) = (t.clone(), job.id.clone(), claim.clone(), first.clone());
+    let running = tokio::spawn(async move {
+        tokio::time::sleep(SHOW_RUNNING_AFTER).await;
+        let r = change_from(&t, &id, Some(&f), read, |r| {
+            Ok(claim_for(r, &c, attempt, max_attempts))
         })
         .await;
         if let Err(e) = r {
             tracing::warn!(id = %id, error = %e, "could not record a durable job's start; it runs all the same");
         }
-    }))
+    });
+    Some(Started {
+        running,
+        claim,
+        max_attempts,
+        first,
+    })
+}
+
+/// Sets `r` running as run `attempt` claimed it, unless it moved on: cancelled
+/// since (the run's progress check stops it), over, or claimed by a later
+/// delivery. Whether it changed `r`.
+fn claim_for(r: &mut JobRecord, claim: &ClaimRequest, attempt: u32, max_attempts: u32) -> bool {
+    let moved_on = r.state == JobState::Cancelled
+        || r.state.is_final()
+        || (r.state == JobState::Running && r.attempts >= attempt);
+    if moved_on {
+        return false;
+    }
+    // The delivery count is the attempt: a run that died left no trace.
+    r.attempts = attempt.saturating_sub(1);
+    r.max_attempts = max_attempts;
+    apply_claim(r, claim);
+    // JetStream holds the claim (renewed by progress acks): the record names no
+    // lease end it would not keep up to date.
+    r.lease_until = None;
+    true
 }
 
 /// Whether job `id` was cancelled (asked while it runs).
@@ -236,25 +269,33 @@ pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
 
 /// Records how run `attempt` ended, unless the job was cancelled meanwhile — in the
 /// background: the outcome (in `koan_outcomes`) is what the job's end waits for, the
-/// record follows. A write that comes late finds the record moved on (final, or
-/// another attempt running) and leaves it.
-pub(crate) fn finish(
-    t: &NatsTransport,
-    id: &str,
-    attempt: u32,
-    how: Finish,
-    after: Option<JoinHandle<()>>,
-) {
+/// record follows. A run that was never recorded `running` (shorter than
+/// [`SHOW_RUNNING_AFTER`], or its write failed) is claimed and ended in one write.
+/// A write that comes late finds the record moved on (final, or another attempt
+/// running) and leaves it.
+pub(crate) fn finish(t: &NatsTransport, id: &str, attempt: u32, how: Finish, run: Option<Started>) {
     let (t, id) = (t.clone(), id.to_owned());
     tokio::spawn(async move {
-        if let Some(started) = after {
-            let _ = started.await;
-        }
+        let (claim, first) = match run {
+            Some(run) => {
+                // A `running` write under way lands first or loses its
+                // compare-and-set.
+                run.running.abort();
+                (Some((run.claim, run.max_attempts)), Some(run.first))
+            }
+            None => (None, None),
+        };
         let now = Utc::now();
-        let r = change(&t, &id, None, |r| {
-            let moved_on =
-                r.state.is_final() || (r.state == JobState::Running && r.attempts != attempt);
-            if moved_on {
+        let r = change_from(&t, &id, first.as_ref(), None, |r| {
+            let ours = r.state == JobState::Running && r.attempts == attempt;
+            let go_on = ours
+                || match &claim {
+                    // Not recorded running (yet): the claim and the end in one write.
+                    Some((c, max)) => claim_for(r, c, attempt, *max),
+                    // Ended before it ran (its time was up in the stream).
+                    None => !(r.state.is_final() || r.state == JobState::Running),
+                };
+            if !go_on {
                 return Ok(false);
             }
             apply_finish(r, how.clone(), now);

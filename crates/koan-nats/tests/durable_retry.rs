@@ -86,11 +86,15 @@ async fn cluster(server: &NatsServer) -> anyhow::Result<(Member, Member)> {
 
 /// The record of `id` once it is in `state`.
 async fn record_in(m: &Member, id: &str, state: JobState) -> anyhow::Result<JobRecord> {
-    wait_for(&format!("job {id} to be {state}"), async || {
+    let r = wait_for(&format!("job {id} to be {state}"), async || {
         let r = m.host.jobs().get(id).await?;
         Ok((r.state == state).then_some(r))
     })
-    .await
+    .await;
+    if r.is_err() {
+        eprintln!("job {id} as it stands: {:#?}", m.host.jobs().get(id).await);
+    }
+    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
