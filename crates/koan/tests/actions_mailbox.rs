@@ -5,23 +5,10 @@ mod common;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 
-use common::{Probe, Queue};
+use common::{Probe, Queue, poll_once};
 use koan::testing::within;
 use koan::{HostHandle, Services, action::ActionTicket, error::ErrorKind};
-
-/// Polls `f` exactly once: `Some(output)` when it finished without waiting.
-async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    std::future::poll_fn(|cx| {
-        Poll::Ready(match f.as_mut().poll(cx) {
-            Poll::Ready(v) => Some(v),
-            Poll::Pending => None,
-        })
-    })
-    .await
-}
 
 /// Asserts that the call `f` is answered `Busy` without waiting.
 async fn busy_at_once<T: std::fmt::Debug>(what: &str, f: impl Future<Output = koan::Result<T>>) {

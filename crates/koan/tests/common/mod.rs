@@ -1,9 +1,13 @@
 //! A gated test service shared by the action tests: its handlers wait on a gate,
-//! record the order they ran in, and count how many run at once.
+//! record the order they ran in, and count how many run at once. [`events`] holds
+//! what the event tests share.
 
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod events;
+
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +16,18 @@ use koan::{
     ServiceOptions,
 };
 use tokio::sync::{Semaphore, mpsc};
+
+/// Polls `f` exactly once: `Some(output)` when it finished without waiting.
+pub(crate) async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
 
 /// A service whose mailbox capacity and concurrency are type parameters, so each test
 /// can pick its own options.
