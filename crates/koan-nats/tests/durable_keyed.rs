@@ -4,7 +4,6 @@
 //! outcome recorded, so it is not run again. A delay, which the durable queue
 //! cannot keep, is refused instead of run at once.
 
-use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -46,6 +45,20 @@ impl BackgroundService for Mailer {
     }
 }
 
+/// A worker running `Mailer` and a client that sees it, on `server`; and the count
+/// of mails sent.
+async fn mailer_and_client(
+    server: &NatsServer,
+) -> anyhow::Result<(Member, Member, Arc<AtomicU32>)> {
+    let sent = Arc::new(AtomicU32::new(0));
+    let worker = Mailer {
+        sent: Arc::clone(&sent),
+    };
+    let opts = test_options(&server.url());
+    let (w, client) = Member::worker_and_client(opts, "Mailer", |b| b.instance(worker)).await?;
+    Ok((w, client, sent))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() -> anyhow::Result<()>
 {
@@ -62,13 +75,7 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
         ..Default::default()
     })
     .await?;
-    let sent = Arc::new(AtomicU32::new(0));
-    let opts = test_options(&server.url());
-    let worker = Mailer {
-        sent: Arc::clone(&sent),
-    };
-    let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
-    let member = Member::join(opts, |b| b).await?;
+    let (_w, member, sent) = mailer_and_client(&server).await?;
     let client = &member.host;
     let send = || {
         client
@@ -120,21 +127,8 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
 async fn a_delay_for_a_service_in_another_process_is_refused_not_run_at_once() -> anyhow::Result<()>
 {
     let server = NatsServer::start()?;
-    let sent = Arc::new(AtomicU32::new(0));
-    let opts = test_options(&server.url());
-    let worker = Mailer {
-        sent: Arc::clone(&sent),
-    };
-    let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
-    let member = Member::join(opts, |b| b).await?;
+    let (_w, member, _sent) = mailer_and_client(&server).await?;
     let client = &member.host;
-    eventually("the mailer to be announced", || async {
-        client.instances().await.is_ok_and(|l| {
-            l.iter()
-                .any(|i| i.services.iter().any(|s| s.name == "Mailer"))
-        })
-    })
-    .await?;
 
     let later = client
         .service("Mailer")
