@@ -11,11 +11,32 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use koan::schedule::MissedTickPolicy;
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions,
 };
 use tokio::sync::{Semaphore, mpsc};
+
+/// A started test host running `service`.
+pub(crate) async fn started<T: Service>(service: T) -> anyhow::Result<HostHandle> {
+    let host = koan::testing::host().instance(service).build()?.start();
+    host.started().await?;
+    Ok(host)
+}
+
+/// `name`, every 10 s, under the missed-tick policy numbered `policy`: 0 skips,
+/// 1 catches up once, any other delays.
+pub(crate) fn every_10s_missing_ticks(name: &'static str, policy: u8) -> ServiceOptions {
+    let policy = match policy {
+        0 => MissedTickPolicy::Skip,
+        1 => MissedTickPolicy::CatchUpOnce,
+        _ => MissedTickPolicy::Delay,
+    };
+    ServiceOptions::named(name)
+        .every(std::time::Duration::from_secs(10))
+        .missed_ticks(policy)
+}
 
 /// Polls `f` exactly once: `Some(output)` when it finished without waiting.
 pub(crate) async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
@@ -72,11 +93,9 @@ impl Probe {
 
 impl<const C: usize, const N: usize> Queue<C, N> {
     /// A started test host running a new `Queue`, and the queue's probe.
-    pub(crate) async fn start() -> anyhow::Result<(koan::HostHandle, Probe)> {
+    pub(crate) async fn start() -> anyhow::Result<(HostHandle, Probe)> {
         let (svc, probe) = Self::new();
-        let host = koan::testing::host().instance(svc).build()?.start();
-        host.started().await?;
-        Ok((host, probe))
+        Ok((started(svc).await?, probe))
     }
 
     pub(crate) fn new() -> (Self, Probe) {
