@@ -409,17 +409,11 @@ async fn subscribing_to_an_undeclared_event_is_refused() -> anyhow::Result<()> {
 
 // ---- The seed's "Testing Support" scenario -------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-struct TranslationOptions {
-    file_id: String,
-    from: String,
-    to: String,
-}
-
+/// The parameters of `translate`, and the payload of its Started and Completed
+/// events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct TranslationEventArgs {
+struct Translation {
     file_id: String,
     from: String,
     to: String,
@@ -443,26 +437,17 @@ impl Service for TranslationService {
     fn actions(a: &mut Actions<Self>) {
         a.action(
             koan::well_known::actions::translation::TRANSLATE,
-            |_svc: Arc<Self>, opts: TranslationOptions, cx: ActionContext| async move {
-                let args = TranslationEventArgs {
-                    file_id: opts.file_id.clone(),
-                    from: opts.from.clone(),
-                    to: opts.to.clone(),
-                };
-                cx.emit(STARTED, args.clone()).await;
+            |_svc: Arc<Self>, opts: Translation, cx: ActionContext| async move {
+                cx.emit(STARTED, opts.clone()).await;
                 if opts.to.is_empty() {
-                    let error = "no target language".to_owned();
-                    cx.emit(
-                        FAILED,
-                        TranslationErrorArgs {
-                            file_id: opts.file_id,
-                            error: error.clone(),
-                        },
-                    )
-                    .await;
-                    return Err(BoxError::from(error));
+                    let failed = TranslationErrorArgs {
+                        file_id: opts.file_id,
+                        error: "no target language".to_owned(),
+                    };
+                    cx.emit(FAILED, failed.clone()).await;
+                    return Err(BoxError::from(failed.error));
                 }
-                cx.emit(COMPLETED, args).await;
+                cx.emit(COMPLETED, opts.clone()).await;
                 Ok(format!("{}.{}", opts.file_id, opts.to))
             },
         );
@@ -473,8 +458,8 @@ impl Service for TranslationService {
                 Ok::<_, BoxError>(0u32)
             },
         );
-        a.event::<TranslationEventArgs>(STARTED);
-        a.event::<TranslationEventArgs>(COMPLETED);
+        a.event::<Translation>(STARTED);
+        a.event::<Translation>(COMPLETED);
         a.event::<TranslationErrorArgs>(FAILED);
         a.event::<u32>(QUEUE_CHECKED);
     }
@@ -494,7 +479,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
         .build()?
         .start();
     host.started().await?;
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TranslationEventArgs>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Translation>();
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<TranslationErrorArgs>();
     let (checked_tx, mut checked_rx) = mpsc::unbounded_channel::<u32>();
     let translations = host.services::<TranslationService>();
@@ -512,7 +497,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
     let out = translations
         .action(
             koan::well_known::actions::translation::TRANSLATE,
-            TranslationOptions {
+            Translation {
                 file_id: "file-1".to_owned(),
                 from: "en".to_owned(),
                 to: "fr".to_owned(),
@@ -533,7 +518,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
     let completed = drain(&mut done_rx);
     assert_eq!(
         completed,
-        [TranslationEventArgs {
+        [Translation {
             file_id: "file-1".to_owned(),
             from: "en".to_owned(),
             to: "fr".to_owned(),
