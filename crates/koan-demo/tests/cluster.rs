@@ -9,22 +9,13 @@ mod demo;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use demo::{ALL_BUT_TRANSLATION, Demo, translation_env, translations};
-use koan_test_support::nats::NatsServer;
-use koan_test_support::{PATIENCE, TempDir, within};
+use demo::{Demo, Site, send, translations};
+use koan_test_support::{PATIENCE, within};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// How long one translation takes in the process that is killed.
 const SLOW: Duration = Duration::from_millis(1000);
-
-async fn json_of(resp: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
-    let status = resp.status();
-    let bytes = resp.bytes().await?;
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    Ok((status, body))
-}
 
 /// Forwards the `TranslationStarted` events of `demo` (their file id, and when they
 /// arrived) until the stream ends.
@@ -67,34 +58,18 @@ async fn started_events(
 async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
 -> anyhow::Result<()> {
     const JOBS: usize = 30;
-    let server = NatsServer::start()?;
-    let dir = TempDir::new("koan-demo-cluster");
-    let nats = server.url();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let site = Site::start("koan-demo-cluster")?;
+    let client = &site.client;
 
     // P1 translates, one at a time and slowly; P2 runs the rest.
-    let mut p1 = Demo::start(
-        dir.path(),
-        "p1",
-        &["--nats", &nats, "--services", "TranslationService"],
-        &translation_env(SLOW, 1),
-    )?;
-    let p2 = Demo::start(
-        dir.path(),
-        "p2",
-        &["--nats", &nats, "--services", ALL_BUT_TRANSLATION],
-        &[],
-    )?;
+    let mut p1 = site.translator("p1", SLOW, 1)?;
+    let p2 = site.front("p2")?;
 
     // A translation through P2's HTTP API runs in P1.
-    let (status, body) = json_of(
+    let (status, body) = send(
         client
             .post(p2.url("/api/services/TranslationService/actions/translate"))
-            .json(&json!({"fileId": "first", "from": "en", "to": "es"}))
-            .send()
-            .await?,
+            .json(&json!({"fileId": "first", "from": "en", "to": "es"})),
     )
     .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -110,22 +85,12 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
     );
 
     // Durable translations, accepted by P2 and queued in JetStream.
-    let mut started = started_events(&client, &p1).await?;
+    let mut started = started_events(client, &p1).await?;
     let mut ids = Vec::new();
     for k in 0..JOBS {
-        let (status, body) = json_of(
-            client
-                .post(p2.url("/api/services/TranslationService/actions/translate?wait=false"))
-                .json(&json!({"fileId": format!("job-{k}"), "from": "en", "to": "fr"}))
-                .send()
-                .await?,
-        )
-        .await?;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        let id = body["id"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no id in {body}"))?;
-        ids.push((format!("job-{k}"), id.to_owned()));
+        let file = format!("job-{k}");
+        let id = p2.enqueue_translation(client, &file, "fr").await?;
+        ids.push((file, id));
     }
 
     // P1 works alone, one job at a time (it takes only what it can run, so the rest
@@ -149,12 +114,7 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
     .ok_or_else(|| anyhow::anyhow!("P1's event stream ended"))?;
     // A second TranslationService process joins (fast, 4 at a time) and takes the
     // jobs still in the stream.
-    let mut p3 = Demo::start(
-        dir.path(),
-        "p3",
-        &["--nats", &nats, "--services", "TranslationService"],
-        &translation_env(Duration::from_millis(20), 4),
-    )?;
+    let mut p3 = site.translator("p3", Duration::from_millis(20), 4)?;
     tokio::time::sleep_until((at + SLOW / 2).into()).await;
     p1.kill();
 
@@ -164,13 +124,8 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
     while !pending.is_empty() {
         let mut still = Vec::new();
         for job in pending {
-            let (status, body) = json_of(
-                client
-                    .get(p2.url(&format!("/api/actions/{}", job.1)))
-                    .send()
-                    .await?,
-            )
-            .await?;
+            let (status, body) =
+                send(client.get(p2.url(&format!("/api/actions/{}", job.1)))).await?;
             assert_eq!(status, StatusCode::OK, "{body}");
             match body["state"].as_str() {
                 Some("succeeded") => {
@@ -206,6 +161,6 @@ async fn a_cluster_of_demo_processes_translates_exactly_once_through_a_sigkill()
 
     p3.kill();
     drop(p2);
-    drop(server);
+    drop(site);
     Ok(())
 }

@@ -8,33 +8,13 @@ mod demo;
 
 use std::time::Duration;
 
-use demo::{ALL_BUT_TRANSLATION, Demo, translation_env};
-use koan_test_support::nats::NatsServer;
-use koan_test_support::{PATIENCE, TempDir, eventually, wait_for};
+use demo::{Demo, Site, send};
+use koan_test_support::{eventually, wait_for};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-
-async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
-    let resp = req.send().await?;
-    let status = resp.status();
-    let bytes = resp.bytes().await?;
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok((status, body))
-}
 
 /// Accepts a translation of `file` on `demo` with `wait=false`; its job id.
 async fn enqueue(client: &reqwest::Client, demo: &Demo, file: &str) -> anyhow::Result<String> {
-    let (status, body) = send(
-        client
-            .post(demo.url("/api/services/TranslationService/actions/translate?wait=false"))
-            .json(&json!({"fileId": file, "from": "en", "to": "fr"})),
-    )
-    .await?;
-    anyhow::ensure!(status == StatusCode::ACCEPTED, "{status}: {body}");
-    body["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+    demo.enqueue_translation(client, file, "fr").await
 }
 
 /// Whether `job_id` has a translation row in the database at `path`.
@@ -60,34 +40,17 @@ fn translated(path: &std::path::Path, job_id: &str) -> anyhow::Result<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let dir = TempDir::new("koan-demo-jobs");
-    let nats = server.url();
-    let client = reqwest::Client::builder().timeout(PATIENCE).build()?;
+    let site = Site::start("koan-demo-jobs")?;
+    let client = &site.client;
 
     // A translator, the accepting process, and a reader that runs neither.
-    let mut t1 = Demo::start(
-        dir.path(),
-        "t1",
-        &["--nats", &nats, "--services", "TranslationService"],
-        &translation_env(Duration::from_millis(200), 1),
-    )?;
-    let a = Demo::start(
-        dir.path(),
-        "a",
-        &["--nats", &nats, "--services", ALL_BUT_TRANSLATION],
-        &[],
-    )?;
-    let r = Demo::start(
-        dir.path(),
-        "r",
-        &["--nats", &nats, "--services", "DataCleanupService"],
-        &[],
-    )?;
+    let mut t1 = site.translator("t1", Duration::from_millis(200), 1)?;
+    let a = site.front("a")?;
+    let r = site.demo("r", Some("DataCleanupService"), &[])?;
 
     // Accepted on A (once A has heard of the translator), run by T1, seen on R.
     let j1 = wait_for("A to accept a translation", async || {
-        Ok(enqueue(&client, &a, "seen-1").await.ok())
+        Ok(enqueue(client, &a, "seen-1").await.ok())
     })
     .await?;
     let done = wait_for("the job's record on R to say succeeded", async || {
@@ -123,7 +86,7 @@ async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> an
     // No translator now: a job accepted on A waits in JetStream, queued — and R sees
     // it at once (A writes the record before it answers 202).
     t1.kill();
-    let j2 = enqueue(&client, &a, "cancelled-1").await?;
+    let j2 = enqueue(client, &a, "cancelled-1").await?;
     let (status, queued) = send(client.get(r.url(&format!("/api/jobs/{j2}")))).await?;
     assert_eq!(status, StatusCode::OK, "{queued}");
     assert_eq!(queued["state"], "queued", "{queued}");
@@ -154,12 +117,7 @@ async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> an
     );
 
     // A translator joins and takes the job: it drops it unrun.
-    let t2 = Demo::start(
-        dir.path(),
-        "t2",
-        &["--nats", &nats, "--services", "TranslationService"],
-        &translation_env(Duration::from_millis(200), 1),
-    )?;
+    let t2 = site.translator("t2", Duration::from_millis(200), 1)?;
     eventually("T2 to drop the cancelled job", || async {
         t2.log()
             .lines()

@@ -12,11 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use demo::{Demo, translation_env};
-use koan_test_support::nats::NatsServer;
-use koan_test_support::{PATIENCE, TempDir, within};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use demo::{Demo, Site, translation_env};
+use koan_test_support::PATIENCE;
+use serde_json::Value;
 
 const JOBS: usize = 50;
 
@@ -50,74 +48,32 @@ async fn outcomes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_accepted_by_a_hosting_instance_that_is_killed_all_complete_elsewhere()
 -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let dir = TempDir::new("koan-demo-lost");
-    let nats = server.url();
-    let client = reqwest::Client::builder().timeout(PATIENCE).build()?;
+    let site = Site::start("koan-demo-lost")?;
+    let client = &site.client;
 
     // Two survivors translate, 2 at a time, 300 ms each: 50 jobs take them seconds,
     // so most are still waiting when the accepting instance dies.
-    let a = Demo::start(
-        dir.path(),
-        "a",
-        &["--nats", &nats, "--services", "TranslationService"],
-        &translation_env(Duration::from_millis(300), 2),
-    )?;
-    let b = Demo::start(
-        dir.path(),
-        "b",
-        &["--nats", &nats, "--services", "TranslationService"],
-        &translation_env(Duration::from_millis(300), 2),
-    )?;
+    let a = site.translator("a", Duration::from_millis(300), 2)?;
+    let b = site.translator("b", Duration::from_millis(300), 2)?;
     // The accepting instance hosts every service, `TranslationService` too; its own
     // runs never finish before it dies (10 minutes each), so it holds jobs mid-run
     // when killed.
-    let mut k = Demo::start(
-        dir.path(),
-        "k",
-        &["--nats", &nats],
-        &translation_env(Duration::from_secs(600), 2),
-    )?;
+    let mut k = site.demo("k", None, &translation_env(Duration::from_secs(600), 2))?;
 
-    let url = k.url("/api/services/TranslationService/actions/translate?wait=false");
     let mut ids = Vec::with_capacity(JOBS);
     for n in 0..JOBS {
         let file = format!("lost-{n:02}");
-        let resp = client
-            .post(&url)
-            .json(&json!({"fileId": file, "from": "en", "to": "fr"}))
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: Value = resp.json().await?;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        let id = body["id"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no id in {body}"))?;
-        ids.push((file, id.to_owned()));
+        let id = k.enqueue_translation(client, &file, "fr").await?;
+        ids.push((file, id));
     }
     // Killed about a second later, once it is running jobs of its own (2).
     let accepted = Instant::now();
-    within("the accepting instance to run two jobs", async {
-        loop {
-            let s: Value = client
-                .get(k.url("/api/services/TranslationService/status"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if s["in_flight"].as_u64() == Some(2) {
-                return anyhow::Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await??;
+    k.wait_in_flight(client, 2).await?;
     tokio::time::sleep_until((accepted + Duration::from_secs(1)).into()).await;
     k.kill();
 
     // Every accepted job gets an outcome, from the survivors.
-    let js = async_nats::jetstream::new(async_nats::connect(nats.as_str()).await?);
+    let js = async_nats::jetstream::new(async_nats::connect(site.nats.as_str()).await?);
     let kv = js.get_key_value("koan_outcomes").await?;
     let limit = 4 * PATIENCE;
     let deadline = Instant::now() + limit;

@@ -6,18 +6,13 @@
 #[path = "support/demo.rs"]
 mod demo;
 
-use std::time::Duration;
-
-use demo::{ALL_BUT_TRANSLATION, Demo};
-use koan_test_support::nats::NatsServer;
-use koan_test_support::{TempDir, eventually};
+use demo::{Demo, Site, send};
+use koan_test_support::eventually;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn get(client: &reqwest::Client, url: String) -> anyhow::Result<(StatusCode, Value)> {
-    let resp = client.get(url).send().await?;
-    let status = resp.status();
-    Ok((status, resp.json().await?))
+    send(client.get(url)).await
 }
 
 /// The row of `TranslationService` (hosted by the other process) in P2's listing.
@@ -40,24 +35,10 @@ async fn connection_check(client: &reqwest::Client, p2: &Demo) -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() -> anyhow::Result<()>
 {
-    let mut server = NatsServer::start()?;
-    let dir = TempDir::new("koan-demo-outage");
-    let nats = server.url();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let _p1 = Demo::start(
-        dir.path(),
-        "p1",
-        &["--nats", &nats, "--services", "TranslationService"],
-        &[],
-    )?;
-    let p2 = Demo::start(
-        dir.path(),
-        "p2",
-        &["--nats", &nats, "--services", ALL_BUT_TRANSLATION],
-        &[],
-    )?;
+    let mut site = Site::start("koan-demo-outage")?;
+    let client = site.client.clone();
+    let _p1 = site.demo("p1", Some("TranslationService"), &[])?;
+    let p2 = site.front("p2")?;
 
     eventually("P2 to list P1's TranslationService", || async {
         remote_row(&client, &p2)
@@ -79,15 +60,11 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"], "unknown_service", "{body}");
     // A service that one instance announces is accepted (JetStream stores it).
-    let resp = client
-        .post(p2.url("/api/services/TranslationService/actions/translate?wait=false"))
-        .json(&json!({"fileId": "before-outage", "from": "en", "to": "es"}))
-        .send()
+    p2.enqueue_translation(&client, "before-outage", "es")
         .await?;
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
 
     // The broker goes away.
-    server.kill();
+    site.server.kill();
     eventually("P2's /health to warn about the connection", || async {
         connection_check(&client, &p2)
             .await
@@ -109,7 +86,7 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
     assert_eq!(remote[0]["stale"], true, "{list}");
 
     // The broker is back: the connection passes and the view is fresh again.
-    server.restart()?;
+    site.server.restart()?;
     eventually("P2 to reconnect and refresh its view", || async {
         let passes = connection_check(&client, &p2)
             .await

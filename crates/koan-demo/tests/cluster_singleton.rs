@@ -7,11 +7,10 @@
 #[path = "support/demo.rs"]
 mod demo;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use demo::Demo;
-use koan_test_support::nats::NatsServer;
-use koan_test_support::{TempDir, eventually};
+use demo::{Demo, Site};
+use koan_test_support::eventually;
 use serde_json::Value;
 
 const LEASE_MS: u64 = 2_000;
@@ -46,14 +45,10 @@ async fn runs(client: &reqwest::Client, demo: &Demo) -> anyhow::Result<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_holder_stays_quiet_and_a_killed_one_is_replaced() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let dir = TempDir::new("koan-demo-singleton");
-    let nats = server.url();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let mut a = Demo::start(dir.path(), "a", &["--nats", &nats], &env())?;
-    let mut b = Demo::start(dir.path(), "b", &["--nats", &nats], &env())?;
+    let site = Site::start("koan-demo-singleton")?;
+    let client = site.client.clone();
+    let mut a = site.demo("a", None, &env())?;
+    let mut b = site.demo("b", None, &env())?;
 
     // One of them holds the lease and ticks; the other does not.
     eventually("a holder to tick twice", || async {

@@ -105,12 +105,7 @@ async fn check_exactly_once(
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let mut attempts = Vec::new();
     for id in ids {
-        let record: Value = client
-            .get(demo.url(&format!("/api/jobs/{id}")))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let record = demo.job(client, id).await?;
         assert_eq!(record["state"], "succeeded", "{record}");
         attempts.push(record["attempts"].as_u64().unwrap_or(0));
     }
@@ -183,12 +178,7 @@ async fn a_delayed_job_runs_at_its_time_after_a_restart() -> anyhow::Result<()> 
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let accepted: Value = resp.json().await?;
     let id = accepted["id"].as_str().unwrap_or_default().to_owned();
-    let record: Value = client
-        .get(first.url(&format!("/api/jobs/{id}")))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let record = first.job(&client, &id).await?;
     assert_eq!(record["state"], "scheduled", "{record}");
     let run_at = record["run_at"].as_str().unwrap_or_default().to_owned();
     assert!(first.terminate()?.success());
@@ -196,12 +186,7 @@ async fn a_delayed_job_runs_at_its_time_after_a_restart() -> anyhow::Result<()> 
     let second = Demo::start(dir.path(), "demo", &[], &env())?;
     let deadline = Instant::now() + PATIENCE;
     let done = loop {
-        let r: Value = client
-            .get(second.url(&format!("/api/jobs/{id}")))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let r = second.job(&client, &id).await?;
         if r["state"] == "succeeded" {
             break r;
         }

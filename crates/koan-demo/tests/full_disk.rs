@@ -19,6 +19,18 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 struct TempDb(PathBuf);
 
+impl TempDb {
+    /// A fresh database path in the temporary folder, named after `prefix`; the file
+    /// (and its WAL) is removed on drop.
+    fn new(prefix: &str) -> anyhow::Result<TempDb> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        let name = format!("{prefix}-{}-{nanos}.db", std::process::id());
+        Ok(TempDb(std::env::temp_dir().join(name)))
+    }
+}
+
 impl Drop for TempDb {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm"] {
@@ -78,6 +90,41 @@ async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<u16> {
     Ok(resp.status().as_u16())
 }
 
+/// The host `host` builds, started and served over HTTP on a loopback port.
+struct Served {
+    host: HostHandle,
+    server: koan_http::Server,
+    /// The server's base URL.
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Served {
+    async fn start(host: koan::host::HostBuilder) -> anyhow::Result<Served> {
+        let host = host.build()?.start();
+        within_for(PATIENCE, "startup", host.started()).await??;
+        let options = koan_http::HttpOptions::default()
+            .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let server = koan_http::serve(host.clone(), options).await?;
+        let base = format!("http://{}", server.local_addr());
+        let client = reqwest::Client::new();
+        Ok(Served {
+            host,
+            server,
+            base,
+            client,
+        })
+    }
+
+    /// Stops the host, then waits for the server to end.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.host.shutdown();
+        within_for(PATIENCE, "the host to stop", self.host.wait()).await?;
+        within_for(PATIENCE, "the server to end", self.server.wait()).await??;
+        Ok(())
+    }
+}
+
 fn log_entries(path: &PathBuf) -> anyhow::Result<i64> {
     let conn = rusqlite::Connection::open(path)?;
     Ok(conn.query_row("SELECT COUNT(*) FROM log_entries", [], |r| r.get(0))?)
@@ -85,14 +132,8 @@ fn log_entries(path: &PathBuf) -> anyhow::Result<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!(
-        "koan-full-disk-{}-{}.db",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    ));
-    let _cleanup = TempDb(path.clone());
+    let temp = TempDb::new("koan-full-disk")?;
+    let path = temp.0.clone();
     let cap = fill_database(&path)?;
 
     let db = Db::new(&path);
@@ -103,25 +144,21 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
             "[background_services.services.SystemHealthMonitor.settings]\ncheck_interval_seconds = 1\n",
         )?
         .build();
-    let host: HostHandle = Host::builder()
-        .config(config)
-        .resource(db.clone())
-        .service::<DatabaseMigrationService>()
-        .service::<SystemHealthMonitor>()
-        .service::<TranslationService>()
-        .build()?
-        .start();
-    within_for(PATIENCE, "startup", host.started()).await??;
-    let options = koan_http::HttpOptions::default()
-        .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let server = koan_http::serve(host.clone(), options).await?;
-    let base = format!("http://{}", server.local_addr());
-    let client = reqwest::Client::new();
+    let served = Served::start(
+        Host::builder()
+            .config(config)
+            .resource(db.clone())
+            .service::<DatabaseMigrationService>()
+            .service::<SystemHealthMonitor>()
+            .service::<TranslationService>(),
+    )
+    .await?;
+    let (host, base, client) = (&served.host, &served.base, &served.client);
     let translate = format!("{base}/api/services/TranslationService/actions/translate");
     let params = json!({ "fileId": "f1", "from": "en", "to": "fr", "text": "hello world" });
 
     // An action writing to the full database fails with a clear error.
-    let (status, body) = post(&client, &translate, params.clone()).await?;
+    let (status, body) = post(client, &translate, params.clone()).await?;
     assert_eq!(status, 500, "{body}");
     let message = body["message"].as_str().unwrap_or_default();
     assert!(
@@ -155,11 +192,11 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
 
     // Nothing crashed: the host runs, and the API answers.
     assert!(host.status("TranslationService")?.consecutive_failures == 0);
-    assert_eq!(get(&client, &format!("{base}/health/live")).await?, 200);
-    assert_eq!(get(&client, &format!("{base}/api/services")).await?, 200);
+    assert_eq!(get(client, &format!("{base}/health/live")).await?, 200);
+    assert_eq!(get(client, &format!("{base}/api/services")).await?, 200);
     assert_eq!(
         get(
-            &client,
+            client,
             &format!("{base}/api/services/SystemHealthMonitor/status")
         )
         .await?,
@@ -167,7 +204,7 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
     );
     // Reads still work on a full disk.
     let (status, body) = post(
-        &client,
+        client,
         &format!("{base}/api/services/TranslationService/actions/check-queue"),
         Value::Null,
     )
@@ -177,7 +214,7 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
 
     // Space comes back: the writes succeed again, with no restart of the host.
     db.set_max_page_count(None);
-    let (status, body) = post(&client, &translate, params).await?;
+    let (status, body) = post(client, &translate, params).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["text"], "bonjour monde");
     wait_for_within(PATIENCE, "the monitor to write again", async || {
@@ -185,10 +222,7 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
     })
     .await?;
 
-    host.shutdown();
-    within_for(PATIENCE, "the host to stop", host.wait()).await?;
-    within_for(PATIENCE, "the server to end", server.wait()).await??;
-    Ok(())
+    served.stop().await
 }
 
 /// A job store that cannot write answers 503 with a clear message: nothing is
@@ -196,33 +230,23 @@ async fn a_full_disk_degrades_the_writers_and_the_api_keeps_answering() -> anyho
 /// back jobs are accepted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_job_store_refuses_enqueue_with_503_and_stays_intact() -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!(
-        "koan-full-jobs-{}-{}.db",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
-    ));
-    let _cleanup = TempDb(path.clone());
+    let temp = TempDb::new("koan-full-jobs")?;
+    let path = temp.0.clone();
     let store = std::sync::Arc::new(koan_sqlite::SqliteJobStore::open(&path)?);
-    let host: HostHandle = Host::builder()
-        .resource(Db::new(&path))
-        .job_store(store.clone())
-        .service::<TranslationService>()
-        .build()?
-        .start();
-    within_for(PATIENCE, "startup", host.started()).await??;
-    let options = koan_http::HttpOptions::default()
-        .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let server = koan_http::serve(host.clone(), options).await?;
-    let base = format!("http://{}", server.local_addr());
-    let client = reqwest::Client::new();
+    let served = Served::start(
+        Host::builder()
+            .resource(Db::new(&path))
+            .job_store(store.clone())
+            .service::<TranslationService>(),
+    )
+    .await?;
+    let (base, client) = (&served.base, &served.client);
     // Delayed an hour: only the job store writes to the file during the test.
     let enqueue =
         format!("{base}/api/services/TranslationService/actions/translate?wait=false&delay=1h");
     let params = |k: usize| json!({ "fileId": format!("f{k}"), "from": "en", "to": "fr" });
 
-    let (status, first) = post(&client, &enqueue, params(0)).await?;
+    let (status, first) = post(client, &enqueue, params(0)).await?;
     assert_eq!(status, 202, "{first}");
     // The store's file may not grow any more; big parameters need new pages.
     // (SQLite never sets the cap below the file's size: 1 means "as it is now".)
@@ -232,7 +256,7 @@ async fn a_full_job_store_refuses_enqueue_with_503_and_stays_intact() -> anyhow:
     let mut accepted = vec![first["id"].as_str().unwrap_or_default().to_owned()];
     let (status, body) = loop {
         let (status, body) = post(
-            &client,
+            client,
             &enqueue,
             json!({ "fileId": format!("huge-{}", accepted.len()), "from": "en", "to": "fr", "text": big }),
         )
@@ -268,11 +292,8 @@ async fn a_full_job_store_refuses_enqueue_with_503_and_stays_intact() -> anyhow:
 
     // Space is back: accepted again.
     store.limit_pages_for_test(1 << 30).await?;
-    let (status, body) = post(&client, &enqueue, params(1)).await?;
+    let (status, body) = post(client, &enqueue, params(1)).await?;
     assert_eq!(status, 202, "{body}");
 
-    host.shutdown();
-    within_for(PATIENCE, "the host to stop", host.wait()).await?;
-    within_for(PATIENCE, "the server to end", server.wait()).await??;
-    Ok(())
+    served.stop().await
 }

@@ -80,6 +80,16 @@ fn db_path(dir: &TempDir) -> PathBuf {
     dir.path().join("demo.db")
 }
 
+/// A temporary folder (`name`) holding the demo's database, its path, and a started
+/// host running all eight services on it with `toml` settings.
+async fn started(name: &str, toml: &str) -> anyhow::Result<(TempDir, PathBuf, HostHandle)> {
+    let dir = TempDir::new(name);
+    let path = db_path(&dir);
+    let host = demo_host(&path, toml)?.build()?.start();
+    within("startup", host.started()).await??;
+    Ok((dir, path, host))
+}
+
 /// All eight services of the demo on the database at `path`, with `toml` settings.
 fn demo_host(path: &Path, toml: &str) -> anyhow::Result<HostBuilder> {
     let config = Config::builder().toml("test", toml)?.build();
@@ -141,16 +151,12 @@ async fn act(host: &HostHandle, service: &str, action: &str, params: Value) -> k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_entities_pass_stages_and_a_failing_one_is_parked_then_resumed() -> anyhow::Result<()>
 {
-    let dir = TempDir::new("koan-demo-flow");
-    let path = db_path(&dir);
     // A long poll: only `submit` and `resume` wake the orchestrator.
-    let host = demo_host(
-        &path,
+    let (_dir, path, host) = started(
+        "koan-demo-flow",
         "[background_services.services.FlowOrchestrator.settings]\npoll_interval_ms = 60000\n",
-    )?
-    .build()?
-    .start();
-    within("startup", host.started()).await??;
+    )
+    .await?;
     let (_p, mut processed) =
         subscribe::<FlowEntityProcessed>(&host, "FlowOrchestrator", flow::ENTITY_PROCESSED).await?;
     let (_k, mut parked) =
@@ -236,30 +242,26 @@ async fn flow_entities_pass_stages_and_a_failing_one_is_parked_then_resumed() ->
     );
 
     // Only a parked entity can be resumed; the error says why.
-    let err = act(
-        &host,
-        "FlowOrchestrator",
-        "resume",
-        json!({ "entityId": "bad-1" }),
-    )
-    .await
-    .err()
-    .ok_or_else(|| anyhow::anyhow!("resuming a done entity succeeded"))?;
+    let on = &host;
+    let resume_refused = |entity: &'static str| async move {
+        act(
+            on,
+            "FlowOrchestrator",
+            "resume",
+            json!({ "entityId": entity }),
+        )
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("resuming {entity} succeeded"))
+    };
+    let err = resume_refused("bad-1").await?;
     assert_eq!(
         err.kind(),
         koan::error::ErrorKind::InvalidParameters,
         "{err}"
     );
     assert!(err.to_string().contains("not parked"), "{err}");
-    let err = act(
-        &host,
-        "FlowOrchestrator",
-        "resume",
-        json!({ "entityId": "nobody" }),
-    )
-    .await
-    .err()
-    .ok_or_else(|| anyhow::anyhow!("resuming an unknown entity succeeded"))?;
+    let err = resume_refused("nobody").await?;
     assert!(err.to_string().contains("no entity `nobody`"), "{err}");
     stop(host).await
 }
@@ -402,15 +404,11 @@ fn put_outbox(path: &Path, topic: &str, payload: Value) -> anyhow::Result<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_delivers_to_the_table_locally() -> anyhow::Result<()> {
-    let dir = TempDir::new("koan-demo-outbox");
-    let path = db_path(&dir);
-    let host = demo_host(
-        &path,
+    let (_dir, path, host) = started(
+        "koan-demo-outbox",
         "[background_services.services.OutboxProcessor.settings]\npoll_interval_ms = 50\n",
-    )?
-    .build()?
-    .start();
-    within("startup", host.started()).await??;
+    )
+    .await?;
     let (_s, mut processed) =
         subscribe::<OutboxProcessed>(&host, "OutboxProcessor", outbox::PROCESSED).await?;
     let a = put_outbox(&path, "test.a", json!({ "n": 1 }))?;
@@ -445,19 +443,12 @@ async fn the_outbox_delivers_to_the_table_locally() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_webhook_leaves_the_message_pending() -> anyhow::Result<()> {
-    let dir = TempDir::new("koan-demo-webhook");
-    let path = db_path(&dir);
     let closed = closed_url()?;
-    let host = demo_host(
-        &path,
-        &format!(
-            "[background_services.services.OutboxProcessor.settings]\n\
-             webhook_url = \"{closed}\"\npoll_interval_ms = 50\nretry_delay_ms = 100\ntimeout_ms = 2000\n"
-        ),
-    )?
-    .build()?
-    .start();
-    within("startup", host.started()).await??;
+    let settings = format!(
+        "[background_services.services.OutboxProcessor.settings]\n\
+         webhook_url = \"{closed}\"\npoll_interval_ms = 50\nretry_delay_ms = 100\ntimeout_ms = 2000\n"
+    );
+    let (_dir, path, host) = started("koan-demo-webhook", &settings).await?;
     let (_s, mut failed) =
         subscribe::<OutboxFailed>(&host, "OutboxProcessor", outbox::FAILED).await?;
     let id = put_outbox(&path, "test.refused", json!({ "n": 1 }))?;
@@ -478,6 +469,20 @@ async fn a_refusing_webhook_leaves_the_message_pending() -> anyhow::Result<()> {
 }
 
 /// Whether the host answers ready (`/health/ready`).
+/// Waits for Messaging.Ready (`when`), then for the host to say it is ready.
+async fn messaging_ready(
+    when: &str,
+    host: &HostHandle,
+    events: &mut mpsc::UnboundedReceiver<String>,
+) -> anyhow::Result<()> {
+    next_matching(&format!("Messaging.Ready {when}"), events, |e| e == "ready").await?;
+    wait_for(&format!("the host to be ready {when}"), async || {
+        Ok(ready(host).await.then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
 async fn ready(host: &HostHandle) -> bool {
     host.ready().await.ready
 }
@@ -501,42 +506,27 @@ async fn over_nats_the_outbox_publishes_and_readiness_follows_the_connection() -
     .transport(nats.clone().into_transport())
     .resource(nats.clone())
     .build()?;
+    // Messaging.Ready as "ready", Messaging.Failed as "failed: <error>", in order.
     let (tx, mut msg_events) = mpsc::unbounded_channel::<String>();
-    let (tx2, tx3) = (tx.clone(), tx.clone());
-    let handle = host.handle();
-    let _ready = handle
+    let (tx2, tx3) = (tx.clone(), tx);
+    let _lifecycle = host
+        .handle()
         .service("MessagingLifecycle")
         .on(messaging::READY)
         .handle(move |_: MessagingReady| {
-            let tx = tx2.clone();
-            async move {
-                let _ = tx.send("ready".into());
-            }
+            let _ = tx2.send("ready".into());
+            std::future::ready(())
         })
-        .subscribe()
-        .await?;
-    let _failed = handle
-        .service("MessagingLifecycle")
         .on(messaging::FAILED)
         .handle(move |e: MessagingFailed| {
-            let tx = tx3.clone();
-            async move {
-                let _ = tx.send(format!("failed: {}", e.error));
-            }
+            let _ = tx3.send(format!("failed: {}", e.error));
+            std::future::ready(())
         })
         .subscribe()
         .await?;
-    drop(tx);
     let host = host.start();
     within("startup", host.started()).await??;
-    next_matching("Messaging.Ready at start", &mut msg_events, |e| {
-        e == "ready"
-    })
-    .await?;
-    wait_for("the host to be ready", async || {
-        Ok(ready(&host).await.then_some(()))
-    })
-    .await?;
+    messaging_ready("at start", &host, &mut msg_events).await?;
 
     // The outbox publishes to `demo.outbox.<topic>`; the row is then processed.
     let mut sub = nats.client().subscribe("demo.outbox.>").await?;
@@ -582,14 +572,7 @@ async fn over_nats_the_outbox_publishes_and_readiness_follows_the_connection() -
 
     // It comes back: Messaging.Ready, ready again, and the message goes out.
     server.restart()?;
-    next_matching("Messaging.Ready after the restart", &mut msg_events, |e| {
-        e == "ready"
-    })
-    .await?;
-    wait_for("the host to be ready again", async || {
-        Ok(ready(&host).await.then_some(()))
-    })
-    .await?;
+    messaging_ready("after the restart", &host, &mut msg_events).await?;
     wait_for("the held message to be delivered", async || {
         Ok((pending(&path)? == 0).then_some(()))
     })

@@ -2,36 +2,12 @@
 //! throughput per second and per hour, the instances of the cluster, and jobs found
 //! by the correlation id of their events.
 
-use koan::{ActionContext, BackgroundService, BoxError, PeriodicService, ServiceContext};
+use koan::{BoxError, PeriodicService, ServiceContext};
 use koan_test_support::http::{Api, call, error_message, loopback};
+use koan_test_support::services::Echo;
 use koan_test_support::within;
 use reqwest::StatusCode;
 use serde_json::Value;
-
-#[koan::service(description = "Echoes, and fails on request")]
-#[derive(Default)]
-struct Echo;
-
-#[koan::actions]
-impl Echo {
-    #[action("echo")]
-    async fn echo(&self, text: String, cx: &ActionContext) -> Result<String, BoxError> {
-        cx.emit("Echoed", text.clone()).await;
-        Ok(text)
-    }
-
-    #[action("fail", max_attempts = 1)]
-    async fn fail(&self, _p: (), _cx: &ActionContext) -> Result<(), BoxError> {
-        Err("failing on request".into())
-    }
-}
-
-impl BackgroundService for Echo {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
 
 #[koan::service(every = "1h", name = "Cleanup")]
 #[derive(Default)]

@@ -2,32 +2,13 @@
 //! (`Authorization: Bearer …`, or `?token=` for streams); reading routes, health and
 //! metrics stay open.
 
-use koan::{ActionContext, BackgroundService, BoxError, ServiceContext};
+use koan::{BoxError, ServiceContext};
 use koan_test_support::http::{Api, SseReader, call, error_message, loopback};
+use koan_test_support::services::Echo;
 use koan_test_support::within;
 use reqwest::StatusCode;
 
 const TOKEN: &str = "s3cret-t0ken";
-
-#[koan::service(name = "Echo")]
-#[derive(Default)]
-struct EchoService;
-
-#[koan::actions]
-impl EchoService {
-    #[action("echo")]
-    async fn echo(&self, text: String, cx: &ActionContext) -> Result<String, BoxError> {
-        cx.emit("Echoed", text.clone()).await;
-        Ok(text)
-    }
-}
-
-impl BackgroundService for EchoService {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
 
 #[koan::service(every = "1h", name = "Ticker")]
 #[derive(Default)]
@@ -41,29 +22,39 @@ impl koan::PeriodicService for Ticker {
 
 async fn start() -> anyhow::Result<Api> {
     let host = koan::testing::host()
-        .service::<EchoService>()
+        .service::<Echo>()
         .service::<Ticker>()
         .build()?
         .start();
     Api::serve(host, loopback().with_token(TOKEN)).await
 }
 
+/// Posts `text` to Echo's `echo` with `query` after its route, and
+/// `token` as the bearer when one is given; the answer's status and body.
+async fn echo(
+    api: &Api,
+    query: &str,
+    token: Option<&str>,
+    text: &str,
+) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+    let mut req = api.post(&format!("/api/services/echo/actions/echo{query}"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    call(req.json(text)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_need_the_token() -> anyhow::Result<()> {
     let api = start().await?;
 
-    let (status, body) = call(api.post("/api/services/echo/actions/echo").json("hi")).await?;
+    let (status, body) = echo(&api, "", None, "hi").await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let message = error_message(&body, "unauthorized")?;
     assert!(message.contains("Bearer"), "{message}");
     assert!(!message.contains(TOKEN), "the token leaked: {message}");
 
-    let (status, body) = call(
-        api.post("/api/services/echo/actions/echo")
-            .bearer_auth("wrong-token!")
-            .json("hi"),
-    )
-    .await?;
+    let (status, body) = echo(&api, "", Some("wrong-token!"), "hi").await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let message = error_message(&body, "unauthorized")?;
     assert!(message.contains("wrong"), "{message}");
@@ -71,44 +62,21 @@ async fn actions_need_the_token() -> anyhow::Result<()> {
 
     // A token of the right length but a different value.
     let same_length: String = TOKEN.chars().rev().collect();
-    let (status, _) = call(
-        api.post("/api/services/echo/actions/echo")
-            .bearer_auth(same_length)
-            .json("hi"),
-    )
-    .await?;
+    let (status, _) = echo(&api, "", Some(&same_length), "hi").await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Action routes do not take the token from the query.
-    let (status, _) = call(
-        api.post(&format!("/api/services/echo/actions/echo?token={TOKEN}"))
-            .json("hi"),
-    )
-    .await?;
+    let (status, _) = echo(&api, &format!("?token={TOKEN}"), None, "hi").await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    let (status, body) = call(
-        api.post("/api/services/echo/actions/echo")
-            .bearer_auth(TOKEN)
-            .json("hi"),
-    )
-    .await?;
+    let (status, body) = echo(&api, "", Some(TOKEN), "hi").await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"], "hi");
 
     // wait=false too.
-    let (status, _) = call(
-        api.post("/api/services/echo/actions/echo?wait=false")
-            .json("x"),
-    )
-    .await?;
+    let (status, _) = echo(&api, "?wait=false", None, "x").await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) = call(
-        api.post("/api/services/echo/actions/echo?wait=false")
-            .bearer_auth(TOKEN)
-            .json("x"),
-    )
-    .await?;
+    let (status, body) = echo(&api, "?wait=false", Some(TOKEN), "x").await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     api.stop().await
 }
@@ -198,12 +166,7 @@ async fn event_streams_need_the_token() -> anyhow::Result<()> {
     .await??;
     let mut by_header = SseReader::new(resp)?;
 
-    let (status, _) = call(
-        api.post("/api/services/echo/actions/echo")
-            .bearer_auth(TOKEN)
-            .json("over the wire"),
-    )
-    .await?;
+    let (status, _) = echo(&api, "", Some(TOKEN), "over the wire").await?;
     assert_eq!(status, StatusCode::OK);
     for reader in [&mut by_query, &mut by_header] {
         let seen = reader.until_event("Echoed").await?;

@@ -6,11 +6,20 @@ use std::time::Duration;
 
 use koan::config::Config;
 use koan_http::HttpOptions;
-use koan_test_support::http::{call, loopback, serve_idle};
+use koan_test_support::http::{Api, call, loopback, serve_idle};
 use koan_test_support::within;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Serves an idle host whose header-read timeout is `ms` milliseconds.
+async fn serve_with_header_timeout(ms: u64) -> anyhow::Result<Api> {
+    let options = HttpOptions {
+        header_read_timeout: Some(Duration::from_millis(ms)),
+        ..loopback()
+    };
+    serve_idle(options).await
+}
 
 /// Reads until the server closes the connection; returns what it sent.
 async fn read_until_closed(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
@@ -26,11 +35,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_sends_nothing_is_closed_without_an_answer() -> anyhow::Result<()> {
-    let options = HttpOptions {
-        header_read_timeout: Some(Duration::from_millis(200)),
-        ..loopback()
-    };
-    let api = serve_idle(options).await?;
+    let api = serve_with_header_timeout(200).await?;
     let mut silent = TcpStream::connect(api.server_addr()).await?;
     let got = read_until_closed(&mut silent).await?;
     // hyper closes a connection that never started a request without writing.
@@ -40,11 +45,7 @@ async fn a_connection_that_sends_nothing_is_closed_without_an_answer() -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_its_headers_byte_by_byte_is_cut_off() -> anyhow::Result<()> {
-    let options = HttpOptions {
-        header_read_timeout: Some(Duration::from_millis(300)),
-        ..loopback()
-    };
-    let api = serve_idle(options).await?;
+    let api = serve_with_header_timeout(300).await?;
     let stream = TcpStream::connect(api.server_addr()).await?;
     let (mut rd, mut wr) = stream.into_split();
     // A request head that never ends, one byte at a time.
@@ -79,11 +80,7 @@ async fn a_client_sending_its_headers_byte_by_byte_is_cut_off() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() -> anyhow::Result<()> {
-    let options = HttpOptions {
-        header_read_timeout: Some(Duration::from_millis(200)),
-        ..loopback()
-    };
-    let api = serve_idle(options).await?;
+    let api = serve_with_header_timeout(200).await?;
     let mut conn = TcpStream::connect(api.server_addr()).await?;
     conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await?;

@@ -4,7 +4,6 @@
 //! outcome recorded, so it is not run again. A delay is kept by the cluster
 //! (`KOAN_DELAYED`), not run at once.
 
-use koan::transport::HostLink as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +53,22 @@ impl BackgroundService for Mailer {
     }
 }
 
+/// A worker running `Mailer` and a client that sees it, on `server`; and the count
+/// of mails sent.
+/// What the mailer sent, and the idempotency keys its handler saw.
+type Seen = (Arc<AtomicU32>, Arc<Mutex<Vec<String>>>);
+
+async fn mailer_and_client(server: &NatsServer) -> anyhow::Result<(Member, Member, Seen)> {
+    let (sent, keys): Seen = Default::default();
+    let worker = Mailer {
+        sent: Arc::clone(&sent),
+        keys: Arc::clone(&keys),
+    };
+    let opts = test_options(&server.url());
+    let (w, client) = Member::worker_and_client(opts, "Mailer", |b| b.instance(worker)).await?;
+    Ok((w, client, (sent, keys)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() -> anyhow::Result<()>
 {
@@ -70,15 +85,7 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
         ..Default::default()
     })
     .await?;
-    let sent = Arc::new(AtomicU32::new(0));
-    let opts = test_options(&server.url());
-    let keys = Arc::new(Mutex::new(Vec::new()));
-    let worker = Mailer {
-        sent: Arc::clone(&sent),
-        keys: Arc::clone(&keys),
-    };
-    let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
-    let member = Member::join(opts, |b| b).await?;
+    let (_w, member, (sent, keys)) = mailer_and_client(&server).await?;
     let client = &member.host;
     let send = || {
         client
@@ -141,23 +148,8 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_for_a_service_in_another_process_is_kept_not_run_at_once() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let sent = Arc::new(AtomicU32::new(0));
-    let opts = test_options(&server.url());
-    let keys = Arc::new(Mutex::new(Vec::new()));
-    let worker = Mailer {
-        sent: Arc::clone(&sent),
-        keys: Arc::clone(&keys),
-    };
-    let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
-    let member = Member::join(opts, |b| b).await?;
+    let (_w, member, (sent, _)) = mailer_and_client(&server).await?;
     let client = &member.host;
-    eventually("the mailer to be announced", || async {
-        client.instances().await.is_ok_and(|l| {
-            l.iter()
-                .any(|i| i.services.iter().any(|s| s.name == "Mailer"))
-        })
-    })
-    .await?;
 
     // Kept by the cluster for an hour (or until a time), not run at once.
     let later = client

@@ -4,16 +4,12 @@
 //! instance; its run is cancelled, though its progress acks were written to the
 //! socket without error.
 
-use koan::transport::HostLink as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+mod common;
+
 use std::time::Duration;
 
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions,
-};
-use koan_test_support::nats::{Member, NatsServer, test_options};
+use common::{Holder, Stopped, enqueue, holder_and_client};
+use koan_test_support::nats::{Member, NatsServer, announced, test_options};
 use koan_test_support::{eventually, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,57 +75,6 @@ async fn pipe(
     }
 }
 
-/// `hold` runs until its token is cancelled (on the first instance) and says so;
-/// elsewhere it returns at once.
-struct Holder {
-    holds: bool,
-    started: Arc<AtomicU32>,
-    fenced: Arc<AtomicBool>,
-}
-
-impl Service for Holder {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Holder").max_concurrency(1)
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "hold",
-            |svc: Arc<Self>, (): (), cx: ActionContext| async move {
-                svc.started.fetch_add(1, Ordering::SeqCst);
-                if svc.holds {
-                    cx.cancelled().await;
-                    svc.fenced.store(true, Ordering::SeqCst);
-                }
-                Ok::<_, BoxError>(())
-            },
-        );
-        // Works for `ms` milliseconds, unless cancelled.
-        a.action(
-            "busy",
-            |svc: Arc<Self>, ms: u64, cx: ActionContext| async move {
-                svc.started.fetch_add(1, Ordering::SeqCst);
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(ms)) => Ok::<_, BoxError>(()),
-                    () = cx.cancelled() => {
-                        svc.fenced.store(true, Ordering::SeqCst);
-                        Err("cancelled".into())
-                    }
-                }
-            },
-        );
-    }
-}
-
-impl BackgroundService for Holder {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -139,33 +84,16 @@ async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Re
         o.ack_wait = Duration::from_secs(3);
         o
     };
-    let (started, fenced) = (
-        Arc::new(AtomicU32::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let cut_off = Holder {
-        holds: true,
-        started: Arc::clone(&started),
-        fenced: Arc::clone(&fenced),
-    };
+    // Its run succeeds when stopped: only its being stopped tells it was fenced.
+    let (cut_off, runs) = Holder::new(Stopped::Succeeds);
     let _w1 = Member::join(options(&proxy.url), |b| b.instance(cut_off)).await?;
     let member = Member::join(options(&server.url()), |b| b).await?;
     let client = &member.host;
-    eventually("the worker to be announced", || async {
-        client.instances().await.is_ok_and(|l| {
-            l.iter()
-                .any(|i| i.services.iter().any(|s| s.name == "Holder"))
-        })
-    })
-    .await?;
+    announced(client, "Holder", 1).await?;
 
-    let ticket = within(
-        "enqueue",
-        client.service("Holder").action("hold", ()).enqueue(),
-    )
-    .await??;
+    let ticket = enqueue(client, "hold", ()).await?;
     eventually("the job to run on the first worker", || async {
-        started.load(Ordering::SeqCst) == 1
+        runs.started() == 1
     })
     .await?;
 
@@ -174,16 +102,16 @@ async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Re
     proxy.freeze(true);
     let second = Holder {
         holds: false,
-        started: Arc::clone(&started),
-        fenced: Arc::new(AtomicBool::new(false)),
+        on_stop: Stopped::Succeeds,
+        runs: runs.own_stop(),
     };
     let _w2 = Member::join(options(&server.url()), |b| b.instance(second)).await?;
     within("the job to complete on the second worker", ticket.outcome()).await??;
-    assert_eq!(started.load(Ordering::SeqCst), 2);
+    assert_eq!(runs.started(), 2);
 
     // The cut-off run heard nothing from the broker for ack_wait: it is cancelled.
     eventually("the cut-off run to be cancelled", || async {
-        fenced.load(Ordering::SeqCst)
+        runs.stopped()
     })
     .await?;
     proxy.freeze(false);
@@ -195,42 +123,12 @@ async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_longer_than_ack_wait_keeps_its_claim() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let mut opts = test_options(&server.url());
-    opts.ack_wait = Duration::from_secs(1);
-    let (started, fenced) = (
-        Arc::new(AtomicU32::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let worker = Holder {
-        holds: false,
-        started: Arc::clone(&started),
-        fenced: Arc::clone(&fenced),
-    };
-    let _w = Member::join(opts.clone(), |b| b.instance(worker)).await?;
-    let member = Member::join(opts, |b| b).await?;
+    let (_w, member, runs) = holder_and_client(&server, Stopped::Fails).await?;
     let client = &member.host;
-    eventually("the worker to be announced", || async {
-        client.instances().await.is_ok_and(|l| {
-            l.iter()
-                .any(|i| i.services.iter().any(|s| s.name == "Holder"))
-        })
-    })
-    .await?;
     // The job's own work lasts three claims.
-    let ticket = within(
-        "enqueue",
-        client.service("Holder").action("busy", 3_000u64).enqueue(),
-    )
-    .await??;
+    let ticket = enqueue(client, "busy", 3_000u64).await?;
     within("the job", ticket.outcome()).await??;
-    assert!(
-        !fenced.load(Ordering::SeqCst),
-        "a heard worker is not fenced"
-    );
-    assert_eq!(
-        started.load(Ordering::SeqCst),
-        1,
-        "run once, not handed over"
-    );
+    assert!(!runs.stopped(), "a heard worker is not fenced");
+    assert_eq!(runs.started(), 1, "run once, not handed over");
     Ok(())
 }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use koan::host::HostBuilder;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions,
 };
-use koan_nats::NatsTransport;
-use koan_test_support::nats::{NatsServer, test_options};
+use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::within;
 
 #[derive(Default)]
@@ -58,48 +58,32 @@ impl BackgroundService for SlowStop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_arriving_while_the_only_instance_stops_wait_for_the_next() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let na = within(
-        "connect",
-        NatsTransport::connect(test_options(&server.url())),
-    )
-    .await??;
-    let a = koan::Host::builder()
-        .shutdown_grace(Duration::from_secs(5))
-        .transport(na.clone().into_transport())
-        .service::<Worker>()
-        .service::<SlowStop>()
-        .build()?
-        .start();
-    a.started().await?;
-    let node_a = within("attach", na.attach(&a)).await??;
-
-    let nb = within(
-        "connect",
-        NatsTransport::connect(test_options(&server.url())),
-    )
-    .await??;
-    let b = koan::Host::builder()
-        .transport(nb.clone().into_transport())
-        .build()?
-        .start();
-    b.started().await?;
-    let first = b.service("Worker").action("work", 1u32).enqueue().await?;
+    let join =
+        |build: fn(HostBuilder) -> HostBuilder| Member::join(test_options(&server.url()), build);
+    let mut a = join(|b| b.service::<Worker>().service::<SlowStop>()).await?;
+    let b = join(|b| b).await?;
+    let first = b
+        .host
+        .service("Worker")
+        .action("work", 1u32)
+        .enqueue()
+        .await?;
     assert_eq!(
         within("outcome", first.outcome()).await??.value::<u32>()?,
         10
     );
 
     // A is asked to stop; its node stays attached while SlowStop takes its time.
-    a.shutdown();
+    a.host.shutdown();
     let mut tickets = Vec::new();
     for n in 2..=6u32 {
-        tickets.push(b.service("Worker").action("work", n).enqueue().await?);
+        tickets.push(b.host.service("Worker").action("work", n).enqueue().await?);
     }
-    a.wait().await;
-    node_a.detach().await;
+    a.host.wait().await;
+    a.node.take().expect("attached").detach().await;
 
     // Nothing was dead-lettered for the shutdown.
-    let js = async_nats::jetstream::new(nb.client().clone());
+    let js = async_nats::jetstream::new(b.nats.client().clone());
     let mut dlq = js.get_stream("KOAN_DLQ").await?;
     assert_eq!(
         dlq.info().await?.state.messages,
@@ -108,26 +92,11 @@ async fn jobs_arriving_while_the_only_instance_stops_wait_for_the_next() -> anyh
     );
 
     // The next instance does them all.
-    let nc = within(
-        "connect",
-        NatsTransport::connect(test_options(&server.url())),
-    )
-    .await??;
-    let c = koan::Host::builder()
-        .transport(nc.clone().into_transport())
-        .service::<Worker>()
-        .build()?
-        .start();
-    c.started().await?;
-    let node_c = within("attach", nc.attach(&c)).await??;
+    let c = join(|b| b.service::<Worker>()).await?;
     for (t, n) in tickets.into_iter().zip(2..=6u32) {
         let out = within("outcome after restart", t.outcome()).await??;
         assert_eq!(out.value::<u32>()?, n * 10);
     }
-    node_c.detach().await;
-    c.shutdown();
-    c.wait().await;
-    b.shutdown();
-    b.wait().await;
-    Ok(())
+    c.stop().await?;
+    b.stop().await
 }

@@ -2,19 +2,21 @@
 //! de-duplication by id, dead letters after `max_deliver` attempts, and a NATS server
 //! restarted while jobs are pending.
 
-use koan::transport::HostLink as _;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use koan::action::ActionRequest;
+use koan::job::JobTicket;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions, error::ErrorKind, transport::DurableJob, transport::RemoteCall,
     transport::Transport,
 };
-use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_nats::NatsOptions;
+use koan_test_support::nats::{Member, NatsServer, announced, test_options};
 use koan_test_support::{eventually, within};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -145,6 +147,35 @@ fn worker() -> (Worker, Arc<Tally>, watch::Sender<bool>) {
     )
 }
 
+/// A member `a` running a new `Worker` and a member `b` that calls it, joined with
+/// `opts`; the worker's tally and the gate of its `gated` runs.
+struct Joined {
+    a: Member,
+    b: Member,
+    tally: Arc<Tally>,
+    gate: watch::Sender<bool>,
+}
+
+impl Joined {
+    async fn start(opts: NatsOptions) -> anyhow::Result<Joined> {
+        let (w, tally, gate) = worker();
+        let a = Member::join(opts.clone(), |b| b.instance(w)).await?;
+        let b = Member::join(opts, |b| b).await?;
+        Ok(Joined { a, b, tally, gate })
+    }
+
+    /// Stops `b`, then `a`.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.b.stop().await?;
+        self.a.stop().await
+    }
+}
+
+/// Enqueues `req` as a durable job; its ticket.
+async fn enqueue(req: ActionRequest) -> anyhow::Result<JobTicket> {
+    Ok(within("enqueue", req.enqueue()).await??)
+}
+
 fn call(action: &str, n: u32) -> RemoteCall {
     RemoteCall {
         service: "Worker".into(),
@@ -160,21 +191,13 @@ fn call(action: &str, n: u32) -> RemoteCall {
 async fn enqueued_remote_actions_complete_and_their_outcome_reaches_the_ticket()
 -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let (w, tally, _gate) = worker();
-    let a = Member::join(test_options(&server.url()), |b| b.instance(w)).await?;
-    let b = Member::join(test_options(&server.url()), |b| b).await?;
+    let joined = Joined::start(test_options(&server.url())).await?;
+    let (b, tally) = (&joined.b, &joined.tally);
 
     let mut tickets = Vec::new();
     for n in 0..10u32 {
-        let t = within(
-            "enqueue",
-            b.host
-                .service("Worker")
-                .action("work", n)
-                .correlation_id(format!("batch-{n}"))
-                .enqueue(),
-        )
-        .await??;
+        let work = b.host.service("Worker").action("work", n);
+        let t = enqueue(work.correlation_id(format!("batch-{n}"))).await?;
         tickets.push((n, t));
     }
     for (n, t) in tickets {
@@ -189,31 +212,19 @@ async fn enqueued_remote_actions_complete_and_their_outcome_reaches_the_ticket()
     }
 
     // A remote rejection comes back as the outcome, with its kind.
-    let t = within(
-        "enqueue",
-        b.host
-            .service("Worker")
-            .action("work", "not a number")
-            .enqueue(),
-    )
-    .await??;
+    let t = enqueue(b.host.service("Worker").action("work", "not a number")).await?;
     let e = within("a failed outcome", t.outcome())
         .await?
         .expect_err("u32 expected");
     assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
-
-    b.stop().await?;
-    a.stop().await?;
-    Ok(())
+    joined.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_job_id_is_handled_once() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let (w, tally, _gate) = worker();
-    let a = Member::join(test_options(&server.url()), |b| b.instance(w)).await?;
-    let b = Member::join(test_options(&server.url()), |b| b).await?;
-    let t: &dyn Transport = &b.nats;
+    let joined = Joined::start(test_options(&server.url())).await?;
+    let (t, tally): (&dyn Transport, _) = (&joined.b.nats, &joined.tally);
 
     // The same id twice (a client retrying after a lost acknowledgement, say).
     within(
@@ -247,10 +258,7 @@ async fn the_same_job_id_is_handled_once() -> anyhow::Result<()> {
     // The outcome stays readable by anyone.
     let again = within("the outcome again", t.outcome("dup-job-1")).await??;
     assert_eq!(again, v);
-
-    b.stop().await?;
-    a.stop().await?;
-    Ok(())
+    joined.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,18 +266,13 @@ async fn a_job_that_always_fails_goes_to_the_dead_letter_subject() -> anyhow::Re
     let server = NatsServer::start()?;
     let mut opts = test_options(&server.url());
     opts.max_deliver = 2;
-    let (w, tally, _gate) = worker();
-    let a = Member::join(opts.clone(), |b| b.instance(w)).await?;
-    let b = Member::join(opts, |b| b).await?;
+    let joined = Joined::start(opts).await?;
+    let (b, tally) = (&joined.b, &joined.tally);
 
     let mut dead = b.nats.client().subscribe("koan.dlq.worker.doomed").await?;
     b.nats.client().flush().await?;
 
-    let ticket = within(
-        "enqueue",
-        b.host.services::<Worker>().action("doomed", 7u32).enqueue(),
-    )
-    .await??;
+    let ticket = enqueue(b.host.services::<Worker>().action("doomed", 7u32)).await?;
     let id = ticket.id().to_owned();
     let e = within("the outcome", ticket.outcome())
         .await?
@@ -311,10 +314,7 @@ async fn a_job_that_always_fails_goes_to_the_dead_letter_subject() -> anyhow::Re
     let js = async_nats::jetstream::new(b.nats.client().clone());
     let mut dlq = js.get_stream("KOAN_DLQ").await?;
     assert_eq!(dlq.info().await?.state.messages, 1);
-
-    b.stop().await?;
-    a.stop().await?;
-    Ok(())
+    joined.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,20 +324,13 @@ async fn jobs_survive_a_restart_of_the_nats_server() -> anyhow::Result<()> {
     let mut opts = test_options(&server.url());
     opts.memory_storage = false;
     opts.ack_wait = Duration::from_secs(3);
-    let (w, tally, gate) = worker();
-    let a = Member::join(opts.clone(), |b| b.instance(w)).await?;
-    let b = Member::join(opts.clone(), |b| b).await?;
+    let joined = Joined::start(opts.clone()).await?;
+    let (b, tally, gate) = (&joined.b, &joined.tally, &joined.gate);
 
     // Work that is running (held at the gate) when the server goes away…
     let mut running = Vec::new();
     for n in 0..N {
-        running.push(
-            within(
-                "enqueue",
-                b.host.service("Worker").action("gated", n).enqueue(),
-            )
-            .await??,
-        );
+        running.push(enqueue(b.host.service("Worker").action("gated", n)).await?);
     }
     // …and work that nobody consumes yet: the archiver was in the cluster, and left.
     let early = Member::join(opts.clone(), |b| {
@@ -346,24 +339,11 @@ async fn jobs_survive_a_restart_of_the_nats_server() -> anyhow::Result<()> {
         })
     })
     .await?;
-    eventually("B to see an archiver", || async {
-        b.host.instances().await.is_ok_and(|l| {
-            l.iter()
-                .flat_map(|i| &i.services)
-                .any(|s| s.name == "Archiver")
-        })
-    })
-    .await?;
+    announced(&b.host, "Archiver", 1).await?;
     early.stop().await?;
     let mut waiting = Vec::new();
     for n in 0..N {
-        waiting.push(
-            within(
-                "enqueue",
-                b.host.service("Archiver").action("archive", n).enqueue(),
-            )
-            .await??,
-        );
+        waiting.push(enqueue(b.host.service("Archiver").action("archive", n)).await?);
     }
     eventually("the gated jobs to start", || async {
         tally.started.load(Ordering::SeqCst) >= N
@@ -396,9 +376,7 @@ async fn jobs_survive_a_restart_of_the_nats_server() -> anyhow::Result<()> {
     }
 
     c.stop().await?;
-    b.stop().await?;
-    a.stop().await?;
-    Ok(())
+    joined.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

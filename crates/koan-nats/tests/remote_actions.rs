@@ -132,23 +132,63 @@ impl BackgroundService for Svc {
     }
 }
 
-/// A member running `svc` (or nothing), attached to the cluster at `url`.
-async fn join(url: &str, svc: Option<Svc>) -> anyhow::Result<Member> {
-    Member::join(test_options(url), |b| match svc {
-        Some(svc) => b.instance(svc),
-        None => b,
-    })
-    .await
+/// A `nats-server`, one member per named instance of `Svc` and a member `b` that
+/// runs none and calls them.
+struct Cluster {
+    _server: NatsServer,
+    /// Each instance's member and its count of `act` calls handled.
+    a: Vec<(Member, Arc<AtomicU32>)>,
+    b: Member,
+}
+
+impl Cluster {
+    async fn start(instances: &[&str]) -> anyhow::Result<Cluster> {
+        let server = NatsServer::start()?;
+        let mut a = Vec::new();
+        for name in instances {
+            let (svc, handled) = Svc::new(name);
+            let member = Member::join(test_options(&server.url()), |b| b.instance(svc)).await?;
+            a.push((member, handled));
+        }
+        let b = Member::join(test_options(&server.url()), |b| b).await?;
+        Ok(Cluster {
+            _server: server,
+            a,
+            b,
+        })
+    }
+
+    /// How many `act` calls instance `k` handled.
+    fn handled(&self, k: usize) -> u32 {
+        self.a[k].1.load(Ordering::SeqCst)
+    }
+
+    /// Calls `act` on the service by name from `b` and gives what it saw.
+    async fn act(&self, what: &str, word: &str) -> anyhow::Result<Seen> {
+        let call = self
+            .b
+            .host
+            .service("Svc")
+            .action("act", json!({ "word": word }));
+        Ok(within(what, call.execute()).await??.value::<Seen>()?)
+    }
+
+    /// Stops `b`, then the instances, the last started first.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.b.stop().await?;
+        for (member, _) in self.a.into_iter().rev() {
+            member.stop().await?;
+        }
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_execute_by_type_and_by_name_carries_priority_timeout_and_correlation()
 -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let (svc, handled) = Svc::new("A");
-    let a = join(&server.url(), Some(svc)).await?;
+    let cluster = Cluster::start(&["A"]).await?;
+    let b = &cluster.b;
     // B knows the type but does not run it.
-    let b = join(&server.url(), None).await?;
     assert!(!b.host.hosts("Svc"));
 
     let by_type = within(
@@ -184,16 +224,14 @@ async fn remote_execute_by_type_and_by_name_carries_priority_timeout_and_correla
         "deadline within the 20 s timeout: {remaining} ms"
     );
 
-    let by_name = within(
-        "a remote call by name",
-        b.host
-            .service("Svc")
-            .action("act", json!({"word": "named"}))
-            .correlation_id("corr-named")
-            .execute(),
-    )
-    .await??;
-    let seen = by_name.value::<Seen>()?;
+    let by_name = b
+        .host
+        .service("Svc")
+        .action("act", json!({"word": "named"}));
+    let by_name = by_name.correlation_id("corr-named").execute();
+    let seen = within("a remote call by name", by_name)
+        .await??
+        .value::<Seen>()?;
     assert_eq!((seen.word.as_str(), seen.host.as_str()), ("named", "A"));
     assert_eq!(seen.priority, 0);
     assert_eq!(seen.correlation_id, "corr-named");
@@ -212,82 +250,62 @@ async fn remote_execute_by_type_and_by_name_carries_priority_timeout_and_correla
     assert!(!generated.is_empty());
     assert_eq!(out.value::<Seen>()?.correlation_id, generated);
 
-    assert_eq!(handled.load(Ordering::SeqCst), 3);
-    b.stop().await?;
-    a.stop().await?;
-    Ok(())
+    assert_eq!(cluster.handled(0), 3);
+    cluster.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let (svc, handled) = Svc::new("A");
-    let a = join(&server.url(), Some(svc)).await?;
-    let b = join(&server.url(), None).await?;
-
-    let svc = || b.host.service("Svc");
-    let e = refused(
-        "`word` given a number",
-        svc().action("act", json!({"word": 5})).execute(),
-        ErrorKind::InvalidParameters,
-    )
-    .await?;
-    assert!(e.message().contains("`word`"), "names the field: {e}");
-
-    let e = refused(
-        "`word` missing",
-        b.host.services::<Svc>().action("act", json!({})).execute(),
-        ErrorKind::InvalidParameters,
-    )
-    .await?;
-    assert!(e.message().contains("word"), "names the field: {e}");
-
-    let e = refused(
-        "an unknown action",
-        svc().action("fax", Value::Null).execute(),
-        ErrorKind::UnknownAction,
-    )
-    .await?;
-    assert!(e.message().contains("fax"), "{e}");
-
-    let e = refused(
-        "a failing handler",
-        svc().action("fail", Value::Null).execute(),
-        ErrorKind::Handler,
-    )
-    .await?;
-    assert!(e.message().contains("the disk is on fire"), "{e}");
-
-    let stall = b.host.services::<Svc>().action("stall", ());
-    let stall = stall.timeout(Duration::from_millis(300)).execute();
-    refused("a handler past its timeout", stall, ErrorKind::Timeout).await?;
-
-    assert_eq!(
-        handled.load(Ordering::SeqCst),
-        0,
-        "no bad call reached `act`"
+    let cluster = Cluster::start(&["A"]).await?;
+    let (by_name, by_type) = (
+        cluster.b.host.service("Svc"),
+        cluster.b.host.services::<Svc>(),
     );
+    let stall = by_type
+        .action("stall", ())
+        .timeout(Duration::from_millis(300));
+    let refusals = [
+        (
+            "`word` given a number",
+            by_name.action("act", json!({"word": 5})),
+            ErrorKind::InvalidParameters,
+            "`word`",
+        ),
+        (
+            "`word` missing",
+            by_type.action("act", json!({})),
+            ErrorKind::InvalidParameters,
+            "word",
+        ),
+        (
+            "an unknown action",
+            by_name.action("fax", Value::Null),
+            ErrorKind::UnknownAction,
+            "fax",
+        ),
+        (
+            "a failing handler",
+            by_name.action("fail", Value::Null),
+            ErrorKind::Handler,
+            "the disk is on fire",
+        ),
+        ("a handler past its timeout", stall, ErrorKind::Timeout, ""),
+    ];
+    for (what, call, kind, says) in refusals {
+        let e = refused(what, call.execute(), kind).await?;
+        assert!(e.message().contains(says), "{what}: names {says:?}: {e}");
+    }
+    assert_eq!(cluster.handled(0), 0, "no bad call reached `act`");
     // The service is still fine.
-    let seen = within(
-        "a good call after the bad ones",
-        b.host
-            .service("Svc")
-            .action("act", json!({"word": "ok"}))
-            .execute(),
-    )
-    .await??
-    .value::<Seen>()?;
+    let seen = cluster.act("a good call after the bad ones", "ok").await?;
     assert_eq!(seen.word, "ok");
-
-    b.stop().await?;
-    a.stop().await?;
-    Ok(())
+    cluster.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let b = join(&server.url(), None).await?;
+    let cluster = Cluster::start(&[]).await?;
+    let b = &cluster.b;
 
     // Well below the default request timeout (10 s in these tests): no hang.
     let at_once = Duration::from_secs(5);
@@ -314,19 +332,13 @@ async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
         unavailable,
     )
     .await?;
-
-    b.stop().await?;
-    Ok(())
+    cluster.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_load() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let (svc1, handled1) = Svc::new("A1");
-    let (svc2, handled2) = Svc::new("A2");
-    let a1 = join(&server.url(), Some(svc1)).await?;
-    let a2 = join(&server.url(), Some(svc2)).await?;
-    let b = join(&server.url(), None).await?;
+    let cluster = Cluster::start(&["A1", "A2"]).await?;
+    let b = &cluster.b;
 
     let calls = (0..40).map(|i| {
         let svc = b.host.services::<Svc>();
@@ -347,29 +359,19 @@ async fn two_instances_share_the_load() -> anyhow::Result<()> {
     for r in results {
         *by_host.entry(r?.host).or_default() += 1;
     }
-    let (n1, n2) = (
-        handled1.load(Ordering::SeqCst),
-        handled2.load(Ordering::SeqCst),
-    );
+    let (n1, n2) = (cluster.handled(0), cluster.handled(1));
     assert_eq!(n1 + n2, 40, "every call handled once: {by_host:?}");
     assert!(n1 > 0 && n2 > 0, "both instances took some: {n1} and {n2}");
     assert_eq!(by_host.get("A1").copied().unwrap_or(0), n1);
     assert_eq!(by_host.get("A2").copied().unwrap_or(0), n2);
-
-    b.stop().await?;
-    a2.stop().await?;
-    a1.stop().await?;
-    Ok(())
+    cluster.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_health_info_and_instances_reach_across_hosts() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let (svc1, _) = Svc::new("A1");
-    let (svc2, _) = Svc::new("A2");
-    let a1 = join(&server.url(), Some(svc1)).await?;
-    let a2 = join(&server.url(), Some(svc2)).await?;
-    let b = join(&server.url(), None).await?;
+    let mut cluster = Cluster::start(&["A1", "A2"]).await?;
+    let (a2, _) = cluster.a.pop().expect("A2");
+    let (a1, b) = (&cluster.a[0].0, &cluster.b);
 
     let status = within("remote status", b.host.service("Svc").status()).await??;
     assert_eq!(status.name, "Svc");
@@ -394,7 +396,7 @@ async fn status_health_info_and_instances_reach_across_hosts() -> anyhow::Result
     // The registry: both hosts of Svc with their services, and B itself.
     let instances = within("instances", b.host.instances()).await??;
     let find = |id: &str| instances.iter().find(|i| i.host_id == id);
-    for m in [&a1, &a2] {
+    for m in [a1, &a2] {
         let i = find(&m.id()).unwrap_or_else(|| panic!("{} listed: {instances:?}", m.id()));
         let names: Vec<_> = i.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["Svc"]);
@@ -413,21 +415,14 @@ async fn status_health_info_and_instances_reach_across_hosts() -> anyhow::Result
             .is_ok_and(|all| all.iter().all(|i| i.host_id != gone))
     })
     .await?;
-
-    b.stop().await?;
-    a1.stop().await?;
-    Ok(())
+    cluster.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_hosts_in_order_with_their_correlation_id() -> anyhow::Result<()> {
     const N: u32 = 200;
-    let server = NatsServer::start()?;
-    let (svc1, _) = Svc::new("A1");
-    let (svc2, _) = Svc::new("A2");
-    let a1 = join(&server.url(), Some(svc1)).await?;
-    let a2 = join(&server.url(), Some(svc2)).await?;
-    let b = join(&server.url(), None).await?;
+    let cluster = Cluster::start(&["A1", "A2"]).await?;
+    let (a1, a2, b) = (&cluster.a[0].0, &cluster.a[1].0, &cluster.b);
 
     type Got = Arc<Mutex<Vec<(Option<String>, Tick)>>>;
     let got: Got = Arc::default();
@@ -465,18 +460,11 @@ async fn events_cross_hosts_in_order_with_their_correlation_id() -> anyhow::Resu
         .await?;
 
     // Both emitters at once, each under its own correlation id.
-    let e1 = a1
-        .host
-        .services::<Svc>()
-        .action("emit", N)
-        .correlation_id("from-a1")
-        .execute();
-    let e2 = a2
-        .host
-        .services::<Svc>()
-        .action("emit", N)
-        .correlation_id("from-a2")
-        .execute();
+    let emit = |m: &Member, corr: &str| {
+        let call = m.host.services::<Svc>().action("emit", N);
+        call.correlation_id(corr).execute()
+    };
+    let (e1, e2) = (emit(a1, "from-a1"), emit(a2, "from-a2"));
     let (r1, r2) = within("the emitters", async { tokio::join!(e1, e2) }).await?;
     assert_eq!(r1?.value::<u32>()?, N);
     assert_eq!(r2?.value::<u32>()?, N);
@@ -501,9 +489,5 @@ async fn events_cross_hosts_in_order_with_their_correlation_id() -> anyhow::Resu
             "{host}'s events in order"
         );
     }
-
-    b.stop().await?;
-    a2.stop().await?;
-    a1.stop().await?;
-    Ok(())
+    cluster.stop().await
 }

@@ -3,7 +3,6 @@
 //! left the registry, instead of waiting for its timeout — or, for an action
 //! declared idempotent, is sent again to an instance that remains.
 
-use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use koan::{
     ServiceContext, ServiceOptions, error::ErrorKind,
 };
 use koan_nats::{NatsTransport, Node};
-use koan_test_support::nats::{NatsServer, test_options};
+use koan_test_support::nats::{NatsServer, announced, test_options};
 use koan_test_support::{eventually, within};
 
 /// `work` takes `delay` and counts its calls; one at a time.
@@ -30,24 +29,26 @@ impl Service for Worker {
     }
 
     fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "work",
-            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-                tokio::time::sleep(svc.delay).await;
-                svc.calls.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, BoxError>(())
-            },
-        );
+        let work = |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+            tokio::time::sleep(svc.delay).await;
+            svc.calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, BoxError>(())
+        };
+        a.action("work", work);
         // The same work, declared safe to run twice.
-        a.action(
-            "fetch",
-            |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-                tokio::time::sleep(svc.delay).await;
-                svc.calls.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, BoxError>(())
-            },
-        )
-        .idempotent();
+        a.action("fetch", work).idempotent();
+    }
+}
+
+impl Worker {
+    /// A worker whose `work` takes `delay`, and the count of its calls.
+    fn new(delay: Duration) -> (Worker, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let worker = Worker {
+            delay,
+            calls: Arc::clone(&calls),
+        };
+        (worker, calls)
     }
 }
 
@@ -72,30 +73,41 @@ async fn join(url: &str, worker: Option<Worker>) -> anyhow::Result<(HostHandle, 
 
 /// Waits until `client` sees `n` instances hosting `Worker`.
 async fn sees_workers(client: &HostHandle, n: usize) -> anyhow::Result<()> {
-    eventually("the workers to be announced", || async {
-        client.instances().await.is_ok_and(|l| {
-            l.iter()
-                .filter(|i| i.services.iter().any(|s| s.name == "Worker"))
-                .count()
-                == n
+    announced(client, "Worker", n).await
+}
+
+/// A host running a `Worker` whose `work` takes `delay`, and a client host that sees
+/// it; each with its node.
+struct OneWorker {
+    worker: HostHandle,
+    node: Node,
+    calls: Arc<AtomicU32>,
+    client: HostHandle,
+    _client_node: Node,
+}
+
+impl OneWorker {
+    async fn join(server: &NatsServer, delay: Duration) -> anyhow::Result<OneWorker> {
+        let (w, calls) = Worker::new(delay);
+        let (worker, node) = join(&server.url(), Some(w)).await?;
+        let (client, _client_node) = join(&server.url(), None).await?;
+        sees_workers(&client, 1).await?;
+        Ok(OneWorker {
+            worker,
+            node,
+            calls,
+            client,
+            _client_node,
         })
-    })
-    .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_prefer_the_less_loaded_instance() -> anyhow::Result<()> {
     const CALLS: u32 = 60;
     let server = NatsServer::start()?;
-    let (slow_calls, fast_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let slow = Worker {
-        delay: Duration::from_millis(100),
-        calls: Arc::clone(&slow_calls),
-    };
-    let fast = Worker {
-        delay: Duration::from_millis(2),
-        calls: Arc::clone(&fast_calls),
-    };
+    let (slow, slow_calls) = Worker::new(Duration::from_millis(100));
+    let (fast, fast_calls) = Worker::new(Duration::from_millis(2));
     let (_a, _na) = join(&server.url(), Some(slow)).await?;
     let (_b, _nb) = join(&server.url(), Some(fast)).await?;
     let (client, _nc) = join(&server.url(), None).await?;
@@ -132,14 +144,8 @@ async fn calls_prefer_the_less_loaded_instance() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_to_an_instance_that_dies_fails_once_it_leaves_the_registry() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let calls = Arc::new(AtomicU32::new(0));
-    let stuck = Worker {
-        delay: Duration::from_secs(3600),
-        calls: Arc::clone(&calls),
-    };
-    let (worker, node) = join(&server.url(), Some(stuck)).await?;
-    let (client, _nc) = join(&server.url(), None).await?;
-    sees_workers(&client, 1).await?;
+    let stuck = OneWorker::join(&server, Duration::from_secs(3600)).await?;
+    let (worker, node, client) = (stuck.worker, stuck.node, stuck.client);
 
     let call = client
         .service("Worker")
@@ -174,14 +180,8 @@ async fn a_call_routed_to_an_instance_that_does_not_listen_goes_to_the_others() 
 {
     const CALLS: u32 = 20;
     let server = NatsServer::start()?;
-    let calls = Arc::new(AtomicU32::new(0));
-    let healthy = Worker {
-        delay: Duration::from_millis(1),
-        calls: Arc::clone(&calls),
-    };
-    let (worker, _nw) = join(&server.url(), Some(healthy)).await?;
-    let (client, _nc) = join(&server.url(), None).await?;
-    sees_workers(&client, 1).await?;
+    let healthy = OneWorker::join(&server, Duration::from_millis(1)).await?;
+    let (worker, calls, client) = (healthy.worker, healthy.calls, healthy.client);
 
     // A ghost: the healthy worker's entry under another id, kept fresh, with no
     // subscription behind it. Both look idle, so each call picks either.
@@ -217,14 +217,14 @@ async fn a_call_routed_to_an_instance_that_does_not_listen_goes_to_the_others() 
 async fn a_call_to_an_idempotent_action_is_sent_again_when_its_instance_dies() -> anyhow::Result<()>
 {
     let server = NatsServer::start()?;
-    let (stuck_calls, healthy_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let stuck = Worker {
-        delay: Duration::from_secs(3600),
-        calls: Arc::clone(&stuck_calls),
-    };
-    let (worker, node) = join(&server.url(), Some(stuck)).await?;
-    let (client, _nc) = join(&server.url(), None).await?;
-    sees_workers(&client, 1).await?;
+    let OneWorker {
+        worker,
+        node,
+        calls: stuck_calls,
+        client,
+        ..
+    } = OneWorker::join(&server, Duration::from_secs(3600)).await?;
+    let (healthy, healthy_calls) = Worker::new(Duration::from_millis(1));
 
     // Boxed: with a host started inside, the joined futures are too large for a
     // test thread's stack in a debug build.
@@ -241,10 +241,6 @@ async fn a_call_to_an_idempotent_action_is_sent_again_when_its_instance_dies() -
         })
         .await?;
         // A second instance joins; then the first crashes as the cluster sees it.
-        let healthy = Worker {
-            delay: Duration::from_millis(1),
-            calls: Arc::clone(&healthy_calls),
-        };
         let (second, second_node) = join(&server.url(), Some(healthy)).await?;
         sees_workers(&client, 2).await?;
         drop(node);

@@ -32,19 +32,29 @@ async fn join(url: &str, label: &str, runs: &TickLog, lease: Duration) -> anyhow
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_that_dies_right_after_its_tick_is_not_run_again() -> anyhow::Result<()> {
+/// A server and two hosts running `SlowTicker` with `lease`: `h1`, which attaches
+/// first and holds the lease, and `h2`, which waits; and the ticks they ran.
+async fn two_hosts(lease: Duration) -> anyhow::Result<(NatsServer, TickLog, Member, Member)> {
     let server = NatsServer::start()?;
     let runs = TickLog::default();
-    // h1 attaches first and holds the lease; h2 waits.
-    let lease = Duration::from_millis(1500);
     let h1 = join(&server.url(), "h1", &runs, lease).await?;
-    let _h2 = join(&server.url(), "h2", &runs, lease).await?;
+    let h2 = join(&server.url(), "h2", &runs, lease).await?;
+    Ok((server, runs, h1, h2))
+}
 
-    // h1 runs its tick, then dies before its next heartbeat: no goodbye.
+/// `member` dies: no heartbeat and no goodbye from now on.
+fn die(member: Member) {
+    drop(member.node);
+    member.host.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_dies_right_after_its_tick_is_not_run_again() -> anyhow::Result<()> {
+    let (_server, runs, h1, _h2) = two_hosts(Duration::from_millis(1500)).await?;
+
+    // h1 runs its tick, then dies before its next heartbeat.
     runs.wait_for("h1's tick", |t| t.host == "h1").await?;
-    drop(h1.node);
-    h1.host.shutdown();
+    die(h1);
 
     // h2 takes over before the next tick is due and runs that one on schedule.
     runs.wait_for("h2's scheduled tick", |t| {
@@ -61,12 +71,8 @@ async fn a_holder_that_dies_right_after_its_tick_is_not_run_again() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tick_a_dead_holder_missed_runs_once_on_the_new_holder() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let runs = TickLog::default();
     // A lease longer than the period: a take-over always comes after a tick fell due.
-    let lease = Duration::from_secs(6);
-    let h1 = join(&server.url(), "h1", &runs, lease).await?;
-    let h2 = join(&server.url(), "h2", &runs, lease).await?;
+    let (_server, runs, h1, h2) = two_hosts(Duration::from_secs(6)).await?;
 
     // h1 runs its tick; its entry then names its next tick (without waiting for a
     // heartbeat), and it dies before that tick is due.
@@ -81,8 +87,7 @@ async fn the_tick_a_dead_holder_missed_runs_once_on_the_new_holder() -> anyhow::
         })
     };
     koan_test_support::eventually("h1's entry to name its next tick", names_next).await?;
-    drop(h1.node);
-    h1.host.shutdown();
+    die(h1);
 
     // h2 takes over after that tick fell due: it runs it once, then on schedule.
     runs.wait_for("h2's catch-up run", |t| {

@@ -10,11 +10,10 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
+    ServiceOptions,
 };
-use koan_nats::{NatsTransport, Node};
-use koan_test_support::nats::{NatsServer, test_options};
+use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::within;
 use serde_json::{Value, json};
 
@@ -50,22 +49,10 @@ impl BackgroundService for Echo {
 }
 
 /// A host serving `Echo`, and a bare client beside it.
-async fn start(server: &NatsServer) -> anyhow::Result<(HostHandle, Node, async_nats::Client)> {
-    let nats = within(
-        "connect",
-        NatsTransport::connect(test_options(&server.url())),
-    )
-    .await??;
-    let host = koan::Host::builder()
-        .shutdown_grace(Duration::from_secs(5))
-        .transport(nats.clone().into_transport())
-        .instance(Echo)
-        .build()?
-        .start();
-    within("startup", host.started()).await??;
-    let node = within("attach", nats.attach(&host)).await??;
+async fn start(server: &NatsServer) -> anyhow::Result<(Member, async_nats::Client)> {
+    let echo = Member::join(test_options(&server.url()), |b| b.instance(Echo)).await?;
     let client = within("a bare client", async_nats::connect(server.url())).await??;
-    Ok((host, node, client))
+    Ok((echo, client))
 }
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -99,7 +86,7 @@ async fn outcome(store: &kv::Store, id: &str) -> anyhow::Result<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_echo_the_correlation_id_and_refuse_other_versions() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let (host, node, client) = start(&server).await?;
+    let (echo, client) = start(&server).await?;
     let subject = "koan.svc.echo.act.echo";
 
     let h = headers(&[("Koan-Correlation-Id", "c-42"), ("Koan-Priority", "7")]);
@@ -137,15 +124,13 @@ async fn calls_echo_the_correlation_id_and_refuse_other_versions() -> anyhow::Re
             .is_some_and(|m| m.contains("Koan-Wire: 2"))
     );
 
-    node.detach().await;
-    host.shutdown();
-    Ok(())
+    echo.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_job_runs_once_and_a_refused_one_says_why() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let (host, node, client) = start(&server).await?;
+    let (echo, client) = start(&server).await?;
     let js = jetstream::new(client.clone());
     let outcomes = js.get_key_value("koan_outcomes").await?;
     let mut dead = client.subscribe("koan.dlq.echo.echo").await?;
@@ -187,7 +172,5 @@ async fn a_foreign_job_runs_once_and_a_refused_one_says_why() -> anyhow::Result<
         Some("unsupported_wire_version")
     );
 
-    node.detach().await;
-    host.shutdown();
-    Ok(())
+    echo.stop().await
 }

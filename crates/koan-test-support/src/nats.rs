@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use koan::HostHandle;
 use koan::host::HostBuilder;
+use koan::transport::HostLink as _;
 use koan_nats::{NatsOptions, NatsTransport, Node};
 
-use crate::{TempDir, free_port, within};
+use crate::{TempDir, eventually, free_port, within};
 
 /// The `nats-server` binary: `$NATS_SERVER`, else on `PATH`, else Debian's place.
 pub fn nats_server_bin() -> PathBuf {
@@ -211,6 +212,19 @@ impl Member {
         })
     }
 
+    /// A member built with `build` (the worker) and a bare member (the client that
+    /// calls it), both joined with `opts`, once the client sees `service` announced.
+    pub async fn worker_and_client(
+        opts: NatsOptions,
+        service: &str,
+        build: impl FnOnce(HostBuilder) -> HostBuilder,
+    ) -> anyhow::Result<(Member, Member)> {
+        let worker = Member::join(opts.clone(), build).await?;
+        let client = Member::join(opts, |b| b).await?;
+        announced(&client.host, service, 1).await?;
+        Ok((worker, client))
+    }
+
     /// The host's id on the cluster.
     pub fn id(&self) -> String {
         self.nats.host_id().to_owned()
@@ -227,4 +241,18 @@ impl Member {
             .into_result()?;
         Ok(())
     }
+}
+
+/// Waits until `host` sees exactly `n` instances of the cluster announce `service`.
+pub async fn announced(host: &HostHandle, service: &str, n: usize) -> anyhow::Result<()> {
+    let what = format!("{n} instance(s) of `{service}` to be announced");
+    eventually(&what, || async {
+        host.instances().await.is_ok_and(|l| {
+            let hosting = l
+                .iter()
+                .filter(|i| i.services.iter().any(|s| s.name == service));
+            hosting.count() == n
+        })
+    })
+    .await
 }

@@ -67,6 +67,33 @@ impl BackgroundService for Greeter {
     }
 }
 
+/// `Echo`: a background service whose `echo` emits `Echoed` with its text and
+/// answers it, and whose `fail` fails (once: one attempt).
+#[koan::service(description = "Echoes, and fails on request", discover = false)]
+#[derive(Debug, Default)]
+pub struct Echo;
+
+#[koan::actions]
+impl Echo {
+    #[action("echo")]
+    async fn echo(&self, text: String, cx: &ActionContext) -> Result<String, BoxError> {
+        cx.emit("Echoed", text.clone()).await;
+        Ok(text)
+    }
+
+    #[action("fail", max_attempts = 1)]
+    async fn fail(&self, _p: (), _cx: &ActionContext) -> Result<(), BoxError> {
+        Err("failing on request".into())
+    }
+}
+
+impl BackgroundService for Echo {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
 /// What [`DataCleanupService`] was asked to run.
 #[derive(Debug, Default)]
 pub struct Seen {

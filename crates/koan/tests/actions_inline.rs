@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
-use common::Queue;
+use common::{Probe, Queue};
 use koan::testing::within;
 
 /// The shared gated service, with the default mailbox and `N` slots.
@@ -22,12 +22,24 @@ async fn poll_once_then_drop<F: Future>(f: F) -> bool {
     std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).is_ready())).await
 }
 
+/// Calls `hold` on a task of its own, the caller running it itself on the idle
+/// service; returns that task once `hold` started.
+async fn spawn_hold<const N: usize>(
+    g: &koan::Services<Gated<N>>,
+    probe: &mut Probe,
+) -> tokio::task::JoinHandle<koan::Result<koan::action::ActionOutput>> {
+    let call = tokio::spawn({
+        let g = g.clone();
+        async move { g.action("hold", ()).execute().await }
+    });
+    probe.wait_started("hold started").await;
+    call
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_running_action_survives_its_caller_going_away() -> anyhow::Result<()> {
     type G = Gated<1>;
-    let (svc, mut probe) = G::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = G::start().await?;
     let g = host.services::<G>();
 
     // The caller starts the action (the service is idle, so it runs it itself) and
@@ -57,17 +69,11 @@ async fn a_running_action_survives_its_caller_going_away() -> anyhow::Result<()>
 #[tokio::test(start_paused = true)]
 async fn queued_work_waits_for_the_caller_run_and_keeps_priority_order() -> anyhow::Result<()> {
     type G = Gated<1>;
-    let (svc, mut probe) = G::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, mut probe) = G::start().await?;
     let g = host.services::<G>();
 
     // The only slot is taken by a caller running `hold` itself.
-    let blocker = tokio::spawn({
-        let g = g.clone();
-        async move { g.action("hold", ()).execute().await }
-    });
-    probe.wait_started("hold started").await;
+    let blocker = spawn_hold(&g, &mut probe).await;
 
     let mut tickets = Vec::new();
     for (tag, priority) in [("low", 1), ("top", 10), ("mid", 5)] {
@@ -103,9 +109,7 @@ async fn queued_work_waits_for_the_caller_run_and_keeps_priority_order() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_and_workers_share_max_concurrency() -> anyhow::Result<()> {
     type G = Gated<2>;
-    let (svc, probe) = G::new();
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let (host, probe) = G::start().await?;
     let g = host.services::<G>();
 
     let calls: Vec<_> = (0..200)
@@ -154,11 +158,7 @@ async fn shutdown_waits_for_an_action_its_caller_runs() -> anyhow::Result<()> {
     host.started().await?;
     let g = host.services::<G>();
 
-    let call = tokio::spawn({
-        let g = g.clone();
-        async move { g.action("hold", ()).execute().await }
-    });
-    probe.wait_started("hold started").await;
+    let call = spawn_hold(&g, &mut probe).await;
 
     host.shutdown();
     let stopped = tokio::spawn({

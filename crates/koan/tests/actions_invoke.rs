@@ -199,14 +199,22 @@ impl BackgroundService for Dormant {
     }
 }
 
-async fn start(svc: Mailer) -> anyhow::Result<HostHandle> {
+/// A started host running a new `Mailer` (and the disabled `Dormant`), and the
+/// mailer's probe.
+async fn start() -> anyhow::Result<(HostHandle, Probe)> {
+    let (svc, probe) = mailer();
     let host = koan::testing::host()
         .instance(svc)
         .service::<Dormant>()
         .build()?
         .start();
     host.started().await?;
-    Ok(host)
+    Ok((host, probe))
+}
+
+/// Stops the host, as the last step of a test.
+async fn stop(host: &HostHandle) -> anyhow::Result<()> {
+    Ok(koan::testing::stop(host).await?)
 }
 
 fn email(to: &str) -> Email {
@@ -219,8 +227,7 @@ fn email(to: &str) -> Email {
 
 #[tokio::test(start_paused = true)]
 async fn typed_parameters_and_results_are_passed_through() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
 
     let out = host
         .services::<Mailer>()
@@ -238,14 +245,12 @@ async fn typed_parameters_and_results_are_passed_through() -> anyhow::Result<()>
     // Not serializable, so it arrived without a trip through serde.
     assert_eq!(receipt.handle, Some(42));
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn json_and_look_alike_parameters_go_through_serde() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
 
     let by_json = host
         .services::<Mailer>()
@@ -309,14 +314,12 @@ async fn json_and_look_alike_parameters_go_through_serde() -> anyhow::Result<()>
         .value::<JustTo>()?;
     assert_eq!(partial.to, "fay@example.com");
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn invalid_parameters_name_the_field() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
 
     let wrong_type = host
         .service("Mailer")
@@ -367,14 +370,12 @@ async fn invalid_parameters_name_the_field() -> anyhow::Result<()> {
     assert_eq!(fraction.kind(), ErrorKind::InvalidParameters);
     assert!(fraction.message().contains("7.5"), "{fraction}");
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn unknown_service_and_unknown_action_say_what_exists() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
 
     let e = host
         .service("Postman")
@@ -410,14 +411,12 @@ async fn unknown_service_and_unknown_action_say_what_exists() -> anyhow::Result<
         assert!(e.message().contains(name), "lists `{name}`: {e}");
     }
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn chain_runs_in_order_and_stops_at_the_failing_step() -> anyhow::Result<()> {
-    let (svc, probe) = mailer();
-    let host = start(svc).await?;
+    let (host, probe) = start().await?;
     let m = host.services::<Mailer>();
 
     let out = m
@@ -475,14 +474,12 @@ async fn chain_runs_in_order_and_stops_at_the_failing_step() -> anyhow::Result<(
     assert_eq!(record.state, JobState::Succeeded);
     assert_eq!(record.result, Some(json!(70)));
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn panic_and_error_in_a_handler_are_reported_and_the_service_goes_on() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
     let m = host.services::<Mailer>();
 
     let e = m.action("panic", ()).execute().await.expect_err("panics");
@@ -527,14 +524,12 @@ async fn panic_and_error_in_a_handler_are_reported_and_the_service_goes_on() -> 
     assert!((800..=1300).contains(&gap(0)), "{} {record:#?}", gap(0));
     assert!((1600..=2500).contains(&gap(1)), "{} {record:#?}", gap(1));
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn disabled_service_refuses_actions() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
 
     let e = host
         .services::<Dormant>()
@@ -556,14 +551,12 @@ async fn disabled_service_refuses_actions() -> anyhow::Result<()> {
     let info = host.services::<Dormant>().info().await?;
     assert!(!info.enabled);
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn enqueue_returns_an_id_whose_outcome_and_record_follow() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
 
     let ticket = host
         .services::<Mailer>()
@@ -633,14 +626,12 @@ async fn enqueue_returns_an_id_whose_outcome_and_record_follow() -> anyhow::Resu
         2
     );
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Result<()> {
-    let (svc, mut probe) = mailer();
-    let host = start(svc).await?;
+    let (host, mut probe) = start().await?;
     let m = host.services::<Mailer>();
 
     let running = m.action("block", ()).spawn()?;
@@ -693,8 +684,7 @@ async fn shutdown_answers_queued_actions_and_refuses_new_ones() -> anyhow::Resul
 
 #[tokio::test(start_paused = true)]
 async fn correlation_id_reaches_the_handler_and_the_output() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
     let m = host.services::<Mailer>();
 
     let out = m
@@ -745,14 +735,12 @@ async fn correlation_id_reaches_the_handler_and_the_output() -> anyhow::Result<(
     assert_eq!(with_options.correlation_id, "opt-1");
     assert_eq!(with_options.priority, 2);
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn info_lists_actions_with_parameter_schemas_and_events() -> anyhow::Result<()> {
-    let (svc, _probe) = mailer();
-    let host = start(svc).await?;
+    let (host, _probe) = start().await?;
 
     let info = host.services::<Mailer>().info().await?;
     assert_eq!(info.name, "Mailer");
@@ -802,8 +790,7 @@ async fn info_lists_actions_with_parameter_schemas_and_events() -> anyhow::Resul
     // The by-name path reports the same.
     assert_eq!(host.service("mailer").info().await?, info);
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 /// A transport that records calls and answers with what it got.
@@ -919,6 +906,5 @@ async fn transport_carries_calls_to_services_hosted_elsewhere() -> anyhow::Resul
     assert_eq!(local.value::<u32>()?, 1);
     assert_eq!(transport.calls().len(), 4);
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use koan::action::ActionRequest;
 use koan::testing::within;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions, error::ErrorKind,
+    ServiceContext, ServiceOptions, Services, error::ErrorKind,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -112,14 +113,38 @@ impl BackgroundService for Slow {
     }
 }
 
-async fn start(svc: Slow) -> anyhow::Result<HostHandle> {
+/// A started host running a new `Slow`, its client and its probe.
+struct Running {
+    host: HostHandle,
+    s: Services<Slow>,
+    probe: Probe,
+}
+
+async fn start() -> anyhow::Result<Running> {
+    let (svc, probe) = slow();
     let host = koan::testing::host()
         .action_grace(GRACE)
         .instance(svc)
         .build()?
         .start();
     host.started().await?;
-    Ok(host)
+    let s = host.services::<Slow>();
+    Ok(Running { host, s, probe })
+}
+
+impl Running {
+    /// Calls `ping` (with its own deadline, so a stuck worker fails the test instead
+    /// of hanging it) and checks its answer.
+    async fn ping(&self) -> anyhow::Result<()> {
+        let call = self.s.action("ping", ()).timeout(Duration::from_secs(60));
+        let out = within("a `ping` call", call.execute()).await?;
+        assert_eq!(out.value::<String>()?, "pong");
+        Ok(())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        Ok(koan::testing::stop(&self.host).await?)
+    }
 }
 
 fn assert_between(what: &str, elapsed: Duration, from: Duration, to: Duration) {
@@ -129,32 +154,47 @@ fn assert_between(what: &str, elapsed: Duration, from: Duration, to: Duration) {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn handler_ignoring_its_token_times_out_and_is_dropped_after_the_grace() -> anyhow::Result<()>
-{
-    let (svc, mut probe) = slow();
-    let host = start(svc).await?;
-    let s = host.services::<Slow>();
+/// The two ways to call an action: `execute` waits for the answer, `spawn` hands
+/// back a ticket to wait on.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    Execute,
+    Spawn,
+}
 
+impl Call {
+    /// Calls `req` with a deadline of `secs` seconds and expects `Timeout` exactly at
+    /// that deadline (counted from now); returns the error.
+    async fn timed_out(self, req: ActionRequest, secs: u64) -> anyhow::Result<koan::Error> {
+        let deadline = Duration::from_secs(secs);
+        let req = req.timeout(deadline);
+        let t0 = Instant::now();
+        let answer = match self {
+            Call::Execute => req.execute().await,
+            Call::Spawn => within("the ticket's outcome", req.spawn()?.outcome()).await,
+        };
+        let err = answer.expect_err("the deadline passes");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{self:?}");
+        assert_between(
+            &format!("{self:?} answered"),
+            t0.elapsed(),
+            deadline,
+            deadline + TICK,
+        );
+        Ok(err)
+    }
+}
+
+/// A handler that ignores its token times out at the deadline, its future is dropped
+/// once the grace has passed, and the worker serves the next action.
+async fn hang_times_out(call: Call) -> anyhow::Result<()> {
+    let mut run = start().await?;
     let t0 = Instant::now();
-    let err = s
-        .action("hang", ())
-        .timeout(Duration::from_secs(5))
-        .execute()
-        .await
-        .expect_err("a handler that never finishes times out");
-    assert_eq!(err.kind(), ErrorKind::Timeout);
+    let err = call.timed_out(run.s.action("hang", ()), 5).await?;
     assert!(err.message().contains("hang"), "{err}");
     assert!(err.message().contains("5s"), "{err}");
-    assert_between(
-        "caller answered",
-        t0.elapsed(),
-        Duration::from_secs(5),
-        Duration::from_secs(5) + TICK,
-    );
 
-    // The worker drops the future once the grace has passed …
-    let dropped_at = within("the hung future to be dropped", probe.dropped.recv())
+    let dropped_at = within("the hung future to be dropped", run.probe.dropped.recv())
         .await
         .expect("the hung future is dropped");
     assert_between(
@@ -163,144 +203,56 @@ async fn handler_ignoring_its_token_times_out_and_is_dropped_after_the_grace() -
         Duration::from_secs(5) + GRACE,
         Duration::from_secs(5) + GRACE + 2 * TICK,
     );
-
-    // … and serves the next action (with its own deadline, so a stuck worker fails
-    // this test instead of hanging it).
-    let out = s
-        .action("ping", ())
-        .timeout(Duration::from_secs(60))
-        .execute()
-        .await?;
-    assert_eq!(out.value::<String>()?, "pong");
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    run.ping().await?;
+    run.stop().await
 }
 
-#[tokio::test(start_paused = true)]
-async fn spawned_action_ignoring_its_token_is_answered_timed_out() -> anyhow::Result<()> {
-    let (svc, mut probe) = slow();
-    let host = start(svc).await?;
-    let s = host.services::<Slow>();
-
-    let t0 = Instant::now();
-    let ticket = s
-        .action("hang", ())
-        .timeout(Duration::from_secs(3))
-        .spawn()?;
-    let err = within("the timed-out ticket's outcome", ticket.outcome())
-        .await
-        .expect_err("times out");
-    assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert_between(
-        "ticket answered",
-        t0.elapsed(),
-        Duration::from_secs(3),
-        Duration::from_secs(3) + TICK,
-    );
-
-    within("the hung future to be dropped", probe.dropped.recv())
-        .await
-        .expect("the hung future is dropped");
-    let out = s
-        .action("ping", ())
-        .timeout(Duration::from_secs(60))
-        .execute()
-        .await?;
-    assert_eq!(out.value::<String>()?, "pong");
-
-    koan::testing::stop(&host).await?;
-    Ok(())
-}
-
-#[tokio::test(start_paused = true)]
-async fn queue_time_counts_toward_the_deadline() -> anyhow::Result<()> {
-    let (svc, mut probe) = slow();
-    let host = start(svc).await?;
-    let s = host.services::<Slow>();
-
-    // A 10 s action occupies the only worker; `quick` would take no time at all, but
-    // waits behind it longer than its 3 s deadline.
-    let long = s.action("sleep", 10u64).spawn()?;
-    let t0 = Instant::now();
-    let err = s
-        .action("quick", ())
-        .timeout(Duration::from_secs(3))
-        .execute()
-        .await
-        .expect_err("stuck behind the long action");
-    assert_eq!(err.kind(), ErrorKind::Timeout);
+/// A 10 s action occupies the only worker; `quick` would take no time at all, but
+/// waits behind it longer than its 3 s deadline: it times out and is never run, and
+/// the long action is unaffected.
+async fn queue_time_counts(call: Call) -> anyhow::Result<()> {
+    let mut run = start().await?;
+    let long = run.s.action("sleep", 10u64).spawn()?;
+    let err = call.timed_out(run.s.action("quick", ()), 3).await?;
     assert!(err.message().contains("queue time included"), "{err}");
-    assert_between(
-        "caller answered",
-        t0.elapsed(),
-        Duration::from_secs(3),
-        Duration::from_secs(3) + TICK,
-    );
 
-    // The long action is unaffected; the expired one is never run.
     let long = within("the long action's outcome", long.outcome()).await?;
     assert_eq!(long.value::<u64>()?, 10);
-    let out = within("a `ping` call", s.action("ping", ()).execute()).await?;
-    assert_eq!(out.value::<String>()?, "pong");
+    run.ping().await?;
     assert!(
-        probe.quick_ran.try_recv().is_err(),
+        run.probe.quick_ran.try_recv().is_err(),
         "an action past its deadline was still run"
     );
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    run.stop().await
 }
 
-#[tokio::test(start_paused = true)]
-async fn spawned_action_behind_a_long_one_times_out_at_its_deadline() -> anyhow::Result<()> {
-    let (svc, mut probe) = slow();
-    let host = start(svc).await?;
-    let s = host.services::<Slow>();
+/// One test per way of calling, for each deadline written once above.
+macro_rules! per_call {
+    ($($test:ident: $check:ident($call:expr);)*) => {$(
+        #[tokio::test(start_paused = true)]
+        async fn $test() -> anyhow::Result<()> {
+            $check($call).await
+        }
+    )*};
+}
 
-    let long = s.action("sleep", 10u64).spawn()?;
-    let t0 = Instant::now();
-    let ticket = s
-        .action("quick", ())
-        .timeout(Duration::from_secs(3))
-        .spawn()?;
-    let err = within("the outcome of the ticket stuck behind", ticket.outcome())
-        .await
-        .expect_err("stuck behind the long action");
-    assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert!(err.message().contains("queue time included"), "{err}");
-    assert_between(
-        "ticket answered",
-        t0.elapsed(),
-        Duration::from_secs(3),
-        Duration::from_secs(3) + TICK,
-    );
-    let long = within("the long action's outcome", long.outcome()).await?;
-    assert_eq!(long.value::<u64>()?, 10);
-    within("a `ping` call", s.action("ping", ()).execute()).await?;
-    assert!(probe.quick_ran.try_recv().is_err());
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+per_call! {
+    handler_ignoring_its_token_times_out_and_is_dropped_after_the_grace: hang_times_out(Call::Execute);
+    spawned_action_ignoring_its_token_is_answered_timed_out: hang_times_out(Call::Spawn);
+    queue_time_counts_toward_the_deadline: queue_time_counts(Call::Execute);
+    spawned_action_behind_a_long_one_times_out_at_its_deadline: queue_time_counts(Call::Spawn);
 }
 
 #[tokio::test(start_paused = true)]
 async fn cooperative_handler_sees_its_token_fire_at_the_deadline() -> anyhow::Result<()> {
-    let (svc, mut probe) = slow();
-    let host = start(svc).await?;
-    let s = host.services::<Slow>();
-
+    let mut run = start().await?;
     let t0 = Instant::now();
-    let err = s
-        .action("cooperative", ())
-        .timeout(Duration::from_secs(2))
-        .execute()
-        .await
-        .expect_err("the deadline passes");
-    assert_eq!(err.kind(), ErrorKind::Timeout);
+    Call::Execute
+        .timed_out(run.s.action("cooperative", ()), 2)
+        .await?;
 
     let (fired_at, remaining, cancelled_before) =
-        koan::testing::within("the token to fire", probe.cancelled.recv())
+        koan::testing::within("the token to fire", run.probe.cancelled.recv())
             .await
             .expect("the token fired");
     assert!(
@@ -320,26 +272,21 @@ async fn cooperative_handler_sees_its_token_fire_at_the_deadline() -> anyhow::Re
     );
 
     // It returned on its own, so the worker is free before the grace is over.
-    let out = within("a `ping` call", s.action("ping", ()).execute()).await?;
-    assert_eq!(out.value::<String>()?, "pong");
+    run.ping().await?;
     assert!(
         t0.elapsed() < Duration::from_secs(2) + GRACE,
         "{:?}",
         t0.elapsed()
     );
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    run.stop().await
 }
 
 #[tokio::test(start_paused = true)]
 async fn action_finishing_before_its_deadline_succeeds() -> anyhow::Result<()> {
-    let (svc, _probe) = slow();
-    let host = start(svc).await?;
-    let s = host.services::<Slow>();
-
+    let run = start().await?;
     let t0 = Instant::now();
-    let out = s
+    let out = run
+        .s
         .action("sleep", 4u64)
         .timeout(Duration::from_secs(5))
         .execute()
@@ -351,7 +298,5 @@ async fn action_finishing_before_its_deadline_succeeds() -> anyhow::Result<()> {
         Duration::from_secs(4),
         Duration::from_secs(4) + TICK,
     );
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    run.stop().await
 }

@@ -143,16 +143,22 @@ fn order(id: u32, item: &str) -> Order {
     }
 }
 
-async fn start() -> anyhow::Result<koan::HostHandle> {
+/// A started host running `Shop`, and the typed client of its shop.
+async fn start() -> anyhow::Result<(koan::HostHandle, koan::Services<Shop>)> {
     let host = koan::testing::host().service::<Shop>().build()?.start();
     host.started().await?;
-    Ok(host)
+    let shop = host.services::<Shop>();
+    Ok((host, shop))
+}
+
+/// Stops the host, as the last step of a test.
+async fn stop(host: &koan::HostHandle) -> anyhow::Result<()> {
+    Ok(koan::testing::stop(host).await?)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_typed_call_returns_the_handlers_own_value() -> anyhow::Result<()> {
-    let host = start().await?;
-    let shop = host.services::<Shop>();
+    let (host, shop) = start().await?;
 
     // `Receipt` refuses to deserialize: the value comes back by downcast.
     let receipt: Receipt = shop.place(order(7, "tea")).execute().await?;
@@ -167,14 +173,12 @@ async fn a_typed_call_returns_the_handlers_own_value() -> anyhow::Result<()> {
     assert_eq!(shop.count_again().execute().await?, 1);
     assert!(shop.echo_self(None).execute().await?.is_none());
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn options_apply_to_the_typed_call() -> anyhow::Result<()> {
-    let host = start().await?;
-    let shop = host.services::<Shop>();
+    let (host, shop) = start().await?;
 
     shop.place(order(1, "cake"))
         .priority(3)
@@ -206,14 +210,12 @@ async fn options_apply_to_the_typed_call() -> anyhow::Result<()> {
         .expect_err("an order needs an item");
     assert!(err.to_string().contains("an order needs an item"), "{err}");
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn priority_orders_typed_calls_waiting_in_the_mailbox() -> anyhow::Result<()> {
-    let host = start().await?;
-    let shop = host.services::<Shop>();
+    let (host, shop) = start().await?;
 
     // The only worker waits in `hold`; the calls after it queue in the mailbox.
     let first = tokio::spawn(shop.hold("first".to_owned()).execute());
@@ -236,14 +238,12 @@ async fn priority_orders_typed_calls_waiting_in_the_mailbox() -> anyhow::Result<
         ["first", "high", "low"]
     );
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_typed_call_can_be_enqueued_as_a_job() -> anyhow::Result<()> {
-    let host = start().await?;
-    let shop = host.services::<Shop>();
+    let (host, shop) = start().await?;
 
     let ticket = shop
         .count_again()
@@ -261,29 +261,25 @@ async fn a_typed_call_can_be_enqueued_as_a_job() -> anyhow::Result<()> {
         .await?;
     assert!(!again.created(), "the same key returns the first job");
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_named_like_a_services_method_is_reached_through_its_trait() -> anyhow::Result<()>
 {
-    let host = start().await?;
-    let shop = host.services::<Shop>();
+    let (host, shop) = start().await?;
 
     // Method syntax finds `Services::status` …
     assert_eq!(shop.status().await?.state, ServiceState::Running);
     // … the action's caller is reached through the generated trait.
     assert_eq!(ShopActions::status(&shop).execute().await?, "open");
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_untyped_request_remains_for_chains() -> anyhow::Result<()> {
-    let host = start().await?;
-    let shop = host.services::<Shop>();
+    let (host, shop) = start().await?;
 
     let out = shop
         .place(order(3, "jam"))
@@ -293,8 +289,7 @@ async fn the_untyped_request_remains_for_chains() -> anyhow::Result<()> {
         .await?;
     assert_eq!(out.value::<u32>()?, 1);
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 /// Another process's `Shop`: records the calls and answers `5` to each.
@@ -362,14 +357,13 @@ async fn a_typed_call_to_another_process_is_sent_and_decoded_as_json() -> anyhow
         (2, Some(Duration::from_secs(3)), "remote-1")
     );
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn idempotent_actions_say_so_in_info() -> anyhow::Result<()> {
-    let host = start().await?;
-    let info = host.services::<Shop>().info().await?;
+    let (_host, shop) = start().await?;
+    let info = shop.info().await?;
     let idempotent = |name: &str| info.action(name).map(|a| a.idempotent);
     assert_eq!(idempotent("count"), Some(true), "`#[action(idempotent)]`");
     assert_eq!(

@@ -7,157 +7,76 @@
 //! once), and a subscriber that goes away stops holding emitters back. Handlers that
 //! panic — even before returning their future — do not stop later deliveries.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::task::Poll;
+mod common;
 
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use common::events::{
+    Emitter, assert_ended, drain, forward, forwarded, next, start, still_pending, stop,
+    stuck_subscriber, within_a_minute,
+};
+use common::poll_once;
 use koan::well_known::events::translation::{COMPLETED, FAILED, STARTED};
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions, error::ErrorKind, event::EventEnvelope, event::Overflow,
+    ServiceContext, error::ErrorKind, event::EventEnvelope, event::Overflow,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
-#[derive(Default)]
-struct Emitter;
-
-impl Service for Emitter {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Emitter")
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "emit",
-            |_svc: Arc<Self>, n: u32, cx: ActionContext| async move {
-                cx.emit("Tick", n).await;
-                cx.emit("Other", n + 1).await;
-                Ok::<_, BoxError>(n)
-            },
-        );
-        // Emits through the service-wide context path inside a handler.
-        a.action(
-            "emit_many",
-            |_svc: Arc<Self>, count: u32, cx: ActionContext| async move {
-                for n in 0..count {
-                    cx.emit("Tick", n).await;
-                }
-                Ok::<_, BoxError>(count)
-            },
-        );
-        a.event::<u32>("Tick");
-        a.event::<u32>("Other");
-        a.event::<()>("Barrier");
-        a.event::<(u32, u32)>("Pair");
-    }
-}
-
-impl BackgroundService for Emitter {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-async fn start() -> anyhow::Result<HostHandle> {
-    let host = koan::testing::host().service::<Emitter>().build()?.start();
-    host.started().await?;
-    Ok(host)
-}
-
-/// A handler that forwards what it gets into a channel.
-fn forward<T: Send + 'static>(
-    tx: &mpsc::UnboundedSender<T>,
-) -> impl Fn(T) -> std::future::Ready<()> + Send + Sync + 'static {
-    let tx = tx.clone();
-    move |v: T| {
-        let _ = tx.send(v);
-        std::future::ready(())
-    }
-}
-
-/// Everything already in the channel.
-fn drain<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
-    let mut out = Vec::new();
-    while let Ok(v) = rx.try_recv() {
-        out.push(v);
-    }
-    out
-}
-
-/// The next value, failing (on the paused clock, after a virtual minute) instead of
-/// hanging when none comes.
-async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
-    tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+/// Emits `Barrier` and waits until the subscriber forwarding it to `rx` handled it:
+/// a subscriber handles its events in order, so everything emitted before the
+/// barrier has been handled too.
+async fn barrier(host: &HostHandle, rx: &mut mpsc::UnboundedReceiver<()>) -> anyhow::Result<()> {
+    host.emit("Emitter", "Barrier", ()).await?;
+    koan::testing::within("the barrier event", rx.recv())
         .await
-        .expect("nothing delivered")
-        .expect("channel closed")
+        .expect("barrier delivered");
+    Ok(())
 }
 
-/// Polls `f` exactly once: `Some(output)` when it finished without waiting.
-async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    std::future::poll_fn(|cx| {
-        Poll::Ready(match f.as_mut().poll(cx) {
-            Poll::Ready(v) => Some(v),
-            Poll::Pending => None,
-        })
-    })
-    .await
+/// Runs `task(host, n)` for each `n` in `0..count`, each on a task of its own, all at
+/// once, and waits for all of them.
+async fn all_at_once<F, Fut, T>(host: &HostHandle, count: u32, task: F) -> anyhow::Result<()>
+where
+    F: Fn(HostHandle, u32) -> Fut,
+    Fut: Future<Output = koan::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..count)
+        .map(|n| tokio::spawn(task(host.clone(), n)))
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
 }
 
-/// Polls `f` once and keeps it: whether it is still pending.
-async fn still_pending<F: Future + Unpin>(f: &mut F) -> bool {
-    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx).is_pending())).await
+/// Emits `Tick` for each of `ns`, asserting that each emit returns at its first poll.
+async fn emit_at_once(host: &HostHandle, ns: RangeInclusive<u32>, why: &str) -> anyhow::Result<()> {
+    for n in ns {
+        poll_once(host.emit("Emitter", "Tick", n))
+            .await
+            .unwrap_or_else(|| panic!("emit {n} waited: {why}"))?;
+    }
+    Ok(())
 }
 
-/// `f`'s output, failing (on the paused clock, after a virtual minute) instead of
-/// hanging.
-async fn within_a_minute<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(std::time::Duration::from_secs(60), f)
-        .await
-        .expect("still waiting after a minute")
-}
-
-/// A `Tick` subscriber that reports each event and then, at event 0, waits for a
-/// permit of the returned gate.
-async fn stuck_subscriber(
+/// Emits `Tick` `n`, asserting that the emit waits (a subscriber's buffer is full);
+/// returns the waiting emit.
+async fn held_emit(
     host: &HostHandle,
-    buffer: usize,
-    overflow: Overflow,
-) -> anyhow::Result<(
-    koan::event::Subscription,
-    Arc<Semaphore>,
-    mpsc::UnboundedReceiver<u32>,
-)> {
-    let gate = Arc::new(Semaphore::new(0));
-    let (tx, rx) = mpsc::unbounded_channel::<u32>();
-    let sub = host
-        .service("Emitter")
-        .on("Tick")
-        .handle({
-            let gate = Arc::clone(&gate);
-            move |n: u32| {
-                let (tx, gate) = (tx.clone(), Arc::clone(&gate));
-                async move {
-                    let _ = tx.send(n);
-                    if n == 0 {
-                        // Stuck until the test says so.
-                        gate.acquire().await?.forget();
-                    }
-                    Ok::<(), BoxError>(())
-                }
-            }
-        })
-        .buffer(buffer)
-        .overflow(overflow)
-        .subscribe()
-        .await?;
-    Ok((sub, gate, rx))
+    n: u32,
+    why: &str,
+) -> std::pin::Pin<Box<dyn Future<Output = koan::Result<()>> + Send>> {
+    let host = host.clone();
+    let mut emit: std::pin::Pin<Box<dyn Future<Output = koan::Result<()>> + Send>> =
+        Box::pin(async move { host.emit("Emitter", "Tick", n).await });
+    assert!(still_pending(&mut emit).await, "{why}");
+    emit
 }
 
 #[tokio::test(start_paused = true)]
@@ -205,9 +124,7 @@ async fn events_emitted_during_an_action_carry_its_correlation_id() -> anyhow::R
     let tick = next(&mut rx).await;
     assert_eq!(tick.payload::<u32>()?, 3);
     assert_eq!(tick.correlation_id(), None);
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,23 +151,11 @@ async fn once_delivers_exactly_once_under_a_thousand_concurrent_emits() -> anyho
         .subscribe()
         .await?;
 
-    let mut tasks = Vec::new();
-    for n in 0..1000u32 {
-        let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            host.emit("Emitter", "Tick", n).await
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    // The subscriber handles its events in order: once the barrier is handled,
-    // everything emitted before it has been too.
-    host.emit("Emitter", "Barrier", ()).await?;
-    koan::testing::within("the barrier event", barrier_rx.recv())
-        .await
-        .expect("barrier delivered");
-
+    all_at_once(&host, 1000, |host, n| async move {
+        host.emit("Emitter", "Tick", n).await
+    })
+    .await?;
+    barrier(&host, &mut barrier_rx).await?;
     let once = drain(&mut once_rx);
     assert_eq!(once.len(), 1, "once delivered {once:?}");
     let odd = drain(&mut odd_rx);
@@ -266,16 +171,11 @@ async fn once_delivers_exactly_once_under_a_thousand_concurrent_emits() -> anyho
 
     // Later emits do not revive a spent `once`.
     host.emit("Emitter", "Tick", 5000u32).await?;
-    host.emit("Emitter", "Barrier", ()).await?;
-    koan::testing::within("the barrier event", barrier_rx.recv())
-        .await
-        .expect("barrier delivered");
+    barrier(&host, &mut barrier_rx).await?;
     assert!(drain(&mut once_rx).is_empty());
     assert!(drain(&mut odd_rx).is_empty());
     assert_eq!(drain(&mut all_rx), [5000]);
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,24 +193,13 @@ async fn once_holds_when_a_thousand_actions_emit_concurrently() -> anyhow::Resul
         .subscribe()
         .await?;
 
-    let mut tasks = Vec::new();
-    for n in 0..1000u32 {
-        let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            host.services::<Emitter>().action("emit", n).execute().await
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    host.emit("Emitter", "Barrier", ()).await?;
-    koan::testing::within("the barrier event", barrier_rx.recv())
-        .await
-        .expect("barrier delivered");
+    all_at_once(&host, 1000, |host, n| async move {
+        host.services::<Emitter>().action("emit", n).execute().await
+    })
+    .await?;
+    barrier(&host, &mut barrier_rx).await?;
     assert_eq!(drain(&mut once_rx).len(), 1);
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -336,34 +225,18 @@ async fn filters_select_by_payload() -> anyhow::Result<()> {
     for n in 0..10u32 {
         host.emit("Emitter", "Tick", n).await?;
     }
-    host.emit("Emitter", "Barrier", ()).await?;
-    next(&mut barrier_rx).await;
+    barrier(&host, &mut barrier_rx).await?;
     assert_eq!(drain(&mut rx), [0, 3, 6, 9]);
     assert!(drain(&mut never_rx).is_empty());
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_subscription_stops_delivery() -> anyhow::Result<()> {
     let host = start().await?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
-    let (witness_tx, mut witness_rx) = mpsc::unbounded_channel::<u32>();
-    let sub = host
-        .service("Emitter")
-        .on("Tick")
-        .handle(forward(&tx))
-        .subscribe()
-        .await?;
-    drop(tx);
+    let (sub, mut rx) = forwarded::<u32>(&host, "Tick", Overflow::DropNewest).await?;
     // A second subscriber shows that the later event was really emitted.
-    let _witness = host
-        .service("Emitter")
-        .on("Tick")
-        .handle(forward(&witness_tx))
-        .subscribe()
-        .await?;
+    let (_witness, mut witness_rx) = forwarded::<u32>(&host, "Tick", Overflow::DropNewest).await?;
 
     host.emit("Emitter", "Tick", 1u32).await?;
     assert_eq!(next(&mut rx).await, 1);
@@ -373,11 +246,7 @@ async fn dropping_the_subscription_stops_delivery() -> anyhow::Result<()> {
     host.emit("Emitter", "Tick", 2u32).await?;
     assert_eq!(next(&mut witness_rx).await, 2);
     // The handler (and its sender) is gone: the channel ends without another value.
-    let end = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv()).await;
-    assert_eq!(
-        end.expect("the dropped handler still holds its sender"),
-        None
-    );
+    assert_ended(&mut rx).await;
 
     // `unsubscribe()` does the same.
     let (tx3, mut rx3) = mpsc::unbounded_channel::<u32>();
@@ -391,14 +260,8 @@ async fn dropping_the_subscription_stops_delivery() -> anyhow::Result<()> {
     sub3.unsubscribe();
     host.emit("Emitter", "Tick", 3u32).await?;
     assert_eq!(next(&mut witness_rx).await, 3);
-    let end = tokio::time::timeout(std::time::Duration::from_secs(60), rx3.recv()).await;
-    assert_eq!(
-        end.expect("the dropped handler still holds its sender"),
-        None
-    );
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    assert_ended(&mut rx3).await;
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -460,9 +323,7 @@ async fn each_subscriber_gets_events_in_emission_order() -> anyhow::Result<()> {
         c.push(next(&mut b_rx).await);
     }
     assert_eq!(c, (0..300).collect::<Vec<u32>>());
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -500,26 +361,20 @@ async fn failing_and_panicking_handlers_do_not_stop_later_deliveries() -> anyhow
     // Still subscribed afterwards.
     host.emit("Emitter", "Tick", 9u32).await?;
     assert_eq!(next(&mut rx).await, 9);
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn drop_newest_never_blocks_the_emitter() -> anyhow::Result<()> {
     let host = start().await?;
     let (_sub, gate, mut rx) = stuck_subscriber(&host, 1, Overflow::DropNewest).await?;
-
-    host.emit("Emitter", "Tick", 0u32).await?;
-    assert_eq!(next(&mut rx).await, 0, "the handler is now blocked");
-
     // The buffer holds one; every emit returns at its first poll all the same.
-    for n in 1..=20u32 {
-        let done = poll_once(host.emit("Emitter", "Tick", n))
-            .await
-            .expect("emit did not wait for the blocked subscriber");
-        done?;
-    }
+    emit_at_once(
+        &host,
+        1..=20,
+        "emit did not wait for the blocked subscriber",
+    )
+    .await?;
     gate.add_permits(1);
     // The one buffered event comes next; then the buffer is free again.
     assert_eq!(next(&mut rx).await, 1);
@@ -531,9 +386,7 @@ async fn drop_newest_never_blocks_the_emitter() -> anyhow::Result<()> {
         "events beyond the buffer were dropped"
     );
     assert!(drain(&mut rx).is_empty());
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -551,23 +404,16 @@ async fn subscribing_to_an_undeclared_event_is_refused() -> anyhow::Result<()> {
         e.message().contains("Tick"),
         "lists the declared events: {e}"
     );
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 // ---- The seed's "Testing Support" scenario -------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-struct TranslationOptions {
-    file_id: String,
-    from: String,
-    to: String,
-}
-
+/// The parameters of `translate`, and the payload of its Started and Completed
+/// events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct TranslationEventArgs {
+struct Translation {
     file_id: String,
     from: String,
     to: String,
@@ -591,26 +437,17 @@ impl Service for TranslationService {
     fn actions(a: &mut Actions<Self>) {
         a.action(
             koan::well_known::actions::translation::TRANSLATE,
-            |_svc: Arc<Self>, opts: TranslationOptions, cx: ActionContext| async move {
-                let args = TranslationEventArgs {
-                    file_id: opts.file_id.clone(),
-                    from: opts.from.clone(),
-                    to: opts.to.clone(),
-                };
-                cx.emit(STARTED, args.clone()).await;
+            |_svc: Arc<Self>, opts: Translation, cx: ActionContext| async move {
+                cx.emit(STARTED, opts.clone()).await;
                 if opts.to.is_empty() {
-                    let error = "no target language".to_owned();
-                    cx.emit(
-                        FAILED,
-                        TranslationErrorArgs {
-                            file_id: opts.file_id,
-                            error: error.clone(),
-                        },
-                    )
-                    .await;
-                    return Err(BoxError::from(error));
+                    let failed = TranslationErrorArgs {
+                        file_id: opts.file_id,
+                        error: "no target language".to_owned(),
+                    };
+                    cx.emit(FAILED, failed.clone()).await;
+                    return Err(BoxError::from(failed.error));
                 }
-                cx.emit(COMPLETED, args).await;
+                cx.emit(COMPLETED, opts.clone()).await;
                 Ok(format!("{}.{}", opts.file_id, opts.to))
             },
         );
@@ -621,8 +458,8 @@ impl Service for TranslationService {
                 Ok::<_, BoxError>(0u32)
             },
         );
-        a.event::<TranslationEventArgs>(STARTED);
-        a.event::<TranslationEventArgs>(COMPLETED);
+        a.event::<Translation>(STARTED);
+        a.event::<Translation>(COMPLETED);
         a.event::<TranslationErrorArgs>(FAILED);
         a.event::<u32>(QUEUE_CHECKED);
     }
@@ -642,7 +479,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
         .build()?
         .start();
     host.started().await?;
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TranslationEventArgs>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Translation>();
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<TranslationErrorArgs>();
     let (checked_tx, mut checked_rx) = mpsc::unbounded_channel::<u32>();
     let translations = host.services::<TranslationService>();
@@ -660,7 +497,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
     let out = translations
         .action(
             koan::well_known::actions::translation::TRANSLATE,
-            TranslationOptions {
+            Translation {
                 file_id: "file-1".to_owned(),
                 from: "en".to_owned(),
                 to: "fr".to_owned(),
@@ -681,7 +518,7 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
     let completed = drain(&mut done_rx);
     assert_eq!(
         completed,
-        [TranslationEventArgs {
+        [Translation {
             file_id: "file-1".to_owned(),
             from: "en".to_owned(),
             to: "fr".to_owned(),
@@ -723,65 +560,69 @@ async fn translation_scenario_completes_once_and_never_fails() -> anyhow::Result
 async fn a_full_subscriber_holds_the_emitter_and_loses_nothing() -> anyhow::Result<()> {
     let host = start().await?;
     let (_sub, gate, mut rx) = stuck_subscriber(&host, 4, Overflow::Wait).await?;
-
-    host.emit("Emitter", "Tick", 0u32).await?;
-    assert_eq!(next(&mut rx).await, 0, "the handler is now stuck");
     // Its buffer takes four more at once …
-    for n in 1..=4u32 {
-        poll_once(host.emit("Emitter", "Tick", n))
-            .await
-            .expect("an emit within the buffer waits")?;
-    }
+    emit_at_once(&host, 1..=4, "an emit within the buffer waits").await?;
     // … and the fifth waits for room.
-    let mut fifth = Box::pin(host.emit("Emitter", "Tick", 5u32));
-    assert!(still_pending(&mut fifth).await, "the buffer is full");
+    let fifth = held_emit(&host, 5, "the buffer is full").await;
 
     gate.add_permits(1);
     within_a_minute(fifth).await?;
     for n in 1..=5u32 {
         assert_eq!(next(&mut rx).await, n, "in order, none lost");
     }
-
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_that_goes_away_stops_holding_the_emitter() -> anyhow::Result<()> {
     let host = start().await?;
-    let (sub, _gate, mut rx) = stuck_subscriber(&host, 2, Overflow::Wait).await?;
-    // A second, healthy subscriber of the same event.
-    let (tx, mut healthy) = mpsc::unbounded_channel::<u32>();
-    let _other = host
-        .service("Emitter")
-        .on("Tick")
-        .handle(move |n: u32| {
-            let _ = tx.send(n);
-            std::future::ready(())
-        })
-        .overflow(Overflow::Wait)
-        .subscribe()
-        .await?;
-
-    host.emit("Emitter", "Tick", 0u32).await?;
-    assert_eq!(next(&mut rx).await, 0);
-    for n in 1..=2u32 {
-        host.emit("Emitter", "Tick", n).await?;
-    }
-    let mut held = Box::pin(host.emit("Emitter", "Tick", 3u32));
-    assert!(
-        poll_once(&mut held).await.is_none(),
-        "held by the stuck one"
-    );
+    // A healthy subscriber, and a second one of the same event that gets stuck on 0.
+    let (_other, mut healthy) = forwarded::<u32>(&host, "Tick", Overflow::Wait).await?;
+    let (sub, _gate, _rx) = stuck_subscriber(&host, 2, Overflow::Wait).await?;
+    emit_at_once(&host, 1..=2, "the stuck one's buffer has room").await?;
+    let held = held_emit(&host, 3, "held by the stuck one").await;
 
     drop(sub);
     within_a_minute(held).await?;
     for n in 0..=3u32 {
         assert_eq!(next(&mut healthy).await, n);
     }
+    stop(&host).await
+}
 
-    koan::testing::stop(&host).await?;
-    Ok(())
+/// Subscribes one handler per `(what, overflow, buffer)` to the Emitter's `event`,
+/// each forwarding what `handler` makes of a payload into a channel of its own;
+/// returns the subscriptions and the channels, in order.
+async fn subscribers<T, H, Fut>(
+    host: &HostHandle,
+    event: &str,
+    each: &[(Overflow, usize)],
+    handler: H,
+) -> anyhow::Result<(
+    Vec<koan::event::Subscription>,
+    Vec<mpsc::UnboundedReceiver<T>>,
+)>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + 'static,
+    H: Fn(usize, T, mpsc::UnboundedSender<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (mut subs, mut receivers) = (Vec::new(), Vec::new());
+    for (k, (overflow, buffer)) in each.iter().enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel::<T>();
+        let handler = handler.clone();
+        let sub = host
+            .service("Emitter")
+            .on(event)
+            .handle(move |p: T| handler(k, p, tx.clone()))
+            .buffer(*buffer)
+            .overflow(*overflow)
+            .subscribe()
+            .await?;
+        subs.push(sub);
+        receivers.push(rx);
+    }
+    Ok((subs, receivers))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -789,46 +630,28 @@ async fn concurrent_emitters_reach_every_subscriber_once_in_order() -> anyhow::R
     const EMITTERS: u32 = 4;
     const EACH: u32 = 500;
     let host = start().await?;
-    let mut receivers = Vec::new();
-    let mut subs = Vec::new();
-    // Small and default buffers; one handler that suspends.
-    for (buffer, suspends) in [(1, false), (8, true), (1024, false)] {
-        let (tx, rx) = mpsc::unbounded_channel::<(u32, u32)>();
-        receivers.push(rx);
-        subs.push(
-            host.service("Emitter")
-                .on("Pair")
-                .handle(move |p: (u32, u32)| {
-                    let tx = tx.clone();
-                    async move {
-                        if suspends {
-                            tokio::task::yield_now().await;
-                        }
-                        let _ = tx.send(p);
-                    }
-                })
-                .buffer(buffer)
-                .overflow(Overflow::Wait)
-                .subscribe()
-                .await?,
-        );
-    }
-
-    let emitters: Vec<_> = (0..EMITTERS)
-        .map(|e| {
-            let host = host.clone();
-            tokio::spawn(async move {
-                for i in 0..EACH {
-                    host.emit("Emitter", "Pair", (e, i)).await?;
-                }
-                Ok::<_, koan::Error>(())
-            })
+    // Small and default buffers; one handler (the second) that suspends.
+    let each = [
+        (Overflow::Wait, 1),
+        (Overflow::Wait, 8),
+        (Overflow::Wait, 1024),
+    ];
+    let (subs, mut receivers) =
+        subscribers(&host, "Pair", &each, |k, p: (u32, u32), tx| async move {
+            if k == 1 {
+                tokio::task::yield_now().await;
+            }
+            let _ = tx.send(p);
         })
-        .collect();
-    for e in emitters {
-        e.await??;
-    }
+        .await?;
 
+    all_at_once(&host, EMITTERS, |host, e| async move {
+        for i in 0..EACH {
+            host.emit("Emitter", "Pair", (e, i)).await?;
+        }
+        Ok::<_, koan::Error>(())
+    })
+    .await?;
     for rx in &mut receivers {
         let mut last = vec![None::<u32>; EMITTERS as usize];
         for _ in 0..EMITTERS * EACH {
@@ -838,33 +661,20 @@ async fn concurrent_emitters_reach_every_subscriber_once_in_order() -> anyhow::R
         }
         assert!(rx.try_recv().is_err(), "nothing delivered twice");
     }
-
     drop(subs);
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn handlers_that_panic_before_returning_their_future_are_contained() -> anyhow::Result<()> {
     let host = start().await?;
-    let mut receivers = Vec::new();
-    let mut subs = Vec::new();
-    for overflow in [Overflow::Wait, Overflow::DropNewest] {
-        let (tx, rx) = mpsc::unbounded_channel::<u32>();
-        receivers.push(rx);
-        subs.push(
-            host.service("Emitter")
-                .on("Tick")
-                .handle(move |n: u32| {
-                    assert_ne!(n, 1, "handler refuses event 1");
-                    let _ = tx.send(n);
-                    std::future::ready(())
-                })
-                .overflow(overflow)
-                .subscribe()
-                .await?,
-        );
-    }
+    let each = [(Overflow::Wait, 1024), (Overflow::DropNewest, 1024)];
+    let (subs, mut receivers) = subscribers(&host, "Tick", &each, |_, n: u32, tx| {
+        assert_ne!(n, 1, "handler refuses event 1");
+        let _ = tx.send(n);
+        std::future::ready(())
+    })
+    .await?;
     for n in 0..3u32 {
         host.emit("Emitter", "Tick", n).await?;
     }
@@ -872,8 +682,6 @@ async fn handlers_that_panic_before_returning_their_future_are_contained() -> an
         assert_eq!(next(rx).await, 0);
         assert_eq!(next(rx).await, 2, "delivery goes on after the panic");
     }
-
     drop(subs);
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }

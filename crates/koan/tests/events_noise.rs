@@ -4,58 +4,15 @@
 //! logged and counted. Logs are captured per test (current-thread runtime) and
 //! counters read from a recorder installed for the test's thread.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions, error::ErrorKind,
-};
+use common::events::{Emitter, forwarded, next, start, stop, stuck_subscriber};
+use koan::{error::ErrorKind, event::Overflow};
 use tokio::sync::mpsc;
-
-#[derive(Default)]
-struct Emitter;
-
-impl Service for Emitter {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Emitter")
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "emit",
-            |_svc: Arc<Self>, name: String, cx: ActionContext| async move {
-                cx.emit(&name, 7u32).await;
-                Ok::<_, BoxError>(())
-            },
-        );
-        a.event::<u32>("Tick");
-    }
-}
-
-impl BackgroundService for Emitter {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-async fn start() -> anyhow::Result<HostHandle> {
-    let host = koan::testing::host().service::<Emitter>().build()?.start();
-    host.started().await?;
-    Ok(host)
-}
-
-/// The next value, failing (on the paused clock, after a virtual minute) instead of
-/// hanging when none comes.
-async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
-    koan::testing::within("the next delivery", rx.recv())
-        .await
-        .expect("channel closed")
-}
 
 /// Counters by `name{label=value,…}`, for the thread that installs it.
 #[derive(Default)]
@@ -138,6 +95,13 @@ impl Logs {
         tracing::subscriber::set_default(subscriber)
     }
 
+    /// Asserts that `count` lines hold `needle`, the first of them also `also`.
+    fn assert_lines(&self, needle: &str, count: usize, also: &str) {
+        let lines = self.lines_with(needle);
+        assert_eq!(lines.len(), count, "lines with {needle:?}: {lines:?}");
+        assert!(lines[0].contains(also), "{}", lines[0]);
+    }
+
     fn lines_with(&self, needle: &str) -> Vec<String> {
         let text = String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned();
         text.lines()
@@ -147,19 +111,22 @@ impl Logs {
     }
 }
 
+/// Binds `$logs` and `$counters` to the log lines and counters of this thread from
+/// here to the end of the enclosing block, then `$host` to a started host.
+macro_rules! start_observed {
+    ($host:ident, $logs:ident, $counters:ident) => {
+        let ($logs, $counters) = (Logs::default(), Counters::default());
+        let _logs = $logs.capture();
+        let _counters = metrics::set_default_local_recorder(&$counters);
+        let $host = start().await?;
+    };
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_detached_subscription_keeps_delivering() -> anyhow::Result<()> {
     let host = start().await?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
-    host.service("Emitter")
-        .on("Tick")
-        .handle(move |n: u32| {
-            let _ = tx.send(n);
-            async {}
-        })
-        .subscribe()
-        .await?
-        .detach();
+    let (sub, mut rx) = forwarded::<u32>(&host, "Tick", Overflow::DropNewest).await?;
+    sub.detach();
 
     host.emit("Emitter", "Tick", 1u32).await?;
     host.emit("Emitter", "Tick", 2u32).await?;
@@ -190,17 +157,13 @@ async fn emitting_an_undeclared_event_from_outside_is_refused() -> anyhow::Resul
     );
     // Names match without regard to case, as for subscribing.
     host.emit("Emitter", "tick", 1u32).await?;
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn emitting_an_undeclared_event_inside_a_service_is_warned_once_and_counted()
 -> anyhow::Result<()> {
-    let (logs, counters) = (Logs::default(), Counters::default());
-    let _logs = logs.capture();
-    let _counters = metrics::set_default_local_recorder(&counters);
-    let host = start().await?;
+    start_observed!(host, logs, counters);
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     // Host-wide subscribers take any name: the event is still delivered.
     let _all = host
@@ -215,30 +178,28 @@ async fn emitting_an_undeclared_event_inside_a_service_is_warned_once_and_counte
 
     let emitter = host.services::<Emitter>();
     for _ in 0..3 {
-        emitter.clone().action("emit", "Tock").execute().await?;
+        emitter
+            .clone()
+            .action("emit_named", "Tock")
+            .execute()
+            .await?;
         assert_eq!(next(&mut rx).await, "Tock");
     }
-    emitter.action("emit", "Tick").execute().await?;
+    emitter.action("emit_named", "Tick").execute().await?;
     assert_eq!(next(&mut rx).await, "Tick");
 
-    let warned = logs.lines_with("declares no event `Tock`");
-    assert_eq!(warned.len(), 1, "warned once: {warned:?}");
-    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    // Warned once.
+    logs.assert_lines("declares no event `Tock`", 1, "WARN");
     assert!(logs.lines_with("declares no event `Tick`").is_empty());
     let labels = [("service", "Emitter"), ("event", "Tock")];
     assert_eq!(counters.get("koan_events_undeclared_total", &labels), 3);
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_payload_type_that_never_fits_is_warned_once_per_subscription_and_counted()
 -> anyhow::Result<()> {
-    let (logs, counters) = (Logs::default(), Counters::default());
-    let _logs = logs.capture();
-    let _counters = metrics::set_default_local_recorder(&counters);
-    let host = start().await?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+    start_observed!(host, logs, counters);
     // `Tick` carries a number: a filter on text and a handler of text never fit.
     let _filtered = host
         .service("Emitter")
@@ -254,15 +215,7 @@ async fn a_payload_type_that_never_fits_is_warned_once_per_subscription_and_coun
         .subscribe()
         .await?;
     // A subscriber that fits shows when each event has been through the others.
-    let _witness = host
-        .service("Emitter")
-        .on("Tick")
-        .handle(move |n: u32| {
-            let _ = tx.send(n);
-            async {}
-        })
-        .subscribe()
-        .await?;
+    let (_witness, mut rx) = forwarded::<u32>(&host, "Tick", Overflow::DropNewest).await?;
 
     for n in 0..3u32 {
         host.emit("Emitter", "Tick", n).await?;
@@ -270,16 +223,11 @@ async fn a_payload_type_that_never_fits_is_warned_once_per_subscription_and_coun
     }
     koan::testing::settle().await;
 
-    let filter = logs.lines_with("an event filter takes `alloc::string::String`");
-    assert_eq!(filter.len(), 1, "warned once: {filter:?}");
-    assert!(
-        filter[0].contains("event `Tick` of `Emitter`"),
-        "{}",
-        filter[0]
-    );
-    let handler = logs.lines_with("an event handler takes `alloc::string::String`");
-    assert_eq!(handler.len(), 1, "warned once: {handler:?}");
-    assert!(handler[0].contains("WARN"), "{}", handler[0]);
+    // Each warned once.
+    let (filter, handler) = ("an event filter takes", "an event handler takes");
+    let taken = "`alloc::string::String`";
+    logs.assert_lines(&format!("{filter} {taken}"), 1, "event `Tick` of `Emitter`");
+    logs.assert_lines(&format!("{handler} {taken}"), 1, "WARN");
     // Not said again as a handler failure on every event.
     assert!(logs.lines_with("event handler failed").is_empty());
     let labels = [("service", "Emitter"), ("event", "Tick")];
@@ -287,55 +235,24 @@ async fn a_payload_type_that_never_fits_is_warned_once_per_subscription_and_coun
         counters.get("koan_event_payload_mismatches_total", &labels),
         6
     );
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> anyhow::Result<()> {
-    let (logs, counters) = (Logs::default(), Counters::default());
-    let _logs = logs.capture();
-    let _counters = metrics::set_default_local_recorder(&counters);
-    let host = start().await?;
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+    start_observed!(host, logs, counters);
     // The default policy, a buffer of one, and a handler stuck on its first event.
-    let _stuck = host
-        .service("Emitter")
-        .on("Tick")
-        .handle({
-            let gate = Arc::clone(&gate);
-            move |n: u32| {
-                let (tx, gate) = (tx.clone(), Arc::clone(&gate));
-                async move {
-                    let _ = tx.send(n);
-                    gate.acquire().await?.forget();
-                    Ok::<(), BoxError>(())
-                }
-            }
-        })
-        .buffer(1)
-        .subscribe()
-        .await?;
-
-    host.emit("Emitter", "Tick", 0u32).await?;
-    assert_eq!(next(&mut rx).await, 0, "the handler is now stuck");
+    let (_stuck, gate, mut rx) = stuck_subscriber(&host, 1, Overflow::DropNewest).await?;
     // One more fits in the buffer; the next three do not.
     for n in 1..=4u32 {
         host.emit("Emitter", "Tick", n).await?;
     }
     let labels = [("service", "Emitter"), ("event", "Tick")];
     assert_eq!(counters.get("koan_events_dropped_total", &labels), 3);
-    let dropped = logs.lines_with("subscriber buffer full; event dropped");
-    assert_eq!(dropped.len(), 3, "one line per dropped event: {dropped:?}");
-    assert!(
-        dropped[0].contains("Overflow::Wait"),
-        "says how to keep them: {}",
-        dropped[0]
-    );
+    // One line per dropped event, which says how to keep them.
+    logs.assert_lines("subscriber buffer full; event dropped", 3, "Overflow::Wait");
 
-    gate.add_permits(2);
+    gate.add_permits(1);
     assert_eq!(next(&mut rx).await, 1, "the buffered event still comes");
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }

@@ -1,53 +1,13 @@
 //! The host keeps its last events (bounded) for pages opened after they happened;
 //! a background service's actions count in its history.
 
-use std::sync::Arc;
+mod common;
 
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions, testing,
-};
-
-#[derive(Default)]
-struct Emitter;
-
-impl Service for Emitter {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Emitter")
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "emit_many",
-            |_svc: Arc<Self>, count: u32, cx: ActionContext| async move {
-                for n in 0..count {
-                    cx.emit("Tick", n).await;
-                }
-                Ok::<_, BoxError>(count)
-            },
-        );
-        a.action(
-            "fail",
-            |_svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-                Err::<(), BoxError>("no".into())
-            },
-        );
-        a.event::<u32>("Tick");
-    }
-}
-
-impl BackgroundService for Emitter {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
+use common::events::{start, stop};
 
 #[tokio::test(start_paused = true)]
 async fn the_last_events_are_kept_newest_first() -> anyhow::Result<()> {
-    let host = testing::host().instance(Emitter).build()?.start();
+    let host = start().await?;
     assert!(host.recent_events().is_empty());
     let total = koan::event::RECENT_EVENTS as u32 + 10;
     host.service("Emitter")
@@ -67,6 +27,5 @@ async fn the_last_events_are_kept_newest_first() -> anyhow::Result<()> {
     let h = host.history("Emitter")?;
     assert!(h.runs.is_empty());
     assert_eq!((h.actions_succeeded, h.actions_failed), (1, 1));
-    testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }

@@ -122,6 +122,11 @@ async fn late_by(host: &HostHandle, ms: u64) -> koan::Result<JobTicket> {
     late.timeout(Duration::from_secs(1)).enqueue().await
 }
 
+/// Stops the host, as the last step of a test.
+async fn stop(host: &HostHandle) -> anyhow::Result<()> {
+    Ok(koan::testing::stop(host).await?)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_job_has_a_uuid_v7_id_and_its_handler_sees_id_attempt_and_key() -> anyhow::Result<()> {
     let host = start(Work::default()).await?;
@@ -157,8 +162,7 @@ async fn a_job_has_a_uuid_v7_id_and_its_handler_sees_id_attempt_and_key() -> any
     // Ids of two jobs share nothing guessable beyond their time prefix.
     let other = enqueue(&host, "echo", 8u32).await?;
     assert_ne!(other.id()[19..], id[19..]);
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -187,8 +191,7 @@ async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyho
     assert!(other.message().contains(first.id()), "{other}");
     koan::testing::settle().await;
     assert_eq!(runs.lock().expect("runs").len(), 1);
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -235,8 +238,7 @@ async fn a_failing_job_is_retried_then_dead_then_retried_by_hand() -> anyhow::Re
         .await
         .expect_err("a succeeded job cannot be cancelled");
     assert_eq!(e.kind(), ErrorKind::JobState);
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,26 +255,19 @@ async fn bad_parameters_and_unknown_actions_are_refused_before_anything_is_store
     assert_eq!(e.kind(), ErrorKind::UnknownAction);
     assert!(e.message().contains("echo"), "says what exists: {e}");
     assert!(host.jobs().list(JobQuery::default()).await?.jobs.is_empty());
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> anyhow::Result<()> {
     let (host, runs) = start_echoing().await?;
     let t0 = Instant::now();
-    let later = host
-        .service("Work")
-        .action("echo", 1u32)
-        .delay(Duration::from_secs(30))
-        .enqueue()
-        .await?;
-    let never = host
-        .service("Work")
-        .action("echo", 2u32)
-        .delay(Duration::from_secs(20))
-        .enqueue()
-        .await?;
+    let delayed = |n: u32, secs: u64| {
+        let echo = host.service("Work").action("echo", n);
+        echo.delay(Duration::from_secs(secs)).enqueue()
+    };
+    let later = delayed(1, 30).await?;
+    let never = delayed(2, 20).await?;
     assert_eq!(
         host.jobs().get(later.id()).await?.state,
         JobState::Scheduled
@@ -300,8 +295,7 @@ async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> an
     host.jobs().delete(&never_id).await?;
     let e = host.jobs().get(&never_id).await.expect_err("deleted");
     assert_eq!(e.kind(), ErrorKind::UnknownJob);
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -317,8 +311,7 @@ async fn cancelling_a_running_job_stops_its_handler_and_its_outcome_is_not_recor
     let record = host.jobs().get(&id).await?;
     assert_eq!(record.state, JobState::Cancelled);
     assert_eq!(record.result, None, "the late \"stopped\" is not recorded");
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -340,8 +333,7 @@ async fn results_over_the_cap_are_cut_and_flagged() -> anyhow::Result<()> {
     assert!(l.result_truncated);
     let kept = l.result.and_then(|v| v.as_str().map(str::len));
     assert_eq!(kept, Some(100));
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -367,8 +359,7 @@ async fn a_job_that_finishes_within_the_grace_after_its_deadline_is_recorded_as_
     let id = t.id().to_owned();
     let r = koan::testing::wait_for_job(&host, &id, JobState::Retrying).await;
     assert_eq!(r.error.map(|e| e.error).as_deref(), Some("timeout"));
-    koan::testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]

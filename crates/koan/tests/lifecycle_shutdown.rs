@@ -31,6 +31,17 @@ impl Service for Cooperative {
     }
 }
 
+impl Cooperative {
+    /// A new `Cooperative`, and the flag it sets once its cleanup ran to the end.
+    fn new() -> (Cooperative, Arc<AtomicBool>) {
+        let cleaned_up = Arc::new(AtomicBool::new(false));
+        let service = Cooperative {
+            cleaned_up: Arc::clone(&cleaned_up),
+        };
+        (service, cleaned_up)
+    }
+}
+
 impl BackgroundService for Cooperative {
     async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
         cx.cancelled().await;
@@ -62,13 +73,8 @@ impl BackgroundService for Stubborn {
 
 #[tokio::test(start_paused = true)]
 async fn a_cooperative_service_stops_within_the_grace_period() -> anyhow::Result<()> {
-    let cleaned_up = Arc::new(AtomicBool::new(false));
-    let host = testing::host()
-        .instance(Cooperative {
-            cleaned_up: Arc::clone(&cleaned_up),
-        })
-        .build()?
-        .start();
+    let (cooperative, cleaned_up) = Cooperative::new();
+    let host = testing::host().instance(cooperative).build()?.start();
     host.started().await?;
     testing::wait_state(&host, "cooperative", ServiceState::Running).await;
 
@@ -96,15 +102,13 @@ async fn a_cooperative_service_stops_within_the_grace_period() -> anyhow::Result
 #[tokio::test(start_paused = true)]
 async fn a_service_ignoring_cancellation_is_aborted_after_the_grace() -> anyhow::Result<()> {
     let (tx, mut dropped) = oneshot::channel::<()>();
-    let cleaned_up = Arc::new(AtomicBool::new(false));
+    let (cooperative, cleaned_up) = Cooperative::new();
     let host = testing::host()
         .shutdown_grace(Duration::from_secs(5))
         .instance(Stubborn {
             guard: Mutex::new(Some(tx)),
         })
-        .instance(Cooperative {
-            cleaned_up: Arc::clone(&cleaned_up),
-        })
+        .instance(cooperative)
         .build()?
         .start();
     host.started().await?;
@@ -222,12 +226,10 @@ impl koan::StartupService for SlowMigration {
 
 #[tokio::test(start_paused = true)]
 async fn a_shutdown_requested_during_startup_is_a_clean_stop() -> anyhow::Result<()> {
-    let cleaned_up = Arc::new(AtomicBool::new(false));
+    let (cooperative, cleaned_up) = Cooperative::new();
     let host = testing::host()
         .service::<SlowMigration>()
-        .instance(Cooperative {
-            cleaned_up: Arc::clone(&cleaned_up),
-        })
+        .instance(cooperative)
         .build()?
         .start();
     testing::wait_state(&host, "migration", ServiceState::Running).await;

@@ -6,56 +6,49 @@ use std::time::Duration;
 use koan::{BoxError, Service, ServiceContext, ServiceOptions, Startup, StartupService};
 use tokio::time::Instant;
 
+/// A startup service whose run takes `MS` milliseconds (none at all for 0).
 #[derive(Default)]
-struct Instant0;
+struct WarmUp<const MS: u64>;
 
-impl Service for Instant0 {
-    type Kind = Startup;
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Instant0")
-    }
-}
-
-impl StartupService for Instant0 {
-    async fn run(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct WarmUp;
-
-impl Service for WarmUp {
+impl<const MS: u64> Service for WarmUp<MS> {
     type Kind = Startup;
     fn options() -> ServiceOptions {
         ServiceOptions::named("WarmUp")
     }
 }
 
-impl StartupService for WarmUp {
+impl<const MS: u64> StartupService for WarmUp<MS> {
     async fn run(&self, _cx: ServiceContext) -> Result<(), BoxError> {
-        tokio::time::sleep(Duration::from_millis(1234)).await;
+        if MS > 0 {
+            tokio::time::sleep(Duration::from_millis(MS)).await;
+        }
         Ok(())
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn waiting_for_an_instant_startup_does_not_move_the_clock() -> anyhow::Result<()> {
+/// How far the clock moved while waiting for a host running `WarmUp::<MS>` to start.
+async fn startup_took<const MS: u64>() -> anyhow::Result<Duration> {
     let t0 = Instant::now();
-    let host = koan::testing::host().service::<Instant0>().build()?.start();
+    let host = koan::testing::host()
+        .service::<WarmUp<MS>>()
+        .build()?
+        .start();
     host.started().await?;
-    assert_eq!(t0.elapsed(), Duration::ZERO);
+    let took = t0.elapsed();
     assert!(host.is_started());
     koan::testing::stop(&host).await?;
+    Ok(took)
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_an_instant_startup_does_not_move_the_clock() -> anyhow::Result<()> {
+    assert_eq!(startup_took::<0>().await?, Duration::ZERO);
     Ok(())
 }
 
 #[tokio::test(start_paused = true)]
 async fn waiting_for_startup_moves_the_clock_exactly_as_far_as_startup() -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    let host = koan::testing::host().service::<WarmUp>().build()?.start();
-    host.started().await?;
-    assert_eq!(t0.elapsed(), Duration::from_millis(1234));
-    koan::testing::stop(&host).await?;
+    let took = startup_took::<1234>().await?;
+    assert_eq!(took, Duration::from_millis(1234));
     Ok(())
 }

@@ -2,15 +2,19 @@
 //! exactly on a tick, pokes queued behind a run (merged or not, and what the caller is
 //! told), and the cluster-singleton lease.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{every_10s_missing_ticks, started};
+use koan::host::HostBuilder;
 use koan::testing;
 use koan::{
-    BoxError, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions,
-    schedule::MissedTickPolicy, service::BatchRequest, service::RunReason, status::ServiceState,
-    transport::RemoteCall, transport::Transport,
+    BoxError, HostHandle, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions,
+    service::BatchRequest, service::RunReason, status::ServiceState, transport::RemoteCall,
+    transport::Transport,
 };
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -40,13 +44,10 @@ impl PeriodicService for Never {
 #[tokio::test(start_paused = true)]
 async fn a_cron_that_never_fires_again_parks_the_service_a_century_away() -> anyhow::Result<()> {
     let ticks = Arc::new(AtomicUsize::new(0));
-    let host = testing::host()
-        .instance(Never {
-            ticks: Arc::clone(&ticks),
-        })
-        .build()?
-        .start();
-    host.started().await?;
+    let never = Never {
+        ticks: Arc::clone(&ticks),
+    };
+    let host = started(never).await?;
     let status = testing::wait_state(&host, "never", ServiceState::Idle).await;
     let started = status.started_at.expect("a started service");
     let next = status.next_run.expect("a parked next run");
@@ -73,14 +74,7 @@ struct OnTheTick<const POLICY: u8> {
 impl<const POLICY: u8> Service for OnTheTick<POLICY> {
     type Kind = Periodic;
     fn options() -> ServiceOptions {
-        let policy = match POLICY {
-            0 => MissedTickPolicy::Skip,
-            1 => MissedTickPolicy::CatchUpOnce,
-            _ => MissedTickPolicy::Delay,
-        };
-        ServiceOptions::named("on-the-tick")
-            .every(Duration::from_secs(10))
-            .missed_ticks(policy)
+        every_10s_missing_ticks("on-the-tick", POLICY)
     }
 }
 
@@ -104,8 +98,9 @@ impl<const POLICY: u8> PeriodicService for OnTheTick<POLICY> {
     }
 }
 
-/// The offsets of the first three runs, and of the first run's end, from the start.
-async fn on_the_tick<const POLICY: u8>() -> anyhow::Result<(Vec<Duration>, Duration)> {
+/// The offsets of the first three runs from the start, once the first run is seen to
+/// end exactly on a tick (20 s).
+async fn on_the_tick<const POLICY: u8>() -> anyhow::Result<Vec<Duration>> {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let first_end = Arc::new(Mutex::new(None));
     let t0 = Instant::now();
@@ -118,60 +113,41 @@ async fn on_the_tick<const POLICY: u8>() -> anyhow::Result<(Vec<Duration>, Durat
         .start();
     testing::wait_runs(&host, "on-the-tick", 3).await;
     testing::stop(&host).await?;
-    let offsets = starts
-        .lock()
-        .expect("starts lock")
-        .iter()
-        .take(3)
-        .map(|at| *at - t0)
-        .collect();
     let end = first_end
         .lock()
         .expect("end lock")
-        .expect("the first run ended")
-        - t0;
-    Ok((offsets, end))
+        .expect("the first run ended");
+    assert_eq!(
+        end - t0,
+        Duration::from_secs(20),
+        "the run ends exactly on a tick"
+    );
+    let starts = starts.lock().expect("starts lock");
+    Ok(starts.iter().take(3).map(|at| *at - t0).collect())
 }
 
 fn secs(values: &[u64]) -> Vec<Duration> {
     values.iter().map(|s| Duration::from_secs(*s)).collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn skip_drops_the_tick_a_run_ends_exactly_on() -> anyhow::Result<()> {
-    let (offsets, end) = on_the_tick::<0>().await?;
-    assert_eq!(
-        end,
-        Duration::from_secs(20),
-        "the run ends exactly on a tick"
-    );
-    // The tick at 20 s fell due while the run was in progress: dropped.
-    assert_eq!(offsets, secs(&[10, 30, 40]));
-    Ok(())
+/// One test per missed-tick policy (`OnTheTick`'s `POLICY`), with the offsets in
+/// seconds of its first three runs.
+macro_rules! on_the_tick_tests {
+    ($($(#[$doc:meta])* $test:ident: $policy:literal => $offsets:expr;)*) => {$(
+        $(#[$doc])*
+        #[tokio::test(start_paused = true)]
+        async fn $test() -> anyhow::Result<()> {
+            assert_eq!(on_the_tick::<$policy>().await?, secs(&$offsets));
+            Ok(())
+        }
+    )*};
 }
 
-#[tokio::test(start_paused = true)]
-async fn catch_up_once_runs_the_tick_a_run_ends_exactly_on() -> anyhow::Result<()> {
-    let (offsets, end) = on_the_tick::<1>().await?;
-    assert_eq!(
-        end,
-        Duration::from_secs(20),
-        "the run ends exactly on a tick"
-    );
-    assert_eq!(offsets, secs(&[10, 20, 30]));
-    Ok(())
-}
-
-#[tokio::test(start_paused = true)]
-async fn delay_starts_a_full_period_after_a_run_that_ends_on_a_tick() -> anyhow::Result<()> {
-    let (offsets, end) = on_the_tick::<2>().await?;
-    assert_eq!(
-        end,
-        Duration::from_secs(20),
-        "the run ends exactly on a tick"
-    );
-    assert_eq!(offsets, secs(&[10, 30, 40]));
-    Ok(())
+on_the_tick_tests! {
+    /// The tick at 20 s fell due while the run was in progress: dropped.
+    skip_drops_the_tick_a_run_ends_exactly_on: 0 => [10, 30, 40];
+    catch_up_once_runs_the_tick_a_run_ends_exactly_on: 1 => [10, 20, 30];
+    delay_starts_a_full_period_after_a_run_that_ends_on_a_tick: 2 => [10, 30, 40];
 }
 
 /// The reason and batch of each run, in order.
@@ -454,22 +430,29 @@ impl<const SINGLETON: bool> PeriodicService for Tally<SINGLETON> {
     }
 }
 
+impl<const SINGLETON: bool> Tally<SINGLETON> {
+    /// Starts a new `Tally` on the host `host` builds; returns the host and the count
+    /// of ticks.
+    async fn start(host: HostBuilder) -> anyhow::Result<(HostHandle, Arc<AtomicUsize>)> {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let tally = Tally::<SINGLETON> {
+            ticks: Arc::clone(&ticks),
+        };
+        let host = host.instance(tally).build()?.start();
+        host.started().await?;
+        Ok((host, ticks))
+    }
+}
+
 /// Ticks of a `Tally` over one minute under a transport that does or does not hold
 /// the lease, and how often the transport was asked.
 async fn tally_for_a_minute<const SINGLETON: bool>(held: bool) -> anyhow::Result<(usize, usize)> {
-    let ticks = Arc::new(AtomicUsize::new(0));
     let lease = Arc::new(Lease {
         held,
         asked: AtomicUsize::new(0),
     });
-    let host = testing::host()
-        .transport(Arc::clone(&lease) as Arc<dyn Transport>)
-        .instance(Tally::<SINGLETON> {
-            ticks: Arc::clone(&ticks),
-        })
-        .build()?
-        .start();
-    host.started().await?;
+    let transport = Arc::clone(&lease) as Arc<dyn Transport>;
+    let (host, ticks) = Tally::<SINGLETON>::start(testing::host().transport(transport)).await?;
     // Just past the tick at 60 s, moved by hand: a runaway driver that never lets the
     // runtime idle cannot hold back a paused clock that is advanced explicitly.
     for _ in 0..121 {
@@ -513,14 +496,7 @@ async fn a_service_that_is_no_singleton_never_asks_for_the_lease() -> anyhow::Re
 
 #[tokio::test(start_paused = true)]
 async fn a_stopping_host_wakes_an_idle_driver_at_once() -> anyhow::Result<()> {
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let host = testing::host()
-        .instance(Tally::<false> {
-            ticks: Arc::clone(&ticks),
-        })
-        .build()?
-        .start();
-    host.started().await?;
+    let (host, ticks) = Tally::<false>::start(testing::host()).await?;
     testing::wait_state(&host, "tally", ServiceState::Idle).await;
 
     // The driver sleeps until its tick at 10 s, past the 5 s grace: only its wake-up
@@ -543,14 +519,7 @@ async fn a_stopping_host_wakes_an_idle_driver_at_once() -> anyhow::Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn a_trigger_enqueued_as_a_job_is_stored_under_its_action_name() -> anyhow::Result<()> {
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let host = testing::host()
-        .instance(Tally::<false> {
-            ticks: Arc::clone(&ticks),
-        })
-        .build()?
-        .start();
-    host.started().await?;
+    let (host, ticks) = Tally::<false>::start(testing::host()).await?;
     let ticket = host
         .service("tally")
         .action("trigger", serde_json::Value::Null)

@@ -1,15 +1,17 @@
 //! Periodic services: schedules, on-demand runs, coalescing and missed ticks.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Timelike;
+use common::{every_10s_missing_ticks, started};
 use koan::testing;
 use koan::{
     BoxError, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions, error::ErrorKind,
-    schedule::MissedTickPolicy, service::BatchRequest, service::RunReason, status::RunOutcome,
-    status::ServiceState,
+    service::BatchRequest, service::RunReason, status::RunOutcome, status::ServiceState,
 };
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -137,43 +139,37 @@ impl<const OPTS: u8> PeriodicService for Ticker<OPTS> {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn initial_delay_postpones_the_first_period() -> anyhow::Result<()> {
-    let (host, seen, t0) = start_ticker::<0>()?;
-    testing::wait_runs(&host, "ticker", 2).await;
-    assert_offsets(&seen.offsets(t0), &secs(&[15, 25]));
+/// The offsets of the first `n` runs of `Ticker::<OPTS>` from its start, and their
+/// reasons.
+async fn first_runs<const OPTS: u8>(n: u64) -> anyhow::Result<(Vec<Duration>, Vec<RunReason>)> {
+    let (host, seen, t0) = start_ticker::<OPTS>()?;
+    let status = testing::wait_runs(&host, "ticker", n).await;
+    assert_eq!(status.runs, n);
+    let runs = (seen.offsets(t0), seen.reasons());
     testing::stop(&host).await?;
-    Ok(())
+    Ok(runs)
 }
 
-#[tokio::test(start_paused = true)]
-async fn run_on_startup_runs_right_after_the_initial_delay() -> anyhow::Result<()> {
-    let (host, seen, t0) = start_ticker::<1>()?;
-    testing::wait_runs(&host, "ticker", 2).await;
-    assert_offsets(&seen.offsets(t0), &secs(&[5, 15]));
-    assert_eq!(seen.reasons(), [RunReason::Scheduled, RunReason::Scheduled]);
-    testing::stop(&host).await?;
-    Ok(())
+/// One test per schedule (`Ticker`'s `OPTS`), with the offsets in seconds of its
+/// first runs, all scheduled.
+macro_rules! first_runs_tests {
+    ($($test:ident: $opts:literal => $offsets:expr;)*) => {$(
+        #[tokio::test(start_paused = true)]
+        async fn $test() -> anyhow::Result<()> {
+            let expected = secs(&$offsets);
+            let (offsets, reasons) = first_runs::<$opts>(expected.len() as u64).await?;
+            assert_offsets(&offsets, &expected);
+            assert_eq!(reasons, vec![RunReason::Scheduled; expected.len()]);
+            Ok(())
+        }
+    )*};
 }
 
-#[tokio::test(start_paused = true)]
-async fn run_on_startup_without_delay_runs_at_once() -> anyhow::Result<()> {
-    let (host, seen, t0) = start_ticker::<2>()?;
-    let status = testing::wait_runs(&host, "ticker", 1).await;
-    assert_eq!(status.runs, 1);
-    assert_offsets(&seen.offsets(t0), &secs(&[0]));
-    testing::stop(&host).await?;
-    Ok(())
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_interval_runs_once_per_period() -> anyhow::Result<()> {
-    let (host, seen, t0) = start_ticker::<3>()?;
-    let status = testing::wait_runs(&host, "ticker", 5).await;
-    assert_eq!(status.runs, 5);
-    assert_offsets(&seen.offsets(t0), &secs(&[10, 20, 30, 40, 50]));
-    testing::stop(&host).await?;
-    Ok(())
+first_runs_tests! {
+    initial_delay_postpones_the_first_period: 0 => [15, 25];
+    run_on_startup_runs_right_after_the_initial_delay: 1 => [5, 15];
+    run_on_startup_without_delay_runs_at_once: 2 => [0];
+    an_interval_runs_once_per_period: 3 => [10, 20, 30, 40, 50];
 }
 
 #[tokio::test(start_paused = true)]
@@ -409,16 +405,20 @@ impl PeriodicService for Batches {
     }
 }
 
+impl Batches {
+    /// A started host running a new `Batches`, and its log.
+    async fn start() -> anyhow::Result<(koan::HostHandle, Arc<BatchLog>)> {
+        let log = Arc::new(BatchLog::default());
+        let batches = Batches {
+            log: Arc::clone(&log),
+        };
+        Ok((started(batches).await?, log))
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn process_batch_passes_its_arguments() -> anyhow::Result<()> {
-    let log = Arc::new(BatchLog::default());
-    let host = testing::host()
-        .instance(Batches {
-            log: Arc::clone(&log),
-        })
-        .build()?
-        .start();
-    host.started().await?;
+    let (host, log) = Batches::start().await?;
 
     let request = BatchRequest {
         batch_size: Some(50),
@@ -480,14 +480,7 @@ async fn process_batch_passes_its_arguments() -> anyhow::Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn check_queue_runs_its_own_handler() -> anyhow::Result<()> {
-    let log = Arc::new(BatchLog::default());
-    let host = testing::host()
-        .instance(Batches {
-            log: Arc::clone(&log),
-        })
-        .build()?
-        .start();
-    host.started().await?;
+    let (host, log) = Batches::start().await?;
 
     let outcome =
         testing::within("a check-queue", host.services::<Batches>().check_queue()).await?;
@@ -523,14 +516,7 @@ struct Slow<const POLICY: u8> {
 impl<const POLICY: u8> Service for Slow<POLICY> {
     type Kind = Periodic;
     fn options() -> ServiceOptions {
-        let policy = match POLICY {
-            0 => MissedTickPolicy::Skip,
-            1 => MissedTickPolicy::CatchUpOnce,
-            _ => MissedTickPolicy::Delay,
-        };
-        ServiceOptions::named("slow")
-            .every(Duration::from_secs(10))
-            .missed_ticks(policy)
+        every_10s_missing_ticks("slow", POLICY)
     }
 }
 

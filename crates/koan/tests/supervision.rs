@@ -118,6 +118,30 @@ fn flaky<const OPTS: u8>(fails: u32) -> (Flaky<OPTS>, Arc<Record>) {
     (service, record)
 }
 
+/// A test host running a flaky service with options `OPTS` that fails `fails`
+/// times (not yet waited on), and the service's record.
+fn start_flaky<const OPTS: u8>(fails: u32) -> anyhow::Result<(HostHandle, Arc<Record>)> {
+    let (flaky, record) = flaky::<OPTS>(fails);
+    Ok((testing::host().instance(flaky).build()?.start(), record))
+}
+
+/// Waits until `flaky` has failed for good, and checks its last error gives both its
+/// run's error and `why` it was not restarted; its status.
+async fn failed_for_good(host: &HostHandle, why: &str) -> ServiceStatus {
+    let status = testing::wait_state(host, "flaky", ServiceState::Failed).await;
+    let error = status.last_error.as_deref().expect("the reason it failed");
+    assert!(
+        error.contains("connection refused") && error.contains(why),
+        "{error}"
+    );
+    status
+}
+
+/// Stops the host, as the last step of a test.
+async fn stop(host: &HostHandle) -> anyhow::Result<()> {
+    Ok(testing::stop(host).await?)
+}
+
 /// Waits until `service` has been restarted at least `restarts` times and runs again.
 async fn running_after(host: &HostHandle, service: &str, restarts: u32) -> ServiceStatus {
     testing::wait_until(host, service, |s| {
@@ -138,8 +162,7 @@ impl<const OPTS: u8> BackgroundService for Flaky<OPTS> {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_service_is_restarted_with_exponential_backoff() -> anyhow::Result<()> {
-    let (flaky, record) = flaky::<0>(3);
-    let host = testing::host().instance(flaky).build()?.start();
+    let (host, record) = start_flaky::<0>(3)?;
 
     let status = running_after(&host, "flaky", 3).await;
     assert_eq!(status.restarts, 3);
@@ -168,14 +191,12 @@ async fn a_failing_service_is_restarted_with_exponential_backoff() -> anyhow::Re
         ]
     );
 
-    testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_backoff_is_capped_at_its_max() -> anyhow::Result<()> {
-    let (flaky, record) = flaky::<1>(4);
-    let host = testing::host().instance(flaky).build()?.start();
+    let (host, record) = start_flaky::<1>(4)?;
 
     running_after(&host, "flaky", 4).await;
     assert_gaps(
@@ -187,8 +208,7 @@ async fn the_backoff_is_capped_at_its_max() -> anyhow::Result<()> {
             Duration::from_secs(3),
         ],
     );
-    testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[test]
@@ -219,18 +239,12 @@ fn backoff_jitter_stays_within_its_spread() {
 
 #[tokio::test(start_paused = true)]
 async fn exceeding_the_intensity_limit_leaves_the_service_failed() -> anyhow::Result<()> {
-    let (flaky, record) = flaky::<2>(u32::MAX);
-    let host = testing::host().instance(flaky).build()?.start();
+    let (host, record) = start_flaky::<2>(u32::MAX)?;
 
-    let status = testing::wait_state(&host, "flaky", ServiceState::Failed).await;
+    let status = failed_for_good(&host, "restart intensity exceeded").await;
     assert_eq!(status.runs, 3, "the start and two restarts");
     assert_eq!(status.restarts, 2);
     assert_eq!(status.failures, 3);
-    let error = status.last_error.expect("the reason it failed");
-    assert!(
-        error.contains("connection refused") && error.contains("restart intensity exceeded"),
-        "{error}"
-    );
 
     // It stays failed: no more runs however long we wait.
     testing::advance(Duration::from_secs(600)).await;
@@ -245,14 +259,12 @@ async fn exceeding_the_intensity_limit_leaves_the_service_failed() -> anyhow::Re
         HealthStatus::Unhealthy
     );
 
-    testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn restarts_spread_wider_than_the_window_never_exhaust_the_intensity() -> anyhow::Result<()> {
-    let (flaky, record) = flaky::<3>(4);
-    let host = testing::host().instance(flaky).build()?.start();
+    let (host, record) = start_flaky::<3>(4)?;
 
     let status = testing::wait_until(&host, "flaky", |s| {
         s.restarts >= 4 && s.state == ServiceState::Running || s.state == ServiceState::Failed
@@ -262,29 +274,21 @@ async fn restarts_spread_wider_than_the_window_never_exhaust_the_intensity() -> 
     assert_eq!(status.restarts, 4);
     assert_gaps(&record.starts(), &[Duration::from_secs(10); 4]);
 
-    testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn restart_policy_never_leaves_the_service_failed() -> anyhow::Result<()> {
-    let (flaky, record) = flaky::<4>(1);
-    let host = testing::host().instance(flaky).build()?.start();
+    let (host, record) = start_flaky::<4>(1)?;
 
-    let status = testing::wait_state(&host, "flaky", ServiceState::Failed).await;
+    let status = failed_for_good(&host, "restart policy: never").await;
     assert_eq!(status.runs, 1);
     assert_eq!(status.restarts, 0);
-    let error = status.last_error.expect("the reason it failed");
-    assert!(
-        error.contains("connection refused") && error.contains("restart policy: never"),
-        "{error}"
-    );
 
     testing::advance(Duration::from_secs(120)).await;
     assert_eq!(record.starts().len(), 1, "never restarted");
     assert_eq!(host.status("flaky")?.state, ServiceState::Failed);
-    testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 /// Returns `Ok` at once twice, then runs until stopped; restart policy `always`.
@@ -319,8 +323,7 @@ async fn restart_policy_always_restarts_after_a_clean_return() -> anyhow::Result
     assert_eq!(status.restarts, 2);
     assert_eq!(status.runs, 2);
     assert_eq!(status.failures, 0);
-    testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 /// Runs until stopped; stands next to a critical service.
@@ -409,8 +412,7 @@ async fn a_panic_in_run_is_caught_and_the_service_restarted() -> anyhow::Result<
     let error = status.last_error.expect("the panic is recorded");
     assert!(error.contains("boom"), "{error}");
     assert!(host.live().await, "the host survived the panic");
-    testing::stop(&host).await?;
-    Ok(())
+    stop(&host).await
 }
 
 /// A background service that failed and was restarted counts as recovered once it has

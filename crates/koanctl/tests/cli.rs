@@ -270,6 +270,23 @@ async fn services_table_and_json() -> anyhow::Result<()> {
     live.stop().await
 }
 
+/// The words of a command line (none of them holds a space).
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Whether a line of `out` starts with `start` and ends with `end`.
+fn line_ending(out: &str, start: &str, end: &str) -> bool {
+    out.lines()
+        .any(|l| l.starts_with(start) && l.ends_with(end))
+}
+
+/// Whether a line of `out` starts with `start` and holds `part`.
+fn line_holding(out: &str, start: &str, part: &str) -> bool {
+    out.lines()
+        .any(|l| l.starts_with(start) && l.contains(part))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_status_and_health() -> anyhow::Result<()> {
     let live = Live::start(None).await?;
@@ -290,16 +307,8 @@ async fn info_status_and_health() -> anyhow::Result<()> {
 
     let run = live.run(&["status", "Cleanup"]).await?;
     let out = run.ok();
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("state:") && l.ends_with("idle")),
-        "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("kind:") && l.ends_with("periodic")),
-        "{out}"
-    );
+    assert!(line_ending(out, "state:", "idle"), "{out}");
+    assert!(line_ending(out, "kind:", "periodic"), "{out}");
     let status = live.json(&["status", "greeter"]).await?;
     assert_eq!(status["state"], "running");
 
@@ -307,16 +316,8 @@ async fn info_status_and_health() -> anyhow::Result<()> {
     let out = run.ok();
     assert!(out.starts_with("status: pass"), "{out}");
     assert!(out.contains("SERVICE") && out.contains("OUTPUT"), "{out}");
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("Greeter") && l.contains("pass")),
-        "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("Cleanup") && l.contains("pass")),
-        "{out}"
-    );
+    assert!(line_holding(out, "Greeter", "pass"), "{out}");
+    assert!(line_holding(out, "Cleanup", "pass"), "{out}");
     let health = live.json(&["health"]).await?;
     assert_eq!(health["status"], "pass");
     let one = live.json(&["health", "greeter"]).await?;
@@ -329,13 +330,9 @@ async fn info_status_and_health() -> anyhow::Result<()> {
 async fn act_with_params_inline_and_from_a_file() -> anyhow::Result<()> {
     let live = Live::start(None).await?;
     let run = live
-        .run(&[
-            "act",
-            "greeter",
-            "greet",
-            "--params",
-            r#"{"name":"Ada","times":2}"#,
-        ])
+        .run(&words(
+            r#"act greeter greet --params {"name":"Ada","times":2}"#,
+        ))
         .await?;
     assert_eq!(run.ok(), "Hello Ada! Hello Ada!\n");
 
@@ -355,14 +352,9 @@ async fn act_with_params_inline_and_from_a_file() -> anyhow::Result<()> {
 async fn priority_timeout_and_correlation_id_reach_the_action() -> anyhow::Result<()> {
     let live = Live::start(None).await?;
     let run = live
-        .whoami(&[
-            "--priority",
-            "-3",
-            "--timeout",
-            "30s",
-            "--correlation-id",
-            "req-42",
-        ])
+        .whoami(&words(
+            "--priority -3 --timeout 30s --correlation-id req-42",
+        ))
         .await?;
     let seen: Value = serde_json::from_str(run.ok())?;
     assert_eq!(seen["priority"], -3);

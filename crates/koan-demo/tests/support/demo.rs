@@ -1,5 +1,6 @@
 //! A `koan-demo` process for tests: started on a free port with its own database,
-//! its log kept in a file (printed when a test fails), SIGTERM or SIGKILL on demand.
+//! its log kept in a file (printed when a test fails), SIGTERM or SIGKILL on demand;
+//! and the [`Site`] a cluster of them runs on.
 
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
@@ -10,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use koan_test_support::PATIENCE;
+use koan_test_support::nats::NatsServer;
+use koan_test_support::{PATIENCE, TempDir, within};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 /// The demo's services but `TranslationService`: what a process runs that calls the
 /// translators of the cluster.
@@ -40,6 +44,74 @@ pub(crate) fn translation_env(delay: Duration, concurrency: usize) -> Vec<(&'sta
             concurrency.to_string(),
         ),
     ]
+}
+
+/// Sends `req`; its status and its body as JSON (a body that is not JSON as a string).
+pub(crate) async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok((status, body))
+}
+
+/// Where a cluster of `koan-demo` processes runs: a `nats-server`, a folder for their
+/// databases and logs, and an HTTP client for their APIs.
+pub(crate) struct Site {
+    pub(crate) server: NatsServer,
+    pub(crate) dir: TempDir,
+    /// The server's URL.
+    pub(crate) nats: String,
+    /// Gives up on a request after [`PATIENCE`].
+    pub(crate) client: reqwest::Client,
+}
+
+impl Site {
+    /// A fresh server, folder (`name`) and client.
+    pub(crate) fn start(name: &str) -> anyhow::Result<Site> {
+        let server = NatsServer::start()?;
+        let nats = server.url();
+        Ok(Site {
+            server,
+            dir: TempDir::new(name),
+            nats,
+            client: reqwest::Client::builder().timeout(PATIENCE).build()?,
+        })
+    }
+
+    /// A process `name` on this site's NATS running `services` (a comma-separated
+    /// list; every service when `None`), configured by `env`.
+    pub(crate) fn demo(
+        &self,
+        name: &str,
+        services: Option<&str>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Demo> {
+        let mut args = vec!["--nats", self.nats.as_str()];
+        if let Some(services) = services {
+            args.extend(["--services", services]);
+        }
+        Demo::start(self.dir.path(), name, &args, env)
+    }
+
+    /// A process running `TranslationService` alone, each translation taking `delay`,
+    /// `concurrency` at a time.
+    pub(crate) fn translator(
+        &self,
+        name: &str,
+        delay: Duration,
+        concurrency: usize,
+    ) -> anyhow::Result<Demo> {
+        let env = translation_env(delay, concurrency);
+        self.demo(name, Some("TranslationService"), &env)
+    }
+
+    /// A process running every service but `TranslationService`, which it calls
+    /// across the cluster.
+    pub(crate) fn front(&self, name: &str) -> anyhow::Result<Demo> {
+        self.demo(name, Some(ALL_BUT_TRANSLATION), &[])
+    }
 }
 
 /// A running `koan-demo` process; killed (SIGKILL) on drop.
@@ -115,6 +187,53 @@ impl Demo {
             ),
         }
         Ok(demo)
+    }
+
+    /// Has this process accept a translation of `file` into `to` with `wait=false`
+    /// (202); the job's id.
+    pub(crate) async fn enqueue_translation(
+        &self,
+        client: &reqwest::Client,
+        file: &str,
+        to: &str,
+    ) -> anyhow::Result<String> {
+        let url = self.url("/api/services/TranslationService/actions/translate?wait=false");
+        let req = client
+            .post(url)
+            .json(&json!({"fileId": file, "from": "en", "to": to}));
+        let (status, body) = send(req).await?;
+        anyhow::ensure!(status == StatusCode::ACCEPTED, "{status}: {body}");
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+    }
+
+    /// The record of job `id` from this process's `/api/jobs/{id}`.
+    pub(crate) async fn job(&self, client: &reqwest::Client, id: &str) -> anyhow::Result<Value> {
+        Ok(send(client.get(self.url(&format!("/api/jobs/{id}"))))
+            .await?
+            .1)
+    }
+
+    /// Waits (within [`PATIENCE`]) until this process runs `n` translations at once.
+    pub(crate) async fn wait_in_flight(
+        &self,
+        client: &reqwest::Client,
+        n: u64,
+    ) -> anyhow::Result<()> {
+        let url = self.url("/api/services/TranslationService/status");
+        let what = format!("{} to run {n} translations", self.name);
+        within(&what, async {
+            loop {
+                let (_, s) = send(client.get(&url)).await?;
+                if s["in_flight"].as_u64() == Some(n) {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await?
     }
 
     pub(crate) fn log(&self) -> String {

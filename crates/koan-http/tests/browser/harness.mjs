@@ -1,5 +1,7 @@
 // What the browser tests share: a live koan-demo host, headless Chromium, and where
 // screenshots go.
+import { before, after } from "node:test";
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -42,6 +44,62 @@ export function startDemo(env = {}) {
     child.stderr.on("data", (d) => { out += d; });
     child.on("exit", (code) => { clearTimeout(timer); fail(new Error(`koan-demo exited (${code}):\n${out}`)); });
   });
+}
+
+/** How long a test waits for what a page should show. */
+export const WAIT = { timeout: 15_000 };
+/** A desktop window, and a phone's. */
+export const WIDE = { width: 1400, height: 900 };
+export const NARROW = { width: 390, height: 844 };
+
+/**
+ * Starts a koan-demo host (with `env`) and a browser before the file's tests, hands
+ * `{ base, browser }` to `started`, and stops both after the tests.
+ */
+export function useDemo(started, env = {}) {
+  let demo, browser;
+  before(async () => {
+    const { child, url } = await startDemo(env);
+    demo = child;
+    browser = await launch();
+    started({ base: url, browser });
+  });
+  after(async () => {
+    if (browser) await browser.close();
+    if (demo) demo.kill("SIGTERM");
+  });
+}
+
+/** A new page of `browser` in a `viewport` window, opened at `url`. */
+export async function openAt(browser, url, viewport = WIDE) {
+  const page = await browser.newPage({ viewport });
+  await page.goto(url);
+  return page;
+}
+
+/** Asserts that `page` (at `what`) is no wider than its window. */
+export async function assertFits(page, what) {
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `${what} is ${overflow}px wider than the window`);
+}
+
+/**
+ * Opens `path` of a second demo host whose API needs a token, answering the page's
+ * prompt with it; runs `check(page)`, then asserts the page asked.
+ */
+export async function withToken(browser, path, check) {
+  const { child, url } = await startDemo({ KOAN_HTTP_TOKEN: "s3cret" });
+  try {
+    const page = await browser.newPage({ viewport: WIDE });
+    let asked = 0;
+    page.on("dialog", async (d) => { asked += 1; await d.accept("s3cret"); });
+    await page.goto(url + path);
+    await check(page);
+    assert.ok(asked >= 1, "the page should have asked for the token");
+    await page.close();
+  } finally {
+    child.kill("SIGTERM");
+  }
 }
 
 /** Headless Chromium (Debian's). */

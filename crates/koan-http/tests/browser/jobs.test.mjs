@@ -1,23 +1,13 @@
 // The jobs view in headless Chromium against a live koan-demo host: lists by state,
 // filters and paging, a job's page, retry, cancel, delete, retry-all-dead, and a job
 // opened from one of its events.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startDemo, launch, shot, call } from "./harness.mjs";
+import { useDemo, openAt, assertFits, withToken, shot, call, WAIT, WIDE, NARROW } from "./harness.mjs";
 
-let demo, base, browser;
+let base, browser;
+useDemo((started) => ({ base, browser } = started));
 
-before(async () => {
-  ({ child: demo, url: base } = await startDemo());
-  browser = await launch();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (demo) demo.kill("SIGTERM");
-});
-
-const WAIT = { timeout: 15_000 };
 const enqueue = (action, params, query = "") =>
   call(base, "POST", `/api/services/TranslationService/actions/${action}?wait=false${query}`, params);
 
@@ -30,7 +20,8 @@ async function untilState(id, state) {
   throw new Error(`job ${id} did not become ${state} within 15 s`);
 }
 
-async function openPage(hash, viewport = { width: 1400, height: 900 }) {
+/** The page at `hash`, which accepts every question it asks. */
+async function openPage(hash, viewport = WIDE) {
   const page = await browser.newPage({ viewport });
   page.on("dialog", (d) => d.accept());
   await page.goto(base + "/" + hash);
@@ -92,7 +83,7 @@ test("retry-all-dead asks first, and does nothing when refused", async () => {
   const b = await enqueue("flaky", { failTimes: 1 });
   await untilState(a.id, "dead");
   await untilState(b.id, "dead");
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const page = await browser.newPage({ viewport: WIDE });
   let answer = false;
   page.on("dialog", (d) => (answer ? d.accept() : d.dismiss()));
   await page.goto(base + "/#/jobs?state=dead");
@@ -144,25 +135,13 @@ test("jobs filter by service and action, and page by twenty", async () => {
 test("the jobs view and a job's page fit a narrow window", async () => {
   const { id } = await enqueue("translate", { fileId: "narrow.txt", from: "en", to: "es" }, "&delay=1h");
   for (const hash of ["#/jobs", "#/jobs/" + id]) {
-    const page = await openPage(hash, { width: 390, height: 844 });
+    const page = await openPage(hash, NARROW);
     await page.locator(hash === "#/jobs" ? "#jobs tbody tr" : "#job-page dl").first().waitFor(WAIT);
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    assert.ok(overflow <= 1, `${hash} is ${overflow}px wider than the window`);
+    await assertFits(page, hash);
     await page.close();
   }
 });
 
 test("the jobs view asks for the token when the API needs one", async () => {
-  const { child, url } = await startDemo({ KOAN_HTTP_TOKEN: "s3cret" });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    let asked = 0;
-    page.on("dialog", async (d) => { asked += 1; await d.accept("s3cret"); });
-    await page.goto(url + "/#/jobs");
-    await page.locator('#job-tabs [data-count="dead"]').waitFor(WAIT);
-    assert.ok(asked >= 1, "the page should have asked for the token");
-    await page.close();
-  } finally {
-    child.kill("SIGTERM");
-  }
+  await withToken(browser, "/#/jobs", (page) => page.locator('#job-tabs [data-count="dead"]').waitFor(WAIT));
 });

@@ -1,38 +1,26 @@
 // The service page (history as a timeline and a duration chart), the throughput
 // graphs, the cluster panel and the recent events, in headless Chromium against a
 // live koan-demo host.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startDemo, launch, shot, call } from "./harness.mjs";
+import { useDemo, openAt, assertFits, shot, call, WAIT, NARROW } from "./harness.mjs";
 
-let demo, base, browser;
+let base, browser;
+useDemo((started) => ({ base, browser } = started));
 
-before(async () => {
-  ({ child: demo, url: base } = await startDemo());
-  browser = await launch();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (demo) demo.kill("SIGTERM");
-});
-
-const WAIT = { timeout: 15_000 };
 
 test("a page opened after events were emitted shows them at once", async () => {
   // MessagingLifecycle announces itself once, at start.
   const recent = await call(base, "GET", "/api/events/recent?service=MessagingLifecycle");
   assert.ok(recent.some((e) => e.event === "Messaging.Ready"), JSON.stringify(recent));
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  await page.goto(base + "/");
+  const page = await openAt(browser, base + "/");
   await page.locator('#events li[data-event="Messaging.Ready"]').first().waitFor(WAIT);
   await page.close();
 });
 
 test("a service's page shows its runs as a timeline, a duration chart and a table", async () => {
   for (let i = 0; i < 3; i++) await call(base, "POST", "/api/services/DataCleanupService/trigger?wait=true");
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  await page.goto(base + "/");
+  const page = await openAt(browser, base + "/");
   await page.locator('tr.row[data-service="DataCleanupService"] a.name').click();
   await page.locator('#service-page[data-service="DataCleanupService"]').waitFor(WAIT);
   await page.locator("#runs tbody tr").nth(2).waitFor(WAIT);
@@ -51,15 +39,13 @@ test("a service's page shows its runs as a timeline, a duration chart and a tabl
 
 test("a background service shows the actions it handled, not zero runs", async () => {
   await call(base, "POST", "/api/services/TranslationService/actions/check-queue");
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  await page.goto(base + "/");
+  const page = await openAt(browser, base + "/");
   await page.locator('tr.row[data-service="TranslationService"] [data-field="runs"]').filter({ hasText: /^[1-9]\d* actions?$/ }).waitFor(WAIT);
   await page.close();
 });
 
 test("the throughput graphs count finished work per second and per hour", async () => {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  await page.goto(base + "/");
+  const page = await openAt(browser, base + "/");
   await call(base, "POST", "/api/services/DataCleanupService/trigger?wait=true");
   await page.locator('svg[data-chart="per-second"] rect.ok').first().waitFor(WAIT);
   await page.locator('svg[data-chart="per-hour"] rect.ok').first().waitFor(WAIT);
@@ -68,8 +54,7 @@ test("the throughput graphs count finished work per second and per hour", async 
 });
 
 test("the cluster panel lists this instance with its services and heartbeat", async () => {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  await page.goto(base + "/#/cluster");
+  const page = await openAt(browser, base + "/#/cluster");
   const row = page.locator("#instances tbody tr").first();
   await row.waitFor(WAIT);
   assert.equal(await row.getAttribute("data-stale"), "0");
@@ -81,11 +66,9 @@ test("the cluster panel lists this instance with its services and heartbeat", as
 
 test("the service page and the cluster panel fit a narrow window", async () => {
   for (const hash of ["#/services/DataCleanupService", "#/cluster", "#/"]) {
-    const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
-    await page.goto(base + "/" + hash);
+    const page = await openAt(browser, base + "/" + hash, NARROW);
     await page.locator(hash === "#/cluster" ? "#instances tbody tr" : hash === "#/" ? "tr.row" : "#service-page dl dt").first().waitFor(WAIT);
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    assert.ok(overflow <= 1, `${hash} is ${overflow}px wider than the window`);
+    await assertFits(page, hash);
     await page.close();
   }
 });

@@ -1,17 +1,54 @@
 //! A gated test service shared by the action tests: its handlers wait on a gate,
-//! record the order they ran in, and count how many run at once.
+//! record the order they ran in, and count how many run at once. [`events`] holds
+//! what the event tests share.
 
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod events;
+
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use koan::schedule::MissedTickPolicy;
 use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions,
+    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
+    ServiceContext, ServiceOptions,
 };
 use tokio::sync::{Semaphore, mpsc};
+
+/// A started test host running `service`.
+pub(crate) async fn started<T: Service>(service: T) -> anyhow::Result<HostHandle> {
+    let host = koan::testing::host().instance(service).build()?.start();
+    host.started().await?;
+    Ok(host)
+}
+
+/// `name`, every 10 s, under the missed-tick policy numbered `policy`: 0 skips,
+/// 1 catches up once, any other delays.
+pub(crate) fn every_10s_missing_ticks(name: &'static str, policy: u8) -> ServiceOptions {
+    let policy = match policy {
+        0 => MissedTickPolicy::Skip,
+        1 => MissedTickPolicy::CatchUpOnce,
+        _ => MissedTickPolicy::Delay,
+    };
+    ServiceOptions::named(name)
+        .every(std::time::Duration::from_secs(10))
+        .missed_ticks(policy)
+}
+
+/// Polls `f` exactly once: `Some(output)` when it finished without waiting.
+pub(crate) async fn poll_once<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
 
 /// A service whose mailbox capacity and concurrency are type parameters, so each test
 /// can pick its own options.
@@ -56,11 +93,9 @@ impl Probe {
 
 impl<const C: usize, const N: usize> Queue<C, N> {
     /// A started test host running a new `Queue`, and the queue's probe.
-    pub(crate) async fn start() -> anyhow::Result<(koan::HostHandle, Probe)> {
+    pub(crate) async fn start() -> anyhow::Result<(HostHandle, Probe)> {
         let (svc, probe) = Self::new();
-        let host = koan::testing::host().instance(svc).build()?.start();
-        host.started().await?;
-        Ok((host, probe))
+        Ok((started(svc).await?, probe))
     }
 
     pub(crate) fn new() -> (Self, Probe) {
