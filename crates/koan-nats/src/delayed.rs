@@ -29,25 +29,13 @@ const PULL_WAIT: Duration = Duration::from_secs(5);
 /// Moves the due delayed jobs of `service` to the work queue until the host stops,
 /// reconnecting after errors.
 pub(crate) async fn consume(t: NatsTransport, host: HostHandle, service: String) {
-    loop {
-        let result = tokio::select! {
-            _ = host.stopping() => return,
-            r = consume_once(&t, &service) => r,
-        };
-        if let Err(e) = result {
-            tracing::warn!(service = %service, error = %e, "delayed jobs consumer interrupted; retrying");
-        }
-        tokio::select! {
-            _ = host.stopping() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
+    crate::streams::consume_until_stopped(&host, &service, "delayed jobs", || {
+        consume_once(&t, &service)
+    })
+    .await;
 }
 
-async fn consume_once(
-    t: &NatsTransport,
-    service: &str,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn consume_once(t: &NatsTransport, service: &str) -> crate::streams::ConsumerResult {
     let stream = t.inner.js.get_stream(subjects::DELAYED_STREAM).await?;
     let name = subjects::delayed_consumer(service);
     let consumer = stream

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message, kv};
 use futures_util::StreamExt;
-use koan::job::{Finish, RetryPolicy};
+use koan::job::{Finish, RetryPolicy, never_retried};
 use koan::{HostHandle, error::ErrorKind};
 use tokio::sync::Semaphore;
 
@@ -40,21 +40,10 @@ pub(crate) async fn consume(t: NatsTransport, host: HostHandle, service: String)
         .await
         .map_or(1, |i| i.max_concurrency.max(1));
     let slots = Arc::new(Semaphore::new(slots));
-    loop {
-        // A stopping host takes no more jobs: they stay in the stream for another
-        // instance (or this one after its restart).
-        let result = tokio::select! {
-            _ = host.stopping() => return,
-            r = consume_once(&t, &host, &service, &slots) => r,
-        };
-        if let Err(e) = result {
-            tracing::warn!(service = %service, error = %e, "durable work consumer interrupted; retrying");
-        }
-        tokio::select! {
-            _ = host.stopping() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
+    crate::streams::consume_until_stopped(&host, &service, "durable work", || {
+        consume_once(&t, &host, &service, &slots)
+    })
+    .await;
 }
 
 async fn consume_once(
@@ -62,7 +51,7 @@ async fn consume_once(
     host: &HostHandle,
     service: &str,
     slots: &Arc<Semaphore>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> crate::streams::ConsumerResult {
     let stream = t.inner.js.get_stream(subjects::WORK_STREAM).await?;
     let name = subjects::work_consumer(service);
     let consumer = stream
@@ -136,17 +125,6 @@ fn job_info(job: &Job, attempt: u32) -> koan::job::JobInfo {
     let mut info = koan::job::JobInfo::new(job.id.clone(), attempt);
     info.idempotency_key.clone_from(&job.idempotency_key);
     info
-}
-
-/// Errors that another attempt cannot fix.
-fn permanent(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::InvalidParameters
-            | ErrorKind::UnknownAction
-            | ErrorKind::UnknownService
-            | ErrorKind::Disabled
-    )
 }
 
 async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Message) {
@@ -280,7 +258,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
         }
-        Err(e) if permanent(e.kind()) || attempt >= max_attempts => {
+        Err(e) if never_retried(e.kind()) || attempt >= max_attempts => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
             let how = records::dead(&e);
             let reply = Reply::of(Err(e));

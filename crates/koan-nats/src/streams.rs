@@ -40,6 +40,37 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
     Ok(())
 }
 
+/// What a pull consumer's loop ends with: an error to log before it starts again.
+pub(crate) type ConsumerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs a pull consumer's loop (`once`) for `service` until `host` stops, again
+/// half a second after each error (a NATS restart, say); `what` names it in the
+/// log. A stopping host takes no more messages: they stay in the stream for
+/// another instance (or this one after its restart).
+pub(crate) async fn consume_until_stopped<F, Fut>(
+    host: &koan::HostHandle,
+    service: &str,
+    what: &str,
+    mut once: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ConsumerResult>,
+{
+    loop {
+        let result = tokio::select! {
+            _ = host.stopping() => return,
+            r = once() => r,
+        };
+        if let Err(e) = result {
+            tracing::warn!(service = %service, error = %e, "{what} consumer interrupted; retrying");
+        }
+        tokio::select! {
+            _ = host.stopping() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
 fn storage(opts: &NatsOptions) -> stream::StorageType {
     if opts.memory_storage {
         stream::StorageType::Memory

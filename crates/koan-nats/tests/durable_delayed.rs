@@ -2,18 +2,19 @@
 //! `KOAN_DELAYED` stream) until it is due — not in the accepting host's store — so
 //! it runs once, not before its time, on any instance that remains.
 
-use koan::transport::HostLink as _;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use koan::action::ActionRequest;
+use koan::job::JobTicket;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions, error::ErrorKind, job::JobRecord, job::JobState,
 };
-use koan_test_support::nats::{Member, NatsServer, test_options};
-use koan_test_support::{eventually, wait_for, within};
+use koan_test_support::nats::{Member, NatsServer, announced, test_options};
+use koan_test_support::{wait_for, within};
 
 /// When each job ran, by job id, shared by every instance in the test.
 type Runs = Arc<Mutex<BTreeMap<String, Vec<DateTime<Utc>>>>>;
@@ -64,17 +65,13 @@ async fn record_in(m: &Member, id: &str, state: JobState) -> anyhow::Result<JobR
     .await
 }
 
-/// Waits until `member` sees `Clock` announced by `count` instances.
-async fn announced(member: &Member, count: usize) -> anyhow::Result<()> {
-    eventually("the clocks to be announced", || async {
-        member.host.instances().await.is_ok_and(|l| {
-            l.iter()
-                .filter(|i| i.services.iter().any(|s| s.name == "Clock"))
-                .count()
-                >= count
-        })
-    })
-    .await
+/// Enqueues `stamp` for `Clock` from `m`, to run as `when` says.
+async fn stamp(
+    m: &Member,
+    when: impl FnOnce(ActionRequest) -> ActionRequest,
+) -> anyhow::Result<JobTicket> {
+    let request = when(m.host.service("Clock").action("stamp", ()));
+    Ok(within("enqueue", request.enqueue()).await??)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,18 +84,10 @@ async fn a_delayed_job_outlives_the_host_that_accepted_it() -> anyhow::Result<()
     };
     let a = Member::join(opts.clone(), |b| b.instance(clock(&runs))).await?;
     let b = Member::join(opts, |b| b.instance(clock(&runs))).await?;
-    announced(&b, 2).await?;
+    announced(&b.host, "Clock", 2).await?;
 
     // Accepted by A, which runs the service itself.
-    let ticket = within(
-        "enqueue",
-        a.host
-            .services::<Clock>()
-            .action("stamp", ())
-            .delay(Duration::from_secs(2))
-            .enqueue(),
-    )
-    .await??;
+    let ticket = stamp(&a, |r| r.delay(Duration::from_secs(2))).await?;
     let id = ticket.id().to_owned();
     // B sees it scheduled: the cluster keeps it, not A.
     let scheduled = record_in(&b, &id, JobState::Scheduled).await?;
@@ -125,27 +114,14 @@ async fn a_delayed_job_for_a_service_elsewhere_runs_when_due_or_is_cancelled() -
     let server = NatsServer::start()?;
     let opts = test_options(&server.url());
     let runs = Runs::default();
-    let _worker = Member::join(opts.clone(), |b| {
-        b.instance(Clock {
-            runs: Arc::clone(&runs),
-        })
-    })
-    .await?;
-    let client = Member::join(opts, |b| b).await?;
-    announced(&client, 1).await?;
+    let clock = Clock {
+        runs: Arc::clone(&runs),
+    };
+    let (_worker, client) = Member::worker_and_client(opts, "Clock", |b| b.instance(clock)).await?;
 
     // At a time, for a service this host does not run.
     let at = Utc::now() + chrono::Duration::milliseconds(1500);
-    let ticket = within(
-        "enqueue",
-        client
-            .host
-            .service("Clock")
-            .action("stamp", ())
-            .at(at)
-            .enqueue(),
-    )
-    .await??;
+    let ticket = stamp(&client, |r| r.at(at)).await?;
     let id = ticket.id().to_owned();
     within("the outcome", ticket.outcome()).await??;
     let ran = runs_of(&runs, &id);
@@ -154,16 +130,7 @@ async fn a_delayed_job_for_a_service_elsewhere_runs_when_due_or_is_cancelled() -
     record_in(&client, &id, JobState::Succeeded).await?;
 
     // Cancelled while it waits: it never runs, its waiter is told.
-    let ticket = within(
-        "enqueue",
-        client
-            .host
-            .service("Clock")
-            .action("stamp", ())
-            .delay(Duration::from_secs(1))
-            .enqueue(),
-    )
-    .await??;
+    let ticket = stamp(&client, |r| r.delay(Duration::from_secs(1))).await?;
     let id = ticket.id().to_owned();
     let cancelled = within("cancel", client.host.jobs().cancel(&id)).await??;
     assert_eq!(cancelled.state, JobState::Cancelled);

@@ -2,7 +2,6 @@
 //! retry policy declares (as the host's own store does), and a dead job is run
 //! again by hand from any instance (`jobs().retry`, `retry_all_dead`) — once.
 
-use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -72,16 +71,7 @@ impl BackgroundService for Flaky {
 /// A worker hosting `Flaky` and a member without it, once the worker is announced.
 async fn cluster(server: &NatsServer) -> anyhow::Result<(Member, Member)> {
     let opts = test_options(&server.url());
-    let worker = Member::join(opts.clone(), |b| b.service::<Flaky>()).await?;
-    let client = Member::join(opts, |b| b).await?;
-    eventually("the worker to be announced", || async {
-        client.host.instances().await.is_ok_and(|l| {
-            l.iter()
-                .any(|i| i.services.iter().any(|s| s.name == "Flaky"))
-        })
-    })
-    .await?;
-    Ok((worker, client))
+    Member::worker_and_client(opts, "Flaky", |b| b.service::<Flaky>()).await
 }
 
 /// The record of `id` once it is in `state`.

@@ -46,17 +46,6 @@ impl Default for JobSettings {
     }
 }
 
-/// Kinds of failure that another run cannot mend.
-fn never_retried(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::InvalidParameters
-            | ErrorKind::UnknownAction
-            | ErrorKind::UnknownService
-            | ErrorKind::Disabled
-    )
-}
-
 /// The job side of a host: its store, who waits for which job, and the runner's
 /// state.
 pub(crate) struct JobRunner {
@@ -365,7 +354,7 @@ fn decide(
         };
     }
     let error = ErrorBody::from(e);
-    if never_retried(e.kind()) || record.attempts >= record.max_attempts {
+    if super::transition::never_retried(e.kind()) || record.attempts >= record.max_attempts {
         return Finish::Dead { error };
     }
     let policy = jobs.policy(cell, &record.action);

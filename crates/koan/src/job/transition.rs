@@ -43,6 +43,18 @@ pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) {
     });
 }
 
+/// Kinds of failure that another run cannot mend: a job that fails so is dead at
+/// once, whatever its retry policy (a host's store and a transport's queue alike).
+pub fn never_retried(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidParameters
+            | ErrorKind::UnknownAction
+            | ErrorKind::UnknownService
+            | ErrorKind::Disabled
+    )
+}
+
 /// Whether a job in `state` may be retried by hand.
 pub fn retryable(state: JobState) -> bool {
     matches!(
