@@ -38,23 +38,22 @@ pub(crate) async fn consume(t: NatsTransport, host: HostHandle, service: String)
 async fn consume_once(t: &NatsTransport, service: &str) -> crate::streams::ConsumerResult {
     let stream = t.inner.js.get_stream(subjects::DELAYED_STREAM).await?;
     let name = subjects::delayed_consumer(service);
-    let consumer = stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects::delayed_of(service),
-                ack_policy: AckPolicy::Explicit,
-                // Handed back until due, as often as it takes; never dropped.
-                max_deliver: -1,
-                ack_wait: t.inner.opts.ack_wait,
-                // A job handed back until due stays pending with the server: no
-                // cap on how many may wait at once.
-                max_ack_pending: -1,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let consumer = crate::streams::pull_consumer(
+        &stream,
+        pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subjects::delayed_of(service),
+            ack_policy: AckPolicy::Explicit,
+            // Handed back until due, as often as it takes; never dropped.
+            max_deliver: -1,
+            ack_wait: t.inner.opts.ack_wait,
+            // A job handed back until due stays pending with the server: no
+            // cap on how many may wait at once.
+            max_ack_pending: -1,
+            ..Default::default()
+        },
+    )
+    .await?;
     loop {
         let mut batch = consumer
             .batch()

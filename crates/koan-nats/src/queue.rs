@@ -54,19 +54,18 @@ async fn consume_once(
 ) -> crate::streams::ConsumerResult {
     let stream = t.inner.js.get_stream(subjects::WORK_STREAM).await?;
     let name = subjects::work_consumer(service);
-    let consumer = stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects::work_of(service),
-                ack_policy: AckPolicy::Explicit,
-                max_deliver: t.inner.opts.max_deliver,
-                ack_wait: t.inner.opts.ack_wait,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let consumer = crate::streams::pull_consumer(
+        &stream,
+        pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subjects::work_of(service),
+            ack_policy: AckPolicy::Explicit,
+            max_deliver: t.inner.opts.max_deliver,
+            ack_wait: t.inner.opts.ack_wait,
+            ..Default::default()
+        },
+    )
+    .await?;
     loop {
         // A free slot first, then as many jobs as there are free slots.
         let mut permits = vec![Arc::clone(slots).acquire_owned().await?];

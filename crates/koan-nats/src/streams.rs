@@ -40,6 +40,37 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
     Ok(())
 }
 
+/// The durable pull consumer `config` names on `stream`, made if missing. One made
+/// by another instance with another `ack_wait` or `max_deliver` (this host's
+/// configuration changed since) is updated to this host's: the latest host to
+/// start sets them, and says so in the log, rather than the first one for ever.
+pub(crate) async fn pull_consumer(
+    stream: &jetstream::stream::Stream,
+    config: jetstream::consumer::pull::Config,
+) -> Result<jetstream::consumer::PullConsumer, ConsumerError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let mut consumer = stream.get_or_create_consumer(&name, config.clone()).await?;
+    let (ack_wait, max_deliver) = {
+        let had = &consumer.cached_info().config;
+        (had.ack_wait, had.max_deliver)
+    };
+    if (ack_wait, max_deliver) != (config.ack_wait, config.max_deliver) {
+        match stream.create_consumer(config.clone()).await {
+            Ok(updated) => {
+                tracing::info!(consumer = %name, ?ack_wait, max_deliver, new_ack_wait = ?config.ack_wait, new_max_deliver = config.max_deliver, "durable consumer's settings updated to this host's configuration");
+                consumer = updated;
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %name, ?ack_wait, max_deliver, wanted_ack_wait = ?config.ack_wait, wanted_max_deliver = config.max_deliver, error = %e, "durable consumer keeps the settings it was made with; delete it (`nats consumer rm`) while no instance runs for this host's to apply");
+            }
+        }
+    }
+    Ok(consumer)
+}
+
+/// The error of [`pull_consumer`].
+pub(crate) type ConsumerError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What a pull consumer's loop ends with: an error to log before it starts again.
 pub(crate) type ConsumerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
