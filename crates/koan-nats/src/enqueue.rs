@@ -41,6 +41,7 @@ pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
         run_at_unix_ms,
         correlation_id: call.correlation_id,
         idempotency_key: job.idempotency_key,
+        then: job.then,
         retry: None,
     }
 }
@@ -125,13 +126,6 @@ pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecor
     let Some((record, revision)) = records::retried(t, id, Utc::now(), allowed).await? else {
         return Ok(None);
     };
-    if !record.then.is_empty() {
-        // The queue keeps single actions (chains stay in a host's store).
-        return Err(Error::new(
-            ErrorKind::JobState,
-            format!("the cluster's record of job `{id}` is a chain, which its queue cannot run"),
-        ));
-    }
     let job = Job {
         id: id.to_owned(),
         service: record.service.clone(),
@@ -145,6 +139,7 @@ pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecor
         run_at_unix_ms: None,
         correlation_id: record.correlation_id.clone(),
         idempotency_key: record.idempotency_key.clone(),
+        then: record.then.clone(),
         retry: Some(Retry {
             runs_before: record.attempts,
             // The record's revision is new with every write: one message per retry.

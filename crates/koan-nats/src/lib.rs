@@ -11,7 +11,7 @@
 //! - **Durable enqueue**: `enqueue()` goes into the JetStream work-queue stream
 //!   `KOAN_WORK` — of a remote action, and of a local one too once the host is
 //!   attached (so any live instance runs it, should this one die; delayed jobs wait
-//!   in `KOAN_DELAYED` until due, chains stay in the host's own store) —
+//!   in `KOAN_DELAYED` until due, a chain of actions is one message) —
 //!   acknowledged after the handler succeeds, redelivered after a crash,
 //!   de-duplicated by action id, retried as the action's retry policy says and
 //!   dead-lettered to `koan.dlq.<service>.<action>` after the last attempt, retried

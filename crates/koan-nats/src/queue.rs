@@ -179,6 +179,15 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         (None, Some(ms)) => req = req.timeout(Duration::from_millis(ms)),
         (None, None) => {}
     }
+    // A chain: the actions after the first, each with its own timeout.
+    for step in &job.then {
+        req = req
+            .action(&step.action, step.params.clone())
+            .priority(job.priority);
+        if let Some(ms) = step.timeout_ms {
+            req = req.timeout(Duration::from_millis(ms));
+        }
+    }
     // Cancelled by an operator before it ran: it never runs, its waiters are told.
     let Some(started) = records::start(t, &job, attempt, max_attempts).await else {
         return drop_cancelled(t, &msg, &key, &job.id, attempts).await;

@@ -41,11 +41,13 @@ pub(crate) fn queued(t: &NatsTransport, job: &Job) -> JobRecord {
     NewJob {
         id: job.id.clone(),
         service: job.service.clone(),
-        steps: vec![JobStep {
+        steps: std::iter::once(JobStep {
             action: job.action.clone(),
             params: job.params.clone(),
             timeout_ms: job.timeout_ms,
-        }],
+        })
+        .chain(job.then.iter().cloned())
+        .collect(),
         priority: job.priority,
         correlation_id: job.correlation_id.clone(),
         idempotency_key: job.idempotency_key.clone(),

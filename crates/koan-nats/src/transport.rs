@@ -316,6 +316,10 @@ impl Transport for NatsTransport {
         true
     }
 
+    fn keeps_chains(&self) -> bool {
+        true
+    }
+
     fn shares_jobs_of(&self, service: &str) -> bool {
         self.inner
             .shared_jobs

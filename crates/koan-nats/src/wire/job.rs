@@ -5,13 +5,14 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use koan::job::JobStep;
 use koan::{Error, error::ErrorKind};
 use serde_json::Value;
 
 use super::{
     H_ACTION, H_ACTION_ID, H_CORRELATION, H_DEADLINE, H_IDEMPOTENCY_KEY, H_MSG_ID, H_PRIORITY,
-    H_RUN_AT, H_RUNS_BEFORE, H_SERVICE, H_TIMEOUT_MS, H_WIRE, Reply, VERSION, header, header_value,
-    refuse_version,
+    H_RUN_AT, H_RUNS_BEFORE, H_SERVICE, H_THEN, H_TIMEOUT_MS, H_WIRE, Reply, VERSION, header,
+    header_value, refuse_version,
 };
 use crate::subjects;
 
@@ -36,6 +37,9 @@ pub(crate) struct Job {
     /// The caller's idempotency key, when the id was made from one: shown on the
     /// record and to the handler.
     pub(crate) idempotency_key: Option<String>,
+    /// The actions to run after this one, in order, as one job (a chain): its
+    /// outcome is the last one's, and a failure retries the whole chain.
+    pub(crate) then: Vec<JobStep>,
     /// Set on a job published again by a retry by hand: runs the job had before
     /// (its attempts go on from there), and the message's own de-duplication id,
     /// told apart from the job's id so that JetStream does not drop it as a repeat.
@@ -92,6 +96,11 @@ impl Job {
         }
         if let Some(key) = &self.idempotency_key {
             h.insert(H_IDEMPOTENCY_KEY, header_value(key));
+        }
+        if !self.then.is_empty() {
+            // JSON has no line breaks unless pretty-printed: a valid header value.
+            let then = serde_json::to_string(&self.then).unwrap_or_default();
+            h.insert(H_THEN, then.as_str());
         }
         let body = serde_json::to_vec(&self.params).unwrap_or_default().into();
         let subject = if self.run_at_unix_ms.is_some_and(|at| at > super::unix_ms()) {
@@ -205,6 +214,17 @@ impl Job {
             (Some(_), Some(job)) if !job.trim().is_empty() => job,
             _ => id,
         };
+        let then = match header(headers, H_THEN) {
+            None => Vec::new(),
+            Some(v) => serde_json::from_str(&v).map_err(|e| {
+                invalid(
+                    &id,
+                    format!(
+                        "header `{H_THEN}` must be a JSON array of the actions to run after this one, each {{\"action\": …, \"params\": …, \"timeout_ms\": …}}: {e}"
+                    ),
+                )
+            })?,
+        };
         let correlation_id = header(headers, H_CORRELATION).unwrap_or_else(|| id.clone());
         Ok(Job {
             id,
@@ -217,6 +237,7 @@ impl Job {
             run_at_unix_ms,
             correlation_id,
             idempotency_key: header(headers, H_IDEMPOTENCY_KEY),
+            then,
             retry,
         })
     }
@@ -243,6 +264,11 @@ mod tests {
             run_at_unix_ms: None,
             correlation_id: "c-1".to_owned(),
             idempotency_key: Some("order-7".to_owned()),
+            then: vec![JobStep {
+                action: "notify".to_owned(),
+                params: serde_json::json!({ "to": "ops" }),
+                timeout_ms: Some(250),
+            }],
             retry: None,
         }
     }
@@ -263,6 +289,7 @@ mod tests {
         assert_eq!(back.deadline_unix_ms, Some(1_700_000_000_000));
         assert_eq!(back.correlation_id, "c-1");
         assert_eq!(back.idempotency_key.as_deref(), Some("order-7"));
+        assert_eq!(back.then, job().then, "the chain's next actions");
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub(super) fn read(headers: Option<&HeaderMap>, body: &[u8]) -> Option<Job> {
         run_at_unix_ms: None,
         correlation_id: e.correlation_id,
         idempotency_key: None,
+        then: Vec::new(),
         retry: None,
     })
 }

@@ -29,6 +29,7 @@ pub(crate) const H_ACTION_ID: &str = "Koan-Action-Id";
 pub(crate) const H_RUNS_BEFORE: &str = "Koan-Runs-Before";
 pub(crate) const H_RUN_AT: &str = "Koan-Run-At-Unix-Ms";
 pub(crate) const H_IDEMPOTENCY_KEY: &str = "Koan-Idempotency-Key";
+pub(crate) const H_THEN: &str = "Koan-Then";
 pub(crate) const H_ERROR: &str = "Koan-Error";
 pub(crate) const H_ERROR_MESSAGE: &str = "Koan-Error-Message";
 pub(crate) const H_MSG_ID: &str = "Nats-Msg-Id";

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use super::correlation::{Correlation, new_id};
 use super::deadline::push_with_deadline;
-use super::enqueue_shared::hand_over;
+use super::enqueue_shared::{Later, hand_over};
 use super::request::{ActionOutput, ActionRequest, ActionTicket, Step, When};
 use super::route::{
     Prepared, find_local, local_cell, poke_cell, prepare, reject, remote_call, wait_poke,
@@ -79,7 +79,7 @@ impl ActionRequest {
             Some(when) => Some(when.run_at(inner.config.clock.now())?),
             None => None,
         };
-        let Some(step) = self.steps.take_single() else {
+        if self.steps.len() > 1 && !transport.keeps_chains() {
             return Err(Error::new(
                 ErrorKind::InvalidParameters,
                 format!(
@@ -87,19 +87,32 @@ impl ActionRequest {
                     self.target.name()
                 ),
             ));
-        };
+        }
         // A service elsewhere: the transport's durable queue keeps the job.
         let given = Correlation::Given(Arc::clone(&correlation));
-        let call = remote_call(&self.target, step, &given)?;
-        hand_over(
-            &inner,
-            transport,
-            call,
-            self.idempotency_key,
-            correlation,
+        let mut steps = std::mem::take(&mut self.steps).into_iter();
+        let Some(first) = steps.next() else {
+            return Err(inner.registry.unknown(self.target.name()));
+        };
+        let call = remote_call(&self.target, first, &given)?;
+        let then = steps
+            .map(|step| {
+                let c = remote_call(&self.target, step, &given)?;
+                Ok(JobStep {
+                    action: c.action,
+                    params: c.params,
+                    timeout_ms: c
+                        .timeout
+                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let later = Later {
+            idempotency_key: self.idempotency_key,
             run_at,
-        )
-        .await
+            then,
+        };
+        hand_over(&inner, transport, call, later, correlation).await
     }
 
     /// Checks each step against the local service and stores the job.

@@ -20,14 +20,14 @@ use crate::transport::{DurableJob, RemoteCall, Transport};
 impl ActionRequest {
     /// Whether this job of the local service `cell` goes to the cluster's shared
     /// queue: the transport shares the service's jobs (this host serves it there),
-    /// and the job is one the queue can keep — one action, due now or (when the
-    /// transport keeps delayed jobs) later. Chains stay in this host's store, the
-    /// queue running one action each.
+    /// and the job is one the queue can keep — due now or later, one action or a
+    /// chain, as the transport keeps them.
     pub(super) fn shared(&self, inner: &HostInner, cell: &ServiceCell) -> bool {
-        self.steps.len() == 1
-            && inner.transport.as_ref().is_some_and(|t| {
-                t.shares_jobs_of(&cell.spec.name) && (self.when.is_none() || t.keeps_delayed())
-            })
+        inner.transport.as_ref().is_some_and(|t| {
+            t.shares_jobs_of(&cell.spec.name)
+                && (self.when.is_none() || t.keeps_delayed())
+                && (self.steps.len() == 1 || t.keeps_chains())
+        })
     }
 
     /// Checks the job against the local service (as for the local store), then
@@ -38,26 +38,36 @@ impl ActionRequest {
         cell: &Arc<ServiceCell>,
         correlation: Arc<str>,
     ) -> Result<JobTicket> {
-        let (Some(transport), Some(step)) = (inner.transport.clone(), self.steps.take_single())
-        else {
+        let Some(transport) = inner.transport.clone() else {
             return Err(Error::new(
                 ErrorKind::ServiceUnavailable,
                 format!(
-                    "jobs of `{}` cannot go to the cluster's queue: no transport, or not one action",
+                    "jobs of `{}` cannot go to the cluster's queue: no transport",
                     cell.spec.name
                 ),
             ));
         };
-        let priority = step.priority;
         let run_at = match &self.when {
             Some(when) => Some(when.run_at(inner.config.clock.now())?),
             None => None,
         };
+        // Each step checked against the local service, as for the local store.
+        let mut steps = std::mem::take(&mut self.steps).into_iter();
+        let first = steps.next().ok_or_else(|| {
+            Error::new(
+                ErrorKind::UnknownAction,
+                format!("no action given for `{}`", cell.spec.name),
+            )
+        })?;
+        let priority = first.priority;
         let JobStep {
             action,
             params,
             timeout_ms,
-        } = checked_step(inner, cell, step)?;
+        } = checked_step(inner, cell, first)?;
+        let then = steps
+            .map(|step| checked_step(inner, cell, step))
+            .collect::<Result<Vec<_>>>()?;
         let call = RemoteCall {
             service: cell.spec.name.to_string(),
             action,
@@ -70,9 +80,12 @@ impl ActionRequest {
             inner,
             transport,
             call,
-            self.idempotency_key,
+            Later {
+                idempotency_key: self.idempotency_key,
+                run_at,
+                then,
+            },
             correlation,
-            run_at,
         )
         .await?;
         if ticket.created() {
@@ -83,17 +96,31 @@ impl ActionRequest {
     }
 }
 
-/// Hands `call` to the transport's durable queue, to run at once or at `run_at`;
-/// the ticket's outcome comes from the transport. This host keeps the job's record
-/// (`GET /api/jobs/{id}`).
+/// What a job handed to the transport carries besides its first call.
+#[derive(Default)]
+pub(super) struct Later {
+    pub(super) idempotency_key: Option<String>,
+    /// When it may run (`None`: at once).
+    pub(super) run_at: Option<DateTime<Utc>>,
+    /// The actions after the first, in order.
+    pub(super) then: Vec<JobStep>,
+}
+
+/// Hands `call` (and what `later` adds) to the transport's durable queue, to run
+/// at once or at its `run_at`; the ticket's outcome comes from the transport. This
+/// host keeps the job's record (`GET /api/jobs/{id}`).
 pub(super) async fn hand_over(
     inner: &Arc<HostInner>,
     transport: Arc<dyn Transport>,
     call: RemoteCall,
-    idempotency_key: Option<String>,
+    later: Later,
     correlation: Arc<str>,
-    run_at: Option<DateTime<Utc>>,
 ) -> Result<JobTicket> {
+    let Later {
+        idempotency_key,
+        run_at,
+        then,
+    } = later;
     // A key names one job of the service: its repeats are de-duplicated by id.
     let id: Arc<str> = match &idempotency_key {
         Some(key) => Arc::from(keyed_job_id(&call.service, key)),
@@ -103,13 +130,15 @@ pub(super) async fn hand_over(
     let record = NewJob {
         id: id.to_string(),
         service: call.service.clone(),
-        steps: vec![JobStep {
+        steps: std::iter::once(JobStep {
             action: call.action.clone(),
             params: call.params.clone(),
             timeout_ms: call
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        }],
+        })
+        .chain(then.iter().cloned())
+        .collect(),
         priority: call.priority,
         correlation_id: correlation.to_string(),
         idempotency_key: idempotency_key.clone(),
@@ -131,6 +160,7 @@ pub(super) async fn hand_over(
     let mut job = DurableJob::new(id.to_string());
     job.run_at = run_at;
     job.idempotency_key = idempotency_key.clone();
+    job.then = then;
     let created = match transport.enqueue(call, job).await {
         Ok(created) => created,
         Err(e) if e.kind() == ErrorKind::Timeout => {

@@ -101,6 +101,9 @@ pub struct DurableJob {
     /// The caller's idempotency key (the id is made from it), for the handler's
     /// [`JobInfo`](crate::job::JobInfo) and the job's record.
     pub idempotency_key: Option<String>,
+    /// The actions to run after the call's, in order, as one job (a chain): set
+    /// only when the transport [keeps chains](Transport::keeps_chains).
+    pub then: Vec<crate::job::JobStep>,
 }
 
 impl DurableJob {
@@ -110,6 +113,7 @@ impl DurableJob {
             id: id.into(),
             run_at: None,
             idempotency_key: None,
+            then: Vec::new(),
         }
     }
 }
@@ -145,12 +149,17 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// Whether [`enqueue`](Self::enqueue) keeps chains of actions (`then`).
+    fn keeps_chains(&self) -> bool {
+        false
+    }
+
     /// Whether jobs of `service`, which this host runs, go to this transport's
     /// durable queue rather than the host's own job store: `true` when the queue is
     /// shared by every instance of the cluster and this host serves `service` there
     /// (so any live instance can run the job, not only this one). Jobs that the queue
-    /// cannot keep (chains, and delayed ones unless it
-    /// [keeps them](Self::keeps_delayed)) stay in the host's store.
+    /// cannot keep (delayed ones and chains, unless it [keeps](Self::keeps_delayed)
+    /// [them](Self::keeps_chains)) stay in the host's store.
     fn shares_jobs_of(&self, service: &str) -> bool {
         let _ = service;
         false
