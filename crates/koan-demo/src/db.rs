@@ -1,5 +1,6 @@
 //! The demo's SQLite database: one file, a connection per operation on the blocking
 //! pool (SQLite opens in microseconds; WAL mode lets readers and the writer overlap).
+//! The first connection of a process sets the schema up while the others wait.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +11,10 @@ use rusqlite::Connection;
 #[derive(Debug, Clone)]
 pub struct Db {
     path: PathBuf,
-    schema: std::sync::Arc<std::sync::OnceLock<()>>,
+    /// Whether this process has set the schema up (one connection does it while
+    /// the others wait: two at once would race on the journal mode and the
+    /// migrations).
+    schema: std::sync::Arc<std::sync::Mutex<bool>>,
     /// `PRAGMA max_page_count` of every connection (0: SQLite's default), to simulate
     /// a full disk.
     max_pages: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -24,7 +28,7 @@ impl Db {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Db {
             path: path.into(),
-            schema: std::sync::Arc::new(std::sync::OnceLock::new()),
+            schema: std::sync::Arc::default(),
             max_pages: std::sync::Arc::default(),
         }
     }
@@ -58,9 +62,14 @@ impl Db {
             }
             // A process that hosts only some services (a cluster member) still gets
             // the schema; `CREATE … IF NOT EXISTS` makes this idempotent.
-            if schema.get().is_none() {
-                init(&conn)?;
-                let _ = schema.set(());
+            {
+                let mut ready = schema
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !*ready {
+                    init(&conn)?;
+                    *ready = true;
+                }
             }
             f(&mut conn)
         })
