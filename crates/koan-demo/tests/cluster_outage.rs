@@ -84,6 +84,14 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
         .unwrap_or_default();
     assert_eq!(remote.len(), 1, "{list}");
     assert_eq!(remote[0]["stale"], true, "{list}");
+    // So does the jobs listing: the job accepted before the outage, marked stale.
+    let (status, jobs) = get(&client, p2.url("/api/jobs")).await?;
+    assert_eq!(status, StatusCode::OK, "{jobs}");
+    assert_eq!(jobs["stale"], true, "{jobs}");
+    assert!(
+        jobs["jobs"].as_array().is_some_and(|l| !l.is_empty()),
+        "the cluster's jobs as last seen: {jobs}"
+    );
 
     // The broker is back: the connection passes and the view is fresh again.
     site.server.restart()?;
@@ -94,7 +102,10 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
         let fresh = remote_row(&client, &p2)
             .await
             .is_ok_and(|r| r.is_some_and(|r| r["stale"] != true));
-        passes && fresh
+        let jobs_fresh = get(&client, p2.url("/api/jobs"))
+            .await
+            .is_ok_and(|(_, j)| j.get("stale").is_none());
+        passes && fresh && jobs_fresh
     })
     .await?;
     Ok(())

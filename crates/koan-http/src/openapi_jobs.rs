@@ -123,6 +123,7 @@ pub(crate) fn schemas(into: &mut Map<String, Value>) {
         "JobPage".into(),
         json!({ "type": "object", "required": ["jobs", "next_cursor"], "properties": {
         "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } },
-        "next_cursor": { "type": ["string", "null"] } } }),
+        "next_cursor": { "type": ["string", "null"] },
+        "stale": { "type": "boolean", "description": "present (true) when the cluster's jobs come from a view that cannot be refreshed now: the broker is unreachable" } } }),
     );
 }

@@ -84,7 +84,11 @@ impl JobsView {
         } else {
             None
         };
-        JobPage { jobs, next_cursor }
+        JobPage {
+            jobs,
+            next_cursor,
+            stale: false,
+        }
     }
 
     pub(crate) fn counts(&self, service: Option<&str>) -> JobCounts {

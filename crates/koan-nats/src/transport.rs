@@ -349,7 +349,11 @@ impl Transport for NatsTransport {
     }
 
     fn jobs(&self, query: &JobQuery) -> Option<JobPage> {
-        Some(self.inner.jobs_view.list(query))
+        let mut page = self.inner.jobs_view.list(query);
+        // The view answers from memory; while the broker is away it is not
+        // followed, and says so.
+        page.stale = !self.connected();
+        Some(page)
     }
 
     fn job_counts(&self, service: Option<&str>) -> Option<JobCounts> {

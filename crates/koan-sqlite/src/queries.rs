@@ -203,7 +203,11 @@ pub(crate) fn list(conn: &Connection, q: &JobQuery) -> Result<JobPage, Failure> 
     } else {
         None
     };
-    Ok(JobPage { jobs, next_cursor })
+    Ok(JobPage {
+        jobs,
+        next_cursor,
+        stale: false,
+    })
 }
 
 /// Counts by state, of all services or one.

@@ -13,6 +13,7 @@ pub(crate) fn merge(a: JobPage, b: JobPage, size: usize) -> JobPage {
         .filter_map(|p| p.jobs.last().map(|r| r.id.clone()))
         .max();
     let more = a.next_cursor.is_some() || b.next_cursor.is_some();
+    let stale = a.stale || b.stale;
     let mut jobs: Vec<_> = a
         .jobs
         .into_iter()
@@ -28,7 +29,11 @@ pub(crate) fn merge(a: JobPage, b: JobPage, size: usize) -> JobPage {
     } else {
         None
     };
-    JobPage { jobs, next_cursor }
+    JobPage {
+        jobs,
+        next_cursor,
+        stale,
+    }
 }
 
 /// The sum of two counts.
@@ -70,6 +75,7 @@ mod tests {
         JobPage {
             jobs: ids.iter().map(|i| job(i)).collect(),
             next_cursor: more.then(|| ids.last().map(|i| (*i).to_owned())).flatten(),
+            stale: false,
         }
     }
 

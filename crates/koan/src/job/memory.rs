@@ -255,7 +255,11 @@ impl JobStore for MemoryJobStore {
         } else {
             None
         };
-        ready(Ok(JobPage { jobs, next_cursor }))
+        ready(Ok(JobPage {
+            jobs,
+            next_cursor,
+            stale: false,
+        }))
     }
 
     fn counts(&self, service: Option<&str>) -> BoxFuture<'_, Result<JobCounts>> {

@@ -294,6 +294,11 @@ pub struct JobPage {
     pub jobs: Vec<JobRecord>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
+    /// Set when part of the page comes from a view that cannot be refreshed now
+    /// (the cluster's broker is unreachable): the last known state, not a current
+    /// one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// How many jobs are in each state.
