@@ -376,6 +376,16 @@ mod tests {
                 .contains("Koan-Priority")
         );
 
+        for (name, value) in [(H_THEN, "[{\"params\": 1}]"), (H_RUN_AT, "tomorrow")] {
+            let mut h = HeaderMap::new();
+            h.insert(H_MSG_ID, "j-5");
+            h.insert(name, value);
+            let bad = Job::read("S", "koan.work.s.a", Some(&h), b"{}").expect_err(name);
+            assert_eq!(bad.reply.error.as_deref(), Some("invalid_parameters"));
+            let message = bad.reply.message.unwrap_or_default();
+            assert!(message.contains(name), "{message}");
+        }
+
         let mut h = HeaderMap::new();
         h.insert(H_MSG_ID, "j-4");
         let not_json = Job::read("S", "koan.work.s.a", Some(&h), b"{oops").expect_err("not JSON");
