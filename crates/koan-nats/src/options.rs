@@ -29,7 +29,9 @@ pub struct NatsOptions {
     pub heartbeat: Duration,
     /// Lease period of cluster singletons (default 5 s).
     pub lease: Duration,
-    /// Deliveries of durable work before it goes to the dead-letter subject (default 5).
+    /// The most deliveries of one durable job's message (default 5): its action's
+    /// retry policy decides how many runs within it; after the last failed run the
+    /// job goes to the dead-letter subject.
     pub max_deliver: i64,
     /// How long a durable job may run before it is redelivered elsewhere (default 30 s).
     pub ack_wait: Duration,
