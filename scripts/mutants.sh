@@ -52,7 +52,8 @@ declare -A package=(
   [queue]=koan-nats
   [outcomes]=koan-nats
 )
-# The integration tests (crates/koan/tests/<name>.rs) that exercise each file.
+# The integration tests (crates/<package>/tests/<name>.rs) that exercise each file;
+# `lib`: the package's unit tests.
 declare -A tests=(
   [schedule]="periodic_schedule periodic_edges schedule_parse config_layers"
   [driver]="periodic_schedule periodic_edges periodic_poke_timeout lifecycle_shutdown"
@@ -60,13 +61,13 @@ declare -A tests=(
   [slots]="actions_mailbox actions_inline actions_timeout actions_grace lifecycle_shutdown"
   [supervisor]="supervision supervision_edges health_status lifecycle_startup lifecycle_shutdown"
   [report]="health_report health_status edge_cases"
-  [request]="actions_invoke actions_typed actions_cancel actions_timeout actions_inline jobs_lifecycle"
-  [execute]="actions_invoke actions_typed actions_cancel actions_timeout actions_inline actions_mailbox"
-  [enqueue]="actions_invoke actions_typed jobs_lifecycle jobs_memory_store edge_cases"
-  [route]="actions_invoke actions_typed actions_timeout periodic_schedule periodic_edges"
+  [request]="actions_invoke actions_typed actions_cancel actions_timeout actions_inline jobs_lifecycle actions_request_edges"
+  [execute]="actions_invoke actions_typed actions_cancel actions_timeout actions_inline actions_mailbox actions_request_edges"
+  [enqueue]="actions_invoke actions_typed jobs_lifecycle jobs_memory_store edge_cases actions_request_edges"
+  [route]="actions_invoke actions_typed actions_timeout periodic_schedule periodic_edges actions_request_edges"
   [event]="events_delivery events_mixed_chain events_noise events_recent"
-  [queue]="durable_work durable_keyed durable_partition durable_shutdown"
-  [outcomes]="durable_work durable_keyed durable_partition durable_shutdown"
+  [queue]="lib durable_work durable_keyed durable_partition durable_shutdown durable_cancel wire_foreign durable_queue_edges"
+  [outcomes]="durable_work durable_keyed durable_partition durable_shutdown durable_queue_edges"
 )
 
 keys=("$@")
@@ -117,7 +118,11 @@ trap 'git checkout -- "${file[@]}"; if [ -n "$guard" ]; then rm -f "$guard"; fi'
 for key in "${keys[@]}"; do
   args=()
   for t in ${tests[$key]}; do
-    args+=(--test "$t")
+    if [ "$t" = lib ]; then
+      args+=(--lib)
+    else
+      args+=(--test "$t")
+    fi
   done
   echo "== ${file[$key]} (tests: ${tests[$key]})"
   mkdir -p "$out/$key$suffix"

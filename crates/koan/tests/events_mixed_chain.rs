@@ -51,7 +51,7 @@ impl BackgroundService for DataSyncService {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn actions_run_after_the_handlers_are_subscribed() -> anyhow::Result<()> {
     let host = koan::testing::host()
         .service::<DataSyncService>()
@@ -81,8 +81,7 @@ async fn actions_run_after_the_handlers_are_subscribed() -> anyhow::Result<()> {
         .subscribe()
         .await?;
     // The event of the action run by `subscribe()` itself arrived.
-    let e = rx
-        .recv()
+    let e = koan::testing::within("the SyncCompleted event", rx.recv())
         .await
         .ok_or_else(|| anyhow::anyhow!("no SyncCompleted"))?;
     assert_eq!((e.source.as_str(), e.record_count), ("users", 42));

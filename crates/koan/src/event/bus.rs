@@ -317,8 +317,13 @@ impl EventBus {
         self.update(|v| v.push(sub));
         let task = tokio::spawn(async move {
             // Drain what is buffered in one go: one wake-up for a burst of events.
+            // `0` once the channel is closed and drained: the end. (Written `== 0`
+            // and `break`, not `while … > 0`: a `>=` slip there spins for ever.)
             let mut batch = Vec::with_capacity(64);
-            while rx.recv_many(&mut batch, 64).await > 0 {
+            loop {
+                if rx.recv_many(&mut batch, 64).await == 0 {
+                    break;
+                }
                 for (i, env) in batch.drain(..) {
                     let Some(handler) = handlers.get(i) else {
                         continue;
