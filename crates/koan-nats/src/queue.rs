@@ -232,6 +232,16 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     let result = tokio::select! {
         r = req.execute() => r.and_then(|out| out.json()),
         () = progress => Err(claim_lapsed(&job)),
+        // The run is on this task, not one of the host's: when the host has
+        // stopped (its grace is over) and the handler still did not end at its
+        // token, it is dropped here, and the job released for another instance.
+        _ = host.wait() => Err(koan::Error::new(
+            ErrorKind::ShuttingDown,
+            format!(
+                "the host stopped while durable job {} of `{}` still ran (its handler did not end at its token within the grace)",
+                job.id, job.service
+            ),
+        )),
     };
     if cancel_asked.load(std::sync::atomic::Ordering::Acquire) {
         return drop_cancelled(t, &msg, &key, &job.id, attempts).await;

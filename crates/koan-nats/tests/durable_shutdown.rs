@@ -1,6 +1,7 @@
 //! Durable work and a stopping host: jobs that arrive while the only instance of a
 //! service stops are not dead-lettered nor answered `ShuttingDown` — they wait in the
-//! stream and the next instance does them.
+//! stream and the next instance does them. A job whose handler ignores its token is
+//! released when its host has stopped, not left running on a host that is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +9,10 @@ use std::time::Duration;
 use koan::host::HostBuilder;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions,
+    ServiceOptions, job::JobState,
 };
 use koan_test_support::nats::{Member, NatsServer, test_options};
-use koan_test_support::within;
+use koan_test_support::{wait_for, within};
 
 #[derive(Default)]
 struct Worker;
@@ -99,4 +100,70 @@ async fn jobs_arriving_while_the_only_instance_stops_wait_for_the_next() -> anyh
     }
     c.stop().await?;
     b.stop().await
+}
+
+/// Its `stall` never ends, not even at its token.
+#[derive(Default)]
+struct Stubborn;
+
+impl Service for Stubborn {
+    type Kind = Background;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Stubborn")
+    }
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "stall",
+            |_s: Arc<Self>, (): (), _cx: ActionContext| async move {
+                std::future::pending::<()>().await;
+                Ok::<_, BoxError>(())
+            },
+        );
+    }
+}
+
+impl BackgroundService for Stubborn {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_handler_ignores_its_token_is_released_when_the_host_has_stopped()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    let a = Member::join(opts.clone(), |b| {
+        b.service::<Stubborn>()
+            .shutdown_grace(Duration::from_millis(300))
+    })
+    .await?;
+    let b = Member::join(opts, |b| b).await?;
+    let ticket = within(
+        "enqueue",
+        b.host.service("Stubborn").action("stall", ()).enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    wait_for("the job to run", async || {
+        let r = b.host.jobs().get(&id).await?;
+        Ok((r.state == JobState::Running).then_some(()))
+    })
+    .await?;
+
+    // A stops; its grace ends with the handler still running: the job is dropped
+    // there and released, not left `running` on a host that is gone.
+    a.host.shutdown();
+    within("A to stop", a.host.wait()).await?;
+    let released = wait_for("the job to be released", async || {
+        let r = b.host.jobs().get(&id).await?;
+        Ok((r.state == JobState::Queued).then_some(r))
+    })
+    .await?;
+    assert_eq!(
+        released.attempts, 0,
+        "a release is not an attempt: {released:?}"
+    );
+    Ok(())
 }

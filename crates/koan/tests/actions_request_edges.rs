@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use koan::testing::within;
-use koan::transport::{RemoteCall, Transport};
+use koan::transport::{DurableJob, RemoteCall, Transport};
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Periodic,
     PeriodicService, Service, ServiceContext, ServiceOptions, error::ErrorKind,
@@ -258,12 +258,12 @@ impl Transport for Cluster {
     fn enqueue(
         &self,
         call: RemoteCall,
-        id: &str,
+        job: DurableJob,
     ) -> Pin<Box<dyn Future<Output = koan::Result<bool>> + Send + '_>> {
         self.enqueued
             .lock()
             .expect("enqueued lock")
-            .push((call, id.to_owned()));
+            .push((call, job.id));
         Box::pin(async { Ok(true) })
     }
 
