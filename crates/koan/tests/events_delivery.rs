@@ -49,8 +49,9 @@ where
     let tasks: Vec<_> = (0..count)
         .map(|n| tokio::spawn(task(host.clone(), n)))
         .collect();
+    // Bounded: an emit that waits for ever on a subscriber fails the test.
     for t in tasks {
-        t.await??;
+        within_a_minute(t).await??;
     }
     Ok(())
 }
