@@ -12,7 +12,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use chrono::Utc;
 use koan::Error;
 use koan::error::ErrorKind;
-use koan::job::{JobRecord, JobState, wrong_state};
+use koan::job::JobRecord;
 use koan::transport::{DurableJob, RemoteCall};
 
 use crate::records;
@@ -97,13 +97,7 @@ pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecor
     let Some(before) = records::get(t, id).await? else {
         return Ok(None);
     };
-    let allowed = "dead, cancelled or succeeded";
-    if !matches!(
-        before.state,
-        JobState::Dead | JobState::Cancelled | JobState::Succeeded
-    ) {
-        return Err(wrong_state(id, before.state, "retry", allowed));
-    }
+    records::may_retry(id, before.state)?;
     // The old outcome marks the old message as done: a worker that takes it drops
     // it. Until a worker has, that message may still run; retrying now would run
     // the job twice.
@@ -123,7 +117,7 @@ pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecor
             ),
         ));
     };
-    let Some((record, revision)) = records::retried(t, id, Utc::now(), allowed).await? else {
+    let Some((record, revision)) = records::retried(t, id, Utc::now()).await? else {
         return Ok(None);
     };
     let job = Job {

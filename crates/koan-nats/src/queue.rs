@@ -110,10 +110,10 @@ fn retry_policy(host: &HostHandle, job: &Job) -> RetryPolicy {
 /// Runs the job may have in all: its action's retry policy, within the
 /// consumer's `max_deliver` for this message (JetStream delivers it no more
 /// often), and at least one run more than a retry by hand found.
-fn max_attempts(t: &NatsTransport, host: &HostHandle, job: &Job) -> u32 {
+fn max_attempts(t: &NatsTransport, policy: &RetryPolicy, job: &Job) -> u32 {
     let runs_before = job.runs_before();
     let deliveries = u32::try_from(t.inner.opts.max_deliver.max(1)).unwrap_or(u32::MAX);
-    retry_policy(host, job)
+    policy
         .max_attempts
         .min(runs_before.saturating_add(deliveries))
         .max(runs_before.saturating_add(1))
@@ -147,7 +147,8 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
     let runs_before = job.runs_before();
     let attempt = runs_before.saturating_add(u32::try_from(delivered).unwrap_or(u32::MAX));
     let attempts = i64::from(attempt);
-    let max_attempts = max_attempts(t, host, &job);
+    let policy = retry_policy(host, &job);
+    let max_attempts = max_attempts(t, &policy, &job);
     let mut req = host
         .service(&job.service)
         .action(&job.action, job.params.clone())
@@ -293,7 +294,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         }
         Err(e) => {
             tracing::warn!(id = %job.id, action = %job.action, attempts, error = %e, "durable job failed; will be redelivered");
-            let delay = retry_policy(host, &job).delay(attempt);
+            let delay = policy.delay(attempt);
             let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
             let error = koan::action::ErrorBody::from(&e);
             records::finish(t, &job.id, attempt, Finish::Retry { error, at }, started);

@@ -352,22 +352,29 @@ pub(crate) async fn due(t: &NatsTransport, id: &str) {
     }
 }
 
-/// Sets the record of `id` `queued` for a retry by hand, if its state is one that
-/// may be retried (`allowed` names them for the error): the record and the
-/// revision written, `None` when there is no record.
+/// The states a job of the cluster's queue may be retried by hand from (one that
+/// may still run is redelivered by the queue itself), and the refusal otherwise.
+pub(crate) fn may_retry(id: &str, state: JobState) -> Result<(), Error> {
+    match state {
+        JobState::Dead | JobState::Cancelled | JobState::Succeeded => Ok(()),
+        other => Err(wrong_state(
+            id,
+            other,
+            "retry",
+            "dead, cancelled or succeeded",
+        )),
+    }
+}
+
+/// Sets the record of `id` `queued` for a retry by hand, if [`may_retry`] allows
+/// it: the record and the revision written, `None` when there is no record.
 pub(crate) async fn retried(
     t: &NatsTransport,
     id: &str,
     now: chrono::DateTime<Utc>,
-    allowed: &str,
 ) -> Result<Option<(JobRecord, u64)>, Error> {
     let r = change_from(t, id, None, None, |r| {
-        if !matches!(
-            r.state,
-            JobState::Dead | JobState::Cancelled | JobState::Succeeded
-        ) {
-            return Err(wrong_state(id, r.state, "retry", allowed));
-        }
+        may_retry(id, r.state)?;
         apply_retry(r, now);
         Ok(true)
     })

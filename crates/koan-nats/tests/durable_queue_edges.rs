@@ -4,7 +4,6 @@
 //! redelivered after its outcome was recorded is not run again, and a job's
 //! deadline travels with it.
 
-use koan::transport::HostLink as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -91,16 +90,9 @@ async fn a_job_no_attempt_can_fix_is_dead_lettered_at_once() -> anyhow::Result<(
     let server = NatsServer::start()?;
     let opts = test_options(&server.url());
     assert_eq!(opts.max_deliver, 3);
-    let worker = Member::join(opts.clone(), |b| b.instance(Counter::default())).await?;
-    let member = Member::join(opts, |b| b).await?;
+    let (worker, member) =
+        Member::worker_and_client(opts, "Counter", |b| b.instance(Counter::default())).await?;
     let client = &member.host;
-    eventually("the worker to be announced", || async {
-        client.instances().await.is_ok_and(|l| {
-            l.iter()
-                .any(|i| i.services.iter().any(|s| s.name == "Counter"))
-        })
-    })
-    .await?;
 
     let ticket = within(
         "enqueue",
@@ -222,21 +214,12 @@ async fn a_job_runs_within_its_timeout_and_not_after_its_deadline() -> anyhow::R
     let server = NatsServer::start()?;
     let opts = test_options(&server.url());
     let runs = Arc::new(AtomicU32::new(0));
-    let worker = Member::join(opts.clone(), |b| {
-        b.instance(Counter {
-            runs: Arc::clone(&runs),
-        })
-    })
-    .await?;
-    let member = Member::join(opts, |b| b).await?;
+    let counter = Counter {
+        runs: Arc::clone(&runs),
+    };
+    let (worker, member) =
+        Member::worker_and_client(opts, "Counter", |b| b.instance(counter)).await?;
     let client = &member.host;
-    eventually("the worker to be announced", || async {
-        client.instances().await.is_ok_and(|l| {
-            l.iter()
-                .any(|i| i.services.iter().any(|s| s.name == "Counter"))
-        })
-    })
-    .await?;
 
     let ticket = within(
         "enqueue",

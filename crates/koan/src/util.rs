@@ -43,11 +43,16 @@ pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
     base.rsplit("::").next().unwrap_or(base)
 }
 
+/// Whole milliseconds of `d`, saturating (a record's or a message's `timeout_ms`).
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Renders a duration the way people write them in config: `1h`, `30s`, `250ms`.
 pub(crate) fn fmt_duration(d: std::time::Duration) -> String {
     // Sub-millisecond precision only for tiny durations; logs want `153ms`, not `153ms449us897ns`.
     let d = if d >= std::time::Duration::from_millis(1) {
-        std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        std::time::Duration::from_millis(millis(d))
     } else {
         d
     };

@@ -101,9 +101,7 @@ impl ActionRequest {
                 Ok(JobStep {
                     action: c.action,
                     params: c.params,
-                    timeout_ms: c
-                        .timeout
-                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                    timeout_ms: c.timeout.map(crate::util::millis),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -279,7 +277,7 @@ pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) ->
     Ok(JobStep {
         action: stored_name,
         params: json,
-        timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        timeout_ms: timeout.map(crate::util::millis),
     })
 }
 

@@ -97,7 +97,6 @@ impl ActionRequest {
 }
 
 /// What a job handed to the transport carries besides its first call.
-#[derive(Default)]
 pub(super) struct Later {
     pub(super) idempotency_key: Option<String>,
     /// When it may run (`None`: at once).
@@ -133,9 +132,7 @@ pub(super) async fn hand_over(
         steps: std::iter::once(JobStep {
             action: call.action.clone(),
             params: call.params.clone(),
-            timeout_ms: call
-                .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            timeout_ms: call.timeout.map(crate::util::millis),
         })
         .chain(then.iter().cloned())
         .collect(),

@@ -167,7 +167,7 @@ impl StatusBoard {
         let record = RunRecord {
             reason,
             started_at,
-            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            duration_ms: crate::util::millis(duration),
             outcome,
         };
         self.activity.run_finished(&record, self.clock.now());
