@@ -16,6 +16,7 @@ use koan::job::{
 };
 use koan::{Error, action::ErrorBody};
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -193,6 +194,9 @@ pub(crate) struct Started {
     /// The record to create should there be none yet: a worker can take a job
     /// before its accepting host has written its first record.
     first: JobRecord,
+    /// The entry [`start`] read, for whichever write comes first: a short run's
+    /// one write needs no second read (one KV request per job less, B8 durable).
+    read: Arc<Mutex<Option<Option<Entry>>>>,
 }
 
 /// Whether a run may start: `None` when the job was cancelled (read from its
@@ -225,9 +229,17 @@ pub(crate) async fn start(
         instance: t.inner.host_id.clone(),
     };
     let first = queued(t, job);
-    let (t, id, c, f) = (t.clone(), job.id.clone(), claim.clone(), first.clone());
+    let read = Arc::new(Mutex::new(read));
+    let (t, id, c, f, shared) = (
+        t.clone(),
+        job.id.clone(),
+        claim.clone(),
+        first.clone(),
+        read.clone(),
+    );
     let running = tokio::spawn(async move {
         tokio::time::sleep(SHOW_RUNNING_AFTER).await;
+        let read = shared.lock().ok().and_then(|mut r| r.take());
         let r = change_from(&t, &id, Some(&f), read, |r| {
             Ok(claim_for(r, &c, attempt, max_attempts))
         })
@@ -241,6 +253,7 @@ pub(crate) async fn start(
         claim,
         max_attempts,
         first,
+        read,
     })
 }
 
@@ -278,17 +291,20 @@ pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
 pub(crate) fn finish(t: &NatsTransport, id: &str, attempt: u32, how: Finish, run: Option<Started>) {
     let (t, id) = (t.clone(), id.to_owned());
     tokio::spawn(async move {
-        let (claim, first) = match run {
+        let (claim, first, read) = match run {
             Some(run) => {
                 // A `running` write under way lands first or loses its
                 // compare-and-set.
                 run.running.abort();
-                (Some((run.claim, run.max_attempts)), Some(run.first))
+                // The start's read, unless the `running` write took it: a stale
+                // one loses its compare-and-set and is read again.
+                let read = run.read.lock().ok().and_then(|mut r| r.take());
+                (Some((run.claim, run.max_attempts)), Some(run.first), read)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let now = Utc::now();
-        let r = change_from(&t, &id, first.as_ref(), None, |r| {
+        let r = change_from(&t, &id, first.as_ref(), read, |r| {
             let ours = r.state == JobState::Running && r.attempts == attempt;
             let go_on = ours
                 || match &claim {
