@@ -15,6 +15,7 @@
 //! is better.
 
 mod actions;
+mod broker;
 mod common;
 mod http;
 mod jobs;

@@ -25,6 +25,15 @@ pub(crate) struct NatsServer {
     child: tokio::process::Child,
     dir: PathBuf,
     pub(crate) url: String,
+    /// Its monitoring endpoint (`host:port`, for `/varz`).
+    pub(crate) monitor: String,
+}
+
+impl NatsServer {
+    /// The broker's counters now (see [`crate::broker`]).
+    pub(crate) async fn work(&self) -> anyhow::Result<crate::broker::Work> {
+        crate::broker::read(&self.monitor, self.child.id()).await
+    }
 }
 
 impl Drop for NatsServer {
@@ -35,13 +44,17 @@ impl Drop for NatsServer {
 }
 
 pub(crate) async fn start_server() -> anyhow::Result<NatsServer> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let free = || -> std::io::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (port, monitor) = (free()?, free()?);
     let dir = std::env::temp_dir().join(format!("koan-bench-nats-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let child = tokio::process::Command::new(SERVER)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-m", &monitor.to_string(), "-sd"])
         .arg(&dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -49,7 +62,12 @@ pub(crate) async fn start_server() -> anyhow::Result<NatsServer> {
         .spawn()
         .with_context(|| format!("cannot start {SERVER}"))?;
     let url = format!("nats://127.0.0.1:{port}");
-    let server = NatsServer { child, dir, url };
+    let server = NatsServer {
+        child,
+        dir,
+        url,
+        monitor: format!("127.0.0.1:{monitor}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // (No account query: nats-server 2.9 answers it in a shape the client cannot
@@ -165,16 +183,31 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     })
     .await?;
     let (mut ks, mut ws, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+    // The broker's work per job in the last round (koan `WideCalc`, raw).
+    let (mut koan_work, mut raw_work) = (None, None);
     for round in 0..=rounds {
         let k = koan_durable(&host_b, "Calc", jobs).await?;
+        let before = server.work().await.ok();
         let w = koan_durable(&host_b, "WideCalc", jobs).await?;
+        let mid = server.work().await.ok();
         let r = raw_durable(&js, jobs, round).await?;
+        let after = server.work().await.ok();
         if round > 0 {
             ks.push(k);
             ws.push(w);
             rs.push(r);
         }
+        koan_work = before.zip(mid).map(|(b, m)| b.per_job(m, jobs));
+        raw_work = mid.zip(after).map(|(m, a)| m.per_job(a, jobs));
     }
+    let broker = match (koan_work, raw_work) {
+        (Some(k), Some(r)) => format!(
+            "; broker per job (last round): koan {}, raw {}",
+            k.describe(),
+            r.describe()
+        ),
+        _ => String::new(),
+    };
     // koan claims only what a service can run (its `max_concurrency`), where the raw
     // consumer prefetches a batch: with one at a time, each job waits for its own
     // pull. Both are measured; the goal is read on the service that may run as many
@@ -186,7 +219,8 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
         let row = Row::new("B8", what, "jobs/s", Better::Higher, median(samples))
             .baseline("raw JetStream publish + pull/ack", Some(median(&rs)))
             .note(format!(
-                "{jobs} jobs/round from 32 producers, file storage; raw: one consumer, default prefetch"
+                "{jobs} jobs/round from 32 producers, file storage; raw: one consumer, default prefetch{}",
+                if goal { broker.as_str() } else { "" }
             ));
         let row = if goal {
             let met = row
