@@ -148,9 +148,18 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     let n = opts.pick(2_000, 100);
     let rounds = opts.rounds(5);
     let (mut ks, mut rs) = (Vec::new(), Vec::new());
+    // `KOAN_BENCH_SOLO`: one side's round trips alone (0 koan, 1 raw), for a
+    // profile; the durable rows are then skipped.
+    let solo = crate::common::solo();
     for round in 0..=rounds {
-        let k = koan_rtt(&host_b, n).await?;
-        let r = raw_rtt(&raw_cli, n).await?;
+        let k = match solo {
+            Some(i) if i != 0 => f64::NAN,
+            _ => koan_rtt(&host_b, n).await?,
+        };
+        let r = match solo {
+            Some(i) if i != 1 => f64::NAN,
+            _ => raw_rtt(&raw_cli, n).await?,
+        };
         if round > 0 {
             ks.push(k);
             rs.push(r);
@@ -171,6 +180,13 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     );
 
     // ---- durable throughput
+    if solo.is_some() {
+        responder.abort();
+        node.detach().await;
+        stop_host(host_b).await;
+        stop_host(host_a).await;
+        return Ok(rows);
+    }
     let jobs = opts.pick(2_000, 100);
     let rounds = opts.rounds(3);
     let js = jetstream::new(raw_cli.clone());
