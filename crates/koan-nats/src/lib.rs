@@ -62,6 +62,7 @@ mod queue;
 mod records;
 mod registry;
 mod routing;
+mod stranded;
 mod streams;
 mod subjects;
 mod transport;

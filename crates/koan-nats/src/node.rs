@@ -158,6 +158,9 @@ impl NatsTransport {
             }
         }));
 
+        // Jobs JetStream will not deliver again: ended as dead by one instance.
+        tasks.push(tokio::spawn(crate::stranded::follow(self.clone())));
+
         // Registry heartbeats.
         registry::announce(self, host).await?;
         tasks.push(tokio::spawn(registry::heartbeats(

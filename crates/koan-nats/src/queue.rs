@@ -284,7 +284,8 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             let why = reply.reason();
             if record(t, &key, &job.id, attempts, reply).await {
                 records::finish(t, &job.id, attempt, how, started);
-                dead_letter(t, &msg, &job.service, &job.action, Some(&job.id), &why).await;
+                let (h, body) = (msg.headers.as_ref(), &msg.payload);
+                dead_letter(t, h, body, &job.service, &job.action, Some(&job.id), &why).await;
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {
                 let _ = msg
@@ -359,7 +360,8 @@ async fn refuse(t: &NatsTransport, msg: &Message, bad: Unreadable, attempts: i64
             .await;
         return;
     }
-    dead_letter(t, msg, &service, &action, id.as_deref(), &why).await;
+    let (h, body) = (msg.headers.as_ref(), &msg.payload);
+    dead_letter(t, h, body, &service, &action, id.as_deref(), &why).await;
     let _ = msg.ack_with(AckKind::Term).await;
 }
 
@@ -386,11 +388,12 @@ async fn record(t: &NatsTransport, key: &str, id: &str, attempts: i64, reply: Re
     }
 }
 
-/// Publishes the job as it came (body and `Koan-*` headers) to the dead-letter
+/// Publishes the job as it came (`body` and the `Koan-*` of its `headers`) to the dead-letter
 /// stream, with the job's id and the error (`why`: code, message) in headers.
-async fn dead_letter(
+pub(crate) async fn dead_letter(
     t: &NatsTransport,
-    msg: &Message,
+    headers: Option<&async_nats::HeaderMap>,
+    body: &bytes::Bytes,
     service: &str,
     action: &str,
     id: Option<&str>,
@@ -399,7 +402,7 @@ async fn dead_letter(
     // The job's own `Koan-*` headers, but none of `Nats-*`: the dead letter must not
     // carry the job's de-duplication id.
     let mut h = async_nats::HeaderMap::new();
-    for (name, values) in msg.headers.iter().flat_map(|h| h.iter()) {
+    for (name, values) in headers.iter().flat_map(|h| h.iter()) {
         if AsRef::<str>::as_ref(name).starts_with("Koan-") {
             for v in values {
                 h.append(name.clone(), v.clone());
@@ -415,11 +418,7 @@ async fn dead_letter(
     if let Ok(ack) = t
         .inner
         .js
-        .publish_with_headers(
-            subjects::dead_letter(service, action),
-            h,
-            msg.payload.clone(),
-        )
+        .publish_with_headers(subjects::dead_letter(service, action), h, body.clone())
         .await
     {
         let _ = ack.await;

@@ -167,3 +167,69 @@ async fn a_job_whose_handler_ignores_its_token_is_released_when_the_host_has_sto
     );
     Ok(())
 }
+
+/// JetStream delivers a job at most `max_deliver` times; a job none of whose runs
+/// ended (each instance that took it crashed, froze or — here — stopped first) is
+/// then never delivered again, yet its message stays in the stream. It must end
+/// dead, its waiters told why, not stay `queued` for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_deliveries_all_ended_without_a_run_is_dead_not_stranded() -> anyhow::Result<()>
+{
+    let server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    opts.max_deliver = 1;
+    let a = Member::join(opts.clone(), |b| {
+        b.service::<Stubborn>()
+            .shutdown_grace(Duration::from_millis(300))
+    })
+    .await?;
+    let b = Member::join(opts.clone(), |b| b).await?;
+    let ticket = within(
+        "enqueue",
+        b.host.service("Stubborn").action("stall", ()).enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    wait_for("the job to run", async || {
+        let r = b.host.jobs().get(&id).await?;
+        Ok((r.state == JobState::Running).then_some(()))
+    })
+    .await?;
+    // Its one delivery ends with A's stop (released); another instance pulls.
+    a.host.shutdown();
+    within("A to stop", a.host.wait()).await?;
+    let c = Member::join(opts, |b| b.service::<Stubborn>()).await?;
+
+    let err = within("the job's outcome", ticket.outcome())
+        .await?
+        .expect_err("a job that never ended a run has no result");
+    assert!(
+        err.to_string().contains("max_deliver"),
+        "the error says why: {err}"
+    );
+    // The record follows the outcome a moment behind.
+    wait_for("the job's record to say dead", async || {
+        let r = b.host.jobs().get(&id).await?;
+        Ok((r.state == JobState::Dead).then_some(()))
+    })
+    .await?;
+    let js = async_nats::jetstream::new(b.nats.client().clone());
+    let work = js
+        .get_stream("KOAN_WORK")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    assert_eq!(work, 0, "its message is removed from the work stream");
+    let dlq = js
+        .get_stream("KOAN_DLQ")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    assert_eq!(dlq, 1, "it is dead-lettered");
+    c.stop().await?;
+    b.stop().await
+}

@@ -1,0 +1,153 @@
+//! Jobs JetStream stopped delivering. The work consumer delivers a message at most
+//! `max_deliver` times; when none of those runs ended — each instance that took it
+//! crashed, froze past `ack_wait` or stopped first — JetStream never delivers it
+//! again, yet it stays in the work stream, and its record would say `queued` for
+//! ever. The server says so once, in an advisory
+//! (`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.<consumer>`), which one
+//! attached instance (a queue group) answers: the job is dead — its outcome says
+//! why (so whoever awaits it is told), its record is set dead, it goes to the
+//! dead-letter stream like any dead job, and its message is removed. A job whose
+//! outcome was recorded after all (its ack was lost) only has its message removed.
+//!
+//! An advisory is a core NATS message: one sent while no instance is attached is
+//! not heard, and that message stays where it is (`RELIABILITY.md`).
+
+use futures_util::StreamExt;
+use koan::error::ErrorKind;
+use serde::Deserialize;
+
+use crate::records;
+use crate::subjects;
+use crate::transport::NatsTransport;
+use crate::wire::{Job, Outcome, Reply};
+
+/// The advisories of the work stream's consumers.
+const ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.*";
+/// One instance of the cluster answers each.
+const GROUP: &str = "koan-stranded";
+
+/// What nats-server says of a message it will not deliver again
+/// (`io.nats.jetstream.advisory.v1.max_deliver`).
+#[derive(Debug, Deserialize)]
+struct Exceeded {
+    stream: String,
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+/// Answers the advisories until the subscription ends (the node detaches, or the
+/// connection is closed); the client renews the subscription after a reconnect.
+pub(crate) async fn follow(t: NatsTransport) {
+    let mut sub = match t
+        .inner
+        .client
+        .queue_subscribe(ADVISORIES, GROUP.to_owned())
+        .await
+    {
+        Ok(sub) => sub,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot subscribe to JetStream's max-deliveries advisories; a job whose deliveries all ended without a run will stay queued");
+            return;
+        }
+    };
+    while let Some(msg) = sub.next().await {
+        match serde_json::from_slice::<Exceeded>(&msg.payload) {
+            Ok(a) if a.stream == subjects::WORK_STREAM => bury(&t, &a).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "unreadable max-deliveries advisory"),
+        }
+    }
+}
+
+/// Ends the job of the message the advisory names (see the module's text).
+async fn bury(t: &NatsTransport, a: &Exceeded) {
+    let seq = a.stream_seq;
+    let stream = match t.inner.js.get_stream(subjects::WORK_STREAM).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "cannot reach the work stream to end a job JetStream no longer delivers");
+            return;
+        }
+    };
+    // Gone already: another answer to the same advisory, or an ack after all.
+    let Ok(msg) = stream.get_raw_message(seq).await else {
+        return;
+    };
+    // `koan.work.<service token>.<action>`: the token stands in for a job that
+    // does not name its service (a foreign one).
+    let token = msg
+        .subject
+        .strip_prefix("koan.work.")
+        .and_then(|rest| rest.split_once('.'))
+        .map_or("unknown", |(service, _)| service);
+    let job = match Job::read(token, &msg.subject, Some(&msg.headers), &msg.payload) {
+        Ok(job) => job,
+        Err(bad) => {
+            // Refused at its first delivery, unless every one ended first.
+            let why = bad.reply.reason();
+            let (service, action) = (&bad.service, &bad.action);
+            crate::queue::dead_letter(
+                t,
+                Some(&msg.headers),
+                &msg.payload,
+                service,
+                action,
+                bad.id.as_deref(),
+                &why,
+            )
+            .await;
+            let _ = stream.delete_message(seq).await;
+            return;
+        }
+    };
+    let attempt = job
+        .runs_before()
+        .saturating_add(u32::try_from(a.deliveries).unwrap_or(u32::MAX));
+    let e = koan::Error::new(
+        ErrorKind::Handler,
+        format!(
+            "durable job {} of `{}` was delivered {} times (the work consumer's max_deliver) and none of its runs ended: each instance that took it crashed, froze past ack_wait or stopped first; it is dead (retry it by hand once the cause is known)",
+            job.id, job.service, a.deliveries
+        ),
+    );
+    let how = records::dead(&e);
+    let reply = Reply::of(Err(e));
+    let why = reply.reason();
+    let outcome = Outcome {
+        id: job.id.clone(),
+        host: t.inner.host_id.clone(),
+        attempts: i64::from(attempt),
+        reply,
+    };
+    let body = serde_json::to_vec(&outcome).unwrap_or_default();
+    // Create-if-absent, as every outcome: an outcome recorded before stands.
+    match t
+        .inner
+        .outcomes
+        .create(subjects::key(&job.id), body.into())
+        .await
+    {
+        Ok(_) => {
+            tracing::error!(id = %job.id, action = %job.action, deliveries = a.deliveries, "durable job dead-lettered: no run of it ended within max_deliver deliveries");
+            records::finish(t, &job.id, attempt, how, None);
+            let h = Some(&msg.headers);
+            crate::queue::dead_letter(
+                t,
+                h,
+                &msg.payload,
+                &job.service,
+                &job.action,
+                Some(&job.id),
+                &why,
+            )
+            .await;
+        }
+        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => {
+            // No advisory comes again: the message stays, said loudly.
+            tracing::error!(id = %job.id, error = %e, "could not record the end of a job JetStream no longer delivers; its message stays in the work stream");
+            return;
+        }
+    }
+    let _ = stream.delete_message(seq).await;
+}
