@@ -273,9 +273,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             // restart) takes the job. Never a dead letter for that.
             let now = chrono::Utc::now();
             records::finish(t, &job.id, attempt, Finish::Release { at: now }, started);
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            release(t, &msg, &job, delivered).await;
         }
         Err(e) if never_retried(e.kind()) || attempt >= max_attempts => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
@@ -315,6 +313,41 @@ async fn drop_cancelled(t: &NatsTransport, msg: &Message, key: &str, id: &str, a
         let _ = msg
             .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
             .await;
+    }
+}
+
+/// Hands back a job whose run this stopping host cut short, for another instance.
+/// A Nak, which JetStream counts as a delivery: at the last of `max_deliver` it
+/// would never deliver the job again, so there the job is published anew (a stop
+/// is not a run; rolling restarts must not use up a long job's deliveries) and the
+/// old message ended. Published first: should this host die between the two, both
+/// messages stay, and the second finds the first's outcome before running
+/// (`Koan-Runs-Before` makes every delivery of it look).
+async fn release(t: &NatsTransport, msg: &Message, job: &Job, delivered: i64) {
+    let nak = || msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))));
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+    if delivered < t.inner.opts.max_deliver || seq == 0 {
+        let _ = nak().await;
+        return;
+    }
+    let mut again = job.clone();
+    again.run_at_unix_ms = None;
+    again.retry = Some(wire::Retry {
+        runs_before: job.runs_before(),
+        // One new message per released message.
+        msg_id: format!("{}.release.{seq}", job.id),
+    });
+    match crate::enqueue::publish(t, &again).await {
+        Ok(_) => {
+            tracing::info!(id = %job.id, delivered, "durable job released at its last delivery: published again for another instance");
+            let _ = msg.ack_with(AckKind::Term).await;
+        }
+        Err(e) => {
+            // Not published (or not known to be): JetStream's advisory will make it
+            // dead (`stranded.rs`) rather than leave it.
+            tracing::warn!(id = %job.id, error = %e, "durable job released at its last delivery could not be published again");
+            let _ = nak().await;
+        }
     }
 }
 

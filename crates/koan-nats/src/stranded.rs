@@ -1,10 +1,13 @@
 //! Jobs JetStream stopped delivering. The work consumer delivers a message at most
 //! `max_deliver` times; when none of those runs ended — each instance that took it
-//! crashed, froze past `ack_wait` or stopped first — JetStream never delivers it
+//! crashed or froze past `ack_wait` (a host that stops publishes the job anew
+//! instead, `queue::release`) — JetStream never delivers it
 //! again, yet it stays in the work stream, and its record would say `queued` for
 //! ever. The server says so once, in an advisory
-//! (`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.<consumer>`), which one
-//! attached instance (a queue group) answers: the job is dead — its outcome says
+//! (`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.<consumer>`), which every
+//! attached instance hears — not one of a queue group, which might be the very
+//! instance that went silent — and one answers, the one whose create-if-absent of
+//! the outcome wins: the job is dead — its outcome says
 //! why (so whoever awaits it is told), its record is set dead, it goes to the
 //! dead-letter stream like any dead job, and its message is removed. A job whose
 //! outcome was recorded after all (its ack was lost) only has its message removed.
@@ -23,8 +26,6 @@ use crate::wire::{Job, Outcome, Reply};
 
 /// The advisories of the work stream's consumers.
 const ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.*";
-/// One instance of the cluster answers each.
-const GROUP: &str = "koan-stranded";
 
 /// What nats-server says of a message it will not deliver again
 /// (`io.nats.jetstream.advisory.v1.max_deliver`).
@@ -38,12 +39,7 @@ struct Exceeded {
 /// Answers the advisories until the subscription ends (the node detaches, or the
 /// connection is closed); the client renews the subscription after a reconnect.
 pub(crate) async fn follow(t: NatsTransport) {
-    let mut sub = match t
-        .inner
-        .client
-        .queue_subscribe(ADVISORIES, GROUP.to_owned())
-        .await
-    {
+    let mut sub = match t.inner.client.subscribe(ADVISORIES).await {
         Ok(sub) => sub,
         Err(e) => {
             tracing::error!(error = %e, "cannot subscribe to JetStream's max-deliveries advisories; a job whose deliveries all ended without a run will stay queued");
@@ -83,20 +79,15 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
     let job = match Job::read(token, &msg.subject, Some(&msg.headers), &msg.payload) {
         Ok(job) => job,
         Err(bad) => {
-            // Refused at its first delivery, unless every one ended first.
-            let why = bad.reply.reason();
-            let (service, action) = (&bad.service, &bad.action);
-            crate::queue::dead_letter(
-                t,
-                Some(&msg.headers),
-                &msg.payload,
-                service,
-                action,
-                bad.id.as_deref(),
-                &why,
-            )
-            .await;
-            let _ = stream.delete_message(seq).await;
+            // Refused at its first delivery, unless every one ended first. The
+            // instance whose delete removed it dead-letters it (its content is in
+            // hand): one dead letter, however many heard the advisory.
+            if matches!(stream.delete_message(seq).await, Ok(true)) {
+                let why = bad.reply.reason();
+                let (service, action) = (&bad.service, &bad.action);
+                let (h, id) = (Some(&msg.headers), bad.id.as_deref());
+                crate::queue::dead_letter(t, h, &msg.payload, service, action, id, &why).await;
+            }
             return;
         }
     };
@@ -106,7 +97,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
     let e = koan::Error::new(
         ErrorKind::Handler,
         format!(
-            "durable job {} of `{}` was delivered {} times (the work consumer's max_deliver) and none of its runs ended: each instance that took it crashed, froze past ack_wait or stopped first; it is dead (retry it by hand once the cause is known)",
+            "durable job {} of `{}` reached the work consumer's max_deliver ({} deliveries) and none of its runs ended: each instance that took it crashed or froze past ack_wait; it is dead (retry it by hand once the cause is known)",
             job.id, job.service, a.deliveries
         ),
     );
@@ -142,6 +133,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
             )
             .await;
         }
+        // Another instance answered first, or a run's outcome was recorded after all.
         Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
         Err(e) => {
             // No advisory comes again: the message stays, said loudly.

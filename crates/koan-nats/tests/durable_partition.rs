@@ -9,8 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Holder, Stopped, enqueue, holder_and_client};
+use koan::job::JobState;
 use koan_test_support::nats::{Member, NatsServer, announced, test_options};
-use koan_test_support::{eventually, within};
+use koan_test_support::{eventually, wait_for, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -114,6 +115,75 @@ async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Re
         runs.stopped()
     })
     .await?;
+    proxy.freeze(false);
+    Ok(())
+}
+
+/// JetStream delivers a job at most `max_deliver` times (1 here): a job whose every
+/// delivery went to a worker that then fell silent (cut off, frozen or crashed) is
+/// never delivered again, yet its message stays. It must end dead, its waiters
+/// told why, not stay `queued` for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_deliveries_all_went_silent_is_dead_not_stranded() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let proxy = Proxy::start(&server.url()).await?;
+    let options = |url: &str| {
+        let mut o = test_options(url);
+        o.ack_wait = Duration::from_secs(2);
+        o.max_deliver = 1;
+        o
+    };
+    let (cut_off, runs) = Holder::new(Stopped::Succeeds);
+    let _w1 = Member::join(options(&proxy.url), |b| b.instance(cut_off)).await?;
+    let member = Member::join(options(&server.url()), |b| b).await?;
+    let client = &member.host;
+    announced(client, "Holder", 1).await?;
+    let ticket = enqueue(client, "hold", ()).await?;
+    let id = ticket.id().to_owned();
+    eventually("the job to run on the first worker", || async {
+        runs.started() == 1
+    })
+    .await?;
+    // Its one delivery goes silent; a second worker pulls.
+    proxy.freeze(true);
+    let second = Holder {
+        holds: false,
+        on_stop: Stopped::Succeeds,
+        runs: runs.own_stop(),
+    };
+    let _w2 = Member::join(options(&server.url()), |b| b.instance(second)).await?;
+
+    let err = within("the job's outcome", ticket.outcome())
+        .await?
+        .expect_err("a job none of whose runs ended has no result");
+    assert!(
+        err.to_string().contains("max_deliver"),
+        "the error says why: {err}"
+    );
+    assert_eq!(runs.started(), 1, "not delivered again");
+    // The record follows the outcome a moment behind.
+    wait_for("the job's record to say dead", async || {
+        let r = client.jobs().get(&id).await?;
+        Ok((r.state == JobState::Dead).then_some(()))
+    })
+    .await?;
+    let js = async_nats::jetstream::new(member.nats.client().clone());
+    let work = js
+        .get_stream("KOAN_WORK")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    assert_eq!(work, 0, "its message is removed from the work stream");
+    let dlq = js
+        .get_stream("KOAN_DLQ")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    assert_eq!(dlq, 1, "it is dead-lettered");
     proxy.freeze(false);
     Ok(())
 }

@@ -17,7 +17,7 @@ use super::{
 use crate::subjects;
 
 /// A durable job, read from or written to the work stream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Job {
     /// The job's id: its `Nats-Msg-Id`, which JetStream de-duplicates on, unless
     /// the message is a retry by hand (then `Koan-Action-Id`, see `retry`).
