@@ -12,18 +12,11 @@ use crate::error::ApiError;
 
 /// Refuses a mutating request (anything but `GET`, `HEAD`, `OPTIONS`) without the
 /// token, before any handler or extractor reads its body.
-pub(crate) async fn require_token(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) fn require_token(state: &AppState, req: &Request) -> Result<(), ApiError> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(req).await;
+        return Ok(());
     }
-    match check(state.options.token.as_deref(), req.headers(), None) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.closing(),
-    }
+    check(state.options.token.as_deref(), req.headers(), None)
 }
 
 /// The layer of private routes: the token is needed for reads too.

@@ -3,9 +3,8 @@
 //! were checked; handlers get it already in memory.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::AppState;
@@ -13,21 +12,17 @@ use crate::error::ApiError;
 
 /// Reads the body of a request that has one, within the deadline and the limit,
 /// after checking that it is declared as JSON.
-pub(crate) async fn read_json_body(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn read_json_body(state: &AppState, req: Request) -> Result<Request, Response> {
     if !has_body(req.headers()) {
-        return next.run(req).await;
+        return Ok(req);
     }
     if !is_json(req.headers()) {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "a request body must be JSON, sent with `Content-Type: application/json`",
         )
-        .closing();
+        .closing());
     }
     let limit = state.options.body_limit;
     let declared = req
@@ -36,7 +31,7 @@ pub(crate) async fn read_json_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large().closing();
+        return Err(too_large().closing());
     }
     let (parts, body) = req.into_parts();
     let read = axum::body::to_bytes(body, limit);
@@ -44,28 +39,26 @@ pub(crate) async fn read_json_body(
         Some(deadline) => match tokio::time::timeout(deadline, read).await {
             Ok(r) => r,
             Err(_) => {
-                return ApiError::new(
+                return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "request_timeout",
                     format!(
                         "the request body did not arrive within {deadline:?} (`koan.http.body_read_timeout`)"
                     ),
                 )
-                .closing();
+                .closing());
             }
         },
         None => read.await,
     };
     match bytes {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(e) if is_length_limit(&e) => too_large().closing(),
-        Err(e) => {
-            ApiError::bad_request("bad_request", format!("cannot read the request body: {e}"))
-                .closing()
-        }
+        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(e) if is_length_limit(&e) => Err(too_large().closing()),
+        Err(e) => Err(ApiError::bad_request(
+            "bad_request",
+            format!("cannot read the request body: {e}"),
+        )
+        .closing()),
     }
 }
 

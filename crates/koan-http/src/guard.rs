@@ -5,11 +5,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::middleware::Next;
-use axum::response::Response;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -19,18 +17,11 @@ use crate::error::ApiError;
 /// `cors_origins`, or `Sec-Fetch-Site: cross-site`). A top-level navigation (a link
 /// to the dashboard) is let through: it carries no body and reads nothing for the
 /// page that linked it.
-pub(crate) async fn same_site_only(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) fn same_site_only(state: &AppState, req: &Request) -> Result<(), ApiError> {
     if state.options.token.is_some() {
-        return next.run(req).await;
+        return Ok(());
     }
-    match check(req.method(), req.headers(), &state.options.cors_origins) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.closing(),
-    }
+    check(req.method(), req.headers(), &state.options.cors_origins)
 }
 
 fn check(method: &Method, headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {

@@ -60,22 +60,32 @@ pub use metrics::install_metrics;
 pub use options::HttpOptions;
 pub use server::Server;
 
-/// What every handler shares.
+/// What every handler shares: one `Arc`, so that the clone axum makes per request
+/// and per extractor is one reference count, not three.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+pub(crate) struct Shared {
     pub(crate) host: HostHandle,
-    pub(crate) options: Arc<HttpOptions>,
+    pub(crate) options: HttpOptions,
     pub(crate) sse_slots: Arc<Semaphore>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The control-plane router for `host`. Mount it in your own axum app, or give it to
 /// [`serve`]. Install the metrics recorder with [`install_metrics`] before the host
 /// runs actions, so `/metrics` sees them.
 pub fn router(host: HostHandle, options: HttpOptions) -> Router {
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         host,
         sse_slots: Arc::new(Semaphore::new(options.max_sse_connections)),
-        options: Arc::new(options),
-    };
+        options,
+    }));
     routes::router(state)
 }

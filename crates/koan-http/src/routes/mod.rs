@@ -46,26 +46,34 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        // Layers run from the last added to the first: the origin, then the token,
-        // then the body — so nothing is read for a request that will be refused.
-        .layer(from_fn_with_state(
-            state.clone(),
-            crate::body::read_json_body,
-        ))
-        .layer(from_fn_with_state(
-            state.clone(),
-            crate::auth::require_token,
-        ))
-        .layer(from_fn_with_state(
-            state.clone(),
-            crate::guard::same_site_only,
-        ))
+        .layer(from_fn_with_state(state.clone(), admit))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state);
     if let Some(cors) = cors {
         r = r.layer(cors);
     }
     r
+}
+
+/// What every request passes before its route: the origin, then the token, then
+/// the body — so nothing is read for a request that will be refused. One layer, not
+/// three: each `from_fn` layer clones the rest of the stack per request (B7's
+/// profile: the clones and drops were ≈ 4 % of the server's time).
+async fn admit(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Err(e) = crate::guard::same_site_only(&state, &req) {
+        return e.closing();
+    }
+    if let Err(e) = crate::auth::require_token(&state, &req) {
+        return e.closing();
+    }
+    match crate::body::read_json_body(&state, req).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused,
+    }
 }
 
 /// Reads that need the token: job records (results may be private) and the events
