@@ -153,6 +153,13 @@ impl HostHandle {
             .collect()
     }
 
+    /// The service's own spelling of `name` (looked up as `service` does,
+    /// case-insensitively), `None` for a service this host does not run. Cheaper
+    /// than [`status`](Self::status) when the name is all that is wanted.
+    pub fn canonical_name(&self, name: &str) -> Option<&str> {
+        self.inner.registry.by_name(name).map(|c| &*c.spec.name)
+    }
+
     /// The status of one service, by name.
     pub fn status(&self, name: &str) -> Result<ServiceStatus> {
         Ok(self.inner.registry.find(name)?.snapshot())
