@@ -201,7 +201,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
 
 /// `KOAN_BENCH_SOLO=i`: run only contender `i` (0 = koan), for profiling one side
 /// with `perf record`; the other contenders' figures print as `NaN`. B1–B3 honour
-/// any index; B6 runs only koan's lateness rounds when it is set; B9 runs only
+/// any index, B8 its round trip's (0 koan, 1 raw; the durable rows are skipped); B6 runs only koan's lateness rounds when it is set; B9 runs only
 /// koan (0) or only apalis (1), each still in its own child process.
 pub(crate) fn solo() -> Option<usize> {
     std::env::var("KOAN_BENCH_SOLO").ok()?.parse().ok()
