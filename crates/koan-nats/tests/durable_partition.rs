@@ -168,22 +168,33 @@ async fn a_job_whose_deliveries_all_went_silent_is_dead_not_stranded() -> anyhow
     })
     .await?;
     let js = async_nats::jetstream::new(member.nats.client().clone());
-    let work = js
-        .get_stream("KOAN_WORK")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
-    assert_eq!(work, 0, "its message is removed from the work stream");
-    let dlq = js
-        .get_stream("KOAN_DLQ")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
-    assert_eq!(dlq, 1, "it is dead-lettered");
+    // Acked, deleted or published just after the outcome: waited for.
+    wait_for(
+        "its message is removed from the work stream (KOAN_WORK: 0 messages)",
+        async || {
+            let n = js
+                .get_stream("KOAN_WORK")
+                .await?
+                .info()
+                .await?
+                .state
+                .messages;
+            Ok((n == 0).then_some(()))
+        },
+    )
+    .await?;
+    // Acked, deleted or published just after the outcome: waited for.
+    wait_for("it is dead-lettered (KOAN_DLQ: 1 messages)", async || {
+        let n = js
+            .get_stream("KOAN_DLQ")
+            .await?
+            .info()
+            .await?
+            .state
+            .messages;
+        Ok((n == 1).then_some(()))
+    })
+    .await?;
     proxy.freeze(false);
     Ok(())
 }

@@ -224,22 +224,33 @@ async fn a_job_released_at_its_last_delivery_still_runs_elsewhere() -> anyhow::R
     let out = within("the job's outcome", ticket.outcome()).await??;
     assert_eq!(out.value::<u32>()?, 7, "run on the next instance");
     let js = async_nats::jetstream::new(b.nats.client().clone());
-    let work = js
-        .get_stream("KOAN_WORK")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
-    assert_eq!(work, 0, "no message left behind");
-    let dlq = js
-        .get_stream("KOAN_DLQ")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
-    assert_eq!(dlq, 0, "not dead-lettered");
+    // Acked, deleted or published just after the outcome: waited for.
+    wait_for(
+        "no message left behind (KOAN_WORK: 0 messages)",
+        async || {
+            let n = js
+                .get_stream("KOAN_WORK")
+                .await?
+                .info()
+                .await?
+                .state
+                .messages;
+            Ok((n == 0).then_some(()))
+        },
+    )
+    .await?;
+    // Acked, deleted or published just after the outcome: waited for.
+    wait_for("not dead-lettered (KOAN_DLQ: 0 messages)", async || {
+        let n = js
+            .get_stream("KOAN_DLQ")
+            .await?
+            .info()
+            .await?
+            .state
+            .messages;
+        Ok((n == 0).then_some(()))
+    })
+    .await?;
     c.stop().await?;
     b.stop().await
 }
