@@ -73,7 +73,6 @@ pub(crate) fn pick<'a>(
     service: &str,
     action: &str,
 ) -> Option<(InFlight<'a>, String)> {
-    let live = t.live_instances();
     let load = |i: &Instance| -> Option<usize> {
         let s = i
             .services
@@ -90,29 +89,30 @@ pub(crate) fn pick<'a>(
             );
         serving.then(|| s.in_flight + s.queue_depth + t.outstanding().get(&i.host_id))
     };
-    let mut best: Option<(&Instance, usize)> = None;
+    // The view is read in place: only the chosen id is copied.
+    let mut best: Option<(String, usize)> = None;
     let mut ties = 0u32;
-    for i in &live {
-        let Some(l) = load(i) else { continue };
-        match best {
-            Some((_, b)) if l > b => {}
-            Some((_, b)) if l == b => {
+    t.each_live_instance(|i| {
+        let Some(l) = load(i) else { return };
+        match &best {
+            Some((_, b)) if l > *b => {}
+            Some((_, b)) if l == *b => {
                 // Among equals, each is taken with equal chance.
                 ties += 1;
                 if fastrand::u32(..=ties) == 0 {
-                    best = Some((i, l));
+                    best = Some((i.host_id.clone(), l));
                 }
             }
             _ => {
-                best = Some((i, l));
+                best = Some((i.host_id.clone(), l));
                 ties = 0;
             }
         }
-    }
+    });
     let (chosen, _) = best?;
     Some((
-        t.outstanding().start(&chosen.host_id),
-        subjects::host_action(&chosen.host_id, service, action),
+        t.outstanding().start(&chosen),
+        subjects::host_action(&chosen, service, action),
     ))
 }
 
@@ -121,7 +121,9 @@ pub(crate) fn pick<'a>(
 pub(crate) async fn gone(t: &NatsTransport, host: &str, heartbeat: Duration) {
     loop {
         tokio::time::sleep(heartbeat).await;
-        if !t.live_instances().iter().any(|i| i.host_id == host) {
+        let mut live = false;
+        t.each_live_instance(|i| live |= i.host_id == host);
+        if !live {
             return;
         }
     }

@@ -198,12 +198,12 @@ impl NatsTransport {
         &self.inner.outstanding
     }
 
-    /// The instances heard from within three heartbeats (none while disconnected).
-    pub(crate) fn live_instances(&self) -> Vec<Instance> {
-        if !self.connected() {
-            return Vec::new();
+    /// Calls `f` with each instance heard from within three heartbeats (none while
+    /// disconnected), without copying them.
+    pub(crate) fn each_live_instance(&self, f: impl FnMut(&Instance)) {
+        if self.connected() {
+            self.inner.view.each_live(self.stale_after(), f);
         }
-        self.inner.view.instances(self.stale_after(), true)
     }
 
     fn connected(&self) -> bool {

@@ -60,6 +60,18 @@ impl RegistryView {
         }
     }
 
+    /// Calls `f` with each live instance (heartbeat within `stale_after`), under the
+    /// view's lock and without copying: what a call's routing reads on every call
+    /// (each [`Instance`] holds its services' whole status).
+    pub(crate) fn each_live(&self, stale_after: Duration, mut f: impl FnMut(&Instance)) {
+        let Ok(m) = self.instances.lock() else { return };
+        let window = chrono::Duration::from_std(stale_after).unwrap_or_default();
+        let now = Utc::now();
+        for i in m.values().filter(|i| now - i.seen_at <= window) {
+            f(i);
+        }
+    }
+
     /// The live instances (heartbeat within `stale_after`), sorted by id. When the
     /// view cannot be refreshed (`connected` false), the instances live when it was
     /// last refreshed, each marked stale.
