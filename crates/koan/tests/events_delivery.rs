@@ -293,9 +293,14 @@ async fn each_subscriber_gets_events_in_emission_order() -> anyhow::Result<()> {
         .subscribe()
         .await?;
 
-    for n in 0..1000u32 {
-        host.emit("Emitter", "Tick", n).await?;
-    }
+    // Bounded: a subscriber that never reads would hold the emitter for ever.
+    koan::testing::within("1000 emits to subscribers that wait for room", async {
+        for n in 0..1000u32 {
+            host.emit("Emitter", "Tick", n).await?;
+        }
+        Ok::<_, koan::Error>(())
+    })
+    .await?;
     let mut a = Vec::new();
     let mut b = Vec::new();
     for _ in 0..1000 {
@@ -315,10 +320,13 @@ async fn each_subscriber_gets_events_in_emission_order() -> anyhow::Result<()> {
     assert_eq!(b, expected);
 
     // Emitted from inside an action, in a loop, the order holds too.
-    host.services::<Emitter>()
-        .action("emit_many", 300u32)
-        .execute()
-        .await?;
+    koan::testing::within(
+        "an action emitting 300 events to subscribers that wait for room",
+        host.services::<Emitter>()
+            .action("emit_many", 300u32)
+            .execute(),
+    )
+    .await?;
     let mut c = Vec::new();
     for _ in 0..300 {
         c.push(next(&mut b_rx).await);
