@@ -115,6 +115,12 @@ async fn a_typed_subscription_gets_the_payload_under_the_declared_name() -> anyh
     let names: Vec<_> = info.events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["WorkCompleted", "WorkFailed"]);
 
+    // A builder shows its event's payload type and its settings.
+    let debug = format!("{:?}", worker.on::<WorkCompleted>().buffer(9));
+    for part in ["TypedSubscriptionBuilder", "WorkCompleted", "capacity: 9"] {
+        assert!(debug.contains(part), "{part} in {debug}");
+    }
+
     host.shutdown();
     host.wait().await.into_result()?;
     Ok(())
