@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 /// a subscriber handles its events in order, so everything emitted before the
 /// barrier has been handled too.
 async fn barrier(host: &HostHandle, rx: &mut mpsc::UnboundedReceiver<()>) -> anyhow::Result<()> {
-    host.emit("Emitter", "Barrier", ()).await?;
+    within_a_minute_for("the barrier's emit", host.emit("Emitter", "Barrier", ())).await?;
     // A minute, not `koan::testing::within`'s hour: the multi-thread tests use it too.
     within_a_minute_for("the barrier event", rx.recv())
         .await
@@ -172,7 +172,7 @@ async fn once_delivers_exactly_once_under_a_thousand_concurrent_emits() -> anyho
     );
 
     // Later emits do not revive a spent `once`.
-    host.emit("Emitter", "Tick", 5000u32).await?;
+    within_a_minute_for("a later emit", host.emit("Emitter", "Tick", 5000u32)).await?;
     barrier(&host, &mut barrier_rx).await?;
     assert!(drain(&mut once_rx).is_empty());
     assert!(drain(&mut odd_rx).is_empty());
@@ -686,7 +686,8 @@ async fn handlers_that_panic_before_returning_their_future_are_contained() -> an
     })
     .await?;
     for n in 0..3u32 {
-        host.emit("Emitter", "Tick", n).await?;
+        // Bounded: one of the subscribers waits for room.
+        koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
     }
     for rx in &mut receivers {
         assert_eq!(next(rx).await, 0);

@@ -289,8 +289,9 @@ async fn each_handler_run_is_counted_as_delivered_or_failed_and_failures_are_log
         subs.push(sub);
         receivers.push(rx);
     }
+    // Bounded: one subscriber waits for room.
     for n in 0..4u32 {
-        host.emit("Emitter", "Tick", n).await?;
+        koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
     }
     // Two more from another process: their envelopes carry no interned key.
     for n in 4..6u32 {
@@ -302,7 +303,7 @@ async fn each_handler_run_is_counted_as_delivered_or_failed_and_failures_are_log
             100,
             n.into(),
         );
-        host.deliver_remote_event(&env).await;
+        koan::testing::within("a remote event's delivery", host.deliver_remote_event(&env)).await;
     }
     for rx in &mut receivers {
         for n in 0..6u32 {

@@ -155,7 +155,11 @@ async fn a_waiting_subscriber_that_joins_late_starts_at_the_next_event() -> anyh
     let host = start().await?;
     let (_early, mut early) = forwarded::<u32>(&host, "Tick", Overflow::Wait).await?;
     for n in 0..3u32 {
-        host.emit("Emitter", "Tick", n).await?;
+        within(
+            "an emit to a waiting subscriber",
+            host.emit("Emitter", "Tick", n),
+        )
+        .await?;
     }
     for n in 0..3u32 {
         assert_eq!(
@@ -166,7 +170,11 @@ async fn a_waiting_subscriber_that_joins_late_starts_at_the_next_event() -> anyh
     }
     // The same event's ring, joined after three events were written to it.
     let (_late, mut late) = forwarded::<u32>(&host, "Tick", Overflow::Wait).await?;
-    host.emit("Emitter", "Tick", 3u32).await?;
+    within(
+        "an emit to waiting subscribers",
+        host.emit("Emitter", "Tick", 3u32),
+    )
+    .await?;
     assert_eq!(
         next(&mut late).await,
         3,
@@ -289,7 +297,11 @@ async fn a_buffer_as_large_as_the_ring_or_larger_is_honoured() -> anyhow::Result
     // asked for (a channel of its own).
     let (_a, gate_a, mut a) = gated(&host, 64).await?;
     let (_b, gate_b, mut b) = gated(&host, 100).await?;
-    host.emit("Emitter", "Tick", 0u32).await?;
+    within(
+        "the first emit to waiting subscribers",
+        host.emit("Emitter", "Tick", 0u32),
+    )
+    .await?;
     assert_eq!(next(&mut a).await, 0, "`a` is now stuck");
     assert_eq!(next(&mut b).await, 0, "`b` is now stuck");
     for n in 1..=64u32 {
@@ -352,7 +364,11 @@ async fn two_routes(
         .overflow(overflow)
         .subscribe()
         .await?;
-    host.emit("Emitter", "Tick", 0u32).await?;
+    within(
+        "the first emit to waiting subscribers",
+        host.emit("Emitter", "Tick", 0u32),
+    )
+    .await?;
     assert_eq!(next(&mut ticks).await, 0, "the handler is now stuck");
     Ok((sub, gate, ticks, others))
 }

@@ -196,7 +196,12 @@ pub(crate) async fn stuck_subscriber(
         .overflow(overflow)
         .subscribe()
         .await?;
-    host.emit("Emitter", "Tick", 0u32).await?;
+    // Bounded: a slip in the ring (no room for any event) would hold it for ever.
+    within_a_minute_for(
+        "the first emit to the stuck subscriber",
+        host.emit("Emitter", "Tick", 0u32),
+    )
+    .await?;
     assert_eq!(next(&mut rx).await, 0, "the handler is now stuck");
     Ok((sub, gate, rx))
 }
