@@ -9,7 +9,7 @@
 #   scripts/mutants.sh                  # all six files
 #   scripts/mutants.sh driver report    # some of them (keys below)
 #   MUTANTS_TIMEOUT=120 scripts/mutants.sh supervisor
-#   MUTANTS_SHARD=1/3 scripts/mutants.sh event   # a third of a large key
+#   MUTANTS_SHARD=0/3 scripts/mutants.sh event   # a third of a large key (0/3, 1/3, 2/3)
 #   MUTANTS_ITERATE=1 scripts/mutants.sh mailbox  # only what the last run did not catch
 #   MUTANTS_ALL_SUITES=1 scripts/mutants.sh event # no fail-fast: logs name every catching test
 #
@@ -76,7 +76,8 @@ if [ ${#keys[@]} -eq 0 ]; then
   keys=(schedule driver mailbox slots supervisor report)
 fi
 # MUTANTS_SHARD=k/n tests only the k-th of n parts of each file's mutants (a large
-# file over several sittings); its results go to target/mutants/<key>-shard-k-of-n/.
+# file over several sittings; cargo-mutants counts k from 0, so 0/n to (n-1)/n); its
+# results go to target/mutants/<key>-shard-k-of-n/.
 shard="${MUTANTS_SHARD:-}"
 suffix=""
 if [ -n "$shard" ]; then
