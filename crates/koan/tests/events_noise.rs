@@ -248,9 +248,10 @@ async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> an
     start_observed!(host, logs, counters);
     // The default policy, a buffer of one, and a handler stuck on its first event.
     let (_stuck, gate, mut rx) = stuck_subscriber(&host, 1, Overflow::DropNewest).await?;
-    // One more fits in the buffer; the next three do not.
+    // One more fits in the buffer; the next three do not. (Bounded: a subscriber
+    // that wrongly waited for room would hold these for ever.)
     for n in 1..=4u32 {
-        host.emit("Emitter", "Tick", n).await?;
+        koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
     }
     let labels = [("service", "Emitter"), ("event", "Tick")];
     assert_eq!(counters.get("koan_events_dropped_total", &labels), 3);

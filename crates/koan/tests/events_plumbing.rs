@@ -406,3 +406,47 @@ async fn a_once_route_waits_for_room_even_when_its_subscriber_drops() -> anyhow:
     assert_eq!(next(&mut others).await, 5);
     stop(&host).await
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_held_emit_goes_as_soon_as_the_subscriber_finishes_one_event() -> anyhow::Result<()> {
+    let host = start().await?;
+    // Buffer 1; the handler is stuck on 0 and, once that is released, on 1.
+    let gate = Arc::new(Semaphore::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+    let _sub = host
+        .service("Emitter")
+        .on("Tick")
+        .handle({
+            let gate = Arc::clone(&gate);
+            move |n: u32| {
+                let (tx, gate) = (tx.clone(), Arc::clone(&gate));
+                async move {
+                    let _ = tx.send(n);
+                    if n < 2 {
+                        gate.acquire().await?.forget();
+                    }
+                    Ok::<(), BoxError>(())
+                }
+            }
+        })
+        .buffer(1)
+        .overflow(Overflow::Wait)
+        .subscribe()
+        .await?;
+    within("the first emit", host.emit("Emitter", "Tick", 0u32)).await?;
+    assert_eq!(next(&mut rx).await, 0, "the handler is stuck on 0");
+    emit_at_once(&host, 1, "the buffer has room for one").await?;
+    let held = held_emit(&host, 2, "the buffer is full").await;
+    // 0 is done and 1 is in hand: the buffer has room for 2 again, though the
+    // handler is now stuck on 1.
+    gate.add_permits(1);
+    assert_eq!(next(&mut rx).await, 1);
+    within(
+        "the held emit, once the subscriber finished one event",
+        held,
+    )
+    .await?;
+    gate.add_permits(1);
+    assert_eq!(next(&mut rx).await, 2);
+    stop(&host).await
+}
