@@ -450,3 +450,36 @@ async fn a_held_emit_goes_as_soon_as_the_subscriber_finishes_one_event() -> anyh
     assert_eq!(next(&mut rx).await, 2);
     stop(&host).await
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_subscriber_lets_the_emitter_run_its_buffer_and_one_more_ahead()
+-> anyhow::Result<()> {
+    // The event in hand and the buffer: a power of two too (the ring then has room
+    // for the buffer and the event in hand, not a slot less).
+    for buffer in [1u32, 64] {
+        let host = start().await?;
+        let (_sub, mut rx) = {
+            let (tx, rx) = mpsc::unbounded_channel::<u32>();
+            let sub = host
+                .service("Emitter")
+                .on("Tick")
+                .handle(common::events::forward(&tx))
+                .buffer(buffer as usize)
+                .overflow(Overflow::Wait)
+                .subscribe()
+                .await?;
+            (sub, rx)
+        };
+        // No turn of the scheduler between emits: the subscriber has read nothing.
+        for n in 0..=buffer {
+            emit_at_once(&host, n, "within the buffer and the event in hand").await?;
+        }
+        let held = held_emit(&host, buffer + 1, "the buffer is full").await;
+        within("the held emit", held).await?;
+        for n in 0..=buffer + 1 {
+            assert_eq!(next(&mut rx).await, n, "buffer {buffer}");
+        }
+        stop(&host).await?;
+    }
+    Ok(())
+}
