@@ -9,8 +9,9 @@
 #   scripts/mutants.sh                  # all six files
 #   scripts/mutants.sh driver report    # some of them (keys below)
 #   MUTANTS_TIMEOUT=120 scripts/mutants.sh supervisor
-#   MUTANTS_SHARD=1/3 scripts/mutants.sh event   # a third of a large key
+#   MUTANTS_SHARD=0/3 scripts/mutants.sh event   # a third of a large key (0/3, 1/3, 2/3)
 #   MUTANTS_ITERATE=1 scripts/mutants.sh mailbox  # only what the last run did not catch
+#   MUTANTS_ALL_SUITES=1 scripts/mutants.sh event # no fail-fast: logs name every catching test
 #
 # Keys: the six core files (schedule driver mailbox slots supervisor report, the
 # default), and beyond them request execute enqueue route (action/), event
@@ -65,7 +66,7 @@ declare -A tests=(
   [execute]="actions_invoke actions_typed actions_cancel actions_timeout actions_inline actions_mailbox actions_request_edges"
   [enqueue]="actions_invoke actions_typed jobs_lifecycle jobs_memory_store edge_cases actions_request_edges"
   [route]="actions_invoke actions_typed actions_timeout periodic_schedule periodic_edges actions_request_edges"
-  [event]="events_delivery events_mixed_chain events_noise events_recent"
+  [event]="events_delivery events_mixed_chain events_noise events_plumbing events_recent events_typed"
   [queue]="lib durable_work durable_keyed durable_partition durable_shutdown durable_cancel wire_foreign durable_queue_edges"
   [outcomes]="durable_work durable_keyed durable_partition durable_shutdown durable_queue_edges"
 )
@@ -75,7 +76,8 @@ if [ ${#keys[@]} -eq 0 ]; then
   keys=(schedule driver mailbox slots supervisor report)
 fi
 # MUTANTS_SHARD=k/n tests only the k-th of n parts of each file's mutants (a large
-# file over several sittings); its results go to target/mutants/<key>-shard-k-of-n/.
+# file over several sittings; cargo-mutants counts k from 0, so 0/n to (n-1)/n); its
+# results go to target/mutants/<key>-shard-k-of-n/.
 shard="${MUTANTS_SHARD:-}"
 suffix=""
 if [ -n "$shard" ]; then
@@ -116,12 +118,14 @@ fi
 trap 'git checkout -- "${file[@]}"; if [ -n "$guard" ]; then rm -f "$guard"; fi' EXIT
 
 for key in "${keys[@]}"; do
+  # Passed to every cargo call (the build as well as the test run), so each mutant
+  # builds only the suites it runs, not every test target of the package.
   args=()
   for t in ${tests[$key]}; do
     if [ "$t" = lib ]; then
-      args+=(--lib)
+      args+=(--cargo-arg=--lib)
     else
-      args+=(--test "$t")
+      args+=(--cargo-arg=--test="$t")
     fi
   done
   echo "== ${file[$key]} (tests: ${tests[$key]})"
@@ -133,12 +137,17 @@ for key in "${keys[@]}"; do
   if [ -n "${MUTANTS_ITERATE:-}" ]; then
     shard_args+=(--iterate)
   fi
+  # MUTANTS_ALL_SUITES=1: every suite runs even after one fails, so each mutant's log
+  # shows every test that catches it (slower).
+  if [ -n "${MUTANTS_ALL_SUITES:-}" ]; then
+    shard_args+=(--cargo-test-arg=--no-fail-fast)
+  fi
   # Exit code 2 (some mutants missed) or 3 (timeouts) is a result, not a failure.
   # The loom models (`#[cfg(all(test, koan_loom))]`) are not built here: their
   # helpers' mutants would all be "missed".
   cargo mutants --in-place --package "${package[$key]:-koan}" --all-features --no-shuffle \
     --timeout "$timeout" --build-timeout 900 --exclude-re 'loom_model::' \
-    "${shard_args[@]}" --file "${file[$key]}" --output "$out/$key$suffix" -- "${args[@]}" || true
+    "${shard_args[@]}" "${args[@]}" --file "${file[$key]}" --output "$out/$key$suffix" || true
 done
 
 echo

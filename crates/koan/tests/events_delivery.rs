@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use common::events::{
     Emitter, assert_ended, drain, forward, forwarded, next, start, still_pending, stop,
-    stuck_subscriber, within_a_minute,
+    stuck_subscriber, within_a_minute, within_a_minute_for,
 };
 use common::poll_once;
 use koan::well_known::events::translation::{COMPLETED, FAILED, STARTED};
@@ -31,8 +31,9 @@ use tokio::sync::mpsc;
 /// a subscriber handles its events in order, so everything emitted before the
 /// barrier has been handled too.
 async fn barrier(host: &HostHandle, rx: &mut mpsc::UnboundedReceiver<()>) -> anyhow::Result<()> {
-    host.emit("Emitter", "Barrier", ()).await?;
-    koan::testing::within("the barrier event", rx.recv())
+    within_a_minute_for("the barrier's emit", host.emit("Emitter", "Barrier", ())).await?;
+    // A minute, not `koan::testing::within`'s hour: the multi-thread tests use it too.
+    within_a_minute_for("the barrier event", rx.recv())
         .await
         .expect("barrier delivered");
     Ok(())
@@ -171,7 +172,7 @@ async fn once_delivers_exactly_once_under_a_thousand_concurrent_emits() -> anyho
     );
 
     // Later emits do not revive a spent `once`.
-    host.emit("Emitter", "Tick", 5000u32).await?;
+    within_a_minute_for("a later emit", host.emit("Emitter", "Tick", 5000u32)).await?;
     barrier(&host, &mut barrier_rx).await?;
     assert!(drain(&mut once_rx).is_empty());
     assert!(drain(&mut odd_rx).is_empty());
@@ -293,9 +294,14 @@ async fn each_subscriber_gets_events_in_emission_order() -> anyhow::Result<()> {
         .subscribe()
         .await?;
 
-    for n in 0..1000u32 {
-        host.emit("Emitter", "Tick", n).await?;
-    }
+    // Bounded: a subscriber that never reads would hold the emitter for ever.
+    koan::testing::within("1000 emits to subscribers that wait for room", async {
+        for n in 0..1000u32 {
+            host.emit("Emitter", "Tick", n).await?;
+        }
+        Ok::<_, koan::Error>(())
+    })
+    .await?;
     let mut a = Vec::new();
     let mut b = Vec::new();
     for _ in 0..1000 {
@@ -315,10 +321,13 @@ async fn each_subscriber_gets_events_in_emission_order() -> anyhow::Result<()> {
     assert_eq!(b, expected);
 
     // Emitted from inside an action, in a loop, the order holds too.
-    host.services::<Emitter>()
-        .action("emit_many", 300u32)
-        .execute()
-        .await?;
+    koan::testing::within(
+        "an action emitting 300 events to subscribers that wait for room",
+        host.services::<Emitter>()
+            .action("emit_many", 300u32)
+            .execute(),
+    )
+    .await?;
     let mut c = Vec::new();
     for _ in 0..300 {
         c.push(next(&mut b_rx).await);
@@ -677,7 +686,8 @@ async fn handlers_that_panic_before_returning_their_future_are_contained() -> an
     })
     .await?;
     for n in 0..3u32 {
-        host.emit("Emitter", "Tick", n).await?;
+        // Bounded: one of the subscribers waits for room.
+        koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
     }
     for rx in &mut receivers {
         assert_eq!(next(rx).await, 0);

@@ -11,7 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::events::{Emitter, forwarded, next, start, stop, stuck_subscriber};
-use koan::{error::ErrorKind, event::Overflow};
+use koan::transport::HostLink as _;
+use koan::{
+    BoxError,
+    error::ErrorKind,
+    event::{EventEnvelope, Overflow},
+};
 use tokio::sync::mpsc;
 
 /// Counters by `name{label=value,…}`, for the thread that installs it.
@@ -243,9 +248,10 @@ async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> an
     start_observed!(host, logs, counters);
     // The default policy, a buffer of one, and a handler stuck on its first event.
     let (_stuck, gate, mut rx) = stuck_subscriber(&host, 1, Overflow::DropNewest).await?;
-    // One more fits in the buffer; the next three do not.
+    // One more fits in the buffer; the next three do not. (Bounded: a subscriber
+    // that wrongly waited for room would hold these for ever.)
     for n in 1..=4u32 {
-        host.emit("Emitter", "Tick", n).await?;
+        koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
     }
     let labels = [("service", "Emitter"), ("event", "Tick")];
     assert_eq!(counters.get("koan_events_dropped_total", &labels), 3);
@@ -254,5 +260,66 @@ async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> an
 
     gate.add_permits(1);
     assert_eq!(next(&mut rx).await, 1, "the buffered event still comes");
+    stop(&host).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_handler_run_is_counted_as_delivered_or_failed_and_failures_are_logged()
+-> anyhow::Result<()> {
+    start_observed!(host, logs, counters);
+    // A waiting subscriber (the event's ring) and a dropping one (a channel), each
+    // failing on odd payloads.
+    let mut receivers = Vec::new();
+    let mut subs = Vec::new();
+    for overflow in [Overflow::Wait, Overflow::DropNewest] {
+        let (tx, rx) = mpsc::unbounded_channel::<u32>();
+        let sub = host
+            .service("Emitter")
+            .on("Tick")
+            .handle(move |n: u32| {
+                let _ = tx.send(n);
+                let outcome: Result<(), BoxError> = match n % 2 {
+                    0 => Ok(()),
+                    _ => Err(format!("{n} is odd").into()),
+                };
+                std::future::ready(outcome)
+            })
+            .overflow(overflow)
+            .subscribe()
+            .await?;
+        subs.push(sub);
+        receivers.push(rx);
+    }
+    // Bounded: one subscriber waits for room.
+    for n in 0..4u32 {
+        koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
+    }
+    // Two more from another process: their envelopes carry no interned key.
+    for n in 4..6u32 {
+        let env = EventEnvelope::remote(
+            "Emitter",
+            "Tick",
+            None,
+            chrono::DateTime::UNIX_EPOCH,
+            100,
+            n.into(),
+        );
+        koan::testing::within("a remote event's delivery", host.deliver_remote_event(&env)).await;
+    }
+    for rx in &mut receivers {
+        for n in 0..6u32 {
+            assert_eq!(next(rx).await, n);
+        }
+    }
+    koan::testing::settle().await;
+
+    let labels = [("service", "Emitter"), ("event", "Tick")];
+    assert_eq!(counters.get("koan_events_delivered_total", &labels), 6);
+    assert_eq!(
+        counters.get("koan_event_handler_failures_total", &labels),
+        6
+    );
+    logs.assert_lines("event handler failed", 6, "is odd");
+    drop(subs);
     stop(&host).await
 }

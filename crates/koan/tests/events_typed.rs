@@ -115,6 +115,55 @@ async fn a_typed_subscription_gets_the_payload_under_the_declared_name() -> anyh
     let names: Vec<_> = info.events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["WorkCompleted", "WorkFailed"]);
 
+    // A builder shows its event's payload type and its settings.
+    let debug = format!("{:?}", worker.on::<WorkCompleted>().buffer(9));
+    for part in ["TypedSubscriptionBuilder", "WorkCompleted", "capacity: 9"] {
+        assert!(debug.contains(part), "{part} in {debug}");
+    }
+
+    host.shutdown();
+    host.wait().await.into_result()?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_route_keeps_its_filter_and_once_in_either_order() -> anyhow::Result<()> {
+    let host = Host::builder().instance(Worker).build()?.start();
+    host.started().await?;
+    let worker = host.services::<Worker>();
+    let forward = |tx: &mpsc::UnboundedSender<u32>| {
+        let tx = tx.clone();
+        move |e: WorkCompleted| {
+            let _ = tx.send(e.id);
+            async {}
+        }
+    };
+    let (first_tx, mut first) = mpsc::unbounded_channel();
+    let (second_tx, mut second) = mpsc::unbounded_channel();
+    let (all_tx, mut all) = mpsc::unbounded_channel();
+    let _sub = worker
+        .on::<WorkCompleted>()
+        .filter(|e: &WorkCompleted| e.id >= 10)
+        .once()
+        .handle(forward(&first_tx))
+        .once()
+        .filter(|e: &WorkCompleted| e.id >= 10)
+        .handle(forward(&second_tx))
+        .handle(forward(&all_tx))
+        .subscribe()
+        .await?;
+    for id in [2, 12, 14] {
+        worker.action("work", id).execute().await?;
+    }
+    // The routes of one subscriber take each event in turn: once the last route has
+    // 14, the others have had every event.
+    for id in [2, 12, 14] {
+        assert_eq!(next(&mut all, "WorkCompleted").await, id);
+    }
+    for rx in [&mut first, &mut second] {
+        assert_eq!(next(rx, "the filtered WorkCompleted").await, 12);
+        assert!(rx.try_recv().is_err(), "`once` delivered twice");
+    }
     host.shutdown();
     host.wait().await.into_result()?;
     Ok(())

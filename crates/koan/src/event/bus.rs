@@ -365,11 +365,20 @@ impl EventBus {
 /// Reads the ring for one subscriber until it closes: each event's handlers run on
 /// the borrowed envelope; one that does not finish at once keeps a reference and
 /// is awaited before the subscriber moves on (its order holds).
+///
+/// Shaped so that no slip can make it spin without awaiting (a spinning task keeps a
+/// paused clock from moving, and a test's bounds from firing): the events in hand are
+/// a range, iterated, not a cursor stepped by hand; and the ring's wait is asserted to
+/// return new events (a wait that returned none would be asked again at once).
 async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub>) {
-    let mut pos = cursor.next();
+    let mut from = cursor.next();
     let mut waiting: Vec<(BoxFuture<'static, Result<(), BoxError>>, Shared)> = Vec::new();
-    while let Some(tail) = std::future::poll_fn(|cx| ring.poll_ready(pos, cx)).await {
-        while pos < tail {
+    while let Some(tail) = std::future::poll_fn(|cx| ring.poll_ready(from, cx)).await {
+        debug_assert!(
+            tail > from,
+            "the ring's wait returned no new event ({from}..{tail})"
+        );
+        for pos in from..tail {
             std::future::poll_fn(|cx| {
                 let read = ring.with(pos, |env| start_handlers(&sub, env, cx, &mut waiting));
                 if read.is_none() {
@@ -387,9 +396,9 @@ async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub>) {
             for (fut, env) in waiting.drain(..) {
                 record(&env, catch_unwind(fut).await);
             }
-            pos += 1;
-            ring.advance(&cursor, pos);
+            ring.advance(&cursor, pos + 1);
         }
+        from = tail;
     }
 }
 

@@ -131,6 +131,9 @@ impl Ring {
 
     /// Writes `env`, waiting while a reader is its buffer's length behind. `false`
     /// when the ring is closed.
+    ///
+    /// Each turn of the loop awaits `room` (a reader moving on, leaving, or the
+    /// close): no slip in the comparisons below can make it spin without awaiting.
     pub(crate) async fn push(&self, env: Arc<EventEnvelope>) -> bool {
         loop {
             let room = self.room.notified();
@@ -144,6 +147,14 @@ impl Ring {
                 if pos >= st.limit {
                     st.limit = limit(&st.cursors, pos);
                 }
+                if pos >= st.limit {
+                    // Full for some reader: wait until one moves on. Announced before
+                    // the last look at the cursors, so a reader that moves now sees us.
+                    self.wanted.store(pos, Ordering::SeqCst);
+                    seqcst_fence();
+                    room.as_mut().enable();
+                    st.limit = limit(&st.cursors, pos);
+                }
                 if pos < st.limit {
                     let slot = &self.slots[(pos & self.mask) as usize];
                     *slot.write().unwrap_or_else(|p| p.into_inner()) = Some((pos, env));
@@ -152,15 +163,6 @@ impl Ring {
                     drop(st);
                     parked.into_iter().for_each(Waker::wake);
                     return true;
-                }
-                // Full for some reader: wait until one moves on. Announced before
-                // the last look at the cursors, so a reader that moves now sees us.
-                self.wanted.store(pos, Ordering::SeqCst);
-                seqcst_fence();
-                room.as_mut().enable();
-                st.limit = limit(&st.cursors, pos);
-                if pos < st.limit {
-                    continue;
                 }
             }
             room.await;

@@ -135,6 +135,15 @@ pub(crate) async fn within_a_minute<F: Future>(f: F) -> F::Output {
         .expect("still waiting after a minute")
 }
 
+/// `f`'s output, failing after a minute with a message naming `what` instead of
+/// hanging: a minute of the paused clock, or of real time on a multi-thread runtime
+/// (where [`koan::testing::within`]'s hour would be a real hour).
+pub(crate) async fn within_a_minute_for<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("still waiting after a minute for {what}"))
+}
+
 /// The next value, failing (on the paused clock, after a virtual minute) instead of
 /// hanging when none comes.
 pub(crate) async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -187,7 +196,12 @@ pub(crate) async fn stuck_subscriber(
         .overflow(overflow)
         .subscribe()
         .await?;
-    host.emit("Emitter", "Tick", 0u32).await?;
+    // Bounded: a slip in the ring (no room for any event) would hold it for ever.
+    within_a_minute_for(
+        "the first emit to the stuck subscriber",
+        host.emit("Emitter", "Tick", 0u32),
+    )
+    .await?;
     assert_eq!(next(&mut rx).await, 0, "the handler is now stuck");
     Ok((sub, gate, rx))
 }
