@@ -11,6 +11,7 @@
 #   MUTANTS_TIMEOUT=120 scripts/mutants.sh supervisor
 #   MUTANTS_SHARD=1/3 scripts/mutants.sh event   # a third of a large key
 #   MUTANTS_ITERATE=1 scripts/mutants.sh mailbox  # only what the last run did not catch
+#   MUTANTS_ALL_SUITES=1 scripts/mutants.sh event # no fail-fast: logs name every catching test
 #
 # Keys: the six core files (schedule driver mailbox slots supervisor report, the
 # default), and beyond them request execute enqueue route (action/), event
@@ -116,12 +117,14 @@ fi
 trap 'git checkout -- "${file[@]}"; if [ -n "$guard" ]; then rm -f "$guard"; fi' EXIT
 
 for key in "${keys[@]}"; do
+  # Passed to every cargo call (the build as well as the test run), so each mutant
+  # builds only the suites it runs, not every test target of the package.
   args=()
   for t in ${tests[$key]}; do
     if [ "$t" = lib ]; then
-      args+=(--lib)
+      args+=(--cargo-arg=--lib)
     else
-      args+=(--test "$t")
+      args+=(--cargo-arg=--test="$t")
     fi
   done
   echo "== ${file[$key]} (tests: ${tests[$key]})"
@@ -133,12 +136,17 @@ for key in "${keys[@]}"; do
   if [ -n "${MUTANTS_ITERATE:-}" ]; then
     shard_args+=(--iterate)
   fi
+  # MUTANTS_ALL_SUITES=1: every suite runs even after one fails, so each mutant's log
+  # shows every test that catches it (slower).
+  if [ -n "${MUTANTS_ALL_SUITES:-}" ]; then
+    shard_args+=(--cargo-test-arg=--no-fail-fast)
+  fi
   # Exit code 2 (some mutants missed) or 3 (timeouts) is a result, not a failure.
   # The loom models (`#[cfg(all(test, koan_loom))]`) are not built here: their
   # helpers' mutants would all be "missed".
   cargo mutants --in-place --package "${package[$key]:-koan}" --all-features --no-shuffle \
     --timeout "$timeout" --build-timeout 900 --exclude-re 'loom_model::' \
-    "${shard_args[@]}" --file "${file[$key]}" --output "$out/$key$suffix" -- "${args[@]}" || true
+    "${shard_args[@]}" "${args[@]}" --file "${file[$key]}" --output "$out/$key$suffix" || true
 done
 
 echo
