@@ -75,7 +75,7 @@ keys=("$@")
 if [ ${#keys[@]} -eq 0 ]; then
   keys=(schedule driver mailbox slots supervisor report)
 fi
-# MUTANTS_SHARD=k/n tests only the k-th of n parts of each file's mutants (a large
+# MUTANTS_SHARD=k/n tests only the k-th (counted from 0: 0/2 and 1/2) of n parts of each file's mutants (a large
 # file over several sittings); its results go to target/mutants/<key>-shard-k-of-n/.
 shard="${MUTANTS_SHARD:-}"
 suffix=""
