@@ -67,7 +67,7 @@ declare -A tests=(
   [enqueue]="actions_invoke actions_typed jobs_lifecycle jobs_memory_store edge_cases actions_request_edges"
   [route]="actions_invoke actions_typed actions_timeout periodic_schedule periodic_edges actions_request_edges"
   [event]="events_delivery events_mixed_chain events_noise events_plumbing events_recent events_translation events_typed"
-  [queue]="lib durable_work durable_keyed durable_partition durable_shutdown durable_cancel wire_foreign durable_queue_edges"
+  [queue]="lib durable_work durable_keyed durable_partition durable_shutdown durable_cancel wire_foreign durable_queue_edges durable_retry durable_chain durable_queue_more"
   [outcomes]="durable_work durable_keyed durable_partition durable_shutdown durable_queue_edges"
 )
 

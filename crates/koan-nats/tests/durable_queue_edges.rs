@@ -51,8 +51,8 @@ impl BackgroundService for Counter {
 }
 
 /// The consumer of a service's durable work is made with the options' `max_deliver`
-/// and `ack_wait` (not the server's defaults: unlimited deliveries, 30 s), and
-/// explicit acks.
+/// and `ack_wait` (not the server's defaults: unlimited deliveries, 30 s), explicit
+/// acks, and a filter on that service's subjects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_work_consumer_keeps_the_configured_delivery_limits() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -78,6 +78,8 @@ async fn the_work_consumer_keeps_the_configured_delivery_limits() -> anyhow::Res
     assert_eq!(config.max_deliver, 4, "{config:?}");
     assert_eq!(config.ack_wait, Duration::from_secs(7), "{config:?}");
     assert_eq!(config.ack_policy, AckPolicy::Explicit, "{config:?}");
+    // Its service's jobs only: the work stream holds every service's.
+    assert_eq!(config.filter_subject, "koan.work.counter.>", "{config:?}");
 
     worker.stop().await?;
     Ok(())
