@@ -260,9 +260,20 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
+            } else if let Some(e) = unstorable(t, &key, &job, attempts).await {
+                // The result itself cannot be stored (larger than the broker or the
+                // bucket takes): running again would give the same, after running
+                // its side effects again. The job ends dead, its waiters told why.
+                tracing::error!(id = %job.id, action = %job.action, error = %e, "durable job's result cannot be stored; dead-lettered");
+                records::finish(t, &job.id, attempt, records::dead(&e), started);
+                let (h, body) = (msg.headers.as_ref(), &msg.payload);
+                let why = Reply::of(Err(e)).reason();
+                dead_letter(t, h, body, &job.service, &job.action, Some(&job.id), &why).await;
+                let _ = msg.ack_with(AckKind::Term).await;
             } else {
-                // The outcome is not stored: run again later rather than leave the
-                // enqueuer waiting for an answer that will never be written.
+                // The outcome is not stored (the broker is unreachable): run again
+                // later rather than leave the enqueuer waiting for an answer that
+                // will never be written.
                 let _ = msg
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                     .await;
@@ -396,6 +407,33 @@ async fn refuse(t: &NatsTransport, msg: &Message, bad: Unreadable, attempts: i64
     let (h, body) = (msg.headers.as_ref(), &msg.payload);
     dead_letter(t, h, body, &service, &action, id.as_deref(), &why).await;
     let _ = msg.ack_with(AckKind::Term).await;
+}
+
+/// After a successful run's outcome could not be stored: whether a small one can.
+/// If it can, the broker is there and it was the result it would not take (larger
+/// than its `max_payload` or the bucket's message size): that error, now recorded
+/// as the job's outcome, is returned. `None`: the broker took neither (unreachable).
+async fn unstorable(t: &NatsTransport, key: &str, job: &Job, attempts: i64) -> Option<koan::Error> {
+    let e = koan::Error::new(
+        ErrorKind::Handler,
+        format!(
+            "durable job {} of `{}` ran, but its result could not be stored (larger than the broker or the outcomes bucket takes): its side effects are done, its result is lost; it is not run again",
+            job.id, job.service
+        ),
+    );
+    let outcome = Outcome {
+        id: job.id.clone(),
+        host: t.inner.host_id.clone(),
+        attempts,
+        reply: Reply::of(Err(e.clone())),
+    };
+    let body = serde_json::to_vec(&outcome).unwrap_or_default();
+    match t.inner.outcomes.create(key, body.into()).await {
+        Ok(_) => Some(e),
+        // Another delivery's outcome stands: the job ended there.
+        Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => None,
+        Err(_) => None,
+    }
 }
 
 /// Stores the outcome; `false` when it could not be stored (not when it existed).

@@ -1,8 +1,8 @@
 //! More edges of the durable queue (`queue.rs`) that mutation testing found open
 //! (issue 22, round 5): a failed job's record says when its next run is due, after
 //! its backoff; a run that finds its outcome already recorded by another delivery
-//! ends its job all the same; a run whose outcome cannot be stored is run again
-//! rather than acknowledged; and a worker whose progress acks the broker never
+//! ends its job all the same; a run whose result cannot be stored ends dead, once,
+//! rather than acknowledged unanswered or run again; and a worker whose progress acks the broker never
 //! answers loses its claim and is fenced, though its connection is open and fine.
 
 mod common;
@@ -176,11 +176,13 @@ async fn a_run_whose_outcome_was_recorded_first_ends_its_job() -> anyhow::Result
     Ok(())
 }
 
-/// A run whose outcome the outcomes bucket refuses (here: larger than the bucket
-/// takes) is not acknowledged as done: the job is run again, rather than leave its
-/// enqueuer waiting for an answer that was never written.
+/// A run whose result the outcomes bucket refuses for good (here: larger than the
+/// bucket takes; in production, larger than the broker's `max_payload`) is neither
+/// acknowledged as done with no answer nor run again and again: the job ends dead,
+/// once, its enqueuer told why. (Before: naked and run again on every delivery, its
+/// side effects repeated, and never answered.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_whose_outcome_cannot_be_stored_is_run_again() -> anyhow::Result<()> {
+async fn a_run_whose_result_cannot_be_stored_ends_dead_once() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let opts = test_options(&server.url());
     // The outcomes bucket, made before any member as the members make it, but with
@@ -220,12 +222,40 @@ async fn a_run_whose_outcome_cannot_be_stored_is_run_again() -> anyhow::Result<(
     let out = within("the small outcome", ticket.outcome()).await??;
     assert_eq!(out.value::<u32>()?, 2);
 
-    // A big one is not: the job runs again.
+    // A big one is not: the job ends dead after one run, its enqueuer told why.
     runs.store(0, Ordering::SeqCst);
-    publish(&js, &koan::job::new_job_id(), "big", "null").await?;
-    eventually("the job whose outcome was refused to run again", || async {
-        runs.load(Ordering::SeqCst) >= 2
+    let ticket = within(
+        "enqueue",
+        client.host.service("Edges").action("big", ()).enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    let err = within("the big job's outcome", ticket.outcome())
+        .await?
+        .expect_err("a result that cannot be stored is not a success");
+    assert!(
+        err.to_string().contains("could not be stored"),
+        "the error says why: {err}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "run once, not again");
+    wait_for("the big job's record to say dead", async || {
+        let r = client.host.jobs().get(&id).await?;
+        Ok((r.state == JobState::Dead).then_some(()))
     })
+    .await?;
+    wait_for(
+        "its message to be ended (KOAN_WORK: 0 messages)",
+        async || {
+            let n = js
+                .get_stream("KOAN_WORK")
+                .await?
+                .info()
+                .await?
+                .state
+                .messages;
+            Ok((n == 0).then_some(()))
+        },
+    )
     .await?;
 
     client.stop().await?;
