@@ -8,10 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Holder, Stopped, enqueue, holder_and_client};
+use common::{Holder, Stopped, enqueue, holder_and_client, job_reaches, stream_holds};
 use koan::job::JobState;
 use koan_test_support::nats::{Member, NatsServer, announced, test_options};
-use koan_test_support::{eventually, wait_for, within};
+use koan_test_support::{eventually, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -162,39 +162,11 @@ async fn a_job_whose_deliveries_all_went_silent_is_dead_not_stranded() -> anyhow
     );
     assert_eq!(runs.started(), 1, "not delivered again");
     // The record follows the outcome a moment behind.
-    wait_for("the job's record to say dead", async || {
-        let r = client.jobs().get(&id).await?;
-        Ok((r.state == JobState::Dead).then_some(()))
-    })
-    .await?;
-    let js = async_nats::jetstream::new(member.nats.client().clone());
-    // Acked, deleted or published just after the outcome: waited for.
-    wait_for(
-        "its message is removed from the work stream (KOAN_WORK: 0 messages)",
-        async || {
-            let n = js
-                .get_stream("KOAN_WORK")
-                .await?
-                .info()
-                .await?
-                .state
-                .messages;
-            Ok((n == 0).then_some(()))
-        },
-    )
-    .await?;
-    // Acked, deleted or published just after the outcome: waited for.
-    wait_for("it is dead-lettered (KOAN_DLQ: 1 messages)", async || {
-        let n = js
-            .get_stream("KOAN_DLQ")
-            .await?
-            .info()
-            .await?
-            .state
-            .messages;
-        Ok((n == 1).then_some(()))
-    })
-    .await?;
+    job_reaches(client, &id, JobState::Dead).await?;
+    // its message is removed from the work stream.
+    stream_holds(&member, "KOAN_WORK", 0).await?;
+    // it is dead-lettered.
+    stream_holds(&member, "KOAN_DLQ", 1).await?;
     proxy.freeze(false);
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::stream;
-use common::{Holder, Stopped, enqueue};
+use common::{Holder, Stopped, enqueue, job_reaches, stream_holds};
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions, job::JobState, transport::Transport,
@@ -238,25 +238,9 @@ async fn a_run_whose_result_cannot_be_stored_ends_dead_once() -> anyhow::Result<
         "the error says why: {err}"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "run once, not again");
-    wait_for("the big job's record to say dead", async || {
-        let r = client.host.jobs().get(&id).await?;
-        Ok((r.state == JobState::Dead).then_some(()))
-    })
-    .await?;
-    wait_for(
-        "its message to be ended (KOAN_WORK: 0 messages)",
-        async || {
-            let n = js
-                .get_stream("KOAN_WORK")
-                .await?
-                .info()
-                .await?
-                .state
-                .messages;
-            Ok((n == 0).then_some(()))
-        },
-    )
-    .await?;
+    job_reaches(&client.host, &id, JobState::Dead).await?;
+    // its message to be ended.
+    stream_holds(&client, "KOAN_WORK", 0).await?;
 
     client.stop().await?;
     worker.stop().await?;

@@ -3,16 +3,19 @@
 //! stream and the next instance does them. A job whose handler ignores its token is
 //! released when its host has stopped, not left running on a host that is gone.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{job_reaches, stream_holds};
 use koan::host::HostBuilder;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions, job::JobState,
 };
 use koan_test_support::nats::{Member, NatsServer, test_options};
-use koan_test_support::{wait_for, within};
+use koan_test_support::within;
 
 #[derive(Default)]
 struct Worker;
@@ -146,21 +149,13 @@ async fn a_job_whose_handler_ignores_its_token_is_released_when_the_host_has_sto
     )
     .await??;
     let id = ticket.id().to_owned();
-    wait_for("the job to run", async || {
-        let r = b.host.jobs().get(&id).await?;
-        Ok((r.state == JobState::Running).then_some(()))
-    })
-    .await?;
+    job_reaches(&b.host, &id, JobState::Running).await?;
 
     // A stops; its grace ends with the handler still running: the job is dropped
     // there and released, not left `running` on a host that is gone.
     a.host.shutdown();
     within("A to stop", a.host.wait()).await?;
-    let released = wait_for("the job to be released", async || {
-        let r = b.host.jobs().get(&id).await?;
-        Ok((r.state == JobState::Queued).then_some(r))
-    })
-    .await?;
+    let released = job_reaches(&b.host, &id, JobState::Queued).await?;
     assert_eq!(
         released.attempts, 0,
         "a release is not an attempt: {released:?}"
@@ -213,44 +208,16 @@ async fn a_job_released_at_its_last_delivery_still_runs_elsewhere() -> anyhow::R
     )
     .await??;
     let id = ticket.id().to_owned();
-    wait_for("the job to run", async || {
-        let r = b.host.jobs().get(&id).await?;
-        Ok((r.state == JobState::Running).then_some(()))
-    })
-    .await?;
+    job_reaches(&b.host, &id, JobState::Running).await?;
     a.host.shutdown();
     within("A to stop", a.host.wait()).await?;
     let c = Member::join(opts, |b| b.service::<Finisher>()).await?;
     let out = within("the job's outcome", ticket.outcome()).await??;
     assert_eq!(out.value::<u32>()?, 7, "run on the next instance");
-    let js = async_nats::jetstream::new(b.nats.client().clone());
-    // Acked, deleted or published just after the outcome: waited for.
-    wait_for(
-        "no message left behind (KOAN_WORK: 0 messages)",
-        async || {
-            let n = js
-                .get_stream("KOAN_WORK")
-                .await?
-                .info()
-                .await?
-                .state
-                .messages;
-            Ok((n == 0).then_some(()))
-        },
-    )
-    .await?;
-    // Acked, deleted or published just after the outcome: waited for.
-    wait_for("not dead-lettered (KOAN_DLQ: 0 messages)", async || {
-        let n = js
-            .get_stream("KOAN_DLQ")
-            .await?
-            .info()
-            .await?
-            .state
-            .messages;
-        Ok((n == 0).then_some(()))
-    })
-    .await?;
+    // no message left behind.
+    stream_holds(&b, "KOAN_WORK", 0).await?;
+    // not dead-lettered.
+    stream_holds(&b, "KOAN_DLQ", 0).await?;
     c.stop().await?;
     b.stop().await
 }

@@ -148,3 +148,28 @@ pub(crate) async fn enqueue(
     let job = client.service("Holder").action(action, params).enqueue();
     Ok(within("enqueue", job).await??)
 }
+
+/// Waits (bounded) until the record of job `id`, as `host` reads it, is in `state`;
+/// the record as it is then.
+pub(crate) async fn job_reaches(
+    host: &HostHandle,
+    id: &str,
+    state: koan::job::JobState,
+) -> anyhow::Result<koan::job::JobRecord> {
+    koan_test_support::wait_for(&format!("job {id} to be {state}"), async || {
+        let r = host.jobs().get(id).await?;
+        Ok((r.state == state).then_some(r))
+    })
+    .await
+}
+
+/// Waits (bounded) until JetStream stream `name` holds `n` messages, as `member`
+/// reads it: acks, deletes and dead letters land a moment after an outcome.
+pub(crate) async fn stream_holds(member: &Member, name: &str, n: u64) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(member.nats.client().clone());
+    koan_test_support::wait_for(&format!("{name} to hold {n} messages"), async || {
+        let held = js.get_stream(name).await?.info().await?.state.messages;
+        Ok((held == n).then_some(()))
+    })
+    .await
+}
