@@ -51,6 +51,7 @@
 //! ```
 
 mod connection;
+mod dead_letter;
 mod delayed;
 mod enqueue;
 mod jobs_view;

@@ -268,7 +268,16 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                 records::finish(t, &job.id, attempt, records::dead(&e), started);
                 let (h, body) = (msg.headers.as_ref(), &msg.payload);
                 let why = Reply::of(Err(e)).reason();
-                dead_letter(t, h, body, &job.service, &job.action, Some(&job.id), &why).await;
+                crate::dead_letter::publish(
+                    t,
+                    h,
+                    body,
+                    &job.service,
+                    &job.action,
+                    Some(&job.id),
+                    &why,
+                )
+                .await;
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {
                 // The outcome is not stored (the broker is unreachable): run again
@@ -294,7 +303,16 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             if record(t, &key, &job.id, attempts, reply).await {
                 records::finish(t, &job.id, attempt, how, started);
                 let (h, body) = (msg.headers.as_ref(), &msg.payload);
-                dead_letter(t, h, body, &job.service, &job.action, Some(&job.id), &why).await;
+                crate::dead_letter::publish(
+                    t,
+                    h,
+                    body,
+                    &job.service,
+                    &job.action,
+                    Some(&job.id),
+                    &why,
+                )
+                .await;
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {
                 let _ = msg
@@ -405,7 +423,7 @@ async fn refuse(t: &NatsTransport, msg: &Message, bad: Unreadable, attempts: i64
         return;
     }
     let (h, body) = (msg.headers.as_ref(), &msg.payload);
-    dead_letter(t, h, body, &service, &action, id.as_deref(), &why).await;
+    crate::dead_letter::publish(t, h, body, &service, &action, id.as_deref(), &why).await;
     let _ = msg.ack_with(AckKind::Term).await;
 }
 
@@ -456,43 +474,6 @@ async fn record(t: &NatsTransport, key: &str, id: &str, attempts: i64, reply: Re
             tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome; it will run again");
             false
         }
-    }
-}
-
-/// Publishes the job as it came (`body` and the `Koan-*` of its `headers`) to the dead-letter
-/// stream, with the job's id and the error (`why`: code, message) in headers.
-pub(crate) async fn dead_letter(
-    t: &NatsTransport,
-    headers: Option<&async_nats::HeaderMap>,
-    body: &bytes::Bytes,
-    service: &str,
-    action: &str,
-    id: Option<&str>,
-    why: &(String, String),
-) {
-    // The job's own `Koan-*` headers, but none of `Nats-*`: the dead letter must not
-    // carry the job's de-duplication id.
-    let mut h = async_nats::HeaderMap::new();
-    for (name, values) in headers.iter().flat_map(|h| h.iter()) {
-        if AsRef::<str>::as_ref(name).starts_with("Koan-") {
-            for v in values {
-                h.append(name.clone(), v.clone());
-            }
-        }
-    }
-    h.insert(wire::H_ORIGIN, t.inner.host_id.as_str());
-    if let Some(id) = id {
-        h.insert(wire::H_ACTION_ID, wire::header_value(id));
-    }
-    h.insert(wire::H_ERROR, wire::header_value(&why.0));
-    h.insert(wire::H_ERROR_MESSAGE, wire::header_value(&why.1));
-    if let Ok(ack) = t
-        .inner
-        .js
-        .publish_with_headers(subjects::dead_letter(service, action), h, body.clone())
-        .await
-    {
-        let _ = ack.await;
     }
 }
 

@@ -86,7 +86,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
                 let why = bad.reply.reason();
                 let (service, action) = (&bad.service, &bad.action);
                 let (h, id) = (Some(&msg.headers), bad.id.as_deref());
-                crate::queue::dead_letter(t, h, &msg.payload, service, action, id, &why).await;
+                crate::dead_letter::publish(t, h, &msg.payload, service, action, id, &why).await;
             }
             return;
         }
@@ -122,7 +122,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
             tracing::error!(id = %job.id, action = %job.action, deliveries = a.deliveries, "durable job dead-lettered: no run of it ended within max_deliver deliveries");
             records::finish(t, &job.id, attempt, how, None);
             let h = Some(&msg.headers);
-            crate::queue::dead_letter(
+            crate::dead_letter::publish(
                 t,
                 h,
                 &msg.payload,

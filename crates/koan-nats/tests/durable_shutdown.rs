@@ -132,29 +132,38 @@ impl BackgroundService for Stubborn {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_whose_handler_ignores_its_token_is_released_when_the_host_has_stopped()
--> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let opts = test_options(&server.url());
+/// Joins A (hosting `Stubborn`, grace 300 ms) and a client B; B enqueues `stall`,
+/// which runs on A; then A stops, its grace ending with the handler still running.
+/// B and the job's ticket.
+async fn stall_then_stop_its_host(
+    opts: &koan_nats::NatsOptions,
+) -> anyhow::Result<(Member, koan::job::JobTicket)> {
     let a = Member::join(opts.clone(), |b| {
         b.service::<Stubborn>()
             .shutdown_grace(Duration::from_millis(300))
     })
     .await?;
-    let b = Member::join(opts, |b| b).await?;
+    let b = Member::join(opts.clone(), |b| b).await?;
     let ticket = within(
         "enqueue",
         b.host.service("Stubborn").action("stall", ()).enqueue(),
     )
     .await??;
-    let id = ticket.id().to_owned();
-    job_reaches(&b.host, &id, JobState::Running).await?;
-
-    // A stops; its grace ends with the handler still running: the job is dropped
-    // there and released, not left `running` on a host that is gone.
+    job_reaches(&b.host, ticket.id(), JobState::Running).await?;
     a.host.shutdown();
     within("A to stop", a.host.wait()).await?;
+    Ok((b, ticket))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_handler_ignores_its_token_is_released_when_the_host_has_stopped()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    // A stops; its grace ends with the handler still running: the job is dropped
+    // there and released, not left `running` on a host that is gone.
+    let (b, ticket) = stall_then_stop_its_host(&opts).await?;
+    let id = ticket.id().to_owned();
     let released = job_reaches(&b.host, &id, JobState::Queued).await?;
     assert_eq!(
         released.attempts, 0,
@@ -196,21 +205,7 @@ async fn a_job_released_at_its_last_delivery_still_runs_elsewhere() -> anyhow::R
     let server = NatsServer::start()?;
     let mut opts = test_options(&server.url());
     opts.max_deliver = 1;
-    let a = Member::join(opts.clone(), |b| {
-        b.service::<Stubborn>()
-            .shutdown_grace(Duration::from_millis(300))
-    })
-    .await?;
-    let b = Member::join(opts.clone(), |b| b).await?;
-    let ticket = within(
-        "enqueue",
-        b.host.service("Stubborn").action("stall", ()).enqueue(),
-    )
-    .await??;
-    let id = ticket.id().to_owned();
-    job_reaches(&b.host, &id, JobState::Running).await?;
-    a.host.shutdown();
-    within("A to stop", a.host.wait()).await?;
+    let (b, ticket) = stall_then_stop_its_host(&opts).await?;
     let c = Member::join(opts, |b| b.service::<Finisher>()).await?;
     let out = within("the job's outcome", ticket.outcome()).await??;
     assert_eq!(out.value::<u32>()?, 7, "run on the next instance");
