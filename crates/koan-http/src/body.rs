@@ -1,11 +1,14 @@
 //! Request bodies: JSON only, no larger than `body_limit`, and sent within
 //! `body_read_timeout`. The body is read here, once, after the token and the origin
-//! were checked; handlers get it already in memory.
+//! were checked; handlers take it already in memory ([`json_params`]), not through a
+//! second read of a new body (B7's profile: collecting it again cost ≈ 3,000
+//! instructions a request).
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -13,7 +16,7 @@ use crate::error::ApiError;
 /// Reads the body of a request that has one, within the deadline and the limit,
 /// after checking that it is declared as JSON.
 pub(crate) async fn read_json_body(state: &AppState, req: Request) -> Result<Request, Response> {
-    if !has_body(req.headers()) {
+    if !has_body(&req) {
         return Ok(req);
     }
     if !is_json(req.headers()) {
@@ -52,7 +55,11 @@ pub(crate) async fn read_json_body(state: &AppState, req: Request) -> Result<Req
         None => read.await,
     };
     match bytes {
-        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(bytes) => {
+            let mut req = Request::from_parts(parts, Body::empty());
+            req.extensions_mut().insert(ReadBody(bytes));
+            Ok(req)
+        }
         Err(e) if is_length_limit(&e) => Err(too_large().closing()),
         Err(e) => Err(ApiError::bad_request(
             "bad_request",
@@ -60,6 +67,27 @@ pub(crate) async fn read_json_body(state: &AppState, req: Request) -> Result<Req
         )
         .closing()),
     }
+}
+
+/// The body [`read_json_body`] read, kept with the request for its handler.
+#[derive(Clone)]
+struct ReadBody(Bytes);
+
+/// The request's JSON body as parameters: `null` when it has none (or only
+/// whitespace), a 400 naming the JSON error when it does not parse.
+pub(crate) fn json_params(req: &mut Request) -> Result<Value, ApiError> {
+    let Some(ReadBody(bytes)) = req.extensions_mut().remove::<ReadBody>() else {
+        return Ok(Value::Null);
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })
 }
 
 fn too_large() -> ApiError {
@@ -81,23 +109,31 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// Whether the request carries a body: a non-zero `Content-Length` or any
-/// `Transfer-Encoding`.
-fn has_body(headers: &HeaderMap) -> bool {
+/// Whether the request carries a body: a non-zero `Content-Length`, any
+/// `Transfer-Encoding`, or a body not known to be empty (HTTP/2 declares neither,
+/// when the router is mounted in a user's own server).
+fn has_body(req: &Request) -> bool {
+    use axum::body::HttpBody as _;
+    let headers = req.headers();
     if headers.contains_key(header::TRANSFER_ENCODING) {
         return true;
     }
-    headers
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() != b"0")
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => v.as_bytes() != b"0",
+        None => !req.body().is_end_stream(),
+    }
 }
 
 /// `application/json` or `application/<anything>+json`, parameters allowed.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    // The usual spelling, without the parse below (B7's profile: ≈ 550 instructions).
+    if ct.as_bytes() == b"application/json" {
+        return true;
+    }
+    let Ok(ct) = ct.to_str() else {
         return false;
     };
     let essence = ct.split(';').next().unwrap_or_default().trim();

@@ -31,6 +31,7 @@
 //! token, cross-site requests and non-loopback `Host` names are refused (403); a
 //! connection beyond the cap gets a 503; the dashboard is sent with a CSP.
 
+mod admit;
 mod auth;
 mod body;
 mod dashboard;
@@ -82,10 +83,15 @@ impl std::ops::Deref for AppState {
 /// [`serve`]. Install the metrics recorder with [`install_metrics`] before the host
 /// runs actions, so `/metrics` sees them.
 pub fn router(host: HostHandle, options: HttpOptions) -> Router {
-    let state = AppState(Arc::new(Shared {
-        host,
-        sse_slots: Arc::new(Semaphore::new(options.max_sse_connections)),
-        options,
-    }));
-    routes::router(state)
+    admit::layered(AppState::new(host, options))
+}
+
+impl AppState {
+    fn new(host: HostHandle, options: HttpOptions) -> Self {
+        AppState(Arc::new(Shared {
+            host,
+            sse_slots: Arc::new(Semaphore::new(options.max_sse_connections)),
+            options,
+        }))
+    }
 }

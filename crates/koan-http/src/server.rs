@@ -2,6 +2,7 @@
 //! 503), hyper's header-read deadline, JSON bodies on hyper's own error answers, and
 //! graceful shutdown.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +14,11 @@ use koan::HostHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tower_layer::Layer as _;
 
+use crate::admit::Admitted;
 use crate::parse_errors::JsonParseErrors;
-use crate::{HttpOptions, router};
+use crate::{AppState, HttpOptions};
 
 /// A running HTTP server.
 #[derive(Debug)]
@@ -52,8 +55,12 @@ pub(crate) fn start(
         // Refusals are cheap, but they are sockets too: a bounded number at once.
         refusals: Arc::new(Semaphore::new(cap.max(MAX_REFUSALS))),
     };
-    let app = router(host.clone(), options);
-    let task = tokio::spawn(accept_loop(listener, app, host, limits));
+    let cors = crate::routes::cors(&options.cors_origins);
+    let app = Admitted::new(AppState::new(host.clone(), options));
+    let task = match cors {
+        Some(cors) => tokio::spawn(accept_loop(listener, cors.layer(app), host, limits)),
+        None => tokio::spawn(accept_loop(listener, app, host, limits)),
+    };
     Server { addr, task }
 }
 
@@ -67,12 +74,22 @@ struct Limits {
     refusals: Arc<Semaphore>,
 }
 
-async fn accept_loop(
+async fn accept_loop<S>(
     listener: TcpListener,
-    app: axum::Router,
+    app: S,
     host: HostHandle,
     limits: Limits,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower_service::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let stop = host.wait();
     tokio::pin!(stop);
     // Dropping the sender asks every connection to finish gracefully.

@@ -8,7 +8,7 @@ mod seed;
 mod services;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
@@ -17,10 +17,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
 
-pub(crate) fn router(state: AppState) -> Router {
-    let body_limit = state.options.body_limit;
-    let cors = cors(&state.options.cors_origins);
-    let mut r = Router::new()
+/// The routes, without the admission rules ([`crate::admit`]) in front of them.
+pub(crate) fn routes(state: AppState) -> Router {
+    Router::new()
         .route("/", get(crate::dashboard::page))
         .route("/assets/{file}", get(crate::dashboard::asset))
         .route("/api/services", get(services::list))
@@ -45,35 +44,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(from_fn_with_state(state.clone(), admit))
-        .layer(axum::middleware::map_response(json_errors))
-        .with_state(state);
-    if let Some(cors) = cors {
-        r = r.layer(cors);
-    }
-    r
-}
-
-/// What every request passes before its route: the origin, then the token, then
-/// the body — so nothing is read for a request that will be refused. One layer, not
-/// three: each `from_fn` layer clones the rest of the stack per request (B7's
-/// profile: the clones and drops were ≈ 4 % of the server's time).
-async fn admit(
-    State(state): State<AppState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if let Err(e) = crate::guard::same_site_only(&state, &req) {
-        return e.closing();
-    }
-    if let Err(e) = crate::auth::require_token(&state, &req) {
-        return e.closing();
-    }
-    match crate::body::read_json_body(&state, req).await {
-        Ok(req) => next.run(req).await,
-        Err(refused) => refused,
-    }
+        .with_state(state)
 }
 
 /// Reads that need the token: job records (results may be private) and the events
@@ -99,7 +70,7 @@ fn streams(state: &AppState) -> Router<AppState> {
         .route_layer(from_fn_with_state(state.clone(), crate::auth::stream))
 }
 
-fn cors(origins: &[String]) -> Option<CorsLayer> {
+pub(crate) fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
@@ -145,52 +116,4 @@ async fn not_found(uri: axum::http::Uri) -> crate::ApiError {
             uri.path()
         ),
     )
-}
-
-/// Every error answer is JSON, including those axum makes itself (a wrong method, a
-/// path that does not decode): `{ "error": kind, "message": … }`, other headers kept.
-async fn json_errors(resp: axum::response::Response) -> axum::response::Response {
-    let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
-    }
-    let ct = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if ct.starts_with("application/json") || ct.starts_with("application/health+json") {
-        return resp;
-    }
-    let (mut parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
-    let kind = match status.as_u16() {
-        400 => "bad_request",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        _ => "error",
-    };
-    let message = if text.is_empty() {
-        match status.as_u16() {
-            405 => {
-                "this route does not take that method; the API is described at /api/openapi.json"
-                    .to_owned()
-            }
-            _ => status.canonical_reason().unwrap_or("error").to_owned(),
-        }
-    } else {
-        text
-    };
-    let mut out = crate::ApiError::new(status, kind, message).into_response();
-    parts.headers.remove(header::CONTENT_TYPE);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    for (name, value) in parts.headers.iter() {
-        out.headers_mut().insert(name.clone(), value.clone());
-    }
-    out
 }

@@ -6,14 +6,12 @@
 //! `wait=true` asks for the outcome: a caller pokes a service, it does not wait on it.
 //! (The module keeps its name from the routes' origin: see `docs/seed-parity.md`.)
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::services::{CallParams, parse_body, run_action};
+use super::services::{CallParams, run_action};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::query::Params;
@@ -125,9 +123,8 @@ pub(crate) async fn process_batch(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Params(query): Params<CallParams>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    mut req: Request,
 ) -> Result<Response, ApiError> {
-    let params = parse_body(body)?;
-    poke(&state, &headers, &query, &name, &PROCESS_BATCH, params).await
+    let params = crate::body::json_params(&mut req)?;
+    poke(&state, req.headers(), &query, &name, &PROCESS_BATCH, params).await
 }

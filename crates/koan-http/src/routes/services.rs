@@ -4,10 +4,8 @@ use koan::transport::HostLink as _;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use koan::{action::ActionRequest, health::HealthStatus, status::ServiceState};
 use serde::Serialize;
@@ -271,26 +269,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-pub(crate) fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let bytes = body.map_err(|r| {
-        let status = r.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "payload_too_large", "the request body is larger than the configured limit (`koan.http.body_limit_bytes`)")
-        } else {
-            ApiError::new(status, "bad_request", format!("cannot read the request body: {r}"))
-        }
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("the request body is not valid JSON: {e}"),
-        )
-    })
-}
-
 fn correlation(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("x-correlation-id") {
         None => Ok(None),
@@ -458,9 +436,11 @@ fn outcome_unknown(e: koan::Error, service: &str, action: &str) -> ApiError {
     )
 }
 
+static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
 fn with_correlation(mut r: Response, cid: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(cid) {
-        r.headers_mut().insert("x-correlation-id", v);
+        r.headers_mut().insert(&X_CORRELATION_ID, v);
     }
     r
 }
@@ -469,9 +449,10 @@ pub(crate) async fn act(
     State(state): State<AppState>,
     Path((name, action)): Path<(String, String)>,
     Params(query): Params<CallParams>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    mut req: Request,
 ) -> Result<Response, ApiError> {
-    let params = parse_body(body)?;
-    run_action(&state, &headers, &query, &name, &action, params, None).await
+    // The whole request, not `HeaderMap` and `Bytes` extractors: those copy the
+    // headers and read the body a second time.
+    let params = crate::body::json_params(&mut req)?;
+    run_action(&state, req.headers(), &query, &name, &action, params, None).await
 }
