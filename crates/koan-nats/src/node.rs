@@ -142,7 +142,7 @@ impl NatsTransport {
         let (h, me) = (host.clone(), self.inner.host_id.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(msg) = events.next().await {
-                if wire::header(msg.headers.as_ref(), wire::H_ORIGIN).as_deref() == Some(me.as_str()) {
+                if wire::header_str(msg.headers.as_ref(), wire::H_ORIGIN) == Some(me.as_str()) {
                     continue;
                 }
                 // An event has no one to answer: one in another version is logged
@@ -229,10 +229,10 @@ async fn serve_action(
 /// A header holding a number, or a clear error naming it.
 fn number<T: std::str::FromStr>(
     headers: Option<&async_nats::HeaderMap>,
-    name: &str,
+    name: async_nats::header::HeaderName,
     what: &str,
 ) -> Result<Option<T>, Error> {
-    match wire::header(headers, name) {
+    match wire::header_str(headers, name.clone()) {
         None => Ok(None),
         Some(v) => v.trim().parse().map(Some).map_err(|_| {
             Error::new(
@@ -250,13 +250,8 @@ async fn run_action(
     correlation: &str,
 ) -> Result<serde_json::Value, Error> {
     let headers = msg.headers.as_ref();
-    let action = wire::header(headers, wire::H_ACTION).unwrap_or_else(|| {
-        msg.subject
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    });
+    let action = wire::header_str(headers, wire::H_ACTION)
+        .unwrap_or_else(|| msg.subject.rsplit('.').next().unwrap_or_default());
     let priority: Option<i32> =
         number(headers, wire::H_PRIORITY, "an integer (higher runs first)")?;
     let timeout: Option<u64> = number(
@@ -276,7 +271,7 @@ async fn run_action(
     };
     let mut req = host
         .service(service)
-        .action(&action, params)
+        .action(action, params)
         .correlation_id(correlation.to_owned());
     if let Some(p) = priority {
         req = req.priority(p);

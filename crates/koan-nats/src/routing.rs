@@ -10,13 +10,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::client::RequestErrorKind;
 use koan::{Error, status::ServiceState, transport::Instance, transport::RemoteCall};
 use serde_json::Value;
 
 use crate::subjects;
-use crate::transport::{NatsTransport, unavailable};
+use crate::transport::{NatsTransport, call_headers, unavailable};
 
 /// Calls this host has in flight, per instance.
 #[derive(Debug, Default)]
@@ -142,25 +141,25 @@ pub(crate) async fn gone(t: &NatsTransport, host: &str, heartbeat: Duration) {
 pub(crate) async fn call_chosen(
     t: &NatsTransport,
     call: &RemoteCall,
-    headers: &HeaderMap,
     body: &bytes::Bytes,
     timeout: Duration,
     what: &str,
 ) -> Option<Result<Value, Error>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut headers = headers.clone();
+    // The caller's own timeout, less what earlier attempts used.
+    let mut call_timeout = call.timeout;
     loop {
         let (in_flight, subject) = pick(t, &call.service, &call.action)?;
         let host = in_flight.host();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let sent = tokio::select! {
-            r = t.send(subject.clone(), headers.clone(), body.clone(), left) => r,
+            r = t.send(subject.clone(), call_headers(call, call_timeout), body.clone(), left) => r,
             () = gone(t, host, t.inner.opts.heartbeat) => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if !left.is_zero() && idempotent(t, call, left).await {
                     tracing::info!(host = %host, "{what}: instance left the cluster mid-call; the action is idempotent, sending it again");
                     if call.timeout.is_some() {
-                        headers.insert(crate::wire::H_TIMEOUT_MS, left.as_millis().to_string().as_str());
+                        call_timeout = Some(left);
                     }
                     continue;
                 }

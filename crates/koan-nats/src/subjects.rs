@@ -3,16 +3,21 @@
 
 /// A subject token for a name.
 pub(crate) fn token(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(name.len());
+    push_token(&mut out, name);
+    out
+}
+
+/// Appends the subject token for `name` to `out`.
+fn push_token(out: &mut String, name: &str) {
+    out.extend(name.chars().map(|c| {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
 }
 
 pub(crate) fn action(service: &str, action: &str) -> String {
@@ -25,13 +30,17 @@ pub(crate) fn actions_of(service: &str) -> String {
 
 /// An action of `service` on one instance: what a caller that chose the instance
 /// sends to (`koan.host.<host>.svc.<service>.act.<action>`).
+/// Built in one buffer: it is made on every call (B8's profile: `format!` of three
+/// tokens was ≈ 3,000 instructions).
 pub(crate) fn host_action(host: &str, service: &str, action: &str) -> String {
-    format!(
-        "koan.host.{}.svc.{}.act.{}",
-        token(host),
-        token(service),
-        token(action)
-    )
+    let mut s = String::with_capacity(22 + host.len() + service.len() + action.len());
+    s.push_str("koan.host.");
+    push_token(&mut s, host);
+    s.push_str(".svc.");
+    push_token(&mut s, service);
+    s.push_str(".act.");
+    push_token(&mut s, action);
+    s
 }
 
 pub(crate) fn host_actions_of(host: &str, service: &str) -> String {
@@ -121,6 +130,10 @@ mod tests {
         assert_eq!(
             action("DataCleanupService", "process-batch"),
             "koan.svc.datacleanupservice.act.process-batch"
+        );
+        assert_eq!(
+            host_action("H-1", "Data Service", "Run.Now"),
+            "koan.host.h-1.svc.data_service.act.run_now"
         );
         assert_eq!(key("a1b2-3"), "a1b2-3");
         assert_eq!(key("x y>"), "x_y_");

@@ -4,6 +4,7 @@
 //! by hand (`docs/wire.md`, "Durable jobs").
 
 use async_nats::HeaderMap;
+use async_nats::header::HeaderName;
 use bytes::Bytes;
 use koan::job::JobStep;
 use koan::{Error, error::ErrorKind};
@@ -12,7 +13,7 @@ use serde_json::Value;
 use super::{
     H_ACTION, H_ACTION_ID, H_CORRELATION, H_DEADLINE, H_IDEMPOTENCY_KEY, H_MSG_ID, H_PRIORITY,
     H_RUN_AT, H_RUNS_BEFORE, H_SERVICE, H_THEN, H_TIMEOUT_MS, H_WIRE, Reply, VERSION, header,
-    header_value, refuse_version,
+    header_str, header_value, refuse_version,
 };
 use crate::subjects;
 
@@ -158,8 +159,8 @@ impl Job {
         if let Some(reply) = refuse_version(headers) {
             return Err(refuse(Some(id), reply));
         }
-        let number = |name: &str| -> Result<Option<u64>, Box<Unreadable>> {
-            match header(headers, name) {
+        let number = |name: HeaderName| -> Result<Option<u64>, Box<Unreadable>> {
+            match header_str(headers, name.clone()) {
                 None => Ok(None),
                 Some(v) => v.trim().parse().map(Some).map_err(|_| {
                     invalid(
@@ -313,7 +314,11 @@ mod tests {
         bad.insert(H_RUNS_BEFORE, "three");
         let refused = Job::read("Worker", &subject, Some(&bad), &body).expect_err("refused");
         assert!(
-            refused.reply.reason().1.contains(H_RUNS_BEFORE),
+            refused
+                .reply
+                .reason()
+                .1
+                .contains(H_RUNS_BEFORE.as_ref() as &str),
             "{refused:?}"
         );
     }
@@ -379,6 +384,7 @@ mod tests {
         for (name, value) in [(H_THEN, "[{\"params\": 1}]"), (H_RUN_AT, "tomorrow")] {
             let mut h = HeaderMap::new();
             h.insert(H_MSG_ID, "j-5");
+            let name: &str = name.as_ref();
             h.insert(name, value);
             let bad = Job::read("S", "koan.work.s.a", Some(&h), b"{}").expect_err(name);
             assert_eq!(bad.reply.error.as_deref(), Some("invalid_parameters"));
