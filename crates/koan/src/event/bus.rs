@@ -52,7 +52,7 @@ impl Sub {
     fn wants(&self, service: &str) -> bool {
         self.service
             .as_deref()
-            .is_none_or(|s| s.eq_ignore_ascii_case(service))
+            .is_none_or(|s| same_name(s, service))
     }
 }
 
@@ -60,7 +60,14 @@ fn route_names(route: &Route, env: &EventEnvelope) -> bool {
     route
         .event
         .as_deref()
-        .is_none_or(|e| e.eq_ignore_ascii_case(&env.name))
+        .is_none_or(|e| same_name(e, &env.name))
+}
+
+/// Names match regardless of case; the usual case, the same spelling, is checked
+/// first (one `memcmp`, against a byte-by-byte case fold: B5's profile, ≈ 60
+/// instructions of a delivery's 720).
+fn same_name(a: &str, b: &str) -> bool {
+    a == b || a.eq_ignore_ascii_case(b)
 }
 
 /// Whether `route` takes `env`: its name, its filter, and `once` (which it uses up).
