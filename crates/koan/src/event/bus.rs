@@ -1,20 +1,19 @@
 //! The host's event bus: emission, per-subscriber bounded buffers, delivery tasks.
 
 use std::collections::VecDeque;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::deliver::{deliver, deliver_one, read_ring, route_takes, same_name};
 use super::envelope::EventEnvelope;
 use super::ring::{Cursor, Ring};
 use super::subscribe::Overflow;
 use crate::clock::Clock;
 use crate::error::BoxError;
-use crate::util::{BoxFuture, catch_unwind};
+use crate::util::BoxFuture;
 
 /// Runs on one delivery. It borrows the shared envelope and takes out what its
 /// future needs (a typed handler: its payload), so a delivery costs no reference
@@ -23,7 +22,7 @@ pub(crate) type Handler =
     Arc<dyn Fn(&EventEnvelope) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
 /// One envelope shared by every subscriber it goes to: one reference count per
 /// delivery instead of one per part.
-type Shared = Arc<EventEnvelope>;
+pub(super) type Shared = Arc<EventEnvelope>;
 pub(crate) type Filter = Box<dyn Fn(&EventEnvelope) -> bool + Send + Sync>;
 
 pub(crate) struct Route {
@@ -49,47 +48,11 @@ enum Lane {
 }
 
 impl Sub {
-    fn wants(&self, service: &str) -> bool {
+    pub(super) fn wants(&self, service: &str) -> bool {
         self.service
             .as_deref()
             .is_none_or(|s| same_name(s, service))
     }
-}
-
-fn route_names(route: &Route, env: &EventEnvelope) -> bool {
-    route
-        .event
-        .as_deref()
-        .is_none_or(|e| same_name(e, &env.name))
-}
-
-/// Names match regardless of case; the usual case, the same spelling, is checked
-/// first (one `memcmp`, against a byte-by-byte case fold: B5's profile, ≈ 60
-/// instructions of a delivery's 720).
-fn same_name(a: &str, b: &str) -> bool {
-    a == b || a.eq_ignore_ascii_case(b)
-}
-
-/// Whether `route` takes `env`: its name, its filter, and `once` (which it uses up).
-fn route_takes(route: &Route, env: &EventEnvelope) -> bool {
-    if !route_names(route, env) {
-        return false;
-    }
-    if let Some(filter) = &route.filter {
-        let pass = std::panic::catch_unwind(AssertUnwindSafe(|| filter(env)));
-        if !matches!(pass, Ok(true)) {
-            if pass.is_err() {
-                tracing::error!(event = %env.name, "event filter panicked; event skipped for that subscriber");
-            }
-            return false;
-        }
-    }
-    if let Some(fired) = &route.once
-        && fired.swap(true, Ordering::AcqRel)
-    {
-        return false;
-    }
-    true
 }
 
 /// The interned names of one (service, event) pair and its metric handles, so the
@@ -98,9 +61,9 @@ pub(crate) struct EventKey {
     service: Arc<str>,
     name: Arc<str>,
     emitted: metrics::Counter,
-    delivered: metrics::Counter,
-    failed: metrics::Counter,
-    dropped: metrics::Counter,
+    pub(super) delivered: metrics::Counter,
+    pub(super) failed: metrics::Counter,
+    pub(super) dropped: metrics::Counter,
     /// Emits of this name that the service does not declare, and whether that was
     /// said in the log (once per name).
     pub(super) undeclared: metrics::Counter,
@@ -365,136 +328,6 @@ impl EventBus {
             .filter_map(|k| k.ring.get())
         {
             ring.close();
-        }
-    }
-}
-
-/// Reads the ring for one subscriber until it closes: each event's handlers run on
-/// the borrowed envelope; one that does not finish at once keeps a reference and
-/// is awaited before the subscriber moves on (its order holds).
-///
-/// Shaped so that no slip can make it spin without awaiting (a spinning task keeps a
-/// paused clock from moving, and a test's bounds from firing): the events in hand are
-/// a range, iterated, not a cursor stepped by hand; and the ring's wait is asserted to
-/// return new events (a wait that returned none would be asked again at once).
-async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub>) {
-    let mut from = cursor.next();
-    let mut waiting: Vec<(BoxFuture<'static, Result<(), BoxError>>, Shared)> = Vec::new();
-    while let Some(tail) = std::future::poll_fn(|cx| ring.poll_ready(from, cx)).await {
-        debug_assert!(
-            tail > from,
-            "the ring's wait returned no new event ({from}..{tail})"
-        );
-        for pos in from..tail {
-            std::future::poll_fn(|cx| {
-                let read = ring.with(pos, |env| start_handlers(&sub, env, cx, &mut waiting));
-                if read.is_none() {
-                    // Cannot happen: the emitter never overwrites what a reader has
-                    // not passed. Said loudly if it ever does.
-                    tracing::error!(
-                        subscriber = sub.id,
-                        pos,
-                        "event ring slot overwritten before it was read; event skipped"
-                    );
-                }
-                Poll::Ready(())
-            })
-            .await;
-            for (fut, env) in waiting.drain(..) {
-                record(&env, catch_unwind(fut).await);
-            }
-            ring.advance(&cursor, pos + 1);
-        }
-        from = tail;
-    }
-}
-
-/// Starts the handlers of `sub` that take `env`, each polled once here: those that
-/// finish are recorded at once, the others are left in `waiting`.
-fn start_handlers(
-    sub: &Sub,
-    env: &Shared,
-    cx: &mut Context<'_>,
-    waiting: &mut Vec<(BoxFuture<'static, Result<(), BoxError>>, Shared)>,
-) {
-    if !sub.wants(&env.service) {
-        return;
-    }
-    for route in sub.routes.iter().filter(|r| route_takes(r, env)) {
-        let first = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut fut = (route.handler)(env);
-            let poll = fut.as_mut().poll(cx);
-            (fut, poll)
-        }));
-        match first {
-            Ok((_, Poll::Ready(r))) => record(env, Ok(r)),
-            Ok((fut, Poll::Pending)) => waiting.push((fut, Arc::clone(env))),
-            Err(panic) => record(env, Err(crate::util::panic_message(panic))),
-        }
-    }
-}
-
-/// Runs one handler on one event; failures and panics are logged and counted.
-async fn deliver_one(handler: &Handler, env: Shared) {
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&env))) {
-        Ok(fut) => catch_unwind(fut).await,
-        Err(panic) => Err(crate::util::panic_message(panic)),
-    };
-    record(&env, outcome);
-}
-
-/// Logs and counts how a handler ended on `env`.
-fn record(env: &EventEnvelope, outcome: Result<Result<(), BoxError>, String>) {
-    let (service, name, key) = (&env.service, &env.name, &env.key);
-    let failed = match outcome {
-        Ok(Ok(())) => false,
-        // Said once by the handler's own warning; counted below.
-        Ok(Err(e)) if e.is::<super::misfit::Skipped>() => true,
-        Ok(Err(e)) => {
-            tracing::warn!(service = %service, event = %name, error = %e, "event handler failed");
-            true
-        }
-        Err(panic) => {
-            tracing::error!(service = %service, event = %name, panic = %panic, "event handler panicked");
-            true
-        }
-    };
-    match (key, failed) {
-        (Some(k), true) => k.failed.increment(1),
-        (Some(k), false) => k.delivered.increment(1),
-        (None, _) => {
-            let metric = if failed {
-                "koan_event_handler_failures_total"
-            } else {
-                "koan_events_delivered_total"
-            };
-            metrics::counter!(metric, "service" => service.to_string(), "event" => name.to_string()).increment(1);
-        }
-    }
-}
-
-async fn deliver(
-    sub: &Sub,
-    tx: &mpsc::Sender<(usize, Shared)>,
-    route: usize,
-    env: Shared,
-    wait: bool,
-) {
-    if wait {
-        let _ = tx.send((route, env)).await;
-        return;
-    }
-    if let Err(mpsc::error::TrySendError::Full((_, env))) = tx.try_send((route, env)) {
-        tracing::warn!(
-            service = %env.service,
-            event = %env.name,
-            subscriber = sub.id,
-            "subscriber buffer full; event dropped (overflow policy: drop-newest); to keep \
-             every event, subscribe with `.overflow(Overflow::Wait)` or a larger `.buffer(n)`"
-        );
-        match &env.key {
-            Some(k) => k.dropped.increment(1),
-            None => metrics::counter!("koan_events_dropped_total", "service" => env.service.to_string(), "event" => env.name.to_string()).increment(1),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! their own tasks, through bounded buffers with an explicit overflow policy.
 
 mod bus;
+mod deliver;
 mod envelope;
 mod info;
 mod misfit;
