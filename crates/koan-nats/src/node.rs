@@ -81,7 +81,17 @@ impl NatsTransport {
             tasks.push(tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {
                     let (h, c, name) = (h.clone(), c.clone(), name.clone());
-                    tokio::spawn(async move { serve_action(&h, &c, &name, msg).await });
+                    let mut serve = Box::pin(async move { serve_action(&h, &c, &name, msg).await });
+                    // Started here: an action that ends at once (an idle service runs
+                    // it on this task) is answered without a hop to a task of its own;
+                    // one that has to wait goes on in its own task.
+                    let done = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(serve.as_mut().poll(cx).is_ready())
+                    })
+                    .await;
+                    if !done {
+                        tokio::spawn(serve);
+                    }
                 }
             }));
             // Queries.
