@@ -17,6 +17,7 @@ mod metrics;
 mod queue;
 mod request;
 mod route;
+mod run;
 mod slots;
 mod table;
 mod typed;

@@ -89,6 +89,7 @@ pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
     e
 }
 
+#[inline]
 pub(super) fn prepare(
     host: &HostInner,
     cell: &Arc<ServiceCell>,
