@@ -194,6 +194,21 @@ pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<S
     find_local(&host.inner, target).cloned()
 }
 
+/// The action of a local service declared under exactly `name` (not another
+/// spelling of it), found without copying the name.
+pub(crate) fn declared_local(
+    host: &HostHandle,
+    target: &Target,
+    name: &str,
+) -> Option<Arc<super::table::ActionEntry>> {
+    find_local(&host.inner, target)?
+        .spec
+        .actions
+        .get(name)
+        .filter(|entry| *entry.name == *name)
+        .cloned()
+}
+
 pub(super) fn remote_call(
     target: &Target,
     step: Step,

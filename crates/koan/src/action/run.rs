@@ -74,21 +74,25 @@ impl Run {
         mut job: Job,
         started: Instant,
     ) -> Run {
-        let queued = started
-            .saturating_duration_since(job.enqueued_at)
-            .as_secs_f64();
+        // A caller running the job itself starts it at its acceptance: no queue time
+        // (and no subtraction to learn it).
+        let queued = if started > job.enqueued_at {
+            (started - job.enqueued_at).as_secs_f64()
+        } else {
+            0.0
+        };
         if let Some(deadline) = job.deadline
             && started >= deadline
         {
             let e = job.timeout_error(&cell.spec.name);
-            finished(&job, cell, Outcome::Timeout, 0.0, queued);
+            finished(&job, cell, Outcome::Timeout, 0.0, queued, started);
             return Run::Ready(answer(&mut job, Err(e)));
         }
         // A caller that already gave up (it stopped waiting, e.g. an HTTP client that
         // disconnected) needs no run; counted and logged so the skip is visible.
         if job.job.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
             job.answered = true;
-            finished(&job, cell, Outcome::Cancelled, 0.0, queued);
+            finished(&job, cell, Outcome::Cancelled, 0.0, queued, started);
             tracing::debug!(action = %job.entry.name, correlation_id = %job.correlation, "caller gone before the action started; not run");
             return Run::Ready(None);
         }
@@ -169,8 +173,7 @@ impl Run {
                     Err(panic) => Err(panic_message(panic)),
                 };
                 h.fut = None;
-                let elapsed = h.started.elapsed().as_secs_f64();
-                let outcome = settle(&mut h.job, cell, result, elapsed, h.queued);
+                let outcome = settle(&mut h.job, cell, result, h.started, h.queued);
                 *self = Run::Done;
                 Poll::Ready(outcome)
             }
@@ -206,25 +209,28 @@ async fn timed(
         }
         None => catch_unwind(fut).await,
     };
-    let elapsed = started.elapsed().as_secs_f64();
-    settle(&mut job, cell, result, elapsed, queued)
+    settle(&mut job, cell, result, started, queued)
 }
 
-/// Counts and logs the handler's `result`, and answers the job with it.
+/// Counts and logs the handler's `result` (the run began at `started`), and answers
+/// the job with it.
 fn settle(
     job: &mut Job,
     cell: &ServiceCell,
     result: HandlerResult,
-    elapsed: f64,
+    started: Instant,
     queued: f64,
 ) -> Option<Result<Payload>> {
+    // One clock read for the run's duration and the second it is counted in.
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(started).as_secs_f64();
     let outcome = match result {
         Ok(Ok(payload)) => {
-            finished(job, cell, Outcome::Ok, elapsed, queued);
+            finished(job, cell, Outcome::Ok, elapsed, queued, now);
             Ok(payload)
         }
         Ok(Err(e)) => {
-            finished(job, cell, Outcome::HandlerError, elapsed, queued);
+            finished(job, cell, Outcome::HandlerError, elapsed, queued, now);
             let err = match e.downcast::<Error>() {
                 Ok(koan_err) => *koan_err,
                 Err(other) => Error::new(
@@ -239,7 +245,7 @@ fn settle(
             Err(err)
         }
         Err(panic) => {
-            finished(job, cell, Outcome::Panic, elapsed, queued);
+            finished(job, cell, Outcome::Panic, elapsed, queued, now);
             tracing::error!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
             Err(Error::new(
                 ErrorKind::Panic,

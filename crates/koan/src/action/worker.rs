@@ -47,18 +47,25 @@ impl Drop for InFlight<'_> {
 }
 
 /// Counts a finished (or refused) action in the metrics, and one that ran or timed
-/// out in the service's activity.
-pub(super) fn finished(job: &Job, cell: &ServiceCell, outcome: Outcome, run: f64, queued: f64) {
+/// out in the service's activity, at `now` (a moment just read).
+pub(super) fn finished(
+    job: &Job,
+    cell: &ServiceCell,
+    outcome: Outcome,
+    run: f64,
+    queued: f64,
+    now: Instant,
+) {
     metrics(job, cell).record(outcome, run, queued);
     match outcome {
         Outcome::Ok => cell
             .board
             .activity()
-            .action_finished(cell.spec.clock.unix_secs(), false),
+            .action_finished(cell.spec.clock.unix_secs_at(now), false),
         Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => cell
             .board
             .activity()
-            .action_finished(cell.spec.clock.unix_secs(), true),
+            .action_finished(cell.spec.clock.unix_secs_at(now), true),
         Outcome::ShuttingDown | Outcome::Cancelled => {}
     }
 }
@@ -101,12 +108,14 @@ where
                 if let Ok(r) = tokio::time::timeout(grace, &mut run).await {
                     return Some(r);
                 }
-                finished(job, cell, Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+                let now = Instant::now();
+                finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
                 tracing::warn!(service = %cell.spec.name, action = %job.entry.name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
                 let _ = answer(job, Err(e));
                 return None;
             }
-            finished(job, cell, Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+            let now = Instant::now();
+            finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
             // A caller running the action itself has its reply channel for this.
             let _ = answer(job, Err(e));
             // Give the handler a short grace to notice its cancelled token, then
