@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::{ActionInfo, ActionRequest, Target, local_cell_pub, poke_direct};
+use crate::action::{
+    ActionInfo, ActionRequest, Target, declared_local, local_cell_pub, poke_direct,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventInfo;
 use crate::event::{Emits, SubscriptionBuilder, TypedSubscriptionBuilder};
@@ -295,7 +297,14 @@ impl ServiceRef {
 
     /// Starts an action request.
     pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
-        ActionRequest::new(self.host.clone(), self.target.clone()).action(name, params)
+        let req = ActionRequest::new(self.host.clone(), self.target.clone());
+        // A local service's action declared under exactly this name is found now,
+        // once (no copy of the name, no second look-up); other spellings, built-ins
+        // and remote services are resolved when the request runs, as before.
+        match declared_local(&self.host, &self.target, name) {
+            Some(entry) => req.action_entry(entry, params),
+            None => req.action(name, params),
+        }
     }
 
     /// Starts an event subscription to this service.

@@ -13,18 +13,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
 use super::mailbox::Job;
+use super::run::Run;
 use super::slots::CellSlot;
-use super::worker::run_counted;
 use crate::error::Result;
 use crate::host::HostInner;
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
-use crate::util::BoxFuture;
 
 /// Takes a concurrency slot for the caller when the service is idle: nothing queued
 /// and a slot free. The caller must then [`run`] its job.
@@ -38,8 +38,8 @@ fn idle_slot(mailbox: &super::mailbox::Mailbox, slots: &super::slots::Slots) -> 
 }
 
 /// Runs `job` on the caller's task, in the slot [`take_slot`] took.
+#[inline]
 pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -> InlineRun {
-    let slot = CellSlot(cell);
     // Without a deadline the run itself hands back the outcome. With one, the caller
     // is answered at the deadline through a channel while the handler has its grace.
     let rx = job.deadline.map(|_| {
@@ -47,19 +47,46 @@ pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -
         job.reply = Some(tx);
         rx
     });
-    let host = Arc::clone(host);
-    let run = Box::pin(async move {
-        // Accepted a moment ago: its acceptance time is its start time.
-        let started = job.enqueued_at;
-        run_counted(&host, &slot.0, job, started).await
-    });
-    InlineRun { run: Some(run), rx }
+    cell.queue.in_flight.fetch_add(1, Ordering::Relaxed);
+    // Accepted a moment ago: its acceptance time is its start time.
+    let started = job.enqueued_at;
+    let run = Run::start(host, &cell, job, started);
+    InlineRun {
+        run: Some(Counted {
+            run,
+            slot: Counting(CellSlot(cell)),
+        }),
+        rx,
+    }
+}
+
+/// A run on a caller's slot, counted in its service's `in_flight`: dropped, it drops
+/// the run, then counts it out, then gives the slot back (fields drop in order).
+struct Counted {
+    run: Run,
+    slot: Counting,
+}
+
+impl Counted {
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Payload>>> {
+        self.run.poll_run(&self.slot.0.0, cx)
+    }
+}
+
+/// The caller's slot of a run counted in `in_flight`: counted out on drop, then the
+/// slot given back.
+struct Counting(CellSlot);
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.0.0.queue.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An action running on its caller's task; resolves to its outcome.
 pub(crate) struct InlineRun {
     /// `None` once the run finished.
-    run: Option<BoxFuture<'static, Option<Result<Payload>>>>,
+    run: Option<Counted>,
     /// The outcome when the action has a deadline.
     rx: Option<oneshot::Receiver<Result<Payload>>>,
 }
@@ -78,7 +105,7 @@ impl Future for InlineRun {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(run) = &mut self.run
-            && let Poll::Ready(outcome) = run.as_mut().poll(cx)
+            && let Poll::Ready(outcome) = run.poll_run(cx)
         {
             self.run = None;
             // Otherwise it went through the channel. No need to poll the receiver
@@ -99,10 +126,10 @@ impl Drop for InlineRun {
     fn drop(&mut self) {
         // The caller stopped waiting (or was answered at its deadline) while the
         // action still runs: it finishes on a task of its own.
-        if let Some(run) = self.run.take()
+        if let Some(mut run) = self.run.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            rt.spawn(run);
+            rt.spawn(std::future::poll_fn(move |cx| run.poll_run(cx)));
         }
     }
 }

@@ -89,6 +89,7 @@ pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
     e
 }
 
+#[inline]
 pub(super) fn prepare(
     host: &HostInner,
     cell: &Arc<ServiceCell>,
@@ -191,6 +192,21 @@ async fn wait_poke_inner(
 /// The local cell behind a target, if this host runs it.
 pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<ServiceCell>> {
     find_local(&host.inner, target).cloned()
+}
+
+/// The action of a local service declared under exactly `name` (not another
+/// spelling of it), found without copying the name.
+pub(crate) fn declared_local(
+    host: &HostHandle,
+    target: &Target,
+    name: &str,
+) -> Option<Arc<super::table::ActionEntry>> {
+    find_local(&host.inner, target)?
+        .spec
+        .actions
+        .get(name)
+        .filter(|entry| *entry.name == *name)
+        .cloned()
 }
 
 pub(super) fn remote_call(

@@ -56,6 +56,10 @@ impl std::fmt::Debug for ActionTable {
     }
 }
 
+/// Up to this many declared actions, [`ActionTable::get`] compares a name with
+/// each before hashing it.
+const FEW: usize = 8;
+
 fn is_separator(b: u8) -> bool {
     matches!(b, b'-' | b'_' | b'.' | b' ')
 }
@@ -82,6 +86,14 @@ impl ActionTable {
     /// The declared action `name`, matched as written, then regardless of case and
     /// of separators (`ProcessBatch`, `process-batch` and `process_batch` are one).
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<ActionEntry>> {
+        // A name as declared, among a few: compared directly, cheaper than hashing
+        // it. (Declared names are unique even normalized, so this finds what the
+        // map would.)
+        if self.entries.len() <= FEW
+            && let Some(e) = self.entries.iter().find(|e| *e.name == *name)
+        {
+            return Some(e);
+        }
         let idx = match self.by_name.get(name) {
             Some(i) => *i,
             None if name

@@ -6,11 +6,10 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
-use super::context::{ActionContext, CORRELATION};
-use super::correlation::CorrelationText;
 use super::mailbox::Job;
 use super::metrics::{ActionMetrics, Outcome};
-use crate::error::{Error, ErrorKind, Result};
+use super::run::Run;
+use crate::error::{Error, Result};
 use crate::host::HostInner;
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
@@ -21,29 +20,21 @@ use crate::util::{catch_unwind, fmt_duration};
 pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
     let queue = &cell.queue;
     while let Some((job, _slot)) = queue.mailbox.next(|| queue.slots.take()).await {
+        // Counted in `in_flight` for as long as the run lives: the count goes down
+        // when the run ends *or* when it is dropped (a worker aborted at the end of
+        // the grace). Dropped in reverse order: the run first.
+        let _counted = InFlight::enter(&cell);
+        let mut run = Run::start(&host, &cell, job, Instant::now());
         // Queued jobs answer through their reply channel.
-        let _ = run_counted(&host, &cell, job, Instant::now()).await;
+        let _ = std::future::poll_fn(|cx| run.poll_run(&cell, cx)).await;
     }
 }
 
-/// Runs `job` (its caller holds a slot), counted in the service's `in_flight` for
-/// as long as the run's future lives: the count goes down when the run ends *or*
-/// when the future is dropped (a worker aborted at the end of the grace).
-pub(crate) async fn run_counted(
-    host: &Arc<HostInner>,
-    cell: &Arc<ServiceCell>,
-    job: Job,
-    started: Instant,
-) -> Option<Result<Payload>> {
-    let _counted = InFlight::enter(cell);
-    execute(host, cell, job, started).await
-}
-
 /// One run counted in `ServiceCell::in_flight`, given back on drop.
-struct InFlight<'a>(&'a ServiceCell);
+pub(super) struct InFlight<'a>(&'a ServiceCell);
 
 impl<'a> InFlight<'a> {
-    fn enter(cell: &'a ServiceCell) -> Self {
+    pub(super) fn enter(cell: &'a ServiceCell) -> Self {
         cell.queue.in_flight.fetch_add(1, Ordering::Relaxed);
         Self(cell)
     }
@@ -55,128 +46,26 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Runs `job`, which left the queue at `started` (a caller that runs the job on
-/// its own task passes the moment it accepted it: there was no queue).
-/// Returns the outcome when the job has no reply channel to send it through (a
-/// caller running the action itself), `None` otherwise.
-async fn execute(
-    host: &Arc<HostInner>,
-    cell: &Arc<ServiceCell>,
-    mut job: Job,
-    started: Instant,
-) -> Option<Result<Payload>> {
-    let queued = started
-        .saturating_duration_since(job.enqueued_at)
-        .as_secs_f64();
-    if let Some(deadline) = job.deadline
-        && started >= deadline
-    {
-        let e = job.timeout_error(&cell.spec.name);
-        finished(&job, cell, Outcome::Timeout, 0.0, queued);
-        return answer(&mut job, Err(e));
-    }
-    // A caller that already gave up (it stopped waiting, e.g. an HTTP client that
-    // disconnected) needs no run; counted and logged so the skip is visible.
-    if job.job.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
-        job.answered = true;
-        finished(&job, cell, Outcome::Cancelled, 0.0, queued);
-        tracing::debug!(action = %job.entry.name, correlation_id = %job.correlation, "caller gone before the action started; not run");
-        return None;
-    }
-    // Only an action with a deadline needs a token of its own up front; the others
-    // get one lazily if the handler asks for it (see `ActionContext::token`). A
-    // stored job's run has its own (cancelled too when its claim is lost).
-    let base = job.job.as_ref().map(|j| &j.token);
-    // A caller's cancel token, like a deadline, needs the run's token up front.
-    let deadline_token = (job.deadline.is_some() || job.cancel_on.is_some())
-        .then(|| base.unwrap_or(&cell.life.token).child_token());
-    let cx = ActionContext {
-        cell: Arc::clone(cell),
-        action: Arc::clone(&job.entry.name),
-        job: job.job.as_ref().map(|j| Arc::clone(&j.info)),
-        correlation: CorrelationText::new(job.correlation.clone()),
-        priority: job.priority,
-        token: match (&deadline_token, base) {
-            (Some(t), _) | (None, Some(t)) => std::sync::OnceLock::from(t.clone()),
-            (None, None) => std::sync::OnceLock::new(),
-        },
-        deadline: job.deadline,
-    };
-    let params = std::mem::replace(&mut job.params, Box::new(()));
-    let fut = (job.entry.call)(params, cx);
-    let fut = cancelled_by(fut, job.cancel_on.take(), deadline_token.clone());
-    // One span per action, on whichever task runs it (a worker, or the caller itself):
-    // whatever the handler logs carries its service, action and correlation id.
-    let span = tracing::info_span!(
-        "action",
-        service = %cell.spec.name,
-        action = %job.entry.name,
-        correlation_id = %job.correlation,
-        job = job.job.as_ref().map(|j| j.info.id.as_str()),
-    );
-    let fut =
-        tracing::Instrument::instrument(CORRELATION.scope(job.correlation.clone(), fut), span);
-    let result = match (job.deadline, deadline_token) {
-        (Some(deadline), Some(token)) => {
-            // Kept out of line (boxed) so that calls without a deadline do not carry
-            // the timer's state around.
-            let timed = run_with_deadline(host, cell, &mut job, fut, deadline, token, started);
-            match Box::pin(timed).await {
-                Some(r) => r,
-                None => return None,
-            }
-        }
-        _ => catch_unwind(fut).await,
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    let outcome = match result {
-        Ok(Ok(payload)) => {
-            finished(&job, cell, Outcome::Ok, elapsed, queued);
-            Ok(payload)
-        }
-        Ok(Err(e)) => {
-            finished(&job, cell, Outcome::HandlerError, elapsed, queued);
-            let err = match e.downcast::<Error>() {
-                Ok(koan_err) => *koan_err,
-                Err(other) => Error::new(
-                    ErrorKind::Handler,
-                    format!(
-                        "action `{}` of `{}` failed: {other}",
-                        job.entry.name, cell.spec.name
-                    ),
-                ),
-            };
-            tracing::warn!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
-            Err(err)
-        }
-        Err(panic) => {
-            finished(&job, cell, Outcome::Panic, elapsed, queued);
-            tracing::error!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
-            Err(Error::new(
-                ErrorKind::Panic,
-                format!(
-                    "action `{}` of `{}` panicked: {panic}",
-                    job.entry.name, cell.spec.name
-                ),
-            ))
-        }
-    };
-    answer(&mut job, outcome)
-}
-
 /// Counts a finished (or refused) action in the metrics, and one that ran or timed
-/// out in the service's activity.
-fn finished(job: &Job, cell: &ServiceCell, outcome: Outcome, run: f64, queued: f64) {
+/// out in the service's activity, at `now` (a moment just read).
+pub(super) fn finished(
+    job: &Job,
+    cell: &ServiceCell,
+    outcome: Outcome,
+    run: f64,
+    queued: f64,
+    now: Instant,
+) {
     metrics(job, cell).record(outcome, run, queued);
     match outcome {
         Outcome::Ok => cell
             .board
             .activity()
-            .action_finished(cell.spec.clock.unix_secs(), false),
+            .action_finished(cell.spec.clock.unix_secs_at(now), false),
         Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => cell
             .board
             .activity()
-            .action_finished(cell.spec.clock.unix_secs(), true),
+            .action_finished(cell.spec.clock.unix_secs_at(now), true),
         Outcome::ShuttingDown | Outcome::Cancelled => {}
     }
 }
@@ -193,7 +82,7 @@ type HandlerResult =
 
 /// Runs the handler future `fut` until `deadline`. `None` when the deadline came
 /// first: the job is then answered `Timeout` here, and the handler had its grace.
-async fn run_with_deadline<F>(
+pub(super) async fn run_with_deadline<F>(
     host: &Arc<HostInner>,
     cell: &Arc<ServiceCell>,
     job: &mut Job,
@@ -219,12 +108,14 @@ where
                 if let Ok(r) = tokio::time::timeout(grace, &mut run).await {
                     return Some(r);
                 }
-                finished(job, cell, Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+                let now = Instant::now();
+                finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
                 tracing::warn!(service = %cell.spec.name, action = %job.entry.name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
                 let _ = answer(job, Err(e));
                 return None;
             }
-            finished(job, cell, Outcome::Timeout, started.elapsed().as_secs_f64(), queued);
+            let now = Instant::now();
+            finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
             // A caller running the action itself has its reply channel for this.
             let _ = answer(job, Err(e));
             // Give the handler a short grace to notice its cancelled token, then
@@ -282,7 +173,7 @@ pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
 
 /// The handler's future, with the run's token cancelled when the caller's `cancel`
 /// token is (the handler goes on until it returns, as at a deadline).
-fn cancelled_by(
+pub(super) fn cancelled_by(
     fut: HandlerFut,
     cancel: Option<tokio_util::sync::CancellationToken>,
     run: Option<tokio_util::sync::CancellationToken>,
@@ -304,7 +195,7 @@ fn cancelled_by(
     })
 }
 
-type HandlerFut = crate::util::BoxFuture<
+pub(super) type HandlerFut = crate::util::BoxFuture<
     'static,
     std::result::Result<crate::payload::Payload, crate::error::BoxError>,
 >;

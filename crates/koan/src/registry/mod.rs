@@ -23,6 +23,9 @@ pub use throughput::{ThroughputBucket, ThroughputSnapshot};
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// Up to this many services, look-ups compare with each one before hashing.
+const FEW: usize = 8;
+
 #[derive(Default)]
 pub(crate) struct Registry {
     cells: Vec<Arc<ServiceCell>>,
@@ -60,6 +63,14 @@ impl Registry {
     }
 
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<ServiceCell>> {
+        // A name as registered, among a few services: compared directly, cheaper
+        // than hashing it (names are unique even lowercased, so this finds what the
+        // map would).
+        if self.cells.len() <= FEW
+            && let Some(cell) = self.cells.iter().find(|c| *c.spec.name == *name)
+        {
+            return Some(cell);
+        }
         let idx = match self.by_name.get(name) {
             Some(i) => *i,
             None if name.chars().any(char::is_uppercase) => {
@@ -80,6 +91,10 @@ impl Registry {
     }
 
     pub(crate) fn by_type(&self, id: TypeId) -> Option<&Arc<ServiceCell>> {
+        if self.cells.len() <= FEW {
+            // The last registered of that type, as the map keeps it.
+            return self.cells.iter().rev().find(|c| c.spec.type_id == id);
+        }
         self.by_type.get(&id).and_then(|i| self.cells.get(*i))
     }
 

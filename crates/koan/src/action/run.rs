@@ -1,0 +1,260 @@
+//! One job's run, from the moment it may start to its outcome: what a mailbox worker
+//! and a caller running an action itself (`action::inline`) share.
+//!
+//! A hand-written future rather than an `async fn`: the common run (no deadline, no
+//! caller's cancel token) holds the job, the handler's future and the action's span
+//! side by side and polls the handler in place, so the job is not moved again into
+//! each layer of an async state machine, and a caller's run needs no allocation of
+//! its own. Runs with a deadline or a cancel token take the timer's path, boxed.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+
+use super::context::{ActionContext, CORRELATION};
+use super::correlation::CorrelationText;
+use super::mailbox::Job;
+use super::metrics::Outcome;
+use super::worker::{HandlerFut, answer, cancelled_by, finished, run_with_deadline};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::HostInner;
+use crate::payload::Payload;
+use crate::registry::ServiceCell;
+use crate::util::{BoxFuture, catch_unwind, panic_message};
+
+/// A handler's outcome: its own result, or the message of its panic.
+type HandlerResult =
+    std::result::Result<std::result::Result<Payload, crate::error::BoxError>, String>;
+
+/// A job's run. Resolves to its outcome when the job has no reply channel to send
+/// it through (a caller running the action itself), to `None` otherwise.
+pub(crate) enum Run {
+    /// Settled before its handler started (its deadline passed in the queue, or its
+    /// caller went away); taken by the first poll.
+    Ready(Option<Result<Payload>>),
+    /// The handler runs, polled in place: no deadline and no cancel token.
+    Handler(HandlerRun),
+    /// With a deadline or a caller's cancel token: the timer's path.
+    Timed(BoxFuture<'static, Option<Result<Payload>>>),
+    Done,
+}
+
+/// A running handler without a deadline: polled inside the action's span and with
+/// its correlation id in the task-local, as `Instrument` and `LocalKey::scope` would.
+pub(crate) struct HandlerRun {
+    job: Job,
+    /// `None` once it finished.
+    fut: Option<HandlerFut>,
+    span: tracing::Span,
+    started: Instant,
+    queued: f64,
+}
+
+impl Drop for HandlerRun {
+    fn drop(&mut self) {
+        // Dropped mid-run (its worker aborted at the end of the grace): the handler's
+        // future is dropped in its span and scope, as an instrumented one would be.
+        if let Some(fut) = self.fut.take() {
+            let _entered = self.span.enter();
+            CORRELATION.sync_scope(self.job.correlation.clone(), || drop(fut));
+        }
+    }
+}
+
+impl Run {
+    /// Starts `job`, which left the queue at `started` (a caller that runs the job on
+    /// its own task passes the moment it accepted it: there was no queue). The caller
+    /// holds a concurrency slot and counts the run in `in_flight`.
+    #[inline]
+    pub(crate) fn start(
+        host: &Arc<HostInner>,
+        cell: &Arc<ServiceCell>,
+        mut job: Job,
+        started: Instant,
+    ) -> Run {
+        // A caller running the job itself starts it at its acceptance: no queue time
+        // (and no subtraction to learn it).
+        let queued = if started > job.enqueued_at {
+            (started - job.enqueued_at).as_secs_f64()
+        } else {
+            0.0
+        };
+        if let Some(deadline) = job.deadline
+            && started >= deadline
+        {
+            let e = job.timeout_error(&cell.spec.name);
+            finished(&job, cell, Outcome::Timeout, 0.0, queued, started);
+            return Run::Ready(answer(&mut job, Err(e)));
+        }
+        // A caller that already gave up (it stopped waiting, e.g. an HTTP client that
+        // disconnected) needs no run; counted and logged so the skip is visible.
+        if job.job.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
+            job.answered = true;
+            finished(&job, cell, Outcome::Cancelled, 0.0, queued, started);
+            tracing::debug!(action = %job.entry.name, correlation_id = %job.correlation, "caller gone before the action started; not run");
+            return Run::Ready(None);
+        }
+        // Only an action with a deadline needs a token of its own up front; the others
+        // get one lazily if the handler asks for it (see `ActionContext::token`). A
+        // stored job's run has its own (cancelled too when its claim is lost).
+        let base = job.job.as_ref().map(|j| &j.token);
+        // A caller's cancel token, like a deadline, needs the run's token up front.
+        let deadline_token = (job.deadline.is_some() || job.cancel_on.is_some())
+            .then(|| base.unwrap_or(&cell.life.token).child_token());
+        let cx = ActionContext {
+            cell: Arc::clone(cell),
+            action: Arc::clone(&job.entry.name),
+            job: job.job.as_ref().map(|j| Arc::clone(&j.info)),
+            correlation: CorrelationText::new(job.correlation.clone()),
+            priority: job.priority,
+            token: match (&deadline_token, base) {
+                (Some(t), _) | (None, Some(t)) => std::sync::OnceLock::from(t.clone()),
+                (None, None) => std::sync::OnceLock::new(),
+            },
+            deadline: job.deadline,
+        };
+        let params = std::mem::replace(&mut job.params, Box::new(()));
+        let fut = (job.entry.call)(params, cx);
+        // One span per action, on whichever task runs it (a worker, or the caller
+        // itself): whatever the handler logs carries its service, action and
+        // correlation id.
+        let span = tracing::info_span!(
+            "action",
+            service = %cell.spec.name,
+            action = %job.entry.name,
+            correlation_id = %job.correlation,
+            job = job.job.as_ref().map(|j| j.info.id.as_str()),
+        );
+        match deadline_token {
+            None => Run::Handler(HandlerRun {
+                job,
+                fut: Some(fut),
+                span,
+                started,
+                queued,
+            }),
+            Some(token) => {
+                let fut = cancelled_by(fut, job.cancel_on.take(), Some(token.clone()));
+                let (host, cell) = (Arc::clone(host), Arc::clone(cell));
+                Run::Timed(Box::pin(async move {
+                    timed(&host, &cell, job, fut, span, token, started, queued).await
+                }))
+            }
+        }
+    }
+
+    /// Polls the run of a job of `cell`.
+    pub(crate) fn poll_run(
+        &mut self,
+        cell: &ServiceCell,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Payload>>> {
+        match self {
+            Run::Ready(outcome) => {
+                let outcome = outcome.take();
+                *self = Run::Done;
+                Poll::Ready(outcome)
+            }
+            Run::Handler(h) => {
+                let Some(fut) = h.fut.as_mut() else {
+                    panic!("a run polled after it completed");
+                };
+                let polled = {
+                    let _entered = h.span.enter();
+                    CORRELATION.sync_scope(h.job.correlation.clone(), || {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)))
+                    })
+                };
+                let result = match polled {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(out)) => Ok(out),
+                    Err(panic) => Err(panic_message(panic)),
+                };
+                h.fut = None;
+                let outcome = settle(&mut h.job, cell, result, h.started, h.queued);
+                *self = Run::Done;
+                Poll::Ready(outcome)
+            }
+            Run::Timed(fut) => {
+                let outcome = std::task::ready!(fut.as_mut().poll(cx));
+                *self = Run::Done;
+                Poll::Ready(outcome)
+            }
+            Run::Done => panic!("a run polled after it completed"),
+        }
+    }
+}
+
+/// The timer's path: a run with a deadline, or with a caller's cancel token.
+#[allow(clippy::too_many_arguments)]
+async fn timed(
+    host: &Arc<HostInner>,
+    cell: &Arc<ServiceCell>,
+    mut job: Job,
+    fut: HandlerFut,
+    span: tracing::Span,
+    token: tokio_util::sync::CancellationToken,
+    started: Instant,
+    queued: f64,
+) -> Option<Result<Payload>> {
+    let fut =
+        tracing::Instrument::instrument(CORRELATION.scope(job.correlation.clone(), fut), span);
+    let result = match job.deadline {
+        // Kept out of line (boxed) so that its state is held only while it runs.
+        Some(deadline) => {
+            let timed = run_with_deadline(host, cell, &mut job, fut, deadline, token, started);
+            Box::pin(timed).await?
+        }
+        None => catch_unwind(fut).await,
+    };
+    settle(&mut job, cell, result, started, queued)
+}
+
+/// Counts and logs the handler's `result` (the run began at `started`), and answers
+/// the job with it.
+fn settle(
+    job: &mut Job,
+    cell: &ServiceCell,
+    result: HandlerResult,
+    started: Instant,
+    queued: f64,
+) -> Option<Result<Payload>> {
+    // One clock read for the run's duration and the second it is counted in.
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(started).as_secs_f64();
+    let outcome = match result {
+        Ok(Ok(payload)) => {
+            finished(job, cell, Outcome::Ok, elapsed, queued, now);
+            Ok(payload)
+        }
+        Ok(Err(e)) => {
+            finished(job, cell, Outcome::HandlerError, elapsed, queued, now);
+            let err = match e.downcast::<Error>() {
+                Ok(koan_err) => *koan_err,
+                Err(other) => Error::new(
+                    ErrorKind::Handler,
+                    format!(
+                        "action `{}` of `{}` failed: {other}",
+                        job.entry.name, cell.spec.name
+                    ),
+                ),
+            };
+            tracing::warn!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
+            Err(err)
+        }
+        Err(panic) => {
+            finished(job, cell, Outcome::Panic, elapsed, queued, now);
+            tracing::error!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
+            Err(Error::new(
+                ErrorKind::Panic,
+                format!(
+                    "action `{}` of `{}` panicked: {panic}",
+                    job.entry.name, cell.spec.name
+                ),
+            ))
+        }
+    };
+    answer(job, outcome)
+}
