@@ -14,6 +14,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::Schedule;
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{RunOutcome, RunRecord, ServiceCell, ServiceState};
 use crate::service::{BatchRequest, PeriodicRun, RunReason, ServiceContext};
@@ -367,10 +368,12 @@ pub(crate) async fn drive(
                 RunOutcome::Panicked { message: panic }
             }
         };
+        // One pair of clock reads per run, after it (so the tick starts sooner): the
+        // wall times of its start, its end and the next run all derive from it.
         let ended = Instant::now();
+        let ended_wall = clock.now();
         let elapsed = ended.saturating_duration_since(started);
-        // Read after the run, so the tick starts one clock read sooner.
-        let started_wall = clock.wall_at(started);
+        let started_wall = Clock::wall_at_from(started, ended, ended_wall);
         control.end();
         due = schedule.next_due(opts.missed_ticks, anchor, due, consumed, ended, &clock);
         // One status update per run end: the record, the next run and the state.
@@ -379,7 +382,8 @@ pub(crate) async fn drive(
             started_wall,
             elapsed,
             outcome,
-            Some(clock.wall_at(due)),
+            ended_wall,
+            Some(Clock::wall_at_from(due, ended, ended_wall)),
             ServiceState::Idle,
         );
         for w in waiters {
