@@ -3,14 +3,17 @@
 //!
 //! A poke that arrives while a run is in progress is *coalesced*: every such `trigger`
 //! (or `check-queue`) joins one follow-up run, and its caller learns that it was merged.
-//! An idle driver is woken at once through a [`Notify`], never by polling.
+//! An idle driver is woken at once through an [`AtomicWaker`], never by polling: the
+//! poke side sets its state (the queue's length, the service's cancelled flag), then
+//! wakes; the driver registers its waker, then reads that state.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Schedule;
@@ -160,7 +163,8 @@ pub(crate) struct PeriodicControl {
     state: Mutex<DriverState>,
     /// The length of `state.queue`, written under its lock, read without.
     queued: AtomicUsize,
-    notify: Notify,
+    /// The driver's task, woken after `queued` (or the service's cancelled flag) is set.
+    waker: AtomicWaker,
     capacity: usize,
 }
 
@@ -177,14 +181,14 @@ impl PeriodicControl {
         PeriodicControl {
             state: Mutex::new(DriverState::default()),
             queued: AtomicUsize::new(0),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
             capacity: capacity.max(1),
         }
     }
 
     /// Wakes the driver to look again (its service was cancelled, say).
     pub(crate) fn wake(&self) {
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {
@@ -242,7 +246,7 @@ impl PeriodicControl {
         });
         self.queued.store(st.queue.len(), Ordering::Release);
         drop(st);
-        self.notify.notify_one();
+        self.waker.wake();
         Ok(PokeReceipt { coalesced, rx })
     }
 
@@ -299,17 +303,12 @@ pub(crate) async fn drive(
     cell.board.mark_started(ServiceState::Idle);
     tracing::info!(schedule = %schedule.describe(), "periodic service started");
 
-    // Registered once, and again only after it fires: a poke from any moment on
-    // wakes the driver, and a period that ends on the timer costs no registration.
-    let notified = control.notify.notified();
-    tokio::pin!(notified);
-    notified.as_mut().enable();
     // One timer for the driver's life, moved to each due time (a fresh timer per
     // period costs a registration and a removal under the timer wheel's lock).
     let sleep = tokio::time::sleep_until(due);
     tokio::pin!(sleep);
     loop {
-        // `ServiceCell::cancel` sets this flag, then wakes `notified`.
+        // `ServiceCell::cancel` sets this flag, then wakes the driver.
         if cell.life.is_cancelled() {
             break;
         }
@@ -335,16 +334,17 @@ pub(crate) async fn drive(
                 // re-registration); always set, a stale deadline cannot make the timer
                 // fire again at every turn of the loop.
                 sleep.as_mut().reset(due);
-                // The timer first: when it fired, the poke side is not polled at all.
-                tokio::select! {
-                    biased;
-                    _ = &mut sleep => {}
-                    _ = notified.as_mut() => {
-                        // Armed again before the queue is looked at.
-                        notified.set(control.notify.notified());
-                        notified.as_mut().enable();
+                std::future::poll_fn(|task| {
+                    // Registered before the state is read: a poke or a cancel that
+                    // lands after the read wakes this registration.
+                    control.waker.register(task.waker());
+                    if control.queued.load(Ordering::Acquire) != 0 || cell.life.is_cancelled() {
+                        // A poke first: its timer is not polled at all.
+                        return std::task::Poll::Ready(());
                     }
-                }
+                    sleep.as_mut().poll(task)
+                })
+                .await;
                 continue;
             };
 
