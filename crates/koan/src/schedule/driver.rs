@@ -307,12 +307,14 @@ pub(crate) async fn drive(
     // period costs a registration and a removal under the timer wheel's lock).
     let sleep = tokio::time::sleep_until(due);
     tokio::pin!(sleep);
+    // The end of the last run, read a moment ago: the next turn needs no clock read.
+    let mut fresh: Option<Instant> = None;
     loop {
         // `ServiceCell::cancel` sets this flag, then wakes the driver.
         if cell.life.is_cancelled() {
             break;
         }
-        let now = Instant::now();
+        let now = fresh.take().unwrap_or_else(Instant::now);
         let (reason, batch, waiters, consumed, deadline) =
             if let Some(cmd) = control.begin_command() {
                 let batch = match &cmd.poke {
@@ -330,10 +332,12 @@ pub(crate) async fn drive(
                 control.begin_scheduled();
                 (RunReason::Scheduled, None, Waiters::default(), true, None)
             } else {
-                // Unchanged, this only extends the armed timer in place (no
-                // re-registration); always set, a stale deadline cannot make the timer
-                // fire again at every turn of the loop.
-                sleep.as_mut().reset(due);
+                // Moved only when it changed or has fired: a stale deadline cannot make
+                // the timer fire again at every turn of the loop, and a poke's turn
+                // leaves the armed timer alone.
+                if sleep.deadline() != due || sleep.is_elapsed() {
+                    sleep.as_mut().reset(due);
+                }
                 std::future::poll_fn(|task| {
                     // Registered before the state is read: a poke or a cancel that
                     // lands after the read wakes this registration.
@@ -394,6 +398,7 @@ pub(crate) async fn drive(
         if cx.is_cancelled() {
             break;
         }
+        fresh = Some(ended);
     }
 
     control.close(&cell.spec.name);
