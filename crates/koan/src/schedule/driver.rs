@@ -8,7 +8,7 @@
 //! wakes; the driver registers its waker, then reads that state.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::task::AtomicWaker;
@@ -153,7 +153,6 @@ impl IntoIterator for Waiters {
 
 #[derive(Default)]
 struct DriverState {
-    running: bool,
     closed: bool,
     queue: VecDeque<Command>,
 }
@@ -163,6 +162,9 @@ pub(crate) struct PeriodicControl {
     state: Mutex<DriverState>,
     /// The length of `state.queue`, written under its lock, read without.
     queued: AtomicUsize,
+    /// Whether a run is in progress (a poke then says it was coalesced): a flag, so
+    /// that a scheduled run takes no lock to begin or end.
+    running: AtomicBool,
     /// The driver's task, woken after `queued` (or the service's cancelled flag) is set.
     waker: AtomicWaker,
     capacity: usize,
@@ -181,6 +183,7 @@ impl PeriodicControl {
         PeriodicControl {
             state: Mutex::new(DriverState::default()),
             queued: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
         }
@@ -217,7 +220,7 @@ impl PeriodicControl {
         if st.closed {
             return Err(Error::shutting_down(&format!("poke of `{service}`")));
         }
-        let mut coalesced = st.running;
+        let mut coalesced = self.running.load(Ordering::Acquire);
         if let Some(cmd) = st.queue.iter_mut().find(|c| c.poke.merges_with(&poke)) {
             cmd.deadline = match (cmd.deadline, deadline) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -258,16 +261,16 @@ impl PeriodicControl {
         let mut st = self.lock();
         let cmd = st.queue.pop_front()?;
         self.queued.store(st.queue.len(), Ordering::Release);
-        st.running = true;
+        self.running.store(true, Ordering::Release);
         Some(cmd)
     }
 
     fn begin_scheduled(&self) {
-        self.lock().running = true;
+        self.running.store(true, Ordering::Release);
     }
 
     fn end(&self) {
-        self.lock().running = false;
+        self.running.store(false, Ordering::Release);
     }
 
     /// Refuses new pokes and answers every queued one `ShuttingDown`.
@@ -414,9 +417,8 @@ async fn run_until(
     batch: Option<BatchRequest>,
     deadline: Instant,
 ) -> Option<std::result::Result<std::result::Result<(), crate::error::BoxError>, String>> {
-    let token = Arc::new(cx.token.child_token());
-    let mut run_cx = cx.for_run(reason, batch);
-    run_cx.token = Arc::clone(&token);
+    let token = Arc::new(cx.token().child_token());
+    let run_cx = cx.with_token(Arc::clone(&token), reason, batch);
     let fut = catch_unwind(run.run(run_cx));
     tokio::pin!(fut);
     tokio::select! {
