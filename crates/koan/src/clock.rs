@@ -68,7 +68,16 @@ impl Clock {
     /// The wall time at a tokio instant (past or future).
     pub(crate) fn wall_at(&self, instant: Instant) -> DateTime<Utc> {
         let now = Instant::now();
-        let wall = self.now();
+        Self::wall_at_from(instant, now, self.now())
+    }
+
+    /// The wall time at `instant`, given that `now` is the wall time `wall`: several
+    /// instants converted from one pair of clock reads.
+    pub(crate) fn wall_at_from(
+        instant: Instant,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> DateTime<Utc> {
         if instant >= now {
             wall + chrono::Duration::from_std(instant - now).unwrap_or_default()
         } else {

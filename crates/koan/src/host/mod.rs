@@ -61,13 +61,12 @@ pub(crate) struct HostInner {
 
 impl HostInner {
     pub(crate) fn context(&self, cell: &Arc<ServiceCell>, reason: RunReason) -> ServiceContext {
-        ServiceContext {
-            name: Arc::clone(&cell.spec.name),
-            token: Arc::clone(&cell.life.token),
+        ServiceContext::new(
+            Arc::clone(&cell.spec.name),
+            Arc::clone(&cell.life.token),
+            Arc::downgrade(cell),
             reason,
-            batch: None,
-            cell: Arc::downgrade(cell),
-        }
+        )
     }
 }
 

@@ -133,17 +133,27 @@ impl StatusBoard {
         duration: Duration,
         outcome: RunOutcome,
     ) -> RunRecord {
-        self.update_run(reason, started_at, duration, outcome, None)
+        self.update_run(
+            reason,
+            started_at,
+            duration,
+            outcome,
+            self.clock.now(),
+            None,
+        )
     }
 
     /// Records a finished run, the next run and the new state in one update (one
-    /// wake-up of status watchers per periodic run).
+    /// wake-up of status watchers per periodic run). `ended_at` is the wall time the
+    /// run ended at (the caller has read the clock already).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish_run(
         &self,
         reason: RunReason,
         started_at: DateTime<Utc>,
         duration: Duration,
         outcome: RunOutcome,
+        ended_at: DateTime<Utc>,
         next_run: Option<DateTime<Utc>>,
         state: ServiceState,
     ) -> RunRecord {
@@ -152,6 +162,7 @@ impl StatusBoard {
             started_at,
             duration,
             outcome,
+            ended_at,
             Some((next_run, state)),
         )
     }
@@ -162,6 +173,7 @@ impl StatusBoard {
         started_at: DateTime<Utc>,
         duration: Duration,
         outcome: RunOutcome,
+        ended_at: DateTime<Utc>,
         then: Option<(Option<DateTime<Utc>>, ServiceState)>,
     ) -> RunRecord {
         let record = RunRecord {
@@ -170,7 +182,7 @@ impl StatusBoard {
             duration_ms: crate::util::millis(duration),
             outcome,
         };
-        self.activity.run_finished(&record, self.clock.now());
+        self.activity.run_finished(&record, ended_at);
         self.update(|s| {
             s.runs += 1;
             if record.outcome.is_failure() {

@@ -3,17 +3,21 @@
 //!
 //! A poke that arrives while a run is in progress is *coalesced*: every such `trigger`
 //! (or `check-queue`) joins one follow-up run, and its caller learns that it was merged.
-//! An idle driver is woken at once through a [`Notify`], never by polling.
+//! An idle driver is woken at once through an [`AtomicWaker`], never by polling: the
+//! poke side sets its state (the queue's length, the service's cancelled flag), then
+//! wakes; the driver registers its waker, then reads that state.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Schedule;
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{RunOutcome, RunRecord, ServiceCell, ServiceState};
 use crate::service::{BatchRequest, PeriodicRun, RunReason, ServiceContext};
@@ -149,7 +153,6 @@ impl IntoIterator for Waiters {
 
 #[derive(Default)]
 struct DriverState {
-    running: bool,
     closed: bool,
     queue: VecDeque<Command>,
 }
@@ -159,7 +162,11 @@ pub(crate) struct PeriodicControl {
     state: Mutex<DriverState>,
     /// The length of `state.queue`, written under its lock, read without.
     queued: AtomicUsize,
-    notify: Notify,
+    /// Whether a run is in progress (a poke then says it was coalesced): a flag, so
+    /// that a scheduled run takes no lock to begin or end.
+    running: AtomicBool,
+    /// The driver's task, woken after `queued` (or the service's cancelled flag) is set.
+    waker: AtomicWaker,
     capacity: usize,
 }
 
@@ -176,14 +183,15 @@ impl PeriodicControl {
         PeriodicControl {
             state: Mutex::new(DriverState::default()),
             queued: AtomicUsize::new(0),
-            notify: Notify::new(),
+            running: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             capacity: capacity.max(1),
         }
     }
 
     /// Wakes the driver to look again (its service was cancelled, say).
     pub(crate) fn wake(&self) {
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {
@@ -212,7 +220,7 @@ impl PeriodicControl {
         if st.closed {
             return Err(Error::shutting_down(&format!("poke of `{service}`")));
         }
-        let mut coalesced = st.running;
+        let mut coalesced = self.running.load(Ordering::Acquire);
         if let Some(cmd) = st.queue.iter_mut().find(|c| c.poke.merges_with(&poke)) {
             cmd.deadline = match (cmd.deadline, deadline) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -241,7 +249,7 @@ impl PeriodicControl {
         });
         self.queued.store(st.queue.len(), Ordering::Release);
         drop(st);
-        self.notify.notify_one();
+        self.waker.wake();
         Ok(PokeReceipt { coalesced, rx })
     }
 
@@ -253,16 +261,16 @@ impl PeriodicControl {
         let mut st = self.lock();
         let cmd = st.queue.pop_front()?;
         self.queued.store(st.queue.len(), Ordering::Release);
-        st.running = true;
+        self.running.store(true, Ordering::Release);
         Some(cmd)
     }
 
     fn begin_scheduled(&self) {
-        self.lock().running = true;
+        self.running.store(true, Ordering::Release);
     }
 
     fn end(&self) {
-        self.lock().running = false;
+        self.running.store(false, Ordering::Release);
     }
 
     /// Refuses new pokes and answers every queued one `ShuttingDown`.
@@ -298,21 +306,18 @@ pub(crate) async fn drive(
     cell.board.mark_started(ServiceState::Idle);
     tracing::info!(schedule = %schedule.describe(), "periodic service started");
 
-    // Registered once, and again only after it fires: a poke from any moment on
-    // wakes the driver, and a period that ends on the timer costs no registration.
-    let notified = control.notify.notified();
-    tokio::pin!(notified);
-    notified.as_mut().enable();
     // One timer for the driver's life, moved to each due time (a fresh timer per
     // period costs a registration and a removal under the timer wheel's lock).
     let sleep = tokio::time::sleep_until(due);
     tokio::pin!(sleep);
+    // The end of the last run, read a moment ago: the next turn needs no clock read.
+    let mut fresh: Option<Instant> = None;
     loop {
-        // `ServiceCell::cancel` sets this flag, then wakes `notified`.
+        // `ServiceCell::cancel` sets this flag, then wakes the driver.
         if cell.life.is_cancelled() {
             break;
         }
-        let now = Instant::now();
+        let now = fresh.take().unwrap_or_else(Instant::now);
         let (reason, batch, waiters, consumed, deadline) =
             if let Some(cmd) = control.begin_command() {
                 let batch = match &cmd.poke {
@@ -330,20 +335,23 @@ pub(crate) async fn drive(
                 control.begin_scheduled();
                 (RunReason::Scheduled, None, Waiters::default(), true, None)
             } else {
-                // Unchanged, this only extends the armed timer in place (no
-                // re-registration); always set, a stale deadline cannot make the timer
-                // fire again at every turn of the loop.
-                sleep.as_mut().reset(due);
-                // The timer first: when it fired, the poke side is not polled at all.
-                tokio::select! {
-                    biased;
-                    _ = &mut sleep => {}
-                    _ = notified.as_mut() => {
-                        // Armed again before the queue is looked at.
-                        notified.set(control.notify.notified());
-                        notified.as_mut().enable();
-                    }
+                // Moved only when it changed or has fired: a stale deadline cannot make
+                // the timer fire again at every turn of the loop, and a poke's turn
+                // leaves the armed timer alone.
+                if sleep.deadline() != due || sleep.is_elapsed() {
+                    sleep.as_mut().reset(due);
                 }
+                std::future::poll_fn(|task| {
+                    // Registered before the state is read: a poke or a cancel that
+                    // lands after the read wakes this registration.
+                    control.waker.register(task.waker());
+                    if control.queued.load(Ordering::Acquire) != 0 || cell.life.is_cancelled() {
+                        // A poke first: its timer is not polled at all.
+                        return std::task::Poll::Ready(());
+                    }
+                    sleep.as_mut().poll(task)
+                })
+                .await;
                 continue;
             };
 
@@ -367,10 +375,12 @@ pub(crate) async fn drive(
                 RunOutcome::Panicked { message: panic }
             }
         };
+        // One pair of clock reads per run, after it (so the tick starts sooner): the
+        // wall times of its start, its end and the next run all derive from it.
         let ended = Instant::now();
+        let ended_wall = clock.now();
         let elapsed = ended.saturating_duration_since(started);
-        // Read after the run, so the tick starts one clock read sooner.
-        let started_wall = clock.wall_at(started);
+        let started_wall = Clock::wall_at_from(started, ended, ended_wall);
         control.end();
         due = schedule.next_due(opts.missed_ticks, anchor, due, consumed, ended, &clock);
         // One status update per run end: the record, the next run and the state.
@@ -379,7 +389,8 @@ pub(crate) async fn drive(
             started_wall,
             elapsed,
             outcome,
-            Some(clock.wall_at(due)),
+            ended_wall,
+            Some(Clock::wall_at_from(due, ended, ended_wall)),
             ServiceState::Idle,
         );
         for w in waiters {
@@ -390,6 +401,7 @@ pub(crate) async fn drive(
         if cx.is_cancelled() {
             break;
         }
+        fresh = Some(ended);
     }
 
     control.close(&cell.spec.name);
@@ -405,9 +417,8 @@ async fn run_until(
     batch: Option<BatchRequest>,
     deadline: Instant,
 ) -> Option<std::result::Result<std::result::Result<(), crate::error::BoxError>, String>> {
-    let token = Arc::new(cx.token.child_token());
-    let mut run_cx = cx.for_run(reason, batch);
-    run_cx.token = Arc::clone(&token);
+    let token = Arc::new(cx.token().child_token());
+    let run_cx = cx.with_token(Arc::clone(&token), reason, batch);
     let fut = catch_unwind(run.run(run_cx));
     tokio::pin!(fut);
     tokio::select! {

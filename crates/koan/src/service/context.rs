@@ -49,10 +49,17 @@ impl BatchRequest {
 /// and a way back to the host.
 #[derive(Clone)]
 pub struct ServiceContext {
-    pub(crate) name: Arc<str>,
-    pub(crate) token: Arc<CancellationToken>,
+    /// What every run of the service shares: one reference count per run's context
+    /// (a periodic service builds one per run) instead of one per part.
+    pub(crate) shared: Arc<ContextShared>,
     pub(crate) reason: RunReason,
     pub(crate) batch: Option<BatchRequest>,
+}
+
+/// The parts of a [`ServiceContext`] that do not change from run to run.
+pub(crate) struct ContextShared {
+    pub(crate) name: Arc<str>,
+    pub(crate) token: Arc<CancellationToken>,
     /// Its service, through which it reaches the host: a count on the service's own
     /// state, not on the host's (which every service's every run would share).
     pub(crate) cell: Weak<ServiceCell>,
@@ -61,9 +68,9 @@ pub struct ServiceContext {
 impl std::fmt::Debug for ServiceContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceContext")
-            .field("name", &self.name)
+            .field("name", &self.shared.name)
             .field("reason", &self.reason)
-            .field("cancelled", &self.token.is_cancelled())
+            .field("cancelled", &self.shared.token.is_cancelled())
             .finish()
     }
 }
@@ -71,29 +78,29 @@ impl std::fmt::Debug for ServiceContext {
 impl ServiceContext {
     /// The service's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.shared.name
     }
 
     /// Resolves when the host asks the service to stop.
     pub async fn cancelled(&self) {
-        self.token.cancelled().await
+        self.shared.token.cancelled().await
     }
 
     /// Whether the host has asked the service to stop.
     pub fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
+        self.shared.token.is_cancelled()
     }
 
     /// The cancellation token, to hand to other code.
     pub fn token(&self) -> &CancellationToken {
-        &self.token
+        &self.shared.token
     }
 
     /// Sleeps for `duration`, or less if the service is stopped. Returns `false` when
     /// cut short by cancellation, so loops read `while cx.sleep(period).await { … }`.
     pub async fn sleep(&self, duration: Duration) -> bool {
         tokio::select! {
-            _ = self.token.cancelled() => false,
+            _ = self.shared.token.cancelled() => false,
             _ = tokio::time::sleep(duration) => true,
         }
     }
@@ -114,17 +121,47 @@ impl ServiceContext {
     }
 
     pub(crate) fn host_inner(&self) -> Option<Arc<HostInner>> {
-        self.cell.upgrade()?.host()
+        self.shared.cell.upgrade()?.host()
     }
 
+    /// A context for a service's parts, first built for `reason`.
+    pub(crate) fn new(
+        name: Arc<str>,
+        token: Arc<CancellationToken>,
+        cell: Weak<ServiceCell>,
+        reason: RunReason,
+    ) -> Self {
+        ServiceContext {
+            shared: Arc::new(ContextShared { name, token, cell }),
+            reason,
+            batch: None,
+        }
+    }
+
+    /// The context of one run: the same parts, one reference count.
     pub(crate) fn for_run(&self, reason: RunReason, batch: Option<BatchRequest>) -> Self {
         ServiceContext {
-            name: Arc::clone(&self.name),
-            token: Arc::clone(&self.token),
+            shared: Arc::clone(&self.shared),
             reason,
             batch,
-            cell: self.cell.clone(),
         }
+    }
+
+    /// The context of one run with a token of its own.
+    pub(crate) fn with_token(
+        &self,
+        token: Arc<CancellationToken>,
+        reason: RunReason,
+        batch: Option<BatchRequest>,
+    ) -> Self {
+        let mut cx = ServiceContext::new(
+            Arc::clone(&self.shared.name),
+            token,
+            self.shared.cell.clone(),
+            reason,
+        );
+        cx.batch = batch;
+        cx
     }
 }
 
@@ -135,7 +172,7 @@ impl ServiceContext {
     /// A name the service does not declare is delivered all the same, but warned
     /// about (once per name) and counted in `koan_events_undeclared_total`.
     pub async fn emit<E: Serialize + Send + Sync + 'static>(&self, name: &str, payload: E) {
-        if let Some(cell) = self.cell.upgrade()
+        if let Some(cell) = self.shared.cell.upgrade()
             && let Some(host) = cell.host()
         {
             host.events
@@ -156,7 +193,7 @@ impl ServiceContext {
     pub fn services<T: crate::Service>(&self) -> crate::Services<T> {
         match self.host() {
             Some(h) => h.services::<T>(),
-            None => panic!("the host of service `{}` is gone", self.name),
+            None => panic!("the host of service `{}` is gone", self.shared.name),
         }
     }
 }
