@@ -265,20 +265,9 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
                 // bucket takes): running again would give the same, after running
                 // its side effects again. The job ends dead, its waiters told why.
                 tracing::error!(id = %job.id, action = %job.action, error = %e, "durable job's result cannot be stored; dead-lettered");
-                records::finish(t, &job.id, attempt, records::dead(&e), started);
-                let (h, body) = (msg.headers.as_ref(), &msg.payload);
+                let how = records::dead(&e);
                 let why = Reply::of(Err(e)).reason();
-                crate::dead_letter::publish(
-                    t,
-                    h,
-                    body,
-                    &job.service,
-                    &job.action,
-                    Some(&job.id),
-                    &why,
-                )
-                .await;
-                let _ = msg.ack_with(AckKind::Term).await;
+                bury(t, &msg, &job, attempt, how, &why, started).await;
             } else {
                 // The outcome is not stored (the broker is unreachable): run again
                 // later rather than leave the enqueuer waiting for an answer that
@@ -301,19 +290,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             let reply = Reply::of(Err(e));
             let why = reply.reason();
             if record(t, &key, &job.id, attempts, reply).await {
-                records::finish(t, &job.id, attempt, how, started);
-                let (h, body) = (msg.headers.as_ref(), &msg.payload);
-                crate::dead_letter::publish(
-                    t,
-                    h,
-                    body,
-                    &job.service,
-                    &job.action,
-                    Some(&job.id),
-                    &why,
-                )
-                .await;
-                let _ = msg.ack_with(AckKind::Term).await;
+                bury(t, &msg, &job, attempt, how, &why, started).await;
             } else {
                 let _ = msg
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -343,6 +320,23 @@ async fn drop_cancelled(t: &NatsTransport, msg: &Message, key: &str, id: &str, a
             .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
             .await;
     }
+}
+
+/// Ends `job` dead: its record, its dead letter, and its message ended for good.
+async fn bury(
+    t: &NatsTransport,
+    msg: &Message,
+    job: &Job,
+    attempt: u32,
+    how: Finish,
+    why: &(String, String),
+    started: Option<records::Started>,
+) {
+    records::finish(t, &job.id, attempt, how, started);
+    let (h, body) = (msg.headers.as_ref(), &msg.payload);
+    let (service, action) = (&job.service, &job.action);
+    crate::dead_letter::publish(t, h, body, service, action, Some(&job.id), why).await;
+    let _ = msg.ack_with(AckKind::Term).await;
 }
 
 /// Hands back a job whose run this stopping host cut short, for another instance.

@@ -8,8 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Holder, Stopped, enqueue, holder_and_client, job_reaches, stream_holds};
+use common::{Holder, Runs, Stopped, enqueue, holder_and_client, job_reaches, stream_holds};
 use koan::job::JobState;
+use koan::job::JobTicket;
+use koan_nats::NatsOptions;
 use koan_test_support::nats::{Member, NatsServer, announced, test_options};
 use koan_test_support::{eventually, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,6 +78,46 @@ async fn pipe(
     }
 }
 
+/// A job running on a worker behind the proxy, the proxy frozen mid-run, and a
+/// second worker joined straight to the server: where the fencing tests start.
+struct CutOff {
+    _first: Member,
+    client: Member,
+    _second: Member,
+    runs: Runs,
+    ticket: JobTicket,
+}
+
+async fn cut_off_mid_run(
+    server: &NatsServer,
+    proxy: &Proxy,
+    options: impl Fn(&str) -> NatsOptions,
+) -> anyhow::Result<CutOff> {
+    let (cut_off, runs) = Holder::new(Stopped::Succeeds);
+    let first = Member::join(options(&proxy.url), |b| b.instance(cut_off)).await?;
+    let client = Member::join(options(&server.url()), |b| b).await?;
+    announced(&client.host, "Holder", 1).await?;
+    let ticket = enqueue(&client.host, "hold", ()).await?;
+    eventually("the job to run on the first worker", || async {
+        runs.started() == 1
+    })
+    .await?;
+    proxy.freeze(true);
+    let second = Holder {
+        holds: false,
+        on_stop: Stopped::Succeeds,
+        runs: runs.own_stop(),
+    };
+    let second = Member::join(options(&server.url()), |b| b.instance(second)).await?;
+    Ok(CutOff {
+        _first: first,
+        client,
+        _second: second,
+        runs,
+        ticket,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -86,28 +128,15 @@ async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Re
         o
     };
     // Its run succeeds when stopped: only its being stopped tells it was fenced.
-    let (cut_off, runs) = Holder::new(Stopped::Succeeds);
-    let _w1 = Member::join(options(&proxy.url), |b| b.instance(cut_off)).await?;
-    let member = Member::join(options(&server.url()), |b| b).await?;
-    let client = &member.host;
-    announced(client, "Holder", 1).await?;
-
-    let ticket = enqueue(client, "hold", ()).await?;
-    eventually("the job to run on the first worker", || async {
-        runs.started() == 1
-    })
-    .await?;
-
-    // The first worker is cut off; a second one joins and gets the job once its
-    // claim lapsed.
-    proxy.freeze(true);
-    let second = Holder {
-        holds: false,
-        on_stop: Stopped::Succeeds,
-        runs: runs.own_stop(),
-    };
-    let _w2 = Member::join(options(&server.url()), |b| b.instance(second)).await?;
-    within("the job to complete on the second worker", ticket.outcome()).await??;
+    // The first worker is cut off; the second gets the job once its claim lapsed.
+    // (Its members are kept to the end: dropping one stops its host.)
+    let cut = cut_off_mid_run(&server, &proxy, options).await?;
+    let runs = &cut.runs;
+    within(
+        "the job to complete on the second worker",
+        cut.ticket.outcome(),
+    )
+    .await??;
     assert_eq!(runs.started(), 2);
 
     // The cut-off run heard nothing from the broker for ack_wait: it is cancelled.
@@ -133,25 +162,10 @@ async fn a_job_whose_deliveries_all_went_silent_is_dead_not_stranded() -> anyhow
         o.max_deliver = 1;
         o
     };
-    let (cut_off, runs) = Holder::new(Stopped::Succeeds);
-    let _w1 = Member::join(options(&proxy.url), |b| b.instance(cut_off)).await?;
-    let member = Member::join(options(&server.url()), |b| b).await?;
-    let client = &member.host;
-    announced(client, "Holder", 1).await?;
-    let ticket = enqueue(client, "hold", ()).await?;
-    let id = ticket.id().to_owned();
-    eventually("the job to run on the first worker", || async {
-        runs.started() == 1
-    })
-    .await?;
     // Its one delivery goes silent; a second worker pulls.
-    proxy.freeze(true);
-    let second = Holder {
-        holds: false,
-        on_stop: Stopped::Succeeds,
-        runs: runs.own_stop(),
-    };
-    let _w2 = Member::join(options(&server.url()), |b| b.instance(second)).await?;
+    let cut = cut_off_mid_run(&server, &proxy, options).await?;
+    let (member, client, runs, ticket) = (&cut.client, &cut.client.host, &cut.runs, cut.ticket);
+    let id = ticket.id().to_owned();
 
     let err = within("the job's outcome", ticket.outcome())
         .await?
@@ -164,9 +178,9 @@ async fn a_job_whose_deliveries_all_went_silent_is_dead_not_stranded() -> anyhow
     // The record follows the outcome a moment behind.
     job_reaches(client, &id, JobState::Dead).await?;
     // its message is removed from the work stream.
-    stream_holds(&member, "KOAN_WORK", 0).await?;
+    stream_holds(member, "KOAN_WORK", 0).await?;
     // it is dead-lettered.
-    stream_holds(&member, "KOAN_DLQ", 1).await?;
+    stream_holds(member, "KOAN_DLQ", 1).await?;
     proxy.freeze(false);
     Ok(())
 }

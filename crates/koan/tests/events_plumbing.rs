@@ -252,6 +252,28 @@ async fn a_ring_whose_readers_all_left_does_not_hold_the_emitter() -> anyhow::Re
     stop(&host).await
 }
 
+/// A handler that sends on `tx` every number it takes, and holds on 0 until `gate`
+/// lets it go.
+fn held_at_zero(
+    tx: mpsc::UnboundedSender<u32>,
+    gate: &Arc<Semaphore>,
+) -> impl Fn(u32) -> std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
++ Send
++ Sync
++ 'static {
+    let gate = Arc::clone(gate);
+    move |n: u32| {
+        let (tx, gate) = (tx.clone(), Arc::clone(&gate));
+        Box::pin(async move {
+            let _ = tx.send(n);
+            if n == 0 {
+                gate.acquire().await?.forget();
+            }
+            Ok::<(), BoxError>(())
+        })
+    }
+}
+
 /// A waiting subscriber of `Tick` with `buffer` whose handler reports each event and
 /// waits at 0 for a permit of the returned gate.
 async fn gated(
@@ -267,19 +289,7 @@ async fn gated(
     let sub = host
         .service("Emitter")
         .on("Tick")
-        .handle({
-            let gate = Arc::clone(&gate);
-            move |n: u32| {
-                let (tx, gate) = (tx.clone(), Arc::clone(&gate));
-                async move {
-                    let _ = tx.send(n);
-                    if n == 0 {
-                        gate.acquire().await?.forget();
-                    }
-                    Ok::<(), BoxError>(())
-                }
-            }
-        })
+        .handle(held_at_zero(tx, &gate))
         .buffer(buffer)
         .overflow(Overflow::Wait)
         .subscribe()
@@ -341,19 +351,7 @@ async fn two_routes(
     let mut builder = host
         .service("Emitter")
         .on("Tick")
-        .handle({
-            let gate = Arc::clone(&gate);
-            move |n: u32| {
-                let (tx, gate) = (tick_tx.clone(), Arc::clone(&gate));
-                async move {
-                    let _ = tx.send(n);
-                    if n == 0 {
-                        gate.acquire().await?.forget();
-                    }
-                    Ok::<(), BoxError>(())
-                }
-            }
-        })
+        .handle(held_at_zero(tick_tx, &gate))
         .on("Other");
     if other_once {
         builder = builder.once();
