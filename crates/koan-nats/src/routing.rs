@@ -143,7 +143,7 @@ pub(crate) async fn call_chosen(
     call: &RemoteCall,
     body: &bytes::Bytes,
     timeout: Duration,
-    what: &str,
+    what: &(dyn std::fmt::Display + Sync),
 ) -> Option<Result<Value, Error>> {
     let deadline = tokio::time::Instant::now() + timeout;
     // The caller's own timeout, less what earlier attempts used.

@@ -20,6 +20,15 @@ fn push_token(out: &mut String, name: &str) {
     }));
 }
 
+/// Whether `name`'s subject token is the name itself, but for case: then a receiver,
+/// which matches names case-insensitively, reads it from the subject alone.
+pub(crate) fn is_its_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub(crate) fn action(service: &str, action: &str) -> String {
     format!("koan.svc.{}.act.{}", token(service), token(action))
 }

@@ -1,6 +1,7 @@
 //! How an instance serves remote calls: an action that ends at once is answered from
 //! the subscription's own task, one that waits goes on in a task of its own — so a
-//! call that waits never holds up the next call to the same service.
+//! call that waits never holds up the next call to the same service. And a call
+//! reaches the action it names, whether or not the subject's tokens can spell it.
 
 use std::sync::Arc;
 
@@ -37,6 +38,12 @@ impl Service for Gate {
         a.action(
             "ping",
             |_svc: Arc<Self>, (): (), _cx: ActionContext| async move { Ok::<_, BoxError>("pong") },
+        );
+        // Its subject token, `add_one`, does not name it (`:` is part of a name):
+        // only the name as written reaches it.
+        a.action(
+            "Add:One",
+            |_svc: Arc<Self>, n: i64, _cx: ActionContext| async move { Ok::<_, BoxError>(n + 1) },
         );
     }
 }
@@ -82,6 +89,37 @@ async fn a_remote_call_that_waits_does_not_hold_up_the_next() -> anyhow::Result<
     open.add_permits(1);
     let released = within("`hold` to end once its gate opens", held).await???;
     assert_eq!(released, "released");
+
+    client.stop().await?;
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_call_reaches_an_action_its_subject_cannot_spell() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let gate = Gate {
+        entered: Arc::new(Notify::new()),
+        open: Arc::new(Semaphore::new(0)),
+    };
+    let (worker, client) =
+        Member::worker_and_client(test_options(&server.url()), "Gate", |b| b.instance(gate))
+            .await?;
+
+    // `Add:One` is not its subject token: the call carries the name as written.
+    let got = within(
+        "a remote call of `Add:One`",
+        client.host.service("Gate").action("Add:One", 41).execute(),
+    )
+    .await??;
+    assert_eq!(got.value::<i64>()?, 42);
+    // `PING` and `gate` are their tokens but for case: the subject alone names them.
+    let got = within(
+        "a remote call of `PING`",
+        client.host.service("gate").action("PING", ()).execute(),
+    )
+    .await??;
+    assert_eq!(got.value::<String>()?, "pong");
 
     client.stop().await?;
     worker.stop().await?;
