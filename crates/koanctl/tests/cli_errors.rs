@@ -1,0 +1,104 @@
+//! `koanctl`'s error paths, each with its exit code and message: an error the API
+//! answers (3), bad local input (2), no server (4), and the token sent as a bearer
+//! header (refused without it, for commands and the event stream alike).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{Follower, Live, koanctl};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service_is_an_api_error() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    for args in [
+        &["info", "nope"][..],
+        &["act", "nope", "x"],
+        &["trigger", "nope"],
+    ] {
+        let run = live.run(args).await?;
+        let err = run.api_error("unknown_service");
+        assert!(err.contains("nope"), "{args:?}: {err}");
+    }
+    let run = live.run(&["act", "greeter", "nope"]).await?;
+    run.api_error("unknown_action");
+    let run = live
+        .run(&["act", "greeter", "greet", "--params", r#"{"name":1}"#])
+        .await?;
+    run.api_error("invalid_parameters");
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_local_input_exits_2() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live
+        .run(&["act", "greeter", "greet", "--params", "{nope"])
+        .await?;
+    assert!(run.failed(2).contains("not valid JSON"), "{run:?}");
+    let run = live
+        .run(&["act", "greeter", "greet", "--params", "@/no/such/file.json"])
+        .await?;
+    assert!(run.failed(2).contains("/no/such/file.json"), "{run:?}");
+    // Usage errors are clap's: exit 2 too.
+    assert_eq!(live.run(&["act", "greeter"]).await?.code, Some(2));
+    assert_eq!(live.run(&["frobnicate"]).await?.code, Some(2));
+    assert_eq!(
+        koanctl(&["--url", "not a url", "services"], &[])
+            .await?
+            .code,
+        Some(2)
+    );
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_exits_4_naming_the_url() -> anyhow::Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = koanctl(&["--url", &url, "services"], &[]).await?;
+    let err = run.failed(4);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("--url") && err.contains("KOAN_URL"), "{err}");
+    // KOAN_URL is read too.
+    let run = koanctl(&["trigger", "x"], &[("KOAN_URL", &url)]).await?;
+    assert!(
+        run.failed(4).contains(&format!("127.0.0.1:{port}")),
+        "{run:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_sent_as_a_bearer_header() -> anyhow::Result<()> {
+    let live = Live::start(Some("secret")).await?;
+    let run = live
+        .run(&["--token", "wrong", "trigger", "cleanup"])
+        .await?;
+    run.api_error("unauthorized");
+    let run = live.run(&["trigger", "cleanup"]).await?;
+    run.api_error("unauthorized");
+    assert_eq!(live.seen.ticks.load(Ordering::SeqCst), 0);
+
+    live.run(&["--token", "secret", "trigger", "cleanup"])
+        .await?
+        .ok();
+    let url = live.api.base.clone();
+    koanctl(
+        &["--url", &url, "check-queue", "cleanup"],
+        &[("KOAN_TOKEN", "secret")],
+    )
+    .await?
+    .ok();
+    assert_eq!(live.seen.ticks.load(Ordering::SeqCst), 1);
+    assert_eq!(live.seen.queue_checks.load(Ordering::SeqCst), 1);
+
+    let run = live.run(&["--token", "wrong", "events"]).await?;
+    run.api_error("unauthorized");
+    let follower = Follower::spawn(&["--url", &url, "--token", "secret", "events"], &[])?;
+    follower.connected().await?;
+    follower.kill()?;
+    live.stop().await
+}
