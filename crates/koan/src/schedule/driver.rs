@@ -1,298 +1,75 @@
 //! The periodic driver: one task per periodic service that serializes scheduled runs
-//! with pokes (`trigger`, `check-queue`, `process-batch`), so runs never overlap.
+//! with pokes (see [`super::control`]), so runs never overlap.
 //!
-//! A poke that arrives while a run is in progress is *coalesced*: every such `trigger`
-//! (or `check-queue`) joins one follow-up run, and its caller learns that it was merged.
-//! An idle driver is woken at once through an [`AtomicWaker`], never by polling: the
+//! An idle driver is woken at once through an `AtomicWaker`, never by polling: the
 //! poke side sets its state (the queue's length, the service's cancelled flag), then
 //! wakes; the driver registers its waker, then reads that state.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use futures_util::task::AtomicWaker;
-use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Schedule;
+use super::control::{PeriodicControl, Poke, Waiters};
 use crate::clock::Clock;
-use crate::error::{Error, ErrorKind, Result};
-use crate::registry::{RunOutcome, RunRecord, ServiceCell, ServiceState};
-use crate::service::{BatchRequest, PeriodicRun, RunReason, ServiceContext};
-use crate::util::catch_unwind;
+use crate::registry::{RunOutcome, ServiceCell, ServiceState};
+use crate::service::{
+    BatchRequest, PeriodicRun, PeriodicService, RunReason, ServiceContext, run_periodic,
+};
+use crate::util::{BoxFuture, catch_unwind};
 
-/// A request for an unscheduled run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Poke {
-    Trigger,
-    CheckQueue,
-    ProcessBatch(BatchRequest),
+/// What the driver task of a periodic service needs besides the service itself. Not
+/// part of the stable API.
+#[doc(hidden)]
+pub struct Driver {
+    cell: Arc<ServiceCell>,
+    control: Arc<PeriodicControl>,
+    schedule: Schedule,
+    cx: ServiceContext,
 }
 
-impl Poke {
-    fn reason(&self) -> RunReason {
-        match self {
-            Poke::Trigger => RunReason::Trigger,
-            Poke::CheckQueue => RunReason::CheckQueue,
-            Poke::ProcessBatch(_) => RunReason::ProcessBatch,
-        }
-    }
-
-    /// The built-in action this poke stands for.
-    pub(crate) fn action_name(&self) -> &'static str {
-        match self {
-            Poke::Trigger => crate::well_known::actions::TRIGGER,
-            Poke::CheckQueue => crate::well_known::actions::CHECK_QUEUE,
-            Poke::ProcessBatch(_) => crate::well_known::actions::PROCESS_BATCH,
-        }
-    }
-
-    fn merges_with(&self, other: &Poke) -> bool {
-        matches!(
-            (self, other),
-            (Poke::Trigger, Poke::Trigger) | (Poke::CheckQueue, Poke::CheckQueue)
-        )
-    }
-}
-
-/// What the run that served a poke ended with.
-pub(crate) type PokeResult = Result<RunRecord>;
-
-/// The answer to a trigger, check-queue or process-batch: whether the request was
-/// merged into a run already due, and the run that served it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct TriggerOutcome {
-    /// True when the request arrived during a run (or joined a pending one) and was
-    /// merged into a single follow-up run.
-    pub coalesced: bool,
-    /// The run that served the request.
-    pub run: RunRecord,
-}
-
-/// An accepted poke: whether it was merged, and where its run's outcome will arrive.
-#[derive(Debug)]
-pub(crate) struct PokeReceipt {
-    pub(crate) coalesced: bool,
-    pub(crate) rx: oneshot::Receiver<PokeResult>,
-}
-
-impl PokeReceipt {
-    /// Waits for the run; a run that failed is an error of kind `Handler`/`Panic`.
-    pub(crate) async fn outcome(self, service: &str) -> Result<TriggerOutcome> {
-        let record = self
-            .rx
-            .await
-            .map_err(|_| Error::shutting_down(&format!("run of `{service}`")))??;
-        match &record.outcome {
-            RunOutcome::Success => Ok(TriggerOutcome {
-                coalesced: self.coalesced,
-                run: record,
-            }),
-            RunOutcome::Panicked { message } => Err(Error::new(
-                ErrorKind::Panic,
-                format!("the run of `{service}` panicked: {message}"),
-            )),
-            RunOutcome::TimedOut => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("the run of `{service}` timed out"),
-            )),
-            RunOutcome::Cancelled => Err(Error::shutting_down(&format!("run of `{service}`"))),
-            RunOutcome::Failed { error } => Err(Error::new(
-                ErrorKind::Handler,
-                format!("the run of `{service}` failed: {error}"),
-            )),
-        }
-    }
-}
-
-struct Command {
-    poke: Poke,
-    waiters: Waiters,
-    /// When the run must stop: the latest of its callers' deadlines, `None` as soon
-    /// as one caller waits without a deadline.
-    deadline: Option<Instant>,
-}
-
-/// The callers waiting for one run: usually one, so no allocation for it.
-#[derive(Default)]
-struct Waiters {
-    first: Option<oneshot::Sender<PokeResult>>,
-    more: Vec<oneshot::Sender<PokeResult>>,
-}
-
-impl Waiters {
-    fn one(tx: oneshot::Sender<PokeResult>) -> Self {
-        Waiters {
-            first: Some(tx),
-            more: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, tx: oneshot::Sender<PokeResult>) {
-        match self.first {
-            None => self.first = Some(tx),
-            Some(_) => self.more.push(tx),
-        }
-    }
-}
-
-impl IntoIterator for Waiters {
-    type Item = oneshot::Sender<PokeResult>;
-    type IntoIter = std::iter::Chain<
-        std::option::IntoIter<oneshot::Sender<PokeResult>>,
-        std::vec::IntoIter<oneshot::Sender<PokeResult>>,
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.more)
-    }
-}
-
-#[derive(Default)]
-struct DriverState {
-    closed: bool,
-    queue: VecDeque<Command>,
-}
-
-/// The shared side of a periodic driver: pokes go in here.
-pub(crate) struct PeriodicControl {
-    state: Mutex<DriverState>,
-    /// The length of `state.queue`, written under its lock, read without.
-    queued: AtomicUsize,
-    /// Whether a run is in progress (a poke then says it was coalesced): a flag, so
-    /// that a scheduled run takes no lock to begin or end.
-    running: AtomicBool,
-    /// The driver's task, woken after `queued` (or the service's cancelled flag) is set.
-    waker: AtomicWaker,
-    capacity: usize,
-}
-
-impl std::fmt::Debug for PeriodicControl {
+impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeriodicControl")
-            .field("pending", &self.pending())
+        f.debug_struct("Driver")
+            .field("service", &self.cell.spec.name)
             .finish()
     }
 }
 
-impl PeriodicControl {
-    pub(crate) fn new(capacity: usize) -> Self {
-        PeriodicControl {
-            state: Mutex::new(DriverState::default()),
-            queued: AtomicUsize::new(0),
-            running: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
-            capacity: capacity.max(1),
-        }
-    }
+/// The driver task of one periodic service, built where the service's type is known.
+pub(crate) fn drive(
+    cell: Arc<ServiceCell>,
+    run: Arc<dyn PeriodicRun>,
+    control: Arc<PeriodicControl>,
+    schedule: Schedule,
+    cx: ServiceContext,
+) -> BoxFuture<'static, ()> {
+    run.drive(Driver {
+        cell,
+        control,
+        schedule,
+        cx,
+    })
+}
 
-    /// Wakes the driver to look again (its service was cancelled, say).
-    pub(crate) fn wake(&self) {
-        self.waker.wake();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs waiting (not counting the one in progress).
-    pub(crate) fn pending(&self) -> usize {
-        self.lock().queue.len()
-    }
-
-    /// Asks for a run. Never blocks: the run is queued or merged, or the caller is told
-    /// `Busy` / `ShuttingDown` at once.
-    ///
-    /// With a `deadline` (its caller's timeout), the run's token is cancelled then, and
-    /// after the action grace its future is dropped — unless another caller merged
-    /// into the same run waits longer or without a deadline.
-    pub(crate) fn poke(
-        &self,
-        service: &str,
-        poke: Poke,
-        deadline: Option<Instant>,
-    ) -> Result<PokeReceipt> {
-        let (tx, rx) = oneshot::channel();
-        let mut st = self.lock();
-        if st.closed {
-            return Err(Error::shutting_down(&format!("poke of `{service}`")));
-        }
-        let mut coalesced = self.running.load(Ordering::Acquire);
-        if let Some(cmd) = st.queue.iter_mut().find(|c| c.poke.merges_with(&poke)) {
-            cmd.deadline = match (cmd.deadline, deadline) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
-            cmd.waiters.push(tx);
-            return Ok(PokeReceipt {
-                coalesced: true,
-                rx,
-            });
-        }
-        if st.queue.len() >= self.capacity {
-            return Err(Error::new(
-                ErrorKind::Busy,
-                format!(
-                    "`{service}` already has {} runs waiting (its capacity); retry later",
-                    st.queue.len()
-                ),
-            ));
-        }
-        coalesced &= poke.merges_with(&poke);
-        st.queue.push_back(Command {
-            poke,
-            waiters: Waiters::one(tx),
-            deadline,
-        });
-        self.queued.store(st.queue.len(), Ordering::Release);
-        drop(st);
-        self.waker.wake();
-        Ok(PokeReceipt { coalesced, rx })
-    }
-
-    fn begin_command(&self) -> Option<Command> {
-        // Most wake-ups are the schedule's: no lock when nothing is queued.
-        if self.queued.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let mut st = self.lock();
-        let cmd = st.queue.pop_front()?;
-        self.queued.store(st.queue.len(), Ordering::Release);
-        self.running.store(true, Ordering::Release);
-        Some(cmd)
-    }
-
-    fn begin_scheduled(&self) {
-        self.running.store(true, Ordering::Release);
-    }
-
-    fn end(&self) {
-        self.running.store(false, Ordering::Release);
-    }
-
-    /// Refuses new pokes and answers every queued one `ShuttingDown`.
-    pub(crate) fn close(&self, service: &str) {
-        let drained: Vec<Command> = {
-            let mut st = self.lock();
-            st.closed = true;
-            self.queued.store(0, Ordering::Release);
-            st.queue.drain(..).collect()
-        };
-        for cmd in drained {
-            for w in cmd.waiters {
-                let _ = w.send(Err(Error::shutting_down(&format!("run of `{service}`"))));
-            }
-        }
+impl Driver {
+    /// The driver loop. Generic over the service: a run's future is a field of this
+    /// one, not a box per run.
+    pub(crate) async fn drive<T: PeriodicService>(self, svc: Arc<T>) {
+        let Driver {
+            cell,
+            control,
+            schedule,
+            cx,
+        } = self;
+        drive_loop(&*svc, cell, control, schedule, cx).await
     }
 }
 
-/// The driver task of one periodic service.
-pub(crate) async fn drive(
+async fn drive_loop<T: PeriodicService>(
+    svc: &T,
     cell: Arc<ServiceCell>,
-    run: Arc<dyn PeriodicRun>,
     control: Arc<PeriodicControl>,
     schedule: Schedule,
     cx: ServiceContext,
@@ -358,8 +135,8 @@ pub(crate) async fn drive(
         cell.board.set_state(ServiceState::Running);
         let started = now;
         let result = match deadline {
-            None => Some(catch_unwind(run.run(cx.for_run(reason, batch))).await),
-            Some(deadline) => run_until(&cx, &run, reason, batch, deadline).await,
+            None => Some(catch_unwind(run_periodic(svc, cx.for_run(reason, batch))).await),
+            Some(deadline) => run_until(&cx, svc, reason, batch, deadline).await,
         };
         let outcome = match result {
             None => RunOutcome::TimedOut,
@@ -410,16 +187,16 @@ pub(crate) async fn drive(
 
 /// A poked run with a deadline: at the deadline its own token (a child of the
 /// service's) is cancelled, and after the action grace its future is dropped (`None`).
-async fn run_until(
+async fn run_until<T: PeriodicService>(
     cx: &ServiceContext,
-    run: &Arc<dyn PeriodicRun>,
+    svc: &T,
     reason: RunReason,
     batch: Option<BatchRequest>,
     deadline: Instant,
 ) -> Option<std::result::Result<std::result::Result<(), crate::error::BoxError>, String>> {
     let token = Arc::new(cx.token().child_token());
     let run_cx = cx.with_token(Arc::clone(&token), reason, batch);
-    let fut = catch_unwind(run.run(run_cx));
+    let fut = catch_unwind(run_periodic(svc, run_cx));
     tokio::pin!(fut);
     tokio::select! {
         r = &mut fut => return Some(r),

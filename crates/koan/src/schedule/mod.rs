@@ -4,6 +4,7 @@
 //! The next run is always computed from *now*: a slow run or a suspended machine never
 //! causes a burst of catch-up runs nor a schedule that drifts into the past.
 
+mod control;
 mod driver;
 
 use std::str::FromStr;
@@ -16,8 +17,9 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 
-pub use driver::TriggerOutcome;
-pub(crate) use driver::{PeriodicControl, Poke, PokeReceipt, drive};
+pub use control::TriggerOutcome;
+pub(crate) use control::{PeriodicControl, Poke, PokeReceipt};
+pub(crate) use driver::{Driver, drive};
 
 /// What to do with scheduled ticks that fell due while a run was in progress or the
 /// machine was stalled.

@@ -90,28 +90,35 @@ impl std::fmt::Debug for Runner {
 pub type RunFn =
     Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
 
-/// The erased periodic entry points. Not part of the stable API.
+/// The erased periodic entry point. Not part of the stable API.
 #[doc(hidden)]
 pub trait PeriodicRun: Send + Sync {
-    /// Runs `tick`, `check_queue` or `process_batch`, per the context's reason.
-    fn run(&self, cx: ServiceContext) -> BoxFuture<'static, Result<(), BoxError>>;
+    /// The driver task of the service, built where its type is known: each run's
+    /// future lives inside the driver's own, so a run allocates nothing.
+    fn drive(&self, driver: crate::schedule::Driver) -> BoxFuture<'static, ()>;
 }
 
 struct PeriodicAdapter<T>(Arc<T>);
 
 impl<T: PeriodicService> PeriodicRun for PeriodicAdapter<T> {
-    fn run(&self, cx: ServiceContext) -> BoxFuture<'static, Result<(), BoxError>> {
-        let svc = Arc::clone(&self.0);
-        Box::pin(async move {
-            match cx.reason() {
-                RunReason::CheckQueue => svc.check_queue(cx).await,
-                RunReason::ProcessBatch => {
-                    let batch = cx.batch().cloned().unwrap_or_else(BatchRequest::default);
-                    svc.process_batch(batch, cx).await
-                }
-                _ => svc.tick(cx).await,
-            }
-        })
+    fn drive(&self, driver: crate::schedule::Driver) -> BoxFuture<'static, ()> {
+        Box::pin(driver.drive(Arc::clone(&self.0)))
+    }
+}
+
+/// One run of a periodic service: `tick`, `check_queue` or `process_batch`, per the
+/// context's reason.
+pub(crate) async fn run_periodic<T: PeriodicService>(
+    svc: &T,
+    cx: ServiceContext,
+) -> Result<(), BoxError> {
+    match cx.reason() {
+        RunReason::CheckQueue => svc.check_queue(cx).await,
+        RunReason::ProcessBatch => {
+            let batch = cx.batch().cloned().unwrap_or_else(BatchRequest::default);
+            svc.process_batch(batch, cx).await
+        }
+        _ => svc.tick(cx).await,
     }
 }
 

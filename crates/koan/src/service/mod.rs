@@ -24,7 +24,7 @@ pub use kind::{PeriodicRun, RunFn, Runner};
 pub use options::{Backoff, Intensity, RestartPolicy, ServiceOptions};
 
 pub(crate) use build::Resources;
-pub(crate) use kind::ErasedService;
+pub(crate) use kind::{ErasedService, run_periodic};
 pub(crate) use options::ScheduleSpec;
 
 use crate::action::Actions;

@@ -1,0 +1,286 @@
+//! The poke side of a periodic driver: requests for unscheduled runs (`trigger`,
+//! `check-queue`, `process-batch`), queued or coalesced, and their receipts.
+//!
+//! A poke that arrives while a run is in progress is *coalesced*: every such `trigger`
+//! (or `check-queue`) joins one follow-up run, and its caller learns that it was merged.
+//! The poke side sets its state (the queue's length), then wakes the driver through an
+//! [`AtomicWaker`].
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use futures_util::task::AtomicWaker;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{RunOutcome, RunRecord};
+use crate::service::{BatchRequest, RunReason};
+
+/// A request for an unscheduled run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Poke {
+    Trigger,
+    CheckQueue,
+    ProcessBatch(BatchRequest),
+}
+
+impl Poke {
+    pub(super) fn reason(&self) -> RunReason {
+        match self {
+            Poke::Trigger => RunReason::Trigger,
+            Poke::CheckQueue => RunReason::CheckQueue,
+            Poke::ProcessBatch(_) => RunReason::ProcessBatch,
+        }
+    }
+
+    /// The built-in action this poke stands for.
+    pub(crate) fn action_name(&self) -> &'static str {
+        match self {
+            Poke::Trigger => crate::well_known::actions::TRIGGER,
+            Poke::CheckQueue => crate::well_known::actions::CHECK_QUEUE,
+            Poke::ProcessBatch(_) => crate::well_known::actions::PROCESS_BATCH,
+        }
+    }
+
+    fn merges_with(&self, other: &Poke) -> bool {
+        matches!(
+            (self, other),
+            (Poke::Trigger, Poke::Trigger) | (Poke::CheckQueue, Poke::CheckQueue)
+        )
+    }
+}
+
+/// What the run that served a poke ended with.
+pub(crate) type PokeResult = Result<RunRecord>;
+
+/// The answer to a trigger, check-queue or process-batch: whether the request was
+/// merged into a run already due, and the run that served it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TriggerOutcome {
+    /// True when the request arrived during a run (or joined a pending one) and was
+    /// merged into a single follow-up run.
+    pub coalesced: bool,
+    /// The run that served the request.
+    pub run: RunRecord,
+}
+
+/// An accepted poke: whether it was merged, and where its run's outcome will arrive.
+#[derive(Debug)]
+pub(crate) struct PokeReceipt {
+    pub(crate) coalesced: bool,
+    pub(crate) rx: oneshot::Receiver<PokeResult>,
+}
+
+impl PokeReceipt {
+    /// Waits for the run; a run that failed is an error of kind `Handler`/`Panic`.
+    pub(crate) async fn outcome(self, service: &str) -> Result<TriggerOutcome> {
+        let record = self
+            .rx
+            .await
+            .map_err(|_| Error::shutting_down(&format!("run of `{service}`")))??;
+        match &record.outcome {
+            RunOutcome::Success => Ok(TriggerOutcome {
+                coalesced: self.coalesced,
+                run: record,
+            }),
+            RunOutcome::Panicked { message } => Err(Error::new(
+                ErrorKind::Panic,
+                format!("the run of `{service}` panicked: {message}"),
+            )),
+            RunOutcome::TimedOut => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("the run of `{service}` timed out"),
+            )),
+            RunOutcome::Cancelled => Err(Error::shutting_down(&format!("run of `{service}`"))),
+            RunOutcome::Failed { error } => Err(Error::new(
+                ErrorKind::Handler,
+                format!("the run of `{service}` failed: {error}"),
+            )),
+        }
+    }
+}
+
+pub(super) struct Command {
+    pub(super) poke: Poke,
+    pub(super) waiters: Waiters,
+    /// When the run must stop: the latest of its callers' deadlines, `None` as soon
+    /// as one caller waits without a deadline.
+    pub(super) deadline: Option<Instant>,
+}
+
+/// The callers waiting for one run: usually one, so no allocation for it.
+#[derive(Default)]
+pub(super) struct Waiters {
+    first: Option<oneshot::Sender<PokeResult>>,
+    more: Vec<oneshot::Sender<PokeResult>>,
+}
+
+impl Waiters {
+    fn one(tx: oneshot::Sender<PokeResult>) -> Self {
+        Waiters {
+            first: Some(tx),
+            more: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, tx: oneshot::Sender<PokeResult>) {
+        match self.first {
+            None => self.first = Some(tx),
+            Some(_) => self.more.push(tx),
+        }
+    }
+}
+
+impl IntoIterator for Waiters {
+    type Item = oneshot::Sender<PokeResult>;
+    type IntoIter = std::iter::Chain<
+        std::option::IntoIter<oneshot::Sender<PokeResult>>,
+        std::vec::IntoIter<oneshot::Sender<PokeResult>>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.more)
+    }
+}
+
+#[derive(Default)]
+struct DriverState {
+    closed: bool,
+    queue: VecDeque<Command>,
+}
+
+/// The shared side of a periodic driver: pokes go in here.
+pub(crate) struct PeriodicControl {
+    state: Mutex<DriverState>,
+    /// The length of `state.queue`, written under its lock, read without.
+    pub(super) queued: AtomicUsize,
+    /// Whether a run is in progress (a poke then says it was coalesced): a flag, so
+    /// that a scheduled run takes no lock to begin or end.
+    running: AtomicBool,
+    /// The driver's task, woken after `queued` (or the service's cancelled flag) is set.
+    pub(super) waker: AtomicWaker,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for PeriodicControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeriodicControl")
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl PeriodicControl {
+    pub(crate) fn new(capacity: usize) -> Self {
+        PeriodicControl {
+            state: Mutex::new(DriverState::default()),
+            queued: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Wakes the driver to look again (its service was cancelled, say).
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs waiting (not counting the one in progress).
+    pub(crate) fn pending(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Asks for a run. Never blocks: the run is queued or merged, or the caller is told
+    /// `Busy` / `ShuttingDown` at once.
+    ///
+    /// With a `deadline` (its caller's timeout), the run's token is cancelled then, and
+    /// after the action grace its future is dropped — unless another caller merged
+    /// into the same run waits longer or without a deadline.
+    pub(crate) fn poke(
+        &self,
+        service: &str,
+        poke: Poke,
+        deadline: Option<Instant>,
+    ) -> Result<PokeReceipt> {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Error::shutting_down(&format!("poke of `{service}`")));
+        }
+        let mut coalesced = self.running.load(Ordering::Acquire);
+        if let Some(cmd) = st.queue.iter_mut().find(|c| c.poke.merges_with(&poke)) {
+            cmd.deadline = match (cmd.deadline, deadline) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+            cmd.waiters.push(tx);
+            return Ok(PokeReceipt {
+                coalesced: true,
+                rx,
+            });
+        }
+        if st.queue.len() >= self.capacity {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "`{service}` already has {} runs waiting (its capacity); retry later",
+                    st.queue.len()
+                ),
+            ));
+        }
+        coalesced &= poke.merges_with(&poke);
+        st.queue.push_back(Command {
+            poke,
+            waiters: Waiters::one(tx),
+            deadline,
+        });
+        self.queued.store(st.queue.len(), Ordering::Release);
+        drop(st);
+        self.waker.wake();
+        Ok(PokeReceipt { coalesced, rx })
+    }
+
+    pub(super) fn begin_command(&self) -> Option<Command> {
+        // Most wake-ups are the schedule's: no lock when nothing is queued.
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut st = self.lock();
+        let cmd = st.queue.pop_front()?;
+        self.queued.store(st.queue.len(), Ordering::Release);
+        self.running.store(true, Ordering::Release);
+        Some(cmd)
+    }
+
+    pub(super) fn begin_scheduled(&self) {
+        self.running.store(true, Ordering::Release);
+    }
+
+    pub(super) fn end(&self) {
+        self.running.store(false, Ordering::Release);
+    }
+
+    /// Refuses new pokes and answers every queued one `ShuttingDown`.
+    pub(crate) fn close(&self, service: &str) {
+        let drained: Vec<Command> = {
+            let mut st = self.lock();
+            st.closed = true;
+            self.queued.store(0, Ordering::Release);
+            st.queue.drain(..).collect()
+        };
+        for cmd in drained {
+            for w in cmd.waiters {
+                let _ = w.send(Err(Error::shutting_down(&format!("run of `{service}`"))));
+            }
+        }
+    }
+}
