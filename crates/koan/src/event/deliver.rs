@@ -57,6 +57,10 @@ fn route_passes(route: &Route, env: &EventEnvelope) -> bool {
 /// the borrowed envelope; one that does not finish at once keeps a reference and
 /// is awaited before the subscriber moves on (its order holds).
 ///
+/// The cursor moves once per batch of events in hand, not per event (an atomic swap
+/// and a fence on a line the emitter reads), and before awaiting a handler left
+/// running, so the emitter is never held back by more than the events in hand.
+///
 /// Shaped so that no slip can make it spin without awaiting (a spinning task keeps a
 /// paused clock from moving, and a test's bounds from firing): the events in hand are
 /// a range, iterated, not a cursor stepped by hand; and the ring's wait is asserted to
@@ -72,8 +76,10 @@ pub(super) async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub
         );
         for pos in from..tail {
             std::future::poll_fn(|cx| {
+                // Every event of this ring is of the subscriber's service and its
+                // route's name: one key per name regardless of case, one ring per key.
                 let read = ring.with(pos, |env| {
-                    start_handlers(&sub, env, cx, &mut runners, &mut waiting, false);
+                    start_handlers(&sub, env, cx, &mut runners, &mut waiting, true);
                 });
                 if read.is_none() {
                     // Cannot happen: the emitter never overwrites what a reader has
@@ -89,12 +95,14 @@ pub(super) async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub
             .await;
             // Usually none: a handler that finished at its first poll is recorded.
             if !waiting.is_empty() {
+                // Everything before this event is done: the emitter may go on.
+                ring.advance(&cursor, pos);
                 for (i, env) in waiting.drain(..) {
                     record(&env, finish(&mut *runners[i]).await);
                 }
             }
-            ring.advance(&cursor, pos + 1);
         }
+        ring.advance(&cursor, tail);
         from = tail;
     }
 }
