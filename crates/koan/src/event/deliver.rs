@@ -63,8 +63,9 @@ fn route_passes(route: &Route, env: &EventEnvelope) -> bool {
 ///
 /// Shaped so that no slip can make it spin without awaiting (a spinning task keeps a
 /// paused clock from moving, and a test's bounds from firing): the events in hand are
-/// a range, iterated, not a cursor stepped by hand; and the ring's wait is asserted to
-/// return new events (a wait that returned none would be asked again at once).
+/// a range, iterated (each poll takes from it), not a cursor stepped by hand; and the
+/// ring's wait is asserted to return new events (a wait that returned none would be
+/// asked again at once).
 pub(super) async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub>) {
     let mut runners = sub.runners();
     let mut from = cursor.next();
@@ -74,32 +75,45 @@ pub(super) async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub
             tail > from,
             "the ring's wait returned no new event ({from}..{tail})"
         );
-        for pos in from..tail {
-            std::future::poll_fn(|cx| {
-                // Every event of this ring is of the subscriber's service and its
-                // route's name: one key per name regardless of case, one ring per key.
-                let read = ring.with(pos, |env| {
-                    start_handlers(&sub, env, cx, &mut runners, &mut waiting, true);
-                });
-                if read.is_none() {
-                    // Cannot happen: the emitter never overwrites what a reader has
-                    // not passed. Said loudly if it ever does.
-                    tracing::error!(
-                        subscriber = sub.id,
-                        pos,
-                        "event ring slot overwritten before it was read; event skipped"
-                    );
+        // Handlers are started on the events in hand within one poll, until one is
+        // left running: it is awaited (its event's position returned), then the
+        // rest of the range goes on. Each poll takes at least one event out of the
+        // range or ends it.
+        let mut events = from..tail;
+        loop {
+            let held = std::future::poll_fn(|cx| {
+                for pos in events.by_ref() {
+                    // Every event of this ring is of the subscriber's service and its
+                    // route's name: one key per name regardless of case, one ring
+                    // per key.
+                    let read = ring.with(pos, |env| {
+                        start_handlers(&sub, env, cx, &mut runners, &mut waiting, true);
+                    });
+                    if read.is_none() {
+                        // Cannot happen: the emitter never overwrites what a reader
+                        // has not passed. Said loudly if it ever does.
+                        tracing::error!(
+                            subscriber = sub.id,
+                            pos,
+                            "event ring slot overwritten before it was read; event skipped"
+                        );
+                    }
+                    // Usually none: a handler that finished at its first poll is
+                    // recorded.
+                    if !waiting.is_empty() {
+                        return Poll::Ready(Some(pos));
+                    }
                 }
-                Poll::Ready(())
+                Poll::Ready(None)
             })
             .await;
-            // Usually none: a handler that finished at its first poll is recorded.
-            if !waiting.is_empty() {
-                // Everything before this event is done: the emitter may go on.
-                ring.advance(&cursor, pos);
-                for (i, env) in waiting.drain(..) {
-                    record(&env, finish(&mut *runners[i]).await);
-                }
+            let Some(pos) = held else {
+                break;
+            };
+            // Everything before this event is done: the emitter may go on.
+            ring.advance(&cursor, pos);
+            for (i, env) in waiting.drain(..) {
+                record(&env, finish(&mut *runners[i]).await);
             }
         }
         ring.advance(&cursor, tail);
