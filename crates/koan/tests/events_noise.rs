@@ -323,3 +323,60 @@ async fn each_handler_run_is_counted_as_delivered_or_failed_and_failures_are_log
     drop(subs);
     stop(&host).await
 }
+
+#[tokio::test(start_paused = true)]
+async fn handlers_still_running_after_their_first_poll_are_delivered_in_order_and_counted()
+-> anyhow::Result<()> {
+    start_observed!(host, logs, counters);
+    // A waiting subscriber (the event's ring) and a dropping one (a channel), whose
+    // handler suspends before it ends: fine on even payloads, failing on 1, panicking
+    // on 3 (after its first poll), and done at once on 5.
+    let mut receivers = Vec::new();
+    let mut subs = Vec::new();
+    for overflow in [Overflow::Wait, Overflow::DropNewest] {
+        let (tx, rx) = mpsc::unbounded_channel::<u32>();
+        let sub = host
+            .service("Emitter")
+            .on("Tick")
+            .handle(move |n: u32| {
+                let tx = tx.clone();
+                async move {
+                    if n != 5 {
+                        tokio::task::yield_now().await;
+                    }
+                    let _ = tx.send(n);
+                    match n {
+                        1 => Err::<(), BoxError>("1 fails".into()),
+                        3 => panic!("3 panics after a suspension"),
+                        _ => Ok(()),
+                    }
+                }
+            })
+            .overflow(overflow)
+            .subscribe()
+            .await?;
+        subs.push(sub);
+        receivers.push(rx);
+    }
+    // Bounded: one subscriber waits for room.
+    for n in 0..8u32 {
+        koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
+    }
+    for rx in &mut receivers {
+        for n in 0..8u32 {
+            assert_eq!(next(rx).await, n, "delivered in order");
+        }
+    }
+    koan::testing::settle().await;
+
+    let labels = [("service", "Emitter"), ("event", "Tick")];
+    assert_eq!(counters.get("koan_events_delivered_total", &labels), 12);
+    assert_eq!(
+        counters.get("koan_event_handler_failures_total", &labels),
+        4
+    );
+    logs.assert_lines("event handler failed", 2, "1 fails");
+    logs.assert_lines("event handler panicked", 2, "3 panics");
+    drop(subs);
+    stop(&host).await
+}

@@ -9,17 +9,11 @@ use tokio::sync::mpsc;
 
 use super::deliver::{deliver, deliver_one, read_ring, route_takes, same_name};
 use super::envelope::EventEnvelope;
+use super::handler::{Handler, Runner};
 use super::ring::{Cursor, Ring};
 use super::subscribe::Overflow;
 use crate::clock::Clock;
-use crate::error::BoxError;
-use crate::util::BoxFuture;
 
-/// Runs on one delivery. It borrows the shared envelope and takes out what its
-/// future needs (a typed handler: its payload), so a delivery costs no reference
-/// counts on the envelope's parts.
-pub(crate) type Handler =
-    Arc<dyn Fn(&EventEnvelope) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
 /// One envelope shared by every subscriber it goes to: one reference count per
 /// delivery instead of one per part.
 pub(super) type Shared = Arc<EventEnvelope>;
@@ -48,6 +42,15 @@ enum Lane {
 }
 
 impl Sub {
+    /// One runner per route, for the subscriber's task: a delivery reuses its
+    /// route's slot (no allocation per delivery).
+    pub(super) fn runners(&self) -> Vec<Box<dyn Runner>> {
+        self.routes
+            .iter()
+            .map(|r| Arc::clone(&r.handler).runner())
+            .collect()
+    }
+
     pub(super) fn wants(&self, service: &str) -> bool {
         self.service
             .as_deref()
@@ -283,7 +286,7 @@ impl EventBus {
             overflow,
             lane: Lane::Channel(tx),
         });
-        let handlers: Vec<Handler> = sub.routes.iter().map(|r| Arc::clone(&r.handler)).collect();
+        let mut runners = sub.runners();
         self.update(|v| v.push(sub));
         let task = tokio::spawn(async move {
             // Drain what is buffered in one go: one wake-up for a burst of events.
@@ -295,10 +298,10 @@ impl EventBus {
                     break;
                 }
                 for (i, env) in batch.drain(..) {
-                    let Some(handler) = handlers.get(i) else {
+                    let Some(runner) = runners.get_mut(i) else {
                         continue;
                     };
-                    deliver_one(handler, env).await;
+                    deliver_one(&mut **runner, env).await;
                 }
             }
         });

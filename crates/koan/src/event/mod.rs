@@ -4,6 +4,7 @@
 mod bus;
 mod deliver;
 mod envelope;
+mod handler;
 mod info;
 mod misfit;
 mod ring;

@@ -6,8 +6,9 @@ use std::sync::{Arc, Weak};
 
 use serde::de::DeserializeOwned;
 
-use super::bus::{Filter, Handler, Route};
+use super::bus::{Filter, Route};
 use super::envelope::EventEnvelope;
+use super::handler::Handler;
 use super::misfit::{Misfit, Skipped};
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
@@ -187,17 +188,14 @@ impl SubscriptionBuilder {
         Fut::Output: HandlerOutput,
     {
         let misfit = Misfit::new::<E>("handler");
-        self.route(Arc::new(move |env: &EventEnvelope| {
+        self.route(super::handler::handler(move |env: &EventEnvelope| {
             // The payload is taken out and the handler called now: the future holds
             // no part of the envelope and no reference to the handler.
             match env.payload::<E>() {
-                Ok(payload) => {
-                    let fut = handler(payload);
-                    Box::pin(async move { fut.await.into_result() })
-                }
+                Ok(payload) => Ok(handler(payload)),
                 Err(e) => {
                     misfit.note(env, &e);
-                    Box::pin(std::future::ready(Err(BoxError::from(Skipped))))
+                    Err(BoxError::from(Skipped))
                 }
             }
         }))
@@ -211,10 +209,8 @@ impl SubscriptionBuilder {
         Fut: Future + Send + 'static,
         Fut::Output: HandlerOutput,
     {
-        let handler = Arc::new(handler);
-        self.route(Arc::new(move |env: &EventEnvelope| {
-            let (handler, env) = (Arc::clone(&handler), env.clone());
-            Box::pin(async move { handler(env).await.into_result() })
+        self.route(super::handler::handler(move |env: &EventEnvelope| {
+            Ok(handler(env.clone()))
         }))
     }
 
