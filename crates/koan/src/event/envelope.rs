@@ -12,15 +12,11 @@ use crate::payload::from_json;
 /// An event payload: any serializable value, shared by every subscriber.
 pub(crate) trait AnyEvent: Any + Send + Sync {
     fn to_json(&self) -> Value;
-    fn as_any(&self) -> &(dyn Any + Send + Sync);
 }
 
 impl<T: Serialize + Send + Sync + 'static> AnyEvent for T {
     fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
     }
 }
 
@@ -97,7 +93,9 @@ impl EventEnvelope {
     }
     /// The payload as `E`: cloned when it is an `E`, converted through serde otherwise.
     pub fn payload<E: DeserializeOwned + Clone + 'static>(&self) -> Result<E> {
-        if let Some(e) = self.payload.as_any().downcast_ref::<E>() {
+        // Upcast (no call), then one virtual call for the type id.
+        let any: &(dyn Any + Send + Sync) = &*self.payload;
+        if let Some(e) = any.downcast_ref::<E>() {
             return Ok(e.clone());
         }
         from_json::<E>(self.payload.to_json(), &|| {
