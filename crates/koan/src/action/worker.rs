@@ -2,7 +2,6 @@
 //! update the metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
@@ -30,19 +29,19 @@ pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
     }
 }
 
-/// One run counted in `ServiceCell::in_flight`, given back on drop.
+/// One run counted in flight (in its slot's word), counted out on drop.
 pub(super) struct InFlight<'a>(&'a ServiceCell);
 
 impl<'a> InFlight<'a> {
     pub(super) fn enter(cell: &'a ServiceCell) -> Self {
-        cell.queue.in_flight.fetch_add(1, Ordering::Relaxed);
+        cell.queue.slots.run_started();
         Self(cell)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.queue.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.queue.slots.run_ended();
     }
 }
 

@@ -2,7 +2,6 @@
 //! where its actions wait and run (`queue`), a periodic service's driver inbox
 //! (`control`), its lifetime (`life`) and its published status (`board`).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 
 use tokio_util::sync::CancellationToken;
@@ -102,7 +101,7 @@ impl ServiceCell {
             restarts: s.restarts,
             queue_depth: self.queue.mailbox.len()
                 + self.control.as_ref().map_or(0, |c| c.pending()),
-            in_flight: self.queue.in_flight.load(Ordering::Relaxed),
+            in_flight: self.queue.slots.running(),
             last_error: s.last_error,
         }
     }
