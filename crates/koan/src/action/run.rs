@@ -105,7 +105,7 @@ impl Run {
             .then(|| base.unwrap_or(&cell.life.token).child_token());
         let cx = ActionContext {
             cell: Arc::clone(cell),
-            action: Arc::clone(&job.entry.name),
+            action: job.entry.index,
             job: job.job.as_ref().map(|j| Arc::clone(&j.info)),
             correlation: CorrelationText::new(job.correlation.clone()),
             priority: job.priority,
