@@ -285,12 +285,7 @@ mod tests {
         let t = Throughput::default();
         t.record(at(0), true);
         let day = 3600 * HOURS_KEPT as i64;
-        assert!(
-            t.snapshot(at(day))
-                .per_hour
-                .iter()
-                .all(|h| h.failed == 0)
-        );
+        assert!(t.snapshot(at(day)).per_hour.iter().all(|h| h.failed == 0));
     }
 
     #[test]
