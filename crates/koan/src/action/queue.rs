@@ -12,15 +12,16 @@ pub(crate) struct ActionQueue {
     /// One permit per action that may run at once (`max_concurrency`), shared by the
     /// mailbox workers and by callers running an action themselves when the service
     /// is idle (`action::inline`). Counts the runs in flight too
-    /// ([`Slots::running`]).
-    pub(crate) slots: Slots,
+    /// ([`Slots::running`]) and the finished actions; shared with the service's
+    /// `Activity`, which reads those counts.
+    pub(crate) slots: Arc<Slots>,
 }
 
 impl ActionQueue {
     pub(crate) fn new(service: &Arc<str>, capacity: usize, max_concurrency: usize) -> Self {
         ActionQueue {
             mailbox: Arc::new(Mailbox::new(Arc::clone(service), capacity)),
-            slots: Slots::new(max_concurrency),
+            slots: Arc::new(Slots::new(max_concurrency)),
         }
     }
 }

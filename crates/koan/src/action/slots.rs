@@ -20,13 +20,24 @@ const RUN: u64 = 1 << 32;
 /// The low half: slots taken.
 const TAKEN: u64 = RUN - 1;
 
-/// The slots of one service.
+/// The slots of one service, and its actions' counts.
+///
+/// Laid out (`repr(C)`, on a line of its own) so that the counts of finished actions
+/// share the line of the slots' word: a caller that runs an action itself took its
+/// slot on that line a moment before it counts the action, so the count is written
+/// where the core already holds the line instead of on one more line both cores
+/// write.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Slots {
-    /// At most `TAKEN` (more could not be counted in the low half).
-    max: u64,
     /// Slots taken (low 32 bits) and runs in flight (high 32 bits).
     word: AtomicU64,
+    /// Actions that succeeded since the host started (`ServiceHistory`).
+    succeeded: AtomicU64,
+    /// Actions that failed (errors, panics, timeouts) since the host started.
+    failed: AtomicU64,
+    /// At most `TAKEN` (more could not be counted in the low half).
+    max: u64,
     /// Tasks waiting for a slot (or for all of them to be free).
     waiting: AtomicUsize,
     freed: Notify,
@@ -37,6 +48,8 @@ impl Slots {
         Slots {
             max: u64::try_from(max).unwrap_or(TAKEN).clamp(1, TAKEN),
             word: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         }
@@ -51,6 +64,24 @@ impl Slots {
     /// [`try_take_running`](Self::try_take_running).
     pub(crate) fn running(&self) -> usize {
         (self.word.load(Ordering::Relaxed) >> 32) as usize
+    }
+
+    /// Counts a finished action of the service.
+    pub(crate) fn count_action(&self, failed: bool) {
+        let counter = if failed {
+            &self.failed
+        } else {
+            &self.succeeded
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Actions that succeeded and failed since the host started.
+    pub(crate) fn actions_counted(&self) -> (u64, u64) {
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Takes a slot if one is free; give it back with [`release`](Self::release).
@@ -178,7 +209,10 @@ mod tests {
         assert_eq!((slots.used(), slots.running()), (1, 1));
         assert!(slots.try_take());
         assert_eq!((slots.used(), slots.running()), (2, 1));
-        assert!(!slots.try_take_running() && !slots.try_take(), "both slots taken");
+        assert!(
+            !slots.try_take_running() && !slots.try_take(),
+            "both slots taken"
+        );
         slots.run_started();
         assert_eq!((slots.used(), slots.running()), (2, 2));
         slots.release_running();
@@ -186,7 +220,11 @@ mod tests {
         slots.run_ended();
         slots.release();
         assert_eq!((slots.used(), slots.running()), (0, 0));
-        assert_eq!(Slots::new(usize::MAX).max, super::TAKEN, "clamped to the low half");
+        assert_eq!(
+            Slots::new(usize::MAX).max,
+            super::TAKEN,
+            "clamped to the low half"
+        );
     }
 }
 

@@ -56,17 +56,16 @@ pub(super) fn finished(
     now: Instant,
 ) {
     metrics(job, cell).record(outcome, run, queued);
-    match outcome {
-        Outcome::Ok => cell
-            .board
-            .activity()
-            .action_finished(cell.spec.clock.unix_secs_at(now), false),
-        Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => cell
-            .board
-            .activity()
-            .action_finished(cell.spec.clock.unix_secs_at(now), true),
-        Outcome::ShuttingDown | Outcome::Cancelled => {}
-    }
+    let failed = match outcome {
+        Outcome::Ok => false,
+        Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => true,
+        Outcome::ShuttingDown | Outcome::Cancelled => return,
+    };
+    // The service's count beside its slots (see `Slots`), the host's in its ring.
+    cell.queue.slots.count_action(failed);
+    cell.board
+        .activity()
+        .action_finished(cell.spec.clock.unix_secs_at(now), failed);
 }
 
 /// The metric handles of the job's action (resolved on its first run).

@@ -49,6 +49,7 @@ impl ServiceCell {
             options.mailbox_capacity,
             options.max_concurrency,
         );
+        let activity = activity.counting_actions_in(Arc::clone(&queue.slots));
         let board = StatusBoard::new(spec.disabled.is_some(), spec.clock.clone(), activity);
         ServiceCell {
             spec,
