@@ -1,7 +1,6 @@
 //! Wall-clock time that follows tokio's clock when tests pause it.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::cell::Cell;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
@@ -56,11 +55,11 @@ impl Clock {
     }
 
     /// [`unix_secs`](Self::unix_secs) at `now`, a moment just read from tokio's
-    /// clock: the system clock itself is read about once a second (see
-    /// [`SecondWindow`]) instead of on every finished action.
+    /// clock: the system clock itself is read about once a second per thread (see
+    /// [`SECOND`]) instead of on every finished action.
     pub(crate) fn unix_secs_at(&self, now: Instant) -> i64 {
         match self {
-            Clock::System => SYSTEM_SECOND.at(now.into_std()),
+            Clock::System => system_secs_at(now.into_std()),
             Clock::Virtual { .. } => self.now().timestamp(),
         }
     }
@@ -86,50 +85,40 @@ impl Clock {
     }
 }
 
-/// The system clock's current Unix second, and the monotonic moment it ends: within
-/// that second, [`Clock::unix_secs_at`] is a comparison instead of a read of the
-/// wall clock (on a virtual machine a clock read costs more than the rest of a
-/// finished action's counting).
-///
-/// Hand-written with two atomics rather than a lock (it is on every action's path).
-/// A reader racing a refresh at the turn of a second may get the new second a few
-/// nanoseconds early, as the throughput ring's buckets already allow at their first
-/// instant; a step of the wall clock is seen at the end of the current second.
-struct SecondWindow {
-    /// Nanoseconds after [`anchor`] at which `secs` ends; 0 before the first read.
-    ends: AtomicU64,
-    secs: AtomicI64,
+thread_local! {
+    /// This thread's view of the system clock's current Unix second, and the
+    /// monotonic moment it ends: within that second, [`Clock::unix_secs_at`] is a
+    /// comparison of two instants instead of a read of the wall clock (on a virtual
+    /// machine a clock read costs more than the rest of a finished action's
+    /// counting). Per thread rather than shared: no atomics, no subtraction from a
+    /// common origin, and each thread reads the wall clock about once a second.
+    ///
+    /// As before, a step of the wall clock is seen at the end of the current second,
+    /// and an instant counted at the turn of a second may land in the next one a few
+    /// nanoseconds early, as the throughput ring's buckets allow at their first
+    /// instant.
+    static SECOND: Cell<Option<(std::time::Instant, i64)>> = const { Cell::new(None) };
 }
 
-static SYSTEM_SECOND: SecondWindow = SecondWindow {
-    ends: AtomicU64::new(0),
-    secs: AtomicI64::new(0),
-};
-
-/// The monotonic origin of [`SecondWindow::ends`].
-fn anchor() -> std::time::Instant {
-    static ANCHOR: OnceLock<std::time::Instant> = OnceLock::new();
-    *ANCHOR.get_or_init(std::time::Instant::now)
-}
-
-impl SecondWindow {
-    fn at(&self, now: std::time::Instant) -> i64 {
-        let at =
-            u64::try_from(now.saturating_duration_since(anchor()).as_nanos()).unwrap_or(u64::MAX);
-        if at < self.ends.load(Ordering::Acquire) {
-            return self.secs.load(Ordering::Relaxed);
-        }
-        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => {
-                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-                let left = u64::from(1_000_000_000 - d.subsec_nanos());
-                self.secs.store(secs, Ordering::Relaxed);
-                self.ends.store(at.saturating_add(left), Ordering::Release);
-                secs
+/// The Unix second at `now` (a moment just read), by [`SECOND`].
+fn system_secs_at(now: std::time::Instant) -> i64 {
+    if let Ok(Some((ends, secs))) = SECOND.try_with(Cell::get)
+        && now < ends
+    {
+        return secs;
+    }
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => {
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            let left = std::time::Duration::from_nanos(u64::from(1_000_000_000 - d.subsec_nanos()));
+            if let Some(ends) = now.checked_add(left) {
+                // Gone only while the thread exits: the next call reads the clock.
+                let _ = SECOND.try_with(|s| s.set(Some((ends, secs))));
             }
-            // Before 1970: not kept (no test or host runs there).
-            Err(_) => Clock::System.unix_secs(),
+            secs
         }
+        // Before 1970: not kept (no test or host runs there).
+        Err(_) => Clock::System.unix_secs(),
     }
 }
 

@@ -31,7 +31,8 @@ pub(crate) struct JobMeta {
 #[derive(Clone)]
 pub struct ActionContext {
     pub(crate) cell: Arc<ServiceCell>,
-    pub(crate) action: Arc<str>,
+    /// The action's index in its service's table (`ActionEntry::index`).
+    pub(crate) action: usize,
     pub(crate) job: Option<Arc<crate::job::JobInfo>>,
     pub(crate) correlation: CorrelationText,
     pub(crate) priority: i32,
@@ -45,7 +46,7 @@ impl std::fmt::Debug for ActionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActionContext")
             .field("service", &self.cell.spec.name)
-            .field("action", &self.action)
+            .field("action", &self.action())
             .field("correlation_id", &self.correlation_id())
             .field("priority", &self.priority)
             .finish_non_exhaustive()
@@ -60,7 +61,12 @@ impl ActionContext {
 
     /// The action's name.
     pub fn action(&self) -> &str {
-        &self.action
+        self.cell
+            .spec
+            .actions
+            .entries
+            .get(self.action)
+            .map_or("", |e| &e.name)
     }
 
     /// The job's id, when the action runs as a stored job (`enqueue()`).

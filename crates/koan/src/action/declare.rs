@@ -262,6 +262,7 @@ impl<T: Service> Actions<T> {
             by_name.insert(p.name.clone(), entries.len());
             entries.push(Arc::new(ActionEntry {
                 name: Arc::from(p.name),
+                index: entries.len(),
                 description: p.description,
                 params_schema: p.params_schema,
                 decode: p.decode,

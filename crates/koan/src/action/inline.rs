@@ -13,7 +13,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
@@ -27,17 +26,18 @@ use crate::payload::Payload;
 use crate::registry::ServiceCell;
 
 /// Takes a concurrency slot for the caller when the service is idle: nothing queued
-/// and a slot free. The caller must then [`run`] its job.
+/// and a slot free; the run is counted in flight with it. The caller must then
+/// [`run`] its job.
 pub(crate) fn take_slot(cell: &ServiceCell) -> bool {
     idle_slot(&cell.queue.mailbox, &cell.queue.slots)
 }
 
 /// The rule of [`take_slot`]: nothing queued, and a slot free.
 fn idle_slot(mailbox: &super::mailbox::Mailbox, slots: &super::slots::Slots) -> bool {
-    mailbox.is_empty() && slots.try_take()
+    mailbox.is_empty() && slots.try_take_running()
 }
 
-/// Runs `job` on the caller's task, in the slot [`take_slot`] took.
+/// Runs `job` on the caller's task, in the slot [`take_slot`] took (and counted).
 #[inline]
 pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -> InlineRun {
     // Without a deadline the run itself hands back the outcome. With one, the caller
@@ -47,39 +47,28 @@ pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -
         job.reply = Some(tx);
         rx
     });
-    cell.queue.in_flight.fetch_add(1, Ordering::Relaxed);
     // Accepted a moment ago: its acceptance time is its start time.
     let started = job.enqueued_at;
     let run = Run::start(host, &cell, job, started);
     InlineRun {
         run: Some(Counted {
             run,
-            slot: Counting(CellSlot(cell)),
+            slot: CellSlot(cell),
         }),
         rx,
     }
 }
 
-/// A run on a caller's slot, counted in its service's `in_flight`: dropped, it drops
-/// the run, then counts it out, then gives the slot back (fields drop in order).
+/// A run on a caller's slot, counted in flight: dropped, it drops the run, then
+/// counts it out and gives the slot back (fields drop in order).
 struct Counted {
     run: Run,
-    slot: Counting,
+    slot: CellSlot,
 }
 
 impl Counted {
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Payload>>> {
-        self.run.poll_run(&self.slot.0.0, cx)
-    }
-}
-
-/// The caller's slot of a run counted in `in_flight`: counted out on drop, then the
-/// slot given back.
-struct Counting(CellSlot);
-
-impl Drop for Counting {
-    fn drop(&mut self) {
-        self.0.0.queue.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.run.poll_run(&self.slot.0, cx)
     }
 }
 
@@ -181,7 +170,8 @@ mod loom_model {
             if inline {
                 assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
                 running.fetch_sub(1, Ordering::SeqCst);
-                slots.release();
+                assert_eq!(slots.running(), 1, "the caller's run counted in flight");
+                slots.release_running();
             } else {
                 mailbox.push(job(2)).expect("room for it");
             }

@@ -335,6 +335,7 @@ pub(crate) mod loom_model {
     pub(crate) fn job(id: i32) -> Job {
         let entry = ActionEntry {
             name: Arc::from("noop"),
+            index: 0,
             description: None,
             params_schema: serde_json::Value::Null,
             decode: |_, _| Ok(Box::new(())),

@@ -1,9 +1,8 @@
 //! Where a service's actions wait and run: the bounded priority mailbox, the
-//! concurrency slots its workers and idle-service callers share, and the count of
-//! runs in flight.
+//! concurrency slots its workers and idle-service callers share (which also count
+//! the runs in flight).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use super::mailbox::Mailbox;
 use super::slots::Slots;
@@ -12,18 +11,17 @@ pub(crate) struct ActionQueue {
     pub(crate) mailbox: Arc<Mailbox>,
     /// One permit per action that may run at once (`max_concurrency`), shared by the
     /// mailbox workers and by callers running an action themselves when the service
-    /// is idle (`action::inline`).
-    pub(crate) slots: Slots,
-    /// Runs in progress (see `worker::run_counted`).
-    pub(crate) in_flight: AtomicUsize,
+    /// is idle (`action::inline`). Counts the runs in flight too
+    /// ([`Slots::running`]) and the finished actions; shared with the service's
+    /// `Activity`, which reads those counts.
+    pub(crate) slots: Arc<Slots>,
 }
 
 impl ActionQueue {
     pub(crate) fn new(service: &Arc<str>, capacity: usize, max_concurrency: usize) -> Self {
         ActionQueue {
             mailbox: Arc::new(Mailbox::new(Arc::clone(service), capacity)),
-            slots: Slots::new(max_concurrency),
-            in_flight: AtomicUsize::new(0),
+            slots: Arc::new(Slots::new(max_concurrency)),
         }
     }
 }

@@ -66,7 +66,7 @@ impl Drop for HandlerRun {
 impl Run {
     /// Starts `job`, which left the queue at `started` (a caller that runs the job on
     /// its own task passes the moment it accepted it: there was no queue). The caller
-    /// holds a concurrency slot and counts the run in `in_flight`.
+    /// holds a concurrency slot and counts the run in flight.
     #[inline]
     pub(crate) fn start(
         host: &Arc<HostInner>,
@@ -105,7 +105,7 @@ impl Run {
             .then(|| base.unwrap_or(&cell.life.token).child_token());
         let cx = ActionContext {
             cell: Arc::clone(cell),
-            action: Arc::clone(&job.entry.name),
+            action: job.entry.index,
             job: job.job.as_ref().map(|j| Arc::clone(&j.info)),
             correlation: CorrelationText::new(job.correlation.clone()),
             priority: job.priority,

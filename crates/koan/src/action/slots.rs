@@ -4,17 +4,40 @@
 //!
 //! A counter instead of `tokio::sync::Semaphore`: taking and giving back a free slot
 //! is one atomic operation each, with no lock; waiters are woken only when some exist.
+//!
+//! The same word counts the runs in flight (`ServiceStatus::in_flight`) in its high
+//! half: a caller running an action itself takes its slot and counts its run with one
+//! atomic write, and gives both back with one (a word both cores write under load,
+//! so each write fewer is a cache-line transfer fewer).
 
-use crate::sync::{AtomicUsize, Notify, Ordering, seqcst_fence};
+use crate::sync::{AtomicU64, AtomicUsize, Notify, Ordering, seqcst_fence};
 use std::sync::Arc;
 
 use crate::registry::ServiceCell;
 
-/// The slots of one service.
+/// One run in flight, in the high half of [`Slots`]' word.
+const RUN: u64 = 1 << 32;
+/// The low half: slots taken.
+const TAKEN: u64 = RUN - 1;
+
+/// The slots of one service, and its actions' counts.
+///
+/// Laid out (`repr(C)`, on a line of its own) so that the counts of finished actions
+/// share the line of the slots' word: a caller that runs an action itself took its
+/// slot on that line a moment before it counts the action, so the count is written
+/// where the core already holds the line instead of on one more line both cores
+/// write.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Slots {
-    max: usize,
-    used: AtomicUsize,
+    /// Slots taken (low 32 bits) and runs in flight (high 32 bits).
+    word: AtomicU64,
+    /// Actions that succeeded since the host started (`ServiceHistory`).
+    succeeded: AtomicU64,
+    /// Actions that failed (errors, panics, timeouts) since the host started.
+    failed: AtomicU64,
+    /// At most `TAKEN` (more could not be counted in the low half).
+    max: u64,
     /// Tasks waiting for a slot (or for all of them to be free).
     waiting: AtomicUsize,
     freed: Notify,
@@ -23,8 +46,10 @@ pub(crate) struct Slots {
 impl Slots {
     pub(crate) fn new(max: usize) -> Self {
         Slots {
-            max: max.max(1),
-            used: AtomicUsize::new(0),
+            max: u64::try_from(max).unwrap_or(TAKEN).clamp(1, TAKEN),
+            word: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         }
@@ -32,21 +57,74 @@ impl Slots {
 
     /// Actions running now.
     pub(crate) fn used(&self) -> usize {
-        self.used.load(Ordering::SeqCst)
+        (self.word.load(Ordering::SeqCst) & TAKEN) as usize
+    }
+
+    /// Runs in flight: counted by [`run_started`](Self::run_started) and
+    /// [`try_take_running`](Self::try_take_running).
+    pub(crate) fn running(&self) -> usize {
+        (self.word.load(Ordering::Relaxed) >> 32) as usize
+    }
+
+    /// Counts a finished action of the service.
+    pub(crate) fn count_action(&self, failed: bool) {
+        let counter = if failed {
+            &self.failed
+        } else {
+            &self.succeeded
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Actions that succeeded and failed since the host started.
+    pub(crate) fn actions_counted(&self) -> (u64, u64) {
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Takes a slot if one is free; give it back with [`release`](Self::release).
     pub(crate) fn try_take(&self) -> bool {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                (u < self.max).then_some(u + 1)
+        self.take_adding(1)
+    }
+
+    /// Takes a slot if one is free and counts a run in flight in the same write;
+    /// give both back with [`release_running`](Self::release_running).
+    pub(crate) fn try_take_running(&self) -> bool {
+        self.take_adding(1 + RUN)
+    }
+
+    fn take_adding(&self, add: u64) -> bool {
+        self.word
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                (w & TAKEN < self.max).then_some(w + add)
             })
             .is_ok()
     }
 
+    /// Counts a run in flight in a slot already taken (a worker's).
+    pub(crate) fn run_started(&self) {
+        self.word.fetch_add(RUN, Ordering::Relaxed);
+    }
+
+    /// Counts a run out of flight (its slot stays taken).
+    pub(crate) fn run_ended(&self) {
+        self.word.fetch_sub(RUN, Ordering::Relaxed);
+    }
+
     /// Gives a slot back, waking whoever waits for one.
     pub(crate) fn release(&self) {
-        self.used.fetch_sub(1, Ordering::SeqCst);
+        self.release_subtracting(1);
+    }
+
+    /// Counts a run out of flight and gives its slot back, in one write.
+    pub(crate) fn release_running(&self) {
+        self.release_subtracting(1 + RUN);
+    }
+
+    fn release_subtracting(&self, sub: u64) {
+        self.word.fetch_sub(sub, Ordering::SeqCst);
         seqcst_fence();
         // Paired with the SeqCst increment of `waiting` before a waiter's last check:
         // either that check sees this slot free, or this load sees the waiter.
@@ -105,14 +183,48 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// A slot held by a caller running an action itself; owns its service, so it can
-/// move into the run and is given back whenever that run is dropped.
+/// A slot held by a caller running an action itself, with its run counted in flight
+/// (taken by [`Slots::try_take_running`]); owns its service, so it can move into the
+/// run, and is counted out and given back whenever that run is dropped.
 #[derive(Debug)]
 pub(crate) struct CellSlot(pub(crate) Arc<ServiceCell>);
 
 impl Drop for CellSlot {
     fn drop(&mut self) {
-        self.0.queue.slots.release();
+        self.0.queue.slots.release_running();
+    }
+}
+
+#[cfg(all(test, not(koan_loom)))]
+mod tests {
+    use super::Slots;
+
+    /// The runs in flight share the slots' word without changing what a slot is:
+    /// a caller's slot and run come and go together, a worker's run is counted apart
+    /// from the slot it holds, and a full service refuses either kind of take.
+    #[test]
+    fn runs_in_flight_are_counted_beside_the_slots() {
+        let slots = Slots::new(2);
+        assert!(slots.try_take_running());
+        assert_eq!((slots.used(), slots.running()), (1, 1));
+        assert!(slots.try_take());
+        assert_eq!((slots.used(), slots.running()), (2, 1));
+        assert!(
+            !slots.try_take_running() && !slots.try_take(),
+            "both slots taken"
+        );
+        slots.run_started();
+        assert_eq!((slots.used(), slots.running()), (2, 2));
+        slots.release_running();
+        assert_eq!((slots.used(), slots.running()), (1, 1));
+        slots.run_ended();
+        slots.release();
+        assert_eq!((slots.used(), slots.running()), (0, 0));
+        assert_eq!(
+            Slots::new(usize::MAX).max,
+            super::TAKEN,
+            "clamped to the low half"
+        );
     }
 }
 

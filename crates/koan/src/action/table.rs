@@ -29,6 +29,10 @@ pub(super) type Call = Box<
 /// One declared action, type-erased.
 pub(crate) struct ActionEntry {
     pub(crate) name: Arc<str>,
+    /// Where it is in its service's [`ActionTable::entries`]: an action's context
+    /// finds its name there, through the service it holds anyway, instead of taking a
+    /// count on the name (a line every core running the action writes).
+    pub(crate) index: usize,
     pub(crate) description: Option<String>,
     pub(crate) params_schema: Value,
     pub(crate) decode: Decode,

@@ -2,7 +2,6 @@
 //! update the metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
@@ -30,19 +29,19 @@ pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
     }
 }
 
-/// One run counted in `ServiceCell::in_flight`, given back on drop.
+/// One run counted in flight (in its slot's word), counted out on drop.
 pub(super) struct InFlight<'a>(&'a ServiceCell);
 
 impl<'a> InFlight<'a> {
     pub(super) fn enter(cell: &'a ServiceCell) -> Self {
-        cell.queue.in_flight.fetch_add(1, Ordering::Relaxed);
+        cell.queue.slots.run_started();
         Self(cell)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.queue.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.queue.slots.run_ended();
     }
 }
 
@@ -57,17 +56,16 @@ pub(super) fn finished(
     now: Instant,
 ) {
     metrics(job, cell).record(outcome, run, queued);
-    match outcome {
-        Outcome::Ok => cell
-            .board
-            .activity()
-            .action_finished(cell.spec.clock.unix_secs_at(now), false),
-        Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => cell
-            .board
-            .activity()
-            .action_finished(cell.spec.clock.unix_secs_at(now), true),
-        Outcome::ShuttingDown | Outcome::Cancelled => {}
-    }
+    let failed = match outcome {
+        Outcome::Ok => false,
+        Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => true,
+        Outcome::ShuttingDown | Outcome::Cancelled => return,
+    };
+    // The service's count beside its slots (see `Slots`), the host's in its ring.
+    cell.queue.slots.count_action(failed);
+    cell.board
+        .activity()
+        .action_finished(cell.spec.clock.unix_secs_at(now), failed);
 }
 
 /// The metric handles of the job's action (resolved on its first run).

@@ -3,7 +3,6 @@
 //! [`Throughput`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -11,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::status::RunRecord;
 use super::throughput::Throughput;
+use crate::action::Slots;
 
 /// How many runs a service keeps unless configured
 /// (`koan.background_services.history_size`).
@@ -20,8 +20,9 @@ pub const DEFAULT_HISTORY_SIZE: usize = 50;
 pub(crate) struct Activity {
     capacity: usize,
     runs: Mutex<VecDeque<RunRecord>>,
-    actions_succeeded: AtomicU64,
-    actions_failed: AtomicU64,
+    /// Where the service's finished actions are counted: beside its concurrency
+    /// slots, on the line a caller running an action already writes (see `Slots`).
+    actions: Option<Arc<Slots>>,
     throughput: Arc<Throughput>,
 }
 
@@ -40,10 +41,15 @@ impl Activity {
             // Grown on the first run, so a host of many idle services pays nothing
             // for their history.
             runs: Mutex::new(VecDeque::new()),
-            actions_succeeded: AtomicU64::new(0),
-            actions_failed: AtomicU64::new(0),
+            actions: None,
             throughput,
         }
+    }
+
+    /// Reads the service's action counts from its slots.
+    pub(crate) fn counting_actions_in(mut self, slots: Arc<Slots>) -> Self {
+        self.actions = Some(slots);
+        self
     }
 
     /// Keeps a finished run (forgetting the oldest past the capacity).
@@ -60,19 +66,18 @@ impl Activity {
         }
     }
 
-    /// Counts a finished action, at `secs` seconds since the Unix epoch
-    /// ([`crate::clock::Clock::unix_secs`]).
+    /// Counts a finished action in the host's throughput, at `secs` seconds since
+    /// the Unix epoch ([`crate::clock::Clock::unix_secs`]); the service's own count
+    /// is its slots' (`Slots::count_action`).
     pub(crate) fn action_finished(&self, secs: i64, failed: bool) {
-        let counter = if failed {
-            &self.actions_failed
-        } else {
-            &self.actions_succeeded
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         self.throughput.record_secs(secs, failed);
     }
 
     pub(crate) fn history(&self, service: &str) -> ServiceHistory {
+        let (actions_succeeded, actions_failed) = self
+            .actions
+            .as_ref()
+            .map_or((0, 0), |slots| slots.actions_counted());
         let runs = self
             .runs
             .lock()
@@ -82,8 +87,8 @@ impl Activity {
             service: service.to_owned(),
             capacity: self.capacity,
             runs,
-            actions_succeeded: self.actions_succeeded.load(Ordering::Relaxed),
-            actions_failed: self.actions_failed.load(Ordering::Relaxed),
+            actions_succeeded,
+            actions_failed,
         }
     }
 }

@@ -2,7 +2,6 @@
 //! where its actions wait and run (`queue`), a periodic service's driver inbox
 //! (`control`), its lifetime (`life`) and its published status (`board`).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 
 use tokio_util::sync::CancellationToken;
@@ -50,6 +49,7 @@ impl ServiceCell {
             options.mailbox_capacity,
             options.max_concurrency,
         );
+        let activity = activity.counting_actions_in(Arc::clone(&queue.slots));
         let board = StatusBoard::new(spec.disabled.is_some(), spec.clock.clone(), activity);
         ServiceCell {
             spec,
@@ -102,7 +102,7 @@ impl ServiceCell {
             restarts: s.restarts,
             queue_depth: self.queue.mailbox.len()
                 + self.control.as_ref().map_or(0, |c| c.pending()),
-            in_flight: self.queue.in_flight.load(Ordering::Relaxed),
+            in_flight: self.queue.slots.running(),
             last_error: s.last_error,
         }
     }

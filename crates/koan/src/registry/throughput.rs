@@ -1,11 +1,15 @@
 //! Succeeded and failed work per second (the last two minutes) and per hour (the last
 //! day), for dashboards: every finished run and action of the host's services counts.
 //!
-//! Kept in memory, in two fixed rings of buckets updated with atomics (a finished
-//! action costs a clock read and two atomic operations, with no lock shared between
-//! services). A bucket is reused when its time comes round again; an update that
-//! races with that reuse may be lost, so counts at a bucket's first instant are
-//! approximate. Nothing survives a restart.
+//! Kept in memory, in two fixed rings of buckets updated with atomics, with no lock
+//! shared between services. A finished action costs one atomic write, to its
+//! second's bucket (a line every core running actions writes): the hours' ring is
+//! written only when a second's bucket is reused a lap later (its counts are then
+//! folded into their hour), and a read of the hours adds the seconds not folded yet.
+//! A bucket is reused when its time comes round again; an update that races with
+//! that reuse (or a read that races with a fold) may be lost or counted in the wrong
+//! bucket, so counts at a bucket's first instant are approximate. Nothing survives a
+//! restart.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -46,28 +50,44 @@ impl Ring {
         &self.buckets[period.rem_euclid(len) as usize]
     }
 
-    fn add(&self, secs: i64, failed: bool) {
+    /// Adds `n` to the bucket of `secs`. When that bucket held an older period, it is
+    /// reused, and the counts it held are handed back with the second they were of.
+    fn add(&self, secs: i64, failed: bool, n: u64) -> Option<(i64, Counts)> {
         let period = secs.div_euclid(self.width);
         let b = self.slot(period);
         let mut seen = b.period.load(Ordering::Acquire);
+        let mut reused = None;
         while seen != period {
             if seen > period {
-                return; // older than what the ring keeps
+                return None; // older than what the ring keeps
             }
             match b
                 .period
                 .compare_exchange(seen, period, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    b.succeeded.store(0, Ordering::Release);
-                    b.failed.store(0, Ordering::Release);
+                    let old = Counts {
+                        succeeded: b.succeeded.swap(0, Ordering::AcqRel),
+                        failed: b.failed.swap(0, Ordering::AcqRel),
+                    };
+                    reused = (seen >= 0).then_some((seen * self.width, old));
                     break;
                 }
                 Err(now) => seen = now,
             }
         }
         let counter = if failed { &b.failed } else { &b.succeeded };
-        counter.fetch_add(1, Ordering::AcqRel);
+        counter.fetch_add(n, Ordering::AcqRel);
+        reused
+    }
+
+    /// The bucket holding `period` and its counts, if it still does.
+    fn counts(&self, period: i64) -> Option<Counts> {
+        let b = self.slot(period);
+        (b.period.load(Ordering::Acquire) == period).then(|| Counts {
+            succeeded: b.succeeded.load(Ordering::Acquire),
+            failed: b.failed.load(Ordering::Acquire),
+        })
     }
 
     /// The buckets up to the one holding `secs`, oldest first.
@@ -76,26 +96,25 @@ impl Ring {
         let len = self.buckets.len() as i64;
         (last - len + 1..=last)
             .map(|period| {
-                let b = self.slot(period);
-                let current = b.period.load(Ordering::Acquire) == period;
-                let read = |c: &AtomicU64| {
-                    if current {
-                        c.load(Ordering::Acquire)
-                    } else {
-                        0
-                    }
-                };
+                let c = self.counts(period).unwrap_or_default();
                 ThroughputBucket {
                     start: Utc
                         .timestamp_opt(period * self.width, 0)
                         .single()
                         .unwrap_or_default(),
-                    succeeded: read(&b.succeeded),
-                    failed: read(&b.failed),
+                    succeeded: c.succeeded,
+                    failed: c.failed,
                 }
             })
             .collect()
     }
+}
+
+/// Succeeded and failed counts of one bucket.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    succeeded: u64,
+    failed: u64,
 }
 
 /// The host's counts of finished work.
@@ -125,19 +144,47 @@ impl Throughput {
         self.record_secs(at.timestamp(), failed);
     }
 
-    /// Counts one finished piece of work at `secs` seconds since the Unix epoch.
+    /// Counts one finished piece of work at `secs` seconds since the Unix epoch: in
+    /// its second only; a second's counts reach its hour when its bucket is reused.
     pub(crate) fn record_secs(&self, secs: i64, failed: bool) {
-        self.seconds.add(secs, failed);
-        self.hours.add(secs, failed);
+        if let Some((second, old)) = self.seconds.add(secs, failed, 1) {
+            self.fold(second, old);
+        }
+    }
+
+    /// Adds the counts of a second whose bucket was reused to its hour.
+    fn fold(&self, second: i64, c: Counts) {
+        for (failed, n) in [(false, c.succeeded), (true, c.failed)] {
+            if n > 0 {
+                // The hours' ring is never reused from here with counts to fold.
+                let _ = self.hours.add(second, failed, n);
+            }
+        }
     }
 
     /// The counts as of `now`.
     pub(crate) fn snapshot(&self, now: DateTime<Utc>) -> ThroughputSnapshot {
         let secs = now.timestamp();
+        let per_second = self.seconds.read(secs);
+        let mut per_hour = self.hours.read(secs);
+        // Every second still in its bucket (the last 120 that saw work, some of them
+        // possibly older) is not in its hour yet.
+        let first_hour = per_hour.first().map_or(0, |h| h.start.timestamp());
+        for b in &self.seconds.buckets {
+            let second = b.period.load(Ordering::Acquire);
+            let Some(c) = (second >= 0).then(|| self.seconds.counts(second)).flatten() else {
+                continue;
+            };
+            let hour = (second.div_euclid(3600) * 3600 - first_hour).div_euclid(3600);
+            if let Some(h) = usize::try_from(hour).ok().and_then(|h| per_hour.get_mut(h)) {
+                h.succeeded += c.succeeded;
+                h.failed += c.failed;
+            }
+        }
         ThroughputSnapshot {
             now,
-            per_second: self.seconds.read(secs),
-            per_hour: self.hours.read(secs),
+            per_second,
+            per_hour,
         }
     }
 }
@@ -215,6 +262,30 @@ mod tests {
                 .failed,
             0
         );
+    }
+
+    #[test]
+    fn a_second_reused_a_lap_later_still_counts_in_its_hour() {
+        let t = Throughput::default();
+        let hour = 3600 * 10;
+        t.record(at(hour), false);
+        t.record(at(hour), true);
+        t.record(at(hour + 1), false);
+        // Reuses the bucket of `hour` (folded into its hour), then a later hour's.
+        let lap = SECONDS_KEPT as i64;
+        t.record(at(hour + lap), false);
+        t.record(at(hour + 3600), true);
+        let s = t.snapshot(at(hour + 3600));
+        let this = s.per_hour.last().expect("24 hours");
+        let before = &s.per_hour[HOURS_KEPT - 2];
+        assert_eq!((before.succeeded, before.failed), (3, 1), "{s:?}");
+        assert_eq!((this.succeeded, this.failed), (0, 1));
+        assert_eq!(before.start.timestamp() % 3600, 0);
+        // A second older than the day the hours keep is not counted anywhere.
+        let t = Throughput::default();
+        t.record(at(0), true);
+        let day = 3600 * HOURS_KEPT as i64;
+        assert!(t.snapshot(at(day)).per_hour.iter().all(|h| h.failed == 0));
     }
 
     #[test]
