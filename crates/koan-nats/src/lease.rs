@@ -90,12 +90,11 @@ pub(crate) async fn step(t: &NatsTransport, service: &str, lease: &Lease) -> boo
     lease.set(held);
     if held.is_none() {
         // Remember who holds it: if that host dies, its missed tick is ours to run.
-        if let Ok(Ok(Some(holder))) = tokio::time::timeout(bound(t), t.inner.leases.get(&k)).await {
-            if let (Ok(holder), Ok(mut last)) =
+        if let Ok(Ok(Some(holder))) = tokio::time::timeout(bound(t), t.inner.leases.get(&k)).await
+            && let (Ok(holder), Ok(mut last)) =
                 (String::from_utf8(holder.to_vec()), lease.last_holder.lock())
-            {
-                *last = Some(holder);
-            }
+        {
+            *last = Some(holder);
         }
     }
     held.is_some()

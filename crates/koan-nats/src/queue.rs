@@ -223,10 +223,11 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             let sent = Instant::now();
             // An answer that came after the claim lapsed renews nothing: the job
             // may have been handed over meanwhile.
-            if progress_heard(t, &msg, ack_wait / 3).await && !lapsed() {
-                if let Ok(mut at) = claimed.lock() {
-                    *at = sent;
-                }
+            if progress_heard(t, &msg, ack_wait / 3).await
+                && !lapsed()
+                && let Ok(mut at) = claimed.lock()
+            {
+                *at = sent;
             }
         }
     };

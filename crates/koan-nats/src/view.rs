@@ -128,10 +128,10 @@ pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<RegistryView>)
     loop {
         if let Ok(mut watch) = store.watch_with_history(">").await {
             // An empty bucket delivers nothing: it is synced from the start.
-            if let Ok(mut keys) = store.keys().await {
-                if keys.next().await.is_none() {
-                    view.synced.store(true, Ordering::Release);
-                }
+            if let Ok(mut keys) = store.keys().await
+                && keys.next().await.is_none()
+            {
+                view.synced.store(true, Ordering::Release);
             }
             while let Some(Ok(entry)) = watch.next().await {
                 match entry.operation {

@@ -31,7 +31,7 @@ struct Worker;
 impl Worker {
     #[action("work")]
     async fn work(&self, id: u32, cx: &ActionContext) -> Result<(), BoxError> {
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             cx.emit(WorkCompleted::NAME, WorkCompleted { id }).await;
         } else {
             let reason = format!("{id} is odd");

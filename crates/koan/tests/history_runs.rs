@@ -27,7 +27,7 @@ impl PeriodicService for Flaky {
     async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
         let n = self.n.fetch_add(1, Ordering::Relaxed) + 1;
         tokio::time::sleep(Duration::from_millis(u64::from(n) * 100)).await;
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             return Err(format!("run {n} failed").into());
         }
         Ok(())

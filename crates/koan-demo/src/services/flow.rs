@@ -419,7 +419,7 @@ impl FlowOrchestrator {
     async fn submit_sample(&self) -> Result<(), BoxError> {
         let n = self.samples.fetch_add(1, Ordering::Relaxed) + 1;
         let mut payload = serde_json::json!({ "sample": n });
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             payload["failAt"] = "enriched".into();
         }
         self.insert(SubmitEntity {
