@@ -15,7 +15,7 @@ use koan::transport::HostLink as _;
 use koan::{
     BoxError,
     error::ErrorKind,
-    event::{EventEnvelope, Overflow},
+    event::{EventEnvelope, Overflow, Subscription},
 };
 use tokio::sync::mpsc;
 
@@ -263,33 +263,49 @@ async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> an
     stop(&host).await
 }
 
-#[tokio::test(start_paused = true)]
-async fn each_handler_run_is_counted_as_delivered_or_failed_and_failures_are_logged()
--> anyhow::Result<()> {
-    start_observed!(host, logs, counters);
-    // A waiting subscriber (the event's ring) and a dropping one (a channel), each
-    // failing on odd payloads.
-    let mut receivers = Vec::new();
-    let mut subs = Vec::new();
+/// A waiting subscriber (the event's ring) and a dropping one (a channel) to
+/// `Emitter`'s `Tick`, each with the handler `make` builds around the sender of its
+/// own channel (where it reports the payloads it saw).
+async fn on_ring_and_channel<H, Fut>(
+    host: &koan::HostHandle,
+    make: impl Fn(mpsc::UnboundedSender<u32>) -> H,
+) -> anyhow::Result<(Vec<Subscription>, Vec<mpsc::UnboundedReceiver<u32>>)>
+where
+    H: Fn(u32) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    let (mut subs, mut receivers) = (Vec::new(), Vec::new());
     for overflow in [Overflow::Wait, Overflow::DropNewest] {
         let (tx, rx) = mpsc::unbounded_channel::<u32>();
         let sub = host
             .service("Emitter")
             .on("Tick")
-            .handle(move |n: u32| {
-                let _ = tx.send(n);
-                let outcome: Result<(), BoxError> = match n % 2 {
-                    0 => Ok(()),
-                    _ => Err(format!("{n} is odd").into()),
-                };
-                std::future::ready(outcome)
-            })
+            .handle(make(tx))
             .overflow(overflow)
             .subscribe()
             .await?;
         subs.push(sub);
         receivers.push(rx);
     }
+    Ok((subs, receivers))
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_handler_run_is_counted_as_delivered_or_failed_and_failures_are_logged()
+-> anyhow::Result<()> {
+    start_observed!(host, logs, counters);
+    // Each failing on odd payloads.
+    let (subs, mut receivers) = on_ring_and_channel(&host, |tx| {
+        move |n: u32| {
+            let _ = tx.send(n);
+            let outcome: Result<(), BoxError> = match n % 2 {
+                0 => Ok(()),
+                _ => Err(format!("{n} is odd").into()),
+            };
+            std::future::ready(outcome)
+        }
+    })
+    .await?;
     // Bounded: one subscriber waits for room.
     for n in 0..4u32 {
         koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
@@ -328,36 +344,25 @@ async fn each_handler_run_is_counted_as_delivered_or_failed_and_failures_are_log
 async fn handlers_still_running_after_their_first_poll_are_delivered_in_order_and_counted()
 -> anyhow::Result<()> {
     start_observed!(host, logs, counters);
-    // A waiting subscriber (the event's ring) and a dropping one (a channel), whose
-    // handler suspends before it ends: fine on even payloads, failing on 1, panicking
-    // on 3 (after its first poll), and done at once on 5.
-    let mut receivers = Vec::new();
-    let mut subs = Vec::new();
-    for overflow in [Overflow::Wait, Overflow::DropNewest] {
-        let (tx, rx) = mpsc::unbounded_channel::<u32>();
-        let sub = host
-            .service("Emitter")
-            .on("Tick")
-            .handle(move |n: u32| {
-                let tx = tx.clone();
-                async move {
-                    if n != 5 {
-                        tokio::task::yield_now().await;
-                    }
-                    let _ = tx.send(n);
-                    match n {
-                        1 => Err::<(), BoxError>("1 fails".into()),
-                        3 => panic!("3 panics after a suspension"),
-                        _ => Ok(()),
-                    }
+    // Each handler suspends before it ends: fine on even payloads, failing on 1,
+    // panicking on 3 (after its first poll), and done at once on 5.
+    let (subs, mut receivers) = on_ring_and_channel(&host, |tx| {
+        move |n: u32| {
+            let tx = tx.clone();
+            async move {
+                if n != 5 {
+                    tokio::task::yield_now().await;
                 }
-            })
-            .overflow(overflow)
-            .subscribe()
-            .await?;
-        subs.push(sub);
-        receivers.push(rx);
-    }
+                let _ = tx.send(n);
+                match n {
+                    1 => Err::<(), BoxError>("1 fails".into()),
+                    3 => panic!("3 panics after a suspension"),
+                    _ => Ok(()),
+                }
+            }
+        }
+    })
+    .await?;
     // Bounded: one subscriber waits for room.
     for n in 0..8u32 {
         koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
