@@ -70,6 +70,26 @@ impl Clock {
         Self::wall_at_from(instant, now, self.now())
     }
 
+    /// The wall time at `instant` (past or future), given `now`, a moment just read
+    /// from tokio's clock: with the system clock, measured from this thread's
+    /// current second (see [`SECOND`]), so the wall clock is read about once a
+    /// second per thread and no date is built.
+    pub(crate) fn wall_nanos_at(&self, instant: Instant, now: Instant) -> WallNanos {
+        match self {
+            Clock::System => match system_window(now.into_std()) {
+                Some((ends, secs)) => WallNanos(shifted(
+                    secs.saturating_add(1).saturating_mul(1_000_000_000),
+                    Instant::from_std(ends),
+                    instant,
+                )),
+                None => WallNanos::from(Self::wall_at_from(instant, now, Utc::now())),
+            },
+            Clock::Virtual { wall, at } => {
+                WallNanos(shifted(WallNanos::from(*wall).0, *at, instant))
+            }
+        }
+    }
+
     /// The wall time at `instant`, given that `now` is the wall time `wall`: several
     /// instants converted from one pair of clock reads.
     pub(crate) fn wall_at_from(
@@ -102,23 +122,79 @@ thread_local! {
 
 /// The Unix second at `now` (a moment just read), by [`SECOND`].
 fn system_secs_at(now: std::time::Instant) -> i64 {
+    system_window(now).map_or_else(|| Clock::System.unix_secs(), |(_, secs)| secs)
+}
+
+/// This thread's second around `now` (a moment just read): the monotonic moment it
+/// ends and its Unix second, the clock read only when `now` has left the window.
+/// `None` before 1970 (not kept: no test or host runs there).
+fn system_window(now: std::time::Instant) -> Option<(std::time::Instant, i64)> {
     if let Ok(Some((ends, secs))) = SECOND.try_with(Cell::get)
         && now < ends
     {
-        return secs;
+        return Some((ends, secs));
     }
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => {
-            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            let left = std::time::Duration::from_nanos(u64::from(1_000_000_000 - d.subsec_nanos()));
-            if let Some(ends) = now.checked_add(left) {
-                // Gone only while the thread exits: the next call reads the clock.
-                let _ = SECOND.try_with(|s| s.set(Some((ends, secs))));
-            }
-            secs
-        }
-        // Before 1970: not kept (no test or host runs there).
-        Err(_) => Clock::System.unix_secs(),
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let left = std::time::Duration::from_nanos(u64::from(1_000_000_000 - d.subsec_nanos()));
+    let ends = now.checked_add(left)?;
+    // Gone only while the thread exits: the next call reads the clock.
+    let _ = SECOND.try_with(|s| s.set(Some((ends, secs))));
+    Some((ends, secs))
+}
+
+/// `base` moved by the signed distance from `from` to `to`, in nanoseconds
+/// (saturating).
+fn shifted(base: i64, from: Instant, to: Instant) -> i64 {
+    if to >= from {
+        base.saturating_add(i64::try_from((to - from).as_nanos()).unwrap_or(i64::MAX))
+    } else {
+        base.saturating_sub(i64::try_from((from - to).as_nanos()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A wall time as nanoseconds since the Unix epoch: what a status keeps per run, so
+/// that a run's times cost a subtraction instead of a calendar computation (a
+/// periodic run used to spend about 600 instructions building dates with chrono).
+/// It becomes a [`DateTime`] only when a status is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct WallNanos(i64);
+
+impl WallNanos {
+    /// The date and time, saturating outside chrono's range for nanoseconds
+    /// (1677–2262).
+    pub(crate) fn to_datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.0)
+    }
+
+    /// The whole seconds since the Unix epoch (rounded down).
+    pub(crate) fn unix_secs(self) -> i64 {
+        self.0.div_euclid(1_000_000_000)
+    }
+
+    /// The wall time at `instant`, this being the wall time at `at`.
+    pub(crate) fn at(self, instant: Instant, at: Instant) -> Self {
+        WallNanos(shifted(self.0, at, instant))
+    }
+
+    /// The wall time `d` earlier (saturating).
+    pub(crate) fn minus(self, d: std::time::Duration) -> Self {
+        WallNanos(
+            self.0
+                .saturating_sub(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+impl From<DateTime<Utc>> for WallNanos {
+    fn from(t: DateTime<Utc>) -> Self {
+        WallNanos(t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        }))
     }
 }
 
@@ -138,6 +214,41 @@ mod tests {
                 "{before} ≤ {secs} ≤ {after}"
             );
         }
+    }
+
+    #[test]
+    fn wall_nanos_follow_a_virtual_clock_exactly_both_ways() {
+        let wall = DateTime::from_timestamp(1_700_000_000, 250).expect("in range");
+        let at = Instant::now();
+        let clock = Clock::Virtual { wall, at };
+        let d = std::time::Duration::from_millis(1500);
+        let later = clock.wall_nanos_at(at + d, at);
+        assert_eq!(
+            later.to_datetime(),
+            wall + chrono::Duration::milliseconds(1500)
+        );
+        assert_eq!(later.minus(d).to_datetime(), wall);
+        let earlier = Clock::Virtual { wall, at: at + d }.wall_nanos_at(at, at);
+        assert_eq!(
+            earlier.to_datetime(),
+            wall - chrono::Duration::milliseconds(1500)
+        );
+    }
+
+    #[test]
+    fn wall_nanos_of_the_system_clock_are_now_and_keep_distances() {
+        for _ in 0..2 {
+            let now = Instant::now();
+            let x = Clock::System.wall_nanos_at(now, now).to_datetime();
+            // Within a second of a direct read (the window is at most a second old).
+            let gap = (Utc::now() - x).num_milliseconds().abs();
+            assert!(gap < 1000, "{x} is {gap} ms from now");
+            let d = std::time::Duration::from_secs(90);
+            let ahead = Clock::System.wall_nanos_at(now + d, now).to_datetime();
+            assert_eq!(ahead - x, chrono::Duration::seconds(90));
+        }
+        let old = DateTime::from_timestamp(-5, 0).expect("in range");
+        assert_eq!(WallNanos::from(old).to_datetime(), old);
     }
 
     #[test]

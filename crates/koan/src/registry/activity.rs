@@ -5,12 +5,12 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::status::RunRecord;
+use super::status::{RunRecord, RunStamp};
 use super::throughput::Throughput;
 use crate::action::Slots;
+use crate::clock::WallNanos;
 
 /// How many runs a service keeps unless configured
 /// (`koan.background_services.history_size`).
@@ -19,7 +19,7 @@ pub const DEFAULT_HISTORY_SIZE: usize = 50;
 /// One service's recent activity.
 pub(crate) struct Activity {
     capacity: usize,
-    runs: Mutex<VecDeque<RunRecord>>,
+    runs: Mutex<VecDeque<RunStamp>>,
     /// Where the service's finished actions are counted: beside its concurrency
     /// slots, on the line a caller running an action already writes (see `Slots`).
     actions: Option<Arc<Slots>>,
@@ -53,14 +53,19 @@ impl Activity {
     }
 
     /// Keeps a finished run (forgetting the oldest past the capacity).
-    pub(crate) fn run_finished(&self, record: &RunRecord, at: DateTime<Utc>) {
-        self.throughput.record(at, record.outcome.is_failure());
+    pub(crate) fn run_finished(&self, record: &RunStamp, at: WallNanos) {
+        self.throughput
+            .record_secs(at.unix_secs(), record.outcome.is_failure());
         if self.capacity == 0 {
             return;
         }
         if let Ok(mut runs) = self.runs.lock() {
             if runs.len() >= self.capacity {
                 runs.pop_front();
+            } else if runs.capacity() == 0 {
+                // Its whole history at once (up to a point): not five regrowths
+                // during its first runs.
+                runs.reserve_exact(self.capacity.min(64));
             }
             runs.push_back(record.clone());
         }
@@ -81,7 +86,7 @@ impl Activity {
         let runs = self
             .runs
             .lock()
-            .map(|r| r.iter().rev().cloned().collect())
+            .map(|r| r.iter().rev().map(RunStamp::record).collect())
             .unwrap_or_default();
         ServiceHistory {
             service: service.to_owned(),

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::activity::Activity;
-use super::status::{RunOutcome, RunRecord, ServiceState};
-use crate::clock::Clock;
+use super::status::{RunOutcome, RunRecord, RunStamp, ServiceState};
+use crate::clock::{Clock, WallNanos};
 use crate::service::RunReason;
 
 /// The mutable part of a status, published through a watch channel so tests and
@@ -18,8 +18,8 @@ use crate::service::RunReason;
 pub(crate) struct StatusCore {
     pub(crate) state: ServiceState,
     pub(crate) started_at: Option<DateTime<Utc>>,
-    pub(crate) last_run: Option<RunRecord>,
-    pub(crate) next_run: Option<DateTime<Utc>>,
+    pub(crate) last_run: Option<RunStamp>,
+    pub(crate) next_run: Option<WallNanos>,
     pub(crate) runs: u64,
     pub(crate) failures: u64,
     pub(crate) consecutive_failures: u32,
@@ -118,14 +118,15 @@ impl StatusBoard {
         });
     }
 
-    pub(crate) fn set_next_run(&self, next: Option<DateTime<Utc>>) {
+    pub(crate) fn set_next_run(&self, next: Option<WallNanos>) {
         self.update(|s| {
             s.next_run = next;
             true
         });
     }
 
-    /// Records a finished run and returns the record.
+    /// Records a finished run that started at the wall time `started_at`, and
+    /// returns the record.
     pub(crate) fn record_run(
         &self,
         reason: RunReason,
@@ -133,66 +134,64 @@ impl StatusBoard {
         duration: Duration,
         outcome: RunOutcome,
     ) -> RunRecord {
-        self.update_run(
-            reason,
-            started_at,
-            duration,
-            outcome,
-            self.clock.now(),
-            None,
-        )
+        let ended = WallNanos::from(self.clock.now());
+        let stamp = self.stamp(reason, started_at.into(), duration, outcome);
+        self.update_run(&stamp, ended, None);
+        stamp.record()
     }
 
     /// Records a finished run, the next run and the new state in one update (one
-    /// wake-up of status watchers per periodic run). `ended_at` is the wall time the
-    /// run ended at (the caller has read the clock already).
+    /// wake-up of status watchers per periodic run). `ended` is the wall time the
+    /// run ended at and `duration` how long it took, so it started at `ended -
+    /// duration`. Returns the record when `record` asks for it (a poke's waiters).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish_run(
         &self,
         reason: RunReason,
-        started_at: DateTime<Utc>,
         duration: Duration,
         outcome: RunOutcome,
-        ended_at: DateTime<Utc>,
-        next_run: Option<DateTime<Utc>>,
+        ended: WallNanos,
+        next_run: Option<WallNanos>,
         state: ServiceState,
-    ) -> RunRecord {
-        self.update_run(
+        record: bool,
+    ) -> Option<RunRecord> {
+        let stamp = self.stamp(reason, ended.minus(duration), duration, outcome);
+        self.update_run(&stamp, ended, Some((next_run, state)));
+        record.then(|| stamp.record())
+    }
+
+    fn stamp(
+        &self,
+        reason: RunReason,
+        started: WallNanos,
+        duration: Duration,
+        outcome: RunOutcome,
+    ) -> RunStamp {
+        RunStamp {
             reason,
-            started_at,
-            duration,
+            started,
+            duration_ms: crate::util::millis(duration),
             outcome,
-            ended_at,
-            Some((next_run, state)),
-        )
+        }
     }
 
     fn update_run(
         &self,
-        reason: RunReason,
-        started_at: DateTime<Utc>,
-        duration: Duration,
-        outcome: RunOutcome,
-        ended_at: DateTime<Utc>,
-        then: Option<(Option<DateTime<Utc>>, ServiceState)>,
-    ) -> RunRecord {
-        let record = RunRecord {
-            reason,
-            started_at,
-            duration_ms: crate::util::millis(duration),
-            outcome,
-        };
-        self.activity.run_finished(&record, ended_at);
+        stamp: &RunStamp,
+        ended: WallNanos,
+        then: Option<(Option<WallNanos>, ServiceState)>,
+    ) {
+        self.activity.run_finished(stamp, ended);
         self.update(|s| {
             s.runs += 1;
-            if record.outcome.is_failure() {
+            if stamp.outcome.is_failure() {
                 s.failures += 1;
                 s.consecutive_failures = s.consecutive_failures.saturating_add(1);
-                s.last_error = record.outcome.error_text();
-            } else if record.outcome.is_success() {
+                s.last_error = stamp.outcome.error_text();
+            } else if stamp.outcome.is_success() {
                 s.consecutive_failures = 0;
             }
-            s.last_run = Some(record.clone());
+            s.last_run = Some(stamp.clone());
             if let Some((next_run, state)) = then {
                 s.next_run = next_run;
                 if !matches!(s.state, ServiceState::Failed | ServiceState::Disabled) {
@@ -201,7 +200,6 @@ impl StatusBoard {
             }
             true
         });
-        record
     }
 
     /// Its recent runs and action counts.

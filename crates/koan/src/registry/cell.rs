@@ -10,8 +10,9 @@ use super::activity::Activity;
 use super::board::{StatusBoard, StatusCore};
 use super::lifetime::Lifetime;
 use super::spec::ServiceSpec;
-use super::status::{ServiceState, ServiceStatus};
+use super::status::{RunStamp, ServiceState, ServiceStatus};
 use crate::action::ActionQueue;
+use crate::clock::WallNanos;
 use crate::health::{HealthReport, HealthStatus, ServiceHealth};
 use crate::host::HostInner;
 use crate::schedule::PeriodicControl;
@@ -94,8 +95,8 @@ impl ServiceCell {
             disabled_reason: spec.disabled.clone(),
             critical: spec.options.critical,
             started_at: s.started_at,
-            last_run: s.last_run,
-            next_run: s.next_run,
+            last_run: s.last_run.as_ref().map(RunStamp::record),
+            next_run: s.next_run.map(WallNanos::to_datetime),
             runs: s.runs,
             failures: s.failures,
             consecutive_failures: s.consecutive_failures,

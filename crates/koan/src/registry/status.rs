@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::WallNanos;
 use crate::service::{RunReason, ServiceKind};
 
 /// Where a service is in its life.
@@ -109,6 +110,28 @@ pub struct RunRecord {
     /// How it ended.
     #[serde(flatten)]
     pub outcome: RunOutcome,
+}
+
+/// A finished run as a status keeps it: its start as [`WallNanos`], so recording a
+/// run builds no date; a [`RunRecord`] when read.
+#[derive(Debug, Clone)]
+pub(crate) struct RunStamp {
+    pub(crate) reason: RunReason,
+    pub(crate) started: WallNanos,
+    pub(crate) duration_ms: u64,
+    pub(crate) outcome: RunOutcome,
+}
+
+impl RunStamp {
+    /// The run as the API shows it.
+    pub(crate) fn record(&self) -> RunRecord {
+        RunRecord {
+            reason: self.reason,
+            started_at: self.started.to_datetime(),
+            duration_ms: self.duration_ms,
+            outcome: self.outcome.clone(),
+        }
+    }
 }
 
 /// A snapshot of a service's status: its state, runs, queue and schedule.

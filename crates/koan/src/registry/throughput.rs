@@ -140,6 +140,7 @@ impl Default for Throughput {
 
 impl Throughput {
     /// Counts one finished piece of work at `at`.
+    #[cfg(test)]
     pub(crate) fn record(&self, at: DateTime<Utc>, failed: bool) {
         self.record_secs(at.timestamp(), failed);
     }

@@ -127,6 +127,11 @@ impl Waiters {
         }
     }
 
+    /// Whether no caller waits (a scheduled run).
+    pub(super) fn is_empty(&self) -> bool {
+        self.first.is_none() && self.more.is_empty()
+    }
+
     fn push(&mut self, tx: oneshot::Sender<PokeResult>) {
         match self.first {
             None => self.first = Some(tx),

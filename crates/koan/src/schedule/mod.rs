@@ -174,6 +174,19 @@ impl Schedule {
         if consumed && policy == MissedTickPolicy::Delay {
             return self.after(now, clock);
         }
+        // The usual turn, without a division: under `Skip` an interval's due instant
+        // is always a point of its grid (`first_due` and `following` give nothing
+        // else, and a poke leaves it alone), so the next point is one period on.
+        if consumed
+            && policy == MissedTickPolicy::Skip
+            && let Schedule::Every(p) = self
+            && planned >= anchor
+        {
+            let next = crate::util::after(planned, *p);
+            if next > now {
+                return next;
+            }
+        }
         let candidate = if consumed {
             self.following(anchor, planned, clock)
         } else {
@@ -219,4 +232,31 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             format!("invalid duration `{text}`: {e}; write e.g. `30s`, `5m`, `1h 30m` or `250ms`"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next due instant of an interval under `Skip`, for every due point of the
+    /// grid and every end of a run from on time to three periods late, is the grid's
+    /// first point strictly after the end (or the next one when the run was quick).
+    #[test]
+    fn an_interval_under_skip_stays_on_its_grid() {
+        let clock = Clock::System;
+        let p = Duration::from_millis(100);
+        let schedule = Schedule::every(p).expect("a period");
+        let anchor = Instant::now();
+        for k in 0..5u32 {
+            let planned = anchor + p * k;
+            for late_ms in [0u64, 1, 99, 100, 101, 250, 300] {
+                let now = planned + Duration::from_millis(late_ms);
+                let next =
+                    schedule.next_due(MissedTickPolicy::Skip, anchor, planned, true, now, &clock);
+                let periods = u32::try_from(late_ms / 100).expect("small") + 1;
+                assert_eq!(next, planned + p * periods, "k {k}, {late_ms} ms late");
+                assert_eq!(next, schedule.following(anchor, planned.max(now), &clock));
+            }
+        }
+    }
 }
