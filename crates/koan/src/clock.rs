@@ -174,11 +174,6 @@ impl WallNanos {
         self.0.div_euclid(1_000_000_000)
     }
 
-    /// The wall time at `instant`, this being the wall time at `at`.
-    pub(crate) fn at(self, instant: Instant, at: Instant) -> Self {
-        WallNanos(shifted(self.0, at, instant))
-    }
-
     /// The wall time `d` earlier (saturating).
     pub(crate) fn minus(self, d: std::time::Duration) -> Self {
         WallNanos(

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::activity::Activity;
 use super::status::{RunOutcome, RunRecord, RunStamp, ServiceState};
@@ -19,7 +20,9 @@ pub(crate) struct StatusCore {
     pub(crate) state: ServiceState,
     pub(crate) started_at: Option<DateTime<Utc>>,
     pub(crate) last_run: Option<RunStamp>,
-    pub(crate) next_run: Option<WallNanos>,
+    /// On tokio's clock: a wall time only when read (it is in the future, so the
+    /// monotonic clock is the one it is due by).
+    pub(crate) next_run: Option<Instant>,
     pub(crate) runs: u64,
     pub(crate) failures: u64,
     pub(crate) consecutive_failures: u32,
@@ -118,7 +121,7 @@ impl StatusBoard {
         });
     }
 
-    pub(crate) fn set_next_run(&self, next: Option<WallNanos>) {
+    pub(crate) fn set_next_run(&self, next: Option<Instant>) {
         self.update(|s| {
             s.next_run = next;
             true
@@ -151,7 +154,7 @@ impl StatusBoard {
         duration: Duration,
         outcome: RunOutcome,
         ended: WallNanos,
-        next_run: Option<WallNanos>,
+        next_run: Option<Instant>,
         state: ServiceState,
         record: bool,
     ) -> Option<RunRecord> {
@@ -179,7 +182,7 @@ impl StatusBoard {
         &self,
         stamp: &RunStamp,
         ended: WallNanos,
-        then: Option<(Option<WallNanos>, ServiceState)>,
+        then: Option<(Option<Instant>, ServiceState)>,
     ) {
         self.activity.run_finished(stamp, ended);
         self.update(|s| {

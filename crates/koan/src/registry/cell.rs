@@ -12,7 +12,6 @@ use super::lifetime::Lifetime;
 use super::spec::ServiceSpec;
 use super::status::{RunStamp, ServiceState, ServiceStatus};
 use crate::action::ActionQueue;
-use crate::clock::WallNanos;
 use crate::health::{HealthReport, HealthStatus, ServiceHealth};
 use crate::host::HostInner;
 use crate::schedule::PeriodicControl;
@@ -96,7 +95,7 @@ impl ServiceCell {
             critical: spec.options.critical,
             started_at: s.started_at,
             last_run: s.last_run.as_ref().map(RunStamp::record),
-            next_run: s.next_run.map(WallNanos::to_datetime),
+            next_run: s.next_run.map(|due| spec.clock.wall_at(due)),
             runs: s.runs,
             failures: s.failures,
             consecutive_failures: s.consecutive_failures,

@@ -78,8 +78,7 @@ async fn drive_loop<T: PeriodicService>(
     let start = Instant::now();
     let anchor = crate::util::after(start, opts.initial_delay);
     let mut due = schedule.first_due(start, opts.initial_delay, opts.run_on_startup, &clock);
-    cell.board
-        .set_next_run(Some(clock.wall_nanos_at(due, Instant::now())));
+    cell.board.set_next_run(Some(due));
     cell.board.mark_started(ServiceState::Idle);
     tracing::info!(schedule = %schedule.describe(), "periodic service started");
 
@@ -103,11 +102,11 @@ async fn drive_loop<T: PeriodicService>(
                 };
                 (cmd.poke.reason(), batch, cmd.waiters, false, cmd.deadline)
             } else if now >= due {
-                if !may_run(&cx, &cell).await {
+                // (The common case, not a singleton, without a future to build.)
+                if cell.spec.options.singleton && !may_run(&cx, &cell).await {
                     // A singleton whose lease another host holds: that host runs this tick.
                     due = schedule.next_due(opts.missed_ticks, anchor, due, true, now, &clock);
-                    cell.board
-                        .set_next_run(Some(clock.wall_nanos_at(due, Instant::now())));
+                    cell.board.set_next_run(Some(due));
                     continue;
                 }
                 control.begin_scheduled();
@@ -175,7 +174,7 @@ async fn drive_loop<T: PeriodicService>(
             elapsed,
             outcome,
             ended_wall,
-            Some(ended_wall.at(due, ended)),
+            Some(due),
             ServiceState::Idle,
             !waiters.is_empty(),
         );
@@ -229,12 +228,9 @@ async fn run_until<T: PeriodicService>(
     }
 }
 
-/// Whether this host may run a scheduled tick: always, unless the service is a
-/// cluster singleton whose lease another host holds.
+/// Whether this host may run a scheduled tick of a cluster singleton: not while
+/// another host holds its lease.
 async fn may_run(cx: &ServiceContext, cell: &ServiceCell) -> bool {
-    if !cell.spec.options.singleton {
-        return true;
-    }
     match cx.host_inner().and_then(|h| h.transport.clone()) {
         Some(t) => t.may_run(&cell.spec.name).await,
         None => true,
