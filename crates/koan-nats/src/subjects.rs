@@ -10,6 +10,14 @@ pub(crate) fn token(name: &str) -> String {
 
 /// Appends the subject token for `name` to `out`.
 fn push_token(out: &mut String, name: &str) {
+    if is_its_token(name) {
+        // The usual name, copied whole and lowered in place: a char at a time cost
+        // about 20 instructions a byte, 1,000 a call's subject (B8's profile).
+        let start = out.len();
+        out.push_str(name);
+        out[start..].make_ascii_lowercase();
+        return;
+    }
     out.extend(name.chars().map(|c| {
         let c = c.to_ascii_lowercase();
         if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -143,6 +151,13 @@ mod tests {
         assert_eq!(
             host_action("H-1", "Data Service", "Run.Now"),
             "koan.host.h-1.svc.data_service.act.run_now"
+        );
+        // Each char that is not a token's, however many bytes, is one `_`.
+        assert_eq!(token("Café Crème"), "caf__cr_me");
+        assert_eq!(token(""), "");
+        assert_eq!(
+            host_action("AB-cd_9", "Gate", "Add:One"),
+            "koan.host.ab-cd_9.svc.gate.act.add_one"
         );
         assert_eq!(key("a1b2-3"), "a1b2-3");
         assert_eq!(key("x y>"), "x_y_");
