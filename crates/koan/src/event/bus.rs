@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::deliver::{deliver, deliver_one, read_ring, route_takes, same_name};
+use super::deliver::{deliver, deliver_one, route_takes, same_name};
 use super::envelope::EventEnvelope;
 use super::handler::{Handler, Runner};
+use super::reader::read_ring;
 use super::ring::{Cursor, Ring};
 use super::subscribe::Overflow;
 use crate::clock::Clock;
@@ -264,9 +265,9 @@ impl EventBus {
             let ring = key
                 .ring
                 .get_or_init(|| Arc::new(Ring::new((capacity + 1).max(RING_MIN))));
-            (capacity < ring.size()).then(|| Arc::clone(ring))
+            (capacity < ring.size()).then(|| (Arc::clone(ring), key.delivered.clone()))
         });
-        if let Some(ring) = ring {
+        if let Some((ring, delivered)) = ring {
             let cursor = ring.join(capacity);
             let sub = Arc::new(Sub {
                 id,
@@ -276,7 +277,7 @@ impl EventBus {
                 lane: Lane::Ring(Arc::clone(&ring), Arc::clone(&cursor)),
             });
             self.update(|v| v.push(Arc::clone(&sub)));
-            return (id, tokio::spawn(read_ring(ring, cursor, sub)));
+            return (id, tokio::spawn(read_ring(ring, cursor, sub, delivered)));
         }
         let (tx, mut rx) = mpsc::channel::<(usize, Shared)>(capacity.max(1));
         let sub = Arc::new(Sub {
