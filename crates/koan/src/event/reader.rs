@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use super::bus::{Route, Shared, Sub};
 use super::deliver::{finish, record, record_slow, route_passes};
 use super::handler::Runner;
-use super::ring::{Cursor, Ring};
+use super::ring::{Cursor, Hold, Ring};
 
 /// Reads the ring for one subscriber until it closes: each event's handler runs on
 /// the borrowed envelope; one that does not finish at once keeps a reference and
@@ -48,6 +48,9 @@ pub(super) async fn read_ring(
     let runner = &mut **runner;
     let mut from = cursor.next();
     let mut held: Option<Shared> = None;
+    // The ring's block in hand: one reference count per block of events, not a lock
+    // per event.
+    let mut hold = Hold::default();
     while let Some(tail) = std::future::poll_fn(|cx| ring.poll_ready(from, cx)).await {
         debug_assert!(
             tail > from,
@@ -62,6 +65,7 @@ pub(super) async fn read_ring(
             let at = std::future::poll_fn(|cx| {
                 let mut batch = Batch {
                     ring: &ring,
+                    hold: &mut hold,
                     sub: &sub,
                     route,
                     runner: &mut *runner,
@@ -90,6 +94,7 @@ pub(super) async fn read_ring(
 /// One poll's run of the handler over the events in hand.
 struct Batch<'a> {
     ring: &'a Ring,
+    hold: &'a mut Hold,
     sub: &'a Sub,
     route: &'a Route,
     runner: &'a mut dyn Runner,
@@ -127,7 +132,8 @@ impl Batch<'_> {
             }
             let message = crate::util::panic_message(panic);
             if let Some(pos) = at {
-                self.ring.with(pos, |env| record(env, Err(message)));
+                self.ring
+                    .with(self.hold, pos, |env| record(env, Err(message)));
             }
         }
     }
@@ -138,7 +144,7 @@ impl Batch<'_> {
     fn start(&mut self, pos: u64, plain: bool, cx: &mut Context<'_>) -> bool {
         // Every event of this ring is of the subscriber's service and its route's
         // name: one key per name regardless of case, one ring per key.
-        let read = self.ring.with(pos, |env| {
+        let read = self.ring.with(self.hold, pos, |env| {
             if !plain && !route_passes(self.route, env) {
                 return false;
             }
