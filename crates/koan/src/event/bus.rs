@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::deliver::{deliver, deliver_one, read_ring, route_takes, same_name};
+use super::deliver::{deliver, deliver_one, route_takes, same_name};
 use super::envelope::EventEnvelope;
 use super::handler::{Handler, Runner};
+use super::reader::read_ring;
 use super::ring::{Cursor, Ring};
 use super::subscribe::Overflow;
 use crate::clock::Clock;
@@ -104,7 +105,12 @@ const RING_MAX: usize = 1 << 16;
 pub(crate) struct EventBus {
     keys: RwLock<KeyMap>,
     transport: Option<Arc<dyn crate::transport::Transport>>,
+    /// The subscribers with a channel of their own: the ones an emit goes through.
     subs: RwLock<Arc<Vec<Arc<Sub>>>>,
+    /// The ring readers: an emit writes their event once into its ring, without
+    /// looking at them (B5: 100 of them a step each, on lines the readers own, per
+    /// event).
+    readers: Mutex<Vec<Arc<Sub>>>,
     next_id: AtomicU64,
     seq: AtomicU64,
     clock: Clock,
@@ -124,6 +130,7 @@ impl EventBus {
             keys: RwLock::new(KeyMap::new()),
             transport,
             subs: RwLock::new(Arc::new(Vec::new())),
+            readers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             seq: AtomicU64::new(0),
             clock,
@@ -264,9 +271,9 @@ impl EventBus {
             let ring = key
                 .ring
                 .get_or_init(|| Arc::new(Ring::new((capacity + 1).max(RING_MIN))));
-            (capacity < ring.size()).then(|| Arc::clone(ring))
+            (capacity < ring.size()).then(|| (Arc::clone(ring), key.delivered.clone()))
         });
-        if let Some(ring) = ring {
+        if let Some((ring, delivered)) = ring {
             let cursor = ring.join(capacity);
             let sub = Arc::new(Sub {
                 id,
@@ -275,8 +282,11 @@ impl EventBus {
                 overflow,
                 lane: Lane::Ring(Arc::clone(&ring), Arc::clone(&cursor)),
             });
-            self.update(|v| v.push(Arc::clone(&sub)));
-            return (id, tokio::spawn(read_ring(ring, cursor, sub)));
+            self.readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Arc::clone(&sub));
+            return (id, tokio::spawn(read_ring(ring, cursor, sub, delivered)));
         }
         let (tx, mut rx) = mpsc::channel::<(usize, Shared)>(capacity.max(1));
         let sub = Arc::new(Sub {
@@ -309,21 +319,29 @@ impl EventBus {
     }
 
     pub(crate) fn remove(&self, id: u64) {
-        let mut gone = None;
-        self.update(|v| {
-            gone = v.iter().position(|s| s.id == id).map(|i| v.remove(i));
-        });
+        let gone = {
+            let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            let at = readers.iter().position(|s| s.id == id);
+            at.map(|i| readers.swap_remove(i))
+        };
         // A ring reader that leaves no longer holds the emitter back.
-        if let Some(sub) = gone
-            && let Lane::Ring(ring, cursor) = &sub.lane
-        {
-            ring.leave(cursor);
+        match gone {
+            Some(sub) => {
+                if let Lane::Ring(ring, cursor) = &sub.lane {
+                    ring.leave(cursor);
+                }
+            }
+            None => self.update(|v| v.retain(|s| s.id != id)),
         }
     }
 
     /// Drops every subscriber's sender so their tasks finish after draining.
     pub(crate) fn close(&self) {
         self.update(Vec::clear);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         for ring in keys
             .values()

@@ -1,9 +1,9 @@
 //! How a subscriber's handlers run on an event: which routes take it (names,
 //! filter, `once`), each handler started on the borrowed envelope, its end logged
-//! and counted — for ring readers ([`read_ring`]) and channel subscribers alike.
+//! and counted — for channel subscribers, and the pieces ring readers
+//! ([`super::reader`]) share.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use super::bus::{Route, Shared, Sub};
 use super::envelope::EventEnvelope;
 use super::handler::{Outcome, Runner};
-use super::ring::{Cursor, Ring};
 
 fn route_names(route: &Route, env: &EventEnvelope) -> bool {
     route
@@ -35,7 +34,7 @@ pub(super) fn route_takes(route: &Route, env: &EventEnvelope) -> bool {
 
 /// Whether `route` takes `env` of a name it is known to match: its filter, and
 /// `once` (which it uses up).
-fn route_passes(route: &Route, env: &EventEnvelope) -> bool {
+pub(super) fn route_passes(route: &Route, env: &EventEnvelope) -> bool {
     if let Some(filter) = &route.filter {
         let pass = std::panic::catch_unwind(AssertUnwindSafe(|| filter(env)));
         if !matches!(pass, Ok(true)) {
@@ -51,105 +50,6 @@ fn route_passes(route: &Route, env: &EventEnvelope) -> bool {
         return false;
     }
     true
-}
-
-/// Reads the ring for one subscriber until it closes: each event's handlers run on
-/// the borrowed envelope; one that does not finish at once keeps a reference and
-/// is awaited before the subscriber moves on (its order holds).
-///
-/// The cursor moves once per batch of events in hand, not per event (an atomic swap
-/// and a fence on a line the emitter reads), and before awaiting a handler left
-/// running, so the emitter is never held back by more than the events in hand.
-///
-/// Shaped so that no slip can make it spin without awaiting (a spinning task keeps a
-/// paused clock from moving, and a test's bounds from firing): the events in hand are
-/// a range, iterated (each poll takes from it), not a cursor stepped by hand; and the
-/// ring's wait is asserted to return new events (a wait that returned none would be
-/// asked again at once).
-pub(super) async fn read_ring(ring: Arc<Ring>, cursor: Arc<Cursor>, sub: Arc<Sub>) {
-    let mut runners = sub.runners();
-    let mut from = cursor.next();
-    let mut waiting: Vec<(usize, Shared)> = Vec::new();
-    while let Some(tail) = std::future::poll_fn(|cx| ring.poll_ready(from, cx)).await {
-        debug_assert!(
-            tail > from,
-            "the ring's wait returned no new event ({from}..{tail})"
-        );
-        // Handlers are started on the events in hand within one poll, until one is
-        // left running: it is awaited (its event's position returned), then the
-        // rest of the range goes on. Each poll takes at least one event out of the
-        // range or ends it.
-        let mut events = from..tail;
-        loop {
-            let held = std::future::poll_fn(|cx| {
-                for pos in events.by_ref() {
-                    // Every event of this ring is of the subscriber's service and its
-                    // route's name: one key per name regardless of case, one ring
-                    // per key.
-                    let read = ring.with(pos, |env| {
-                        start_handlers(&sub, env, cx, &mut runners, &mut waiting, true);
-                    });
-                    if read.is_none() {
-                        // Cannot happen: the emitter never overwrites what a reader
-                        // has not passed. Said loudly if it ever does.
-                        tracing::error!(
-                            subscriber = sub.id,
-                            pos,
-                            "event ring slot overwritten before it was read; event skipped"
-                        );
-                    }
-                    // Usually none: a handler that finished at its first poll is
-                    // recorded.
-                    if !waiting.is_empty() {
-                        return Poll::Ready(Some(pos));
-                    }
-                }
-                Poll::Ready(None)
-            })
-            .await;
-            let Some(pos) = held else {
-                break;
-            };
-            // Everything before this event is done: the emitter may go on.
-            ring.advance(&cursor, pos);
-            for (i, env) in waiting.drain(..) {
-                record(&env, finish(&mut *runners[i]).await);
-            }
-        }
-        ring.advance(&cursor, tail);
-        from = tail;
-    }
-}
-
-/// Starts the handlers of `sub` that take `env`, each polled once here: those that
-/// finish are recorded at once, the others (their route's index and the envelope)
-/// are left in `waiting`. `named`: `env` is known to be of the subscriber's service
-/// and of its routes' name.
-fn start_handlers(
-    sub: &Sub,
-    env: &Shared,
-    cx: &mut Context<'_>,
-    runners: &mut [Box<dyn Runner>],
-    waiting: &mut Vec<(usize, Shared)>,
-    named: bool,
-) {
-    if !named && !sub.wants(&env.service) {
-        return;
-    }
-    for ((i, route), runner) in sub.routes.iter().enumerate().zip(runners.iter_mut()) {
-        let takes = if named {
-            route_passes(route, env)
-        } else {
-            route_takes(route, env)
-        };
-        if !takes {
-            continue;
-        }
-        match step(&mut **runner, Some(env), cx) {
-            Poll::Ready(outcome) => record(env, outcome),
-            Poll::Pending => waiting.push((i, Arc::clone(env))),
-        }
-    }
 }
 
 /// Starts the handler on `env` (`Some`) or polls the one left running (`None`); a
@@ -178,7 +78,7 @@ fn step(
 }
 
 /// Polls the handler `runner` left running to its end.
-async fn finish(runner: &mut dyn Runner) -> Result<Outcome, String> {
+pub(super) async fn finish(runner: &mut dyn Runner) -> Result<Outcome, String> {
     std::future::poll_fn(|cx| step(runner, None, cx)).await
 }
 
@@ -196,7 +96,7 @@ pub(super) async fn deliver_one(runner: &mut dyn Runner, env: Shared) {
 /// Logs and counts how a handler ended on `env`. The usual end, a local event's
 /// handler that succeeded, is one count inline; the rest is out of line.
 #[inline]
-fn record(env: &EventEnvelope, outcome: Result<Outcome, String>) {
+pub(super) fn record(env: &EventEnvelope, outcome: Result<Outcome, String>) {
     if let (Ok(Ok(())), Some(k)) = (&outcome, &env.key) {
         k.delivered.increment(1);
         return;
@@ -206,7 +106,7 @@ fn record(env: &EventEnvelope, outcome: Result<Outcome, String>) {
 
 #[cold]
 #[inline(never)]
-fn record_slow(env: &EventEnvelope, outcome: Result<Outcome, String>) {
+pub(super) fn record_slow(env: &EventEnvelope, outcome: Result<Outcome, String>) {
     let (service, name, key) = (&env.service, &env.name, &env.key);
     let failed = match outcome {
         Ok(Ok(())) => false,

@@ -7,6 +7,7 @@ mod envelope;
 mod handler;
 mod info;
 mod misfit;
+mod reader;
 mod ring;
 mod subscribe;
 mod typed;

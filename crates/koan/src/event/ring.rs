@@ -6,8 +6,13 @@
 //! runs its handlers on the borrowed envelope, and moves on. The emitter waits while
 //! some subscriber is its buffer's length behind, so nothing is dropped and each
 //! subscriber keeps the backpressure it asked for.
+//!
+//! Events are kept in blocks of [`BLOCK`] positions, each position set once: a
+//! reader takes a block's reference count once per block and reads its events with
+//! a plain load, where a lock per slot cost an atomic read-modify-write per delivery
+//! on a line all readers share (B5's profile: 50 instructions of 257 per delivery).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Notify, Ordering, RwLock, seqcst_fence};
@@ -31,6 +36,8 @@ impl Cursor {
 }
 
 struct State {
+    /// The block being written.
+    block: Option<Arc<Block>>,
     cursors: Vec<Arc<Cursor>>,
     /// Readers waiting for the next event.
     parked: Vec<Waker>,
@@ -40,13 +47,40 @@ struct State {
     closed: bool,
 }
 
-/// One place in the ring: the event at a position, until overwritten.
-type Slot = RwLock<Option<(u64, Arc<EventEnvelope>)>>;
+/// Positions per block (two in the loom models, so that they replace blocks).
+const BLOCK: u64 = if cfg!(koan_loom) { 2 } else { 64 };
+
+/// The events of `BLOCK` consecutive positions from `start`, each set once by the
+/// emitter (under `state`); shared by reference count with the readers in it.
+struct Block {
+    start: u64,
+    events: [OnceLock<Arc<EventEnvelope>>; BLOCK as usize],
+}
+
+/// One place in the ring of blocks: a block, until replaced by the one `blocks.len()`
+/// blocks later.
+type Slot = RwLock<Option<Arc<Block>>>;
+
+/// A reader's block in hand: fetched once per block, then read without a lock.
+#[derive(Default)]
+pub(crate) struct Hold(Option<Arc<Block>>);
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Hold")
+            .field(&self.0.as_ref().map(|b| b.start))
+            .finish()
+    }
+}
 
 /// A bounded ring read by many subscribers, each at its own pace.
 pub(crate) struct Ring {
-    mask: u64,
-    slots: Box<[Slot]>,
+    /// The positions a cursor's capacity may span.
+    size: usize,
+    /// The blocks of the last `size` positions, and one more: the emitter replaces a
+    /// block only once every cursor has passed all of it (a cursor's capacity is at
+    /// most `size`), so a reader finds the block of any position it has not passed.
+    blocks: Box<[Slot]>,
     /// The position of the next event; written under `state`, read without it.
     tail: AtomicU64,
     state: Mutex<State>,
@@ -60,7 +94,7 @@ pub(crate) struct Ring {
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
-            .field("size", &self.slots.len())
+            .field("size", &self.size)
             .field("tail", &self.tail.load(Ordering::Relaxed))
             .finish()
     }
@@ -71,10 +105,13 @@ impl Ring {
     pub(crate) fn new(size: usize) -> Self {
         let size = size.max(2).next_power_of_two();
         Ring {
-            mask: size as u64 - 1,
-            slots: (0..size).map(|_| RwLock::new(None)).collect(),
+            size,
+            blocks: (0..size.div_ceil(BLOCK as usize) + 1)
+                .map(|_| RwLock::new(None))
+                .collect(),
             tail: AtomicU64::new(0),
             state: Mutex::new(State {
+                block: None,
                 cursors: Vec::new(),
                 parked: Vec::new(),
                 limit: 0,
@@ -87,7 +124,7 @@ impl Ring {
 
     /// The number of slots: the largest buffer a cursor can have.
     pub(crate) fn size(&self) -> usize {
-        self.slots.len()
+        self.size
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -156,8 +193,7 @@ impl Ring {
                     st.limit = limit(&st.cursors, pos);
                 }
                 if pos < st.limit {
-                    let slot = &self.slots[(pos & self.mask) as usize];
-                    *slot.write().unwrap_or_else(|p| p.into_inner()) = Some((pos, env));
+                    self.write(&mut st, pos, env);
                     self.tail.store(pos + 1, Ordering::SeqCst);
                     let parked = std::mem::take(&mut st.parked);
                     drop(st);
@@ -190,15 +226,52 @@ impl Ring {
         Poll::Pending
     }
 
-    /// Runs `f` on the event at `pos` (borrowed: no reference count taken).
-    pub(crate) fn with<R>(&self, pos: u64, f: impl FnOnce(&Arc<EventEnvelope>) -> R) -> Option<R> {
-        let slot = self.slots[(pos & self.mask) as usize]
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        match &*slot {
-            Some((p, env)) if *p == pos => Some(f(env)),
-            _ => None,
+    /// Sets the event at `pos` (under `state`), in a new block at a block's start.
+    fn write(&self, st: &mut State, pos: u64, env: Arc<EventEnvelope>) {
+        let start = pos - pos % BLOCK;
+        let block = match &st.block {
+            Some(b) if b.start == start => b,
+            _ => {
+                let block = Arc::new(Block {
+                    start,
+                    events: std::array::from_fn(|_| OnceLock::new()),
+                });
+                // The block it replaces ended before every cursor (see `blocks`).
+                *self.slot(start).write().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::clone(&block));
+                st.block.insert(block)
+            }
+        };
+        let _ = block.events[(pos - start) as usize].set(env);
+    }
+
+    fn slot(&self, start: u64) -> &Slot {
+        &self.blocks[((start / BLOCK) % self.blocks.len() as u64) as usize]
+    }
+
+    /// Runs `f` on the event at `pos` (borrowed: no reference count taken), from
+    /// the block in `hold`, fetched when `pos` is past it (one reference count per
+    /// block). `None` for a position not written or no longer kept.
+    #[inline]
+    pub(crate) fn with<R>(
+        &self,
+        hold: &mut Hold,
+        pos: u64,
+        f: impl FnOnce(&Arc<EventEnvelope>) -> R,
+    ) -> Option<R> {
+        let start = pos - pos % BLOCK;
+        if hold.0.as_ref().is_none_or(|b| b.start != start) {
+            self.fetch(hold, start);
         }
+        let env = hold.0.as_ref()?.events[(pos - start) as usize].get()?;
+        Some(f(env))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fetch(&self, hold: &mut Hold, start: u64) {
+        let block = self.slot(start).read().unwrap_or_else(|p| p.into_inner());
+        hold.0 = block.as_ref().filter(|b| b.start == start).map(Arc::clone);
     }
 
     /// `cursor` has read everything before `next`. Wakes a waiting emitter only when
@@ -241,9 +314,10 @@ mod loom_model {
         ))
     }
 
-    /// A reader one event of buffer behind an emitter of three events into a ring of
-    /// two: it reads every event, in order, none overwritten before it was read, and
-    /// the emitter (which must wait for it) is always woken.
+    /// A reader one event of buffer behind an emitter of five events into a ring of
+    /// two (blocks of two: the first is replaced): it reads every event, in order,
+    /// none overwritten before it was read, and the emitter (which must wait for it)
+    /// is always woken.
     #[test]
     fn loom_a_slow_reader_gets_every_event_and_the_emitter_never_hangs() {
         loom::model(|| {
@@ -253,28 +327,79 @@ mod loom_model {
                 let ring = Arc::clone(&ring);
                 loom::thread::spawn(move || {
                     loom::future::block_on(async {
-                        for seq in 0..3 {
+                        for seq in 0..5 {
                             assert!(ring.push(envelope(seq)).await);
                         }
                     })
                 })
             };
             let mut seen = Vec::new();
+            let mut hold = Hold::default();
             loom::future::block_on(async {
-                while seen.len() < 3 {
+                while seen.len() < 5 {
                     let pos = cursor.next();
                     let tail = poll_fn(|cx| ring.poll_ready(pos, cx))
                         .await
                         .expect("the ring is open");
                     for p in pos..tail {
-                        let seq = ring.with(p, |e| e.seq());
+                        let seq = ring.with(&mut hold, p, |e| e.seq());
                         seen.push(seq.expect("an event is not overwritten before it is read"));
                         ring.advance(&cursor, p + 1);
                     }
                 }
             });
             emitter.join().expect("the emitter ends");
-            assert_eq!(seen, [0, 1, 2]);
+            assert_eq!(seen, [0, 1, 2, 3, 4]);
         });
+    }
+}
+
+#[cfg(all(test, not(koan_loom)))]
+mod tests {
+    use std::future::poll_fn;
+
+    use super::*;
+
+    /// A ring of one block (and the spare) read by a reader that keeps up at its
+    /// own pace: 1,000 events go through, every block replaced many times, each
+    /// read once, in order, none missing.
+    #[tokio::test]
+    async fn events_go_through_many_blocks_in_order() {
+        let ring = Arc::new(Ring::new(64));
+        let cursor = ring.join(63);
+        let emitter = {
+            let ring = Arc::clone(&ring);
+            tokio::spawn(async move {
+                for seq in 0..1000u64 {
+                    let env = EventEnvelope::remote(
+                        "svc",
+                        "evt",
+                        None,
+                        chrono::DateTime::UNIX_EPOCH,
+                        seq,
+                        serde_json::Value::Null,
+                    );
+                    assert!(ring.push(Arc::new(env)).await);
+                }
+            })
+        };
+        let (mut seen, mut hold) = (Vec::new(), Hold::default());
+        while seen.len() < 1000 {
+            let pos = cursor.next();
+            let tail = poll_fn(|cx| ring.poll_ready(pos, cx))
+                .await
+                .expect("the ring is open");
+            for p in pos..tail {
+                seen.push(
+                    ring.with(&mut hold, p, |e| e.seq())
+                        .expect("kept until read"),
+                );
+            }
+            // A reader moves on by the batch, and takes its time between batches.
+            ring.advance(&cursor, tail);
+            tokio::task::yield_now().await;
+        }
+        emitter.await.expect("the emitter ends");
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
     }
 }
