@@ -155,16 +155,14 @@ impl<T: Service> Services<T> {
     /// `#[koan::actions]` check the name and types at compile time).
     pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
         let type_id = std::any::TypeId::of::<T>();
-        let target = Target::Type(type_id, Arc::clone(&self.name));
-        let req = ActionRequest::new(self.host.clone(), target);
-        // A declared action of a local service is found now, once.
-        match self
-            .host
-            .inner
-            .registry
-            .by_type(type_id)
-            .and_then(|cell| cell.spec.actions.get(name))
-        {
+        // A local service is found now, once: the request names it by its index (no
+        // count taken on its name), and a declared action by its entry.
+        let Some((index, cell)) = self.host.inner.registry.by_type_at(type_id) else {
+            let target = Target::Type(type_id, Arc::clone(&self.name));
+            return ActionRequest::new(self.host.clone(), target).action(name, params);
+        };
+        let req = ActionRequest::new(self.host.clone(), Target::Local(index));
+        match cell.spec.actions.get(name) {
             Some(entry) => req.action_entry(Arc::clone(entry), params),
             None => req.action(name, params),
         }
