@@ -150,7 +150,6 @@ pub(super) fn prepare(
         entry,
         params,
         priority,
-        timeout,
         deadline: timeout.map(|t| crate::util::after(now, t)),
         correlation: correlation.clone(),
         job,
