@@ -101,6 +101,7 @@ pub(super) struct Steps {
 }
 
 impl Steps {
+    #[inline]
     pub(super) fn push(&mut self, step: Step) {
         if self.first.is_none() {
             self.first = Some(step);
@@ -325,6 +326,7 @@ impl ActionRequest {
     }
 
     /// Adds a declared action already found (see `Services::action`).
+    #[inline]
     pub(crate) fn action_entry<P: Serialize + Send + 'static>(
         self,
         entry: Arc<ActionEntry>,
@@ -333,6 +335,10 @@ impl ActionRequest {
         self.push_step(StepAction::Resolved(entry), params)
     }
 
+    // A hint: a request returned by value through a call is copied (by `memcpy`, it
+    // is larger than 128 bytes) on its way in and out. (Not honoured as of this
+    // writing: the copy is still there.)
+    #[inline]
     fn push_step<P: Serialize + Send + 'static>(mut self, action: StepAction, params: P) -> Self {
         self.steps.push(Step {
             action,
