@@ -72,6 +72,9 @@ impl ServiceInfo {
 pub struct Services<T> {
     host: HostHandle,
     name: Arc<str>,
+    /// Where this host's registry (fixed once the host is built) holds `T`, when it
+    /// runs one: each call names it by this index, without looking it up again.
+    local: Option<usize>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -88,6 +91,7 @@ impl<T> Clone for Services<T> {
         Services {
             host: self.host.clone(),
             name: Arc::clone(&self.name),
+            local: self.local,
             _t: PhantomData,
         }
     }
@@ -119,8 +123,9 @@ pub fn try_services<T: Service>() -> Result<Services<T>> {
 
 impl<T: Service> Services<T> {
     pub(crate) fn new(host: HostHandle) -> Self {
-        let name: Arc<str> = match host.inner.registry.by_type(std::any::TypeId::of::<T>()) {
-            Some(cell) => Arc::clone(&cell.spec.name),
+        let found = host.inner.registry.by_type_at(std::any::TypeId::of::<T>());
+        let name: Arc<str> = match found {
+            Some((_, cell)) => Arc::clone(&cell.spec.name),
             None => Arc::from(
                 T::options()
                     .name
@@ -129,6 +134,7 @@ impl<T: Service> Services<T> {
             ),
         };
         Services {
+            local: found.map(|(index, _)| index),
             host,
             name,
             _t: PhantomData,
@@ -154,17 +160,17 @@ impl<T: Service> Services<T> {
     /// Starts an action request by the action's name (the typed callers of
     /// `#[koan::actions]` check the name and types at compile time).
     pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
-        let type_id = std::any::TypeId::of::<T>();
-        let target = Target::Type(type_id, Arc::clone(&self.name));
-        let req = ActionRequest::new(self.host.clone(), target);
-        // A declared action of a local service is found now, once.
-        match self
-            .host
-            .inner
-            .registry
-            .by_type(type_id)
-            .and_then(|cell| cell.spec.actions.get(name))
-        {
+        // A local service (found when this handle was made): the request names it by
+        // its index (no count taken on its name), and a declared action by its entry.
+        let Some((index, cell)) = self
+            .local
+            .and_then(|i| Some((i, self.host.inner.registry.all().get(i)?)))
+        else {
+            let target = Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name));
+            return ActionRequest::new(self.host.clone(), target).action(name, params);
+        };
+        let req = ActionRequest::new(self.host.clone(), Target::Local(index));
+        match cell.spec.actions.get(name) {
             Some(entry) => req.action_entry(Arc::clone(entry), params),
             None => req.action(name, params),
         }

@@ -65,6 +65,45 @@ impl<T> std::fmt::Debug for Actions<T> {
 
 type Bind<T> = Box<dyn FnOnce(Arc<T>) -> Call>;
 
+/// A handler shared by every run of its action (each run's future calls it). One
+/// that is zero-sized and needs no drop — a function, or a closure capturing nothing:
+/// the usual case — is `'static` for free (leaking it allocates nothing), so a run
+/// takes no count on an `Arc` that every core running the action writes.
+enum SharedHandler<F: 'static> {
+    Static(&'static F),
+    Counted(Arc<F>),
+}
+
+impl<F> SharedHandler<F> {
+    fn new(handler: F) -> Self {
+        if std::mem::size_of::<F>() == 0 && !std::mem::needs_drop::<F>() {
+            SharedHandler::Static(Box::leak(Box::new(handler)))
+        } else {
+            SharedHandler::Counted(Arc::new(handler))
+        }
+    }
+}
+
+impl<F> Clone for SharedHandler<F> {
+    fn clone(&self) -> Self {
+        match self {
+            SharedHandler::Static(f) => SharedHandler::Static(f),
+            SharedHandler::Counted(f) => SharedHandler::Counted(Arc::clone(f)),
+        }
+    }
+}
+
+impl<F> std::ops::Deref for SharedHandler<F> {
+    type Target = F;
+
+    fn deref(&self) -> &F {
+        match self {
+            SharedHandler::Static(f) => f,
+            SharedHandler::Counted(f) => f,
+        }
+    }
+}
+
 struct PendingAction<T> {
     name: String,
     description: Option<String>,
@@ -150,11 +189,11 @@ impl<T: Service> Actions<T> {
         F: Fn(Arc<T>, P, ActionContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<R, E>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
+        let handler = SharedHandler::new(handler);
         let bind: Bind<T> = Box::new(move |svc: Arc<T>| -> Call {
             Box::new(move |params: Box<dyn Any + Send>, cx: ActionContext| {
                 let svc = Arc::clone(&svc);
-                let handler = Arc::clone(&handler);
+                let handler = handler.clone();
                 Box::pin(async move {
                     let params = params
                         .downcast::<P>()
@@ -278,5 +317,32 @@ impl<T: Service> Actions<T> {
             events: self.events,
             periodic: self.kind == ServiceKind::Periodic,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SharedHandler;
+
+    #[test]
+    fn a_handler_capturing_nothing_is_shared_without_a_count() {
+        let plain = SharedHandler::new(|x: u32| x + 1);
+        assert!(matches!(plain, SharedHandler::Static(_)));
+        assert_eq!(plain.clone()(1), 2);
+
+        let captured = String::from("state");
+        let with_state = SharedHandler::new(move |x: u32| captured.len() as u32 + x);
+        let SharedHandler::Counted(arc) = &with_state else {
+            panic!("a handler with state is counted");
+        };
+        assert_eq!(std::sync::Arc::strong_count(arc), 1);
+        let copy = with_state.clone();
+        assert_eq!(copy(1), 6);
+        drop(copy);
+        assert_eq!(
+            std::sync::Arc::strong_count(arc),
+            1,
+            "dropped with its copy"
+        );
     }
 }

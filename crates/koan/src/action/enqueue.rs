@@ -35,7 +35,7 @@ impl ActionRequest {
                 ErrorKind::UnknownAction,
                 format!(
                     "no action given for `{}`; add one with `.action(name, params)`",
-                    self.target.name()
+                    self.target.name(&inner)
                 ),
             ));
         }
@@ -48,11 +48,11 @@ impl ActionRequest {
             return self.store_job(&inner, &cell, correlation).await;
         }
         let Some(transport) = inner.transport.clone() else {
-            return Err(inner.registry.unknown(self.target.name()));
+            return Err(inner.registry.unknown(self.target.name(&inner)));
         };
         // A job for a service the cluster never announced would wait forever.
-        if transport.knows(self.target.name()) == Some(false) {
-            let e = inner.registry.unknown(self.target.name());
+        if transport.knows(self.target.name(&inner)) == Some(false) {
+            let e = inner.registry.unknown(self.target.name(&inner));
             return Err(Error::new(
                 ErrorKind::UnknownService,
                 format!(
@@ -71,7 +71,7 @@ impl ActionRequest {
                 ErrorKind::InvalidParameters,
                 format!(
                     "`{}` runs in another process, whose durable queue runs jobs at once: {asked} cannot be kept; enqueue it without one when it is due",
-                    self.target.name()
+                    self.target.name(&inner)
                 ),
             ));
         }
@@ -84,7 +84,7 @@ impl ActionRequest {
                 ErrorKind::InvalidParameters,
                 format!(
                     "a chain of actions of `{}` (a service in another process) cannot be enqueued as one job; enqueue each action",
-                    self.target.name()
+                    self.target.name(&inner)
                 ),
             ));
         }
@@ -92,12 +92,12 @@ impl ActionRequest {
         let given = Correlation::Given(Arc::clone(&correlation));
         let mut steps = std::mem::take(&mut self.steps).into_iter();
         let Some(first) = steps.next() else {
-            return Err(inner.registry.unknown(self.target.name()));
+            return Err(inner.registry.unknown(self.target.name(&inner)));
         };
-        let call = remote_call(&self.target, first, &given)?;
+        let call = remote_call(self.target.name(&inner), first, &given)?;
         let then = steps
             .map(|step| {
-                let c = remote_call(&self.target, step, &given)?;
+                let c = remote_call(self.target.name(&inner), step, &given)?;
                 Ok(JobStep {
                     action: c.action,
                     params: c.params,
@@ -178,7 +178,7 @@ impl ActionRequest {
         }
         // Unknown here and no transport to look elsewhere: refuse now, not later.
         if inner.transport.is_none() && find_local(&inner, &self.target).is_none() {
-            return Err(inner.registry.unknown(self.target.name()));
+            return Err(inner.registry.unknown(self.target.name(&inner)));
         }
         // Chains and remote calls run on a task of their own.
         self.correlation = Some(Arc::clone(&correlation));

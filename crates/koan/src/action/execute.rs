@@ -40,7 +40,7 @@ async fn run_chain(req: ActionRequest, correlation: Correlation) -> Result<Actio
             ErrorKind::UnknownAction,
             format!(
                 "no action given for `{}`; add one with `.action(name, params)`",
-                req.target.name()
+                req.target.name(inner)
             ),
         ));
     }
@@ -189,12 +189,13 @@ fn start_step(
     let Some(cell) = find_local(host, target) else {
         return match &host.transport {
             Some(t) => {
-                let (t, target, correlation) = (Arc::clone(t), target.clone(), correlation.clone());
+                let service = target.shared_name(host);
+                let (t, correlation) = (Arc::clone(t), correlation.clone());
                 StepFut::Boxed(Box::pin(async move {
-                    remote(t.as_ref(), &target, step, &correlation).await
+                    remote(t.as_ref(), &service, step, &correlation).await
                 }))
             }
-            None => StepFut::Ready(Some(Err(host.registry.unknown(target.name())))),
+            None => StepFut::Ready(Some(Err(host.registry.unknown(target.name(host))))),
         };
     };
     let prepared = match prepare(host, cell, step, correlation, job.cloned()) {
@@ -239,20 +240,19 @@ fn start_step(
 
 async fn remote(
     transport: &dyn Transport,
-    target: &Target,
+    service: &str,
     step: Step,
     correlation: &Correlation,
 ) -> Result<Payload> {
     let timeout = step.timeout;
-    let call = remote_call(target, step, correlation)?;
+    let call = remote_call(service, step, correlation)?;
     let fut = transport.call(call);
     let value = match timeout {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "remote action of `{}` did not answer within {}",
-                    target.name(),
+                    "remote action of `{service}` did not answer within {}",
                     fmt_duration(t)
                 ),
             )

@@ -13,7 +13,7 @@ use super::correlation::{Correlation, CorrelationText};
 use super::route::find_local;
 use super::table::ActionEntry;
 use crate::error::{Error, ErrorKind, Result};
-use crate::host::HostHandle;
+use crate::host::{HostHandle, HostInner};
 use crate::payload::Payload;
 
 /// Which service a request goes to.
@@ -21,12 +21,30 @@ use crate::payload::Payload;
 pub(crate) enum Target {
     Type(std::any::TypeId, Arc<str>),
     Name(Arc<str>),
+    /// The service at this index of the registry of the request's own host, found
+    /// when the request was made (the registry does not change once the host is
+    /// built): the call neither looks it up again nor takes a count on its name.
+    Local(usize),
 }
 
 impl Target {
-    pub(crate) fn name(&self) -> &str {
+    /// The service's name; `host` is the request's own.
+    pub(crate) fn name<'a>(&'a self, host: &'a HostInner) -> &'a str {
         match self {
             Target::Type(_, n) | Target::Name(n) => n,
+            Target::Local(i) => host.registry.all().get(*i).map_or("", |c| &c.spec.name),
+        }
+    }
+
+    /// The service's name, shared (no copy).
+    pub(crate) fn shared_name(&self, host: &HostInner) -> Arc<str> {
+        match self {
+            Target::Type(_, n) | Target::Name(n) => Arc::clone(n),
+            Target::Local(i) => host
+                .registry
+                .all()
+                .get(*i)
+                .map_or_else(|| Arc::from(""), |c| Arc::clone(&c.spec.name)),
         }
     }
 }
@@ -83,6 +101,7 @@ pub(super) struct Steps {
 }
 
 impl Steps {
+    #[inline]
     pub(super) fn push(&mut self, step: Step) {
         if self.first.is_none() {
             self.first = Some(step);
@@ -175,7 +194,7 @@ impl When {
 impl std::fmt::Debug for ActionRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActionRequest")
-            .field("service", &self.target.name())
+            .field("service", &self.target.name(&self.host.inner))
             .field(
                 "actions",
                 &self
@@ -307,6 +326,7 @@ impl ActionRequest {
     }
 
     /// Adds a declared action already found (see `Services::action`).
+    #[inline]
     pub(crate) fn action_entry<P: Serialize + Send + 'static>(
         self,
         entry: Arc<ActionEntry>,
@@ -315,6 +335,10 @@ impl ActionRequest {
         self.push_step(StepAction::Resolved(entry), params)
     }
 
+    // A hint: a request returned by value through a call is copied (by `memcpy`, it
+    // is larger than 128 bytes) on its way in and out. (Not honoured as of this
+    // writing: the copy is still there.)
+    #[inline]
     fn push_step<P: Serialize + Send + 'static>(mut self, action: StepAction, params: P) -> Self {
         self.steps.push(Step {
             action,
@@ -386,7 +410,7 @@ impl ActionRequest {
     pub fn on(self, event: &str) -> crate::event::SubscriptionBuilder {
         let service = match find_local(&self.host.inner, &self.target) {
             Some(cell) => Arc::clone(&cell.spec.name),
-            None => Arc::from(self.target.name()),
+            None => Arc::from(self.target.name(&self.host.inner)),
         };
         let host = self.host.clone();
         let run = Box::pin(async move { self.execute().await.map(drop) });

@@ -42,7 +42,7 @@ pub(super) fn poke_cell(
 pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<ServiceCell>> {
     find_local(host, target)
         .cloned()
-        .ok_or_else(|| host.registry.unknown(target.name()))
+        .ok_or_else(|| host.registry.unknown(target.name(host)))
 }
 
 /// The local cell behind a target, without building an error when there is none
@@ -55,6 +55,7 @@ pub(super) fn find_local<'h>(host: &'h HostInner, target: &Target) -> Option<&'h
             .by_type(*id)
             .or_else(|| host.registry.by_name(name)),
         Target::Name(name) => host.registry.by_name(name),
+        Target::Local(i) => host.registry.all().get(*i),
     }
 }
 
@@ -149,7 +150,6 @@ pub(super) fn prepare(
         entry,
         params,
         priority,
-        timeout,
         deadline: timeout.map(|t| crate::util::after(now, t)),
         correlation: correlation.clone(),
         job,
@@ -212,7 +212,7 @@ pub(crate) fn declared_local(
 }
 
 pub(super) fn remote_call(
-    target: &Target,
+    service: &str,
     step: Step,
     correlation: &Correlation,
 ) -> Result<RemoteCall> {
@@ -221,7 +221,7 @@ pub(super) fn remote_call(
         None => Value::Null,
     };
     Ok(RemoteCall {
-        service: target.name().to_owned(),
+        service: service.to_owned(),
         action: step.action.into_string(),
         params,
         priority: step.priority,

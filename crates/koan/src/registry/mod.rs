@@ -91,11 +91,22 @@ impl Registry {
     }
 
     pub(crate) fn by_type(&self, id: TypeId) -> Option<&Arc<ServiceCell>> {
+        self.by_type_at(id).map(|(_, cell)| cell)
+    }
+
+    /// The service of type `id` and its index in [`Registry::all`].
+    pub(crate) fn by_type_at(&self, id: TypeId) -> Option<(usize, &Arc<ServiceCell>)> {
         if self.cells.len() <= FEW {
             // The last registered of that type, as the map keeps it.
-            return self.cells.iter().rev().find(|c| c.spec.type_id == id);
+            return self
+                .cells
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, c)| c.spec.type_id == id);
         }
-        self.by_type.get(&id).and_then(|i| self.cells.get(*i))
+        let i = *self.by_type.get(&id)?;
+        Some((i, self.cells.get(i)?))
     }
 
     pub(crate) fn unknown(&self, name: &str) -> Error {
