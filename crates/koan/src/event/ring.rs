@@ -297,22 +297,24 @@ fn limit(cursors: &[Arc<Cursor>], pos: u64) -> u64 {
 }
 
 /// Loom models (`RUSTFLAGS="--cfg koan_loom" cargo test -p koan --lib --release loom`).
+/// An event numbered `seq`, for the tests and the loom model.
+#[cfg(test)]
+fn envelope(seq: u64) -> Arc<EventEnvelope> {
+    Arc::new(EventEnvelope::remote(
+        "svc",
+        "evt",
+        None,
+        chrono::DateTime::UNIX_EPOCH,
+        seq,
+        serde_json::Value::Null,
+    ))
+}
+
 #[cfg(all(test, koan_loom))]
 mod loom_model {
     use std::future::poll_fn;
 
     use super::*;
-
-    fn envelope(seq: u64) -> Arc<EventEnvelope> {
-        Arc::new(EventEnvelope::remote(
-            "svc",
-            "evt",
-            None,
-            chrono::DateTime::UNIX_EPOCH,
-            seq,
-            serde_json::Value::Null,
-        ))
-    }
 
     /// A reader one event of buffer behind an emitter of five events into a ring of
     /// two (blocks of two: the first is replaced): it reads every event, in order,
@@ -371,15 +373,7 @@ mod tests {
             let ring = Arc::clone(&ring);
             tokio::spawn(async move {
                 for seq in 0..1000u64 {
-                    let env = EventEnvelope::remote(
-                        "svc",
-                        "evt",
-                        None,
-                        chrono::DateTime::UNIX_EPOCH,
-                        seq,
-                        serde_json::Value::Null,
-                    );
-                    assert!(ring.push(Arc::new(env)).await);
+                    assert!(ring.push(envelope(seq)).await);
                 }
             })
         };
