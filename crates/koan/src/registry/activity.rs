@@ -60,12 +60,11 @@ impl Activity {
             return;
         }
         if let Ok(mut runs) = self.runs.lock() {
+            // Grown as runs come (not reserved whole at the first: a background
+            // service records one run when it stops, and 100,000 of them stopping
+            // made 280 MB of histories; B6's shutdown took 25 % longer).
             if runs.len() >= self.capacity {
                 runs.pop_front();
-            } else if runs.capacity() == 0 {
-                // Its whole history at once (up to a point): not five regrowths
-                // during its first runs.
-                runs.reserve_exact(self.capacity.min(64));
             }
             runs.push_back(record.clone());
         }
