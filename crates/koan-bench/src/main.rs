@@ -19,6 +19,7 @@ mod broker;
 mod common;
 mod http;
 mod jobs;
+mod lateness;
 mod nats;
 mod poke;
 mod scale;
