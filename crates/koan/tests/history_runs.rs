@@ -63,6 +63,9 @@ async fn a_service_keeps_its_last_runs_newest_first() -> anyhow::Result<()> {
     // Newest first, one period apart.
     let gap = h.runs[0].started_at - h.runs[1].started_at;
     assert_eq!(gap.num_milliseconds(), 10_000);
+    // The status's last run is the newest one kept.
+    let status = host.status("flaky")?;
+    assert_eq!((status.runs, status.last_run.as_ref()), (6, h.runs.first()));
 
     // The same runs in the host's per-hour and per-second counts.
     let t = host.throughput();
@@ -75,6 +78,31 @@ async fn a_service_keeps_its_last_runs_newest_first() -> anyhow::Result<()> {
         t.per_second.last().map(|b| b.start.timestamp()),
         Some(t.now.timestamp())
     );
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A service that keeps no runs still shows its last one in its status.
+#[tokio::test(start_paused = true)]
+async fn without_a_history_the_status_still_has_the_last_run() -> anyhow::Result<()> {
+    let config = Config::builder()
+        .toml("test", "[koan.background_services]\nhistory_size = 0\n")?
+        .build();
+    let host = testing::host()
+        .config(config)
+        .instance(Flaky::default())
+        .build()?
+        .start();
+    let status = testing::wait_runs(&host, "flaky", 3).await;
+    let last = status.last_run.expect("the third run");
+    assert_eq!(last.duration_ms, 300);
+    let failed = RunOutcome::Failed {
+        error: "run 3 failed".into(),
+    };
+    assert_eq!(last.outcome, failed);
+    assert_eq!(status.last_error.as_deref(), Some("run 3 failed"));
+    assert_eq!((status.failures, status.consecutive_failures), (1, 1));
+    assert!(host.history("flaky")?.runs.is_empty());
     testing::stop(&host).await?;
     Ok(())
 }

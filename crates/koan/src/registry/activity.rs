@@ -52,12 +52,13 @@ impl Activity {
         self
     }
 
-    /// Keeps a finished run (forgetting the oldest past the capacity).
-    pub(crate) fn run_finished(&self, record: &RunStamp, at: WallNanos) {
+    /// Keeps a finished run (forgetting the oldest past the capacity); says whether
+    /// it kept it (a history of capacity 0 keeps none).
+    pub(crate) fn run_finished(&self, record: &RunStamp, at: WallNanos) -> bool {
         self.throughput
             .record_secs(at.unix_secs(), record.outcome.is_failure());
         if self.capacity == 0 {
-            return;
+            return false;
         }
         if let Ok(mut runs) = self.runs.lock() {
             // Grown as runs come (not reserved whole at the first: a background
@@ -67,7 +68,14 @@ impl Activity {
                 runs.pop_front();
             }
             runs.push_back(record.clone());
+            return true;
         }
+        false
+    }
+
+    /// The newest run it keeps (the status's last run).
+    pub(crate) fn last_run(&self) -> Option<RunStamp> {
+        self.runs.lock().ok()?.back().cloned()
     }
 
     /// Counts a finished action in the host's throughput, at `secs` seconds since

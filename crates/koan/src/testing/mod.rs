@@ -109,15 +109,14 @@ async fn wait_for(
         Err(e) => panic!("{e}"),
     };
     let limit = tokio::time::Instant::now() + WAIT_LIMIT;
-    let mut rx = cell.board.watch();
+    let mut watch = cell.board.watch();
     loop {
-        let status = cell.to_status(rx.borrow_and_update().clone());
+        let status = cell.to_status(watch.current());
         if pred(&status) {
             return status;
         }
-        match tokio::time::timeout_at(limit, rx.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return cell.snapshot(),
+        match tokio::time::timeout_at(limit, watch.changed()).await {
+            Ok(()) => {}
             Err(_) => panic!(
                 "gave up after {} of tokio's clock waiting for `{service}` to reach {what}; \
                  its status is {:?} after {} runs ({} failures, {} restarts), last run {:?}",
