@@ -214,3 +214,52 @@ async fn triggers_during_a_run_coalesce_into_one_follow_up_run() -> anyhow::Resu
     testing::stop(&host).await?;
     Ok(())
 }
+
+/// Cancels the token it was handed on its second run.
+struct CancelsItself {
+    runs: Arc<AtomicUsize>,
+}
+
+impl Service for CancelsItself {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("cancels-itself").every(Duration::from_secs(10))
+    }
+}
+
+impl PeriodicService for CancelsItself {
+    async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        if self.runs.fetch_add(1, Ordering::SeqCst) + 1 == 2 {
+            cx.token().cancel();
+        }
+        Ok(())
+    }
+}
+
+/// A run that cancels its service's token (code the token was handed to may) stops
+/// the schedule: no third run, no next run, and a poke is refused as shutting down.
+#[tokio::test(start_paused = true)]
+async fn a_run_that_cancels_its_token_ends_the_schedule() -> anyhow::Result<()> {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let host = common::started(CancelsItself {
+        runs: Arc::clone(&runs),
+    })
+    .await?;
+    testing::wait_runs(&host, "cancels-itself", 2).await;
+    testing::advance(Duration::from_secs(60)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "ran after its token was cancelled"
+    );
+    let status = host.status("cancels-itself")?;
+    assert_eq!((status.runs, status.next_run), (2, None));
+    let err = host
+        .services::<CancelsItself>()
+        .trigger()
+        .await
+        .expect_err("a poke after the schedule ended");
+    assert_eq!(err.kind(), koan::error::ErrorKind::ShuttingDown, "{err}");
+    testing::stop(&host).await?;
+    Ok(())
+}

@@ -191,15 +191,15 @@ fn start_service(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
         }
         Runner::Periodic(run) => {
             if let (Some(control), Some(schedule)) = (&cell.control, &cell.spec.schedule) {
-                let task = schedule::drive(
+                let task = schedule::spawn(
                     Arc::clone(cell),
-                    Arc::clone(run),
+                    &**run,
                     Arc::clone(control),
                     schedule.clone(),
                     host.context(cell, RunReason::Scheduled),
+                    span(cell),
                 );
-                cell.life
-                    .push_task(tokio::spawn(task.instrument(span(cell))));
+                cell.life.push_task(task);
             }
         }
         Runner::Startup(_) => {}

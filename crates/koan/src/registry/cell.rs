@@ -76,7 +76,7 @@ impl ServiceCell {
         self.life.cancel();
         // A periodic driver waits on its own wake-up, not on the token.
         if let Some(control) = &self.control {
-            control.wake();
+            control.cancel();
         }
     }
 

@@ -166,7 +166,11 @@ pub(crate) struct PeriodicControl {
     /// Whether a run is in progress (a poke then says it was coalesced): a flag, so
     /// that a scheduled run takes no lock to begin or end.
     running: AtomicBool,
-    /// The driver's task, woken after `queued` (or the service's cancelled flag) is set.
+    /// Set by [`cancel`](Self::cancel): the driver reads it beside `queued` (the
+    /// service's own flag, in `Lifetime`, is a cache line a run touches for nothing
+    /// else).
+    cancelled: AtomicBool,
+    /// The driver's task, woken after `queued` (or `cancelled`) is set.
     pub(super) waker: AtomicWaker,
     capacity: usize,
 }
@@ -185,14 +189,21 @@ impl PeriodicControl {
             state: Mutex::new(DriverState::default()),
             queued: AtomicUsize::new(0),
             running: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
         }
     }
 
-    /// Wakes the driver to look again (its service was cancelled, say).
-    pub(crate) fn wake(&self) {
+    /// Tells the driver that its service is stopping, and wakes it.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Schedule;
@@ -16,7 +17,7 @@ use crate::registry::{RunOutcome, ServiceCell, ServiceState};
 use crate::service::{
     BatchRequest, PeriodicRun, PeriodicService, RunReason, ServiceContext, run_periodic,
 };
-use crate::util::{BoxFuture, catch_unwind};
+use crate::util::catch_unwind;
 
 /// What the driver task of a periodic service needs besides the service itself. Not
 /// part of the stable API.
@@ -36,20 +37,25 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-/// The driver task of one periodic service, built where the service's type is known.
-pub(crate) fn drive(
+/// Spawns the driver task of one periodic service, built where the service's type is
+/// known (see [`PeriodicRun::spawn`]).
+pub(crate) fn spawn(
     cell: Arc<ServiceCell>,
-    run: Arc<dyn PeriodicRun>,
+    run: &dyn PeriodicRun,
     control: Arc<PeriodicControl>,
     schedule: Schedule,
     cx: ServiceContext,
-) -> BoxFuture<'static, ()> {
-    run.drive(Driver {
-        cell,
-        control,
-        schedule,
-        cx,
-    })
+    span: tracing::Span,
+) -> JoinHandle<()> {
+    run.spawn(
+        Driver {
+            cell,
+            control,
+            schedule,
+            cx,
+        },
+        span,
+    )
 }
 
 impl Driver {
@@ -78,6 +84,8 @@ async fn drive_loop<T: PeriodicService>(
     let start = Instant::now();
     let anchor = crate::util::after(start, opts.initial_delay);
     let mut due = schedule.first_due(start, opts.initial_delay, opts.run_on_startup, &clock);
+    // Copied into the driver's own state: a run reads no line of the service's spec.
+    let (missed_ticks, singleton) = (opts.missed_ticks, opts.singleton);
     cell.board.set_next_run(Some(due));
     cell.board.mark_started(ServiceState::Idle);
     tracing::info!(schedule = %schedule.describe(), "periodic service started");
@@ -90,7 +98,7 @@ async fn drive_loop<T: PeriodicService>(
     let mut fresh: Option<Instant> = None;
     loop {
         // `ServiceCell::cancel` sets this flag, then wakes the driver.
-        if cell.life.is_cancelled() {
+        if control.is_cancelled() {
             break;
         }
         let now = fresh.take().unwrap_or_else(Instant::now);
@@ -103,9 +111,9 @@ async fn drive_loop<T: PeriodicService>(
                 (cmd.poke.reason(), batch, cmd.waiters, false, cmd.deadline)
             } else if now >= due {
                 // (The common case, not a singleton, without a future to build.)
-                if cell.spec.options.singleton && !may_run(&cx, &cell).await {
+                if singleton && !may_run(&cx, &cell).await {
                     // A singleton whose lease another host holds: that host runs this tick.
-                    due = schedule.next_due(opts.missed_ticks, anchor, due, true, now, &clock);
+                    due = schedule.next_due(missed_ticks, anchor, due, true, now, &clock);
                     cell.board.set_next_run(Some(due));
                     continue;
                 }
@@ -123,7 +131,7 @@ async fn drive_loop<T: PeriodicService>(
                     // Registered before the state is read: a poke or a cancel that
                     // lands after the read wakes this registration.
                     control.waker.register(task.waker());
-                    if control.queued.load(Ordering::Acquire) != 0 || cell.life.is_cancelled() {
+                    if control.queued.load(Ordering::Acquire) != 0 || control.is_cancelled() {
                         // A poke first: its timer is not polled at all.
                         return std::task::Poll::Ready(());
                     }
@@ -166,7 +174,7 @@ async fn drive_loop<T: PeriodicService>(
         let ended = Instant::now();
         let elapsed = ended.saturating_duration_since(started);
         control.end();
-        due = schedule.next_due(opts.missed_ticks, anchor, due, consumed, ended, &clock);
+        due = schedule.next_due(missed_ticks, anchor, due, consumed, ended, &clock);
         // One status update per run end: the record, the next run and the state.
         let ended_wall = clock.wall_nanos_at(ended, ended);
         let record = cell.board.finish_run(
@@ -183,9 +191,9 @@ async fn drive_loop<T: PeriodicService>(
                 let _ = w.send(Ok(record.clone()));
             }
         }
-        // Code the token was handed to may have cancelled it (once per run: the
-        // check takes the token's lock).
-        if cx.is_cancelled() {
+        // Code the token was handed to may have cancelled it (once per run, and
+        // only once it was handed out: the check takes the token's lock).
+        if cx.cancelled_by_user() {
             break;
         }
         fresh = Some(ended);

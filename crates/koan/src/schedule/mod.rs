@@ -19,7 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub use control::TriggerOutcome;
 pub(crate) use control::{PeriodicControl, Poke, PokeReceipt};
-pub(crate) use driver::{Driver, drive};
+pub(crate) use driver::{Driver, spawn};
 
 /// What to do with scheduled ticks that fell due while a run was in progress or the
 /// machine was stalled.

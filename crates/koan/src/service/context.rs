@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -60,6 +61,10 @@ pub struct ServiceContext {
 pub(crate) struct ContextShared {
     pub(crate) name: Arc<str>,
     pub(crate) token: Arc<CancellationToken>,
+    /// Set once [`ServiceContext::token`] has handed the token out: only then can code
+    /// other than the host cancel it, so only then does a periodic driver read it
+    /// after each run (a read takes the token's lock, a cache line of its own).
+    lent: AtomicBool,
     /// Its service, through which it reaches the host: a count on the service's own
     /// state, not on the host's (which every service's every run would share).
     pub(crate) cell: Weak<ServiceCell>,
@@ -93,7 +98,19 @@ impl ServiceContext {
 
     /// The cancellation token, to hand to other code.
     pub fn token(&self) -> &CancellationToken {
+        if !self.shared.lent.load(Ordering::Relaxed) {
+            self.shared.lent.store(true, Ordering::Relaxed);
+        }
         &self.shared.token
+    }
+
+    /// Whether code this context handed its token to cancelled it. The host cancels
+    /// through the service's own flag ([`crate::registry`]'s `Lifetime`), which
+    /// callers check first. The token is read only once it was lent: the flag is
+    /// stored before `token` returns, so a cancel through that token is seen by a
+    /// check made after it on the same task (a run's end).
+    pub(crate) fn cancelled_by_user(&self) -> bool {
+        self.shared.lent.load(Ordering::Relaxed) && self.shared.token.is_cancelled()
     }
 
     /// Sleeps for `duration`, or less if the service is stopped. Returns `false` when
@@ -132,7 +149,12 @@ impl ServiceContext {
         reason: RunReason,
     ) -> Self {
         ServiceContext {
-            shared: Arc::new(ContextShared { name, token, cell }),
+            shared: Arc::new(ContextShared {
+                name,
+                token,
+                lent: AtomicBool::new(false),
+                cell,
+            }),
             reason,
             batch: None,
         }

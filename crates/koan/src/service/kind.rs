@@ -93,16 +93,27 @@ pub type RunFn =
 /// The erased periodic entry point. Not part of the stable API.
 #[doc(hidden)]
 pub trait PeriodicRun: Send + Sync {
-    /// The driver task of the service, built where its type is known: each run's
-    /// future lives inside the driver's own, so a run allocates nothing.
-    fn drive(&self, driver: crate::schedule::Driver) -> BoxFuture<'static, ()>;
+    /// Spawns the driver task of the service, built where its type is known: each
+    /// run's future lives inside the driver's own, and the driver's in the task (not
+    /// in a box of its own, which every poll would reach through one more pointer and
+    /// cache line).
+    fn spawn(
+        &self,
+        driver: crate::schedule::Driver,
+        span: tracing::Span,
+    ) -> tokio::task::JoinHandle<()>;
 }
 
 struct PeriodicAdapter<T>(Arc<T>);
 
 impl<T: PeriodicService> PeriodicRun for PeriodicAdapter<T> {
-    fn drive(&self, driver: crate::schedule::Driver) -> BoxFuture<'static, ()> {
-        Box::pin(driver.drive(Arc::clone(&self.0)))
+    fn spawn(
+        &self,
+        driver: crate::schedule::Driver,
+        span: tracing::Span,
+    ) -> tokio::task::JoinHandle<()> {
+        use tracing::Instrument;
+        tokio::spawn(driver.drive(Arc::clone(&self.0)).instrument(span))
     }
 }
 
