@@ -258,7 +258,7 @@ impl StatusBoard {
             // Under the hot lock, so that a status read sees the run in its count
             // and as its last run at once.
             let mut s = self.hot();
-            let kept = self.activity.run_finished(stamp, ended);
+            let kept = self.activity.run_finished(stamp, ended, then.is_some());
             let error = stamp.outcome.error_text();
             if !kept || error.is_some() {
                 let mut cold = lock(&self.cold);
