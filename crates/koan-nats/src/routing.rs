@@ -6,7 +6,7 @@
 //! and queued actions of the service in its last heartbeat. Without a view of the
 //! cluster yet, calls go to the queue group (any instance).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,9 +17,15 @@ use serde_json::Value;
 use crate::subjects;
 use crate::transport::{NatsTransport, call_headers, unavailable};
 
-/// Calls this host has in flight, per instance.
+/// Calls this host has in flight, per instance. An instance's count stays when it
+/// falls to zero (its next call counts without allocating a key; every call used to
+/// insert and remove one), until more than [`KEPT`] instances are listed: then those
+/// at zero go.
 #[derive(Debug, Default)]
-pub(crate) struct Outstanding(Mutex<HashMap<String, usize>>);
+pub(crate) struct Outstanding(Mutex<BTreeMap<String, usize>>);
+
+/// Instances listed before those without calls in flight are forgotten.
+const KEPT: usize = 64;
 
 /// One call in flight to `host`; counted down when dropped.
 pub(crate) struct InFlight<'a> {
@@ -40,38 +46,40 @@ impl Drop for InFlight<'_> {
             && let Some(n) = m.get_mut(&self.host)
         {
             *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.host);
-            }
         }
     }
 }
 
 impl Outstanding {
-    fn get(&self, host: &str) -> usize {
-        self.0
-            .lock()
-            .map_or(0, |m| m.get(host).copied().unwrap_or(0))
-    }
-
-    fn start(&self, host: &str) -> InFlight<'_> {
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(host.to_owned()).or_default() += 1;
+    /// Counts a call to `host`, in the table already locked.
+    fn start<'a>(&'a self, m: &mut BTreeMap<String, usize>, host: String) -> InFlight<'a> {
+        match m.get_mut(&host) {
+            Some(n) => *n += 1,
+            None => {
+                if m.len() >= KEPT {
+                    m.retain(|_, n| *n > 0);
+                }
+                m.insert(host.clone(), 1);
+            }
         }
-        InFlight {
-            table: self,
-            host: host.to_owned(),
-        }
+        InFlight { table: self, host }
     }
 }
 
-/// The instance to send a call for `service` to, and its subject; `None` to use the
-/// queue group.
+/// The instance to send a call for `service` to, and its subject (kept for the
+/// error message, shared rather than copied); `None` to use the queue group.
 pub(crate) fn pick<'a>(
     t: &'a NatsTransport,
     service: &str,
     action: &str,
-) -> Option<(InFlight<'a>, String)> {
+) -> Option<(InFlight<'a>, async_nats::Subject)> {
+    // Locked once for the choice and its count (the view's lock is taken inside; the
+    // two are never taken the other way round).
+    let mut outstanding = t
+        .outstanding()
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let load = |i: &Instance| -> Option<usize> {
         let s = i
             .services
@@ -86,33 +94,40 @@ pub(crate) fn pick<'a>(
                     | ServiceState::Stopping
                     | ServiceState::Stopped
             );
-        serving.then(|| s.in_flight + s.queue_depth + t.outstanding().get(&i.host_id))
+        serving.then(|| {
+            s.in_flight + s.queue_depth + outstanding.get(&i.host_id).copied().unwrap_or(0)
+        })
     };
     // The view is read in place: only the chosen id is copied.
     let mut best: Option<(String, usize)> = None;
     let mut ties = 0u32;
     t.each_live_instance(|i| {
         let Some(l) = load(i) else { return };
-        match &best {
-            Some((_, b)) if l > *b => {}
+        let take = match &best {
+            Some((_, b)) if l > *b => false,
             Some((_, b)) if l == *b => {
                 // Among equals, each is taken with equal chance.
                 ties += 1;
-                if fastrand::u32(..=ties) == 0 {
-                    best = Some((i.host_id.clone(), l));
-                }
+                fastrand::u32(..=ties) == 0
             }
             _ => {
-                best = Some((i.host_id.clone(), l));
                 ties = 0;
+                true
             }
+        };
+        if take {
+            // The buffer of an earlier choice is reused.
+            let (id, b) = best.get_or_insert_with(|| (String::new(), 0));
+            id.clear();
+            id.push_str(&i.host_id);
+            *b = l;
         }
     });
     let (chosen, _) = best?;
-    Some((
-        t.outstanding().start(&chosen),
-        subjects::host_action(&chosen, service, action),
-    ))
+    let in_flight = t.outstanding().start(&mut outstanding, chosen);
+    drop(outstanding);
+    let subject = subjects::host_action(in_flight.host(), service, action).into();
+    Some((in_flight, subject))
 }
 
 /// Resolves once `host` has left the cluster: no heartbeat for three periods (a
@@ -190,4 +205,41 @@ async fn idempotent(t: &NatsTransport, call: &RemoteCall, left: Duration) -> boo
         .ok()
         .and_then(|i| i.action(&call.action).map(|a| a.idempotent))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One call counted (the table's lock is let go before the count is returned).
+    fn start<'a>(t: &'a Outstanding, host: &str) -> InFlight<'a> {
+        let mut m = t.0.lock().expect("not poisoned");
+        t.start(&mut m, host.to_owned())
+    }
+
+    fn count(t: &Outstanding, host: &str) -> Option<usize> {
+        t.0.lock().expect("not poisoned").get(host).copied()
+    }
+
+    #[test]
+    fn calls_in_flight_are_counted_per_instance_and_idle_entries_are_bounded() {
+        let t = Outstanding::default();
+        let a1 = start(&t, "a");
+        let a2 = start(&t, "a");
+        let b = start(&t, "b");
+        assert_eq!((count(&t, "a"), count(&t, "b")), (Some(2), Some(1)));
+        assert_eq!((a1.host(), b.host()), ("a", "b"));
+        drop(a1);
+        drop(b);
+        assert_eq!((count(&t, "a"), count(&t, "b")), (Some(1), Some(0)));
+        // Idle instances are forgotten once more than `KEPT` are listed; busy ones stay.
+        for i in 0..KEPT {
+            let h = start(&t, &format!("h{i}"));
+            drop(h);
+        }
+        assert!(t.0.lock().expect("not poisoned").len() <= KEPT + 1);
+        assert_eq!(count(&t, "a"), Some(1));
+        drop(a2);
+        assert_eq!(count(&t, "a"), Some(0));
+    }
 }

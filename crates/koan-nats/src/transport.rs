@@ -228,6 +228,8 @@ impl NatsTransport {
         timeout: Duration,
         what: &(dyn std::fmt::Display + Sync),
     ) -> Result<Value, Error> {
+        // A `Subject` shares its bytes: kept for the error message without a copy.
+        let subject = async_nats::Subject::from(subject);
         let sent = self.send(subject.clone(), headers, body, timeout).await;
         Self::answer(sent, &subject, timeout, what)
     }
@@ -235,7 +237,7 @@ impl NatsTransport {
     /// One request, as the client answers it.
     pub(crate) async fn send(
         &self,
-        subject: String,
+        subject: async_nats::Subject,
         headers: HeaderMap,
         body: bytes::Bytes,
         timeout: Duration,

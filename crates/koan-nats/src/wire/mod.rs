@@ -64,7 +64,12 @@ pub(crate) fn header_value(s: &str) -> String {
 /// The refusal of a request whose `Koan-Wire` header names a version other than
 /// this one; `None` when the header is absent (version 1) or says `1`.
 pub(crate) fn refuse_version(h: Option<&HeaderMap>) -> Option<Reply> {
-    let v = header_str(h, H_WIRE)?;
+    refuse(header_str(h, H_WIRE))
+}
+
+/// [`refuse_version`] of a `Koan-Wire` header already found.
+pub(crate) fn refuse(wire: Option<&str>) -> Option<Reply> {
+    let v = wire?;
     if v.trim() == VERSION {
         return None;
     }
@@ -86,6 +91,20 @@ pub(crate) fn reply_headers(correlation: Option<&str>) -> HeaderMap {
     h
 }
 
+/// [`reply_headers`] with the correlation id given owned: moved into the map as it
+/// is when it needs no change (no copy per call).
+pub(crate) fn reply_headers_owned(correlation: String) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(H_WIRE, VERSION);
+    let value = if correlation.chars().any(char::is_control) {
+        header_value(&correlation)
+    } else {
+        correlation
+    };
+    h.insert(H_CORRELATION, value);
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +113,19 @@ mod tests {
     fn header_values_never_hold_line_breaks() {
         assert_eq!(header_value("plain-id"), "plain-id");
         assert_eq!(header_value("a\r\nb"), "a  b");
+    }
+
+    #[test]
+    fn reply_headers_echo_the_correlation_id_either_way() {
+        for id in ["plain-id", "a\tb"] {
+            let (borrowed, owned) = (reply_headers(Some(id)), reply_headers_owned(id.to_owned()));
+            assert_eq!(borrowed, owned);
+            assert_eq!(header_str(Some(&owned), H_WIRE), Some(VERSION));
+        }
+        assert_eq!(
+            header_str(Some(&reply_headers_owned("a\tb".to_owned())), H_CORRELATION),
+            Some("a b")
+        );
     }
 
     #[test]
@@ -173,7 +205,12 @@ impl Reply {
     }
 
     pub(crate) fn bytes(&self) -> bytes::Bytes {
-        serde_json::to_vec(self).unwrap_or_default().into()
+        // Room for a short reply at once (no regrowth for `{"ok":…}`).
+        let mut out = Vec::with_capacity(64);
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => out.into(),
+            Err(_) => bytes::Bytes::new(),
+        }
     }
 }
 
