@@ -118,11 +118,14 @@ impl Future for Execute {
                         &correlation,
                         req.job.as_ref(),
                     );
-                    // Polled where it was made: a step that finishes at once (an action
-                    // its caller ran itself, a refusal) is never moved into the state
-                    // (a copy of over 200 bytes, by `memcpy`, twice).
+                    // The request is done with (dropped where it lies, before the run:
+                    // its count on the host, a line every core calling writes, is given
+                    // back at once rather than after the run). The step is polled where
+                    // it was made: one that finishes at once (an action its caller ran
+                    // itself, a refusal) is never moved into the state (a copy of over
+                    // 200 bytes, by `memcpy`, twice).
+                    this.state = ExecState::Done;
                     if let Poll::Ready(payload) = Pin::new(&mut step).poll(cx) {
-                        this.state = ExecState::Done;
                         return Poll::Ready(
                             payload.map(|payload| ActionOutput::new(payload, correlation)),
                         );
