@@ -169,10 +169,12 @@ impl<T: Service> Services<T> {
             let target = Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name));
             return ActionRequest::new(self.host.clone(), target).action(name, params);
         };
-        let req = ActionRequest::new(self.host.clone(), Target::Local(index));
+        let target = Target::Local(index);
         match cell.spec.actions.get(name) {
-            Some(entry) => req.action_entry(Arc::clone(entry), params),
-            None => req.action(name, params),
+            Some(entry) => {
+                ActionRequest::with_entry(self.host.clone(), target, Arc::clone(entry), params)
+            }
+            None => ActionRequest::new(self.host.clone(), target).action(name, params),
         }
     }
 
@@ -303,13 +305,13 @@ impl ServiceRef {
 
     /// Starts an action request.
     pub fn action<P: Serialize + Send + 'static>(&self, name: &str, params: P) -> ActionRequest {
-        let req = ActionRequest::new(self.host.clone(), self.target.clone());
+        let (host, target) = (self.host.clone(), self.target.clone());
         // A local service's action declared under exactly this name is found now,
         // once (no copy of the name, no second look-up); other spellings, built-ins
         // and remote services are resolved when the request runs, as before.
         match declared_local(&self.host, &self.target, name) {
-            Some(entry) => req.action_entry(entry, params),
-            None => req.action(name, params),
+            Some(entry) => ActionRequest::with_entry(host, target, entry, params),
+            None => ActionRequest::new(host, target).action(name, params),
         }
     }
 

@@ -102,26 +102,36 @@ impl Future for Execute {
                     let correlation = Correlation::given_or_new(req.correlation.take());
                     // A single step is started from the request where it lies (no
                     // move of the whole request); a chain takes the request along.
-                    this.state = match req.steps.take_single() {
-                        Some(step) => ExecState::Single {
-                            step: start_step(
-                                &req.host.inner,
-                                &req.target,
-                                step,
-                                &correlation,
-                                req.job.as_ref(),
-                            ),
-                            correlation,
-                        },
-                        None => {
-                            let ExecState::Start(req) =
-                                std::mem::replace(&mut this.state, ExecState::Done)
-                            else {
-                                unreachable!("matched above")
-                            };
-                            ExecState::Chain(Box::pin(run_chain(req, correlation)))
-                        }
+                    let Some(step) = req.steps.take_single() else {
+                        let ExecState::Start(req) =
+                            std::mem::replace(&mut this.state, ExecState::Done)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        this.state = ExecState::Chain(Box::pin(run_chain(req, correlation)));
+                        continue;
                     };
+                    let mut step = start_step(
+                        &req.host.inner,
+                        &req.target,
+                        step,
+                        &correlation,
+                        req.job.as_ref(),
+                    );
+                    // The request is done with (dropped where it lies, before the run:
+                    // its count on the host, a line every core calling writes, is given
+                    // back at once rather than after the run). The step is polled where
+                    // it was made: one that finishes at once (an action its caller ran
+                    // itself, a refusal) is never moved into the state (a copy of over
+                    // 200 bytes, by `memcpy`, twice).
+                    this.state = ExecState::Done;
+                    if let Poll::Ready(payload) = Pin::new(&mut step).poll(cx) {
+                        return Poll::Ready(
+                            payload.map(|payload| ActionOutput::new(payload, correlation)),
+                        );
+                    }
+                    this.state = ExecState::Single { step, correlation };
+                    return Poll::Pending;
                 }
                 ExecState::Single { step, correlation } => {
                     let payload = std::task::ready!(Pin::new(step).poll(cx));

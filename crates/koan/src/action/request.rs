@@ -325,14 +325,35 @@ impl ActionRequest {
         self.push_step(StepAction::Named(name.into()), params)
     }
 
-    /// Adds a declared action already found (see `Services::action`).
-    #[inline]
-    pub(crate) fn action_entry<P: Serialize + Send + 'static>(
-        self,
+    /// A request of one declared action already found (see `Services::action`),
+    /// built whole where it is returned: adding the step to a request made first
+    /// would copy the request (larger than 128 bytes, so by a call to `memcpy`) in
+    /// and out of each builder call.
+    #[inline(always)]
+    pub(crate) fn with_entry<P: Serialize + Send + 'static>(
+        host: HostHandle,
+        target: Target,
         entry: Arc<ActionEntry>,
         params: P,
     ) -> Self {
-        self.push_step(StepAction::Resolved(entry), params)
+        ActionRequest {
+            host,
+            target,
+            steps: Steps {
+                first: Some(Step {
+                    action: StepAction::Resolved(entry),
+                    params: Some(Payload::of(params)),
+                    priority: 0,
+                    timeout: None,
+                    cancel: None,
+                }),
+                more: Vec::new(),
+            },
+            correlation: None,
+            job: None,
+            when: None,
+            idempotency_key: None,
+        }
     }
 
     // A hint: a request returned by value through a call is copied (by `memcpy`, it
