@@ -77,11 +77,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A waiter for a status's changes ([`StatusBoard::watch`]).
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 pub(crate) struct StatusWatch<'a> {
     board: &'a StatusBoard,
     rx: watch::Receiver<()>,
 }
 
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 impl StatusWatch<'_> {
     /// The current status; a change after this read wakes [`changed`](Self::changed).
     pub(crate) fn current(&mut self) -> StatusCore {
