@@ -90,6 +90,11 @@ impl ActionTable {
     /// The declared action `name`, matched as written, then regardless of case and
     /// of separators (`ProcessBatch`, `process-batch` and `process_batch` are one).
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<ActionEntry>> {
+        // A service without actions (a periodic one poked by `trigger`, say, which
+        // asks first whether its built-in is overridden) hashes nothing.
+        if self.entries.is_empty() {
+            return None;
+        }
         // A name as declared, among a few: compared directly, cheaper than hashing
         // it. (Declared names are unique even normalized, so this finds what the
         // map would.)
