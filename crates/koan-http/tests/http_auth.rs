@@ -1,8 +1,9 @@
 //! The bearer token: mutating routes and event streams need it when one is configured
 //! (`Authorization: Bearer …`, or `?token=` for streams); reading routes, health and
-//! metrics stay open.
+//! metrics stay open; and without one, `serve` refuses to bind beyond loopback.
 
 use koan::{BoxError, ServiceContext};
+use koan_http::{HttpOptions, ServeError};
 use koan_test_support::http::{Api, SseReader, call, error_message, loopback};
 use koan_test_support::services::Echo;
 use koan_test_support::within;
@@ -175,4 +176,25 @@ async fn event_streams_need_the_token() -> anyhow::Result<()> {
         assert_eq!(last["payload"], "over the wire");
     }
     api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_an_open_bind_without_token() -> anyhow::Result<()> {
+    let host = koan::testing::host().service::<Echo>().build()?.start();
+    within("startup", host.started()).await??;
+    let open = HttpOptions::default().with_bind("0.0.0.0:0".parse()?);
+    match koan_http::serve(host.clone(), open).await {
+        Err(ServeError::OpenToNetwork(addr)) => {
+            assert_eq!(addr, "0.0.0.0:0".parse()?);
+            let text = ServeError::OpenToNetwork(addr).to_string();
+            assert!(text.contains("token"), "{text}");
+        }
+        Err(other) => anyhow::bail!("unexpected error: {other}"),
+        Ok(server) => anyhow::bail!("served on {}", server.local_addr()),
+    }
+    host.shutdown();
+    within("the host to stop", host.wait())
+        .await?
+        .into_result()?;
+    Ok(())
 }

@@ -205,3 +205,39 @@ pub(crate) async fn stuck_subscriber(
     assert_eq!(next(&mut rx).await, 0, "the handler is now stuck");
     Ok((sub, gate, rx))
 }
+
+/// Runs `task(host, n)` for each `n` in `0..count`, each on a task of its own, all at
+/// once, and waits for all of them.
+pub(crate) async fn all_at_once<F, Fut, T>(
+    host: &HostHandle,
+    count: u32,
+    task: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(HostHandle, u32) -> Fut,
+    Fut: Future<Output = koan::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..count)
+        .map(|n| tokio::spawn(task(host.clone(), n)))
+        .collect();
+    // Bounded: an emit that waits for ever on a subscriber fails the test.
+    for t in tasks {
+        within_a_minute(t).await??;
+    }
+    Ok(())
+}
+
+/// Emits `Tick` for each of `ns`, asserting that each emit returns at its first poll.
+pub(crate) async fn emit_at_once(
+    host: &HostHandle,
+    ns: std::ops::RangeInclusive<u32>,
+    why: &str,
+) -> anyhow::Result<()> {
+    for n in ns {
+        super::poll_once(host.emit("Emitter", "Tick", n))
+            .await
+            .unwrap_or_else(|| panic!("emit {n} waited: {why}"))?;
+    }
+    Ok(())
+}
