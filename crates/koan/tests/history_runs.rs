@@ -34,16 +34,24 @@ impl PeriodicService for Flaky {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_service_keeps_its_last_runs_newest_first() -> anyhow::Result<()> {
+/// A host running [`Flaky`] that keeps `history_size` runs per service.
+fn flaky_keeping(history_size: usize) -> anyhow::Result<koan::HostHandle> {
     let config = Config::builder()
-        .toml("test", "[koan.background_services]\nhistory_size = 4\n")?
+        .toml(
+            "test",
+            &format!("[koan.background_services]\nhistory_size = {history_size}\n"),
+        )?
         .build();
-    let host = testing::host()
+    Ok(testing::host()
         .config(config)
         .instance(Flaky::default())
         .build()?
-        .start();
+        .start())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_keeps_its_last_runs_newest_first() -> anyhow::Result<()> {
+    let host = flaky_keeping(4)?;
     testing::wait_runs(&host, "flaky", 6).await;
     let h = host.history("FLAKY")?;
     assert_eq!(h.service, "flaky");
@@ -85,14 +93,7 @@ async fn a_service_keeps_its_last_runs_newest_first() -> anyhow::Result<()> {
 /// A service that keeps no runs still shows its last one in its status.
 #[tokio::test(start_paused = true)]
 async fn without_a_history_the_status_still_has_the_last_run() -> anyhow::Result<()> {
-    let config = Config::builder()
-        .toml("test", "[koan.background_services]\nhistory_size = 0\n")?
-        .build();
-    let host = testing::host()
-        .config(config)
-        .instance(Flaky::default())
-        .build()?
-        .start();
+    let host = flaky_keeping(0)?;
     let status = testing::wait_runs(&host, "flaky", 3).await;
     let last = status.last_run.expect("the third run");
     assert_eq!(last.duration_ms, 300);
