@@ -43,6 +43,15 @@ impl Lateness {
         }
     }
 
+    /// Lets every job run once (and learn its grid) and settle for three periods,
+    /// then records the runs of `window`.
+    async fn measure(&self, window: Duration) -> (Vec<f64>, usize) {
+        tokio::time::sleep(PERIOD * 3).await;
+        self.measuring.store(true, Ordering::Release);
+        tokio::time::sleep(window).await;
+        self.take()
+    }
+
     fn take(&self) -> (Vec<f64>, usize) {
         self.measuring.store(false, Ordering::Release);
         let s = self
@@ -110,11 +119,7 @@ async fn koan_lateness(
     }
     let host = b.build()?.start();
     host.started().await?;
-    // Every service has run once (and learnt its grid) after one period; settle.
-    tokio::time::sleep(PERIOD * 3).await;
-    l.measuring.store(true, Ordering::Release);
-    tokio::time::sleep(window).await;
-    let out = l.take();
+    let out = l.measure(window).await;
     host.shutdown();
     host.wait().await.into_result()?;
     Ok(out)
@@ -142,10 +147,7 @@ async fn raw_lateness(
             })
         })
         .collect();
-    tokio::time::sleep(PERIOD * 3).await;
-    l.measuring.store(true, Ordering::Release);
-    tokio::time::sleep(window).await;
-    let out = l.take();
+    let out = l.measure(window).await;
     for t in &tasks {
         t.abort();
     }
@@ -175,10 +177,7 @@ async fn tcs_lateness(
         sched.add(job).await.map_err(|e| anyhow!("tcs add: {e}"))?;
     }
     sched.start().await.map_err(|e| anyhow!("tcs start: {e}"))?;
-    tokio::time::sleep(PERIOD * 3).await;
-    l.measuring.store(true, Ordering::Release);
-    tokio::time::sleep(window).await;
-    let out = l.take();
+    let out = l.measure(window).await;
     sched
         .shutdown()
         .await
