@@ -1,4 +1,5 @@
-//! Shutdown: cooperative stop within the grace period, abort after it, reverse order.
+//! Shutdown: cooperative stop within the grace period, abort after it, reverse order
+//! (one priority's services together).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -201,6 +202,45 @@ async fn services_stop_in_reverse_start_order() -> anyhow::Result<()> {
         ]
     );
     for name in ["p100", "p200", "p300"] {
+        assert_eq!(host.status(name)?.state, ServiceState::Stopped, "{name}");
+    }
+    Ok(())
+}
+
+/// Services of one priority started together, and stop together: three that each
+/// take 100 ms to stop are all done within a grace of 250 ms (one after another, the
+/// third would be aborted), and the higher priority still stops after them.
+#[tokio::test(start_paused = true)]
+async fn services_of_one_priority_stop_together() -> anyhow::Result<()> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut builder = testing::host().shutdown_grace(Duration::from_millis(250));
+    for name in ["a", "b", "c"] {
+        let service = Ordered::<100> {
+            log: Arc::clone(&log),
+        };
+        builder = builder.instance_named(name, service);
+    }
+    let host = builder
+        .instance(Ordered::<300> {
+            log: Arc::clone(&log),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    for name in ["a", "b", "c", "p300"] {
+        testing::wait_state(&host, name, ServiceState::Running).await;
+    }
+
+    let t0 = Instant::now();
+    testing::stop(&host).await?;
+    assert_within(t0.elapsed(), Duration::from_millis(200));
+    let entries = log.lock().expect("log lock").clone();
+    assert_eq!(
+        entries[4..],
+        ["stop:p100", "stop:p100", "stop:p100", "stop:p300"],
+        "{entries:?}"
+    );
+    for name in ["a", "b", "c", "p300"] {
         assert_eq!(host.status(name)?.state, ServiceState::Stopped, "{name}");
     }
     Ok(())

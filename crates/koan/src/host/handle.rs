@@ -36,8 +36,8 @@ impl HostHandle {
     }
 
     /// Asks the host to stop: no new work is accepted, queued actions are answered
-    /// `ShuttingDown`, services are cancelled in reverse start order and aborted after
-    /// the grace period. Returns at once; [`HostHandle::wait`] for the end.
+    /// `ShuttingDown`, services are cancelled in reverse start order (those of one
+    /// priority together) and aborted after the grace period. Returns at once; [`HostHandle::wait`] for the end.
     pub fn shutdown(&self) {
         self.inner.stop_request.cancel();
     }

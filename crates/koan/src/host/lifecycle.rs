@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -243,33 +244,52 @@ async fn shutdown(
             control.close(&cell.spec.name);
         }
     }
-    for cell in others.iter().rev().chain(startup.iter().rev()) {
-        cell.cancel();
-        let tasks = cell.life.take_tasks();
-        if tasks.is_empty() {
-            continue;
+    // Reverse start order. Services of one priority started together and stop
+    // together: all of them cancelled, then awaited, so that a slow one does not
+    // spend the grace of the others (and 100,000 services do not stop one wake-up
+    // after another: B6). Startup services, which ran one by one, stop one by one.
+    let by_priority = others.chunk_by(|a, b| a.spec.options.priority == b.spec.options.priority);
+    let groups = by_priority.rev().chain(startup.rchunks(1));
+    for group in groups {
+        let stopping: Vec<_> = group
+            .iter()
+            .rev()
+            .filter_map(|cell| {
+                cell.cancel();
+                let tasks = cell.life.take_tasks();
+                (!tasks.is_empty()).then(|| {
+                    cell.board.set_state(ServiceState::Stopping);
+                    (cell, tasks)
+                })
+            })
+            .collect();
+        for (cell, tasks) in stopping {
+            stop_cell(cell, tasks, deadline).await;
         }
-        cell.board.set_state(ServiceState::Stopping);
-        let mut aborted = false;
-        for mut task in tasks {
-            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                task.abort();
-                aborted = true;
-            }
-        }
-        // Actions that callers run themselves (`action::inline`) hold slots too.
-        if tokio::time::timeout_at(deadline, cell.queue.slots.all_free())
-            .await
-            .is_err()
-        {
-            tracing::warn!(service = %cell.spec.name, "actions run by their callers did not finish within the grace period; their tokens are cancelled");
-        }
-        if aborted {
-            tracing::warn!(service = %cell.spec.name, "service did not stop within the grace period; aborted");
-        } else {
-            tracing::info!(service = %cell.spec.name, "service stopped");
-        }
-        cell.board.set_state(ServiceState::Stopped);
     }
     host.events.close();
+}
+
+/// Waits for a cancelled service's tasks until `deadline`, then aborts what is left.
+async fn stop_cell(cell: &ServiceCell, tasks: Vec<JoinHandle<()>>, deadline: Instant) {
+    let mut aborted = false;
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+            aborted = true;
+        }
+    }
+    // Actions that callers run themselves (`action::inline`) hold slots too.
+    if tokio::time::timeout_at(deadline, cell.queue.slots.all_free())
+        .await
+        .is_err()
+    {
+        tracing::warn!(service = %cell.spec.name, "actions run by their callers did not finish within the grace period; their tokens are cancelled");
+    }
+    if aborted {
+        tracing::warn!(service = %cell.spec.name, "service did not stop within the grace period; aborted");
+    } else {
+        tracing::info!(service = %cell.spec.name, "service stopped");
+    }
+    cell.board.set_state(ServiceState::Stopped);
 }

@@ -2,7 +2,8 @@
 //!
 //! Startup services run first, one at a time by `order`, each under its timeout; then
 //! every other service starts concurrently (higher `priority` first); on shutdown they
-//! are stopped in reverse, within a grace period, after which they are aborted.
+//! are stopped in reverse (those of one priority together), within a grace period,
+//! after which they are aborted.
 
 mod builder;
 mod environment;

@@ -198,7 +198,8 @@ impl ServiceOptions {
     );
     setter!(
         /// Start priority among non-startup services: higher starts first and stops
-        /// last (default 100).
+        /// last (default 100). Services of one priority start together and stop
+        /// together (all cancelled, then awaited within the one grace period).
         priority: i32
     );
     setter!(
