@@ -5,30 +5,30 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
+use axum::http::{Method, StatusCode, Uri};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::headers::Seen;
 
 /// Refuses, when no token is configured, a `Host` that is not a loopback name and a
 /// cross-site request (an `Origin` that is neither loopback nor listed in
 /// `cors_origins`, or `Sec-Fetch-Site: cross-site`). A top-level navigation (a link
 /// to the dashboard) is let through: it carries no body and reads nothing for the
 /// page that linked it.
-pub(crate) fn same_site_only(state: &AppState, req: &Request) -> Result<(), ApiError> {
+pub(crate) fn same_site_only(
+    state: &AppState,
+    method: &Method,
+    seen: &Seen<'_>,
+) -> Result<(), ApiError> {
     if state.options.token.is_some() {
         return Ok(());
     }
-    check(req.method(), req.headers(), &state.options.cors_origins)
+    check(method, seen, &state.options.cors_origins)
 }
 
-// Named once: a `&str` name is parsed on every look-up.
-static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
-static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
-
-fn check(method: &Method, headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
-    if let Some(host) = headers.get(header::HOST) {
+fn check(method: &Method, seen: &Seen<'_>, allowed: &[String]) -> Result<(), ApiError> {
+    if let Some(host) = seen.host {
         let ok = host.to_str().ok().is_some_and(is_loopback_authority);
         if !ok {
             tracing::debug!(host = ?host, "refused a Host that is not a loopback name");
@@ -38,24 +38,24 @@ fn check(method: &Method, headers: &HeaderMap, allowed: &[String]) -> Result<(),
             ));
         }
     }
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let origin = seen.origin.and_then(|v| v.to_str().ok());
     if let Some(origin) = origin
         && allowed.iter().any(|a| a == origin)
     {
         return Ok(());
     }
     let navigation = matches!(*method, Method::GET | Method::HEAD)
-        && headers
-            .get(&SEC_FETCH_MODE)
+        && seen
+            .fetch_mode
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"navigate"));
     if navigation {
         return Ok(());
     }
-    let foreign_origin = headers
-        .get(header::ORIGIN)
+    let foreign_origin = seen
+        .origin
         .is_some_and(|o| !o.to_str().ok().is_some_and(is_loopback_origin));
-    let cross_site = headers
-        .get(&SEC_FETCH_SITE)
+    let cross_site = seen
+        .fetch_site
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
     if foreign_origin || cross_site {
         tracing::debug!(origin = ?origin, "refused a cross-site request");
@@ -95,7 +95,8 @@ fn is_loopback_authority(text: &str) -> bool {
 }
 
 fn is_loopback_host(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
+    // The usual spelling, without the address parse (B7's profile: ≈ 250 instructions).
+    if host == "127.0.0.1" || host.eq_ignore_ascii_case("localhost") {
         return true;
     }
     if let Ok(ip) = host.parse::<Ipv4Addr>() {

@@ -37,6 +37,7 @@ mod body;
 mod dashboard;
 mod error;
 mod guard;
+mod headers;
 mod listener;
 mod metrics;
 mod openapi;

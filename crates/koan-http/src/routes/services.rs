@@ -270,7 +270,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 fn correlation(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    match headers.get("x-correlation-id") {
+    // By a `HeaderName` made once: a `&str` is parsed into one on every look-up.
+    match headers.get(&X_CORRELATION_ID) {
         None => Ok(None),
         Some(v) => {
             let s = v.to_str().map_err(|_| {
@@ -343,14 +344,15 @@ pub(crate) async fn run_action(
             .execute()
             .await
             .map_err(|e| outcome_unknown(e, service, action))?;
-        let cid = out.correlation_id().to_owned();
+        // Borrowed, not copied: the answer is built while `out` lives.
+        let cid = out.correlation_id();
         let body = Answered {
             action,
-            correlation_id: &cid,
+            correlation_id: cid,
             result: out.json()?,
             service,
         };
-        Ok(with_correlation(Json(body).into_response(), &cid))
+        Ok(with_correlation(Json(body).into_response(), cid))
     } else {
         // `delay` and `at` both hold: the job runs no sooner than the later of the two.
         let now = chrono::Utc::now();
