@@ -185,4 +185,66 @@ mod loom_model {
             worker.join().expect("the worker returns after the close");
         });
     }
+    /// As above, with the worker going straight on to the next queued job in the slot
+    /// it holds (`Mailbox::next_in_slot`, as `run_worker` does) and the caller trying
+    /// to run inline twice: still never two runs at once, every job runs once, and a
+    /// job queued as the worker finds the queue empty is not stranded.
+    #[test]
+    fn loom_a_worker_keeping_its_slot_for_the_next_job_and_an_inline_caller() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(model.preemption_bound.map_or(3, |b| b.min(3)));
+        model.check(|| {
+            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+            let slots = Arc::new(Slots::new(1));
+            let running = Arc::new(AtomicUsize::new(0));
+            let (tx, rx) = mpsc::channel();
+            let worker = {
+                let (mailbox, slots, running) = (
+                    Arc::clone(&mailbox),
+                    Arc::clone(&slots),
+                    Arc::clone(&running),
+                );
+                loom::thread::spawn(move || {
+                    loom::future::block_on(async {
+                        while let Some((mut job, slot)) = mailbox.next(|| slots.take()).await {
+                            loop {
+                                assert_eq!(
+                                    running.fetch_add(1, Ordering::SeqCst),
+                                    0,
+                                    "two at once"
+                                );
+                                running.fetch_sub(1, Ordering::SeqCst);
+                                tx.send(job.priority).expect("the model listens");
+                                match mailbox.next_in_slot() {
+                                    Some(next) => job = next,
+                                    None => break,
+                                }
+                            }
+                            drop(slot);
+                        }
+                    })
+                })
+            };
+            mailbox.push(job(1)).expect("room for it");
+            let mut expected = vec![1];
+            for id in [2, 3] {
+                if idle_slot(&mailbox, &slots) {
+                    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    slots.release_running();
+                } else {
+                    mailbox.push(job(id)).expect("room for it");
+                    expected.push(id);
+                }
+            }
+            let mut taken: Vec<i32> = expected
+                .iter()
+                .map(|_| rx.recv().expect("a queued job runs"))
+                .collect();
+            taken.sort_unstable();
+            assert_eq!(taken, expected);
+            assert!(mailbox.close().is_empty(), "nothing left queued");
+            worker.join().expect("the worker returns after the close");
+        });
+    }
 }

@@ -226,6 +226,20 @@ impl Mailbox {
         None
     }
 
+    /// The next job for a worker that still holds the slot of the run it just ended:
+    /// taken at once if one waits (as [`next`](Self::next) would after giving the
+    /// slot back and taking it again), `None` if none does or the mailbox is closed.
+    pub(crate) fn next_in_slot(&self) -> Option<Job> {
+        if self.is_empty() {
+            return None;
+        }
+        let st = self.lock();
+        if st.closed {
+            return None;
+        }
+        self.take(st)
+    }
+
     /// Waits until a job is queued (`true`) or the mailbox is closed and empty
     /// (`false`). Takes nothing.
     async fn ready(&self) -> bool {

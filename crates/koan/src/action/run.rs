@@ -38,7 +38,9 @@ pub(crate) enum Run {
     Handler(HandlerRun),
     /// With a deadline or a caller's cancel token: the timer's path.
     Timed(BoxFuture<'static, Option<Result<Payload>>>),
-    Done,
+    /// Finished; with the moment its handler's outcome was counted, when read here
+    /// (a worker that goes straight on to its next job starts that one then).
+    Done(Option<Instant>),
 }
 
 /// A running handler without a deadline: polled inside the action's span and with
@@ -154,7 +156,7 @@ impl Run {
         match self {
             Run::Ready(outcome) => {
                 let outcome = outcome.take();
-                *self = Run::Done;
+                *self = Run::Done(None);
                 Poll::Ready(outcome)
             }
             Run::Handler(h) => {
@@ -173,16 +175,25 @@ impl Run {
                     Err(panic) => Err(panic_message(panic)),
                 };
                 h.fut = None;
-                let outcome = settle(&mut h.job, cell, result, h.started, h.queued);
-                *self = Run::Done;
+                let now = Instant::now();
+                let outcome = settle(&mut h.job, cell, result, h.started, h.queued, now);
+                *self = Run::Done(Some(now));
                 Poll::Ready(outcome)
             }
             Run::Timed(fut) => {
                 let outcome = std::task::ready!(fut.as_mut().poll(cx));
-                *self = Run::Done;
+                *self = Run::Done(None);
                 Poll::Ready(outcome)
             }
-            Run::Done => panic!("a run polled after it completed"),
+            Run::Done(_) => panic!("a run polled after it completed"),
+        }
+    }
+
+    /// When a finished run's handler outcome was counted, if this run read it.
+    pub(crate) fn ended_at(&self) -> Option<Instant> {
+        match self {
+            Run::Done(at) => *at,
+            _ => None,
         }
     }
 }
@@ -209,20 +220,20 @@ async fn timed(
         }
         None => catch_unwind(fut).await,
     };
-    settle(&mut job, cell, result, started, queued)
+    settle(&mut job, cell, result, started, queued, Instant::now())
 }
 
-/// Counts and logs the handler's `result` (the run began at `started`), and answers
-/// the job with it.
+/// Counts and logs the handler's `result` (the run began at `started`; `now`, just
+/// read, ends it), and answers the job with it.
 fn settle(
     job: &mut Job,
     cell: &ServiceCell,
     result: HandlerResult,
     started: Instant,
     queued: f64,
+    now: Instant,
 ) -> Option<Result<Payload>> {
     // One clock read for the run's duration and the second it is counted in.
-    let now = Instant::now();
     let elapsed = now.saturating_duration_since(started).as_secs_f64();
     let outcome = match result {
         Ok(Ok(payload)) => {
