@@ -173,12 +173,21 @@ impl EventBus {
             payload: Arc::new(payload),
             key: Some(key),
         };
+        // The copy returned is made before the event is published, while its lines
+        // are this core's alone; once published, the readers on the other core read
+        // the envelope, and the emitter writes none of it again: its own reference
+        // goes into the ring (a copy made after, or a reference dropped after,
+        // wrote the counts beside the fields every reader reads).
+        let returned = env.clone();
         let shared = Arc::new(env);
-        self.publish_shared(&shared).await;
-        if let Some(t) = &self.transport {
-            t.publish(&shared);
+        match &self.transport {
+            None => self.publish_shared(shared).await,
+            Some(t) => {
+                self.publish_shared(Arc::clone(&shared)).await;
+                t.publish(&shared);
+            }
         }
-        Arc::try_unwrap(shared).unwrap_or_else(|s| (*s).clone())
+        returned
     }
 
     /// The interned key of (service, event), made on first use. Names match without
@@ -206,7 +215,7 @@ impl EventBus {
 
     /// Delivers an envelope (local or arrived from another process).
     pub(crate) async fn publish(&self, env: &EventEnvelope) {
-        self.publish_shared(&Arc::new(env.clone())).await;
+        self.publish_shared(Arc::new(env.clone())).await;
     }
 
     /// The kept events, newest first.
@@ -217,12 +226,14 @@ impl EventBus {
             .unwrap_or_default()
     }
 
-    async fn publish_shared(&self, env: &Shared) {
+    /// Delivers `env` to every subscriber; the ring (if the event has one) takes
+    /// this reference.
+    async fn publish_shared(&self, env: Shared) {
         if let Ok(mut recent) = self.recent.lock() {
             if recent.len() >= RECENT_EVENTS {
                 recent.pop_front();
             }
-            recent.push_back(Arc::clone(env));
+            recent.push_back(Arc::clone(&env));
         }
         let subs = self.snapshot();
         for sub in subs.iter() {
@@ -234,11 +245,11 @@ impl EventBus {
                 continue;
             }
             for (i, route) in sub.routes.iter().enumerate() {
-                if !route_takes(route, env) {
+                if !route_takes(route, &env) {
                     continue;
                 }
                 let wait = route.once.is_some() || sub.overflow == Overflow::Wait;
-                deliver(sub, tx, i, Arc::clone(env), wait).await;
+                deliver(sub, tx, i, Arc::clone(&env), wait).await;
             }
         }
         // Written once for all of this event's waiting subscribers.
@@ -247,7 +258,7 @@ impl EventBus {
             None => self.key(&env.service, &env.name),
         };
         if let Some(ring) = key.ring.get() {
-            ring.push(Arc::clone(env)).await;
+            ring.push(env).await;
         }
     }
 
