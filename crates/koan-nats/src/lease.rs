@@ -27,6 +27,9 @@ pub(crate) struct Lease {
     op: tokio::sync::Mutex<()>,
     /// When this host last confirmed a tick (and so started it).
     confirmed_at: Mutex<Option<DateTime<Utc>>>,
+    /// Given up for good ([`abandon`](Self::abandon)): no answer arriving later
+    /// takes the lease back.
+    abandoned: AtomicBool,
 }
 
 impl Lease {
@@ -38,13 +41,23 @@ impl Lease {
     }
 
     fn set(&self, held: Option<u64>) {
-        self.revision.store(held.unwrap_or(0), Ordering::Release);
-        self.leader.store(held.is_some(), Ordering::Release);
+        self.revision.store(held.unwrap_or(0), Ordering::SeqCst);
+        self.leader.store(held.is_some(), Ordering::SeqCst);
+        // A compare-and-set answered after `abandon` (a tick's confirmation in
+        // flight when the node was dropped) must not make this host the holder
+        // again: its ticks would renew the lease with nothing to stop them. Read
+        // after the stores, so either this sees the flag or `abandon`'s stores
+        // come after these.
+        if held.is_some() && self.abandoned.load(Ordering::SeqCst) {
+            self.revision.store(0, Ordering::SeqCst);
+            self.leader.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Stops acting as the holder on this host, without telling the server (the
     /// lease lapses there at the end of its period).
     pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
         self.set(None);
     }
 
@@ -88,6 +101,8 @@ pub(crate) async fn step(t: &NatsTransport, service: &str, lease: &Lease) -> boo
     };
     let held = tokio::time::timeout(bound(t), attempt).await.ok().flatten();
     lease.set(held);
+    // Held as `set` left it (not if the lease was abandoned meanwhile).
+    let held = lease.held();
     if held.is_none() {
         // Remember who holds it: if that host dies, its missed tick is ours to run.
         if let Ok(Ok(Some(holder))) = tokio::time::timeout(bound(t), t.inner.leases.get(&k)).await
@@ -178,5 +193,22 @@ pub(crate) async fn release(t: &NatsTransport, service: &str, lease: &Lease) {
             .leases
             .delete_expect_revision(key(service), Some(rev))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abandoned_lease_is_not_taken_back_by_a_late_answer() {
+        let lease = Lease::default();
+        lease.set(Some(3));
+        assert_eq!(lease.held(), Some(3));
+        lease.abandon();
+        // The renewal that was in flight when the node was dropped succeeds now.
+        lease.set(Some(4));
+        assert_eq!(lease.held(), None);
+        assert!(!lease.leader.load(Ordering::SeqCst));
     }
 }
