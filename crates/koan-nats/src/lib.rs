@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+mod call;
 mod connection;
 mod dead_letter;
 mod delayed;

@@ -14,8 +14,9 @@ use async_nats::client::RequestErrorKind;
 use koan::{Error, status::ServiceState, transport::Instance, transport::RemoteCall};
 use serde_json::Value;
 
+use crate::call::call_headers;
 use crate::subjects;
-use crate::transport::{NatsTransport, call_headers, unavailable};
+use crate::transport::{NatsTransport, unavailable};
 
 /// Calls this host has in flight, per instance. An instance's count stays when it
 /// falls to zero (its next call counts without allocating a key; every call used to
