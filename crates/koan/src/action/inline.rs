@@ -138,6 +138,55 @@ mod loom_model {
     use crate::action::mailbox::loom_model::job;
     use crate::action::slots::Slots;
 
+    /// What the models share: a service of one slot, and the runs in progress.
+    struct Service {
+        mailbox: Arc<Mailbox>,
+        slots: Arc<Slots>,
+        running: Arc<AtomicUsize>,
+    }
+
+    impl Service {
+        fn new() -> Self {
+            Service {
+                mailbox: Arc::new(Mailbox::new(Arc::from("svc"), 4)),
+                slots: Arc::new(Slots::new(1)),
+                running: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+
+        /// A worker that sends each job it runs; with `keep_slot`, it goes on to
+        /// the next queued job in the slot it holds (`Mailbox::next_in_slot`, as
+        /// `run_worker` does).
+        fn worker(&self, keep_slot: bool, tx: mpsc::Sender<i32>) -> loom::thread::JoinHandle<()> {
+            let (mailbox, slots, running) = (
+                Arc::clone(&self.mailbox),
+                Arc::clone(&self.slots),
+                Arc::clone(&self.running),
+            );
+            loom::thread::spawn(move || {
+                loom::future::block_on(async {
+                    while let Some((mut job, slot)) = mailbox.next(|| slots.take()).await {
+                        loop {
+                            run(&running);
+                            tx.send(job.priority).expect("the model listens");
+                            match keep_slot.then(|| mailbox.next_in_slot()).flatten() {
+                                Some(next) => job = next,
+                                None => break,
+                            }
+                        }
+                        drop(slot);
+                    }
+                })
+            })
+        }
+    }
+
+    /// One run: never two at once.
+    fn run(running: &AtomicUsize) {
+        assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
+        running.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// One slot, a worker, a queued job and a second caller who runs inline when the
     /// service looks idle and queues otherwise: never two runs at once, every job
     /// runs once (a job queued while the caller runs inline is not stranded: the
@@ -145,31 +194,14 @@ mod loom_model {
     #[test]
     fn loom_an_inline_caller_and_a_worker_share_one_slot() {
         loom::model(|| {
-            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
-            let slots = Arc::new(Slots::new(1));
-            let running = Arc::new(AtomicUsize::new(0));
+            let svc = Service::new();
             let (tx, rx) = mpsc::channel();
-            let worker = {
-                let (mailbox, slots, running) = (
-                    Arc::clone(&mailbox),
-                    Arc::clone(&slots),
-                    Arc::clone(&running),
-                );
-                loom::thread::spawn(move || {
-                    loom::future::block_on(async {
-                        while let Some((job, _slot)) = mailbox.next(|| slots.take()).await {
-                            assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
-                            running.fetch_sub(1, Ordering::SeqCst);
-                            tx.send(job.priority).expect("the model listens");
-                        }
-                    })
-                })
-            };
+            let worker = svc.worker(false, tx);
+            let (mailbox, slots) = (&svc.mailbox, &svc.slots);
             mailbox.push(job(1)).expect("room for it");
-            let inline = idle_slot(&mailbox, &slots);
+            let inline = idle_slot(mailbox, slots);
             if inline {
-                assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
-                running.fetch_sub(1, Ordering::SeqCst);
+                run(&svc.running);
                 assert_eq!(slots.running(), 1, "the caller's run counted in flight");
                 slots.release_running();
             } else {
@@ -185,52 +217,25 @@ mod loom_model {
             worker.join().expect("the worker returns after the close");
         });
     }
+
     /// As above, with the worker going straight on to the next queued job in the slot
-    /// it holds (`Mailbox::next_in_slot`, as `run_worker` does) and the caller trying
-    /// to run inline twice: still never two runs at once, every job runs once, and a
-    /// job queued as the worker finds the queue empty is not stranded.
+    /// it holds and the caller trying to run inline twice: still never two runs at
+    /// once, every job runs once, and a job queued as the worker finds the queue
+    /// empty is not stranded.
     #[test]
     fn loom_a_worker_keeping_its_slot_for_the_next_job_and_an_inline_caller() {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(model.preemption_bound.map_or(3, |b| b.min(3)));
         model.check(|| {
-            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
-            let slots = Arc::new(Slots::new(1));
-            let running = Arc::new(AtomicUsize::new(0));
+            let svc = Service::new();
             let (tx, rx) = mpsc::channel();
-            let worker = {
-                let (mailbox, slots, running) = (
-                    Arc::clone(&mailbox),
-                    Arc::clone(&slots),
-                    Arc::clone(&running),
-                );
-                loom::thread::spawn(move || {
-                    loom::future::block_on(async {
-                        while let Some((mut job, slot)) = mailbox.next(|| slots.take()).await {
-                            loop {
-                                assert_eq!(
-                                    running.fetch_add(1, Ordering::SeqCst),
-                                    0,
-                                    "two at once"
-                                );
-                                running.fetch_sub(1, Ordering::SeqCst);
-                                tx.send(job.priority).expect("the model listens");
-                                match mailbox.next_in_slot() {
-                                    Some(next) => job = next,
-                                    None => break,
-                                }
-                            }
-                            drop(slot);
-                        }
-                    })
-                })
-            };
+            let worker = svc.worker(true, tx);
+            let (mailbox, slots) = (&svc.mailbox, &svc.slots);
             mailbox.push(job(1)).expect("room for it");
             let mut expected = vec![1];
             for id in [2, 3] {
-                if idle_slot(&mailbox, &slots) {
-                    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
-                    running.fetch_sub(1, Ordering::SeqCst);
+                if idle_slot(mailbox, slots) {
+                    run(&svc.running);
                     slots.release_running();
                 } else {
                     mailbox.push(job(id)).expect("room for it");
