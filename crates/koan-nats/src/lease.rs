@@ -132,7 +132,10 @@ pub(crate) async fn confirm(t: &NatsTransport, service: &str, lease: &Lease) -> 
     if let Ok(Err(e)) = tokio::time::timeout(bound(t), crate::registry::reannounce(t)).await {
         tracing::debug!(service = %service, error = %e, "could not announce the started tick");
     }
-    true
+    // Still held after the announcement's round trip: a node dropped meanwhile
+    // (`abandon`) stops the tick here, as it promises, rather than a moment after
+    // it is gone (B10 counted such ticks of a killed host).
+    lease.held().is_some()
 }
 
 /// Keeps (or keeps trying to take) the lease of `service` while the host runs.
