@@ -458,3 +458,18 @@ pub(crate) async fn act(
     let params = crate::body::json_params(&mut req)?;
     run_action(&state, req.headers(), &query, &name, &action, params, None).await
 }
+
+/// [`act`] for a request admission matched and read itself ([`crate::admit`]): the
+/// same query, then the same body, then the same call, each refused as `act`'s
+/// extractors and body read refuse it.
+pub(crate) async fn act_read(
+    state: &AppState,
+    req: &axum::http::request::Parts,
+    name: &str,
+    action: &str,
+    body: Option<axum::body::Bytes>,
+) -> Result<Response, ApiError> {
+    let query: CallParams = crate::query::parse(req.uri.query())?;
+    let params = crate::body::params_of(body.as_ref())?;
+    run_action(state, &req.headers, &query, name, action, params, None).await
+}
