@@ -137,7 +137,7 @@ fn action_route(req: &Parts) -> Option<(&str, &str)> {
     let rest = req.uri.path().strip_prefix("/api/services/")?;
     let (name, rest) = rest.split_once('/')?;
     let action = rest.strip_prefix("actions/")?;
-    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    let plain = |s: &str| !s.is_empty() && !s.bytes().any(|b| b == b'/' || b == b'%');
     (plain(name) && plain(action)).then_some((name, action))
 }
 

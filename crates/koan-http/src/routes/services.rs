@@ -469,7 +469,12 @@ pub(crate) async fn act_read(
     action: &str,
     body: Option<axum::body::Bytes>,
 ) -> Result<Response, ApiError> {
-    let query: CallParams = crate::query::parse(req.uri.query())?;
+    // No query: the parameters all absent, as the parse of "" gives them (B7's
+    // profile: ≈ 200 instructions for the parse of nothing).
+    let query: CallParams = match req.uri.query() {
+        None => CallParams::default(),
+        q => crate::query::parse(q)?,
+    };
     let params = crate::body::params_of(body.as_ref())?;
     run_action(state, &req.headers, &query, name, action, params, None).await
 }
