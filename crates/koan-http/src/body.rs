@@ -36,14 +36,16 @@ impl Declared {
 }
 
 /// Reads the body of a request that has one, within the deadline and the limit,
-/// after checking that it is declared as JSON.
+/// after checking that it is declared as JSON: the request (its body taken when it
+/// was read) and the body read, if any. [`stash`] keeps it with the request for a
+/// route; the action route served by admission ([`crate::admit`]) takes it as is.
 pub(crate) async fn read_json_body(
     state: &AppState,
     req: Request,
     declared: Declared,
-) -> Result<Request, Response> {
+) -> Result<(Request, Option<Bytes>), Response> {
     if !declared.has_body {
-        return Ok(req);
+        return Ok((req, None));
     }
     if !declared.is_json {
         return Err(ApiError::new(
@@ -76,11 +78,7 @@ pub(crate) async fn read_json_body(
         None => read.await,
     };
     match bytes {
-        Ok(bytes) => {
-            let mut req = Request::from_parts(parts, Body::empty());
-            req.extensions_mut().insert(ReadBody(bytes));
-            Ok(req)
-        }
+        Ok(bytes) => Ok((Request::from_parts(parts, Body::empty()), Some(bytes))),
         Err(e) if is_length_limit(&e) => Err(too_large().closing()),
         Err(e) => Err(ApiError::bad_request(
             "bad_request",
@@ -120,16 +118,30 @@ async fn to_bytes(body: Body, limit: usize) -> Result<Bytes, axum::Error> {
 #[derive(Clone)]
 struct ReadBody(Bytes);
 
+/// The request with the body [`read_json_body`] read, for its route.
+pub(crate) fn stash(mut req: Request, body: Option<Bytes>) -> Request {
+    if let Some(bytes) = body {
+        req.extensions_mut().insert(ReadBody(bytes));
+    }
+    req
+}
+
 /// The request's JSON body as parameters: `null` when it has none (or only
 /// whitespace), a 400 naming the JSON error when it does not parse.
 pub(crate) fn json_params(req: &mut Request) -> Result<Value, ApiError> {
-    let Some(ReadBody(bytes)) = req.extensions_mut().remove::<ReadBody>() else {
+    let body = req.extensions_mut().remove::<ReadBody>().map(|b| b.0);
+    params_of(body.as_ref())
+}
+
+/// A body read ([`read_json_body`]) as parameters, as [`json_params`] answers.
+pub(crate) fn params_of(body: Option<&Bytes>) -> Result<Value, ApiError> {
+    let Some(bytes) = body else {
         return Ok(Value::Null);
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("the request body is not valid JSON: {e}"),

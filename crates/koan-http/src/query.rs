@@ -16,11 +16,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let raw = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(raw)
-            .map(Params)
-            .map_err(|e| ApiError::bad_request("invalid_parameters", message(&e.to_string())))
+        parse(parts.uri.query()).map(Params)
     }
+}
+
+/// A query (`None`: the URI has none) as `T`, as [`Params`] reads it.
+pub(crate) fn parse<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| ApiError::bad_request("invalid_parameters", message(&e.to_string())))
 }
 
 /// serde's words for an unknown field, in the API's: "unknown query parameter `x`;

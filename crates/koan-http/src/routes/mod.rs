@@ -17,6 +17,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
 
+pub(crate) use services::act_read;
+
 /// The routes, without the admission rules ([`crate::admit`]) in front of them.
 pub(crate) fn routes(state: AppState) -> Router {
     Router::new()
