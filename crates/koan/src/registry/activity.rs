@@ -57,7 +57,7 @@ impl Activity {
     /// service will fill its history soon, so the first run reserves all of it.
     pub(crate) fn run_finished(&self, record: &RunStamp, at: WallNanos, whole: bool) -> bool {
         self.throughput
-            .record_secs(at.unix_secs(), record.outcome.is_failure());
+            .record_secs(at.unix_secs(), record.is_failure());
         if self.capacity == 0 {
             return false;
         }
@@ -133,12 +133,12 @@ mod tests {
     use crate::service::RunReason;
 
     fn stamp() -> RunStamp {
-        RunStamp {
-            reason: RunReason::Scheduled,
-            started: WallNanos::from(chrono::Utc::now()),
-            duration_ms: 1,
-            outcome: RunOutcome::Success,
-        }
+        RunStamp::new(
+            RunReason::Scheduled,
+            WallNanos::from(chrono::Utc::now()),
+            1,
+            RunOutcome::Success,
+        )
     }
 
     /// A periodic run reserves the whole history at once (no growth, with its copy,

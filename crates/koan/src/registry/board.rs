@@ -240,12 +240,7 @@ impl StatusBoard {
         duration: Duration,
         outcome: RunOutcome,
     ) -> RunStamp {
-        RunStamp {
-            reason,
-            started,
-            duration_ms: crate::util::millis(duration),
-            outcome,
-        }
+        RunStamp::new(reason, started, crate::util::millis(duration), outcome)
     }
 
     fn update_run(
@@ -259,7 +254,7 @@ impl StatusBoard {
             // and as its last run at once.
             let mut s = self.hot();
             let kept = self.activity.run_finished(stamp, ended, then.is_some());
-            let error = stamp.outcome.error_text();
+            let error = stamp.error_text();
             if !kept || error.is_some() {
                 let mut cold = lock(&self.cold);
                 if !kept {
@@ -270,10 +265,10 @@ impl StatusBoard {
                 }
             }
             s.runs += 1;
-            if stamp.outcome.is_failure() {
+            if stamp.is_failure() {
                 s.failures += 1;
                 s.consecutive_failures = s.consecutive_failures.saturating_add(1);
-            } else if stamp.outcome.is_success() {
+            } else if stamp.is_success() {
                 s.consecutive_failures = 0;
             }
             if let Some((next_run, state)) = then {
