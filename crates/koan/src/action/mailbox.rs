@@ -113,12 +113,6 @@ pub(crate) struct Mailbox {
     service: Arc<str>,
     state: Mutex<State>,
     notify: Notify,
-    /// Workers that may wait on `notify` for a push: counted before their check of
-    /// the queue under the lock, so a push (whose lock comes after that check) sees
-    /// them. A push or take with none to wake skips `notify_one`, a write on a line
-    /// the callers' and the worker's cores would otherwise pass back and forth for
-    /// every queued job.
-    waiting: AtomicUsize,
     capacity: usize,
     len: AtomicUsize,
     /// `koan_queue_depth{service}` through the `metrics` facade.
@@ -140,7 +134,6 @@ impl Mailbox {
         Mailbox {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
-            waiting: AtomicUsize::new(0),
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
             depth: metrics::gauge!("koan_queue_depth", "service" => service.to_string()),
@@ -192,7 +185,7 @@ impl Mailbox {
         self.len.store(len, AtomicOrdering::Relaxed);
         drop(st);
         self.depth.set(len as f64);
-        self.wake_one();
+        self.notify.notify_one();
         Ok(())
     }
 
@@ -213,7 +206,6 @@ impl Mailbox {
             // Completes on a `notify_one` after it is polled (or on one left over),
             // and on any `close` after this line. Creating it costs one atomic load.
             let pushed_or_closed = self.notify.notified();
-            let counted = Waiting::count(self);
             let taken = {
                 let st = self.lock();
                 if st.closed {
@@ -228,7 +220,6 @@ impl Mailbox {
                 None => {
                     drop(held);
                     pushed_or_closed.await;
-                    drop(counted);
                 }
             }
         }
@@ -260,7 +251,6 @@ impl Mailbox {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let _counted = Waiting::count(self);
             {
                 let st = self.lock();
                 if st.len > 0 {
@@ -271,15 +261,6 @@ impl Mailbox {
                 }
             }
             notified.await;
-        }
-    }
-
-    /// Wakes a worker waiting for a push, if any may be: called after the push or take
-    /// released the lock, which orders it after every count that was there when the
-    /// waiter checked the queue (see `waiting`).
-    fn wake_one(&self) {
-        if self.waiting.load(AtomicOrdering::Acquire) > 0 {
-            self.notify.notify_one();
         }
     }
 
@@ -309,7 +290,7 @@ impl Mailbox {
         self.depth.set(len as f64);
         if len > 0 {
             // Let another worker pick up the rest.
-            self.wake_one();
+            self.notify.notify_one();
         }
         Some(job)
     }
@@ -350,25 +331,6 @@ impl Mailbox {
         self.depth.set(0.0);
         self.notify.notify_waiters();
         drained
-    }
-}
-
-/// A worker counted in [`Mailbox::waiting`] from before its check of the queue until
-/// it stops waiting (or its future is dropped).
-struct Waiting<'a>(&'a Mailbox);
-
-impl<'a> Waiting<'a> {
-    fn count(mailbox: &'a Mailbox) -> Self {
-        // Before the lock that checks the queue: that lock's release orders the
-        // count before any later push's look at it.
-        mailbox.waiting.fetch_add(1, AtomicOrdering::AcqRel);
-        Waiting(mailbox)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, AtomicOrdering::AcqRel);
     }
 }
 

@@ -2,9 +2,8 @@
 //! day), for dashboards: every finished run and action of the host's services counts.
 //!
 //! Kept in memory, in two fixed rings of buckets updated with atomics, with no lock
-//! shared between services, one copy of the rings for each of a few threads (a
-//! snapshot adds them up). A finished action costs one atomic write, to its second's
-//! bucket in its thread's copy (a line no other core writes): the hours' ring is
+//! shared between services. A finished action costs one atomic write, to its
+//! second's bucket (a line every core running actions writes): the hours' ring is
 //! written only when a second's bucket is reused a lap later (its counts are then
 //! folded into their hour), and a read of the hours adds the seconds not folded yet.
 //! A bucket is reused when its time comes round again; an update that races with
@@ -118,35 +117,10 @@ struct Counts {
     failed: u64,
 }
 
-/// How many copies of the rings a host keeps. A thread counts in one copy (see
-/// [`stripe`]): with one copy, every run and action on every core wrote the same
-/// bucket, a line the cores passed back and forth (B3's and B6's profiles); a
-/// snapshot adds the copies up.
-const STRIPES: usize = 8;
-
-/// The copy the current thread counts in: threads take them in turn, so up to
-/// [`STRIPES`] threads write lines of their own.
-fn stripe() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        // Set on the thread's first count: a `const` thread-local is a plain load,
-        // where a lazily built one checks its state first (30-odd instructions a
-        // count, callgrind of B6).
-        static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-    }
-    STRIPE.with(|s| {
-        let mut i = s.get();
-        if i == usize::MAX {
-            i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            s.set(i);
-        }
-        i
-    })
-}
-
 /// The host's counts of finished work.
 pub(crate) struct Throughput {
-    stripes: Box<[Stripe]>,
+    seconds: Ring,
+    hours: Ring,
 }
 
 impl std::fmt::Debug for Throughput {
@@ -158,7 +132,8 @@ impl std::fmt::Debug for Throughput {
 impl Default for Throughput {
     fn default() -> Self {
         Throughput {
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            seconds: Ring::new(1, SECONDS_KEPT),
+            hours: Ring::new(3600, HOURS_KEPT),
         }
     }
 }
@@ -170,51 +145,9 @@ impl Throughput {
         self.record_secs(at.timestamp(), failed);
     }
 
-    /// Counts one finished piece of work at `secs` seconds since the Unix epoch, in
-    /// the current thread's copy of the rings.
-    pub(crate) fn record_secs(&self, secs: i64, failed: bool) {
-        self.stripes[stripe()].record_secs(secs, failed);
-    }
-
-    /// The counts as of `now`: every copy's, added up.
-    pub(crate) fn snapshot(&self, now: DateTime<Utc>) -> ThroughputSnapshot {
-        let mut stripes = self.stripes.iter().map(|s| s.snapshot(now));
-        let mut total = stripes.next().expect("STRIPES > 0");
-        for s in stripes {
-            for (sum, add) in [
-                (&mut total.per_second, s.per_second),
-                (&mut total.per_hour, s.per_hour),
-            ] {
-                // The same buckets in the same order: each copy read at `now`.
-                for (t, b) in sum.iter_mut().zip(add) {
-                    t.succeeded += b.succeeded;
-                    t.failed += b.failed;
-                }
-            }
-        }
-        total
-    }
-}
-
-/// One copy of the rings: the counts of the threads that count in it.
-struct Stripe {
-    seconds: Ring,
-    hours: Ring,
-}
-
-impl Default for Stripe {
-    fn default() -> Self {
-        Stripe {
-            seconds: Ring::new(1, SECONDS_KEPT),
-            hours: Ring::new(3600, HOURS_KEPT),
-        }
-    }
-}
-
-impl Stripe {
     /// Counts one finished piece of work at `secs` seconds since the Unix epoch: in
     /// its second only; a second's counts reach its hour when its bucket is reused.
-    fn record_secs(&self, secs: i64, failed: bool) {
+    pub(crate) fn record_secs(&self, secs: i64, failed: bool) {
         if let Some((second, old)) = self.seconds.add(secs, failed, 1) {
             self.fold(second, old);
         }
@@ -230,8 +163,8 @@ impl Stripe {
         }
     }
 
-    /// This copy's counts as of `now`.
-    fn snapshot(&self, now: DateTime<Utc>) -> ThroughputSnapshot {
+    /// The counts as of `now`.
+    pub(crate) fn snapshot(&self, now: DateTime<Utc>) -> ThroughputSnapshot {
         let secs = now.timestamp();
         let per_second = self.seconds.read(secs);
         let mut per_hour = self.hours.read(secs);
@@ -354,37 +287,6 @@ mod tests {
         t.record(at(0), true);
         let day = 3600 * HOURS_KEPT as i64;
         assert!(t.snapshot(at(day)).per_hour.iter().all(|h| h.failed == 0));
-    }
-
-    /// Work counted on several threads (each in its own copy of the rings) is all in
-    /// the snapshot, in its second and its hour.
-    #[test]
-    fn counts_from_many_threads_add_up() {
-        let t = std::sync::Arc::new(Throughput::default());
-        let threads: Vec<_> = (0..2 * STRIPES)
-            .map(|i| {
-                let t = std::sync::Arc::clone(&t);
-                std::thread::spawn(move || {
-                    for _ in 0..10 {
-                        t.record(at(5), i % 2 == 1);
-                    }
-                })
-            })
-            .collect();
-        for th in threads {
-            th.join().expect("a counting thread");
-        }
-        let s = t.snapshot(at(5));
-        let last = s.per_second.last().expect("120 seconds");
-        assert_eq!(
-            (last.succeeded, last.failed),
-            (10 * STRIPES as u64, 10 * STRIPES as u64)
-        );
-        let hour = s.per_hour.last().expect("24 hours");
-        assert_eq!(
-            (hour.succeeded, hour.failed),
-            (10 * STRIPES as u64, 10 * STRIPES as u64)
-        );
     }
 
     #[test]
