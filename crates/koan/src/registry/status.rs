@@ -78,21 +78,24 @@ pub enum RunOutcome {
 impl RunOutcome {
     /// Whether the run succeeded.
     pub fn is_success(&self) -> bool {
-        matches!(self, RunOutcome::Success)
+        StampKind::of(self) == StampKind::Success
     }
 
     /// Whether the run counts as a failure.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, RunOutcome::Success | RunOutcome::Cancelled)
+        StampKind::of(self).is_failure()
     }
 
     /// A one-line description of a failure.
     pub fn error_text(&self) -> Option<String> {
+        StampKind::of(self).error_text(self.text())
+    }
+
+    /// The error or panic message; empty for the other outcomes.
+    fn text(&self) -> &str {
         match self {
-            RunOutcome::Success | RunOutcome::Cancelled => None,
-            RunOutcome::Failed { error } => Some(error.clone()),
-            RunOutcome::Panicked { message } => Some(format!("panicked: {message}")),
-            RunOutcome::TimedOut => Some("timed out".to_owned()),
+            RunOutcome::Failed { error: t } | RunOutcome::Panicked { message: t } => t,
+            _ => "",
         }
     }
 }
@@ -129,7 +132,8 @@ pub(crate) struct RunStamp {
     text: Option<Box<RunText>>,
 }
 
-/// The outcome of a [`RunStamp`] without its text.
+/// How a run ended, without its text: what a [`RunStamp`] keeps, and where the rules
+/// of both it and [`RunOutcome`] live (what counts as a failure, the error shown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StampKind {
     Success,
@@ -137,6 +141,32 @@ enum StampKind {
     Panicked,
     TimedOut,
     Cancelled,
+}
+
+impl StampKind {
+    fn of(outcome: &RunOutcome) -> Self {
+        match outcome {
+            RunOutcome::Success => StampKind::Success,
+            RunOutcome::Failed { .. } => StampKind::Failed,
+            RunOutcome::Panicked { .. } => StampKind::Panicked,
+            RunOutcome::TimedOut => StampKind::TimedOut,
+            RunOutcome::Cancelled => StampKind::Cancelled,
+        }
+    }
+
+    fn is_failure(self) -> bool {
+        !matches!(self, StampKind::Success | StampKind::Cancelled)
+    }
+
+    /// The one-line description of a failure whose message is `text`.
+    fn error_text(self, text: &str) -> Option<String> {
+        match self {
+            StampKind::Success | StampKind::Cancelled => None,
+            StampKind::Failed => Some(text.to_owned()),
+            StampKind::Panicked => Some(format!("panicked: {text}")),
+            StampKind::TimedOut => Some("timed out".to_owned()),
+        }
+    }
 }
 
 /// A failed or panicked run's message, behind one thin pointer.
@@ -150,12 +180,10 @@ impl RunStamp {
         duration_ms: u64,
         outcome: RunOutcome,
     ) -> Self {
-        let (kind, text) = match outcome {
-            RunOutcome::Success => (StampKind::Success, None),
-            RunOutcome::Failed { error } => (StampKind::Failed, Some(error)),
-            RunOutcome::Panicked { message } => (StampKind::Panicked, Some(message)),
-            RunOutcome::TimedOut => (StampKind::TimedOut, None),
-            RunOutcome::Cancelled => (StampKind::Cancelled, None),
+        let kind = StampKind::of(&outcome);
+        let text = match outcome {
+            RunOutcome::Failed { error: t } | RunOutcome::Panicked { message: t } => Some(t),
+            _ => None,
         };
         RunStamp {
             reason,
@@ -185,18 +213,13 @@ impl RunStamp {
 
     /// Whether the run counts as a failure ([`RunOutcome::is_failure`]).
     pub(crate) fn is_failure(&self) -> bool {
-        matches!(
-            self.kind,
-            StampKind::Failed | StampKind::Panicked | StampKind::TimedOut
-        )
+        self.kind.is_failure()
     }
 
     /// The run's error as the status shows it ([`RunOutcome::error_text`]).
     pub(crate) fn error_text(&self) -> Option<String> {
-        match self.kind {
-            StampKind::Success | StampKind::Cancelled => None,
-            _ => self.outcome().error_text(),
-        }
+        self.kind
+            .error_text(self.text.as_ref().map_or("", |t| t.0.as_str()))
     }
 
     /// The run as the API shows it.
