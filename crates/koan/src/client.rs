@@ -191,9 +191,15 @@ impl<T: Service> Services<T> {
     }
 
     /// Runs the tick now and waits for that run; coalesced with a run in progress.
+    /// A service with nothing running or queued runs it on the caller's own task
+    /// (in the service's span, as its driver would), without waking its driver.
     pub async fn trigger(&self) -> Result<TriggerOutcome> {
-        // Straight to a local driver, without building a by-name handle first.
-        let target = Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name));
+        // Straight to a local driver, without building a by-name handle first (nor
+        // looking the service up again, nor taking a count on its name).
+        let target = match self.local {
+            Some(index) => Target::Local(index),
+            None => Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name)),
+        };
         if let Some(r) = poke_direct(&self.host, &target, Poke::Trigger).await {
             return r;
         }

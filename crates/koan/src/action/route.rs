@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
+use crate::schedule::PokeStart;
 use crate::transport::RemoteCall;
 use crate::util::fmt_duration;
 
@@ -248,8 +249,12 @@ pub(crate) async fn poke_direct(
     {
         return None;
     }
-    let outcome = match control.poke(&cell.spec.name, poke, None) {
-        Ok(receipt) => receipt.outcome(&cell.spec.name).await,
+    // An idle driver with nothing queued: the caller runs the poke itself.
+    let outcome = match control.poke_or_run(&cell.spec.name, poke) {
+        Ok(PokeStart::Here(here, poke)) => {
+            crate::schedule::run_here(cell, control, here, poke).await
+        }
+        Ok(PokeStart::Queued(receipt)) => receipt.outcome(&cell.spec.name).await,
         Err(e) => Err(e),
     };
     super::metrics::poke_finished(&cell.spec.name, action, &outcome);

@@ -98,6 +98,16 @@ impl StatusWatch<'_> {
     }
 }
 
+/// What a periodic run's end says of the service's next run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NextRun {
+    /// Unchanged: a run its caller ran itself moves no tick (its driver, which owns
+    /// the schedule, handles a tick that fell due meanwhile).
+    Keep,
+    /// At this instant.
+    At(Instant),
+}
+
 impl StatusBoard {
     /// A board in `Disabled` state when `disabled`, `Pending` otherwise.
     pub(crate) fn new(disabled: bool, clock: Clock, activity: Activity) -> Self {
@@ -224,7 +234,7 @@ impl StatusBoard {
         duration: Duration,
         outcome: RunOutcome,
         ended: WallNanos,
-        next_run: Option<Instant>,
+        next_run: NextRun,
         state: ServiceState,
         record: bool,
     ) -> Option<RunRecord> {
@@ -247,7 +257,7 @@ impl StatusBoard {
         &self,
         stamp: &RunStamp,
         ended: WallNanos,
-        then: Option<(Option<Instant>, ServiceState)>,
+        then: Option<(NextRun, ServiceState)>,
     ) {
         {
             // Under the hot lock, so that a status read sees the run in its count
@@ -272,7 +282,9 @@ impl StatusBoard {
                 s.consecutive_failures = 0;
             }
             if let Some((next_run, state)) = then {
-                s.next_run = next_run;
+                if let NextRun::At(next_run) = next_run {
+                    s.next_run = Some(next_run);
+                }
                 if !matches!(s.state, ServiceState::Failed | ServiceState::Disabled) {
                     s.state = state;
                 }

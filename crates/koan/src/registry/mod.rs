@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub(crate) use activity::Activity;
 pub use activity::{DEFAULT_HISTORY_SIZE, ServiceHistory};
+pub(crate) use board::NextRun;
 pub(crate) use cell::ServiceCell;
 pub(crate) use spec::ServiceSpec;
 pub use status::{RunOutcome, RunRecord, ServiceState, ServiceStatus};

@@ -4,17 +4,19 @@
 //! A poke that arrives while a run is in progress is *coalesced*: every such `trigger`
 //! (or `check-queue`) joins one follow-up run, and its caller learns that it was merged.
 //! The poke side sets its state (the queue's length), then wakes the driver through an
-//! [`AtomicWaker`].
+//! [`AtomicWaker`] — or, when nothing runs and nothing is queued, runs the poke on its
+//! own task (see [`super::here`]).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::task::AtomicWaker;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::here::RunHere;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{RunOutcome, RunRecord};
 use crate::service::{BatchRequest, RunReason};
@@ -53,6 +55,14 @@ impl Poke {
     }
 }
 
+/// How a poke starts: run by its caller, or queued for the driver.
+pub(crate) enum PokeStart {
+    /// The caller runs it now, on its own task (see [`super::here`]).
+    Here(Arc<dyn RunHere>, Poke),
+    /// The driver runs it; its outcome arrives through the receipt.
+    Queued(PokeReceipt),
+}
+
 /// What the run that served a poke ended with.
 pub(crate) type PokeResult = Result<RunRecord>;
 
@@ -82,25 +92,31 @@ impl PokeReceipt {
             .rx
             .await
             .map_err(|_| Error::shutting_down(&format!("run of `{service}`")))??;
-        match &record.outcome {
-            RunOutcome::Success => Ok(TriggerOutcome {
-                coalesced: self.coalesced,
-                run: record,
-            }),
-            RunOutcome::Panicked { message } => Err(Error::new(
-                ErrorKind::Panic,
-                format!("the run of `{service}` panicked: {message}"),
-            )),
-            RunOutcome::TimedOut => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("the run of `{service}` timed out"),
-            )),
-            RunOutcome::Cancelled => Err(Error::shutting_down(&format!("run of `{service}`"))),
-            RunOutcome::Failed { error } => Err(Error::new(
-                ErrorKind::Handler,
-                format!("the run of `{service}` failed: {error}"),
-            )),
-        }
+        answer(record, self.coalesced, service)
+    }
+}
+
+/// A poke's answer once its run ended: a run that failed is an error of kind
+/// `Handler`/`Panic`.
+pub(super) fn answer(record: RunRecord, coalesced: bool, service: &str) -> Result<TriggerOutcome> {
+    match &record.outcome {
+        RunOutcome::Success => Ok(TriggerOutcome {
+            coalesced,
+            run: record,
+        }),
+        RunOutcome::Panicked { message } => Err(Error::new(
+            ErrorKind::Panic,
+            format!("the run of `{service}` panicked: {message}"),
+        )),
+        RunOutcome::TimedOut => Err(Error::new(
+            ErrorKind::Timeout,
+            format!("the run of `{service}` timed out"),
+        )),
+        RunOutcome::Cancelled => Err(Error::shutting_down(&format!("run of `{service}`"))),
+        RunOutcome::Failed { error } => Err(Error::new(
+            ErrorKind::Handler,
+            format!("the run of `{service}` failed: {error}"),
+        )),
     }
 }
 
@@ -163,9 +179,27 @@ pub(crate) struct PeriodicControl {
     state: Mutex<DriverState>,
     /// The length of `state.queue`, written under its lock, read without.
     pub(super) queued: AtomicUsize,
-    /// Whether a run is in progress (a poke then says it was coalesced): a flag, so
-    /// that a scheduled run takes no lock to begin or end.
+    /// Whether a run is in progress (a poke then says it was coalesced), and who may
+    /// start one: the driver, or a caller that runs its poke itself (see [`here`]).
+    /// Taken under the state's lock by a poke or a queued run, and without it (by a
+    /// compare-and-swap) by a scheduled one, so that no two runs overlap.
+    ///
+    /// [`here`]: super::here
     running: AtomicBool,
+    /// Set by the driver while it waits for a caller's run to end: that end wakes it.
+    blocked: AtomicBool,
+    /// Set when a caller's run ended; the driver then reads [`here_ended`](Self::here_ended).
+    here_ran: AtomicBool,
+    /// When the last run a caller ran itself ended: a tick that fell due during it is
+    /// handled as after any poked run (skipped, or run once, per the policy).
+    here_ended: Mutex<Option<Instant>>,
+    /// How a caller runs the service itself, set by the driver when it starts.
+    here: OnceLock<Arc<dyn RunHere>>,
+    /// Set when the driver is gone (stopped, or aborted after the grace): a caller's
+    /// run still in progress is then dropped and answered `ShuttingDown`.
+    abandoned: AtomicBool,
+    /// The task of a caller whose run is in progress, woken when it is abandoned.
+    here_waker: AtomicWaker,
     /// Set by [`cancel`](Self::cancel): the driver reads it beside `queued` (the
     /// service's own flag, in `Lifetime`, is a cache line a run touches for nothing
     /// else).
@@ -189,6 +223,12 @@ impl PeriodicControl {
             state: Mutex::new(DriverState::default()),
             queued: AtomicUsize::new(0),
             running: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            here_ran: AtomicBool::new(false),
+            here_ended: Mutex::new(None),
+            here: OnceLock::new(),
+            abandoned: AtomicBool::new(false),
+            here_waker: AtomicWaker::new(),
             cancelled: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
@@ -227,11 +267,43 @@ impl PeriodicControl {
         poke: Poke,
         deadline: Option<Instant>,
     ) -> Result<PokeReceipt> {
-        let (tx, rx) = oneshot::channel();
-        let mut st = self.lock();
+        let st = self.lock();
         if st.closed {
             return Err(Error::shutting_down(&format!("poke of `{service}`")));
         }
+        self.queue(st, service, poke, deadline)
+    }
+
+    /// Asks for a run without a deadline, which the caller runs itself when nothing
+    /// runs and nothing is queued ([`PokeStart::Here`]): the driver's wake-up is the
+    /// largest part of a poke otherwise. Else as [`poke`](Self::poke).
+    pub(crate) fn poke_or_run(&self, service: &str, poke: Poke) -> Result<PokeStart> {
+        let st = self.lock();
+        if st.closed {
+            return Err(Error::shutting_down(&format!("poke of `{service}`")));
+        }
+        if st.queue.is_empty()
+            && let Some(here) = self.here.get()
+            && self
+                .running
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::Acquire)
+                .is_ok()
+        {
+            drop(st);
+            return Ok(PokeStart::Here(Arc::clone(here), poke));
+        }
+        self.queue(st, service, poke, None).map(PokeStart::Queued)
+    }
+
+    /// Queues `poke` (or merges it into a queued run of its kind).
+    fn queue(
+        &self,
+        mut st: std::sync::MutexGuard<'_, DriverState>,
+        service: &str,
+        poke: Poke,
+        deadline: Option<Instant>,
+    ) -> Result<PokeReceipt> {
+        let (tx, rx) = oneshot::channel();
         let mut coalesced = self.running.load(Ordering::Acquire);
         if let Some(cmd) = st.queue.iter_mut().find(|c| c.poke.merges_with(&poke)) {
             cmd.deadline = match (cmd.deadline, deadline) {
@@ -271,18 +343,92 @@ impl PeriodicControl {
             return None;
         }
         let mut st = self.lock();
+        // A caller's run in progress: the driver waits for its end.
+        if self.running.load(Ordering::Acquire) {
+            return None;
+        }
         let cmd = st.queue.pop_front()?;
         self.queued.store(st.queue.len(), Ordering::Release);
         self.running.store(true, Ordering::Release);
         Some(cmd)
     }
 
-    pub(super) fn begin_scheduled(&self) {
-        self.running.store(true, Ordering::Release);
+    /// Takes the service for a scheduled run; `false` while a caller runs it.
+    pub(super) fn begin_scheduled(&self) -> bool {
+        self.running
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Acquire)
+            .is_ok()
     }
 
     pub(super) fn end(&self) {
         self.running.store(false, Ordering::Release);
+    }
+
+    /// Whether a run is in progress (at the driver's turn: a caller's).
+    pub(super) fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// How a caller runs the service itself: set once, by its driver.
+    pub(super) fn set_here(&self, here: Arc<dyn RunHere>) {
+        let _ = self.here.set(here);
+    }
+
+    /// Waits (the driver) until a caller's run has ended, or the service is cancelled
+    /// when `or_cancelled`.
+    pub(super) async fn wait_here(&self, or_cancelled: bool) {
+        // Set before `running` is read, and read by the run's end after it clears
+        // `running` (both sequentially consistent): one of the two sees the other.
+        self.blocked.store(true, Ordering::SeqCst);
+        std::future::poll_fn(|task| {
+            self.waker.register(task.waker());
+            if !self.is_running() || (or_cancelled && self.is_cancelled()) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        self.blocked.store(false, Ordering::Relaxed);
+    }
+
+    /// A caller's run ended at `ended`: the service is free again, and the driver is
+    /// woken when it has queued runs or waits for this end. With `stop`, the run
+    /// cancelled its own token: the driver stops, as after a run of its own.
+    pub(crate) fn end_here(&self, ended: Instant, stop: bool) {
+        *self.here_ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(ended);
+        self.here_ran.store(true, Ordering::Release);
+        self.running.store(false, Ordering::SeqCst);
+        if stop {
+            self.cancel();
+        } else if self.queued.load(Ordering::SeqCst) != 0 || self.blocked.load(Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    /// The driver is gone: a caller's run in progress is abandoned (see `here`).
+    pub(super) fn abandon_here(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        self.here_waker.wake();
+    }
+
+    /// Whether the driver is gone; `task` (a caller running its poke) is woken when
+    /// it goes.
+    pub(super) fn here_abandoned(&self, task: &std::task::Waker) -> bool {
+        self.here_waker.register(task);
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// When the last run a caller ran itself ended, once.
+    pub(super) fn take_here_ended(&self) -> Option<Instant> {
+        // A load first: the driver asks at every scheduled run, a caller rarely ran.
+        if !self.here_ran.load(Ordering::Acquire) || !self.here_ran.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.here_ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Refuses new pokes and answers every queued one `ShuttingDown`.

@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use super::Schedule;
 use super::control::{PeriodicControl, Poke, Waiters};
-use crate::registry::{RunOutcome, ServiceCell, ServiceState};
+use super::here::{Caught, HereFuture, RunHere};
+use crate::registry::{NextRun, RunOutcome, ServiceCell, ServiceState};
 use crate::service::{
     BatchRequest, PeriodicRun, PeriodicService, RunReason, ServiceContext, run_periodic,
 };
@@ -68,7 +69,66 @@ impl Driver {
             schedule,
             cx,
         } = self;
+        // Callers may run pokes themselves from now on (see `here`), in this span.
+        control.set_here(Arc::new(HereRun {
+            svc: Arc::clone(&svc),
+            cx: cx.clone(),
+            span: tracing::Span::current(),
+        }));
+        // However the driver ends (its loop returns, or its task is aborted after the
+        // grace), a caller's run still in progress is abandoned.
+        let _abandon = Abandon(Arc::clone(&control));
         drive_loop(&*svc, cell, control, schedule, cx).await
+    }
+}
+
+/// Abandons callers' runs when dropped (see [`PeriodicControl::abandon_here`]).
+struct Abandon(Arc<PeriodicControl>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.abandon_here();
+    }
+}
+
+/// How a caller runs service `T` itself: as the driver would, in its span.
+struct HereRun<T> {
+    svc: Arc<T>,
+    cx: ServiceContext,
+    span: tracing::Span,
+}
+
+impl<T: PeriodicService> RunHere for HereRun<T> {
+    fn start(&self, reason: RunReason, batch: Option<BatchRequest>) -> HereFuture {
+        use tracing::Instrument;
+        let (svc, cx) = (Arc::clone(&self.svc), self.cx.for_run(reason, batch));
+        Box::pin(
+            catch_unwind(async move { run_periodic(&*svc, cx).await })
+                .instrument(self.span.clone()),
+        )
+    }
+
+    fn cancelled_by_user(&self) -> bool {
+        self.cx.cancelled_by_user()
+    }
+}
+
+/// A run's outcome from its result (`None`: it timed out), logged as the driver logs
+/// a failure or a panic.
+pub(super) fn outcome_of(reason: RunReason, result: Option<Caught>) -> RunOutcome {
+    match result {
+        None => RunOutcome::TimedOut,
+        Some(Ok(Ok(()))) => RunOutcome::Success,
+        Some(Ok(Err(e))) => {
+            tracing::warn!(?reason, error = %e, "periodic run failed");
+            RunOutcome::Failed {
+                error: e.to_string(),
+            }
+        }
+        Some(Err(panic)) => {
+            tracing::error!(?reason, panic = %panic, "periodic run panicked");
+            RunOutcome::Panicked { message: panic }
+        }
     }
 }
 
@@ -101,6 +161,12 @@ async fn drive_loop<T: PeriodicService>(
         if control.is_cancelled() {
             break;
         }
+        // A caller runs a poke itself (see `here`; the driver's own runs end before
+        // this turn): the service is its until that run ends.
+        if control.is_running() {
+            control.wait_here(true).await;
+            continue;
+        }
         let now = fresh.take().unwrap_or_else(Instant::now);
         let (reason, batch, waiters, consumed, deadline) =
             if let Some(cmd) = control.begin_command() {
@@ -110,6 +176,15 @@ async fn drive_loop<T: PeriodicService>(
                 };
                 (cmd.poke.reason(), batch, cmd.waiters, false, cmd.deadline)
             } else if now >= due {
+                // A caller's run that ended after this tick fell due: the tick is
+                // handled as after any poked run (skipped, or run once, per policy).
+                if let Some(ended) = control.take_here_ended()
+                    && ended >= due
+                {
+                    due = schedule.next_due(missed_ticks, anchor, due, false, ended, &clock);
+                    cell.board.set_next_run(Some(due));
+                    continue;
+                }
                 // (The common case, not a singleton, without a future to build.)
                 if singleton && !may_run(&cx, &cell).await {
                     // A singleton whose lease another host holds: that host runs this tick.
@@ -117,7 +192,10 @@ async fn drive_loop<T: PeriodicService>(
                     cell.board.set_next_run(Some(due));
                     continue;
                 }
-                control.begin_scheduled();
+                if !control.begin_scheduled() {
+                    // A caller took the service a moment ago: its run first.
+                    continue;
+                }
                 (RunReason::Scheduled, None, Waiters::default(), true, None)
             } else {
                 // Moved only when it changed or has fired: a stale deadline cannot make
@@ -154,20 +232,7 @@ async fn drive_loop<T: PeriodicService>(
             None => Some(catch_unwind(run_periodic(svc, cx.for_run(reason, batch))).await),
             Some(deadline) => run_until(&cx, svc, reason, batch, deadline).await,
         };
-        let outcome = match result {
-            None => RunOutcome::TimedOut,
-            Some(Ok(Ok(()))) => RunOutcome::Success,
-            Some(Ok(Err(e))) => {
-                tracing::warn!(?reason, error = %e, "periodic run failed");
-                RunOutcome::Failed {
-                    error: e.to_string(),
-                }
-            }
-            Some(Err(panic)) => {
-                tracing::error!(?reason, panic = %panic, "periodic run panicked");
-                RunOutcome::Panicked { message: panic }
-            }
-        };
+        let outcome = outcome_of(reason, result);
         // One clock read per run, after it (so the tick starts sooner): the wall
         // times of its start, its end and the next run all derive from it, without
         // a read of the wall clock or a date built (see `WallNanos`).
@@ -182,7 +247,7 @@ async fn drive_loop<T: PeriodicService>(
             elapsed,
             outcome,
             ended_wall,
-            Some(due),
+            NextRun::At(due),
             ServiceState::Idle,
             !waiters.is_empty(),
         );
@@ -200,6 +265,10 @@ async fn drive_loop<T: PeriodicService>(
     }
 
     control.close(&cell.spec.name);
+    // A caller's run still in progress: the service has stopped when it ends.
+    if control.is_running() {
+        control.wait_here(false).await;
+    }
     cell.board.set_next_run(None);
 }
 

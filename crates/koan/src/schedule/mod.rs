@@ -6,6 +6,7 @@
 
 mod control;
 mod driver;
+mod here;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,8 +19,9 @@ use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 
 pub use control::TriggerOutcome;
-pub(crate) use control::{PeriodicControl, Poke, PokeReceipt};
+pub(crate) use control::{PeriodicControl, Poke, PokeReceipt, PokeStart};
 pub(crate) use driver::{Driver, spawn};
+pub(crate) use here::run as run_here;
 
 /// What to do with scheduled ticks that fell due while a run was in progress or the
 /// machine was stalled.

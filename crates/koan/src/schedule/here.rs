@@ -1,0 +1,185 @@
+//! A poke run on its caller's own task, when the driver is idle.
+//!
+//! A poke through the driver costs a wake-up of the driver's task before the run can
+//! start (B4: most of a poke's latency). When nothing runs and nothing is queued,
+//! nothing would run before this poke anyway, so the caller takes the service (the
+//! same `running` flag the driver takes, see [`PeriodicControl`]) and runs the tick
+//! itself, through the same steps as the driver: the state `Running`, the run inside
+//! the service's span with its panics caught, its record, the state `Idle`. Runs still
+//! never overlap: pokes that arrive meanwhile are queued (coalesced) for the driver,
+//! which also waits for the caller's run before a scheduled tick, and a tick that fell
+//! due during it is handled as after any poked run. A run is never lost to its caller
+//! going away: if the caller's future is dropped mid-run, the run finishes on a task
+//! of its own, still holding the service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::time::Instant;
+
+use super::control::{PeriodicControl, Poke, TriggerOutcome, answer};
+use crate::error::{BoxError, Error, Result};
+use crate::registry::{NextRun, RunOutcome, ServiceCell, ServiceState};
+use crate::service::{BatchRequest, RunReason};
+
+/// A run's result with its panic caught (`Err(message)`).
+pub(crate) type Caught = std::result::Result<std::result::Result<(), BoxError>, String>;
+
+/// A run of the service started by a caller, its type erased: set by the driver,
+/// which knows the service's type.
+pub(crate) type HereFuture = Pin<Box<dyn Future<Output = Caught> + Send>>;
+
+/// How a caller runs a periodic service itself (the driver builds it, see
+/// [`PeriodicControl::set_here`]).
+pub(crate) trait RunHere: Send + Sync {
+    /// A run for `reason`, in the service's span, its panics caught.
+    fn start(&self, reason: RunReason, batch: Option<BatchRequest>) -> HereFuture;
+
+    /// Whether code the run lent the service's token to cancelled it (after a run,
+    /// on the task that ran it): the service then stops, as after a driver's run.
+    fn cancelled_by_user(&self) -> bool;
+}
+
+/// A caller's run in progress.
+struct Running {
+    here: Arc<dyn RunHere>,
+    reason: RunReason,
+    started: Instant,
+    fut: HereFuture,
+}
+
+impl Running {
+    /// Polls the run; at its end records it and gives the service back. A run the
+    /// stopped host abandoned (its driver aborted after the grace) is dropped and
+    /// answered `ShuttingDown`, as a queued poke's caller is then.
+    fn poll_run(
+        &mut self,
+        cell: &ServiceCell,
+        control: &PeriodicControl,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<TriggerOutcome>> {
+        match self.fut.as_mut().poll(cx) {
+            Poll::Ready(caught) => {
+                let outcome = super::driver::outcome_of(self.reason, Some(caught));
+                Poll::Ready(self.finish(cell, control, outcome))
+            }
+            Poll::Pending if control.here_abandoned(cx.waker()) => Poll::Ready(Err(
+                Error::shutting_down(&format!("run of `{}`", cell.spec.name)),
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Records the run's end as the driver records its own, then gives the service
+    /// back.
+    fn finish(
+        &mut self,
+        cell: &ServiceCell,
+        control: &PeriodicControl,
+        outcome: RunOutcome,
+    ) -> Result<TriggerOutcome> {
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(self.started);
+        let ended_wall = cell.spec.clock.wall_nanos_at(ended, ended);
+        let record = cell.board.finish_run(
+            self.reason,
+            elapsed,
+            outcome,
+            ended_wall,
+            NextRun::Keep,
+            ServiceState::Idle,
+            true,
+        );
+        control.end_here(ended, self.here.cancelled_by_user());
+        match record {
+            Some(record) => answer(record, false, &cell.spec.name),
+            None => Err(Error::shutting_down(&format!(
+                "run of `{}`",
+                cell.spec.name
+            ))),
+        }
+    }
+}
+
+/// A poke run on its caller's task; resolves to the poke's answer.
+pub(crate) struct Here<'a> {
+    cell: &'a Arc<ServiceCell>,
+    control: &'a Arc<PeriodicControl>,
+    /// `None` once the run finished.
+    run: Option<Running>,
+}
+
+impl std::fmt::Debug for Here<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Here")
+            .field("service", &self.cell.spec.name)
+            .field("finished", &self.run.is_none())
+            .finish()
+    }
+}
+
+/// Starts `poke`'s run on the caller's task, in the service
+/// [`PeriodicControl::poke_or_run`] took for it.
+pub(crate) fn run<'a>(
+    cell: &'a Arc<ServiceCell>,
+    control: &'a Arc<PeriodicControl>,
+    here: Arc<dyn RunHere>,
+    poke: Poke,
+) -> Here<'a> {
+    cell.board.set_state(ServiceState::Running);
+    let reason = poke.reason();
+    let batch = match poke {
+        Poke::ProcessBatch(b) => Some(b),
+        _ => None,
+    };
+    let started = Instant::now();
+    let fut = here.start(reason, batch);
+    Here {
+        cell,
+        control,
+        run: Some(Running {
+            here,
+            reason,
+            started,
+            fut,
+        }),
+    }
+}
+
+impl Future for Here<'_> {
+    type Output = Result<TriggerOutcome>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(run) = &mut this.run else {
+            return Poll::Pending;
+        };
+        let answer = ready!(run.poll_run(this.cell, this.control, cx));
+        this.run = None;
+        Poll::Ready(answer)
+    }
+}
+
+impl Drop for Here<'_> {
+    fn drop(&mut self) {
+        // The caller stopped waiting while the run runs: it finishes on a task of its
+        // own, holding the service until then.
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        let (cell, control) = (Arc::clone(self.cell), Arc::clone(self.control));
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(std::future::poll_fn(move |cx| {
+                    run.poll_run(&cell, &control, cx).map(drop)
+                }));
+            }
+            // No runtime to finish it on: the run is dropped, and recorded as such.
+            Err(_) => {
+                let _ = run.finish(&cell, &control, RunOutcome::Cancelled);
+            }
+        }
+    }
+}
