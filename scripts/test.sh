@@ -29,7 +29,7 @@ bash scripts/ensure-tools.sh nats-server
 step "cargo test --workspace (with the proptest properties)"
 cargo test --workspace
 
-step "loom models of the action slots, the mailbox and inline hand-offs and the event ring (--cfg koan_loom; bounded)"
+step "loom models of the action slots, the mailbox and inline hand-offs, the event ring and a periodic poke run by its caller (--cfg koan_loom; bounded)"
 # Their own target directory: the cfg would rebuild everything in the main one.
 CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg koan_loom" \
   cargo test -p koan --lib loom

@@ -1,20 +1,43 @@
 //! The synchronization primitives of the hand-written concurrency (`action/slots.rs`,
-//! `action/mailbox.rs`, `event/ring.rs`): the standard ones and tokio's `Notify`, or under
-//! `--cfg koan_loom` loom's, so a loom model checks the real code.
+//! `action/mailbox.rs`, `event/ring.rs`, `schedule/control.rs`): the standard ones,
+//! tokio's `Notify` and futures' `AtomicWaker`, or under `--cfg koan_loom` loom's, so a
+//! loom model checks the real code.
 
 #[cfg(not(koan_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use futures_util::task::AtomicWaker;
+#[cfg(not(koan_loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(koan_loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard, RwLock};
 #[cfg(not(koan_loom))]
 pub(crate) use tokio::sync::Notify;
 
 #[cfg(koan_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(koan_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard, RwLock};
 #[cfg(koan_loom)]
 pub(crate) use notify::Notify;
+
+/// `futures`' `AtomicWaker` (`register`, `wake`) on loom's.
+#[cfg(koan_loom)]
+#[derive(Debug, Default)]
+pub(crate) struct AtomicWaker(loom::future::AtomicWaker);
+
+#[cfg(koan_loom)]
+impl AtomicWaker {
+    pub(crate) fn new() -> Self {
+        AtomicWaker(loom::future::AtomicWaker::new())
+    }
+
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.0.register_by_ref(waker);
+    }
+
+    pub(crate) fn wake(&self) {
+        self.0.wake();
+    }
+}
 
 /// Under loom, a SeqCst fence after a SeqCst operation that a later SeqCst load on
 /// another thread pairs with; nothing otherwise. Loom models SeqCst loads and stores

@@ -8,10 +8,8 @@
 //! own task (see [`super::here`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use futures_util::task::AtomicWaker;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -20,6 +18,7 @@ use super::here::RunHere;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{RunOutcome, RunRecord};
 use crate::service::{BatchRequest, RunReason};
+use crate::sync::{AtomicBool, AtomicUsize, AtomicWaker, Mutex, MutexGuard, Ordering};
 
 /// A request for an unscheduled run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +250,7 @@ impl PeriodicControl {
         self.cancelled.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, DriverState> {
+    fn lock(&self) -> MutexGuard<'_, DriverState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -303,7 +302,7 @@ impl PeriodicControl {
     /// Queues `poke` (or merges it into a queued run of its kind).
     fn queue(
         &self,
-        mut st: std::sync::MutexGuard<'_, DriverState>,
+        mut st: MutexGuard<'_, DriverState>,
         service: &str,
         poke: Poke,
         deadline: Option<Instant>,
@@ -385,6 +384,7 @@ impl PeriodicControl {
         // Set before `running` is read, and read by the run's end after it clears
         // `running` (both sequentially consistent): one of the two sees the other.
         self.blocked.store(true, Ordering::SeqCst);
+        crate::sync::seqcst_fence();
         std::future::poll_fn(|task| {
             self.waker.register(task.waker());
             if !self.is_running() || (or_cancelled && self.is_cancelled()) {
@@ -404,6 +404,7 @@ impl PeriodicControl {
         *self.here_ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(ended);
         self.here_ran.store(true, Ordering::Release);
         self.running.store(false, Ordering::SeqCst);
+        crate::sync::seqcst_fence();
         if stop {
             self.cancel();
         } else if self.queued.load(Ordering::SeqCst) != 0 || self.blocked.load(Ordering::SeqCst) {

@@ -183,3 +183,130 @@ impl Drop for Here<'_> {
         }
     }
 }
+
+/// Loom model (`RUSTFLAGS="--cfg koan_loom" cargo test -p koan --lib loom`): a caller
+/// that runs its poke itself and a driver with a scheduled run due share the
+/// control's `running` flag.
+#[cfg(all(test, koan_loom))]
+mod loom_model {
+    use std::sync::Arc;
+
+    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::{HereFuture, RunHere};
+    use crate::schedule::control::{PeriodicControl, Poke, PokeStart};
+    use crate::service::{BatchRequest, RunReason};
+
+    struct Nothing;
+
+    impl RunHere for Nothing {
+        fn start(&self, _reason: RunReason, _batch: Option<BatchRequest>) -> HereFuture {
+            Box::pin(async { Ok(Ok(())) })
+        }
+
+        fn cancelled_by_user(&self) -> bool {
+            false
+        }
+    }
+
+    /// One run: never two at once.
+    fn run(running: &AtomicUsize) {
+        assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
+        running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The driver's turns (as `drive_loop` takes them) until the service is
+    /// cancelled: a caller's run first, then queued runs, then the one scheduled run
+    /// due, else asleep until a poke or the cancel.
+    async fn driver(control: &PeriodicControl, running: &AtomicUsize, ticked: &AtomicBool) {
+        let mut due = true;
+        loop {
+            if control.is_cancelled() {
+                break;
+            }
+            if control.is_running() {
+                control.wait_here(true).await;
+                continue;
+            }
+            if let Some(cmd) = control.begin_command() {
+                run(running);
+                control.end();
+                for w in cmd.waiters {
+                    let _ = w.send(Err(crate::error::Error::shutting_down("the model's run")));
+                }
+                continue;
+            }
+            if due {
+                if control.begin_scheduled() {
+                    run(running);
+                    control.end();
+                    due = false;
+                    ticked.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
+            std::future::poll_fn(|task| {
+                control.waker.register(task.waker());
+                if control.queued.load(Ordering::Acquire) != 0 || control.is_cancelled() {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+        }
+        control.close("svc");
+        if control.is_running() {
+            control.wait_here(false).await;
+        }
+    }
+
+    /// A caller pokes while the driver's scheduled run is due: the caller runs it
+    /// itself or queues it, never two runs at once, a queued poke is run (not
+    /// stranded behind a caller's run), the driver waiting for a caller's run is
+    /// woken by its end (its scheduled run comes before the cancel), and it stops at
+    /// the cancel.
+    #[test]
+    fn loom_a_caller_running_its_poke_and_a_driver_due_to_run() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(model.preemption_bound.map_or(3, |b| b.min(3)));
+        model.check(|| {
+            let control = Arc::new(PeriodicControl::new(4));
+            control.set_here(Arc::new(Nothing));
+            let running = Arc::new(AtomicUsize::new(0));
+            let ticked = Arc::new(AtomicBool::new(false));
+            let driver_thread = {
+                let (control, running, ticked) = (
+                    Arc::clone(&control),
+                    Arc::clone(&running),
+                    Arc::clone(&ticked),
+                );
+                loom::thread::spawn(move || {
+                    loom::future::block_on(driver(&control, &running, &ticked))
+                })
+            };
+            match control.poke_or_run("svc", Poke::Trigger) {
+                Ok(PokeStart::Here(_, _)) => {
+                    run(&running);
+                    control.end_here(tokio::time::Instant::now(), false);
+                }
+                Ok(PokeStart::Queued(mut receipt)) => {
+                    // Answered by the driver's run, before any cancel.
+                    while receipt.rx.try_recv().is_err() {
+                        loom::thread::yield_now();
+                    }
+                }
+                Err(e) => panic!("refused: {e}"),
+            }
+            // The scheduled run happens without the cancel's wake-up: a driver that
+            // waited for the caller's run was woken by its end.
+            while !ticked.load(Ordering::SeqCst) {
+                loom::thread::yield_now();
+            }
+            control.cancel();
+            driver_thread
+                .join()
+                .expect("the driver stops at the cancel");
+        });
+    }
+}
