@@ -70,6 +70,13 @@ async fn json_and_look_alike_parameters_go_through_serde() -> anyhow::Result<()>
         .await?
         .value::<Receipt>()?;
     assert_eq!(by_ref.to, "di@example.com");
+    let shouted = host
+        .service("MAILER")
+        .action("send", json!({"to": "dj@example.com", "subject": "loud"}))
+        .execute()
+        .await?
+        .value::<Receipt>()?;
+    assert_eq!(shouted.to, "dj@example.com");
 
     let look_alike = host
         .services::<Mailer>()

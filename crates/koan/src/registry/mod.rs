@@ -27,6 +27,23 @@ use crate::error::{Error, ErrorKind, Result};
 /// Up to this many services, look-ups compare with each one before hashing.
 const FEW: usize = 8;
 
+/// Longest name [`lowered_ascii`] lowercases on the stack.
+const SHORT: usize = 64;
+
+/// A short ASCII `name` lowercased on the stack (for ASCII, `to_lowercase` is
+/// exactly this), `None` for any other. A service that runs elsewhere is not in the
+/// registry under any spelling, so every call to it missed here and lowercased its
+/// name into a new `String`: three allocations of B8's round trip.
+fn lowered_ascii(name: &str) -> Option<([u8; SHORT], usize)> {
+    if !name.is_ascii() || name.len() > SHORT {
+        return None;
+    }
+    let mut buf = [0u8; SHORT];
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    buf[..name.len()].make_ascii_lowercase();
+    Some((buf, name.len()))
+}
+
 #[derive(Default)]
 pub(crate) struct Registry {
     cells: Vec<Arc<ServiceCell>>,
@@ -74,9 +91,10 @@ impl Registry {
         }
         let idx = match self.by_name.get(name) {
             Some(i) => *i,
-            None if name.chars().any(char::is_uppercase) => {
-                *self.by_name.get(&name.to_lowercase())?
-            }
+            None if name.chars().any(char::is_uppercase) => match lowered_ascii(name) {
+                Some((buf, len)) => *self.by_name.get(std::str::from_utf8(&buf[..len]).ok()?)?,
+                None => *self.by_name.get(&name.to_lowercase())?,
+            },
             None => return None,
         };
         self.cells.get(idx)
@@ -127,5 +145,25 @@ impl Registry {
 
     pub(crate) fn find(&self, name: &str) -> Result<&Arc<ServiceCell>> {
         self.by_name(name).ok_or_else(|| self.unknown(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_ascii_name_is_lowercased_on_the_stack_as_to_lowercase_would() {
+        let long = "N".repeat(SHORT);
+        for name in ["Calc", "MAILER", "order-Intake_2", "", long.as_str()] {
+            let (buf, len) = lowered_ascii(name).expect("short ASCII");
+            assert_eq!(
+                std::str::from_utf8(&buf[..len]),
+                Ok(name.to_lowercase().as_str())
+            );
+        }
+        // Longer, or not ASCII: left to `to_lowercase`.
+        assert!(lowered_ascii(&"N".repeat(SHORT + 1)).is_none());
+        assert!(lowered_ascii("Übersetzer").is_none());
     }
 }
