@@ -1,10 +1,15 @@
 //! The synchronization primitives of the hand-written concurrency (`action/slots.rs`,
-//! `action/mailbox.rs`, `event/ring.rs`, `schedule/control.rs`): the standard ones,
-//! tokio's `Notify` and futures' `AtomicWaker`, or under `--cfg koan_loom` loom's, so a
-//! loom model checks the real code.
+//! `action/mailbox/`, `event/ring.rs`, `schedule/control.rs`): the standard ones,
+//! tokio's `Notify`, futures' `AtomicWaker` and crossbeam's `SegQueue`, or under
+//! `--cfg koan_loom` loom's (a locked queue for the last), so a loom model checks the
+//! real code.
 
 #[cfg(not(koan_loom))]
+pub(crate) use crossbeam_queue::SegQueue;
+#[cfg(not(koan_loom))]
 pub(crate) use futures_util::task::AtomicWaker;
+#[cfg(not(koan_loom))]
+pub(crate) use std::sync::atomic::fence;
 #[cfg(not(koan_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(koan_loom))]
@@ -13,11 +18,36 @@ pub(crate) use std::sync::{Mutex, MutexGuard, RwLock};
 pub(crate) use tokio::sync::Notify;
 
 #[cfg(koan_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(koan_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard, RwLock};
 #[cfg(koan_loom)]
 pub(crate) use notify::Notify;
+
+/// `crossbeam-queue`'s `SegQueue` (`push`, `pop`) as a locked queue: loom sees the
+/// protocol around the queue, and takes the queue itself as linearizable (which is
+/// crossbeam's to prove).
+#[cfg(koan_loom)]
+#[derive(Debug)]
+pub(crate) struct SegQueue<T>(Mutex<std::collections::VecDeque<T>>);
+
+#[cfg(koan_loom)]
+impl<T> SegQueue<T> {
+    pub(crate) fn new() -> Self {
+        SegQueue(Mutex::new(std::collections::VecDeque::new()))
+    }
+
+    pub(crate) fn push(&self, value: T) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(value);
+    }
+
+    pub(crate) fn pop(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+}
 
 /// `futures`' `AtomicWaker` (`register`, `wake`) on loom's.
 #[cfg(koan_loom)]

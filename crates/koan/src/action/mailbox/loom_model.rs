@@ -1,0 +1,131 @@
+//! Loom models (`RUSTFLAGS="--cfg koan_loom" cargo test -p koan --lib loom`): the
+//! hand-off between pushes, two workers taking with [`Mailbox::next`], the close, and
+//! the lane of priority 0 beside the locked priorities.
+
+use std::sync::Arc;
+
+use loom::sync::mpsc;
+
+use super::{Job, Mailbox};
+use crate::action::correlation::Correlation;
+use crate::action::table::ActionEntry;
+
+/// A job whose priority is its id (it never runs: the model only moves it).
+pub(crate) fn job(id: i32) -> Job {
+    let entry = ActionEntry {
+        name: Arc::from("noop"),
+        index: 0,
+        description: None,
+        params_schema: serde_json::Value::Null,
+        decode: |_, _| Ok(Box::new(())),
+        call: Box::new(|_, _| Box::pin(async { unreachable!("the model runs no action") })),
+        metrics: std::sync::OnceLock::new(),
+        retry: crate::job::RetryPolicy::default(),
+        idempotent: false,
+    };
+    Job {
+        entry: Arc::new(entry),
+        params: Box::new(()),
+        priority: id,
+        deadline: None,
+        correlation: Correlation::Generated(0),
+        job: None,
+        cancel_on: None,
+        reply: None,
+        enqueued_at: tokio::time::Instant::now(),
+        answered: true,
+    }
+}
+
+/// A worker: reports the id of every job it takes, and returns once closed.
+fn worker(mailbox: &Arc<Mailbox>, taken: &mpsc::Sender<i32>) -> loom::thread::JoinHandle<()> {
+    let (mailbox, taken) = (Arc::clone(mailbox), taken.clone());
+    loom::thread::spawn(move || {
+        loom::future::block_on(async {
+            while let Some((job, ())) = mailbox.next(|| async {}).await {
+                taken.send(job.priority).expect("the model listens");
+            }
+        })
+    })
+}
+
+/// A job pushed while two workers wait is taken once (a lost wake-up would
+/// leave both asleep on it: loom reports the deadlock), also when the second
+/// worker saw it queued and then finds nothing; the close then wakes both idle
+/// workers, whichever way they wait, and they return.
+#[test]
+fn loom_a_push_is_taken_once_and_close_wakes_both_workers() {
+    // Three threads: at most two preemptions (it already finds a worker left
+    // asleep past the close) keep it to seconds.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(model.preemption_bound.map_or(2, |b| b.min(2)));
+    model.check(|| {
+        let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+        let (tx, rx) = mpsc::channel();
+        let workers = [worker(&mailbox, &tx), worker(&mailbox, &tx)];
+        mailbox.push(job(1)).expect("room for it");
+        assert_eq!(rx.recv().expect("the job is taken"), 1);
+        assert!(mailbox.close().is_empty());
+        for w in workers {
+            w.join().expect("a worker returns after the close");
+        }
+        assert!(rx.try_recv().is_err(), "no job taken twice");
+    });
+}
+
+/// A close racing a push: the job is either taken by the worker or handed back
+/// by the close, never both and never lost, and the worker returns; for a job
+/// of the lane (priority 0) and one under the lock.
+#[test]
+fn loom_a_job_pushed_before_the_close_is_taken_or_handed_back() {
+    for priority in [0, 1] {
+        loom::model(move || {
+            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+            let (tx, rx) = mpsc::channel();
+            let w = worker(&mailbox, &tx);
+            mailbox.push(job(priority)).expect("room for it");
+            let handed_back = mailbox.close().len();
+            w.join().expect("the worker returns after the close");
+            let taken = usize::from(rx.try_recv().is_ok());
+            assert_eq!(taken + handed_back, 1);
+            assert_eq!(mailbox.len(), 0, "the count agrees");
+        });
+    }
+}
+
+/// A push to the lane racing the close, on two threads: a job the push accepted
+/// is handed back by the close or emptied from the lane by the push itself (it
+/// saw the close), never left behind in the closed mailbox; the count agrees.
+#[test]
+fn loom_a_lane_push_racing_the_close_is_never_left_behind() {
+    loom::model(|| {
+        let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+        let pushing = Arc::clone(&mailbox);
+        let pusher = loom::thread::spawn(move || pushing.push(job(0)).is_ok());
+        let handed_back = mailbox.close().len();
+        let accepted = pusher.join().expect("the push returns");
+        assert!(handed_back <= usize::from(accepted));
+        assert!(
+            mailbox.lane.pop().is_none(),
+            "a job left in a closed mailbox"
+        );
+        assert_eq!(mailbox.len(), 0, "the count agrees");
+    });
+}
+
+/// A job of a higher priority, queued under the lock, goes before the lane's.
+#[test]
+fn loom_a_higher_priority_goes_before_the_lane() {
+    loom::model(|| {
+        let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+        let (tx, rx) = mpsc::channel();
+        mailbox.push(job(0)).expect("room for it");
+        mailbox.push(job(2)).expect("room for it");
+        mailbox.push(job(-1)).expect("room for it");
+        let w = worker(&mailbox, &tx);
+        let order: Vec<i32> = (0..3).map(|_| rx.recv().expect("taken")).collect();
+        assert_eq!(order, [2, 0, -1]);
+        assert!(mailbox.close().is_empty());
+        w.join().expect("the worker returns after the close");
+    });
+}
