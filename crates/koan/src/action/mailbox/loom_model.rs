@@ -106,7 +106,7 @@ fn loom_a_lane_push_racing_the_close_is_never_left_behind() {
         let accepted = pusher.join().expect("the push returns");
         assert!(handed_back <= usize::from(accepted));
         assert!(
-            mailbox.lane.pop().is_none(),
+            mailbox.lane_pop().is_none(),
             "a job left in a closed mailbox"
         );
         assert_eq!(mailbox.len(), 0, "the count agrees");
