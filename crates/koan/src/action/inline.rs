@@ -221,19 +221,26 @@ mod loom_model {
     /// As above, with the worker going straight on to the next queued job in the slot
     /// it holds and the caller trying to run inline twice: still never two runs at
     /// once, every job runs once, and a job queued as the worker finds the queue
-    /// empty is not stranded.
+    /// empty is not stranded; with the caller's jobs under the mailbox's lock
+    /// (priorities 2 and 3) and in its lock-free lane (priority 0).
     #[test]
     fn loom_a_worker_keeping_its_slot_for_the_next_job_and_an_inline_caller() {
+        for ids in [[2, 3], [0, 0]] {
+            keeping_its_slot(ids);
+        }
+    }
+
+    fn keeping_its_slot(ids: [i32; 2]) {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(model.preemption_bound.map_or(3, |b| b.min(3)));
-        model.check(|| {
+        model.check(move || {
             let svc = Service::new();
             let (tx, rx) = mpsc::channel();
             let worker = svc.worker(true, tx);
             let (mailbox, slots) = (&svc.mailbox, &svc.slots);
             mailbox.push(job(1)).expect("room for it");
             let mut expected = vec![1];
-            for id in [2, 3] {
+            for id in ids {
                 if idle_slot(mailbox, slots) {
                     run(&svc.running);
                     slots.release_running();
@@ -247,6 +254,7 @@ mod loom_model {
                 .map(|_| rx.recv().expect("a queued job runs"))
                 .collect();
             taken.sort_unstable();
+            expected.sort_unstable();
             assert_eq!(taken, expected);
             assert!(mailbox.close().is_empty(), "nothing left queued");
             worker.join().expect("the worker returns after the close");

@@ -57,20 +57,23 @@ fn worker(mailbox: &Arc<Mailbox>, taken: &mpsc::Sender<i32>) -> loom::thread::Jo
 fn loom_a_push_is_taken_once_and_close_wakes_both_workers() {
     // Three threads: at most two preemptions (it already finds a worker left
     // asleep past the close) keep it to seconds.
-    let mut model = loom::model::Builder::new();
-    model.preemption_bound = Some(model.preemption_bound.map_or(2, |b| b.min(2)));
-    model.check(|| {
-        let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
-        let (tx, rx) = mpsc::channel();
-        let workers = [worker(&mailbox, &tx), worker(&mailbox, &tx)];
-        mailbox.push(job(1)).expect("room for it");
-        assert_eq!(rx.recv().expect("the job is taken"), 1);
-        assert!(mailbox.close().is_empty());
-        for w in workers {
-            w.join().expect("a worker returns after the close");
-        }
-        assert!(rx.try_recv().is_err(), "no job taken twice");
-    });
+    // A job under the lock, then one in the lane.
+    for priority in [1, 0] {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(model.preemption_bound.map_or(2, |b| b.min(2)));
+        model.check(move || {
+            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+            let (tx, rx) = mpsc::channel();
+            let workers = [worker(&mailbox, &tx), worker(&mailbox, &tx)];
+            mailbox.push(job(priority)).expect("room for it");
+            assert_eq!(rx.recv().expect("the job is taken"), priority);
+            assert!(mailbox.close().is_empty());
+            for w in workers {
+                w.join().expect("a worker returns after the close");
+            }
+            assert!(rx.try_recv().is_err(), "no job taken twice");
+        });
+    }
 }
 
 /// A close racing a push: the job is either taken by the worker or handed back
