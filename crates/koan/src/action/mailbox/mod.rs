@@ -80,7 +80,6 @@ struct State {
     /// Sorted by priority, highest first.
     queues: Vec<(i32, VecDeque<Job>)>,
     len: usize,
-    closed: bool,
 }
 
 /// Empty queues of rarer priorities are dropped once there are more than this many.
@@ -142,7 +141,8 @@ pub(crate) struct Mailbox {
     len: AtomicUsize,
     /// Jobs under the lock: while none, a take looks at the lane alone.
     others: AtomicUsize,
-    /// Set by `close` (under the lock); read by pushes to the lane and by takes.
+    /// Set by `close`, under the lock: read there by pushes of other priorities, and
+    /// without it by pushes to the lane and by takes.
     closed: AtomicBool,
     /// `koan_queue_depth{service}` through the `metrics` facade.
     depth: metrics::Gauge,
@@ -220,7 +220,8 @@ impl Mailbox {
             }
         } else {
             let mut st = self.lock();
-            if st.closed {
+            // Set under this lock by `close`.
+            if self.is_closed() {
                 drop(st);
                 self.len.fetch_sub(1, AtomicOrdering::SeqCst);
                 let e = self.shutting_down(&job);
@@ -371,14 +372,13 @@ impl Mailbox {
         let mut st = self.lock();
         let mut taken = Vec::new();
         for (_, q) in st.queues.iter_mut() {
-            let (calls, runs): (std::collections::VecDeque<Job>, _) =
+            let (calls, runs): (VecDeque<Job>, _) =
                 std::mem::take(q).into_iter().partition(|j| j.job.is_none());
             *q = runs;
             taken.extend(calls);
         }
         st.len -= taken.len();
         self.others.store(st.len, AtomicOrdering::SeqCst);
-        let others = taken.len();
         if let Some(lane) = self.lane.get() {
             for job in std::iter::from_fn(|| lane.pop()).collect::<Vec<_>>() {
                 if job.job.is_none() {
@@ -391,7 +391,6 @@ impl Mailbox {
         drop(st);
         let left = self.len.fetch_sub(taken.len(), AtomicOrdering::SeqCst) - taken.len();
         self.depth.set(left as f64);
-        debug_assert!(others <= taken.len());
         taken
     }
 
@@ -399,7 +398,6 @@ impl Mailbox {
     pub(crate) fn close(&self) -> Vec<Job> {
         let mut drained: Vec<Job> = {
             let mut st = self.lock();
-            st.closed = true;
             self.closed.store(true, AtomicOrdering::SeqCst);
             let n = st.len;
             st.len = 0;
