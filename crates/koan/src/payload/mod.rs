@@ -9,6 +9,10 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod scalar;
+
+use scalar::{Scalar, cast};
+
 /// A sendable value that can also show itself as JSON.
 pub(crate) trait AnyValue: Any + Send {
     fn to_json(&self) -> std::result::Result<Value, serde_json::Error>;
@@ -28,9 +32,11 @@ impl<T: Serialize + Send + 'static> AnyValue for T {
     }
 }
 
-/// Parameters or a result: nothing, a typed value, or JSON.
+/// Parameters or a result: nothing, a typed value (inline when it is a number, a
+/// boolean or a string, boxed otherwise), or JSON.
 pub(crate) enum Payload {
     Unit,
+    Scalar(Scalar),
     Value(Box<dyn AnyValue>),
     Json(Value),
 }
@@ -39,6 +45,7 @@ impl std::fmt::Debug for Payload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Payload::Unit => f.write_str("Unit"),
+            Payload::Scalar(s) => write!(f, "Scalar({s:?})"),
             Payload::Value(_) => f.write_str("Value(..)"),
             Payload::Json(v) => write!(f, "Json({v})"),
         }
@@ -47,24 +54,24 @@ impl std::fmt::Debug for Payload {
 
 impl Payload {
     pub(crate) fn of<T: Serialize + Send + 'static>(value: T) -> Self {
-        if TypeId::of::<T>() == TypeId::of::<Value>() {
-            // Moved out through a downcast on the stack: no allocation.
-            let mut slot = Some(value);
-            let any: &mut dyn Any = &mut slot;
-            return match any.downcast_mut::<Option<Value>>().and_then(Option::take) {
-                Some(v) => Payload::Json(v),
-                None => Payload::Unit,
-            };
-        }
+        // Each check is decided at compile time for `T`.
         if TypeId::of::<T>() == TypeId::of::<()>() {
             return Payload::Unit;
         }
-        Payload::Value(Box::new(value))
+        let value = match cast::<T, Value>(value) {
+            Ok(json) => return Payload::Json(json),
+            Err(value) => value,
+        };
+        match Scalar::of(value) {
+            Ok(s) => Payload::Scalar(s),
+            Err(value) => Payload::Value(Box::new(value)),
+        }
     }
 
     pub(crate) fn to_json(&self) -> Result<Value> {
         match self {
             Payload::Unit => Ok(Value::Null),
+            Payload::Scalar(s) => Ok(s.to_json()),
             Payload::Json(v) => Ok(v.clone()),
             Payload::Value(b) => b.to_json().map_err(|e| {
                 Error::new(
@@ -116,6 +123,10 @@ impl Payload {
                     format!("{}: the value given cannot be serialized: {e}", what()),
                 )
             })?,
+            Payload::Scalar(s) => match s.take::<P>() {
+                Ok(p) => return Ok(p),
+                Err(s) => s.to_json(),
+            },
             Payload::Json(v) => v,
             Payload::Unit => Value::Null,
         };
