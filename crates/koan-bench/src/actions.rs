@@ -287,13 +287,16 @@ where
 {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     let solo = crate::common::solo();
+    let n = contenders.len();
     for r in 0..=rounds {
-        for (i, (_, c)) in contenders.iter().enumerate() {
+        // Each round starts with the next contender: none always runs first, after
+        // the machine sat idle, or always after the same other one.
+        for i in (0..n).map(|k| (r + k) % n) {
             if solo.is_some_and(|s| s != i) {
                 samples[i].push(f64::NAN);
                 continue;
             }
-            let v = round(c.clone()).await?;
+            let v = round(contenders[i].1.clone()).await?;
             if r > 0 {
                 samples[i].push(v);
             }
