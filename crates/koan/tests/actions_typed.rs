@@ -292,6 +292,26 @@ async fn the_untyped_request_remains_for_chains() -> anyhow::Result<()> {
     stop(&host).await
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_number_or_string_result_reads_as_itself_as_another_type_and_as_json()
+-> anyhow::Result<()> {
+    let (host, shop) = start().await?;
+    // Kept inline (no box): the same value whichever way it is read.
+    let count = || shop.by_name().action("count", ()).execute();
+    assert_eq!(count().await?.value::<u32>()?, 0);
+    assert_eq!(count().await?.value::<i64>()?, 0, "converted through JSON");
+    assert_eq!(count().await?.json()?, serde_json::json!(0));
+    let e = count()
+        .await?
+        .value::<String>()
+        .expect_err("a number is no string");
+    assert_eq!(e.kind(), ErrorKind::InvalidParameters);
+    let status = || shop.by_name().action("shop-status", ()).execute();
+    assert_eq!(status().await?.value::<String>()?, "open");
+    assert_eq!(status().await?.json()?, serde_json::json!("open"));
+    stop(&host).await
+}
+
 /// Another process's `Shop`: records the calls and answers `5` to each.
 #[derive(Default)]
 struct RemoteShop {
