@@ -172,7 +172,7 @@ impl<T: Service> Services<T> {
         let target = Target::Local(index);
         match cell.spec.actions.get(name) {
             Some(entry) => {
-                ActionRequest::with_entry(self.host.clone(), target, Arc::clone(entry), params)
+                ActionRequest::with_declared(self.host.clone(), target, entry.index, params)
             }
             None => ActionRequest::new(self.host.clone(), target).action(name, params),
         }
@@ -316,7 +316,7 @@ impl ServiceRef {
         // once (no copy of the name, no second look-up); other spellings, built-ins
         // and remote services are resolved when the request runs, as before.
         match declared_local(&self.host, &self.target, name) {
-            Some(entry) => ActionRequest::with_entry(host, target, entry, params),
+            Some(action) => ActionRequest::with_declared(host, target, action, params),
             None => ActionRequest::new(host, target).action(name, params),
         }
     }

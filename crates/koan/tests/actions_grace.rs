@@ -7,14 +7,16 @@ use common::Queue;
 use koan::error::ErrorKind;
 use koan::testing;
 
-#[tokio::test(start_paused = true)]
-async fn the_caller_of_an_action_aborted_at_the_end_of_the_grace_is_told_which()
--> anyhow::Result<()> {
+/// Spawns `block` (made into a request by `call`), which waits for the gate and
+/// ignores its token: only the abort at the end of the grace ends it. Its caller is
+/// answered `ShuttingDown`, with the action's name.
+async fn aborted_block_is_named_to_its_caller(
+    call: impl FnOnce(koan::action::ActionRequest) -> koan::action::ActionRequest,
+) -> anyhow::Result<()> {
     type Q = Queue<8, 1>;
     let (host, mut probe) = Q::start().await?;
 
-    // `block` waits for the gate and ignores its token: only the abort ends it.
-    let ticket = host.services::<Q>().action("block", ()).spawn()?;
+    let ticket = call(host.services::<Q>().action("block", ())).spawn()?;
     probe.wait_started("`block` to start").await;
 
     testing::within("the host to stop", testing::stop(&host)).await?;
@@ -28,6 +30,22 @@ async fn the_caller_of_an_action_aborted_at_the_end_of_the_grace_is_told_which()
         err.message()
     );
     Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_caller_of_an_action_aborted_at_the_end_of_the_grace_is_told_which()
+-> anyhow::Result<()> {
+    aborted_block_is_named_to_its_caller(|request| request).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_action_with_a_deadline_aborted_at_the_end_of_the_grace_is_named_to_its_caller()
+-> anyhow::Result<()> {
+    // A deadline far past the grace: the run (on the timer's path) is aborted first.
+    aborted_block_is_named_to_its_caller(|request| {
+        request.timeout(std::time::Duration::from_secs(3600))
+    })
+    .await
 }
 
 #[tokio::test(start_paused = true)]

@@ -23,7 +23,7 @@ pub(super) fn push_with_deadline(
 ) -> Result<impl Future<Output = Option<Result<Payload>>> + Send + 'static> {
     let (tx, rx) = oneshot::channel();
     job.reply = Some(tx);
-    let late = job.timeout_error(&cell.spec.name);
+    let late = job.timeout_error(cell);
     cell.queue.mailbox.push(job)?;
     Ok(async move {
         match tokio::time::timeout_at(deadline, rx).await {

@@ -241,24 +241,24 @@ pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) ->
             format!(
                 "service `{}` is disabled ({reason}); action `{}` was not enqueued",
                 cell.spec.name,
-                action.as_str()
+                action.name(Some(cell))
             ),
         );
-        return Err(reject(cell, action.as_str(), e));
+        return Err(reject(cell, action.name(Some(cell)), e));
     }
     if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
         let e = Error::shutting_down(&format!(
             "action `{}` of `{}`",
-            action.as_str(),
+            action.name(Some(cell)),
             cell.spec.name
         ));
-        return Err(reject(cell, action.as_str(), e));
+        return Err(reject(cell, action.name(Some(cell)), e));
     }
     let json = match params.take() {
         Some(p) => p.into_json()?,
         None => serde_json::Value::Null,
     };
-    let name = action.into_string();
+    let name = action.into_string(Some(cell));
     let mut probe = Some(Payload::Json(json.clone()));
     let stored_name = match cell
         .spec

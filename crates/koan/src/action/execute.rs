@@ -46,7 +46,8 @@ async fn run_chain(req: ActionRequest, correlation: Correlation) -> Result<Actio
     }
     let mut last = Payload::Unit;
     for (i, step) in req.steps.into_iter().enumerate() {
-        let action = step.action.as_str().to_owned();
+        let cell = find_local(inner, &req.target);
+        let action = step.action.name(cell.map(|c| &**c)).to_owned();
         match start_step(inner, &req.target, step, &correlation, req.job.as_ref()).await {
             Ok(p) => last = p,
             Err(e) => {

@@ -66,6 +66,14 @@ struct Counted {
     slot: CellSlot,
 }
 
+impl Drop for Counted {
+    /// Dropped before it finished (its task aborted at the end of the grace), the
+    /// run answers its job, naming the action (see `Run::abandon`).
+    fn drop(&mut self) {
+        self.run.abandon(&self.slot.0);
+    }
+}
+
 impl Counted {
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Payload>>> {
         self.run.poll_run(&self.slot.0, cx)
@@ -148,7 +156,7 @@ mod loom_model {
     impl Service {
         fn new() -> Self {
             Service {
-                mailbox: Arc::new(Mailbox::new(Arc::from("svc"), 4)),
+                mailbox: crate::action::mailbox::loom_model::mailbox(),
                 slots: Arc::new(Slots::new(1)),
                 running: Arc::new(AtomicUsize::new(0)),
             }

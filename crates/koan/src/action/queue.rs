@@ -18,9 +18,16 @@ pub(crate) struct ActionQueue {
 }
 
 impl ActionQueue {
-    pub(crate) fn new(service: &Arc<str>, capacity: usize, max_concurrency: usize) -> Self {
+    /// The queue of `service`, whose declared actions are named `actions` (in its
+    /// table's order).
+    pub(crate) fn new(
+        service: &Arc<str>,
+        actions: Box<[Arc<str>]>,
+        capacity: usize,
+        max_concurrency: usize,
+    ) -> Self {
         ActionQueue {
-            mailbox: Arc::new(Mailbox::new(Arc::clone(service), capacity)),
+            mailbox: Arc::new(Mailbox::new(Arc::clone(service), actions, capacity)),
             slots: Arc::new(Slots::new(max_concurrency)),
         }
     }

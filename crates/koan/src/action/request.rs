@@ -11,10 +11,10 @@ use tokio::sync::oneshot;
 use super::context::JobMeta;
 use super::correlation::{Correlation, CorrelationText};
 use super::route::find_local;
-use super::table::ActionEntry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
 use crate::payload::Payload;
+use crate::registry::ServiceCell;
 
 /// Which service a request goes to.
 #[derive(Debug, Clone)]
@@ -69,26 +69,31 @@ pub(super) struct Step {
     pub(super) cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
-/// The action of a step: a name, or (from a typed handle to a local service) the
-/// declared action already found, so the call needs neither a copy of the name nor
-/// a second look-up.
+/// The action of a step: a name, or (from a handle to a local service) the declared
+/// action already found, by its place in the service's table, so the call needs
+/// neither a copy of the name, nor a second look-up, nor a count on the action's
+/// entry (a line every core calling it would write).
 pub(super) enum StepAction {
     Named(String),
-    Resolved(Arc<ActionEntry>),
+    /// Only in a request whose target is a local service.
+    Declared(usize),
 }
 
 impl StepAction {
-    pub(super) fn as_str(&self) -> &str {
+    /// The name as given, or as declared by `cell`, the service of the request.
+    pub(super) fn name<'a>(&'a self, cell: Option<&'a ServiceCell>) -> &'a str {
         match self {
             StepAction::Named(n) => n,
-            StepAction::Resolved(e) => &e.name,
+            StepAction::Declared(i) => cell
+                .and_then(|c| c.spec.actions.entries.get(*i))
+                .map_or(super::metrics::UNKNOWN, |e| &e.name),
         }
     }
 
-    pub(super) fn into_string(self) -> String {
+    pub(super) fn into_string(self, cell: Option<&ServiceCell>) -> String {
         match self {
             StepAction::Named(n) => n,
-            StepAction::Resolved(e) => e.name.to_string(),
+            declared => declared.name(cell).to_owned(),
         }
     }
 }
@@ -200,7 +205,10 @@ impl std::fmt::Debug for ActionRequest {
                 &self
                     .steps
                     .iter()
-                    .map(|s| s.action.as_str())
+                    .map(|s| {
+                        let cell = find_local(&self.host.inner, &self.target);
+                        s.action.name(cell.map(|c| &**c))
+                    })
                     .collect::<Vec<_>>(),
             )
             .field("correlation_id", &self.correlation)
@@ -330,10 +338,10 @@ impl ActionRequest {
     /// would copy the request (larger than 128 bytes, so by a call to `memcpy`) in
     /// and out of each builder call.
     #[inline(always)]
-    pub(crate) fn with_entry<P: Serialize + Send + 'static>(
+    pub(crate) fn with_declared<P: Serialize + Send + 'static>(
         host: HostHandle,
         target: Target,
-        entry: Arc<ActionEntry>,
+        action: usize,
         params: P,
     ) -> Self {
         ActionRequest {
@@ -341,7 +349,7 @@ impl ActionRequest {
             target,
             steps: Steps {
                 first: Some(Step {
-                    action: StepAction::Resolved(entry),
+                    action: StepAction::Declared(action),
                     params: Some(Payload::of(params)),
                     priority: 0,
                     timeout: None,

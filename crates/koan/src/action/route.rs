@@ -114,23 +114,29 @@ pub(super) fn prepare(
             format!(
                 "service `{}` is disabled ({reason}); action `{}` was not run",
                 cell.spec.name,
-                action.as_str()
+                action.name(Some(cell))
             ),
         );
-        return Err(reject(cell, action.as_str(), e));
+        return Err(reject(cell, action.name(Some(cell)), e));
     }
     // While the host stops, only stored jobs' runs are let through (the runner
     // decides whether they may still run).
     if host.stopping.load(Ordering::Acquire) && job.is_none() {
         let e = Error::shutting_down(&format!(
             "action `{}` of `{}`",
-            action.as_str(),
+            action.name(Some(cell)),
             cell.spec.name
         ));
-        return Err(reject(cell, action.as_str(), e));
+        return Err(reject(cell, action.name(Some(cell)), e));
     }
     let entry = match action {
-        StepAction::Resolved(entry) => entry,
+        // Found when the request was made, in this service's table.
+        StepAction::Declared(i) => cell.spec.actions.entries.get(i).ok_or_else(|| {
+            Error::new(
+                ErrorKind::UnknownAction,
+                format!("`{}` declares no action number {i}", cell.spec.name),
+            )
+        })?,
         StepAction::Named(name) => {
             match cell
                 .spec
@@ -139,7 +145,7 @@ pub(super) fn prepare(
                 .map_err(|e| reject(cell, &name, e))?
             {
                 Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, timeout)),
-                Resolved::Declared(entry) => Arc::clone(entry),
+                Resolved::Declared(entry) => entry,
             }
         }
     };
@@ -148,7 +154,7 @@ pub(super) fn prepare(
         .map_err(|e| reject(cell, &entry.name, e))?;
     let now = Instant::now();
     Ok(Prepared::Job(Job {
-        entry,
+        action: entry.index,
         params,
         priority,
         deadline: timeout.map(|t| crate::util::after(now, t)),
@@ -199,17 +205,14 @@ pub(crate) fn local_cell_pub(host: &HostHandle, target: &Target) -> Option<Arc<S
 
 /// The action of a local service declared under exactly `name` (not another
 /// spelling of it), found without copying the name.
-pub(crate) fn declared_local(
-    host: &HostHandle,
-    target: &Target,
-    name: &str,
-) -> Option<Arc<super::table::ActionEntry>> {
+/// Its place in the service's table.
+pub(crate) fn declared_local(host: &HostHandle, target: &Target, name: &str) -> Option<usize> {
     find_local(&host.inner, target)?
         .spec
         .actions
         .get(name)
         .filter(|entry| *entry.name == *name)
-        .cloned()
+        .map(|entry| entry.index)
 }
 
 pub(super) fn remote_call(
@@ -223,7 +226,8 @@ pub(super) fn remote_call(
     };
     Ok(RemoteCall {
         service: service.to_owned(),
-        action: step.action.into_string(),
+        // A declared action is a local service's: never sent.
+        action: step.action.into_string(None),
         params,
         priority: step.priority,
         timeout: step.timeout,

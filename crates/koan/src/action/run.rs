@@ -86,7 +86,7 @@ impl Run {
         if let Some(deadline) = job.deadline
             && started >= deadline
         {
-            let e = job.timeout_error(&cell.spec.name);
+            let e = job.timeout_error(cell);
             finished(&job, cell, Outcome::Timeout, 0.0, queued, started);
             return Run::Ready(answer(&mut job, Err(e)));
         }
@@ -95,7 +95,7 @@ impl Run {
         if job.job.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
             job.answered = true;
             finished(&job, cell, Outcome::Cancelled, 0.0, queued, started);
-            tracing::debug!(action = %job.entry.name, correlation_id = %job.correlation, "caller gone before the action started; not run");
+            tracing::debug!(action = %job.entry(cell).name, correlation_id = %job.correlation, "caller gone before the action started; not run");
             return Run::Ready(None);
         }
         // Only an action with a deadline needs a token of its own up front; the others
@@ -107,7 +107,7 @@ impl Run {
             .then(|| base.unwrap_or(&cell.life.token).child_token());
         let cx = ActionContext {
             cell: Arc::clone(cell),
-            action: job.entry.index,
+            action: job.action,
             job: job.job.as_ref().map(|j| Arc::clone(&j.info)),
             correlation: CorrelationText::new(job.correlation.clone()),
             priority: job.priority,
@@ -118,14 +118,15 @@ impl Run {
             deadline: job.deadline,
         };
         let params = std::mem::replace(&mut job.params, Box::new(()));
-        let fut = (job.entry.call)(params, cx);
+        let entry = job.entry(cell);
+        let fut = (entry.call)(params, cx);
         // One span per action, on whichever task runs it (a worker, or the caller
         // itself): whatever the handler logs carries its service, action and
         // correlation id.
         let span = tracing::info_span!(
             "action",
             service = %cell.spec.name,
-            action = %job.entry.name,
+            action = %entry.name,
             correlation_id = %job.correlation,
             job = job.job.as_ref().map(|j| j.info.id.as_str()),
         );
@@ -189,6 +190,18 @@ impl Run {
         }
     }
 
+    /// Answers the job of a run dropped before it finished (its task aborted at the
+    /// end of the grace): `ShuttingDown`, naming its action, declared by `cell`. A
+    /// timed run answers for itself (see [`timed`]).
+    #[inline]
+    pub(crate) fn abandon(&mut self, cell: &ServiceCell) {
+        if let Run::Handler(h) = self
+            && !h.job.answered
+        {
+            h.job.abandon(Some(&h.job.entry(cell).name));
+        }
+    }
+
     /// When a finished run's handler outcome was counted, if this run read it.
     pub(crate) fn ended_at(&self) -> Option<Instant> {
         match self {
@@ -198,29 +211,59 @@ impl Run {
     }
 }
 
+/// A worker's run of a job of `cell`: dropped before it finished, it answers the
+/// job (see [`Run::abandon`]).
+pub(crate) struct CellRun<'c> {
+    pub(crate) run: Run,
+    pub(crate) cell: &'c ServiceCell,
+}
+
+impl Drop for CellRun<'_> {
+    fn drop(&mut self) {
+        self.run.abandon(self.cell);
+    }
+}
+
+/// A job of `cell` held by a run's future: dropped unanswered with it, it answers
+/// (see [`Job::abandon`]).
+struct Held<'c> {
+    job: Job,
+    cell: &'c ServiceCell,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.job.answered {
+            self.job.abandon(Some(&self.job.entry(self.cell).name));
+        }
+    }
+}
+
 /// The timer's path: a run with a deadline, or with a caller's cancel token.
 #[allow(clippy::too_many_arguments)]
 async fn timed(
     host: &Arc<HostInner>,
     cell: &Arc<ServiceCell>,
-    mut job: Job,
+    job: Job,
     fut: HandlerFut,
     span: tracing::Span,
     token: tokio_util::sync::CancellationToken,
     started: Instant,
     queued: f64,
 ) -> Option<Result<Payload>> {
+    let mut held = Held { job, cell };
+    let job = &mut held.job;
     let fut =
         tracing::Instrument::instrument(CORRELATION.scope(job.correlation.clone(), fut), span);
     let result = match job.deadline {
         // Kept out of line (boxed) so that its state is held only while it runs.
         Some(deadline) => {
-            let timed = run_with_deadline(host, cell, &mut job, fut, deadline, token, started);
+            let timed = run_with_deadline(host, cell, job, fut, deadline, token, started);
             Box::pin(timed).await?
         }
         None => catch_unwind(fut).await,
     };
-    settle(&mut job, cell, result, started, queued, Instant::now())
+    settle(job, cell, result, started, queued, Instant::now())
 }
 
 /// Counts and logs the handler's `result` (the run began at `started`; `now`, just
@@ -248,21 +291,23 @@ fn settle(
                     ErrorKind::Handler,
                     format!(
                         "action `{}` of `{}` failed: {other}",
-                        job.entry.name, cell.spec.name
+                        job.entry(cell).name,
+                        cell.spec.name
                     ),
                 ),
             };
-            tracing::warn!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
+            tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
             Err(err)
         }
         Err(panic) => {
             finished(job, cell, Outcome::Panic, elapsed, queued, now);
-            tracing::error!(service = %cell.spec.name, action = %job.entry.name, correlation_id = %job.correlation, panic = %panic, "action panicked");
+            tracing::error!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, panic = %panic, "action panicked");
             Err(Error::new(
                 ErrorKind::Panic,
                 format!(
                     "action `{}` of `{}` panicked: {panic}",
-                    job.entry.name, cell.spec.name
+                    job.entry(cell).name,
+                    cell.spec.name
                 ),
             ))
         }

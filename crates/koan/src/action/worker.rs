@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::mailbox::Job;
 use super::metrics::{ActionMetrics, Outcome};
-use super::run::Run;
+use super::run::{CellRun, Run};
 use crate::error::{Error, Result};
 use crate::host::HostInner;
 use crate::payload::Payload;
@@ -31,10 +31,14 @@ pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
                 // down when the run ends *or* when it is dropped (a worker aborted at
                 // the end of the grace). Dropped in reverse order: the run first.
                 let _counted = InFlight::enter(&cell);
-                let mut run = Run::start(&host, &cell, job, started);
+                // Aborted mid-run, it answers its caller, naming the action.
+                let mut run = CellRun {
+                    run: Run::start(&host, &cell, job, started),
+                    cell: &cell,
+                };
                 // Queued jobs answer through their reply channel.
-                let _ = std::future::poll_fn(|cx| run.poll_run(&cell, cx)).await;
-                run.ended_at()
+                let _ = std::future::poll_fn(|cx| run.run.poll_run(&cell, cx)).await;
+                run.run.ended_at()
             };
             // One unit of tokio's cooperative budget per job, as a channel's
             // receiver spends: a worker draining a long mailbox of handlers that
@@ -98,10 +102,11 @@ pub(super) fn finished(
 }
 
 /// The metric handles of the job's action (resolved on its first run).
-fn metrics<'a>(job: &'a Job, cell: &ServiceCell) -> &'a ActionMetrics {
-    job.entry
+fn metrics<'a>(job: &Job, cell: &'a ServiceCell) -> &'a ActionMetrics {
+    let entry = job.entry(cell);
+    entry
         .metrics
-        .get_or_init(|| ActionMetrics::new(&cell.spec.name, &job.entry.name))
+        .get_or_init(|| ActionMetrics::new(&cell.spec.name, &entry.name))
 }
 
 type HandlerResult =
@@ -127,7 +132,7 @@ where
         _ = tokio::time::sleep_until(deadline) => {
             token.cancel();
             let queued = started.saturating_duration_since(job.enqueued_at).as_secs_f64();
-            let e = job.timeout_error(&cell.spec.name);
+            let e = job.timeout_error(cell);
             let grace = host.config.action_grace;
             // A stored job's record must say what really happened: a handler that
             // finishes within the grace decides the outcome.
@@ -137,7 +142,7 @@ where
                 }
                 let now = Instant::now();
                 finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
-                tracing::warn!(service = %cell.spec.name, action = %job.entry.name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
+                tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
                 let _ = answer(job, Err(e));
                 return None;
             }
@@ -150,7 +155,7 @@ where
             if tokio::time::timeout(grace, &mut run).await.is_err() {
                 tracing::warn!(
                     service = %cell.spec.name,
-                    action = %job.entry.name,
+                    action = %job.entry(cell).name,
                     grace = %fmt_duration(grace),
                     "action ignored its cancelled token; its future was dropped"
                 );
@@ -185,9 +190,10 @@ pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
     for mut job in jobs {
         let e = Error::shutting_down(&format!(
             "action `{}` of `{}`",
-            job.entry.name, cell.spec.name
+            job.entry(cell).name,
+            cell.spec.name
         ));
-        if let Some(m) = job.entry.metrics.get() {
+        if let Some(m) = job.entry(cell).metrics.get() {
             m.record(
                 Outcome::ShuttingDown,
                 0.0,

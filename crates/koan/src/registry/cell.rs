@@ -46,6 +46,11 @@ impl ServiceCell {
             .then(|| Arc::new(PeriodicControl::new(options.mailbox_capacity)));
         let queue = ActionQueue::new(
             &spec.name,
+            spec.actions
+                .entries
+                .iter()
+                .map(|e| Arc::clone(&e.name))
+                .collect(),
             options.mailbox_capacity,
             options.max_concurrency,
         );

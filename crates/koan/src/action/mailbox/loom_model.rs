@@ -8,23 +8,20 @@ use loom::sync::mpsc;
 
 use super::{Job, Mailbox};
 use crate::action::correlation::Correlation;
-use crate::action::table::ActionEntry;
+
+/// A mailbox of four jobs, of a service with one action.
+pub(crate) fn mailbox() -> Arc<Mailbox> {
+    Arc::new(Mailbox::new(
+        Arc::from("svc"),
+        Box::new([Arc::from("noop")]),
+        4,
+    ))
+}
 
 /// A job whose priority is its id (it never runs: the model only moves it).
 pub(crate) fn job(id: i32) -> Job {
-    let entry = ActionEntry {
-        name: Arc::from("noop"),
-        index: 0,
-        description: None,
-        params_schema: serde_json::Value::Null,
-        decode: |_, _| Ok(Box::new(())),
-        call: Box::new(|_, _| Box::pin(async { unreachable!("the model runs no action") })),
-        metrics: std::sync::OnceLock::new(),
-        retry: crate::job::RetryPolicy::default(),
-        idempotent: false,
-    };
     Job {
-        entry: Arc::new(entry),
+        action: 0,
         params: Box::new(()),
         priority: id,
         deadline: None,
@@ -62,7 +59,7 @@ fn loom_a_push_is_taken_once_and_close_wakes_both_workers() {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(model.preemption_bound.map_or(2, |b| b.min(2)));
         model.check(move || {
-            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+            let mailbox = mailbox();
             let (tx, rx) = mpsc::channel();
             let workers = [worker(&mailbox, &tx), worker(&mailbox, &tx)];
             mailbox.push(job(priority)).expect("room for it");
@@ -83,7 +80,7 @@ fn loom_a_push_is_taken_once_and_close_wakes_both_workers() {
 fn loom_a_job_pushed_before_the_close_is_taken_or_handed_back() {
     for priority in [0, 1] {
         loom::model(move || {
-            let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+            let mailbox = mailbox();
             let (tx, rx) = mpsc::channel();
             let w = worker(&mailbox, &tx);
             mailbox.push(job(priority)).expect("room for it");
@@ -102,7 +99,7 @@ fn loom_a_job_pushed_before_the_close_is_taken_or_handed_back() {
 #[test]
 fn loom_a_lane_push_racing_the_close_is_never_left_behind() {
     loom::model(|| {
-        let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+        let mailbox = mailbox();
         let pushing = Arc::clone(&mailbox);
         let pusher = loom::thread::spawn(move || pushing.push(job(0)).is_ok());
         let handed_back = mailbox.close().len();
@@ -120,7 +117,7 @@ fn loom_a_lane_push_racing_the_close_is_never_left_behind() {
 #[test]
 fn loom_a_higher_priority_goes_before_the_lane() {
     loom::model(|| {
-        let mailbox = Arc::new(Mailbox::new(Arc::from("svc"), 4));
+        let mailbox = mailbox();
         let (tx, rx) = mpsc::channel();
         mailbox.push(job(0)).expect("room for it");
         mailbox.push(job(2)).expect("room for it");

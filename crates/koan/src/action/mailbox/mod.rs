@@ -1,76 +1,19 @@
 //! The bounded priority mailbox of a service: higher priority first, FIFO within a
 //! priority, `Busy` when full, and every queued job answered at shutdown.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-
-use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use crate::sync::{
     AtomicBool, AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering, SegQueue, fence,
 };
 
-use super::table::ActionEntry;
 use crate::error::{Error, ErrorKind, Result};
-use crate::payload::Payload;
 
-/// One accepted action, waiting for a worker.
-pub(crate) struct Job {
-    pub(crate) entry: Arc<ActionEntry>,
-    pub(crate) params: Box<dyn Any + Send>,
-    pub(crate) priority: i32,
-    /// The call's timeout is `deadline - enqueued_at` (a job is accepted at
-    /// `enqueued_at`, its deadline set from then): not kept apart, which keeps a `Job`
-    /// within 128 bytes, moved inline rather than by a call to `memcpy`.
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) correlation: super::correlation::Correlation,
-    /// Set when this is the run of a stored job.
-    pub(crate) job: Option<super::context::JobMeta>,
-    /// The caller's token that stops the run (`ActionRequest::cancel_on`).
-    pub(crate) cancel_on: Option<tokio_util::sync::CancellationToken>,
-    pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
-    pub(crate) enqueued_at: Instant,
-    /// Set once the job's outcome went out; a job dropped without one (its worker
-    /// aborted at the end of the grace period) is recorded as `ShuttingDown`.
-    pub(crate) answered: bool,
-}
+mod job;
 
-impl Job {
-    /// The answer when its deadline passes, queued or running.
-    pub(crate) fn timeout_error(&self, service: &str) -> Error {
-        let limit = self
-            .deadline
-            .map(|d| crate::util::fmt_duration(d.saturating_duration_since(self.enqueued_at)))
-            .unwrap_or_default();
-        Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "action `{}` of `{service}` did not finish within its timeout of {limit} (queue time included)",
-                self.entry.name
-            ),
-        )
-    }
-}
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
-        let what = match &self.job {
-            Some(j) => format!("action `{}` of job {}", self.entry.name, j.info.id),
-            None => format!("action `{}`", self.entry.name),
-        };
-        let e = Error::shutting_down(&what);
-        // Its caller learns why, instead of finding the answer channel closed.
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(Err(e));
-        }
-    }
-}
+pub(crate) use job::Job;
 
 /// Jobs of every priority but 0 (those go through the lane): one FIFO queue per
 /// priority, highest first, so a job is moved in once and out once and equal
@@ -129,6 +72,9 @@ impl State {
 /// eleventh round).
 pub(crate) struct Mailbox {
     service: Arc<str>,
+    /// The names of the service's declared actions, in its table's order: what a
+    /// job's `action` names.
+    actions: Box<[Arc<str>]>,
     /// Jobs of priority 0, in order; made at the first push (its two ends on lines of
     /// their own are 256 bytes and more: 10,000 idle services need none).
     lane: OnceLock<Box<SegQueue<Job>>>,
@@ -159,8 +105,9 @@ impl std::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
-    pub(crate) fn new(service: Arc<str>, capacity: usize) -> Self {
+    pub(crate) fn new(service: Arc<str>, actions: Box<[Arc<str>]>, capacity: usize) -> Self {
         Mailbox {
+            actions,
             lane: OnceLock::new(),
             state: Mutex::new(State::default()),
             notify: Notify::new(),
@@ -239,15 +186,23 @@ impl Mailbox {
     /// answer with (the job itself then stays silent).
     fn refuse(&self, mut job: Job, e: Error) -> Result<()> {
         job.answered = true;
-        super::metrics::rejected(&self.service, &job.entry.name, e.kind());
+        super::metrics::rejected(&self.service, self.action_of(&job), e.kind());
         Err(e)
     }
 
     fn shutting_down(&self, job: &Job) -> Error {
         Error::shutting_down(&format!(
             "action `{}` of `{}`",
-            job.entry.name, self.service
+            self.action_of(job),
+            self.service
         ))
+    }
+
+    /// The declared name of `job`'s action.
+    fn action_of(&self, job: &Job) -> &str {
+        self.actions
+            .get(job.action)
+            .map_or(super::metrics::UNKNOWN, |n| n)
     }
 
     /// Counts one more job in, unless the mailbox is full.
@@ -414,6 +369,16 @@ impl Mailbox {
         self.depth.set(0.0);
         self.notify.notify_waiters();
         drained
+    }
+}
+
+impl Drop for Mailbox {
+    /// Jobs still queued when the mailbox goes (its service dropped without a
+    /// shutdown) each answer `ShuttingDown`, naming their action.
+    fn drop(&mut self) {
+        for mut job in self.close() {
+            job.abandon(Some(self.action_of(&job)));
+        }
     }
 }
 

@@ -1,0 +1,94 @@
+//! One accepted action on its way to its run, and its answer when it never runs.
+
+use std::any::Any;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::action::table::ActionEntry;
+use crate::error::{Error, ErrorKind, Result};
+use crate::payload::Payload;
+use crate::registry::ServiceCell;
+
+/// One accepted action, waiting for a worker.
+pub(crate) struct Job {
+    /// Its action, by its place in its service's table ([`Job::entry`]): a job takes
+    /// no count on the action's entry, a line every core calling it would write (B3:
+    /// with the count, the caller's clone and the worker's drop passed that line
+    /// between the cores on every call).
+    pub(crate) action: usize,
+    pub(crate) params: Box<dyn Any + Send>,
+    pub(crate) priority: i32,
+    /// The call's timeout is `deadline - enqueued_at` (a job is accepted at
+    /// `enqueued_at`, its deadline set from then): not kept apart, which keeps a `Job`
+    /// within 128 bytes, moved inline rather than by a call to `memcpy`.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) correlation: crate::action::correlation::Correlation,
+    /// Set when this is the run of a stored job.
+    pub(crate) job: Option<crate::action::context::JobMeta>,
+    /// The caller's token that stops the run (`ActionRequest::cancel_on`).
+    pub(crate) cancel_on: Option<tokio_util::sync::CancellationToken>,
+    pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
+    pub(crate) enqueued_at: Instant,
+    /// Set once the job's outcome went out; a job dropped without one (its worker
+    /// aborted at the end of the grace period) is recorded as `ShuttingDown`.
+    pub(crate) answered: bool,
+}
+
+impl Job {
+    /// Its action, declared by `cell`, its service.
+    pub(crate) fn entry<'c>(&self, cell: &'c ServiceCell) -> &'c ActionEntry {
+        &cell.spec.actions.entries[self.action]
+    }
+
+    /// The answer when its deadline passes, queued or running.
+    pub(crate) fn timeout_error(&self, cell: &ServiceCell) -> Error {
+        let limit = self
+            .deadline
+            .map(|d| crate::util::fmt_duration(d.saturating_duration_since(self.enqueued_at)))
+            .unwrap_or_default();
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "action `{}` of `{}` did not finish within its timeout of {limit} (queue time included)",
+                self.entry(cell).name,
+                cell.spec.name
+            ),
+        )
+    }
+
+    /// Answers `ShuttingDown`, naming its action (`name`), when it was dropped
+    /// before its outcome went out: its run's task was aborted at the end of the
+    /// grace, or its mailbox went away with it.
+    #[inline]
+    pub(crate) fn abandon(&mut self, name: Option<&str>) {
+        if !self.answered {
+            self.answer_abandoned(name);
+        }
+    }
+
+    #[cold]
+    fn answer_abandoned(&mut self, name: Option<&str>) {
+        self.answered = true;
+        let action = match name {
+            Some(name) => format!("action `{name}`"),
+            None => "an action".to_owned(),
+        };
+        let what = match &self.job {
+            Some(j) => format!("{action} of job {}", j.info.id),
+            None => action,
+        };
+        // Its caller learns why, instead of finding the answer channel closed.
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(Err(Error::shutting_down(&what)));
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // Whoever held it with its service answered already (see `abandon`); a job
+        // dropped anywhere else still answers, without its action's name.
+        self.abandon(None);
+    }
+}
