@@ -63,20 +63,18 @@ async fn json_and_look_alike_parameters_go_through_serde() -> anyhow::Result<()>
     assert_eq!(v["subject"], json!("by name"));
 
     // Names are case-insensitive on the by-name path.
-    let by_ref = host
-        .service("mailer")
-        .action("SEND", json!({"to": "di@example.com", "subject": "ref"}))
-        .execute()
-        .await?
-        .value::<Receipt>()?;
-    assert_eq!(by_ref.to, "di@example.com");
-    let shouted = host
-        .service("MAILER")
-        .action("send", json!({"to": "dj@example.com", "subject": "loud"}))
-        .execute()
-        .await?
-        .value::<Receipt>()?;
-    assert_eq!(shouted.to, "dj@example.com");
+    for (service, action, to) in [
+        ("mailer", "SEND", "di@example.com"),
+        ("MAILER", "send", "dj@example.com"),
+    ] {
+        let receipt = host
+            .service(service)
+            .action(action, json!({"to": to, "subject": "any case"}))
+            .execute()
+            .await?
+            .value::<Receipt>()?;
+        assert_eq!(receipt.to, to, "`{action}` of `{service}`");
+    }
 
     let look_alike = host
         .services::<Mailer>()

@@ -195,10 +195,8 @@ impl Run {
     /// timed run answers for itself (see [`timed`]).
     #[inline]
     pub(crate) fn abandon(&mut self, cell: &ServiceCell) {
-        if let Run::Handler(h) = self
-            && !h.job.answered
-        {
-            h.job.abandon(Some(&h.job.entry(cell).name));
+        if let Run::Handler(h) = self {
+            h.job.abandon_in(cell);
         }
     }
 
@@ -233,9 +231,7 @@ struct Held<'c> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        if !self.job.answered {
-            self.job.abandon(Some(&self.job.entry(self.cell).name));
-        }
+        self.job.abandon_in(self.cell);
     }
 }
 

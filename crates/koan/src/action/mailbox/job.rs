@@ -67,6 +67,15 @@ impl Job {
         }
     }
 
+    /// [`abandon`](Self::abandon), naming its action as declared by `cell`, its
+    /// service.
+    #[inline]
+    pub(crate) fn abandon_in(&mut self, cell: &ServiceCell) {
+        if !self.answered {
+            self.answer_abandoned(Some(&self.entry(cell).name));
+        }
+    }
+
     #[cold]
     fn answer_abandoned(&mut self, name: Option<&str>) {
         self.answered = true;
