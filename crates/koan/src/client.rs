@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
 use serde::{Deserialize, Serialize};
 
 use crate::action::{
@@ -13,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventInfo;
 use crate::event::{Emits, SubscriptionBuilder, TypedSubscriptionBuilder};
 use crate::health::ServiceHealth;
-use crate::host::{HostHandle, current};
+use crate::host::{HostHandle, OwnHost, current};
 use crate::registry::ServiceStatus;
 use crate::schedule::Poke;
 use crate::schedule::TriggerOutcome;
@@ -70,7 +71,9 @@ impl ServiceInfo {
 
 /// The fluent API of service `T`.
 pub struct Services<T> {
-    host: HostHandle,
+    /// Its own, one per clone: its requests count on this, not on the host (see
+    /// `CallerHost`).
+    pub(crate) host: OwnHost,
     name: Arc<str>,
     /// Where this host's registry (fixed once the host is built) holds `T`, when it
     /// runs one: each call names it by this index, without looking it up again.
@@ -89,7 +92,7 @@ impl<T> std::fmt::Debug for Services<T> {
 impl<T> Clone for Services<T> {
     fn clone(&self) -> Self {
         Services {
-            host: self.host.clone(),
+            host: Arc::new(CachePadded::new(HostHandle::clone(&self.host))),
             name: Arc::clone(&self.name),
             local: self.local,
             _t: PhantomData,
@@ -135,7 +138,7 @@ impl<T: Service> Services<T> {
         };
         Services {
             local: found.map(|(index, _)| index),
-            host,
+            host: Arc::new(CachePadded::new(host)),
             name,
             _t: PhantomData,
         }
@@ -146,7 +149,7 @@ impl<T: Service> Services<T> {
     /// event whose payload type two of its events share).
     pub fn by_name(&self) -> ServiceRef {
         ServiceRef {
-            host: self.host.clone(),
+            host: HostHandle::clone(&self.host),
             name: Arc::clone(&self.name),
             target: Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name)),
         }

@@ -153,7 +153,11 @@ impl ActionRequest {
                 .increment(1);
             inner.jobs.wake();
         }
-        Ok(JobTicket::stored(self.host, &pushed.record, pushed.created))
+        Ok(JobTicket::stored(
+            self.host.handle(),
+            &pushed.record,
+            pushed.created,
+        ))
     }
 
     /// Hands the work to its service and returns at once, with a ticket whose

@@ -12,7 +12,7 @@ use super::context::JobMeta;
 use super::correlation::{Correlation, CorrelationText};
 use super::route::find_local;
 use crate::error::{Error, ErrorKind, Result};
-use crate::host::{HostHandle, HostInner};
+use crate::host::{CallerHost, HostInner};
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
 
@@ -156,7 +156,7 @@ impl IntoIterator for Steps {
 /// to the whole chain.
 #[must_use = "an action request does nothing until `.execute()`, `.enqueue()` or `.spawn()`"]
 pub struct ActionRequest {
-    pub(super) host: HostHandle,
+    pub(super) host: CallerHost,
     pub(super) target: Target,
     pub(super) steps: Steps,
     pub(super) correlation: Option<Arc<str>>,
@@ -289,9 +289,9 @@ impl ActionTicket {
 }
 
 impl ActionRequest {
-    pub(crate) fn new(host: HostHandle, target: Target) -> Self {
+    pub(crate) fn new(host: impl Into<CallerHost>, target: Target) -> Self {
         ActionRequest {
-            host,
+            host: host.into(),
             target,
             steps: Steps::default(),
             correlation: None,
@@ -339,13 +339,13 @@ impl ActionRequest {
     /// and out of each builder call.
     #[inline(always)]
     pub(crate) fn with_declared<P: Serialize + Send + 'static>(
-        host: HostHandle,
+        host: impl Into<CallerHost>,
         target: Target,
         action: usize,
         params: P,
     ) -> Self {
         ActionRequest {
-            host,
+            host: host.into(),
             target,
             steps: Steps {
                 first: Some(Step {
@@ -441,7 +441,7 @@ impl ActionRequest {
             Some(cell) => Arc::clone(&cell.spec.name),
             None => Arc::from(self.target.name(&self.host.inner)),
         };
-        let host = self.host.clone();
+        let host = self.host.handle();
         let run = Box::pin(async move { self.execute().await.map(drop) });
         crate::event::SubscriptionBuilder::new(host, Some(service))
             .then_run(run)

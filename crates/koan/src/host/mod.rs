@@ -6,6 +6,7 @@
 //! after which they are aborted.
 
 mod builder;
+mod caller;
 mod environment;
 mod exit;
 mod handle;
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use builder::HostBuilder;
+pub(crate) use caller::{CallerHost, OwnHost};
 pub use environment::Environment;
 pub use exit::HostExit;
 pub use handle::HostHandle;
