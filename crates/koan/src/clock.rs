@@ -54,12 +54,13 @@ impl Clock {
         }
     }
 
-    /// [`unix_secs`](Self::unix_secs) at `now`, a moment just read from tokio's
-    /// clock: the system clock itself is read about once a second per thread (see
-    /// [`SECOND`]) instead of on every finished action.
-    pub(crate) fn unix_secs_at(&self, now: Instant) -> i64 {
+    /// [`unix_secs`](Self::unix_secs) at `now`, a [`Moment`] just read: the system
+    /// clock itself is read about once a second per thread (see [`MOMENT_SECOND`])
+    /// instead of on every finished action. A virtual clock reads tokio's.
+    pub(crate) fn unix_secs_at(&self, now: Moment) -> i64 {
         match self {
-            Clock::System => system_secs_at(now.into_std()),
+            Clock::System => window(&MOMENT_SECOND, now, Moment::checked_add)
+                .map_or_else(|| Clock::System.unix_secs(), |(_, secs)| secs),
             Clock::Virtual { .. } => self.now().timestamp(),
         }
     }
@@ -118,18 +119,24 @@ thread_local! {
     /// nanoseconds early, as the throughput ring's buckets allow at their first
     /// instant.
     static SECOND: Cell<Option<(std::time::Instant, i64)>> = const { Cell::new(None) };
-}
-
-/// The Unix second at `now` (a moment just read), by [`SECOND`].
-fn system_secs_at(now: std::time::Instant) -> i64 {
-    system_window(now).map_or_else(|| Clock::System.unix_secs(), |(_, secs)| secs)
+    /// As [`SECOND`], in [`Moment`]s: the second a finished action is counted in.
+    static MOMENT_SECOND: Cell<Option<(Moment, i64)>> = const { Cell::new(None) };
 }
 
 /// This thread's second around `now` (a moment just read): the monotonic moment it
 /// ends and its Unix second, the clock read only when `now` has left the window.
 /// `None` before 1970 (not kept: no test or host runs there).
 fn system_window(now: std::time::Instant) -> Option<(std::time::Instant, i64)> {
-    if let Ok(Some((ends, secs))) = SECOND.try_with(Cell::get)
+    window(&SECOND, now, std::time::Instant::checked_add)
+}
+
+/// [`system_window`] on the clock of `T` (`add` moves a moment of it).
+fn window<T: Copy + Ord + 'static>(
+    second: &'static std::thread::LocalKey<Cell<Option<(T, i64)>>>,
+    now: T,
+    add: fn(&T, std::time::Duration) -> Option<T>,
+) -> Option<(T, i64)> {
+    if let Ok(Some((ends, secs))) = second.try_with(Cell::get)
         && now < ends
     {
         return Some((ends, secs));
@@ -139,10 +146,32 @@ fn system_window(now: std::time::Instant) -> Option<(std::time::Instant, i64)> {
         .ok()?;
     let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     let left = std::time::Duration::from_nanos(u64::from(1_000_000_000 - d.subsec_nanos()));
-    let ends = now.checked_add(left)?;
+    let ends = add(&now, left)?;
     // Gone only while the thread exits: the next call reads the clock.
-    let _ = SECOND.try_with(|s| s.set(Some((ends, secs))));
+    let _ = second.try_with(|s| s.set(Some((ends, secs))));
     Some((ends, secs))
+}
+
+/// A moment of an action's life (accepted, started, ended), for its queue time, its
+/// run time and the second it is counted in: the processor's time-stamp counter, as
+/// `quanta` reads and scales it (a few nanoseconds; it falls back to the monotonic
+/// clock where the counter is not invariant). Tokio's clock costs a vDSO call with a
+/// fence, 20–40 ns on these virtual machines, which a run pays twice: 13 % of B1's
+/// samples were those two reads. Deadlines stay on tokio's clock, which tests pause;
+/// so do a virtual clock's per-second counts (see [`Clock::unix_secs_at`]).
+pub(crate) type Moment = quanta::Instant;
+
+/// The [`Moment`] now.
+#[inline]
+pub(crate) fn moment() -> Moment {
+    quanta::Instant::now()
+}
+
+/// Calibrates the counter behind [`moment`] (half a millisecond here, 200 ms at most,
+/// on the first read in the process) so that no action pays for it: called as a host
+/// is built.
+pub(crate) fn calibrate() {
+    let _ = moment();
 }
 
 /// `base` moved by the signed distance from `from` to `to`, in nanoseconds
@@ -202,7 +231,7 @@ mod tests {
         // Twice: the first read opens the second's window, the second reads it.
         for _ in 0..2 {
             let before = Utc::now().timestamp();
-            let secs = Clock::System.unix_secs_at(Instant::now());
+            let secs = Clock::System.unix_secs_at(moment());
             let after = Utc::now().timestamp();
             assert!(
                 before <= secs && secs <= after,

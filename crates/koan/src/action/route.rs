@@ -152,17 +152,18 @@ pub(super) fn prepare(
     let what = || format!("action `{}` of `{}`", entry.name, cell.spec.name);
     let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what)
         .map_err(|e| reject(cell, &entry.name, e))?;
-    let now = Instant::now();
     Ok(Prepared::Job(Job {
         action: entry.index,
         params,
         priority,
-        deadline: timeout.map(|t| crate::util::after(now, t)),
+        // Tokio's clock is read only for a deadline (see `Moment`).
+        deadline: timeout.map(|t| crate::util::after(Instant::now(), t)),
+        timeout,
         correlation: correlation.clone(),
         job,
         cancel_on: cancel,
         reply: None,
-        enqueued_at: now,
+        enqueued_at: crate::clock::moment(),
         answered: false,
     }))
 }

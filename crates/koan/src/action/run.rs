@@ -18,6 +18,7 @@ use super::correlation::CorrelationText;
 use super::mailbox::Job;
 use super::metrics::Outcome;
 use super::worker::{HandlerFut, answer, cancelled_by, finished, run_with_deadline};
+use crate::clock::{Moment, moment};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::payload::Payload;
@@ -40,7 +41,7 @@ pub(crate) enum Run {
     Timed(BoxFuture<'static, Option<Result<Payload>>>),
     /// Finished; with the moment its handler's outcome was counted, when read here
     /// (a worker that goes straight on to its next job starts that one then).
-    Done(Option<Instant>),
+    Done(Option<Moment>),
 }
 
 /// A running handler without a deadline: polled inside the action's span and with
@@ -50,7 +51,7 @@ pub(crate) struct HandlerRun {
     /// `None` once it finished.
     fut: Option<HandlerFut>,
     span: tracing::Span,
-    started: Instant,
+    started: Moment,
     queued: f64,
 }
 
@@ -74,7 +75,7 @@ impl Run {
         host: &Arc<HostInner>,
         cell: &Arc<ServiceCell>,
         mut job: Job,
-        started: Instant,
+        started: Moment,
     ) -> Run {
         // A caller running the job itself starts it at its acceptance: no queue time
         // (and no subtraction to learn it).
@@ -83,8 +84,9 @@ impl Run {
         } else {
             0.0
         };
+        // Only a job with a deadline reads tokio's clock (see `Moment`).
         if let Some(deadline) = job.deadline
-            && started >= deadline
+            && Instant::now() >= deadline
         {
             let e = job.timeout_error(cell);
             finished(&job, cell, Outcome::Timeout, 0.0, queued, started);
@@ -176,7 +178,7 @@ impl Run {
                     Err(panic) => Err(panic_message(panic)),
                 };
                 h.fut = None;
-                let now = Instant::now();
+                let now = moment();
                 let outcome = settle(&mut h.job, cell, result, h.started, h.queued, now);
                 *self = Run::Done(Some(now));
                 Poll::Ready(outcome)
@@ -201,7 +203,7 @@ impl Run {
     }
 
     /// When a finished run's handler outcome was counted, if this run read it.
-    pub(crate) fn ended_at(&self) -> Option<Instant> {
+    pub(crate) fn ended_at(&self) -> Option<Moment> {
         match self {
             Run::Done(at) => *at,
             _ => None,
@@ -244,7 +246,7 @@ async fn timed(
     fut: HandlerFut,
     span: tracing::Span,
     token: tokio_util::sync::CancellationToken,
-    started: Instant,
+    started: Moment,
     queued: f64,
 ) -> Option<Result<Payload>> {
     let mut held = Held { job, cell };
@@ -259,7 +261,7 @@ async fn timed(
         }
         None => catch_unwind(fut).await,
     };
-    settle(job, cell, result, started, queued, Instant::now())
+    settle(job, cell, result, started, queued, moment())
 }
 
 /// Counts and logs the handler's `result` (the run began at `started`; `now`, just
@@ -268,9 +270,9 @@ fn settle(
     job: &mut Job,
     cell: &ServiceCell,
     result: HandlerResult,
-    started: Instant,
+    started: Moment,
     queued: f64,
-    now: Instant,
+    now: Moment,
 ) -> Option<Result<Payload>> {
     // One clock read for the run's duration and the second it is counted in.
     let elapsed = now.saturating_duration_since(started).as_secs_f64();

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::clock::{Moment, moment};
+
 use super::mailbox::Job;
 use super::metrics::{ActionMetrics, Outcome};
 use super::run::{CellRun, Run};
@@ -24,7 +26,7 @@ use crate::util::{catch_unwind, fmt_duration};
 pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
     let queue = &cell.queue;
     while let Some((mut job, slot)) = queue.mailbox.next(|| queue.slots.take()).await {
-        let mut started = Instant::now();
+        let mut started = moment();
         loop {
             let ended = {
                 // Counted in `in_flight` for as long as the run lives: the count goes
@@ -54,7 +56,7 @@ pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
             // never before it was accepted.
             started = match ended {
                 Some(at) if !yields => at.max(next.enqueued_at),
-                _ => Instant::now(),
+                _ => moment(),
             };
             job = next;
         }
@@ -86,7 +88,7 @@ pub(super) fn finished(
     outcome: Outcome,
     run: f64,
     queued: f64,
-    now: Instant,
+    now: Moment,
 ) {
     metrics(job, cell).record(outcome, run, queued);
     let failed = match outcome {
@@ -121,7 +123,7 @@ pub(super) async fn run_with_deadline<F>(
     fut: F,
     deadline: Instant,
     token: tokio_util::sync::CancellationToken,
-    started: Instant,
+    started: Moment,
 ) -> Option<HandlerResult>
 where
     F: std::future::Future<Output = std::result::Result<Payload, crate::error::BoxError>>,
@@ -140,13 +142,13 @@ where
                 if let Ok(r) = tokio::time::timeout(grace, &mut run).await {
                     return Some(r);
                 }
-                let now = Instant::now();
+                let now = moment();
                 finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
                 tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
                 let _ = answer(job, Err(e));
                 return None;
             }
-            let now = Instant::now();
+            let now = moment();
             finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
             // A caller running the action itself has its reply channel for this.
             let _ = answer(job, Err(e));
@@ -197,7 +199,9 @@ pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
             m.record(
                 Outcome::ShuttingDown,
                 0.0,
-                job.enqueued_at.elapsed().as_secs_f64(),
+                moment()
+                    .saturating_duration_since(job.enqueued_at)
+                    .as_secs_f64(),
             );
         }
         let _ = answer(&mut job, Err(e));

@@ -311,6 +311,8 @@ impl HostBuilder {
         if let Some(g) = bg.shutdown_grace {
             self.grace = g;
         }
+        // The actions' clock calibrates once per process, here rather than in a call.
+        crate::clock::calibrate();
         let throughput = Arc::new(crate::registry::Throughput::default());
         let env = BuildEnv {
             resources: &self.resources,

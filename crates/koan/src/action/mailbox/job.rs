@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::action::table::ActionEntry;
+use crate::clock::Moment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
@@ -19,17 +20,18 @@ pub(crate) struct Job {
     pub(crate) action: usize,
     pub(crate) params: Box<dyn Any + Send>,
     pub(crate) priority: i32,
-    /// The call's timeout is `deadline - enqueued_at` (a job is accepted at
-    /// `enqueued_at`, its deadline set from then): not kept apart, which keeps a `Job`
-    /// within 128 bytes, moved inline rather than by a call to `memcpy`.
+    /// On tokio's clock, which tests pause; set from the call's `timeout`.
     pub(crate) deadline: Option<Instant>,
+    /// The call's timeout, which its timeout error names.
+    pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) correlation: crate::action::correlation::Correlation,
     /// Set when this is the run of a stored job.
     pub(crate) job: Option<crate::action::context::JobMeta>,
     /// The caller's token that stops the run (`ActionRequest::cancel_on`).
     pub(crate) cancel_on: Option<tokio_util::sync::CancellationToken>,
     pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
-    pub(crate) enqueued_at: Instant,
+    /// For its queue time (see [`Moment`]).
+    pub(crate) enqueued_at: Moment,
     /// Set once the job's outcome went out; a job dropped without one (its worker
     /// aborted at the end of the grace period) is recorded as `ShuttingDown`.
     pub(crate) answered: bool,
@@ -44,8 +46,8 @@ impl Job {
     /// The answer when its deadline passes, queued or running.
     pub(crate) fn timeout_error(&self, cell: &ServiceCell) -> Error {
         let limit = self
-            .deadline
-            .map(|d| crate::util::fmt_duration(d.saturating_duration_since(self.enqueued_at)))
+            .timeout
+            .map(crate::util::fmt_duration)
             .unwrap_or_default();
         Error::new(
             ErrorKind::Timeout,

@@ -25,11 +25,12 @@ pub(crate) fn job(id: i32) -> Job {
         params: Box::new(()),
         priority: id,
         deadline: None,
+        timeout: None,
         correlation: Correlation::Generated(0),
         job: None,
         cancel_on: None,
         reply: None,
-        enqueued_at: tokio::time::Instant::now(),
+        enqueued_at: crate::clock::moment(),
         answered: true,
     }
 }
