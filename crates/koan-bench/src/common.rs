@@ -206,3 +206,11 @@ pub(crate) fn table(rows: &[Row]) -> String {
 pub(crate) fn solo() -> Option<usize> {
     std::env::var("KOAN_BENCH_SOLO").ok()?.parse().ok()
 }
+
+/// `KOAN_BENCH_METRICS=1`: koan records its metrics into the Prometheus recorder, as
+/// the demo host does (installed before any host is built). Without it, the
+/// `metrics` facade has no recorder and an action's counts and timings go nowhere:
+/// every scenario then measures koan with its metrics off.
+pub(crate) fn metrics_on() -> bool {
+    std::env::var("KOAN_BENCH_METRICS").is_ok_and(|v| v == "1")
+}

@@ -7,6 +7,7 @@
 //! cargo run -p koan-bench --release -- B1 B4        # some
 //! cargo run -p koan-bench -- --quick all            # smoke run (seconds)
 //! cargo run -p koan-bench --release -- --json all   # machine-readable
+//! KOAN_BENCH_METRICS=1 cargo run -p koan-bench --release -- B1 B3   # metrics on
 //! ```
 //!
 //! Every scenario runs koan and its baselines in this process, alternating rounds
@@ -37,6 +38,11 @@ const USAGE: &str = "usage: koan-bench [--quick] [--json] all | B1 … B10 …";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if common::metrics_on() && !koan_http::install_metrics() {
+        return Err(anyhow!(
+            "KOAN_BENCH_METRICS=1: another metrics recorder came first"
+        ));
+    }
     // The child process of B6 (one size, fresh memory).
     if args.first().map(String::as_str) == Some("__scale") {
         let mode = args
