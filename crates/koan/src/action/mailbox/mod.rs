@@ -84,14 +84,17 @@ pub(crate) struct Mailbox {
     capacity: usize,
     /// Jobs accepted and not yet taken, in the lane and under the lock: counted up
     /// before a job goes in (the capacity's reservation) and down once it is out.
+    /// Read when the depth is asked for (a service's status, and from it
+    /// `koan_service_queue_depth` at each scrape), not copied into a gauge on every
+    /// push and take: with a recorder installed, those two writes on a line of the
+    /// recorder's were shared by every caller's core and the worker's, and racing
+    /// writers could leave a stale depth there.
     len: AtomicUsize,
     /// Jobs under the lock: while none, a take looks at the lane alone.
     others: AtomicUsize,
     /// Set by `close`, under the lock: read there by pushes of other priorities, and
     /// without it by pushes to the lane and by takes.
     closed: AtomicBool,
-    /// `koan_queue_depth{service}` through the `metrics` facade.
-    depth: metrics::Gauge,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -115,7 +118,6 @@ impl Mailbox {
             len: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            depth: metrics::gauge!("koan_queue_depth", "service" => service.to_string()),
             service,
         }
     }
@@ -177,7 +179,6 @@ impl Mailbox {
             st.push(job);
             self.others.store(st.len, AtomicOrdering::SeqCst);
         }
-        self.depth.set(self.len() as f64);
         self.notify.notify_one();
         Ok(())
     }
@@ -312,7 +313,6 @@ impl Mailbox {
             job
         }?;
         let left = self.len.fetch_sub(1, AtomicOrdering::SeqCst) - 1;
-        self.depth.set(left as f64);
         if left > 0 {
             // Let another worker pick up the rest.
             self.notify.notify_one();
@@ -344,8 +344,7 @@ impl Mailbox {
             }
         }
         drop(st);
-        let left = self.len.fetch_sub(taken.len(), AtomicOrdering::SeqCst) - taken.len();
-        self.depth.set(left as f64);
+        self.len.fetch_sub(taken.len(), AtomicOrdering::SeqCst);
         taken
     }
 
@@ -366,7 +365,6 @@ impl Mailbox {
         // After the flag (see `push`).
         fence(AtomicOrdering::SeqCst);
         drained.extend(self.drain_lane());
-        self.depth.set(0.0);
         self.notify.notify_waiters();
         drained
     }
