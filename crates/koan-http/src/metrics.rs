@@ -3,18 +3,49 @@
 
 use std::fmt::Write;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use koan::{HostHandle, health::HealthStatus, status::ServiceState};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often the recorder's buffered histogram samples are folded into their
+/// summaries, scraped or not.
+const UPKEEP: Duration = Duration::from_secs(1);
+
+/// Upkeeps run so far (read by the tests).
+static UPKEEPS: AtomicU64 = AtomicU64::new(0);
+
 /// Installs the Prometheus recorder as the global `metrics` recorder (once per
 /// process). Returns `false` when another recorder was installed first; `/metrics`
 /// then shows only the status gauges.
+///
+/// The recorder keeps every histogram sample (each action's run and queue time) in
+/// a buffer until it is drained into its summary, which a scrape does, and so does
+/// the upkeep that this starts every second on a thread of its own. Without it, a
+/// host nobody scraped grew by about 33 bytes an action (B3 with metrics on: 10.7 MB
+/// → 49.9 MB RSS after 1.2 million actions), without bound.
 pub fn install_metrics() -> bool {
     let installed = HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("koan-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP);
+                        upkeep.run_upkeep();
+                        UPKEEPS.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no metrics upkeep thread: histogram samples are drained only when /metrics is scraped");
+            }
+            Some(handle)
+        })
         .is_some();
     if installed {
         metrics::describe_counter!(
@@ -102,4 +133,26 @@ pub(crate) async fn render(host: &HostHandle) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The upkeep drains the recorder's buffers while nobody scrapes: it runs on its
+    /// own, within a bound far above its period.
+    #[test]
+    fn the_upkeep_runs_without_a_scrape() {
+        assert!(install_metrics(), "another recorder was installed first");
+        let before = UPKEEPS.load(Ordering::Relaxed);
+        let bound = std::time::Instant::now() + 60 * UPKEEP;
+        while UPKEEPS.load(Ordering::Relaxed) < before + 2 {
+            assert!(
+                std::time::Instant::now() < bound,
+                "no upkeep within {:?}",
+                60 * UPKEEP
+            );
+            std::thread::sleep(UPKEEP / 10);
+        }
+    }
 }
