@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use koan::{HostHandle, health::HealthStatus, status::ServiceState};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -17,6 +17,17 @@ const UPKEEP: Duration = Duration::from_secs(1);
 
 /// Upkeeps run so far (read by the tests).
 static UPKEEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Upper bounds, in seconds, of the buckets of koan's timings (every `koan_*`
+/// histogram is in seconds): 100 µs to a minute. They render as Prometheus
+/// histograms, which sum across a cluster's instances (a summary's quantiles do
+/// not), and the upkeep files a sample by a look-up among these bounds instead of an
+/// insert into a quantile sketch: the sketch was 7.9 % of the CPU under B3's load
+/// with the metrics on.
+const SECONDS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
 
 /// Installs the Prometheus recorder as the global `metrics` recorder (once per
 /// process). Returns `false` when another recorder was installed first; `/metrics`
@@ -30,7 +41,11 @@ static UPKEEPS: AtomicU64 = AtomicU64::new(0);
 pub fn install_metrics() -> bool {
     let installed = HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Prefix("koan_".into()), &SECONDS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
             let upkeep = handle.clone();
             let spawned = std::thread::Builder::new()
                 .name("koan-metrics-upkeep".into())

@@ -125,6 +125,17 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
         ("outcome", "invalid_parameters"),
     ];
     assert_sample(&text, "koan_actions_total", &rejected, 1.0);
+    // Timings are histograms (they sum across instances): every run of `bump` is in
+    // the last bucket and in the count, none of the refused call.
+    assert!(
+        text.contains("# TYPE koan_action_duration_seconds histogram"),
+        "{text}"
+    );
+    let bump = [("service", "Counter"), ("action", "bump")];
+    let inf = [("service", "Counter"), ("action", "bump"), ("le", "+Inf")];
+    assert_sample(&text, "koan_action_duration_seconds_count", &bump, 2.0);
+    assert_sample(&text, "koan_action_duration_seconds_bucket", &inf, 2.0);
+    assert_sample(&text, "koan_action_queue_seconds_count", &bump, 2.0);
 
     assert!(
         text.contains("# TYPE koan_service_runs_total counter"),
