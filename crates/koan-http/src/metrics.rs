@@ -33,6 +33,10 @@ const SECONDS: [f64; 18] = [
 /// process). Returns `false` when another recorder was installed first; `/metrics`
 /// then shows only the status gauges.
 ///
+/// koan's timings (`koan_action_duration_seconds`, `koan_action_queue_seconds`,
+/// `koan_job_queue_wait_seconds`) render as histograms with buckets from 100 µs to
+/// 60 s; other histograms recorded through the `metrics` facade, as summaries.
+///
 /// The recorder keeps every histogram sample (each action's run and queue time) in
 /// a buffer until it is drained into its summary, which a scrape does, and so does
 /// the upkeep that this starts every second on a thread of its own. Without it, a
