@@ -95,6 +95,34 @@ pub(crate) struct Mailbox {
     /// Set by `close`, under the lock: read there by pushes of other priorities, and
     /// without it by pushes to the lane and by takes.
     closed: AtomicBool,
+    /// Workers waiting for a push, counted before their last look (see [`Asleep`]):
+    /// a push or a take wakes one only while some wait. `Notify::notify_one` writes
+    /// its line even when nobody waits, so under load, with the worker busy, every
+    /// queued call had the callers' cores and the worker's pass that line back and
+    /// forth for nothing; this count is written only as a worker falls asleep and
+    /// wakes.
+    sleepers: AtomicUsize,
+}
+
+/// A worker counted among the mailbox's sleepers while it lives: made before the
+/// worker's last look for a job, dropped once it stops waiting (or its future is
+/// dropped). Paired with the push's look at the count, after its job is in (both
+/// sequentially consistent, with a fence on each side): either that look sees this
+/// worker, and wakes it, or the worker's last look sees the job.
+struct Asleep<'a>(&'a AtomicUsize);
+
+impl<'a> Asleep<'a> {
+    fn new(sleepers: &'a AtomicUsize) -> Self {
+        sleepers.fetch_add(1, AtomicOrdering::SeqCst);
+        fence(AtomicOrdering::SeqCst);
+        Asleep(sleepers)
+    }
+}
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AtomicOrdering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -118,6 +146,7 @@ impl Mailbox {
             len: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
             service,
         }
     }
@@ -178,9 +207,19 @@ impl Mailbox {
             }
             st.push(job);
             self.others.store(st.len, AtomicOrdering::SeqCst);
+            drop(st);
+            fence(AtomicOrdering::SeqCst);
         }
-        self.notify.notify_one();
+        // After the job is in and the fence (above, or the lane's): see `Asleep`.
+        self.wake_one();
         Ok(())
+    }
+
+    /// Wakes one waiting worker, if any waits (see `sleepers`).
+    fn wake_one(&self) {
+        if self.sleepers.load(AtomicOrdering::SeqCst) > 0 {
+            self.notify.notify_one();
+        }
     }
 
     /// Counts a refusal in `koan_actions_total` and returns it for the caller to
@@ -250,13 +289,19 @@ impl Mailbox {
                 // seen late by `ready`'s look: no later close wakes it.
                 return None;
             }
-            match self.take() {
-                Some(job) => return Some((job, held)),
-                None => {
-                    drop(held);
-                    pushed_or_closed.await;
-                }
+            if let Some(job) = self.take() {
+                return Some((job, held));
             }
+            // Counted asleep before the last look: a push whose job this look
+            // misses (it counted the job in but had not put it in yet) sees this
+            // worker and wakes it.
+            let asleep = Asleep::new(&self.sleepers);
+            if let Some(job) = self.take() {
+                return Some((job, held));
+            }
+            drop(held);
+            pushed_or_closed.await;
+            drop(asleep);
         }
         None
     }
@@ -278,6 +323,7 @@ impl Mailbox {
         if !self.is_empty() {
             return true;
         }
+        let _asleep = Asleep::new(&self.sleepers);
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -314,8 +360,8 @@ impl Mailbox {
         }?;
         let left = self.len.fetch_sub(1, AtomicOrdering::SeqCst) - 1;
         if left > 0 {
-            // Let another worker pick up the rest.
-            self.notify.notify_one();
+            // Let another worker, if one waits, pick up the rest.
+            self.wake_one();
         }
         Some(job)
     }
