@@ -5,8 +5,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use crossbeam_utils::CachePadded;
-
 use crate::sync::{
     AtomicBool, AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering, SegQueue, fence,
 };
@@ -91,11 +89,7 @@ pub(crate) struct Mailbox {
     /// push and take: with a recorder installed, those two writes on a line of the
     /// recorder's were shared by every caller's core and the worker's, and racing
     /// writers could leave a stale depth there.
-    ///
-    /// On a line of its own: every push and take writes it, and the fields beside
-    /// it (`others`, `closed`, `sleepers`), read on each of those, are written
-    /// rarely; sharing its line, each of their reads was one more miss.
-    len: CachePadded<AtomicUsize>,
+    len: AtomicUsize,
     /// Jobs under the lock: while none, a take looks at the lane alone.
     others: AtomicUsize,
     /// Set by `close`, under the lock: read there by pushes of other priorities, and
@@ -149,7 +143,7 @@ impl Mailbox {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
-            len: CachePadded::new(AtomicUsize::new(0)),
+            len: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
