@@ -310,10 +310,7 @@ impl Mailbox {
     /// taken at once if one waits (as [`next`](Self::next) would after giving the
     /// slot back and taking it again), `None` if none does or the mailbox is closed.
     pub(crate) fn next_in_slot(&self) -> Option<Job> {
-        // No look at the count first: a take that finds nothing costs no write, and
-        // one that finds a job writes the count's line anyway (a read before that
-        // write would fetch the line twice).
-        if self.is_closed() {
+        if self.is_empty() || self.is_closed() {
             return None;
         }
         self.take()
