@@ -64,6 +64,27 @@ async fn events_emitted_during_an_action_carry_its_correlation_id() -> anyhow::R
     assert_eq!(tick.correlation_id(), Some(out.correlation_id()));
     next(&mut rx).await;
 
+    // Through the host's handle, after the handler yielded: the id of the action
+    // being run, with or without a deadline (a run with one is polled by another
+    // path). Then, on this same thread, none again (below).
+    for timeout in [None, Some(std::time::Duration::from_secs(5))] {
+        let mut call = host
+            .services::<Emitter>()
+            .action("emit_via_host", 9u32)
+            .correlation_id("corr-host");
+        if let Some(t) = timeout {
+            call = call.timeout(t);
+        }
+        call.execute().await?;
+        let tick = next(&mut rx).await;
+        assert_eq!(tick.payload::<u32>()?, 9);
+        assert_eq!(
+            tick.correlation_id(),
+            Some("corr-host"),
+            "timeout {timeout:?}"
+        );
+    }
+
     // Outside any action there is none.
     host.emit("Emitter", "Tick", 3u32).await?;
     let tick = next(&mut rx).await;

@@ -1,4 +1,8 @@
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -9,14 +13,81 @@ use super::correlation::{Correlation, CorrelationText};
 use crate::host::{HostHandle, HostInner};
 use crate::registry::ServiceCell;
 
-tokio::task_local! {
-    /// The correlation id of the action being handled on this task.
-    pub(crate) static CORRELATION: Correlation;
+thread_local! {
+    /// The correlation id of the action whose handler is being polled on this thread:
+    /// set around each poll of a handler's future (and around its drop), so that it
+    /// reads as a task-local would. Our own rather than `tokio::task_local!`: its
+    /// `sync_scope` (a `RefCell` swapped in and out, and the value moved through
+    /// three layers) was 7.5 % of B1's samples.
+    static CURRENT: Cell<Option<Correlation>> = const { Cell::new(None) };
 }
 
 /// The correlation id of the action running on this task, if any.
 pub(crate) fn current_correlation() -> Option<Arc<str>> {
-    CORRELATION.try_with(Correlation::to_arc).ok()
+    CURRENT
+        .try_with(|current| {
+            let id = current.take();
+            let text = id.as_ref().map(Correlation::to_arc);
+            current.set(id);
+            text
+        })
+        .ok()
+        .flatten()
+}
+
+/// Runs `f` with `id` as the current correlation id; the one before is put back
+/// after, also if `f` unwinds.
+#[inline]
+pub(crate) fn in_scope<R>(id: &Correlation, f: impl FnOnce() -> R) -> R {
+    /// Puts the id before back as it drops.
+    struct Restore(Option<Correlation>);
+
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            let _ = CURRENT.try_with(|current| current.set(before));
+        }
+    }
+
+    let before = CURRENT
+        .try_with(|current| current.replace(Some(id.clone())))
+        .ok()
+        .flatten();
+    let _restore = Restore(before);
+    f()
+}
+
+/// A handler's future polled, and dropped, with its action's correlation id current.
+pub(crate) struct Scoped<F> {
+    id: Correlation,
+    /// `None` only while it drops.
+    fut: Option<F>,
+}
+
+impl<F> Scoped<F> {
+    pub(crate) fn new(id: Correlation, fut: F) -> Self {
+        Scoped { id, fut: Some(fut) }
+    }
+}
+
+impl<F: Future + Unpin> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let Some(fut) = this.fut.as_mut() else {
+            panic!("a handler's future polled as it dropped");
+        };
+        in_scope(&this.id, || Pin::new(fut).poll(cx))
+    }
+}
+
+impl<F> Drop for Scoped<F> {
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            in_scope(&self.id, || drop(fut));
+        }
+    }
 }
 
 /// What the runner hands the call path when it runs a stored job.

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use super::context::{ActionContext, CORRELATION};
+use super::context::{ActionContext, Scoped, in_scope};
 use super::correlation::CorrelationText;
 use super::mailbox::Job;
 use super::metrics::Outcome;
@@ -45,7 +45,8 @@ pub(crate) enum Run {
 }
 
 /// A running handler without a deadline: polled inside the action's span and with
-/// its correlation id in the task-local, as `Instrument` and `LocalKey::scope` would.
+/// its correlation id current (`context::in_scope`), as `Instrument` and a task-local's
+/// scope would.
 pub(crate) struct HandlerRun {
     job: Job,
     /// `None` once it finished.
@@ -61,7 +62,7 @@ impl Drop for HandlerRun {
         // future is dropped in its span and scope, as an instrumented one would be.
         if let Some(fut) = self.fut.take() {
             let _entered = self.span.enter();
-            CORRELATION.sync_scope(self.job.correlation.clone(), || drop(fut));
+            in_scope(&self.job.correlation, || drop(fut));
         }
     }
 }
@@ -168,7 +169,7 @@ impl Run {
                 };
                 let polled = {
                     let _entered = h.span.enter();
-                    CORRELATION.sync_scope(h.job.correlation.clone(), || {
+                    in_scope(&h.job.correlation, || {
                         std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)))
                     })
                 };
@@ -251,8 +252,7 @@ async fn timed(
 ) -> Option<Result<Payload>> {
     let mut held = Held { job, cell };
     let job = &mut held.job;
-    let fut =
-        tracing::Instrument::instrument(CORRELATION.scope(job.correlation.clone(), fut), span);
+    let fut = tracing::Instrument::instrument(Scoped::new(job.correlation.clone(), fut), span);
     let result = match job.deadline {
         // Kept out of line (boxed) so that its state is held only while it runs.
         Some(deadline) => {

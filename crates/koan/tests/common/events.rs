@@ -54,6 +54,18 @@ impl Service for Emitter {
                 Ok::<_, BoxError>(())
             },
         );
+        // `Tick` n through the host's handle, which knows no action: the event takes
+        // the correlation id of the action whose handler is running. After a yield,
+        // so that it is read on a later poll of the handler.
+        a.action(
+            "emit_via_host",
+            |_svc: Arc<Self>, n: u32, cx: ActionContext| async move {
+                tokio::task::yield_now().await;
+                let host = cx.host().ok_or("the host is gone")?;
+                host.emit("Emitter", "Tick", n).await?;
+                Ok::<_, BoxError>(n)
+            },
+        );
         a.action(
             "fail",
             |_svc: Arc<Self>, (): (), _cx: ActionContext| async move {
