@@ -11,11 +11,15 @@ use tokio::sync::oneshot;
 use super::context::JobMeta;
 use super::correlation::Correlation;
 use super::deadline::push_with_deadline;
-use super::request::{ActionOutput, ActionRequest, Step, Target};
-use super::route::{Prepared, find_local, poke_cell, prepare, remote_call, wait_poke};
+use super::mailbox::Job;
+use super::request::{ActionOutput, ActionRequest, Step, StepAction, Target};
+use super::route::{
+    Prepared, find_local, poke_cell, prepare, prepare_declared, remote_call, wait_poke,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::payload::Payload;
+use crate::registry::ServiceCell;
 use crate::transport::Transport;
 use crate::util::{BoxFuture, fmt_duration};
 
@@ -209,43 +213,57 @@ fn start_step(
             None => StepFut::Ready(Some(Err(host.registry.unknown(target.name(host))))),
         };
     };
-    let prepared = match prepare(host, cell, step, correlation, job.cloned()) {
-        Ok(p) => p,
-        Err(e) => return StepFut::Ready(Some(Err(e))),
-    };
-    match prepared {
-        Prepared::Builtin(poke, timeout) => match poke_cell(cell, poke, timeout) {
-            Ok((receipt, action)) => {
-                let name = Arc::clone(&cell.spec.name);
-                StepFut::Boxed(Box::pin(async move {
-                    wait_poke(receipt, &name, action, timeout).await
-                }))
-            }
-            Err(e) => StepFut::Ready(Some(Err(e))),
-        },
-        Prepared::Job(mut job) => {
-            // An idle service: the caller runs the action itself (see `inline`).
-            if super::inline::take_slot(cell) {
-                return StepFut::Inline(super::inline::run(host, Arc::clone(cell), job));
-            }
-            // A stored job's run is answered by its worker alone: its record must say
-            // what really happened, not what the caller saw at the deadline.
-            let deadline = job.deadline.filter(|_| job.job.is_none());
-            let Some(deadline) = deadline else {
-                let (tx, rx) = oneshot::channel();
-                job.reply = Some(tx);
-                return match cell.queue.mailbox.push(job) {
-                    Ok(()) => StepFut::Queued(rx),
+    // A declared action (a typed handle's call) is never a built-in: its job comes
+    // straight back, not inside a `Prepared` it would be moved out of.
+    let job = if let StepAction::Declared(index) = step.action {
+        match prepare_declared(host, cell, index, step, correlation, job.cloned()) {
+            Ok(job) => job,
+            Err(e) => return StepFut::Ready(Some(Err(e))),
+        }
+    } else {
+        match prepare(host, cell, step, correlation, job.cloned()) {
+            Ok(Prepared::Job(job)) => job,
+            Ok(Prepared::Builtin(poke, timeout)) => {
+                return match poke_cell(cell, poke, timeout) {
+                    Ok((receipt, action)) => {
+                        let name = Arc::clone(&cell.spec.name);
+                        StepFut::Boxed(Box::pin(async move {
+                            wait_poke(receipt, &name, action, timeout).await
+                        }))
+                    }
                     Err(e) => StepFut::Ready(Some(Err(e))),
                 };
-            };
-            match push_with_deadline(cell, job, deadline) {
-                Ok(answer) => StepFut::Boxed(Box::pin(async move {
-                    answer.await.unwrap_or_else(|| Err(lost()))
-                })),
-                Err(e) => StepFut::Ready(Some(Err(e))),
             }
+            Err(e) => return StepFut::Ready(Some(Err(e))),
         }
+    };
+    start_job(host, cell, job)
+}
+
+/// Starts a local step's job: run by the caller when its service is idle, queued
+/// otherwise.
+#[inline(always)]
+fn start_job(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) -> StepFut {
+    // An idle service: the caller runs the action itself (see `inline`).
+    if super::inline::take_slot(cell) {
+        return StepFut::Inline(super::inline::run(host, Arc::clone(cell), job));
+    }
+    // A stored job's run is answered by its worker alone: its record must say
+    // what really happened, not what the caller saw at the deadline.
+    let deadline = job.deadline.filter(|_| job.job.is_none());
+    let Some(deadline) = deadline else {
+        let (tx, rx) = oneshot::channel();
+        job.reply = Some(tx);
+        return match cell.queue.mailbox.push(job) {
+            Ok(()) => StepFut::Queued(rx),
+            Err(e) => StepFut::Ready(Some(Err(e))),
+        };
+    };
+    match push_with_deadline(cell, job, deadline) {
+        Ok(answer) => StepFut::Boxed(Box::pin(async move {
+            answer.await.unwrap_or_else(|| Err(lost()))
+        })),
+        Err(e) => StepFut::Ready(Some(Err(e))),
     }
 }
 

@@ -101,6 +101,9 @@ pub(super) fn prepare(
     correlation: &Correlation,
     job: Option<JobMeta>,
 ) -> Result<Prepared> {
+    if let StepAction::Declared(index) = step.action {
+        return prepare_declared(host, cell, index, step, correlation, job).map(Prepared::Job);
+    }
     let Step {
         action,
         mut params,
@@ -108,6 +111,74 @@ pub(super) fn prepare(
         timeout,
         cancel,
     } = step;
+    admit(host, cell, &action, job.is_some())?;
+    let StepAction::Named(name) = action else {
+        unreachable!("a declared action is prepared above")
+    };
+    let entry = match cell
+        .spec
+        .actions
+        .resolve(&cell.spec.name, &name, &mut params)
+        .map_err(|e| reject(cell, &name, e))?
+    {
+        Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, timeout)),
+        Resolved::Declared(entry) => entry,
+    };
+    job_of(
+        cell,
+        entry,
+        params,
+        priority,
+        timeout,
+        cancel,
+        correlation,
+        job,
+    )
+    .map(Prepared::Job)
+}
+
+/// A step of the declared action numbered `index` (found when the request was made,
+/// in this service's table) as its job: never a built-in, so no `Prepared` to move
+/// the job out of.
+#[inline(always)]
+pub(super) fn prepare_declared(
+    host: &HostInner,
+    cell: &Arc<ServiceCell>,
+    index: usize,
+    step: Step,
+    correlation: &Correlation,
+    job: Option<JobMeta>,
+) -> Result<Job> {
+    let Step {
+        action,
+        params,
+        priority,
+        timeout,
+        cancel,
+    } = step;
+    admit(host, cell, &action, job.is_some())?;
+    let entry = cell.spec.actions.entries.get(index).ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnknownAction,
+            format!("`{}` declares no action number {index}", cell.spec.name),
+        )
+    })?;
+    job_of(
+        cell,
+        entry,
+        params,
+        priority,
+        timeout,
+        cancel,
+        correlation,
+        job,
+    )
+}
+
+/// Refuses a step of a disabled service, and one of a stopping host unless it is a
+/// stored job's run (the runner decides whether it may still run).
+#[inline(always)]
+fn admit(host: &HostInner, cell: &ServiceCell, action: &StepAction, stored: bool) -> Result<()> {
     if let Some(reason) = &cell.spec.disabled {
         let e = Error::new(
             ErrorKind::Disabled,
@@ -119,9 +190,7 @@ pub(super) fn prepare(
         );
         return Err(reject(cell, action.name(Some(cell)), e));
     }
-    // While the host stops, only stored jobs' runs are let through (the runner
-    // decides whether they may still run).
-    if host.stopping.load(Ordering::Acquire) && job.is_none() {
+    if host.stopping.load(Ordering::Acquire) && !stored {
         let e = Error::shutting_down(&format!(
             "action `{}` of `{}`",
             action.name(Some(cell)),
@@ -129,30 +198,26 @@ pub(super) fn prepare(
         ));
         return Err(reject(cell, action.name(Some(cell)), e));
     }
-    let entry = match action {
-        // Found when the request was made, in this service's table.
-        StepAction::Declared(i) => cell.spec.actions.entries.get(i).ok_or_else(|| {
-            Error::new(
-                ErrorKind::UnknownAction,
-                format!("`{}` declares no action number {i}", cell.spec.name),
-            )
-        })?,
-        StepAction::Named(name) => {
-            match cell
-                .spec
-                .actions
-                .resolve(&cell.spec.name, &name, &mut params)
-                .map_err(|e| reject(cell, &name, e))?
-            {
-                Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, timeout)),
-                Resolved::Declared(entry) => entry,
-            }
-        }
-    };
+    Ok(())
+}
+
+/// The job of a step of `entry`, its parameters decoded.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn job_of(
+    cell: &ServiceCell,
+    entry: &super::table::ActionEntry,
+    params: Option<Payload>,
+    priority: i32,
+    timeout: Option<Duration>,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+    correlation: &Correlation,
+    job: Option<JobMeta>,
+) -> Result<Job> {
     let what = || format!("action `{}` of `{}`", entry.name, cell.spec.name);
     let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what)
         .map_err(|e| reject(cell, &entry.name, e))?;
-    Ok(Prepared::Job(Job {
+    Ok(Job {
         action: entry.index,
         params,
         priority,
@@ -165,7 +230,7 @@ pub(super) fn prepare(
         reply: None,
         enqueued_at: crate::clock::moment(),
         answered: false,
-    }))
+    })
 }
 
 pub(super) async fn wait_poke(
