@@ -97,82 +97,50 @@ pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
 pub(super) fn prepare(
     host: &HostInner,
     cell: &Arc<ServiceCell>,
-    step: Step,
+    mut step: Step,
     correlation: &Correlation,
     job: Option<JobMeta>,
 ) -> Result<Prepared> {
-    if let StepAction::Declared(index) = step.action {
-        return prepare_declared(host, cell, index, step, correlation, job).map(Prepared::Job);
-    }
-    let Step {
-        action,
-        mut params,
-        priority,
-        timeout,
-        cancel,
-    } = step;
-    admit(host, cell, &action, job.is_some())?;
-    let StepAction::Named(name) = action else {
-        unreachable!("a declared action is prepared above")
+    let StepAction::Named(name) = &step.action else {
+        return prepare_declared(host, cell, step, correlation, job).map(Prepared::Job);
     };
+    admit(host, cell, &step.action, job.is_some())?;
     let entry = match cell
         .spec
         .actions
-        .resolve(&cell.spec.name, &name, &mut params)
-        .map_err(|e| reject(cell, &name, e))?
+        .resolve(&cell.spec.name, name, &mut step.params)
+        .map_err(|e| reject(cell, name, e))?
     {
-        Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, timeout)),
+        Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, step.timeout)),
         Resolved::Declared(entry) => entry,
     };
-    job_of(
-        cell,
-        entry,
-        params,
-        priority,
-        timeout,
-        cancel,
-        correlation,
-        job,
-    )
-    .map(Prepared::Job)
+    job_of(cell, entry, step, correlation, job).map(Prepared::Job)
 }
 
-/// A step of the declared action numbered `index` (found when the request was made,
-/// in this service's table) as its job: never a built-in, so no `Prepared` to move
-/// the job out of.
+/// A step of a declared action (found when the request was made, in this
+/// service's table) as its job: never a built-in, so no `Prepared` to move the job
+/// out of.
 #[inline(always)]
 pub(super) fn prepare_declared(
     host: &HostInner,
     cell: &Arc<ServiceCell>,
-    index: usize,
     step: Step,
     correlation: &Correlation,
     job: Option<JobMeta>,
 ) -> Result<Job> {
-    let Step {
-        action,
-        params,
-        priority,
-        timeout,
-        cancel,
-    } = step;
-    admit(host, cell, &action, job.is_some())?;
-    let entry = cell.spec.actions.entries.get(index).ok_or_else(|| {
+    admit(host, cell, &step.action, job.is_some())?;
+    let found = match &step.action {
+        StepAction::Declared(index) => cell.spec.actions.entries.get(*index).ok_or(*index),
+        // Not called with a name (see `prepare`).
+        StepAction::Named(_) => Err(usize::MAX),
+    };
+    let entry = found.map_err(|index| {
         Error::new(
             ErrorKind::UnknownAction,
             format!("`{}` declares no action number {index}", cell.spec.name),
         )
     })?;
-    job_of(
-        cell,
-        entry,
-        params,
-        priority,
-        timeout,
-        cancel,
-        correlation,
-        job,
-    )
+    job_of(cell, entry, step, correlation, job)
 }
 
 /// Refuses a step of a disabled service, and one of a stopping host unless it is a
@@ -201,19 +169,22 @@ fn admit(host: &HostInner, cell: &ServiceCell, action: &StepAction, stored: bool
     Ok(())
 }
 
-/// The job of a step of `entry`, its parameters decoded.
-#[allow(clippy::too_many_arguments)]
+/// The job of `step`, an action of `entry`, its parameters decoded.
 #[inline(always)]
 fn job_of(
     cell: &ServiceCell,
     entry: &super::table::ActionEntry,
-    params: Option<Payload>,
-    priority: i32,
-    timeout: Option<Duration>,
-    cancel: Option<tokio_util::sync::CancellationToken>,
+    step: Step,
     correlation: &Correlation,
     job: Option<JobMeta>,
 ) -> Result<Job> {
+    let Step {
+        params,
+        priority,
+        timeout,
+        cancel,
+        ..
+    } = step;
     let what = || format!("action `{}` of `{}`", entry.name, cell.spec.name);
     let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what)
         .map_err(|e| reject(cell, &entry.name, e))?;
