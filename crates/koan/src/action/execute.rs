@@ -215,8 +215,8 @@ fn start_step(
     };
     // A declared action (a typed handle's call) is never a built-in: its job comes
     // straight back, not inside a `Prepared` it would be moved out of.
-    let job = if let StepAction::Declared(_) = step.action {
-        match prepare_declared(host, cell, step, correlation, job.cloned()) {
+    let job = if let StepAction::Declared(index) = step.action {
+        match prepare_declared(host, cell, index, step, correlation, job.cloned()) {
             Ok(job) => job,
             Err(e) => return StepFut::Ready(Some(Err(e))),
         }

@@ -101,8 +101,12 @@ pub(super) fn prepare(
     correlation: &Correlation,
     job: Option<JobMeta>,
 ) -> Result<Prepared> {
-    let StepAction::Named(name) = &step.action else {
-        return prepare_declared(host, cell, step, correlation, job).map(Prepared::Job);
+    let name = match &step.action {
+        StepAction::Declared(index) => {
+            let index = *index;
+            return prepare_declared(host, cell, index, step, correlation, job).map(Prepared::Job);
+        }
+        StepAction::Named(name) => name,
     };
     admit(host, cell, &step.action, job.is_some())?;
     let entry = match cell
@@ -117,24 +121,20 @@ pub(super) fn prepare(
     job_of(cell, entry, step, correlation, job).map(Prepared::Job)
 }
 
-/// A step of a declared action (found when the request was made, in this
-/// service's table) as its job: never a built-in, so no `Prepared` to move the job
-/// out of.
+/// `step`, of the declared action numbered `index` (found when the request was
+/// made, in this service's table), as its job: never a built-in, so no `Prepared`
+/// to move the job out of.
 #[inline(always)]
 pub(super) fn prepare_declared(
     host: &HostInner,
     cell: &Arc<ServiceCell>,
+    index: usize,
     step: Step,
     correlation: &Correlation,
     job: Option<JobMeta>,
 ) -> Result<Job> {
     admit(host, cell, &step.action, job.is_some())?;
-    let found = match &step.action {
-        StepAction::Declared(index) => cell.spec.actions.entries.get(*index).ok_or(*index),
-        // Not called with a name (see `prepare`).
-        StepAction::Named(_) => Err(usize::MAX),
-    };
-    let entry = found.map_err(|index| {
+    let entry = cell.spec.actions.entries.get(index).ok_or_else(|| {
         Error::new(
             ErrorKind::UnknownAction,
             format!("`{}` declares no action number {index}", cell.spec.name),
