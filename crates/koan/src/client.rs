@@ -151,7 +151,7 @@ impl<T: Service> Services<T> {
         ServiceRef {
             host: HostHandle::clone(&self.host),
             name: Arc::clone(&self.name),
-            target: Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name)),
+            target: Target::of_type(std::any::TypeId::of::<T>(), Arc::clone(&self.name)),
         }
     }
 
@@ -169,7 +169,7 @@ impl<T: Service> Services<T> {
             .local
             .and_then(|i| Some((i, self.host.inner.registry.all().get(i)?)))
         else {
-            let target = Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name));
+            let target = Target::of_type(std::any::TypeId::of::<T>(), Arc::clone(&self.name));
             return ActionRequest::new(self.host.clone(), target).action(name, params);
         };
         let target = Target::Local(index);
@@ -201,7 +201,7 @@ impl<T: Service> Services<T> {
         // looking the service up again, nor taking a count on its name).
         let target = match self.local {
             Some(index) => Target::Local(index),
-            None => Target::Type(std::any::TypeId::of::<T>(), Arc::clone(&self.name)),
+            None => Target::of_type(std::any::TypeId::of::<T>(), Arc::clone(&self.name)),
         };
         if let Some(r) = poke_direct(&self.host, &target, Poke::Trigger).await {
             return r;

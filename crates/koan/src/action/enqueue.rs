@@ -8,10 +8,11 @@ use tokio::sync::oneshot;
 use super::correlation::{Correlation, new_id};
 use super::deadline::push_with_deadline;
 use super::enqueue_shared::{Later, hand_over};
-use super::request::{ActionOutput, ActionRequest, ActionTicket, Step, When};
+use super::request::{ActionOutput, ActionRequest, ActionTicket, When};
 use super::route::{
     Prepared, find_local, local_cell, poke_cell, prepare, reject, remote_call, wait_poke,
 };
+use super::step::Step;
 use super::table::Resolved;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
@@ -39,7 +40,7 @@ impl ActionRequest {
                 ),
             ));
         }
-        let correlation = self.correlation.clone().unwrap_or_else(new_id);
+        let correlation = self.take_correlation().unwrap_or_else(new_id);
         if let Some(cell) = find_local(&inner, &self.target).cloned() {
             // In cluster mode, where any live instance can run it.
             if self.shared(&inner, &cell) {
@@ -62,7 +63,7 @@ impl ActionRequest {
             ));
         }
         // A queue that delivers at once cannot keep a job asked for later.
-        if let Some(when) = self.when.as_ref().filter(|_| !transport.keeps_delayed()) {
+        if let Some(when) = self.when().filter(|_| !transport.keeps_delayed()) {
             let asked = match when {
                 When::After(d) => format!("a delay ({d:?})"),
                 When::At(at) => format!("a time to run at ({at})"),
@@ -75,7 +76,7 @@ impl ActionRequest {
                 ),
             ));
         }
-        let run_at = match &self.when {
+        let run_at = match self.when() {
             Some(when) => Some(when.run_at(inner.config.clock.now())?),
             None => None,
         };
@@ -106,7 +107,7 @@ impl ActionRequest {
             })
             .collect::<Result<Vec<_>>>()?;
         let later = Later {
-            idempotency_key: self.idempotency_key,
+            idempotency_key: self.take_idempotency_key(),
             run_at,
             then,
         };
@@ -115,31 +116,32 @@ impl ActionRequest {
 
     /// Checks each step against the local service and stores the job.
     async fn store_job(
-        self,
+        mut self,
         inner: &Arc<HostInner>,
         cell: &Arc<ServiceCell>,
         correlation: Arc<str>,
     ) -> Result<JobTicket> {
         let priority = self.steps.iter().next().map_or(0, |s| s.priority);
         let mut steps = Vec::with_capacity(self.steps.len());
-        for step in self.steps {
+        for step in std::mem::take(&mut self.steps) {
             steps.push(checked_step(inner, cell, step)?);
         }
         let now = inner.config.clock.now();
-        let run_at = match &self.when {
+        let run_at = match self.when() {
             None => now,
             Some(when) => when.run_at(now)?,
         };
         let max_attempts = inner.jobs.policy(cell, &steps[0].action).max_attempts;
         // A repeat under a key must be the same call; kept to compare with the first.
-        let asked = self.idempotency_key.as_ref().map(|_| steps.clone());
+        let idempotency_key = self.take_idempotency_key();
+        let asked = idempotency_key.as_ref().map(|_| steps.clone());
         let job = NewJob {
             id: new_job_id(),
             service: cell.spec.name.to_string(),
             steps,
             priority,
             correlation_id: correlation.to_string(),
-            idempotency_key: self.idempotency_key,
+            idempotency_key,
             created_at: now,
             run_at,
             max_attempts,
@@ -165,7 +167,7 @@ impl ActionRequest {
     /// stops (use [`ActionRequest::enqueue`] for work that must survive).
     /// Rejections (unknown, disabled, busy, bad parameters) come back at once.
     pub fn spawn(mut self) -> Result<ActionTicket> {
-        let correlation = self.correlation.clone().unwrap_or_else(new_id);
+        let correlation = self.take_correlation().unwrap_or_else(new_id);
         let given = Correlation::Given(Arc::clone(&correlation));
         let inner = Arc::clone(&self.host.inner);
         let (tx, rx) = oneshot::channel();
@@ -185,7 +187,7 @@ impl ActionRequest {
             return Err(inner.registry.unknown(self.target.name(&inner)));
         }
         // Chains and remote calls run on a task of their own.
-        self.correlation = Some(Arc::clone(&correlation));
+        self.set_correlation(Arc::clone(&correlation));
         tokio::spawn(async move {
             let r = self.execute().await.map(ActionOutput::into_payload);
             let _ = tx.send(r);
@@ -233,11 +235,9 @@ fn accept_local(
 /// A step as stored: its action found (by its declared name) and its parameters
 /// checked against the handler's type, so a bad job is refused now, not run later.
 pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) -> Result<JobStep> {
+    let timeout = step.timeout();
     let Step {
-        action,
-        mut params,
-        timeout,
-        ..
+        action, mut params, ..
     } = step;
     if let Some(reason) = &cell.spec.disabled {
         let e = Error::new(

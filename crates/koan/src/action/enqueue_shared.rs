@@ -25,7 +25,7 @@ impl ActionRequest {
     pub(super) fn shared(&self, inner: &HostInner, cell: &ServiceCell) -> bool {
         inner.transport.as_ref().is_some_and(|t| {
             t.shares_jobs_of(&cell.spec.name)
-                && (self.when.is_none() || t.keeps_delayed())
+                && (self.when().is_none() || t.keeps_delayed())
                 && (self.steps.len() == 1 || t.keeps_chains())
         })
     }
@@ -47,7 +47,7 @@ impl ActionRequest {
                 ),
             ));
         };
-        let run_at = match &self.when {
+        let run_at = match self.when() {
             Some(when) => Some(when.run_at(inner.config.clock.now())?),
             None => None,
         };
@@ -81,7 +81,7 @@ impl ActionRequest {
             transport,
             call,
             Later {
-                idempotency_key: self.idempotency_key,
+                idempotency_key: self.take_idempotency_key(),
                 run_at,
                 then,
             },

@@ -11,11 +11,13 @@ use tokio::sync::oneshot;
 use super::context::JobMeta;
 use super::correlation::Correlation;
 use super::deadline::push_with_deadline;
+use super::inline::InlineRun;
 use super::mailbox::Job;
-use super::request::{ActionOutput, ActionRequest, Step, StepAction, Target};
+use super::request::{ActionOutput, ActionRequest, Target};
 use super::route::{
     Prepared, find_local, poke_cell, prepare, prepare_declared, remote_call, wait_poke,
 };
+use super::step::{Step, StepAction};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::payload::Payload;
@@ -36,7 +38,7 @@ impl ActionRequest {
 }
 
 /// A chain of several actions (or none), step after step.
-async fn run_chain(req: ActionRequest, correlation: Correlation) -> Result<ActionOutput> {
+async fn run_chain(mut req: ActionRequest, correlation: Correlation) -> Result<ActionOutput> {
     let inner = &req.host.inner;
     let total = req.steps.len();
     if total == 0 {
@@ -49,10 +51,10 @@ async fn run_chain(req: ActionRequest, correlation: Correlation) -> Result<Actio
         ));
     }
     let mut last = Payload::Unit;
-    for (i, step) in req.steps.into_iter().enumerate() {
+    for (i, step) in std::mem::take(&mut req.steps).into_iter().enumerate() {
         let cell = find_local(inner, &req.target);
         let action = step.action.name(cell.map(|c| &**c)).to_owned();
-        match start_step(inner, &req.target, step, &correlation, req.job.as_ref()).await {
+        match start_step(inner, &req.target, step, &correlation, req.job()).await {
             Ok(p) => last = p,
             Err(e) => {
                 return Err(Error::new(
@@ -78,7 +80,7 @@ pub struct Execute {
 enum ExecState {
     Start(ActionRequest),
     Single {
-        step: StepFut,
+        step: StepFut<Box<InlineRun>>,
         correlation: Correlation,
     },
     Chain(BoxFuture<'static, Result<ActionOutput>>),
@@ -104,7 +106,7 @@ impl Future for Execute {
         loop {
             match &mut this.state {
                 ExecState::Start(req) => {
-                    let correlation = Correlation::given_or_new(req.correlation.take());
+                    let correlation = Correlation::given_or_new(req.take_correlation());
                     // A single step is started from the request where it lies (no
                     // move of the whole request); a chain takes the request along.
                     let Some(step) = req.steps.take_single() else {
@@ -116,13 +118,8 @@ impl Future for Execute {
                         this.state = ExecState::Chain(Box::pin(run_chain(req, correlation)));
                         continue;
                     };
-                    let mut step = start_step(
-                        &req.host.inner,
-                        &req.target,
-                        step,
-                        &correlation,
-                        req.job.as_ref(),
-                    );
+                    let mut step =
+                        start_step(&req.host.inner, &req.target, step, &correlation, req.job());
                     // The request is done with (dropped where it lies, before the run:
                     // its count on the host, a line every core calling writes, is given
                     // back at once rather than after the run). The step is polled where
@@ -135,7 +132,10 @@ impl Future for Execute {
                             payload.map(|payload| ActionOutput::new(payload, correlation)),
                         );
                     }
-                    this.state = ExecState::Single { step, correlation };
+                    this.state = ExecState::Single {
+                        step: step.park(),
+                        correlation,
+                    };
                     return Poll::Pending;
                 }
                 ExecState::Single { step, correlation } => {
@@ -158,11 +158,16 @@ impl Future for Execute {
 }
 
 /// One step on its way: run by the caller, queued, or on a boxed slow path.
-enum StepFut {
+///
+/// A run by the caller is held in line (`I` is [`InlineRun`]) while the step is
+/// first polled, where it nearly always finishes; one whose handler awaits is then
+/// boxed ([`park`](StepFut::park)) as `execute()`'s future keeps it, so that future
+/// stays within 128 bytes, moved without a call to `memcpy`.
+enum StepFut<I = InlineRun> {
     /// Failed before it started.
     Ready(Option<Result<Payload>>),
     /// Run by the caller itself (the service was idle).
-    Inline(super::inline::InlineRun),
+    Inline(I),
     /// Queued in the mailbox, no deadline.
     Queued(oneshot::Receiver<Result<Payload>>),
     /// Remote, a built-in poke, or queued with a deadline.
@@ -175,7 +180,22 @@ fn lost() -> Error {
     Error::shutting_down("an action whose answer was lost as the host stopped")
 }
 
-impl Future for StepFut {
+impl StepFut {
+    /// The step as a future keeps it while it waits: a run by the caller boxed.
+    fn park(self) -> StepFut<Box<InlineRun>> {
+        match self {
+            StepFut::Ready(r) => StepFut::Ready(r),
+            StepFut::Inline(run) => StepFut::Inline(Box::new(run)),
+            StepFut::Queued(rx) => StepFut::Queued(rx),
+            StepFut::Boxed(fut) => StepFut::Boxed(fut),
+        }
+    }
+}
+
+impl<I> Future for StepFut<I>
+where
+    I: Future<Output = Option<Result<Payload>>> + Unpin,
+{
     type Output = Result<Payload>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -273,7 +293,7 @@ async fn remote(
     step: Step,
     correlation: &Correlation,
 ) -> Result<Payload> {
-    let timeout = step.timeout;
+    let timeout = step.timeout();
     let call = remote_call(service, step, correlation)?;
     let fut = transport.call(call);
     let value = match timeout {
@@ -289,4 +309,16 @@ async fn remote(
         None => fut.await?,
     };
     Ok(Payload::Json(value))
+}
+#[cfg(all(test, not(koan_loom)))]
+mod size_tests {
+    use std::mem::size_of;
+
+    /// A request, and the future of its `execute()`, are moved into the caller's
+    /// future: within 128 bytes those moves are inline, not calls to `memcpy`.
+    #[test]
+    fn a_request_and_its_execute_future_fit_in_128_bytes() {
+        assert!(size_of::<super::ActionRequest>() <= 128);
+        assert!(size_of::<super::Execute>() <= 128);
+    }
 }

@@ -19,6 +19,7 @@ mod request;
 mod route;
 mod run;
 mod slots;
+mod step;
 mod table;
 mod typed;
 mod worker;

@@ -12,7 +12,8 @@ use super::context::JobMeta;
 use super::correlation::Correlation;
 use super::mailbox::Job;
 use super::metrics::rejected;
-use super::request::{Step, StepAction, Target};
+use super::request::Target;
+use super::step::{Limits, Step, StepAction};
 use super::table::Resolved;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::{HostHandle, HostInner};
@@ -51,10 +52,10 @@ pub(crate) fn local_cell(host: &HostInner, target: &Target) -> Result<Arc<Servic
 /// path takes a count on the cell (shared by every caller) only when it keeps it.
 pub(super) fn find_local<'h>(host: &'h HostInner, target: &Target) -> Option<&'h Arc<ServiceCell>> {
     match target {
-        Target::Type(id, name) => host
+        Target::Type(t) => host
             .registry
-            .by_type(*id)
-            .or_else(|| host.registry.by_name(name)),
+            .by_type(t.0)
+            .or_else(|| host.registry.by_name(&t.1)),
         Target::Name(name) => host.registry.by_name(name),
         Target::Local(i) => host.registry.all().get(*i),
     }
@@ -115,7 +116,7 @@ pub(super) fn prepare(
         .resolve(&cell.spec.name, name, &mut step.params)
         .map_err(|e| reject(cell, name, e))?
     {
-        Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, step.timeout)),
+        Resolved::Builtin(poke) => return Ok(Prepared::Builtin(poke, step.timeout())),
         Resolved::Declared(entry) => entry,
     };
     job_of(cell, entry, step, correlation, job).map(Prepared::Job)
@@ -178,12 +179,10 @@ fn job_of(
     correlation: &Correlation,
     job: Option<JobMeta>,
 ) -> Result<Job> {
+    let mut step = step;
+    let Limits { timeout, cancel } = step.take_limits();
     let Step {
-        params,
-        priority,
-        timeout,
-        cancel,
-        ..
+        params, priority, ..
     } = step;
     let what = || format!("action `{}` of `{}`", entry.name, cell.spec.name);
     let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what)
@@ -257,6 +256,7 @@ pub(super) fn remote_call(
     step: Step,
     correlation: &Correlation,
 ) -> Result<RemoteCall> {
+    let timeout = step.timeout();
     let params = match step.params {
         Some(p) => p.into_json()?,
         None => Value::Null,
@@ -266,8 +266,8 @@ pub(super) fn remote_call(
         // A declared action is a local service's: never sent.
         action: step.action.into_string(None),
         params,
+        timeout,
         priority: step.priority,
-        timeout: step.timeout,
         correlation_id: correlation.to_string(),
     })
 }
