@@ -124,8 +124,8 @@ impl Future for Execute {
                     // its count on the host, a line every core calling writes, is given
                     // back at once rather than after the run). The step is polled where
                     // it was made: one that finishes at once (an action its caller ran
-                    // itself, a refusal) is never moved into the state (a copy of over
-                    // 200 bytes, by `memcpy`, twice).
+                    // itself, a refusal) is never moved into the state, and one that
+                    // waits is moved in small (see `StepFut::park`).
                     this.state = ExecState::Done;
                     if let Poll::Ready(payload) = Pin::new(&mut step).poll(cx) {
                         return Poll::Ready(
@@ -310,6 +310,7 @@ async fn remote(
     };
     Ok(Payload::Json(value))
 }
+
 #[cfg(all(test, not(koan_loom)))]
 mod size_tests {
     use std::mem::size_of;

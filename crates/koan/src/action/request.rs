@@ -297,9 +297,8 @@ impl ActionRequest {
     }
 
     /// A request of one declared action already found (see `Services::action`),
-    /// built whole where it is returned: adding the step to a request made first
-    /// would copy the request (larger than 128 bytes, so by a call to `memcpy`) in
-    /// and out of each builder call.
+    /// built whole where it is returned, not by adding the step to a request made
+    /// first (a copy of the request in and out of each builder call).
     #[inline(always)]
     pub(crate) fn with_declared<P: Serialize + Send + 'static>(
         host: impl Into<CallerHost>,
@@ -315,9 +314,6 @@ impl ActionRequest {
         }
     }
 
-    // A hint: a request returned by value through a call is copied (by `memcpy`, it
-    // is larger than 128 bytes) on its way in and out. (Not honoured as of this
-    // writing: the copy is still there.)
     #[inline]
     fn push_step<P: Serialize + Send + 'static>(mut self, action: StepAction, params: P) -> Self {
         self.steps.push(Step::new(action, Payload::of(params)));
