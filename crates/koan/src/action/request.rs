@@ -86,16 +86,16 @@ pub struct ActionRequest {
     extra: Option<Box<Extra>>,
 }
 
-/// The rarer parts of a request.
+/// The rarer parts of a request, read and written through its accessors only.
 #[derive(Default)]
-pub(super) struct Extra {
+struct Extra {
     /// The correlation id given.
-    pub(super) correlation: Option<Arc<str>>,
+    correlation: Option<Arc<str>>,
     /// Set when the job runner runs a stored job through this request.
-    pub(super) job: Option<JobMeta>,
+    job: Option<JobMeta>,
     /// `enqueue()` options: when to run, and the idempotency key.
-    pub(super) when: Option<When>,
-    pub(super) idempotency_key: Option<String>,
+    when: Option<When>,
+    idempotency_key: Option<String>,
 }
 
 /// When an enqueued job may run.
