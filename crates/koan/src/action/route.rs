@@ -175,11 +175,10 @@ fn admit(host: &HostInner, cell: &ServiceCell, action: &StepAction, stored: bool
 fn job_of(
     cell: &ServiceCell,
     entry: &super::table::ActionEntry,
-    step: Step,
+    mut step: Step,
     correlation: &Correlation,
     job: Option<JobMeta>,
 ) -> Result<Job> {
-    let mut step = step;
     let Limits { timeout, cancel } = step.take_limits();
     let Step {
         params, priority, ..
