@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::common::{Better, Opts, Row, median, micros};
+use crate::common::{Better, Opts, Row, cpu_seconds, median, micros};
 
 /// The parameters of the benchmark action.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -275,14 +275,14 @@ async fn throughput_round(caller: &Caller, callers: u64, total: u64) -> anyhow::
 }
 
 /// Runs every contender in turn, round after round (one warm-up round first), and
-/// returns each one's median.
+/// returns each one's median. `round` gets the contender's place and its caller.
 async fn alternate<F, Fut>(
     contenders: &[(&str, Caller)],
     rounds: usize,
     round: F,
 ) -> anyhow::Result<Vec<f64>>
 where
-    F: Fn(Caller) -> Fut,
+    F: Fn(usize, Caller) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<f64>>,
 {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
@@ -296,7 +296,7 @@ where
                 samples[i].push(f64::NAN);
                 continue;
             }
-            let v = round(contenders[i].1.clone()).await?;
+            let v = round(i, contenders[i].1.clone()).await?;
             if r > 0 {
                 samples[i].push(v);
             }
@@ -322,7 +322,7 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             ("ractor call!", Caller::Ractor(ractor.clone())),
             ("kameo ask", Caller::Kameo(kameo.clone())),
         ];
-        let m = alternate(&contenders, opts.rounds(7), |c| async move {
+        let m = alternate(&contenders, opts.rounds(7), |_, c| async move {
             latency_round(&c, n).await
         })
         .await?;
@@ -354,7 +354,7 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             ("koan", Caller::KoanJson(host.clone())),
             ("raw+serde_json", Caller::RawJson(raw_json.clone())),
         ];
-        let m = alternate(&contenders, opts.rounds(7), |c| async move {
+        let m = alternate(&contenders, opts.rounds(7), |_, c| async move {
             latency_round(&c, n).await
         })
         .await?;
@@ -386,10 +386,34 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             ("kameo", Caller::Kameo(kameo.clone())),
             ("raw", Caller::Raw(raw.clone())),
         ];
-        let m = alternate(&contenders, rounds, |c| async move {
-            throughput_round(&c, callers, per_round).await
+        // The process's CPU time over each contender's rounds (the warm-up
+        // included), against the actions they did: what a call costs on whichever
+        // core it ran, which bounds B3 once both cores are busy.
+        let cpu = std::sync::Mutex::new(vec![(0.0_f64, 0_u64); contenders.len()]);
+        let m = alternate(&contenders, rounds, |i, c| {
+            let cpu = &cpu;
+            async move {
+                let before = cpu_seconds(std::process::id());
+                let r = throughput_round(&c, callers, per_round).await;
+                let used = cpu_seconds(std::process::id()) - before;
+                if let Ok(mut cpu) = cpu.lock() {
+                    let slot = &mut cpu[i];
+                    slot.0 += used;
+                    slot.1 += per_round / callers * callers;
+                }
+                r
+            }
         })
         .await?;
+        let cpu_per_action = cpu
+            .into_inner()
+            .unwrap_or_default()
+            .iter()
+            .zip(&contenders)
+            .filter(|((_, n), _)| *n > 0)
+            .map(|((s, n), (name, _))| format!("{name} {:.2} µs", s * 1e6 / *n as f64))
+            .collect::<Vec<_>>()
+            .join(", ");
         let row = Row::new(
             "B3",
             "throughput, 64 callers",
@@ -405,7 +429,8 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             .zip(row.ratio("kameo"))
             .map(|(a, b)| a >= 1.0 && b >= 1.0);
         rows.push(row.goal("≥ 1.0× ractor and kameo", met).note(format!(
-            "{} actions/round × {rounds} rounds; mailbox {MAILBOX}, max_concurrency 1",
+            "{} actions/round × {rounds} rounds; mailbox {MAILBOX}, max_concurrency 1; \
+             process CPU per action: {cpu_per_action}",
             per_round
         )));
     }

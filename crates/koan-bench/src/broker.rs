@@ -57,22 +57,6 @@ pub(crate) async fn read(monitor: &str, pid: Option<u32>) -> anyhow::Result<Work
     Ok(Work {
         msgs_in: count("in_msgs"),
         msgs_out: count("out_msgs"),
-        cpu_s: pid.map_or(0.0, cpu_seconds),
+        cpu_s: pid.map_or(0.0, crate::common::cpu_seconds),
     })
-}
-
-/// utime + stime of process `pid`, in seconds (0 where `/proc` cannot tell).
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) — utime and stime are
-    // the 14th and 15th of the line, the 12th and 13th after `)`.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // Clock ticks per second: 100 on Linux (USER_HZ).
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -214,3 +214,20 @@ pub(crate) fn solo() -> Option<usize> {
 pub(crate) fn metrics_on() -> bool {
     std::env::var("KOAN_BENCH_METRICS").is_ok_and(|v| v == "1")
 }
+
+/// utime + stime of process `pid`, in seconds (0 where `/proc` cannot tell). In
+/// clock ticks of 10 ms: read it around a whole scenario, not one short round.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) — utime and stime are
+    // the 14th and 15th of the line, the 12th and 13th after `)`.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // Clock ticks per second: 100 on Linux (USER_HZ).
+    (ticks(11) + ticks(12)) / 100.0
+}
