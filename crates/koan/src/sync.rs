@@ -1,11 +1,11 @@
 //! The synchronization primitives of the hand-written concurrency (`action/slots.rs`,
 //! `action/mailbox/`, `event/ring.rs`, `schedule/control.rs`): the standard ones,
-//! tokio's `Notify`, futures' `AtomicWaker` and crossbeam's `SegQueue`, or under
+//! tokio's `Notify`, futures' `AtomicWaker` and crossbeam's `ArrayQueue`, or under
 //! `--cfg koan_loom` loom's (a locked queue for the last), so a loom model checks the
 //! real code.
 
 #[cfg(not(koan_loom))]
-pub(crate) use crossbeam_queue::SegQueue;
+pub(crate) use crossbeam_queue::ArrayQueue;
 #[cfg(not(koan_loom))]
 pub(crate) use futures_util::task::AtomicWaker;
 #[cfg(not(koan_loom))]
@@ -24,24 +24,27 @@ pub(crate) use loom::sync::{Mutex, MutexGuard, RwLock};
 #[cfg(koan_loom)]
 pub(crate) use notify::Notify;
 
-/// `crossbeam-queue`'s `SegQueue` (`push`, `pop`) as a locked queue: loom sees the
-/// protocol around the queue, and takes the queue itself as linearizable (which is
-/// crossbeam's to prove).
+/// `crossbeam-queue`'s `ArrayQueue` (`new`, `push`, `pop`) as a locked queue of the
+/// same bound: loom sees the protocol around the queue, and takes the queue itself
+/// as linearizable (which is crossbeam's to prove).
 #[cfg(koan_loom)]
 #[derive(Debug)]
-pub(crate) struct SegQueue<T>(Mutex<std::collections::VecDeque<T>>);
+pub(crate) struct ArrayQueue<T>(Mutex<std::collections::VecDeque<T>>, usize);
 
 #[cfg(koan_loom)]
-impl<T> SegQueue<T> {
-    pub(crate) fn new() -> Self {
-        SegQueue(Mutex::new(std::collections::VecDeque::new()))
+impl<T> ArrayQueue<T> {
+    pub(crate) fn new(cap: usize) -> Self {
+        ArrayQueue(Mutex::new(std::collections::VecDeque::new()), cap)
     }
 
-    pub(crate) fn push(&self, value: T) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(value);
+    /// `value` back when the queue is full.
+    pub(crate) fn push(&self, value: T) -> Result<(), T> {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= self.1 {
+            return Err(value);
+        }
+        q.push_back(value);
+        Ok(())
     }
 
     pub(crate) fn pop(&self) -> Option<T> {

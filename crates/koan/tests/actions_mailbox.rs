@@ -125,6 +125,25 @@ async fn same_priority_runs_in_arrival_order() -> anyhow::Result<()> {
 }
 
 #[tokio::test(start_paused = true)]
+async fn arrival_order_holds_past_the_lanes_64_slots() -> anyhow::Result<()> {
+    // 150 calls of priority 0 fill the lane (64 slots) and queue under the lock
+    // behind it; every tenth one is of priority 3, under the lock from the start.
+    let tags: Vec<(String, i32)> = (0..150)
+        .map(|i| (format!("c{i}"), if i % 10 == 5 { 3 } else { 0 }))
+        .collect();
+    let items: Vec<(&str, i32)> = tags.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let (log, results) = run_queued(&items).await?;
+    let sent: Vec<&str> = items.iter().map(|(tag, _)| *tag).collect();
+    assert_eq!(results, sent, "every caller gets its own result");
+    let mut expected = items.clone();
+    // Stable: FIFO within a priority.
+    expected.sort_by_key(|(_, p)| std::cmp::Reverse(*p));
+    let expected: Vec<&str> = expected.iter().map(|(tag, _)| *tag).collect();
+    assert_eq!(log, expected, "by priority, FIFO within one");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
 async fn full_mailbox_is_busy_at_once() -> anyhow::Result<()> {
     // The running action has left the mailbox; two more fill it.
     let mut held = Held::<2>::start().await?;

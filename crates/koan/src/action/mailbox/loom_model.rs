@@ -130,3 +130,34 @@ fn loom_a_higher_priority_goes_before_the_lane() {
         w.join().expect("the worker returns after the close");
     });
 }
+
+/// Jobs of priority 0 pushed one after another while a worker takes them are taken
+/// in order: also when the lane (two slots under loom) is full and a job queues
+/// under the lock behind it, and the worker then makes room in the lane before the
+/// next push (which must queue behind that one, not in the lane).
+#[test]
+fn loom_the_lane_full_keeps_arrival_order() {
+    loom::model(|| {
+        let mailbox = mailbox();
+        let (tx, rx) = mpsc::channel();
+        let w = {
+            let mailbox = Arc::clone(&mailbox);
+            loom::thread::spawn(move || {
+                loom::future::block_on(async {
+                    while let Some((job, ())) = mailbox.next(|| async {}).await {
+                        tx.send(job.action).expect("the model listens");
+                    }
+                })
+            })
+        };
+        for n in 0..4 {
+            let mut job = job(0);
+            job.action = n;
+            mailbox.push(job).expect("room for it");
+        }
+        let order: Vec<usize> = (0..4).map(|_| rx.recv().expect("taken")).collect();
+        assert_eq!(order, [0, 1, 2, 3]);
+        assert!(mailbox.close().is_empty());
+        w.join().expect("the worker returns after the close");
+    });
+}

@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use crate::sync::{
-    AtomicBool, AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering, SegQueue, fence,
+    ArrayQueue, AtomicBool, AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering,
+    fence,
 };
 
 use crate::error::{Error, ErrorKind, Result};
@@ -27,6 +28,15 @@ struct State {
 
 /// Empty queues of rarer priorities are dropped once there are more than this many.
 const KEEP_QUEUES: usize = 8;
+
+/// Room in the lane: a job of priority 0 pushed while it is full queues under the
+/// lock, behind it. As many as B3's callers; 64 slots of a 128-byte job are 8.7 KB,
+/// made at a service's first queued call. (Two under loom, so its models, whose
+/// mailboxes hold four, see the lane fill.)
+#[cfg(not(koan_loom))]
+const LANE_SLOTS: usize = 64;
+#[cfg(koan_loom)]
+const LANE_SLOTS: usize = 2;
 
 impl State {
     fn push(&mut self, job: Job) {
@@ -63,21 +73,30 @@ impl State {
 
 /// A bounded priority queue; workers take from it with [`Mailbox::next`].
 ///
-/// Jobs of priority 0, nearly every call, go through a lock-free queue whose ends
-/// sit on lines of their own; the other priorities wait under the lock, behind a
-/// count the worker reads first. With one locked queue, every queued call had the
-/// callers' cores and the worker's pass the lock's line and the queue's head back
-/// and forth (B3's profile: 70 % of `push`'s samples on the lock and that head).
+/// Jobs of priority 0, nearly every call, go through a lock-free ring whose ends
+/// sit on lines of their own (the lane); the other priorities wait under the lock,
+/// behind a count the worker reads first. With one locked queue, every queued call
+/// had the callers' cores and the worker's pass the lock's line and the queue's head
+/// back and forth (B3's profile: 70 % of `push`'s samples on the lock and that head).
 /// With the lane, B3 went from 0.65–0.75× ractor to 0.72–0.86× (BENCHMARKS.md,
 /// eleventh round).
+///
+/// The lane is a ring of [`LANE_SLOTS`] made once, not a queue of blocks: crossbeam's
+/// `SegQueue` allocated and zeroed a block of 4 KB every 31 jobs and freed it on
+/// the worker's thread (about 260 instructions a call, and glibc consolidating its
+/// free chunks). A job of priority 0 finding the ring full, or jobs waiting under
+/// the lock, queues under the lock; the lane's jobs, all older, go first, so FIFO
+/// holds (B3: 0.82–0.90× ractor against 0.78–0.83× in eight alternated runs;
+/// BENCHMARKS.md, sixteenth round).
 pub(crate) struct Mailbox {
     service: Arc<str>,
     /// The names of the service's declared actions, in its table's order: what a
     /// job's `action` names.
     actions: Box<[Arc<str>]>,
-    /// Jobs of priority 0, in order; made at the first push (its two ends on lines of
-    /// their own are 256 bytes and more: 10,000 idle services need none).
-    lane: OnceLock<Box<SegQueue<Job>>>,
+    /// Jobs of priority 0, in order, older than any of priority 0 under the lock;
+    /// made at the first push (a ring of up to [`LANE_SLOTS`] jobs: 10,000 idle
+    /// services need none).
+    lane: OnceLock<Box<ArrayQueue<Job>>>,
     /// Jobs of every other priority, and the close.
     state: Mutex<State>,
     notify: Notify,
@@ -90,7 +109,8 @@ pub(crate) struct Mailbox {
     /// recorder's were shared by every caller's core and the worker's, and racing
     /// writers could leave a stale depth there.
     len: AtomicUsize,
-    /// Jobs under the lock: while none, a take looks at the lane alone.
+    /// Jobs under the lock: while none, a take looks at the lane alone, and a push of
+    /// priority 0 may go to the lane.
     others: AtomicUsize,
     /// Set by `close`, under the lock: read there by pushes of other priorities, and
     /// without it by pushes to the lane and by takes.
@@ -182,33 +202,43 @@ impl Mailbox {
             );
             return self.refuse(job, e);
         }
-        if job.priority == 0 {
-            self.lane
-                .get_or_init(|| Box::new(SegQueue::new()))
-                .push(job);
-            // Either the close, which sets the flag before it empties the lane, sees
-            // this job, or this push sees the flag and empties the lane itself: a job
-            // is never left behind in a closed mailbox. (The lane's own operations
-            // are not sequentially consistent; these fences order them.)
-            fence(AtomicOrdering::SeqCst);
-            if self.is_closed() {
-                // Each one answers `ShuttingDown` as it is dropped.
-                drop(self.drain_lane());
-                return Ok(());
-            }
+        // Into the lane only while nothing waits under the lock: a job of priority 0
+        // there (the lane was full) stays behind the lane's, and so must this one.
+        let job = if job.priority == 0 && self.others.load(AtomicOrdering::SeqCst) == 0 {
+            let lane = self
+                .lane
+                .get_or_init(|| Box::new(ArrayQueue::new(self.capacity.min(LANE_SLOTS))));
+            lane.push(job).err()
         } else {
-            let mut st = self.lock();
-            // Set under this lock by `close`.
-            if self.is_closed() {
-                drop(st);
-                self.len.fetch_sub(1, AtomicOrdering::SeqCst);
-                let e = self.shutting_down(&job);
-                return self.refuse(job, e);
+            Some(job)
+        };
+        match job {
+            None => {
+                // Either the close, which sets the flag before it empties the lane, sees
+                // this job, or this push sees the flag and empties the lane itself: a job
+                // is never left behind in a closed mailbox. (The lane's own operations
+                // are not sequentially consistent; these fences order them.)
+                fence(AtomicOrdering::SeqCst);
+                if self.is_closed() {
+                    // Each one answers `ShuttingDown` as it is dropped.
+                    drop(self.drain_lane());
+                    return Ok(());
+                }
             }
-            st.push(job);
-            self.others.store(st.len, AtomicOrdering::SeqCst);
-            drop(st);
-            fence(AtomicOrdering::SeqCst);
+            Some(job) => {
+                let mut st = self.lock();
+                // Set under this lock by `close`.
+                if self.is_closed() {
+                    drop(st);
+                    self.len.fetch_sub(1, AtomicOrdering::SeqCst);
+                    let e = self.shutting_down(&job);
+                    return self.refuse(job, e);
+                }
+                st.push(job);
+                self.others.store(st.len, AtomicOrdering::SeqCst);
+                drop(st);
+                fence(AtomicOrdering::SeqCst);
+            }
         }
         // After the job is in and the fence (above, or the lane's): see `Asleep`.
         self.wake_one();
@@ -384,10 +414,12 @@ impl Mailbox {
             for job in std::iter::from_fn(|| lane.pop()).collect::<Vec<_>>() {
                 if job.job.is_none() {
                     taken.push(job);
-                } else {
-                    lane.push(job);
+                } else if let Err(job) = lane.push(job) {
+                    // Pushes filled the lane meanwhile: behind them, under the lock.
+                    st.push(job);
                 }
             }
+            self.others.store(st.len, AtomicOrdering::SeqCst);
         }
         drop(st);
         self.len.fetch_sub(taken.len(), AtomicOrdering::SeqCst);
