@@ -29,10 +29,11 @@ struct State {
 /// Empty queues of rarer priorities are dropped once there are more than this many.
 const KEEP_QUEUES: usize = 8;
 
-/// Room in the lane: a job of priority 0 pushed while it is full queues under the
-/// lock, behind it. As many as B3's callers; 64 slots of a 128-byte job are 8.7 KB,
-/// made at a service's first queued call. (Two under loom, so its models, whose
-/// mailboxes hold four, see the lane fill.)
+/// Room in the lane: a burst of 64 waiting calls (B3's 64 callers) fits; a job of
+/// priority 0 pushed while it is full queues under the lock, behind it. 64 slots of
+/// a 128-byte job are 8.7 KB, made at a service's first queued call (a mailbox of
+/// less capacity gets a ring of its capacity). Two under loom, so its models, whose
+/// mailboxes hold four, see the lane fill.
 #[cfg(not(koan_loom))]
 const LANE_SLOTS: usize = 64;
 #[cfg(koan_loom)]
