@@ -254,8 +254,9 @@ async fn latency_round(caller: &Caller, n: u64) -> anyhow::Result<f64> {
     .await?
 }
 
-/// Throughput (actions/s) of `callers` concurrent callers doing `total` calls.
-async fn throughput_round(caller: &Caller, callers: u64, total: u64) -> anyhow::Result<f64> {
+/// Throughput (actions/s) of `callers` concurrent callers doing `total` calls (as
+/// many as divide evenly among them: the second figure).
+async fn throughput_round(caller: &Caller, callers: u64, total: u64) -> anyhow::Result<(f64, u64)> {
     let per = total / callers;
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -271,7 +272,8 @@ async fn throughput_round(caller: &Caller, callers: u64, total: u64) -> anyhow::
     for t in tasks {
         t.await??;
     }
-    Ok((per * callers) as f64 / t.elapsed().as_secs_f64())
+    let done = per * callers;
+    Ok((done as f64 / t.elapsed().as_secs_f64(), done))
 }
 
 /// Runs every contender in turn, round after round (one warm-up round first), and
@@ -394,14 +396,14 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             let cpu = &cpu;
             async move {
                 let before = cpu_seconds(std::process::id());
-                let r = throughput_round(&c, callers, per_round).await;
+                let (rate, done) = throughput_round(&c, callers, per_round).await?;
                 let used = cpu_seconds(std::process::id()) - before;
                 if let Ok(mut cpu) = cpu.lock() {
                     let slot = &mut cpu[i];
                     slot.0 += used;
-                    slot.1 += per_round / callers * callers;
+                    slot.1 += done;
                 }
-                r
+                Ok(rate)
             }
         })
         .await?;
