@@ -127,7 +127,7 @@ pub(crate) fn pick<'a>(
     let (chosen, _) = best?;
     let in_flight = t.outstanding().start(&mut outstanding, chosen);
     drop(outstanding);
-    let subject = subjects::host_action(in_flight.host(), service, action).into();
+    let subject = subjects::host_bare_action(in_flight.host(), service, action).into();
     Some((in_flight, subject))
 }
 

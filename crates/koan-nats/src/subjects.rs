@@ -45,23 +45,30 @@ pub(crate) fn actions_of(service: &str) -> String {
     format!("koan.svc.{}.act.*", token(service))
 }
 
-/// An action of `service` on one instance: what a caller that chose the instance
-/// sends to (`koan.host.<host>.svc.<service>.act.<action>`).
+/// An action of `service` on one instance, as the Rust client sends it when it
+/// chose the instance: `koan.host.<host>.svc.<service>.bare.<action>`, whose reply
+/// is its body alone (docs/wire.md, "Calls").
 /// Built in one buffer: it is made on every call (B8's profile: `format!` of three
 /// tokens was ≈ 3,000 instructions).
-pub(crate) fn host_action(host: &str, service: &str, action: &str) -> String {
-    let mut s = String::with_capacity(22 + host.len() + service.len() + action.len());
+pub(crate) fn host_bare_action(host: &str, service: &str, action: &str) -> String {
+    let mut s = String::with_capacity(23 + host.len() + service.len() + action.len());
     s.push_str("koan.host.");
     push_token(&mut s, host);
     s.push_str(".svc.");
     push_token(&mut s, service);
-    s.push_str(".act.");
+    s.push_str(".bare.");
     push_token(&mut s, action);
     s
 }
 
+/// The actions of `service` on one instance, with replies as usual.
 pub(crate) fn host_actions_of(host: &str, service: &str) -> String {
     format!("koan.host.{}.svc.{}.act.*", token(host), token(service))
+}
+
+/// The actions of `service` on one instance, with bare replies.
+pub(crate) fn host_bare_actions_of(host: &str, service: &str) -> String {
+    format!("koan.host.{}.svc.{}.bare.*", token(host), token(service))
 }
 
 pub(crate) fn query(service: &str, what: &str) -> String {
@@ -149,15 +156,15 @@ mod tests {
             "koan.svc.datacleanupservice.act.process-batch"
         );
         assert_eq!(
-            host_action("H-1", "Data Service", "Run.Now"),
-            "koan.host.h-1.svc.data_service.act.run_now"
+            host_bare_action("H-1", "Data Service", "Run.Now"),
+            "koan.host.h-1.svc.data_service.bare.run_now"
         );
         // Each char that is not a token's, however many bytes, is one `_`.
         assert_eq!(token("Café Crème"), "caf__cr_me");
         assert_eq!(token(""), "");
         assert_eq!(
-            host_action("AB-cd_9", "Gate", "Add:One"),
-            "koan.host.ab-cd_9.svc.gate.act.add_one"
+            host_bare_action("AB-cd_9", "Gate", "Add:One"),
+            "koan.host.ab-cd_9.svc.gate.bare.add_one"
         );
         assert_eq!(key("a1b2-3"), "a1b2-3");
         assert_eq!(key("x y>"), "x_y_");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
     ServiceContext, ServiceOptions, error::ErrorKind,
@@ -264,5 +265,73 @@ async fn a_call_to_an_idempotent_action_is_sent_again_when_its_instance_dies() -
     let info = client.service("Worker").info().await?;
     assert!(info.action("fetch").is_some_and(|a| a.idempotent));
     assert!(info.action("work").is_some_and(|a| !a.idempotent));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_chosen_instance_gets_a_bare_reply() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let one = OneWorker::join(&server, Duration::ZERO).await?;
+    // A client without koan watching the call and its reply go by.
+    let spy = within("a spy", async_nats::connect(server.url())).await??;
+    let mut calls = spy.subscribe("koan.host.*.svc.worker.>").await?;
+    let mut replies = spy.subscribe("_INBOX.>").await?;
+    spy.flush().await?;
+
+    // The client's view of the cluster fills from the registry's watch a moment after
+    // `instances()` lists the worker; until then its calls go to the queue group,
+    // which the spy does not watch. So: calls until the spy sees one.
+    let call = within("a call sent to the chosen instance", async {
+        loop {
+            let out = one
+                .client
+                .service("Worker")
+                .action("work", ())
+                .correlation_id("c-bare")
+                .execute()
+                .await?;
+            assert_eq!(out.correlation_id(), "c-bare");
+            if let Ok(seen) = tokio::time::timeout(Duration::from_millis(50), calls.next()).await {
+                return seen.ok_or_else(|| anyhow::anyhow!("the spy's subscription ended"));
+            }
+        }
+    })
+    .await??;
+    assert!(
+        call.subject.contains(".svc.worker.bare.work"),
+        "sent to {}",
+        call.subject
+    );
+    let id = call
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Koan-Correlation-Id"))
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(id.as_deref(), Some("c-bare"), "the call gives its id");
+    // Other requests (the registry's JetStream calls) are answered on inboxes too.
+    let inbox = call
+        .reply
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a call without a reply subject"))?;
+    let reply = within("the reply", async {
+        while let Some(m) = replies.next().await {
+            if m.subject == inbox {
+                return Some(m);
+            }
+        }
+        None
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("no reply seen"))?;
+    assert!(
+        reply
+            .headers
+            .as_ref()
+            .is_none_or(async_nats::HeaderMap::is_empty),
+        "a bare reply: {:?}",
+        reply.headers
+    );
+    assert_eq!(&reply.payload[..], br#"{"ok":null}"#);
+    assert!(one.calls.load(Ordering::SeqCst) >= 1);
     Ok(())
 }

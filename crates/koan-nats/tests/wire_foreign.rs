@@ -128,6 +128,43 @@ async fn calls_echo_the_correlation_id_and_refuse_other_versions() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instances_bare_subject_answers_with_the_body_alone() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (echo, client) = start(&server).await?;
+    let subject = format!(
+        "koan.host.{}.svc.echo.bare.echo",
+        echo.nats.host_id().to_lowercase()
+    );
+
+    let h = headers(&[("Koan-Correlation-Id", "c-7")]);
+    let reply = within(
+        "a bare call",
+        client.request_with_headers(subject.clone(), h, r#"{"a":2}"#.into()),
+    )
+    .await??;
+    assert!(
+        reply.headers.as_ref().is_none_or(HeaderMap::is_empty),
+        "no headers: {:?}",
+        reply.headers
+    );
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(
+        body,
+        json!({"ok": {"params": {"a": 2}, "correlation_id": "c-7", "priority": 0}})
+    );
+
+    // A call that gives no correlation id gets the full reply, naming the one made.
+    let reply = within("a call without an id", client.request(subject, "{}".into())).await??;
+    assert_eq!(header(&reply, "Koan-Wire").as_deref(), Some("1"));
+    let made = header(&reply, "Koan-Correlation-Id")
+        .ok_or_else(|| anyhow::anyhow!("no correlation id in the reply"))?;
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(body["ok"]["correlation_id"], made.as_str(), "{body}");
+
+    echo.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_job_runs_once_and_a_refused_one_says_why() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (echo, client) = start(&server).await?;

@@ -45,6 +45,12 @@ def body(reply, ok_schema=None):
     return value
 
 
+def token(name):
+    """A name as a subject's token (docs/wire.md, Names)."""
+    allowed = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+    return "".join(c if c in allowed else "_" for c in name.lower())
+
+
 def translations_of(file_id):
     """Rows the demo stored for `file_id`: one per run of `translate`."""
     with sqlite3.connect(CLUSTER.db, timeout=10) as db:
@@ -105,6 +111,20 @@ class Wire(unittest.IsolatedAsyncioTestCase):
         reply = await self.call({"fileId": "py-bare", "from": "en", "to": "fr"})
         self.assertTrue(reply.headers.get("Koan-Correlation-Id"))
         self.assertEqual(body(reply)["ok"]["fileId"], "py-bare")
+
+    async def test_a_call_on_the_instances_bare_subject_gets_the_body_alone(self):
+        registry = await self.js.key_value("koan_registry")
+        host = (await registry.keys())[0]
+        subject = f"koan.host.{token(host)}.svc.translationservice.bare.translate"
+        params = {"fileId": "py-bare-subject", "from": "en", "to": "fr"}
+        reply = await self.call(params, headers={"Koan-Correlation-Id": "py-b-1"}, subject=subject)
+        self.assertFalse(reply.headers, "a bare reply has no headers")
+        self.assertEqual(body(reply)["ok"]["fileId"], "py-bare-subject")
+        # Without a correlation id, the reply is full: it names the id made for the call.
+        reply = await self.call(params, subject=subject)
+        self.assertEqual(reply.headers.get("Koan-Wire"), "1")
+        self.assertTrue(reply.headers.get("Koan-Correlation-Id"))
+        self.assertEqual(body(reply)["ok"]["fileId"], "py-bare-subject")
 
     async def test_errors_come_back_as_error_and_message(self):
         cases = [
