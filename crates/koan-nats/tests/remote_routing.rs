@@ -278,9 +278,9 @@ async fn a_call_to_a_chosen_instance_gets_a_bare_reply() -> anyhow::Result<()> {
     let mut replies = spy.subscribe("_INBOX.>").await?;
     spy.flush().await?;
 
-    // The client's view of the cluster fills from the registry's watch a moment after
-    // `instances()` lists the worker; until then its calls go to the queue group,
-    // which the spy does not watch. So: calls until the spy sees one.
+    // A call the client sends before it can choose the worker (no serving instance
+    // in its view) goes to the queue group, which the spy does not watch: calls
+    // until the spy sees one.
     let call = within("a call sent to the chosen instance", async {
         loop {
             let out = one
