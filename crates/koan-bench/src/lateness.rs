@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use koan::{BoxError, Host, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions};
 
-use crate::common::{Better, Opts, Row, median, percentile};
+use crate::common::{Better, Opts, Row, cpu_seconds, median, percentile};
 
 const PERIOD: Duration = Duration::from_millis(100);
 
@@ -45,22 +45,34 @@ impl Lateness {
 
     /// Lets every job run once (and learn its grid) and settle for three periods,
     /// then records the runs of `window`.
-    async fn measure(&self, window: Duration) -> (Vec<f64>, usize) {
+    async fn measure(&self, window: Duration) -> Window {
         tokio::time::sleep(PERIOD * 3).await;
+        let cpu = cpu_seconds(std::process::id());
         self.measuring.store(true, Ordering::Release);
         tokio::time::sleep(window).await;
-        self.take()
-    }
-
-    fn take(&self) -> (Vec<f64>, usize) {
         self.measuring.store(false, Ordering::Release);
-        let s = self
+        let cpu = cpu_seconds(std::process::id()) - cpu;
+        let samples = self
             .samples
             .lock()
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default();
-        (s, self.ticks.load(Ordering::Acquire))
+        Window {
+            samples,
+            ticks: self.ticks.load(Ordering::Acquire),
+            cpu,
+        }
     }
+}
+
+/// What one round's measuring window saw.
+struct Window {
+    /// Each run's lateness, in µs.
+    samples: Vec<f64>,
+    ticks: usize,
+    /// The process's CPU time over the window, in seconds (10 ms ticks: summed over
+    /// the rounds before it is divided by their runs).
+    cpu: f64,
 }
 
 struct Ticker {
@@ -100,12 +112,41 @@ impl PeriodicService for Ticker {
     }
 }
 
+/// What one contender's rounds saw together.
+#[derive(Default)]
+struct Seen {
+    /// Each round's p99 lateness, in ms (NaN for a round without runs).
+    p99: Vec<f64>,
+    /// Each round's runs ÷ the runs due.
+    frac: Vec<f64>,
+    cpu: f64,
+    ticks: usize,
+}
+
+impl Seen {
+    fn add(&mut self, w: &Window, due: f64) {
+        self.p99.push(if w.samples.is_empty() {
+            f64::NAN
+        } else {
+            percentile(&w.samples, 99.0) / 1e3
+        });
+        self.frac.push(w.ticks as f64 / due);
+        self.cpu += w.cpu;
+        self.ticks += w.ticks;
+    }
+
+    /// The process's CPU time per run over every round, in µs (NaN without runs).
+    fn cpu_per_run(&self) -> f64 {
+        if self.ticks == 0 {
+            f64::NAN
+        } else {
+            self.cpu * 1e6 / self.ticks as f64
+        }
+    }
+}
+
 /// One koan round: `n` periodic services every 100 ms, measured for `window`.
-async fn koan_lateness(
-    n: usize,
-    window: Duration,
-    l: &Arc<Lateness>,
-) -> anyhow::Result<(Vec<f64>, usize)> {
+async fn koan_lateness(n: usize, window: Duration, l: &Arc<Lateness>) -> anyhow::Result<Window> {
     l.reset();
     let mut b = Host::builder().shutdown_grace(Duration::from_secs(30));
     for i in 0..n {
@@ -127,11 +168,7 @@ async fn koan_lateness(
 
 /// One round of bare tokio tasks, each on a `tokio::time::interval` of the same
 /// period (the floor the runtime itself sets on these 2 cores).
-async fn raw_lateness(
-    n: usize,
-    window: Duration,
-    l: &Arc<Lateness>,
-) -> anyhow::Result<(Vec<f64>, usize)> {
+async fn raw_lateness(n: usize, window: Duration, l: &Arc<Lateness>) -> anyhow::Result<Window> {
     l.reset();
     let tasks: Vec<_> = (0..n)
         .map(|_| {
@@ -158,11 +195,7 @@ async fn raw_lateness(
 }
 
 /// One tokio-cron-scheduler round with the same jobs.
-async fn tcs_lateness(
-    n: usize,
-    window: Duration,
-    l: &Arc<Lateness>,
-) -> anyhow::Result<(Vec<f64>, usize)> {
+async fn tcs_lateness(n: usize, window: Duration, l: &Arc<Lateness>) -> anyhow::Result<Window> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     l.reset();
     let mut sched = JobScheduler::new().await.map_err(|e| anyhow!("tcs: {e}"))?;
@@ -193,50 +226,45 @@ pub(crate) async fn rows(opts: Opts) -> anyhow::Result<Vec<Row>> {
     let window = opts.pick(Duration::from_secs(3), Duration::from_millis(1200));
     let rounds = opts.rounds(2);
     let l = Arc::new(Lateness::default());
-    let (mut k99, mut t99, mut kfrac, mut tfrac) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut r99 = Vec::new();
+    let (mut koan, mut raw, mut tcs) = (Seen::default(), Seen::default(), Seen::default());
     let due = n as f64 * window.as_secs_f64() / PERIOD.as_secs_f64();
     let solo = crate::common::solo();
-    let print = |who: &str, s: &[f64]| {
+    let print = |who: &str, w: &Window| {
+        let s = &w.samples;
         eprintln!(
-            "{who} lateness ms: p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+            "{who} lateness ms: p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; CPU per run {:.2} µs",
             percentile(s, 50.0) / 1e3,
             percentile(s, 90.0) / 1e3,
             percentile(s, 99.0) / 1e3,
-            percentile(s, 100.0) / 1e3
+            percentile(s, 100.0) / 1e3,
+            w.cpu * 1e6 / w.ticks.max(1) as f64
         );
     };
     for _ in 0..rounds {
         // Solo: 0 runs koan's rounds only, 1 the bare tokio ones, 2 the peer's.
         if solo.is_none_or(|i| i == 0) {
-            let (s, ticks) = koan_lateness(n, window, &l).await?;
+            let w = koan_lateness(n, window, &l).await?;
             if solo.is_some() {
-                print("koan", &s);
+                print("koan", &w);
             }
-            k99.push(percentile(&s, 99.0) / 1e3);
-            kfrac.push(ticks as f64 / due);
+            koan.add(&w, due);
         }
         if solo.is_none_or(|i| i == 1) {
-            let (s, _) = raw_lateness(n, window, &l).await?;
+            let w = raw_lateness(n, window, &l).await?;
             if solo.is_some() {
-                print("raw", &s);
+                print("raw", &w);
             }
-            r99.push(percentile(&s, 99.0) / 1e3);
+            raw.add(&w, due);
         }
         if solo.is_none_or(|i| i == 2) {
-            let (s, ticks) = tcs_lateness(n, window, &l).await?;
-            t99.push(if s.is_empty() {
-                f64::NAN
-            } else {
-                percentile(&s, 99.0) / 1e3
-            });
-            tfrac.push(ticks as f64 / due);
+            let w = tcs_lateness(n, window, &l).await?;
+            tcs.add(&w, due);
         }
     }
-    let k = median(&k99);
-    let t = median(&t99);
+    let k = median(&koan.p99);
+    let t = median(&tcs.p99);
     let t_opt = (!t.is_nan()).then_some(t);
-    let bare = (!r99.is_empty()).then(|| median(&r99));
+    let bare = (!raw.p99.is_empty()).then(|| median(&raw.p99));
     let row = Row::new(
         "B6",
         &format!("{n} periodic services @100 ms: lateness p99"),
@@ -248,10 +276,13 @@ pub(crate) async fn rows(opts: Opts) -> anyhow::Result<Vec<Row>> {
     .baseline("raw tokio interval", bare);
     let met = Some(k <= 5.0 && bare.is_none_or(|b| k <= 1.5 * b) && t_opt.is_none_or(|t| k < t));
     rows.push(row.goal("≤ 5 ms, ≤ 1.5× raw interval and below the peer", met).note(format!(
-        "ticks run / due: koan {:.0}%, tokio-cron-scheduler {:.0}%; {rounds} rounds × {:.1} s",
-        median(&kfrac) * 100.0,
-        median(&tfrac) * 100.0,
-        window.as_secs_f64()
+        "ticks run / due: koan {:.0}%, tokio-cron-scheduler {:.0}%; {rounds} rounds × {:.1} s; \
+         process CPU per run: koan {:.2} µs, raw tokio interval {:.2} µs",
+        median(&koan.frac) * 100.0,
+        median(&tcs.frac) * 100.0,
+        window.as_secs_f64(),
+        koan.cpu_per_run(),
+        raw.cpu_per_run()
     )));
     Ok(rows)
 }
