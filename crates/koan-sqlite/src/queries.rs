@@ -267,6 +267,51 @@ pub(crate) fn next_due(
     first.map(from_millis).transpose()
 }
 
+/// Each service with a live job and its first due time (`next_due` of that service
+/// alone). The services are found by a skip-scan of each partial index (one seek per
+/// service with live jobs: `DISTINCT` would read every live row, and a runner asks
+/// once a pass, a pass per finished job while a backlog drains), then each service's
+/// first entry as `next_due` reads it.
+pub(crate) fn live_services(conn: &Connection) -> Result<koan::job::LiveServices, Failure> {
+    let waiting = waiting_states();
+    let skip_scan = |live: &str| {
+        format!(
+            "WITH RECURSIVE s(service) AS (
+                 SELECT (SELECT service FROM jobs WHERE {live} ORDER BY service LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT service FROM jobs WHERE {live} AND service > s.service
+                         ORDER BY service LIMIT 1)
+                 FROM s WHERE s.service IS NOT NULL
+             )
+             SELECT service FROM s WHERE service IS NOT NULL"
+        )
+    };
+    let mut services: Vec<String> = Vec::new();
+    for live in [
+        format!("state IN ({waiting})"),
+        "state = 'running' AND lease_until IS NOT NULL".to_owned(),
+    ] {
+        let mut st = conn
+            .prepare_cached(&skip_scan(&live))
+            .doing("find the services with live jobs")?;
+        let rows = st
+            .query_map([], |row| row.get::<_, String>(0))
+            .doing("find the services with live jobs")?;
+        for service in rows {
+            services.push(service.doing("find the services with live jobs")?);
+        }
+    }
+    services.sort_unstable();
+    services.dedup();
+    let mut out = Vec::with_capacity(services.len());
+    for service in services {
+        if let Some(at) = next_due(conn, std::slice::from_ref(&service))? {
+            out.push((service, at));
+        }
+    }
+    Ok(out)
+}
+
 /// Runs a job again by hand.
 pub(crate) fn retry(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<JobRecord, Failure> {
     let (mut r, _) = load(conn, id)?.ok_or_else(|| unknown_job(id))?;

@@ -152,6 +152,10 @@ impl JobStore for SqliteJobStore {
         self.call(move |conn| queries::next_due(conn, &services))
     }
 
+    fn live_services(&self) -> BoxFuture<'_, Result<Option<koan::job::LiveServices>>> {
+        self.call(|conn| queries::live_services(conn).map(Some))
+    }
+
     fn retry(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {
         let id = id.to_owned();
         self.call(move |conn| queries::retry(conn, &id, now))

@@ -308,3 +308,37 @@ async fn next_due_is_the_earliest_run_or_lease_end_of_live_jobs() {
         Some(at(4_000))
     );
 }
+
+/// `live_services`: each service with a live job and its first due time (a waiting
+/// job's `run_at`, a running one's lease end), found without reading finished jobs;
+/// a service whose jobs are all final is not among them.
+#[tokio::test]
+async fn live_services_are_those_with_live_jobs_and_their_first_due_time() {
+    let db = TempDb::new("admin-live");
+    let store = db.open();
+    let live = |v: Option<koan::job::LiveServices>| {
+        let mut v = v.expect("the SQLite store answers");
+        v.sort();
+        v
+    };
+    assert!(live(store.live_services().await.expect("live")).is_empty());
+    store.push(job("a", "x")).await.expect("push");
+    let later = NewJob {
+        run_at: at(9_000),
+        ..job("b", "x")
+    };
+    store.push(later).await.expect("push");
+    store.push(job("c", "x")).await.expect("push");
+    run_to(&store, "c", ok(), 50).await;
+    assert_eq!(
+        live(store.live_services().await.expect("live")),
+        [("a".to_owned(), at(0)), ("b".to_owned(), at(9_000))],
+        "c's only job is final"
+    );
+    // Claimed: a's job is running, due again when its lease ends.
+    store.claim(claim("a", 1, 100)).await.expect("claim");
+    assert_eq!(
+        live(store.live_services().await.expect("live")),
+        [("a".to_owned(), at(30_100)), ("b".to_owned(), at(9_000))]
+    );
+}

@@ -94,3 +94,49 @@ async fn a_retried_job_is_due_again_at_its_time() {
     );
     assert_eq!(store.claim(request(1, at)).await.expect("claim").len(), 1);
 }
+
+/// `live_services`: each service with a live job and the time its first one falls
+/// due (a waiting job's `run_at`, a running one's lease end); none once all are final.
+#[tokio::test]
+async fn live_services_are_those_with_live_jobs_and_their_first_due_time() {
+    let store = MemoryJobStore::new();
+    let live = |v: Option<koan::job::LiveServices>| {
+        let mut v = v.expect("the memory store answers");
+        v.sort();
+        v
+    };
+    assert!(live(store.live_services().await.expect("live")).is_empty());
+    let later = Utc::now() + chrono::Duration::seconds(10);
+    let s = job("a", 0);
+    let t = NewJob {
+        service: "T".to_owned(),
+        run_at: later,
+        ..job("b", 0)
+    };
+    let s_at = s.run_at;
+    store.push(s).await.expect("push");
+    store.push(t).await.expect("push");
+    assert_eq!(
+        live(store.live_services().await.expect("live")),
+        [("S".to_owned(), s_at), ("T".to_owned(), later)]
+    );
+    // Claimed: S's job is running, due again when its lease ends.
+    let now = Utc::now();
+    let claimed = store.claim(request(1, now)).await.expect("claim");
+    let lease = request(1, now).lease_until;
+    assert_eq!(
+        live(store.live_services().await.expect("live")),
+        [("S".to_owned(), lease), ("T".to_owned(), later)]
+    );
+    // Finished: S has no live job left.
+    let done = Finish::Succeeded {
+        result: serde_json::Value::Null,
+        truncated: false,
+    };
+    let claim = &claimed[0].claim;
+    assert!(store.finish(claim, done, now).await.expect("finish"));
+    assert_eq!(
+        live(store.live_services().await.expect("live")),
+        [("T".to_owned(), later)]
+    );
+}

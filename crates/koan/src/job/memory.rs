@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState, NewJob};
-use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, Pushed};
+use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed};
 use super::transition::{
     apply_cancel, apply_claim, apply_finish, apply_retry, retryable, unknown_job, wrong_state,
 };
@@ -298,6 +298,31 @@ impl JobStore for MemoryJobStore {
             }
         }
         ready(Ok(next))
+    }
+
+    fn live_services(&self) -> BoxFuture<'_, Result<Option<LiveServices>>> {
+        let inner = self.lock();
+        // Per service, the first of its waiting jobs by time, and its running jobs'
+        // leases (as `next_due`): the services with live jobs, not all of them.
+        let waiting = inner
+            .waiting_by_time
+            .iter()
+            .filter_map(|(service, set)| set.first().map(|(at, _)| (service, *at)));
+        let leased = inner.running.iter().flat_map(|(service, ids)| {
+            ids.iter()
+                .filter_map(|id| inner.jobs.get(id).and_then(|(r, _)| r.lease_until))
+                .map(move |at| (service, at))
+        });
+        let mut first: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        for (service, at) in waiting.chain(leased) {
+            let e = first.entry(service.as_str()).or_insert(at);
+            *e = (*e).min(at);
+        }
+        let live = first
+            .into_iter()
+            .map(|(service, at)| (service.to_owned(), at))
+            .collect();
+        ready(Ok(Some(live)))
     }
 
     fn retry(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {

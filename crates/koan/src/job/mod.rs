@@ -27,7 +27,7 @@ pub use record::{
     JobAttempt, JobCounts, JobInfo, JobPage, JobQuery, JobRecord, JobState, JobStep, NewJob,
     RetryPolicy,
 };
-pub use store::{Claim, ClaimRequest, Claimed, Finish, JobStore, Pushed, cut_result};
+pub use store::{Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed, cut_result};
 pub use ticket::JobTicket;
 pub use transition::{
     apply_cancel, apply_claim, apply_finish, apply_retry, never_retried, retryable, unknown_job,

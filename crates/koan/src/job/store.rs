@@ -136,6 +136,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// services that are not final: when a worker should look again.
     fn next_due(&self, services: &[String]) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>>;
 
+    /// Each service that has a job not final, with the earliest `run_at` of its
+    /// waiting jobs or lease end of its running ones (its [`next_due`](Self::next_due)),
+    /// in no particular order. A worker's pass asks this once, then claims only for the
+    /// services whose time has come, instead of asking [`claim`](Self::claim) of every
+    /// service it serves: a host of 10,000 services with no jobs does no work a pass.
+    /// The cost should follow the services with live jobs, not the jobs or all
+    /// services. `None` (the default): the store cannot tell cheaply, and the worker
+    /// asks every service, as before.
+    fn live_services(&self) -> BoxFuture<'_, Result<Option<LiveServices>>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Runs a job again by hand: a `dead`, `cancelled`, `retrying` or `succeeded` job
     /// becomes `queued` now, with its attempt count kept and its limit raised by one
     /// run. `JobState` error for a job that is waiting or running.
@@ -154,6 +166,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// is forgotten.
     fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, Result<u64>>;
 }
+
+/// What [`JobStore::live_services`] answers: each service with a live job, and the
+/// time its first one falls due.
+pub type LiveServices = Vec<(String, DateTime<Utc>)>;
 
 /// `result` as stored: itself when its JSON fits in `cap` bytes; otherwise a JSON
 /// string of its first `cap` bytes (cut on a character boundary) and `true`.
