@@ -193,24 +193,35 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         // Services with a slot still free after their claim: the next due job that
         // matters is theirs (a full service is woken by its next finished job).
         let mut free_after: Vec<String> = Vec::new();
-        // The services to ask, with the time their first job falls due when the store
-        // can tell (see `JobStore::live_services`): one question to the store a pass,
-        // where asking every service took a worker 4 to 7 ms a pass at 10,000 services
-        // with no jobs at all (B6, BENCHMARKS.md, "Eighteenth round").
-        let asked: Vec<(usize, Option<DateTime<Utc>>)> = match jobs.store.live_services().await {
-            Ok(Some(live)) => {
-                let mut v: Vec<_> = live
-                    .iter()
-                    .filter_map(|(service, at)| Some((*index.get(service.as_str())?, Some(*at))))
-                    .collect();
-                v.sort_unstable_by_key(|(i, _)| *i);
-                v
-            }
-            Ok(None) => (0..cells.len()).map(|i| (i, None)).collect(),
-            Err(e) => {
-                store_failed = true;
-                tracing::warn!(error = %e, "could not ask the store for due jobs; trying again shortly");
-                Vec::new()
+        // The services with a free slot, the only ones that can take a job; with more
+        // than one, the time each one's first job falls due, when the store can tell
+        // (`JobStore::live_services`): one question to the store a pass instead of a
+        // claim per service, which took a worker 4 to 7 ms a pass at 10,000 services
+        // with no jobs at all (B6, BENCHMARKS.md, "Eighteenth round"). With one, its
+        // claim is the one question (B9: a pass per finished job).
+        let open: Vec<usize> = (0..cells.len())
+            .filter(|&i| cells[i].spec.options.max_concurrency > busy[i].load(Ordering::Acquire))
+            .collect();
+        let asked: Vec<(usize, Option<DateTime<Utc>>)> = if open.len() < 2 {
+            open.into_iter().map(|i| (i, None)).collect()
+        } else {
+            match jobs.store.live_services().await {
+                Ok(Some(live)) => {
+                    let mut v: Vec<_> = live
+                        .iter()
+                        .filter_map(|(service, at)| {
+                            Some((*index.get(service.as_str())?, Some(*at)))
+                        })
+                        .collect();
+                    v.sort_unstable_by_key(|(i, _)| *i);
+                    v
+                }
+                Ok(None) => open.into_iter().map(|i| (i, None)).collect(),
+                Err(e) => {
+                    store_failed = true;
+                    tracing::warn!(error = %e, "could not ask the store for due jobs; trying again shortly");
+                    Vec::new()
+                }
             }
         };
         for (i, first_due) in asked {
