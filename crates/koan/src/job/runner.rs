@@ -200,7 +200,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         // with no jobs at all (B6, BENCHMARKS.md, "Eighteenth round"). With one, its
         // claim is the one question (B9: a pass per finished job).
         let open: Vec<usize> = (0..cells.len())
-            .filter(|&i| cells[i].spec.options.max_concurrency > busy[i].load(Ordering::Acquire))
+            .filter(|&i| free_slots(&cells[i], &busy[i]) > 0)
             .collect();
         let asked: Vec<(usize, Option<DateTime<Utc>>)> = if open.len() < 2 {
             open.into_iter().map(|i| (i, None)).collect()
@@ -226,11 +226,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         };
         for (i, first_due) in asked {
             let (cell, busy) = (&cells[i], &busy[i]);
-            let free = cell
-                .spec
-                .options
-                .max_concurrency
-                .saturating_sub(busy.load(Ordering::Acquire));
+            let free = free_slots(cell, busy);
             if free == 0 || jobs.closing.load(Ordering::Acquire) {
                 continue;
             }
@@ -289,6 +285,14 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// How many more of `cell`'s jobs may run now, with `busy` of them running.
+fn free_slots(cell: &ServiceCell, busy: &AtomicUsize) -> usize {
+    cell.spec
+        .options
+        .max_concurrency
+        .saturating_sub(busy.load(Ordering::Acquire))
 }
 
 /// Forgets old final jobs (retention by age and by size).
