@@ -31,6 +31,23 @@ struct Inner {
 }
 
 impl Inner {
+    /// The earliest `run_at` of `service`'s waiting jobs or lease end of its running
+    /// ones (`next_due` and `live_services` of one service).
+    fn first_due(&self, service: &str) -> Option<DateTime<Utc>> {
+        let waiting = self
+            .waiting_by_time
+            .get(service)
+            .and_then(|set| set.first())
+            .map(|(at, _)| *at);
+        let leases = self
+            .running
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.jobs.get(id).and_then(|(r, _)| r.lease_until));
+        waiting.into_iter().chain(leases).min()
+    }
+
     fn unindex(&mut self, r: &JobRecord) {
         if r.state.is_waiting() {
             if let Some(set) = self.waiting.get_mut(&r.service) {
@@ -280,47 +297,23 @@ impl JobStore for MemoryJobStore {
 
     fn next_due(&self, services: &[String]) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>> {
         let inner = self.lock();
-        let mut next: Option<DateTime<Utc>> = None;
-        for service in services {
-            let waiting = inner
-                .waiting_by_time
-                .get(service)
-                .and_then(|set| set.first())
-                .map(|(at, _)| *at);
-            let leases = inner
-                .running
-                .get(service)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| inner.jobs.get(id).and_then(|(r, _)| r.lease_until));
-            for at in waiting.into_iter().chain(leases) {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
+        let next = services.iter().filter_map(|s| inner.first_due(s)).min();
         ready(Ok(next))
     }
 
     fn live_services(&self) -> BoxFuture<'_, Result<Option<LiveServices>>> {
         let inner = self.lock();
-        // Per service, the first of its waiting jobs by time, and its running jobs'
-        // leases (as `next_due`): the services with live jobs, not all of them.
-        let waiting = inner
+        // The services in the live indexes, not all of them.
+        let mut services: Vec<&String> = inner
             .waiting_by_time
-            .iter()
-            .filter_map(|(service, set)| set.first().map(|(at, _)| (service, *at)));
-        let leased = inner.running.iter().flat_map(|(service, ids)| {
-            ids.iter()
-                .filter_map(|id| inner.jobs.get(id).and_then(|(r, _)| r.lease_until))
-                .map(move |at| (service, at))
-        });
-        let mut first: HashMap<&str, DateTime<Utc>> = HashMap::new();
-        for (service, at) in waiting.chain(leased) {
-            let e = first.entry(service.as_str()).or_insert(at);
-            *e = (*e).min(at);
-        }
-        let live = first
+            .keys()
+            .chain(inner.running.keys())
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        let live = services
             .into_iter()
-            .map(|(service, at)| (service.to_owned(), at))
+            .filter_map(|s| Some((s.clone(), inner.first_due(s)?)))
             .collect();
         ready(Ok(Some(live)))
     }
