@@ -215,6 +215,28 @@ pub(crate) fn metrics_on() -> bool {
     std::env::var("KOAN_BENCH_METRICS").is_ok_and(|v| v == "1")
 }
 
+/// `KOAN_BENCH_PIN=1`: the bench runtime's worker threads are each bound to a core
+/// of their own (the first threads its pool starts; later blocking threads are left
+/// free). Without it the kernel places them: this sandbox's kernel packs threads on
+/// one vCPU while the load is light, so two workers may take turns on one core
+/// (BENCHMARKS.md, "Nineteenth round"). Every contender shares the runtime, so the
+/// knob moves them all; the verdicts are read without it, as a user runs.
+pub(crate) fn pinning() -> Option<impl Fn() + Send + Sync + 'static> {
+    if !std::env::var("KOAN_BENCH_PIN").is_ok_and(|v| v == "1") {
+        return None;
+    }
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let started = std::sync::atomic::AtomicUsize::new(0);
+    Some(move || {
+        let i = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(&core) = cores.get(i)
+            && !core_affinity::set_for_current(core)
+        {
+            eprintln!("KOAN_BENCH_PIN: could not bind a worker to core {}", core.id);
+        }
+    })
+}
+
 /// utime + stime of process `pid`, in seconds (0 where `/proc` cannot tell). In
 /// clock ticks of 10 ms: read it around a whole scenario, not one short round.
 pub(crate) fn cpu_seconds(pid: u32) -> f64 {

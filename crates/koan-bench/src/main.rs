@@ -8,6 +8,7 @@
 //! cargo run -p koan-bench -- --quick all            # smoke run (seconds)
 //! cargo run -p koan-bench --release -- --json all   # machine-readable
 //! KOAN_BENCH_METRICS=1 cargo run -p koan-bench --release -- B1 B3   # metrics on
+//! KOAN_BENCH_PIN=1 cargo run -p koan-bench --release -- B6       # a core per worker
 //! ```
 //!
 //! Every scenario runs koan and its baselines in this process, alternating rounds
@@ -96,9 +97,12 @@ fn main() -> anyhow::Result<()> {
     which.sort_unstable_by_key(|s| s[1..].parse::<u32>().unwrap_or(0));
     which.dedup();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(pin) = common::pinning() {
+        rt.on_thread_start(pin);
+    }
+    let rt = rt.build()?;
     let rows = rt.block_on(run(opts, &which, json))?;
     // Leftover tasks (scheduler loops of the peers) must not hold the exit.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -1,84 +1,24 @@
 //! B6's lateness: 10,000 periodic services every 100 ms, each run's distance from
 //! its grid, against bare tokio interval tasks and tokio-cron-scheduler.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use koan::{BoxError, Host, Periodic, PeriodicService, Service, ServiceContext, ServiceOptions};
 
-use crate::common::{Better, Opts, Row, cpu_seconds, median, percentile};
+use crate::common::{Better, Opts, Row, median, percentile};
+
+mod recorder;
+use recorder::{Lateness, Window};
 
 const PERIOD: Duration = Duration::from_millis(100);
-
-/// Lateness samples (µs) and tick counts, shared by every periodic job of a run.
-#[derive(Default)]
-struct Lateness {
-    measuring: AtomicBool,
-    samples: Mutex<Vec<f64>>,
-    ticks: AtomicUsize,
-}
-
-impl Lateness {
-    /// Records a run at `now` of a job whose grid starts at `anchor`: the lateness is
-    /// the distance to the latest grid point at or before `now`.
-    fn record(&self, anchor: Instant, now: Instant) {
-        if !self.measuring.load(Ordering::Acquire) || now < anchor {
-            return;
-        }
-        let since = (now - anchor).as_nanos();
-        let late = since % PERIOD.as_nanos();
-        self.ticks.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut s) = self.samples.lock() {
-            s.push(late as f64 / 1e3);
-        }
-    }
-
-    fn reset(&self) {
-        self.measuring.store(false, Ordering::Release);
-        self.ticks.store(0, Ordering::Release);
-        if let Ok(mut s) = self.samples.lock() {
-            s.clear();
-        }
-    }
-
-    /// Lets every job run once (and learn its grid) and settle for three periods,
-    /// then records the runs of `window`.
-    async fn measure(&self, window: Duration) -> Window {
-        tokio::time::sleep(PERIOD * 3).await;
-        let cpu = cpu_seconds(std::process::id());
-        self.measuring.store(true, Ordering::Release);
-        tokio::time::sleep(window).await;
-        self.measuring.store(false, Ordering::Release);
-        let cpu = cpu_seconds(std::process::id()) - cpu;
-        let samples = self
-            .samples
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default();
-        Window {
-            samples,
-            ticks: self.ticks.load(Ordering::Acquire),
-            cpu,
-        }
-    }
-}
-
-/// What one round's measuring window saw.
-struct Window {
-    /// Each run's lateness, in µs.
-    samples: Vec<f64>,
-    ticks: usize,
-    /// The process's CPU time over the window, in seconds (10 ms ticks: summed over
-    /// the rounds before it is divided by their runs).
-    cpu: f64,
-}
 
 struct Ticker {
     lateness: Arc<Lateness>,
     /// The instant of this service's first due tick, learnt on its first run.
-    anchor: Mutex<Option<Instant>>,
+    /// (Not a lock taken at every run: the bare tasks keep theirs in a local.)
+    anchor: OnceLock<Instant>,
 }
 
 impl Service for Ticker {
@@ -92,9 +32,8 @@ impl Service for Ticker {
 impl PeriodicService for Ticker {
     async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
         let now = Instant::now();
-        let known = self.anchor.lock().ok().and_then(|g| *g);
-        match known {
-            Some(anchor) => self.lateness.record(anchor, now),
+        match self.anchor.get() {
+            Some(&anchor) => self.lateness.record(anchor, now),
             None => {
                 // The due time of this first run is the status' `next_run` (it moves on
                 // only after the run); the grid is anchored there.
@@ -103,9 +42,8 @@ impl PeriodicService for Ticker {
                 let due = status.next_run.ok_or("no next_run")?;
                 let wall_now = chrono::Utc::now();
                 let behind = (wall_now - due).to_std().unwrap_or(Duration::ZERO);
-                if let Ok(mut g) = self.anchor.lock() {
-                    *g = Some(now - behind);
-                }
+                // Only this service's runs set it, one at a time.
+                let _ = self.anchor.set(now - behind);
             }
         }
         Ok(())
@@ -154,7 +92,7 @@ async fn koan_lateness(n: usize, window: Duration, l: &Arc<Lateness>) -> anyhow:
             format!("tick-{i}"),
             Ticker {
                 lateness: Arc::clone(l),
-                anchor: Mutex::new(None),
+                anchor: OnceLock::new(),
             },
         );
     }
@@ -225,7 +163,8 @@ pub(crate) async fn rows(opts: Opts) -> anyhow::Result<Vec<Row>> {
     let n = opts.pick(10_000, 1_000);
     let window = opts.pick(Duration::from_secs(3), Duration::from_millis(1200));
     let rounds = opts.rounds(2);
-    let l = Arc::new(Lateness::default());
+    // Room for every run of a window, and its stragglers.
+    let l = Arc::new(Lateness::new(n * (window.as_millis() / PERIOD.as_millis() + 2) as usize));
     let (mut koan, mut raw, mut tcs) = (Seen::default(), Seen::default(), Seen::default());
     let due = n as f64 * window.as_secs_f64() / PERIOD.as_secs_f64();
     let solo = crate::common::solo();
@@ -286,3 +225,4 @@ pub(crate) async fn rows(opts: Opts) -> anyhow::Result<Vec<Row>> {
     )));
     Ok(rows)
 }
+

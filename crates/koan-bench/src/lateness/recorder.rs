@@ -1,0 +1,142 @@
+//! B6's recorder: each run's lateness, kept without a lock or a line shared by the
+//! workers, so that it weighs the same on every contender and does not order them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::cpu_seconds;
+
+use super::PERIOD;
+
+/// A slot not yet written.
+const EMPTY: u64 = u64::MAX;
+/// Worker threads with a shard of their own; more share them (the bench runtime has
+/// one worker a core).
+const SHARDS: usize = 4;
+
+/// The runs one thread recorded, on lines of its own.
+///
+/// An earlier recorder pushed into one `Mutex<Vec>`: every run of every contender
+/// took it, and a worker that lost it slept in the kernel. A single shared counter
+/// would be a line both workers write at every run once they run side by side.
+#[repr(align(128))]
+struct Shard {
+    count: AtomicUsize,
+    /// Each run's lateness in ns, at the index the shard's count gave it.
+    slots: Box<[AtomicU64]>,
+    /// With `KOAN_B6_TRACE`: each run's instant (ns since the recorder's base) and
+    /// thread, for a timeline of the bursts.
+    trace: Option<Box<[AtomicU64]>>,
+}
+
+/// Lateness samples and run counts, shared by every periodic job of a round.
+pub(super) struct Lateness {
+    measuring: AtomicBool,
+    shards: Box<[Shard]>,
+    base: Instant,
+}
+
+/// What one round's measuring window saw.
+pub(super) struct Window {
+    /// Each run's lateness, in µs.
+    pub(super) samples: Vec<f64>,
+    pub(super) ticks: usize,
+    /// The process's CPU time over the window, in seconds (10 ms ticks: summed over
+    /// the rounds before it is divided by their runs).
+    pub(super) cpu: f64,
+}
+
+impl Lateness {
+    /// Room for `runs` recorded runs on each thread; runs beyond it are counted, not
+    /// sampled. (Each shard can hold a whole window: the kernel may run every run of
+    /// a burst on one worker; see BENCHMARKS.md, "Nineteenth round".)
+    pub(super) fn new(runs: usize) -> Self {
+        let slots = |n: usize| (0..n).map(|_| AtomicU64::new(EMPTY)).collect();
+        let traced = std::env::var_os("KOAN_B6_TRACE").is_some();
+        Lateness {
+            measuring: AtomicBool::new(false),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    count: AtomicUsize::new(0),
+                    slots: slots(runs),
+                    trace: traced.then(|| slots(runs)),
+                })
+                .collect(),
+            base: Instant::now(),
+        }
+    }
+
+    /// Records a run at `now` of a job whose grid starts at `anchor`: the lateness is
+    /// the distance to the latest grid point at or before `now`.
+    pub(super) fn record(&self, anchor: Instant, now: Instant) {
+        if !self.measuring.load(Ordering::Acquire) || now < anchor {
+            return;
+        }
+        let late = ((now - anchor).as_nanos() % PERIOD.as_nanos()) as u64;
+        let thread = thread_index();
+        let shard = &self.shards[thread % SHARDS];
+        let i = shard.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = shard.slots.get(i) {
+            slot.store(late, Ordering::Relaxed);
+        }
+        if let Some(slot) = shard.trace.as_ref().and_then(|t| t.get(i)) {
+            let at = (now - self.base).as_nanos() as u64;
+            slot.store(at << 8 | (thread as u64 & 0xff), Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn reset(&self) {
+        self.measuring.store(false, Ordering::Release);
+        for shard in &*self.shards {
+            let used = shard.count.swap(0, Ordering::AcqRel).min(shard.slots.len());
+            for slot in &shard.slots[..used] {
+                slot.store(EMPTY, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Lets every job run once (and learn its grid) and settle for three periods,
+    /// then records the runs of `window`.
+    pub(super) async fn measure(&self, window: Duration) -> Window {
+        tokio::time::sleep(PERIOD * 3).await;
+        let cpu = cpu_seconds(std::process::id());
+        self.measuring.store(true, Ordering::Release);
+        tokio::time::sleep(window).await;
+        self.measuring.store(false, Ordering::Release);
+        let cpu = cpu_seconds(std::process::id()) - cpu;
+        let (mut samples, mut ticks, mut trace) = (Vec::new(), 0, String::new());
+        for shard in &*self.shards {
+            let count = shard.count.load(Ordering::Acquire);
+            ticks += count;
+            let used = &shard.slots[..count.min(shard.slots.len())];
+            // A run that took its slot just before the window closed may not have
+            // stored yet: its slot is left out.
+            let late = |s: &AtomicU64| Some(s.load(Ordering::Relaxed)).filter(|&ns| ns != EMPTY);
+            samples.extend(used.iter().filter_map(late).map(|ns| ns as f64 / 1e3));
+            for (t, s) in shard.trace.iter().flat_map(|t| t.iter().zip(used)) {
+                // One line a run: its instant (ns), its lateness (ns), its thread.
+                if let Some(late) = late(s) {
+                    let t = t.load(Ordering::Relaxed);
+                    trace.push_str(&format!("{}\t{late}\t{}\n", t >> 8, t & 0xff));
+                }
+            }
+        }
+        if let Some(path) = std::env::var_os("KOAN_B6_TRACE")
+            && let Err(e) = std::fs::write(&path, trace)
+        {
+            eprintln!("KOAN_B6_TRACE: {e}");
+        }
+        Window {
+            samples,
+            ticks,
+            cpu,
+        }
+    }
+}
+
+/// A small number for the calling thread, the same for its life.
+fn thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    INDEX.with(|i| *i)
+}
