@@ -24,8 +24,8 @@ struct Shard {
     count: AtomicUsize,
     /// Each run's lateness in ns, at the index the shard's count gave it.
     slots: Box<[AtomicU64]>,
-    /// With `KOAN_B6_TRACE`: each run's instant (ns since the recorder's base) and
-    /// thread, for a timeline of the bursts.
+    /// With `KOAN_B6_TRACE=<path>`: each run's instant (ns since the recorder's base)
+    /// and thread, for a timeline of the bursts (written to `<path>.<window>`).
     trace: Option<Box<[AtomicU64]>>,
 }
 
@@ -121,10 +121,14 @@ impl Lateness {
                 }
             }
         }
-        if let Some(path) = std::env::var_os("KOAN_B6_TRACE")
-            && let Err(e) = std::fs::write(&path, trace)
-        {
-            eprintln!("KOAN_B6_TRACE: {e}");
+        if let Some(path) = std::env::var_os("KOAN_B6_TRACE") {
+            // One file a window, numbered from 1: `<path>.1`, `<path>.2`, …
+            static WINDOWS: AtomicUsize = AtomicUsize::new(0);
+            let mut path = path;
+            path.push(format!(".{}", WINDOWS.fetch_add(1, Ordering::Relaxed) + 1));
+            if let Err(e) = std::fs::write(&path, trace) {
+                eprintln!("KOAN_B6_TRACE: {e}");
+            }
         }
         Window {
             samples,
