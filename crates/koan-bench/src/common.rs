@@ -232,7 +232,10 @@ pub(crate) fn pinning() -> Option<impl Fn() + Send + Sync + 'static> {
         if let Some(&core) = cores.get(i)
             && !core_affinity::set_for_current(core)
         {
-            eprintln!("KOAN_BENCH_PIN: could not bind a worker to core {}", core.id);
+            eprintln!(
+                "KOAN_BENCH_PIN: could not bind a worker to core {}",
+                core.id
+            );
         }
     })
 }

@@ -164,7 +164,9 @@ pub(crate) async fn rows(opts: Opts) -> anyhow::Result<Vec<Row>> {
     let window = opts.pick(Duration::from_secs(3), Duration::from_millis(1200));
     let rounds = opts.rounds(2);
     // Room for every run of a window, and its stragglers.
-    let l = Arc::new(Lateness::new(n * (window.as_millis() / PERIOD.as_millis() + 2) as usize));
+    let l = Arc::new(Lateness::new(
+        n * (window.as_millis() / PERIOD.as_millis() + 2) as usize,
+    ));
     let (mut koan, mut raw, mut tcs) = (Seen::default(), Seen::default(), Seen::default());
     let due = n as f64 * window.as_secs_f64() / PERIOD.as_secs_f64();
     let solo = crate::common::solo();
@@ -225,4 +227,3 @@ pub(crate) async fn rows(opts: Opts) -> anyhow::Result<Vec<Row>> {
     )));
     Ok(rows)
 }
-

@@ -104,23 +104,7 @@ impl Lateness {
         tokio::time::sleep(window).await;
         self.measuring.store(false, Ordering::Release);
         let cpu = cpu_seconds(std::process::id()) - cpu;
-        let (mut samples, mut ticks, mut trace) = (Vec::new(), 0, String::new());
-        for shard in &*self.shards {
-            let count = shard.count.load(Ordering::Acquire);
-            ticks += count;
-            let used = &shard.slots[..count.min(shard.slots.len())];
-            // A run that took its slot just before the window closed may not have
-            // stored yet: its slot is left out.
-            let late = |s: &AtomicU64| Some(s.load(Ordering::Relaxed)).filter(|&ns| ns != EMPTY);
-            samples.extend(used.iter().filter_map(late).map(|ns| ns as f64 / 1e3));
-            for (t, s) in shard.trace.iter().flat_map(|t| t.iter().zip(used)) {
-                // One line a run: its instant (ns), its lateness (ns), its thread.
-                if let Some(late) = late(s) {
-                    let t = t.load(Ordering::Relaxed);
-                    trace.push_str(&format!("{}\t{late}\t{}\n", t >> 8, t & 0xff));
-                }
-            }
-        }
+        let (samples, ticks, trace) = self.collect();
         if let Some(path) = std::env::var_os("KOAN_B6_TRACE") {
             // One file a window, numbered from 1: `<path>.1`, `<path>.2`, …
             static WINDOWS: AtomicUsize = AtomicUsize::new(0);
@@ -136,6 +120,27 @@ impl Lateness {
             cpu,
         }
     }
+
+    /// Every shard's recorded lateness (µs), the runs counted (sampled or not), and
+    /// the trace's lines (one a run: its instant in ns, its lateness in ns, its thread).
+    fn collect(&self) -> (Vec<f64>, usize, String) {
+        let (mut samples, mut ticks, mut trace) = (Vec::new(), 0, String::new());
+        let set = |s: &AtomicU64| Some(s.load(Ordering::Relaxed)).filter(|&v| v != EMPTY);
+        for shard in &*self.shards {
+            let count = shard.count.load(Ordering::Acquire);
+            ticks += count;
+            let used = &shard.slots[..count.min(shard.slots.len())];
+            // A run that took its slot just before the window closed may not have
+            // stored yet: its slot is left out.
+            samples.extend(used.iter().filter_map(set).map(|ns| ns as f64 / 1e3));
+            for (t, s) in shard.trace.iter().flat_map(|t| t.iter().zip(used)) {
+                if let (Some(t), Some(late)) = (set(t), set(s)) {
+                    trace.push_str(&format!("{}\t{late}\t{}\n", t >> 8, t & 0xff));
+                }
+            }
+        }
+        (samples, ticks, trace)
+    }
 }
 
 /// A small number for the calling thread, the same for its life.
@@ -143,4 +148,68 @@ fn thread_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local!(static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed));
     INDEX.with(|i| *i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measuring(runs: usize) -> Lateness {
+        let l = Lateness::new(runs);
+        l.measuring.store(true, Ordering::Release);
+        l
+    }
+
+    /// Runs recorded on several threads are all collected, each with its lateness.
+    #[test]
+    fn collects_every_thread_s_runs() {
+        let l = measuring(16);
+        let anchor = Instant::now();
+        std::thread::scope(|s| {
+            for late_ms in 1..=3u64 {
+                let l = &l;
+                s.spawn(move || {
+                    for k in 0..5u32 {
+                        let now = anchor + PERIOD * k + Duration::from_millis(late_ms);
+                        l.record(anchor, now);
+                    }
+                });
+            }
+        });
+        let (mut samples, ticks, _) = l.collect();
+        assert_eq!(ticks, 15);
+        samples.sort_by(f64::total_cmp);
+        let want: Vec<f64> = [1000.0, 2000.0, 3000.0]
+            .iter()
+            .flat_map(|&us| [us; 5])
+            .collect();
+        assert_eq!(samples, want);
+    }
+
+    /// Runs past a shard's room are counted, not sampled; nothing is recorded
+    /// outside a window; a reset forgets the last window.
+    #[test]
+    fn counts_past_its_room_and_resets() {
+        let l = measuring(4);
+        let anchor = Instant::now();
+        for k in 0..10u32 {
+            l.record(anchor, anchor + PERIOD * k);
+        }
+        let (samples, ticks, _) = l.collect();
+        assert_eq!((samples.len(), ticks), (4, 10));
+
+        l.reset();
+        l.record(anchor, anchor + PERIOD);
+        let (samples, ticks, _) = l.collect();
+        assert_eq!(
+            (samples.len(), ticks),
+            (0, 0),
+            "not measuring after a reset"
+        );
+
+        l.measuring.store(true, Ordering::Release);
+        l.record(anchor, anchor + PERIOD + Duration::from_micros(250));
+        let (samples, ticks, _) = l.collect();
+        assert_eq!((samples, ticks), (vec![250.0], 1));
+    }
 }
