@@ -226,6 +226,9 @@ pub(crate) fn pinning() -> Option<impl Fn() + Send + Sync + 'static> {
         return None;
     }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.is_empty() {
+        eprintln!("KOAN_BENCH_PIN: the cores could not be read; the workers stay free");
+    }
     let started = std::sync::atomic::AtomicUsize::new(0);
     Some(move || {
         let i = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -89,7 +89,8 @@ impl Lateness {
         self.measuring.store(false, Ordering::Release);
         for shard in &*self.shards {
             let used = shard.count.swap(0, Ordering::AcqRel).min(shard.slots.len());
-            for slot in &shard.slots[..used] {
+            let trace = shard.trace.as_deref().map_or(&[][..], |t| &t[..used]);
+            for slot in shard.slots[..used].iter().chain(trace) {
                 slot.store(EMPTY, Ordering::Relaxed);
             }
         }
