@@ -84,6 +84,11 @@ impl Slots {
         )
     }
 
+    /// Whether every slot is taken (a look, without a write).
+    pub(crate) fn is_full(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & TAKEN >= self.max
+    }
+
     /// Takes a slot if one is free; give it back with [`release`](Self::release).
     pub(crate) fn try_take(&self) -> bool {
         self.take_adding(1)
@@ -201,11 +206,14 @@ mod tests {
 
     /// The runs in flight share the slots' word without changing what a slot is:
     /// a caller's slot and run come and go together, a worker's run is counted apart
-    /// from the slot it holds, and a full service refuses either kind of take.
+    /// from the slot it holds, and a full service refuses either kind of take (and
+    /// says it is full without a take).
     #[test]
     fn runs_in_flight_are_counted_beside_the_slots() {
         let slots = Slots::new(2);
+        assert!(!slots.is_full());
         assert!(slots.try_take_running());
+        assert!(!slots.is_full(), "one of two slots taken");
         assert_eq!((slots.used(), slots.running()), (1, 1));
         assert!(slots.try_take());
         assert_eq!((slots.used(), slots.running()), (2, 1));
@@ -213,10 +221,12 @@ mod tests {
             !slots.try_take_running() && !slots.try_take(),
             "both slots taken"
         );
+        assert!(slots.is_full());
         slots.run_started();
         assert_eq!((slots.used(), slots.running()), (2, 2));
         slots.release_running();
         assert_eq!((slots.used(), slots.running()), (1, 1));
+        assert!(!slots.is_full(), "a slot free, whatever runs in flight");
         slots.run_ended();
         slots.release();
         assert_eq!((slots.used(), slots.running()), (0, 0));

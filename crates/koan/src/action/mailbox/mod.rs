@@ -109,7 +109,14 @@ pub(crate) struct Mailbox {
     /// push and take: with a recorder installed, those two writes on a line of the
     /// recorder's were shared by every caller's core and the worker's, and racing
     /// writers could leave a stale depth there.
-    len: AtomicUsize,
+    ///
+    /// On lines of its own: every push and every take writes it, from the callers'
+    /// cores and the worker's, while the flags beside it (`closed`, `others`,
+    /// `sleepers`) are read by every push and take. Sharing their line, the first
+    /// of those reads in a push or a take missed each time the other core had
+    /// written the count (B3's profile: 70 % of `push`'s samples, a third of
+    /// `start_step`'s).
+    len: crossbeam_utils::CachePadded<AtomicUsize>,
     /// Jobs under the lock: while none, a take looks at the lane alone, and a push of
     /// priority 0 may go to the lane.
     others: AtomicUsize,
@@ -164,7 +171,7 @@ impl Mailbox {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
-            len: AtomicUsize::new(0),
+            len: crossbeam_utils::CachePadded::new(AtomicUsize::new(0)),
             others: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
@@ -341,7 +348,9 @@ impl Mailbox {
     /// taken at once if one waits (as [`next`](Self::next) would after giving the
     /// slot back and taking it again), `None` if none does or the mailbox is closed.
     pub(crate) fn next_in_slot(&self) -> Option<Job> {
-        if self.is_empty() || self.is_closed() {
+        // No look at the count first: the take looks at the lane, and the count's
+        // line is then written once (by the take) instead of read, then written.
+        if self.is_closed() {
             return None;
         }
         self.take()
