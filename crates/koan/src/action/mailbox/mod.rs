@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
+use crossbeam_utils::CachePadded;
+
 use crate::sync::{
     ArrayQueue, AtomicBool, AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering,
     fence,
@@ -94,29 +96,13 @@ pub(crate) struct Mailbox {
     /// The names of the service's declared actions, in its table's order: what a
     /// job's `action` names.
     actions: Box<[Arc<str>]>,
-    /// Jobs of priority 0, in order, older than any of priority 0 under the lock;
-    /// made at the first push (a ring of up to [`LANE_SLOTS`] jobs: 10,000 idle
-    /// services need none).
-    lane: OnceLock<Box<ArrayQueue<Job>>>,
+    /// The lane and the count of jobs waiting, made at the first push (10,000 idle
+    /// services need neither).
+    lane: OnceLock<Box<Lane>>,
     /// Jobs of every other priority, and the close.
     state: Mutex<State>,
     notify: Notify,
     capacity: usize,
-    /// Jobs accepted and not yet taken, in the lane and under the lock: counted up
-    /// before a job goes in (the capacity's reservation) and down once it is out.
-    /// Read when the depth is asked for (a service's status, and from it
-    /// `koan_service_queue_depth` at each scrape), not copied into a gauge on every
-    /// push and take: with a recorder installed, those two writes on a line of the
-    /// recorder's were shared by every caller's core and the worker's, and racing
-    /// writers could leave a stale depth there.
-    ///
-    /// On lines of its own: every push and every take writes it, from the callers'
-    /// cores and the worker's, while the flags beside it (`closed`, `others`,
-    /// `sleepers`) are read by every push and take. Sharing their line, the first
-    /// of those reads in a push or a take missed each time the other core had
-    /// written the count (B3's profile: 70 % of `push`'s samples, a third of
-    /// `start_step`'s).
-    len: crossbeam_utils::CachePadded<AtomicUsize>,
     /// Jobs under the lock: while none, a take looks at the lane alone, and a push of
     /// priority 0 may go to the lane.
     others: AtomicUsize,
@@ -130,6 +116,26 @@ pub(crate) struct Mailbox {
     /// forth for nothing; this count is written only as a worker falls asleep and
     /// wakes.
     sleepers: AtomicUsize,
+}
+
+/// What every push and take writes, apart from the flags they read (`closed`,
+/// `others`, `sleepers`): sharing a line with the count, the first of those reads
+/// in a push or a take missed each time the other core had written the count
+/// (B3's profile: 70 % of `push`'s samples, a third of `start_step`'s). Made at the
+/// first push, in one allocation: the ring's ends are on lines of their own
+/// already, and the count gets one beside them.
+struct Lane {
+    /// Jobs of priority 0, in order, older than any of priority 0 under the lock: a
+    /// ring of up to [`LANE_SLOTS`] jobs.
+    jobs: ArrayQueue<Job>,
+    /// Jobs accepted and not yet taken, in the lane and under the lock: counted up
+    /// before a job goes in (the capacity's reservation) and down once it is out.
+    /// Read when the depth is asked for (a service's status, and from it
+    /// `koan_service_queue_depth` at each scrape), not copied into a gauge on every
+    /// push and take: with a recorder installed, those two writes on a line of the
+    /// recorder's were shared by every caller's core and the worker's, and racing
+    /// writers could leave a stale depth there.
+    len: CachePadded<AtomicUsize>,
 }
 
 /// A worker counted among the mailbox's sleepers while it lives: made before the
@@ -165,18 +171,23 @@ impl std::fmt::Debug for Mailbox {
 
 impl Mailbox {
     pub(crate) fn new(service: Arc<str>, actions: Box<[Arc<str>]>, capacity: usize) -> Self {
-        Mailbox {
+        let mailbox = Mailbox {
             actions,
             lane: OnceLock::new(),
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
-            len: crossbeam_utils::CachePadded::new(AtomicUsize::new(0)),
             others: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             service,
-        }
+        };
+        // Under loom, made at once: loom does not see the `OnceLock`'s own
+        // synchronization, so a count made by one model thread's first push and read
+        // by another's would look unordered to it.
+        #[cfg(koan_loom)]
+        mailbox.lane();
+        mailbox
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -185,7 +196,28 @@ impl Mailbox {
 
     /// Jobs waiting.
     pub(crate) fn len(&self) -> usize {
-        self.len.load(AtomicOrdering::SeqCst)
+        self.lane
+            .get()
+            .map_or(0, |lane| lane.len.load(AtomicOrdering::SeqCst))
+    }
+
+    /// The lane, made at the first push.
+    fn lane(&self) -> &Lane {
+        self.lane.get_or_init(|| {
+            Box::new(Lane {
+                jobs: ArrayQueue::new(self.capacity.min(LANE_SLOTS)),
+                len: CachePadded::new(AtomicUsize::new(0)),
+            })
+        })
+    }
+
+    /// Counts `n` jobs out (taken, refused or handed back; each was counted in by
+    /// `reserve`, which made the lane).
+    fn count_out(&self, n: usize) -> usize {
+        match self.lane.get() {
+            Some(lane) if n > 0 => lane.len.fetch_sub(n, AtomicOrdering::SeqCst) - n,
+            _ => self.len(),
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -213,10 +245,7 @@ impl Mailbox {
         // Into the lane only while nothing waits under the lock: a job of priority 0
         // there (the lane was full) stays behind the lane's, and so must this one.
         let job = if job.priority == 0 && self.others.load(AtomicOrdering::SeqCst) == 0 {
-            let lane = self
-                .lane
-                .get_or_init(|| Box::new(ArrayQueue::new(self.capacity.min(LANE_SLOTS))));
-            lane.push(job).err()
+            self.lane().jobs.push(job).err()
         } else {
             Some(job)
         };
@@ -238,7 +267,7 @@ impl Mailbox {
                 // Set under this lock by `close`.
                 if self.is_closed() {
                     drop(st);
-                    self.len.fetch_sub(1, AtomicOrdering::SeqCst);
+                    self.count_out(1);
                     let e = self.shutting_down(&job);
                     return self.refuse(job, e);
                 }
@@ -285,7 +314,8 @@ impl Mailbox {
 
     /// Counts one more job in, unless the mailbox is full.
     fn reserve(&self) -> bool {
-        self.len
+        self.lane()
+            .len
             .fetch_update(AtomicOrdering::SeqCst, AtomicOrdering::SeqCst, |n| {
                 (n < self.capacity).then_some(n + 1)
             })
@@ -294,13 +324,13 @@ impl Mailbox {
 
     /// The lane's first job, if any.
     fn lane_pop(&self) -> Option<Job> {
-        self.lane.get()?.pop()
+        self.lane.get()?.jobs.pop()
     }
 
     /// Empties the lane, counting its jobs out.
     fn drain_lane(&self) -> Vec<Job> {
         let jobs: Vec<Job> = std::iter::from_fn(|| self.lane_pop()).collect();
-        self.len.fetch_sub(jobs.len(), AtomicOrdering::SeqCst);
+        self.count_out(jobs.len());
         jobs
     }
 
@@ -398,7 +428,7 @@ impl Mailbox {
             self.others.store(st.len, AtomicOrdering::SeqCst);
             job
         }?;
-        let left = self.len.fetch_sub(1, AtomicOrdering::SeqCst) - 1;
+        let left = self.count_out(1);
         if left > 0 {
             // Let another worker, if one waits, pick up the rest.
             self.wake_one();
@@ -421,10 +451,10 @@ impl Mailbox {
         st.len -= taken.len();
         self.others.store(st.len, AtomicOrdering::SeqCst);
         if let Some(lane) = self.lane.get() {
-            for job in std::iter::from_fn(|| lane.pop()).collect::<Vec<_>>() {
+            for job in std::iter::from_fn(|| lane.jobs.pop()).collect::<Vec<_>>() {
                 if job.job.is_none() {
                     taken.push(job);
-                } else if let Err(job) = lane.push(job) {
+                } else if let Err(job) = lane.jobs.push(job) {
                     // Pushes filled the lane meanwhile: behind them, under the lock.
                     st.push(job);
                 }
@@ -432,7 +462,7 @@ impl Mailbox {
             self.others.store(st.len, AtomicOrdering::SeqCst);
         }
         drop(st);
-        self.len.fetch_sub(taken.len(), AtomicOrdering::SeqCst);
+        self.count_out(taken.len());
         taken
     }
 
@@ -444,7 +474,7 @@ impl Mailbox {
             let n = st.len;
             st.len = 0;
             self.others.store(0, AtomicOrdering::SeqCst);
-            self.len.fetch_sub(n, AtomicOrdering::SeqCst);
+            self.count_out(n);
             std::mem::take(&mut st.queues)
                 .into_iter()
                 .flat_map(|(_, q)| q)
