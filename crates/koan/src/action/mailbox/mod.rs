@@ -120,10 +120,13 @@ pub(crate) struct Mailbox {
 
 /// What every push and take writes, apart from the flags they read (`closed`,
 /// `others`, `sleepers`): sharing a line with the count, the first of those reads
-/// in a push or a take missed each time the other core had written the count
-/// (B3's profile: 70 % of `push`'s samples, a third of `start_step`'s). Made at the
+/// in a push or a take missed each time the other core had written the count, and
+/// a caller's look at the count before its push did too (B3's profile: a third of
+/// `start_step`'s samples, 17 % of the worker loop's, on that load). Made at the
 /// first push, in one allocation: the ring's ends are on lines of their own
-/// already, and the count gets one beside them.
+/// already, and the count gets one beside them. Koan alone, B3's CPU per action
+/// fell to 0.96× (19 of 24 pairs); with its peers the ratio did not move beyond
+/// its noise (BENCHMARKS.md, "Twentieth round").
 struct Lane {
     /// Jobs of priority 0, in order, older than any of priority 0 under the lock: a
     /// ring of up to [`LANE_SLOTS`] jobs.
