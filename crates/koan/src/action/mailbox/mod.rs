@@ -5,18 +5,17 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use crossbeam_utils::CachePadded;
-
 use crate::sync::{
-    ArrayQueue, AtomicBool, AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering,
-    fence,
+    AtomicBool, AtomicUsize, Mutex, MutexGuard, Notify, Ordering as AtomicOrdering, fence,
 };
 
 use crate::error::{Error, ErrorKind, Result};
 
 mod job;
+mod lane;
 
 pub(crate) use job::Job;
+use lane::Lane;
 
 /// Jobs of every priority but 0 (those go through the lane): one FIFO queue per
 /// priority, highest first, so a job is moved in once and out once and equal
@@ -30,16 +29,6 @@ struct State {
 
 /// Empty queues of rarer priorities are dropped once there are more than this many.
 const KEEP_QUEUES: usize = 8;
-
-/// Room in the lane: a burst of 64 waiting calls (B3's 64 callers) fits; a job of
-/// priority 0 pushed while it is full queues under the lock, behind it. 64 slots of
-/// a 128-byte job are 8.7 KB, made at a service's first queued call (a mailbox of
-/// less capacity gets a ring of its capacity). Two under loom, so its models, whose
-/// mailboxes hold four, see the lane fill.
-#[cfg(not(koan_loom))]
-const LANE_SLOTS: usize = 64;
-#[cfg(koan_loom)]
-const LANE_SLOTS: usize = 2;
 
 impl State {
     fn push(&mut self, job: Job) {
@@ -84,8 +73,8 @@ impl State {
 /// With the lane, B3 went from 0.65–0.75× ractor to 0.72–0.86× (BENCHMARKS.md,
 /// eleventh round).
 ///
-/// The lane is a ring of [`LANE_SLOTS`] made once, not a queue of blocks: crossbeam's
-/// `SegQueue` allocated and zeroed a block of 4 KB every 31 jobs and freed it on
+/// The lane is a ring of [`LANE_SLOTS`](lane::LANE_SLOTS) made once, not a queue of
+/// blocks: crossbeam's `SegQueue` allocated and zeroed a block of 4 KB every 31 jobs and freed it on
 /// the worker's thread (about 260 instructions a call, and glibc consolidating its
 /// free chunks). A job of priority 0 finding the ring full, or jobs waiting under
 /// the lock, queues under the lock; the lane's jobs, all older, go first, so FIFO
@@ -116,29 +105,6 @@ pub(crate) struct Mailbox {
     /// forth for nothing; this count is written only as a worker falls asleep and
     /// wakes.
     sleepers: AtomicUsize,
-}
-
-/// What every push and take writes, apart from the flags they read (`closed`,
-/// `others`, `sleepers`): sharing a line with the count, the first of those reads
-/// in a push or a take missed each time the other core had written the count, and
-/// a caller's look at the count before its push did too (B3's profile: a third of
-/// `start_step`'s samples, 17 % of the worker loop's, on that load). Made at the
-/// first push, in one allocation: the ring's ends are on lines of their own
-/// already, and the count gets one beside them. Koan alone, B3's CPU per action
-/// fell to 0.96× (19 of 24 pairs); with its peers the ratio did not move beyond
-/// its noise (BENCHMARKS.md, "Twentieth round").
-struct Lane {
-    /// Jobs of priority 0, in order, older than any of priority 0 under the lock: a
-    /// ring of up to [`LANE_SLOTS`] jobs.
-    jobs: ArrayQueue<Job>,
-    /// Jobs accepted and not yet taken, in the lane and under the lock: counted up
-    /// before a job goes in (the capacity's reservation) and down once it is out.
-    /// Read when the depth is asked for (a service's status, and from it
-    /// `koan_service_queue_depth` at each scrape), not copied into a gauge on every
-    /// push and take: with a recorder installed, those two writes on a line of the
-    /// recorder's were shared by every caller's core and the worker's, and racing
-    /// writers could leave a stale depth there.
-    len: CachePadded<AtomicUsize>,
 }
 
 /// A worker counted among the mailbox's sleepers while it lives: made before the
@@ -206,12 +172,7 @@ impl Mailbox {
 
     /// The lane, made at the first push.
     fn lane(&self) -> &Lane {
-        self.lane.get_or_init(|| {
-            Box::new(Lane {
-                jobs: ArrayQueue::new(self.capacity.min(LANE_SLOTS)),
-                len: CachePadded::new(AtomicUsize::new(0)),
-            })
-        })
+        self.lane.get_or_init(|| Box::new(Lane::new(self.capacity)))
     }
 
     /// Counts `n` jobs out (taken, refused or handed back; each was counted in by
