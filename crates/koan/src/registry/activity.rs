@@ -78,6 +78,13 @@ impl Activity {
         false
     }
 
+    /// Loads the word of its history's lock, and nothing else (see
+    /// [`StatusBoard::touch`](super::board::StatusBoard::touch)).
+    #[inline]
+    pub(crate) fn touch(&self) -> bool {
+        self.runs.is_poisoned()
+    }
+
     /// The newest run it keeps (the status's last run).
     pub(crate) fn last_run(&self) -> Option<RunStamp> {
         self.runs.lock().ok()?.back().cloned()

@@ -41,16 +41,19 @@ pub(crate) struct StatusCore {
 pub(crate) struct StatusBoard {
     hot: HotLine,
     cold: Mutex<ColdStatus>,
-    /// Wakes those waiting for a change; made by the first of them, so an update of
-    /// a status nobody waits on touches nothing else.
-    changed: OnceLock<watch::Sender<()>>,
     activity: Activity,
     clock: Clock,
 }
 
-/// The part of a status a periodic run writes, on a cache line of its own.
+/// The part of a status a periodic run writes, on a cache line of its own, with the
+/// change signal every update reads.
 #[repr(align(64))]
-struct HotLine(Mutex<HotStatus>);
+struct HotLine {
+    status: Mutex<HotStatus>,
+    /// Wakes those waiting for a change; made by the first of them, so an update of
+    /// a status nobody waits on touches nothing else.
+    changed: OnceLock<watch::Sender<()>>,
+}
 
 struct HotStatus {
     state: ServiceState,
@@ -117,27 +120,36 @@ impl StatusBoard {
             ServiceState::Pending
         };
         StatusBoard {
-            hot: HotLine(Mutex::new(HotStatus {
-                state,
-                next_run: None,
-                runs: 0,
-                failures: 0,
-                consecutive_failures: 0,
-            })),
+            hot: HotLine {
+                status: Mutex::new(HotStatus {
+                    state,
+                    next_run: None,
+                    runs: 0,
+                    failures: 0,
+                    consecutive_failures: 0,
+                }),
+                changed: OnceLock::new(),
+            },
             cold: Mutex::new(ColdStatus::default()),
-            changed: OnceLock::new(),
             activity,
             clock,
         }
     }
 
+    /// Loads a word of each line a run's status update writes (the hot line, the
+    /// history's lock), and nothing else: see the periodic driver's `warm`.
+    #[inline]
+    pub(crate) fn touch(&self) -> (bool, bool) {
+        (self.hot.status.is_poisoned(), self.activity.touch())
+    }
+
     fn hot(&self) -> MutexGuard<'_, HotStatus> {
-        lock(&self.hot.0)
+        lock(&self.hot.status)
     }
 
     /// Wakes those waiting for a change, if any (after the change, its locks released).
     fn changed(&self) {
-        if let Some(changed) = self.changed.get() {
+        if let Some(changed) = self.hot.changed.get() {
             changed.send_replace(());
         }
     }
@@ -302,6 +314,7 @@ impl StatusBoard {
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(crate) fn watch(&self) -> StatusWatch<'_> {
         let rx = self
+            .hot
             .changed
             .get_or_init(|| watch::channel(()).0)
             .subscribe();

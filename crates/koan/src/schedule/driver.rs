@@ -78,7 +78,7 @@ impl Driver {
         // However the driver ends (its loop returns, or its task is aborted after the
         // grace), a caller's run still in progress is abandoned.
         let _abandon = Abandon(Arc::clone(&control));
-        drive_loop(&*svc, cell, control, schedule, cx).await
+        drive_loop(&svc, cell, control, schedule, cx).await
     }
 }
 
@@ -133,12 +133,13 @@ pub(super) fn outcome_of(reason: RunReason, result: Option<Caught>) -> RunOutcom
 }
 
 async fn drive_loop<T: PeriodicService>(
-    svc: &T,
+    service: &Arc<T>,
     cell: Arc<ServiceCell>,
     control: Arc<PeriodicControl>,
     schedule: Schedule,
     cx: ServiceContext,
 ) {
+    let svc = &**service;
     let clock = cell.spec.clock.clone();
     let opts = &cell.spec.options;
     let start = Instant::now();
@@ -210,6 +211,11 @@ async fn drive_loop<T: PeriodicService>(
                 }
                 let mut polled = false;
                 std::future::poll_fn(|task| {
+                    if polled {
+                        // Woken (by its timer, most often): the run's lines, loaded
+                        // together.
+                        warm(service, &cell, &cx);
+                    }
                     // Registered before the state is read: a poke or a cancel that
                     // lands after the read wakes this registration.
                     control.waker.register(task.waker());
@@ -276,6 +282,20 @@ async fn drive_loop<T: PeriodicService>(
         control.wait_here(false).await;
     }
     cell.board.set_next_run(None);
+}
+
+/// Loads a word of each line a scheduled run is about to write, on the driver's
+/// wake-up, before the first locked instruction of its turn (the waker's
+/// registration): the service's own line, the status's hot line, its history's lock
+/// and the context's count. With 10,000 services each is cold, and on x86 a locked
+/// instruction waits for every earlier load: reached one after the other, across
+/// the turn's locked instructions, each line cost a miss of its own; loaded here,
+/// their misses overlap (B6: CPU per run −10 %, BENCHMARKS.md, "Twenty-first
+/// round"). The control's line needs no load: the registration's own fetch of it
+/// starts with these (loading it too measured no difference).
+#[inline(always)]
+fn warm<T>(service: &Arc<T>, cell: &ServiceCell, cx: &ServiceContext) {
+    std::hint::black_box((Arc::strong_count(service), cell.board.touch(), cx.touch()));
 }
 
 /// A poked run with a deadline: at the deadline its own token (a child of the

@@ -104,6 +104,16 @@ impl ServiceContext {
         &self.shared.token
     }
 
+    /// Loads the words a run's context touches (its count, its `lent` flag), and
+    /// nothing else: see the periodic driver's `warm`.
+    #[inline]
+    pub(crate) fn touch(&self) -> (usize, bool) {
+        (
+            Arc::strong_count(&self.shared),
+            self.shared.lent.load(Ordering::Relaxed),
+        )
+    }
+
     /// Whether code this context handed its token to cancelled it. The host cancels
     /// through the service's own flag ([`crate::registry`]'s `Lifetime`), which
     /// callers check first. The token is read only once it was lent: the flag is
