@@ -41,19 +41,16 @@ pub(crate) struct StatusCore {
 pub(crate) struct StatusBoard {
     hot: HotLine,
     cold: Mutex<ColdStatus>,
+    /// Wakes those waiting for a change; made by the first of them, so an update of
+    /// a status nobody waits on touches nothing else.
+    changed: OnceLock<watch::Sender<()>>,
     activity: Activity,
     clock: Clock,
 }
 
-/// The part of a status a periodic run writes, on a cache line of its own, with the
-/// change signal every update reads.
+/// The part of a status a periodic run writes, on a cache line of its own.
 #[repr(align(64))]
-struct HotLine {
-    status: Mutex<HotStatus>,
-    /// Wakes those waiting for a change; made by the first of them, so an update of
-    /// a status nobody waits on touches nothing else.
-    changed: OnceLock<watch::Sender<()>>,
-}
+struct HotLine(Mutex<HotStatus>);
 
 struct HotStatus {
     state: ServiceState,
@@ -120,36 +117,39 @@ impl StatusBoard {
             ServiceState::Pending
         };
         StatusBoard {
-            hot: HotLine {
-                status: Mutex::new(HotStatus {
-                    state,
-                    next_run: None,
-                    runs: 0,
-                    failures: 0,
-                    consecutive_failures: 0,
-                }),
-                changed: OnceLock::new(),
-            },
+            hot: HotLine(Mutex::new(HotStatus {
+                state,
+                next_run: None,
+                runs: 0,
+                failures: 0,
+                consecutive_failures: 0,
+            })),
             cold: Mutex::new(ColdStatus::default()),
+            changed: OnceLock::new(),
             activity,
             clock,
         }
     }
 
     /// Loads a word of each line a run's status update writes (the hot line, the
-    /// history's lock), and nothing else: see the periodic driver's `warm`.
+    /// change signal, the history's lock), and nothing else: see the periodic
+    /// driver's `warm`.
     #[inline]
-    pub(crate) fn touch(&self) -> (bool, bool) {
-        (self.hot.status.is_poisoned(), self.activity.touch())
+    pub(crate) fn touch(&self) -> (bool, bool, bool) {
+        (
+            self.hot.0.is_poisoned(),
+            self.changed.get().is_some(),
+            self.activity.touch(),
+        )
     }
 
     fn hot(&self) -> MutexGuard<'_, HotStatus> {
-        lock(&self.hot.status)
+        lock(&self.hot.0)
     }
 
     /// Wakes those waiting for a change, if any (after the change, its locks released).
     fn changed(&self) {
-        if let Some(changed) = self.hot.changed.get() {
+        if let Some(changed) = self.changed.get() {
             changed.send_replace(());
         }
     }
@@ -314,7 +314,6 @@ impl StatusBoard {
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(crate) fn watch(&self) -> StatusWatch<'_> {
         let rx = self
-            .hot
             .changed
             .get_or_init(|| watch::channel(()).0)
             .subscribe();
