@@ -76,10 +76,10 @@ impl State {
 /// The lane is a ring of [`LANE_SLOTS`](lane::LANE_SLOTS) made once, not a queue of
 /// blocks: crossbeam's `SegQueue` allocated and zeroed a block of 4 KB every 31
 /// jobs and freed it on the worker's thread (about 260 instructions a call, and
-/// glibc consolidating its free chunks). A job of priority 0 finding the ring full, or jobs waiting under
-/// the lock, queues under the lock; the lane's jobs, all older, go first, so FIFO
-/// holds (B3: 0.82–0.90× ractor against 0.78–0.83× in eight alternated runs;
-/// BENCHMARKS.md, sixteenth round).
+/// glibc consolidating its free chunks). A job of priority 0 finding the ring full,
+/// or jobs waiting under the lock, queues under the lock; the lane's jobs, all
+/// older, go first, so FIFO holds (B3: 0.82–0.90× ractor against 0.78–0.83× in
+/// eight alternated runs; BENCHMARKS.md, sixteenth round).
 pub(crate) struct Mailbox {
     service: Arc<str>,
     /// The names of the service's declared actions, in its table's order: what a
