@@ -198,6 +198,16 @@ impl WallNanos {
         DateTime::from_timestamp_nanos(self.0)
     }
 
+    /// Nanoseconds since the Unix epoch.
+    pub(crate) fn nanos(self) -> i64 {
+        self.0
+    }
+
+    /// The wall time `nanos` nanoseconds after the Unix epoch.
+    pub(crate) fn from_nanos(nanos: i64) -> Self {
+        WallNanos(nanos)
+    }
+
     /// The whole seconds since the Unix epoch (rounded down).
     pub(crate) fn unix_secs(self) -> i64 {
         self.0.div_euclid(1_000_000_000)

@@ -132,10 +132,10 @@ impl StatusBoard {
     }
 
     /// Loads a word of each line a run's status update writes (the hot line, the
-    /// change signal, the history's lock), and nothing else: see the periodic
-    /// driver's `warm`.
+    /// change signal, the history's lock and its next slot), and nothing else: see
+    /// the periodic driver's `warm`.
     #[inline]
-    pub(crate) fn touch(&self) -> (bool, bool, bool) {
+    pub(crate) fn touch(&self) -> (bool, bool, (bool, u32)) {
         (
             self.hot.0.is_poisoned(),
             self.changed.get().is_some(),

@@ -4,6 +4,7 @@
 mod activity;
 mod board;
 mod cell;
+mod history;
 mod lifetime;
 mod spec;
 mod status;

@@ -171,7 +171,39 @@ impl StampKind {
 
 /// A failed or panicked run's message, behind one thin pointer.
 #[derive(Debug, Clone)]
-struct RunText(String);
+pub(crate) struct RunText(String);
+
+/// A stamp without its message, in the words a history's slot keeps (see
+/// `registry::history`): its reason and how it ended in one, then its start and
+/// its duration.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StampWords {
+    pub(crate) tag: u32,
+    pub(crate) started: i64,
+    pub(crate) duration_ms: u64,
+}
+
+/// The entry of `table` numbered `i`.
+fn numbered<T: Copy>(table: &[T], i: u32) -> Option<T> {
+    table.get(usize::try_from(i).ok()?).copied()
+}
+
+/// The reasons and the kinds by their number in a [`StampWords`]'s tag.
+const REASONS: [RunReason; 6] = [
+    RunReason::Start,
+    RunReason::Restart,
+    RunReason::Scheduled,
+    RunReason::Trigger,
+    RunReason::CheckQueue,
+    RunReason::ProcessBatch,
+];
+const KINDS: [StampKind; 5] = [
+    StampKind::Success,
+    StampKind::Failed,
+    StampKind::Panicked,
+    StampKind::TimedOut,
+    StampKind::Cancelled,
+];
 
 impl RunStamp {
     pub(crate) fn new(
@@ -191,6 +223,35 @@ impl RunStamp {
             started,
             duration_ms,
             text: text.map(|t| Box::new(RunText(t))),
+        }
+    }
+
+    /// Its words and its message (see [`StampWords`]).
+    pub(crate) fn words(&self) -> (StampWords, Option<&RunText>) {
+        let reason = match self.reason {
+            RunReason::Start => 0,
+            RunReason::Restart => 1,
+            RunReason::Scheduled => 2,
+            RunReason::Trigger => 3,
+            RunReason::CheckQueue => 4,
+            RunReason::ProcessBatch => 5,
+        };
+        let words = StampWords {
+            tag: reason << 8 | self.kind as u32,
+            started: self.started.nanos(),
+            duration_ms: self.duration_ms,
+        };
+        (words, self.text.as_deref())
+    }
+
+    /// The stamp of `words` and its message.
+    pub(crate) fn from_words(words: StampWords, text: Option<RunText>) -> Self {
+        RunStamp {
+            reason: numbered(&REASONS, words.tag >> 8).unwrap_or(RunReason::Start),
+            kind: numbered(&KINDS, words.tag & 0xff).unwrap_or(StampKind::Success),
+            started: WallNanos::from_nanos(words.started),
+            duration_ms: words.duration_ms,
+            text: text.map(Box::new),
         }
     }
 
@@ -306,6 +367,32 @@ mod tests {
             assert_eq!(stamp.error_text(), outcome.error_text());
             let record = stamp.record();
             assert_eq!((record.outcome, record.duration_ms), (outcome, 7));
+        }
+    }
+
+    /// A stamp reads back from its words (a history slot's) as it was, for every
+    /// reason and outcome.
+    #[test]
+    fn a_stamp_reads_back_from_its_words() {
+        let started = WallNanos::from(chrono::Utc::now());
+        let outcomes = [
+            RunOutcome::Success,
+            RunOutcome::Failed {
+                error: "disk full".into(),
+            },
+            RunOutcome::Panicked {
+                message: "index out of bounds".into(),
+            },
+            RunOutcome::TimedOut,
+            RunOutcome::Cancelled,
+        ];
+        for reason in REASONS {
+            for outcome in &outcomes {
+                let stamp = RunStamp::new(reason, started, 7, outcome.clone());
+                let (words, text) = stamp.words();
+                let back = RunStamp::from_words(words, text.cloned());
+                assert_eq!(back.record(), stamp.record());
+            }
         }
     }
 }

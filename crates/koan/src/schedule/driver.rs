@@ -287,11 +287,12 @@ async fn drive_loop<T: PeriodicService>(
 /// Loads a word of each line a scheduled run is about to write, on the driver's
 /// wake-up, before the first locked instruction of its turn (the waker's
 /// registration): the service's own line, the status's hot line, its change signal,
-/// its history's lock and the context's count. With 10,000 services each is cold,
-/// and on x86 a locked instruction waits for every earlier load: reached one after
-/// the other, across the turn's locked instructions, each line cost a miss of its
-/// own; loaded here, their misses overlap (B6: CPU per run −6.5 %, BENCHMARKS.md,
-/// "Twenty-first round"). The control's line needs no load: the registration's own
+/// its history's lock and the slot its run goes to, and the context's count. With
+/// 10,000 services each is cold, and on x86 a locked instruction waits for every
+/// earlier load: reached one after the other, across the turn's locked
+/// instructions, each line cost a miss of its own; loaded here, their misses overlap (B6: CPU per run −6.5 %, and −6 % more
+/// with the history's slot; BENCHMARKS.md, "Twenty-first round" and
+/// "Twenty-second round"). The control's line needs no load: the registration's own
 /// fetch of it starts with these (loading it too measured no difference).
 #[inline(always)]
 fn warm<T>(service: &Arc<T>, cell: &ServiceCell, cx: &ServiceContext) {
