@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use super::status::{RunStamp, RunText, StampWords};
 
@@ -20,22 +20,26 @@ pub(crate) struct History {
     /// came, each growth copied the history and cost a run ten cache misses). Not
     /// for every service: a background service records a run when it stops, and
     /// 100,000 of them reserving a whole history made 280 MB (B6's shutdown took
-    /// 25 % longer); theirs are kept in `Kept::early` until a periodic run comes.
+    /// 25 % longer); theirs are kept in [`Kept::Early`] until a periodic run comes.
     ring: OnceLock<Box<[Slot]>>,
     /// The slot the next run goes to: written under the lock, loaded without it
     /// only by `touch`.
     next: AtomicUsize,
 }
 
-/// What the lock keeps.
-#[derive(Debug, Default)]
-struct Kept {
-    /// Runs written to the ring so far (the number of the next one).
-    written: usize,
-    /// The messages of the failed runs the ring keeps, by run number, oldest first.
-    texts: VecDeque<(usize, RunText)>,
+/// What the lock keeps: the runs themselves before the ring is made, and what the
+/// ring's slots do not hold after.
+#[derive(Debug)]
+enum Kept {
     /// The runs kept before the ring was made, oldest first.
-    early: VecDeque<RunStamp>,
+    Early(VecDeque<RunStamp>),
+    /// The ring is made.
+    Ring {
+        /// Runs written to the ring so far (the number of the next one).
+        written: usize,
+        /// The messages of the failed runs it keeps, by run number, oldest first.
+        texts: VecDeque<(usize, RunText)>,
+    },
 }
 
 /// One run's words, a stamp without its text. Half a line, aligned to it, so no
@@ -68,7 +72,7 @@ impl History {
     pub(crate) fn new(capacity: usize) -> Self {
         History {
             capacity,
-            kept: Mutex::default(),
+            kept: Mutex::new(Kept::Early(VecDeque::new())),
             ring: OnceLock::new(),
             next: AtomicUsize::new(0),
         }
@@ -89,35 +93,33 @@ impl History {
         let Ok(mut kept) = self.kept.lock() else {
             return false;
         };
-        let ring = match self.ring.get() {
-            Some(ring) => ring,
-            None if periodic => self.ring.get_or_init(|| self.make_ring(&mut kept)),
-            None => {
-                if kept.early.len() >= self.capacity {
-                    kept.early.pop_front();
+        if let Kept::Early(early) = &mut *kept {
+            if !periodic {
+                if early.len() >= self.capacity {
+                    early.pop_front();
                 }
-                kept.early.push_back(stamp.clone());
+                early.push_back(stamp.clone());
                 return true;
             }
+            *kept = self.make_ring(std::mem::take(early));
+        }
+        let (Some(ring), Kept::Ring { written, texts }) = (self.ring.get(), &mut *kept) else {
+            return false;
         };
-        let n = kept.written;
+        let n = *written;
         let slot = self.next.load(Relaxed);
         let (words, text) = stamp.words();
         if let Some(s) = ring.get(slot) {
             s.store(words);
         }
         // The slot's previous run's message, if it had one, goes with it.
-        while kept
-            .texts
-            .front()
-            .is_some_and(|(k, _)| k + self.capacity <= n)
-        {
-            kept.texts.pop_front();
+        while texts.front().is_some_and(|(k, _)| k + self.capacity <= n) {
+            texts.pop_front();
         }
         if let Some(text) = text {
-            kept.texts.push_back((n, text.clone()));
+            texts.push_back((n, text.clone()));
         }
-        kept.written = n + 1;
+        *written = n + 1;
         self.next.store(
             if slot + 1 == self.capacity {
                 0
@@ -129,19 +131,23 @@ impl History {
         true
     }
 
-    /// The ring, with the runs kept so far in its first slots.
-    fn make_ring(&self, kept: &mut Kept) -> Box<[Slot]> {
+    /// Makes the ring, with the runs kept so far in its first slots; what the lock
+    /// keeps from then on.
+    fn make_ring(&self, early: VecDeque<RunStamp>) -> Kept {
         let ring: Box<[Slot]> = (0..self.capacity).map(|_| Slot::default()).collect();
-        for (n, stamp) in std::mem::take(&mut kept.early).into_iter().enumerate() {
+        let mut texts = VecDeque::new();
+        let written = early.len();
+        for (n, (stamp, slot)) in early.iter().zip(ring.iter()).enumerate() {
             let (words, text) = stamp.words();
-            ring[n].store(words);
+            slot.store(words);
             if let Some(text) = text {
-                kept.texts.push_back((n, text.clone()));
+                texts.push_back((n, text.clone()));
             }
-            kept.written = n + 1;
         }
-        self.next.store(kept.written % self.capacity, Relaxed);
-        ring
+        self.next.store(written % self.capacity, Relaxed);
+        // Under the lock, the only place it is set.
+        let _ = self.ring.set(ring);
+        Kept::Ring { written, texts }
     }
 
     /// Loads the word of its lock and of the slot the next run goes to, and nothing
@@ -161,13 +167,13 @@ impl History {
         let Ok(kept) = self.kept.lock() else {
             return Vec::new();
         };
-        match self.ring.get() {
-            None => kept.early.iter().rev().cloned().collect(),
-            Some(ring) => {
-                let from = kept.written.saturating_sub(self.capacity);
-                (from..kept.written)
+        match &*kept {
+            Kept::Early(early) => early.iter().rev().cloned().collect(),
+            Kept::Ring { written, texts } => {
+                let from = written.saturating_sub(self.capacity);
+                (from..*written)
                     .rev()
-                    .map(|n| self.stamp(ring, &kept, n))
+                    .map(|n| self.stamp(texts, n))
                     .collect()
             }
         }
@@ -176,26 +182,24 @@ impl History {
     /// The newest run kept.
     pub(crate) fn newest(&self) -> Option<RunStamp> {
         let kept = self.kept.lock().ok()?;
-        match self.ring.get() {
-            None => kept.early.back().cloned(),
-            Some(ring) => {
-                let n = kept.written.checked_sub(1)?;
-                Some(self.stamp(ring, &kept, n))
-            }
+        match &*kept {
+            Kept::Early(early) => early.back().cloned(),
+            Kept::Ring { written, texts } => Some(self.stamp(texts, written.checked_sub(1)?)),
         }
     }
 
-    /// Run `n` of the ring, with its message.
-    fn stamp(&self, ring: &[Slot], kept: &MutexGuard<'_, Kept>, n: usize) -> RunStamp {
-        let words = ring
-            .get(n % self.capacity)
+    /// Run `n` of the ring, with its message (`texts`: the lock's).
+    fn stamp(&self, texts: &VecDeque<(usize, RunText)>, n: usize) -> RunStamp {
+        let words = self
+            .ring
+            .get()
+            .and_then(|ring| ring.get(n % self.capacity))
             .map(Slot::load)
             .unwrap_or_default();
-        let text = kept
-            .texts
+        let text = texts
             .binary_search_by_key(&n, |(k, _)| *k)
             .ok()
-            .and_then(|i| kept.texts.get(i))
+            .and_then(|i| texts.get(i))
             .map(|(_, t)| t.clone());
         RunStamp::from_words(words, text)
     }
@@ -228,6 +232,13 @@ mod tests {
                 error: error.into(),
             },
         )
+    }
+
+    fn texts_kept(kept: &Kept) -> usize {
+        match kept {
+            Kept::Early(_) => 0,
+            Kept::Ring { texts, .. } => texts.len(),
+        }
     }
 
     /// What a reader sees: each run's duration and outcome, newest first.
@@ -285,7 +296,7 @@ mod tests {
                 ),
             ]
         );
-        let texts = h.kept.lock().map(|k| k.texts.len()).unwrap_or(usize::MAX);
+        let texts = h.kept.lock().map(|k| texts_kept(&k)).unwrap_or(usize::MAX);
         assert_eq!(texts, 1, "failure 3's message left with its run");
     }
 
@@ -295,7 +306,7 @@ mod tests {
         let h = History::new(2);
         for n in 1..=5 {
             assert!(h.push(&failed(n, "again"), true));
-            let texts = h.kept.lock().map(|k| k.texts.len()).unwrap_or(usize::MAX);
+            let texts = h.kept.lock().map(|k| texts_kept(&k)).unwrap_or(usize::MAX);
             assert!(texts <= 2, "{texts} messages after run {n}");
         }
         assert_eq!(h.newest_first().len(), 2);
