@@ -345,11 +345,9 @@ mod tests {
         assert_eq!(std::mem::align_of::<RunStamp>(), 32);
     }
 
-    /// Every outcome reads back as it was recorded, and is judged as its `RunOutcome`.
-    #[test]
-    fn a_stamp_keeps_its_outcome() {
-        let started = WallNanos::from(chrono::Utc::now());
-        for outcome in [
+    /// One outcome of each kind, a failure's and a panic's with their messages.
+    fn every_outcome() -> [RunOutcome; 5] {
+        [
             RunOutcome::Success,
             RunOutcome::Failed {
                 error: "disk full".into(),
@@ -359,7 +357,14 @@ mod tests {
             },
             RunOutcome::TimedOut,
             RunOutcome::Cancelled,
-        ] {
+        ]
+    }
+
+    /// Every outcome reads back as it was recorded, and is judged as its `RunOutcome`.
+    #[test]
+    fn a_stamp_keeps_its_outcome() {
+        let started = WallNanos::from(chrono::Utc::now());
+        for outcome in every_outcome() {
             let stamp = RunStamp::new(RunReason::Scheduled, started, 7, outcome.clone());
             assert_eq!(stamp.outcome(), outcome);
             assert_eq!(stamp.is_success(), outcome.is_success());
@@ -375,20 +380,9 @@ mod tests {
     #[test]
     fn a_stamp_reads_back_from_its_words() {
         let started = WallNanos::from(chrono::Utc::now());
-        let outcomes = [
-            RunOutcome::Success,
-            RunOutcome::Failed {
-                error: "disk full".into(),
-            },
-            RunOutcome::Panicked {
-                message: "index out of bounds".into(),
-            },
-            RunOutcome::TimedOut,
-            RunOutcome::Cancelled,
-        ];
         for reason in REASONS {
-            for outcome in &outcomes {
-                let stamp = RunStamp::new(reason, started, 7, outcome.clone());
+            for outcome in every_outcome() {
+                let stamp = RunStamp::new(reason, started, 7, outcome);
                 let (words, text) = stamp.words();
                 let back = RunStamp::from_words(words, text.cloned());
                 assert_eq!(back.record(), stamp.record());
