@@ -66,6 +66,11 @@ impl Activity {
         self.runs.touch()
     }
 
+    /// The first word of its history's next slot (see [`History::next_word`]).
+    pub(crate) fn next_history_word(&self) -> Option<&std::sync::atomic::AtomicU32> {
+        self.runs.next_word()
+    }
+
     /// The newest run it keeps (the status's last run).
     pub(crate) fn last_run(&self) -> Option<RunStamp> {
         self.runs.newest()

@@ -143,6 +143,11 @@ impl StatusBoard {
         )
     }
 
+    /// The first word of its history's next slot (see `History::next_word`).
+    pub(crate) fn next_history_word(&self) -> Option<&std::sync::atomic::AtomicU32> {
+        self.activity.next_history_word()
+    }
+
     fn hot(&self) -> MutexGuard<'_, HotStatus> {
         lock(&self.hot.0)
     }

@@ -162,6 +162,15 @@ impl History {
         (self.kept.is_poisoned(), slot)
     }
 
+    /// The first word of the slot the next run goes to, once the ring is made: what
+    /// the periodic driver keeps after a run, to load on its next wake-up without
+    /// the two loads (the ring's and its index's) this word is found behind. Wrong
+    /// only if another run comes first (a caller's), and then a wasted load.
+    pub(crate) fn next_word(&self) -> Option<&AtomicU32> {
+        let ring = self.ring.get()?;
+        ring.get(self.next.load(Relaxed)).map(|s| &s.tag)
+    }
+
     /// The runs kept, newest first.
     pub(crate) fn newest_first(&self) -> Vec<RunStamp> {
         let Ok(kept) = self.kept.lock() else {
@@ -342,6 +351,26 @@ mod tests {
                 (3, RunOutcome::Success)
             ]
         );
+    }
+
+    /// The word the driver keeps after a run is the one the next run writes, round
+    /// the ring too; before the ring there is none.
+    #[test]
+    fn the_next_word_is_the_next_runs_slot() {
+        let h = History::new(2);
+        assert!(h.push(&ok(1), false));
+        assert!(h.next_word().is_none(), "no ring yet");
+        assert!(h.push(&ok(2), true));
+        for n in 3..=7 {
+            let word = h.next_word();
+            assert!(h.push(&ok(n), true));
+            // Run `n` is the ring's run `n - 1` (run 1 was carried into slot 0).
+            let written = h.ring.get().and_then(|ring| ring.get((n as usize - 1) % 2));
+            let same = word
+                .zip(written)
+                .is_some_and(|(w, s)| std::ptr::eq(w, &s.tag));
+            assert!(same, "run {n} went to the slot the word was in");
+        }
     }
 
     /// Past its capacity, a history without a ring forgets its oldest run.
