@@ -151,7 +151,11 @@ impl History {
     }
 
     /// Loads the word of its lock and of the slot the next run goes to, and nothing
-    /// else (see [`StatusBoard::touch`](super::board::StatusBoard::touch)).
+    /// else (see [`StatusBoard::touch`](super::board::StatusBoard::touch)). Not
+    /// redundant with the slot the driver keeps ([`History::next_word`]): reaching
+    /// the slot here loads the ring's pointer and index, which the push reads too
+    /// (without this load, B6's CPU per run was 7 % higher: 1.33 against 1.25 µs,
+    /// higher in 11 of 12 alternated windows).
     #[inline]
     pub(crate) fn touch(&self) -> (bool, u32) {
         let slot = self

@@ -188,7 +188,9 @@ fn numbered<T: Copy>(table: &[T], i: u32) -> Option<T> {
     table.get(usize::try_from(i).ok()?).copied()
 }
 
-/// The reasons and the kinds by their number in a [`StampWords`]'s tag.
+/// The reasons and the kinds by their number in a [`StampWords`]'s tag: the order
+/// of the `match` in [`RunStamp::words`] and of `StampKind`'s declaration
+/// (`a_stamp_reads_back_from_its_words` checks every entry).
 const REASONS: [RunReason; 6] = [
     RunReason::Start,
     RunReason::Restart,
