@@ -62,23 +62,17 @@ pub(crate) fn spawn(
 impl Driver {
     /// The driver loop. Generic over the service: a run's future is a field of this
     /// one, not a box per run.
-    pub(crate) async fn drive<T: PeriodicService>(self, svc: Arc<T>) {
+    pub(crate) fn drive<T: PeriodicService>(
+        self,
+        svc: Arc<T>,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let Driver {
             cell,
             control,
             schedule,
             cx,
         } = self;
-        // Callers may run pokes themselves from now on (see `here`), in this span.
-        control.set_here(Arc::new(HereRun {
-            svc: Arc::clone(&svc),
-            cx: cx.clone(),
-            span: tracing::Span::current(),
-        }));
-        // However the driver ends (its loop returns, or its task is aborted after the
-        // grace), a caller's run still in progress is abandoned.
-        let _abandon = Abandon(Arc::clone(&control));
-        drive_loop(&svc, cell, control, schedule, cx).await
+        drive_loop(svc, cell, control, schedule, cx)
     }
 }
 
@@ -132,159 +126,181 @@ pub(super) fn outcome_of(reason: RunReason, result: Option<Caught>) -> RunOutcom
     }
 }
 
-async fn drive_loop<T: PeriodicService>(
-    service: &Arc<T>,
+/// The loop of [`Driver::drive`]: one `async` block, not an `async fn` awaited by
+/// another. An `async fn` keeps its arguments twice in its state (as given, and
+/// moved into its body), and one awaited from another adds the outer one's state
+/// and tag; each wake-up reads both tags and the loop's locals, spread over the
+/// task's lines. As a block, what it is given stays where the task holds it: the
+/// driver's task went from 1,024 to 640 bytes (its future from 800 to 528, in a
+/// debug build's layout), and B6's CPU per run fell 3.6 % (lower in 21 of 30
+/// alternated windows; BENCHMARKS.md, "Twenty-third round"). A box per run for
+/// the run's future, to shrink it further, cost 3.5 % more.
+#[allow(clippy::manual_async_fn)] // An `async fn` is what this avoids (above).
+fn drive_loop<T: PeriodicService>(
+    service: Arc<T>,
     cell: Arc<ServiceCell>,
     control: Arc<PeriodicControl>,
     schedule: Schedule,
     cx: ServiceContext,
-) {
-    let svc = &**service;
-    let clock = cell.spec.clock.clone();
-    let opts = &cell.spec.options;
-    let start = Instant::now();
-    let anchor = crate::util::after(start, opts.initial_delay);
-    let mut due = schedule.first_due(start, opts.initial_delay, opts.run_on_startup, &clock);
-    // Copied into the driver's own state: a run reads no line of the service's spec.
-    let (missed_ticks, singleton) = (opts.missed_ticks, opts.singleton);
-    cell.board.set_next_run(Some(due));
-    cell.board.mark_started(ServiceState::Idle);
-    tracing::info!(schedule = %schedule.describe(), "periodic service started");
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        // Callers may run pokes themselves from now on (see `here`), in this span.
+        control.set_here(Arc::new(HereRun {
+            svc: Arc::clone(&service),
+            cx: cx.clone(),
+            span: tracing::Span::current(),
+        }));
+        // However the driver ends (its loop returns, or its task is aborted after the
+        // grace), a caller's run still in progress is abandoned.
+        let _abandon = Abandon(Arc::clone(&control));
+        let service = &service;
+        let svc = &**service;
+        let clock = cell.spec.clock.clone();
+        let opts = &cell.spec.options;
+        let start = Instant::now();
+        let anchor = crate::util::after(start, opts.initial_delay);
+        let mut due = schedule.first_due(start, opts.initial_delay, opts.run_on_startup, &clock);
+        // Copied into the driver's own state: a run reads no line of the service's spec.
+        let (missed_ticks, singleton) = (opts.missed_ticks, opts.singleton);
+        cell.board.set_next_run(Some(due));
+        cell.board.mark_started(ServiceState::Idle);
+        tracing::info!(schedule = %schedule.describe(), "periodic service started");
 
-    // One timer for the driver's life, moved to each due time (a fresh timer per
-    // period costs a registration and a removal under the timer wheel's lock).
-    // Boxed, made as the driver starts: the timers of services started together
-    // then sit side by side in memory, not a driver's whole task apart. When 10,000
-    // runs fall due at once, tokio walks its list of due timers one entry after the
-    // other, each a load that waits for the last; dense entries cost that walk about
-    // half (B6: CPU per run −11 %; BENCHMARKS.md, "Eighteenth round").
-    let mut sleep = Box::pin(tokio::time::sleep_until(due));
-    // The end of the last run, read a moment ago: the next turn needs no clock read.
-    let mut fresh: Option<Instant> = None;
-    // The history's slot the next run writes, as the last run left it (see `warm`).
-    let mut next_slot = None;
-    loop {
-        // `ServiceCell::cancel` sets this flag, then wakes the driver.
-        if control.is_cancelled() {
-            break;
-        }
-        // A caller runs a poke itself (see `here`; the driver's own runs end before
-        // this turn): the service is its until that run ends.
-        if control.is_running() {
-            control.wait_here(true).await;
-            continue;
-        }
-        let now = fresh.take().unwrap_or_else(Instant::now);
-        let (reason, batch, waiters, consumed, deadline) =
-            if let Some(cmd) = control.begin_command() {
-                let batch = match &cmd.poke {
-                    Poke::ProcessBatch(b) => Some(b.clone()),
-                    _ => None,
-                };
-                (cmd.poke.reason(), batch, cmd.waiters, false, cmd.deadline)
-            } else if now >= due {
-                // A caller's run that ended after this tick fell due: the tick is
-                // handled as after any poked run (skipped, or run once, per policy).
-                if let Some(ended) = control.take_here_ended()
-                    && ended >= due
-                {
-                    due = schedule.next_due(missed_ticks, anchor, due, false, ended, &clock);
-                    cell.board.set_next_run(Some(due));
-                    continue;
-                }
-                // (The common case, not a singleton, without a future to build.)
-                if singleton && !may_run(&cx, &cell).await {
-                    // A singleton whose lease another host holds: that host runs this tick.
-                    due = schedule.next_due(missed_ticks, anchor, due, true, now, &clock);
-                    cell.board.set_next_run(Some(due));
-                    continue;
-                }
-                if !control.begin_scheduled() {
-                    // A caller took the service a moment ago: its run first.
-                    continue;
-                }
-                (RunReason::Scheduled, None, Waiters::default(), true, None)
-            } else {
-                // Moved only when it changed or has fired: a stale deadline cannot make
-                // the timer fire again at every turn of the loop, and a poke's turn
-                // leaves the armed timer alone.
-                if sleep.deadline() != due || sleep.is_elapsed() {
-                    sleep.as_mut().reset(due);
-                }
-                let mut polled = false;
-                std::future::poll_fn(|task| {
-                    if polled {
-                        // Woken (by its timer, most often): the run's lines, loaded
-                        // together.
-                        warm(service, &cell, &cx, next_slot);
-                    }
-                    // Registered before the state is read: a poke or a cancel that
-                    // lands after the read wakes this registration.
-                    control.waker.register(task.waker());
-                    if control.queued.load(Ordering::Acquire) != 0 || control.is_cancelled() {
-                        // A poke first: its timer is not polled at all.
-                        return std::task::Poll::Ready(());
-                    }
-                    // Woken by the timer: its state says so, without a second poll
-                    // (which would cost as much as the first, about 130
-                    // instructions a run).
-                    if polled && sleep.is_elapsed() {
-                        return std::task::Poll::Ready(());
-                    }
-                    polled = true;
-                    sleep.as_mut().poll(task)
-                })
-                .await;
-                continue;
-            };
-
-        cell.board.set_state(ServiceState::Running);
-        let started = now;
-        let result = match deadline {
-            None => Some(catch_unwind(run_periodic(svc, cx.for_run(reason, batch))).await),
-            // Boxed: its future (about 420 bytes) would otherwise sit in every
-            // driver's task, though only a poke with a deadline runs it.
-            Some(deadline) => Box::pin(run_until(&cx, svc, reason, batch, deadline)).await,
-        };
-        let outcome = outcome_of(reason, result);
-        // One clock read per run, after it (so the tick starts sooner): the wall
-        // times of its start, its end and the next run all derive from it, without
-        // a read of the wall clock or a date built (see `WallNanos`).
-        let ended = Instant::now();
-        let elapsed = ended.saturating_duration_since(started);
-        control.end();
-        due = schedule.next_due(missed_ticks, anchor, due, consumed, ended, &clock);
-        // One status update per run end: the record, the next run and the state.
-        let ended_wall = clock.wall_nanos_at(ended, ended);
-        let record = cell.board.finish_run(
-            reason,
-            elapsed,
-            outcome,
-            ended_wall,
-            NextRun::At(due),
-            ServiceState::Idle,
-            !waiters.is_empty(),
-        );
-        if let Some(record) = record {
-            for w in waiters {
-                let _ = w.send(Ok(record.clone()));
+        // One timer for the driver's life, moved to each due time (a fresh timer per
+        // period costs a registration and a removal under the timer wheel's lock).
+        // Boxed, made as the driver starts: the timers of services started together
+        // then sit side by side in memory, not a driver's whole task apart. When 10,000
+        // runs fall due at once, tokio walks its list of due timers one entry after the
+        // other, each a load that waits for the last; dense entries cost that walk about
+        // half (B6: CPU per run −11 %; BENCHMARKS.md, "Eighteenth round").
+        let mut sleep = Box::pin(tokio::time::sleep_until(due));
+        // The end of the last run, read a moment ago: the next turn needs no clock read.
+        let mut fresh: Option<Instant> = None;
+        // The history's slot the next run writes, as the last run left it (see `warm`).
+        let mut next_slot = None;
+        loop {
+            // `ServiceCell::cancel` sets this flag, then wakes the driver.
+            if control.is_cancelled() {
+                break;
             }
-        }
-        // Code the token was handed to may have cancelled it (once per run, and
-        // only once it was handed out: the check takes the token's lock).
-        if cx.cancelled_by_user() {
-            break;
-        }
-        next_slot = cell.board.next_history_word();
-        fresh = Some(ended);
-    }
+            // A caller runs a poke itself (see `here`; the driver's own runs end before
+            // this turn): the service is its until that run ends.
+            if control.is_running() {
+                control.wait_here(true).await;
+                continue;
+            }
+            let now = fresh.take().unwrap_or_else(Instant::now);
+            let (reason, batch, waiters, consumed, deadline) =
+                if let Some(cmd) = control.begin_command() {
+                    let batch = match &cmd.poke {
+                        Poke::ProcessBatch(b) => Some(b.clone()),
+                        _ => None,
+                    };
+                    (cmd.poke.reason(), batch, cmd.waiters, false, cmd.deadline)
+                } else if now >= due {
+                    // A caller's run that ended after this tick fell due: the tick is
+                    // handled as after any poked run (skipped, or run once, per policy).
+                    if let Some(ended) = control.take_here_ended()
+                        && ended >= due
+                    {
+                        due = schedule.next_due(missed_ticks, anchor, due, false, ended, &clock);
+                        cell.board.set_next_run(Some(due));
+                        continue;
+                    }
+                    // (The common case, not a singleton, without a future to build.)
+                    if singleton && !may_run(&cx, &cell).await {
+                        // A singleton whose lease another host holds: that host runs this tick.
+                        due = schedule.next_due(missed_ticks, anchor, due, true, now, &clock);
+                        cell.board.set_next_run(Some(due));
+                        continue;
+                    }
+                    if !control.begin_scheduled() {
+                        // A caller took the service a moment ago: its run first.
+                        continue;
+                    }
+                    (RunReason::Scheduled, None, Waiters::default(), true, None)
+                } else {
+                    // Moved only when it changed or has fired: a stale deadline cannot make
+                    // the timer fire again at every turn of the loop, and a poke's turn
+                    // leaves the armed timer alone.
+                    if sleep.deadline() != due || sleep.is_elapsed() {
+                        sleep.as_mut().reset(due);
+                    }
+                    let mut polled = false;
+                    std::future::poll_fn(|task| {
+                        if polled {
+                            // Woken (by its timer, most often): the run's lines, loaded
+                            // together.
+                            warm(service, &cell, &cx, next_slot);
+                        }
+                        // Registered before the state is read: a poke or a cancel that
+                        // lands after the read wakes this registration.
+                        control.waker.register(task.waker());
+                        if control.queued.load(Ordering::Acquire) != 0 || control.is_cancelled() {
+                            // A poke first: its timer is not polled at all.
+                            return std::task::Poll::Ready(());
+                        }
+                        // Woken by the timer: its state says so, without a second poll
+                        // (which would cost as much as the first, about 130
+                        // instructions a run).
+                        if polled && sleep.is_elapsed() {
+                            return std::task::Poll::Ready(());
+                        }
+                        polled = true;
+                        sleep.as_mut().poll(task)
+                    })
+                    .await;
+                    continue;
+                };
 
-    control.close(&cell.spec.name);
-    // A caller's run still in progress: the service has stopped when it ends.
-    if control.is_running() {
-        control.wait_here(false).await;
+            cell.board.set_state(ServiceState::Running);
+            let started = now;
+            let result = match deadline {
+                None => Some(catch_unwind(run_periodic(svc, cx.for_run(reason, batch))).await),
+                // Boxed: its future (about 420 bytes) would otherwise sit in every
+                // driver's task, though only a poke with a deadline runs it.
+                Some(deadline) => Box::pin(run_until(&cx, svc, reason, batch, deadline)).await,
+            };
+            let outcome = outcome_of(reason, result);
+            // One clock read per run, after it (so the tick starts sooner): the wall
+            // times of its start, its end and the next run all derive from it, without
+            // a read of the wall clock or a date built (see `WallNanos`).
+            let ended = Instant::now();
+            let elapsed = ended.saturating_duration_since(started);
+            control.end();
+            due = schedule.next_due(missed_ticks, anchor, due, consumed, ended, &clock);
+            // One status update per run end: the record, the next run and the state.
+            let ended_wall = clock.wall_nanos_at(ended, ended);
+            let record = cell.board.finish_run(
+                reason,
+                elapsed,
+                outcome,
+                ended_wall,
+                NextRun::At(due),
+                ServiceState::Idle,
+                !waiters.is_empty(),
+            );
+            if let Some(record) = record {
+                for w in waiters {
+                    let _ = w.send(Ok(record.clone()));
+                }
+            }
+            // Code the token was handed to may have cancelled it (once per run, and
+            // only once it was handed out: the check takes the token's lock).
+            if cx.cancelled_by_user() {
+                break;
+            }
+            next_slot = cell.board.next_history_word();
+            fresh = Some(ended);
+        }
+
+        control.close(&cell.spec.name);
+        // A caller's run still in progress: the service has stopped when it ends.
+        if control.is_running() {
+            control.wait_here(false).await;
+        }
+        cell.board.set_next_run(None);
     }
-    cell.board.set_next_run(None);
 }
 
 /// Loads a word of each line a scheduled run is about to write, on the driver's
