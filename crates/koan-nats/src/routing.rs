@@ -131,17 +131,12 @@ pub(crate) fn pick<'a>(
     Some((in_flight, subject))
 }
 
-/// Resolves once `host` has left the cluster: no heartbeat for three periods (a
-/// crash) or withdrawn (a shutdown). Checked every heartbeat.
-pub(crate) async fn gone(t: &NatsTransport, host: &str, heartbeat: Duration) {
-    loop {
-        tokio::time::sleep(heartbeat).await;
-        let mut live = false;
-        t.each_live_instance(|i| live |= i.host_id == host);
-        if !live {
-            return;
-        }
-    }
+/// Whether `host` is still in the cluster: a heartbeat within three periods (not a
+/// crash), and not withdrawn (not a shutdown).
+fn live(t: &NatsTransport, host: &str) -> bool {
+    let mut live = false;
+    t.each_live_instance(|i| live |= i.host_id == host);
+    live
 }
 
 /// Sends `call` to the instance [`pick`] chooses and watches that instance while
@@ -154,6 +149,12 @@ pub(crate) async fn gone(t: &NatsTransport, host: &str, heartbeat: Duration) {
 /// the call fails saying so, unless the action is declared idempotent (asked of
 /// the instances that remain), and then it is sent again to one of them, with the
 /// time left of its deadline.
+///
+/// One timer per call keeps both its deadline and the watch on its instance
+/// (checked every heartbeat): the request itself is sent without the client's own
+/// timeout, which was a second timer, registered and removed under tokio's timer
+/// wheel lock on every call (B8's round trip: about 1,060 instructions fewer, by
+/// callgrind).
 pub(crate) async fn call_chosen(
     t: &NatsTransport,
     call: &RemoteCall,
@@ -161,28 +162,50 @@ pub(crate) async fn call_chosen(
     timeout: Duration,
     what: &(dyn std::fmt::Display + Sync),
 ) -> Option<Result<Value, Error>> {
+    let heartbeat = t.inner.opts.heartbeat;
     let deadline = tokio::time::Instant::now() + timeout;
     // The caller's own timeout, less what earlier attempts used.
     let mut call_timeout = call.timeout;
     loop {
         let (in_flight, subject) = pick(t, &call.service, &call.action)?;
         let host = in_flight.host();
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let sent = tokio::select! {
-            r = t.send(subject.clone(), call_headers(call, call_timeout), body.clone(), left) => r,
-            () = gone(t, host, t.inner.opts.heartbeat) => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if !left.is_zero() && idempotent(t, call, left).await {
-                    tracing::info!(host = %host, "{what}: instance left the cluster mid-call; the action is idempotent, sending it again");
-                    if call.timeout.is_some() {
-                        call_timeout = Some(left);
+        let now = tokio::time::Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let headers = call_headers(call, call_timeout);
+        let send = t.send(subject.clone(), headers, body.clone(), None);
+        tokio::pin!(send);
+        let timer = tokio::time::sleep_until(deadline.min(now + heartbeat));
+        tokio::pin!(timer);
+        let sent = loop {
+            tokio::select! {
+                biased;
+                r = &mut send => break Some(r),
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        break Some(Err(RequestErrorKind::TimedOut.into()));
                     }
-                    continue;
+                    if live(t, host) {
+                        timer.as_mut().reset(deadline.min(now + heartbeat));
+                        continue;
+                    }
+                    let left = deadline.saturating_duration_since(now);
+                    if !left.is_zero() && idempotent(t, call, left).await {
+                        tracing::info!(host = %host, "{what}: instance left the cluster mid-call; the action is idempotent, sending it again");
+                        if call.timeout.is_some() {
+                            call_timeout = Some(left);
+                        }
+                        // Sent again, to an instance that remains.
+                        break None;
+                    }
+                    return Some(Err(unavailable(format!(
+                        "{what}: instance {host} left the cluster while running the call (no heartbeat for three periods); the outcome is unknown — the action may have run (declare it idempotent to have such calls sent again). Calls made now go to the instances that remain"
+                    ))));
                 }
-                return Some(Err(unavailable(format!(
-                    "{what}: instance {host} left the cluster while running the call (no heartbeat for three periods); the outcome is unknown — the action may have run (declare it idempotent to have such calls sent again). Calls made now go to the instances that remain"
-                ))));
             }
+        };
+        let Some(sent) = sent else {
+            continue;
         };
         if let Err(e) = &sent
             && e.kind() == RequestErrorKind::NoResponders

@@ -231,22 +231,25 @@ impl NatsTransport {
     ) -> Result<Value, Error> {
         // A `Subject` shares its bytes: kept for the error message without a copy.
         let subject = async_nats::Subject::from(subject);
-        let sent = self.send(subject.clone(), headers, body, timeout).await;
+        let sent = self
+            .send(subject.clone(), headers, body, Some(timeout))
+            .await;
         Self::answer(sent, &subject, timeout, what)
     }
 
-    /// One request, as the client answers it.
+    /// One request, as the client answers it; without a `timeout`, it waits for its
+    /// answer as long as it is awaited.
     pub(crate) async fn send(
         &self,
         subject: async_nats::Subject,
         headers: HeaderMap,
         body: bytes::Bytes,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<async_nats::Message, async_nats::RequestError> {
         let req = async_nats::Request::new()
             .headers(headers)
             .payload(body)
-            .timeout(Some(timeout));
+            .timeout(timeout);
         self.inner.client.send_request(subject, req).await
     }
 

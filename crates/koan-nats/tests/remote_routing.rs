@@ -172,6 +172,40 @@ async fn a_call_to_an_instance_that_dies_fails_once_it_leaves_the_registry() -> 
     Ok(())
 }
 
+/// A call to an instance that stays in the cluster but does not answer ends at the
+/// caller's deadline as a timeout, not as the instance's departure: the one timer
+/// a routed call keeps checks the instance at each heartbeat (two here) and still
+/// ends the call when its time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_gets_no_answer_times_out_at_the_callers_deadline() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (w, _calls) = Worker::new(Duration::from_secs(3600));
+    let (worker, _node) = join(&server.url(), Some(w)).await?;
+    // The caller's own default: no timeout is sent with the call, so the instance
+    // runs it without one and never answers.
+    let mut opts = test_options(&server.url());
+    opts.default_request_timeout = opts.heartbeat * 5 / 2;
+    let nats = within("connect", NatsTransport::connect(opts)).await??;
+    let client = koan::Host::builder()
+        .transport(nats.clone().into_transport())
+        .build()?
+        .start();
+    within("startup", client.started()).await??;
+    sees_workers(&client, 1).await?;
+
+    let out = within(
+        "the call to time out",
+        client.service("Worker").action("work", ()).execute(),
+    )
+    .await?;
+    let e = out.expect_err("no answer within the deadline");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.message().contains("no answer over NATS within"), "{e}");
+    // The instance never left: its run is still going.
+    assert_eq!(worker.status("Worker")?.in_flight, 1);
+    Ok(())
+}
+
 /// An instance the registry still lists but that no longer (or not yet) listens on
 /// its own subject — a process killed a moment ago, whose entry lives on for three
 /// heartbeats — answers "no responders": nobody received the call, so it goes to
