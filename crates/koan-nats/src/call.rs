@@ -18,13 +18,18 @@ impl std::fmt::Display for CallName<'_> {
 }
 
 /// The headers of a remote call; `timeout` is what is left of the caller's own, if
-/// it gave one. Built for each attempt rather than cloned (B8's profile: a clone of
-/// async-nats's header map is a hash map and five strings).
+/// it gave one, and `correlation` whether the call's id goes in a header (not when
+/// its subject carries it). Built for each attempt rather than cloned (B8's
+/// profile: a clone of async-nats's header map is a hash map and five strings).
 ///
 /// No `Koan-Wire` header: a request without one is version 1 (docs/wire.md), and
 /// writing it cost ≈ 4,500 instructions of B8's round trip between the two sides
 /// (insert, write, parse, the look-up's hash). A later version's calls carry theirs.
-pub(crate) fn call_headers(call: &RemoteCall, timeout: Option<Duration>) -> HeaderMap {
+pub(crate) fn call_headers(
+    call: &RemoteCall,
+    timeout: Option<Duration>,
+    correlation: bool,
+) -> HeaderMap {
     let mut h = HeaderMap::new();
     // The names as written, only where the subject's tokens lose more than their
     // case (docs/wire.md: optional, default from the subject). Each header costs
@@ -39,10 +44,12 @@ pub(crate) fn call_headers(call: &RemoteCall, timeout: Option<Duration>) -> Head
     if call.priority != 0 {
         h.insert(wire::H_PRIORITY, call.priority.to_string().as_str());
     }
-    h.insert(
-        wire::H_CORRELATION,
-        wire::header_value(&call.correlation_id),
-    );
+    if correlation {
+        h.insert(
+            wire::H_CORRELATION,
+            wire::header_value(&call.correlation_id),
+        );
+    }
     if let Some(t) = timeout {
         h.insert(wire::H_TIMEOUT_MS, t.as_millis().to_string().as_str());
     }
@@ -65,7 +72,7 @@ mod tests {
             timeout: None,
             correlation_id: "c-1".to_owned(),
         };
-        let h = call_headers(&call, Some(Duration::from_millis(1500)));
+        let h = call_headers(&call, Some(Duration::from_millis(1500)), true);
         assert_eq!(wire::header_str(Some(&h), wire::H_WIRE), None);
         assert!(
             wire::refuse_version(Some(&h)).is_none(),
@@ -73,5 +80,8 @@ mod tests {
         );
         assert_eq!(wire::header_str(Some(&h), wire::H_CORRELATION), Some("c-1"));
         assert_eq!(wire::header_str(Some(&h), wire::H_TIMEOUT_MS), Some("1500"));
+        // The id in the call's subject instead: no header is left.
+        let h = call_headers(&call, None, false);
+        assert!(h.is_empty(), "{h:?}");
     }
 }

@@ -288,9 +288,15 @@ fn answer<'a>(
     async move {
         let reply_to = msg.reply.take()?;
         let headers = CallHeaders::of(msg.headers.as_ref());
+        // The action's token; on the bare subject, the call's id may follow it.
+        let (action, id_in_subject) = match form {
+            ReplyForm::Bare => subjects::bare_parts(&msg.subject),
+            ReplyForm::Full => (msg.subject.rsplit('.').next().unwrap_or_default(), None),
+        };
+        let action = headers.action.unwrap_or(action);
         // Every reply names a correlation id: the caller's, or one made here for it
         // (and then sent back in full, whatever the subject).
-        let (correlation, form) = match headers.correlation {
+        let (correlation, form) = match headers.correlation.or(id_in_subject) {
             Some(given) => (Cow::Borrowed(given), form),
             None => (
                 Cow::Owned(format!("nats-{:016x}", fastrand::u64(..))),
@@ -299,7 +305,9 @@ fn answer<'a>(
         };
         let reply = match wire::refuse(headers.wire) {
             Some(refusal) => refusal,
-            None => Reply::of(run_action(host, service, &msg, &headers, &correlation).await),
+            None => {
+                Reply::of(run_action(host, service, action, &msg, &headers, &correlation).await)
+            }
         };
         let headers = match form {
             ReplyForm::Bare => None,
@@ -368,13 +376,11 @@ fn number<T: std::str::FromStr>(
 async fn run_action(
     host: &HostHandle,
     service: &str,
+    action: &str,
     msg: &async_nats::Message,
     headers: &CallHeaders<'_>,
     correlation: &str,
 ) -> Result<serde_json::Value, Error> {
-    let action = headers
-        .action
-        .unwrap_or_else(|| msg.subject.rsplit('.').next().unwrap_or_default());
     let priority: Option<i32> = number(
         headers.priority,
         wire::H_PRIORITY,

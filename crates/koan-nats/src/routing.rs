@@ -73,6 +73,7 @@ pub(crate) fn pick<'a>(
     t: &'a NatsTransport,
     service: &str,
     action: &str,
+    correlation: Option<&str>,
 ) -> Option<(InFlight<'a>, async_nats::Subject)> {
     // Locked once for the choice and its count (the view's lock is taken inside; the
     // two are never taken the other way round).
@@ -127,7 +128,7 @@ pub(crate) fn pick<'a>(
     let (chosen, _) = best?;
     let in_flight = t.outstanding().start(&mut outstanding, chosen);
     drop(outstanding);
-    let subject = subjects::host_bare_action(in_flight.host(), service, action).into();
+    let subject = subjects::host_bare_action(in_flight.host(), service, action, correlation).into();
     Some((in_flight, subject))
 }
 
@@ -166,12 +167,18 @@ pub(crate) async fn call_chosen(
     let deadline = tokio::time::Instant::now() + timeout;
     // The caller's own timeout, less what earlier attempts used.
     let mut call_timeout = call.timeout;
+    // The call's id in its subject when it fits one: the call then carries no header
+    // (B8, by callgrind: the one header cost about 7,900 instructions a round trip,
+    // building and writing it here, and the client parsing, hashing and storing it
+    // on the serving side).
+    let id_in_subject = subjects::in_subject(&call.correlation_id);
+    let correlation = id_in_subject.then_some(call.correlation_id.as_str());
     loop {
-        let (in_flight, subject) = pick(t, &call.service, &call.action)?;
+        let (in_flight, subject) = pick(t, &call.service, &call.action, correlation)?;
         let host = in_flight.host();
         let now = tokio::time::Instant::now();
         let left = deadline.saturating_duration_since(now);
-        let headers = call_headers(call, call_timeout);
+        let headers = call_headers(call, call_timeout, !id_in_subject);
         let send = t.send(subject.clone(), headers, body.clone(), None);
         tokio::pin!(send);
         let timer = tokio::time::sleep_until(deadline.min(now + heartbeat));

@@ -246,10 +246,12 @@ impl NatsTransport {
         body: bytes::Bytes,
         timeout: Option<Duration>,
     ) -> Result<async_nats::Message, async_nats::RequestError> {
-        let req = async_nats::Request::new()
-            .headers(headers)
-            .payload(body)
-            .timeout(timeout);
+        let mut req = async_nats::Request::new().payload(body).timeout(timeout);
+        // None at all rather than an empty block, which would still be written,
+        // read and parsed.
+        if !headers.is_empty() {
+            req = req.headers(headers);
+        }
         self.inner.client.send_request(subject, req).await
     }
 
@@ -295,7 +297,7 @@ impl Transport for NatsTransport {
                 return r;
             }
             let subject = subjects::action(&call.service, &call.action);
-            let h = call_headers(&call, call.timeout);
+            let h = call_headers(&call, call.timeout, true);
             self.request(subject, h, body, timeout, &what).await
         })
     }

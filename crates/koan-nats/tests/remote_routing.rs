@@ -331,17 +331,13 @@ async fn a_call_to_a_chosen_instance_gets_a_bare_reply() -> anyhow::Result<()> {
         }
     })
     .await??;
+    // The call's id, one token, rides in its subject: the call has no header.
     assert!(
-        call.subject.contains(".svc.worker.bare.work"),
+        call.subject.ends_with(".svc.worker.bare.work.c-bare"),
         "sent to {}",
         call.subject
     );
-    let id = call
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Koan-Correlation-Id"))
-        .map(|v| v.as_str().to_owned());
-    assert_eq!(id.as_deref(), Some("c-bare"), "the call gives its id");
+    assert!(call.headers.is_none(), "headers: {:?}", call.headers);
     // Other requests (the registry's JetStream calls) are answered on inboxes too.
     let inbox = call
         .reply
@@ -366,6 +362,33 @@ async fn a_call_to_a_chosen_instance_gets_a_bare_reply() -> anyhow::Result<()> {
         reply.headers
     );
     assert_eq!(&reply.payload[..], br#"{"ok":null}"#);
-    assert!(one.calls.load(Ordering::SeqCst) >= 1);
+
+    // An id that is not one token goes in its header, and comes back all the same.
+    let odd = "c bare/2.0";
+    let out = within(
+        "a call with an odd id",
+        one.client
+            .service("Worker")
+            .action("work", ())
+            .correlation_id(odd)
+            .execute(),
+    )
+    .await??;
+    assert_eq!(out.correlation_id(), odd);
+    let call = within("the call seen", calls.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the spy's subscription ended"))?;
+    assert!(
+        call.subject.ends_with(".svc.worker.bare.work"),
+        "sent to {}",
+        call.subject
+    );
+    let id = call
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Koan-Correlation-Id"))
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(id.as_deref(), Some(odd), "the call gives its id");
+    assert!(one.calls.load(Ordering::SeqCst) >= 2);
     Ok(())
 }

@@ -125,6 +125,10 @@ class Wire(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(reply.headers.get("Koan-Wire"), "1")
         self.assertTrue(reply.headers.get("Koan-Correlation-Id"))
         self.assertEqual(body(reply)["ok"]["fileId"], "py-bare-subject")
+        # The id as one more token of the subject: no header at all, a bare reply.
+        reply = await self.call(params, subject=f"{subject}.py-b-2")
+        self.assertFalse(reply.headers, "a bare reply has no headers")
+        self.assertEqual(body(reply)["ok"]["fileId"], "py-bare-subject")
 
     async def test_errors_come_back_as_error_and_message(self):
         cases = [
