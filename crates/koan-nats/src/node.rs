@@ -78,11 +78,9 @@ impl NatsTransport {
                 .await
                 .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
             // The same calls with bare replies: the Rust client's (see `ReplyForm`).
+            let bare_prefix = subjects::host_bare_prefix(&self.inner.host_id, &service);
             let bare = client
-                .subscribe(subjects::host_bare_actions_of(
-                    &self.inner.host_id,
-                    &service,
-                ))
+                .subscribe(format!("{bare_prefix}>"))
                 .await
                 .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
             let mut sub = futures_util::stream::select(
@@ -91,7 +89,12 @@ impl NatsTransport {
             );
             // One reference count per call rather than a copy of each (the client's
             // clone alone allocates).
-            let serving = Arc::new((host.clone(), client.clone(), service.clone()));
+            let serving = Arc::new(Serving {
+                host: host.clone(),
+                client: client.clone(),
+                service: service.clone(),
+                bare_prefix: bare_prefix.len(),
+            });
             tasks.push(tokio::spawn(async move {
                 while let Some((msg, form)) = sub.next().await {
                     let mut serve = Box::pin(serve_action(Arc::clone(&serving), msg, form));
@@ -235,9 +238,15 @@ enum ReplyForm {
     Bare,
 }
 
-/// Who serves a service's calls: its host, the connection its replies go out on,
-/// and its name.
-type Serving = (HostHandle, async_nats::Client, String);
+/// Who serves a service's calls.
+struct Serving {
+    host: HostHandle,
+    /// The connection its replies go out on.
+    client: async_nats::Client,
+    service: String,
+    /// The length of the start its bare subjects share ([`subjects::host_bare_prefix`]).
+    bare_prefix: usize,
+}
 
 /// Serves one call: its reply, then that reply sent.
 ///
@@ -257,10 +266,10 @@ fn serve_action(
     form: ReplyForm,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let (host, client, service) = &*serving;
-        let Some(Outgoing { to, body, headers }) = answer(host, service, msg, form).await else {
+        let Some(Outgoing { to, body, headers }) = answer(&serving, msg, form).await else {
             return;
         };
+        let client = &serving.client;
         let _ = match headers {
             None => client.publish(to, body).await,
             Some(headers) => client.publish_with_headers(to, headers, body).await,
@@ -279,18 +288,17 @@ struct Outgoing {
 /// The reply to a call; `None` for a call that asks for none. Its own future, so
 /// that what it keeps is let go before the reply is sent (see [`serve_action`]).
 #[allow(clippy::manual_async_fn)] // an `async fn` would keep `msg` twice
-fn answer<'a>(
-    host: &'a HostHandle,
-    service: &'a str,
+fn answer(
+    serving: &Serving,
     mut msg: async_nats::Message,
     form: ReplyForm,
-) -> impl Future<Output = Option<Outgoing>> + Send + 'a {
+) -> impl Future<Output = Option<Outgoing>> + Send + '_ {
     async move {
         let reply_to = msg.reply.take()?;
         let headers = CallHeaders::of(msg.headers.as_ref());
         // The action's token; on the bare subject, the call's id may follow it.
         let (action, id_in_subject) = match form {
-            ReplyForm::Bare => subjects::bare_parts(&msg.subject),
+            ReplyForm::Bare => subjects::bare_parts(&msg.subject, serving.bare_prefix),
             ReplyForm::Full => (msg.subject.rsplit('.').next().unwrap_or_default(), None),
         };
         let action = headers.action.unwrap_or(action);
@@ -306,6 +314,7 @@ fn answer<'a>(
         let reply = match wire::refuse(headers.wire) {
             Some(refusal) => refusal,
             None => {
+                let (host, service) = (&serving.host, serving.service.as_str());
                 Reply::of(run_action(host, service, action, &msg, &headers, &correlation).await)
             }
         };
