@@ -254,11 +254,11 @@ struct Serving {
 /// an `async fn` keeps its arguments twice in its state (as given, then moved into
 /// its body), and the call's message, its headers and its reply would be kept
 /// while the reply is sent. The future, boxed once per call, was 1,480 bytes; it is
-/// 936 now (release layout, nightly's `-Zprint-type-sizes`), under the 1,032 that
+/// 928 now (release layout, nightly's `-Zprint-type-sizes`), under the 1,032 that
 /// glibc's per-thread cache serves. Above that, each call's box took glibc's path
 /// for large chunks, which first merges every free small chunk
 /// (`malloc_consolidate`, 0.4 % of B8's samples on this side; the round trip is
-/// about 830 instructions shorter without it, by callgrind).
+/// about 930 instructions shorter without it, by callgrind).
 #[allow(clippy::manual_async_fn)] // an `async fn` is what this avoids
 fn serve_action(
     serving: Arc<Serving>,
