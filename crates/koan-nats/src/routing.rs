@@ -68,7 +68,8 @@ impl Outstanding {
 }
 
 /// The instance to send a call for `service` to, and its subject (kept for the
-/// error message, shared rather than copied); `None` to use the queue group.
+/// error message, shared rather than copied; it ends with `correlation`, the
+/// call's id, when given); `None` to use the queue group.
 pub(crate) fn pick<'a>(
     t: &'a NatsTransport,
     service: &str,
