@@ -164,6 +164,65 @@ async fn invalid_parameters_name_the_field() -> anyhow::Result<()> {
     stop(&host).await
 }
 
+/// Parameters given as JSON's text (`Box<RawValue>`, as the NATS transport hands a
+/// call's body on) are read straight into the handler's type; what is accepted, and
+/// how a refusal reads, are those of the same JSON given as a `Value`.
+#[tokio::test(start_paused = true)]
+async fn raw_json_parameters_are_read_as_their_value_would_be() -> anyhow::Result<()> {
+    use serde_json::value::RawValue;
+    let (host, _probe) = start().await?;
+    let cases = [
+        ("send", r#"{"to": "gus@example.com", "subject": "raw"}"#),
+        // The last of two equal keys, as a `Value` keeps it.
+        (
+            "send",
+            r#"{"to": "x@example.com", "to": "hal@example.com", "subject": "s"}"#,
+        ),
+        ("send", r#"{"to": 5, "subject": "x"}"#),
+        ("send", r#"{"subject": "x"}"#),
+        ("log", "7.0"),
+        ("log", "7.5"),
+        ("log", "\"7\""),
+        ("seen", "null"),
+        ("seen", "{}"),
+        ("seen", "[]"),
+    ];
+    for (action, text) in cases {
+        let value: Value = serde_json::from_str(text)?;
+        let raw = RawValue::from_string(text.to_owned())?;
+        let outcome = |r: koan::Result<koan::action::ActionOutput>| match r {
+            Ok(out) => out.json().map(|mut v| {
+                // Each call's own id, not the parameters' doing.
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("correlation_id");
+                }
+                v
+            }),
+            Err(e) => Err(e),
+        };
+        let by_value = outcome(host.service("Mailer").action(action, value).execute().await);
+        let by_raw = outcome(host.service("Mailer").action(action, raw).execute().await);
+        match (&by_value, &by_raw) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "`{action}` with {text}"),
+            (Err(a), Err(b)) => {
+                assert_eq!(a.kind(), b.kind(), "`{action}` with {text}");
+                assert_eq!(a.message(), b.message(), "`{action}` with {text}");
+            }
+            _ => panic!("`{action}` with {text}: {by_value:?} as a value, {by_raw:?} as text"),
+        }
+    }
+    // And they did run: the raw `7.0` was logged as 7, like the value's.
+    let seven = host
+        .service("Mailer")
+        .action("log", RawValue::from_string("7.0".to_owned())?)
+        .execute()
+        .await?
+        .value::<u32>()?;
+    assert_eq!(seven, 7);
+
+    stop(&host).await
+}
+
 #[tokio::test(start_paused = true)]
 async fn unknown_service_and_unknown_action_say_what_exists() -> anyhow::Result<()> {
     let (host, _probe) = start().await?;

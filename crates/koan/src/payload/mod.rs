@@ -6,6 +6,7 @@ use std::any::{Any, TypeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -33,12 +34,16 @@ impl<T: Serialize + Send + 'static> AnyValue for T {
 }
 
 /// Parameters or a result: nothing, a typed value (inline when it is a number, a
-/// boolean or a string, boxed otherwise), or JSON.
+/// boolean or a string, boxed otherwise), JSON, or JSON's text.
 pub(crate) enum Payload {
     Unit,
     Scalar(Scalar),
     Value(Box<dyn AnyValue>),
     Json(Value),
+    /// JSON as it came over a wire (checked, not parsed): read straight into the
+    /// receiver's type, without a `Value` built and dropped on the way (B8's serving
+    /// side: a call's parameters as a `Value` cost a map, its keys and its entries).
+    Raw(Box<RawValue>),
 }
 
 impl std::fmt::Debug for Payload {
@@ -48,6 +53,7 @@ impl std::fmt::Debug for Payload {
             Payload::Scalar(s) => write!(f, "Scalar({s:?})"),
             Payload::Value(_) => f.write_str("Value(..)"),
             Payload::Json(v) => write!(f, "Json({v})"),
+            Payload::Raw(r) => write!(f, "Raw({})", r.get()),
         }
     }
 }
@@ -62,6 +68,12 @@ impl Payload {
             Ok(json) => return Payload::Json(json),
             Err(value) => value,
         };
+        let value = match cast::<T, Box<RawValue>>(value) {
+            // `null` is no parameters, as a `Value`'s is (see `Table::resolve`).
+            Ok(raw) if raw.get() == "null" => return Payload::Json(Value::Null),
+            Ok(raw) => return Payload::Raw(raw),
+            Err(value) => value,
+        };
         match Scalar::of(value) {
             Ok(s) => Payload::Scalar(s),
             Err(value) => Payload::Value(Box::new(value)),
@@ -73,6 +85,7 @@ impl Payload {
             Payload::Unit => Ok(Value::Null),
             Payload::Scalar(s) => Ok(s.to_json()),
             Payload::Json(v) => Ok(v.clone()),
+            Payload::Raw(r) => parse(r, &|| "value".to_owned()),
             Payload::Value(b) => b.to_json().map_err(|e| {
                 Error::new(
                     ErrorKind::InvalidParameters,
@@ -128,10 +141,29 @@ impl Payload {
                 Err(s) => s.to_json(),
             },
             Payload::Json(v) => v,
+            Payload::Raw(r) => {
+                // The common case, straight from the text. Anything it refuses goes
+                // the way of a `Value` (the same leniencies, the same message), so
+                // what is accepted, and how a refusal reads, do not change.
+                if let Ok(p) = serde_json::from_str::<P>(r.get()) {
+                    return Ok(p);
+                }
+                parse(&r, what)?
+            }
             Payload::Unit => Value::Null,
         };
         from_json::<P>(json, what)
     }
+}
+
+/// The `Value` that `raw`'s text holds.
+fn parse(raw: &RawValue, what: &dyn Fn() -> String) -> Result<Value> {
+    serde_json::from_str(raw.get()).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidParameters,
+            format!("{}: not valid JSON: {e}", what()),
+        )
+    })
 }
 
 /// `serde_json::from_value` whose error names the failing field path.
