@@ -284,22 +284,33 @@ impl NatsTransport {
     }
 }
 
+impl NatsTransport {
+    /// A remote call: to the less loaded instance when one can be chosen, to the
+    /// service's queue group otherwise.
+    async fn call_now(&self, call: RemoteCall) -> Result<Value, Error> {
+        let timeout = call
+            .timeout
+            .unwrap_or(self.inner.opts.default_request_timeout);
+        let body = serde_json::to_vec(&call.params).unwrap_or_default().into();
+        let what = CallName(&call);
+        // The less loaded instance, watched while the call is in flight.
+        if let Some(r) = crate::routing::call_chosen(self, &call, &body, timeout, &what).await {
+            return r;
+        }
+        let subject = subjects::action(&call.service, &call.action);
+        let h = call_headers(&call, call.timeout, true);
+        self.request(subject, h, body, timeout, &what).await
+    }
+}
+
 impl Transport for NatsTransport {
     fn call(&self, call: RemoteCall) -> BoxFuture<'_, Result<Value, Error>> {
-        Box::pin(async move {
-            let timeout = call
-                .timeout
-                .unwrap_or(self.inner.opts.default_request_timeout);
-            let body = serde_json::to_vec(&call.params).unwrap_or_default().into();
-            let what = CallName(&call);
-            // The less loaded instance, watched while the call is in flight.
-            if let Some(r) = crate::routing::call_chosen(self, &call, &body, timeout, &what).await {
-                return r;
-            }
-            let subject = subjects::action(&call.service, &call.action);
-            let h = call_headers(&call, call.timeout, true);
-            self.request(subject, h, body, timeout, &what).await
-        })
+        Box::pin(self.call_now(call))
+    }
+
+    /// One box a call: the future owns the transport's `Arc`.
+    fn call_shared(self: Arc<Self>, call: RemoteCall) -> BoxFuture<'static, Result<Value, Error>> {
+        Box::pin(async move { self.call_now(call).await })
     }
 
     fn enqueue(&self, call: RemoteCall, job: DurableJob) -> BoxFuture<'_, Result<bool, Error>> {

@@ -1,6 +1,7 @@
 //! The seam through which calls reach services hosted in other processes.
 //! `koan-nats` implements it; the runtime uses it when a service is not local.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -132,6 +133,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Runs `call` on an instance that hosts the service and returns its JSON result.
     /// Errors keep their [`ErrorKind`]; no instance is `ServiceUnavailable`.
     fn call(&self, call: RemoteCall) -> BoxFuture<'_, Result<Value>>;
+
+    /// [`call`](Self::call) through the host's shared handle, in a future that owns
+    /// it. The default wraps `call`'s future in one of its own; a transport that
+    /// builds its call's future around the `Arc` itself saves each remote call that
+    /// second box (koan-nats does).
+    fn call_shared(self: Arc<Self>, call: RemoteCall) -> BoxFuture<'static, Result<Value>> {
+        Box::pin(async move { self.call(call).await })
+    }
 
     /// Accepts `call` durably as the job `job` names (redelivered until done,
     /// de-duplicated by its id): `true` when stored now, `false` when a job with
