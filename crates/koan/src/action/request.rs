@@ -369,8 +369,12 @@ impl ActionRequest {
     }
 
     /// The correlation id of the whole chain (generated when not given).
-    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
-        self.set_correlation(Arc::from(id.into()));
+    ///
+    /// Taken as `AsRef<str>`: the id is kept shared, and from a `&str` that is one
+    /// allocation, where a `String` made of it first was two (a remote call served
+    /// over NATS gives its id so, B8).
+    pub fn correlation_id(mut self, id: impl AsRef<str>) -> Self {
+        self.set_correlation(Arc::from(id.as_ref()));
         self
     }
 

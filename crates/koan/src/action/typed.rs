@@ -93,7 +93,7 @@ impl<R> TypedRequest<R> {
     }
 
     /// The correlation id (generated when not given).
-    pub fn correlation_id(self, id: impl Into<String>) -> Self {
+    pub fn correlation_id(self, id: impl AsRef<str>) -> Self {
         self.map(|r| r.correlation_id(id))
     }
 
