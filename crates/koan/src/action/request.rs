@@ -291,7 +291,9 @@ impl ActionRequest {
         self
     }
 
-    /// Adds action `name` with `params` (any `Serialize` value; `()` for none).
+    /// Adds action `name` with `params` (any `Serialize` value; `()` for none). JSON
+    /// text given as a `Box<serde_json::value::RawValue>` (as a transport receives
+    /// it) is read straight into the handler's parameter type.
     pub fn action<P: Serialize + Send + 'static>(self, name: impl Into<String>, params: P) -> Self {
         self.push_step(StepAction::Named(name.into()), params)
     }
