@@ -7,7 +7,7 @@
 //! cluster yet, calls go to the queue group (any instance).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
@@ -21,9 +21,10 @@ use crate::transport::{NatsTransport, unavailable};
 /// Calls this host has in flight, per instance. An instance's count stays when it
 /// falls to zero (its next call counts without allocating a key; every call used to
 /// insert and remove one), until more than [`KEPT`] instances are listed: then those
-/// at zero go.
+/// at zero go. A call in flight shares its instance's key: the chosen id is not
+/// copied (B8's round trip: one allocation fewer, by callgrind).
 #[derive(Debug, Default)]
-pub(crate) struct Outstanding(Mutex<BTreeMap<String, usize>>);
+pub(crate) struct Outstanding(Mutex<BTreeMap<Arc<str>, usize>>);
 
 /// Instances listed before those without calls in flight are forgotten.
 const KEPT: usize = 64;
@@ -31,7 +32,7 @@ const KEPT: usize = 64;
 /// One call in flight to `host`; counted down when dropped.
 pub(crate) struct InFlight<'a> {
     table: &'a Outstanding,
-    host: String,
+    host: Arc<str>,
 }
 
 impl InFlight<'_> {
@@ -44,7 +45,7 @@ impl InFlight<'_> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if let Ok(mut m) = self.table.0.lock()
-            && let Some(n) = m.get_mut(&self.host)
+            && let Some(n) = m.get_mut(&*self.host)
         {
             *n = n.saturating_sub(1);
         }
@@ -52,15 +53,22 @@ impl Drop for InFlight<'_> {
 }
 
 impl Outstanding {
+    /// `host`'s id as the table (already locked) lists it, shared; a new one when
+    /// it is not listed.
+    fn key(m: &BTreeMap<Arc<str>, usize>, host: &str) -> Arc<str> {
+        m.get_key_value(host)
+            .map_or_else(|| Arc::from(host), |(k, _)| Arc::clone(k))
+    }
+
     /// Counts a call to `host`, in the table already locked.
-    fn start<'a>(&'a self, m: &mut BTreeMap<String, usize>, host: String) -> InFlight<'a> {
-        match m.get_mut(&host) {
+    fn start<'a>(&'a self, m: &mut BTreeMap<Arc<str>, usize>, host: Arc<str>) -> InFlight<'a> {
+        match m.get_mut(&*host) {
             Some(n) => *n += 1,
             None => {
                 if m.len() >= KEPT {
                     m.retain(|_, n| *n > 0);
                 }
-                m.insert(host.clone(), 1);
+                m.insert(Arc::clone(&host), 1);
             }
         }
         InFlight { table: self, host }
@@ -98,11 +106,11 @@ pub(crate) fn pick<'a>(
                     | ServiceState::Stopped
             );
         serving.then(|| {
-            s.in_flight + s.queue_depth + outstanding.get(&i.host_id).copied().unwrap_or(0)
+            s.in_flight + s.queue_depth + outstanding.get(i.host_id.as_str()).copied().unwrap_or(0)
         })
     };
-    // The view is read in place: only the chosen id is copied.
-    let mut best: Option<(String, usize)> = None;
+    // The view is read in place, and the chosen id is the table's own.
+    let mut best: Option<(Arc<str>, usize)> = None;
     let mut ties = 0u32;
     t.each_live_instance(|i| {
         let Some(l) = load(i) else { return };
@@ -119,11 +127,7 @@ pub(crate) fn pick<'a>(
             }
         };
         if take {
-            // The buffer of an earlier choice is reused.
-            let (id, b) = best.get_or_insert_with(|| (String::new(), 0));
-            id.clear();
-            id.push_str(&i.host_id);
-            *b = l;
+            best = Some((Outstanding::key(&outstanding, &i.host_id), l));
         }
     });
     let (chosen, _) = best?;
@@ -246,7 +250,8 @@ mod tests {
     /// One call counted (the table's lock is let go before the count is returned).
     fn start<'a>(t: &'a Outstanding, host: &str) -> InFlight<'a> {
         let mut m = t.0.lock().expect("not poisoned");
-        t.start(&mut m, host.to_owned())
+        let host = Outstanding::key(&m, host);
+        t.start(&mut m, host)
     }
 
     fn count(t: &Outstanding, host: &str) -> Option<usize> {
@@ -261,6 +266,8 @@ mod tests {
         let b = start(&t, "b");
         assert_eq!((count(&t, "a"), count(&t, "b")), (Some(2), Some(1)));
         assert_eq!((a1.host(), b.host()), ("a", "b"));
+        // The second call shares the table's key: nothing copied.
+        assert!(Arc::ptr_eq(&a1.host, &a2.host));
         drop(a1);
         drop(b);
         assert_eq!((count(&t, "a"), count(&t, "b")), (Some(1), Some(0)));
