@@ -263,13 +263,11 @@ impl NatsTransport {
         what: &(dyn std::fmt::Display + Sync),
     ) -> Result<Value, Error> {
         match sent {
-            Ok(msg) => serde_json::from_slice::<Reply>(&msg.payload)
-                .map_err(|e| {
-                    unavailable(format!(
-                        "{what}: unreadable reply from a remote instance: {e}"
-                    ))
-                })?
-                .into_result(),
+            Ok(msg) => Reply::read(&msg.payload).map_err(|e| {
+                unavailable(format!(
+                    "{what}: unreadable reply from a remote instance: {e}"
+                ))
+            })?,
             Err(e) => Err(match e.kind() {
                 RequestErrorKind::NoResponders => unavailable(format!(
                     "{what}: no instance is reachable over NATS (nothing answers on `{subject}`)"

@@ -128,6 +128,57 @@ mod tests {
         );
     }
 
+    /// A success is written as serde writes it, and read as serde reads it; so is
+    /// every other body, through `Reply`.
+    #[test]
+    fn a_reply_is_written_and_read_as_serde_would() {
+        use serde_json::json;
+        let by_serde = |b: &[u8]| serde_json::from_slice::<Reply>(b).map(Reply::into_result);
+        for v in [
+            json!(6),
+            json!(null),
+            json!("a \"quoted\" }"),
+            json!({"ok": 1, "error": "x"}),
+            json!([1, {"b": null}]),
+        ] {
+            let reply = Reply::of(Ok(v.clone()));
+            let bytes = reply.bytes();
+            assert_eq!(
+                bytes,
+                serde_json::to_vec(&reply).expect("serializes"),
+                "{v}"
+            );
+            assert_eq!(Reply::read(&bytes).expect("reads").expect("a success"), v);
+        }
+        let failure = Reply::of(Err(Error::new(ErrorKind::Handler, "no")));
+        assert_eq!(
+            failure.bytes(),
+            serde_json::to_vec(&failure).expect("serializes")
+        );
+        let bodies: [&[u8]; 9] = [
+            br#"{"ok":1,"error":"handler_error","message":"m"}"#,
+            br#"{"error":"unknown_action","message":"m"}"#,
+            br#"{ "ok" : 1 }"#,
+            br#"{"ok":"}"}"#,
+            br#"{"ok":1}}"#,
+            br#"{"ok":}"#,
+            br#"{"ok":1,}"#,
+            br#"{"ok""#,
+            b"",
+        ];
+        for body in bodies {
+            let text = String::from_utf8_lossy(body);
+            match (Reply::read(body), by_serde(body)) {
+                (Ok(Ok(a)), Ok(Ok(b))) => assert_eq!(a, b, "{text}"),
+                (Ok(Err(a)), Ok(Err(b))) => {
+                    assert_eq!((a.kind(), a.message()), (b.kind(), b.message()), "{text}");
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{text}: {a:?} here, {b:?} by serde"),
+            }
+        }
+    }
+
     #[test]
     fn only_version_1_is_spoken() {
         assert!(refuse_version(None).is_none());
@@ -207,12 +258,48 @@ impl Reply {
     pub(crate) fn bytes(&self) -> bytes::Bytes {
         // Room for a short reply at once (no regrowth for `{"ok":…}`).
         let mut out = Vec::with_capacity(64);
-        match serde_json::to_writer(&mut out, self) {
+        let written = match self {
+            // A success, the usual reply, written around its value: the bytes serde
+            // writes for it, without its map (see `read`).
+            Reply {
+                ok: Some(v),
+                error: None,
+                message: None,
+            } => {
+                out.extend_from_slice(OK_START);
+                let w = serde_json::to_writer(&mut out, v);
+                out.push(b'}');
+                w
+            }
+            other => serde_json::to_writer(&mut out, other),
+        };
+        match written {
             Ok(()) => out.into(),
             Err(_) => bytes::Bytes::new(),
         }
     }
+
+    /// The result a reply's `body` carries. A success as this crate writes it
+    /// (`{"ok":…}`, nothing else) is read around its value, without the envelope's
+    /// map (B8's round trip, with the write in `bytes`: about 700 instructions
+    /// fewer, by callgrind); any other body through `Reply`, whatever its spacing or
+    /// fields.
+    pub(crate) fn read(body: &[u8]) -> Result<Result<Value, Error>, serde_json::Error> {
+        // `{"ok":` + one whole JSON value + `}` is exactly the object whose one
+        // field is `ok`: a value followed by more (`1,"error":"x"`) does not parse.
+        if let Some(inner) = body
+            .strip_prefix(OK_START)
+            .and_then(|b| b.strip_suffix(b"}"))
+            && let Ok(v) = serde_json::from_slice::<Value>(inner)
+        {
+            return Ok(Ok(v));
+        }
+        serde_json::from_slice::<Reply>(body).map(Reply::into_result)
+    }
 }
+
+/// How a success's reply starts, as serde writes it.
+const OK_START: &[u8] = b"{\"ok\":";
 
 /// An event on the wire, published on `koan.evt.<service>.<event>`.
 #[derive(Debug, Serialize, Deserialize)]
