@@ -280,9 +280,7 @@ impl NatsTransport {
             }),
         }
     }
-}
 
-impl NatsTransport {
     /// A remote call: to the less loaded instance when one can be chosen, to the
     /// service's queue group otherwise.
     async fn call_now(&self, call: RemoteCall) -> Result<Value, Error> {
