@@ -60,11 +60,7 @@ pub(crate) fn host_bare_action(
 ) -> String {
     let extra = correlation.map_or(0, |c| c.len() + 1);
     let mut s = String::with_capacity(23 + host.len() + service.len() + action.len() + extra);
-    s.push_str("koan.host.");
-    push_token(&mut s, host);
-    s.push_str(".svc.");
-    push_token(&mut s, service);
-    s.push_str(".bare.");
+    push_bare_prefix(&mut s, host, service);
     push_token(&mut s, action);
     if let Some(c) = correlation {
         s.push('.');
@@ -106,7 +102,19 @@ pub(crate) fn host_actions_of(host: &str, service: &str) -> String {
 /// The start of every subject of `service`'s actions on one instance with bare
 /// replies: `koan.host.<host>.svc.<service>.bare.` (subscribed to with `>` after it).
 pub(crate) fn host_bare_prefix(host: &str, service: &str) -> String {
-    format!("koan.host.{}.svc.{}.bare.", token(host), token(service))
+    let mut s = String::with_capacity(21 + host.len() + service.len());
+    push_bare_prefix(&mut s, host, service);
+    s
+}
+
+/// Appends [`host_bare_prefix`] to `out`: the one place that spells it, for the
+/// subscription and for each call's subject.
+fn push_bare_prefix(out: &mut String, host: &str, service: &str) {
+    out.push_str("koan.host.");
+    push_token(out, host);
+    out.push_str(".svc.");
+    push_token(out, service);
+    out.push_str(".bare.");
 }
 
 pub(crate) fn query(service: &str, what: &str) -> String {
