@@ -199,6 +199,7 @@ fn job_of(
         reply: None,
         enqueued_at: crate::clock::moment(),
         answered: false,
+        by_worker: false,
     })
 }
 

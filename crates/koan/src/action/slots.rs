@@ -5,42 +5,73 @@
 //! A counter instead of `tokio::sync::Semaphore`: taking and giving back a free slot
 //! is one atomic operation each, with no lock; waiters are woken only when some exist.
 //!
-//! The same word counts the runs in flight (`ServiceStatus::in_flight`) in its high
-//! half: a caller running an action itself takes its slot and counts its run with one
-//! atomic write, and gives both back with one (a word both cores write under load,
-//! so each write fewer is a cache-line transfer fewer).
+//! The same word counts the callers' runs in flight (`ServiceStatus::in_flight`) in
+//! its high half: a caller running an action itself takes its slot and counts its run
+//! with one atomic write, and gives both back with one (a word both cores write under
+//! load, so each write fewer is a cache-line transfer fewer). A worker's runs are
+//! counted apart (see [`Slots`]).
 
 use crate::sync::{AtomicU64, AtomicUsize, Notify, Ordering, seqcst_fence};
 use std::sync::Arc;
 
 use crate::registry::ServiceCell;
 
-/// One run in flight, in the high half of [`Slots`]' word.
+/// One caller's run in flight, in the high half of [`Slots`]' word.
 const RUN: u64 = 1 << 32;
 /// The low half: slots taken.
 const TAKEN: u64 = RUN - 1;
 
 /// The slots of one service, and its actions' counts.
 ///
-/// Laid out (`repr(C)`, on a line of its own) so that the counts of finished actions
-/// share the line of the slots' word: a caller that runs an action itself took its
-/// slot on that line a moment before it counts the action, so the count is written
-/// where the core already holds the line instead of on one more line both cores
-/// write.
+/// Laid out (`repr(C)`, on lines of their own) by who writes what:
+/// - a caller that runs an action itself takes its slot on the word's line a moment
+///   before it counts the action, so its counts sit beside the word, written where
+///   its core already holds the line;
+/// - a mailbox worker keeps its slot from job to job while jobs wait, and counts its
+///   runs and their outcomes on a line of its own ([`Counts`]). On the word's line,
+///   which every caller reads to learn whether the service is busy, its three writes
+///   a job would pass that line to the worker's core and back on every call (B3).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Slots {
-    /// Slots taken (low 32 bits) and runs in flight (high 32 bits).
+    /// Slots taken (low 32 bits) and callers' runs in flight (high 32 bits).
     word: AtomicU64,
-    /// Actions that succeeded since the host started (`ServiceHistory`).
-    succeeded: AtomicU64,
-    /// Actions that failed (errors, panics, timeouts) since the host started.
-    failed: AtomicU64,
+    /// The actions its callers ran themselves.
+    callers: Counts,
     /// At most `TAKEN` (more could not be counted in the low half).
     max: u64,
     /// Tasks waiting for a slot (or for all of them to be free).
     waiting: AtomicUsize,
     freed: Notify,
+    /// The workers' runs in flight, and the actions they ran.
+    workers: WorkerCounts,
+}
+
+/// Actions that succeeded and failed (errors, panics, timeouts) since the host
+/// started (`ServiceHistory`).
+#[derive(Debug, Default)]
+struct Counts {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, failed: bool) {
+        let counter = if failed {
+            &self.failed
+        } else {
+            &self.succeeded
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a service's mailbox workers write at each job, on a line of its own.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct WorkerCounts {
+    running: AtomicU64,
+    counts: Counts,
 }
 
 impl Slots {
@@ -48,10 +79,10 @@ impl Slots {
         Slots {
             max: u64::try_from(max).unwrap_or(TAKEN).clamp(1, TAKEN),
             word: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            callers: Counts::default(),
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
+            workers: WorkerCounts::default(),
         }
     }
 
@@ -63,24 +94,29 @@ impl Slots {
     /// Runs in flight: counted by [`run_started`](Self::run_started) and
     /// [`try_take_running`](Self::try_take_running).
     pub(crate) fn running(&self) -> usize {
-        (self.word.load(Ordering::Relaxed) >> 32) as usize
+        let callers = self.word.load(Ordering::Relaxed) >> 32;
+        let workers = self.workers.running.load(Ordering::Relaxed);
+        (callers + workers) as usize
     }
 
-    /// Counts a finished action of the service.
-    pub(crate) fn count_action(&self, failed: bool) {
-        let counter = if failed {
-            &self.failed
+    /// Counts a finished action of the service, run by a mailbox worker
+    /// (`by_worker`) or by its caller.
+    pub(crate) fn count_action(&self, failed: bool, by_worker: bool) {
+        let counts = if by_worker {
+            &self.workers.counts
         } else {
-            &self.succeeded
+            &self.callers
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counts.add(failed);
     }
 
     /// Actions that succeeded and failed since the host started.
     pub(crate) fn actions_counted(&self) -> (u64, u64) {
+        let [c, w] = [&self.callers, &self.workers.counts];
+        let read = |a: &AtomicU64| a.load(Ordering::Relaxed);
         (
-            self.succeeded.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
+            read(&c.succeeded) + read(&w.succeeded),
+            read(&c.failed) + read(&w.failed),
         )
     }
 
@@ -108,14 +144,14 @@ impl Slots {
             .is_ok()
     }
 
-    /// Counts a run in flight in a slot already taken (a worker's).
+    /// Counts a worker's run in flight, in a slot it already holds.
     pub(crate) fn run_started(&self) {
-        self.word.fetch_add(RUN, Ordering::Relaxed);
+        self.workers.running.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a run out of flight (its slot stays taken).
+    /// Counts a worker's run out of flight (its slot stays taken).
     pub(crate) fn run_ended(&self) {
-        self.word.fetch_sub(RUN, Ordering::Relaxed);
+        self.workers.running.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Gives a slot back, waking whoever waits for one.
@@ -202,7 +238,7 @@ impl Drop for CellSlot {
 
 #[cfg(all(test, not(koan_loom)))]
 mod tests {
-    use super::Slots;
+    use super::{Ordering, Slots};
 
     /// The runs in flight share the slots' word without changing what a slot is:
     /// a caller's slot and run come and go together, a worker's run is counted apart
@@ -222,8 +258,14 @@ mod tests {
             "both slots taken"
         );
         assert!(slots.is_full());
+        let word = slots.word.load(Ordering::Relaxed);
         slots.run_started();
         assert_eq!((slots.used(), slots.running()), (2, 2));
+        assert_eq!(
+            slots.word.load(Ordering::Relaxed),
+            word,
+            "a worker's run is counted off the word's line"
+        );
         slots.release_running();
         assert_eq!((slots.used(), slots.running()), (1, 1));
         assert!(!slots.is_full(), "a slot free, whatever runs in flight");
@@ -235,6 +277,21 @@ mod tests {
             super::TAKEN,
             "clamped to the low half"
         );
+    }
+
+    /// A service's action counts add up whoever ran the action, and what a worker
+    /// writes at each job lies on a line apart from the word every caller reads.
+    #[test]
+    fn a_workers_counts_lie_off_the_line_callers_read() {
+        let slots = Slots::new(1);
+        slots.count_action(false, true);
+        slots.count_action(false, false);
+        slots.count_action(true, true);
+        assert_eq!(slots.actions_counted(), (2, 1));
+        let word = std::mem::offset_of!(Slots, word);
+        let workers = std::mem::offset_of!(Slots, workers);
+        assert_eq!(word, 0);
+        assert!(workers >= 64 && workers % 64 == 0, "at {workers}");
     }
 }
 

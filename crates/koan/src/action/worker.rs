@@ -28,6 +28,7 @@ pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
     while let Some((mut job, slot)) = queue.mailbox.next(|| queue.slots.take()).await {
         let mut started = moment();
         loop {
+            job.by_worker = true;
             let ended = {
                 // Counted in `in_flight` for as long as the run lives: the count goes
                 // down when the run ends *or* when it is dropped (a worker aborted at
@@ -96,8 +97,9 @@ pub(super) fn finished(
         Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => true,
         Outcome::ShuttingDown | Outcome::Cancelled => return,
     };
-    // The service's count beside its slots (see `Slots`), the host's in its ring.
-    cell.queue.slots.count_action(failed);
+    // The service's count beside its slots (on its runner's line, see `Slots`), the
+    // host's in its ring.
+    cell.queue.slots.count_action(failed, job.by_worker);
     cell.board
         .activity()
         .action_finished(cell.spec.clock.unix_secs_at(now), failed);

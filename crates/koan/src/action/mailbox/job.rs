@@ -35,6 +35,9 @@ pub(crate) struct Job {
     /// Set once the job's outcome went out; a job dropped without one (its worker
     /// aborted at the end of the grace period) is recorded as `ShuttingDown`.
     pub(crate) answered: bool,
+    /// Set when a mailbox worker runs it, which counts it on a line of its own
+    /// rather than beside the slots' word (see `Slots`).
+    pub(crate) by_worker: bool,
 }
 
 impl Job {

@@ -32,6 +32,7 @@ pub(crate) fn job(id: i32) -> Job {
         reply: None,
         enqueued_at: crate::clock::moment(),
         answered: true,
+        by_worker: false,
     }
 }
 
