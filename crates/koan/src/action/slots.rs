@@ -288,6 +288,18 @@ mod tests {
         slots.count_action(false, false);
         slots.count_action(true, true);
         assert_eq!(slots.actions_counted(), (2, 1));
+        let read = |c: &super::Counts| {
+            (
+                c.succeeded.load(Ordering::Relaxed),
+                c.failed.load(Ordering::Relaxed),
+            )
+        };
+        assert_eq!(
+            read(&slots.workers.counts),
+            (1, 1),
+            "the workers' on theirs"
+        );
+        assert_eq!(read(&slots.callers), (1, 0), "the callers' beside the word");
         let word = std::mem::offset_of!(Slots, word);
         let workers = std::mem::offset_of!(Slots, workers);
         assert_eq!(word, 0);
