@@ -28,7 +28,7 @@ const TAKEN: u64 = RUN - 1;
 ///   before it counts the action, so its counts sit beside the word, written where
 ///   its core already holds the line;
 /// - a mailbox worker keeps its slot from job to job while jobs wait, and counts its
-///   runs and their outcomes on a line of its own ([`Counts`]). On the word's line,
+///   runs and their outcomes on a line of its own ([`WorkerCounts`]). On the word's line,
 ///   which every caller reads to learn whether the service is busy, its three writes
 ///   a job would pass that line to the worker's core and back on every call (B3).
 #[derive(Debug)]
@@ -63,6 +63,14 @@ impl Counts {
             &self.succeeded
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Succeeded and failed.
+    fn get(&self) -> (u64, u64) {
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -112,12 +120,8 @@ impl Slots {
 
     /// Actions that succeeded and failed since the host started.
     pub(crate) fn actions_counted(&self) -> (u64, u64) {
-        let [c, w] = [&self.callers, &self.workers.counts];
-        let read = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        (
-            read(&c.succeeded) + read(&w.succeeded),
-            read(&c.failed) + read(&w.failed),
-        )
+        let (callers, workers) = (self.callers.get(), self.workers.counts.get());
+        (callers.0 + workers.0, callers.1 + workers.1)
     }
 
     /// Whether every slot is taken (a look, without a write).
@@ -288,18 +292,8 @@ mod tests {
         slots.count_action(false, false);
         slots.count_action(true, true);
         assert_eq!(slots.actions_counted(), (2, 1));
-        let read = |c: &super::Counts| {
-            (
-                c.succeeded.load(Ordering::Relaxed),
-                c.failed.load(Ordering::Relaxed),
-            )
-        };
-        assert_eq!(
-            read(&slots.workers.counts),
-            (1, 1),
-            "the workers' on theirs"
-        );
-        assert_eq!(read(&slots.callers), (1, 0), "the callers' beside the word");
+        assert_eq!(slots.workers.counts.get(), (1, 1), "the workers' on theirs");
+        assert_eq!(slots.callers.get(), (1, 0), "the callers' beside the word");
         let word = std::mem::offset_of!(Slots, word);
         let workers = std::mem::offset_of!(Slots, workers);
         assert_eq!(word, 0);
