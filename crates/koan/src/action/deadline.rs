@@ -4,7 +4,6 @@
 
 use std::future::Future;
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::mailbox::Job;
@@ -21,7 +20,7 @@ pub(super) fn push_with_deadline(
     mut job: Job,
     deadline: Instant,
 ) -> Result<impl Future<Output = Option<Result<Payload>>> + Send + 'static> {
-    let (tx, rx) = oneshot::channel();
+    let (tx, rx) = super::reply::channel();
     job.reply = Some(tx);
     let late = job.timeout_error(cell);
     cell.queue.mailbox.push(job)?;

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
 use super::correlation::{Correlation, new_id};
 use super::deadline::push_with_deadline;
 use super::enqueue_shared::{Later, hand_over};
@@ -170,7 +168,7 @@ impl ActionRequest {
         let correlation = self.take_correlation().unwrap_or_else(new_id);
         let given = Correlation::Given(Arc::clone(&correlation));
         let inner = Arc::clone(&self.host.inner);
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = super::reply::channel();
         if self.steps.len() == 1
             && let Ok(cell) = local_cell(&inner, &self.target)
             && let Some(step) = self.steps.take_single()
@@ -204,7 +202,7 @@ fn accept_local(
     cell: &Arc<ServiceCell>,
     step: Step,
     correlation: &Correlation,
-    tx: oneshot::Sender<Result<Payload>>,
+    tx: super::reply::ReplyTx,
 ) -> Result<()> {
     match prepare(inner, cell, step, correlation, None)? {
         Prepared::Job(mut job) => {

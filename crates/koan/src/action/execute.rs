@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 use super::context::JobMeta;
 use super::correlation::Correlation;
 use super::deadline::push_with_deadline;
 use super::inline::InlineRun;
 use super::mailbox::Job;
+use super::reply::{self, ReplyRx};
 use super::request::{ActionOutput, ActionRequest, Target};
 use super::route::{
     Prepared, find_local, poke_cell, prepare, prepare_declared, remote_call, wait_poke,
@@ -170,7 +170,7 @@ enum StepFut<I = InlineRun> {
     /// Run by the caller itself (the service was idle).
     Inline(I),
     /// Queued in the mailbox, no deadline.
-    Queued(oneshot::Receiver<Result<Payload>>),
+    Queued(ReplyRx),
     /// Remote without a deadline of its own: the transport's future itself, not a
     /// box around it (one allocation a remote call fewer).
     Remote(BoxFuture<'static, Result<Value>>),
@@ -272,7 +272,7 @@ fn start_job(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) -> St
     // what really happened, not what the caller saw at the deadline.
     let deadline = job.deadline.filter(|_| job.job.is_none());
     let Some(deadline) = deadline else {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = reply::channel();
         job.reply = Some(tx);
         return match cell.queue.mailbox.push(job) {
             Ok(()) => StepFut::Queued(rx),

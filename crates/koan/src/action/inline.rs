@@ -15,9 +15,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
-
 use super::mailbox::Job;
+use super::reply::{self, ReplyRx};
 use super::run::Run;
 use super::slots::CellSlot;
 use crate::error::Result;
@@ -48,7 +47,7 @@ pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -
     // Without a deadline the run itself hands back the outcome. With one, the caller
     // is answered at the deadline through a channel while the handler has its grace.
     let rx = job.deadline.map(|_| {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = reply::channel();
         job.reply = Some(tx);
         rx
     });
@@ -90,7 +89,7 @@ pub(crate) struct InlineRun {
     /// `None` once the run finished.
     run: Option<Counted>,
     /// The outcome when the action has a deadline.
-    rx: Option<oneshot::Receiver<Result<Payload>>>,
+    rx: Option<ReplyRx>,
 }
 
 impl std::fmt::Debug for InlineRun {
@@ -110,10 +109,9 @@ impl Future for InlineRun {
             && let Poll::Ready(outcome) = run.poll_run(cx)
         {
             self.run = None;
-            // Otherwise it went through the channel. No need to poll the receiver
-            // (which would spend the task's cooperative budget and force a yield,
-            // often to another thread, every hundred-odd calls).
-            return Poll::Ready(outcome.or_else(|| self.rx.as_mut()?.try_recv().ok()));
+            // Otherwise it went through the channel (at its deadline), and is there
+            // by now: taken without registering the task's waker.
+            return Poll::Ready(outcome.or_else(|| reply::try_take(self.rx.as_mut()?)));
         }
         // With a deadline the outcome can come before the run ends: the caller is
         // answered while the handler gets its grace (which `Drop` lets finish).

@@ -15,6 +15,7 @@ mod mailbox;
 mod metrics;
 
 mod queue;
+mod reply;
 mod request;
 mod route;
 mod run;

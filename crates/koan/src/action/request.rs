@@ -6,7 +6,6 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 use super::context::JobMeta;
 use super::correlation::{Correlation, CorrelationText};
@@ -197,7 +196,7 @@ impl ActionOutput {
 #[derive(Debug)]
 pub struct ActionTicket {
     pub(super) correlation_id: Arc<str>,
-    pub(super) rx: oneshot::Receiver<Result<Payload>>,
+    pub(super) rx: super::reply::ReplyRx,
 }
 
 impl ActionTicket {

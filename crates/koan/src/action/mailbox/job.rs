@@ -2,13 +2,11 @@
 
 use std::any::Any;
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::action::table::ActionEntry;
 use crate::clock::Moment;
-use crate::error::{Error, ErrorKind, Result};
-use crate::payload::Payload;
+use crate::error::{Error, ErrorKind};
 use crate::registry::ServiceCell;
 
 /// One accepted action, waiting for a worker.
@@ -29,7 +27,7 @@ pub(crate) struct Job {
     pub(crate) job: Option<crate::action::context::JobMeta>,
     /// The caller's token that stops the run (`ActionRequest::cancel_on`).
     pub(crate) cancel_on: Option<tokio_util::sync::CancellationToken>,
-    pub(crate) reply: Option<oneshot::Sender<Result<Payload>>>,
+    pub(crate) reply: Option<crate::action::reply::ReplyTx>,
     /// For its queue time (see [`Moment`]).
     pub(crate) enqueued_at: Moment,
     /// Set once the job's outcome went out; a job dropped without one (its worker
