@@ -1,5 +1,6 @@
 //! A queued call whose caller stopped waiting before it started is not run (an HTTP
-//! client that disconnected, a `select!` that took another branch).
+//! client that disconnected, a `select!` that took another branch), while work
+//! handed over with `spawn()` runs whether or not its ticket is kept.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -89,6 +90,28 @@ async fn a_queued_call_whose_caller_stopped_waiting_is_not_run() -> anyhow::Resu
     .await?
     .value::<u32>()?;
     assert_eq!(n, 1, "the call whose caller stopped waiting was run");
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spawned_call_runs_with_its_ticket_dropped() -> anyhow::Result<()> {
+    let (host, gate, holding) = busy().await?;
+
+    drop(host.service("Gate").action("count", ()).spawn()?);
+
+    gate.open.notify_one();
+    within("the hold", holding).await?;
+    let n = within(
+        "a call after it",
+        host.service("Gate").action("count", ()).execute(),
+    )
+    .await?
+    .value::<u32>()?;
+    assert_eq!(
+        n, 2,
+        "the spawned call whose ticket was dropped did not run"
+    );
     koan::testing::stop(&host).await?;
     Ok(())
 }

@@ -163,7 +163,8 @@ impl ActionRequest {
     /// Hands the work to its service and returns at once, with a ticket whose
     /// outcome can be awaited. Nothing is stored: the work is lost if this process
     /// stops (use [`ActionRequest::enqueue`] for work that must survive).
-    /// Rejections (unknown, disabled, busy, bad parameters) come back at once.
+    /// Rejections (unknown, disabled, busy, bad parameters) come back at once. The
+    /// work runs whether or not the ticket is kept.
     pub fn spawn(mut self) -> Result<ActionTicket> {
         let correlation = self.take_correlation().unwrap_or_else(new_id);
         let given = Correlation::Given(Arc::clone(&correlation));
@@ -208,6 +209,7 @@ fn accept_local(
         Prepared::Job(mut job) => {
             let Some(deadline) = job.deadline else {
                 job.reply = Some(tx);
+                job.detached = true;
                 return cell.queue.mailbox.push(job);
             };
             let answer = push_with_deadline(cell, job, deadline)?;

@@ -192,7 +192,8 @@ impl ActionOutput {
 
 /// An action handed to its service with [`ActionRequest::spawn`]: held in this
 /// process only, so its outcome is lost if the process stops (use
-/// [`ActionRequest::enqueue`] for work that must survive).
+/// [`ActionRequest::enqueue`] for work that must survive). Dropping the ticket does
+/// not withdraw the work: it runs all the same, its outcome unread.
 #[derive(Debug)]
 pub struct ActionTicket {
     pub(super) correlation_id: Arc<str>,

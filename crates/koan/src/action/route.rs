@@ -200,6 +200,7 @@ fn job_of(
         enqueued_at: crate::clock::moment(),
         answered: false,
         by_worker: false,
+        detached: false,
     })
 }
 

@@ -94,8 +94,9 @@ impl Run {
             return Run::Ready(answer(&mut job, Err(e)));
         }
         // A caller that already gave up (it stopped waiting, e.g. an HTTP client that
-        // disconnected) needs no run; counted and logged so the skip is visible.
-        if job.job.is_none() && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
+        // disconnected) needs no run; counted and logged so the skip is visible. Work
+        // handed over with a ticket runs whether or not the ticket is kept.
+        if job.job.is_none() && !job.detached && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
             job.answered = true;
             finished(&job, cell, Outcome::Cancelled, 0.0, queued, started);
             tracing::debug!(action = %job.entry(cell).name, correlation_id = %job.correlation, "caller gone before the action started; not run");

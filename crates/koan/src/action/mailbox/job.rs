@@ -36,6 +36,10 @@ pub(crate) struct Job {
     /// Set when a mailbox worker runs it, which counts it on a line of its own
     /// rather than beside the slots' word (see `Slots`).
     pub(crate) by_worker: bool,
+    /// Set when its answer goes to a ticket (`ActionRequest::spawn`), which its holder
+    /// may drop: the work runs all the same, where a call whose caller stopped
+    /// waiting for it is not run.
+    pub(crate) detached: bool,
 }
 
 impl Job {

@@ -33,6 +33,7 @@ pub(crate) fn job(id: i32) -> Job {
         enqueued_at: crate::clock::moment(),
         answered: true,
         by_worker: false,
+        detached: false,
     }
 }
 
