@@ -2,8 +2,8 @@
 //!
 //! faern's `oneshot` rather than tokio's (B3: every queued call makes one): its send is
 //! a single atomic add, its receiver spends none of the task's cooperative budget, and
-//! the channel has no reference counts: whichever end goes last frees it, the waiting
-//! caller nearly always, on its own core.
+//! the channel has no reference counts: whichever end goes last frees it, nearly always
+//! the caller once woken.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,7 +64,7 @@ mod tests {
     }
 
     #[test]
-    fn a_caller_gone_is_seen_and_an_answer_is_taken_only_once_there() {
+    fn an_answer_that_came_is_taken_without_waiting_and_a_caller_gone_is_seen() {
         let (tx, mut rx) = channel();
         assert!(try_take(&mut rx).is_none(), "nothing sent yet");
         assert!(tx.send(Ok(Payload::of(9u64))).is_ok());
