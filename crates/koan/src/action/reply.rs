@@ -4,10 +4,15 @@
 //! a single atomic add, its receiver spends none of the task's cooperative budget, and
 //! the channel has no reference counts: whichever end goes last frees it, nearly always
 //! the caller once woken.
+//!
+//! Its receiver is `Send` but not `Sync`; held in a `SyncWrapper` (it is only ever
+//! polled through `&mut`), an `ActionTicket` stays `Sync`, as it was on tokio's.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+
+use sync_wrapper::SyncWrapper;
 
 use crate::error::Result;
 use crate::payload::Payload;
@@ -16,15 +21,31 @@ use crate::payload::Payload;
 pub(crate) type ReplyTx = oneshot::Sender<Result<Payload>>;
 
 /// The caller's side: resolves to the answer, or to an error when it was lost.
-pub(crate) type ReplyRx = oneshot::AsyncReceiver<Result<Payload>>;
+pub(crate) struct ReplyRx(SyncWrapper<oneshot::AsyncReceiver<Result<Payload>>>);
+
+impl std::fmt::Debug for ReplyRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyRx")
+    }
+}
+
+impl Future for ReplyRx {
+    type Output = std::result::Result<Result<Payload>, oneshot::RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(self.0.get_mut()).poll(cx)
+    }
+}
 
 /// A new channel for one answer.
 pub(crate) fn channel() -> (ReplyTx, ReplyRx) {
-    oneshot::async_channel()
+    let (tx, rx) = oneshot::async_channel();
+    (tx, ReplyRx(SyncWrapper::new(rx)))
 }
 
 /// The answer if it came, without waiting (nor registering a waker).
 pub(crate) fn try_take(rx: &mut ReplyRx) -> Option<Result<Payload>> {
+    let rx = rx.0.get_mut();
     if !rx.has_message() {
         return None;
     }
