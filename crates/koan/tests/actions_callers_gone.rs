@@ -70,6 +70,24 @@ async fn busy() -> anyhow::Result<(HostHandle, Gate, tokio::task::JoinHandle<()>
     Ok((host, gate, holding))
 }
 
+/// Opens the gate, lets the hold finish, and returns what a `count` awaited after
+/// everything queued behind the hold answers: how many `count`s ran in all.
+async fn open_and_count(
+    host: &HostHandle,
+    gate: &Gate,
+    holding: tokio::task::JoinHandle<()>,
+) -> anyhow::Result<u32> {
+    gate.open.notify_one();
+    within("the hold", holding).await?;
+    let n = within(
+        "a call after the queued one",
+        host.service("Gate").action("count", ()).execute(),
+    )
+    .await?
+    .value::<u32>()?;
+    Ok(n)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_queued_call_whose_caller_stopped_waiting_is_not_run() -> anyhow::Result<()> {
     let (host, gate, holding) = busy().await?;
@@ -80,15 +98,8 @@ async fn a_queued_call_whose_caller_stopped_waiting_is_not_run() -> anyhow::Resu
     assert!(queued, "the call waits behind the hold");
     drop(gone);
 
-    gate.open.notify_one();
-    within("the hold", holding).await?;
     // Behind the given-up call: run once it was passed over.
-    let n = within(
-        "a call still awaited",
-        host.service("Gate").action("count", ()).execute(),
-    )
-    .await?
-    .value::<u32>()?;
+    let n = open_and_count(&host, &gate, holding).await?;
     assert_eq!(n, 1, "the call whose caller stopped waiting was run");
     koan::testing::stop(&host).await?;
     Ok(())
@@ -100,14 +111,7 @@ async fn a_spawned_call_runs_with_its_ticket_dropped() -> anyhow::Result<()> {
 
     drop(host.service("Gate").action("count", ()).spawn()?);
 
-    gate.open.notify_one();
-    within("the hold", holding).await?;
-    let n = within(
-        "a call after it",
-        host.service("Gate").action("count", ()).execute(),
-    )
-    .await?
-    .value::<u32>()?;
+    let n = open_and_count(&host, &gate, holding).await?;
     assert_eq!(
         n, 2,
         "the spawned call whose ticket was dropped did not run"
