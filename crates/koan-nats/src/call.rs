@@ -19,7 +19,7 @@ impl std::fmt::Display for CallName<'_> {
 
 /// The headers of a remote call; `timeout` is what is left of the caller's own, if
 /// it gave one, and `correlation` whether the call's id goes in a header (not when
-/// its subject carries it). Built for each attempt rather than cloned (B8's
+/// its body's first line carries it, see `wire::lead`). Built for each attempt rather than cloned (B8's
 /// profile: a clone of async-nats's header map is a hash map and five strings).
 ///
 /// No `Koan-Wire` header: a request without one is version 1 (docs/wire.md), and

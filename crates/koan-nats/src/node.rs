@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::lease::{self, Lease};
 use crate::registry;
-use crate::subjects;
+use crate::subjects::{self, Direct};
 use crate::transport::{NatsTransport, unavailable};
 use crate::wire::{self, Reply, WireEvent};
 
@@ -78,15 +78,24 @@ impl NatsTransport {
                 .subscribe(subjects::host_actions_of(&self.inner.host_id, &service))
                 .await
                 .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
-            // The same calls with bare replies: the Rust client's (see `ReplyForm`).
-            let bare_prefix = subjects::host_bare_prefix(&self.inner.host_id, &service);
+            // The same calls with bare replies: the Rust client's (see `Form`).
+            let host_id = &self.inner.host_id;
+            let bare_prefix = subjects::host_direct_prefix(host_id, &service, Direct::Bare);
             let bare = client
                 .subscribe(format!("{bare_prefix}>"))
                 .await
                 .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
+            let lead_prefix = subjects::host_direct_prefix(host_id, &service, Direct::Lead);
+            let lead = client
+                .subscribe(format!("{lead_prefix}*"))
+                .await
+                .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
             let mut sub = futures_util::stream::select(
-                futures_util::stream::select(shared, own).map(|m| (m, ReplyForm::Full)),
-                bare.map(|m| (m, ReplyForm::Bare)),
+                futures_util::stream::select(shared, own).map(|m| (m, Form::Full)),
+                futures_util::stream::select(
+                    bare.map(|m| (m, Form::Bare)),
+                    lead.map(|m| (m, Form::Lead)),
+                ),
             );
             // One reference count per call rather than a copy of each (the client's
             // clone alone allocates).
@@ -95,6 +104,7 @@ impl NatsTransport {
                 client: client.clone(),
                 service: service.clone(),
                 bare_prefix: bare_prefix.len(),
+                lead_prefix: lead_prefix.len(),
             });
             tasks.push(tokio::spawn(async move {
                 while let Some((msg, form)) = sub.next().await {
@@ -227,16 +237,22 @@ impl NatsTransport {
     }
 }
 
-/// How a call's reply is sent (docs/wire.md, "Calls").
+/// How a call came, which decides how its id is read and its reply sent
+/// (docs/wire.md, "Calls").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReplyForm {
-    /// With the headers `Koan-Wire` and `Koan-Correlation-Id`.
+enum Form {
+    /// Through the queue group or the instance's `act` subject: the reply has the
+    /// headers `Koan-Wire` and `Koan-Correlation-Id`.
     Full,
-    /// The body alone, to a call on the instance's `bare` subject that gave its
-    /// correlation id: its caller knows both headers' values already. Built, written,
-    /// parsed and dropped, they were a third of the instructions B8's round trip adds
-    /// to a plain request/reply (≈ 12,000 of 38,600).
+    /// On the instance's `bare` subject: the reply is the body alone when the call
+    /// gave its correlation id (in its header, or as the subject's last token from
+    /// an earlier koan's client): its caller knows both headers' values already.
+    /// Built, written, parsed and dropped, they were a third of the instructions
+    /// B8's round trip adds to a plain request/reply (≈ 12,000 of 38,600).
     Bare,
+    /// On the instance's `lead` subject: the id on the body's first line
+    /// ([`wire::lead`]), the reply the body alone.
+    Lead,
 }
 
 /// Who serves a service's calls.
@@ -245,8 +261,10 @@ struct Serving {
     /// The connection its replies go out on.
     client: async_nats::Client,
     service: String,
-    /// The length of the start its bare subjects share ([`subjects::host_bare_prefix`]).
+    /// The length of the start its `bare` subjects share
+    /// ([`subjects::host_direct_prefix`]), and its `lead` subjects'.
     bare_prefix: usize,
+    lead_prefix: usize,
 }
 
 /// Serves one call: its reply, then that reply sent.
@@ -264,7 +282,7 @@ struct Serving {
 fn serve_action(
     serving: Arc<Serving>,
     msg: async_nats::Message,
-    form: ReplyForm,
+    form: Form,
 ) -> impl Future<Output = ()> + Send {
     async move {
         let Some(Outgoing { to, body, headers }) = answer(&serving, msg, form).await else {
@@ -282,7 +300,7 @@ fn serve_action(
 struct Outgoing {
     to: async_nats::Subject,
     body: bytes::Bytes,
-    /// `None` when the reply is bare (see [`ReplyForm`]).
+    /// `None` when the reply is bare (see [`Form`]).
     headers: Option<async_nats::HeaderMap>,
 }
 
@@ -292,36 +310,51 @@ struct Outgoing {
 fn answer(
     serving: &Serving,
     mut msg: async_nats::Message,
-    form: ReplyForm,
+    form: Form,
 ) -> impl Future<Output = Option<Outgoing>> + Send + '_ {
     async move {
         let reply_to = msg.reply.take()?;
         let headers = CallHeaders::of(msg.headers.as_ref());
-        // The action's token; on the bare subject, the call's id may follow it.
-        let (action, id_in_subject) = match form {
-            ReplyForm::Bare => subjects::bare_parts(&msg.subject, serving.bare_prefix),
-            ReplyForm::Full => (msg.subject.rsplit('.').next().unwrap_or_default(), None),
+        // The action's token, the id the call gave outside its headers, and its
+        // parameters (or why its body cannot be read).
+        let (action, id_given, params) = match form {
+            Form::Full => {
+                let action = msg.subject.rsplit('.').next().unwrap_or_default();
+                (action, None, Ok(&msg.payload[..]))
+            }
+            Form::Bare => {
+                let (action, id) = subjects::direct_parts(&msg.subject, serving.bare_prefix);
+                (action, id, Ok(&msg.payload[..]))
+            }
+            Form::Lead => {
+                let (action, _) = subjects::direct_parts(&msg.subject, serving.lead_prefix);
+                match wire::lead::split(&msg.payload) {
+                    Ok((id, params)) => (action, Some(id), Ok(params)),
+                    Err(e) => (action, None, Err(e)),
+                }
+            }
         };
         let action = headers.action.unwrap_or(action);
         // Every reply names a correlation id: the caller's, or one made here for it
         // (and then sent back in full, whatever the subject).
-        let (correlation, form) = match headers.correlation.or(id_in_subject) {
+        let (correlation, form) = match headers.correlation.or(id_given) {
             Some(given) => (Cow::Borrowed(given), form),
             None => (
                 Cow::Owned(format!("nats-{:016x}", fastrand::u64(..))),
-                ReplyForm::Full,
+                Form::Full,
             ),
         };
-        let reply = match wire::refuse(headers.wire) {
-            Some(refusal) => refusal,
-            None => {
+        let reply = match (wire::refuse(headers.wire), params) {
+            (Some(refusal), _) => refusal,
+            (None, Err(unreadable)) => Reply::of(Err(unreadable)),
+            (None, Ok(params)) => {
                 let (host, service) = (&serving.host, serving.service.as_str());
-                Reply::of(run_action(host, service, action, &msg, &headers, &correlation).await)
+                Reply::of(run_action(host, service, action, params, &headers, &correlation).await)
             }
         };
         let headers = match form {
-            ReplyForm::Bare => None,
-            ReplyForm::Full => Some(wire::reply_headers_owned(correlation.into_owned())),
+            Form::Bare | Form::Lead => None,
+            Form::Full => Some(wire::reply_headers_owned(correlation.into_owned())),
         };
         Some(Outgoing {
             to: reply_to,
@@ -387,7 +420,7 @@ async fn run_action(
     host: &HostHandle,
     service: &str,
     action: &str,
-    msg: &async_nats::Message,
+    payload: &[u8],
     headers: &CallHeaders<'_>,
     correlation: &str,
 ) -> Result<serde_json::Value, Error> {
@@ -404,10 +437,10 @@ async fn run_action(
     // Checked here, and read by the action straight into its own type: no `Value`
     // built and dropped on the way (B8's round trip: about 480 instructions and 2
     // allocations fewer, by callgrind).
-    let params: Box<RawValue> = if msg.payload.iter().all(u8::is_ascii_whitespace) {
+    let params: Box<RawValue> = if payload.iter().all(u8::is_ascii_whitespace) {
         RawValue::NULL.to_owned()
     } else {
-        serde_json::from_slice(&msg.payload).map_err(|e| {
+        serde_json::from_slice(payload).map_err(|e| {
             Error::new(
                 koan::error::ErrorKind::InvalidParameters,
                 format!("parameters are not valid JSON: {e}"),

@@ -15,7 +15,7 @@ use koan::{Error, status::ServiceState, transport::Instance, transport::RemoteCa
 use serde_json::Value;
 
 use crate::call::call_headers;
-use crate::subjects;
+use crate::subjects::{self, Direct};
 use crate::transport::{NatsTransport, unavailable};
 
 /// Calls this host has in flight, per instance. An instance's count stays when it
@@ -75,14 +75,14 @@ impl Outstanding {
     }
 }
 
-/// The instance to send a call for `service` to, and its subject (kept for the
-/// error message, shared rather than copied; it ends with `correlation`, the
-/// call's id, when given); `None` to use the queue group.
+/// The instance to send a call for `service` to, and its subject in `form` (kept
+/// for the error message, shared rather than copied); `None` to use the queue
+/// group.
 pub(crate) fn pick<'a>(
     t: &'a NatsTransport,
     service: &str,
     action: &str,
-    correlation: Option<&str>,
+    form: Direct,
 ) -> Option<(InFlight<'a>, async_nats::Subject)> {
     // Locked once for the choice and its count (the view's lock is taken inside; the
     // two are never taken the other way round).
@@ -133,7 +133,7 @@ pub(crate) fn pick<'a>(
     let (chosen, _) = best?;
     let in_flight = t.outstanding().start(&mut outstanding, chosen);
     drop(outstanding);
-    let subject = subjects::host_bare_action(in_flight.host(), service, action, correlation).into();
+    let subject = subjects::host_direct_action(in_flight.host(), service, form, action).into();
     Some((in_flight, subject))
 }
 
@@ -161,10 +161,14 @@ fn live(t: &NatsTransport, host: &str) -> bool {
 /// timeout, which was a second timer, registered and removed under tokio's timer
 /// wheel lock on every call (B8's round trip: about 1,050 instructions fewer, by
 /// callgrind).
+///
+/// `body` is the call's body for the `lead` subject ([`crate::wire::lead`]), with
+/// where its parameters start: at 0 when its id is not plain, and then the call
+/// goes to the `bare` subject with its id in a header.
 pub(crate) async fn call_chosen(
     t: &NatsTransport,
     call: &RemoteCall,
-    body: &bytes::Bytes,
+    (body, params): (&bytes::Bytes, usize),
     timeout: Duration,
     what: &(dyn std::fmt::Display + Sync),
 ) -> Option<Result<Value, Error>> {
@@ -172,18 +176,18 @@ pub(crate) async fn call_chosen(
     let deadline = tokio::time::Instant::now() + timeout;
     // The caller's own timeout, less what earlier attempts used.
     let mut call_timeout = call.timeout;
-    // The call's id in its subject when it fits one: the call then carries no header
-    // (B8, by callgrind: the one header cost about 7,900 instructions a round trip,
-    // building and writing it here, and the client parsing, hashing and storing it
-    // on the serving side).
-    let id_in_subject = subjects::in_subject(&call.correlation_id);
-    let correlation = id_in_subject.then_some(call.correlation_id.as_str());
+    // The call's id on its body's first line when it is plain: the call then
+    // carries no header (B8, by callgrind: the one header cost about 7,900
+    // instructions a round trip, building and writing it here, and the client
+    // parsing, hashing and storing it on the serving side).
+    let lead = params > 0;
+    let form = if lead { Direct::Lead } else { Direct::Bare };
     loop {
-        let (in_flight, subject) = pick(t, &call.service, &call.action, correlation)?;
+        let (in_flight, subject) = pick(t, &call.service, &call.action, form)?;
         let host = in_flight.host();
         let now = tokio::time::Instant::now();
         let left = deadline.saturating_duration_since(now);
-        let headers = call_headers(call, call_timeout, !id_in_subject);
+        let headers = call_headers(call, call_timeout, !lead);
         let send = t.send(subject.clone(), headers, body.clone(), None);
         tokio::pin!(send);
         let timer = tokio::time::sleep_until(deadline.min(now + heartbeat));

@@ -45,48 +45,61 @@ pub(crate) fn actions_of(service: &str) -> String {
     format!("koan.svc.{}.act.*", token(service))
 }
 
+/// How a call sent to one chosen instance gives its correlation id; either way
+/// its reply is its body alone (docs/wire.md, "Calls"). The token after the
+/// service's in its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direct {
+    /// `koan.host.<host>.svc.<service>.bare.<action>`: the id in its header (or,
+    /// from a client of an earlier koan, as one more token of the subject).
+    Bare,
+    /// `koan.host.<host>.svc.<service>.lead.<action>`: the id on the body's first
+    /// line ([`crate::wire::lead`]). Every call of an action then has the same
+    /// subject, as a plain request/reply's has: a subject of its own per call (the
+    /// id in it) cost the broker 2–5 µs a round trip (B8), whose interest cache
+    /// missed on each.
+    Lead,
+}
+
+impl Direct {
+    fn token(self) -> &'static str {
+        match self {
+            Direct::Bare => "bare",
+            Direct::Lead => "lead",
+        }
+    }
+}
+
 /// An action of `service` on one instance, as the Rust client sends it when it
-/// chose the instance: `koan.host.<host>.svc.<service>.bare.<action>`, whose reply
-/// is its body alone (docs/wire.md, "Calls"), followed by `.<correlation id>` when
-/// the call's id fits a subject as it is ([`in_subject`]): the call then needs no
-/// header at all.
+/// chose the instance: `koan.host.<host>.svc.<service>.<form>.<action>`.
 /// Built in one buffer: it is made on every call (B8's profile: `format!` of three
 /// tokens was ≈ 3,000 instructions).
-pub(crate) fn host_bare_action(
-    host: &str,
-    service: &str,
-    action: &str,
-    correlation: Option<&str>,
-) -> String {
-    let extra = correlation.map_or(0, |c| c.len() + 1);
-    let mut s = String::with_capacity(23 + host.len() + service.len() + action.len() + extra);
-    push_bare_prefix(&mut s, host, service);
+pub(crate) fn host_direct_action(host: &str, service: &str, form: Direct, action: &str) -> String {
+    let mut s = String::with_capacity(23 + host.len() + service.len() + action.len());
+    push_direct_prefix(&mut s, host, service, form);
     push_token(&mut s, action);
-    if let Some(c) = correlation {
-        s.push('.');
-        s.push_str(c);
-    }
     s
 }
 
-/// The longest correlation id sent in a subject; a longer one goes in its header.
-const ID_IN_SUBJECT: usize = 64;
+/// The longest correlation id sent without a header.
+const PLAIN_ID: usize = 64;
 
-/// Whether a correlation id travels in a bare call's subject: one token as it is
-/// (`[A-Za-z0-9_-]`, case kept), not too long.
-pub(crate) fn in_subject(correlation: &str) -> bool {
-    correlation.len() <= ID_IN_SUBJECT && is_its_token(correlation)
+/// Whether a correlation id travels as it is on a line or in a subject of its own:
+/// one token (`[A-Za-z0-9_-]`, case kept), not too long. Another goes in its header.
+pub(crate) fn is_plain_id(correlation: &str) -> bool {
+    correlation.len() <= PLAIN_ID && is_its_token(correlation)
 }
 
-/// The action's token and the correlation id (if given) in the subject of a call on
-/// an instance's bare subject, `<prefix><action>[.<id>]`, where `prefix` is the
-/// length of [`host_bare_prefix`] (the subscription's own, so known to whoever
-/// reads the subject). Everything after the action's token is the id.
+/// The action's token and the correlation id (if given) in the subject of a call
+/// sent to one instance, `<prefix><action>[.<id>]`, where `prefix` is the length of
+/// [`host_direct_prefix`] (the subscription's own, so known to whoever reads the
+/// subject). Everything after the action's token is the id (a bare call's, from a
+/// client of an earlier koan).
 ///
 /// The prefix skipped by its length: a search for the dots before the action's
 /// token cost ≈ 800 instructions a call with `memchr`, and still ≈ 380 with a loop
 /// over the bytes (B8, by callgrind).
-pub(crate) fn bare_parts(subject: &str, prefix: usize) -> (&str, Option<&str>) {
+pub(crate) fn direct_parts(subject: &str, prefix: usize) -> (&str, Option<&str>) {
     let rest = subject.get(prefix..).unwrap_or_default();
     match rest.bytes().position(|b| b == b'.') {
         Some(dot) => (&rest[..dot], Some(&rest[dot + 1..])),
@@ -99,22 +112,24 @@ pub(crate) fn host_actions_of(host: &str, service: &str) -> String {
     format!("koan.host.{}.svc.{}.act.*", token(host), token(service))
 }
 
-/// The start of every subject of `service`'s actions on one instance with bare
-/// replies: `koan.host.<host>.svc.<service>.bare.` (subscribed to with `>` after it).
-pub(crate) fn host_bare_prefix(host: &str, service: &str) -> String {
+/// The start of every subject of `service`'s actions on one instance in `form`:
+/// `koan.host.<host>.svc.<service>.<form>.` (subscribed to with a wildcard after it).
+pub(crate) fn host_direct_prefix(host: &str, service: &str, form: Direct) -> String {
     let mut s = String::with_capacity(21 + host.len() + service.len());
-    push_bare_prefix(&mut s, host, service);
+    push_direct_prefix(&mut s, host, service, form);
     s
 }
 
-/// Appends [`host_bare_prefix`] to `out`: the one place that spells it, for the
-/// subscription and for each call's subject.
-fn push_bare_prefix(out: &mut String, host: &str, service: &str) {
+/// Appends [`host_direct_prefix`] to `out`: the one place that spells it, for the
+/// subscriptions and for each call's subject.
+fn push_direct_prefix(out: &mut String, host: &str, service: &str, form: Direct) {
     out.push_str("koan.host.");
     push_token(out, host);
     out.push_str(".svc.");
     push_token(out, service);
-    out.push_str(".bare.");
+    out.push('.');
+    out.push_str(form.token());
+    out.push('.');
 }
 
 pub(crate) fn query(service: &str, what: &str) -> String {
@@ -202,49 +217,43 @@ mod tests {
             "koan.svc.datacleanupservice.act.process-batch"
         );
         assert_eq!(
-            host_bare_action("H-1", "Data Service", "Run.Now", None),
+            host_direct_action("H-1", "Data Service", Direct::Bare, "Run.Now"),
             "koan.host.h-1.svc.data_service.bare.run_now"
         );
         // Each char that is not a token's, however many bytes, is one `_`.
         assert_eq!(token("Café Crème"), "caf__cr_me");
         assert_eq!(token(""), "");
         assert_eq!(
-            host_bare_action("AB-cd_9", "Gate", "Add:One", None),
-            "koan.host.ab-cd_9.svc.gate.bare.add_one"
+            host_direct_action("AB-cd_9", "Gate", Direct::Lead, "Add:One"),
+            "koan.host.ab-cd_9.svc.gate.lead.add_one"
         );
         assert_eq!(key("a1b2-3"), "a1b2-3");
         assert_eq!(key("x y>"), "x_y_");
     }
 
     #[test]
-    fn a_correlation_id_rides_in_a_bare_subject_when_it_is_one_token() {
-        // Case kept: an id is not a name.
-        let s = host_bare_action("H-1", "Svc", "Add", Some("0aF3-17"));
-        assert_eq!(s, "koan.host.h-1.svc.svc.bare.add.0aF3-17");
-        let prefix = host_bare_prefix("H-1", "Svc");
-        assert!(s.starts_with(&prefix), "{s} starts with {prefix}");
-        let at = prefix.len();
-        assert_eq!(bare_parts(&s, at), ("add", Some("0aF3-17")));
-        let plain = host_bare_action("H-1", "Svc", "Add", None);
-        assert!(plain.starts_with(&prefix));
-        assert_eq!(bare_parts(&plain, at), ("add", None));
+    fn a_direct_subject_names_its_action_and_an_earlier_clients_id() {
+        for form in [Direct::Bare, Direct::Lead] {
+            let s = host_direct_action("H-1", "Svc", form, "Add");
+            let prefix = host_direct_prefix("H-1", "Svc", form);
+            assert!(s.starts_with(&prefix), "{s} starts with {prefix}");
+            assert_eq!(direct_parts(&s, prefix.len()), ("add", None));
+        }
+        // An earlier koan's client gave its id as one more token, case kept.
+        let at = host_direct_prefix("H-1", "Svc", Direct::Bare).len();
+        assert_eq!(
+            direct_parts("koan.host.h-1.svc.svc.bare.add.0aF3-17", at),
+            ("add", Some("0aF3-17"))
+        );
         // Everything after the action's token is the id.
         assert_eq!(
-            bare_parts("koan.host.h-1.svc.svc.bare.add.a.b", at),
+            direct_parts("koan.host.h-1.svc.svc.bare.add.a.b", at),
             ("add", Some("a.b"))
         );
-        assert_eq!(bare_parts("koan.host.h", at), ("", None));
-        assert!(in_subject("0aF3-17") && in_subject("c_1"));
-        for id in [
-            "",
-            "a.b",
-            "a b",
-            "a*",
-            ">",
-            "é",
-            &"x".repeat(ID_IN_SUBJECT + 1),
-        ] {
-            assert!(!in_subject(id), "{id:?} goes in its header");
+        assert_eq!(direct_parts("koan.host.h", at), ("", None));
+        assert!(is_plain_id("0aF3-17") && is_plain_id("c_1"));
+        for id in ["", "a.b", "a b", "a*", ">", "é", &"x".repeat(PLAIN_ID + 1)] {
+            assert!(!is_plain_id(id), "{id:?} goes in its header");
         }
     }
 }

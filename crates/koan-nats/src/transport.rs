@@ -287,15 +287,21 @@ impl NatsTransport {
         let timeout = call
             .timeout
             .unwrap_or(self.inner.opts.default_request_timeout);
-        let body = serde_json::to_vec(&call.params).unwrap_or_default().into();
+        // The call's id leads its body when it is plain (see `wire::lead`).
+        let plain = subjects::is_plain_id(&call.correlation_id);
+        let id = plain.then_some(call.correlation_id.as_str());
+        let (body, params) = crate::wire::lead::body(id, &call.params);
         let what = CallName(&call);
         // The less loaded instance, watched while the call is in flight.
-        if let Some(r) = crate::routing::call_chosen(self, &call, &body, timeout, &what).await {
+        if let Some(r) =
+            crate::routing::call_chosen(self, &call, (&body, params), timeout, &what).await
+        {
             return r;
         }
         let subject = subjects::action(&call.service, &call.action);
         let h = call_headers(&call, call.timeout, true);
-        self.request(subject, h, body, timeout, &what).await
+        self.request(subject, h, body.slice(params..), timeout, &what)
+            .await
     }
 }
 

@@ -331,12 +331,14 @@ async fn a_call_to_a_chosen_instance_gets_a_bare_reply() -> anyhow::Result<()> {
         }
     })
     .await??;
-    // The call's id, one token, rides in its subject: the call has no header.
+    // The call's id, one token, leads its body: the call has no header, and its
+    // subject is every such call's.
     assert!(
-        call.subject.ends_with(".svc.worker.bare.work.c-bare"),
+        call.subject.ends_with(".svc.worker.lead.work"),
         "sent to {}",
         call.subject
     );
+    assert_eq!(&call.payload[..], b"c-bare\nnull");
     assert!(call.headers.is_none(), "headers: {:?}", call.headers);
     // Other requests (the registry's JetStream calls) are answered on inboxes too.
     let inbox = call

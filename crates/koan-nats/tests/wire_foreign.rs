@@ -165,6 +165,79 @@ async fn the_instances_bare_subject_answers_with_the_body_alone() -> anyhow::Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lead_subject_reads_the_id_from_the_body_and_refuses_a_body_without_one()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (echo, client) = start(&server).await?;
+    let host = echo.nats.host_id().to_lowercase();
+    let subject = format!("koan.host.{host}.svc.echo.lead.echo");
+
+    let h = headers(&[("Koan-Priority", "5")]);
+    let reply = within(
+        "a lead call",
+        client.request_with_headers(subject.clone(), h, "c-9\n{\"a\":3}".into()),
+    )
+    .await??;
+    assert!(
+        reply.headers.as_ref().is_none_or(HeaderMap::is_empty),
+        "no headers: {:?}",
+        reply.headers
+    );
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(
+        body,
+        json!({"ok": {"params": {"a": 3}, "correlation_id": "c-9", "priority": 5}})
+    );
+    // Nothing after the id's line is no parameters.
+    let reply = within(
+        "no parameters",
+        client.request(subject.clone(), "c-10\n".into()),
+    )
+    .await??;
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(body["ok"]["params"], Value::Null, "{body}");
+    assert_eq!(body["ok"]["correlation_id"], "c-10", "{body}");
+
+    // A body that does not start with an id is refused in full, saying what the
+    // subject expects; a 60 KB line is not echoed whole.
+    for bad in [
+        r#"{"a":3}"#.to_owned(),
+        format!("{}\n{{}}", "x y".repeat(20_000)),
+    ] {
+        let reply = within(
+            "a call without an id line",
+            client.request(subject.clone(), bad.into()),
+        )
+        .await??;
+        assert!(
+            header(&reply, "Koan-Correlation-Id").is_some(),
+            "an id made for it"
+        );
+        let body: Value = serde_json::from_slice(&reply.payload)?;
+        assert_eq!(body["error"], "invalid_parameters", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("starts its body with its correlation id"),
+            "{message}"
+        );
+        assert!(message.len() < 600, "{} bytes", message.len());
+    }
+
+    // A client of an earlier koan gave the id as the bare subject's last token.
+    let earlier = format!("koan.host.{host}.svc.echo.bare.echo.c-8");
+    let reply = within(
+        "an earlier client's call",
+        client.request(earlier, "{}".into()),
+    )
+    .await??;
+    assert!(reply.headers.as_ref().is_none_or(HeaderMap::is_empty));
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(body["ok"]["correlation_id"], "c-8", "{body}");
+
+    echo.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_job_runs_once_and_a_refused_one_says_why() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (echo, client) = start(&server).await?;

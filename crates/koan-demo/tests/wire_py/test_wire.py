@@ -129,6 +129,15 @@ class Wire(unittest.IsolatedAsyncioTestCase):
         reply = await self.call(params, subject=f"{subject}.py-b-2")
         self.assertFalse(reply.headers, "a bare reply has no headers")
         self.assertEqual(body(reply)["ok"]["fileId"], "py-bare-subject")
+        # On the lead subject, the id is the body's first line: a bare reply.
+        lead = subject.replace(".bare.", ".lead.")
+        reply = await self.call(b"py-l-1\n" + json.dumps(params).encode(), subject=lead)
+        self.assertFalse(reply.headers, "a bare reply has no headers")
+        self.assertEqual(body(reply)["ok"]["fileId"], "py-bare-subject")
+        # A body without that line is refused, saying what the subject expects.
+        reply = await self.call(params, subject=lead)
+        self.assertEqual(body(reply)["error"], "invalid_parameters")
+        self.assertIn("starts its body with its correlation id", body(reply)["message"])
 
     async def test_errors_come_back_as_error_and_message(self):
         cases = [

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod job;
+pub(crate) mod lead;
 mod legacy;
 #[cfg(test)]
 mod schema;
