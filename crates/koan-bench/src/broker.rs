@@ -26,6 +26,15 @@ impl Work {
         }
     }
 
+    /// `self` and `more` together (the stretches of several rounds).
+    pub(crate) fn plus(self, more: Work) -> Work {
+        Work {
+            msgs_in: self.msgs_in + more.msgs_in,
+            msgs_out: self.msgs_out + more.msgs_out,
+            cpu_s: self.cpu_s + more.cpu_s,
+        }
+    }
+
     /// "in/out msgs, CPU µs" per job.
     pub(crate) fn describe(self) -> String {
         format!(

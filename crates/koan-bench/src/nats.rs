@@ -151,20 +151,29 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     // `KOAN_BENCH_SOLO`: one side's round trips alone (0 koan, 1 raw), for a
     // profile; the durable rows are then skipped.
     let solo = crate::common::solo();
+    // What each side asked of the broker, and of this process's CPU (both of
+    // koan's hosts, or the raw client and responder), over the measured rounds.
+    let (mut koan_spent, mut raw_spent) = (Spent::default(), Spent::default());
     for round in 0..=rounds {
+        let before = Spent::now(&server).await;
         let k = match solo {
             Some(i) if i != 0 => f64::NAN,
             _ => koan_rtt(&host_b, n).await?,
         };
+        let mid = Spent::now(&server).await;
         let r = match solo {
             Some(i) if i != 1 => f64::NAN,
             _ => raw_rtt(&raw_cli, n).await?,
         };
+        let after = Spent::now(&server).await;
         if round > 0 {
             ks.push(k);
             rs.push(r);
+            koan_spent = koan_spent.plus(before.until(mid));
+            raw_spent = raw_spent.plus(mid.until(after));
         }
     }
+    let calls = n * rounds as u64;
     let row = Row::new(
         "B8",
         "remote action round trip",
@@ -174,10 +183,11 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     )
     .baseline("raw async-nats request/reply", Some(median(&rs)));
     let met = row.ratio("raw async-nats request/reply").map(|r| r <= 1.1);
-    rows.push(
-        row.goal("≤ 1.1× raw", met)
-            .note(format!("{n} sequential calls/round")),
-    );
+    rows.push(row.goal("≤ 1.1× raw", met).note(format!(
+        "{n} sequential calls/round; per call: koan {}, raw {}",
+        koan_spent.per_call(calls),
+        raw_spent.per_call(calls)
+    )));
 
     // ---- durable throughput
     if solo.is_some() {
@@ -255,6 +265,49 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     stop_host(host_a).await;
     drop(server);
     Ok(rows)
+}
+
+/// The broker's counters and this process's CPU seconds: what a stretch of calls
+/// spent, as the difference of two readings.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    broker: crate::broker::Work,
+    cpu_s: f64,
+}
+
+impl Spent {
+    async fn now(server: &NatsServer) -> Spent {
+        Spent {
+            broker: server.work().await.unwrap_or_default(),
+            cpu_s: crate::common::cpu_seconds(std::process::id()),
+        }
+    }
+
+    fn until(self, later: Spent) -> Spent {
+        Spent {
+            broker: self.broker.per_job(later.broker, 1),
+            cpu_s: later.cpu_s - self.cpu_s,
+        }
+    }
+
+    fn plus(self, more: Spent) -> Spent {
+        Spent {
+            broker: self.broker.plus(more.broker),
+            cpu_s: self.cpu_s + more.cpu_s,
+        }
+    }
+
+    /// "this process N µs CPU; broker …" per call, of `calls`.
+    fn per_call(self, calls: u64) -> String {
+        let n = calls.max(1) as f64;
+        format!(
+            "{:.1} µs CPU here, broker {}",
+            self.cpu_s * 1e6 / n,
+            crate::broker::Work::default()
+                .per_job(self.broker, calls)
+                .describe()
+        )
+    }
 }
 
 async fn koan_rtt(host: &HostHandle, n: u64) -> anyhow::Result<f64> {
