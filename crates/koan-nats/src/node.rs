@@ -100,9 +100,8 @@ impl NatsTransport {
             // One reference count per call rather than a copy of each (the client's
             // clone alone allocates).
             let serving = Arc::new(Serving {
-                host: host.clone(),
+                service: host.service(&service),
                 client: client.clone(),
-                service: service.clone(),
                 bare_prefix: bare_prefix.len(),
                 lead_prefix: lead_prefix.len(),
             });
@@ -257,10 +256,10 @@ enum Form {
 
 /// Who serves a service's calls.
 struct Serving {
-    host: HostHandle,
+    /// Named once, for all its calls (its name found in the host's registry once).
+    service: koan::service::ServiceRef,
     /// The connection its replies go out on.
     client: async_nats::Client,
-    service: String,
     /// The length of the start its `bare` subjects share
     /// ([`subjects::host_direct_prefix`]), and its `lead` subjects'.
     bare_prefix: usize,
@@ -348,8 +347,8 @@ fn answer(
             (Some(refusal), _) => refusal,
             (None, Err(unreadable)) => Reply::of(Err(unreadable)),
             (None, Ok(params)) => {
-                let (host, service) = (&serving.host, serving.service.as_str());
-                Reply::of(run_action(host, service, action, params, &headers, &correlation).await)
+                let service = &serving.service;
+                Reply::of(run_action(service, action, params, &headers, &correlation).await)
             }
         };
         let headers = match form {
@@ -417,8 +416,7 @@ fn number<T: std::str::FromStr>(
 }
 
 async fn run_action(
-    host: &HostHandle,
-    service: &str,
+    service: &koan::service::ServiceRef,
     action: &str,
     payload: &[u8],
     headers: &CallHeaders<'_>,
@@ -447,10 +445,7 @@ async fn run_action(
             )
         })?
     };
-    let mut req = host
-        .service(service)
-        .action(action, params)
-        .correlation_id(correlation);
+    let mut req = service.action(action, params).correlation_id(correlation);
     if let Some(p) = priority {
         req = req.priority(p);
     }
