@@ -70,6 +70,16 @@ fn header(msg: &async_nats::Message, name: &str) -> Option<String> {
         .map(|v| v.as_str().to_owned())
 }
 
+/// The body of a bare reply, which has no headers.
+fn bare_body(reply: &async_nats::Message) -> anyhow::Result<Value> {
+    assert!(
+        reply.headers.as_ref().is_none_or(HeaderMap::is_empty),
+        "a bare reply has no headers: {:?}",
+        reply.headers
+    );
+    Ok(serde_json::from_slice(&reply.payload)?)
+}
+
 /// The stored outcome of job `id`, once there is one.
 async fn outcome(store: &kv::Store, id: &str) -> anyhow::Result<Value> {
     within(&format!("the outcome of {id}"), async {
@@ -142,12 +152,7 @@ async fn the_instances_bare_subject_answers_with_the_body_alone() -> anyhow::Res
         client.request_with_headers(subject.clone(), h, r#"{"a":2}"#.into()),
     )
     .await??;
-    assert!(
-        reply.headers.as_ref().is_none_or(HeaderMap::is_empty),
-        "no headers: {:?}",
-        reply.headers
-    );
-    let body: Value = serde_json::from_slice(&reply.payload)?;
+    let body = bare_body(&reply)?;
     assert_eq!(
         body,
         json!({"ok": {"params": {"a": 2}, "correlation_id": "c-7", "priority": 0}})
@@ -178,12 +183,7 @@ async fn the_lead_subject_reads_the_id_from_the_body_and_refuses_a_body_without_
         client.request_with_headers(subject.clone(), h, "c-9\n{\"a\":3}".into()),
     )
     .await??;
-    assert!(
-        reply.headers.as_ref().is_none_or(HeaderMap::is_empty),
-        "no headers: {:?}",
-        reply.headers
-    );
-    let body: Value = serde_json::from_slice(&reply.payload)?;
+    let body = bare_body(&reply)?;
     assert_eq!(
         body,
         json!({"ok": {"params": {"a": 3}, "correlation_id": "c-9", "priority": 5}})
@@ -230,8 +230,7 @@ async fn the_lead_subject_reads_the_id_from_the_body_and_refuses_a_body_without_
         client.request(earlier, "{}".into()),
     )
     .await??;
-    assert!(reply.headers.as_ref().is_none_or(HeaderMap::is_empty));
-    let body: Value = serde_json::from_slice(&reply.payload)?;
+    let body = bare_body(&reply)?;
     assert_eq!(body["ok"]["correlation_id"], "c-8", "{body}");
 
     echo.stop().await
