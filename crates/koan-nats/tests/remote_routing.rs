@@ -394,3 +394,92 @@ async fn a_call_to_a_chosen_instance_gets_a_bare_reply() -> anyhow::Result<()> {
     assert!(one.calls.load(Ordering::SeqCst) >= 2);
     Ok(())
 }
+
+/// A rolling upgrade: an instance of the previous koan listens on the queue group
+/// and on its `bare` subject, not on `lead`. Chosen, it answers "no responders" on
+/// `lead`, and the call goes to the queue group: every call is answered, under its
+/// own correlation id, whichever instance serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_of_the_previous_koan_serves_calls_through_the_queue_group()
+-> anyhow::Result<()> {
+    const CALLS: u32 = 20;
+    let server = NatsServer::start()?;
+    let new = OneWorker::join(&server, Duration::ZERO).await?;
+    let previous = "prev-00000000";
+
+    // The previous koan's instance: its registry entry, kept fresh, and its two
+    // subscriptions, answering as it did (a bare reply on `bare`, a full one with
+    // the caller's id through the queue group), counting what each received.
+    let raw = within("connect", async_nats::connect(server.url())).await??;
+    let mut bare = raw
+        .subscribe(format!("koan.host.{previous}.svc.worker.bare.>"))
+        .await?;
+    let mut queued = raw
+        .queue_subscribe("koan.svc.worker.act.*", "koan-worker".to_owned())
+        .await?;
+    raw.flush().await?;
+    let (on_bare, on_queue) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (nb, nq, answerer) = (Arc::clone(&on_bare), Arc::clone(&on_queue), raw.clone());
+    let serve = tokio::spawn(async move {
+        loop {
+            let (msg, full) = tokio::select! {
+                Some(m) = bare.next() => { nb.fetch_add(1, Ordering::SeqCst); (m, false) }
+                Some(m) = queued.next() => { nq.fetch_add(1, Ordering::SeqCst); (m, true) }
+                else => return,
+            };
+            let Some(to) = msg.reply else { continue };
+            let body = bytes::Bytes::from_static(br#"{"ok":null}"#);
+            let id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Koan-Correlation-Id"));
+            let _ = match (full, id) {
+                (true, Some(id)) => {
+                    let mut h = async_nats::HeaderMap::new();
+                    h.insert("Koan-Wire", "1");
+                    h.insert("Koan-Correlation-Id", id.as_str());
+                    answerer.publish_with_headers(to, h, body).await
+                }
+                _ => answerer.publish(to, body).await,
+            };
+        }
+    });
+    let registry = async_nats::jetstream::new(raw)
+        .get_key_value("koan_registry")
+        .await?;
+    let statuses = new.worker.statuses();
+    let announce = tokio::spawn(async move {
+        loop {
+            let entry = koan::transport::Instance::new(previous, statuses.clone());
+            let body = serde_json::to_vec(&entry).unwrap_or_default();
+            let _ = registry.put(previous, body.into()).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    sees_workers(&new.client, 2).await?;
+
+    for n in 0..CALLS {
+        let id = format!("up-{n}");
+        let out = within(
+            "a call",
+            new.client
+                .service("Worker")
+                .action("work", ())
+                .correlation_id(&id)
+                .execute(),
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("call {n} failed: {e}"))?;
+        assert_eq!(out.correlation_id(), id);
+    }
+    announce.abort();
+    serve.abort();
+    let (served_new, served_previous) = (
+        new.calls.load(Ordering::SeqCst),
+        on_queue.load(Ordering::SeqCst),
+    );
+    assert_eq!(served_new + served_previous, CALLS, "each call served once");
+    // The new client sends a plain id on `lead`, never on the old `bare` subject.
+    assert_eq!(on_bare.load(Ordering::SeqCst), 0);
+    Ok(())
+}
