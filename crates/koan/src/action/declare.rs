@@ -1,7 +1,6 @@
 //! Declaring a service's actions and events (`Service::actions`).
 
 use crate::util::FxHashMap as HashMap;
-use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
@@ -14,7 +13,7 @@ use serde_json::Value;
 use super::ActionContext;
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::event::EventInfo;
-use crate::payload::Payload;
+use crate::payload::{Params, Payload};
 use crate::service::{Service, ServiceKind};
 
 use super::table::{ActionEntry, ActionTable, Call, Decode, normalized};
@@ -157,8 +156,8 @@ impl ActionDecl<'_> {
 fn decode_as<P: DeserializeOwned + Send + 'static>(
     payload: Payload,
     what: &dyn Fn() -> String,
-) -> Result<Box<dyn Any + Send>> {
-    payload.decode_boxed::<P>(what)
+) -> Result<Params> {
+    payload.decode_params::<P>(what)
 }
 
 fn schema_of<P: JsonSchema>() -> Value {
@@ -191,14 +190,15 @@ impl<T: Service> Actions<T> {
     {
         let handler = SharedHandler::new(handler);
         let bind: Bind<T> = Box::new(move |svc: Arc<T>| -> Call {
-            Box::new(move |params: Box<dyn Any + Send>, cx: ActionContext| {
+            Box::new(move |mut params: Params, cx: ActionContext| {
                 let svc = Arc::clone(&svc);
                 let handler = handler.clone();
+                // Taken now: the future holds the parameters, not their holder.
+                let params = params.take::<P>();
                 Box::pin(async move {
-                    let params = params
-                        .downcast::<P>()
-                        .map_err(|_| BoxError::from("parameter type confusion"))?;
-                    match handler(svc, *params, cx).await {
+                    let params =
+                        params.ok_or_else(|| BoxError::from("parameter type confusion"))?;
+                    match handler(svc, params, cx).await {
                         Ok(r) => Ok(Payload::of(r)),
                         Err(e) => Err(e.into()),
                     }

@@ -194,7 +194,7 @@ fn job_of(
         deadline: timeout.map(|t| crate::util::after(Instant::now(), t)),
         timeout,
         correlation: correlation.clone(),
-        job,
+        job: job.map(Box::new),
         cancel_on: cancel,
         reply: None,
         enqueued_at: crate::clock::moment(),

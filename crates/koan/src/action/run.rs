@@ -121,7 +121,7 @@ impl Run {
             },
             deadline: job.deadline,
         };
-        let params = std::mem::replace(&mut job.params, Box::new(()));
+        let params = std::mem::replace(&mut job.params, crate::payload::Params::of(()));
         let entry = job.entry(cell);
         let fut = (entry.call)(params, cx);
         // One span per action, on whichever task runs it (a worker, or the caller

@@ -2,7 +2,6 @@
 //! ignored), resolved for a call, and described for `info()`.
 
 use crate::util::FxHashMap as HashMap;
-use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
@@ -11,17 +10,14 @@ use super::ActionContext;
 use super::info::ActionInfo;
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::event::EventInfo;
-use crate::payload::Payload;
+use crate::payload::{Params, Payload};
 use crate::service::BatchRequest;
 use crate::util::BoxFuture;
 use crate::well_known::actions as builtin;
 
-pub(super) type Decode = fn(Payload, &dyn Fn() -> String) -> Result<Box<dyn Any + Send>>;
+pub(super) type Decode = fn(Payload, &dyn Fn() -> String) -> Result<Params>;
 pub(super) type Call = Box<
-    dyn Fn(
-            Box<dyn Any + Send>,
-            ActionContext,
-        ) -> BoxFuture<'static, std::result::Result<Payload, BoxError>>
+    dyn Fn(Params, ActionContext) -> BoxFuture<'static, std::result::Result<Payload, BoxError>>
         + Send
         + Sync,
 >;

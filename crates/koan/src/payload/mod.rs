@@ -10,8 +10,10 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod inline;
 mod scalar;
 
+pub(crate) use inline::{Inline, Params};
 use scalar::{Scalar, cast};
 
 /// A sendable value that can also show itself as JSON.
@@ -38,6 +40,8 @@ impl<T: Serialize + Send + 'static> AnyValue for T {
 pub(crate) enum Payload {
     Unit,
     Scalar(Scalar),
+    /// A small value of another type, in place (see `inline`).
+    Inline(Inline),
     Value(Box<dyn AnyValue>),
     Json(Value),
     /// JSON as it came over a wire (checked, not parsed): read straight into the
@@ -51,6 +55,7 @@ impl std::fmt::Debug for Payload {
         match self {
             Payload::Unit => f.write_str("Unit"),
             Payload::Scalar(s) => write!(f, "Scalar({s:?})"),
+            Payload::Inline(_) => f.write_str("Inline(..)"),
             Payload::Value(_) => f.write_str("Value(..)"),
             Payload::Json(v) => write!(f, "Json({v})"),
             Payload::Raw(r) => write!(f, "Raw({})", r.get()),
@@ -76,7 +81,10 @@ impl Payload {
         };
         match Scalar::of(value) {
             Ok(s) => Payload::Scalar(s),
-            Err(value) => Payload::Value(Box::new(value)),
+            Err(value) => match Inline::shown(value) {
+                Ok(inline) => Payload::Inline(inline),
+                Err(value) => Payload::Value(Box::new(value)),
+            },
         }
     }
 
@@ -86,12 +94,8 @@ impl Payload {
             Payload::Scalar(s) => Ok(s.to_json()),
             Payload::Json(v) => Ok(v.clone()),
             Payload::Raw(r) => parse(r, &|| "value".to_owned()),
-            Payload::Value(b) => b.to_json().map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidParameters,
-                    format!("value cannot be serialized: {e}"),
-                )
-            }),
+            Payload::Inline(i) => unserializable(i.json(), "value cannot be serialized"),
+            Payload::Value(b) => unserializable(Some(b.to_json()), "value cannot be serialized"),
         }
     }
 
@@ -102,16 +106,18 @@ impl Payload {
         }
     }
 
-    /// Converts into a boxed `P`, keeping the caller's box when it already holds a `P`.
-    pub(crate) fn decode_boxed<P: DeserializeOwned + Send + 'static>(
+    /// Converts into a job's parameters, a `P`, kept where they are (in place, or in
+    /// the caller's box) when they already are a `P`.
+    pub(crate) fn decode_params<P: DeserializeOwned + Send + 'static>(
         self,
         what: &dyn Fn() -> String,
-    ) -> Result<Box<dyn Any + Send>> {
+    ) -> Result<Params> {
         match self {
-            Payload::Value(b) if b.value_type_id() == TypeId::of::<P>() => Ok(b.into_any()),
-            other => other
-                .decode::<P>(what)
-                .map(|p| Box::new(p) as Box<dyn Any + Send>),
+            Payload::Inline(i) if i.type_of() == TypeId::of::<P>() => Ok(Params::kept(i)),
+            Payload::Value(b) if b.value_type_id() == TypeId::of::<P>() => {
+                Ok(Params::boxed(b.into_any()))
+            }
+            other => other.decode::<P>(what).map(Params::of),
         }
     }
 
@@ -122,6 +128,18 @@ impl Payload {
         what: &dyn Fn() -> String,
     ) -> Result<P> {
         let json = match self {
+            Payload::Inline(mut i) if i.type_of() == TypeId::of::<P>() => {
+                return i.take::<P>().ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidParameters,
+                        format!("{}: type confusion", what()),
+                    )
+                });
+            }
+            Payload::Inline(i) => {
+                let given = format!("{}: the value given cannot be serialized", what());
+                unserializable(i.json(), &given)?
+            }
             Payload::Value(b) if b.value_type_id() == TypeId::of::<P>() => {
                 return b.into_any().downcast::<P>().map(|b| *b).map_err(|_| {
                     Error::new(
@@ -153,6 +171,24 @@ impl Payload {
             Payload::Unit => Value::Null,
         };
         from_json::<P>(json, what)
+    }
+}
+
+/// A value's JSON, or an error that says so (`None`: the value is gone, taken).
+fn unserializable(
+    json: Option<std::result::Result<Value, serde_json::Error>>,
+    says: &str,
+) -> Result<Value> {
+    match json {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(Error::new(
+            ErrorKind::InvalidParameters,
+            format!("{says}: {e}"),
+        )),
+        None => Err(Error::new(
+            ErrorKind::InvalidParameters,
+            format!("{says}: it was taken"),
+        )),
     }
 }
 

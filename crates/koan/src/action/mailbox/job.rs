@@ -1,7 +1,5 @@
 //! One accepted action on its way to its run, and its answer when it never runs.
 
-use std::any::Any;
-
 use tokio::time::Instant;
 
 use crate::action::table::ActionEntry;
@@ -16,15 +14,17 @@ pub(crate) struct Job {
     /// with the count, the caller's clone and the worker's drop passed that line
     /// between the cores on every call).
     pub(crate) action: usize,
-    pub(crate) params: Box<dyn Any + Send>,
+    /// In place when small (see `payload::inline`).
+    pub(crate) params: crate::payload::Params,
     pub(crate) priority: i32,
     /// On tokio's clock, which tests pause; set from the call's `timeout`.
     pub(crate) deadline: Option<Instant>,
     /// The call's timeout, which its timeout error names.
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) correlation: crate::action::correlation::Correlation,
-    /// Set when this is the run of a stored job.
-    pub(crate) job: Option<crate::action::context::JobMeta>,
+    /// Set when this is the run of a stored job; boxed, to keep a job within 128
+    /// bytes with its parameters in place.
+    pub(crate) job: Option<Box<crate::action::context::JobMeta>>,
     /// The caller's token that stops the run (`ActionRequest::cancel_on`).
     pub(crate) cancel_on: Option<tokio_util::sync::CancellationToken>,
     pub(crate) reply: Option<crate::action::reply::ReplyTx>,

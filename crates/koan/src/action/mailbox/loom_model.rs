@@ -22,7 +22,7 @@ pub(crate) fn mailbox() -> Arc<Mailbox> {
 pub(crate) fn job(id: i32) -> Job {
     Job {
         action: 0,
-        params: Box::new(()),
+        params: crate::payload::Params::of(()),
         priority: id,
         deadline: None,
         timeout: None,
