@@ -94,8 +94,8 @@ impl Payload {
             Payload::Scalar(s) => Ok(s.to_json()),
             Payload::Json(v) => Ok(v.clone()),
             Payload::Raw(r) => parse(r, &|| "value".to_owned()),
-            Payload::Inline(i) => unserializable(i.json(), "value cannot be serialized"),
-            Payload::Value(b) => unserializable(Some(b.to_json()), "value cannot be serialized"),
+            Payload::Inline(i) => unserializable(i.json(), &|| "value".to_owned()),
+            Payload::Value(b) => unserializable(Some(b.to_json()), &|| "value".to_owned()),
         }
     }
 
@@ -137,8 +137,7 @@ impl Payload {
                 });
             }
             Payload::Inline(i) => {
-                let given = format!("{}: the value given cannot be serialized", what());
-                unserializable(i.json(), &given)?
+                unserializable(i.json(), &|| format!("{}: the value given", what()))?
             }
             Payload::Value(b) if b.value_type_id() == TypeId::of::<P>() => {
                 return b.into_any().downcast::<P>().map(|b| *b).map_err(|_| {
@@ -148,11 +147,8 @@ impl Payload {
                     )
                 });
             }
-            Payload::Value(b) => b.to_json().map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidParameters,
-                    format!("{}: the value given cannot be serialized: {e}", what()),
-                )
+            Payload::Value(b) => unserializable(Some(b.to_json()), &|| {
+                format!("{}: the value given", what())
             })?,
             Payload::Scalar(s) => match s.take::<P>() {
                 Ok(p) => return Ok(p),
@@ -174,22 +170,21 @@ impl Payload {
     }
 }
 
-/// A value's JSON, or an error that says so (`None`: the value is gone, taken).
+/// A value's JSON, or an error naming `what` (written out only then) that says why
+/// not (`None`: the value is gone, taken).
 fn unserializable(
     json: Option<std::result::Result<Value, serde_json::Error>>,
-    says: &str,
+    what: &dyn Fn() -> String,
 ) -> Result<Value> {
-    match json {
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err(Error::new(
-            ErrorKind::InvalidParameters,
-            format!("{says}: {e}"),
-        )),
-        None => Err(Error::new(
-            ErrorKind::InvalidParameters,
-            format!("{says}: it was taken"),
-        )),
-    }
+    let why = match json {
+        Some(Ok(v)) => return Ok(v),
+        Some(Err(e)) => e.to_string(),
+        None => "it was taken".to_owned(),
+    };
+    Err(Error::new(
+        ErrorKind::InvalidParameters,
+        format!("{} cannot be serialized: {why}", what()),
+    ))
 }
 
 /// The `Value` that `raw`'s text holds.
