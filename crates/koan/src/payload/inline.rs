@@ -75,36 +75,25 @@ impl std::fmt::Debug for Inline {
     }
 }
 
-/// Whether `S` (a `Held` or `Shown`) fits beside its vtable's word, aligned as a word.
-const fn fits<S>() -> bool {
-    align_of::<S>() <= align_of::<usize>() && size_of::<S>() + size_of::<usize>() <= WORDS * 8
+/// `slot` (a `Held` or `Shown` holding its value) kept in place, or given back when
+/// it does not fit beside its vtable's word, aligned as a word.
+fn keep<S: Slot + 'static>(slot: S) -> Result<Inline, S> {
+    if align_of::<S>() > align_of::<usize>() || size_of::<S>() + size_of::<usize>() > WORDS * 8 {
+        return Err(slot);
+    }
+    let buf = [MaybeUninit::new(0); WORDS];
+    stack_dst::Value::in_buffer_stable(buf, slot, |s| s as &dyn Slot).map(Inline)
 }
 
 impl Inline {
     /// `value` kept in place, or given back when it does not fit.
     pub(crate) fn any<T: Send + 'static>(value: T) -> Result<Self, T> {
-        if !fits::<Held<T>>() {
-            return Err(value);
-        }
-        let buf = [MaybeUninit::new(0); WORDS];
-        match stack_dst::Value::in_buffer_stable(buf, Held(Some(value)), |h| h as &dyn Slot) {
-            Ok(v) => Ok(Inline(v)),
-            Err(Held(Some(value))) => Err(value),
-            Err(Held(None)) => unreachable!("made holding its value"),
-        }
+        keep(Held(Some(value))).map_err(|Held(v)| v.unwrap_or_else(|| unreachable!("held")))
     }
 
     /// `value` kept in place with its JSON form at hand, or given back.
     pub(crate) fn shown<T: Serialize + Send + 'static>(value: T) -> Result<Self, T> {
-        if !fits::<Shown<T>>() {
-            return Err(value);
-        }
-        let buf = [MaybeUninit::new(0); WORDS];
-        match stack_dst::Value::in_buffer_stable(buf, Shown(Some(value)), |h| h as &dyn Slot) {
-            Ok(v) => Ok(Inline(v)),
-            Err(Shown(Some(value))) => Err(value),
-            Err(Shown(None)) => unreachable!("made holding its value"),
-        }
+        keep(Shown(Some(value))).map_err(|Shown(v)| v.unwrap_or_else(|| unreachable!("held")))
     }
 
     /// The type of the value it was made with.
