@@ -24,7 +24,53 @@ use crate::transport::{NatsTransport, unavailable};
 /// at zero go. A call in flight shares its instance's key: the chosen id is not
 /// copied (B8's round trip: one allocation fewer, by callgrind).
 #[derive(Debug, Default)]
-pub(crate) struct Outstanding(Mutex<BTreeMap<Arc<str>, usize>>);
+pub(crate) struct Outstanding(Mutex<BTreeMap<Arc<str>, Calls>>);
+
+/// An instance's calls in flight from this host, and the subject the last went to.
+#[derive(Debug, Default)]
+struct Calls {
+    n: usize,
+    /// Kept for the next call of the same action: built per call, a subject was
+    /// two allocations (the string, and its bytes made shared by the copy kept
+    /// for the error message) and about 1,100 instructions (B8, by callgrind).
+    last: Option<Sent>,
+}
+
+#[derive(Debug)]
+struct Sent {
+    service: Box<str>,
+    action: Box<str>,
+    form: Direct,
+    subject: async_nats::Subject,
+}
+
+impl Calls {
+    /// The subject of `action` of `service` on `host` (this entry's), in `form`.
+    fn subject(
+        &mut self,
+        host: &str,
+        service: &str,
+        action: &str,
+        form: Direct,
+    ) -> async_nats::Subject {
+        if let Some(s) = &self.last
+            && s.form == form
+            && *s.service == *service
+            && *s.action == *action
+        {
+            return s.subject.clone();
+        }
+        let subject: async_nats::Subject =
+            subjects::host_direct_action(host, service, form, action).into();
+        self.last = Some(Sent {
+            service: service.into(),
+            action: action.into(),
+            form,
+            subject: subject.clone(),
+        });
+        subject
+    }
+}
 
 /// Instances listed before those without calls in flight are forgotten.
 const KEPT: usize = 64;
@@ -45,9 +91,9 @@ impl InFlight<'_> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if let Ok(mut m) = self.table.0.lock()
-            && let Some(n) = m.get_mut(&*self.host)
+            && let Some(c) = m.get_mut(&*self.host)
         {
-            *n = n.saturating_sub(1);
+            c.n = c.n.saturating_sub(1);
         }
     }
 }
@@ -55,23 +101,23 @@ impl Drop for InFlight<'_> {
 impl Outstanding {
     /// `host`'s id as the table (already locked) lists it, shared; a new one when
     /// it is not listed.
-    fn key(m: &BTreeMap<Arc<str>, usize>, host: &str) -> Arc<str> {
+    fn key(m: &BTreeMap<Arc<str>, Calls>, host: &str) -> Arc<str> {
         m.get_key_value(host)
             .map_or_else(|| Arc::from(host), |(k, _)| Arc::clone(k))
     }
 
-    /// Counts a call to `host`, in the table already locked.
-    fn start<'a>(&'a self, m: &mut BTreeMap<Arc<str>, usize>, host: Arc<str>) -> InFlight<'a> {
-        match m.get_mut(&*host) {
-            Some(n) => *n += 1,
-            None => {
-                if m.len() >= KEPT {
-                    m.retain(|_, n| *n > 0);
-                }
-                m.insert(Arc::clone(&host), 1);
-            }
+    /// Counts a call to `host`, in the table already locked; with `host`'s entry.
+    fn start<'a, 'm>(
+        &'a self,
+        m: &'m mut BTreeMap<Arc<str>, Calls>,
+        host: Arc<str>,
+    ) -> (InFlight<'a>, &'m mut Calls) {
+        if !m.contains_key(&*host) && m.len() >= KEPT {
+            m.retain(|_, c| c.n > 0);
         }
-        InFlight { table: self, host }
+        let calls = m.entry(Arc::clone(&host)).or_default();
+        calls.n += 1;
+        (InFlight { table: self, host }, calls)
     }
 }
 
@@ -106,7 +152,7 @@ pub(crate) fn pick<'a>(
                     | ServiceState::Stopped
             );
         serving.then(|| {
-            s.in_flight + s.queue_depth + outstanding.get(i.host_id.as_str()).copied().unwrap_or(0)
+            s.in_flight + s.queue_depth + outstanding.get(i.host_id.as_str()).map_or(0, |c| c.n)
         })
     };
     // The view is read in place, and the chosen id is the table's own.
@@ -131,9 +177,9 @@ pub(crate) fn pick<'a>(
         }
     });
     let (chosen, _) = best?;
-    let in_flight = t.outstanding().start(&mut outstanding, chosen);
+    let (in_flight, calls) = t.outstanding().start(&mut outstanding, chosen);
+    let subject = calls.subject(in_flight.host(), service, action, form);
     drop(outstanding);
-    let subject = subjects::host_direct_action(in_flight.host(), service, form, action).into();
     Some((in_flight, subject))
 }
 
@@ -255,11 +301,28 @@ mod tests {
     fn start<'a>(t: &'a Outstanding, host: &str) -> InFlight<'a> {
         let mut m = t.0.lock().expect("not poisoned");
         let host = Outstanding::key(&m, host);
-        t.start(&mut m, host)
+        t.start(&mut m, host).0
     }
 
     fn count(t: &Outstanding, host: &str) -> Option<usize> {
-        t.0.lock().expect("not poisoned").get(host).copied()
+        t.0.lock().expect("not poisoned").get(host).map(|c| c.n)
+    }
+
+    #[test]
+    fn an_instance_keeps_its_last_subject_for_the_next_call_of_the_same_action() {
+        let mut calls = Calls::default();
+        let first = calls.subject("h-1", "Calc", "add", Direct::Lead);
+        assert_eq!(first.as_str(), "koan.host.h-1.svc.calc.lead.add");
+        // The same bytes, not a copy.
+        let again = calls.subject("h-1", "Calc", "add", Direct::Lead);
+        assert_eq!(again.as_str().as_ptr(), first.as_str().as_ptr());
+        // Another action, or the same in another form, gets its own.
+        let other = calls.subject("h-1", "Calc", "sub", Direct::Lead);
+        assert_eq!(other.as_str(), "koan.host.h-1.svc.calc.lead.sub");
+        let bare = calls.subject("h-1", "Calc", "sub", Direct::Bare);
+        assert_eq!(bare.as_str(), "koan.host.h-1.svc.calc.bare.sub");
+        let service = calls.subject("h-1", "Other", "sub", Direct::Bare);
+        assert_eq!(service.as_str(), "koan.host.h-1.svc.other.bare.sub");
     }
 
     #[test]
