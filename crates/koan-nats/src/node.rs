@@ -90,13 +90,6 @@ impl NatsTransport {
                 .subscribe(format!("{lead_prefix}*"))
                 .await
                 .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
-            let mut sub = futures_util::stream::select(
-                futures_util::stream::select(shared, own).map(|m| (m, Form::Full)),
-                futures_util::stream::select(
-                    bare.map(|m| (m, Form::Bare)),
-                    lead.map(|m| (m, Form::Lead)),
-                ),
-            );
             // One reference count per call rather than a copy of each (the client's
             // clone alone allocates).
             let serving = Arc::new(Serving {
@@ -105,21 +98,16 @@ impl NatsTransport {
                 bare_prefix: bare_prefix.len(),
                 lead_prefix: lead_prefix.len(),
             });
-            tasks.push(tokio::spawn(async move {
-                while let Some((msg, form)) = sub.next().await {
-                    let mut serve = Box::pin(serve_action(Arc::clone(&serving), msg, form));
-                    // Started here: an action that ends at once (an idle service runs
-                    // it on this task) is answered without a hop to a task of its own;
-                    // one that has to wait goes on in its own task.
-                    let done = std::future::poll_fn(|cx| {
-                        std::task::Poll::Ready(serve.as_mut().poll(cx).is_ready())
-                    })
-                    .await;
-                    if !done {
-                        tokio::spawn(serve);
-                    }
-                }
-            }));
+            // A task for each subscription: a call wakes only its own, which polls
+            // one subscription for the next (merged, each call polled all four).
+            for (sub, form) in [
+                (shared, Form::Full),
+                (own, Form::Full),
+                (bare, Form::Bare),
+                (lead, Form::Lead),
+            ] {
+                tasks.push(tokio::spawn(serve_calls(Arc::clone(&serving), sub, form)));
+            }
             // Queries.
             let mut sub = client
                 .queue_subscribe(
@@ -264,6 +252,22 @@ struct Serving {
     /// ([`subjects::host_direct_prefix`]), and its `lead` subjects'.
     bare_prefix: usize,
     lead_prefix: usize,
+}
+
+/// Serves the calls that come on `sub`, in `form`.
+async fn serve_calls(serving: Arc<Serving>, mut sub: async_nats::Subscriber, form: Form) {
+    while let Some(msg) = sub.next().await {
+        let mut serve = Box::pin(serve_action(Arc::clone(&serving), msg, form));
+        // Started here: an action that ends at once (an idle service runs it on
+        // this task) is answered without a hop to a task of its own; one that has
+        // to wait goes on in its own task.
+        let done =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(serve.as_mut().poll(cx).is_ready()))
+                .await;
+        if !done {
+            tokio::spawn(serve);
+        }
+    }
 }
 
 /// Serves one call: its reply, then that reply sent.
