@@ -66,8 +66,12 @@ impl RegistryView {
     pub(crate) fn each_live(&self, stale_after: Duration, mut f: impl FnMut(&Instance)) {
         let Ok(m) = self.instances.lock() else { return };
         let window = chrono::Duration::from_std(stale_after).unwrap_or_default();
-        let now = Utc::now();
-        for i in m.values().filter(|i| now - i.seen_at <= window) {
+        // The cut-off once, each heartbeat compared with it: a difference per
+        // instance cost about 110 instructions a call (B8, by callgrind).
+        let oldest = Utc::now()
+            .checked_sub_signed(window)
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        for i in m.values().filter(|i| i.seen_at >= oldest) {
             f(i);
         }
     }
