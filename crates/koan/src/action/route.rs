@@ -253,7 +253,7 @@ pub(crate) fn declared_local(host: &HostHandle, target: &Target, name: &str) -> 
 }
 
 pub(super) fn remote_call(
-    service: &str,
+    service: Arc<str>,
     step: Step,
     correlation: &Correlation,
 ) -> Result<RemoteCall> {
@@ -263,13 +263,13 @@ pub(super) fn remote_call(
         None => Value::Null,
     };
     Ok(RemoteCall {
-        service: service.to_owned(),
+        service,
         // A declared action is a local service's: never sent.
         action: step.action.into_string(None),
         params,
         timeout,
         priority: step.priority,
-        correlation_id: correlation.to_string(),
+        correlation_id: correlation.to_text(),
     })
 }
 
