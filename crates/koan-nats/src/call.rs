@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn a_call_is_version_1_by_leaving_the_header_off() {
         let call = RemoteCall {
-            service: "svc".to_owned(),
+            service: "svc".into(),
             action: "act".to_owned(),
             params: Value::Null,
             priority: 0,

@@ -32,7 +32,7 @@ pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
     let from = run_at_unix_ms.unwrap_or(0).max(wire::unix_ms());
     Job {
         id: job.id,
-        service: call.service,
+        service: call.service.to_string(),
         action: call.action,
         params: call.params,
         priority: call.priority,

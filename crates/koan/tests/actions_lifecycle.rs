@@ -310,7 +310,7 @@ async fn transport_carries_calls_to_services_hosted_elsewhere() -> anyhow::Resul
     assert_eq!(
         transport.calls(),
         [RemoteCall {
-            service: "Billing".to_owned(),
+            service: "Billing".into(),
             action: "charge".to_owned(),
             params: json!({"amount": 12}),
             priority: 7,

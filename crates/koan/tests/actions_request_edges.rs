@@ -301,7 +301,7 @@ async fn an_enqueue_for_a_service_elsewhere_needs_it_announced() -> anyhow::Resu
     {
         let enqueued = cluster.enqueued.lock().expect("enqueued lock");
         assert_eq!(enqueued.len(), 1);
-        assert_eq!(enqueued[0].0.service, "Billing");
+        assert_eq!(&*enqueued[0].0.service, "Billing");
         assert_eq!(enqueued[0].0.action, "charge");
         assert_eq!(enqueued[0].1, ticket.id());
     }

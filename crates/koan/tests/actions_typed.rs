@@ -357,7 +357,7 @@ async fn a_typed_call_to_another_process_is_sent_and_decoded_as_json() -> anyhow
     assert_eq!(
         calls
             .iter()
-            .map(|c| (c.service.as_str(), c.action.as_str(), c.params.clone()))
+            .map(|c| (&*c.service, c.action.as_str(), c.params.clone()))
             .collect::<Vec<_>>(),
         [
             ("Shop", "count", serde_json::Value::Null),

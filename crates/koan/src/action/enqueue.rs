@@ -93,10 +93,10 @@ impl ActionRequest {
         let Some(first) = steps.next() else {
             return Err(inner.registry.unknown(self.target.name(&inner)));
         };
-        let call = remote_call(self.target.name(&inner), first, &given)?;
+        let call = remote_call(self.target.shared_name(&inner), first, &given)?;
         let then = steps
             .map(|step| {
-                let c = remote_call(self.target.name(&inner), step, &given)?;
+                let c = remote_call(self.target.shared_name(&inner), step, &given)?;
                 Ok(JobStep {
                     action: c.action,
                     params: c.params,

@@ -69,7 +69,7 @@ impl ActionRequest {
             .map(|step| checked_step(inner, cell, step))
             .collect::<Result<Vec<_>>>()?;
         let call = RemoteCall {
-            service: cell.spec.name.to_string(),
+            service: Arc::clone(&cell.spec.name),
             action,
             params,
             priority,
@@ -128,7 +128,7 @@ pub(super) async fn hand_over(
     let now = inner.config.clock.now();
     let record = NewJob {
         id: id.to_string(),
-        service: call.service.clone(),
+        service: call.service.to_string(),
         steps: std::iter::once(JobStep {
             action: call.action.clone(),
             params: call.params.clone(),

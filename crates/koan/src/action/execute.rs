@@ -296,7 +296,7 @@ fn remote(
     correlation: &Correlation,
 ) -> StepFut {
     let timeout = step.timeout();
-    let call = match remote_call(&service, step, correlation) {
+    let call = match remote_call(Arc::clone(&service), step, correlation) {
         Ok(call) => call,
         Err(e) => return StepFut::Ready(Some(Err(e))),
     };
