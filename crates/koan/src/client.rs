@@ -304,12 +304,19 @@ pub struct ServiceRef {
 
 impl ServiceRef {
     pub(crate) fn new(host: HostHandle, name: &str) -> Self {
-        let name = host.inner.registry.shared_name(name);
-        ServiceRef {
-            host,
-            target: Target::Name(Arc::clone(&name)),
-            name,
-        }
+        // A local service spelled as declared is named by its place: its calls find
+        // it without a look-up by name (two a call served from another process, B8's
+        // profile). Another spelling keeps it, for the messages that name it.
+        let (target, name) = match host.inner.registry.by_name_at(name) {
+            Some((index, cell)) if *cell.spec.name == *name => {
+                (Target::Local(index), Arc::clone(&cell.spec.name))
+            }
+            _ => {
+                let name: Arc<str> = Arc::from(name);
+                (Target::Name(Arc::clone(&name)), name)
+            }
+        };
+        ServiceRef { host, target, name }
     }
 
     /// Starts an action request.

@@ -82,6 +82,11 @@ impl Registry {
     }
 
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<ServiceCell>> {
+        self.by_name_at(name).map(|(_, cell)| cell)
+    }
+
+    /// The service named `name` and its index in [`Registry::all`].
+    pub(crate) fn by_name_at(&self, name: &str) -> Option<(usize, &Arc<ServiceCell>)> {
         // No local service (a host that only calls others): nothing to lowercase or
         // hash. A remote call asks three times; with the ASCII case below, B8's round
         // trip is about 480 instructions shorter (callgrind).
@@ -93,12 +98,13 @@ impl Registry {
         // for ASCII case lowercase alike, so this finds what the map would. Other
         // differences of case (`É` and `é`) are the map's.
         if self.cells.len() <= FEW
-            && let Some(cell) = self
+            && let Some(found) = self
                 .cells
                 .iter()
-                .find(|c| c.spec.name.eq_ignore_ascii_case(name))
+                .enumerate()
+                .find(|(_, c)| c.spec.name.eq_ignore_ascii_case(name))
         {
-            return Some(cell);
+            return Some(found);
         }
         let idx = match self.by_name.get(name) {
             Some(i) => *i,
@@ -108,16 +114,7 @@ impl Registry {
             },
             None => return None,
         };
-        self.cells.get(idx)
-    }
-
-    /// `name` as a shared string: a local service's own name when it is spelled
-    /// that way (no copy), a new one otherwise.
-    pub(crate) fn shared_name(&self, name: &str) -> Arc<str> {
-        match self.by_name(name) {
-            Some(cell) if *cell.spec.name == *name => Arc::clone(&cell.spec.name),
-            _ => Arc::from(name),
-        }
+        Some((idx, self.cells.get(idx)?))
     }
 
     pub(crate) fn by_type(&self, id: TypeId) -> Option<&Arc<ServiceCell>> {
