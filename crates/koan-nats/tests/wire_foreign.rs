@@ -283,3 +283,52 @@ async fn a_foreign_job_runs_once_and_a_refused_one_says_why() -> anyhow::Result<
 
     echo.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_that_are_not_json_are_refused_naming_the_action() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (echo, client) = start(&server).await?;
+    let host = echo.nats.host_id().to_lowercase();
+    let full = "koan.svc.echo.act.echo".to_owned();
+    let bare = format!("koan.host.{host}.svc.echo.bare.echo");
+    let lead = format!("koan.host.{host}.svc.echo.lead.echo");
+    let bad: [&[u8]; 4] = [b"{\"a\":", b"nope", b"{\"a\":\"\xff\"}", b"{\"a\":1} 2"];
+    for body in bad {
+        for (subject, payload) in [
+            (&full, body.to_vec()),
+            (&bare, body.to_vec()),
+            (&lead, [&b"c-1\n"[..], body].concat()),
+        ] {
+            let reply = within(
+                "a call whose parameters are not JSON",
+                client.request(subject.clone(), payload.into()),
+            )
+            .await??;
+            let answer: Value = serde_json::from_slice(&reply.payload)?;
+            assert_eq!(answer["error"], "invalid_parameters", "{subject}: {answer}");
+            let message = answer["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("not valid JSON") && message.contains("`echo`"),
+                "{subject}: {message}"
+            );
+        }
+    }
+    // Blank, or `null`, is no parameters, on each subject.
+    for body in ["", " \n ", "null", " null "] {
+        for (subject, payload) in [
+            (&full, body.to_owned()),
+            (&bare, body.to_owned()),
+            (&lead, format!("c-2\n{body}")),
+        ] {
+            let reply = within(
+                "a call without parameters",
+                client.request(subject.clone(), payload.into()),
+            )
+            .await??;
+            let answer: Value = serde_json::from_slice(&reply.payload)?;
+            let params = answer.get("ok").and_then(|ok| ok.get("params"));
+            assert_eq!(params, Some(&Value::Null), "{subject}: {answer}");
+        }
+    }
+    echo.stop().await
+}

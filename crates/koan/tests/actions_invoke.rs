@@ -164,9 +164,10 @@ async fn invalid_parameters_name_the_field() -> anyhow::Result<()> {
     stop(&host).await
 }
 
-/// Parameters given as JSON's text (`Box<RawValue>`, as the NATS transport hands a
-/// call's body on) are read straight into the handler's type; what is accepted, and
-/// how a refusal reads, are those of the same JSON given as a `Value`.
+/// Parameters given as JSON's text (`JsonText`, as the NATS transport hands a call's
+/// body on, or a checked `Box<RawValue>`) are read straight into the handler's type;
+/// what is accepted, and how a refusal reads, are those of the same JSON given as a
+/// `Value`.
 #[tokio::test(start_paused = true)]
 async fn raw_json_parameters_are_read_as_their_value_would_be() -> anyhow::Result<()> {
     use serde_json::value::RawValue;
@@ -202,13 +203,22 @@ async fn raw_json_parameters_are_read_as_their_value_would_be() -> anyhow::Resul
         };
         let by_value = outcome(host.service("Mailer").action(action, value).execute().await);
         let by_raw = outcome(host.service("Mailer").action(action, raw).execute().await);
-        match (&by_value, &by_raw) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b, "`{action}` with {text}"),
-            (Err(a), Err(b)) => {
-                assert_eq!(a.kind(), b.kind(), "`{action}` with {text}");
-                assert_eq!(a.message(), b.message(), "`{action}` with {text}");
+        let text_given = koan::action::JsonText::from(text.to_owned());
+        let by_text = outcome(
+            host.service("Mailer")
+                .action(action, text_given)
+                .execute()
+                .await,
+        );
+        for by_text in [by_raw, by_text] {
+            match (&by_value, &by_text) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "`{action}` with {text}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.kind(), b.kind(), "`{action}` with {text}");
+                    assert_eq!(a.message(), b.message(), "`{action}` with {text}");
+                }
+                _ => panic!("`{action}` with {text}: {by_value:?} as a value, {by_text:?} as text"),
             }
-            _ => panic!("`{action}` with {text}: {by_value:?} as a value, {by_raw:?} as text"),
         }
     }
     // And they did run: the raw `7.0` was logged as 7, like the value's.

@@ -25,6 +25,7 @@ mod table;
 mod typed;
 mod worker;
 
+pub use crate::payload::JsonText;
 pub use context::ActionContext;
 pub use declare::{ActionDecl, Actions};
 pub use error_body::ErrorBody;

@@ -292,8 +292,9 @@ impl ActionRequest {
     }
 
     /// Adds action `name` with `params` (any `Serialize` value; `()` for none). JSON
-    /// text given as a `Box<serde_json::value::RawValue>` (as a transport receives
-    /// it) is read straight into the handler's parameter type.
+    /// text given as a [`JsonText`](crate::action::JsonText) (as a transport
+    /// receives it) or a `Box<serde_json::value::RawValue>` is read straight into the
+    /// handler's parameter type.
     pub fn action<P: Serialize + Send + 'static>(self, name: impl Into<String>, params: P) -> Self {
         self.push_step(StepAction::Named(name.into()), params)
     }

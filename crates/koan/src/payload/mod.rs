@@ -12,9 +12,11 @@ use crate::error::{Error, ErrorKind, Result};
 
 mod inline;
 mod scalar;
+mod text;
 
 pub(crate) use inline::{Inline, Params};
 use scalar::{Scalar, cast};
+pub use text::JsonText;
 
 /// A sendable value that can also show itself as JSON.
 pub(crate) trait AnyValue: Any + Send {
@@ -44,10 +46,11 @@ pub(crate) enum Payload {
     Inline(Inline),
     Value(Box<dyn AnyValue>),
     Json(Value),
-    /// JSON as it came over a wire (checked, not parsed): read straight into the
-    /// receiver's type, without a `Value` built and dropped on the way (B8's serving
-    /// side: a call's parameters as a `Value` cost a map, its keys and its entries).
-    Raw(Box<RawValue>),
+    /// JSON's text as it came over a wire (not parsed, nor checked, on the way):
+    /// read once, straight into the receiver's type, without a `Value` built and
+    /// dropped on the way (B8's serving side: a call's parameters as a `Value` cost
+    /// a map, its keys and its entries; checked first, a read of the whole text).
+    Text(JsonText),
 }
 
 impl std::fmt::Debug for Payload {
@@ -58,7 +61,7 @@ impl std::fmt::Debug for Payload {
             Payload::Inline(_) => f.write_str("Inline(..)"),
             Payload::Value(_) => f.write_str("Value(..)"),
             Payload::Json(v) => write!(f, "Json({v})"),
-            Payload::Raw(r) => write!(f, "Raw({})", r.get()),
+            Payload::Text(t) => write!(f, "{t:?}"),
         }
     }
 }
@@ -73,10 +76,12 @@ impl Payload {
             Ok(json) => return Payload::Json(json),
             Err(value) => value,
         };
+        let value = match cast::<T, JsonText>(value) {
+            Ok(text) => return Payload::text(text),
+            Err(value) => value,
+        };
         let value = match cast::<T, Box<RawValue>>(value) {
-            // `null` is no parameters, as a `Value`'s is (see `Table::resolve`).
-            Ok(raw) if raw.get() == "null" => return Payload::Json(Value::Null),
-            Ok(raw) => return Payload::Raw(raw),
+            Ok(raw) => return Payload::text(JsonText::from(raw)),
             Err(value) => value,
         };
         match Scalar::of(value) {
@@ -88,12 +93,22 @@ impl Payload {
         }
     }
 
+    /// JSON's text; blank or `null` is no parameters, as a `Value`'s `null` is (see
+    /// `Table::resolve`).
+    fn text(text: JsonText) -> Self {
+        if text.is_none() {
+            Payload::Json(Value::Null)
+        } else {
+            Payload::Text(text)
+        }
+    }
+
     pub(crate) fn to_json(&self) -> Result<Value> {
         match self {
             Payload::Unit => Ok(Value::Null),
             Payload::Scalar(s) => Ok(s.to_json()),
             Payload::Json(v) => Ok(v.clone()),
-            Payload::Raw(r) => parse(r, &|| "value".to_owned()),
+            Payload::Text(t) => parse(t.as_bytes(), &|| "value".to_owned()),
             Payload::Inline(i) => unserializable(i.json(), &|| "value".to_owned()),
             Payload::Value(b) => unserializable(Some(b.to_json()), &|| "value".to_owned()),
         }
@@ -155,14 +170,14 @@ impl Payload {
                 Err(s) => s.to_json(),
             },
             Payload::Json(v) => v,
-            Payload::Raw(r) => {
+            Payload::Text(t) => {
                 // The common case, straight from the text. Anything it refuses goes
                 // the way of a `Value` (the same leniencies, the same message), so
                 // what is accepted, and how a refusal reads, do not change.
-                if let Ok(p) = serde_json::from_str::<P>(r.get()) {
+                if let Ok(p) = serde_json::from_slice::<P>(t.as_bytes()) {
                     return Ok(p);
                 }
-                parse(&r, what)?
+                parse(t.as_bytes(), what)?
             }
             Payload::Unit => Value::Null,
         };
@@ -187,9 +202,9 @@ fn unserializable(
     ))
 }
 
-/// The `Value` that `raw`'s text holds.
-fn parse(raw: &RawValue, what: &dyn Fn() -> String) -> Result<Value> {
-    serde_json::from_str(raw.get()).map_err(|e| {
+/// The `Value` that `text` holds.
+fn parse(text: &[u8], what: &dyn Fn() -> String) -> Result<Value> {
+    serde_json::from_slice(text).map_err(|e| {
         Error::new(
             ErrorKind::InvalidParameters,
             format!("{}: not valid JSON: {e}", what()),
