@@ -161,10 +161,16 @@ fn window<T: Copy + Ord + 'static>(
 /// so do a virtual clock's per-second counts (see [`Clock::unix_secs_at`]).
 pub(crate) type Moment = quanta::Instant;
 
+/// The counter behind [`moment`], koan's own: `quanta::Instant::now` first looks
+/// for a clock a test set on the thread (a thread-local `RefCell`, about 40
+/// instructions a read through `LocalKey::with` where the compiler does not
+/// inline it, B1 by callgrind), which koan never sets.
+static COUNTER: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+
 /// The [`Moment`] now.
 #[inline]
 pub(crate) fn moment() -> Moment {
-    quanta::Instant::now()
+    COUNTER.get_or_init(quanta::Clock::new).now()
 }
 
 /// Calibrates the counter behind [`moment`] (half a millisecond here, 200 ms at most,

@@ -81,7 +81,7 @@ impl Payload {
             Err(value) => value,
         };
         let value = match cast::<T, Box<RawValue>>(value) {
-            Ok(raw) => return Payload::text(JsonText::from(raw)),
+            Ok(raw) => return Payload::text(raw),
             Err(value) => value,
         };
         match Scalar::of(value) {
@@ -95,7 +95,8 @@ impl Payload {
 
     /// JSON's text; blank or `null` is no parameters, as a `Value`'s `null` is (see
     /// `Table::resolve`).
-    fn text(text: JsonText) -> Self {
+    fn text(text: impl Into<JsonText>) -> Self {
+        let text = text.into();
         if text.is_none() {
             Payload::Json(Value::Null)
         } else {
