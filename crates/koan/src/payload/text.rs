@@ -103,3 +103,28 @@ impl Serialize for JsonText {
         raw.serialize(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::JsonText;
+
+    /// Inside another value, the text serializes as the JSON it holds.
+    #[test]
+    fn json_text_serializes_as_its_json_and_refuses_text_that_is_not() {
+        let v = serde_json::to_value(json!({ "p": JsonText::from(br#"{"a": [1, 2]}"#.to_vec()) }));
+        assert_eq!(v.ok(), Some(json!({ "p": { "a": [1, 2] } })));
+        for blank in [&b""[..], b" \n ", b"null"] {
+            let v = serde_json::to_value(JsonText::from(blank));
+            assert_eq!(v.ok(), Some(serde_json::Value::Null), "{blank:?}");
+        }
+        let e = serde_json::to_string(&JsonText::from(&b"{\"a\":"[..]))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("not valid JSON")),
+            "{e:?}"
+        );
+    }
+}
