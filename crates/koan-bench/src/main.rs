@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
         rt.on_thread_start(pin);
     }
     let rt = rt.build()?;
-    let rows = rt.block_on(run(opts, &which, json))?;
+    let (rows, failed) = rt.block_on(run(opts, &which, json));
     // Leftover tasks (scheduler loops of the peers) must not hold the exit.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
 
@@ -113,20 +113,40 @@ fn main() -> anyhow::Result<()> {
         println!();
         print!("{}", common::table(&rows));
     }
+    if !failed.is_empty() {
+        return Err(anyhow!("failed: {}", failed.join(", ")));
+    }
     Ok(())
 }
 
-async fn run(opts: Opts, which: &[&str], json: bool) -> anyhow::Result<Vec<Row>> {
+/// Runs the scenarios in `which`. One that fails is a row saying so, and the others
+/// still run (a run of several minutes is not lost to one scenario's error); the
+/// scenarios that failed are named in the second value.
+async fn run(opts: Opts, which: &[&str], json: bool) -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    let mut record = |name: &str, r: anyhow::Result<Vec<Row>>| match r {
+        Ok(r) => {
+            if !json {
+                eprintln!("{} rows", r.len());
+            }
+            rows.extend(r);
+        }
+        Err(e) => {
+            // After the progress line's name, or (JSON on stdout) on a line of its own.
+            if json {
+                eprintln!("{name} failed: {e:#}");
+            } else {
+                eprintln!("failed: {e:#}");
+            }
+            rows.push(failed_row(name, &e));
+            failed.push(name.to_owned());
+        }
+    };
     let progress = |s: &str| {
         if !json {
             eprint!("{s} … ");
             let _ = std::io::stderr().flush();
-        }
-    };
-    let done = |rows: &[Row]| {
-        if !json {
-            eprintln!("{} rows", rows.len());
         }
     };
     let actions: Vec<&str> = which
@@ -135,45 +155,95 @@ async fn run(opts: Opts, which: &[&str], json: bool) -> anyhow::Result<Vec<Row>>
         .filter(|s| ["B1", "B2", "B3"].contains(s))
         .collect();
     if !actions.is_empty() {
-        progress(&actions.join("+"));
-        let r = actions::b1_b2_b3(opts, &actions).await?;
-        done(&r);
-        rows.extend(r);
+        let name = actions.join("+");
+        progress(&name);
+        record(&name, actions::b1_b2_b3(opts, &actions).await);
     }
     for s in which {
         let r = match *s {
             "B4" => {
                 progress("B4");
-                poke::b4(opts).await?
+                poke::b4(opts).await
             }
             "B5" => {
                 progress("B5");
-                poke::b5(opts).await?
+                poke::b5(opts).await
             }
             "B6" => {
                 progress("B6");
-                scale::b6(opts).await?
+                scale::b6(opts).await
             }
             "B7" => {
                 progress("B7");
-                http::b7(opts).await?
+                http::b7(opts).await
             }
             "B8" => {
                 progress("B8");
-                nats::b8(opts).await?
+                nats::b8(opts).await
             }
             "B9" => {
                 progress("B9");
-                jobs::b9(opts).await?
+                jobs::b9(opts).await
             }
             "B10" => {
                 progress("B10");
-                singleton::b10(opts).await?
+                singleton::b10(opts).await
             }
             _ => continue,
         };
-        done(&r);
-        rows.extend(r);
+        record(s, r);
     }
-    Ok(rows)
+    (rows, failed)
+}
+
+/// The row of a scenario that failed: its error, cut to a line's length.
+fn failed_row(name: &str, e: &anyhow::Error) -> Row {
+    let mut why = format!("{e:#}").replace(['\n', '|'], " ");
+    if why.len() > 300 {
+        let cut = (0..=300)
+            .rev()
+            .find(|&i| why.is_char_boundary(i))
+            .unwrap_or(0);
+        why.truncate(cut);
+        why.push('…');
+    }
+    Row {
+        koan: None,
+        met: Some(false),
+        ..Row::new(name, "failed", "", common::Better::Lower, 0.0)
+    }
+    .note(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    use super::*;
+
+    /// A failed scenario is one line of the table, saying why, however long or
+    /// many-lined its error.
+    #[test]
+    fn a_failed_scenario_is_one_row_naming_its_error() {
+        let long = format!("broker gone | {}\nsecond line", "x".repeat(1_000));
+        let e = Err::<(), _>(anyhow!(long))
+            .context("B8 round trip")
+            .err()
+            .unwrap_or_else(|| anyhow!("an error"));
+        let table = common::table(&[failed_row("B8", &e)]);
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("| B8 "))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            line.contains("failed (B8 round trip: broker gone"),
+            "{line}"
+        );
+        assert!(line.contains("NOT met"), "{line}");
+        assert!(line.len() < 600, "{} bytes", line.len());
+        // Seven cells: the error's own `|` and line break are gone.
+        assert_eq!(line.matches('|').count(), 8, "{line}");
+        assert_eq!(table.lines().filter(|l| l.starts_with("| B8 ")).count(), 1);
+    }
 }

@@ -51,7 +51,8 @@ pub(crate) async fn start_server() -> anyhow::Result<NatsServer> {
     };
     let (port, monitor) = (free()?, free()?);
     let dir = std::env::temp_dir().join(format!("koan-bench-nats-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the broker's store {}", dir.display()))?;
     let child = tokio::process::Command::new(SERVER)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
         .args(["-m", &monitor.to_string(), "-sd"])
