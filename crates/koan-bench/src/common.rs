@@ -180,10 +180,12 @@ pub(crate) fn table(rows: &[Row]) -> String {
             Some(false) => "NOT met",
             None => "—",
         };
+        // A note is free text (an error's, say): its `|` and line breaks would
+        // split the row.
         let metric = if r.note.is_empty() {
             r.metric.clone()
         } else {
-            format!("{} ({})", r.metric, r.note)
+            format!("{} ({})", r.metric, r.note.replace(['\n', '|'], " "))
         };
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",

@@ -198,7 +198,7 @@ async fn run(opts: Opts, which: &[&str], json: bool) -> (Vec<Row>, Vec<String>) 
 
 /// The row of a scenario that failed: its error, cut to a line's length.
 fn failed_row(name: &str, e: &anyhow::Error) -> Row {
-    let mut why = format!("{e:#}").replace(['\n', '|'], " ");
+    let mut why = format!("{e:#}");
     if why.len() > 300 {
         let cut = (0..=300)
             .rev()
