@@ -2,6 +2,8 @@
 //! letting the tasks it just answered run, so a call made right then is taken by
 //! the worker, which still holds its slot, instead of waking it from its sleep.
 
+mod common;
+
 use std::sync::Arc;
 
 use koan::testing::within;
@@ -75,8 +77,7 @@ async fn call_task(w: &Services<Where>) -> koan::Result<(String, String)> {
 async fn a_call_made_as_the_worker_ends_its_drain_is_run_by_that_worker() -> anyhow::Result<()> {
     let svc = Where::new();
     let (gate, held) = (Arc::clone(&svc.gate), Arc::clone(&svc.held));
-    let host = koan::testing::host().instance(svc).build()?.start();
-    host.started().await?;
+    let host = common::started(svc).await?;
     let w = host.services::<Where>();
 
     // The only slot is taken by a caller running `hold` itself (the service was
@@ -86,31 +87,24 @@ async fn a_call_made_as_the_worker_ends_its_drain_is_run_by_that_worker() -> any
         async move { w.action("hold", ()).execute().await }
     });
     within("`hold` to start", held.notified()).await;
-    let queued = tokio::spawn({
+    // A caller that calls again as soon as it is answered: its first call waits in
+    // the mailbox, its second comes while the worker that answered the first looks
+    // for more work.
+    let caller = tokio::spawn({
         let w = w.clone();
-        async move { call_task(&w).await }
-    });
-    // The second caller calls as soon as the first is answered: while the worker
-    // that answered it looks for more work.
-    let next = tokio::spawn({
-        let w = w.clone();
-        async move {
-            let first = queued.await??;
-            Ok::<_, anyhow::Error>((first, call_task(&w).await?))
-        }
+        async move { Ok::<_, koan::Error>((call_task(&w).await?, call_task(&w).await?)) }
     });
     for _ in 0..3 {
         tokio::task::yield_now().await;
     }
     gate.add_permits(1);
     within("the `hold` call", hold).await??;
-    let ((worker, first_caller), (ran_on, second_caller)) =
-        within("both `task` calls", next).await??;
+    let ((worker, caller_task), (ran_on, _)) = within("both `task` calls", caller).await??;
 
-    assert_ne!(worker, first_caller, "the queued call ran on the worker");
+    assert_ne!(worker, caller_task, "the first call waited for the worker");
     assert_eq!(
         ran_on, worker,
-        "the call made as the worker ended its drain was taken by that worker (the caller `{second_caller}` did not run it itself)"
+        "the call made as the worker ended its drain was taken by that worker (the caller, task {caller_task}, did not run it itself)"
     );
     koan::testing::stop(&host).await?;
     Ok(())
