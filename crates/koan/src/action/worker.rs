@@ -23,16 +23,6 @@ use crate::util::{catch_unwind, fmt_duration};
 /// at once (it would give the slot back and take it again): per queued job, two writes
 /// on the slots' word (the run counted in and out) instead of four, and the clock read
 /// that ended one run starts the next.
-///
-/// A worker that finds the mailbox empty at the end of its drain lets the tasks queued
-/// on its thread run once, its slot still held, before it gives the slot back and
-/// sleeps: the callers it just answered run first and often call again, and their
-/// calls, queued behind the slot it holds, are taken at once. Asleep, it was woken by
-/// each such call (through the mailbox's `Notify`, its task then scheduled on the
-/// caller's core), and moved between the cores with its jobs. B3 (64 callers, one
-/// slot, two cores), alternated runs: CPU per action 1.49 → 1.35 µs and throughput
-/// +7 % where the cores pass lines slowly, +2 % where they pass them fast
-/// (BENCHMARKS.md, "Thirty-second round").
 pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
     let queue = &cell.queue;
     while let Some((mut job, slot)) = queue.mailbox.next(|| queue.slots.take()).await {
@@ -58,19 +48,10 @@ pub(crate) async fn run_worker(host: Arc<HostInner>, cell: Arc<ServiceCell>) {
             // never wait yields now and then instead of keeping its thread (and the
             // tasks queued on it) for the whole mailbox. The next job is taken after
             // the yield, so a higher-priority one that arrives meanwhile goes first.
-            let mut yields = !tokio::task::coop::has_budget_remaining();
+            let yields = !tokio::task::coop::has_budget_remaining();
             tokio::task::coop::consume_budget().await;
-            let next = match queue.mailbox.next_in_slot() {
-                Some(next) => next,
-                // Empty: one more look once the tasks just answered have run.
-                None => {
-                    yields = true;
-                    behind_queued_tasks().await;
-                    let Some(next) = queue.mailbox.next_in_slot() else {
-                        break;
-                    };
-                    next
-                }
+            let Some(next) = queue.mailbox.next_in_slot() else {
+                break;
             };
             // Its run starts where the last one ended (unless it yielded since), but
             // never before it was accepted.
@@ -98,24 +79,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.queue.slots.run_ended();
     }
-}
-
-/// Lets the tasks already queued on this thread run first: the task wakes itself, so
-/// it is queued behind them. Not `tokio::task::yield_now`, which waits until the
-/// thread has nothing else to run and has polled its I/O driver: a worker held its
-/// slot all that time, and calls arriving over HTTP waited in the mailbox (B7:
-/// 0.92–0.95× axum against 0.99–1.03×).
-async fn behind_queued_tasks() {
-    let mut woken = false;
-    std::future::poll_fn(|cx| {
-        if woken {
-            return std::task::Poll::Ready(());
-        }
-        woken = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await;
 }
 
 /// Counts a finished (or refused) action in the metrics, and one that ran or timed
