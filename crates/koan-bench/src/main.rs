@@ -217,8 +217,6 @@ fn failed_row(name: &str, e: &anyhow::Error) -> Row {
 
 #[cfg(test)]
 mod tests {
-    use anyhow::Context;
-
     use super::*;
 
     /// A failed scenario is one line of the table, saying why, however long or
@@ -226,10 +224,7 @@ mod tests {
     #[test]
     fn a_failed_scenario_is_one_row_naming_its_error() {
         let long = format!("broker gone | {}\nsecond line", "x".repeat(1_000));
-        let e = Err::<(), _>(anyhow!(long))
-            .context("B8 round trip")
-            .err()
-            .unwrap_or_else(|| anyhow!("an error"));
+        let e = anyhow!(long).context("B8 round trip");
         let table = common::table(&[failed_row("B8", &e)]);
         let line = table
             .lines()
