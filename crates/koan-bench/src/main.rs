@@ -18,6 +18,7 @@
 
 mod actions;
 mod broker;
+mod build_info;
 mod common;
 mod http;
 mod jobs;
@@ -111,6 +112,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!();
+        println!("{}\n", build_info::THIS);
         print!("{}", common::table(&rows));
     }
     if !failed.is_empty() {
