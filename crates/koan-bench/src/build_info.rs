@@ -4,18 +4,18 @@
 
 /// What `build.rs` saw when this binary was compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BuildInfo<'a> {
-    pub(crate) profile: &'a str,
-    pub(crate) opt_level: &'a str,
+pub(crate) struct BuildInfo {
+    pub(crate) profile: &'static str,
+    pub(crate) opt_level: &'static str,
     /// `CARGO_PROFILE_<PROFILE>_LTO` and `_CODEGEN_UNITS`, empty when not set.
-    pub(crate) lto: &'a str,
-    pub(crate) codegen_units: &'a str,
+    pub(crate) lto: &'static str,
+    pub(crate) codegen_units: &'static str,
     /// `RUSTFLAGS` (or `build.rustflags`), space-separated.
-    pub(crate) rustflags: &'a str,
+    pub(crate) rustflags: &'static str,
 }
 
 /// This binary's.
-pub(crate) const THIS: BuildInfo<'static> = BuildInfo {
+pub(crate) const THIS: BuildInfo = BuildInfo {
     profile: env!("KOAN_BENCH_BUILD_PROFILE"),
     opt_level: env!("KOAN_BENCH_BUILD_OPT_LEVEL"),
     lto: env!("KOAN_BENCH_BUILD_LTO"),
@@ -23,7 +23,7 @@ pub(crate) const THIS: BuildInfo<'static> = BuildInfo {
     rustflags: env!("KOAN_BENCH_BUILD_RUSTFLAGS"),
 };
 
-impl std::fmt::Display for BuildInfo<'_> {
+impl std::fmt::Display for BuildInfo {
     /// `build: release (opt-level 3), lto fat, codegen-units 1, RUSTFLAGS …`, or
     /// that the environment overrode nothing (the profile is then the workspace's,
     /// unless a Cargo config file or `--config` changed it, which `build.rs` does
