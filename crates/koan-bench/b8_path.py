@@ -38,7 +38,7 @@ EVENTS = [
     "syscalls:sys_enter_writev",
     "syscalls:sys_exit_writev",
 ]
-LINE = re.compile(r"^\s*(\S+)\s+\d+\s+([\d.]+):\s+(\S+):\s*(.*)$")
+LINE = re.compile(r"^\s*(\S+)\s+(\d+)\s+([\d.]+):\s+(\S+):\s*(.*)$")
 
 
 def record(solo, out):
@@ -57,22 +57,22 @@ def record(solo, out):
     for line in text.splitlines():
         m = LINE.match(line)
         if m:
-            comm, t, event, rest = m.groups()
-            yield comm == "nats-server", float(t) * 1e6, event.split(":")[1], rest
+            comm, tid, t, event, rest = m.groups()
+            yield comm == "nats-server", tid, float(t) * 1e6, event.split(":")[1], rest
 
 
 def stretches(events):
     out = {}
     sizes = {}
     last_broker_write = broker_read = bench_write = None
-    fd = None
-    for broker, t, event, rest in events:
+    writing = {}  # the fd each bench thread is writing to
+    for broker, tid, t, event, rest in events:
         if event == "sys_enter_writev" and not broker:
-            fd = re.search(r"fd: (0x[0-9a-f]+)", rest).group(1)
+            fd = writing[tid] = re.search(r"fd: (0x[0-9a-f]+)", rest).group(1)
             if last_broker_write is not None:
                 out.setdefault(fd, []).append(t - last_broker_write)
-        elif event == "sys_exit_writev" and not broker:
-            sizes.setdefault(fd, []).append(int(rest, 16))
+        elif event == "sys_exit_writev" and not broker and tid in writing:
+            sizes.setdefault(writing.pop(tid), []).append(int(rest, 16))
             bench_write = t
         elif event == "sys_exit_read" and broker and bench_write is not None:
             if int(rest, 16) < 1 << 63:  # data, not EAGAIN
@@ -111,8 +111,12 @@ def main():
             print(f"{stretch:22} (not seen)")
             continue
         km, rm = statistics.median(k), statistics.median(r)
-        cell = lambda m, v: f"{m:5.1f} ({min(v):.0f}–{max(v):.0f})"
         print(f"{stretch:22} {cell(km, k):>18} {cell(rm, r):>18} {km - rm:+10.1f}")
+
+
+def cell(median, values):
+    """A median and the range it was taken over."""
+    return f"{median:5.1f} ({min(values):.0f}–{max(values):.0f})"
 
 
 if __name__ == "__main__":
