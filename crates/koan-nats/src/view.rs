@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
@@ -28,9 +28,9 @@ pub(crate) struct RegistryView {
     synced: AtomicBool,
 }
 
-/// An instance as last announced, with its heartbeat's time in microseconds since
-/// the epoch: what a call's routing compares with the clock, read once a call as
-/// [`SystemTime`]. Through `chrono` (its `Utc::now` and the cut-off's date
+/// An instance as last announced, with its heartbeat's time in milliseconds since
+/// the epoch: what a call's routing compares with the clock, read once a call
+/// ([`now_ms`]). Through `chrono` (its `Utc::now` and the cut-off's date
 /// arithmetic) they were ≈ 210 instructions of each routed call (B8, by callgrind).
 #[derive(Debug)]
 struct Heard {
@@ -38,12 +38,9 @@ struct Heard {
     instance: Instance,
 }
 
-/// The clock now, in microseconds since the epoch (a clock set before it reads as
-/// the epoch).
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+/// The clock now, in milliseconds since the epoch ([`crate::wire::unix_ms`]).
+fn now_ms() -> i64 {
+    i64::try_from(crate::wire::unix_ms()).unwrap_or(i64::MAX)
 }
 
 impl RegistryView {
@@ -64,9 +61,9 @@ impl RegistryView {
             }
         }
         if let Ok(mut m) = self.instances.lock() {
-            let at = instance.seen_at.timestamp_micros();
+            let at = instance.seen_at.timestamp_millis();
             m.insert(key, Heard { at, instance });
-            let oldest = heard_since(now_micros(), self.forget_after);
+            let oldest = heard_since(now_ms(), self.forget_after);
             m.retain(|_, h| h.at >= oldest);
         }
     }
@@ -82,7 +79,7 @@ impl RegistryView {
     /// (each [`Instance`] holds its services' whole status).
     pub(crate) fn each_live(&self, stale_after: Duration, mut f: impl FnMut(&Instance)) {
         let Ok(m) = self.instances.lock() else { return };
-        let oldest = heard_since(now_micros(), stale_after);
+        let oldest = heard_since(now_ms(), stale_after);
         for h in m.values().filter(|h| h.at >= oldest) {
             f(&h.instance);
         }
@@ -97,9 +94,9 @@ impl RegistryView {
         };
         // Offline, nothing new arrives: age is measured from the newest heartbeat heard.
         let now = if connected {
-            now_micros()
+            now_ms()
         } else {
-            m.values().map(|h| h.at).max().unwrap_or_else(now_micros)
+            m.values().map(|h| h.at).max().unwrap_or_else(now_ms)
         };
         let oldest = heard_since(now, stale_after);
         let mut out: Vec<Instance> = m
@@ -137,12 +134,12 @@ impl RegistryView {
     }
 }
 
-/// The oldest heartbeat (µs since the epoch) still within `window` of `now`: an
+/// The oldest heartbeat (ms since the epoch) still within `window` of `now`: an
 /// instance heard at or after it counts. One cut-off, each heartbeat compared with
 /// it (a difference per instance cost about 110 instructions a routed call, B8 by
 /// callgrind).
 fn heard_since(now: i64, window: Duration) -> i64 {
-    now.saturating_sub(i64::try_from(window.as_micros()).unwrap_or(i64::MAX))
+    now.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Follows the registry bucket for the connection's life; a broken watch is
