@@ -64,6 +64,7 @@ mod queue;
 mod records;
 mod registry;
 mod routing;
+mod serve;
 mod stranded;
 mod streams;
 mod subjects;
