@@ -9,7 +9,8 @@ It records the bench process's and the broker's socket system calls (`perf recor
 of their tracepoints, with timestamps) while B8's round trips run alone, koan's
 and raw's in turn (`KOAN_BENCH_SOLO=0`, then `=1`; RUNS times each, 3 by
 default), and prints for each stretch of a round trip the median over the runs of
-each run's median (µs; perf's timestamps are whole microseconds), and their range:
+each run's median (µs, from perf's timestamps in ns), and their range, and the
+median of each run's difference (koan's median less raw's, run back to back):
 
 - serving side: the broker's write of a call to the serving connection, to that
   connection's write of the reply (the message read, the action run, the reply
@@ -51,7 +52,7 @@ def record(solo, out):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     text = subprocess.run(
-        ["perf", "script", "-i", out, "-F", "comm,tid,time,event,trace"],
+        ["perf", "script", "--ns", "-i", out, "-F", "comm,tid,time,event,trace"],
         check=True, capture_output=True, text=True,
     ).stdout
     for line in text.splitlines():
@@ -104,19 +105,22 @@ def main():
                     if values:
                         medians[name].setdefault(stretch, []).append(statistics.median(values))
     print(f"{runs} runs of each; median of the runs' medians (their range), µs")
-    print(f"{'stretch':22} {'koan':>18} {'raw':>18} {'koan − raw':>10}")
+    print(f"{'stretch':22} {'koan':>18} {'raw':>18} {'koan − raw, per run':>18}")
     for stretch in ("serving side", "caller side", "broker wake-up", "broker read to write"):
         k, r = medians["koan"].get(stretch), medians["raw"].get(stretch)
         if not k or not r:
             print(f"{stretch:22} (not seen)")
             continue
         km, rm = statistics.median(k), statistics.median(r)
-        print(f"{stretch:22} {cell(km, k):>18} {cell(rm, r):>18} {km - rm:+10.1f}")
+        # Each run's koan and raw ran back to back, in the same mode of the machine:
+        # their difference moves less from run to run than either.
+        d = [a - b for a, b in zip(k, r)]
+        print(f"{stretch:22} {cell(km, k):>18} {cell(rm, r):>18} {cell(statistics.median(d), d):>18}")
 
 
 def cell(median, values):
     """A median and the range it was taken over."""
-    return f"{median:5.1f} ({min(values):.0f}–{max(values):.0f})"
+    return f"{median:5.2f} ({min(values):.1f}–{max(values):.1f})"
 
 
 if __name__ == "__main__":
