@@ -297,9 +297,9 @@ impl<T: Service> Services<T> {
 /// The fluent API of a service named at run time.
 #[derive(Debug, Clone)]
 pub struct ServiceRef {
-    host: HostHandle,
+    pub(crate) host: HostHandle,
     name: Arc<str>,
-    target: Target,
+    pub(crate) target: Target,
 }
 
 impl ServiceRef {

@@ -164,7 +164,7 @@ impl Future for Execute {
 /// first polled, where it nearly always finishes; one whose handler awaits is then
 /// boxed ([`park`](StepFut::park)) as `execute()`'s future keeps it, so that future
 /// stays within 128 bytes, moved without a call to `memcpy`.
-enum StepFut<I = InlineRun> {
+pub(super) enum StepFut<I = InlineRun> {
     /// Failed before it started.
     Ready(Option<Result<Payload>>),
     /// Run by the caller itself (the service was idle).
@@ -263,7 +263,7 @@ fn start_step(
 /// Starts a local step's job: run by the caller when its service is idle, queued
 /// otherwise.
 #[inline(always)]
-fn start_job(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) -> StepFut {
+pub(super) fn start_job(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job: Job) -> StepFut {
     // An idle service: the caller runs the action itself (see `inline`).
     if super::inline::take_slot(cell) {
         return StepFut::Inline(super::inline::run(host, Arc::clone(cell), job));

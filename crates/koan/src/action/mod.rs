@@ -19,6 +19,7 @@ mod reply;
 mod request;
 mod route;
 mod run;
+mod serve;
 mod slots;
 mod step;
 mod table;
@@ -32,6 +33,7 @@ pub use error_body::ErrorBody;
 pub use execute::Execute;
 pub use info::ActionInfo;
 pub use request::{ActionOutput, ActionRequest, ActionTicket, CallOptions};
+pub use serve::Serve;
 pub use typed::{HandlerResult, TypedExecute, TypedJobTicket, TypedRequest, typed_request};
 
 pub(crate) use context::{JobMeta, current_correlation};
