@@ -19,11 +19,10 @@ use std::time::Duration;
 
 use super::correlation::Correlation;
 use super::execute::{Execute, StepFut, start_job};
-use super::request::{ActionOutput, Target};
+use super::request::ActionOutput;
 use super::route::{find_local, prepare_declared};
 use super::step::{Step, StepAction};
 use crate::error::Result;
-use crate::host::HostHandle;
 use crate::payload::{JsonText, Payload};
 use crate::service::ServiceRef;
 
@@ -131,54 +130,33 @@ impl ServiceRef {
         priority: i32,
         timeout: Option<Duration>,
     ) -> Serve {
-        serve(
-            &self.host,
-            &self.target,
-            action,
-            params,
-            correlation_id,
-            priority,
-            timeout,
-        )
-    }
-}
-
-/// Starts `action` of the service `target` names on `host`, for a call from
-/// another process (see [`ServiceRef::serve`]).
-fn serve(
-    host: &HostHandle,
-    target: &Target,
-    action: &str,
-    params: JsonText,
-    correlation_id: &str,
-    priority: i32,
-    timeout: Option<Duration>,
-) -> Serve {
-    let inner = &host.inner;
-    let declared = find_local(inner, target)
-        .and_then(|cell| Some((cell, cell.spec.actions.get(action)?.index)));
-    let Some((cell, index)) = declared else {
-        let mut req = crate::action::ActionRequest::new(host.clone(), target.clone())
-            .action(action, params)
-            .correlation_id(correlation_id)
-            .priority(priority);
-        if let Some(t) = timeout {
-            req = req.timeout(t);
+        let (host, target) = (&self.host, &self.target);
+        let inner = &host.inner;
+        let declared = find_local(inner, target)
+            .and_then(|cell| Some((cell, cell.spec.actions.get(action)?.index)));
+        let Some((cell, index)) = declared else {
+            let mut req = crate::action::ActionRequest::new(host.clone(), target.clone())
+                .action(action, params)
+                .correlation_id(correlation_id)
+                .priority(priority);
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
+            return Serve(State::Request(req.execute()));
+        };
+        // As `execute()` starts a single declared step (`start_step`): admitted and its
+        // parameters read first, then run by this task when the service is idle,
+        // queued otherwise.
+        let correlation = Correlation::Given(Arc::from(correlation_id));
+        let mut step = Step::new(StepAction::Declared(index), Payload::of(params));
+        step.priority = priority;
+        if timeout.is_some() {
+            step.limits_mut().timeout = timeout;
         }
-        return Serve(State::Request(req.execute()));
-    };
-    // As `execute()` starts a single declared step (`start_step`): admitted and its
-    // parameters read first, then run by this task when the service is idle,
-    // queued otherwise.
-    let correlation = Correlation::Given(Arc::from(correlation_id));
-    let mut step = Step::new(StepAction::Declared(index), Payload::of(params));
-    step.priority = priority;
-    if timeout.is_some() {
-        step.limits_mut().timeout = timeout;
+        let step = match prepare_declared(inner, cell, index, step, &correlation, None) {
+            Ok(job) => start_job(inner, cell, job),
+            Err(e) => StepFut::Ready(Some(Err(e))),
+        };
+        Serve(State::Step { step, correlation })
     }
-    let step = match prepare_declared(inner, cell, index, step, &correlation, None) {
-        Ok(job) => start_job(inner, cell, job),
-        Err(e) => StepFut::Ready(Some(Err(e))),
-    };
-    Serve(State::Step { step, correlation })
 }
