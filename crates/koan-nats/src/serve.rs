@@ -149,7 +149,7 @@ fn start<'m>(serving: &Serving, msg: &'m async_nats::Message, form: Form) -> (Ca
         (Some(refusal), _) => Started::Answered(refusal),
         (None, Err(unreadable)) => Started::Answered(Reply::of(Err(unreadable))),
         (None, Ok(params)) => {
-            match request(
+            match start_action(
                 &serving.service,
                 action,
                 params,
@@ -235,7 +235,7 @@ fn number<T: std::str::FromStr>(
 
 /// A call's action, started with its priority and timeout when the call gave them
 /// (a clear error when either header is not a number).
-fn request(
+fn start_action(
     service: &koan::service::ServiceRef,
     action: &str,
     payload: &[u8],

@@ -50,7 +50,7 @@ impl std::fmt::Debug for Serve {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.0 {
             State::Step { .. } => "running",
-            State::Request(e) => return f.debug_tuple("Serve").field(e).finish(),
+            State::Request(_) => "running through a request",
             State::Done => "done",
         };
         f.debug_struct("Serve").field("state", &state).finish()
@@ -130,12 +130,11 @@ impl ServiceRef {
         priority: i32,
         timeout: Option<Duration>,
     ) -> Serve {
-        let (host, target) = (&self.host, &self.target);
-        let inner = &host.inner;
-        let declared = find_local(inner, target)
+        let inner = &self.host.inner;
+        let declared = find_local(inner, &self.target)
             .and_then(|cell| Some((cell, cell.spec.actions.get(action)?.index)));
         let Some((cell, index)) = declared else {
-            let mut req = crate::action::ActionRequest::new(host.clone(), target.clone())
+            let mut req = self
                 .action(action, params)
                 .correlation_id(correlation_id)
                 .priority(priority);
