@@ -63,6 +63,7 @@ mod outcomes;
 mod queue;
 mod records;
 mod registry;
+mod routes;
 mod routing;
 mod serve;
 mod stranded;

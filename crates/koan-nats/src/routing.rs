@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::client::RequestErrorKind;
-use koan::{Error, status::ServiceState, transport::Instance, transport::RemoteCall};
+use koan::{Error, transport::RemoteCall};
 use serde_json::Value;
 
 use crate::call::call_headers;
@@ -21,8 +21,9 @@ use crate::transport::{NatsTransport, unavailable};
 /// Calls this host has in flight, per instance. An instance's count stays when it
 /// falls to zero (its next call counts without allocating a key; every call used to
 /// insert and remove one), until more than [`KEPT`] instances are listed: then those
-/// at zero go. A call in flight shares its instance's key: the chosen id is not
-/// copied (B8's round trip: one allocation fewer, by callgrind).
+/// at zero go. A call in flight holds the id of the route it was given
+/// ([`crate::routes`]), shared: the chosen id is not copied (B8's round trip: one
+/// allocation fewer, by callgrind).
 #[derive(Debug, Default)]
 pub(crate) struct Outstanding(Mutex<BTreeMap<Arc<str>, Calls>>);
 
@@ -99,13 +100,6 @@ impl Drop for InFlight<'_> {
 }
 
 impl Outstanding {
-    /// `host`'s id as the table (already locked) lists it, shared; a new one when
-    /// it is not listed.
-    fn key(m: &BTreeMap<Arc<str>, Calls>, host: &str) -> Arc<str> {
-        m.get_key_value(host)
-            .map_or_else(|| Arc::from(host), |(k, _)| Arc::clone(k))
-    }
-
     /// Counts a call to `host`, in the table already locked; with `host`'s entry.
     fn start<'a, 'm>(
         &'a self,
@@ -130,36 +124,19 @@ pub(crate) fn pick<'a>(
     action: &str,
     form: Direct,
 ) -> Option<(InFlight<'a>, async_nats::Subject)> {
-    // Locked once for the choice and its count (the view's lock is taken inside; the
-    // two are never taken the other way round).
+    // Locked once for the choice and its count (the view's routes are locked inside;
+    // the two are never taken the other way round).
     let mut outstanding = t
         .outstanding()
         .0
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let load = |i: &Instance| -> Option<usize> {
-        let s = i
-            .services
-            .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(service))?;
-        // A service that is stopping (its host shutting down) takes no new calls.
-        let serving = s.enabled
-            && !matches!(
-                s.state,
-                ServiceState::Failed
-                    | ServiceState::Disabled
-                    | ServiceState::Stopping
-                    | ServiceState::Stopped
-            );
-        serving.then(|| {
-            s.in_flight + s.queue_depth + outstanding.get(i.host_id.as_str()).map_or(0, |c| c.n)
-        })
-    };
-    // The view is read in place, and the chosen id is the table's own.
+    // Only the instances of the call's service, as the view keeps them; the chosen
+    // id is the route's own, shared.
     let mut best: Option<(Arc<str>, usize)> = None;
     let mut ties = 0u32;
-    t.each_live_instance(|i| {
-        let Some(l) = load(i) else { return };
+    t.each_route(service, |r| {
+        let l = r.load + outstanding.get(&*r.host).map_or(0, |c| c.n);
         let take = match &best {
             Some((_, b)) if l > *b => false,
             Some((_, b)) if l == *b => {
@@ -173,7 +150,7 @@ pub(crate) fn pick<'a>(
             }
         };
         if take {
-            best = Some((Outstanding::key(&outstanding, &i.host_id), l));
+            best = Some((Arc::clone(&r.host), l));
         }
     });
     let (chosen, _) = best?;
@@ -300,8 +277,7 @@ mod tests {
     /// One call counted (the table's lock is let go before the count is returned).
     fn start<'a>(t: &'a Outstanding, host: &str) -> InFlight<'a> {
         let mut m = t.0.lock().expect("not poisoned");
-        let host = Outstanding::key(&m, host);
-        t.start(&mut m, host).0
+        t.start(&mut m, Arc::from(host)).0
     }
 
     fn count(t: &Outstanding, host: &str) -> Option<usize> {
@@ -333,8 +309,6 @@ mod tests {
         let b = start(&t, "b");
         assert_eq!((count(&t, "a"), count(&t, "b")), (Some(2), Some(1)));
         assert_eq!((a1.host(), b.host()), ("a", "b"));
-        // The second call shares the table's key: nothing copied.
-        assert!(Arc::ptr_eq(&a1.host, &a2.host));
         drop(a1);
         drop(b);
         assert_eq!((count(&t, "a"), count(&t, "b")), (Some(1), Some(0)));

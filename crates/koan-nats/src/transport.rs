@@ -207,6 +207,14 @@ impl NatsTransport {
         }
     }
 
+    /// Calls `f` with each live instance of `service` that takes new calls (none
+    /// while disconnected).
+    pub(crate) fn each_route(&self, service: &str, f: impl FnMut(&crate::routes::Route)) {
+        if self.connected() {
+            self.inner.view.each_route(self.stale_after(), service, f);
+        }
+    }
+
     fn connected(&self) -> bool {
         self.connection_state() == ConnectionState::Connected
     }

@@ -12,10 +12,15 @@ use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use koan::transport::Instance;
 
+use crate::routes::{Route, Routes};
+
 /// The instances the registry announced, as last heard.
 #[derive(Debug, Default)]
 pub(crate) struct RegistryView {
     instances: Mutex<HashMap<String, Heard>>,
+    /// The instances of each service that take calls, as a call's routing reads
+    /// them: made again from `instances` whenever they change (under their lock).
+    routes: Mutex<Routes>,
     /// An entry not refreshed for this long is forgotten: a host that died sends no
     /// delete, and the bucket's max age drops its key without a marker, so every
     /// crashed or killed process would otherwise stay here for the connection's life.
@@ -65,18 +70,37 @@ impl RegistryView {
             m.insert(key, Heard { at, instance });
             let oldest = heard_since(now_ms(), self.forget_after);
             m.retain(|_, h| h.at >= oldest);
+            self.route(&m);
         }
     }
 
     fn remove(&self, key: &str) {
         if let Ok(mut m) = self.instances.lock() {
             m.remove(key);
+            self.route(&m);
         }
     }
 
+    /// The routes of the instances `m` now lists (its lock held, so that two
+    /// changes cannot leave the routes of the older).
+    fn route(&self, m: &HashMap<String, Heard>) {
+        let routes = Routes::of(m.values().map(|h| (h.at, &h.instance)));
+        if let Ok(mut r) = self.routes.lock() {
+            *r = routes;
+        }
+    }
+
+    /// Calls `f` with each live instance (heartbeat within `stale_after`) of
+    /// `service` that takes new calls: what a call's routing reads on every call.
+    pub(crate) fn each_route(&self, stale_after: Duration, service: &str, f: impl FnMut(&Route)) {
+        let Ok(r) = self.routes.lock() else { return };
+        r.each(service, heard_since(now_ms(), stale_after), f);
+    }
+
     /// Calls `f` with each live instance (heartbeat within `stale_after`), under the
-    /// view's lock and without copying: what a call's routing reads on every call
-    /// (each [`Instance`] holds its services' whole status).
+    /// view's lock and without copying (each [`Instance`] holds its services' whole
+    /// status): what a call in flight reads at each heartbeat to learn whether its
+    /// instance is still there.
     pub(crate) fn each_live(&self, stale_after: Duration, mut f: impl FnMut(&Instance)) {
         let Ok(m) = self.instances.lock() else { return };
         let oldest = heard_since(now_ms(), stale_after);
@@ -226,5 +250,37 @@ mod tests {
         let mut live = Vec::new();
         view.each_live(Duration::from_secs(1), |i| live.push(i.host_id.clone()));
         assert_eq!(live, ["ahead"]);
+    }
+
+    #[test]
+    fn the_routes_follow_each_announcement_and_withdrawal() {
+        use koan::status::ServiceState;
+        let status = |state| vec![crate::routes::status("Calc", state, (2, 1))];
+        let routed = |view: &RegistryView| {
+            let mut v = Vec::new();
+            view.each_route(Duration::from_secs(60), "calc", |r| {
+                v.push((r.host.to_string(), r.load));
+            });
+            v
+        };
+        let view = RegistryView::new(Duration::from_secs(600));
+        let running = Instance::new("a", status(ServiceState::Running));
+        view.put("k-a".into(), running);
+        assert_eq!(routed(&view), [("a".to_owned(), 3)]);
+        // Its host shutting down: it takes no new calls.
+        let stopping = Instance::new("a", status(ServiceState::Stopping));
+        assert_eq!(stopping.services[0].state, ServiceState::Stopping);
+        view.put("k-a".into(), stopping);
+        assert!(routed(&view).is_empty());
+        view.put("k-a".into(), Instance::new("a", status(ServiceState::Idle)));
+        assert_eq!(routed(&view).len(), 1);
+        view.remove("k-a");
+        assert!(routed(&view).is_empty());
+        // Heard too long ago: not routed to.
+        view.put("k-b".into(), instance("b", Duration::from_secs(120)));
+        let mut old = instance("c", Duration::from_secs(120));
+        old.services = status(ServiceState::Running);
+        view.put("k-c".into(), old);
+        assert!(routed(&view).is_empty());
     }
 }
