@@ -19,7 +19,7 @@ use crate::routes::{Route, Routes};
 pub(crate) struct RegistryView {
     instances: Mutex<HashMap<String, Heard>>,
     /// The instances of each service that take calls, as a call's routing reads
-    /// them: made again from `instances` whenever they change (under their lock).
+    /// them: changed with `instances`, under their lock (an announcement replaces its host's).
     routes: Mutex<Routes>,
     /// An entry not refreshed for this long is forgotten: a host that died sends no
     /// delete, and the bucket's max age drops its key without a marker, so every
@@ -66,27 +66,38 @@ impl RegistryView {
             }
         }
         if let Ok(mut m) = self.instances.lock() {
+            // Under the instances' lock: the routes change with them, in order.
+            let mut routes = self.routes.lock();
+            let mut routes = routes.as_deref_mut().ok();
             let at = instance.seen_at.timestamp_millis();
+            // The announcement before this one out first (its routes are this
+            // host's, as the new ones are).
+            if let Some(old) = m.remove(&key)
+                && let Some(r) = routes.as_deref_mut()
+            {
+                r.remove(&old.instance);
+            }
+            if let Some(r) = routes.as_deref_mut() {
+                r.add(at, &instance);
+            }
             m.insert(key, Heard { at, instance });
             let oldest = heard_since(now_ms(), self.forget_after);
-            m.retain(|_, h| h.at >= oldest);
-            self.route(&m);
+            m.retain(|_, h| {
+                let keep = h.at >= oldest;
+                if !keep && let Some(r) = routes.as_deref_mut() {
+                    r.remove(&h.instance);
+                }
+                keep
+            });
         }
     }
 
     fn remove(&self, key: &str) {
-        if let Ok(mut m) = self.instances.lock() {
-            m.remove(key);
-            self.route(&m);
-        }
-    }
-
-    /// The routes of the instances `m` now lists (its lock held, so that two
-    /// changes cannot leave the routes of the older).
-    fn route(&self, m: &HashMap<String, Heard>) {
-        let routes = Routes::of(m.values().map(|h| (h.at, &h.instance)));
-        if let Ok(mut r) = self.routes.lock() {
-            *r = routes;
+        if let Ok(mut m) = self.instances.lock()
+            && let Some(old) = m.remove(key)
+            && let Ok(mut routes) = self.routes.lock()
+        {
+            routes.remove(&old.instance);
         }
     }
 
@@ -209,16 +220,27 @@ mod tests {
     #[test]
     fn entries_of_hosts_gone_for_long_are_forgotten() {
         let view = RegistryView::new(Duration::from_secs(10));
+        let serving = |id: &str, age| {
+            let mut i = instance(id, age);
+            i.services = vec![crate::routes::status(
+                "Calc",
+                koan::status::ServiceState::Running,
+                (0, 0),
+            )];
+            i
+        };
         // Killed processes: their keys aged out of the bucket without a delete.
         for n in 0..100 {
             let id = format!("dead-{n}");
-            view.put(id.clone(), instance(&id, Duration::from_secs(60)));
+            view.put(id.clone(), serving(&id, Duration::from_secs(60)));
         }
-        view.put("recent".into(), instance("recent", Duration::from_secs(5)));
-        view.put("live".into(), instance("live", Duration::ZERO));
+        view.put("recent".into(), serving("recent", Duration::from_secs(5)));
+        view.put("live".into(), serving("live", Duration::ZERO));
         assert!(view.last_of("dead-0").is_none());
         assert!(view.last_of("recent").is_some(), "a host just gone is kept");
         assert_eq!(view.instances.lock().map(|m| m.len()).unwrap_or(0), 2);
+        // Their routes go with them.
+        assert_eq!(view.routes.lock().map(|r| r.len()).unwrap_or(0), 2);
     }
 
     #[test]
