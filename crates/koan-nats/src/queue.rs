@@ -232,7 +232,7 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
         }
     };
     let result = tokio::select! {
-        r = req.execute() => r.and_then(|out| out.json()),
+        r = req.execute() => r.and_then(koan::action::ActionOutput::into_json),
         () = progress => Err(claim_lapsed(&job)),
         // The run is on this task, not one of the host's: when the host has
         // stopped (its grace is over) and the handler still did not end at its

@@ -166,7 +166,7 @@ fn start<'m>(serving: &Serving, msg: &'m async_nats::Message, form: Form) -> (Ca
 
 /// The reply to an action's outcome.
 fn reply_of(output: Result<koan::action::ActionOutput, Error>) -> Reply {
-    Reply::of(output.and_then(|o| o.json()))
+    Reply::of(output.and_then(koan::action::ActionOutput::into_json))
 }
 
 /// Sends a call's reply.

@@ -183,6 +183,13 @@ impl ActionOutput {
         self.payload.to_json()
     }
 
+    /// The result as JSON (`null` for `()`), taken out of the output: what
+    /// [`json`](Self::json) gives, without copying a result that is JSON already
+    /// (a remote action's, or a stored job's), which `json` clones whole.
+    pub fn into_json(self) -> Result<Value> {
+        self.payload.into_json()
+    }
+
     /// The result as `R`: the handler's own value when it is an `R`, converted through
     /// serde otherwise.
     pub fn value<R: DeserializeOwned + 'static>(self) -> Result<R> {
@@ -408,5 +415,32 @@ impl ActionRequest {
             self.set_correlation(Arc::from(c));
         }
         self
+    }
+}
+
+#[cfg(all(test, not(koan_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn into_json_gives_what_json_gives_and_moves_a_json_result_out() {
+        let correlation = || Correlation::given_or_new(None);
+        let result = serde_json::json!({ "rows": "x".repeat(1_000) });
+        let expected = result.clone();
+        let bytes_at = result["rows"].as_str().map(str::as_ptr);
+        let out = ActionOutput::new(Payload::Json(result), correlation());
+        assert_eq!(out.json().ok().as_ref(), Some(&expected));
+        let taken = out.into_json().ok();
+        assert_eq!(taken.as_ref(), Some(&expected));
+        // The same string, not a copy of it.
+        let taken_at = taken
+            .as_ref()
+            .and_then(|v| v["rows"].as_str())
+            .map(str::as_ptr);
+        assert_eq!(taken_at, bytes_at);
+        // `()` is `null` either way.
+        let unit = ActionOutput::new(Payload::Unit, correlation());
+        assert_eq!(unit.json().ok(), Some(Value::Null));
+        assert_eq!(unit.into_json().ok(), Some(Value::Null));
     }
 }
