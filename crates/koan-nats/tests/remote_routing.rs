@@ -61,7 +61,14 @@ impl BackgroundService for Worker {
 }
 
 async fn join(url: &str, worker: Option<Worker>) -> anyhow::Result<(HostHandle, Node)> {
-    let nats = within("connect", NatsTransport::connect(test_options(url))).await??;
+    join_with(test_options(url), worker).await
+}
+
+async fn join_with(
+    opts: koan_nats::NatsOptions,
+    worker: Option<Worker>,
+) -> anyhow::Result<(HostHandle, Node)> {
+    let nats = within("connect", NatsTransport::connect(opts)).await??;
     let mut b = koan::Host::builder().transport(nats.clone().into_transport());
     if let Some(w) = worker {
         b = b.instance(w);
@@ -103,15 +110,21 @@ impl OneWorker {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_prefer_the_less_loaded_instance() -> anyhow::Result<()> {
+/// 60 calls, eight callers at a time, to a slow and a fast instance announcing
+/// every `heartbeat`: how many each took.
+async fn slow_and_fast(heartbeat: Duration) -> anyhow::Result<(u32, u32)> {
     const CALLS: u32 = 60;
     let server = NatsServer::start()?;
+    let opts = || {
+        let mut o = test_options(&server.url());
+        o.heartbeat = heartbeat;
+        o
+    };
     let (slow, slow_calls) = Worker::new(Duration::from_millis(100));
     let (fast, fast_calls) = Worker::new(Duration::from_millis(2));
-    let (_a, _na) = join(&server.url(), Some(slow)).await?;
-    let (_b, _nb) = join(&server.url(), Some(fast)).await?;
-    let (client, _nc) = join(&server.url(), None).await?;
+    let (_a, _na) = join_with(opts(), Some(slow)).await?;
+    let (_b, _nb) = join_with(opts(), Some(fast)).await?;
+    let (client, _nc) = join_with(opts(), None).await?;
     sees_workers(&client, 2).await?;
 
     // Eight callers at a time.
@@ -133,10 +146,30 @@ async fn calls_prefer_the_less_loaded_instance() -> anyhow::Result<()> {
         fast_calls.load(Ordering::SeqCst),
     );
     assert_eq!(s + f, CALLS / 8 * 8);
+    Ok((s, f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_prefer_the_less_loaded_instance() -> anyhow::Result<()> {
+    let (s, f) = slow_and_fast(Duration::from_millis(500)).await?;
     // Spread evenly, the slow one would get half; it is 50 times slower.
     assert!(
         s * 4 < s + f,
         "the slow instance took {s} of {} calls",
+        s + f
+    );
+    Ok(())
+}
+
+/// Between heartbeats the instances' announced load does not move: what steers
+/// the calls then is this host's own count of its calls in flight to each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn between_heartbeats_the_calls_in_flight_steer_calls_off_a_slow_instance()
+-> anyhow::Result<()> {
+    let (s, f) = slow_and_fast(Duration::from_secs(60)).await?;
+    assert!(
+        s * 4 < s + f,
+        "with no heartbeat during the calls, the slow instance took {s} of {} calls",
         s + f
     );
     Ok(())
