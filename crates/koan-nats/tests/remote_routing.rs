@@ -1,88 +1,22 @@
-//! Where remote calls go: to the less loaded instance (a slow one gets few of them),
-//! and a call in flight to an instance that dies fails as soon as the instance has
-//! left the registry, instead of waiting for its timeout — or, for an action
-//! declared idempotent, is sent again to an instance that remains.
+//! Where remote calls go when an instance leaves or does not answer: a call in
+//! flight to an instance that dies fails as soon as the instance has left the
+//! registry, instead of waiting for its timeout — or, for an action declared
+//! idempotent, is sent again to an instance that remains (the load tests are in
+//! `remote_load.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions, error::ErrorKind,
-};
+use koan::{HostHandle, error::ErrorKind};
 use koan_nats::{NatsTransport, Node};
-use koan_test_support::nats::{NatsServer, announced, test_options};
+use koan_test_support::nats::{NatsServer, test_options};
 use koan_test_support::{eventually, within};
 
-/// `work` takes `delay` and counts its calls; one at a time.
-struct Worker {
-    delay: Duration,
-    calls: Arc<AtomicU32>,
-}
+mod common;
 
-impl Service for Worker {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Worker").max_concurrency(1)
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        let work = |svc: Arc<Self>, (): (), _cx: ActionContext| async move {
-            tokio::time::sleep(svc.delay).await;
-            svc.calls.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, BoxError>(())
-        };
-        a.action("work", work);
-        // The same work, declared safe to run twice.
-        a.action("fetch", work).idempotent();
-    }
-}
-
-impl Worker {
-    /// A worker whose `work` takes `delay`, and the count of its calls.
-    fn new(delay: Duration) -> (Worker, Arc<AtomicU32>) {
-        let calls = Arc::new(AtomicU32::new(0));
-        let worker = Worker {
-            delay,
-            calls: Arc::clone(&calls),
-        };
-        (worker, calls)
-    }
-}
-
-impl BackgroundService for Worker {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
-
-async fn join(url: &str, worker: Option<Worker>) -> anyhow::Result<(HostHandle, Node)> {
-    join_with(test_options(url), worker).await
-}
-
-async fn join_with(
-    opts: koan_nats::NatsOptions,
-    worker: Option<Worker>,
-) -> anyhow::Result<(HostHandle, Node)> {
-    let nats = within("connect", NatsTransport::connect(opts)).await??;
-    let mut b = koan::Host::builder().transport(nats.clone().into_transport());
-    if let Some(w) = worker {
-        b = b.instance(w);
-    }
-    let host = b.build()?.start();
-    within("startup", host.started()).await??;
-    let node = within("attach", nats.attach(&host)).await??;
-    Ok((host, node))
-}
-
-/// Waits until `client` sees `n` instances hosting `Worker`.
-async fn sees_workers(client: &HostHandle, n: usize) -> anyhow::Result<()> {
-    announced(client, "Worker", n).await
-}
+use common::routing::{Worker, join, sees_workers};
 
 /// A host running a `Worker` whose `work` takes `delay`, and a client host that sees
 /// it; each with its node.
@@ -108,71 +42,6 @@ impl OneWorker {
             _client_node,
         })
     }
-}
-
-/// 60 calls, eight callers at a time, to a slow and a fast instance announcing
-/// every `heartbeat`: how many each took.
-async fn slow_and_fast(heartbeat: Duration) -> anyhow::Result<(u32, u32)> {
-    const CALLS: u32 = 60;
-    let server = NatsServer::start()?;
-    let opts = || {
-        let mut o = test_options(&server.url());
-        o.heartbeat = heartbeat;
-        o
-    };
-    let (slow, slow_calls) = Worker::new(Duration::from_millis(100));
-    let (fast, fast_calls) = Worker::new(Duration::from_millis(2));
-    let (_a, _na) = join_with(opts(), Some(slow)).await?;
-    let (_b, _nb) = join_with(opts(), Some(fast)).await?;
-    let (client, _nc) = join_with(opts(), None).await?;
-    sees_workers(&client, 2).await?;
-
-    // Eight callers at a time.
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let c = client.clone();
-        calls.spawn(async move {
-            for _ in 0..CALLS / 8 {
-                c.service("Worker").action("work", ()).execute().await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(r) = calls.join_next().await {
-        r??;
-    }
-    let (s, f) = (
-        slow_calls.load(Ordering::SeqCst),
-        fast_calls.load(Ordering::SeqCst),
-    );
-    assert_eq!(s + f, CALLS / 8 * 8);
-    Ok((s, f))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_prefer_the_less_loaded_instance() -> anyhow::Result<()> {
-    let (s, f) = slow_and_fast(Duration::from_millis(500)).await?;
-    // Spread evenly, the slow one would get half; it is 50 times slower.
-    assert!(
-        s * 4 < s + f,
-        "the slow instance took {s} of {} calls",
-        s + f
-    );
-    Ok(())
-}
-
-/// Between heartbeats the instances' announced load does not move: what steers
-/// the calls then is this host's own count of its calls in flight to each.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn between_heartbeats_the_calls_in_flight_steer_calls_off_a_slow_instance()
--> anyhow::Result<()> {
-    let (s, f) = slow_and_fast(Duration::from_secs(60)).await?;
-    assert!(
-        s * 4 < s + f,
-        "with no heartbeat during the calls, the slow instance took {s} of {} calls",
-        s + f
-    );
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,11 @@
 //! The job holder shared by the durable-job tests: its runs wait for their token,
-//! and it counts how many started and whether one was stopped by its token.
+//! and it counts how many started and whether one was stopped by its token. The
+//! routing tests' worker is in `routing`.
 
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
+
+pub(crate) mod routing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
