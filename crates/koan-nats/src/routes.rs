@@ -16,7 +16,7 @@ use koan::transport::Instance;
 use rustc_hash::FxHashMap;
 
 /// An instance of a service that takes new calls.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Route {
     /// The instance's host id.
     pub(crate) host: Arc<str>,
@@ -37,7 +37,7 @@ pub(crate) struct Routes(FxHashMap<Box<[u8]>, Vec<Route>>);
 
 /// Whether a service as announced takes new calls: enabled, and neither failed
 /// nor stopping (its host shutting down) nor stopped.
-pub(crate) fn serving(s: &ServiceStatus) -> bool {
+fn serving(s: &ServiceStatus) -> bool {
     s.enabled
         && !matches!(
             s.state,

@@ -67,25 +67,23 @@ impl RegistryView {
         }
         if let Ok(mut m) = self.instances.lock() {
             // Under the instances' lock: the routes change with them, in order.
-            let mut routes = self.routes.lock();
-            let mut routes = routes.as_deref_mut().ok();
+            let mut routes = self
+                .routes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let at = instance.seen_at.timestamp_millis();
             // The announcement before this one out first (its routes are this
             // host's, as the new ones are).
-            if let Some(old) = m.remove(&key)
-                && let Some(r) = routes.as_deref_mut()
-            {
-                r.remove(&old.instance);
+            if let Some(old) = m.remove(&key) {
+                routes.remove(&old.instance);
             }
-            if let Some(r) = routes.as_deref_mut() {
-                r.add(at, &instance);
-            }
+            routes.add(at, &instance);
             m.insert(key, Heard { at, instance });
             let oldest = heard_since(now_ms(), self.forget_after);
             m.retain(|_, h| {
                 let keep = h.at >= oldest;
-                if !keep && let Some(r) = routes.as_deref_mut() {
-                    r.remove(&h.instance);
+                if !keep {
+                    routes.remove(&h.instance);
                 }
                 keep
             });
@@ -95,9 +93,11 @@ impl RegistryView {
     fn remove(&self, key: &str) {
         if let Ok(mut m) = self.instances.lock()
             && let Some(old) = m.remove(key)
-            && let Ok(mut routes) = self.routes.lock()
         {
-            routes.remove(&old.instance);
+            self.routes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&old.instance);
         }
     }
 
