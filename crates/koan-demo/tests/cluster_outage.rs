@@ -1,5 +1,6 @@
 //! Two demo processes on a real `nats-server`, then the server goes away and comes
-//! back: listings answer from the last registry view marked stale, `/health` warns
+//! back: listings answer from the last registry view marked stale (the jobs'
+//! listing from the last view of a host whose jobs were being listed), `/health` warns
 //! about the connection (and passes again after), and a job for a service no
 //! instance announces is refused with 404 instead of waiting forever.
 
@@ -37,7 +38,7 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
 {
     let mut site = Site::start("koan-demo-outage")?;
     let client = site.client.clone();
-    let _p1 = site.demo("p1", Some("TranslationService"), &[])?;
+    let p1 = site.demo("p1", Some("TranslationService"), &[])?;
     let p2 = site.front("p2")?;
 
     eventually("P2 to list P1's TranslationService", || async {
@@ -62,6 +63,14 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
     // A service that one instance announces is accepted (JetStream stores it).
     p2.enqueue_translation(&client, "before-outage", "es")
         .await?;
+    // P2's jobs are listed (an operator has its dashboard open): P2 follows the
+    // cluster's job records from then on. P1's never are.
+    eventually("P2 to list the job", || async {
+        get(&client, p2.url("/api/jobs")).await.is_ok_and(|(_, j)| {
+            j.get("stale").is_none() && j["jobs"].as_array().is_some_and(|l| !l.is_empty())
+        })
+    })
+    .await?;
 
     // The broker goes away.
     site.server.kill();
@@ -92,6 +101,12 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
         jobs["jobs"].as_array().is_some_and(|l| !l.is_empty()),
         "the cluster's jobs as last seen: {jobs}"
     );
+    // P1, whose jobs were never listed, has no view to answer from: it says so at
+    // once (stale, empty) rather than waiting for the broker.
+    let (status, none) = get(&client, p1.url("/api/jobs")).await?;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    assert_eq!(none["stale"], true, "{none}");
+    assert_eq!(none["jobs"], json!([]), "{none}");
 
     // The broker is back: the connection passes and the view is fresh again.
     site.server.restart()?;

@@ -1,17 +1,21 @@
-//! This host's view of the cluster's job records: one watch of the `koan_jobs`
-//! bucket keeps every record in memory, so `/api/jobs` on any instance lists the
-//! jobs accepted by every instance, at once. The view follows the bucket a moment
+//! This host's view of the cluster's job records, kept while it is read: the
+//! first listing starts one watch of the `koan_jobs` bucket, which holds every
+//! record in memory, so `/api/jobs` on any instance lists the jobs accepted by
+//! every instance; a view not read for `NatsOptions::job_view_idle` stops
+//! following and forgets them. A host that is never asked (a worker) receives
+//! none of the cluster's record writes. The view follows the bucket a moment
 //! behind; a single job is read from the bucket itself (`records::get`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use koan::job::{JobCounts, JobPage, JobQuery, JobRecord, JobState};
+use tokio::sync::watch;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct JobsView {
     /// By KV key: the record and when it was last written.
     records: Mutex<HashMap<String, (JobRecord, Instant)>>,
@@ -20,63 +24,129 @@ pub(crate) struct JobsView {
     keep: Duration,
     /// When records past `keep` were last forgotten.
     pruned: Mutex<Option<Instant>>,
+    /// Whether a watch follows the bucket, and when the view was last read.
+    following: Mutex<Following>,
+    /// Whether the view has caught up with the bucket since its watch began.
+    caught_up: watch::Sender<bool>,
+    /// How long the bucket is followed after the view was last read.
+    idle: Duration,
+}
+
+#[derive(Debug)]
+struct Following {
+    on: bool,
+    last_read: Instant,
 }
 
 /// How often records past their age are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a read waits, at most, for a view whose watch has just begun to catch
+/// up with the bucket; past it, the read answers what the view holds, marked stale.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl JobsView {
-    pub(crate) fn new(keep: Duration) -> JobsView {
+    pub(crate) fn new(keep: Duration, idle: Duration) -> JobsView {
         JobsView {
+            records: Mutex::default(),
             keep,
-            ..JobsView::default()
+            pruned: Mutex::default(),
+            following: Mutex::new(Following {
+                on: false,
+                last_read: Instant::now(),
+            }),
+            caught_up: watch::Sender::new(false),
+            idle,
+        }
+    }
+
+    /// Readies the view for a read: followed from now until `idle` after this read
+    /// (its watch begun on `store` if none is running), and caught up with the
+    /// bucket, which is waited for (up to `CATCH_UP`) while `connected`. Whether it
+    /// has caught up.
+    pub(crate) async fn ready(self: &Arc<Self>, store: &kv::Store, connected: bool) -> bool {
+        let begin = {
+            let mut f = lock(&self.following);
+            f.last_read = Instant::now();
+            !std::mem::replace(&mut f.on, true)
+        };
+        if begin {
+            tokio::spawn(follow(store.clone(), Arc::clone(self)));
+        }
+        let mut caught_up = self.caught_up.subscribe();
+        if !connected {
+            // Nothing to wait for: answered at once, from what the view holds.
+            return *caught_up.borrow();
+        }
+        tokio::time::timeout(CATCH_UP, caught_up.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops following when the view was not read for `idle` (or the transport is
+    /// gone), and forgets the records; whether it stopped. Under the same lock as a
+    /// read's start, so a read either keeps this watch or begins the next.
+    fn stop_if_idle(self: &Arc<Self>) -> bool {
+        let mut f = lock(&self.following);
+        let gone = Arc::strong_count(self) == 1;
+        if !gone && f.last_read.elapsed() < self.idle {
+            return false;
+        }
+        f.on = false;
+        self.caught_up.send_replace(false);
+        lock(&self.records).clear();
+        true
+    }
+
+    fn apply(&self, key: String, operation: kv::Operation, value: &[u8]) {
+        match operation {
+            kv::Operation::Put => match serde_json::from_slice::<JobRecord>(value) {
+                Ok(r) => self.put(key, r),
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "unreadable job record in the cluster's bucket")
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => self.remove(&key),
         }
     }
 
     fn put(&self, key: String, record: JobRecord) {
         let now = Instant::now();
-        if let Ok(mut m) = self.records.lock() {
-            m.insert(key, (record, now));
-            // Forgetting scans every record: once a second at most, not per write.
-            let due = self
-                .pruned
-                .lock()
-                .map(|mut at| {
-                    let due = at.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY);
-                    if due {
-                        *at = Some(now);
-                    }
-                    due
-                })
-                .unwrap_or(false);
+        let mut m = lock(&self.records);
+        m.insert(key, (record, now));
+        // Forgetting scans every record: once a second at most, not per write.
+        let due = {
+            let mut at = lock(&self.pruned);
+            let due = at.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY);
             if due {
-                let keep = self.keep;
-                m.retain(|_, (_, at)| now.duration_since(*at) <= keep);
+                *at = Some(now);
             }
+            due
+        };
+        if due {
+            let keep = self.keep;
+            m.retain(|_, (_, at)| now.duration_since(*at) <= keep);
         }
     }
 
     fn remove(&self, key: &str) {
-        if let Ok(mut m) = self.records.lock() {
-            m.remove(key);
-        }
+        lock(&self.records).remove(key);
     }
 
     /// A page, newest first (by id), older than the query's cursor.
     pub(crate) fn list(&self, query: &JobQuery) -> JobPage {
         let size = query.page_size();
-        let mut jobs: Vec<JobRecord> = self
-            .records
-            .lock()
-            .map(|m| {
-                m.values()
-                    .map(|(r, _)| r)
-                    .filter(|r| query.cursor.as_ref().is_none_or(|c| &r.id < c))
-                    .filter(|r| query.matches(r))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut jobs: Vec<JobRecord> = lock(&self.records)
+            .values()
+            .map(|(r, _)| r)
+            .filter(|r| query.cursor.as_ref().is_none_or(|c| &r.id < c))
+            .filter(|r| query.matches(r))
+            .cloned()
+            .collect();
         jobs.sort_by(|a, b| b.id.cmp(&a.id));
         let next_cursor = if jobs.len() > size {
             jobs.truncate(size);
@@ -92,9 +162,7 @@ impl JobsView {
     }
 
     pub(crate) fn counts(&self, service: Option<&str>) -> JobCounts {
-        let Ok(m) = self.records.lock() else {
-            return JobCounts::default();
-        };
+        let m = lock(&self.records);
         let by_state = JobState::ALL
             .into_iter()
             .map(|s| {
@@ -112,24 +180,40 @@ impl JobsView {
     }
 }
 
-/// Follows the bucket for as long as the connection lives.
-pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<JobsView>) {
+/// Follows the bucket until the view is not read for its `idle` time.
+async fn follow(store: kv::Store, view: Arc<JobsView>) {
+    let mut check = tokio::time::interval(view.idle.clamp(Duration::from_millis(10), PRUNE_EVERY));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // An empty bucket's watch delivers nothing: caught up as soon as it begins.
+        let empty = store
+            .stream
+            .get_info()
+            .await
+            .is_ok_and(|i| i.state.messages == 0);
         if let Ok(mut watch) = store.watch_with_history(">").await {
-            while let Some(Ok(entry)) = watch.next().await {
-                match entry.operation {
-                    kv::Operation::Put => match serde_json::from_slice::<JobRecord>(&entry.value) {
-                        Ok(r) => view.put(entry.key, r),
-                        Err(e) => {
-                            tracing::warn!(key = %entry.key, error = %e, "unreadable job record in the cluster's bucket")
+            if empty {
+                view.caught_up.send_replace(true);
+            }
+            loop {
+                tokio::select! {
+                    entry = watch.next() => match entry {
+                        Some(Ok(entry)) => {
+                            view.apply(entry.key, entry.operation, &entry.value);
+                            if entry.seen_current && !*view.caught_up.borrow() {
+                                view.caught_up.send_replace(true);
+                            }
                         }
+                        // The watch broke (a NATS restart, say): make a new one.
+                        _ => break,
                     },
-                    kv::Operation::Delete | kv::Operation::Purge => view.remove(&entry.key),
+                    _ = check.tick() => if view.stop_if_idle() {
+                        return;
+                    },
                 }
             }
         }
-        // The transport is gone: only this task still holds the view.
-        if std::sync::Arc::strong_count(&view) == 1 {
+        if view.stop_if_idle() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -163,7 +247,7 @@ mod tests {
 
     #[test]
     fn pages_go_newest_first_and_filters_hold() {
-        let view = JobsView::new(Duration::from_secs(60));
+        let view = JobsView::new(Duration::from_secs(60), Duration::from_secs(60));
         for (id, service) in [("01", "A"), ("02", "B"), ("03", "A"), ("04", "A")] {
             view.put(id.to_owned(), record(id, service));
         }

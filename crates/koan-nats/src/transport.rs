@@ -86,10 +86,9 @@ impl NatsTransport {
         // Records are kept as long as outcomes.
         let records =
             crate::streams::bucket(&js, subjects::JOBS_BUCKET, opts.outcome_ttl, &opts).await?;
-        let jobs_view = Arc::new(crate::jobs_view::JobsView::new(opts.outcome_ttl));
-        tokio::spawn(crate::jobs_view::follow(
-            records.clone(),
-            Arc::clone(&jobs_view),
+        let jobs_view = Arc::new(crate::jobs_view::JobsView::new(
+            opts.outcome_ttl,
+            opts.job_view_idle,
         ));
 
         // Forgotten with the bucket's entries, but kept past a lease: a new holder
@@ -364,16 +363,24 @@ impl Transport for NatsTransport {
         Box::pin(async move { crate::records::get(self, &id).await })
     }
 
-    fn jobs(&self, query: &JobQuery) -> Option<JobPage> {
-        let mut page = self.inner.jobs_view.list(query);
-        // The view answers from memory; while the broker is away it is not
-        // followed, and says so.
-        page.stale = !self.connected();
-        Some(page)
+    fn jobs<'a>(&'a self, query: &'a JobQuery) -> BoxFuture<'a, Option<JobPage>> {
+        Box::pin(async move {
+            let view = &self.inner.jobs_view;
+            let caught_up = view.ready(&self.inner.records, self.connected()).await;
+            let mut page = view.list(query);
+            // While the broker is away, or the view has not yet read the bucket,
+            // it answers from memory, and says so.
+            page.stale = !caught_up || !self.connected();
+            Some(page)
+        })
     }
 
-    fn job_counts(&self, service: Option<&str>) -> Option<JobCounts> {
-        Some(self.inner.jobs_view.counts(service))
+    fn job_counts<'a>(&'a self, service: Option<&'a str>) -> BoxFuture<'a, Option<JobCounts>> {
+        Box::pin(async move {
+            let view = &self.inner.jobs_view;
+            view.ready(&self.inner.records, self.connected()).await;
+            Some(view.counts(service))
+        })
     }
 
     fn cancel_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {

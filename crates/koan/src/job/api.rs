@@ -52,7 +52,10 @@ impl Jobs {
     /// the cluster's queue (accepted by any host).
     pub async fn list(&self, query: JobQuery) -> Result<JobPage> {
         let size = query.page_size();
-        let cluster = self.transport().and_then(|t| t.jobs(&query));
+        let cluster = match self.transport() {
+            Some(t) => t.jobs(&query).await,
+            None => None,
+        };
         let own = self.store().list(query).await?;
         Ok(match cluster {
             Some(page) => super::cluster::merge(own, page, size),
@@ -64,7 +67,11 @@ impl Jobs {
     /// included.
     pub async fn counts(&self, service: Option<&str>) -> Result<JobCounts> {
         let own = self.store().counts(service).await?;
-        Ok(match self.transport().and_then(|t| t.job_counts(service)) {
+        let cluster = match self.transport() {
+            Some(t) => t.job_counts(service).await,
+            None => None,
+        };
+        Ok(match cluster {
             Some(c) => super::cluster::add(&own, &c),
             None => own,
         })
@@ -131,7 +138,7 @@ impl Jobs {
             return Ok(n);
         };
         let mut cursor = None;
-        while let Some(page) = t.jobs(&dead(service, cursor.take())) {
+        while let Some(page) = t.jobs(&dead(service, cursor.take())).await {
             for job in &page.jobs {
                 match t.retry_job(&job.id).await {
                     Ok(Some(_)) => n += 1,

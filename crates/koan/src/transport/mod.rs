@@ -193,17 +193,19 @@ pub trait Transport: Send + Sync + 'static {
 
     /// A page of the cluster's job records, newest first (by id, as
     /// [`JobStore::list`](crate::job::JobStore::list)): `None` when the transport
-    /// keeps none.
-    fn jobs(&self, query: &JobQuery) -> Option<JobPage> {
+    /// keeps none. A transport may take a moment to read the records the first
+    /// time (a view of them it keeps only while it is read), and marks the page
+    /// `stale` when it could not.
+    fn jobs<'a>(&'a self, query: &'a JobQuery) -> BoxFuture<'a, Option<JobPage>> {
         let _ = query;
-        None
+        Box::pin(async { None })
     }
 
     /// How many of the cluster's job records are in each state (all services, or
     /// one): `None` when the transport keeps none.
-    fn job_counts(&self, service: Option<&str>) -> Option<JobCounts> {
+    fn job_counts<'a>(&'a self, service: Option<&'a str>) -> BoxFuture<'a, Option<JobCounts>> {
         let _ = service;
-        None
+        Box::pin(async { None })
     }
 
     /// Cancels job `id` of the cluster's queue: it will not run, and a running one
