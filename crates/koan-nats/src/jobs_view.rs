@@ -1,7 +1,7 @@
 //! This host's view of the cluster's job records, kept while it is read: the
 //! first listing starts one watch of the `koan_jobs` bucket, which holds every
 //! record in memory, so `/api/jobs` on any instance lists the jobs accepted by
-//! every instance; a view not read for `NatsOptions::job_view_idle` stops
+//! every instance; a view not read for `NatsOptions::watch_idle` stops
 //! following and forgets them. A host that is never asked (a worker) receives
 //! none of the cluster's record writes. The view follows the bucket a moment
 //! behind; a single job is read from the bucket itself (`records::get`).

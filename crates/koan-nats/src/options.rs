@@ -37,10 +37,11 @@ pub struct NatsOptions {
     pub ack_wait: Duration,
     /// How long outcomes of durable work are kept (default 1 h).
     pub outcome_ttl: Duration,
-    /// How long this host keeps following the cluster's job records after its
-    /// last listing (default 2 min): a host whose jobs are never listed (a worker)
-    /// receives none of the cluster's record writes.
-    pub job_view_idle: Duration,
+    /// How long this host keeps watching the cluster's job records after its last
+    /// listing, and its durable jobs' outcomes after it last awaited one (default
+    /// 2 min): a host that does neither (a worker) receives none of the cluster's
+    /// record or outcome writes.
+    pub watch_idle: Duration,
     /// JetStream storage in memory instead of files (tests).
     pub memory_storage: bool,
 }
@@ -80,7 +81,7 @@ impl Default for NatsOptions {
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
             outcome_ttl: Duration::from_secs(3600),
-            job_view_idle: Duration::from_secs(120),
+            watch_idle: Duration::from_secs(120),
             memory_storage: false,
         }
     }
@@ -103,7 +104,7 @@ struct Section {
     lease_ms: Option<u64>,
     max_deliver: Option<i64>,
     ack_wait_seconds: Option<u64>,
-    job_view_idle_seconds: Option<u64>,
+    watch_idle_seconds: Option<u64>,
 }
 
 impl NatsOptions {
@@ -118,7 +119,7 @@ impl NatsOptions {
     /// Reads `koan.nats`: `url`, `user`/`password`, `token`, `nkey_seed`,
     /// `tls_required`, `tls_ca_file`, `tls_client_cert`/`tls_client_key`,
     /// `default_request_timeout_seconds`, `heartbeat_ms`, `lease_ms`, `max_deliver`,
-    /// `ack_wait_seconds`, `job_view_idle_seconds`.
+    /// `ack_wait_seconds`, `watch_idle_seconds`.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.nats")?;
         let mut o = NatsOptions::default();
@@ -164,8 +165,8 @@ impl NatsOptions {
         if let Some(a) = s.ack_wait_seconds {
             o.ack_wait = Duration::from_secs(a.max(1));
         }
-        if let Some(i) = s.job_view_idle_seconds {
-            o.job_view_idle = Duration::from_secs(i.max(1));
+        if let Some(i) = s.watch_idle_seconds {
+            o.watch_idle = Duration::from_secs(i.max(1));
         }
         Ok(o)
     }

@@ -1,17 +1,21 @@
 //! Waiting for outcomes of durable jobs: one watch of the whole `koan_outcomes`
 //! bucket per connection, and a table of waiters by key — not a server-side watch
-//! per job. A sweep reads the keys still awaited once a second, so an outcome written
-//! while the watch was broken (a NATS restart) is not missed.
+//! per job. The watch is held only while outcomes are awaited (and `watch_idle`
+//! after the last), so a host that awaits none (a worker) receives none of the
+//! cluster's outcomes. When a watch begins, the keys awaited are read once (an
+//! outcome written before it began); while one lives, a sweep reads the keys still
+//! awaited once a second (an outcome written before its waiter, say a keyed
+//! repeat's; or while the watch was broken by a NATS restart).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use koan::Error;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::transport::unavailable;
 use crate::wire::Outcome;
@@ -22,6 +26,8 @@ type Waiters = Mutex<HashMap<String, Vec<oneshot::Sender<Result<Value, Error>>>>
 #[derive(Default)]
 pub(crate) struct OutcomeWaiters {
     waiting: Waiters,
+    /// Told of each new waiter: the watch begins when the first comes.
+    wanted: Notify,
 }
 
 impl std::fmt::Debug for OutcomeWaiters {
@@ -47,6 +53,7 @@ impl OutcomeWaiters {
         if let Ok(mut w) = self.waiting.lock() {
             w.entry(key.to_owned()).or_default().push(tx);
         }
+        self.wanted.notify_one();
         rx
     }
 
@@ -72,16 +79,30 @@ impl OutcomeWaiters {
     }
 }
 
-/// Follows the bucket for as long as the connection lives.
-pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>) {
+/// Watches the bucket while outcomes are awaited, for as long as the connection
+/// lives.
+pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>, idle: Duration) {
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // No one waits: no watch.
+        while waiters.pending().is_empty() {
+            // The transport is gone: only this task still holds the table.
+            if Arc::strong_count(&waiters) == 1 {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), waiters.wanted.notified()).await;
+        }
         let watch = tokio::time::timeout(Duration::from_secs(2), store.watch_all()).await;
         let mut watch = match watch {
             Ok(Ok(w)) => Some(w),
             _ => None,
         };
+        // What was written before this watch began.
+        read_awaited(&store, &waiters).await;
+        sweep.reset();
+        let mut unwaited_since = None;
+        let mut unwaited = false;
         loop {
             tokio::select! {
                 entry = async {
@@ -96,21 +117,38 @@ pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>) {
                     Some(Err(_)) | None => break,
                 },
                 _ = sweep.tick() => {
-                    // The transport is gone: only this task still holds the table.
                     if Arc::strong_count(&waiters) == 1 {
                         return;
                     }
-                    for key in waiters.pending() {
-                        if let Ok(Ok(Some(bytes))) = tokio::time::timeout(Duration::from_secs(1), store.get(key.clone())).await {
-                            waiters.resolve(&key, &bytes);
-                        }
-                    }
+                    read_awaited(&store, &waiters).await;
                     if watch.is_none() {
                         break;
+                    }
+                    // Awaited by no one for `idle`: the watch ends.
+                    if waiters.pending().is_empty() {
+                        if unwaited_since.get_or_insert_with(Instant::now).elapsed() >= idle {
+                            unwaited = true;
+                            break;
+                        }
+                    } else {
+                        unwaited_since = None;
                     }
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        if !unwaited {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Reads each key still awaited, answering the waiters of those with an outcome.
+async fn read_awaited(store: &kv::Store, waiters: &OutcomeWaiters) {
+    for key in waiters.pending() {
+        if let Ok(Ok(Some(bytes))) =
+            tokio::time::timeout(Duration::from_secs(1), store.get(key.clone())).await
+        {
+            waiters.resolve(&key, &bytes);
+        }
     }
 }

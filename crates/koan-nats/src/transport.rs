@@ -88,7 +88,7 @@ impl NatsTransport {
             crate::streams::bucket(&js, subjects::JOBS_BUCKET, opts.outcome_ttl, &opts).await?;
         let jobs_view = Arc::new(crate::jobs_view::JobsView::new(
             opts.outcome_ttl,
-            opts.job_view_idle,
+            opts.watch_idle,
         ));
 
         // Forgotten with the bucket's entries, but kept past a lease: a new holder
@@ -100,6 +100,7 @@ impl NatsTransport {
         tokio::spawn(crate::outcomes::follow(
             outcomes.clone(),
             Arc::clone(&waiters),
+            opts.watch_idle,
         ));
 
         // One publisher task keeps events in emission order.

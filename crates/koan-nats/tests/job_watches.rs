@@ -1,7 +1,8 @@
-//! The cluster's job listing on each host: a host follows the `koan_jobs` bucket
-//! only while its listing is read (a worker never asked receives none of the
-//! cluster's record writes), its first listing reads every record the bucket
-//! holds, and a view not read for `job_view_idle` stops following.
+//! What a host watches of the cluster's durable jobs, and when: the `koan_jobs`
+//! records only while its listing is read (its first listing reads every record
+//! the bucket holds), the `koan_outcomes` only while it awaits an outcome; each
+//! watch ends `watch_idle` after its last use. A host that does neither (a
+//! worker) receives none of the cluster's record or outcome writes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +40,14 @@ impl BackgroundService for Echo {
     }
 }
 
-/// How many consumers of the records' stream have a subscriber: the hosts that
-/// follow the cluster's job records.
-async fn followers(m: &Member) -> anyhow::Result<usize> {
+const RECORDS: &str = "KV_koan_jobs";
+const OUTCOMES: &str = "KV_koan_outcomes";
+
+/// How many consumers of `stream` (a bucket's) have a subscriber: the hosts that
+/// watch the bucket.
+async fn followers(m: &Member, stream: &str) -> anyhow::Result<usize> {
     let js = async_nats::jetstream::new(m.nats.client().clone());
-    let stream = js.get_stream("KV_koan_jobs").await?;
+    let stream = js.get_stream(stream).await?;
     let mut consumers = stream.consumers();
     let mut bound = 0;
     while let Some(info) = futures_util::StreamExt::next(&mut consumers).await {
@@ -52,34 +56,44 @@ async fn followers(m: &Member) -> anyhow::Result<usize> {
     Ok(bound)
 }
 
-async fn followers_become(m: &Member, n: usize) -> anyhow::Result<()> {
-    wait_for(
-        &format!("{n} hosts to follow the job records"),
-        async || Ok((followers(m).await? == n).then_some(())),
-    )
+async fn followers_become(m: &Member, stream: &str, n: usize) -> anyhow::Result<()> {
+    wait_for(&format!("{n} hosts to watch {stream}"), async || {
+        Ok((followers(m, stream).await? == n).then_some(()))
+    })
     .await
+}
+
+/// A worker hosting `Echo` and a client, each watching for a second after use.
+async fn cluster(server: &NatsServer) -> anyhow::Result<(Member, Member)> {
+    let mut opts = test_options(&server.url());
+    opts.watch_idle = Duration::from_secs(1);
+    Member::worker_and_client(opts, "Echo", |b| b.service::<Echo>()).await
+}
+
+/// Enqueues `echo(n)` from `client` and awaits its outcome; the job's id.
+async fn echo(client: &Member, n: u32) -> anyhow::Result<String> {
+    let ticket = within(
+        "enqueue",
+        client.host.service("Echo").action("echo", n).enqueue(),
+    )
+    .await??;
+    let id = ticket.id().to_owned();
+    let out = within("the outcome", ticket.outcome()).await??;
+    assert_eq!(out.value::<u32>()?, n);
+    Ok(id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_follows_the_cluster_s_job_records_only_while_it_is_listed() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let mut opts = test_options(&server.url());
-    opts.job_view_idle = Duration::from_secs(1);
-    let (worker, client) = Member::worker_and_client(opts, "Echo", |b| b.service::<Echo>()).await?;
-
+    let (worker, client) = cluster(&server).await?;
     let mut ids = Vec::new();
     for n in 0..5u32 {
-        let ticket = within(
-            "enqueue",
-            client.host.service("Echo").action("echo", n).enqueue(),
-        )
-        .await??;
-        ids.push(ticket.id().to_owned());
-        within("the outcome", ticket.outcome()).await??;
+        ids.push(echo(&client, n).await?);
     }
     // Every job was recorded, accepted by the client and run by the worker; no
     // host has listed, so none follows the records.
-    assert_eq!(followers(&client).await?, 0);
+    assert_eq!(followers(&client, RECORDS).await?, 0);
 
     // The worker's first listing answers every job, succeeded, at once: it reads
     // the bucket before it answers.
@@ -95,14 +109,14 @@ async fn a_host_follows_the_cluster_s_job_records_only_while_it_is_listed() -> a
     );
     let counts = within("the counts", worker.host.jobs().counts(Some("Echo"))).await??;
     assert_eq!(counts.get(JobState::Succeeded), 5);
-    assert_eq!(followers(&client).await?, 1);
+    assert_eq!(followers(&client, RECORDS).await?, 1);
 
     // Not listed for a second: it stops following, and a listing reads them again.
-    followers_become(&client, 0).await?;
+    followers_become(&client, RECORDS, 0).await?;
     let again = within("the listing", worker.host.jobs().list(JobQuery::default())).await??;
     assert!(!again.stale, "{again:?}");
     assert_eq!(again.jobs.len(), 5, "{again:?}");
-    assert_eq!(followers(&client).await?, 1);
+    assert_eq!(followers(&client, RECORDS).await?, 1);
     Ok(())
 }
 
@@ -113,5 +127,21 @@ async fn a_first_listing_of_an_empty_cluster_is_not_stale() -> anyhow::Result<()
     let page = within("the listing", m.host.jobs().list(JobQuery::default())).await??;
     assert!(!page.stale, "{page:?}");
     assert!(page.jobs.is_empty(), "{page:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_host_awaiting_outcomes_watches_them_and_only_while_it_does() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_worker, client) = cluster(&server).await?;
+    assert_eq!(followers(&client, OUTCOMES).await?, 0, "no one awaits yet");
+    echo(&client, 1).await?;
+    // The client's watch, kept for a while; the worker, which wrote the outcome,
+    // has none.
+    assert_eq!(followers(&client, OUTCOMES).await?, 1);
+    followers_become(&client, OUTCOMES, 0).await?;
+    // Awaited again: a watch begins again, and the outcome arrives.
+    echo(&client, 2).await?;
+    assert_eq!(followers(&client, OUTCOMES).await?, 1);
     Ok(())
 }
