@@ -3,12 +3,14 @@
 //! per job. The watch is held only while outcomes are awaited (and `watch_idle`
 //! after the last), so a host that awaits none (a worker) receives none of the
 //! cluster's outcomes. When a watch begins, the keys awaited are read once (an
-//! outcome written before it began); while one lives, a sweep reads the keys still
-//! awaited once a second (an outcome written before its waiter, say a keyed
-//! repeat's; or while the watch was broken by a NATS restart).
+//! outcome written before it began, or while the last was broken by a NATS
+//! restart); a sweep reads a key at its first tick unless the key's job was just
+//! stored new (an outcome may be older than its waiter: a repeat of a job, or a
+//! job that ended before it was awaited), and every key each minute after, as a
+//! safety net.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
@@ -20,7 +22,20 @@ use tokio::sync::{Notify, oneshot};
 use crate::transport::unavailable;
 use crate::wire::Outcome;
 
-type Waiters = Mutex<HashMap<String, Vec<oneshot::Sender<Result<Value, Error>>>>>;
+type Waiters = Mutex<HashMap<String, Awaited>>;
+
+/// One key's waiters, and when the sweep reads the key next.
+struct Awaited {
+    txs: Vec<oneshot::Sender<Result<Value, Error>>>,
+    next: Instant,
+}
+
+/// How often the sweep reads a key awaited. A live watch delivers every outcome
+/// written since it began, and a new one begins by reading every key awaited: past
+/// a key's first read (its outcome may be older than its waiter), the sweep is a
+/// safety net, not the way outcomes arrive. (Read every second, 100,000 waiters
+/// cost the broker 100,000 reads a second.)
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The waiters of one connection.
 #[derive(Default)]
@@ -32,9 +47,8 @@ pub(crate) struct OutcomeWaiters {
 
 impl std::fmt::Debug for OutcomeWaiters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.waiting.lock().map(|w| w.len()).unwrap_or(0);
         f.debug_struct("OutcomeWaiters")
-            .field("waiting", &n)
+            .field("waiting", &self.lock().len())
             .finish()
     }
 }
@@ -47,35 +61,71 @@ fn read(key: &str, bytes: &[u8]) -> Result<Value, Error> {
 }
 
 impl OutcomeWaiters {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Awaited>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Registers a waiter for `key`.
     pub(crate) fn wait(&self, key: &str) -> oneshot::Receiver<Result<Value, Error>> {
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = self.waiting.lock() {
-            w.entry(key.to_owned()).or_default().push(tx);
-        }
+        self.lock()
+            .entry(key.to_owned())
+            .or_insert_with(|| Awaited {
+                txs: Vec::new(),
+                // Its outcome may be there already: read at the next tick.
+                next: Instant::now(),
+            })
+            .txs
+            .push(tx);
         self.wanted.notify_one();
         rx
     }
 
+    /// `key`'s job was stored new after its waiter came: its outcome cannot be
+    /// older than the waiter, so the sweep need not read it before `SWEEP_EVERY`.
+    pub(crate) fn stored_new(&self, key: &str) {
+        if let Some(a) = self.lock().get_mut(key) {
+            a.next = Instant::now() + SWEEP_EVERY;
+        }
+    }
+
     /// Answers every waiter of `key` with the stored outcome.
     pub(crate) fn resolve(&self, key: &str, bytes: &[u8]) {
-        let waiters = self.waiting.lock().ok().and_then(|mut w| w.remove(key));
-        for tx in waiters.into_iter().flatten() {
+        let waiters = self.lock().remove(key);
+        for tx in waiters.into_iter().flat_map(|a| a.txs) {
             let _ = tx.send(read(key, bytes));
         }
     }
 
+    /// The table without the waiters that gave up.
+    fn pruned(&self) -> MutexGuard<'_, HashMap<String, Awaited>> {
+        let mut w = self.lock();
+        w.retain(|_, a| {
+            a.txs.retain(|tx| !tx.is_closed());
+            !a.txs.is_empty()
+        });
+        w
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pruned().is_empty()
+    }
+
+    /// Every key awaited.
     fn pending(&self) -> Vec<String> {
-        self.waiting
-            .lock()
-            .map(|mut w| {
-                w.retain(|_, txs| {
-                    txs.retain(|tx| !tx.is_closed());
-                    !txs.is_empty()
-                });
-                w.keys().cloned().collect()
-            })
-            .unwrap_or_default()
+        self.pruned().keys().cloned().collect()
+    }
+
+    /// The keys awaited that the sweep reads `now`, each read next `SWEEP_EVERY`
+    /// later.
+    fn due(&self, now: Instant) -> Vec<String> {
+        let mut w = self.pruned();
+        let mut keys = Vec::new();
+        for (key, a) in w.iter_mut().filter(|(_, a)| a.next <= now) {
+            a.next = now + SWEEP_EVERY;
+            keys.push(key.clone());
+        }
+        keys
     }
 }
 
@@ -86,7 +136,7 @@ pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>, idle:
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // No one waits: no watch.
-        while waiters.pending().is_empty() {
+        while waiters.is_empty() {
             // The transport is gone: only this task still holds the table.
             if Arc::strong_count(&waiters) == 1 {
                 return;
@@ -99,7 +149,7 @@ pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>, idle:
             _ => None,
         };
         // What was written before this watch began.
-        read_awaited(&store, &waiters).await;
+        read_keys(&store, &waiters, waiters.pending()).await;
         sweep.reset();
         let mut unwaited_since = None;
         let mut unwaited = false;
@@ -120,12 +170,12 @@ pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>, idle:
                     if Arc::strong_count(&waiters) == 1 {
                         return;
                     }
-                    read_awaited(&store, &waiters).await;
+                    read_keys(&store, &waiters, waiters.due(Instant::now())).await;
                     if watch.is_none() {
                         break;
                     }
                     // Awaited by no one for `idle`: the watch ends.
-                    if waiters.pending().is_empty() {
+                    if waiters.is_empty() {
                         if unwaited_since.get_or_insert_with(Instant::now).elapsed() >= idle {
                             unwaited = true;
                             break;
@@ -142,13 +192,35 @@ pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>, idle:
     }
 }
 
-/// Reads each key still awaited, answering the waiters of those with an outcome.
-async fn read_awaited(store: &kv::Store, waiters: &OutcomeWaiters) {
-    for key in waiters.pending() {
+/// Reads `keys`, answering the waiters of those with an outcome.
+async fn read_keys(store: &kv::Store, waiters: &OutcomeWaiters, keys: Vec<String>) {
+    for key in keys {
         if let Ok(Ok(Some(bytes))) =
             tokio::time::timeout(Duration::from_secs(1), store.get(key.clone())).await
         {
             waiters.resolve(&key, &bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_reads_a_key_at_once_unless_its_job_was_just_stored_then_each_minute() {
+        let w = OutcomeWaiters::default();
+        let (new, old) = (w.wait("new"), w.wait("old"));
+        w.stored_new("new");
+        let t0 = Instant::now();
+        assert_eq!(w.due(t0), ["old"]);
+        assert!(w.due(t0 + Duration::from_secs(59)).is_empty());
+        let mut both = w.due(t0 + Duration::from_secs(61));
+        both.sort();
+        assert_eq!(both, ["new", "old"]);
+        // A key whose waiter gave up is read no more.
+        drop((new, old));
+        assert!(w.due(t0 + Duration::from_secs(1000)).is_empty());
+        assert!(w.is_empty());
     }
 }

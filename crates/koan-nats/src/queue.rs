@@ -95,7 +95,7 @@ async fn consume_once(
 /// Whether `id` is one a host made up for a single enqueue (a UUID v7), not one an
 /// idempotency key names (v8) or a foreign client chose: only such an id cannot
 /// have been run by another message.
-fn fresh_id(id: &str) -> bool {
+pub(crate) fn fresh_id(id: &str) -> bool {
     let b = id.as_bytes();
     b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[14] == b'7'
 }

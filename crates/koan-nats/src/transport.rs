@@ -325,7 +325,16 @@ impl Transport for NatsTransport {
 
     fn enqueue(&self, call: RemoteCall, job: DurableJob) -> BoxFuture<'_, Result<bool, Error>> {
         let job = crate::enqueue::job_of(call, job);
-        Box::pin(async move { crate::enqueue::enqueue(self, &job).await })
+        Box::pin(async move {
+            let stored = crate::enqueue::enqueue(self, &job).await?;
+            // A new job's outcome comes after its waiter, by the watch; a repeat's
+            // (of an id stored before, or of a key's job past the duplicate window)
+            // may be written already, and only a read brings it.
+            if stored && crate::queue::fresh_id(&job.id) {
+                self.inner.waiters.stored_new(&subjects::key(&job.id));
+            }
+            Ok(stored)
+        })
     }
 
     fn keeps_delayed(&self) -> bool {
