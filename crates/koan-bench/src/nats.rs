@@ -210,31 +210,29 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     })
     .await?;
     let (mut ks, mut ws, mut rs) = (Vec::new(), Vec::new(), Vec::new());
-    // The broker's work per job in the last round (koan `WideCalc`, raw).
-    let (mut koan_work, mut raw_work) = (None, None);
+    // What each side asked of this process's CPU and of the broker, a job, in the
+    // last round (koan `WideCalc`, raw).
+    let (mut koan_work, mut raw_work) = (Spent::default(), Spent::default());
     for round in 0..=rounds {
         let k = koan_durable(&host_b, "Calc", jobs).await?;
-        let before = server.work().await.ok();
+        let before = Spent::now(&server).await;
         let w = koan_durable(&host_b, "WideCalc", jobs).await?;
-        let mid = server.work().await.ok();
+        let mid = Spent::now(&server).await;
         let r = raw_durable(&js, jobs, round).await?;
-        let after = server.work().await.ok();
+        let after = Spent::now(&server).await;
         if round > 0 {
             ks.push(k);
             ws.push(w);
             rs.push(r);
         }
-        koan_work = before.zip(mid).map(|(b, m)| b.per_job(m, jobs));
-        raw_work = mid.zip(after).map(|(m, a)| m.per_job(a, jobs));
+        koan_work = before.until(mid);
+        raw_work = mid.until(after);
     }
-    let broker = match (koan_work, raw_work) {
-        (Some(k), Some(r)) => format!(
-            "; broker per job (last round): koan {}, raw {}",
-            k.describe(),
-            r.describe()
-        ),
-        _ => String::new(),
-    };
+    let broker = format!(
+        "; per job (last round): koan {}, raw {}",
+        koan_work.per_call(jobs),
+        raw_work.per_call(jobs)
+    );
     // koan claims only what a service can run (its `max_concurrency`), where the raw
     // consumer prefetches a batch: with one at a time, each job waits for its own
     // pull. Both are measured; the goal is read on the service that may run as many
