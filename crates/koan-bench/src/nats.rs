@@ -109,7 +109,7 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     let mut o = NatsOptions::new(server.url.clone());
     o.default_request_timeout = Duration::from_secs(10);
     let ta = NatsTransport::connect(o.clone()).await?;
-    let tb = NatsTransport::connect(o).await?;
+    let tb = NatsTransport::connect(o.clone()).await?;
     // Host A runs the service and serves it to the cluster; host B only calls.
     let host_a = Host::builder()
         .instance(Calc)
@@ -257,6 +257,43 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
         };
         rows.push(row);
     }
+
+    // The same with more hosts on the cluster that neither enqueue, list nor run
+    // jobs (each connected, as a host's transport is): a job's cost should not grow
+    // with the cluster.
+    let more = opts.pick(6, 1);
+    let mut others = Vec::with_capacity(more);
+    for _ in 0..more {
+        others.push(NatsTransport::connect(o.clone()).await?);
+    }
+    let (mut cs, mut crs) = (Vec::new(), Vec::new());
+    let mut crowd = Spent::default();
+    for round in 0..=rounds {
+        let before = Spent::now(&server).await;
+        let w = koan_durable(&host_b, "WideCalc", jobs).await?;
+        let after = Spent::now(&server).await;
+        let r = raw_durable(&js, jobs, rounds + 1 + round).await?;
+        if round > 0 {
+            cs.push(w);
+            crs.push(r);
+        }
+        crowd = before.until(after);
+    }
+    rows.push(
+        Row::new(
+            "B8",
+            &format!("durable enqueue → done, max_concurrency 64, {} hosts", more + 2),
+            "jobs/s",
+            Better::Higher,
+            median(&cs),
+        )
+        .baseline("raw JetStream publish + pull/ack", Some(median(&crs)))
+        .note(format!(
+            "{more} more hosts connected that neither enqueue, list nor run jobs; per job (last round): koan {}",
+            crowd.per_call(jobs)
+        )),
+    );
+    drop(others);
 
     responder.abort();
     node.detach().await;
