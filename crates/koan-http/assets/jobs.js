@@ -71,7 +71,7 @@ function jobsPage(main, _m, params) {
       if (!page.jobs.length) tbody.append(el("tr", {}, el("td", { colspan: "7", class: "desc", text: "no jobs" + (f.state ? " " + f.state : "") })));
       older.disabled = !next; newer.disabled = !cursors.length;
       info.textContent = `page ${cursors.length + 1}`;
-      notice(page.stale ? "the cluster's jobs as last seen: its broker is unreachable" : "");
+      notice(page.stale ? "the cluster's jobs may be out of date or incomplete: its broker is unreachable, or this instance is still reading them" : "");
     } catch (e) { notice("jobs: " + e.message); }
   }
   return { refresh };

@@ -124,6 +124,6 @@ pub(crate) fn schemas(into: &mut Map<String, Value>) {
         json!({ "type": "object", "required": ["jobs", "next_cursor"], "properties": {
         "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } },
         "next_cursor": { "type": ["string", "null"] },
-        "stale": { "type": "boolean", "description": "present (true) when the cluster's jobs come from a view that cannot be refreshed now: the broker is unreachable" } } }),
+        "stale": { "type": "boolean", "description": "present (true) when the cluster's jobs come from a view that is not current: the broker is unreachable (the last known state), or this instance has not yet read them all (its first listing after a while without one)" } } }),
     );
 }

@@ -294,9 +294,10 @@ pub struct JobPage {
     pub jobs: Vec<JobRecord>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
-    /// Set when part of the page comes from a view that cannot be refreshed now
-    /// (the cluster's broker is unreachable): the last known state, not a current
-    /// one.
+    /// Set when part of the page comes from a view that is not current: the
+    /// cluster's broker is unreachable (the last known state), or this host's view
+    /// of the cluster's jobs has not yet read them all (its first listing after a
+    /// while without one).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stale: bool,
 }
