@@ -42,8 +42,9 @@ struct Following {
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a read waits, at most, for a view whose watch has just begun to catch
-/// up with the bucket; past it, the read answers what the view holds, marked stale.
-const CATCH_UP: Duration = Duration::from_secs(2);
+/// up with the bucket (a few ms when all is well; JetStream's own requests give up
+/// after 5 s); past it, the read answers what the view holds, marked stale.
+const CATCH_UP: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -69,13 +70,21 @@ impl JobsView {
     /// bucket, which is waited for (up to `CATCH_UP`) while `connected`. Whether it
     /// has caught up.
     pub(crate) async fn ready(self: &Arc<Self>, store: &kv::Store, connected: bool) -> bool {
-        let begin = {
+        let begin = |view| {
+            tokio::spawn(follow(store.clone(), view));
+        };
+        self.ready_with(begin, connected).await
+    }
+
+    /// [`ready`](Self::ready), its watch begun by `begin`.
+    async fn ready_with(self: &Arc<Self>, begin: impl FnOnce(Arc<Self>), connected: bool) -> bool {
+        let first = {
             let mut f = lock(&self.following);
             f.last_read = Instant::now();
             !std::mem::replace(&mut f.on, true)
         };
-        if begin {
-            tokio::spawn(follow(store.clone(), Arc::clone(self)));
+        if first {
+            begin(Arc::clone(self));
         }
         let mut caught_up = self.caught_up.subscribe();
         if !connected {
@@ -191,7 +200,11 @@ async fn follow(store: kv::Store, view: Arc<JobsView>) {
             .get_info()
             .await
             .is_ok_and(|i| i.state.messages == 0);
-        if let Ok(mut watch) = store.watch_with_history(">").await {
+        let watch = store.watch_with_history(">").await;
+        if let Err(e) = &watch {
+            tracing::warn!(error = %e, "cannot watch the cluster's job records; trying again");
+        }
+        if let Ok(mut watch) = watch {
             if empty {
                 view.caught_up.send_replace(true);
             }
@@ -243,6 +256,46 @@ mod tests {
             max_attempts: 5,
         }
         .into_record()
+    }
+
+    fn view() -> Arc<JobsView> {
+        Arc::new(JobsView::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waits_for_the_view_to_catch_up_its_watch_begun_once() {
+        let v = view();
+        let begun = std::sync::atomic::AtomicU32::new(0);
+        let t0 = tokio::time::Instant::now();
+        // The watch reaches the bucket's last record a second after it begins.
+        let begin = |view: Arc<JobsView>| {
+            begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                view.caught_up.send_replace(true);
+            });
+        };
+        assert!(v.ready_with(begin, true).await);
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        // Caught up: the next read neither waits nor begins another watch.
+        assert!(v.ready_with(|_| panic!("a second watch"), true).await);
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_view_that_does_not_catch_up_is_answered_stale_after_its_bound() {
+        let v = view();
+        let t0 = tokio::time::Instant::now();
+        assert!(!v.ready_with(|_| {}, true).await);
+        assert_eq!(t0.elapsed(), CATCH_UP);
+        // Disconnected: no wait at all.
+        let t1 = tokio::time::Instant::now();
+        assert!(!view().ready_with(|_| {}, false).await);
+        assert_eq!(t1.elapsed(), Duration::ZERO);
     }
 
     #[test]
