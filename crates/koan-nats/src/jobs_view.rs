@@ -35,7 +35,8 @@ pub(crate) struct JobsView {
 #[derive(Debug)]
 struct Following {
     on: bool,
-    last_read: Instant,
+    /// tokio's clock: the tests' paused one.
+    last_read: tokio::time::Instant,
 }
 
 /// How often records past their age are forgotten.
@@ -58,7 +59,7 @@ impl JobsView {
             pruned: Mutex::default(),
             following: Mutex::new(Following {
                 on: false,
-                last_read: Instant::now(),
+                last_read: tokio::time::Instant::now(),
             }),
             caught_up: watch::Sender::new(false),
             idle,
@@ -80,7 +81,7 @@ impl JobsView {
     async fn ready_with(self: &Arc<Self>, begin: impl FnOnce(Arc<Self>), connected: bool) -> bool {
         let first = {
             let mut f = lock(&self.following);
-            f.last_read = Instant::now();
+            f.last_read = tokio::time::Instant::now();
             !std::mem::replace(&mut f.on, true)
         };
         if first {
@@ -98,11 +99,13 @@ impl JobsView {
 
     /// Stops following when the view was not read for `idle` (or the transport is
     /// gone), and forgets the records; whether it stopped. Under the same lock as a
-    /// read's start, so a read either keeps this watch or begins the next.
+    /// read's start, so a read either keeps this watch or begins the next. Never
+    /// within `CATCH_UP` of a read: a read still waiting for the watch to catch up
+    /// keeps it.
     fn stop_if_idle(self: &Arc<Self>) -> bool {
         let mut f = lock(&self.following);
         let gone = Arc::strong_count(self) == 1;
-        if !gone && f.last_read.elapsed() < self.idle {
+        if !gone && f.last_read.elapsed() < self.idle.max(CATCH_UP) {
             return false;
         }
         f.on = false;
@@ -284,6 +287,27 @@ mod tests {
         assert!(v.ready_with(|_| panic!("a second watch"), true).await);
         assert_eq!(t0.elapsed(), Duration::from_secs(1));
         assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waiting_for_the_view_keeps_it_past_its_idle_time() {
+        // Idle after a second, but its watch takes three to catch up.
+        let v = Arc::new(JobsView::new(
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        ));
+        let begin = |view: Arc<JobsView>| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                assert!(!view.stop_if_idle(), "stopped under a waiting read");
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                view.caught_up.send_replace(true);
+            });
+        };
+        assert!(v.ready_with(begin, true).await);
+        // Past the bound as well, it stops.
+        tokio::time::sleep(CATCH_UP).await;
+        assert!(v.stop_if_idle());
     }
 
     #[tokio::test(start_paused = true)]
