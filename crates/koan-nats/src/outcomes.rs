@@ -37,6 +37,10 @@ struct Awaited {
 /// cost the broker 100,000 reads a second.)
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// How many awaited keys are read at once (when a watch begins, every key
+/// awaited: after a NATS restart, possibly thousands).
+const READ_AT_ONCE: usize = 64;
+
 /// The waiters of one connection.
 #[derive(Default)]
 pub(crate) struct OutcomeWaiters {
@@ -194,13 +198,15 @@ pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>, idle:
 
 /// Reads `keys`, answering the waiters of those with an outcome.
 async fn read_keys(store: &kv::Store, waiters: &OutcomeWaiters, keys: Vec<String>) {
-    for key in keys {
-        if let Ok(Ok(Some(bytes))) =
-            tokio::time::timeout(Duration::from_secs(1), store.get(key.clone())).await
-        {
-            waiters.resolve(&key, &bytes);
-        }
-    }
+    futures_util::stream::iter(keys)
+        .for_each_concurrent(READ_AT_ONCE, |key| async move {
+            if let Ok(Ok(Some(bytes))) =
+                tokio::time::timeout(Duration::from_secs(1), store.get(key.as_str())).await
+            {
+                waiters.resolve(&key, &bytes);
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]
