@@ -171,3 +171,52 @@ impl NatsOptions {
         Ok(o)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(toml: &str) -> Result<NatsOptions, Error> {
+        let config = Config::builder().toml("test.toml", toml)?.build();
+        NatsOptions::from_config(&config)
+    }
+
+    #[test]
+    fn every_key_is_read() -> Result<(), Error> {
+        let o = read(
+            r#"
+            [koan.nats]
+            url = "nats://10.0.0.1:4222"
+            user = "koan"
+            password = "secret"
+            default_request_timeout_seconds = 7
+            heartbeat_ms = 250
+            lease_ms = 900
+            max_deliver = 9
+            ack_wait_seconds = 11
+            watch_idle_seconds = 30
+            "#,
+        )?;
+        assert_eq!(o.url, "nats://10.0.0.1:4222");
+        assert_eq!(o.user_password, Some(("koan".into(), "secret".into())));
+        assert_eq!(o.default_request_timeout, Duration::from_secs(7));
+        assert_eq!(o.heartbeat, Duration::from_millis(250));
+        assert_eq!(o.lease, Duration::from_millis(900));
+        assert_eq!(o.max_deliver, 9);
+        assert_eq!(o.ack_wait, Duration::from_secs(11));
+        assert_eq!(o.watch_idle, Duration::from_secs(30));
+        // Absent: the defaults.
+        assert_eq!(read("")?, NatsOptions::default());
+        Ok(())
+    }
+
+    #[test]
+    fn a_wrong_key_or_a_lone_password_is_refused_by_name() {
+        let e = read("[koan.nats]\nwatch_idle = 30\n").expect_err("an unknown key");
+        // It names the key given and the one meant.
+        assert!(e.message().contains("unknown field `watch_idle`"), "{e}");
+        assert!(e.message().contains("`watch_idle_seconds`"), "{e}");
+        let e = read("[koan.nats]\npassword = \"p\"\n").expect_err("a password alone");
+        assert!(e.message().contains("go together"), "{e}");
+    }
+}
