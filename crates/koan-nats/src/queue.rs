@@ -85,8 +85,7 @@ async fn consume_once(
             let (t, host) = (t.clone(), host.clone());
             let service = service.to_owned();
             tokio::spawn(async move {
-                handle(&t, &host, &service, msg).await;
-                drop(permit);
+                handle(&t, &host, &service, msg, permit).await;
             });
         }
     }
@@ -126,7 +125,19 @@ fn job_info(job: &Job, attempt: u32) -> koan::job::JobInfo {
     info
 }
 
-async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Message) {
+/// Runs one delivered job and commits how it ended. `slot` is its place among
+/// the service's `max_concurrency`: given back as soon as the run is over, so the
+/// next job is asked for while this one's outcome is still being stored (with one
+/// slot, the next pull's round trip overlaps the outcome's write instead of
+/// following it; B8's `max_concurrency 1`). A job held here still never waits for
+/// a slot: the next one comes only when no run holds it.
+async fn handle(
+    t: &NatsTransport,
+    host: &HostHandle,
+    service: &str,
+    msg: Message,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).max(1);
     let job = match Job::read(service, &msg.subject, msg.headers.as_ref(), &msg.payload) {
         Ok(j) => j,
@@ -245,6 +256,8 @@ async fn handle(t: &NatsTransport, host: &HostHandle, service: &str, msg: Messag
             ),
         )),
     };
+    // The run is over (ended, fenced or cut short): its slot is free.
+    drop(slot);
     if cancel_asked.load(std::sync::atomic::Ordering::Acquire) {
         return drop_cancelled(t, &msg, &key, &job.id, attempts).await;
     }
