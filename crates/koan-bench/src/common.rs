@@ -221,7 +221,7 @@ pub(crate) fn metrics_on() -> bool {
 /// of their own (the first threads its pool starts; later blocking threads are left
 /// free). Without it the kernel places them: this sandbox's kernel packs threads on
 /// one vCPU while the load is light, so two workers may take turns on one core
-/// (BENCHMARKS.md, "Nineteenth round"). Every contender shares the runtime, so the
+/// (docs/benchmarks/round-19.md). Every contender shares the runtime, so the
 /// knob moves them all; the verdicts are read without it, as a user runs.
 pub(crate) fn pinning() -> Option<impl Fn() + Send + Sync + 'static> {
     if !std::env::var("KOAN_BENCH_PIN").is_ok_and(|v| v == "1") {

@@ -49,7 +49,7 @@ pub(super) struct Window {
 impl Lateness {
     /// Room for `runs` recorded runs on each thread; runs beyond it are counted, not
     /// sampled. (Each shard can hold a whole window: the kernel may run every run of
-    /// a burst on one worker; see BENCHMARKS.md, "Nineteenth round".)
+    /// a burst on one worker; see docs/benchmarks/round-19.md.)
     pub(super) fn new(runs: usize) -> Self {
         let slots = |n: usize| (0..n).map(|_| AtomicU64::new(EMPTY)).collect();
         let traced = std::env::var_os("KOAN_B6_TRACE").is_some();

@@ -197,7 +197,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         // than one, the time each one's first job falls due, when the store can tell
         // (`JobStore::live_services`): one question to the store a pass instead of a
         // claim per service, which took a worker 4 to 7 ms a pass at 10,000 services
-        // with no jobs at all (B6, BENCHMARKS.md, "Eighteenth round"). With one, its
+        // with no jobs at all (B6, docs/benchmarks/round-18.md). With one, its
         // claim is the one question (B9: a pass per finished job).
         let open: Vec<usize> = (0..cells.len())
             .filter(|&i| free_slots(&cells[i], &busy[i]) > 0)

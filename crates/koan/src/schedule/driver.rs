@@ -133,7 +133,7 @@ pub(super) fn outcome_of(reason: RunReason, result: Option<Caught>) -> RunOutcom
 /// task's lines. As a block, what it is given stays where the task holds it: in a
 /// debug build's layout (`-Zprint-type-sizes`), the driver's task went from 1,024
 /// to 640 bytes and its future from 800 to 528; B6's CPU per run fell 3.6 % (lower
-/// in 21 of 30 alternated windows; BENCHMARKS.md, "Twenty-third round"). A box per
+/// in 21 of 30 alternated windows; docs/benchmarks/round-23.md). A box per
 /// run for the run's future, to shrink it further, cost 3.5 % more.
 #[allow(clippy::manual_async_fn)] // An `async fn` is what this avoids (above).
 fn drive_loop<T: PeriodicService>(
@@ -172,7 +172,7 @@ fn drive_loop<T: PeriodicService>(
         // then sit side by side in memory, not a driver's whole task apart. When 10,000
         // runs fall due at once, tokio walks its list of due timers one entry after the
         // other, each a load that waits for the last; dense entries cost that walk about
-        // half (B6: CPU per run −11 %; BENCHMARKS.md, "Eighteenth round").
+        // half (B6: CPU per run −11 %; docs/benchmarks/round-18.md).
         let mut sleep = Box::pin(tokio::time::sleep_until(due));
         // The end of the last run, read a moment ago: the next turn needs no clock read.
         let mut fresh: Option<Instant> = None;
@@ -313,7 +313,7 @@ fn drive_loop<T: PeriodicService>(
 /// overlap. `next_slot` is the history's slot as the last run left it, kept by the
 /// driver: loaded at once, not behind the cell's line and the ring's (B6: CPU per
 /// run −6.5 %, then −6 % with the history's slot and −6.5 % with it kept;
-/// BENCHMARKS.md, "Twenty-first round" and "Twenty-second round"). The control's
+/// docs/benchmarks/round-21.md and round-22.md). The control's
 /// line needs no load: the registration's own fetch of it starts with these
 /// (loading it too measured no difference).
 #[inline(always)]

@@ -24,7 +24,7 @@ const LANE_SLOTS: usize = 2;
 /// first push, in one allocation: the ring's ends are on lines of their own
 /// already, and the count gets one beside them. Koan alone, B3's CPU per action
 /// fell to 0.96× (19 of 24 pairs); with its peers the ratio did not move beyond
-/// its noise (BENCHMARKS.md, "Twentieth round").
+/// its noise (docs/benchmarks/round-20.md).
 pub(super) struct Lane {
     /// Jobs of priority 0, in order, older than any of priority 0 under the lock: a
     /// ring of up to [`LANE_SLOTS`] jobs.

@@ -70,8 +70,8 @@ impl State {
 /// behind a count the worker reads first. With one locked queue, every queued call
 /// had the callers' cores and the worker's pass the lock's line and the queue's head
 /// back and forth (B3's profile: 70 % of `push`'s samples on the lock and that head).
-/// With the lane, B3 went from 0.65–0.75× ractor to 0.72–0.86× (BENCHMARKS.md,
-/// eleventh round).
+/// With the lane, B3 went from 0.65–0.75× ractor to 0.72–0.86×
+/// (docs/benchmarks/round-11.md).
 ///
 /// The lane is a ring of [`LANE_SLOTS`](lane::LANE_SLOTS) made once, not a queue of
 /// blocks: crossbeam's `SegQueue` allocated and zeroed a block of 4 KB every 31
@@ -79,7 +79,7 @@ impl State {
 /// glibc consolidating its free chunks). A job of priority 0 finding the ring full,
 /// or jobs waiting under the lock, queues under the lock; the lane's jobs, all
 /// older, go first, so FIFO holds (B3: 0.82–0.90× ractor against 0.78–0.83× in
-/// eight alternated runs; BENCHMARKS.md, sixteenth round).
+/// eight alternated runs; docs/benchmarks/round-16.md).
 pub(crate) struct Mailbox {
     service: Arc<str>,
     /// The names of the service's declared actions, in its table's order: what a
