@@ -181,8 +181,8 @@ async fn handle(
                 );
                 let how = records::dead(&e);
                 if record(t, &key, &job.id, attempts, Reply::of(Err(e))).await {
-                    records::finish(t, &job.id, attempt, how, None);
                     let _ = msg.ack_with(AckKind::Term).await;
+                    records::finish(t, &job.id, attempt, how, None).await;
                 }
                 return;
             }
@@ -270,10 +270,10 @@ async fn handle(
         Ok(value) => {
             let how = records::succeeded(value.clone());
             if record(t, &key, &job.id, attempts, Reply::of(Ok(value))).await {
-                records::finish(t, &job.id, attempt, how, started);
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
+                records::finish(t, &job.id, attempt, how, started).await;
             } else if let Some(e) = unstorable(t, &key, &job, attempts).await {
                 // The result itself cannot be stored (larger than the broker or the
                 // bucket takes): running again would give the same, after running
@@ -294,9 +294,10 @@ async fn handle(
         Err(e) if e.kind() == ErrorKind::ShuttingDown => {
             // This host is stopping: another instance (or this one after its
             // restart) takes the job. Never a dead letter for that.
+            // Handed back first: the record says so after.
             let now = chrono::Utc::now();
-            records::finish(t, &job.id, attempt, Finish::Release { at: now }, started);
             release(t, &msg, &job, delivered).await;
+            records::finish(t, &job.id, attempt, Finish::Release { at: now }, started).await;
         }
         Err(e) if never_retried(e.kind()) || attempt >= max_attempts => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
@@ -316,7 +317,9 @@ async fn handle(
             let delay = policy.delay(attempt);
             let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
             let error = koan::action::ErrorBody::from(&e);
-            records::finish(t, &job.id, attempt, Finish::Retry { error, at }, started);
+            // Recorded before the message is handed back: the next run's start,
+            // which may come at once, then finds this run's end in the record.
+            records::finish(t, &job.id, attempt, Finish::Retry { error, at }, started).await;
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
     }
@@ -336,7 +339,7 @@ async fn drop_cancelled(t: &NatsTransport, msg: &Message, key: &str, id: &str, a
     }
 }
 
-/// Ends `job` dead: its record, its dead letter, and its message ended for good.
+/// Ends `job` dead: its dead letter, its message ended for good, then its record.
 async fn bury(
     t: &NatsTransport,
     msg: &Message,
@@ -346,11 +349,11 @@ async fn bury(
     why: &(String, String),
     started: Option<records::Started>,
 ) {
-    records::finish(t, &job.id, attempt, how, started);
     let (h, body) = (msg.headers.as_ref(), &msg.payload);
     let (service, action) = (&job.service, &job.action);
     crate::dead_letter::publish(t, h, body, service, action, Some(&job.id), why).await;
     let _ = msg.ack_with(AckKind::Term).await;
+    records::finish(t, &job.id, attempt, how, started).await;
 }
 
 /// Hands back a job whose run this stopping host cut short, for another instance.

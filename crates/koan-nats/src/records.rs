@@ -282,48 +282,55 @@ pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
     matches!(get(t, id).await, Ok(Some(r)) if r.state == JobState::Cancelled)
 }
 
-/// Records how run `attempt` ended, unless the job was cancelled meanwhile — in the
-/// background: the outcome (in `koan_outcomes`) is what the job's end waits for, the
-/// record follows. A run that was never recorded `running` (shorter than
-/// [`SHOW_RUNNING_AFTER`], or its write failed) is claimed and ended in one write.
-/// A write that comes late finds the record moved on (final, or another attempt
-/// running) and leaves it.
-pub(crate) fn finish(t: &NatsTransport, id: &str, attempt: u32, how: Finish, run: Option<Started>) {
-    let (t, id) = (t.clone(), id.to_owned());
-    tokio::spawn(async move {
-        let (claim, first, read) = match run {
-            Some(run) => {
-                // A `running` write under way lands first or loses its
-                // compare-and-set.
-                run.running.abort();
-                // The start's read, unless the `running` write took it: a stale
-                // one loses its compare-and-set and is read again.
-                let read = run.read.lock().ok().and_then(|mut r| r.take());
-                (Some((run.claim, run.max_attempts)), Some(run.first), read)
-            }
-            None => (None, None, None),
-        };
-        let now = Utc::now();
-        let r = change_from(&t, &id, first.as_ref(), read, |r| {
-            let ours = r.state == JobState::Running && r.attempts == attempt;
-            let go_on = ours
-                || match &claim {
-                    // Not recorded running (yet): the claim and the end in one write.
-                    Some((c, max)) => claim_for(r, c, attempt, *max),
-                    // Ended before it ran (its time was up in the stream).
-                    None => !(r.state.is_final() || r.state == JobState::Running),
-                };
-            if !go_on {
-                return Ok(false);
-            }
-            apply_finish(r, how.clone(), now);
-            Ok(true)
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::warn!(id = %id, error = %e, "could not record how a durable job's run ended");
+/// Records how run `attempt` ended, unless the job was cancelled meanwhile. The
+/// outcome (in `koan_outcomes`) is what the job's end waits for; the record
+/// follows, written by the run's own task once its slot is free and its message
+/// answered, so nothing waits for it. (A task of its own for this write cost
+/// about a tenth of a durable job's CPU in the worker's process, B8: its future,
+/// with the run's start and the record's compare-and-set, is a large task cell,
+/// allocated apart and scheduled once more.) A run that was never recorded
+/// `running` (shorter than [`SHOW_RUNNING_AFTER`], or its write failed) is
+/// claimed and ended in one write. A write that comes late finds the record moved
+/// on (final, or another attempt running) and leaves it.
+pub(crate) async fn finish(
+    t: &NatsTransport,
+    id: &str,
+    attempt: u32,
+    how: Finish,
+    run: Option<Started>,
+) {
+    let (claim, first, read) = match run {
+        Some(run) => {
+            // A `running` write under way lands first or loses its
+            // compare-and-set.
+            run.running.abort();
+            // The start's read, unless the `running` write took it: a stale
+            // one loses its compare-and-set and is read again.
+            let read = run.read.lock().ok().and_then(|mut r| r.take());
+            (Some((run.claim, run.max_attempts)), Some(run.first), read)
         }
-    });
+        None => (None, None, None),
+    };
+    let now = Utc::now();
+    let r = change_from(t, id, first.as_ref(), read, |r| {
+        let ours = r.state == JobState::Running && r.attempts == attempt;
+        let go_on = ours
+            || match &claim {
+                // Not recorded running (yet): the claim and the end in one write.
+                Some((c, max)) => claim_for(r, c, attempt, *max),
+                // Ended before it ran (its time was up in the stream).
+                None => !(r.state.is_final() || r.state == JobState::Running),
+            };
+        if !go_on {
+            return Ok(false);
+        }
+        apply_finish(r, how.clone(), now);
+        Ok(true)
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(id = %id, error = %e, "could not record how a durable job's run ended");
+    }
 }
 
 /// `Finish::Succeeded` with the result cut to the record's cap.

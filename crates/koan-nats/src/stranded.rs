@@ -120,7 +120,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
     {
         Ok(_) => {
             tracing::error!(id = %job.id, action = %job.action, deliveries = a.deliveries, "durable job dead-lettered: no run of it ended within max_deliver deliveries");
-            records::finish(t, &job.id, attempt, how, None);
+            records::finish(t, &job.id, attempt, how, None).await;
             let h = Some(&msg.headers);
             crate::dead_letter::publish(
                 t,
