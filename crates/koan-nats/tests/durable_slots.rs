@@ -25,6 +25,20 @@ async fn consumer_holds(member: &Member) -> anyhow::Result<(u64, usize)> {
     Ok((info.num_pending, info.num_ack_pending))
 }
 
+/// Waits (bounded) until the consumer counts `jobs` in all (waiting and
+/// delivered: a job stored or ended a moment ago is counted a moment later);
+/// what it holds then.
+async fn consumer_counts(member: &Member, jobs: u64) -> anyhow::Result<(u64, usize)> {
+    wait_for(
+        &format!("the work consumer to count {jobs} jobs"),
+        async || {
+            let (waiting, delivered) = consumer_holds(member).await?;
+            Ok((waiting + delivered as u64 == jobs).then_some((waiting, delivered)))
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_worker_leaves_the_other_jobs_in_the_stream() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -42,11 +56,7 @@ async fn a_busy_worker_leaves_the_other_jobs_in_the_stream() -> anyhow::Result<(
 
     // One delivered (the running one), two waiting in the stream — and it stays
     // so, read again and again while the run holds its slot.
-    let held = wait_for("the consumer to count all three", async || {
-        let (waiting, delivered) = consumer_holds(&member).await?;
-        Ok((waiting + delivered as u64 == 3).then_some((waiting, delivered)))
-    })
-    .await?;
+    let held = consumer_counts(&member, 3).await?;
     assert_eq!(held, (2, 1), "(waiting in the stream, delivered)");
     for _ in 0..10 {
         assert_eq!(consumer_holds(&member).await?, (2, 1));
@@ -62,11 +72,8 @@ async fn a_busy_worker_leaves_the_other_jobs_in_the_stream() -> anyhow::Result<(
         Ok((runs.started() == 2).then_some(()))
     })
     .await?;
-    let held = wait_for("the cancelled job's message to end", async || {
-        let (waiting, delivered) = consumer_holds(&member).await?;
-        Ok((waiting + delivered as u64 == 2).then_some((waiting, delivered)))
-    })
-    .await?;
+    // The cancelled job's message ended.
+    let held = consumer_counts(&member, 2).await?;
     assert_eq!(held, (1, 1), "(waiting in the stream, delivered)");
     let outcome = within("the cancelled job's outcome", first.outcome()).await?;
     assert!(outcome.is_err(), "a cancelled job does not succeed");
