@@ -67,8 +67,11 @@ fn encode(r: &JobRecord) -> bytes::Bytes {
 }
 
 /// Writes the first record of `job` unless there is one (its worker may have been
-/// quicker). A failure is logged: the job is stored and runs all the same.
-pub(crate) async fn accepted(t: &NatsTransport, job: &Job) {
+/// quicker): the revision it was written with, `None` when there was one.
+pub(crate) async fn accepted(
+    t: &NatsTransport,
+    job: &Job,
+) -> Result<Option<u64>, async_nats::jetstream::kv::CreateError> {
     let r = queued(t, job);
     match t
         .inner
@@ -76,11 +79,27 @@ pub(crate) async fn accepted(t: &NatsTransport, job: &Job) {
         .create(subjects::key(&job.id), encode(&r))
         .await
     {
-        Ok(_) => {}
-        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
-        Err(e) => {
-            tracing::warn!(id = %job.id, error = %e, "could not write the record of an accepted job; the job runs all the same")
-        }
+        Ok(revision) => Ok(Some(revision)),
+        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes back the first record [`accepted`] wrote at `revision` for a job whose
+/// message is not stored now (refused, a repeat of a stored id, or not confirmed):
+/// a compare-and-delete, so a record a worker or an operator wrote since stands.
+/// Best effort: logged when it fails. A job that was stored after all gets its
+/// record from its worker, as when the first write is lost.
+pub(crate) async fn withdraw(t: &NatsTransport, id: &str, revision: u64) {
+    let key = subjects::key(id);
+    if let Err(e) = t
+        .inner
+        .records
+        .delete_expect_revision(&key, Some(revision))
+        .await
+        && e.kind() != async_nats::jetstream::kv::DeleteErrorKind::WrongLastRevision
+    {
+        tracing::warn!(id = %id, error = %e, "could not take back the record of a job that was not stored; it says queued until the bucket forgets it");
     }
 }
 
