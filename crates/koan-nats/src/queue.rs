@@ -82,11 +82,12 @@ async fn consume_once(
         while let Some(msg) = batch.next().await {
             let msg = msg?;
             let Some(permit) = permits.pop() else { break };
-            let (t, host) = (t.clone(), host.clone());
-            let service = service.to_owned();
-            tokio::spawn(async move {
+            let (t, host, service) = (t.clone(), host.clone(), service.to_owned());
+            // Boxed: a run's future is 9 KB, which tokio would copy several times
+            // as it spawns and ends the task (`docs/benchmarks/round-39.md`).
+            tokio::spawn(Box::pin(async move {
                 handle(&t, &host, &service, msg, permit).await;
-            });
+            }));
         }
     }
 }
