@@ -18,6 +18,7 @@ mod runner;
 mod store;
 mod ticket;
 mod transition;
+mod utc_time;
 
 pub use api::Jobs;
 pub(crate) use id::keyed_job_id;

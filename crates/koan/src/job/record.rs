@@ -102,9 +102,10 @@ pub struct JobAttempt {
     /// 1 for the first run.
     pub attempt: u32,
     /// When a worker claimed it.
+    #[serde(serialize_with = "super::utc_time::serialize")]
     pub started_at: DateTime<Utc>,
     /// When it ended (absent while running, or when its worker died).
-    #[serde(default)]
+    #[serde(default, serialize_with = "super::utc_time::option")]
     pub finished_at: Option<DateTime<Utc>>,
     /// The host that ran it.
     pub instance: String,
@@ -140,10 +141,13 @@ pub struct JobRecord {
     /// The caller's idempotency key, when given.
     pub idempotency_key: Option<String>,
     /// When it was accepted.
+    #[serde(serialize_with = "super::utc_time::serialize")]
     pub created_at: DateTime<Utc>,
     /// Not run before this time (the delay, or the next retry).
+    #[serde(serialize_with = "super::utc_time::serialize")]
     pub run_at: DateTime<Utc>,
     /// When it ended, once final.
+    #[serde(serialize_with = "super::utc_time::option")]
     pub finished_at: Option<DateTime<Utc>>,
     /// How many times a worker started it.
     pub attempts: u32,
@@ -160,6 +164,7 @@ pub struct JobRecord {
     /// The host holding the claim, while running.
     pub instance: Option<String>,
     /// Until when that claim holds, unless renewed.
+    #[serde(serialize_with = "super::utc_time::option")]
     pub lease_until: Option<DateTime<Utc>>,
 }
 
