@@ -231,9 +231,15 @@ pub(crate) async fn start(
 ) -> Option<Started> {
     // One read serves the cancel check and the first compare-and-set below.
     let read = t.inner.records.entry(subjects::key(&job.id)).await.ok();
+    // Its state alone is read here (the rest skipped, not built): the record is
+    // decoded whole once, by the write that ends the run.
+    #[derive(serde::Deserialize)]
+    struct StateOnly {
+        state: JobState,
+    }
     let record = read.as_ref().and_then(|e| e.as_ref()).and_then(|e| {
         (e.operation == async_nats::jetstream::kv::Operation::Put)
-            .then(|| serde_json::from_slice::<JobRecord>(&e.value).ok())
+            .then(|| serde_json::from_slice::<StateOnly>(&e.value).ok())
             .flatten()
     });
     if record.is_some_and(|r| r.state == JobState::Cancelled) {
