@@ -191,11 +191,16 @@ pub(crate) const OUTCOMES_BUCKET: &str = "koan_outcomes";
 pub(crate) const LEASES_BUCKET: &str = "koan_leases";
 pub(crate) const JOBS_BUCKET: &str = "koan_jobs";
 
-/// A KV key for an action id or host id (`[-/_=.a-zA-Z0-9]`).
+/// A KV key for an action id or host id (`[-_=.a-zA-Z0-9]`, any other char `_`).
 pub(crate) fn key(id: &str) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'.');
+    // A job's or host's own id is a key already: copied whole, not char by char.
+    if id.bytes().all(safe) {
+        return id.to_owned();
+    }
     id.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '.') {
+            if u8::try_from(c).is_ok_and(safe) {
                 c
             } else {
                 '_'
@@ -229,6 +234,9 @@ mod tests {
         );
         assert_eq!(key("a1b2-3"), "a1b2-3");
         assert_eq!(key("x y>"), "x_y_");
+        assert_eq!(key("0193a6c2-7b1e-7c3d.A_=b"), "0193a6c2-7b1e-7c3d.A_=b");
+        // Each char that is not a key's, however many bytes, is one `_`.
+        assert_eq!(key("Café/ü"), "Caf___");
     }
 
     #[test]
