@@ -276,13 +276,48 @@ async fn throughput_round(caller: &Caller, callers: u64, total: u64) -> anyhow::
     Ok((done as f64 / t.elapsed().as_secs_f64(), done))
 }
 
+/// Each contender's figure in each measured round (the warm-up left out).
+struct Rounds(Vec<Vec<f64>>);
+
+impl Rounds {
+    /// Contender `i`'s median.
+    fn median(&self, i: usize) -> f64 {
+        median(&self.0[i])
+    }
+
+    /// The median over the rounds of koan's figure ÷ contender `i`'s in the same
+    /// round: the two ran back to back, so when the machine's pace changes (this
+    /// VM has a slower and a faster mode, and has switched within a run) it moves
+    /// both. A ratio of the two medians can set koan's slow rounds against
+    /// another's fast ones (B3 once at 0.46× ractor, the two at 0.94 and 0.98 µs
+    /// of CPU an action over the run: `docs/benchmarks/round-39.md`).
+    fn paired(&self, i: usize) -> f64 {
+        let ratios: Vec<f64> = self.0[0]
+            .iter()
+            .zip(&self.0[i])
+            .map(|(k, b)| k / b)
+            .collect();
+        median(&ratios)
+    }
+
+    /// Each round's koan ÷ contender `i`, for the row's note.
+    fn each(&self, i: usize) -> String {
+        let ratios: Vec<String> = self.0[0]
+            .iter()
+            .zip(&self.0[i])
+            .map(|(k, b)| format!("{:.2}", k / b))
+            .collect();
+        ratios.join(", ")
+    }
+}
+
 /// Runs every contender in turn, round after round (one warm-up round first), and
-/// returns each one's median. `round` gets the contender's place and its caller.
+/// returns each one's figures. `round` gets the contender's place and its caller.
 async fn alternate<F, Fut>(
     contenders: &[(&str, Caller)],
     rounds: usize,
     round: F,
-) -> anyhow::Result<Vec<f64>>
+) -> anyhow::Result<Rounds>
 where
     F: Fn(usize, Caller) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<f64>>,
@@ -304,7 +339,7 @@ where
             }
         }
     }
-    Ok(samples.iter().map(|s| median(s)).collect())
+    Ok(Rounds(samples))
 }
 
 pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<Row>> {
@@ -333,11 +368,11 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             "typed action, 1 caller, mean latency",
             "µs",
             Better::Lower,
-            m[0],
+            m.median(0),
         )
-        .baseline("raw mpsc+oneshot", Some(m[1]))
-        .baseline("ractor", Some(m[2]))
-        .baseline("kameo", Some(m[3]));
+        .baseline_paired("raw mpsc+oneshot", m.median(1), m.paired(1))
+        .baseline_paired("ractor", m.median(2), m.paired(2))
+        .baseline_paired("kameo", m.median(3), m.paired(3));
         let met = row
             .ratio("raw mpsc+oneshot")
             .map(|r| r <= 1.25)
@@ -346,7 +381,9 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             .map(|((a, b), c)| a && b && c);
         row = row
             .goal("≤ 1.25× raw; < 1× ractor and kameo", met)
-            .note(format!("{n} calls/round, median of rounds"));
+            .note(format!(
+                "{n} calls/round, median of rounds; ratios: median of each round's"
+            ));
         rows.push(row);
     }
 
@@ -365,15 +402,15 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             "by-name action, JSON params, mean latency",
             "µs",
             Better::Lower,
-            m[0],
+            m.median(0),
         )
-        .baseline("raw mpsc+oneshot + serde_json", Some(m[1]));
+        .baseline_paired("raw mpsc+oneshot + serde_json", m.median(1), m.paired(1));
         let met = row
             .ratio("raw mpsc+oneshot + serde_json")
             .map(|r| r <= 1.25);
         rows.push(
             row.goal("≤ 1.25× raw+serde_json", met)
-                .note(format!("{n} calls/round")),
+                .note(format!("{n} calls/round; ratio: median of each round's")),
         );
     }
 
@@ -421,19 +458,20 @@ pub(crate) async fn b1_b2_b3(opts: Opts, which: &[&str]) -> anyhow::Result<Vec<R
             "throughput, 64 callers",
             "actions/s",
             Better::Higher,
-            m[0],
+            m.median(0),
         )
-        .baseline("ractor", Some(m[1]))
-        .baseline("kameo", Some(m[2]))
-        .baseline("raw mpsc+oneshot (info)", Some(m[3]));
+        .baseline_paired("ractor", m.median(1), m.paired(1))
+        .baseline_paired("kameo", m.median(2), m.paired(2))
+        .baseline_paired("raw mpsc+oneshot (info)", m.median(3), m.paired(3));
         let met = row
             .ratio("ractor")
             .zip(row.ratio("kameo"))
             .map(|(a, b)| a >= 1.0 && b >= 1.0);
         rows.push(row.goal("≥ 1.0× ractor and kameo", met).note(format!(
-            "{} actions/round × {rounds} rounds; mailbox {MAILBOX}, max_concurrency 1; \
-             process CPU per action: {cpu_per_action}",
-            per_round
+            "{} actions/round × {rounds} rounds, ratios: median of each round's (ractor: \
+             {}); mailbox {MAILBOX}, max_concurrency 1; process CPU per action: {cpu_per_action}",
+            per_round,
+            m.each(1)
         )));
     }
 

@@ -87,6 +87,17 @@ impl Row {
         self
     }
 
+    /// Adds a baseline whose ratio to koan was measured round by round (see
+    /// `actions::Rounds::paired`), not taken from the two figures shown.
+    pub(crate) fn baseline_paired(mut self, name: &str, value: f64, ratio: f64) -> Self {
+        self.baselines.push(Baseline {
+            name: name.to_owned(),
+            value: Some(value),
+            ratio: (ratio.is_finite() && ratio > 0.0).then_some(ratio),
+        });
+        self
+    }
+
     pub(crate) fn ratio(&self, name: &str) -> Option<f64> {
         self.baselines
             .iter()
