@@ -211,8 +211,9 @@ pub(crate) struct Started {
     claim: ClaimRequest,
     max_attempts: u32,
     /// The record to create should there be none yet: a worker can take a job
-    /// before its accepting host has written its first record.
-    first: JobRecord,
+    /// before its accepting host has written its first record. Shared with the
+    /// `running` write: rarely used, not copied.
+    first: Arc<JobRecord>,
     /// The entry [`start`] read, for whichever write comes first: a short run's
     /// one write needs no second read (one KV request per job less, B8 durable).
     read: Arc<Mutex<Option<Option<Entry>>>>,
@@ -253,13 +254,13 @@ pub(crate) async fn start(
         lease_until: now + chrono::Duration::from_std(t.inner.opts.ack_wait).unwrap_or_default(),
         instance: t.inner.host_id.clone(),
     };
-    let first = queued(t, job);
+    let first = Arc::new(queued(t, job));
     let read = Arc::new(Mutex::new(read));
     let (t, id, c, f, shared) = (
         t.clone(),
         job.id.clone(),
         claim.clone(),
-        first.clone(),
+        Arc::clone(&first),
         read.clone(),
     );
     let running = tokio::spawn(async move {
@@ -337,7 +338,7 @@ pub(crate) async fn finish(
         None => (None, None, None),
     };
     let now = Utc::now();
-    let r = change_from(t, id, first.as_ref(), read, |r| {
+    let r = change_from(t, id, first.as_deref(), read, |r| {
         let ours = r.state == JobState::Running && r.attempts == attempt;
         let go_on = ours
             || match &claim {
