@@ -266,9 +266,11 @@ pub(crate) async fn start(
     let running = tokio::spawn(async move {
         tokio::time::sleep(SHOW_RUNNING_AFTER).await;
         let read = shared.lock().ok().and_then(|mut r| r.take());
-        let r = change_from(&t, &id, Some(&f), read, |r| {
+        // Boxed: the write's future (KV requests, some KB) is made only for a run
+        // that lasts, not carried by every run's task (`docs/benchmarks/round-39.md`).
+        let r = Box::pin(change_from(&t, &id, Some(&f), read, |r| {
             Ok(claim_for(r, &c, attempt, max_attempts))
-        })
+        }))
         .await;
         if let Err(e) = r {
             tracing::warn!(id = %id, error = %e, "could not record a durable job's start; it runs all the same");
