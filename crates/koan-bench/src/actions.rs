@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::common::{Better, Opts, Row, cpu_seconds, median, micros};
+use crate::common::{Better, Opts, Row, cpu_seconds, median, micros, paired_ratio};
 
 /// The parameters of the benchmark action.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -286,18 +286,9 @@ impl Rounds {
     }
 
     /// The median over the rounds of koan's figure ÷ contender `i`'s in the same
-    /// round: the two ran back to back, so when the machine's pace changes (this
-    /// VM has a slower and a faster mode, and has switched within a run) it moves
-    /// both. A ratio of the two medians can set koan's slow rounds against
-    /// another's fast ones (B3 once at 0.46× ractor, the two at 0.94 and 0.98 µs
-    /// of CPU an action over the run: `docs/benchmarks/round-39.md`).
+    /// round ([`paired_ratio`]).
     fn paired(&self, i: usize) -> f64 {
-        let ratios: Vec<f64> = self.0[0]
-            .iter()
-            .zip(&self.0[i])
-            .map(|(k, b)| k / b)
-            .collect();
-        median(&ratios)
+        paired_ratio(&self.0[0], &self.0[i])
     }
 
     /// Each round's koan ÷ contender `i`, for the row's note.

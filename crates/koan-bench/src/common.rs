@@ -87,8 +87,8 @@ impl Row {
         self
     }
 
-    /// Adds a baseline whose ratio to koan was measured round by round (see
-    /// `actions::Rounds::paired`), not taken from the two figures shown.
+    /// Adds a baseline whose ratio to koan was measured round by round
+    /// ([`paired_ratio`]), not taken from the two figures shown.
     pub(crate) fn baseline_paired(mut self, name: &str, value: f64, ratio: f64) -> Self {
         self.baselines.push(Baseline {
             name: name.to_owned(),
@@ -118,6 +118,17 @@ impl Row {
 }
 
 /// The median (of a copy).
+/// The median over the rounds of koan's figure ÷ another's in the same round: the
+/// two ran back to back, so when the machine's pace changes (this VM has a slower
+/// and a faster mode, and has switched within a run) it moves both. A ratio of
+/// the two medians can set koan's slow rounds against another's fast ones (B3
+/// once at 0.46× ractor, the two at 0.94 and 0.98 µs of CPU an action over the
+/// run; B8's round trip once at 1.14×: `docs/benchmarks/round-39.md`).
+pub(crate) fn paired_ratio(koan: &[f64], other: &[f64]) -> f64 {
+    let ratios: Vec<f64> = koan.iter().zip(other).map(|(k, b)| k / b).collect();
+    median(&ratios)
+}
+
 pub(crate) fn median(v: &[f64]) -> f64 {
     percentile(v, 50.0)
 }
