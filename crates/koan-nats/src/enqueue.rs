@@ -50,8 +50,8 @@ pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
 /// until it is due): `true` when stored now, `false` for a repeat of its id.
 ///
 /// The job and its record go out together and their answers are awaited
-/// together: one write to the broker and one wait instead of two each (B8
-/// durable: 2.6 -> 1.8 writes a job from this host, `docs/benchmarks/round-39.md`).
+/// together: one socket write and one wait instead of two each (B8 durable: 2.6
+/// -> 1.8 writes a job in koan's process, `docs/benchmarks/round-39.md`).
 /// The record stays only when the job is stored now; otherwise it is taken back.
 pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error> {
     let (stored, record) = tokio::join!(publish(t, job), records::accepted(t, job));
