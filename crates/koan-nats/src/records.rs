@@ -7,7 +7,6 @@
 //! compare-and-set on the entry's revision, so two writers never lose each other's
 //! change; a record is never what decides whether a job runs, except a cancel.
 
-use async_nats::jetstream::kv::Entry;
 use chrono::Utc;
 use koan::error::ErrorKind;
 use koan::job::{
@@ -105,19 +104,7 @@ pub(crate) async fn withdraw(t: &NatsTransport, id: &str, revision: u64) {
 
 /// The record of `id`, read from the bucket.
 pub(crate) async fn get(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
-    let what = || format!("the cluster's record of job {id}");
-    let entry = t
-        .inner
-        .records
-        .get(subjects::key(id))
-        .await
-        .map_err(|e| unavailable(format!("{} cannot be read: {e}", what())))?;
-    entry
-        .map(|bytes| {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| unavailable(format!("{} is unreadable: {e}", what())))
-        })
-        .transpose()
+    Ok(read(t, id, &subjects::key(id)).await?.map(|(r, _)| r))
 }
 
 /// Applies `change` to the record of `id` with a compare-and-set, again after a
@@ -134,28 +121,46 @@ async fn change(
         .map(|(r, _)| r))
 }
 
-/// [`change`], starting from `read`, the entry as read a moment ago (when the
+/// The record of a job as read from the bucket, with the revision it was read
+/// at: `None` when the bucket holds none (or a delete marker).
+type Read = Option<(JobRecord, u64)>;
+
+/// Reads the record of `id`, under `key` (`Err` when it cannot be read or
+/// decoded).
+async fn read(t: &NatsTransport, id: &str, key: &str) -> Result<Read, Error> {
+    let entry = t
+        .inner
+        .records
+        .entry(key)
+        .await
+        .map_err(|e| unavailable(format!("the record of job {id} cannot be read: {e}")))?;
+    let Some(entry) = entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+    else {
+        return Ok(None);
+    };
+    let r = serde_json::from_slice(&entry.value)
+        .map_err(|e| unavailable(format!("the record of job {id} is unreadable: {e}")))?;
+    Ok(Some((r, entry.revision)))
+}
+
+/// [`change`], starting from `read`, the record as read a moment ago (when the
 /// caller had to read it anyway): a race with another writer reads it again. With
 /// the record, the revision it was written with (`None` when `change` wrote none).
 async fn change_from(
     t: &NatsTransport,
     id: &str,
     or_new: Option<&JobRecord>,
-    mut read: Option<Option<Entry>>,
+    mut last: Option<Read>,
     mut change: impl FnMut(&mut JobRecord) -> Result<bool, Error>,
 ) -> Result<Option<(JobRecord, Option<u64>)>, Error> {
     let key = subjects::key(id);
     let kv = &t.inner.records;
     for _ in 0..RACES {
-        let entry = match read.take() {
-            Some(entry) => entry,
-            None => kv
-                .entry(key.clone())
-                .await
-                .map_err(|e| unavailable(format!("the record of job {id} cannot be read: {e}")))?,
+        let current = match last.take() {
+            Some(current) => current,
+            None => read(t, id, &key).await?,
         };
-        let entry = entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put);
-        let Some(entry) = entry else {
+        let Some((mut r, revision)) = current else {
             let Some(new) = or_new else { return Ok(None) };
             let mut r = new.clone();
             if !change(&mut r)? {
@@ -174,12 +179,10 @@ async fn change_from(
                 }
             }
         };
-        let mut r: JobRecord = serde_json::from_slice(&entry.value)
-            .map_err(|e| unavailable(format!("the record of job {id} is unreadable: {e}")))?;
         if !change(&mut r)? {
             return Ok(Some((r, None)));
         }
-        match kv.update(key.clone(), encode(&r), entry.revision).await {
+        match kv.update(key.clone(), encode(&r), revision).await {
             Ok(rev) => return Ok(Some((r, Some(rev)))),
             // Another writer came first: read again.
             Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
@@ -214,9 +217,10 @@ pub(crate) struct Started {
     /// before its accepting host has written its first record. Shared with the
     /// `running` write: rarely used, not copied.
     first: Arc<JobRecord>,
-    /// The entry [`start`] read, for whichever write comes first: a short run's
-    /// one write needs no second read (one KV request per job less, B8 durable).
-    read: Arc<Mutex<Option<Option<Entry>>>>,
+    /// The record [`start`] read, for whichever write comes first: a short run's
+    /// one write needs no second read, nor a second decoding (one KV request per
+    /// job less, B8 durable). `None` when it could not be read.
+    read: Arc<Mutex<Option<Read>>>,
 }
 
 /// Whether a run may start: `None` when the job was cancelled (read from its
@@ -230,20 +234,13 @@ pub(crate) async fn start(
     attempt: u32,
     max_attempts: u32,
 ) -> Option<Started> {
-    // One read serves the cancel check and the first compare-and-set below.
-    let read = t.inner.records.entry(subjects::key(&job.id)).await.ok();
-    // Its state alone is read here (the rest skipped, not built): the record is
-    // decoded whole once, by the write that ends the run.
-    #[derive(serde::Deserialize)]
-    struct StateOnly {
-        state: JobState,
-    }
-    let record = read.as_ref().and_then(|e| e.as_ref()).and_then(|e| {
-        (e.operation == async_nats::jetstream::kv::Operation::Put)
-            .then(|| serde_json::from_slice::<StateOnly>(&e.value).ok())
-            .flatten()
-    });
-    if record.is_some_and(|r| r.state == JobState::Cancelled) {
+    // One read serves the cancel check and the first compare-and-set below (it is
+    // decoded once, here; a record that cannot be read or decoded is read again
+    // by the write, which says why).
+    let last = read(t, &job.id, &subjects::key(&job.id)).await.ok();
+    if let Some(Some((r, _))) = &last
+        && r.state == JobState::Cancelled
+    {
         return None;
     }
     let now = Utc::now();
@@ -255,7 +252,7 @@ pub(crate) async fn start(
         instance: t.inner.host_id.clone(),
     };
     let first = Arc::new(queued(t, job));
-    let read = Arc::new(Mutex::new(read));
+    let read = Arc::new(Mutex::new(last));
     let (t, id, c, f, shared) = (
         t.clone(),
         job.id.clone(),
