@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::common::{Better, Opts, Row, cpu_seconds, median, micros, paired_ratio};
+use crate::common::{Better, Opts, Row, cpu_seconds, median, micros, paired_ratio, round_ratios};
 
 /// The parameters of the benchmark action.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -293,10 +293,9 @@ impl Rounds {
 
     /// Each round's koan ÷ contender `i`, for the row's note.
     fn each(&self, i: usize) -> String {
-        let ratios: Vec<String> = self.0[0]
+        let ratios: Vec<String> = round_ratios(&self.0[0], &self.0[i])
             .iter()
-            .zip(&self.0[i])
-            .map(|(k, b)| format!("{:.2}", k / b))
+            .map(|r| format!("{r:.2}"))
             .collect();
         ratios.join(", ")
     }

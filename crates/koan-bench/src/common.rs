@@ -125,8 +125,12 @@ impl Row {
 /// once at 0.46× ractor, the two at 0.94 and 0.98 µs of CPU an action over the
 /// run; B8's round trip once at 1.14×: `docs/benchmarks/round-39.md`).
 pub(crate) fn paired_ratio(koan: &[f64], other: &[f64]) -> f64 {
-    let ratios: Vec<f64> = koan.iter().zip(other).map(|(k, b)| k / b).collect();
-    median(&ratios)
+    median(&round_ratios(koan, other))
+}
+
+/// Each round's koan figure ÷ the other's, in round order.
+pub(crate) fn round_ratios(koan: &[f64], other: &[f64]) -> Vec<f64> {
+    koan.iter().zip(other).map(|(k, b)| k / b).collect()
 }
 
 pub(crate) fn median(v: &[f64]) -> f64 {
