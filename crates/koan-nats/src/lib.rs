@@ -51,6 +51,7 @@
 //! ```
 
 mod call;
+mod cancels;
 mod connection;
 mod dead_letter;
 mod delayed;

@@ -227,7 +227,7 @@ async fn handle(
                 fence.cancel();
                 return std::future::pending::<()>().await;
             }
-            if records::cancelled(t, &job.id).await {
+            if crate::cancels::cancelled(t, &job.id).await {
                 cancel_asked.store(true, std::sync::atomic::Ordering::Release);
                 fence.cancel();
                 return std::future::pending::<()>().await;
@@ -330,7 +330,7 @@ async fn handle(
 /// awaits it is told), and it is not delivered again.
 async fn drop_cancelled(t: &NatsTransport, msg: &Message, key: &str, id: &str, attempts: i64) {
     tracing::info!(id = %id, "durable job cancelled; not run (further)");
-    let reply = Reply::of(Err(records::cancelled_error(id)));
+    let reply = Reply::of(Err(crate::cancels::cancelled_error(id)));
     if record(t, key, id, attempts, reply).await {
         let _ = msg.ack_with(AckKind::Term).await;
     } else {

@@ -3,15 +3,17 @@
 //! answers on any instance. Whoever performs a transition writes it: the accepting
 //! host `queued` (or `scheduled`), the worker `running` (with the attempt, once the
 //! run has lasted 100 ms: a shorter run is recorded once, at its end) and how the
-//! run ended, an operator on any instance `cancelled`. Every change after the first write is a
-//! compare-and-set on the entry's revision, so two writers never lose each other's
-//! change; a record is never what decides whether a job runs, except a cancel.
+//! run ended, an operator on any instance `cancelled` (`cancels.rs`). Every change
+//! after the first write is a compare-and-set on the entry's revision, so two
+//! writers never lose each other's change, but for one: a short first run's
+//! success, written whole ([`finish`]). A record decides whether a job runs only
+//! when it says `cancelled`.
 
 use chrono::Utc;
 use koan::error::ErrorKind;
 use koan::job::{
-    ClaimRequest, Finish, JobRecord, JobState, JobStep, NewJob, apply_cancel, apply_claim,
-    apply_finish, apply_retry, cut_result, wrong_state,
+    ClaimRequest, Finish, JobRecord, JobState, JobStep, NewJob, apply_claim, apply_finish,
+    apply_retry, cut_result, wrong_state,
 };
 use koan::{Error, action::ErrorBody};
 use serde_json::Value;
@@ -32,7 +34,9 @@ const RACES: usize = 5;
 
 /// The record of a job before any run.
 pub(crate) fn queued(t: &NatsTransport, job: &Job) -> JobRecord {
-    let now = Utc::now();
+    // A made-up id tells when the job was accepted: its worker, which may write
+    // the record first (or alone, `finish`), writes the same time as its enqueuer.
+    let now = koan::job::new_job_id_time(&job.id).unwrap_or_else(Utc::now);
     // `scheduled` until it is due.
     let run_at = job
         .run_at_unix_ms
@@ -110,7 +114,7 @@ pub(crate) async fn get(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>
 /// Applies `change` to the record of `id` with a compare-and-set, again after a
 /// race; `change` answers whether to write. The record as it stands after, `None`
 /// when there is none (and `or_new` gives none to create).
-async fn change(
+pub(crate) async fn change(
     t: &NatsTransport,
     id: &str,
     or_new: Option<&JobRecord>,
@@ -221,6 +225,9 @@ pub(crate) struct Started {
     /// one write needs no second read, nor a second decoding (one KV request per
     /// job less, B8 durable). `None` when it could not be read.
     read: Arc<Mutex<Option<Read>>>,
+    /// Started without reading the record (this host's watch of cancels told):
+    /// a short run's success is then written whole, without reading it either.
+    blind: bool,
 }
 
 /// Whether a run may start: `None` when the job was cancelled (read from its
@@ -234,10 +241,23 @@ pub(crate) async fn start(
     attempt: u32,
     max_attempts: u32,
 ) -> Option<Started> {
-    // One read serves the cancel check and the first compare-and-set below (it is
-    // decoded once, here; a record that cannot be read or decoded is read again
-    // by the write, which says why).
-    let last = read(t, &job.id, &subjects::key(&job.id)).await.ok();
+    // A job's first delivery, its id made for it and due at once, has at most
+    // its enqueuer's record: whether it was cancelled, this host's watch of
+    // cancels tells (`cancels.rs`), without a read. Otherwise one read serves the
+    // cancel check and the first compare-and-set below (decoded once, here; a
+    // record that cannot be read or decoded is read again by the write, which
+    // says why).
+    let key = subjects::key(&job.id);
+    let blind = attempt == 1
+        && job.retry.is_none()
+        && job.run_at_unix_ms.is_none()
+        && crate::queue::fresh_id(&job.id)
+        && t.inner.cancel_watch.marked(t, &key) == Some(false);
+    let last = if blind {
+        None
+    } else {
+        read(t, &job.id, &key).await.ok()
+    };
     if let Some(Some((r, _))) = &last
         && r.state == JobState::Cancelled
     {
@@ -279,6 +299,7 @@ pub(crate) async fn start(
         max_attempts,
         first,
         read,
+        blind,
     })
 }
 
@@ -302,18 +323,11 @@ fn claim_for(r: &mut JobRecord, claim: &ClaimRequest, attempt: u32, max_attempts
     true
 }
 
-/// Whether job `id` was cancelled (asked while it runs).
-pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
-    matches!(get(t, id).await, Ok(Some(r)) if r.state == JobState::Cancelled)
-}
-
 /// Records how run `attempt` ended, unless the job was cancelled meanwhile. The
 /// outcome (in `koan_outcomes`) is what the job's end waits for; the record
 /// follows, written by the run's own task once its slot is free and its message
-/// answered, so nothing waits for it. (A task of its own for this write cost
-/// about a tenth of a durable job's CPU in the worker's process, B8: its future,
-/// with the run's start and the record's compare-and-set, is a large task cell,
-/// allocated apart and scheduled once more.) A run that was never recorded
+/// answered, so nothing waits for it (a task of its own for it cost a tenth of
+/// a durable job's CPU in B8's worker: a large task cell). A run that was never recorded
 /// `running` (shorter than [`SHOW_RUNNING_AFTER`], or its write failed) is
 /// claimed and ended in one write. A write that comes late finds the record moved
 /// on (final, or another attempt running) and leaves it.
@@ -325,6 +339,23 @@ pub(crate) async fn finish(
     run: Option<Started>,
 ) {
     let (claim, first, read) = match run {
+        // A short run started blind that succeeded: its record is the enqueuer's
+        // (or none yet) with this run's claim and end, written whole (a cancel
+        // that came while it ran is overtaken: the record says how it ended).
+        Some(run)
+            if run.blind
+                && matches!(how, Finish::Succeeded { .. })
+                && !run.running.is_finished() =>
+        {
+            run.running.abort();
+            let mut r = JobRecord::clone(&run.first);
+            claim_for(&mut r, &run.claim, attempt, run.max_attempts);
+            apply_finish(&mut r, how, Utc::now());
+            if let Err(e) = t.inner.records.put(subjects::key(id), encode(&r)).await {
+                tracing::warn!(id = %id, error = %e, "could not record how a durable job's run ended");
+            }
+            return;
+        }
         Some(run) => {
             // A `running` write under way lands first or loses its
             // compare-and-set.
@@ -369,19 +400,6 @@ pub(crate) fn dead(e: &Error) -> Finish {
     Finish::Dead {
         error: ErrorBody::from(e),
     }
-}
-
-/// Cancels job `id`: `None` when the cluster has no record of it.
-pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
-    let now = Utc::now();
-    change(t, id, None, |r| {
-        if r.state.is_final() {
-            return Err(wrong_state(id, r.state, "cancel", "not final"));
-        }
-        apply_cancel(r, now);
-        Ok(true)
-    })
-    .await
 }
 
 /// Sets the record of a delayed job `queued` now that it is due and on the work
@@ -479,9 +497,4 @@ pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
         .await
         .map_err(|e| unavailable(format!("the record of job {id} cannot be deleted: {e}")))?;
     Ok(true)
-}
-
-/// The error a cancelled job's waiters get.
-pub(crate) fn cancelled_error(id: &str) -> Error {
-    Error::new(ErrorKind::JobState, format!("job `{id}` was cancelled"))
 }

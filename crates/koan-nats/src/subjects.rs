@@ -190,6 +190,7 @@ pub(crate) const REGISTRY_BUCKET: &str = "koan_registry";
 pub(crate) const OUTCOMES_BUCKET: &str = "koan_outcomes";
 pub(crate) const LEASES_BUCKET: &str = "koan_leases";
 pub(crate) const JOBS_BUCKET: &str = "koan_jobs";
+pub(crate) const CANCELS_BUCKET: &str = "koan_cancels";
 
 /// A KV key for an action id or host id (`[-_=.a-zA-Z0-9]`, any other char `_`).
 pub(crate) fn key(id: &str) -> String {

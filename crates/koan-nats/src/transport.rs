@@ -39,6 +39,10 @@ pub(crate) struct Inner {
     pub(crate) leases: kv::Store,
     /// The cluster's job records (`records.rs`).
     pub(crate) records: kv::Store,
+    /// Operators' cancels of cluster jobs, and what this host knows of them
+    /// (`cancels.rs`).
+    pub(crate) cancels: kv::Store,
+    pub(crate) cancel_watch: Arc<crate::cancels::CancelWatch>,
     jobs_view: Arc<crate::jobs_view::JobsView>,
     pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
     /// Local services whose durable jobs this host consumes from `KOAN_WORK`.
@@ -86,6 +90,9 @@ impl NatsTransport {
         // Records are kept as long as outcomes.
         let records =
             crate::streams::bucket(&js, subjects::JOBS_BUCKET, opts.outcome_ttl, &opts).await?;
+        let cancels =
+            crate::streams::bucket(&js, subjects::CANCELS_BUCKET, opts.outcome_ttl, &opts).await?;
+        let cancel_watch = Arc::new(crate::cancels::CancelWatch::new(opts.outcome_ttl));
         let jobs_view = Arc::new(crate::jobs_view::JobsView::new(
             opts.outcome_ttl,
             opts.watch_idle,
@@ -127,6 +134,8 @@ impl NatsTransport {
                 outcomes,
                 leases,
                 records,
+                cancels,
+                cancel_watch,
                 jobs_view,
                 leases_held: Mutex::new(HashMap::new()),
                 shared_jobs: Mutex::new(HashSet::new()),
@@ -395,7 +404,7 @@ impl Transport for NatsTransport {
 
     fn cancel_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
         let id = id.to_owned();
-        Box::pin(async move { crate::records::cancel(self, &id).await })
+        Box::pin(async move { crate::cancels::cancel(self, &id).await })
     }
 
     fn retry_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {

@@ -50,3 +50,34 @@ async fn a_running_job_cancelled_from_another_host_stops_and_says_so() -> anyhow
     assert_eq!(after.state, JobState::Cancelled, "{after:?}");
     Ok(())
 }
+
+/// A job cancelled while it waits in JetStream behind a run, on a worker that is
+/// up and follows the cluster's cancels: the worker takes it without reading its
+/// record (`cancels.rs`), so it is the cancel's marker that keeps it from
+/// running. It is dropped unrun and its waiter told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_while_it_waits_behind_a_run_is_dropped_unrun() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, runs) = holder_and_client(&server, Stopped::Succeeds).await?;
+    let client = &member.host;
+    // The first job holds the worker's one slot; the second waits in the stream.
+    let first = enqueue(client, "hold", ()).await?;
+    common::job_reaches(client, first.id(), JobState::Running).await?;
+    let second = enqueue(client, "hold", ()).await?;
+    let id = second.id().to_owned();
+    let cancelled = within("cancel", client.jobs().cancel(&id)).await??;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+
+    // The first ends (cancelled too): the slot is free and the second is taken.
+    within("cancel the first", client.jobs().cancel(first.id())).await??;
+    let outcome = within("the second's outcome", second.outcome()).await?;
+    let e = outcome.err().map(|e| (e.kind(), e.to_string()));
+    assert!(
+        matches!(&e, Some((ErrorKind::JobState, m)) if m.contains("cancelled")),
+        "{e:?}"
+    );
+    assert_eq!(runs.started(), 1, "only the first job ran");
+    let after = within("the record", client.jobs().get(&id)).await??;
+    assert_eq!(after.state, JobState::Cancelled, "{after:?}");
+    Ok(())
+}

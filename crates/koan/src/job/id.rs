@@ -5,6 +5,18 @@ pub fn new_job_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
+/// When a job id of [`new_job_id`]'s was made (to the millisecond, as a UUID v7
+/// keeps it): the time its job was accepted. `None` for an id of another kind (one
+/// an idempotency key names, or a foreign client chose).
+pub fn new_job_id_time(id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let uuid = uuid::Uuid::try_parse(id).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+    chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
 /// The id of the job that `key` names for `service`: the same for every repeat, so a
 /// transport that de-duplicates by id (JetStream's `Nats-Msg-Id`) stores it once. A
 /// UUID v8 from SHA-256 of service and key: unguessable without the key.
@@ -23,7 +35,17 @@ pub(crate) fn keyed_job_id(service: &str, key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{keyed_job_id, new_job_id};
+    use super::{keyed_job_id, new_job_id, new_job_id_time};
+
+    #[test]
+    fn a_new_id_tells_when_it_was_made_and_no_other_id_does() {
+        let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
+        let at = new_job_id_time(&new_job_id()).expect("a v7 id has a time");
+        let after = chrono::Utc::now();
+        assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+        assert_eq!(new_job_id_time(&keyed_job_id("Mailer", "order-17")), None);
+        assert_eq!(new_job_id_time("order-17"), None);
+    }
 
     #[test]
     fn a_key_names_one_job_per_service() {

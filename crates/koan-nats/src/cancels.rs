@@ -1,0 +1,192 @@
+//! Cancelling a cluster job. An operator's cancel writes a marker under the job's
+//! key in the KV bucket `koan_cancels` before it sets the job's record
+//! `cancelled`. Every host that runs durable jobs follows that bucket (cancels
+//! are rare: the watch costs nothing while there are none), so a worker learns
+//! whether a job it was handed was cancelled without reading the job's record
+//! first: one KV request a job less, at the broker and here (B8 durable,
+//! `docs/benchmarks/round-40.md`). While the watch is not caught up (begun a
+//! moment ago, broken, or the connection down) the worker reads the record, as
+//! it did before; a marker it holds is checked against the record, which has the
+//! last word (a job retried by hand since runs).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use chrono::Utc;
+use futures_util::StreamExt;
+use koan::Error;
+use koan::error::ErrorKind;
+use koan::job::{JobRecord, JobState, apply_cancel, wrong_state};
+
+use crate::connection::ConnectionState;
+use crate::subjects;
+use crate::transport::{NatsTransport, unavailable};
+
+/// How often the follower checks that its transport is still there and forgets
+/// markers the bucket has forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// What this host knows of the cluster's cancels: the keys marked, while its
+/// watch of `koan_cancels` is caught up.
+#[derive(Debug)]
+pub(crate) struct CancelWatch {
+    /// Each key marked, with when this host heard of it.
+    marked: Mutex<HashMap<String, Instant>>,
+    /// Whether the watch is caught up with the bucket (and the connection up).
+    live: AtomicBool,
+    following: AtomicBool,
+    /// How long the bucket keeps a marker.
+    keep: Duration,
+}
+
+impl CancelWatch {
+    pub(crate) fn new(keep: Duration) -> CancelWatch {
+        CancelWatch {
+            marked: Mutex::new(HashMap::new()),
+            live: AtomicBool::new(false),
+            following: AtomicBool::new(false),
+            keep,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
+        self.marked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the job under `key` is marked cancelled: `None` when this host
+    /// cannot tell (its watch is not caught up), and the watch begun if it was not.
+    pub(crate) fn marked(self: &Arc<Self>, t: &NatsTransport, key: &str) -> Option<bool> {
+        if !self.following.swap(true, Ordering::AcqRel) {
+            let conn = t.watch_connection();
+            tokio::spawn(follow(t.inner.cancels.clone(), Arc::downgrade(self), conn));
+        }
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.lock().contains_key(key))
+    }
+
+    fn apply(&self, key: String, operation: kv::Operation) {
+        let mut marked = self.lock();
+        match operation {
+            kv::Operation::Put => {
+                marked.insert(key, Instant::now());
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                marked.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets markers older than the bucket keeps them.
+    fn prune(&self) {
+        let keep = self.keep;
+        self.lock().retain(|_, at| at.elapsed() < keep);
+    }
+}
+
+/// Follows `koan_cancels` while `watch` exists: caught up (live) only while the
+/// connection is up and the watch has delivered every marker it began with.
+async fn follow(
+    store: kv::Store,
+    watch: Weak<CancelWatch>,
+    mut conn: tokio::sync::watch::Receiver<ConnectionState>,
+) {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if let Some(w) = watch.upgrade() {
+            w.live.store(false, Ordering::Release);
+        } else {
+            return;
+        }
+        // Connected first: a watch begun now catches up with what was marked
+        // while the connection was down.
+        if conn
+            .wait_for(|s| *s == ConnectionState::Connected)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // An empty bucket's watch delivers nothing: caught up as soon as it begins.
+        let mut empty = store
+            .stream
+            .get_info()
+            .await
+            .is_ok_and(|i| i.state.messages == 0);
+        match store.watch_with_history(">").await {
+            Ok(mut entries) => loop {
+                let Some(w) = watch.upgrade() else { return };
+                if std::mem::take(&mut empty) {
+                    w.live.store(true, Ordering::Release);
+                }
+                tokio::select! {
+                    entry = entries.next() => match entry {
+                        Some(Ok(entry)) => {
+                            w.apply(entry.key, entry.operation);
+                            if entry.seen_current {
+                                w.live.store(true, Ordering::Release);
+                            }
+                        }
+                        // The watch broke (a NATS restart, say): make a new one.
+                        _ => break,
+                    },
+                    changed = conn.changed() => match changed {
+                        Ok(()) if *conn.borrow() == ConnectionState::Disconnected => break,
+                        Ok(()) => {}
+                        Err(_) => return,
+                    },
+                    _ = prune.tick() => w.prune(),
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the cluster's cancels; jobs' records are read instead");
+            }
+        }
+        if let Some(w) = watch.upgrade() {
+            w.live.store(false, Ordering::Release);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Cancels job `id`: `None` when the cluster has no record of it. Its marker is
+/// written first: once the record says `cancelled`, a worker that follows the
+/// marks knows (a marker left by a cancel that then found the job over is
+/// harmless: a worker checks a marker against the record).
+pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
+    let Some(before) = crate::records::get(t, id).await? else {
+        return Ok(None);
+    };
+    if before.state.is_final() {
+        return Err(wrong_state(id, before.state, "cancel", "not final"));
+    }
+    t.inner
+        .cancels
+        .put(subjects::key(id), bytes::Bytes::new())
+        .await
+        .map_err(|e| unavailable(format!("the cancel of job {id} cannot be written: {e}")))?;
+    let now = Utc::now();
+    crate::records::change(t, id, None, |r| {
+        if r.state.is_final() {
+            return Err(wrong_state(id, r.state, "cancel", "not final"));
+        }
+        apply_cancel(r, now);
+        Ok(true)
+    })
+    .await
+}
+
+/// Whether job `id` was cancelled (asked while it runs).
+pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
+    matches!(crate::records::get(t, id).await, Ok(Some(r)) if r.state == JobState::Cancelled)
+}
+
+/// The error a cancelled job's waiters get.
+pub(crate) fn cancelled_error(id: &str) -> Error {
+    Error::new(ErrorKind::JobState, format!("job `{id}` was cancelled"))
+}
