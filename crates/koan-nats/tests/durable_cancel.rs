@@ -1,13 +1,19 @@
-//! A durable job cancelled from another host while it runs: its record (in the
+//! Durable jobs cancelled from another host. One that runs: its record (in the
 //! cluster's `koan_jobs` bucket) says `cancelled` at once, the worker stops the run
 //! through its handler's token at its next progress check, and whoever awaits the
-//! job is told it was cancelled.
+//! job is told it was cancelled. One that waits in JetStream, on a worker that
+//! follows the cluster's cancels (`koan_cancels`), before and after the broker
+//! restarted: dropped unrun.
 
 mod common;
 
-use common::{Stopped, enqueue, holder_and_client};
+use std::time::Duration;
+
+use common::{Holder, Runs, Stopped, enqueue, holder_and_client};
+use koan::HostHandle;
 use koan::{error::ErrorKind, job::JobState};
-use koan_test_support::nats::NatsServer;
+use koan_nats::ConnectionState;
+use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{wait_for, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,8 +65,44 @@ async fn a_running_job_cancelled_from_another_host_stops_and_says_so() -> anyhow
 async fn a_job_cancelled_while_it_waits_behind_a_run_is_dropped_unrun() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (_w, member, runs) = holder_and_client(&server, Stopped::Succeeds).await?;
-    let client = &member.host;
-    // The first job holds the worker's one slot; the second waits in the stream.
+    cancelled_behind_a_run(&member.host, &runs, 1).await
+}
+
+/// The same after the broker restarted (file storage) under a worker that had
+/// followed the cancels: its watch is begun anew once the connection is back,
+/// and trusted only once caught up; a cancel written after the restart still
+/// keeps the job from running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_restart_a_job_cancelled_while_it_waits_is_dropped_unrun()
+-> anyhow::Result<()> {
+    let mut server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    opts.memory_storage = false;
+    opts.ack_wait = Duration::from_secs(1);
+    let (holder, runs) = Holder::new(Stopped::Succeeds);
+    let (w, member) = Member::worker_and_client(opts, "Holder", |b| b.instance(holder)).await?;
+    // A job run: the worker follows the cancels from its first job on.
+    let warm = enqueue(&member.host, "busy", 0u64).await?;
+    within("the first job", warm.outcome()).await??;
+
+    server.restart()?;
+    for m in [&w, &member] {
+        wait_for("the connection to be back", async || {
+            Ok((m.nats.connection_state() == ConnectionState::Connected).then_some(()))
+        })
+        .await?;
+    }
+    cancelled_behind_a_run(&member.host, &runs, 2).await
+}
+
+/// Holds `Holder`'s one slot with a job, cancels a second that waits behind it,
+/// frees the slot (the first cancelled too) and checks the second was dropped
+/// unrun: `started` runs in all, its waiter told it was cancelled.
+async fn cancelled_behind_a_run(
+    client: &HostHandle,
+    runs: &Runs,
+    started: u32,
+) -> anyhow::Result<()> {
     let first = enqueue(client, "hold", ()).await?;
     common::job_reaches(client, first.id(), JobState::Running).await?;
     let second = enqueue(client, "hold", ()).await?;
@@ -76,7 +118,7 @@ async fn a_job_cancelled_while_it_waits_behind_a_run_is_dropped_unrun() -> anyho
         matches!(&e, Some((ErrorKind::JobState, m)) if m.contains("cancelled")),
         "{e:?}"
     );
-    assert_eq!(runs.started(), 1, "only the first job ran");
+    assert_eq!(runs.started(), started, "the second job did not run");
     let after = within("the record", client.jobs().get(&id)).await??;
     assert_eq!(after.state, JobState::Cancelled, "{after:?}");
     Ok(())
