@@ -98,26 +98,22 @@ async fn follow(
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if let Some(w) = watch.upgrade() {
-            w.live.store(false, Ordering::Release);
-        } else {
-            return;
-        }
         // Connected first: a watch begun now catches up with what was marked
-        // while the connection was down.
-        if conn
-            .wait_for(|s| *s == ConnectionState::Connected)
-            .await
-            .is_err()
-        {
-            return;
+        // while the connection was down. Given up when the transport is gone.
+        loop {
+            let Some(w) = watch.upgrade() else { return };
+            w.live.store(false, Ordering::Release);
+            drop(w);
+            tokio::select! {
+                up = conn.wait_for(|s| *s == ConnectionState::Connected) => match up {
+                    Ok(_) => break,
+                    Err(_) => return,
+                },
+                _ = prune.tick() => {}
+            }
         }
         // An empty bucket's watch delivers nothing: caught up as soon as it begins.
-        let mut empty = store
-            .stream
-            .get_info()
-            .await
-            .is_ok_and(|i| i.state.messages == 0);
+        let mut empty = is_empty(&store).await;
         match store.watch_with_history(">").await {
             Ok(mut entries) => loop {
                 let Some(w) = watch.upgrade() else { return };
@@ -140,7 +136,12 @@ async fn follow(
                         Ok(()) => {}
                         Err(_) => return,
                     },
-                    _ = prune.tick() => w.prune(),
+                    _ = prune.tick() => {
+                        w.prune();
+                        // The markers it began with expired before it delivered
+                        // them: nothing is left to catch up with.
+                        empty = !w.live.load(Ordering::Acquire) && is_empty(&store).await;
+                    }
                 }
             },
             Err(e) => {
@@ -152,6 +153,15 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Whether the bucket holds no marker (`false` when that cannot be read).
+async fn is_empty(store: &kv::Store) -> bool {
+    store
+        .stream
+        .get_info()
+        .await
+        .is_ok_and(|i| i.state.messages == 0)
 }
 
 /// Cancels job `id`: `None` when the cluster has no record of it. Its marker is
