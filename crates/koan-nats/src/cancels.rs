@@ -38,17 +38,30 @@ pub(crate) struct CancelWatch {
     /// Whether the watch is caught up with the bucket (and the connection up).
     live: AtomicBool,
     following: AtomicBool,
-    /// How long the bucket keeps a marker.
+    /// How long the bucket keeps a marker (its own `max_age`, which its first
+    /// creator set: not this host's `outcome_ttl`, should the two differ).
     keep: Duration,
+    /// When the bucket was created (Unix ms): a job accepted before may have been
+    /// cancelled by a host that wrote no marker (an older version).
+    since_unix_ms: i64,
 }
 
 impl CancelWatch {
-    pub(crate) fn new(keep: Duration) -> CancelWatch {
+    /// What this host knows of the cancels in `bucket`.
+    pub(crate) fn new(bucket: &kv::Store) -> CancelWatch {
+        let info = bucket.stream.cached_info();
+        let max_age = info.config.max_age;
         CancelWatch {
             marked: Mutex::new(HashMap::new()),
             live: AtomicBool::new(false),
             following: AtomicBool::new(false),
-            keep,
+            keep: if max_age.is_zero() {
+                Duration::MAX
+            } else {
+                max_age
+            },
+            since_unix_ms: i64::try_from(info.created.unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(i64::MAX),
         }
     }
 
@@ -56,17 +69,22 @@ impl CancelWatch {
         self.marked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the job under `key` is marked cancelled: `None` when this host
-    /// cannot tell (its watch is not caught up), and the watch begun if it was not.
-    pub(crate) fn marked(self: &Arc<Self>, t: &NatsTransport, key: &str) -> Option<bool> {
+    /// Whether job `id` (under `key`) can be taken for not cancelled without
+    /// reading its record: its id one a host made up (UUID v7) after the bucket
+    /// was created, this host's watch caught up, and no marker for it. The watch
+    /// is begun if it was not.
+    pub(crate) fn may_skip_read(self: &Arc<Self>, t: &NatsTransport, id: &str, key: &str) -> bool {
         if !self.following.swap(true, Ordering::AcqRel) {
             let conn = t.watch_connection();
             tokio::spawn(follow(t.inner.cancels.clone(), Arc::downgrade(self), conn));
         }
-        if !self.live.load(Ordering::Acquire) {
-            return None;
-        }
-        Some(self.lock().contains_key(key))
+        koan::job::new_job_id_time(id).is_some_and(|at| at.timestamp_millis() > self.since_unix_ms)
+            && self.unmarked(key)
+    }
+
+    /// Whether this host's watch is caught up and holds no marker for `key`.
+    pub(crate) fn unmarked(&self, key: &str) -> bool {
+        self.live.load(Ordering::Acquire) && !self.lock().contains_key(key)
     }
 
     fn apply(&self, key: String, operation: kv::Operation) {
@@ -131,9 +149,11 @@ async fn follow(
                         // The watch broke (a NATS restart, say): make a new one.
                         _ => break,
                     },
+                    // Any change: the connection went down since the watch began
+                    // (told only `connected` when it came back before this task
+                    // looked), and markers written meanwhile may be missing.
                     changed = conn.changed() => match changed {
-                        Ok(()) if *conn.borrow() == ConnectionState::Disconnected => break,
-                        Ok(()) => {}
+                        Ok(()) => break,
                         Err(_) => return,
                     },
                     _ = prune.tick() => {

@@ -69,7 +69,7 @@ async fn consume_once(t: &NatsTransport, service: &str) -> crate::streams::Consu
 
 /// Hands `msg` back until its job is due, then moves it to the work queue.
 async fn move_if_due(t: &NatsTransport, service: &str, msg: Message) {
-    let mut job = match Job::read(service, &msg.subject, msg.headers.as_ref(), &msg.payload) {
+    let job = match Job::read(service, &msg.subject, msg.headers.as_ref(), &msg.payload) {
         Ok(job) => job,
         // The work queue's worker refuses it with the reason (outcome, dead letter).
         Err(_) => return forward_unreadable(t, &msg).await,
@@ -84,7 +84,8 @@ async fn move_if_due(t: &NatsTransport, service: &str, msg: Message) {
             .await;
         return;
     }
-    job.run_at_unix_ms = None;
+    // Its `run_at` stays (past now, so it goes to the work queue): its worker
+    // knows it was delayed, and does not take it for a job due at once.
     match enqueue::publish(t, &job).await {
         // Stored now, or before by a mover that died before acknowledging.
         Ok(_) => {

@@ -7,7 +7,7 @@
 //! after the first write is a compare-and-set on the entry's revision, so two
 //! writers never lose each other's change, but for one: a short first run's
 //! success, written whole ([`finish`]). A record decides whether a job runs only
-//! when it says `cancelled`.
+//! when it says `cancelled` and is read (a first run's start may not read it).
 
 use chrono::Utc;
 use koan::error::ErrorKind;
@@ -231,8 +231,8 @@ pub(crate) struct Started {
     blind: bool,
 }
 
-/// Whether a run may start: `None` when the job was cancelled (read from its
-/// record now). Otherwise the record is set `running` (attempt `attempt` on this
+/// Whether a run may start: `None` when the job was cancelled (its record read
+/// now, unless this host's watch of cancels answers for it). Otherwise the record is set `running` (attempt `attempt` on this
 /// host) should the run last [`SHOW_RUNNING_AFTER`], in the background; a shorter
 /// one is recorded by [`finish`] alone. A record that cannot be read or written
 /// does not stop the run.
@@ -251,8 +251,7 @@ pub(crate) async fn start(
     let blind = attempt == 1
         && job.retry.is_none()
         && job.run_at_unix_ms.is_none()
-        && crate::queue::fresh_id(&job.id)
-        && t.inner.cancel_watch.marked(t, &key) == Some(false);
+        && t.inner.cancel_watch.may_skip_read(t, &job.id, &key);
     let last = if blind {
         None
     } else {
@@ -323,14 +322,14 @@ fn claim_for(r: &mut JobRecord, claim: &ClaimRequest, attempt: u32, max_attempts
     true
 }
 
-/// Records how run `attempt` ended, unless the job was cancelled meanwhile. The
+/// Records how run `attempt` ended, unless the job was cancelled meanwhile (a
+/// short first run's success: unless this host has heard of the cancel). The
 /// outcome (in `koan_outcomes`) is what the job's end waits for; the record
 /// follows, written by the run's own task once its slot is free and its message
 /// answered, so nothing waits for it (a task of its own for it cost a tenth of
-/// a durable job's CPU in B8's worker: a large task cell). A run that was never recorded
-/// `running` (shorter than [`SHOW_RUNNING_AFTER`], or its write failed) is
-/// claimed and ended in one write. A write that comes late finds the record moved
-/// on (final, or another attempt running) and leaves it.
+/// a durable job's CPU in B8's worker: a large task cell). A run that was never
+/// recorded `running` is claimed and ended in one write. A compare-and-set that
+/// comes late finds the record moved on (final, or another attempt running).
 pub(crate) async fn finish(
     t: &NatsTransport,
     id: &str,
@@ -341,11 +340,12 @@ pub(crate) async fn finish(
     let (claim, first, read) = match run {
         // A short run started blind that succeeded: its record is the enqueuer's
         // (or none yet) with this run's claim and end, written whole (a cancel
-        // that came while it ran is overtaken: the record says how it ended).
+        // this host has not heard of is overtaken: the record says how it ended).
         Some(run)
             if run.blind
                 && matches!(how, Finish::Succeeded { .. })
-                && !run.running.is_finished() =>
+                && !run.running.is_finished()
+                && t.inner.cancel_watch.unmarked(&subjects::key(id)) =>
         {
             run.running.abort();
             let mut r = JobRecord::clone(&run.first);

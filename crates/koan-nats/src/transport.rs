@@ -92,7 +92,7 @@ impl NatsTransport {
             crate::streams::bucket(&js, subjects::JOBS_BUCKET, opts.outcome_ttl, &opts).await?;
         let cancels =
             crate::streams::bucket(&js, subjects::CANCELS_BUCKET, opts.outcome_ttl, &opts).await?;
-        let cancel_watch = Arc::new(crate::cancels::CancelWatch::new(opts.outcome_ttl));
+        let cancel_watch = Arc::new(crate::cancels::CancelWatch::new(&cancels));
         let jobs_view = Arc::new(crate::jobs_view::JobsView::new(
             opts.outcome_ttl,
             opts.watch_idle,

@@ -98,6 +98,8 @@ async fn a_delayed_job_outlives_the_host_that_accepted_it() -> anyhow::Result<()
     a.stop().await?;
     let done = record_in(&b, &id, JobState::Succeeded).await?;
     assert_eq!(done.attempts, 1, "{done:?}");
+    // Its record still says when it was due, not that it was due at once.
+    assert_eq!(done.run_at, due, "{done:?}");
     let ran = runs_of(&runs, &id);
     assert_eq!(ran.len(), 1, "run once: {ran:?}");
     assert!(
@@ -119,6 +121,8 @@ async fn a_delayed_job_for_a_service_elsewhere_runs_when_due_or_is_cancelled() -
     };
     let (_worker, client) = Member::worker_and_client(opts, "Clock", |b| b.instance(clock)).await?;
 
+    // A job due at once first: the worker follows the cluster's cancels from then on.
+    within("a job due at once", stamp(&client, |r| r).await?.outcome()).await??;
     // At a time, for a service this host does not run.
     let at = Utc::now() + chrono::Duration::milliseconds(1500);
     let ticket = stamp(&client, |r| r.at(at)).await?;
@@ -127,7 +131,13 @@ async fn a_delayed_job_for_a_service_elsewhere_runs_when_due_or_is_cancelled() -
     let ran = runs_of(&runs, &id);
     assert_eq!(ran.len(), 1, "{ran:?}");
     assert!(ran[0] >= at, "not before its time: ran {} < {at}", ran[0]);
-    record_in(&client, &id, JobState::Succeeded).await?;
+    let done = record_in(&client, &id, JobState::Succeeded).await?;
+    // Its record still says when it was due, not that it was due at once.
+    assert_eq!(
+        done.run_at.timestamp_millis(),
+        at.timestamp_millis(),
+        "{done:?}"
+    );
 
     // Cancelled while it waits: it never runs, its waiter is told.
     let ticket = stamp(&client, |r| r.delay(Duration::from_secs(1))).await?;
