@@ -7,7 +7,9 @@
 //! `docs/benchmarks/round-40.md`). While the watch is not caught up (begun a
 //! moment ago, broken, or the connection down) the worker reads the record, as
 //! it did before; a marker it holds is checked against the record, which has the
-//! last word (a job retried by hand since runs).
+//! last word (a job retried by hand since runs). What this gives up (a moment's
+//! lag, a consumer that vanished unnoticed, an older host's cancel without a
+//! marker): `docs/wire.md`, "Job records".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

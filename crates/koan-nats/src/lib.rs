@@ -18,7 +18,7 @@
 //!   by hand from any instance; outcomes are kept in
 //!   the KV bucket `koan_outcomes`, and the jobs' records in `koan_jobs`, so that
 //!   `/api/jobs` on any instance lists, shows and cancels the jobs every instance
-//!   accepted.
+//!   accepted; cancels are also marked in `koan_cancels`, which workers follow.
 //! - **Events** are published on `koan.evt.<service>.<event>`; every process delivers
 //!   the others' events to its own subscribers.
 //! - **Registry**: each host announces its services with heartbeats in the KV bucket

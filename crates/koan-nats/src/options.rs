@@ -35,7 +35,8 @@ pub struct NatsOptions {
     pub max_deliver: i64,
     /// How long a durable job may run before it is redelivered elsewhere (default 30 s).
     pub ack_wait: Duration,
-    /// How long outcomes of durable work are kept (default 1 h).
+    /// How long outcomes of durable work, their records and cancels' markers are
+    /// kept (default 1 h; set when the buckets are created, by the first host).
     pub outcome_ttl: Duration,
     /// How long this host keeps watching the cluster's job records after its last
     /// listing, and its durable jobs' outcomes after it last awaited one (default
