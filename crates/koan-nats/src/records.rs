@@ -232,10 +232,10 @@ pub(crate) struct Started {
 }
 
 /// Whether a run may start: `None` when the job was cancelled (its record read
-/// now, unless this host's watch of cancels answers for it). Otherwise the record is set `running` (attempt `attempt` on this
-/// host) should the run last [`SHOW_RUNNING_AFTER`], in the background; a shorter
-/// one is recorded by [`finish`] alone. A record that cannot be read or written
-/// does not stop the run.
+/// now, unless this host's watch of cancels answers). Otherwise the record is
+/// set `running` (attempt `attempt` on this host) should the run last
+/// [`SHOW_RUNNING_AFTER`], in the background; a shorter one is recorded by
+/// [`finish`] alone. A record that cannot be read or written does not stop it.
 pub(crate) async fn start(
     t: &NatsTransport,
     job: &Job,
