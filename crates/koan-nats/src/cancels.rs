@@ -31,12 +31,24 @@ use crate::transport::{NatsTransport, unavailable};
 /// markers the bucket has forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// Markers one host holds at most (some 10 MB). Past it, a flood of cancels
+/// does not grow the host: jobs' records are read until the markers it could not
+/// hold have expired from the bucket.
+const MAX_MARKED: usize = 100_000;
+
+/// The keys marked, with when this host heard of each, and since when it has
+/// been full.
+#[derive(Debug, Default)]
+struct Marks {
+    keys: HashMap<String, Instant>,
+    full_since: Option<Instant>,
+}
+
 /// What this host knows of the cluster's cancels: the keys marked, while its
 /// watch of `koan_cancels` is caught up.
 #[derive(Debug)]
 pub(crate) struct CancelWatch {
-    /// Each key marked, with when this host heard of it.
-    marked: Mutex<HashMap<String, Instant>>,
+    marked: Mutex<Marks>,
     /// Whether the watch is caught up with the bucket (and the connection up).
     live: AtomicBool,
     following: AtomicBool,
@@ -53,21 +65,26 @@ impl CancelWatch {
     pub(crate) fn new(bucket: &kv::Store) -> CancelWatch {
         let info = bucket.stream.cached_info();
         let max_age = info.config.max_age;
+        let keep = if max_age.is_zero() {
+            Duration::MAX
+        } else {
+            max_age
+        };
+        let since = i64::try_from(info.created.unix_timestamp_nanos() / 1_000_000);
+        CancelWatch::with(keep, since.unwrap_or(i64::MAX))
+    }
+
+    fn with(keep: Duration, since_unix_ms: i64) -> CancelWatch {
         CancelWatch {
-            marked: Mutex::new(HashMap::new()),
+            marked: Mutex::new(Marks::default()),
             live: AtomicBool::new(false),
             following: AtomicBool::new(false),
-            keep: if max_age.is_zero() {
-                Duration::MAX
-            } else {
-                max_age
-            },
-            since_unix_ms: i64::try_from(info.created.unix_timestamp_nanos() / 1_000_000)
-                .unwrap_or(i64::MAX),
+            keep,
+            since_unix_ms,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock(&self) -> MutexGuard<'_, Marks> {
         self.marked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -84,27 +101,40 @@ impl CancelWatch {
             && self.unmarked(key)
     }
 
-    /// Whether this host's watch is caught up and holds no marker for `key`.
+    /// Whether this host's watch is caught up and holds no marker for `key`
+    /// (and held every marker it heard of).
     pub(crate) fn unmarked(&self, key: &str) -> bool {
-        self.live.load(Ordering::Acquire) && !self.lock().contains_key(key)
+        if !self.live.load(Ordering::Acquire) {
+            return false;
+        }
+        let marks = self.lock();
+        marks.full_since.is_none() && !marks.keys.contains_key(key)
     }
 
     fn apply(&self, key: String, operation: kv::Operation) {
-        let mut marked = self.lock();
+        let mut marks = self.lock();
         match operation {
+            kv::Operation::Put if marks.keys.len() >= MAX_MARKED => {
+                marks.full_since = Some(Instant::now());
+            }
             kv::Operation::Put => {
-                marked.insert(key, Instant::now());
+                marks.keys.insert(key, Instant::now());
             }
             kv::Operation::Delete | kv::Operation::Purge => {
-                marked.remove(&key);
+                marks.keys.remove(&key);
             }
         }
     }
 
-    /// Forgets markers older than the bucket keeps them.
+    /// Forgets markers older than the bucket keeps them, and that it was full
+    /// once the markers it could not hold have expired.
     fn prune(&self) {
         let keep = self.keep;
-        self.lock().retain(|_, at| at.elapsed() < keep);
+        let mut marks = self.lock();
+        marks.keys.retain(|_, at| at.elapsed() < keep);
+        if marks.full_since.is_some_and(|at| at.elapsed() >= keep) {
+            marks.full_since = None;
+        }
     }
 }
 
@@ -221,4 +251,56 @@ pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
 /// The error a cancelled job's waiters get.
 pub(crate) fn cancelled_error(id: &str) -> Error {
     Error::new(ErrorKind::JobState, format!("job `{id}` was cancelled"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{CancelWatch, MAX_MARKED};
+    use async_nats::jetstream::kv::Operation;
+
+    fn live(keep: Duration) -> CancelWatch {
+        let w = CancelWatch::with(keep, 0);
+        w.live.store(true, std::sync::atomic::Ordering::Release);
+        w
+    }
+
+    #[test]
+    fn a_marker_heard_of_is_told_and_a_deleted_one_forgotten() {
+        let w = live(Duration::from_secs(3600));
+        assert!(w.unmarked("a"));
+        w.apply("a".into(), Operation::Put);
+        assert!(!w.unmarked("a"));
+        assert!(w.unmarked("b"));
+        w.apply("a".into(), Operation::Delete);
+        assert!(w.unmarked("a"));
+        w.live.store(false, std::sync::atomic::Ordering::Release);
+        assert!(!w.unmarked("b"), "not caught up: nothing is known");
+    }
+
+    #[test]
+    fn a_host_full_of_markers_grows_no_more_and_reads_records_until_they_expired() {
+        let w = live(Duration::from_secs(3600));
+        for n in 0..=MAX_MARKED {
+            w.apply(format!("job-{n}"), Operation::Put);
+        }
+        assert_eq!(w.lock().keys.len(), MAX_MARKED);
+        assert!(
+            !w.unmarked("another"),
+            "one marker was not held: no job is known unmarked"
+        );
+        w.prune();
+        assert!(!w.unmarked("another"), "still within the bucket's keep");
+        let expired = live(Duration::ZERO);
+        for n in 0..=MAX_MARKED {
+            expired.apply(format!("job-{n}"), Operation::Put);
+        }
+        expired.prune();
+        assert_eq!(expired.lock().keys.len(), 0);
+        assert!(
+            expired.unmarked("another"),
+            "every marker expired: known again"
+        );
+    }
 }
