@@ -97,6 +97,11 @@ impl CancelWatch {
             let conn = t.watch_connection();
             tokio::spawn(follow(t.inner.cancels.clone(), Arc::downgrade(self), conn));
         }
+        self.vouches_for(id, key)
+    }
+
+    /// [`may_skip_read`](Self::may_skip_read)'s answer, the watch left as it is.
+    fn vouches_for(&self, id: &str, key: &str) -> bool {
         koan::job::new_job_id_time(id).is_some_and(|at| at.timestamp_millis() > self.since_unix_ms)
             && self.unmarked(key)
     }
@@ -277,6 +282,25 @@ mod tests {
         assert!(w.unmarked("a"));
         w.live.store(false, std::sync::atomic::Ordering::Release);
         assert!(!w.unmarked("b"), "not caught up: nothing is known");
+    }
+
+    #[test]
+    fn only_a_new_job_accepted_after_the_bucket_existed_is_vouched_for() {
+        let id = koan::job::new_job_id();
+        let made = koan::job::new_job_id_time(&id).map(|at| at.timestamp_millis());
+        let made = made.expect("a v7 id has a time");
+        let after = CancelWatch::with(Duration::from_secs(3600), made - 1);
+        after.live.store(true, std::sync::atomic::Ordering::Release);
+        assert!(after.vouches_for(&id, &id));
+        // Accepted before the bucket existed: a host of an older version may have
+        // cancelled it without a marker.
+        let before = CancelWatch::with(Duration::from_secs(3600), made);
+        before
+            .live
+            .store(true, std::sync::atomic::Ordering::Release);
+        assert!(!before.vouches_for(&id, &id));
+        // Not an id a host made up (a key's, a foreign client's).
+        assert!(!after.vouches_for("order-17", "order-17"));
     }
 
     #[test]
