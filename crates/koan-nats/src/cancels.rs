@@ -106,6 +106,11 @@ impl CancelWatch {
             && self.unmarked(key)
     }
 
+    /// Whether this host heard of a marker for `key` (and has not forgotten it).
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        self.lock().keys.contains_key(key)
+    }
+
     /// Whether this host's watch is caught up and holds no marker for `key`
     /// (and held every marker it heard of).
     pub(crate) fn unmarked(&self, key: &str) -> bool {

@@ -66,6 +66,7 @@ mod records;
 mod registry;
 mod routes;
 mod routing;
+mod run_record;
 mod serve;
 mod stranded;
 mod streams;

@@ -21,10 +21,10 @@ use koan::job::{Finish, RetryPolicy, never_retried};
 use koan::{HostHandle, error::ErrorKind};
 use tokio::sync::Semaphore;
 
-use crate::records;
 use crate::subjects;
 use crate::transport::NatsTransport;
 use crate::wire::{self, Job, Outcome, Reply, Unreadable};
+use crate::{records, run_record};
 
 /// How long one pull waits for jobs before asking again.
 const PULL_WAIT: Duration = Duration::from_secs(5);
@@ -183,7 +183,7 @@ async fn handle(
                 let how = records::dead(&e);
                 if record(t, &key, &job.id, attempts, Reply::of(Err(e))).await {
                     let _ = msg.ack_with(AckKind::Term).await;
-                    records::finish(t, &job.id, attempt, how, None).await;
+                    run_record::finish(t, &job.id, attempt, how, None).await;
                 }
                 return;
             }
@@ -202,7 +202,7 @@ async fn handle(
         }
     }
     // Cancelled by an operator before it ran: it never runs, its waiters are told.
-    let Some(started) = records::start(t, &job, attempt, max_attempts).await else {
+    let Some(started) = run_record::start(t, &job, attempt, max_attempts).await else {
         return drop_cancelled(t, &msg, &key, &job.id, attempts).await;
     };
     let started = Some(started);
@@ -274,7 +274,7 @@ async fn handle(
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
-                records::finish(t, &job.id, attempt, how, started).await;
+                run_record::finish(t, &job.id, attempt, how, started).await;
             } else if let Some(e) = unstorable(t, &key, &job, attempts).await {
                 // The result itself cannot be stored (larger than the broker or the
                 // bucket takes): running again would give the same, after running
@@ -298,7 +298,7 @@ async fn handle(
             // Handed back first: the record says so after.
             let now = chrono::Utc::now();
             release(t, &msg, &job, delivered).await;
-            records::finish(t, &job.id, attempt, Finish::Release { at: now }, started).await;
+            run_record::finish(t, &job.id, attempt, Finish::Release { at: now }, started).await;
         }
         Err(e) if never_retried(e.kind()) || attempt >= max_attempts => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
@@ -320,7 +320,7 @@ async fn handle(
             let error = koan::action::ErrorBody::from(&e);
             // Recorded before the message is handed back: the next run's start,
             // which may come at once, then finds this run's end in the record.
-            records::finish(t, &job.id, attempt, Finish::Retry { error, at }, started).await;
+            run_record::finish(t, &job.id, attempt, Finish::Retry { error, at }, started).await;
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
     }
@@ -348,13 +348,13 @@ async fn bury(
     attempt: u32,
     how: Finish,
     why: &(String, String),
-    started: Option<records::Started>,
+    started: Option<run_record::Started>,
 ) {
     let (h, body) = (msg.headers.as_ref(), &msg.payload);
     let (service, action) = (&job.service, &job.action);
     crate::dead_letter::publish(t, h, body, service, action, Some(&job.id), why).await;
     let _ = msg.ack_with(AckKind::Term).await;
-    records::finish(t, &job.id, attempt, how, started).await;
+    run_record::finish(t, &job.id, attempt, how, started).await;
 }
 
 /// Hands back a job whose run this stopping host cut short, for another instance.

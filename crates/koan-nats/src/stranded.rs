@@ -19,10 +19,10 @@ use futures_util::StreamExt;
 use koan::error::ErrorKind;
 use serde::Deserialize;
 
-use crate::records;
 use crate::subjects;
 use crate::transport::NatsTransport;
 use crate::wire::{Job, Outcome, Reply};
+use crate::{records, run_record};
 
 /// The advisories of the work stream's consumers.
 const ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.*";
@@ -120,7 +120,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
     {
         Ok(_) => {
             tracing::error!(id = %job.id, action = %job.action, deliveries = a.deliveries, "durable job dead-lettered: no run of it ended within max_deliver deliveries");
-            records::finish(t, &job.id, attempt, how, None).await;
+            run_record::finish(t, &job.id, attempt, how, None).await;
             let h = Some(&msg.headers);
             crate::dead_letter::publish(
                 t,

@@ -95,6 +95,33 @@ async fn after_a_broker_restart_a_job_cancelled_while_it_waits_is_dropped_unrun(
     cancelled_behind_a_run(&member.host, &runs, 2).await
 }
 
+/// A job cancelled while it waits, whose record then cannot be read (its
+/// entry overwritten with bytes that are not a record): the worker, which heard
+/// of the cancel, does not run it on a guess; it is dropped as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_whose_record_cannot_be_read_is_not_run() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, runs) = holder_and_client(&server, Stopped::Succeeds).await?;
+    let client = &member.host;
+    let first = enqueue(client, "hold", ()).await?;
+    common::job_reaches(client, first.id(), JobState::Running).await?;
+    let second = enqueue(client, "hold", ()).await?;
+    within("cancel", client.jobs().cancel(second.id())).await??;
+    let js = async_nats::jetstream::new(member.nats.client().clone());
+    let records = js.get_key_value("koan_jobs").await?;
+    records.put(second.id(), "not a record".into()).await?;
+
+    within("cancel the first", client.jobs().cancel(first.id())).await??;
+    let outcome = within("the second's outcome", second.outcome()).await?;
+    let e = outcome.err().map(|e| (e.kind(), e.to_string()));
+    assert!(
+        matches!(&e, Some((ErrorKind::JobState, m)) if m.contains("cancelled")),
+        "{e:?}"
+    );
+    assert_eq!(runs.started(), 1, "the second job did not run");
+    Ok(())
+}
+
 /// Holds `Holder`'s one slot with a job, cancels a second that waits behind it,
 /// frees the slot (the first cancelled too) and checks the second was dropped
 /// unrun: `started` runs in all, its waiter told it was cancelled.
