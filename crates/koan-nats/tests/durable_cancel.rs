@@ -3,7 +3,7 @@
 //! through its handler's token at its next progress check, and whoever awaits the
 //! job is told it was cancelled. One that waits in JetStream, on a worker that
 //! follows the cluster's cancels (`koan_cancels`), before and after the broker
-//! restarted: dropped unrun.
+//! restarted, and when its record cannot be read: dropped unrun.
 
 mod common;
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{Holder, Runs, Stopped, enqueue, holder_and_client};
 use koan::HostHandle;
+use koan::job::JobTicket;
 use koan::{error::ErrorKind, job::JobState};
 use koan_nats::ConnectionState;
 use koan_test_support::nats::{Member, NatsServer, test_options};
@@ -102,42 +103,48 @@ async fn after_a_broker_restart_a_job_cancelled_while_it_waits_is_dropped_unrun(
 async fn a_cancelled_job_whose_record_cannot_be_read_is_not_run() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (_w, member, runs) = holder_and_client(&server, Stopped::Succeeds).await?;
-    let client = &member.host;
-    let first = enqueue(client, "hold", ()).await?;
-    common::job_reaches(client, first.id(), JobState::Running).await?;
-    let second = enqueue(client, "hold", ()).await?;
-    within("cancel", client.jobs().cancel(second.id())).await??;
+    let (first, second) = cancel_behind_a_run(&member.host).await?;
     let js = async_nats::jetstream::new(member.nats.client().clone());
     let records = js.get_key_value("koan_jobs").await?;
     records.put(second.id(), "not a record".into()).await?;
-
-    within("cancel the first", client.jobs().cancel(first.id())).await??;
-    let outcome = within("the second's outcome", second.outcome()).await?;
-    let e = outcome.err().map(|e| (e.kind(), e.to_string()));
-    assert!(
-        matches!(&e, Some((ErrorKind::JobState, m)) if m.contains("cancelled")),
-        "{e:?}"
-    );
-    assert_eq!(runs.started(), 1, "the second job did not run");
-    Ok(())
+    free_the_slot_and_see_it_dropped(&member.host, &runs, 1, &first, second).await
 }
 
-/// Holds `Holder`'s one slot with a job, cancels a second that waits behind it,
-/// frees the slot (the first cancelled too) and checks the second was dropped
-/// unrun: `started` runs in all, its waiter told it was cancelled.
+/// [`cancel_behind_a_run`], then [`free_the_slot_and_see_it_dropped`]: the
+/// second job's record says `cancelled` after.
 async fn cancelled_behind_a_run(
     client: &HostHandle,
     runs: &Runs,
     started: u32,
 ) -> anyhow::Result<()> {
+    let (first, second) = cancel_behind_a_run(client).await?;
+    let id = second.id().to_owned();
+    free_the_slot_and_see_it_dropped(client, runs, started, &first, second).await?;
+    let after = within("the record", client.jobs().get(&id)).await??;
+    assert_eq!(after.state, JobState::Cancelled, "{after:?}");
+    Ok(())
+}
+
+/// Holds `Holder`'s one slot with a job and cancels a second that waits behind
+/// it: the two jobs' tickets.
+async fn cancel_behind_a_run(client: &HostHandle) -> anyhow::Result<(JobTicket, JobTicket)> {
     let first = enqueue(client, "hold", ()).await?;
     common::job_reaches(client, first.id(), JobState::Running).await?;
     let second = enqueue(client, "hold", ()).await?;
-    let id = second.id().to_owned();
-    let cancelled = within("cancel", client.jobs().cancel(&id)).await??;
+    let cancelled = within("cancel", client.jobs().cancel(second.id())).await??;
     assert_eq!(cancelled.state, JobState::Cancelled);
+    Ok((first, second))
+}
 
-    // The first ends (cancelled too): the slot is free and the second is taken.
+/// Frees the slot (the first job cancelled too) and checks the second was
+/// dropped unrun: `started` runs in all, its waiter told it was cancelled.
+async fn free_the_slot_and_see_it_dropped(
+    client: &HostHandle,
+    runs: &Runs,
+    started: u32,
+    first: &JobTicket,
+    second: JobTicket,
+) -> anyhow::Result<()> {
     within("cancel the first", client.jobs().cancel(first.id())).await??;
     let outcome = within("the second's outcome", second.outcome()).await?;
     let e = outcome.err().map(|e| (e.kind(), e.to_string()));
@@ -146,7 +153,5 @@ async fn cancelled_behind_a_run(
         "{e:?}"
     );
     assert_eq!(runs.started(), started, "the second job did not run");
-    let after = within("the record", client.jobs().get(&id)).await??;
-    assert_eq!(after.state, JobState::Cancelled, "{after:?}");
     Ok(())
 }
