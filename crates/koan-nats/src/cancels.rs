@@ -24,6 +24,7 @@ use koan::error::ErrorKind;
 use koan::job::{JobRecord, JobState, apply_cancel, wrong_state};
 
 use crate::connection::ConnectionState;
+use crate::streams::bucket_is_empty;
 use crate::subjects;
 use crate::transport::{NatsTransport, unavailable};
 
@@ -173,7 +174,7 @@ async fn follow(
             }
         }
         // An empty bucket's watch delivers nothing: caught up as soon as it begins.
-        let mut empty = is_empty(&store).await;
+        let mut empty = bucket_is_empty(&store).await;
         match store.watch_with_history(">").await {
             Ok(mut entries) => loop {
                 let Some(w) = watch.upgrade() else { return };
@@ -202,7 +203,7 @@ async fn follow(
                         w.prune();
                         // The markers it began with expired before it delivered
                         // them: nothing is left to catch up with.
-                        empty = !w.live.load(Ordering::Acquire) && is_empty(&store).await;
+                        empty = !w.live.load(Ordering::Acquire) && bucket_is_empty(&store).await;
                     }
                 }
             },
@@ -215,15 +216,6 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// Whether the bucket holds no marker (`false` when that cannot be read).
-async fn is_empty(store: &kv::Store) -> bool {
-    store
-        .stream
-        .get_info()
-        .await
-        .is_ok_and(|i| i.state.messages == 0)
 }
 
 /// Cancels job `id`: `None` when the cluster has no record of it. Its marker is

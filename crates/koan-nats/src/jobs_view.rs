@@ -198,11 +198,7 @@ async fn follow(store: kv::Store, view: Arc<JobsView>) {
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // An empty bucket's watch delivers nothing: caught up as soon as it begins.
-        let empty = store
-            .stream
-            .get_info()
-            .await
-            .is_ok_and(|i| i.state.messages == 0);
+        let empty = crate::streams::bucket_is_empty(&store).await;
         let watch = store.watch_with_history(">").await;
         if let Err(e) = &watch {
             tracing::warn!(error = %e, "cannot watch the cluster's job records; trying again");

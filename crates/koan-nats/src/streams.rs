@@ -138,3 +138,14 @@ pub(crate) async fn bucket(
         .await
         .map_err(|e| unavailable(format!("cannot open the KV bucket `{name}`: {e}")))
 }
+
+/// Whether a KV bucket holds no entry (`false` when that cannot be read): a
+/// watch of an empty bucket delivers nothing, so its follower is caught up as
+/// soon as the watch begins.
+pub(crate) async fn bucket_is_empty(store: &kv::Store) -> bool {
+    store
+        .stream
+        .get_info()
+        .await
+        .is_ok_and(|i| i.state.messages == 0)
+}
