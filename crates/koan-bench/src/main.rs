@@ -20,6 +20,7 @@ mod actions;
 mod broker;
 mod build_info;
 mod common;
+mod durable;
 mod http;
 mod jobs;
 mod lateness;

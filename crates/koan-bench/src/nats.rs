@@ -1,17 +1,12 @@
 //! B8: koan over NATS (remote action round trip, durable enqueue-to-done) against raw
-//! async-nats request/reply and raw JetStream publish + pull consume.
+//! async-nats request/reply and raw JetStream (`durable.rs`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::StreamExt;
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Host, HostHandle, Service,
-    ServiceContext, ServiceOptions,
-};
+use koan::{Host, HostHandle};
 use koan_nats::{NatsOptions, NatsTransport};
 use serde_json::{Value, json};
 
@@ -85,7 +80,7 @@ pub(crate) async fn start_server() -> anyhow::Result<NatsServer> {
     }
 }
 
-fn answer(payload: &[u8]) -> bytes::Bytes {
+pub(crate) fn answer(payload: &[u8]) -> bytes::Bytes {
     let out = match serde_json::from_slice::<AddReq>(payload) {
         Ok(r) => json!(r.a + r.b),
         Err(e) => json!({ "error": e.to_string() }),
@@ -113,7 +108,7 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     // Host A runs the service and serves it to the cluster; host B only calls.
     let host_a = Host::builder()
         .instance(Calc)
-        .instance(WideCalc)
+        .instance(crate::durable::WideCalc)
         .transport(ta.clone().into_transport())
         .build()?
         .start();
@@ -195,111 +190,9 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
     )));
 
     // ---- durable throughput
-    if solo.is_some() {
-        responder.abort();
-        node.detach().await;
-        stop_host(host_b).await;
-        stop_host(host_a).await;
-        return Ok(rows);
+    if solo.is_none() {
+        rows.extend(crate::durable::rows(opts, &server, &host_b, &o, &raw_cli).await?);
     }
-    let jobs = opts.pick(2_000, 100);
-    let rounds = opts.rounds(3);
-    let js = jetstream::new(raw_cli.clone());
-    js.get_or_create_stream(stream::Config {
-        name: "BENCH_WORK".to_owned(),
-        subjects: vec!["bench.work.>".to_owned()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await?;
-    let (mut ks, mut ws, mut rs) = (Vec::new(), Vec::new(), Vec::new());
-    // What each side asked of this process's CPU and of the broker, a job, over the
-    // measured rounds (koan `WideCalc`, raw): the CPU clock ticks every 10 ms, 5 µs
-    // a job in one round of 2,000, a third of that over three.
-    let (mut koan_work, mut raw_work) = (Spent::default(), Spent::default());
-    for round in 0..=rounds {
-        let k = koan_durable(&host_b, "Calc", jobs).await?;
-        let before = Spent::now(&server).await;
-        let w = koan_durable(&host_b, "WideCalc", jobs).await?;
-        let mid = Spent::now(&server).await;
-        let r = raw_durable(&js, jobs, round).await?;
-        let after = Spent::now(&server).await;
-        if round > 0 {
-            ks.push(k);
-            ws.push(w);
-            rs.push(r);
-            koan_work = koan_work.plus(before.until(mid));
-            raw_work = raw_work.plus(mid.until(after));
-        }
-    }
-    let measured = jobs * rounds as u64;
-    let broker = format!(
-        "; per job ({rounds} rounds): koan {}, raw {}",
-        koan_work.per_call(measured),
-        raw_work.per_call(measured)
-    );
-    // koan claims only what a service can run (its `max_concurrency`), where the raw
-    // consumer prefetches a batch: with one at a time, each job waits for its own
-    // pull. Both are measured; the goal is read on the service that may run as many
-    // jobs at once as the raw consumer holds.
-    for (samples, what, goal) in [
-        (&ks, "durable enqueue → done, max_concurrency 1", false),
-        (&ws, "durable enqueue → done, max_concurrency 64", true),
-    ] {
-        let row = Row::new("B8", what, "jobs/s", Better::Higher, median(samples))
-            .baseline("raw JetStream publish + pull/ack", Some(median(&rs)))
-            .note(format!(
-                "{jobs} jobs/round from 32 producers, file storage; raw: one consumer, default prefetch{}",
-                if goal { broker.as_str() } else { "" }
-            ));
-        let row = if goal {
-            let met = row
-                .ratio("raw JetStream publish + pull/ack")
-                .map(|r| r >= 0.7);
-            row.goal("≥ 0.7× raw", met)
-        } else {
-            row
-        };
-        rows.push(row);
-    }
-
-    // The same with more hosts on the cluster that neither enqueue, list nor run
-    // jobs (each connected, as a host's transport is): a job's cost should not grow
-    // with the cluster.
-    let more = opts.pick(6, 1);
-    let mut others = Vec::with_capacity(more);
-    for _ in 0..more {
-        others.push(NatsTransport::connect(o.clone()).await?);
-    }
-    let (mut cs, mut crs) = (Vec::new(), Vec::new());
-    let mut crowd = Spent::default();
-    for round in 0..=rounds {
-        let before = Spent::now(&server).await;
-        let w = koan_durable(&host_b, "WideCalc", jobs).await?;
-        let after = Spent::now(&server).await;
-        let r = raw_durable(&js, jobs, rounds + 1 + round).await?;
-        if round > 0 {
-            cs.push(w);
-            crs.push(r);
-            crowd = crowd.plus(before.until(after));
-        }
-    }
-    rows.push(
-        Row::new(
-            "B8",
-            &format!("durable enqueue → done, max_concurrency 64, {} hosts", more + 2),
-            "jobs/s",
-            Better::Higher,
-            median(&cs),
-        )
-        .baseline("raw JetStream publish + pull/ack", Some(median(&crs)))
-        .note(format!(
-            "{more} more hosts connected that neither enqueue, list nor run jobs; per job ({rounds} rounds): koan {}",
-            crowd.per_call(measured)
-        )),
-    );
-    drop(others);
 
     responder.abort();
     node.detach().await;
@@ -312,27 +205,27 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
 /// The broker's counters and this process's CPU seconds: what a stretch of calls
 /// spent, as the difference of two readings.
 #[derive(Debug, Clone, Copy, Default)]
-struct Spent {
+pub(crate) struct Spent {
     broker: crate::broker::Work,
     cpu_s: f64,
 }
 
 impl Spent {
-    async fn now(server: &NatsServer) -> Spent {
+    pub(crate) async fn now(server: &NatsServer) -> Spent {
         Spent {
             broker: server.work().await.unwrap_or_default(),
             cpu_s: crate::common::cpu_seconds(std::process::id()),
         }
     }
 
-    fn until(self, later: Spent) -> Spent {
+    pub(crate) fn until(self, later: Spent) -> Spent {
         Spent {
             broker: self.broker.per_job(later.broker, 1),
             cpu_s: later.cpu_s - self.cpu_s,
         }
     }
 
-    fn plus(self, more: Spent) -> Spent {
+    pub(crate) fn plus(self, more: Spent) -> Spent {
         Spent {
             broker: self.broker.plus(more.broker),
             cpu_s: self.cpu_s + more.cpu_s,
@@ -340,7 +233,7 @@ impl Spent {
     }
 
     /// "this process N µs CPU; broker …" per call, of `calls`.
-    fn per_call(self, calls: u64) -> String {
+    pub(crate) fn per_call(self, calls: u64) -> String {
         let n = calls.max(1) as f64;
         format!(
             "{:.1} µs CPU here, broker {}",
@@ -379,120 +272,4 @@ async fn raw_rtt(client: &async_nats::Client, n: u64) -> anyhow::Result<f64> {
         }
     }
     Ok(micros(t.elapsed()) / n as f64)
-}
-
-const PRODUCERS: u64 = 32;
-
-/// Jobs/s from the first enqueue to the last outcome.
-async fn koan_durable(host: &HostHandle, service: &'static str, jobs: u64) -> anyhow::Result<f64> {
-    let per = jobs / PRODUCERS;
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..PRODUCERS {
-        let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tickets = Vec::with_capacity(per as usize);
-            for i in 0..per {
-                tickets.push(
-                    host.service(service)
-                        .action("add", json!({ "a": p * per + i, "b": 1 }))
-                        .enqueue()
-                        .await?,
-                );
-            }
-            for ticket in tickets {
-                ticket.outcome().await?;
-            }
-            Ok::<(), anyhow::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok((per * PRODUCERS) as f64 / t.elapsed().as_secs_f64())
-}
-
-/// Jobs/s of raw JetStream: publish (awaiting the store ack) from 32 producers, one pull
-/// consumer that runs the same work and acknowledges each message.
-async fn raw_durable(js: &jetstream::Context, jobs: u64, round: usize) -> anyhow::Result<f64> {
-    let per = jobs / PRODUCERS;
-    let total = per * PRODUCERS;
-    let stream = js.get_stream("BENCH_WORK").await?;
-    let name = format!("bench-{round}");
-    let consumer = stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let t = Instant::now();
-    let consume = tokio::spawn(async move {
-        let mut messages = consumer.messages().await?;
-        let mut done = 0;
-        while done < total {
-            let msg = messages
-                .next()
-                .await
-                .context("consumer stream ended")?
-                .map_err(|e| anyhow!("pull: {e}"))?;
-            let _out = answer(&msg.payload);
-            msg.ack().await.map_err(|e| anyhow!("ack: {e}"))?;
-            done += 1;
-        }
-        Ok::<(), anyhow::Error>(())
-    });
-    let mut tasks = Vec::new();
-    for p in 0..PRODUCERS {
-        let js = js.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..per {
-                let body = serde_json::to_vec(&json!({ "a": p * per + i, "b": 1 }))?;
-                js.publish(format!("bench.work.{p}"), body.into())
-                    .await?
-                    .await?;
-            }
-            Ok::<(), anyhow::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    tokio::time::timeout(Duration::from_secs(120), consume)
-        .await
-        .context("raw consumer did not finish within 120 s")???;
-    let rate = total as f64 / t.elapsed().as_secs_f64();
-    let _ = stream.delete_consumer(&name).await;
-    Ok(rate)
-}
-
-/// `Calc`'s action on a service that may run 64 jobs at once (B8 durable).
-#[derive(Debug, Default)]
-struct WideCalc;
-
-impl Service for WideCalc {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("WideCalc").max_concurrency(64)
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "add",
-            |_svc: Arc<Self>, p: AddReq, _cx: ActionContext| async move {
-                Ok::<u64, BoxError>(p.a + p.b)
-            },
-        );
-    }
-}
-
-impl BackgroundService for WideCalc {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
 }
