@@ -96,7 +96,8 @@ impl CancelWatch {
     pub(crate) fn may_skip_read(self: &Arc<Self>, t: &NatsTransport, id: &str, key: &str) -> bool {
         if !self.following.swap(true, Ordering::AcqRel) {
             let conn = t.watch_connection();
-            tokio::spawn(follow(t.inner.cancels.clone(), Arc::downgrade(self), conn));
+            let follower = follow(t.inner.cancels.clone(), Arc::downgrade(self), conn);
+            tokio::spawn(t.inner.dropped.clone().run_until_cancelled_owned(follower));
         }
         self.vouches_for(id, key)
     }

@@ -15,6 +15,7 @@ use koan::{
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::call::{CallName, call_headers};
 use crate::connection::{ConnectionState, ConnectionWatch};
@@ -52,6 +53,14 @@ pub(crate) struct Inner {
     connection: ConnectionWatch,
     view: Arc<crate::view::RegistryView>,
     outstanding: crate::routing::Outstanding,
+    /// Cancelled with the last handle: the buckets' followers end, and the connection.
+    pub(crate) dropped: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.dropped.cancel();
+    }
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -102,13 +111,13 @@ impl NatsTransport {
         // reads what the dead one announced last.
         let forget = (opts.heartbeat * 5).max(opts.lease * 2);
         let view = Arc::new(crate::view::RegistryView::new(forget));
-        tokio::spawn(crate::view::follow(registry.clone(), Arc::clone(&view)));
+        let dropped = CancellationToken::new();
+        let follower = crate::view::follow(registry.clone(), Arc::clone(&view));
+        tokio::spawn(dropped.clone().run_until_cancelled_owned(follower));
         let waiters = Arc::new(crate::outcomes::OutcomeWaiters::default());
-        tokio::spawn(crate::outcomes::follow(
-            outcomes.clone(),
-            Arc::clone(&waiters),
-            opts.watch_idle,
-        ));
+        let follower =
+            crate::outcomes::follow(outcomes.clone(), Arc::clone(&waiters), opts.watch_idle);
+        tokio::spawn(dropped.clone().run_until_cancelled_owned(follower));
 
         // One publisher task keeps events in emission order.
         let (events_tx, mut events_rx) = mpsc::channel::<(String, bytes::Bytes)>(10_000);
@@ -144,6 +153,7 @@ impl NatsTransport {
                 connection,
                 view,
                 outstanding: crate::routing::Outstanding::default(),
+                dropped,
             }),
         })
     }

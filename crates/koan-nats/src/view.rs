@@ -177,8 +177,9 @@ fn heard_since(now: i64, window: Duration) -> i64 {
     now.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Follows the registry bucket for the connection's life; a broken watch is
-/// started again (from each key's latest value) once the server is back.
+/// Follows the registry bucket for the transport's life (it is cancelled when the
+/// transport is dropped); a broken watch is started again (from each key's latest
+/// value) once the server is back.
 pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<RegistryView>) {
     loop {
         if let Ok(mut watch) = store.watch_with_history(">").await {
