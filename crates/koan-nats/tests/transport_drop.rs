@@ -1,11 +1,13 @@
 //! A host that stops lets go of the cluster: once it has stopped and its transport
 //! is dropped, every task it started ends — its followers of the cluster's
 //! buckets among them (the cancels' watch a worker begins with its first job, the
-//! outcomes' watch of a host awaiting one) — and with the last of them its
+//! outcomes' watch of a host awaiting one, the records' watch of a host whose
+//! listing is read) — and with the last of them its
 //! connection, without waiting for a follower's next periodic turn.
 
 use std::sync::Arc;
 
+use koan::job::JobQuery;
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions,
@@ -54,6 +56,9 @@ async fn stopped_hosts_and_dropped_transports_leave_no_task_behind() -> anyhow::
     .await??;
     let out = within("the outcome", ticket.outcome()).await??;
     assert_eq!(out.json()?, serde_json::json!(7));
+    // The client's listing of the cluster's jobs: it follows their records too.
+    let page = within("the listing", client.host.jobs().list(JobQuery::default())).await??;
+    assert_eq!(page.jobs.len(), 1, "{page:?}");
     worker.stop().await?;
     client.stop().await?;
     wait_for("every task of the two hosts to end", async || {
@@ -63,4 +68,3 @@ async fn stopped_hosts_and_dropped_transports_leave_no_task_behind() -> anyhow::
     .await?;
     Ok(())
 }
-
