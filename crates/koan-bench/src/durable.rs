@@ -327,6 +327,11 @@ async fn raw_durable(
     };
     let t = Instant::now();
     let work = kv.clone();
+    // The records' last writes (`Record`), awaited after the clock stops: koan's
+    // worker writes them after the outcome and the ack, and its producers do not
+    // wait for them either.
+    let ends = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ends_of = Arc::clone(&ends);
     let consume = tokio::spawn(async move {
         let messages = consumer.messages().await?;
         if how == Raw::Ack {
@@ -342,7 +347,7 @@ async fn raw_durable(
             .take(total as usize)
             .map_err(|e| anyhow!("pull: {e}"))
             .try_for_each_concurrent(RAW_AT_ONCE, |msg| {
-                let kv = work.clone();
+                let (kv, ends) = (work.clone(), Arc::clone(&ends_of));
                 async move {
                     let id = msg
                         .headers
@@ -361,11 +366,17 @@ async fn raw_durable(
                         .map_err(|e| anyhow!("outcome: {e}"))?;
                     msg.ack().await.map_err(|e| anyhow!("ack: {e}"))?;
                     if how == Raw::Record {
+                        // Written once the slot is free, as koan's worker does.
                         let params: serde_json::Value = serde_json::from_slice(&msg.payload)?;
-                        kv.records
-                            .put(&id, record(&id, &params, Some(&out)))
-                            .await
-                            .map_err(|e| anyhow!("record: {e}"))?;
+                        let end = record(&id, &params, Some(&out));
+                        let write = tokio::spawn(async move {
+                            kv.records
+                                .put(&id, end)
+                                .await
+                                .map(drop)
+                                .map_err(|e| anyhow!("record: {e}"))
+                        });
+                        ends.lock().map_err(|_| anyhow!("poisoned"))?.push(write);
                     }
                     Ok(())
                 }
@@ -418,6 +429,10 @@ async fn raw_durable(
             .map_err(within("the outcome watch"))???;
     }
     let rate = total as f64 / t.elapsed().as_secs_f64();
+    let ends = std::mem::take(&mut *ends.lock().map_err(|_| anyhow!("poisoned"))?);
+    for end in ends {
+        end.await??;
+    }
     // The last acks may still be on their way: the consumer is deleted once the
     // stream holds none of this round's jobs, which a deleted consumer's lost acks
     // would hand to the next round (raw counting them as its own).
