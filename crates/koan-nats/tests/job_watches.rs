@@ -4,41 +4,14 @@
 //! watch ends `watch_idle` after its last use. A host that does neither (a
 //! worker) receives none of the cluster's record or outcome writes.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::Echo;
 use koan::job::{JobPage, JobQuery, JobState};
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions,
-};
 use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{wait_for, within};
-
-#[derive(Default)]
-struct Echo;
-
-impl Service for Echo {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Echo").max_concurrency(4)
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "echo",
-            |_svc: Arc<Self>, n: u32, _cx: ActionContext| async move { Ok::<u32, BoxError>(n) },
-        );
-    }
-}
-
-impl BackgroundService for Echo {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
 
 const RECORDS: &str = "KV_koan_jobs";
 const OUTCOMES: &str = "KV_koan_outcomes";

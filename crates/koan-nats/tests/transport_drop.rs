@@ -1,44 +1,16 @@
-//! A host that stops lets go of the cluster: once it has stopped and its transport
-//! is dropped, every task it started ends — its followers of the cluster's
-//! buckets among them (the cancels' watch a worker begins with its first job, the
-//! outcomes' watch of a host awaiting one, the records' watch of a host whose
-//! listing is read) — and with the last of them its
-//! connection, without waiting for a follower's next periodic turn.
+//! A host that stops lets go of the cluster: once it has stopped and its
+//! transport is dropped, every task it started ends — its followers of the
+//! cluster's buckets among them (the cancels' watch a worker begins with its
+//! first job, the outcomes' watch of a host awaiting one, the records' watch of
+//! a host whose listing is read) — and with the last of them its connection,
+//! without waiting for a follower's next periodic turn.
 
-use std::sync::Arc;
+mod common;
 
+use common::Echo;
 use koan::job::JobQuery;
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions,
-};
 use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{wait_for, within};
-
-#[derive(Default)]
-struct Echo;
-
-impl Service for Echo {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("Echo")
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "echo",
-            |_svc: Arc<Self>, n: u32, _cx: ActionContext| async move { Ok::<u32, BoxError>(n) },
-        );
-    }
-}
-
-impl BackgroundService for Echo {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_hosts_and_dropped_transports_leave_no_task_behind() -> anyhow::Result<()> {

@@ -176,3 +176,30 @@ pub(crate) async fn stream_holds(member: &Member, name: &str, n: u64) -> anyhow:
     })
     .await
 }
+
+/// A service whose action `echo` answers the number it was given, four runs at
+/// once (the tests of what a host watches, and of what it leaves behind).
+#[derive(Default)]
+pub(crate) struct Echo;
+
+impl Service for Echo {
+    type Kind = Background;
+
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Echo").max_concurrency(4)
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "echo",
+            |_svc: Arc<Self>, n: u32, _cx: ActionContext| async move { Ok::<u32, BoxError>(n) },
+        );
+    }
+}
+
+impl BackgroundService for Echo {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
