@@ -1,19 +1,5 @@
-//! B8's durable rows: koan's durable enqueue → done against raw JetStream, which
-//! is measured keeping more and more of koan's promise:
-//!
-//! - the job alone: stored (the publish awaits its ack), pulled, run, acknowledged.
-//!   The producer learns nothing of how it ended. The goal is read against this.
-//! - with its outcome: as koan does, the job carries its id (`Nats-Msg-Id`, the
-//!   broker's de-duplication), the worker stores the outcome in a KV bucket
-//!   (create-if-absent) before the ack, and the producer hears it through a watch
-//!   of the bucket.
-//! - with its outcome and a record: the producer also creates the job's record
-//!   (as koan's enqueuer does, alongside the publish) and the worker writes it
-//!   whole at the end (as koan's worker does for a short first run).
-//!
-//! The last is the request pattern of koan's own design (five requests a job to
-//! the broker), done by hand: koan against it is koan's own work; the first
-//! against it, the design's.
+//! B8's raw JetStream rounds, keeping more and more of koan's promise by hand
+//! (`mod.rs`): the job alone, with its outcome, with its outcome and a record.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,35 +7,27 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use async_nats::jetstream::{self, consumer::pull, kv, stream};
 use futures_util::{StreamExt, TryStreamExt};
-use koan::{
-    ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions,
-};
-use koan_nats::{NatsOptions, NatsTransport};
 use serde_json::json;
 
-use crate::actions::AddReq;
-use crate::common::{Better, Opts, Row, median, paired_ratio};
-use crate::nats::{NatsServer, Spent, answer};
-
-const PRODUCERS: u64 = 32;
+use super::PRODUCERS;
+use crate::nats::answer;
 
 /// The runs at once of the raw workers that store an outcome: `WideCalc`'s
 /// `max_concurrency` (each waits for its outcome's store ack).
-const RAW_AT_ONCE: usize = 64;
+pub(super) const RAW_AT_ONCE: usize = 64;
 
 /// How much of koan's promise a raw round keeps (the module's doc).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Raw {
+pub(super) enum Raw {
     Ack,
     Outcome,
     Record,
 }
 
 impl Raw {
-    const ALL: [Raw; 3] = [Raw::Ack, Raw::Outcome, Raw::Record];
+    pub(super) const ALL: [Raw; 3] = [Raw::Ack, Raw::Outcome, Raw::Record];
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Raw::Ack => "raw JetStream publish + pull/ack",
             Raw::Outcome => "raw JetStream + outcome",
@@ -60,12 +38,12 @@ impl Raw {
 
 /// The raw rounds' KV buckets, made as koan-nats makes its own.
 #[derive(Clone)]
-struct RawKv {
+pub(super) struct RawKv {
     outcomes: kv::Store,
     records: kv::Store,
 }
 
-async fn raw_kv(js: &jetstream::Context) -> anyhow::Result<RawKv> {
+pub(super) async fn raw_kv(js: &jetstream::Context) -> anyhow::Result<RawKv> {
     let bucket = |name: &'static str| async move {
         js.get_or_create_stream(stream::Config {
             name: format!("KV_{name}"),
@@ -89,170 +67,6 @@ async fn raw_kv(js: &jetstream::Context) -> anyhow::Result<RawKv> {
         outcomes: bucket("bench_outcomes").await?,
         records: bucket("bench_records").await?,
     })
-}
-
-/// B8's durable rows, on the hosts and broker of its round trip: `host` enqueues
-/// on the cluster whose options are `o`.
-pub(crate) async fn rows(
-    opts: Opts,
-    server: &NatsServer,
-    host: &HostHandle,
-    o: &NatsOptions,
-    client: &async_nats::Client,
-) -> anyhow::Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    let jobs = opts.pick(2_000, 100);
-    let rounds = opts.rounds(3);
-    let js = jetstream::new(client.clone());
-    js.get_or_create_stream(stream::Config {
-        name: "BENCH_WORK".to_owned(),
-        subjects: vec!["bench.work.>".to_owned()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await?;
-    let kv = raw_kv(&js).await?;
-    let (mut ks, mut ws) = (Vec::new(), Vec::new());
-    let mut rs: [Vec<f64>; 3] = Default::default();
-    // What each side asked of this process's CPU and of the broker, a job, over the
-    // measured rounds (koan `WideCalc`, each raw kind): the CPU clock ticks every
-    // 10 ms, 5 µs a job in one round of 2,000, a third of that over three.
-    let mut koan_work = Spent::default();
-    let mut raw_work = [Spent::default(); 3];
-    let mut round_no = 0;
-    for round in 0..=rounds {
-        let k = koan_durable(host, "Calc", jobs).await?;
-        let mut before = Spent::now(server).await;
-        let w = koan_durable(host, "WideCalc", jobs).await?;
-        let mut after = Spent::now(server).await;
-        if round > 0 {
-            ks.push(k);
-            ws.push(w);
-            koan_work = koan_work.plus(before.until(after));
-        }
-        for (i, how) in Raw::ALL.into_iter().enumerate() {
-            before = after;
-            let r = raw_durable(&js, &kv, how, jobs, round_no).await?;
-            round_no += 1;
-            after = Spent::now(server).await;
-            if round > 0 {
-                rs[i].push(r);
-                raw_work[i] = raw_work[i].plus(before.until(after));
-            }
-        }
-    }
-    let measured = jobs * rounds as u64;
-    let spent = Raw::ALL
-        .into_iter()
-        .zip(raw_work)
-        .map(|(how, s)| format!("{} {}", how.name(), s.per_call(measured)))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let broker = format!(
-        "; per job ({rounds} rounds): koan {}; {spent}",
-        koan_work.per_call(measured)
-    );
-    // koan claims only what a service can run (its `max_concurrency`), where the raw
-    // consumer prefetches a batch: with one at a time, each job waits for its own
-    // pull. Both are measured; the goal is read on the service that may run as many
-    // jobs at once as the raw consumer holds.
-    rows.push(
-        Row::new(
-            "B8",
-            "durable enqueue → done, max_concurrency 1",
-            "jobs/s",
-            Better::Higher,
-            median(&ks),
-        )
-        .baseline_paired(Raw::Ack.name(), median(&rs[0]), paired_ratio(&ks, &rs[0]))
-        .note(format!(
-            "{jobs} jobs/round from 32 producers, file storage; raw: one consumer, default prefetch"
-        )),
-    );
-    let mut row = Row::new(
-        "B8",
-        "durable enqueue → done, max_concurrency 64",
-        "jobs/s",
-        Better::Higher,
-        median(&ws),
-    );
-    for (i, how) in Raw::ALL.into_iter().enumerate() {
-        row = row.baseline_paired(how.name(), median(&rs[i]), paired_ratio(&ws, &rs[i]));
-    }
-    let met = row.ratio(Raw::Ack.name()).map(|r| r >= 0.7);
-    rows.push(row.goal("≥ 0.7× raw", met).note(format!(
-        "{jobs} jobs/round from 32 producers, file storage; ratios: median of each round's; \
-         raw: one consumer, default prefetch; with an outcome, {RAW_AT_ONCE} runs at once{broker}"
-    )));
-
-    // The same with more hosts on the cluster that neither enqueue, list nor run
-    // jobs (each connected, as a host's transport is): a job's cost should not grow
-    // with the cluster.
-    let more = opts.pick(6, 1);
-    let mut others = Vec::with_capacity(more);
-    for _ in 0..more {
-        others.push(NatsTransport::connect(o.clone()).await?);
-    }
-    let (mut cs, mut crs) = (Vec::new(), Vec::new());
-    let mut crowd = Spent::default();
-    for round in 0..=rounds {
-        let before = Spent::now(server).await;
-        let w = koan_durable(host, "WideCalc", jobs).await?;
-        let after = Spent::now(server).await;
-        let r = raw_durable(&js, &kv, Raw::Ack, jobs, round_no).await?;
-        round_no += 1;
-        if round > 0 {
-            cs.push(w);
-            crs.push(r);
-            crowd = crowd.plus(before.until(after));
-        }
-    }
-    rows.push(
-        Row::new(
-            "B8",
-            &format!("durable enqueue → done, max_concurrency 64, {} hosts", more + 2),
-            "jobs/s",
-            Better::Higher,
-            median(&cs),
-        )
-        .baseline_paired(Raw::Ack.name(), median(&crs), paired_ratio(&cs, &crs))
-        .note(format!(
-            "{more} more hosts connected that neither enqueue, list nor run jobs; per job ({rounds} rounds): koan {}",
-            crowd.per_call(measured)
-        )),
-    );
-    drop(others);
-    Ok(rows)
-}
-
-/// Jobs/s from the first enqueue to the last outcome.
-async fn koan_durable(host: &HostHandle, service: &'static str, jobs: u64) -> anyhow::Result<f64> {
-    let per = jobs / PRODUCERS;
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..PRODUCERS {
-        let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tickets = Vec::with_capacity(per as usize);
-            for i in 0..per {
-                tickets.push(
-                    host.service(service)
-                        .action("add", json!({ "a": p * per + i, "b": 1 }))
-                        .enqueue()
-                        .await?,
-                );
-            }
-            for ticket in tickets {
-                ticket.outcome().await?;
-            }
-            Ok::<(), anyhow::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok((per * PRODUCERS) as f64 / t.elapsed().as_secs_f64())
 }
 
 /// A job record as koan's (`docs/wire/job.schema.json`) of the raw rounds that
@@ -282,7 +96,7 @@ fn record(id: &str, params: &serde_json::Value, result: Option<&[u8]>) -> bytes:
 /// publish (awaiting the store ack) from 32 producers, one pull consumer that runs
 /// the same work, and for `Outcome`/`Record` the producers' watch of the outcomes,
 /// until the last is heard.
-async fn raw_durable(
+pub(super) async fn raw_durable(
     js: &jetstream::Context,
     kv: &RawKv,
     how: Raw,
@@ -447,32 +261,4 @@ async fn raw_durable(
         .map_err(within("the acks of the raw round"))?;
     let _ = stream.delete_consumer(&name).await;
     Ok(rate)
-}
-
-/// `Calc`'s action on a service that may run 64 jobs at once (B8 durable).
-#[derive(Debug, Default)]
-pub(crate) struct WideCalc;
-
-impl Service for WideCalc {
-    type Kind = Background;
-
-    fn options() -> ServiceOptions {
-        ServiceOptions::named("WideCalc").max_concurrency(64)
-    }
-
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "add",
-            |_svc: Arc<Self>, p: AddReq, _cx: ActionContext| async move {
-                Ok::<u64, BoxError>(p.a + p.b)
-            },
-        );
-    }
-}
-
-impl BackgroundService for WideCalc {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
-    }
 }
