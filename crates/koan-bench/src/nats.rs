@@ -1,5 +1,5 @@
 //! B8: koan over NATS (remote action round trip, durable enqueue-to-done) against raw
-//! async-nats request/reply and raw JetStream (`durable.rs`).
+//! async-nats request/reply and raw JetStream (`durable/`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
