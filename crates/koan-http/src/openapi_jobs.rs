@@ -43,7 +43,8 @@ pub(crate) fn paths(paths: &mut Map<String, Value>, errors: &dyn Fn() -> Value) 
     if let Some(m) = counts.as_object_mut() {
         m.insert("200".into(), json!({ "description": "Jobs by state", "content": { "application/json": { "schema": { "type": "object", "required": ["durable", "store", "counts"], "properties": {
             "durable": { "type": "boolean" }, "store": { "type": "string" },
-            "counts": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 } } } } } } }));
+            "counts": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 } },
+            "partial": { "type": "boolean", "description": "present (true) when the counts cover only part of the cluster's jobs (see the listing's `partial`)" } } } } } }));
     }
     paths.insert("/api/jobs/counts".into(), json!({ "get": { "summary": "How many jobs are in each state", "parameters": [
         { "name": "service", "in": "query", "schema": { "type": "string", "minLength": 1, "maxLength": 200 } }
@@ -124,6 +125,7 @@ pub(crate) fn schemas(into: &mut Map<String, Value>) {
         json!({ "type": "object", "required": ["jobs", "next_cursor"], "properties": {
         "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } },
         "next_cursor": { "type": ["string", "null"] },
-        "stale": { "type": "boolean", "description": "present (true) when the cluster's jobs come from a view that is not current: the broker is unreachable (the last known state), or this instance has not yet read them all (its first listing after a while without one)" } } }),
+        "stale": { "type": "boolean", "description": "present (true) when the cluster's jobs come from a view that is not current: the broker is unreachable (the last known state), or this instance has not yet read them all (its first listing after a while without one)" },
+        "partial": { "type": "boolean", "description": "present (true) when the listing covers only part of the cluster's jobs: this instance holds at most `koan.nats.view_max_records` of them (the most recently written, failures and unfinished jobs before successes); a job left out is still read by its id" } } }),
     );
 }

@@ -4,7 +4,11 @@
 //! every instance; a view not read for `NatsOptions::watch_idle` stops
 //! following and forgets them. A host that is never asked (a worker) receives
 //! none of the cluster's record writes. The view follows the bucket a moment
-//! behind; a single job is read from the bucket itself (`records::get`).
+//! behind; a single job is read from the bucket itself (`records::get`). It
+//! holds at most `NatsOptions::view_max_records` records (about 2 KB each):
+//! past it, it forgets successes and cancels first, then failures, then the
+//! jobs still to end, the least recently written first, and its pages and counts
+//! say they are partial until what it forgot would have expired anyway.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,6 +34,11 @@ pub(crate) struct JobsView {
     caught_up: watch::Sender<bool>,
     /// How long the bucket is followed after the view was last read.
     idle: Duration,
+    /// The most records held.
+    cap: usize,
+    /// Until when the view is partial: the latest a record it forgot for its
+    /// `cap` would have expired from the bucket.
+    left_out: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug)]
@@ -52,7 +61,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl JobsView {
-    pub(crate) fn new(keep: Duration, idle: Duration) -> JobsView {
+    pub(crate) fn new(opts: &crate::NatsOptions) -> JobsView {
+        JobsView::with(opts.outcome_ttl, opts.watch_idle, opts.view_max_records)
+    }
+
+    fn with(keep: Duration, idle: Duration, cap: usize) -> JobsView {
         JobsView {
             records: Mutex::default(),
             keep,
@@ -63,6 +76,8 @@ impl JobsView {
             }),
             caught_up: watch::Sender::new(false),
             idle,
+            cap: cap.max(1),
+            left_out: Mutex::default(),
         }
     }
 
@@ -111,6 +126,7 @@ impl JobsView {
         f.on = false;
         self.caught_up.send_replace(false);
         lock(&self.records).clear();
+        *lock(&self.left_out) = None;
         true
     }
 
@@ -143,6 +159,49 @@ impl JobsView {
             let keep = self.keep;
             m.retain(|_, (_, at)| now.duration_since(*at) <= keep);
         }
+        // Past its cap by a quarter (or at all, once a second): back to it, so
+        // that the work of forgetting is spread over the writes.
+        if m.len() > self.cap.saturating_add(self.cap / 4) || (due && m.len() > self.cap) {
+            self.trim(&mut m, now);
+        }
+    }
+
+    /// Forgets records down to the cap: successes and cancels first, then
+    /// failures, then jobs still to end; in each, the least recently written.
+    fn trim(&self, m: &mut HashMap<String, (JobRecord, Instant)>, now: Instant) {
+        let excess = m.len().saturating_sub(self.cap);
+        if excess == 0 {
+            return;
+        }
+        let class = |r: &JobRecord| match r.state {
+            JobState::Succeeded | JobState::Cancelled => 0,
+            JobState::Dead => 1,
+            _ => 2,
+        };
+        let mut order: Vec<(u8, Instant, &String)> =
+            m.iter().map(|(k, (r, at))| (class(r), *at, k)).collect();
+        order.select_nth_unstable_by_key(excess - 1, |&(c, at, _)| (c, at));
+        let gone: Vec<(String, Instant)> = order[..excess]
+            .iter()
+            .map(|&(_, at, k)| (k.clone(), at))
+            .collect();
+        let mut until = lock(&self.left_out);
+        for (key, at) in gone {
+            m.remove(&key);
+            let expiry = at + self.keep;
+            if until.is_none_or(|u| u < expiry) {
+                *until = Some(expiry);
+            }
+        }
+        // (Already past: nothing left out is still kept by the bucket.)
+        if until.is_some_and(|u| u <= now) {
+            *until = None;
+        }
+    }
+
+    /// Whether the view left out records the bucket still keeps (its cap).
+    fn partial(&self) -> bool {
+        lock(&self.left_out).is_some_and(|u| Instant::now() < u)
     }
 
     fn remove(&self, key: &str) {
@@ -182,6 +241,7 @@ impl JobsView {
             jobs,
             next_cursor,
             stale: false,
+            partial: self.partial(),
         }
     }
 
@@ -200,7 +260,7 @@ impl JobsView {
                 (s, n as u64)
             })
             .collect();
-        JobCounts::new(by_state)
+        JobCounts::new(by_state).partial(self.partial())
     }
 }
 
@@ -270,9 +330,10 @@ mod tests {
     }
 
     fn view() -> Arc<JobsView> {
-        Arc::new(JobsView::new(
+        Arc::new(JobsView::with(
             Duration::from_secs(60),
             Duration::from_secs(60),
+            1000,
         ))
     }
 
@@ -300,9 +361,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_read_waiting_for_the_view_keeps_it_past_its_idle_time() {
         // Idle after a second, but its watch takes three to catch up.
-        let v = Arc::new(JobsView::new(
+        let v = Arc::new(JobsView::with(
             Duration::from_secs(60),
             Duration::from_secs(1),
+            1000,
         ));
         let begin = |view: Arc<JobsView>| {
             tokio::spawn(async move {
@@ -332,7 +394,7 @@ mod tests {
 
     #[test]
     fn pages_go_newest_first_and_filters_hold() {
-        let view = JobsView::new(Duration::from_secs(60), Duration::from_secs(60));
+        let view = JobsView::with(Duration::from_secs(60), Duration::from_secs(60), 1000);
         for (id, service) in [("01", "A"), ("02", "B"), ("03", "A"), ("04", "A")] {
             view.put(id.to_owned(), record(id, service));
         }
@@ -357,8 +419,56 @@ mod tests {
     }
 
     #[test]
+    fn past_its_cap_the_view_forgets_successes_first_and_says_it_is_partial() {
+        let view = JobsView::with(Duration::from_secs(60), Duration::from_secs(60), 8);
+        let put = |id: &str, state: JobState| {
+            let mut r = record(id, "A");
+            r.state = state;
+            view.put(id.to_owned(), r);
+        };
+        // Two failures and three queued jobs, written first; then successes.
+        for id in ["d1", "d2"] {
+            put(id, JobState::Dead);
+        }
+        for id in ["q1", "q2", "q3"] {
+            put(id, JobState::Queued);
+        }
+        assert!(!view.list(&JobQuery::default()).partial);
+        for i in 0..20 {
+            put(&format!("s{i:02}"), JobState::Succeeded);
+        }
+        // A quarter past the cap is the most it holds between trims.
+        assert!(lock(&view.records).len() <= 10);
+        let page = view.list(&JobQuery {
+            limit: Some(100),
+            ..JobQuery::default()
+        });
+        assert!(page.partial, "some records were left out");
+        let held: Vec<String> = page.jobs.iter().map(|r| r.id.clone()).collect();
+        // The failures and the queued jobs stay; the newest successes fill the rest.
+        for id in ["d1", "d2", "q1", "q2", "q3", "s19"] {
+            assert!(held.contains(&id.to_owned()), "{id} in {held:?}");
+        }
+        assert!(!held.contains(&"s00".to_owned()), "{held:?}");
+        let counts = view.counts(None);
+        assert!(counts.partial);
+        assert_eq!(counts.get(JobState::Dead), 2);
+        assert_eq!(counts.get(JobState::Queued), 3);
+        // Past the cap with only unfinished jobs: the least recently written go.
+        let view = JobsView::with(Duration::from_secs(60), Duration::from_secs(60), 4);
+        for i in 0..6 {
+            let id = format!("q{i}");
+            view.put(id.clone(), record(&id, "A"));
+        }
+        view.trim(&mut lock(&view.records), Instant::now());
+        let mut held: Vec<String> = lock(&view.records).keys().cloned().collect();
+        held.sort();
+        assert_eq!(held, ["q2", "q3", "q4", "q5"]);
+    }
+
+    #[test]
     fn pages_of_many_records_list_each_once_newest_first() {
-        let view = JobsView::new(Duration::from_secs(60), Duration::from_secs(60));
+        let view = JobsView::with(Duration::from_secs(60), Duration::from_secs(60), 1000);
         // 257 ids written in a scrambled order (7 is prime to 257): a page is
         // chosen from many more matches than it holds.
         let n = 257;

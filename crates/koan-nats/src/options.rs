@@ -43,6 +43,11 @@ pub struct NatsOptions {
     /// 2 min): a host that does neither (a worker) receives none of the cluster's
     /// record or outcome writes.
     pub watch_idle: Duration,
+    /// The most of the cluster's job records this host holds in memory while its
+    /// listing is read (default 50,000, about 100 MB): past it the listing and its
+    /// counts cover the most recently written (failures and unfinished jobs before
+    /// successes) and say they are partial; any job is still read by its id.
+    pub view_max_records: usize,
     /// JetStream storage in memory instead of files (tests).
     pub memory_storage: bool,
 }
@@ -83,6 +88,7 @@ impl Default for NatsOptions {
             ack_wait: Duration::from_secs(30),
             outcome_ttl: Duration::from_secs(3600),
             watch_idle: Duration::from_secs(120),
+            view_max_records: 50_000,
             memory_storage: false,
         }
     }
@@ -106,6 +112,7 @@ struct Section {
     max_deliver: Option<i64>,
     ack_wait_seconds: Option<u64>,
     watch_idle_seconds: Option<u64>,
+    view_max_records: Option<usize>,
 }
 
 impl NatsOptions {
@@ -120,7 +127,7 @@ impl NatsOptions {
     /// Reads `koan.nats`: `url`, `user`/`password`, `token`, `nkey_seed`,
     /// `tls_required`, `tls_ca_file`, `tls_client_cert`/`tls_client_key`,
     /// `default_request_timeout_seconds`, `heartbeat_ms`, `lease_ms`, `max_deliver`,
-    /// `ack_wait_seconds`, `watch_idle_seconds`.
+    /// `ack_wait_seconds`, `watch_idle_seconds`, `view_max_records`.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.nats")?;
         let mut o = NatsOptions::default();
@@ -169,6 +176,9 @@ impl NatsOptions {
         if let Some(i) = s.watch_idle_seconds {
             o.watch_idle = Duration::from_secs(i.max(1));
         }
+        if let Some(n) = s.view_max_records {
+            o.view_max_records = n.max(1);
+        }
         Ok(o)
     }
 }
@@ -196,6 +206,7 @@ mod tests {
             max_deliver = 9
             ack_wait_seconds = 11
             watch_idle_seconds = 30
+            view_max_records = 1000
             "#,
         )?;
         assert_eq!(o.url, "nats://10.0.0.1:4222");
@@ -206,6 +217,7 @@ mod tests {
         assert_eq!(o.max_deliver, 9);
         assert_eq!(o.ack_wait, Duration::from_secs(11));
         assert_eq!(o.watch_idle, Duration::from_secs(30));
+        assert_eq!(o.view_max_records, 1000);
         // Absent: the defaults.
         assert_eq!(read("")?, NatsOptions::default());
         Ok(())

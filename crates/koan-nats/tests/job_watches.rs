@@ -110,6 +110,47 @@ async fn a_host_follows_the_cluster_s_job_records_only_while_it_is_listed() -> a
     Ok(())
 }
 
+/// A host holds at most `view_max_records` of the cluster's records: past it,
+/// its listing and counts cover the most recently written and say they are
+/// partial, and a job it left out is still read by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_past_the_host_s_cap_says_it_is_partial() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    let (worker, client) =
+        Member::worker_and_client(opts.clone(), "Echo", |b| b.service::<Echo>()).await?;
+    let mut small = opts;
+    small.view_max_records = 3;
+    let lister = Member::join(small, |b| b).await?;
+    let mut ids = Vec::new();
+    for n in 0..6u32 {
+        ids.push(echo(&client, n).await?);
+    }
+    for id in &ids {
+        wait_for(&format!("job {id}'s record to be final"), async || {
+            let r = worker.host.jobs().get(id).await?;
+            Ok((r.state == JobState::Succeeded).then_some(()))
+        })
+        .await?;
+    }
+    let page = fresh_listing(&lister).await?;
+    assert!(page.partial, "{page:?}");
+    assert_eq!(page.jobs.len(), 3, "{page:?}");
+    let counts = within("the counts", lister.host.jobs().counts(None)).await??;
+    assert!(counts.partial);
+    assert_eq!(counts.get(JobState::Succeeded), 3);
+    // Every job, held or not, is read by its id.
+    for id in &ids {
+        let r = within("a job by id", lister.host.jobs().get(id)).await??;
+        assert_eq!(r.state, JobState::Succeeded);
+    }
+    // A host with room lists them all, not partial.
+    let all = fresh_listing(&worker).await?;
+    assert!(!all.partial);
+    assert_eq!(all.jobs.len(), 6, "{all:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listing_of_an_empty_cluster_is_fresh() -> anyhow::Result<()> {
     let server = NatsServer::start()?;

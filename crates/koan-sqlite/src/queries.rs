@@ -207,6 +207,7 @@ pub(crate) fn list(conn: &Connection, q: &JobQuery) -> Result<JobPage, Failure> 
         jobs,
         next_cursor,
         stale: false,
+        partial: false,
     })
 }
 

@@ -65,6 +65,9 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
                     " (not durable)"
                 }
             ));
+            if body["partial"] == true {
+                text.push_str(PARTIAL);
+            }
             Ok(emit(&text)?)
         }
         JobsCommand::Show { id } => {
@@ -158,8 +161,15 @@ fn list_text(body: &Value) -> String {
     if let Some(next) = body["next_cursor"].as_str() {
         text.push_str(&format!("next: koanctl jobs list --cursor {next}\n"));
     }
+    if body["partial"] == true {
+        text.push_str(PARTIAL);
+    }
     text
 }
+
+/// Said under a listing or counts that cover only part of the cluster's jobs.
+const PARTIAL: &str = "partial: the instance holds only the most recently written of the \
+                       cluster's jobs (koan.nats.view_max_records); show any job by its id\n";
 
 fn show_text(j: &Value) -> String {
     let mut text = fields(&[
@@ -215,4 +225,17 @@ fn show_text(j: &Value) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_covering_part_of_the_cluster_s_jobs_says_so() {
+        let partial = serde_json::json!({ "jobs": [], "next_cursor": null, "partial": true });
+        assert!(list_text(&partial).contains("partial: the instance holds only"));
+        let whole = serde_json::json!({ "jobs": [], "next_cursor": null });
+        assert!(!list_text(&whole).contains("partial"));
+    }
 }

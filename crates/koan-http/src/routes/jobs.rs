@@ -107,12 +107,15 @@ pub(crate) async fn counts(
         .iter()
         .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
         .collect();
-    Ok(Json(json!({
+    let mut body = json!({
         "durable": state.host.jobs().is_durable(),
         "store": state.host.jobs().store_name(),
         "counts": by_state,
-    }))
-    .into_response())
+    });
+    if counts.partial {
+        body["partial"] = json!(true);
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `GET /api/jobs/{id}` (also `/api/actions/{id}`, the older name).

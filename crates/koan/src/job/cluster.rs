@@ -14,6 +14,7 @@ pub(crate) fn merge(a: JobPage, b: JobPage, size: usize) -> JobPage {
         .max();
     let more = a.next_cursor.is_some() || b.next_cursor.is_some();
     let stale = a.stale || b.stale;
+    let partial = a.partial || b.partial;
     let mut jobs: Vec<_> = a
         .jobs
         .into_iter()
@@ -33,6 +34,7 @@ pub(crate) fn merge(a: JobPage, b: JobPage, size: usize) -> JobPage {
         jobs,
         next_cursor,
         stale,
+        partial,
     }
 }
 
@@ -44,6 +46,7 @@ pub(crate) fn add(a: &JobCounts, b: &JobCounts) -> JobCounts {
             .map(|s| (s, a.get(s) + b.get(s)))
             .collect(),
     )
+    .partial(a.partial || b.partial)
 }
 
 #[cfg(test)]
@@ -76,6 +79,7 @@ mod tests {
             jobs: ids.iter().map(|i| job(i)).collect(),
             next_cursor: more.then(|| ids.last().map(|i| (*i).to_owned())).flatten(),
             stale: false,
+            partial: false,
         }
     }
 

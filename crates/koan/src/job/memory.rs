@@ -276,6 +276,7 @@ impl JobStore for MemoryJobStore {
             jobs,
             next_cursor,
             stale: false,
+            partial: false,
         }))
     }
 
@@ -292,7 +293,7 @@ impl JobStore for MemoryJobStore {
                 (s, n as u64)
             })
             .collect();
-        ready(Ok(JobCounts { by_state }))
+        ready(Ok(JobCounts::new(by_state)))
     }
 
     fn next_due(&self, services: &[String]) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>> {

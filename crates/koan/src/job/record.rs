@@ -305,6 +305,12 @@ pub struct JobPage {
     /// while without one).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stale: bool,
+    /// Set when the listing covers only part of the jobs kept: this host holds at
+    /// most so many of the cluster's job records in memory (the most recently
+    /// written, failures and unfinished jobs before successes), and some kept in
+    /// the cluster were left out. A job left out is still read by its id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// How many jobs are in each state.
@@ -313,12 +319,25 @@ pub struct JobPage {
 pub struct JobCounts {
     /// `(state, count)` for every state, in [`JobState::ALL`] order.
     pub by_state: Vec<(JobState, u64)>,
+    /// Set when the counts cover only part of the jobs kept (see
+    /// [`JobPage::partial`]).
+    pub partial: bool,
 }
 
 impl JobCounts {
     /// Counts from `(state, count)` pairs (a store's answer to `JobStore::counts`).
     pub fn new(by_state: Vec<(JobState, u64)>) -> Self {
-        JobCounts { by_state }
+        JobCounts {
+            by_state,
+            partial: false,
+        }
+    }
+
+    /// These counts, marked as covering only part of the jobs kept.
+    #[must_use]
+    pub fn partial(mut self, partial: bool) -> Self {
+        self.partial = partial;
+        self
     }
 
     /// The count of one state.
