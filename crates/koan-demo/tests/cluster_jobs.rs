@@ -1,7 +1,8 @@
 //! One job view across the cluster: a job accepted by one demo process is seen —
 //! its record, in the listing and the counts — on another that neither accepted nor
 //! ran it, and cancelled and deleted from there. A cancelled job waiting in JetStream
-//! is never run by the instance that takes it later.
+//! is never run by the instance that takes it later. An instance that holds fewer
+//! of the cluster's records than there are says its listing is partial.
 
 #[path = "support/demo.rs"]
 mod demo;
@@ -140,6 +141,27 @@ async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> an
     .await?;
     assert_eq!(done["attempts"], 1, "its first run: {done}");
     assert!(translated(&t2.db, &j2)?, "the retried job ran on T2");
+
+    // An instance that holds at most one of the cluster's records lists and
+    // counts part of them, and says so; each job still opens by its id.
+    let cap = [("KOAN__NATS__VIEW_MAX_RECORDS", "1".to_owned())];
+    let small = site.demo("s", Some("DataCleanupService"), &cap)?;
+    let page = wait_for("S's listing to say it is partial", async || {
+        let (status, page) = send(client.get(small.url("/api/jobs"))).await?;
+        anyhow::ensure!(status == StatusCode::OK, "S: {status}: {page}");
+        Ok((page["partial"] == true).then_some(page))
+    })
+    .await?;
+    let listed = page["jobs"].as_array().map_or(0, Vec::len);
+    assert!(listed < 2, "one of the two held: {page}");
+    let (status, counts) = send(client.get(small.url("/api/jobs/counts"))).await?;
+    assert_eq!(status, StatusCode::OK, "{counts}");
+    assert_eq!(counts["partial"], true, "{counts}");
+    for id in [&j1, &j2] {
+        let (status, job) = send(client.get(small.url(&format!("/api/jobs/{id}")))).await?;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
 
     // R deletes the record, and nobody knows the job.
     let (status, del) = send(client.delete(r.url(&format!("/api/jobs/{j2}")))).await?;
