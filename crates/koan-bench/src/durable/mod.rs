@@ -57,6 +57,11 @@ pub(crate) async fn rows(
     })
     .await?;
     let kv = raw_kv(&js).await?;
+    if let Some(n) = goal_row_only() {
+        return goal_row_alone(server, host, &js, &kv, n)
+            .await
+            .map(|()| rows);
+    }
     let (mut ks, mut ws) = (Vec::new(), Vec::new());
     let mut rs: [Vec<f64>; 3] = Default::default();
     // What each side asked of this process's CPU and of the broker, a job, over the
@@ -225,6 +230,51 @@ pub(crate) async fn rows(
     }
     drop(others);
     Ok(rows)
+}
+
+/// `KOAN_BENCH_GOAL_ROW=N`: B8's goal row alone, for comparing builds (after
+/// B8's round trip; the other durable rows are skipped and no row is reported).
+fn goal_row_only() -> Option<usize> {
+    std::env::var("KOAN_BENCH_GOAL_ROW").ok()?.parse().ok()
+}
+
+/// `n` rounds of the goal row, each koan's then raw JetStream's (the first a
+/// warm-up): the median of the rounds' own ratios, and what each side spent a
+/// job, printed.
+async fn goal_row_alone(
+    server: &NatsServer,
+    host: &HostHandle,
+    js: &jetstream::Context,
+    kv: &raw::RawKv,
+    n: usize,
+) -> anyhow::Result<()> {
+    let jobs = 2_000;
+    let (mut ks, mut rs) = (Vec::new(), Vec::new());
+    let (mut koan, mut bare) = (Spent::default(), Spent::default());
+    for round in 0..=n {
+        let before = Spent::now(server).await;
+        let k = koan_durable(host, "WideCalc", jobs).await?;
+        let mid = Spent::now(server).await;
+        let r = raw_durable(js, kv, Raw::Ack, jobs, round).await?;
+        let after = Spent::now(server).await;
+        if round > 0 {
+            ks.push(k);
+            rs.push(r);
+            koan = koan.plus(before.until(mid));
+            bare = bare.plus(mid.until(after));
+        }
+    }
+    let measured = jobs * n as u64;
+    eprintln!(
+        "B8 goal row, {n} rounds: koan {:.0} jobs/s, raw {:.0}; ratio {:.3} (median of the rounds'); \
+         per job: koan {}; raw {}",
+        median(&ks),
+        median(&rs),
+        paired_ratio(&ks, &rs),
+        koan.per_call(measured),
+        bare.per_call(measured)
+    );
+    Ok(())
 }
 
 /// Jobs/s from the first enqueue to the last outcome.
