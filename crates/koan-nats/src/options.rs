@@ -48,6 +48,12 @@ pub struct NatsOptions {
     /// counts cover the most recently written (failures and unfinished jobs before
     /// successes) and say they are partial; any job is still read by its id.
     pub view_max_records: usize,
+    /// How long dead letters (`KOAN_DLQ`) are kept (default 7 days, as a host's
+    /// own store keeps its jobs).
+    pub dead_letter_retention: Duration,
+    /// The most bytes of dead letters kept (default 256 MiB): past it the oldest
+    /// go first. The latest host to start sets both limits.
+    pub dead_letter_max_bytes: u64,
     /// JetStream storage in memory instead of files (tests).
     pub memory_storage: bool,
 }
@@ -89,6 +95,8 @@ impl Default for NatsOptions {
             outcome_ttl: Duration::from_secs(3600),
             watch_idle: Duration::from_secs(120),
             view_max_records: 50_000,
+            dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
+            dead_letter_max_bytes: 256 * 1024 * 1024,
             memory_storage: false,
         }
     }
@@ -113,6 +121,8 @@ struct Section {
     ack_wait_seconds: Option<u64>,
     watch_idle_seconds: Option<u64>,
     view_max_records: Option<usize>,
+    dead_letter_retention_hours: Option<u64>,
+    dead_letter_max_mb: Option<u64>,
 }
 
 impl NatsOptions {
@@ -127,7 +137,8 @@ impl NatsOptions {
     /// Reads `koan.nats`: `url`, `user`/`password`, `token`, `nkey_seed`,
     /// `tls_required`, `tls_ca_file`, `tls_client_cert`/`tls_client_key`,
     /// `default_request_timeout_seconds`, `heartbeat_ms`, `lease_ms`, `max_deliver`,
-    /// `ack_wait_seconds`, `watch_idle_seconds`, `view_max_records`.
+    /// `ack_wait_seconds`, `watch_idle_seconds`, `view_max_records`,
+    /// `dead_letter_retention_hours`, `dead_letter_max_mb`.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.nats")?;
         let mut o = NatsOptions::default();
@@ -179,6 +190,12 @@ impl NatsOptions {
         if let Some(n) = s.view_max_records {
             o.view_max_records = n.max(1);
         }
+        if let Some(h) = s.dead_letter_retention_hours {
+            o.dead_letter_retention = Duration::from_secs(h.max(1).saturating_mul(3600));
+        }
+        if let Some(mb) = s.dead_letter_max_mb {
+            o.dead_letter_max_bytes = mb.max(1).saturating_mul(1024 * 1024);
+        }
         Ok(o)
     }
 }
@@ -207,6 +224,8 @@ mod tests {
             ack_wait_seconds = 11
             watch_idle_seconds = 30
             view_max_records = 1000
+            dead_letter_retention_hours = 48
+            dead_letter_max_mb = 64
             "#,
         )?;
         assert_eq!(o.url, "nats://10.0.0.1:4222");
@@ -218,6 +237,8 @@ mod tests {
         assert_eq!(o.ack_wait, Duration::from_secs(11));
         assert_eq!(o.watch_idle, Duration::from_secs(30));
         assert_eq!(o.view_max_records, 1000);
+        assert_eq!(o.dead_letter_retention, Duration::from_secs(48 * 3600));
+        assert_eq!(o.dead_letter_max_bytes, 64 * 1024 * 1024);
         // Absent: the defaults.
         assert_eq!(read("")?, NatsOptions::default());
         Ok(())

@@ -10,7 +10,10 @@ use crate::options::NatsOptions;
 use crate::subjects;
 use crate::transport::unavailable;
 
-/// The durable work queue, the delayed jobs waiting for it, and the dead letters.
+/// The durable work queue, the delayed jobs waiting for it, and the dead letters
+/// (kept for `dead_letter_retention` and up to `dead_letter_max_bytes`, the
+/// oldest dropped first: a poison source cannot fill the server's storage, which
+/// the work queue shares).
 pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) -> Result<(), Error> {
     for (name, subject) in [
         (subjects::WORK_STREAM, subjects::WORK_SUBJECTS),
@@ -22,20 +25,45 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
         } else {
             stream::RetentionPolicy::WorkQueue
         };
-        js.get_or_create_stream(stream::Config {
+        let mut config = stream::Config {
             name: name.to_owned(),
             subjects: vec![subject.to_owned()],
             retention,
             storage: storage(opts),
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
-        })
-        .await
-        .map_err(|e| {
+        };
+        if name == subjects::DLQ_STREAM {
+            config.max_age = opts.dead_letter_retention;
+            config.max_bytes = i64::try_from(opts.dead_letter_max_bytes).unwrap_or(i64::MAX);
+            config.discard = stream::DiscardPolicy::Old;
+        }
+        let made = js.get_or_create_stream(config.clone()).await.map_err(|e| {
             unavailable(format!(
                 "cannot create the JetStream stream `{name}` (is the server started with -js?): {e}"
             ))
         })?;
+        // Made by a host with other limits: this host's apply (the latest to
+        // start sets them, as for the consumers' settings).
+        let had = made.cached_info().config.clone();
+        if name == subjects::DLQ_STREAM
+            && (had.max_age, had.max_bytes) != (config.max_age, config.max_bytes)
+        {
+            let limits = stream::Config {
+                max_age: config.max_age,
+                max_bytes: config.max_bytes,
+                discard: config.discard,
+                ..had.clone()
+            };
+            match js.update_stream(&limits).await {
+                Ok(_) => {
+                    tracing::info!(stream = name, max_age = ?had.max_age, max_bytes = had.max_bytes, new_max_age = ?limits.max_age, new_max_bytes = limits.max_bytes, "dead letters' limits updated to this host's configuration")
+                }
+                Err(e) => {
+                    tracing::warn!(stream = name, error = %e, "could not update the dead letters' limits to this host's configuration")
+                }
+            }
+        }
     }
     Ok(())
 }

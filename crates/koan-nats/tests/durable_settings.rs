@@ -1,7 +1,8 @@
 //! The durable consumers' settings follow the configuration: a host started with
 //! another `ack_wait` or `max_deliver` than the host that made the consumer updates
 //! it (the latest to start sets them), instead of the first one's settings staying
-//! for ever while the new configuration is ignored in silence.
+//! for ever while the new configuration is ignored in silence. So do the dead
+//! letters' limits, which keep a poison source from filling the server's storage.
 
 use std::time::Duration;
 
@@ -40,5 +41,50 @@ async fn the_latest_host_s_ack_wait_and_max_deliver_apply() -> anyhow::Result<()
         || async { settings(&js).await == Some((changed.ack_wait, changed.max_deliver)) },
     )
     .await?;
+    Ok(())
+}
+
+/// `KOAN_DLQ`'s age and size limits.
+async fn dead_letter_limits(js: &async_nats::jetstream::Context) -> Option<(Duration, i64)> {
+    let mut stream = js.get_stream("KOAN_DLQ").await.ok()?;
+    let info = stream.info().await.ok()?;
+    Some((info.config.max_age, info.config.max_bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_kept_within_the_latest_host_s_limits() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let client = async_nats::connect(server.url()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let first = test_options(&server.url());
+    let _a = Member::join(first.clone(), |b| b).await?;
+    let seven_days = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(
+        dead_letter_limits(&js).await,
+        Some((seven_days, 256 * 1024 * 1024))
+    );
+
+    let mut small = first;
+    small.dead_letter_retention = Duration::from_secs(3600);
+    small.dead_letter_max_bytes = 64 * 1024;
+    let _b = Member::join(small, |b| b).await?;
+    eventually(
+        "the dead letters' limits updated to the second host's",
+        || async { dead_letter_limits(&js).await == Some((Duration::from_secs(3600), 64 * 1024)) },
+    )
+    .await?;
+
+    // 200 dead letters of 1 KB: the stream keeps the newest within 64 KB.
+    for i in 0..200u32 {
+        js.publish("koan.dlq.echo.echo", vec![b'x'; 1024].into())
+            .await?
+            .await
+            .map_err(|e| anyhow::anyhow!("dead letter {i}: {e}"))?;
+    }
+    let mut stream = js.get_stream("KOAN_DLQ").await?;
+    let state = stream.info().await?.state.clone();
+    assert!(state.bytes <= 64 * 1024, "{state:?}");
+    assert!(state.messages > 0 && state.messages < 200, "{state:?}");
+    assert_eq!(state.last_sequence, 200, "the newest kept: {state:?}");
     Ok(())
 }
