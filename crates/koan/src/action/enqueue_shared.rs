@@ -181,20 +181,29 @@ pub(super) async fn hand_over(
     if created || inner.jobs.remote.get(&id).is_none() {
         inner.jobs.remote.insert(record);
     }
-    let (tx, rx) = oneshot::channel();
+    let (mut tx, rx) = oneshot::channel();
     let (host, id2) = (Arc::clone(inner), Arc::clone(&id));
     tokio::spawn(async move {
         // Queue time counts: the ticket is answered at the deadline at the latest.
-        let r = match deadline {
-            None => wait.await,
-            Some(d) => tokio::time::timeout_at(d, wait).await.unwrap_or_else(|_| {
-                Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("{what} did not finish within its timeout (queue time included); its outcome is unknown"),
-                ))
-            }),
+        let outcome = async {
+            match deadline {
+                None => wait.await,
+                Some(d) => tokio::time::timeout_at(d, wait).await.unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("{what} did not finish within its timeout (queue time included); its outcome is unknown"),
+                    ))
+                }),
+            }
         };
-        let r = r.map(Payload::Json);
+        // The ticket dropped (enqueued and left to run): no one awaits the
+        // outcome, so this host stops waiting for it. A pending job then costs it
+        // no task and no read of the outcome's key (it cost 2 KB and a task each,
+        // and a read a minute, until the job ended); its record is the cluster's.
+        let r = tokio::select! {
+            r = outcome => r.map(Payload::Json),
+            () = tx.closed() => return,
+        };
         host.jobs.remote.finish(&id2, &r, host.config.clock.now());
         let _ = tx.send(r);
     });

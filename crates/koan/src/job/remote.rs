@@ -1,7 +1,9 @@
 //! Records of jobs this host handed to a transport's durable queue (a service in
 //! another process). The job itself is kept by the transport; this host keeps what it
 //! learns of it, in memory and bounded, so `GET /api/jobs/{id}` answers on the host
-//! that accepted it.
+//! that accepted it (from the transport's records, when it keeps them; from these
+//! when it cannot be asked). Jobs not awaited (their ticket dropped) are never
+//! finished here: of those, the latest `KEEP` are kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -20,6 +22,9 @@ const KEEP: usize = 10_000;
 struct Inner {
     records: HashMap<String, JobRecord>,
     finished: VecDeque<String>,
+    /// Ids in the order they were handed over: the oldest unfinished go first
+    /// past `KEEP` (a finished one's id is skipped when it comes up).
+    accepted: VecDeque<String>,
 }
 
 #[derive(Default)]
@@ -33,7 +38,22 @@ impl RemoteJobs {
     }
 
     pub(crate) fn insert(&self, record: JobRecord) {
-        self.lock().records.insert(record.id.clone(), record);
+        let mut inner = self.lock();
+        inner.accepted.push_back(record.id.clone());
+        inner.records.insert(record.id.clone(), record);
+        // Unfinished past `KEEP` (their outcome not awaited): the oldest go.
+        while inner.accepted.len() > KEEP {
+            let Some(old) = inner.accepted.pop_front() else {
+                break;
+            };
+            if inner
+                .records
+                .get(&old)
+                .is_some_and(|r| r.finished_at.is_none())
+            {
+                inner.records.remove(&old);
+            }
+        }
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<JobRecord> {
@@ -70,5 +90,56 @@ impl RemoteJobs {
                 inner.records.remove(&old);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobStep, NewJob};
+
+    fn record(id: &str) -> JobRecord {
+        let now = Utc::now();
+        NewJob {
+            id: id.to_owned(),
+            service: "S".into(),
+            steps: vec![JobStep {
+                action: "a".into(),
+                params: serde_json::Value::Null,
+                timeout_ms: None,
+            }],
+            priority: 0,
+            correlation_id: id.to_owned(),
+            idempotency_key: None,
+            created_at: now,
+            run_at: now,
+            max_attempts: 1,
+        }
+        .into_record()
+    }
+
+    #[test]
+    fn jobs_not_awaited_are_kept_up_to_a_bound_the_oldest_going_first() {
+        let jobs = RemoteJobs::default();
+        jobs.insert(record("awaited"));
+        jobs.finish(
+            "awaited",
+            &Ok(Payload::Json(serde_json::json!(1))),
+            Utc::now(),
+        );
+        for i in 0..KEEP + 5 {
+            jobs.insert(record(&format!("left-{i}")));
+        }
+        // The oldest left-to-run records went; the finished one stays (its own
+        // bound is of finished records).
+        assert!(jobs.get("left-0").is_none());
+        assert!(jobs.get("left-4").is_none());
+        assert!(jobs.get("left-5").is_some());
+        assert!(jobs.get(&format!("left-{}", KEEP + 4)).is_some());
+        assert_eq!(
+            jobs.get("awaited").map(|r| r.state),
+            Some(JobState::Succeeded)
+        );
+        assert!(jobs.lock().records.len() <= KEEP + 1);
     }
 }
