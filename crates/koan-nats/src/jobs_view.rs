@@ -307,26 +307,9 @@ async fn follow(store: kv::Store, view: Arc<JobsView>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use koan::job::{JobStep, NewJob};
 
     fn record(id: &str, service: &str) -> JobRecord {
-        let now = chrono::Utc::now();
-        NewJob {
-            id: id.to_owned(),
-            service: service.to_owned(),
-            steps: vec![JobStep {
-                action: "a".into(),
-                params: serde_json::Value::Null,
-                timeout_ms: None,
-            }],
-            priority: 0,
-            correlation_id: id.to_owned(),
-            idempotency_key: None,
-            created_at: now,
-            run_at: now,
-            max_attempts: 5,
-        }
-        .into_record()
+        koan::testing::job_record(id, service)
     }
 
     fn view() -> Arc<JobsView> {

@@ -53,6 +53,19 @@ async fn cluster(server: &NatsServer) -> anyhow::Result<(Member, Member)> {
     Member::worker_and_client(opts, "Echo", |b| b.service::<Echo>()).await
 }
 
+/// Waits until `m` reads every job of `ids` as succeeded (a job's record is
+/// finished a moment after its outcome).
+async fn all_succeeded(m: &Member, ids: &[String]) -> anyhow::Result<()> {
+    for id in ids {
+        wait_for(&format!("job {id}'s record to be final"), async || {
+            let r = m.host.jobs().get(id).await?;
+            Ok((r.state == JobState::Succeeded).then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// Enqueues `echo(n)` from `client` and awaits its outcome; the job's id.
 async fn echo(client: &Member, n: u32) -> anyhow::Result<String> {
     let ticket = within(
@@ -74,15 +87,8 @@ async fn a_host_follows_the_cluster_s_job_records_only_while_it_is_listed() -> a
     for n in 0..5u32 {
         ids.push(echo(&client, n).await?);
     }
-    // Every job's record says so, read from the bucket (a job's record is
-    // finished a moment after its outcome).
-    for id in &ids {
-        wait_for(&format!("job {id}'s record to be final"), async || {
-            let r = worker.host.jobs().get(id).await?;
-            Ok((r.state == JobState::Succeeded).then_some(()))
-        })
-        .await?;
-    }
+    // Every job's record says so, read from the bucket.
+    all_succeeded(&worker, &ids).await?;
     // Every job was recorded, accepted by the client and run by the worker; no
     // host has listed, so none follows the records.
     assert_eq!(followers(&client, RECORDS).await?, 0);
@@ -126,13 +132,7 @@ async fn a_listing_past_the_host_s_cap_says_it_is_partial() -> anyhow::Result<()
     for n in 0..6u32 {
         ids.push(echo(&client, n).await?);
     }
-    for id in &ids {
-        wait_for(&format!("job {id}'s record to be final"), async || {
-            let r = worker.host.jobs().get(id).await?;
-            Ok((r.state == JobState::Succeeded).then_some(()))
-        })
-        .await?;
-    }
+    all_succeeded(&worker, &ids).await?;
     let page = fresh_listing(&lister).await?;
     assert!(page.partial, "{page:?}");
     assert_eq!(page.jobs.len(), 3, "{page:?}");

@@ -52,26 +52,10 @@ pub(crate) fn add(a: &JobCounts, b: &JobCounts) -> JobCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobRecord, JobStep, NewJob};
+    use crate::job::JobRecord;
 
     fn job(id: &str) -> JobRecord {
-        let now = chrono::Utc::now();
-        NewJob {
-            id: id.to_owned(),
-            service: "S".into(),
-            steps: vec![JobStep {
-                action: "a".into(),
-                params: serde_json::Value::Null,
-                timeout_ms: None,
-            }],
-            priority: 0,
-            correlation_id: id.to_owned(),
-            idempotency_key: None,
-            created_at: now,
-            run_at: now,
-            max_attempts: 1,
-        }
-        .into_record()
+        crate::testing::job_record(id, "S")
     }
 
     fn page(ids: &[&str], more: bool) -> JobPage {

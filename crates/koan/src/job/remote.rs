@@ -96,26 +96,9 @@ impl RemoteJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{JobStep, NewJob};
 
     fn record(id: &str) -> JobRecord {
-        let now = Utc::now();
-        NewJob {
-            id: id.to_owned(),
-            service: "S".into(),
-            steps: vec![JobStep {
-                action: "a".into(),
-                params: serde_json::Value::Null,
-                timeout_ms: None,
-            }],
-            priority: 0,
-            correlation_id: id.to_owned(),
-            idempotency_key: None,
-            created_at: now,
-            run_at: now,
-            max_attempts: 1,
-        }
-        .into_record()
+        crate::testing::job_record(id, "S")
     }
 
     #[test]

@@ -202,3 +202,25 @@ pub async fn wait_for_job(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A queued job record of `service` (one action `a`, no parameters, made now):
+/// for tests of job stores, listings and views.
+pub fn job_record(id: &str, service: &str) -> crate::job::JobRecord {
+    let now = chrono::Utc::now();
+    crate::job::NewJob {
+        id: id.to_owned(),
+        service: service.to_owned(),
+        steps: vec![crate::job::JobStep {
+            action: "a".into(),
+            params: serde_json::Value::Null,
+            timeout_ms: None,
+        }],
+        priority: 0,
+        correlation_id: id.to_owned(),
+        idempotency_key: None,
+        created_at: now,
+        run_at: now,
+        max_attempts: 1,
+    }
+    .into_record()
+}
