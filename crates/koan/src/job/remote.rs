@@ -2,8 +2,9 @@
 //! another process). The job itself is kept by the transport; this host keeps what it
 //! learns of it, in memory and bounded, so `GET /api/jobs/{id}` answers on the host
 //! that accepted it (from the transport's records, when it keeps them; from these
-//! when it cannot be asked). Jobs not awaited (their ticket dropped) are never
-//! finished here: of those, the latest `KEEP` are kept.
+//! when it cannot be asked). Of the jobs whose end it has not heard of (their
+//! ticket dropped, or still running), the latest `KEEP` are kept; of the ended
+//! ones, the latest `KEEP` too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
