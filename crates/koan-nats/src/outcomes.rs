@@ -133,19 +133,16 @@ impl OutcomeWaiters {
     }
 }
 
-/// Watches the bucket while outcomes are awaited, for as long as the connection
-/// lives.
+/// Watches the bucket while outcomes are awaited, for as long as the transport
+/// lives (its task is cancelled when the transport is dropped).
 pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>, idle: Duration) {
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // No one waits: no watch.
         while waiters.is_empty() {
-            // The transport is gone: only this task still holds the table.
-            if Arc::strong_count(&waiters) == 1 {
-                return;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), waiters.wanted.notified()).await;
+            // A waiter that comes before this await left a permit: not missed.
+            waiters.wanted.notified().await;
         }
         let watch = tokio::time::timeout(Duration::from_secs(2), store.watch_all()).await;
         let mut watch = match watch {
@@ -171,9 +168,6 @@ pub(crate) async fn follow(store: kv::Store, waiters: Arc<OutcomeWaiters>, idle:
                     Some(Err(_)) | None => break,
                 },
                 _ = sweep.tick() => {
-                    if Arc::strong_count(&waiters) == 1 {
-                        return;
-                    }
                     read_keys(&store, &waiters, waiters.due(Instant::now())).await;
                     if watch.is_none() {
                         break;
