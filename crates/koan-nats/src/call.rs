@@ -1,10 +1,17 @@
-//! What a remote call sends: its headers, and its name for error messages.
+//! What a remote call sends: its headers, and its name for error messages; and
+//! what its answer means.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::client::RequestErrorKind;
+use koan::Error;
+use koan::error::ErrorKind;
 use koan::transport::RemoteCall;
+use serde_json::Value;
 
+use crate::transport::unavailable;
+use crate::wire::Reply;
 use crate::{subjects, wire};
 
 /// What a call is, for its error messages: written out only when one is (a
@@ -54,6 +61,32 @@ pub(crate) fn call_headers(
         h.insert(wire::H_TIMEOUT_MS, t.as_millis().to_string().as_str());
     }
     h
+}
+
+/// The result a request's answer carries, or what its failure means.
+pub(crate) fn answer(
+    sent: Result<async_nats::Message, async_nats::RequestError>,
+    subject: &str,
+    timeout: Duration,
+    what: &(dyn std::fmt::Display + Sync),
+) -> Result<Value, Error> {
+    match sent {
+        Ok(msg) => Reply::read(&msg.payload).map_err(|e| {
+            unavailable(format!(
+                "{what}: unreadable reply from a remote instance: {e}"
+            ))
+        })?,
+        Err(e) => Err(match e.kind() {
+            RequestErrorKind::NoResponders => unavailable(format!(
+                "{what}: no instance is reachable over NATS (nothing answers on `{subject}`)"
+            )),
+            RequestErrorKind::TimedOut => Error::new(
+                ErrorKind::Timeout,
+                format!("{what}: no answer over NATS within {timeout:?}"),
+            ),
+            _ => unavailable(format!("{what}: NATS request failed: {e}")),
+        }),
+    }
 }
 
 #[cfg(test)]

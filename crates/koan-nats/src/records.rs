@@ -9,7 +9,9 @@
 //! success, written whole (`run_record.rs`). A record decides whether a job runs only
 //! when it says `cancelled` and is read (a first run's start may not read it).
 
+use async_nats::jetstream::kv;
 use chrono::Utc;
+use futures_util::StreamExt;
 use koan::error::ErrorKind;
 use koan::job::{
     Finish, JobRecord, JobState, JobStep, NewJob, apply_retry, cut_result, wrong_state,
@@ -67,10 +69,7 @@ pub(crate) fn encode(r: &JobRecord) -> bytes::Bytes {
 
 /// Writes the first record of `job` unless there is one (its worker may have been
 /// quicker): the revision it was written with, `None` when there was one.
-pub(crate) async fn accepted(
-    t: &NatsTransport,
-    job: &Job,
-) -> Result<Option<u64>, async_nats::jetstream::kv::CreateError> {
+pub(crate) async fn accepted(t: &NatsTransport, job: &Job) -> Result<Option<u64>, kv::CreateError> {
     let r = queued(t, job);
     match t
         .inner
@@ -79,7 +78,7 @@ pub(crate) async fn accepted(
         .await
     {
         Ok(revision) => Ok(Some(revision)),
-        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => Ok(None),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -96,7 +95,7 @@ pub(crate) async fn withdraw(t: &NatsTransport, id: &str, revision: u64) {
         .records
         .delete_expect_revision(&key, Some(revision))
         .await
-        && e.kind() != async_nats::jetstream::kv::DeleteErrorKind::WrongLastRevision
+        && e.kind() != kv::DeleteErrorKind::WrongLastRevision
     {
         tracing::warn!(id = %id, error = %e, "could not take back the record of a job that was not stored; it says queued until the bucket forgets it");
     }
@@ -105,6 +104,58 @@ pub(crate) async fn withdraw(t: &NatsTransport, id: &str, revision: u64) {
 /// The record of `id`, read from the bucket.
 pub(crate) async fn get(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
     Ok(read(t, id, &subjects::key(id)).await?.map(|(r, _)| r))
+}
+
+/// How long a scan of the bucket waits for its next record before it asks
+/// whether the bucket is empty now (its records may all have expired since it
+/// began: the watch then delivers nothing) and otherwise gives up.
+const SCAN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The ids of the dead jobs of `service` (or all), read from every record of the
+/// bucket in one ordered read: what `retry_all_dead` takes in where this host's
+/// view holds only some records. Each record is decoded only as far as its id,
+/// service and state.
+pub(crate) async fn dead_ids(
+    t: &NatsTransport,
+    service: Option<&str>,
+) -> Result<Vec<String>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        id: String,
+        service: String,
+        state: JobState,
+    }
+    let store = &t.inner.records;
+    let cannot = |e: &dyn std::fmt::Display| {
+        unavailable(format!("the cluster's job records cannot be read: {e}"))
+    };
+    let mut ids = Vec::new();
+    if crate::streams::bucket_is_empty(store).await {
+        return Ok(ids);
+    }
+    let mut watch = store
+        .watch_with_history(">")
+        .await
+        .map_err(|e| cannot(&e))?;
+    loop {
+        let entry = match tokio::time::timeout(SCAN_WAIT, watch.next()).await {
+            Ok(Some(Ok(entry))) => entry,
+            Ok(Some(Err(e))) => return Err(cannot(&e)),
+            Ok(None) => return Err(cannot(&"the watch ended")),
+            Err(_) if crate::streams::bucket_is_empty(store).await => return Ok(ids),
+            Err(_) => return Err(cannot(&format!("no record within {SCAN_WAIT:?}"))),
+        };
+        if entry.operation == kv::Operation::Put
+            && let Ok(head) = serde_json::from_slice::<Head>(&entry.value)
+            && head.state == JobState::Dead
+            && service.is_none_or(|s| head.service == s)
+        {
+            ids.push(head.id);
+        }
+        if entry.seen_current {
+            return Ok(ids);
+        }
+    }
 }
 
 /// Applies `change` to the record of `id` with a compare-and-set, again after a
@@ -134,8 +185,7 @@ pub(crate) async fn read(t: &NatsTransport, id: &str, key: &str) -> Result<Read,
         .entry(key)
         .await
         .map_err(|e| unavailable(format!("the record of job {id} cannot be read: {e}")))?;
-    let Some(entry) = entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-    else {
+    let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
         return Ok(None);
     };
     let r = serde_json::from_slice(&entry.value)
@@ -169,7 +219,7 @@ pub(crate) async fn change_from(
             match kv.create(key.clone(), encode(&r)).await {
                 Ok(rev) => return Ok(Some((r, Some(rev)))),
                 // Written meanwhile: change that one.
-                Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     continue;
                 }
                 Err(e) => {
@@ -185,7 +235,7 @@ pub(crate) async fn change_from(
         match kv.update(key.clone(), encode(&r), revision).await {
             Ok(rev) => return Ok(Some((r, Some(rev)))),
             // Another writer came first: read again.
-            Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 continue;
             }
             Err(e) => {

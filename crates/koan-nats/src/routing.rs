@@ -252,7 +252,7 @@ pub(crate) async fn call_chosen(
             tracing::debug!(host = %host, subject = %subject, "chosen instance does not listen; the call goes to the queue group");
             return None;
         }
-        return Some(NatsTransport::answer(sent, &subject, left, what));
+        return Some(crate::call::answer(sent, &subject, left, what));
     }
 }
 

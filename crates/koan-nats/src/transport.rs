@@ -4,7 +4,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::client::RequestErrorKind;
 use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
 use koan::job::{JobCounts, JobPage, JobQuery, JobRecord};
@@ -21,7 +20,7 @@ use crate::call::{CallName, call_headers};
 use crate::connection::{ConnectionState, ConnectionWatch};
 use crate::options::NatsOptions;
 use crate::subjects;
-use crate::wire::{self, Reply, WireEvent};
+use crate::wire::{self, WireEvent};
 
 /// A connection to NATS that carries koan's calls, events and queries.
 /// Cheap to clone.
@@ -258,7 +257,7 @@ impl NatsTransport {
         let sent = self
             .send(subject.clone(), headers, body, Some(timeout))
             .await;
-        Self::answer(sent, &subject, timeout, what)
+        crate::call::answer(sent, &subject, timeout, what)
     }
 
     /// One request, as the client answers it; without a `timeout`, it waits for its
@@ -277,32 +276,6 @@ impl NatsTransport {
             req = req.headers(headers);
         }
         self.inner.client.send_request(subject, req).await
-    }
-
-    /// The result a request's answer carries, or what its failure means.
-    pub(crate) fn answer(
-        sent: Result<async_nats::Message, async_nats::RequestError>,
-        subject: &str,
-        timeout: Duration,
-        what: &(dyn std::fmt::Display + Sync),
-    ) -> Result<Value, Error> {
-        match sent {
-            Ok(msg) => Reply::read(&msg.payload).map_err(|e| {
-                unavailable(format!(
-                    "{what}: unreadable reply from a remote instance: {e}"
-                ))
-            })?,
-            Err(e) => Err(match e.kind() {
-                RequestErrorKind::NoResponders => unavailable(format!(
-                    "{what}: no instance is reachable over NATS (nothing answers on `{subject}`)"
-                )),
-                RequestErrorKind::TimedOut => Error::new(
-                    ErrorKind::Timeout,
-                    format!("{what}: no answer over NATS within {timeout:?}"),
-                ),
-                _ => unavailable(format!("{what}: NATS request failed: {e}")),
-            }),
-        }
     }
 
     /// A remote call: to the less loaded instance when one can be chosen, to the
@@ -407,6 +380,13 @@ impl Transport for NatsTransport {
             view.ready(&self.inner.records, self.connected()).await;
             Some(view.counts(service))
         })
+    }
+
+    fn dead_jobs<'a>(
+        &'a self,
+        service: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        Box::pin(crate::records::dead_ids(self, service))
     }
 
     fn cancel_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {

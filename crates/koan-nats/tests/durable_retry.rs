@@ -174,8 +174,26 @@ async fn a_dead_cluster_job_is_retried_by_hand_from_another_host() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_all_dead_takes_in_the_cluster_s_dead_jobs() -> anyhow::Result<()> {
+    retry_all_dead_of_a_cluster(None).await
+}
+
+/// A host whose view holds one record of the cluster's three dead jobs retries
+/// all three: the others are read from the records themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_all_dead_takes_in_dead_jobs_past_the_view_s_cap() -> anyhow::Result<()> {
+    retry_all_dead_of_a_cluster(Some(1)).await
+}
+
+/// Three jobs die on the worker; `retry_all_dead` on the other host runs each once
+/// more. `view_max_records`: the other host's cap on its view of the records.
+async fn retry_all_dead_of_a_cluster(view_max_records: Option<usize>) -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let (worker, client) = cluster(&server).await?;
+    let mut opts = test_options(&server.url());
+    if let Some(cap) = view_max_records {
+        opts.view_max_records = cap;
+    }
+    let (worker, client) =
+        Member::worker_and_client(opts, "Flaky", |b| b.service::<Flaky>()).await?;
     let flaky = worker.host.services::<Flaky>().instance()?;
     let jobs = client.host.jobs();
 
@@ -193,16 +211,21 @@ async fn retry_all_dead_takes_in_the_cluster_s_dead_jobs() -> anyhow::Result<()>
         ids.push(ticket.id().to_owned());
         let _ = within("the outcome", ticket.outcome()).await?;
     }
-    // The listing (this host's view of the records) shows them dead.
+    for id in &ids {
+        record_in(&client, id, JobState::Dead).await?;
+    }
+    // The listing (this host's view of the records) shows them dead: all three, or
+    // as many as its cap holds, and says so.
     let dead = JobQuery {
         state: Some(JobState::Dead),
         service: Some("Flaky".into()),
         ..JobQuery::default()
     };
-    eventually("three dead jobs listed", || async {
+    let listed = view_max_records.unwrap_or(3).min(3);
+    eventually("the dead jobs listed", || async {
         jobs.list(dead.clone())
             .await
-            .is_ok_and(|p| p.jobs.len() == 3)
+            .is_ok_and(|p| p.jobs.len() == listed && p.partial == view_max_records.is_some())
     })
     .await?;
 

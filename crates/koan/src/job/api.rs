@@ -1,5 +1,7 @@
 //! `host.jobs()`: list, inspect, retry, cancel and delete stored jobs.
 
+use std::collections::HashSet;
+
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState};
 use super::transition::unknown_job;
 use crate::error::{ErrorKind, Result};
@@ -137,19 +139,25 @@ impl Jobs {
         let Some(t) = self.transport() else {
             return Ok(n);
         };
+        let mut retried = HashSet::new();
         let mut cursor = None;
+        let mut partial = false;
         while let Some(page) = t.jobs(&dead(service, cursor.take())).await {
-            for job in &page.jobs {
-                match t.retry_job(&job.id).await {
-                    Ok(Some(_)) => n += 1,
-                    Ok(None) => {}
-                    Err(e) if e.kind() == ErrorKind::JobState => {}
-                    Err(e) => return Err(e),
-                }
+            partial |= page.partial;
+            for job in page.jobs {
+                n += retry_dead(t, job.id, &mut retried).await?;
             }
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,
+            }
+        }
+        // The view holds only some of the cluster's records: the others are read
+        // from the records themselves (each job retried once by this call, though
+        // one retried above may have died again since).
+        if partial {
+            for id in t.dead_jobs(service).await? {
+                n += retry_dead(t, id, &mut retried).await?;
             }
         }
         Ok(n)
@@ -162,6 +170,27 @@ impl Jobs {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.host.inner.config.clock.now()
     }
+}
+
+/// Retries dead job `id` of the cluster's queue unless this call retried it
+/// already: 1 when retried, 0 when it was not (another caller's retry was first,
+/// or it is gone).
+async fn retry_dead(
+    t: &dyn crate::transport::Transport,
+    id: String,
+    retried: &mut HashSet<String>,
+) -> Result<usize> {
+    if retried.contains(&id) {
+        return Ok(0);
+    }
+    let n = match t.retry_job(&id).await {
+        Ok(Some(_)) => 1,
+        Ok(None) => 0,
+        Err(e) if e.kind() == ErrorKind::JobState => 0,
+        Err(e) => return Err(e),
+    };
+    retried.insert(id);
+    Ok(n)
 }
 
 /// The query of one page of dead jobs (of one service, or all), after `cursor`.

@@ -208,6 +208,16 @@ pub trait Transport: Send + Sync + 'static {
         Box::pin(async { None })
     }
 
+    /// The ids of the cluster's dead jobs (of one service, or all), read from the
+    /// records themselves rather than a view of them, so that none is missed where
+    /// a view holds only some ([`JobPage::partial`]): what
+    /// [`Jobs::retry_all_dead`](crate::job::Jobs::retry_all_dead) reads then. Empty
+    /// when the transport keeps no jobs.
+    fn dead_jobs<'a>(&'a self, service: Option<&'a str>) -> BoxFuture<'a, Result<Vec<String>>> {
+        let _ = service;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Cancels job `id` of the cluster's queue: it will not run, and a running one
     /// is stopped through its token. `None` when the transport has no such job; a
     /// `JobState` error for a final one.
