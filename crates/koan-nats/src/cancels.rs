@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{AckKind, Message, kv};
 use chrono::Utc;
 use futures_util::StreamExt;
 use koan::Error;
@@ -27,6 +27,7 @@ use crate::connection::ConnectionState;
 use crate::streams::bucket_is_empty;
 use crate::subjects;
 use crate::transport::{NatsTransport, unavailable};
+use crate::wire::Reply;
 
 /// How often the follower checks that its transport is still there and forgets
 /// markers the bucket has forgotten.
@@ -246,14 +247,35 @@ pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobReco
     .await
 }
 
-/// Whether job `id` was cancelled (asked while it runs).
+/// Whether job `id` was cancelled (asked while it runs); its record is kept in
+/// the bucket meanwhile, however long the run (`records::kept`).
 pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
-    matches!(crate::records::get(t, id).await, Ok(Some(r)) if r.state == JobState::Cancelled)
+    matches!(crate::records::kept(t, id).await, Ok(Some(r)) if r.state == JobState::Cancelled)
 }
 
 /// The error a cancelled job's waiters get.
 pub(crate) fn cancelled_error(id: &str) -> Error {
     Error::new(ErrorKind::JobState, format!("job `{id}` was cancelled"))
+}
+
+/// Ends a cancelled job's message: its outcome says it was cancelled (so whoever
+/// awaits it is told), and it is not delivered again.
+pub(crate) async fn drop_cancelled(
+    t: &NatsTransport,
+    msg: &Message,
+    key: &str,
+    id: &str,
+    attempts: i64,
+) {
+    tracing::info!(id = %id, "durable job cancelled; not run (further)");
+    let reply = Reply::of(Err(cancelled_error(id)));
+    if crate::outcomes::store(t, key, id, attempts, reply).await {
+        let _ = msg.ack_with(AckKind::Term).await;
+    } else {
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use koan::HostHandle;
+use koan::job::JobState;
 
 use crate::enqueue;
 use crate::records;
@@ -74,14 +75,30 @@ async fn move_if_due(t: &NatsTransport, service: &str, msg: Message) {
         // The work queue's worker refuses it with the reason (outcome, dead letter).
         Err(_) => return forward_unreadable(t, &msg).await,
     };
+    // Its record kept while it waits (a job due in a week is listed, read by id
+    // and cancellable all week), and a cancel heard: a job cancelled while it
+    // waits never moves, whenever it was cancelled.
+    match records::kept(t, &job.id).await {
+        Ok(Some(r)) if r.state == JobState::Cancelled => {
+            let key = subjects::key(&job.id);
+            return crate::cancels::drop_cancelled(t, &msg, &key, &job.id, 0).await;
+        }
+        // None (forgotten while no instance moved this service's jobs, say): it
+        // is written again, as when the job was accepted.
+        Ok(None) => {
+            let _ = records::accepted(t, &job).await;
+        }
+        Ok(Some(_)) | Err(_) => {}
+    }
     let left = job
         .run_at_unix_ms
         .unwrap_or(0)
         .saturating_sub(wire::unix_ms());
     if left > 0 {
-        let _ = msg
-            .ack_with(AckKind::Nak(Some(Duration::from_millis(left))))
-            .await;
+        // Back again within the time its record is written again, until due.
+        let left = Duration::from_millis(left);
+        let wait = records::refresh_every(t).map_or(left, |every| every.min(left));
+        let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
         return;
     }
     // Its `run_at` stays (past now, so it goes to the work queue): its worker

@@ -18,7 +18,8 @@
 //!   by hand from any instance; outcomes are kept in
 //!   the KV bucket `koan_outcomes`, and the jobs' records in `koan_jobs`, so that
 //!   `/api/jobs` on any instance lists, shows and cancels the jobs every instance
-//!   accepted; cancels are also marked in `koan_cancels`, which workers follow.
+//!   accepted (a job's record is written again while it waits or runs, however
+//!   long); cancels are also marked in `koan_cancels`, which workers follow.
 //! - **Events** are published on `koan.evt.<service>.<event>`; every process delivers
 //!   the others' events to its own subscribers.
 //! - **Registry**: each host announces its services with heartbeats in the KV bucket
@@ -57,6 +58,7 @@ mod dead_letter;
 mod delayed;
 mod enqueue;
 mod jobs_view;
+mod keeper;
 mod lease;
 mod node;
 mod options;

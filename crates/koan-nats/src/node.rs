@@ -151,6 +151,12 @@ impl NatsTransport {
                 host.clone(),
                 service.clone(),
             )));
+            // The records of its jobs waiting long in the work queue.
+            tasks.push(tokio::spawn(crate::keeper::keep(
+                self.clone(),
+                host.clone(),
+                service.clone(),
+            )));
             // From now on its jobs enqueued here go to the shared queue too.
             self.share(&service);
             consumed.push(service.clone());

@@ -19,8 +19,8 @@ use koan::Error;
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 
-use crate::transport::unavailable;
-use crate::wire::Outcome;
+use crate::transport::{NatsTransport, unavailable};
+use crate::wire::{Outcome, Reply};
 
 type Waiters = Mutex<HashMap<String, Awaited>>;
 
@@ -201,6 +201,35 @@ async fn read_keys(store: &kv::Store, waiters: &OutcomeWaiters, keys: Vec<String
             }
         })
         .await;
+}
+
+/// Stores the outcome; `false` when it could not be stored (not when it existed).
+pub(crate) async fn store(
+    t: &NatsTransport,
+    key: &str,
+    id: &str,
+    attempts: i64,
+    reply: Reply,
+) -> bool {
+    let outcome = Outcome {
+        id: id.to_owned(),
+        host: t.inner.host_id.clone(),
+        attempts,
+        reply,
+    };
+    let body = serde_json::to_vec(&outcome).unwrap_or_default();
+    // Create-if-absent: the first completion stands.
+    match t.inner.outcomes.create(key, body.into()).await {
+        Ok(_) => true,
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            tracing::debug!(id = %id, "outcome already recorded by another delivery");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome; it will run again");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

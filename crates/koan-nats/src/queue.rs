@@ -181,7 +181,7 @@ async fn handle(
                     ),
                 );
                 let how = records::dead(&e);
-                if record(t, &key, &job.id, attempts, Reply::of(Err(e))).await {
+                if crate::outcomes::store(t, &key, &job.id, attempts, Reply::of(Err(e))).await {
                     let _ = msg.ack_with(AckKind::Term).await;
                     run_record::finish(t, &job.id, attempt, how, None).await;
                 }
@@ -203,7 +203,7 @@ async fn handle(
     }
     // Cancelled by an operator before it ran: it never runs, its waiters are told.
     let Some(started) = run_record::start(t, &job, attempt, max_attempts).await else {
-        return drop_cancelled(t, &msg, &key, &job.id, attempts).await;
+        return crate::cancels::drop_cancelled(t, &msg, &key, &job.id, attempts).await;
     };
     let started = Some(started);
     // Keep the job ours while it runs: a progress ack every third of `ack_wait`. The
@@ -260,7 +260,7 @@ async fn handle(
     // The run is over (ended, fenced or cut short): its slot is free.
     drop(slot);
     if cancel_asked.load(std::sync::atomic::Ordering::Acquire) {
-        return drop_cancelled(t, &msg, &key, &job.id, attempts).await;
+        return crate::cancels::drop_cancelled(t, &msg, &key, &job.id, attempts).await;
     }
     if fence.is_cancelled() || lapsed() {
         fence.cancel();
@@ -270,7 +270,7 @@ async fn handle(
     match result {
         Ok(value) => {
             let how = records::succeeded(value.clone());
-            if record(t, &key, &job.id, attempts, Reply::of(Ok(value))).await {
+            if crate::outcomes::store(t, &key, &job.id, attempts, Reply::of(Ok(value))).await {
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
@@ -305,7 +305,7 @@ async fn handle(
             let how = records::dead(&e);
             let reply = Reply::of(Err(e));
             let why = reply.reason();
-            if record(t, &key, &job.id, attempts, reply).await {
+            if crate::outcomes::store(t, &key, &job.id, attempts, reply).await {
                 bury(t, &msg, &job, attempt, how, &why, started).await;
             } else {
                 let _ = msg
@@ -323,20 +323,6 @@ async fn handle(
             run_record::finish(t, &job.id, attempt, Finish::Retry { error, at }, started).await;
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
-    }
-}
-
-/// Ends a cancelled job's message: its outcome says it was cancelled (so whoever
-/// awaits it is told), and it is not delivered again.
-async fn drop_cancelled(t: &NatsTransport, msg: &Message, key: &str, id: &str, attempts: i64) {
-    tracing::info!(id = %id, "durable job cancelled; not run (further)");
-    let reply = Reply::of(Err(crate::cancels::cancelled_error(id)));
-    if record(t, key, id, attempts, reply).await {
-        let _ = msg.ack_with(AckKind::Term).await;
-    } else {
-        let _ = msg
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-            .await;
     }
 }
 
@@ -427,7 +413,7 @@ async fn refuse(t: &NatsTransport, msg: &Message, bad: Unreadable, attempts: i64
     let why = reply.reason();
     tracing::error!(id = ?id, subject = %msg.subject, error = %why.1, "durable job refused; dead-lettered");
     if let Some(id) = &id
-        && !record(t, &subjects::key(id), id, attempts, reply).await
+        && !crate::outcomes::store(t, &subjects::key(id), id, attempts, reply).await
     {
         let _ = msg
             .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -463,29 +449,6 @@ async fn unstorable(t: &NatsTransport, key: &str, job: &Job, attempts: i64) -> O
         // Another delivery's outcome stands: the job ended there.
         Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => None,
         Err(_) => None,
-    }
-}
-
-/// Stores the outcome; `false` when it could not be stored (not when it existed).
-async fn record(t: &NatsTransport, key: &str, id: &str, attempts: i64, reply: Reply) -> bool {
-    let outcome = Outcome {
-        id: id.to_owned(),
-        host: t.inner.host_id.clone(),
-        attempts,
-        reply,
-    };
-    let body = serde_json::to_vec(&outcome).unwrap_or_default();
-    // Create-if-absent: the first completion stands.
-    match t.inner.outcomes.create(key, body.into()).await {
-        Ok(_) => true,
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-            tracing::debug!(id = %id, "outcome already recorded by another delivery");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome; it will run again");
-            false
-        }
     }
 }
 

@@ -179,6 +179,17 @@ pub(crate) type Read = Option<(JobRecord, u64)>;
 /// Reads the record of `id`, under `key` (`Err` when it cannot be read or
 /// decoded).
 pub(crate) async fn read(t: &NatsTransport, id: &str, key: &str) -> Result<Read, Error> {
+    Ok(read_entry(t, id, key)
+        .await?
+        .map(|(r, entry)| (r, entry.revision)))
+}
+
+/// [`read`], with the bucket's entry.
+async fn read_entry(
+    t: &NatsTransport,
+    id: &str,
+    key: &str,
+) -> Result<Option<(JobRecord, kv::Entry)>, Error> {
     let entry = t
         .inner
         .records
@@ -190,7 +201,47 @@ pub(crate) async fn read(t: &NatsTransport, id: &str, key: &str) -> Result<Read,
     };
     let r = serde_json::from_slice(&entry.value)
         .map_err(|e| unavailable(format!("the record of job {id} is unreadable: {e}")))?;
-    Ok(Some((r, entry.revision)))
+    Ok(Some((r, entry)))
+}
+
+/// How often the record of a job still to end is written again, so that the
+/// bucket, which forgets an entry not written for its age limit (its own
+/// `max_age`, which its first creator set: `outcome_ttl`), keeps it however long
+/// the job waits or runs: a third of that limit. `None` when the bucket forgets
+/// nothing.
+pub(crate) fn refresh_every(t: &NatsTransport) -> Option<std::time::Duration> {
+    let keep = t.inner.records.stream.cached_info().config.max_age;
+    (!keep.is_zero()).then(|| keep / 3)
+}
+
+/// The record of job `id` as it stands (`None`: the bucket has none), written
+/// again as it is when the job is still to end and the record was last written
+/// [`refresh_every`] ago or more: what reads a waiting or running job's record
+/// from time to time (the delayed jobs' mover at each turn, a worker at each
+/// progress check) keeps it in the bucket, listed, read by id and cancellable.
+/// The write is a compare-and-set: a writer that came first wrote it anew.
+pub(crate) async fn kept(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
+    let key = subjects::key(id);
+    let Some((record, entry)) = read_entry(t, id, &key).await? else {
+        return Ok(None);
+    };
+    let written_ms = entry.created.unix_timestamp_nanos() / 1_000_000;
+    let age_ms = i128::from(crate::wire::unix_ms()) - written_ms;
+    let due = refresh_every(t)
+        .is_some_and(|every| age_ms >= i128::try_from(every.as_millis()).unwrap_or(i128::MAX));
+    if due && !record.state.is_final() {
+        let again = t
+            .inner
+            .records
+            .update(&key, entry.value, entry.revision)
+            .await;
+        if let Err(e) = again
+            && e.kind() != kv::UpdateErrorKind::WrongLastRevision
+        {
+            tracing::warn!(id = %id, error = %e, "could not write again the record of a job still to end; the bucket forgets it unless a later turn can");
+        }
+    }
+    Ok(Some(record))
 }
 
 /// [`change`], starting from `read`, the record as read a moment ago (when the

@@ -1,0 +1,80 @@
+//! The records of jobs that wait long in the work queue. The bucket of job
+//! records forgets an entry not written for its age limit (`outcome_ttl`, 1 h),
+//! and a job queued behind a long backlog is in no one's hands to write its
+//! record again, as a running job's worker and a delayed job's mover do
+//! (`records::kept`): without this, it would vanish from the listing, `GET` would
+//! call it unknown and a cancel could not reach it, though it is still to run.
+//!
+//! Every `records::refresh_every` (a third of that limit), one instance of each
+//! service — the one with the lowest host id among those the registry shows
+//! running it; two at once for a moment after a change, which costs only reads,
+//! since a record is written again only when due, with a compare-and-set — walks
+//! the service's messages in `KOAN_WORK` from the oldest and keeps the record of
+//! each published that long ago or more. A backlog younger than that costs nothing.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::RawMessageErrorKind;
+use koan::HostHandle;
+
+use crate::records;
+use crate::subjects;
+use crate::transport::NatsTransport;
+use crate::wire::{self, Job};
+
+/// Keeps the records of `service`'s waiting jobs until the host stops.
+pub(crate) async fn keep(t: NatsTransport, host: HostHandle, service: String) {
+    let Some(every) = records::refresh_every(&t) else {
+        return;
+    };
+    // Not at once: a job accepted a moment ago needs nothing yet.
+    let start = tokio::time::Instant::now() + every;
+    let mut tick = tokio::time::interval_at(start, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = host.stopping() => return,
+            _ = tick.tick() => {}
+        }
+        if !t.first_of(&service) {
+            continue;
+        }
+        if let Err(e) = walk(&t, &service, every).await {
+            tracing::warn!(service = %service, error = %e, "could not keep the records of jobs waiting in the work queue; trying again");
+        }
+    }
+}
+
+/// Keeps the records of `service`'s jobs published `every` ago or more.
+async fn walk(
+    t: &NatsTransport,
+    service: &str,
+    every: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = t.inner.js.get_stream(subjects::WORK_STREAM).await?;
+    let subject = subjects::work_of(service);
+    let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+    let before_ns = i128::from(wire::unix_ms().saturating_sub(every_ms)) * 1_000_000;
+    let mut seq = 1;
+    loop {
+        let next = stream
+            .raw_message_builder()
+            .sequence(seq)
+            .next_by_subject(subject.as_str())
+            .send()
+            .await;
+        let msg = match next {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        // In the order they were published: the rest are younger.
+        if msg.time.unix_timestamp_nanos() > before_ns {
+            return Ok(());
+        }
+        seq = msg.sequence + 1;
+        if let Ok(job) = Job::read(service, &msg.subject, Some(&msg.headers), &msg.payload) {
+            let _ = records::kept(t, &job.id).await;
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Jobs that wait or run longer than the cluster keeps a record nobody writes to
+//! (`outcome_ttl`, here 3 s): their records are written again while they wait or
+//! run — delayed far ahead, queued behind a long backlog, or running long — so
+//! they are read by id and cancelled all along, and a cancel holds however long
+//! before its job's time it was made.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stopped, enqueue, job_reaches, stream_holds};
+use koan::job::JobState;
+use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::{wait_for, within};
+
+/// How long the test cluster's buckets keep an entry not written to.
+const KEEP: Duration = Duration::from_secs(3);
+
+/// A worker running a `Holder` and a client, with buckets that keep an entry
+/// [`KEEP`]; and what the holder's runs do.
+async fn cluster(server: &NatsServer) -> anyhow::Result<(Member, Member, common::Runs)> {
+    let mut opts = test_options(&server.url());
+    opts.outcome_ttl = KEEP;
+    opts.ack_wait = Duration::from_secs(3);
+    let (holder, runs) = common::Holder::new(Stopped::Fails);
+    let (w, client) = Member::worker_and_client(opts, "Holder", |b| b.instance(holder)).await?;
+    Ok((w, client, runs))
+}
+
+/// Waits until an entry written to the records' bucket now has been forgotten by
+/// it: every record written before and not since is forgotten too.
+async fn records_written_until_now_forgotten(m: &Member) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(m.nats.client().clone());
+    let bucket = js.get_key_value("koan_jobs").await?;
+    bucket.put("probe", "{}".into()).await?;
+    wait_for("the probe to be forgotten", async || {
+        Ok(bucket.get("probe").await?.is_none().then_some(()))
+    })
+    .await
+}
+
+/// Enqueues `busy` (0 ms) from `client`, due after `delay`.
+async fn later(client: &Member, delay: Duration) -> anyhow::Result<String> {
+    let job = client
+        .host
+        .service("Holder")
+        .action("busy", 0u64)
+        .delay(delay)
+        .enqueue();
+    Ok(within("enqueue", job).await??.id().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_due_long_after_its_record_would_be_forgotten_is_read_and_cancelled()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_worker, client, runs) = cluster(&server).await?;
+    let id = later(&client, Duration::from_secs(600)).await?;
+    records_written_until_now_forgotten(&client).await?;
+
+    let r = within("get", client.host.jobs().get(&id)).await??;
+    assert_eq!(r.state, JobState::Scheduled, "{r:?}");
+    let r = within("cancel", client.host.jobs().cancel(&id)).await??;
+    assert_eq!(r.state, JobState::Cancelled, "{r:?}");
+    // Dropped by the instance that moves the service's due jobs, at its next
+    // turn, long before its time; never run.
+    stream_holds(&client, "KOAN_DELAYED", 0).await?;
+    assert_eq!(runs.started(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_job_cancelled_long_before_its_time_never_runs() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_worker, client, runs) = cluster(&server).await?;
+    let id = later(&client, Duration::from_secs(5)).await?;
+    let r = within("cancel", client.host.jobs().cancel(&id)).await??;
+    assert_eq!(r.state, JobState::Cancelled, "{r:?}");
+    // The cancel's marker and record, unless written again, are forgotten
+    // before the job is due.
+    records_written_until_now_forgotten(&client).await?;
+
+    stream_holds(&client, "KOAN_DELAYED", 0).await?;
+    stream_holds(&client, "KOAN_WORK", 0).await?;
+    assert_eq!(runs.started(), 0, "a cancelled job ran");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_running_longer_than_its_record_would_be_kept_is_read_and_cancelled()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_worker, client, runs) = cluster(&server).await?;
+    let ticket = enqueue(&client.host, "hold", ()).await?;
+    let id = ticket.id().to_owned();
+    job_reaches(&client.host, &id, JobState::Running).await?;
+    records_written_until_now_forgotten(&client).await?;
+
+    let r = within("get", client.host.jobs().get(&id)).await??;
+    assert_eq!(r.state, JobState::Running, "{r:?}");
+    let r = within("cancel", client.host.jobs().cancel(&id)).await??;
+    assert_eq!(r.state, JobState::Cancelled, "{r:?}");
+    let e = within("the outcome", ticket.outcome())
+        .await?
+        .expect_err("cancelled");
+    assert!(e.message().contains("cancelled"), "{e}");
+    assert!(runs.stopped(), "the run was stopped by its token");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_behind_a_long_run_is_read_and_cancelled() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_worker, client, runs) = cluster(&server).await?;
+    // The holder runs one job at a time: the second waits in the work queue,
+    // delivered to no one.
+    let holding = enqueue(&client.host, "hold", ()).await?;
+    job_reaches(&client.host, holding.id(), JobState::Running).await?;
+    let waiting = enqueue(&client.host, "busy", 0u64).await?;
+    let id = waiting.id().to_owned();
+    records_written_until_now_forgotten(&client).await?;
+
+    let r = within("get", client.host.jobs().get(&id)).await??;
+    assert_eq!(r.state, JobState::Queued, "{r:?}");
+    let r = within("cancel", client.host.jobs().cancel(&id)).await??;
+    assert_eq!(r.state, JobState::Cancelled, "{r:?}");
+    // The slot freed, the waiting job is dropped unrun.
+    within("cancel", client.host.jobs().cancel(holding.id())).await??;
+    let e = within("the outcome", waiting.outcome())
+        .await?
+        .expect_err("cancelled");
+    assert!(e.message().contains("cancelled"), "{e}");
+    stream_holds(&client, "KOAN_WORK", 0).await?;
+    assert_eq!(runs.started(), 1, "only the holding job ran");
+    Ok(())
+}
