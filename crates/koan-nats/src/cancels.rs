@@ -29,8 +29,9 @@ use crate::subjects;
 use crate::transport::{NatsTransport, unavailable};
 use crate::wire::Reply;
 
-/// How often the follower checks that its transport is still there and forgets
-/// markers the bucket has forgotten.
+/// How often, at most, the follower forgets markers the bucket has forgotten
+/// (a third of the bucket's age limit when that is shorter: a marker forgotten
+/// there must not be held here much longer, or a test of it would wait a minute).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Markers one host holds at most (some 10 MB). Past it, a flood of cancels
@@ -158,7 +159,10 @@ async fn follow(
     watch: Weak<CancelWatch>,
     mut conn: tokio::sync::watch::Receiver<ConnectionState>,
 ) {
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let every = watch
+        .upgrade()
+        .map_or(PRUNE_EVERY, |w| PRUNE_EVERY.min(w.keep / 3));
+    let mut prune = tokio::time::interval(every);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Connected first: a watch begun now catches up with what was marked

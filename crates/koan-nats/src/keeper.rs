@@ -5,17 +5,20 @@
 //! (`records::kept`): without this, it would vanish from the listing, `GET` would
 //! call it unknown and a cancel could not reach it, though it is still to run.
 //!
-//! Every `records::refresh_every` (a third of that limit), one instance of each
+//! Every `records::refresh_every` (a quarter of that limit), one instance of each
 //! service — the one with the lowest host id among those the registry shows
 //! running it; two at once for a moment after a change, which costs only reads,
 //! since a record is written again only when due, with a compare-and-set — walks
 //! the service's messages in `KOAN_WORK` from the oldest and keeps the record of
-//! each published that long ago or more. A backlog younger than that costs nothing.
+//! each published that long ago or more, and the cancel's marker of each
+//! cancelled one (`cancels.rs`), until a worker drops it. A backlog younger than
+//! that costs nothing.
 
 use std::time::Duration;
 
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use koan::HostHandle;
+use koan::job::JobState;
 
 use crate::records;
 use crate::subjects;
@@ -73,8 +76,18 @@ async fn walk(
             return Ok(());
         }
         seq = msg.sequence + 1;
-        if let Ok(job) = Job::read(service, &msg.subject, Some(&msg.headers), &msg.payload) {
-            let _ = records::kept(t, &job.id).await;
+        let Ok(job) = Job::read(service, &msg.subject, Some(&msg.headers), &msg.payload) else {
+            continue;
+        };
+        // A job cancelled while it waits keeps its cancel's marker too: a worker
+        // that holds no marker for a job may take it for not cancelled unread.
+        if let Ok(Some(r)) = records::kept(t, &job.id).await
+            && r.state == JobState::Cancelled
+        {
+            t.inner
+                .cancels
+                .put(subjects::key(&job.id), bytes::Bytes::new())
+                .await?;
         }
     }
 }

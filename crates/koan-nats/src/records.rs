@@ -207,19 +207,22 @@ async fn read_entry(
 /// How often the record of a job still to end is written again, so that the
 /// bucket, which forgets an entry not written for its age limit (its own
 /// `max_age`, which its first creator set: `outcome_ttl`), keeps it however long
-/// the job waits or runs: a third of that limit. `None` when the bucket forgets
+/// the job waits or runs: a quarter of that limit (written again at the latest
+/// after half of it, checked as often as this). `None` when the bucket forgets
 /// nothing.
 pub(crate) fn refresh_every(t: &NatsTransport) -> Option<std::time::Duration> {
     let keep = t.inner.records.stream.cached_info().config.max_age;
-    (!keep.is_zero()).then(|| keep / 3)
+    (!keep.is_zero()).then(|| keep / 4)
 }
 
 /// The record of job `id` as it stands (`None`: the bucket has none), written
-/// again as it is when the job is still to end and the record was last written
-/// [`refresh_every`] ago or more: what reads a waiting or running job's record
-/// from time to time (the delayed jobs' mover at each turn, a worker at each
-/// progress check) keeps it in the bucket, listed, read by id and cancellable.
-/// The write is a compare-and-set: a writer that came first wrote it anew.
+/// again as it is when the record was last written [`refresh_every`] ago or more
+/// and the job is still to end, or cancelled (its message, which the caller has
+/// in hand, may still be delivered: the cancel must hold until then). What reads a
+/// waiting or running job's record from time to time (the delayed jobs' mover at
+/// each turn, a worker at each progress check, the keeper) keeps it in the
+/// bucket, listed, read by id and cancellable. The write is a compare-and-set: a
+/// writer that came first wrote it anew.
 pub(crate) async fn kept(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
     let key = subjects::key(id);
     let Some((record, entry)) = read_entry(t, id, &key).await? else {
@@ -229,7 +232,7 @@ pub(crate) async fn kept(t: &NatsTransport, id: &str) -> Result<Option<JobRecord
     let age_ms = i128::from(crate::wire::unix_ms()) - written_ms;
     let due = refresh_every(t)
         .is_some_and(|every| age_ms >= i128::try_from(every.as_millis()).unwrap_or(i128::MAX));
-    if due && !record.state.is_final() {
+    if due && (!record.state.is_final() || record.state == JobState::Cancelled) {
         let again = t
             .inner
             .records

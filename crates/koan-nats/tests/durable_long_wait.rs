@@ -109,27 +109,36 @@ async fn a_job_running_longer_than_its_record_would_be_kept_is_read_and_cancelle
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_queued_behind_a_long_run_is_read_and_cancelled() -> anyhow::Result<()> {
+async fn jobs_queued_behind_a_long_run_are_read_and_cancelled_and_their_cancels_hold()
+-> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (_worker, client, runs) = cluster(&server).await?;
-    // The holder runs one job at a time: the second waits in the work queue,
+    let jobs = client.host.jobs();
+    // The holder runs one job at a time: the others wait in the work queue,
     // delivered to no one.
     let holding = enqueue(&client.host, "hold", ()).await?;
     job_reaches(&client.host, holding.id(), JobState::Running).await?;
     let waiting = enqueue(&client.host, "busy", 0u64).await?;
-    let id = waiting.id().to_owned();
+    let cancelled_early = enqueue(&client.host, "busy", 0u64).await?;
+    within("cancel", jobs.cancel(cancelled_early.id())).await??;
+    // Unless written again, their records and the early cancel's marker are
+    // forgotten now.
     records_written_until_now_forgotten(&client).await?;
 
-    let r = within("get", client.host.jobs().get(&id)).await??;
+    let r = within("get", jobs.get(waiting.id())).await??;
     assert_eq!(r.state, JobState::Queued, "{r:?}");
-    let r = within("cancel", client.host.jobs().cancel(&id)).await??;
+    let r = within("cancel", jobs.cancel(waiting.id())).await??;
     assert_eq!(r.state, JobState::Cancelled, "{r:?}");
-    // The slot freed, the waiting job is dropped unrun.
-    within("cancel", client.host.jobs().cancel(holding.id())).await??;
-    let e = within("the outcome", waiting.outcome())
-        .await?
-        .expect_err("cancelled");
-    assert!(e.message().contains("cancelled"), "{e}");
+    let r = within("get", jobs.get(cancelled_early.id())).await??;
+    assert_eq!(r.state, JobState::Cancelled, "{r:?}");
+    // The slot freed, the waiting jobs are dropped unrun.
+    within("cancel", jobs.cancel(holding.id())).await??;
+    for ticket in [waiting, cancelled_early] {
+        let e = within("the outcome", ticket.outcome())
+            .await?
+            .expect_err("cancelled");
+        assert!(e.message().contains("cancelled"), "{e}");
+    }
     stream_holds(&client, "KOAN_WORK", 0).await?;
     assert_eq!(runs.started(), 1, "only the holding job ran");
     Ok(())
