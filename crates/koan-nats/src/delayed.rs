@@ -95,9 +95,9 @@ async fn move_if_due(t: &NatsTransport, service: &str, msg: Message) {
         .unwrap_or(0)
         .saturating_sub(wire::unix_ms());
     if left > 0 {
-        // Back again within the time its record is written again, until due.
+        // Back again in time to write its record again, until due.
         let left = Duration::from_millis(left);
-        let wait = records::refresh_every(t).map_or(left, |every| every.min(left));
+        let wait = records::visit_every(t).map_or(left, |every| every.min(left));
         let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
         return;
     }

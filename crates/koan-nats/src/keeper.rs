@@ -5,14 +5,17 @@
 //! (`records::kept`): without this, it would vanish from the listing, `GET` would
 //! call it unknown and a cancel could not reach it, though it is still to run.
 //!
-//! Every `records::refresh_every` (a quarter of that limit), one instance of each
+//! Every `records::visit_every` (half of that limit), one instance of each
 //! service — the one with the lowest host id among those the registry shows
 //! running it; two at once for a moment after a change, which costs only reads,
 //! since a record is written again only when due, with a compare-and-set — walks
 //! the service's messages in `KOAN_WORK` from the oldest and keeps the record of
-//! each published that long ago or more, and the cancel's marker of each
-//! cancelled one (`cancels.rs`), until a worker drops it. A backlog younger than
-//! that costs nothing.
+//! each published a quarter of that limit ago or more (`records::refresh_after`),
+//! and the cancel's marker of each cancelled one (`cancels.rs`), until a worker
+//! drops it. A backlog younger than that costs nothing; an older one costs three
+//! requests a job each visit (its message, its record, its record written again),
+//! one after the other: about 0.4 ms a job here, so 100,000 such jobs take some
+//! 40 s of each half hour.
 
 use std::time::Duration;
 
@@ -27,7 +30,7 @@ use crate::wire::{self, Job};
 
 /// Keeps the records of `service`'s waiting jobs until the host stops.
 pub(crate) async fn keep(t: NatsTransport, host: HostHandle, service: String) {
-    let Some(every) = records::refresh_every(&t) else {
+    let (Some(every), Some(after)) = (records::visit_every(&t), records::refresh_after(&t)) else {
         return;
     };
     // Not at once: a job accepted a moment ago needs nothing yet.
@@ -42,22 +45,23 @@ pub(crate) async fn keep(t: NatsTransport, host: HostHandle, service: String) {
         if !t.first_of(&service) {
             continue;
         }
-        if let Err(e) = walk(&t, &service, every).await {
+        if let Err(e) = walk(&t, &service, after).await {
             tracing::warn!(service = %service, error = %e, "could not keep the records of jobs waiting in the work queue; trying again");
         }
     }
 }
 
-/// Keeps the records of `service`'s jobs published `every` ago or more.
+/// Keeps the records of `service`'s jobs published `after` ago or more (a
+/// younger one's record was written since).
 async fn walk(
     t: &NatsTransport,
     service: &str,
-    every: Duration,
+    after: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let stream = t.inner.js.get_stream(subjects::WORK_STREAM).await?;
     let subject = subjects::work_of(service);
-    let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
-    let before_ns = i128::from(wire::unix_ms().saturating_sub(every_ms)) * 1_000_000;
+    let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    let before_ns = i128::from(wire::unix_ms().saturating_sub(after_ms)) * 1_000_000;
     let mut seq = 1;
     loop {
         let next = stream

@@ -204,19 +204,27 @@ async fn read_entry(
     Ok(Some((r, entry)))
 }
 
-/// How often the record of a job still to end is written again, so that the
-/// bucket, which forgets an entry not written for its age limit (its own
-/// `max_age`, which its first creator set: `outcome_ttl`), keeps it however long
-/// the job waits or runs: a quarter of that limit (written again at the latest
-/// after half of it, checked as often as this). `None` when the bucket forgets
-/// nothing.
-pub(crate) fn refresh_every(t: &NatsTransport) -> Option<std::time::Duration> {
+/// How old the record of a job still to end may grow before whoever reads it
+/// writes it again ([`kept`]), so that the bucket, which forgets an entry not
+/// written for its age limit (its own `max_age`, which its first creator set:
+/// `outcome_ttl`), keeps it however long the job waits or runs: a quarter of
+/// that limit. `None` when the bucket forgets nothing.
+pub(crate) fn refresh_after(t: &NatsTransport) -> Option<std::time::Duration> {
     let keep = t.inner.records.stream.cached_info().config.max_age;
     (!keep.is_zero()).then(|| keep / 4)
 }
 
+/// How often the readers that come back to a waiting job (the delayed jobs'
+/// mover, the keeper of jobs in the work queue) come back: half of the bucket's
+/// age limit. A record is then written again at the latest three quarters of it
+/// after its last write; a running job's worker reads it far more often (each
+/// third of `ack_wait`).
+pub(crate) fn visit_every(t: &NatsTransport) -> Option<std::time::Duration> {
+    refresh_after(t).map(|quarter| quarter * 2)
+}
+
 /// The record of job `id` as it stands (`None`: the bucket has none), written
-/// again as it is when the record was last written [`refresh_every`] ago or more
+/// again as it is when the record was last written [`refresh_after`] ago or more
 /// and the job is still to end, or cancelled (its message, which the caller has
 /// in hand, may still be delivered: the cancel must hold until then). What reads a
 /// waiting or running job's record from time to time (the delayed jobs' mover at
@@ -230,7 +238,7 @@ pub(crate) async fn kept(t: &NatsTransport, id: &str) -> Result<Option<JobRecord
     };
     let written_ms = entry.created.unix_timestamp_nanos() / 1_000_000;
     let age_ms = i128::from(crate::wire::unix_ms()) - written_ms;
-    let due = refresh_every(t)
+    let due = refresh_after(t)
         .is_some_and(|every| age_ms >= i128::try_from(every.as_millis()).unwrap_or(i128::MAX));
     if due && (!record.state.is_final() || record.state == JobState::Cancelled) {
         let again = t

@@ -1,5 +1,5 @@
 //! Jobs that wait or run longer than the cluster keeps a record nobody writes to
-//! (`outcome_ttl`, here 3 s): their records are written again while they wait or
+//! (`outcome_ttl`, here 6 s): their records are written again while they wait or
 //! run — delayed far ahead, queued behind a long backlog, or running long — so
 //! they are read by id and cancelled all along, and a cancel holds however long
 //! before its job's time it was made.
@@ -14,7 +14,7 @@ use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{wait_for, within};
 
 /// How long the test cluster's buckets keep an entry not written to.
-const KEEP: Duration = Duration::from_secs(3);
+const KEEP: Duration = Duration::from_secs(6);
 
 /// A worker running a `Holder` and a client, with buckets that keep an entry
 /// [`KEEP`]; and what the holder's runs do.
@@ -73,7 +73,7 @@ async fn a_job_due_long_after_its_record_would_be_forgotten_is_read_and_cancelle
 async fn a_delayed_job_cancelled_long_before_its_time_never_runs() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (_worker, client, runs) = cluster(&server).await?;
-    let id = later(&client, Duration::from_secs(5)).await?;
+    let id = later(&client, KEEP + Duration::from_secs(4)).await?;
     let r = within("cancel", client.host.jobs().cancel(&id)).await??;
     assert_eq!(r.state, JobState::Cancelled, "{r:?}");
     // The cancel's marker and record, unless written again, are forgotten
