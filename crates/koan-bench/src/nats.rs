@@ -189,8 +189,9 @@ pub(crate) async fn b8(opts: Opts) -> anyhow::Result<Vec<Row>> {
         raw_spent.per_call(calls)
     )));
 
-    // ---- durable throughput
-    if solo.is_none() {
+    // ---- durable throughput (with `KOAN_BENCH_SOLO`, only the goal row alone
+    // runs, when asked for: koan's rounds without raw's)
+    if solo.is_none() || crate::durable::goal_row_only().is_some() {
         rows.extend(crate::durable::rows(opts, &server, &host_b, &o, &raw_cli).await?);
     }
 

@@ -233,8 +233,9 @@ pub(crate) async fn rows(
 }
 
 /// `KOAN_BENCH_GOAL_ROW=N`: B8's goal row alone, for comparing builds (after
-/// B8's round trip; the other durable rows are skipped and no row is reported).
-fn goal_row_only() -> Option<usize> {
+/// B8's round trip; the other durable rows are skipped and no row is reported);
+/// with `KOAN_BENCH_SOLO=0`, koan's rounds alone.
+pub(crate) fn goal_row_only() -> Option<usize> {
     std::env::var("KOAN_BENCH_GOAL_ROW").ok()?.parse().ok()
 }
 
@@ -255,7 +256,12 @@ async fn goal_row_alone(
         let before = Spent::now(server).await;
         let k = koan_durable(host, "WideCalc", jobs).await?;
         let mid = Spent::now(server).await;
-        let r = raw_durable(js, kv, Raw::Ack, jobs, round).await?;
+        // `KOAN_BENCH_SOLO=0`: koan's rounds alone (a profile of koan's side).
+        let r = if crate::common::solo() == Some(0) {
+            f64::NAN
+        } else {
+            raw_durable(js, kv, Raw::Ack, jobs, round).await?
+        };
         let after = Spent::now(server).await;
         if round > 0 {
             ks.push(k);
