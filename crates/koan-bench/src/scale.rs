@@ -171,20 +171,35 @@ fn children(n: usize) -> usize {
     if n < 100_000 { 5 } else { 3 }
 }
 
+/// How many children a round's figure of a size is the median of: three below
+/// 10,000 services, whose start and stop take a millisecond or two, one above.
+/// With one, a round's shutdown of 1,000 services swung enough to make the
+/// growth 2.07× once in the forty-second round, where the medians of each size's
+/// five and three shutdowns gave 1.13×.
+fn per_round(n: usize) -> usize {
+    if n < 10_000 { 3 } else { 1 }
+}
+
 /// Every size's children for koan (`[0]`) and raw tokio (`[1]`), taken in rounds
 /// (each size once a round, koan then raw), not size after size: a change of the
 /// machine's pace (this VM has a slower and a faster mode) then falls on every
 /// size alike, and the growth ratio is taken round by round. Size after size,
 /// one fast run of 1,000-service shutdowns (0.63 ms against 1.3–2.1 ms) once
-/// made the growth 2.49× (thirty-ninth round).
+/// made the growth 2.49× (thirty-ninth round). A round's figure of a small size
+/// is the median of [`per_round`] children, run back to back.
 async fn run_sizes(sizes: &[usize]) -> anyhow::Result<[Vec<Vec<ScaleResult>>; 2]> {
     let mut all = [vec![Vec::new(); sizes.len()], vec![Vec::new(); sizes.len()]];
     let rounds = sizes.iter().map(|&n| children(n)).max().unwrap_or(0);
     for round in 0..rounds {
         for (i, &n) in sizes.iter().enumerate() {
             if round < children(n) {
-                all[0][i].push(run_child("koan", n).await?);
-                all[1][i].push(run_child("raw", n).await?);
+                let (mut koan, mut raw) = (Vec::new(), Vec::new());
+                for _ in 0..per_round(n) {
+                    koan.push(run_child("koan", n).await?);
+                    raw.push(run_child("raw", n).await?);
+                }
+                all[0][i].push(summary(&koan, n));
+                all[1][i].push(summary(&raw, n));
             }
         }
     }
