@@ -53,8 +53,23 @@ pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
 /// together: one socket write and one wait instead of two each (B8 durable: 2.6
 /// -> 1.8 writes a job in koan's process, `docs/benchmarks/round-39.md`).
 /// The record stays only when the job is stored now; otherwise it is taken back.
+///
+/// A job whose id is not one a host made up for it (an idempotency key names it,
+/// or a foreign client chose it) may repeat one the cluster holds: its record is
+/// written first, and only a job without one is published. A repeat stores
+/// nothing, however long after the first (JetStream's duplicate window, 120 s,
+/// tells only of repeats close together: past it, the repeat of a job still
+/// running was stored, and ran beside it).
 pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error> {
-    let (stored, record) = tokio::join!(publish(t, job), records::accepted(t, job));
+    let (stored, record) = if crate::queue::fresh_id(&job.id) {
+        tokio::join!(publish(t, job), records::accepted(t, job))
+    } else {
+        let record = records::accepted(t, job).await;
+        if matches!(record, Ok(None)) {
+            return Ok(false);
+        }
+        (publish(t, job).await, record)
+    };
     match (&stored, record) {
         (Ok(true), Ok(_)) => {}
         (Ok(true), Err(e)) => {

@@ -1,14 +1,14 @@
-//! Enqueue options on a service in another process. An idempotency key past
-//! JetStream's duplicate window: the repeat is stored as a new message (the window
-//! only de-duplicates publishes close together), but the job it names has its
-//! outcome recorded, so it is not run again. A delay is kept by the cluster
-//! (`KOAN_DELAYED`), not run at once.
+//! Enqueue options on a service in another process. An idempotency key repeated
+//! past JetStream's duplicate window (which only de-duplicates publishes close
+//! together): the job it names is in the cluster's records, so the repeat stores
+//! nothing and answers with it, whether it ended or still runs. A delay is kept
+//! by the cluster (`KOAN_DELAYED`), not run at once.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::stream;
+use async_nats::jetstream::{self, stream};
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions, job::JobState,
@@ -26,7 +26,8 @@ impl Service for Mailer {
     type Kind = Background;
 
     fn options() -> ServiceOptions {
-        ServiceOptions::named("Mailer")
+        // Four runs at once: a repeat stored beside a running job would run at once.
+        ServiceOptions::named("Mailer").max_concurrency(4)
     }
 
     fn actions(a: &mut Actions<Self>) {
@@ -40,6 +41,15 @@ impl Service for Mailer {
                 ) {
                     keys.push(key);
                 }
+                Ok::<_, BoxError>(order)
+            },
+        );
+        // Sends, then waits for its token: a run still going.
+        a.action(
+            "send_slowly",
+            |svc: Arc<Self>, order: u32, cx: ActionContext| async move {
+                svc.sent.fetch_add(1, Ordering::SeqCst);
+                cx.cancelled().await;
                 Ok::<_, BoxError>(order)
             },
         );
@@ -69,13 +79,10 @@ async fn mailer_and_client(server: &NatsServer) -> anyhow::Result<(Member, Membe
     Ok((w, client, (sent, keys)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() -> anyhow::Result<()>
-{
-    let server = NatsServer::start()?;
-    // The work stream as the hosts make it, but with the shortest duplicate window
-    // (the hosts' 120 s would make the test wait for it).
-    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await?);
+/// The work stream as the hosts make it, but with the shortest duplicate window
+/// (the hosts' 120 s would make the tests wait for it).
+async fn short_window(server: &NatsServer) -> anyhow::Result<jetstream::Context> {
+    let js = jetstream::new(async_nats::connect(server.url()).await?);
     js.create_stream(stream::Config {
         name: "KOAN_WORK".into(),
         subjects: vec!["koan.work.>".into()],
@@ -85,6 +92,51 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
         ..Default::default()
     })
     .await?;
+    Ok(js)
+}
+
+/// Returns once the duplicate window of every message published before has
+/// passed: a probe published now, then again with its id until the stream stores
+/// the repeat (the probes are removed after).
+async fn past_the_window(js: &jetstream::Context) -> anyhow::Result<()> {
+    let probe = || async {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", "window-probe");
+        let ack = js
+            .publish_with_headers("koan.work.probe.window", h, "{}".into())
+            .await?
+            .await?;
+        anyhow::Ok(ack.duplicate)
+    };
+    probe().await?;
+    within("the duplicate window to pass", async {
+        while probe().await? {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    let stream = js.get_stream("KOAN_WORK").await?;
+    stream.purge().filter("koan.work.probe.>").await?;
+    Ok(())
+}
+
+/// How many messages the work stream holds now.
+async fn work_messages(js: &jetstream::Context) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream("KOAN_WORK")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() -> anyhow::Result<()>
+{
+    let server = NatsServer::start()?;
+    let js = short_window(&server).await?;
     let (_w, member, (sent, keys)) = mailer_and_client(&server).await?;
     let client = &member.host;
     let send = || {
@@ -112,18 +164,10 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
         "the handler's cx.job()"
     );
 
-    // Past the window: JetStream stores the repeat as a new message.
-    // Repeats within the window are the first message; one past it is stored.
-    let repeat = within("a repeat past the window", async {
-        loop {
-            let t = send().await?;
-            if t.created() {
-                return anyhow::Ok(t);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await??;
+    // Past the window, the repeat is the first job: nothing is stored.
+    past_the_window(&js).await?;
+    let repeat = within("a repeat past the window", send()).await??;
+    assert!(!repeat.created(), "a repeat stores nothing");
     assert_eq!(repeat.id(), id);
     assert_eq!(
         within("the repeat's answer", repeat.outcome())
@@ -131,17 +175,45 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
             .value::<u32>()?,
         17
     );
-    eventually("the repeat's message to be consumed", || async {
-        js.get_stream("KOAN_WORK")
-            .await
-            .is_ok_and(|s| s.cached_info().state.messages == 0)
+    assert_eq!(work_messages(&js).await?, 0, "nothing was stored");
+    assert_eq!(sent.load(Ordering::SeqCst), 1, "the job ran once");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_repeated_past_the_window_while_its_job_runs_does_not_run_it_beside()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let js = short_window(&server).await?;
+    let (_w, member, (sent, _)) = mailer_and_client(&server).await?;
+    let client = &member.host;
+    let send = || {
+        client
+            .service("Mailer")
+            .action("send_slowly", 18u32)
+            .idempotency_key("order-18".to_owned())
+            .enqueue()
+    };
+    let first = within("enqueue", send()).await??;
+    eventually("the job to run", || async {
+        sent.load(Ordering::SeqCst) == 1
     })
     .await?;
+
+    // A client whose answer was lost repeats the call, past the window: the job
+    // still runs, and the repeat is it.
+    past_the_window(&js).await?;
+    let repeat = within("a repeat past the window", send()).await??;
+    assert!(!repeat.created(), "a repeat stores nothing");
+    assert_eq!(repeat.id(), first.id());
     assert_eq!(
-        sent.load(Ordering::SeqCst),
+        work_messages(&js).await?,
         1,
-        "the job the key names ran already: its repeat must not run it again"
+        "only the running job's message: a second would run beside it"
     );
+    let r = within("cancel", client.jobs().cancel(first.id())).await??;
+    assert_eq!(r.state, JobState::Cancelled, "{r:?}");
+    assert_eq!(sent.load(Ordering::SeqCst), 1);
     Ok(())
 }
 
