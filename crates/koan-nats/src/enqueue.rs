@@ -66,6 +66,13 @@ pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error>
     } else {
         let record = records::accepted(t, job).await;
         if matches!(record, Ok(None)) {
+            // Under a key, the same call only (the job the key named asked).
+            if job.idempotency_key.is_some()
+                && let Ok(Some(first)) = records::get(t, &job.id).await
+            {
+                let asked = records::queued(t, job);
+                koan::job::same_call(&first, &job.service, &asked.steps())?;
+            }
             return Ok(false);
         }
         (publish(t, job).await, record)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions, job::JobState,
+    ServiceOptions, error::ErrorKind, job::JobState,
 };
 use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{eventually, within};
@@ -177,6 +177,19 @@ async fn a_key_repeated_after_the_duplicate_window_does_not_run_the_job_again() 
     );
     assert_eq!(work_messages(&js).await?, 0, "nothing was stored");
     assert_eq!(sent.load(Ordering::SeqCst), 1, "the job ran once");
+
+    // Another call under the same key is refused, not answered with this job.
+    let other = client
+        .service("Mailer")
+        .action("send", 99u32)
+        .idempotency_key("order-17".to_owned())
+        .enqueue();
+    let e = within("another call under the key", other)
+        .await?
+        .expect_err("refused");
+    assert_eq!(e.kind(), ErrorKind::JobState, "{e}");
+    assert!(e.message().contains("must be the same call"), "{e}");
+    assert_eq!(work_messages(&js).await?, 0, "nothing was stored");
     Ok(())
 }
 

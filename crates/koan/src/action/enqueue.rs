@@ -14,7 +14,7 @@ use super::step::Step;
 use super::table::Resolved;
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
-use crate::job::{JobRecord, JobStep, JobTicket, NewJob, new_job_id};
+use crate::job::{JobStep, JobTicket, NewJob, new_job_id, same_call};
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
 
@@ -283,27 +283,4 @@ pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) ->
         params: json,
         timeout_ms: timeout.map(crate::util::millis),
     })
-}
-
-/// A repeat under an idempotency key returns the first job only when it asks for the
-/// same work; a different call under a used key is refused rather than answered with
-/// another call's job.
-fn same_call(first: &JobRecord, service: &str, asked: &[JobStep]) -> Result<()> {
-    if first.service == service && first.steps() == asked {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorKind::JobState,
-        format!(
-            "idempotency key `{}` was first used for job {} (`{}` of `{}` with other parameters); a repeat must be the same call: use a new key for a different one",
-            first
-                .idempotency_key
-                .as_deref()
-                .unwrap_or_default()
-                .escape_debug(),
-            first.id,
-            first.action.escape_debug(),
-            first.service.escape_debug(),
-        ),
-    ))
 }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::record::{JobAttempt, JobRecord, JobState};
+use super::record::{JobAttempt, JobRecord, JobState, JobStep};
 use super::store::{ClaimRequest, Finish};
 use crate::error::{Error, ErrorKind};
 
@@ -25,6 +25,30 @@ pub fn wrong_state(id: &str, state: JobState, what: &str, allowed: &str) -> Erro
         ErrorKind::JobState,
         format!("job `{id}` is {state}: cannot {what} it (only a job that is {allowed})"),
     )
+}
+
+/// A repeat under an idempotency key returns the first job only when it asks for the
+/// same work; a different call under a used key is refused rather than answered with
+/// another call's job (`JobState`, 409 over HTTP). Shared by the host's store and
+/// the cluster's (`koan-nats`).
+pub fn same_call(first: &JobRecord, service: &str, asked: &[JobStep]) -> Result<(), Error> {
+    if first.service == service && first.steps() == asked {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::JobState,
+        format!(
+            "idempotency key `{}` was first used for job {} (`{}` of `{}` with other parameters); a repeat must be the same call: use a new key for a different one",
+            first
+                .idempotency_key
+                .as_deref()
+                .unwrap_or_default()
+                .escape_debug(),
+            first.id,
+            first.action.escape_debug(),
+            first.service.escape_debug(),
+        ),
+    ))
 }
 
 /// The record once claimed by `request` (the attempt count raised, the attempt
