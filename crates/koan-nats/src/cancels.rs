@@ -180,7 +180,8 @@ async fn follow(
             }
         }
         // An empty bucket's watch delivers nothing: caught up as soon as it begins.
-        let mut empty = bucket_is_empty(&store).await;
+        let end = crate::streams::bucket_end(&store).await;
+        let mut empty = end == Some(0);
         match store.watch_with_history(">").await {
             Ok(mut entries) => loop {
                 let Some(w) = watch.upgrade() else { return };
@@ -190,8 +191,9 @@ async fn follow(
                 tokio::select! {
                     entry = entries.next() => match entry {
                         Some(Ok(entry)) => {
+                            let current = crate::streams::caught_up(&entry, end);
                             w.apply(entry.key, entry.operation);
-                            if entry.seen_current {
+                            if current {
                                 w.live.store(true, Ordering::Release);
                             }
                         }

@@ -270,7 +270,8 @@ async fn follow(store: kv::Store, view: Arc<JobsView>) {
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // An empty bucket's watch delivers nothing: caught up as soon as it begins.
-        let empty = crate::streams::bucket_is_empty(&store).await;
+        let end = crate::streams::bucket_end(&store).await;
+        let empty = end == Some(0);
         let watch = store.watch_with_history(">").await;
         if let Err(e) = &watch {
             tracing::warn!(error = %e, "cannot watch the cluster's job records; trying again");
@@ -283,8 +284,9 @@ async fn follow(store: kv::Store, view: Arc<JobsView>) {
                 tokio::select! {
                     entry = watch.next() => match entry {
                         Some(Ok(entry)) => {
+                            let current = crate::streams::caught_up(&entry, end);
                             view.apply(entry.key, entry.operation, &entry.value);
-                            if entry.seen_current && !*view.caught_up.borrow() {
+                            if current && !*view.caught_up.borrow() {
                                 view.caught_up.send_replace(true);
                             }
                         }

@@ -130,7 +130,8 @@ pub(crate) async fn dead_ids(
         unavailable(format!("the cluster's job records cannot be read: {e}"))
     };
     let mut ids = Vec::new();
-    if crate::streams::bucket_is_empty(store).await {
+    let end = crate::streams::bucket_end(store).await;
+    if end == Some(0) {
         return Ok(ids);
     }
     let mut watch = store
@@ -152,7 +153,7 @@ pub(crate) async fn dead_ids(
         {
             ids.push(head.id);
         }
-        if entry.seen_current {
+        if crate::streams::caught_up(&entry, end) {
             return Ok(ids);
         }
     }

@@ -169,11 +169,31 @@ pub(crate) async fn bucket(
 
 /// Whether a KV bucket holds no entry (`false` when that cannot be read): a
 /// watch of an empty bucket delivers nothing, so its follower is caught up as
-/// soon as the watch begins.
+/// soon as it begins.
 pub(crate) async fn bucket_is_empty(store: &kv::Store) -> bool {
-    store
-        .stream
-        .get_info()
-        .await
-        .is_ok_and(|i| i.state.messages == 0)
+    bucket_end(store).await == Some(0)
+}
+
+/// The revision of a KV bucket's newest entry, read before a watch of it with its
+/// history begins: the watch has caught up once it delivers it ([`caught_up`]).
+/// `Some(0)` when the bucket holds nothing, `None` when it cannot be read.
+pub(crate) async fn bucket_end(store: &kv::Store) -> Option<u64> {
+    let state = store.stream.get_info().await.ok()?.state;
+    Some(if state.messages == 0 {
+        0
+    } else {
+        state.last_sequence
+    })
+}
+
+/// Whether a watch begun after [`bucket_end`] answered `end` has caught up with
+/// the bucket at `entry`. async-nats's `seen_current` alone derives it from the
+/// server's count of messages still pending, which nats-server 2.9 sometimes
+/// gives one too many in a delivery of each key's last entry (seen: 3, 2, 1 for
+/// three entries, the last the bucket's newest), so that it never says so: a
+/// scan then waited for more and gave up. Entries come in the order they were
+/// written, so one at or past the newest when the watch began is the last of
+/// those (or newer).
+pub(crate) fn caught_up(entry: &kv::Entry, end: Option<u64>) -> bool {
+    entry.seen_current || end.is_some_and(|end| entry.revision >= end)
 }
