@@ -36,7 +36,9 @@ pub struct NatsOptions {
     /// How long a durable job may run before it is redelivered elsewhere (default 30 s).
     pub ack_wait: Duration,
     /// How long outcomes of durable work, their records and cancels' markers are
-    /// kept (default 1 h; set when the buckets are created, by the first host).
+    /// kept after their last write (default 1 h; the latest host to start sets it
+    /// on the buckets). The record of a job still to end is written again while it
+    /// waits or runs.
     pub outcome_ttl: Duration,
     /// How long this host keeps watching the cluster's job records after its last
     /// listing, and its durable jobs' outcomes after it last awaited one (default
@@ -120,6 +122,7 @@ struct Section {
     max_deliver: Option<i64>,
     ack_wait_seconds: Option<u64>,
     watch_idle_seconds: Option<u64>,
+    outcome_ttl_seconds: Option<u64>,
     view_max_records: Option<usize>,
     dead_letter_retention_hours: Option<u64>,
     dead_letter_max_mb: Option<u64>,
@@ -137,7 +140,7 @@ impl NatsOptions {
     /// Reads `koan.nats`: `url`, `user`/`password`, `token`, `nkey_seed`,
     /// `tls_required`, `tls_ca_file`, `tls_client_cert`/`tls_client_key`,
     /// `default_request_timeout_seconds`, `heartbeat_ms`, `lease_ms`, `max_deliver`,
-    /// `ack_wait_seconds`, `watch_idle_seconds`, `view_max_records`,
+    /// `ack_wait_seconds`, `watch_idle_seconds`, `outcome_ttl_seconds`, `view_max_records`,
     /// `dead_letter_retention_hours`, `dead_letter_max_mb`.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.nats")?;
@@ -187,6 +190,9 @@ impl NatsOptions {
         if let Some(i) = s.watch_idle_seconds {
             o.watch_idle = Duration::from_secs(i.max(1));
         }
+        if let Some(t) = s.outcome_ttl_seconds {
+            o.outcome_ttl = Duration::from_secs(t.max(1));
+        }
         if let Some(n) = s.view_max_records {
             o.view_max_records = n.max(1);
         }
@@ -223,6 +229,7 @@ mod tests {
             max_deliver = 9
             ack_wait_seconds = 11
             watch_idle_seconds = 30
+            outcome_ttl_seconds = 600
             view_max_records = 1000
             dead_letter_retention_hours = 48
             dead_letter_max_mb = 64
@@ -236,6 +243,7 @@ mod tests {
         assert_eq!(o.max_deliver, 9);
         assert_eq!(o.ack_wait, Duration::from_secs(11));
         assert_eq!(o.watch_idle, Duration::from_secs(30));
+        assert_eq!(o.outcome_ttl, Duration::from_secs(600));
         assert_eq!(o.view_max_records, 1000);
         assert_eq!(o.dead_letter_retention, Duration::from_secs(48 * 3600));
         assert_eq!(o.dead_letter_max_bytes, 64 * 1024 * 1024);

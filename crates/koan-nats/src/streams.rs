@@ -147,21 +147,46 @@ pub(crate) async fn bucket(
     max_age: Duration,
     opts: &NatsOptions,
 ) -> Result<kv::Store, Error> {
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        max_age,
-        storage: storage(opts),
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
+    let made = js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            storage: storage(opts),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
+    // The buckets kept for `outcome_ttl`: made by a host with another, this
+    // host's applies (the latest to start sets it, as for the dead letters).
+    // The registry's and the leases' ages follow the heartbeat and the lease
+    // period, which every host of a cluster must share anyway.
+    let had = made.cached_info().config.clone();
+    let kept_for_outcome_ttl = [
+        subjects::OUTCOMES_BUCKET,
+        subjects::JOBS_BUCKET,
+        subjects::CANCELS_BUCKET,
+    ];
+    if kept_for_outcome_ttl.contains(&name) && had.max_age != max_age {
+        let config = stream::Config {
+            max_age,
+            ..had.clone()
+        };
+        match js.update_stream(&config).await {
+            Ok(_) => {
+                tracing::info!(bucket = name, max_age = ?had.max_age, new_max_age = ?max_age, "bucket's age limit updated to this host's outcome_ttl")
+            }
+            Err(e) => {
+                tracing::warn!(bucket = name, error = %e, "could not update the bucket's age limit to this host's outcome_ttl")
+            }
+        }
+    }
     js.get_key_value(name)
         .await
         .map_err(|e| unavailable(format!("cannot open the KV bucket `{name}`: {e}")))

@@ -2,7 +2,8 @@
 //! another `ack_wait` or `max_deliver` than the host that made the consumer updates
 //! it (the latest to start sets them), instead of the first one's settings staying
 //! for ever while the new configuration is ignored in silence. So do the dead
-//! letters' limits, which keep a poison source from filling the server's storage.
+//! letters' limits, which keep a poison source from filling the server's storage,
+//! and the age of the buckets kept for `outcome_ttl`.
 
 use std::time::Duration;
 
@@ -86,5 +87,38 @@ async fn dead_letters_are_kept_within_the_latest_host_s_limits() -> anyhow::Resu
     assert!(state.bytes <= 64 * 1024, "{state:?}");
     assert!(state.messages > 0 && state.messages < 200, "{state:?}");
     assert_eq!(state.last_sequence, 200, "the newest kept: {state:?}");
+    Ok(())
+}
+
+/// The age limits of the buckets kept for `outcome_ttl`: outcomes, records, cancels.
+async fn outcome_ages(js: &async_nats::jetstream::Context) -> Vec<Duration> {
+    let mut ages = Vec::new();
+    for bucket in ["KV_koan_outcomes", "KV_koan_jobs", "KV_koan_cancels"] {
+        if let Ok(mut stream) = js.get_stream(bucket).await
+            && let Ok(info) = stream.info().await
+        {
+            ages.push(info.config.max_age);
+        }
+    }
+    ages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_records_and_cancels_are_kept_for_the_latest_host_s_outcome_ttl()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await?);
+    let first = test_options(&server.url());
+    let _a = Member::join(first.clone(), |b| b).await?;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(outcome_ages(&js).await, [hour; 3]);
+
+    let mut shorter = first;
+    shorter.outcome_ttl = Duration::from_secs(600);
+    let _b = Member::join(shorter, |b| b).await?;
+    eventually("the buckets' ages updated to the second host's", || async {
+        outcome_ages(&js).await == [Duration::from_secs(600); 3]
+    })
+    .await?;
     Ok(())
 }

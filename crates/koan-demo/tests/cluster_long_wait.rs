@@ -1,0 +1,113 @@
+//! Jobs that wait longer than the cluster keeps a record nobody writes to
+//! (`koan.nats.outcome_ttl_seconds`, 6 s here), across real processes and over
+//! HTTP: a translation due in an hour is read and cancelled on another process
+//! after its first record would have been forgotten, and one due in 10 s and
+//! cancelled at once never runs, though its cancel's record and marker would have
+//! been forgotten before it was due.
+
+#[path = "support/demo.rs"]
+mod demo;
+
+use std::time::Duration;
+
+use demo::{ALL_BUT_TRANSLATION, Demo, Site, send, translation_env};
+use koan_test_support::wait_for;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// Has `demo` accept a translation of `file` due after `delay` (as the query
+/// writes it, `1h`); the job's id.
+async fn delayed(
+    client: &reqwest::Client,
+    demo: &Demo,
+    file: &str,
+    delay: &str,
+) -> anyhow::Result<String> {
+    let path =
+        format!("/api/services/TranslationService/actions/translate?wait=false&delay={delay}");
+    let req = client
+        .post(demo.url(&path))
+        .json(&json!({"fileId": file, "from": "en", "to": "fr"}));
+    let (status, body) = send(req).await?;
+    anyhow::ensure!(status == StatusCode::ACCEPTED, "{status}: {body}");
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+}
+
+/// Cancels job `id` on `demo`; its record's state after.
+async fn cancel(client: &reqwest::Client, demo: &Demo, id: &str) -> anyhow::Result<String> {
+    let (status, body) = send(client.post(demo.url(&format!("/api/jobs/{id}/cancel")))).await?;
+    anyhow::ensure!(status == StatusCode::OK, "cancel {id}: {status}: {body}");
+    Ok(body["state"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Returns once an entry written to the records' bucket now has been forgotten:
+/// every record written before and not since is forgotten too.
+async fn records_written_until_now_forgotten(nats: &str) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await?);
+    let bucket = js.get_key_value("koan_jobs").await?;
+    bucket.put("probe", "{}".into()).await?;
+    wait_for("the probe to be forgotten", async || {
+        Ok(bucket.get("probe").await?.is_none().then_some(()))
+    })
+    .await
+}
+
+/// How many messages JetStream stream `name` holds.
+async fn messages(nats: &str, name: &str) -> anyhow::Result<u64> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await?);
+    Ok(js.get_stream(name).await?.info().await?.state.messages)
+}
+
+/// How many translations the database at `path` holds (none before its first).
+fn translated(path: &std::path::Path) -> anyhow::Result<u32> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let tables: u32 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'translations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if tables == 0 {
+        return Ok(0);
+    }
+    Ok(conn.query_row("SELECT COUNT(*) FROM translations", [], |r| r.get(0))?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_are_read_and_cancelled_past_outcome_ttl_and_never_run() -> anyhow::Result<()>
+{
+    let site = Site::start("koan-demo-long-wait")?;
+    let client = &site.client;
+    let ttl = ("KOAN__NATS__OUTCOME_TTL_SECONDS", "6".to_owned());
+    let mut env = translation_env(Duration::from_millis(10), 1);
+    env.push(ttl.clone());
+    let t1 = site.demo("t1", Some("TranslationService"), &env)?;
+    let a = site.demo("a", Some(ALL_BUT_TRANSLATION), &[ttl])?;
+
+    // Accepted on A (once A has heard of the translator), cancelled on T1.
+    let later = wait_for("A to accept a translation due in an hour", async || {
+        Ok(delayed(client, &a, "later", "1h").await.ok())
+    })
+    .await?;
+    let soon = delayed(client, &a, "soon", "10s").await?;
+    assert_eq!(cancel(client, &t1, &soon).await?, "cancelled");
+    records_written_until_now_forgotten(&site.nats).await?;
+
+    // Past its records' age, the job due in an hour is still read and cancelled.
+    let job = t1.job(client, &later).await?;
+    assert_eq!(job["state"], "scheduled", "{job}");
+    assert_eq!(cancel(client, &t1, &later).await?, "cancelled");
+
+    // Both are dropped unrun, the one cancelled at once too.
+    wait_for("the delayed jobs to be dropped", async || {
+        let left =
+            messages(&site.nats, "KOAN_DELAYED").await? + messages(&site.nats, "KOAN_WORK").await?;
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
+    assert_eq!(translated(&t1.db)?, 0, "a cancelled job ran");
+    Ok(())
+}
