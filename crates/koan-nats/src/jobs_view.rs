@@ -61,8 +61,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl JobsView {
-    pub(crate) fn new(opts: &crate::NatsOptions) -> JobsView {
-        JobsView::with(opts.outcome_ttl, opts.watch_idle, opts.view_max_records)
+    /// The view of `bucket`'s records, forgotten with the bucket's own age limit.
+    pub(crate) fn new(opts: &crate::NatsOptions, bucket: &kv::Store) -> JobsView {
+        // A bucket without an age limit: a century (an instant plus it is still one).
+        let keep = bucket.stream.cached_info().config.max_age;
+        let keep = if keep.is_zero() {
+            Duration::from_secs(100 * 365 * 24 * 3600)
+        } else {
+            keep
+        };
+        JobsView::with(keep, opts.watch_idle, opts.view_max_records)
     }
 
     fn with(keep: Duration, idle: Duration, cap: usize) -> JobsView {

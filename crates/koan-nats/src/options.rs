@@ -36,9 +36,10 @@ pub struct NatsOptions {
     /// How long a durable job may run before it is redelivered elsewhere (default 30 s).
     pub ack_wait: Duration,
     /// How long outcomes of durable work, their records and cancels' markers are
-    /// kept after their last write (default 1 h; the latest host to start sets it
-    /// on the buckets). The record of a job still to end is written again while it
-    /// waits or runs.
+    /// kept after their last write (default 1 h; set when the buckets are made, by
+    /// the first host: every host then reads it from them, and one configured
+    /// otherwise says so in its log). The record of a job still to end is written
+    /// again while it waits or runs.
     pub outcome_ttl: Duration,
     /// How long this host keeps watching the cluster's job records after its last
     /// listing, and its durable jobs' outcomes after it last awaited one (default

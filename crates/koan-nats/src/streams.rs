@@ -163,29 +163,13 @@ pub(crate) async fn bucket(
         })
         .await
         .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
-    // The buckets kept for `outcome_ttl`: made by a host with another, this
-    // host's applies (the latest to start sets it, as for the dead letters).
-    // The registry's and the leases' ages follow the heartbeat and the lease
-    // period, which every host of a cluster must share anyway.
-    let had = made.cached_info().config.clone();
-    let kept_for_outcome_ttl = [
-        subjects::OUTCOMES_BUCKET,
-        subjects::JOBS_BUCKET,
-        subjects::CANCELS_BUCKET,
-    ];
-    if kept_for_outcome_ttl.contains(&name) && had.max_age != max_age {
-        let config = stream::Config {
-            max_age,
-            ..had.clone()
-        };
-        match js.update_stream(&config).await {
-            Ok(_) => {
-                tracing::info!(bucket = name, max_age = ?had.max_age, new_max_age = ?max_age, "bucket's age limit updated to this host's outcome_ttl")
-            }
-            Err(e) => {
-                tracing::warn!(bucket = name, error = %e, "could not update the bucket's age limit to this host's outcome_ttl")
-            }
-        }
+    // A bucket keeps the age it was made with: every host reads it from the
+    // bucket (how often to write a waiting job's record again, how long a
+    // cancel's marker lasts), so a host that changed it there would leave the
+    // others writing too seldom. One configured otherwise says so.
+    let had = made.cached_info().config.max_age;
+    if had != max_age {
+        tracing::warn!(bucket = name, kept_for = ?had, configured = ?max_age, "this KV bucket keeps the age it was made with, not this host's configuration (for `koan.nats.outcome_ttl_seconds`: delete the buckets while no host runs to change it)");
     }
     js.get_key_value(name)
         .await

@@ -101,7 +101,7 @@ impl NatsTransport {
         let cancels =
             crate::streams::bucket(&js, subjects::CANCELS_BUCKET, opts.outcome_ttl, &opts).await?;
         let cancel_watch = Arc::new(crate::cancels::CancelWatch::new(&cancels));
-        let jobs_view = Arc::new(crate::jobs_view::JobsView::new(&opts));
+        let jobs_view = Arc::new(crate::jobs_view::JobsView::new(&opts, &records));
 
         // Forgotten with the bucket's entries, but kept past a lease: a new holder
         // reads what the dead one announced last.
