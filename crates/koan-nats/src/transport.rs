@@ -230,20 +230,13 @@ impl NatsTransport {
         }
     }
 
-    /// Whether this host has the lowest id among the live instances the registry
-    /// shows running `service` (or the registry shows none): the one that keeps
-    /// the records of its jobs waiting in the work queue (`keeper.rs`).
+    /// Whether this host keeps the records of `service`'s jobs waiting in the
+    /// work queue (`keeper.rs`): the live instance running it with the lowest id.
     pub(crate) fn first_of(&self, service: &str) -> bool {
         let me = self.inner.host_id.as_str();
-        let mut first = true;
-        self.inner.view.each_live(self.stale_after(), |i| {
-            let runs = i
-                .services
-                .iter()
-                .any(|s| s.name.eq_ignore_ascii_case(service));
-            first &= !(runs && i.host_id.as_str() < me);
-        });
-        first
+        self.inner
+            .view
+            .first_running(self.stale_after(), service, me)
     }
 
     fn connected(&self) -> bool {

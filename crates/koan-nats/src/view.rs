@@ -147,6 +147,21 @@ impl RegistryView {
         out
     }
 
+    /// Whether `me` has the lowest host id among the live instances (heartbeat
+    /// within `stale_after`) that run `service`, or none does: the one that keeps
+    /// the records of its jobs waiting in the work queue (`keeper.rs`).
+    pub(crate) fn first_running(&self, stale_after: Duration, service: &str, me: &str) -> bool {
+        let mut first = true;
+        self.each_live(stale_after, |i| {
+            let runs = i
+                .services
+                .iter()
+                .any(|s| s.name.eq_ignore_ascii_case(service));
+            first &= !(runs && i.host_id.as_str() < me);
+        });
+        first
+    }
+
     /// What `host_id` announced last, however long ago.
     pub(crate) fn last_of(&self, host_id: &str) -> Option<Instance> {
         let m = self.instances.lock().ok()?;
@@ -273,6 +288,32 @@ mod tests {
         let mut live = Vec::new();
         view.each_live(Duration::from_secs(1), |i| live.push(i.host_id.clone()));
         assert_eq!(live, ["ahead"]);
+    }
+
+    #[test]
+    fn the_first_live_instance_of_a_service_by_id_keeps_its_jobs_records() {
+        let view = RegistryView::new(Duration::from_secs(600));
+        let running = |id: &str, service: &str, age| {
+            let mut i = instance(id, age);
+            i.services = vec![crate::routes::status(
+                service,
+                koan::status::ServiceState::Running,
+                (0, 0),
+            )];
+            i
+        };
+        let window = Duration::from_secs(10);
+        // None runs it yet: each keeps them (reads only, the writes are due-only
+        // compare-and-sets).
+        assert!(view.first_running(window, "Calc", "c"));
+        view.put("k-a".into(), running("a", "Other", Duration::ZERO));
+        view.put("k-b".into(), running("b", "Calc", Duration::ZERO));
+        view.put("k-c".into(), running("c", "calc", Duration::ZERO));
+        assert!(view.first_running(window, "Calc", "b"));
+        assert!(!view.first_running(window, "Calc", "c"), "b comes first");
+        // b went silent: c takes over.
+        view.put("k-b".into(), running("b", "Calc", Duration::from_secs(60)));
+        assert!(view.first_running(window, "Calc", "c"));
     }
 
     #[test]
