@@ -20,23 +20,7 @@ async fn enqueue(client: &reqwest::Client, demo: &Demo, file: &str) -> anyhow::R
 
 /// Whether `job_id` has a translation row in the database at `path`.
 fn translated(path: &std::path::Path, job_id: &str) -> anyhow::Result<bool> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    // A process that never translated has no table yet.
-    let tables: u32 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'translations'",
-        [],
-        |r| r.get(0),
-    )?;
-    if tables == 0 {
-        return Ok(false);
-    }
-    let n: u32 = conn.query_row(
-        "SELECT COUNT(*) FROM translations WHERE job_id = ?1",
-        [job_id],
-        |r| r.get(0),
-    )?;
-    Ok(n > 0)
+    Ok(demo::translation_rows(path, Some(job_id))? > 0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,6 @@ use std::time::Duration;
 use demo::{ALL_BUT_TRANSLATION, Demo, Site, send, translation_env};
 use koan_test_support::wait_for;
 use reqwest::StatusCode;
-use serde_json::json;
 
 /// Has `demo` accept a translation of `file` due after `delay` (as the query
 /// writes it, `1h`); the job's id.
@@ -23,17 +22,9 @@ async fn delayed(
     file: &str,
     delay: &str,
 ) -> anyhow::Result<String> {
-    let path =
-        format!("/api/services/TranslationService/actions/translate?wait=false&delay={delay}");
-    let req = client
-        .post(demo.url(&path))
-        .json(&json!({"fileId": file, "from": "en", "to": "fr"}));
-    let (status, body) = send(req).await?;
-    anyhow::ensure!(status == StatusCode::ACCEPTED, "{status}: {body}");
-    body["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+    let query = format!("&delay={delay}");
+    demo.enqueue_translation_with(client, file, "fr", &query)
+        .await
 }
 
 /// Cancels job `id` on `demo`; its record's state after.
@@ -59,21 +50,6 @@ async fn records_written_until_now_forgotten(nats: &str) -> anyhow::Result<()> {
 async fn messages(nats: &str, name: &str) -> anyhow::Result<u64> {
     let js = async_nats::jetstream::new(async_nats::connect(nats).await?);
     Ok(js.get_stream(name).await?.info().await?.state.messages)
-}
-
-/// How many translations the database at `path` holds (none before its first).
-fn translated(path: &std::path::Path) -> anyhow::Result<u32> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let tables: u32 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'translations'",
-        [],
-        |r| r.get(0),
-    )?;
-    if tables == 0 {
-        return Ok(0);
-    }
-    Ok(conn.query_row("SELECT COUNT(*) FROM translations", [], |r| r.get(0))?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,6 +84,10 @@ async fn delayed_jobs_are_read_and_cancelled_past_outcome_ttl_and_never_run() ->
         Ok((left == 0).then_some(()))
     })
     .await?;
-    assert_eq!(translated(&t1.db)?, 0, "a cancelled job ran");
+    assert_eq!(
+        demo::translation_rows(&t1.db, None)?,
+        0,
+        "a cancelled job ran"
+    );
     Ok(())
 }

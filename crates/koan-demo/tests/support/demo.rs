@@ -31,6 +31,26 @@ pub(crate) fn translations(path: &Path) -> anyhow::Result<BTreeMap<String, u32>>
     Ok(rows)
 }
 
+/// Rows of `translations` in the database at `path`, of job `job_id` or all; none
+/// before the process's first translation (which makes the table).
+pub(crate) fn translation_rows(path: &Path, job_id: Option<&str>) -> anyhow::Result<u32> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let tables: u32 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'translations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if tables == 0 {
+        return Ok(0);
+    }
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM translations WHERE ?1 IS NULL OR job_id = ?1",
+        [job_id],
+        |r| r.get(0),
+    )?)
+}
+
 /// Configuration of a `TranslationService` whose work takes `delay` and which runs
 /// `concurrency` translations at a time.
 pub(crate) fn translation_env(delay: Duration, concurrency: usize) -> Vec<(&'static str, String)> {
@@ -197,7 +217,20 @@ impl Demo {
         file: &str,
         to: &str,
     ) -> anyhow::Result<String> {
-        let url = self.url("/api/services/TranslationService/actions/translate?wait=false");
+        self.enqueue_translation_with(client, file, to, "").await
+    }
+
+    /// [`enqueue_translation`](Self::enqueue_translation) with more of the query
+    /// (`&delay=1h`).
+    pub(crate) async fn enqueue_translation_with(
+        &self,
+        client: &reqwest::Client,
+        file: &str,
+        to: &str,
+        query: &str,
+    ) -> anyhow::Result<String> {
+        let path = format!("/api/services/TranslationService/actions/translate?wait=false{query}");
+        let url = self.url(&path);
         let req = client
             .post(url)
             .json(&json!({"fileId": file, "from": "en", "to": to}));
