@@ -12,7 +12,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use chrono::Utc;
 use koan::Error;
 use koan::error::ErrorKind;
-use koan::job::JobRecord;
+use koan::job::{JobRecord, RetryFrom};
 use koan::transport::{DurableJob, RemoteCall};
 
 use crate::records;
@@ -124,12 +124,16 @@ pub(crate) async fn publish(t: &NatsTransport, job: &Job) -> Result<bool, Error>
 /// Runs job `id` of the cluster's queue again: `None` when the cluster has no
 /// record of it. A job that may still run (queued, running, retrying: the queue
 /// redelivers it itself) is refused with `JobState`, and so is a cancelled one
-/// whose message still waits in the queue.
-pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
+/// whose message still waits in the queue; `from` may allow only a dead one.
+pub(crate) async fn retry(
+    t: &NatsTransport,
+    id: &str,
+    from: RetryFrom,
+) -> Result<Option<JobRecord>, Error> {
     let Some(before) = records::get(t, id).await? else {
         return Ok(None);
     };
-    records::may_retry(id, before.state)?;
+    records::may_retry(id, before.state, from)?;
     // The old outcome marks the old message as done: a worker that takes it drops
     // it. Until a worker has, that message may still run; retrying now would run
     // the job twice.
@@ -149,7 +153,7 @@ pub(crate) async fn retry(t: &NatsTransport, id: &str) -> Result<Option<JobRecor
             ),
         ));
     };
-    let Some((record, revision)) = records::retried(t, id, Utc::now()).await? else {
+    let Some((record, revision)) = records::retried(t, id, from, Utc::now()).await? else {
         return Ok(None);
     };
     let job = Job {

@@ -14,7 +14,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use koan::error::ErrorKind;
 use koan::job::{
-    Finish, JobRecord, JobState, JobStep, NewJob, apply_retry, cut_result, wrong_state,
+    Finish, JobRecord, JobState, JobStep, NewJob, RetryFrom, apply_retry, cut_result, wrong_state,
 };
 use koan::{Error, action::ErrorBody};
 use serde_json::Value;
@@ -344,7 +344,10 @@ pub(crate) async fn due(t: &NatsTransport, id: &str) {
 
 /// The states a job of the cluster's queue may be retried by hand from (one that
 /// may still run is redelivered by the queue itself), and the refusal otherwise.
-pub(crate) fn may_retry(id: &str, state: JobState) -> Result<(), Error> {
+pub(crate) fn may_retry(id: &str, state: JobState, from: RetryFrom) -> Result<(), Error> {
+    if from == RetryFrom::Dead {
+        return from.check(id, state);
+    }
     match state {
         JobState::Dead | JobState::Cancelled | JobState::Succeeded => Ok(()),
         other => Err(wrong_state(
@@ -361,10 +364,11 @@ pub(crate) fn may_retry(id: &str, state: JobState) -> Result<(), Error> {
 pub(crate) async fn retried(
     t: &NatsTransport,
     id: &str,
+    from: RetryFrom,
     now: chrono::DateTime<Utc>,
 ) -> Result<Option<(JobRecord, u64)>, Error> {
     let r = change_from(t, id, None, None, |r| {
-        may_retry(id, r.state)?;
+        may_retry(id, r.state, from)?;
         apply_retry(r, now);
         Ok(true)
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
-use koan::job::{JobCounts, JobPage, JobQuery, JobRecord};
+use koan::job::{JobCounts, JobPage, JobQuery, JobRecord, RetryFrom};
 use koan::{
     Error, error::ErrorKind, event::EventEnvelope, health::HealthReport, transport::BoxFuture,
     transport::DurableJob, transport::Instance, transport::RemoteCall, transport::RemoteQuery,
@@ -403,9 +403,13 @@ impl Transport for NatsTransport {
         Box::pin(async move { crate::cancels::cancel(self, &id).await })
     }
 
-    fn retry_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
+    fn retry_job(
+        &self,
+        id: &str,
+        from: RetryFrom,
+    ) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
         let id = id.to_owned();
-        Box::pin(async move { crate::enqueue::retry(self, &id).await })
+        Box::pin(async move { crate::enqueue::retry(self, &id, from).await })
     }
 
     fn delete_job(&self, id: &str) -> BoxFuture<'_, Result<bool, Error>> {

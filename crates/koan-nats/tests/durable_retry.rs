@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
-    ServiceOptions, error::ErrorKind, job::JobQuery, job::JobRecord, job::JobState,
+    ServiceOptions, error::ErrorKind, job::JobQuery, job::JobRecord, job::JobState, job::RetryFrom,
 };
 use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{eventually, wait_for, within};
@@ -158,6 +158,13 @@ async fn a_dead_cluster_job_is_retried_by_hand_from_another_host() -> anyhow::Re
     let t = client.nats.clone().into_transport();
     let outcome = within("the outcome", t.outcome(&id)).await??;
     assert_eq!(outcome, serde_json::json!(2));
+    // `retry_all_dead`'s retry takes a dead job only: this one, retried and
+    // succeeded since it was dead, is refused, and not run a third time.
+    let refused = within("a retry of a dead job", t.retry_job(&id, RetryFrom::Dead)).await?;
+    let e = refused.expect_err("it succeeded");
+    assert_eq!(e.kind(), ErrorKind::JobState, "{e}");
+    assert!(e.message().contains("only a job that is dead"), "{e}");
+    record_in(&client, &id, JobState::Succeeded).await?;
     eventually("the retried run to be the only one more", || async {
         flaky.until_mended.load(Ordering::SeqCst) == 2
     })

@@ -314,16 +314,14 @@ pub(crate) fn live_services(conn: &Connection) -> Result<koan::job::LiveServices
 }
 
 /// Runs a job again by hand.
-pub(crate) fn retry(conn: &Connection, id: &str, now: DateTime<Utc>) -> Result<JobRecord, Failure> {
+pub(crate) fn retry(
+    conn: &Connection,
+    id: &str,
+    from: koan::job::RetryFrom,
+    now: DateTime<Utc>,
+) -> Result<JobRecord, Failure> {
     let (mut r, _) = load(conn, id)?.ok_or_else(|| unknown_job(id))?;
-    if !koan::job::retryable(r.state) {
-        return Err(wrong_state(
-            id,
-            r.state,
-            "retry",
-            "dead, cancelled, retrying or succeeded",
-        ));
-    }
+    from.check(id, r.state).map_err(Failure::Job)?;
     koan::job::apply_retry(&mut r, now);
     codec::save(conn, &r, None)?;
     Ok(r)

@@ -156,9 +156,14 @@ impl JobStore for SqliteJobStore {
         self.call(|conn| queries::live_services(conn).map(Some))
     }
 
-    fn retry(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {
+    fn retry(
+        &self,
+        id: &str,
+        from: koan::job::RetryFrom,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<JobRecord>> {
         let id = id.to_owned();
-        self.call(move |conn| queries::retry(conn, &id, now))
+        self.call(move |conn| queries::retry(conn, &id, from, now))
     }
 
     fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {

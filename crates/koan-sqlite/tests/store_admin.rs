@@ -3,6 +3,7 @@
 mod common;
 
 use common::{TempDb, at, claim, job, keyed};
+use koan::job::RetryFrom;
 use koan::{
     action::ErrorBody, error::ErrorKind, job::Finish, job::JobQuery, job::JobState, job::JobStore,
     job::NewJob,
@@ -47,7 +48,10 @@ async fn retry_by_hand_requeues_a_final_job_and_refuses_a_live_one() {
     let db = TempDb::new("admin-retry");
     let store = db.open();
     let queued = store.push(job("a", "x")).await.expect("push").record.id;
-    let err = store.retry(&queued, at(0)).await.expect_err("queued");
+    let err = store
+        .retry(&queued, RetryFrom::Any, at(0))
+        .await
+        .expect_err("queued");
     assert_eq!(err.kind(), ErrorKind::JobState);
     assert_eq!(
         err.to_string(),
@@ -60,7 +64,10 @@ async fn retry_by_hand_requeues_a_final_job_and_refuses_a_live_one() {
         .await
         .expect("claim")
         .remove(0);
-    let err = store.retry(&queued, at(0)).await.expect_err("running");
+    let err = store
+        .retry(&queued, RetryFrom::Any, at(0))
+        .await
+        .expect_err("running");
     assert_eq!(err.kind(), ErrorKind::JobState);
 
     let NewJob { max_attempts, .. } = job("a", "x");
@@ -70,7 +77,10 @@ async fn retry_by_hand_requeues_a_final_job_and_refuses_a_live_one() {
             .await
             .expect("finish")
     );
-    let r = store.retry(&queued, at(20)).await.expect("retry");
+    let r = store
+        .retry(&queued, RetryFrom::Any, at(20))
+        .await
+        .expect("retry");
     assert_eq!(r.state, JobState::Queued);
     assert_eq!(r.run_at, at(20));
     assert_eq!(r.finished_at, None);
@@ -78,7 +88,38 @@ async fn retry_by_hand_requeues_a_final_job_and_refuses_a_live_one() {
     assert_eq!(r.max_attempts, max_attempts);
     assert_eq!(store.get(&queued).await.expect("get"), Some(r));
 
-    let err = store.retry("no-such-id", at(0)).await.expect_err("unknown");
+    // `retry_all_dead`'s retry takes a dead job only: this one, run again and
+    // succeeded meanwhile, is not run a third time.
+    let again = store
+        .claim(claim("a", 1, 30))
+        .await
+        .expect("claim")
+        .remove(0);
+    let ok = koan::job::Finish::Succeeded {
+        result: json!(1),
+        truncated: false,
+    };
+    assert!(
+        store
+            .finish(&again.claim, ok, at(40))
+            .await
+            .expect("finish")
+    );
+    let err = store
+        .retry(&queued, RetryFrom::Dead, at(50))
+        .await
+        .expect_err("succeeded");
+    assert_eq!(
+        err.to_string(),
+        format!("job `{queued}` is succeeded: cannot retry it (only a job that is dead)")
+    );
+    let r = store.get(&queued).await.expect("get").expect("kept");
+    assert_eq!(r.state, JobState::Succeeded);
+
+    let err = store
+        .retry("no-such-id", RetryFrom::Any, at(0))
+        .await
+        .expect_err("unknown");
     assert_eq!(err.kind(), ErrorKind::UnknownJob);
 }
 

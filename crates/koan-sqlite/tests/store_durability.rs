@@ -3,7 +3,9 @@
 mod common;
 
 use common::{TempDb, at, claim, job};
-use koan::{error::ErrorKind, job::JobState, job::JobStep, job::JobStore, job::NewJob};
+use koan::{
+    error::ErrorKind, job::JobState, job::JobStep, job::JobStore, job::NewJob, job::RetryFrom,
+};
 use rusqlite::Connection;
 use serde_json::json;
 
@@ -31,7 +33,10 @@ async fn jobs_survive_a_reopen_and_a_lapsed_claim_runs_again() {
             .remove(0);
         assert_eq!(held_running.claim.id, running);
         store.cancel(&waiting.id, at(2)).await.expect("cancel");
-        store.retry(&waiting.id, at(3)).await.expect("retry");
+        store
+            .retry(&waiting.id, RetryFrom::Any, at(3))
+            .await
+            .expect("retry");
         (waiting.id, running, held_running.claim)
     };
 

@@ -71,8 +71,13 @@ impl JobStore for Counting {
             Box::pin(std::future::ready(Ok(None)))
         }
     }
-    fn retry(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, koan::Result<JobRecord>> {
-        self.inner.retry(id, now)
+    fn retry(
+        &self,
+        id: &str,
+        from: koan::job::RetryFrom,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, koan::Result<JobRecord>> {
+        self.inner.retry(id, from, now)
     }
     fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, koan::Result<JobRecord>> {
         self.inner.cancel(id, now)

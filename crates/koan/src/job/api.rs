@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState};
-use super::transition::unknown_job;
+use super::transition::{RetryFrom, unknown_job};
 use crate::error::{ErrorKind, Result};
 use crate::host::HostHandle;
 
@@ -82,10 +82,10 @@ impl Jobs {
     /// Runs a dead, cancelled, retrying or succeeded job again now (one of the
     /// cluster's queue: dead, cancelled or succeeded).
     pub async fn retry(&self, id: &str) -> Result<JobRecord> {
-        let r = match self.store().retry(id, self.now()).await {
+        let r = match self.store().retry(id, RetryFrom::Any, self.now()).await {
             Err(e) if e.kind() == ErrorKind::UnknownJob => {
                 return match self.transport() {
-                    Some(t) => t.retry_job(id).await?.ok_or(e),
+                    Some(t) => t.retry_job(id, RetryFrom::Any).await?.ok_or(e),
                     None => Err(e),
                 };
             }
@@ -118,21 +118,32 @@ impl Jobs {
     }
 
     /// Retries every dead job (of one service, or all), the cluster's queue's
-    /// included; returns how many.
+    /// included; returns how many. Each job dead when reached runs once more: one
+    /// that dies again meanwhile is not retried twice, and one that someone else
+    /// retried first is left to that run.
     pub async fn retry_all_dead(&self, service: Option<&str>) -> Result<usize> {
         let mut n = 0;
+        // Walked once, by cursor (a job's id): the jobs retried here may be dead
+        // again, behind the cursor, before the next page is read.
+        let mut cursor = None;
         loop {
-            // Each retried job leaves the `dead` state, so the first page is always
-            // the next one.
-            let page = self.store().list(dead(service, None)).await?;
-            if page.jobs.is_empty() {
-                break;
-            }
+            let page = self.store().list(dead(service, cursor.take())).await?;
             for job in page.jobs {
-                self.store().retry(&job.id, self.now()).await?;
-                n += 1;
+                match self
+                    .store()
+                    .retry(&job.id, RetryFrom::Dead, self.now())
+                    .await
+                {
+                    Ok(_) => n += 1,
+                    Err(e) if matches!(e.kind(), ErrorKind::JobState | ErrorKind::UnknownJob) => {}
+                    Err(e) => return Err(e),
+                }
             }
             self.host.inner.jobs.wake();
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
         }
         // The cluster's view follows its records a moment behind: walked once, by
         // cursor, and a job retried meanwhile by someone else is passed over.
@@ -183,7 +194,7 @@ async fn retry_dead(
     if retried.contains(&id) {
         return Ok(0);
     }
-    let n = match t.retry_job(&id).await {
+    let n = match t.retry_job(&id, RetryFrom::Dead).await {
         Ok(Some(_)) => 1,
         Ok(None) => 0,
         Err(e) if e.kind() == ErrorKind::JobState => 0,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState, NewJob};
 use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed};
 use super::transition::{
-    apply_cancel, apply_claim, apply_finish, apply_retry, retryable, unknown_job, wrong_state,
+    RetryFrom, apply_cancel, apply_claim, apply_finish, apply_retry, unknown_job, wrong_state,
 };
 use crate::error::Result;
 use crate::util::BoxFuture;
@@ -319,18 +319,18 @@ impl JobStore for MemoryJobStore {
         ready(Ok(Some(live)))
     }
 
-    fn retry(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {
+    fn retry(
+        &self,
+        id: &str,
+        from: RetryFrom,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<JobRecord>> {
         let mut inner = self.lock();
         let Some((r, _)) = inner.jobs.get(id) else {
             return ready(Err(unknown_job(id)));
         };
-        if !retryable(r.state) {
-            return ready(Err(wrong_state(
-                id,
-                r.state,
-                "retry",
-                "dead, cancelled, retrying or succeeded",
-            )));
+        if let Err(e) = from.check(id, r.state) {
+            return ready(Err(e));
         }
         let r = inner.update(id, |r, token| {
             *token = None;

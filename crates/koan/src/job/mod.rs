@@ -31,7 +31,7 @@ pub use record::{
 pub use store::{Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed, cut_result};
 pub use ticket::JobTicket;
 pub use transition::{
-    apply_cancel, apply_claim, apply_finish, apply_retry, never_retried, retryable, same_call,
+    RetryFrom, apply_cancel, apply_claim, apply_finish, apply_retry, never_retried, same_call,
     unknown_job, wrong_state,
 };
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, NewJob};
+use super::transition::RetryFrom;
 use crate::action::ErrorBody;
 use crate::error::Result;
 use crate::util::BoxFuture;
@@ -148,10 +149,17 @@ pub trait JobStore: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(None)))
     }
 
-    /// Runs a job again by hand: a `dead`, `cancelled`, `retrying` or `succeeded` job
-    /// becomes `queued` now, with its attempt count kept and its limit raised by one
-    /// run. `JobState` error for a job that is waiting or running.
-    fn retry(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>>;
+    /// Runs a job again by hand: a job in a state `from` allows (a `dead`,
+    /// `cancelled`, `retrying` or `succeeded` one, or only a `dead` one) becomes
+    /// `queued` now, with its attempt count kept and its limit raised by one run.
+    /// `JobState` error for a job in another state, checked in the same step as
+    /// the change ([`RetryFrom::check`]).
+    fn retry(
+        &self,
+        id: &str,
+        from: RetryFrom,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<JobRecord>>;
 
     /// Cancels a job that is not final: it will not run again, and a running one
     /// loses its claim (its worker cancels the run). `JobState` error for a final job.

@@ -79,12 +79,40 @@ pub fn never_retried(kind: ErrorKind) -> bool {
     )
 }
 
-/// Whether a job in `state` may be retried by hand.
-pub fn retryable(state: JobState) -> bool {
-    matches!(
-        state,
-        JobState::Dead | JobState::Cancelled | JobState::Retrying | JobState::Succeeded
-    )
+/// Which jobs a retry by hand takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryFrom {
+    /// A dead, cancelled, retrying or succeeded job (`jobs().retry`).
+    Any,
+    /// A dead job only (`retry_all_dead`): one that someone else retried, and
+    /// that ended meanwhile, is not run again.
+    Dead,
+}
+
+impl RetryFrom {
+    /// Whether a job in `state` may be retried so.
+    pub fn allows(self, state: JobState) -> bool {
+        match self {
+            RetryFrom::Any => matches!(
+                state,
+                JobState::Dead | JobState::Cancelled | JobState::Retrying | JobState::Succeeded
+            ),
+            RetryFrom::Dead => state == JobState::Dead,
+        }
+    }
+
+    /// `Ok` when job `id`, in `state`, may be retried so; else the `JobState`
+    /// error that names the states that may.
+    pub fn check(self, id: &str, state: JobState) -> Result<(), Error> {
+        if self.allows(state) {
+            return Ok(());
+        }
+        let expected = match self {
+            RetryFrom::Any => "dead, cancelled, retrying or succeeded",
+            RetryFrom::Dead => "dead",
+        };
+        Err(wrong_state(id, state, "retry", expected))
+    }
 }
 
 /// The record after `how` (shared by stores that keep whole records).

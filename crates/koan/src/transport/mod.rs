@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventEnvelope;
-use crate::job::{JobCounts, JobPage, JobQuery, JobRecord};
+use crate::job::{JobCounts, JobPage, JobQuery, JobRecord, RetryFrom};
 use crate::registry::ServiceStatus;
 pub use crate::util::BoxFuture;
 
@@ -227,10 +227,11 @@ pub trait Transport: Send + Sync + 'static {
     }
 
     /// Runs job `id` of the cluster's queue again (a dead, cancelled or succeeded
-    /// one): its record is `queued` again and one more run is allowed. `None` when
-    /// the transport has no such job; a `JobState` error for one that may still run.
-    fn retry_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>>> {
-        let _ = id;
+    /// one, or only a dead one, as `from` says): its record is `queued` again and
+    /// one more run is allowed. `None` when the transport has no such job; a
+    /// `JobState` error for one in another state, or that may still run.
+    fn retry_job(&self, id: &str, from: RetryFrom) -> BoxFuture<'_, Result<Option<JobRecord>>> {
+        let _ = (id, from);
         Box::pin(async { Ok(None) })
     }
 
