@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
-use futures_util::StreamExt;
+use futures_util::TryStreamExt as _;
 use koan::HostHandle;
 use koan::job::JobState;
 
@@ -24,6 +24,9 @@ use crate::wire::{self, Job};
 
 /// How many waiting jobs one pull takes (each is handed back at once if not due).
 const BATCH: usize = 64;
+/// How many of a batch's jobs are handled at once (each reads its record, and
+/// perhaps writes it, before it is handed back or moved).
+const IN_FLIGHT: usize = 16;
 /// How long one pull waits for jobs before asking again.
 const PULL_WAIT: Duration = Duration::from_secs(5);
 
@@ -56,15 +59,21 @@ async fn consume_once(t: &NatsTransport, service: &str) -> crate::streams::Consu
     )
     .await?;
     loop {
-        let mut batch = consumer
+        let batch = consumer
             .batch()
             .max_messages(BATCH)
             .expires(PULL_WAIT)
             .messages()
             .await?;
-        while let Some(msg) = batch.next().await {
-            move_if_due(t, service, msg?).await;
-        }
+        // Each job's turn is independent of the others' (jobs due together may
+        // reach the work queue in any order, as from two movers).
+        batch
+            .map_err(crate::streams::ConsumerError::from)
+            .try_for_each_concurrent(IN_FLIGHT, |msg| async move {
+                move_if_due(t, service, msg).await;
+                Ok(())
+            })
+            .await?;
     }
 }
 

@@ -100,7 +100,7 @@ pub(crate) async fn pull_consumer(
 pub(crate) type ConsumerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a pull consumer's loop ends with: an error to log before it starts again.
-pub(crate) type ConsumerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type ConsumerResult = Result<(), ConsumerError>;
 
 /// Runs a pull consumer's loop (`once`) for `service` until `host` stops, again
 /// half a second after each error (a NATS restart, say); `what` names it in the

@@ -13,6 +13,10 @@ use koan::job::JobState;
 use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::{wait_for, within};
 
+/// How many more jobs wait, delayed or queued behind the others: more than
+/// their records' keeper keeps at once.
+const BACKLOG: u32 = 80;
+
 /// How long the test cluster's buckets keep an entry not written to.
 const KEEP: Duration = Duration::from_secs(6);
 
@@ -54,17 +58,26 @@ async fn later(client: &Member, delay: Duration) -> anyhow::Result<String> {
 async fn a_job_due_long_after_its_record_would_be_forgotten_is_read_and_cancelled()
 -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let (_worker, client, runs) = cluster(&server).await?;
+    let (worker, client, runs) = cluster(&server).await?;
     let id = later(&client, Duration::from_secs(600)).await?;
+    // More, kept by the same instance at once.
+    let mut others = Vec::new();
+    for _ in 0..BACKLOG {
+        others.push(later(&client, Duration::from_secs(600)).await?);
+    }
     records_written_until_now_forgotten(&client).await?;
 
-    let r = within("get", client.host.jobs().get(&id)).await??;
+    let r = within("get", worker.host.jobs().get(&id)).await??;
     assert_eq!(r.state, JobState::Scheduled, "{r:?}");
+    for other in &others {
+        let r = within("get", worker.host.jobs().get(other)).await??;
+        assert_eq!(r.state, JobState::Scheduled, "{r:?}");
+    }
     let r = within("cancel", client.host.jobs().cancel(&id)).await??;
     assert_eq!(r.state, JobState::Cancelled, "{r:?}");
     // Dropped by the instance that moves the service's due jobs, at its next
     // turn, long before its time; never run.
-    stream_holds(&client, "KOAN_DELAYED", 0).await?;
+    stream_holds(&client, "KOAN_DELAYED", u64::from(BACKLOG)).await?;
     assert_eq!(runs.started(), 0);
     Ok(())
 }
@@ -90,13 +103,13 @@ async fn a_delayed_job_cancelled_long_before_its_time_never_runs() -> anyhow::Re
 async fn a_job_running_longer_than_its_record_would_be_kept_is_read_and_cancelled()
 -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let (_worker, client, runs) = cluster(&server).await?;
+    let (worker, client, runs) = cluster(&server).await?;
     let ticket = enqueue(&client.host, "hold", ()).await?;
     let id = ticket.id().to_owned();
     job_reaches(&client.host, &id, JobState::Running).await?;
     records_written_until_now_forgotten(&client).await?;
 
-    let r = within("get", client.host.jobs().get(&id)).await??;
+    let r = within("get", worker.host.jobs().get(&id)).await??;
     assert_eq!(r.state, JobState::Running, "{r:?}");
     let r = within("cancel", client.host.jobs().cancel(&id)).await??;
     assert_eq!(r.state, JobState::Cancelled, "{r:?}");
@@ -112,8 +125,10 @@ async fn a_job_running_longer_than_its_record_would_be_kept_is_read_and_cancelle
 async fn jobs_queued_behind_a_long_run_are_read_and_cancelled_and_their_cancels_hold()
 -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let (_worker, client, runs) = cluster(&server).await?;
+    let (worker, client, runs) = cluster(&server).await?;
     let jobs = client.host.jobs();
+    // Read on the host that did not enqueue them (the other remembers them).
+    let read = worker.host.jobs();
     // The holder runs one job at a time: the others wait in the work queue,
     // delivered to no one.
     let holding = enqueue(&client.host, "hold", ()).await?;
@@ -121,17 +136,26 @@ async fn jobs_queued_behind_a_long_run_are_read_and_cancelled_and_their_cancels_
     let waiting = enqueue(&client.host, "busy", 0u64).await?;
     let cancelled_early = enqueue(&client.host, "busy", 0u64).await?;
     within("cancel", jobs.cancel(cancelled_early.id())).await??;
+    // A backlog behind them, longer than one turn of the keeper keeps at once.
+    let mut backlog = Vec::new();
+    for _ in 0..BACKLOG {
+        backlog.push(enqueue(&client.host, "busy", 0u64).await?);
+    }
     // Unless written again, their records and the early cancel's marker are
     // forgotten now.
     records_written_until_now_forgotten(&client).await?;
 
-    let r = within("get", jobs.get(waiting.id())).await??;
+    let r = within("get", read.get(waiting.id())).await??;
     assert_eq!(r.state, JobState::Queued, "{r:?}");
     let r = within("cancel", jobs.cancel(waiting.id())).await??;
     assert_eq!(r.state, JobState::Cancelled, "{r:?}");
-    let r = within("get", jobs.get(cancelled_early.id())).await??;
+    let r = within("get", read.get(cancelled_early.id())).await??;
     assert_eq!(r.state, JobState::Cancelled, "{r:?}");
-    // The slot freed, the waiting jobs are dropped unrun.
+    for ticket in &backlog {
+        let r = within("get", read.get(ticket.id())).await??;
+        assert_eq!(r.state, JobState::Queued, "{r:?}");
+    }
+    // The slot freed, the cancelled jobs are dropped unrun, and the backlog runs.
     within("cancel", jobs.cancel(holding.id())).await??;
     for ticket in [waiting, cancelled_early] {
         let e = within("the outcome", ticket.outcome())
@@ -139,7 +163,14 @@ async fn jobs_queued_behind_a_long_run_are_read_and_cancelled_and_their_cancels_
             .expect_err("cancelled");
         assert!(e.message().contains("cancelled"), "{e}");
     }
+    for ticket in backlog {
+        within("the outcome", ticket.outcome()).await??;
+    }
     stream_holds(&client, "KOAN_WORK", 0).await?;
-    assert_eq!(runs.started(), 1, "only the holding job ran");
+    assert_eq!(
+        runs.started(),
+        1 + BACKLOG,
+        "only the holding job and the backlog ran"
+    );
     Ok(())
 }
