@@ -18,7 +18,14 @@
 //! after the last), the records [`IN_FLIGHT`] at once: 0.11-0.14 ms a job here
 //! (0.22-0.34 ms one at a time), so 100,000 such jobs take some 13 s of each half
 //! hour.
+//!
+//! The jobs of a service no live instance runs have no mover and no keeper of
+//! their own: the live host with the lowest id keeps theirs, in `KOAN_WORK` and
+//! `KOAN_DELAYED` alike ([`keep_orphans`]), so a delayed job cancelled while its
+//! service is down for hours is still cancelled when an instance comes back.
+//! Only a whole cluster down for longer than `outcome_ttl` loses them.
 
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::stream::RawMessageErrorKind;
@@ -34,13 +41,9 @@ use crate::wire::{self, Job};
 
 /// Keeps the records of `service`'s waiting jobs until the host stops.
 pub(crate) async fn keep(t: NatsTransport, host: HostHandle, service: String) {
-    let (Some(every), Some(after)) = (records::visit_every(&t), records::refresh_after(&t)) else {
+    let Some((mut tick, after)) = visits(&t) else {
         return;
     };
-    // Not at once: a job accepted a moment ago needs nothing yet.
-    let start = tokio::time::Instant::now() + every;
-    let mut tick = tokio::time::interval_at(start, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = host.stopping() => return,
@@ -49,10 +52,78 @@ pub(crate) async fn keep(t: NatsTransport, host: HostHandle, service: String) {
         if !t.first_of(&service) {
             continue;
         }
-        if let Err(e) = walk(&t, &service, after).await {
+        let subject = subjects::work_of(&service);
+        if let Err(e) = walk(&t, subjects::WORK_STREAM, subject, &service, after).await {
             tracing::warn!(service = %service, error = %e, "could not keep the records of jobs waiting in the work queue; trying again");
         }
     }
+}
+
+/// Keeps the records of the jobs of services no live instance runs (their
+/// delayed jobs' mover and their keeper are gone with them) until the host
+/// stops, when this host is the live one with the lowest id: the records of
+/// their jobs in `KOAN_WORK` and `KOAN_DELAYED`, and a cancelled one's marker.
+/// A delayed job cancelled while its service is down for hours is then still
+/// cancelled when an instance comes back, and each of them is read by id.
+pub(crate) async fn keep_orphans(t: NatsTransport, host: HostHandle) {
+    let Some((mut tick, after)) = visits(&t) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = host.stopping() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(running) = t.first_host() else {
+            continue;
+        };
+        for (stream, subjects) in [
+            (subjects::WORK_STREAM, subjects::WORK_SUBJECTS),
+            (subjects::DELAYED_STREAM, subjects::DELAYED_SUBJECTS),
+        ] {
+            if let Err(e) = keep_orphans_in(&t, stream, subjects, &running, after).await {
+                tracing::warn!(stream, error = %e, "could not keep the records of the jobs of services no instance runs; trying again");
+            }
+        }
+    }
+}
+
+/// Keeps the records of the jobs in `stream` (of subjects `all`, `koan.<kind>.>`)
+/// of each service whose subject token is not in `running`.
+async fn keep_orphans_in(
+    t: &NatsTransport,
+    stream: &str,
+    all: &str,
+    running: &HashSet<String>,
+    after: Duration,
+) -> Result<(), ConsumerError> {
+    let prefix = all.trim_end_matches('>');
+    let mut orphans = BTreeSet::new();
+    let info = t.inner.js.get_stream(stream).await?;
+    let mut held = info.info_with_subjects(all).await?;
+    while let Some((subject, _)) = held.try_next().await? {
+        if let Some(token) = subject
+            .strip_prefix(prefix)
+            .and_then(|s| s.split('.').next())
+            && !running.contains(token)
+        {
+            orphans.insert(token.to_owned());
+        }
+    }
+    for token in orphans {
+        walk(t, stream, format!("{prefix}{token}.>"), &token, after).await?;
+    }
+    Ok(())
+}
+
+/// The ticks of a keeper's visits, every `records::visit_every` from one such
+/// time from now (a job accepted a moment ago needs nothing yet), and how old a
+/// record is when it is written again; `None` when the bucket forgets nothing.
+fn visits(t: &NatsTransport) -> Option<(tokio::time::Interval, Duration)> {
+    let (every, after) = (records::visit_every(t)?, records::refresh_after(t)?);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Some((tick, after))
 }
 
 /// How many waiting jobs' records one walk keeps at once (each is a read, and
@@ -60,17 +131,24 @@ pub(crate) async fn keep(t: NatsTransport, host: HostHandle, service: String) {
 /// other, as each request names the sequence after the last one read.
 const IN_FLIGHT: usize = 32;
 
-/// Keeps the records of `service`'s jobs published `after` ago or more (a
-/// younger one's record was written since).
-async fn walk(t: &NatsTransport, service: &str, after: Duration) -> Result<(), ConsumerError> {
-    let stream = t.inner.js.get_stream(subjects::WORK_STREAM).await?;
+/// Keeps the records of the jobs of `service` in `stream` (its messages of
+/// `subject`) published `after` ago or more (a younger one's record was written
+/// since).
+async fn walk(
+    t: &NatsTransport,
+    stream: &str,
+    subject: String,
+    service: &str,
+    after: Duration,
+) -> Result<(), ConsumerError> {
+    let stream = t.inner.js.get_stream(stream).await?;
     let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
     let before_ns = i128::from(wire::unix_ms().saturating_sub(after_ms)) * 1_000_000;
     // The ids of the jobs to keep, in the order they were published, read while
     // the records of those before them are kept.
     let walk = Walk {
         stream,
-        subject: subjects::work_of(service),
+        subject,
         service: service.to_owned(),
         before_ns,
         seq: 1,

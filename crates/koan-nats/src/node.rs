@@ -188,6 +188,11 @@ impl NatsTransport {
 
         // Jobs JetStream will not deliver again: ended as dead by one instance.
         tasks.push(tokio::spawn(crate::stranded::follow(self.clone())));
+        // The records of the jobs of services no live instance runs.
+        tasks.push(tokio::spawn(crate::keeper::keep_orphans(
+            self.clone(),
+            host.clone(),
+        )));
 
         // Registry heartbeats.
         registry::announce(self, host).await?;

@@ -239,6 +239,13 @@ impl NatsTransport {
             .first_running(self.stale_after(), service, me)
     }
 
+    /// When this host keeps the records of services no live instance runs
+    /// (`keeper.rs`): the services live instances run, by subject token.
+    pub(crate) fn first_host(&self) -> Option<HashSet<String>> {
+        let me = self.inner.host_id.as_str();
+        self.inner.view.first_host(self.stale_after(), me)
+    }
+
     fn connected(&self) -> bool {
         self.connection_state() == ConnectionState::Connected
     }

@@ -162,6 +162,20 @@ impl RegistryView {
         first
     }
 
+    /// When `me` has the lowest host id among the live instances (heartbeat
+    /// within `stale_after`), or none is live: the services they run, by subject
+    /// token. That host keeps the records of the jobs of every other service
+    /// (`keeper.rs`); `None` for every other host.
+    pub(crate) fn first_host(&self, stale_after: Duration, me: &str) -> Option<HashSet<String>> {
+        let mut first = true;
+        let mut running = HashSet::new();
+        self.each_live(stale_after, |i| {
+            first &= i.host_id.as_str() >= me;
+            running.extend(i.services.iter().map(|s| crate::subjects::token(&s.name)));
+        });
+        first.then_some(running)
+    }
+
     /// What `host_id` announced last, however long ago.
     pub(crate) fn last_of(&self, host_id: &str) -> Option<Instance> {
         let m = self.instances.lock().ok()?;
@@ -314,6 +328,35 @@ mod tests {
         // b went silent: c takes over.
         view.put("k-b".into(), running("b", "Calc", Duration::from_secs(60)));
         assert!(view.first_running(window, "Calc", "c"));
+    }
+
+    #[test]
+    fn the_first_live_host_by_id_keeps_the_records_of_services_none_runs() {
+        let view = RegistryView::new(Duration::from_secs(600));
+        let window = Duration::from_secs(10);
+        assert_eq!(view.first_host(window, "b"), Some(HashSet::new()));
+        let mut a = instance("a", Duration::from_secs(60));
+        a.services = vec![crate::routes::status(
+            "Gone",
+            koan::status::ServiceState::Running,
+            (0, 0),
+        )];
+        view.put("k-a".into(), a);
+        let mut b = instance("b", Duration::ZERO);
+        b.services = vec![crate::routes::status(
+            "Calc Svc",
+            koan::status::ServiceState::Running,
+            (0, 0),
+        )];
+        view.put("k-b".into(), b);
+        view.put("k-c".into(), instance("c", Duration::ZERO));
+        // a went silent: b is first, and Gone is no live instance's.
+        let running = view.first_host(window, "b");
+        assert_eq!(
+            running,
+            Some(HashSet::from([crate::subjects::token("Calc Svc")]))
+        );
+        assert_eq!(view.first_host(window, "c"), None, "b comes first");
     }
 
     #[test]

@@ -23,12 +23,18 @@ const KEEP: Duration = Duration::from_secs(6);
 /// A worker running a `Holder` and a client, with buckets that keep an entry
 /// [`KEEP`]; and what the holder's runs do.
 async fn cluster(server: &NatsServer) -> anyhow::Result<(Member, Member, common::Runs)> {
+    let (holder, runs) = common::Holder::new(Stopped::Fails);
+    let (w, client) =
+        Member::worker_and_client(options(server), "Holder", |b| b.instance(holder)).await?;
+    Ok((w, client, runs))
+}
+
+/// The options of the test cluster's members.
+fn options(server: &NatsServer) -> koan_nats::NatsOptions {
     let mut opts = test_options(&server.url());
     opts.outcome_ttl = KEEP;
     opts.ack_wait = Duration::from_secs(3);
-    let (holder, runs) = common::Holder::new(Stopped::Fails);
-    let (w, client) = Member::worker_and_client(opts, "Holder", |b| b.instance(holder)).await?;
-    Ok((w, client, runs))
+    opts
 }
 
 /// Waits until an entry written to the records' bucket now has been forgotten by
@@ -172,5 +178,43 @@ async fn jobs_queued_behind_a_long_run_are_read_and_cancelled_and_their_cancels_
         1 + BACKLOG,
         "only the holding job and the backlog ran"
     );
+    Ok(())
+}
+
+/// With no instance of their service running, for longer than a record not
+/// written to is kept, its jobs' records are kept by another host: a delayed
+/// job cancelled then never runs, and the others are read by id all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_service_no_instance_runs_keep_their_records_and_cancels() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (worker, client, _) = cluster(&server).await?;
+    // Reads on a host that enqueued nothing (the client remembers its jobs).
+    let reader = Member::join(options(&server), |b| b).await?;
+    let jobs = client.host.jobs();
+    let cancelled = later(&client, Duration::from_secs(600)).await?;
+    within("cancel", jobs.cancel(&cancelled)).await??;
+    let delayed = later(&client, Duration::from_secs(600)).await?;
+    worker.stop().await?;
+    let queued = enqueue(&client.host, "busy", 0u64).await?;
+    records_written_until_now_forgotten(&client).await?;
+
+    let read = reader.host.jobs();
+    for (id, state) in [
+        (cancelled.as_str(), JobState::Cancelled),
+        (delayed.as_str(), JobState::Scheduled),
+        (queued.id(), JobState::Queued),
+    ] {
+        let r = within("get", read.get(id)).await??;
+        assert_eq!(r.state, state, "{r:?}");
+    }
+    // An instance comes back: the cancelled job is dropped unrun, the queued one
+    // runs, and the other waits for its time.
+    let (holder, runs) = common::Holder::new(Stopped::Fails);
+    let _back = Member::join(options(&server), |b| b.instance(holder)).await?;
+    within("the outcome", queued.outcome()).await??;
+    stream_holds(&client, "KOAN_DELAYED", 1).await?;
+    let r = within("get", read.get(&delayed)).await??;
+    assert_eq!(r.state, JobState::Scheduled, "{r:?}");
+    assert_eq!(runs.started(), 1, "only the queued job ran");
     Ok(())
 }
