@@ -187,7 +187,10 @@ impl NatsTransport {
         }));
 
         // Jobs JetStream will not deliver again: ended as dead by one instance.
-        tasks.push(tokio::spawn(crate::stranded::follow(self.clone())));
+        tasks.push(tokio::spawn(crate::stranded::follow(
+            self.clone(),
+            host.clone(),
+        )));
         // The records of the jobs of services no live instance runs.
         tasks.push(tokio::spawn(crate::keeper::keep_orphans(
             self.clone(),

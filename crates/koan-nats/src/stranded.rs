@@ -4,28 +4,31 @@
 //! instead, `queue::release`) — JetStream never delivers it
 //! again, yet it stays in the work stream, and its record would say `queued` for
 //! ever. The server says so once, in an advisory
-//! (`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.<consumer>`), which every
-//! attached instance hears — not one of a queue group, which might be the very
-//! instance that went silent — and one answers, the one whose create-if-absent of
-//! the outcome wins: the job is dead — its outcome says
+//! (`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.<consumer>`), which the
+//! `KOAN_STRANDED` stream keeps until one instance has answered it (a durable
+//! consumer all share): one sent while no instance was attached — the only one
+//! cut off, or crashed by the job itself and restarting — is answered by the
+//! first to attach. The answer, whoever's create-if-absent of the outcome wins:
+//! the job is dead — its outcome says
 //! why (so whoever awaits it is told), its record is set dead, it goes to the
 //! dead-letter stream like any dead job, and its message is removed. A job whose
 //! outcome was recorded after all (its ack was lost) only has its message removed.
-//!
-//! An advisory is a core NATS message: one sent while no instance is attached is
-//! not heard, and that message stays where it is (`RELIABILITY.md`).
+//! An answer that could not be recorded is tried again.
 
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
 use futures_util::StreamExt;
+use koan::HostHandle;
 use koan::error::ErrorKind;
 use serde::Deserialize;
 
+use crate::streams::ConsumerResult;
 use crate::subjects;
 use crate::transport::NatsTransport;
 use crate::wire::{Job, Outcome, Reply};
 use crate::{records, run_record};
-
-/// The advisories of the work stream's consumers.
-const ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.*";
 
 /// What nats-server says of a message it will not deliver again
 /// (`io.nats.jetstream.advisory.v1.max_deliver`).
@@ -36,38 +39,61 @@ struct Exceeded {
     deliveries: u64,
 }
 
-/// Answers the advisories until the subscription ends (the node detaches, or the
-/// connection is closed); the client renews the subscription after a reconnect.
-pub(crate) async fn follow(t: NatsTransport) {
-    let mut sub = match t.inner.client.subscribe(ADVISORIES).await {
-        Ok(sub) => sub,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot subscribe to JetStream's max-deliveries advisories; a job whose deliveries all ended without a run will stay queued");
-            return;
-        }
-    };
-    while let Some(msg) = sub.next().await {
-        match serde_json::from_slice::<Exceeded>(&msg.payload) {
-            Ok(a) if a.stream == subjects::WORK_STREAM => bury(&t, &a).await,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "unreadable max-deliveries advisory"),
-        }
-    }
+/// Answers the kept advisories until the host stops, reconnecting after errors.
+pub(crate) async fn follow(t: NatsTransport, host: HostHandle) {
+    let what = "max-deliveries advisories";
+    crate::streams::consume_until_stopped(&host, "*", what, || follow_once(&t)).await;
 }
 
-/// Ends the job of the message the advisory names (see the module's text).
-async fn bury(t: &NatsTransport, a: &Exceeded) {
+async fn follow_once(t: &NatsTransport) -> ConsumerResult {
+    let stream = t.inner.js.get_stream(subjects::STRANDED_STREAM).await?;
+    let consumer = crate::streams::pull_consumer(
+        &stream,
+        pull::Config {
+            durable_name: Some(subjects::STRANDED_CONSUMER.to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            // Handed back until answered.
+            max_deliver: -1,
+            ack_wait: t.inner.opts.ack_wait,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut advisories = consumer.messages().await?;
+    while let Some(msg) = advisories.next().await {
+        let msg = msg?;
+        let answered = match serde_json::from_slice::<Exceeded>(&msg.payload) {
+            Ok(a) if a.stream == subjects::WORK_STREAM => bury(t, &a).await,
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable max-deliveries advisory");
+                true
+            }
+        };
+        let _ = if answered {
+            msg.ack().await
+        } else {
+            msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await
+        };
+    }
+    Ok(())
+}
+
+/// Ends the job of the message the advisory names (see the module's text):
+/// `false` when that could not be recorded, to be tried again.
+async fn bury(t: &NatsTransport, a: &Exceeded) -> bool {
     let seq = a.stream_seq;
     let stream = match t.inner.js.get_stream(subjects::WORK_STREAM).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(seq, error = %e, "cannot reach the work stream to end a job JetStream no longer delivers");
-            return;
+            tracing::warn!(seq, error = %e, "cannot reach the work stream to end a job JetStream no longer delivers; trying again");
+            return false;
         }
     };
     // Gone already: another answer to the same advisory, or an ack after all.
     let Ok(msg) = stream.get_raw_message(seq).await else {
-        return;
+        return true;
     };
     // `koan.work.<service token>.<action>`: the token stands in for a job that
     // does not name its service (a foreign one).
@@ -88,7 +114,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
                 let (h, id) = (Some(&msg.headers), bad.id.as_deref());
                 crate::dead_letter::publish(t, h, &msg.payload, service, action, id, &why).await;
             }
-            return;
+            return true;
         }
     };
     let attempt = job
@@ -136,10 +162,10 @@ async fn bury(t: &NatsTransport, a: &Exceeded) {
         // Another instance answered first, or a run's outcome was recorded after all.
         Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
         Err(e) => {
-            // No advisory comes again: the message stays, said loudly.
-            tracing::error!(id = %job.id, error = %e, "could not record the end of a job JetStream no longer delivers; its message stays in the work stream");
-            return;
+            tracing::warn!(id = %job.id, error = %e, "could not record the end of a job JetStream no longer delivers; trying again");
+            return false;
         }
     }
     let _ = stream.delete_message(seq).await;
+    true
 }

@@ -10,15 +10,17 @@ use crate::options::NatsOptions;
 use crate::subjects;
 use crate::transport::unavailable;
 
-/// The durable work queue, the delayed jobs waiting for it, and the dead letters
+/// The durable work queue, the delayed jobs waiting for it, the dead letters
 /// (kept for `dead_letter_retention` and up to `dead_letter_max_bytes`, the
 /// oldest dropped first: a poison source cannot fill the server's storage, which
-/// the work queue shares).
+/// the work queue shares), and the server's advisories of work it will deliver
+/// no more, until answered (one a stranded job).
 pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) -> Result<(), Error> {
     for (name, subject) in [
         (subjects::WORK_STREAM, subjects::WORK_SUBJECTS),
         (subjects::DELAYED_STREAM, subjects::DELAYED_SUBJECTS),
         (subjects::DLQ_STREAM, subjects::DLQ_SUBJECTS),
+        (subjects::STRANDED_STREAM, subjects::STRANDED_SUBJECTS),
     ] {
         let retention = if name == subjects::DLQ_STREAM {
             stream::RetentionPolicy::Limits

@@ -156,6 +156,11 @@ pub(crate) const DELAYED_STREAM: &str = "KOAN_DELAYED";
 pub(crate) const DELAYED_SUBJECTS: &str = "koan.delayed.>";
 pub(crate) const DLQ_STREAM: &str = "KOAN_DLQ";
 pub(crate) const DLQ_SUBJECTS: &str = "koan.dlq.>";
+/// JetStream's word that a job of the work stream will not be delivered again,
+/// kept until one instance has answered it (`stranded.rs`).
+pub(crate) const STRANDED_STREAM: &str = "KOAN_STRANDED";
+pub(crate) const STRANDED_SUBJECTS: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.*";
+pub(crate) const STRANDED_CONSUMER: &str = "koan-stranded";
 
 pub(crate) fn work(service: &str, action: &str) -> String {
     format!("koan.work.{}.{}", token(service), token(action))

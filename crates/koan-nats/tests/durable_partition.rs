@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Holder, Runs, Stopped, enqueue, holder_and_client, job_reaches, stream_holds};
+use futures_util::StreamExt as _;
 use koan::job::JobState;
 use koan::job::JobTicket;
 use koan_nats::NatsOptions;
@@ -197,5 +198,78 @@ async fn a_job_longer_than_ack_wait_keeps_its_claim() -> anyhow::Result<()> {
     within("the job", ticket.outcome()).await??;
     assert!(!runs.stopped(), "a heard worker is not fenced");
     assert_eq!(runs.started(), 1, "run once, not handed over");
+    Ok(())
+}
+
+/// The same, while no instance is attached to hear the server's advisory (the
+/// only worker cut off, and every other host gone: a one-process deployment in a
+/// crash loop): an instance attached later still ends the job dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_advisory_no_instance_heard_is_dead_once_one_attaches() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let proxy = Proxy::start(&server.url()).await?;
+    let options = |url: &str| {
+        let mut o = test_options(url);
+        o.ack_wait = Duration::from_secs(2);
+        o.max_deliver = 1;
+        o
+    };
+    let (cut_off, runs) = Holder::new(Stopped::Succeeds);
+    let _first = Member::join(options(&proxy.url), |b| b.instance(cut_off)).await?;
+    let mut client = Member::join(options(&server.url()), |b| b).await?;
+    announced(&client.host, "Holder", 1).await?;
+    let id = enqueue(&client.host, "hold", ()).await?.id().to_owned();
+    eventually("the job to run on the first worker", || async {
+        runs.started() == 1
+    })
+    .await?;
+    // The test hears the advisory; no instance does.
+    let raw = async_nats::connect(server.url()).await?;
+    let mut advisories = raw
+        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.*")
+        .await?;
+    drop(client.node.take());
+    proxy.freeze(true);
+    // The server finds the job out of deliveries when next asked for one once
+    // its claim lapsed: here by the test (in life, a worker restarting).
+    let js = async_nats::jetstream::new(raw.clone());
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("KOAN_WORK")
+        .await?
+        .get_consumer("koan-work-holder")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    within("the max-deliveries advisory", async {
+        loop {
+            let mut pulled = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(msg) = pulled.next().await {
+                msg.map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::bail!("the job was delivered again");
+            }
+            if let Ok(Some(advisory)) =
+                tokio::time::timeout(Duration::from_millis(100), advisories.next()).await
+            {
+                return Ok(advisory);
+            }
+        }
+    })
+    .await??;
+
+    let late = Member::join(options(&server.url()), |b| b).await?;
+    let dead = job_reaches(&late.host, &id, JobState::Dead).await?;
+    let error = dead.error.map(|e| e.message).unwrap_or_default();
+    assert!(
+        error.contains("max_deliver"),
+        "the record says why: {error}"
+    );
+    stream_holds(&late, "KOAN_WORK", 0).await?;
+    stream_holds(&late, "KOAN_DLQ", 1).await?;
+    proxy.freeze(false);
     Ok(())
 }
