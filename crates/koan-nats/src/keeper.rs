@@ -44,11 +44,7 @@ pub(crate) async fn keep(t: NatsTransport, host: HostHandle, service: String) {
     let Some((mut tick, after)) = visits(&t) else {
         return;
     };
-    loop {
-        tokio::select! {
-            _ = host.stopping() => return,
-            _ = tick.tick() => {}
-        }
+    while next_visit(&mut tick, &host).await {
         if !t.first_of(&service) {
             continue;
         }
@@ -69,11 +65,7 @@ pub(crate) async fn keep_orphans(t: NatsTransport, host: HostHandle) {
     let Some((mut tick, after)) = visits(&t) else {
         return;
     };
-    loop {
-        tokio::select! {
-            _ = host.stopping() => return,
-            _ = tick.tick() => {}
-        }
+    while next_visit(&mut tick, &host).await {
         let Some(running) = t.first_host() else {
             continue;
         };
@@ -124,6 +116,14 @@ fn visits(t: &NatsTransport) -> Option<(tokio::time::Interval, Duration)> {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     Some((tick, after))
+}
+
+/// Waits for the next of a keeper's visits: `false` once the host stops.
+async fn next_visit(tick: &mut tokio::time::Interval, host: &HostHandle) -> bool {
+    tokio::select! {
+        _ = host.stopping() => false,
+        _ = tick.tick() => true,
+    }
 }
 
 /// How many waiting jobs' records one walk keeps at once (each is a read, and

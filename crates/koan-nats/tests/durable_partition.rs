@@ -79,6 +79,14 @@ async fn pipe(
     }
 }
 
+/// Options under which a job is delivered once, its claim lapsing after 2 s.
+fn one_short_delivery(url: &str) -> NatsOptions {
+    let mut o = test_options(url);
+    o.ack_wait = Duration::from_secs(2);
+    o.max_deliver = 1;
+    o
+}
+
 /// A job running on a worker behind the proxy, the proxy frozen mid-run, and a
 /// second worker joined straight to the server: where the fencing tests start.
 struct CutOff {
@@ -157,12 +165,7 @@ async fn a_worker_the_broker_cannot_hear_past_ack_wait_is_fenced() -> anyhow::Re
 async fn a_job_whose_deliveries_all_went_silent_is_dead_not_stranded() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let proxy = Proxy::start(&server.url()).await?;
-    let options = |url: &str| {
-        let mut o = test_options(url);
-        o.ack_wait = Duration::from_secs(2);
-        o.max_deliver = 1;
-        o
-    };
+    let options = one_short_delivery;
     // Its one delivery goes silent; a second worker pulls.
     let cut = cut_off_mid_run(&server, &proxy, options).await?;
     let (member, client, runs, ticket) = (&cut.client, &cut.client.host, &cut.runs, cut.ticket);
@@ -208,12 +211,7 @@ async fn a_job_longer_than_ack_wait_keeps_its_claim() -> anyhow::Result<()> {
 async fn a_job_whose_advisory_no_instance_heard_is_dead_once_one_attaches() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let proxy = Proxy::start(&server.url()).await?;
-    let options = |url: &str| {
-        let mut o = test_options(url);
-        o.ack_wait = Duration::from_secs(2);
-        o.max_deliver = 1;
-        o
-    };
+    let options = one_short_delivery;
     let (cut_off, runs) = Holder::new(Stopped::Succeeds);
     let _first = Member::join(options(&proxy.url), |b| b.instance(cut_off)).await?;
     let mut client = Member::join(options(&server.url()), |b| b).await?;

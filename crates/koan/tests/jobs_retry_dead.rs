@@ -5,16 +5,15 @@
 //! run. The store here waits for them at each page of dead jobs, or lets another
 //! caller retry one first: what a busy SQLite store does by chance.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use koan::job::{
-    Claim, ClaimRequest, Claimed, Finish, JobCounts, JobPage, JobQuery, JobRecord, JobState,
-    JobStore, LiveServices, MemoryJobStore, NewJob, Pushed, RetryFrom,
-};
+use common::store::{Twist, Twisted};
+use koan::job::{JobPage, JobQuery, JobState, JobStore, MemoryJobStore};
 use koan::testing::within;
 use koan::transport::BoxFuture;
 use koan::{
@@ -82,26 +81,25 @@ enum AtDeadPage {
     RetriedElsewhere,
 }
 
-/// The in-memory store, slow at pages of dead jobs as [`AtDeadPage`] says.
+/// Slow at pages of dead jobs, as [`AtDeadPage`] says.
 struct SlowPages {
-    inner: MemoryJobStore,
     at_dead_page: AtDeadPage,
     host: OnceLock<HostHandle>,
     retried_elsewhere: AtomicBool,
 }
 
 impl SlowPages {
-    async fn dead_page(&self, query: JobQuery) -> koan::Result<JobPage> {
+    async fn dead_page(&self, inner: &MemoryJobStore, query: JobQuery) -> koan::Result<JobPage> {
         if self.at_dead_page == AtDeadPage::WaitForRuns {
             loop {
-                let c = self.inner.counts(None).await?;
+                let c = inner.counts(None).await?;
                 if c.get(JobState::Queued) + c.get(JobState::Running) == 0 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        let page = self.inner.list(query).await?;
+        let page = inner.list(query).await?;
         if self.at_dead_page == AtDeadPage::RetriedElsewhere
             && !self.retried_elsewhere.swap(true, Ordering::SeqCst)
             && let (Some(job), Some(host)) = (page.jobs.first(), self.host.get())
@@ -113,71 +111,22 @@ impl SlowPages {
     }
 }
 
-impl JobStore for SlowPages {
-    fn is_durable(&self) -> bool {
-        self.inner.is_durable()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn push(&self, job: NewJob) -> BoxFuture<'_, koan::Result<Pushed>> {
-        self.inner.push(job)
-    }
-    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, koan::Result<Vec<Claimed>>> {
-        self.inner.claim(request)
-    }
-    fn heartbeat(&self, claim: &Claim, until: DateTime<Utc>) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.heartbeat(claim, until)
-    }
-    fn finish(
-        &self,
-        claim: &Claim,
-        how: Finish,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.finish(claim, how, now)
-    }
-    fn get(&self, id: &str) -> BoxFuture<'_, koan::Result<Option<JobRecord>>> {
-        self.inner.get(id)
-    }
-    fn list(&self, query: JobQuery) -> BoxFuture<'_, koan::Result<JobPage>> {
+impl Twist for SlowPages {
+    fn list<'a>(
+        &'a self,
+        inner: &'a MemoryJobStore,
+        query: JobQuery,
+    ) -> BoxFuture<'a, koan::Result<JobPage>> {
         if query.state == Some(JobState::Dead) {
-            return Box::pin(self.dead_page(query));
+            return Box::pin(self.dead_page(inner, query));
         }
-        self.inner.list(query)
-    }
-    fn counts(&self, service: Option<&str>) -> BoxFuture<'_, koan::Result<JobCounts>> {
-        self.inner.counts(service)
-    }
-    fn next_due(&self, services: &[String]) -> BoxFuture<'_, koan::Result<Option<DateTime<Utc>>>> {
-        self.inner.next_due(services)
-    }
-    fn live_services(&self) -> BoxFuture<'_, koan::Result<Option<LiveServices>>> {
-        self.inner.live_services()
-    }
-    fn retry(
-        &self,
-        id: &str,
-        from: RetryFrom,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, koan::Result<JobRecord>> {
-        self.inner.retry(id, from, now)
-    }
-    fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, koan::Result<JobRecord>> {
-        self.inner.cancel(id, now)
-    }
-    fn delete(&self, id: &str) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.delete(id)
-    }
-    fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, koan::Result<u64>> {
-        self.inner.purge(older_than, max_bytes)
+        inner.list(query)
     }
 }
 
 /// A host of `Work` on a [`SlowPages`] store, with five dead jobs of `action`.
 async fn five_dead(action: &str, at_dead_page: AtDeadPage) -> anyhow::Result<(HostHandle, Runs)> {
-    let store = Arc::new(SlowPages {
-        inner: MemoryJobStore::new(),
+    let store = Twisted::new(SlowPages {
         at_dead_page,
         host: OnceLock::new(),
         retried_elsewhere: AtomicBool::new(false),
@@ -190,7 +139,7 @@ async fn five_dead(action: &str, at_dead_page: AtDeadPage) -> anyhow::Result<(Ho
         .build()?
         .start();
     host.started().await?;
-    let _ = store.host.set(host.clone());
+    let _ = store.twist.host.set(host.clone());
     for _ in 0..5 {
         let ticket = host.service("Work").action(action, ()).enqueue().await?;
         koan::testing::wait_for_job(&host, ticket.id(), JobState::Dead).await;

@@ -2,15 +2,14 @@
 //! many services asks `claim` only of the services with due jobs when the store can
 //! say which (`JobStore::live_services`), and every service when it cannot.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use koan::job::{
-    Claim, ClaimRequest, Claimed, Finish, JobCounts, JobPage, JobQuery, JobRecord, JobStore,
-    LiveServices, MemoryJobStore, NewJob, Pushed,
-};
+use common::store::{Twist, Twisted};
+use koan::job::{ClaimRequest, Claimed, JobStore, LiveServices, MemoryJobStore};
 use koan::testing::within;
 use koan::transport::BoxFuture;
 use koan::{ActionContext, Actions, Background, BackgroundService, BoxError, Service};
@@ -22,71 +21,28 @@ const SERVICES: usize = 40;
 /// The memory store, counting the claims it is asked for; it answers
 /// `live_services` only when `live` is set (else the trait's default: it cannot tell).
 struct Counting {
-    inner: MemoryJobStore,
     claims: AtomicUsize,
     live: bool,
 }
 
-impl JobStore for Counting {
-    fn is_durable(&self) -> bool {
-        self.inner.is_durable()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn push(&self, job: NewJob) -> BoxFuture<'_, koan::Result<Pushed>> {
-        self.inner.push(job)
-    }
-    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, koan::Result<Vec<Claimed>>> {
+impl Twist for Counting {
+    fn claim<'a>(
+        &'a self,
+        inner: &'a MemoryJobStore,
+        request: ClaimRequest,
+    ) -> BoxFuture<'a, koan::Result<Vec<Claimed>>> {
         self.claims.fetch_add(1, Ordering::SeqCst);
-        self.inner.claim(request)
+        inner.claim(request)
     }
-    fn heartbeat(&self, claim: &Claim, until: DateTime<Utc>) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.heartbeat(claim, until)
-    }
-    fn finish(
-        &self,
-        claim: &Claim,
-        how: Finish,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.finish(claim, how, now)
-    }
-    fn get(&self, id: &str) -> BoxFuture<'_, koan::Result<Option<JobRecord>>> {
-        self.inner.get(id)
-    }
-    fn list(&self, query: JobQuery) -> BoxFuture<'_, koan::Result<JobPage>> {
-        self.inner.list(query)
-    }
-    fn counts(&self, service: Option<&str>) -> BoxFuture<'_, koan::Result<JobCounts>> {
-        self.inner.counts(service)
-    }
-    fn next_due(&self, services: &[String]) -> BoxFuture<'_, koan::Result<Option<DateTime<Utc>>>> {
-        self.inner.next_due(services)
-    }
-    fn live_services(&self) -> BoxFuture<'_, koan::Result<Option<LiveServices>>> {
+    fn live_services<'a>(
+        &'a self,
+        inner: &'a MemoryJobStore,
+    ) -> BoxFuture<'a, koan::Result<Option<LiveServices>>> {
         if self.live {
-            self.inner.live_services()
+            inner.live_services()
         } else {
             Box::pin(std::future::ready(Ok(None)))
         }
-    }
-    fn retry(
-        &self,
-        id: &str,
-        from: koan::job::RetryFrom,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, koan::Result<JobRecord>> {
-        self.inner.retry(id, from, now)
-    }
-    fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, koan::Result<JobRecord>> {
-        self.inner.cancel(id, now)
-    }
-    fn delete(&self, id: &str) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.delete(id)
-    }
-    fn purge(&self, older: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, koan::Result<u64>> {
-        self.inner.purge(older, max_bytes)
     }
 }
 
@@ -111,7 +67,7 @@ impl BackgroundService for Work {
 }
 
 /// Starts `SERVICES` instances of `Work` on `store`.
-async fn start(store: Arc<Counting>) -> anyhow::Result<HostHandle> {
+async fn start(store: Arc<Twisted<Counting>>) -> anyhow::Result<HostHandle> {
     let mut b = koan::testing::host().job_store(store);
     for i in 0..SERVICES {
         b = b.instance_named(format!("w{i}"), Work);
@@ -124,8 +80,7 @@ async fn start(store: Arc<Counting>) -> anyhow::Result<HostHandle> {
 /// Runs one job on `w7`, then lets the runner make five more passes (one a second,
 /// on the paused clock); returns the claims asked for after the job was done.
 async fn claims_after_a_job(live: bool) -> anyhow::Result<usize> {
-    let store = Arc::new(Counting {
-        inner: MemoryJobStore::new(),
+    let store = Twisted::new(Counting {
         claims: AtomicUsize::new(0),
         live,
     });
@@ -133,9 +88,9 @@ async fn claims_after_a_job(live: bool) -> anyhow::Result<usize> {
     let ticket = host.service("w7").action("double", 21u32).enqueue().await?;
     let out = within("the job's outcome", ticket.outcome()).await?;
     assert_eq!(out.json()?, serde_json::json!(42), "the job ran on w7");
-    let before = store.claims.load(Ordering::SeqCst);
+    let before = store.twist.claims.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(5_500)).await;
-    let after = store.claims.load(Ordering::SeqCst) - before;
+    let after = store.twist.claims.load(Ordering::SeqCst) - before;
     koan::testing::stop(&host).await?;
     Ok(after)
 }
