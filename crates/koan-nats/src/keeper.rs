@@ -160,7 +160,8 @@ async fn walk(
         .await
 }
 
-/// A walk over the messages of one service in `KOAN_WORK`, from the oldest.
+/// A walk over the messages of one service in one stream (`KOAN_WORK` or
+/// `KOAN_DELAYED`), from the oldest.
 struct Walk {
     stream: async_nats::jetstream::stream::Stream,
     subject: String,

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures_util::StreamExt;
 use koan::HostHandle;
 use koan::error::ErrorKind;
@@ -91,9 +92,14 @@ async fn bury(t: &NatsTransport, a: &Exceeded) -> bool {
             return false;
         }
     };
-    // Gone already: another answer to the same advisory, or an ack after all.
-    let Ok(msg) = stream.get_raw_message(seq).await else {
-        return true;
+    let msg = match stream.get_raw_message(seq).await {
+        Ok(msg) => msg,
+        // Gone already: another answer to the same advisory, or an ack after all.
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return true,
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "cannot read a job JetStream no longer delivers; trying again");
+            return false;
+        }
     };
     // `koan.work.<service token>.<action>`: the token stands in for a job that
     // does not name its service (a foreign one).
