@@ -3,7 +3,8 @@
 //! SIGKILLed while it runs some of them and before most have run. The design puts
 //! every enqueue in cluster mode through JetStream, so the surviving instances run
 //! every job — none waits for the dead host to come back — and each job has one
-//! outcome and one stored translation.
+//! outcome and one stored translation. And a job whose only process was killed
+//! at its last delivery ends dead once the process is back, not `running` for ever.
 
 #[path = "support/demo.rs"]
 mod demo;
@@ -13,7 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use demo::{Demo, Site, translation_env};
-use koan_test_support::PATIENCE;
+use koan_test_support::nats::pull_until_out_of_deliveries;
+use koan_test_support::{PATIENCE, within};
 use serde_json::Value;
 
 const JOBS: usize = 50;
@@ -130,5 +132,40 @@ async fn jobs_accepted_by_a_hosting_instance_that_is_killed_all_complete_elsewhe
         by(&b),
         by(&k)
     );
+    Ok(())
+}
+
+/// A translation whose only process is SIGKILLed mid-run at its last delivery
+/// (`max_deliver` 1), the server's word that it will not be delivered again heard
+/// by no process, ends dead once the process is started again, saying why: not
+/// `running` for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_only_process_was_killed_at_its_last_delivery_is_dead_after_a_restart()
+-> anyhow::Result<()> {
+    let site = Site::start("koan-demo-crash")?;
+    let client = &site.client;
+    let mut env = translation_env(Duration::from_secs(600), 1);
+    env.push(("KOAN__NATS__MAX_DELIVER", "1".to_owned()));
+    let mut k = site.demo("k", None, &env)?;
+    let id = k.enqueue_translation(client, "crash", "fr").await?;
+    k.wait_in_flight(client, 1).await?;
+    k.kill();
+    // Its claim lapses; the next ask for a job makes the server say so, here the
+    // test's (a restarting process's first, which may come before it listens).
+    pull_until_out_of_deliveries(&site.nats, "koan-work-translationservice").await?;
+
+    let again = site.demo("k-again", None, &env)?;
+    let job = within("the job to be dead", async {
+        loop {
+            let job = again.job(client, &id).await?;
+            if job["state"] == "dead" {
+                return anyhow::Ok(job);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await??;
+    let why = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("max_deliver"), "{job}");
     Ok(())
 }

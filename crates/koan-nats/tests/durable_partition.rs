@@ -9,11 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::{Holder, Runs, Stopped, enqueue, holder_and_client, job_reaches, stream_holds};
-use futures_util::StreamExt as _;
 use koan::job::JobState;
 use koan::job::JobTicket;
 use koan_nats::NatsOptions;
-use koan_test_support::nats::{Member, NatsServer, announced, test_options};
+use koan_test_support::nats::{
+    Member, NatsServer, announced, pull_until_out_of_deliveries, test_options,
+};
 use koan_test_support::{eventually, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -221,43 +222,11 @@ async fn a_job_whose_advisory_no_instance_heard_is_dead_once_one_attaches() -> a
         runs.started() == 1
     })
     .await?;
-    // The test hears the advisory; no instance does.
-    let raw = async_nats::connect(server.url()).await?;
-    let mut advisories = raw
-        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.*")
-        .await?;
     drop(client.node.take());
     proxy.freeze(true);
     // The server finds the job out of deliveries when next asked for one once
-    // its claim lapsed: here by the test (in life, a worker restarting).
-    let js = async_nats::jetstream::new(raw.clone());
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream("KOAN_WORK")
-        .await?
-        .get_consumer("koan-work-holder")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    within("the max-deliveries advisory", async {
-        loop {
-            let mut pulled = consumer
-                .fetch()
-                .max_messages(1)
-                .expires(Duration::from_millis(500))
-                .messages()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if let Some(msg) = pulled.next().await {
-                msg.map_err(|e| anyhow::anyhow!("{e}"))?;
-                anyhow::bail!("the job was delivered again");
-            }
-            if let Ok(Some(advisory)) =
-                tokio::time::timeout(Duration::from_millis(100), advisories.next()).await
-            {
-                return Ok(advisory);
-            }
-        }
-    })
-    .await??;
+    // its claim lapsed: here by the test, heard by no instance.
+    pull_until_out_of_deliveries(&server.url(), "koan-work-holder").await?;
 
     let late = Member::join(options(&server.url()), |b| b).await?;
     let dead = job_reaches(&late.host, &id, JobState::Dead).await?;

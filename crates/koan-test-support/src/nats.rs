@@ -256,3 +256,46 @@ pub async fn announced(host: &HostHandle, service: &str, n: usize) -> anyhow::Re
     })
     .await
 }
+
+/// Asks the work consumer `consumer` (`koan-work-<service>`) of the server at
+/// `url` for a job until the server announces one out of deliveries, as a
+/// restarting worker's first pull does once a lapsed claim was the last
+/// delivery; fails if a job is delivered instead. Whoever listens to the
+/// advisories then, hears it; the test's own subscription aside, no one else
+/// need be attached.
+pub async fn pull_until_out_of_deliveries(url: &str, consumer: &str) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let nats = async_nats::connect(url).await?;
+    let mut advisories = nats
+        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.KOAN_WORK.*")
+        .await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let stream = js
+        .get_stream("KOAN_WORK")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(consumer)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    within("the max-deliveries advisory", async {
+        loop {
+            let mut pulled = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(msg) = pulled.next().await {
+                msg.map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::bail!("a job was delivered again");
+            }
+            let heard = tokio::time::timeout(Duration::from_millis(100), advisories.next());
+            if let Ok(Some(_)) = heard.await {
+                return Ok(());
+            }
+        }
+    })
+    .await?
+}
