@@ -151,3 +151,46 @@ async fn a_delayed_job_for_a_service_elsewhere_runs_when_due_or_is_cancelled() -
     assert!(runs_of(&runs, &id).is_empty(), "never ran");
     Ok(())
 }
+
+/// Many delayed jobs due together, some cancelled while they wait (the mover
+/// handles a batch's jobs several at once): each other one runs once, not before
+/// its time, and no cancelled one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_due_together_run_once_each_and_cancelled_ones_never() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    let runs = Runs::default();
+    let clock = Clock {
+        runs: Arc::clone(&runs),
+    };
+    let (_worker, client) = Member::worker_and_client(opts, "Clock", |b| b.instance(clock)).await?;
+    // Far enough ahead for the enqueues and cancels on a loaded machine.
+    let at = Utc::now() + chrono::Duration::milliseconds(3000);
+    let mut tickets = Vec::new();
+    for _ in 0..60 {
+        tickets.push(stamp(&client, |r| r.at(at)).await?);
+    }
+    let (cancelled, kept): (Vec<_>, Vec<_>) = tickets
+        .into_iter()
+        .enumerate()
+        .partition(|(n, _)| n % 5 == 0);
+    for (_, ticket) in &cancelled {
+        within("cancel", client.host.jobs().cancel(ticket.id())).await??;
+    }
+    for (_, ticket) in kept {
+        let id = ticket.id().to_owned();
+        within("the outcome", ticket.outcome()).await??;
+        let ran = runs_of(&runs, &id);
+        assert_eq!(ran.len(), 1, "{id}: {ran:?}");
+        assert!(ran[0] >= at, "not before its time: ran {} < {at}", ran[0]);
+    }
+    for (_, ticket) in cancelled {
+        let id = ticket.id().to_owned();
+        let e = within("the outcome", ticket.outcome())
+            .await?
+            .expect_err("cancelled");
+        assert_eq!(e.kind(), ErrorKind::JobState, "{e}");
+        assert!(runs_of(&runs, &id).is_empty(), "{id} never ran");
+    }
+    Ok(())
+}
