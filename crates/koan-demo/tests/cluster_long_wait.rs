@@ -3,7 +3,8 @@
 //! HTTP: a translation due in an hour is read and cancelled on another process
 //! after its first record would have been forgotten, and one due in 10 s and
 //! cancelled at once never runs, though its cancel's record and marker would have
-//! been forgotten before it was due.
+//! been forgotten before it was due; nor does one cancelled while no process
+//! translates, for longer than that, once a translator is back.
 
 #[path = "support/demo.rs"]
 mod demo;
@@ -86,6 +87,46 @@ async fn delayed_jobs_are_read_and_cancelled_past_outcome_ttl_and_never_run() ->
     .await?;
     assert_eq!(
         demo::translation_rows(&t1.db, None)?,
+        0,
+        "a cancelled job ran"
+    );
+    Ok(())
+}
+
+/// With no process translating for longer than that, a delayed translation
+/// cancelled meanwhile stays cancelled, and is read by id on any process, until a
+/// translator is back, which drops it unrun: the processes that remain keep the
+/// records of the jobs of a service none runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_while_no_process_translates_never_runs_when_one_is_back()
+-> anyhow::Result<()> {
+    let site = Site::start("koan-demo-orphans")?;
+    let client = &site.client;
+    let ttl = ("KOAN__NATS__OUTCOME_TTL_SECONDS", "6".to_owned());
+    let mut env = translation_env(Duration::from_millis(10), 1);
+    env.push(ttl.clone());
+    let mut t1 = site.demo("t1", Some("TranslationService"), &env)?;
+    let a = site.demo("a", Some(ALL_BUT_TRANSLATION), std::slice::from_ref(&ttl))?;
+    let b = site.demo("b", Some(ALL_BUT_TRANSLATION), &[ttl])?;
+    let later = wait_for("A to accept a translation due in an hour", async || {
+        Ok(delayed(client, &a, "later", "1h").await.ok())
+    })
+    .await?;
+    t1.kill();
+    assert_eq!(cancel(client, &a, &later).await?, "cancelled");
+    records_written_until_now_forgotten(&site.nats).await?;
+
+    // Read on B, which did not accept it (A remembers its own jobs).
+    let job = b.job(client, &later).await?;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    let t2 = site.demo("t2", Some("TranslationService"), &env)?;
+    wait_for("the cancelled job to be dropped", async || {
+        let left = messages(&site.nats, "KOAN_DELAYED").await?;
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        demo::translation_rows(&t2.db, None)?,
         0,
         "a cancelled job ran"
     );

@@ -13,7 +13,8 @@
 //! why (so whoever awaits it is told), its record is set dead, it goes to the
 //! dead-letter stream like any dead job, and its message is removed. A job whose
 //! outcome was recorded after all (its ack was lost) only has its message removed.
-//! An answer that could not be recorded is tried again.
+//! An answer that could not be recorded is tried again, after a second doubled
+//! each try up to a minute.
 
 use std::time::Duration;
 
@@ -74,11 +75,19 @@ async fn follow_once(t: &NatsTransport) -> ConsumerResult {
         let _ = if answered {
             msg.ack().await
         } else {
-            msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await
+            let tries = msg.info().map_or(1, |i| i.delivered);
+            msg.ack_with(AckKind::Nak(Some(retry_after(tries)))).await
         };
     }
     Ok(())
+}
+
+/// How long an advisory whose answer failed `tries` times waits before the next
+/// try: 1 s, doubled each try, at most a minute (a broker that refuses the
+/// answer for long is not asked every second).
+fn retry_after(tries: i64) -> Duration {
+    let doublings = u32::try_from(tries.saturating_sub(1).clamp(0, 6)).unwrap_or(6);
+    Duration::from_secs(1 << doublings).min(Duration::from_secs(60))
 }
 
 /// Ends the job of the message the advisory names (see the module's text):
@@ -174,4 +183,18 @@ async fn bury(t: &NatsTransport, a: &Exceeded) -> bool {
     }
     let _ = stream.delete_message(seq).await;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_answer_is_tried_again_after_a_second_doubled_each_time_to_a_minute() {
+        let waits: Vec<u64> = [0, 1, 2, 3, 6, 7, 8, 1000]
+            .into_iter()
+            .map(|n| retry_after(n).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 1, 2, 4, 32, 60, 60, 60]);
+    }
 }
