@@ -65,6 +65,17 @@ async fn record_in(m: &Member, id: &str, state: JobState) -> anyhow::Result<JobR
     .await
 }
 
+/// A worker running `Clock` and a client, and the clock's runs.
+async fn clock_and_client(server: &NatsServer) -> anyhow::Result<(Member, Member, Runs)> {
+    let runs = Runs::default();
+    let clock = Clock {
+        runs: Arc::clone(&runs),
+    };
+    let opts = test_options(&server.url());
+    let (worker, client) = Member::worker_and_client(opts, "Clock", |b| b.instance(clock)).await?;
+    Ok((worker, client, runs))
+}
+
 /// Enqueues `stamp` for `Clock` from `m`, to run as `when` says.
 async fn stamp(
     m: &Member,
@@ -114,12 +125,7 @@ async fn a_delayed_job_outlives_the_host_that_accepted_it() -> anyhow::Result<()
 async fn a_delayed_job_for_a_service_elsewhere_runs_when_due_or_is_cancelled() -> anyhow::Result<()>
 {
     let server = NatsServer::start()?;
-    let opts = test_options(&server.url());
-    let runs = Runs::default();
-    let clock = Clock {
-        runs: Arc::clone(&runs),
-    };
-    let (_worker, client) = Member::worker_and_client(opts, "Clock", |b| b.instance(clock)).await?;
+    let (_worker, client, runs) = clock_and_client(&server).await?;
 
     // A job due at once first: the worker follows the cluster's cancels from then on.
     within("a job due at once", stamp(&client, |r| r).await?.outcome()).await??;
@@ -158,12 +164,7 @@ async fn a_delayed_job_for_a_service_elsewhere_runs_when_due_or_is_cancelled() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_jobs_due_together_run_once_each_and_cancelled_ones_never() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let opts = test_options(&server.url());
-    let runs = Runs::default();
-    let clock = Clock {
-        runs: Arc::clone(&runs),
-    };
-    let (_worker, client) = Member::worker_and_client(opts, "Clock", |b| b.instance(clock)).await?;
+    let (_worker, client, runs) = clock_and_client(&server).await?;
     // Far enough ahead for the enqueues and cancels on a loaded machine.
     let at = Utc::now() + chrono::Duration::milliseconds(3000);
     let mut tickets = Vec::new();
