@@ -3,8 +3,10 @@
 //! HTTP: a translation due in an hour is read and cancelled on another process
 //! after its first record would have been forgotten, and one due in 10 s and
 //! cancelled at once never runs, though its cancel's record and marker would have
-//! been forgotten before it was due; nor does one cancelled while no process
-//! translates, for longer than that, once a translator is back.
+//! been forgotten before it was due; nor does one queued and cancelled while no
+//! process translates, for longer than that, once a translator is back, nor a
+//! delayed one cancelled before every process of the cluster was down for longer
+//! than that.
 
 #[path = "support/demo.rs"]
 mod demo;
@@ -98,10 +100,11 @@ async fn delayed_jobs_are_read_and_cancelled_past_outcome_ttl_and_never_run() ->
     dropped_unrun(&site, &["KOAN_DELAYED", "KOAN_WORK"], &t1).await
 }
 
-/// With no process translating for longer than that, a delayed translation
-/// cancelled meanwhile stays cancelled, and is read by id on any process, until a
-/// translator is back, which drops it unrun: the processes that remain keep the
-/// records of the jobs of a service none runs.
+/// With no process translating for longer than that, a translation queued and
+/// cancelled meanwhile stays cancelled, and it and a delayed one are read by id
+/// on any process, until a translator is back, which drops the cancelled one
+/// unrun: the processes that remain keep the records of the jobs of a service
+/// none runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cancelled_while_no_process_translates_never_runs_when_one_is_back()
 -> anyhow::Result<()> {
@@ -118,12 +121,56 @@ async fn a_job_cancelled_while_no_process_translates_never_runs_when_one_is_back
     })
     .await?;
     t1.kill();
-    assert_eq!(cancel(client, &a, &later).await?, "cancelled");
+    let queued = a.enqueue_translation(client, "queued", "fr").await?;
+    assert_eq!(cancel(client, &a, &queued).await?, "cancelled");
     records_written_until_now_forgotten(&site.nats).await?;
 
-    // Read on B, which did not accept it (A remembers its own jobs).
-    let job = b.job(client, &later).await?;
-    assert_eq!(job["state"], "cancelled", "{job}");
+    // Read on B, which did not accept them (A remembers its own jobs).
+    for (id, state) in [(&queued, "cancelled"), (&later, "scheduled")] {
+        let job = b.job(client, id).await?;
+        assert_eq!(job["state"], state, "{job}");
+    }
     let t2 = site.demo("t2", Some("TranslationService"), &env)?;
-    dropped_unrun(&site, &["KOAN_DELAYED"], &t2).await
+    dropped_unrun(&site, &["KOAN_WORK"], &t2).await?;
+    let job = b.job(client, &later).await?;
+    assert_eq!(job["state"], "scheduled", "{job}");
+    Ok(())
+}
+
+/// With every process of the cluster down for longer than that after a delayed
+/// translation was cancelled, its record and its cancel's marker are forgotten;
+/// the translation still never runs once a translator is back: the cancel took
+/// the job out of the stream where it waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_before_the_whole_cluster_was_down_never_runs_when_it_is_back()
+-> anyhow::Result<()> {
+    let site = Site::start("koan-demo-all-down")?;
+    let client = &site.client;
+    let ttl = ("KOAN__NATS__OUTCOME_TTL_SECONDS", "6".to_owned());
+    let mut env = translation_env(Duration::from_millis(10), 1);
+    env.push(ttl.clone());
+    let mut t1 = site.demo("t1", Some("TranslationService"), &env)?;
+    let mut a = site.demo("a", Some(ALL_BUT_TRANSLATION), &[ttl])?;
+    let cancelled = wait_for("A to accept a translation due in 8 s", async || {
+        Ok(delayed(client, &a, "cancelled", "8s").await.ok())
+    })
+    .await?;
+    assert_eq!(cancel(client, &a, &cancelled).await?, "cancelled");
+    t1.kill();
+    a.kill();
+    records_written_until_now_forgotten(&site.nats).await?;
+
+    // Back: a translation due well after the cancelled one runs, and it alone.
+    let t2 = site.demo("t2", Some("TranslationService"), &env)?;
+    let after = wait_for("T2 to accept a translation due in 10 s", async || {
+        Ok(delayed(client, &t2, "after", "10s").await.ok())
+    })
+    .await?;
+    wait_for("the later translation to run", async || {
+        Ok((demo::translation_rows(&t2.db, Some(&after))? == 1).then_some(()))
+    })
+    .await?;
+    let rows = demo::translation_rows(&t2.db, Some(&cancelled))?;
+    assert_eq!(rows, 0, "the cancelled translation ran");
+    Ok(())
 }

@@ -243,14 +243,21 @@ pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobReco
         .await
         .map_err(|e| unavailable(format!("the cancel of job {id} cannot be written: {e}")))?;
     let now = Utc::now();
-    crate::records::change(t, id, None, |r| {
+    // Whether the job still waited to be due when its record said cancelled.
+    let mut waited = false;
+    let record = crate::records::change(t, id, None, |r| {
         if r.state.is_final() {
             return Err(wrong_state(id, r.state, "cancel", "not final"));
         }
+        waited = r.state == JobState::Scheduled;
         apply_cancel(r, now);
         Ok(true)
     })
-    .await
+    .await?;
+    if waited && let Some(r) = &record {
+        crate::delayed::withdraw(t, r).await;
+    }
+    Ok(record)
 }
 
 /// Whether job `id` was cancelled (asked while it runs); its record is kept in

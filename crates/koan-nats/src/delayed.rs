@@ -14,13 +14,13 @@ use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::TryStreamExt as _;
 use koan::HostHandle;
-use koan::job::JobState;
+use koan::job::{JobRecord, JobState};
 
 use crate::enqueue;
 use crate::records;
 use crate::subjects;
 use crate::transport::NatsTransport;
-use crate::wire::{self, Job};
+use crate::wire::{self, Job, Reply};
 
 /// How many waiting jobs one pull takes (each is handed back at once if not due).
 const BATCH: usize = 64;
@@ -124,6 +124,59 @@ async fn move_if_due(t: &NatsTransport, service: &str, msg: Message) {
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
         }
+    }
+}
+
+/// Removes cancelled job `record` from `KOAN_DELAYED`, where it waits under a
+/// subject of its own, and tells whoever awaits it that it was cancelled:
+/// nothing of it is left to move, whatever becomes of its record and its
+/// cancel's marker (forgotten while no instance runs for longer than
+/// `outcome_ttl`, say), and its waiters need not wait until it would have been
+/// due. A message not found there (a mover took it a moment ago; a job of an
+/// earlier koan, or of a foreign id, which shares its action's subject) is
+/// dropped unrun by whoever sees it next, its record and marker said cancelled.
+pub(crate) async fn withdraw(t: &NatsTransport, record: &JobRecord) {
+    let Some(subject) = subjects::delayed_job(&record.service, &record.action, &record.id) else {
+        return;
+    };
+    match remove(t, &subject).await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::info!(id = %record.id, "delayed job cancelled; removed from the delayed stream");
+            let key = subjects::key(&record.id);
+            let reply = Reply::of(Err(crate::cancels::cancelled_error(&record.id)));
+            crate::outcomes::store(t, &key, &record.id, 0, reply).await;
+        }
+        Err(e) => {
+            tracing::warn!(id = %record.id, error = %e, "could not remove a cancelled delayed job from the delayed stream; a mover drops it unrun when it is due");
+        }
+    }
+}
+
+/// Deletes the message of `KOAN_DELAYED` on `subject` (one job's own): whether
+/// there was one. Found, then deleted by its sequence: a purge by subject would
+/// do it in one request, but nats-server before 2.9.12 then moves the other
+/// consumers' cursors past the jobs still waiting (nats-server#3838; seen here
+/// as delayed jobs that never ran).
+async fn remove(t: &NatsTransport, subject: &str) -> Result<bool, async_nats::Error> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stream = t
+        .inner
+        .js
+        .get_stream_no_info(subjects::DELAYED_STREAM)
+        .await?;
+    let seq = match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(msg) => msg.sequence,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    match stream.delete_message(seq).await {
+        Ok(deleted) => Ok(deleted),
+        // Taken by a mover between the two requests: not an error.
+        Err(e) => match stream.get_last_raw_message_by_subject(subject).await {
+            Err(gone) if gone.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            _ => Err(e.into()),
+        },
     }
 }
 

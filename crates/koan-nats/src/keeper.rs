@@ -21,9 +21,11 @@
 //!
 //! The jobs of a service no live instance runs have no mover and no keeper of
 //! their own: the live host with the lowest id keeps theirs, in `KOAN_WORK` and
-//! `KOAN_DELAYED` alike ([`keep_orphans`]), so a delayed job cancelled while its
+//! `KOAN_DELAYED` alike ([`keep_orphans`]), so a queued job cancelled while its
 //! service is down for hours is still cancelled when an instance comes back.
-//! Only a whole cluster down for longer than `outcome_ttl` loses them.
+//! Only a whole cluster down for longer than `outcome_ttl` loses them (a
+//! delayed job's cancel takes it out of its stream at once, `delayed::withdraw`;
+//! a queued one cancelled behind a backlog would then run).
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -59,7 +61,7 @@ pub(crate) async fn keep(t: NatsTransport, host: HostHandle, service: String) {
 /// delayed jobs' mover and their keeper are gone with them) until the host
 /// stops, when this host is the live one with the lowest id: the records of
 /// their jobs in `KOAN_WORK` and `KOAN_DELAYED`, and a cancelled one's marker.
-/// A delayed job cancelled while its service is down for hours is then still
+/// A queued job cancelled while its service is down for hours is then still
 /// cancelled when an instance comes back, and each of them is read by id.
 pub(crate) async fn keep_orphans(t: NatsTransport, host: HostHandle) {
     let Some((mut tick, after)) = visits(&t) else {

@@ -174,9 +174,19 @@ pub(crate) fn work_consumer(service: &str) -> String {
     format!("koan-work-{}", token(service))
 }
 
-/// Where a job waits until it is due (`KOAN_DELAYED`).
-pub(crate) fn delayed(service: &str, action: &str) -> String {
-    format!("koan.delayed.{}.{}", token(service), token(action))
+/// Where job `id` waits until it is due (`KOAN_DELAYED`): a subject of its own
+/// when its id is one token (a job id koan makes always is), so a cancel removes
+/// it from the stream at once (`delayed::withdraw`); else its action's.
+pub(crate) fn delayed(service: &str, action: &str, id: &str) -> String {
+    delayed_job(service, action, id)
+        .unwrap_or_else(|| format!("koan.delayed.{}.{}", token(service), token(action)))
+}
+
+/// The subject of job `id`'s own in `KOAN_DELAYED`
+/// (`koan.delayed.<service>.<action>.<id>`); `None` when its id is not one token
+/// (only a foreign client's may not be), and it shares its action's subject.
+pub(crate) fn delayed_job(service: &str, action: &str, id: &str) -> Option<String> {
+    is_plain_id(id).then(|| format!("koan.delayed.{}.{}.{id}", token(service), token(action)))
 }
 
 pub(crate) fn delayed_of(service: &str) -> String {
@@ -243,6 +253,19 @@ mod tests {
         assert_eq!(key("0193a6c2-7b1e-7c3d.A_=b"), "0193a6c2-7b1e-7c3d.A_=b");
         // Each char that is not a key's, however many bytes, is one `_`.
         assert_eq!(key("Café/ü"), "Caf___");
+    }
+
+    #[test]
+    fn a_delayed_job_waits_on_a_subject_of_its_own_when_its_id_is_one_token() {
+        let id = "0193a6c2-7b1e-7c3d-9f00-1a2b3c4d5e6f";
+        let own = format!("koan.delayed.clock.stamp.{id}");
+        assert_eq!(delayed_job("Clock", "Stamp", id), Some(own.clone()));
+        assert_eq!(delayed("Clock", "Stamp", id), own);
+        // Another shares its action's subject, and has none to be removed by.
+        for id in ["a.b", "a b", "*", ">", ""] {
+            assert_eq!(delayed_job("Clock", "Stamp", id), None, "{id:?}");
+            assert_eq!(delayed("Clock", "Stamp", id), "koan.delayed.clock.stamp");
+        }
     }
 
     #[test]

@@ -195,3 +195,35 @@ async fn delayed_jobs_due_together_run_once_each_and_cancelled_ones_never() -> a
     }
     Ok(())
 }
+
+/// A delayed job cancelled while it waits leaves `KOAN_DELAYED` at once, and
+/// whoever awaits it is told then, not when it would have been due: nothing of it
+/// is left for a mover to run, whatever becomes of its record and cancel's marker
+/// (forgotten, say, while no instance of the cluster runs for longer than
+/// `outcome_ttl`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_job_cancelled_while_it_waits_leaves_the_stream_and_its_waiter_is_told_at_once()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_worker, client, runs) = clock_and_client(&server).await?;
+    let kept = stamp(&client, |r| r.delay(Duration::from_secs(3600))).await?;
+    let ticket = stamp(&client, |r| r.delay(Duration::from_secs(3600))).await?;
+    let id = ticket.id().to_owned();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await?);
+    let mut delayed = js.get_stream("KOAN_DELAYED").await?;
+    assert_eq!(delayed.info().await?.state.messages, 2);
+
+    let cancelled = within("cancel", client.host.jobs().cancel(&id)).await??;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    let e = within("the outcome", ticket.outcome())
+        .await?
+        .expect_err("cancelled");
+    assert_eq!(e.kind(), ErrorKind::JobState, "{e}");
+    assert!(e.to_string().contains("cancelled"), "{e}");
+    // Only the job still to run waits.
+    assert_eq!(delayed.info().await?.state.messages, 1);
+    let left = client.host.jobs().get(kept.id()).await?;
+    assert_eq!(left.state, JobState::Scheduled, "{left:?}");
+    assert!(runs_of(&runs, &id).is_empty(), "never ran");
+    Ok(())
+}

@@ -182,8 +182,8 @@ async fn jobs_queued_behind_a_long_run_are_read_and_cancelled_and_their_cancels_
 }
 
 /// With no instance of their service running, for longer than a record not
-/// written to is kept, its jobs' records are kept by another host: a delayed
-/// job cancelled then never runs, and the others are read by id all along.
+/// written to is kept, its jobs' records are kept by another host: a queued
+/// job cancelled then never runs, and each is read by id all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_of_a_service_no_instance_runs_keep_their_records_and_cancels() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -191,16 +191,16 @@ async fn jobs_of_a_service_no_instance_runs_keep_their_records_and_cancels() -> 
     // Reads on a host that enqueued nothing (the client remembers its jobs).
     let reader = Member::join(options(&server), |b| b).await?;
     let jobs = client.host.jobs();
-    let cancelled = later(&client, Duration::from_secs(600)).await?;
-    within("cancel", jobs.cancel(&cancelled)).await??;
     let delayed = later(&client, Duration::from_secs(600)).await?;
     worker.stop().await?;
     let queued = enqueue(&client.host, "busy", 0u64).await?;
+    let cancelled = enqueue(&client.host, "busy", 0u64).await?;
+    within("cancel", jobs.cancel(cancelled.id())).await??;
     records_written_until_now_forgotten(&client).await?;
 
     let read = reader.host.jobs();
     for (id, state) in [
-        (cancelled.as_str(), JobState::Cancelled),
+        (cancelled.id(), JobState::Cancelled),
         (delayed.as_str(), JobState::Scheduled),
         (queued.id(), JobState::Queued),
     ] {
@@ -212,6 +212,11 @@ async fn jobs_of_a_service_no_instance_runs_keep_their_records_and_cancels() -> 
     let (holder, runs) = common::Holder::new(Stopped::Fails);
     let _back = Member::join(options(&server), |b| b.instance(holder)).await?;
     within("the outcome", queued.outcome()).await??;
+    let e = within("the outcome", cancelled.outcome())
+        .await?
+        .expect_err("cancelled");
+    assert!(e.to_string().contains("cancelled"), "{e}");
+    stream_holds(&client, "KOAN_WORK", 0).await?;
     stream_holds(&client, "KOAN_DELAYED", 1).await?;
     let r = within("get", read.get(&delayed)).await??;
     assert_eq!(r.state, JobState::Scheduled, "{r:?}");

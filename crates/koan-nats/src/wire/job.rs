@@ -105,7 +105,7 @@ impl Job {
         }
         let body = serde_json::to_vec(&self.params).unwrap_or_default().into();
         let subject = if self.run_at_unix_ms.is_some_and(|at| at > super::unix_ms()) {
-            subjects::delayed(&self.service, &self.action)
+            subjects::delayed(&self.service, &self.action, &self.id)
         } else {
             subjects::work(&self.service, &self.action)
         };
