@@ -20,7 +20,6 @@ use async_nats::jetstream::{AckKind, Message, kv};
 use chrono::Utc;
 use futures_util::StreamExt;
 use koan::Error;
-use koan::error::ErrorKind;
 use koan::job::{JobRecord, JobState, apply_cancel, wrong_state};
 
 use crate::connection::ConnectionState;
@@ -268,7 +267,7 @@ pub(crate) async fn cancelled(t: &NatsTransport, id: &str) -> bool {
 
 /// The error a cancelled job's waiters get.
 pub(crate) fn cancelled_error(id: &str) -> Error {
-    Error::new(ErrorKind::JobState, format!("job `{id}` was cancelled"))
+    koan::job::cancelled(id)
 }
 
 /// Ends a cancelled job's message: its outcome says it was cancelled (so whoever

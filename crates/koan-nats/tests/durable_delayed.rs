@@ -225,5 +225,21 @@ async fn a_delayed_job_cancelled_while_it_waits_leaves_the_stream_and_its_waiter
     let left = client.host.jobs().get(kept.id()).await?;
     assert_eq!(left.state, JobState::Scheduled, "{left:?}");
     assert!(runs_of(&runs, &id).is_empty(), "never ran");
+
+    // Nothing of it waits: it may be retried (it runs now) or deleted at once,
+    // not only once it would have been due.
+    let retried = within("retry", client.host.jobs().retry(&id)).await??;
+    assert_eq!(retried.state, JobState::Queued, "{retried:?}");
+    let done = record_in(&client, &id, JobState::Succeeded).await?;
+    assert_eq!(done.attempts, 1, "{done:?}");
+    assert_eq!(runs_of(&runs, &id).len(), 1, "ran once, retried");
+    let dropped = stamp(&client, |r| r.delay(Duration::from_secs(3600))).await?;
+    within("cancel", client.host.jobs().cancel(dropped.id())).await??;
+    within("delete", client.host.jobs().delete(dropped.id())).await??;
+    let e = within("get", client.host.jobs().get(dropped.id()))
+        .await?
+        .expect_err("deleted");
+    assert_eq!(e.kind(), ErrorKind::UnknownJob, "{e}");
+    assert_eq!(delayed.info().await?.state.messages, 1);
     Ok(())
 }

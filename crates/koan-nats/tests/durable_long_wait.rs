@@ -92,9 +92,18 @@ async fn a_job_due_long_after_its_record_would_be_forgotten_is_read_and_cancelle
 async fn a_delayed_job_cancelled_long_before_its_time_never_runs() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (_worker, client, runs) = cluster(&server).await?;
-    let id = later(&client, KEEP + Duration::from_secs(4)).await?;
-    let r = within("cancel", client.host.jobs().cancel(&id)).await??;
+    let request = client.host.service("Holder").action("busy", 0u64);
+    let ticket = within(
+        "enqueue",
+        request.delay(KEEP + Duration::from_secs(4)).enqueue(),
+    )
+    .await??;
+    let jobs = client.host.jobs();
+    let id = ticket.id().to_owned();
+    let r = within("cancel", jobs.cancel(&id)).await??;
     assert_eq!(r.state, JobState::Cancelled, "{r:?}");
+    let told = within("the outcome", ticket.outcome()).await?;
+    assert!(told.is_err_and(|e| koan::job::is_cancelled(&e)));
     // The cancel's marker and record, unless written again, are forgotten
     // before the job is due.
     records_written_until_now_forgotten(&client).await?;
@@ -102,6 +111,12 @@ async fn a_delayed_job_cancelled_long_before_its_time_never_runs() -> anyhow::Re
     stream_holds(&client, "KOAN_DELAYED", 0).await?;
     stream_holds(&client, "KOAN_WORK", 0).await?;
     assert_eq!(runs.started(), 0, "a cancelled job ran");
+    // Its host remembers it cancelled (not dead), until it is deleted there.
+    let remembered = within("get", jobs.get(&id)).await??;
+    assert_eq!(remembered.state, JobState::Cancelled, "{remembered:?}");
+    within("delete", jobs.delete(&id)).await??;
+    let e = within("get", jobs.get(&id)).await?.expect_err("deleted");
+    assert_eq!(e.kind(), koan::error::ErrorKind::UnknownJob, "{e}");
     Ok(())
 }
 

@@ -111,9 +111,18 @@ impl Jobs {
         if self.store().delete(id).await? {
             return Ok(());
         }
-        match self.transport() {
-            Some(t) if t.delete_job(id).await? => Ok(()),
-            _ => Err(unknown_job(id)),
+        let deleted = match self.transport() {
+            Some(t) => t.delete_job(id).await?,
+            None => false,
+        };
+        // What this host remembers of a job it handed to the cluster goes too
+        // (`get` would answer from it); also when the cluster forgot the job first,
+        // if it ended (one that may still run is not forgotten unseen).
+        let remembered = self.host.inner.jobs.remote.forget(id, !deleted);
+        if deleted || remembered {
+            Ok(())
+        } else {
+            Err(unknown_job(id))
         }
     }
 

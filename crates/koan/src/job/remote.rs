@@ -61,6 +61,17 @@ impl RemoteJobs {
         self.lock().records.get(id).cloned()
     }
 
+    /// Forgets job `id` (deleted), any, or only an ended one when `ended_only`:
+    /// whether it was remembered so.
+    pub(crate) fn forget(&self, id: &str, ended_only: bool) -> bool {
+        let mut inner = self.lock();
+        let forget = inner
+            .records
+            .get(id)
+            .is_some_and(|r| !ended_only || r.finished_at.is_some());
+        forget && inner.records.remove(id).is_some()
+    }
+
     /// Records the outcome the transport reported.
     pub(crate) fn finish(&self, id: &str, outcome: &Result<Payload>, at: DateTime<Utc>) {
         let mut inner = self.lock();
@@ -81,7 +92,11 @@ impl RemoteJobs {
                 r.result = p.to_json().ok();
             }
             Err(e) => {
-                r.state = JobState::Dead;
+                r.state = if super::is_cancelled(e) {
+                    JobState::Cancelled
+                } else {
+                    JobState::Dead
+                };
                 r.error = Some(ErrorBody::from(e));
             }
         }
@@ -125,5 +140,27 @@ mod tests {
             Some(JobState::Succeeded)
         );
         assert!(jobs.lock().records.len() <= KEEP + 1);
+    }
+
+    #[test]
+    fn a_cancelled_job_is_remembered_cancelled_and_a_deleted_one_forgotten() {
+        let jobs = RemoteJobs::default();
+        for id in ["cancelled", "failed"] {
+            jobs.insert(record(id));
+        }
+        let now = Utc::now();
+        jobs.finish("cancelled", &Err(super::super::cancelled("cancelled")), now);
+        let failed = crate::Error::new(crate::error::ErrorKind::JobState, "job `x` was odd");
+        jobs.finish("failed", &Err(failed), now);
+        let state = |id| jobs.get(id).map(|r| r.state);
+        assert_eq!(state("cancelled"), Some(JobState::Cancelled));
+        assert_eq!(state("failed"), Some(JobState::Dead));
+        assert!(jobs.forget("cancelled", true));
+        assert!(!jobs.forget("cancelled", false));
+        assert_eq!(state("cancelled"), None);
+        // One still to end, unless the cluster deleted it.
+        jobs.insert(record("queued"));
+        assert!(!jobs.forget("queued", true));
+        assert!(jobs.forget("queued", false));
     }
 }

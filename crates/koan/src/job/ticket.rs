@@ -144,10 +144,7 @@ pub(crate) fn outcome_of(record: &JobRecord) -> Option<Result<Payload>> {
             ),
             None => Error::new(ErrorKind::Handler, format!("job `{}` is dead", record.id)),
         })),
-        JobState::Cancelled => Some(Err(Error::new(
-            ErrorKind::JobState,
-            format!("job `{}` was cancelled", record.id),
-        ))),
+        JobState::Cancelled => Some(Err(super::cancelled(&record.id))),
         _ => None,
     }
 }

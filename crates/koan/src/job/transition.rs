@@ -27,6 +27,18 @@ pub fn wrong_state(id: &str, state: JobState, what: &str, allowed: &str) -> Erro
     )
 }
 
+/// The outcome of a job cancelled before it ended (`JobState`), as its waiters
+/// are told it: the one constructor, so [`is_cancelled`] knows it.
+pub fn cancelled(id: &str) -> Error {
+    Error::new(ErrorKind::JobState, format!("job `{id}` was cancelled"))
+}
+
+/// Whether `outcome` is a job's [`cancelled`] (a handler's own errors are of
+/// another kind: `handler_error`).
+pub fn is_cancelled(outcome: &Error) -> bool {
+    outcome.kind() == ErrorKind::JobState && outcome.message().ends_with("` was cancelled")
+}
+
 /// A repeat under an idempotency key returns the first job only when it asks for the
 /// same work; a different call under a used key is refused rather than answered with
 /// another call's job (`JobState`, 409 over HTTP). Shared by the host's store and
