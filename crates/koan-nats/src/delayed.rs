@@ -6,7 +6,8 @@
 //! its time (`Nak` with the time left), and a due one is published to the work
 //! queue under its own id (JetStream drops a repeat within its duplicate window,
 //! should a mover die between publishing and acknowledging), its record set
-//! `queued`, and only then acknowledged.
+//! `queued`, and only then acknowledged. A cancel takes a waiting job out of
+//! the stream at once ([`withdraw`]): each waits on a subject of its own.
 
 use std::time::Duration;
 
