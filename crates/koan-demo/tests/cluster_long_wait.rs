@@ -151,8 +151,8 @@ async fn a_job_cancelled_before_the_whole_cluster_was_down_never_runs_when_it_is
     env.push(ttl.clone());
     let mut t1 = site.demo("t1", Some("TranslationService"), &env)?;
     let mut a = site.demo("a", Some(ALL_BUT_TRANSLATION), &[ttl])?;
-    let cancelled = wait_for("A to accept a translation due in 8 s", async || {
-        Ok(delayed(client, &a, "cancelled", "8s").await.ok())
+    let cancelled = wait_for("A to accept a translation due in 12 s", async || {
+        Ok(delayed(client, &a, "cancelled", "12s").await.ok())
     })
     .await?;
     assert_eq!(cancel(client, &a, &cancelled).await?, "cancelled");

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
+use chrono::Utc;
 use futures_util::TryStreamExt as _;
 use koan::HostHandle;
 use koan::job::{JobRecord, JobState};
@@ -28,6 +29,9 @@ const BATCH: usize = 64;
 /// How many of a batch's jobs are handled at once (each reads its record, and
 /// perhaps writes it, before it is handed back or moved).
 const IN_FLIGHT: usize = 16;
+/// How close to its time a delayed job may be in a mover's hands, by the
+/// cancelling host's clock (hosts' clocks may differ by less).
+const IN_HAND: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// How long one pull waits for jobs before asking again.
 const PULL_WAIT: Duration = Duration::from_secs(5);
 
@@ -136,7 +140,16 @@ async fn move_if_due(t: &NatsTransport, service: &str, msg: Message) {
 /// due. A message not found there (a mover took it a moment ago; a job of an
 /// earlier koan, or of a foreign id, which shares its action's subject) is
 /// dropped unrun by whoever sees it next, its record and marker said cancelled.
+///
+/// Only a job due after [`IN_HAND`] from now: one due sooner may be in a mover's
+/// hands, published to the work queue already but its message here not yet
+/// acknowledged. Taken out of here with its outcome stored, it could be retried
+/// by hand at once while that copy still waits in the work queue, where its
+/// record (`queued` again) would let it run beside the retry's.
 pub(crate) async fn withdraw(t: &NatsTransport, record: &JobRecord) {
+    if record.run_at <= Utc::now() + IN_HAND {
+        return;
+    }
     let Some(subject) = subjects::delayed_job(&record.service, &record.action, &record.id) else {
         return;
     };
