@@ -17,6 +17,18 @@ use demo::{ALL_BUT_TRANSLATION, Demo, Site, send, translation_env};
 use koan_test_support::wait_for;
 use reqwest::StatusCode;
 
+/// A site whose cluster keeps a record nobody writes to for 6 s: the setting, and
+/// a translator's environment with it (each translation 10 ms, one at a time).
+fn short_ttl(name: &str) -> anyhow::Result<(Site, Setting, Vec<Setting>)> {
+    let ttl = ("KOAN__NATS__OUTCOME_TTL_SECONDS", "6".to_owned());
+    let mut env = translation_env(Duration::from_millis(10), 1);
+    env.push(ttl.clone());
+    Ok((Site::start(name)?, ttl, env))
+}
+
+/// An environment variable of a process.
+type Setting = (&'static str, String);
+
 /// Has `demo` accept a translation of `file` due after `delay` (as the query
 /// writes it, `1h`); the job's id.
 async fn delayed(
@@ -74,11 +86,8 @@ async fn dropped_unrun(site: &Site, streams: &[&str], translator: &Demo) -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_jobs_are_read_and_cancelled_past_outcome_ttl_and_never_run() -> anyhow::Result<()>
 {
-    let site = Site::start("koan-demo-long-wait")?;
+    let (site, ttl, env) = short_ttl("koan-demo-long-wait")?;
     let client = &site.client;
-    let ttl = ("KOAN__NATS__OUTCOME_TTL_SECONDS", "6".to_owned());
-    let mut env = translation_env(Duration::from_millis(10), 1);
-    env.push(ttl.clone());
     let t1 = site.demo("t1", Some("TranslationService"), &env)?;
     let a = site.demo("a", Some(ALL_BUT_TRANSLATION), &[ttl])?;
 
@@ -108,11 +117,8 @@ async fn delayed_jobs_are_read_and_cancelled_past_outcome_ttl_and_never_run() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cancelled_while_no_process_translates_never_runs_when_one_is_back()
 -> anyhow::Result<()> {
-    let site = Site::start("koan-demo-orphans")?;
+    let (site, ttl, env) = short_ttl("koan-demo-orphans")?;
     let client = &site.client;
-    let ttl = ("KOAN__NATS__OUTCOME_TTL_SECONDS", "6".to_owned());
-    let mut env = translation_env(Duration::from_millis(10), 1);
-    env.push(ttl.clone());
     let mut t1 = site.demo("t1", Some("TranslationService"), &env)?;
     let a = site.demo("a", Some(ALL_BUT_TRANSLATION), std::slice::from_ref(&ttl))?;
     let b = site.demo("b", Some(ALL_BUT_TRANSLATION), &[ttl])?;
@@ -144,11 +150,8 @@ async fn a_job_cancelled_while_no_process_translates_never_runs_when_one_is_back
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cancelled_before_the_whole_cluster_was_down_never_runs_when_it_is_back()
 -> anyhow::Result<()> {
-    let site = Site::start("koan-demo-all-down")?;
+    let (site, ttl, env) = short_ttl("koan-demo-all-down")?;
     let client = &site.client;
-    let ttl = ("KOAN__NATS__OUTCOME_TTL_SECONDS", "6".to_owned());
-    let mut env = translation_env(Duration::from_millis(10), 1);
-    env.push(ttl.clone());
     let mut t1 = site.demo("t1", Some("TranslationService"), &env)?;
     let mut a = site.demo("a", Some(ALL_BUT_TRANSLATION), &[ttl])?;
     let cancelled = wait_for("A to accept a translation due in 12 s", async || {
