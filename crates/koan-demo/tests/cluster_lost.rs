@@ -4,7 +4,8 @@
 //! every enqueue in cluster mode through JetStream, so the surviving instances run
 //! every job — none waits for the dead host to come back — and each job has one
 //! outcome and one stored translation. And a job whose only process was killed
-//! at its last delivery ends dead once the process is back, not `running` for ever.
+//! at its last delivery ends dead once the process is back, not `running` for ever;
+//! one whose process was stopped (SIGTERM) there is not lost either.
 
 #[path = "support/demo.rs"]
 mod demo;
@@ -167,5 +168,38 @@ async fn a_job_whose_only_process_was_killed_at_its_last_delivery_is_dead_after_
     .await??;
     let why = job["error"]["message"].as_str().unwrap_or_default();
     assert!(why.contains("max_deliver"), "{job}");
+    Ok(())
+}
+
+/// A rolling restart loses no translation: its process stopped by SIGTERM at its
+/// last delivery (`max_deliver` 1), the translation, which ends at its token
+/// without storing its work, is handed back and runs on the next process, once.
+/// Not an attempt used up: not dead-lettered, its record not left `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_translation_whose_process_is_stopped_runs_on_the_next_one() -> anyhow::Result<()> {
+    let site = Site::start("koan-demo-rolling")?;
+    let client = &site.client;
+    let mut env = translation_env(Duration::from_secs(3), 1);
+    env.push(("KOAN__NATS__MAX_DELIVER", "1".to_owned()));
+    let mut first = site.demo("first", None, &env)?;
+    let id = first.enqueue_translation(client, "rolling", "fr").await?;
+    first.wait_in_flight(client, 1).await?;
+    first.terminate()?;
+
+    let next = site.demo("next", None, &env)?;
+    let job = within("the translation to succeed", async {
+        loop {
+            let job = next.job(client, &id).await?;
+            if job["state"] != "running" && job["state"] != "queued" {
+                return anyhow::Ok(job);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await??;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 1, "a stop is not an attempt: {job}");
+    assert_eq!(demo::translation_rows(&next.db, Some(&id))?, 1);
+    assert_eq!(demo::translation_rows(&first.db, Some(&id))?, 0);
     Ok(())
 }

@@ -292,9 +292,14 @@ async fn handle(
                     .await;
             }
         }
-        Err(e) if e.kind() == ErrorKind::ShuttingDown => {
-            // This host is stopping: another instance (or this one after its
-            // restart) takes the job. Never a dead letter for that.
+        // Cut short by this host's stop: its own word, or the handler's error once
+        // its token fired for the stop (its work not done). Either way another
+        // instance (or this one after its restart) takes the job: not an attempt
+        // used up, never a dead letter for that.
+        Err(e)
+            if e.kind() == ErrorKind::ShuttingDown
+                || (host.is_stopping() && !never_retried(e.kind())) =>
+        {
             // Handed back first: the record says so after.
             let now = chrono::Utc::now();
             release(t, &msg, &job, delivered).await;

@@ -216,3 +216,36 @@ async fn a_job_released_at_its_last_delivery_still_runs_elsewhere() -> anyhow::R
     c.stop().await?;
     b.stop().await
 }
+
+/// A stop is not a failure either: a handler that ends at its token with an error
+/// when its host stops (its work not done) hands the job back, at its last
+/// delivery too, rather than use up an attempt and end it dead with its record
+/// `running` — rolling restarts of well-behaved handlers do not kill their jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_handler_fails_at_its_hosts_stop_runs_on_the_next_instance()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    opts.max_deliver = 1;
+    let (holder, runs) = common::Holder::new(common::Stopped::Fails);
+    let (a, client) =
+        Member::worker_and_client(opts.clone(), "Holder", |b| b.instance(holder)).await?;
+    let ticket = common::enqueue(&client.host, "hold", ()).await?;
+    let id = ticket.id().to_owned();
+    koan_test_support::wait_for("the job to run", async || {
+        Ok((runs.started() == 1).then_some(()))
+    })
+    .await?;
+    a.stop().await?;
+    assert!(runs.stopped(), "the handler saw its token");
+
+    let (mut next, next_runs) = common::Holder::new(common::Stopped::Fails);
+    next.holds = false;
+    let b = Member::join(opts, |b| b.instance(next)).await?;
+    within("the job's outcome", ticket.outcome()).await??;
+    assert_eq!(next_runs.started(), 1, "run again on the next instance");
+    let done = job_reaches(&client.host, &id, JobState::Succeeded).await?;
+    assert_eq!(done.attempts, 1, "a stop is not an attempt: {done:?}");
+    stream_holds(&b, "KOAN_DLQ", 0).await?;
+    b.stop().await
+}
