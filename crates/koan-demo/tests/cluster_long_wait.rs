@@ -131,7 +131,7 @@ async fn a_job_cancelled_while_no_process_translates_never_runs_when_one_is_back
     assert_eq!(cancel(client, &a, &queued).await?, "cancelled");
     records_written_until_now_forgotten(&site.nats).await?;
 
-    // Read on B, which did not accept them (A remembers its own jobs).
+    // Read on B, which did not accept them.
     for (id, state) in [(&queued, "cancelled"), (&later, "scheduled")] {
         let job = b.job(client, id).await?;
         assert_eq!(job["state"], state, "{job}");
@@ -175,5 +175,40 @@ async fn a_job_cancelled_before_the_whole_cluster_was_down_never_runs_when_it_is
     .await?;
     let rows = demo::translation_rows(&t2.db, Some(&cancelled))?;
     assert_eq!(rows, 0, "the cancelled translation ran");
+    Ok(())
+}
+
+/// The process that accepted a translation answers for it as the cluster does:
+/// once the cluster has forgotten it (past `outcome_ttl`) or it was deleted on
+/// another process, `404 unknown_job`, not the `queued` it remembered from the
+/// moment it accepted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_forgotten_or_deleted_by_the_cluster_is_unknown_where_it_was_accepted()
+-> anyhow::Result<()> {
+    let (site, ttl, env) = short_ttl("koan-demo-forgotten")?;
+    let client = &site.client;
+    let _t1 = site.demo("t1", Some("TranslationService"), &env)?;
+    let a = site.demo("a", Some(ALL_BUT_TRANSLATION), std::slice::from_ref(&ttl))?;
+    let b = site.demo("b", Some(ALL_BUT_TRANSLATION), &[ttl])?;
+    let mut ids = Vec::new();
+    for file in ["forgotten", "deleted"] {
+        let id = wait_for("A to accept a translation", async || {
+            Ok(a.enqueue_translation(client, file, "fr").await.ok())
+        })
+        .await?;
+        wait_for("the translation to succeed", async || {
+            Ok((a.job(client, &id).await?["state"] == "succeeded").then_some(()))
+        })
+        .await?;
+        ids.push(id);
+    }
+    let (status, body) = send(client.delete(b.url(&format!("/api/jobs/{}", ids[1])))).await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    records_written_until_now_forgotten(&site.nats).await?;
+    for id in &ids {
+        let (status, body) = send(client.get(a.url(&format!("/api/jobs/{id}")))).await?;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id}: {body}");
+        assert_eq!(body["error"], "unknown_job", "{body}");
+    }
     Ok(())
 }

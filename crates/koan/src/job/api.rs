@@ -42,7 +42,10 @@ impl Jobs {
         if let Some(t) = self.transport() {
             match t.job(id).await {
                 Ok(Some(r)) => return Ok(r),
-                Ok(None) => {}
+                // The cluster has no record of it (deleted, on any host, or past its
+                // retention): what this host remembers is older than that word (a
+                // job not awaited here is remembered `queued`), not an answer.
+                Ok(None) => return Err(unknown_job(id)),
                 // The cluster cannot be asked now: what this host remembers, if any.
                 Err(e) => return remembered.ok_or(e),
             }
