@@ -395,7 +395,8 @@ pub(crate) async fn restore(t: &NatsTransport, id: &str, before: &JobRecord) {
 /// Forgets the record of a final job whose message is gone from the queue: `false`
 /// when there is none.
 pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
-    let Some(r) = get(t, id).await? else {
+    let key = subjects::key(id);
+    let Some((r, revision)) = read(t, id, &key).await? else {
         return Ok(false);
     };
     if !r.state.is_final() {
@@ -409,7 +410,7 @@ pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
     }
     // A cancelled job's message may still wait in the queue: without its record a
     // worker would run it. Its outcome is written when a worker drops it.
-    let dropped = t.inner.outcomes.get(subjects::key(id)).await;
+    let dropped = t.inner.outcomes.get(&key).await;
     if !matches!(dropped, Ok(Some(_))) {
         return Err(Error::new(
             ErrorKind::JobState,
@@ -419,10 +420,24 @@ pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
             ),
         ));
     }
-    t.inner
+    // Only the record as read: a retry that set it `queued` meanwhile (its own
+    // compare-and-set) wins, and the job it runs keeps its record; one that comes
+    // after finds none.
+    match t
+        .inner
         .records
-        .delete(subjects::key(id))
+        .delete_expect_revision(&key, Some(revision))
         .await
-        .map_err(|e| unavailable(format!("the record of job {id} cannot be deleted: {e}")))?;
-    Ok(true)
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Err(Error::new(
+            ErrorKind::JobState,
+            format!(
+                "job `{id}` changed while it was being deleted (retried, say): not deleted; read it again"
+            ),
+        )),
+        Err(e) => Err(unavailable(format!(
+            "the record of job {id} cannot be deleted: {e}"
+        ))),
+    }
 }
