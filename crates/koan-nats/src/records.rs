@@ -191,6 +191,11 @@ async fn read_entry(
     id: &str,
     key: &str,
 ) -> Result<Option<(JobRecord, kv::Entry)>, Error> {
+    // No job's (`..`, say): not asked of the broker, which would refuse it as if
+    // it were down.
+    if !subjects::is_held_key(key) {
+        return Ok(None);
+    }
     let entry = t
         .inner
         .records
@@ -200,8 +205,12 @@ async fn read_entry(
     let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
         return Ok(None);
     };
-    let r = serde_json::from_slice(&entry.value)
+    let r: JobRecord = serde_json::from_slice(&entry.value)
         .map_err(|e| unavailable(format!("the record of job {id} is unreadable: {e}")))?;
+    // Another job's, whose id makes the same key (`x y` and `x_y`): not this one.
+    if r.id != id {
+        return Ok(None);
+    }
     Ok(Some((r, entry)))
 }
 

@@ -225,6 +225,12 @@ pub(crate) fn key(id: &str) -> String {
         .collect()
 }
 
+/// Whether `key` (made by [`key`]) names an entry a bucket can hold: not empty,
+/// no empty token (a `.` at either end, or two together). Another is no job's.
+pub(crate) fn is_held_key(key: &str) -> bool {
+    !key.is_empty() && !key.starts_with('.') && !key.ends_with('.') && !key.contains("..")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +259,10 @@ mod tests {
         assert_eq!(key("0193a6c2-7b1e-7c3d.A_=b"), "0193a6c2-7b1e-7c3d.A_=b");
         // Each char that is not a key's, however many bytes, is one `_`.
         assert_eq!(key("Café/ü"), "Caf___");
+        assert!(is_held_key(&key("0193a6c2-7b1e.A_=b")) && is_held_key("a.b"));
+        for id in ["", ".", "..", ".a", "a.", "a..b"] {
+            assert!(!is_held_key(&key(id)), "{id:?}");
+        }
     }
 
     #[test]

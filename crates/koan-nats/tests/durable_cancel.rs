@@ -155,3 +155,26 @@ async fn free_the_slot_and_see_it_dropped(
     assert_eq!(runs.started(), started, "the second job did not run");
     Ok(())
 }
+
+/// An id no job can have (no key of the cluster's records can be made of it) is
+/// an unknown job to every operation: `404`, not `503` as if the broker were down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_no_job_can_have_is_unknown_to_every_operation() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, _) = holder_and_client(&server, Stopped::Fails).await?;
+    let jobs = member.host.jobs();
+    for id in ["..", ".a", "a.", "a..b", ".", "a*b.>"] {
+        let kinds = [
+            jobs.get(id).await.map(drop),
+            jobs.cancel(id).await.map(drop),
+            jobs.retry(id).await.map(drop),
+            jobs.delete(id).await,
+        ]
+        .map(|r| r.map_err(|e| (e.kind(), e.message().to_owned())));
+        for r in kinds {
+            let (kind, why) = r.expect_err("no such job");
+            assert_eq!(kind, ErrorKind::UnknownJob, "{id:?}: {why}");
+        }
+    }
+    Ok(())
+}
