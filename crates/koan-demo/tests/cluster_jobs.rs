@@ -154,3 +154,36 @@ async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> an
     assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
     Ok(())
 }
+
+/// A running translation cancelled on another process stops when its translator
+/// hears of the cancel, not at its next progress check (`ack_wait` 120 s here:
+/// 40 s in, past this test's patience), and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_translation_cancelled_elsewhere_stops_at_once() -> anyhow::Result<()> {
+    let site = Site::start("koan-demo-cancel-run")?;
+    let client = &site.client;
+    let mut env = demo::translation_env(Duration::from_secs(600), 1);
+    env.push(("KOAN__NATS__ACK_WAIT_SECONDS", "120".to_owned()));
+    let t1 = site.demo("t1", Some("TranslationService"), &env)?;
+    let a = site.front("a")?;
+    // A translation first: the translator follows the cluster's cancels then.
+    let first = wait_for("A to accept a translation", async || {
+        Ok(enqueue(client, &a, "first").await.ok())
+    })
+    .await?;
+    let (status, body) = send(client.post(t1.url(&format!("/api/jobs/{first}/cancel")))).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    t1.wait_in_flight(client, 0).await?;
+
+    let id = enqueue(client, &a, "cancelled-while-running").await?;
+    t1.wait_in_flight(client, 1).await?;
+    let (status, body) = send(client.post(a.url(&format!("/api/jobs/{id}/cancel")))).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "cancelled", "{body}");
+    t1.wait_in_flight(client, 0).await?;
+    assert!(
+        !translated(&t1.db, &id)?,
+        "a cancelled translation stored its work"
+    );
+    Ok(())
+}

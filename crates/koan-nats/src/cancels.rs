@@ -21,6 +21,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use koan::Error;
 use koan::job::{JobRecord, JobState, apply_cancel, wrong_state};
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::ConnectionState;
 use crate::streams::bucket_is_empty;
@@ -44,6 +45,8 @@ const MAX_MARKED: usize = 100_000;
 struct Marks {
     keys: HashMap<String, Instant>,
     full_since: Option<Instant>,
+    /// The jobs running on this host, by key: each told when a marker comes.
+    running: HashMap<String, CancellationToken>,
 }
 
 /// What this host knows of the cluster's cancels: the keys marked, while its
@@ -124,6 +127,22 @@ impl CancelWatch {
         marks.full_since.is_none() && !marks.keys.contains_key(key)
     }
 
+    /// Hears, for as long as the returned [`Ear`] lives, of a cancel of the job
+    /// under `key`, which runs here (told at once if its marker came already).
+    pub(crate) fn ear(self: &Arc<Self>, key: &str) -> Ear {
+        let token = CancellationToken::new();
+        let mut marks = self.lock();
+        if marks.keys.contains_key(key) {
+            token.cancel();
+        }
+        marks.running.insert(key.to_owned(), token.clone());
+        Ear {
+            watch: Arc::clone(self),
+            key: key.to_owned(),
+            token,
+        }
+    }
+
     fn apply(&self, key: String, operation: kv::Operation) {
         let mut marks = self.lock();
         match operation {
@@ -131,6 +150,9 @@ impl CancelWatch {
                 marks.full_since = Some(Instant::now());
             }
             kv::Operation::Put => {
+                if let Some(ear) = marks.running.get(&key) {
+                    ear.cancel();
+                }
                 marks.keys.insert(key, Instant::now());
             }
             kv::Operation::Delete | kv::Operation::Purge => {
@@ -148,6 +170,41 @@ impl CancelWatch {
         if marks.full_since.is_some_and(|at| at.elapsed() >= keep) {
             marks.full_since = None;
         }
+    }
+}
+
+/// What a job running on this host hears of its cancel ([`CancelWatch::ear`]).
+#[derive(Debug)]
+pub(crate) struct Ear {
+    watch: Arc<CancelWatch>,
+    key: String,
+    token: CancellationToken,
+}
+
+impl Ear {
+    /// Returns once the cluster's record of job `id` says it is cancelled, when
+    /// its marker has come through this host's watch; never for a marker of a
+    /// cancel that found the job over. The marker is written first, the record
+    /// a moment after: read at once, then again after 50 ms doubled up to
+    /// 1.6 s. Without a watch caught up (the connection down, say), the
+    /// worker's progress check reads the record all the same.
+    pub(crate) async fn cancelled(&self, t: &NatsTransport, id: &str) {
+        self.token.cancelled().await;
+        let mut wait = Duration::ZERO;
+        while wait <= Duration::from_millis(1600) {
+            tokio::time::sleep(wait).await;
+            if cancelled(t, id).await {
+                return;
+            }
+            wait = (wait * 2).max(Duration::from_millis(50));
+        }
+        std::future::pending().await
+    }
+}
+
+impl Drop for Ear {
+    fn drop(&mut self) {
+        self.watch.lock().running.remove(&self.key);
     }
 }
 

@@ -220,9 +220,20 @@ async fn handle(
     // Cancelled by an operator while it runs: the fence stops it too.
     let cancel_asked = std::sync::atomic::AtomicBool::new(false);
     let req = req.cancel_on(fence.clone());
+    // A cancel heard of through the cluster's cancels stops it at once.
+    let ear = t.inner.cancel_watch.ear(&key);
     let progress = async {
+        let heard = ear.cancelled(t, &job.id);
+        tokio::pin!(heard);
         loop {
-            tokio::time::sleep(ack_wait / 3).await;
+            tokio::select! {
+                () = tokio::time::sleep(ack_wait / 3) => {}
+                () = &mut heard => {
+                    cancel_asked.store(true, std::sync::atomic::Ordering::Release);
+                    fence.cancel();
+                    return std::future::pending::<()>().await;
+                }
+            }
             if lapsed() {
                 fence.cancel();
                 return std::future::pending::<()>().await;

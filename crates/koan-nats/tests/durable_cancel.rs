@@ -1,6 +1,7 @@
 //! Durable jobs cancelled from another host. One that runs: its record (in the
 //! cluster's `koan_jobs` bucket) says `cancelled` at once, the worker stops the run
-//! through its handler's token at its next progress check, and whoever awaits the
+//! through its handler's token when it hears of the cancel (or at its next progress
+//! check), and whoever awaits the
 //! job is told it was cancelled. One that waits in JetStream, on a worker that
 //! follows the cluster's cancels (`koan_cancels`), before and after the broker
 //! restarted, and when its record cannot be read: dropped unrun.
@@ -176,5 +177,37 @@ async fn an_id_no_job_can_have_is_unknown_to_every_operation() -> anyhow::Result
             assert_eq!(kind, ErrorKind::UnknownJob, "{id:?}: {why}");
         }
     }
+    Ok(())
+}
+
+/// A running job cancelled from another host is stopped when its worker hears of
+/// the cancel through the cluster's cancels it follows, not at its next progress
+/// check: with `ack_wait` 120 s that check comes 40 s in, past this test's
+/// patience.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_is_stopped_when_its_worker_hears_of_the_cancel() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    opts.ack_wait = Duration::from_secs(120);
+    let (holder, runs) = Holder::new(Stopped::Fails);
+    let (_w, member) = Member::worker_and_client(opts, "Holder", |b| b.instance(holder)).await?;
+    let client = &member.host;
+    // A job first: the worker follows the cluster's cancels from then on.
+    let first = enqueue(client, "busy", 0u64).await?;
+    within("the first job", first.outcome()).await??;
+    let ticket = enqueue(client, "hold", ()).await?;
+    let id = ticket.id().to_owned();
+    wait_for("the job to run", async || {
+        Ok((runs.started() == 2).then_some(()))
+    })
+    .await?;
+
+    let cancelled = within("cancel", client.jobs().cancel(&id)).await??;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    let e = within("the outcome", ticket.outcome())
+        .await?
+        .expect_err("cancelled");
+    assert!(koan::job::is_cancelled(&e), "{e}");
+    assert!(runs.stopped(), "its handler saw its token");
     Ok(())
 }
