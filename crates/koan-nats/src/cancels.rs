@@ -45,8 +45,11 @@ const MAX_MARKED: usize = 100_000;
 struct Marks {
     keys: HashMap<String, Instant>,
     full_since: Option<Instant>,
-    /// The jobs running on this host, by key: each told when a marker comes.
-    running: HashMap<String, CancellationToken>,
+    /// The jobs running on this host, by key: each told when a marker comes
+    /// (with its registration's number: a redelivery of the same job on this
+    /// host, its first run still winding down, takes the key over).
+    running: HashMap<String, (u64, CancellationToken)>,
+    registered: u64,
 }
 
 /// What this host knows of the cluster's cancels: the keys marked, while its
@@ -135,10 +138,15 @@ impl CancelWatch {
         if marks.keys.contains_key(key) {
             token.cancel();
         }
-        marks.running.insert(key.to_owned(), token.clone());
+        marks.registered += 1;
+        let number = marks.registered;
+        marks
+            .running
+            .insert(key.to_owned(), (number, token.clone()));
         Ear {
             watch: Arc::clone(self),
             key: key.to_owned(),
+            number,
             token,
         }
     }
@@ -150,7 +158,7 @@ impl CancelWatch {
                 marks.full_since = Some(Instant::now());
             }
             kv::Operation::Put => {
-                if let Some(ear) = marks.running.get(&key) {
+                if let Some((_, ear)) = marks.running.get(&key) {
                     ear.cancel();
                 }
                 marks.keys.insert(key, Instant::now());
@@ -178,6 +186,7 @@ impl CancelWatch {
 pub(crate) struct Ear {
     watch: Arc<CancelWatch>,
     key: String,
+    number: u64,
     token: CancellationToken,
 }
 
@@ -204,7 +213,14 @@ impl Ear {
 
 impl Drop for Ear {
     fn drop(&mut self) {
-        self.watch.lock().running.remove(&self.key);
+        let mut marks = self.watch.lock();
+        if marks
+            .running
+            .get(&self.key)
+            .is_some_and(|(n, _)| *n == self.number)
+        {
+            marks.running.remove(&self.key);
+        }
     }
 }
 
@@ -358,6 +374,21 @@ mod tests {
         let w = CancelWatch::with(keep, 0);
         w.live.store(true, std::sync::atomic::Ordering::Release);
         w
+    }
+
+    #[test]
+    fn a_running_job_hears_of_its_marker_and_a_second_run_keeps_its_ear() {
+        let w = std::sync::Arc::new(live(Duration::from_secs(3600)));
+        let first = w.ear("a");
+        let second = w.ear("a");
+        drop(first);
+        assert!(!second.token.is_cancelled());
+        w.apply("a".into(), Operation::Put);
+        assert!(second.token.is_cancelled(), "the second run hears of it");
+        drop(second);
+        assert!(w.lock().running.is_empty());
+        // A marker heard of before the run began: told at once.
+        assert!(w.ear("a").token.is_cancelled());
     }
 
     #[test]
