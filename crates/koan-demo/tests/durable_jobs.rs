@@ -203,3 +203,36 @@ async fn a_delayed_job_runs_at_its_time_after_a_restart() -> anyhow::Result<()> 
     assert_eq!(translations(&second.db)?.get("later"), Some(&1));
     Ok(())
 }
+
+/// A running translation cancelled over HTTP stops at once and stores nothing,
+/// not at its run's next heartbeat (a third of the lease: 40 s here, past this
+/// test's patience), by when a shorter one had stored its work though it was
+/// answered `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_translation_cancelled_stops_at_once_and_stores_nothing() -> anyhow::Result<()> {
+    let dir = TempDir::new("durable-cancel-run");
+    let client = client()?;
+    let env = [
+        (
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
+            "600000".to_owned(),
+        ),
+        (
+            "KOAN__BACKGROUND_SERVICES__JOBS__LEASE_SECONDS",
+            "120".to_owned(),
+        ),
+    ];
+    let demo = Demo::start(dir.path(), "demo", &[], &env)?;
+    let id = demo.enqueue_translation(&client, "cancelled", "fr").await?;
+    demo.wait_in_flight(&client, 1).await?;
+    let resp = client
+        .post(demo.url(&format!("/api/jobs/{id}/cancel")))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    demo.wait_in_flight(&client, 0).await?;
+    assert_eq!(translations(&demo.db)?.get("cancelled"), None);
+    let record = demo.job(&client, &id).await?;
+    assert_eq!(record["state"], "cancelled", "{record}");
+    Ok(())
+}

@@ -22,6 +22,8 @@ type Runs = Arc<Mutex<Vec<(String, u32, u32)>>>;
 struct Work {
     runs: Runs,
     flaky_calls: Arc<AtomicU32>,
+    /// How many `wait` runs saw their token.
+    stopped: Arc<AtomicU32>,
 }
 
 impl Service for Work {
@@ -62,8 +64,9 @@ impl Service for Work {
         // Waits for its token, then says so.
         a.action(
             "wait",
-            |_svc: Arc<Self>, (): (), cx: ActionContext| async move {
+            |svc: Arc<Self>, (): (), cx: ActionContext| async move {
                 cx.cancelled().await;
+                svc.stopped.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, BoxError>("stopped")
             },
         );
@@ -301,13 +304,21 @@ async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> an
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_running_job_stops_its_handler_and_its_outcome_is_not_recorded()
 -> anyhow::Result<()> {
-    let host = start(Work::default()).await?;
+    let work = Work::default();
+    let stopped = Arc::clone(&work.stopped);
+    let host = start(work).await?;
     let t = enqueue(&host, "wait", ()).await?;
     let id = t.id().to_owned();
     koan::testing::wait_for_job(&host, &id, JobState::Running).await;
     host.jobs().cancel(&id).await?;
-    // The runner learns it at its next heartbeat (a third of the 30 s lease).
-    koan::testing::advance(Duration::from_secs(11)).await;
+    // At once, not at the runner's next heartbeat (a third of the 30 s lease):
+    // a run shorter than that would have done its work, though cancelled.
+    koan::testing::settle().await;
+    assert_eq!(
+        stopped.load(Ordering::SeqCst),
+        1,
+        "its handler saw its token"
+    );
     let record = host.jobs().get(&id).await?;
     assert_eq!(record.state, JobState::Cancelled);
     assert_eq!(record.result, None, "the late \"stopped\" is not recorded");

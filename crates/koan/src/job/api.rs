@@ -105,6 +105,11 @@ impl Jobs {
                 Some(t) => t.cancel_job(id).await?.ok_or(e),
                 None => Err(e),
             },
+            Ok(record) => {
+                // Running here: stopped now, not at its run's next heartbeat.
+                self.host.inner.jobs.running_jobs.stop(id);
+                Ok(record)
+            }
             other => other,
         }
     }

@@ -15,6 +15,7 @@ mod memory;
 mod record;
 mod remote;
 mod runner;
+mod running;
 mod store;
 mod ticket;
 mod transition;

@@ -55,6 +55,8 @@ pub(crate) struct JobRunner {
     pub(crate) waiters: Waiters,
     /// Jobs handed to the transport (services in other processes).
     pub(crate) remote: super::remote::RemoteJobs,
+    /// The jobs of this host's store running here, stopped at a cancel.
+    pub(crate) running_jobs: super::running::Running,
     wake: Notify,
     changed: Notify,
     /// Set when the runner must take no more jobs.
@@ -70,6 +72,7 @@ impl JobRunner {
             settings,
             waiters: Waiters::default(),
             remote: super::remote::RemoteJobs::default(),
+            running_jobs: super::running::Running::default(),
             wake: Notify::new(),
             changed: Notify::new(),
             closing: AtomicBool::new(false),
@@ -334,6 +337,10 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     // service's) is cancelled then too.
     let fence = CancellationToken::new();
     let token = cell.life.token.child_token();
+    // A cancel on this host stops it at once, as a lost claim does.
+    let _registered = jobs
+        .running_jobs
+        .register(&record.id, [fence.clone(), token.clone()]);
     let heartbeat = tokio::spawn(renew(
         Arc::clone(host),
         claim.clone(),
