@@ -70,6 +70,14 @@ impl Service for Work {
                 Ok::<_, BoxError>("stopped")
             },
         );
+        // Waits for its token, then fails: its work not done.
+        a.action(
+            "hold",
+            |_svc: Arc<Self>, (): (), cx: ActionContext| async move {
+                cx.cancelled().await;
+                Err::<(), BoxError>("stopped before its work was done".into())
+            },
+        );
         // Ignores its token, but finishes half a second after its deadline.
         a.action(
             "late",
@@ -429,6 +437,34 @@ async fn configuration_sets_an_actions_retry_policy_and_names_unknown_actions() 
     assert!(
         e.message().contains("flakey") && e.message().contains("flaky"),
         "names what was asked and what exists: {e}"
+    );
+    Ok(())
+}
+
+/// A job whose run its host's stop cut short goes back to the queue where it was,
+/// not behind the jobs accepted after it: its place is kept for the next start.
+#[tokio::test(start_paused = true)]
+async fn a_job_cut_short_by_its_hosts_stop_keeps_its_place_in_the_queue() -> anyhow::Result<()> {
+    let host = start(Work::default()).await?;
+    let first = enqueue(&host, "hold", ()).await?;
+    koan::testing::wait_for_job(&host, first.id(), JobState::Running).await;
+    koan::testing::advance(Duration::from_secs(1)).await;
+    // Behind it (one run at a time).
+    let second = enqueue(&host, "echo", 2u32).await?;
+    let (first, second) = (first.id().to_owned(), second.id().to_owned());
+    koan::testing::advance(Duration::from_secs(1)).await;
+    stop(&host).await?;
+    let (a, b) = (
+        host.jobs().get(&first).await?,
+        host.jobs().get(&second).await?,
+    );
+    assert_eq!(a.state, JobState::Queued, "{a:?}");
+    assert_eq!(a.attempts, 0, "a stop is not an attempt: {a:?}");
+    assert!(
+        a.run_at < b.run_at,
+        "still first: {} against {}",
+        a.run_at,
+        b.run_at
     );
     Ok(())
 }

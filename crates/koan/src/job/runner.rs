@@ -355,8 +355,9 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     }
     let now = host.config.clock.now();
     let how = if cell.life.token.is_cancelled() && outcome.is_err() {
-        // Cut short by the host stopping: it runs again after the restart.
-        Finish::Release { at: now }
+        // Cut short by the host stopping: it runs again after the restart, in
+        // its place (before the jobs accepted after it).
+        Finish::Release { at: record.run_at }
     } else {
         decide(host, cell, &record, &outcome, now)
     };
@@ -401,10 +402,13 @@ fn decide(
         Err(e) => e,
     };
     // Not really run: the host is stopping, or the service was full.
-    if e.kind() == ErrorKind::ShuttingDown || e.kind() == ErrorKind::Busy {
-        let later = if e.kind() == ErrorKind::Busy { 100 } else { 0 };
+    // (A stopped one keeps its place; a busy one waits a moment, not to spin.)
+    if e.kind() == ErrorKind::ShuttingDown {
+        return Finish::Release { at: record.run_at };
+    }
+    if e.kind() == ErrorKind::Busy {
         return Finish::Release {
-            at: now + chrono::Duration::milliseconds(later),
+            at: now + chrono::Duration::milliseconds(100),
         };
     }
     let error = ErrorBody::from(e);
