@@ -36,12 +36,13 @@ pub(crate) fn translations(path: &Path) -> anyhow::Result<BTreeMap<String, u32>>
 pub(crate) fn translation_rows(path: &Path, job_id: Option<&str>) -> anyhow::Result<u32> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    let tables: u32 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'translations'",
+    // Not migrated yet (a process starting: the table, then its `job_id`): none.
+    let migrated: u32 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('translations') WHERE name = 'job_id'",
         [],
         |r| r.get(0),
     )?;
-    if tables == 0 {
+    if migrated == 0 {
         return Ok(0);
     }
     Ok(conn.query_row(
