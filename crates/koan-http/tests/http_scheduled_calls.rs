@@ -189,3 +189,25 @@ async fn an_idempotency_key_reused_for_another_call_is_refused() -> anyhow::Resu
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1), "{list}");
     api.stop().await
 }
+
+/// `at` has the bound `delay` has: a time more than 365 days from now is refused,
+/// saying so, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_at_further_than_a_year_ahead_is_refused_as_a_delay_would_be() -> anyhow::Result<()> {
+    let api = start().await?;
+    for query in ["delay=366d", "at=9999-12-31T23:59:59Z"] {
+        let path = format!("/api/services/clock/actions/stamp?wait=false&{query}");
+        let (status, body) = call(api.post(&path)).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("365 days")),
+            "{body}"
+        );
+    }
+    let (status, body) = call(api.get("/api/jobs")).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["jobs"].as_array().map(Vec::len), Some(0), "{body}");
+    api.stop().await
+}

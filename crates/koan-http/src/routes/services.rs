@@ -239,7 +239,15 @@ fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
                 ),
             )
         })?;
-        out.at = Some(t.with_timezone(&chrono::Utc));
+        let t = t.with_timezone(&chrono::Utc);
+        // The bound `delay` has (a time that far ahead is most often a mistake).
+        if chrono::TimeDelta::from_std(MAX_DELAY).is_ok_and(|max| t > chrono::Utc::now() + max) {
+            return Err(ApiError::bad_request(
+                "invalid_parameters",
+                format!("query parameter `at` = `{v}` is further ahead than the 365 days allowed"),
+            ));
+        }
+        out.at = Some(t);
     }
     Ok(out)
 }
@@ -248,7 +256,7 @@ fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
 /// `timeout`.
 const SCHEDULED_WAIT: Duration = Duration::from_secs(60);
 
-/// The longest `delay` a job may ask for.
+/// The longest `delay` a job may ask for, and how far ahead its `at` may be.
 const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 
 /// The `Idempotency-Key` header, when given: visible ASCII, 1 to 200 characters.
