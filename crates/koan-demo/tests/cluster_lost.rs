@@ -136,6 +136,22 @@ async fn jobs_accepted_by_a_hosting_instance_that_is_killed_all_complete_elsewhe
     Ok(())
 }
 
+/// A process `name` running every service, each translation taking `work` and
+/// delivered once only (`max_deliver` 1), with one translation in flight at its
+/// last delivery: its environment, the process and the job's id.
+async fn at_its_last_delivery(
+    site: &Site,
+    name: &str,
+    work: Duration,
+) -> anyhow::Result<(Vec<(&'static str, String)>, Demo, String)> {
+    let mut env = translation_env(work, 1);
+    env.push(("KOAN__NATS__MAX_DELIVER", "1".to_owned()));
+    let demo = site.demo(name, None, &env)?;
+    let id = demo.enqueue_translation(&site.client, name, "fr").await?;
+    demo.wait_in_flight(&site.client, 1).await?;
+    Ok((env, demo, id))
+}
+
 /// A translation whose only process is SIGKILLed mid-run at its last delivery
 /// (`max_deliver` 1), the server's word that it will not be delivered again heard
 /// by no process, ends dead once the process is started again, saying why: not
@@ -145,11 +161,7 @@ async fn a_job_whose_only_process_was_killed_at_its_last_delivery_is_dead_after_
 -> anyhow::Result<()> {
     let site = Site::start("koan-demo-crash")?;
     let client = &site.client;
-    let mut env = translation_env(Duration::from_secs(600), 1);
-    env.push(("KOAN__NATS__MAX_DELIVER", "1".to_owned()));
-    let mut k = site.demo("k", None, &env)?;
-    let id = k.enqueue_translation(client, "crash", "fr").await?;
-    k.wait_in_flight(client, 1).await?;
+    let (env, mut k, id) = at_its_last_delivery(&site, "k", Duration::from_secs(600)).await?;
     k.kill();
     // Its claim lapses; the next ask for a job makes the server say so, here the
     // test's (a restarting process's first, which may come before it listens).
@@ -179,11 +191,7 @@ async fn a_job_whose_only_process_was_killed_at_its_last_delivery_is_dead_after_
 async fn a_translation_whose_process_is_stopped_runs_on_the_next_one() -> anyhow::Result<()> {
     let site = Site::start("koan-demo-rolling")?;
     let client = &site.client;
-    let mut env = translation_env(Duration::from_secs(3), 1);
-    env.push(("KOAN__NATS__MAX_DELIVER", "1".to_owned()));
-    let mut first = site.demo("first", None, &env)?;
-    let id = first.enqueue_translation(client, "rolling", "fr").await?;
-    first.wait_in_flight(client, 1).await?;
+    let (env, mut first, id) = at_its_last_delivery(&site, "first", Duration::from_secs(3)).await?;
     first.terminate()?;
 
     let next = site.demo("next", None, &env)?;

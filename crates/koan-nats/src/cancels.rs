@@ -45,11 +45,6 @@ const MAX_MARKED: usize = 100_000;
 struct Marks {
     keys: HashMap<String, Instant>,
     full_since: Option<Instant>,
-    /// The jobs running on this host, by key: each told when a marker comes
-    /// (with its registration's number: a redelivery of the same job on this
-    /// host, its first run still winding down, takes the key over).
-    running: HashMap<String, (u64, CancellationToken)>,
-    registered: u64,
 }
 
 /// What this host knows of the cluster's cancels: the keys marked, while its
@@ -66,6 +61,8 @@ pub(crate) struct CancelWatch {
     /// When the bucket was created (Unix ms): a job accepted before may have been
     /// cancelled by a host that wrote no marker (an older version).
     since_unix_ms: i64,
+    /// The jobs running on this host, by key: each told when a marker comes.
+    running: koan::job::Running,
 }
 
 impl CancelWatch {
@@ -89,6 +86,7 @@ impl CancelWatch {
             following: AtomicBool::new(false),
             keep,
             since_unix_ms,
+            running: koan::job::Running::default(),
         }
     }
 
@@ -131,22 +129,17 @@ impl CancelWatch {
     }
 
     /// Hears, for as long as the returned [`Ear`] lives, of a cancel of the job
-    /// under `key`, which runs here (told at once if its marker came already).
-    pub(crate) fn ear(self: &Arc<Self>, key: &str) -> Ear {
+    /// under `key`, which runs here (told at once if its marker came already:
+    /// registered first, then the markers read, as `apply` writes a marker,
+    /// then tells the runs).
+    pub(crate) fn ear(&self, key: &str) -> Ear<'_> {
         let token = CancellationToken::new();
-        let mut marks = self.lock();
-        if marks.keys.contains_key(key) {
+        let registered = self.running.register(key, [token.clone()]);
+        if self.holds(key) {
             token.cancel();
         }
-        marks.registered += 1;
-        let number = marks.registered;
-        marks
-            .running
-            .insert(key.to_owned(), (number, token.clone()));
         Ear {
-            watch: Arc::clone(self),
-            key: key.to_owned(),
-            number,
+            _registered: registered,
             token,
         }
     }
@@ -158,15 +151,17 @@ impl CancelWatch {
                 marks.full_since = Some(Instant::now());
             }
             kv::Operation::Put => {
-                if let Some((_, ear)) = marks.running.get(&key) {
-                    ear.cancel();
-                }
-                marks.keys.insert(key, Instant::now());
+                marks.keys.insert(key.clone(), Instant::now());
             }
             kv::Operation::Delete | kv::Operation::Purge => {
                 marks.keys.remove(&key);
+                return;
             }
         }
+        drop(marks);
+        // A run of the job here hears of it (its record then says whether it
+        // is cancelled).
+        self.running.stop(&key);
     }
 
     /// Forgets markers older than the bucket keeps them, and that it was full
@@ -183,14 +178,12 @@ impl CancelWatch {
 
 /// What a job running on this host hears of its cancel ([`CancelWatch::ear`]).
 #[derive(Debug)]
-pub(crate) struct Ear {
-    watch: Arc<CancelWatch>,
-    key: String,
-    number: u64,
+pub(crate) struct Ear<'a> {
+    _registered: koan::job::Registered<'a>,
     token: CancellationToken,
 }
 
-impl Ear {
+impl Ear<'_> {
     /// Returns once the cluster's record of job `id` says it is cancelled, when
     /// its marker has come through this host's watch; never for a marker of a
     /// cancel that found the job over. The marker is written first, the record
@@ -208,19 +201,6 @@ impl Ear {
             wait = (wait * 2).max(Duration::from_millis(50));
         }
         std::future::pending().await
-    }
-}
-
-impl Drop for Ear {
-    fn drop(&mut self) {
-        let mut marks = self.watch.lock();
-        if marks
-            .running
-            .get(&self.key)
-            .is_some_and(|(n, _)| *n == self.number)
-        {
-            marks.running.remove(&self.key);
-        }
     }
 }
 
@@ -377,18 +357,15 @@ mod tests {
     }
 
     #[test]
-    fn a_running_job_hears_of_its_marker_and_a_second_run_keeps_its_ear() {
-        let w = std::sync::Arc::new(live(Duration::from_secs(3600)));
-        let first = w.ear("a");
-        let second = w.ear("a");
-        drop(first);
-        assert!(!second.token.is_cancelled());
+    fn a_running_job_hears_of_its_marker_and_of_one_heard_before_it_began() {
+        let w = live(Duration::from_secs(3600));
+        let ear = w.ear("a");
+        assert!(!ear.token.is_cancelled());
         w.apply("a".into(), Operation::Put);
-        assert!(second.token.is_cancelled(), "the second run hears of it");
-        drop(second);
-        assert!(w.lock().running.is_empty());
-        // A marker heard of before the run began: told at once.
-        assert!(w.ear("a").token.is_cancelled());
+        assert!(ear.token.is_cancelled(), "the run hears of it");
+        drop(ear);
+        assert!(w.ear("a").token.is_cancelled(), "told at once");
+        assert!(!w.ear("b").token.is_cancelled());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub use record::{
     JobAttempt, JobCounts, JobInfo, JobPage, JobQuery, JobRecord, JobState, JobStep, NewJob,
     RetryPolicy,
 };
+pub use running::{Registered, Running};
 pub use store::{Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed, cut_result};
 pub use ticket::JobTicket;
 pub use transition::{
