@@ -236,3 +236,74 @@ async fn a_running_translation_cancelled_stops_at_once_and_stores_nothing() -> a
     assert_eq!(record["state"], "cancelled", "{record}");
     Ok(())
 }
+
+/// A job that brings its process down in every run is not run after every
+/// restart for ever: each run cut by a SIGKILL counts as an attempt, and after the
+/// last (3) the next process finds it dead rather than running it, its history and
+/// its error saying why. Before, a probe saw attempt 6 of 3 start after five kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_translation_whose_process_dies_in_each_attempt_is_dead_after_its_last()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("durable-crash-loop");
+    let client = client()?;
+    let env = [
+        (
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
+            "600000".to_owned(),
+        ),
+        (
+            "KOAN__BACKGROUND_SERVICES__JOBS__LEASE_SECONDS",
+            "2".to_owned(),
+        ),
+    ];
+    let mut demo = Demo::start(dir.path(), "demo", &[], &env)?;
+    let id = demo.enqueue_translation(&client, "poison", "fr").await?;
+    for attempt in 1..=3 {
+        // Each process claims it once the last one's claim lapsed (2 s).
+        demo.wait_in_flight(&client, 1).await?;
+        let record = demo.job(&client, &id).await?;
+        assert_eq!(record["attempts"], attempt, "{record}");
+        demo.kill();
+        demo = Demo::start(dir.path(), "demo", &[], &env)?;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let record = loop {
+        let r = demo.job(&client, &id).await?;
+        if r["state"] != "queued" && r["state"] != "running" {
+            break r;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "never ended: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record["state"], "dead", "{record}");
+    assert_eq!(record["attempts"], 3, "{record}");
+    let why = record["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("attempt 3 of 3") && why.contains("no attempt is left"),
+        "{record}"
+    );
+    let history = record["history"].as_array().cloned().unwrap_or_default();
+    assert_eq!(history.len(), 3, "{record}");
+    for run in &history {
+        let lost = run["error"]["message"].as_str().unwrap_or_default();
+        assert!(lost.contains("stopped renewing its claim"), "{record}");
+    }
+    demo.wait_in_flight(&client, 0).await?;
+    assert_eq!(translations(&demo.db)?.get("poison"), None);
+    // The runner reported it as a job that ended dead.
+    let metrics = client
+        .get(demo.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("koan_jobs_finished_total{")
+                && l.contains("state=\"dead\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -101,7 +101,7 @@ function jobButtons(j, after, onDelete) {
   } }, label));
   if (["dead", "cancelled", "retrying", "succeeded"].includes(j.state)) act("Retry", "retry", () => post(`/api/jobs/${enc(j.id)}/retry`));
   if (!["succeeded", "dead", "cancelled"].includes(j.state)) act("Cancel", "cancel", () => post(`/api/jobs/${enc(j.id)}/cancel`), `Cancel job ${j.id}?`);
-  if (j.state !== "running") act("Delete", "delete", async () => { await api(`/api/jobs/${enc(j.id)}`, { method: "DELETE" }); if (onDelete) onDelete(); }, `Delete job ${j.id}? Its record is forgotten.`);
+  if (["succeeded", "dead", "cancelled"].includes(j.state)) act("Delete", "delete", async () => { await api(`/api/jobs/${enc(j.id)}`, { method: "DELETE" }); if (onDelete) onDelete(); }, `Delete job ${j.id}? Its record is forgotten.`);
   return box;
 }
 

@@ -66,7 +66,7 @@ pub(crate) fn paths(paths: &mut Map<String, Value>, errors: &dyn Fn() -> Value) 
         m.insert("204".into(), json!({ "description": "Deleted" }));
     }
     if let Some(m) = one.as_object_mut() {
-        m.insert("delete".into(), json!({ "summary": "Forget a job that is not running", "parameters": [id_param()], "responses": deleted }));
+        m.insert("delete".into(), json!({ "summary": "Forget a final job (succeeded, dead or cancelled; cancel a live one first)", "parameters": [id_param()], "responses": deleted }));
     }
     paths.insert("/api/jobs/{id}".into(), one);
     paths.insert(

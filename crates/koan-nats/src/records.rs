@@ -408,15 +408,8 @@ pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
     let Some((r, revision)) = read(t, id, &key).await? else {
         return Ok(false);
     };
-    if !r.state.is_final() {
-        // Its message is still in the queue: it would run and be recorded again.
-        return Err(wrong_state(
-            id,
-            r.state,
-            "delete",
-            "final (cancel it first)",
-        ));
-    }
+    // A live job's message is still in the queue: it would run and be recorded again.
+    koan::job::check_delete(id, r.state)?;
     // A cancelled job's message may still wait in the queue: without its record a
     // worker would run it. Its outcome is written when a worker drops it.
     let dropped = t.inner.outcomes.get(&key).await;

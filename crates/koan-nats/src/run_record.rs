@@ -132,7 +132,14 @@ fn claim_for(r: &mut JobRecord, claim: &ClaimRequest, attempt: u32, max_attempts
     // The delivery count is the attempt: a run that died left no trace.
     r.attempts = attempt.saturating_sub(1);
     r.max_attempts = max_attempts;
-    apply_claim(r, claim);
+    if r.state == JobState::Running {
+        // An earlier delivery that died: JetStream counts deliveries against
+        // `max_deliver` (`stranded.rs` ends a job none of whose runs ended), not
+        // the record's attempts as the host's store does.
+        r.state = JobState::Queued;
+    }
+    let claimed = apply_claim(r, claim);
+    debug_assert!(claimed, "only a lapsed running record is refused");
     // JetStream holds the claim (renewed by progress acks): the record names no
     // lease end it would not keep up to date.
     r.lease_until = None;

@@ -102,8 +102,9 @@ pub(crate) fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed
     for (_, _, _, json) in due {
         let mut r = decode(&json)?;
         let token = koan::job::new_job_id();
-        koan::job::apply_claim(&mut r, req);
-        codec::save(conn, &r, Some(&token))?;
+        // A job dead at its claim comes back unclaimed, for the runner to report.
+        let runs = koan::job::apply_claim(&mut r, req);
+        codec::save(conn, &r, runs.then_some(token.as_str()))?;
         out.push(Claimed {
             claim: Claim {
                 id: r.id.clone(),
@@ -351,13 +352,10 @@ pub(crate) fn cancel(
 pub(crate) fn delete(conn: &Connection, id: &str) -> Result<bool, Failure> {
     match load(conn, id)? {
         None => Ok(false),
-        Some((r, _)) if r.state == JobState::Running => Err(wrong_state(
-            id,
-            r.state,
-            "delete",
-            "not running (cancel it first)",
-        )),
-        Some(_) => codec::remove(conn, id).map(|()| true),
+        Some((r, _)) => {
+            koan::job::check_delete(id, r.state).map_err(Failure::Job)?;
+            codec::remove(conn, id).map(|()| true)
+        }
     }
 }
 

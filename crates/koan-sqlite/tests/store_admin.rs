@@ -148,10 +148,13 @@ async fn cancel_stops_a_live_job_and_refuses_a_final_one() {
 }
 
 #[tokio::test]
-async fn delete_forgets_a_job_that_is_not_running_and_frees_its_key() {
+async fn delete_forgets_a_final_job_only_and_frees_its_key() {
     let db = TempDb::new("admin-delete");
     let store = db.open();
     let id = store.push(keyed("a", "k")).await.expect("push").record.id;
+    let err = store.delete(&id).await.expect_err("queued");
+    assert_eq!(err.kind(), ErrorKind::JobState);
+    assert!(err.message().contains("cancel it first"), "{err}");
     store.claim(claim("a", 1, 0)).await.expect("claim");
     let err = store.delete(&id).await.expect_err("running");
     assert_eq!(err.kind(), ErrorKind::JobState);

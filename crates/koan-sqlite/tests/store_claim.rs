@@ -141,6 +141,66 @@ async fn a_lapsed_lease_is_claimed_again_and_the_stale_holder_is_fenced() {
     assert_eq!(r.history[1].finished_at, Some(at(31_000)));
 }
 
+/// A lapsed claim is an attempt that never ended (its host crashed, was killed or
+/// froze): its history says so, and after the last one the job is dead rather
+/// than run after every restart for ever.
+#[tokio::test]
+async fn a_job_whose_every_claim_lapsed_is_dead_and_not_claimed_again() {
+    let db = TempDb::new("claim-lapse-dead");
+    let store = db.open();
+    let first = push_and_hold(&store).await;
+    let id = first.claim.id.clone();
+    let second = claim_mail(&store, 1, 30_001).await.remove(0);
+    assert_eq!(second.record.attempts, 2);
+    let lost = second.record.history[0]
+        .error
+        .clone()
+        .expect("attempt 1 says how it ended");
+    assert_eq!(lost.error, "handler_error");
+    assert!(
+        lost.message.contains("attempt 1 of 3")
+            && lost.message.contains("`host-a` stopped renewing its claim"),
+        "{}",
+        lost.message
+    );
+    assert_eq!(
+        second.record.history[0].finished_at, None,
+        "when it ended is not known"
+    );
+    let third = claim_mail(&store, 1, 60_002).await.remove(0);
+    assert_eq!(third.record.attempts, 3);
+
+    let dead = claim_mail(&store, 1, 90_003).await;
+    assert_eq!(dead.len(), 1, "handed back for the runner to report");
+    let r = stored(&store, &id).await;
+    assert_eq!(dead[0].record, r);
+    assert_eq!(r.state, JobState::Dead);
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.finished_at, Some(at(90_003)));
+    assert_eq!(r.lease_until, None);
+    assert_eq!(r.instance, None);
+    let why = r.error.clone().expect("why it is dead");
+    assert!(
+        why.message.contains("attempt 3 of 3") && why.message.contains("the job is dead"),
+        "{}",
+        why.message
+    );
+    assert_eq!(r.history.len(), 3);
+    assert_eq!(r.history[2].error.as_ref(), Some(&why));
+    assert!(claim_mail(&store, 1, 200_000).await.is_empty());
+    // Its last claim is fenced off: a late outcome is not recorded over the verdict.
+    assert!(!finish(&store, &third.claim, succeeded(json!("late")), 90_004).await);
+    assert_eq!(stored(&store, &id).await.state, JobState::Dead);
+    // A retry by hand gives it one more attempt.
+    let again = store
+        .retry(&id, koan::job::RetryFrom::Any, at(100_000))
+        .await
+        .expect("retry");
+    assert_eq!(again.state, JobState::Queued);
+    let fourth = claim_mail(&store, 1, 100_000).await.remove(0);
+    assert_eq!((fourth.record.attempts, fourth.record.max_attempts), (4, 4));
+}
+
 #[tokio::test]
 async fn a_heartbeat_extends_the_lease_of_the_current_claim_only() {
     let db = TempDb::new("claim-heartbeat");
@@ -210,6 +270,8 @@ async fn a_cancelled_running_job_loses_its_claim() {
     let r = store.cancel(&held.claim.id, at(50)).await.expect("cancel");
     assert_eq!(r.state, JobState::Cancelled);
     assert_eq!(r.history[0].finished_at, Some(at(50)));
+    let why = r.history[0].error.as_ref().map(|e| e.message.as_str());
+    assert_eq!(why, Some(format!("job `{}` was cancelled", r.id).as_str()));
     assert!(!heartbeat(&store, &held.claim, 90_000).await);
     assert!(!finish(&store, &held.claim, succeeded(json!(1)), 60).await);
     assert!(claim_mail(&store, 1, 90_000).await.is_empty());

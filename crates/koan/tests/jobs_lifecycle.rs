@@ -283,6 +283,9 @@ async fn a_delayed_job_waits_for_its_time_and_a_cancelled_one_never_runs() -> an
         host.jobs().get(later.id()).await?.state,
         JobState::Scheduled
     );
+    // A live job is not deleted (its waiters would never hear): cancelled first.
+    let e = host.jobs().delete(never.id()).await.expect_err("live");
+    assert_eq!(e.kind(), ErrorKind::JobState);
     let cancelled = host.jobs().cancel(never.id()).await?;
     assert_eq!(cancelled.state, JobState::Cancelled);
     koan::testing::advance(Duration::from_secs(29)).await;

@@ -140,3 +140,44 @@ async fn live_services_are_those_with_live_jobs_and_their_first_due_time() {
         [("T".to_owned(), later)]
     );
 }
+
+/// A claim that lapsed is an attempt that never ended (its host stopped without an
+/// outcome); after the last one the job is dead, handed back unclaimed once, and
+/// never claimed again.
+#[tokio::test]
+async fn a_job_whose_every_claim_lapsed_is_dead_and_not_claimed_again() {
+    let store = MemoryJobStore::new();
+    store.push(job("a", 0)).await.expect("push");
+    let mut now = Utc::now();
+    let mut last = None;
+    for attempt in 1..=3 {
+        let got = store.claim(request(1, now)).await.expect("claim");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].record.attempts, attempt);
+        last = Some(got[0].claim.clone());
+        now += chrono::Duration::seconds(31);
+    }
+    let dead = store.claim(request(1, now)).await.expect("claim");
+    assert_eq!(dead.len(), 1);
+    let r = store.get("a").await.expect("get").expect("kept");
+    assert_eq!(dead[0].record, r);
+    assert_eq!(r.state, koan::job::JobState::Dead);
+    assert_eq!((r.attempts, r.finished_at), (3, Some(now)));
+    let why = r.error.expect("why it is dead").message;
+    assert!(
+        why.contains("attempt 3 of 3") && why.contains("no attempt is left"),
+        "{why}"
+    );
+    assert!(r.history.iter().all(|a| a.error.is_some()));
+    assert!(
+        store
+            .claim(request(1, now))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(store.next_due(&["S".to_owned()]).await.expect("next"), None);
+    let late = Finish::Release { at: now };
+    let stale = last.expect("claimed");
+    assert!(!store.finish(&stale, late, now).await.expect("finish"));
+}

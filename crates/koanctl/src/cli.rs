@@ -201,7 +201,7 @@ pub(crate) enum JobsCommand {
         /// The job's id.
         id: String,
     },
-    /// Forget a job that is not running.
+    /// Forget a final job (succeeded, dead or cancelled; cancel a live one first).
     Delete {
         /// The job's id.
         id: String,

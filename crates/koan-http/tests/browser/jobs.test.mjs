@@ -98,10 +98,14 @@ test("retry-all-dead asks first, and does nothing when refused", async () => {
   await page.close();
 });
 
-test("a job deleted from its page is gone", async () => {
+test("a job cancelled then deleted from its page is gone", async () => {
   const { id } = await enqueue("translate", { fileId: "gone.txt", from: "en", to: "es" }, "&delay=1h");
   const page = await openPage("#/jobs/" + id);
   await page.locator(`#job-page[data-job="${id}"]`).waitFor(WAIT);
+  // A live job offers no delete (the store refuses it: cancel it first).
+  await page.locator('button[data-job-action="cancel"]').waitFor(WAIT);
+  assert.equal(await page.locator('button[data-job-action="delete"]').count(), 0);
+  await page.locator('button[data-job-action="cancel"]').click();
   await page.locator('button[data-job-action="delete"]').waitFor(WAIT);
   await page.locator('button[data-job-action="delete"]').click();
   await page.waitForFunction(() => location.hash === "#/jobs", null, WAIT);

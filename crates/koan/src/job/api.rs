@@ -114,7 +114,8 @@ impl Jobs {
         }
     }
 
-    /// Forgets a job that is not running. `UnknownJob` when there is none.
+    /// Forgets a final job (succeeded, dead or cancelled). `JobState` for a live
+    /// one (cancel it first), `UnknownJob` when there is none.
     pub async fn delete(&self, id: &str) -> Result<()> {
         if self.store().delete(id).await? {
             return Ok(());

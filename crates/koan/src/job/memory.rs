@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use super::record::{JobCounts, JobPage, JobQuery, JobRecord, JobState, NewJob};
 use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed};
 use super::transition::{
-    RetryFrom, apply_cancel, apply_claim, apply_finish, apply_retry, unknown_job, wrong_state,
+    RetryFrom, apply_cancel, apply_claim, apply_finish, apply_retry, check_delete, unknown_job,
+    wrong_state,
 };
 use crate::error::Result;
 use crate::util::BoxFuture;
@@ -199,8 +200,8 @@ impl JobStore for MemoryJobStore {
         for id in ids {
             let t = super::id::new_job_id();
             let claimed = inner.update(&id, |r, token| {
-                *token = Some(t.clone());
-                apply_claim(r, &request);
+                // A job dead at its claim comes back unclaimed, for the runner to report.
+                *token = apply_claim(r, &request).then(|| t.clone());
                 r.clone()
             });
             if let Some(record) = claimed {
@@ -363,15 +364,10 @@ impl JobStore for MemoryJobStore {
 
     fn delete(&self, id: &str) -> BoxFuture<'_, Result<bool>> {
         let mut inner = self.lock();
-        match inner.jobs.get(id) {
+        match inner.jobs.get(id).map(|(r, _)| check_delete(id, r.state)) {
             None => ready(Ok(false)),
-            Some((r, _)) if r.state == JobState::Running => ready(Err(wrong_state(
-                id,
-                r.state,
-                "delete",
-                "not running (cancel it first)",
-            ))),
-            Some(_) => {
+            Some(Err(e)) => ready(Err(e)),
+            Some(Ok(())) => {
                 if let Some((r, _)) = inner.jobs.remove(id) {
                     inner.unindex(&r);
                     if let Some(k) = r.idempotency_key {

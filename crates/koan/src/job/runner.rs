@@ -186,11 +186,11 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         }
         if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             last_purge = Some(Instant::now());
-            purge(&host).await;
+            super::upkeep::purge(&host).await;
         }
         if last_counts.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             last_counts = Some(Instant::now());
-            publish_counts(&host).await;
+            super::upkeep::publish_counts(&host).await;
         }
         let mut store_failed = false;
         // Services with a slot still free after their claim: the next due job that
@@ -252,6 +252,10 @@ pub(crate) async fn run(host: Arc<HostInner>) {
                         free_after.push(cell.spec.name.to_string());
                     }
                     for c in claimed {
+                        if c.record.state != JobState::Running {
+                            dead_at_claim(&host, cell, &c.record);
+                            continue;
+                        }
                         busy.fetch_add(1, Ordering::AcqRel);
                         jobs.running.fetch_add(1, Ordering::AcqRel);
                         let (host2, cell2, busy2) =
@@ -296,32 +300,6 @@ fn free_slots(cell: &ServiceCell, busy: &AtomicUsize) -> usize {
         .options
         .max_concurrency
         .saturating_sub(busy.load(Ordering::Acquire))
-}
-
-/// Forgets old final jobs (retention by age and by size).
-async fn purge(host: &HostInner) {
-    let jobs = &host.jobs;
-    let now = host.config.clock.now();
-    let older = now
-        - chrono::Duration::from_std(jobs.settings.retention).unwrap_or(chrono::Duration::days(7));
-    match jobs
-        .store
-        .purge(older, jobs.settings.retention_max_bytes)
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(jobs = n, "forgot old finished jobs (retention)"),
-        Err(e) => tracing::warn!(error = %e, "could not purge old jobs"),
-    }
-}
-
-/// Publishes the counts of jobs by state (`koan_jobs{state}`).
-async fn publish_counts(host: &HostInner) {
-    if let Ok(counts) = host.jobs.store.counts(None).await {
-        for (state, n) in counts.by_state {
-            metrics::gauge!("koan_jobs", "state" => state.as_str()).set(n as f64);
-        }
-    }
 }
 
 /// Runs one claimed job: renews its claim while it runs, then records the outcome.
@@ -380,6 +358,17 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
             tracing::error!(job = %record.id, error = %e, "could not record the job's outcome; it runs again once its claim lapses");
         }
     }
+}
+
+/// Reports a job the store set dead at its claim: its host stopped in each of its
+/// attempts (`apply_claim`).
+fn dead_at_claim(host: &HostInner, cell: &ServiceCell, record: &JobRecord) {
+    let outcome = super::ticket::outcome_of(record)
+        .unwrap_or_else(|| Err(Error::new(ErrorKind::Handler, "job is dead")));
+    let why = outcome.as_ref().err().map(ToString::to_string);
+    tracing::error!(job = %record.id, service = %cell.spec.name, attempts = record.attempts, error = why.as_deref().unwrap_or_default(), "job is dead: its host stopped without an outcome in each of its attempts");
+    metrics::counter!("koan_jobs_finished_total", "service" => cell.spec.name.to_string(), "state" => JobState::Dead.as_str()).increment(1);
+    host.jobs.waiters.answer(&record.id, &outcome);
 }
 
 /// How the outcome of a run is recorded.

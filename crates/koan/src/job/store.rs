@@ -112,7 +112,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Claims up to `limit` due jobs of a service, highest priority first, then
     /// oldest `run_at`: raises their attempt count, records the attempt, and sets them
-    /// `running` under a new claim token.
+    /// `running` under a new claim token (with [`apply_claim`](super::apply_claim)).
+    /// A job whose lease lapsed after its last attempt is set dead instead, and
+    /// returned so (`record.state`), unclaimed, for the runner to report.
     fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, Result<Vec<Claimed>>>;
 
     /// Extends a claim to `lease_until`. `false`: the claim is no longer held (the

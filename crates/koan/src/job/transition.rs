@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::record::{JobAttempt, JobRecord, JobState, JobStep};
 use super::store::{ClaimRequest, Finish};
+use crate::action::ErrorBody;
 use crate::error::{Error, ErrorKind};
 
 /// `UnknownJob`: no job with that id.
@@ -64,8 +65,19 @@ pub fn same_call(first: &JobRecord, service: &str, asked: &[JobStep]) -> Result<
 }
 
 /// The record once claimed by `request` (the attempt count raised, the attempt
-/// recorded, `running` under the lease).
-pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) {
+/// recorded, `running` under the lease); `false` when the job is dead instead.
+///
+/// A job still `running` is claimed because its lease lapsed: its host crashed, was
+/// killed or froze without recording an outcome. That attempt counts, and says so
+/// in its history; a job that has had all its attempts so is dead rather than run
+/// again, so that a job which brings its process down is not run after every
+/// restart for ever (as the cluster's `max_deliver` ends it too). Its record then
+/// says why, and the store hands it back dead for the runner to report.
+#[must_use = "a job that is dead at its claim must not be run"]
+pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) -> bool {
+    if r.state == JobState::Running && !record_lapse(r, request.now) {
+        return false;
+    }
     r.attempts += 1;
     r.state = JobState::Running;
     r.instance = Some(request.instance.clone());
@@ -77,6 +89,47 @@ pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) {
         instance: request.instance.clone(),
         error: None,
     });
+    true
+}
+
+/// Records that the running attempt of `r` ended without an outcome (its claim
+/// lapsed); `false` when that was its last attempt, and `r` is now dead.
+fn record_lapse(r: &mut JobRecord, now: DateTime<Utc>) -> bool {
+    let host = r.instance.take().unwrap_or_default();
+    r.lease_until = None;
+    let last = r.attempts >= r.max_attempts;
+    let mut message = format!(
+        "attempt {} of {} of job `{}` never ended: its host `{}` stopped renewing its claim (it crashed, was killed, or froze past the lease)",
+        r.attempts,
+        r.max_attempts,
+        r.id,
+        host.escape_debug()
+    );
+    if last {
+        message.push_str(
+            "; no attempt is left, so the job is dead (retry it by hand once the cause is known)",
+        );
+    }
+    let error = ErrorBody::from(&Error::new(ErrorKind::Handler, message));
+    if let Some(attempt) = r.history.last_mut() {
+        attempt.error = Some(error.clone());
+    }
+    r.error = Some(error);
+    if last {
+        r.state = JobState::Dead;
+        r.finished_at = Some(now);
+    }
+    !last
+}
+
+/// `Ok` when job `id`, in `state`, may be deleted: only a final one (succeeded,
+/// dead or cancelled), in every store. A live one is cancelled first, so that its
+/// waiters are told and, in the cluster, no message of it waits to run it again.
+pub fn check_delete(id: &str, state: JobState) -> Result<(), Error> {
+    if state.is_final() {
+        return Ok(());
+    }
+    Err(wrong_state(id, state, "delete", "final (cancel it first)"))
 }
 
 /// Kinds of failure that another run cannot mend: a job that fails so is dead at
@@ -176,12 +229,13 @@ pub fn apply_retry(r: &mut JobRecord, now: DateTime<Utc>) {
     r.max_attempts = r.max_attempts.max(r.attempts + 1);
 }
 
-/// The record after a cancel.
+/// The record after a cancel (a running attempt ends then, and says why).
 pub fn apply_cancel(r: &mut JobRecord, now: DateTime<Utc>) {
     if r.state == JobState::Running
         && let Some(last) = r.history.last_mut()
     {
         last.finished_at = Some(now);
+        last.error = Some(ErrorBody::from(&cancelled(&r.id)));
     }
     r.state = JobState::Cancelled;
     r.finished_at = Some(now);
