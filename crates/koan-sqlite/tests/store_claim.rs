@@ -142,63 +142,82 @@ async fn a_lapsed_lease_is_claimed_again_and_the_stale_holder_is_fenced() {
 }
 
 /// A lapsed claim is an attempt that never ended (its host crashed, was killed or
-/// froze): its history says so, and after the last one the job is dead rather
-/// than run after every restart for ever.
+/// froze): its history says so, it runs again whatever its retry policy, and
+/// after `MAX_LAPSES` such runs in a row the job is dead rather than run after
+/// every restart for ever. A retry by hand starts the count afresh.
 #[tokio::test]
-async fn a_job_whose_every_claim_lapsed_is_dead_and_not_claimed_again() {
+async fn a_job_whose_claims_lapse_in_a_row_is_dead_and_not_claimed_again() {
     let db = TempDb::new("claim-lapse-dead");
     let store = db.open();
     let first = push_and_hold(&store).await;
     let id = first.claim.id.clone();
-    let second = claim_mail(&store, 1, 30_001).await.remove(0);
-    assert_eq!(second.record.attempts, 2);
-    let lost = second.record.history[0]
+    // Attempt 1 fails as a handler does: an attempt that ended breaks the row.
+    let retry = Finish::Retry {
+        error: boom(),
+        at: at(1_000),
+    };
+    assert!(finish(&store, &first.claim, retry, 500).await);
+    let mut now = 1_000;
+    let mut held = claim_mail(&store, 1, now).await.remove(0);
+    for attempt in 3..=6 {
+        now += 30_001;
+        held = claim_mail(&store, 1, now).await.remove(0);
+        assert_eq!(
+            held.record.attempts, attempt,
+            "runs again past max_attempts 3"
+        );
+    }
+    let lost = held.record.history[1]
         .error
         .clone()
-        .expect("attempt 1 says how it ended");
+        .expect("attempt 2 says how it ended");
     assert_eq!(lost.error, "handler_error");
     assert!(
-        lost.message.contains("attempt 1 of 3")
+        lost.message.contains("attempt 2 of job")
             && lost.message.contains("`host-a` stopped renewing its claim"),
         "{}",
         lost.message
     );
     assert_eq!(
-        second.record.history[0].finished_at, None,
+        held.record.history[1].finished_at, None,
         "when it ended is not known"
     );
-    let third = claim_mail(&store, 1, 60_002).await.remove(0);
-    assert_eq!(third.record.attempts, 3);
 
-    let dead = claim_mail(&store, 1, 90_003).await;
+    now += 30_001;
+    let dead = claim_mail(&store, 1, now).await;
     assert_eq!(dead.len(), 1, "handed back for the runner to report");
     let r = stored(&store, &id).await;
     assert_eq!(dead[0].record, r);
-    assert_eq!(r.state, JobState::Dead);
-    assert_eq!(r.attempts, 3);
-    assert_eq!(r.finished_at, Some(at(90_003)));
-    assert_eq!(r.lease_until, None);
-    assert_eq!(r.instance, None);
+    assert_eq!((r.state, r.attempts), (JobState::Dead, 6));
+    assert_eq!(r.finished_at, Some(at(now)));
+    assert_eq!((r.lease_until, r.instance.as_deref()), (None, None));
     let why = r.error.clone().expect("why it is dead");
     assert!(
-        why.message.contains("attempt 3 of 3") && why.message.contains("the job is dead"),
+        why.message.contains("attempt 6 of job")
+            && why
+                .message
+                .contains(&format!("{} runs in a row", koan::job::MAX_LAPSES))
+            && why.message.contains("the job is dead"),
         "{}",
         why.message
     );
-    assert_eq!(r.history.len(), 3);
-    assert_eq!(r.history[2].error.as_ref(), Some(&why));
-    assert!(claim_mail(&store, 1, 200_000).await.is_empty());
+    assert_eq!(r.history.len(), 6);
+    assert_eq!(r.history[0].error, Some(boom()));
+    assert_eq!(r.history[5].error.as_ref(), Some(&why));
+    assert_eq!(r.history[5].finished_at, Some(at(now)), "given up then");
+    assert!(claim_mail(&store, 1, now + 200_000).await.is_empty());
     // Its last claim is fenced off: a late outcome is not recorded over the verdict.
-    assert!(!finish(&store, &third.claim, succeeded(json!("late")), 90_004).await);
+    assert!(!finish(&store, &held.claim, succeeded(json!("late")), now + 1).await);
     assert_eq!(stored(&store, &id).await.state, JobState::Dead);
-    // A retry by hand gives it one more attempt.
-    let again = store
-        .retry(&id, koan::job::RetryFrom::Any, at(100_000))
+    // A retry by hand runs it again, and one more lapse does not end it.
+    now += 10_000;
+    store
+        .retry(&id, koan::job::RetryFrom::Any, at(now))
         .await
         .expect("retry");
-    assert_eq!(again.state, JobState::Queued);
-    let fourth = claim_mail(&store, 1, 100_000).await.remove(0);
-    assert_eq!((fourth.record.attempts, fourth.record.max_attempts), (4, 4));
+    assert_eq!(claim_mail(&store, 1, now).await[0].record.attempts, 7);
+    now += 30_001;
+    assert_eq!(claim_mail(&store, 1, now).await[0].record.attempts, 8);
 }
 
 #[tokio::test]

@@ -64,15 +64,21 @@ pub fn same_call(first: &JobRecord, service: &str, asked: &[JobStep]) -> Result<
     ))
 }
 
+/// Runs of one job that may end with its host gone (its claim lapsed) before the
+/// job is dead: as many as the cluster's default `max_deliver` lets JetStream
+/// deliver a job whose runs never end.
+pub const MAX_LAPSES: usize = 5;
+
 /// The record once claimed by `request` (the attempt count raised, the attempt
 /// recorded, `running` under the lease); `false` when the job is dead instead.
 ///
 /// A job still `running` is claimed because its lease lapsed: its host crashed, was
-/// killed or froze without recording an outcome. That attempt counts, and says so
-/// in its history; a job that has had all its attempts so is dead rather than run
-/// again, so that a job which brings its process down is not run after every
-/// restart for ever (as the cluster's `max_deliver` ends it too). Its record then
-/// says why, and the store hands it back dead for the runner to report.
+/// killed or froze without recording an outcome. That attempt counts, and its
+/// history says so. It runs again whatever its retry policy (a crash is not its
+/// handler's verdict), until [`MAX_LAPSES`] runs in a row ended so: then it is dead,
+/// so that a job which brings its process down is not run after every restart for
+/// ever (as the cluster's `max_deliver` ends it). Its record then says why, and the
+/// store hands it back dead for the runner to report.
 #[must_use = "a job that is dead at its claim must not be run"]
 pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) -> bool {
     if r.state == JobState::Running && !record_lapse(r, request.now) {
@@ -93,26 +99,37 @@ pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) -> bool {
 }
 
 /// Records that the running attempt of `r` ended without an outcome (its claim
-/// lapsed); `false` when that was its last attempt, and `r` is now dead.
+/// lapsed); `false` when that was the last run it may lose so, and `r` is now dead.
 fn record_lapse(r: &mut JobRecord, now: DateTime<Utc>) -> bool {
     let host = r.instance.take().unwrap_or_default();
     r.lease_until = None;
-    let last = r.attempts >= r.max_attempts;
+    // The attempts that never ended in a row, this one included: an attempt that
+    // ended has its end (a dead verdict's too, so that a retry by hand starts
+    // afresh), and one cut by a stop is no longer in the history.
+    let lapsed = r
+        .history
+        .iter()
+        .rev()
+        .take_while(|a| a.finished_at.is_none())
+        .count();
+    let last = lapsed >= MAX_LAPSES;
     let mut message = format!(
-        "attempt {} of {} of job `{}` never ended: its host `{}` stopped renewing its claim (it crashed, was killed, or froze past the lease)",
+        "attempt {} of job `{}` never ended: its host `{}` stopped renewing its claim (it crashed, was killed, or froze past the lease)",
         r.attempts,
-        r.max_attempts,
         r.id,
         host.escape_debug()
     );
     if last {
-        message.push_str(
-            "; no attempt is left, so the job is dead (retry it by hand once the cause is known)",
-        );
+        message.push_str(&format!(
+            "; {lapsed} runs in a row ended so, and the job is dead (retry it by hand once the cause is known)"
+        ));
     }
     let error = ErrorBody::from(&Error::new(ErrorKind::Handler, message));
     if let Some(attempt) = r.history.last_mut() {
         attempt.error = Some(error.clone());
+        if last {
+            attempt.finished_at = Some(now);
+        }
     }
     r.error = Some(error);
     if last {
