@@ -32,6 +32,10 @@ pub struct HttpOptions {
     /// How long a client may take to send a request body, from the end of its head
     /// (default 10 s; `None` waits forever). A late body is answered with a 408.
     pub body_read_timeout: Option<Duration>,
+    /// How long writing an answer may make no progress — a client that does not
+    /// read what it asked for — before the connection is closed (default 30 s;
+    /// `None` waits forever, which lets such clients hold slots).
+    pub write_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for HttpOptions {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for HttpOptions {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("body_read_timeout", &self.body_read_timeout)
+            .field("write_timeout", &self.write_timeout)
             .finish()
     }
 }
@@ -60,6 +65,7 @@ impl Default for HttpOptions {
             header_read_timeout: Some(Duration::from_secs(10)),
             max_connections: 1024,
             body_read_timeout: Some(Duration::from_secs(10)),
+            write_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -75,11 +81,13 @@ struct Section {
     header_read_timeout: Option<String>,
     max_connections: Option<usize>,
     body_read_timeout: Option<String>,
+    write_timeout: Option<String>,
 }
 
 impl HttpOptions {
     /// Reads `koan.http` (`bind`, `token`, `body_limit_bytes`, `cors_origins`,
-    /// `max_sse_connections`, `header_read_timeout` and `body_read_timeout` — e.g.
+    /// `max_sse_connections`, `header_read_timeout`, `body_read_timeout` and
+    /// `write_timeout` — e.g.
     /// `"10s"`, `"0s"` for none —, `max_connections`) and the `KOAN_HTTP_TOKEN`
     /// variable, which wins.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
@@ -113,6 +121,9 @@ impl HttpOptions {
         }
         if let Some(t) = s.body_read_timeout {
             o.body_read_timeout = optional_duration("body_read_timeout", &t)?;
+        }
+        if let Some(t) = s.write_timeout {
+            o.write_timeout = optional_duration("write_timeout", &t)?;
         }
         if let Some(m) = s.max_connections {
             if m == 0 {

@@ -51,6 +51,7 @@ pub(crate) fn start(
     let cap = options.max_connections.max(1);
     let limits = Limits {
         header_read_timeout: options.header_read_timeout,
+        write_timeout: options.write_timeout,
         slots: Arc::new(Semaphore::new(cap)),
         // Refusals are cheap, but they are sockets too: a bounded number at once.
         refusals: Arc::new(Semaphore::new(cap.max(MAX_REFUSALS))),
@@ -70,6 +71,7 @@ const MAX_REFUSALS: usize = 1024;
 
 struct Limits {
     header_read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
     slots: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
 }
@@ -124,13 +126,18 @@ where
         let service = TowerToHyperService::new(app.clone());
         let mut close_rx = close_rx.clone();
         let header_read_timeout = limits.header_read_timeout;
+        let write_timeout = limits.write_timeout;
         conns.spawn(async move {
             let _permit = permit;
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout);
-            let io = TokioIo::new(JsonParseErrors::new(stream));
+            // A client that stops taking its answers (a full socket buffer) would hold
+            // its slot for ever: a write that makes no progress for this long ends it.
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(write_timeout);
+            let io = TokioIo::new(JsonParseErrors::new(Box::pin(stream)));
             let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
             tokio::select! {

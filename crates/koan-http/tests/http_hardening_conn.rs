@@ -8,7 +8,7 @@ use koan_http::HttpOptions;
 use koan_test_support::http::{Api, error_message, loopback, serve_idle};
 use koan_test_support::raw::{RawAnswer, exchange, head, read_answer};
 use koan_test_support::{PATIENCE, within};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
@@ -123,5 +123,53 @@ async fn errors_written_by_hyper_have_json_bodies() -> anyhow::Result<()> {
     .await?;
     assert_eq!(a.status, 404, "{a:?}");
     error_message(&a.json()?, "not_found")?;
+    api.stop().await
+}
+
+/// Clients that ask and never read their answers (pipelined requests, a small
+/// receive buffer) no longer hold their slots for ever: a write that makes no
+/// progress for `write_timeout` ends the connection, and the server answers others
+/// again. Before, with the cap taken so, every other client got 503 for as long as
+/// the stalled ones stayed connected (a probe saw one still open after 300 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_their_answers_lose_their_slots() -> anyhow::Result<()> {
+    let options = HttpOptions {
+        max_connections: 2,
+        write_timeout: Some(Duration::from_millis(500)),
+        ..loopback()
+    };
+    let api = serve_idle(options).await?;
+    let addr = api.server_addr();
+    let req = head("GET", "/api/openapi.json", &["Connection: close"]);
+    let one = exchange(addr, req.as_bytes(), PATIENCE).await?.body.len();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let mut c = socket.connect(addr).await?;
+        let one = head("GET", "/api/openapi.json", &[]);
+        c.write_all(one.repeat(200).as_bytes()).await?;
+        stalled.push(c);
+    }
+    // Each stalled client's write deadline frees its slot; nothing here reads them.
+    within("a 200 while the stalled clients stay connected", async {
+        loop {
+            let req = head("GET", "/health/live", &["Connection: close"]);
+            let a = exchange(addr, req.as_bytes(), PATIENCE).await?;
+            if a.status == 200 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await??;
+    // Read now, each stalled connection ends (closed by the server) before all of
+    // its 200 answers came: kept open, it would give them all and then wait.
+    for mut c in stalled {
+        let mut got = Vec::new();
+        let end = within("the stalled connection's end", c.read_to_end(&mut got)).await?;
+        let reset = end.is_err();
+        assert!(got.len() < 200 * one, "{} bytes, reset {reset}", got.len());
+    }
     api.stop().await
 }

@@ -203,6 +203,14 @@ fn limits_are_read_from_configuration() -> anyhow::Result<()> {
         .toml("test", "[koan.http]\nbody_read_timeout = \"0s\"\n")?
         .build();
     assert_eq!(HttpOptions::from_config(&config)?.body_read_timeout, None);
+    assert_eq!(defaults.write_timeout, Some(Duration::from_secs(30)));
+    let config = Config::builder()
+        .toml("test", "[koan.http]\nwrite_timeout = \"5s\"\n")?
+        .build();
+    assert_eq!(
+        HttpOptions::from_config(&config)?.write_timeout,
+        Some(Duration::from_secs(5))
+    );
     Ok(())
 }
 
