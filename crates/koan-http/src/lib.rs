@@ -71,6 +71,7 @@ pub(crate) struct Shared {
     pub(crate) host: HostHandle,
     pub(crate) options: HttpOptions,
     pub(crate) sse_slots: Arc<Semaphore>,
+    pub(crate) openapi: openapi::Cached,
 }
 
 impl std::ops::Deref for AppState {
@@ -92,6 +93,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             host,
             sse_slots: Arc::new(Semaphore::new(options.max_sse_connections)),
+            openapi: openapi::Cached::default(),
             options,
         }))
     }

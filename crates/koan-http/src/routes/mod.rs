@@ -106,7 +106,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(crate::openapi::document(&state.host).await)
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.get(&state.host).await,
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> crate::ApiError {
