@@ -96,7 +96,7 @@ pub(crate) fn enqueue_params() -> Vec<Value> {
     vec![
         json!({ "name": "delay", "in": "query", "schema": { "type": "string", "pattern": "^0*[0-9]{1,9}(ms|s|m|h|d)?$" }, "description": "Stores a job that runs no sooner than this from now (at most 365 days); with `at` too, the later of the two. Without `wait` the call answers 202 once the job is stored; with wait=true it waits up to `timeout` (default 60 s) for the outcome and otherwise answers 202 with the stored job (at once when the job is due after that)" }),
         json!({ "name": "at", "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": "Stores a job that runs no sooner than this time (at most 365 days from now); with `delay` too, the later of the two. With wait=true as for `delay`" }),
-        json!({ "name": "Idempotency-Key", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$" }, "description": "With wait=false: a repeat with the same key returns the first job" }),
+        json!({ "name": "Idempotency-Key", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$" }, "description": "With wait=false (or delay, at): a repeat with the same key returns the first job. Refused (400) on a call that waits, which is not stored" }),
     ]
 }
 

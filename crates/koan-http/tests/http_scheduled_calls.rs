@@ -187,6 +187,18 @@ async fn an_idempotency_key_reused_for_another_call_is_refused() -> anyhow::Resu
     }
     let (_, list) = call(api.get("/api/jobs?service=Clock")).await?;
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1), "{list}");
+    // A call that waits is not stored, so a key could not stop a second run: the
+    // key is refused there rather than ignored (a probe saw the action run twice).
+    for path in [
+        "/api/services/clock/actions/note",
+        "/api/services/clock/actions/note?wait=true",
+    ] {
+        let keyed = api.post(path).header("Idempotency-Key", "order-18");
+        let (status, refused) = call(keyed.json(&json!("c"))).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(message.contains("add `wait=false`"), "{refused}");
+    }
     api.stop().await
 }
 

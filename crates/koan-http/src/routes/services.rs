@@ -348,6 +348,13 @@ pub(crate) async fn run_action(
         req = req.correlation_id(c);
     }
     if q.wait && !scheduled {
+        if headers.contains_key("idempotency-key") {
+            // A call that waits is not stored: a key would not stop a second run.
+            return Err(ApiError::bad_request(
+                "invalid_parameters",
+                "header `Idempotency-Key` makes the call a job, which a waiting call (`wait=true`, the default here) is not: add `wait=false` (or `delay`/`at`) to have a repeat return the first job, or leave the header out",
+            ));
+        }
         let out = req
             .execute()
             .await
