@@ -138,9 +138,21 @@ impl HttpOptions {
         Ok(o)
     }
 
-    /// Checks what the fields' types cannot: every CORS origin is one exact origin.
-    /// [`serve`](crate::serve) calls it too, for options built in code.
+    /// Checks what the fields' types cannot: every CORS origin is one exact origin,
+    /// and the token is one a client can send. [`serve`](crate::serve) calls it
+    /// too, for options built in code.
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some(token) = &self.token
+            && !token.bytes().all(|b| b.is_ascii_graphic())
+        {
+            // A client sends it in a header (`Authorization: Bearer <token>`), where
+            // spaces around it are dropped and only visible ASCII is text: a token
+            // with others would be refused to every client.
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the HTTP token (`koan.http.token` or KOAN_HTTP_TOKEN) has a space, a control or a non-ASCII character: no client could send it in `Authorization: Bearer <token>`; use visible ASCII only, e.g. the output of `openssl rand -hex 32`",
+            ));
+        }
         for origin in &self.cors_origins {
             if origin.trim() == "*" {
                 return Err(Error::new(

@@ -198,3 +198,38 @@ async fn serve_refuses_an_open_bind_without_token() -> anyhow::Result<()> {
         .into_result()?;
     Ok(())
 }
+
+/// A token no client could send (spaces around it, a control or a non-ASCII
+/// character) is refused at start, naming the fix: before, the host started and
+/// refused every client, one that sent the exact value too. The scheme's name is
+/// case-insensitive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_no_client_could_send_is_refused_and_the_scheme_is_any_case() -> anyhow::Result<()>
+{
+    let host = koan::testing::host().service::<Echo>().build()?.start();
+    within("startup", host.started()).await??;
+    for token in [" padded ", "pässwörd", "tab\there", "two words"] {
+        match koan_http::serve(host.clone(), loopback().with_token(token)).await {
+            Err(e) => assert!(e.to_string().contains("visible ASCII"), "{e}"),
+            Ok(server) => anyhow::bail!("served on {} with {token:?}", server.local_addr()),
+        }
+    }
+    host.shutdown();
+    within("the host to stop", host.wait())
+        .await?
+        .into_result()?;
+
+    let api = start().await?;
+    for scheme in ["BEARER", "bearer", "Bearer", "bEaReR"] {
+        let req = api
+            .post("/api/services/echo/actions/echo")
+            .header("Authorization", format!("{scheme} {TOKEN}"));
+        let (status, body) = call(req.json("hi")).await?;
+        assert_eq!(status, StatusCode::OK, "{scheme}: {body}");
+    }
+    let req = api
+        .post("/api/services/echo/actions/echo")
+        .header("Authorization", format!("Basic {TOKEN}"));
+    assert_eq!(call(req.json("hi")).await?.0, StatusCode::UNAUTHORIZED);
+    api.stop().await
+}
