@@ -62,11 +62,26 @@ async fn admit<F: Future<Output = Response>>(
     json_errors(answer).await
 }
 
+/// The longest path any route takes: two names or ids of at most 200 bytes, each
+/// percent-encoded (three bytes a byte), and the route's words.
+const MAX_PATH: usize = 2048;
+
 /// The origin and the token, checked from one pass over the headers, which also
 /// says what the body will be. B7's profile: the guard's and the body's eight header
 /// look-ups (≈ 1,550 instructions) are one scan, and these checks are not part of
 /// a future moved into the caller's.
 fn rules(state: &AppState, req: &Request) -> Result<crate::body::Declared, crate::ApiError> {
+    let path = req.uri().path().len();
+    if path > MAX_PATH {
+        // Refused before a route could echo a 60 KB name in its 404.
+        return Err(crate::ApiError::new(
+            axum::http::StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the path has {path} bytes; no route's is longer than {MAX_PATH} (names and ids have at most 200 bytes)"
+            ),
+        ));
+    }
     let seen = Seen::scan(req.headers());
     crate::guard::same_site_only(state, req.method(), &seen)?;
     crate::auth::require_token(state, req)?;

@@ -226,3 +226,31 @@ async fn a_correlation_id_with_control_characters_is_400() -> anyhow::Result<()>
     koan_test_support::http::error_message(&body, "invalid_parameters")?;
     api.stop().await
 }
+
+/// A path longer than any route takes is refused before a route could echo it (a
+/// 60 KB service name came back in a 61 KB 404); a job id past the bound of ids
+/// is named as the path's, not as a query parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_longer_than_any_route_is_414_and_a_long_job_id_400() -> anyhow::Result<()> {
+    let api = serve_idle(loopback()).await?;
+    let long = "n".repeat(60_000);
+    for path in [
+        format!("/api/services/{long}"),
+        format!("/api/services/{long}/actions/a"),
+        format!("/api/jobs/{long}"),
+    ] {
+        let resp = api.get(&path).send().await?;
+        assert_eq!(resp.status(), StatusCode::URI_TOO_LONG);
+        let body = resp.text().await?;
+        assert!(body.len() < 500, "{} bytes", body.len());
+        assert!(
+            body.contains("uri_too_long") && body.contains("60"),
+            "{body}"
+        );
+    }
+    let (status, body) = call(api.get(&format!("/api/jobs/{}", "j".repeat(201)))).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("in the path has 201"), "{body}");
+    api.stop().await
+}

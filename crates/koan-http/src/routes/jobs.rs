@@ -25,6 +25,20 @@ fn bounded<'a>(key: &str, v: &'a str) -> Result<&'a str, ApiError> {
     Ok(v)
 }
 
+/// The job id of a route's path, within the bound of ids.
+fn job_id(id: &str) -> Result<&str, ApiError> {
+    if id.is_empty() || id.len() > MAX_NAME {
+        return Err(ApiError::bad_request(
+            "invalid_parameters",
+            format!(
+                "a job id has 1 to {MAX_NAME} bytes; the one in the path has {}",
+                id.len()
+            ),
+        ));
+    }
+    Ok(id)
+}
+
 /// The query of `counts` and `retry-dead`: an optional `service`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +137,7 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.host.jobs().get(bounded("id", &id)?).await?).into_response())
+    Ok(Json(state.host.jobs().get(job_id(&id)?).await?).into_response())
 }
 
 /// `POST /api/jobs/{id}/retry`.
@@ -131,7 +145,7 @@ pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.host.jobs().retry(bounded("id", &id)?).await?).into_response())
+    Ok(Json(state.host.jobs().retry(job_id(&id)?).await?).into_response())
 }
 
 /// `POST /api/jobs/{id}/cancel`.
@@ -139,7 +153,7 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.host.jobs().cancel(bounded("id", &id)?).await?).into_response())
+    Ok(Json(state.host.jobs().cancel(job_id(&id)?).await?).into_response())
 }
 
 /// `DELETE /api/jobs/{id}`.
@@ -147,7 +161,7 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.host.jobs().delete(bounded("id", &id)?).await?;
+    state.host.jobs().delete(job_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
