@@ -65,3 +65,29 @@ async fn every_error_is_json() -> anyhow::Result<()> {
     api.stop().await?;
     Ok(())
 }
+
+/// An array for parameters that are named fields is refused, waiting or not: serde
+/// would read its items as the fields in order (`["Ada", 1]` ran as a greeting).
+#[tokio::test]
+async fn an_array_for_named_fields_is_400() -> anyhow::Result<()> {
+    let host = koan::testing::host()
+        .service::<koan_test_support::services::Greeter>()
+        .build()?
+        .start();
+    host.started().await?;
+    let api = Api::open(host.clone()).await?;
+    for query in ["", "?wait=false"] {
+        let path = format!("/api/services/greeter/actions/greet{query}");
+        let (status, body) = call(api.post(&path).json(&serde_json::json!(["Ada", 1]))).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let message = error_message(&body, "invalid_parameters")?;
+        assert!(message.contains("expected a JSON object"), "{message}");
+    }
+    let named = serde_json::json!({ "name": "Ada", "times": 1 });
+    let (status, body) = call(api.post("/api/services/greeter/actions/greet").json(&named)).await?;
+    assert_eq!(
+        (status, &body["result"]),
+        (StatusCode::OK, &serde_json::json!("Hello Ada!"))
+    );
+    api.stop().await
+}

@@ -303,6 +303,7 @@ impl<T: Service> Actions<T> {
                 name: Arc::from(p.name),
                 index: entries.len(),
                 description: p.description,
+                takes_object: super::table::takes_object(&p.params_schema),
                 params_schema: p.params_schema,
                 decode: p.decode,
                 call: (p.bind)(Arc::clone(&service)),

@@ -272,7 +272,8 @@ pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) ->
     {
         Resolved::Declared(entry) => {
             let what = || format!("action `{}` of `{}`", entry.name, cell.spec.name);
-            (entry.decode)(Payload::Json(json.clone()), &what)
+            entry
+                .decode_params(Payload::Json(json.clone()), &what)
                 .map_err(|e| reject(cell, &entry.name, e))?;
             entry.name.to_string()
         }

@@ -184,7 +184,8 @@ fn job_of(
         params, priority, ..
     } = step;
     let what = || format!("action `{}` of `{}`", entry.name, cell.spec.name);
-    let params = (entry.decode)(params.unwrap_or(Payload::Unit), &what)
+    let params = entry
+        .decode_params(params.unwrap_or(Payload::Unit), &what)
         .map_err(|e| reject(cell, &entry.name, e))?;
     Ok(Job {
         action: entry.index,

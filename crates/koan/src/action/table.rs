@@ -38,6 +38,8 @@ pub(crate) struct ActionEntry {
     pub(crate) retry: crate::job::RetryPolicy,
     /// Safe to run twice (see `ActionDecl::idempotent`).
     pub(crate) idempotent: bool,
+    /// Its parameters are a JSON object (a struct): see [`ActionEntry::decode_params`].
+    pub(crate) takes_object: bool,
 }
 
 /// The declared actions and events of one service.
@@ -46,6 +48,34 @@ pub(crate) struct ActionTable {
     pub(super) by_name: HashMap<String, usize>,
     pub(crate) events: Vec<EventInfo>,
     pub(super) periodic: bool,
+}
+
+
+impl ActionEntry {
+    /// The parameters of a call, decoded. An array is refused for parameters that
+    /// are an object: serde would take its items for the fields in order, a call
+    /// that names none of them (`[0, "hi"]` ran as `{"failTimes": 0, "note": "hi"}`).
+    pub(crate) fn decode_params(
+        &self,
+        params: Payload,
+        what: &dyn Fn() -> String,
+    ) -> crate::error::Result<Params> {
+        if self.takes_object && params.is_json_array() {
+            return Err(crate::error::Error::new(
+                crate::error::ErrorKind::InvalidParameters,
+                format!(
+                    "{}: expected a JSON object of named fields, got an array",
+                    what()
+                ),
+            ));
+        }
+        (self.decode)(params, what)
+    }
+}
+
+/// Whether parameters of schema `schema` are a JSON object.
+pub(crate) fn takes_object(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("object")
 }
 
 impl std::fmt::Debug for ActionTable {

@@ -104,6 +104,15 @@ impl Payload {
         }
     }
 
+    /// Whether this is JSON (a value, or its text) that is an array.
+    pub(crate) fn is_json_array(&self) -> bool {
+        match self {
+            Payload::Json(v) => v.is_array(),
+            Payload::Text(t) => t.as_bytes().trim_ascii_start().first() == Some(&b'['),
+            _ => false,
+        }
+    }
+
     pub(crate) fn to_json(&self) -> Result<Value> {
         match self {
             Payload::Unit => Ok(Value::Null),
