@@ -224,6 +224,20 @@ async fn a_correlation_id_with_control_characters_is_400() -> anyhow::Result<()>
     .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     koan_test_support::http::error_message(&body, "invalid_parameters")?;
+    // Given twice, which one is meant is not known: refused, not the first taken.
+    for (name, path) in [
+        ("X-Correlation-Id", "/api/services/idle/trigger"),
+        ("Idempotency-Key", "/api/services/idle/trigger?wait=false"),
+    ] {
+        let twice = api.post(path).header(name, "one").header(name, "two");
+        let (status, body) = call(twice).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let message = koan_test_support::http::error_message(&body, "invalid_parameters")?;
+        assert!(
+            message.contains(name) && message.contains("more than once"),
+            "{message}"
+        );
+    }
     api.stop().await
 }
 

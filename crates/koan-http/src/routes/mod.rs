@@ -1,6 +1,7 @@
 //! The route table.
 
 mod activity;
+mod call_headers;
 mod events;
 mod health;
 mod jobs;

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use koan::{action::ActionRequest, health::HealthStatus, status::ServiceState};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::call_headers;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::query::{Params, TokenInQuery};
@@ -260,52 +261,6 @@ const SCHEDULED_WAIT: Duration = Duration::from_secs(60);
 const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 
 /// The `Idempotency-Key` header, when given: visible ASCII, 1 to 200 characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match v.to_str() {
-        Ok(s)
-            if !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) =>
-        {
-            Ok(Some(s.to_owned()))
-        }
-        _ => Err(ApiError::bad_request(
-            "invalid_parameters",
-            "header `Idempotency-Key` must have 1 to 200 visible ASCII characters",
-        )),
-    }
-}
-
-fn correlation(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    // By a `HeaderName` made once: a `&str` is parsed into one on every look-up.
-    match headers.get(&X_CORRELATION_ID) {
-        None => Ok(None),
-        Some(v) => {
-            let s = v.to_str().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_parameters",
-                    "header `X-Correlation-Id` must be visible ASCII",
-                )
-            })?;
-            // Printable ASCII: no tabs or other control characters.
-            if !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-                return Err(ApiError::bad_request(
-                    "invalid_parameters",
-                    "header `X-Correlation-Id` must be printable ASCII (no tabs or control characters)",
-                ));
-            }
-            if s.is_empty() || s.len() > 200 {
-                return Err(ApiError::bad_request(
-                    "invalid_parameters",
-                    "header `X-Correlation-Id` must have 1 to 200 characters",
-                ));
-            }
-            Ok(Some(s.to_owned()))
-        }
-    }
-}
-
 /// The answer to a call that waited: serialized as it is, not built as a JSON map
 /// first (B7's profile: the map's inserts and drops per request). Its fields in
 /// the order the map had them (alphabetical).
@@ -344,11 +299,11 @@ pub(crate) async fn run_action(
     if let Some(t) = q.timeout {
         req = req.timeout(t);
     }
-    if let Some(c) = correlation(headers)? {
+    if let Some(c) = call_headers::correlation(headers)? {
         req = req.correlation_id(c);
     }
     if q.wait && !scheduled {
-        if headers.contains_key("idempotency-key") {
+        if call_headers::has_idempotency_key(headers) {
             // A call that waits is not stored: a key would not stop a second run.
             return Err(ApiError::bad_request(
                 "invalid_parameters",
@@ -367,7 +322,10 @@ pub(crate) async fn run_action(
             result: out.json()?,
             service,
         };
-        Ok(with_correlation(Json(body).into_response(), cid))
+        Ok(call_headers::with_correlation(
+            Json(body).into_response(),
+            cid,
+        ))
     } else {
         // `delay` and `at` both hold: the job runs no sooner than the later of the two.
         let now = chrono::Utc::now();
@@ -387,7 +345,7 @@ pub(crate) async fn run_action(
             }
             (None, None) => None,
         };
-        if let Some(k) = idempotency_key(headers)? {
+        if let Some(k) = call_headers::idempotency_key(headers)? {
             req = req.idempotency_key(k);
         }
         // Answered only once the job store has the job.
@@ -422,13 +380,16 @@ pub(crate) async fn run_action(
                     "correlation_id": cid,
                     "result": out.json()?,
                 });
-                return Ok(with_correlation(Json(body).into_response(), &cid));
+                return Ok(call_headers::with_correlation(
+                    Json(body).into_response(),
+                    &cid,
+                ));
             }
             body["outcome"] = json!(
                 "pending: the job did not finish within the wait; it stays stored, see status_url"
             );
         }
-        Ok(with_correlation(
+        Ok(call_headers::with_correlation(
             (StatusCode::ACCEPTED, Json(body)).into_response(),
             &cid,
         ))
@@ -451,15 +412,6 @@ fn outcome_unknown(e: koan::Error, service: &str, action: &str) -> ApiError {
             service.escape_debug()
         ),
     )
-}
-
-static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
-
-fn with_correlation(mut r: Response, cid: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(cid) {
-        r.headers_mut().insert(&X_CORRELATION_ID, v);
-    }
-    r
 }
 
 pub(crate) async fn act(
