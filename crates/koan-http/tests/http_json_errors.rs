@@ -91,3 +91,21 @@ async fn an_array_for_named_fields_is_400() -> anyhow::Result<()> {
     );
     api.stop().await
 }
+
+/// The service routes take no query, and say so, as the other routes do for a
+/// parameter they do not take (before, `?x=1` was silently ignored there alone).
+#[tokio::test]
+async fn a_query_parameter_a_service_route_does_not_take_is_400() -> anyhow::Result<()> {
+    let host = koan::testing::host().service::<Idle>().build()?.start();
+    host.started().await?;
+    let api = Api::open(host.clone()).await?;
+    for route in ["", "/Idle", "/Idle/status", "/Idle/health"] {
+        let (status, body) = call(api.get(&format!("/api/services{route}?x=1"))).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{route}: {body}");
+        let message = error_message(&body, "invalid_parameters")?;
+        assert!(message.contains("unknown query parameter `x`"), "{message}");
+        let (status, body) = call(api.get(&format!("/api/services{route}"))).await?;
+        assert_eq!(status, StatusCode::OK, "{route}: {body}");
+    }
+    api.stop().await
+}

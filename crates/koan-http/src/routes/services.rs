@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::call_headers;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::query::{Params, TokenInQuery};
+use crate::query::{NoParams, Params, TokenInQuery};
 
 /// One row of `GET /api/services`.
 #[derive(Serialize)]
@@ -41,7 +41,10 @@ struct ServiceRow {
     actions: Vec<String>,
 }
 
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Json<Vec<Value>>, ApiError> {
     let health = state.host.health().await;
     let own = state.host.host_id();
     let mut rows = Vec::new();
@@ -108,6 +111,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value
 pub(crate) async fn info(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.host.service(&name).info().await?).into_response())
 }
@@ -115,6 +119,7 @@ pub(crate) async fn info(
 pub(crate) async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.host.service(&name).status().await?).into_response())
 }
@@ -122,6 +127,7 @@ pub(crate) async fn status(
 pub(crate) async fn health(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let h = state.host.service(&name).health().await?;
     let code = if h.report.status == HealthStatus::Unhealthy {
