@@ -1,11 +1,14 @@
 //! `act`, `call` and the pokes: running actions from the command line.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::Value;
 
 use crate::cli::{ActArgs, CallArgs};
-use crate::client::{Client, Failure, check};
+use crate::client::{Client, DEADLINE_HINT, Failure, check};
 use crate::commands::{emit, emit_json};
+use crate::deadline;
 use crate::output::{self, field, fields};
 use crate::spinner::Spinner;
 
@@ -80,6 +83,33 @@ pub(crate) async fn poke(
     .await
 }
 
+/// How long to wait for the answer to a call, and what to say when it does not come:
+/// the request deadline, plus the call's `--timeout` when the server waits for the work.
+fn answer_deadline(request: Duration, opts: &CallArgs) -> (Duration, String) {
+    let timeout = opts
+        .timeout
+        .as_deref()
+        .and_then(|t| deadline::parse(t).ok());
+    match timeout {
+        Some(t) if !opts.no_wait => (
+            t.checked_add(request).unwrap_or(Duration::MAX),
+            format!(
+                "that is --timeout {} plus --request-timeout {}; the work may still run \
+                 or have finished: call with --no-wait for a job to follow",
+                deadline::show(t),
+                deadline::show(request)
+            ),
+        ),
+        _ if !opts.no_wait => (
+            request,
+            "the work may still run or have finished; give the call a --timeout (koanctl \
+             waits that much longer), or call with --no-wait for a job to follow"
+                .to_owned(),
+        ),
+        _ => (request, DEADLINE_HINT.to_owned()),
+    }
+}
+
 /// POSTs an action call, waiting (with a spinner) or not, and prints the answer.
 pub(crate) async fn call(
     client: &Client,
@@ -123,12 +153,13 @@ pub(crate) async fn call(
         Some(b) => req.json(b),
         None => req,
     };
+    let (limit, hint) = answer_deadline(client.deadline(), opts);
     let mut spinner = if opts.no_wait {
         None
     } else {
         Some(Spinner::start(format!("waiting for {label}")))
     };
-    let answer = client.send(&url, req).await;
+    let answer = client.send_within(&url, req, limit, &hint).await;
     if let Some(s) = spinner.as_mut() {
         s.stop();
     }

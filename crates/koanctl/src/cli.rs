@@ -1,7 +1,11 @@
 //! The command line, as clap definitions.
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
+
+use crate::deadline::parse_limit;
 
 /// The default address of the control plane.
 pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -10,7 +14,8 @@ pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 #[derive(Debug, Parser)]
 #[command(name = "koanctl", version, about, propagate_version = true)]
 pub(crate) struct Cli {
-    /// Base URL of the control plane.
+    /// Base URL of the control plane, e.g. `http://127.0.0.1:8080` or
+    /// `http://host/prefix` (no user, password or query: the token goes in --token).
     #[arg(long, global = true, env = "KOAN_URL", default_value = DEFAULT_URL)]
     pub(crate) url: String,
 
@@ -21,6 +26,19 @@ pub(crate) struct Cli {
     /// Print the server's JSON as-is (one document per line for `events`).
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// Give up on an answer after this long, e.g. `30s`, `2m`, `500ms` (exit 4). A call
+    /// that waits with `--timeout T` gets T more; `events` gets this long to open the
+    /// stream, then its `--idle-timeout` applies.
+    #[arg(
+        long,
+        global = true,
+        env = "KOAN_REQUEST_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_limit
+    )]
+    pub(crate) request_timeout: Duration,
 
     /// What to do.
     #[command(subcommand)]
@@ -80,6 +98,9 @@ pub(crate) enum Command {
         call: CallArgs,
     },
     /// Follow live events until Ctrl-C: time, service, event, correlation id, payload.
+    ///
+    /// Exits 4 when the host closes the stream or goes quiet for longer than
+    /// --idle-timeout.
     Events {
         /// Only the events of this service.
         #[arg(long)]
@@ -87,6 +108,16 @@ pub(crate) enum Command {
         /// Only events with this name.
         #[arg(long)]
         event: Option<String>,
+        /// Give up when the host sends nothing for this long (it sends a keep-alive
+        /// every 15 s), e.g. `45s`, `2m`.
+        #[arg(
+            long,
+            env = "KOAN_EVENTS_IDLE_TIMEOUT",
+            value_name = "DURATION",
+            default_value = "45s",
+            value_parser = parse_limit
+        )]
+        idle_timeout: Duration,
     },
     /// A service's last runs, newest first: start, reason, duration, outcome.
     History {
@@ -129,7 +160,8 @@ pub(crate) struct CallArgs {
     /// Priority in the service's mailbox (higher runs first).
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) priority: Option<i32>,
-    /// Give up after this long, e.g. `30s`, `2m`.
+    /// Give up after this long, e.g. `30s`, `2m` (the server's deadline, queue time
+    /// included; koanctl waits this plus --request-timeout for the answer).
     #[arg(long)]
     pub(crate) timeout: Option<String>,
     /// Correlation id to attach (sent as `X-Correlation-Id`).

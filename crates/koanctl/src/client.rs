@@ -1,11 +1,22 @@
 //! Talking to the control plane over HTTP, and what can go wrong doing so.
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::{Value, json};
+
+use crate::deadline;
+use crate::output::printable;
+
+/// The largest answer koanctl reads: 16 MiB (a page of jobs is far smaller).
+pub(crate) const MAX_BODY: usize = 16 << 20;
+
+/// What a request that outlived `--request-timeout` says to do.
+pub(crate) const DEADLINE_HINT: &str = "the host took the request but did not answer; \
+                             allow longer with --request-timeout or KOAN_REQUEST_TIMEOUT";
 
 /// Why a command failed, which also decides the exit code.
 #[derive(Debug)]
@@ -26,6 +37,9 @@ pub(crate) enum Failure {
         /// The underlying cause.
         detail: String,
     },
+    /// The server was reached but let koanctl down: no answer within the deadline, an
+    /// event stream gone quiet or closed. The whole message.
+    Stalled(String),
     /// Anything else: an answer that is not what the API promises.
     Other(String),
 }
@@ -36,7 +50,7 @@ impl Failure {
         match self {
             Failure::Input(_) => 2,
             Failure::Api { .. } => 3,
-            Failure::Connect { .. } => 4,
+            Failure::Connect { .. } | Failure::Stalled(_) => 4,
             Failure::Other(_) => 1,
         }
     }
@@ -45,8 +59,11 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Input(m) | Failure::Other(m) => f.write_str(m),
-            Failure::Api { kind, message } => write!(f, "{kind}: {message}"),
+            Failure::Input(m) | Failure::Stalled(m) | Failure::Other(m) => f.write_str(m),
+            // The server's words, kept to one line of plain text.
+            Failure::Api { kind, message } => {
+                write!(f, "{}: {}", printable(kind), printable(message))
+            }
             Failure::Connect { url, detail } => write!(
                 f,
                 "cannot reach the koan control plane at {url}: {detail}\n\
@@ -66,6 +83,8 @@ pub(crate) struct Client {
     /// The URL as the user wrote it, for messages.
     shown: String,
     token: Option<String>,
+    /// How long a request may take, answer read included (`--request-timeout`).
+    deadline: Duration,
 }
 
 /// The deepest cause of an error: for a refused connection, "Connection refused"
@@ -79,8 +98,13 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Client {
-    /// A client of the control plane at `url`, sending `token` when there is one.
-    pub(crate) fn new(url: &str, token: Option<String>) -> Result<Client, Failure> {
+    /// A client of the control plane at `url`, sending `token` when there is one, and
+    /// giving up on an answer after `deadline`.
+    pub(crate) fn new(
+        url: &str,
+        token: Option<String>,
+        deadline: Duration,
+    ) -> Result<Client, Failure> {
         let base = Url::parse(url).map_err(|e| {
             Failure::Input(format!(
                 "`{url}` is not a URL ({e}); write e.g. `http://127.0.0.1:8080` in --url or KOAN_URL"
@@ -94,6 +118,7 @@ impl Client {
         if base.cannot_be_a_base() || base.host().is_none() {
             return Err(Failure::Input(format!("`{url}` has no host")));
         }
+        refuse_extras(&base)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("koanctl/", env!("CARGO_PKG_VERSION")))
@@ -104,7 +129,13 @@ impl Client {
             base,
             shown: url.to_owned(),
             token: token.filter(|t| !t.is_empty()),
+            deadline,
         })
+    }
+
+    /// How long a request may take (`--request-timeout`).
+    pub(crate) fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     /// The URL of `segments` under the base, each segment percent-encoded.
@@ -139,35 +170,80 @@ impl Client {
         }
     }
 
-    /// Sends `req` (to `url`) and answers with the status and the response.
-    pub(crate) async fn open(&self, url: &Url, req: RequestBuilder) -> Result<Response, Failure> {
+    /// Sends `req` (to `url`) and answers with the response, its body still to read.
+    async fn open(&self, url: &Url, req: RequestBuilder) -> Result<Response, Failure> {
         req.send().await.map_err(|e| self.transport(url, &e))
     }
 
-    /// Sends `req` and returns the status and the JSON body (`null` when empty). A body
-    /// that is not JSON is an error on success statuses, and becomes
-    /// `{"error": "http_<status>", "message": <text>}` on error statuses.
+    /// The body of `resp` (from `url`), refused past [`MAX_BODY`].
+    async fn read_body(&self, url: &Url, mut resp: Response) -> Result<Vec<u8>, Failure> {
+        let too_large = || {
+            Failure::Other(format!(
+                "the answer from {url} is larger than {} MiB, the most koanctl reads",
+                MAX_BODY >> 20
+            ))
+        };
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(url, &e))? {
+            if chunk.len() > MAX_BODY - body.len() {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Runs `work` (a request to `url`), or gives up after `limit` with a
+    /// [`Failure::Stalled`] saying so, and `hint`.
+    async fn within<T>(
+        url: &Url,
+        limit: Duration,
+        hint: &str,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(Failure::Stalled(format!(
+                "no answer from {url} within {}\nhint: {hint}",
+                deadline::show(limit)
+            )))
+        })
+    }
+
+    /// Sends `req` and returns the status and the JSON body (`null` when empty), within
+    /// the deadline. A body that is not JSON is an error on success statuses, and
+    /// becomes `{"error": "http_<status>", "message": <text>}` on error statuses.
     pub(crate) async fn send(
         &self,
         url: &Url,
         req: RequestBuilder,
     ) -> Result<(StatusCode, Value), Failure> {
-        let resp = self.open(url, req).await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| self.transport(url, &e))?;
+        self.send_within(url, req, self.deadline, DEADLINE_HINT)
+            .await
+    }
+
+    /// [`send`](Self::send) giving up after `limit`, with `hint`.
+    pub(crate) async fn send_within(
+        &self,
+        url: &Url,
+        req: RequestBuilder,
+        limit: Duration,
+        hint: &str,
+    ) -> Result<(StatusCode, Value), Failure> {
+        let (status, bytes) = Self::within(url, limit, hint, async {
+            let resp = self.open(url, req).await?;
+            let status = resp.status();
+            Ok((status, self.read_body(url, resp).await?))
+        })
+        .await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok((status, Value::Null));
         }
         match serde_json::from_slice(&bytes) {
             Ok(v) => Ok((status, v)),
-            Err(_) if !status.is_success() => {
-                let text = String::from_utf8_lossy(&bytes);
-                let text: String = text.trim().chars().take(500).collect();
-                Ok((
-                    status,
-                    json!({ "error": format!("http_{}", status.as_u16()), "message": text }),
-                ))
-            }
+            Err(_) if !status.is_success() => Ok((status, text_error(status, &bytes))),
             Err(e) => Err(Failure::Other(format!(
                 "{url} answered {status} with a body that is not JSON ({e})"
             ))),
@@ -182,23 +258,19 @@ impl Client {
         check(status, body)
     }
 
-    /// Opens the event stream at `url`.
+    /// Opens the event stream at `url`: its answer's head comes within the deadline.
     pub(crate) async fn stream(&self, url: &Url) -> Result<Response, Failure> {
         let req = self
             .request(Method::GET, url.clone())
             .header(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        let resp = self.open(url, req).await?;
+        let hint = DEADLINE_HINT;
+        let resp = Self::within(url, self.deadline, hint, self.open(url, req)).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| self.transport(url, &e))?;
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            json!({
-                "error": format!("http_{}", status.as_u16()),
-                "message": String::from_utf8_lossy(&bytes).trim().to_owned(),
-            })
-        });
+        let bytes = Self::within(url, self.deadline, hint, self.read_body(url, resp)).await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| text_error(status, &bytes));
         Err(api_error(status, &body))
     }
 
@@ -206,6 +278,46 @@ impl Client {
     pub(crate) fn broken(&self, url: &Url, e: &reqwest::Error) -> Failure {
         self.transport(url, e)
     }
+}
+
+/// Refuses what a base URL may carry but koanctl must not send: a user name or
+/// password (reqwest would send Basic authentication, not the token) and a query or
+/// fragment (which every request would carry).
+fn refuse_extras(base: &Url) -> Result<(), Failure> {
+    let mut plain = base.clone();
+    plain.set_query(None);
+    plain.set_fragment(None);
+    // Cannot fail on an `http` URL with a host.
+    let _ = plain.set_username("");
+    let _ = plain.set_password(None);
+    if !base.username().is_empty() || base.password().is_some() {
+        return Err(Failure::Input(format!(
+            "the URL (--url or KOAN_URL) carries a user name or password, which koanctl \
+             would send as Basic authentication; the control plane takes a bearer token: \
+             give `{plain}` as the URL and the token in --token or KOAN_TOKEN"
+        )));
+    }
+    if let Some(q) = base.query() {
+        return Err(Failure::Input(format!(
+            "the URL `{base}` (--url or KOAN_URL) has a query (`?{q}`), which every \
+             request would carry; give the base URL only, e.g. `{plain}`, and options \
+             as koanctl's flags"
+        )));
+    }
+    if base.fragment().is_some() {
+        return Err(Failure::Input(format!(
+            "the URL `{base}` (--url or KOAN_URL) has a fragment (`#…`), which means \
+             nothing to the control plane; give the base URL only, e.g. `{plain}`"
+        )));
+    }
+    Ok(())
+}
+
+/// The error body standing for an error answer that is not JSON: its text, cut.
+fn text_error(status: StatusCode, bytes: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(bytes);
+    let text: String = text.trim().chars().take(500).collect();
+    json!({ "error": format!("http_{}", status.as_u16()), "message": text })
 }
 
 /// The body of a success, or the [`Failure`] an error status stands for.
@@ -242,23 +354,29 @@ mod tests {
 
     #[test]
     fn segments_are_encoded_under_the_base_path() -> Result<(), Failure> {
-        let c = Client::new("http://h:1/koan/", None)?;
+        let c = Client::new("http://h:1/koan/", None, Duration::from_secs(1))?;
         assert_eq!(
             c.url(&["api", "services", "a b/c"]).as_str(),
             "http://h:1/koan/api/services/a%20b%2Fc"
         );
-        let c = Client::new("http://h:1", None)?;
+        let c = Client::new("http://h:1", None, Duration::from_secs(1))?;
         assert_eq!(c.url(&["health"]).as_str(), "http://h:1/health");
         Ok(())
     }
 
     #[test]
     fn bad_urls_are_input_errors() {
-        for url in ["nope", "https://h", "ftp://h/"] {
-            assert!(
-                matches!(Client::new(url, None), Err(Failure::Input(_))),
-                "{url}"
-            );
+        for url in [
+            "nope",
+            "https://h",
+            "ftp://h/",
+            "http://u:pw@h/",
+            "http://u@h/",
+            "http://h/?x=1",
+            "http://h/#top",
+        ] {
+            let made = Client::new(url, None, Duration::from_secs(1));
+            assert!(matches!(made, Err(Failure::Input(_))), "{url}: {made:?}");
         }
     }
 

@@ -10,10 +10,15 @@ use crate::act::{act, poke};
 use crate::cli::{Cli, Command};
 use crate::client::{Client, Failure, api_error};
 use crate::output::{self, cell, field, fields, table};
-use crate::sse::SseParser;
 
-/// Writes `text` to stdout (a trailing newline added when missing).
+/// Writes `text`, meant for people, to stdout (a trailing newline added when missing):
+/// a [`printable_block`](output::printable_block), so nothing in it steers the terminal.
 pub(crate) fn emit(text: &str) -> std::io::Result<()> {
+    emit_raw(&output::printable_block(text))
+}
+
+/// Writes `text` to stdout as it is (a trailing newline added when missing).
+pub(crate) fn emit_raw(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {
@@ -22,9 +27,9 @@ pub(crate) fn emit(text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Writes `body` as compact JSON, one line.
+/// Writes `body` as compact JSON, one line (JSON escapes control characters itself).
 pub(crate) fn emit_json(body: &Value) -> std::io::Result<()> {
-    emit(&body.to_string())
+    emit_raw(&body.to_string())
 }
 
 /// Runs the parsed command line.
@@ -41,7 +46,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         "" => crate::cli::DEFAULT_URL,
         url => url,
     };
-    let client = Client::new(url, cli.token.clone())?;
+    let client = Client::new(url, cli.token.clone(), cli.request_timeout)?;
     let json = cli.json;
     match cli.command {
         Command::Services => services(&client, json).await,
@@ -69,8 +74,19 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let body = (!body.is_empty()).then_some(Value::Object(body));
             poke(&client, &name, "process-batch", body, &call, json).await
         }
-        Command::Events { service, event } => {
-            events(&client, service.as_deref(), event.as_deref(), json).await
+        Command::Events {
+            service,
+            event,
+            idle_timeout,
+        } => {
+            crate::events::follow(
+                &client,
+                service.as_deref(),
+                event.as_deref(),
+                idle_timeout,
+                json,
+            )
+            .await
         }
         Command::Jobs(cmd) => crate::jobs::run(&client, cmd, json).await,
         Command::History { name, limit } => {
@@ -295,72 +311,5 @@ async fn health(client: &Client, name: Option<&str>, json: bool) -> anyhow::Resu
             message: format!("{what} reports `{}`", field(&body, "status")),
         }
         .into())
-    }
-}
-
-/// One event as a line: time, service, event, correlation id, payload.
-fn event_line(data: &str) -> String {
-    match serde_json::from_str::<Value>(data) {
-        Ok(env) => format!(
-            "{}  {}  {}  {}  {}",
-            output::time(env.get("time").unwrap_or(&Value::Null), 3),
-            field(&env, "service"),
-            field(&env, "event"),
-            field(&env, "correlation_id"),
-            env.get("payload").unwrap_or(&Value::Null),
-        ),
-        Err(_) => data.to_owned(),
-    }
-}
-
-async fn events(
-    client: &Client,
-    service: Option<&str>,
-    event: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let mut url = client.url(&["api", "events"]);
-    {
-        let mut q = url.query_pairs_mut();
-        if let Some(s) = service {
-            q.append_pair("service", s);
-        }
-        if let Some(e) = event {
-            q.append_pair("event", e);
-        }
-    }
-    if url.query() == Some("") {
-        url.set_query(None);
-    }
-    let mut resp = client.stream(&url).await?;
-    eprintln!("following events from {url} (Ctrl-C to stop)");
-    let mut parser = SseParser::default();
-    loop {
-        let chunk = resp.chunk().await.map_err(|e| client.broken(&url, &e))?;
-        let Some(chunk) = chunk else {
-            eprintln!("the server closed the event stream (the host stopped?)");
-            return Ok(());
-        };
-        for ev in parser.feed(&chunk) {
-            if json {
-                emit(&ev.data)?;
-            } else {
-                emit(&event_line(&ev.data))?;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_print_as_one_line() {
-        let data = r#"{"service":"S","event":"E","correlation_id":null,"time":"2025-01-02T03:04:05.123456Z","seq":1,"payload":{"x":1}}"#;
-        assert_eq!(
-            event_line(data),
-            r#"2025-01-02T03:04:05.123Z  S  E  -  {"x":1}"#
-        );
     }
 }

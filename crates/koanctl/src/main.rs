@@ -9,13 +9,16 @@
 //! ```
 //!
 //! Exit codes: 0 success, 2 usage or bad local input, 3 the server answered an
-//! error, 4 the server could not be reached, 1 anything else.
+//! error, 4 the server could not be reached, did not answer within
+//! `--request-timeout`, or closed or went quiet on the event stream, 1 anything else.
 
 mod act;
 mod activity;
 mod cli;
 mod client;
 mod commands;
+mod deadline;
+mod events;
 mod jobs;
 mod output;
 mod spinner;
@@ -50,11 +53,11 @@ fn main() -> ExitCode {
             }
             match e.downcast_ref::<Failure>() {
                 Some(f) => {
-                    eprintln!("error: {f}");
+                    eprintln!("error: {}", output::printable_block(&f.to_string()));
                     ExitCode::from(f.exit_code())
                 }
                 None => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", output::printable_block(&format!("{e:#}")));
                     ExitCode::from(1)
                 }
             }

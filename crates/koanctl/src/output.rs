@@ -1,12 +1,48 @@
-//! Turning the API's JSON into aligned tables and short lines.
+//! Turning the API's JSON into aligned tables and short lines, and keeping the
+//! server's text from steering the terminal.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
+
+/// `s` fit for one line of a terminal: every control character (C0, DEL and C1, which
+/// a terminal may obey: ESC starts a sequence that clears the screen or sets the title)
+/// shown as an escape, the way Rust's `escape_debug` writes it: ESC as `\u{1b}`, a
+/// newline as `\n`.
+pub(crate) fn printable(s: &str) -> Cow<'_, str> {
+    escape_controls(s, false)
+}
+
+/// [`printable`] for a block of text: line breaks and tabs stay as they are.
+pub(crate) fn printable_block(s: &str) -> Cow<'_, str> {
+    escape_controls(s, true)
+}
+
+fn escape_controls(s: &str, block: bool) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && !(block && matches!(c, '\n' | '\t'));
+    if !s.chars().any(escaped) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if escaped(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Lays out `rows` under `headers` in columns two spaces apart; the last column is
 /// not padded.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<Cow<'_, str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| printable(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -14,8 +50,8 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let mut out = String::new();
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    let header: Vec<Cow<'_, str>> = headers.iter().map(|h| Cow::Borrowed(*h)).collect();
+    for row in std::iter::once(&header).chain(&rows) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
             if i + 1 == row.len() {
@@ -37,21 +73,23 @@ pub(crate) fn fields(pairs: &[(&str, String)]) -> String {
     let mut out = String::new();
     for (k, v) in pairs {
         let key = format!("{k}:");
+        let v = printable(v);
         out.push_str(format!("{key:<w$} {v}").trim_end());
         out.push('\n');
     }
     out
 }
 
-/// A value for a cell: strings bare, `null` as `-`, other values as compact JSON.
+/// A value for a cell: strings bare, `null` as `-`, other values as compact JSON;
+/// [`printable`] either way.
 pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
         Value::String(s) if s.is_empty() => "-".to_owned(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s).into_owned(),
         Value::Bool(true) => "yes".to_owned(),
         Value::Bool(false) => "no".to_owned(),
-        other => other.to_string(),
+        other => printable(&other.to_string()).into_owned(),
     }
 }
 
@@ -67,7 +105,7 @@ pub(crate) fn time(v: &Value, digits: usize) -> String {
         return cell(v);
     };
     let Some(dot) = s.find('.') else {
-        return s.to_owned();
+        return printable(s).into_owned();
     };
     let frac_len = s[dot + 1..]
         .find(|c: char| !c.is_ascii_digit())
@@ -75,21 +113,25 @@ pub(crate) fn time(v: &Value, digits: usize) -> String {
     let frac = &s[dot + 1..dot + 1 + frac_len];
     let rest = &s[dot + 1 + frac_len..];
     let kept: String = frac.chars().take(digits).collect();
-    if kept.is_empty() {
+    let shown = if kept.is_empty() {
         format!("{}{rest}", &s[..dot])
     } else {
         format!("{}.{kept}{rest}", &s[..dot])
-    }
+    };
+    printable(&shown).into_owned()
 }
 
 /// An action's result for people: text as it is, `null` as nothing, other values
-/// as pretty JSON.
+/// as pretty JSON; a [`printable_block`] either way.
 pub(crate) fn result(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string())),
-    }
+    let text = match v {
+        Value::Null => return None,
+        Value::String(s) => Cow::Borrowed(s.as_str()),
+        other => {
+            Cow::Owned(serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string()))
+        }
+    };
+    Some(printable_block(&text).into_owned())
 }
 
 /// The parameters a JSON Schema describes, for a table: `name*, times` (`*` when
@@ -139,6 +181,27 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME     STATE\nGreeter  running\nX        idle\n");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        let hostile = "a\u{1b}[2J\u{1b}]0;TITLE\u{7}\r\u{8}\u{7f}\u{9b}\nb\tc";
+        assert_eq!(
+            printable(hostile),
+            r"a\u{1b}[2J\u{1b}]0;TITLE\u{7}\r\u{8}\u{7f}\u{9b}\nb\tc"
+        );
+        assert_eq!(
+            printable_block(hostile),
+            "a\\u{1b}[2J\\u{1b}]0;TITLE\\u{7}\\r\\u{8}\\u{7f}\\u{9b}\nb\tc"
+        );
+        // Escaping twice changes nothing; plain text is not copied.
+        assert_eq!(printable(&printable(hostile)), printable(hostile));
+        assert!(matches!(printable("plain ünïcode"), Cow::Borrowed(_)));
+        // A table is aligned on what is shown.
+        let t = table(&["A", "B"], &[vec!["\u{1b}".into(), "x".into()]]);
+        assert_eq!(t, "A       B\n\\u{1b}  x\n");
+        assert_eq!(cell(&json!("\u{1b}[2J")), r"\u{1b}[2J");
+        assert_eq!(cell(&json!({ "k": "\u{9b}" })), r#"{"k":"\u{9b}"}"#);
     }
 
     #[test]

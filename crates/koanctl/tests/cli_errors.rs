@@ -1,6 +1,7 @@
 //! `koanctl`'s error paths, each with its exit code and message: an error the API
-//! answers (3), bad local input (2), no server (4), and the token sent as a bearer
-//! header (refused without it, for commands and the event stream alike).
+//! answers (3), bad local input (2), a URL with credentials or a query (2), no server
+//! (4), and the token sent as a bearer header (refused without it, for commands and
+//! the event stream alike). Hosts that misbehave are in `cli_hostile.rs`.
 
 mod common;
 
@@ -49,6 +50,29 @@ async fn bad_local_input_exits_2() -> anyhow::Result<()> {
             .code,
         Some(2)
     );
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_with_credentials_or_a_query_is_a_usage_error() -> anyhow::Result<()> {
+    // A server that would answer, so that only the refusal makes the run fail.
+    let live = Live::start(None).await?;
+    let base = live.api.base.trim_end_matches('/').to_owned();
+    let host = base.trim_start_matches("http://");
+    let with_password = format!("http://ada:s3cr3t@{host}");
+    let with_query = format!("{base}/?x=1");
+    for (url, says) in [
+        (&with_password, "carries a user name or password"),
+        (&with_query, "has a query (`?x=1`)"),
+    ] {
+        let run = koanctl(&["--url", url, "services"], &[]).await?;
+        let err = run.failed(2);
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(err.contains(&format!("`{base}/`")), "{url}: {err}");
+        assert!(!err.contains("s3cr3t"), "{url}: {err}");
+        let run = koanctl(&["services"], &[("KOAN_URL", url)]).await?;
+        assert!(run.failed(2).contains(says), "{url}: {run:?}");
+    }
     live.stop().await
 }
 

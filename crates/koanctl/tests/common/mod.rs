@@ -4,6 +4,8 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod fake;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, mpsc};
@@ -121,10 +123,13 @@ pub(crate) fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-/// Runs `koanctl ARGS…` off the async threads, so the server keeps serving.
+/// Runs `koanctl ARGS…`; one still running after [`PATIENCE`] is killed and the
+/// test fails.
 pub(crate) async fn koanctl(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Run> {
-    let mut cmd = command(args, env);
-    let out = within("koanctl", tokio::task::spawn_blocking(move || cmd.output())).await???;
+    let mut cmd = tokio::process::Command::from(command(args, env));
+    cmd.kill_on_drop(true);
+    let what = format!("koanctl {}", args.join(" "));
+    let out = within(&what, cmd.output()).await??;
     Ok(Run::from(out))
 }
 
