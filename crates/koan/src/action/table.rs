@@ -50,7 +50,6 @@ pub(crate) struct ActionTable {
     pub(super) periodic: bool,
 }
 
-
 impl ActionEntry {
     /// The parameters of a call, decoded. An array is refused for parameters that
     /// are an object: serde would take its items for the fields in order, a call
