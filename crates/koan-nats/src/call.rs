@@ -1,5 +1,6 @@
-//! What a remote call sends: its headers, and its name for error messages; and
-//! what its answer means.
+//! A remote call: how it is sent (to a chosen instance, or its service's queue
+//! group; never while the connection is down), its headers, its name for error
+//! messages, and what its answer means.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use koan::error::ErrorKind;
 use koan::transport::RemoteCall;
 use serde_json::Value;
 
-use crate::transport::unavailable;
+use crate::transport::{NatsTransport, unavailable};
 use crate::wire::Reply;
 use crate::{subjects, wire};
 
@@ -116,5 +117,77 @@ mod tests {
         // The id in the call's subject instead: no header is left.
         let h = call_headers(&call, None, false);
         assert!(h.is_empty(), "{h:?}");
+    }
+}
+
+impl NatsTransport {
+    /// A call or a query made while the connection is down: refused at once, not
+    /// held by the client to be sent once it is back — after the caller's timeout
+    /// had told it "no answer", so that it ran unawaited (seen in a probe).
+    pub(crate) fn not_sent(&self, what: &dyn std::fmt::Display) -> Error {
+        unavailable(format!(
+            "{what}: not sent, this host is not connected to NATS at {} (reconnecting); nothing ran — try again once it is back (its /health says so)",
+            self.inner.opts.url
+        ))
+    }
+
+    pub(crate) async fn request(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: bytes::Bytes,
+        timeout: Duration,
+        what: &(dyn std::fmt::Display + Sync),
+    ) -> Result<Value, Error> {
+        // A `Subject` shares its bytes: kept for the error message without a copy.
+        let subject = async_nats::Subject::from(subject);
+        let sent = self
+            .send(subject.clone(), headers, body, Some(timeout))
+            .await;
+        crate::call::answer(sent, &subject, timeout, what)
+    }
+
+    /// One request, as the client answers it; without a `timeout`, it waits for its
+    /// answer as long as it is awaited.
+    pub(crate) async fn send(
+        &self,
+        subject: async_nats::Subject,
+        headers: HeaderMap,
+        body: bytes::Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<async_nats::Message, async_nats::RequestError> {
+        let mut req = async_nats::Request::new().payload(body).timeout(timeout);
+        // None at all rather than an empty block, which would still be written,
+        // read and parsed.
+        if !headers.is_empty() {
+            req = req.headers(headers);
+        }
+        self.inner.client.send_request(subject, req).await
+    }
+
+    /// A remote call: to the less loaded instance when one can be chosen, to the
+    /// service's queue group otherwise.
+    pub(crate) async fn call_now(&self, call: RemoteCall) -> Result<Value, Error> {
+        if !self.connected() {
+            return Err(self.not_sent(&CallName(&call)));
+        }
+        let timeout = call
+            .timeout
+            .unwrap_or(self.inner.opts.default_request_timeout);
+        // The call's id leads its body when it is plain (see `wire::lead`).
+        let plain = subjects::is_plain_id(&call.correlation_id);
+        let id = plain.then_some(call.correlation_id.as_str());
+        let (body, params) = crate::wire::lead::body(id, &call.params);
+        let what = CallName(&call);
+        // The less loaded instance, watched while the call is in flight.
+        if let Some(r) =
+            crate::routing::call_chosen(self, &call, (&body, params), timeout, &what).await
+        {
+            return r;
+        }
+        let subject = subjects::action(&call.service, &call.action);
+        let h = call_headers(&call, call.timeout, true);
+        self.request(subject, h, body.slice(params..), timeout, &what)
+            .await
     }
 }

@@ -16,7 +16,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::{CallName, call_headers};
 use crate::connection::{ConnectionState, ConnectionWatch};
 use crate::options::NatsOptions;
 use crate::subjects;
@@ -246,7 +245,7 @@ impl NatsTransport {
         self.inner.view.first_host(self.stale_after(), me)
     }
 
-    fn connected(&self) -> bool {
+    pub(crate) fn connected(&self) -> bool {
         self.connection_state() == ConnectionState::Connected
     }
 
@@ -258,63 +257,6 @@ impl NatsTransport {
     /// As a `koan::transport::Transport` for `HostBuilder::transport`.
     pub fn into_transport(self) -> Arc<dyn Transport> {
         Arc::new(self)
-    }
-
-    async fn request(
-        &self,
-        subject: String,
-        headers: HeaderMap,
-        body: bytes::Bytes,
-        timeout: Duration,
-        what: &(dyn std::fmt::Display + Sync),
-    ) -> Result<Value, Error> {
-        // A `Subject` shares its bytes: kept for the error message without a copy.
-        let subject = async_nats::Subject::from(subject);
-        let sent = self
-            .send(subject.clone(), headers, body, Some(timeout))
-            .await;
-        crate::call::answer(sent, &subject, timeout, what)
-    }
-
-    /// One request, as the client answers it; without a `timeout`, it waits for its
-    /// answer as long as it is awaited.
-    pub(crate) async fn send(
-        &self,
-        subject: async_nats::Subject,
-        headers: HeaderMap,
-        body: bytes::Bytes,
-        timeout: Option<Duration>,
-    ) -> Result<async_nats::Message, async_nats::RequestError> {
-        let mut req = async_nats::Request::new().payload(body).timeout(timeout);
-        // None at all rather than an empty block, which would still be written,
-        // read and parsed.
-        if !headers.is_empty() {
-            req = req.headers(headers);
-        }
-        self.inner.client.send_request(subject, req).await
-    }
-
-    /// A remote call: to the less loaded instance when one can be chosen, to the
-    /// service's queue group otherwise.
-    async fn call_now(&self, call: RemoteCall) -> Result<Value, Error> {
-        let timeout = call
-            .timeout
-            .unwrap_or(self.inner.opts.default_request_timeout);
-        // The call's id leads its body when it is plain (see `wire::lead`).
-        let plain = subjects::is_plain_id(&call.correlation_id);
-        let id = plain.then_some(call.correlation_id.as_str());
-        let (body, params) = crate::wire::lead::body(id, &call.params);
-        let what = CallName(&call);
-        // The less loaded instance, watched while the call is in flight.
-        if let Some(r) =
-            crate::routing::call_chosen(self, &call, (&body, params), timeout, &what).await
-        {
-            return r;
-        }
-        let subject = subjects::action(&call.service, &call.action);
-        let h = call_headers(&call, call.timeout, true);
-        self.request(subject, h, body.slice(params..), timeout, &what)
-            .await
     }
 }
 
@@ -437,6 +379,9 @@ impl Transport for NatsTransport {
         let service = service.to_owned();
         Box::pin(async move {
             let what = format!("{} of `{service}`", query.as_str());
+            if !self.connected() {
+                return Err(self.not_sent(&what));
+            }
             // Version 1 without a `Koan-Wire` header, as a call's (`call_headers`).
             self.request(
                 subjects::query(&service, query.as_str()),
