@@ -90,36 +90,6 @@ pub(crate) fn answer(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::Value;
-
-    use super::*;
-
-    #[test]
-    fn a_call_is_version_1_by_leaving_the_header_off() {
-        let call = RemoteCall {
-            service: "svc".into(),
-            action: "act".to_owned(),
-            params: Value::Null,
-            priority: 0,
-            timeout: None,
-            correlation_id: "c-1".to_owned(),
-        };
-        let h = call_headers(&call, Some(Duration::from_millis(1500)), true);
-        assert_eq!(wire::header_str(Some(&h), wire::H_WIRE), None);
-        assert!(
-            wire::refuse_version(Some(&h)).is_none(),
-            "read as version 1"
-        );
-        assert_eq!(wire::header_str(Some(&h), wire::H_CORRELATION), Some("c-1"));
-        assert_eq!(wire::header_str(Some(&h), wire::H_TIMEOUT_MS), Some("1500"));
-        // The id in the call's subject instead: no header is left.
-        let h = call_headers(&call, None, false);
-        assert!(h.is_empty(), "{h:?}");
-    }
-}
-
 impl NatsTransport {
     /// A call or a query made while the connection is down: refused at once, not
     /// held by the client to be sent once it is back — after the caller's timeout
@@ -189,5 +159,35 @@ impl NatsTransport {
         let h = call_headers(&call, call.timeout, true);
         self.request(subject, h, body.slice(params..), timeout, &what)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn a_call_is_version_1_by_leaving_the_header_off() {
+        let call = RemoteCall {
+            service: "svc".into(),
+            action: "act".to_owned(),
+            params: Value::Null,
+            priority: 0,
+            timeout: None,
+            correlation_id: "c-1".to_owned(),
+        };
+        let h = call_headers(&call, Some(Duration::from_millis(1500)), true);
+        assert_eq!(wire::header_str(Some(&h), wire::H_WIRE), None);
+        assert!(
+            wire::refuse_version(Some(&h)).is_none(),
+            "read as version 1"
+        );
+        assert_eq!(wire::header_str(Some(&h), wire::H_CORRELATION), Some("c-1"));
+        assert_eq!(wire::header_str(Some(&h), wire::H_TIMEOUT_MS), Some("1500"));
+        // The id in the call's subject instead: no header is left.
+        let h = call_headers(&call, None, false);
+        assert!(h.is_empty(), "{h:?}");
     }
 }
