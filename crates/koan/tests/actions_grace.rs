@@ -68,3 +68,60 @@ async fn an_action_aborted_at_the_end_of_the_grace_is_no_longer_counted_in_fligh
     );
     Ok(())
 }
+
+/// `stop` ends at its token with an error, as a handler that cannot finish its work
+/// does when its service stops.
+struct Stoppable {
+    started: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl koan::Service for Stoppable {
+    type Kind = koan::Background;
+
+    fn actions(a: &mut koan::Actions<Self>) {
+        a.action(
+            "stop",
+            |svc: std::sync::Arc<Self>, (): (), cx: koan::ActionContext| async move {
+                svc.started.notify_one();
+                cx.token().cancelled().await;
+                Err::<(), koan::BoxError>("stopped before its row was stored".into())
+            },
+        );
+    }
+}
+
+impl koan::BackgroundService for Stoppable {
+    async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A handler that ends at its token with an error when its service stops is
+/// answered `ShuttingDown` (503 over HTTP: the caller may send it again
+/// elsewhere), with the handler's words, not as the handler's failure (500), which
+/// a probe saw for every translation in flight at a SIGTERM.
+#[tokio::test(start_paused = true)]
+async fn an_action_ended_by_its_services_stop_is_answered_shutting_down() -> anyhow::Result<()> {
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let svc = Stoppable {
+        started: std::sync::Arc::clone(&started),
+    };
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let started = started.notified();
+    let ticket = host.service("Stoppable").action("stop", ()).spawn()?;
+    testing::within("`stop` to start", started).await;
+    testing::within("the host to stop", testing::stop(&host)).await?;
+    let err = testing::within("the answer to `stop`", ticket.outcome())
+        .await
+        .expect_err("cut short");
+    assert_eq!(err.kind(), ErrorKind::ShuttingDown, "{err}");
+    let message = err.message();
+    assert!(
+        message.contains("stopped by its service's stop")
+            && message.contains("stopped before its row was stored"),
+        "{message}"
+    );
+    Ok(())
+}

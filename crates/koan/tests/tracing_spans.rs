@@ -120,3 +120,41 @@ async fn a_handlers_logs_carry_its_service_action_and_correlation_id() -> anyhow
     koan::testing::stop(&host).await?;
     Ok(())
 }
+
+/// An action that timed out leaves a line naming it and its correlation id: its
+/// caller's error says to look for the id in the logs, which had nothing before.
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_action_is_logged_with_its_correlation_id() -> anyhow::Result<()> {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let host = koan::testing::host()
+        .instance(Logger::default())
+        .build()?
+        .start();
+    host.started().await?;
+    let late = host
+        .service("Logger")
+        .action("hold", ())
+        .correlation_id("late-3")
+        .timeout(std::time::Duration::from_secs(1))
+        .execute()
+        .await;
+    assert_eq!(
+        late.expect_err("timed out").kind(),
+        koan::error::ErrorKind::Timeout
+    );
+    let lines = buffer.lines_with("action timed out");
+    assert!(
+        lines.iter().any(|l| l.contains("correlation_id=late-3")
+            && l.contains("action=hold")
+            && l.contains("service=Logger")),
+        "{lines:?}"
+    );
+    koan::testing::stop(&host).await?;
+    Ok(())
+}

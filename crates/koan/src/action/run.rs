@@ -283,7 +283,6 @@ fn settle(
             Ok(payload)
         }
         Ok(Err(e)) => {
-            finished(job, cell, Outcome::HandlerError, elapsed, queued, now);
             let err = match e.downcast::<Error>() {
                 Ok(koan_err) => *koan_err,
                 Err(other) => Error::new(
@@ -295,6 +294,26 @@ fn settle(
                     ),
                 ),
             };
+            if err.kind() == ErrorKind::Handler && cell.life.token.is_cancelled() {
+                // Ended at its token as its service stopped: the stop's doing, not
+                // a failure of the work — answered as one (503, which a caller may
+                // send again elsewhere), not as the handler's error (500).
+                finished(job, cell, Outcome::ShuttingDown, elapsed, queued, now);
+                tracing::info!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, error = ?err.message(), "action ended by its service's stop");
+                return answer(
+                    job,
+                    Err(Error::new(
+                        ErrorKind::ShuttingDown,
+                        format!(
+                            "action `{}` of `{}` was stopped by its service's stop before it finished: {}",
+                            job.entry(cell).name,
+                            cell.spec.name,
+                            err.message()
+                        ),
+                    )),
+                );
+            }
+            finished(job, cell, Outcome::HandlerError, elapsed, queued, now);
             tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
             Err(err)
         }

@@ -94,7 +94,12 @@ pub(super) fn finished(
     metrics(job, cell).record(outcome, run, queued);
     let failed = match outcome {
         Outcome::Ok => false,
-        Outcome::HandlerError | Outcome::Panic | Outcome::Timeout => true,
+        Outcome::Timeout => {
+            // Its caller is told to look for the correlation id in the logs.
+            tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, ran_ms = (run * 1e3) as u64, "action timed out: its deadline passed before it finished");
+            true
+        }
+        Outcome::HandlerError | Outcome::Panic => true,
         Outcome::ShuttingDown | Outcome::Cancelled => return,
     };
     // The service's count beside its slots (on its runner's line, see `Slots`), the
