@@ -70,3 +70,41 @@ async fn a_frozen_workers_jobs_are_done_elsewhere_and_its_late_runs_are_fenced()
     }
     Ok(())
 }
+
+/// A caller paused (SIGSTOP) while its call runs on another process gets the call's
+/// answer once it resumes. On waking, every instance looked gone to it — itself
+/// too: it had read no heartbeat for the pause — and it answered `503` "instance …
+/// left the cluster … outcome is unknown" for a translation that was done (a probe
+/// saw it 3 times in 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_paused_mid_call_gets_its_answer_when_it_resumes() -> anyhow::Result<()> {
+    let site = Site::start("koan-demo-paused-caller")?;
+    let client = &site.client;
+    let front = site.front("front")?;
+    let translator = site.translator("translator", Duration::from_millis(1500), 1)?;
+    eventually("the translator to be announced to the front", || async {
+        client
+            .get(front.url("/api/services/TranslationService/status"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await?;
+    let call = client
+        .post(front.url("/api/services/TranslationService/actions/translate"))
+        .json(&serde_json::json!({"fileId": "paused.txt", "from": "en", "to": "fr"}))
+        .send();
+    let call = tokio::spawn(call);
+    translator.wait_in_flight(client, 1).await?;
+    front.signal("-STOP")?;
+    // The pause is the scenario: past three heartbeats (2 s each), after which an
+    // instance's entry is stale, and past the translation's end.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    front.signal("-CONT")?;
+    let resp = call.await??;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["action"], "translate", "{body}");
+    Ok(())
+}
