@@ -168,18 +168,6 @@ fn live(t: &NatsTransport, host: &str) -> bool {
     live
 }
 
-/// Whether this host's view of the registry is behind: its own announcement, which
-/// it heard before, is not live in it either. A process that was paused (SIGSTOP,
-/// a stalled VM) has read none of the heartbeats that came meanwhile — nor the
-/// answer to its call, which waits in its socket: every instance looks gone to it
-/// for a moment. The call then looks again a heartbeat later (its deadline holds)
-/// rather than answering "left the cluster" for work that was done (a probe saw a
-/// 503 so for 3 of 3 calls whose caller was paused for 10 s).
-fn behind(t: &NatsTransport) -> bool {
-    let me = t.host_id();
-    t.view().last_of(me).is_some() && !live(t, me)
-}
-
 /// Sends `call` to the instance [`pick`] chooses and watches that instance while
 /// the call is in flight. `None` when the call is the queue group's to send: no
 /// instance to choose, or the chosen one does not listen on its own subject (it
@@ -236,7 +224,7 @@ pub(crate) async fn call_chosen(
                     if now >= deadline {
                         break Some(Err(RequestErrorKind::TimedOut.into()));
                     }
-                    if live(t, host) || behind(t) {
+                    if live(t, host) || t.view_behind() {
                         timer.as_mut().reset(deadline.min(now + heartbeat));
                         continue;
                     }

@@ -249,6 +249,22 @@ impl NatsTransport {
         self.connection_state() == ConnectionState::Connected
     }
 
+    /// Whether this host's view of the registry is behind: its own announcement,
+    /// which it heard before, is not live in it. A process that was paused (SIGSTOP,
+    /// a stalled VM) has read none of the heartbeats that came meanwhile — nor the
+    /// answers to its calls, waiting in its socket: every instance looks gone to it
+    /// for a moment, and a call looks again a heartbeat later rather than answering
+    /// "left the cluster" for done work (`routing.rs`; a probe saw that for 3 of 3
+    /// calls whose caller was paused for 10 s). A host whose heartbeats fail while
+    /// its connection stays up (a link that drops everything) stays behind: the
+    /// cluster sees it as gone, and its health says so.
+    pub(crate) fn view_behind(&self) -> bool {
+        let me = self.host_id();
+        let mut live = false;
+        self.each_live_instance(|i| live |= i.host_id == me);
+        !live && self.inner.view.last_of(me).is_some()
+    }
+
     /// An instance whose heartbeat is older than three periods is gone.
     fn stale_after(&self) -> Duration {
         self.inner.opts.heartbeat * 3
@@ -402,7 +418,7 @@ impl Transport for NatsTransport {
         let list = self
             .inner
             .view
-            .instances(self.stale_after(), self.connected());
+            .instances(self.stale_after(), self.connected() && !self.view_behind());
         Box::pin(async move { Ok(list) })
     }
 
@@ -412,6 +428,10 @@ impl Transport for NatsTransport {
 
     fn health(&self) -> Option<HealthReport> {
         Some(match self.connection_state() {
+            ConnectionState::Connected if self.view_behind() => HealthReport::degraded(format!(
+                "connected to NATS at {}, but this host's own heartbeat has not come back through the registry for three periods: the cluster sees it as gone (its heartbeats fail, or it was paused); listings are the last known view",
+                self.inner.opts.url
+            )),
             ConnectionState::Connected => {
                 HealthReport::healthy(format!("connected to NATS at {}", self.inner.opts.url))
             }

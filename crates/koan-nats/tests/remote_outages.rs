@@ -1,13 +1,17 @@
 //! Remote calls while this host's link to the cluster is down: refused at once,
 //! saying so, and never sent later behind the caller's back.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use koan::error::ErrorKind;
+use koan::health::HealthStatus;
+use koan::transport::HostLink as _;
 use koan_nats::{ConnectionState, NatsTransport};
 use koan_test_support::nats::{NatsServer, test_options};
 use koan_test_support::{eventually, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
@@ -60,5 +64,80 @@ async fn a_call_made_while_disconnected_is_refused_at_once_and_never_sent() -> a
     )
     .await??;
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the refused call ran");
+    Ok(())
+}
+
+/// A TCP relay to `to` that can swallow everything both ways while keeping both
+/// connections open: a link that drops packets without closing (a firewall, a
+/// partition), which the client cannot tell from a quiet one for a while.
+async fn relay(to: String) -> anyhow::Result<(String, Arc<AtomicBool>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("nats://{}", listener.local_addr()?);
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cut);
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pipe(ri, wo, Arc::clone(&flag)));
+            tokio::spawn(pipe(ro, wi, Arc::clone(&flag)));
+        }
+    });
+    Ok((url, cut))
+}
+
+/// Copies `from` to `to`, dropping what comes while `cut` is set.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+        if !cut.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A host whose link drops everything while its connection stays up says so in
+/// its health (degraded: the cluster sees it as gone) and marks its listing stale,
+/// though the client still counts itself connected. Before, it said "connected to
+/// NATS" and `pass` for as long as the link stayed up (over 50 s in a probe) while
+/// every other instance had dropped it and its singleton lease had moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_heartbeats_do_not_come_back_says_so_in_its_health() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (url, cut) = relay(server.url().trim_start_matches("nats://").to_owned()).await?;
+    let (host, _node) = join(&url, None).await?;
+    eventually("the host to see itself in the registry", || async {
+        host.instances()
+            .await
+            .is_ok_and(|list| list.iter().any(|i| !i.stale))
+    })
+    .await?;
+    assert_eq!(host.health().await.status, HealthStatus::Healthy);
+
+    cut.store(true, Ordering::SeqCst);
+    eventually(
+        "the host's health to say its heartbeats do not come back",
+        || async {
+            let h = host.health().await;
+            h.status == HealthStatus::Degraded
+                && h.transport
+                    .as_ref()
+                    .and_then(|t| t.description.as_deref())
+                    .is_some_and(|d| d.contains("has not come back"))
+        },
+    )
+    .await?;
+    let list = host.instances().await?;
+    assert!(list.iter().all(|i| i.stale), "{list:?}");
     Ok(())
 }
