@@ -8,7 +8,7 @@ use async_nats::HeaderMap;
 use async_nats::client::RequestErrorKind;
 use koan::Error;
 use koan::error::ErrorKind;
-use koan::transport::RemoteCall;
+use koan::transport::{RemoteCall, RemoteQuery};
 use serde_json::Value;
 
 use crate::transport::{NatsTransport, unavailable};
@@ -91,6 +91,64 @@ pub(crate) fn answer(
 }
 
 impl NatsTransport {
+    /// A query (status, health, info) of `service`.
+    pub(crate) async fn query_now(
+        &self,
+        service: &str,
+        query: RemoteQuery,
+    ) -> Result<Value, Error> {
+        let what = format!("{} of `{service}`", query.as_str());
+        if !self.connected() {
+            return Err(self.not_sent(&what));
+        }
+        // To an instance the registry says is live: the queue group may hand it
+        // to a member that is frozen (a probe saw half of the queries of a
+        // service with one of two instances frozen fail after 5 s, for as long
+        // as it stayed so). The queue group when none is known, or when the one
+        // chosen does not listen there (an older koan).
+        let timeout = Duration::from_secs(5);
+        if let Some(host) = self.live_host_of(service) {
+            let subject = subjects::host_query(&host, service, query.as_str());
+            let sent = self
+                .send(
+                    subject.clone().into(),
+                    HeaderMap::new(),
+                    bytes::Bytes::new(),
+                    Some(timeout),
+                )
+                .await;
+            let no_one = matches!(&sent, Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders);
+            if !no_one {
+                return answer(sent, &subject, timeout, &what);
+            }
+        }
+        // Version 1 without a `Koan-Wire` header, as a call's (`call_headers`).
+        self.request(
+            subjects::query(service, query.as_str()),
+            HeaderMap::new(),
+            bytes::Bytes::new(),
+            timeout,
+            &what,
+        )
+        .await
+    }
+
+    /// A live instance that runs `service` (in whatever state), the most recently
+    /// heard first.
+    fn live_host_of(&self, service: &str) -> Option<String> {
+        let mut best: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
+        self.each_live_instance(|i| {
+            let runs = i
+                .services
+                .iter()
+                .any(|s| s.name.eq_ignore_ascii_case(service));
+            if runs && best.as_ref().is_none_or(|(at, _)| i.seen_at > *at) {
+                best = Some((i.seen_at, i.host_id.clone()));
+            }
+        });
+        best.map(|(_, host)| host)
+    }
+
     /// A call or a query made while the connection is down: refused at once, not
     /// held by the client to be sent once it is back — after the caller's timeout
     /// had told it "no answer", so that it ran unawaited (seen in a probe).

@@ -106,39 +106,27 @@ impl NatsTransport {
             ] {
                 tasks.push(tokio::spawn(serve_calls(Arc::clone(&serving), sub, form)));
             }
-            // Queries.
-            let mut sub = client
+            // Queries: through the service's queue group (any instance), or to this
+            // instance by a caller that chose it from the registry.
+            let shared = client
                 .queue_subscribe(
                     subjects::queries_of(&service),
                     subjects::queue_group(&service),
                 )
                 .await
                 .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
-            let (h, c, name) = (host.clone(), client.clone(), service.clone());
-            tasks.push(tokio::spawn(async move {
-                while let Some(msg) = sub.next().await {
-                    let what = msg
-                        .subject
-                        .rsplit('.')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let Some(to) = msg.reply else { continue };
-                    let headers = msg.headers.as_ref();
-                    let reply = match wire::refuse_version(headers) {
-                        Some(refusal) => refusal,
-                        None => registry::answer(&h, &name, &what).await,
-                    };
-                    let echo = wire::header(headers, wire::H_CORRELATION);
-                    let _ = c
-                        .publish_with_headers(
-                            to,
-                            wire::reply_headers(echo.as_deref()),
-                            reply.bytes(),
-                        )
-                        .await;
-                }
-            }));
+            let own = client
+                .subscribe(subjects::host_queries_of(&self.inner.host_id, &service))
+                .await
+                .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
+            for sub in [shared, own] {
+                tasks.push(tokio::spawn(serve_queries(
+                    host.clone(),
+                    client.clone(),
+                    service.clone(),
+                    sub,
+                )));
+            }
             // Durable work.
             tasks.push(tokio::spawn(crate::queue::consume(
                 self.clone(),
@@ -233,5 +221,32 @@ impl NatsTransport {
             tasks,
             consumed,
         })
+    }
+}
+
+/// Answers the queries (status, health, info) of `name` that come on `sub`.
+async fn serve_queries(
+    h: HostHandle,
+    c: async_nats::Client,
+    name: String,
+    mut sub: async_nats::Subscriber,
+) {
+    while let Some(msg) = sub.next().await {
+        let what = msg
+            .subject
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let Some(to) = msg.reply else { continue };
+        let headers = msg.headers.as_ref();
+        let reply = match wire::refuse_version(headers) {
+            Some(refusal) => refusal,
+            None => registry::answer(&h, &name, &what).await,
+        };
+        let echo = wire::header(headers, wire::H_CORRELATION);
+        let _ = c
+            .publish_with_headers(to, wire::reply_headers(echo.as_deref()), reply.bytes())
+            .await;
     }
 }

@@ -140,6 +140,20 @@ pub(crate) fn queries_of(service: &str) -> String {
     format!("koan.svc.{}.query.*", token(service))
 }
 
+/// Query `what` of `service` on one instance: `koan.host.<host>.svc.<service>.query.<what>`.
+pub(crate) fn host_query(host: &str, service: &str, what: &str) -> String {
+    format!(
+        "koan.host.{}.svc.{}.query.{what}",
+        token(host),
+        token(service)
+    )
+}
+
+/// Every query of `service` on one instance (subscribed to).
+pub(crate) fn host_queries_of(host: &str, service: &str) -> String {
+    format!("koan.host.{}.svc.{}.query.*", token(host), token(service))
+}
+
 pub(crate) fn queue_group(service: &str) -> String {
     format!("koan-{}", token(service))
 }

@@ -393,21 +393,7 @@ impl Transport for NatsTransport {
 
     fn query(&self, service: &str, query: RemoteQuery) -> BoxFuture<'_, Result<Value, Error>> {
         let service = service.to_owned();
-        Box::pin(async move {
-            let what = format!("{} of `{service}`", query.as_str());
-            if !self.connected() {
-                return Err(self.not_sent(&what));
-            }
-            // Version 1 without a `Koan-Wire` header, as a call's (`call_headers`).
-            self.request(
-                subjects::query(&service, query.as_str()),
-                HeaderMap::new(),
-                bytes::Bytes::new(),
-                Duration::from_secs(5),
-                &what,
-            )
-            .await
-        })
+        Box::pin(async move { self.query_now(&service, query).await })
     }
 
     fn host_id(&self) -> Option<String> {

@@ -141,3 +141,28 @@ async fn a_host_whose_heartbeats_do_not_come_back_says_so_in_its_health() -> any
     assert!(list.iter().all(|i| i.stale), "{list:?}");
     Ok(())
 }
+
+/// A query (status, health, info) goes to an instance the registry says is live,
+/// not to the service's queue group, where a member that takes queries and never
+/// answers (as a frozen process does) got about half of them: each failed after
+/// 5 s, for as long as it stayed so (seen by a probe with one of two instances
+/// SIGSTOPped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_go_to_a_live_instance_not_to_a_silent_queue_member() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (w, _calls) = Worker::new(Duration::ZERO);
+    let (_worker, _worker_node) = join(&server.url(), Some(w)).await?;
+    let (client, _client_node) = join(&server.url(), None).await?;
+    sees_workers(&client, 1).await?;
+    // A member of the queue group that takes every query it is given and answers none.
+    let silent = async_nats::connect(server.url()).await?;
+    let _taken = silent
+        .queue_subscribe("koan.svc.worker.query.*", "koan-worker".to_owned())
+        .await?;
+    silent.flush().await?;
+    for _ in 0..12 {
+        let status = within("a status query", client.service("Worker").status()).await??;
+        assert_eq!(status.name, "Worker");
+    }
+    Ok(())
+}
