@@ -30,6 +30,21 @@ fn env() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Translations that take ten minutes (each ends only when stopped), under a lease
+/// of `lease_seconds`.
+fn endless_translations(lease_seconds: u64) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
+            "600000".to_owned(),
+        ),
+        (
+            "KOAN__BACKGROUND_SERVICES__JOBS__LEASE_SECONDS",
+            lease_seconds.to_string(),
+        ),
+    ]
+}
+
 fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(PATIENCE).build()?)
 }
@@ -212,16 +227,7 @@ async fn a_delayed_job_runs_at_its_time_after_a_restart() -> anyhow::Result<()> 
 async fn a_running_translation_cancelled_stops_at_once_and_stores_nothing() -> anyhow::Result<()> {
     let dir = TempDir::new("durable-cancel-run");
     let client = client()?;
-    let env = [
-        (
-            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
-            "600000".to_owned(),
-        ),
-        (
-            "KOAN__BACKGROUND_SERVICES__JOBS__LEASE_SECONDS",
-            "120".to_owned(),
-        ),
-    ];
+    let env = endless_translations(120);
     let demo = Demo::start(dir.path(), "demo", &[], &env)?;
     let id = demo.enqueue_translation(&client, "cancelled", "fr").await?;
     demo.wait_in_flight(&client, 1).await?;
@@ -247,16 +253,7 @@ async fn a_running_translation_cancelled_stops_at_once_and_stores_nothing() -> a
 async fn a_translation_whose_process_dies_in_five_runs_in_a_row_is_dead() -> anyhow::Result<()> {
     let dir = TempDir::new("durable-crash-loop");
     let client = client()?;
-    let env = [
-        (
-            "KOAN__BACKGROUND_SERVICES__SERVICES__TRANSLATION_SERVICE__SETTINGS__WORK_DELAY_MS",
-            "600000".to_owned(),
-        ),
-        (
-            "KOAN__BACKGROUND_SERVICES__JOBS__LEASE_SECONDS",
-            "2".to_owned(),
-        ),
-    ];
+    let env = endless_translations(2);
     let mut demo = Demo::start(dir.path(), "demo", &[], &env)?;
     let id = demo.enqueue_translation(&client, "poison", "fr").await?;
     for attempt in 1..=5 {

@@ -62,6 +62,17 @@ impl Write for Buffer {
 }
 
 impl Buffer {
+    /// A buffer that this thread's log lines go to while the guard lives.
+    fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (buffer, tracing::subscriber::set_default(subscriber))
+    }
+
     fn lines_with(&self, needle: &str) -> Vec<String> {
         let text = String::from_utf8_lossy(&self.0.lock().expect("buffer")).into_owned();
         text.lines()
@@ -73,13 +84,7 @@ impl Buffer {
 
 #[tokio::test(start_paused = true)]
 async fn a_handlers_logs_carry_its_service_action_and_correlation_id() -> anyhow::Result<()> {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = Buffer::capture();
 
     let svc = Logger::default();
     let gate = Arc::clone(&svc.gate);
@@ -125,13 +130,7 @@ async fn a_handlers_logs_carry_its_service_action_and_correlation_id() -> anyhow
 /// caller's error says to look for the id in the logs, which had nothing before.
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_action_is_logged_with_its_correlation_id() -> anyhow::Result<()> {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = Buffer::capture();
     let host = koan::testing::host()
         .instance(Logger::default())
         .build()?
