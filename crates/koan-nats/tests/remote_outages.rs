@@ -8,14 +8,14 @@ use std::time::Duration;
 use koan::error::ErrorKind;
 use koan::health::HealthStatus;
 use koan::transport::HostLink as _;
-use koan_nats::{ConnectionState, NatsTransport};
+use koan_nats::ConnectionState;
 use koan_test_support::nats::{NatsServer, test_options};
 use koan_test_support::{eventually, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
-use common::routing::{Worker, join, sees_workers};
+use common::routing::{Worker, client_with, join, sees_workers};
 
 /// Before, such a call waited for its whole timeout (60 s by default), answered
 /// "no answer within …", and the client sent it once the server was back: the
@@ -27,12 +27,7 @@ async fn a_call_made_while_disconnected_is_refused_at_once_and_never_sent() -> a
     let (_worker, _worker_node) = join(&server.url(), Some(w)).await?;
     let mut opts = test_options(&server.url());
     opts.default_request_timeout = Duration::from_secs(3600);
-    let nats = within("connect", NatsTransport::connect(opts)).await??;
-    let client = koan::Host::builder()
-        .transport(nats.clone().into_transport())
-        .build()?
-        .start();
-    within("startup", client.started()).await??;
+    let (nats, client) = client_with(opts).await?;
     let _client_node = within("attach", nats.attach(&client)).await??;
     sees_workers(&client, 1).await?;
 

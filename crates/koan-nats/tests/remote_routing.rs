@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use koan::{HostHandle, error::ErrorKind};
-use koan_nats::{NatsTransport, Node};
+use koan_nats::Node;
 use koan_test_support::nats::{NatsServer, test_options};
 use koan_test_support::{eventually, within};
 
 mod common;
 
-use common::routing::{Worker, join, sees_workers};
+use common::routing::{Worker, client_with, join, sees_workers};
 
 /// A host running a `Worker` whose `work` takes `delay`, and a client host that sees
 /// it; each with its node.
@@ -87,12 +87,7 @@ async fn a_call_that_gets_no_answer_times_out_at_the_callers_deadline() -> anyho
     // runs it without one and never answers.
     let mut opts = test_options(&server.url());
     opts.default_request_timeout = opts.heartbeat * 5 / 2;
-    let nats = within("connect", NatsTransport::connect(opts)).await??;
-    let client = koan::Host::builder()
-        .transport(nats.clone().into_transport())
-        .build()?
-        .start();
-    within("startup", client.started()).await??;
+    let (_nats, client) = client_with(opts).await?;
     sees_workers(&client, 1).await?;
 
     let out = within(

@@ -75,6 +75,20 @@ pub(crate) async fn join_with(
     Ok((host, node))
 }
 
+/// A client host on a transport of its own with `opts` (not attached: it serves
+/// nothing), and the transport, to watch its connection or attach it.
+pub(crate) async fn client_with(
+    opts: koan_nats::NatsOptions,
+) -> anyhow::Result<(NatsTransport, HostHandle)> {
+    let nats = within("connect", NatsTransport::connect(opts)).await??;
+    let client = koan::Host::builder()
+        .transport(nats.clone().into_transport())
+        .build()?
+        .start();
+    within("startup", client.started()).await??;
+    Ok((nats, client))
+}
+
 /// Waits until `client` sees `n` instances hosting `Worker`.
 pub(crate) async fn sees_workers(client: &HostHandle, n: usize) -> anyhow::Result<()> {
     announced(client, "Worker", n).await
