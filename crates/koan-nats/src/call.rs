@@ -193,8 +193,9 @@ impl NatsTransport {
         self.inner.client.send_request(subject, req).await
     }
 
-    /// A remote call: to the less loaded instance when one can be chosen, to the
-    /// service's queue group otherwise.
+    /// A remote call: to the less loaded instance when one can be chosen (for a
+    /// poke of a cluster singleton, the holder of its lease), to the service's
+    /// queue group otherwise.
     pub(crate) async fn call_now(&self, call: RemoteCall) -> Result<Value, Error> {
         if !self.connected() {
             return Err(self.not_sent(&CallName(&call)));
@@ -207,9 +208,22 @@ impl NatsTransport {
         let id = plain.then_some(call.correlation_id.as_str());
         let (body, params) = crate::wire::lead::body(id, &call.params);
         let what = CallName(&call);
+        // A poke of a cluster singleton goes to the holder of its lease, which runs
+        // its ticks (a service without a lease has no holder).
+        let holder = match koan::well_known::actions::poke(&call.action) {
+            Some(_) => crate::lease::holder(self, &call.service).await,
+            None => None,
+        };
         // The less loaded instance, watched while the call is in flight.
-        if let Some(r) =
-            crate::routing::call_chosen(self, &call, (&body, params), timeout, &what).await
+        if let Some(r) = crate::routing::call_chosen(
+            self,
+            &call,
+            (&body, params),
+            timeout,
+            &what,
+            holder.as_deref(),
+        )
+        .await
         {
             return r;
         }

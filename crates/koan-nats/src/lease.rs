@@ -115,6 +115,23 @@ pub(crate) async fn step(t: &NatsTransport, service: &str, lease: &Lease) -> boo
     held.is_some()
 }
 
+/// Right before a poke of the singleton runs here: whether this host holds its
+/// lease, renewed with a compare-and-set. Unlike [`confirm`], the poke does not
+/// count as a started tick of the schedule; unlike [`step`], a lease not held is
+/// not taken: the host that holds it runs the poke.
+pub(crate) async fn renew(t: &NatsTransport, service: &str, lease: &Lease) -> bool {
+    lease.held().is_some() && step(t, service, lease).await
+}
+
+/// The host that holds `service`'s lease, as the bucket says (within a third of
+/// the lease): where a poke of the singleton made on another host goes. `None`
+/// when none holds it, or the bucket did not answer.
+pub(crate) async fn holder(t: &NatsTransport, service: &str) -> Option<String> {
+    let held = tokio::time::timeout(bound(t), t.inner.leases.get(key(service))).await;
+    let bytes = held.ok()?.ok()??;
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
 /// Right before a scheduled tick: renews the lease held with a compare-and-set.
 /// A holder that was frozen past its lease finds the revision moved (or the key
 /// gone) and does not run the tick.

@@ -117,12 +117,13 @@ impl Outstanding {
 
 /// The instance to send a call for `service` to, and its subject in `form` (kept
 /// for the error message, shared rather than copied); `None` to use the queue
-/// group.
+/// group. With `only`, that instance or none.
 pub(crate) fn pick<'a>(
     t: &'a NatsTransport,
     service: &str,
     action: &str,
     form: Direct,
+    only: Option<&str>,
 ) -> Option<(InFlight<'a>, async_nats::Subject)> {
     // Locked once for the choice and its count (the view's routes are locked inside;
     // the two are never taken the other way round).
@@ -136,6 +137,9 @@ pub(crate) fn pick<'a>(
     let mut best: Option<(Arc<str>, usize)> = None;
     let mut ties = 0u32;
     t.each_route(service, |r| {
+        if only.is_some_and(|h| *r.host != *h) {
+            return;
+        }
         let l = r.load + outstanding.get(&*r.host).map_or(0, |c| c.n);
         let take = match &best {
             Some((_, b)) if l > *b => false,
@@ -187,13 +191,15 @@ fn live(t: &NatsTransport, host: &str) -> bool {
 ///
 /// `body` is the call's body for the `lead` subject ([`crate::wire::lead`]), with
 /// where its parameters start: at 0 when its id is not plain, and then the call
-/// goes to the `bare` subject with its id in a header.
+/// goes to the `bare` subject with its id in a header. With `only` (a singleton's
+/// lease holder, for a poke), the call goes to that instance or to the queue group.
 pub(crate) async fn call_chosen(
     t: &NatsTransport,
     call: &RemoteCall,
     (body, params): (&bytes::Bytes, usize),
     timeout: Duration,
     what: &(dyn std::fmt::Display + Sync),
+    only: Option<&str>,
 ) -> Option<Result<Value, Error>> {
     let heartbeat = t.inner.opts.heartbeat;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -206,7 +212,7 @@ pub(crate) async fn call_chosen(
     let lead = params > 0;
     let form = if lead { Direct::Lead } else { Direct::Bare };
     loop {
-        let (in_flight, subject) = pick(t, &call.service, &call.action, form)?;
+        let (in_flight, subject) = pick(t, &call.service, &call.action, form, only)?;
         let host = in_flight.host();
         let now = tokio::time::Instant::now();
         let left = deadline.saturating_duration_since(now);

@@ -265,6 +265,15 @@ impl NatsTransport {
         !live && self.inner.view.last_of(me).is_some()
     }
 
+    /// This host's lease of the singleton `service`, while attached.
+    fn lease_of(&self, service: &str) -> Option<Arc<crate::lease::Lease>> {
+        self.inner
+            .leases_held
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&subjects::token(service)).cloned())
+    }
+
     /// An instance whose heartbeat is older than three periods is gone.
     fn stale_after(&self) -> Duration {
         self.inner.opts.heartbeat * 3
@@ -429,18 +438,24 @@ impl Transport for NatsTransport {
     }
 
     fn may_run(&self, service: &str) -> BoxFuture<'_, bool> {
-        let lease = self
-            .inner
-            .leases_held
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&subjects::token(service)).cloned());
+        let lease = self.lease_of(service);
         let service = service.to_owned();
         // Asked for singletons only: without a lease (not attached yet, or
         // detached) this host must not run their ticks.
         Box::pin(async move {
             match lease {
                 Some(l) => crate::lease::confirm(self, &service, &l).await,
+                None => false,
+            }
+        })
+    }
+
+    fn may_poke(&self, service: &str) -> BoxFuture<'_, bool> {
+        let lease = self.lease_of(service);
+        let service = service.to_owned();
+        Box::pin(async move {
+            match lease {
+                Some(l) => crate::lease::renew(self, &service, &l).await,
                 None => false,
             }
         })

@@ -11,6 +11,29 @@ pub mod actions {
     /// Built-in: the `process-batch` command.
     pub const PROCESS_BATCH: &str = "process-batch";
 
+    /// The built-in poke `name` stands for, in any spelling the built-ins answer to
+    /// (`Trigger`, `trigger-now`, `check_queue`): [`TRIGGER`], [`CHECK_QUEUE`] or
+    /// [`PROCESS_BATCH`]. A periodic service's declared action of that name comes
+    /// first: this says only what the name means when none is declared.
+    pub fn poke(name: &str) -> Option<&'static str> {
+        // The built-in names as written need no allocation; other spellings are
+        // normalized, and none of them is longer than `process-batch`.
+        for builtin in [TRIGGER, CHECK_QUEUE, PROCESS_BATCH] {
+            if name == builtin {
+                return Some(builtin);
+            }
+        }
+        if name.len() > PROCESS_BATCH.len() {
+            return None;
+        }
+        match name.to_ascii_lowercase().replace('_', "-").as_str() {
+            TRIGGER | "trigger-now" => Some(TRIGGER),
+            CHECK_QUEUE => Some(CHECK_QUEUE),
+            PROCESS_BATCH => Some(PROCESS_BATCH),
+            _ => None,
+        }
+    }
+
     /// Health actions.
     pub mod health {
         /// Schedule health probes now.

@@ -16,7 +16,8 @@ use super::mailbox::Job;
 use super::reply::{self, ReplyRx};
 use super::request::{ActionOutput, ActionRequest, Target};
 use super::route::{
-    Prepared, find_local, poke_cell, prepare, prepare_declared, remote_call, wait_poke,
+    Prepared, find_local, poke_cell, prepare, prepare_declared, remote_call, singleton_poke,
+    wait_poke,
 };
 use super::step::{Step, StepAction};
 use crate::error::{Error, ErrorKind, Result};
@@ -55,7 +56,16 @@ async fn run_chain(mut req: ActionRequest, correlation: Correlation) -> Result<A
     for (i, step) in std::mem::take(&mut req.steps).into_iter().enumerate() {
         let cell = find_local(inner, &req.target);
         let action = step.action.name(cell.map(|c| &**c)).to_owned();
-        match start_step(inner, &req.target, step, &correlation, req.job()).await {
+        match start_step(
+            inner,
+            &req.target,
+            step,
+            &correlation,
+            req.job(),
+            req.served(),
+        )
+        .await
+        {
             Ok(p) => last = p,
             Err(e) => {
                 return Err(Error::new(
@@ -119,8 +129,14 @@ impl Future for Execute {
                         this.state = ExecState::Chain(Box::pin(run_chain(req, correlation)));
                         continue;
                     };
-                    let mut step =
-                        start_step(&req.host.inner, &req.target, step, &correlation, req.job());
+                    let mut step = start_step(
+                        &req.host.inner,
+                        &req.target,
+                        step,
+                        &correlation,
+                        req.job(),
+                        req.served(),
+                    );
                     // The request is done with (dropped where it lies, before the run:
                     // its count on the host, a line every core calling writes, is given
                     // back at once rather than after the run). The step is polled where
@@ -219,13 +235,15 @@ where
 }
 
 /// Starts one step: locally (run by the caller when the service is idle, queued
-/// otherwise), or through the transport when the service is elsewhere.
+/// otherwise), or through the transport when the service is elsewhere. `served`:
+/// the step came from another process (a poke of a singleton is then not sent on).
 fn start_step(
     host: &Arc<HostInner>,
     target: &Target,
     step: Step,
     correlation: &Correlation,
     job: Option<&JobMeta>,
+    served: bool,
 ) -> StepFut {
     let Some(cell) = find_local(host, target) else {
         return match &host.transport {
@@ -241,6 +259,11 @@ fn start_step(
             Err(e) => return StepFut::Ready(Some(Err(e))),
         }
     } else {
+        if let StepAction::Named(name) = &step.action
+            && let Some(t) = singleton_poke(host, cell, name)
+        {
+            return super::singleton::poke(host, cell, t, step, correlation, served);
+        }
         match prepare(host, cell, step, correlation, job.cloned()) {
             Ok(Prepared::Job(job)) => job,
             Ok(Prepared::Builtin(poke, timeout)) => {
@@ -289,7 +312,7 @@ pub(super) fn start_job(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job:
 
 /// Starts a step of a service elsewhere: the call is made now, its future is the
 /// transport's.
-fn remote(
+pub(super) fn remote(
     transport: &Arc<dyn Transport>,
     service: Arc<str>,
     step: Step,

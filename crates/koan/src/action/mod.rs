@@ -20,6 +20,7 @@ mod request;
 mod route;
 mod run;
 mod serve;
+mod singleton;
 mod slots;
 mod step;
 mod table;

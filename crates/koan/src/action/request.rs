@@ -95,6 +95,8 @@ struct Extra {
     /// `enqueue()` options: when to run, and the idempotency key.
     when: Option<When>,
     idempotency_key: Option<String>,
+    /// Made for a call from another process ([`ServiceRef::serve`](crate::service::ServiceRef::serve)).
+    served: bool,
 }
 
 /// When an enqueued job may run.
@@ -259,6 +261,17 @@ impl ActionRequest {
     /// The stored job this request runs, if it does.
     pub(super) fn job(&self) -> Option<&JobMeta> {
         self.extra.as_ref()?.job.as_ref()
+    }
+
+    /// Whether the request was made for a call from another process.
+    pub(super) fn served(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.served)
+    }
+
+    /// Marks the request as made for a call from another process.
+    pub(super) fn for_served_call(mut self) -> Self {
+        self.extra_mut().served = true;
+        self
     }
 
     /// When an enqueued job may run, if asked.

@@ -75,15 +75,7 @@ pub(super) fn reject(cell: &ServiceCell, action: &str, e: Error) -> Error {
         .actions
         .get(action)
         .map(|entry| &*entry.name)
-        .or_else(|| {
-            [
-                crate::well_known::actions::TRIGGER,
-                crate::well_known::actions::CHECK_QUEUE,
-                crate::well_known::actions::PROCESS_BATCH,
-            ]
-            .into_iter()
-            .find(|b| b.eq_ignore_ascii_case(action))
-        });
+        .or_else(|| crate::well_known::actions::poke(action));
     rejected(
         &cell.spec.name,
         declared.unwrap_or(super::metrics::UNKNOWN),
@@ -274,6 +266,22 @@ pub(super) fn remote_call(
     })
 }
 
+/// The transport that decides where a poke of `cell` runs: `Some` when `cell` is a
+/// cluster singleton, `action` one of its built-in pokes (in any spelling, and
+/// not overridden by a declared action) and the host has a transport. Its runs,
+/// poked or scheduled, are the lease holder's ([`super::singleton`]).
+pub(super) fn singleton_poke<'h>(
+    host: &'h HostInner,
+    cell: &ServiceCell,
+    action: &str,
+) -> Option<&'h Arc<dyn crate::transport::Transport>> {
+    if !cell.spec.options.singleton || cell.spec.actions.declares(action) {
+        return None;
+    }
+    crate::well_known::actions::poke(action)?;
+    host.transport.as_ref()
+}
+
 /// A built-in poke of a local periodic service, straight to its driver (the by-name
 /// action path costs more than the wake-up itself). `None` when the regular path must
 /// answer: not local, not periodic, overridden by a declared action, disabled, or the
@@ -289,6 +297,7 @@ pub(crate) async fn poke_direct(
     if cell.spec.disabled.is_some()
         || host.inner.stopping.load(Ordering::Acquire)
         || cell.spec.actions.declares(action)
+        || singleton_poke(&host.inner, cell, action).is_some()
     {
         return None;
     }

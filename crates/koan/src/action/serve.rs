@@ -137,7 +137,8 @@ impl ServiceRef {
             let mut req = self
                 .action(action, params)
                 .correlation_id(correlation_id)
-                .priority(priority);
+                .priority(priority)
+                .for_served_call();
             if let Some(t) = timeout {
                 req = req.timeout(t);
             }

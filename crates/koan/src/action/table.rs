@@ -158,26 +158,14 @@ impl ActionTable {
             return Ok(Resolved::Declared(e));
         }
         if self.periodic {
-            // The built-in names as written need no allocation; other spellings
-            // (`Trigger`, `check_queue`) are normalized.
-            let normalized;
-            let key = if matches!(
-                name,
-                builtin::TRIGGER | builtin::CHECK_QUEUE | builtin::PROCESS_BATCH
-            ) {
-                name
-            } else {
-                normalized = name.to_ascii_lowercase().replace('_', "-");
-                normalized.as_str()
-            };
-            match key {
-                builtin::TRIGGER | "trigger-now" => {
+            match builtin::poke(name) {
+                Some(builtin::TRIGGER) => {
                     return Ok(Resolved::Builtin(crate::schedule::Poke::Trigger));
                 }
-                builtin::CHECK_QUEUE => {
+                Some(builtin::CHECK_QUEUE) => {
                     return Ok(Resolved::Builtin(crate::schedule::Poke::CheckQueue));
                 }
-                builtin::PROCESS_BATCH => {
+                Some(builtin::PROCESS_BATCH) => {
                     let what = || format!("action `process-batch` of `{service}`");
                     // No parameters (none given, `()`, or JSON `null` such as an
                     // empty HTTP body) mean the default batch.

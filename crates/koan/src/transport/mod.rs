@@ -285,4 +285,16 @@ pub trait Transport: Send + Sync + 'static {
         let _ = service;
         Box::pin(async { true })
     }
+
+    /// Asked right before a poke (`trigger`, `check-queue`, `process-batch`) of the
+    /// singleton `service` runs on this host: whether this host holds its lease. A
+    /// transport with leases renews it with a compare-and-set here, as for a tick,
+    /// without counting the poke as one of the schedule's ticks. When it says no,
+    /// a poke made on this host is sent to the cluster ([`call`](Self::call)),
+    /// which takes it to the holder, and one that came from another process is
+    /// refused as `unavailable`.
+    fn may_poke(&self, service: &str) -> BoxFuture<'_, bool> {
+        let _ = service;
+        Box::pin(async { true })
+    }
 }
