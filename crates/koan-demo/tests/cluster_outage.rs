@@ -49,6 +49,14 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
     .await?;
     let (status, check) = connection_check(&client, &p2).await?;
     assert_eq!(check, "pass", "connected: {status}");
+    // The listing's ages are the transport's: a heartbeat every 2 s, late after
+    // one missed, gone after three (it said 10 s, while rows left after 6).
+    let (_, list) = get(&client, p2.url("/api/instances")).await?;
+    assert_eq!(
+        (&list["stale_after_ms"], &list["gone_after_ms"]),
+        (&json!(4000), &json!(6000)),
+        "{list}"
+    );
 
     // A job for a service no instance announces: refused, nothing stored to wait forever.
     let resp = client

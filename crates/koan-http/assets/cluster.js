@@ -12,7 +12,8 @@ function clusterPage(main) {
   async function refresh() {
     try {
       const r = await api("/api/instances");
-      note.textContent = `stale after ${r.stale_after_ms / 1000} s without a heartbeat` + (r.registry_error ? ` · registry: ${r.registry_error}` : "");
+      const ages = r.stale_after_ms == null ? "this host alone: no cluster transport" : `stale after ${r.stale_after_ms / 1000} s without a heartbeat, gone after ${r.gone_after_ms / 1000} s`;
+      note.textContent = ages + (r.registry_error ? ` · registry: ${r.registry_error}` : "");
       tbody.replaceChildren(...r.instances.map((i) => el("tr", { "data-instance": i.name, "data-stale": i.stale ? "1" : "0" },
         el("td", { class: "first" }, el("span", { class: "name", text: i.name }), i.local ? el("span", { class: "desc", text: " (this host)" }) : null,
           i.stale ? el("span", { class: "stale", text: " stale" }) : null),

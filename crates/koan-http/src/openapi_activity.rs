@@ -79,8 +79,9 @@ pub(crate) fn schemas(into: &mut Map<String, Value>) {
         "now": time,
         "per_second": { "type": "array", "items": bucket, "minItems": 120, "maxItems": 120, "description": "Oldest first; the last is the current second" },
         "per_hour": { "type": "array", "items": bucket, "minItems": 24, "maxItems": 24, "description": "Oldest first; the last is the current hour" } } }));
-    into.insert("Instances".into(), json!({ "type": "object", "required": ["instances", "stale_after_ms", "registry_error"], "properties": {
-        "stale_after_ms": count,
+    into.insert("Instances".into(), json!({ "type": "object", "required": ["instances", "stale_after_ms", "gone_after_ms", "registry_error"], "properties": {
+        "stale_after_ms": { "type": ["integer", "null"], "minimum": 0, "description": "An instance whose last heartbeat is older is marked stale (it missed one); null without a cluster" },
+        "gone_after_ms": { "type": ["integer", "null"], "minimum": 0, "description": "An instance whose last heartbeat is older has left the listing; null without a cluster" },
         "registry_error": { "type": ["string", "null"], "description": "Why other hosts could not be listed" },
         "instances": { "type": "array", "items": { "type": "object", "required": ["name", "local", "seen_at", "heartbeat_age_ms", "stale", "load", "services"], "properties": {
             "name": { "type": "string" }, "local": { "type": "boolean" }, "seen_at": time,

@@ -195,6 +195,11 @@ async fn instances_list_this_host_with_its_services_and_load() -> anyhow::Result
         .unwrap_or_default();
     assert_eq!(names, ["Echo", "Cleanup"]);
     assert!(body["registry_error"].is_null());
+    // No cluster: no ages to tell a live instance from a silent one.
+    assert!(
+        body["stale_after_ms"].is_null() && body["gone_after_ms"].is_null(),
+        "{body}"
+    );
 
     let (status, body) = call(api.get("/api/instances?all=1")).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -450,6 +450,14 @@ impl Transport for NatsTransport {
         })
     }
 
+    fn liveness(&self) -> Option<koan::transport::Liveness> {
+        // Late once a heartbeat is missed; gone after three (`stale_after`).
+        Some(koan::transport::Liveness::new(
+            self.inner.opts.heartbeat * 2,
+            self.stale_after(),
+        ))
+    }
+
     fn may_poke(&self, service: &str) -> BoxFuture<'_, bool> {
         let lease = self.lease_of(service);
         let service = service.to_owned();

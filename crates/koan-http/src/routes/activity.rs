@@ -14,9 +14,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::query::{NoParams, Params};
 
-/// An instance whose last heartbeat is older than this is marked stale.
-const STALE_AFTER_MS: i64 = 10_000;
-
 /// The query of `GET /api/events/recent`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,13 +73,15 @@ pub(crate) async fn instances(
 ) -> Result<Response, ApiError> {
     let now = Utc::now();
     let own = state.host.host_id();
+    let liveness = state.host.liveness();
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let late_after = liveness.map(|l| ms(l.late_after));
     let local = state.host.statuses();
     let mut out = vec![instance(
         state.host.instance_name(),
         true,
         false,
-        now,
-        now,
+        (now, now, None),
         &local,
     )];
     let mut registry_error = None;
@@ -96,8 +95,7 @@ pub(crate) async fn instances(
                     i.host_id,
                     false,
                     i.stale,
-                    i.seen_at,
-                    now,
+                    (i.seen_at, now, late_after),
                     &i.services,
                 ));
             }
@@ -106,20 +104,21 @@ pub(crate) async fn instances(
     }
     Ok(Json(json!({
         "instances": out,
-        "stale_after_ms": STALE_AFTER_MS,
+        "stale_after_ms": late_after,
+        "gone_after_ms": liveness.map(|l| ms(l.gone_after)),
         "registry_error": registry_error,
     }))
     .into_response())
 }
 
 /// `stale`: the transport could not refresh its view (the broker is unreachable),
-/// or the heartbeat is older than [`STALE_AFTER_MS`].
+/// or the heartbeat, seen at `seen_at`, is older than `late_after` ms at `now`
+/// (the transport's [`Liveness`](koan::transport::Liveness)).
 fn instance(
     name: String,
     local: bool,
     stale: bool,
-    seen_at: chrono::DateTime<Utc>,
-    now: chrono::DateTime<Utc>,
+    (seen_at, now, late_after): (chrono::DateTime<Utc>, chrono::DateTime<Utc>, Option<i64>),
     services: &[koan::status::ServiceStatus],
 ) -> Value {
     let age = (now - seen_at).num_milliseconds().max(0);
@@ -130,7 +129,7 @@ fn instance(
         "local": local,
         "seen_at": seen_at,
         "heartbeat_age_ms": age,
-        "stale": stale || age > STALE_AFTER_MS,
+        "stale": stale || late_after.is_some_and(|late| age > late),
         "load": { "in_flight": in_flight, "queue_depth": queued },
         "services": services.iter().map(|s| json!({
             "name": s.name, "kind": s.kind, "state": s.state,

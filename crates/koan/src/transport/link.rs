@@ -6,7 +6,7 @@ use std::future::Future;
 use crate::error::Result;
 use crate::event::EventEnvelope;
 use crate::host::HostHandle;
-use crate::transport::Instance;
+use crate::transport::{Instance, Liveness};
 
 /// The host's side of the link to other processes: implemented for [`HostHandle`].
 /// `koan-nats` delivers remote events through it; `koan-http` lists the cluster.
@@ -16,6 +16,10 @@ pub trait HostLink {
 
     /// Every host of the cluster, through the transport (empty without one).
     fn instances(&self) -> impl Future<Output = Result<Vec<Instance>>> + Send;
+
+    /// How the transport's listing tells a live instance from a silent one (`None`
+    /// without a transport, or one that lists no other instances).
+    fn liveness(&self) -> Option<Liveness>;
 
     /// Whether this host runs service `name` itself.
     fn hosts(&self, name: &str) -> bool;
@@ -31,6 +35,10 @@ impl HostLink for HostHandle {
             Some(t) => t.instances().await,
             None => Ok(Vec::new()),
         }
+    }
+
+    fn liveness(&self) -> Option<Liveness> {
+        self.inner.transport.as_ref()?.liveness()
     }
 
     fn hosts(&self, name: &str) -> bool {

@@ -35,6 +35,29 @@ pub struct RemoteCall {
     pub correlation_id: String,
 }
 
+/// How a transport's cluster tells a live instance from one that went silent, as its
+/// listings apply it: an instance whose last announcement is older than
+/// `late_after` missed one (`/api/instances` marks it stale); one older than
+/// `gone_after` has left the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Liveness {
+    /// An instance silent this long missed an announcement.
+    pub late_after: Duration,
+    /// An instance silent this long is gone.
+    pub gone_after: Duration,
+}
+
+impl Liveness {
+    /// Late after `late_after`, gone after `gone_after`.
+    pub fn new(late_after: Duration, gone_after: Duration) -> Self {
+        Liveness {
+            late_after,
+            gone_after,
+        }
+    }
+}
+
 /// What a remote query asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -261,6 +284,12 @@ pub trait Transport: Send + Sync + 'static {
     /// Every host of the cluster with its services.
     fn instances(&self) -> BoxFuture<'_, Result<Vec<Instance>>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// How [`instances`](Self::instances) tells a live instance from a silent one
+    /// (`None`: the transport lists no other instances).
+    fn liveness(&self) -> Option<Liveness> {
+        None
     }
 
     /// The connection's health, if the transport has one to report (`/health`
