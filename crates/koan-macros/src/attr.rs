@@ -211,8 +211,18 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                             return Err(err(span, "give either `every` or `cron`, not both"));
                         }
                         let d = duration(v, "every")?;
-                        if parse_duration_ms(&lit_str(v, "every")?.value()) == Ok(0) {
-                            return Err(err(v.span(), "`every` must be longer than zero"));
+                        match parse_duration_ms(&lit_str(v, "every")?.value()) {
+                            Ok(0) => {
+                                return Err(err(v.span(), "`every` must be longer than zero"));
+                            }
+                            // `koan::schedule::MAX_PERIOD` (this crate cannot name it).
+                            Ok(ms) if ms > 3650 * 24 * 3600 * 1000 => {
+                                return Err(err(
+                                    v.span(),
+                                    "`every` must be at most 10 years (3650 days); for a yearly or rarer run use `cron`",
+                                ));
+                            }
+                            _ => {}
                         }
                         a.schedule = Some((quote!(.every(#d)), span));
                     }

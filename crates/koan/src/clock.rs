@@ -98,10 +98,18 @@ impl Clock {
         now: Instant,
         wall: DateTime<Utc>,
     ) -> DateTime<Utc> {
+        // Saturating at the calendar's ends: an instant that far off (a delay of
+        // thousands of years) must not panic a status query.
         if instant >= now {
-            wall + chrono::Duration::from_std(instant - now).unwrap_or_default()
+            chrono::Duration::from_std(instant - now)
+                .ok()
+                .and_then(|d| wall.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
         } else {
-            wall - chrono::Duration::from_std(now - instant).unwrap_or_default()
+            chrono::Duration::from_std(now - instant)
+                .ok()
+                .and_then(|d| wall.checked_sub_signed(d))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{TimeZone, Timelike, Utc};
+use chrono::{Datelike, TimeZone, Timelike, Utc};
 use koan::{error::ErrorKind, schedule::Schedule, schedule::parse_duration};
 
 #[test]
@@ -113,4 +113,49 @@ fn an_invalid_cron_names_the_expression_and_the_expected_forms() {
             err.message()
         );
     }
+}
+
+#[test]
+fn an_interval_longer_than_ten_years_is_refused() -> koan::Result<()> {
+    Schedule::every(koan::schedule::MAX_PERIOD)?;
+    for err in [
+        Schedule::every(koan::schedule::MAX_PERIOD + Duration::from_secs(1)).expect_err("long"),
+        Schedule::parse_every("100000000000d").expect_err("long"),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.message().contains("at most 10 years") && err.message().contains("cron"),
+            "{}",
+            err.message()
+        );
+    }
+    Ok(())
+}
+
+/// The longest interval, first run after a delay of thousands of years: its status
+/// says when (the calendar's end), where a status query panicked before (a wall time
+/// past chrono's range, seen in a probe with `every = "100000000000d"`).
+#[koan::service(every = "3650d", initial_delay = "100000000d", discover = false)]
+#[derive(Default)]
+struct Rare;
+
+impl koan::PeriodicService for Rare {
+    async fn tick(&self, _cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_run_far_off_has_a_status_that_says_when() -> anyhow::Result<()> {
+    let host = koan::Host::builder().service::<Rare>().build()?.start();
+    host.started().await?;
+    let status = host.services::<Rare>().status().await?;
+    assert!(
+        status.next_run.is_some_and(|at| at.year() > 100_000),
+        "{status:?}"
+    );
+    assert_eq!(host.statuses().len(), 1);
+    host.shutdown();
+    host.wait().await.into_result()?;
+    Ok(())
 }

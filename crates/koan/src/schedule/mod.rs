@@ -72,13 +72,27 @@ impl CronSchedule {
     }
 }
 
+/// The longest interval a periodic service may have: 10 years. Beyond it, the
+/// wall time of its next run (`next_run`) was out of the calendar's range, and a
+/// status query panicked (seen with `every = "100000000000d"`).
+pub const MAX_PERIOD: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 impl Schedule {
-    /// Every `period`; zero is a `Config` error.
+    /// Every `period`; zero, or longer than [`MAX_PERIOD`], is a `Config` error.
     pub fn every(period: Duration) -> Result<Self> {
         if period.is_zero() {
             return Err(Error::new(
                 ErrorKind::Config,
                 "a periodic interval must be longer than zero (e.g. `every = \"30s\"`)",
+            ));
+        }
+        if period > MAX_PERIOD {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "a periodic interval must be at most 10 years (3650 days), got {}; for a yearly or rarer run use `cron` (e.g. `0 0 1 1 *`)",
+                    crate::util::fmt_duration(period)
+                ),
             ));
         }
         Ok(Schedule::Every(period))

@@ -1,0 +1,5 @@
+#[koan::service(every = "100000000000d")]
+#[derive(Default)]
+struct Cleanup;
+
+fn main() {}
