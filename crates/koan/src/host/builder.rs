@@ -386,6 +386,17 @@ fn make_cell<T: Service>(
             ),
         ));
     }
+    for n in options.run_in.iter().flatten() {
+        if Environment::new(n).is_err() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "service `{name}`: run_in names `{}`, which is no environment name; use 1 to 64 letters, digits, `-`, `_` or `.` (e.g. development, staging, production)",
+                    n.escape_debug()
+                ),
+            ));
+        }
+    }
     let schedule = match (&options.schedule, kind) {
         (Some(ScheduleSpec::Every(p)), ServiceKind::Periodic) => {
             Some(Schedule::every(*p).map_err(|e| in_service(&name, e))?)
@@ -432,10 +443,16 @@ fn make_cell<T: Service>(
     } else if !options.enabled {
         Some("disabled by its declaration (enabled = false)".to_owned())
     } else if !options.runs_in(&env.environment) {
-        Some(format!(
-            "not run in the {0} environment (run_in_{0} = false)",
-            env.environment
-        ))
+        Some(match &options.run_in {
+            Some(list) => format!(
+                "not run in the {} environment (run_in = {list:?})",
+                env.environment
+            ),
+            None => format!(
+                "not run in the {0} environment (run_in_{0} = false)",
+                env.environment
+            ),
+        })
     } else {
         None
     };

@@ -297,7 +297,10 @@ impl ServiceOptions {
     /// Whether the options allow running in `env`.
     pub fn runs_in(&self, env: &Environment) -> bool {
         if let Some(list) = &self.run_in {
-            return list.iter().any(|n| n.eq_ignore_ascii_case(env.as_str()));
+            // Each name as `KOAN_ENV` would read it: `prod` is production.
+            return list
+                .iter()
+                .any(|n| Environment::new(n).is_ok_and(|e| e == *env));
         }
         match env.as_str() {
             "development" => self.run_in_development,
@@ -307,8 +310,10 @@ impl ServiceOptions {
         }
     }
 
-    /// Runs only in these environments (any names, e.g. `["staging", "production"]`),
-    /// instead of the `run_in_*` switches.
+    /// Runs only in these environments (any names, e.g. `["staging", "production"]`,
+    /// read as `KOAN_ENV` is: regardless of case, `dev`, `prod` and `test` for the
+    /// well-known three), instead of the `run_in_*` switches. A name that is no
+    /// environment name is refused when the host is built.
     pub fn run_in<I, S>(mut self, environments: I) -> Self
     where
         I: IntoIterator<Item = S>,
