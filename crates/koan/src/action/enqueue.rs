@@ -251,7 +251,7 @@ pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) ->
         return Err(reject(cell, action.name(Some(cell)), e));
     }
     if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
-        let e = Error::shutting_down(&format!(
+        let e = inner.refusal(&format!(
             "action `{}` of `{}`",
             action.name(Some(cell)),
             cell.spec.name

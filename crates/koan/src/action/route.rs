@@ -152,7 +152,7 @@ fn admit(host: &HostInner, cell: &ServiceCell, action: &StepAction, stored: bool
         return Err(reject(cell, action.name(Some(cell)), e));
     }
     if host.stopping.load(Ordering::Acquire) && !stored {
-        let e = Error::shutting_down(&format!(
+        let e = host.refusal(&format!(
             "action `{}` of `{}`",
             action.name(Some(cell)),
             cell.spec.name

@@ -341,7 +341,9 @@ impl HostBuilder {
                 action_grace: self.action_grace,
             },
             stop_request: CancellationToken::new(),
-            stopping: AtomicBool::new(false),
+            // Accepting no calls until `Host::start()`.
+            stopping: AtomicBool::new(true),
+            launched: AtomicBool::new(false),
             startup_done: watch::Sender::new(false),
             critical_tx,
             critical_rx: Mutex::new(Some(critical_rx)),

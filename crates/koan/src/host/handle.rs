@@ -313,7 +313,11 @@ impl HostHandle {
     /// service failed or unhealthy, not shutting down.
     pub async fn ready(&self) -> Readiness {
         let mut reasons = Vec::new();
-        if self.inner.stopping.load(Ordering::Acquire) || self.inner.stop_request.is_cancelled() {
+        if !self.inner.launched.load(Ordering::Acquire) {
+            reasons.push("the host is not started".to_owned());
+        } else if self.inner.stopping.load(Ordering::Acquire)
+            || self.inner.stop_request.is_cancelled()
+        {
             reasons.push("the host is shutting down".to_owned());
         }
         if !self.is_started() {

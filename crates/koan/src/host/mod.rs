@@ -13,7 +13,7 @@ mod handle;
 mod lifecycle;
 mod supervisor;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -49,7 +49,11 @@ pub(crate) struct HostInner {
     pub(crate) registry: Registry,
     pub(crate) config: HostConfig,
     pub(crate) stop_request: CancellationToken,
+    /// Set while the host accepts no calls: until [`Host::start`], and from its
+    /// shutdown on ([`HostInner::refusal`] says which).
     pub(crate) stopping: AtomicBool,
+    /// Set by [`Host::start`].
+    pub(crate) launched: AtomicBool,
     /// Set once startup is done; [`HostHandle::started`] waits on it.
     pub(crate) startup_done: watch::Sender<bool>,
     pub(crate) critical_tx: mpsc::UnboundedSender<(String, String)>,
@@ -63,6 +67,24 @@ pub(crate) struct HostInner {
 }
 
 impl HostInner {
+    /// Why a call for `what` is refused while [`stopping`](Self::stopping) is set:
+    /// the host shuts down, or was never started (a call made before
+    /// [`Host::start`] is refused, not queued: nothing would ever run it if the
+    /// host were not started).
+    #[cold]
+    pub(crate) fn refusal(&self, what: &str) -> crate::error::Error {
+        use crate::error::{Error, ErrorKind};
+        if self.launched.load(Ordering::Acquire) {
+            return Error::shutting_down(what);
+        }
+        let why = if self.exit.borrow().is_some() {
+            "the host was dropped without being started"
+        } else {
+            "the host is not started: call `Host::start()` (or `run()`) first; a call made before it is refused, not queued"
+        };
+        Error::new(ErrorKind::ServiceUnavailable, format!("{what}: {why}"))
+    }
+
     pub(crate) fn context(&self, cell: &Arc<ServiceCell>, reason: RunReason) -> ServiceContext {
         ServiceContext::new(
             Arc::clone(&cell.spec.name),
@@ -115,7 +137,10 @@ impl Host {
         HostBuilder::new()
     }
 
-    /// A handle to this host (usable before and after `start`).
+    /// A handle to this host, usable before and after `start`: subscriptions made
+    /// before it are in place when services start; calls and enqueues made before
+    /// it are refused (`ServiceUnavailable`, "the host is not started"), not
+    /// queued. Dropped without being started, the host ends: `wait()` returns.
     pub fn handle(&self) -> HostHandle {
         HostHandle::from_inner(Arc::clone(&self.inner))
     }
@@ -128,8 +153,10 @@ impl Host {
         if let Ok(mut g) = CURRENT.write() {
             *g = Some(Arc::downgrade(&self.inner));
         }
+        self.inner.launched.store(true, Ordering::Release);
+        self.inner.stopping.store(false, Ordering::Release);
         lifecycle::spawn(Arc::clone(&self.inner));
-        HostHandle::from_inner(self.inner)
+        HostHandle::from_inner(Arc::clone(&self.inner))
     }
 
     /// Starts the host and runs it until SIGINT/SIGTERM or until it stops by itself;
@@ -137,6 +164,18 @@ impl Host {
     /// so `main` exits non-zero.
     pub async fn run(self) -> Result<()> {
         self.start().run_until_signal().await
+    }
+}
+
+/// A host dropped without being started ends there: its handles' `wait()` returns,
+/// `started()` fails, and calls are refused, where they waited for ever before
+/// (seen in a probe).
+impl Drop for Host {
+    fn drop(&mut self) {
+        if !self.inner.launched.load(Ordering::Acquire) {
+            self.inner.exit.send_replace(Some(HostExit::Stopped));
+            self.inner.stop_request.cancel();
+        }
     }
 }
 
