@@ -102,7 +102,7 @@ fn six_and_seven_field_crons_keep_their_seconds_and_year() -> koan::Result<()> {
 
 #[test]
 fn an_invalid_cron_names_the_expression_and_the_expected_forms() {
-    for text in ["every day", "* * *", "61 * * * *"] {
+    for text in ["every day", "* * *"] {
         let err = Schedule::cron(text).expect_err(text);
         assert_eq!(err.kind(), ErrorKind::Config, "{text:?}");
         assert!(
@@ -112,6 +112,105 @@ fn an_invalid_cron_names_the_expression_and_the_expected_forms() {
             "{}",
             err.message()
         );
+    }
+    // The right number of fields, a value out of range: what is wrong, on one line,
+    // without the advice about fields (which was beside the point).
+    for (text, why) in [
+        ("61 * * * *", "61"),
+        ("0 0 32 * *", "32"),
+        ("0 0 * 13 *", "13"),
+    ] {
+        let err = Schedule::cron(text).expect_err(text);
+        let message = err.message();
+        assert!(
+            message.starts_with(&format!("invalid cron expression `{text}`: "))
+                && message.contains(why)
+                && message.contains("day of month 1-31")
+                && !message.contains('\n')
+                && !message.contains("5 fields"),
+            "{message}"
+        );
+    }
+}
+
+/// The classic five fields read the weekday as Unix cron does (0 and 7 are Sunday,
+/// 1 is Monday). Before, the `cron` crate's count (1 is Sunday) applied: `* * 6`
+/// ran on Fridays, `1-5` from Sunday to Thursday, and `0` was refused.
+#[test]
+fn a_five_field_cron_reads_the_weekday_as_unix_cron_does() -> koan::Result<()> {
+    // Sunday, 1 March 2026, noon.
+    let sunday = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+    for (text, day) in [
+        ("0 9 * * 6", 7),
+        ("0 9 * * 0", 8),
+        ("0 9 * * 7", 8),
+        ("0 9 * * 1", 2),
+        ("0 9 * * 5-7", 6),
+        ("0 9 * * */2", 3),
+        ("0 9 * * TUE-thu", 3),
+    ] {
+        let Schedule::Cron(c) = Schedule::cron(text)? else {
+            panic!("a cron schedule");
+        };
+        assert_eq!(c.expression(), text);
+        let next = c.next_after(sunday).expect("a next fire time");
+        assert_eq!((next.day(), next.hour()), (day, 9), "{text}: {next}");
+    }
+    // Mondays to Fridays: five runs in a week, none on Saturday or Sunday.
+    let Schedule::Cron(c) = Schedule::cron("0 9 * * 1-5")? else {
+        panic!("a cron schedule");
+    };
+    let mut at = sunday;
+    let mut days = Vec::new();
+    for _ in 0..5 {
+        at = c.next_after(at).expect("a next fire time");
+        days.push(at.weekday().num_days_from_monday());
+    }
+    assert_eq!(days, [0, 1, 2, 3, 4]);
+    // Six fields keep the Quartz count: 1 is Sunday.
+    let Schedule::Cron(c) = Schedule::cron("0 0 9 * * 1")? else {
+        panic!("a cron schedule");
+    };
+    assert_eq!(c.next_after(sunday).map(|n| n.day()), Some(8));
+    let err = Schedule::cron("0 9 * * 8").expect_err("no such weekday");
+    assert!(
+        err.message().contains("weekday `8` is not 0-7"),
+        "{}",
+        err.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_cron_that_never_fires_is_refused_where_the_host_is_built() -> anyhow::Result<()> {
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+    for text in ["0 0 30 2 *", "0 0 31 4 *", "0 0 0 1 1 * 2000"] {
+        let err = Schedule::cron(text)?.check_fires(now).expect_err(text);
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("never fires"), "{}", err.message());
+    }
+    // February 29th fires within four years; a plain schedule always.
+    Schedule::cron("0 0 29 2 *")?.check_fires(now)?;
+    Schedule::cron("*/5 * * * *")?.check_fires(now)?;
+
+    let e = koan::Host::builder()
+        .service::<Feb30>()
+        .build()
+        .expect_err("never fires");
+    assert!(
+        e.message().contains("Feb30") && e.message().contains("never fires"),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[koan::service(cron = "0 0 30 2 *", discover = false)]
+#[derive(Default)]
+struct Feb30;
+
+impl koan::PeriodicService for Feb30 {
+    async fn tick(&self, _cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+        Ok(())
     }
 }
 

@@ -404,7 +404,11 @@ fn make_cell<T: Service>(
             Some(Schedule::every(*p).map_err(|e| in_service(&name, e))?)
         }
         (Some(ScheduleSpec::Cron(expr)), ServiceKind::Periodic) => {
-            Some(Schedule::cron(expr).map_err(|e| in_service(&name, e))?)
+            let schedule = Schedule::cron(expr).map_err(|e| in_service(&name, e))?;
+            schedule
+                .check_fires(env.clock.now())
+                .map_err(|e| in_service(&name, e))?;
+            Some(schedule)
         }
         (None, ServiceKind::Periodic) => {
             return Err(Error::new(

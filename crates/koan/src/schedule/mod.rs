@@ -7,6 +7,7 @@
 mod control;
 mod driver;
 mod here;
+mod weekdays;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -103,25 +104,76 @@ impl Schedule {
     pub fn cron(expression: &str) -> Result<Self> {
         let trimmed = expression.trim();
         let fields = trimmed.split_whitespace().count();
+        if !(5..=7).contains(&fields) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "invalid cron expression `{}`: it has {fields} fields; expected 5 fields \
+                     (min hour day month weekday), 6 with seconds first, or 7 with a year, \
+                     e.g. `0 */5 * * * *`",
+                    expression.escape_debug()
+                ),
+            ));
+        }
+        let invalid = |why: &str| {
+            let fields_are = if fields == 5 {
+                "min hour day month weekday; weekday 0-7 (0 and 7 are Sunday) or SUN-SAT, as in Unix cron"
+            } else {
+                "sec min hour day month weekday [year]; weekday 1-7 (1 is Sunday) or SUN-SAT, as in Quartz"
+            };
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "invalid cron expression `{}`: {why} (fields: {fields_are}; seconds and minutes 0-59, hours 0-23, day of month 1-31, month 1-12)",
+                    expression.escape_debug(),
+                ),
+            )
+        };
         let normalized = if fields == 5 {
-            format!("0 {trimmed}")
+            // The weekday as Unix cron reads it (`weekdays.rs`).
+            let mut parts: Vec<&str> = trimmed.split_whitespace().collect();
+            let weekday = weekdays::unix_to_names(parts[4]).map_err(|why| invalid(&why))?;
+            parts[4] = &weekday;
+            format!("0 {}", parts.join(" "))
         } else {
             trimmed.to_owned()
         };
         let inner = cron::Schedule::from_str(&normalized).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!(
-                    "invalid cron expression `{expression}`: {e}; expected 5 fields \
-                     (min hour day month weekday), 6 with seconds first, or 7 with a year, \
-                     e.g. `0 */5 * * * *`"
-                ),
-            )
+            // The parser's message ends with what it found wrong, after the
+            // expression and a caret on lines of their own; its bound is inclusive.
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty() && *l != "^")
+                .unwrap_or("not a cron expression")
+                .replace("must be less than", "must be at most");
+            invalid(&why)
         })?;
         Ok(Schedule::Cron(CronSchedule {
             expression: expression.to_owned(),
             inner: Box::new(inner),
         }))
+    }
+
+    /// Refuses a schedule that never fires after `now`, looking 10 years ahead (a
+    /// cron of February 30th, or of a year gone by): such a service would be
+    /// built, started, and never run, with nothing to say so.
+    pub fn check_fires(&self, now: DateTime<Utc>) -> Result<()> {
+        let Schedule::Cron(c) = self else {
+            return Ok(());
+        };
+        let horizon = now + chrono::TimeDelta::days(3653);
+        match c.next_after(now) {
+            Some(next) if next <= horizon => Ok(()),
+            _ => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "cron expression `{}` never fires: no time in the next 10 years matches it (check the day of the month against the month, and the year)",
+                    c.expression.escape_debug()
+                ),
+            )),
+        }
     }
 
     /// Parses a human duration (`"90s"`, `"5m"`, `"1h 30m"`) into an interval schedule.
