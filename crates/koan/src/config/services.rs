@@ -251,14 +251,44 @@ impl BackgroundServicesConfig {
         Some(o)
     }
 
-    /// Configured service sections that matched no registered service.
-    pub(crate) fn unused(&self) -> Vec<String> {
+    /// Checks the configured service sections that matched no service of this host:
+    /// one whose name is within two letters of a service this host runs or this
+    /// binary links (`Cleanupp` for `Cleanup`), and is not itself one this binary
+    /// links, is a misspelling, and an error naming the service meant; the others
+    /// are services of other processes (a configuration shared by a cluster), noted
+    /// in the log. Before, a misspelled section was only logged, and `enabled =
+    /// false` in it silently did nothing.
+    pub(crate) fn check_unused(&self, here: &[&str], linked: &[&str]) -> Result<()> {
         let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
-        self.services
-            .iter()
-            .filter(|(k, _, _)| !used.contains(k))
-            .map(|(_, s, _)| s.clone())
-            .collect()
+        let short = |n: &str| {
+            let full = norm(n);
+            full.strip_suffix("service").unwrap_or(&full).to_owned()
+        };
+        for (key, spelling, _) in self.services.iter().filter(|(k, _, _)| !used.contains(k)) {
+            let is = |n: &&str| norm(n) == *key || short(n) == *key;
+            if linked.iter().any(is) {
+                tracing::info!(section = %spelling, "configuration for a service this host does not run (ignored)");
+                continue;
+            }
+            let near = here.iter().chain(linked).find(|n| {
+                strsim::levenshtein(key, &norm(n)) <= 2 || strsim::levenshtein(key, &short(n)) <= 2
+            });
+            match near {
+                Some(meant) => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "configuration section `koan.background_services.services.{spelling}` names no service; did you mean `{meant}`? (this host runs: {})",
+                            here.join(", ")
+                        ),
+                    ));
+                }
+                None => {
+                    tracing::warn!(section = %spelling, "configuration for a service this host does not run, nor this binary links (ignored: another process's, or a misspelling)");
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -325,9 +325,8 @@ impl HostBuilder {
         for (_, register) in self.registrations {
             registry.insert(register(&env)?)?;
         }
-        for section in bg.unused() {
-            tracing::warn!(section = %section, "configuration for a service this host does not run (ignored)");
-        }
+        let linked: Vec<&str> = crate::discovery::all().iter().map(|d| d.name).collect();
+        bg.check_unused(&registry.names(), &linked)?;
         let (critical_tx, critical_rx) = mpsc::unbounded_channel();
         let (exit, _) = watch::channel(None);
         let inner = Arc::new(HostInner {

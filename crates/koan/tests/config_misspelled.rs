@@ -1,0 +1,68 @@
+//! A service section of the configuration that matches no service of the host: a
+//! misspelling of one it runs (or this binary links) is a build error that names
+//! the service meant. Before, it was only logged, and `enabled = false` in
+//! `[…services.Cleanupp]` left `Cleanup` running (found by a probe). A section of a
+//! service that only another process runs (a configuration shared by a cluster)
+//! is still accepted.
+
+use koan::config::Config;
+use koan::error::ErrorKind;
+
+macro_rules! waiting {
+    ($name:ident, $($options:tt)*) => {
+        #[koan::service($($options)*)]
+        #[derive(Default)]
+        struct $name;
+
+        impl koan::BackgroundService for $name {
+            async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+                cx.cancelled().await;
+                Ok(())
+            }
+        }
+    };
+}
+
+waiting!(Cleanup, discover = false);
+// Linked into this binary (discoverable), never added to the host below.
+waiting!(ReportMailer, name = "ReportMailer");
+
+fn config(section: &str) -> anyhow::Result<Config> {
+    let text = format!("[background_services.services.{section}]\nenabled = false\n");
+    Ok(Config::builder().toml("koan.toml", &text)?.build())
+}
+
+fn build(section: &str) -> anyhow::Result<koan::Result<koan::Host>> {
+    Ok(koan::testing::host()
+        .config(config(section)?)
+        .service::<Cleanup>()
+        .build())
+}
+
+#[test]
+fn a_misspelled_service_section_names_the_service_meant() -> anyhow::Result<()> {
+    for section in ["Cleanupp", "Clenup", "cleanp", "ReportMailr"] {
+        let e = build(section)?.expect_err(section);
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(
+            e.message().contains(&format!("services.{section}`"))
+                && e.message().contains("did you mean")
+                && e.message().contains("this host runs: Cleanup"),
+            "{e}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn sections_of_services_other_processes_run_are_accepted() -> anyhow::Result<()> {
+    // One this binary links, and one it does not know at all.
+    for section in ["ReportMailer", "report-mailer", "BillingExporter"] {
+        let host = build(section)??;
+        drop(host);
+    }
+    // The section of the service itself, in another spelling, applies.
+    let host = build("CLEANUP")??;
+    assert!(!host.handle().status("Cleanup")?.enabled);
+    Ok(())
+}
