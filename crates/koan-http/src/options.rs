@@ -38,6 +38,9 @@ pub struct HttpOptions {
     pub write_timeout: Option<Duration>,
 }
 
+/// The most connections `max_connections` or `max_sse_connections` may allow.
+pub(crate) const MAX_CONNECTIONS: usize = 1_000_000;
+
 impl std::fmt::Debug for HttpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpOptions")
@@ -126,12 +129,6 @@ impl HttpOptions {
             o.write_timeout = optional_duration("write_timeout", &t)?;
         }
         if let Some(m) = s.max_connections {
-            if m == 0 {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    "`koan.http.max_connections` must be at least 1",
-                ));
-            }
             o.max_connections = m;
         }
         o.validate()?;
@@ -142,6 +139,22 @@ impl HttpOptions {
     /// and the token is one a client can send. [`serve`](crate::serve) calls it
     /// too, for options built in code.
     pub fn validate(&self) -> Result<(), Error> {
+        // Each is a count of connections held at once: zero would refuse every one
+        // (the event stream answered "0 event streams are open … close one"), and
+        // past a million the semaphore that counts them panicked at start.
+        for (key, n) in [
+            ("max_connections", self.max_connections),
+            ("max_sse_connections", self.max_sse_connections),
+        ] {
+            if !(1..=MAX_CONNECTIONS).contains(&n) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "`koan.http.{key}` = {n}: it must be 1 to {MAX_CONNECTIONS} (connections held at once)"
+                    ),
+                ));
+            }
+        }
         if let Some(token) = &self.token
             && !token.bytes().all(|b| b.is_ascii_graphic())
         {

@@ -185,10 +185,25 @@ fn limits_are_read_from_configuration() -> anyhow::Result<()> {
         .build();
     assert_eq!(HttpOptions::from_config(&config)?.header_read_timeout, None);
 
-    let config = Config::builder()
-        .toml("test", "[koan.http]\nmax_connections = 0\n")?
-        .build();
-    assert!(HttpOptions::from_config(&config).is_err());
+    // Zero refused every connection; past a million the counting semaphore
+    // panicked at start (found by a probe).
+    for line in [
+        "max_connections = 0",
+        "max_sse_connections = 0",
+        "max_connections = 2305843009213693952",
+        "max_sse_connections = 1000001",
+    ] {
+        let config = Config::builder()
+            .toml("test", &format!("[koan.http]\n{line}\n"))?
+            .build();
+        let e = HttpOptions::from_config(&config).expect_err(line);
+        let key = line.split(' ').next().unwrap_or_default();
+        assert!(
+            e.message().contains(&format!("`koan.http.{key}`"))
+                && e.message().contains("1 to 1000000"),
+            "{e}"
+        );
+    }
     let defaults = HttpOptions::default();
     assert_eq!(defaults.header_read_timeout, Some(Duration::from_secs(10)));
     assert_eq!(defaults.max_connections, 1024);

@@ -202,6 +202,13 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                         if n < 1 {
                             return Err(err(v.span(), format!("`{key}` must be at least 1")));
                         }
+                        // `koan::service::MAX_CONCURRENCY` (this crate cannot name it).
+                        if key == "max_concurrency" && n > 10_000 {
+                            return Err(err(
+                                v.span(),
+                                "`max_concurrency` must be at most 10000 (each is a worker task)",
+                            ));
+                        }
                         let n = n as usize;
                         let id = ident.clone();
                         a.setters.push(quote!(.#id(#n)));

@@ -436,6 +436,17 @@ fn make_cell<T: Service>(
             ),
         ));
     }
+    if options.max_concurrency > crate::service::MAX_CONCURRENCY {
+        // One worker task each: 100,000,000 grew a host by 220 MB a second.
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "service `{name}`: `max_concurrency` = {} is more than {}; each is a worker task, started with the service",
+                options.max_concurrency,
+                crate::service::MAX_CONCURRENCY
+            ),
+        ));
+    }
     let by_config = overrides
         .and_then(|o| o.enabled.as_ref())
         .filter(|(e, _)| !e);

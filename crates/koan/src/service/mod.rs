@@ -21,7 +21,7 @@ pub use context::{BatchRequest, RunReason, ServiceContext};
 pub use kind::{Background, KindOf, Periodic, ServiceKind, Startup};
 #[doc(hidden)]
 pub use kind::{PeriodicRun, RunFn, Runner};
-pub use options::{Backoff, Intensity, RestartPolicy, ServiceOptions};
+pub use options::{Backoff, Intensity, MAX_CONCURRENCY, RestartPolicy, ServiceOptions};
 
 pub(crate) use build::Resources;
 pub(crate) use kind::{ErasedService, run_periodic};

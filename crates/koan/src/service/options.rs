@@ -159,6 +159,10 @@ impl Default for ServiceOptions {
     }
 }
 
+/// The most actions a service may run at once (`max_concurrency`): each is a
+/// worker task, started with the service.
+pub const MAX_CONCURRENCY: usize = 10_000;
+
 macro_rules! setter {
     ($(#[$doc:meta])* $name:ident: $ty:ty) => {
         $(#[$doc])*

@@ -1,9 +1,9 @@
-//! A service section of the configuration that matches no service of the host: a
-//! misspelling of one it runs (or this binary links) is a build error that names
-//! the service meant. Before, it was only logged, and `enabled = false` in
-//! `[…services.Cleanupp]` left `Cleanup` running (found by a probe). A section of a
-//! service that only another process runs (a configuration shared by a cluster)
-//! is still accepted.
+//! Mistakes in the configuration that once passed. A service section that matches
+//! no service of the host: a misspelling of one it runs (or this binary links) is
+//! a build error that names the service meant. Before, it was only logged, and
+//! `enabled = false` in `[…services.Cleanupp]` left `Cleanup` running (found by a
+//! probe). A section of a service that only another process runs (a configuration
+//! shared by a cluster) is still accepted. And a `max_concurrency` past 10,000.
 
 use koan::config::Config;
 use koan::error::ErrorKind;
@@ -64,5 +64,30 @@ fn sections_of_services_other_processes_run_are_accepted() -> anyhow::Result<()>
     // The section of the service itself, in another spelling, applies.
     let host = build("CLEANUP")??;
     assert!(!host.handle().status("Cleanup")?.enabled);
+    Ok(())
+}
+
+/// `max_concurrency` is a count of worker tasks, started with the service: past
+/// 10,000 it is refused, where 100,000,000 grew a host by 220 MB a second until
+/// the kernel killed it (found by a probe).
+#[test]
+fn a_max_concurrency_past_ten_thousand_is_refused() -> anyhow::Result<()> {
+    for (n, ok) in [(10_000, true), (10_001, false), (100_000_000, false)] {
+        let text = format!("[background_services.services.Cleanup]\nmax_concurrency = {n}\n");
+        let built = koan::testing::host()
+            .config(Config::builder().toml("koan.toml", &text)?.build())
+            .service::<Cleanup>()
+            .build();
+        match built {
+            Ok(host) => assert!(ok, "{n} accepted: {host:?}"),
+            Err(e) => {
+                assert!(!ok, "{n}: {e}");
+                assert!(
+                    e.message().contains("`max_concurrency`") && e.message().contains("10000"),
+                    "{e}"
+                );
+            }
+        }
+    }
     Ok(())
 }
