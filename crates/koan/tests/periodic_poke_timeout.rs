@@ -18,6 +18,8 @@ struct Slow {
     stopped: Arc<AtomicU32>,
     /// Ignore the token (sleep an hour) instead of honouring it.
     stubborn: bool,
+    /// Ignore the token, and end well 10 ms after the run started.
+    late: bool,
 }
 
 impl Service for Slow {
@@ -29,6 +31,10 @@ impl Service for Slow {
 
 impl PeriodicService for Slow {
     async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        if self.late {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return Ok(());
+        }
         if self.stubborn {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Ok(());
@@ -106,6 +112,36 @@ async fn a_run_ignoring_its_cancelled_token_is_dropped_after_the_grace() -> anyh
         status.last_run.map(|r| r.outcome),
         Some(RunOutcome::TimedOut)
     );
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A stored trigger whose run ends well a little past its deadline (within the
+/// action grace): the job's attempt says what the run did, and it is not run
+/// again. Before, the attempt was recorded `timeout` at the deadline while the run
+/// went on and succeeded, and the job's retry ran the tick a second time (found by
+/// a probe: `trigger?wait=false&timeout=1ms`, 2 runs in 2 of 4 tries).
+#[tokio::test(start_paused = true)]
+async fn a_stored_trigger_is_recorded_as_its_run_ended_and_not_run_again() -> anyhow::Result<()> {
+    let svc = Slow {
+        late: true,
+        ..Slow::default()
+    };
+    let host = koan::testing::host().instance(svc).build()?.start();
+    host.started().await?;
+    let ticket = host
+        .service("Slow")
+        .action("trigger", ())
+        .timeout(Duration::from_millis(1))
+        .enqueue()
+        .await?;
+    let id = ticket.id().to_owned();
+    ticket.outcome().await?;
+    let job = host.jobs().get(&id).await?;
+    assert_eq!(job.attempts, 1, "{job:?}");
+    // A minute on: no second run.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(host.status("Slow")?.runs, 1);
     koan::testing::stop(&host).await?;
     Ok(())
 }

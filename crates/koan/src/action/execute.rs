@@ -262,7 +262,8 @@ fn start_step(
         if let StepAction::Named(name) = &step.action
             && let Some(t) = singleton_poke(host, cell, name)
         {
-            return super::singleton::poke(host, cell, t, step, correlation, served);
+            let how = (served, job.is_some());
+            return super::singleton::poke(host, cell, t, step, correlation, how);
         }
         match prepare(host, cell, step, correlation, job.cloned()) {
             Ok(Prepared::Job(job)) => job,
@@ -270,8 +271,9 @@ fn start_step(
                 return match poke_cell(cell, poke, timeout) {
                     Ok((receipt, action)) => {
                         let name = Arc::clone(&cell.spec.name);
+                        let wait = waited(timeout, job.is_some());
                         StepFut::Boxed(Box::pin(async move {
-                            wait_poke(receipt, &name, action, timeout).await
+                            wait_poke(receipt, &name, action, wait).await
                         }))
                     }
                     Err(e) => StepFut::Ready(Some(Err(e))),
@@ -281,6 +283,19 @@ fn start_step(
         }
     };
     start_job(host, cell, job)
+}
+
+/// How long a caller waits for a poked run with `timeout`: that long, unless the
+/// poke is a `stored` job's run, whose record must say what the run did. Its
+/// deadline still stops the run (its token is cancelled then, and a run that
+/// ignores it is dropped after the action grace); a run that ends well a moment
+/// past it is a success, not a timeout that the job's retry would run a second
+/// time (seen in a probe).
+pub(super) fn waited(
+    timeout: Option<std::time::Duration>,
+    stored: bool,
+) -> Option<std::time::Duration> {
+    timeout.filter(|_| !stored)
 }
 
 /// Starts a local step's job: run by the caller when its service is idle, queued

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::correlation::Correlation;
-use super::execute::{StepFut, remote, start_job};
+use super::execute::{StepFut, remote, start_job, waited};
 use super::route::{Prepared, poke_cell, prepare, wait_poke};
 use super::step::Step;
 use crate::error::{Error, ErrorKind};
@@ -22,14 +22,14 @@ use crate::transport::Transport;
 
 /// A built-in poke of the singleton `cell`: run here when this host holds its lease,
 /// sent to the holder through `transport` otherwise, or refused when it was
-/// `served` for another process.
+/// `served` for another process; a `stored` job's run is awaited to its end.
 pub(super) fn poke(
     host: &Arc<HostInner>,
     cell: &Arc<ServiceCell>,
     transport: &Arc<dyn Transport>,
     step: Step,
     correlation: &Correlation,
-    served: bool,
+    (served, stored): (bool, bool),
 ) -> StepFut {
     let (host, cell, transport) = (Arc::clone(host), Arc::clone(cell), Arc::clone(transport));
     let correlation = correlation.clone();
@@ -39,7 +39,7 @@ pub(super) fn poke(
             return match prepare(&host, &cell, step, &correlation, None)? {
                 Prepared::Builtin(poke, timeout) => {
                     let (receipt, action) = poke_cell(&cell, poke, timeout)?;
-                    wait_poke(receipt, name, action, timeout).await
+                    wait_poke(receipt, name, action, waited(timeout, stored)).await
                 }
                 // Not a built-in after all (`singleton_poke` said it was): run as
                 // any action would be.

@@ -10,7 +10,7 @@ use crate::clock::{Moment, moment};
 use super::mailbox::Job;
 use super::metrics::{ActionMetrics, Outcome};
 use super::run::{CellRun, Run};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::host::HostInner;
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
@@ -146,8 +146,19 @@ where
             // A stored job's record must say what really happened: a handler that
             // finishes within the grace decides the outcome.
             if job.job.is_some() {
-                if let Ok(r) = tokio::time::timeout(grace, &mut run).await {
-                    return Some(r);
+                match tokio::time::timeout(grace, &mut run).await {
+                    // Ended at its cancelled token with an error: the deadline's
+                    // doing, a timeout with the handler's words (a caller that
+                    // waits hears the same), not a failure of the handler.
+                    Ok(Ok(Err(handler))) => {
+                        let now = moment();
+                        finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
+                        let e = Error::new(ErrorKind::Timeout, format!("{}; its handler then said: {handler}", e.message()));
+                        let _ = answer(job, Err(e));
+                        return None;
+                    }
+                    Ok(r) => return Some(r),
+                    Err(_) => {}
                 }
                 let now = moment();
                 finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
