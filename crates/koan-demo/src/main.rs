@@ -130,8 +130,11 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let server = listener.serve(host.clone());
+    // The signals are taken over before the address is printed: one sent as soon as
+    // it is read stops the host gracefully.
+    let until_signal = host.run_until_signal();
     println!("listening on http://{}", server.local_addr());
-    let result = host.run_until_signal().await;
+    let result = until_signal.await;
     if let Some(node) = node {
         node.detach().await;
     }

@@ -303,14 +303,19 @@ impl Demo {
     /// SIGTERM, and waits (within `PATIENCE`) for the process to exit; its exit
     /// status.
     pub(crate) fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.stop_with("-TERM")
+    }
+
+    /// Sends `sig` (`-TERM`, `-HUP`, …) and waits for the process to exit.
+    pub(crate) fn stop_with(&mut self, sig: &str) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self
             .child
             .take()
             .ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([sig, &child.id().to_string()])
             .status()?;
-        anyhow::ensure!(status.success(), "kill -TERM failed");
+        anyhow::ensure!(status.success(), "kill {sig} failed");
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -318,7 +323,7 @@ impl Demo {
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
-                anyhow::bail!("{} did not exit within {PATIENCE:?} of SIGTERM", self.name);
+                anyhow::bail!("{} did not exit within {PATIENCE:?} of {sig}", self.name);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -66,15 +66,22 @@ impl HostHandle {
         }
     }
 
-    /// Runs until SIGINT/SIGTERM or until the host stops by itself, then shuts down
-    /// gracefully. An error means startup or a critical service failed.
-    pub async fn run_until_signal(&self) -> Result<()> {
-        tokio::select! {
-            exit = self.wait() => return exit.into_result(),
-            _ = super::shutdown_signal() => tracing::info!("shutdown signal received"),
+    /// Runs until SIGINT, SIGTERM or SIGHUP, or until the host stops by itself, then
+    /// shuts down gracefully. An error means startup or a critical service failed.
+    ///
+    /// The signals are taken over when this is called, before the future is first
+    /// polled: a signal sent right after (say, once the process printed that it
+    /// listens) stops the host gracefully rather than killing the process.
+    pub fn run_until_signal(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
+        let signal = super::shutdown_signal();
+        async move {
+            tokio::select! {
+                exit = self.wait() => return exit.into_result(),
+                () = signal => tracing::info!("shutdown signal received"),
+            }
+            self.shutdown();
+            self.wait().await.into_result()
         }
-        self.shutdown();
-        self.wait().await.into_result()
     }
 
     /// The exit, if the host has stopped.

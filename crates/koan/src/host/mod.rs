@@ -159,7 +159,7 @@ impl Host {
         HostHandle::from_inner(Arc::clone(&self.inner))
     }
 
-    /// Starts the host and runs it until SIGINT/SIGTERM or until it stops by itself;
+    /// Starts the host and runs it until SIGINT/SIGTERM/SIGHUP or until it stops by itself;
     /// then shuts down gracefully. An error means startup or a critical service failed,
     /// so `main` exits non-zero.
     pub async fn run(self) -> Result<()> {
@@ -179,25 +179,38 @@ impl Drop for Host {
     }
 }
 
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
+/// SIGINT, SIGTERM or SIGHUP (a closed terminal): each stops the host gracefully
+/// (a SIGHUP not handled killed it at once, its calls in flight reset). The
+/// handlers are installed here, when called, not when the future is first polled.
+#[cfg(unix)]
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    async fn recv(s: &mut Option<Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+    async move {
+        tokio::select! {
+            () = recv(&mut int) => {}
+            () = recv(&mut term) => {}
+            () = recv(&mut hup) => {}
+        }
+    }
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }
