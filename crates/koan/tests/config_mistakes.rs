@@ -91,3 +91,51 @@ fn a_max_concurrency_past_ten_thousand_is_refused() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Layers that contradict themselves or one another are refused, naming both
+/// sides. Before, each was silent: two spellings of one key (one won), a value
+/// in the environment over the file's section (which it wiped), `interval_seconds`
+/// beside `cron` (the cron won; found by a probe).
+#[test]
+fn contradictions_in_the_configuration_are_refused() -> anyhow::Result<()> {
+    let build = |config: Config| {
+        koan::testing::host()
+            .config(config)
+            .service::<Cleanup>()
+            .build()
+    };
+    let twice = "[background_services.services.Cleanup]\nmax_concurrency = 2\nMaxConcurrency = 3\n";
+    let e = build(Config::builder().toml("koan.toml", twice)?.build()).expect_err("two spellings");
+    assert!(
+        e.message()
+            .contains("`background_services.services.Cleanup.MaxConcurrency`")
+            && e.message()
+                .contains("`background_services.services.Cleanup.max_concurrency`")
+            && e.message().contains("name the same key"),
+        "{e}"
+    );
+
+    let file = "[background_services.services.Cleanup]\nenabled = false\n";
+    let config = Config::builder()
+        .toml("koan.toml", file)?
+        .env_vars([("KOAN__BACKGROUND_SERVICES", "5")])
+        .build();
+    let e = build(config.clone()).expect_err("a value over a section");
+    assert!(
+        e.message().contains("KOAN__BACKGROUND_SERVICES")
+            && e.message().contains("a section (from koan.toml)")
+            && e.message().contains("cannot replace a section"),
+        "{e}"
+    );
+    // An application reading its own section hears it too.
+    assert!(config.section::<serde_json::Value>("koan").is_err());
+
+    let both =
+        "[background_services.services.Cleanup]\ninterval_seconds = 5\ncron = \"* * * * *\"\n";
+    let e = build(Config::builder().toml("koan.toml", both)?.build()).expect_err("two schedules");
+    assert!(
+        e.message().contains("both `interval_seconds` and `cron`"),
+        "{e}"
+    );
+    Ok(())
+}

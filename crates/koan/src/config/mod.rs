@@ -52,6 +52,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct Config {
     root: Node,
     sources: Vec<String>,
+    /// Where the layers contradict themselves or one another
+    /// ([`check_conflicts`](Self::check_conflicts)).
+    conflicts: Vec<String>,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
         Config {
             root: Node::empty(),
             sources: vec!["defaults".to_owned()],
+            conflicts: Vec::new(),
         }
     }
 }
@@ -103,6 +107,7 @@ impl Config {
     /// a `Config` error naming the section and its sources. An absent section gives
     /// `T::default()`.
     pub fn section<T: serde::de::DeserializeOwned + Default>(&self, path: &str) -> Result<T> {
+        self.check_conflicts()?;
         let keys: Vec<&str> = path.split('.').collect();
         let Some(node) = self.root.path(&keys) else {
             return Ok(T::default());
@@ -153,8 +158,18 @@ impl Config {
     }
 
     fn overlay(&mut self, source: String, node: Node) {
-        self.root.overlay(node);
+        self.root.overlay(node, &mut self.conflicts);
         self.sources.push(source);
+    }
+
+    /// Refuses layers that contradict themselves or one another (the first such
+    /// conflict): two spellings of one key in a file, a value laid over a section.
+    /// The host's `build()` checks it, and so does [`section`](Self::section).
+    pub(crate) fn check_conflicts(&self) -> Result<()> {
+        match self.conflicts.first() {
+            Some(c) => Err(Error::new(ErrorKind::Config, format!("configuration: {c}"))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -202,7 +217,12 @@ impl ConfigBuilder {
     /// Adds TOML text, named `source` in messages.
     pub fn toml(mut self, source: &str, text: &str) -> Result<Self> {
         let value: Value = toml::from_str(text).map_err(|e| parse_error(source, e))?;
-        let node = Node::from_value(value, source, &mut Vec::new(), ".");
+        let node = Node::from_value(
+            value,
+            source,
+            &mut Vec::new(),
+            (".", &mut self.config.conflicts),
+        );
         self.config.overlay(source.to_owned(), rooted(node));
         Ok(self)
     }
@@ -210,7 +230,12 @@ impl ConfigBuilder {
     /// Adds JSON text, named `source` in messages.
     pub fn json(mut self, source: &str, text: &str) -> Result<Self> {
         let value: Value = serde_json::from_str(text).map_err(|e| parse_error(source, e))?;
-        let node = Node::from_value(value, source, &mut Vec::new(), ":");
+        let node = Node::from_value(
+            value,
+            source,
+            &mut Vec::new(),
+            (":", &mut self.config.conflicts),
+        );
         self.config.overlay(source.to_owned(), rooted(node));
         Ok(self)
     }
@@ -253,7 +278,7 @@ impl ConfigBuilder {
                 m.insert(norm(key), ((*key).to_owned(), node));
                 node = Node::Map(m);
             }
-            layer.overlay(node);
+            layer.overlay(node, &mut self.config.conflicts);
             any = true;
         }
         if any {

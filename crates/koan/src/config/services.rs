@@ -373,6 +373,15 @@ fn service(node: &Node, sec: &str) -> Result<ServiceOverrides> {
             _ => return Err(unknown(sec, spelling, n, SERVICE_KEYS)),
         }
     }
+    if o.interval.is_some() && o.cron.is_some() {
+        // One schedule: the cron used to win without a word.
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "`{sec}` sets both `interval_seconds` and `cron`; a service has one schedule: keep one"
+            ),
+        ));
+    }
     Ok(o)
 }
 

@@ -73,20 +73,35 @@ impl Node {
     /// Builds a node from a JSON value of one layer; `path` is the key path as written,
     /// `sep` joins it for display (`:` for JSON, as `appsettings.json` paths are
     /// usually written, `.` for TOML).
+    /// Two keys of one map that name the same key (`interval_seconds` and
+    /// `IntervalSeconds`) are a conflict, recorded in `conflicts`.
     pub(crate) fn from_value(
         value: Value,
         source: &str,
         path: &mut Vec<String>,
-        sep: &str,
+        (sep, conflicts): (&str, &mut Vec<String>),
     ) -> Node {
         match value {
             Value::Object(map) => {
-                let mut out = BTreeMap::new();
+                let mut out: BTreeMap<String, (String, Node)> = BTreeMap::new();
                 for (k, v) in map {
                     path.push(k.clone());
-                    let child = Node::from_value(v, source, path, sep);
+                    let child = Node::from_value(v, source, path, (sep, &mut *conflicts));
                     path.pop();
-                    merge_into(&mut out, norm(&k), k, child);
+                    let key = norm(&k);
+                    if let Some((first, _)) = out.get(&key) {
+                        let at = |name: &str| {
+                            let mut p = path.clone();
+                            p.push(name.to_owned());
+                            p.join(sep)
+                        };
+                        conflicts.push(format!(
+                            "`{}` and `{}` in {source} name the same key (keys match regardless of case, `_` and `-`): keep one",
+                            at(first),
+                            at(&k)
+                        ));
+                    }
+                    merge_into(&mut out, key, k, child, conflicts);
                 }
                 Node::Map(out)
             }
@@ -100,15 +115,38 @@ impl Node {
         }
     }
 
-    /// Lays `upper` over `self`: maps merge key by key, anything else is replaced.
-    pub(crate) fn overlay(&mut self, upper: Node) {
+    /// Lays `upper` over `self`: maps merge key by key, a value replaces a value. A
+    /// value where a section is (`KOAN__BACKGROUND_SERVICES=5` over the file's
+    /// section, which it wiped without a word), or a section where a value is, is a
+    /// conflict, recorded in `conflicts`.
+    pub(crate) fn overlay(&mut self, upper: Node, conflicts: &mut Vec<String>) {
         match (self, upper) {
             (Node::Map(lower), Node::Map(upper)) => {
                 for (k, (spelling, node)) in upper {
-                    merge_into(lower, k, spelling, node);
+                    merge_into(lower, k, spelling, node, conflicts);
                 }
             }
-            (slot, upper) => *slot = upper,
+            (slot @ Node::Leaf(..), upper @ Node::Leaf(..)) => *slot = upper,
+            (slot, upper) => {
+                conflicts.push(format!(
+                    "{} is laid over {}: a value cannot replace a section, nor a section a value; set the section's keys one by one (e.g. `KOAN__BACKGROUND_SERVICES__ENABLED`)",
+                    upper.describe(),
+                    slot.describe()
+                ));
+                *slot = upper;
+            }
+        }
+    }
+
+    /// A value with where it came from, or a section with its sources.
+    fn describe(&self) -> String {
+        match self {
+            Node::Leaf(v, o) => format!("the value `{v}` of {o}"),
+            Node::Map(_) => {
+                let mut sources = Vec::new();
+                self.sources(&mut sources);
+                format!("a section (from {})", sources.join(", "))
+            }
         }
     }
 
@@ -170,9 +208,10 @@ fn merge_into(
     key: String,
     spelling: String,
     node: Node,
+    conflicts: &mut Vec<String>,
 ) {
     match map.get_mut(&key) {
-        Some((_, existing)) => existing.overlay(node),
+        Some((_, existing)) => existing.overlay(node, conflicts),
         None => {
             map.insert(key, (spelling, node));
         }

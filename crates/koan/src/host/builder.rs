@@ -300,6 +300,7 @@ impl HostBuilder {
             (None, true) => Config::load()?,
             (None, false) => Config::default(),
         };
+        config.check_conflicts()?;
         config.check_sections(&self.config_sections)?;
         let bg = BackgroundServicesConfig::from_config(&config)?;
         if let Some(t) = bg.startup_timeout {
