@@ -133,9 +133,19 @@ fn start<'m>(serving: &Serving, msg: &'m async_nats::Message, form: Form) -> (Ca
         }
     };
     let action = headers.action.unwrap_or(action);
+    // A header's id follows the rule HTTP's does (an id on the lead line or in the
+    // subject is a token of at most 64 characters already): an empty or 60 KB one
+    // was taken as it came, into every event, record and log line of the call.
+    let bad_id = headers
+        .correlation
+        .and_then(|id| koan::action::check_correlation_id(id).err());
     // Every reply names a correlation id: the caller's, or one made here for it
     // (and then sent back in full, whatever the subject).
-    let call = match headers.correlation.or(id_given) {
+    let call = match headers
+        .correlation
+        .filter(|_| bad_id.is_none())
+        .or(id_given)
+    {
         Some(given) => Call {
             correlation: Cow::Borrowed(given),
             form,
@@ -147,6 +157,14 @@ fn start<'m>(serving: &Serving, msg: &'m async_nats::Message, form: Form) -> (Ca
     };
     let started = match (wire::refuse(headers.wire), params) {
         (Some(refusal), _) => Started::Answered(refusal),
+        (None, _) if bad_id.is_some() => Started::Answered(Reply::of(Err(Error::new(
+            koan::error::ErrorKind::InvalidParameters,
+            format!(
+                "header `{}` {}",
+                wire::H_CORRELATION,
+                bad_id.unwrap_or_default()
+            ),
+        )))),
         (None, Err(unreadable)) => Started::Answered(Reply::of(Err(unreadable))),
         (None, Ok(params)) => {
             match start_action(
@@ -252,6 +270,16 @@ fn start_action(
         wire::H_TIMEOUT_MS,
         "a whole number of milliseconds",
     )?;
+    if timeout == Some(0) {
+        // As HTTP's `timeout`: a deadline already past would fail every call.
+        return Err(Error::new(
+            koan::error::ErrorKind::InvalidParameters,
+            format!(
+                "header `{}` must be a whole number of milliseconds above 0, got `0`",
+                wire::H_TIMEOUT_MS
+            ),
+        ));
+    }
     // Read once, by the action, straight into its own type (which refuses text
     // that is not JSON, naming the action): no `Value` built and dropped on the way
     // (B8's round trip: about 480 instructions and 2 allocations fewer, by

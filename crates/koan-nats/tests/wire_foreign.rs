@@ -332,3 +332,52 @@ async fn parameters_that_are_not_json_are_refused_naming_the_action() -> anyhow:
     }
     echo.stop().await
 }
+
+/// A correlation id in `Koan-Correlation-Id` follows the rule HTTP's does (1 to 200
+/// printable ASCII characters), and `Koan-Timeout-Ms: 0` is refused as HTTP's
+/// `timeout=0` is: each an `invalid_parameters` reply naming the header, and the
+/// action does not run. Before, an empty or 60 KB id was taken as it came, into
+/// every event, record and log line of the call, and a zero deadline failed the
+/// call as a timeout (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_correlation_ids_and_a_zero_deadline_are_refused() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (echo, client) = start(&server).await?;
+    let subject = "koan.svc.echo.act.echo";
+    let long = "x".repeat(60 * 1024);
+    for (name, value, why) in [
+        ("Koan-Correlation-Id", long.as_str(), "1 to 200 characters"),
+        ("Koan-Correlation-Id", "a\tb", "printable ASCII"),
+        ("Koan-Timeout-Ms", "0", "above 0"),
+    ] {
+        let reply = within(
+            "a call",
+            client.request_with_headers(subject, headers(&[(name, value)]), "{}".into()),
+        )
+        .await??;
+        let body: Value = serde_json::from_slice(&reply.payload)?;
+        let short: String = body.to_string().chars().take(300).collect();
+        assert_eq!(body["error"], "invalid_parameters", "{name}: {short}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("header `{name}`")) && message.contains(why),
+            "{name}: {message}"
+        );
+        // The reply names an id made for the call, not the one refused.
+        let id = header(&reply, "Koan-Correlation-Id").unwrap_or_default();
+        assert!(!id.is_empty() && id.len() <= 200, "{id}");
+    }
+    // The longest allowed id is taken as it is.
+    let ok = "y".repeat(200);
+    let reply = within(
+        "a call",
+        client.request_with_headers(
+            subject,
+            headers(&[("Koan-Correlation-Id", ok.as_str())]),
+            "{}".into(),
+        ),
+    )
+    .await??;
+    assert_eq!(header(&reply, "Koan-Correlation-Id"), Some(ok));
+    echo.stop().await
+}

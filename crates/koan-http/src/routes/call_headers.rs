@@ -52,19 +52,13 @@ pub(super) fn correlation(headers: &HeaderMap) -> Result<Option<String>, ApiErro
                     "header `X-Correlation-Id` must be visible ASCII",
                 )
             })?;
-            // Printable ASCII: no tabs or other control characters.
-            if !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-                return Err(ApiError::bad_request(
+            // The one rule, as NATS's `Koan-Correlation-Id` follows it.
+            koan::action::check_correlation_id(s).map_err(|why| {
+                ApiError::bad_request(
                     "invalid_parameters",
-                    "header `X-Correlation-Id` must be printable ASCII (no tabs or control characters)",
-                ));
-            }
-            if s.is_empty() || s.len() > 200 {
-                return Err(ApiError::bad_request(
-                    "invalid_parameters",
-                    "header `X-Correlation-Id` must have 1 to 200 characters",
-                ));
-            }
+                    format!("header `X-Correlation-Id` {why}"),
+                )
+            })?;
             Ok(Some(s.to_owned()))
         }
     }

@@ -6,6 +6,24 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+/// The longest correlation id a caller from outside may give (HTTP's
+/// `X-Correlation-Id`, NATS's `Koan-Correlation-Id`): it travels with every event,
+/// job record and log line of the call.
+pub const MAX_CORRELATION_ID: usize = 200;
+
+/// The one rule for a correlation id given from outside the process: 1 to
+/// [`MAX_CORRELATION_ID`] printable ASCII characters (no tabs or other controls).
+/// `Err` says what is wrong, for a message that names where it came from.
+pub fn check_correlation_id(id: &str) -> Result<(), &'static str> {
+    if !id.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err("must be printable ASCII (no tabs or control characters)");
+    }
+    if id.is_empty() || id.len() > MAX_CORRELATION_ID {
+        return Err("must have 1 to 200 characters");
+    }
+    Ok(())
+}
+
 /// The next block of ids not handed to any thread yet.
 static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
 
