@@ -139,3 +139,29 @@ fn contradictions_in_the_configuration_are_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The job runner's knobs are bounded: a lease of 3 million years passed the
+/// check (at least 1) and panicked the runner at its first claim, after which
+/// every enqueue was answered 202 and nothing ran (found by a probe).
+#[test]
+fn job_runner_knobs_past_their_bounds_are_refused() -> anyhow::Result<()> {
+    for (key, value, max) in [
+        ("lease_seconds", "99999999999999", "at most 86400 seconds"),
+        ("poll_ms", "60001", "at most 60000 milliseconds"),
+        ("retention_hours", "87601", "at most 87600 hours"),
+    ] {
+        let text = format!("[background_services.jobs]\n{key} = {value}\n");
+        let e = koan::testing::host()
+            .config(Config::builder().toml("koan.toml", &text)?.build())
+            .service::<Cleanup>()
+            .build()
+            .expect_err(key);
+        assert!(
+            e.message()
+                .contains(&format!("`background_services.jobs.{key}`"))
+                && e.message().contains(max),
+            "{e}"
+        );
+    }
+    Ok(())
+}

@@ -141,6 +141,18 @@ fn positive(node: &Node, spelling: &str, section: &str, what: &str) -> Result<u6
     Ok(n)
 }
 
+/// A whole number from 1 to `max` (`what` names its unit): past a bound the value
+/// means nothing a host can honour (a lease of 3 million years panicked the job
+/// runner at its first claim, found by a probe).
+fn bounded(node: &Node, spelling: &str, section: &str, (what, max): (&str, u64)) -> Result<u64> {
+    let n = positive(node, spelling, section, what)?;
+    if n > max {
+        let (v, o) = leaf(node, spelling, section)?;
+        return Err(bad(o, v, &format!("it must be at most {max} {what}")));
+    }
+    Ok(n)
+}
+
 fn unknown(section: &str, spelling: &str, node: &Node, known: &str) -> Error {
     let mut sources = Vec::new();
     node.sources(&mut sources);
@@ -187,16 +199,19 @@ impl BackgroundServicesConfig {
                         let j = &mut out.jobs;
                         match jkey {
                             "leaseseconds" => {
-                                j.lease = Duration::from_secs(positive(
-                                    jnode, jspelling, &jsec, "seconds",
-                                )?)
-                            }
-                            "pollms" => {
-                                j.poll = Duration::from_millis(positive(
+                                j.lease = Duration::from_secs(bounded(
                                     jnode,
                                     jspelling,
                                     &jsec,
-                                    "milliseconds",
+                                    ("seconds", 86_400),
+                                )?)
+                            }
+                            "pollms" => {
+                                j.poll = Duration::from_millis(bounded(
+                                    jnode,
+                                    jspelling,
+                                    &jsec,
+                                    ("milliseconds", 60_000),
                                 )?)
                             }
                             "resultmaxbytes" => {
@@ -206,8 +221,7 @@ impl BackgroundServicesConfig {
                             }
                             "retentionhours" => {
                                 j.retention = Duration::from_secs(
-                                    positive(jnode, jspelling, &jsec, "hours")?
-                                        .saturating_mul(3600),
+                                    bounded(jnode, jspelling, &jsec, ("hours", 87_600))? * 3600,
                                 )
                             }
                             "retentionmaxmb" => {

@@ -197,7 +197,11 @@ pub fn cut_result(result: Value, cap: usize) -> (Value, bool) {
     (Value::String(text[..end].to_owned()), true)
 }
 
-/// A lease of `lease` from `now`.
+/// A lease of `lease` from `now`, at the calendar's end at most (a lease of
+/// millions of years, set in code, must not panic the runner at its claim).
 pub(crate) fn lease_from(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
