@@ -121,3 +121,36 @@ async fn a_file_of_a_newer_schema_is_refused() {
         "{err}"
     );
 }
+
+/// A damaged file is refused at open, naming the damage, rather than opened and
+/// then failing every claim while the host answered 202 to new jobs (found by a
+/// probe: one page of the table zeroed).
+#[tokio::test]
+async fn a_damaged_file_is_refused_at_open() {
+    let db = TempDb::new("damaged");
+    {
+        let store = db.open();
+        for _ in 0..2000 {
+            store.push(job("a", "x")).await.expect("push");
+        }
+    }
+    // Everything in the main file (the WAL checkpointed), then a page in its middle
+    // zeroed.
+    {
+        let conn = Connection::open(db.path()).expect("open");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+    }
+    let mut bytes = std::fs::read(db.path()).expect("read");
+    let page = 4096;
+    let middle = (bytes.len() / page / 2) * page;
+    bytes[middle..middle + page].fill(0);
+    std::fs::write(db.path(), &bytes).expect("write");
+
+    let e = koan_sqlite::SqliteJobStore::open(db.path()).expect_err("a damaged file");
+    assert_eq!(e.kind(), ErrorKind::StoreUnavailable);
+    assert!(
+        e.message().contains("it is damaged") && e.message().contains("backup"),
+        "{e}"
+    );
+}

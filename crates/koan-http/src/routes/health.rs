@@ -43,6 +43,16 @@ pub(crate) async fn overall(State(state): State<AppState>) -> Response {
             }]),
         );
     }
+    if let Some(j) = &h.jobs {
+        checks.insert(
+            "jobs:store".into(),
+            json!([{
+                "componentType": "datastore",
+                "status": j.status.as_check_status(),
+                "output": j.description.clone().or_else(|| j.error.clone()),
+            }]),
+        );
+    }
     let code = if h.status == HealthStatus::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -133,6 +133,10 @@ pub struct HostHealth {
     /// transport: degraded while it is down (the host still runs its own services).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<HealthReport>,
+    /// The job store, while the runner's last look at it failed: degraded (and
+    /// the host not ready), since the jobs it accepts wait until it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<HealthReport>,
 }
 
 /// Whether the host is ready for work, and if not, why.

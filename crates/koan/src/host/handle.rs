@@ -257,11 +257,25 @@ impl HostHandle {
         if let Some(t) = &transport {
             status = status.worst(t.status.min(HealthStatus::Degraded));
         }
+        let jobs = self.store_failing().map(|e| {
+            status = status.worst(HealthStatus::Degraded);
+            crate::health::HealthReport::degraded(e)
+        });
         HostHealth {
             status,
             services,
             transport,
+            jobs,
         }
+    }
+
+    /// Why the job store is failing the runner, if it is.
+    fn store_failing(&self) -> Option<String> {
+        let e = self.inner.jobs.store_health.failing()?;
+        Some(format!(
+            "the job store is failing ({}): {e}; the jobs it accepts wait until it answers",
+            self.inner.jobs.store.describe()
+        ))
     }
 
     /// Every service's health, checked concurrently, each within `CHECK_TIMEOUT` (5 s):
@@ -329,6 +343,9 @@ impl HostHandle {
         }
         if !self.is_started() {
             reasons.push("startup is not done".to_owned());
+        }
+        if let Some(e) = self.store_failing() {
+            reasons.push(e);
         }
         for cell in self.inner.registry.all() {
             if cell.spec.disabled.is_some() {

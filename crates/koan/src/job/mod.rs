@@ -17,6 +17,7 @@ mod remote;
 mod runner;
 mod running;
 mod store;
+mod store_health;
 mod ticket;
 mod transition;
 mod upkeep;

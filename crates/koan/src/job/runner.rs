@@ -61,6 +61,8 @@ pub(crate) struct JobRunner {
     changed: Notify,
     /// Set when the runner must take no more jobs.
     closing: AtomicBool,
+    /// Whether the store answered the last pass.
+    pub(crate) store_health: super::store_health::StoreHealth,
     running: AtomicUsize,
     instance: String,
 }
@@ -76,6 +78,7 @@ impl JobRunner {
             wake: Notify::new(),
             changed: Notify::new(),
             closing: AtomicBool::new(false),
+            store_health: super::store_health::StoreHealth::default(),
             running: AtomicUsize::new(0),
             instance: format!("{}-{}", hostname(), std::process::id()),
         }
@@ -192,7 +195,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
             last_counts = Some(Instant::now());
             super::upkeep::publish_counts(&host).await;
         }
-        let mut store_failed = false;
+        let mut store_failed: Option<String> = None;
         // Services with a slot still free after their claim: the next due job that
         // matters is theirs (a full service is woken by its next finished job).
         let mut free_after: Vec<String> = Vec::new();
@@ -221,8 +224,8 @@ pub(crate) async fn run(host: Arc<HostInner>) {
                 }
                 Ok(None) => open.into_iter().map(|i| (i, None)).collect(),
                 Err(e) => {
-                    store_failed = true;
                     tracing::warn!(error = %e, "could not ask the store for due jobs; trying again shortly");
+                    store_failed = Some(e.message().to_owned());
                     Vec::new()
                 }
             }
@@ -270,8 +273,8 @@ pub(crate) async fn run(host: Arc<HostInner>) {
                     }
                 }
                 Err(e) => {
-                    store_failed = true;
                     tracing::warn!(service = %cell.spec.name, error = %e, "could not claim jobs; trying again shortly");
+                    store_failed = Some(e.message().to_owned());
                 }
             }
         }
@@ -279,7 +282,9 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         // every slot taken, only a finished job frees one: no need to look sooner,
         // nor to ask the store when the next job is due).
         let mut wait = jobs.settings.poll;
-        if !store_failed
+        let failed = store_failed.is_some();
+        jobs.store_health.note(store_failed);
+        if !failed
             && !free_after.is_empty()
             && let Ok(Some(at)) = jobs.store.next_due(&free_after).await
         {
