@@ -16,20 +16,20 @@ pub mod actions {
     /// [`PROCESS_BATCH`]. A periodic service's declared action of that name comes
     /// first: this says only what the name means when none is declared.
     pub fn poke(name: &str) -> Option<&'static str> {
-        // The built-in names as written need no allocation; other spellings are
-        // normalized, and none of them is longer than `process-batch`.
-        for builtin in [TRIGGER, CHECK_QUEUE, PROCESS_BATCH] {
-            if name == builtin {
-                return Some(builtin);
-            }
-        }
-        if name.len() > PROCESS_BATCH.len() {
-            return None;
-        }
-        match name.to_ascii_lowercase().replace('_', "-").as_str() {
-            TRIGGER | "trigger-now" => Some(TRIGGER),
-            CHECK_QUEUE => Some(CHECK_QUEUE),
-            PROCESS_BATCH => Some(PROCESS_BATCH),
+        // Compared in place, without an allocation: every call sent to another
+        // process asks this of its action's name (B8's round trip).
+        let same = |written: &str| {
+            name.len() == written.len()
+                && name
+                    .bytes()
+                    .zip(written.bytes())
+                    .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+        };
+        match name.len() {
+            7 if same(TRIGGER) => Some(TRIGGER),
+            11 if same("trigger-now") => Some(TRIGGER),
+            11 if same(CHECK_QUEUE) => Some(CHECK_QUEUE),
+            13 if same(PROCESS_BATCH) => Some(PROCESS_BATCH),
             _ => None,
         }
     }
@@ -103,5 +103,31 @@ pub mod events {
         pub const COMPLETED: &str = "TranslationCompleted";
         /// A translation failed.
         pub const FAILED: &str = "TranslationFailed";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::actions::{CHECK_QUEUE, PROCESS_BATCH, TRIGGER, poke};
+
+    #[test]
+    fn a_poke_is_known_in_each_spelling_the_built_ins_answer_to() {
+        for (name, builtin) in [
+            ("trigger", Some(TRIGGER)),
+            ("Trigger", Some(TRIGGER)),
+            ("trigger-now", Some(TRIGGER)),
+            ("TRIGGER_NOW", Some(TRIGGER)),
+            ("check_queue", Some(CHECK_QUEUE)),
+            ("Check-Queue", Some(CHECK_QUEUE)),
+            ("process-batch", Some(PROCESS_BATCH)),
+            ("PROCESS_BATCH", Some(PROCESS_BATCH)),
+            ("triggers", None),
+            ("CheckQueue", None),
+            ("translate", None),
+            ("", None),
+            ("trigger-now-please", None),
+        ] {
+            assert_eq!(poke(name), builtin, "{name}");
+        }
     }
 }

@@ -5,22 +5,35 @@
 //! (seen in a probe).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The store's failure as the runner last saw it.
 #[derive(Debug, Default)]
-pub(crate) struct StoreHealth(Mutex<Option<String>>);
+pub(crate) struct StoreHealth {
+    /// Set while `last` holds a failure: a pass that finds the store well, as
+    /// nearly every pass does (B9: a pass per finished job), reads only this.
+    failing: AtomicBool,
+    last: Mutex<Option<String>>,
+}
 
 impl StoreHealth {
     /// What the runner's last pass found: `Some` failure, or `None` when the store
     /// answered every question.
     pub(crate) fn note(&self, failure: Option<String>) {
-        if let Ok(mut last) = self.0.lock() {
+        if failure.is_none() && !self.failing.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut last) = self.last.lock() {
+            self.failing.store(failure.is_some(), Ordering::Release);
             *last = failure;
         }
     }
 
     /// The failure of the last pass, if it failed.
     pub(crate) fn failing(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|last| last.clone())
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.last.lock().ok().and_then(|last| last.clone())
     }
 }
