@@ -31,13 +31,16 @@
 //!   among all the commands of a batch.
 //! - **Failures.** A full disk or a read-only file answers
 //!   [`ErrorKind::StoreUnavailable`](koan::error::ErrorKind::StoreUnavailable), with nothing
-//!   written; the jobs already stored stay readable.
+//!   written; the jobs already stored stay readable. So does every command once the
+//!   file or its write-ahead log was deleted or replaced under the running host
+//!   (what SQLite wrote then would be lost), and a damaged file is refused at open.
 //! - **Schema.** A `jobs` table with the columns claims, listings, counts and
 //!   retention filter on (times in milliseconds), and the whole
 //!   [`JobRecord`](koan::job::JobRecord) as JSON. Times are compared to the millisecond.
 
 mod codec;
 mod fail;
+mod identity;
 mod queries;
 mod schema;
 mod store;

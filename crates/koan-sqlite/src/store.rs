@@ -44,7 +44,8 @@ impl SqliteJobStore {
         let path: PathBuf = path.as_ref().to_owned();
         let label = format!("sqlite:{}", path.display());
         let conn = schema::open_file(&path).map_err(|f| f.into_error(&label))?;
-        SqliteJobStore::start(conn, label, true)
+        let identity = crate::identity::Identity::of(&path);
+        SqliteJobStore::start(conn, label, Some(identity))
     }
 
     /// A store in memory, for tests: the same SQL as a file, nothing survives the
@@ -52,11 +53,17 @@ impl SqliteJobStore {
     pub fn in_memory() -> Result<SqliteJobStore> {
         let label = "sqlite::memory:".to_owned();
         let conn = schema::open_memory().map_err(|f| f.into_error(&label))?;
-        SqliteJobStore::start(conn, label, false)
+        SqliteJobStore::start(conn, label, None)
     }
 
-    fn start(conn: Connection, label: String, durable: bool) -> Result<SqliteJobStore> {
-        let writer = Writer::start(conn, &label).map_err(|f| f.into_error(&label))?;
+    /// A store on `conn`; durable when it is a file's (`identity`).
+    fn start(
+        conn: Connection,
+        label: String,
+        identity: Option<crate::identity::Identity>,
+    ) -> Result<SqliteJobStore> {
+        let durable = identity.is_some();
+        let writer = Writer::start(conn, &label, identity).map_err(|f| f.into_error(&label))?;
         Ok(SqliteJobStore {
             label,
             durable,

@@ -14,6 +14,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::fail::{Failure, ResultExt};
+use crate::identity::Identity;
 
 /// The most commands one transaction holds (bounds the wait of the first one).
 const MAX_BATCH: usize = 512;
@@ -72,12 +73,17 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread that owns `conn`.
-    pub(crate) fn start(conn: Connection, name: &str) -> Result<Writer, Failure> {
+    /// Starts the thread that owns `conn`, the connection to the file `identity`
+    /// names (none in memory).
+    pub(crate) fn start(
+        conn: Connection,
+        name: &str,
+        identity: Option<Identity>,
+    ) -> Result<Writer, Failure> {
         let (queue, commands) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("koan-sqlite {name}"))
-            .spawn(move || serve(&conn, &commands))
+            .spawn(move || serve(&conn, &commands, identity.as_ref()))
             .doing("start its writer thread")?;
         Ok(Writer {
             queue: Some(queue),
@@ -119,7 +125,12 @@ impl Drop for Writer {
 }
 
 /// The writer thread: batches until every sender is gone and the queue is empty.
-fn serve(conn: &Connection, commands: &mpsc::Receiver<Box<dyn Command>>) {
+/// A batch is refused whole while the file is not the one opened (`identity`).
+fn serve(
+    conn: &Connection,
+    commands: &mpsc::Receiver<Box<dyn Command>>,
+    identity: Option<&Identity>,
+) {
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -128,7 +139,14 @@ fn serve(conn: &Connection, commands: &mpsc::Receiver<Box<dyn Command>>) {
                 Err(_) => break,
             }
         }
-        run_batch(conn, &mut batch);
+        match identity.and_then(Identity::moved) {
+            None => run_batch(conn, &mut batch),
+            Some(why) => {
+                for command in &mut batch {
+                    command.fail(Failure::store("use the file", why.clone()));
+                }
+            }
+        }
         for command in batch {
             command.answer();
         }
