@@ -2,25 +2,30 @@
 //! `/health` degraded with the store's words, not ready while it lasts, and well
 //! again once the store answers. Before, health said `pass` throughout while every
 //! accepted job waited (a corrupt file, a lock held elsewhere; found by a probe).
+//! And a run's end that the store refuses for a moment is recorded once it
+//! answers, not run again.
 
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::store::{Twist, Twisted};
 use koan::health::HealthStatus;
-use koan::job::{ClaimRequest, Claimed, JobStore, MemoryJobStore};
+use koan::job::{Claim, ClaimRequest, Claimed, Finish, JobState, JobStore, MemoryJobStore};
 use koan::testing::within;
 use koan::transport::BoxFuture;
 use koan::{ActionContext, Actions, Background, BackgroundService, BoxError, Service};
 use koan::{HostHandle, ServiceContext};
 
-/// The memory store, whose claims fail while `broken` is set.
+/// The memory store, whose claims fail while `broken` is set, and whose first
+/// `refusals` finishes fail.
 #[derive(Default)]
 struct Breakable {
     broken: AtomicBool,
+    refusals: AtomicU32,
 }
 
 impl Twist for Breakable {
@@ -36,6 +41,25 @@ impl Twist for Breakable {
             ))));
         }
         inner.claim(request)
+    }
+    fn finish<'a>(
+        &'a self,
+        inner: &'a MemoryJobStore,
+        claim: &Claim,
+        how: Finish,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, koan::Result<bool>> {
+        if self
+            .refusals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Box::pin(std::future::ready(Err(koan::Error::new(
+                koan::error::ErrorKind::StoreUnavailable,
+                "database or disk is full",
+            ))));
+        }
+        inner.finish(claim, how, now)
     }
 }
 
@@ -102,6 +126,33 @@ async fn a_failing_store_shows_in_health_and_readiness() -> anyhow::Result<()> {
     store_check(&host, false).await;
     assert_eq!(host.health().await.status, HealthStatus::Healthy);
     assert!(host.ready().await.ready);
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A run's end that the store refuses twice (a full disk for a moment) is recorded
+/// at the third try: the job succeeds in one attempt. Before, it was left to lapse
+/// and ran again, its history blaming its host (found by a probe).
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_end_the_store_refuses_for_a_moment_is_not_run_again() -> anyhow::Result<()> {
+    let store = Twisted::new(Breakable::default());
+    store.twist.refusals.store(2, Ordering::SeqCst);
+    let host = koan::testing::host()
+        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
+        .instance(Work)
+        .build()?
+        .start();
+    host.started().await?;
+    let ticket = host.service("Work").action("double", 21).enqueue().await?;
+    let id = ticket.id().to_owned();
+    assert_eq!(ticket.outcome().await?.value::<u32>()?, 42);
+    let job = host.jobs().get(&id).await?;
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Succeeded, 1),
+        "{job:?}"
+    );
+    assert_eq!(store.twist.refusals.load(Ordering::SeqCst), 0);
     koan::testing::stop(&host).await?;
     Ok(())
 }

@@ -349,7 +349,7 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
         Finish::Dead { .. } => Some(JobState::Dead),
         _ => None,
     };
-    match jobs.store.finish(&claim, how, now).await {
+    match super::upkeep::finish(host, &claim, how, now).await {
         Ok(true) => {
             if let Some(state) = final_state {
                 metrics::counter!("koan_jobs_finished_total", "service" => cell.spec.name.to_string(), "state" => state.as_str()).increment(1);
@@ -360,7 +360,7 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
             tracing::warn!(job = %record.id, "job's claim was taken before its outcome was recorded; the newer claim decides");
         }
         Err(e) => {
-            tracing::error!(job = %record.id, error = %e, "could not record the job's outcome; it runs again once its claim lapses");
+            tracing::error!(job = %record.id, error = %e, "could not record the job's outcome, after trying for half a lease; it runs again once its claim lapses");
         }
     }
 }

@@ -114,7 +114,7 @@ fn record_lapse(r: &mut JobRecord, now: DateTime<Utc>) -> bool {
         .count();
     let last = lapsed >= MAX_LAPSES;
     let mut message = format!(
-        "attempt {} of job `{}` never ended: its host `{}` stopped renewing its claim (it crashed, was killed, or froze past the lease)",
+        "attempt {} of job `{}` never ended: its host `{}` stopped renewing its claim (it crashed, was killed, froze past the lease, or could not write its outcome to the store)",
         r.attempts,
         r.id,
         host.escape_debug()

@@ -1,5 +1,6 @@
 //! The runner's upkeep between claims: forgetting old final jobs (retention) and
-//! publishing the counts of jobs by state.
+//! publishing the counts of jobs by state; and the record of a run's end, tried
+//! again while the store refuses it.
 
 use crate::host::HostInner;
 
@@ -25,6 +26,35 @@ pub(super) async fn publish_counts(host: &HostInner) {
     if let Ok(counts) = host.jobs.store.counts(None).await {
         for (state, n) in counts.by_state {
             metrics::gauge!("koan_jobs", "state" => state.as_str()).set(n as f64);
+        }
+    }
+}
+
+/// Records a run's end (`how`), trying again while the store refuses it (a full
+/// disk, a lock held elsewhere), for up to half a lease: a job whose run is over
+/// must not run again because its outcome could not be written at once (seen in a
+/// probe, 3 of 4 such jobs ran twice, their history blaming their host). Past
+/// that, or while the host stops, the last refusal is the answer.
+pub(super) async fn finish(
+    host: &HostInner,
+    claim: &super::store::Claim,
+    how: super::store::Finish,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::error::Result<bool> {
+    let jobs = &host.jobs;
+    let until = tokio::time::Instant::now() + jobs.settings.lease / 2;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match jobs.store.finish(claim, how.clone(), now).await {
+            Err(e)
+                if tokio::time::Instant::now() + pause < until
+                    && !host.stop_request.is_cancelled() =>
+            {
+                tracing::warn!(job = %claim.id, error = %e, "could not record the job's outcome; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            answer => return answer,
         }
     }
 }

@@ -33,6 +33,15 @@ pub(crate) trait Twist: Send + Sync + 'static {
     ) -> BoxFuture<'a, koan::Result<Option<LiveServices>>> {
         inner.live_services()
     }
+    fn finish<'a>(
+        &'a self,
+        inner: &'a MemoryJobStore,
+        claim: &Claim,
+        how: Finish,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, koan::Result<bool>> {
+        inner.finish(claim, how, now)
+    }
 }
 
 /// The in-memory store with `twist`.
@@ -73,7 +82,7 @@ impl<T: Twist> JobStore for Twisted<T> {
         how: Finish,
         now: DateTime<Utc>,
     ) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.finish(claim, how, now)
+        self.twist.finish(&self.inner, claim, how, now)
     }
     fn get(&self, id: &str) -> BoxFuture<'_, koan::Result<Option<JobRecord>>> {
         self.inner.get(id)
