@@ -105,8 +105,32 @@ pub(crate) async fn list(
     Params(query): Params<ListParams>,
 ) -> Result<Response, ApiError> {
     let q = parse_list_query(&query)?;
-    let page = state.host.jobs().list(q).await?;
+    let mut page = state.host.jobs().list(q).await?;
+    cut_to_bytes(&mut page, PAGE_BYTES);
     Ok(Json(page).into_response())
+}
+
+/// The most bytes of jobs one page of the listing holds: past it, the page ends
+/// early and its `next_cursor` goes on from there. 500 jobs of 64 KiB parameters
+/// made one page 33 MB, and 16 such listings at once took a host from 33 MB to
+/// 1 GB (seen in a probe).
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Ends `page` after the job that takes it past `cap` bytes (at least one job is
+/// kept), with a cursor from there: a job id is the cursor that lists the jobs
+/// older than it.
+fn cut_to_bytes(page: &mut koan::job::JobPage, cap: usize) {
+    let mut bytes = 0;
+    let Some(end) = page.jobs.iter().position(|job| {
+        bytes += serde_json::to_vec(job).map_or(0, |v| v.len());
+        bytes > cap
+    }) else {
+        return;
+    };
+    if end + 1 < page.jobs.len() {
+        page.jobs.truncate(end + 1);
+        page.next_cursor = page.jobs.last().map(|j| j.id.clone());
+    }
 }
 
 /// `GET /api/jobs/counts?service=`: how many jobs are in each state.
