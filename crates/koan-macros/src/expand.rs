@@ -201,8 +201,13 @@ fn returns_result(output: &ReturnType) -> bool {
     }
 }
 
+/// An action's default name: the method's, in kebab case, without a raw
+/// identifier's `r#` and without one trailing `_async` (the seed's `TranslateAsync`
+/// is the action `translate`): `check_queue_async` → `check-queue`.
 fn kebab(ident: &str) -> String {
-    ident.trim_end_matches("_async").replace('_', "-")
+    let ident = ident.strip_prefix("r#").unwrap_or(ident);
+    let ident = ident.strip_suffix("_async").unwrap_or(ident);
+    ident.replace('_', "-")
 }
 
 fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {

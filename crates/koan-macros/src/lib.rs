@@ -40,7 +40,8 @@ pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// # `#[action]`
 /// `#[action("name")]`, `#[action(name = CONSTANT)]`, or `#[action]` alone (the method's
-/// name in kebab case: `check_queue` → `check-queue`); then optionally
+/// name in kebab case, without one trailing `_async`: `check_queue` and
+/// `check_queue_async` → `check-queue`, `r#match` → `match`); then optionally
 /// `description = "…"`, and for enqueued jobs `max_attempts = N` (default 3) and
 /// `backoff = "1s"` (the first wait, doubled after each failure); `idempotent` when
 /// running it twice has the effect of once (a remote call is then sent again to

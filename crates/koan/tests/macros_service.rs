@@ -62,6 +62,18 @@ impl TranslationService {
         self.done.load(Ordering::Relaxed)
     }
 
+    /// Named `pause-all`: one trailing `_async` is not part of the name.
+    #[action]
+    async fn pause_all_async(&self) -> u32 {
+        0
+    }
+
+    /// Named `match`, not `r#match`.
+    #[action]
+    async fn r#match(&self) -> u32 {
+        1
+    }
+
     async fn check(&self) -> HealthReport {
         HealthReport::degraded("translation backlog")
     }
@@ -118,7 +130,7 @@ async fn declarations_reach_the_host() -> anyhow::Result<()> {
     assert_eq!(info.kind, ServiceKind::Background);
     assert_eq!(info.description.as_deref(), Some("Translates files"));
     let names: Vec<_> = info.actions.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["translate", "check-queue"]);
+    assert_eq!(names, ["translate", "check-queue", "pause-all", "match"]);
     assert_eq!(
         info.actions[0].description.as_deref(),
         Some("Translate a file")
