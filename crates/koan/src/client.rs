@@ -345,10 +345,21 @@ impl ServiceRef {
     }
 
     async fn poke(&self, action: &str, params: serde_json::Value) -> Result<TriggerOutcome> {
-        self.action(action, params)
-            .execute()
-            .await?
-            .value::<TriggerOutcome>()
+        let out = self.action(action, params).execute().await?;
+        out.value::<TriggerOutcome>().map_err(|e| {
+            // A service's own action of the built-in's name is called in its place
+            // (as the HTTP poke routes call it): its result is its own, and one
+            // that is not a run's outcome is said to be so, rather than blamed on
+            // parameters (seen in a probe).
+            Error::new(
+                e.kind(),
+                format!(
+                    "the action `{action}` of `{}` ran (a service's own action of that name takes the built-in's place), but its result is not a run's outcome: call it with `.action(\"{action}\", …)` to read its own result ({})",
+                    self.target.name(&self.host.inner),
+                    e.message()
+                ),
+            )
+        })
     }
 
     /// Runs the tick now (see [`Services::trigger`]).

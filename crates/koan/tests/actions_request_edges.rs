@@ -414,6 +414,7 @@ async fn trigger_respects_disabled_and_declared_trigger() -> anyhow::Result<()> 
     let host = koan::testing::host()
         .service::<Sweep>()
         .service::<Custom>()
+        .service::<Mine>()
         .build()?
         .start();
     within("the host to start", host.started()).await?;
@@ -435,6 +436,55 @@ async fn trigger_respects_disabled_and_declared_trigger() -> anyhow::Result<()> 
         assert!(e.message().contains("the declared trigger ran"), "{e}");
     }
 
+    // Its result, read as the run's outcome it is not, is said to be so (before:
+    // "action result: invalid parameters: invalid type …"; found by a probe).
+    let e = within("the typed trigger", host.services::<Mine>().trigger())
+        .await
+        .expect_err("its own result");
+    assert!(
+        e.message().contains("ran (a service's own action")
+            && e.message().contains(".action(\"trigger\", …)"),
+        "{e}"
+    );
+    let e = host
+        .service("Mine")
+        .action("trigger", ())
+        .execute()
+        .await?
+        .value::<u32>()
+        .expect_err("a string");
+    assert!(
+        e.message()
+            .contains("its result does not read as the type given to `value()`"),
+        "{e}"
+    );
+
     koan::testing::stop(&host).await?;
     Ok(())
+}
+
+/// A periodic service whose own `trigger` action answers a string.
+#[derive(Default)]
+struct Mine;
+
+impl Service for Mine {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("Mine").every(Duration::from_secs(3600))
+    }
+
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "trigger",
+            |_svc: Arc<Self>, (): (), _cx: ActionContext| async move {
+                Ok::<_, BoxError>("mine".to_owned())
+            },
+        );
+    }
+}
+
+impl PeriodicService for Mine {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Ok(())
+    }
 }

@@ -195,7 +195,20 @@ impl ActionOutput {
     /// The result as `R`: the handler's own value when it is an `R`, converted through
     /// serde otherwise.
     pub fn value<R: DeserializeOwned + 'static>(self) -> Result<R> {
-        self.payload.decode::<R>(&|| "action result".to_owned())
+        self.payload
+            .decode::<R>(&|| "action result".to_owned())
+            // The action ran: what does not fit is the type asked for, not the
+            // parameters the message would otherwise blame.
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    e.message().replacen(
+                        "action result: invalid parameters",
+                        "the action ran, but its result does not read as the type given to `value()`",
+                        1,
+                    ),
+                )
+            })
     }
 }
 
