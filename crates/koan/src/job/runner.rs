@@ -340,7 +340,7 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     let how = if cell.life.token.is_cancelled() && outcome.is_err() {
         // Cut short by the host stopping: it runs again after the restart, in
         // its place (before the jobs accepted after it).
-        Finish::Release { at: record.run_at }
+        Finish::Stopped { at: record.run_at }
     } else {
         decide(host, cell, &record, &outcome, now)
     };

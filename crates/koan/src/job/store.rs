@@ -83,6 +83,13 @@ pub enum Finish {
         /// When it may run.
         at: DateTime<Utc>,
     },
+    /// Its run was cut short by its host's shutdown: back to `queued` at `at`, and
+    /// this attempt does not count; its history keeps it, ended, saying so (a
+    /// deploy's SIGTERM left no trace of the run it stopped).
+    Stopped {
+        /// When it may run.
+        at: DateTime<Utc>,
+    },
 }
 
 /// Where jobs are kept: the embedded SQLite file (`koan-sqlite`), JetStream

@@ -229,6 +229,18 @@ pub fn apply_finish(r: &mut JobRecord, how: Finish, now: DateTime<Utc>) {
             r.history.pop();
             return;
         }
+        Finish::Stopped { at } => {
+            r.state = JobState::Queued;
+            r.run_at = at;
+            r.attempts = r.attempts.saturating_sub(1);
+            Some(ErrorBody {
+                error: crate::error::ErrorKind::ShuttingDown.as_str().to_owned(),
+                message: format!(
+                    "attempt {} was stopped by its host's shutdown before it ended; the job runs again, and this attempt does not count",
+                    r.attempts + 1
+                ),
+            })
+        }
     };
     if let Some(last) = r.history.last_mut() {
         last.finished_at = Some(now);
