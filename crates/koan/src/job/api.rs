@@ -108,6 +108,9 @@ impl Jobs {
             Ok(record) => {
                 // Running here: stopped now, not at its run's next heartbeat.
                 self.host.inner.jobs.running_jobs.stop(id);
+                // Its waiters hear it now, not at their next look at the store.
+                let cancelled = Err(super::cancelled(&record.id));
+                self.host.inner.jobs.waiters.answer(&record.id, &cancelled);
                 Ok(record)
             }
             other => other,

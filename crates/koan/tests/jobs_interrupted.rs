@@ -1,7 +1,8 @@
-//! A stored job whose run its host's shutdown cuts short: back to `queued`, the
-//! attempt not counted, and its history keeps that attempt, ended, saying it was
-//! stopped by the shutdown. Before, the attempt vanished from the history (a
-//! deploy's SIGTERM left no trace of the run it stopped). The next host runs it.
+//! Stored jobs interrupted. One whose run its host's shutdown cuts short: back to
+//! `queued`, the attempt not counted, and its history keeps that attempt, ended,
+//! saying it was stopped by the shutdown. Before, the attempt vanished from the
+//! history (a deploy's SIGTERM left no trace of the run it stopped). The next host
+//! runs it. And one cancelled while queued: its waiter hears it at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,5 +100,36 @@ async fn a_run_stopped_by_the_shutdown_stays_in_the_history() -> anyhow::Result<
     assert_eq!((r.attempts, r.history.len()), (1, 2), "{r:?}");
     assert!(r.history[1].error.is_none(), "{r:?}");
     koan::testing::stop(&second).await?;
+    Ok(())
+}
+
+/// A waiter of a queued job hears its cancel at once, not at its next look at the
+/// store (a second later).
+#[tokio::test(start_paused = true)]
+async fn a_waiter_hears_a_cancel_at_once() -> anyhow::Result<()> {
+    let host = koan::testing::host()
+        .instance(Work::default())
+        .build()?
+        .start();
+    host.started().await?;
+    let ticket = host
+        .service("Work")
+        .action("work", ())
+        .delay(std::time::Duration::from_secs(3600))
+        .enqueue()
+        .await?;
+    let id = ticket.id().to_owned();
+    let waiting = tokio::spawn(ticket.outcome());
+    tokio::task::yield_now().await;
+    let t0 = tokio::time::Instant::now();
+    host.jobs().cancel(&id).await?;
+    let e = within("the waiter", waiting).await?.expect_err("cancelled");
+    assert_eq!(e.kind(), koan::error::ErrorKind::JobState, "{e}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t0.elapsed()
+    );
+    koan::testing::stop(&host).await?;
     Ok(())
 }
