@@ -12,10 +12,13 @@ use crate::error::ApiError;
 use crate::headers::Seen;
 
 /// Refuses, when no token is configured, a `Host` that is not a loopback name and a
-/// cross-site request (an `Origin` that is neither loopback nor listed in
-/// `cors_origins`, or `Sec-Fetch-Site: cross-site`). A top-level navigation (a link
-/// to the dashboard) is let through: it carries no body and reads nothing for the
-/// page that linked it.
+/// request from another origin: an `Origin` that is not the request's own (its
+/// `Host`) nor listed in `cors_origins`, or `Sec-Fetch-Site` `cross-site` or
+/// `same-site` (another port of the same host is another origin: a page of any
+/// local dev server drove the API before; seen in a probe). A top-level navigation
+/// (a link to the dashboard) is let through: it carries no body and reads nothing
+/// for the page that linked it; a frame's is not (a foreign page held event
+/// streams open in frames).
 pub(crate) fn same_site_only(
     state: &AppState,
     method: &Method,
@@ -28,15 +31,13 @@ pub(crate) fn same_site_only(
 }
 
 fn check(method: &Method, seen: &Seen<'_>, allowed: &[String]) -> Result<(), ApiError> {
-    if let Some(host) = seen.host {
-        let ok = host.to_str().ok().is_some_and(is_loopback_authority);
-        if !ok {
-            tracing::debug!(host = ?host, "refused a Host that is not a loopback name");
-            return Err(forbidden(
-                "without a token the API answers only to loopback names in `Host` (localhost, 127.x.x.x, [::1]); \
-                 configure `koan.http.token` to serve it under another name",
-            ));
-        }
+    let host = seen.host.and_then(|h| h.to_str().ok());
+    if seen.host.is_some() && !host.is_some_and(is_loopback_authority) {
+        tracing::debug!(host = ?seen.host, "refused a Host that is not a loopback name");
+        return Err(forbidden(
+            "without a token the API answers only to loopback names in `Host` (localhost, 127.x.x.x, [::1]); \
+             configure `koan.http.token` to serve it under another name",
+        ));
     }
     let origin = seen.origin.and_then(|v| v.to_str().ok());
     if let Some(origin) = origin
@@ -47,25 +48,46 @@ fn check(method: &Method, seen: &Seen<'_>, allowed: &[String]) -> Result<(), Api
     let navigation = matches!(*method, Method::GET | Method::HEAD)
         && seen
             .fetch_mode
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"navigate"));
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"navigate"))
+        && seen
+            .fetch_dest
+            .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"document"));
     if navigation {
         return Ok(());
     }
     let foreign_origin = seen
         .origin
-        .is_some_and(|o| !o.to_str().ok().is_some_and(is_loopback_origin));
-    let cross_site = seen
-        .fetch_site
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-    if foreign_origin || cross_site {
-        tracing::debug!(origin = ?origin, "refused a cross-site request");
+        .is_some_and(|_| !origin.is_some_and(|o| is_own_origin(o, host)));
+    let other_site = seen.fetch_site.is_some_and(|v| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"cross-site") || v.eq_ignore_ascii_case(b"same-site")
+    });
+    if foreign_origin || other_site {
+        tracing::debug!(origin = ?origin, "refused a request from another origin");
         return Err(forbidden(
-            "without a token the API refuses cross-site requests (a foreign `Origin` or \
-             `Sec-Fetch-Site: cross-site`); list the origin in `koan.http.cors_origins` and \
-             configure `koan.http.token` to call it from another site",
+            "without a token the API answers only its own origin (a page it served): a request from \
+             another origin (a foreign `Origin`, another port of this host, or `Sec-Fetch-Site: \
+             cross-site`/`same-site`) is refused; list the origin in `koan.http.cors_origins` \
+             to call it from there",
         ));
     }
     Ok(())
+}
+
+/// Whether `origin` is the request's own: `http(s)://` and the request's `Host`
+/// (a loopback name, checked before), or a loopback origin when the request gave
+/// no `Host` (HTTP/1.0).
+fn is_own_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    match host {
+        Some(host) => rest.eq_ignore_ascii_case(host),
+        None => is_loopback_origin(origin),
+    }
 }
 
 fn forbidden(message: &str) -> ApiError {
@@ -121,7 +143,7 @@ fn is_loopback_origin(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_loopback_authority, is_loopback_origin};
+    use super::{is_loopback_authority, is_loopback_origin, is_own_origin};
 
     #[test]
     fn loopback_names() {
@@ -159,5 +181,24 @@ mod tests {
         assert!(!is_loopback_origin("null"));
         assert!(!is_loopback_origin("https://attacker.example"));
         assert!(!is_loopback_origin("file://localhost"));
+        assert!(is_own_origin(
+            "http://localhost:8080",
+            Some("LocalHost:8080")
+        ));
+        assert!(is_own_origin("https://127.0.0.1", Some("127.0.0.1")));
+        assert!(!is_own_origin(
+            "http://127.0.0.1:3000",
+            Some("127.0.0.1:8080")
+        ));
+        assert!(!is_own_origin(
+            "http://localhost:8080",
+            Some("127.0.0.1:8080")
+        ));
+        assert!(!is_own_origin(
+            "http://127.0.0.1:8080/x",
+            Some("127.0.0.1:8080")
+        ));
+        assert!(!is_own_origin("null", Some("127.0.0.1:8080")));
+        assert!(is_own_origin("http://[::1]:80", None));
     }
 }

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 // Named once: a `&str` name is parsed on every look-up.
 pub(crate) static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 pub(crate) static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+pub(crate) static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 
 /// The first value of each header admission reads (what `HeaderMap::get` answers).
 #[derive(Default)]
@@ -18,6 +19,7 @@ pub(crate) struct Seen<'a> {
     pub(crate) origin: Option<&'a HeaderValue>,
     pub(crate) fetch_mode: Option<&'a HeaderValue>,
     pub(crate) fetch_site: Option<&'a HeaderValue>,
+    pub(crate) fetch_dest: Option<&'a HeaderValue>,
     pub(crate) content_type: Option<&'a HeaderValue>,
     pub(crate) content_length: Option<&'a HeaderValue>,
     pub(crate) transfer_encoding: bool,
@@ -44,6 +46,8 @@ impl<'a> Seen<'a> {
                 &mut seen.fetch_mode
             } else if name == SEC_FETCH_SITE {
                 &mut seen.fetch_site
+            } else if name == SEC_FETCH_DEST {
+                &mut seen.fetch_dest
             } else {
                 continue;
             };
@@ -66,6 +70,7 @@ mod tests {
         h.append("x-other", HeaderValue::from_static("1"));
         h.append(&SEC_FETCH_SITE, HeaderValue::from_static("cross-site"));
         h.append(&SEC_FETCH_MODE, HeaderValue::from_static("navigate"));
+        h.append(&SEC_FETCH_DEST, HeaderValue::from_static("iframe"));
         h.append(header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("x"));
@@ -74,6 +79,7 @@ mod tests {
         assert_eq!(s.origin, h.get(header::ORIGIN));
         assert_eq!(s.fetch_site, h.get(&SEC_FETCH_SITE));
         assert_eq!(s.fetch_mode, h.get(&SEC_FETCH_MODE));
+        assert_eq!(s.fetch_dest, h.get(&SEC_FETCH_DEST));
         assert_eq!(s.content_type, h.get(header::CONTENT_TYPE));
         assert_eq!(s.content_length, h.get(header::CONTENT_LENGTH));
         assert!(s.transfer_encoding);

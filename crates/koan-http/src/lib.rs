@@ -28,7 +28,9 @@
 //!
 //! Hardening: the token of a mutating request is checked before its body is read;
 //! a body must be JSON (415) and arrive within `body_read_timeout` (408); without a
-//! token, cross-site requests and non-loopback `Host` names are refused (403); a
+//! token, requests from another origin (another site, or another port of this
+//! host, unless listed in `cors_origins`) and non-loopback `Host` names are refused
+//! (403); a
 //! connection beyond the cap gets a 503; the dashboard is sent with a CSP.
 
 mod admit;

@@ -40,12 +40,27 @@ async fn a_forged_cross_site_post_does_not_run_the_action() -> anyhow::Result<()
     error_message(&body, "forbidden")?;
 
     let json = "Content-Type: application/json";
-    let refused: [&[&str]; 5] = [
+    // A page of another local origin (any dev server on another port) is another
+    // origin too: before, any loopback `Origin` passed, and such a page triggered
+    // services and retried dead jobs (found by a probe).
+    let refused: [&[&str]; 8] = [
         &["Host: attacker.example", json],
         &["Host: 127.0.0.1.nip.io:8080", json],
         &["Host: 127.0.0.1", "Origin: https://attacker.example", json],
         &["Host: 127.0.0.1", "Origin: null", json],
         &["Host: localhost", "Sec-Fetch-Site: cross-site", json],
+        &[
+            "Host: 127.0.0.1:8080",
+            "Origin: http://127.0.0.1:18690",
+            "Content-Type: text/plain",
+        ],
+        &[
+            "Host: [::1]:8080",
+            "Origin: http://127.0.0.1:3000",
+            "Sec-Fetch-Site: same-site",
+            json,
+        ],
+        &["Host: 127.0.0.1:8080", "Sec-Fetch-Site: same-site", json],
     ];
     for lines in refused {
         let (status, body) = post_raw(&api, lines).await?;
@@ -61,8 +76,8 @@ async fn a_forged_cross_site_post_does_not_run_the_action() -> anyhow::Result<()
         ],
         &[
             "Host: [::1]:8080",
-            "Origin: http://127.0.0.1:3000",
-            "Sec-Fetch-Site: same-site",
+            "Origin: http://[::1]:8080",
+            "Sec-Fetch-Site: same-origin",
             json,
         ],
         &["Host: 127.0.0.2", "Sec-Fetch-Site: same-origin", json],
@@ -109,6 +124,20 @@ async fn a_rebound_host_cannot_read_the_api_but_a_link_opens_the_dashboard() -> 
     );
     let a = exchange(addr, req.as_bytes(), PATIENCE).await?;
     assert_eq!(a.status, 200, "{a:?}");
+    // A frame's navigation is not a link followed: a foreign page held event
+    // streams open in frames (found by a probe).
+    let req = head(
+        "GET",
+        "/api/events",
+        &[
+            "Sec-Fetch-Site: cross-site",
+            "Sec-Fetch-Mode: navigate",
+            "Sec-Fetch-Dest: iframe",
+            "Connection: close",
+        ],
+    );
+    let a = exchange(addr, req.as_bytes(), PATIENCE).await?;
+    assert_eq!(a.status, 403, "{a:?}");
     api.stop().await
 }
 
