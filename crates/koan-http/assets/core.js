@@ -34,11 +34,26 @@ function dur(ms) {
   return Math.floor(ms / 60000) + " m " + Math.round((ms % 60000) / 1000) + " s";
 }
 function json(v) { return el("pre", { class: "json", text: JSON.stringify(v, null, 2) }); }
+// A view's own state (what its last refresh found): each refresh writes it again.
 function notice(text) { $("#notice").textContent = text || ""; }
+// What the event stream is doing, when it is not streaming.
+function streamStatus(text) { $("#stream-status").textContent = text || ""; }
+// What an operator's action did: kept until the next action or a dismissal (a
+// view's refresh cleared it within 10 ms when it shared the notice).
+function outcome(text, ok) {
+  const box = $("#outcome");
+  box.replaceChildren();
+  box.hidden = !text;
+  box.className = ok ? "ok" : "err";
+  if (text) box.append(el("span", { text }), el("button", { type: "button", class: "dismiss", title: "dismiss", "aria-label": "dismiss", onclick: () => outcome("") }, "×"));
+}
 
+// A prompt the operator cancelled is not asked again at every refresh: the
+// "Set token" button asks.
 function askToken(message) {
   const t = prompt((message || "This API needs a token.") + "\nBearer token:", S.token);
-  if (t === null) return false;
+  if (t === null) { S.tokenRefused = true; return false; }
+  S.tokenRefused = false;
   S.token = t.trim(); localStorage.setItem("koan.token", S.token); connectEvents(); return true;
 }
 async function api(path, opts = {}, retried = false) {
@@ -47,8 +62,12 @@ async function api(path, opts = {}, retried = false) {
   const res = await fetch(path, Object.assign({}, opts, { headers }));
   const text = await res.text();
   let body; try { body = text ? JSON.parse(text) : null; } catch { body = text; }
-  if (res.status === 401 && !retried && askToken(body && body.message)) return api(path, opts, true);
-  if (!res.ok) { const e = new Error((body && body.message) || res.statusText); e.kind = body && body.error; e.status = res.status; throw e; }
+  if (res.status === 401 && !retried && !S.tokenRefused && askToken(body && body.message)) return api(path, opts, true);
+  if (!res.ok) {
+    const said = (body && body.message) || res.statusText;
+    const e = new Error(res.status === 401 ? said + " (use “Set token”)" : said);
+    e.kind = body && body.error; e.status = res.status; throw e;
+  }
   return body;
 }
 function post(path, body) {
@@ -76,17 +95,42 @@ async function loadRecentEvents() {
     if (added && S.view && S.view.onEvent) S.view.onEvent();
   } catch (e) { notice("recent events: " + e.message); }
 }
+const stream = { retry: null, backoff: 2000 };
 function connectEvents() {
   if (S.es) S.es.close();
+  if (stream.retry) { clearTimeout(stream.retry); stream.retry = null; }
   const url = "/api/events" + (S.token ? "?token=" + enc(S.token) : "");
-  S.es = new EventSource(url);
-  S.es.onmessage = (m) => {
+  const es = new EventSource(url);
+  S.es = es;
+  es.onmessage = (m) => {
     let e; try { e = JSON.parse(m.data); } catch { return; }
     if (!addEvent(e, true)) return;
     if (S.view && S.view.onEvent) S.view.onEvent(e);
   };
-  S.es.onerror = () => notice("event stream interrupted; reconnecting…");
-  S.es.onopen = () => { notice(""); loadRecentEvents(); };
+  // Interrupted, the browser reconnects by itself; refused (an answer other than
+  // 200: a token needed, every stream slot taken), it gives up for good, and the
+  // feed went silently empty.
+  es.onerror = () => {
+    if (es.readyState === EventSource.CLOSED) streamRefused(es);
+    else streamStatus("event stream interrupted; reconnecting…");
+  };
+  es.onopen = () => { streamStatus(""); stream.backoff = 2000; loadRecentEvents(); };
+}
+// Says why the stream was refused (the browser does not tell: the host is asked),
+// asks for a token when that is why, and tries again later otherwise.
+async function streamRefused(es) {
+  const headers = S.token ? { authorization: "Bearer " + S.token } : {};
+  const r = await fetch("/api/events/recent?limit=1", { headers }).catch(() => null);
+  if (S.es !== es) return;
+  if (r && r.status === 401) {
+    streamStatus("event stream refused: the host needs a token (use “Set token”)");
+    if (!S.tokenRefused) askToken("The event stream needs a token.");
+    return;
+  }
+  const secs = Math.round(stream.backoff / 1000);
+  streamStatus(r ? `event stream refused by the host (every stream slot taken, or it is stopping); trying again in ${secs} s` : `cannot reach the host; trying again in ${secs} s`);
+  stream.retry = setTimeout(connectEvents, stream.backoff);
+  stream.backoff = Math.min(stream.backoff * 2, 60000);
 }
 // One event as a list item; one with a correlation id links to the job it ran under.
 function eventItem(e) {
@@ -96,7 +140,13 @@ function eventItem(e) {
   return el("li", { "data-event": e.event, "data-service": e.service },
     el("span", { class: "ev", text: e.event }), " ",
     el("span", { class: "meta", text: `${e.service} · ${new Date(e.time).toLocaleTimeString()}${e.correlation_id ? " · " + e.correlation_id : ""} ` }),
-    link, el("code", { text: JSON.stringify(e.payload) }));
+    link, el("code", { text: shortJson(e.payload) }));
+}
+// A payload as the feed shows it: at most 500 characters (a feed of 58 KB payloads
+// froze the tab at each event); the job's or the API's page has it whole.
+function shortJson(v) {
+  const text = JSON.stringify(v) ?? "null";
+  return text.length <= 500 ? text : text.slice(0, 500) + `… (${text.length} characters)`;
 }
 
 // ---- The router: `#/`, `#/services/NAME`, `#/jobs?…`, `#/jobs/ID`, `#/cluster`. ----
@@ -117,7 +167,10 @@ function show() {
     main.className = "";
     main.replaceChildren();
     main.dataset.view = r.nav;
-    S.view = r.make(main, m.slice(1).map(decodeURIComponent), params) || {};
+    let args;
+    try { args = m.slice(1).map(decodeURIComponent); }
+    catch { outcome(`the address ${location.hash} is not valid (a malformed %-escape)`, false); go("#/"); return; }
+    S.view = r.make(main, args, params) || {};
     if (S.view.refresh) { S.view.refresh(); S.timer = setInterval(() => S.view.refresh(), S.view.every || 2000); }
     return;
   }

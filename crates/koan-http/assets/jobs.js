@@ -40,8 +40,8 @@ function jobsPage(main, _m, params) {
   retryDead.addEventListener("click", async () => {
     const scope = f.service ? ` of ${f.service}` : "";
     if (!confirm(`Retry every dead job${scope}?`)) return;
-    try { const r = await post("/api/jobs/retry-dead" + (f.service ? "?service=" + enc(f.service) : "")); notice(`${r.retried} dead job(s) queued again`); }
-    catch (e) { notice("retry-dead: " + e.message); }
+    try { const r = await post("/api/jobs/retry-dead" + (f.service ? "?service=" + enc(f.service) : "")); outcome(`${r.retried} dead job(s) queued again`, true); }
+    catch (e) { outcome("retry-dead: " + e.message, false); }
     refresh();
   });
 
@@ -96,10 +96,12 @@ function jobButtons(j, after, onDelete) {
   const box = el("div", { class: "actions" });
   const act = (label, name, run, ask) => box.append(el("button", { type: "button", "data-job-action": name, onclick: async () => {
     if (ask && !confirm(ask)) return;
-    try { await run(); notice(""); } catch (e) { notice(`${name} ${short(j.id)}: ${e.message}`); }
+    try { const r = await run(); outcome(`${name} ${short(j.id)}: ${r && r.state ? "now " + r.state : "done"}`, true); }
+    catch (e) { outcome(`${name} ${short(j.id)}: ${e.message}`, false); }
     after();
   } }, label));
-  if (["dead", "cancelled", "retrying", "succeeded"].includes(j.state)) act("Retry", "retry", () => post(`/api/jobs/${enc(j.id)}/retry`));
+  const again = j.state === "succeeded" ? ` It succeeded: its work will be done a second time.` : "";
+  if (["dead", "cancelled", "retrying", "succeeded"].includes(j.state)) act("Retry", "retry", () => post(`/api/jobs/${enc(j.id)}/retry`), `Run job ${j.id} again?${again}`);
   if (!["succeeded", "dead", "cancelled"].includes(j.state)) act("Cancel", "cancel", () => post(`/api/jobs/${enc(j.id)}/cancel`), `Cancel job ${j.id}?`);
   if (["succeeded", "dead", "cancelled"].includes(j.state)) act("Delete", "delete", async () => { await api(`/api/jobs/${enc(j.id)}`, { method: "DELETE" }); if (onDelete) onDelete(); }, `Delete job ${j.id}? Its record is forgotten.`);
   return box;

@@ -15,7 +15,7 @@ function overview(main) {
   main.className = "";
   const tp = throughputPanel();
   const table = el("table", { class: "services", id: "services" },
-    el("thead", {}, el("tr", {}, ...["Service", "Kind", "State", "Health", "Last run", "Next run", "Runs", "Failures", "Queue", ""].map((t) => el("th", { text: t })))),
+    el("thead", {}, el("tr", {}, ...["Service", "Kind", "State", "Health", "Last run", "Next run", "Runs", "Failures", "Mailbox", ""].map((t) => el("th", { text: t, title: t === "Mailbox" ? "actions running or waiting in the service's mailbox; stored jobs are counted under Jobs" : undefined })))),
     el("tbody"));
   const svcSel = el("select", { id: "filter-service", "aria-label": "Filter by service" }, el("option", { value: "", text: "all services" }));
   const nameIn = el("input", { id: "filter-event", placeholder: "event name contains…", "aria-label": "Filter by event" });
@@ -179,8 +179,8 @@ function actionForm(service, action) {
   return form;
 }
 async function poke(service, action) {
-  try { await post(`/api/services/${enc(service)}/${action}?wait=true`); }
-  catch (e) { notice(`${action} of ${service}: ${e.message}`); }
+  try { await post(`/api/services/${enc(service)}/${action}?wait=true`); outcome(`${action} of ${service}: its run finished`, true); }
+  catch (e) { outcome(`${action} of ${service}: ${e.message}`, false); }
   if (S.view.refresh) S.view.refresh();
 }
 
