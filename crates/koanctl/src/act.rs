@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::answers::{require, require_part};
 use crate::cli::{ActArgs, CallArgs};
 use crate::client::{Client, DEADLINE_HINT, Failure, check};
 use crate::commands::{emit, emit_json};
@@ -46,6 +47,7 @@ pub(crate) async fn act(client: &Client, args: ActArgs, json: bool) -> anyhow::R
         &args.call,
         &label,
         json,
+        |body, what| require(body, &["service", "action", "result"], what),
         |body| output::result(body.get("result").unwrap_or(&Value::Null)),
     )
     .await
@@ -62,24 +64,44 @@ pub(crate) async fn poke(
 ) -> anyhow::Result<()> {
     let segments = ["api", "services", name, route];
     let label = format!("{name} {route}");
-    call(client, &segments, body, opts, &label, json, |body| {
-        let svc = body.get("service").and_then(Value::as_str).unwrap_or(name);
-        let result = body.get("result").unwrap_or(&Value::Null);
-        let run = result.get("run").unwrap_or(&Value::Null);
-        let mut line = format!(
-            "{svc}: {route} run {} in {} ms",
-            match run.get("outcome").and_then(Value::as_str) {
-                Some("success") => "succeeded".to_owned(),
-                Some(other) => other.to_owned(),
-                None => "finished".to_owned(),
-            },
-            field(run, "duration_ms"),
-        );
-        if result.get("coalesced") == Some(&Value::Bool(true)) {
-            line.push_str(" (merged into a run already due)");
+    // The built-in poke answers with the run that served it; an action the service
+    // declares under the route's name, with its own result.
+    let promise = |body: &Value, what: &str| {
+        require(body, &["service", "result"], what)?;
+        match body["result"].get("run") {
+            Some(run) => require_part(run, "result.run", &["outcome", "duration_ms"], what),
+            None => Ok(()),
         }
-        Some(line)
-    })
+    };
+    call(
+        client,
+        &segments,
+        body,
+        opts,
+        &label,
+        json,
+        promise,
+        |body| {
+            let svc = body.get("service").and_then(Value::as_str).unwrap_or(name);
+            let result = body.get("result").unwrap_or(&Value::Null);
+            let Some(run) = result.get("run") else {
+                return output::result(result);
+            };
+            let mut line = format!(
+                "{svc}: {route} run {} in {} ms",
+                match run.get("outcome").and_then(Value::as_str) {
+                    Some("success") => "succeeded".to_owned(),
+                    Some(other) => other.to_owned(),
+                    None => "finished".to_owned(),
+                },
+                field(run, "duration_ms"),
+            );
+            if result.get("coalesced") == Some(&Value::Bool(true)) {
+                line.push_str(" (merged into a run already due)");
+            }
+            Some(line)
+        },
+    )
     .await
 }
 
@@ -110,7 +132,11 @@ fn answer_deadline(request: Duration, opts: &CallArgs) -> (Duration, String) {
     }
 }
 
-/// POSTs an action call, waiting (with a spinner) or not, and prints the answer.
+/// POSTs an action call, waiting (with a spinner) or not, and prints the answer:
+/// with `--no-wait` the job's id and status URL, otherwise what `render` makes of an
+/// answer that `promise` (given the answer and the request, `POST http://…`) found to
+/// be what the API promises.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn call(
     client: &Client,
     segments: &[&str],
@@ -118,6 +144,7 @@ pub(crate) async fn call(
     opts: &CallArgs,
     label: &str,
     json: bool,
+    promise: impl FnOnce(&Value, &str) -> Result<(), Failure>,
     render: impl FnOnce(&Value) -> Option<String>,
 ) -> anyhow::Result<()> {
     let mut url = client.url(segments);
@@ -165,6 +192,12 @@ pub(crate) async fn call(
     }
     let (code, body) = answer?;
     let body = check(code, body)?;
+    let what = format!("POST {url}");
+    if opts.no_wait {
+        require(&body, &["id", "correlation_id", "status_url"], &what)?;
+    } else {
+        promise(&body, &what)?;
+    }
     if json {
         return Ok(emit_json(&body)?);
     }

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::answers::require_list;
 use crate::client::Client;
 use crate::commands::{emit, emit_json};
 use crate::output::{field, table, time};
@@ -14,7 +15,25 @@ pub(crate) async fn history(
     limit: Option<usize>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut body = client.get(&["api", "services", name, "history"]).await?;
+    let segments = ["api", "services", name, "history"];
+    let mut body = client
+        .get(
+            &segments,
+            &[
+                "service",
+                "capacity",
+                "runs",
+                "actions_succeeded",
+                "actions_failed",
+            ],
+        )
+        .await?;
+    require_list(
+        &body["runs"],
+        Some("runs"),
+        &["started_at", "reason", "duration_ms", "outcome"],
+        &client.what("GET", &segments),
+    )?;
     if let (Some(n), Some(runs)) = (limit, body["runs"].as_array_mut()) {
         runs.truncate(n);
     }
@@ -66,7 +85,21 @@ fn history_text(h: &Value) -> String {
 
 /// `koanctl instances`: each host with its heartbeat age, load and services.
 pub(crate) async fn instances(client: &Client, json: bool) -> anyhow::Result<()> {
-    let body = client.get(&["api", "instances"]).await?;
+    let segments = ["api", "instances"];
+    let body = client.get(&segments, &["instances"]).await?;
+    require_list(
+        &body["instances"],
+        Some("instances"),
+        &[
+            "name",
+            "local",
+            "stale",
+            "heartbeat_age_ms",
+            "load",
+            "services",
+        ],
+        &client.what("GET", &segments),
+    )?;
     if json {
         return Ok(emit_json(&body)?);
     }

@@ -7,6 +7,10 @@ use clap_complete::Shell;
 
 use crate::deadline::parse_limit;
 
+/// The most runs `history --limit` asks for: the most a host keeps
+/// (`koan.background_services.history_size` is at most 10000).
+pub(crate) const MAX_HISTORY: u64 = 10_000;
+
 /// The default address of the control plane.
 pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
@@ -23,7 +27,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "KOAN_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 
-    /// Print the server's JSON as-is (one document per line for `events`).
+    /// Print the server's JSON as-is (one document per line for `events`); an error
+    /// the API answers (exit 3) is printed too, as its `{"error","message"}` document.
     #[arg(long, global = true)]
     pub(crate) json: bool,
 
@@ -123,8 +128,13 @@ pub(crate) enum Command {
     History {
         /// The service (case-insensitive).
         name: String,
-        /// Show at most this many runs.
-        #[arg(long)]
+        /// Show at most this many runs, 1 to 10000 (a host keeps at most 10000; the
+        /// host's document, with `--json`, is cut to as many).
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_HISTORY)
+        )]
         limit: Option<usize>,
     },
     /// The hosts of the cluster (without one, this host): heartbeat, load, services.

@@ -4,10 +4,11 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::header::{ACCEPT, HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::{Value, json};
 
+use crate::answers::{require, require_list};
 use crate::deadline;
 use crate::output::printable;
 
@@ -29,6 +30,10 @@ pub(crate) enum Failure {
         kind: String,
         /// The message from the body.
         message: String,
+        /// The error document `--json` prints on stdout: the server's when it names
+        /// an `error` kind, else `{"error": kind, "message": message}`; `None` when
+        /// the answer is printed already (an unhealthy host's health document).
+        document: Option<Value>,
     },
     /// The server could not be reached, or the connection broke.
     Connect {
@@ -61,7 +66,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Input(m) | Failure::Stalled(m) | Failure::Other(m) => f.write_str(m),
             // The server's words, kept to one line of plain text.
-            Failure::Api { kind, message } => {
+            Failure::Api { kind, message, .. } => {
                 write!(f, "{}: {}", printable(kind), printable(message))
             }
             Failure::Connect { url, detail } => write!(
@@ -121,6 +126,9 @@ impl Client {
         refuse_extras(&base)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // A redirect is refused, never followed: following one would turn a POST
+            // into a GET and show another host's answer as this one's.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("koanctl/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Failure::Other(format!("cannot build the HTTP client: {e}")))?;
@@ -147,6 +155,11 @@ impl Client {
         url
     }
 
+    /// A request to `segments`, for messages: `GET http://host/api/services`.
+    pub(crate) fn what(&self, method: &str, segments: &[&str]) -> String {
+        format!("{method} {}", self.url(segments))
+    }
+
     /// A request to `url`, with the token.
     pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
         let req = self.http.request(method, url);
@@ -170,9 +183,14 @@ impl Client {
         }
     }
 
-    /// Sends `req` (to `url`) and answers with the response, its body still to read.
+    /// Sends `req` (to `url`) and answers with the response, its body still to read;
+    /// a redirect is a [`Failure::Other`].
     async fn open(&self, url: &Url, req: RequestBuilder) -> Result<Response, Failure> {
-        req.send().await.map_err(|e| self.transport(url, &e))
+        let resp = req.send().await.map_err(|e| self.transport(url, &e))?;
+        if resp.status().is_redirection() {
+            return Err(redirected(url, &resp));
+        }
+        Ok(resp)
     }
 
     /// The body of `resp` (from `url`), refused past [`MAX_BODY`].
@@ -250,12 +268,30 @@ impl Client {
         }
     }
 
-    /// GETs `segments` and returns the JSON body of a success.
-    pub(crate) async fn get(&self, segments: &[&str]) -> Result<Value, Failure> {
+    /// GETs `segments` and returns the JSON body of a success, an object with every
+    /// field of `fields` ([`require`]).
+    pub(crate) async fn get(&self, segments: &[&str], fields: &[&str]) -> Result<Value, Failure> {
         let url = self.url(segments);
         let req = self.request(Method::GET, url.clone());
         let (status, body) = self.send(&url, req).await?;
-        check(status, body)
+        let body = check(status, body)?;
+        require(&body, fields, &format!("GET {url}"))?;
+        Ok(body)
+    }
+
+    /// GETs `segments` and returns the JSON body of a success, a list whose items
+    /// each have `fields` ([`require_list`]).
+    pub(crate) async fn get_list(
+        &self,
+        segments: &[&str],
+        fields: &[&str],
+    ) -> Result<Value, Failure> {
+        let url = self.url(segments);
+        let req = self.request(Method::GET, url.clone());
+        let (status, body) = self.send(&url, req).await?;
+        let body = check(status, body)?;
+        require_list(&body, None, fields, &format!("GET {url}"))?;
+        Ok(body)
     }
 
     /// Opens the event stream at `url`: its answer's head comes within the deadline.
@@ -278,6 +314,22 @@ impl Client {
     pub(crate) fn broken(&self, url: &Url, e: &reqwest::Error) -> Failure {
         self.transport(url, e)
     }
+}
+
+/// The failure a redirect (a 3xx answer from `url`) stands for: koanctl follows none.
+fn redirected(url: &Url, resp: &Response) -> Failure {
+    let to = match resp.headers().get(LOCATION) {
+        Some(loc) => format!(
+            "to `{}`",
+            printable(&String::from_utf8_lossy(loc.as_bytes()))
+        ),
+        None => "without a Location".to_owned(),
+    };
+    Failure::Other(format!(
+        "{url} answered {} {to}; koanctl does not follow redirects\n\
+         hint: pass the host that serves the koan API in --url (or KOAN_URL)",
+        resp.status()
+    ))
 }
 
 /// Refuses what a base URL may carry but koanctl must not send: a user name or
@@ -343,7 +395,16 @@ pub(crate) fn api_error(status: StatusCode, body: &Value) -> Failure {
             let reason = status.canonical_reason().unwrap_or("error");
             format!("the server answered {} {reason}", status.as_u16())
         });
-    Failure::Api { kind, message }
+    let document = if body.get("error").is_some_and(Value::is_string) {
+        body.clone()
+    } else {
+        json!({ "error": kind, "message": message })
+    };
+    Failure::Api {
+        kind,
+        message,
+        document: Some(document),
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 
 use std::io::Write;
 
-use anyhow::Context as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::act::{act, poke};
+use crate::answers::{require, require_list};
 use crate::cli::{Cli, Command};
 use crate::client::{Client, Failure, api_error};
 use crate::output::{self, cell, field, fields, table};
@@ -48,15 +48,32 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = Client::new(url, cli.token.clone(), cli.request_timeout)?;
     let json = cli.json;
-    match cli.command {
-        Command::Services => services(&client, json).await,
-        Command::Info { name } => info(&client, &name, json).await,
-        Command::Status { name } => status(&client, &name, json).await,
-        Command::Health { name } => health(&client, name.as_deref(), json).await,
-        Command::Act(args) => act(&client, args, json).await,
-        Command::Trigger { name, call } => poke(&client, &name, "trigger", None, &call, json).await,
+    let done = dispatch(&client, cli.command, json).await;
+    if json
+        && let Err(e) = &done
+        && let Some(Failure::Api {
+            document: Some(doc),
+            ..
+        }) = e.downcast_ref::<Failure>()
+    {
+        // Scripts read the error's kind on stdout; people read the message on stderr.
+        // A stdout gone away changes nothing: the exit code still tells the failure.
+        let _ = emit_json(doc);
+    }
+    done
+}
+
+/// Runs `command` against `client`.
+async fn dispatch(client: &Client, command: Command, json: bool) -> anyhow::Result<()> {
+    match command {
+        Command::Services => services(client, json).await,
+        Command::Info { name } => info(client, &name, json).await,
+        Command::Status { name } => status(client, &name, json).await,
+        Command::Health { name } => health(client, name.as_deref(), json).await,
+        Command::Act(args) => act(client, args, json).await,
+        Command::Trigger { name, call } => poke(client, &name, "trigger", None, &call, json).await,
         Command::CheckQueue { name, call } => {
-            poke(&client, &name, "check-queue", None, &call, json).await
+            poke(client, &name, "check-queue", None, &call, json).await
         }
         Command::ProcessBatch {
             name,
@@ -72,7 +89,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 body.insert("filter".into(), json!(f));
             }
             let body = (!body.is_empty()).then_some(Value::Object(body));
-            poke(&client, &name, "process-batch", body, &call, json).await
+            poke(client, &name, "process-batch", body, &call, json).await
         }
         Command::Events {
             service,
@@ -80,7 +97,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             idle_timeout,
         } => {
             crate::events::follow(
-                &client,
+                client,
                 service.as_deref(),
                 event.as_deref(),
                 idle_timeout,
@@ -88,23 +105,35 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Jobs(cmd) => crate::jobs::run(&client, cmd, json).await,
+        Command::Jobs(cmd) => crate::jobs::run(client, cmd, json).await,
         Command::History { name, limit } => {
-            crate::activity::history(&client, &name, limit, json).await
+            crate::activity::history(client, &name, limit, json).await
         }
-        Command::Instances => crate::activity::instances(&client, json).await,
+        Command::Instances => crate::activity::instances(client, json).await,
         Command::Completions { .. } => Ok(()),
     }
 }
 
+/// The fields of a row of `GET /api/services` that `koanctl services` shows.
+const SERVICE_ROW: &[&str] = &[
+    "name",
+    "kind",
+    "state",
+    "health",
+    "runs",
+    "failures",
+    "queue_depth",
+    "next_run",
+];
+
 async fn services(client: &Client, json: bool) -> anyhow::Result<()> {
-    let body = client.get(&["api", "services"]).await?;
+    let body = client.get_list(&["api", "services"], SERVICE_ROW).await?;
     if json {
         return Ok(emit_json(&body)?);
     }
     let rows: Vec<Vec<String>> = body
         .as_array()
-        .context("`GET /api/services` did not answer a list")?
+        .map_or(&[][..], Vec::as_slice)
         .iter()
         .map(|s| {
             let state = if s.get("enabled") == Some(&Value::Bool(false)) {
@@ -131,7 +160,31 @@ async fn services(client: &Client, json: bool) -> anyhow::Result<()> {
 }
 
 async fn info(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
-    let body = client.get(&["api", "services", name]).await?;
+    let segments = ["api", "services", name];
+    let body = client
+        .get(
+            &segments,
+            &[
+                "name",
+                "kind",
+                "description",
+                "schedule",
+                "enabled",
+                "critical",
+                "order",
+                "actions",
+                "events",
+            ],
+        )
+        .await?;
+    let what = client.what("GET", &segments);
+    require_list(
+        &body["actions"],
+        Some("actions"),
+        &["name", "params_schema"],
+        &what,
+    )?;
+    require_list(&body["events"], Some("events"), &["name"], &what)?;
     if json {
         return Ok(emit_json(&body)?);
     }
@@ -217,7 +270,28 @@ fn run_line(run: &Value) -> String {
 }
 
 async fn status(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
-    let body = client.get(&["api", "services", name, "status"]).await?;
+    let body = client
+        .get(
+            &["api", "services", name, "status"],
+            &[
+                "name",
+                "kind",
+                "state",
+                "enabled",
+                "critical",
+                "started_at",
+                "runs",
+                "failures",
+                "consecutive_failures",
+                "restarts",
+                "queue_depth",
+                "in_flight",
+                "next_run",
+                "last_run",
+                "last_error",
+            ],
+        )
+        .await?;
     if json {
         return Ok(emit_json(&body)?);
     }
@@ -262,6 +336,12 @@ async fn health(client: &Client, name: Option<&str>, json: bool) -> anyhow::Resu
     if !code.is_success() && !is_health {
         return Err(api_error(code, &body).into());
     }
+    let promised: &[&str] = if name.is_some() {
+        &["service", "status", "critical", "description", "error"]
+    } else {
+        &["status", "checks"]
+    };
+    require(&body, promised, &format!("GET {url}"))?;
     if json {
         emit_json(&body)?;
     } else if name.is_some() {
@@ -309,6 +389,8 @@ async fn health(client: &Client, name: Option<&str>, json: bool) -> anyhow::Resu
         Err(Failure::Api {
             kind: "unhealthy".into(),
             message: format!("{what} reports `{}`", field(&body, "status")),
+            // The health document, printed above, is the answer.
+            document: None,
         }
         .into())
     }

@@ -3,6 +3,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::answers::{require, require_list};
 use crate::cli::JobsCommand;
 use crate::client::{Client, check};
 use crate::commands::{emit, emit_json};
@@ -41,13 +42,23 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             let req = client.request(Method::GET, url.clone());
             let (status, body) = client.send(&url, req).await?;
             let body = check(status, body)?;
+            let what = format!("GET {url}");
+            require(&body, &["jobs"], &what)?;
+            require_list(&body["jobs"], Some("jobs"), JOB_ROW, &what)?;
             if json {
                 return Ok(emit_json(&body)?);
             }
             Ok(emit(&list_text(&body))?)
         }
         JobsCommand::Counts { service } => {
-            let body = for_service(client, Method::GET, "counts", service.as_deref()).await?;
+            let body = for_service(
+                client,
+                Method::GET,
+                "counts",
+                service.as_deref(),
+                &["counts", "store", "durable"],
+            )
+            .await?;
             if json {
                 return Ok(emit_json(&body)?);
             }
@@ -71,7 +82,10 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             Ok(emit(&text)?)
         }
         JobsCommand::Show { id } => {
-            let body = client.get(&["api", "jobs", &id]).await?;
+            let segments = ["api", "jobs", &id];
+            let body = client.get(&segments, JOB).await?;
+            let what = client.what("GET", &segments);
+            require_list(&body["history"], Some("history"), ATTEMPT, &what)?;
             if json {
                 return Ok(emit_json(&body)?);
             }
@@ -80,7 +94,14 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
         JobsCommand::Retry { id } => post(client, &["api", "jobs", &id, "retry"], json).await,
         JobsCommand::Cancel { id } => post(client, &["api", "jobs", &id, "cancel"], json).await,
         JobsCommand::RetryDead { service } => {
-            let body = for_service(client, Method::POST, "retry-dead", service.as_deref()).await?;
+            let body = for_service(
+                client,
+                Method::POST,
+                "retry-dead",
+                service.as_deref(),
+                &["retried"],
+            )
+            .await?;
             if json {
                 return Ok(emit_json(&body)?);
             }
@@ -99,28 +120,68 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
     }
 }
 
-/// POSTs to a job route and prints the job it answers with.
-/// `METHOD /api/jobs/{what}[?service=…]` (counts and retry-dead), checked.
+/// The fields of a job in a listing that `jobs list` shows.
+const JOB_ROW: &[&str] = &[
+    "id",
+    "state",
+    "service",
+    "action",
+    "attempts",
+    "max_attempts",
+    "created_at",
+    "error",
+];
+
+/// The fields of a job that `jobs show` shows.
+const JOB: &[&str] = &[
+    "id",
+    "state",
+    "service",
+    "action",
+    "params",
+    "priority",
+    "correlation_id",
+    "idempotency_key",
+    "created_at",
+    "run_at",
+    "finished_at",
+    "attempts",
+    "max_attempts",
+    "result",
+    "error",
+    "history",
+];
+
+/// The fields of an attempt of a job that `jobs show` shows.
+const ATTEMPT: &[&str] = &["attempt", "started_at", "finished_at", "instance", "error"];
+
+/// `METHOD /api/jobs/{route}[?service=…]` (counts and retry-dead), checked, with
+/// `fields`.
 async fn for_service(
     client: &Client,
     method: Method,
-    what: &str,
+    route: &str,
     service: Option<&str>,
+    fields: &[&str],
 ) -> anyhow::Result<Value> {
-    let mut url = client.url(&["api", "jobs", what]);
+    let mut url = client.url(&["api", "jobs", route]);
     if let Some(s) = service {
         url.query_pairs_mut().append_pair("service", s);
     }
-    let req = client.request(method, url.clone());
+    let req = client.request(method.clone(), url.clone());
     let (status, body) = client.send(&url, req).await?;
-    Ok(check(status, body)?)
+    let body = check(status, body)?;
+    require(&body, fields, &format!("{method} {url}"))?;
+    Ok(body)
 }
 
+/// POSTs to a job route and prints the job it answers with.
 async fn post(client: &Client, segments: &[&str], json: bool) -> anyhow::Result<()> {
     let url = client.url(segments);
     let req = client.request(Method::POST, url.clone());
     let (status, body) = client.send(&url, req).await?;
     let body = check(status, body)?;
+    require(&body, &["id", "state"], &format!("POST {url}"))?;
     if json {
         return Ok(emit_json(&body)?);
     }

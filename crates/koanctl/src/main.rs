@@ -10,10 +10,12 @@
 //!
 //! Exit codes: 0 success, 2 usage or bad local input, 3 the server answered an
 //! error, 4 the server could not be reached, did not answer within
-//! `--request-timeout`, or closed or went quiet on the event stream, 1 anything else.
+//! `--request-timeout`, or closed or went quiet on the event stream, 1 anything else
+//! (an answer without the fields the API promises, a redirect).
 
 mod act;
 mod activity;
+mod answers;
 mod cli;
 mod client;
 mod commands;

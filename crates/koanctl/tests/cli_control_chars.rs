@@ -16,10 +16,12 @@ const HOSTILE: &str = "boom\u{1b}[2J\u{1b}]0;TITLE\u{7}\r\u{8}\u{7f}\u{9b}31m";
 fn job() -> Value {
     json!({
         "id": "j1", "state": "dead", "service": "Evil\u{1b}[2J", "action": "say",
-        "params": { "text": HOSTILE }, "attempts": 1, "max_attempts": 1,
-        "created_at": "2025-01-02T03:04:05Z", "correlation_id": HOSTILE,
-        "error": { "message": HOSTILE },
+        "params": { "text": HOSTILE }, "priority": 0, "attempts": 1, "max_attempts": 1,
+        "created_at": "2025-01-02T03:04:05Z", "run_at": "2025-01-02T03:04:05Z",
+        "finished_at": "2025-01-02T03:04:06Z", "correlation_id": HOSTILE,
+        "idempotency_key": null, "result": null, "error": { "message": HOSTILE },
         "history": [{ "attempt": 1, "started_at": "2025-01-02T03:04:05Z",
+                      "finished_at": "2025-01-02T03:04:06Z",
                       "instance": HOSTILE, "error": { "message": HOSTILE } }],
     })
 }
@@ -33,11 +35,13 @@ fn route(line: &str) -> Reply {
         }])),
         "/api/services/evil/status" => Reply::json(&json!({
             "name": "Evil", "kind": "periodic", "state": HOSTILE, "enabled": false,
-            "disabled_reason": HOSTILE, "last_error": HOSTILE,
+            "disabled_reason": HOSTILE, "last_error": HOSTILE, "critical": false,
+            "started_at": null, "next_run": null, "runs": 1, "failures": 1,
+            "consecutive_failures": 1, "restarts": 0, "queue_depth": 0, "in_flight": 0,
             "last_run": { "reason": "trigger", "outcome": "failure", "error": HOSTILE },
         })),
         "/api/services/evil/history" => Reply::json(&json!({
-            "service": HOSTILE, "capacity": 50,
+            "service": HOSTILE, "capacity": 50, "actions_succeeded": 0, "actions_failed": 0,
             "runs": [{ "started_at": "2025-01-02T03:04:05Z", "reason": HOSTILE,
                        "duration_ms": 3, "outcome": "failure", "error": HOSTILE }],
         })),

@@ -1,6 +1,6 @@
 //! A tiny HTTP/1.1 server that answers as it is told, to meet `koanctl` with hosts that
 //! misbehave: one that never answers, one that stalls mid-body, one whose answer never
-//! ends, one whose text steers the terminal.
+//! ends, one whose text steers the terminal, one that redirects elsewhere.
 
 use std::sync::Arc;
 
@@ -30,6 +30,8 @@ pub(crate) enum Reply {
     /// `200 text/event-stream` with `body`; then the server closes the stream, or
     /// keeps it open and sends nothing more.
     Stream { body: Vec<u8>, close: bool },
+    /// `status` (a 3xx) sending the client to `location`, with a short body.
+    Redirect { status: u16, location: String },
 }
 
 impl Reply {
@@ -156,6 +158,17 @@ async fn answer(conn: &mut TcpStream, reply: Reply) -> std::io::Result<()> {
             );
             conn.write_all(head.as_bytes()).await?;
             conn.write_all(&body).await?;
+            conn.shutdown().await
+        }
+        Reply::Redirect { status, location } => {
+            let body = format!("moved to {location}");
+            let head = format!(
+                "HTTP/1.1 {status} Moved\r\nlocation: {location}\r\ncontent-type: text/plain\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(head.as_bytes()).await?;
+            conn.write_all(body.as_bytes()).await?;
             conn.shutdown().await
         }
         Reply::Stream { body, close } => {
