@@ -226,10 +226,58 @@ pub(crate) async fn store(
             true
         }
         Err(e) => {
-            tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome; it will run again");
+            tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome");
             false
         }
     }
+}
+
+/// Stores the outcome of a run that ended, trying again while the broker refuses
+/// it (its storage full, a moment's outage) — for up to ten minutes, and while the
+/// host is not stopping — keeping the job's claim with a progress ack before each
+/// try: a job that ran must not run again because its outcome could not be written
+/// at once. Before, it was handed back after a second, and a probe with
+/// JetStream's storage full saw each of 535 jobs run 5 times, then end dead.
+/// `false` when it never got through: the job is then handed back, and runs again.
+pub(crate) async fn store_held(
+    t: &NatsTransport,
+    msg: &async_nats::jetstream::Message,
+    host: &koan::HostHandle,
+    (key, id, attempts): (&str, &str, i64),
+    reply: Reply,
+) -> bool {
+    let until = Instant::now() + Duration::from_secs(600);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        if store(t, key, id, attempts, reply.clone()).await {
+            return true;
+        }
+        // Too large for the broker or the bucket: no try will take it (the caller
+        // records why instead).
+        if Instant::now() + pause >= until || host.is_stopping() || too_large(t, &reply).await {
+            return false;
+        }
+        let _ = msg.ack_with(async_nats::jetstream::AckKind::Progress).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(t.inner.opts.ack_wait / 3);
+    }
+}
+
+/// Whether an outcome holding `reply` is larger than the broker (`max_payload`) or
+/// the outcomes' stream (`max_message_size`) takes.
+async fn too_large(t: &NatsTransport, reply: &Reply) -> bool {
+    let len = serde_json::to_vec(reply).map_or(0, |b| b.len());
+    if len > t.inner.client.server_info().max_payload {
+        return true;
+    }
+    let name = format!("KV_{}", crate::subjects::OUTCOMES_BUCKET);
+    let Ok(mut stream) = t.inner.js.get_stream(name).await else {
+        return false;
+    };
+    stream
+        .info()
+        .await
+        .is_ok_and(|i| usize::try_from(i.config.max_message_size).is_ok_and(|max| len > max))
 }
 
 #[cfg(test)]

@@ -150,9 +150,12 @@ async fn handle(
     // window, a new message for a job that ran). The first delivery of a job with a
     // fresh id cannot have been: it skips the look-up.
     if (delivered > 1 || !fresh_id(&job.id) || job.retry.is_some())
-        && let Ok(Some(_)) = t.inner.outcomes.get(&key).await
+        && let Ok(Some(stored)) = t.inner.outcomes.get(&key).await
     {
         let _ = msg.ack().await;
+        // Its record may still say `running` (its write after the outcome was cut
+        // off by a stop, or timed out): brought in line with the outcome.
+        crate::run_record::align(t, &job.id, &stored).await;
         return;
     }
     // The run's number counts the runs before a retry by hand.
@@ -281,7 +284,8 @@ async fn handle(
     match result {
         Ok(value) => {
             let how = records::succeeded(value.clone());
-            if crate::outcomes::store(t, &key, &job.id, attempts, Reply::of(Ok(value))).await {
+            let done = (key.as_str(), job.id.as_str(), attempts);
+            if crate::outcomes::store_held(t, &msg, host, done, Reply::of(Ok(value))).await {
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
@@ -321,7 +325,8 @@ async fn handle(
             let how = records::dead(&e);
             let reply = Reply::of(Err(e));
             let why = reply.reason();
-            if crate::outcomes::store(t, &key, &job.id, attempts, reply).await {
+            let done = (key.as_str(), job.id.as_str(), attempts);
+            if crate::outcomes::store_held(t, &msg, host, done, reply).await {
                 bury(t, &msg, &job, attempt, how, &why, started).await;
             } else {
                 let _ = msg

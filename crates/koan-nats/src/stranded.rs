@@ -138,7 +138,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) -> bool {
     let e = koan::Error::new(
         ErrorKind::Handler,
         format!(
-            "durable job {} of `{}` reached the work consumer's max_deliver ({} deliveries) and none of its runs ended: each instance that took it crashed or froze past ack_wait; it is dead (retry it by hand once the cause is known)",
+            "durable job {} of `{}` reached the work consumer's max_deliver ({} deliveries) and none of its runs recorded an end: each instance that took it crashed, froze past ack_wait, or could not store its outcome; it is dead (retry it by hand once the cause is known)",
             job.id, job.service, a.deliveries
         ),
     );
@@ -174,8 +174,13 @@ async fn bury(t: &NatsTransport, a: &Exceeded) -> bool {
             )
             .await;
         }
-        // Another instance answered first, or a run's outcome was recorded after all.
-        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {}
+        // Another instance answered first, or a run's outcome was recorded after all:
+        // the record follows the outcome that stands.
+        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+            if let Ok(Some(stored)) = t.inner.outcomes.get(subjects::key(&job.id)).await {
+                run_record::align(t, &job.id, &stored).await;
+            }
+        }
         Err(e) => {
             tracing::warn!(id = %job.id, error = %e, "could not record the end of a job JetStream no longer delivers; trying again");
             return false;

@@ -197,7 +197,7 @@ mod tests {
 
 /// The reply to a call or a query, and the body of a stored outcome: a result or an
 /// error. Exactly one of `ok` and `error` is set (`ok` may be `null`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub(crate) struct Reply {
     /// The result (JSON), when the request succeeded.

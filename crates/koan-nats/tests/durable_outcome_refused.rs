@@ -1,0 +1,51 @@
+//! A durable job whose run ended while the broker refused its outcome (its storage
+//! full): the worker keeps the job, with progress acks, and stores the outcome
+//! once the broker takes it again; the job ran once. Before, it was handed back
+//! after a second and ran again at each delivery: a probe with JetStream's storage
+//! full saw each of 535 jobs run 5 times, then end `dead`, "none of its runs
+//! ended".
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stopped, enqueue, holder_and_client};
+use koan_test_support::nats::NatsServer;
+use koan_test_support::{wait_for, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (worker, client, runs) = holder_and_client(&server, Stopped::Fails).await?;
+    // A first job, so that the outcomes' stream holds some bytes.
+    within(
+        "a first job",
+        enqueue(&client.host, "busy", 1u64).await?.outcome(),
+    )
+    .await??;
+
+    // The outcomes' stream takes no byte more, as when JetStream's storage is full.
+    let js = async_nats::jetstream::new(client.nats.client().clone());
+    let mut stream = js.get_stream("KV_koan_outcomes").await?;
+    let info = stream.info().await?;
+    let mut config = info.config.clone();
+    config.max_bytes = i64::try_from(info.state.bytes)?;
+    js.update_stream(config.clone()).await?;
+
+    let before = runs.started();
+    let ticket = enqueue(&client.host, "busy", 1u64).await?;
+    wait_for("its run", async || {
+        Ok((runs.started() > before).then_some(()))
+    })
+    .await?;
+    // Refused for three seconds: three redeliveries' time (with `ack_wait` 1 s),
+    // had the job been handed back after a second as before.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    config.max_bytes = -1;
+    js.update_stream(config).await?;
+
+    within("the outcome", ticket.outcome()).await??;
+    assert_eq!(runs.started(), before + 1, "the job ran once");
+    client.stop().await?;
+    worker.stop().await
+}
