@@ -41,8 +41,23 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
             config.discard = stream::DiscardPolicy::Old;
         }
         let made = js.get_or_create_stream(config.clone()).await.map_err(|e| {
+            let text = e.to_string();
+            // The server's storage (or memory) is smaller than the stream's limit
+            // (a `max_file_store` under the dead letters' 256 MiB): the hint that
+            // helps then is the limit, not `-js`.
+            let short = text.contains("insufficient storage") || text.contains("insufficient memory");
+            let hint = if short && name == subjects::DLQ_STREAM {
+                format!(
+                    "the server's JetStream storage cannot reserve the dead letters' {} MiB: lower `koan.nats.dead_letter_max_mb` (KOAN__NATS__DEAD_LETTER_MAX_MB) or raise the server's `max_file_store` (`max_memory_store`)",
+                    opts.dead_letter_max_bytes >> 20
+                )
+            } else if short {
+                "the server's JetStream storage is full or too small (see its `max_file_store` / `max_memory_store`)".to_owned()
+            } else {
+                "is the server started with -js?".to_owned()
+            };
             unavailable(format!(
-                "cannot create the JetStream stream `{name}` (is the server started with -js?): {e}"
+                "cannot create the JetStream stream `{name}` ({hint}): {text}"
             ))
         })?;
         // Made by a host with other limits: this host's apply (the latest to

@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
-use koan_test_support::eventually;
+use koan_nats::NatsTransport;
 use koan_test_support::nats::{Member, NatsServer, test_options};
 use koan_test_support::services::Echo;
+use koan_test_support::{eventually, within};
 
 /// The work consumer of `Echo`: its `ack_wait` and `max_deliver`, once it exists.
 async fn settings(js: &async_nats::jetstream::Context) -> Option<(Duration, i64)> {
@@ -120,5 +121,25 @@ async fn outcomes_records_and_cancels_keep_the_age_they_were_made_with() -> anyh
     other.outcome_ttl = Duration::from_secs(3600);
     let _b = Member::join(other, |b| b).await?;
     assert_eq!(outcome_ages(&js).await, [made; 3]);
+    Ok(())
+}
+
+/// Dead letters' limit more than the server's JetStream storage can reserve: the
+/// host refuses to start, naming the setting to lower. Before, it said "is the
+/// server started with -js?", which pointed the wrong way (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_limit_the_server_cannot_reserve_names_the_setting() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let mut opts = test_options(&server.url());
+    opts.dead_letter_max_bytes = 1 << 50;
+    let e = within("connect", NatsTransport::connect(opts))
+        .await?
+        .expect_err("a petabyte of dead letters");
+    assert!(
+        e.message().contains("KOAN_DLQ")
+            && e.message().contains("koan.nats.dead_letter_max_mb")
+            && !e.message().contains("-js"),
+        "{e}"
+    );
     Ok(())
 }
