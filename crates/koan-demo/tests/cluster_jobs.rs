@@ -67,6 +67,13 @@ async fn a_job_accepted_on_one_instance_is_seen_and_cancelled_on_another() -> an
         counts["counts"]["succeeded"].as_u64() >= Some(1),
         "{counts}"
     );
+    // The counts are the file's and the cluster's, and say so.
+    assert!(
+        counts["store"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sqlite:") && s.ends_with("and the cluster's queue")),
+        "{counts}"
+    );
 
     // No translator now: a job accepted on A waits in JetStream, queued — and R sees
     // it at once (A writes the record before it answers 202).

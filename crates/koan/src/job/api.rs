@@ -27,9 +27,15 @@ impl Jobs {
         self.store().is_durable()
     }
 
-    /// The store, as named in logs (`sqlite:jobs.db`, `memory`).
+    /// Where the jobs listed and counted are kept, as named in logs
+    /// (`sqlite:jobs.db`, `memory`); with a transport, "… and the cluster's queue"
+    /// (the counts and listings add the cluster's jobs: a probe read the counts as
+    /// the file's alone).
     pub fn store_name(&self) -> String {
-        self.store().describe()
+        match self.transport() {
+            Some(_) => format!("{} and the cluster's queue", self.store().describe()),
+            None => self.store().describe(),
+        }
     }
 
     /// One job; `UnknownJob` when there is none with that id. In a cluster, a job
