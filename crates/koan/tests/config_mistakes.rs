@@ -5,27 +5,14 @@
 //! probe). A section of a service that only another process runs (a configuration
 //! shared by a cluster) is still accepted. And a `max_concurrency` past 10,000.
 
+mod common;
+
 use koan::config::Config;
 use koan::error::ErrorKind;
 
-macro_rules! waiting {
-    ($name:ident, $($options:tt)*) => {
-        #[koan::service($($options)*)]
-        #[derive(Default)]
-        struct $name;
-
-        impl koan::BackgroundService for $name {
-            async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
-                cx.cancelled().await;
-                Ok(())
-            }
-        }
-    };
-}
-
-waiting!(Cleanup, discover = false);
+common::waiting_service!(Cleanup, discover = false);
 // Linked into this binary (discoverable), never added to the host below.
-waiting!(ReportMailer, name = "ReportMailer");
+common::waiting_service!(ReportMailer, name = "ReportMailer");
 
 fn config(section: &str) -> anyhow::Result<Config> {
     let text = format!("[background_services.services.{section}]\nenabled = false\n");

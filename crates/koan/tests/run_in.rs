@@ -4,28 +4,15 @@
 //! reason named an option the user never wrote (`run_in_production = false`;
 //! found by a probe).
 
+mod common;
+
 use koan::error::ErrorKind;
 use koan::host::Environment;
 use koan::status::ServiceState;
 
-macro_rules! waiting {
-    ($name:ident, $($options:tt)*) => {
-        #[koan::service($($options)*, discover = false)]
-        #[derive(Default)]
-        struct $name;
-
-        impl koan::BackgroundService for $name {
-            async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
-                cx.cancelled().await;
-                Ok(())
-            }
-        }
-    };
-}
-
-waiting!(ProdOnly, run_in = ["prod"]);
-waiting!(Staging, run_in = ["Staging", "dev"]);
-waiting!(NotInProduction, run_in_production = false);
+common::waiting_service!(ProdOnly, run_in = ["prod"], discover = false);
+common::waiting_service!(Staging, run_in = ["Staging", "dev"], discover = false);
+common::waiting_service!(NotInProduction, run_in_production = false, discover = false);
 
 /// Each service's state and reason for being disabled, in `environment`.
 async fn states(environment: &str) -> anyhow::Result<Vec<(String, ServiceState, Option<String>)>> {
@@ -79,7 +66,7 @@ async fn run_in_names_are_read_as_koan_env_is() -> anyhow::Result<()> {
     Ok(())
 }
 
-waiting!(Spaced, run_in = ["prod uction"]);
+common::waiting_service!(Spaced, run_in = ["prod uction"], discover = false);
 
 #[test]
 fn a_run_in_name_that_is_no_environment_name_is_refused() {

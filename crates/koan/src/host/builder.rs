@@ -388,17 +388,7 @@ fn make_cell<T: Service>(
             ),
         ));
     }
-    for n in options.run_in.iter().flatten() {
-        if Environment::new(n).is_err() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "service `{name}`: run_in names `{}`, which is no environment name; use 1 to 64 letters, digits, `-`, `_` or `.` (e.g. development, staging, production)",
-                    n.escape_debug()
-                ),
-            ));
-        }
-    }
+    options.check_run_in(&name)?;
     let schedule = match (&options.schedule, kind) {
         (Some(ScheduleSpec::Every(p)), ServiceKind::Periodic) => {
             Some(Schedule::every(*p).map_err(|e| in_service(&name, e))?)

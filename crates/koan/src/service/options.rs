@@ -314,6 +314,22 @@ impl ServiceOptions {
         }
     }
 
+    /// Refuses a `run_in` name that is no environment name (service `name`'s).
+    pub(crate) fn check_run_in(&self, name: &str) -> crate::error::Result<()> {
+        for n in self.run_in.iter().flatten() {
+            if Environment::new(n).is_err() {
+                return Err(crate::error::Error::new(
+                    crate::error::ErrorKind::Config,
+                    format!(
+                        "service `{name}`: run_in names `{}`, which is no environment name; use 1 to 64 letters, digits, `-`, `_` or `.` (e.g. development, staging, production)",
+                        n.escape_debug()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs only in these environments (any names, e.g. `["staging", "production"]`,
     /// read as `KOAN_ENV` is: regardless of case, `dev`, `prod` and `test` for the
     /// well-known three), instead of the `run_in_*` switches. A name that is no

@@ -19,6 +19,27 @@ use koan::{
 };
 use tokio::sync::{Semaphore, mpsc};
 
+/// A background service `$name` declared with `#[koan::service(options…)]`, whose
+/// `run` waits for its token: for tests of what its declaration or configuration
+/// does, not of its work.
+#[allow(unused_macros)] // each test file uses its own part of this module
+macro_rules! waiting_service {
+    ($name:ident, $($options:tt)*) => {
+        #[koan::service($($options)*)]
+        #[derive(Default)]
+        struct $name;
+
+        impl koan::BackgroundService for $name {
+            async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+                cx.cancelled().await;
+                Ok(())
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use waiting_service;
+
 /// A started test host running `service`.
 pub(crate) async fn started<T: Service>(service: T) -> anyhow::Result<HostHandle> {
     let host = koan::testing::host().instance(service).build()?.start();
