@@ -9,13 +9,17 @@ const S = {
   view: null, timer: null,
 };
 const $ = (sel, root = document) => root.querySelector(sel);
+// Unicode's bidirectional controls, shown as escapes: obeyed, a job's "\u202eRTL\u202c"
+// read as "LTR" (seen in a probe).
+const BIDI = /[\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const visible = (v) => v === null || v === undefined ? "" : String(v).replace(BIDI, (c) => "\\u{" + c.codePointAt(0).toString(16) + "}");
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v; else if (k === "text") e.textContent = v;
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = visible(v);
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else if (v !== undefined && v !== null) e.setAttribute(k, v);
   }
-  for (const k of kids) if (k !== null && k !== undefined && k !== false) e.append(k);
+  for (const k of kids) if (k !== null && k !== undefined && k !== false) e.append(typeof k === "string" ? visible(k) : k);
   return e;
 };
 const enc = encodeURIComponent;

@@ -19,20 +19,51 @@ use crate::headers::Seen;
 pub(crate) struct Declared {
     has_body: bool,
     is_json: bool,
+    /// Why a body declared as JSON still cannot be read as such: another charset
+    /// than UTF-8, or a `Content-Encoding` (a gzip body was refused as "not valid
+    /// JSON at line 1 column 1", a UTF-16 one read as UTF-8; seen in a probe).
+    unreadable: Option<String>,
     length: Option<u64>,
 }
 
 impl Declared {
     pub(crate) fn of(seen: &Seen<'_>, req: &Request) -> Self {
+        let is_json = is_json(seen.content_type);
         Declared {
             has_body: has_body(seen, req),
-            is_json: is_json(seen.content_type),
+            is_json,
+            unreadable: if is_json { unreadable(seen) } else { None },
             length: seen
                 .content_length
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok()),
         }
     }
+}
+
+/// What keeps a body declared as JSON from being read as UTF-8 JSON.
+fn unreadable(seen: &Seen<'_>) -> Option<String> {
+    if let Some(enc) = seen.content_encoding
+        && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Some(format!(
+            "a request body is read as it is sent: `Content-Encoding: {}` is not accepted; send the JSON uncompressed",
+            String::from_utf8_lossy(enc.as_bytes()).escape_debug()
+        ));
+    }
+    let ct = seen.content_type?.to_str().ok()?;
+    let charset = ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"'))
+    })?;
+    (!charset.eq_ignore_ascii_case("utf-8") && !charset.eq_ignore_ascii_case("utf8")).then(|| {
+        format!(
+            "a request body must be UTF-8 JSON: `charset={}` is not accepted; send it as UTF-8 (or without a charset)",
+            charset.escape_debug()
+        )
+    })
 }
 
 /// Reads the body of a request that has one, within the deadline and the limit,
@@ -52,6 +83,14 @@ pub(crate) async fn read_json_body(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "a request body must be JSON, sent with `Content-Type: application/json`",
+        )
+        .closing());
+    }
+    if let Some(why) = declared.unreadable {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            why,
         )
         .closing());
     }

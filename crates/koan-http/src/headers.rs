@@ -22,6 +22,7 @@ pub(crate) struct Seen<'a> {
     pub(crate) fetch_dest: Option<&'a HeaderValue>,
     pub(crate) content_type: Option<&'a HeaderValue>,
     pub(crate) content_length: Option<&'a HeaderValue>,
+    pub(crate) content_encoding: Option<&'a HeaderValue>,
     pub(crate) transfer_encoding: bool,
 }
 
@@ -39,6 +40,8 @@ impl<'a> Seen<'a> {
                 &mut seen.content_length
             } else if name == header::ORIGIN {
                 &mut seen.origin
+            } else if name == header::CONTENT_ENCODING {
+                &mut seen.content_encoding
             } else if name == header::TRANSFER_ENCODING {
                 seen.transfer_encoding = true;
                 continue;
@@ -73,6 +76,7 @@ mod tests {
         h.append(&SEC_FETCH_DEST, HeaderValue::from_static("iframe"));
         h.append(header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.append(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("x"));
         let s = Seen::scan(&h);
         assert_eq!(s.host, h.get(header::HOST));
@@ -82,6 +86,7 @@ mod tests {
         assert_eq!(s.fetch_dest, h.get(&SEC_FETCH_DEST));
         assert_eq!(s.content_type, h.get(header::CONTENT_TYPE));
         assert_eq!(s.content_length, h.get(header::CONTENT_LENGTH));
+        assert_eq!(s.content_encoding, h.get(header::CONTENT_ENCODING));
         assert!(s.transfer_encoding);
         let empty = HeaderMap::new();
         let s = Seen::scan(&empty);

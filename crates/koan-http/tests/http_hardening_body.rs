@@ -170,3 +170,50 @@ async fn a_body_that_is_not_declared_json_is_415() -> anyhow::Result<()> {
     assert_eq!(status.as_u16(), 200, "{body}");
     api.stop().await
 }
+
+/// A JSON body that is compressed or in another charset is refused, saying so,
+/// rather than read as UTF-8 JSON: a gzip body was "not valid JSON at line 1
+/// column 1", and `charset=utf-16` was read as UTF-8 (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_or_other_charset_body_is_refused_saying_why() -> anyhow::Result<()> {
+    let api = serve_echo(loopback()).await?;
+    for (content_type, extra, why) in [
+        (
+            "application/json",
+            Some("Content-Encoding: gzip"),
+            "`Content-Encoding: gzip` is not accepted",
+        ),
+        (
+            "application/json; charset=utf-16",
+            None,
+            "`charset=utf-16` is not accepted",
+        ),
+        (
+            "application/json; charset=\"latin1\"",
+            None,
+            "`charset=latin1` is not accepted",
+        ),
+    ] {
+        let ct = format!("Content-Type: {content_type}");
+        let mut lines = vec![ct.as_str(), "Content-Length: 2", "Connection: close"];
+        lines.extend(extra);
+        let req = head("POST", "/api/services/echo/actions/echo", &lines) + "{}";
+        let a = exchange(api.server_addr(), req.as_bytes(), PATIENCE).await?;
+        assert_eq!(a.status, 415, "{content_type} {extra:?}: {a:?}");
+        let message = error_message(&a.json()?, "unsupported_media_type")?;
+        assert!(message.contains(why), "{message}");
+    }
+    // UTF-8, said or not, and `identity` are read as before.
+    for (content_type, extra) in [
+        ("application/json; charset=UTF-8", None),
+        ("application/json", Some("Content-Encoding: identity")),
+    ] {
+        let ct = format!("Content-Type: {content_type}");
+        let mut lines = vec![ct.as_str(), "Content-Length: 2", "Connection: close"];
+        lines.extend(extra);
+        let req = head("POST", "/api/services/echo/actions/echo", &lines) + "{}";
+        let a = exchange(api.server_addr(), req.as_bytes(), PATIENCE).await?;
+        assert_eq!(a.status, 200, "{content_type} {extra:?}: {a:?}");
+    }
+    api.stop().await
+}

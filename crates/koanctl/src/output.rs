@@ -18,8 +18,16 @@ pub(crate) fn printable_block(s: &str) -> Cow<'_, str> {
     escape_controls(s, true)
 }
 
+/// Unicode's bidirectional controls (U+202A–U+202E, U+2066–U+2069, U+200E,
+/// U+200F): shown raw, `\u{202e}RTL\u{202c}` read as "LTR" — what a host sent could be made
+/// to read as something else (seen in a probe).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 fn escape_controls(s: &str, block: bool) -> Cow<'_, str> {
-    let escaped = |c: char| c.is_control() && !(block && matches!(c, '\n' | '\t'));
+    let escaped =
+        |c: char| (c.is_control() && !(block && matches!(c, '\n' | '\t'))) || is_bidi_control(c);
     if !s.chars().any(escaped) {
         return Cow::Borrowed(s);
     }
@@ -181,6 +189,19 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME     STATE\nGreeter  running\nX        idle\n");
+    }
+
+    #[test]
+    fn bidirectional_controls_are_shown_not_obeyed() {
+        // "\u{202e}RTL\u{202c}" displays as "LTR" where it is obeyed.
+        let spoof = "job \u{202e}LTR\u{202c} \u{2066}x\u{2069}\u{200f}";
+        assert_eq!(
+            printable(spoof),
+            r"job \u{202e}LTR\u{202c} \u{2066}x\u{2069}\u{200f}"
+        );
+        assert_eq!(printable_block("a\n\u{202e}b"), "a\n\\u{202e}b");
+        // Other non-ASCII text is left as it is.
+        assert_eq!(printable("Café ✓ 日本"), "Café ✓ 日本");
     }
 
     #[test]

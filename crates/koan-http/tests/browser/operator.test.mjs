@@ -1,8 +1,9 @@
 // What an operator meets when things go wrong, in headless Chromium against a live
 // koan-demo host: an action's failure stays on screen, a retry of finished work
 // asks first, a malformed address says so, a refused event stream says why and
-// tries again, a cancelled token prompt is not asked again, and a long payload is
-// cut in the feed. Each was found by a probe of the dashboard.
+// tries again, a cancelled token prompt is not asked again, a long payload is cut
+// in the feed, and bidirectional controls are shown, not obeyed. Each was found by
+// a probe of the dashboard.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { useDemo, startDemo, launch, call, WAIT, WIDE } from "./harness.mjs";
@@ -125,4 +126,15 @@ test("on a host that needs a token, a cancelled prompt is not asked again, and t
   } finally {
     child.kill("SIGTERM");
   }
+});
+
+test("bidirectional controls in a job's parameters are shown, not obeyed", async () => {
+  // Obeyed, "\u202eLTR\u202c" reads as "RTL": what an operator reads could be spoofed.
+  const { id } = await enqueue("translate", { fileId: "x\u202eLTR\u202c.txt", from: "en", to: "es" }, "&delay=1h");
+  const page = await browser.newPage({ viewport: WIDE });
+  await page.goto(base + "/#/jobs/" + encodeURIComponent(id));
+  const params = page.locator("pre.json").filter({ hasText: "x\\u{202e}LTR\\u{202c}.txt" });
+  await params.waitFor(WAIT);
+  assert.ok(!(await params.textContent()).includes("\u202e"));
+  await page.close();
 });
