@@ -188,7 +188,42 @@ async fn stream_errors() -> anyhow::Result<()> {
     let path = "/api/events?colour=red";
     let message = refused(&api, path, StatusCode::BAD_REQUEST, "invalid_parameters").await?;
     assert!(message.contains("colour"), "{message}");
+
+    // An event no service declares: refused, as a subscription by name is (it
+    // answered 200 and then nothing, for ever; found by a probe). A service that
+    // declares none takes any name.
+    api.stop().await?;
+    let api = start_with_herald().await?;
+    let path = "/api/services/herald/events?event=Gone";
+    let message = refused(&api, path, StatusCode::NOT_FOUND, "unknown_event").await?;
+    assert!(
+        message.contains("`Gone`") && message.contains("Ready"),
+        "{message}"
+    );
+    drop(open(&api, "/api/services/herald/events?event=ready").await?);
+    drop(open(&api, "/api/services/notifier/events?event=Anything").await?);
     api.stop().await
+}
+
+/// A service that declares its one event, `Ready`.
+#[koan::service(event(name = "Ready", payload = Shout))]
+#[derive(Default)]
+struct Herald;
+
+impl BackgroundService for Herald {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn start_with_herald() -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<Notifier>()
+        .service::<Herald>()
+        .build()?
+        .start();
+    Api::open(host).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,9 @@ async fn stream(
         }
         None => state.host.events().on("*"),
     };
+    if let Some(event) = &q.event {
+        check_event(&state, service.as_deref(), event).await?;
+    }
     let wanted = q.event;
     let (tx, rx) = mpsc::channel::<EventEnvelope>(256);
     let subscription = builder
@@ -107,4 +110,46 @@ async fn stream(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// Refuses an `event` filter that no service here declares (of `service`, when the
+/// stream is one service's), as a subscription by name is refused: such a stream
+/// answered 200 and then nothing, for ever (seen in a probe; `koanctl events`
+/// later said the host was gone). A service that declares no events takes any
+/// name; so does a stream that may carry other processes' events (a cluster).
+async fn check_event(state: &AppState, service: Option<&str>, event: &str) -> Result<(), ApiError> {
+    let names: Vec<String> = match service {
+        Some(name) if state.host.hosts(name) => vec![name.to_owned()],
+        Some(_) => return Ok(()),
+        None if state.host.host_id().is_some() => return Ok(()),
+        None => state.host.service_names(),
+    };
+    let mut declared = Vec::new();
+    for name in &names {
+        let info = state.host.service(name).info().await?;
+        if info.events.is_empty()
+            || info
+                .events
+                .iter()
+                .any(|e| e.name.eq_ignore_ascii_case(event))
+        {
+            return Ok(());
+        }
+        declared.extend(info.events.into_iter().map(|e| e.name));
+    }
+    declared.sort();
+    declared.dedup();
+    let whose = service.map_or_else(
+        || "no service of this host".to_owned(),
+        |s| format!("service `{s}`"),
+    );
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_event",
+        format!(
+            "{whose} declares no event `{}`; declared: {}",
+            event.escape_debug(),
+            declared.join(", ")
+        ),
+    ))
 }
