@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::store::{Twist, Twisted};
+use common::store::{Twist, Twisted, Work};
+use koan::HostHandle;
 use koan::job::{ClaimRequest, Claimed, JobStore, LiveServices, MemoryJobStore};
 use koan::testing::within;
 use koan::transport::BoxFuture;
-use koan::{ActionContext, Actions, Background, BackgroundService, BoxError, Service};
-use koan::{HostHandle, ServiceContext};
 
 /// How many services the host runs.
 const SERVICES: usize = 40;
@@ -43,26 +42,6 @@ impl Twist for Counting {
         } else {
             Box::pin(std::future::ready(Ok(None)))
         }
-    }
-}
-
-#[derive(Default)]
-struct Work;
-
-impl Service for Work {
-    type Kind = Background;
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "double",
-            |_svc: Arc<Self>, n: u32, _cx: ActionContext| async move { Ok::<_, BoxError>(n * 2) },
-        );
-    }
-}
-
-impl BackgroundService for Work {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
     }
 }
 

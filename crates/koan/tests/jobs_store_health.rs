@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::store::{Twist, Twisted};
+use common::store::{Twist, Twisted, Work};
+use koan::HostHandle;
 use koan::health::HealthStatus;
 use koan::job::{Claim, ClaimRequest, Claimed, Finish, JobState, JobStore, MemoryJobStore};
 use koan::testing::within;
 use koan::transport::BoxFuture;
-use koan::{ActionContext, Actions, Background, BackgroundService, BoxError, Service};
-use koan::{HostHandle, ServiceContext};
 
 /// The memory store, whose claims fail while `broken` is set, and whose first
 /// `refusals` finishes fail.
@@ -60,26 +59,6 @@ impl Twist for Breakable {
             ))));
         }
         inner.finish(claim, how, now)
-    }
-}
-
-#[derive(Default)]
-struct Work;
-
-impl Service for Work {
-    type Kind = Background;
-    fn actions(a: &mut Actions<Self>) {
-        a.action(
-            "double",
-            |_svc: Arc<Self>, n: u32, _cx: ActionContext| async move { Ok::<_, BoxError>(n * 2) },
-        );
-    }
-}
-
-impl BackgroundService for Work {
-    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
-        cx.cancelled().await;
-        Ok(())
     }
 }
 

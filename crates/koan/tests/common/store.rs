@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use koan::ServiceContext;
 use koan::job::{
     Claim, ClaimRequest, Claimed, Finish, JobCounts, JobPage, JobQuery, JobRecord, JobStore,
     LiveServices, MemoryJobStore, NewJob, Pushed, RetryFrom,
 };
 use koan::transport::BoxFuture;
+use koan::{ActionContext, Actions, Background, BackgroundService, BoxError, Service};
 
 /// What a test changes of the in-memory store: each call forwards by default.
 pub(crate) trait Twist: Send + Sync + 'static {
@@ -115,5 +117,27 @@ impl<T: Twist> JobStore for Twisted<T> {
     }
     fn purge(&self, older: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, koan::Result<u64>> {
         self.inner.purge(older, max_bytes)
+    }
+}
+
+/// A background service whose one action, `double`, answers twice its number: the
+/// job the store tests run.
+#[derive(Default)]
+pub(crate) struct Work;
+
+impl Service for Work {
+    type Kind = Background;
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "double",
+            |_svc: Arc<Self>, n: u32, _cx: ActionContext| async move { Ok::<_, BoxError>(n * 2) },
+        );
+    }
+}
+
+impl BackgroundService for Work {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
     }
 }
