@@ -14,7 +14,8 @@ use crate::wire::Reply;
 
 /// Announces this host's services, now.
 pub(crate) async fn announce(t: &NatsTransport, host: &HostHandle) -> Result<(), Error> {
-    let instance = Instance::new(t.inner.host_id.clone(), host.statuses());
+    let instance =
+        Instance::new(t.inner.host_id.clone(), host.statuses()).actions(host.action_names());
     put(t, instance).await
 }
 

@@ -421,6 +421,10 @@ impl Transport for NatsTransport {
         self.inner.view.knows(service)
     }
 
+    fn actions_of(&self, service: &str) -> Option<Vec<String>> {
+        self.inner.view.actions_of(service)
+    }
+
     fn health(&self) -> Option<HealthReport> {
         Some(match self.connection_state() {
             ConnectionState::Connected if self.view_behind() => HealthReport::degraded(format!(

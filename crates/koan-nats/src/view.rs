@@ -3,7 +3,7 @@
 //! also while the broker is unreachable, from the last view, marked stale — and a
 //! job for a service the cluster never announced is refused.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,8 +26,10 @@ pub(crate) struct RegistryView {
     /// crashed or killed process would otherwise stay here for the connection's life.
     forget_after: Duration,
     /// Every service name (lower case) an instance announced since this host
-    /// connected: a job for one of them waits for an instance to come back.
-    seen: Mutex<HashSet<String>>,
+    /// connected: a job for one of them waits for an instance to come back. With
+    /// each, every action name its instances announced, or `None` once one
+    /// announced none (a host older than the field: its actions are not known).
+    seen: Mutex<HashMap<String, Option<BTreeSet<String>>>>,
     /// Set once the watch delivered the bucket's contents: before that, the view
     /// cannot say that a service is unknown.
     synced: AtomicBool,
@@ -60,8 +62,19 @@ impl RegistryView {
         if let Ok(mut seen) = self.seen.lock() {
             for s in &instance.services {
                 let name = s.name.to_ascii_lowercase();
-                if !seen.contains(&name) {
-                    seen.insert(name);
+                let announced = instance.actions.get(&s.name);
+                let known = seen
+                    .entry(name)
+                    .or_insert_with(|| announced.map(|_| BTreeSet::new()));
+                match (known, announced) {
+                    (Some(known), Some(names)) => {
+                        for n in names {
+                            if !known.contains(n) {
+                                known.insert(n.clone());
+                            }
+                        }
+                    }
+                    (known, _) => *known = None,
                 }
             }
         }
@@ -194,7 +207,19 @@ impl RegistryView {
         self.seen
             .lock()
             .ok()
-            .map(|seen| seen.contains(&service.to_ascii_lowercase()))
+            .map(|seen| seen.contains_key(&service.to_ascii_lowercase()))
+    }
+
+    /// Every action name announced for `service` since this host connected; `None`
+    /// before the view is synced, for a service never announced, and once an
+    /// instance of it announced no action names.
+    pub(crate) fn actions_of(&self, service: &str) -> Option<Vec<String>> {
+        if !self.synced.load(Ordering::Acquire) {
+            return None;
+        }
+        let seen = self.seen.lock().ok()?;
+        let known = seen.get(&service.to_ascii_lowercase())?.as_ref()?;
+        Some(known.iter().cloned().collect())
     }
 }
 
@@ -245,6 +270,40 @@ mod tests {
     fn instance(host_id: &str, age: Duration) -> Instance {
         Instance::new(host_id, Vec::new())
             .seen_at(Utc::now() - chrono::Duration::from_std(age).unwrap_or_default())
+    }
+
+    /// The actions of a service are every name its instances announced (a rolling
+    /// deploy adds one on one host first), and not known once an instance
+    /// announced none (a host older than the field).
+    #[test]
+    fn a_services_actions_are_the_union_of_its_announcements() {
+        let view = RegistryView::new(Duration::from_secs(10));
+        view.synced.store(true, Ordering::Release);
+        let running = |id: &str, actions: Option<&[&str]>| {
+            let mut i = instance(id, Duration::ZERO);
+            i.services = vec![crate::routes::status(
+                "Calc",
+                koan::status::ServiceState::Running,
+                (0, 0),
+            )];
+            if let Some(a) = actions {
+                i.actions = [(
+                    "Calc".to_owned(),
+                    a.iter().map(|s| (*s).to_owned()).collect(),
+                )]
+                .into();
+            }
+            i
+        };
+        assert_eq!(view.actions_of("calc"), None, "never announced");
+        view.put("a".into(), running("a", Some(&["add"])));
+        view.put("b".into(), running("b", Some(&["add", "sub"])));
+        assert_eq!(
+            view.actions_of("CALC"),
+            Some(vec!["add".into(), "sub".into()])
+        );
+        view.put("old".into(), running("old", None));
+        assert_eq!(view.actions_of("calc"), None, "an old host's are not known");
     }
 
     #[test]

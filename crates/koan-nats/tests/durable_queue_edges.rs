@@ -260,3 +260,65 @@ async fn a_job_runs_within_its_timeout_and_not_after_its_deadline() -> anyhow::R
     worker.stop().await?;
     Ok(())
 }
+
+/// A job for an action that the service's instances did not announce is refused
+/// at its enqueue, on a host that does not run the service, with the actions they
+/// did announce: it was answered with a job that was dead at its first run (a
+/// front's 202; seen in a probe). An announced action, and a built-in poke by any
+/// of its names, is still enqueued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_an_action_no_instance_announced_is_refused_at_once() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    let runs = Arc::new(AtomicU32::new(0));
+    let counter = Counter {
+        runs: Arc::clone(&runs),
+    };
+    let (worker, member) =
+        Member::worker_and_client(opts, "Counter", |b| b.instance(counter)).await?;
+    let client = &member.host;
+
+    let e = within(
+        "the enqueue",
+        client.service("Counter").action("ad", 1u32).enqueue(),
+    )
+    .await?
+    .expect_err("`ad` is no action of `Counter`");
+    assert_eq!(e.kind(), ErrorKind::UnknownAction, "{e}");
+    assert!(
+        e.message()
+            .contains("service `Counter` (in another process) has no action `ad`")
+            && e.message().ends_with("announced: add"),
+        "{e}"
+    );
+    // Nor as a later step of a chain.
+    let e = within(
+        "the chain's enqueue",
+        client
+            .service("Counter")
+            .action("add", 1u32)
+            .action("nope", 2u32)
+            .enqueue(),
+    )
+    .await?
+    .expect_err("`nope` is no action of `Counter`");
+    assert_eq!(e.kind(), ErrorKind::UnknownAction, "{e}");
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing ran");
+
+    // The action in another spelling is the same action.
+    let ticket = within(
+        "the enqueue",
+        client.service("Counter").action("ADD", 1u32).enqueue(),
+    )
+    .await??;
+    assert_eq!(
+        within("the outcome", ticket.outcome())
+            .await??
+            .value::<u32>()?,
+        2
+    );
+
+    member.stop().await?;
+    worker.stop().await?;
+    Ok(())
+}

@@ -104,6 +104,8 @@ impl ActionRequest {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let actions = std::iter::once(&call.action).chain(then.iter().map(|s| &s.action));
+        check_announced(&*transport, self.target.name(&inner), actions)?;
         let later = Later {
             idempotency_key: self.take_idempotency_key(),
             run_at,
@@ -284,4 +286,42 @@ pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) ->
         params: json,
         timeout_ms: timeout.map(crate::util::millis),
     })
+}
+
+/// A job for an action that no instance of the cluster announced for `service` is
+/// refused at once, as a local service's unknown action is: stored, it would only
+/// have been dead at its first run. Nothing is refused when the transport cannot
+/// tell (no view yet, or an instance too old to announce its actions).
+fn check_announced<'a>(
+    transport: &dyn crate::transport::Transport,
+    service: &str,
+    actions: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    let Some(known) = transport.actions_of(service) else {
+        return Ok(());
+    };
+    for action in actions {
+        // As a host resolves it: a declared name in any spelling, or a built-in
+        // poke by one of its own (`trigger-now`).
+        let key = super::table::normalized(action);
+        let poke = crate::well_known::actions::poke(action);
+        let found = known
+            .iter()
+            .any(|k| super::table::normalized(k) == key || Some(k.as_str()) == poke);
+        if !found {
+            return Err(Error::new(
+                ErrorKind::UnknownAction,
+                format!(
+                    "service `{service}` (in another process) has no action `{}`; the actions its instances announced: {}",
+                    action.escape_debug(),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -160,6 +160,17 @@ impl HostHandle {
             .collect()
     }
 
+    /// The action names of every service (built-ins included), by service name:
+    /// what a cluster transport announces beside [`statuses`](Self::statuses).
+    pub fn action_names(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.inner
+            .registry
+            .all()
+            .iter()
+            .map(|c| (c.spec.name.to_string(), c.spec.actions.names()))
+            .collect()
+    }
+
     /// The service's own spelling of `name` (looked up as `service` does,
     /// case-insensitively), `None` for a service this host does not run. Cheaper
     /// than [`status`](Self::status) when the name is all that is wanted.

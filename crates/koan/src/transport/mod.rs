@@ -1,6 +1,7 @@
 //! The seam through which calls reach services hosted in other processes.
 //! `koan-nats` implements it; the runtime uses it when a service is not local.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,12 @@ pub struct Instance {
     pub seen_at: DateTime<Utc>,
     /// The services it runs, with their status.
     pub services: Vec<ServiceStatus>,
+    /// The action names of each of its services (built-ins included), by service
+    /// name: a job enqueued elsewhere for an action no instance announced is
+    /// refused at once. Absent from hosts older than this field: their services'
+    /// actions are not known, and nothing is refused for them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub actions: BTreeMap<String, Vec<String>>,
     /// Set when this view could not be refreshed (the broker is unreachable): the
     /// last known state, not a current one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -104,8 +111,15 @@ impl Instance {
             host_id: host_id.into(),
             seen_at: Utc::now(),
             services,
+            actions: BTreeMap::new(),
             stale: false,
         }
+    }
+
+    /// The same host, announcing the action names of its services.
+    pub fn actions(mut self, actions: BTreeMap<String, Vec<String>>) -> Self {
+        self.actions = actions;
+        self
     }
 
     /// The same host, last seen at `seen_at`.
@@ -302,6 +316,15 @@ pub trait Transport: Send + Sync + 'static {
     /// now): `None` when the transport cannot tell (no view of the cluster yet).
     /// `enqueue()` refuses a job for a service the cluster never announced.
     fn knows(&self, service: &str) -> Option<bool> {
+        let _ = service;
+        None
+    }
+
+    /// Every action name the cluster's instances announced for `service` (since
+    /// this host joined): `None` when the transport cannot tell (no view yet, or an
+    /// instance that announces no action names). `enqueue()` refuses a job for an
+    /// action none of them has, as a local service's would be.
+    fn actions_of(&self, service: &str) -> Option<Vec<String>> {
         let _ = service;
         None
     }
