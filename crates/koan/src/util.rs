@@ -71,3 +71,31 @@ pub(crate) fn after(at: tokio::time::Instant, d: std::time::Duration) -> tokio::
 /// path (services by type and name, actions by name): their keys are set when the
 /// host is built, never by a client, so flooding them is not a risk.
 pub(crate) type FxHashMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
+/// The longest service, action or event name a host takes, in bytes.
+pub(crate) const MAX_NAME: usize = 200;
+
+/// What is wrong with `name` as a service's, an action's or an event's name, if
+/// anything: it must have 1 to [`MAX_NAME`] bytes, a letter or digit among them
+/// (names are matched regardless of case and of `-`, `_`, `.` and spaces: one of
+/// those alone is no name), and no control character. An empty name was taken,
+/// and could then be reached by no route (seen in a probe).
+pub(crate) fn name_problem(name: &str) -> Option<String> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_NAME {
+        "is longer than 200 bytes"
+    } else if name.chars().any(char::is_control) {
+        "holds a control character"
+    } else if !name.chars().any(char::is_alphanumeric) {
+        "has no letter or digit"
+    } else {
+        return None;
+    };
+    let shown: String = name.chars().take(40).collect();
+    Some(format!(
+        "`{}{}` {problem}; a name needs 1 to {MAX_NAME} bytes, a letter or digit among them, and no control characters",
+        shown.escape_debug(),
+        if shown.len() < name.len() { "…" } else { "" },
+    ))
+}

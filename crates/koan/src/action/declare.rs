@@ -286,7 +286,33 @@ impl<T: Service> Actions<T> {
     pub(crate) fn into_table(self, service: Arc<T>) -> Result<ActionTable> {
         let mut by_name = HashMap::default();
         let mut entries = Vec::new();
+        for e in &self.events {
+            if let Some(problem) = crate::util::name_problem(&e.name) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("service `{}`: the event name {problem}", self.service),
+                ));
+            }
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            if self.events[..i].iter().any(|d| d.name == e.name) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "service `{}` declares event `{}` twice; declare each event once",
+                        self.service,
+                        e.name.escape_debug()
+                    ),
+                ));
+            }
+        }
         for p in self.pending {
+            if let Some(problem) = crate::util::name_problem(&p.name) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("service `{}`: the action name {problem}", self.service),
+                ));
+            }
             let key = normalized(&p.name);
             if by_name.contains_key(&key) {
                 return Err(Error::new(

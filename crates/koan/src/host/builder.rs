@@ -388,7 +388,7 @@ fn make_cell<T: Service>(
             ),
         ));
     }
-    options.check_run_in(&name)?;
+    options.check_names(&name)?;
     let schedule = match (&options.schedule, kind) {
         (Some(ScheduleSpec::Every(p)), ServiceKind::Periodic) => {
             Some(Schedule::every(*p).map_err(|e| in_service(&name, e))?)

@@ -314,8 +314,15 @@ impl ServiceOptions {
         }
     }
 
-    /// Refuses a `run_in` name that is no environment name (service `name`'s).
-    pub(crate) fn check_run_in(&self, name: &str) -> crate::error::Result<()> {
+    /// Refuses a service name that is no name ([`crate::util::name_problem`]), and
+    /// a `run_in` name that is no environment name (service `name`'s).
+    pub(crate) fn check_names(&self, name: &str) -> crate::error::Result<()> {
+        if let Some(problem) = crate::util::name_problem(name) {
+            return Err(crate::error::Error::new(
+                crate::error::ErrorKind::Config,
+                format!("the service name {problem}"),
+            ));
+        }
         for n in self.run_in.iter().flatten() {
             if Environment::new(n).is_err() {
                 return Err(crate::error::Error::new(
