@@ -99,6 +99,7 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
     let metas =
         syn::parse::Parser::parse2(Punctuated::<Meta, Token![,]>::parse_terminated, tokens)?;
     let mut a = ServiceArgs::default();
+    let mut given = std::collections::HashSet::new();
     for meta in metas {
         let path = meta.path().clone();
         let Some(ident) = path.get_ident() else {
@@ -109,6 +110,10 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
         };
         let key = ident.to_string();
         let span = ident.span();
+        // `event(…)` is given once per event; any other option once.
+        if key != "event" && !given.insert(key.clone()) {
+            return Err(err(span, format!("`{key}` is given twice; give it once")));
+        }
         match &meta {
             Meta::Path(_) => match key.as_str() {
                 "background" | "periodic" | "startup" => {
@@ -157,7 +162,13 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
             Meta::NameValue(nv) => {
                 let v = &nv.value;
                 match key.as_str() {
-                    "name" => a.name = Some(lit_str(v, "name")?),
+                    "name" => {
+                        let s = lit_str(v, "name")?;
+                        if !s.value().chars().any(char::is_alphanumeric) {
+                            return Err(err(s.span(), "a service's name needs a letter or digit"));
+                        }
+                        a.name = Some(s);
+                    }
                     "description" => {
                         let s = lit_str(v, "description")?;
                         a.setters.push(quote!(.description(#s)));
@@ -362,14 +373,22 @@ impl Parse for ActionArgs {
                 && (f.is_empty() || f.peek(Token![,]))
         };
         let option_first = flag_first || (input.peek(syn::Ident) && input.peek2(Token![=]));
+        let mut given = std::collections::HashSet::new();
         if !option_first {
-            a.name = Some(input.parse::<Expr>()?);
+            a.name = Some(action_name(input)?);
+            given.insert("name".to_owned());
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
             }
         }
         while !input.is_empty() {
             let key: syn::Ident = input.parse()?;
+            if !given.insert(key.to_string()) {
+                return Err(err(
+                    key.span(),
+                    format!("`{key}` is given twice; give it once"),
+                ));
+            }
             // A flag: `idempotent` stands alone.
             if key == "idempotent" {
                 a.setters.push(quote!(.idempotent()));
@@ -380,7 +399,7 @@ impl Parse for ActionArgs {
             }
             input.parse::<Token![=]>()?;
             match key.to_string().as_str() {
-                "name" => a.name = Some(input.parse::<Expr>()?),
+                "name" => a.name = Some(action_name(input)?),
                 "description" => a.description = Some(input.parse::<LitStr>()?),
                 "max_attempts" => {
                     let n = input.parse::<syn::LitInt>()?;
@@ -413,4 +432,22 @@ impl Parse for ActionArgs {
         }
         Ok(a)
     }
+}
+
+/// An action's name: any expression (a constant), and a string literal that is no
+/// name refused here rather than when the host is built.
+fn action_name(input: ParseStream<'_>) -> syn::Result<Expr> {
+    let name = input.parse::<Expr>()?;
+    if let Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Str(s),
+        ..
+    }) = &name
+        && !s.value().chars().any(char::is_alphanumeric)
+    {
+        return Err(err(
+            s.span(),
+            "an action's name needs a letter or digit (names are matched regardless of case and of `-`, `_`, `.` and spaces)",
+        ));
+    }
+    Ok(name)
 }
