@@ -180,7 +180,7 @@ pub(crate) fn params_of(body: Option<&Bytes>) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    crate::strict_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("the request body is not valid JSON: {e}"),

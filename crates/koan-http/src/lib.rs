@@ -51,6 +51,7 @@ mod parse_errors;
 mod query;
 mod routes;
 mod server;
+mod strict_json;
 
 use std::sync::Arc;
 

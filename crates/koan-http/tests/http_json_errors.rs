@@ -109,3 +109,29 @@ async fn a_query_parameter_a_service_route_does_not_take_is_400() -> anyhow::Res
     }
     api.stop().await
 }
+
+/// A body naming one key twice is `invalid_json`, waiting or not: the last key won
+/// (`{"times": 1, "times": 1000}` ran a thousand times), while a proxy or a log
+/// that reads the first saw another call (found by a probe).
+#[tokio::test]
+async fn a_key_given_twice_is_400() -> anyhow::Result<()> {
+    let host = koan::testing::host()
+        .service::<koan_test_support::services::Greeter>()
+        .build()?
+        .start();
+    host.started().await?;
+    let api = Api::open(host.clone()).await?;
+    for query in ["", "?wait=false"] {
+        let path = format!("/api/services/greeter/actions/greet{query}");
+        let body = r#"{"name": "Ada", "times": 1, "times": 1000}"#;
+        let request = api.post(&path).header("content-type", "application/json");
+        let (status, answer) = call(request.body(body)).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        let message = error_message(&answer, "invalid_json")?;
+        assert!(
+            message.contains("key `times` appears twice in one object at line 1 column 35"),
+            "{message}"
+        );
+    }
+    api.stop().await
+}
