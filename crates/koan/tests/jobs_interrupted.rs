@@ -2,10 +2,16 @@
 //! `queued`, the attempt not counted, and its history keeps that attempt, ended,
 //! saying it was stopped by the shutdown. Before, the attempt vanished from the
 //! history (a deploy's SIGTERM left no trace of the run it stopped). The next host
-//! runs it. And one cancelled while queued: its waiter hears it at once.
+//! runs it. With a durable store, a shutdown tells the running jobs' handlers to
+//! stop at its start: one job held the whole grace before, its handler told only
+//! when the grace had run out, and every service was then aborted unasked (found
+//! by a probe). And one cancelled while queued: its waiter hears it at once.
+
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use koan::ServiceContext;
 use koan::job::{JobState, JobStore, MemoryJobStore};
@@ -131,5 +137,57 @@ async fn a_waiter_hears_a_cancel_at_once() -> anyhow::Result<()> {
         t0.elapsed()
     );
     koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A store that says it survives the process.
+struct Kept;
+
+impl common::store::Twist for Kept {
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_tells_a_durable_jobs_handler_to_stop_at_once() -> anyhow::Result<()> {
+    let store = common::store::Twisted::new(Kept);
+    let runs = Arc::new(AtomicU32::new(0));
+    let host = koan::testing::host()
+        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
+        .shutdown_grace(Duration::from_secs(3600))
+        .instance(Work {
+            runs: Arc::clone(&runs),
+        })
+        .build()?
+        .start();
+    host.started().await?;
+    let id = host
+        .service("Work")
+        .action("work", ())
+        .enqueue()
+        .await?
+        .id()
+        .to_owned();
+    within("the first run", async {
+        while runs.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let t0 = tokio::time::Instant::now();
+    host.shutdown();
+    within("the host to exit", host.wait())
+        .await
+        .into_result()?;
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "the handler stops at its token at once, not at the end of the hour's grace: {:?}",
+        t0.elapsed()
+    );
+    let r = store.inner.get(&id).await?.expect("the job's record");
+    assert_eq!((r.state, r.attempts), (JobState::Queued, 0), "{r:?}");
+    let error = r.history[0].error.as_ref().expect("why it ended");
+    assert_eq!(error.error, "shutting_down", "{r:?}");
     Ok(())
 }

@@ -182,6 +182,65 @@ async fn startup_services_run_one_at_a_time_in_order_before_the_others() -> anyh
     Ok(())
 }
 
+/// A service with an action that logs its runs.
+struct Called {
+    log: Log,
+}
+
+impl Service for Called {
+    type Kind = Background;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("called")
+    }
+    fn actions(a: &mut koan::Actions<Self>) {
+        a.action(
+            "mark",
+            |svc: Arc<Self>, _: (), _cx: koan::ActionContext| async move {
+                svc.log.push("mark");
+                Ok::<_, BoxError>(())
+            },
+        );
+    }
+}
+
+impl BackgroundService for Called {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A call made while a startup service runs waits until the startup phase is
+/// over, as the service's own start does: the caller ran it at once on an idle
+/// service, before the migration it relied on had finished (found by a probe).
+#[tokio::test(start_paused = true)]
+async fn a_call_made_while_a_startup_service_runs_waits_for_it() -> anyhow::Result<()> {
+    let log = Log::default();
+    let host = testing::host()
+        .instance(Step::<10> { log: log.clone() })
+        .instance(Called { log: log.clone() })
+        .build()?
+        .start();
+    while log.entries().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(log.entries(), ["begin:step-10"]);
+    testing::within(
+        "the call",
+        host.service("called").action("mark", ()).execute(),
+    )
+    .await?;
+    assert_eq!(log.entries(), ["begin:step-10", "end:step-10", "mark"]);
+    // Once started, a call runs at once on the caller's task, as before.
+    testing::within(
+        "a call",
+        host.service("called").action("mark", ()).execute(),
+    )
+    .await?;
+    testing::stop(&host).await?;
+    Ok(())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hanging_startup_service_times_out_and_stops_the_host() -> anyhow::Result<()> {
     let log = Log::default();

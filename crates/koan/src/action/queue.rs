@@ -28,7 +28,7 @@ impl ActionQueue {
     ) -> Self {
         ActionQueue {
             mailbox: Arc::new(Mailbox::new(Arc::clone(service), actions, capacity)),
-            slots: Arc::new(Slots::new(max_concurrency)),
+            slots: Arc::new(Slots::closed(max_concurrency)),
         }
     }
 }

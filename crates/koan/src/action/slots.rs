@@ -11,7 +11,7 @@
 //! load, so each write fewer is a cache-line transfer fewer). A worker's runs are
 //! counted apart (see [`Slots`]).
 
-use crate::sync::{AtomicU64, AtomicUsize, Notify, Ordering, seqcst_fence};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Notify, Ordering, seqcst_fence};
 use std::sync::Arc;
 
 use crate::registry::ServiceCell;
@@ -45,6 +45,8 @@ pub(crate) struct Slots {
     freed: Notify,
     /// The workers' runs in flight, and the actions they ran.
     workers: WorkerCounts,
+    /// Set while every slot is held for a service not started ([`Slots::closed`]).
+    closed: AtomicBool,
 }
 
 /// Actions that succeeded and failed (errors, panics, timeouts) since the host
@@ -91,6 +93,27 @@ impl Slots {
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
             workers: WorkerCounts::default(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Slots of `max` that are all taken until [`open`](Self::open): a service's,
+    /// whose callers may not run its actions themselves before its workers start
+    /// (after the host's startup services finished). Its calls wait in its
+    /// mailbox until then; before, a caller ran an action on an idle service while
+    /// a startup service (a migration) still ran (found by a probe). No check on
+    /// the call's path: a closed service is a full one.
+    pub(crate) fn closed(max: usize) -> Self {
+        let slots = Slots::new(max);
+        slots.word.store(slots.max, Ordering::Relaxed);
+        slots.closed.store(true, Ordering::Relaxed);
+        slots
+    }
+
+    /// Gives the slots of [`closed`](Self::closed) free (once; after that, nothing).
+    pub(crate) fn open(&self) {
+        if self.closed.swap(false, Ordering::SeqCst) {
+            self.release_subtracting(self.max);
         }
     }
 
@@ -281,6 +304,19 @@ mod tests {
             super::TAKEN,
             "clamped to the low half"
         );
+    }
+
+    /// A service not started is full for its callers until its slots are opened,
+    /// once: a second open frees nothing a run holds.
+    #[test]
+    fn closed_slots_are_full_until_opened_once() {
+        let slots = Slots::closed(2);
+        assert!(slots.is_full() && !slots.try_take_running() && !slots.try_take());
+        slots.open();
+        assert_eq!((slots.used(), slots.is_full()), (0, false));
+        assert!(slots.try_take() && slots.try_take());
+        slots.open();
+        assert_eq!((slots.used(), slots.is_full()), (2, true), "opened once");
     }
 
     /// A service's action counts add up whoever ran the action, and what a worker

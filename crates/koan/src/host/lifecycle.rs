@@ -209,6 +209,8 @@ fn start_service(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
 }
 
 fn start_workers(host: &Arc<HostInner>, cell: &Arc<ServiceCell>) {
+    // Its callers may run its actions themselves from now on.
+    cell.queue.slots.open();
     if !cell.spec.actions.is_empty() {
         for _ in 0..cell.spec.options.max_concurrency {
             let worker = run_worker(Arc::clone(host), Arc::clone(cell));
@@ -263,15 +265,18 @@ async fn shutdown(
                 })
             })
             .collect();
+        // Asked after the grace ran out (running jobs held it): aborted unless it
+        // stops at once, and said so.
+        let late = Instant::now() >= deadline;
         for (cell, tasks) in stopping {
-            stop_cell(cell, tasks, deadline).await;
+            stop_cell(cell, tasks, deadline, late).await;
         }
     }
     host.events.close();
 }
 
 /// Waits for a cancelled service's tasks until `deadline`, then aborts what is left.
-async fn stop_cell(cell: &ServiceCell, tasks: Vec<JoinHandle<()>>, deadline: Instant) {
+async fn stop_cell(cell: &ServiceCell, tasks: Vec<JoinHandle<()>>, deadline: Instant, late: bool) {
     let mut aborted = false;
     for mut task in tasks {
         if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
@@ -286,7 +291,9 @@ async fn stop_cell(cell: &ServiceCell, tasks: Vec<JoinHandle<()>>, deadline: Ins
     {
         tracing::warn!(service = %cell.spec.name, "actions run by their callers did not finish within the grace period; their tokens are cancelled");
     }
-    if aborted {
+    if aborted && late {
+        tracing::warn!(service = %cell.spec.name, "service was asked to stop only once the grace period had run out (jobs still running held it); aborted");
+    } else if aborted {
         tracing::warn!(service = %cell.spec.name, "service did not stop within the grace period; aborted");
     } else {
         tracing::info!(service = %cell.spec.name, "service stopped");

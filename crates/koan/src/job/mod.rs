@@ -16,6 +16,7 @@ mod record;
 mod remote;
 mod runner;
 mod running;
+mod shutdown;
 mod store;
 mod store_health;
 mod ticket;

@@ -58,12 +58,15 @@ pub(crate) struct JobRunner {
     /// The jobs of this host's store running here, stopped at a cancel.
     pub(crate) running_jobs: super::running::Running,
     wake: Notify,
-    changed: Notify,
+    pub(super) changed: Notify,
     /// Set when the runner must take no more jobs.
-    closing: AtomicBool,
+    pub(super) closing: AtomicBool,
+    /// Cancelled when the host stops with a durable store: the running jobs'
+    /// handlers are told to stop (`shutdown.rs`).
+    pub(super) halt: CancellationToken,
     /// Whether the store answered the last pass.
     pub(crate) store_health: super::store_health::StoreHealth,
-    running: AtomicUsize,
+    pub(super) running: AtomicUsize,
     instance: String,
 }
 
@@ -78,6 +81,7 @@ impl JobRunner {
             wake: Notify::new(),
             changed: Notify::new(),
             closing: AtomicBool::new(false),
+            halt: CancellationToken::new(),
             store_health: super::store_health::StoreHealth::default(),
             running: AtomicUsize::new(0),
             instance: format!("{}-{}", hostname(), std::process::id()),
@@ -101,44 +105,6 @@ impl JobRunner {
             .get(action)
             .map_or_else(RetryPolicy::default, |e| e.retry)
     }
-
-    /// Stops claiming; waits (until `deadline`) for the runs in progress. With a
-    /// store that does not survive the process, queued jobs are run first, until
-    /// none is due or the deadline passes.
-    pub(crate) async fn stop(&self, host: &HostInner, deadline: Instant) {
-        if !self.store.is_durable() {
-            let names = job_services(host);
-            loop {
-                let due = self
-                    .store
-                    .next_due(&names)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|at| at <= host.config.clock.now());
-                if (!due && self.running.load(Ordering::Acquire) == 0) || Instant::now() >= deadline
-                {
-                    break;
-                }
-                self.wake();
-                let _ = tokio::time::timeout_at(deadline, self.changed.notified()).await;
-            }
-        }
-        self.closing.store(true, Ordering::Release);
-        self.wake();
-        while self.running.load(Ordering::Acquire) > 0 {
-            if tokio::time::timeout_at(deadline, self.changed.notified())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    running = self.running.load(Ordering::Acquire),
-                    "jobs still running at the end of the grace period; they run again once their claims lapse"
-                );
-                break;
-            }
-        }
-    }
 }
 
 fn hostname() -> String {
@@ -149,7 +115,7 @@ fn hostname() -> String {
 }
 
 /// Services of this host that can run jobs.
-fn job_services(host: &HostInner) -> Vec<String> {
+pub(super) fn job_services(host: &HostInner) -> Vec<String> {
     host.registry
         .all()
         .iter()
@@ -337,7 +303,8 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
         return;
     }
     let now = host.config.clock.now();
-    let how = if cell.life.token.is_cancelled() && outcome.is_err() {
+    let stopping = cell.life.token.is_cancelled() || jobs.halt.is_cancelled();
+    let how = if stopping && outcome.is_err() {
         // Cut short by the host stopping: it runs again after the restart, in
         // its place (before the jobs accepted after it).
         Finish::Stopped { at: record.run_at }
@@ -426,8 +393,18 @@ async fn renew(
     token: CancellationToken,
 ) {
     let every = host.jobs.settings.lease / 3;
+    let mut told = false;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            // The host stops: the handler is told to stop, once; its claim is
+            // renewed while it winds down.
+            _ = host.jobs.halt.cancelled(), if !told => {
+                token.cancel();
+                told = true;
+                continue;
+            }
+        }
         let until = lease_from(host.config.clock.now(), host.jobs.settings.lease);
         match host.jobs.store.heartbeat(&claim, until).await {
             Ok(true) => {}

@@ -15,6 +15,11 @@ use koan::{ActionContext, Actions, Background, BackgroundService, BoxError, Serv
 
 /// What a test changes of the in-memory store: each call forwards by default.
 pub(crate) trait Twist: Send + Sync + 'static {
+    /// Whether the store says it survives the process (the same store handed to
+    /// the next host stands for the file a restarted process opens again).
+    fn durable(&self) -> bool {
+        false
+    }
     fn claim<'a>(
         &'a self,
         inner: &'a MemoryJobStore,
@@ -64,7 +69,7 @@ impl<T: Twist> Twisted<T> {
 
 impl<T: Twist> JobStore for Twisted<T> {
     fn is_durable(&self) -> bool {
-        self.inner.is_durable()
+        self.twist.durable() || self.inner.is_durable()
     }
     fn describe(&self) -> String {
         self.inner.describe()
