@@ -449,7 +449,10 @@ impl ServiceRef {
         if let Some(r) = self.remote(RemoteQuery::Health).await {
             return r;
         }
-        Ok(self.cell()?.health().await)
+        // Within 5 s, as `/health` checks it: a hanging `health()` held the
+        // service's own route for ever (found by a probe).
+        let cell = self.cell()?;
+        Ok(crate::host::timed_health(&cell).await)
     }
 
     /// Kind, schedule, actions with parameter schemas, events (of a local service, or

@@ -254,6 +254,8 @@ async fn a_run_that_cancels_its_token_ends_the_schedule() -> anyhow::Result<()> 
     );
     let status = host.status("cancels-itself")?;
     assert_eq!((status.runs, status.next_run), (2, None));
+    // Stopped, and shown so (it showed `idle` for good; found by a probe).
+    assert_eq!(status.state, koan::status::ServiceState::Stopped);
     let err = host
         .services::<CancelsItself>()
         .trigger()

@@ -191,3 +191,83 @@ fn an_unbounded_backoff_saturates_instead_of_panicking() {
         assert!(spread.delay(attempt) <= Duration::from_secs(6), "{attempt}");
     }
 }
+
+/// Cancels the token it hands out, then returns `Ok` or (`FAIL`) an error; has an
+/// action, and is critical.
+struct CancelsItself<const FAIL: bool>;
+
+impl<const FAIL: bool> Service for CancelsItself<FAIL> {
+    type Kind = Background;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("cancels-itself")
+            .critical(!FAIL)
+            .restart(RestartPolicy::Always)
+    }
+    fn actions(a: &mut koan::Actions<Self>) {
+        a.action(
+            "wait",
+            |_: Arc<Self>, (): (), cx: koan::ActionContext| async move {
+                cx.cancelled().await;
+                Err::<(), BoxError>("stopped".into())
+            },
+        );
+    }
+}
+
+impl<const FAIL: bool> BackgroundService for CancelsItself<FAIL> {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.token().cancel();
+        if FAIL {
+            return Err("lost its connection".into());
+        }
+        Ok(())
+    }
+}
+
+/// A service whose own code cancels its token has stopped, and says so: not
+/// restarted, `stopped` (or `failed`, naming why, when it returned an error), a
+/// critical one makes the host unready, and a call says the service stopped, not
+/// that the host is shutting down. Before, it showed `running` for ever, ready,
+/// "failed while stopping" in the log, and calls were refused as `shutting_down`,
+/// which a client retries for ever (found by a probe).
+#[tokio::test(start_paused = true)]
+async fn a_service_whose_own_code_cancels_its_token_has_stopped() -> anyhow::Result<()> {
+    let host = testing::host()
+        .instance(CancelsItself::<false>)
+        .build()?
+        .start();
+    host.started().await?;
+    let status = testing::wait_state(&host, "cancels-itself", ServiceState::Stopped).await;
+    assert_eq!((status.restarts, status.runs), (0, 1), "{status:?}");
+    let ready = host.ready().await;
+    assert_eq!(
+        ready.reasons,
+        ["critical service `cancels-itself` has stopped"]
+    );
+    let e = testing::within(
+        "a call",
+        host.service("cancels-itself").action("wait", ()).execute(),
+    )
+    .await
+    .expect_err("stopped");
+    assert_eq!(e.kind(), koan::error::ErrorKind::ServiceUnavailable, "{e}");
+    assert!(
+        e.message().contains("its own code cancelled its token"),
+        "{e}"
+    );
+    testing::stop(&host).await?;
+
+    let host = testing::host()
+        .instance(CancelsItself::<true>)
+        .build()?
+        .start();
+    host.started().await?;
+    let status = testing::wait_state(&host, "cancels-itself", ServiceState::Failed).await;
+    assert_eq!(status.restarts, 0, "{status:?}");
+    assert_eq!(
+        status.last_error.as_deref(),
+        Some("lost its connection (its own code cancelled its token; not restarted)")
+    );
+    testing::stop(&host).await?;
+    Ok(())
+}

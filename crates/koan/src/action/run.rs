@@ -300,12 +300,25 @@ fn settle(
                 // send again elsewhere), not as the handler's error (500).
                 finished(job, cell, Outcome::ShuttingDown, elapsed, queued, now);
                 tracing::info!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, error = ?err.message(), "action ended by its service's stop");
+                // The host going on, the service stopped itself: not a shutdown a
+                // caller would wait out, and said so.
+                let by_itself = cell
+                    .host()
+                    .is_some_and(|h| !h.stopping.load(std::sync::atomic::Ordering::Acquire));
+                let (kind, why) = if by_itself {
+                    (
+                        ErrorKind::ServiceUnavailable,
+                        "its service has stopped (its own code cancelled its token; it takes no more calls until the host restarts)",
+                    )
+                } else {
+                    (ErrorKind::ShuttingDown, "its service's stop")
+                };
                 return answer(
                     job,
                     Err(Error::new(
-                        ErrorKind::ShuttingDown,
+                        kind,
                         format!(
-                            "action `{}` of `{}` was stopped by its service's stop before it finished: {}",
+                            "action `{}` of `{}` was stopped by {why} before it finished: {}",
                             job.entry(cell).name,
                             cell.spec.name,
                             err.message()

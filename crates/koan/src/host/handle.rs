@@ -297,24 +297,12 @@ impl HostHandle {
             .iter()
             .map(|cell| {
                 let cell = Arc::clone(cell);
-                tokio::spawn(
-                    async move { tokio::time::timeout(CHECK_TIMEOUT, cell.health()).await },
-                )
+                tokio::spawn(async move { timed_health(&cell).await })
             })
             .collect();
         let mut out = Vec::with_capacity(cells.len());
         for (cell, check) in cells.iter().zip(checks) {
-            out.push(match check.await {
-                Ok(Ok(h)) => h,
-                _ => crate::health::ServiceHealth {
-                    service: cell.spec.name.to_string(),
-                    critical: cell.spec.options.critical,
-                    report: crate::health::HealthReport::unhealthy(format!(
-                        "the health check did not answer within {}",
-                        crate::util::fmt_duration(CHECK_TIMEOUT)
-                    )),
-                },
-            });
+            out.push(check.await.unwrap_or_else(|_| late_health(cell)));
         }
         out
     }
@@ -358,44 +346,94 @@ impl HostHandle {
         if let Some(e) = self.store_failing() {
             reasons.push(e);
         }
-        for cell in self.inner.registry.all() {
-            if cell.spec.disabled.is_some() {
-                continue;
-            }
-            if cell.board.state() == ServiceState::Failed && cell.spec.options.critical {
-                reasons.push(format!("critical service `{}` has failed", cell.spec.name));
-                continue;
-            }
-            // A critical service that reports itself unhealthy makes the host unfit
-            // for traffic, even while its `is_ready()` holds.
-            if cell.spec.options.critical {
-                let h = tokio::time::timeout(CHECK_TIMEOUT, cell.health()).await;
-                if h.map_or(true, |h| h.report.status == HealthStatus::Unhealthy) {
-                    reasons.push(format!(
-                        "critical service `{}` is unhealthy",
-                        cell.spec.name
-                    ));
-                    continue;
-                }
-            }
-            let ready = tokio::time::timeout(
-                CHECK_TIMEOUT,
-                crate::util::catch_unwind(cell.spec.service.is_ready()),
-            )
-            .await;
-            match ready {
-                Ok(Ok(true)) => {}
-                Err(_) => reasons.push(format!(
-                    "service `{}` did not answer `is_ready()` within {}",
-                    cell.spec.name,
-                    crate::util::fmt_duration(CHECK_TIMEOUT)
-                )),
-                _ => reasons.push(format!("service `{}` is not ready", cell.spec.name)),
-            }
-        }
+        // Every service at once, each within `CHECK_TIMEOUT`: one hanging check
+        // held the answer 5 s, and N of them N times that (found by a probe).
+        let checks = self
+            .inner
+            .registry
+            .all()
+            .iter()
+            .filter(|cell| cell.spec.disabled.is_none())
+            .map(|cell| not_ready(cell));
+        reasons.extend(
+            futures_util::future::join_all(checks)
+                .await
+                .into_iter()
+                .flatten(),
+        );
         Readiness {
             ready: reasons.is_empty(),
             reasons,
         }
+    }
+}
+
+/// Why `cell` (enabled) makes its host unfit for traffic, if it does: a critical
+/// service failed, waiting to restart or unhealthy, or a service whose
+/// `is_ready()` says no or does not answer (both checks within `CHECK_TIMEOUT`).
+async fn not_ready(cell: &crate::registry::ServiceCell) -> Option<String> {
+    let name = &cell.spec.name;
+    let critical = cell.spec.options.critical;
+    match cell.board.state() {
+        ServiceState::Failed if critical => {
+            return Some(format!("critical service `{name}` has failed"));
+        }
+        ServiceState::Restarting if critical => {
+            return Some(format!(
+                "critical service `{name}` is down, waiting to restart"
+            ));
+        }
+        // Ended by itself (a startup service's end is its success).
+        ServiceState::Stopped
+            if critical && cell.spec.kind != crate::service::ServiceKind::Startup =>
+        {
+            return Some(format!("critical service `{name}` has stopped"));
+        }
+        _ => {}
+    }
+    let check = async {
+        // A critical service that reports itself unhealthy makes the host unfit
+        // for traffic, even while its `is_ready()` holds.
+        if critical && cell.health().await.report.status == HealthStatus::Unhealthy {
+            return Some(format!("critical service `{name}` is unhealthy"));
+        }
+        match crate::util::catch_unwind(cell.spec.service.is_ready()).await {
+            Ok(true) => None,
+            _ => Some(format!("service `{name}` is not ready")),
+        }
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, check)
+        .await
+        .unwrap_or_else(|_| {
+            Some(format!(
+                "service `{name}` did not answer {} within {}",
+                if critical {
+                    "its health check and `is_ready()`"
+                } else {
+                    "`is_ready()`"
+                },
+                crate::util::fmt_duration(CHECK_TIMEOUT)
+            ))
+        })
+}
+
+/// `cell`'s health, or unhealthy when its check does not answer within
+/// `CHECK_TIMEOUT`: what `/health` and a service's own health route answer.
+pub(crate) async fn timed_health(
+    cell: &crate::registry::ServiceCell,
+) -> crate::health::ServiceHealth {
+    tokio::time::timeout(CHECK_TIMEOUT, cell.health())
+        .await
+        .unwrap_or_else(|_| late_health(cell))
+}
+
+fn late_health(cell: &crate::registry::ServiceCell) -> crate::health::ServiceHealth {
+    crate::health::ServiceHealth {
+        service: cell.spec.name.to_string(),
+        critical: cell.spec.options.critical,
+        report: crate::health::HealthReport::unhealthy(format!(
+            "the health check did not answer within {}",
+            crate::util::fmt_duration(CHECK_TIMEOUT)
+        )),
     }
 }

@@ -25,6 +25,7 @@ pub(crate) use caller::{CallerHost, OwnHost};
 pub use environment::Environment;
 pub use exit::HostExit;
 pub use handle::HostHandle;
+pub(crate) use handle::timed_health;
 
 use crate::clock::Clock;
 use crate::error::Result;

@@ -47,6 +47,23 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
         let error_text = outcome.error_text();
         cell.board
             .record_run(reason, started_wall, started.elapsed(), outcome);
+        let host_stopping = host.stopping.load(std::sync::atomic::Ordering::Acquire)
+            || host.stop_request.is_cancelled();
+        if stopping && !host_stopping {
+            // Its own code cancelled its token (handed out by `cx.token()`): it is
+            // not restarted (its token stays cancelled) and says why. Before, it
+            // showed `running` for ever, "failed while stopping" in the log, and a
+            // call was refused as if the host were shutting down (found by a probe).
+            const WHY: &str = "its own code cancelled its token; not restarted";
+            match error_text {
+                Some(e) => give_up(&host, &cell, format!("{e} ({WHY})")),
+                None => {
+                    tracing::info!("service stopped: {WHY}");
+                    cell.board.set_state(ServiceState::Stopped);
+                }
+            }
+            return;
+        }
         if stopping {
             if let Some(e) = &error_text {
                 tracing::warn!(error = %e, "service failed while stopping");

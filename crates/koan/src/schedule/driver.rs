@@ -300,6 +300,14 @@ fn drive_loop<T: PeriodicService>(
             control.wait_here(false).await;
         }
         cell.board.set_next_run(None);
+        // Its own code cancelled its token, the host did not: it has stopped, and
+        // says so (it showed `idle`, its next run none, for good; found by a probe).
+        if !control.is_cancelled() {
+            tracing::info!(
+                "service stopped: its own code cancelled its token; its schedule has ended"
+            );
+            cell.board.set_state(ServiceState::Stopped);
+        }
     }
 }
 
