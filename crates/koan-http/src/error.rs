@@ -12,12 +12,17 @@ pub struct ApiError {
     status: StatusCode,
     kind: String,
     message: String,
+    /// The call's correlation id, when the error answers a call: its events and
+    /// log lines carry it (a timeout's message says to look for them).
+    correlation_id: Option<String>,
 }
 
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
 }
 
 impl ApiError {
@@ -27,7 +32,15 @@ impl ApiError {
             status,
             kind: kind.to_owned(),
             message: message.into(),
+            correlation_id: None,
         }
+    }
+
+    /// The same error, answering the call `id`: in the body's `correlation_id` and
+    /// the `X-Correlation-Id` header, as a success names it.
+    pub(crate) fn for_call(mut self, id: &str) -> Self {
+        self.correlation_id = Some(id.to_owned());
+        self
     }
 
     /// The HTTP status of a runtime error kind.
@@ -90,6 +103,7 @@ impl From<koan::Error> for ApiError {
             status: ApiError::status_of(e.kind()),
             kind: e.kind().as_str().to_owned(),
             message: e.to_string(),
+            correlation_id: None,
         }
     }
 }
@@ -99,7 +113,54 @@ impl IntoResponse for ApiError {
         let body = Body {
             error: &self.kind,
             message: &self.message,
+            correlation_id: self.correlation_id.as_deref(),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        let headers = r.headers_mut();
+        if let Some(v) = self
+            .correlation_id
+            .as_deref()
+            .and_then(|id| axum::http::HeaderValue::from_str(id).ok())
+        {
+            headers.insert(axum::http::HeaderName::from_static("x-correlation-id"), v);
+        }
+        // Nothing ran: the caller may try again, and is told when (`busy` said
+        // "retry later" without a `Retry-After`; found by a probe).
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    use super::ApiError;
+
+    #[test]
+    fn a_busy_answer_says_when_to_retry_and_names_its_call() {
+        let busy = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", "full").for_call("c-1");
+        let r = busy.into_response();
+        assert_eq!(
+            r.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            r.headers().get("x-correlation-id").map(|v| v.as_bytes()),
+            Some(&b"c-1"[..])
+        );
+        let other = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "x");
+        let r = other.into_response();
+        assert!(
+            r.headers().get("retry-after").is_none(),
+            "an outcome may be unknown"
+        );
+        assert!(r.headers().get("x-correlation-id").is_none());
     }
 }

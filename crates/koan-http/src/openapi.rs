@@ -218,7 +218,7 @@ async fn document(host: &HostHandle, names: &[String]) -> (Value, bool) {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "responses": { "Error": { "description": "An error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
             "schemas": {
-                "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
+                "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": { "type": "string" }, "message": { "type": "string" }, "correlation_id": { "type": "string", "description": "The call's, on an error answering a call that waited (also in `X-Correlation-Id`)" } } },
                 "ActionResult": { "type": "object", "required": ["service", "action", "correlation_id", "result"], "properties": {
                     "service": { "type": "string" }, "action": { "type": "string" }, "correlation_id": { "type": "string" }, "result": {} } },
                 "BatchRequest": { "type": ["object", "null"], "additionalProperties": false, "properties": {

@@ -135,3 +135,39 @@ async fn a_key_given_twice_is_400() -> anyhow::Result<()> {
     }
     api.stop().await
 }
+
+/// An error answering a call names its correlation id, in `X-Correlation-Id` and
+/// the body, as a success does: a timeout said to look for the id in the events
+/// and logs, and gave none (found by a probe).
+#[tokio::test]
+async fn an_error_answering_a_call_names_its_correlation_id() -> anyhow::Result<()> {
+    let host = koan::testing::host()
+        .service::<koan_test_support::services::Greeter>()
+        .build()?
+        .start();
+    host.started().await?;
+    let api = Api::open(host.clone()).await?;
+    let bad = serde_json::json!({ "name": "Ada", "times": "twice" });
+    for given in [Some("order-7"), None] {
+        let mut request = api.post("/api/services/greeter/actions/greet").json(&bad);
+        if let Some(id) = given {
+            request = request.header("x-correlation-id", id);
+        }
+        let resp = request.send().await?;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let header = resp
+            .headers()
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: serde_json::Value = resp.json().await?;
+        assert_eq!(body["error"], "invalid_parameters", "{body}");
+        let id = header.unwrap_or_default();
+        assert!(!id.is_empty(), "{body}");
+        assert_eq!(body["correlation_id"], id.as_str(), "{body}");
+        if let Some(given) = given {
+            assert_eq!(id, given);
+        }
+    }
+    api.stop().await
+}

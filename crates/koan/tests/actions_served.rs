@@ -156,3 +156,38 @@ async fn a_served_call_to_a_busy_service_waits_its_turn_and_keeps_its_deadline()
     );
     stop(&host).await
 }
+
+/// A correlation id given in code follows the rule one from another process does:
+/// an empty id, a tab (a remote host's events showed another id), a non-ASCII one
+/// or 201 characters were taken here and refused only once the service was remote
+/// (found by a probe). Refused before anything runs, by `execute()`, `spawn()` and
+/// `enqueue()` alike.
+#[tokio::test(start_paused = true)]
+async fn a_correlation_id_given_in_code_is_checked_as_one_from_outside() -> anyhow::Result<()> {
+    let (host, _probe) = start().await?;
+    let long = "x".repeat(201);
+    for id in ["", "tab\there", "é", long.as_str()] {
+        let call = || host.service("Mailer").action("seen", ()).correlation_id(id);
+        let e = within("a call", call().execute())
+            .await
+            .expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{id:?}: {e}");
+        assert!(e.message().starts_with("the correlation id "), "{e}");
+        let e = call().spawn().expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{id:?}: {e}");
+        let e = within("an enqueue", call().enqueue())
+            .await
+            .expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{id:?}: {e}");
+    }
+    let out = within(
+        "a call",
+        host.service("Mailer")
+            .action("seen", ())
+            .correlation_id("order 7: a/b=c")
+            .execute(),
+    )
+    .await?;
+    assert_eq!(out.correlation_id(), "order 7: a/b=c");
+    stop(&host).await
+}

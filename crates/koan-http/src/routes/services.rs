@@ -305,9 +305,7 @@ pub(crate) async fn run_action(
     if let Some(t) = q.timeout {
         req = req.timeout(t);
     }
-    if let Some(c) = call_headers::correlation(headers)? {
-        req = req.correlation_id(c);
-    }
+    let given = call_headers::correlation(headers)?;
     if q.wait && !scheduled {
         if call_headers::has_idempotency_key(headers) {
             // A call that waits is not stored: a key would not stop a second run.
@@ -316,10 +314,13 @@ pub(crate) async fn run_action(
                 "header `Idempotency-Key` makes the call a job, which a waiting call (`wait=true`, the default here) is not: add `wait=false` (or `delay`/`at`) to have a repeat return the first job, or leave the header out",
             ));
         }
+        // Known before the answer: an error names it too.
+        let cid = given.unwrap_or_else(koan::action::new_correlation_id);
         let out = req
+            .correlation_id(&cid)
             .execute()
             .await
-            .map_err(|e| outcome_unknown(e, service, action))?;
+            .map_err(|e| outcome_unknown(e, service, action).for_call(&cid))?;
         // Borrowed, not copied: the answer is built while `out` lives.
         let cid = out.correlation_id();
         let body = Answered {
@@ -333,6 +334,9 @@ pub(crate) async fn run_action(
             cid,
         ))
     } else {
+        if let Some(c) = given {
+            req = req.correlation_id(c);
+        }
         // `delay` and `at` both hold: the job runs no sooner than the later of the two.
         let now = chrono::Utc::now();
         let due = match (q.delay, q.at) {
@@ -412,7 +416,7 @@ fn outcome_unknown(e: koan::Error, service: &str, action: &str) -> ApiError {
         StatusCode::GATEWAY_TIMEOUT,
         "timeout",
         format!(
-            "{} — the outcome is unknown: the handler of `{}` of `{}` was told to stop and may still have finished its work. Look for its correlation id in the events (/api/events) and logs; to get a recorded outcome, call with `wait=false` (a job: GET /api/jobs/{{id}})",
+            "{} — the outcome is unknown: the handler of `{}` of `{}` may have finished its work, may still run, or may never have started (a handler is told to stop at the call's deadline; in another process only when the call gave `timeout`). Look for its correlation id (in this answer) in the events (/api/events) and logs; to get a recorded outcome, call with `wait=false` (a job: GET /api/jobs/{{id}})",
             e.message(),
             action.escape_debug(),
             service.escape_debug()

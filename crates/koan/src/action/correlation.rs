@@ -59,6 +59,12 @@ fn process_prefix() -> &'static str {
 
 /// A fresh id, unique across processes with high probability: the process's random
 /// prefix and a counter, formatted on the stack so the id costs one allocation.
+/// A new correlation id, as a call given none is given: for a caller that must
+/// know a call's id before its answer (the HTTP plane names it on an error too).
+pub fn new_correlation_id() -> String {
+    String::from(IdText::of(next_number()).as_str())
+}
+
 pub(crate) fn new_id() -> Arc<str> {
     format_id(next_number())
 }

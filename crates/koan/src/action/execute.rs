@@ -117,7 +117,13 @@ impl Future for Execute {
         loop {
             match &mut this.state {
                 ExecState::Start(req) => {
-                    let correlation = Correlation::given_or_new(req.take_correlation());
+                    let correlation = match req.take_correlation() {
+                        Ok(given) => Correlation::given_or_new(given),
+                        Err(e) => {
+                            this.state = ExecState::Done;
+                            return Poll::Ready(Err(e));
+                        }
+                    };
                     // A single step is started from the request where it lies (no
                     // move of the whole request); a chain takes the request along.
                     let Some(step) = req.steps.take_single() else {

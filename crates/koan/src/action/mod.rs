@@ -29,7 +29,7 @@ mod worker;
 
 pub use crate::payload::JsonText;
 pub use context::ActionContext;
-pub use correlation::{MAX_CORRELATION_ID, check_correlation_id};
+pub use correlation::{MAX_CORRELATION_ID, check_correlation_id, new_correlation_id};
 pub use declare::{ActionDecl, Actions};
 pub use error_body::ErrorBody;
 pub use execute::Execute;

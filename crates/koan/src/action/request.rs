@@ -267,8 +267,23 @@ impl ActionRequest {
     }
 
     /// Takes the correlation id given, if any.
-    pub(super) fn take_correlation(&mut self) -> Option<Arc<str>> {
-        self.extra.as_mut()?.correlation.take()
+    /// The correlation id given, checked as one from another process is
+    /// ([`check_correlation_id`](super::check_correlation_id)): an id a host would
+    /// refuse over NATS, or that a tab in it made another id in the remote's
+    /// events, was taken here and failed only when the service was remote
+    /// (found by a probe).
+    pub(super) fn take_correlation(&mut self) -> Result<Option<Arc<str>>> {
+        let Some(id) = self.extra.as_mut().and_then(|e| e.correlation.take()) else {
+            return Ok(None);
+        };
+        super::check_correlation_id(&id).map_err(|why| {
+            let shown: String = id.chars().take(60).collect();
+            Error::new(
+                ErrorKind::InvalidParameters,
+                format!("the correlation id {shown:?} {why}"),
+            )
+        })?;
+        Ok(Some(id))
     }
 
     /// The stored job this request runs, if it does.
