@@ -121,6 +121,9 @@ impl NatsTransport {
             if !no_one {
                 return answer(sent, &subject, timeout, &what);
             }
+        } else if let Some(e) = self.no_live_instance(service, &what) {
+            // As a call: not sent to a queue group only frozen members hold.
+            return Err(e);
         }
         // Version 1 without a `Koan-Wire` header, as a call's (`call_headers`).
         self.request(
@@ -152,6 +155,31 @@ impl NatsTransport {
     /// A call or a query made while the connection is down: refused at once, not
     /// held by the client to be sent once it is back — after the caller's timeout
     /// had told it "no answer", so that it ran unawaited (seen in a probe).
+    /// The answer to a call when the registry, in view and current, names no live
+    /// instance of its service: `UnknownService` for one never announced, or
+    /// not sent (`ServiceUnavailable`, nothing ran) for one whose instances all
+    /// went silent. Sent to the queue group, it waited out its whole timeout for
+    /// a member frozen there (SIGSTOP), which then ran it when resumed (found by a
+    /// probe). `None` when the call goes to the queue group: an instance is live
+    /// (its own subject answered "no responders"), or the view cannot tell.
+    fn no_live_instance(&self, service: &str, what: &dyn std::fmt::Display) -> Option<Error> {
+        if self.live_host_of(service).is_some() || self.view_behind() {
+            return None;
+        }
+        match koan::transport::Transport::knows(self, service)? {
+            false => Some(Error::new(
+                ErrorKind::UnknownService,
+                format!(
+                    "{what}: no instance of the cluster has announced a service `{service}` since this host joined (names are matched regardless of case); nothing was sent"
+                ),
+            )),
+            true => Some(unavailable(format!(
+                "{what}: not sent, no instance of `{service}` was heard from within the last three heartbeats ({:?}); nothing ran — try again once one is back (GET /api/instances)",
+                self.stale_after()
+            ))),
+        }
+    }
+
     pub(crate) fn not_sent(&self, what: &dyn std::fmt::Display) -> Error {
         unavailable(format!(
             "{what}: not sent, this host is not connected to NATS at {} (reconnecting); nothing ran — try again once it is back (its /health says so)",
@@ -226,6 +254,11 @@ impl NatsTransport {
         .await
         {
             return r;
+        }
+        if holder.is_none()
+            && let Some(e) = self.no_live_instance(&call.service, &what)
+        {
+            return Err(e);
         }
         let subject = subjects::action(&call.service, &call.action);
         let h = call_headers(&call, call.timeout, true);

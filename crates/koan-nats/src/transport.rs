@@ -275,7 +275,7 @@ impl NatsTransport {
     }
 
     /// An instance whose heartbeat is older than three periods is gone.
-    fn stale_after(&self) -> Duration {
+    pub(crate) fn stale_after(&self) -> Duration {
         self.inner.opts.heartbeat * 3
     }
 

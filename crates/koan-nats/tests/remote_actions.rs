@@ -303,13 +303,25 @@ async fn remote_errors_keep_their_kind() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_instance_is_service_unavailable_at_once() -> anyhow::Result<()> {
+async fn no_instance_is_refused_at_once() -> anyhow::Result<()> {
     let cluster = Cluster::start(&[]).await?;
     let b = &cluster.b;
+    // Its view of the registry in (its own entry heard): it can tell a service
+    // no instance announced.
+    let me = b.id();
+    eventually("b to hear its own entry", || async {
+        b.host
+            .instances()
+            .await
+            .is_ok_and(|l| l.iter().any(|i| i.host_id == me))
+    })
+    .await?;
 
-    // Well below the default request timeout (10 s in these tests): no hang.
+    // Well below the default request timeout (10 s in these tests): no hang. A
+    // service no instance ever announced is unknown (a typo is not retried as an
+    // outage would be).
     let at_once = Duration::from_secs(5);
-    let unavailable = ErrorKind::ServiceUnavailable;
+    let unavailable = ErrorKind::UnknownService;
     let ghost = b.host.service("Ghost").action("haunt", Value::Null);
     refused_within(
         at_once,

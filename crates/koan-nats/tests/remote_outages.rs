@@ -208,3 +208,59 @@ async fn an_event_whose_body_and_subject_disagree_or_of_no_service_is_refused() 
     assert_eq!(seen, ["Worker.Done"]);
     Ok(())
 }
+
+/// A call when the registry names no live instance of its service is not sent to
+/// the queue group, where a member that takes calls and answers none (a process
+/// frozen by SIGSTOP keeps its subscription) took it: the caller waited its whole
+/// timeout, and the frozen process ran the call once resumed (found by a probe).
+/// It is refused at once, nothing sent; and one for a service no instance ever
+/// announced is `unknown_service`, not "unavailable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_no_live_instance_is_refused_at_once_and_not_sent() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (w, _calls) = Worker::new(Duration::ZERO);
+    let (worker, worker_node) = join(&server.url(), Some(w)).await?;
+    let (client, _client_node) = join(&server.url(), None).await?;
+    sees_workers(&client, 1).await?;
+    let silent = async_nats::connect(server.url()).await?;
+    let mut taken = silent
+        .queue_subscribe("koan.svc.worker.act.*", "koan-worker".to_owned())
+        .await?;
+    silent.flush().await?;
+    within("the worker to leave", worker_node.detach()).await?;
+    worker.shutdown();
+    sees_workers(&client, 0).await?;
+
+    let call = client
+        .service("Worker")
+        .action("work", ())
+        .timeout(Duration::from_secs(3600))
+        .execute();
+    let e = within("the call", call)
+        .await?
+        .expect_err("no live instance");
+    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
+    assert!(
+        e.message()
+            .contains("not sent, no instance of `Worker` was heard from")
+            && e.message().contains("nothing ran"),
+        "{e}"
+    );
+    silent.flush().await?;
+    let sent = futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut taken));
+    assert!(sent.is_none(), "nothing reached the queue group");
+
+    let e = within(
+        "a call",
+        client.service("Wroker").action("work", ()).execute(),
+    )
+    .await?
+    .expect_err("never announced");
+    assert_eq!(e.kind(), ErrorKind::UnknownService, "{e}");
+    assert!(
+        e.message()
+            .contains("no instance of the cluster has announced a service `Wroker`"),
+        "{e}"
+    );
+    Ok(())
+}
