@@ -60,6 +60,13 @@ pub(crate) fn call_headers(
     }
     if let Some(t) = timeout {
         h.insert(wire::H_TIMEOUT_MS, t.as_millis().to_string().as_str());
+        // And when it is up, by the clock: an instance that reads the call late
+        // (it was frozen, or its queue was long) runs it only in the time left, or
+        // not at all. Relative alone, a frozen instance ran the whole call on its
+        // resume, 16 s after its caller was told it timed out (found by a probe).
+        let millis = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        let at = wire::unix_ms().saturating_add(millis);
+        h.insert(wire::H_DEADLINE, at.to_string().as_str());
     }
     h
 }
@@ -291,6 +298,10 @@ mod tests {
         );
         assert_eq!(wire::header_str(Some(&h), wire::H_CORRELATION), Some("c-1"));
         assert_eq!(wire::header_str(Some(&h), wire::H_TIMEOUT_MS), Some("1500"));
+        let at: u64 = wire::header_str(Some(&h), wire::H_DEADLINE)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        assert!(at > wire::unix_ms() && at <= wire::unix_ms() + 1500, "{at}");
         // The id in the call's subject instead: no header is left.
         let h = call_headers(&call, None, false);
         assert!(h.is_empty(), "{h:?}");

@@ -209,6 +209,7 @@ struct CallHeaders<'a> {
     action: Option<&'a str>,
     priority: Option<&'a str>,
     timeout_ms: Option<&'a str>,
+    deadline: Option<&'a str>,
 }
 
 impl<'a> CallHeaders<'a> {
@@ -225,6 +226,8 @@ impl<'a> CallHeaders<'a> {
                 &mut found.priority
             } else if *name == wire::H_TIMEOUT_MS {
                 &mut found.timeout_ms
+            } else if *name == wire::H_DEADLINE {
+                &mut found.deadline
             } else {
                 continue;
             };
@@ -280,6 +283,29 @@ fn start_action(
             ),
         ));
     }
+    let deadline: Option<u64> = number(
+        headers.deadline,
+        wire::H_DEADLINE,
+        "a time in Unix milliseconds",
+    )?;
+    // The time left by the clock, when the call says when its time is up: a call
+    // read after it is not run (its caller has been told it timed out).
+    let timeout = match deadline {
+        None => timeout,
+        Some(at) => {
+            let left = at.saturating_sub(wire::unix_ms());
+            if left == 0 {
+                return Err(Error::new(
+                    koan::error::ErrorKind::Timeout,
+                    format!(
+                        "action `{action}`: the call's deadline (`{}`) passed before this instance read it; it was not run",
+                        wire::H_DEADLINE
+                    ),
+                ));
+            }
+            Some(timeout.map_or(left, |t| t.min(left)))
+        }
+    };
     // Read once, by the action, straight into its own type (which refuses text
     // that is not JSON, naming the action): no `Value` built and dropped on the way
     // (B8's round trip: about 480 instructions and 2 allocations fewer, by

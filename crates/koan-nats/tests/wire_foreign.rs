@@ -31,11 +31,16 @@ impl Service for Echo {
         a.action(
             "echo",
             |_svc: Arc<Self>, p: Value, cx: ActionContext| async move {
-                Ok::<_, BoxError>(json!({
+                let mut out = json!({
                     "params": p,
                     "correlation_id": cx.correlation_id(),
                     "priority": cx.priority(),
-                }))
+                });
+                // Its deadline, when it has one.
+                if let Some(left) = cx.remaining() {
+                    out["remaining_ms"] = json!(left.as_millis() as u64);
+                }
+                Ok::<_, BoxError>(out)
             },
         );
     }
@@ -379,5 +384,61 @@ async fn bad_correlation_ids_and_a_zero_deadline_are_refused() -> anyhow::Result
     )
     .await??;
     assert_eq!(header(&reply, "Koan-Correlation-Id"), Some(ok));
+    echo.stop().await
+}
+
+/// A call read after its deadline (`Koan-Deadline-Unix-Ms`, which koan sends with
+/// `Koan-Timeout-Ms`) is not run: its caller was told it timed out. Relative
+/// alone, an instance frozen while the call waited ran it whole on its resume,
+/// 16 s after its caller's timeout (found by a probe). One read in time runs in
+/// what is left, the earlier of the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_read_after_its_deadline_is_not_run() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (echo, client) = start(&server).await?;
+    let subject = "koan.svc.echo.act.echo";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let past = (now - 1_000).to_string();
+    let reply = within(
+        "a late call",
+        client.request_with_headers(
+            subject,
+            headers(&[
+                ("Koan-Timeout-Ms", "60000"),
+                ("Koan-Deadline-Unix-Ms", &past),
+            ]),
+            "{}".into(),
+        ),
+    )
+    .await??;
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(body["error"], "timeout", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("passed before this instance read it; it was not run")),
+        "{body}"
+    );
+
+    let soon = (now + 60_000).to_string();
+    for (timeout, at_most) in [("3600000", 60_000), ("500", 500)] {
+        let reply = within(
+            "a call in time",
+            client.request_with_headers(
+                subject,
+                headers(&[
+                    ("Koan-Timeout-Ms", timeout),
+                    ("Koan-Deadline-Unix-Ms", &soon),
+                ]),
+                "{}".into(),
+            ),
+        )
+        .await??;
+        let body: Value = serde_json::from_slice(&reply.payload)?;
+        let left = body["ok"]["remaining_ms"].as_u64().unwrap_or(u64::MAX);
+        assert!(left <= at_most, "{timeout}: {body}");
+    }
     echo.stop().await
 }
