@@ -51,6 +51,7 @@
 //! # }
 //! ```
 
+mod announced;
 mod call;
 mod cancels;
 mod connection;

@@ -14,8 +14,9 @@ use crate::wire::Reply;
 
 /// Announces this host's services, now.
 pub(crate) async fn announce(t: &NatsTransport, host: &HostHandle) -> Result<(), Error> {
-    let instance =
-        Instance::new(t.inner.host_id.clone(), host.statuses()).actions(host.action_names());
+    let instance = Instance::new(t.inner.host_id.clone(), host.statuses())
+        .actions(host.action_names())
+        .events(host.event_names());
     put(t, instance).await
 }
 

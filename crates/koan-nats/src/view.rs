@@ -3,7 +3,8 @@
 //! also while the broker is unreachable, from the last view, marked stale — and a
 //! job for a service the cluster never announced is refused.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use koan::transport::Instance;
 
+use crate::announced::Announced;
 use crate::routes::{Route, Routes};
 
 /// The instances the registry announced, as last heard.
@@ -27,9 +29,8 @@ pub(crate) struct RegistryView {
     forget_after: Duration,
     /// Every service name (lower case) an instance announced since this host
     /// connected: a job for one of them waits for an instance to come back. With
-    /// each, every action name its instances announced, or `None` once one
-    /// announced none (a host older than the field: its actions are not known).
-    seen: Mutex<HashMap<String, Option<BTreeSet<String>>>>,
+    /// each, the action and event names its instances announced.
+    seen: Mutex<HashMap<String, Announced>>,
     /// Set once the watch delivered the bucket's contents: before that, the view
     /// cannot say that a service is unknown.
     synced: AtomicBool,
@@ -61,20 +62,12 @@ impl RegistryView {
     fn put(&self, key: String, instance: Instance) {
         if let Ok(mut seen) = self.seen.lock() {
             for s in &instance.services {
-                let name = s.name.to_ascii_lowercase();
-                let announced = instance.actions.get(&s.name);
-                let known = seen
-                    .entry(name)
-                    .or_insert_with(|| announced.map(|_| BTreeSet::new()));
-                match (known, announced) {
-                    (Some(known), Some(names)) => {
-                        for n in names {
-                            if !known.contains(n) {
-                                known.insert(n.clone());
-                            }
-                        }
+                let announced = Announced::of(&s.name, &instance.actions, &instance.events);
+                match seen.entry(s.name.to_ascii_lowercase()) {
+                    Entry::Occupied(mut known) => known.get_mut().merge(announced),
+                    Entry::Vacant(place) => {
+                        place.insert(announced);
                     }
-                    (known, _) => *known = None,
                 }
             }
         }
@@ -218,8 +211,19 @@ impl RegistryView {
             return None;
         }
         let seen = self.seen.lock().ok()?;
-        let known = seen.get(&service.to_ascii_lowercase())?.as_ref()?;
-        Some(known.iter().cloned().collect())
+        seen.get(&service.to_ascii_lowercase())?.actions()
+    }
+
+    /// Whether some instance of `service` declares event `event`; `None` when it
+    /// cannot tell (not synced, the service never announced, or its events not
+    /// known).
+    pub(crate) fn declares_event(&self, service: &str, event: &str) -> Option<bool> {
+        if !self.synced.load(Ordering::Acquire) {
+            return None;
+        }
+        let seen = self.seen.lock().ok()?;
+        seen.get(&service.to_ascii_lowercase())?
+            .declares_event(event)
     }
 }
 

@@ -34,6 +34,7 @@ impl Service for Worker {
         a.action("work", work);
         // The same work, declared safe to run twice.
         a.action("fetch", work).idempotent();
+        a.event::<u32>("Done");
     }
 }
 

@@ -171,6 +171,20 @@ impl HostHandle {
             .collect()
     }
 
+    /// The event names every service declares, by service name: what a cluster
+    /// transport announces beside [`action_names`](Self::action_names).
+    pub fn event_names(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.inner
+            .registry
+            .all()
+            .iter()
+            .map(|c| {
+                let events = c.spec.actions.events.iter().map(|e| e.name.clone());
+                (c.spec.name.to_string(), events.collect())
+            })
+            .collect()
+    }
+
     /// The service's own spelling of `name` (looked up as `service` does,
     /// case-insensitively), `None` for a service this host does not run. Cheaper
     /// than [`status`](Self::status) when the name is all that is wanted.

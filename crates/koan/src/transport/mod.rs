@@ -98,6 +98,11 @@ pub struct Instance {
     /// actions are not known, and nothing is refused for them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub actions: BTreeMap<String, Vec<String>>,
+    /// The event names each of its services declares, by service name: an event
+    /// from another process that its service's instances do not declare is not
+    /// delivered. Absent from hosts older than this field (nothing is refused).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub events: BTreeMap<String, Vec<String>>,
     /// Set when this view could not be refreshed (the broker is unreachable): the
     /// last known state, not a current one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -112,6 +117,7 @@ impl Instance {
             seen_at: Utc::now(),
             services,
             actions: BTreeMap::new(),
+            events: BTreeMap::new(),
             stale: false,
         }
     }
@@ -119,6 +125,12 @@ impl Instance {
     /// The same host, announcing the action names of its services.
     pub fn actions(mut self, actions: BTreeMap<String, Vec<String>>) -> Self {
         self.actions = actions;
+        self
+    }
+
+    /// The same host, announcing the event names its services declare.
+    pub fn events(mut self, events: BTreeMap<String, Vec<String>>) -> Self {
+        self.events = events;
         self
     }
 
