@@ -48,6 +48,9 @@ impl ConnectionWatch {
     }
 }
 
+/// Times the client said a subscription of this process was a slow consumer.
+static SLOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The client's options for `opts` (credentials, TLS), named after `host_id`, its
 /// connect and disconnect events reported to `watch`.
 pub(crate) fn connect_options(
@@ -68,6 +71,16 @@ pub(crate) fn connect_options(
                     async_nats::Event::Connected => {
                         tracing::info!("NATS connected");
                         watch.set(ConnectionState::Connected);
+                    }
+                    // Messages the client dropped because this host did not read
+                    // them in time (events behind a stalled `Overflow::Wait`
+                    // subscriber, say): said, at the 1st, 2nd, 4th, … time, where
+                    // they went by at debug level (found by a probe).
+                    async_nats::Event::SlowConsumer(sid) => {
+                        let n = SLOW.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            tracing::warn!(subscription = sid, times = n, "NATS dropped messages this host did not read in time (a slow consumer: events from other processes behind a stalled subscriber are lost)");
+                        }
                     }
                     other => tracing::debug!(event = %other, "NATS event"),
                 }

@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     /// Local services whose durable jobs this host consumes from `KOAN_WORK`.
     shared_jobs: Mutex<HashSet<String>>,
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
+    /// Events not published because the queue to the broker was full.
+    events_unpublished: std::sync::atomic::AtomicU64,
     pub(crate) waiters: Arc<crate::outcomes::OutcomeWaiters>,
     connection: ConnectionWatch,
     view: Arc<crate::view::RegistryView>,
@@ -144,6 +146,7 @@ impl NatsTransport {
                 leases_held: Mutex::new(HashMap::new()),
                 shared_jobs: Mutex::new(HashSet::new()),
                 events_tx,
+                events_unpublished: std::sync::atomic::AtomicU64::new(0),
                 waiters,
                 connection,
                 view,
@@ -396,7 +399,19 @@ impl Transport for NatsTransport {
         let subject = subjects::event(&wire.service, &wire.event);
         let body = serde_json::to_vec(&wire).unwrap_or_default().into();
         if self.inner.events_tx.try_send((subject, body)).is_err() {
-            tracing::warn!(event = %event.name(), "NATS event queue full; event not published to other processes");
+            // Counted, and said at the 1st, 2nd, 4th, … one: a warning each wrote
+            // 90,000 lines for a burst (found by a probe). Delivery to other
+            // processes is at most once (docs/guide.md, "Events").
+            metrics::counter!("koan_events_unpublished_total", "service" => event.service().to_owned())
+                .increment(1);
+            let n = self
+                .inner
+                .events_unpublished
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(event = %event.name(), unpublished = n, "NATS event queue full (10,000 events): event not published to other processes (said at the 1st, 2nd, 4th, … one; counted in `koan_events_unpublished_total`)");
+            }
         }
     }
 

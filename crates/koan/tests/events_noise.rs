@@ -248,15 +248,16 @@ async fn every_event_dropped_for_a_full_subscriber_is_logged_and_counted() -> an
     start_observed!(host, logs, counters);
     // The default policy, a buffer of one, and a handler stuck on its first event.
     let (_stuck, gate, mut rx) = stuck_subscriber(&host, 1, Overflow::DropNewest).await?;
-    // One more fits in the buffer; the next three do not. (Bounded: a subscriber
+    // One fits in the buffer; the next ten do not. (Bounded: a subscriber
     // that wrongly waited for room would hold these for ever.)
-    for n in 1..=4u32 {
+    for n in 1..=11u32 {
         koan::testing::within("an emit", host.emit("Emitter", "Tick", n)).await?;
     }
     let labels = [("service", "Emitter"), ("event", "Tick")];
-    assert_eq!(counters.get("koan_events_dropped_total", &labels), 3);
-    // One line per dropped event, which says how to keep them.
-    logs.assert_lines("subscriber buffer full; event dropped", 3, "Overflow::Wait");
+    assert_eq!(counters.get("koan_events_dropped_total", &labels), 10);
+    // Each counted; logged at the 1st, 2nd, 4th and 8th, saying how to keep them
+    // (a line per drop wrote 66 MB and slowed the emitter tenfold; found by a probe).
+    logs.assert_lines("subscriber buffer full; event dropped", 4, "Overflow::Wait");
 
     gate.add_permits(1);
     assert_eq!(next(&mut rx).await, 1, "the buffered event still comes");
@@ -383,5 +384,20 @@ async fn handlers_still_running_after_their_first_poll_are_delivered_in_order_an
     logs.assert_lines("event handler failed", 2, "1 fails");
     logs.assert_lines("event handler panicked", 2, "3 panics");
     drop(subs);
+    stop(&host).await
+}
+
+/// An event name that is no name is refused, whatever the service declares: one
+/// that declares none took any, an empty name (sent on a subject no one reads) or
+/// 5,000 bytes (which cut the host's NATS connection; found by a probe).
+#[tokio::test(start_paused = true)]
+async fn an_event_name_that_is_no_name_is_refused() -> anyhow::Result<()> {
+    let host = start().await?;
+    let long = "e".repeat(5_000);
+    for name in ["", "tick\n", long.as_str()] {
+        let e = host.emit("Emitter", name, 1u32).await.expect_err("no name");
+        assert_eq!(e.kind(), ErrorKind::InvalidParameters, "{e}");
+        assert!(e.message().contains("the event name"), "{e}");
+    }
     stop(&host).await
 }

@@ -168,3 +168,52 @@ async fn a_typed_route_keeps_its_filter_and_once_in_either_order() -> anyhow::Re
     host.wait().await.into_result()?;
     Ok(())
 }
+
+/// `.once()` or `.filter(…)` after the last handler, or an `.on(…)` without one,
+/// applies to no handler: refused at `subscribe()`, where it was taken and the
+/// handler ran at every event (found by a probe).
+#[tokio::test(start_paused = true)]
+async fn a_modifier_after_the_last_handler_is_refused() -> anyhow::Result<()> {
+    let host = Host::builder().instance(Worker).build()?.start();
+    host.started().await?;
+    let worker = host.services::<Worker>();
+    let typed = worker
+        .on::<WorkCompleted>()
+        .handle(|_: WorkCompleted| async {})
+        .once()
+        .subscribe()
+        .await
+        .expect_err("a trailing once");
+    let by_name = host
+        .service("Worker")
+        .on("WorkFailed")
+        .handle(|_: Failure| async {})
+        .filter(|f: &Failure| f.id == 0)
+        .subscribe()
+        .await
+        .expect_err("a trailing filter");
+    let dangling = host
+        .service("Worker")
+        .on("WorkFailed")
+        .handle(|_: Failure| async {})
+        .on("WorkCompleted")
+        .subscribe()
+        .await
+        .expect_err("an `on` without a handler");
+    for (e, what) in [
+        (typed, "`.once()`"),
+        (by_name, "`.filter(…)`"),
+        (dangling, "`.on(\"WorkCompleted\")`"),
+    ] {
+        assert_eq!(e.kind(), koan::error::ErrorKind::InvalidParameters, "{e}");
+        assert!(
+            e.message().starts_with(&format!(
+                "{what} after the last `.handle(…)` applies to no handler"
+            )),
+            "{e}"
+        );
+    }
+    host.shutdown();
+    host.wait().await.into_result()?;
+    Ok(())
+}

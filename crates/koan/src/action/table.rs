@@ -273,7 +273,18 @@ impl ActionTable {
     /// takes only those (`"*"` stands for all of them); one that declares none takes
     /// any name.
     pub(crate) fn check_event(&self, service: &str, name: &str) -> crate::Result<()> {
-        if name == "*" || self.declares_event(name) {
+        if name == "*" {
+            return Ok(());
+        }
+        // A name that is no name (a service that declares none took any: an empty
+        // one, or 5,000 bytes that cut the host's NATS connection; found by a probe).
+        if let Some(problem) = crate::util::name_problem(name) {
+            return Err(crate::Error::new(
+                crate::error::ErrorKind::InvalidParameters,
+                format!("service `{service}`: the event name {problem}"),
+            ));
+        }
+        if self.declares_event(name) {
             return Ok(());
         }
         let declared: Vec<_> = self.events.iter().map(|e| e.name.as_str()).collect();

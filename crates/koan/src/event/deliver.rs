@@ -147,13 +147,22 @@ pub(super) async fn deliver(
         return;
     }
     if let Err(mpsc::error::TrySendError::Full((_, env))) = tx.try_send((route, env)) {
-        tracing::warn!(
-            service = %env.service,
-            event = %env.name,
-            subscriber = sub.id,
-            "subscriber buffer full; event dropped (overflow policy: drop-newest); to keep \
-             every event, subscribe with `.overflow(Overflow::Wait)` or a larger `.buffer(n)`"
-        );
+        let dropped = sub
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(
+                service = %env.service,
+                event = %env.name,
+                subscriber = sub.id,
+                dropped,
+                "subscriber buffer full; event dropped (overflow policy: drop-newest; said at \
+                 the 1st, 2nd, 4th, … drop, each counted in `koan_events_dropped_total`); to \
+                 keep every event, subscribe with `.overflow(Overflow::Wait)` or a larger \
+                 `.buffer(n)`"
+            );
+        }
         match &env.key {
             Some(k) => k.dropped.increment(1),
             None => metrics::counter!("koan_events_dropped_total", "service" => env.service.to_string(), "event" => env.name.to_string()).increment(1),

@@ -263,6 +263,22 @@ impl SubscriptionBuilder {
                 "a subscription needs at least one `.on(name).handle(…)`",
             ));
         }
+        // What follows the last handler applies to none: `.handle(h).once()` ran
+        // `h` at every event, without a word (found by a probe).
+        if let Some(p) = &self.pending {
+            let what = match (p.once, p.filter.is_some(), &p.event) {
+                (true, _, _) => "`.once()`".to_owned(),
+                (false, true, _) => "`.filter(…)`".to_owned(),
+                (false, false, Some(event)) => format!("`.on(\"{event}\")`"),
+                (false, false, None) => "`.on(\"*\")`".to_owned(),
+            };
+            return Err(Error::new(
+                ErrorKind::InvalidParameters,
+                format!(
+                    "{what} after the last `.handle(…)` applies to no handler: `.filter(…)` and `.once()` go between `.on(…)` and the `.handle(…)` they apply to, and each `.on(…)` needs a `.handle(…)`"
+                ),
+            ));
+        }
         let (id, task) =
             self.host
                 .inner

@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use super::bus::EventBus;
 
+/// Emits refused for a name that is no name, in this process.
+static BAD_NAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl EventBus {
     /// Emits event `name` of the service in `cell` from inside it (its context). An
     /// event the service does not declare is still delivered, but counted in
@@ -23,13 +26,23 @@ impl EventBus {
         payload: E,
     ) {
         if let Err(e) = cell.spec.actions.check_event(&cell.spec.name, name) {
+            if e.kind() == crate::error::ErrorKind::InvalidParameters {
+                // No name: not emitted (it would reach no one elsewhere, and cut
+                // the NATS connection when long), said at the 1st, 2nd, 4th, … one.
+                let n = BAD_NAMES.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(service = %cell.spec.name, emits = n, "{}; the event was not emitted", e.message());
+                }
+                return;
+            }
             let key = self.key(&cell.spec.name, name);
             key.undeclared.increment(1);
             if !key.undeclared_warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     service = %cell.spec.name,
                     event = %name,
-                    "{}; emitted all the same (declare it with `Actions::event` or \
+                    "{}; emitted all the same in this process, but other processes \
+                     do not deliver it (declare it with `Actions::event` or \
                      `#[service(event(…))]`; only its first emit is logged)",
                     e.message()
                 );
