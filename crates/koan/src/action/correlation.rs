@@ -145,6 +145,34 @@ impl Correlation {
     }
 }
 
+impl Correlation {
+    /// The id as a log line's field: as it is when it is one token, quoted and
+    /// escaped otherwise, so that an id cannot write fields of its own
+    /// (`x ran_ms=0 service=PaymentService` read as three fields in logfmt; found
+    /// by a probe).
+    pub(crate) fn logged(&self) -> Logged<'_> {
+        Logged(self)
+    }
+}
+
+/// [`Correlation::logged`].
+pub(crate) struct Logged<'a>(&'a Correlation);
+
+impl std::fmt::Display for Logged<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Correlation::Given(id)
+                if !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@+#".contains(&b)) =>
+            {
+                write!(f, "{id:?}")
+            }
+            other => std::fmt::Display::fmt(other, f),
+        }
+    }
+}
+
 impl std::fmt::Display for Correlation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -184,6 +212,19 @@ impl CorrelationText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_in_a_log_line_writes_no_field_of_its_own() {
+        let given = |id: &str| Correlation::Given(Arc::from(id)).logged().to_string();
+        assert_eq!(given("order-7/a:b@c"), "order-7/a:b@c");
+        assert_eq!(
+            given("x ran_ms=0 service=PaymentService"),
+            r#""x ran_ms=0 service=PaymentService""#
+        );
+        assert_eq!(given(r#"a"b"#), r#""a\"b""#);
+        let generated = Correlation::Generated(7);
+        assert_eq!(generated.logged().to_string(), generated.to_string());
+    }
 
     #[test]
     fn a_generated_id_reads_the_same_everywhere() {

@@ -99,7 +99,7 @@ impl Run {
         if job.job.is_none() && !job.detached && job.reply.as_ref().is_some_and(|r| r.is_closed()) {
             job.answered = true;
             finished(&job, cell, Outcome::Cancelled, 0.0, queued, started);
-            tracing::debug!(action = %job.entry(cell).name, correlation_id = %job.correlation, "caller gone before the action started; not run");
+            tracing::debug!(action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), "caller gone before the action started; not run");
             return Run::Ready(None);
         }
         // Only an action with a deadline needs a token of its own up front; the others
@@ -131,7 +131,7 @@ impl Run {
             "action",
             service = %cell.spec.name,
             action = %entry.name,
-            correlation_id = %job.correlation,
+            correlation_id = %job.correlation.logged(),
             job = job.job.as_ref().map(|j| j.info.id.as_str()),
         );
         match deadline_token {
@@ -299,7 +299,7 @@ fn settle(
                 // a failure of the work — answered as one (503, which a caller may
                 // send again elsewhere), not as the handler's error (500).
                 finished(job, cell, Outcome::ShuttingDown, elapsed, queued, now);
-                tracing::info!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, error = ?err.message(), "action ended by its service's stop");
+                tracing::info!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), error = ?err.message(), "action ended by its service's stop");
                 // The host going on, the service stopped itself: not a shutdown a
                 // caller would wait out, and said so.
                 let by_itself = cell
@@ -327,12 +327,12 @@ fn settle(
                 );
             }
             finished(job, cell, Outcome::HandlerError, elapsed, queued, now);
-            tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, error = ?err.message(), "action failed");
+            tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), error = ?err.message(), "action failed");
             Err(err)
         }
         Err(panic) => {
             finished(job, cell, Outcome::Panic, elapsed, queued, now);
-            tracing::error!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, panic = %panic, "action panicked");
+            tracing::error!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), panic = %panic, "action panicked");
             Err(Error::new(
                 ErrorKind::Panic,
                 format!(

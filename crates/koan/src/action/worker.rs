@@ -96,7 +96,7 @@ pub(super) fn finished(
         Outcome::Ok => false,
         Outcome::Timeout => {
             // Its caller is told to look for the correlation id in the logs.
-            tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation, ran_ms = (run * 1e3) as u64, "action timed out: its deadline passed before it finished");
+            tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), ran_ms = (run * 1e3) as u64, "action timed out: its deadline passed before it finished");
             true
         }
         Outcome::HandlerError | Outcome::Panic => true,
