@@ -96,7 +96,7 @@ pub(crate) async fn read_json_body(
     }
     let limit = state.options.body_limit;
     if declared.length.is_some_and(|n| n > limit as u64) {
-        return Err(too_large().closing());
+        return Err(too_large(limit).closing());
     }
     let (parts, body) = req.into_parts();
     let read = to_bytes(body, limit);
@@ -118,7 +118,7 @@ pub(crate) async fn read_json_body(
     };
     match bytes {
         Ok(bytes) => Ok((Request::from_parts(parts, Body::empty()), Some(bytes))),
-        Err(e) if is_length_limit(&e) => Err(too_large().closing()),
+        Err(e) if is_length_limit(&e) => Err(too_large(limit).closing()),
         Err(e) => Err(ApiError::bad_request(
             "bad_request",
             format!("cannot read the request body: {e}"),
@@ -188,11 +188,13 @@ pub(crate) fn params_of(body: Option<&Bytes>) -> Result<Value, ApiError> {
     })
 }
 
-fn too_large() -> ApiError {
+fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
-        "the request body is larger than the configured limit (`koan.http.body_limit_bytes`)",
+        format!(
+            "the request body is larger than the configured limit of {limit} bytes (`koan.http.body_limit_bytes`)"
+        ),
     )
 }
 

@@ -241,6 +241,8 @@ async fn bad_query_values_are_400() -> anyhow::Result<()> {
     for (query, needle) in [
         ("priority=high", "priority"),
         ("priority=1.5", "priority"),
+        // The range named (found by a probe).
+        ("priority=99999999999", "from -2147483648 to 2147483647"),
         ("timeout=soon", "timeout"),
         ("timeout=0s", "timeout"),
         ("wait=maybe", "wait"),
@@ -342,11 +344,12 @@ async fn body_over_the_limit_is_413() -> anyhow::Result<()> {
     };
     let api = Api::serve(host, options).await?;
     let big = json!({ "name": "A".repeat(200), "times": 1 });
-    refused(
+    let message = refused(
         api.post("/api/services/greeter/actions/greet").json(&big),
         "payload_too_large",
     )
     .await?;
+    assert!(message.contains("limit of 64 bytes"), "{message}");
 
     refused(
         api.post("/api/services/greeter/process-batch").json(&big),

@@ -266,7 +266,7 @@ fn start_action(
     let priority: Option<i32> = number(
         headers.priority,
         wire::H_PRIORITY,
-        "an integer (higher runs first)",
+        "an integer from -2147483648 to 2147483647 (higher runs first)",
     )?;
     let timeout: Option<u64> = number(
         headers.timeout_ms,

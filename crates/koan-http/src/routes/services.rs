@@ -184,7 +184,7 @@ fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
     };
     if let Some(v) = &q.priority {
         out.priority = v.trim().parse().map_err(|_| {
-            ApiError::bad_request("invalid_parameters", format!("query parameter `priority` must be a whole number (higher runs first), not `{v}`"))
+            ApiError::bad_request("invalid_parameters", format!("query parameter `priority` must be a whole number from {} to {} (higher runs first), not `{v}`", i32::MIN, i32::MAX))
         })?;
     }
     if let Some(v) = &q.timeout {

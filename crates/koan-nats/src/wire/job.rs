@@ -181,7 +181,7 @@ impl Job {
                 invalid(
                     &id,
                     format!(
-                        "header `{H_PRIORITY}` must be an integer (higher runs first), got `{v}`"
+                        "header `{H_PRIORITY}` must be an integer from -2147483648 to 2147483647 (higher runs first), got `{v}`"
                     ),
                 )
             })?,
