@@ -158,6 +158,7 @@ impl NatsTransport {
         let (h, me, t) = (host.clone(), self.inner.host_id.clone(), self.clone());
         tasks.push(tokio::spawn(async move {
             let refused = std::sync::atomic::AtomicU64::new(0);
+            let mut names = UndeclaredNames::default();
             while let Some(msg) = events.next().await {
                 if wire::header_str(msg.headers.as_ref(), wire::H_ORIGIN) == Some(me.as_str()) {
                     continue;
@@ -169,7 +170,7 @@ impl NatsTransport {
                     continue;
                 }
                 match serde_json::from_slice::<WireEvent>(&msg.payload) {
-                    Ok(ev) => match refusal(&t, &msg.subject, &ev) {
+                    Ok(ev) => match refusal(&t, &msg.subject, &ev, &mut names) {
                         None => h.deliver_remote_event(&ev.into_envelope()).await,
                         Some(why) => {
                             // Said in the log at the 1st, 2nd, 4th, … refusal, so that a
@@ -267,7 +268,12 @@ async fn serve_queries(
 /// and the metrics key it by), and a service the cluster announced. Before, a
 /// publisher's made-up names were delivered and counted as given: 3,000 events
 /// with random names made 15,000 metric series on every host (a probe).
-fn refusal(t: &NatsTransport, subject: &str, ev: &WireEvent) -> Option<String> {
+fn refusal(
+    t: &NatsTransport,
+    subject: &str,
+    ev: &WireEvent,
+    names: &mut UndeclaredNames,
+) -> Option<String> {
     if subjects::event(&ev.service, &ev.event) != subject {
         return Some(format!(
             "its body names event `{}` of `{}`, which is not the one its subject names",
@@ -285,12 +291,63 @@ fn refusal(t: &NatsTransport, subject: &str, ev: &WireEvent) -> Option<String> {
     // names of a known service still made metric series and kept memory on every
     // host, each slowing the next (50,000 names: 22 MB of metrics, 280 MB kept,
     // and real events waited 11 minutes behind them; found by a probe).
-    if t.view().declares_event(&ev.service, &ev.event) == Some(false) {
-        return Some(format!(
+    match t.view().declares_event(&ev.service, &ev.event) {
+        Some(false) => Some(format!(
             "no instance of service `{}` declares an event `{}` (declare it with `#[service(event(…))]` to have it delivered to other processes)",
             ev.service.escape_debug(),
             ev.event.escape_debug()
-        ));
+        )),
+        Some(true) => None,
+        // A service that declares none takes any name: at most so many of them.
+        None => names.take(&ev.service, &ev.event),
     }
-    None
+}
+
+/// The names of the events delivered here of services that declare none (or
+/// whose instances do not say), at most [`UndeclaredNames::MAX`] a service: a
+/// publisher's made-up names made a metric key each on every host.
+#[derive(Default)]
+struct UndeclaredNames(std::collections::HashMap<String, std::collections::HashSet<String>>);
+
+impl UndeclaredNames {
+    const MAX: usize = 256;
+
+    /// Why event `event` of `service` is refused, if it is: a new name past the
+    /// service's [`MAX`](Self::MAX).
+    fn take(&mut self, service: &str, event: &str) -> Option<String> {
+        let seen = self.0.entry(service.to_ascii_lowercase()).or_default();
+        if seen.contains(event) {
+            return None;
+        }
+        if seen.len() >= Self::MAX {
+            return Some(format!(
+                "service `{}` declares no events, and {} names of its events were delivered here already: a new one (`{}`) is refused (declare the service's events)",
+                service.escape_debug(),
+                Self::MAX,
+                event.escape_debug()
+            ));
+        }
+        seen.insert(event.to_owned());
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UndeclaredNames;
+
+    #[test]
+    fn a_service_that_declares_no_events_is_delivered_so_many_names() {
+        let mut names = UndeclaredNames::default();
+        for n in 0..UndeclaredNames::MAX {
+            assert_eq!(names.take("Plain", &format!("e{n}")), None);
+        }
+        assert_eq!(names.take("PLAIN", "e0"), None, "a name seen before");
+        let refused = names.take("Plain", "new").unwrap_or_default();
+        assert!(
+            refused.contains("a new one (`new`) is refused"),
+            "{refused}"
+        );
+        assert_eq!(names.take("Other", "new"), None, "another service's");
+    }
 }

@@ -35,13 +35,16 @@ pub(crate) struct Route {
 #[derive(Debug, Default)]
 pub(crate) struct Routes(FxHashMap<Box<[u8]>, Vec<Route>>);
 
-/// Whether a service as announced takes new calls: enabled, and neither failed
-/// nor stopping (its host shutting down) nor stopped.
+/// Whether a service as announced takes new calls: enabled, started (not
+/// `pending`: its host's startup services still run, and its calls wait for them;
+/// a new instance's load of 0 drew every call to it, found by a review), and
+/// neither failed nor stopping (its host shutting down) nor stopped.
 fn serving(s: &ServiceStatus) -> bool {
     s.enabled
         && !matches!(
             s.state,
-            ServiceState::Failed
+            ServiceState::Pending
+                | ServiceState::Failed
                 | ServiceState::Disabled
                 | ServiceState::Stopping
                 | ServiceState::Stopped
@@ -161,9 +164,11 @@ mod tests {
         let mut d = Instance::new("d", vec![status("Calc", ServiceState::Running, (0, 0))]);
         d.services[0].enabled = false;
         let e = Instance::new("e", vec![status("Calc", ServiceState::Failed, (0, 0))]);
+        // Its host's startup services still run.
+        let p = Instance::new("p", vec![status("Calc", ServiceState::Pending, (0, 0))]);
         let mut routes = Routes::default();
         routes.add(10, &a);
-        for i in [&b, &c, &d, &e] {
+        for i in [&b, &c, &d, &e, &p] {
             routes.add(20, i);
         }
         let both = vec![("a".to_owned(), 5), ("b".to_owned(), 1)];
@@ -187,7 +192,7 @@ mod tests {
         assert!(seen(&routes, "other", 0).is_empty());
         routes.remove(&f);
         assert!(seen(&routes, &long, 0).is_empty());
-        for i in [&b, &c, &d, &e] {
+        for i in [&b, &c, &d, &e, &p] {
             routes.remove(i);
         }
         assert!(routes.0.is_empty(), "no key left without routes");

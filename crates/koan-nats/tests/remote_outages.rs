@@ -212,6 +212,44 @@ async fn an_event_whose_body_and_subject_disagree_or_of_no_service_is_refused() 
     Ok(())
 }
 
+/// A service that declares no events takes any name, in its process and in the
+/// others: its events reach other hosts (a review found them dropped once hosts
+/// announced their events), up to 256 names of it a host delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_service_that_declares_none_reach_other_hosts() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (client, _client_node) = join(&server.url(), None).await?;
+    let sender = koan_test_support::nats::Member::join(
+        koan_test_support::nats::test_options(&server.url()),
+        |b| b.instance(Plain),
+    )
+    .await?;
+    koan_test_support::nats::announced(&client, "Plain", 1).await?;
+    sender.host.emit("Plain", "Pinged", 1u32).await?;
+    eventually("the event of Plain to be delivered", || async {
+        client.recent_events().iter().any(|e| e.name() == "Pinged")
+    })
+    .await?;
+    sender.stop().await
+}
+
+/// Declares no events.
+struct Plain;
+
+impl koan::Service for Plain {
+    type Kind = koan::Background;
+    fn options() -> koan::ServiceOptions {
+        koan::ServiceOptions::named("Plain")
+    }
+}
+
+impl koan::BackgroundService for Plain {
+    async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
 /// A call when the registry names no live instance of its service is not sent to
 /// the queue group, where a member that takes calls and answers none (a process
 /// frozen by SIGSTOP keeps its subscription) took it: the caller waited its whole

@@ -241,6 +241,46 @@ async fn a_call_made_while_a_startup_service_runs_waits_for_it() -> anyhow::Resu
     Ok(())
 }
 
+/// A startup service that calls `called`'s `mark` (a cache warmed before the
+/// host takes traffic).
+struct Warms {
+    log: Log,
+}
+
+impl Service for Warms {
+    type Kind = Startup;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("warms").order(1)
+    }
+}
+
+impl StartupService for Warms {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        self.log.push("begin:warms");
+        let host = cx.host().ok_or("no host")?;
+        host.service("called").action("mark", ()).execute().await?;
+        self.log.push("end:warms");
+        Ok(())
+    }
+}
+
+/// A startup service's own calls run though the services they reach have not
+/// started: held until the phase ended, as outside calls are, they waited for
+/// workers that start after it, until the startup timeout (found by a review).
+#[tokio::test(start_paused = true)]
+async fn a_startup_services_own_calls_run_during_the_phase() -> anyhow::Result<()> {
+    let log = Log::default();
+    let host = testing::host()
+        .instance(Warms { log: log.clone() })
+        .instance(Called { log: log.clone() })
+        .build()?
+        .start();
+    host.started().await?;
+    assert_eq!(log.entries(), ["begin:warms", "mark", "end:warms"]);
+    testing::stop(&host).await?;
+    Ok(())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hanging_startup_service_times_out_and_stops_the_host() -> anyhow::Result<()> {
     let log = Log::default();

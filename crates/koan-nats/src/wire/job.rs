@@ -226,7 +226,17 @@ impl Job {
                 )
             })?,
         };
-        let correlation_id = header(headers, H_CORRELATION).unwrap_or_else(|| id.clone());
+        // The rule a call's id follows; a job's own id stands in for a missing
+        // one when it could be one (a run was refused its id otherwise, and dead).
+        let correlation_id = match header(headers, H_CORRELATION) {
+            Some(c) => {
+                koan::action::check_correlation_id(&c)
+                    .map_err(|why| invalid(&id, format!("header `{H_CORRELATION}` {why}")))?;
+                c
+            }
+            None if koan::action::check_correlation_id(&id).is_ok() => id.clone(),
+            None => koan::action::new_correlation_id(),
+        };
         Ok(Job {
             id,
             service,

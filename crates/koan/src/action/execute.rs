@@ -312,6 +312,11 @@ pub(super) fn start_job(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, mut job:
     if super::inline::take_slot(cell) {
         return StepFut::Inline(super::inline::run(host, Arc::clone(cell), job));
     }
+    // A service not started yet takes a startup service's calls all the same (its
+    // workers start after the phase): before the caller waits in its mailbox.
+    if crate::host::in_startup() && cell.queue.slots.take_while_closed() {
+        return StepFut::Inline(super::inline::run(host, Arc::clone(cell), job));
+    }
     // A stored job's run is answered by its worker alone: its record must say
     // what really happened, not what the caller saw at the deadline.
     let deadline = job.deadline.filter(|_| job.job.is_none());

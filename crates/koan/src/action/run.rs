@@ -294,7 +294,10 @@ fn settle(
                     ),
                 ),
             };
-            if err.kind() == ErrorKind::Handler && cell.life.token.is_cancelled() {
+            // A stored job's handler told to stop by its host's shutdown
+            // (`job/shutdown.rs`) ended so too: not an action that failed.
+            let halted = || job.job.is_some() && cell.host().is_some_and(|h| h.jobs.halted());
+            if err.kind() == ErrorKind::Handler && (cell.life.token.is_cancelled() || halted()) {
                 // Ended at its token as its service stopped: the stop's doing, not
                 // a failure of the work — answered as one (503, which a caller may
                 // send again elsewhere), not as the handler's error (500).

@@ -110,6 +110,21 @@ impl Slots {
         slots
     }
 
+    /// While the slots are [`closed`](Self::closed): takes one more for a caller that
+    /// runs the action itself though the service has not started (a startup
+    /// service's call: its phase runs before any worker, and its call would wait
+    /// for them until its timeout). Counted as [`try_take_running`]'s, and given
+    /// back alike; [`open`](Self::open) leaves it taken.
+    ///
+    /// [`try_take_running`]: Self::try_take_running
+    pub(crate) fn take_while_closed(&self) -> bool {
+        if !self.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.word.fetch_add(1 + RUN, Ordering::SeqCst);
+        true
+    }
+
     /// Gives the slots of [`closed`](Self::closed) free (once; after that, nothing).
     pub(crate) fn open(&self) {
         if self.closed.swap(false, Ordering::SeqCst) {

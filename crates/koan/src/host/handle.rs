@@ -171,13 +171,16 @@ impl HostHandle {
             .collect()
     }
 
-    /// The event names every service declares, by service name: what a cluster
-    /// transport announces beside [`action_names`](Self::action_names).
+    /// The event names each service that declares events declares, by service
+    /// name: what a cluster transport announces beside
+    /// [`action_names`](Self::action_names). A service that declares none takes
+    /// any name, here and elsewhere, and is left out.
     pub fn event_names(&self) -> std::collections::BTreeMap<String, Vec<String>> {
         self.inner
             .registry
             .all()
             .iter()
+            .filter(|c| !c.spec.actions.events.is_empty())
             .map(|c| {
                 let events = c.spec.actions.events.iter().map(|e| e.name.clone());
                 (c.spec.name.to_string(), events.collect())

@@ -27,6 +27,17 @@ pub(crate) fn spawn(host: Arc<HostInner>) {
     });
 }
 
+tokio::task_local! {
+    /// Set on a startup service's run: the calls it makes run though their
+    /// services have not started (`Slots::take_while_closed`).
+    static STARTUP: ();
+}
+
+/// Whether this task is a startup service's run.
+pub(crate) fn in_startup() -> bool {
+    STARTUP.try_with(|()| ()).is_ok()
+}
+
 fn span(cell: &ServiceCell) -> tracing::Span {
     tracing::info_span!("service", name = %cell.spec.name, kind = cell.spec.kind.as_str())
 }
@@ -125,7 +136,7 @@ async fn run_startup(
     let deadline = own_deadline.min(phase_deadline);
     let started = Instant::now();
     let started_wall = cell.spec.clock.now();
-    let fut = catch_unwind(run(host.context(cell, RunReason::Start)));
+    let fut = catch_unwind(STARTUP.scope((), run(host.context(cell, RunReason::Start))));
     let outcome = tokio::select! {
         r = tokio::time::timeout_at(deadline, fut) => match r {
             Ok(Ok(Ok(()))) => RunOutcome::Success,

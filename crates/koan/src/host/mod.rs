@@ -26,6 +26,7 @@ pub use environment::Environment;
 pub use exit::HostExit;
 pub use handle::HostHandle;
 pub(crate) use handle::timed_health;
+pub(crate) use lifecycle::in_startup;
 
 use crate::clock::Clock;
 use crate::error::Result;

@@ -98,6 +98,11 @@ impl JobRunner {
         self.wake.notify_one();
     }
 
+    /// Whether the host's shutdown told the running jobs' handlers to stop.
+    pub(crate) fn halted(&self) -> bool {
+        self.halt.is_cancelled()
+    }
+
     /// The retry policy of `action` of `cell` (declared, or configured over it).
     pub(crate) fn policy(&self, cell: &ServiceCell, action: &str) -> RetryPolicy {
         cell.spec
@@ -303,8 +308,14 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
         return;
     }
     let now = host.config.clock.now();
+    // Its handler ended at its token as the host stopped (the run's own failure
+    // otherwise, decided as any: told to stop at the grace's start, a real
+    // failure meanwhile must still count; found by a review).
     let stopping = cell.life.token.is_cancelled() || jobs.halt.is_cancelled();
-    let how = if stopping && outcome.is_err() {
+    let cut = outcome
+        .as_ref()
+        .is_err_and(|e| e.kind() == crate::error::ErrorKind::ShuttingDown);
+    let how = if stopping && cut {
         // Cut short by the host stopping: it runs again after the restart, in
         // its place (before the jobs accepted after it).
         Finish::Stopped { at: record.run_at }
@@ -434,8 +445,14 @@ async fn run_steps(
         idempotency_key: record.idempotency_key.clone(),
     });
     let handle = HostHandle::from_inner(Arc::clone(host));
+    // An id a record kept from before ids were checked, refused now, would fail
+    // every run: the run goes under a new one instead (found by a review).
+    let correlation = match crate::action::check_correlation_id(&record.correlation_id) {
+        Ok(()) => record.correlation_id.clone(),
+        Err(_) => crate::action::new_correlation_id(),
+    };
     let mut req = ActionRequest::new(handle, Target::Name(Arc::clone(&cell.spec.name)))
-        .correlation_id(record.correlation_id.clone());
+        .correlation_id(correlation);
     for step in record.steps() {
         req = req
             .action(step.action, step.params)
