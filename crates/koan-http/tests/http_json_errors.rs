@@ -148,8 +148,16 @@ async fn an_error_answering_a_call_names_its_correlation_id() -> anyhow::Result<
     host.started().await?;
     let api = Api::open(host.clone()).await?;
     let bad = serde_json::json!({ "name": "Ada", "times": "twice" });
-    for given in [Some("order-7"), None] {
-        let mut request = api.post("/api/services/greeter/actions/greet").json(&bad);
+    let calls = [
+        (Some("order-7"), ""),
+        (None, ""),
+        // A job refused at its enqueue too.
+        (Some("job-7"), "?wait=false"),
+        (None, "?wait=false"),
+    ];
+    for (given, query) in calls {
+        let path = format!("/api/services/greeter/actions/greet{query}");
+        let mut request = api.post(&path).json(&bad);
         if let Some(id) = given {
             request = request.header("x-correlation-id", id);
         }

@@ -17,7 +17,11 @@ pub(crate) async fn announce(t: &NatsTransport, host: &HostHandle) -> Result<(),
     let instance = Instance::new(t.inner.host_id.clone(), host.statuses())
         .actions(host.action_names())
         .events(host.event_names());
-    put(t, instance).await
+    put(t, instance).await?;
+    // The events emitted before (a startup service's, say) go out now: before
+    // it, other hosts refused them, not knowing the service (found by a probe).
+    t.inner.announced.notify_one();
+    Ok(())
 }
 
 /// Announces this host every heartbeat, and soon (within a tenth of the lease)

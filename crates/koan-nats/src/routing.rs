@@ -244,7 +244,7 @@ pub(crate) async fn call_chosen(
                         break None;
                     }
                     return Some(Err(unavailable(format!(
-                        "{what}: instance {host} left the cluster while running the call (no heartbeat for three periods); the outcome is unknown — the action may have run (declare it idempotent to have such calls sent again). Calls made now go to the instances that remain"
+                        "{what}: instance {host} left the cluster after the call was sent to it (no heartbeat for three periods); the outcome is unknown — the action may have run, or may run should the instance come back (a frozen process reads its calls when resumed; one given `timeout` is not run after its deadline); declare it idempotent to have such calls sent again. Calls made now go to the instances that remain"
                     ))));
                 }
             }

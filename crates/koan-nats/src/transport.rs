@@ -49,6 +49,10 @@ pub(crate) struct Inner {
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
     /// Events not published because the queue to the broker was full.
     events_unpublished: std::sync::atomic::AtomicU64,
+    /// Told once this host's first registry entry is written: its events wait
+    /// for it (up to 5 s), so that no host refuses them for a service it has not
+    /// heard of yet.
+    pub(crate) announced: Arc<tokio::sync::Notify>,
     pub(crate) waiters: Arc<crate::outcomes::OutcomeWaiters>,
     connection: ConnectionWatch,
     view: Arc<crate::view::RegistryView>,
@@ -119,7 +123,10 @@ impl NatsTransport {
         // One publisher task keeps events in emission order.
         let (events_tx, mut events_rx) = mpsc::channel::<(String, bytes::Bytes)>(10_000);
         let (pub_client, origin) = (client.clone(), host_id.clone());
+        let announced = Arc::new(tokio::sync::Notify::new());
+        let first_entry = Arc::clone(&announced);
         tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), first_entry.notified()).await;
             while let Some((subject, body)) = events_rx.recv().await {
                 let mut h = HeaderMap::new();
                 h.insert(wire::H_WIRE, wire::VERSION);
@@ -147,6 +154,7 @@ impl NatsTransport {
                 shared_jobs: Mutex::new(HashSet::new()),
                 events_tx,
                 events_unpublished: std::sync::atomic::AtomicU64::new(0),
+                announced,
                 waiters,
                 connection,
                 view,

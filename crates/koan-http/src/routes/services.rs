@@ -334,9 +334,10 @@ pub(crate) async fn run_action(
             cid,
         ))
     } else {
-        if let Some(c) = given {
-            req = req.correlation_id(c);
-        }
+        // Known before the answer, as a waiting call's: a refusal names it too
+        // (found by a probe).
+        let cid = given.unwrap_or_else(koan::action::new_correlation_id);
+        req = req.correlation_id(&cid);
         // `delay` and `at` both hold: the job runs no sooner than the later of the two.
         let now = chrono::Utc::now();
         let due = match (q.delay, q.at) {
@@ -355,11 +356,14 @@ pub(crate) async fn run_action(
             }
             (None, None) => None,
         };
-        if let Some(k) = call_headers::idempotency_key(headers)? {
+        if let Some(k) = call_headers::idempotency_key(headers).map_err(|e| e.for_call(&cid))? {
             req = req.idempotency_key(k);
         }
         // Answered only once the job store has the job.
-        let ticket = req.enqueue().await?;
+        let ticket = req
+            .enqueue()
+            .await
+            .map_err(|e| ApiError::from(e).for_call(&cid))?;
         let mut body = json!({
             "id": ticket.id(),
             "correlation_id": ticket.correlation_id(),
@@ -383,7 +387,7 @@ pub(crate) async fn run_action(
                 None
             };
             if let Some(out) = waited {
-                let out = out?;
+                let out = out.map_err(|e| ApiError::from(e).for_call(&cid))?;
                 let body = json!({
                     "service": service,
                     "action": action,
