@@ -70,12 +70,7 @@ async fn every_error_is_json() -> anyhow::Result<()> {
 /// would read its items as the fields in order (`["Ada", 1]` ran as a greeting).
 #[tokio::test]
 async fn an_array_for_named_fields_is_400() -> anyhow::Result<()> {
-    let host = koan::testing::host()
-        .service::<koan_test_support::services::Greeter>()
-        .build()?
-        .start();
-    host.started().await?;
-    let api = Api::open(host.clone()).await?;
+    let api = greeter_api().await?;
     for query in ["", "?wait=false"] {
         let path = format!("/api/services/greeter/actions/greet{query}");
         let (status, body) = call(api.post(&path).json(&serde_json::json!(["Ada", 1]))).await?;
@@ -115,12 +110,7 @@ async fn a_query_parameter_a_service_route_does_not_take_is_400() -> anyhow::Res
 /// that reads the first saw another call (found by a probe).
 #[tokio::test]
 async fn a_key_given_twice_is_400() -> anyhow::Result<()> {
-    let host = koan::testing::host()
-        .service::<koan_test_support::services::Greeter>()
-        .build()?
-        .start();
-    host.started().await?;
-    let api = Api::open(host.clone()).await?;
+    let api = greeter_api().await?;
     for query in ["", "?wait=false"] {
         let path = format!("/api/services/greeter/actions/greet{query}");
         let body = r#"{"name": "Ada", "times": 1, "times": 1000}"#;
@@ -141,12 +131,7 @@ async fn a_key_given_twice_is_400() -> anyhow::Result<()> {
 /// and logs, and gave none (found by a probe).
 #[tokio::test]
 async fn an_error_answering_a_call_names_its_correlation_id() -> anyhow::Result<()> {
-    let host = koan::testing::host()
-        .service::<koan_test_support::services::Greeter>()
-        .build()?
-        .start();
-    host.started().await?;
-    let api = Api::open(host.clone()).await?;
+    let api = greeter_api().await?;
     let bad = serde_json::json!({ "name": "Ada", "times": "twice" });
     let calls = [
         (Some("order-7"), ""),
@@ -178,4 +163,14 @@ async fn an_error_answering_a_call_names_its_correlation_id() -> anyhow::Result<
         }
     }
     api.stop().await
+}
+
+/// The API of a started host running `Greeter`.
+async fn greeter_api() -> anyhow::Result<Api> {
+    let host = koan::testing::host()
+        .service::<koan_test_support::services::Greeter>()
+        .build()?
+        .start();
+    host.started().await?;
+    Api::open(host).await
 }

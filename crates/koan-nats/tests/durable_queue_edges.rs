@@ -50,6 +50,19 @@ impl BackgroundService for Counter {
     }
 }
 
+/// A server, a worker running `Counter` (its runs counted) and a client beside it.
+async fn counting_cluster() -> anyhow::Result<(NatsServer, Arc<AtomicU32>, Member, Member)> {
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    let runs = Arc::new(AtomicU32::new(0));
+    let counter = Counter {
+        runs: Arc::clone(&runs),
+    };
+    let (worker, member) =
+        Member::worker_and_client(opts, "Counter", |b| b.instance(counter)).await?;
+    Ok((server, runs, worker, member))
+}
+
 /// The consumer of a service's durable work is made with the options' `max_deliver`
 /// and `ack_wait` (not the server's defaults: unlimited deliveries, 30 s), explicit
 /// acks, and a filter on that service's subjects.
@@ -213,14 +226,7 @@ async fn a_redelivered_job_with_an_outcome_is_not_run_again() -> anyhow::Result<
 /// run, and its outcome says it timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_within_its_timeout_and_not_after_its_deadline() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let opts = test_options(&server.url());
-    let runs = Arc::new(AtomicU32::new(0));
-    let counter = Counter {
-        runs: Arc::clone(&runs),
-    };
-    let (worker, member) =
-        Member::worker_and_client(opts, "Counter", |b| b.instance(counter)).await?;
+    let (_server, runs, worker, member) = counting_cluster().await?;
     let client = &member.host;
 
     let ticket = within(
@@ -268,14 +274,7 @@ async fn a_job_runs_within_its_timeout_and_not_after_its_deadline() -> anyhow::R
 /// of its names, is still enqueued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_for_an_action_no_instance_announced_is_refused_at_once() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let opts = test_options(&server.url());
-    let runs = Arc::new(AtomicU32::new(0));
-    let counter = Counter {
-        runs: Arc::clone(&runs),
-    };
-    let (worker, member) =
-        Member::worker_and_client(opts, "Counter", |b| b.instance(counter)).await?;
+    let (_server, runs, worker, member) = counting_cluster().await?;
     let client = &member.host;
 
     let e = within(

@@ -51,19 +51,22 @@ impl BackgroundService for Work {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_run_stopped_by_the_shutdown_stays_in_the_history() -> anyhow::Result<()> {
-    let store = Arc::new(MemoryJobStore::new());
-    let runs = Arc::new(AtomicU32::new(0));
-    let first = koan::testing::host()
-        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
-        .instance(Work {
-            runs: Arc::clone(&runs),
-        })
-        .build()?
-        .start();
-    first.started().await?;
-    let id = first
+/// A started host on `store` (with `grace`, if given) whose one `work` job runs,
+/// waiting at its token: the host and the job's id.
+async fn running(
+    store: Arc<dyn JobStore>,
+    runs: &Arc<AtomicU32>,
+    grace: Option<Duration>,
+) -> anyhow::Result<(koan::HostHandle, String)> {
+    let mut builder = koan::testing::host().job_store(store).instance(Work {
+        runs: Arc::clone(runs),
+    });
+    if let Some(grace) = grace {
+        builder = builder.shutdown_grace(grace);
+    }
+    let host = builder.build()?.start();
+    host.started().await?;
+    let id = host
         .service("Work")
         .action("work", ())
         .enqueue()
@@ -72,10 +75,18 @@ async fn a_run_stopped_by_the_shutdown_stays_in_the_history() -> anyhow::Result<
         .to_owned();
     within("the first run", async {
         while runs.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
+    Ok((host, id))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stopped_by_the_shutdown_stays_in_the_history() -> anyhow::Result<()> {
+    let store = Arc::new(MemoryJobStore::new());
+    let runs = Arc::new(AtomicU32::new(0));
+    let (first, id) = running(Arc::clone(&store) as Arc<dyn JobStore>, &runs, None).await?;
     koan::testing::stop(&first).await?;
 
     let r = store.get(&id).await?.expect("the job's record");
@@ -121,7 +132,7 @@ async fn a_waiter_hears_a_cancel_at_once() -> anyhow::Result<()> {
     let ticket = host
         .service("Work")
         .action("work", ())
-        .delay(std::time::Duration::from_secs(3600))
+        .delay(Duration::from_secs(3600))
         .enqueue()
         .await?;
     let id = ticket.id().to_owned();
@@ -131,11 +142,7 @@ async fn a_waiter_hears_a_cancel_at_once() -> anyhow::Result<()> {
     host.jobs().cancel(&id).await?;
     let e = within("the waiter", waiting).await?.expect_err("cancelled");
     assert_eq!(e.kind(), koan::error::ErrorKind::JobState, "{e}");
-    assert!(
-        t0.elapsed() < std::time::Duration::from_secs(1),
-        "{:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     koan::testing::stop(&host).await?;
     Ok(())
 }
@@ -153,28 +160,8 @@ impl common::store::Twist for Kept {
 async fn a_shutdown_tells_a_durable_jobs_handler_to_stop_at_once() -> anyhow::Result<()> {
     let store = common::store::Twisted::new(Kept);
     let runs = Arc::new(AtomicU32::new(0));
-    let host = koan::testing::host()
-        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
-        .shutdown_grace(Duration::from_secs(3600))
-        .instance(Work {
-            runs: Arc::clone(&runs),
-        })
-        .build()?
-        .start();
-    host.started().await?;
-    let id = host
-        .service("Work")
-        .action("work", ())
-        .enqueue()
-        .await?
-        .id()
-        .to_owned();
-    within("the first run", async {
-        while runs.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let grace = Some(Duration::from_secs(3600));
+    let (host, id) = running(Arc::clone(&store) as Arc<dyn JobStore>, &runs, grace).await?;
     let t0 = tokio::time::Instant::now();
     host.shutdown();
     within("the host to exit", host.wait())
