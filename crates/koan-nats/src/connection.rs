@@ -49,7 +49,7 @@ impl ConnectionWatch {
 }
 
 /// Times the client said a subscription of this process was a slow consumer.
-static SLOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SLOW: koan::transport::Sparse = koan::transport::Sparse::new();
 
 /// The client's options for `opts` (credentials, TLS), named after `host_id`, its
 /// connect and disconnect events reported to `watch`.
@@ -77,8 +77,7 @@ pub(crate) fn connect_options(
                     // subscriber, say): said, at the 1st, 2nd, 4th, … time, where
                     // they went by at debug level (found by a probe).
                     async_nats::Event::SlowConsumer(sid) => {
-                        let n = SLOW.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        if n.is_power_of_two() {
+                        if let Some(n) = SLOW.hit() {
                             tracing::warn!(subscription = sid, times = n, "NATS dropped messages this host did not read in time (a slow consumer: events from other processes behind a stalled subscriber are lost)");
                         }
                     }

@@ -157,7 +157,7 @@ impl NatsTransport {
             .map_err(|e| unavailable(format!("cannot subscribe to events: {e}")))?;
         let (h, me, t) = (host.clone(), self.inner.host_id.clone(), self.clone());
         tasks.push(tokio::spawn(async move {
-            let refused = std::sync::atomic::AtomicU64::new(0);
+            let refused = koan::transport::Sparse::new();
             let mut names = UndeclaredNames::default();
             while let Some(msg) = events.next().await {
                 if wire::header_str(msg.headers.as_ref(), wire::H_ORIGIN) == Some(me.as_str()) {
@@ -175,8 +175,7 @@ impl NatsTransport {
                         Some(why) => {
                             // Said in the log at the 1st, 2nd, 4th, … refusal, so that a
                             // flood does not flood the log too.
-                            let n = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                            if n.is_power_of_two() {
+                            if let Some(n) = refused.hit() {
                                 tracing::warn!(subject = %msg.subject, refused = n, "event from NATS refused: {why}");
                             }
                         }

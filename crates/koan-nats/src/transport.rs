@@ -48,7 +48,7 @@ pub(crate) struct Inner {
     shared_jobs: Mutex<HashSet<String>>,
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
     /// Events not published because the queue to the broker was full.
-    events_unpublished: std::sync::atomic::AtomicU64,
+    events_unpublished: koan::transport::Sparse,
     /// Told once this host's first registry entry is written: its events wait
     /// for it (up to 5 s), so that no host refuses them for a service it has not
     /// heard of yet.
@@ -153,7 +153,7 @@ impl NatsTransport {
                 leases_held: Mutex::new(HashMap::new()),
                 shared_jobs: Mutex::new(HashSet::new()),
                 events_tx,
-                events_unpublished: std::sync::atomic::AtomicU64::new(0),
+                events_unpublished: koan::transport::Sparse::new(),
                 announced,
                 waiters,
                 connection,
@@ -412,12 +412,7 @@ impl Transport for NatsTransport {
             // processes is at most once (docs/guide.md, "Events").
             metrics::counter!("koan_events_unpublished_total", "service" => event.service().to_owned())
                 .increment(1);
-            let n = self
-                .inner
-                .events_unpublished
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1;
-            if n.is_power_of_two() {
+            if let Some(n) = self.inner.events_unpublished.hit() {
                 tracing::warn!(event = %event.name(), unpublished = n, "NATS event queue full (10,000 events): event not published to other processes (said at the 1st, 2nd, 4th, … one; counted in `koan_events_unpublished_total`)");
             }
         }

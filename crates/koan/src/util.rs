@@ -99,3 +99,23 @@ pub(crate) fn name_problem(name: &str) -> Option<String> {
         if shown.len() < name.len() { "…" } else { "" },
     ))
 }
+
+/// A count of a repeated occurrence (a dropped event, a refused message) whose log
+/// line is written at the 1st, 2nd, 4th, … one only: each is counted, and a flood
+/// does not flood the log too (a warning each once wrote 66 MB and slowed its
+/// emitter tenfold).
+#[derive(Debug, Default)]
+pub struct Sparse(std::sync::atomic::AtomicU64);
+
+impl Sparse {
+    /// None so far.
+    pub const fn new() -> Self {
+        Sparse(std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// Counts one more: `Some(n)` when this, the `n`-th, is one to log.
+    pub fn hit(&self) -> Option<u64> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        n.is_power_of_two().then_some(n)
+    }
+}

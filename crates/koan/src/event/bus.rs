@@ -39,7 +39,7 @@ pub(crate) struct Sub {
     /// Events dropped for it (`Overflow::DropNewest`): the log says so at the 1st,
     /// 2nd, 4th, … drop, not at each (a warning a drop made the emitter ten
     /// times slower, and wrote 66 MB for 200,000 drops; found by a probe).
-    pub(crate) dropped: AtomicU64,
+    pub(crate) dropped: crate::util::Sparse,
 }
 
 enum Lane {
@@ -299,7 +299,7 @@ impl EventBus {
                 routes,
                 overflow,
                 lane: Lane::Ring(Arc::clone(&ring), Arc::clone(&cursor)),
-                dropped: AtomicU64::new(0),
+                dropped: crate::util::Sparse::new(),
             });
             self.readers
                 .lock()
@@ -314,7 +314,7 @@ impl EventBus {
             routes,
             overflow,
             lane: Lane::Channel(tx),
-            dropped: AtomicU64::new(0),
+            dropped: crate::util::Sparse::new(),
         });
         let mut runners = sub.runners();
         self.update(|v| v.push(sub));

@@ -147,11 +147,7 @@ pub(super) async fn deliver(
         return;
     }
     if let Err(mpsc::error::TrySendError::Full((_, env))) = tx.try_send((route, env)) {
-        let dropped = sub
-            .dropped
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        if dropped.is_power_of_two() {
+        if let Some(dropped) = sub.dropped.hit() {
             tracing::warn!(
                 service = %env.service,
                 event = %env.name,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::bus::EventBus;
 
 /// Emits refused for a name that is no name, in this process.
-static BAD_NAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BAD_NAMES: crate::util::Sparse = crate::util::Sparse::new();
 
 impl EventBus {
     /// Emits event `name` of the service in `cell` from inside it (its context). An
@@ -29,8 +29,7 @@ impl EventBus {
             if e.kind() == crate::error::ErrorKind::InvalidParameters {
                 // No name: not emitted (it would reach no one elsewhere, and cut
                 // the NATS connection when long), said at the 1st, 2nd, 4th, … one.
-                let n = BAD_NAMES.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
+                if let Some(n) = BAD_NAMES.hit() {
                     tracing::warn!(service = %cell.spec.name, emits = n, "{}; the event was not emitted", e.message());
                 }
                 return;

@@ -14,6 +14,7 @@ use crate::event::EventEnvelope;
 use crate::job::{JobCounts, JobPage, JobQuery, JobRecord, RetryFrom};
 use crate::registry::ServiceStatus;
 pub use crate::util::BoxFuture;
+pub use crate::util::Sparse;
 
 mod link;
 pub use link::HostLink;
