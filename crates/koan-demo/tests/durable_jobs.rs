@@ -305,3 +305,49 @@ async fn a_translation_whose_process_dies_in_five_runs_in_a_row_is_dead() -> any
     );
     Ok(())
 }
+
+/// SIGTERM while a translation runs, with an hour's grace: its handler is told to
+/// stop at once and the process exits, where the job held the whole grace before
+/// (its handler told only when the grace ran out, every service then aborted
+/// unasked; found by a probe). Its run goes back to the queue, not an attempt,
+/// and the next process runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_stops_a_running_translation_at_once_and_the_next_process_runs_it()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("durable-sigterm-running");
+    let client = client()?;
+    let mut endless = endless_translations(120);
+    endless.push((
+        "KOAN__BACKGROUND_SERVICES__SHUTDOWN_GRACE_SECONDS",
+        "3600".to_owned(),
+    ));
+    let mut first = Demo::start(dir.path(), "demo", &[], &endless)?;
+    let id = first.enqueue_translation(&client, "stopped", "fr").await?;
+    first.wait_in_flight(&client, 1).await?;
+    // Within the test's patience, not the hour.
+    let status = first.terminate()?;
+    assert!(status.success(), "a clean stop: {status}");
+    let log = first.log();
+    assert!(!log.contains("aborted"), "no service aborted: {log}");
+
+    let second = Demo::start(dir.path(), "demo", &[], &env())?;
+    let deadline = Instant::now() + PATIENCE;
+    let record = loop {
+        let r = second.job(&client, &id).await?;
+        if r["state"] == "succeeded" {
+            break r;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "never ran again: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        record["attempts"], 1,
+        "the stopped run does not count: {record}"
+    );
+    assert_eq!(
+        record["history"][0]["error"]["error"], "shutting_down",
+        "{record}"
+    );
+    assert_eq!(translations(&second.db)?.get("stopped"), Some(&1));
+    Ok(())
+}
