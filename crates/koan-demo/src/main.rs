@@ -67,7 +67,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         // Colours only on a terminal: a log file or pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
@@ -139,5 +139,13 @@ async fn main() -> anyhow::Result<()> {
         node.detach().await;
     }
     let _ = server.wait().await;
-    result.context("the host stopped with a failure")
+    // Exit 2 for a critical service's failure, 1 for a startup failure (as
+    // `HostExit::exit_code` says): `anyhow`'s `main` would exit 1 for both.
+    match result {
+        Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("Error: the host stopped with a failure: {e}");
+            Ok(std::process::ExitCode::from(e.exit_code()))
+        }
+    }
 }

@@ -154,6 +154,18 @@ impl Error {
         &self.message
     }
 
+    /// The process exit code for a host that ended with this error, as
+    /// [`HostExit::exit_code`](crate::host::HostExit::exit_code) says it: 2 for a
+    /// critical service's failure, 1 for anything else. `fn main() -> Result<()>`
+    /// exits 1 for every error; a `main` that wants the 2 returns
+    /// `std::process::ExitCode::from(e.exit_code())`, as the demo does.
+    pub fn exit_code(&self) -> u8 {
+        match self.kind {
+            ErrorKind::CriticalFailure => 2,
+            _ => 1,
+        }
+    }
+
     pub(crate) fn shutting_down(what: &str) -> Self {
         Error::new(
             ErrorKind::ShuttingDown,

@@ -368,6 +368,7 @@ async fn a_critical_failure_stops_the_host_with_exit_code_2() -> anyhow::Result<
         .expect_err("a critical failure is an error");
     assert_eq!(err.kind(), ErrorKind::CriticalFailure);
     assert!(err.message().contains("`flaky`"), "{}", err.message());
+    assert_eq!(err.exit_code(), 2, "the code a `main` returns for it");
 
     assert_eq!(host.status("flaky")?.state, ServiceState::Failed);
     assert_eq!(host.status("bystander")?.state, ServiceState::Stopped);
