@@ -2,6 +2,8 @@
 //! they ran on the caller's task before the service had started, or waited for
 //! ever once one was queued; a host dropped unstarted ends, so its handles'
 //! `wait()` returns and `started()` fails (both waited for ever; found by a probe).
+//! An event emitted from the handle of a host not started, or stopped, is refused
+//! too: `Ok` claimed a delivery nothing would make.
 
 use std::time::Duration;
 
@@ -59,12 +61,24 @@ async fn calls_before_start_are_refused_and_run_once_it_started() -> anyhow::Res
         "{ready:?}"
     );
 
+    let e = within("an emit", h.emit("Slow", "Tick", 1))
+        .await
+        .expect_err("not started");
+    assert_not_started(&e, "not started");
+
     let started = host.start();
     within("startup", started.started()).await?;
     let out = within("a call", h.service("Slow").action("nap", 1).execute()).await?;
     assert_eq!(out.value::<u64>()?, 1);
+    within("an emit", h.emit("Slow", "Tick", 1)).await?;
     started.shutdown();
     within("stop", started.wait()).await.into_result()?;
+    // Stopped: nothing runs to deliver it, and `Ok` would claim it was.
+    let e = within("an emit", h.emit("Slow", "Tick", 1))
+        .await
+        .expect_err("stopped");
+    assert_eq!(e.kind(), ErrorKind::ShuttingDown, "{e}");
+    assert!(e.message().contains("the host has stopped"), "{e}");
     Ok(())
 }
 

@@ -254,6 +254,22 @@ impl HostHandle {
     ) -> Result<()> {
         let cell = self.inner.registry.find(service)?;
         cell.spec.actions.check_event(&cell.spec.name, name)?;
+        // A host not started, or stopped, has no subscriber running and no transport
+        // to carry the event: said, where `Ok` claimed a delivery (found by a probe).
+        // While it stops, its services may still emit and be heard.
+        if !self.inner.launched.load(Ordering::Acquire) {
+            return Err(self
+                .inner
+                .refusal(&format!("event `{name}` of `{service}`")));
+        }
+        if self.inner.exit.borrow().is_some() {
+            return Err(Error::new(
+                crate::error::ErrorKind::ShuttingDown,
+                format!(
+                    "event `{name}` of `{service}`: the host has stopped; nothing would deliver it"
+                ),
+            ));
+        }
         self.inner
             .events
             .emit(
