@@ -12,7 +12,7 @@ use crate::lit::{duration, err, lit_bool, lit_int, lit_str, lit_str_list, parse_
 
 pub(crate) const SERVICE_OPTIONS: &str = "name, description, enabled, config_section, priority, \
 run_in_development, run_in_production, run_in_testing, run_in, background, periodic, startup, every, cron, \
-initial_delay, run_on_startup, missed_ticks, singleton, order, continue_on_failure, timeout, critical, restart, \
+initial_delay, run_on_startup, missed_ticks, stall_after, singleton, order, continue_on_failure, timeout, critical, restart, \
 max_concurrency, mailbox_capacity, health, ready, event, discover";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -264,6 +264,11 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                         let d = duration(v, &key)?;
                         a.periodic_only.push(("initial_delay", span));
                         a.setters.push(quote!(.initial_delay(#d)));
+                    }
+                    "stall_after" => {
+                        let d = duration(v, &key)?;
+                        a.periodic_only.push(("stall_after", span));
+                        a.setters.push(quote!(.stall_after(#d)));
                     }
                     "timeout" => {
                         let d = duration(v, &key)?;

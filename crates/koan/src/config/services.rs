@@ -15,7 +15,7 @@ use crate::service::{ScheduleSpec, ServiceOptions};
 const GLOBAL_KEYS: &str = "enabled, startup_timeout_seconds, fail_fast_on_startup_failure, shutdown_grace_seconds, history_size, jobs, services";
 const JOB_KEYS: &str =
     "lease_seconds, poll_ms, result_max_bytes, retention_hours, retention_max_mb";
-const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, critical, singleton, max_concurrency, mailbox_capacity, actions, settings";
+const SERVICE_KEYS: &str = "enabled, interval_seconds, cron, startup_order, priority, timeout_seconds, stall_after_seconds, critical, singleton, max_concurrency, mailbox_capacity, actions, settings";
 const ACTION_KEYS: &str = "max_attempts, backoff_seconds";
 
 /// Overrides of one service, as configured.
@@ -27,6 +27,8 @@ pub(crate) struct ServiceOverrides {
     pub(crate) startup_order: Option<i32>,
     pub(crate) priority: Option<i32>,
     pub(crate) timeout: Option<Duration>,
+    /// How long a periodic run may go on past its due time before health says so.
+    pub(crate) stall_after: Option<Duration>,
     pub(crate) critical: Option<bool>,
     /// A periodic service's ticks run on one host of the cluster at a time.
     pub(crate) singleton: Option<bool>,
@@ -339,6 +341,14 @@ fn service(node: &Node, sec: &str) -> Result<ServiceOverrides> {
             "timeoutseconds" => {
                 o.timeout = Some(Duration::from_secs(positive(n, spelling, sec, "seconds")?))
             }
+            "stallafterseconds" => {
+                o.stall_after = Some(Duration::from_secs(bounded(
+                    n,
+                    spelling,
+                    sec,
+                    ("seconds", crate::schedule::MAX_PERIOD.as_secs()),
+                )?))
+            }
             "critical" => o.critical = Some(as_bool(n, spelling, sec)?.0),
             "singleton" => o.singleton = Some(as_bool(n, spelling, sec)?.0),
             "maxconcurrency" => {
@@ -419,6 +429,9 @@ impl ServiceOverrides {
         }
         if let Some(t) = self.timeout {
             options.timeout = t;
+        }
+        if let Some(t) = self.stall_after {
+            options.stall_after = Some(t);
         }
         if let Some(c) = self.critical {
             options.critical = c;

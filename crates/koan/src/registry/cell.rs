@@ -129,10 +129,17 @@ impl ServiceCell {
             r.error = core.last_error;
             return wrap(r);
         }
-        let own = match catch_unwind(self.spec.service.health()).await {
+        let mut own = match catch_unwind(self.spec.service.health()).await {
             Ok(r) => r,
             Err(panic) => HealthReport::unhealthy("the health check panicked").with_error(panic),
         };
+        // A run gone on past its stall limit says so, unless its own report is worse.
+        if let Some(mut stalled) = super::stall::stalled(&self.spec, &core)
+            && stalled.status > own.status
+        {
+            stalled.data = std::mem::take(&mut own.data);
+            own = stalled;
+        }
         let observed = self
             .spec
             .options

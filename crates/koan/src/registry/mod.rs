@@ -7,6 +7,7 @@ mod cell;
 mod history;
 mod lifetime;
 mod spec;
+mod stall;
 mod status;
 mod throughput;
 

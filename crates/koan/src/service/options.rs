@@ -126,6 +126,7 @@ pub struct ServiceOptions {
     pub(crate) health_thresholds: HealthThresholds,
     pub(crate) config_section: Option<String>,
     pub(crate) singleton: bool,
+    pub(crate) stall_after: Option<Duration>,
 }
 
 impl Default for ServiceOptions {
@@ -155,6 +156,7 @@ impl Default for ServiceOptions {
             health_thresholds: HealthThresholds::default(),
             config_section: None,
             singleton: false,
+            stall_after: None,
         }
     }
 }
@@ -272,6 +274,15 @@ impl ServiceOptions {
         /// Without a transport it runs as usual.
         singleton: bool
     );
+
+    /// How long a periodic run may go on past its due time before the service's
+    /// health says it is stalled (`degraded`, naming the run). The default is ten
+    /// periods (of a cron, the gap between its next two fire times), at least a
+    /// minute. Only health says it: the run goes on, and is not cut short.
+    pub fn stall_after(mut self, limit: Duration) -> Self {
+        self.stall_after = Some(limit);
+        self
+    }
 
     /// Runs `tick` every `period`.
     pub fn every(mut self, period: Duration) -> Self {

@@ -1,0 +1,172 @@
+//! A periodic run that never ends makes its service's health `degraded`, naming the
+//! run, once it has gone on past its stall limit (ten periods, at least a minute, by
+//! default; `stall_after` in code, the macro or the configuration). Before, a tick
+//! stuck for ever left the service `running`, healthy and ready (found by a probe).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use koan::config::Config;
+use koan::health::HealthStatus;
+use koan::status::ServiceState;
+use koan::testing::{self, within};
+use koan::{BoxError, HostHandle, ServiceContext, ServiceOptions};
+use tokio::sync::Semaphore;
+
+/// Every 2 s; each tick waits for a permit the test hands out.
+struct Stuck {
+    gate: Arc<Semaphore>,
+}
+
+impl koan::Service for Stuck {
+    type Kind = koan::Periodic;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("stuck").every(Duration::from_secs(2))
+    }
+}
+
+impl koan::PeriodicService for Stuck {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        self.gate.acquire().await?.forget();
+        Ok(())
+    }
+}
+
+/// The same, with its limit in the macro.
+#[koan::service(every = "2s", stall_after = "5s", discover = false)]
+struct Quick {
+    gate: Arc<Semaphore>,
+}
+
+impl koan::PeriodicService for Quick {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        self.gate.acquire().await?.forget();
+        Ok(())
+    }
+}
+
+async fn health_of(host: &HostHandle, name: &str) -> koan::health::ServiceHealth {
+    let all = within("health", host.health()).await;
+    all.services
+        .into_iter()
+        .find(|s| s.service == name)
+        .expect("the service's report")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_its_stall_limit_degrades_health_until_it_ends() -> anyhow::Result<()> {
+    let gate = Arc::new(Semaphore::new(0));
+    let host = testing::host()
+        .instance(Stuck {
+            gate: Arc::clone(&gate),
+        })
+        .build()?
+        .start();
+    within("startup", host.started()).await?;
+    testing::wait_state(&host, "stuck", ServiceState::Running).await;
+
+    // Ten periods are 20 s: the default's floor, a minute, holds.
+    testing::advance(Duration::from_secs(59)).await;
+    let h = health_of(&host, "stuck").await;
+    assert_eq!(h.report.status, HealthStatus::Healthy, "{h:?}");
+
+    testing::advance(Duration::from_secs(3)).await;
+    let h = health_of(&host, "stuck").await;
+    assert_eq!(h.report.status, HealthStatus::Degraded, "{h:?}");
+    let said = h.report.description.clone().unwrap_or_default();
+    assert!(said.contains("a run has not ended"), "{said}");
+    assert!(said.contains("every 2s"), "{said}");
+    assert!(said.contains("stall limit of 1m"), "{said}");
+    let all = within("health", host.health()).await;
+    assert_eq!(
+        all.status,
+        HealthStatus::Degraded,
+        "the host's health says it"
+    );
+
+    // The run ends: healthy again at once.
+    gate.add_permits(1);
+    testing::wait_runs(&host, "stuck", 1).await;
+    let h = health_of(&host, "stuck").await;
+    assert_eq!(h.report.status, HealthStatus::Healthy, "{h:?}");
+    gate.add_permits(100);
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_is_set_by_the_macro_and_by_the_configuration() -> anyhow::Result<()> {
+    let gate = Arc::new(Semaphore::new(0));
+    let config = Config::builder()
+        .toml(
+            "test",
+            "[background_services.services.stuck]\nstall_after_seconds = 30\n",
+        )?
+        .build();
+    let host = testing::host()
+        .config(config)
+        .instance(Stuck {
+            gate: Arc::clone(&gate),
+        })
+        .instance(Quick {
+            gate: Arc::clone(&gate),
+        })
+        .build()?
+        .start();
+    within("startup", host.started()).await?;
+    testing::wait_state(&host, "stuck", ServiceState::Running).await;
+    testing::wait_state(&host, "Quick", ServiceState::Running).await;
+
+    testing::advance(Duration::from_secs(4)).await;
+    assert_eq!(
+        health_of(&host, "Quick").await.report.status,
+        HealthStatus::Healthy
+    );
+    testing::advance(Duration::from_secs(2)).await;
+    let h = health_of(&host, "Quick").await;
+    assert_eq!(h.report.status, HealthStatus::Degraded, "{h:?}");
+    assert!(
+        h.report
+            .description
+            .as_deref()
+            .is_some_and(|d| d.contains("stall limit of 5s")),
+        "{h:?}"
+    );
+    assert_eq!(
+        health_of(&host, "stuck").await.report.status,
+        HealthStatus::Healthy
+    );
+    testing::advance(Duration::from_secs(25)).await;
+    let h = health_of(&host, "stuck").await;
+    assert_eq!(h.report.status, HealthStatus::Degraded, "{h:?}");
+    assert!(
+        h.report
+            .description
+            .as_deref()
+            .is_some_and(|d| d.contains("stall limit of 30s")),
+        "{h:?}"
+    );
+    gate.add_permits(1000);
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+#[test]
+fn a_stall_limit_past_ten_years_is_refused() {
+    let config = Config::builder()
+        .toml(
+            "test",
+            "[background_services.services.stuck]\nstall_after_seconds = 99999999999\n",
+        )
+        .expect("toml")
+        .build();
+    let e = testing::host()
+        .config(config)
+        .instance(Stuck {
+            gate: Arc::new(Semaphore::new(0)),
+        })
+        .build()
+        .expect_err("out of bounds");
+    assert!(e.message().contains("stall_after_seconds"), "{e}");
+    assert!(e.message().contains("at most"), "{e}");
+}
