@@ -88,6 +88,7 @@ pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) -> bool {
     r.state = JobState::Running;
     r.instance = Some(request.instance.clone());
     r.lease_until = Some(request.lease_until);
+    make_room(&mut r.history);
     r.history.push(JobAttempt {
         attempt: r.attempts,
         started_at: request.now,
@@ -96,6 +97,24 @@ pub fn apply_claim(r: &mut JobRecord, request: &ClaimRequest) -> bool {
         error: None,
     });
     true
+}
+
+/// The most entries a job's history keeps. Each stop of its host mid-run adds one
+/// that does not count as an attempt: a host stopped and started again in a loop
+/// grew the record (rewritten whole at each change) without end.
+pub const MAX_HISTORY: usize = 64;
+
+/// Makes room for one more entry: the oldest entry of a run stopped by its host's
+/// shutdown goes first (the attempts that count stay), else the oldest entry.
+fn make_room(history: &mut Vec<JobAttempt>) {
+    while history.len() >= MAX_HISTORY {
+        let stopped = history.iter().position(|a| {
+            a.error
+                .as_ref()
+                .is_some_and(|e| e.error == ErrorKind::ShuttingDown.as_str())
+        });
+        history.remove(stopped.unwrap_or(0));
+    }
 }
 
 /// Records that the running attempt of `r` ended without an outcome (its claim
@@ -270,4 +289,61 @@ pub fn apply_cancel(r: &mut JobRecord, now: DateTime<Utc>) {
     r.finished_at = Some(now);
     r.instance = None;
     r.lease_until = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(at: i64) -> ClaimRequest {
+        let now = DateTime::from_timestamp(at, 0).expect("a time");
+        ClaimRequest {
+            service: "s".into(),
+            limit: 1,
+            instance: "host-1".into(),
+            now,
+            lease_until: now + chrono::TimeDelta::seconds(30),
+        }
+    }
+
+    /// A job whose host is stopped mid-run 500 times keeps at most `MAX_HISTORY`
+    /// entries, its counted attempts among them (before: one entry more per stop).
+    #[test]
+    fn a_history_stays_bounded_through_stops_and_keeps_counted_attempts() {
+        let mut r = crate::testing::job_record("j", "s");
+        assert!(apply_claim(&mut r, &claim(1)));
+        let failed = ErrorBody {
+            error: ErrorKind::Handler.as_str().into(),
+            message: "boom".into(),
+        };
+        apply_finish(
+            &mut r,
+            Finish::Retry {
+                error: failed,
+                at: claim(2).now,
+            },
+            claim(2).now,
+        );
+        for i in 0..500 {
+            assert!(apply_claim(&mut r, &claim(3 + i)));
+            apply_finish(
+                &mut r,
+                Finish::Stopped {
+                    at: claim(3 + i).now,
+                },
+                claim(3 + i).now,
+            );
+        }
+        assert_eq!(r.history.len(), MAX_HISTORY);
+        assert_eq!(r.attempts, 1);
+        let first = &r.history[0];
+        assert_eq!(
+            first.error.as_ref().map(|e| e.error.as_str()),
+            Some("handler_error"),
+            "the counted attempt stays: {first:?}"
+        );
+        assert!(apply_claim(&mut r, &claim(9_999)));
+        assert_eq!(r.history.len(), MAX_HISTORY);
+        assert_eq!(r.history.last().map(|a| a.attempt), Some(2));
+    }
 }
