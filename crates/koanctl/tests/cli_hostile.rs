@@ -111,7 +111,7 @@ async fn an_endless_answer_is_cut_at_16_mib() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_line_that_never_ends_is_cut_at_1_mib() -> anyhow::Result<()> {
+async fn an_event_line_that_never_ends_is_cut_at_16_mib() -> anyhow::Result<()> {
     let fake = Fake::always(|| Reply::Endless {
         content_type: "text/event-stream",
         prefix: b"data: ",
@@ -121,7 +121,7 @@ async fn an_event_line_that_never_ends_is_cut_at_1_mib() -> anyhow::Result<()> {
     let run = koanctl(&["--url", &fake.url, "events"], &[]).await?;
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stdout.is_empty(), "{run:#?}");
-    assert!(run.stderr.contains("larger than 1 MiB"), "{run:#?}");
+    assert!(run.stderr.contains("larger than 16 MiB"), "{run:#?}");
     Ok(())
 }
 
@@ -166,5 +166,33 @@ async fn an_event_stream_the_host_closes_is_an_error() -> anyhow::Result<()> {
             .contains(&format!("{}/api/events closed the event stream", fake.url)),
         "{run:#?}"
     );
+    Ok(())
+}
+
+/// An event of 1.1 MB (a service may emit one) is shown, and the stream goes on:
+/// until round 48 the first such event ended `koanctl events` (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_a_megabyte_is_shown_and_the_stream_goes_on() -> anyhow::Result<()> {
+    let big = "x".repeat(1_100_000);
+    let event = |seq: u32, payload: &str| {
+        format!(
+            r#"event: E
+data: {{"service":"S","event":"E","correlation_id":null,"time":"2025-01-02T03:04:05Z","seq":{seq},"payload":"{payload}"}}
+
+"#
+        )
+    };
+    let body = format!("{}{}", event(1, &big), event(2, "small")).into_bytes();
+    let fake = Fake::always(move || Reply::Stream {
+        body: body.clone(),
+        close: true,
+    })
+    .await?;
+    let run = koanctl(&["--url", &fake.url, "events", "--json"], &[]).await?;
+    assert_eq!(run.code, Some(4), "closed by the host: {}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stderr);
+    assert!(lines[0].len() > 1_100_000, "the whole event");
+    assert!(lines[1].contains("small"), "{}", lines[1]);
     Ok(())
 }
