@@ -37,7 +37,7 @@ pub(crate) fn window(spec: &ServiceSpec, schedule: &Schedule) -> Duration {
             // The gap between its next two fire times (an hour if it has none).
             let now = spec.clock.now();
             c.next_after(now)
-                .and_then(|a| Some((c.next_after(a)? - a).to_std().ok()?))
+                .and_then(|a| (c.next_after(a)? - a).to_std().ok())
                 .unwrap_or(Duration::from_secs(3600))
         }
     };
