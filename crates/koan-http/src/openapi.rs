@@ -161,16 +161,21 @@ async fn document(host: &HostHandle, names: &[String]) -> (Value, bool) {
     } } })
     };
     let event_q = json!({ "name": "event", "in": "query", "schema": { "type": "string" } });
+    let last_id = json!({ "name": "Last-Event-ID", "in": "header", "schema": { "type": "integer", "minimum": 0 },
+        "description": "A reconnect: the id of the last event received (each frame's id is the event's `arrival`, this host's number for it). The kept events after it come first (a named `missed` event first when some are no longer kept), then the live ones" });
     paths.insert(
         "/api/events".into(),
         sse(
             "Live events of every service",
-            json!([{ "name": "service", "in": "query", "schema": { "type": "string" } }, event_q]),
+            json!([{ "name": "service", "in": "query", "schema": { "type": "string" } }, event_q, last_id]),
         ),
     );
     paths.insert(
         "/api/services/{name}/events".into(),
-        sse("Live events of a service", json!([name_param(), event_q])),
+        sse(
+            "Live events of a service",
+            json!([name_param(), event_q, last_id]),
+        ),
     );
     paths.insert("/health".into(), health_get("Overall health"));
     paths.insert("/health/live".into(), health_get("Liveness"));

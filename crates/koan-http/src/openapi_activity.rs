@@ -71,9 +71,11 @@ pub(crate) fn schemas(into: &mut Map<String, Value>) {
         "service": { "type": "string" }, "capacity": count,
         "runs": { "type": "array", "items": { "$ref": "#/components/schemas/Run" } },
         "actions_succeeded": count, "actions_failed": count } }));
-    into.insert("RecentEvents".into(), json!({ "type": "array", "items": { "type": "object", "required": ["service", "event", "correlation_id", "time", "seq", "payload"], "properties": {
+    into.insert("RecentEvents".into(), json!({ "type": "array", "items": { "type": "object", "required": ["service", "event", "correlation_id", "time", "seq", "arrival", "payload"], "properties": {
         "service": { "type": "string" }, "event": { "type": "string" }, "correlation_id": { "type": ["string", "null"] },
-        "time": time, "seq": count, "payload": {} } } }));
+        "time": time, "seq": { "type": "integer", "minimum": 0, "description": "The emitting host's count of its events" },
+        "arrival": { "type": "integer", "minimum": 0, "description": "This host's number for the event, in the order events came here (an event stream's `id`)" },
+        "payload": {} } } }));
     let bucket = json!({ "type": "object", "required": ["start", "succeeded", "failed"], "properties": { "start": time, "succeeded": count, "failed": count } });
     into.insert("Throughput".into(), json!({ "type": "object", "required": ["now", "per_second", "per_hour"], "properties": {
         "now": time,

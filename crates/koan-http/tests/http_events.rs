@@ -1,5 +1,6 @@
 //! Live events as Server-Sent Events over real HTTP: every service's stream, one
-//! service's stream, the `event` and `service` filters, and the errors of a stream.
+//! service's stream, the `event` and `service` filters, the errors of a stream, and
+//! a reconnect with `Last-Event-ID`, sent the events it missed.
 
 use koan::{ActionContext, BackgroundService, BoxError, ServiceContext};
 use koan_test_support::http::{Api, SseReader, call, error_message, header};
@@ -7,7 +8,7 @@ use koan_test_support::within;
 use reqwest::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 struct Shout {
@@ -136,9 +137,14 @@ async fn sse_frames_are_unnamed_with_id_and_json_data() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or_default();
     assert_eq!(data["event"], "Framed", "{text}");
-    // The frame's id is the event's sequence number.
-    let seq = data["seq"].as_u64().unwrap_or_default();
-    assert!(text.lines().any(|l| l == format!("id: {seq}")), "{text}");
+    // The frame's id is this host's number for the event (unique on the host, where
+    // the emitting host's `seq` is not in a cluster).
+    let arrival = data["arrival"].as_u64().unwrap_or_default();
+    assert!(arrival > 0, "{data}");
+    assert!(
+        text.lines().any(|l| l == format!("id: {arrival}")),
+        "{text}"
+    );
     // Unnamed frames, so a browser's `EventSource.onmessage` sees every event.
     assert!(!text.lines().any(|l| l.starts_with("event:")), "{text}");
     api.stop().await
@@ -248,5 +254,78 @@ async fn streams_are_capped() -> anyhow::Result<()> {
     shout(&api, "notifier", "StillHere", "y").await?;
     let seen = first.until_event("StillHere").await?;
     assert_eq!(seen.len(), 1);
+    api.stop().await
+}
+
+async fn open_after(api: &Api, path: &str, last: &str) -> anyhow::Result<SseReader> {
+    let resp = within(path, api.get(path).header("Last-Event-ID", last).send()).await??;
+    SseReader::new(resp)
+}
+
+/// A client that reconnects with `Last-Event-ID` (as a browser's `EventSource`
+/// does) is sent the kept events it missed, of its filter, then the live ones, none
+/// twice. Before, the stream started from now: every event of the gap was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_last_event_id_is_sent_what_it_missed() -> anyhow::Result<()> {
+    let api = start().await?;
+    let mut events = open(&api, "/api/events").await?;
+    shout(&api, "notifier", "Seen", "a").await?;
+    let seen = events.next_data().await?;
+    drop(events);
+    let last = seen["arrival"].as_u64().unwrap_or_default().to_string();
+
+    shout(&api, "notifier", "Missed", "b").await?;
+    shout(&api, "other", "Missed", "c").await?;
+    let mut again = open_after(&api, "/api/events", &last).await?;
+    let mut only_other = open_after(&api, "/api/services/other/events", &last).await?;
+    shout(&api, "notifier", "Live", "d").await?;
+    let texts: Vec<Value> = again
+        .until_event("Live")
+        .await?
+        .iter()
+        .map(|e| e["payload"]["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("b"), json!("c"), json!("d")]);
+    let other = only_other.next_data().await?;
+    assert_eq!(
+        (&other["service"], &other["payload"]["text"]),
+        (&json!("Other"), &json!("c"))
+    );
+
+    // An id that is no number is refused, saying what would do.
+    let resp = within(
+        "a stream",
+        api.get("/api/events").header("Last-Event-ID", "abc").send(),
+    )
+    .await??;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body = resp.text().await?;
+    assert!(
+        body.contains("Last-Event-ID: abc") && body.contains("whole numbers"),
+        "{body}"
+    );
+    api.stop().await
+}
+
+/// A reconnect after more events than the host keeps is told some were missed (a
+/// named `missed` event, which a browser's `onmessage` does not take), then sent the
+/// kept ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_past_the_kept_events_is_told_some_were_missed() -> anyhow::Result<()> {
+    let api = start().await?;
+    for i in 0..(koan::event::RECENT_EVENTS + 5) {
+        shout(&api, "notifier", "Burst", &i.to_string()).await?;
+    }
+    let mut late = open_after(&api, "/api/events", "1").await?;
+    let first = late.next_data().await?;
+    assert_eq!(first["after"], 1, "{first}");
+    assert!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("some were missed")),
+        "{first}"
+    );
+    let next = late.next_data().await?;
+    assert_eq!(next["event"], "Burst", "{next}");
     api.stop().await
 }

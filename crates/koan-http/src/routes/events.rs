@@ -8,9 +8,10 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use koan::event::EventEnvelope;
 use tokio::sync::mpsc;
 
@@ -30,24 +31,50 @@ pub(crate) struct StreamParams {
 
 pub(crate) async fn all_stream(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Params(q): Params<StreamParams>,
 ) -> Result<Response, ApiError> {
     let service = q.service.clone();
-    stream(state, q, service).await
+    stream(state, q, service, last_event_id(&headers)?).await
 }
 
 pub(crate) async fn service_stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     Params(q): Params<StreamParams>,
 ) -> Result<Response, ApiError> {
-    stream(state, q, Some(name)).await
+    stream(state, q, Some(name), last_event_id(&headers)?).await
+}
+
+/// The `Last-Event-ID` a reconnecting client sends: the id (this host's arrival
+/// number) of the last event it got.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(v.as_bytes());
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameters",
+            format!(
+                "`Last-Event-ID: {}` is not an id of this host's event streams: they are whole numbers (an event's `arrival`); reconnect without it to start from now",
+                text.chars().take(64).collect::<String>().escape_debug()
+            ),
+        )
+    })
 }
 
 async fn stream(
     state: AppState,
     q: StreamParams,
     service: Option<String>,
+    last_seen: Option<u64>,
 ) -> Result<Response, ApiError> {
     let permit = state.sse_slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
@@ -74,16 +101,25 @@ async fn stream(
         check_event(&state, service.as_deref(), event).await?;
     }
     let wanted = q.event;
+    let takes = {
+        let (service, wanted) = (service.clone(), wanted.clone());
+        move |env: &EventEnvelope| {
+            wanted
+                .as_deref()
+                .is_none_or(|w| w.eq_ignore_ascii_case(env.name()))
+                && service
+                    .as_deref()
+                    .is_none_or(|s| s.eq_ignore_ascii_case(env.service()))
+        }
+    };
     let (tx, rx) = mpsc::channel::<EventEnvelope>(256);
+    let live_takes = takes.clone();
     let subscription = builder
         .handle_envelope(move |env: EventEnvelope| {
             let tx = tx.clone();
-            let wanted = wanted.clone();
+            let takes = live_takes.clone();
             async move {
-                if wanted
-                    .as_deref()
-                    .is_none_or(|w| w.eq_ignore_ascii_case(env.name()))
-                {
+                if takes(&env) {
                     // A client that cannot keep up loses events rather than slowing
                     // the services (the subscription's drop-newest policy); each
                     // loss is counted in `koan_sse_dropped_total`.
@@ -96,20 +132,49 @@ async fn stream(
         .buffer(1024)
         .subscribe()
         .await?;
-    let stream = futures_util::stream::unfold(
+    // A reconnect: the kept events it missed first, read after subscribing, so
+    // that none falls between; a live one numbered up to the last kept then is
+    // among them, or was seen before.
+    let (missed, seen_up_to) = match last_seen {
+        None => (Vec::new(), 0),
+        Some(after) => {
+            let since = state.host.recent_events_since(after);
+            let mut out = Vec::with_capacity(since.events.len() + 1);
+            if since.missed {
+                // Named, so a browser's `onmessage` does not take it for an event.
+                out.push(Event::default().event("missed").data(format!(
+                    "{{\"after\":{after},\"message\":\"events after {after} are no longer kept (this host keeps its last {}): some were missed\"}}",
+                    koan::event::RECENT_EVENTS
+                )));
+            }
+            out.extend(since.events.iter().filter(|e| takes(e)).map(sse_event));
+            (out, since.last.max(after))
+        }
+    };
+    let live = futures_util::stream::unfold(
         (rx, subscription, permit),
-        |(mut rx, sub, permit)| async move {
-            let env = rx.recv().await?;
-            let data = serde_json::to_string(&env).unwrap_or_default();
-            // Unnamed SSE events, so a browser's `onmessage` sees them all; the JSON
-            // carries the event's name.
-            let event = Event::default().id(env.seq().to_string()).data(data);
-            Some((Ok::<_, Infallible>(event), (rx, sub, permit)))
+        move |(mut rx, sub, permit)| async move {
+            loop {
+                let env = rx.recv().await?;
+                if env.arrival() > seen_up_to {
+                    return Some((sse_event(&env), (rx, sub, permit)));
+                }
+            }
         },
     );
+    let stream = futures_util::stream::iter(missed)
+        .chain(live)
+        .map(Ok::<_, Infallible>);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// One event as the stream sends it: unnamed, so a browser's `onmessage` sees
+/// them all (the JSON carries the event's name), its id this host's number for it.
+fn sse_event(env: &EventEnvelope) -> Event {
+    let data = serde_json::to_string(env).unwrap_or_default();
+    Event::default().id(env.arrival().to_string()).data(data)
 }
 
 /// Refuses an `event` filter that no service here declares (of `service`, when the

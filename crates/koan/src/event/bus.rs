@@ -1,6 +1,5 @@
 //! The host's event bus: emission, per-subscriber bounded buffers, delivery tasks.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -122,11 +121,8 @@ pub(crate) struct EventBus {
     seq: AtomicU64,
     clock: Clock,
     /// The last events, local and remote, for pages opened after they happened.
-    recent: Mutex<VecDeque<Shared>>,
+    recent: super::recent::Recent,
 }
-
-/// How many events the host keeps for [`crate::HostHandle::recent_events`].
-pub const RECENT_EVENTS: usize = 256;
 
 impl EventBus {
     pub(crate) fn new(
@@ -141,7 +137,7 @@ impl EventBus {
             next_id: AtomicU64::new(1),
             seq: AtomicU64::new(0),
             clock,
-            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
+            recent: super::recent::Recent::new(),
         }
     }
 
@@ -174,6 +170,7 @@ impl EventBus {
             correlation_id,
             time: self.clock.now(),
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            arrival: 0,
             payload: Arc::new(payload),
             key: Some(key),
         };
@@ -182,8 +179,8 @@ impl EventBus {
         // the envelope, and the emitter writes none of it again: its own reference
         // goes into the ring (a copy made after, or a reference dropped after,
         // wrote the counts beside the fields every reader reads).
-        let returned = env.clone();
-        let shared = Arc::new(env);
+        let shared = self.recent.keep(env);
+        let returned = (*shared).clone();
         match &self.transport {
             None => self.publish_shared(shared).await,
             Some(t) => {
@@ -219,26 +216,23 @@ impl EventBus {
 
     /// Delivers an envelope (local or arrived from another process).
     pub(crate) async fn publish(&self, env: &EventEnvelope) {
-        self.publish_shared(Arc::new(env.clone())).await;
+        let shared = self.recent.keep(env.clone());
+        self.publish_shared(shared).await;
     }
 
     /// The kept events, newest first.
     pub(crate) fn recent(&self) -> Vec<EventEnvelope> {
-        self.recent
-            .lock()
-            .map(|r| r.iter().rev().map(|e| (**e).clone()).collect())
-            .unwrap_or_default()
+        self.recent.newest_first()
+    }
+
+    /// The kept events numbered after `arrival`, oldest first.
+    pub(crate) fn recent_since(&self, arrival: u64) -> super::EventsSince {
+        self.recent.since(arrival)
     }
 
     /// Delivers `env` to every subscriber; the ring (if the event has one) takes
     /// this reference.
     async fn publish_shared(&self, env: Shared) {
-        if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() >= RECENT_EVENTS {
-                recent.pop_front();
-            }
-            recent.push_back(Arc::clone(&env));
-        }
         let subs = self.snapshot();
         for sub in subs.iter() {
             // Ring readers take the event from the ring, below.

@@ -28,6 +28,8 @@ pub struct EventEnvelope {
     pub(crate) correlation_id: Option<Arc<str>>,
     pub(crate) time: DateTime<Utc>,
     pub(crate) seq: u64,
+    /// This host's number for it, given as it is kept (`recent.rs`); 0 before.
+    pub(crate) arrival: u64,
     pub(crate) payload: Arc<dyn AnyEvent>,
     /// Interned names and metric handles of local events (none for remote ones).
     pub(crate) key: Option<Arc<super::bus::EventKey>>,
@@ -60,6 +62,7 @@ impl EventEnvelope {
             correlation_id: correlation_id.map(Arc::from),
             time,
             seq,
+            arrival: 0,
             payload: Arc::new(payload),
             key: None,
         }
@@ -87,6 +90,13 @@ impl EventEnvelope {
     pub fn seq(&self) -> u64 {
         self.seq
     }
+    /// This host's number for the event: its count of the events it saw (its own
+    /// and, in a cluster, other hosts'), increasing in the order they came here and
+    /// unique on this host until it restarts; 0 for an event not delivered here.
+    /// An event stream's `id` is this number (`Last-Event-ID` on a reconnect).
+    pub fn arrival(&self) -> u64 {
+        self.arrival
+    }
     /// The payload as JSON.
     pub fn payload_json(&self) -> Value {
         self.payload.to_json()
@@ -107,12 +117,13 @@ impl EventEnvelope {
 impl Serialize for EventEnvelope {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("EventEnvelope", 6)?;
+        let mut st = s.serialize_struct("EventEnvelope", 7)?;
         st.serialize_field("service", &*self.service)?;
         st.serialize_field("event", &*self.name)?;
         st.serialize_field("correlation_id", &self.correlation_id.as_deref())?;
         st.serialize_field("time", &self.time)?;
         st.serialize_field("seq", &self.seq)?;
+        st.serialize_field("arrival", &self.arrival)?;
         st.serialize_field("payload", &self.payload.to_json())?;
         st.end()
     }

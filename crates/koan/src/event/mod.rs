@@ -8,14 +8,15 @@ mod handler;
 mod info;
 mod misfit;
 mod reader;
+mod recent;
 mod ring;
 mod subscribe;
 mod typed;
 mod undeclared;
 
-pub use bus::RECENT_EVENTS;
 pub use envelope::EventEnvelope;
 pub use info::EventInfo;
+pub use recent::{EventsSince, RECENT_EVENTS};
 pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
 pub use typed::{Emits, TypedSubscriptionBuilder};
 

@@ -224,6 +224,14 @@ impl HostHandle {
         self.inner.events.recent()
     }
 
+    /// The kept events this host numbered after `arrival`
+    /// ([`EventEnvelope::arrival`](crate::event::EventEnvelope::arrival)), oldest
+    /// first, and whether some after it are no longer kept: what a client that
+    /// saw up to `arrival` missed (an event stream's `Last-Event-ID`).
+    pub fn recent_events_since(&self, arrival: u64) -> crate::event::EventsSince {
+        self.inner.events.recent_since(arrival)
+    }
+
     /// The jobs of this host's store: list, inspect, retry, cancel, delete.
     pub fn jobs(&self) -> crate::job::Jobs {
         crate::job::Jobs::new(self.clone())
