@@ -84,7 +84,9 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = t.parse::<u64>() {
-        return Ok(secs * 1000);
+        // Saturated, as the units below are: `secs * 1000` panicked the macro on
+        // `"18446744073709551615"` (found by a probe); past 10 years it is refused.
+        return Ok(secs.saturating_mul(1000));
     }
     let mut total: u64 = 0;
     let mut chars = t.chars().peekable();
