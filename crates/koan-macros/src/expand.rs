@@ -323,7 +323,24 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
         let body = if returns_result(&sig.output) {
             call
         } else {
-            quote!(::core::result::Result::<_, ::koan::BoxError>::Ok(#call))
+            // A `Result` under another name is refused at compile time (its `Err`
+            // was answered as a success), pointing at the return type.
+            let at = match &sig.output {
+                ReturnType::Type(_, ty) => ty.span(),
+                ReturnType::Default => method_ident.span(),
+            };
+            let check = quote_spanned! {at=>
+                ::koan::__private::plain_value((&out).koan_return_kind())
+            };
+            quote!({
+                let out = #call;
+                {
+                    #[allow(unused_imports)]
+                    use ::koan::__private::{ResultKind as _, ValueKind as _};
+                    #check;
+                }
+                ::core::result::Result::<_, ::koan::BoxError>::Ok(out)
+            })
         };
         let description = args.description.map(|d| quote!(.description(#d)));
         let retry = &args.setters;

@@ -117,7 +117,10 @@ pub use service::{
 /// release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::action::{HandlerResult, typed_request};
+    pub use crate::action::{
+        HandlerResult, PlainValue, ResultKind, ReturnsResult, ReturnsValue, ValueKind, plain_value,
+        typed_request,
+    };
     pub use crate::discovery::{ActionsProbe, DeclaredActions, Discovered, ViaDeclared, ViaNone};
     pub use crate::service::{PeriodicRun, RunFn, Runner};
     pub use crate::util::BoxFuture;

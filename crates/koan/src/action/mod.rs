@@ -37,6 +37,8 @@ pub use info::ActionInfo;
 pub use request::{ActionOutput, ActionRequest, ActionTicket, CallOptions};
 pub use serve::Serve;
 pub use typed::{HandlerResult, TypedExecute, TypedJobTicket, TypedRequest, typed_request};
+#[doc(hidden)]
+pub use typed::{PlainValue, ResultKind, ReturnsResult, ReturnsValue, ValueKind, plain_value};
 
 pub(crate) use context::{JobMeta, current_correlation};
 pub(crate) use correlation::Correlation;

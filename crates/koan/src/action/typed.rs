@@ -250,3 +250,57 @@ pub trait HandlerResult {
 impl<T, E> HandlerResult for std::result::Result<T, E> {
     type Ok = T;
 }
+
+/// The kind of value a handler returned, told apart by method resolution (the
+/// `anyhow!` macro's way): `(&value).koan_return_kind()` is a [`ReturnsResult`]
+/// for any `Result`, whatever its name, a [`ReturnsValue`] otherwise. Not public
+/// API.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ReturnsResult;
+
+/// See [`ReturnsResult`]. Not public API.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ReturnsValue;
+
+/// Found first for a `Result`. Not public API.
+#[doc(hidden)]
+pub trait ResultKind {
+    /// A `Result`.
+    fn koan_return_kind(&self) -> ReturnsResult {
+        ReturnsResult
+    }
+}
+
+impl<T, E> ResultKind for std::result::Result<T, E> {}
+
+/// Found for anything else (one auto-reference further). Not public API.
+#[doc(hidden)]
+pub trait ValueKind {
+    /// Not a `Result`.
+    fn koan_return_kind(&self) -> ReturnsValue {
+        ReturnsValue
+    }
+}
+
+impl<T: ?Sized> ValueKind for &T {}
+
+/// What a handler whose return type is not written `Result<…>` must return: a
+/// value. A `Result` under another name (`type AppResult<T> = Result<T, AppError>`)
+/// was taken for a value, and its `Err` answered as a success (found by a probe).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "this action returns a `Result` under another name (an alias such as `AppResult<T>`)",
+    label = "write this return type as `Result<T, E>`",
+    note = "`#[koan::actions]` reads an action's failure from a return type written `Result<T, E>` (`Result`, `io::Result`, `anyhow::Result`: a path whose last part is `Result`); under another name its `Err` would be answered as a success"
+)]
+pub trait PlainValue {}
+
+impl PlainValue for ReturnsValue {}
+
+/// Checks, at compile time, that a handler's value is no `Result` (see
+/// [`PlainValue`]). Not public API.
+#[doc(hidden)]
+#[inline(always)]
+pub fn plain_value<K: PlainValue>(_: K) {}
