@@ -36,6 +36,26 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
+/// An error of user code as one line: its own words, then each cause its words do
+/// not already include (`top: middle: connection refused`). A handler's, a tick's
+/// or a run's error was said by its `Display` alone: a `thiserror` `#[source]` or an
+/// `anyhow` context chain lost everything under its top (found by a probe).
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    // Bounded, in case a source chain loops.
+    for _ in 0..32 {
+        let Some(cause) = next else { break };
+        let part = cause.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// The last path segment of a type name: `my_app::jobs::Cleanup<u8>` → `Cleanup`.
 pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
     let full = std::any::type_name::<T>();

@@ -86,3 +86,73 @@ fn display_follows_the_cause_chain_and_says_each_part_once() {
         Some(ErrorKind::StoreUnavailable)
     );
 }
+
+/// A `thiserror`-style error: its own words, and its cause apart (`#[source]`).
+#[derive(Debug)]
+struct DbDown(std::io::Error);
+
+impl std::fmt::Display for DbDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("could not reach the database")
+    }
+}
+
+impl std::error::Error for DbDown {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+fn db_down() -> BoxError {
+    DbDown(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "connection refused",
+    ))
+    .into()
+}
+
+#[koan::service(every = "1m", discover = false)]
+#[derive(Default)]
+struct Flaky;
+
+impl koan::PeriodicService for Flaky {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Err(db_down())
+    }
+}
+
+#[koan::actions]
+impl Flaky {
+    #[action("query")]
+    async fn query(&self) -> Result<u32, BoxError> {
+        Err(db_down())
+    }
+}
+
+/// The cause under a handler's or a tick's error is said with it: the action's
+/// error, a triggered run's error and the service's `last_error` all end with
+/// "connection refused" (they said "could not reach the database" alone; found by
+/// a probe).
+#[tokio::test(start_paused = true)]
+async fn a_handlers_and_a_ticks_error_keep_their_causes() -> anyhow::Result<()> {
+    let host = koan::testing::host().service::<Flaky>().build()?.start();
+    koan::testing::within("startup", host.started()).await?;
+    let e = koan::testing::within(
+        "a call",
+        host.service("Flaky").action("query", ()).execute(),
+    )
+    .await
+    .expect_err("it fails");
+    assert_eq!(e.kind(), ErrorKind::Handler);
+    assert!(
+        e.message()
+            .ends_with("could not reach the database: connection refused"),
+        "{e}"
+    );
+    let _ = koan::testing::within("a run", host.service("Flaky").trigger()).await;
+    let status = host.status("Flaky")?;
+    let last = status.last_error.unwrap_or_default();
+    assert_eq!(last, "could not reach the database: connection refused");
+    koan::testing::stop(&host).await?;
+    Ok(())
+}

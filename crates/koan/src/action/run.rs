@@ -288,9 +288,10 @@ fn settle(
                 Err(other) => Error::new(
                     ErrorKind::Handler,
                     format!(
-                        "action `{}` of `{}` failed: {other}",
+                        "action `{}` of `{}` failed: {}",
                         job.entry(cell).name,
-                        cell.spec.name
+                        cell.spec.name,
+                        crate::util::with_causes(&*other)
                     ),
                 ),
             };

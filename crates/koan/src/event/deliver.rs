@@ -113,7 +113,8 @@ pub(super) fn record_slow(env: &EventEnvelope, outcome: Result<Outcome, String>)
         // Said once by the handler's own warning; counted below.
         Ok(Err(e)) if e.is::<super::misfit::Skipped>() => true,
         Ok(Err(e)) => {
-            tracing::warn!(service = %service, event = %name, error = %e, "event handler failed");
+            let error = crate::util::with_causes(&*e);
+            tracing::warn!(service = %service, event = %name, error = %error, "event handler failed");
             true
         }
         Err(panic) => {

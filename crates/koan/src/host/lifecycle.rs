@@ -140,7 +140,7 @@ async fn run_startup(
     let outcome = tokio::select! {
         r = tokio::time::timeout_at(deadline, fut) => match r {
             Ok(Ok(Ok(()))) => RunOutcome::Success,
-            Ok(Ok(Err(e))) => RunOutcome::Failed { error: e.to_string() },
+            Ok(Ok(Err(e))) => RunOutcome::Failed { error: crate::util::with_causes(&*e) },
             Ok(Err(panic)) => RunOutcome::Panicked { message: panic },
             Err(_) => {
                 cell.cancel();

@@ -39,7 +39,7 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
             Ok(Ok(())) if stopping => RunOutcome::Cancelled,
             Ok(Ok(())) => RunOutcome::Success,
             Ok(Err(e)) => RunOutcome::Failed {
-                error: e.to_string(),
+                error: crate::util::with_causes(&*e),
             },
             Err(panic) => RunOutcome::Panicked { message: panic },
         };

@@ -114,10 +114,9 @@ pub(super) fn outcome_of(reason: RunReason, result: Option<Caught>) -> RunOutcom
         None => RunOutcome::TimedOut,
         Some(Ok(Ok(()))) => RunOutcome::Success,
         Some(Ok(Err(e))) => {
-            tracing::warn!(?reason, error = %e, "periodic run failed");
-            RunOutcome::Failed {
-                error: e.to_string(),
-            }
+            let error = crate::util::with_causes(&*e);
+            tracing::warn!(?reason, error = %error, "periodic run failed");
+            RunOutcome::Failed { error }
         }
         Some(Err(panic)) => {
             tracing::error!(?reason, panic = %panic, "periodic run panicked");
