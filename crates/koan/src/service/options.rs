@@ -233,7 +233,10 @@ impl ServiceOptions {
         intensity: Intensity
     );
     setter!(
-        /// Delay before the first periodic run (default zero).
+        /// Delay before the schedule starts (default zero): the first run comes at
+        /// `initial_delay` with `run_on_startup`, else one period (of a cron, its next
+        /// time) after it — `every = "10s", initial_delay = "5s"` first runs at 15 s,
+        /// as the .NET original's `InitialDelay` does.
         initial_delay: Duration
     );
     setter!(
