@@ -244,6 +244,20 @@ async fn a_service_whose_own_code_cancels_its_token_has_stopped() -> anyhow::Res
         ready.reasons,
         ["critical service `cancels-itself` has stopped"]
     );
+    // Health says it too (it said `pass` while readiness failed; found by a probe).
+    let health = testing::within("health", host.health()).await;
+    assert_eq!(
+        health.status,
+        koan::health::HealthStatus::Unhealthy,
+        "{health:?}"
+    );
+    let own = &health.services[0].report;
+    assert!(
+        own.description
+            .as_deref()
+            .is_some_and(|d| d.contains("the service has stopped")),
+        "{own:?}"
+    );
     let e = testing::within(
         "a call",
         host.service("cancels-itself").action("wait", ()).execute(),
@@ -255,7 +269,14 @@ async fn a_service_whose_own_code_cancels_its_token_has_stopped() -> anyhow::Res
         e.message().contains("its own code cancelled its token"),
         "{e}"
     );
-    testing::stop(&host).await?;
+    // Stopped as the host stops: not a failure of health.
+    host.shutdown();
+    let _ = testing::within("stop", host.wait()).await;
+    let health = testing::within("health", host.health()).await;
+    assert_eq!(
+        health.services[0].report.status,
+        koan::health::HealthStatus::Healthy
+    );
 
     let host = testing::host()
         .instance(CancelsItself::<true>)

@@ -376,9 +376,7 @@ impl HostHandle {
         let mut reasons = Vec::new();
         if !self.inner.launched.load(Ordering::Acquire) {
             reasons.push("the host is not started".to_owned());
-        } else if self.inner.stopping.load(Ordering::Acquire)
-            || self.inner.stop_request.is_cancelled()
-        {
+        } else if self.inner.is_stopping() {
             reasons.push("the host is shutting down".to_owned());
         }
         if !self.is_started() {

@@ -87,6 +87,11 @@ impl HostInner {
         Error::new(ErrorKind::ServiceUnavailable, format!("{what}: {why}"))
     }
 
+    /// Whether the host is shutting down (or was asked to).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire) || self.stop_request.is_cancelled()
+    }
+
     pub(crate) fn context(&self, cell: &Arc<ServiceCell>, reason: RunReason) -> ServiceContext {
         ServiceContext::new(
             Arc::clone(&cell.spec.name),

@@ -47,8 +47,7 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
         let error_text = outcome.error_text();
         cell.board
             .record_run(reason, started_wall, started.elapsed(), outcome);
-        let host_stopping = host.stopping.load(std::sync::atomic::Ordering::Acquire)
-            || host.stop_request.is_cancelled();
+        let host_stopping = host.is_stopping();
         if stopping && !host_stopping {
             // Its own code cancelled its token (handed out by `cx.token()`): it is
             // not restarted (its token stays cancelled) and says why. Before, it

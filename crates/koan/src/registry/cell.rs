@@ -129,6 +129,19 @@ impl ServiceCell {
             r.error = core.last_error;
             return wrap(r);
         }
+        // A critical service whose run ended by itself, outside a shutdown: as
+        // readiness says (health said `pass` while readiness failed; found by a probe).
+        if core.state == ServiceState::Stopped
+            && critical
+            && self.spec.kind != crate::service::ServiceKind::Startup
+            && self.host().is_some_and(|h| !h.is_stopping())
+        {
+            let mut r = HealthReport::unhealthy(
+                "the service has stopped: its run ended (or its own code cancelled its token), and it is not restarted",
+            );
+            r.error = core.last_error;
+            return wrap(r);
+        }
         let mut own = match catch_unwind(self.spec.service.health()).await {
             Ok(r) => r,
             Err(panic) => HealthReport::unhealthy("the health check panicked").with_error(panic),
