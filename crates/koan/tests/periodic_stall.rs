@@ -2,6 +2,7 @@
 //! run, once it has gone on past its stall limit (ten periods, at least a minute, by
 //! default; `stall_after` in code, the macro or the configuration). Before, a tick
 //! stuck for ever left the service `running`, healthy and ready (found by a probe).
+//! A tick ended by the host's stop is cut short, not failed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,4 +170,36 @@ fn a_stall_limit_past_ten_years_is_refused() {
         .expect_err("out of bounds");
     assert!(e.message().contains("stall_after_seconds"), "{e}");
     assert!(e.message().contains("at most"), "{e}");
+}
+
+/// Every 2 s; each tick waits for its token and ends with an error, as code that
+/// was interrupted does.
+#[koan::service(every = "2s", discover = false)]
+#[derive(Default)]
+struct Interrupted;
+
+impl koan::PeriodicService for Interrupted {
+    async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Err("interrupted".into())
+    }
+}
+
+/// A tick that ends with an error because the host stops is cut short, not a
+/// failure: it counted as one, was warned, and left health degraded during the
+/// shutdown (found by a probe).
+#[tokio::test(start_paused = true)]
+async fn a_tick_ended_by_the_hosts_stop_is_not_a_failure() -> anyhow::Result<()> {
+    let host = testing::host().service::<Interrupted>().build()?.start();
+    within("startup", host.started()).await?;
+    testing::wait_state(&host, "Interrupted", ServiceState::Running).await;
+    host.shutdown();
+    within("stop", host.wait()).await.into_result()?;
+    let status = host.status("Interrupted")?;
+    assert_eq!((status.failures, status.runs), (0, 1), "{status:?}");
+    assert_eq!(
+        status.last_run.map(|r| r.outcome),
+        Some(koan::status::RunOutcome::Cancelled)
+    );
+    Ok(())
 }

@@ -109,10 +109,23 @@ impl<T: PeriodicService> RunHere for HereRun<T> {
 
 /// A run's outcome from its result (`None`: it timed out), logged as the driver logs
 /// a failure or a panic.
-pub(super) fn outcome_of(reason: RunReason, result: Option<Caught>) -> RunOutcome {
+pub(super) fn outcome_of(
+    reason: RunReason,
+    result: Option<Caught>,
+    cell: &ServiceCell,
+) -> RunOutcome {
     match result {
         None => RunOutcome::TimedOut,
         Some(Ok(Ok(()))) => RunOutcome::Success,
+        // Ended at its token as the host stops: cut short, not a failure (it
+        // counted as one, warned, and left health degraded during the shutdown;
+        // found by a probe).
+        Some(Ok(Err(e)))
+            if cell.life.token.is_cancelled() && cell.host().is_some_and(|h| h.is_stopping()) =>
+        {
+            tracing::info!(?reason, error = %crate::util::with_causes(&*e), "periodic run ended with an error as the host stopped: counted as cancelled");
+            RunOutcome::Cancelled
+        }
         Some(Ok(Err(e))) => {
             let error = crate::util::with_causes(&*e);
             tracing::warn!(?reason, error = %error, "periodic run failed");
@@ -260,7 +273,7 @@ fn drive_loop<T: PeriodicService>(
                 // driver's task, though only a poke with a deadline runs it.
                 Some(deadline) => Box::pin(run_until(&cx, svc, reason, batch, deadline)).await,
             };
-            let outcome = outcome_of(reason, result);
+            let outcome = outcome_of(reason, result, &cell);
             // One clock read per run, after it (so the tick starts sooner): the wall
             // times of its start, its end and the next run all derive from it, without
             // a read of the wall clock or a date built (see `WallNanos`).

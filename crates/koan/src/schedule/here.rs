@@ -62,7 +62,7 @@ impl Running {
     ) -> Poll<Result<TriggerOutcome>> {
         match self.fut.as_mut().poll(cx) {
             Poll::Ready(caught) => {
-                let outcome = super::driver::outcome_of(self.reason, Some(caught));
+                let outcome = super::driver::outcome_of(self.reason, Some(caught), cell);
                 Poll::Ready(self.finish(cell, control, outcome))
             }
             Poll::Pending if control.here_abandoned(cx.waker()) => Poll::Ready(Err(
