@@ -204,7 +204,8 @@ pub(crate) struct PeriodicControl {
     /// handled as after any poked run (skipped, or run once, per the policy).
     here_ended: Mutex<Option<Instant>>,
     /// How a caller runs the service itself, set by the driver when it starts.
-    here: OnceLock<Arc<dyn RunHere>>,
+    /// With the runtime its driver runs on: only a caller on it runs a poke itself.
+    here: OnceLock<(Arc<dyn RunHere>, tokio::runtime::Id)>,
     /// The task of a caller whose run is in progress, woken when it is abandoned.
     here_waker: AtomicWaker,
     /// Set when the driver is gone (stopped, or aborted after the grace): a caller's
@@ -287,7 +288,8 @@ impl PeriodicControl {
             return Err(Error::shutting_down(&format!("poke of `{service}`")));
         }
         if st.queue.is_empty()
-            && let Some(here) = self.here.get()
+            && let Some((here, runtime)) = self.here.get()
+            && on_runtime(*runtime)
             && self
                 .running
                 .compare_exchange(false, true, Ordering::SeqCst, Ordering::Acquire)
@@ -375,7 +377,9 @@ impl PeriodicControl {
 
     /// How a caller runs the service itself: set once, by its driver.
     pub(super) fn set_here(&self, here: Arc<dyn RunHere>) {
-        let _ = self.here.set(here);
+        let _ = self
+            .here
+            .set((here, tokio::runtime::Handle::current().id()));
     }
 
     /// Waits (the driver) until a caller's run has ended, or the service is cancelled
@@ -466,4 +470,13 @@ mod tests {
         let end = offset_of!(PeriodicControl, blocked) + size_of::<bool>();
         assert!(end <= 64, "the driver's fields end at byte {end}");
     }
+}
+
+/// Whether the caller runs on `runtime`, the service's driver's. A caller on
+/// another runtime (a thread with a runtime of its own) queues its poke for the
+/// driver: run on its task, the tick was that runtime's, and stopped with it —
+/// a caller that gave up and dropped its runtime left the service `running` for
+/// good, every later trigger waiting (found by a probe).
+fn on_runtime(runtime: tokio::runtime::Id) -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == runtime)
 }

@@ -10,7 +10,8 @@
 //! which also waits for the caller's run before a scheduled tick, and a tick that fell
 //! due during it is handled as after any poked run. A run is never lost to its caller
 //! going away: if the caller's future is dropped mid-run, the run finishes on a task
-//! of its own, still holding the service.
+//! of its own, still holding the service. Only a caller on the driver's own runtime
+//! runs a poke itself (`control.rs`, `on_runtime`).
 
 use std::future::Future;
 use std::pin::Pin;
