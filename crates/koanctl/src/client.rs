@@ -61,13 +61,28 @@ impl Failure {
     }
 }
 
+/// The most characters of a server's error message printed as text.
+pub(crate) const MAX_MESSAGE: usize = 2_000;
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Input(m) | Failure::Stalled(m) | Failure::Other(m) => f.write_str(m),
-            // The server's words, kept to one line of plain text.
+            // The server's words, kept to one line of plain text and cut at
+            // `MAX_MESSAGE` characters (`--json` has them whole): a 15 MB message
+            // went to the terminal whole (found by a probe).
             Failure::Api { kind, message, .. } => {
-                write!(f, "{}: {}", printable(kind), printable(message))
+                let shown = printable(message);
+                let n = shown.chars().count();
+                if n <= MAX_MESSAGE {
+                    return write!(f, "{}: {shown}", printable(kind));
+                }
+                let cut: String = shown.chars().take(MAX_MESSAGE).collect();
+                write!(
+                    f,
+                    "{}: {cut}… ({n} characters; --json has them all)",
+                    printable(kind)
+                )
             }
             Failure::Connect { url, detail } => write!(
                 f,
@@ -453,6 +468,22 @@ mod tests {
         assert_eq!(
             f.to_string(),
             "http_502: the server answered 502 Bad Gateway"
+        );
+        // A long message is cut when shown as text; the document keeps it whole.
+        let long = "m".repeat(1_000_000);
+        let f = api_error(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": "invalid_parameters", "message": long }),
+        );
+        let text = f.to_string();
+        assert!(text.len() < MAX_MESSAGE + 200, "{}", text.len());
+        assert!(text.ends_with("… (1000000 characters; --json has them all)"));
+        let Failure::Api { document, .. } = f else {
+            panic!("an API failure")
+        };
+        assert_eq!(
+            document.map(|d| d["message"].as_str().map(str::len)),
+            Some(Some(1_000_000))
         );
     }
 }

@@ -42,12 +42,32 @@ fn escape_controls(s: &str, block: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The widest a padded column gets: a longer cell is cut, ending in `…` (`--json`
+/// has it whole). Rows were padded to the widest cell: one name of 65,536
+/// characters panicked the formatter, and 85,000 rows under one of 65,535 made a
+/// table of 5.6 GB out of a 14.5 MB answer (found by a probe).
+pub(crate) const MAX_CELL: usize = 100;
+
 /// Lays out `rows` under `headers` in columns two spaces apart; the last column is
-/// not padded.
+/// not padded, the others at most [`MAX_CELL`] wide.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<Cow<'_, str>>> = rows
         .iter()
-        .map(|row| row.iter().map(|c| printable(c)).collect())
+        .map(|row| {
+            let last = row.len().saturating_sub(1);
+            row.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let c = printable(c);
+                    if i == last || c.chars().count() <= MAX_CELL {
+                        return c;
+                    }
+                    let mut cut: String = c.chars().take(MAX_CELL - 1).collect();
+                    cut.push('…');
+                    Cow::Owned(cut)
+                })
+                .collect()
+        })
         .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
@@ -66,7 +86,9 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
                 line.push_str(cell);
             } else {
                 let w = widths.get(i).copied().unwrap_or(0);
-                line.push_str(&format!("{cell:<w$}  "));
+                line.push_str(cell);
+                let pad = w.saturating_sub(cell.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(line.trim_end());
@@ -178,6 +200,30 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A cell longer than `MAX_CELL` in a padded column is cut, so a table is
+    /// never padded to a host's longest string (65,536 characters panicked; many
+    /// rows under a long one grew a 14.5 MB answer to 5.6 GB; found by a probe).
+    #[test]
+    fn a_long_cell_is_cut_and_pads_nothing() {
+        let long = "n".repeat(70_000);
+        let mut rows = vec![vec![long, "idle".to_owned(), "x".repeat(5_000)]];
+        rows.extend((0..1_000).map(|i| vec![format!("s{i}"), "idle".into(), "-".into()]));
+        let out = table(&["NAME", "STATE", "LAST"], &rows);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1_002);
+        assert!(lines[1].starts_with(&format!("{}…  idle", "n".repeat(MAX_CELL - 1))));
+        assert!(
+            lines[1].ends_with(&"x".repeat(5_000)),
+            "the last column whole"
+        );
+        assert!(
+            lines
+                .iter()
+                .skip(2)
+                .all(|l| l.chars().count() <= MAX_CELL + 10)
+        );
+    }
 
     #[test]
     fn tables_align_columns() {
