@@ -124,6 +124,14 @@ impl IntoResponse for ApiError {
         {
             headers.insert(axum::http::HeaderName::from_static("x-correlation-id"), v);
         }
+        // RFC 9110: a 401 names the scheme it wants (there was none; found by a
+        // probe).
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"koan\""),
+            );
+        }
         // Nothing ran: the caller may try again, and is told when (`busy` said
         // "retry later" without a `Retry-After`; found by a probe).
         if self.status == StatusCode::TOO_MANY_REQUESTS {

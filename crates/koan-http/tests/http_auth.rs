@@ -49,6 +49,18 @@ async fn echo(
 async fn actions_need_the_token() -> anyhow::Result<()> {
     let api = start().await?;
 
+    // A 401 names the scheme it wants (RFC 9110).
+    let resp = api
+        .post("/api/services/Echo/actions/echo")
+        .json("hi")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        koan_test_support::http::header(resp.headers(), "www-authenticate"),
+        Some("Bearer realm=\"koan\"")
+    );
+
     let (status, body) = echo(&api, "", None, "hi").await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let message = error_message(&body, "unauthorized")?;
