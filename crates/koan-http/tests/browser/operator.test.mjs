@@ -1,7 +1,7 @@
 // What an operator meets when things go wrong, in headless Chromium against a live
 // koan-demo host: an action's failure stays on screen, a retry of finished work
 // asks first, a malformed address says so, a refused event stream says why and
-// tries again, a cancelled token prompt is not asked again, a long payload is cut
+// tries again, a cancelled token prompt is not asked again, nor a refused token, a long payload is cut
 // in the feed, and bidirectional controls are shown, not obeyed. Each was found by
 // a probe of the dashboard.
 import { test } from "node:test";
@@ -122,6 +122,23 @@ test("on a host that needs a token, a cancelled prompt is not asked again, and t
     await requests(page, "/api/jobs/counts", 2);
     assert.equal(asked, 1);
     await page.locator("#notice").filter({ hasText: "Set token" }).waitFor(WAIT);
+    await page.close();
+  } finally {
+    child.kill("SIGTERM");
+  }
+});
+
+test("on a host that needs a token, a wrong token is said to be refused, not asked for again and again", async () => {
+  // Asked again at once after each refusal, it came back 1,782 times in 20 s.
+  const { child, url } = await startDemo({ KOAN_HTTP_TOKEN: "s3cret" });
+  try {
+    const page = await browser.newPage({ viewport: WIDE });
+    let asked = 0;
+    page.on("dialog", (d) => { asked += 1; d.accept("wrong-token"); });
+    await page.goto(url + "/#/jobs");
+    await page.locator("#stream-status").filter({ hasText: "refused this token" }).waitFor(WAIT);
+    await requests(page, "/api/jobs/counts", 2);
+    assert.equal(asked, 1);
     await page.close();
   } finally {
     child.kill("SIGTERM");
