@@ -49,6 +49,7 @@ mod options;
 mod overflow;
 mod parse_errors;
 mod query;
+mod reserve;
 mod routes;
 mod server;
 mod strict_json;

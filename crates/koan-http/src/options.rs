@@ -27,7 +27,11 @@ pub struct HttpOptions {
     /// (default 10 s; `None` waits forever, which lets idle clients hold slots).
     pub header_read_timeout: Option<Duration>,
     /// Most connections served at once (default 1024). The listen backlog is as
-    /// long; a connection beyond the cap is answered at once with a 503 and closed.
+    /// long; a connection beyond the cap is answered with a 503 as soon as its
+    /// request head is in, and closed (up to 1024 such answers at once; past that a
+    /// connection is closed without one). With a `token`, a request past the cap that
+    /// carries it is served all the same, in a reserve of 32 more connections: the
+    /// operator is not locked out by clients holding every slot without it.
     pub max_connections: usize,
     /// How long a client may take to send a request body, from the end of its head
     /// (default 10 s; `None` waits forever). A late body is answered with a 408.

@@ -55,6 +55,8 @@ pub(crate) fn start(
         slots: Arc::new(Semaphore::new(cap)),
         // Refusals are cheap, but they are sockets too: a bounded number at once.
         refusals: Arc::new(Semaphore::new(cap.max(MAX_REFUSALS))),
+        token: options.token.as_deref().map(Arc::from),
+        reserve: Arc::new(Semaphore::new(crate::reserve::RESERVE)),
     };
     let cors = crate::routes::cors(&options.cors_origins);
     let app = Admitted::new(AppState::new(host.clone(), options));
@@ -74,6 +76,10 @@ struct Limits {
     write_timeout: Option<Duration>,
     slots: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
+    /// The configured token: past the cap, a request carrying it is served in a
+    /// slot of `reserve` (`reserve.rs`).
+    token: Option<Arc<str>>,
+    reserve: Arc<Semaphore>,
 }
 
 async fn accept_loop<S>(
@@ -113,51 +119,100 @@ where
             },
         };
         while conns.try_join_next().is_some() {}
+        let conn = Conn {
+            service: TowerToHyperService::new(app.clone()),
+            close_rx: close_rx.clone(),
+            header_read_timeout: limits.header_read_timeout,
+            write_timeout: limits.write_timeout,
+        };
         let Ok(permit) = Arc::clone(&limits.slots).try_acquire_owned() else {
-            // Beyond the cap: a fast 503 rather than silence in the backlog.
+            // Beyond the cap: a fast 503 rather than silence in the backlog, but for
+            // a request that carries the token (`reserve.rs`).
             if let Ok(refusal) = Arc::clone(&limits.refusals).try_acquire_owned() {
+                let (token, reserve) = (limits.token.clone(), Arc::clone(&limits.reserve));
                 conns.spawn(async move {
-                    let _refusal = refusal;
-                    crate::overflow::refuse(stream).await;
+                    let Some(token) = token else {
+                        let _refusal = refusal;
+                        return crate::overflow::refuse(stream).await;
+                    };
+                    let mut stream = stream;
+                    let (head, whole) = crate::overflow::read_head(&mut stream).await;
+                    let kept = whole && crate::reserve::carries_token(&head, &token);
+                    match kept.then(|| reserve.try_acquire_owned().ok()).flatten() {
+                        Some(kept) => {
+                            drop(refusal);
+                            let _kept = kept;
+                            conn.serve(crate::reserve::Prefixed::new(head, stream))
+                                .await;
+                        }
+                        None => {
+                            let _refusal = refusal;
+                            crate::overflow::refuse_after_head(stream).await;
+                        }
+                    }
                 });
             }
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
-        let mut close_rx = close_rx.clone();
-        let header_read_timeout = limits.header_read_timeout;
-        let write_timeout = limits.write_timeout;
         conns.spawn(async move {
             let _permit = permit;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            // A client that stops taking its answers (a full socket buffer) would hold
-            // its slot for ever: a write that makes no progress for this long ends it.
-            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
-            stream.set_write_timeout(write_timeout);
-            let io = TokioIo::new(JsonParseErrors::new(Box::pin(stream)));
-            let conn = builder.serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = close_rx.changed() => conn.as_mut().graceful_shutdown(),
-            }
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            conn.serve(stream).await;
         });
     }
     drop(listener);
     drop(close_tx);
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// What serving one connection needs.
+struct Conn<S> {
+    service: TowerToHyperService<S>,
+    close_rx: watch::Receiver<()>,
+    header_read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl<S> Conn<S>
+where
+    S: tower_service::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves `stream` until it ends, or gracefully once the server stops.
+    async fn serve<I>(mut self, stream: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        // A client that stops taking its answers (a full socket buffer) would hold
+        // its slot for ever: a write that makes no progress for this long ends it.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(self.write_timeout);
+        let io = TokioIo::new(JsonParseErrors::new(Box::pin(stream)));
+        let conn = builder.serve_connection(io, self.service);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = self.close_rx.changed() => conn.as_mut().graceful_shutdown(),
+        }
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {

@@ -1,4 +1,5 @@
-//! Connections: a burst past the cap gets a fast 503 instead of silence, and the
+//! Connections: a burst past the cap gets a fast 503 instead of silence (but a
+//! request with the token, served from a reserve), and the
 //! answers hyper writes itself (a malformed request, an oversized URI or head) carry
 //! the same JSON error body as every other error.
 
@@ -171,5 +172,53 @@ async fn clients_that_never_read_their_answers_lose_their_slots() -> anyhow::Res
         let reset = end.is_err();
         assert!(got.len() < 200 * one, "{} bytes, reset {reset}", got.len());
     }
+    api.stop().await
+}
+
+/// With a token configured, connections that hold every slot without it do not
+/// lock the operator out: past the cap, a request that carries the token is served
+/// (in a small reserve), one without it is refused as before. Before, 1,030
+/// keep-alive connections asking `/health/live` made every operator call a 503
+/// (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_a_request_with_the_token_is_still_served() -> anyhow::Result<()> {
+    let options = HttpOptions {
+        max_connections: 4,
+        ..loopback().with_token("s3cret-token")
+    };
+    let api = serve_idle(options).await?;
+    let addr = api.server_addr();
+    // Four keep-alive connections, each answered once, hold every slot.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(addr).await?;
+        c.write_all(head("GET", "/health/live", &[]).as_bytes())
+            .await?;
+        let a = read_answer(&mut c, PATIENCE).await?;
+        assert_eq!(a.status, 200, "{a:?}");
+        held.push(c);
+    }
+    let without = head("GET", "/api/jobs", &["Connection: close"]);
+    let a = exchange(addr, without.as_bytes(), PATIENCE).await?;
+    assert_eq!(a.status, 503, "{a:?}");
+    error_message(&a.json()?, "too_many_connections")?;
+    let wrong = head(
+        "GET",
+        "/api/jobs",
+        &["Authorization: Bearer not-it", "Connection: close"],
+    );
+    assert_eq!(
+        exchange(addr, wrong.as_bytes(), PATIENCE).await?.status,
+        503
+    );
+    // The token's holder gets in, on a keep-alive connection, twice.
+    let mut c = TcpStream::connect(addr).await?;
+    for _ in 0..2 {
+        let with = head("GET", "/api/jobs", &["Authorization: Bearer s3cret-token"]);
+        c.write_all(with.as_bytes()).await?;
+        let a = read_answer(&mut c, PATIENCE).await?;
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    drop(held);
     api.stop().await
 }
