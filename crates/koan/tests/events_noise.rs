@@ -401,3 +401,48 @@ async fn an_event_name_that_is_no_name_is_refused() -> anyhow::Result<()> {
     }
     stop(&host).await
 }
+
+/// Declares no events: it takes any name.
+#[koan::service(discover = false)]
+#[derive(Default)]
+struct Quiet;
+
+impl koan::BackgroundService for Quiet {
+    async fn run(&self, cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A subscription under a service that declares no events, to an event another
+/// service declares, is accepted (it takes any name) but warned about, naming the
+/// service that declares it: it heard nothing, without a word (found by a probe).
+#[tokio::test(start_paused = true)]
+async fn a_subscription_to_anothers_event_under_a_service_declaring_none_is_warned()
+-> anyhow::Result<()> {
+    let logs = Logs::default();
+    let _logs = logs.capture();
+    let host = koan::testing::host()
+        .service::<Emitter>()
+        .service::<Quiet>()
+        .build()?
+        .start();
+    host.started().await?;
+    let (tx, _rx) = mpsc::unbounded_channel::<u32>();
+    let _sub = host
+        .service("Quiet")
+        .on("Tick")
+        .handle(common::events::forward(&tx))
+        .subscribe()
+        .await?;
+    logs.assert_lines("which declares no events", 1, "declared_by=Emitter");
+    // Its own name, or any other, says nothing.
+    let _own = host
+        .service("Quiet")
+        .on("Hush")
+        .handle(common::events::forward(&tx))
+        .subscribe()
+        .await?;
+    logs.assert_lines("which declares no events", 1, "Tick");
+    stop(&host).await
+}

@@ -128,9 +128,31 @@ impl SubscriptionBuilder {
         if let Some(service) = &self.service
             && self.error.is_none()
             && let Ok(cell) = self.host.inner.registry.find(service)
-            && let Err(e) = cell.spec.actions.check_event(service, &name)
         {
-            self.error = Some(e);
+            if let Err(e) = cell.spec.actions.check_event(service, &name) {
+                self.error = Some(e);
+            } else if cell.spec.actions.events.is_empty() && name != "*" {
+                // A service that declares none takes any name: under the wrong
+                // service, a subscription to another's declared event heard
+                // nothing, without a word (found by a probe).
+                let elsewhere = self.host.inner.registry.all().iter().find(|c| {
+                    c.spec
+                        .actions
+                        .events
+                        .iter()
+                        .any(|e| e.name.eq_ignore_ascii_case(&name))
+                });
+                if let Some(owner) = elsewhere {
+                    tracing::warn!(
+                        service = %service,
+                        event = %name,
+                        declared_by = %owner.spec.name,
+                        "subscribed to an event of `{}` under `{service}`, which declares no events: it hears only what `{service}` emits under that name (subscribe under `{}`?)",
+                        owner.spec.name,
+                        owner.spec.name,
+                    );
+                }
+            }
         }
         self.pending = Some(PendingRoute {
             event: (name != "*").then(|| Arc::from(name)),
