@@ -3,7 +3,7 @@
 //! again once the store answers. Before, health said `pass` throughout while every
 //! accepted job waited (a corrupt file, a lock held elsewhere; found by a probe).
 //! And a run's end that the store refuses for a moment is recorded once it
-//! answers, not run again.
+//! answers, not run again; a store that refuses enqueues shows in health too.
 
 mod common;
 
@@ -19,15 +19,29 @@ use koan::job::{Claim, ClaimRequest, Claimed, Finish, JobState, JobStore, Memory
 use koan::testing::within;
 use koan::transport::BoxFuture;
 
-/// The memory store, whose claims fail while `broken` is set, and whose first
-/// `refusals` finishes fail.
+/// The memory store, whose claims fail while `broken` is set, whose pushes fail
+/// while `full` is, and whose first `refusals` finishes fail.
 #[derive(Default)]
 struct Breakable {
     broken: AtomicBool,
+    full: AtomicBool,
     refusals: AtomicU32,
 }
 
 impl Twist for Breakable {
+    fn push<'a>(
+        &'a self,
+        inner: &'a MemoryJobStore,
+        job: koan::job::NewJob,
+    ) -> BoxFuture<'a, koan::Result<koan::job::Pushed>> {
+        if self.full.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(koan::Error::new(
+                koan::error::ErrorKind::StoreUnavailable,
+                "database or disk is full",
+            ))));
+        }
+        inner.push(job)
+    }
     fn claim<'a>(
         &'a self,
         inner: &'a MemoryJobStore,
@@ -103,6 +117,48 @@ async fn a_failing_store_shows_in_health_and_readiness() -> anyhow::Result<()> {
     // The store answers again: so does the host.
     store.twist.broken.store(false, Ordering::SeqCst);
     store_check(&host, false).await;
+    assert_eq!(host.health().await.status, HealthStatus::Healthy);
+    assert!(host.ready().await.ready);
+    koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A store that refuses enqueues (a full disk) while the runner's passes, with
+/// nothing due, go well: health and readiness say so, and are well again once a
+/// job is stored. Before, both said `pass` while every enqueue was a 503 (found by
+/// a probe).
+#[tokio::test(start_paused = true)]
+async fn a_store_that_refuses_enqueues_shows_in_health() -> anyhow::Result<()> {
+    let store = Twisted::new(Breakable::default());
+    let host = koan::testing::host()
+        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
+        .instance(Work)
+        .build()?
+        .start();
+    host.started().await?;
+    store.twist.full.store(true, Ordering::SeqCst);
+    let e = within(
+        "an enqueue",
+        host.service("Work").action("double", 2u32).enqueue(),
+    )
+    .await
+    .expect_err("the store is full");
+    assert_eq!(e.kind(), koan::error::ErrorKind::StoreUnavailable, "{e}");
+    let health = host.health().await;
+    assert_eq!(health.status, HealthStatus::Degraded);
+    let said = health.jobs.and_then(|r| r.description).unwrap_or_default();
+    assert!(
+        said.contains("refused the last enqueue") && said.contains("disk is full"),
+        "{said}"
+    );
+    assert!(!host.ready().await.ready);
+
+    store.twist.full.store(false, Ordering::SeqCst);
+    within(
+        "an enqueue",
+        host.service("Work").action("double", 2u32).enqueue(),
+    )
+    .await?;
     assert_eq!(host.health().await.status, HealthStatus::Healthy);
     assert!(host.ready().await.ready);
     koan::testing::stop(&host).await?;

@@ -146,7 +146,21 @@ impl ActionRequest {
             run_at,
             max_attempts,
         };
-        let pushed = inner.jobs.store.push(job).await?;
+        let pushed = match inner.jobs.store.push(job).await {
+            Ok(p) => {
+                inner.jobs.store_health.note_push(None);
+                p
+            }
+            Err(e) => {
+                if e.kind() == crate::error::ErrorKind::StoreUnavailable {
+                    inner
+                        .jobs
+                        .store_health
+                        .note_push(Some(e.message().to_owned()));
+                }
+                return Err(e);
+            }
+        };
         if let Some(asked) = asked.filter(|_| !pushed.created) {
             same_call(&pushed.record, &cell.spec.name, &asked)?;
         }

@@ -323,11 +323,8 @@ impl HostHandle {
 
     /// Why the job store is failing the runner, if it is.
     fn store_failing(&self) -> Option<String> {
-        let e = self.inner.jobs.store_health.failing()?;
-        Some(format!(
-            "the job store is failing ({}): {e}; the jobs it accepts wait until it answers",
-            self.inner.jobs.store.describe()
-        ))
+        let jobs = &self.inner.jobs;
+        jobs.store_health.said(&jobs.store.describe())
     }
 
     /// Every service's health, checked concurrently, each within `CHECK_TIMEOUT` (5 s):

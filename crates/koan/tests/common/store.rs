@@ -20,6 +20,13 @@ pub(crate) trait Twist: Send + Sync + 'static {
     fn durable(&self) -> bool {
         false
     }
+    fn push<'a>(
+        &'a self,
+        inner: &'a MemoryJobStore,
+        job: NewJob,
+    ) -> BoxFuture<'a, koan::Result<Pushed>> {
+        inner.push(job)
+    }
     fn claim<'a>(
         &'a self,
         inner: &'a MemoryJobStore,
@@ -75,7 +82,7 @@ impl<T: Twist> JobStore for Twisted<T> {
         self.inner.describe()
     }
     fn push(&self, job: NewJob) -> BoxFuture<'_, koan::Result<Pushed>> {
-        self.inner.push(job)
+        self.twist.push(&self.inner, job)
     }
     fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, koan::Result<Vec<Claimed>>> {
         self.twist.claim(&self.inner, request)
