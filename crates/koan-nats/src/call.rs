@@ -194,6 +194,19 @@ impl NatsTransport {
         ))
     }
 
+    /// `Err` when this host is not connected to NATS: a job's enqueue, read or
+    /// change is refused at once, nothing sent (each waited 10 to 15 s before; an
+    /// enqueue's publish was then sent once the connection came back, and ran).
+    pub(crate) fn offline(&self, what: &dyn std::fmt::Display) -> Result<(), Error> {
+        if self.connected() {
+            return Ok(());
+        }
+        Err(unavailable(format!(
+            "{what}: this host is not connected to NATS at {} (reconnecting); nothing was sent — try again once it is back (its /health says so)",
+            self.inner.opts.url
+        )))
+    }
+
     pub(crate) async fn request(
         &self,
         subject: String,

@@ -155,6 +155,50 @@ fn storage(opts: &NatsOptions) -> stream::StorageType {
     }
 }
 
+/// Every stream and bucket the transport uses, made if missing: the work streams,
+/// then the buckets of the registry, outcomes, leases, job records and cancels.
+pub(crate) async fn all(
+    js: &jetstream::Context,
+    opts: &NatsOptions,
+) -> Result<[kv::Store; 5], Error> {
+    work_streams(js, opts).await?;
+    Ok([
+        bucket(js, subjects::REGISTRY_BUCKET, opts.heartbeat * 5, opts).await?,
+        bucket(js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, opts).await?,
+        bucket(js, subjects::LEASES_BUCKET, opts.lease, opts).await?,
+        // Records are kept as long as outcomes.
+        bucket(js, subjects::JOBS_BUCKET, opts.outcome_ttl, opts).await?,
+        bucket(js, subjects::CANCELS_BUCKET, opts.outcome_ttl, opts).await?,
+    ])
+}
+
+/// Makes the streams and buckets again each time the connection comes back: a
+/// broker that returned without its storage (its store wiped, or a stream not yet
+/// written when it was killed) answered every enqueue and heartbeat "no stream
+/// found" until every host restarted (found by a probe). Those that exist are
+/// left as they are; a failure is tried again a few times, then at the next
+/// reconnect.
+pub(crate) async fn recreate_on_reconnect(
+    js: jetstream::Context,
+    opts: NatsOptions,
+    mut state: tokio::sync::watch::Receiver<crate::ConnectionState>,
+) {
+    while state.changed().await.is_ok() {
+        if *state.borrow_and_update() != crate::ConnectionState::Connected {
+            continue;
+        }
+        for wait in [1, 2, 4, 8] {
+            match all(&js, &opts).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not make the streams again after reconnecting; trying again");
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+            }
+        }
+    }
+}
+
 /// A KV bucket, created through its stream so that servers from 2.9 on accept it
 /// (the client's own `create_key_value` first asks for account details that older
 /// servers answer in a shape it cannot read).

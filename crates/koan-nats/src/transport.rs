@@ -92,19 +92,8 @@ impl NatsTransport {
             .await
             .map_err(|e| unavailable(format!("cannot connect to NATS at {}: {e}", opts.url)))?;
         let js = jetstream::new(client.clone());
-        crate::streams::work_streams(&js, &opts).await?;
-        let registry =
-            crate::streams::bucket(&js, subjects::REGISTRY_BUCKET, opts.heartbeat * 5, &opts)
-                .await?;
-        let outcomes =
-            crate::streams::bucket(&js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, &opts).await?;
-        let leases =
-            crate::streams::bucket(&js, subjects::LEASES_BUCKET, opts.lease, &opts).await?;
-        // Records are kept as long as outcomes.
-        let records =
-            crate::streams::bucket(&js, subjects::JOBS_BUCKET, opts.outcome_ttl, &opts).await?;
-        let cancels =
-            crate::streams::bucket(&js, subjects::CANCELS_BUCKET, opts.outcome_ttl, &opts).await?;
+        let [registry, outcomes, leases, records, cancels] =
+            crate::streams::all(&js, &opts).await?;
         let cancel_watch = Arc::new(crate::cancels::CancelWatch::new(&cancels));
         let jobs_view = Arc::new(crate::jobs_view::JobsView::new(&opts, &records));
 
@@ -113,6 +102,9 @@ impl NatsTransport {
         let forget = (opts.heartbeat * 5).max(opts.lease * 2);
         let view = Arc::new(crate::view::RegistryView::new(forget));
         let dropped = CancellationToken::new();
+        tokio::spawn(dropped.clone().run_until_cancelled_owned(
+            crate::streams::recreate_on_reconnect(js.clone(), opts.clone(), connection.subscribe()),
+        ));
         let follower = crate::view::follow(registry.clone(), Arc::clone(&view));
         tokio::spawn(dropped.clone().run_until_cancelled_owned(follower));
         let waiters = Arc::new(crate::outcomes::OutcomeWaiters::default());
@@ -309,6 +301,11 @@ impl Transport for NatsTransport {
     fn enqueue(&self, call: RemoteCall, job: DurableJob) -> BoxFuture<'_, Result<bool, Error>> {
         let job = crate::enqueue::job_of(call, job);
         Box::pin(async move {
+            // Disconnected, the client would hold the publish and send it once back:
+            // the enqueue waited its 15 s, answered "outcome unknown", and the job
+            // ran minutes later (found by a probe). Refused at once instead.
+            let what = format!("durable enqueue of `{}` on `{}`", job.action, job.service);
+            self.offline(&what)?;
             let stored = crate::enqueue::enqueue(self, &job).await?;
             // A new job's outcome comes after its waiter, by the watch; a repeat's
             // (of an id stored before, or of a key's job past the duplicate window)
@@ -353,7 +350,10 @@ impl Transport for NatsTransport {
 
     fn job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
         let id = id.to_owned();
-        Box::pin(async move { crate::records::get(self, &id).await })
+        Box::pin(async move {
+            self.offline(&format_args!("job {id} cannot be read"))?;
+            crate::records::get(self, &id).await
+        })
     }
 
     fn jobs<'a>(&'a self, query: &'a JobQuery) -> BoxFuture<'a, Option<JobPage>> {
@@ -380,12 +380,18 @@ impl Transport for NatsTransport {
         &'a self,
         service: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
-        Box::pin(crate::records::dead_ids(self, service))
+        Box::pin(async move {
+            self.offline(&"the dead jobs cannot be listed")?;
+            crate::records::dead_ids(self, service).await
+        })
     }
 
     fn cancel_job(&self, id: &str) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
         let id = id.to_owned();
-        Box::pin(async move { crate::cancels::cancel(self, &id).await })
+        Box::pin(async move {
+            self.offline(&format_args!("job {id} cannot be cancelled"))?;
+            crate::cancels::cancel(self, &id).await
+        })
     }
 
     fn retry_job(
@@ -394,12 +400,18 @@ impl Transport for NatsTransport {
         from: RetryFrom,
     ) -> BoxFuture<'_, Result<Option<JobRecord>, Error>> {
         let id = id.to_owned();
-        Box::pin(async move { crate::enqueue::retry(self, &id, from).await })
+        Box::pin(async move {
+            self.offline(&format_args!("job {id} cannot be retried"))?;
+            crate::enqueue::retry(self, &id, from).await
+        })
     }
 
     fn delete_job(&self, id: &str) -> BoxFuture<'_, Result<bool, Error>> {
         let id = id.to_owned();
-        Box::pin(async move { crate::records::delete(self, &id).await })
+        Box::pin(async move {
+            self.offline(&format_args!("job {id} cannot be deleted"))?;
+            crate::records::delete(self, &id).await
+        })
     }
 
     fn publish(&self, event: &EventEnvelope) {

@@ -62,6 +62,78 @@ async fn a_call_made_while_disconnected_is_refused_at_once_and_never_sent() -> a
     Ok(())
 }
 
+/// A durable enqueue, and a job's read, cancel or retry, made while disconnected:
+/// refused at once, nothing sent. Before, the enqueue waited 15 s, answered
+/// "outcome unknown", and the client published it once the broker was back: it
+/// ran minutes later (found by a probe); the reads waited 10 s each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_enqueued_or_read_while_disconnected_is_refused_at_once() -> anyhow::Result<()> {
+    let mut server = NatsServer::start()?;
+    let (w, calls) = Worker::new(Duration::ZERO);
+    let (_worker, _worker_node) = join(&server.url(), Some(w)).await?;
+    let (nats, client) = client_with(test_options(&server.url())).await?;
+    let _client_node = within("attach", nats.attach(&client)).await??;
+    sees_workers(&client, 1).await?;
+    // A job this host accepted, not awaited here: it remembers it `queued`.
+    let ran = within(
+        "an enqueue",
+        client.service("Worker").action("work", ()).enqueue(),
+    )
+    .await??
+    .id()
+    .to_owned();
+    eventually("it ran", || async { calls.load(Ordering::SeqCst) == 1 }).await?;
+
+    server.kill();
+    eventually("the client to see the link down", || async {
+        nats.connection_state() != ConnectionState::Connected
+    })
+    .await?;
+    // What it remembers is not shown as the job's state (it had succeeded).
+    let e = within("a read", client.jobs().get(&ran))
+        .await?
+        .expect_err("cannot be asked");
+    assert!(e.message().contains("cannot tell its state now"), "{e}");
+    let enqueue = client.service("Worker").action("work", ()).enqueue();
+    let e = within("the refusal", enqueue)
+        .await?
+        .expect_err("not connected");
+    assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
+    assert!(e.message().contains("nothing was sent"), "{e}");
+    let id = koan::job::new_job_id();
+    for e in [
+        within("a read", client.jobs().get(&id)).await?.err(),
+        within("a cancel", client.jobs().cancel(&id)).await?.err(),
+        within("a retry", client.jobs().retry(&id)).await?.err(),
+    ] {
+        let e = e.expect("refused");
+        assert!(e.message().contains("not connected to NATS"), "{e}");
+    }
+
+    server.restart()?;
+    eventually("the client to be back", || async {
+        nats.connection_state() == ConnectionState::Connected
+    })
+    .await?;
+    sees_workers(&client, 1).await?;
+    // Nothing was held for the reconnect: the work stream holds no job, and none ran.
+    let js = async_nats::jetstream::new(nats.client().clone());
+    let held = within("the work stream's count", async {
+        loop {
+            if let Ok(mut stream) = js.get_stream("KOAN_WORK").await
+                && let Ok(info) = stream.info().await
+            {
+                return info.state.messages;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await?;
+    assert_eq!(held, 0, "the refused enqueue was sent after all");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the refused job ran");
+    Ok(())
+}
+
 /// A TCP relay to `to` that can swallow everything both ways while keeping both
 /// connections open: a link that drops packets without closing (a firewall, a
 /// partition), which the client cannot tell from a quiet one for a while.

@@ -52,8 +52,24 @@ impl Jobs {
                 // retention): what this host remembers is older than that word (a
                 // job not awaited here is remembered `queued`), not an answer.
                 Ok(None) => return Err(unknown_job(id)),
-                // The cluster cannot be asked now: what this host remembers, if any.
-                Err(e) => return remembered.ok_or(e),
+                // The cluster cannot be asked now: an end this host heard of is
+                // kept (a retry by hand elsewhere aside), but a state still to
+                // change is no answer (it said `queued`, 0 attempts of 1, for a job
+                // that had succeeded; found by a probe): said, not shown as current.
+                Err(e) => {
+                    return match remembered {
+                        Some(r) if r.state.is_final() => Ok(r),
+                        None => Err(e),
+                        Some(r) => Err(crate::error::Error::new(
+                            e.kind(),
+                            format!(
+                                "{}; this host accepted job {id} (of `{}`), but cannot tell its state now",
+                                e.message(),
+                                r.service
+                            ),
+                        )),
+                    };
+                }
             }
         }
         remembered.ok_or_else(|| unknown_job(id))
