@@ -72,13 +72,21 @@ async fn consume_once(t: &NatsTransport, service: &str) -> crate::streams::Consu
             .await?;
         // Each job's turn is independent of the others' (jobs due together may
         // reach the work queue in any order, as from two movers).
+        let got = std::sync::atomic::AtomicBool::new(false);
         batch
             .map_err(crate::streams::ConsumerError::from)
-            .try_for_each_concurrent(IN_FLIGHT, |msg| async move {
-                move_if_due(t, service, msg).await;
-                Ok(())
+            .try_for_each_concurrent(IN_FLIGHT, |msg| {
+                got.store(true, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    move_if_due(t, service, msg).await;
+                    Ok(())
+                }
             })
             .await?;
+        // As the work queue's: a consumer a broker lost is made again.
+        if !got.load(std::sync::atomic::Ordering::Relaxed) {
+            consumer.clone().info().await?;
+        }
     }
 }
 

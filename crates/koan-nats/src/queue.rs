@@ -79,8 +79,10 @@ async fn consume_once(
             .expires(PULL_WAIT)
             .messages()
             .await?;
+        let mut got = false;
         while let Some(msg) = batch.next().await {
             let msg = msg?;
+            got = true;
             let Some(permit) = permits.pop() else { break };
             let (t, host, service) = (t.clone(), host.clone(), service.to_owned());
             // Boxed: a run's future is 9 KB, which tokio would copy several times
@@ -88,6 +90,12 @@ async fn consume_once(
             tokio::spawn(Box::pin(async move {
                 handle(&t, &host, &service, msg, permit).await;
             }));
+        }
+        // A pull that brought nothing: is the consumer still there? A broker back
+        // without its streams has none, and pulls from it brought nothing for
+        // ever (found by a probe); an error makes it again (`consume_until_stopped`).
+        if !got {
+            consumer.clone().info().await?;
         }
     }
 }

@@ -377,3 +377,36 @@ async fn a_call_with_no_live_instance_is_refused_at_once_and_not_sent() -> anyho
     );
     Ok(())
 }
+
+/// A broker back without its streams (its store wiped): each host makes them again
+/// when it reconnects, and jobs are taken and run. Before, every enqueue answered
+/// "no stream found" until every host restarted (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_back_without_its_streams_has_them_made_again() -> anyhow::Result<()> {
+    let mut server = NatsServer::start()?;
+    let (w, calls) = Worker::new(Duration::ZERO);
+    let (_worker, _worker_node) = join(&server.url(), Some(w)).await?;
+    let (nats, client) = client_with(test_options(&server.url())).await?;
+    let _client_node = within("attach", nats.attach(&client)).await??;
+    sees_workers(&client, 1).await?;
+
+    server.restart_empty()?;
+    eventually("the client to be back", || async {
+        nats.connection_state() == ConnectionState::Connected
+    })
+    .await?;
+    sees_workers(&client, 1).await?;
+    let ticket = within("an enqueue on the new broker", async {
+        loop {
+            match client.service("Worker").action("work", ()).enqueue().await {
+                Ok(t) => return t,
+                // Until the streams are made again.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await?;
+    within("its outcome", ticket.outcome()).await??;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    Ok(())
+}

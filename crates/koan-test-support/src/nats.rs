@@ -151,6 +151,17 @@ impl NatsServer {
     }
 
     /// Starts the server again on the same port with the same store.
+    /// Kills the server, removes its JetStream store, and starts it again on the
+    /// same port: a broker back without its streams.
+    pub fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let store = self.dir.path().join("store");
+        if store.exists() {
+            std::fs::remove_dir_all(&store)?;
+        }
+        self.restart()
+    }
+
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         match self.spawn() {
