@@ -79,6 +79,8 @@ enum AtDeadPage {
     /// Hands the page back once another caller has retried its first job, and
     /// that run has succeeded (once).
     RetriedElsewhere,
+    /// Takes 10 s (a large store).
+    Slow,
 }
 
 /// Slow at pages of dead jobs, as [`AtDeadPage`] says.
@@ -98,6 +100,9 @@ impl SlowPages {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+        if self.at_dead_page == AtDeadPage::Slow {
+            tokio::time::sleep(Duration::from_secs(10)).await;
         }
         let page = inner.list(query).await?;
         if self.at_dead_page == AtDeadPage::RetriedElsewhere
@@ -189,5 +194,24 @@ async fn a_job_retried_and_succeeded_meanwhile_is_not_run_again() -> anyhow::Res
         [(2, 5)],
         "each ran twice: the one retried elsewhere was not run a third time"
     );
+    Ok(koan::testing::stop(&host).await?)
+}
+
+/// The walk goes to its end when its caller stops waiting (an HTTP client that hung
+/// up stopped it part-way, the rest left dead; found by a probe).
+#[tokio::test(start_paused = true)]
+async fn the_walk_goes_on_when_its_caller_stops_waiting() -> anyhow::Result<()> {
+    let (host, runs) = five_dead("second", AtDeadPage::Slow).await?;
+    let gave_up =
+        tokio::time::timeout(Duration::from_secs(1), host.jobs().retry_all_dead(None)).await;
+    assert!(
+        gave_up.is_err(),
+        "the caller stopped waiting before the first page"
+    );
+    let ids: Vec<String> = runs.lock().expect("runs").keys().cloned().collect();
+    for id in &ids {
+        koan::testing::wait_for_job(&host, id, JobState::Succeeded).await;
+    }
+    assert_eq!(tally(&runs), [(2, 5)], "each retried once");
     Ok(koan::testing::stop(&host).await?)
 }

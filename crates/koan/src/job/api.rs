@@ -164,7 +164,23 @@ impl Jobs {
     /// included; returns how many. Each job dead when reached runs once more: one
     /// that dies again meanwhile is not retried twice, and one that someone else
     /// retried first is left to that run.
+    ///
+    /// The walk runs on a task of its own: it goes to its end even when the
+    /// caller stops waiting (an HTTP client that hung up stopped it part-way, 2,049
+    /// of 20,000 retried and the rest left dead; found by a probe).
     pub async fn retry_all_dead(&self, service: Option<&str>) -> Result<usize> {
+        let (jobs, service) = (self.clone(), service.map(str::to_owned));
+        tokio::spawn(async move { jobs.walk_dead(service.as_deref()).await })
+            .await
+            .map_err(|e| {
+                crate::error::Error::new(
+                    ErrorKind::StoreUnavailable,
+                    format!("retrying the dead jobs stopped: {e}"),
+                )
+            })?
+    }
+
+    async fn walk_dead(&self, service: Option<&str>) -> Result<usize> {
         let mut n = 0;
         // Walked once, by cursor (a job's id): the jobs retried here may be dead
         // again, behind the cursor, before the next page is read.
