@@ -36,8 +36,9 @@ pub use running::{Registered, Running};
 pub use store::{Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed, cut_result};
 pub use ticket::JobTicket;
 pub use transition::{
-    MAX_HISTORY, MAX_LAPSES, RetryFrom, apply_cancel, apply_claim, apply_finish, apply_retry,
-    cancelled, check_delete, is_cancelled, never_retried, same_call, unknown_job, wrong_state,
+    MAX_ERROR_BYTES, MAX_HISTORY, MAX_LAPSES, RetryFrom, apply_cancel, apply_claim, apply_finish,
+    apply_retry, cancelled, check_delete, is_cancelled, never_retried, same_call, unknown_job,
+    wrong_state,
 };
 
 pub(crate) use runner::{JobRunner, JobSettings, run as run_jobs};

@@ -188,6 +188,11 @@ impl JobRecord {
             + self.then.iter().map(|s| json(&s.params)).sum::<usize>()
             + self.result.as_ref().map_or(0, json)
             + self.error.as_ref().map_or(0, |e| e.message.len())
+            + self
+                .history
+                .iter()
+                .map(|a| 96 + a.error.as_ref().map_or(0, |e| e.message.len()))
+                .sum::<usize>()
             + 256
     }
 }

@@ -216,10 +216,40 @@ impl RetryFrom {
     }
 }
 
+/// The most bytes of a handler's error message a job's record keeps (in its
+/// `error` and in its attempt's history entry): the rest is cut, saying how long it
+/// was. A handler returning a 1 MB error grew one job's record to 58 MB over its
+/// retries, and every enqueue behind its writes to seconds (found by a probe).
+pub const MAX_ERROR_BYTES: usize = 8 * 1024;
+
+/// `e` with its message cut to [`MAX_ERROR_BYTES`].
+fn kept(mut e: ErrorBody) -> ErrorBody {
+    if e.message.len() > MAX_ERROR_BYTES {
+        let total = e.message.len();
+        let mut end = MAX_ERROR_BYTES;
+        while !e.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        e.message.truncate(end);
+        e.message.push_str(&format!(
+            "… ({total} bytes; the job's record keeps the first {MAX_ERROR_BYTES})"
+        ));
+    }
+    e
+}
+
 /// The record after `how` (shared by stores that keep whole records).
 pub fn apply_finish(r: &mut JobRecord, how: Finish, now: DateTime<Utc>) {
     r.instance = None;
     r.lease_until = None;
+    let how = match how {
+        Finish::Retry { error, at } => Finish::Retry {
+            error: kept(error),
+            at,
+        },
+        Finish::Dead { error } => Finish::Dead { error: kept(error) },
+        other => other,
+    };
     let error = match how {
         Finish::Succeeded { result, truncated } => {
             r.state = JobState::Succeeded;
@@ -304,6 +334,41 @@ mod tests {
             now,
             lease_until: now + chrono::TimeDelta::seconds(30),
         }
+    }
+
+    /// A handler's error of 1 MB is kept cut to `MAX_ERROR_BYTES` in the record
+    /// and its history, and the record's weight (retention) counts the history's.
+    #[test]
+    fn a_huge_error_is_cut_and_weighed() {
+        let mut r = crate::testing::job_record("j", "s");
+        for i in 0..3 {
+            assert!(apply_claim(&mut r, &claim(1 + i)));
+            let error = ErrorBody {
+                error: ErrorKind::Handler.as_str().into(),
+                message: "é".repeat(500_000),
+            };
+            apply_finish(
+                &mut r,
+                Finish::Retry {
+                    error,
+                    at: claim(2 + i).now,
+                },
+                claim(2 + i).now,
+            );
+        }
+        let message = &r.error.as_ref().expect("an error").message;
+        assert!(message.len() < MAX_ERROR_BYTES + 100, "{}", message.len());
+        assert!(message.ends_with("… (1000000 bytes; the job's record keeps the first 8192)"));
+        assert!(r.history.iter().all(|a| {
+            a.error
+                .as_ref()
+                .is_some_and(|e| e.message.len() < MAX_ERROR_BYTES + 100)
+        }));
+        assert!(
+            r.weight() > 4 * MAX_ERROR_BYTES,
+            "the history's errors count: {}",
+            r.weight()
+        );
     }
 
     /// A job whose host is stopped mid-run 500 times keeps at most `MAX_HISTORY`
