@@ -323,10 +323,11 @@ async fn handle(
             if e.kind() == ErrorKind::ShuttingDown
                 || (host.is_stopping() && !never_retried(e.kind())) =>
         {
-            // Handed back first: the record says so after.
+            // Handed back first: the record says so after, keeping the run in its
+            // history (ended, `shutting_down`), not as an attempt.
             let now = chrono::Utc::now();
             release(t, &msg, &job, delivered).await;
-            run_record::finish(t, &job.id, attempt, Finish::Release { at: now }, started).await;
+            run_record::finish(t, &job.id, attempt, Finish::Stopped { at: now }, started).await;
         }
         Err(e) if never_retried(e.kind()) || attempt >= max_attempts => {
             tracing::error!(id = %job.id, action = %job.action, attempts, error = %e, "durable job dead-lettered");
@@ -372,36 +373,40 @@ async fn bury(
     run_record::finish(t, &job.id, attempt, how, started).await;
 }
 
-/// Hands back a job whose run this stopping host cut short, for another instance.
-/// A Nak, which JetStream counts as a delivery: at the last of `max_deliver` it
-/// would never deliver the job again, so there the job is published anew (a stop
-/// is not a run; rolling restarts must not use up a long job's deliveries) and the
-/// old message ended. Published first: should this host die between the two, both
-/// messages stay, and the second finds the first's outcome before running
-/// (`Koan-Runs-Before` makes every delivery of it look).
+/// Hands back a job whose run this stopping host cut short, for another instance:
+/// published anew, and the old message ended. A stop is not a run: a Nak, which
+/// JetStream counts as a delivery, made each stop an attempt (a job stopped three
+/// times ran as attempt 4 of 3, a failing one died after one real run; found by a
+/// probe) and at the last of `max_deliver` would never deliver it again. The new
+/// message carries the runs that counted (`Koan-Runs-Before`: those before this
+/// delivery), so its first delivery is this run's attempt again; it waits behind
+/// the jobs already queued. Published first: should this host die between the
+/// two, both messages stay, and the second finds the first's outcome before
+/// running (`Koan-Runs-Before` makes every delivery of it look).
 async fn release(t: &NatsTransport, msg: &Message, job: &Job, delivered: i64) {
     let nak = || msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))));
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
-    if delivered < t.inner.opts.max_deliver || seq == 0 {
+    if seq == 0 {
         let _ = nak().await;
         return;
     }
+    let counted = u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX);
     let mut again = job.clone();
     again.run_at_unix_ms = None;
     again.retry = Some(wire::Retry {
-        runs_before: job.runs_before(),
+        runs_before: job.runs_before().saturating_add(counted),
         // One new message per released message.
         msg_id: format!("{}.release.{seq}", job.id),
     });
     match crate::enqueue::publish(t, &again).await {
         Ok(_) => {
-            tracing::info!(id = %job.id, delivered, "durable job released at its last delivery: published again for another instance");
+            tracing::info!(id = %job.id, delivered, "durable job released by this stopping host: published again for another instance");
             let _ = msg.ack_with(AckKind::Term).await;
         }
         Err(e) => {
             // Not published (or not known to be): JetStream's advisory will make it
             // dead (`stranded.rs`) rather than leave it.
-            tracing::warn!(id = %job.id, error = %e, "durable job released at its last delivery could not be published again");
+            tracing::warn!(id = %job.id, error = %e, "durable job released by this stopping host could not be published again; handed back (a delivery counted)");
             let _ = nak().await;
         }
     }

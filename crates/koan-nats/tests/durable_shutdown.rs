@@ -249,3 +249,54 @@ async fn a_job_whose_handler_fails_at_its_hosts_stop_runs_on_the_next_instance()
     stream_holds(&b, "KOAN_DLQ", 0).await?;
     b.stop().await
 }
+
+/// A stop is not an attempt, however often it comes (`max_deliver` 5 here): a job
+/// whose host is stopped twice mid-run, then run to its end, has used one attempt,
+/// and its history keeps both stopped runs, ended `shutting_down`. Before, each
+/// stop was a delivery and so an attempt ("attempts 4/3"), and the history lost
+/// the stopped runs (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_of_its_hosts_use_up_no_attempt_and_stay_in_the_history() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let opts = test_options(&server.url());
+    let (holder, runs) = common::Holder::new(common::Stopped::Fails);
+    let (mut a, client) =
+        Member::worker_and_client(opts.clone(), "Holder", |b| b.instance(holder)).await?;
+    let ticket = common::enqueue(&client.host, "hold", ()).await?;
+    let id = ticket.id().to_owned();
+    let mut started = 1;
+    koan_test_support::wait_for("the job to run", async || {
+        Ok((runs.started() == 1).then_some(()))
+    })
+    .await?;
+    for _ in 0..1 {
+        a.stop().await?;
+        let (again, again_runs) = common::Holder::new(common::Stopped::Fails);
+        a = Member::join(opts.clone(), |b| b.instance(again)).await?;
+        koan_test_support::wait_for("the job to run again", async || {
+            Ok((again_runs.started() == 1).then_some(()))
+        })
+        .await?;
+        started += 1;
+    }
+    a.stop().await?;
+    let (mut last, last_runs) = common::Holder::new(common::Stopped::Fails);
+    last.holds = false;
+    let b = Member::join(opts, |b| b.instance(last)).await?;
+    within("the job's outcome", ticket.outcome()).await??;
+    assert_eq!((started, last_runs.started()), (2, 1));
+    let done = job_reaches(&client.host, &id, JobState::Succeeded).await?;
+    assert_eq!(done.attempts, 1, "stops are not attempts: {done:?}");
+    let stopped = done
+        .history
+        .iter()
+        .filter(|h| h.error.as_ref().is_some_and(|e| e.error == "shutting_down"))
+        .count();
+    assert_eq!((done.history.len(), stopped), (3, 2), "{:?}", done.history);
+    assert!(
+        done.history.iter().all(|h| h.attempt == 1),
+        "{:?}",
+        done.history
+    );
+    b.stop().await
+}
