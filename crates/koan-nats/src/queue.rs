@@ -166,6 +166,18 @@ async fn handle(
         crate::run_record::align(t, &job.id, &stored).await;
         return;
     }
+    // An action this build lacks (a rolling deploy: the newer instances have it)
+    // is handed over to one that announced it, not run here to an
+    // `unknown_action` that buried the job (found by a probe: 39 of 40 jobs dead).
+    if let Some(action) = lacked_action(host, &job)
+        && served_elsewhere(t, &job.service, action)
+    {
+        tracing::info!(id = %job.id, action, "durable job of an action this instance lacks: handed over to an instance that announced it");
+        // Held a moment first: this instance would otherwise take it straight back.
+        tokio::time::sleep(HAND_OVER_AFTER).await;
+        drop(slot);
+        return release(t, &msg, &job, delivered).await;
+    }
     // The run's number counts the runs before a retry by hand.
     let runs_before = job.runs_before();
     let attempt = runs_before.saturating_add(u32::try_from(delivered).unwrap_or(u32::MAX));
@@ -354,6 +366,33 @@ async fn handle(
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         }
     }
+}
+
+/// How long a job of an action this instance lacks is held before it is handed over.
+const HAND_OVER_AFTER: Duration = Duration::from_secs(1);
+
+/// The first action of `job` (its chain's included) this host's service does not
+/// declare, but a built-in one (`trigger`, …).
+fn lacked_action<'j>(host: &HostHandle, job: &'j Job) -> Option<&'j str> {
+    let service = host.service(&job.service);
+    std::iter::once(job.action.as_str())
+        .chain(job.then.iter().map(|s| s.action.as_str()))
+        .find(|a| {
+            koan::well_known::actions::poke(a).is_none()
+                && service
+                    .retry_policy(a)
+                    .is_err_and(|e| e.kind() == ErrorKind::UnknownAction)
+        })
+}
+
+/// Whether another live instance of `service` may serve `action` (it announced it).
+fn served_elsewhere(t: &NatsTransport, service: &str, action: &str) -> bool {
+    let me = t.host_id();
+    let mut elsewhere = false;
+    t.each_route(service, |r| {
+        elsewhere |= *r.host != *me && r.may_serve(action)
+    });
+    elsewhere
 }
 
 /// Ends `job` dead: its dead letter, its message ended for good, then its record.

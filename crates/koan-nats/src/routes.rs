@@ -24,6 +24,21 @@ pub(crate) struct Route {
     at: i64,
     /// The service's running and queued actions there, as last announced.
     pub(crate) load: usize,
+    /// The actions it announced for the service (`None`: an older host, which
+    /// announces none).
+    pub(crate) actions: Option<Arc<[String]>>,
+}
+
+impl Route {
+    /// Whether the instance may serve `action`: it announced it, or announces no
+    /// actions. In a rolling deploy, an instance of the older build answered
+    /// `unknown_action` to calls of an action only the newer one has (found by a
+    /// probe).
+    pub(crate) fn may_serve(&self, action: &str) -> bool {
+        self.actions
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|n| n == action))
+    }
 }
 
 /// The instances of each service that take new calls, by the bytes of the
@@ -79,6 +94,7 @@ impl Routes {
                 host: Arc::clone(host.get_or_insert_with(|| Arc::from(i.host_id.as_str()))),
                 at,
                 load: s.in_flight + s.queue_depth,
+                actions: i.actions.get(&s.name).map(|a| Arc::from(a.as_slice())),
             };
             let key = lowered(&s.name, &mut buf, &mut long);
             match self.0.get_mut(key) {

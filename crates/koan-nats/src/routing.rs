@@ -134,30 +134,38 @@ pub(crate) fn pick<'a>(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Only the instances of the call's service, as the view keeps them; the chosen
     // id is the route's own, shared.
-    let mut best: Option<(Arc<str>, usize)> = None;
-    let mut ties = 0u32;
+    // The least loaded among those that announced the action, else among all (an
+    // action none announced: a built-in such as `trigger`).
+    let mut best: [Option<(Arc<str>, usize)>; 2] = [None, None];
+    let mut ties = [0u32; 2];
     t.each_route(service, |r| {
         if only.is_some_and(|h| *r.host != *h) {
             return;
         }
         let l = r.load + outstanding.get(&*r.host).map_or(0, |c| c.n);
-        let take = match &best {
-            Some((_, b)) if l > *b => false,
-            Some((_, b)) if l == *b => {
-                // Among equals, each is taken with equal chance.
-                ties += 1;
-                fastrand::u32(..=ties) == 0
+        for k in 0..2 {
+            if k == 0 && !r.may_serve(action) {
+                continue;
             }
-            _ => {
-                ties = 0;
-                true
+            let take = match &best[k] {
+                Some((_, b)) if l > *b => false,
+                Some((_, b)) if l == *b => {
+                    // Among equals, each is taken with equal chance.
+                    ties[k] += 1;
+                    fastrand::u32(..=ties[k]) == 0
+                }
+                _ => {
+                    ties[k] = 0;
+                    true
+                }
+            };
+            if take {
+                best[k] = Some((Arc::clone(&r.host), l));
             }
-        };
-        if take {
-            best = Some((Arc::clone(&r.host), l));
         }
     });
-    let (chosen, _) = best?;
+    let [serves, any] = best;
+    let (chosen, _) = serves.or(any)?;
     let (in_flight, calls) = t.outstanding().start(&mut outstanding, chosen);
     let subject = calls.subject(in_flight.host(), service, action, form);
     drop(outstanding);

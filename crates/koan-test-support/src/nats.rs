@@ -150,7 +150,6 @@ impl NatsServer {
         }
     }
 
-    /// Starts the server again on the same port with the same store.
     /// Kills the server, removes its JetStream store, and starts it again on the
     /// same port: a broker back without its streams.
     pub fn restart_empty(&mut self) -> anyhow::Result<()> {
@@ -162,6 +161,7 @@ impl NatsServer {
         self.restart()
     }
 
+    /// Starts the server again on the same port with the same store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         match self.spawn() {
