@@ -178,3 +178,56 @@ async fn a_shutdown_tells_a_durable_jobs_handler_to_stop_at_once() -> anyhow::Re
     assert_eq!(error.error, "shutting_down", "{r:?}");
     Ok(())
 }
+
+/// Its `deaf` job ignores its token: it never ends.
+#[derive(Default)]
+struct Deaf;
+
+impl Service for Deaf {
+    type Kind = Background;
+    fn options() -> koan::ServiceOptions {
+        koan::ServiceOptions::named("Deaf")
+    }
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "deaf",
+            |_s: Arc<Self>, (): (), _cx: ActionContext| async move {
+                std::future::pending::<()>().await;
+                Ok::<_, BoxError>(())
+            },
+        );
+    }
+}
+
+impl BackgroundService for Deaf {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A durable job whose handler outlives the shutdown's grace is put back in the
+/// queue at the grace's end, not an attempt, as jobs.md says. Before, it was left
+/// `running`: the next host waited for its claim to lapse and ran it as attempt 2,
+/// its history blaming a crash (found by a probe).
+#[tokio::test(start_paused = true)]
+async fn a_durable_job_that_outlives_the_grace_is_put_back() -> anyhow::Result<()> {
+    let store = common::store::Twisted::new(Kept);
+    let host = koan::testing::host()
+        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
+        .shutdown_grace(Duration::from_secs(2))
+        .service::<Deaf>()
+        .build()?
+        .start();
+    host.started().await?;
+    let ticket = host.service("Deaf").action("deaf", ()).enqueue().await?;
+    let id = ticket.id().to_owned();
+    koan::testing::wait_for_job(&host, &id, JobState::Running).await;
+    host.shutdown();
+    let _ = within("the host to exit", host.wait()).await;
+    let r = store.inner.get(&id).await?.expect("the job's record");
+    assert_eq!((r.state, r.attempts), (JobState::Queued, 0), "{r:?}");
+    let error = r.history[0].error.as_ref().expect("why it ended");
+    assert_eq!(error.error, "shutting_down", "{r:?}");
+    Ok(())
+}

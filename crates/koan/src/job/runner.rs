@@ -67,6 +67,9 @@ pub(crate) struct JobRunner {
     /// Whether the store answered the last pass.
     pub(crate) store_health: super::store_health::StoreHealth,
     pub(super) running: AtomicUsize,
+    /// The claims of the runs in progress, put back at the grace's end
+    /// (`shutdown.rs`).
+    pub(super) in_hand: super::shutdown::InHand,
     instance: String,
 }
 
@@ -84,6 +87,7 @@ impl JobRunner {
             halt: CancellationToken::new(),
             store_health: super::store_health::StoreHealth::default(),
             running: AtomicUsize::new(0),
+            in_hand: super::shutdown::InHand::default(),
             instance: format!("{}-{}", hostname(), std::process::id()),
         }
     }
@@ -295,6 +299,7 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     let _registered = jobs
         .running_jobs
         .register(&record.id, [fence.clone(), token.clone()]);
+    let _held = jobs.in_hand.hold(&claim, record.run_at);
     let heartbeat = tokio::spawn(renew(
         Arc::clone(host),
         claim.clone(),

@@ -3,12 +3,58 @@
 //! ends. With a store that does not survive the process, the queued jobs are run
 //! first instead, and their handlers are not told to stop (they would be lost).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::runner::{JobRunner, job_services};
+use super::store::{Claim, Finish};
 use crate::host::HostInner;
+
+/// The claims of the runs in progress, by job id, each with the time it was due
+/// (its place in the queue).
+#[derive(Debug, Default)]
+pub(crate) struct InHand(Mutex<HashMap<String, (Claim, DateTime<Utc>)>>);
+
+/// A run's claim in hand, let go when dropped.
+pub(super) struct Held<'a> {
+    in_hand: &'a InHand,
+    claim: Claim,
+}
+
+impl InHand {
+    /// Holds `claim` (of a job due at `run_at`) while the returned guard lives.
+    pub(super) fn hold(&self, claim: &Claim, run_at: DateTime<Utc>) -> Held<'_> {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(claim.id.clone(), (claim.clone(), run_at));
+        }
+        Held {
+            in_hand: self,
+            claim: claim.clone(),
+        }
+    }
+
+    fn take_all(&self) -> Vec<(Claim, DateTime<Utc>)> {
+        self.0
+            .lock()
+            .map(|mut m| m.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.in_hand.0.lock()
+            && m.get(&self.claim.id)
+                .is_some_and(|(c, _)| c.token == self.claim.token)
+        {
+            m.remove(&self.claim.id);
+        }
+    }
+}
 
 impl JobRunner {
     /// Stops claiming, and waits (until `deadline`) for the runs in progress.
@@ -63,9 +109,23 @@ impl JobRunner {
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 if durable {
+                    // Put back in their places, not an attempt, as a run that ends
+                    // at its token is: left `running`, they waited for their
+                    // claims to lapse, ran again as a new attempt, their history
+                    // blaming a crash (found by a probe).
+                    let now = host.config.clock.now();
+                    let mut back = 0;
+                    for (claim, at) in self.in_hand.take_all() {
+                        if let Ok(true) =
+                            self.store.finish(&claim, Finish::Stopped { at }, now).await
+                        {
+                            back += 1;
+                        }
+                    }
                     tracing::warn!(
                         running,
-                        "jobs still running at the end of the grace period (their handlers were told to stop at its start); they run again once their claims lapse"
+                        back,
+                        "jobs still running at the end of the grace period (their handlers were told to stop at its start, and did not): put back in the queue, not counted as attempts; they run again after the restart (their side effects may be done twice)"
                     );
                 } else {
                     tracing::warn!(
