@@ -58,6 +58,7 @@ mod connection;
 mod dead_letter;
 mod delayed;
 mod enqueue;
+mod handback;
 mod jobs_view;
 mod keeper;
 mod lease;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message, kv};
 use futures_util::StreamExt;
-use koan::job::{Finish, RetryPolicy, never_retried};
+use koan::job::{Finish, JobState, RetryPolicy, never_retried};
 use koan::{HostHandle, error::ErrorKind};
 use tokio::sync::Semaphore;
 
@@ -169,14 +169,14 @@ async fn handle(
     // An action this build lacks (a rolling deploy: the newer instances have it)
     // is handed over to one that announced it, not run here to an
     // `unknown_action` that buried the job (found by a probe: 39 of 40 jobs dead).
-    if let Some(action) = lacked_action(host, &job)
-        && served_elsewhere(t, &job.service, action)
+    if let Some(action) = crate::handback::lacked_action(host, &job)
+        && crate::handback::served_elsewhere(t, &job.service, action)
     {
         tracing::info!(id = %job.id, action, "durable job of an action this instance lacks: handed over to an instance that announced it");
         // Held a moment first: this instance would otherwise take it straight back.
-        tokio::time::sleep(HAND_OVER_AFTER).await;
+        tokio::time::sleep(crate::handback::HAND_OVER_AFTER).await;
         drop(slot);
-        return release(t, &msg, &job, delivered).await;
+        return crate::handback::release(t, &msg, &job, delivered).await;
     }
     // The run's number counts the runs before a retry by hand.
     let runs_before = job.runs_before();
@@ -309,6 +309,7 @@ async fn handle(
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
+                finished(&job.service, JobState::Succeeded);
                 run_record::finish(t, &job.id, attempt, how, started).await;
             } else if let Some(e) = unstorable(t, &key, &job, attempts).await {
                 // The result itself cannot be stored (larger than the broker or the
@@ -338,7 +339,7 @@ async fn handle(
             // Handed back first: the record says so after, keeping the run in its
             // history (ended, `shutting_down`), not as an attempt.
             let now = chrono::Utc::now();
-            release(t, &msg, &job, delivered).await;
+            crate::handback::release(t, &msg, &job, delivered).await;
             run_record::finish(t, &job.id, attempt, Finish::Stopped { at: now }, started).await;
         }
         Err(e) if never_retried(e.kind()) || attempt >= max_attempts => {
@@ -368,31 +369,11 @@ async fn handle(
     }
 }
 
-/// How long a job of an action this instance lacks is held before it is handed over.
-const HAND_OVER_AFTER: Duration = Duration::from_secs(1);
-
-/// The first action of `job` (its chain's included) this host's service does not
-/// declare, but a built-in one (`trigger`, …).
-fn lacked_action<'j>(host: &HostHandle, job: &'j Job) -> Option<&'j str> {
-    let service = host.service(&job.service);
-    std::iter::once(job.action.as_str())
-        .chain(job.then.iter().map(|s| s.action.as_str()))
-        .find(|a| {
-            koan::well_known::actions::poke(a).is_none()
-                && service
-                    .retry_policy(a)
-                    .is_err_and(|e| e.kind() == ErrorKind::UnknownAction)
-        })
-}
-
-/// Whether another live instance of `service` may serve `action` (it announced it).
-fn served_elsewhere(t: &NatsTransport, service: &str, action: &str) -> bool {
-    let me = t.host_id();
-    let mut elsewhere = false;
-    t.each_route(service, |r| {
-        elsewhere |= *r.host != *me && r.may_serve(action)
-    });
-    elsewhere
+/// Counts a job ended here in `koan_jobs_finished_total`, as the host store's
+/// runner does: cluster jobs were not in `/metrics` at all (found by a probe).
+fn finished(service: &str, state: JobState) {
+    metrics::counter!("koan_jobs_finished_total", "service" => service.to_owned(), "state" => state.as_str())
+        .increment(1);
 }
 
 /// Ends `job` dead: its dead letter, its message ended for good, then its record.
@@ -409,46 +390,8 @@ async fn bury(
     let (service, action) = (&job.service, &job.action);
     crate::dead_letter::publish(t, h, body, service, action, Some(&job.id), why).await;
     let _ = msg.ack_with(AckKind::Term).await;
+    finished(service, JobState::Dead);
     run_record::finish(t, &job.id, attempt, how, started).await;
-}
-
-/// Hands back a job whose run this stopping host cut short, for another instance:
-/// published anew, and the old message ended. A stop is not a run: a Nak, which
-/// JetStream counts as a delivery, made each stop an attempt (a job stopped three
-/// times ran as attempt 4 of 3, a failing one died after one real run; found by a
-/// probe) and at the last of `max_deliver` would never deliver it again. The new
-/// message carries the runs that counted (`Koan-Runs-Before`: those before this
-/// delivery), so its first delivery is this run's attempt again; it waits behind
-/// the jobs already queued. Published first: should this host die between the
-/// two, both messages stay, and the second finds the first's outcome before
-/// running (`Koan-Runs-Before` makes every delivery of it look).
-async fn release(t: &NatsTransport, msg: &Message, job: &Job, delivered: i64) {
-    let nak = || msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))));
-    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
-    if seq == 0 {
-        let _ = nak().await;
-        return;
-    }
-    let counted = u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX);
-    let mut again = job.clone();
-    again.run_at_unix_ms = None;
-    again.retry = Some(wire::Retry {
-        runs_before: job.runs_before().saturating_add(counted),
-        // One new message per released message.
-        msg_id: format!("{}.release.{seq}", job.id),
-    });
-    match crate::enqueue::publish(t, &again).await {
-        Ok(_) => {
-            tracing::info!(id = %job.id, delivered, "durable job released by this stopping host: published again for another instance");
-            let _ = msg.ack_with(AckKind::Term).await;
-        }
-        Err(e) => {
-            // Not published (or not known to be): JetStream's advisory will make it
-            // dead (`stranded.rs`) rather than leave it.
-            tracing::warn!(id = %job.id, error = %e, "durable job released by this stopping host could not be published again; handed back (a delivery counted)");
-            let _ = nak().await;
-        }
-    }
 }
 
 /// Sends a progress ack as a request: JetStream answers an ack that has a reply

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::events::{Emitter, forwarded, next, start, stop, stuck_subscriber};
+use koan::testing::Counters;
 use koan::transport::HostLink as _;
 use koan::{
     BoxError,
@@ -18,63 +17,6 @@ use koan::{
     event::{EventEnvelope, Overflow, Subscription},
 };
 use tokio::sync::mpsc;
-
-/// Counters by `name{label=value,…}`, for the thread that installs it.
-#[derive(Default)]
-struct Counters(Mutex<HashMap<String, Arc<AtomicU64>>>);
-
-impl Counters {
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let key = key_text(name, labels.iter().map(|(k, v)| (*k, *v)));
-        let map = self.0.lock().expect("counters");
-        map.get(&key).map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-}
-
-fn key_text<'a>(name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut labels: Vec<_> = labels.map(|(k, v)| format!("{k}={v}")).collect();
-    labels.sort();
-    format!("{name}{{{}}}", labels.join(","))
-}
-
-impl metrics::Recorder for Counters {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let text = key_text(key.name(), key.labels().map(|l| (l.key(), l.value())));
-        let mut map = self.0.lock().expect("counters");
-        metrics::Counter::from_arc(Arc::clone(map.entry(text).or_default()))
-    }
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
 
 /// Log lines written while it is installed on this thread.
 #[derive(Clone, Default)]

@@ -24,6 +24,10 @@
 //! }
 //! ```
 
+mod counters;
+
+pub use counters::Counters;
+
 use std::time::Duration;
 
 use crate::error::Result;
