@@ -457,6 +457,15 @@ impl PeriodicControl {
     }
 }
 
+/// Whether the caller runs on `runtime`, the service's driver's. A caller on
+/// another runtime (a thread with a runtime of its own) queues its poke for the
+/// driver: run on its task, the tick was that runtime's, and stopped with it —
+/// a caller that gave up and dropped its runtime left the service `running` for
+/// good, every later trigger waiting (found by a probe).
+fn on_runtime(runtime: tokio::runtime::Id) -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == runtime)
+}
+
 #[cfg(test)]
 mod tests {
     use std::mem::{align_of, offset_of, size_of};
@@ -470,13 +479,4 @@ mod tests {
         let end = offset_of!(PeriodicControl, blocked) + size_of::<bool>();
         assert!(end <= 64, "the driver's fields end at byte {end}");
     }
-}
-
-/// Whether the caller runs on `runtime`, the service's driver's. A caller on
-/// another runtime (a thread with a runtime of its own) queues its poke for the
-/// driver: run on its task, the tick was that runtime's, and stopped with it —
-/// a caller that gave up and dropped its runtime left the service `running` for
-/// good, every later trigger waiting (found by a probe).
-fn on_runtime(runtime: tokio::runtime::Id) -> bool {
-    tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == runtime)
 }
