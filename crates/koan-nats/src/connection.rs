@@ -24,19 +24,35 @@ impl std::fmt::Display for ConnectionState {
     }
 }
 
-/// The sending side, fed by the client's event callback.
+/// The sending side, fed by the client's event callback, and how many times the
+/// connection came back.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectionWatch(Arc<watch::Sender<ConnectionState>>);
+pub(crate) struct ConnectionWatch(
+    Arc<watch::Sender<ConnectionState>>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
 
 impl ConnectionWatch {
     /// Starts as connected: the client exists only once its first connect succeeded.
     pub(crate) fn new() -> Self {
-        ConnectionWatch(Arc::new(watch::Sender::new(ConnectionState::Connected)))
+        ConnectionWatch(
+            Arc::new(watch::Sender::new(ConnectionState::Connected)),
+            Arc::default(),
+        )
     }
 
     pub(crate) fn set(&self, state: ConnectionState) {
-        self.0
+        let changed = self
+            .0
             .send_if_modified(|s| std::mem::replace(s, state) != state);
+        if changed && state == ConnectionState::Connected {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// How many times the connection came back after it was lost.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn get(&self) -> ConnectionState {

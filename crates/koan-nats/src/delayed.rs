@@ -63,6 +63,8 @@ async fn consume_once(t: &NatsTransport, service: &str) -> crate::streams::Consu
         },
     )
     .await?;
+    // The reconnects before this consumer was made (or last checked).
+    let mut seen = t.reconnects();
     loop {
         let batch = consumer
             .batch()
@@ -84,8 +86,9 @@ async fn consume_once(t: &NatsTransport, service: &str) -> crate::streams::Consu
             })
             .await?;
         // As the work queue's: a consumer a broker lost is made again.
-        if !got.load(std::sync::atomic::Ordering::Relaxed) {
+        if !got.load(std::sync::atomic::Ordering::Relaxed) && t.reconnects() != seen {
             consumer.clone().info().await?;
+            seen = t.reconnects();
         }
     }
 }

@@ -30,12 +30,17 @@ pub(crate) fn lacked_action<'j>(host: &HostHandle, job: &'j Job) -> Option<&'j s
         })
 }
 
-/// Whether another live instance of `service` may serve `action` (it announced it).
-pub(crate) fn served_elsewhere(t: &NatsTransport, service: &str, action: &str) -> bool {
+/// Whether another live instance of the job's service may serve every action of
+/// `job` (it announced them all): a chain of two actions, each lacking on one of
+/// two hosts, is not handed to and fro for ever (found by a review).
+pub(crate) fn served_elsewhere(t: &NatsTransport, job: &Job) -> bool {
     let me = t.host_id();
     let mut elsewhere = false;
-    t.each_route(service, |r| {
-        elsewhere |= *r.host != *me && r.may_serve(action)
+    t.each_route(&job.service, |r| {
+        elsewhere |= *r.host != *me
+            && std::iter::once(job.action.as_str())
+                .chain(job.then.iter().map(|s| s.action.as_str()))
+                .all(|a| r.may_serve(a));
     });
     elsewhere
 }

@@ -23,6 +23,7 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
     /// The services whose jobs this host consumes from the shared queue.
     consumed: Vec<String>,
+    host: HostHandle,
 }
 
 impl Drop for Node {
@@ -44,6 +45,15 @@ impl Node {
     pub async fn detach(mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+        // A stopped host's jobs in hand end (its runs released: a publish, then the
+        // old message's end) before the process may exit, which would otherwise
+        // cut a release between the two and leave both copies to run (found by a
+        // review). Bounded, should one hang in a broker's request.
+        if self.host.exit().is_some() {
+            self.transport
+                .wait_for_handles(std::time::Duration::from_secs(10))
+                .await;
         }
         self.transport.stop_sharing(&self.consumed);
         for (service, l) in &self.leases {
@@ -231,6 +241,7 @@ impl NatsTransport {
             leases,
             tasks,
             consumed,
+            host: host.clone(),
         })
     }
 }

@@ -66,6 +66,8 @@ async fn consume_once(
         },
     )
     .await?;
+    // The reconnects before this consumer was made (or last checked).
+    let mut seen = t.reconnects();
     loop {
         // A free slot first, then as many jobs as there are free slots.
         let mut permits = vec![Arc::clone(slots).acquire_owned().await?];
@@ -87,15 +89,19 @@ async fn consume_once(
             let (t, host, service) = (t.clone(), host.clone(), service.to_owned());
             // Boxed: a run's future is 9 KB, which tokio would copy several times
             // as it spawns and ends the task (`docs/benchmarks/round-39.md`).
-            tokio::spawn(Box::pin(async move {
+            let tracker = t.clone();
+            tracker.spawn_handle(Box::pin(async move {
                 handle(&t, &host, &service, msg, permit).await;
             }));
         }
-        // A pull that brought nothing: is the consumer still there? A broker back
-        // without its streams has none, and pulls from it brought nothing for
-        // ever (found by a probe); an error makes it again (`consume_until_stopped`).
-        if !got {
+        // A pull that brought nothing after the connection came back: is the
+        // consumer still there? A broker back without its streams has none, and
+        // pulls from it brought nothing for ever (found by a probe); an error makes
+        // it again (`consume_until_stopped`). Asked once a reconnect, not at every
+        // idle pull (a request per consumer each 5 s; found by a review).
+        if !got && t.reconnects() != seen {
             consumer.clone().info().await?;
+            seen = t.reconnects();
         }
     }
 }
@@ -170,11 +176,13 @@ async fn handle(
     // is handed over to one that announced it, not run here to an
     // `unknown_action` that buried the job (found by a probe: 39 of 40 jobs dead).
     if let Some(action) = crate::handback::lacked_action(host, &job)
-        && crate::handback::served_elsewhere(t, &job.service, action)
+        && crate::handback::served_elsewhere(t, &job)
     {
         tracing::info!(id = %job.id, action, "durable job of an action this instance lacks: handed over to an instance that announced it");
         // Held a moment first: this instance would otherwise take it straight back.
-        tokio::time::sleep(crate::handback::HAND_OVER_AFTER).await;
+        // Within a third of `ack_wait`: JetStream would deliver it again meanwhile.
+        let hold = crate::handback::HAND_OVER_AFTER.min(t.inner.opts.ack_wait / 3);
+        tokio::time::sleep(hold).await;
         drop(slot);
         return crate::handback::release(t, &msg, &job, delivered).await;
     }

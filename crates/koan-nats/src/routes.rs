@@ -37,7 +37,7 @@ impl Route {
     pub(crate) fn may_serve(&self, action: &str) -> bool {
         self.actions
             .as_ref()
-            .is_none_or(|a| a.iter().any(|n| n == action))
+            .is_none_or(|a| a.iter().any(|n| koan::action::same_action_name(n, action)))
     }
 }
 

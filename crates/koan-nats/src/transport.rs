@@ -57,6 +57,11 @@ pub(crate) struct Inner {
     connection: ConnectionWatch,
     view: Arc<crate::view::RegistryView>,
     outstanding: crate::routing::Outstanding,
+    /// The durable jobs this host's workers are handling, waited for (bounded) when
+    /// the node detaches: a release's publish, then its old message's end, must not
+    /// be cut by the process's exit in between (both copies would run; found by a
+    /// review).
+    handles: tokio_util::task::TaskTracker,
     /// Cancelled with the last handle: the buckets' followers end, and the connection.
     pub(crate) dropped: CancellationToken,
 }
@@ -151,9 +156,30 @@ impl NatsTransport {
                 connection,
                 view,
                 outstanding: crate::routing::Outstanding::default(),
+                handles: tokio_util::task::TaskTracker::new(),
                 dropped,
             }),
         })
+    }
+
+    /// How many times the connection came back after it was lost: a consumer
+    /// made before the last time may have been lost with the broker's storage.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.inner.connection.reconnects()
+    }
+
+    /// Spawns a worker's handling of one delivered job, tracked for
+    /// [`wait_for_handles`](Self::wait_for_handles).
+    pub(crate) fn spawn_handle(&self, job: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.handles.spawn(job);
+    }
+
+    /// Waits (up to `limit`) until the jobs being handled here have ended.
+    pub(crate) async fn wait_for_handles(&self, limit: Duration) {
+        let handles = &self.inner.handles;
+        handles.close();
+        let _ = tokio::time::timeout(limit, handles.wait()).await;
+        handles.reopen();
     }
 
     /// This host's id in the cluster.

@@ -46,5 +46,6 @@ pub(crate) use queue::ActionQueue;
 pub(crate) use request::Target;
 pub(crate) use route::{declared_local, local_cell_pub, poke_direct};
 pub(crate) use slots::Slots;
+pub use table::same_action_name;
 pub(crate) use table::{ActionTable, normalized};
 pub(crate) use worker::{refuse_all, run_worker};

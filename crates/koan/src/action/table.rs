@@ -101,6 +101,25 @@ pub(crate) fn normalized(name: &str) -> String {
         .collect()
 }
 
+/// Whether two action names name one action as a service matches them (regardless
+/// of case and of separators: `ProcessBatch`, `process-batch`, `process_batch`),
+/// without allocating.
+///
+/// ```
+/// use koan::action::same_action_name;
+/// assert!(same_action_name("ProcessBatch", "process-batch"));
+/// assert!(same_action_name("process_order", "process-order"));
+/// assert!(!same_action_name("process-order", "process-orders"));
+/// ```
+pub fn same_action_name(a: &str, b: &str) -> bool {
+    fn key(s: &str) -> impl Iterator<Item = char> + '_ {
+        s.chars()
+            .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+            .flat_map(char::to_lowercase)
+    }
+    a == b || key(a).eq(key(b))
+}
+
 /// What an action name resolves to.
 pub(crate) enum Resolved<'a> {
     Declared(&'a Arc<ActionEntry>),

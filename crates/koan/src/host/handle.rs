@@ -309,7 +309,7 @@ impl HostHandle {
         if let Some(t) = &transport {
             status = status.worst(t.status.min(HealthStatus::Degraded));
         }
-        let jobs = self.store_failing().map(|e| {
+        let jobs = self.store_refusing().map(|e| {
             status = status.worst(HealthStatus::Degraded);
             crate::health::HealthReport::degraded(e)
         });
@@ -325,6 +325,12 @@ impl HostHandle {
     fn store_failing(&self) -> Option<String> {
         let jobs = &self.inner.jobs;
         jobs.store_health.said(&jobs.store.describe())
+    }
+
+    /// [`store_failing`](Self::store_failing), or an enqueue it refused a moment ago.
+    fn store_refusing(&self) -> Option<String> {
+        let jobs = &self.inner.jobs;
+        jobs.store_health.said_with_enqueues(&jobs.store.describe())
     }
 
     /// Every service's health, checked concurrently, each within `CHECK_TIMEOUT` (5 s):

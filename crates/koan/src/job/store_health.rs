@@ -18,11 +18,16 @@ pub(crate) struct StoreHealth {
     /// runner's passes, which write nothing when nothing is due, went well, and
     /// health said `pass` (found by a probe).
     push_failing: AtomicBool,
-    push_last: Mutex<Option<String>>,
+    push_last: Mutex<Option<(String, std::time::Instant)>>,
 }
 
+/// How long a refused enqueue is said in health, unless one is stored sooner: it is
+/// not in readiness, which nothing would clear once traffic is taken away (found by
+/// a review).
+const PUSH_SAID_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Sets `slot` to `failure` (read without its lock while well: `flag`).
-fn set(flag: &AtomicBool, slot: &Mutex<Option<String>>, failure: Option<String>) {
+fn set<T>(flag: &AtomicBool, slot: &Mutex<Option<T>>, failure: Option<T>) {
     if failure.is_none() && !flag.load(Ordering::Acquire) {
         return;
     }
@@ -36,24 +41,36 @@ impl StoreHealth {
     /// What the last enqueue found: `Some` failure (the store refused to store
     /// the job), or `None` once one is stored.
     pub(crate) fn note_push(&self, failure: Option<String>) {
+        let failure = failure.map(|e| (e, std::time::Instant::now()));
         set(&self.push_failing, &self.push_last, failure);
     }
 
-    /// The store's failure as an operator reads it (`describe`: the store), if it
-    /// is failing: the runner's, else the last enqueue's.
+    /// The runner's failure as an operator reads it (`describe`: the store), if the
+    /// store is failing it: what readiness says.
     pub(crate) fn said(&self, describe: &str) -> Option<String> {
-        if let Some(e) = self.failing() {
-            return Some(format!(
-                "the job store is failing ({describe}): {e}; the jobs it accepts wait until it answers"
-            ));
+        let e = self.failing()?;
+        Some(format!(
+            "the job store is failing ({describe}): {e}; the jobs it accepts wait until it answers"
+        ))
+    }
+
+    /// [`said`](Self::said), else an enqueue the store refused within the last
+    /// minute: what health says.
+    pub(crate) fn said_with_enqueues(&self, describe: &str) -> Option<String> {
+        if let Some(said) = self.said(describe) {
+            return Some(said);
         }
         if !self.push_failing.load(Ordering::Acquire) {
             return None;
         }
-        let e = self.push_last.lock().ok().and_then(|l| l.clone())?;
-        Some(format!(
-            "the job store refused the last enqueue ({describe}): {e}; new jobs are refused (503) until it stores one"
-        ))
+        let (e, at) = self.push_last.lock().ok().and_then(|l| l.clone())?;
+        let ago = at.elapsed();
+        (ago < PUSH_SAID_FOR).then(|| {
+            format!(
+                "the job store refused an enqueue {} ago ({describe}): {e}; new jobs are refused (503) until it stores one",
+                crate::util::fmt_duration(std::time::Duration::from_secs(ago.as_secs()))
+            )
+        })
     }
 
     /// What the runner's last pass found: `Some` failure, or `None` when the store
