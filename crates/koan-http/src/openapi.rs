@@ -161,8 +161,8 @@ async fn document(host: &HostHandle, names: &[String]) -> (Value, bool) {
     } } })
     };
     let event_q = json!({ "name": "event", "in": "query", "schema": { "type": "string" } });
-    let last_id = json!({ "name": "Last-Event-ID", "in": "header", "schema": { "type": "integer", "minimum": 0 },
-        "description": "A reconnect: the id of the last event received (each frame's id is the event's `arrival`, this host's number for it). The kept events after it come first (a named `missed` event first when some are no longer kept), then the live ones" });
+    let last_id = json!({ "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" },
+        "description": "A reconnect: the id of the last event received (each frame's id is `<boot>.<arrival>`, the event's number on this host). The kept events after it come first (a named `missed` event first when some are no longer kept, or the id is another boot's or host's), then the live ones" });
     paths.insert(
         "/api/events".into(),
         sse(

@@ -137,12 +137,13 @@ async fn sse_frames_are_unnamed_with_id_and_json_data() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or_default();
     assert_eq!(data["event"], "Framed", "{text}");
-    // The frame's id is this host's number for the event (unique on the host, where
-    // the emitting host's `seq` is not in a cluster).
+    // The frame's id is this process's boot and its number for the event (unique
+    // on the host, where the emitting host's `seq` is not in a cluster).
     let arrival = data["arrival"].as_u64().unwrap_or_default();
     assert!(arrival > 0, "{data}");
     assert!(
-        text.lines().any(|l| l == format!("id: {arrival}")),
+        text.lines()
+            .any(|l| l.starts_with("id: ") && l.ends_with(&format!(".{arrival}"))),
         "{text}"
     );
     // Unnamed frames, so a browser's `EventSource.onmessage` sees every event.
@@ -257,6 +258,34 @@ async fn streams_are_capped() -> anyhow::Result<()> {
     api.stop().await
 }
 
+/// Opens the stream of every event raw, shouts `text` as `event` of `Notifier`, and
+/// returns the id of that event's frame.
+async fn id_of_next(api: &Api, event: &str, text: &str) -> anyhow::Result<String> {
+    use futures_util::StreamExt;
+    let resp = within("the stream", api.get("/api/events").send()).await??;
+    let mut stream = Box::pin(resp.bytes_stream());
+    shout(api, "notifier", event, text).await?;
+    let mut raw = String::new();
+    within("the frame", async {
+        loop {
+            let mut id = None;
+            for l in raw.lines() {
+                if let Some(i) = l.strip_prefix("id: ") {
+                    id = Some(i.to_owned());
+                }
+                if l.starts_with("data:") && l.contains(&format!("\"text\":\"{text}\"")) {
+                    return id.ok_or_else(|| anyhow::anyhow!("no id: {raw}"));
+                }
+            }
+            match stream.next().await {
+                Some(chunk) => raw.push_str(&String::from_utf8_lossy(&chunk?)),
+                None => anyhow::bail!("the stream ended: {raw}"),
+            }
+        }
+    })
+    .await?
+}
+
 async fn open_after(api: &Api, path: &str, last: &str) -> anyhow::Result<SseReader> {
     let resp = within(path, api.get(path).header("Last-Event-ID", last).send()).await??;
     SseReader::new(resp)
@@ -268,11 +297,7 @@ async fn open_after(api: &Api, path: &str, last: &str) -> anyhow::Result<SseRead
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_with_last_event_id_is_sent_what_it_missed() -> anyhow::Result<()> {
     let api = start().await?;
-    let mut events = open(&api, "/api/events").await?;
-    shout(&api, "notifier", "Seen", "a").await?;
-    let seen = events.next_data().await?;
-    drop(events);
-    let last = seen["arrival"].as_u64().unwrap_or_default().to_string();
+    let last = id_of_next(&api, "Seen", "a").await?;
 
     shout(&api, "notifier", "Missed", "b").await?;
     shout(&api, "other", "Missed", "c").await?;
@@ -292,7 +317,7 @@ async fn a_reconnect_with_last_event_id_is_sent_what_it_missed() -> anyhow::Resu
         (&json!("Other"), &json!("c"))
     );
 
-    // An id that is no number is refused, saying what would do.
+    // An id that is no id is refused, saying what would do.
     let resp = within(
         "a stream",
         api.get("/api/events").header("Last-Event-ID", "abc").send(),
@@ -301,9 +326,19 @@ async fn a_reconnect_with_last_event_id_is_sent_what_it_missed() -> anyhow::Resu
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let body = resp.text().await?;
     assert!(
-        body.contains("Last-Event-ID: abc") && body.contains("whole numbers"),
+        body.contains("Last-Event-ID: abc") && body.contains("<boot>.<number>"),
         "{body}"
     );
+    // One from another boot (or host) is sent every kept event, after `missed`.
+    let mut foreign = open_after(&api, "/api/events", "0badf00d.2").await?;
+    let first = foreign.next_data().await?;
+    assert!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("some were missed")),
+        "{first}"
+    );
+    assert_eq!(foreign.next_data().await?["payload"]["text"], "a");
     api.stop().await
 }
 
@@ -313,10 +348,11 @@ async fn a_reconnect_with_last_event_id_is_sent_what_it_missed() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_past_the_kept_events_is_told_some_were_missed() -> anyhow::Result<()> {
     let api = start().await?;
+    let last = id_of_next(&api, "Burst", "first").await?;
     for i in 0..(koan::event::RECENT_EVENTS + 5) {
         shout(&api, "notifier", "Burst", &i.to_string()).await?;
     }
-    let mut late = open_after(&api, "/api/events", "1").await?;
+    let mut late = open_after(&api, "/api/events", &last).await?;
     let first = late.next_data().await?;
     assert_eq!(first["after"], 1, "{first}");
     assert!(

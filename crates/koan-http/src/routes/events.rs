@@ -49,7 +49,12 @@ pub(crate) async fn service_stream(
 
 /// The `Last-Event-ID` a reconnecting client sends: the id (this host's arrival
 /// number) of the last event it got.
-fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+///
+/// An id is `<boot>.<arrival>`: `boot` this process's, so that an id from before a
+/// restart, or from another host behind the same address, is not taken for one of
+/// this process's numbers (every kept event is replayed for it, after `missed`;
+/// found by a review): `(0, true)` for such an id.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<(u64, bool)>, ApiError> {
     let Some(v) = headers.get("last-event-id") else {
         return Ok(None);
     };
@@ -58,15 +63,29 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| {
-        ApiError::new(
+    let (boot, n) = text.split_once('.').unwrap_or(("", text));
+    match n.parse::<u64>() {
+        Ok(n) if boot == this_boot() => Ok(Some((n, false))),
+        Ok(_) => Ok(Some((0, true))),
+        Err(_) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_parameters",
             format!(
-                "`Last-Event-ID: {}` is not an id of this host's event streams: they are whole numbers (an event's `arrival`); reconnect without it to start from now",
+                "`Last-Event-ID: {}` is not an id of this host's event streams (`<boot>.<number>`, as each frame's `id:`); reconnect without it to start from now",
                 text.chars().take(64).collect::<String>().escape_debug()
             ),
-        )
+        )),
+    }
+}
+
+/// This process's part of its event ids: random, made once.
+fn this_boot() -> &'static str {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        format!("{:08x}", h.finish() as u32)
     })
 }
 
@@ -74,7 +93,7 @@ async fn stream(
     state: AppState,
     q: StreamParams,
     service: Option<String>,
-    last_seen: Option<u64>,
+    last_seen: Option<(u64, bool)>,
 ) -> Result<Response, ApiError> {
     let permit = state.sse_slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
@@ -137,13 +156,13 @@ async fn stream(
     // among them, or was seen before.
     let (missed, seen_up_to) = match last_seen {
         None => (Vec::new(), 0),
-        Some(after) => {
+        Some((after, foreign)) => {
             let since = state.host.recent_events_since(after);
             let mut out = Vec::with_capacity(since.events.len() + 1);
-            if since.missed {
+            if since.missed || foreign {
                 // Named, so a browser's `onmessage` does not take it for an event.
                 out.push(Event::default().event("missed").data(format!(
-                    "{{\"after\":{after},\"message\":\"events after {after} are no longer kept (this host keeps its last {}): some were missed\"}}",
+                    "{{\"after\":{after},\"message\":\"events after the one last received are no longer kept (this host keeps its last {}, and its id may be from before a restart or another host): some were missed\"}}",
                     koan::event::RECENT_EVENTS
                 )));
             }
@@ -174,7 +193,9 @@ async fn stream(
 /// them all (the JSON carries the event's name), its id this host's number for it.
 fn sse_event(env: &EventEnvelope) -> Event {
     let data = serde_json::to_string(env).unwrap_or_default();
-    Event::default().id(env.arrival().to_string()).data(data)
+    Event::default()
+        .id(format!("{}.{}", this_boot(), env.arrival()))
+        .data(data)
 }
 
 /// Refuses an `event` filter that no service here declares (of `service`, when the
