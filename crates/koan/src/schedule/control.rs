@@ -205,7 +205,7 @@ pub(crate) struct PeriodicControl {
     here_ended: Mutex<Option<Instant>>,
     /// How a caller runs the service itself, set by the driver when it starts.
     /// With the runtime its driver runs on: only a caller on it runs a poke itself.
-    here: OnceLock<(Arc<dyn RunHere>, tokio::runtime::Id)>,
+    here: OnceLock<(Arc<dyn RunHere>, Option<tokio::runtime::Id>)>,
     /// The task of a caller whose run is in progress, woken when it is abandoned.
     here_waker: AtomicWaker,
     /// Set when the driver is gone (stopped, or aborted after the grace): a caller's
@@ -377,9 +377,9 @@ impl PeriodicControl {
 
     /// How a caller runs the service itself: set once, by its driver.
     pub(super) fn set_here(&self, here: Arc<dyn RunHere>) {
-        let _ = self
-            .here
-            .set((here, tokio::runtime::Handle::current().id()));
+        // (No runtime: a model's driver, whose callers may all run their pokes.)
+        let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        let _ = self.here.set((here, runtime));
     }
 
     /// Waits (the driver) until a caller's run has ended, or the service is cancelled
@@ -462,8 +462,8 @@ impl PeriodicControl {
 /// driver: run on its task, the tick was that runtime's, and stopped with it —
 /// a caller that gave up and dropped its runtime left the service `running` for
 /// good, every later trigger waiting (found by a probe).
-fn on_runtime(runtime: tokio::runtime::Id) -> bool {
-    tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == runtime)
+fn on_runtime(runtime: Option<tokio::runtime::Id>) -> bool {
+    runtime.is_none_or(|id| tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == id))
 }
 
 #[cfg(test)]
