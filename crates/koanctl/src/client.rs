@@ -109,6 +109,19 @@ pub(crate) struct Client {
 
 /// The deepest cause of an error: for a refused connection, "Connection refused"
 /// rather than "error sending request".
+/// Whether an error's root cause is the HTTP client's word for an answer it could
+/// not parse.
+fn not_http(detail: &str) -> bool {
+    [
+        "invalid HTTP",
+        "message head is too large",
+        "invalid header",
+        "invalid status",
+    ]
+    .iter()
+    .any(|p| detail.contains(p))
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
@@ -192,9 +205,19 @@ impl Client {
                 root_cause(e)
             ));
         }
+        let detail = root_cause(e);
+        // Reached, but what came back is not HTTP (another server on the port, a
+        // proxy's garbage): not "cannot reach … is the host running?", exit 4,
+        // which sent an operator looking for a stopped host (found by a probe).
+        if !e.is_connect() && !e.is_timeout() && not_http(&detail) {
+            return Failure::Other(format!(
+                "{} answered with something that is not HTTP ({detail}): does --url point at a koan host?",
+                self.shown
+            ));
+        }
         Failure::Connect {
             url: self.shown.clone(),
-            detail: root_cause(e),
+            detail,
         }
     }
 

@@ -196,3 +196,16 @@ data: {{"service":"S","event":"E","correlation_id":null,"time":"2025-01-02T03:04
     assert!(lines[1].contains("small"), "{}", lines[1]);
     Ok(())
 }
+
+/// A server on the port that answers with something that is not HTTP: exit 1,
+/// saying so, not "cannot reach … is the host running?" (exit 4), which sent an
+/// operator looking for a stopped host (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_not_http_is_said_so() -> anyhow::Result<()> {
+    let fake = Fake::always(|| Reply::Raw(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec())).await?;
+    let run = koanctl(&["--url", &fake.url, "services"], &[]).await?;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("not HTTP"), "{run:#?}");
+    assert!(!run.stderr.contains("is the host running"), "{run:#?}");
+    Ok(())
+}

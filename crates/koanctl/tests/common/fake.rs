@@ -32,6 +32,8 @@ pub(crate) enum Reply {
     Stream { body: Vec<u8>, close: bool },
     /// `status` (a 3xx) sending the client to `location`, with a short body.
     Redirect { status: u16, location: String },
+    /// These bytes as they are (not HTTP), then the connection closes.
+    Raw(Vec<u8>),
 }
 
 impl Reply {
@@ -126,6 +128,10 @@ async fn read_request(conn: &mut TcpStream) -> Option<String> {
 async fn answer(conn: &mut TcpStream, reply: Reply) -> std::io::Result<()> {
     match reply {
         Reply::Silent => Ok(()),
+        Reply::Raw(bytes) => {
+            conn.write_all(&bytes).await?;
+            conn.shutdown().await
+        }
         Reply::StallMidBody => {
             conn.write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[1,",
