@@ -200,6 +200,24 @@ async fn the_same_idempotency_key_returns_the_first_job_and_runs_once() -> anyho
         .expect_err("other parameters under a used key");
     assert_eq!(other.kind(), ErrorKind::JobState);
     assert!(other.message().contains(first.id()), "{other}");
+    assert!(
+        other.message().contains("differs: other parameters"),
+        "{other}"
+    );
+    // One differing only in its timeout is told so (it was "other parameters").
+    let timed = w
+        .action("echo", 1u32)
+        .timeout(std::time::Duration::from_secs(9))
+        .idempotency_key("k")
+        .enqueue()
+        .await
+        .expect_err("another timeout under a used key");
+    assert!(
+        timed
+            .message()
+            .contains("another timeout (9000 ms; the first had none)"),
+        "{timed}"
+    );
     koan::testing::settle().await;
     assert_eq!(runs.lock().expect("runs").len(), 1);
     stop(&host).await

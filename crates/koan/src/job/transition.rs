@@ -45,13 +45,39 @@ pub fn is_cancelled(outcome: &Error) -> bool {
 /// another call's job (`JobState`, 409 over HTTP). Shared by the host's store and
 /// the cluster's (`koan-nats`).
 pub fn same_call(first: &JobRecord, service: &str, asked: &[JobStep]) -> Result<(), Error> {
-    if first.service == service && first.steps() == asked {
+    let had = first.steps();
+    if first.service == service && had == asked {
         return Ok(());
     }
+    // What differs, named: a repeat differing only in its timeout was told "other
+    // parameters" (found by a probe).
+    let ms = |t: Option<u64>| t.map_or_else(|| "none".to_owned(), |t| format!("{t} ms"));
+    let differs = if first.service != service {
+        format!("another service (`{}`)", service.escape_debug())
+    } else if had.len() != asked.len() {
+        format!("a chain of {} actions, not {}", asked.len(), had.len())
+    } else {
+        let (h, a) = had
+            .iter()
+            .zip(asked)
+            .find(|(h, a)| h != a)
+            .unwrap_or((&had[0], &asked[0]));
+        if h.action != a.action {
+            format!("another action (`{}`)", a.action.escape_debug())
+        } else if h.params != a.params {
+            "other parameters".to_owned()
+        } else {
+            format!(
+                "another timeout ({}; the first had {})",
+                ms(a.timeout_ms),
+                ms(h.timeout_ms)
+            )
+        }
+    };
     Err(Error::new(
         ErrorKind::JobState,
         format!(
-            "idempotency key `{}` was first used for job {} (`{}` of `{}` with other parameters); a repeat must be the same call: use a new key for a different one",
+            "idempotency key `{}` was first used for job {} (`{}` of `{}`), and this call differs: {differs}; a repeat must be the same call: use a new key for a different one",
             first
                 .idempotency_key
                 .as_deref()
