@@ -207,11 +207,21 @@ pub(crate) async fn call(
             let path: Vec<&str> = status_url.trim_start_matches('/').split('/').collect();
             status_url = client.url(&path).to_string();
         }
-        return Ok(emit(&fields(&[
+        let mut shown = vec![
             ("id", field(&body, "id")),
             ("correlation_id", field(&body, "correlation_id")),
             ("status_url", status_url),
-        ]))?);
+        ];
+        // A repeat under an idempotency key stored nothing: said, where it printed
+        // the first job as if new (and a `--delay` it did not apply; found by a
+        // probe).
+        if body.get("created").and_then(Value::as_bool) == Some(false) {
+            shown.push((
+                "note",
+                "a repeat under this idempotency key: nothing new was stored (its delay, if any, is the first job's)".to_owned(),
+            ));
+        }
+        return Ok(emit(&fields(&shown))?);
     }
     if let Some(text) = render(&body) {
         emit(&text)?;

@@ -296,3 +296,32 @@ async fn with_json_an_api_error_is_printed_on_stdout_too() -> anyhow::Result<()>
     assert_eq!(serde_json::from_str::<Value>(&got.stdout)?, unhealthy);
     Ok(())
 }
+
+/// `act --no-wait` answered `created: false` (a repeat under an idempotency key)
+/// says that nothing new was stored, where it printed the first job as if new
+/// (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_under_an_idempotency_key_says_nothing_was_stored() -> anyhow::Result<()> {
+    let answer = |created: bool| json!({ "id": "J1", "correlation_id": "c1", "status_url": "/api/jobs/J1", "created": created });
+    let repeat = Fake::always(move || Reply::json(&answer(false))).await?;
+    let run = koanctl(
+        &[
+            "--url",
+            &repeat.url,
+            "act",
+            "S",
+            "a",
+            "--no-wait",
+            "--idempotency-key",
+            "k1",
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.contains("nothing new was stored"), "{run:#?}");
+    let new = Fake::always(move || Reply::json(&answer(true))).await?;
+    let run = koanctl(&["--url", &new.url, "act", "S", "a", "--no-wait"], &[]).await?;
+    assert!(!run.stdout.contains("nothing new"), "{run:#?}");
+    Ok(())
+}
