@@ -21,6 +21,7 @@ mod client;
 mod commands;
 mod deadline;
 mod events;
+mod failure;
 mod jobs;
 mod output;
 mod spinner;

@@ -1,0 +1,164 @@
+//! Why a command failed: its exit code, and its words as a terminal shows them.
+
+use std::fmt;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::output::printable;
+
+/// Why a command failed, which also decides the exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Bad local input: an invalid `--params`, an unreadable file, a malformed URL.
+    Input(String),
+    /// The server answered with an error status.
+    Api {
+        /// The error kind from the body (`unknown_service`, …).
+        kind: String,
+        /// The message from the body.
+        message: String,
+        /// The error document `--json` prints on stdout: the server's when it names
+        /// an `error` kind, else `{"error": kind, "message": message}`; `None` when
+        /// the answer is printed already (an unhealthy host's health document).
+        document: Option<Value>,
+    },
+    /// The server could not be reached, or the connection broke.
+    Connect {
+        /// The URL that was tried.
+        url: String,
+        /// The underlying cause.
+        detail: String,
+    },
+    /// The server was reached but let koanctl down: no answer within the deadline, an
+    /// event stream gone quiet or closed. The whole message.
+    Stalled(String),
+    /// Anything else: an answer that is not what the API promises.
+    Other(String),
+}
+
+impl Failure {
+    /// The process exit code of this failure.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Input(_) => 2,
+            Failure::Api { .. } => 3,
+            Failure::Connect { .. } | Failure::Stalled(_) => 4,
+            Failure::Other(_) => 1,
+        }
+    }
+}
+
+/// The most characters of a server's error message printed as text.
+pub(crate) const MAX_MESSAGE: usize = 2_000;
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Input(m) | Failure::Stalled(m) | Failure::Other(m) => f.write_str(m),
+            // The server's words, kept to one line of plain text and cut at
+            // `MAX_MESSAGE` characters (`--json` has them whole): a 15 MB message
+            // went to the terminal whole (found by a probe).
+            Failure::Api { kind, message, .. } => {
+                let shown = printable(message);
+                let n = shown.chars().count();
+                if n <= MAX_MESSAGE {
+                    return write!(f, "{}: {shown}", printable(kind));
+                }
+                let cut: String = shown.chars().take(MAX_MESSAGE).collect();
+                write!(
+                    f,
+                    "{}: {cut}… ({n} characters; --json has them all)",
+                    printable(kind)
+                )
+            }
+            Failure::Connect { url, detail } => write!(
+                f,
+                "cannot reach the koan control plane at {url}: {detail}\n\
+                 hint: is the host running? point koanctl at it with --url or KOAN_URL"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The error body standing for an error answer that is not JSON: its text, cut.
+pub(crate) fn text_error(status: StatusCode, bytes: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(bytes);
+    let text: String = text.trim().chars().take(500).collect();
+    json!({ "error": format!("http_{}", status.as_u16()), "message": text })
+}
+
+/// The body of a success, or the [`Failure`] an error status stands for.
+pub(crate) fn check(status: StatusCode, body: Value) -> Result<Value, Failure> {
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(api_error(status, &body))
+    }
+}
+
+/// The [`Failure::Api`] of an error answer `{ "error": kind, "message": … }`.
+pub(crate) fn api_error(status: StatusCode, body: &Value) -> Failure {
+    let kind = body
+        .get("error")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("http_{}", status.as_u16()), str::to_owned);
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let reason = status.canonical_reason().unwrap_or("error");
+            format!("the server answered {} {reason}", status.as_u16())
+        });
+    let document = if body.get("error").is_some_and(Value::is_string) {
+        body.clone()
+    } else {
+        json!({ "error": kind, "message": message })
+    };
+    Failure::Api {
+        kind,
+        message,
+        document: Some(document),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn error_bodies_become_api_failures() {
+        let f = api_error(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": "unknown_service", "message": "no service `x`" }),
+        );
+        assert_eq!(f.to_string(), "unknown_service: no service `x`");
+        assert_eq!(f.exit_code(), 3);
+        let f = api_error(StatusCode::BAD_GATEWAY, &json!(null));
+        assert_eq!(
+            f.to_string(),
+            "http_502: the server answered 502 Bad Gateway"
+        );
+        // A long message is cut when shown as text; the document keeps it whole.
+        let long = "m".repeat(1_000_000);
+        let f = api_error(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": "invalid_parameters", "message": long }),
+        );
+        let text = f.to_string();
+        assert!(text.len() < MAX_MESSAGE + 200, "{}", text.len());
+        assert!(text.ends_with("… (1000000 characters; --json has them all)"));
+        let Failure::Api { document, .. } = f else {
+            panic!("an API failure")
+        };
+        assert_eq!(
+            document.map(|d| d["message"].as_str().map(str::len)),
+            Some(Some(1_000_000))
+        );
+    }
+}
