@@ -2,7 +2,7 @@
 //! saying so, and never sent later behind the caller's back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use koan::error::ErrorKind;
@@ -17,19 +17,47 @@ mod common;
 
 use common::routing::{Worker, client_with, join, sees_workers};
 
+/// A host running `Worker`, and a client host attached with `opts` that sees it.
+struct Joined {
+    /// How many times `Worker` ran.
+    calls: Arc<AtomicU32>,
+    nats: koan_nats::NatsTransport,
+    client: koan::HostHandle,
+    /// The worker's host and node, and the client's node, kept for the test.
+    _keep: (koan::HostHandle, koan_nats::Node, koan_nats::Node),
+}
+
+async fn worker_and_client(
+    server: &NatsServer,
+    opts: koan_nats::NatsOptions,
+) -> anyhow::Result<Joined> {
+    let (w, calls) = Worker::new(Duration::ZERO);
+    let (worker, worker_node) = join(&server.url(), Some(w)).await?;
+    let (nats, client) = client_with(opts).await?;
+    let client_node = within("attach", nats.attach(&client)).await??;
+    sees_workers(&client, 1).await?;
+    Ok(Joined {
+        calls,
+        nats,
+        client,
+        _keep: (worker, worker_node, client_node),
+    })
+}
+
 /// Before, such a call waited for its whole timeout (60 s by default), answered
 /// "no answer within …", and the client sent it once the server was back: the
 /// action ran after its caller had been told it got no answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_made_while_disconnected_is_refused_at_once_and_never_sent() -> anyhow::Result<()> {
     let mut server = NatsServer::start()?;
-    let (w, calls) = Worker::new(Duration::ZERO);
-    let (_worker, _worker_node) = join(&server.url(), Some(w)).await?;
     let mut opts = test_options(&server.url());
     opts.default_request_timeout = Duration::from_secs(3600);
-    let (nats, client) = client_with(opts).await?;
-    let _client_node = within("attach", nats.attach(&client)).await??;
-    sees_workers(&client, 1).await?;
+    let Joined {
+        calls,
+        nats,
+        client,
+        _keep,
+    } = worker_and_client(&server, opts).await?;
 
     server.kill();
     eventually("the client to see the link down", || async {
@@ -69,11 +97,12 @@ async fn a_call_made_while_disconnected_is_refused_at_once_and_never_sent() -> a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_enqueued_or_read_while_disconnected_is_refused_at_once() -> anyhow::Result<()> {
     let mut server = NatsServer::start()?;
-    let (w, calls) = Worker::new(Duration::ZERO);
-    let (_worker, _worker_node) = join(&server.url(), Some(w)).await?;
-    let (nats, client) = client_with(test_options(&server.url())).await?;
-    let _client_node = within("attach", nats.attach(&client)).await??;
-    sees_workers(&client, 1).await?;
+    let Joined {
+        calls,
+        nats,
+        client,
+        _keep,
+    } = worker_and_client(&server, test_options(&server.url())).await?;
     // A job this host accepted, not awaited here: it remembers it `queued`.
     let ran = within(
         "an enqueue",
@@ -384,11 +413,12 @@ async fn a_call_with_no_live_instance_is_refused_at_once_and_not_sent() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_back_without_its_streams_has_them_made_again() -> anyhow::Result<()> {
     let mut server = NatsServer::start()?;
-    let (w, calls) = Worker::new(Duration::ZERO);
-    let (_worker, _worker_node) = join(&server.url(), Some(w)).await?;
-    let (nats, client) = client_with(test_options(&server.url())).await?;
-    let _client_node = within("attach", nats.attach(&client)).await??;
-    sees_workers(&client, 1).await?;
+    let Joined {
+        calls,
+        nats,
+        client,
+        _keep,
+    } = worker_and_client(&server, test_options(&server.url())).await?;
 
     server.restart_empty()?;
     eventually("the client to be back", || async {
