@@ -102,6 +102,23 @@ impl Run {
             tracing::debug!(action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), "caller gone before the action started; not run");
             return Run::Ready(None);
         }
+        // A stored job cancelled, or whose claim was lost, while it waited here is
+        // not started: its runner let it go, and its retry may be running. (One
+        // whose service is stopping is run as ever: a draining host runs it.)
+        if let Some(meta) = &job.job
+            && meta.token.is_cancelled()
+            && !cell.life.token.is_cancelled()
+        {
+            let e = Error::new(
+                ErrorKind::JobState,
+                format!(
+                    "job `{}` was cancelled or lost its claim before its run started",
+                    meta.info.id
+                ),
+            );
+            finished(&job, cell, Outcome::Cancelled, 0.0, queued, started);
+            return Run::Ready(answer(&mut job, Err(e)));
+        }
         // Only an action with a deadline needs a token of its own up front; the others
         // get one lazily if the handler asks for it (see `ActionContext::token`). A
         // stored job's run has its own (cancelled too when its claim is lost).

@@ -122,6 +122,10 @@ impl Jobs {
 
     /// Cancels a job that is not final; a running one is told through its token.
     pub async fn cancel(&self, id: &str) -> Result<JobRecord> {
+        // A run here whose handler returned is let record its outcome first: a
+        // cancel then says the job ended, and its result is kept (it answered
+        // "cancelled" and the result was lost; found by a probe).
+        self.host.inner.jobs.running_jobs.settled(id).await;
         match self.store().cancel(id, self.now()).await {
             Err(e) if e.kind() == ErrorKind::UnknownJob => match self.transport() {
                 Some(t) => t.cancel_job(id).await?.ok_or(e),

@@ -295,10 +295,6 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     // service's) is cancelled then too.
     let fence = CancellationToken::new();
     let token = cell.life.token.child_token();
-    // A cancel on this host stops it at once, as a lost claim does.
-    let _registered = jobs
-        .running_jobs
-        .register(&record.id, [fence.clone(), token.clone()]);
     let _held = jobs.in_hand.hold(&claim, record.run_at);
     let heartbeat = tokio::spawn(renew(
         Arc::clone(host),
@@ -306,7 +302,15 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
         fence.clone(),
         token.clone(),
     ));
+    // A cancel on this host stops it at once, as a lost claim does. An earlier
+    // run of the job here still stopping (cancelled, then retried) ends first.
+    let registered = jobs
+        .running_jobs
+        .register_alone(&record.id, [fence.clone(), token.clone()])
+        .await;
     let outcome = run_steps(host, cell, &record, &fence, token).await;
+    // A cancel from now on waits for this outcome (the handler's work is done).
+    registered.finishing();
     heartbeat.abort();
     if fence.is_cancelled() {
         tracing::warn!(job = %record.id, service = %cell.spec.name, "job's claim was lost while it ran (it lapsed or the job was cancelled); its outcome is not recorded");
@@ -469,11 +473,17 @@ async fn run_steps(
     let run = req
         .for_job(crate::action::JobMeta { info, token })
         .execute();
+    let mut run = std::pin::pin!(run);
     tokio::select! {
-        r = run => r.map(|o| o.into_payload()),
-        _ = fence.cancelled() => Err(Error::new(
-            ErrorKind::JobState,
-            format!("job `{}` lost its claim while running", record.id),
-        )),
+        r = &mut run => r.map(|o| o.into_payload()),
+        () = fence.cancelled() => {
+            // Its handler was told through its token; the run is waited for, so
+            // that the job's next run here (a retry) does not run beside it.
+            let _stopped = run.await;
+            Err(Error::new(
+                ErrorKind::JobState,
+                format!("job `{}` lost its claim while running", record.id),
+            ))
+        }
     }
 }

@@ -13,8 +13,18 @@ use tokio_util::sync::CancellationToken;
 /// What stops a run (its fence, its handler's token, or one that stands for both).
 type Stops = Vec<CancellationToken>;
 
-/// The last registration's number, and each run's number and stops by job id.
-type Runs = (u64, HashMap<String, (u64, Stops)>);
+/// One run: its registration's number, what stops it, whether its handler has
+/// returned (its outcome is being recorded), and what fires once it ended.
+#[derive(Debug)]
+struct Run {
+    number: u64,
+    stops: Stops,
+    finishing: bool,
+    ended: CancellationToken,
+}
+
+/// The last registration's number, and each run by job id.
+type Runs = (u64, HashMap<String, Run>);
 
 /// The runs under way, by job id, each with its registration's number (a job
 /// claimed again here, its lapsed run still winding down, takes the id over).
@@ -36,12 +46,46 @@ impl Running {
         stops: impl IntoIterator<Item = CancellationToken>,
     ) -> Registered<'_> {
         let mut runs = self.lock();
+        Self::insert(&mut runs, self, id, stops.into_iter().collect())
+    }
+
+    /// Registers the run of job `id` as [`register`](Self::register) does, once
+    /// the run of it registered here before ended: a run cancelled or whose claim
+    /// was lost, its handler still stopping, and the job's next run (a retry by
+    /// hand) do not run at once.
+    pub async fn register_alone(
+        &self,
+        id: &str,
+        stops: impl IntoIterator<Item = CancellationToken>,
+    ) -> Registered<'_> {
+        let stops: Stops = stops.into_iter().collect();
+        loop {
+            let ended = {
+                let mut runs = self.lock();
+                match runs.1.get(id) {
+                    Some(run) => run.ended.clone(),
+                    None => return Self::insert(&mut runs, self, id, stops),
+                }
+            };
+            ended.cancelled().await;
+        }
+    }
+
+    fn insert<'a>(runs: &mut Runs, running: &'a Running, id: &str, stops: Stops) -> Registered<'a> {
         runs.0 += 1;
         let number = runs.0;
-        runs.1
-            .insert(id.to_owned(), (number, stops.into_iter().collect()));
+        let run = Run {
+            number,
+            stops,
+            finishing: false,
+            ended: CancellationToken::new(),
+        };
+        // A run it takes over from is no longer waited for.
+        if let Some(old) = runs.1.insert(id.to_owned(), run) {
+            old.ended.cancel();
+        }
         Registered {
-            running: self,
+            running,
             id: id.to_owned(),
             number,
         }
@@ -49,8 +93,23 @@ impl Running {
 
     /// Stops the run of job `id` on this host, if any (it was cancelled).
     pub fn stop(&self, id: &str) {
-        if let Some((_, stops)) = self.lock().1.get(id) {
-            stops.iter().for_each(CancellationToken::cancel);
+        if let Some(run) = self.lock().1.get(id) {
+            run.stops.iter().for_each(CancellationToken::cancel);
+        }
+    }
+
+    /// Waits, if the handler of job `id`'s run here has returned, until its
+    /// outcome is recorded and the run ended: a cancel then finds the job ended
+    /// rather than taking the place of a result already had.
+    pub async fn settled(&self, id: &str) {
+        let ended = self
+            .lock()
+            .1
+            .get(id)
+            .filter(|run| run.finishing)
+            .map(|run| run.ended.clone());
+        if let Some(ended) = ended {
+            ended.cancelled().await;
         }
     }
 }
@@ -63,11 +122,28 @@ pub struct Registered<'a> {
     number: u64,
 }
 
+impl Registered<'_> {
+    /// The run's handler returned: its outcome is being recorded (see
+    /// [`Running::settled`]).
+    pub fn finishing(&self) {
+        if let Some(run) = self.running.lock().1.get_mut(&self.id)
+            && run.number == self.number
+        {
+            run.finishing = true;
+        }
+    }
+}
+
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         let mut runs = self.running.lock();
-        if runs.1.get(&self.id).is_some_and(|(n, _)| *n == self.number) {
-            runs.1.remove(&self.id);
+        if runs
+            .1
+            .get(&self.id)
+            .is_some_and(|run| run.number == self.number)
+            && let Some(run) = runs.1.remove(&self.id)
+        {
+            run.ended.cancel();
         }
     }
 }
@@ -90,5 +166,37 @@ mod tests {
         assert!(!first.iter().any(CancellationToken::is_cancelled));
         drop(b);
         assert!(running.lock().1.is_empty());
+    }
+
+    #[test]
+    fn a_run_registered_alone_waits_for_the_run_before_it_to_end() {
+        use futures_util::FutureExt;
+        let running = Running::default();
+        let first = running.register("j", []);
+        let mut second = Box::pin(running.register_alone("j", []));
+        assert!((&mut second).now_or_never().is_none(), "the first runs");
+        drop(first);
+        let second = second.now_or_never().expect("the first ended");
+        drop(second);
+        assert!(running.lock().1.is_empty());
+    }
+
+    #[test]
+    fn a_cancel_waits_only_for_a_run_whose_handler_returned() {
+        use futures_util::FutureExt;
+        let running = Running::default();
+        let run = running.register("j", []);
+        assert!(
+            running.settled("j").now_or_never().is_some(),
+            "still running"
+        );
+        run.finishing();
+        let mut settled = Box::pin(running.settled("j"));
+        assert!(
+            (&mut settled).now_or_never().is_none(),
+            "its outcome is on its way"
+        );
+        drop(run);
+        assert!(settled.now_or_never().is_some(), "recorded");
     }
 }

@@ -1,0 +1,266 @@
+//! A cancel racing a run's end, on the host's own store and a paused clock.
+//!
+//! A cancel that reached the store after the handler had returned but before its
+//! outcome was written answered "cancelled", and the job's result was lost though
+//! its work was done (a probe: 9 of 60 cancels sent as runs ended). It now waits for
+//! that outcome and says the job already ended. And a cancelled run whose handler
+//! takes a while to stop, retried at once, ran beside its own retry (the runner let
+//! go of it at the cancel, the handler still running).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use koan::error::ErrorKind;
+use koan::job::{
+    Claim, ClaimRequest, Claimed, Finish, JobCounts, JobPage, JobQuery, JobRecord, JobState,
+    JobStore, LiveServices, MemoryJobStore, NewJob, Pushed, RetryFrom,
+};
+use koan::testing::{settle, wait_for_job, within};
+use koan::transport::BoxFuture;
+use koan::{ActionContext, Actions, Background, BackgroundService, BoxError, Service};
+use koan::{HostHandle, ServiceContext};
+use tokio::sync::Notify;
+
+/// The in-memory store, whose `finish` can be held: it says it was reached, then
+/// waits to be let through.
+#[derive(Default)]
+struct HeldFinish {
+    inner: MemoryJobStore,
+    hold: std::sync::atomic::AtomicBool,
+    reached: Notify,
+    through: Notify,
+}
+
+impl JobStore for HeldFinish {
+    fn is_durable(&self) -> bool {
+        self.inner.is_durable()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn push(&self, job: NewJob) -> BoxFuture<'_, koan::Result<Pushed>> {
+        self.inner.push(job)
+    }
+    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, koan::Result<Vec<Claimed>>> {
+        self.inner.claim(request)
+    }
+    fn heartbeat(&self, claim: &Claim, until: DateTime<Utc>) -> BoxFuture<'_, koan::Result<bool>> {
+        self.inner.heartbeat(claim, until)
+    }
+    fn finish(
+        &self,
+        claim: &Claim,
+        how: Finish,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, koan::Result<bool>> {
+        let claim = claim.clone();
+        Box::pin(async move {
+            if self.hold.swap(false, Ordering::SeqCst) {
+                self.reached.notify_one();
+                self.through.notified().await;
+            }
+            self.inner.finish(&claim, how, now).await
+        })
+    }
+    fn get(&self, id: &str) -> BoxFuture<'_, koan::Result<Option<JobRecord>>> {
+        self.inner.get(id)
+    }
+    fn list(&self, query: JobQuery) -> BoxFuture<'_, koan::Result<JobPage>> {
+        self.inner.list(query)
+    }
+    fn counts(&self, service: Option<&str>) -> BoxFuture<'_, koan::Result<JobCounts>> {
+        self.inner.counts(service)
+    }
+    fn next_due(&self, services: &[String]) -> BoxFuture<'_, koan::Result<Option<DateTime<Utc>>>> {
+        self.inner.next_due(services)
+    }
+    fn live_services(&self) -> BoxFuture<'_, koan::Result<Option<LiveServices>>> {
+        self.inner.live_services()
+    }
+    fn retry(
+        &self,
+        id: &str,
+        from: RetryFrom,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, koan::Result<JobRecord>> {
+        self.inner.retry(id, from, now)
+    }
+    fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, koan::Result<JobRecord>> {
+        self.inner.cancel(id, now)
+    }
+    fn delete(&self, id: &str) -> BoxFuture<'_, koan::Result<bool>> {
+        self.inner.delete(id)
+    }
+    fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, koan::Result<u64>> {
+        self.inner.purge(older_than, max_bytes)
+    }
+}
+
+/// `quick` answers 7 at once; `slow` runs ten seconds whatever its token says,
+/// counting the runs under way and the most at once.
+#[derive(Default)]
+struct Work {
+    now: AtomicU32,
+    most: Arc<AtomicU32>,
+}
+
+impl Service for Work {
+    type Kind = Background;
+    fn options() -> koan::ServiceOptions {
+        koan::ServiceOptions::named("Work").max_concurrency(4)
+    }
+    fn actions(a: &mut Actions<Self>) {
+        a.action("quick", |_: Arc<Self>, (): (), _: ActionContext| async {
+            Ok::<u32, BoxError>(7)
+        });
+        a.action(
+            "slow",
+            |svc: Arc<Self>, (): (), _: ActionContext| async move {
+                let now = svc.now.fetch_add(1, Ordering::SeqCst) + 1;
+                svc.most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                svc.now.fetch_sub(1, Ordering::SeqCst);
+                Ok::<u32, BoxError>(now)
+            },
+        );
+    }
+}
+
+impl BackgroundService for Work {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// One action at a time: `hold` waits until let go; `count` counts its runs.
+#[derive(Default)]
+struct One {
+    go: Arc<Notify>,
+    counted: Arc<AtomicU32>,
+}
+
+impl Service for One {
+    type Kind = Background;
+    fn options() -> koan::ServiceOptions {
+        koan::ServiceOptions::named("One")
+    }
+    fn actions(a: &mut Actions<Self>) {
+        a.action(
+            "hold",
+            |svc: Arc<Self>, (): (), _: ActionContext| async move {
+                svc.go.notified().await;
+                Ok::<(), BoxError>(())
+            },
+        );
+        a.action(
+            "count",
+            |svc: Arc<Self>, (): (), _: ActionContext| async move {
+                Ok::<u32, BoxError>(svc.counted.fetch_add(1, Ordering::SeqCst) + 1)
+            },
+        );
+    }
+}
+
+impl BackgroundService for One {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+async fn start(store: Arc<HeldFinish>, work: Work) -> anyhow::Result<HostHandle> {
+    let host = koan::testing::host()
+        .job_store(store)
+        .instance(work)
+        .instance(One::default())
+        .build()?
+        .start();
+    host.started().await?;
+    Ok(host)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_reaching_a_run_whose_handler_returned_leaves_its_success() -> anyhow::Result<()> {
+    let store = Arc::new(HeldFinish::default());
+    store.hold.store(true, Ordering::SeqCst);
+    let host = start(Arc::clone(&store), Work::default()).await?;
+    let ticket = host.service("Work").action("quick", ()).enqueue().await?;
+    let id = ticket.id().to_owned();
+    // The handler returned 7; its outcome is on its way to the store.
+    within(
+        "the run's outcome to reach the store",
+        store.reached.notified(),
+    )
+    .await;
+    let cancelling = tokio::spawn({
+        let host = host.clone();
+        let id = id.clone();
+        async move { host.jobs().cancel(&id).await }
+    });
+    settle().await;
+    store.through.notify_one();
+    let e = within("the cancel's answer", cancelling)
+        .await?
+        .expect_err("the job ended before the cancel");
+    assert_eq!(e.kind(), ErrorKind::JobState, "{e}");
+    assert!(e.to_string().contains("succeeded"), "{e}");
+    let record = host.jobs().get(&id).await?;
+    assert_eq!(record.state, JobState::Succeeded);
+    assert_eq!(record.result, Some(serde_json::json!(7)));
+    let outcome = within("the ticket's outcome", ticket.outcome()).await?;
+    assert_eq!(outcome.value::<u32>()?, 7);
+    Ok(koan::testing::stop(&host).await?)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_run_still_stopping_does_not_run_beside_its_retry() -> anyhow::Result<()> {
+    let store = Arc::new(HeldFinish::default());
+    let work = Work::default();
+    let most = Arc::clone(&work.most);
+    let host = start(store, work).await?;
+    let ticket = host.service("Work").action("slow", ()).enqueue().await?;
+    let id = ticket.id().to_owned();
+    wait_for_job(&host, &id, JobState::Running).await;
+    host.jobs().cancel(&id).await?;
+    host.jobs().retry(&id).await?;
+    let record = wait_for_job(&host, &id, JobState::Succeeded).await;
+    assert_eq!(most.load(Ordering::SeqCst), 1, "one run at a time");
+    assert_eq!(record.attempts, 2);
+    Ok(koan::testing::stop(&host).await?)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_cancelled_while_its_call_waits_in_the_mailbox_never_starts() -> anyhow::Result<()> {
+    let one = One::default();
+    let (go, counted) = (Arc::clone(&one.go), Arc::clone(&one.counted));
+    let host = koan::testing::host()
+        .job_store(Arc::new(HeldFinish::default()))
+        .instance(Work::default())
+        .instance(one)
+        .build()?
+        .start();
+    host.started().await?;
+    // `hold` takes the service's one worker; the job's run waits behind it.
+    let holding = tokio::spawn({
+        let host = host.clone();
+        async move { host.service("One").action("hold", ()).execute().await }
+    });
+    settle().await;
+    let ticket = host.service("One").action("count", ()).enqueue().await?;
+    let id = ticket.id().to_owned();
+    wait_for_job(&host, &id, JobState::Running).await;
+    host.jobs().cancel(&id).await?;
+    go.notify_one();
+    within("`hold`", holding).await??;
+    settle().await;
+    assert_eq!(
+        counted.load(Ordering::SeqCst),
+        0,
+        "a cancelled job never started"
+    );
+    assert_eq!(host.jobs().get(&id).await?.state, JobState::Cancelled);
+    Ok(koan::testing::stop(&host).await?)
+}
