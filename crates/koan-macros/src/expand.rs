@@ -295,6 +295,24 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
                         bad = true;
                         break;
                     }
+                    if let Type::Reference(r) = &*pt.ty {
+                        let owned = match &*r.elem {
+                            Type::Path(p) if p.path.is_ident("str") => "`String`".to_owned(),
+                            Type::Slice(s) => {
+                                let t = &s.elem;
+                                format!("`Vec<{}>`", quote!(#t))
+                            }
+                            t => format!("`{}`", quote!(#t)),
+                        };
+                        push_err(syn::Error::new(
+                            pt.ty.span(),
+                            format!(
+                                "an action's parameter value is decoded from its call, so it is owned: take {owned} instead of a reference"
+                            ),
+                        ));
+                        bad = true;
+                        break;
+                    }
                     param_ty = Some((*pt.ty).clone());
                     call_args.push(quote!(params));
                 }
