@@ -365,3 +365,70 @@ async fn a_reconnect_past_the_kept_events_is_told_some_were_missed() -> anyhow::
     assert_eq!(next["event"], "Burst", "{next}");
     api.stop().await
 }
+
+/// Events of several emitters reach a stream in their ids' order, so that an id
+/// received means every event before it was sent. Here an emitter waits on a
+/// slow subscriber (`Overflow::Wait`) with its third event numbered and kept while
+/// another's later one goes on: the stream sent the later one first, and a
+/// reconnect after it missed the third (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_several_emitters_are_sent_in_their_ids_order() -> anyhow::Result<()> {
+    use koan::event::{EventEnvelope, Overflow};
+    use std::sync::Arc;
+    let api = start().await?;
+    let host = api.host.clone();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let _slow = host
+        .events()
+        .on("First")
+        .buffer(1)
+        .overflow(Overflow::Wait)
+        .handle_envelope({
+            let gate = Arc::clone(&gate);
+            move |_: EventEnvelope| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    if let Ok(permit) = gate.acquire().await {
+                        permit.forget();
+                    }
+                }
+            }
+        })
+        .subscribe()
+        .await?;
+    let mut stream = open(&api, "/api/events").await?;
+    // The first is held by the slow subscriber, the second waits in its buffer,
+    // the third's emitter waits for room: kept, not yet sent to the stream.
+    let emitter = tokio::spawn({
+        let host = host.clone();
+        async move {
+            for i in 0..3 {
+                host.emit("Notifier", "First", json!({ "text": i.to_string() }))
+                    .await?;
+            }
+            Ok::<(), koan::Error>(())
+        }
+    });
+    within("the third to be kept", async {
+        while host
+            .recent_events()
+            .iter()
+            .filter(|e| e.name() == "First")
+            .count()
+            < 3
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await?;
+    host.emit("Notifier", "Second", json!({ "text": "s" }))
+        .await?;
+    gate.add_permits(8);
+    within("the emitter", emitter).await???;
+    let mut texts = Vec::new();
+    while texts.len() < 4 {
+        texts.push(stream.next_data().await?["payload"]["text"].clone());
+    }
+    assert_eq!(texts, [json!("0"), json!("1"), json!("2"), json!("s")]);
+    api.stop().await
+}

@@ -4,6 +4,7 @@
 //! for browsers' `EventSource`, as `?token=`).
 
 use koan::transport::HostLink as _;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -155,28 +156,53 @@ async fn stream(
     // that none falls between; a live one numbered up to the last kept then is
     // among them, or was seen before.
     let (missed, seen_up_to) = match last_seen {
-        None => (Vec::new(), 0),
+        // A new stream starts after the last event kept now (none is replayed).
+        None => (
+            Vec::new(),
+            state.host.recent_events_since(0, &|_| false).last,
+        ),
         Some((after, foreign)) => {
-            let since = state.host.recent_events_since(after);
+            let since = state.host.recent_events_since(after, &takes);
             let mut out = Vec::with_capacity(since.events.len() + 1);
             if since.missed || foreign {
-                // Named, so a browser's `onmessage` does not take it for an event.
-                out.push(Event::default().event("missed").data(format!(
-                    "{{\"after\":{after},\"message\":\"events after the one last received are no longer kept (this host keeps its last {}, and its id may be from before a restart or another host): some were missed\"}}",
-                    koan::event::RECENT_EVENTS
-                )));
+                out.push(missed_event(after, RECONNECT_MISSED));
             }
-            out.extend(since.events.iter().filter(|e| takes(e)).map(sse_event));
+            out.extend(since.events.iter().map(sse_event));
             (out, since.last.max(after))
         }
     };
+    let host = state.host.clone();
     let live = futures_util::stream::unfold(
-        (rx, subscription, permit),
-        move |(mut rx, sub, permit)| async move {
-            loop {
-                let env = rx.recv().await?;
-                if env.arrival() > seen_up_to {
-                    return Some((sse_event(&env), (rx, sub, permit)));
+        (rx, subscription, permit, VecDeque::new(), seen_up_to),
+        move |(mut rx, sub, permit, mut ready, mut done)| {
+            let (host, takes) = (host.clone(), takes.clone());
+            async move {
+                loop {
+                    if let Some(event) = ready.pop_front() {
+                        return Some((event, (rx, sub, permit, ready, done)));
+                    }
+                    let env = rx.recv().await?;
+                    let n = env.arrival();
+                    if n <= done {
+                        continue;
+                    }
+                    if n == done + 1 {
+                        done = n;
+                        return Some((sse_event(&env), (rx, sub, permit, ready, done)));
+                    }
+                    // A gap before it: events this stream does not take, events
+                    // dropped while the client was slow, or events another task
+                    // emitted first that are still on their way. Sent from the
+                    // kept ones, in their numbers' order, so that an id received
+                    // means every event before it was sent (events of several
+                    // emitters reached a stream out of order, and a reconnect then
+                    // missed one; found by a review).
+                    let since = host.recent_events_since(done, &takes);
+                    if since.missed {
+                        ready.push_back(missed_event(done, LIVE_MISSED));
+                    }
+                    ready.extend(since.events.iter().map(sse_event));
+                    done = since.last.max(n);
                 }
             }
         },
@@ -187,6 +213,22 @@ async fn stream(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+// The messages below say how many events the host keeps.
+const _: () = assert!(koan::event::RECENT_EVENTS == 256);
+
+/// Why a reconnect missed events.
+const RECONNECT_MISSED: &str = "events after the one last received are no longer kept (this host keeps its last 256, and its id may be from before a restart or another host): some were missed";
+
+/// Why a stream missed events while it was open.
+const LIVE_MISSED: &str = "events after the one last sent were no longer kept when this stream could send them (this host keeps its last 256: the client read too slowly, or more came at once): some were missed";
+
+/// The named event that says events after `after` were missed, and why (a
+/// browser's `onmessage` does not take it for an event).
+fn missed_event(after: u64, why: &str) -> Event {
+    let data = serde_json::json!({ "after": after, "message": why });
+    Event::default().event("missed").data(data.to_string())
 }
 
 /// One event as the stream sends it: unnamed, so a browser's `onmessage` sees

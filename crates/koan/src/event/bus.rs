@@ -225,9 +225,13 @@ impl EventBus {
         self.recent.newest_first()
     }
 
-    /// The kept events numbered after `arrival`, oldest first.
-    pub(crate) fn recent_since(&self, arrival: u64) -> super::EventsSince {
-        self.recent.since(arrival)
+    /// The kept events numbered after `arrival` that `wanted` takes, oldest first.
+    pub(crate) fn recent_since(
+        &self,
+        arrival: u64,
+        wanted: &dyn Fn(&EventEnvelope) -> bool,
+    ) -> super::EventsSince {
+        self.recent.since(arrival, wanted)
     }
 
     /// Delivers `env` to every subscriber; the ring (if the event has one) takes

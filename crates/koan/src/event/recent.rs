@@ -66,18 +66,26 @@ impl Recent {
         kept.events.iter().rev().map(|e| (**e).clone()).collect()
     }
 
-    /// The kept events numbered after `arrival`, oldest first. A number past the
-    /// last one given (a client of this host before it restarted) is treated as 0:
-    /// every kept event is newer than what it saw.
-    pub(super) fn since(&self, arrival: u64) -> EventsSince {
+    /// The kept events numbered after `arrival` that `wanted` takes, oldest
+    /// first. A number past the last one given (a client of this host before it
+    /// restarted) is treated as 0: every kept event is newer than what it saw.
+    pub(super) fn since(
+        &self,
+        arrival: u64,
+        wanted: &dyn Fn(&EventEnvelope) -> bool,
+    ) -> EventsSince {
         let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let after = if arrival > kept.last { 0 } else { arrival };
         let first = kept.events.front().map_or(kept.last + 1, |e| e.arrival);
+        // The kept events' numbers follow one another: the first one wanted is
+        // found by its place, not by reading those before it.
+        let skip = usize::try_from((after + 1).saturating_sub(first)).unwrap_or(usize::MAX);
         EventsSince {
             events: kept
                 .events
                 .iter()
-                .filter(|e| e.arrival > after)
+                .skip(skip)
+                .filter(|e| wanted(e))
                 .map(|e| (**e).clone())
                 .collect(),
             missed: first > after + 1,
@@ -100,21 +108,24 @@ mod tests {
         for n in 1..=10 {
             assert_eq!(recent.keep(event(n)).arrival, n);
         }
-        let since = recent.since(7);
+        let since = recent.since(7, &|_| true);
         let got: Vec<u64> = since.events.iter().map(EventEnvelope::arrival).collect();
         assert_eq!((got, since.missed, since.last), (vec![8, 9, 10], false, 10));
-        assert!(recent.since(10).events.is_empty());
+        assert!(recent.since(10, &|_| true).events.is_empty());
         // A number from before this host restarted: every kept event.
-        assert_eq!(recent.since(99).events.len(), 10);
+        assert_eq!(recent.since(99, &|_| true).events.len(), 10);
+        let odd = recent.since(4, &|e| e.arrival % 2 == 1);
+        let got: Vec<u64> = odd.events.iter().map(EventEnvelope::arrival).collect();
+        assert_eq!(got, vec![5, 7, 9]);
 
         for n in 11..=(RECENT_EVENTS as u64 + 20) {
             recent.keep(event(n));
         }
-        let since = recent.since(5);
+        let since = recent.since(5, &|_| true);
         assert!(since.missed, "events 6 to 20 are no longer kept");
         assert_eq!(since.events.len(), RECENT_EVENTS);
         assert_eq!(since.events[0].arrival, 21);
-        assert!(!recent.since(20).missed);
+        assert!(!recent.since(20, &|_| true).missed);
         assert_eq!(recent.newest_first()[0].arrival, RECENT_EVENTS as u64 + 20);
     }
 }

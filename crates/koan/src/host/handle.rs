@@ -227,9 +227,14 @@ impl HostHandle {
     /// The kept events this host numbered after `arrival`
     /// ([`EventEnvelope::arrival`](crate::event::EventEnvelope::arrival)), oldest
     /// first, and whether some after it are no longer kept: what a client that
-    /// saw up to `arrival` missed (an event stream's `Last-Event-ID`).
-    pub fn recent_events_since(&self, arrival: u64) -> crate::event::EventsSince {
-        self.inner.events.recent_since(arrival)
+    /// saw up to `arrival` missed (an event stream's `Last-Event-ID`). Only those
+    /// `wanted` takes are returned (a stream's filter), read in place.
+    pub fn recent_events_since(
+        &self,
+        arrival: u64,
+        wanted: &dyn Fn(&crate::event::EventEnvelope) -> bool,
+    ) -> crate::event::EventsSince {
+        self.inner.events.recent_since(arrival, wanted)
     }
 
     /// The jobs of this host's store: list, inspect, retry, cancel, delete.
