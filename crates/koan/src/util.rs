@@ -68,6 +68,12 @@ pub(crate) fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Whole milliseconds, rounded up: a stored job's timeout is never shorter than
+/// the one given (`1ns` became `0` ms, and its job dead at once; found by a probe).
+pub(crate) fn millis_up(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
 /// Renders a duration the way people write them in config: `1h`, `30s`, `250ms`.
 pub(crate) fn fmt_duration(d: std::time::Duration) -> String {
     // Sub-millisecond precision only for tiny durations; logs want `153ms`, not `153ms449us897ns`.

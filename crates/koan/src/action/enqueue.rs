@@ -100,7 +100,7 @@ impl ActionRequest {
                 Ok(JobStep {
                     action: c.action,
                     params: c.params,
-                    timeout_ms: c.timeout.map(crate::util::millis),
+                    timeout_ms: c.timeout.map(crate::util::millis_up),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -298,7 +298,7 @@ pub(super) fn checked_step(inner: &HostInner, cell: &ServiceCell, step: Step) ->
     Ok(JobStep {
         action: stored_name,
         params: json,
-        timeout_ms: timeout.map(crate::util::millis),
+        timeout_ms: timeout.map(crate::util::millis_up),
     })
 }
 

@@ -132,7 +132,7 @@ pub(super) async fn hand_over(
         steps: std::iter::once(JobStep {
             action: call.action.clone(),
             params: call.params.clone(),
-            timeout_ms: call.timeout.map(crate::util::millis),
+            timeout_ms: call.timeout.map(crate::util::millis_up),
         })
         .chain(then.iter().cloned())
         .collect(),

@@ -85,6 +85,14 @@ impl Run {
         } else {
             0.0
         };
+        // A stored job's deadline counts from its run's start (jobs.md), not from
+        // its wait here behind other calls: one died of `timeout` at each attempt,
+        // never run (found by a probe).
+        if job.job.is_some()
+            && let Some(timeout) = job.timeout
+        {
+            job.deadline = Some(Instant::now() + timeout);
+        }
         // Only a job with a deadline reads tokio's clock (see `Moment`).
         if let Some(deadline) = job.deadline
             && Instant::now() >= deadline
@@ -346,6 +354,16 @@ fn settle(
                         ),
                     )),
                 );
+            }
+            // A stored job's handler that ended at its token after an operator's
+            // cancel (or a lost claim): the cancel's doing, counted `cancelled`
+            // (it was counted a handler's failure, and warned; found by a probe).
+            if err.kind() == ErrorKind::Handler
+                && job.job.as_ref().is_some_and(|j| j.token.is_cancelled())
+            {
+                finished(job, cell, Outcome::Cancelled, elapsed, queued, now);
+                tracing::info!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), error = ?err.message(), "action stopped: its job was cancelled or lost its claim");
+                return answer(job, Err(err));
             }
             finished(job, cell, Outcome::HandlerError, elapsed, queued, now);
             tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), error = ?err.message(), "action failed");

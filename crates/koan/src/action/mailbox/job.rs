@@ -54,10 +54,16 @@ impl Job {
             .timeout
             .map(crate::util::fmt_duration)
             .unwrap_or_default();
+        // A stored job's counts from its run's start (see `Run::start`).
+        let from = if self.job.is_some() {
+            "counted from its start"
+        } else {
+            "queue time included"
+        };
         Error::new(
             ErrorKind::Timeout,
             format!(
-                "action `{}` of `{}` did not finish within its timeout of {limit} (queue time included)",
+                "action `{}` of `{}` did not finish within its timeout of {limit} ({from})",
                 self.entry(cell).name,
                 cell.spec.name
             ),
