@@ -5,7 +5,8 @@
 //! its work was done (a probe: 9 of 60 cancels sent as runs ended). It now waits for
 //! that outcome and says the job already ended. And a cancelled run whose handler
 //! takes a while to stop, retried at once, ran beside its own retry (the runner let
-//! go of it at the cancel, the handler still running).
+//! go of it at the cancel, the handler still running). A handler ended at its
+//! token by a cancel is counted `cancelled`, not a handler's failure.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -115,6 +116,13 @@ impl Service for Work {
         a.action("quick", |_: Arc<Self>, (): (), _: ActionContext| async {
             Ok::<u32, BoxError>(7)
         });
+        a.action(
+            "stops",
+            |_: Arc<Self>, (): (), cx: ActionContext| async move {
+                cx.cancelled().await;
+                Err::<(), BoxError>("stopped before it was stored".into())
+            },
+        );
         a.action(
             "slow",
             |svc: Arc<Self>, (): (), _: ActionContext| async move {
@@ -261,6 +269,31 @@ async fn a_job_cancelled_while_its_call_waits_in_the_mailbox_never_starts() -> a
         0,
         "a cancelled job never started"
     );
+    assert_eq!(host.jobs().get(&id).await?.state, JobState::Cancelled);
+    Ok(koan::testing::stop(&host).await?)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_ended_by_a_cancel_is_counted_cancelled_not_failed() -> anyhow::Result<()> {
+    let counters = koan::testing::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let host = start(Arc::new(HeldFinish::default()), Work::default()).await?;
+    let ticket = host.service("Work").action("stops", ()).enqueue().await?;
+    let id = ticket.id().to_owned();
+    wait_for_job(&host, &id, JobState::Running).await;
+    host.jobs().cancel(&id).await?;
+    settle().await;
+    let count = |outcome| {
+        counters.get(
+            "koan_actions_total",
+            &[
+                ("action", "stops"),
+                ("outcome", outcome),
+                ("service", "Work"),
+            ],
+        )
+    };
+    assert_eq!((count("cancelled"), count("handler_error")), (1, 0));
     assert_eq!(host.jobs().get(&id).await?.state, JobState::Cancelled);
     Ok(koan::testing::stop(&host).await?)
 }

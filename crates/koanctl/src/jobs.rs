@@ -21,18 +21,18 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             cursor,
         } => {
             let mut url = client.url(&["api", "jobs"]);
+            let filters = [
+                ("state", state),
+                ("service", service),
+                ("action", action),
+                ("correlation_id", correlation_id),
+                ("limit", limit.map(|n| n.to_string())),
+            ];
             {
                 let mut q = url.query_pairs_mut();
-                for (k, v) in [
-                    ("state", state),
-                    ("service", service),
-                    ("action", action),
-                    ("correlation_id", correlation_id),
-                    ("limit", limit.map(|n| n.to_string())),
-                    ("cursor", cursor),
-                ] {
+                for (k, v) in filters.iter().chain([&("cursor", cursor)]) {
                     if let Some(v) = v {
-                        q.append_pair(k, &v);
+                        q.append_pair(k, v);
                     }
                 }
             }
@@ -48,7 +48,7 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             if json {
                 return Ok(emit_json(&body)?);
             }
-            Ok(emit(&list_text(&body))?)
+            Ok(emit(&list_text(&body, &filters))?)
         }
         JobsCommand::Counts { service } => {
             let body = for_service(
@@ -192,7 +192,21 @@ async fn post(client: &Client, segments: &[&str], json: bool) -> anyhow::Result<
     ))?)
 }
 
-fn list_text(body: &Value) -> String {
+/// A word as a POSIX shell reads it back: as it is when it is plain, else quoted.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@+=,".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The listing's page as a table, then the command for the next page (with the
+/// same filters: without them it listed every job; found by a probe).
+fn list_text(body: &Value, filters: &[(&str, Option<String>)]) -> String {
     let rows: Vec<Vec<String>> = body["jobs"]
         .as_array()
         .map(|jobs| {
@@ -220,7 +234,14 @@ fn list_text(body: &Value) -> String {
         &rows,
     );
     if let Some(next) = body["next_cursor"].as_str() {
-        text.push_str(&format!("next: koanctl jobs list --cursor {next}\n"));
+        let mut command = "koanctl jobs list".to_owned();
+        for (flag, value) in filters {
+            if let Some(value) = value {
+                let flag = flag.replace('_', "-");
+                command.push_str(&format!(" --{flag} {}", shell_word(value)));
+            }
+        }
+        text.push_str(&format!("next: {command} --cursor {}\n", shell_word(next)));
     }
     if body["partial"] == true {
         text.push_str(PARTIAL);
@@ -295,8 +316,25 @@ mod tests {
     #[test]
     fn a_listing_covering_part_of_the_cluster_s_jobs_says_so() {
         let partial = serde_json::json!({ "jobs": [], "next_cursor": null, "partial": true });
-        assert!(list_text(&partial).contains("partial: the instance holds only"));
+        assert!(list_text(&partial, &[]).contains("partial: the instance holds only"));
         let whole = serde_json::json!({ "jobs": [], "next_cursor": null });
-        assert!(!list_text(&whole).contains("partial"));
+        assert!(!list_text(&whole, &[]).contains("partial"));
+    }
+
+    #[test]
+    fn the_next_page_command_keeps_the_filters() {
+        let body = serde_json::json!({ "jobs": [], "next_cursor": "01a2-b" });
+        let filters = [
+            ("state", Some("dead".to_owned())),
+            ("service", Some("Translation Service".to_owned())),
+            ("action", None),
+            ("correlation_id", Some("it's".to_owned())),
+            ("limit", Some("2".to_owned())),
+        ];
+        let text = list_text(&body, &filters);
+        assert!(
+            text.contains("next: koanctl jobs list --state dead --service 'Translation Service' --correlation-id 'it'\\''s' --limit 2 --cursor 01a2-b\n"),
+            "{text}"
+        );
     }
 }

@@ -313,7 +313,11 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     registered.finishing();
     heartbeat.abort();
     if fence.is_cancelled() {
-        tracing::warn!(job = %record.id, service = %cell.spec.name, "job's claim was lost while it ran (it lapsed or the job was cancelled); its outcome is not recorded");
+        if registered.cancelled() {
+            tracing::info!(job = %record.id, service = %cell.spec.name, "job was cancelled while it ran; its outcome is not recorded");
+        } else {
+            tracing::warn!(job = %record.id, service = %cell.spec.name, "job's claim was lost while it ran (it lapsed, or it was cancelled on another host); its outcome is not recorded");
+        }
         return;
     }
     let now = host.config.clock.now();

@@ -20,6 +20,8 @@ struct Run {
     number: u64,
     stops: Stops,
     finishing: bool,
+    /// Stopped by [`Running::stop`] (a cancel), not by a lost claim.
+    cancelled: bool,
     ended: CancellationToken,
 }
 
@@ -78,6 +80,7 @@ impl Running {
             number,
             stops,
             finishing: false,
+            cancelled: false,
             ended: CancellationToken::new(),
         };
         // A run it takes over from is no longer waited for.
@@ -93,7 +96,8 @@ impl Running {
 
     /// Stops the run of job `id` on this host, if any (it was cancelled).
     pub fn stop(&self, id: &str) {
-        if let Some(run) = self.lock().1.get(id) {
+        if let Some(run) = self.lock().1.get_mut(id) {
+            run.cancelled = true;
             run.stops.iter().for_each(CancellationToken::cancel);
         }
     }
@@ -123,6 +127,15 @@ pub struct Registered<'a> {
 }
 
 impl Registered<'_> {
+    /// Whether the run was stopped by a cancel ([`Running::stop`]).
+    pub fn cancelled(&self) -> bool {
+        self.running
+            .lock()
+            .1
+            .get(&self.id)
+            .is_some_and(|run| run.number == self.number && run.cancelled)
+    }
+
     /// The run's handler returned: its outcome is being recorded (see
     /// [`Running::settled`]).
     pub fn finishing(&self) {
@@ -162,6 +175,7 @@ mod tests {
         // (A second run of the job here, its first still winding down.)
         drop(a);
         running.stop("j");
+        assert!(b.cancelled());
         assert!(second.iter().all(CancellationToken::is_cancelled));
         assert!(!first.iter().any(CancellationToken::is_cancelled));
         drop(b);
