@@ -175,22 +175,31 @@ impl NatsTransport {
                 }
                 // An event has no one to answer: one in another version is logged
                 // and skipped, never guessed at.
+                // Each refusal is said in the log at the 1st, 2nd, 4th, … one, its
+                // subject cut, so that a flood does not flood the log too (20,000
+                // unreadable events on a long subject wrote 80 MB to each host's
+                // log; found by a probe).
+                let subject = logged(&msg.subject);
                 if let Some(refusal) = wire::refuse_version(msg.headers.as_ref()) {
-                    tracing::warn!(subject = %msg.subject, reason = ?refusal.message, "event in another wire version skipped");
+                    if let Some(n) = refused.hit() {
+                        tracing::warn!(subject, refused = n, reason = ?refusal.message, "event in another wire version skipped");
+                    }
                     continue;
                 }
                 match serde_json::from_slice::<WireEvent>(&msg.payload) {
                     Ok(ev) => match refusal(&t, &msg.subject, &ev, &mut names) {
                         None => h.deliver_remote_event(&ev.into_envelope()).await,
                         Some(why) => {
-                            // Said in the log at the 1st, 2nd, 4th, … refusal, so that a
-                            // flood does not flood the log too.
                             if let Some(n) = refused.hit() {
-                                tracing::warn!(subject = %msg.subject, refused = n, "event from NATS refused: {why}");
+                                tracing::warn!(subject, refused = n, "event from NATS refused: {why}");
                             }
                         }
                     },
-                    Err(e) => tracing::warn!(error = %e, subject = %msg.subject, "unreadable event from NATS"),
+                    Err(e) => {
+                        if let Some(n) = refused.hit() {
+                            tracing::warn!(error = %e, subject, refused = n, "unreadable event from NATS");
+                        }
+                    }
                 }
             }
         }));
@@ -342,9 +351,25 @@ impl UndeclaredNames {
     }
 }
 
+/// A subject as a log line shows it: its first 200 characters (a hostile one
+/// may be near the broker's `max_payload`).
+fn logged(subject: &str) -> &str {
+    subject
+        .char_indices()
+        .nth(200)
+        .map_or(subject, |(end, _)| &subject[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::UndeclaredNames;
+
+    #[test]
+    fn a_logged_subject_is_cut_at_200_characters() {
+        let long = "é".repeat(5_000);
+        assert_eq!(super::logged(&long).chars().count(), 200);
+        assert_eq!(super::logged("koan.evt.s.e"), "koan.evt.s.e");
+    }
 
     #[test]
     fn a_service_that_declares_no_events_is_delivered_so_many_names() {

@@ -101,7 +101,18 @@ async fn put(t: &NatsTransport, mut instance: Instance) -> Result<(), Error> {
         .registry
         .put(subjects::key(&t.inner.host_id), body.into())
         .await
-        .map_err(|e| unavailable(format!("cannot announce to the registry: {e}")))?;
+        .map_err(|e| {
+            // The broker's JetStream storage full (10023 "insufficient resources"):
+            // said so, with what to do (a restart on a full broker said only the
+            // code; found by a probe).
+            let full = e.to_string().contains("10023");
+            let hint = if full {
+                ": the broker's JetStream storage is full (free space, or raise its `max_file_store`, or limit the streams that filled it)"
+            } else {
+                ""
+            };
+            unavailable(format!("cannot announce to the registry: {e}{hint}"))
+        })?;
     Ok(())
 }
 

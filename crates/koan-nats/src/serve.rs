@@ -133,19 +133,15 @@ fn start<'m>(serving: &Serving, msg: &'m async_nats::Message, form: Form) -> (Ca
         }
     };
     let action = headers.action.unwrap_or(action);
-    // A header's id follows the rule HTTP's does (an id on the lead line or in the
-    // subject is a token of at most 64 characters already): an empty or 60 KB one
-    // was taken as it came, into every event, record and log line of the call.
-    let bad_id = headers
-        .correlation
-        .and_then(|id| koan::action::check_correlation_id(id).err());
+    // The id follows the rule HTTP's does, in a header or the subject: an empty
+    // or 60 KB one was taken as it came, into every event, record and log line of
+    // the call (a `bare` subject's id, everything after its action token, was not
+    // checked; found by a probe).
+    let given = headers.correlation.or(id_given);
+    let bad_id = given.and_then(|id| koan::action::check_correlation_id(id).err());
     // Every reply names a correlation id: the caller's, or one made here for it
     // (and then sent back in full, whatever the subject).
-    let call = match headers
-        .correlation
-        .filter(|_| bad_id.is_none())
-        .or(id_given)
-    {
+    let call = match given.filter(|_| bad_id.is_none()) {
         Some(given) => Call {
             correlation: Cow::Borrowed(given),
             form,
@@ -159,11 +155,17 @@ fn start<'m>(serving: &Serving, msg: &'m async_nats::Message, form: Form) -> (Ca
         (Some(refusal), _) => Started::Answered(refusal),
         (None, _) if bad_id.is_some() => Started::Answered(Reply::of(Err(Error::new(
             koan::error::ErrorKind::InvalidParameters,
-            format!(
-                "header `{}` {}",
-                wire::H_CORRELATION,
-                bad_id.unwrap_or_default()
-            ),
+            match headers.correlation {
+                Some(_) => format!(
+                    "header `{}` {}",
+                    wire::H_CORRELATION,
+                    bad_id.unwrap_or_default()
+                ),
+                None => format!(
+                    "the correlation id after the action in the subject {}",
+                    bad_id.unwrap_or_default()
+                ),
+            },
         )))),
         (None, Err(unreadable)) => Started::Answered(Reply::of(Err(unreadable))),
         (None, Ok(params)) => {
@@ -187,9 +189,30 @@ fn reply_of(output: Result<koan::action::ActionOutput, Error>) -> Reply {
     Reply::of(output.and_then(koan::action::ActionOutput::into_json))
 }
 
+/// Replies up to this size are sent without asking the broker's `max_payload`
+/// (no broker takes less than this in practice; its default is 1 MiB).
+const LARGE_REPLY: usize = 32 * 1024;
+
 /// Sends a call's reply.
 async fn send(client: &async_nats::Client, to: async_nats::Subject, call: Call<'_>, reply: Reply) {
-    let body = reply.bytes();
+    let mut body = reply.bytes();
+    // A reply the broker would refuse is answered with an error saying so: it was
+    // dropped unsaid, the action having run, and its caller waited out its whole
+    // timeout (found by a probe). (Only a large reply asks: `server_info` clones
+    // the server's whole description, too dear for every reply.)
+    let max = || client.server_info().max_payload;
+    if body.len() > LARGE_REPLY && body.len() + 1024 > max() {
+        let max = max();
+        tracing::warn!(correlation_id = %call.correlation, bytes = body.len(), max_payload = max, "an action's reply is larger than the broker takes: an error is sent instead");
+        body = Reply::refused(
+            "handler_error",
+            format!(
+                "the action ran, but its result ({} bytes) is larger than the broker takes (max_payload {max} bytes, headers included): it could not be sent; return less, or store it and return where",
+                body.len()
+            ),
+        )
+        .bytes();
+    }
     let _ = match call.form {
         Form::Bare | Form::Lead => client.publish(to, body).await,
         Form::Full => {

@@ -2,6 +2,8 @@
 //! the subscription's own task, one that waits goes on in a task of its own — so a
 //! call that waits never holds up the next call to the same service. And a call
 //! reaches the action it names, whether or not the subject's tokens can spell it.
+//! A result larger than the broker takes is answered with an error saying so (it
+//! was dropped unsaid, its caller waiting out its whole timeout).
 
 use std::sync::Arc;
 
@@ -33,6 +35,13 @@ impl Service for Gate {
                 svc.entered.notify_one();
                 let _pass = svc.open.acquire().await?;
                 Ok::<_, BoxError>("released")
+            },
+        );
+        // A result of `n` bytes.
+        a.action(
+            "big",
+            |_svc: Arc<Self>, n: usize, _cx: ActionContext| async move {
+                Ok::<_, BoxError>("x".repeat(n))
             },
         );
         a.action(
@@ -121,6 +130,45 @@ async fn a_remote_call_reaches_an_action_its_subject_cannot_spell() -> anyhow::R
     .await??;
     assert_eq!(got.value::<String>()?, "pong");
 
+    client.stop().await?;
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_larger_than_the_broker_takes_is_answered_with_an_error() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let gate = Gate {
+        entered: Arc::new(Notify::new()),
+        open: Arc::new(Semaphore::new(0)),
+    };
+    let (worker, client) =
+        Member::worker_and_client(test_options(&server.url()), "Gate", |b| b.instance(gate))
+            .await?;
+    // Well within the test's wait: the answer must not be the call's timeout.
+    let call = client
+        .host
+        .service("Gate")
+        .action("big", 2 * 1024 * 1024usize)
+        .timeout(std::time::Duration::from_secs(600));
+    let e = within("a call of `big`", call.execute())
+        .await?
+        .expect_err("too large to send");
+    assert!(
+        e.to_string().contains("larger than the broker takes"),
+        "{e}"
+    );
+    // A result that fits is sent as ever.
+    let got = within(
+        "a call of `big` that fits",
+        client
+            .host
+            .service("Gate")
+            .action("big", 40_000usize)
+            .execute(),
+    )
+    .await??;
+    assert_eq!(got.value::<String>()?.len(), 40_000);
     client.stop().await?;
     worker.stop().await?;
     Ok(())

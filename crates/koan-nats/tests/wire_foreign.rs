@@ -163,6 +163,18 @@ async fn the_instances_bare_subject_answers_with_the_body_alone() -> anyhow::Res
         json!({"ok": {"params": {"a": 2}, "correlation_id": "c-7", "priority": 0}})
     );
 
+    // An id in the subject follows the header's rule (it was taken unchecked).
+    let long = format!("{subject}.{}", "z".repeat(300));
+    let reply = within("a call with a long id", client.request(long, "{}".into())).await??;
+    let body: Value = serde_json::from_slice(&reply.payload)?;
+    assert_eq!(body["error"], "invalid_parameters", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("in the subject") && m.contains("1 to 200 characters")),
+        "{body}"
+    );
+
     // A call that gives no correlation id gets the full reply, naming the one made.
     let reply = within("a call without an id", client.request(subject, "{}".into())).await??;
     assert_eq!(header(&reply, "Koan-Wire").as_deref(), Some("1"));

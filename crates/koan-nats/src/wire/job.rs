@@ -121,10 +121,15 @@ impl Job {
         headers: Option<&HeaderMap>,
         body: &[u8],
     ) -> Result<Job, Box<Unreadable>> {
+        // `koan.work.<service>.<action>`, or a delayed one's
+        // `koan.delayed.<service>.<action>[.<id>]` (a foreign client's delayed job
+        // without `Koan-Action`, as wire.md allows, died `unknown_action` "unknown";
+        // found by a probe).
         let token = subject
             .strip_prefix("koan.work.")
-            .and_then(|rest| rest.split_once('.'))
-            .map_or("unknown", |(_, action)| action);
+            .or_else(|| subject.strip_prefix("koan.delayed."))
+            .and_then(|rest| rest.split('.').nth(1))
+            .unwrap_or("unknown");
         let service = header(headers, H_SERVICE).unwrap_or_else(|| service.to_owned());
         let action = header(headers, H_ACTION).unwrap_or_else(|| token.to_owned());
         let id = header(headers, H_MSG_ID).filter(|id| !id.trim().is_empty());
@@ -351,6 +356,14 @@ mod tests {
             "the id stands in for a correlation id"
         );
         assert_eq!(job.priority, 0);
+        // A delayed one, on its id's subject or its action's, names its action so.
+        for subject in [
+            "koan.delayed.translationservice.translate.j-1",
+            "koan.delayed.translationservice.translate",
+        ] {
+            let job = Job::read("TranslationService", subject, Some(&h), b"{}").expect(subject);
+            assert_eq!(job.action, "translate", "{subject}");
+        }
         let empty = Job::read("S", "koan.work.s.a", Some(&h), b"").expect("readable");
         assert_eq!(empty.params, Value::Null);
     }
