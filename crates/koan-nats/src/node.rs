@@ -63,12 +63,23 @@ impl Node {
     }
 }
 
+/// The tasks `attach` started, aborted should it fail part-way: an error left them
+/// running, so that a host whose attach failed went on serving calls and taking
+/// jobs with no node to detach them (found by a probe).
+struct Started(Vec<JoinHandle<()>>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.0.iter().for_each(JoinHandle::abort);
+    }
+}
+
 impl NatsTransport {
     /// Serves `host`'s services to the cluster: action and query responders (queue
     /// group per service), durable work consumers, event bridging, registry
     /// heartbeats and singleton leases. Call it after `start()`.
     pub async fn attach(&self, host: &HostHandle) -> Result<Node, Error> {
-        let mut tasks = Vec::new();
+        let mut tasks = Started(Vec::new());
         let mut consumed = Vec::new();
         let client = self.inner.client.clone();
         for service in host.service_names() {
@@ -114,7 +125,7 @@ impl NatsTransport {
                 (bare, Form::Bare),
                 (lead, Form::Lead),
             ] {
-                tasks.push(tokio::spawn(serve_calls(Arc::clone(&serving), sub, form)));
+                tasks.0.push(tokio::spawn(serve_calls(Arc::clone(&serving), sub, form)));
             }
             // Queries: through the service's queue group (any instance), or to this
             // instance by a caller that chose it from the registry.
@@ -130,7 +141,7 @@ impl NatsTransport {
                 .await
                 .map_err(|e| unavailable(format!("cannot subscribe for `{service}`: {e}")))?;
             for sub in [shared, own] {
-                tasks.push(tokio::spawn(serve_queries(
+                tasks.0.push(tokio::spawn(serve_queries(
                     host.clone(),
                     client.clone(),
                     service.clone(),
@@ -138,19 +149,19 @@ impl NatsTransport {
                 )));
             }
             // Durable work.
-            tasks.push(tokio::spawn(crate::queue::consume(
+            tasks.0.push(tokio::spawn(crate::queue::consume(
                 self.clone(),
                 host.clone(),
                 service.clone(),
             )));
             // Its delayed jobs, moved to the work queue when due.
-            tasks.push(tokio::spawn(crate::delayed::consume(
+            tasks.0.push(tokio::spawn(crate::delayed::consume(
                 self.clone(),
                 host.clone(),
                 service.clone(),
             )));
             // The records of its jobs waiting long in the work queue.
-            tasks.push(tokio::spawn(crate::keeper::keep(
+            tasks.0.push(tokio::spawn(crate::keeper::keep(
                 self.clone(),
                 host.clone(),
                 service.clone(),
@@ -166,7 +177,7 @@ impl NatsTransport {
             .await
             .map_err(|e| unavailable(format!("cannot subscribe to events: {e}")))?;
         let (h, me, t) = (host.clone(), self.inner.host_id.clone(), self.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.0.push(tokio::spawn(async move {
             let refused = koan::transport::Sparse::new();
             let mut names = UndeclaredNames::default();
             while let Some(msg) = events.next().await {
@@ -205,19 +216,19 @@ impl NatsTransport {
         }));
 
         // Jobs JetStream will not deliver again: ended as dead by one instance.
-        tasks.push(tokio::spawn(crate::stranded::follow(
+        tasks.0.push(tokio::spawn(crate::stranded::follow(
             self.clone(),
             host.clone(),
         )));
         // The records of the jobs of services no live instance runs.
-        tasks.push(tokio::spawn(crate::keeper::keep_orphans(
+        tasks.0.push(tokio::spawn(crate::keeper::keep_orphans(
             self.clone(),
             host.clone(),
         )));
 
         // Registry heartbeats.
         registry::announce(self, host).await?;
-        tasks.push(tokio::spawn(registry::heartbeats(
+        tasks.0.push(tokio::spawn(registry::heartbeats(
             self.clone(),
             host.clone(),
         )));
@@ -236,7 +247,7 @@ impl NatsTransport {
                 m.insert(subjects::token(&service), Arc::clone(&l));
             }
             lease::step(self, &service, &l).await;
-            tasks.push(tokio::spawn(lease::hold(
+            tasks.0.push(tokio::spawn(lease::hold(
                 self.clone(),
                 host.clone(),
                 service.clone(),
@@ -248,7 +259,7 @@ impl NatsTransport {
         Ok(Node {
             transport: self.clone(),
             leases,
-            tasks,
+            tasks: std::mem::take(&mut tasks.0),
             consumed,
             host: host.clone(),
         })

@@ -232,33 +232,55 @@ pub(crate) async fn store(
     }
 }
 
+/// How [`store_held`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// The outcome is stored (or another delivery's was).
+    Stored,
+    /// The broker or the bucket will never take it: it is too large.
+    TooLarge,
+    /// It could not be stored in the time given (the broker unreachable, or its
+    /// storage full), or the host stopped meanwhile.
+    NotStored,
+}
+
 /// Stores the outcome of a run that ended, trying again while the broker refuses
-/// it (its storage full, a moment's outage) — for up to ten minutes, and while the
-/// host is not stopping — keeping the job's claim with a progress ack before each
-/// try: a job that ran must not run again because its outcome could not be written
-/// at once. Before, it was handed back after a second, and a probe with
-/// JetStream's storage full saw each of 535 jobs run 5 times, then end dead.
-/// `false` when it never got through: the job is then handed back, and runs again.
+/// it (its storage full, a moment's outage) — for up to ten minutes, and until the
+/// host has stopped (through its shutdown's grace: a stop gave up at once, and
+/// the job ran again on another host; found by a probe) — keeping the job's
+/// claim with a progress ack before each try: a job that ran must not run again
+/// because its outcome could not be written at once. Before, it was handed back
+/// after a second, and a probe with JetStream's storage full saw each of 535 jobs
+/// run 5 times, then end dead.
+///
+/// Its run's `slot` is given back once the outcome is stored: held while it
+/// retries, this instance runs no other job to an outcome it could not store
+/// either (a probe saw 264 finished runs held at once, the whole backlog run).
 pub(crate) async fn store_held(
     t: &NatsTransport,
     msg: &async_nats::jetstream::Message,
-    host: &koan::HostHandle,
+    (host, slot): (&koan::HostHandle, tokio::sync::OwnedSemaphorePermit),
     (key, id, attempts): (&str, &str, i64),
     reply: Reply,
-) -> bool {
+) -> Held {
     let until = Instant::now() + Duration::from_secs(600);
     let mut pause = Duration::from_millis(250);
     loop {
         if store(t, key, id, attempts, reply.clone()).await {
-            return true;
+            drop(slot);
+            return Held::Stored;
         }
-        // Too large for the broker or the bucket: no try will take it (the caller
-        // records why instead).
-        if Instant::now() + pause >= until || host.is_stopping() || too_large(t, &reply).await {
-            return false;
+        if too_large(t, &reply).await {
+            return Held::TooLarge;
+        }
+        if Instant::now() + pause >= until {
+            return Held::NotStored;
         }
         let _ = msg.ack_with(async_nats::jetstream::AckKind::Progress).await;
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = host.wait() => return Held::NotStored,
+        }
         pause = (pause * 2).min(t.inner.opts.ack_wait / 3);
     }
 }

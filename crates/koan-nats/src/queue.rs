@@ -21,6 +21,7 @@ use koan::job::{Finish, JobState, RetryPolicy, never_retried};
 use koan::{HostHandle, error::ErrorKind};
 use tokio::sync::Semaphore;
 
+use crate::outcomes::Held;
 use crate::subjects;
 use crate::transport::NatsTransport;
 use crate::wire::{self, Job, Outcome, Reply, Unreadable};
@@ -299,8 +300,10 @@ async fn handle(
             ),
         )),
     };
-    // The run is over (ended, fenced or cut short): its slot is free.
-    drop(slot);
+    // The run is over (ended, fenced or cut short): its slot is free at the end of
+    // this, or once its outcome is stored (held while the broker refuses it, so
+    // that no other job runs here to an outcome it could not store either; see
+    // `store_held`).
     if cancel_asked.load(std::sync::atomic::Ordering::Acquire) {
         return crate::cancels::drop_cancelled(t, &msg, &key, &job.id, attempts).await;
     }
@@ -313,13 +316,18 @@ async fn handle(
         Ok(value) => {
             let how = records::succeeded(value.clone());
             let done = (key.as_str(), job.id.as_str(), attempts);
-            if crate::outcomes::store_held(t, &msg, host, done, Reply::of(Ok(value))).await {
+            let held =
+                crate::outcomes::store_held(t, &msg, (host, slot), done, Reply::of(Ok(value)))
+                    .await;
+            if held == Held::Stored {
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
                 let _ = msg.ack().await;
                 finished(&job.service, JobState::Succeeded);
                 run_record::finish(t, &job.id, attempt, how, started).await;
-            } else if let Some(e) = unstorable(t, &key, &job, attempts).await {
+            } else if held == Held::TooLarge
+                && let Some(e) = unstorable(t, &key, &job, attempts).await
+            {
                 // The result itself cannot be stored (larger than the broker or the
                 // bucket takes): running again would give the same, after running
                 // its side effects again. The job ends dead, its waiters told why.
@@ -356,7 +364,8 @@ async fn handle(
             let reply = Reply::of(Err(e));
             let why = reply.reason();
             let done = (key.as_str(), job.id.as_str(), attempts);
-            if crate::outcomes::store_held(t, &msg, host, done, reply).await {
+            if crate::outcomes::store_held(t, &msg, (host, slot), done, reply).await == Held::Stored
+            {
                 bury(t, &msg, &job, attempt, how, &why, started).await;
             } else {
                 let _ = msg
@@ -449,10 +458,10 @@ async fn refuse(t: &NatsTransport, msg: &Message, bad: Unreadable, attempts: i64
     let _ = msg.ack_with(AckKind::Term).await;
 }
 
-/// After a successful run's outcome could not be stored: whether a small one can.
-/// If it can, the broker is there and it was the result it would not take (larger
-/// than its `max_payload` or the bucket's message size): that error, now recorded
-/// as the job's outcome, is returned. `None`: the broker took neither (unreachable).
+/// After a successful run's result was found too large to store: records a small
+/// outcome saying so, and returns that error. `None`: the broker did not take it
+/// either. (Only a result `too_large` says so: a nearly full bucket that took the
+/// small outcome had 20 jobs that succeeded dead-lettered; found by a probe.)
 async fn unstorable(t: &NatsTransport, key: &str, job: &Job, attempts: i64) -> Option<koan::Error> {
     let e = koan::Error::new(
         ErrorKind::Handler,

@@ -3,7 +3,8 @@
 //! once the broker takes it again; the job ran once. Before, it was handed back
 //! after a second and ran again at each delivery: a probe with JetStream's storage
 //! full saw each of 535 jobs run 5 times, then end `dead`, "none of its runs
-//! ended".
+//! ended". Meanwhile it runs no other job (its whole backlog ran, each outcome
+//! held in memory).
 
 mod common;
 
@@ -38,14 +39,25 @@ async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyho
         Ok((runs.started() > before).then_some(()))
     })
     .await?;
+    // Three more, behind it: while its outcome is refused, the worker holds its
+    // one slot and runs none of them (it ran its whole backlog, each outcome held
+    // in memory; found by a probe).
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        more.push(enqueue(&client.host, "busy", 1u64).await?);
+    }
     // Refused for three seconds: three redeliveries' time (with `ack_wait` 1 s),
     // had the job been handed back after a second as before.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(runs.started(), before + 1, "no other job ran meanwhile");
     config.max_bytes = -1;
     js.update_stream(config).await?;
 
     within("the outcome", ticket.outcome()).await??;
-    assert_eq!(runs.started(), before + 1, "the job ran once");
+    for ticket in more {
+        within("the next outcomes", ticket.outcome()).await??;
+    }
+    assert_eq!(runs.started(), before + 4, "each job ran once");
     client.stop().await?;
     worker.stop().await
 }
