@@ -102,7 +102,11 @@ pub(crate) async fn publish(t: &NatsTransport, job: &Job) -> Result<bool, Error>
         .publish_with_headers(subject, h, body)
         .await
         .map_err(|e| unavailable(format!("{what}: not stored: {e}")))?;
-    match ack.await {
+    let ack = ack.await;
+    if let Err(e) = &ack {
+        t.inner.refusals.note("a new job", &e.to_string());
+    }
+    match ack {
         // A repeat of a stored id: JetStream kept the first.
         Ok(ack) if ack.duplicate => Ok(false),
         Ok(_) => Ok(true),

@@ -72,6 +72,7 @@ mod routes;
 mod routing;
 mod run_record;
 mod serve;
+mod storage;
 mod stranded;
 mod streams;
 mod subjects;

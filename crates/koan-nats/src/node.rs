@@ -125,7 +125,9 @@ impl NatsTransport {
                 (bare, Form::Bare),
                 (lead, Form::Lead),
             ] {
-                tasks.0.push(tokio::spawn(serve_calls(Arc::clone(&serving), sub, form)));
+                tasks
+                    .0
+                    .push(tokio::spawn(serve_calls(Arc::clone(&serving), sub, form)));
             }
             // Queries: through the service's queue group (any instance), or to this
             // instance by a caller that chose it from the registry.

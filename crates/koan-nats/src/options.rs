@@ -57,6 +57,13 @@ pub struct NatsOptions {
     /// The most bytes of dead letters kept (default 256 MiB): past it the oldest
     /// go first. The latest host to start sets both limits.
     pub dead_letter_max_bytes: u64,
+    /// The most bytes koan's streams and buckets may hold together (default none):
+    /// each gets a share as its `max_bytes` (the work queue 40 %, outcomes 18 %,
+    /// records 14 %, …), so that with the broker's storage filling, enqueues are
+    /// refused at the work queue's share while outcomes, records and heartbeats
+    /// still have room. Set it under the server's `max_file_store`, less what
+    /// other streams on the server may take. The latest host to start sets it.
+    pub storage_budget_bytes: Option<u64>,
     /// JetStream storage in memory instead of files (tests).
     pub memory_storage: bool,
 }
@@ -100,10 +107,14 @@ impl Default for NatsOptions {
             view_max_records: 50_000,
             dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
             dead_letter_max_bytes: 256 * 1024 * 1024,
+            storage_budget_bytes: None,
             memory_storage: false,
         }
     }
 }
+
+/// The least `storage_budget_mb` (its smallest share is then some 160 KiB).
+const MIN_BUDGET_MB: u64 = 16;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +138,7 @@ struct Section {
     view_max_records: Option<usize>,
     dead_letter_retention_hours: Option<u64>,
     dead_letter_max_mb: Option<u64>,
+    storage_budget_mb: Option<u64>,
 }
 
 impl NatsOptions {
@@ -142,7 +154,7 @@ impl NatsOptions {
     /// `tls_required`, `tls_ca_file`, `tls_client_cert`/`tls_client_key`,
     /// `default_request_timeout_seconds`, `heartbeat_ms`, `lease_ms`, `max_deliver`,
     /// `ack_wait_seconds`, `watch_idle_seconds`, `outcome_ttl_seconds`, `view_max_records`,
-    /// `dead_letter_retention_hours`, `dead_letter_max_mb`.
+    /// `dead_letter_retention_hours`, `dead_letter_max_mb`, `storage_budget_mb`.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.nats")?;
         let mut o = NatsOptions::default();
@@ -203,6 +215,17 @@ impl NatsOptions {
         if let Some(mb) = s.dead_letter_max_mb {
             o.dead_letter_max_bytes = mb.max(1).saturating_mul(1024 * 1024);
         }
+        if let Some(mb) = s.storage_budget_mb {
+            if mb < MIN_BUDGET_MB {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "`koan.nats.storage_budget_mb` is {mb}: it must be at least {MIN_BUDGET_MB} (each of koan's nine streams and buckets gets a share of it)"
+                    ),
+                ));
+            }
+            o.storage_budget_bytes = Some(mb.saturating_mul(1024 * 1024));
+        }
         Ok(o)
     }
 }
@@ -234,6 +257,7 @@ mod tests {
             view_max_records = 1000
             dead_letter_retention_hours = 48
             dead_letter_max_mb = 64
+            storage_budget_mb = 900
             "#,
         )?;
         assert_eq!(o.url, "nats://10.0.0.1:4222");
@@ -248,6 +272,9 @@ mod tests {
         assert_eq!(o.view_max_records, 1000);
         assert_eq!(o.dead_letter_retention, Duration::from_secs(48 * 3600));
         assert_eq!(o.dead_letter_max_bytes, 64 * 1024 * 1024);
+        assert_eq!(o.storage_budget_bytes, Some(900 * 1024 * 1024));
+        let e = read("[koan.nats]\nstorage_budget_mb = 4\n").expect_err("too small");
+        assert!(e.message().contains("at least 16"), "{e}");
         // Absent: the defaults.
         assert_eq!(read("")?, NatsOptions::default());
         Ok(())

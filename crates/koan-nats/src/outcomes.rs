@@ -226,6 +226,8 @@ pub(crate) async fn store(
             true
         }
         Err(e) => {
+            let e = e.to_string();
+            t.inner.refusals.note("a job's outcome", &e);
             tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome");
             false
         }

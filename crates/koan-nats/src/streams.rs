@@ -35,9 +35,18 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
+        // Its share of `storage_budget_mb`, if any (see `storage.rs`). Full, it
+        // refuses new messages: JetStream's default drops the oldest, which for a
+        // work queue is accepted jobs lost.
+        config.max_bytes = crate::storage::max_bytes(opts, name);
+        config.discard = stream::DiscardPolicy::New;
         if name == subjects::DLQ_STREAM {
             config.max_age = opts.dead_letter_retention;
-            config.max_bytes = i64::try_from(opts.dead_letter_max_bytes).unwrap_or(i64::MAX);
+            let own = i64::try_from(opts.dead_letter_max_bytes).unwrap_or(i64::MAX);
+            config.max_bytes = match config.max_bytes {
+                -1 => own,
+                share => share.min(own),
+            };
             config.discard = stream::DiscardPolicy::Old;
         }
         let made = js.get_or_create_stream(config.clone()).await.map_err(|e| {
@@ -61,28 +70,40 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
             ))
         })?;
         // Made by a host with other limits: this host's apply (the latest to
-        // start sets them, as for the consumers' settings).
+        // start sets them, as for the consumers' settings). The dead letters'
+        // always; the others' when a budget is set.
         let had = made.cached_info().config.clone();
-        if name == subjects::DLQ_STREAM
-            && (had.max_age, had.max_bytes) != (config.max_age, config.max_bytes)
-        {
+        let limited = name == subjects::DLQ_STREAM || opts.storage_budget_bytes.is_some();
+        let limits_of = |c: &stream::Config| (c.max_age, c.max_bytes, c.discard);
+        if limited && limits_of(&had) != limits_of(&config) {
             let limits = stream::Config {
                 max_age: config.max_age,
                 max_bytes: config.max_bytes,
                 discard: config.discard,
                 ..had.clone()
             };
-            match js.update_stream(&limits).await {
-                Ok(_) => {
-                    tracing::info!(stream = name, max_age = ?had.max_age, max_bytes = had.max_bytes, new_max_age = ?limits.max_age, new_max_bytes = limits.max_bytes, "dead letters' limits updated to this host's configuration")
-                }
-                Err(e) => {
-                    tracing::warn!(stream = name, error = %e, "could not update the dead letters' limits to this host's configuration")
-                }
-            }
+            update_limits(js, name, &had, limits).await;
         }
     }
     Ok(())
+}
+
+/// Sets a stream's age and size limits to this host's (`limits`, the rest as it
+/// `had`), saying so.
+async fn update_limits(
+    js: &jetstream::Context,
+    name: &str,
+    had: &stream::Config,
+    limits: stream::Config,
+) {
+    match js.update_stream(&limits).await {
+        Ok(_) => {
+            tracing::info!(stream = name, max_age = ?had.max_age, max_bytes = had.max_bytes, new_max_age = ?limits.max_age, new_max_bytes = limits.max_bytes, "stream's limits updated to this host's configuration")
+        }
+        Err(e) => {
+            tracing::warn!(stream = name, error = %e, "could not update the stream's limits to this host's configuration")
+        }
+    }
 }
 
 /// The durable pull consumer `config` names on `stream`, made if missing. One made
@@ -220,10 +241,21 @@ pub(crate) async fn bucket(
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
             num_replicas: 1,
+            max_bytes: crate::storage::max_bytes(opts, name),
             ..Default::default()
         })
         .await
         .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
+    // Its share of a budget set since it was made (its age stays, below).
+    let had = made.cached_info().config.clone();
+    let share = crate::storage::max_bytes(opts, name);
+    if opts.storage_budget_bytes.is_some() && had.max_bytes != share {
+        let limits = stream::Config {
+            max_bytes: share,
+            ..had.clone()
+        };
+        update_limits(js, &had.name, &had, limits).await;
+    }
     // A bucket keeps the age it was made with: every host reads it from the
     // bucket (how often to write a waiting job's record again, how long a
     // cancel's marker lasts), so a host that changed it there would leave the

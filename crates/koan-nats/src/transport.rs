@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     events_tx: mpsc::Sender<(String, bytes::Bytes)>,
     /// Events not published because the queue to the broker was full.
     events_unpublished: koan::transport::Sparse,
+    /// The last write the broker refused for want of room (`/health` says it).
+    pub(crate) refusals: crate::storage::Refusals,
     /// Told once this host's first registry entry is written: its events wait
     /// for it (up to 5 s), so that no host refuses them for a service it has not
     /// heard of yet.
@@ -154,6 +156,7 @@ impl NatsTransport {
                 shared_jobs: Mutex::new(HashSet::new()),
                 events_tx,
                 events_unpublished: koan::transport::Sparse::new(),
+                refusals: crate::storage::Refusals::default(),
                 announced,
                 waiters,
                 connection,

@@ -50,6 +50,21 @@ async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyho
     // had the job been handed back after a second as before.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(runs.started(), before + 1, "no other job ran meanwhile");
+    // The worker's health says why (it said nothing of the broker's storage).
+    let health = worker.host.health().await;
+    let said = health
+        .transport
+        .and_then(|t| t.description)
+        .unwrap_or_default();
+    assert_eq!(
+        health.status,
+        koan::health::HealthStatus::Degraded,
+        "{said}"
+    );
+    assert!(
+        said.contains("refused to store a job's outcome") && said.contains("want of room"),
+        "{said}"
+    );
     config.max_bytes = -1;
     js.update_stream(config).await?;
 
@@ -58,6 +73,73 @@ async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyho
         within("the next outcomes", ticket.outcome()).await??;
     }
     assert_eq!(runs.started(), before + 4, "each job ran once");
+    client.stop().await?;
+    worker.stop().await
+}
+
+/// With `storage_budget_mb`, every stream and bucket gets its share as its
+/// `max_bytes` (a stream's limit reserves nothing: one unbounded stream filled the
+/// server and every write failed alike; found by a probe), those made before
+/// included; and an enqueue refused at the work queue's share is said in health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (worker, client, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    // A host started later with a budget of 32 MiB sets the limits.
+    let mut opts = koan_test_support::nats::test_options(&server.url());
+    opts.storage_budget_bytes = Some(32 * 1024 * 1024);
+    let budgeted = koan_nats::NatsTransport::connect(opts).await?;
+    let js = async_nats::jetstream::new(client.nats.client().clone());
+    let mut sum = 0;
+    for name in [
+        "KOAN_WORK",
+        "KOAN_DELAYED",
+        "KOAN_STRANDED",
+        "KOAN_DLQ",
+        "KV_koan_outcomes",
+        "KV_koan_jobs",
+        "KV_koan_registry",
+        "KV_koan_leases",
+        "KV_koan_cancels",
+    ] {
+        let max = js.get_stream(name).await?.info().await?.config.max_bytes;
+        assert!(max > 0, "{name} is bounded: {max}");
+        sum += max;
+    }
+    assert!(sum <= 32 * 1024 * 1024, "{sum}");
+    assert_eq!(
+        js.get_stream("KOAN_WORK")
+            .await?
+            .info()
+            .await?
+            .config
+            .max_bytes,
+        32 * 1024 * 1024 / 100 * 40
+    );
+    drop(budgeted);
+
+    // The work queue's share full: an enqueue is refused, and health says why.
+    let mut work = js.get_stream("KOAN_WORK").await?;
+    let info = work.info().await?;
+    let mut config = info.config.clone();
+    config.max_bytes = i64::try_from(info.state.bytes)?.max(1);
+    js.update_stream(config).await?;
+    let refused = client
+        .host
+        .service("Holder")
+        .action("busy", vec![0u8; 4096])
+        .enqueue()
+        .await
+        .expect_err("the queue is full");
+    assert!(refused.to_string().contains("maximum bytes"), "{refused}");
+    let said = client
+        .host
+        .health()
+        .await
+        .transport
+        .and_then(|t| t.description)
+        .unwrap_or_default();
+    assert!(said.contains("refused to store a new job"), "{said}");
     client.stop().await?;
     worker.stop().await
 }

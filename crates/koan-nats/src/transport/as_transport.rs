@@ -171,6 +171,15 @@ impl Transport for NatsTransport {
     }
 
     fn health(&self) -> Option<HealthReport> {
+        // The broker refusing writes for want of room: said first, whatever else.
+        if let Some(refused) = self.inner.refusals.said()
+            && self.connection_state() == ConnectionState::Connected
+        {
+            return Some(HealthReport::degraded(format!(
+                "connected to NATS at {}, but {refused}",
+                self.inner.opts.url
+            )));
+        }
         Some(match self.connection_state() {
             ConnectionState::Connected if self.view_behind() => HealthReport::degraded(format!(
                 "connected to NATS at {}, but this host's own heartbeat has not come back through the registry for three periods: the cluster sees it as gone (its heartbeats fail, or it was paused); listings are the last known view",

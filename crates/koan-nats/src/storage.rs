@@ -1,0 +1,127 @@
+//! The broker's storage as koan meets it: each stream's share of
+//! `koan.nats.storage_budget_mb`, and the last write the broker refused for want
+//! of room, which `/health` shows.
+//!
+//! With JetStream's storage full, every write fails alike (nats-server's 10023
+//! "insufficient resources"): jobs ran but could not store their outcomes and ran
+//! again elsewhere, a restarted host could not announce itself, and `/health`
+//! said nothing of it (found by a probe). A stream's `max_bytes` reserves nothing
+//! at run time: only when every stream is bounded, their sum under the server's
+//! `max_file_store`, does each fail alone at its own limit — the work queue
+//! refusing enqueues (10077 "maximum bytes exceeded") while outcomes, records and
+//! heartbeats still have room.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::options::NatsOptions;
+use crate::subjects;
+
+/// Each stream's share of the budget, in hundredths: the work queue most, then
+/// what each job writes (its outcome and record), the rest little. The sum is 100.
+const SHARES: [(&str, u64); 9] = [
+    (subjects::WORK_STREAM, 40),
+    (subjects::DELAYED_STREAM, 10),
+    (subjects::STRANDED_STREAM, 2),
+    (subjects::DLQ_STREAM, 10),
+    (subjects::OUTCOMES_BUCKET, 18),
+    (subjects::JOBS_BUCKET, 14),
+    (subjects::REGISTRY_BUCKET, 2),
+    (subjects::LEASES_BUCKET, 1),
+    (subjects::CANCELS_BUCKET, 3),
+];
+
+/// The `max_bytes` of stream or bucket `name` (a bucket by its own name, not its
+/// stream's): its share of the budget, or -1 (no limit) without one.
+pub(crate) fn max_bytes(opts: &NatsOptions, name: &str) -> i64 {
+    let Some(budget) = opts.storage_budget_bytes else {
+        return -1;
+    };
+    let share = SHARES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, s)| *s);
+    i64::try_from(budget / 100 * share).unwrap_or(i64::MAX)
+}
+
+/// How long a refused write is shown in `/health` after the last one.
+const SHOWN_FOR: Duration = Duration::from_secs(60);
+
+/// The last write the broker refused for want of room: when, what, and its words.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals(Mutex<Option<(Instant, &'static str, String)>>);
+
+impl Refusals {
+    /// Notes `error`, met writing `what`, when it is the broker refusing for want
+    /// of room; other errors are not this one's business.
+    pub(crate) fn note(&self, what: &'static str, error: &str) {
+        if is_full(error)
+            && let Ok(mut last) = self.0.lock()
+        {
+            let words: String = error.chars().take(300).collect();
+            *last = Some((Instant::now(), what, words));
+        }
+    }
+
+    /// What `/health` says of the last refusal, for a minute after it.
+    pub(crate) fn said(&self) -> Option<String> {
+        let last = self.0.lock().ok()?;
+        let (at, what, words) = last.as_ref()?;
+        let ago = at.elapsed();
+        (ago < SHOWN_FOR).then(|| {
+            format!(
+                "the broker refused to store {what} {}s ago for want of room ({words}): its JetStream storage (`max_file_store`) or the stream's share of `koan.nats.storage_budget_mb` is full — new jobs are refused, and runs that ended wait to store their outcomes",
+                ago.as_secs()
+            )
+        })
+    }
+}
+
+/// Whether `error` is JetStream refusing a write for want of room: the server's
+/// or the account's storage full, or the stream at its `max_bytes`.
+pub(crate) fn is_full(error: &str) -> bool {
+    [
+        "10023",
+        "10077",
+        "10047",
+        "10002",
+        "insufficient resources",
+        "insufficient storage",
+        "maximum bytes exceeded",
+        "resource limits exceeded",
+    ]
+    .iter()
+    .any(|sign| error.contains(sign))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shares_make_the_whole_budget_and_none_without_one() {
+        assert_eq!(SHARES.iter().map(|(_, s)| s).sum::<u64>(), 100);
+        let mut opts = NatsOptions::default();
+        assert_eq!(max_bytes(&opts, subjects::WORK_STREAM), -1);
+        opts.storage_budget_bytes = Some(1000 * 1024 * 1024);
+        assert_eq!(max_bytes(&opts, subjects::WORK_STREAM), 400 * 1024 * 1024);
+        let sum: i64 = SHARES.iter().map(|(n, _)| max_bytes(&opts, n)).sum();
+        assert!(sum <= 1000 * 1024 * 1024);
+    }
+
+    #[test]
+    fn only_a_refusal_for_want_of_room_is_noted_and_said_for_a_minute() {
+        let r = Refusals::default();
+        r.note("an outcome", "timed out");
+        assert_eq!(r.said(), None);
+        r.note(
+            "an outcome",
+            "publish failed: insufficient resources (code 503, error code 10023)",
+        );
+        let said = r.said().expect("noted");
+        assert!(
+            said.contains("store an outcome") && said.contains("10023"),
+            "{said}"
+        );
+    }
+}
