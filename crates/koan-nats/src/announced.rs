@@ -7,6 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The most action (or event) names kept for one service, and the longest name
+/// in bytes: past either, its names are not known (nothing is refused for them),
+/// so that forged announcements cannot grow a host without bound.
+const MAX_NAMES: usize = 4096;
+const MAX_NAME: usize = 256;
+
 /// The names announced for one service: `None` once some instance announced none.
 #[derive(Debug, Clone)]
 pub(crate) struct Announced {
@@ -23,21 +29,28 @@ impl Announced {
         actions: &BTreeMap<String, Vec<String>>,
         events: &BTreeMap<String, Vec<String>>,
     ) -> Announced {
-        let set = |names: &Vec<String>, lower: bool| -> BTreeSet<String> {
-            names
-                .iter()
-                .map(|n| {
-                    if lower {
-                        n.to_ascii_lowercase()
-                    } else {
-                        n.clone()
-                    }
-                })
-                .collect()
+        let set = |names: &Vec<String>, lower: bool| -> Option<BTreeSet<String>> {
+            // More names, or longer, than any service declares (a forged entry):
+            // not known, rather than kept whole.
+            if names.len() > MAX_NAMES || names.iter().any(|n| n.len() > MAX_NAME) {
+                return None;
+            }
+            Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        if lower {
+                            n.to_ascii_lowercase()
+                        } else {
+                            n.clone()
+                        }
+                    })
+                    .collect(),
+            )
         };
         Announced {
-            actions: actions.get(service).map(|a| set(a, false)),
-            events: events.get(service).map(|e| set(e, true)),
+            actions: actions.get(service).and_then(|a| set(a, false)),
+            events: events.get(service).and_then(|e| set(e, true)),
         }
     }
 
@@ -45,7 +58,12 @@ impl Announced {
     pub(crate) fn merge(&mut self, other: Announced) {
         fn union(mine: &mut Option<BTreeSet<String>>, theirs: Option<BTreeSet<String>>) {
             match (mine.as_mut(), theirs) {
-                (Some(mine), Some(theirs)) => mine.extend(theirs),
+                (Some(names), Some(theirs)) => {
+                    names.extend(theirs);
+                    if names.len() > MAX_NAMES {
+                        *mine = None;
+                    }
+                }
                 _ => *mine = None,
             }
         }
@@ -81,6 +99,24 @@ mod tests {
             list.iter().map(|s| (*s).to_owned()).collect(),
         )]
         .into()
+    }
+
+    #[test]
+    fn too_many_or_too_long_names_are_not_kept() {
+        let long = "a".repeat(super::MAX_NAME + 1);
+        let a = Announced::of("S", &names("S", &[&long]), &names("S", &[]));
+        assert_eq!(a.actions(), None);
+        let many: Vec<String> = (0..=super::MAX_NAMES).map(|n| n.to_string()).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            Announced::of("S", &names("S", &many), &names("S", &[])).actions(),
+            None
+        );
+        // Grown past it by merges: not known either.
+        let mut a = Announced::of("S", &names("S", &many[1..]), &names("S", &[]));
+        assert!(a.actions().is_some());
+        a.merge(Announced::of("S", &names("S", &["x"]), &names("S", &[])));
+        assert_eq!(a.actions(), None);
     }
 
     #[test]

@@ -29,8 +29,12 @@ pub(crate) struct RegistryView {
     forget_after: Duration,
     /// Every service name (lower case) an instance announced since this host
     /// connected: a job for one of them waits for an instance to come back. With
-    /// each, the action and event names its instances announced.
-    seen: Mutex<HashMap<String, Announced>>,
+    /// each, when it was last announced (ms) and the action and event names its
+    /// instances announced. At most [`MAX_SEEN`], the least recently announced
+    /// forgotten first, and none of a name over [`MAX_NAME`] bytes: a client of the
+    /// broker forging entries of made-up services grew every host by 550 MB, kept
+    /// after the entries aged out (found by a probe).
+    seen: Mutex<HashMap<String, (i64, Announced)>>,
     /// Set once the watch delivered the bucket's contents: before that, the view
     /// cannot say that a service is unknown.
     synced: AtomicBool,
@@ -60,13 +64,26 @@ impl RegistryView {
     }
 
     fn put(&self, key: String, instance: Instance) {
+        let now = now_ms();
         if let Ok(mut seen) = self.seen.lock() {
-            for s in &instance.services {
+            for s in instance
+                .services
+                .iter()
+                .filter(|s| s.name.len() <= MAX_NAME)
+            {
                 let announced = Announced::of(&s.name, &instance.actions, &instance.events);
-                match seen.entry(s.name.to_ascii_lowercase()) {
-                    Entry::Occupied(mut known) => known.get_mut().merge(announced),
+                let name = s.name.to_ascii_lowercase();
+                if !seen.contains_key(&name) && seen.len() >= MAX_SEEN {
+                    forget_least_recent(&mut seen);
+                }
+                match seen.entry(name) {
+                    Entry::Occupied(mut known) => {
+                        let (last, names) = known.get_mut();
+                        *last = now;
+                        names.merge(announced);
+                    }
                     Entry::Vacant(place) => {
-                        place.insert(announced);
+                        place.insert((now, announced));
                     }
                 }
             }
@@ -77,7 +94,10 @@ impl RegistryView {
                 .routes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let at = instance.seen_at.timestamp_millis();
+            // A heartbeat's time, never ahead of its hearing: an entry from a
+            // clock ahead (or forged so) was live for as long as it was ahead,
+            // after its key had gone, and took calls (found by a probe).
+            let at = instance.seen_at.timestamp_millis().min(now);
             // The announcement before this one out first (its routes are this
             // host's, as the new ones are).
             if let Some(old) = m.remove(&key) {
@@ -85,7 +105,7 @@ impl RegistryView {
             }
             routes.add(at, &instance);
             m.insert(key, Heard { at, instance });
-            let oldest = heard_since(now_ms(), self.forget_after);
+            let oldest = heard_since(now, self.forget_after);
             m.retain(|_, h| {
                 let keep = h.at >= oldest;
                 if !keep {
@@ -211,7 +231,7 @@ impl RegistryView {
             return None;
         }
         let seen = self.seen.lock().ok()?;
-        seen.get(&service.to_ascii_lowercase())?.actions()
+        seen.get(&service.to_ascii_lowercase())?.1.actions()
     }
 
     /// Whether some instance of `service` declares event `event`; `None` when it
@@ -223,7 +243,25 @@ impl RegistryView {
         }
         let seen = self.seen.lock().ok()?;
         seen.get(&service.to_ascii_lowercase())?
+            .1
             .declares_event(event)
+    }
+}
+
+/// The most service names the view keeps (see `RegistryView::seen`).
+const MAX_SEEN: usize = 10_000;
+
+/// The longest service name the view keeps, in bytes.
+const MAX_NAME: usize = 256;
+
+/// Forgets the service least recently announced.
+fn forget_least_recent(seen: &mut HashMap<String, (i64, Announced)>) {
+    if let Some(oldest) = seen
+        .iter()
+        .min_by_key(|(_, (last, _))| *last)
+        .map(|(name, _)| name.clone())
+    {
+        seen.remove(&oldest);
     }
 }
 
@@ -357,14 +395,50 @@ mod tests {
         let offline = view.instances(Duration::from_secs(10), false);
         assert!(offline.iter().all(|i| i.stale));
         assert_eq!(ids(offline), ["new"]);
-        // A heartbeat from a clock ahead of this one counts as live.
+        // A heartbeat from a clock ahead of this one counts as live, as heard
+        // now: not for as long as it is ahead (a forged one an hour ahead stayed
+        // live an hour after its key had gone).
         view.put(
             "ahead".into(),
-            instance("ahead", Duration::ZERO).seen_at(Utc::now() + chrono::Duration::seconds(30)),
+            instance("ahead", Duration::ZERO).seen_at(Utc::now() + chrono::Duration::hours(1)),
         );
         let mut live = Vec::new();
         view.each_live(Duration::from_secs(1), |i| live.push(i.host_id.clone()));
         assert_eq!(live, ["ahead"]);
+        let heard = view.instances.lock().expect("the view")["ahead"].at;
+        assert!(heard <= now_ms(), "heard at {heard}, not in an hour");
+    }
+
+    #[test]
+    fn the_services_seen_are_bounded_in_number_and_name_length() {
+        let view = RegistryView::new(Duration::from_secs(600));
+        let many = |from: usize, to: usize| {
+            let mut i = instance("forger", Duration::ZERO);
+            i.services = (from..to)
+                .map(|n| {
+                    crate::routes::status(
+                        &format!("made-up-{n}"),
+                        koan::status::ServiceState::Stopped,
+                        (0, 0),
+                    )
+                })
+                .collect();
+            i
+        };
+        view.put("a".into(), many(0, MAX_SEEN));
+        view.put("b".into(), many(MAX_SEEN, MAX_SEEN + 5));
+        let seen = view.seen.lock().expect("seen");
+        assert_eq!(seen.len(), MAX_SEEN);
+        assert!(seen.contains_key(&format!("made-up-{}", MAX_SEEN + 4)));
+        drop(seen);
+        let mut long = instance("long", Duration::ZERO);
+        long.services = vec![crate::routes::status(
+            &"n".repeat(MAX_NAME + 1),
+            koan::status::ServiceState::Running,
+            (0, 0),
+        )];
+        view.put("c".into(), long);
+        assert_eq!(view.seen.lock().expect("seen").len(), MAX_SEEN);
     }
 
     #[test]
