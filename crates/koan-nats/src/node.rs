@@ -319,6 +319,14 @@ fn refusal(
             ev.service.escape_debug()
         ));
     }
+    // Its correlation id follows the rule a call's does: a 60 KB one with
+    // terminal escapes went into every stream and page that shows events (found
+    // by a probe).
+    if let Some(id) = &ev.correlation_id
+        && let Err(why) = koan::action::check_correlation_id(id)
+    {
+        return Some(format!("its correlation id {why}"));
+    }
     // Nor an event its service's instances do not declare: a publisher's made-up
     // names of a known service still made metric series and kept memory on every
     // host, each slowing the next (50,000 names: 22 MB of metrics, 280 MB kept,

@@ -276,13 +276,15 @@ async fn an_event_whose_body_and_subject_disagree_or_of_no_service_is_refused() 
     let (client, _client_node) = join(&server.url(), None).await?;
     sees_workers(&client, 1).await?;
     let raw = async_nats::connect(server.url()).await?;
-    let event = |service: &str, event: &str| {
+    let with_id = |service: &str, event: &str, id: Option<&str>| {
         serde_json::json!({
-            "service": service, "event": event, "correlation_id": null,
+            "service": service, "event": event, "correlation_id": id,
             "time": "2026-12-07T00:00:00Z", "seq": 1, "payload": {"n": 1}
         })
         .to_string()
     };
+    let event = |service: &str, event: &str| with_id(service, event, None);
+    let escaped = "\u{1b}[2J".repeat(10);
     for (subject, body) in [
         // The body names another event than its subject.
         ("koan.evt.worker.done", event("Elsewhere", "Spoofed")),
@@ -291,6 +293,15 @@ async fn an_event_whose_body_and_subject_disagree_or_of_no_service_is_refused() 
         // An event its service does not declare (50,000 such names grew every
         // host's metrics to 22 MB; found by a probe).
         ("koan.evt.worker.madeup", event("Worker", "MadeUp")),
+        // A correlation id a call could not carry (terminal escapes, 60 KB).
+        (
+            "koan.evt.worker.done",
+            with_id("Worker", "Done", Some(&escaped)),
+        ),
+        (
+            "koan.evt.worker.done",
+            with_id("Worker", "Done", Some(&"x".repeat(60_000))),
+        ),
         // The one that passes, last: when it is in, the others were read before it.
         ("koan.evt.worker.done", event("Worker", "Done")),
     ] {
