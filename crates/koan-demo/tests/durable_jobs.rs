@@ -351,3 +351,45 @@ async fn a_sigterm_stops_a_running_translation_at_once_and_the_next_process_runs
     assert_eq!(translations(&second.db)?.get("stopped"), Some(&1));
     Ok(())
 }
+
+/// Two hosts on one store file: a translation running on the first, cancelled
+/// and retried through the second, runs again only once the first run's claim has
+/// lapsed (the first hears of the cancel at its next heartbeat). Before, attempt 2
+/// started on the second host 3 ms after the retry and ran beside the first for
+/// seconds (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cancelled_through_another_process_is_not_retried_beside_it() -> anyhow::Result<()> {
+    let dir = TempDir::new("durable-two-hosts");
+    let client = client()?;
+    let env = endless_translations(6);
+    let first = Demo::start(dir.path(), "shared", &[], &env)?;
+    let id = first.enqueue_translation(&client, "both", "fr").await?;
+    first.wait_in_flight(&client, 1).await?;
+    let second = Demo::start(dir.path(), "shared", &[], &env)?;
+    let post = |demo: &Demo, what: &str| {
+        client
+            .post(demo.url(&format!("/api/jobs/{id}/{what}")))
+            .send()
+    };
+    let resp = post(&second, "cancel").await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cancelled: Value = resp.json().await?;
+    let lease_end = cancelled["lease_until"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the run's claim is kept: {cancelled}"))?
+        .to_owned();
+    let resp = post(&second, "retry").await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let retried: Value = resp.json().await?;
+    let (run_at, lease_end) = (
+        chrono::DateTime::parse_from_rfc3339(retried["run_at"].as_str().unwrap_or_default())?,
+        chrono::DateTime::parse_from_rfc3339(&lease_end)?,
+    );
+    assert!(
+        run_at >= lease_end,
+        "the retry waits for the first run's claim to lapse: {retried}"
+    );
+    // The first run stops at its heartbeat, before its claim lapses.
+    first.wait_in_flight(&client, 0).await?;
+    Ok(())
+}

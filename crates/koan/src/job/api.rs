@@ -106,8 +106,24 @@ impl Jobs {
 
     /// Runs a dead, cancelled, retrying or succeeded job again now (one of the
     /// cluster's queue: dead, cancelled or succeeded).
+    ///
+    /// A job cancelled while it ran in another process sharing the store runs
+    /// again once that run's claim has lapsed (its process hears of the cancel at
+    /// its next heartbeat, a third of the lease): a retry at once ran beside it
+    /// (found by a probe). Its record says when (`run_at`).
     pub async fn retry(&self, id: &str) -> Result<JobRecord> {
-        let r = match self.store().retry(id, RetryFrom::Any, self.now()).await {
+        let now = self.now();
+        let jobs = &self.host.inner.jobs;
+        let at = match self.store().get(id).await {
+            Ok(Some(r))
+                if r.state == JobState::Cancelled
+                    && r.instance.as_deref().is_some_and(|i| i != jobs.instance()) =>
+            {
+                r.lease_until.map_or(now, |end| end.max(now))
+            }
+            _ => now,
+        };
+        let r = match self.store().retry(id, RetryFrom::Any, at).await {
             Err(e) if e.kind() == ErrorKind::UnknownJob => {
                 return match self.transport() {
                     Some(t) => t.retry_job(id, RetryFrom::Any).await?.ok_or(e),

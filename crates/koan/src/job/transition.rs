@@ -333,18 +333,22 @@ pub fn apply_retry(r: &mut JobRecord, now: DateTime<Utc>) {
     r.max_attempts = r.max_attempts.max(r.attempts + 1);
 }
 
-/// The record after a cancel (a running attempt ends then, and says why).
+/// The record after a cancel (a running attempt ends then, and says why). A
+/// running one keeps where it ran and its claim's end: in another process
+/// sharing the store it goes on until its next heartbeat, so a retry must not
+/// run beside it before that claim lapses ([`Jobs::retry`](super::Jobs::retry)).
 pub fn apply_cancel(r: &mut JobRecord, now: DateTime<Utc>) {
-    if r.state == JobState::Running
-        && let Some(last) = r.history.last_mut()
-    {
+    let running = r.state == JobState::Running;
+    if running && let Some(last) = r.history.last_mut() {
         last.finished_at = Some(now);
         last.error = Some(ErrorBody::from(&cancelled(&r.id)));
     }
     r.state = JobState::Cancelled;
     r.finished_at = Some(now);
-    r.instance = None;
-    r.lease_until = None;
+    if !running {
+        r.instance = None;
+        r.lease_until = None;
+    }
 }
 
 #[cfg(test)]
