@@ -71,7 +71,12 @@ impl RegistryView {
                 .iter()
                 .filter(|s| s.name.len() <= MAX_NAME)
             {
-                let announced = Announced::of(&s.name, &instance.actions, &instance.events);
+                // Names it leaves unknown stay so while it announces them, and
+                // for as long as the view keeps its entry after.
+                let until = now.saturating_add(
+                    i64::try_from(self.forget_after.as_millis()).unwrap_or(i64::MAX),
+                );
+                let announced = Announced::of(&s.name, &instance.actions, &instance.events, until);
                 let name = s.name.to_ascii_lowercase();
                 if !seen.contains_key(&name) && seen.len() >= MAX_SEEN {
                     forget_least_recent(&mut seen);
@@ -231,7 +236,7 @@ impl RegistryView {
             return None;
         }
         let seen = self.seen.lock().ok()?;
-        seen.get(&service.to_ascii_lowercase())?.1.actions()
+        seen.get(&service.to_ascii_lowercase())?.1.actions(now_ms())
     }
 
     /// Whether some instance of `service` declares event `event`; `None` when it
@@ -244,7 +249,7 @@ impl RegistryView {
         let seen = self.seen.lock().ok()?;
         seen.get(&service.to_ascii_lowercase())?
             .1
-            .declares_event(event)
+            .declares_event(event, now_ms())
     }
 }
 

@@ -32,11 +32,14 @@ struct HeldFinish {
     hold: std::sync::atomic::AtomicBool,
     reached: Notify,
     through: Notify,
+    /// Says it is durable (the host then halts its runs at a stop, before its
+    /// services stop, and keeps its queued jobs for the next start).
+    durable: bool,
 }
 
 impl JobStore for HeldFinish {
     fn is_durable(&self) -> bool {
-        self.inner.is_durable()
+        self.durable || self.inner.is_durable()
     }
     fn describe(&self) -> String {
         self.inner.describe()
@@ -110,12 +113,22 @@ struct Work {
 impl Service for Work {
     type Kind = Background;
     fn options() -> koan::ServiceOptions {
-        koan::ServiceOptions::named("Work").max_concurrency(4)
+        koan::ServiceOptions::named("Work").max_concurrency(2)
     }
     fn actions(a: &mut Actions<Self>) {
         a.action("quick", |_: Arc<Self>, (): (), _: ActionContext| async {
             Ok::<u32, BoxError>(7)
         });
+        // Ignores its token: ends only after a day.
+        a.action(
+            "stubborn",
+            |svc: Arc<Self>, (): (), _: ActionContext| async move {
+                let now = svc.now.fetch_add(1, Ordering::SeqCst) + 1;
+                svc.most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(86_400)).await;
+                Ok::<(), BoxError>(())
+            },
+        );
         a.action(
             "stops",
             |_: Arc<Self>, (): (), cx: ActionContext| async move {
@@ -296,4 +309,103 @@ async fn a_handler_ended_by_a_cancel_is_counted_cancelled_not_failed() -> anyhow
     assert_eq!((count("cancelled"), count("handler_error")), (1, 0));
     assert_eq!(host.jobs().get(&id).await?.state, JobState::Cancelled);
     Ok(koan::testing::stop(&host).await?)
+}
+
+/// A cancelled run whose handler ignores its token is waited for up to a lease,
+/// not for ever; its retry, cancelled while it waits for that run, never starts.
+/// (Waited for without a bound, it held its runner slot for good, and its retry
+/// sat `running` with nothing to run it; found by a review.)
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_run_that_never_stops_holds_nothing_for_good() -> anyhow::Result<()> {
+    let work = Work::default();
+    let most = Arc::clone(&work.most);
+    let host = start(Arc::new(HeldFinish::default()), work).await?;
+    let ticket = host
+        .service("Work")
+        .action("stubborn", ())
+        .enqueue()
+        .await?;
+    let id = ticket.id().to_owned();
+    wait_for_job(&host, &id, JobState::Running).await;
+    host.jobs().cancel(&id).await?;
+    host.jobs().retry(&id).await?;
+    wait_for_job(&host, &id, JobState::Running).await;
+    // The retry's run waits for the first; cancelled, it never starts.
+    let record = host.jobs().cancel(&id).await?;
+    assert_eq!(record.state, JobState::Cancelled);
+    settle().await;
+    assert_eq!(most.load(Ordering::SeqCst), 1, "the retry never started");
+    // The retry's slot is free at once (of two: the first holds the other until
+    // a lease has passed since its cancel, 30 s), so another job runs now, not
+    // when the first is let go.
+    let cancelled_at = tokio::time::Instant::now();
+    let quick = host.service("Work").action("quick", ()).enqueue().await?;
+    let out = within("a job after them", quick.outcome()).await?;
+    assert_eq!(out.value::<u32>()?, 7);
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        cancelled_at.elapsed()
+    );
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+    // And once a lease has passed since its cancel, the runner lets the first
+    // go: its runner slot takes a job again (a second stubborn one holding the
+    // other; the first's handler, which ignores its token, may still hold a
+    // worker of the service, so the job may wait there, claimed).
+    let second = host
+        .service("Work")
+        .action("stubborn", ())
+        .enqueue()
+        .await?;
+    wait_for_job(&host, second.id(), JobState::Running).await;
+    let late = host.service("Work").action("quick", ()).enqueue().await?;
+    let late = late.id().to_owned();
+    within("a job claimed once the first is let go", async {
+        while host.jobs().get(&late).await?.state == JobState::Queued {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await?;
+    Ok(koan::testing::stop(&host).await?)
+}
+
+/// With a durable store, a job whose call waits in the mailbox when the host
+/// stops is put back (not an attempt): its run was refused as "cancelled" and
+/// counted an attempt (found by a review).
+#[tokio::test(start_paused = true)]
+async fn a_job_waiting_in_the_mailbox_at_a_durable_stop_is_put_back() -> anyhow::Result<()> {
+    let store = Arc::new(HeldFinish {
+        durable: true,
+        ..HeldFinish::default()
+    });
+    let one = One::default();
+    let (go, counted) = (Arc::clone(&one.go), Arc::clone(&one.counted));
+    let host = koan::testing::host()
+        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
+        .instance(Work::default())
+        .instance(one)
+        .build()?
+        .start();
+    host.started().await?;
+    let holding = tokio::spawn({
+        let host = host.clone();
+        async move { host.service("One").action("hold", ()).execute().await }
+    });
+    settle().await;
+    let ticket = host.service("One").action("count", ()).enqueue().await?;
+    let id = ticket.id().to_owned();
+    wait_for_job(&host, &id, JobState::Running).await;
+    host.shutdown();
+    settle().await;
+    go.notify_one();
+    let _ = within("`hold`", holding).await;
+    within("the host to stop", host.wait())
+        .await
+        .into_result()?;
+    assert_eq!(counted.load(Ordering::SeqCst), 0, "not started");
+    let record = store.get(&id).await?.expect("kept");
+    assert_eq!(record.state, JobState::Queued, "{record:?}");
+    assert_eq!(record.attempts, 0, "not an attempt: {record:?}");
+    Ok(())
 }

@@ -117,13 +117,26 @@ impl Run {
             && meta.token.is_cancelled()
             && !cell.life.token.is_cancelled()
         {
-            let e = Error::new(
-                ErrorKind::JobState,
-                format!(
-                    "job `{}` was cancelled or lost its claim before its run started",
-                    meta.info.id
-                ),
-            );
+            // Told to stop by the host's stop (a durable store's runner halts
+            // before the services stop): put back, not an attempt (a review).
+            let halted = cell.host().is_some_and(|h| h.jobs.halted());
+            let e = if halted {
+                Error::new(
+                    ErrorKind::ShuttingDown,
+                    format!(
+                        "job `{}` was not started: its host is stopping",
+                        meta.info.id
+                    ),
+                )
+            } else {
+                Error::new(
+                    ErrorKind::JobState,
+                    format!(
+                        "job `{}` was cancelled or lost its claim before its run started",
+                        meta.info.id
+                    ),
+                )
+            };
             finished(&job, cell, Outcome::Cancelled, 0.0, queued, started);
             return Run::Ready(answer(&mut job, Err(e)));
         }

@@ -10,6 +10,7 @@
 
 mod api;
 mod cluster;
+mod heartbeat;
 mod id;
 mod memory;
 mod record;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::record::{JobInfo, JobRecord, JobState, RetryPolicy};
-use super::store::{Claim, ClaimRequest, Claimed, Finish, JobStore, cut_result, lease_from};
+use super::store::{ClaimRequest, Claimed, Finish, JobStore, cut_result, lease_from};
 use super::ticket::Waiters;
 use crate::action::{ActionRequest, ErrorBody, Target};
 use crate::error::{Error, ErrorKind, Result};
@@ -296,19 +296,29 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     let fence = CancellationToken::new();
     let token = cell.life.token.child_token();
     let _held = jobs.in_hand.hold(&claim, record.run_at);
-    let heartbeat = tokio::spawn(renew(
+    let heartbeat = tokio::spawn(super::heartbeat::renew(
         Arc::clone(host),
         claim.clone(),
         fence.clone(),
         token.clone(),
     ));
     // A cancel on this host stops it at once, as a lost claim does. An earlier
-    // run of the job here still stopping (cancelled, then retried) ends first.
-    let registered = jobs
+    // run of the job here still stopping (cancelled, then retried) ends first;
+    // a cancel of this one meanwhile stops the wait.
+    let (registered, before) = jobs
         .running_jobs
-        .register_alone(&record.id, [fence.clone(), token.clone()])
-        .await;
-    let outcome = run_steps(host, cell, &record, &fence, token).await;
+        .register_after(&record.id, [fence.clone(), token.clone()]);
+    if let Some(before) = before {
+        tokio::select! {
+            () = before.cancelled() => {}
+            () = fence.cancelled() => {}
+        }
+    }
+    let outcome = if fence.is_cancelled() {
+        Err(lost_claim(&record.id))
+    } else {
+        run_steps(host, cell, &record, &fence, token).await
+    };
     // A cancel from now on waits for this outcome (the handler's work is done).
     registered.finishing();
     heartbeat.abort();
@@ -408,42 +418,6 @@ fn decide(
     }
 }
 
-/// Renews `claim` every third of the lease; cancels `fence` and the run's `token`
-/// once it is lost.
-async fn renew(
-    host: Arc<HostInner>,
-    claim: Claim,
-    fence: CancellationToken,
-    token: CancellationToken,
-) {
-    let every = host.jobs.settings.lease / 3;
-    let mut told = false;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            // The host stops: the handler is told to stop, once; its claim is
-            // renewed while it winds down.
-            _ = host.jobs.halt.cancelled(), if !told => {
-                token.cancel();
-                told = true;
-                continue;
-            }
-        }
-        let until = lease_from(host.config.clock.now(), host.jobs.settings.lease);
-        match host.jobs.store.heartbeat(&claim, until).await {
-            Ok(true) => {}
-            Ok(false) => {
-                fence.cancel();
-                token.cancel();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(job = %claim.id, error = %e, "could not renew the job's claim");
-            }
-        }
-    }
-}
-
 /// Runs the job's actions in order through the regular call path.
 async fn run_steps(
     host: &Arc<HostInner>,
@@ -481,13 +455,23 @@ async fn run_steps(
     tokio::select! {
         r = &mut run => r.map(|o| o.into_payload()),
         () = fence.cancelled() => {
-            // Its handler was told through its token; the run is waited for, so
-            // that the job's next run here (a retry) does not run beside it.
-            let _stopped = run.await;
-            Err(Error::new(
-                ErrorKind::JobState,
-                format!("job `{}` lost its claim while running", record.id),
-            ))
+            // Its handler was told through its token; the run is waited for (up
+            // to a lease, as long as its claim would have held it), so that the
+            // job's next run here (a retry) does not run beside it, and a handler
+            // that never stops does not hold its slot for good.
+            let lease = host.jobs.settings.lease;
+            if tokio::time::timeout(lease, run).await.is_err() {
+                tracing::warn!(job = %record.id, service = %cell.spec.name, lease = %crate::util::fmt_duration(lease), "a cancelled job's handler did not stop within a lease of being told; it is no longer waited for (a retry may run beside it)");
+            }
+            Err(lost_claim(&record.id))
         }
     }
+}
+
+/// A run's outcome when its claim was lost (it lapsed, or the job was cancelled).
+fn lost_claim(id: &str) -> Error {
+    Error::new(
+        ErrorKind::JobState,
+        format!("job `{id}` lost its claim while running"),
+    )
 }

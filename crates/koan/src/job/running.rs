@@ -47,51 +47,38 @@ impl Running {
         id: &str,
         stops: impl IntoIterator<Item = CancellationToken>,
     ) -> Registered<'_> {
-        let mut runs = self.lock();
-        Self::insert(&mut runs, self, id, stops.into_iter().collect())
+        self.register_after(id, stops).0
     }
 
-    /// Registers the run of job `id` as [`register`](Self::register) does, once
-    /// the run of it registered here before ended: a run cancelled or whose claim
-    /// was lost, its handler still stopping, and the job's next run (a retry by
-    /// hand) do not run at once.
-    pub async fn register_alone(
+    /// Registers the run of job `id` as [`register`](Self::register) does (a
+    /// cancel reaches it from now on), with what fires once the run of it
+    /// registered here before has ended, if one is still winding down (cancelled,
+    /// or its claim lost): the job's next run (a retry by hand) waits for it, so
+    /// that the two do not run at once.
+    pub fn register_after(
         &self,
         id: &str,
         stops: impl IntoIterator<Item = CancellationToken>,
-    ) -> Registered<'_> {
-        let stops: Stops = stops.into_iter().collect();
-        loop {
-            let ended = {
-                let mut runs = self.lock();
-                match runs.1.get(id) {
-                    Some(run) => run.ended.clone(),
-                    None => return Self::insert(&mut runs, self, id, stops),
-                }
-            };
-            ended.cancelled().await;
-        }
-    }
-
-    fn insert<'a>(runs: &mut Runs, running: &'a Running, id: &str, stops: Stops) -> Registered<'a> {
+    ) -> (Registered<'_>, Option<CancellationToken>) {
+        let mut runs = self.lock();
         runs.0 += 1;
         let number = runs.0;
+        let ended = CancellationToken::new();
         let run = Run {
             number,
-            stops,
+            stops: stops.into_iter().collect(),
             finishing: false,
             cancelled: false,
-            ended: CancellationToken::new(),
+            ended: ended.clone(),
         };
-        // A run it takes over from is no longer waited for.
-        if let Some(old) = runs.1.insert(id.to_owned(), run) {
-            old.ended.cancel();
-        }
-        Registered {
-            running,
+        let before = runs.1.insert(id.to_owned(), run).map(|old| old.ended);
+        let registered = Registered {
+            running: self,
             id: id.to_owned(),
             number,
-        }
+            ended,
+        };
+        (registered, before)
     }
 
     /// Stops the run of job `id` on this host, if any (it was cancelled).
@@ -118,12 +105,13 @@ impl Running {
     }
 }
 
-/// A run's registration, removed when dropped.
+/// A run's registration, removed when dropped (and its end then told).
 #[derive(Debug)]
 pub struct Registered<'a> {
     running: &'a Running,
     id: String,
     number: u64,
+    ended: CancellationToken,
 }
 
 impl Registered<'_> {
@@ -154,10 +142,10 @@ impl Drop for Registered<'_> {
             .1
             .get(&self.id)
             .is_some_and(|run| run.number == self.number)
-            && let Some(run) = runs.1.remove(&self.id)
         {
-            run.ended.cancel();
+            runs.1.remove(&self.id);
         }
+        self.ended.cancel();
     }
 }
 
@@ -183,16 +171,21 @@ mod tests {
     }
 
     #[test]
-    fn a_run_registered_alone_waits_for_the_run_before_it_to_end() {
-        use futures_util::FutureExt;
+    fn a_run_registered_after_another_is_told_when_that_one_ends() {
         let running = Running::default();
         let first = running.register("j", []);
-        let mut second = Box::pin(running.register_alone("j", []));
-        assert!((&mut second).now_or_never().is_none(), "the first runs");
+        let stop = CancellationToken::new();
+        let (second, before) = running.register_after("j", [stop.clone()]);
+        let before = before.expect("the first still runs");
+        assert!(!before.is_cancelled());
+        // A cancel reaches the second at once, though it waits.
+        running.stop("j");
+        assert!(stop.is_cancelled() && second.cancelled());
         drop(first);
-        let second = second.now_or_never().expect("the first ended");
+        assert!(before.is_cancelled(), "the first ended");
         drop(second);
         assert!(running.lock().1.is_empty());
+        assert!(running.register_after("j", []).1.is_none());
     }
 
     #[test]
