@@ -73,6 +73,10 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
         // start sets them, as for the consumers' settings). The dead letters'
         // always; the others' when a budget is set.
         let had = made.cached_info().config.clone();
+        if name != subjects::DLQ_STREAM {
+            config.max_bytes =
+                not_below_held(config.max_bytes, made.cached_info().state.bytes, name);
+        }
         let limited = name == subjects::DLQ_STREAM || opts.storage_budget_bytes.is_some();
         let limits_of = |c: &stream::Config| (c.max_age, c.max_bytes, c.discard);
         if limited && limits_of(&had) != limits_of(&config) {
@@ -86,6 +90,25 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
         }
     }
     Ok(())
+}
+
+/// A stream's new size limit, never below what it holds (`held` bytes): the
+/// server drops a stream's first messages to fit a lower limit, whatever its
+/// discard policy — accepted jobs, outcomes, cancel markers (found by a review).
+/// Such a stream is left at what it holds, said in the log, and refuses new
+/// messages until the next start finds it under its share.
+fn not_below_held(limit: i64, held: u64, name: &str) -> i64 {
+    let held = i64::try_from(held).unwrap_or(i64::MAX);
+    if limit == -1 || held <= limit {
+        return limit;
+    }
+    tracing::warn!(
+        stream = name,
+        held,
+        share = limit,
+        "the stream holds more than its share of `koan.nats.storage_budget_mb`: its limit is set to what it holds, so that nothing it holds is dropped; it takes no new message until it is under its share"
+    );
+    held
 }
 
 /// Sets a stream's age and size limits to this host's (`limits`, the rest as it
@@ -248,7 +271,11 @@ pub(crate) async fn bucket(
         .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
     // Its share of a budget set since it was made (its age stays, below).
     let had = made.cached_info().config.clone();
-    let share = crate::storage::max_bytes(opts, name);
+    let share = not_below_held(
+        crate::storage::max_bytes(opts, name),
+        made.cached_info().state.bytes,
+        &had.name,
+    );
     if opts.storage_budget_bytes.is_some() && had.max_bytes != share {
         let limits = stream::Config {
             max_bytes: share,

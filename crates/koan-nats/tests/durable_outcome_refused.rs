@@ -85,11 +85,21 @@ async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyho
 async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let (worker, client, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    let js = async_nats::jetstream::new(client.nats.client().clone());
+    // The cancels' bucket holding more than its share will be (3 % of 32 MiB,
+    // some 1 MB): 60 markers of 20 KB.
+    let cancels = js.get_key_value("koan_cancels").await?;
+    for n in 0..60 {
+        cancels.put(format!("k{n}"), vec![b'x'; 20_000].into()).await?;
+    }
     // A host started later with a budget of 32 MiB sets the limits.
     let mut opts = koan_test_support::nats::test_options(&server.url());
     opts.storage_budget_bytes = Some(32 * 1024 * 1024);
     let budgeted = koan_nats::NatsTransport::connect(opts).await?;
-    let js = async_nats::jetstream::new(client.nats.client().clone());
+    // Nothing the cancels' bucket held is dropped: its limit is what it holds.
+    let info = js.get_stream("KV_koan_cancels").await?.info().await?.clone();
+    assert_eq!(info.state.messages, 60, "{info:?}");
+    assert_eq!(info.config.max_bytes, i64::try_from(info.state.bytes)?);
     let mut sum = 0;
     for name in [
         "KOAN_WORK",
@@ -100,7 +110,6 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
         "KV_koan_jobs",
         "KV_koan_registry",
         "KV_koan_leases",
-        "KV_koan_cancels",
     ] {
         let max = js.get_stream(name).await?.info().await?.config.max_bytes;
         assert!(max > 0, "{name} is bounded: {max}");
