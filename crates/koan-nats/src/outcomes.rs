@@ -255,23 +255,23 @@ pub(crate) enum Held {
 /// after a second, and a probe with JetStream's storage full saw each of 535 jobs
 /// run 5 times, then end dead.
 ///
-/// Its run's `slot` is given back once the outcome is stored: held while it
-/// retries, this instance runs no other job to an outcome it could not store
-/// either (a probe saw 264 finished runs held at once, the whole backlog run).
+/// While it retries, this host's workers take no new job (see
+/// [`Refusals::hold`](crate::storage::Refusals::hold)).
 pub(crate) async fn store_held(
     t: &NatsTransport,
     msg: &async_nats::jetstream::Message,
-    (host, slot): (&koan::HostHandle, tokio::sync::OwnedSemaphorePermit),
+    host: &koan::HostHandle,
     (key, id, attempts): (&str, &str, i64),
     reply: Reply,
 ) -> Held {
     let until = Instant::now() + Duration::from_secs(600);
     let mut pause = Duration::from_millis(250);
+    let mut holding = None;
     loop {
         if store(t, key, id, attempts, reply.clone()).await {
-            drop(slot);
             return Held::Stored;
         }
+        holding.get_or_insert_with(|| t.inner.refusals.hold());
         if too_large(t, &reply).await {
             return Held::TooLarge;
         }

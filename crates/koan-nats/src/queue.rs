@@ -70,8 +70,11 @@ async fn consume_once(
     // The reconnects before this consumer was made (or last checked).
     let mut seen = t.reconnects();
     loop {
-        // A free slot first, then as many jobs as there are free slots.
+        // A free slot first, then as many jobs as there are free slots; none
+        // while an outcome waits here for the broker to take it (each would run to
+        // an outcome it could not store either).
         let mut permits = vec![Arc::clone(slots).acquire_owned().await?];
+        t.inner.refusals.unheld().await;
         while let Ok(p) = Arc::clone(slots).try_acquire_owned() {
             permits.push(p);
         }
@@ -300,10 +303,8 @@ async fn handle(
             ),
         )),
     };
-    // The run is over (ended, fenced or cut short): its slot is free at the end of
-    // this, or once its outcome is stored (held while the broker refuses it, so
-    // that no other job runs here to an outcome it could not store either; see
-    // `store_held`).
+    // The run is over (ended, fenced or cut short): its slot is free.
+    drop(slot);
     if cancel_asked.load(std::sync::atomic::Ordering::Acquire) {
         return crate::cancels::drop_cancelled(t, &msg, &key, &job.id, attempts).await;
     }
@@ -316,9 +317,7 @@ async fn handle(
         Ok(value) => {
             let how = records::succeeded(value.clone());
             let done = (key.as_str(), job.id.as_str(), attempts);
-            let held =
-                crate::outcomes::store_held(t, &msg, (host, slot), done, Reply::of(Ok(value)))
-                    .await;
+            let held = crate::outcomes::store_held(t, &msg, host, done, Reply::of(Ok(value))).await;
             if held == Held::Stored {
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
@@ -364,8 +363,7 @@ async fn handle(
             let reply = Reply::of(Err(e));
             let why = reply.reason();
             let done = (key.as_str(), job.id.as_str(), attempts);
-            if crate::outcomes::store_held(t, &msg, (host, slot), done, reply).await == Held::Stored
-            {
+            if crate::outcomes::store_held(t, &msg, host, done, reply).await == Held::Stored {
                 bury(t, &msg, &job, attempt, how, &why, started).await;
             } else {
                 let _ = msg

@@ -12,6 +12,7 @@
 //! heartbeats still have room.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::options::NatsOptions;
@@ -47,16 +48,45 @@ pub(crate) fn max_bytes(opts: &NatsOptions, name: &str) -> i64 {
 /// How long a refused write is shown in `/health` after the last one.
 const SHOWN_FOR: Duration = Duration::from_secs(60);
 
-/// The last write the broker refused for want of room: when, what, and its words.
+/// The last write the broker refused for want of room (when, what, and its
+/// words), and how many runs' outcomes wait here to be stored.
 #[derive(Debug, Default)]
-pub(crate) struct Refusals(Mutex<Option<(Instant, &'static str, String)>>);
+pub(crate) struct Refusals {
+    last: Mutex<Option<(Instant, &'static str, String)>>,
+    held: AtomicUsize,
+}
+
+/// An outcome held until the broker takes it (see [`Refusals::hold`]).
+pub(crate) struct Holding<'a>(&'a AtomicUsize);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl Refusals {
+    /// Counts an outcome held until the broker takes it, while the guard lives:
+    /// meanwhile this host's workers take no new job (each would run to an
+    /// outcome it could not store either: a probe saw 264 finished runs held at
+    /// once, the whole backlog run).
+    pub(crate) fn hold(&self) -> Holding<'_> {
+        self.held.fetch_add(1, Ordering::AcqRel);
+        Holding(&self.held)
+    }
+
+    /// Waits until no outcome is held here (at once when none is).
+    pub(crate) async fn unheld(&self) {
+        while self.held.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Notes `error`, met writing `what`, when it is the broker refusing for want
     /// of room; other errors are not this one's business.
     pub(crate) fn note(&self, what: &'static str, error: &str) {
         if is_full(error)
-            && let Ok(mut last) = self.0.lock()
+            && let Ok(mut last) = self.last.lock()
         {
             let words: String = error.chars().take(300).collect();
             *last = Some((Instant::now(), what, words));
@@ -65,7 +95,7 @@ impl Refusals {
 
     /// What `/health` says of the last refusal, for a minute after it.
     pub(crate) fn said(&self) -> Option<String> {
-        let last = self.0.lock().ok()?;
+        let last = self.last.lock().ok()?;
         let (at, what, words) = last.as_ref()?;
         let ago = at.elapsed();
         (ago < SHOWN_FOR).then(|| {

@@ -39,9 +39,9 @@ async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyho
         Ok((runs.started() > before).then_some(()))
     })
     .await?;
-    // Three more, behind it: while its outcome is refused, the worker holds its
-    // one slot and runs none of them (it ran its whole backlog, each outcome held
-    // in memory; found by a probe).
+    // Three more, behind it: while its outcome is refused, the worker takes at
+    // most the one it asked for as the run ended (it ran its whole backlog, each
+    // outcome held in memory; found by a probe).
     let mut more = Vec::new();
     for _ in 0..3 {
         more.push(enqueue(&client.host, "busy", 1u64).await?);
@@ -49,7 +49,11 @@ async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyho
     // Refused for three seconds: three redeliveries' time (with `ack_wait` 1 s),
     // had the job been handed back after a second as before.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(runs.started(), before + 1, "no other job ran meanwhile");
+    assert!(
+        runs.started() <= before + 2,
+        "{} ran meanwhile",
+        runs.started() - before
+    );
     // The worker's health says why (it said nothing of the broker's storage).
     let health = worker.host.health().await;
     let said = health
@@ -90,14 +94,21 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
     // some 1 MB): 60 markers of 20 KB.
     let cancels = js.get_key_value("koan_cancels").await?;
     for n in 0..60 {
-        cancels.put(format!("k{n}"), vec![b'x'; 20_000].into()).await?;
+        cancels
+            .put(format!("k{n}"), vec![b'x'; 20_000].into())
+            .await?;
     }
     // A host started later with a budget of 32 MiB sets the limits.
     let mut opts = koan_test_support::nats::test_options(&server.url());
     opts.storage_budget_bytes = Some(32 * 1024 * 1024);
     let budgeted = koan_nats::NatsTransport::connect(opts).await?;
     // Nothing the cancels' bucket held is dropped: its limit is what it holds.
-    let info = js.get_stream("KV_koan_cancels").await?.info().await?.clone();
+    let info = js
+        .get_stream("KV_koan_cancels")
+        .await?
+        .info()
+        .await?
+        .clone();
     assert_eq!(info.state.messages, 60, "{info:?}");
     assert_eq!(info.config.max_bytes, i64::try_from(info.state.bytes)?);
     let mut sum = 0;
