@@ -432,3 +432,29 @@ async fn events_of_several_emitters_are_sent_in_their_ids_order() -> anyhow::Res
     assert_eq!(texts, [json!("0"), json!("1"), json!("2"), json!("s")]);
     api.stop().await
 }
+
+/// A filtered stream is not told it missed events when only events of other
+/// names went by, more than the host keeps: it was, at each event after them
+/// (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_stream_is_not_told_of_misses_it_had_none_of() -> anyhow::Result<()> {
+    let api = start().await?;
+    let host = api.host.clone();
+    let mut rare = open(&api, "/api/events?event=Rare").await?;
+    host.emit("Notifier", "Rare", json!({ "text": "1" }))
+        .await?;
+    for i in 0..(koan::event::RECENT_EVENTS + 50) {
+        host.emit("Notifier", "Noise", json!({ "text": i.to_string() }))
+            .await?;
+    }
+    host.emit("Notifier", "Rare", json!({ "text": "2" }))
+        .await?;
+    let first = rare.next_data().await?;
+    let second = rare.next_data().await?;
+    assert_eq!(
+        (&first["payload"]["text"], &second["payload"]["text"]),
+        (&json!("1"), &json!("2")),
+        "{first} {second}"
+    );
+    api.stop().await
+}

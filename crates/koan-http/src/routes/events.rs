@@ -6,6 +6,8 @@
 use koan::transport::HostLink as _;
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -134,16 +136,24 @@ async fn stream(
     };
     let (tx, rx) = mpsc::channel::<EventEnvelope>(256);
     let live_takes = takes.clone();
+    // Events dropped for this client (it read too slowly): a gap then is a miss.
+    let dropped = Arc::new(AtomicU64::new(0));
+    let drops = Arc::clone(&dropped);
+    // A new stream starts after the last event kept before it subscribed (none is
+    // replayed; one kept while it subscribes is found by the gap it leaves).
+    let fresh_from = state.host.recent_events_since(0, &|_| false).last;
     let subscription = builder
         .handle_envelope(move |env: EventEnvelope| {
             let tx = tx.clone();
             let takes = live_takes.clone();
+            let drops = Arc::clone(&drops);
             async move {
                 if takes(&env) {
                     // A client that cannot keep up loses events rather than slowing
                     // the services (the subscription's drop-newest policy); each
                     // loss is counted in `koan_sse_dropped_total`.
                     if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(env) {
+                        drops.fetch_add(1, Ordering::Relaxed);
                         crate::metrics::sse_dropped();
                     }
                 }
@@ -156,11 +166,7 @@ async fn stream(
     // that none falls between; a live one numbered up to the last kept then is
     // among them, or was seen before.
     let (missed, seen_up_to) = match last_seen {
-        // A new stream starts after the last event kept now (none is replayed).
-        None => (
-            Vec::new(),
-            state.host.recent_events_since(0, &|_| false).last,
-        ),
+        None => (Vec::new(), fresh_from),
         Some((after, foreign)) => {
             let since = state.host.recent_events_since(after, &takes);
             let mut out = Vec::with_capacity(since.events.len() + 1);
@@ -171,48 +177,78 @@ async fn stream(
             (out, since.last.max(after))
         }
     };
-    let host = state.host.clone();
-    let live = futures_util::stream::unfold(
-        (rx, subscription, permit, VecDeque::new(), seen_up_to),
-        move |(mut rx, sub, permit, mut ready, mut done)| {
-            let (host, takes) = (host.clone(), takes.clone());
-            async move {
-                loop {
-                    if let Some(event) = ready.pop_front() {
-                        return Some((event, (rx, sub, permit, ready, done)));
-                    }
-                    let env = rx.recv().await?;
-                    let n = env.arrival();
-                    if n <= done {
-                        continue;
-                    }
-                    if n == done + 1 {
-                        done = n;
-                        return Some((sse_event(&env), (rx, sub, permit, ready, done)));
-                    }
-                    // A gap before it: events this stream does not take, events
-                    // dropped while the client was slow, or events another task
-                    // emitted first that are still on their way. Sent from the
-                    // kept ones, in their numbers' order, so that an id received
-                    // means every event before it was sent (events of several
-                    // emitters reached a stream out of order, and a reconnect then
-                    // missed one; found by a review).
-                    let since = host.recent_events_since(done, &takes);
-                    if since.missed {
-                        ready.push_back(missed_event(done, LIVE_MISSED));
-                    }
-                    ready.extend(since.events.iter().map(sse_event));
-                    done = since.last.max(n);
-                }
-            }
-        },
-    );
+    let live = Live {
+        rx,
+        _held: (subscription, permit),
+        ready: VecDeque::new(),
+        done: seen_up_to,
+        host: state.host.clone(),
+        takes,
+        dropped,
+        dropped_seen: 0,
+    };
+    let live = futures_util::stream::unfold(live, |mut live| async move {
+        live.next().await.map(|event| (event, live))
+    });
     let stream = futures_util::stream::iter(missed)
         .chain(live)
         .map(Ok::<_, Infallible>);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// A stream's live part: the events its subscription forwards, sent in their
+/// numbers' order.
+struct Live<F> {
+    rx: mpsc::Receiver<EventEnvelope>,
+    /// Kept while the stream is open: its subscription and its place among the
+    /// streams.
+    _held: (koan::event::Subscription, tokio::sync::OwnedSemaphorePermit),
+    /// Events read from the kept ones, to send before the next.
+    ready: VecDeque<Event>,
+    /// The number of the last event sent (or known not to be this stream's).
+    done: u64,
+    host: koan::HostHandle,
+    takes: F,
+    dropped: Arc<AtomicU64>,
+    dropped_seen: u64,
+}
+
+impl<F: Fn(&EventEnvelope) -> bool> Live<F> {
+    /// The next event to send; `None` once the subscription ended.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            let env = self.rx.recv().await?;
+            let n = env.arrival();
+            if n <= self.done {
+                continue;
+            }
+            if n == self.done + 1 {
+                self.done = n;
+                return Some(sse_event(&env));
+            }
+            // A gap before it: events this stream does not take, events dropped
+            // while the client was slow, or events another task emitted first
+            // that are still on their way. Sent from the kept ones, in their
+            // numbers' order, so that an id received means every event before it
+            // was sent (events of several emitters reached a stream out of order,
+            // and a reconnect then missed one; found by a review). A miss is said
+            // only when some were dropped for this client and are no longer kept
+            // (events of other filters gone from the ring are no miss).
+            let since = self.host.recent_events_since(self.done, &self.takes);
+            let dropped = self.dropped.load(Ordering::Relaxed);
+            if since.missed && dropped != self.dropped_seen {
+                self.ready.push_back(missed_event(self.done, LIVE_MISSED));
+            }
+            self.dropped_seen = dropped;
+            self.ready.extend(since.events.iter().map(sse_event));
+            self.done = since.last.max(n);
+        }
+    }
 }
 
 // The messages below say how many events the host keeps.
