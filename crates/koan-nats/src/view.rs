@@ -259,15 +259,19 @@ const MAX_SEEN: usize = 10_000;
 /// The longest service name the view keeps, in bytes.
 const MAX_NAME: usize = 256;
 
-/// Forgets the service least recently announced.
+/// Forgets the tenth of the services least recently announced: once at a time,
+/// not one by one (a scan of all for each new name of a flood; a review).
 fn forget_least_recent(seen: &mut HashMap<String, (i64, Announced)>) {
-    if let Some(oldest) = seen
-        .iter()
-        .min_by_key(|(_, (last, _))| *last)
-        .map(|(name, _)| name.clone())
-    {
-        seen.remove(&oldest);
-    }
+    let mut lasts: Vec<i64> = seen.values().map(|(last, _)| *last).collect();
+    let tenth = (lasts.len() / 10).max(1);
+    let (_, cut, _) = lasts.select_nth_unstable(tenth - 1);
+    let cut = *cut;
+    let mut left = tenth;
+    seen.retain(|_, (last, _)| {
+        let forget = left > 0 && *last <= cut;
+        left -= usize::from(forget);
+        !forget
+    });
 }
 
 /// The oldest heartbeat (ms since the epoch) still within `window` of `now`: an
@@ -433,8 +437,10 @@ mod tests {
         view.put("a".into(), many(0, MAX_SEEN));
         view.put("b".into(), many(MAX_SEEN, MAX_SEEN + 5));
         let seen = view.seen.lock().expect("seen");
-        assert_eq!(seen.len(), MAX_SEEN);
+        // A tenth forgotten at once, then the new ones kept.
+        assert_eq!(seen.len(), MAX_SEEN - MAX_SEEN / 10 + 5);
         assert!(seen.contains_key(&format!("made-up-{}", MAX_SEEN + 4)));
+        let kept = seen.len();
         drop(seen);
         let mut long = instance("long", Duration::ZERO);
         long.services = vec![crate::routes::status(
@@ -443,7 +449,7 @@ mod tests {
             (0, 0),
         )];
         view.put("c".into(), long);
-        assert_eq!(view.seen.lock().expect("seen").len(), MAX_SEEN);
+        assert_eq!(view.seen.lock().expect("seen").len(), kept);
     }
 
     #[test]
