@@ -296,11 +296,28 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
                         break;
                     }
                     if let Type::Reference(r) = &*pt.ty {
+                        let unsized_owned = |p: &syn::TypePath| {
+                            let last = p.path.segments.last()?.ident.to_string();
+                            let owned = match last.as_str() {
+                                "str" => "String",
+                                "Path" => "PathBuf",
+                                "OsStr" => "OsString",
+                                "CStr" => "CString",
+                                _ => return None,
+                            };
+                            Some(format!("`{owned}`"))
+                        };
                         let owned = match &*r.elem {
-                            Type::Path(p) if p.path.is_ident("str") => "`String`".to_owned(),
+                            Type::Path(p) => unsized_owned(p).unwrap_or_else(|| {
+                                let t = &r.elem;
+                                format!("`{}`", quote!(#t))
+                            }),
                             Type::Slice(s) => {
                                 let t = &s.elem;
                                 format!("`Vec<{}>`", quote!(#t))
+                            }
+                            Type::TraitObject(_) => {
+                                "a concrete type that implements `Deserialize`".to_owned()
                             }
                             t => format!("`{}`", quote!(#t)),
                         };

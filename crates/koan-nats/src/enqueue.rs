@@ -104,7 +104,9 @@ pub(crate) async fn publish(t: &NatsTransport, job: &Job) -> Result<bool, Error>
         .map_err(|e| unavailable(format!("{what}: not stored: {e}")))?;
     let ack = ack.await;
     if let Err(e) = &ack {
-        t.inner.refusals.note("a new job", &e.to_string());
+        t.inner
+            .refusals
+            .note(crate::storage::NEW_JOB, &e.to_string());
     }
     match ack {
         // A repeat of a stored id: JetStream kept the first.

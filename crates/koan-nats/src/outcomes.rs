@@ -227,7 +227,7 @@ pub(crate) async fn store(
         }
         Err(e) => {
             let e = e.to_string();
-            t.inner.refusals.note("a job's outcome", &e);
+            t.inner.refusals.note(crate::storage::OUTCOME, &e);
             tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome");
             false
         }
@@ -290,7 +290,11 @@ pub(crate) async fn store_held(
 /// Whether an outcome holding `reply` is larger than the broker (`max_payload`) or
 /// the outcomes' stream (`max_message_size`) takes.
 async fn too_large(t: &NatsTransport, reply: &Reply) -> bool {
-    let len = serde_json::to_vec(reply).map_or(0, |b| b.len());
+    // The outcome published holds the reply and its job's id, host and attempts,
+    // and goes with KV headers: a reply within that of the limit is too large
+    // too (it was held ten minutes and run again; found by a review).
+    const AROUND: usize = 1024;
+    let len = serde_json::to_vec(reply).map_or(0, |b| b.len()) + AROUND;
     if len > t.inner.client.server_info().max_payload {
         return true;
     }

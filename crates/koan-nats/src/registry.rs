@@ -44,7 +44,9 @@ pub(crate) async fn heartbeats(t: NatsTransport, host: HostHandle) {
         }
         announced = held_runs(&t, &host);
         if let Err(e) = announce(&t, &host).await {
-            t.inner.refusals.note("this host's heartbeat", e.message());
+            t.inner
+                .refusals
+                .note(crate::storage::HEARTBEAT, e.message());
             tracing::warn!(error = %e, "registry heartbeat failed");
         }
     }

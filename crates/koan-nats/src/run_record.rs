@@ -176,7 +176,9 @@ pub(crate) async fn finish(
             claim_for(&mut r, &run.claim, attempt, run.max_attempts);
             apply_finish(&mut r, how, Utc::now());
             if let Err(e) = t.inner.records.put(subjects::key(id), encode(&r)).await {
-                t.inner.refusals.note("a job's record", &e.to_string());
+                t.inner
+                    .refusals
+                    .note(crate::storage::RECORD, &e.to_string());
                 tracing::warn!(id = %id, error = %e, "could not record how a durable job's run ended");
             }
             return;
@@ -210,7 +212,7 @@ pub(crate) async fn finish(
     })
     .await;
     if let Err(e) = r {
-        t.inner.refusals.note("a job's record", e.message());
+        t.inner.refusals.note(crate::storage::RECORD, e.message());
         tracing::warn!(id = %id, error = %e, "could not record how a durable job's run ended");
     }
 }

@@ -98,23 +98,37 @@ impl Refusals {
         let last = self.last.lock().ok()?;
         let (at, what, words) = last.as_ref()?;
         let ago = at.elapsed();
+        let so = match *what {
+            NEW_JOB => "new jobs are refused",
+            OUTCOME => {
+                "runs that ended wait to store their outcomes, and this host takes no new job meanwhile"
+            }
+            HEARTBEAT => "this host's heartbeats fail: the cluster may take it for gone",
+            _ => "job records are not kept up to date",
+        };
         (ago < SHOWN_FOR).then(|| {
             format!(
-                "the broker refused to store {what} {}s ago for want of room ({words}): its JetStream storage (`max_file_store`) or the stream's share of `koan.nats.storage_budget_mb` is full — new jobs are refused, and runs that ended wait to store their outcomes",
+                "the broker refused to store {what} {}s ago for want of room ({words}): its JetStream storage (`max_file_store`) or the stream's share of `koan.nats.storage_budget_mb` is full — {so}",
                 ago.as_secs()
             )
         })
     }
 }
 
+/// What was refused, as [`Refusals::note`] is told (and health says).
+pub(crate) const NEW_JOB: &str = "a new job";
+pub(crate) const OUTCOME: &str = "a job's outcome";
+pub(crate) const HEARTBEAT: &str = "this host's heartbeat";
+pub(crate) const RECORD: &str = "a job's record";
+
 /// Whether `error` is JetStream refusing a write for want of room: the server's
 /// or the account's storage full, or the stream at its `max_bytes`.
 pub(crate) fn is_full(error: &str) -> bool {
     [
-        "10023",
-        "10077",
-        "10047",
-        "10002",
+        "error code 10023",
+        "error code 10077",
+        "error code 10047",
+        "error code 10002",
         "insufficient resources",
         "insufficient storage",
         "maximum bytes exceeded",
@@ -142,15 +156,17 @@ mod tests {
     #[test]
     fn only_a_refusal_for_want_of_room_is_noted_and_said_for_a_minute() {
         let r = Refusals::default();
-        r.note("an outcome", "timed out");
+        r.note(OUTCOME, "timed out");
         assert_eq!(r.said(), None);
         r.note(
-            "an outcome",
+            OUTCOME,
             "publish failed: insufficient resources (code 503, error code 10023)",
         );
         let said = r.said().expect("noted");
         assert!(
-            said.contains("store an outcome") && said.contains("10023"),
+            said.contains("store a job's outcome")
+                && said.contains("10023")
+                && said.contains("takes no new job"),
             "{said}"
         );
     }

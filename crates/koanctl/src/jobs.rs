@@ -238,10 +238,12 @@ fn list_text(body: &Value, filters: &[(&str, Option<String>)]) -> String {
         for (flag, value) in filters {
             if let Some(value) = value {
                 let flag = flag.replace('_', "-");
-                command.push_str(&format!(" --{flag} {}", shell_word(value)));
+                // `--flag=value`: a value that starts with `-` is not taken for
+                // a flag.
+                command.push_str(&format!(" --{flag}={}", shell_word(value)));
             }
         }
-        text.push_str(&format!("next: {command} --cursor {}\n", shell_word(next)));
+        text.push_str(&format!("next: {command} --cursor={}\n", shell_word(next)));
     }
     if body["partial"] == true {
         text.push_str(PARTIAL);
@@ -333,7 +335,7 @@ mod tests {
         ];
         let text = list_text(&body, &filters);
         assert!(
-            text.contains("next: koanctl jobs list --state dead --service 'Translation Service' --correlation-id 'it'\\''s' --limit 2 --cursor 01a2-b\n"),
+            text.contains("next: koanctl jobs list --state=dead --service='Translation Service' --correlation-id='it'\\''s' --limit=2 --cursor=01a2-b\n"),
             "{text}"
         );
     }

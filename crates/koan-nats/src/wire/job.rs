@@ -125,11 +125,14 @@ impl Job {
         // `koan.delayed.<service>.<action>[.<id>]` (a foreign client's delayed job
         // without `Koan-Action`, as wire.md allows, died `unknown_action` "unknown";
         // found by a probe).
-        let token = subject
-            .strip_prefix("koan.work.")
-            .or_else(|| subject.strip_prefix("koan.delayed."))
-            .and_then(|rest| rest.split('.').nth(1))
-            .unwrap_or("unknown");
+        let token = match subject.strip_prefix("koan.work.") {
+            // All after the service (a subject of more tokens names no action).
+            Some(rest) => rest.split_once('.').map(|(_, action)| action),
+            None => subject
+                .strip_prefix("koan.delayed.")
+                .and_then(|rest| rest.split('.').nth(1)),
+        }
+        .unwrap_or("unknown");
         let service = header(headers, H_SERVICE).unwrap_or_else(|| service.to_owned());
         let action = header(headers, H_ACTION).unwrap_or_else(|| token.to_owned());
         let id = header(headers, H_MSG_ID).filter(|id| !id.trim().is_empty());
@@ -356,6 +359,10 @@ mod tests {
             "the id stands in for a correlation id"
         );
         assert_eq!(job.priority, 0);
+        // On the work queue, all after the service names it (a subject of more
+        // tokens names no action: refused as unknown, not taken for another).
+        let job = Job::read("S", "koan.work.s.a.b", Some(&h), b"{}").expect("readable");
+        assert_eq!(job.action, "a.b");
         // A delayed one, on its id's subject or its action's, names its action so.
         for subject in [
             "koan.delayed.translationservice.translate.j-1",

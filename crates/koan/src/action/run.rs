@@ -91,7 +91,7 @@ impl Run {
         if job.job.is_some()
             && let Some(timeout) = job.timeout
         {
-            job.deadline = Some(Instant::now() + timeout);
+            job.deadline = Some(crate::util::after(Instant::now(), timeout));
         }
         // Only a job with a deadline reads tokio's clock (see `Moment`).
         if let Some(deadline) = job.deadline

@@ -141,7 +141,9 @@ impl Jobs {
         // A run here whose handler returned is let record its outcome first: a
         // cancel then says the job ended, and its result is kept (it answered
         // "cancelled" and the result was lost; found by a probe).
-        self.host.inner.jobs.running_jobs.settled(id).await;
+        // (At most a lease: a store that does not answer does not hang it.)
+        let lease = self.host.inner.jobs.settings.lease;
+        let _ = tokio::time::timeout(lease, self.host.inner.jobs.running_jobs.settled(id)).await;
         match self.store().cancel(id, self.now()).await {
             Err(e) if e.kind() == ErrorKind::UnknownJob => match self.transport() {
                 Some(t) => t.cancel_job(id).await?.ok_or(e),
