@@ -35,6 +35,8 @@ pub(crate) struct RegistryView {
     /// broker forging entries of made-up services grew every host by 550 MB, kept
     /// after the entries aged out (found by a probe).
     seen: Mutex<HashMap<String, (i64, Announced)>>,
+    /// When `seen`, full, may next be pruned of names no longer announced (ms).
+    pruned_at: std::sync::atomic::AtomicI64,
     /// Set once the watch delivered the bucket's contents: before that, the view
     /// cannot say that a service is unknown.
     synced: AtomicBool,
@@ -63,8 +65,24 @@ impl RegistryView {
         }
     }
 
+    /// Takes an announcement as its writer dated it (never ahead of now).
+    #[cfg(test)]
     fn put(&self, key: String, instance: Instance) {
         let now = now_ms();
+        let at = instance.seen_at.timestamp_millis().min(now);
+        self.put_heard(key, instance, at);
+    }
+
+    /// Takes an announcement heard at `at` (ms since the epoch): its age counts
+    /// from then, whatever its writer's clock said (a forged entry an hour ahead
+    /// stayed live an hour after its key had gone; a peer 8 s behind was taken
+    /// for gone; one heard late while this host was busy looked stale; found by
+    /// probes).
+    fn put_heard(&self, key: String, mut instance: Instance, at: i64) {
+        let now = now_ms();
+        if let Some(heard) = chrono::DateTime::from_timestamp_millis(at) {
+            instance.seen_at = heard;
+        }
         if let Ok(mut seen) = self.seen.lock() {
             for s in instance
                 .services
@@ -79,7 +97,22 @@ impl RegistryView {
                 let announced = Announced::of(&s.name, &instance.actions, &instance.events, until);
                 let name = s.name.to_ascii_lowercase();
                 if !seen.contains_key(&name) && seen.len() >= MAX_SEEN {
-                    forget_least_recent(&mut seen);
+                    // Full: the names no instance announced for the view's
+                    // forget time go; if none did, the new name is not kept (its
+                    // jobs are refused as of an unknown service) rather than
+                    // one a live instance announces (a flood of forged names
+                    // pushed out live services, answered 404 for seconds).
+                    if seen.len() >= MAX_SEEN && now >= self.pruned_at.load(Ordering::Relaxed) {
+                        let cutoff = heard_since(now, self.forget_after);
+                        seen.retain(|_, (last, _)| *last >= cutoff);
+                        // At most once a second: a flood of fresh names does not
+                        // scan all for each.
+                        self.pruned_at
+                            .store(now.saturating_add(1000), Ordering::Relaxed);
+                    }
+                    if seen.len() >= MAX_SEEN {
+                        continue;
+                    }
                 }
                 match seen.entry(name) {
                     Entry::Occupied(mut known) => {
@@ -99,10 +132,7 @@ impl RegistryView {
                 .routes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // A heartbeat's time, never ahead of its hearing: an entry from a
-            // clock ahead (or forged so) was live for as long as it was ahead,
-            // after its key had gone, and took calls (found by a probe).
-            let at = instance.seen_at.timestamp_millis().min(now);
+
             // The announcement before this one out first (its routes are this
             // host's, as the new ones are).
             if let Some(old) = m.remove(&key) {
@@ -259,21 +289,6 @@ const MAX_SEEN: usize = 10_000;
 /// The longest service name the view keeps, in bytes.
 const MAX_NAME: usize = 256;
 
-/// Forgets the tenth of the services least recently announced: once at a time,
-/// not one by one (a scan of all for each new name of a flood; a review).
-fn forget_least_recent(seen: &mut HashMap<String, (i64, Announced)>) {
-    let mut lasts: Vec<i64> = seen.values().map(|(last, _)| *last).collect();
-    let tenth = (lasts.len() / 10).max(1);
-    let (_, cut, _) = lasts.select_nth_unstable(tenth - 1);
-    let cut = *cut;
-    let mut left = tenth;
-    seen.retain(|_, (last, _)| {
-        let forget = left > 0 && *last <= cut;
-        left -= usize::from(forget);
-        !forget
-    });
-}
-
 /// The oldest heartbeat (ms since the epoch) still within `window` of `now`: an
 /// instance heard at or after it counts. One cut-off, each heartbeat compared with
 /// it (a difference per instance cost about 110 instructions a routed call, B8 by
@@ -298,7 +313,16 @@ pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<RegistryView>)
                 match entry.operation {
                     kv::Operation::Put => {
                         if let Ok(i) = serde_json::from_slice::<Instance>(&entry.value) {
-                            view.put(entry.key, i);
+                            // Heard now once the watch is caught up; before, as the
+                            // broker stored it (the bucket's history may be old).
+                            let heard = if view.synced.load(Ordering::Acquire) {
+                                now_ms()
+                            } else {
+                                i64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000)
+                                    .unwrap_or(0)
+                                    .min(now_ms())
+                            };
+                            view.put_heard(entry.key, i, heard);
                         }
                     }
                     kv::Operation::Delete | kv::Operation::Purge => view.remove(&entry.key),
@@ -437,9 +461,11 @@ mod tests {
         view.put("a".into(), many(0, MAX_SEEN));
         view.put("b".into(), many(MAX_SEEN, MAX_SEEN + 5));
         let seen = view.seen.lock().expect("seen");
-        // A tenth forgotten at once, then the new ones kept.
-        assert_eq!(seen.len(), MAX_SEEN - MAX_SEEN / 10 + 5);
-        assert!(seen.contains_key(&format!("made-up-{}", MAX_SEEN + 4)));
+        // Full of names announced now: the new ones are not kept, none of the
+        // live ones is pushed out.
+        assert_eq!(seen.len(), MAX_SEEN);
+        assert!(seen.contains_key("made-up-0"));
+        assert!(!seen.contains_key(&format!("made-up-{MAX_SEEN}")));
         let kept = seen.len();
         drop(seen);
         let mut long = instance("long", Duration::ZERO);
@@ -450,6 +476,17 @@ mod tests {
         )];
         view.put("c".into(), long);
         assert_eq!(view.seen.lock().expect("seen").len(), kept);
+        // Once the forged names are announced no more for the forget time, a new
+        // name finds room.
+        for (_, (last, _)) in view.seen.lock().expect("seen").iter_mut() {
+            *last -= 601_000;
+        }
+        // (A second later: the view prunes at most once a second.)
+        view.pruned_at.store(0, Ordering::Relaxed);
+        view.put("d".into(), many(MAX_SEEN + 10, MAX_SEEN + 11));
+        let seen = view.seen.lock().expect("seen");
+        assert_eq!(seen.len(), 1);
+        assert!(seen.contains_key(&format!("made-up-{}", MAX_SEEN + 10)));
     }
 
     #[test]
