@@ -180,7 +180,14 @@ impl NatsTransport {
             .map_err(|e| unavailable(format!("cannot subscribe to events: {e}")))?;
         let (h, me, t) = (host.clone(), self.inner.host_id.clone(), self.clone());
         tasks.0.push(tokio::spawn(async move {
-            let refused = koan::transport::Sparse::new();
+            // One count of each cause: a flood of one does not hide another
+            // (all shared one, and a peer of a newer wire version went unsaid
+            // after a burst of junk; found by a probe).
+            let (refused, unreadable, other_version) = (
+                koan::transport::Sparse::new(),
+                koan::transport::Sparse::new(),
+                koan::transport::Sparse::new(),
+            );
             let mut names = UndeclaredNames::default();
             while let Some(msg) = events.next().await {
                 if wire::header_str(msg.headers.as_ref(), wire::H_ORIGIN) == Some(me.as_str()) {
@@ -194,7 +201,8 @@ impl NatsTransport {
                 // log; found by a probe).
                 let subject = logged(&msg.subject);
                 if let Some(refusal) = wire::refuse_version(msg.headers.as_ref()) {
-                    if let Some(n) = refused.hit() {
+                    events_refused("other_version");
+                    if let Some(n) = other_version.hit() {
                         tracing::warn!(subject, refused = n, reason = ?refusal.message, "event in another wire version skipped");
                     }
                     continue;
@@ -203,13 +211,15 @@ impl NatsTransport {
                     Ok(ev) => match refusal(&t, &msg.subject, &ev, &mut names) {
                         None => h.deliver_remote_event(&ev.into_envelope()).await,
                         Some(why) => {
+                            events_refused("refused");
                             if let Some(n) = refused.hit() {
                                 tracing::warn!(subject, refused = n, "event from NATS refused: {why}");
                             }
                         }
                     },
                     Err(e) => {
-                        if let Some(n) = refused.hit() {
+                        events_refused("unreadable");
+                        if let Some(n) = unreadable.hit() {
                             tracing::warn!(error = %e, subject, refused = n, "unreadable event from NATS");
                         }
                     }
@@ -370,6 +380,11 @@ impl UndeclaredNames {
         seen.insert(event.to_owned());
         None
     }
+}
+
+/// Counts an event from NATS not delivered, by why: `koan_nats_events_refused_total`.
+fn events_refused(why: &'static str) {
+    metrics::counter!("koan_nats_events_refused_total", "reason" => why).increment(1);
 }
 
 /// A subject as a log line shows it: its first 200 characters (a hostile one

@@ -189,6 +189,35 @@ fn reply_of(output: Result<koan::action::ActionOutput, Error>) -> Reply {
     Reply::of(output.and_then(koan::action::ActionOutput::into_json))
 }
 
+/// The bytes of a full reply's headers besides its correlation id (`NATS/1.0`,
+/// `Koan-Wire`, `Koan-Correlation-Id:` and line ends), rounded up.
+const REPLY_HEADERS: usize = 96;
+
+/// A reply that fits the broker for one of `len` bytes that does not: a result
+/// becomes an error saying the action ran and what became of its result; an
+/// error keeps its code, its message cut (a refusal echoing a 1 MB action name
+/// was said to have run; found by a probe).
+fn shorter(reply: &Reply, len: usize, max: usize) -> Reply {
+    match &reply.error {
+        None => Reply::refused(
+            "handler_error",
+            format!(
+                "the action ran, but its result ({len} bytes) is larger than the broker takes (max_payload {max} bytes, headers included): it could not be sent; return less, or store it and return where"
+            ),
+        ),
+        Some(code) => {
+            let message = reply.message.as_deref().unwrap_or_default();
+            let cut: String = message.chars().take(2_000).collect();
+            Reply::refused(
+                code,
+                format!(
+                    "{cut} … (cut: the whole answer, {len} bytes, is larger than the broker takes)"
+                ),
+            )
+        }
+    }
+}
+
 /// Replies up to this size are sent without asking the broker's `max_payload`
 /// (no broker takes less than this in practice; its default is 1 MiB).
 const LARGE_REPLY: usize = 32 * 1024;
@@ -199,19 +228,18 @@ async fn send(client: &async_nats::Client, to: async_nats::Subject, call: Call<'
     // A reply the broker would refuse is answered with an error saying so: it was
     // dropped unsaid, the action having run, and its caller waited out its whole
     // timeout (found by a probe). (Only a large reply asks: `server_info` clones
-    // the server's whole description, too dear for every reply.)
-    let max = || client.server_info().max_payload;
-    if body.len() > LARGE_REPLY && body.len() + 1024 > max() {
-        let max = max();
-        tracing::warn!(correlation_id = %call.correlation, bytes = body.len(), max_payload = max, "an action's reply is larger than the broker takes: an error is sent instead");
-        body = Reply::refused(
-            "handler_error",
-            format!(
-                "the action ran, but its result ({} bytes) is larger than the broker takes (max_payload {max} bytes, headers included): it could not be sent; return less, or store it and return where",
-                body.len()
-            ),
-        )
-        .bytes();
+    // the server's whole description, too dear for every reply.) Its headers
+    // count: the full form's (its wire version and correlation id), no others.
+    let headers = match call.form {
+        Form::Full => REPLY_HEADERS + call.correlation.len(),
+        Form::Bare | Form::Lead => 0,
+    };
+    if body.len() > LARGE_REPLY {
+        let max = client.server_info().max_payload;
+        if body.len() + headers > max {
+            tracing::warn!(correlation_id = %call.correlation, bytes = body.len(), max_payload = max, "a reply is larger than the broker takes: a shorter one is sent instead");
+            body = shorter(&reply, body.len(), max).bytes();
+        }
     }
     let _ = match call.form {
         Form::Bare | Form::Lead => client.publish(to, body).await,
@@ -350,6 +378,25 @@ fn start_action(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_too_large_keeps_what_it_said_but_its_size() {
+        let ok = Reply::of(Ok(serde_json::json!("x")));
+        let said = shorter(&ok, 2_000_000, 1_048_576);
+        assert_eq!(said.error.as_deref(), Some("handler_error"));
+        assert!(said.message.is_some_and(|m| m.contains("the action ran")));
+        let refused = Reply::refused(
+            "unknown_action",
+            "no action `".to_owned() + &"y".repeat(100_000),
+        );
+        let said = shorter(&refused, 100_020, 65_536);
+        assert_eq!(said.error.as_deref(), Some("unknown_action"));
+        let message = said.message.unwrap_or_default();
+        assert!(
+            !message.contains("the action ran") && message.len() < 2_200,
+            "{message}"
+        );
+    }
 
     #[test]
     fn call_headers_read_in_one_pass_are_what_get_reads() {
