@@ -241,30 +241,26 @@ pub(crate) enum Held {
     Stored,
     /// The broker or the bucket will never take it: it is too large.
     TooLarge,
-    /// It could not be stored in the time given (the broker unreachable, or its
-    /// storage full), or the host stopped meanwhile.
-    NotStored,
 }
 
 /// Stores the outcome of a run that ended, trying again while the broker refuses
-/// it (its storage full, a moment's outage) — for up to ten minutes, and until the
-/// host has stopped (through its shutdown's grace: a stop gave up at once, and
-/// the job ran again on another host; found by a probe) — keeping the job's
-/// claim with a progress ack before each try: a job that ran must not run again
-/// because its outcome could not be written at once. Before, it was handed back
-/// after a second, and a probe with JetStream's storage full saw each of 535 jobs
-/// run 5 times, then end dead.
+/// it (its storage full, a moment's outage) for as long as this process lives —
+/// through its host's stop, up to the node's wait for its jobs in hand — keeping
+/// the job's claim with a progress ack before each try: a job that ran must not
+/// run again because its outcome could not be written at once. Before, it was
+/// handed back after a second (a probe with JetStream's storage full saw each of
+/// 535 jobs run 5 times, then end dead), then after ten minutes or at once at a
+/// stop (the job ran again on another host; found by a probe). A full bucket
+/// frees room as its outcomes expire (`outcome_ttl`).
 ///
 /// While it retries, this host's workers take no new job (see
 /// [`Refusals::hold`](crate::storage::Refusals::hold)).
 pub(crate) async fn store_held(
     t: &NatsTransport,
     msg: &async_nats::jetstream::Message,
-    host: &koan::HostHandle,
     (key, id, attempts): (&str, &str, i64),
     reply: Reply,
 ) -> Held {
-    let until = Instant::now() + Duration::from_secs(600);
     let mut pause = Duration::from_millis(250);
     let mut holding = None;
     loop {
@@ -275,14 +271,8 @@ pub(crate) async fn store_held(
         if too_large(t, &reply).await {
             return Held::TooLarge;
         }
-        if Instant::now() + pause >= until {
-            return Held::NotStored;
-        }
         let _ = msg.ack_with(async_nats::jetstream::AckKind::Progress).await;
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = host.wait() => return Held::NotStored,
-        }
+        tokio::time::sleep(pause).await;
         pause = (pause * 2).min(t.inner.opts.ack_wait / 3);
     }
 }
@@ -294,7 +284,8 @@ async fn too_large(t: &NatsTransport, reply: &Reply) -> bool {
     // and goes with KV headers: a reply within that of the limit is too large
     // too (it was held ten minutes and run again; found by a review).
     const AROUND: usize = 1024;
-    let len = serde_json::to_vec(reply).map_or(0, |b| b.len()) + AROUND;
+    let result = serde_json::to_vec(reply).map_or(0, |b| b.len());
+    let len = result + AROUND;
     if len > t.inner.client.server_info().max_payload {
         return true;
     }
@@ -302,10 +293,12 @@ async fn too_large(t: &NatsTransport, reply: &Reply) -> bool {
     let Ok(mut stream) = t.inner.js.get_stream(name).await else {
         return false;
     };
-    stream
-        .info()
-        .await
-        .is_ok_and(|i| usize::try_from(i.config.max_message_size).is_ok_and(|max| len > max))
+    // Larger than a message or than the whole bucket may hold (its share of a
+    // storage budget: it would wait for room for ever; found by a probe).
+    stream.info().await.is_ok_and(|i| {
+        let over = |len: usize, limit: i64| usize::try_from(limit).is_ok_and(|max| len > max);
+        over(len, i64::from(i.config.max_message_size)) || over(result, i.config.max_bytes)
+    })
 }
 
 #[cfg(test)]

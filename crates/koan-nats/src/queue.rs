@@ -317,7 +317,7 @@ async fn handle(
         Ok(value) => {
             let how = records::succeeded(value.clone());
             let done = (key.as_str(), job.id.as_str(), attempts);
-            let held = crate::outcomes::store_held(t, &msg, host, done, Reply::of(Ok(value))).await;
+            let held = crate::outcomes::store_held(t, &msg, done, Reply::of(Ok(value))).await;
             if held == Held::Stored {
                 // The recorded outcome is the commit point: should this ack be lost,
                 // the redelivery finds the outcome above and is only acked.
@@ -363,7 +363,7 @@ async fn handle(
             let reply = Reply::of(Err(e));
             let why = reply.reason();
             let done = (key.as_str(), job.id.as_str(), attempts);
-            if crate::outcomes::store_held(t, &msg, host, done, reply).await == Held::Stored {
+            if crate::outcomes::store_held(t, &msg, done, reply).await == Held::Stored {
                 bury(t, &msg, &job, attempt, how, &why, started).await;
             } else {
                 let _ = msg

@@ -18,18 +18,21 @@ use std::time::{Duration, Instant};
 use crate::options::NatsOptions;
 use crate::subjects;
 
-/// Each stream's share of the budget, in hundredths: the work queue most, then
-/// what each job writes (its outcome and record), the rest little. The sum is 100.
+/// Each stream's share of the budget, in hundredths. What each job keeps for
+/// `outcome_ttl` most: its record (its parameters and result) and its outcome
+/// (its result); the work queue holds only the jobs still to run. The sum is 100.
+/// (With the work queue at 40 %, the outcomes filled first: a probe's 40 KB jobs
+/// found room for 200 in the queue and 78 outcomes.)
 const SHARES: [(&str, u64); 9] = [
-    (subjects::WORK_STREAM, 40),
-    (subjects::DELAYED_STREAM, 10),
+    (subjects::WORK_STREAM, 25),
+    (subjects::DELAYED_STREAM, 5),
     (subjects::STRANDED_STREAM, 2),
-    (subjects::DLQ_STREAM, 10),
-    (subjects::OUTCOMES_BUCKET, 18),
-    (subjects::JOBS_BUCKET, 14),
+    (subjects::DLQ_STREAM, 8),
+    (subjects::OUTCOMES_BUCKET, 22),
+    (subjects::JOBS_BUCKET, 30),
     (subjects::REGISTRY_BUCKET, 2),
     (subjects::LEASES_BUCKET, 1),
-    (subjects::CANCELS_BUCKET, 3),
+    (subjects::CANCELS_BUCKET, 5),
 ];
 
 /// The `max_bytes` of stream or bucket `name` (a bucket by its own name, not its
@@ -85,10 +88,16 @@ impl Refusals {
     /// Notes `error`, met writing `what`, when it is the broker refusing for want
     /// of room; other errors are not this one's business.
     pub(crate) fn note(&self, what: &'static str, error: &str) {
-        if is_full(error)
-            && let Ok(mut last) = self.last.lock()
-        {
-            let words: String = error.chars().take(300).collect();
+        if is_full(error) {
+            self.note_full(what, error);
+        }
+    }
+
+    /// Notes a refusal for want of room that this host made itself (a new job
+    /// refused while the outcomes or records have none).
+    pub(crate) fn note_full(&self, what: &'static str, words: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            let words: String = words.chars().take(300).collect();
             *last = Some((Instant::now(), what, words));
         }
     }
@@ -113,6 +122,75 @@ impl Refusals {
             )
         })
     }
+}
+
+/// How full (in hundredths of its share) the outcomes' or records' bucket may be
+/// before new jobs are refused: an accepted job needs room for both.
+const FULL_AT: u64 = 90;
+
+/// How often, at most, [`Room::for_new_job`] reads the buckets' size.
+const ROOM_READ_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether the cluster's outcomes and records have room for a new job's, with a
+/// storage budget: a job accepted while either was full could not store its
+/// record or its outcome (a probe saw 190 accepted jobs answer 404, and finished
+/// runs held for want of room while the work queue still took jobs).
+#[derive(Debug)]
+pub(crate) struct Room(tokio::sync::Mutex<(Option<Instant>, Option<String>)>);
+
+impl Default for Room {
+    fn default() -> Self {
+        Room(tokio::sync::Mutex::new((None, None)))
+    }
+}
+
+impl Room {
+    /// `Err` (why) when a new job would find no room for its record or outcome;
+    /// read at most once a second (at once without a budget).
+    pub(crate) async fn for_new_job(
+        &self,
+        js: &async_nats::jetstream::Context,
+        opts: &NatsOptions,
+    ) -> Result<(), String> {
+        if opts.storage_budget_bytes.is_none() {
+            return Ok(());
+        }
+        let mut read = self.0.lock().await;
+        if read.0.is_none_or(|at| at.elapsed() >= ROOM_READ_EVERY) {
+            read.1 = full_bucket(js).await;
+            read.0 = Some(Instant::now());
+        }
+        read.1.clone().map_or(Ok(()), Err)
+    }
+}
+
+/// The outcomes' or records' bucket at [`FULL_AT`] of its limit, said so.
+async fn full_bucket(js: &async_nats::jetstream::Context) -> Option<String> {
+    for (bucket, what) in [
+        (subjects::OUTCOMES_BUCKET, "outcomes"),
+        (subjects::JOBS_BUCKET, "records"),
+    ] {
+        let Ok(mut stream) = js.get_stream(format!("KV_{bucket}")).await else {
+            continue;
+        };
+        let Ok(info) = stream.info().await else {
+            continue;
+        };
+        let (held, max) = (info.state.bytes, info.config.max_bytes);
+        if let Ok(max) = u64::try_from(max)
+            && held.saturating_mul(100) >= max.saturating_mul(FULL_AT)
+        {
+            return Some(format!(
+                "the cluster's job {what} fill {held} of their {max} bytes (`koan.nats.storage_budget_mb`): a new job would find no room for its {} — refused until older ones expire (`outcome_ttl`), or raise the budget",
+                if what == "outcomes" {
+                    "outcome"
+                } else {
+                    "record"
+                }
+            ));
+        }
+    }
+    None
 }
 
 /// What was refused, as [`Refusals::note`] is told (and health says).
@@ -148,7 +226,7 @@ mod tests {
         let mut opts = NatsOptions::default();
         assert_eq!(max_bytes(&opts, subjects::WORK_STREAM), -1);
         opts.storage_budget_bytes = Some(1000 * 1024 * 1024);
-        assert_eq!(max_bytes(&opts, subjects::WORK_STREAM), 400 * 1024 * 1024);
+        assert_eq!(max_bytes(&opts, subjects::WORK_STREAM), 250 * 1024 * 1024);
         let sum: i64 = SHARES.iter().map(|(n, _)| max_bytes(&opts, n)).sum();
         assert!(sum <= 1000 * 1024 * 1024);
     }

@@ -60,6 +60,8 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
                     "the server's JetStream storage cannot reserve the dead letters' {} MiB: lower `koan.nats.dead_letter_max_mb` (KOAN__NATS__DEAD_LETTER_MAX_MB) or raise the server's `max_file_store` (`max_memory_store`)",
                     opts.dead_letter_max_bytes >> 20
                 )
+            } else if short && opts.storage_budget_bytes.is_some() {
+                "the server's JetStream storage cannot reserve this stream's share of `koan.nats.storage_budget_mb`: set the budget under the server's `max_file_store` (`max_memory_store`), less what other streams reserve".to_owned()
             } else if short {
                 "the server's JetStream storage is full or too small (see its `max_file_store` / `max_memory_store`)".to_owned()
             } else {
@@ -268,7 +270,15 @@ pub(crate) async fn bucket(
             ..Default::default()
         })
         .await
-        .map_err(|e| unavailable(format!("cannot create the KV bucket `{name}`: {e}")))?;
+        .map_err(|e| {
+            let text = e.to_string();
+            let hint = if text.contains("insufficient storage") && opts.storage_budget_bytes.is_some() {
+                " (the server cannot reserve its share of `koan.nats.storage_budget_mb`: set the budget under the server's `max_file_store`, less what other streams reserve)"
+            } else {
+                ""
+            };
+            unavailable(format!("cannot create the KV bucket `{name}`{hint}: {text}"))
+        })?;
     // Its share of a budget set since it was made (its age stays, below).
     let had = made.cached_info().config.clone();
     let share = not_below_held(

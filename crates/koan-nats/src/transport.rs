@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     events_unpublished: koan::transport::Sparse,
     /// The last write the broker refused for want of room (`/health` says it).
     pub(crate) refusals: crate::storage::Refusals,
+    /// Whether the cluster's outcomes and records have room for a new job's.
+    pub(crate) room: crate::storage::Room,
     /// Told once this host's first registry entry is written: its events wait
     /// for it (up to 5 s), so that no host refuses them for a service it has not
     /// heard of yet.
@@ -157,6 +159,7 @@ impl NatsTransport {
                 events_tx,
                 events_unpublished: koan::transport::Sparse::new(),
                 refusals: crate::storage::Refusals::default(),
+                room: crate::storage::Room::default(),
                 announced,
                 waiters,
                 connection,

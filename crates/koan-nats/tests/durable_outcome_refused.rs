@@ -90,10 +90,10 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
     let server = NatsServer::start()?;
     let (worker, client, _runs) = holder_and_client(&server, Stopped::Fails).await?;
     let js = async_nats::jetstream::new(client.nats.client().clone());
-    // The cancels' bucket holding more than its share will be (3 % of 32 MiB,
-    // some 1 MB): 60 markers of 20 KB.
+    // The cancels' bucket holding more than its share will be (5 % of 32 MiB,
+    // some 1.7 MB): 100 markers of 20 KB.
     let cancels = js.get_key_value("koan_cancels").await?;
-    for n in 0..60 {
+    for n in 0..100 {
         cancels
             .put(format!("k{n}"), vec![b'x'; 20_000].into())
             .await?;
@@ -101,7 +101,7 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
     // A host started later with a budget of 32 MiB sets the limits.
     let mut opts = koan_test_support::nats::test_options(&server.url());
     opts.storage_budget_bytes = Some(32 * 1024 * 1024);
-    let budgeted = koan_nats::NatsTransport::connect(opts).await?;
+    let budgeted = koan_test_support::nats::Member::join(opts, |b| b).await?;
     // Nothing the cancels' bucket held is dropped: its limit is what it holds.
     let info = js
         .get_stream("KV_koan_cancels")
@@ -109,7 +109,7 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
         .info()
         .await?
         .clone();
-    assert_eq!(info.state.messages, 60, "{info:?}");
+    assert_eq!(info.state.messages, 100, "{info:?}");
     assert_eq!(info.config.max_bytes, i64::try_from(info.state.bytes)?);
     let mut sum = 0;
     for name in [
@@ -134,9 +134,43 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
             .await?
             .config
             .max_bytes,
-        32 * 1024 * 1024 / 100 * 40
+        32 * 1024 * 1024 / 100 * 25
     );
-    drop(budgeted);
+
+    // The records' bucket nearly full: a job is refused before it is sent (it
+    // would find no room for its record or outcome), and the host says why.
+    within(
+        "a job with a record",
+        enqueue(&client.host, "busy", 1u64).await?.outcome(),
+    )
+    .await??;
+    let mut records = js.get_stream("KV_koan_jobs").await?;
+    let info = records.info().await?.clone();
+    let mut config = info.config.clone();
+    config.max_bytes = i64::try_from(info.state.bytes)? + 10;
+    js.update_stream(config.clone()).await?;
+    let refused = budgeted
+        .host
+        .service("Holder")
+        .action("busy", 1u64)
+        .enqueue()
+        .await
+        .expect_err("no room for its record");
+    assert!(
+        refused.to_string().contains("job records fill"),
+        "{refused}"
+    );
+    let said = budgeted
+        .host
+        .health()
+        .await
+        .transport
+        .and_then(|t| t.description)
+        .unwrap_or_default();
+    assert!(said.contains("refused to store a new job"), "{said}");
+    config.max_bytes = info.config.max_bytes;
+    js.update_stream(config).await?;
+    budgeted.stop().await?;
 
     // The work queue's share full: an enqueue is refused, and health says why.
     let mut work = js.get_stream("KOAN_WORK").await?;
