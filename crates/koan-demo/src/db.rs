@@ -179,6 +179,13 @@ CREATE TABLE IF NOT EXISTS delivered_messages (
     payload TEXT NOT NULL,
     delivered_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox_set_aside (
+    outbox_id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    error TEXT NOT NULL,
+    set_aside_at INTEGER NOT NULL
+);
 ";
 
 #[cfg(test)]

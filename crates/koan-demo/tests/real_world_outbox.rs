@@ -182,6 +182,27 @@ async fn over_nats_the_outbox_publishes_and_readiness_follows_the_connection() -
     })
     .await?;
 
+    // A message larger than the server takes is set aside, and the ones after it
+    // go on (it held up every message after it, for good; found by a probe).
+    let big = put_outbox(&path, "test.big", json!({ "text": "x".repeat(1_100_000) }))?;
+    let after = put_outbox(&path, "test.after", json!({ "n": 3 }))?;
+    let msg = within("the message after the big one", sub.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the subscription ended"))?;
+    let body: OutboxMessage = serde_json::from_slice(&msg.payload)?;
+    assert_eq!(body.id, after);
+    wait_for("both rows to be processed", async || {
+        Ok((pending(&path)? == 0).then_some(()))
+    })
+    .await?;
+    let conn = rusqlite::Connection::open(&path)?;
+    let error: String = conn.query_row(
+        "SELECT error FROM outbox_set_aside WHERE outbox_id = ?1",
+        [big],
+        |r| r.get(0),
+    )?;
+    assert!(error.contains("max_payload"), "{error}");
+
     // The server dies: Messaging.Failed, not ready, degraded, and the outbox keeps
     // a message it cannot publish.
     server.kill();

@@ -1,6 +1,8 @@
 //! `OutboxProcessor`: drains the outbox table in batches into a real sink and emits
 //! `Outbox.Processed`; a sink that refuses leaves the message pending and emits
-//! `Outbox.Failed`.
+//! `Outbox.Failed`. A message the sink can never take (larger than the NATS
+//! server's `max_payload`) is set aside in `outbox_set_aside`, with why, and the
+//! rest go on.
 //!
 //! The sink: with `--nats`, the NATS subject `demo.outbox.<topic>` (accepted once the
 //! server has it: a flush under a timeout); else a webhook, when `webhook_url` is
@@ -234,6 +236,25 @@ impl OutboxProcessor {
                 payload: serde_json::from_str(&payload)
                     .unwrap_or(serde_json::Value::String(payload)),
             };
+            // One the sink can never take (larger than the broker takes) is set
+            // aside, not sent again for ever: it held up every message after it
+            // (a 1 MB message stopped the outbox for good; found by a probe).
+            if let Some(why) = self.never_fits(&message) {
+                tracing::error!(message = id, error = %why, "outbox message set aside: the sink can never take it (see table outbox_set_aside)");
+                self.set_aside(&message, why.clone()).await?;
+                if let Ok(mut f) = self.failing.lock() {
+                    *f = Some(format!("message {id} was set aside: {why}"));
+                }
+                out.emit(
+                    FAILED,
+                    OutboxFailed {
+                        error: why,
+                        message_id: Some(id),
+                    },
+                )
+                .await;
+                continue;
+            }
             match self.send(&message).await {
                 Ok(()) => batch.delivered += 1,
                 Err(e) => {
@@ -274,6 +295,42 @@ impl OutboxProcessor {
             None => {}
         }
         Ok(batch)
+    }
+
+    /// Why the sink can never take `m`, if it cannot: with NATS, a message larger
+    /// than the server's `max_payload`.
+    fn never_fits(&self, m: &OutboxMessage) -> Option<String> {
+        let Sink::Nats(n) = &self.sink else {
+            return None;
+        };
+        let len = serde_json::to_vec(m).map_or(0, |b| b.len());
+        let max = n.client().server_info().max_payload;
+        (len > max).then(|| {
+            format!(
+                "the message is {len} bytes, more than the NATS server takes (max_payload {max})"
+            )
+        })
+    }
+
+    /// Moves `m` to `outbox_set_aside`, with why, and marks it processed there.
+    async fn set_aside(&self, m: &OutboxMessage, why: String) -> Result<(), BoxError> {
+        let (id, topic, payload) = (m.id, m.topic.clone(), m.payload.to_string());
+        self.db
+            .run(move |c| {
+                let tx = c.transaction()?;
+                let now = now_secs();
+                tx.execute(
+                    "INSERT OR IGNORE INTO outbox_set_aside (outbox_id, topic, payload, error, set_aside_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    (id, &topic, &payload, &why, now),
+                )?;
+                tx.execute(
+                    "UPDATE outbox SET processed_at = ?2 WHERE id = ?1 AND processed_at IS NULL",
+                    (id, now),
+                )?;
+                tx.commit()
+            })
+            .await?;
+        Ok(())
     }
 
     /// Hands one message to the sink and marks it processed once accepted.
