@@ -63,12 +63,18 @@ pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
 pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error> {
     // No room for its record or outcome (with a storage budget): refused, nothing
     // sent.
-    if let Err(why) = t.inner.room.for_new_job(&t.inner.js, &t.inner.opts).await {
-        t.inner.refusals.note_full(crate::storage::NEW_JOB, &why);
-        return Err(unavailable(format!(
-            "durable enqueue of `{}` on `{}`: not stored: {why}",
-            job.action, job.service
-        )));
+    let buckets = (&t.inner.outcomes, &t.inner.records);
+    if let Err(why) = t.inner.room.for_new_job(buckets, &t.inner.opts).await {
+        // (A repeat of a job stored already is answered as ever.)
+        let stored = !crate::queue::fresh_id(&job.id)
+            && matches!(records::get(t, &job.id).await, Ok(Some(_)));
+        if !stored {
+            t.inner.refusals.note_full(crate::storage::NEW_JOB, &why);
+            return Err(unavailable(format!(
+                "durable enqueue of `{}` on `{}`: not stored: {why}",
+                job.action, job.service
+            )));
+        }
     }
     let (stored, record) = if crate::queue::fresh_id(&job.id) {
         tokio::join!(publish(t, job), records::accepted(t, job))

@@ -211,6 +211,21 @@ pub(crate) async fn store(
     attempts: i64,
     reply: Reply,
 ) -> bool {
+    matches!(try_store(t, key, id, attempts, reply).await, Tried::Stored)
+}
+
+/// How a try to store an outcome went.
+enum Tried {
+    Stored,
+    /// Refused for want of room, or not answered (the broker away): worth trying
+    /// again.
+    Refused,
+    /// Refused for another reason (a key the bucket will not take, no right to
+    /// write): no try will do better.
+    Failed(String),
+}
+
+async fn try_store(t: &NatsTransport, key: &str, id: &str, attempts: i64, reply: Reply) -> Tried {
     let outcome = Outcome {
         id: id.to_owned(),
         host: t.inner.host_id.clone(),
@@ -220,16 +235,24 @@ pub(crate) async fn store(
     let body = serde_json::to_vec(&outcome).unwrap_or_default();
     // Create-if-absent: the first completion stands.
     match t.inner.outcomes.create(key, body.into()).await {
-        Ok(_) => true,
+        Ok(_) => Tried::Stored,
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
             tracing::debug!(id = %id, "outcome already recorded by another delivery");
-            true
+            Tried::Stored
         }
         Err(e) => {
-            let e = e.to_string();
-            t.inner.refusals.note(crate::storage::OUTCOME, &e);
-            tracing::warn!(id = %id, error = %e, "could not record a durable job's outcome");
-            false
+            let text = e.to_string();
+            t.inner.refusals.note(crate::storage::OUTCOME, &text);
+            tracing::warn!(id = %id, error = %text, "could not record a durable job's outcome");
+            let worth_again = crate::storage::is_full(&text)
+                || t.connection_state() != crate::ConnectionState::Connected
+                || text.contains("timed out")
+                || text.contains("no responders");
+            if worth_again {
+                Tried::Refused
+            } else {
+                Tried::Failed(text)
+            }
         }
     }
 }
@@ -241,6 +264,8 @@ pub(crate) enum Held {
     Stored,
     /// The broker or the bucket will never take it: it is too large.
     TooLarge,
+    /// The broker refused it for a reason no try will change (said in the log).
+    Failed,
 }
 
 /// Stores the outcome of a run that ended, trying again while the broker refuses
@@ -264,28 +289,41 @@ pub(crate) async fn store_held(
     let mut pause = Duration::from_millis(250);
     let mut holding = None;
     loop {
-        if store(t, key, id, attempts, reply.clone()).await {
-            return Held::Stored;
-        }
+        let failed = match try_store(t, key, id, attempts, reply.clone()).await {
+            Tried::Stored => return Held::Stored,
+            Tried::Refused => None,
+            Tried::Failed(why) => Some(why),
+        };
+        // The claim kept first: the tries below may take a while.
+        let _ = msg.ack_with(async_nats::jetstream::AckKind::Progress).await;
         holding.get_or_insert_with(|| t.inner.refusals.hold());
-        if too_large(t, &reply).await {
+        let outcome = Outcome {
+            id: id.to_owned(),
+            host: t.inner.host_id.clone(),
+            attempts,
+            reply: reply.clone(),
+        };
+        if too_large(t, &outcome).await {
             return Held::TooLarge;
         }
-        let _ = msg.ack_with(async_nats::jetstream::AckKind::Progress).await;
+        if let Some(why) = failed {
+            tracing::error!(id = %id, error = %why, "a durable job's outcome cannot be stored, and no try will do better; it is handed back");
+            return Held::Failed;
+        }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(t.inner.opts.ack_wait / 3);
     }
 }
 
-/// Whether an outcome holding `reply` is larger than the broker (`max_payload`) or
-/// the outcomes' stream (`max_message_size`) takes.
-async fn too_large(t: &NatsTransport, reply: &Reply) -> bool {
-    // The outcome published holds the reply and its job's id, host and attempts,
-    // and goes with KV headers: a reply within that of the limit is too large
-    // too (it was held ten minutes and run again; found by a review).
-    const AROUND: usize = 1024;
-    let result = serde_json::to_vec(reply).map_or(0, |b| b.len());
-    let len = result + AROUND;
+/// Whether `outcome`, as stored, is larger than the broker (`max_payload`), a
+/// message of the outcomes' stream (`max_message_size`), or all that stream may
+/// hold (its share of a storage budget: it would wait for room for ever; found by
+/// a probe) takes.
+async fn too_large(t: &NatsTransport, outcome: &Outcome) -> bool {
+    // Its body as published, and the headers a KV create sends with it.
+    const KV_HEADERS: usize = 128;
+    let body = serde_json::to_vec(outcome).map_or(0, |b| b.len());
+    let len = body + KV_HEADERS;
     if len > t.inner.client.server_info().max_payload {
         return true;
     }
@@ -293,11 +331,9 @@ async fn too_large(t: &NatsTransport, reply: &Reply) -> bool {
     let Ok(mut stream) = t.inner.js.get_stream(name).await else {
         return false;
     };
-    // Larger than a message or than the whole bucket may hold (its share of a
-    // storage budget: it would wait for room for ever; found by a probe).
     stream.info().await.is_ok_and(|i| {
         let over = |len: usize, limit: i64| usize::try_from(limit).is_ok_and(|max| len > max);
-        over(len, i64::from(i.config.max_message_size)) || over(result, i.config.max_bytes)
+        over(len, i64::from(i.config.max_message_size)) || over(body, i.config.max_bytes)
     })
 }
 

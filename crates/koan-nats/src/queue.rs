@@ -335,9 +335,10 @@ async fn handle(
                 let why = Reply::of(Err(e)).reason();
                 bury(t, &msg, &job, attempt, how, &why, started).await;
             } else {
-                // The outcome is not stored (the broker is unreachable): run again
-                // later rather than leave the enqueuer waiting for an answer that
-                // will never be written.
+                // The outcome cannot be stored (the broker refuses it for good, or
+                // not even a small one saying it is too large): run again later
+                // rather than leave the enqueuer waiting for an answer that will
+                // never be written.
                 let _ = msg
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                     .await;

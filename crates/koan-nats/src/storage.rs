@@ -55,7 +55,8 @@ const SHOWN_FOR: Duration = Duration::from_secs(60);
 /// words), and how many runs' outcomes wait here to be stored.
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
-    last: Mutex<Option<(Instant, &'static str, String)>>,
+    /// When, what, its words, and whether this host refused it itself.
+    last: Mutex<Option<(Instant, &'static str, String, bool)>>,
     held: AtomicUsize,
 }
 
@@ -89,23 +90,32 @@ impl Refusals {
     /// of room; other errors are not this one's business.
     pub(crate) fn note(&self, what: &'static str, error: &str) {
         if is_full(error) {
-            self.note_full(what, error);
+            self.keep(what, error, false);
         }
     }
 
     /// Notes a refusal for want of room that this host made itself (a new job
     /// refused while the outcomes or records have none).
     pub(crate) fn note_full(&self, what: &'static str, words: &str) {
+        self.keep(what, words, true);
+    }
+
+    fn keep(&self, what: &'static str, words: &str, own: bool) {
         if let Ok(mut last) = self.last.lock() {
             let words: String = words.chars().take(300).collect();
-            *last = Some((Instant::now(), what, words));
+            *last = Some((Instant::now(), what, words, own));
         }
     }
 
     /// What `/health` says of the last refusal, for a minute after it.
     pub(crate) fn said(&self) -> Option<String> {
         let last = self.last.lock().ok()?;
-        let (at, what, words) = last.as_ref()?;
+        let (at, what, words, own) = last.as_ref()?;
+        let who = if *own {
+            "this host refused"
+        } else {
+            "the broker refused to store"
+        };
         let ago = at.elapsed();
         let so = match *what {
             NEW_JOB => "new jobs are refused",
@@ -117,7 +127,7 @@ impl Refusals {
         };
         (ago < SHOWN_FOR).then(|| {
             format!(
-                "the broker refused to store {what} {}s ago for want of room ({words}): its JetStream storage (`max_file_store`) or the stream's share of `koan.nats.storage_budget_mb` is full — {so}",
+                "{who} {what} {}s ago for want of room ({words}): its JetStream storage (`max_file_store`) or the stream's share of `koan.nats.storage_budget_mb` is full — {so}",
                 ago.as_secs()
             )
         })
@@ -135,58 +145,72 @@ const ROOM_READ_EVERY: Duration = Duration::from_secs(1);
 /// storage budget: a job accepted while either was full could not store its
 /// record or its outcome (a probe saw 190 accepted jobs answer 404, and finished
 /// runs held for want of room while the work queue still took jobs).
-#[derive(Debug)]
-pub(crate) struct Room(tokio::sync::Mutex<(Option<Instant>, Option<String>)>);
-
-impl Default for Room {
-    fn default() -> Self {
-        Room(tokio::sync::Mutex::new((None, None)))
-    }
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    /// When the buckets were last read, and what was found full then.
+    last: Mutex<(Option<Instant>, Option<String>)>,
+    /// One caller reads them at a time; the others take the last answer (a slow
+    /// broker held every enqueue behind the read; a review).
+    reading: std::sync::atomic::AtomicBool,
 }
+
+/// How long a read of the buckets' size may take before the last answer stands.
+const ROOM_READ_WAIT: Duration = Duration::from_secs(2);
 
 impl Room {
     /// `Err` (why) when a new job would find no room for its record or outcome;
     /// read at most once a second (at once without a budget).
     pub(crate) async fn for_new_job(
         &self,
-        js: &async_nats::jetstream::Context,
+        (outcomes, records): (
+            &async_nats::jetstream::kv::Store,
+            &async_nats::jetstream::kv::Store,
+        ),
         opts: &NatsOptions,
     ) -> Result<(), String> {
         if opts.storage_budget_bytes.is_none() {
             return Ok(());
         }
-        let mut read = self.0.lock().await;
-        if read.0.is_none_or(|at| at.elapsed() >= ROOM_READ_EVERY) {
-            read.1 = full_bucket(js).await;
-            read.0 = Some(Instant::now());
+        let (due, answer) = match self.last.lock() {
+            Ok(last) => (
+                last.0.is_none_or(|at| at.elapsed() >= ROOM_READ_EVERY),
+                last.1.clone(),
+            ),
+            Err(_) => (false, None),
+        };
+        if !due || self.reading.swap(true, Ordering::AcqRel) {
+            return answer.map_or(Ok(()), Err);
         }
-        read.1.clone().map_or(Ok(()), Err)
+        let read = tokio::time::timeout(ROOM_READ_WAIT, full_bucket(outcomes, records)).await;
+        self.reading.store(false, Ordering::Release);
+        let answer = match read {
+            Ok(full) => {
+                if let Ok(mut last) = self.last.lock() {
+                    *last = (Some(Instant::now()), full.clone());
+                }
+                full
+            }
+            Err(_) => answer,
+        };
+        answer.map_or(Ok(()), Err)
     }
 }
 
-/// The outcomes' or records' bucket at [`FULL_AT`] of its limit, said so.
-async fn full_bucket(js: &async_nats::jetstream::Context) -> Option<String> {
-    for (bucket, what) in [
-        (subjects::OUTCOMES_BUCKET, "outcomes"),
-        (subjects::JOBS_BUCKET, "records"),
-    ] {
-        let Ok(mut stream) = js.get_stream(format!("KV_{bucket}")).await else {
-            continue;
-        };
-        let Ok(info) = stream.info().await else {
-            continue;
-        };
+/// The outcomes' or records' bucket at [`FULL_AT`] of its limit, said so (both
+/// read at once).
+async fn full_bucket(
+    outcomes: &async_nats::jetstream::kv::Store,
+    records: &async_nats::jetstream::kv::Store,
+) -> Option<String> {
+    let (o, r) = tokio::join!(outcomes.stream.get_info(), records.stream.get_info());
+    for (info, what, each) in [(o, "outcomes", "outcome"), (r, "records", "record")] {
+        let Ok(info) = info else { continue };
         let (held, max) = (info.state.bytes, info.config.max_bytes);
         if let Ok(max) = u64::try_from(max)
             && held.saturating_mul(100) >= max.saturating_mul(FULL_AT)
         {
             return Some(format!(
-                "the cluster's job {what} fill {held} of their {max} bytes (`koan.nats.storage_budget_mb`): a new job would find no room for its {} — refused until older ones expire (`outcome_ttl`), or raise the budget",
-                if what == "outcomes" {
-                    "outcome"
-                } else {
-                    "record"
-                }
+                "the cluster's job {what} fill {held} of their {max} bytes (`koan.nats.storage_budget_mb`): a new job would find no room for its {each} — refused until older ones expire (`outcome_ttl`), or raise the budget"
             ));
         }
     }

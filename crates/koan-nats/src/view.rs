@@ -302,32 +302,36 @@ fn heard_since(now: i64, window: Duration) -> i64 {
 /// value) once the server is back.
 pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<RegistryView>) {
     loop {
+        let end = crate::streams::bucket_end(&store).await;
         if let Ok(mut watch) = store.watch_with_history(">").await {
             // An empty bucket delivers nothing: it is synced from the start.
-            if let Ok(mut keys) = store.keys().await
-                && keys.next().await.is_none()
-            {
+            let mut caught_up = end == Some(0);
+            if caught_up {
                 view.synced.store(true, Ordering::Release);
             }
             while let Some(Ok(entry)) = watch.next().await {
                 match entry.operation {
                     kv::Operation::Put => {
                         if let Ok(i) = serde_json::from_slice::<Instance>(&entry.value) {
-                            // Heard now once the watch is caught up; before, as the
-                            // broker stored it (the bucket's history may be old).
-                            let heard = if view.synced.load(Ordering::Acquire) {
+                            // Heard now once this watch is caught up; before (its
+                            // start, or its restart after the broker came back:
+                            // the latest entry of every key again), as the broker
+                            // stored it, so that a host dead a while is not taken
+                            // for live (a review).
+                            let heard = if caught_up {
                                 now_ms()
                             } else {
                                 i64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000)
                                     .unwrap_or(0)
                                     .min(now_ms())
                             };
-                            view.put_heard(entry.key, i, heard);
+                            view.put_heard(entry.key.clone(), i, heard);
                         }
                     }
                     kv::Operation::Delete | kv::Operation::Purge => view.remove(&entry.key),
                 }
-                if entry.delta == 0 {
+                if crate::streams::caught_up(&entry, end) {
+                    caught_up = true;
                     view.synced.store(true, Ordering::Release);
                 }
             }

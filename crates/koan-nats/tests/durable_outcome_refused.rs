@@ -167,7 +167,7 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
         .transport
         .and_then(|t| t.description)
         .unwrap_or_default();
-    assert!(said.contains("refused to store a new job"), "{said}");
+    assert!(said.contains("this host refused a new job"), "{said}");
     config.max_bytes = info.config.max_bytes;
     js.update_stream(config).await?;
     budgeted.stop().await?;

@@ -167,6 +167,16 @@ impl Job {
         if let Some(reply) = refuse_version(headers) {
             return Err(refuse(Some(id), reply));
         }
+        // An id no bucket can key (an empty token: `x.`, `.x`, `a..b`): its
+        // outcome and record could never be stored (one held its host's workers
+        // for good; found by a review).
+        if !crate::subjects::is_held_key(&crate::subjects::key(&id)) {
+            let why = format!(
+                "header `{H_MSG_ID}` (the job's id) `{}` cannot key its outcome and record: no empty dot-separated part (no `.` at either end or two together)",
+                id.escape_debug()
+            );
+            return Err(invalid(&id, why));
+        }
         let number = |name: HeaderName| -> Result<Option<u64>, Box<Unreadable>> {
             match header_str(headers, name.clone()) {
                 None => Ok(None),
@@ -372,6 +382,13 @@ mod tests {
             assert_eq!(job.action, "translate", "{subject}");
         }
         let empty = Job::read("S", "koan.work.s.a", Some(&h), b"").expect("readable");
+        // An id that cannot key a bucket is refused, saying why.
+        for bad in ["x.", ".x", "a..b"] {
+            let mut h = HeaderMap::new();
+            h.insert(H_MSG_ID, bad);
+            let e = Job::read("S", "koan.work.s.a", Some(&h), b"{}").expect_err(bad);
+            assert!(format!("{:?}", e.reply).contains("cannot key"), "{bad}");
+        }
         assert_eq!(empty.params, Value::Null);
     }
 

@@ -115,11 +115,19 @@ impl Jobs {
         let now = self.now();
         let jobs = &self.host.inner.jobs;
         let at = match self.store().get(id).await {
-            Ok(Some(r))
-                if r.state == JobState::Cancelled
-                    && r.instance.as_deref().is_some_and(|i| i != jobs.instance()) =>
-            {
-                r.lease_until.map_or(now, |end| end.max(now))
+            // Its run may go on: in another process, or in this one still (the
+            // cancel went through another process: it is told now, and waited
+            // for here, but another process could take the retry at once).
+            Ok(Some(r)) if r.state == JobState::Cancelled && r.instance.is_some() => {
+                let here = r.instance.as_deref() == Some(jobs.instance());
+                if here && jobs.running_jobs.has(id) {
+                    jobs.running_jobs.stop(id);
+                }
+                if here && !jobs.running_jobs.has(id) {
+                    now
+                } else {
+                    r.lease_until.map_or(now, |end| end.max(now))
+                }
             }
             _ => now,
         };

@@ -308,14 +308,22 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
     let (registered, before) = jobs
         .running_jobs
         .register_after(&record.id, [fence.clone(), token.clone()]);
+    // (The host's stop ends the wait too: the job is put back, not started.)
+    let mut halted = false;
     if let Some(before) = before {
         tokio::select! {
             () = before.cancelled() => {}
             () = fence.cancelled() => {}
+            () = jobs.halt.cancelled() => halted = true,
         }
     }
     let outcome = if fence.is_cancelled() {
         Err(lost_claim(&record.id))
+    } else if halted {
+        Err(Error::new(
+            ErrorKind::ShuttingDown,
+            format!("job `{}` was not started: its host is stopping", record.id),
+        ))
     } else {
         run_steps(host, cell, &record, &fence, token).await
     };

@@ -81,6 +81,11 @@ impl Running {
         (registered, before)
     }
 
+    /// Whether a run of job `id` is under way on this host (or winding down).
+    pub fn has(&self, id: &str) -> bool {
+        self.lock().1.contains_key(id)
+    }
+
     /// Stops the run of job `id` on this host, if any (it was cancelled).
     pub fn stop(&self, id: &str) {
         if let Some(run) = self.lock().1.get_mut(id) {
