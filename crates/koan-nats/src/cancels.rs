@@ -289,6 +289,14 @@ pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobReco
     if before.state.is_final() {
         return Err(wrong_state(id, before.state, "cancel", "not final"));
     }
+    // A run that ended has its outcome stored (the commit point) before its record
+    // says so: such a job is not cancelled, its result kept (a cancel as a run
+    // ended answered "cancelled", and the record lost the result; as in the
+    // host's own store).
+    let key = subjects::key(id);
+    if let Some((state, _)) = ended(t, &key).await {
+        return Err(wrong_state(id, state, "cancel", "not final"));
+    }
     t.inner
         .cancels
         .put(subjects::key(id), bytes::Bytes::new())
@@ -309,7 +317,26 @@ pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobReco
     if waited && let Some(r) = &record {
         crate::delayed::withdraw(t, r).await;
     }
+    // Its run's outcome stored meanwhile: the record follows the outcome, and
+    // the cancel says the job ended.
+    if let Some((state, outcome)) = ended(t, &key).await {
+        crate::run_record::align_over_cancel(t, id, &outcome).await;
+        return Err(wrong_state(id, state, "cancel", "not final"));
+    }
     Ok(record)
+}
+
+/// The state a run's stored outcome ends job `key` in, with the outcome; `None`
+/// when there is none, or it is a cancel's.
+async fn ended(t: &NatsTransport, key: &str) -> Option<(JobState, bytes::Bytes)> {
+    let bytes = t.inner.outcomes.get(key).await.ok()??;
+    let outcome = serde_json::from_slice::<crate::wire::Outcome>(&bytes).ok()?;
+    let state = match outcome.reply.into_result() {
+        Ok(_) => JobState::Succeeded,
+        Err(e) if koan::job::is_cancelled(&e) => return None,
+        Err(_) => JobState::Dead,
+    };
+    Some((state, bytes))
 }
 
 /// Whether job `id` was cancelled (asked while it runs); its record is kept in

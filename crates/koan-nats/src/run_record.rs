@@ -196,7 +196,12 @@ pub(crate) async fn finish(
     };
     let now = Utc::now();
     let r = change_from(t, id, first.as_deref(), read, |r| {
-        let ours = r.state == JobState::Running && r.attempts == attempt;
+        // A cancel that came after this run's outcome was stored (the commit
+        // point) lost: the record follows the outcome.
+        let outcome_stored = matches!(how, Finish::Succeeded { .. } | Finish::Dead { .. });
+        let ours = (r.state == JobState::Running
+            || (r.state == JobState::Cancelled && outcome_stored))
+            && r.attempts == attempt;
         let go_on = ours
             || match &claim {
                 // Not recorded running (yet): the claim and the end in one write.
@@ -223,6 +228,24 @@ pub(crate) async fn finish(
 /// ever, and refused retry and delete (seen in a probe, 1 job in 750 at a rolling
 /// deploy, 4 in 1,616 with the broker paused).
 pub(crate) async fn align(t: &NatsTransport, id: &str, outcome: &[u8]) {
+    align_where(t, id, outcome, |r| !r.state.is_final()).await;
+}
+
+/// [`align`], also over a cancel that came after the run's outcome was stored
+/// (the outcome is the commit point: the cancel lost).
+pub(crate) async fn align_over_cancel(t: &NatsTransport, id: &str, outcome: &[u8]) {
+    align_where(t, id, outcome, |r| {
+        !r.state.is_final() || r.state == JobState::Cancelled
+    })
+    .await;
+}
+
+async fn align_where(
+    t: &NatsTransport,
+    id: &str,
+    outcome: &[u8],
+    open: impl Fn(&JobRecord) -> bool + Send + Sync,
+) {
     let Ok(o) = serde_json::from_slice::<crate::wire::Outcome>(outcome) else {
         return;
     };
@@ -232,7 +255,7 @@ pub(crate) async fn align(t: &NatsTransport, id: &str, outcome: &[u8]) {
     };
     let now = Utc::now();
     let r = change_from(t, id, None, None, |r| {
-        if r.state.is_final() {
+        if !open(r) {
             return Ok(false);
         }
         apply_finish(r, how.clone(), now);

@@ -211,3 +211,38 @@ async fn a_running_job_is_stopped_when_its_worker_hears_of_the_cancel() -> anyho
     assert!(runs.stopped(), "its handler saw its token");
     Ok(())
 }
+
+/// A cancel reaching a job whose run has ended (its outcome stored, the commit
+/// point) before its record says so answers that the job ended, and leaves it:
+/// it answered "cancelled", and the record lost the result (as in the host's
+/// own store; found by a probe there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_after_the_outcome_is_stored_says_the_job_ended() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    let client = &member.host;
+    let ticket = enqueue(client, "busy", 1u64).await?;
+    let id = ticket.id().to_owned();
+    within("the outcome", ticket.outcome()).await??;
+    // Its record as it is between the outcome's write and its own: running.
+    let js = async_nats::jetstream::new(member.nats.client().clone());
+    let records = js.get_key_value("koan_jobs").await?;
+    let entry = records
+        .get(&id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no record"))?;
+    let mut record: serde_json::Value = serde_json::from_slice(&entry)?;
+    record["state"] = "running".into();
+    records
+        .put(&id, serde_json::to_vec(&record)?.into())
+        .await?;
+
+    let e = within("cancel", client.jobs().cancel(&id))
+        .await?
+        .expect_err("the job ended");
+    assert_eq!(e.kind(), ErrorKind::JobState, "{e}");
+    assert!(e.to_string().contains("succeeded"), "{e}");
+    let after = within("the record", client.jobs().get(&id)).await??;
+    assert_ne!(after.state, JobState::Cancelled, "{after:?}");
+    Ok(())
+}
