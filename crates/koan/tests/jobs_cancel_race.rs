@@ -8,98 +8,62 @@
 //! go of it at the cancel, the handler still running). A handler ended at its
 //! token by a cancel is counted `cancelled`, not a handler's failure.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::store::{Twist, Twisted};
 use koan::error::ErrorKind;
-use koan::job::{
-    Claim, ClaimRequest, Claimed, Finish, JobCounts, JobPage, JobQuery, JobRecord, JobState,
-    JobStore, LiveServices, MemoryJobStore, NewJob, Pushed, RetryFrom,
-};
+use koan::job::{Claim, Finish, JobState, JobStore, MemoryJobStore};
 use koan::testing::{settle, wait_for_job, within};
 use koan::transport::BoxFuture;
 use koan::{ActionContext, Actions, Background, BackgroundService, BoxError, Service};
 use koan::{HostHandle, ServiceContext};
 use tokio::sync::Notify;
 
-/// The in-memory store, whose `finish` can be held: it says it was reached, then
-/// waits to be let through.
+/// What the in-memory store changes here: its `finish` can be held (it says it
+/// was reached, then waits to be let through), and it may say it is durable (the
+/// host then halts its runs at a stop, before its services stop, and keeps its
+/// queued jobs for the next start).
 #[derive(Default)]
-struct HeldFinish {
-    inner: MemoryJobStore,
+struct Held {
     hold: std::sync::atomic::AtomicBool,
     reached: Notify,
     through: Notify,
-    /// Says it is durable (the host then halts its runs at a stop, before its
-    /// services stop, and keeps its queued jobs for the next start).
     durable: bool,
 }
 
-impl JobStore for HeldFinish {
-    fn is_durable(&self) -> bool {
-        self.durable || self.inner.is_durable()
+impl Twist for Held {
+    fn durable(&self) -> bool {
+        self.durable
     }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn push(&self, job: NewJob) -> BoxFuture<'_, koan::Result<Pushed>> {
-        self.inner.push(job)
-    }
-    fn claim(&self, request: ClaimRequest) -> BoxFuture<'_, koan::Result<Vec<Claimed>>> {
-        self.inner.claim(request)
-    }
-    fn heartbeat(&self, claim: &Claim, until: DateTime<Utc>) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.heartbeat(claim, until)
-    }
-    fn finish(
-        &self,
+    fn finish<'a>(
+        &'a self,
+        inner: &'a MemoryJobStore,
         claim: &Claim,
         how: Finish,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'_, koan::Result<bool>> {
+    ) -> BoxFuture<'a, koan::Result<bool>> {
         let claim = claim.clone();
         Box::pin(async move {
             if self.hold.swap(false, Ordering::SeqCst) {
                 self.reached.notify_one();
                 self.through.notified().await;
             }
-            self.inner.finish(&claim, how, now).await
+            inner.finish(&claim, how, now).await
         })
     }
-    fn get(&self, id: &str) -> BoxFuture<'_, koan::Result<Option<JobRecord>>> {
-        self.inner.get(id)
-    }
-    fn list(&self, query: JobQuery) -> BoxFuture<'_, koan::Result<JobPage>> {
-        self.inner.list(query)
-    }
-    fn counts(&self, service: Option<&str>) -> BoxFuture<'_, koan::Result<JobCounts>> {
-        self.inner.counts(service)
-    }
-    fn next_due(&self, services: &[String]) -> BoxFuture<'_, koan::Result<Option<DateTime<Utc>>>> {
-        self.inner.next_due(services)
-    }
-    fn live_services(&self) -> BoxFuture<'_, koan::Result<Option<LiveServices>>> {
-        self.inner.live_services()
-    }
-    fn retry(
-        &self,
-        id: &str,
-        from: RetryFrom,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, koan::Result<JobRecord>> {
-        self.inner.retry(id, from, now)
-    }
-    fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, koan::Result<JobRecord>> {
-        self.inner.cancel(id, now)
-    }
-    fn delete(&self, id: &str) -> BoxFuture<'_, koan::Result<bool>> {
-        self.inner.delete(id)
-    }
-    fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, koan::Result<u64>> {
-        self.inner.purge(older_than, max_bytes)
-    }
+}
+
+/// The in-memory store with [`Held`].
+type HeldFinish = Twisted<Held>;
+
+/// A new such store.
+fn held() -> Arc<HeldFinish> {
+    Twisted::new(Held::default())
 }
 
 /// `quick` answers 7 at once; `slow` runs ten seconds whatever its token says,
@@ -205,15 +169,15 @@ async fn start(store: Arc<HeldFinish>, work: Work) -> anyhow::Result<HostHandle>
 
 #[tokio::test(start_paused = true)]
 async fn a_cancel_reaching_a_run_whose_handler_returned_leaves_its_success() -> anyhow::Result<()> {
-    let store = Arc::new(HeldFinish::default());
-    store.hold.store(true, Ordering::SeqCst);
+    let store = held();
+    store.twist.hold.store(true, Ordering::SeqCst);
     let host = start(Arc::clone(&store), Work::default()).await?;
     let ticket = host.service("Work").action("quick", ()).enqueue().await?;
     let id = ticket.id().to_owned();
     // The handler returned 7; its outcome is on its way to the store.
     within(
         "the run's outcome to reach the store",
-        store.reached.notified(),
+        store.twist.reached.notified(),
     )
     .await;
     let cancelling = tokio::spawn({
@@ -222,7 +186,7 @@ async fn a_cancel_reaching_a_run_whose_handler_returned_leaves_its_success() -> 
         async move { host.jobs().cancel(&id).await }
     });
     settle().await;
-    store.through.notify_one();
+    store.twist.through.notify_one();
     let e = within("the cancel's answer", cancelling)
         .await?
         .expect_err("the job ended before the cancel");
@@ -238,7 +202,7 @@ async fn a_cancel_reaching_a_run_whose_handler_returned_leaves_its_success() -> 
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_run_still_stopping_does_not_run_beside_its_retry() -> anyhow::Result<()> {
-    let store = Arc::new(HeldFinish::default());
+    let store = held();
     let work = Work::default();
     let most = Arc::clone(&work.most);
     let host = start(store, work).await?;
@@ -258,7 +222,7 @@ async fn a_job_cancelled_while_its_call_waits_in_the_mailbox_never_starts() -> a
     let one = One::default();
     let (go, counted) = (Arc::clone(&one.go), Arc::clone(&one.counted));
     let host = koan::testing::host()
-        .job_store(Arc::new(HeldFinish::default()))
+        .job_store(held())
         .instance(Work::default())
         .instance(one)
         .build()?
@@ -290,7 +254,7 @@ async fn a_job_cancelled_while_its_call_waits_in_the_mailbox_never_starts() -> a
 async fn a_handler_ended_by_a_cancel_is_counted_cancelled_not_failed() -> anyhow::Result<()> {
     let counters = koan::testing::Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
-    let host = start(Arc::new(HeldFinish::default()), Work::default()).await?;
+    let host = start(held(), Work::default()).await?;
     let ticket = host.service("Work").action("stops", ()).enqueue().await?;
     let id = ticket.id().to_owned();
     wait_for_job(&host, &id, JobState::Running).await;
@@ -319,7 +283,7 @@ async fn a_handler_ended_by_a_cancel_is_counted_cancelled_not_failed() -> anyhow
 async fn a_cancelled_run_that_never_stops_holds_nothing_for_good() -> anyhow::Result<()> {
     let work = Work::default();
     let most = Arc::clone(&work.most);
-    let host = start(Arc::new(HeldFinish::default()), work).await?;
+    let host = start(held(), work).await?;
     let ticket = host
         .service("Work")
         .action("stubborn", ())
@@ -375,9 +339,9 @@ async fn a_cancelled_run_that_never_stops_holds_nothing_for_good() -> anyhow::Re
 /// counted an attempt (found by a review).
 #[tokio::test(start_paused = true)]
 async fn a_job_waiting_in_the_mailbox_at_a_durable_stop_is_put_back() -> anyhow::Result<()> {
-    let store = Arc::new(HeldFinish {
+    let store = Twisted::new(Held {
         durable: true,
-        ..HeldFinish::default()
+        ..Held::default()
     });
     let one = One::default();
     let (go, counted) = (Arc::clone(&one.go), Arc::clone(&one.counted));
