@@ -76,10 +76,25 @@ pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error>
             )));
         }
     }
-    let (stored, record) = if crate::queue::fresh_id(&job.id) {
+    // Together for a fresh id (B8: one wait instead of two); with a storage
+    // budget, the record first, so that a job whose record finds no room is
+    // refused with nothing sent (sent together, 26 of 163 accepted jobs had no
+    // record and answered 404; found by a probe).
+    let together = crate::queue::fresh_id(&job.id) && t.inner.opts.storage_budget_bytes.is_none();
+    let (stored, record) = if together {
         tokio::join!(publish(t, job), records::accepted(t, job))
     } else {
         let record = records::accepted(t, job).await;
+        if let Err(e) = &record
+            && t.inner.opts.storage_budget_bytes.is_some()
+        {
+            let e = e.to_string();
+            t.inner.refusals.note(crate::storage::NEW_JOB, &e);
+            return Err(unavailable(format!(
+                "durable enqueue of `{}` on `{}`: not stored: its record cannot be written: {e}",
+                job.action, job.service
+            )));
+        }
         if matches!(record, Ok(None)) {
             // Under a key, the same call only (the job the key named asked).
             if job.idempotency_key.is_some()

@@ -49,7 +49,14 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
             };
             config.discard = stream::DiscardPolicy::Old;
         }
-        let made = js.get_or_create_stream(config.clone()).await.map_err(|e| {
+        // Made by another host meanwhile: nats-server 2.9 refuses a create of an
+        // existing stream whose limit would not fit twice (hosts started together
+        // failed so; found by a probe), so it is read again.
+        let made = match js.get_or_create_stream(config.clone()).await {
+            Ok(made) => Ok(made),
+            Err(e) => js.get_stream(name).await.map_err(|_| e),
+        };
+        let made = made.map_err(|e| {
             let text = e.to_string();
             // The server's storage (or memory) is smaller than the stream's limit
             // (a `max_file_store` under the dead letters' 256 MiB): the hint that
@@ -269,8 +276,13 @@ pub(crate) async fn bucket(
             max_bytes: crate::storage::max_bytes(opts, name),
             ..Default::default()
         })
-        .await
-        .map_err(|e| {
+        .await;
+    // Made by another host meanwhile (see `work_streams`): read again.
+    let made = match made {
+        Ok(made) => Ok(made),
+        Err(e) => js.get_stream(format!("KV_{name}")).await.map_err(|_| e),
+    };
+    let made = made.map_err(|e| {
             let text = e.to_string();
             let hint = if text.contains("insufficient storage") && opts.storage_budget_bytes.is_some() {
                 " (the server cannot reserve its share of `koan.nats.storage_budget_mb`: set the budget under the server's `max_file_store`, less what other streams reserve)"

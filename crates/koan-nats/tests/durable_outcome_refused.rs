@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Stopped, enqueue, holder_and_client};
+use common::{Stopped, enqueue, holder_and_client, job_reaches};
 use koan_test_support::nats::NatsServer;
 use koan_test_support::{wait_for, within};
 
@@ -139,11 +139,12 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
 
     // The records' bucket nearly full: a job is refused before it is sent (it
     // would find no room for its record or outcome), and the host says why.
-    within(
-        "a job with a record",
-        enqueue(&client.host, "busy", 1u64).await?.outcome(),
-    )
-    .await??;
+    let first = enqueue(&client.host, "busy", 1u64).await?;
+    let first_id = first.id().to_owned();
+    within("a job with a record", first.outcome()).await??;
+    // Its record's last write done (it follows the outcome), before the bucket's
+    // limit is set under what it holds then.
+    job_reaches(&client.host, &first_id, koan::job::JobState::Succeeded).await?;
     let mut records = js.get_stream("KV_koan_jobs").await?;
     let info = records.info().await?.clone();
     let mut config = info.config.clone();
@@ -168,6 +169,39 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
         .and_then(|t| t.description)
         .unwrap_or_default();
     assert!(said.contains("this host refused a new job"), "{said}");
+    // Room by the check (under 90 %) but not for one more record: refused too,
+    // nothing sent (its record is written first; sent together, accepted jobs
+    // had no record and answered 404: a probe). The check's last answer is kept a
+    // second.
+    config.max_bytes = i64::try_from(info.state.bytes)? + 300;
+    js.update_stream(config.clone()).await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let in_queue = js
+        .get_stream("KOAN_WORK")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    let refused = budgeted
+        .host
+        .service("Holder")
+        .action("busy", 1u64)
+        .enqueue()
+        .await
+        .expect_err("no room for its record");
+    assert!(
+        refused.to_string().contains("its record cannot be written"),
+        "{refused}"
+    );
+    let now_in_queue = js
+        .get_stream("KOAN_WORK")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    assert_eq!(now_in_queue, in_queue, "nothing sent");
     config.max_bytes = info.config.max_bytes;
     js.update_stream(config).await?;
     budgeted.stop().await?;
