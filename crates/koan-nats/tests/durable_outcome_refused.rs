@@ -150,13 +150,7 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
     let mut config = info.config.clone();
     config.max_bytes = i64::try_from(info.state.bytes)? + 10;
     js.update_stream(config.clone()).await?;
-    let refused = budgeted
-        .host
-        .service("Holder")
-        .action("busy", 1u64)
-        .enqueue()
-        .await
-        .expect_err("no room for its record");
+    let refused = refused_enqueue(&budgeted.host).await;
     assert!(
         refused.to_string().contains("job records fill"),
         "{refused}"
@@ -176,31 +170,13 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
     config.max_bytes = i64::try_from(info.state.bytes)? + 300;
     js.update_stream(config.clone()).await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let in_queue = js
-        .get_stream("KOAN_WORK")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
-    let refused = budgeted
-        .host
-        .service("Holder")
-        .action("busy", 1u64)
-        .enqueue()
-        .await
-        .expect_err("no room for its record");
+    let in_queue = work_messages(&js).await?;
+    let refused = refused_enqueue(&budgeted.host).await;
     assert!(
         refused.to_string().contains("its record cannot be written"),
         "{refused}"
     );
-    let now_in_queue = js
-        .get_stream("KOAN_WORK")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
+    let now_in_queue = work_messages(&js).await?;
     assert_eq!(now_in_queue, in_queue, "nothing sent");
     config.max_bytes = info.config.max_bytes;
     js.update_stream(config).await?;
@@ -230,4 +206,24 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
     assert!(said.contains("refused to store a new job"), "{said}");
     client.stop().await?;
     worker.stop().await
+}
+
+/// `Holder`'s `busy` enqueued from `host`, which must refuse it.
+async fn refused_enqueue(host: &koan::HostHandle) -> koan::Error {
+    host.service("Holder")
+        .action("busy", 1u64)
+        .enqueue()
+        .await
+        .expect_err("no room for its record")
+}
+
+/// The messages `KOAN_WORK` holds.
+async fn work_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream("KOAN_WORK")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
 }

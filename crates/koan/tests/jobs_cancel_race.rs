@@ -219,23 +219,7 @@ async fn a_cancelled_run_still_stopping_does_not_run_beside_its_retry() -> anyho
 
 #[tokio::test(start_paused = true)]
 async fn a_job_cancelled_while_its_call_waits_in_the_mailbox_never_starts() -> anyhow::Result<()> {
-    let one = One::default();
-    let (go, counted) = (Arc::clone(&one.go), Arc::clone(&one.counted));
-    let host = koan::testing::host()
-        .job_store(held())
-        .instance(Work::default())
-        .instance(one)
-        .build()?
-        .start();
-    host.started().await?;
-    // `hold` takes the service's one worker; the job's run waits behind it.
-    let holding = tokio::spawn({
-        let host = host.clone();
-        async move { host.service("One").action("hold", ()).execute().await }
-    });
-    settle().await;
-    let ticket = host.service("One").action("count", ()).enqueue().await?;
-    let id = ticket.id().to_owned();
+    let (host, go, counted, holding, id) = count_behind_hold(held()).await?;
     wait_for_job(&host, &id, JobState::Running).await;
     host.jobs().cancel(&id).await?;
     go.notify_one();
@@ -343,22 +327,7 @@ async fn a_job_waiting_in_the_mailbox_at_a_durable_stop_is_put_back() -> anyhow:
         durable: true,
         ..Held::default()
     });
-    let one = One::default();
-    let (go, counted) = (Arc::clone(&one.go), Arc::clone(&one.counted));
-    let host = koan::testing::host()
-        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
-        .instance(Work::default())
-        .instance(one)
-        .build()?
-        .start();
-    host.started().await?;
-    let holding = tokio::spawn({
-        let host = host.clone();
-        async move { host.service("One").action("hold", ()).execute().await }
-    });
-    settle().await;
-    let ticket = host.service("One").action("count", ()).enqueue().await?;
-    let id = ticket.id().to_owned();
+    let (host, go, counted, holding, id) = count_behind_hold(Arc::clone(&store)).await?;
     wait_for_job(&host, &id, JobState::Running).await;
     host.shutdown();
     settle().await;
@@ -372,4 +341,36 @@ async fn a_job_waiting_in_the_mailbox_at_a_durable_stop_is_put_back() -> anyhow:
     assert_eq!(record.state, JobState::Queued, "{record:?}");
     assert_eq!(record.attempts, 0, "not an attempt: {record:?}");
     Ok(())
+}
+
+/// A started host on `store` whose service `One` has its one worker taken by a
+/// `hold` call (its task returned) while a `count` job waits behind it: the host,
+/// what lets `hold` go, `count`'s runs, the `hold` task and the job's id.
+async fn count_behind_hold(
+    store: Arc<HeldFinish>,
+) -> anyhow::Result<(
+    HostHandle,
+    Arc<Notify>,
+    Arc<AtomicU32>,
+    tokio::task::JoinHandle<koan::Result<koan::action::ActionOutput>>,
+    String,
+)> {
+    let one = One::default();
+    let (go, counted) = (Arc::clone(&one.go), Arc::clone(&one.counted));
+    let host = koan::testing::host()
+        .job_store(store)
+        .instance(Work::default())
+        .instance(one)
+        .build()?
+        .start();
+    host.started().await?;
+    // `hold` takes the service's one worker; the job's run waits behind it.
+    let holding = tokio::spawn({
+        let host = host.clone();
+        async move { host.service("One").action("hold", ()).execute().await }
+    });
+    settle().await;
+    let ticket = host.service("One").action("count", ()).enqueue().await?;
+    let id = ticket.id().to_owned();
+    Ok((host, go, counted, holding, id))
 }
