@@ -320,7 +320,7 @@ pub(crate) async fn cancel(t: &NatsTransport, id: &str) -> Result<Option<JobReco
     // Its run's outcome stored meanwhile: the record follows the outcome, and
     // the cancel says the job ended.
     if let Some((state, outcome)) = ended(t, &key).await {
-        crate::run_record::align_over_cancel(t, id, &outcome).await;
+        crate::record_outcome::align_over_cancel(t, id, &outcome).await;
         return Err(wrong_state(id, state, "cancel", "not final"));
     }
     Ok(record)

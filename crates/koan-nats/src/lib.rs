@@ -66,6 +66,7 @@ mod node;
 mod options;
 mod outcomes;
 mod queue;
+mod record_outcome;
 mod records;
 mod registry;
 mod routes;

@@ -173,7 +173,7 @@ async fn handle(
         let _ = msg.ack().await;
         // Its record may still say `running` (its write after the outcome was cut
         // off by a stop, or timed out): brought in line with the outcome.
-        crate::run_record::align(t, &job.id, &stored).await;
+        crate::record_outcome::align(t, &job.id, &stored).await;
         return;
     }
     // An action this build lacks (a rolling deploy: the newer instances have it)

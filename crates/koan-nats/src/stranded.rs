@@ -178,7 +178,7 @@ async fn bury(t: &NatsTransport, a: &Exceeded) -> bool {
         // the record follows the outcome that stands.
         Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
             if let Ok(Some(stored)) = t.inner.outcomes.get(subjects::key(&job.id)).await {
-                run_record::align(t, &job.id, &stored).await;
+                crate::record_outcome::align(t, &job.id, &stored).await;
             }
         }
         Err(e) => {

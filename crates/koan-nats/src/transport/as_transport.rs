@@ -67,7 +67,10 @@ impl Transport for NatsTransport {
         let id = id.to_owned();
         Box::pin(async move {
             self.offline(&format_args!("job {id} cannot be read"))?;
-            crate::records::get(self, &id).await
+            match crate::records::get(self, &id).await? {
+                Some(r) => Ok(Some(crate::record_outcome::as_read(self, r).await)),
+                None => Ok(None),
+            }
         })
     }
 
@@ -76,6 +79,9 @@ impl Transport for NatsTransport {
             let view = &self.inner.jobs_view;
             let caught_up = view.ready(&self.inner.records, self.connected()).await;
             let mut page = view.list(query);
+            if self.connected() {
+                crate::record_outcome::page_as_read(self, &mut page, query).await;
+            }
             // While the broker is away, or the view has not yet read the bucket,
             // it answers from memory, and says so.
             page.stale = !caught_up || !self.connected();

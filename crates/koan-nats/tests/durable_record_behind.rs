@@ -1,0 +1,134 @@
+//! A job's record behind its run's stored outcome — its write after the outcome
+//! lost to a kill, a timeout or a full bucket — is answered as the outcome says
+//! the job ended, by a read of the job and by a listing, and brought in line in
+//! the bucket. A probe's burst left 84 of 165 finished jobs saying `queued` or
+//! `running` until their records expired. An older run's outcome, which a retry
+//! by hand leaves for a moment under the record it set `queued`, ends nothing.
+
+mod common;
+
+use async_nats::jetstream::kv::Store;
+use common::{Stopped, holder_and_client};
+use koan::job::{JobQuery, JobRecord, JobState};
+use koan_test_support::nats::{Member, NatsServer};
+use koan_test_support::{wait_for, within};
+
+async fn records(member: &Member) -> anyhow::Result<Store> {
+    let js = async_nats::jetstream::new(member.nats.client().clone());
+    js.get_key_value("koan_jobs")
+        .await
+        .map_err(|e| anyhow::anyhow!("the koan_jobs bucket: {e}"))
+}
+
+/// The record of `id` as the bucket holds it.
+async fn stored(bucket: &Store, id: &str) -> anyhow::Result<JobRecord> {
+    let bytes = within("the record", bucket.get(id))
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("no record of {id}"))?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// A job of `Holder` run to success, its record final in the bucket: its id.
+async fn succeeded(member: &Member, bucket: &Store) -> anyhow::Result<String> {
+    let job = within(
+        "enqueue",
+        member.host.service("Holder").action("busy", 0).enqueue(),
+    )
+    .await??;
+    let id = job.id().to_owned();
+    within("the outcome", job.outcome()).await??;
+    wait_for("the worker's record write", async || {
+        Ok((stored(bucket, &id).await?.state == JobState::Succeeded).then_some(()))
+    })
+    .await?;
+    Ok(id)
+}
+
+/// `r` as JSON, as an operator reads it (`null` and no result alike).
+fn json(r: &JobRecord) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(r)?)
+}
+
+/// Writes `r` over the record of its job, as a lost write would have left it.
+async fn put(bucket: &Store, r: &JobRecord) -> anyhow::Result<()> {
+    within("put", bucket.put(&r.id, serde_json::to_vec(r)?.into())).await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_left_running_after_its_outcome_is_read_as_ended_and_brought_in_line()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    let bucket = records(&member).await?;
+    let id = succeeded(&member, &bucket).await?;
+    let ended = stored(&bucket, &id).await?;
+    // The record as the run's `running` write left it, ten seconds ago; the end
+    // write lost.
+    let mut behind = ended.clone();
+    let ten_ago = chrono::TimeDelta::seconds(10);
+    behind.state = JobState::Running;
+    behind.run_at -= ten_ago;
+    behind.finished_at = None;
+    behind.result = None;
+    let last = behind.history.last_mut().expect("a run");
+    last.finished_at = None;
+    last.started_at -= ten_ago;
+    put(&bucket, &behind).await?;
+
+    let read = within("get", member.host.jobs().get(&id)).await??;
+    assert_eq!(read.state, JobState::Succeeded, "{read:?}");
+    assert_eq!(json(&read)?["result"], json(&ended)?["result"]);
+    assert!(read.finished_at.is_some());
+    // Brought in line in the bucket, so the cluster's view follows.
+    wait_for("the record brought in line", async || {
+        Ok((stored(&bucket, &id).await?.state == JobState::Succeeded).then_some(()))
+    })
+    .await?;
+
+    // Behind again (told apart by its priority): a listing answers it ended,
+    // and leaves it out of `running`.
+    let mut again = behind.clone();
+    again.priority = 7;
+    put(&bucket, &again).await?;
+    let mine = wait_for("the view to hear of the write", async || {
+        let all = member.host.jobs().list(JobQuery::default()).await?;
+        Ok(all.jobs.into_iter().find(|r| r.id == id && r.priority == 7))
+    })
+    .await?;
+    assert_eq!(mine.state, JobState::Succeeded, "{mine:?}");
+    assert_eq!(json(&mine)?["result"], json(&ended)?["result"]);
+    let running = member
+        .host
+        .jobs()
+        .list(JobQuery {
+            state: Some(JobState::Running),
+            ..JobQuery::default()
+        })
+        .await?;
+    assert!(
+        running.jobs.iter().all(|r| r.id != id),
+        "a job that ended is not listed running: {running:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_runs_outcome_does_not_end_a_record_queued_again() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    let bucket = records(&member).await?;
+    let id = succeeded(&member, &bucket).await?;
+    // As a retry by hand leaves it for a moment: the record queued again, the
+    // first run's outcome not yet removed.
+    let mut queued = stored(&bucket, &id).await?;
+    koan::job::apply_retry(
+        &mut queued,
+        chrono::Utc::now() - chrono::TimeDelta::seconds(10),
+    );
+    put(&bucket, &queued).await?;
+    let read = within("get", member.host.jobs().get(&id)).await??;
+    assert_eq!(read.state, JobState::Queued, "{read:?}");
+    assert_eq!(stored(&bucket, &id).await?.state, JobState::Queued);
+    Ok(())
+}
