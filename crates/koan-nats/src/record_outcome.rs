@@ -200,7 +200,7 @@ mod tests {
                 attempts: 2,
                 reply,
             })
-            .unwrap()
+            .expect("an outcome serializes")
         };
         let cancelled = o(crate::wire::Reply::of(Err(koan::job::cancelled("j"))));
         assert!(finish_of(&cancelled).is_none());
