@@ -28,6 +28,13 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A token is configured (`KOAN_HTTP_TOKEN`, `koan.http.token`) but the options
+    /// carry none: built with `HttpOptions::default()`, which reads no configuration.
+    #[error(
+        "{0}, but the control plane's options carry no token (`HttpOptions::default()` reads no configuration): \
+         build them with `HttpOptions::load()` or `HttpOptions::from_config(&config)`, or unset the token"
+    )]
+    TokenNotApplied(&'static str),
     /// The options contradict themselves (see [`HttpOptions::validate`]).
     #[error("invalid HTTP options: {0}")]
     InvalidOptions(koan::Error),
@@ -43,12 +50,19 @@ pub struct Listener {
 }
 
 /// Checks `options` and binds `options.bind`, with a listen backlog as long as the
-/// connection cap. Binding to a non-loopback address without a token is refused.
+/// connection cap. Binding to a non-loopback address without a token is refused,
+/// and so are options without a token while one is configured
+/// ([`ServeError::TokenNotApplied`]).
 pub async fn bind(options: HttpOptions) -> Result<Listener, ServeError> {
     options.validate().map_err(ServeError::InvalidOptions)?;
     let bind = options.bind;
     if !bind.ip().is_loopback() && options.token.is_none() {
         return Err(ServeError::OpenToNetwork(bind));
+    }
+    if options.token.is_none()
+        && let Some(configured) = crate::options::configured_token()
+    {
+        return Err(ServeError::TokenNotApplied(configured));
     }
     let backlog = u32::try_from(options.max_connections.max(1)).unwrap_or(u32::MAX);
     let listener =

@@ -92,6 +92,13 @@ struct Section {
 }
 
 impl HttpOptions {
+    /// [`from_config`](Self::from_config) of the configuration
+    /// [`Config::load`] reads (`koan.toml`, `appsettings.json`, `KOAN__…`), as
+    /// `HostBuilder::load_config` reads it for the host.
+    pub fn load() -> Result<Self, Error> {
+        Self::from_config(&Config::load()?)
+    }
+
     /// Reads `koan.http` (`bind`, `token`, `body_limit_bytes`, `cors_origins`,
     /// `max_sse_connections`, `header_read_timeout`, `body_read_timeout` and
     /// `write_timeout` — e.g.
@@ -213,4 +220,20 @@ fn optional_duration(key: &str, text: &str) -> Result<Option<Duration>, Error> {
         )
     })?;
     Ok((!d.is_zero()).then_some(d))
+}
+
+/// Where a token is configured that options without one would not apply: the
+/// `KOAN_HTTP_TOKEN` variable, or `koan.http.token` in the configuration
+/// [`Config::load`] reads. A program that serves `HttpOptions::default()` beside
+/// such a token left the control plane open while its operator believed it closed
+/// (found by a probe following the guide).
+pub(crate) fn configured_token() -> Option<&'static str> {
+    if std::env::var("KOAN_HTTP_TOKEN").is_ok_and(|t| !t.is_empty()) {
+        return Some("KOAN_HTTP_TOKEN is set");
+    }
+    let config = Config::load().ok()?;
+    let s: Section = config.section("koan.http").ok()?;
+    s.token
+        .is_some_and(|t| !t.is_empty())
+        .then_some("`koan.http.token` is configured")
 }

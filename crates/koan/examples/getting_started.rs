@@ -147,7 +147,7 @@ async fn main() -> Result<(), BoxError> {
     };
     let http = koan_http::serve(
         host.clone(),
-        koan_http::HttpOptions::default().with_bind(bind.parse()?),
+        koan_http::HttpOptions::load()?.with_bind(bind.parse()?),
     )
     .await?;
     println!("control plane on http://{}", http.local_addr());

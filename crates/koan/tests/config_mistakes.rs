@@ -117,6 +117,27 @@ fn contradictions_in_the_configuration_are_refused() -> anyhow::Result<()> {
     // An application reading its own section hears it too.
     assert!(config.section::<serde_json::Value>("koan").is_err());
 
+    // One underscore short: refused, not dropped; the variables with one are read.
+    let config = Config::builder()
+        .env_vars([
+            ("KOAN_BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS", "5"),
+            ("KOAN_ENV", "production"),
+            ("KOAN_HTTP_TOKEN", "t"),
+        ])
+        .build();
+    let e = build(config).expect_err("one underscore short");
+    assert!(
+        e.message()
+            .contains("KOAN_BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS is not read")
+            && e.message()
+                .contains("`KOAN__BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS`"),
+        "{e}"
+    );
+    let fine = Config::builder()
+        .env_vars([("KOAN_ENV", "production"), ("KOAN_HTTP_TOKEN", "t")])
+        .build();
+    build(fine)?;
+
     let both =
         "[background_services.services.Cleanup]\ninterval_seconds = 5\ncron = \"* * * * *\"\n";
     let e = build(Config::builder().toml("koan.toml", both)?.build()).expect_err("two schedules");

@@ -179,6 +179,14 @@ pub struct ConfigBuilder {
     config: Config,
 }
 
+/// `KOAN_A__B`: a configuration variable one underscore short (`KOAN_ENV`,
+/// `KOAN_CONFIG` and `KOAN_HTTP_TOKEN` have no `__`).
+fn misses_an_underscore(k: &str) -> bool {
+    k.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("KOAN_"))
+        && !k[5..].starts_with('_')
+        && k[5..].contains("__")
+}
+
 fn parse_error(source: &str, e: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::Config,
@@ -256,6 +264,14 @@ impl ConfigBuilder {
         let mut any = false;
         for (k, v) in vars {
             let (k, v) = (k.as_ref(), v.as_ref());
+            // `KOAN_BACKGROUND_SERVICES__…`: one underscore short, it was dropped
+            // without a word (a probe); refused as a misspelt key is.
+            if let Some(after) = k.get(5..).filter(|_| misses_an_underscore(k)) {
+                self.config.conflicts.push(format!(
+                    "environment variable {k} is not read: configuration variables begin with `KOAN__` (two underscores), e.g. `KOAN__{after}`"
+                ));
+                continue;
+            }
             // `KOAN__…` in any case, so `Koan__…` (PascalCase sections) works too.
             let Some(rest) = k
                 .get(..6)
