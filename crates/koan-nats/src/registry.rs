@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use koan::{Error, HostHandle, status::ServiceStatus, transport::Instance, transport::RemoteQuery};
+use koan::status::{RunOutcome, ServiceStatus};
+use koan::{Error, HostHandle, transport::Instance, transport::RemoteQuery};
 use serde_json::Value;
 
 use crate::subjects;
@@ -43,11 +44,15 @@ pub(crate) async fn heartbeats(t: NatsTransport, host: HostHandle) {
             }
         }
         announced = held_runs(&t, &host);
-        if let Err(e) = announce(&t, &host).await {
+        let beat = announce(&t, &host).await;
+        if let Err(e) = &beat {
             t.inner
                 .refusals
                 .note(crate::storage::HEARTBEAT, e.message());
             tracing::warn!(error = %e, "registry heartbeat failed");
+        }
+        if let Ok(mut failing) = t.inner.heartbeat_failing.lock() {
+            *failing = beat.err().map(|e| e.message().chars().take(300).collect());
         }
     }
 }
@@ -97,9 +102,55 @@ fn mark_started(t: &NatsTransport, services: &mut [ServiceStatus]) {
     }
 }
 
+/// Room left in a registry message for the KV put's headers.
+const HEADROOM: usize = 4 * 1024;
+
+/// What an error text left out of a heartbeat says instead.
+const LEFT_OUT: &str = "(left out of the registry: this host's entry was larger than the broker takes; its own /api/services/{name}/status has it)";
+
+/// `instance` as its registry entry, within `max` bytes: its services' error
+/// texts (each at most 8 KiB, but one per service and one per last run) are left
+/// out when the entry would not fit — a run's 1.2 MB error failed every
+/// heartbeat, and the whole host dropped out of the cluster (found by a probe).
+/// An entry too large without them is refused, saying why.
+fn encode_within(instance: &mut Instance, max: usize) -> Result<Vec<u8>, Error> {
+    let body = serde_json::to_vec(&*instance).unwrap_or_default();
+    if body.len() <= max {
+        return Ok(body);
+    }
+    for s in &mut instance.services {
+        if s.last_error.is_some() {
+            s.last_error = Some(LEFT_OUT.to_owned());
+        }
+        if let Some(run) = &mut s.last_run {
+            match &mut run.outcome {
+                RunOutcome::Failed { error: text } | RunOutcome::Panicked { message: text } => {
+                    *text = LEFT_OUT.to_owned();
+                }
+                _ => {}
+            }
+        }
+    }
+    let body = serde_json::to_vec(&*instance).unwrap_or_default();
+    if body.len() <= max {
+        return Ok(body);
+    }
+    Err(unavailable(format!(
+        "cannot announce to the registry: this host's entry is {} bytes, more than the broker takes ({max} bytes and its headers: `max_payload`), for its {} services' names, actions and events; raise the server's `max_payload`, or run fewer services per host",
+        body.len(),
+        instance.services.len()
+    )))
+}
+
 async fn put(t: &NatsTransport, mut instance: Instance) -> Result<(), Error> {
     mark_started(t, &mut instance.services);
-    let body = serde_json::to_vec(&instance).unwrap_or_default();
+    let max = t
+        .inner
+        .client
+        .server_info()
+        .max_payload
+        .saturating_sub(HEADROOM);
+    let body = encode_within(&mut instance, max)?;
     t.inner
         .registry
         .put(subjects::key(&t.inner.host_id), body.into())
@@ -155,4 +206,60 @@ pub(crate) async fn answer(host: &HostHandle, service: &str, what: &str) -> Repl
         )),
     };
     Reply::of(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host whose `n` services each failed with an error of `len` bytes (the
+    /// most a status keeps is 8 KiB; a probe's was 1.2 MB before that cap).
+    fn failing(n: usize, len: usize) -> Instance {
+        let error = "x".repeat(len);
+        let services = (0..n)
+            .map(|i| {
+                serde_json::from_value::<ServiceStatus>(serde_json::json!({
+                    "name": format!("S{i}"), "kind": "periodic", "state": "running",
+                    "enabled": true, "critical": false, "runs": 3, "failures": 3,
+                    "consecutive_failures": 3, "restarts": 0, "queue_depth": 0,
+                    "in_flight": 0, "last_error": error,
+                    "last_run": {"reason": "scheduled", "started_at": "2026-12-07T12:00:00Z",
+                                 "duration_ms": 5, "outcome": "failed", "error": error},
+                }))
+                .expect("a status")
+            })
+            .collect();
+        Instance::new("h", services)
+    }
+
+    #[test]
+    fn an_entry_too_large_for_the_broker_leaves_its_error_texts_out() {
+        // Fits: kept whole.
+        let mut small = failing(2, 100);
+        let body = encode_within(&mut small, 64 * 1024).expect("fits");
+        assert!(String::from_utf8_lossy(&body).contains(&"x".repeat(100)));
+        // 64 services with 8 KiB errors twice each: past a 1 MB `max_payload`.
+        let mut large = failing(64, 8 * 1024);
+        let body = encode_within(&mut large, 1024 * 1024 - HEADROOM).expect("fits without texts");
+        let back: Instance = serde_json::from_slice(&body).expect("an entry");
+        assert_eq!(back.services.len(), 64);
+        for s in &back.services {
+            assert_eq!(s.last_error.as_deref(), Some(LEFT_OUT));
+            let run = s.last_run.as_ref().expect("a last run");
+            assert_eq!(
+                run.outcome,
+                RunOutcome::Failed {
+                    error: LEFT_OUT.to_owned()
+                }
+            );
+            assert_eq!(s.failures, 3);
+        }
+        // Too large without them too: refused, saying why.
+        let e = encode_within(&mut failing(64, 10), 2048).expect_err("too large");
+        assert!(
+            e.message().contains("more than the broker takes")
+                && e.message().contains("64 services"),
+            "{e}"
+        );
+    }
 }

@@ -56,6 +56,9 @@ pub(crate) struct Inner {
     pub(crate) refusals: crate::storage::Refusals,
     /// Whether the cluster's outcomes and records have room for a new job's.
     pub(crate) room: crate::storage::Room,
+    /// Why this host's last heartbeat failed, while its heartbeats fail
+    /// (`/health` says it: the cluster takes the host for gone).
+    pub(crate) heartbeat_failing: Mutex<Option<String>>,
     /// Told once this host's first registry entry is written: its events wait
     /// for it (up to 5 s), so that no host refuses them for a service it has not
     /// heard of yet.
@@ -160,6 +163,7 @@ impl NatsTransport {
                 events_unpublished: koan::transport::Sparse::new(),
                 refusals: crate::storage::Refusals::default(),
                 room: crate::storage::Room::default(),
+                heartbeat_failing: Mutex::default(),
                 announced,
                 waiters,
                 connection,

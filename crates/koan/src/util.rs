@@ -57,6 +57,24 @@ pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The last path segment of a type name: `my_app::jobs::Cleanup<u8>` → `Cleanup`.
+/// `text` cut to `max` bytes (at a character's edge) when longer, saying how long
+/// it was and that `keeper` keeps only its start: the one rule for the error texts
+/// a host keeps (a job's record, a service's last error and run history).
+pub(crate) fn cut_text(mut text: String, max: usize, keeper: &str) -> String {
+    if text.len() > max {
+        let total = text.len();
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(&format!(
+            "… ({total} bytes; {keeper} keeps the first {max})"
+        ));
+    }
+    text
+}
+
 pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
     let full = std::any::type_name::<T>();
     let base = full.split('<').next().unwrap_or(full);

@@ -135,3 +135,46 @@ fn a_history_size_past_the_limit_is_refused() {
         .expect_err("refused");
     assert!(e.message().contains("at most 10000"), "{}", e.message());
 }
+
+/// Every 10 s; fails with a 1.2 MB error (an upstream's HTML page quoted whole).
+#[derive(Default)]
+struct Verbose;
+
+impl Service for Verbose {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("verbose").every(Duration::from_secs(10))
+    }
+}
+
+impl PeriodicService for Verbose {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Err(format!("upstream said: {}", "é<p>".repeat(240_000)).into())
+    }
+}
+
+/// A run's error is kept cut (its start, and how long it was): a 1.2 MB one was
+/// kept whole in the status, each history entry and the registry's heartbeat,
+/// which then passed the broker's `max_payload`, and the whole host dropped out
+/// of the cluster (found by a probe).
+#[tokio::test(start_paused = true)]
+async fn a_runs_long_error_is_kept_cut() -> anyhow::Result<()> {
+    let host = testing::host().instance(Verbose).build()?.start();
+    testing::wait_runs(&host, "verbose", 2).await;
+    let status = host.status("verbose")?;
+    let last = status.last_error.expect("a last error");
+    assert!(last.len() < 9 * 1024, "{}", last.len());
+    assert!(last.starts_with("upstream said: é<p>"));
+    assert!(
+        last.ends_with("… (1200015 bytes; the service's status keeps the first 8192)"),
+        "{}",
+        &last[last.len() - 80..]
+    );
+    for run in host.history("verbose")?.runs {
+        let RunOutcome::Failed { error } = run.outcome else {
+            panic!("a failed run: {run:?}");
+        };
+        assert_eq!(error, last);
+    }
+    Ok(())
+}

@@ -186,6 +186,19 @@ impl Transport for NatsTransport {
                 self.inner.opts.url
             )));
         }
+        let failing = self
+            .inner
+            .heartbeat_failing
+            .lock()
+            .ok()
+            .and_then(|f| f.clone());
+        let connected = self.connection_state() == ConnectionState::Connected;
+        if let Some(why) = failing.filter(|_| connected) {
+            return Some(HealthReport::degraded(format!(
+                "connected to NATS at {}, but this host's heartbeats fail ({why}): the cluster takes it for gone after three periods, and calls and jobs for its services go elsewhere or fail",
+                self.inner.opts.url
+            )));
+        }
         Some(match self.connection_state() {
             ConnectionState::Connected if self.view_behind() => HealthReport::degraded(format!(
                 "connected to NATS at {}, but this host's own heartbeat has not come back through the registry for three periods: the cluster sees it as gone (its heartbeats fail, or it was paused); listings are the last known view",

@@ -250,17 +250,7 @@ pub const MAX_ERROR_BYTES: usize = 8 * 1024;
 
 /// `e` with its message cut to [`MAX_ERROR_BYTES`].
 fn kept(mut e: ErrorBody) -> ErrorBody {
-    if e.message.len() > MAX_ERROR_BYTES {
-        let total = e.message.len();
-        let mut end = MAX_ERROR_BYTES;
-        while !e.message.is_char_boundary(end) {
-            end -= 1;
-        }
-        e.message.truncate(end);
-        e.message.push_str(&format!(
-            "… ({total} bytes; the job's record keeps the first {MAX_ERROR_BYTES})"
-        ));
-    }
+    e.message = crate::util::cut_text(e.message, MAX_ERROR_BYTES, "the job's record");
     e
 }
 

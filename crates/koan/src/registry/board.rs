@@ -192,7 +192,7 @@ impl StatusBoard {
             // The hot lock first, always (the order `core` reads in).
             let mut hot = self.hot();
             hot.state = ServiceState::Failed;
-            lock(&self.cold).last_error = Some(error);
+            lock(&self.cold).last_error = Some(super::status::cut_run_text(error));
         }
         self.changed();
     }

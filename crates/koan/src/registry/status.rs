@@ -169,6 +169,18 @@ impl StampKind {
     }
 }
 
+/// The most bytes of a run's error or panic message a service's status and
+/// history keep, as a job's record does: a periodic service failing with a 1.2 MB
+/// error grew its host's registry entry past the broker's `max_payload` (the
+/// whole host dropped out of the cluster) and its history to 15 MB a read
+/// (found by a probe).
+pub(crate) const MAX_RUN_ERROR_BYTES: usize = crate::job::MAX_ERROR_BYTES;
+
+/// `text` cut to [`MAX_RUN_ERROR_BYTES`].
+pub(crate) fn cut_run_text(text: String) -> String {
+    crate::util::cut_text(text, MAX_RUN_ERROR_BYTES, "the service's status")
+}
+
 /// A failed or panicked run's message, behind one thin pointer.
 #[derive(Debug, Clone)]
 pub(crate) struct RunText(String);
@@ -216,7 +228,9 @@ impl RunStamp {
     ) -> Self {
         let kind = StampKind::of(&outcome);
         let text = match outcome {
-            RunOutcome::Failed { error: t } | RunOutcome::Panicked { message: t } => Some(t),
+            RunOutcome::Failed { error: t } | RunOutcome::Panicked { message: t } => {
+                Some(cut_run_text(t))
+            }
             _ => None,
         };
         RunStamp {
