@@ -95,13 +95,17 @@ function addEvent(e, front) {
   const k = keyOf(e);
   if (S.seen.has(k)) return false;
   S.seen.add(k);
+  // Cut once, as it comes: the feed re-rendered every payload whole at each event
+  // (a peer's 900 KB events held 400 MB of the tab; a probe).
+  e.short = shortJson(e.payload);
+  delete e.payload;
   if (front) S.events.unshift(e); else S.events.push(e);
   if (S.events.length > 500) { for (const old of S.events.splice(500)) S.seen.delete(keyOf(old)); }
   return true;
 }
 async function loadRecentEvents() {
   try {
-    const recent = await api("/api/events/recent");
+    const recent = await api("/api/events/recent?limit=200");
     let added = false;
     for (const e of recent) added = addEvent(e, false) || added;
     S.events.sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || b.seq - a.seq);
@@ -155,7 +159,7 @@ function eventItem(e) {
   return el("li", { "data-event": e.event, "data-service": e.service },
     el("span", { class: "ev", text: e.event }), " ",
     el("span", { class: "meta", text: `${e.service} · ${new Date(e.time).toLocaleTimeString()}${e.correlation_id ? " · " + e.correlation_id : ""} ` }),
-    link, el("code", { text: shortJson(e.payload) }));
+    link, el("code", { text: e.short }));
 }
 // A payload as the feed shows it: at most 500 characters (a feed of 58 KB payloads
 // froze the tab at each event); the job's or the API's page has it whole.

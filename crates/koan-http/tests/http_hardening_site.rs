@@ -141,6 +141,35 @@ async fn a_rebound_host_cannot_read_the_api_but_a_link_opens_the_dashboard() -> 
     api.stop().await
 }
 
+/// API answers, errors too, are kept by no cache and not sniffed (they had
+/// neither header: a probe); the dashboard's page keeps its own `no-cache`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_answers_are_not_stored_by_caches() -> anyhow::Result<()> {
+    let api = serve_echo(loopback()).await?;
+    let client = reqwest::Client::new();
+    for path in [
+        "/api/services",
+        "/api/jobs",
+        "/api/services/nope/status",
+        "/health",
+    ] {
+        let r = client.get(api.url(path)).send().await?;
+        assert_eq!(
+            header(r.headers(), "cache-control"),
+            Some("no-store"),
+            "{path}"
+        );
+        assert_eq!(
+            header(r.headers(), "x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    let page = client.get(api.url("/")).send().await?;
+    assert_eq!(header(page.headers(), "cache-control"), Some("no-cache"));
+    api.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_other_names_and_origins_are_served() -> anyhow::Result<()> {
     let api = serve_echo(loopback().with_token("s3cret")).await?;

@@ -16,7 +16,7 @@ mod undeclared;
 
 pub use envelope::EventEnvelope;
 pub use info::EventInfo;
-pub use recent::{EventsSince, RECENT_EVENTS};
+pub use recent::{EventsSince, RECENT_EVENTS, RECENT_REMOTE_BYTES};
 pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
 pub use typed::{Emits, TypedSubscriptionBuilder};
 

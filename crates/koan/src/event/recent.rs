@@ -17,10 +17,38 @@ use crate::sync::Mutex;
 /// How many events the host keeps for [`crate::HostHandle::recent_events`].
 pub const RECENT_EVENTS: usize = 256;
 
+/// How many bytes of other hosts' event payloads (their JSON's size, about) the
+/// kept events hold at most; the oldest go first past it, the newest is always
+/// kept. A peer's 256 events of 900 KB each were kept whole: 230 MB held, and
+/// 225 MB sent to each page that opened (found by a probe). This host's own
+/// events are its services' values, not weighed.
+pub const RECENT_REMOTE_BYTES: usize = 8 * 1024 * 1024;
+
 struct Kept {
     /// The arrival number of the last event kept.
     last: u64,
-    events: VecDeque<Shared>,
+    /// Each kept event with its weight (see [`weight`]).
+    events: VecDeque<(Shared, usize)>,
+    /// The sum of the kept events' weights.
+    bytes: usize,
+}
+
+/// About the size of a remote event's payload as JSON; 0 for a local event.
+fn weight(env: &EventEnvelope) -> usize {
+    fn size(v: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        match v {
+            Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => a.iter().map(size).sum::<usize>() + 2,
+            Value::Object(m) => m.iter().map(|(k, v)| k.len() + 4 + size(v)).sum::<usize>() + 2,
+        }
+    }
+    if env.key.is_some() {
+        return 0;
+    }
+    let any: &(dyn std::any::Any + Send + Sync) = &*env.payload;
+    any.downcast_ref::<serde_json::Value>().map_or(0, size)
 }
 
 pub(super) struct Recent(Mutex<Kept>);
@@ -43,27 +71,38 @@ impl Recent {
         Recent(Mutex::new(Kept {
             last: 0,
             events: VecDeque::with_capacity(RECENT_EVENTS),
+            bytes: 0,
         }))
     }
 
     /// Numbers `env`, keeps it, and returns it shared (the number is given and the
     /// event kept under one lock, so the kept events are in their numbers' order).
     pub(super) fn keep(&self, mut env: EventEnvelope) -> Shared {
+        let w = weight(&env);
         let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         kept.last += 1;
         env.arrival = kept.last;
         let shared = Arc::new(env);
-        if kept.events.len() >= RECENT_EVENTS {
-            kept.events.pop_front();
+        while kept.events.len() >= RECENT_EVENTS
+            || (!kept.events.is_empty() && kept.bytes + w > RECENT_REMOTE_BYTES)
+        {
+            if let Some((_, gone)) = kept.events.pop_front() {
+                kept.bytes -= gone;
+            }
         }
-        kept.events.push_back(Arc::clone(&shared));
+        kept.bytes += w;
+        kept.events.push_back((Arc::clone(&shared), w));
         shared
     }
 
     /// The kept events, newest first.
     pub(super) fn newest_first(&self) -> Vec<EventEnvelope> {
         let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        kept.events.iter().rev().map(|e| (**e).clone()).collect()
+        kept.events
+            .iter()
+            .rev()
+            .map(|(e, _)| (**e).clone())
+            .collect()
     }
 
     /// The kept events numbered after `arrival` that `wanted` takes, oldest
@@ -76,7 +115,10 @@ impl Recent {
     ) -> EventsSince {
         let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let after = if arrival > kept.last { 0 } else { arrival };
-        let first = kept.events.front().map_or(kept.last + 1, |e| e.arrival);
+        let first = kept
+            .events
+            .front()
+            .map_or(kept.last + 1, |(e, _)| e.arrival);
         // The kept events' numbers follow one another: the first one wanted is
         // found by its place, not by reading those before it.
         let skip = usize::try_from((after + 1).saturating_sub(first)).unwrap_or(usize::MAX);
@@ -85,6 +127,7 @@ impl Recent {
                 .events
                 .iter()
                 .skip(skip)
+                .map(|(e, _)| e)
                 .filter(|e| wanted(e))
                 .map(|e| (**e).clone())
                 .collect(),
@@ -127,5 +170,43 @@ mod tests {
         assert_eq!(since.events[0].arrival, 21);
         assert!(!recent.since(20, &|_| true).missed);
         assert_eq!(recent.newest_first()[0].arrival, RECENT_EVENTS as u64 + 20);
+    }
+
+    #[test]
+    fn other_hosts_large_events_are_kept_within_a_byte_budget() {
+        let recent = Recent::new();
+        let large = |n: u64| {
+            let payload = serde_json::json!({ "n": n, "text": "x".repeat(900_000) });
+            EventEnvelope::remote("S", "E", None, chrono::Utc::now(), n, payload)
+        };
+        for n in 1..=40 {
+            recent.keep(large(n));
+        }
+        let kept = recent.newest_first();
+        // 8 MiB of 900 KB payloads: the last nine, the newest first.
+        let numbers: Vec<u64> = kept.iter().map(EventEnvelope::arrival).collect();
+        assert_eq!(numbers, (32..=40).rev().collect::<Vec<_>>());
+        let since = recent.since(20, &|_| true);
+        assert!(since.missed && since.events.len() == 9);
+        // Small ones then push the large ones out by count, and one event larger
+        // than the whole budget is still kept, alone.
+        for n in 41..=(40 + RECENT_EVENTS as u64) {
+            recent.keep(event(n));
+        }
+        assert_eq!(recent.newest_first().len(), RECENT_EVENTS);
+        assert_eq!(
+            recent.0.lock().map(|k| k.bytes).unwrap_or(usize::MAX),
+            RECENT_EVENTS * 8
+        );
+        let huge = serde_json::json!("y".repeat(RECENT_REMOTE_BYTES + 1));
+        recent.keep(EventEnvelope::remote(
+            "S",
+            "E",
+            None,
+            chrono::Utc::now(),
+            1,
+            huge,
+        ));
+        assert_eq!(recent.newest_first().len(), 1);
     }
 }
