@@ -151,6 +151,20 @@ fn admit(host: &HostInner, cell: &ServiceCell, action: &StepAction, stored: bool
         );
         return Err(reject(cell, action.name(Some(cell)), e));
     }
+    // Its supervisor gave up on it: a call is refused, not answered by a service
+    // its status says failed (a probe's call to a `Failed` service answered Ok).
+    // A stored job still runs: its work was accepted, and its handler is there.
+    if cell.life.failed() && !stored {
+        let e = Error::new(
+            ErrorKind::ServiceUnavailable,
+            format!(
+                "service `{}` failed for good (its restart policy gave up; its status has the last error): action `{}` was not run; it takes calls again once the host restarts",
+                cell.spec.name,
+                action.name(Some(cell))
+            ),
+        );
+        return Err(reject(cell, action.name(Some(cell)), e));
+    }
     if host.stopping.load(Ordering::Acquire) && !stored {
         let e = host.refusal(&format!(
             "action `{}` of `{}`",

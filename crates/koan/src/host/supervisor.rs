@@ -130,6 +130,7 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
 pub(crate) fn give_up(host: &HostInner, cell: &ServiceCell, error: String) {
     tracing::error!(error = %error, critical = cell.spec.options.critical, "service failed");
     cell.board.fail(error.clone());
+    cell.life.fail();
     if cell.spec.options.critical {
         let _ = host.critical_tx.send((cell.spec.name.to_string(), error));
     }

@@ -2,6 +2,7 @@
 //! host joins at shutdown. (A periodic driver reads its own flag instead of the
 //! token's lock: `PeriodicControl::cancel`.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
@@ -11,6 +12,9 @@ pub(crate) struct Lifetime {
     /// Shared, so that a run's context costs a reference count, not the token's lock.
     pub(crate) token: Arc<CancellationToken>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set once the supervisor gave up on the service (`host::supervisor::give_up`):
+    /// calls are refused from then on.
+    failed: AtomicBool,
 }
 
 impl Lifetime {
@@ -18,7 +22,19 @@ impl Lifetime {
         Lifetime {
             token: Arc::new(token),
             tasks: Mutex::new(Vec::new()),
+            failed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the service failed for good.
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether the service failed for good.
+    #[inline(always)]
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Cancels the token (the service's tasks and handlers see it).
