@@ -328,6 +328,12 @@ impl HostBuilder {
         }
         let linked: Vec<&str> = crate::discovery::all().iter().map(|d| d.name).collect();
         bg.check_unused(&registry.names(), &linked)?;
+        environment.warn_if_unnamed(
+            registry
+                .all()
+                .iter()
+                .filter_map(|c| c.spec.options.run_in.as_deref()),
+        );
         let (critical_tx, critical_rx) = mpsc::unbounded_channel();
         let (exit, _) = watch::channel(None);
         let inner = Arc::new(HostInner {

@@ -70,6 +70,43 @@ impl Environment {
         Ok(Environment::PRODUCTION)
     }
 
+    /// Warns when this environment is none of the three well-known ones and no
+    /// service's `run_in` (`lists`) names it, with the name meant when one is
+    /// within two letters: `KOAN_ENV=prodution` disabled every production service
+    /// with an info line alone (found by a probe).
+    pub(crate) fn warn_if_unnamed<'a>(&self, lists: impl Iterator<Item = &'a [String]>) {
+        if let Some(words) = self.unnamed(lists) {
+            tracing::warn!(environment = %self.0, "{words}");
+        }
+    }
+
+    /// What [`warn_if_unnamed`](Self::warn_if_unnamed) says, if anything.
+    fn unnamed<'a>(&self, lists: impl Iterator<Item = &'a [String]>) -> Option<String> {
+        let well_known = [Self::DEVELOPMENT, Self::PRODUCTION, Self::TESTING];
+        if well_known.contains(self) {
+            return None;
+        }
+        let mut named: Vec<String> = well_known.iter().map(|e| e.0.to_string()).collect();
+        for name in lists.flatten() {
+            let name = name.to_ascii_lowercase();
+            if name == self.0 {
+                return None;
+            }
+            if !named.contains(&name) {
+                named.push(name);
+            }
+        }
+        let meant = named
+            .iter()
+            .find(|n| strsim::levenshtein(n, &self.0) <= 2)
+            .map_or_else(String::new, |n| format!("; did you mean `{n}`?"));
+        Some(format!(
+            "the environment `{}` (KOAN_ENV) is named by no service's `run_in` nor is one of development, production, testing: services gated to an environment do not run{meant} (named: {})",
+            self.0,
+            named.join(", ")
+        ))
+    }
+
     /// The name, lowercase: `development`, `production`, `testing`, `staging`, ….
     pub fn as_str(&self) -> &str {
         &self.0
@@ -86,5 +123,30 @@ impl std::str::FromStr for Environment {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Environment::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_environment_no_service_names_is_said_with_the_name_meant() -> Result<()> {
+        let lists = [vec!["staging".to_owned()], vec!["Production".to_owned()]];
+        let said = Environment::new("prodution")?
+            .unnamed(lists.iter().map(Vec::as_slice))
+            .expect("said");
+        assert!(
+            said.contains("`prodution` (KOAN_ENV)") && said.contains("did you mean `production`?"),
+            "{said}"
+        );
+        let staging = Environment::new("Staging")?;
+        assert_eq!(staging.unnamed(lists.iter().map(Vec::as_slice)), None);
+        assert_eq!(Environment::DEVELOPMENT.unnamed(std::iter::empty()), None);
+        let far = Environment::new("qa")?
+            .unnamed(std::iter::empty())
+            .expect("said");
+        assert!(!far.contains("did you mean"), "{far}");
+        Ok(())
     }
 }

@@ -92,20 +92,56 @@ impl BuildContext<'_> {
     pub fn settings<S: DeserializeOwned + Default>(&self) -> Result<S> {
         match self.settings {
             None => Ok(S::default()),
-            Some(value) => crate::payload::from_json::<S>(value.clone(), &|| {
-                format!(
-                    "settings of service `{}` (from {})",
-                    self.service, self.settings_source
-                )
-            })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    e.message().replace("invalid parameters", "invalid value"),
-                )
-            }),
+            Some(value) => {
+                self.warn_ignored::<S>(value);
+                self.decode_settings(value)
+            }
         }
     }
+
+    /// Warns of each key of `value` that `S` does not read: a misspelt key in a
+    /// service's settings (`max_totl`) was dropped without a word, its field left
+    /// at its default (found by a probe). Warned, not refused: a configuration
+    /// shared by a cluster may name a field that only a newer build reads.
+    fn warn_ignored<S: DeserializeOwned>(&self, value: &serde_json::Value) {
+        for key in ignored_keys::<S>(value) {
+            tracing::warn!(
+                service = %self.service,
+                key = %key,
+                source = %self.settings_source,
+                "configuration key `settings.{key}` of service `{}` is read by no field of {} (misspelt?): ignored",
+                self.service,
+                std::any::type_name::<S>()
+            );
+        }
+    }
+
+    fn decode_settings<S: DeserializeOwned>(&self, value: &serde_json::Value) -> Result<S> {
+        crate::payload::from_json::<S>(value.clone(), &|| {
+            format!(
+                "settings of service `{}` (from {})",
+                self.service, self.settings_source
+            )
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                e.message().replace("invalid parameters", "invalid value"),
+            )
+        })
+    }
+}
+
+/// The keys of `value` that `S` does not read (dotted paths), when it reads as an
+/// `S` (a value that does not is refused, naming why).
+fn ignored_keys<S: DeserializeOwned>(value: &serde_json::Value) -> Vec<String> {
+    let mut ignored = Vec::new();
+    let read: std::result::Result<S, _> =
+        serde_ignored::deserialize(value.clone(), |path| ignored.push(path.to_string()));
+    if read.is_err() {
+        return Vec::new();
+    }
+    ignored
 }
 
 /// How a service is constructed by the host. Every `Default` type has it; implement it
@@ -136,5 +172,34 @@ pub trait FromContext: Sized {
 impl<T: Default> FromContext for T {
     fn from_context(_: &BuildContext<'_>) -> Result<Self> {
         Ok(T::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Orders {
+        max_total: Option<u32>,
+        limits: Limits,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Limits {
+        per_day: u32,
+    }
+
+    #[test]
+    fn the_keys_a_settings_type_does_not_read_are_named() {
+        let value = serde_json::json!({"max_totl": 5, "limits": {"per_day": 3, "per_dya": 4}});
+        assert_eq!(
+            super::ignored_keys::<Orders>(&value),
+            ["limits.per_dya", "max_totl"]
+        );
+        let fine = serde_json::json!({"max_total": 5, "limits": {"per_day": 3}});
+        assert!(super::ignored_keys::<Orders>(&fine).is_empty());
+        // One that does not read at all is refused elsewhere, with its own words.
+        assert!(super::ignored_keys::<Orders>(&serde_json::json!({"limits": 1})).is_empty());
     }
 }
