@@ -10,7 +10,7 @@ function svg(tag, attrs = {}, ...kids) {
   for (const k of kids) if (k) e.append(k);
   return e;
 }
-function titled(node, text) { node.append(svg("title", {}, text)); return node; }
+function titled(node, text) { node.append(svg("title", {}, visible(text))); return node; }
 
 // Succeeded (green) and failed (red) stacked per bucket; `label(bucket)` names a tick.
 function throughputChart(buckets, { width = 600, height = 140, label, tickEvery, name }) {

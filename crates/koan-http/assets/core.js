@@ -39,9 +39,9 @@ function dur(ms) {
 }
 function json(v) { return el("pre", { class: "json", text: JSON.stringify(v, null, 2) }); }
 // A view's own state (what its last refresh found): each refresh writes it again.
-function notice(text) { $("#notice").textContent = text || ""; }
+function notice(text) { $("#notice").textContent = visible(text); }
 // What the event stream is doing, when it is not streaming.
-function streamStatus(text) { $("#stream-status").textContent = text || ""; }
+function streamStatus(text) { $("#stream-status").textContent = visible(text); }
 // What an operator's action did: kept until the next action or a dismissal (a
 // view's refresh cleared it within 10 ms when it shared the notice).
 function outcome(text, ok) {
@@ -55,7 +55,8 @@ function outcome(text, ok) {
 // A prompt the operator cancelled is not asked again at every refresh: the
 // "Set token" button asks.
 function askToken(message) {
-  const t = prompt((message || "This API needs a token.") + "\nBearer token:", S.token);
+  // Not pre-filled: the stored token is not shown in clear (a probe).
+  const t = prompt((message || "This API needs a token.") + "\nBearer token:", "");
   if (t === null) { S.tokenRefused = true; return false; }
   S.tokenRefused = false;
   S.askedFor = t.trim();

@@ -169,10 +169,10 @@ function actionForm(service, action) {
     try { b = body(); } catch (e) { out.className = "result err"; out.textContent = "invalid input: " + e.message; return; }
     try {
       const r = await post(`/api/services/${enc(service)}/actions/${enc(action.name)}${wait ? "" : "?wait=false"}`, b);
-      if (wait) out.textContent = JSON.stringify(r.result, null, 2);
+      if (wait) out.textContent = visible(JSON.stringify(r.result, null, 2));
       else out.replaceChildren("job ", el("a", { href: "#/jobs/" + enc(r.id), "data-job": r.id, text: r.id }));
       if (S.view.refresh) S.view.refresh();
-    } catch (e) { out.className = "result err"; out.textContent = (e.kind ? e.kind + ": " : "") + e.message; }
+    } catch (e) { out.className = "result err"; out.textContent = visible((e.kind ? e.kind + ": " : "") + e.message); }
   }
   form.addEventListener("submit", (ev) => { ev.preventDefault(); send(true); });
   later.addEventListener("click", () => send(false));

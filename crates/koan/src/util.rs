@@ -131,6 +131,9 @@ pub(crate) fn name_problem(name: &str) -> Option<String> {
         "is longer than 200 bytes"
     } else if name.chars().any(char::is_control) {
         "holds a control character"
+    } else if name.chars().any(is_bidi_control) {
+        // U+202E reverses what follows it on screen: `gnp.exe` shown as `exe.png`.
+        "holds a bidirectional control character (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C)"
     } else if !name.chars().any(char::is_alphanumeric) {
         "has no letter or digit"
     } else {
@@ -142,6 +145,11 @@ pub(crate) fn name_problem(name: &str) -> Option<String> {
         shown.escape_debug(),
         if shown.len() < name.len() { "…" } else { "" },
     ))
+}
+
+/// Whether `c` changes the direction of the text around it when shown.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 /// A count of a repeated occurrence (a dropped event, a refused message) whose log

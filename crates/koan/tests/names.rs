@@ -111,6 +111,10 @@ fn service_names_that_are_no_names_are_refused() {
         ("", "`` is empty"),
         (" . ", "` . ` has no letter or digit"),
         ("Tab\tbed", "`Tab\\tbed` holds a control character"),
+        (
+            "gnp\u{202E}.exe",
+            "`gnp\\u{202e}.exe` holds a bidirectional control character",
+        ),
     ] {
         let e = match koan::testing::host().instance_named(name, Fine).build() {
             Ok(_) => panic!("{name:?} was built"),
