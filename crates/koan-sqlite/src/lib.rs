@@ -19,8 +19,9 @@
 //!
 //! # How it works
 //!
-//! - **One writer thread** owns the connection and runs every operation, reads
-//!   included (they are small and indexed, and so always see every answered write).
+//! - **One writer thread** owns the connection and runs every operation but
+//!   listings and counts, which a reader thread runs on a read-only connection (a
+//!   read in WAL mode sees every write answered before it, and never holds a write).
 //!   Callers queue a command and await its answer: nothing blocks an async worker.
 //! - **Batching.** The thread takes every command waiting, runs them in one
 //!   transaction (each under a savepoint: a failed command is undone alone), commits
@@ -42,6 +43,7 @@ mod codec;
 mod fail;
 mod identity;
 mod queries;
+mod reader;
 mod schema;
 mod store;
 mod writer;

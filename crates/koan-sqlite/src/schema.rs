@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_service ON jobs (service, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_correlation ON jobs (json_extract(record, '$.correlation_id'), id DESC);
 ";
 
 /// The partial indexes hold only live jobs, so a claim and `next_due` cost the rows
@@ -53,7 +54,7 @@ fn live_indexes() -> String {
 }
 
 /// How long a statement waits for another process holding the file's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer connection to the file at `path` (created when missing), in WAL mode
 /// with `synchronous = FULL`, its schema in place.

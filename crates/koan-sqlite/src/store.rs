@@ -12,6 +12,7 @@ use rusqlite::Connection;
 
 use crate::fail::{Failure, ResultExt};
 use crate::queries;
+use crate::reader::Reader;
 use crate::schema;
 use crate::writer::Writer;
 
@@ -31,6 +32,9 @@ pub struct SqliteJobStore {
     label: String,
     durable: bool,
     writer: Writer,
+    /// Listings and counts, on a file (in memory, the writer's connection is the
+    /// only one to its database).
+    reader: Option<Reader>,
 }
 
 impl SqliteJobStore {
@@ -45,7 +49,10 @@ impl SqliteJobStore {
         let label = format!("sqlite:{}", path.display());
         let conn = schema::open_file(&path).map_err(|f| f.into_error(&label))?;
         let identity = crate::identity::Identity::of(&path);
-        SqliteJobStore::start(conn, label, Some(identity))
+        let mut store = SqliteJobStore::start(conn, label, Some(identity))?;
+        store.reader =
+            Some(Reader::start(&path, &store.label).map_err(|f| f.into_error(&store.label))?);
+        Ok(store)
     }
 
     /// A store in memory, for tests: the same SQL as a file, nothing survives the
@@ -68,6 +75,7 @@ impl SqliteJobStore {
             label,
             durable,
             writer,
+            reader: None,
         })
     }
 
@@ -86,20 +94,55 @@ impl SqliteJobStore {
         .await
     }
 
+    /// Holds the reader thread busy until the guard is dropped (in memory, the
+    /// writer's), to show what goes on meanwhile.
+    #[doc(hidden)]
+    pub fn hold_reads_for_test(&self) -> impl Drop {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let read = move |_: &Connection| {
+            let _ = held.recv();
+            Ok(())
+        };
+        drop(match &self.reader {
+            Some(reader) => reader.submit(read),
+            None => self.writer.submit(read),
+        });
+        ReadsHeld(release)
+    }
+
     /// Runs `work` on the writer thread; resolves once its transaction committed.
     fn call<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> std::result::Result<T, Failure> + Send + 'static,
     {
-        let answer = self.writer.submit(work);
+        self.answer(self.writer.submit(work))
+    }
+
+    /// Runs the read `work` on the reader thread (on the writer's in memory).
+    fn read<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> std::result::Result<T, Failure> + Send + 'static,
+    {
+        match &self.reader {
+            Some(reader) => self.answer(reader.submit(work)),
+            None => self.call(work),
+        }
+    }
+
+    /// The outcome `answer` brings, as the store's caller gets it.
+    fn answer<T: Send + 'static>(
+        &self,
+        answer: tokio::sync::oneshot::Receiver<std::result::Result<T, Failure>>,
+    ) -> BoxFuture<'_, Result<T>> {
         Box::pin(async move {
             match answer.await {
                 Ok(outcome) => outcome.map_err(|f| f.into_error(&self.label)),
                 Err(_) => Err(Error::new(
                     ErrorKind::StoreUnavailable,
                     format!(
-                        "job store {} could not answer: its writer thread stopped",
+                        "job store {} could not answer: its thread stopped",
                         self.label
                     ),
                 )),
@@ -146,12 +189,12 @@ impl JobStore for SqliteJobStore {
     }
 
     fn list(&self, query: JobQuery) -> BoxFuture<'_, Result<JobPage>> {
-        self.call(move |conn| queries::list(conn, &query))
+        self.read(move |conn| queries::list(conn, &query))
     }
 
     fn counts(&self, service: Option<&str>) -> BoxFuture<'_, Result<JobCounts>> {
         let service = service.map(str::to_owned);
-        self.call(move |conn| queries::counts(conn, service.as_deref()))
+        self.read(move |conn| queries::counts(conn, service.as_deref()))
     }
 
     fn next_due(&self, services: &[String]) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>> {
@@ -185,5 +228,14 @@ impl JobStore for SqliteJobStore {
 
     fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, Result<u64>> {
         self.call(move |conn| queries::purge(conn, older_than, max_bytes))
+    }
+}
+
+/// Holds the reader thread until dropped ([`SqliteJobStore::hold_reads_for_test`]).
+struct ReadsHeld(std::sync::mpsc::Sender<()>);
+
+impl Drop for ReadsHeld {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }

@@ -66,3 +66,35 @@ async fn concurrent_pushes_are_all_stored_once() {
     assert_eq!(listed.len(), TASKS * EACH + KEYS);
     assert!(ids.iter().all(|id| listed.binary_search(id).is_ok()));
 }
+
+/// Listings run on a thread of their own: a long one holds no claim, finish or
+/// enqueue behind it (a correlation id's scan stalled one enqueue in forty by a
+/// second; a probe), and still sees every write answered before it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_under_way_holds_no_write() {
+    let db = TempDb::new("reader");
+    let store = Arc::new(db.open());
+    let held = store.hold_reads_for_test();
+    let listing = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.list(JobQuery::default()).await }
+    });
+    // Bounded only so that a regression fails rather than hangs.
+    let bound = std::time::Duration::from_secs(60);
+    let pushed = tokio::time::timeout(bound, store.push(job("a", "x")))
+        .await
+        .expect("a push while reads are held")
+        .expect("push");
+    let now = chrono::Utc::now().timestamp_millis() + 1_000;
+    let claimed = tokio::time::timeout(bound, store.claim(common::claim("a", 1, now)))
+        .await
+        .expect("a claim too")
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert!(!listing.is_finished(), "the listing waits for the reader");
+    drop(held);
+    let page = listing.await.expect("the task ends").expect("list");
+    assert_eq!(page.jobs.len(), 1);
+    assert_eq!(page.jobs[0].id, pushed.record.id);
+    assert_eq!(page.jobs[0].state, JobState::Running);
+}
