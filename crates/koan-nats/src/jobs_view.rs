@@ -5,7 +5,8 @@
 //! following and forgets them. A host that is never asked (a worker) receives
 //! none of the cluster's record writes. The view follows the bucket a moment
 //! behind; a single job is read from the bucket itself (`records::get`). It
-//! holds at most `NatsOptions::view_max_records` records (about 2 KB each):
+//! holds at most `NatsOptions::view_max_records` records (4–5 KB of memory each for the
+//! demo's jobs, as measured):
 //! past it, it forgets successes and cancels first, then failures, then the
 //! jobs still to end, the least recently written first, and its pages and counts
 //! say they are partial until what it forgot would have expired anyway.
