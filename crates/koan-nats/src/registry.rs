@@ -195,13 +195,15 @@ pub(crate) async fn answer(host: &HostHandle, service: &str, what: &str) -> Repl
             .info()
             .await
             .map(|s| serde_json::to_value(s).unwrap_or_default()),
+        "history" => svc
+            .history()
+            .await
+            .map(|s| serde_json::to_value(s).unwrap_or_default()),
         other => Err(Error::new(
             koan::error::ErrorKind::InvalidParameters,
             format!(
-                "unknown query `{other}`; accepted: {}, {}, {}",
-                RemoteQuery::Status.as_str(),
-                RemoteQuery::Health.as_str(),
-                RemoteQuery::Info.as_str()
+                "unknown query `{other}`; accepted: {}",
+                RemoteQuery::ALL.map(RemoteQuery::as_str).join(", ")
             ),
         )),
     };

@@ -173,3 +173,35 @@ async fn a_result_larger_than_the_broker_takes_is_answered_with_an_error() -> an
     worker.stop().await?;
     Ok(())
 }
+
+/// A service's history is asked of the instance that runs it: a host that does
+/// not run it answered "no service named" (its dashboard page showed only that;
+/// found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instances_history_is_read_through_it() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let gate = Gate {
+        entered: Arc::new(Notify::new()),
+        open: Arc::new(Semaphore::new(0)),
+    };
+    let (worker, client) =
+        Member::worker_and_client(test_options(&server.url()), "Gate", |b| b.instance(gate))
+            .await?;
+    for _ in 0..3 {
+        within(
+            "ping",
+            client.host.service("Gate").action("ping", ()).execute(),
+        )
+        .await??;
+    }
+    assert!(
+        client.host.history("Gate").is_err(),
+        "not a service of this host"
+    );
+    let history = within("history", client.host.service("Gate").history()).await??;
+    assert_eq!(history.service, "Gate");
+    assert_eq!(history.actions_succeeded, 3);
+    client.stop().await?;
+    worker.stop().await?;
+    Ok(())
+}

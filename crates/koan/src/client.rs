@@ -444,6 +444,17 @@ impl ServiceRef {
         Ok(self.cell()?.snapshot())
     }
 
+    /// Its recent runs and action counts (of a local service, or asked over the
+    /// transport: another instance's history answered "no service named" here;
+    /// found by a probe).
+    pub async fn history(&self) -> Result<crate::status::ServiceHistory> {
+        if let Some(r) = self.remote(RemoteQuery::History).await {
+            return r;
+        }
+        let cell = self.cell()?;
+        Ok(cell.board.activity().history(&cell.spec.name))
+    }
+
     /// The health report (of a local service, or asked over the transport).
     pub async fn health(&self) -> Result<ServiceHealth> {
         if let Some(r) = self.remote(RemoteQuery::Health).await {

@@ -30,7 +30,7 @@ pub(crate) async fn history(
     Path(name): Path<String>,
     Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.host.history(&name)?).into_response())
+    Ok(Json(state.host.service(&name).history().await?).into_response())
 }
 
 /// `GET /api/stats/throughput`: succeeded and failed runs and actions per second (the

@@ -16,6 +16,10 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("status", schemars::schema_for!(koan::status::ServiceStatus)),
         ("health", schemars::schema_for!(koan::health::ServiceHealth)),
         ("info", schemars::schema_for!(koan::service::ServiceInfo)),
+        (
+            "history",
+            schemars::schema_for!(koan::status::ServiceHistory),
+        ),
         ("instance", schemars::schema_for!(koan::transport::Instance)),
         // The values of the `koan_jobs` bucket.
         ("job", schemars::schema_for!(koan::job::JobRecord)),

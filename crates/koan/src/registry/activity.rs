@@ -105,7 +105,7 @@ impl Activity {
 }
 
 /// A service's recent runs and action counts ([`crate::HostHandle::history`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct ServiceHistory {
     /// The service.

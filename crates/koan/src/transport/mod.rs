@@ -70,15 +70,26 @@ pub enum RemoteQuery {
     Health,
     /// [`ServiceInfo`](crate::service::ServiceInfo).
     Info,
+    /// [`ServiceHistory`](crate::status::ServiceHistory).
+    History,
 }
 
 impl RemoteQuery {
-    /// `status`, `health` or `info`.
+    /// Every query, in the order the wire names them.
+    pub const ALL: [RemoteQuery; 4] = [
+        RemoteQuery::Status,
+        RemoteQuery::Health,
+        RemoteQuery::Info,
+        RemoteQuery::History,
+    ];
+
+    /// `status`, `health`, `info` or `history`.
     pub fn as_str(self) -> &'static str {
         match self {
             RemoteQuery::Status => "status",
             RemoteQuery::Health => "health",
             RemoteQuery::Info => "info",
+            RemoteQuery::History => "history",
         }
     }
 }
