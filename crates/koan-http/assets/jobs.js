@@ -128,7 +128,7 @@ function jobPage(main, [id]) {
       ["service", el("a", { href: "#/services/" + enc(j.service), text: j.service })], ["action", j.action + (j.then && j.then.length ? " then " + j.then.map((s) => s.action).join(", ") : "")],
       ["correlation id", el("code", { "data-field": "correlation", text: j.correlation_id })], ["idempotency key", j.idempotency_key || "—"],
       ["priority", String(j.priority)], ["attempts", `${j.attempts} of ${j.max_attempts}`], ["created", when(j.created_at)],
-      ["run at", when(j.run_at)], ["finished", when(j.finished_at)], ["host", j.instance || "—"]];
+      ["run at", when(j.run_at)], ["finished", when(j.finished_at)], ["host", j.instance || (j.history.length ? j.history[j.history.length - 1].instance : "") || "—"]];
     body.replaceChildren(
       el("dl", { class: "facts" }, ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
       jobButtons(j, refresh, () => { gone = true; go("#/jobs"); }),
