@@ -388,3 +388,36 @@ async fn a_subscription_to_anothers_event_under_a_service_declaring_none_is_warn
     logs.assert_lines("which declares no events", 1, "Tick");
     stop(&host).await
 }
+
+/// A subscription to a service disabled on this host is taken (another host may
+/// run it) but warned about: it was taken without a word, and nothing came (a
+/// probe).
+#[tokio::test(start_paused = true)]
+async fn a_subscription_to_a_service_disabled_here_is_warned() -> anyhow::Result<()> {
+    let logs = Logs::default();
+    let _logs = logs.capture();
+    let config = koan::config::Config::builder()
+        .toml(
+            "t",
+            "[background_services.services.Emitter]\nenabled = false\n",
+        )?
+        .build();
+    let host = koan::testing::host()
+        .config(config)
+        .service::<Emitter>()
+        .build()?
+        .start();
+    host.started().await?;
+    let _sub = host
+        .service("Emitter")
+        .on("Tick")
+        .handle(|_: u32| async {})
+        .subscribe()
+        .await?;
+    logs.assert_lines(
+        "which is disabled on this host",
+        1,
+        "disabled by configuration",
+    );
+    stop(&host).await
+}

@@ -285,6 +285,14 @@ impl SubscriptionBuilder {
                 "a subscription needs at least one `.on(name).handle(…)`",
             ));
         }
+        // A service disabled here emits nothing here: said, as a subscription to
+        // one that is absent is refused (it was taken without a word; a probe).
+        if let Some(service) = &self.service
+            && let Some(cell) = self.host.inner.registry.by_name(service)
+            && let Some(reason) = &cell.spec.disabled
+        {
+            tracing::warn!(service = %cell.spec.name, "subscribed to the events of service `{}`, which is disabled on this host ({reason}): none of its events will come from this host", cell.spec.name);
+        }
         // What follows the last handler applies to none: `.handle(h).once()` ran
         // `h` at every event, without a word (found by a probe).
         if let Some(p) = &self.pending {
