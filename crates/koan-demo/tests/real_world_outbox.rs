@@ -107,6 +107,87 @@ async fn a_refusing_webhook_leaves_the_message_pending() -> anyhow::Result<()> {
     stop(host).await
 }
 
+/// A webhook on a local port that answers 413 to a body over `max` bytes and 200
+/// to others (one request a connection): its URL.
+async fn webhook_taking_up_to(max: usize) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64 * 1024];
+                // The head, then as much body as it announces.
+                let (head_end, length) = loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while got.len() < head_end + length {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let status = if length > max {
+                    "413 Payload Too Large"
+                } else {
+                    "200 OK"
+                };
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    Ok(url)
+}
+
+/// A message the webhook refuses as too large (413) is set aside, and the ones
+/// after it go on: it was sent again for ever, holding up every message after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_webhook_finds_too_large_is_set_aside() -> anyhow::Result<()> {
+    let url = webhook_taking_up_to(10_000).await?;
+    let settings = format!(
+        "[background_services.services.OutboxProcessor.settings]\n\
+         webhook_url = \"{url}\"\npoll_interval_ms = 50\nretry_delay_ms = 100\ntimeout_ms = 5000\n"
+    );
+    let (_dir, path, host) = started("koan-demo-webhook-413", &settings).await?;
+    let big = put_outbox(&path, "test.big", json!({ "text": "x".repeat(20_000) }))?;
+    put_outbox(&path, "test.after", json!({ "n": 1 }))?;
+    wait_for("both rows to be processed", async || {
+        Ok((pending(&path)? == 0).then_some(()))
+    })
+    .await?;
+    let error: Option<String> = query(
+        &path,
+        "SELECT error FROM outbox_set_aside WHERE outbox_id = ?1",
+        [big],
+    )?;
+    let error = error.ok_or_else(|| anyhow::anyhow!("the big message was not set aside"))?;
+    assert!(error.contains("413"), "{error}");
+    let aside: Option<i64> = query(&path, "SELECT COUNT(*) FROM outbox_set_aside", [])?;
+    assert_eq!(aside, Some(1), "only the big one");
+    stop(host).await
+}
+
 /// Whether the host answers ready (`/health/ready`).
 /// Waits for Messaging.Ready (`when`), then for the host to say it is ready.
 async fn messaging_ready(

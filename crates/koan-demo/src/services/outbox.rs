@@ -236,32 +236,37 @@ impl OutboxProcessor {
                 payload: serde_json::from_str(&payload)
                     .unwrap_or(serde_json::Value::String(payload)),
             };
-            // One the sink can never take (larger than the broker takes) is set
-            // aside, not sent again for ever: it held up every message after it
-            // (a 1 MB message stopped the outbox for good; found by a probe).
-            if let Some(why) = self.never_fits(&message) {
-                tracing::error!(message = id, error = %why, "outbox message set aside: the sink can never take it (see table outbox_set_aside)");
-                self.set_aside(&message, why.clone()).await?;
-                if let Ok(mut f) = self.failing.lock() {
-                    *f = Some(format!("message {id} was set aside: {why}"));
-                }
-                out.emit(
-                    FAILED,
-                    OutboxFailed {
-                        error: why,
-                        message_id: Some(id),
-                    },
-                )
-                .await;
-                continue;
+            // One the sink can never take (larger than the broker takes, or a
+            // webhook's 413) is set aside, not sent again for ever: it held up every
+            // message after it (a 1 MB message stopped the outbox for good; found
+            // by a probe).
+            let never = match self.never_fits(&message) {
+                Some(why) => why,
+                None => match self.send(&message).await {
+                    Ok(()) => {
+                        batch.delivered += 1;
+                        continue;
+                    }
+                    Err(Refusal::Never(why)) => why,
+                    Err(Refusal::Again(e)) => {
+                        batch.refused = Some((id, e));
+                        break;
+                    }
+                },
+            };
+            tracing::error!(message = id, error = %never, "outbox message set aside: the sink can never take it (see table outbox_set_aside)");
+            self.set_aside(&message, never.clone()).await?;
+            if let Ok(mut f) = self.failing.lock() {
+                *f = Some(format!("message {id} was set aside: {never}"));
             }
-            match self.send(&message).await {
-                Ok(()) => batch.delivered += 1,
-                Err(e) => {
-                    batch.refused = Some((id, e));
-                    break;
-                }
-            }
+            out.emit(
+                FAILED,
+                OutboxFailed {
+                    error: never,
+                    message_id: Some(id),
+                },
+            )
+            .await;
         }
         if batch.delivered > 0 {
             out.emit(
@@ -334,7 +339,7 @@ impl OutboxProcessor {
     }
 
     /// Hands one message to the sink and marks it processed once accepted.
-    async fn send(&self, m: &OutboxMessage) -> Result<(), String> {
+    async fn send(&self, m: &OutboxMessage) -> Result<(), Refusal> {
         let id = m.id;
         let timeout = Duration::from_millis(self.settings.timeout_ms.max(1));
         match &self.sink {
@@ -348,15 +353,16 @@ impl OutboxProcessor {
                 // The server has it once a flush (a round trip) comes back.
                 match tokio::time::timeout(timeout, n.client().flush()).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(format!("NATS did not take {subject}: {e}")),
+                    Ok(Err(e)) => return Err(format!("NATS did not take {subject}: {e}").into()),
                     Err(_) => {
                         return Err(format!(
                             "NATS did not confirm {subject} within {} ms",
                             timeout.as_millis()
-                        ));
+                        )
+                        .into());
                     }
                 }
-                self.mark(id, None).await
+                Ok(self.mark(id, None).await?)
             }
             Sink::Webhook(client, url) => {
                 let resp = client
@@ -365,12 +371,19 @@ impl OutboxProcessor {
                     .send()
                     .await
                     .map_err(|e| format!("POST {url}: {e}"))?;
-                if !resp.status().is_success() {
-                    return Err(format!("POST {url} answered {}", resp.status()));
+                if resp.status() == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+                    // Sent again, it would be refused again, for ever.
+                    return Err(Refusal::Never(format!(
+                        "POST {url} answered {}: the webhook takes no message this large",
+                        resp.status()
+                    )));
                 }
-                self.mark(id, None).await
+                if !resp.status().is_success() {
+                    return Err(format!("POST {url} answered {}", resp.status()).into());
+                }
+                Ok(self.mark(id, None).await?)
             }
-            Sink::Table => self.mark(id, Some(m.clone())).await,
+            Sink::Table => Ok(self.mark(id, Some(m.clone())).await?),
         }
     }
 
@@ -430,5 +443,19 @@ impl BackgroundService for OutboxProcessor {
             }
         }
         Ok(())
+    }
+}
+
+/// Why the sink did not take a message.
+enum Refusal {
+    /// Not now: sent again at the next pass (a sink down, a timeout).
+    Again(String),
+    /// Never: set aside (a message larger than the sink takes).
+    Never(String),
+}
+
+impl From<String> for Refusal {
+    fn from(e: String) -> Self {
+        Refusal::Again(e)
     }
 }
