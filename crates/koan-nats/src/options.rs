@@ -220,7 +220,10 @@ impl NatsOptions {
                 return Err(Error::new(
                     ErrorKind::Config,
                     format!(
-                        "`koan.nats.storage_budget_mb` is {mb}: it must be at least {MIN_BUDGET_MB} (each of koan's nine streams and buckets gets a share of it)"
+                        "configuration value {} is {mb}: `koan.nats.storage_budget_mb` must be at least {MIN_BUDGET_MB} (each of koan's nine streams and buckets gets a share of it)",
+                        config
+                            .origin("koan.nats.storage_budget_mb")
+                            .unwrap_or_else(|| "`koan.nats.storage_budget_mb`".to_owned())
                     ),
                 ));
             }
@@ -275,6 +278,12 @@ mod tests {
         assert_eq!(o.storage_budget_bytes, Some(900 * 1024 * 1024));
         let e = read("[koan.nats]\nstorage_budget_mb = 4\n").expect_err("too small");
         assert!(e.message().contains("at least 16"), "{e}");
+        // The value named as written, and where it came from.
+        assert!(
+            e.message()
+                .contains("`koan.nats.storage_budget_mb` in test"),
+            "{e}"
+        );
         // Absent: the defaults.
         assert_eq!(read("")?, NatsOptions::default());
         Ok(())

@@ -103,6 +103,15 @@ impl Config {
         self.root.path(&keys).map(|n| n.to_json().0)
     }
 
+    /// Where the value at a dotted path was set, for a message about it: the key
+    /// as written and the file or variable it came from (``` `KOAN__NATS__X` in
+    /// environment variable KOAN__NATS__X ```); `None` when nothing sets it.
+    pub fn origin(&self, path: &str) -> Option<String> {
+        let keys: Vec<&str> = path.split('.').collect();
+        let (_, origin) = self.root.path(&keys)?.to_json();
+        origin.map(|o| o.to_string())
+    }
+
     /// Deserializes the section at a dotted path (`koan.http`) into `T`; a mismatch is
     /// a `Config` error naming the section and its sources. An absent section gives
     /// `T::default()`.
