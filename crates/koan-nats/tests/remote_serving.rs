@@ -64,6 +64,21 @@ impl BackgroundService for Gate {
     }
 }
 
+impl Gate {
+    /// A gate no test opens.
+    fn closed() -> Gate {
+        Gate {
+            entered: Arc::new(Notify::new()),
+            open: Arc::new(Semaphore::new(0)),
+        }
+    }
+}
+
+/// A worker running `gate` and a client, on `server`.
+async fn gate_pair(server: &NatsServer, gate: Gate) -> anyhow::Result<(Member, Member)> {
+    Member::worker_and_client(test_options(&server.url()), "Gate", |b| b.instance(gate)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_call_that_waits_does_not_hold_up_the_next() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
@@ -72,9 +87,7 @@ async fn a_remote_call_that_waits_does_not_hold_up_the_next() -> anyhow::Result<
         entered: Arc::clone(&entered),
         open: Arc::clone(&open),
     };
-    let (worker, client) =
-        Member::worker_and_client(test_options(&server.url()), "Gate", |b| b.instance(gate))
-            .await?;
+    let (worker, client) = gate_pair(&server, gate).await?;
 
     let calls = client.host.clone();
     let held = tokio::spawn(async move {
@@ -107,13 +120,7 @@ async fn a_remote_call_that_waits_does_not_hold_up_the_next() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_call_reaches_an_action_its_subject_cannot_spell() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let gate = Gate {
-        entered: Arc::new(Notify::new()),
-        open: Arc::new(Semaphore::new(0)),
-    };
-    let (worker, client) =
-        Member::worker_and_client(test_options(&server.url()), "Gate", |b| b.instance(gate))
-            .await?;
+    let (worker, client) = gate_pair(&server, Gate::closed()).await?;
 
     // `Add:One` is not its subject token: the call carries the name as written.
     let got = within(
@@ -138,13 +145,7 @@ async fn a_remote_call_reaches_an_action_its_subject_cannot_spell() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_larger_than_the_broker_takes_is_answered_with_an_error() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let gate = Gate {
-        entered: Arc::new(Notify::new()),
-        open: Arc::new(Semaphore::new(0)),
-    };
-    let (worker, client) =
-        Member::worker_and_client(test_options(&server.url()), "Gate", |b| b.instance(gate))
-            .await?;
+    let (worker, client) = gate_pair(&server, Gate::closed()).await?;
     // Well within the test's wait: the answer must not be the call's timeout.
     let call = client
         .host
@@ -180,13 +181,7 @@ async fn a_result_larger_than_the_broker_takes_is_answered_with_an_error() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_instances_history_is_read_through_it() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let gate = Gate {
-        entered: Arc::new(Notify::new()),
-        open: Arc::new(Semaphore::new(0)),
-    };
-    let (worker, client) =
-        Member::worker_and_client(test_options(&server.url()), "Gate", |b| b.instance(gate))
-            .await?;
+    let (worker, client) = gate_pair(&server, Gate::closed()).await?;
     for _ in 0..3 {
         within(
             "ping",
