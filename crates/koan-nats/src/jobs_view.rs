@@ -213,6 +213,11 @@ impl JobsView {
         lock(&self.left_out).is_some_and(|u| Instant::now() < u)
     }
 
+    /// How long ago the view heard the record under `key` written.
+    pub(crate) fn written_ago(&self, key: &str) -> Option<Duration> {
+        lock(&self.records).get(key).map(|(_, at)| at.elapsed())
+    }
+
     fn remove(&self, key: &str) {
         lock(&self.records).remove(key);
     }

@@ -8,9 +8,13 @@
 //! a read), and a read answers the record as the outcome says it ended even
 //! while the write cannot be made.
 
-use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use koan::job::{Finish, JobPage, JobQuery, JobRecord, JobState, apply_finish};
+use koan::job::{ClaimRequest, Finish, JobPage, JobQuery, JobRecord, JobState, apply_finish};
 
 use crate::records::change_from;
 use crate::subjects;
@@ -31,16 +35,51 @@ fn ends(r: &JobRecord, attempts: i64, over_cancel: bool) -> bool {
     }
 }
 
-/// How a stored outcome says its job ended, and of which run: `None` for one that
-/// cannot be read, or a cancel's (the cancel wrote its record first).
-fn finish_of(outcome: &[u8]) -> Option<(i64, Finish)> {
+/// What a stored outcome says of its run: which attempt, where it ran, and how
+/// it ended; `None` for one that cannot be read, or a cancel's (the cancel wrote
+/// its record first).
+struct Ended {
+    attempts: i64,
+    host: String,
+    how: Finish,
+}
+
+fn ended_of(outcome: &[u8]) -> Option<Ended> {
     let o = serde_json::from_slice::<crate::wire::Outcome>(outcome).ok()?;
     let how = match o.reply.into_result() {
         Ok(value) => crate::records::succeeded(value),
         Err(e) if koan::job::is_cancelled(&e) => return None,
         Err(e) => crate::records::dead(&e),
     };
-    Some((o.attempts, how))
+    Some(Ended {
+        attempts: o.attempts,
+        host: o.host,
+        how,
+    })
+}
+
+/// Ends `r` as `ended` says, when it ends it: a run the record never showed
+/// `running` (its one write, claim and end, is what was lost) is claimed first,
+/// so the record counts the attempt, names its host and keeps its history entry
+/// (a record ended without it said "0 of 3" attempts, no host; a review).
+fn end(r: &mut JobRecord, ended: &Ended, over_cancel: bool, now: DateTime<Utc>) -> bool {
+    if !ends(r, ended.attempts, over_cancel) {
+        return false;
+    }
+    let attempt = u32::try_from(ended.attempts).unwrap_or(u32::MAX);
+    if r.state != JobState::Running || r.attempts < attempt {
+        let claim = ClaimRequest {
+            service: r.service.clone(),
+            limit: 1,
+            now,
+            lease_until: now,
+            instance: ended.host.clone(),
+        };
+        let max = r.max_attempts;
+        crate::run_record::claim_for(r, &claim, attempt, max);
+    }
+    apply_finish(r, ended.how.clone(), now);
+    true
 }
 
 /// Brings the record of job `id` in line with its stored `outcome` when the
@@ -58,28 +97,75 @@ pub(crate) async fn align_over_cancel(t: &NatsTransport, id: &str, outcome: &[u8
 }
 
 async fn align_where(t: &NatsTransport, id: &str, outcome: &[u8], over_cancel: bool) {
-    let Some((attempts, how)) = finish_of(outcome) else {
+    let Some(ended) = ended_of(outcome) else {
         return;
     };
     let now = Utc::now();
-    let r = change_from(t, id, None, None, |r| {
-        if !ends(r, attempts, over_cancel) {
-            return Ok(false);
-        }
-        apply_finish(r, how.clone(), now);
-        Ok(true)
-    })
-    .await;
+    let r = change_from(t, id, None, None, |r| Ok(end(r, &ended, over_cancel, now))).await;
     if let Err(e) = r {
         tracing::debug!(id = %id, error = %e, "could not bring a durable job's record in line with its outcome");
     }
 }
 
-/// Record `r` as a read answers it: as its run's stored outcome says it ended,
-/// when the record has not followed it (brought in line meanwhile, in the
-/// background). One read of the outcome, for a record still to end only; a read
-/// that fails answers the record as it is.
-pub(crate) async fn as_read(t: &NatsTransport, r: JobRecord) -> JobRecord {
+/// How long a record must have said it is still to end before a read of it
+/// looks for its outcome, or writes it in line: a run's own record write follows
+/// its outcome within milliseconds, and a read that wrote first made that write
+/// lose its compare-and-set (a review).
+const BEHIND_AFTER: Duration = Duration::from_secs(2);
+
+/// How long a record found without an outcome is not looked up again by
+/// listings: a listing of many jobs still to end read each one's outcome at every
+/// refresh of every page.
+const LOOK_AGAIN_AFTER: Duration = Duration::from_secs(10);
+
+/// What reads found lately: the records without an outcome (listings look each
+/// up again only after [`LOOK_AGAIN_AFTER`]), and the records being written in
+/// line (one write each at a time, however many reads find them behind).
+#[derive(Debug, Default)]
+pub(crate) struct Looked {
+    without: Mutex<HashMap<String, Instant>>,
+    aligning: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Looked {
+    /// Whether `key` was found without an outcome lately.
+    fn lately_without(&self, key: &str) -> bool {
+        self.without
+            .lock()
+            .is_ok_and(|m| m.get(key).is_some_and(|at| at.elapsed() < LOOK_AGAIN_AFTER))
+    }
+
+    /// Notes `key` found without an outcome.
+    fn found_without(&self, key: &str) {
+        if let Ok(mut m) = self.without.lock() {
+            // Bounded: the old marks go once there are many.
+            if m.len() >= 10_000 {
+                m.retain(|_, at| at.elapsed() < LOOK_AGAIN_AFTER);
+            }
+            m.insert(key.to_owned(), Instant::now());
+        }
+    }
+
+    /// Whether a write of `key` in line may start now (none under way).
+    fn start_aligning(&self, key: &str) -> bool {
+        self.aligning
+            .lock()
+            .is_ok_and(|mut s| s.insert(key.to_owned()))
+    }
+
+    fn done_aligning(&self, key: &str) {
+        if let Ok(mut s) = self.aligning.lock() {
+            s.remove(key);
+        }
+    }
+}
+
+/// Record `r` as a read of job `id` answers it: as its run's stored outcome
+/// says it ended, when the record has not followed it; brought in line in the
+/// bucket too once the record has said so for [`BEHIND_AFTER`] (`age`). One read
+/// of the outcome, for a record still to end only; a read that fails answers the
+/// record as it is.
+pub(crate) async fn as_read(t: &NatsTransport, r: JobRecord, age: Duration) -> JobRecord {
     if r.state.is_final() {
         return r;
     }
@@ -87,54 +173,74 @@ pub(crate) async fn as_read(t: &NatsTransport, r: JobRecord) -> JobRecord {
     let Ok(Some(outcome)) = t.inner.outcomes.get(&key).await else {
         return r;
     };
-    ended(t, r, outcome)
+    as_outcome_says(t, r, outcome, age >= BEHIND_AFTER)
 }
 
-/// `r` as `outcome` ends it, when it does; its record brought in line.
-fn ended(t: &NatsTransport, mut r: JobRecord, outcome: bytes::Bytes) -> JobRecord {
-    let Some((attempts, how)) = finish_of(&outcome) else {
+/// `r` as `outcome` ends it, when it does; written in line when `write`.
+fn as_outcome_says(
+    t: &NatsTransport,
+    mut r: JobRecord,
+    outcome: bytes::Bytes,
+    write: bool,
+) -> JobRecord {
+    let Some(ended) = ended_of(&outcome) else {
         return r;
     };
-    if !ends(&r, attempts, false) {
+    if !end(&mut r, &ended, false, Utc::now()) {
         return r;
     }
-    apply_finish(&mut r, how, Utc::now());
-    let (t, id) = (t.clone(), r.id.clone());
-    tokio::spawn(async move { align(&t, &id, &outcome).await });
+    let key = subjects::key(&r.id);
+    if write && t.inner.looked.start_aligning(&key) {
+        let (t, id) = (t.clone(), r.id.clone());
+        tokio::spawn(async move {
+            align(&t, &id, &outcome).await;
+            t.inner.looked.done_aligning(&key);
+        });
+    }
     r
 }
-
-/// How long a record must have said it is still to end before a listing reads
-/// its outcome: a run's own record write follows its outcome within milliseconds,
-/// and a listing of many running jobs would otherwise read each one's.
-const LISTED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 
 /// How many outcomes a listing's page reads at once.
 const READ_AT_ONCE: usize = 16;
 
-/// A listing's page as [`as_read`] answers each record, for the records that
-/// have said for [`LISTED_AFTER`] that they are still to end; a record that no
-/// longer passes the query's filters (`state=running`) leaves the page.
-pub(crate) async fn page_as_read(t: &NatsTransport, page: &mut JobPage, query: &JobQuery) {
-    let since = Utc::now() - LISTED_AFTER;
-    let settled = |r: &JobRecord| {
-        let at = match (r.state, r.history.last()) {
-            (JobState::Running, Some(run)) => run.started_at,
-            _ => r.run_at,
-        };
-        !r.state.is_final() && at <= since
-    };
-    if !page.jobs.iter().any(settled) {
+/// A listing's page as [`as_read`] answers each record, for the records this
+/// host's view heard written [`BEHIND_AFTER`] ago or more (`written_ago`) and not
+/// found without an outcome in the last [`LOOK_AGAIN_AFTER`]; a record that no longer passes the
+/// query's filters (`state=running`) leaves the page.
+pub(crate) async fn page_as_read(
+    t: &NatsTransport,
+    page: &mut JobPage,
+    query: &JobQuery,
+    written_ago: impl Fn(&str) -> Option<Duration>,
+) {
+    let due: Vec<bool> = page
+        .jobs
+        .iter()
+        .map(|r| {
+            let key = subjects::key(&r.id);
+            !r.state.is_final()
+                && written_ago(&key).is_some_and(|ago| ago >= BEHIND_AFTER)
+                && !t.inner.looked.lately_without(&key)
+        })
+        .collect();
+    if !due.contains(&true) {
         return;
     }
     let jobs = std::mem::take(&mut page.jobs);
     let mut read: Vec<(usize, JobRecord)> =
-        futures_util::stream::iter(jobs.into_iter().enumerate())
-            .map(|(i, r)| async move {
-                if settled(&r) {
-                    (i, as_read(t, r).await)
-                } else {
-                    (i, r)
+        futures_util::stream::iter(jobs.into_iter().zip(due).enumerate())
+            .map(|(i, (r, due))| async move {
+                if !due {
+                    return (i, r);
+                }
+                let key = subjects::key(&r.id);
+                match t.inner.outcomes.get(&key).await {
+                    Ok(Some(outcome)) => (i, as_outcome_says(t, r, outcome, true)),
+                    Ok(None) => {
+                        t.inner.looked.found_without(&key);
+                        (i, r)
+                    }
+                    Err(_) => (i, r),
                 }
             })
             .buffer_unordered(READ_AT_ONCE)
@@ -203,11 +309,11 @@ mod tests {
             .expect("an outcome serializes")
         };
         let cancelled = o(crate::wire::Reply::of(Err(koan::job::cancelled("j"))));
-        assert!(finish_of(&cancelled).is_none());
+        assert!(ended_of(&cancelled).is_none());
         let ok = o(crate::wire::Reply::of(Ok(serde_json::json!(7))));
-        let (attempts, how) = finish_of(&ok).expect("a run's outcome");
-        assert_eq!(attempts, 2);
-        assert!(matches!(how, Finish::Succeeded { .. }));
-        assert!(finish_of(b"{").is_none());
+        let ended = ended_of(&ok).expect("a run's outcome");
+        assert_eq!((ended.attempts, ended.host.as_str()), (2, "h"));
+        assert!(matches!(ended.how, Finish::Succeeded { .. }));
+        assert!(ended_of(b"{").is_none());
     }
 }

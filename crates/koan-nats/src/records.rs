@@ -106,6 +106,22 @@ pub(crate) async fn get(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>
     Ok(read(t, id, &subjects::key(id)).await?.map(|(r, _)| r))
 }
 
+/// [`get`], with how long ago (in ms, by the broker's clock against this host's)
+/// the record was last written.
+pub(crate) async fn get_aged(
+    t: &NatsTransport,
+    id: &str,
+) -> Result<Option<(JobRecord, i128)>, Error> {
+    Ok(read_entry(t, id, &subjects::key(id))
+        .await?
+        .map(|(r, entry)| (r, age_ms(&entry))))
+}
+
+/// How long ago `entry` was written, in ms.
+fn age_ms(entry: &kv::Entry) -> i128 {
+    i128::from(crate::wire::unix_ms()) - entry.created.unix_timestamp_nanos() / 1_000_000
+}
+
 /// How long a scan of the bucket waits for its next record before it asks
 /// whether the bucket is empty now (its records may all have expired since it
 /// began: the watch then delivers nothing) and otherwise gives up.
@@ -246,8 +262,7 @@ pub(crate) async fn kept(t: &NatsTransport, id: &str) -> Result<Option<JobRecord
     let Some((record, entry)) = read_entry(t, id, &key).await? else {
         return Ok(None);
     };
-    let written_ms = entry.created.unix_timestamp_nanos() / 1_000_000;
-    let age_ms = i128::from(crate::wire::unix_ms()) - written_ms;
+    let age_ms = age_ms(&entry);
     let due = refresh_after(t)
         .is_some_and(|every| age_ms >= i128::try_from(every.as_millis()).unwrap_or(i128::MAX));
     if due && (!record.state.is_final() || record.state == JobState::Cancelled) {

@@ -122,7 +122,12 @@ pub(crate) async fn start(
 /// Sets `r` running as run `attempt` claimed it, unless it moved on: cancelled
 /// since (the run's progress check stops it), over, or claimed by a later
 /// delivery. Whether it changed `r`.
-fn claim_for(r: &mut JobRecord, claim: &ClaimRequest, attempt: u32, max_attempts: u32) -> bool {
+pub(crate) fn claim_for(
+    r: &mut JobRecord,
+    claim: &ClaimRequest,
+    attempt: u32,
+    max_attempts: u32,
+) -> bool {
     let moved_on = r.state == JobState::Cancelled
         || r.state.is_final()
         || (r.state == JobState::Running && r.attempts >= attempt);

@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     /// Why this host's last heartbeat failed, while its heartbeats fail
     /// (`/health` says it: the cluster takes the host for gone).
     pub(crate) heartbeat_failing: Mutex<Option<String>>,
+    /// The job records reads looked up against their outcomes lately.
+    pub(crate) looked: crate::record_outcome::Looked,
     /// Told once this host's first registry entry is written: its events wait
     /// for it (up to 5 s), so that no host refuses them for a service it has not
     /// heard of yet.
@@ -164,6 +166,7 @@ impl NatsTransport {
                 refusals: crate::storage::Refusals::default(),
                 room: crate::storage::Room::default(),
                 heartbeat_failing: Mutex::default(),
+                looked: crate::record_outcome::Looked::default(),
                 announced,
                 waiters,
                 connection,

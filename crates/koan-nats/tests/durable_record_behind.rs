@@ -55,45 +55,77 @@ async fn put(bucket: &Store, r: &JobRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_left_running_after_its_outcome_is_read_as_ended_and_brought_in_line()
--> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let (_w, member, _runs) = holder_and_client(&server, Stopped::Fails).await?;
-    let bucket = records(&member).await?;
-    let id = succeeded(&member, &bucket).await?;
-    let ended = stored(&bucket, &id).await?;
-    // The record as the run's `running` write left it, ten seconds ago; the end
-    // write lost.
+/// The record as a run's `running` write left it ten seconds ago, its end write
+/// lost; told apart by its priority.
+fn left_running(ended: &JobRecord) -> JobRecord {
     let mut behind = ended.clone();
     let ten_ago = chrono::TimeDelta::seconds(10);
     behind.state = JobState::Running;
     behind.run_at -= ten_ago;
     behind.finished_at = None;
     behind.result = None;
+    behind.priority = 7;
     let last = behind.history.last_mut().expect("a run");
     last.finished_at = None;
     last.started_at -= ten_ago;
-    put(&bucket, &behind).await?;
+    behind
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_one_write_was_lost_is_read_as_ended_and_brought_in_line()
+-> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (worker, member, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    let bucket = records(&member).await?;
+    let id = succeeded(&member, &bucket).await?;
+    let ended = stored(&bucket, &id).await?;
+    // A short run's one write (its claim and its end) lost: the enqueuer's
+    // `queued` record stands.
+    let mut queued = ended.clone();
+    queued.state = JobState::Queued;
+    queued.attempts = 0;
+    queued.history.clear();
+    queued.finished_at = None;
+    queued.result = None;
+    queued.instance = None;
+    put(&bucket, &queued).await?;
 
     let read = within("get", member.host.jobs().get(&id)).await??;
     assert_eq!(read.state, JobState::Succeeded, "{read:?}");
     assert_eq!(json(&read)?["result"], json(&ended)?["result"]);
     assert!(read.finished_at.is_some());
-    // Brought in line in the bucket, so the cluster's view follows.
-    wait_for("the record brought in line", async || {
-        Ok((stored(&bucket, &id).await?.state == JobState::Succeeded).then_some(()))
+    // The run counted, where it ran (it said "0 of 3" attempts, no host: a review).
+    assert_eq!(read.attempts, 1, "{read:?}");
+    assert_eq!(read.history.len(), 1, "{read:?}");
+    assert_eq!(read.history[0].instance, worker.id(), "{read:?}");
+    // Written in line once it has said so for 2 s (not at once: the run's own
+    // write may be under way), the next read after that writes it.
+    let aligned = wait_for("the record brought in line", async || {
+        within("get", member.host.jobs().get(&id)).await??;
+        let r = stored(&bucket, &id).await?;
+        Ok((r.state == JobState::Succeeded).then_some(r))
     })
     .await?;
+    assert_eq!((aligned.attempts, aligned.history.len()), (1, 1));
+    Ok(())
+}
 
-    // Behind again (told apart by its priority): a listing answers it ended,
-    // and leaves it out of `running`.
-    let mut again = behind.clone();
-    again.priority = 7;
-    put(&bucket, &again).await?;
-    let mine = wait_for("the view to hear of the write", async || {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_left_running_after_its_outcome_is_listed_as_ended() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    let bucket = records(&member).await?;
+    let id = succeeded(&member, &bucket).await?;
+    let ended = stored(&bucket, &id).await?;
+    put(&bucket, &left_running(&ended)).await?;
+    // Once the view has heard the write, and it has stood for 2 s, a listing
+    // answers the job ended and leaves it out of `running`.
+    let mine = wait_for("the listing to answer the job ended", async || {
         let all = member.host.jobs().list(JobQuery::default()).await?;
-        Ok(all.jobs.into_iter().find(|r| r.id == id && r.priority == 7))
+        Ok(all
+            .jobs
+            .into_iter()
+            .find(|r| r.id == id && r.priority == 7 && r.state.is_final()))
     })
     .await?;
     assert_eq!(mine.state, JobState::Succeeded, "{mine:?}");

@@ -67,8 +67,11 @@ impl Transport for NatsTransport {
         let id = id.to_owned();
         Box::pin(async move {
             self.offline(&format_args!("job {id} cannot be read"))?;
-            match crate::records::get(self, &id).await? {
-                Some(r) => Ok(Some(crate::record_outcome::as_read(self, r).await)),
+            match crate::records::get_aged(self, &id).await? {
+                Some((r, age_ms)) => {
+                    let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+                    Ok(Some(crate::record_outcome::as_read(self, r, age).await))
+                }
                 None => Ok(None),
             }
         })
@@ -80,7 +83,8 @@ impl Transport for NatsTransport {
             let caught_up = view.ready(&self.inner.records, self.connected()).await;
             let mut page = view.list(query);
             if self.connected() {
-                crate::record_outcome::page_as_read(self, &mut page, query).await;
+                let written_ago = |key: &str| view.written_ago(key);
+                crate::record_outcome::page_as_read(self, &mut page, query, written_ago).await;
             }
             // While the broker is away, or the view has not yet read the bucket,
             // it answers from memory, and says so.
