@@ -45,7 +45,7 @@ pub(crate) struct Inner {
     /// (`cancels.rs`).
     pub(crate) cancels: kv::Store,
     pub(crate) cancel_watch: Arc<crate::cancels::CancelWatch>,
-    jobs_view: Arc<crate::jobs_view::JobsView>,
+    pub(crate) jobs_view: Arc<crate::jobs_view::JobsView>,
     pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
     /// Local services whose durable jobs this host consumes from `KOAN_WORK`.
     shared_jobs: Mutex<HashSet<String>>,

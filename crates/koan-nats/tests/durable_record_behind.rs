@@ -98,6 +98,10 @@ async fn a_record_whose_one_write_was_lost_is_read_as_ended_and_brought_in_line(
     assert_eq!(read.attempts, 1, "{read:?}");
     assert_eq!(read.history.len(), 1, "{read:?}");
     assert_eq!(read.history[0].instance, worker.id(), "{read:?}");
+    // Its end is the outcome's time, not the read's (it was a new one at each read).
+    let again = within("get", member.host.jobs().get(&id)).await??;
+    assert_eq!(again.finished_at, read.finished_at);
+    assert!(read.finished_at <= Some(chrono::Utc::now()));
     // Written in line once it has said so for 2 s (not at once: the run's own
     // write may be under way), the next read after that writes it.
     let aligned = wait_for("the record brought in line", async || {
@@ -142,6 +146,25 @@ async fn a_record_left_running_after_its_outcome_is_listed_as_ended() -> anyhow:
         running.jobs.iter().all(|r| r.id != id),
         "a job that ended is not listed running: {running:?}"
     );
+    // Counted as it ended, and listed under its state.
+    let counts = member.host.jobs().counts(None).await?;
+    assert_eq!(
+        (
+            counts.get(JobState::Running),
+            counts.get(JobState::Succeeded)
+        ),
+        (0, 1),
+        "{counts:?}"
+    );
+    let succeeded = member
+        .host
+        .jobs()
+        .list(JobQuery {
+            state: Some(JobState::Succeeded),
+            ..JobQuery::default()
+        })
+        .await?;
+    assert!(succeeded.jobs.iter().any(|r| r.id == id), "{succeeded:?}");
     Ok(())
 }
 

@@ -126,6 +126,24 @@ fn create(conn: &Connection) -> Result<(), Failure> {
         conn.execute_batch("DROP INDEX IF EXISTS jobs_claim")
             .doing("migrate the schema from version 1")?;
     }
+    let index_missing: bool = conn
+        .query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'jobs_by_correlation') \
+             AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'jobs')",
+            [],
+            |row| row.get(0),
+        )
+        .doing("read the schema")?;
+    if index_missing {
+        // Once, on a file of an earlier version: a pass over every record.
+        let jobs: i64 = conn
+            .query_row("SELECT COUNT(*) FROM jobs", [], |row| row.get(0))
+            .doing("count the jobs")?;
+        tracing::info!(
+            jobs,
+            "building the job store's index of correlation ids (once)"
+        );
+    }
     conn.execute_batch(TABLE).doing("create the schema")?;
     conn.execute_batch(&live_indexes())
         .doing("create the schema")?;

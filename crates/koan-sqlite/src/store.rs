@@ -31,10 +31,13 @@ use crate::writer::Writer;
 pub struct SqliteJobStore {
     label: String,
     durable: bool,
-    writer: Writer,
     /// Listings and counts, on a file (in memory, the writer's connection is the
-    /// only one to its database).
+    /// only one to its database). Dropped before the writer: the last connection
+    /// to close checkpoints the WAL into the file and removes it, which a
+    /// read-only one cannot (closed last, it left committed jobs in `-wal`
+    /// alone, lost to a copy of the file; a review).
     reader: Option<Reader>,
+    writer: Writer,
 }
 
 impl SqliteJobStore {
@@ -74,8 +77,8 @@ impl SqliteJobStore {
         Ok(SqliteJobStore {
             label,
             durable,
-            writer,
             reader: None,
+            writer,
         })
     }
 

@@ -197,3 +197,33 @@ async fn a_file_deleted_or_replaced_under_the_store_refuses_writes() {
         assert!(store.counts(None).await.is_err(), "{case}: reads too");
     }
 }
+
+/// A store closed after listings leaves its jobs in the file itself: the last
+/// connection to close checkpoints the write-ahead log and removes it (with the
+/// read-only reader closed last, committed jobs stayed in `-wal` alone, and a copy
+/// of the file lost them; a review).
+#[tokio::test]
+async fn a_closed_store_leaves_its_jobs_in_the_file_alone() {
+    let db = TempDb::new("checkpoint");
+    let id = {
+        let store = db.open();
+        let id = store.push(job("a", "x")).await.expect("push").record.id;
+        let page = store
+            .list(koan::job::JobQuery::default())
+            .await
+            .expect("list");
+        assert_eq!(page.jobs.len(), 1);
+        id
+    };
+    let mut wal = db.path().as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the write-ahead log is left behind"
+    );
+    // The file alone, copied elsewhere, has the job.
+    let copy = TempDb::new("checkpoint-copy");
+    std::fs::copy(db.path(), copy.path()).expect("copy the file alone");
+    let found = copy.open().get(&id).await.expect("get");
+    assert_eq!(found.map(|r| r.id), Some(id));
+}

@@ -28,6 +28,7 @@ fn downgrade_to_version_1(db: &TempDb) {
     let conn = Connection::open(db.path()).expect("a second connection");
     conn.execute_batch(
         "DROP INDEX jobs_waiting;
+         DROP INDEX jobs_by_correlation;
          DROP INDEX jobs_waiting_due;
          DROP INDEX jobs_leased;
          CREATE INDEX jobs_claim ON jobs (service, state, priority DESC, run_at);
@@ -74,6 +75,7 @@ async fn a_version_1_file_is_migrated_and_its_jobs_run() {
     assert_eq!(
         indexes(&conn),
         [
+            "jobs_by_correlation",
             "jobs_by_service",
             "jobs_by_state",
             "jobs_leased",

@@ -96,7 +96,9 @@ impl Transport for NatsTransport {
     fn job_counts<'a>(&'a self, service: Option<&'a str>) -> BoxFuture<'a, Option<JobCounts>> {
         Box::pin(async move {
             let view = &self.inner.jobs_view;
-            view.ready(&self.inner.records, self.connected()).await;
+            if view.ready(&self.inner.records, self.connected()).await && self.connected() {
+                crate::record_outcome::view_as_read(self).await;
+            }
             Some(view.counts(service))
         })
     }

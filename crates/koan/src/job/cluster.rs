@@ -7,10 +7,13 @@ use super::record::{JobCounts, JobPage, JobState};
 /// below the last one of a page that has more is left for the next page, so that
 /// nothing of that source is skipped.
 pub(crate) fn merge(a: JobPage, b: JobPage, size: usize) -> JobPage {
+    // A page's cursor is the last id it looked at, whether or not the page kept
+    // that record: a cluster page can drop records its view held in another
+    // state (`record_outcome.rs`), and a page emptied so ended the listing (a
+    // probe: `state=queued` answered no job and no cursor, live jobs hidden).
     let floor = [&a, &b]
         .into_iter()
-        .filter(|p| p.next_cursor.is_some())
-        .filter_map(|p| p.jobs.last().map(|r| r.id.clone()))
+        .filter_map(|p| p.next_cursor.clone())
         .max();
     let more = a.next_cursor.is_some() || b.next_cursor.is_some();
     let stale = a.stale || b.stale;
@@ -25,8 +28,10 @@ pub(crate) fn merge(a: JobPage, b: JobPage, size: usize) -> JobPage {
     jobs.dedup_by(|x, y| x.id == y.id);
     let cut = jobs.len() > size;
     jobs.truncate(size);
-    let next_cursor = if cut || more {
+    let next_cursor = if cut {
         jobs.last().map(|r| r.id.clone())
+    } else if more {
+        floor
     } else {
         None
     };
@@ -80,6 +85,27 @@ mod tests {
         let m = merge(page(&["10", "09"], true), page(&["05"], false), 3);
         assert_eq!(ids(&m), ["10", "09"], "05 waits for the page after 09");
         assert_eq!(m.next_cursor.as_deref(), Some("09"));
+    }
+
+    #[test]
+    fn a_page_emptied_by_its_source_keeps_the_listing_going() {
+        // The cluster's view looked at 20..11 and kept none of them (they ended);
+        // the store has nothing. The listing goes on below 11.
+        let emptied = JobPage {
+            next_cursor: Some("11".into()),
+            ..page(&[], false)
+        };
+        let m = merge(emptied, page(&[], false), 5);
+        assert!(m.jobs.is_empty());
+        assert_eq!(m.next_cursor.as_deref(), Some("11"));
+        // Kept some above its cursor: they are shown, the cursor is its own.
+        let thinned = JobPage {
+            next_cursor: Some("11".into()),
+            ..page(&["15"], false)
+        };
+        let m = merge(thinned, page(&["12", "03"], false), 5);
+        assert_eq!(ids(&m), ["15", "12"], "03 waits for the page after 11");
+        assert_eq!(m.next_cursor.as_deref(), Some("11"));
     }
 
     #[test]
