@@ -69,6 +69,7 @@ mod queue;
 mod record_outcome;
 mod records;
 mod registry;
+mod remote_events;
 mod routes;
 mod routing;
 mod run_record;

@@ -1,6 +1,5 @@
 //! The server side: serving a host's services to the cluster.
 
-use koan::transport::HostLink as _;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -12,7 +11,7 @@ use crate::registry;
 use crate::serve::{Form, Serving, serve_calls};
 use crate::subjects::{self, Direct};
 use crate::transport::{NatsTransport, unavailable};
-use crate::wire::{self, WireEvent};
+use crate::wire;
 
 /// A host attached to the cluster. Dropping it stops serving; [`Node::detach`] also
 /// gives up singleton leases and leaves the registry at once.
@@ -174,58 +173,15 @@ impl NatsTransport {
         }
 
         // Events from other processes.
-        let mut events = client
+        let events = client
             .subscribe(subjects::ALL_EVENTS)
             .await
             .map_err(|e| unavailable(format!("cannot subscribe to events: {e}")))?;
-        let (h, me, t) = (host.clone(), self.inner.host_id.clone(), self.clone());
-        tasks.0.push(tokio::spawn(async move {
-            // One count of each cause: a flood of one does not hide another
-            // (all shared one, and a peer of a newer wire version went unsaid
-            // after a burst of junk; found by a probe).
-            let (refused, unreadable, other_version) = (
-                koan::transport::Sparse::new(),
-                koan::transport::Sparse::new(),
-                koan::transport::Sparse::new(),
-            );
-            let mut names = UndeclaredNames::default();
-            while let Some(msg) = events.next().await {
-                if wire::header_str(msg.headers.as_ref(), wire::H_ORIGIN) == Some(me.as_str()) {
-                    continue;
-                }
-                // An event has no one to answer: one in another version is logged
-                // and skipped, never guessed at.
-                // Each refusal is said in the log at the 1st, 2nd, 4th, … one, its
-                // subject cut, so that a flood does not flood the log too (20,000
-                // unreadable events on a long subject wrote 80 MB to each host's
-                // log; found by a probe).
-                let subject = logged(&msg.subject);
-                if let Some(refusal) = wire::refuse_version(msg.headers.as_ref()) {
-                    events_refused("other_version");
-                    if let Some(n) = other_version.hit() {
-                        tracing::warn!(subject, refused = n, reason = ?refusal.message, "event in another wire version skipped");
-                    }
-                    continue;
-                }
-                match serde_json::from_slice::<WireEvent>(&msg.payload) {
-                    Ok(ev) => match refusal(&t, &msg.subject, &ev, &mut names) {
-                        None => h.deliver_remote_event(&ev.into_envelope()).await,
-                        Some(why) => {
-                            events_refused("refused");
-                            if let Some(n) = refused.hit() {
-                                tracing::warn!(subject, refused = n, "event from NATS refused: {why}");
-                            }
-                        }
-                    },
-                    Err(e) => {
-                        events_refused("unreadable");
-                        if let Some(n) = unreadable.hit() {
-                            tracing::warn!(error = %e, subject, refused = n, "unreadable event from NATS");
-                        }
-                    }
-                }
-            }
-        }));
+        tasks.0.extend(crate::remote_events::follow(
+            events,
+            host.clone(),
+            self.clone(),
+        ));
 
         // Jobs JetStream will not deliver again: ended as dead by one instance.
         tasks.0.push(tokio::spawn(crate::stranded::follow(
@@ -302,123 +258,5 @@ async fn serve_queries(
         let _ = c
             .publish_with_headers(to, wire::reply_headers(echo.as_deref()), reply.bytes())
             .await;
-    }
-}
-
-/// Why an event that came on `subject` is not delivered here, if it is not: its
-/// body must name the service and event its subject does (the names a subscriber
-/// and the metrics key it by), and a service the cluster announced. Before, a
-/// publisher's made-up names were delivered and counted as given: 3,000 events
-/// with random names made 15,000 metric series on every host (a probe).
-fn refusal(
-    t: &NatsTransport,
-    subject: &str,
-    ev: &WireEvent,
-    names: &mut UndeclaredNames,
-) -> Option<String> {
-    if subjects::event(&ev.service, &ev.event) != subject {
-        return Some(format!(
-            "its body names event `{}` of `{}`, which is not the one its subject names",
-            ev.event.escape_debug(),
-            ev.service.escape_debug()
-        ));
-    }
-    if t.view().knows(&ev.service) == Some(false) {
-        return Some(format!(
-            "no instance of the cluster announced service `{}`",
-            ev.service.escape_debug()
-        ));
-    }
-    // Its correlation id follows the rule a call's does: a 60 KB one with
-    // terminal escapes went into every stream and page that shows events (found
-    // by a probe).
-    if let Some(id) = &ev.correlation_id
-        && let Err(why) = koan::action::check_correlation_id(id)
-    {
-        return Some(format!("its correlation id {why}"));
-    }
-    // Nor an event its service's instances do not declare: a publisher's made-up
-    // names of a known service still made metric series and kept memory on every
-    // host, each slowing the next (50,000 names: 22 MB of metrics, 280 MB kept,
-    // and real events waited 11 minutes behind them; found by a probe).
-    match t.view().declares_event(&ev.service, &ev.event) {
-        Some(false) => Some(format!(
-            "no instance of service `{}` declares an event `{}` (declare it with `#[service(event(…))]` to have it delivered to other processes)",
-            ev.service.escape_debug(),
-            ev.event.escape_debug()
-        )),
-        Some(true) => None,
-        // A service that declares none takes any name: at most so many of them.
-        None => names.take(&ev.service, &ev.event),
-    }
-}
-
-/// The names of the events delivered here of services that declare none (or
-/// whose instances do not say), at most [`UndeclaredNames::MAX`] a service: a
-/// publisher's made-up names made a metric key each on every host.
-#[derive(Default)]
-struct UndeclaredNames(std::collections::HashMap<String, std::collections::HashSet<String>>);
-
-impl UndeclaredNames {
-    const MAX: usize = 256;
-
-    /// Why event `event` of `service` is refused, if it is: a new name past the
-    /// service's [`MAX`](Self::MAX).
-    fn take(&mut self, service: &str, event: &str) -> Option<String> {
-        let seen = self.0.entry(service.to_ascii_lowercase()).or_default();
-        if seen.contains(event) {
-            return None;
-        }
-        if seen.len() >= Self::MAX {
-            return Some(format!(
-                "service `{}` declares no events, and {} names of its events were delivered here already: a new one (`{}`) is refused (declare the service's events)",
-                service.escape_debug(),
-                Self::MAX,
-                event.escape_debug()
-            ));
-        }
-        seen.insert(event.to_owned());
-        None
-    }
-}
-
-/// Counts an event from NATS not delivered, by why: `koan_nats_events_refused_total`.
-fn events_refused(why: &'static str) {
-    metrics::counter!("koan_nats_events_refused_total", "reason" => why).increment(1);
-}
-
-/// A subject as a log line shows it: its first 200 characters (a hostile one
-/// may be near the broker's `max_payload`).
-fn logged(subject: &str) -> &str {
-    subject
-        .char_indices()
-        .nth(200)
-        .map_or(subject, |(end, _)| &subject[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::UndeclaredNames;
-
-    #[test]
-    fn a_logged_subject_is_cut_at_200_characters() {
-        let long = "é".repeat(5_000);
-        assert_eq!(super::logged(&long).chars().count(), 200);
-        assert_eq!(super::logged("koan.evt.s.e"), "koan.evt.s.e");
-    }
-
-    #[test]
-    fn a_service_that_declares_no_events_is_delivered_so_many_names() {
-        let mut names = UndeclaredNames::default();
-        for n in 0..UndeclaredNames::MAX {
-            assert_eq!(names.take("Plain", &format!("e{n}")), None);
-        }
-        assert_eq!(names.take("PLAIN", "e0"), None, "a name seen before");
-        let refused = names.take("Plain", "new").unwrap_or_default();
-        assert!(
-            refused.contains("a new one (`new`) is refused"),
-            "{refused}"
-        );
-        assert_eq!(names.take("Other", "new"), None, "another service's");
     }
 }

@@ -33,16 +33,28 @@ struct Kept {
     bytes: usize,
 }
 
-/// About the size of a remote event's payload as JSON; 0 for a local event.
+/// About the bytes a remote event's payload holds, or takes as JSON, whichever is
+/// more: each value 32 bytes (`[[],[],…]` held 16 times its JSON: a probe), each
+/// string its bytes, and a character JSON escapes six (`\u0001`: an answer 6
+/// times the budget); 0 for a local event.
 fn weight(env: &EventEnvelope) -> usize {
     fn size(v: &serde_json::Value) -> usize {
         use serde_json::Value;
-        match v {
-            Value::Null | Value::Bool(_) | Value::Number(_) => 8,
-            Value::String(s) => s.len() + 2,
-            Value::Array(a) => a.iter().map(size).sum::<usize>() + 2,
-            Value::Object(m) => m.iter().map(|(k, v)| k.len() + 4 + size(v)).sum::<usize>() + 2,
-        }
+        const VALUE: usize = std::mem::size_of::<Value>();
+        let text = |s: &str| {
+            let escaped = s
+                .bytes()
+                .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+                .count();
+            s.len() + 5 * escaped
+        };
+        VALUE
+            + match v {
+                Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+                Value::String(s) => text(s),
+                Value::Array(a) => a.iter().map(size).sum::<usize>(),
+                Value::Object(m) => m.iter().map(|(k, v)| text(k) + size(v)).sum::<usize>(),
+            }
     }
     if env.key.is_some() {
         return 0;
@@ -194,10 +206,26 @@ mod tests {
             recent.keep(event(n));
         }
         assert_eq!(recent.newest_first().len(), RECENT_EVENTS);
+        let value = std::mem::size_of::<serde_json::Value>();
         assert_eq!(
             recent.0.lock().map(|k| k.bytes).unwrap_or(usize::MAX),
-            RECENT_EVENTS * 8
+            RECENT_EVENTS * value
         );
+        // Values count their memory, escaped characters their JSON.
+        let nested = serde_json::json!(vec![serde_json::json!([]); 1000]);
+        let escaped = serde_json::json!("\u{1}".repeat(1000));
+        let weigh = |v| {
+            weight(&EventEnvelope::remote(
+                "S",
+                "E",
+                None,
+                chrono::Utc::now(),
+                1,
+                v,
+            ))
+        };
+        assert_eq!(weigh(nested), value * 1001);
+        assert_eq!(weigh(escaped), value + 6000);
         let huge = serde_json::json!("y".repeat(RECENT_REMOTE_BYTES + 1));
         recent.keep(EventEnvelope::remote(
             "S",
