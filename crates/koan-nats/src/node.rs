@@ -252,7 +252,10 @@ async fn serve_queries(
         let headers = msg.headers.as_ref();
         let reply = match wire::refuse_version(headers) {
             Some(refusal) => refusal,
-            None => registry::answer(&h, &name, &what).await,
+            None => {
+                let max = c.server_info().max_payload.saturating_sub(4 * 1024);
+                registry::answer_within(&h, &name, &what, max).await
+            }
         };
         let echo = wire::header(headers, wire::H_CORRELATION);
         let _ = c

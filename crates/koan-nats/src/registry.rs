@@ -179,8 +179,43 @@ pub(crate) async fn withdraw(t: &NatsTransport) {
         .await;
 }
 
+/// Answers one query about a local service, in at most `max` bytes (0: no
+/// limit): a history too large keeps its newest runs that fit, and another
+/// answer too large is an error saying so (a 2.5 MB history was dropped unsaid:
+/// its asker waited its 5 s and was told "no answer"; a probe).
+pub(crate) async fn answer_within(
+    host: &HostHandle,
+    service: &str,
+    what: &str,
+    max: usize,
+) -> Reply {
+    let reply = answer(host, service, what).await;
+    let len = reply.bytes().len();
+    if max == 0 || len <= max {
+        return reply;
+    }
+    if what == RemoteQuery::History.as_str()
+        && let Ok(mut history) = host.service(service).history().await
+    {
+        while !history.runs.is_empty() {
+            let keep = history.runs.len() / 2;
+            history.runs.truncate(keep);
+            let cut = Reply::of(Ok(serde_json::to_value(&history).unwrap_or_default()));
+            if cut.bytes().len() <= max {
+                return cut;
+            }
+        }
+    }
+    Reply::of(Err(Error::new(
+        koan::error::ErrorKind::ServiceUnavailable,
+        format!(
+            "the {what} of `{service}` is {len} bytes, more than the broker takes ({max} bytes and its headers: `max_payload`); read it from its instance's own HTTP API"
+        ),
+    )))
+}
+
 /// Answers one query about a local service.
-pub(crate) async fn answer(host: &HostHandle, service: &str, what: &str) -> Reply {
+async fn answer(host: &HostHandle, service: &str, what: &str) -> Reply {
     let svc = host.service(service);
     let result: Result<Value, Error> = match what {
         "status" => svc
@@ -232,6 +267,40 @@ mod tests {
             })
             .collect();
         Instance::new("h", services)
+    }
+
+    /// Fails each tick with a 4 KB error.
+    #[koan::service(every = "1s", discover = false)]
+    #[derive(Default)]
+    struct Failing;
+
+    impl koan::PeriodicService for Failing {
+        async fn tick(&self, _cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+            Err("e".repeat(4000).into())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_history_too_large_for_the_broker_keeps_its_newest_runs() -> anyhow::Result<()> {
+        let host = koan::testing::host().instance(Failing).build()?.start();
+        koan::testing::wait_runs(&host, "Failing", 20).await;
+        let whole = answer_within(&host, "Failing", "history", 0).await.bytes();
+        assert!(whole.len() > 80_000, "{}", whole.len());
+        let cut = answer_within(&host, "Failing", "history", 30_000).await;
+        let bytes = cut.bytes();
+        assert!(bytes.len() <= 30_000, "{}", bytes.len());
+        let history: koan::status::ServiceHistory = serde_json::from_value(cut.into_result()?)?;
+        assert!(!history.runs.is_empty() && history.runs.len() < 20);
+        // The newest kept.
+        let newest = host.history("Failing")?.runs[0].started_at;
+        assert_eq!(history.runs[0].started_at, newest);
+        // Another answer too large: an error saying so.
+        let e = answer_within(&host, "Failing", "status", 100)
+            .await
+            .into_result();
+        let e = e.expect_err("too large");
+        assert!(e.message().contains("more than the broker takes"), "{e}");
+        Ok(())
     }
 
     #[test]
