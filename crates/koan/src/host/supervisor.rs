@@ -38,10 +38,8 @@ pub(crate) async fn supervise(host: Arc<HostInner>, cell: Arc<ServiceCell>, run:
         let outcome = match result {
             Ok(Ok(())) if stopping => RunOutcome::Cancelled,
             Ok(Ok(())) => RunOutcome::Success,
-            Ok(Err(e)) => RunOutcome::Failed {
-                error: crate::util::with_causes(&*e),
-            },
-            Err(panic) => RunOutcome::Panicked { message: panic },
+            Ok(Err(e)) => RunOutcome::failed(crate::util::with_causes(&*e)),
+            Err(panic) => RunOutcome::panicked(panic),
         };
         let failed = outcome.is_failure();
         let error_text = outcome.error_text();

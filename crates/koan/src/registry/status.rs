@@ -76,6 +76,21 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
+    /// A run that failed with `error`, kept cut to [`MAX_RUN_ERROR_BYTES`] (its
+    /// log line too: a 1.2 MB error wrote 600 KB of log a second; a probe).
+    pub(crate) fn failed(error: String) -> RunOutcome {
+        RunOutcome::Failed {
+            error: cut_run_text(error),
+        }
+    }
+
+    /// A run that panicked with `message`, kept cut.
+    pub(crate) fn panicked(message: String) -> RunOutcome {
+        RunOutcome::Panicked {
+            message: cut_run_text(message),
+        }
+    }
+
     /// Whether the run succeeded.
     pub fn is_success(&self) -> bool {
         StampKind::of(self) == StampKind::Success
@@ -176,9 +191,14 @@ impl StampKind {
 /// (found by a probe).
 pub(crate) const MAX_RUN_ERROR_BYTES: usize = crate::job::MAX_ERROR_BYTES;
 
-/// `text` cut to [`MAX_RUN_ERROR_BYTES`].
+/// `text` cut to [`MAX_RUN_ERROR_BYTES`] (once: a text cut already is kept).
 pub(crate) fn cut_run_text(text: String) -> String {
-    crate::util::cut_text(text, MAX_RUN_ERROR_BYTES, "the service's status")
+    const KEEPER: &str = "the service's status";
+    let marked = format!("; {KEEPER} keeps the first {MAX_RUN_ERROR_BYTES})");
+    if text.len() <= MAX_RUN_ERROR_BYTES + 80 && text.ends_with(&marked) {
+        return text;
+    }
+    crate::util::cut_text(text, MAX_RUN_ERROR_BYTES, KEEPER)
 }
 
 /// A failed or panicked run's message, behind one thin pointer.
@@ -351,6 +371,18 @@ pub struct ServiceStatus {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_run_text_is_cut_once() {
+        let long = "é".repeat(10_000);
+        let once = cut_run_text(long);
+        assert!(once.len() < MAX_RUN_ERROR_BYTES + 80, "{}", once.len());
+        assert_eq!(cut_run_text(once.clone()), once, "cut again, unchanged");
+        let RunOutcome::Failed { error } = RunOutcome::failed(once.clone()) else {
+            panic!("failed");
+        };
+        assert_eq!(error, once);
+    }
     use super::*;
 
     /// A stamp is half a line and never straddles two (fails at the 56 bytes of a

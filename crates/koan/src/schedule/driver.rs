@@ -127,13 +127,16 @@ pub(super) fn outcome_of(
             RunOutcome::Cancelled
         }
         Some(Ok(Err(e))) => {
-            let error = crate::util::with_causes(&*e);
+            let outcome = RunOutcome::failed(crate::util::with_causes(&*e));
+            let error = outcome.error_text().unwrap_or_default();
             tracing::warn!(?reason, error = %error, "periodic run failed");
-            RunOutcome::Failed { error }
+            outcome
         }
         Some(Err(panic)) => {
+            let outcome = RunOutcome::panicked(panic);
+            let panic = outcome.error_text().unwrap_or_default();
             tracing::error!(?reason, panic = %panic, "periodic run panicked");
-            RunOutcome::Panicked { message: panic }
+            outcome
         }
     }
 }
