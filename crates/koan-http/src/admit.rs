@@ -56,10 +56,25 @@ async fn admit<F: Future<Output = Response>>(
         },
         Err(refused) => refused.closing(),
     };
-    if is_json_or_success(&answer) {
-        return answer;
-    }
-    json_errors(answer).await
+    let mut answer = if is_json_or_success(&answer) {
+        answer
+    } else {
+        json_errors(answer).await
+    };
+    answer_headers(answer.headers_mut());
+    answer
+}
+
+/// Every answer is kept by no cache (job records, action results, run errors
+/// and events may be private) nor read as another type than it says: the API's
+/// answers had neither header (a probe), then the action route's and the
+/// refusals' still had not (its re-probe); an answer that sets its own (the
+/// dashboard's page, an event stream) keeps it.
+fn answer_headers(h: &mut axum::http::HeaderMap) {
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
 }
 
 /// The longest path any route takes: two names or ids of at most 200 bytes, each

@@ -165,6 +165,25 @@ async fn api_answers_are_not_stored_by_caches() -> anyhow::Result<()> {
             "{path}"
         );
     }
+    // An action's answer (served without the router), and a refusal.
+    for (content_type, status) in [("application/json", 200), ("text/plain", 415)] {
+        let r = client
+            .post(api.url(ACT))
+            .header("content-type", content_type)
+            .body("{}")
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), status, "{content_type}");
+        assert_eq!(
+            header(r.headers(), "cache-control"),
+            Some("no-store"),
+            "{content_type}"
+        );
+        assert_eq!(
+            header(r.headers(), "x-content-type-options"),
+            Some("nosniff")
+        );
+    }
     let page = client.get(api.url("/")).send().await?;
     assert_eq!(header(page.headers(), "cache-control"), Some("no-cache"));
     api.stop().await

@@ -47,21 +47,7 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
-        .layer(axum::middleware::map_response(answer_headers))
         .with_state(state)
-}
-
-/// Every answer is kept by no cache (job records, run errors and events may be
-/// private) nor read as another type than it says: the API's answers had neither
-/// header (a probe); an answer that sets its own (the dashboard's page, an event
-/// stream) keeps it.
-async fn answer_headers(mut r: axum::response::Response) -> axum::response::Response {
-    let h = r.headers_mut();
-    h.entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    h.entry(header::X_CONTENT_TYPE_OPTIONS)
-        .or_insert(HeaderValue::from_static("nosniff"));
-    r
 }
 
 /// Reads that need the token: job records (results may be private) and the events
