@@ -151,6 +151,7 @@ pub(crate) async fn b7(opts: Opts) -> anyhow::Result<Vec<Row>> {
         host.clone(),
         koan_http::HttpOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            from_configuration: true,
             ..Default::default()
         },
     )

@@ -32,7 +32,7 @@ pub enum ServeError {
     /// carry none: built with `HttpOptions::default()`, which reads no configuration.
     #[error(
         "{0}, but the control plane's options carry no token (`HttpOptions::default()` reads no configuration): \
-         build them with `HttpOptions::load()` or `HttpOptions::from_config(&config)`, or unset the token"
+         build them with `HttpOptions::load()` or `HttpOptions::from_config(&config)` (or set `from_configuration` on options meant as they are), or unset the token"
     )]
     TokenNotApplied(&'static str),
     /// The options contradict themselves (see [`HttpOptions::validate`]).
@@ -60,6 +60,7 @@ pub async fn bind(options: HttpOptions) -> Result<Listener, ServeError> {
         return Err(ServeError::OpenToNetwork(bind));
     }
     if options.token.is_none()
+        && !options.from_configuration
         && let Some(configured) = crate::options::configured_token()
     {
         return Err(ServeError::TokenNotApplied(configured));

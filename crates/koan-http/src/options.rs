@@ -40,6 +40,14 @@ pub struct HttpOptions {
     /// read what it asked for — before the connection is closed (default 30 s;
     /// `None` waits forever, which lets such clients hold slots).
     pub write_timeout: Option<Duration>,
+    /// Set by [`load`](Self::load) and [`from_config`](Self::from_config): these
+    /// options are what the configuration says. Without it, [`crate::bind`]
+    /// refuses options that carry no token while one is configured
+    /// (`KOAN_HTTP_TOKEN`, or `koan.http.token` in the configuration
+    /// `Config::load` reads): they would serve an open control plane its operator
+    /// believes closed. Set it on options built by hand to say they are meant as
+    /// they are.
+    pub from_configuration: bool,
 }
 
 /// The most connections `max_connections` or `max_sse_connections` may allow.
@@ -57,6 +65,7 @@ impl std::fmt::Debug for HttpOptions {
             .field("max_connections", &self.max_connections)
             .field("body_read_timeout", &self.body_read_timeout)
             .field("write_timeout", &self.write_timeout)
+            .field("from_configuration", &self.from_configuration)
             .finish()
     }
 }
@@ -73,6 +82,7 @@ impl Default for HttpOptions {
             max_connections: 1024,
             body_read_timeout: Some(Duration::from_secs(10)),
             write_timeout: Some(Duration::from_secs(30)),
+            from_configuration: false,
         }
     }
 }
@@ -106,7 +116,10 @@ impl HttpOptions {
     /// variable, which wins.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.http")?;
-        let mut o = HttpOptions::default();
+        let mut o = HttpOptions {
+            from_configuration: true,
+            ..HttpOptions::default()
+        };
         if let Some(bind) = s.bind {
             o.bind = bind.parse().map_err(|e| {
                 Error::new(

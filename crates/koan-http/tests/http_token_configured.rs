@@ -8,7 +8,7 @@
 use std::process::Command;
 
 /// What a process with `env` (and no other koan variable) says of binding
-/// `options` ("default" or "load").
+/// `options` ("default", "load" or "deliberate").
 fn bind_in_process(options: &str, env: &[(&str, &str)]) -> anyhow::Result<String> {
     let mut child = Command::new(std::env::current_exe()?);
     child
@@ -58,6 +58,11 @@ fn options_without_the_configured_token_are_refused() -> anyhow::Result<()> {
         "BIND ok token=true"
     );
     assert_eq!(bind_in_process("default", &[])?, "BIND ok token=false");
+    // Options built by hand and meant as they are (a test's, say) are served.
+    assert_eq!(
+        bind_in_process("deliberate", &[("KOAN_HTTP_TOKEN", "s3cret")])?,
+        "BIND ok token=false"
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -68,6 +73,10 @@ fn options_without_the_configured_token_are_refused() -> anyhow::Result<()> {
 async fn bind_as_told() -> anyhow::Result<()> {
     let options = match std::env::var("KOAN_TEST_BIND")?.as_str() {
         "load" => koan_http::HttpOptions::load()?,
+        "deliberate" => koan_http::HttpOptions {
+            from_configuration: true,
+            ..koan_http::HttpOptions::default()
+        },
         _ => koan_http::HttpOptions::default(),
     };
     let options = options.with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));

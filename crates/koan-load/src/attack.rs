@@ -67,7 +67,11 @@ async fn serve(options: HttpOptions) -> anyhow::Result<(koan::HostHandle, Socket
 }
 
 fn loopback() -> HttpOptions {
-    HttpOptions::default().with_bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+    HttpOptions {
+        from_configuration: true,
+        ..HttpOptions::default()
+    }
+    .with_bind(SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 /// The status of the one answer on `stream`, if one comes within `limit`.

@@ -158,8 +158,11 @@ async fn start_host(c: &Common, http: bool) -> anyhow::Result<(HostHandle, Optio
     let host = Host::builder().instance(Sink).build()?.start();
     host.started().await?;
     let url = if http {
-        let options = koan_http::HttpOptions::default()
-            .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let options = koan_http::HttpOptions {
+            from_configuration: true,
+            ..koan_http::HttpOptions::default()
+        }
+        .with_bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let server = koan_http::serve(host.clone(), options).await?;
         Some(format!(
             "http://{}/api/services/Sink/actions/work",
