@@ -11,7 +11,7 @@ const S = {
 const $ = (sel, root = document) => root.querySelector(sel);
 // Unicode's bidirectional controls, shown as escapes: obeyed, a job's "\u202eRTL\u202c"
 // read as "LTR" (seen in a probe).
-const BIDI = /[\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 const visible = (v) => v === null || v === undefined ? "" : String(v).replace(BIDI, (c) => "\\u{" + c.codePointAt(0).toString(16) + "}");
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);

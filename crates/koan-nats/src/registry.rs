@@ -105,8 +105,10 @@ fn mark_started(t: &NatsTransport, services: &mut [ServiceStatus]) {
 /// Room left in a registry message for the KV put's headers.
 const HEADROOM: usize = 4 * 1024;
 
-/// What an error text left out of a heartbeat says instead.
-const LEFT_OUT: &str = "(left out of the registry: this host's entry was larger than the broker takes; its own /api/services/{name}/status has it)";
+/// What an error text left out of a heartbeat says instead (shorter than any
+/// text it replaces).
+const LEFT_OUT: &str =
+    "(left out of the registry: too large for the broker; the service's own status has it)";
 
 /// `instance` as its registry entry, within `max` bytes: its services' error
 /// texts (each at most 8 KiB, but one per service and one per last run) are left
@@ -115,17 +117,23 @@ const LEFT_OUT: &str = "(left out of the registry: this host's entry was larger 
 /// An entry too large without them is refused, saying why.
 fn encode_within(instance: &mut Instance, max: usize) -> Result<Vec<u8>, Error> {
     let body = serde_json::to_vec(&*instance).unwrap_or_default();
-    if body.len() <= max {
+    // 0: the broker's limit not known yet (no connection so far).
+    if max == 0 || body.len() <= max {
         return Ok(body);
     }
+    let leave_out = |text: &mut String| {
+        if text.len() > LEFT_OUT.len() {
+            LEFT_OUT.clone_into(text);
+        }
+    };
     for s in &mut instance.services {
-        if s.last_error.is_some() {
-            s.last_error = Some(LEFT_OUT.to_owned());
+        if let Some(text) = &mut s.last_error {
+            leave_out(text);
         }
         if let Some(run) = &mut s.last_run {
             match &mut run.outcome {
                 RunOutcome::Failed { error: text } | RunOutcome::Panicked { message: text } => {
-                    *text = LEFT_OUT.to_owned();
+                    leave_out(text);
                 }
                 _ => {}
             }

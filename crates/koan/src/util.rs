@@ -56,7 +56,6 @@ pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The last path segment of a type name: `my_app::jobs::Cleanup<u8>` → `Cleanup`.
 /// `text` cut to `max` bytes (at a character's edge) when longer, saying how long
 /// it was and that `keeper` keeps only its start: the one rule for the error texts
 /// a host keeps (a job's record, a service's last error and run history).
@@ -75,6 +74,7 @@ pub(crate) fn cut_text(mut text: String, max: usize, keeper: &str) -> String {
     text
 }
 
+/// The last path segment of a type name: `my_app::jobs::Cleanup<u8>` → `Cleanup`.
 pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
     let full = std::any::type_name::<T>();
     let base = full.split('<').next().unwrap_or(full);

@@ -133,8 +133,13 @@ fn contradictions_in_the_configuration_are_refused() -> anyhow::Result<()> {
                 .contains("`KOAN__BACKGROUND_SERVICES__STARTUP_TIMEOUT_SECONDS`"),
         "{e}"
     );
+    // Nor another program's variable that only begins like ours.
     let fine = Config::builder()
-        .env_vars([("KOAN_ENV", "production"), ("KOAN_HTTP_TOKEN", "t")])
+        .env_vars([
+            ("KOAN_ENV", "production"),
+            ("KOAN_HTTP_TOKEN", "t"),
+            ("KOAN_SHOP__URL", "x"),
+        ])
         .build();
     build(fine)?;
 

@@ -201,7 +201,7 @@ impl Transport for NatsTransport {
         let connected = self.connection_state() == ConnectionState::Connected;
         if let Some(why) = failing.filter(|_| connected) {
             return Some(HealthReport::degraded(format!(
-                "connected to NATS at {}, but this host's heartbeats fail ({why}): the cluster takes it for gone after three periods, and calls and jobs for its services go elsewhere or fail",
+                "connected to NATS at {}, but this host's last heartbeat failed ({why}): if they keep failing for three periods the cluster takes it for gone, and calls and jobs for its services go elsewhere or fail",
                 self.inner.opts.url
             )));
         }

@@ -188,12 +188,20 @@ pub struct ConfigBuilder {
     config: Config,
 }
 
-/// `KOAN_A__B`: a configuration variable one underscore short (`KOAN_ENV`,
-/// `KOAN_CONFIG` and `KOAN_HTTP_TOKEN` have no `__`).
+/// `KOAN_BACKGROUND_SERVICES__…`: a variable of one of koan's sections one
+/// underscore short (`KOAN_ENV`, `KOAN_CONFIG` and `KOAN_HTTP_TOKEN` have no
+/// `__`; another program's `KOAN_X__Y` is not koan's business).
 fn misses_an_underscore(k: &str) -> bool {
-    k.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("KOAN_"))
-        && !k[5..].starts_with('_')
-        && k[5..].contains("__")
+    const SECTIONS: [&str; 3] = ["background_services", "http", "nats"];
+    let Some(rest) = k
+        .get(..5)
+        .filter(|p| p.eq_ignore_ascii_case("KOAN_"))
+        .map(|_| &k[5..])
+    else {
+        return false;
+    };
+    rest.split_once("__")
+        .is_some_and(|(section, _)| SECTIONS.iter().any(|s| norm(s) == norm(section)))
 }
 
 fn parse_error(source: &str, e: impl std::fmt::Display) -> Error {

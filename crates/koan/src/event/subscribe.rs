@@ -291,7 +291,12 @@ impl SubscriptionBuilder {
             && let Some(cell) = self.host.inner.registry.by_name(service)
             && let Some(reason) = &cell.spec.disabled
         {
-            tracing::warn!(service = %cell.spec.name, "subscribed to the events of service `{}`, which is disabled on this host ({reason}): none of its events will come from this host", cell.spec.name);
+            // In a cluster, other instances may run it: said, not warned.
+            if self.host.inner.transport.is_some() {
+                tracing::info!(service = %cell.spec.name, "subscribed to the events of service `{}`, which is disabled on this host ({reason}): its events come from the instances that run it", cell.spec.name);
+            } else {
+                tracing::warn!(service = %cell.spec.name, "subscribed to the events of service `{}`, which is disabled on this host ({reason}): none of its events will come from this host", cell.spec.name);
+            }
         }
         // What follows the last handler applies to none: `.handle(h).once()` ran
         // `h` at every event, without a word (found by a probe).
