@@ -255,10 +255,10 @@ impl<F: Fn(&EventEnvelope) -> bool> Live<F> {
 const _: () = assert!(koan::event::RECENT_EVENTS == 256);
 
 /// Why a reconnect missed events.
-const RECONNECT_MISSED: &str = "events after the one last received are no longer kept (this host keeps its last 256, fewer of other hosts' large ones, and its id may be from before a restart or another host): some were missed";
+const RECONNECT_MISSED: &str = "events after the one last received are no longer kept (this host keeps its last 256, and its id may be from before a restart or another host): some were missed";
 
 /// Why a stream missed events while it was open.
-const LIVE_MISSED: &str = "events after the one last sent were no longer kept when this stream could send them (this host keeps its last 256, fewer of other hosts' large ones: the client read too slowly, or more came at once): some were missed";
+const LIVE_MISSED: &str = "events after the one last sent were no longer kept when this stream could send them (this host keeps its last 256: the client read too slowly, or more came at once): some were missed";
 
 /// The named event that says events after `after` were missed, and why (a
 /// browser's `onmessage` does not take it for an event).

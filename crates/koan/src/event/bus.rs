@@ -81,7 +81,7 @@ pub(crate) struct EventKey {
 }
 
 impl EventKey {
-    fn new(service: &str, name: &str) -> Self {
+    pub(super) fn new(service: &str, name: &str) -> Self {
         let (s, n) = (service.to_owned(), name.to_owned());
         EventKey {
             service: Arc::from(service),

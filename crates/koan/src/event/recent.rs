@@ -17,11 +17,12 @@ use crate::sync::Mutex;
 /// How many events the host keeps for [`crate::HostHandle::recent_events`].
 pub const RECENT_EVENTS: usize = 256;
 
-/// How many bytes of other hosts' event payloads (their JSON's size, about) the
-/// kept events hold at most; the oldest go first past it, the newest is always
-/// kept. A peer's 256 events of 900 KB each were kept whole: 230 MB held, and
-/// 225 MB sent to each page that opened (found by a probe). This host's own
-/// events are its services' values, not weighed.
+/// How many bytes of other hosts' event payloads (their memory or JSON, about)
+/// the kept events hold at most; past it the oldest of those payloads are let go
+/// (`{"payload_dropped": …}` in their place), the events kept, the newest whole
+/// however large. A peer's 256 events of 900 KB each were kept whole: 230 MB
+/// held, and 225 MB sent to each page that opened (found by a probe). This
+/// host's own events are its services' values, not weighed.
 pub const RECENT_REMOTE_BYTES: usize = 8 * 1024 * 1024;
 
 struct Kept {
@@ -31,6 +32,16 @@ struct Kept {
     events: VecDeque<(Shared, usize)>,
     /// The sum of the kept events' weights.
     bytes: usize,
+}
+
+/// `env` without its payload: a note saying it was let go, for a page or a
+/// reconnecting stream that reads the kept events after.
+fn let_go(env: &EventEnvelope) -> EventEnvelope {
+    let mut kept = env.clone();
+    kept.payload = Arc::new(serde_json::json!({
+        "payload_dropped": "this host keeps at most 8 MiB of other hosts' event payloads: this one was let go"
+    }));
+    kept
 }
 
 /// About the bytes a remote event's payload holds, or takes as JSON, whichever is
@@ -95,12 +106,24 @@ impl Recent {
         kept.last += 1;
         env.arrival = kept.last;
         let shared = Arc::new(env);
-        while kept.events.len() >= RECENT_EVENTS
-            || (!kept.events.is_empty() && kept.bytes + w > RECENT_REMOTE_BYTES)
+        if kept.events.len() >= RECENT_EVENTS
+            && let Some((_, gone)) = kept.events.pop_front()
         {
-            if let Some((_, gone)) = kept.events.pop_front() {
-                kept.bytes -= gone;
+            kept.bytes -= gone;
+        }
+        // Past the budget, the oldest remote payloads are let go, their events
+        // kept (numbered, named, dated): popping whole events let one large remote
+        // event push out every small local one before it (a review).
+        let mut i = 0;
+        while kept.bytes + w > RECENT_REMOTE_BYTES && i < kept.events.len() {
+            let (env, weight) = &mut kept.events[i];
+            if *weight > 0 {
+                let dropped = *weight;
+                *env = Arc::new(let_go(env));
+                *weight = 0;
+                kept.bytes -= dropped;
             }
+            i += 1;
         }
         kept.bytes += w;
         kept.events.push_back((Arc::clone(&shared), w));
@@ -195,11 +218,28 @@ mod tests {
             recent.keep(large(n));
         }
         let kept = recent.newest_first();
-        // 8 MiB of 900 KB payloads: the last nine, the newest first.
+        // Every event kept, numbered; 8 MiB of 900 KB payloads: the last nine.
         let numbers: Vec<u64> = kept.iter().map(EventEnvelope::arrival).collect();
-        assert_eq!(numbers, (32..=40).rev().collect::<Vec<_>>());
+        assert_eq!(numbers, (1..=40).rev().collect::<Vec<_>>());
+        let whole = |e: &&EventEnvelope| e.payload_json().get("payload_dropped").is_none();
+        let with_payload: Vec<u64> = kept
+            .iter()
+            .filter(whole)
+            .map(EventEnvelope::arrival)
+            .collect();
+        assert_eq!(with_payload, (32..=40).rev().collect::<Vec<_>>());
         let since = recent.since(20, &|_| true);
-        assert!(since.missed && since.events.len() == 9);
+        assert!(!since.missed && since.events.len() == 20);
+        // A local event before a large remote one stays whole.
+        let local = Recent::new();
+        let mut small = event(1);
+        small.key = Some(Arc::new(super::super::bus::EventKey::new("S", "E")));
+        local.keep(small);
+        local.keep(large(2));
+        local.keep(large(3));
+        let kept = local.newest_first();
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[2].payload_json(), serde_json::json!(1));
         // Small ones then push the large ones out by count, and one event larger
         // than the whole budget is still kept, alone.
         for n in 41..=(40 + RECENT_EVENTS as u64) {
@@ -235,6 +275,11 @@ mod tests {
             1,
             huge,
         ));
-        assert_eq!(recent.newest_first().len(), 1);
+        let kept = recent.newest_first();
+        assert_eq!(kept.len(), RECENT_EVENTS);
+        assert!(
+            kept[0].payload_json().as_str().is_some(),
+            "the newest kept whole"
+        );
     }
 }

@@ -60,9 +60,11 @@ impl Liveness {
     }
 }
 
-/// What a remote query asks for.
+/// What a remote query asks for (more may come: a transport answers the ones it
+/// knows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum RemoteQuery {
     /// [`ServiceStatus`].
     Status,
