@@ -16,6 +16,22 @@ use tokio::sync::oneshot;
 use crate::fail::{Failure, ResultExt};
 use crate::identity::Identity;
 
+/// Held by the reader for each read, and by the writer to truncate the
+/// write-ahead log: with reads back to back, one of them always held a snapshot,
+/// no checkpoint could start the log again, and it grew to 764 MB (a re-probe:
+/// six pollers every 200 ms beside eight enqueuers). Holding it, the writer waits
+/// for the read under way (at most one), and the next waits for it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gate(std::sync::Arc<std::sync::Mutex<()>>);
+
+impl Gate {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A read, given the connection, or why the file is no longer the one opened.
 type Work = Box<dyn FnOnce(Result<&Connection, Failure>) + Send>;
 
@@ -30,7 +46,7 @@ pub(crate) struct Reader {
 impl Reader {
     /// Starts the thread, with its read-only connection to the file at `path`
     /// (already in WAL mode, its schema in place: the writer opened it first).
-    pub(crate) fn start(path: &Path, name: &str) -> Result<Reader, Failure> {
+    pub(crate) fn start(path: &Path, name: &str, gate: Gate) -> Result<Reader, Failure> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -45,6 +61,9 @@ impl Reader {
             .name(format!("koan-sqlite reader {name}"))
             .spawn(move || {
                 while let Ok(work) = works.recv() {
+                    // Each read through the gate: the writer can find a moment
+                    // with no read under way (see [`Gate`]).
+                    let _reading = gate.lock();
                     match identity.moved() {
                         None => work(Ok(&conn)),
                         Some(why) => work(Err(Failure::store("use the file", why))),

@@ -52,9 +52,10 @@ impl SqliteJobStore {
         let label = format!("sqlite:{}", path.display());
         let conn = schema::open_file(&path).map_err(|f| f.into_error(&label))?;
         let identity = crate::identity::Identity::of(&path);
-        let mut store = SqliteJobStore::start(conn, label, Some(identity))?;
+        let gate = crate::reader::Gate::default();
+        let mut store = SqliteJobStore::start(conn, label, Some((identity, gate.clone())))?;
         store.reader =
-            Some(Reader::start(&path, &store.label).map_err(|f| f.into_error(&store.label))?);
+            Some(Reader::start(&path, &store.label, gate).map_err(|f| f.into_error(&store.label))?);
         Ok(store)
     }
 
@@ -66,14 +67,15 @@ impl SqliteJobStore {
         SqliteJobStore::start(conn, label, None)
     }
 
-    /// A store on `conn`; durable when it is a file's (`identity`).
+    /// A store on `conn`; durable when it is a file's (its identity, and the gate
+    /// its reader and writer share).
     fn start(
         conn: Connection,
         label: String,
-        identity: Option<crate::identity::Identity>,
+        file: Option<(crate::identity::Identity, crate::reader::Gate)>,
     ) -> Result<SqliteJobStore> {
-        let durable = identity.is_some();
-        let writer = Writer::start(conn, &label, identity).map_err(|f| f.into_error(&label))?;
+        let durable = file.is_some();
+        let writer = Writer::start(conn, &label, file).map_err(|f| f.into_error(&label))?;
         Ok(SqliteJobStore {
             label,
             durable,

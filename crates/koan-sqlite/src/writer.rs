@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::fail::{Failure, ResultExt};
 use crate::identity::Identity;
+use crate::reader::Gate;
 
 /// The most commands one transaction holds (bounds the wait of the first one).
 const MAX_BATCH: usize = 512;
@@ -78,12 +79,12 @@ impl Writer {
     pub(crate) fn start(
         conn: Connection,
         name: &str,
-        identity: Option<Identity>,
+        file: Option<(Identity, Gate)>,
     ) -> Result<Writer, Failure> {
         let (queue, commands) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("koan-sqlite {name}"))
-            .spawn(move || serve(&conn, &commands, identity.as_ref()))
+            .spawn(move || serve(&conn, &commands, file.as_ref()))
             .doing("start its writer thread")?;
         Ok(Writer {
             queue: Some(queue),
@@ -129,8 +130,10 @@ impl Drop for Writer {
 fn serve(
     conn: &Connection,
     commands: &mpsc::Receiver<Box<dyn Command>>,
-    identity: Option<&Identity>,
+    file: Option<&(Identity, Gate)>,
 ) {
+    let identity = file.map(|(identity, _)| identity);
+    let mut since_check = 0;
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -147,9 +150,42 @@ fn serve(
                 }
             }
         }
+        since_check += batch.len();
         for command in batch {
             command.answer();
         }
+        if let Some((_, gate)) = file
+            && since_check >= CHECK_LOG_EVERY
+        {
+            since_check = 0;
+            truncate_a_long_log(conn, gate);
+        }
+    }
+}
+
+/// How many commands go by between two looks at the write-ahead log's length.
+const CHECK_LOG_EVERY: usize = 256;
+
+/// The write-ahead log's length (in pages, 4 KiB each) past which it is
+/// truncated: SQLite checkpoints it at 1,000 and starts it again once no read
+/// holds a snapshot of it; reads back to back always held one.
+const LONG_LOG: i64 = 4096;
+
+/// Truncates the write-ahead log when it is longer than [`LONG_LOG`], every
+/// page of it in the file: through the reader's gate, so that no read of this
+/// store holds a snapshot meanwhile (another process's may: its busy wait, at
+/// most the busy timeout, then the next look).
+fn truncate_a_long_log(conn: &Connection, gate: &Gate) {
+    let log: rusqlite::Result<i64> =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1));
+    if !log.is_ok_and(|pages| pages > LONG_LOG) {
+        return;
+    }
+    let _no_reads = gate.lock();
+    let truncated: rusqlite::Result<i64> =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0));
+    if !matches!(truncated, Ok(0)) {
+        tracing::debug!(outcome = ?truncated, "koan-sqlite could not truncate its write-ahead log now; it tries again later");
     }
 }
 

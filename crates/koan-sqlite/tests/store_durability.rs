@@ -227,3 +227,41 @@ async fn a_closed_store_leaves_its_jobs_in_the_file_alone() {
     let found = copy.open().get(&id).await.expect("get");
     assert_eq!(found.map(|r| r.id), Some(id));
 }
+
+/// A write-ahead log that grew long while a read held a snapshot of it is cut
+/// back once no read does: it grew to 764 MB and stayed so, across restarts (a
+/// re-probe; there, the store's own reads back to back held the snapshot, which
+/// the writer now truncates through the reader's gate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_write_ahead_log_is_truncated_once_reads_let_it() {
+    let db = TempDb::new("long-log");
+    let store = db.open();
+    let mut wal = db.path().as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    // A read that holds its snapshot (another process's, say) while jobs come.
+    let pin = Connection::open(db.path()).expect("a reader");
+    pin.execute_batch("BEGIN").expect("begin");
+    let _: i64 = pin
+        .query_row("SELECT COUNT(*) FROM jobs", [], |row| row.get(0))
+        .expect("a read");
+    for _ in 0..600 {
+        store.push(job("a", "x")).await.expect("push");
+    }
+    let grown = wal_size();
+    assert!(
+        grown > 16 * 1024 * 1024,
+        "the log grew to {grown} bytes only"
+    );
+    pin.execute_batch("COMMIT").expect("end the read");
+    drop(pin);
+    // The next look (every 256 commands) truncates it.
+    for _ in 0..300 {
+        store.push(job("a", "x")).await.expect("push");
+    }
+    let now = wal_size();
+    assert!(
+        now <= 16 * 1024 * 1024,
+        "the log is still {now} bytes (was {grown})"
+    );
+}
