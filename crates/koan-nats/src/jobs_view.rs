@@ -214,12 +214,20 @@ impl JobsView {
     }
 
     /// Takes `record`, read as its job's stored outcome says it ended
-    /// (`record_outcome.rs`), in place of the one held under `key`, so this host's
-    /// counts and state filters agree with a read of the job; the bucket's next
-    /// write of it replaces it as any. Only while the view is followed.
-    pub(crate) fn put_read(&self, key: &str, record: JobRecord) {
-        if lock(&self.following).on {
-            self.put(key.to_owned(), record);
+    /// (`record_outcome.rs`), in place of `was`, when that is still the one held
+    /// under `key`, so this host's counts and state filters agree with a read of
+    /// the job; the bucket's next write of it replaces it as any.
+    pub(crate) fn put_read(&self, key: &str, was: &JobRecord, record: JobRecord) {
+        if !lock(&self.following).on {
+            return;
+        }
+        // Only over the record it was read from: a write or a delete heard
+        // meanwhile stands (an old read brought back a deleted job; a review).
+        let mut m = lock(&self.records);
+        if let Some((held, _)) = m.get_mut(key)
+            && held == was
+        {
+            *held = record;
         }
     }
 

@@ -67,7 +67,14 @@ fn end(r: &mut JobRecord, ended: &Ended, over_cancel: bool, now: DateTime<Utc>) 
         return false;
     }
     let attempt = u32::try_from(ended.attempts).unwrap_or(u32::MAX);
-    if r.state != JobState::Running || r.attempts < attempt {
+    let claimed =
+        r.attempts >= attempt && matches!(r.state, JobState::Running | JobState::Cancelled);
+    if !claimed {
+        // Cancelled before the run was recorded, its outcome stored first (the
+        // commit point): claimed as any run, not left with no attempt (a review).
+        if r.state == JobState::Cancelled {
+            r.state = JobState::Queued;
+        }
         let claim = ClaimRequest {
             service: r.service.clone(),
             limit: 1,
@@ -131,7 +138,12 @@ const LOOK_AGAIN_AFTER: Duration = Duration::from_secs(10);
 pub(crate) struct Looked {
     without: Mutex<HashMap<String, Instant>>,
     aligning: Mutex<std::collections::HashSet<String>>,
+    /// When a count last brought the view in line.
+    counted: Mutex<Option<Instant>>,
 }
+
+/// How often, at most, counts bring the view in line with stored outcomes.
+const COUNT_EVERY: Duration = Duration::from_secs(2);
 
 impl Looked {
     /// Whether `key` was found without an outcome lately.
@@ -141,15 +153,29 @@ impl Looked {
             .is_ok_and(|m| m.get(key).is_some_and(|at| at.elapsed() < LOOK_AGAIN_AFTER))
     }
 
-    /// Notes `key` found without an outcome.
+    /// Notes `key` found without an outcome that ends it.
     fn found_without(&self, key: &str) {
         if let Ok(mut m) = self.without.lock() {
-            // Bounded: the old marks go once there are many.
+            // Bounded: all marks go at once when there are many (a pass over
+            // them at each new one was quadratic; a review).
             if m.len() >= 10_000 {
-                m.retain(|_, at| at.elapsed() < LOOK_AGAIN_AFTER);
+                m.clear();
             }
             m.insert(key.to_owned(), Instant::now());
         }
+    }
+
+    /// Whether a count may bring the view in line now: once in [`COUNT_EVERY`]
+    /// (each dashboard polls counts; a review).
+    fn count_due(&self) -> bool {
+        let Ok(mut last) = self.counted.lock() else {
+            return false;
+        };
+        if last.is_some_and(|at| at.elapsed() < COUNT_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// Whether a write of `key` in line may start now (none under way).
@@ -211,7 +237,11 @@ fn as_outcome_says(
         return r;
     }
     let key = subjects::key(&r.id);
-    if write && t.inner.looked.start_aligning(&key) {
+    // And the outcome too has stood [`BEHIND_AFTER`]: a record written long
+    // ago (a job that waited, then ran a short run) is written by its run just
+    // after its outcome (a review).
+    let stood = (Utc::now() - at).to_std().is_ok_and(|d| d >= BEHIND_AFTER);
+    if write && stood && t.inner.looked.start_aligning(&key) {
         let (t, id) = (t.clone(), r.id.clone());
         tokio::spawn(async move {
             align_where(&t, &id, &outcome, false, at).await;
@@ -232,6 +262,9 @@ const COUNT_LOOKS: usize = 64;
 /// bucket), before a count.
 pub(crate) async fn view_as_read(t: &NatsTransport) {
     let looked = &t.inner.looked;
+    if !looked.count_due() {
+        return;
+    }
     let open = t
         .inner
         .jobs_view
@@ -252,11 +285,15 @@ async fn look_up(t: &NatsTransport, key: &str, r: JobRecord) -> JobRecord {
         t.inner.looked.found_without(key);
         return r;
     };
-    let r = as_outcome_says(t, r, outcome, true);
-    if r.state.is_final() {
-        t.inner.jobs_view.put_read(key, r.clone());
+    let read = as_outcome_says(t, r.clone(), outcome, true);
+    if read.state.is_final() {
+        t.inner.jobs_view.put_read(key, &r, read.clone());
+    } else {
+        // An outcome that does not end it (a cancel's, an earlier run's): not
+        // looked up again at once, or the same few would be at every count.
+        t.inner.looked.found_without(key);
     }
-    r
+    read
 }
 
 /// How many outcomes a listing's page reads at once.
@@ -347,6 +384,29 @@ mod tests {
         assert!(!ends(&record(JobState::Dead, 1), 2, false));
         assert!(!ends(&record(JobState::Cancelled, 1), 1, false));
         assert!(ends(&record(JobState::Cancelled, 1), 1, true));
+    }
+
+    #[test]
+    fn a_run_never_recorded_is_claimed_as_it_ends_over_a_cancel_too() {
+        let ended = Ended {
+            attempts: 1,
+            host: "h-1".into(),
+            how: crate::records::succeeded(serde_json::json!(7)),
+        };
+        for (state, over_cancel) in [(JobState::Queued, false), (JobState::Cancelled, true)] {
+            let mut r = record(state, 0);
+            assert!(end(&mut r, &ended, over_cancel, Utc::now()), "{state:?}");
+            assert_eq!(r.state, JobState::Succeeded);
+            assert_eq!((r.attempts, r.history.len()), (1, 1), "{r:?}");
+            assert_eq!(r.history[0].instance, "h-1");
+        }
+        // A run recorded running: its own history entry ends, no second one.
+        let mut running = record(JobState::Queued, 0);
+        end(&mut running, &ended, false, Utc::now());
+        running.state = JobState::Running;
+        let before = running.history.len();
+        assert!(end(&mut running, &ended, false, Utc::now()));
+        assert_eq!(running.history.len(), before);
     }
 
     #[test]

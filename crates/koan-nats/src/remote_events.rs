@@ -60,9 +60,13 @@ impl Backlog {
     }
 }
 
-/// The size a message is counted at in the backlog.
+/// The size a message is counted at in the backlog: its length as received
+/// (body and headers: a header counted by name alone let a peer's 1 MB header
+/// values past the bound; a review), its subject and reply.
 fn size(msg: &Message) -> usize {
-    msg.payload.len() + msg.subject.len() + msg.headers.as_ref().map_or(0, |h| h.len() * 64)
+    msg.length.max(msg.payload.len())
+        + msg.subject.len()
+        + msg.reply.as_ref().map_or(0, |r| r.len())
 }
 
 /// Starts taking `events` (this host's own left out) and delivering them to
@@ -95,6 +99,7 @@ pub(crate) fn follow(
             }
         })
     };
+    // Ends only when aborted: the node's detach (or drop) aborts both tasks.
     let reading = tokio::spawn(async move {
         let mut reader = Reader::default();
         loop {

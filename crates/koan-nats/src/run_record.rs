@@ -204,6 +204,11 @@ pub(crate) async fn finish(
         // A cancel that came after this run's outcome was stored (the commit
         // point) lost: the record follows the outcome.
         let outcome_stored = matches!(how, Finish::Succeeded { .. } | Finish::Dead { .. });
+        // Cancelled before this run was recorded, its outcome stored first: the
+        // run is claimed as any (it stayed cancelled for good; a review).
+        if outcome_stored && r.state == JobState::Cancelled && r.attempts < attempt {
+            r.state = JobState::Queued;
+        }
         let ours = (r.state == JobState::Running
             || (r.state == JobState::Cancelled && outcome_stored))
             && r.attempts == attempt;

@@ -22,11 +22,38 @@ use crate::identity::Identity;
 /// six pollers every 200 ms beside eight enqueuers). Holding it, the writer waits
 /// for the read under way (at most one), and the next waits for it.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Gate(std::sync::Arc<std::sync::Mutex<()>>);
+pub(crate) struct Gate(std::sync::Arc<GateInner>);
+
+#[derive(Debug, Default)]
+pub(crate) struct GateInner {
+    lock: std::sync::Mutex<()>,
+    /// The writer waits for the gate: the reader lets it pass before its next
+    /// read (a mutex is not fair: the reader, back at once, took it first; a
+    /// review).
+    wanted: std::sync::atomic::AtomicBool,
+}
 
 impl Gate {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// The reader's way through, after any writer that waits.
+    pub(crate) fn read(&self) -> std::sync::MutexGuard<'_, ()> {
+        while self.0.wanted.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.lock()
+    }
+
+    /// The writer's: the reader takes no new read until it is through.
+    pub(crate) fn write(&self) -> std::sync::MutexGuard<'_, ()> {
+        use std::sync::atomic::Ordering;
+        self.0.wanted.store(true, Ordering::Release);
+        let held = self.lock();
+        self.0.wanted.store(false, Ordering::Release);
+        held
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.0
+            .lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -63,7 +90,7 @@ impl Reader {
                 while let Ok(work) = works.recv() {
                     // Each read through the gate: the writer can find a moment
                     // with no read under way (see [`Gate`]).
-                    let _reading = gate.lock();
+                    let _reading = gate.read();
                     match identity.moved() {
                         None => work(Ok(&conn)),
                         Some(why) => work(Err(Failure::store("use the file", why))),

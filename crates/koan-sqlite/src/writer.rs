@@ -181,9 +181,14 @@ fn truncate_a_long_log(conn: &Connection, gate: &Gate) {
     if !log.is_ok_and(|pages| pages > LONG_LOG) {
         return;
     }
-    let _no_reads = gate.lock();
+    let _no_reads = gate.write();
+    // Another process's read may hold the log too: not waited for long (the
+    // busy timeout held this store's writes and reads 5 s at each look; a
+    // review), tried again at the next look.
+    let _ = conn.busy_timeout(std::time::Duration::from_millis(50));
     let truncated: rusqlite::Result<i64> =
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0));
+    let _ = conn.busy_timeout(crate::schema::BUSY_TIMEOUT);
     if !matches!(truncated, Ok(0)) {
         tracing::debug!(outcome = ?truncated, "koan-sqlite could not truncate its write-ahead log now; it tries again later");
     }

@@ -171,3 +171,27 @@ fn pages_of_many_records_list_each_once_newest_first() {
     let newest_first: Vec<String> = (0..n).rev().map(|i| format!("{i:04}")).collect();
     assert_eq!(seen, newest_first);
 }
+
+#[test]
+fn a_record_read_as_ended_replaces_only_the_one_it_was_read_from() {
+    let v = view();
+    *lock(&v.following) = Following {
+        on: true,
+        last_read: tokio::time::Instant::now(),
+    };
+    let was = record("a", "S");
+    v.put("a".into(), was.clone());
+    let mut ended = was.clone();
+    ended.state = JobState::Succeeded;
+    v.put_read("a", &was, ended.clone());
+    assert_eq!(lock(&v.records)["a"].0.state, JobState::Succeeded);
+    // A newer write heard meanwhile stands; a deleted one is not brought back.
+    let mut newer = was.clone();
+    newer.attempts = 2;
+    v.put("a".into(), newer);
+    v.put_read("a", &was, ended.clone());
+    assert_eq!(lock(&v.records)["a"].0.attempts, 2);
+    v.remove("a");
+    v.put_read("a", &was, ended);
+    assert!(!lock(&v.records).contains_key("a"));
+}
