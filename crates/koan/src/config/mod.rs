@@ -197,6 +197,7 @@ fn misses_an_underscore(k: &str) -> bool {
         .get(..5)
         .filter(|p| p.eq_ignore_ascii_case("KOAN_"))
         .map(|_| &k[5..])
+        .filter(|rest| !rest.starts_with('_'))
     else {
         return false;
     };
