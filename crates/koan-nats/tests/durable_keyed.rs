@@ -13,7 +13,7 @@ use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions, error::ErrorKind, job::JobState,
 };
-use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::nats::{Member, NatsServer, test_options, work_messages};
 use koan_test_support::{eventually, within};
 
 struct Mailer {
@@ -119,17 +119,6 @@ async fn past_the_window(js: &jetstream::Context) -> anyhow::Result<()> {
     let stream = js.get_stream("KOAN_WORK").await?;
     stream.purge().filter("koan.work.probe.>").await?;
     Ok(())
-}
-
-/// How many messages the work stream holds now.
-async fn work_messages(js: &jetstream::Context) -> anyhow::Result<u64> {
-    Ok(js
-        .get_stream("KOAN_WORK")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Stopped, enqueue, holder_and_client, job_reaches};
-use koan_test_support::nats::NatsServer;
+use koan_test_support::nats::{NatsServer, transport_said, work_messages};
 use koan_test_support::{wait_for, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,13 +155,7 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
         refused.to_string().contains("job records fill"),
         "{refused}"
     );
-    let said = budgeted
-        .host
-        .health()
-        .await
-        .transport
-        .and_then(|t| t.description)
-        .unwrap_or_default();
+    let said = transport_said(&budgeted.host).await;
     assert!(said.contains("this host refused a new job"), "{said}");
     // Room by the check (under 90 %) but not for one more record: refused too,
     // nothing sent (its record is written first; sent together, accepted jobs
@@ -196,13 +190,7 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
         .await
         .expect_err("the queue is full");
     assert!(refused.to_string().contains("maximum bytes"), "{refused}");
-    let said = client
-        .host
-        .health()
-        .await
-        .transport
-        .and_then(|t| t.description)
-        .unwrap_or_default();
+    let said = transport_said(&client.host).await;
     assert!(said.contains("refused to store a new job"), "{said}");
     client.stop().await?;
     worker.stop().await
@@ -215,15 +203,4 @@ async fn refused_enqueue(host: &koan::HostHandle) -> koan::Error {
         .enqueue()
         .await
         .expect_err("no room for its record")
-}
-
-/// The messages `KOAN_WORK` holds.
-async fn work_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
-    Ok(js
-        .get_stream("KOAN_WORK")
-        .await?
-        .info()
-        .await?
-        .state
-        .messages)
 }

@@ -49,6 +49,15 @@ fn json(r: &JobRecord) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::to_value(r)?)
 }
 
+/// The first page of the jobs in `state`, as `member` lists them.
+async fn listed(member: &Member, state: JobState) -> anyhow::Result<koan::job::JobPage> {
+    let query = JobQuery {
+        state: Some(state),
+        ..JobQuery::default()
+    };
+    Ok(member.host.jobs().list(query).await?)
+}
+
 /// Writes `r` over the record of its job, as a lost write would have left it.
 async fn put(bucket: &Store, r: &JobRecord) -> anyhow::Result<()> {
     within("put", bucket.put(&r.id, serde_json::to_vec(r)?.into())).await??;
@@ -134,14 +143,7 @@ async fn a_record_left_running_after_its_outcome_is_listed_as_ended() -> anyhow:
     .await?;
     assert_eq!(mine.state, JobState::Succeeded, "{mine:?}");
     assert_eq!(json(&mine)?["result"], json(&ended)?["result"]);
-    let running = member
-        .host
-        .jobs()
-        .list(JobQuery {
-            state: Some(JobState::Running),
-            ..JobQuery::default()
-        })
-        .await?;
+    let running = listed(&member, JobState::Running).await?;
     assert!(
         running.jobs.iter().all(|r| r.id != id),
         "a job that ended is not listed running: {running:?}"
@@ -156,14 +158,7 @@ async fn a_record_left_running_after_its_outcome_is_listed_as_ended() -> anyhow:
         (0, 1),
         "{counts:?}"
     );
-    let succeeded = member
-        .host
-        .jobs()
-        .list(JobQuery {
-            state: Some(JobState::Succeeded),
-            ..JobQuery::default()
-        })
-        .await?;
+    let succeeded = listed(&member, JobState::Succeeded).await?;
     assert!(succeeded.jobs.iter().any(|r| r.id == id), "{succeeded:?}");
     Ok(())
 }

@@ -310,3 +310,23 @@ pub async fn pull_until_out_of_deliveries(url: &str, consumer: &str) -> anyhow::
     })
     .await?
 }
+
+/// How many messages the work stream (`KOAN_WORK`) holds now.
+pub async fn work_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream("KOAN_WORK")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
+}
+
+/// What `host`'s `/health` says of its transport (empty when nothing).
+pub async fn transport_said(host: &HostHandle) -> String {
+    host.health()
+        .await
+        .transport
+        .and_then(|t| t.description)
+        .unwrap_or_default()
+}

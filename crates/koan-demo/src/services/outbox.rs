@@ -328,10 +328,7 @@ impl OutboxProcessor {
                     "INSERT OR IGNORE INTO outbox_set_aside (outbox_id, topic, payload, error, set_aside_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     (id, &topic, &payload, &why, now),
                 )?;
-                tx.execute(
-                    "UPDATE outbox SET processed_at = ?2 WHERE id = ?1 AND processed_at IS NULL",
-                    (id, now),
-                )?;
+                processed(&tx, id, now)?;
                 tx.commit()
             })
             .await?;
@@ -400,10 +397,7 @@ impl OutboxProcessor {
                         (m.id, &m.topic, m.payload.to_string(), now),
                     )?;
                 }
-                tx.execute(
-                    "UPDATE outbox SET processed_at = ?2 WHERE id = ?1 AND processed_at IS NULL",
-                    (id, now),
-                )?;
+                processed(&tx, id, now)?;
                 tx.commit()
             })
             .await
@@ -458,4 +452,13 @@ impl From<String> for Refusal {
     fn from(e: String) -> Self {
         Refusal::Again(e)
     }
+}
+
+/// Marks outbox message `id` processed at `now`, in `tx` (delivered or set aside,
+/// with the row that says which).
+fn processed(tx: &rusqlite::Transaction<'_>, id: i64, now: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE outbox SET processed_at = ?2 WHERE id = ?1 AND processed_at IS NULL",
+        (id, now),
+    )
 }
