@@ -169,6 +169,7 @@ pub(crate) async fn retry(
     let Some(before) = records::get(t, id).await? else {
         return Ok(None);
     };
+    let before = crate::record_outcome::settled(t, before).await;
     records::may_retry(id, before.state, from)?;
     // The old outcome marks the old message as done: a worker that takes it drops
     // it. Until a worker has, that message may still run; retrying now would run

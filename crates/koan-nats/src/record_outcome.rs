@@ -296,6 +296,28 @@ async fn look_up(t: &NatsTransport, key: &str, r: JobRecord) -> JobRecord {
     read
 }
 
+/// Record `r` written in line with its stored outcome now, when it is behind
+/// it: before an operator's retry or delete, which act on the bucket's record (a
+/// read answered "succeeded" while a retry said "is running"). The record as it
+/// then reads.
+pub(crate) async fn settled(t: &NatsTransport, r: JobRecord) -> JobRecord {
+    if r.state.is_final() {
+        return r;
+    }
+    let Some((outcome, at)) = stored_outcome(t, &subjects::key(&r.id)).await else {
+        return r;
+    };
+    let Some(ended) = ended_of(&outcome) else {
+        return r;
+    };
+    let mut read = r.clone();
+    if !end(&mut read, &ended, false, at) {
+        return r;
+    }
+    align_where(t, &r.id, &outcome, false, at).await;
+    read
+}
+
 /// How many outcomes a listing's page reads at once.
 const READ_AT_ONCE: usize = 16;
 

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Stopped, enqueue, holder_and_client, job_reaches};
+use common::{Stopped, enqueue, holder_and_client, record_stored};
 use koan_test_support::nats::{NatsServer, transport_said, work_messages};
 use koan_test_support::{wait_for, within};
 
@@ -144,7 +144,7 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
     within("a job with a record", first.outcome()).await??;
     // Its record's last write done (it follows the outcome), before the bucket's
     // limit is set under what it holds then.
-    job_reaches(&client.host, &first_id, koan::job::JobState::Succeeded).await?;
+    record_stored(&client, &first_id, koan::job::JobState::Succeeded).await?;
     let mut records = js.get_stream("KV_koan_jobs").await?;
     let info = records.info().await?.clone();
     let mut config = info.config.clone();

@@ -182,3 +182,31 @@ async fn an_earlier_runs_outcome_does_not_end_a_record_queued_again() -> anyhow:
     assert_eq!(stored(&bucket, &id).await?.state, JobState::Queued);
     Ok(())
 }
+
+/// A retry or a delete of a job whose record is behind its outcome acts on the
+/// job as a read answers it: a read said "succeeded" while a retry said "is
+/// running" (the retry and the delete read the bucket's record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_behind_its_outcome_is_retried_and_deleted_as_it_reads() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    let bucket = records(&member).await?;
+    let id = succeeded(&member, &bucket).await?;
+    put(&bucket, &left_running(&stored(&bucket, &id).await?)).await?;
+    let retried = within("retry", member.host.jobs().retry(&id)).await??;
+    assert_eq!(retried.state, JobState::Queued, "{retried:?}");
+    let again = succeeded_again(&bucket, &id).await?;
+    put(&bucket, &left_running(&again)).await?;
+    within("delete", member.host.jobs().delete(&id)).await??;
+    assert!(within("the record", bucket.get(&id)).await??.is_none());
+    Ok(())
+}
+
+/// The record of `id` once its retry has run to success in the bucket.
+async fn succeeded_again(bucket: &Store, id: &str) -> anyhow::Result<JobRecord> {
+    wait_for("the retry to succeed", async || {
+        let r = stored(bucket, id).await?;
+        Ok((r.state == JobState::Succeeded && r.attempts >= 2).then_some(r))
+    })
+    .await
+}

@@ -137,6 +137,9 @@ impl Transport for NatsTransport {
         let id = id.to_owned();
         Box::pin(async move {
             self.offline(&format_args!("job {id} cannot be deleted"))?;
+            if let Some(r) = crate::records::get(self, &id).await? {
+                crate::record_outcome::settled(self, r).await;
+            }
             crate::records::delete(self, &id).await
         })
     }

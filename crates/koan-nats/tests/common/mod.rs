@@ -166,6 +166,29 @@ pub(crate) async fn job_reaches(
     .await
 }
 
+/// Waits (bounded) until the record of job `id` in the cluster's bucket itself
+/// (not a read of the job, which answers a record behind its outcome as the
+/// outcome says) is in `state`.
+pub(crate) async fn record_stored(
+    member: &Member,
+    id: &str,
+    state: koan::job::JobState,
+) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(member.nats.client().clone());
+    let bucket = js
+        .get_key_value("koan_jobs")
+        .await
+        .map_err(|e| anyhow::anyhow!("the koan_jobs bucket: {e}"))?;
+    koan_test_support::wait_for(&format!("the record of {id} to be {state}"), async || {
+        let Some(bytes) = bucket.get(id).await? else {
+            return Ok(None);
+        };
+        let r: koan::job::JobRecord = serde_json::from_slice(&bytes)?;
+        Ok((r.state == state).then_some(()))
+    })
+    .await
+}
+
 /// Waits (bounded) until JetStream stream `name` holds `n` messages, as `member`
 /// reads it: acks, deletes and dead letters land a moment after an outcome.
 pub(crate) async fn stream_holds(member: &Member, name: &str, n: u64) -> anyhow::Result<()> {
