@@ -99,7 +99,13 @@ async fn a_record_whose_one_write_was_lost_is_read_as_ended_and_brought_in_line(
     queued.instance = None;
     put(&bucket, &queued).await?;
 
-    let read = within("get", member.host.jobs().get(&id)).await??;
+    // Answered from its outcome once it has stood 2 s (the run's own write
+    // follows an outcome within milliseconds).
+    let read = wait_for("the read to answer the job ended", async || {
+        let r = within("get", member.host.jobs().get(&id)).await??;
+        Ok(r.state.is_final().then_some(r))
+    })
+    .await?;
     assert_eq!(read.state, JobState::Succeeded, "{read:?}");
     assert_eq!(json(&read)?["result"], json(&ended)?["result"]);
     assert!(read.finished_at.is_some());
