@@ -1,7 +1,7 @@
 //! Code generation. Every error becomes a `compile_error!` next to the original item,
 //! so editors keep working.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, FnArg, ImplItem, ItemImpl, LitStr, ReturnType, Type};
@@ -36,7 +36,7 @@ fn service_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
 
     let kind = match (a.kind, &a.schedule) {
         (Some((Kind::Periodic, _)), None) => {
-            let span = a.kind.map_or_else(proc_macro2::Span::call_site, |(_, s)| s);
+            let span = a.kind.map_or_else(Span::call_site, |(_, s)| s);
             return Err(syn::Error::new(
                 span,
                 "a periodic service needs a schedule: `every = \"1h\"` or `cron = \"0 */5 * * * *\"`",
@@ -241,11 +241,7 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
         let ImplItem::Fn(method) = impl_item else {
             continue;
         };
-        let Some(pos) = method
-            .attrs
-            .iter()
-            .position(|a| a.path().is_ident("action"))
-        else {
+        let Some(pos) = method.attrs.iter().position(|a| is_action(a.path())) else {
             continue;
         };
         let attr = method.attrs.remove(pos);
@@ -392,7 +388,9 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
         return Ok(with_error(quote!(#item), e));
     }
     let callers = typed::callers(&self_ty, !item.generics.params.is_empty(), &callers);
+    let once = one_block(&self_ty);
     Ok(quote! {
+        #once
         #item
         impl ::koan::__private::DeclaredActions for #self_ty {
             fn declare(a: &mut ::koan::Actions<Self>) {
@@ -401,6 +399,47 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
         }
         #callers
     })
+}
+
+/// `#[action]` or `#[koan::action]`: a handler's attribute, read by `#[actions]`.
+fn is_action(path: &syn::Path) -> bool {
+    path.is_ident("action")
+        || (path.segments.len() == 2
+            && path.segments[0].ident == "koan"
+            && path.segments[1].ident == "action")
+}
+
+/// An item whose name says the fix when a type has two `#[actions]` blocks: its
+/// duplicate is the first error the compiler gives (before the generated trait's,
+/// whose names the user never wrote).
+fn one_block(self_ty: &syn::Type) -> TokenStream {
+    let syn::Type::Path(p) = self_ty else {
+        return TokenStream::new();
+    };
+    let Some(last) = p.path.segments.last() else {
+        return TokenStream::new();
+    };
+    let name = format_ident!(
+        "{}_has_more_than_one_koan_actions_block__put_all_its_actions_in_one_impl_block",
+        last.ident,
+        span = Span::call_site()
+    );
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, dead_code)]
+        const #name: () = ();
+    }
+}
+
+/// `#[action]` met outside an `#[actions]` block (which removes it from the methods
+/// it reads): the item as written, and an error naming the fix.
+pub(crate) fn action_alone(_args: TokenStream, input: TokenStream) -> TokenStream {
+    let e = syn::Error::new(
+        Span::call_site(),
+        "`#[action]` marks a handler inside an `impl` block marked `#[koan::actions]`: \
+         add `#[koan::actions]` above this method's `impl` block (one such block per service)",
+    );
+    with_error(input, e)
 }
 
 pub(crate) fn event(input: TokenStream) -> TokenStream {

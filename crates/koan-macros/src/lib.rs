@@ -105,6 +105,14 @@ pub fn actions(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::actions(args.into(), input.into()).into()
 }
 
+/// Marks a handler inside an `impl` block marked [`macro@actions`], which reads it: on
+/// its own, outside such a block, it is an error saying so (a bare `#[action]` on a
+/// plain `impl` declared nothing and was refused only as an unknown attribute).
+#[proc_macro_attribute]
+pub fn action(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand::action_alone(args.into(), input.into()).into()
+}
+
 /// Gives an event payload type its event name: `#[event(name = "TranslationCompleted")]`
 /// (default: the type's name).
 #[proc_macro_derive(Event, attributes(event))]

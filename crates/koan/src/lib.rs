@@ -129,4 +129,4 @@ pub mod __private {
 }
 
 #[cfg(feature = "macros")]
-pub use koan_macros::{Event, actions, service};
+pub use koan_macros::{Event, action, actions, service};

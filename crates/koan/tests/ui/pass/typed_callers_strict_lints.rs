@@ -1,5 +1,6 @@
 //! Typed callers compile under strict lints, for a private service with a private
-//! parameter type, a public one, and a name given as `Self::` constant.
+//! parameter type, a public one, a name given as `Self::` constant, and a handler
+//! marked `#[koan::action]`.
 #![deny(warnings, missing_docs, unreachable_pub, rust_2018_idioms)]
 
 mod private {
@@ -23,6 +24,12 @@ mod private {
         #[action(Self::DOUBLE)]
         async fn double(&self, s: Secret) -> u32 {
             s.value * 2
+        }
+
+        // The attribute written with its crate's path reads the same.
+        #[koan::action("triple")]
+        async fn triple(&self, s: Secret) -> u32 {
+            s.value * 3
         }
     }
 
