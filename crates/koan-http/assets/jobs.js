@@ -1,7 +1,8 @@
 "use strict";
-// Jobs: counts and lists by state, filters by service and action, paging; a job's
-// page with its parameters, result or error, attempts, correlation id and events;
-// retry, cancel, delete, and retry-all-dead (each asked to confirm).
+// Jobs: counts and lists by state, filters by service and action, a search by job id
+// or correlation id, paging; a job's page with its parameters, result or error,
+// attempts, correlation id and events; retry, cancel, delete, and retry-all-dead (each
+// asked to confirm).
 
 const JOB_STATES = ["scheduled", "queued", "running", "succeeded", "retrying", "dead", "cancelled"];
 const short = (id) => id.length > 13 ? "…" + id.slice(-12) : id;
@@ -14,6 +15,7 @@ function jobsPage(main, _m, params) {
   const tabs = el("div", { class: "tabs", id: "job-tabs" });
   const svcSel = el("select", { id: "job-service", "aria-label": "Service" });
   const actIn = el("input", { id: "job-action", placeholder: "action", "aria-label": "Action", value: f.action });
+  const findIn = el("input", { id: "job-find", type: "search", placeholder: "job id or correlation id", "aria-label": "Find a job by its id or correlation id", value: f.correlation_id });
   const tbody = el("tbody");
   const table = el("table", { class: "jobs", id: "jobs" },
     el("thead", {}, el("tr", {}, ...["Job", "Service · action", "State", "Attempts", "Created", "Run at / finished", ""].map((t) => el("th", { text: t })))), tbody);
@@ -23,7 +25,7 @@ function jobsPage(main, _m, params) {
   const retryDead = el("button", { type: "button", id: "retry-dead" }, "Retry all dead…");
   const store = el("div", { class: "desc" });
   main.append(el("section", {}, el("h2", { text: "Jobs" }), store, tabs,
-    el("div", { class: "filters" }, svcSel, actIn, retryDead,
+    el("div", { class: "filters" }, svcSel, actIn, findIn, retryDead,
       f.correlation_id ? el("span", { class: "desc" }, "correlation ", el("code", { text: f.correlation_id }), " ", el("a", { href: "#/jobs", text: "(clear)" })) : null),
     el("div", { class: "scroll" }, table), el("div", { class: "pager" }, newer, older, info)));
 
@@ -35,6 +37,18 @@ function jobsPage(main, _m, params) {
   };
   svcSel.addEventListener("change", () => go(hashFor({ service: svcSel.value })));
   actIn.addEventListener("change", () => go(hashFor({ action: actIn.value.trim() })));
+  // A job id opens its page; anything else (or an id no job has) lists the jobs
+  // under that correlation id.
+  findIn.addEventListener("keydown", async (ev) => {
+    if (ev.key !== "Enter") return;
+    const v = findIn.value.trim();
+    if (!v) { go(hashFor({ correlation_id: "" })); return; }
+    try { const j = await api("/api/jobs/" + enc(v)); go("#/jobs/" + enc(j.id)); }
+    catch (e) {
+      if (e.status === 400 || e.status === 404) go(hashFor({ correlation_id: v, state: "" }));
+      else notice("find: " + e.message);
+    }
+  });
   older.addEventListener("click", () => { if (next) { cursors.push(cursor); cursor = next; refresh(); } });
   newer.addEventListener("click", () => { if (cursors.length) { cursor = cursors.pop(); refresh(); } });
   retryDead.addEventListener("click", async () => {
@@ -68,7 +82,7 @@ function jobsPage(main, _m, params) {
       // From an event: one job under its correlation id opens at once.
       if (f.correlation_id && page.jobs.length === 1 && !cursor) { go("#/jobs/" + enc(page.jobs[0].id)); return; }
       tbody.replaceChildren(...page.jobs.map(jobRow));
-      if (!page.jobs.length) tbody.append(el("tr", {}, el("td", { colspan: "7", class: "desc", text: "no jobs" + (f.state ? " " + f.state : "") })));
+      if (!page.jobs.length) tbody.append(el("tr", {}, el("td", { colspan: "7", class: "desc", text: "no jobs" + (f.state ? " " + f.state : "") + (f.correlation_id ? " under this correlation id, and no job has it as its id" : "") })));
       older.disabled = !next; newer.disabled = !cursors.length;
       info.textContent = `page ${cursors.length + 1}`;
       notice([

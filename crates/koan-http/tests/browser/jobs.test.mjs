@@ -1,6 +1,6 @@
 // The jobs view in headless Chromium against a live koan-demo host: lists by state,
-// filters and paging, a job's page, retry, cancel, delete, retry-all-dead, and a job
-// opened from one of its events.
+// filters and paging, a search by job id or correlation id, a job's page, retry, cancel,
+// delete, retry-all-dead, and a job opened from one of its events.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { useDemo, openAt, assertFits, withToken, shot, call, WAIT, WIDE, NARROW } from "./harness.mjs";
@@ -133,6 +133,41 @@ test("jobs filter by service and action, and page by twenty", async () => {
   await page.press("#job-action", "Enter");
   await page.waitForFunction(() => location.hash.includes("action=flaky"), null, WAIT);
   await page.locator("#jobs tbody td.desc").filter({ hasText: "no jobs" }).waitFor(WAIT);
+  await page.close();
+});
+
+test("a job is found by its id, and jobs by their correlation id", async () => {
+  const under = async (cid, fileId) => {
+    const res = await fetch(base + "/api/services/TranslationService/actions/translate?wait=false&delay=1h", {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-correlation-id": cid },
+      body: JSON.stringify({ fileId, from: "en", to: "es" }),
+    });
+    const text = await res.text();
+    assert.equal(res.status, 202, text);
+    return JSON.parse(text).id;
+  };
+  const cid = "order-" + Date.now();
+  const a = await under(cid, "found-a.txt");
+  const b = await under(cid, "found-b.txt");
+  const page = await openPage("#/jobs");
+  await page.locator("#job-find").waitFor(WAIT);
+
+  await page.fill("#job-find", ` ${b} `);
+  await page.press("#job-find", "Enter");
+  await page.locator(`#job-page[data-job="${b}"]`).waitFor(WAIT);
+
+  await page.goto(base + "/#/jobs");
+  await page.fill("#job-find", cid);
+  await page.press("#job-find", "Enter");
+  await page.locator(`#jobs tr[data-job="${a}"]`).waitFor(WAIT);
+  await page.locator(`#jobs tr[data-job="${b}"]`).waitFor(WAIT);
+  assert.equal(await page.locator("#jobs tbody tr[data-job]").count(), 2);
+  assert.equal(await page.inputValue("#job-find"), cid);
+
+  await page.fill("#job-find", "no-such-" + cid);
+  await page.press("#job-find", "Enter");
+  await page.locator("#jobs tbody td.desc").filter({ hasText: "no job has it as its id" }).waitFor(WAIT);
   await page.close();
 });
 
