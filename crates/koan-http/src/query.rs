@@ -43,8 +43,13 @@ fn message(serde: &str) -> String {
     } else {
         accepted
     };
+    let hint = if name == "token" {
+        " (the token goes in `Authorization: Bearer <token>`; only event streams read `?token=`)"
+    } else {
+        ""
+    };
     format!(
-        "unknown query parameter `{}`; accepted: {accepted}",
+        "unknown query parameter `{}`; accepted: {accepted}{hint}",
         name.escape_debug()
     )
 }
@@ -66,6 +71,10 @@ mod tests {
         assert_eq!(
             message("unknown field `x`, there are no fields"),
             "unknown query parameter `x`; accepted: none"
+        );
+        assert_eq!(
+            message("unknown field `token`, there are no fields"),
+            "unknown query parameter `token`; accepted: none (the token goes in `Authorization: Bearer <token>`; only event streams read `?token=`)"
         );
         assert_eq!(
             message("duplicate field `limit`"),

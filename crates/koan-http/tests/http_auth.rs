@@ -1,6 +1,7 @@
-//! The bearer token: mutating routes and event streams need it when one is configured
-//! (`Authorization: Bearer …`, or `?token=` for streams); reading routes, health and
-//! metrics stay open; and without one, `serve` refuses to bind beyond loopback.
+//! The bearer token: mutating routes, `/api` reads and event streams need it when one
+//! is configured (`Authorization: Bearer …`, or `?token=` for streams); the page,
+//! health (without its details) and metrics stay open; and without one, `serve`
+//! refuses to bind beyond loopback.
 
 use koan::{BoxError, ServiceContext};
 use koan_http::{HttpOptions, ServeError};
@@ -21,10 +22,31 @@ impl koan::PeriodicService for Ticker {
     }
 }
 
+/// What a run's error and a health check carried in a probe: a password.
+const SECRET: &str = "postgres://billing:hunter2@10.0.0.5/billing";
+
+/// Fails its one run, and reports itself degraded, each with [`SECRET`] in the text.
+#[koan::service(name = "Leaky", restart = "never", health = Self::check)]
+#[derive(Default)]
+struct Leaky;
+
+impl Leaky {
+    async fn check(&self) -> koan::health::HealthReport {
+        koan::health::HealthReport::degraded(format!("cannot connect to {SECRET}"))
+    }
+}
+
+impl koan::BackgroundService for Leaky {
+    async fn run(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Err(format!("cannot connect to {SECRET}").into())
+    }
+}
+
 async fn start() -> anyhow::Result<Api> {
     let host = koan::testing::host()
         .service::<Echo>()
         .service::<Ticker>()
+        .service::<Leaky>()
         .build()?
         .start();
     Api::serve(host, loopback().with_token(TOKEN)).await
@@ -105,7 +127,7 @@ async fn seed_routes_need_the_token() -> anyhow::Result<()> {
         let (status, body) = call(api.post(&path).bearer_auth("nope")).await?;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{route}: {body}");
     }
-    let (_, status_body) = call(api.get("/api/services/ticker/status")).await?;
+    let (_, status_body) = call(api.get("/api/services/ticker/status").bearer_auth(TOKEN)).await?;
     assert_eq!(status_body["runs"], 0, "a refused call ran: {status_body}");
 
     for route in ["trigger", "check-queue", "process-batch"] {
@@ -113,17 +135,26 @@ async fn seed_routes_need_the_token() -> anyhow::Result<()> {
         let (status, body) = call(api.post(&path).bearer_auth(TOKEN)).await?;
         assert_eq!(status, StatusCode::OK, "{route}: {body}");
     }
-    let (_, status_body) = call(api.get("/api/services/ticker/status")).await?;
+    let (_, status_body) = call(api.get("/api/services/ticker/status").bearer_auth(TOKEN)).await?;
     assert_eq!(status_body["runs"], 3, "{status_body}");
     api.stop().await
 }
 
+/// Every `/api` read needs the token: a service's status, history and health carry
+/// its runs' errors (a probe read a database password from a token-protected host's
+/// history without one). The page, health for probes (its details only with the
+/// token), metrics and the API's description stay open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reading_routes_health_and_metrics_stay_open() -> anyhow::Result<()> {
+async fn api_reads_need_the_token_and_health_metrics_stay_open() -> anyhow::Result<()> {
     let api = start().await?;
     within(
         "Echo running",
         koan::testing::wait_state(&api.host, "Echo", koan::status::ServiceState::Running),
+    )
+    .await?;
+    within(
+        "Leaky failed",
+        koan::testing::wait_state(&api.host, "Leaky", koan::status::ServiceState::Failed),
     )
     .await?;
     for path in [
@@ -131,16 +162,61 @@ async fn reading_routes_health_and_metrics_stay_open() -> anyhow::Result<()> {
         "/health/live",
         "/health/ready",
         "/metrics",
-        "/api/services",
-        "/api/services/echo",
-        "/api/services/echo/status",
-        "/api/services/echo/health",
         "/api/openapi.json",
         "/",
     ] {
         let resp = within(path, api.get(path).send()).await??;
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let text = resp.text().await?;
+        assert!(
+            !text.contains("hunter2"),
+            "{path} without the token: {text}"
+        );
     }
+    for path in [
+        "/api/services",
+        "/api/services/leaky",
+        "/api/services/leaky/status",
+        "/api/services/leaky/health",
+        "/api/services/leaky/history",
+        "/api/stats/throughput",
+        "/api/instances",
+    ] {
+        let (status, body) = call(api.get(path)).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        assert!(!body.to_string().contains("hunter2"), "{path}: {body}");
+        let (status, body) = call(api.get(&format!("{path}?token={TOKEN}"))).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        let said = error_message(&body, "unauthorized")?;
+        assert!(
+            said.contains("`?token=` is read by event streams alone"),
+            "{said}"
+        );
+        let (status, body) = call(api.get(path).bearer_auth(TOKEN)).await?;
+        // A failed service's health answers 503, with its body.
+        assert!(
+            status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {status} {body}"
+        );
+        assert!(
+            body.get("error").is_none_or(|e| e != "unauthorized"),
+            "{path}: {body}"
+        );
+    }
+    let (_, history) = call(api.get("/api/services/leaky/history").bearer_auth(TOKEN)).await?;
+    assert!(history.to_string().contains("hunter2"), "{history}");
+    let (_, health) = call(api.get("/health").bearer_auth(TOKEN)).await?;
+    assert_eq!(
+        health["checks"]["Leaky:health"][0]["output"], "the service has failed",
+        "details with the token: {health}"
+    );
+    let (_, health) = call(api.get("/health")).await?;
+    let leaky = &health["checks"]["Leaky:health"][0];
+    assert_eq!(leaky["status"], "fail", "{health}");
+    assert!(
+        leaky["output"].is_null(),
+        "no details without the token: {health}"
+    );
     let text = within("metrics", api.get("/metrics").send())
         .await??
         .text()

@@ -3,7 +3,7 @@
 //! unhealthy 503.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use koan::health::HealthStatus;
 use serde_json::{Value, json};
@@ -19,7 +19,12 @@ pub(crate) fn health_json(code: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-pub(crate) async fn overall(State(state): State<AppState>) -> Response {
+/// With a token configured, a request without it gets each check's status but not
+/// its `output`: a health check's error can carry what a service's history does (a
+/// connection string with its password), and `/health` stays open for probes.
+pub(crate) async fn overall(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let details = crate::auth::check(state.options.token.as_deref(), &headers, None).is_ok();
+    let output = |text: Option<String>| if details { text } else { None };
     let h = state.host.health().await;
     let mut checks = serde_json::Map::new();
     for s in &h.services {
@@ -29,7 +34,7 @@ pub(crate) async fn overall(State(state): State<AppState>) -> Response {
                 "componentType": "service",
                 "status": s.report.status.as_check_status(),
                 "critical": s.critical,
-                "output": s.report.description.clone().or_else(|| s.report.error.clone()),
+                "output": output(s.report.description.clone().or_else(|| s.report.error.clone())),
             }]),
         );
     }
@@ -39,7 +44,7 @@ pub(crate) async fn overall(State(state): State<AppState>) -> Response {
             json!([{
                 "componentType": "component",
                 "status": t.status.as_check_status(),
-                "output": t.description.clone().or_else(|| t.error.clone()),
+                "output": output(t.description.clone().or_else(|| t.error.clone())),
             }]),
         );
     }
@@ -49,7 +54,7 @@ pub(crate) async fn overall(State(state): State<AppState>) -> Response {
             json!([{
                 "componentType": "datastore",
                 "status": j.status.as_check_status(),
-                "output": j.description.clone().or_else(|| j.error.clone()),
+                "output": output(j.description.clone().or_else(|| j.error.clone())),
             }]),
         );
     }

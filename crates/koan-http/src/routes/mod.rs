@@ -25,10 +25,6 @@ pub(crate) fn routes(state: AppState) -> Router {
     Router::new()
         .route("/", get(crate::dashboard::page))
         .route("/assets/{file}", get(crate::dashboard::asset))
-        .route("/api/services", get(services::list))
-        .route("/api/services/{name}", get(services::info))
-        .route("/api/services/{name}/status", get(services::status))
-        .route("/api/services/{name}/health", get(services::health))
         .route("/api/services/{name}/actions/{action}", post(services::act))
         .route("/api/services/{name}/trigger", post(seed::trigger))
         .route("/api/services/{name}/check-queue", post(seed::check_queue))
@@ -36,9 +32,6 @@ pub(crate) fn routes(state: AppState) -> Router {
             "/api/services/{name}/process-batch",
             post(seed::process_batch),
         )
-        .route("/api/services/{name}/history", get(activity::history))
-        .route("/api/stats/throughput", get(activity::throughput))
-        .route("/api/instances", get(activity::instances))
         .merge(private(&state))
         .merge(streams(&state))
         .route("/health", get(health::overall))
@@ -50,10 +43,21 @@ pub(crate) fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Reads that need the token: job records (results may be private) and the events
-/// kept on the host.
+/// Reads that need the token: every `/api` read but the API's description. Job
+/// records and events may carry private data; a service's status, history and
+/// health carry its runs' errors (a connection string with its password, served to
+/// anyone while only jobs and events were behind the token; found by a probe).
+/// The page, its assets, `/health*` (for probes) and `/metrics` (no caller's or
+/// handler's text) stay open.
 fn private(state: &AppState) -> Router<AppState> {
     Router::new()
+        .route("/api/services", get(services::list))
+        .route("/api/services/{name}", get(services::info))
+        .route("/api/services/{name}/status", get(services::status))
+        .route("/api/services/{name}/health", get(services::health))
+        .route("/api/services/{name}/history", get(activity::history))
+        .route("/api/stats/throughput", get(activity::throughput))
+        .route("/api/instances", get(activity::instances))
         .route("/api/events/recent", get(activity::recent_events))
         .route("/api/actions/{id}", get(jobs::get))
         .route("/api/jobs", get(jobs::list))

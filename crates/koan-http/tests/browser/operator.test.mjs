@@ -118,8 +118,9 @@ test("on a host that needs a token, a cancelled prompt is not asked again, and t
     page.on("dialog", (d) => { asked += 1; d.dismiss(); });
     await page.goto(url + "/#/jobs");
     await page.locator("#stream-status").filter({ hasText: "needs a token" }).waitFor(WAIT);
-    // Two refreshes later: one prompt in all (it came back every 2 s).
-    await requests(page, "/api/jobs/counts", 2);
+    // Two refreshes later (each asks for the services first): one prompt in all
+    // (it came back every 2 s).
+    await requests(page, "/api/services", 2);
     assert.equal(asked, 1);
     await page.locator("#notice").filter({ hasText: "Set token" }).waitFor(WAIT);
     await page.close();
@@ -137,7 +138,7 @@ test("on a host that needs a token, a wrong token is said to be refused, not ask
     page.on("dialog", (d) => { asked += 1; d.accept("wrong-token"); });
     await page.goto(url + "/#/jobs");
     await page.locator("#stream-status").filter({ hasText: "refused this token" }).waitFor(WAIT);
-    await requests(page, "/api/jobs/counts", 2);
+    await requests(page, "/api/services", 2);
     assert.equal(asked, 1);
     await page.close();
   } finally {
