@@ -128,7 +128,20 @@ impl HttpOptions {
                 )
             })?;
         }
-        o.token = s.token.filter(|t| !t.is_empty());
+        if s.token.as_deref() == Some("") {
+            // `KOAN__HTTP__TOKEN=` laid over a file's token took it away: the plane
+            // opened without a word (found by a probe). No token is no key at all.
+            let from = config
+                .origin("koan.http.token")
+                .unwrap_or_else(|| "`koan.http.token`".to_owned());
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the HTTP token {from} is empty: remove the key (or the variable) to serve without a token, loopback only, or give it a value, e.g. the output of `openssl rand -hex 32`"
+                ),
+            ));
+        }
+        o.token = s.token;
         if let Ok(t) = std::env::var("KOAN_HTTP_TOKEN")
             && !t.is_empty()
         {

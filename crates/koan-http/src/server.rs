@@ -58,6 +58,7 @@ pub(crate) fn start(
         token: options.token.as_deref().map(Arc::from),
         reserve: Arc::new(Semaphore::new(crate::reserve::RESERVE)),
     };
+    say_access(addr, &host, options.token.as_deref());
     let cors = crate::routes::cors(&options.cors_origins);
     let app = Admitted::new(AppState::new(host.clone(), options));
     let task = match cors {
@@ -65,6 +66,33 @@ pub(crate) fn start(
         None => tokio::spawn(accept_loop(listener, app, host, limits)),
     };
     Server { addr, task }
+}
+
+/// A token shorter than this is warned of (a guessable password, not a key).
+const SHORT_TOKEN: usize = 16;
+
+/// Says once, at start, who may use the plane: an operator could not tell from the
+/// log whether a token was in force (found by a probe). A plane without a token on a
+/// host in a cluster reaches every service and job of the cluster: said as a warning.
+fn say_access(addr: SocketAddr, host: &HostHandle, token: Option<&str>) {
+    match token {
+        Some(t) => {
+            tracing::info!(%addr, "control plane: every change and every `/api` read needs the token; `/`, `/health` (without details) and `/metrics` are open");
+            if t.len() < SHORT_TOKEN {
+                tracing::warn!(
+                    "the HTTP token has {} characters: fewer than {SHORT_TOKEN} is guessable; use e.g. the output of `openssl rand -hex 32`",
+                    t.len()
+                );
+            }
+        }
+        None if host.host_id().is_some() => tracing::warn!(
+            %addr,
+            "control plane without a token, for loopback clients only: any process of this machine can call every service of the cluster and read its jobs through it; set `koan.http.token` (or KOAN_HTTP_TOKEN) to close it"
+        ),
+        None => {
+            tracing::info!(%addr, "control plane without a token: loopback clients only, cross-site requests refused")
+        }
+    }
 }
 
 /// Connections beyond the cap being answered 503 at once (each for at most a second);

@@ -168,6 +168,41 @@ fn debug_of_the_options_hides_the_token() {
     assert!(shown.contains("redacted"), "{shown}");
 }
 
+/// An empty token is refused, naming where it came from: `KOAN__HTTP__TOKEN=` laid
+/// over a file's token meant "no token" and opened the plane without a word (found
+/// by a probe).
+#[test]
+fn an_empty_token_is_refused_naming_its_source() -> anyhow::Result<()> {
+    let config = Config::builder()
+        .toml(
+            "koan.toml",
+            "[koan.http]\ntoken = \"file-token-0123456789\"\n",
+        )?
+        .env_vars([("KOAN__HTTP__TOKEN", "")])
+        .build();
+    let e = HttpOptions::from_config(&config).expect_err("an empty token");
+    assert!(
+        e.message().contains("KOAN__HTTP__TOKEN") && e.message().contains("is empty"),
+        "{e}"
+    );
+    let config = Config::builder()
+        .toml("koan.toml", "[koan.http]\ntoken = \"\"\n")?
+        .build();
+    let e = HttpOptions::from_config(&config).expect_err("an empty token");
+    assert!(e.message().contains("koan.toml"), "{e}");
+    let config = Config::builder()
+        .toml(
+            "koan.toml",
+            "[koan.http]\ntoken = \"file-token-0123456789\"\n",
+        )?
+        .build();
+    assert_eq!(
+        HttpOptions::from_config(&config)?.token.as_deref(),
+        Some("file-token-0123456789")
+    );
+    Ok(())
+}
+
 #[test]
 fn limits_are_read_from_configuration() -> anyhow::Result<()> {
     let config = Config::builder()
