@@ -16,14 +16,22 @@ pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// Command-line client of the koan HTTP control plane.
 #[derive(Debug, Parser)]
-#[command(name = "koanctl", version, about, propagate_version = true)]
+#[command(
+    name = "koanctl",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit codes: 0 done; 1 an answer the API does not promise (fields missing, a redirect, past the size cap); 2 bad input; 3 the API answered an error; 4 the host unreachable, silent past a deadline, or gone."
+)]
 pub(crate) struct Cli {
     /// Base URL of the control plane, e.g. `http://127.0.0.1:8080` or
     /// `http://host/prefix` (no user, password or query: the token goes in --token).
     #[arg(long, global = true, env = "KOAN_URL", default_value = DEFAULT_URL)]
     pub(crate) url: String,
 
-    /// Bearer token, sent as `Authorization: Bearer <token>`.
+    /// Bearer token, sent as `Authorization: Bearer <token>`: the token, or `@file`
+    /// to read it from a file (its line end dropped). Without it, `KOAN_HTTP_TOKEN`
+    /// (the host's own variable) is used when set.
     #[arg(long, global = true, env = "KOAN_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 

@@ -26,6 +26,7 @@ mod jobs;
 mod output;
 mod spinner;
 mod sse;
+mod token;
 
 use std::process::ExitCode;
 

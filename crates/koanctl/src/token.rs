@@ -1,0 +1,93 @@
+//! The bearer token as given: `--token`, `KOAN_TOKEN`, or the host's own
+//! `KOAN_HTTP_TOKEN`; each as text or `@file`. Read and checked once, before any
+//! request, so a bad one is named as the token and not as a URL.
+
+use crate::client::Failure;
+
+/// The token to send, if any: `given` (`--token` or `KOAN_TOKEN`), else the host's
+/// variable `KOAN_HTTP_TOKEN` (an operator on the host's machine has it exported;
+/// before, koanctl ignored it and the host's 401 named only that variable).
+pub(crate) fn resolve(given: Option<String>) -> Result<Option<String>, Failure> {
+    let (raw, from) = match given.filter(|t| !t.is_empty()) {
+        Some(t) => (t, "--token or KOAN_TOKEN"),
+        None => match std::env::var("KOAN_HTTP_TOKEN") {
+            Ok(t) if !t.is_empty() => (t, "KOAN_HTTP_TOKEN"),
+            _ => return Ok(None),
+        },
+    };
+    let (text, from) = match raw.strip_prefix('@') {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::Input(format!("cannot read the token file `{path}` ({from}): {e}"))
+            })?;
+            (text, format!("the token file `{path}`"))
+        }
+        None => (raw, from.to_owned()),
+    };
+    // A file's line end, or `$(cat file)` of one with CRLF ends, is not part of it.
+    let token = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    if token.is_empty() {
+        return Err(Failure::Input(format!("the token from {from} is empty")));
+    }
+    if let Some((at, c)) = token.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        return Err(Failure::Input(format!(
+            "the token from {from} has {} at byte {at}: a token is visible ASCII, sent in `Authorization: Bearer <token>`",
+            describe(c)
+        )));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// A character a token may not hold, named without printing it.
+fn describe(c: char) -> String {
+    match c {
+        '\r' => "a carriage return (a file with CRLF line ends?)".to_owned(),
+        '\n' => "a line break".to_owned(),
+        ' ' | '\t' => "a space".to_owned(),
+        c if c.is_control() => format!("a control character (U+{:04X})", u32::from(c)),
+        _ => "a non-ASCII character".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    /// The refusal of `given`, as text.
+    fn refused(given: &str) -> anyhow::Result<String> {
+        match resolve(Some(given.to_owned())) {
+            Ok(_) => anyhow::bail!("{given:?} was taken"),
+            Err(e) => Ok(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_files_line_end_is_dropped_and_its_inner_breaks_are_named() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("koanctl-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let crlf = dir.join("crlf");
+        std::fs::write(&crlf, "s3cret-token\r\n")?;
+        let got = resolve(Some(format!("@{}", crlf.display())))?;
+        assert_eq!(got.as_deref(), Some("s3cret-token"));
+
+        let err = refused("abc\rdef")?;
+        assert!(
+            err.contains("carriage return") && err.contains("--token or KOAN_TOKEN"),
+            "{err}"
+        );
+        assert!(!err.contains("abc"), "the token is never printed: {err}");
+
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n")?;
+        let err = refused(&format!("@{}", empty.display()))?;
+        assert!(err.contains("is empty"), "{err}");
+
+        let err = refused("@/definitely/not/here")?;
+        assert!(
+            err.contains("cannot read the token file `/definitely/not/here`"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
