@@ -126,6 +126,6 @@ pub(crate) fn schemas(into: &mut Map<String, Value>) {
         "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } },
         "next_cursor": { "type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last. A page ends early, before `limit`, once it holds about 4 MB of jobs" },
         "stale": { "type": "boolean", "description": "present (true) when the cluster's jobs come from a view that is not current: the broker is unreachable (the last known state), or this instance has not yet read them all (its first listing after a while without one)" },
-        "partial": { "type": "boolean", "description": "present (true) when the listing covers only part of the cluster's jobs: this instance holds at most `koan.nats.view_max_records` of them (the most recently written, failures and unfinished jobs before successes); a job left out is still read by its id" } } }),
+        "partial": { "type": "boolean", "description": "present (true) when the listing covers only part of the cluster's jobs: this instance holds at most `koan.nats.view_max_records` of them and `koan.nats.view_max_mb` of their JSON (the most recently written, failures and unfinished jobs before successes); a job left out is still read by its id" } } }),
     );
 }

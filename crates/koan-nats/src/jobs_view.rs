@@ -6,8 +6,8 @@
 //! none of the cluster's record writes. The view follows the bucket a moment
 //! behind; a single job is read from the bucket itself (`records::get`). It
 //! holds at most `NatsOptions::view_max_records` records (4–5 KB of memory each for the
-//! demo's jobs, as measured):
-//! past it, it forgets successes and cancels first, then failures, then the
+//! demo's jobs, as measured) and `NatsOptions::view_max_bytes` of their JSON: past
+//! either, it forgets successes and cancels first, then failures, then the
 //! jobs still to end, the least recently written first, and its pages and counts
 //! say they are partial until what it forgot would have expired anyway.
 
@@ -20,10 +20,49 @@ use futures_util::StreamExt;
 use koan::job::{JobCounts, JobPage, JobQuery, JobRecord, JobState};
 use tokio::sync::watch;
 
+/// The records held, by KV key: each with when it was last written and its size as
+/// stored; and the sum of those sizes.
+#[derive(Debug, Default)]
+struct Held {
+    map: HashMap<String, (JobRecord, Instant, usize)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn insert(&mut self, key: String, record: JobRecord, at: Instant, size: usize) {
+        self.bytes += size;
+        if let Some((_, _, was)) = self.map.insert(key, (record, at, size)) {
+            self.bytes -= was;
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((_, _, size)) = self.map.remove(key) {
+            self.bytes -= size;
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&JobRecord, Instant) -> bool) {
+        let mut bytes = self.bytes;
+        self.map.retain(|_, (r, at, size)| {
+            let kept = keep(r, *at);
+            if !kept {
+                bytes -= *size;
+            }
+            kept
+        });
+        self.bytes = bytes;
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct JobsView {
-    /// By KV key: the record and when it was last written.
-    records: Mutex<HashMap<String, (JobRecord, Instant)>>,
+    records: Mutex<Held>,
     /// The bucket's age limit: a record not written for this long is gone from it
     /// (without a delete marker), so from here too.
     keep: Duration,
@@ -37,6 +76,8 @@ pub(crate) struct JobsView {
     idle: Duration,
     /// The most records held.
     cap: usize,
+    /// The most bytes of records (as stored) held.
+    max_bytes: usize,
     /// Until when the view is partial: the latest a record it forgot for its
     /// `cap` would have expired from the bucket.
     left_out: Mutex<Option<Instant>>,
@@ -71,7 +112,7 @@ impl JobsView {
         } else {
             keep
         };
-        JobsView::with(keep, opts.watch_idle, opts.view_max_records)
+        JobsView::with(keep, opts.watch_idle, opts.view_max_records).max_bytes(opts.view_max_bytes)
     }
 
     fn with(keep: Duration, idle: Duration, cap: usize) -> JobsView {
@@ -86,7 +127,15 @@ impl JobsView {
             caught_up: watch::Sender::new(false),
             idle,
             cap: cap.max(1),
+            max_bytes: usize::MAX,
             left_out: Mutex::default(),
+        }
+    }
+
+    fn max_bytes(self, max_bytes: usize) -> JobsView {
+        JobsView {
+            max_bytes: max_bytes.max(1),
+            ..self
         }
     }
 
@@ -142,7 +191,7 @@ impl JobsView {
     fn apply(&self, key: String, operation: kv::Operation, value: &[u8]) {
         match operation {
             kv::Operation::Put => match serde_json::from_slice::<JobRecord>(value) {
-                Ok(r) => self.put(key, r),
+                Ok(r) => self.put(key, r, value.len()),
                 Err(e) => {
                     tracing::warn!(key = %key, error = %e, "unreadable job record in the cluster's bucket")
                 }
@@ -151,10 +200,10 @@ impl JobsView {
         }
     }
 
-    fn put(&self, key: String, record: JobRecord) {
+    fn put(&self, key: String, record: JobRecord, size: usize) {
         let now = Instant::now();
         let mut m = lock(&self.records);
-        m.insert(key, (record, now));
+        m.insert(key, record, now, size);
         // Forgetting scans every record: once a second at most, not per write.
         let due = {
             let mut at = lock(&self.pruned);
@@ -166,20 +215,23 @@ impl JobsView {
         };
         if due {
             let keep = self.keep;
-            m.retain(|_, (_, at)| now.duration_since(*at) <= keep);
+            m.retain(|_, at| now.duration_since(at) <= keep);
         }
-        // Past its cap by a quarter (or at all, once a second): back to it, so
+        // Past a cap by a quarter (or at all, once a second): back to it, so
         // that the work of forgetting is spread over the writes.
-        if m.len() > self.cap.saturating_add(self.cap / 4) || (due && m.len() > self.cap) {
+        let over = |n: usize, cap: usize| n > cap.saturating_add(cap / 4) || (due && n > cap);
+        if over(m.map.len(), self.cap) || over(m.bytes, self.max_bytes) {
             self.trim(&mut m, now);
         }
     }
 
-    /// Forgets records down to the cap: successes and cancels first, then
-    /// failures, then jobs still to end; in each, the least recently written.
-    fn trim(&self, m: &mut HashMap<String, (JobRecord, Instant)>, now: Instant) {
-        let excess = m.len().saturating_sub(self.cap);
-        if excess == 0 {
+    /// Forgets records down to the caps (count and bytes): successes and cancels
+    /// first, then failures, then jobs still to end; in each, the least recently
+    /// written.
+    fn trim(&self, m: &mut Held, now: Instant) {
+        let excess = m.map.len().saturating_sub(self.cap);
+        let excess_bytes = m.bytes.saturating_sub(self.max_bytes);
+        if excess == 0 && excess_bytes == 0 {
             return;
         }
         let class = |r: &JobRecord| match r.state {
@@ -187,13 +239,34 @@ impl JobsView {
             JobState::Dead => 1,
             _ => 2,
         };
-        let mut order: Vec<(u8, Instant, &String)> =
-            m.iter().map(|(k, (r, at))| (class(r), *at, k)).collect();
-        order.select_nth_unstable_by_key(excess - 1, |&(c, at, _)| (c, at));
-        let gone: Vec<(String, Instant)> = order[..excess]
+        let mut order: Vec<(u8, Instant, &String, usize)> = m
+            .map
             .iter()
-            .map(|&(_, at, k)| (k.clone(), at))
+            .map(|(k, (r, at, size))| (class(r), *at, k, *size))
             .collect();
+        let key = |&(c, at, _, _): &(u8, Instant, &String, usize)| (c, at);
+        let gone: Vec<(String, Instant)> = if excess_bytes == 0 {
+            // By count alone: the `excess` first in order, without sorting them all.
+            order.select_nth_unstable_by_key(excess - 1, key);
+            order[..excess]
+                .iter()
+                .map(|&(_, at, k, _)| (k.clone(), at))
+                .collect()
+        } else {
+            // By bytes too: the first in order until both caps hold.
+            order.sort_unstable_by_key(key);
+            let (mut n, mut freed) = (0, 0);
+            order
+                .iter()
+                .take_while(|&&(_, _, _, size)| {
+                    let more = n < excess || freed < excess_bytes;
+                    n += 1;
+                    freed += size;
+                    more
+                })
+                .map(|&(_, at, k, _)| (k.clone(), at))
+                .collect()
+        };
         let mut until = lock(&self.left_out);
         for (key, at) in gone {
             m.remove(&key);
@@ -224,7 +297,7 @@ impl JobsView {
         // Only over the record it was read from: a write or a delete heard
         // meanwhile stands (an old read brought back a deleted job; a review).
         let mut m = lock(&self.records);
-        if let Some((held, _)) = m.get_mut(key)
+        if let Some((held, _, _)) = m.map.get_mut(key)
             && held == was
         {
             *held = record;
@@ -241,9 +314,10 @@ impl JobsView {
     ) -> Vec<(String, JobRecord)> {
         let m = lock(&self.records);
         let mut open: Vec<(&String, &JobRecord, Instant)> = m
+            .map
             .iter()
-            .filter(|(k, (r, at))| !r.state.is_final() && at.elapsed() >= age && !skip(k))
-            .map(|(k, (r, at))| (k, r, *at))
+            .filter(|(k, (r, at, _))| !r.state.is_final() && at.elapsed() >= age && !skip(k))
+            .map(|(k, (r, at, _))| (k, r, *at))
             .collect();
         if open.len() > max {
             open.select_nth_unstable_by_key(max, |&(_, _, at)| at);
@@ -256,7 +330,10 @@ impl JobsView {
 
     /// How long ago the view heard the record under `key` written.
     pub(crate) fn written_ago(&self, key: &str) -> Option<Duration> {
-        lock(&self.records).get(key).map(|(_, at)| at.elapsed())
+        lock(&self.records)
+            .map
+            .get(key)
+            .map(|(_, at, _)| at.elapsed())
     }
 
     fn remove(&self, key: &str) {
@@ -274,8 +351,9 @@ impl JobsView {
         let mut jobs: Vec<JobRecord> = {
             let m = lock(&self.records);
             let mut matches: Vec<&JobRecord> = m
+                .map
                 .values()
-                .map(|(r, _)| r)
+                .map(|(r, _, _)| r)
                 .filter(|r| query.cursor.as_ref().is_none_or(|c| &r.id < c))
                 .filter(|r| query.matches(r))
                 .collect();
@@ -306,9 +384,10 @@ impl JobsView {
             .into_iter()
             .map(|s| {
                 let n = m
+                    .map
                     .values()
-                    .filter(|(r, _)| r.state == s)
-                    .filter(|(r, _)| {
+                    .filter(|(r, _, _)| r.state == s)
+                    .filter(|(r, _, _)| {
                         service.is_none_or(|name| r.service.eq_ignore_ascii_case(name))
                     })
                     .count();

@@ -51,6 +51,11 @@ pub struct NatsOptions {
     /// counts cover the most recently written (failures and unfinished jobs before
     /// successes) and say they are partial; any job is still read by its id.
     pub view_max_records: usize,
+    /// The most bytes of job records (as stored, JSON) this host's view holds
+    /// (default 64 MiB, about 200 MB of memory): past it, as past
+    /// `view_max_records`. Records of large parameters (64 KiB each) took a host
+    /// from 36 MB to 1.3 GB at 6,000 jobs, all well under the count (a probe).
+    pub view_max_bytes: usize,
     /// How long dead letters (`KOAN_DLQ`) are kept (default 7 days, as a host's
     /// own store keeps its jobs).
     pub dead_letter_retention: Duration,
@@ -105,6 +110,7 @@ impl Default for NatsOptions {
             outcome_ttl: Duration::from_secs(3600),
             watch_idle: Duration::from_secs(120),
             view_max_records: 50_000,
+            view_max_bytes: 64 * 1024 * 1024,
             dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
             dead_letter_max_bytes: 256 * 1024 * 1024,
             storage_budget_bytes: None,
@@ -136,6 +142,7 @@ struct Section {
     watch_idle_seconds: Option<u64>,
     outcome_ttl_seconds: Option<u64>,
     view_max_records: Option<usize>,
+    view_max_mb: Option<usize>,
     dead_letter_retention_hours: Option<u64>,
     dead_letter_max_mb: Option<u64>,
     storage_budget_mb: Option<u64>,
@@ -154,7 +161,7 @@ impl NatsOptions {
     /// `tls_required`, `tls_ca_file`, `tls_client_cert`/`tls_client_key`,
     /// `default_request_timeout_seconds`, `heartbeat_ms`, `lease_ms`, `max_deliver`,
     /// `ack_wait_seconds`, `watch_idle_seconds`, `outcome_ttl_seconds`, `view_max_records`,
-    /// `dead_letter_retention_hours`, `dead_letter_max_mb`, `storage_budget_mb`.
+    /// `view_max_mb`, `dead_letter_retention_hours`, `dead_letter_max_mb`, `storage_budget_mb`.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.nats")?;
         let mut o = NatsOptions::default();
@@ -208,6 +215,9 @@ impl NatsOptions {
         }
         if let Some(n) = s.view_max_records {
             o.view_max_records = n.max(1);
+        }
+        if let Some(mb) = s.view_max_mb {
+            o.view_max_bytes = mb.max(1).saturating_mul(1024 * 1024);
         }
         if let Some(h) = s.dead_letter_retention_hours {
             o.dead_letter_retention = Duration::from_secs(h.max(1).saturating_mul(3600));

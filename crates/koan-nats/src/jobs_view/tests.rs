@@ -73,7 +73,7 @@ async fn a_view_that_does_not_catch_up_is_answered_stale_after_its_bound() {
 fn pages_go_newest_first_and_filters_hold() {
     let view = JobsView::with(Duration::from_secs(60), Duration::from_secs(60), 1000);
     for (id, service) in [("01", "A"), ("02", "B"), ("03", "A"), ("04", "A")] {
-        view.put(id.to_owned(), record(id, service));
+        view.put(id.to_owned(), record(id, service), 100);
     }
     let ids = |p: &JobPage| p.jobs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
     let q = JobQuery {
@@ -101,7 +101,7 @@ fn past_its_cap_the_view_forgets_successes_first_and_says_it_is_partial() {
     let put = |id: &str, state: JobState| {
         let mut r = record(id, "A");
         r.state = state;
-        view.put(id.to_owned(), r);
+        view.put(id.to_owned(), r, 100);
     };
     // Two failures and three queued jobs, written first; then successes.
     for id in ["d1", "d2"] {
@@ -115,7 +115,7 @@ fn past_its_cap_the_view_forgets_successes_first_and_says_it_is_partial() {
         put(&format!("s{i:02}"), JobState::Succeeded);
     }
     // A quarter past the cap is the most it holds between trims.
-    assert!(lock(&view.records).len() <= 10);
+    assert!(lock(&view.records).map.len() <= 10);
     let page = view.list(&JobQuery {
         limit: Some(100),
         ..JobQuery::default()
@@ -135,12 +135,52 @@ fn past_its_cap_the_view_forgets_successes_first_and_says_it_is_partial() {
     let view = JobsView::with(Duration::from_secs(60), Duration::from_secs(60), 4);
     for i in 0..6 {
         let id = format!("q{i}");
-        view.put(id.clone(), record(&id, "A"));
+        view.put(id.clone(), record(&id, "A"), 100);
     }
     view.trim(&mut lock(&view.records), Instant::now());
-    let mut held: Vec<String> = lock(&view.records).keys().cloned().collect();
+    let mut held: Vec<String> = lock(&view.records).map.keys().cloned().collect();
     held.sort();
     assert_eq!(held, ["q2", "q3", "q4", "q5"]);
+}
+
+/// Past its bytes (records of large parameters, far under the count), the view
+/// forgets as past its count, and its byte sum follows every write, overwrite and
+/// removal.
+#[test]
+fn past_its_bytes_the_view_forgets_as_past_its_count() {
+    let view = JobsView::with(Duration::from_secs(60), Duration::from_secs(60), 1000)
+        .max_bytes(10 * 64_000);
+    let put = |id: &str, state: JobState, size: usize| {
+        let mut r = record(id, "A");
+        r.state = state;
+        view.put(id.to_owned(), r, size);
+    };
+    put("d1", JobState::Dead, 64_000);
+    put("q1", JobState::Queued, 64_000);
+    for i in 0..40 {
+        put(&format!("s{i:02}"), JobState::Succeeded, 64_000);
+    }
+    // A quarter past the bytes is the most it holds between trims.
+    let held = lock(&view.records).bytes;
+    assert!(held <= 10 * 64_000 * 5 / 4, "{held} bytes held");
+    assert!(lock(&view.records).map.len() <= 12);
+    let page = view.list(&JobQuery {
+        limit: Some(100),
+        ..JobQuery::default()
+    });
+    assert!(page.partial, "some records were left out");
+    let ids: Vec<&str> = page.jobs.iter().map(|r| r.id.as_str()).collect();
+    for id in ["d1", "q1", "s39"] {
+        assert!(ids.contains(&id), "{id} in {ids:?}");
+    }
+    // Overwritten and removed records leave the sum as the records held say.
+    put("q1", JobState::Running, 10);
+    view.remove("d1");
+    let m = lock(&view.records);
+    assert_eq!(
+        m.bytes,
+        m.map.values().map(|(_, _, size)| size).sum::<usize>()
+    );
 }
 
 #[test]
@@ -151,7 +191,7 @@ fn pages_of_many_records_list_each_once_newest_first() {
     let n = 257;
     for i in 0..n {
         let id = format!("{:04}", (i * 7) % n);
-        view.put(id.clone(), record(&id, "A"));
+        view.put(id.clone(), record(&id, "A"), 100);
     }
     let mut seen = Vec::new();
     let mut cursor = None;
@@ -180,18 +220,18 @@ fn a_record_read_as_ended_replaces_only_the_one_it_was_read_from() {
         last_read: tokio::time::Instant::now(),
     };
     let was = record("a", "S");
-    v.put("a".into(), was.clone());
+    v.put("a".into(), was.clone(), 100);
     let mut ended = was.clone();
     ended.state = JobState::Succeeded;
     v.put_read("a", &was, ended.clone());
-    assert_eq!(lock(&v.records)["a"].0.state, JobState::Succeeded);
+    assert_eq!(lock(&v.records).map["a"].0.state, JobState::Succeeded);
     // A newer write heard meanwhile stands; a deleted one is not brought back.
     let mut newer = was.clone();
     newer.attempts = 2;
-    v.put("a".into(), newer);
+    v.put("a".into(), newer, 100);
     v.put_read("a", &was, ended.clone());
-    assert_eq!(lock(&v.records)["a"].0.attempts, 2);
+    assert_eq!(lock(&v.records).map["a"].0.attempts, 2);
     v.remove("a");
     v.put_read("a", &was, ended);
-    assert!(!lock(&v.records).contains_key("a"));
+    assert!(!lock(&v.records).map.contains_key("a"));
 }
