@@ -155,7 +155,33 @@ fn create(conn: &Connection) -> Result<(), Failure> {
     conn.execute_batch(TABLE).doing("create the schema")?;
     conn.execute_batch(&live_indexes())
         .doing("create the schema")?;
-    conn.pragma_update(None, "user_version", VERSION)
-        .doing("record the schema version")?;
+    // Written only when it changes: a write at every open kept a host from starting
+    // again on a full disk, which it had served through (reads, health, clear
+    // refusals) until a restart (found by a probe).
+    if found != VERSION {
+        conn.pragma_update(None, "user_version", VERSION)
+            .doing("record the schema version")?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A store whose schema is in place opens without writing: as on a full disk,
+    /// where any write fails.
+    #[test]
+    fn a_current_schema_is_opened_without_a_write() {
+        let dir = std::env::temp_dir().join(format!("koan-schema-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        let path = dir.join("jobs.db");
+        drop(super::open_file(&path).expect("a new store"));
+        let conn = rusqlite::Connection::open(&path).expect("the file again");
+        conn.pragma_update(None, "query_only", true)
+            .expect("query_only");
+        super::create(&conn).expect("opened without a write");
+        // A write is refused on this connection indeed.
+        assert!(conn.pragma_update(None, "user_version", 2).is_err());
+        drop(conn);
+        std::fs::remove_dir_all(&dir).expect("removed");
+    }
 }
