@@ -362,6 +362,12 @@ async fn run_claimed(host: &Arc<HostInner>, cell: &Arc<ServiceCell>, claimed: Cl
         Ok(true) => {
             if let Some(state) = final_state {
                 metrics::counter!("koan_jobs_finished_total", "service" => cell.spec.name.to_string(), "state" => state.as_str()).increment(1);
+                // Said in the log, as the cluster's dead letters are: a job dead of
+                // a parameter shape or an action the new build lacks was seen only
+                // in the API and a metric (found by a probe of an upgrade).
+                if let (JobState::Dead, Err(e)) = (state, &outcome) {
+                    tracing::error!(job = %record.id, service = %cell.spec.name, action = %record.action, attempts = record.attempts, error = %e, "job is dead: it runs again only if retried by hand");
+                }
                 jobs.waiters.answer(&record.id, &outcome);
             }
         }
