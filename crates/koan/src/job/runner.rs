@@ -158,6 +158,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         .collect();
     let mut last_purge: Option<Instant> = None;
     let mut last_counts: Option<Instant> = None;
+    let mut unserved_said = HashMap::new();
     loop {
         if jobs.closing.load(Ordering::Acquire) {
             return;
@@ -165,6 +166,8 @@ pub(crate) async fn run(host: Arc<HostInner>) {
         if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             last_purge = Some(Instant::now());
             super::upkeep::purge(&host).await;
+            let runs = |service: &str| index.contains_key(service);
+            super::upkeep::unserved(&host, runs, &mut unserved_said).await;
         }
         if last_counts.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             last_counts = Some(Instant::now());

@@ -58,3 +58,47 @@ pub(super) async fn finish(
         }
     }
 }
+
+/// How long a job of a service no one here runs is due before it is said.
+const UNSERVED_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+/// How often it is said again, per service.
+const UNSERVED_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Says, every 10 minutes per service, that jobs of a service no enabled instance of
+/// this host runs have been due for a minute: after an upgrade renamed a service,
+/// its stored jobs waited for ever with no word in the log, the health or the
+/// dashboard (found by a probe). Another process sharing the store may run them,
+/// hence a warning, not a failure. Stores that cannot tell cheaply
+/// (`live_services` is `None`) say nothing.
+pub(super) async fn unserved(
+    host: &HostInner,
+    runs: impl Fn(&str) -> bool,
+    said: &mut std::collections::HashMap<String, std::time::Instant>,
+) {
+    let Ok(Some(live)) = host.jobs.store.live_services().await else {
+        return;
+    };
+    let now = host.config.clock.now();
+    for (service, due) in live {
+        if runs(&service) || now - due < UNSERVED_AFTER {
+            continue;
+        }
+        if said
+            .get(&service)
+            .is_some_and(|t| t.elapsed() < UNSERVED_EVERY)
+        {
+            continue;
+        }
+        said.insert(service.clone(), std::time::Instant::now());
+        let why = match host.registry.by_name(&service) {
+            Some(cell) if cell.spec.disabled.is_some() => "the service is disabled here",
+            Some(_) => "the service runs here but takes no jobs",
+            None => "no service of that name runs here",
+        };
+        tracing::warn!(
+            service = %service.escape_debug(),
+            due_since = %due,
+            "jobs of this service are waiting: {why}; they run once a host running it shares this store (a service renamed by an upgrade: run its old name, or cancel and delete its jobs)"
+        );
+    }
+}

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod events;
+pub(crate) mod logs;
 pub(crate) mod store;
 
 use std::future::Future;
