@@ -446,7 +446,16 @@ pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
         .delete_expect_revision(&key, Some(revision))
         .await
     {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            // Its outcome too: kept, it held its bytes of the outcomes' share for up
+            // to `outcome_ttl`, and deleting old jobs freed no room for new ones
+            // (a probe's cluster stayed full an hour). Purged, not marked: a marker
+            // would hold its history. The job's message is gone (taken and acked).
+            if let Err(e) = t.inner.outcomes.purge(&key).await {
+                tracing::warn!(job = %id, error = %e, "the job's record is deleted, but its outcome is kept until it expires");
+            }
+            Ok(true)
+        }
         Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Err(Error::new(
             ErrorKind::JobState,
             format!(

@@ -249,6 +249,31 @@ async fn retry_all_dead_of_a_cluster(view_max_records: Option<usize>) -> anyhow:
     Ok(())
 }
 
+/// A deleted job's outcome goes with its record: kept, it held its bytes of the
+/// outcomes' share, and deleting old jobs of a full cluster freed no room for new
+/// ones (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_jobs_outcome_goes_with_its_record() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_worker, client) = cluster(&server).await?;
+    let job = client.host.service("Flaky").action("once", ()).enqueue();
+    let ticket = within("enqueue", job).await??;
+    let id = ticket.id().to_owned();
+    let _ = within("the outcome", ticket.outcome()).await?;
+    record_in(&client, &id, JobState::Dead).await?;
+    let js = async_nats::jetstream::new(client.nats.client().clone());
+    let outcomes = js
+        .get_key_value("koan_outcomes")
+        .await
+        .map_err(|e| anyhow::anyhow!("the koan_outcomes bucket: {e}"))?;
+    assert!(outcomes.get(&id).await?.is_some(), "an outcome is stored");
+    within("delete", client.host.jobs().delete(&id)).await??;
+    assert!(outcomes.get(&id).await?.is_none(), "its outcome is gone");
+    let held = outcomes.status().await?.info.state.messages;
+    assert!(held <= 1, "{held} messages left in the outcomes' bucket");
+    Ok(())
+}
+
 /// A retry and a delete of the same dead job at once, from two hosts: one wins.
 /// Either the job runs again and keeps its record, or it is forgotten and does
 /// not run; never both answered yes, the deleted job then run and its record
