@@ -70,10 +70,13 @@ pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error>
             && matches!(records::get(t, &job.id).await, Ok(Some(_)));
         if !stored {
             t.inner.refusals.note_full(crate::storage::NEW_JOB, &why);
-            return Err(unavailable(format!(
-                "durable enqueue of `{}` on `{}`: not stored: {why}",
-                job.action, job.service
-            )));
+            return Err(Error::new(
+                ErrorKind::StoreUnavailable,
+                format!(
+                    "durable enqueue of `{}` on `{}`: not stored: {why}",
+                    job.action, job.service
+                ),
+            ));
         }
     }
     // Together for a fresh id (B8: one wait instead of two); with a storage
@@ -90,10 +93,23 @@ pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error>
         {
             let e = e.to_string();
             t.inner.refusals.note(crate::storage::NEW_JOB, &e);
-            return Err(unavailable(format!(
-                "durable enqueue of `{}` on `{}`: not stored: its record cannot be written: {e}",
-                job.action, job.service
-            )));
+            // The store refused the write, as a host's full disk: the same kind.
+            // async-nats words a refused create "failed getting entry" (a probe).
+            let (kind, why) = if crate::storage::is_full(&e) {
+                let why = format!(
+                    "the cluster's job records bucket is full (the broker refused the write: {e}); delete finished jobs, or raise `koan.nats.storage_budget_mb`"
+                );
+                (ErrorKind::StoreUnavailable, why)
+            } else {
+                (ErrorKind::ServiceUnavailable, e)
+            };
+            return Err(Error::new(
+                kind,
+                format!(
+                    "durable enqueue of `{}` on `{}`: not stored: its record cannot be written: {why}",
+                    job.action, job.service
+                ),
+            ));
         }
         if matches!(record, Ok(None)) {
             // Under a key, the same call only (the job the key named asked).
@@ -153,6 +169,11 @@ pub(crate) async fn publish(t: &NatsTransport, job: &Job) -> Result<bool, Error>
                 format!("{what}: JetStream did not confirm it ({e})"),
             ))
         }
+        // Its storage full: as a host's full disk, the same kind.
+        Err(e) if crate::storage::is_full(&e.to_string()) => Err(Error::new(
+            ErrorKind::StoreUnavailable,
+            format!("{what}: not stored by JetStream, its storage full: {e}"),
+        )),
         Err(e) => Err(unavailable(format!("{what}: not stored by JetStream: {e}"))),
     }
 }

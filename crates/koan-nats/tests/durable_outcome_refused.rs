@@ -155,6 +155,12 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
         refused.to_string().contains("job records fill"),
         "{refused}"
     );
+    // A full store, as a host's full disk is: the same kind.
+    assert_eq!(
+        refused.kind(),
+        koan::error::ErrorKind::StoreUnavailable,
+        "{refused}"
+    );
     let said = transport_said(&budgeted.host).await;
     assert!(said.contains("this host refused a new job"), "{said}");
     // Room by the check (under 90 %) but not for one more record: refused too,
@@ -167,7 +173,13 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
     let in_queue = work_messages(&js).await?;
     let refused = refused_enqueue(&budgeted.host).await;
     assert!(
-        refused.to_string().contains("its record cannot be written"),
+        refused.to_string().contains("its record cannot be written")
+            && refused.to_string().contains("job records bucket is full"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused.kind(),
+        koan::error::ErrorKind::StoreUnavailable,
         "{refused}"
     );
     let now_in_queue = work_messages(&js).await?;
@@ -190,6 +202,11 @@ async fn a_storage_budget_bounds_every_stream_and_a_full_queue_is_said() -> anyh
         .await
         .expect_err("the queue is full");
     assert!(refused.to_string().contains("maximum bytes"), "{refused}");
+    assert_eq!(
+        refused.kind(),
+        koan::error::ErrorKind::StoreUnavailable,
+        "{refused}"
+    );
     let said = transport_said(&client.host).await;
     assert!(said.contains("refused to store a new job"), "{said}");
     client.stop().await?;
