@@ -55,7 +55,15 @@ pub(crate) fn served_elsewhere(t: &NatsTransport, job: &Job) -> bool {
 /// the jobs already queued. Published first: should this host die between the
 /// two, both messages stay, and the second finds the first's outcome before
 /// running (`Koan-Runs-Before` makes every delivery of it look).
-pub(crate) async fn release(t: &NatsTransport, msg: &Message, job: &Job, delivered: i64) {
+/// `by` says who let it go, for the log ("this stopping host", "this instance, which
+/// lacks its action": one wording for both misled a probe).
+pub(crate) async fn release(
+    t: &NatsTransport,
+    msg: &Message,
+    job: &Job,
+    delivered: i64,
+    by: &'static str,
+) {
     let nak = || msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))));
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
     if seq == 0 {
@@ -72,13 +80,13 @@ pub(crate) async fn release(t: &NatsTransport, msg: &Message, job: &Job, deliver
     });
     match crate::enqueue::publish(t, &again).await {
         Ok(_) => {
-            tracing::info!(id = %job.id, delivered, "durable job released by this stopping host: published again for another instance");
+            tracing::info!(id = %job.id, delivered, "durable job released by {by}: published again for another instance");
             let _ = msg.ack_with(AckKind::Term).await;
         }
         Err(e) => {
             // Not published (or not known to be): JetStream's advisory will make it
             // dead (`stranded.rs`) rather than leave it.
-            tracing::warn!(id = %job.id, error = %e, "durable job released by this stopping host could not be published again; handed back (a delivery counted)");
+            tracing::warn!(id = %job.id, error = %e, "durable job released by {by} could not be published again; handed back (a delivery counted)");
             let _ = nak().await;
         }
     }

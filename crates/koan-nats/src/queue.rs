@@ -188,7 +188,8 @@ async fn handle(
         let hold = crate::handback::HAND_OVER_AFTER.min(t.inner.opts.ack_wait / 3);
         tokio::time::sleep(hold).await;
         drop(slot);
-        return crate::handback::release(t, &msg, &job, delivered).await;
+        let by = "this instance, which lacks its action";
+        return crate::handback::release(t, &msg, &job, delivered, by).await;
     }
     // The run's number counts the runs before a retry by hand.
     let runs_before = job.runs_before();
@@ -355,7 +356,7 @@ async fn handle(
             // Handed back first: the record says so after, keeping the run in its
             // history (ended, `shutting_down`), not as an attempt.
             let now = chrono::Utc::now();
-            crate::handback::release(t, &msg, &job, delivered).await;
+            crate::handback::release(t, &msg, &job, delivered, "this stopping host").await;
             run_record::finish(t, &job.id, attempt, Finish::Stopped { at: now }, started).await;
         }
         Err(e) if never_retried(e.kind()) || attempt >= max_attempts => {
