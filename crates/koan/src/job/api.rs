@@ -51,7 +51,21 @@ impl Jobs {
                 // The cluster has no record of it (deleted, on any host, or past its
                 // retention): what this host remembers is older than that word (a
                 // job not awaited here is remembered `queued`), not an answer.
-                Ok(None) => return Err(unknown_job(id)),
+                // One this host accepted has a record unless its write failed
+                // (it runs all the same): "never enqueued" contradicted the 202
+                // (found by a probe).
+                Ok(None) => {
+                    return Err(match remembered {
+                        Some(r) if !r.state.is_final() => crate::error::Error::new(
+                            crate::error::ErrorKind::UnknownJob,
+                            format!(
+                                "the cluster has no record of job `{id}` (`{}` of `{}`), which this host accepted: its record could not be written then (it runs all the same, and its record is written as it runs), or it was deleted since",
+                                r.action, r.service
+                            ),
+                        ),
+                        _ => unknown_job(id),
+                    });
+                }
                 // The cluster cannot be asked now: an end this host heard of is
                 // kept (a retry by hand elsewhere aside), but a state still to
                 // change is no answer (it said `queued`, 0 attempts of 1, for a job
