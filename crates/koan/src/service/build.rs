@@ -99,6 +99,28 @@ impl BuildContext<'_> {
         }
     }
 
+    /// The service's typed settings, which the configuration must give: as
+    /// [`settings`](Self::settings), but without a `settings` section the service
+    /// is not built (a `Config` error naming the section to write), where
+    /// `settings` would take `S::default()`. For settings with no sensible default
+    /// (a currency, a URL): a required field was required only when the section
+    /// existed, and an absent section started the service with empty values
+    /// (found by a probe of an upgrade).
+    pub fn required_settings<S: DeserializeOwned>(&self) -> Result<S> {
+        let Some(value) = self.settings else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "service `{0}` needs its settings ({1}), and the configuration gives none: add them under its section's `settings`, e.g. `[koan.background_services.services.{0}.settings]` in koan.toml",
+                    self.service,
+                    std::any::type_name::<S>()
+                ),
+            ));
+        };
+        self.warn_ignored::<S>(value);
+        self.decode_settings(value)
+    }
+
     /// Warns of each key of `value` that `S` does not read: a misspelt key in a
     /// service's settings (`max_totl`) was dropped without a word, its field left
     /// at its default (found by a probe). Warned, not refused: a configuration
