@@ -48,6 +48,10 @@ pub enum ErrorKind {
     StoreUnavailable,
     /// The job is not in a state that allows this (retrying a running job, …).
     JobState,
+    /// The action ran, but its result does not read as the type the caller asked
+    /// for (a result type changed between builds, a by-name call read as the wrong
+    /// type): the parameters were fine, and the work is done.
+    InvalidResult,
 }
 
 impl ErrorKind {
@@ -73,12 +77,13 @@ impl ErrorKind {
             ErrorKind::UnknownJob => "unknown_job",
             ErrorKind::StoreUnavailable => "store_unavailable",
             ErrorKind::JobState => "job_state",
+            ErrorKind::InvalidResult => "invalid_result",
         }
     }
 
     /// The inverse of [`ErrorKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 19] = [
+        const ALL: [ErrorKind; 20] = [
             ErrorKind::UnknownService,
             ErrorKind::UnknownAction,
             ErrorKind::InvalidParameters,
@@ -98,6 +103,7 @@ impl ErrorKind {
             ErrorKind::UnknownJob,
             ErrorKind::StoreUnavailable,
             ErrorKind::JobState,
+            ErrorKind::InvalidResult,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)
     }

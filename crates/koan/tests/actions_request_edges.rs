@@ -455,9 +455,10 @@ async fn trigger_respects_disabled_and_declared_trigger() -> anyhow::Result<()> 
         .expect_err("a string");
     assert!(
         e.message()
-            .contains("its result does not read as the type given to `value()`"),
+            .contains("its result does not read as the type asked for"),
         "{e}"
     );
+    assert_eq!(e.kind(), ErrorKind::InvalidResult, "{e}");
 
     koan::testing::stop(&host).await?;
     Ok(())

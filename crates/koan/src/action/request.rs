@@ -198,13 +198,15 @@ impl ActionOutput {
         self.payload
             .decode::<R>(&|| "action result".to_owned())
             // The action ran: what does not fit is the type asked for, not the
-            // parameters the message would otherwise blame.
+            // parameters the message and kind would otherwise blame (a job's
+            // `outcome()` after an upgrade changed the result type said
+            // `invalid_parameters`; found by a probe).
             .map_err(|e| {
                 Error::new(
-                    e.kind(),
+                    ErrorKind::InvalidResult,
                     e.message().replacen(
                         "action result: invalid parameters",
-                        "the action ran, but its result does not read as the type given to `value()`",
+                        "the action ran, but its result does not read as the type asked for (its result type changed between builds?)",
                         1,
                     ),
                 )
