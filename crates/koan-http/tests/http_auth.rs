@@ -228,6 +228,52 @@ async fn api_reads_need_the_token_and_health_metrics_stay_open() -> anyhow::Resu
     api.stop().await
 }
 
+/// Never ready: its host is not ready.
+#[koan::service(name = "Vital", ready = Self::never)]
+#[derive(Default)]
+struct Vital;
+
+impl Vital {
+    async fn never(&self) -> bool {
+        false
+    }
+}
+
+impl koan::BackgroundService for Vital {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// `/health/ready` gives its reasons only with the token, as `/health` its outputs:
+/// a failing job store's reason carries the store's error (a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_gives_its_reasons_only_with_the_token() -> anyhow::Result<()> {
+    let host = koan::testing::host().service::<Vital>().build()?.start();
+    let api = Api::serve(host, loopback().with_token(TOKEN)).await?;
+    within(
+        "Vital running",
+        koan::testing::wait_state(&api.host, "Vital", koan::status::ServiceState::Running),
+    )
+    .await?;
+    let (status, body) = call(api.get("/health/ready")).await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        body["output"], "not ready: 1 reason(s), given with the token",
+        "{body}"
+    );
+    let (status, body) = call(api.get("/health/ready").bearer_auth(TOKEN)).await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("service `Vital` is not ready")),
+        "{body}"
+    );
+    api.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_need_the_token() -> anyhow::Result<()> {
     let api = start().await?;

@@ -80,14 +80,25 @@ pub(crate) async fn live(State(state): State<AppState>) -> Response {
     }
 }
 
-pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+/// Its reasons, as `/health`'s outputs, only with the token when one is configured:
+/// a failing job store's reason carries the store's error (a review).
+pub(crate) async fn ready(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let r = state.host.ready().await;
     if r.ready {
-        health_json(StatusCode::OK, json!({ "status": "pass" }))
-    } else {
-        health_json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "fail", "output": r.reasons.join("; "), "notes": r.reasons }),
-        )
+        return health_json(StatusCode::OK, json!({ "status": "pass" }));
     }
+    if crate::auth::check(state.options.token.as_deref(), &headers, None).is_err() {
+        let output = format!(
+            "not ready: {} reason(s), given with the token",
+            r.reasons.len()
+        );
+        return health_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "fail", "output": output }),
+        );
+    }
+    health_json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "status": "fail", "output": r.reasons.join("; "), "notes": r.reasons }),
+    )
 }
