@@ -1,6 +1,7 @@
-//! The demo's SQLite database: one file, a connection per operation on the blocking
-//! pool (SQLite opens in microseconds; WAL mode lets readers and the writer overlap).
-//! The first connection of a process sets the schema up while the others wait.
+//! The demo's SQLite database: one file, operations on the blocking pool, each on a
+//! connection kept from an earlier one when one is idle (WAL mode lets readers and
+//! the writer overlap). The first connection of a process sets the schema up while
+//! the others wait.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +19,15 @@ pub struct Db {
     /// `PRAGMA max_page_count` of every connection (0: SQLite's default), to simulate
     /// a full disk.
     max_pages: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Idle connections, each with the `max_page_count` it was opened with.
+    idle: std::sync::Arc<std::sync::Mutex<Vec<(Connection, u64)>>>,
 }
+
+/// The most idle connections kept. A connection opened per operation made a few
+/// seconds short of file descriptors (`--nofile=64`) fail every write with "unable
+/// to open database file" and burn jobs' attempts (found by a probe); kept, they
+/// hold their descriptors.
+const IDLE: usize = 8;
 
 /// A database failure, as a service error.
 pub type DbError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,6 +39,7 @@ impl Db {
             path: path.into(),
             schema: std::sync::Arc::default(),
             max_pages: std::sync::Arc::default(),
+            idle: std::sync::Arc::default(),
         }
     }
 
@@ -41,7 +51,7 @@ impl Db {
             .store(pages, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Runs `f` on a fresh connection on the blocking pool.
+    /// Runs `f` on the blocking pool, on an idle connection or a new one.
     pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
@@ -49,8 +59,22 @@ impl Db {
     {
         let path = self.path.clone();
         let schema = std::sync::Arc::clone(&self.schema);
+        let idle = std::sync::Arc::clone(&self.idle);
         let max_pages = self.max_pages.load(std::sync::atomic::Ordering::SeqCst);
         let result = tokio::task::spawn_blocking(move || {
+            let kept = {
+                let mut idle = idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // One opened with another cap is let go (a cap lifted stays lifted).
+                idle.retain(|(_, cap)| *cap == max_pages);
+                idle.pop()
+            };
+            if let Some((mut conn, _)) = kept {
+                let result = f(&mut conn);
+                keep(&idle, conn, max_pages);
+                return result;
+            }
             let mut conn = Connection::open(&path)?;
             conn.busy_timeout(Duration::from_secs(5))?;
             if max_pages > 0 {
@@ -71,10 +95,26 @@ impl Db {
                     *ready = true;
                 }
             }
-            f(&mut conn)
+            let result = f(&mut conn);
+            keep(&idle, conn, max_pages);
+            result
         })
         .await?;
         result.map_err(|e| format!("database {}: {e}", self.path.display()).into())
+    }
+}
+
+/// Keeps `conn` for a later operation, unless enough are idle or it is inside a
+/// transaction `f` left open.
+fn keep(idle: &std::sync::Mutex<Vec<(Connection, u64)>>, conn: Connection, cap: u64) {
+    if !conn.is_autocommit() {
+        return;
+    }
+    let mut idle = idle
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if idle.len() < IDLE {
+        idle.push((conn, cap));
     }
 }
 
