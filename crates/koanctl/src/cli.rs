@@ -29,9 +29,10 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "KOAN_URL", default_value = DEFAULT_URL)]
     pub(crate) url: String,
 
-    /// Bearer token, sent as `Authorization: Bearer <token>`: the token, or `@file`
-    /// to read it from a file (its line end dropped). Without it, `KOAN_HTTP_TOKEN`
-    /// (the host's own variable) is used when set.
+    /// Bearer token, sent as `Authorization: Bearer <token>`: the token, `@file` to
+    /// read it from a file (its line end dropped), or `@@…` for one starting with
+    /// `@`. Without it, for a host on this machine (a loopback `--url`), the host's
+    /// own `KOAN_HTTP_TOKEN` when set.
     #[arg(long, global = true, env = "KOAN_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 

@@ -1,20 +1,29 @@
-//! The bearer token as given: `--token`, `KOAN_TOKEN`, or the host's own
-//! `KOAN_HTTP_TOKEN`; each as text or `@file`. Read and checked once, before any
-//! request, so a bad one is named as the token and not as a URL.
+//! The bearer token as given: `--token` or `KOAN_TOKEN` (text, `@file`, or `@@…` for a
+//! token that starts with `@`), or, for a host on this machine, the host's own
+//! `KOAN_HTTP_TOKEN` (as the host reads it: text). Read and checked once, before
+//! any request, so a bad one is named as the token and not as a URL.
 
 use crate::client::Failure;
 
-/// The token to send, if any: `given` (`--token` or `KOAN_TOKEN`), else the host's
-/// variable `KOAN_HTTP_TOKEN` (an operator on the host's machine has it exported;
-/// before, koanctl ignored it and the host's 401 named only that variable).
-pub(crate) fn resolve(given: Option<String>) -> Result<Option<String>, Failure> {
-    let (raw, from) = match given.filter(|t| !t.is_empty()) {
-        Some(t) => (t, "--token or KOAN_TOKEN"),
-        None => match std::env::var("KOAN_HTTP_TOKEN") {
-            Ok(t) if !t.is_empty() => (t, "KOAN_HTTP_TOKEN"),
-            _ => return Ok(None),
-        },
+/// The token to send to `url`, if any: `given` (`--token` or `KOAN_TOKEN`), else,
+/// when `url` is a loopback address, the host's variable `KOAN_HTTP_TOKEN` (an
+/// operator on the host's machine has it exported; before, koanctl ignored it and
+/// the host's 401 named only that variable). Never sent to another host unasked
+/// (a review).
+pub(crate) fn resolve(given: Option<String>, url: &str) -> Result<Option<String>, Failure> {
+    let raw = match given.filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None => {
+            return match std::env::var("KOAN_HTTP_TOKEN") {
+                Ok(t) if !t.is_empty() && loopback(url) => check(&t, "KOAN_HTTP_TOKEN"),
+                _ => Ok(None),
+            };
+        }
     };
+    let from = "--token or KOAN_TOKEN";
+    if let Some(literal) = raw.strip_prefix("@@") {
+        return check(&format!("@{literal}"), from);
+    }
     let (text, from) = match raw.strip_prefix('@') {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -24,6 +33,28 @@ pub(crate) fn resolve(given: Option<String>) -> Result<Option<String>, Failure> 
         }
         None => (raw, from.to_owned()),
     };
+    check(&text, &from)
+}
+
+/// Whether `url` names this machine (`localhost`, `127.x.x.x`, `[::1]`).
+fn loopback(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `text` as a token, from `from`: its ends' whitespace dropped, refused empty or
+/// with a character no header could carry.
+fn check(text: &str, from: &str) -> Result<Option<String>, Failure> {
     // A file's line end, or `$(cat file)` of one with CRLF ends, is not part of it.
     let token = text.trim_matches(|c: char| c.is_ascii_whitespace());
     if token.is_empty() {
@@ -51,11 +82,13 @@ fn describe(c: char) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{loopback, resolve};
+
+    const URL: &str = "http://127.0.0.1:8080";
 
     /// The refusal of `given`, as text.
     fn refused(given: &str) -> anyhow::Result<String> {
-        match resolve(Some(given.to_owned())) {
+        match resolve(Some(given.to_owned()), URL) {
             Ok(_) => anyhow::bail!("{given:?} was taken"),
             Err(e) => Ok(e.to_string()),
         }
@@ -67,7 +100,7 @@ mod tests {
         std::fs::create_dir_all(&dir)?;
         let crlf = dir.join("crlf");
         std::fs::write(&crlf, "s3cret-token\r\n")?;
-        let got = resolve(Some(format!("@{}", crlf.display())))?;
+        let got = resolve(Some(format!("@{}", crlf.display())), URL)?;
         assert_eq!(got.as_deref(), Some("s3cret-token"));
 
         let err = refused("abc\rdef")?;
@@ -88,6 +121,30 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir)?;
+
+        assert_eq!(
+            resolve(Some("@@at-first".into()), URL)?.as_deref(),
+            Some("@at-first")
+        );
         Ok(())
+    }
+
+    /// The host's own variable goes only to a host on this machine.
+    #[test]
+    fn only_loopback_urls_are_loopback() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:80/koan",
+        ] {
+            assert!(loopback(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:8080",
+            "http://ops.example.com",
+            "not a url",
+        ] {
+            assert!(!loopback(url), "{url}");
+        }
     }
 }
