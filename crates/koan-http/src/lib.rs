@@ -26,6 +26,11 @@
 //! field), 401 token, 404 unknown, 409 disabled, 413 body too large, 429 busy,
 //! 503 shutting down, 504 timeout, 500 handler failure.
 //!
+//! The token, when one is configured: every mutating request and every `/api` read
+//! but `/api/openapi.json` needs it (`Authorization: Bearer …`; event streams take
+//! `?token=` too); the page, its assets, `/health*` and `/metrics` stay open, and
+//! `/health` and `/health/ready` give their details only with it.
+//!
 //! Hardening: the token of a mutating request is checked before its body is read;
 //! a body must be JSON (415) and arrive within `body_read_timeout` (408); without a
 //! token, requests from another origin (another site, or another port of this

@@ -13,7 +13,7 @@ use serde::Deserialize;
 pub struct HttpOptions {
     /// Address to listen on (default `127.0.0.1:8080`).
     pub bind: SocketAddr,
-    /// Bearer token required by mutating routes and event streams. `None` leaves the
+    /// Bearer token required by mutating routes, `/api` reads and event streams. `None` leaves the
     /// API open, which is allowed on loopback only.
     pub token: Option<String>,
     /// Largest accepted request body, in bytes (default 64 KiB).
@@ -128,7 +128,10 @@ impl HttpOptions {
                 )
             })?;
         }
-        if s.token.as_deref() == Some("") {
+        let env_token = std::env::var("KOAN_HTTP_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        if s.token.as_deref() == Some("") && env_token.is_none() {
             // `KOAN__HTTP__TOKEN=` laid over a file's token took it away: the plane
             // opened without a word (found by a probe). No token is no key at all.
             let from = config
@@ -141,12 +144,7 @@ impl HttpOptions {
                 ),
             ));
         }
-        o.token = s.token;
-        if let Ok(t) = std::env::var("KOAN_HTTP_TOKEN")
-            && !t.is_empty()
-        {
-            o.token = Some(t);
-        }
+        o.token = env_token.or(s.token);
         if let Some(b) = s.body_limit_bytes {
             o.body_limit = b;
         }
@@ -191,6 +189,12 @@ impl HttpOptions {
                     ),
                 ));
             }
+        }
+        if self.token.as_deref() == Some("") {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the HTTP token is empty: serve without one (`token: None`, loopback only) or give it a value, e.g. the output of `openssl rand -hex 32`",
+            ));
         }
         if let Some(token) = &self.token
             && !token.bytes().all(|b| b.is_ascii_graphic())

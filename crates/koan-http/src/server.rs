@@ -77,7 +77,7 @@ const SHORT_TOKEN: usize = 16;
 fn say_access(addr: SocketAddr, host: &HostHandle, token: Option<&str>) {
     match token {
         Some(t) => {
-            tracing::info!(%addr, "control plane: every change and every `/api` read needs the token; `/`, `/health` (without details) and `/metrics` are open");
+            tracing::info!(%addr, "control plane: every change and every `/api` read but `/api/openapi.json` needs the token; the page and its assets, `/health*` (without details) and `/metrics` are open");
             if t.len() < SHORT_TOKEN {
                 tracing::warn!(
                     "the HTTP token has {} characters: fewer than {SHORT_TOKEN} is guessable; use e.g. the output of `openssl rand -hex 32`",

@@ -296,12 +296,19 @@ impl JobsView {
         }
         // Only over the record it was read from: a write or a delete heard
         // meanwhile stands (an old read brought back a deleted job; a review).
+        // Weighed as stored: read from an outcome, it may carry a large result
+        // its record lacked (a review).
+        let size = serde_json::to_vec(&record).map_or(0, |b| b.len());
         let mut m = lock(&self.records);
-        if let Some((held, _, _)) = m.map.get_mut(key)
-            && held == was
-        {
-            *held = record;
+        let Some((held, _, held_size)) = m.map.get_mut(key) else {
+            return;
+        };
+        if held != was {
+            return;
         }
+        *held = record;
+        let before = std::mem::replace(held_size, size);
+        m.bytes = m.bytes - before + size;
     }
 
     /// Up to `max` of the records still to end that the view heard written

@@ -223,8 +223,15 @@ fn a_record_read_as_ended_replaces_only_the_one_it_was_read_from() {
     v.put("a".into(), was.clone(), 100);
     let mut ended = was.clone();
     ended.state = JobState::Succeeded;
+    ended.result = Some(serde_json::Value::String("r".repeat(5_000)));
     v.put_read("a", &was, ended.clone());
-    assert_eq!(lock(&v.records).map["a"].0.state, JobState::Succeeded);
+    {
+        let m = lock(&v.records);
+        assert_eq!(m.map["a"].0.state, JobState::Succeeded);
+        // Weighed with the result the outcome brought.
+        assert!(m.bytes > 5_000, "{} bytes", m.bytes);
+        assert_eq!(m.bytes, m.map["a"].2);
+    }
     // A newer write heard meanwhile stands; a deleted one is not brought back.
     let mut newer = was.clone();
     newer.attempts = 2;
