@@ -7,9 +7,10 @@
 //! behind; a single job is read from the bucket itself (`records::get`). It
 //! holds at most `NatsOptions::view_max_records` records (4–5 KB of memory each for the
 //! demo's jobs, as measured) and `NatsOptions::view_max_bytes` of their JSON: past
-//! either, it forgets successes and cancels first, then failures, then the
-//! jobs still to end, the least recently written first, and its pages and counts
-//! say they are partial until what it forgot would have expired anyway.
+//! either, it forgets successes and cancels first, then the jobs still to end
+//! (written again when they run), then failures, the least recently written
+//! first, and its pages and counts say they are partial until what it forgot
+//! would have expired anyway.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -226,7 +227,7 @@ impl JobsView {
     }
 
     /// Forgets records down to the caps (count and bytes): successes and cancels
-    /// first, then failures, then jobs still to end; in each, the least recently
+    /// first, then jobs still to end, then failures; in each, the least recently
     /// written.
     fn trim(&self, m: &mut Held, now: Instant) {
         let excess = m.map.len().saturating_sub(self.cap);
@@ -234,10 +235,13 @@ impl JobsView {
         if excess == 0 && excess_bytes == 0 {
             return;
         }
+        // Dead jobs last: a job still to end comes back at its next write, a dead
+        // one never does (under the byte cap, large queued jobs pushed out every
+        // dead one for good: `dead: 0` while five waited; found by a probe).
         let class = |r: &JobRecord| match r.state {
             JobState::Succeeded | JobState::Cancelled => 0,
-            JobState::Dead => 1,
-            _ => 2,
+            JobState::Dead => 2,
+            _ => 1,
         };
         let mut order: Vec<(u8, Instant, &String, usize)> = m
             .map

@@ -306,21 +306,28 @@ async fn look_up(t: &NatsTransport, key: &str, r: JobRecord) -> JobRecord {
 /// read answered "succeeded" while a retry said "is running"). The record as it
 /// then reads.
 pub(crate) async fn settled(t: &NatsTransport, r: JobRecord) -> JobRecord {
+    match ended_by_outcome(t, &r).await {
+        Some((read, outcome, at)) => {
+            align_where(t, &r.id, &outcome, false, at).await;
+            read
+        }
+        None => r,
+    }
+}
+
+/// Record `r` as its stored outcome ends it, when it is behind it: the record as
+/// read, the outcome and when it was stored; written nowhere.
+pub(crate) async fn ended_by_outcome(
+    t: &NatsTransport,
+    r: &JobRecord,
+) -> Option<(JobRecord, Vec<u8>, DateTime<Utc>)> {
     if r.state.is_final() {
-        return r;
+        return None;
     }
-    let Some((outcome, at)) = stored_outcome(t, &subjects::key(&r.id)).await else {
-        return r;
-    };
-    let Some(ended) = ended_of(&outcome) else {
-        return r;
-    };
+    let (outcome, at) = stored_outcome(t, &subjects::key(&r.id)).await?;
+    let ended = ended_of(&outcome)?;
     let mut read = r.clone();
-    if !end(&mut read, &ended, false, at) {
-        return r;
-    }
-    align_where(t, &r.id, &outcome, false, at).await;
-    read
+    end(&mut read, &ended, false, at).then(|| (read, outcome.to_vec(), at))
 }
 
 /// How many outcomes a listing's page reads at once.

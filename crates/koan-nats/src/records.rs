@@ -457,8 +457,16 @@ pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
     let Some((r, revision)) = read(t, id, &key).await? else {
         return Ok(false);
     };
+    // A record behind its outcome (its end write refused by a full bucket) is
+    // final in fact: refused as `queued`, the operator's way out of a full
+    // cluster, deleting finished jobs, was closed (found by a probe). Judged on
+    // the revision read: a retry meanwhile fails the delete's compare-and-set.
+    let state = match crate::record_outcome::ended_by_outcome(t, &r).await {
+        Some((ended, _, _)) => ended.state,
+        None => r.state,
+    };
     // A live job's message is still in the queue: it would run and be recorded again.
-    koan::job::check_delete(id, r.state)?;
+    koan::job::check_delete(id, state)?;
     // A cancelled job's message may still wait in the queue: without its record a
     // worker would run it. Its outcome is written when a worker drops it.
     let dropped = t.inner.outcomes.get(&key).await;

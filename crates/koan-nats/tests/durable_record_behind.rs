@@ -208,6 +208,26 @@ async fn a_record_behind_its_outcome_is_retried_and_deleted_as_it_reads() -> any
     Ok(())
 }
 
+/// A job whose record is behind its outcome is deleted even when the record cannot
+/// be written in line first (its bucket full): refused as `queued`, deleting
+/// finished jobs — the way out of a full cluster — was closed (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_behind_its_outcome_is_deleted_when_its_bucket_is_full() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let (_w, member, _runs) = holder_and_client(&server, Stopped::Fails).await?;
+    let bucket = records(&member).await?;
+    let id = succeeded(&member, &bucket).await?;
+    put(&bucket, &left_running(&stored(&bucket, &id).await?)).await?;
+    let js = async_nats::jetstream::new(member.nats.client().clone());
+    let info = js.get_stream("KV_koan_jobs").await?.info().await?.clone();
+    let mut full = info.config.clone();
+    full.max_bytes = i64::try_from(info.state.bytes)?;
+    js.update_stream(full).await?;
+    within("delete", member.host.jobs().delete(&id)).await??;
+    assert!(within("the record", bucket.get(&id)).await??.is_none());
+    Ok(())
+}
+
 /// The record of `id` once its retry has run to success in the bucket.
 async fn succeeded_again(bucket: &Store, id: &str) -> anyhow::Result<JobRecord> {
     wait_for("the retry to succeed", async || {
