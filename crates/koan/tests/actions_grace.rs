@@ -48,6 +48,43 @@ async fn an_action_with_a_deadline_aborted_at_the_end_of_the_grace_is_named_to_i
     .await
 }
 
+/// As [`aborted_block_is_named_to_its_caller`], the action run by its caller itself
+/// (`execute()` on an idle service runs it on the caller's task): it ran on after
+/// the host said it had stopped, and its caller waited for ever (found by a probe).
+async fn aborted_inline_block_is_named_to_its_caller(
+    call: impl FnOnce(koan::action::ActionRequest) -> koan::action::ActionRequest,
+) -> anyhow::Result<()> {
+    type Q = Queue<8, 1>;
+    let (host, mut probe) = Q::start().await?;
+
+    let request = call(host.services::<Q>().action("block", ()));
+    let caller = tokio::spawn(request.execute());
+    probe.wait_started("`block` to start").await;
+
+    testing::within("the host to stop", testing::stop(&host)).await?;
+    let err = testing::within("the answer to `block`", caller)
+        .await?
+        .expect_err("the action never finished");
+    assert_eq!(err.kind(), ErrorKind::ShuttingDown, "{err}");
+    assert!(err.message().contains("action `block`"), "{err}");
+    assert_eq!(host.services::<Q>().status().await?.in_flight, 0);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_action_its_caller_runs_is_stopped_at_the_end_of_the_grace() -> anyhow::Result<()> {
+    aborted_inline_block_is_named_to_its_caller(|request| request).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_action_its_caller_runs_with_a_deadline_is_stopped_at_the_end_of_the_grace()
+-> anyhow::Result<()> {
+    aborted_inline_block_is_named_to_its_caller(|request| {
+        request.timeout(std::time::Duration::from_secs(3600))
+    })
+    .await
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_action_aborted_at_the_end_of_the_grace_is_no_longer_counted_in_flight()
 -> anyhow::Result<()> {

@@ -8,12 +8,17 @@
 //! ledger). Nothing overtakes queued work, `max_concurrency` holds (workers and
 //! callers share the slots), and a running action is never lost to its caller going
 //! away: if the caller's future is dropped mid-run, the action is handed to a task
-//! of its own and finishes there, still holding its slot.
+//! of its own and finishes there, still holding its slot. At the end of the host's
+//! grace it is stopped, as a worker's is, and its caller answered `ShuttingDown`
+//! (it ran on, and its caller waited for ever, after the host said it had stopped;
+//! found by a probe).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::mailbox::Job;
 use super::reply::{self, ReplyRx};
@@ -60,6 +65,7 @@ pub(crate) fn run(host: &Arc<HostInner>, cell: Arc<ServiceCell>, mut job: Job) -
             slot: CellSlot(cell),
         }),
         rx,
+        aborted: None,
     }
 }
 
@@ -90,6 +96,9 @@ pub(crate) struct InlineRun {
     run: Option<Counted>,
     /// The outcome when the action has a deadline.
     rx: Option<ReplyRx>,
+    /// The end of the host's grace for the service, watched once the run has
+    /// waited (a run done at its first poll costs nothing more).
+    aborted: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl std::fmt::Debug for InlineRun {
@@ -113,6 +122,9 @@ impl Future for InlineRun {
             // by now: taken without registering the task's waker.
             return Poll::Ready(outcome.or_else(|| reply::try_take(self.rx.as_mut()?)));
         }
+        if let Some(stopped) = self.stop_at_grace_end(cx) {
+            return Poll::Ready(stopped);
+        }
         // With a deadline the outcome can come before the run ends: the caller is
         // answered while the handler gets its grace (which `Drop` lets finish).
         match &mut self.rx {
@@ -122,14 +134,48 @@ impl Future for InlineRun {
     }
 }
 
+impl InlineRun {
+    /// Stops the run once the host's grace for its service ran out: the caller's
+    /// answer, `ShuttingDown` naming the action (through the channel, with a
+    /// deadline: the dropped run answers it).
+    #[cold]
+    fn stop_at_grace_end(&mut self, cx: &mut Context<'_>) -> Option<Option<Result<Payload>>> {
+        let run = self.run.as_ref()?;
+        let aborted = self
+            .aborted
+            .get_or_insert_with(|| Box::pin(run.slot.0.life.aborted.clone().cancelled_owned()));
+        if aborted.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        let run = self.run.take()?;
+        let what = match run.run.action(&run.slot.0) {
+            Some(name) => format!("action `{name}`"),
+            None => format!("an action of `{}`", run.slot.0.spec.name),
+        };
+        drop(run);
+        let stopped = crate::error::Error::shutting_down(&what);
+        Some(match self.rx.as_mut() {
+            Some(rx) => reply::try_take(rx).or(Some(Err(stopped))),
+            None => Some(Err(stopped)),
+        })
+    }
+}
+
 impl Drop for InlineRun {
     fn drop(&mut self) {
         // The caller stopped waiting (or was answered at its deadline) while the
-        // action still runs: it finishes on a task of its own.
+        // action still runs: it finishes on a task of its own, or stops at the end
+        // of the host's grace.
         if let Some(mut run) = self.run.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            rt.spawn(std::future::poll_fn(move |cx| run.poll_run(cx)));
+            let aborted = run.slot.0.life.aborted.clone();
+            rt.spawn(async move {
+                tokio::select! {
+                    _ = std::future::poll_fn(|cx| run.poll_run(cx)) => {}
+                    () = aborted.cancelled() => {}
+                }
+            });
         }
     }
 }

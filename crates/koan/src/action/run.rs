@@ -242,6 +242,14 @@ impl Run {
         }
     }
 
+    /// The action's name, while its handler runs.
+    pub(crate) fn action<'c>(&self, cell: &'c ServiceCell) -> Option<&'c str> {
+        match self {
+            Run::Handler(h) => Some(&h.job.entry(cell).name),
+            _ => None,
+        }
+    }
+
     /// When a finished run's handler outcome was counted, if this run read it.
     pub(crate) fn ended_at(&self) -> Option<Moment> {
         match self {

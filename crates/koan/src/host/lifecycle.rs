@@ -295,12 +295,14 @@ async fn stop_cell(cell: &ServiceCell, tasks: Vec<JoinHandle<()>>, deadline: Ins
             aborted = true;
         }
     }
-    // Actions that callers run themselves (`action::inline`) hold slots too.
+    // Actions that callers run themselves (`action::inline`) hold slots too: past
+    // the grace they are stopped, their callers answered.
     if tokio::time::timeout_at(deadline, cell.queue.slots.all_free())
         .await
         .is_err()
     {
-        tracing::warn!(service = %cell.spec.name, "actions run by their callers did not finish within the grace period; their tokens are cancelled");
+        cell.life.aborted.cancel();
+        tracing::warn!(service = %cell.spec.name, "actions run by their callers did not finish within the grace period; stopped");
     }
     if aborted && late {
         tracing::warn!(service = %cell.spec.name, "service was asked to stop only once the grace period had run out (jobs still running held it); aborted");

@@ -15,6 +15,10 @@ pub(crate) struct Lifetime {
     /// Set once the supervisor gave up on the service (`host::supervisor::give_up`):
     /// calls are refused from then on.
     failed: AtomicBool,
+    /// Cancelled when the host's grace ran out for the service: actions its
+    /// callers run themselves (`action::inline`) are stopped then, as its tasks are
+    /// aborted.
+    pub(crate) aborted: CancellationToken,
 }
 
 impl Lifetime {
@@ -23,6 +27,7 @@ impl Lifetime {
             token: Arc::new(token),
             tasks: Mutex::new(Vec::new()),
             failed: AtomicBool::new(false),
+            aborted: CancellationToken::new(),
         }
     }
 
