@@ -17,11 +17,11 @@ pub(crate) enum Clock {
 }
 
 impl Clock {
-    /// A clock that starts at the real wall time and then follows tokio's clock.
+    /// A clock that starts at `wall` and then follows tokio's clock.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
-    pub(crate) fn following_tokio() -> Self {
+    pub(crate) fn following_tokio(wall: DateTime<Utc>) -> Self {
         Clock::Virtual {
-            wall: Utc::now(),
+            wall,
             at: Instant::now(),
         }
     }

@@ -128,7 +128,7 @@ async fn callers_and_workers_share_max_concurrency() -> anyhow::Result<()> {
             })
         })
         .collect();
-    // A real-time runtime, where `WAIT_LIMIT` is an hour: 200 short actions take
+    // A real-time runtime, where `WAIT_LIMIT` is 25 hours: 200 short actions take
     // milliseconds, so a minute only tells a hang from slowness.
     for c in calls {
         tokio::time::timeout(Duration::from_secs(60), c)

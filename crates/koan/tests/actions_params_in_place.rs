@@ -174,7 +174,7 @@ async fn small_parameters_and_results_arrive_whole_by_type_and_by_json() -> anyh
         .execute()
         .await?;
     let err = out.value::<String>().err().map(|e| e.kind());
-    assert_eq!(err, Some(ErrorKind::InvalidParameters));
+    assert_eq!(err, Some(ErrorKind::InvalidResult));
 
     koan::testing::stop(&host).await?;
     // The two made here and the one decoded from JSON (made by serde, not counted

@@ -305,7 +305,7 @@ async fn a_number_or_string_result_reads_as_itself_as_another_type_and_as_json()
         .await?
         .value::<String>()
         .expect_err("a number is no string");
-    assert_eq!(e.kind(), ErrorKind::InvalidParameters);
+    assert_eq!(e.kind(), ErrorKind::InvalidResult);
     let status = || shop.by_name().action("shop-status", ()).execute();
     assert_eq!(status().await?.value::<String>()?, "open");
     assert_eq!(status().await?.json()?, serde_json::json!("open"));

@@ -284,8 +284,8 @@ impl HostBuilder {
     /// Makes status timestamps and cron schedules follow tokio's (possibly paused)
     /// clock. Used by [`crate::testing`].
     #[cfg(feature = "test-util")]
-    pub(crate) fn following_tokio_clock(mut self) -> Self {
-        self.clock = Clock::following_tokio();
+    pub(crate) fn following_tokio_clock(mut self, wall: chrono::DateTime<chrono::Utc>) -> Self {
+        self.clock = Clock::following_tokio(wall);
         self
     }
 

@@ -38,17 +38,27 @@ use crate::registry::{ServiceState, ServiceStatus};
 /// (pause it with `#[tokio::test(start_paused = true)]`), the environment is
 /// `testing`, and the shutdown grace is 5 s.
 pub fn host() -> HostBuilder {
+    host_at(chrono::Utc::now())
+}
+
+/// [`host`], its wall clock starting at `start` (then following tokio's): a test of
+/// a cron schedule can begin at 01:59 and see its 02:00 run two minutes later,
+/// whenever it runs. Without it the wall clock starts at the real time, and a daily
+/// run falls anywhere in the next 24 hours.
+pub fn host_at(start: chrono::DateTime<chrono::Utc>) -> HostBuilder {
     HostBuilder::new()
-        .following_tokio_clock()
+        .following_tokio_clock(start)
         .environment(Environment::TESTING)
         .shutdown_grace(Duration::from_secs(5))
 }
 
-/// How long every waiting helper here waits before it fails: one hour of tokio's clock.
-/// On a paused clock an idle runtime jumps there at once, so a behaviour that never
-/// comes fails in an instant instead of hanging the test; the hour leaves room for any
-/// schedule, backoff or grace period a test sets up.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(3600);
+/// How long every waiting helper here waits before it fails: 25 hours of tokio's
+/// clock, room for a daily schedule's next run, an hour's delay or backoff, and a
+/// grace period. On a paused clock an idle runtime jumps there timer by timer, so a
+/// behaviour that never comes fails in about a second instead of hanging the test.
+/// (One hour was too short for a daily cron, and tied with a job delayed an hour:
+/// found by a probe.)
+pub const WAIT_LIMIT: Duration = Duration::from_secs(25 * 3600);
 
 /// Waits until `service`'s status satisfies `pred`, and returns that status.
 ///
@@ -135,9 +145,21 @@ async fn wait_for(
     }
 }
 
-/// Advances the paused clock by `by` and lets woken tasks run.
+/// Advances the paused clock by `by` at once and lets woken tasks run: every timer
+/// due within `by` fires once, late, at its end, so a periodic service runs once
+/// for the whole jump (its missed runs skipped, by its `missed_ticks` policy). To
+/// see each run at its own time, [`pass`] the time instead.
 pub async fn advance(by: Duration) {
     tokio::time::advance(by).await;
+    settle().await;
+}
+
+/// Lets `by` of the paused clock pass timer by timer: each run, retry and delay
+/// due within it happens at its own time, as in production (an hour of a 30 s
+/// schedule is 120 runs; [`advance`] by an hour makes one). On a paused clock it
+/// costs no real time but the work done.
+pub async fn pass(by: Duration) {
+    tokio::time::sleep(by).await;
     settle().await;
 }
 
@@ -188,7 +210,7 @@ pub async fn wait_for_job(
     id: &str,
     state: crate::job::JobState,
 ) -> crate::job::JobRecord {
-    let limit = tokio::time::Instant::now() + Duration::from_secs(120);
+    let limit = tokio::time::Instant::now() + WAIT_LIMIT;
     loop {
         let record = match host.jobs().get(id).await {
             Ok(r) => r,
@@ -199,11 +221,12 @@ pub async fn wait_for_job(
         }
         if tokio::time::Instant::now() >= limit {
             panic!(
-                "job {id} did not become {state} within 120 s of tokio's clock; it is {}",
-                record.state
+                "job {id} did not become {state} within {:?} of tokio's clock; it is {}",
+                WAIT_LIMIT, record.state
             );
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Often enough for a test's timing, rarely enough for the limit's hours.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
