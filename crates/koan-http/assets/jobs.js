@@ -9,7 +9,8 @@ const short = (id) => id.length > 13 ? "…" + id.slice(-12) : id;
 
 function jobsPage(main, _m, params) {
   main.className = "single";
-  const f = { state: params.get("state") || "", service: params.get("service") || "", action: params.get("action") || "", correlation_id: params.get("correlation_id") || "" };
+  // `found`: the correlation id came from the find box, which looked for a job of that id first.
+  const f = { state: params.get("state") || "", service: params.get("service") || "", action: params.get("action") || "", correlation_id: params.get("correlation_id") || "", found: params.get("found") || "" };
   const cursors = [];  // the cursors of the pages before this one
   let cursor = null, next = null;
   const tabs = el("div", { class: "tabs", id: "job-tabs" });
@@ -43,9 +44,11 @@ function jobsPage(main, _m, params) {
     if (ev.key !== "Enter") return;
     const v = findIn.value.trim();
     if (!v) { go(hashFor({ correlation_id: "" })); return; }
-    try { const j = await api("/api/jobs/" + enc(v)); go("#/jobs/" + enc(j.id)); }
+    const byCorrelation = () => go(hashFor({ correlation_id: v, state: "", service: "", action: "", found: "1" }));
+    // (`counts` or `retry-dead` is another route under /api/jobs/: no job's answer.)
+    try { const j = await api("/api/jobs/" + enc(v)); if (j && j.id === v) go("#/jobs/" + enc(j.id)); else byCorrelation(); }
     catch (e) {
-      if (e.status === 400 || e.status === 404) go(hashFor({ correlation_id: v, state: "" }));
+      if ([400, 404, 405].includes(e.status)) byCorrelation();
       else notice("find: " + e.message);
     }
   });
@@ -80,9 +83,13 @@ function jobsPage(main, _m, params) {
       const page = await api("/api/jobs?" + q);
       next = page.next_cursor;
       // From an event: one job under its correlation id opens at once.
-      if (f.correlation_id && page.jobs.length === 1 && !cursor) { go("#/jobs/" + enc(page.jobs[0].id)); return; }
+      // In the list's place in the history: Back from the job goes past the list.
+      // Only while this list is shown: an answer that came after the operator moved on
+      // took them away from the page they went to.
+      if (S.view !== view) return;
+      if (f.correlation_id && page.jobs.length === 1 && !cursor) { location.replace("#/jobs/" + enc(page.jobs[0].id)); return; }
       tbody.replaceChildren(...page.jobs.map(jobRow));
-      if (!page.jobs.length) tbody.append(el("tr", {}, el("td", { colspan: "7", class: "desc", text: "no jobs" + (f.state ? " " + f.state : "") + (f.correlation_id ? " under this correlation id, and no job has it as its id" : "") })));
+      if (!page.jobs.length) tbody.append(el("tr", {}, el("td", { colspan: "7", class: "desc", text: "no jobs" + (f.state ? " " + f.state : "") + (f.correlation_id ? " under this correlation id" + (f.found ? ", and no job has it as its id" : "") : "") })));
       older.disabled = !next; newer.disabled = !cursors.length;
       info.textContent = `page ${cursors.length + 1}`;
       notice([
@@ -91,7 +98,8 @@ function jobsPage(main, _m, params) {
       ].filter(Boolean).join(" · "));
     } catch (e) { notice("jobs: " + e.message); }
   }
-  return { refresh };
+  const view = { refresh };
+  return view;
 }
 
 function jobRow(j) {

@@ -38,7 +38,7 @@ function overview(main) {
       S.services = await api("/api/services");
       notice("");
       renderServices(table.tBodies[0], svcSel);
-    } catch (e) { notice("cannot reach the host: " + e.message); }
+    } catch (e) { notice(e.status === 401 ? e.message : "cannot reach the host: " + e.message); }
     tp.refresh();
   }
   renderEvents();

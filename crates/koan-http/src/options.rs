@@ -196,6 +196,14 @@ impl HttpOptions {
                 "the HTTP token is empty: serve without one (`token: None`, loopback only) or give it a value, e.g. the output of `openssl rand -hex 32`",
             ));
         }
+        if self.token.as_deref().is_some_and(|t| t.starts_with('@')) {
+            // koanctl reads `--token @file` from a file; the host reads its token as
+            // text: `KOAN_HTTP_TOKEN=@/etc/koan/token` made the path the secret (a probe).
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the HTTP token (`koan.http.token` or KOAN_HTTP_TOKEN) starts with `@`: the host reads it as text, not as a file's name; give the token itself (e.g. `KOAN_HTTP_TOKEN=$(cat /etc/koan/token)`)",
+            ));
+        }
         if let Some(token) = &self.token
             && !token.bytes().all(|b| b.is_ascii_graphic())
         {
@@ -204,7 +212,10 @@ impl HttpOptions {
             // with others would be refused to every client.
             return Err(Error::new(
                 ErrorKind::Config,
-                "the HTTP token (`koan.http.token` or KOAN_HTTP_TOKEN) has a space, a control or a non-ASCII character: no client could send it in `Authorization: Bearer <token>`; use visible ASCII only, e.g. the output of `openssl rand -hex 32`",
+                format!(
+                    "the HTTP token (`koan.http.token` or KOAN_HTTP_TOKEN) has {}: no client could send it in `Authorization: Bearer <token>`; use visible ASCII only, e.g. the output of `openssl rand -hex 32`",
+                    unsendable(token)
+                ),
             ));
         }
         for origin in &self.cors_origins {
@@ -250,6 +261,21 @@ fn optional_duration(key: &str, text: &str) -> Result<Option<Duration>, Error> {
         )
     })?;
     Ok((!d.is_zero()).then_some(d))
+}
+
+/// What in `token` no client could send, named without showing the token.
+fn unsendable(token: &str) -> String {
+    let Some((at, c)) = token.char_indices().find(|(_, c)| !c.is_ascii_graphic()) else {
+        return "a character no client could send".to_owned();
+    };
+    let what = match c {
+        '\r' => "a carriage return (`$(cat file)` of a file with CRLF line ends?)".to_owned(),
+        '\n' => "a line break".to_owned(),
+        ' ' | '\t' => "a space".to_owned(),
+        c if c.is_control() => format!("a control character (U+{:04X})", u32::from(c)),
+        _ => "a non-ASCII character".to_owned(),
+    };
+    format!("{what} at byte {at}")
 }
 
 /// Where a token is configured that options without one would not apply: the

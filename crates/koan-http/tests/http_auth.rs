@@ -217,6 +217,10 @@ async fn api_reads_need_the_token_and_health_metrics_stay_open() -> anyhow::Resu
         leaky["output"].is_null(),
         "no details without the token: {health}"
     );
+    assert_eq!(
+        health["notes"][0], "each check's output is given with the token",
+        "{health}"
+    );
     let text = within("metrics", api.get("/metrics").send())
         .await??
         .text()
@@ -342,12 +346,16 @@ async fn a_token_no_client_could_send_is_refused_and_the_scheme_is_any_case() ->
 {
     let host = koan::testing::host().service::<Echo>().build()?.start();
     within("startup", host.started()).await??;
-    for token in [" padded ", "pässwörd", "tab\there", "two words", ""] {
+    for (token, said) in [
+        (" padded ", "a space at byte 0"),
+        ("pässwörd", "a non-ASCII character at byte 1"),
+        ("tab\there", "a space at byte 3"),
+        ("crlf\r", "a carriage return"),
+        ("", "is empty"),
+        ("@/etc/koan/token", "reads it as text"),
+    ] {
         match koan_http::serve(host.clone(), loopback().with_token(token)).await {
-            Err(e) => assert!(
-                e.to_string().contains("visible ASCII") || e.to_string().contains("is empty"),
-                "{e}"
-            ),
+            Err(e) => assert!(e.to_string().contains(said), "{token:?}: {e}"),
             Ok(server) => anyhow::bail!("served on {} with {token:?}", server.local_addr()),
         }
     }

@@ -401,12 +401,10 @@ fn actions_inner(args: TokenStream, input: TokenStream) -> syn::Result<TokenStre
     })
 }
 
-/// `#[action]` or `#[koan::action]`: a handler's attribute, read by `#[actions]`.
+/// `#[action]` or `#[koan::action]` (the crate under any name, `use koan as k;`): a
+/// handler's attribute, read by `#[actions]`.
 fn is_action(path: &syn::Path) -> bool {
-    path.is_ident("action")
-        || (path.segments.len() == 2
-            && path.segments[0].ident == "koan"
-            && path.segments[1].ident == "action")
+    path.is_ident("action") || (path.segments.len() == 2 && path.segments[1].ident == "action")
 }
 
 /// An item whose name says the fix when a type has two `#[actions]` blocks: its
@@ -416,12 +414,19 @@ fn one_block(self_ty: &syn::Type) -> TokenStream {
     let syn::Type::Path(p) = self_ty else {
         return TokenStream::new();
     };
-    let Some(last) = p.path.segments.last() else {
+    // The whole path: `v1::Worker` and `v2::Worker` are two types (a re-probe).
+    let path: Vec<String> = p
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    if path.is_empty() {
         return TokenStream::new();
-    };
+    }
     let name = format_ident!(
         "{}_has_more_than_one_koan_actions_block__put_all_its_actions_in_one_impl_block",
-        last.ident,
+        path.join("_"),
         span = Span::call_site()
     );
     quote! {

@@ -99,3 +99,42 @@ async fn jobs_of_a_service_no_one_here_runs_are_said_once_due_a_minute() -> anyh
     koan::testing::stop(&v2).await?;
     Ok(())
 }
+
+/// Takes no jobs: a host of it alone has no worker.
+#[derive(Default)]
+struct Idle;
+
+impl Service for Idle {
+    type Kind = Background;
+}
+
+impl BackgroundService for Idle {
+    async fn run(&self, cx: koan::ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        Ok(())
+    }
+}
+
+/// A host where no service takes jobs says so too (an upgrade that left it none was
+/// silent; a review).
+#[tokio::test(start_paused = true)]
+async fn a_host_whose_services_take_no_jobs_says_so_too() -> anyhow::Result<()> {
+    let logs = Logs::default();
+    let _logs = logs.capture();
+    let store = Arc::new(MemoryJobStore::new());
+    left(&store, "Mailer", 120).await?;
+    let host = koan::testing::host()
+        .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
+        .service::<Idle>()
+        .build()?
+        .start();
+    host.started().await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    logs.assert_lines(
+        "jobs of this service are waiting",
+        1,
+        "no service of that name runs here",
+    );
+    koan::testing::stop(&host).await?;
+    Ok(())
+}

@@ -26,7 +26,7 @@ pub(crate) fn resolve(given: Option<String>, url: &str) -> Result<Option<String>
     }
     let (text, from) = match raw.strip_prefix('@') {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
+            let text = read_file(path).map_err(|e| {
                 Failure::Input(format!("cannot read the token file `{path}` ({from}): {e}"))
             })?;
             (text, format!("the token file `{path}`"))
@@ -34,6 +34,30 @@ pub(crate) fn resolve(given: Option<String>, url: &str) -> Result<Option<String>
         None => (raw, from.to_owned()),
     };
     check(&text, &from)
+}
+
+/// The most bytes a token file is read for: `--token @/dev/zero` read until memory
+/// ran out (a re-probe).
+const MAX_FILE: u64 = 64 * 1024;
+
+/// A token file's text, a UTF-8 byte-order mark dropped (Notepad writes one).
+fn read_file(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::other(format!(
+            "it is longer than {MAX_FILE} bytes: not a token"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::other("it is not UTF-8 text (saved as UTF-16?)"))?;
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_owned)
+        .unwrap_or(text))
 }
 
 /// Whether `url` names this machine (`localhost`, `127.x.x.x`, `[::1]`).
@@ -109,6 +133,15 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("abc"), "the token is never printed: {err}");
+
+        let bom = dir.join("bom");
+        std::fs::write(&bom, "\u{feff}s3cret-token\r\n")?;
+        let got = resolve(Some(format!("@{}", bom.display())), URL)?;
+        assert_eq!(got.as_deref(), Some("s3cret-token"));
+        let long = dir.join("long");
+        std::fs::write(&long, "x".repeat(70_000))?;
+        let err = refused(&format!("@{}", long.display()))?;
+        assert!(err.contains("longer than 65536 bytes"), "{err}");
 
         let empty = dir.join("empty");
         std::fs::write(&empty, "\n")?;

@@ -167,6 +167,14 @@ test("a job is found by its id, and jobs by their correlation id", async () => {
   }, [a, b].sort(), WAIT);
   assert.equal(await page.inputValue("#job-find"), cid);
 
+  // A correlation id that is also the name of another route under /api/jobs/.
+  await under("counts", "found-counts.txt");
+  await page.fill("#job-find", "counts");
+  await page.press("#job-find", "Enter");
+  await page.waitForFunction(() => location.hash.includes("correlation_id=counts") || /^#\/jobs\/[0-9a-f-]{36}$/.test(location.hash), null, WAIT);
+  assert.ok(!page.url().includes("undefined"), page.url());
+
+  await page.goto(base + "/#/jobs");
   await page.fill("#job-find", "no-such-" + cid);
   await page.press("#job-find", "Enter");
   await page.locator("#jobs tbody td.desc").filter({ hasText: "no job has it as its id" }).waitFor(WAIT);

@@ -111,9 +111,10 @@ impl BuildContext<'_> {
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
-                    "service `{0}` needs its settings ({1}), and the configuration gives none: add them under its section's `settings`, e.g. `[koan.background_services.services.{0}.settings]` in koan.toml",
+                    "service `{}` needs its settings ({}), and the configuration gives none: add them under its section's `settings`, e.g. `[koan.background_services.services.{}.settings]` in koan.toml",
                     self.service,
-                    std::any::type_name::<S>()
+                    std::any::type_name::<S>(),
+                    toml_key(self.service)
                 ),
             ));
         };
@@ -197,6 +198,19 @@ impl<T: Default> FromContext for T {
     }
 }
 
+/// `name` as a TOML key: bare when it may be, quoted otherwise (`"Mail Sender"`).
+fn toml_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(Debug, Default, serde::Deserialize)]
@@ -223,5 +237,13 @@ mod tests {
         assert!(super::ignored_keys::<Orders>(&fine).is_empty());
         // One that does not read at all is refused elsewhere, with its own words.
         assert!(super::ignored_keys::<Orders>(&serde_json::json!({"limits": 1})).is_empty());
+    }
+
+    #[test]
+    fn a_name_that_is_no_bare_key_is_quoted() {
+        assert_eq!(super::toml_key("Billing"), "Billing");
+        assert_eq!(super::toml_key("mail-sender_2"), "mail-sender_2");
+        assert_eq!(super::toml_key("Mail Sender"), "\"Mail Sender\"");
+        assert_eq!(super::toml_key("a.b"), "\"a.b\"");
     }
 }
