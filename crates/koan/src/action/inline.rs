@@ -143,7 +143,7 @@ impl InlineRun {
         let run = self.run.as_ref()?;
         let aborted = self
             .aborted
-            .get_or_insert_with(|| Box::pin(run.slot.0.life.aborted.clone().cancelled_owned()));
+            .get_or_insert_with(|| Box::pin(run.slot.0.life.abort_token().cancelled_owned()));
         if aborted.as_mut().poll(cx).is_pending() {
             return None;
         }
@@ -169,7 +169,7 @@ impl Drop for InlineRun {
         if let Some(mut run) = self.run.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            let aborted = run.slot.0.life.aborted.clone();
+            let aborted = run.slot.0.life.abort_token();
             rt.spawn(async move {
                 tokio::select! {
                     _ = std::future::poll_fn(|cx| run.poll_run(cx)) => {}

@@ -301,7 +301,7 @@ async fn stop_cell(cell: &ServiceCell, tasks: Vec<JoinHandle<()>>, deadline: Ins
         .await
         .is_err()
     {
-        cell.life.aborted.cancel();
+        cell.life.abort();
         tracing::warn!(service = %cell.spec.name, "actions run by their callers did not finish within the grace period; stopped");
     }
     if aborted && late {

@@ -3,7 +3,7 @@
 //! token's lock: `PeriodicControl::cancel`.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,10 +15,12 @@ pub(crate) struct Lifetime {
     /// Set once the supervisor gave up on the service (`host::supervisor::give_up`):
     /// calls are refused from then on.
     failed: AtomicBool,
-    /// Cancelled when the host's grace ran out for the service: actions its
-    /// callers run themselves (`action::inline`) are stopped then, as its tasks are
-    /// aborted.
-    pub(crate) aborted: CancellationToken,
+    /// Set when the host's grace ran out for the service: actions its callers run
+    /// themselves (`action::inline`) are stopped then, as its tasks are aborted.
+    aborted: AtomicBool,
+    /// Told of it: made only when such an action first waits (a token in every
+    /// service cost 160 bytes a service: B6's memory).
+    abort_token: OnceLock<CancellationToken>,
 }
 
 impl Lifetime {
@@ -27,8 +29,28 @@ impl Lifetime {
             token: Arc::new(token),
             tasks: Mutex::new(Vec::new()),
             failed: AtomicBool::new(false),
-            aborted: CancellationToken::new(),
+            aborted: AtomicBool::new(false),
+            abort_token: OnceLock::new(),
         }
+    }
+
+    /// The end of the grace: actions run by their callers stop.
+    pub(crate) fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        if let Some(t) = self.abort_token.get() {
+            t.cancel();
+        }
+    }
+
+    /// A token cancelled at [`abort`](Self::abort) (at once, if it came already).
+    pub(crate) fn abort_token(&self) -> CancellationToken {
+        let token = self.abort_token.get_or_init(CancellationToken::new).clone();
+        // After the token is in place: an `abort` before it is seen here, one
+        // after it finds the token (both `SeqCst`).
+        if self.aborted.load(Ordering::SeqCst) {
+            token.cancel();
+        }
+        token
     }
 
     /// Marks the service failed for good.
