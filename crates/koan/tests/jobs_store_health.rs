@@ -88,6 +88,8 @@ async fn store_check(host: &HostHandle, failing: bool) {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_store_shows_in_health_and_readiness() -> anyhow::Result<()> {
+    let logs = common::logs::Logs::default();
+    let _logs = logs.capture();
     let store = Twisted::new(Breakable::default());
     let host = koan::testing::host()
         .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
@@ -113,10 +115,15 @@ async fn a_failing_store_shows_in_health_and_readiness() -> anyhow::Result<()> {
         ready.reasons.iter().any(|r| r.contains("malformed")),
         "{ready:?}"
     );
+    // Ten seconds of failing passes: said once (each pass's warning, once a second
+    // for each service, filled a full disk's log; found by a probe).
+    koan::testing::pass(Duration::from_secs(10)).await;
+    logs.assert_lines("the job store fails the runner", 1, "malformed");
 
-    // The store answers again: so does the host.
+    // The store answers again: so does the host, and the log says so.
     store.twist.broken.store(false, Ordering::SeqCst);
     store_check(&host, false).await;
+    logs.assert_lines("the job store answers the runner again", 1, "INFO");
     assert_eq!(host.health().await.status, HealthStatus::Healthy);
     assert!(host.ready().await.ready);
     koan::testing::stop(&host).await?;

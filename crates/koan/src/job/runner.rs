@@ -206,7 +206,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
                 }
                 Ok(None) => open.into_iter().map(|i| (i, None)).collect(),
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not ask the store for due jobs; trying again shortly");
+                    tracing::debug!(error = %e, "could not ask the store for due jobs; trying again shortly");
                     store_failed = Some(e.message().to_owned());
                     Vec::new()
                 }
@@ -255,7 +255,7 @@ pub(crate) async fn run(host: Arc<HostInner>) {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(service = %cell.spec.name, error = %e, "could not claim jobs; trying again shortly");
+                    tracing::debug!(service = %cell.spec.name, error = %e, "could not claim jobs; trying again shortly");
                     store_failed = Some(e.message().to_owned());
                 }
             }

@@ -19,7 +19,14 @@ pub(crate) struct StoreHealth {
     /// health said `pass` (found by a probe).
     push_failing: AtomicBool,
     push_last: Mutex<Option<(String, std::time::Instant)>>,
+    /// When the runner's failure was last said in the log.
+    said_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a lasting failure of the runner's passes is said again: each pass's
+/// warning, once a second for each service, wrote tens of thousands of lines a day
+/// to a full disk (found by a probe).
+const SAY_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a refused enqueue is said in health, unless one is stored sooner: it is
 /// not in readiness, which nothing would clear once traffic is taken away (found by
@@ -76,7 +83,37 @@ impl StoreHealth {
     /// What the runner's last pass found: `Some` failure, or `None` when the store
     /// answered every question.
     pub(crate) fn note(&self, failure: Option<String>) {
+        let was = self.failing.load(Ordering::Acquire);
+        if failure.is_none() && !was {
+            return;
+        }
+        self.say(was, failure.as_deref());
         set(&self.failing, &self.last, failure);
+    }
+
+    /// Says in the log that the runner's passes began to fail (`was` not), still
+    /// fail (once a minute), or no longer do.
+    #[cold]
+    fn say(&self, was: bool, failure: Option<&str>) {
+        let Ok(mut said) = self.said_at.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        match failure {
+            Some(e) if !was => {
+                tracing::warn!(error = %e, "the job store fails the runner; it tries again each pass (said again each minute while it lasts)");
+                *said = Some(now);
+            }
+            Some(e) if said.is_none_or(|t| now.duration_since(t) >= SAY_AGAIN_AFTER) => {
+                tracing::warn!(error = %e, "the job store still fails the runner");
+                *said = Some(now);
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!("the job store answers the runner again");
+                *said = None;
+            }
+        }
     }
 
     /// The failure of the last pass, if it failed.
