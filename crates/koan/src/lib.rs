@@ -42,7 +42,7 @@
 //! | --- | --- |
 //! | [`service`](mod@service) | [`Service`], its kinds ([`BackgroundService`], [`PeriodicService`], [`StartupService`]), [`ServiceOptions`] (name, schedule, supervision), [`Services`], the typed handle of a running service |
 //! | [`host`] | [`Host`], its builder, [`HostHandle`]: lifecycle, shutdown, health |
-//! | [`action`] | [`Actions`] to declare, [`action::ActionRequest`] to call (priority, enforced timeout, correlation id); `#[koan::actions]` also generates a typed caller per action, whose [`action::TypedRequest`] takes the handler's parameter type and gives its result type |
+//! | [`mod@action`] | [`Actions`] to declare, [`action::ActionRequest`] to call (priority, enforced timeout, correlation id); `#[koan::actions]` also generates a typed caller per action, whose [`action::TypedRequest`] takes the handler's parameter type and gives its result type |
 //! | [`event`] | [`Event`] payloads; `Services::<T>::on::<E>()` subscribes to an event the service declares; keep the [`event::Subscription`] (dropping it unsubscribes) or [`event::Subscription::detach`] it; each subscriber picks its [`event::Overflow`] policy |
 //! | [`job`] | accepted work: [`action::ActionRequest::enqueue`] stores a job in a [`job::JobStore`] before it answers; [`HostHandle::jobs`] lists, retries and cancels them |
 //! | [`schedule`] | intervals, cron, missed-tick policy |
