@@ -203,6 +203,40 @@ async fn read_keys(store: &kv::Store, waiters: &OutcomeWaiters, keys: Vec<String
         .await;
 }
 
+/// Replaces a deleted job's stored outcome with a small one saying so: kept whole,
+/// its result held its bytes of the outcomes' share for up to `outcome_ttl`, and
+/// deleting old jobs of a full cluster freed no room for new ones (a probe's
+/// cluster stayed full an hour). Not purged: the outcome is what tells a copy of
+/// the job's message still in the queue (a lost ack's redelivery, a hand-back's
+/// second message) that it ran (a review). Best effort: logged when it fails.
+pub(crate) async fn shrink_deleted(t: &NatsTransport, id: &str, key: &str) {
+    let Ok(Some(entry)) = t.inner.outcomes.entry(key).await else {
+        return;
+    };
+    let Ok(mut outcome) = serde_json::from_slice::<Outcome>(&entry.value) else {
+        return;
+    };
+    outcome.reply = Reply {
+        ok: None,
+        error: Some(koan::error::ErrorKind::UnknownJob.as_str().to_owned()),
+        message: Some(format!("job `{id}` ran, and was deleted since")),
+    };
+    let Ok(body) = serde_json::to_vec(&outcome) else {
+        return;
+    };
+    if body.len() >= entry.value.len() {
+        return;
+    }
+    if let Err(e) = t
+        .inner
+        .outcomes
+        .update(key, body.into(), entry.revision)
+        .await
+    {
+        tracing::debug!(job = %id, error = %e, "the job's record is deleted, but its outcome is kept whole until it expires");
+    }
+}
+
 /// Stores the outcome; `false` when it could not be stored (not when it existed).
 pub(crate) async fn store(
     t: &NatsTransport,

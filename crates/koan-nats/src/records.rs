@@ -101,40 +101,6 @@ pub(crate) async fn withdraw(t: &NatsTransport, id: &str, revision: u64) {
     }
 }
 
-/// Replaces a deleted job's stored outcome with a small one saying so: kept whole,
-/// its result held its bytes of the outcomes' share for up to `outcome_ttl`, and
-/// deleting old jobs of a full cluster freed no room for new ones (a probe's
-/// cluster stayed full an hour). Not purged: the outcome is what tells a copy of
-/// the job's message still in the queue (a lost ack's redelivery, a hand-back's
-/// second message) that it ran (a review). Best effort: logged when it fails.
-async fn shrink_outcome(t: &NatsTransport, id: &str, key: &str) {
-    let Ok(Some(entry)) = t.inner.outcomes.entry(key).await else {
-        return;
-    };
-    let Ok(mut outcome) = serde_json::from_slice::<crate::wire::Outcome>(&entry.value) else {
-        return;
-    };
-    outcome.reply = crate::wire::Reply {
-        ok: None,
-        error: Some(ErrorKind::UnknownJob.as_str().to_owned()),
-        message: Some(format!("job `{id}` ran, and was deleted since")),
-    };
-    let Ok(body) = serde_json::to_vec(&outcome) else {
-        return;
-    };
-    if body.len() >= entry.value.len() {
-        return;
-    }
-    if let Err(e) = t
-        .inner
-        .outcomes
-        .update(key, body.into(), entry.revision)
-        .await
-    {
-        tracing::debug!(job = %id, error = %e, "the job's record is deleted, but its outcome is kept whole until it expires");
-    }
-}
-
 /// The record of `id`, read from the bucket.
 pub(crate) async fn get(t: &NatsTransport, id: &str) -> Result<Option<JobRecord>, Error> {
     Ok(read(t, id, &subjects::key(id)).await?.map(|(r, _)| r))
@@ -489,7 +455,7 @@ pub(crate) async fn delete(t: &NatsTransport, id: &str) -> Result<bool, Error> {
         .await
     {
         Ok(()) => {
-            shrink_outcome(t, id, &key).await;
+            crate::outcomes::shrink_deleted(t, id, &key).await;
             Ok(true)
         }
         Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Err(Error::new(
