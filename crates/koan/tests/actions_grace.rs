@@ -7,82 +7,83 @@ use common::Queue;
 use koan::error::ErrorKind;
 use koan::testing;
 
-/// Spawns `block` (made into a request by `call`), which waits for the gate and
-/// ignores its token: only the abort at the end of the grace ends it. Its caller is
-/// answered `ShuttingDown`, with the action's name.
+/// How `block` is called: handed to its service's workers (`spawn()`), or run by
+/// its caller itself (`execute()` on an idle service runs it on the caller's task:
+/// it ran on after the host said it had stopped, and its caller waited for ever;
+/// found by a probe).
+#[derive(Clone, Copy, PartialEq)]
+enum Called {
+    Spawned,
+    ByItsCaller,
+}
+
+/// Calls `block` (made into a request by `call`) as `how` says; it waits for the
+/// gate and ignores its token: only the abort at the end of the grace ends it. Its
+/// caller is answered `ShuttingDown`, with the action's name.
 async fn aborted_block_is_named_to_its_caller(
-    call: impl FnOnce(koan::action::ActionRequest) -> koan::action::ActionRequest,
-) -> anyhow::Result<()> {
-    type Q = Queue<8, 1>;
-    let (host, mut probe) = Q::start().await?;
-
-    let ticket = call(host.services::<Q>().action("block", ())).spawn()?;
-    probe.wait_started("`block` to start").await;
-
-    testing::within("the host to stop", testing::stop(&host)).await?;
-    let err = testing::within("the answer to `block`", ticket.outcome())
-        .await
-        .expect_err("the action never finished");
-    assert_eq!(err.kind(), ErrorKind::ShuttingDown);
-    assert!(
-        err.message().contains("action `block`"),
-        "the answer names the action it was for: {}",
-        err.message()
-    );
-    Ok(())
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_caller_of_an_action_aborted_at_the_end_of_the_grace_is_told_which()
--> anyhow::Result<()> {
-    aborted_block_is_named_to_its_caller(|request| request).await
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_action_with_a_deadline_aborted_at_the_end_of_the_grace_is_named_to_its_caller()
--> anyhow::Result<()> {
-    // A deadline far past the grace: the run (on the timer's path) is aborted first.
-    aborted_block_is_named_to_its_caller(|request| {
-        request.timeout(std::time::Duration::from_secs(3600))
-    })
-    .await
-}
-
-/// As [`aborted_block_is_named_to_its_caller`], the action run by its caller itself
-/// (`execute()` on an idle service runs it on the caller's task): it ran on after
-/// the host said it had stopped, and its caller waited for ever (found by a probe).
-async fn aborted_inline_block_is_named_to_its_caller(
+    how: Called,
     call: impl FnOnce(koan::action::ActionRequest) -> koan::action::ActionRequest,
 ) -> anyhow::Result<()> {
     type Q = Queue<8, 1>;
     let (host, mut probe) = Q::start().await?;
 
     let request = call(host.services::<Q>().action("block", ()));
-    let caller = tokio::spawn(request.execute());
+    let answer: std::pin::Pin<
+        Box<dyn std::future::Future<Output = anyhow::Result<koan::Result<()>>>>,
+    > = match how {
+        Called::Spawned => {
+            let ticket = request.spawn()?;
+            Box::pin(async move { Ok(ticket.outcome().await.map(|_| ())) })
+        }
+        Called::ByItsCaller => {
+            let caller = tokio::spawn(request.execute());
+            Box::pin(async move { Ok(caller.await?.map(|_| ())) })
+        }
+    };
     probe.wait_started("`block` to start").await;
 
     testing::within("the host to stop", testing::stop(&host)).await?;
-    let err = testing::within("the answer to `block`", caller)
+    let err = testing::within("the answer to `block`", answer)
         .await?
         .expect_err("the action never finished");
     assert_eq!(err.kind(), ErrorKind::ShuttingDown, "{err}");
-    assert!(err.message().contains("action `block`"), "{err}");
-    assert_eq!(host.services::<Q>().status().await?.in_flight, 0);
+    assert!(
+        err.message().contains("action `block`"),
+        "the answer names the action it was for: {}",
+        err.message()
+    );
+    if how == Called::ByItsCaller {
+        assert_eq!(host.services::<Q>().status().await?.in_flight, 0);
+    }
     Ok(())
+}
+
+/// A deadline far past the grace: the run (on the timer's path) is aborted first.
+fn an_hour(request: koan::action::ActionRequest) -> koan::action::ActionRequest {
+    request.timeout(std::time::Duration::from_secs(3600))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_caller_of_an_action_aborted_at_the_end_of_the_grace_is_told_which()
+-> anyhow::Result<()> {
+    aborted_block_is_named_to_its_caller(Called::Spawned, |request| request).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_action_with_a_deadline_aborted_at_the_end_of_the_grace_is_named_to_its_caller()
+-> anyhow::Result<()> {
+    aborted_block_is_named_to_its_caller(Called::Spawned, an_hour).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_action_its_caller_runs_is_stopped_at_the_end_of_the_grace() -> anyhow::Result<()> {
-    aborted_inline_block_is_named_to_its_caller(|request| request).await
+    aborted_block_is_named_to_its_caller(Called::ByItsCaller, |request| request).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_action_its_caller_runs_with_a_deadline_is_stopped_at_the_end_of_the_grace()
 -> anyhow::Result<()> {
-    aborted_inline_block_is_named_to_its_caller(|request| {
-        request.timeout(std::time::Duration::from_secs(3600))
-    })
-    .await
+    aborted_block_is_named_to_its_caller(Called::ByItsCaller, an_hour).await
 }
 
 #[tokio::test(start_paused = true)]
