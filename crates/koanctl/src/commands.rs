@@ -46,7 +46,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         "" => crate::cli::DEFAULT_URL,
         url => url,
     };
-    let token = crate::token::resolve(cli.token.clone(), url)?;
+    let token = crate::token::resolve(cli.token.clone(), url, cli.request_timeout)?;
     let client = Client::new(url, token, cli.request_timeout)?;
     let json = cli.json;
     let done = dispatch(&client, cli.command, json).await;

@@ -3,6 +3,8 @@
 //! `KOAN_HTTP_TOKEN` (as the host reads it: text). Read and checked once, before
 //! any request, so a bad one is named as the token and not as a URL.
 
+use std::time::Duration;
+
 use crate::client::Failure;
 
 /// The token to send to `url`, if any: `given` (`--token` or `KOAN_TOKEN`), else,
@@ -10,7 +12,14 @@ use crate::client::Failure;
 /// operator on the host's machine has it exported; before, koanctl ignored it and
 /// the host's 401 named only that variable). Never sent to another host unasked
 /// (a review).
-pub(crate) fn resolve(given: Option<String>, url: &str) -> Result<Option<String>, Failure> {
+///
+/// A token file is waited for at most `wait` (the request timeout): `--token
+/// @fifo`, a named pipe no one writes to, hung koanctl for ever (a probe).
+pub(crate) fn resolve(
+    given: Option<String>,
+    url: &str,
+    wait: Duration,
+) -> Result<Option<String>, Failure> {
     let raw = match given.filter(|t| !t.is_empty()) {
         Some(t) => t,
         None => {
@@ -26,7 +35,7 @@ pub(crate) fn resolve(given: Option<String>, url: &str) -> Result<Option<String>
     }
     let (text, from) = match raw.strip_prefix('@') {
         Some(path) => {
-            let text = read_file(path).map_err(|e| {
+            let text = read_within(path, wait).map_err(|e| {
                 Failure::Input(format!("cannot read the token file `{path}` ({from}): {e}"))
             })?;
             (text, format!("the token file `{path}`"))
@@ -39,6 +48,20 @@ pub(crate) fn resolve(given: Option<String>, url: &str) -> Result<Option<String>
 /// The most bytes a token file is read for: `--token @/dev/zero` read until memory
 /// ran out (a re-probe).
 const MAX_FILE: u64 = 64 * 1024;
+
+/// `read_file(path)`, given up after `wait`: the read goes on in a thread of its
+/// own, left behind blocked (koanctl exits with the error).
+fn read_within(path: &str, wait: Duration) -> std::io::Result<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_owned();
+    std::thread::spawn(move || tx.send(read_file(&owned)));
+    rx.recv_timeout(wait).unwrap_or_else(|_| {
+        Err(std::io::Error::other(format!(
+            "nothing could be read from it within {} (a named pipe no one writes to?)",
+            crate::deadline::show(wait)
+        )))
+    })
+}
 
 /// A token file's text, a UTF-8 byte-order mark dropped (Notepad writes one).
 fn read_file(path: &str) -> std::io::Result<String> {
@@ -106,13 +129,21 @@ fn describe(c: char) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::{loopback, resolve};
+    use crate::client::Failure;
 
     const URL: &str = "http://127.0.0.1:8080";
 
+    /// `resolve` with a file waited for as long as any test could need.
+    fn resolve_now(given: Option<String>, url: &str) -> Result<Option<String>, Failure> {
+        resolve(given, url, Duration::from_secs(3600))
+    }
+
     /// The refusal of `given`, as text.
     fn refused(given: &str) -> anyhow::Result<String> {
-        match resolve(Some(given.to_owned()), URL) {
+        match resolve_now(Some(given.to_owned()), URL) {
             Ok(_) => anyhow::bail!("{given:?} was taken"),
             Err(e) => Ok(e.to_string()),
         }
@@ -124,7 +155,7 @@ mod tests {
         std::fs::create_dir_all(&dir)?;
         let crlf = dir.join("crlf");
         std::fs::write(&crlf, "s3cret-token\r\n")?;
-        let got = resolve(Some(format!("@{}", crlf.display())), URL)?;
+        let got = resolve_now(Some(format!("@{}", crlf.display())), URL)?;
         assert_eq!(got.as_deref(), Some("s3cret-token"));
 
         let err = refused("abc\rdef")?;
@@ -136,7 +167,7 @@ mod tests {
 
         let bom = dir.join("bom");
         std::fs::write(&bom, "\u{feff}s3cret-token\r\n")?;
-        let got = resolve(Some(format!("@{}", bom.display())), URL)?;
+        let got = resolve_now(Some(format!("@{}", bom.display())), URL)?;
         assert_eq!(got.as_deref(), Some("s3cret-token"));
         let long = dir.join("long");
         std::fs::write(&long, "x".repeat(70_000))?;
@@ -156,9 +187,28 @@ mod tests {
         std::fs::remove_dir_all(&dir)?;
 
         assert_eq!(
-            resolve(Some("@@at-first".into()), URL)?.as_deref(),
+            resolve_now(Some("@@at-first".into()), URL)?.as_deref(),
             Some("@at-first")
         );
+        Ok(())
+    }
+
+    /// A named pipe no one writes to is given up on after the wait, and named.
+    #[test]
+    fn a_pipe_no_one_writes_to_is_given_up_on() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("koanctl-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let fifo = dir.join("token");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        anyhow::ensure!(made.success(), "mkfifo failed");
+        let given = Some(format!("@{}", fifo.display()));
+        let err = match resolve(given, URL, Duration::from_millis(50)) {
+            Ok(_) => anyhow::bail!("a token was read from an empty pipe"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("nothing could be read from it within"), "{err}");
+        assert!(err.contains("named pipe"), "{err}");
+        std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
 

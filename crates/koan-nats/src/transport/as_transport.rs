@@ -181,6 +181,13 @@ impl Transport for NatsTransport {
         self.inner.view.knows(service)
     }
 
+    fn serves_elsewhere(&self, service: &str) -> bool {
+        let me = self.inner.host_id.as_str();
+        let mut other = false;
+        self.each_route(service, |r| other |= *r.host != *me);
+        other
+    }
+
     fn actions_of(&self, service: &str) -> Option<Vec<String>> {
         self.inner.view.actions_of(service)
     }

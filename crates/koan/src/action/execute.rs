@@ -257,6 +257,15 @@ fn start_step(
             None => StepFut::Ready(Some(Err(host.registry.unknown(target.name(host))))),
         };
     };
+    if cell.life.failed()
+        && let Some(t) = elsewhere(host, cell, served, job)
+    {
+        // Sent by its name: a declared action's number is this host's table's.
+        let mut step = step;
+        let name = step.action.name(Some(cell)).to_owned();
+        step.action = StepAction::Named(name);
+        return remote(t, target.shared_name(host), step, correlation);
+    }
     // A declared action (a typed handle's call) is never a built-in: its job comes
     // straight back, not inside a `Prepared` it would be moved out of.
     let job = if let StepAction::Declared(index) = step.action {
@@ -289,6 +298,21 @@ fn start_step(
         }
     };
     start_job(host, cell, job)
+}
+
+/// The transport to send a call to when this host's instance of `cell` failed for
+/// good and another instance of the cluster serves it: a call made here (not one
+/// another process sent: it chose this host), and not a stored job's run (its job
+/// is this host's; its handler is here).
+#[cold]
+fn elsewhere<'h>(
+    host: &'h HostInner,
+    cell: &ServiceCell,
+    served: bool,
+    job: Option<&JobMeta>,
+) -> Option<&'h Arc<dyn Transport>> {
+    let t = host.transport.as_ref()?;
+    (!served && job.is_none() && t.serves_elsewhere(&cell.spec.name)).then_some(t)
 }
 
 /// How long a caller waits for a poked run with `timeout`: that long, unless the

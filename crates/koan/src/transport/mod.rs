@@ -346,6 +346,16 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// Whether another live instance of the cluster takes new calls of `service`
+    /// now (started, neither failed nor stopping). A call made on a host whose own
+    /// instance failed for good goes there instead of being refused (a host of a
+    /// cluster whose instance had failed refused its callers' share of the calls
+    /// while the others could serve them).
+    fn serves_elsewhere(&self, service: &str) -> bool {
+        let _ = service;
+        false
+    }
+
     /// Every action name the cluster's instances announced for `service` (since
     /// this host joined): `None` when the transport cannot tell (no view yet, or an
     /// instance that announces no action names). `enqueue()` refuses a job for an
