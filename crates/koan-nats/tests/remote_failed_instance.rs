@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, HostHandle, Service,
-    ServiceContext, ServiceOptions, error::ErrorKind, service::RestartPolicy,
-    status::ServiceState,
+    ServiceContext, ServiceOptions, error::ErrorKind, service::RestartPolicy, status::ServiceState,
 };
 use koan_nats::{NatsTransport, Node};
 use koan_test_support::nats::{NatsServer, announced, test_options};
@@ -52,13 +51,20 @@ impl BackgroundService for Half {
 }
 
 /// A host running `Half` (broken or not) on `server`, its node, and its count.
-async fn join(server: &NatsServer, broken: bool) -> anyhow::Result<(HostHandle, Node, Arc<AtomicU32>)> {
+async fn join(
+    server: &NatsServer,
+    broken: bool,
+) -> anyhow::Result<(HostHandle, Node, Arc<AtomicU32>)> {
     let runs = Arc::new(AtomicU32::new(0));
     let half = Half {
         broken,
         runs: Arc::clone(&runs),
     };
-    let nats = within("connect", NatsTransport::connect(test_options(&server.url()))).await??;
+    let nats = within(
+        "connect",
+        NatsTransport::connect(test_options(&server.url())),
+    )
+    .await??;
     let host = koan::Host::builder()
         .transport(nats.clone().into_transport())
         .instance(half)
@@ -68,7 +74,8 @@ async fn join(server: &NatsServer, broken: bool) -> anyhow::Result<(HostHandle, 
     let node = within("attach", nats.attach(&host)).await??;
     if broken {
         eventually("`Half` to fail for good", || async {
-            host.status("Half").is_ok_and(|s| s.state == ServiceState::Failed)
+            host.status("Half")
+                .is_ok_and(|s| s.state == ServiceState::Failed)
         })
         .await?;
     }
@@ -84,17 +91,30 @@ async fn a_call_on_a_host_whose_instance_failed_is_served_by_another() -> anyhow
     // Both announce it; the broken one as failed.
     announced(&broken, "Half", 2).await?;
     eventually("the healthy instance to take calls", || async {
-        broken.service("Half").action("work", ()).execute().await.is_ok()
+        broken
+            .service("Half")
+            .action("work", ())
+            .execute()
+            .await
+            .is_ok()
     })
     .await?;
     let before = healthy_runs.load(Ordering::SeqCst);
 
     for n in 0..CALLS {
-        let out = within("a call", broken.service("Half").action("work", ()).execute()).await?;
+        let out = within(
+            "a call",
+            broken.service("Half").action("work", ()).execute(),
+        )
+        .await?;
         out.map_err(|e| anyhow::anyhow!("call {n} made on the broken host failed: {e}"))?;
     }
     assert_eq!(healthy_runs.load(Ordering::SeqCst) - before, CALLS);
-    assert_eq!(broken_runs.load(Ordering::SeqCst), 0, "the failed instance ran none");
+    assert_eq!(
+        broken_runs.load(Ordering::SeqCst),
+        0,
+        "the failed instance ran none"
+    );
     Ok(())
 }
 
@@ -104,7 +124,11 @@ async fn with_no_other_instance_the_call_is_refused_naming_the_failure() -> anyh
     let (broken, _node, runs) = join(&server, true).await?;
     announced(&broken, "Half", 1).await?;
 
-    let out = within("a call", broken.service("Half").action("work", ()).execute()).await?;
+    let out = within(
+        "a call",
+        broken.service("Half").action("work", ()).execute(),
+    )
+    .await?;
     let e = out.expect_err("no instance serves it");
     assert_eq!(e.kind(), ErrorKind::ServiceUnavailable, "{e}");
     assert!(e.message().contains("failed for good on this host"), "{e}");

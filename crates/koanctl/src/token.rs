@@ -206,7 +206,10 @@ mod tests {
             Ok(_) => anyhow::bail!("a token was read from an empty pipe"),
             Err(e) => e.to_string(),
         };
-        assert!(err.contains("nothing could be read from it within"), "{err}");
+        assert!(
+            err.contains("nothing could be read from it within"),
+            "{err}"
+        );
         assert!(err.contains("named pipe"), "{err}");
         std::fs::remove_dir_all(&dir)?;
         Ok(())
