@@ -7,7 +7,12 @@ use koan::{Error, config::Config, error::ErrorKind};
 use serde::Deserialize;
 
 /// How to reach NATS, and the cluster's timings.
+///
+/// Made with [`NatsOptions::new`], [`NatsOptions::from_config`] or `Default`, then
+/// its fields set: `#[non_exhaustive]`, so that a setting added in a later release
+/// does not break code that names every field in a struct literal.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NatsOptions {
     /// Server URL(s), comma-separated (default `nats://127.0.0.1:4222`).
     pub url: String,
