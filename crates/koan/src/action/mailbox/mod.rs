@@ -202,7 +202,8 @@ impl Mailbox {
             let e = self.shutting_down(&job);
             return self.refuse(job, e);
         }
-        if !self.reserve() && !(job.job.is_some() && self.reserve_past_capacity()) {
+        let room = self.reserve() || (job.job.is_some() && self.reserve_past_capacity());
+        if !room {
             let e = Error::new(
                 ErrorKind::Busy,
                 format!(
