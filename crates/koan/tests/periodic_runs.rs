@@ -235,6 +235,66 @@ async fn missed_ticks_delay_starts_the_period_after_the_run() -> anyhow::Result<
     Ok(())
 }
 
+/// Every 10 s; each tick is quick.
+struct Brief<const POLICY: u8> {
+    seen: Arc<Seen>,
+}
+
+impl<const POLICY: u8> Service for Brief<POLICY> {
+    type Kind = Periodic;
+    fn options() -> ServiceOptions {
+        every_10s_missing_ticks("brief", POLICY)
+    }
+}
+
+impl<const POLICY: u8> PeriodicService for Brief<POLICY> {
+    async fn tick(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        self.seen.note(&cx).await;
+        Ok(())
+    }
+}
+
+/// The offsets of the first four runs when the process stops for 45 s after the
+/// first: on the paused clock, time jumps while the driver cannot run, so the tick
+/// due at 20 s starts at 55 s, late, with those of 30, 40 and 50 s missed.
+async fn paused_run_offsets<const POLICY: u8>() -> anyhow::Result<Vec<Duration>> {
+    let seen = Arc::new(Seen::default());
+    let t0 = Instant::now();
+    let host = testing::host()
+        .instance(Brief::<POLICY> {
+            seen: Arc::clone(&seen),
+        })
+        .build()?
+        .start();
+    testing::wait_runs(&host, "brief", 1).await;
+    testing::settle().await;
+    tokio::time::advance(Duration::from_secs(45)).await;
+    testing::wait_runs(&host, "brief", 4).await;
+    testing::stop(&host).await?;
+    Ok(seen.offsets(t0))
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_pause_skip_runs_once_late_then_keeps_the_grid() -> anyhow::Result<()> {
+    assert_offsets(&paused_run_offsets::<0>().await?, &secs(&[10, 55, 60, 70]));
+    Ok(())
+}
+
+/// The late run is the one follow-up for all the ticks missed: it ran a second time
+/// in the same instant, the ticks due before it started counted as missed by it
+/// (found by a tester who stopped a process for 45 s).
+#[tokio::test(start_paused = true)]
+async fn after_a_pause_catch_up_once_runs_once_late_then_keeps_the_grid() -> anyhow::Result<()> {
+    assert_offsets(&paused_run_offsets::<1>().await?, &secs(&[10, 55, 60, 70]));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_pause_delay_runs_once_late_then_a_period_after_it() -> anyhow::Result<()> {
+    assert_offsets(&paused_run_offsets::<2>().await?, &secs(&[10, 55, 65, 75]));
+    Ok(())
+}
+
 /// Panics on its first tick only.
 #[derive(Default)]
 struct Fragile {

@@ -218,14 +218,14 @@ fn drive_loop<T: PeriodicService>(
                     if let Some(ended) = control.take_here_ended()
                         && ended >= due
                     {
-                        due = schedule.next_due(missed_ticks, anchor, due, false, ended, &clock);
+                        due = schedule.next_due(missed_ticks, anchor, due, None, ended, &clock);
                         cell.board.set_next_run(Some(due));
                         continue;
                     }
                     // (The common case, not a singleton, without a future to build.)
                     if singleton && !may_run(&cx, &cell).await {
                         // A singleton whose lease another host holds: that host runs this tick.
-                        due = schedule.next_due(missed_ticks, anchor, due, true, now, &clock);
+                        due = schedule.next_due(missed_ticks, anchor, due, Some(now), now, &clock);
                         cell.board.set_next_run(Some(due));
                         continue;
                     }
@@ -283,6 +283,7 @@ fn drive_loop<T: PeriodicService>(
             let ended = Instant::now();
             let elapsed = ended.saturating_duration_since(started);
             control.end();
+            let consumed = consumed.then_some(started);
             due = schedule.next_due(missed_ticks, anchor, due, consumed, ended, &clock);
             // One status update per run end: the record, the next run and the state.
             let ended_wall = clock.wall_nanos_at(ended, ended);

@@ -228,24 +228,24 @@ impl Schedule {
 
     /// The next due instant after a run that ended at `now`.
     ///
-    /// `planned` is the due instant the driver was waiting for; `consumed` says whether
-    /// this run was that scheduled one (otherwise it was a poke).
+    /// `planned` is the due instant the driver was waiting for; `consumed` is when
+    /// this run started if it was that scheduled one (`None`: it was a poke).
     pub(crate) fn next_due(
         &self,
         policy: MissedTickPolicy,
         anchor: Instant,
         planned: Instant,
-        consumed: bool,
+        consumed: Option<Instant>,
         now: Instant,
         clock: &Clock,
     ) -> Instant {
-        if consumed && policy == MissedTickPolicy::Delay {
+        if consumed.is_some() && policy == MissedTickPolicy::Delay {
             return self.after(now, clock);
         }
         // The usual turn, without a division: under `Skip` an interval's due instant
         // is always a point of its grid (`first_due` and `following` give nothing
         // else, and a poke leaves it alone), so the next point is one period on.
-        if consumed
+        if consumed.is_some()
             && policy == MissedTickPolicy::Skip
             && let Schedule::Every(p) = self
             && planned >= anchor
@@ -255,10 +255,14 @@ impl Schedule {
                 return next;
             }
         }
-        let candidate = if consumed {
-            self.following(anchor, planned, clock)
-        } else {
-            planned
+        // A scheduled run that started late (a process stopped, a runtime starved) ran
+        // for every tick due before its start: only one due after it is missed. Counted
+        // from `planned`, the ticks before its start were missed too, and `CatchUpOnce`
+        // ran again at once (two runs in the same millisecond after a process was
+        // stopped for 45 s; found by a tester).
+        let candidate = match consumed {
+            Some(started) => self.following(anchor, planned.max(started), clock),
+            None => planned,
         };
         if candidate > now {
             return candidate;
@@ -319,8 +323,14 @@ mod tests {
             let planned = anchor + p * k;
             for late_ms in [0u64, 1, 99, 100, 101, 250, 300] {
                 let now = planned + Duration::from_millis(late_ms);
-                let next =
-                    schedule.next_due(MissedTickPolicy::Skip, anchor, planned, true, now, &clock);
+                let next = schedule.next_due(
+                    MissedTickPolicy::Skip,
+                    anchor,
+                    planned,
+                    Some(planned),
+                    now,
+                    &clock,
+                );
                 let periods = u32::try_from(late_ms / 100).expect("small") + 1;
                 assert_eq!(next, planned + p * periods, "k {k}, {late_ms} ms late");
                 assert_eq!(next, schedule.following(anchor, planned.max(now), &clock));
