@@ -304,6 +304,11 @@ async fn stop_cell(cell: &ServiceCell, tasks: Vec<JoinHandle<()>>, deadline: Ins
         cell.life.abort();
         tracing::warn!(service = %cell.spec.name, "actions run by their callers did not finish within the grace period; stopped");
     }
+    if aborted {
+        // Its work may live on in threads no abort reaches: the process is
+        // ended should it linger (`host::signals`).
+        cell.life.abort();
+    }
     if aborted && late {
         tracing::warn!(service = %cell.spec.name, "service was asked to stop only once the grace period had run out (jobs still running held it); aborted");
     } else if aborted {

@@ -11,6 +11,7 @@ mod environment;
 mod exit;
 mod handle;
 mod lifecycle;
+mod signals;
 mod supervisor;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -182,42 +183,6 @@ impl Drop for Host {
         if !self.inner.launched.load(Ordering::Acquire) {
             self.inner.exit.send_replace(Some(HostExit::Stopped));
             self.inner.stop_request.cancel();
-        }
-    }
-}
-
-/// SIGINT, SIGTERM or SIGHUP (a closed terminal): each stops the host gracefully
-/// (a SIGHUP not handled killed it at once, its calls in flight reset). The
-/// handlers are installed here, when called, not when the future is first polled.
-#[cfg(unix)]
-pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{Signal, SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).ok();
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
-    async fn recv(s: &mut Option<Signal>) {
-        match s {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    }
-    async move {
-        tokio::select! {
-            () = recv(&mut int) => {}
-            () = recv(&mut term) => {}
-            () = recv(&mut hup) => {}
-        }
-    }
-}
-
-/// Ctrl-C.
-#[cfg(not(unix))]
-pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
         }
     }
 }

@@ -17,6 +17,7 @@ pub(crate) struct Lifetime {
     failed: AtomicBool,
     /// Set when the host's grace ran out for the service: actions its callers run
     /// themselves (`action::inline`) are stopped then, as its tasks are aborted.
+    /// The process is ended if it lingers after that (`host::signals`).
     aborted: AtomicBool,
     /// Told of it: made only when such an action first waits (a token in every
     /// service cost 160 bytes a service: B6's memory).
@@ -40,6 +41,12 @@ impl Lifetime {
         if let Some(t) = self.abort_token.get() {
             t.cancel();
         }
+    }
+
+    /// Whether the grace ran out for the service (its tasks or its callers'
+    /// actions were stopped then).
+    pub(crate) fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
     }
 
     /// A token cancelled at [`abort`](Self::abort) (at once, if it came already).

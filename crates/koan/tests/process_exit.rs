@@ -1,0 +1,190 @@
+//! A process run by `run_until_signal` ends when told to, as a user's `main` meets
+//! it: this test binary starts itself again as the host's process
+//! ([`child_host`]), signals it and waits for its end.
+//!
+//! - A service waiting on blocking work (`spawn_blocking`, as the guide says to
+//!   run it) is aborted at the grace's end, but its thread is not: the runtime's
+//!   drop at the end of `main` waited for it for good (a probe's host said "host
+//!   stopped" and lived on). It is ended once it lingers.
+//! - A second signal while the host stops ends it at once: a hung stop could be
+//!   ended only by SIGKILL, the signals still taken over.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use koan::{Background, BackgroundService, BoxError, Host, Service, ServiceContext};
+
+/// Set for the process started by a test: which host [`child_host`] runs.
+const CHILD: &str = "KOAN_TEST_PROCESS_EXIT_CHILD";
+
+/// How long a test waits for the process to end before it fails: far more than
+/// either end needs (5 s of linger; a second signal's at once), far less than the
+/// hour of grace the second test gives.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// `run` waits on blocking work that never ends.
+struct Blocked;
+
+impl Service for Blocked {
+    type Kind = Background;
+}
+
+impl BackgroundService for Blocked {
+    async fn run(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        tokio::task::spawn_blocking(|| {
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// `run` ignores its token and never ends.
+struct Deaf;
+
+impl Service for Deaf {
+    type Kind = Background;
+}
+
+impl BackgroundService for Deaf {
+    async fn run(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// The host's process, when started by a test (`CHILD` names its service);
+/// nothing otherwise. A `main` as a user writes it: a runtime, the host run until
+/// a signal, the runtime dropped.
+#[test]
+fn child_host() -> anyhow::Result<()> {
+    let Ok(which) = std::env::var(CHILD) else {
+        return Ok(());
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let exit = runtime.block_on(async {
+        let builder = match which.as_str() {
+            "blocked" => Host::builder()
+                .shutdown_grace(Duration::from_millis(100))
+                .instance(Blocked),
+            _ => Host::builder()
+                .shutdown_grace(Duration::from_secs(3600))
+                .instance(Deaf),
+        };
+        let host = builder.build()?.start();
+        let run = host.run_until_signal();
+        host.started().await?;
+        // (On the harness's "test child_host ... " line.)
+        println!("child ready");
+        run.await?;
+        anyhow::Ok(())
+    });
+    drop(runtime);
+    exit
+}
+
+/// This binary started as `which`'s host, once it says it is ready; its stderr's
+/// lines as they come.
+fn start(which: &str) -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--exact", "child_host", "--nocapture", "--test-threads=1"])
+        .env(CHILD, which)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.ends_with("child ready"));
+    anyhow::ensure!(ready, "the host's process ended before it was ready");
+    Ok((child, lines))
+}
+
+fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
+    let sent = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()?;
+    anyhow::ensure!(sent.success(), "kill {sig} failed");
+    Ok(())
+}
+
+/// Waits until a line of `lines` contains `text`; every line read on the way.
+fn line_with(lines: &mpsc::Receiver<String>, text: &str) -> anyhow::Result<String> {
+    let mut seen = String::new();
+    loop {
+        let line = lines
+            .recv_timeout(PATIENCE)
+            .map_err(|_| anyhow::anyhow!("no line with {text:?}; the process said:\n{seen}"))?;
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(text) {
+            return Ok(seen);
+        }
+    }
+}
+
+/// The process's exit status once it ended (killed, and a failure, if it does
+/// not within `PATIENCE`).
+fn ends(child: &mut Child) -> anyhow::Result<ExitStatus> {
+    let since = Instant::now();
+    while since.elapsed() < PATIENCE {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    anyhow::bail!("the process did not end within {PATIENCE:?} of its host's stop")
+}
+
+#[test]
+fn a_process_kept_alive_by_abandoned_blocking_work_is_ended() -> anyhow::Result<()> {
+    let (mut child, lines) = start("blocked")?;
+    signal(&child, "-TERM")?;
+    let status = ends(&mut child)?;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the host stopped as asked: {status}"
+    );
+    line_with(&lines, "did not end after its host stopped")?;
+    Ok(())
+}
+
+#[test]
+fn a_second_signal_ends_a_stopping_process_at_once() -> anyhow::Result<()> {
+    let (mut child, lines) = start("deaf")?;
+    signal(&child, "-TERM")?;
+    // The first is heard before the second is sent (two pending at once are one).
+    line_with(&lines, "shutdown signal received")?;
+    signal(&child, "-TERM")?;
+    let status = ends(&mut child)?;
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM: {status}");
+    line_with(&lines, "a second shutdown signal")?;
+    Ok(())
+}
