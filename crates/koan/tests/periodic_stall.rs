@@ -152,6 +152,114 @@ async fn the_limit_is_set_by_the_macro_and_by_the_configuration() -> anyhow::Res
     Ok(())
 }
 
+/// Every 5 s, a stall limit of 10 s; each tick takes 3 s.
+#[koan::service(every = "5s", stall_after = "10s", discover = false)]
+#[derive(Default)]
+struct Every5;
+
+impl koan::PeriodicService for Every5 {
+    async fn tick(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok(())
+    }
+}
+
+/// A process stopped for 30 s while idle: on the paused clock, time jumps while the
+/// driver cannot run, and the run due at 10 s starts at 38 s. For its 3 s, health
+/// said it had gone on for 28 s, past its limit: the run was measured from its due
+/// time, not its start, so any pause longer than the limit made every periodic
+/// service running then say it had stalled (found by a tester).
+#[tokio::test(start_paused = true)]
+async fn a_run_started_late_by_a_pause_has_not_stalled() -> anyhow::Result<()> {
+    let host = testing::host().service::<Every5>().build()?.start();
+    within("startup", host.started()).await?;
+    testing::wait_until(&host, "Every5", |s| {
+        s.runs == 1 && s.state == ServiceState::Idle
+    })
+    .await;
+
+    tokio::time::advance(Duration::from_secs(30)).await;
+    testing::settle().await;
+    assert_eq!(host.status("Every5")?.state, ServiceState::Running);
+    let h = health_of(&host, "Every5").await;
+    assert_eq!(h.report.status, HealthStatus::Healthy, "{h:?}");
+    testing::advance(Duration::from_secs(2)).await;
+    assert_eq!(host.status("Every5")?.state, ServiceState::Running);
+    let h = health_of(&host, "Every5").await;
+    assert_eq!(h.report.status, HealthStatus::Healthy, "{h:?}");
+    testing::wait_runs(&host, "Every5", 2).await;
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A run that starts late and then never ends stalls its limit after its start.
+#[tokio::test(start_paused = true)]
+async fn a_run_started_late_stalls_its_limit_after_it_started() -> anyhow::Result<()> {
+    let gate = Arc::new(Semaphore::new(0));
+    let host = testing::host()
+        .instance(Quick {
+            gate: Arc::clone(&gate),
+        })
+        .build()?
+        .start();
+    within("startup", host.started()).await?;
+    testing::wait_state(&host, "Quick", ServiceState::Idle).await;
+
+    // Due at 2 s, the first run starts at 30 s.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    testing::settle().await;
+    assert_eq!(host.status("Quick")?.state, ServiceState::Running);
+    testing::pass(Duration::from_secs(5)).await;
+    let h = health_of(&host, "Quick").await;
+    assert_eq!(h.report.status, HealthStatus::Healthy, "{h:?}");
+    testing::pass(Duration::from_secs(1)).await;
+    let h = health_of(&host, "Quick").await;
+    assert_eq!(h.report.status, HealthStatus::Degraded, "{h:?}");
+    let said = h.report.description.clone().unwrap_or_default();
+    assert!(said.contains("has gone on for at least 6s,"), "{said}");
+    gate.add_permits(1000);
+    testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A caller's run that began before the tick fell due holds the tick back: the run
+/// has gone on past its due time from when the tick fell due, not from its start.
+#[tokio::test(start_paused = true)]
+async fn a_callers_run_holding_a_tick_back_is_late_from_the_tick() -> anyhow::Result<()> {
+    let gate = Arc::new(Semaphore::new(0));
+    let host = testing::host()
+        .instance(Quick {
+            gate: Arc::clone(&gate),
+        })
+        .build()?
+        .start();
+    within("startup", host.started()).await?;
+    testing::wait_state(&host, "Quick", ServiceState::Idle).await;
+    let due = host.status("Quick")?.next_run.expect("its first tick");
+
+    // Begun at once, two seconds before the tick.
+    let trigger = {
+        let host = host.clone();
+        tokio::spawn(async move { host.services::<Quick>().trigger().await })
+    };
+    testing::settle().await;
+    assert_eq!(host.status("Quick")?.state, ServiceState::Running);
+    testing::pass(Duration::from_secs(7)).await;
+    let h = health_of(&host, "Quick").await;
+    assert_eq!(h.report.status, HealthStatus::Healthy, "{h:?}");
+    testing::pass(Duration::from_secs(1)).await;
+    let h = health_of(&host, "Quick").await;
+    assert_eq!(h.report.status, HealthStatus::Degraded, "{h:?}");
+    let said = h.report.description.clone().unwrap_or_default();
+    let at = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(said.contains(&format!("the run due at {at} ")), "{said}");
+    assert!(said.contains("has gone on for at least 6s,"), "{said}");
+    gate.add_permits(1000);
+    within("the trigger", trigger).await??;
+    testing::stop(&host).await?;
+    Ok(())
+}
+
 #[test]
 fn a_stall_limit_past_ten_years_is_refused() {
     let config = Config::builder()

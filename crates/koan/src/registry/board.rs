@@ -22,6 +22,8 @@ pub(crate) struct StatusCore {
     pub(crate) last_run: Option<RunStamp>,
     /// On tokio's clock: a wall time only when read.
     pub(crate) next_run: Option<Instant>,
+    /// When the periodic run in progress began, while the state is `Running`.
+    pub(crate) run_started: Option<Instant>,
     pub(crate) runs: u64,
     pub(crate) failures: u64,
     pub(crate) consecutive_failures: u32,
@@ -57,9 +59,27 @@ struct HotStatus {
     /// On tokio's clock: a wall time only when read (it is in the future, so the
     /// monotonic clock is the one it is due by).
     next_run: Option<Instant>,
+    /// When the periodic run in progress began (read only while `Running`): what a
+    /// stall is measured from, written with the state that says the run began.
+    run_started: Option<Instant>,
     runs: u64,
     failures: u64,
     consecutive_failures: u32,
+}
+
+impl HotStatus {
+    /// Moves to `state`, and says whether that changed it. A service that failed for
+    /// good or is disabled stays that way.
+    fn enter(&mut self, state: ServiceState) -> bool {
+        if self.state == state
+            || (matches!(self.state, ServiceState::Failed | ServiceState::Disabled)
+                && !matches!(state, ServiceState::Failed))
+        {
+            return false;
+        }
+        self.state = state;
+        true
+    }
 }
 
 #[derive(Default)]
@@ -120,6 +140,7 @@ impl StatusBoard {
             hot: HotLine(Mutex::new(HotStatus {
                 state,
                 next_run: None,
+                run_started: None,
                 runs: 0,
                 failures: 0,
                 consecutive_failures: 0,
@@ -172,18 +193,15 @@ impl StatusBoard {
     }
 
     pub(crate) fn set_state(&self, state: ServiceState) {
+        self.update(|s| s.enter(state));
+    }
+
+    /// A periodic run began at `at`: the service is `Running`, and a stall is
+    /// measured from `at` (in the same update: no line more is written a run).
+    pub(crate) fn begin_run(&self, at: Instant) {
         self.update(|s| {
-            if s.state == state {
-                return false;
-            }
-            // A service that failed for good or is disabled stays that way.
-            if matches!(s.state, ServiceState::Failed | ServiceState::Disabled)
-                && !matches!(state, ServiceState::Failed)
-            {
-                return false;
-            }
-            s.state = state;
-            true
+            s.run_started = Some(at);
+            s.enter(ServiceState::Running)
         });
     }
 
@@ -338,6 +356,7 @@ impl StatusBoard {
             started_at: cold.started_at,
             last_run,
             next_run: hot.next_run,
+            run_started: hot.run_started,
             runs: hot.runs,
             failures: hot.failures,
             consecutive_failures: hot.consecutive_failures,

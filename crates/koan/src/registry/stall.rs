@@ -4,9 +4,15 @@
 //! `running`, healthy and ready, its `next_run` silently in the past (found by a
 //! probe).
 //!
-//! The run's start is not written anywhere on the run's path (B6's 10,000 services
-//! write one status line a run): a scheduled run starts when it falls due, so the
-//! time since its `next_run` is how long it has gone on, at least.
+//! A run is measured from the later of its due time (`next_run`) and its start (kept
+//! with the state `Running`, on the line a run writes anyway). From its due time
+//! alone, a run that started late looked as old as its lateness: after a process
+//! was stopped for 30 s, a run of 3 s said it had gone on for 29 s, past its limit of
+//! 10 s, and any pause longer than the limit made every periodic service running
+//! then say it had stalled (found by a tester). The due time still counts when it
+//! is the later: a tick held back by a caller's run that began before it fell due
+//! (see `schedule::here`) is late from when it fell due, however long ago that run
+//! began.
 
 use std::time::Duration;
 
@@ -52,7 +58,8 @@ pub(crate) fn stalled(spec: &ServiceSpec, core: &StatusCore) -> Option<HealthRep
         return None;
     }
     let due = core.next_run?;
-    let late = Instant::now().saturating_duration_since(due);
+    let since = core.run_started.map_or(due, |started| started.max(due));
+    let late = Instant::now().saturating_duration_since(since);
     let window = window(spec, schedule);
     if late <= window {
         return None;

@@ -268,8 +268,8 @@ fn drive_loop<T: PeriodicService>(
                     continue;
                 };
 
-            cell.board.set_state(ServiceState::Running);
             let started = now;
+            cell.board.begin_run(started);
             let result = match deadline {
                 None => Some(catch_unwind(run_periodic(svc, cx.for_run(reason, batch))).await),
                 // Boxed: its future (about 420 bytes) would otherwise sit in every

@@ -129,13 +129,13 @@ pub(crate) fn run<'a>(
     here: Arc<dyn RunHere>,
     poke: Poke,
 ) -> Here<'a> {
-    cell.board.set_state(ServiceState::Running);
+    let started = Instant::now();
+    cell.board.begin_run(started);
     let reason = poke.reason();
     let batch = match poke {
         Poke::ProcessBatch(b) => Some(b),
         _ => None,
     };
-    let started = Instant::now();
     let fut = here.start(reason, batch);
     Here {
         cell,

@@ -278,10 +278,11 @@ impl ServiceOptions {
         singleton: bool
     );
 
-    /// How long a periodic run may go on past its due time before the service's
-    /// health says it is stalled (`degraded`, naming the run). The default is ten
-    /// periods (of a cron, the gap between its next two fire times), at least a
-    /// minute. Only health says it: the run goes on, and is not cut short.
+    /// How long a periodic run may go on past its due time (past its start, when it
+    /// started late) before the service's health says it is stalled (`degraded`,
+    /// naming the run). The default is ten periods (of a cron, the gap between its
+    /// next two fire times), at least a minute. Only health says it: the run goes
+    /// on, and is not cut short.
     pub fn stall_after(mut self, limit: Duration) -> Self {
         self.stall_after = Some(limit);
         self
