@@ -35,6 +35,22 @@ pub(crate) fn current_correlation() -> Option<Arc<str>> {
         .flatten()
 }
 
+/// The correlation id of the action running on this task, as it is (a generated
+/// one not formatted): what a call or job made by its handler takes when given
+/// none, so that the work an action causes is found under the action's id (a
+/// job enqueued by a handler called with `X-Correlation-Id: http-chain-1` was
+/// listed under an id of its own; found by a probe).
+pub(crate) fn current() -> Option<Correlation> {
+    CURRENT
+        .try_with(|current| {
+            let id = current.take();
+            current.set(id.clone());
+            id
+        })
+        .ok()
+        .flatten()
+}
+
 /// Runs `f` with `id` as the current correlation id; the one before is put back
 /// after, also if `f` unwinds.
 #[inline]

@@ -123,9 +123,14 @@ impl Correlation {
         Correlation::Generated(next_number())
     }
 
-    /// The id given, or a fresh one.
-    pub(crate) fn given_or_new(given: Option<Arc<str>>) -> Self {
-        given.map_or_else(Correlation::generate, Correlation::Given)
+    /// The id given, else that of the action whose handler makes the call (see
+    /// [`current`](super::context::current)), else a fresh one.
+    #[inline]
+    pub(crate) fn given_or_current(given: Option<Arc<str>>) -> Self {
+        given.map_or_else(
+            || super::context::current().unwrap_or_else(Correlation::generate),
+            Correlation::Given,
+        )
     }
 
     /// The id as an owned string (formatted now when generated).
@@ -279,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_given_id_is_kept_as_given() {
-        let c = Correlation::given_or_new(Some(Arc::from("order-42")));
+        let c = Correlation::given_or_current(Some(Arc::from("order-42")));
         assert_eq!(CorrelationText::new(c).as_str(), "order-42");
     }
 }

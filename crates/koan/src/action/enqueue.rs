@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::context::current_correlation;
 use super::correlation::{Correlation, new_id};
 use super::deadline::push_with_deadline;
 use super::enqueue_shared::{Later, hand_over};
@@ -38,7 +39,10 @@ impl ActionRequest {
                 ),
             ));
         }
-        let correlation = self.take_correlation()?.unwrap_or_else(new_id);
+        let correlation = self
+            .take_correlation()?
+            .or_else(current_correlation)
+            .unwrap_or_else(new_id);
         if let Some(cell) = find_local(&inner, &self.target).cloned() {
             // In cluster mode, where any live instance can run it.
             if self.shared(&inner, &cell) {
@@ -182,7 +186,10 @@ impl ActionRequest {
     /// Rejections (unknown, disabled, busy, bad parameters) come back at once. The
     /// work runs whether or not the ticket is kept.
     pub fn spawn(mut self) -> Result<ActionTicket> {
-        let correlation = self.take_correlation()?.unwrap_or_else(new_id);
+        let correlation = self
+            .take_correlation()?
+            .or_else(current_correlation)
+            .unwrap_or_else(new_id);
         let given = Correlation::Given(Arc::clone(&correlation));
         let inner = Arc::clone(&self.host.inner);
         let (tx, rx) = super::reply::channel();

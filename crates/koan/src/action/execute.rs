@@ -118,7 +118,7 @@ impl Future for Execute {
             match &mut this.state {
                 ExecState::Start(req) => {
                     let correlation = match req.take_correlation() {
-                        Ok(given) => Correlation::given_or_new(given),
+                        Ok(given) => Correlation::given_or_current(given),
                         Err(e) => {
                             this.state = ExecState::Done;
                             return Poll::Ready(Err(e));

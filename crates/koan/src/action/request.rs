@@ -467,7 +467,7 @@ mod tests {
 
     #[test]
     fn into_json_gives_what_json_gives_and_moves_a_json_result_out() {
-        let correlation = || Correlation::given_or_new(None);
+        let correlation = || Correlation::generate();
         let result = serde_json::json!({ "rows": "x".repeat(1_000) });
         let expected = result.clone();
         let bytes_at = result["rows"].as_str().map(str::as_ptr);
