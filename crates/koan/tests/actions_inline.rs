@@ -1,7 +1,8 @@
 //! Actions that their callers run themselves (an idle service, `execute()`): the
 //! same guarantees as the mailbox path — `max_concurrency` holds, queued work is not
 //! overtaken and keeps its priority order, a caller that goes away does not cancel a
-//! running action, and shutdown waits for it.
+//! running action (but its own runtime's end stops it, and is said), and shutdown
+//! waits for it.
 
 mod common;
 
@@ -178,5 +179,38 @@ async fn shutdown_waits_for_an_action_its_caller_runs() -> anyhow::Result<()> {
     assert_eq!(out.value::<usize>()?, 1);
     let _ = stopped.await?;
     assert_eq!(probe.finished.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+/// A caller on a runtime of its own (a thread's, not the host's) that gives up and
+/// drops its runtime stops the action it ran itself: its timers were that
+/// runtime's. Said in the log, where it went without a word (a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_stopped_with_its_callers_own_runtime_is_said() -> anyhow::Result<()> {
+    type G = Gated<1>;
+    let (host, mut probe) = G::start().await?;
+    let g = host.services::<G>();
+    let logs = common::logs::Logs::default();
+    let caller = std::thread::spawn({
+        let logs = logs.clone();
+        move || -> anyhow::Result<bool> {
+            let _captured = logs.capture();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let finished = runtime.block_on(poll_once_then_drop(g.action("hold", ()).execute()));
+            drop(runtime);
+            Ok(finished)
+        }
+    });
+    probe.wait_started("hold started").await;
+    let finished = caller
+        .join()
+        .map_err(|_| anyhow::anyhow!("the caller's thread panicked"))??;
+    assert!(!finished, "`hold` waits for the gate");
+    logs.assert_lines("stopped unfinished", 1, "service=");
+    assert_eq!(probe.finished.load(Ordering::SeqCst), 0);
+    assert_eq!(host.services::<G>().status().await?.in_flight, 0);
+    koan::testing::stop(&host).await?;
     Ok(())
 }

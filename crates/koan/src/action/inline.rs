@@ -170,12 +170,41 @@ impl Drop for InlineRun {
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             let aborted = run.slot.0.life.abort_token();
+            let mut unfinished = Unfinished(Some(Arc::clone(&run.slot.0)));
             rt.spawn(async move {
                 tokio::select! {
                     _ = std::future::poll_fn(|cx| run.poll_run(cx)) => {}
                     () = aborted.cancelled() => {}
                 }
+                unfinished.ended();
             });
+        }
+    }
+}
+
+/// The service of an action handed to a task of its own on its caller's runtime,
+/// until it ended. Dropped before, the task was: the runtime shut down under it,
+/// and the action stopped unfinished — said, where it went without a word (a
+/// probe: a thread with a runtime of its own gave up on its call and dropped the
+/// runtime; the action had started, and never ended). The handler's timers and
+/// sockets are that runtime's, so it cannot finish elsewhere.
+struct Unfinished(Option<Arc<ServiceCell>>);
+
+impl Unfinished {
+    fn ended(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(cell) = self.0.take()
+            && !cell.life.aborted()
+        {
+            tracing::warn!(
+                service = %cell.spec.name,
+                "an action its caller ran itself was stopped unfinished: the caller's own runtime shut down under it; call from the host's runtime, or with `spawn()`, for work that must outlive its caller's runtime"
+            );
         }
     }
 }
