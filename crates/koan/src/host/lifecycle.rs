@@ -137,18 +137,21 @@ async fn run_startup(
     let started = Instant::now();
     let started_wall = cell.spec.clock.now();
     let fut = catch_unwind(STARTUP.scope((), run(host.context(cell, RunReason::Start))));
+    let mut fut = std::pin::pin!(fut);
     let outcome = tokio::select! {
-        r = tokio::time::timeout_at(deadline, fut) => match r {
+        r = tokio::time::timeout_at(deadline, fut.as_mut()) => match r {
             Ok(Ok(Ok(()))) => RunOutcome::Success,
             Ok(Ok(Err(e))) => RunOutcome::Failed { error: crate::util::with_causes(&*e) },
             Ok(Err(panic)) => RunOutcome::Panicked { message: panic },
             Err(_) => {
-                cell.cancel();
+                let grace = host.config.action_grace;
+                wind_down(cell, fut.as_mut(), grace, "its timeout").await;
                 RunOutcome::TimedOut
             }
         },
         _ = host.stop_request.cancelled() => {
-            cell.cancel();
+            let grace = host.config.grace;
+            wind_down(cell, fut.as_mut(), grace, "the host's stop").await;
             RunOutcome::Cancelled
         }
     };
@@ -191,6 +194,26 @@ async fn run_startup(
             give_up(host, cell, what);
             Err(Error::new(ErrorKind::Startup, msg))
         }
+    }
+}
+
+/// A startup service cut short (`why`: the host stops, or its time ran out) is
+/// told through its token and given `grace` to end — the host's grace at a stop,
+/// as every other service has; an action's grace past its timeout, as a timed-out
+/// action has — then dropped. It was dropped at once, its token cancelled only
+/// after: a migration stopped by a SIGTERM had no chance to roll back, and the
+/// log said nothing of it (a probe).
+async fn wind_down<F: std::future::Future>(
+    cell: &ServiceCell,
+    run: std::pin::Pin<&mut F>,
+    grace: std::time::Duration,
+    why: &str,
+) {
+    cell.cancel();
+    tracing::info!(grace = %fmt_duration(grace), "startup service stopped by {why}; waiting for it to end");
+    if tokio::time::timeout(grace, run).await.is_err() {
+        cell.life.abort();
+        tracing::warn!("startup service did not stop within the grace period; aborted");
     }
 }
 
