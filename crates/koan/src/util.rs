@@ -122,7 +122,7 @@ pub(crate) const MAX_NAME: usize = 200;
 /// What is wrong with `name` as a service's, an action's or an event's name, if
 /// anything: it must have 1 to [`MAX_NAME`] bytes, a letter or digit among them
 /// (names are matched regardless of case and of `-`, `_`, `.` and spaces: one of
-/// those alone is no name), and no control character. An empty name was taken,
+/// those alone is no name), and no control character or backslash. An empty name was taken,
 /// and could then be reached by no route (seen in a probe).
 pub(crate) fn name_problem(name: &str) -> Option<String> {
     let problem = if name.is_empty() {
@@ -136,12 +136,17 @@ pub(crate) fn name_problem(name: &str) -> Option<String> {
         "holds a bidirectional control character (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C)"
     } else if !name.chars().any(char::is_alphanumeric) {
         "has no letter or digit"
+    } else if name.contains('\\') {
+        // The Prometheus exporter reads `\"` and `\\` in a label as escapes made
+        // already: `dup"x` and `dup\"x` were one series, and `a\\b` another than
+        // the plane's own families gave it (a probe).
+        "holds a backslash (metrics labels would mangle it)"
     } else {
         return None;
     };
     let shown: String = name.chars().take(40).collect();
     Some(format!(
-        "`{}{}` {problem}; a name needs 1 to {MAX_NAME} bytes, a letter or digit among them, and no control characters",
+        "`{}{}` {problem}; a name needs 1 to {MAX_NAME} bytes, a letter or digit among them, and no control characters or backslashes",
         shown.escape_debug(),
         if shown.len() < name.len() { "…" } else { "" },
     ))

@@ -111,6 +111,7 @@ fn service_names_that_are_no_names_are_refused() {
         ("", "`` is empty"),
         (" . ", "` . ` has no letter or digit"),
         ("Tab\tbed", "`Tab\\tbed` holds a control character"),
+        ("dup\\\"x", "`dup\\\\\\\"x` holds a backslash"),
         (
             "gnp\u{202E}.exe",
             "`gnp\\u{202e}.exe` holds a bidirectional control character",
