@@ -2,6 +2,7 @@
 
 mod activity;
 mod call_headers;
+mod coalesce;
 mod events;
 mod health;
 mod jobs;

@@ -4,6 +4,8 @@
 //! the built-in poke of a periodic service. They hand the work over and answer at
 //! once — as a stored job, with a `message` saying what was started — unless
 //! `wait=true` asks for the outcome: a caller pokes a service, it does not wait on it.
+//! A built-in poke handed over while one of the same waits to run joins it
+//! (`coalesce.rs`), as pokes made during a run do.
 //! (The module keeps its name from the routes' origin: see `docs/seed-parity.md`.)
 
 use axum::extract::{Path, Request, State};
@@ -47,10 +49,10 @@ fn norm(name: &str) -> String {
         .collect()
 }
 
-/// The action the route reaches on `service`: a declared one of the route's names
-/// when there is one, the built-in otherwise (which the call refuses, with what the
+/// The declared action the route reaches on `service`, if it declares one of the
+/// route's names; `None`: the built-in (which the call refuses, with what the
 /// service declares, when the service has none).
-async fn action_for(state: &AppState, service: &str, route: &Route) -> String {
+async fn action_for(state: &AppState, service: &str, route: &Route) -> Option<String> {
     if let Ok(info) = state.host.service(service).info().await {
         for candidate in route.declared {
             if let Some(a) = info
@@ -58,11 +60,11 @@ async fn action_for(state: &AppState, service: &str, route: &Route) -> String {
                 .iter()
                 .find(|a| !a.builtin && norm(&a.name) == norm(candidate))
             {
-                return a.name.clone();
+                return Some(a.name.clone());
             }
         }
     }
-    route.builtin.to_owned()
+    None
 }
 
 async fn poke(
@@ -74,6 +76,14 @@ async fn poke(
     params: Value,
 ) -> Result<Response, ApiError> {
     let action = action_for(state, service, route).await;
+    if action.is_none() && query.hands_over_now() {
+        if let Some(joined) =
+            super::coalesce::waiting_poke(state, service, route.builtin, &params).await
+        {
+            return Ok(super::coalesce::answer(&joined, route.message));
+        }
+    }
+    let action = action.unwrap_or_else(|| route.builtin.to_owned());
     run_action(
         state,
         headers,

@@ -174,6 +174,19 @@ pub(crate) struct CallParams {
     _token: Option<TokenInQuery>,
 }
 
+impl CallParams {
+    /// Whether a poke route with these parameters hands its work over now without
+    /// waiting: no `delay` or `at`, and `wait` not asked for (a poke's default).
+    pub(crate) fn hands_over_now(&self) -> bool {
+        self.delay.is_none()
+            && self.at.is_none()
+            && self
+                .wait
+                .as_deref()
+                .is_none_or(|w| matches!(w, "false" | "0" | "no"))
+    }
+}
+
 fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
     let mut out = CallQuery {
         priority: 0,
