@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use super::record::JobState;
 use super::runner::{JobRunner, job_services};
 use super::store::{Claim, Finish};
 use crate::host::HostInner;
@@ -57,6 +58,25 @@ impl Drop for Held<'_> {
 }
 
 impl JobRunner {
+    /// Says how many jobs a store that does not survive the process still holds
+    /// waiting once the grace is over: lost with it (a probe's 172 queued pokes
+    /// went without a word; only the one running was said).
+    async fn say_lost_queued(&self, names: &[String]) {
+        let Ok(counts) = self.store.counts(None).await else {
+            return;
+        };
+        let waiting: u64 = [JobState::Scheduled, JobState::Queued, JobState::Retrying]
+            .into_iter()
+            .map(|s| counts.get(s))
+            .sum();
+        if waiting > 0 && !names.is_empty() {
+            tracing::warn!(
+                waiting,
+                "jobs still waiting to run at the end of the grace period are lost (queued, scheduled or to be retried): the job store keeps them in memory only; configure a durable job store"
+            );
+        }
+    }
+
     /// Stops claiming, and waits (until `deadline`) for the runs in progress.
     ///
     /// With a durable store, each running job's handler is told to stop at once
@@ -91,6 +111,7 @@ impl JobRunner {
                 self.wake();
                 let _ = tokio::time::timeout_at(deadline, changed).await;
             }
+            self.say_lost_queued(&names).await;
         }
         self.closing.store(true, Ordering::Release);
         if durable {
