@@ -88,9 +88,17 @@ pub(crate) fn answer(
             RequestErrorKind::NoResponders => unavailable(format!(
                 "{what}: no instance is reachable over NATS (nothing answers on `{subject}`)"
             )),
+            // The caller's timeout, as it gave it: what is left of it when the
+            // request is sent, rounded up to the millisecond (`499.958077ms` said
+            // less than the caller had set; a probe).
             RequestErrorKind::TimedOut => Error::new(
                 ErrorKind::Timeout,
-                format!("{what}: no answer over NATS within {timeout:?}"),
+                format!(
+                    "{what}: did not finish within its timeout of {:?} (no answer over NATS by then: the outcome is unknown, it may have run or still run on its instance)",
+                    Duration::from_millis(
+                        u64::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+                    )
+                ),
             ),
             _ => unavailable(format!("{what}: NATS request failed: {e}")),
         }),

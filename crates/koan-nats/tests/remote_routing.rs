@@ -87,6 +87,7 @@ async fn a_call_that_gets_no_answer_times_out_at_the_callers_deadline() -> anyho
     // runs it without one and never answers.
     let mut opts = test_options(&server.url());
     opts.default_request_timeout = opts.heartbeat * 5 / 2;
+    let timeout = opts.default_request_timeout;
     let (_nats, client) = client_with(opts).await?;
     sees_workers(&client, 1).await?;
 
@@ -97,7 +98,10 @@ async fn a_call_that_gets_no_answer_times_out_at_the_callers_deadline() -> anyho
     .await?;
     let e = out.expect_err("no answer within the deadline");
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-    assert!(e.message().contains("no answer over NATS within"), "{e}");
+    assert!(e.message().contains("no answer over NATS by then"), "{e}");
+    // The timeout as the caller set it, not what was left of it when sent.
+    let said = format!("within its timeout of {timeout:?} (");
+    assert!(e.message().contains(&said), "{e}");
     // The instance never left: its run is still going.
     assert_eq!(worker.status("Worker")?.in_flight, 1);
     Ok(())
