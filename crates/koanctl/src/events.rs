@@ -66,6 +66,10 @@ pub(crate) async fn follow(
             ))
         })?;
         for ev in events {
+            if ev.event == "missed" {
+                eprintln!("{}", missed_line(&ev.data));
+                continue;
+            }
             if json {
                 emit_raw(&json_line(&ev.data))?;
             } else {
@@ -73,6 +77,19 @@ pub(crate) async fn follow(
             }
         }
     }
+}
+
+/// The host's notice that events were missed, as a line for stderr: it printed
+/// as an event of no service (`-  -  -  -  null`), and `--json` printed it as a
+/// document like an event's (a probe).
+fn missed_line(data: &str) -> String {
+    let env = serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
+    let why = env
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("some events were missed");
+    let after = env.get("after").and_then(Value::as_u64).unwrap_or(0);
+    format!("warning: {} (after event {after})", output::printable(why))
 }
 
 /// An event's data for `--json`: as sent when it is JSON (a koan host's always is),
@@ -104,6 +121,15 @@ fn event_line(data: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missed_notice_is_a_warning_naming_why() {
+        let data = r#"{"after":41,"message":"some were missed"}"#;
+        assert_eq!(
+            missed_line(data),
+            "warning: some were missed (after event 41)"
+        );
+    }
 
     #[test]
     fn events_print_as_one_line() {

@@ -169,6 +169,36 @@ async fn an_event_stream_the_host_closes_is_an_error() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host's notice that events were missed is a warning on stderr, not an event
+/// on stdout: it printed as `-  -  -  -  null`, and `--json` printed it as a
+/// document like an event's (a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_notice_is_a_warning_not_an_event() -> anyhow::Result<()> {
+    let event = r#"{"service":"S","event":"E","correlation_id":null,"time":"2025-01-02T03:04:05Z","seq":1,"payload":1}"#;
+    let missed = r#"{"after":1,"message":"events after the one last sent were no longer kept: some were missed"}"#;
+    let body = format!("data: {event}\n\nevent: missed\ndata: {missed}\n\n").into_bytes();
+    let fake = Fake::always(move || Reply::Stream {
+        body: body.clone(),
+        close: true,
+    })
+    .await?;
+    for json in [false, true] {
+        let mut args = vec!["--url", fake.url.as_str(), "events"];
+        if json {
+            args.push("--json");
+        }
+        let run = koanctl(&args, &[]).await?;
+        assert_eq!(run.code, Some(4), "{run:#?}");
+        assert_eq!(run.stdout.lines().count(), 1, "the event alone: {run:#?}");
+        assert!(
+            run.stderr
+                .contains("warning: events after the one last sent were no longer kept: some were missed (after event 1)"),
+            "{run:#?}"
+        );
+    }
+    Ok(())
+}
+
 /// An event of 1.1 MB (a service may emit one) is shown, and the stream goes on:
 /// until round 48 the first such event ended `koanctl events` (found by a probe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
