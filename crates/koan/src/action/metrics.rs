@@ -14,19 +14,23 @@ pub(crate) enum Outcome {
     ShuttingDown = 4,
     /// The caller stopped waiting before the action started; it was not run.
     Cancelled = 5,
+    /// The handler refused its parameters (`InvalidParameters`): the caller's
+    /// mistake, counted as the same refusal made before the handler runs.
+    InvalidParameters = 6,
 }
 
-const OUTCOMES: [&str; 6] = [
+const OUTCOMES: [&str; 7] = [
     "ok",
     "handler_error",
     "handler_panic",
     "timeout",
     "shutting_down",
     "cancelled",
+    "invalid_parameters",
 ];
 
 pub(crate) struct ActionMetrics {
-    outcomes: [Counter; 6],
+    outcomes: [Counter; 7],
     duration: Histogram,
     queue_wait: Histogram,
 }

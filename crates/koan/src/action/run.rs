@@ -386,6 +386,14 @@ fn settle(
                 tracing::info!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), error = ?err.message(), "action stopped: its job was cancelled or lost its claim");
                 return answer(job, Err(err));
             }
+            // The handler refused its input: the caller's mistake, counted as
+            // the same refusal made before the handler runs, not as a failure of
+            // the service (the same bad input counted two ways; a probe).
+            if err.kind() == ErrorKind::InvalidParameters {
+                finished(job, cell, Outcome::InvalidParameters, elapsed, queued, now);
+                tracing::info!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), error = ?err.message(), "action refused its parameters");
+                return answer(job, Err(err));
+            }
             finished(job, cell, Outcome::HandlerError, elapsed, queued, now);
             tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), error = ?err.message(), "action failed");
             Err(err)

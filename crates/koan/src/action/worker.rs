@@ -100,7 +100,9 @@ pub(super) fn finished(
             true
         }
         Outcome::HandlerError | Outcome::Panic => true,
-        Outcome::ShuttingDown | Outcome::Cancelled => return,
+        // Refused input is counted where a refusal before the handler is: in
+        // the metrics alone, neither a success nor a failure of the service.
+        Outcome::ShuttingDown | Outcome::Cancelled | Outcome::InvalidParameters => return,
     };
     // The service's count beside its slots (on its runner's line, see `Slots`), the
     // host's in its ring.
