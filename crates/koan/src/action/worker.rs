@@ -173,14 +173,18 @@ where
             // A caller running the action itself has its reply channel for this.
             let _ = answer(job, Err(e));
             // Give the handler a short grace to notice its cancelled token, then
-            // drop its future.
-            if tokio::time::timeout(grace, &mut run).await.is_err() {
-                tracing::warn!(
-                    service = %cell.spec.name,
-                    action = %job.entry(cell).name,
-                    grace = %fmt_duration(grace),
-                    "action ignored its cancelled token; its future was dropped"
-                );
+            // drop its future. How it ended is said under the call's correlation
+            // id, which its caller's `timeout` answer names: that answer says the
+            // outcome is unknown, and only this line tells (a handler that did its
+            // work 200 ms past the deadline left no trace; a probe).
+            let ended = tokio::time::timeout(grace, &mut run).await;
+            let late = fmt_duration(Instant::now().saturating_duration_since(deadline));
+            let (service, action, correlation_id) = (&cell.spec.name, &job.entry(cell).name, job.correlation.logged());
+            match ended {
+                Ok(Ok(Ok(_))) => tracing::warn!(%service, %action, %correlation_id, after_deadline = %late, "action timed out, then finished its work: it succeeded after its caller was answered `timeout`"),
+                Ok(Ok(Err(e))) => tracing::info!(%service, %action, %correlation_id, error = %e, "action timed out, then ended with an error at its cancelled token"),
+                Ok(Err(panic)) => tracing::warn!(%service, %action, %correlation_id, %panic, "action timed out, then panicked"),
+                Err(_) => tracing::warn!(%service, %action, %correlation_id, grace = %fmt_duration(grace), "action ignored its cancelled token; its future was dropped"),
             }
             None
         }
