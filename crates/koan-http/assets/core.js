@@ -26,7 +26,10 @@ const enc = encodeURIComponent;
 
 function ago(iso) {
   if (!iso) return "—";
-  const s = Math.round((Date.parse(iso) - Date.now()) / 1000);
+  // Within a second either way, "now": a run 0.4 s old read "in 0s", as if to come.
+  const ms = Date.parse(iso) - Date.now();
+  if (Math.abs(ms) < 1000) return "now";
+  const s = Math.round(ms / 1000);
   const a = Math.abs(s), txt = a < 60 ? a + "s" : a < 3600 ? Math.round(a / 60) + "m" : a < 86400 ? Math.round(a / 3600) + "h" : Math.round(a / 86400) + "d";
   return s >= 0 ? "in " + txt : txt + " ago";
 }
