@@ -458,3 +458,27 @@ async fn a_filtered_stream_is_not_told_of_misses_it_had_none_of() -> anyhow::Res
     );
     api.stop().await
 }
+
+/// An id of this boot numbered past the last event (forged, or a client's
+/// mistake) is an unknown id, as one from another boot is: every kept event after
+/// `missed`, then the live ones. The stream went silent: its live events were
+/// skipped as seen, up to the number it gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_an_id_past_the_last_still_gets_live_events() -> anyhow::Result<()> {
+    let api = start().await?;
+    let last = id_of_next(&api, "Seen", "a").await?;
+    let (boot, n) = last.split_once('.').unwrap_or_default();
+    let forged = format!("{boot}.{}", n.parse::<u64>()? + 1000);
+    let mut stream = open_after(&api, "/api/events", &forged).await?;
+    shout(&api, "notifier", "Live", "b").await?;
+    let seen = stream.until_event("Live").await?;
+    assert!(
+        seen[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("some were missed")),
+        "{seen:?}"
+    );
+    let texts: Vec<&Value> = seen[1..].iter().map(|e| &e["payload"]["text"]).collect();
+    assert_eq!(texts, [&json!("a"), &json!("b")]);
+    api.stop().await
+}

@@ -169,12 +169,20 @@ async fn stream(
         None => (Vec::new(), fresh_from),
         Some((after, foreign)) => {
             let since = state.host.recent_events_since(after, &takes);
+            // A number past the last one given is no number of this boot's:
+            // `since` read it as 0, and so does the stream (it skipped its live
+            // events up to that number, and went silent; found by a tester).
+            let (after, unknown) = if after > since.last {
+                (0, true)
+            } else {
+                (after, foreign)
+            };
             let mut out = Vec::with_capacity(since.events.len() + 1);
-            if since.missed || foreign {
+            if since.missed || unknown {
                 out.push(missed_event(after, RECONNECT_MISSED));
             }
             out.extend(since.events.iter().map(sse_event));
-            (out, since.last.max(after))
+            (out, since.last)
         }
     };
     let live = Live {
