@@ -225,6 +225,11 @@ impl EventBus {
         self.recent.newest_first()
     }
 
+    /// The kept event numbered `arrival`, if it still is.
+    pub(crate) fn recent_one(&self, arrival: u64) -> Option<EventEnvelope> {
+        self.recent.get(arrival)
+    }
+
     /// The kept events numbered after `arrival` that `wanted` takes, oldest first.
     pub(crate) fn recent_since(
         &self,

@@ -12,11 +12,30 @@ use crate::payload::from_json;
 /// An event payload: any serializable value, shared by every subscriber.
 pub(crate) trait AnyEvent: Any + Send + Sync {
     fn to_json(&self) -> Value;
+    /// The length of its JSON, counted as it is written (nothing is kept).
+    fn json_len(&self) -> usize;
 }
 
 impl<T: Serialize + Send + Sync + 'static> AnyEvent for T {
     fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    fn json_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        // A value that fails to serialize is sent as `null`: what was written counts.
+        let _ = serde_json::to_writer(&mut count, self);
+        count.0
     }
 }
 

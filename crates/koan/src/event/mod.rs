@@ -16,7 +16,9 @@ mod undeclared;
 
 pub use envelope::EventEnvelope;
 pub use info::EventInfo;
-pub use recent::{EventsSince, RECENT_EVENTS, RECENT_REMOTE_BYTES};
+#[allow(deprecated)]
+pub use recent::RECENT_REMOTE_BYTES;
+pub use recent::{EventsSince, RECENT_BYTES, RECENT_EVENTS};
 pub use subscribe::{HandlerOutput, Overflow, Subscription, SubscriptionBuilder};
 pub use typed::{Emits, TypedSubscriptionBuilder};
 

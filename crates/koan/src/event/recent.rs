@@ -17,13 +17,17 @@ use crate::sync::Mutex;
 /// How many events the host keeps for [`crate::HostHandle::recent_events`].
 pub const RECENT_EVENTS: usize = 256;
 
-/// How many bytes of other hosts' event payloads (their memory or JSON, about)
-/// the kept events hold at most; past it the oldest of those payloads are let go
-/// (`{"payload_dropped": …}` in their place), the events kept, the newest whole
-/// however large. A peer's 256 events of 900 KB each were kept whole: 230 MB
-/// held, and 225 MB sent to each page that opened (found by a probe). This
-/// host's own events are its services' values, not weighed.
-pub const RECENT_REMOTE_BYTES: usize = 8 * 1024 * 1024;
+/// How many bytes of event payloads (their memory or JSON, about) the kept events
+/// hold at most; past it the oldest payloads are let go (`{"payload_dropped": …}`
+/// in their place), the events kept, the newest whole however large. A peer's 256
+/// events of 900 KB each were kept whole: 230 MB held, and 225 MB sent to each page
+/// that opened (found by a probe); and a host's own 256 events of 1 MB, 256 MB,
+/// replayed to every stream that reconnected (found by a tester).
+pub const RECENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// The budget of the kept events' payloads, when only other hosts' counted.
+#[deprecated(note = "every kept event's payload counts now: use `RECENT_BYTES`")]
+pub const RECENT_REMOTE_BYTES: usize = RECENT_BYTES;
 
 struct Kept {
     /// The arrival number of the last event kept.
@@ -39,15 +43,16 @@ struct Kept {
 fn let_go(env: &EventEnvelope) -> EventEnvelope {
     let mut kept = env.clone();
     kept.payload = Arc::new(serde_json::json!({
-        "payload_dropped": "this host keeps at most 8 MiB of other hosts' event payloads: this one was let go"
+        "payload_dropped": "this host keeps at most 8 MiB of event payloads: this one was let go"
     }));
     kept
 }
 
-/// About the bytes a remote event's payload holds, or takes as JSON, whichever is
-/// more: each value 32 bytes (`[[],[],…]` held 16 times its JSON: a probe), each
-/// string its bytes, and a character JSON escapes six (`\u0001`: an answer 6
-/// times the budget); 0 for a local event.
+/// About the bytes an event's payload holds, or takes as JSON, whichever is more:
+/// for a JSON value, each value 32 bytes (`[[],[],…]` held 16 times its JSON: a
+/// probe), each string its bytes, and a character JSON escapes six (`\u0001`: an
+/// answer 6 times the budget); for a service's own type, its JSON's length (what a
+/// page or a stream is sent of it).
 fn weight(env: &EventEnvelope) -> usize {
     fn size(v: &serde_json::Value) -> usize {
         use serde_json::Value;
@@ -67,11 +72,9 @@ fn weight(env: &EventEnvelope) -> usize {
                 Value::Object(m) => m.iter().map(|(k, v)| text(k) + size(v)).sum::<usize>(),
             }
     }
-    if env.key.is_some() {
-        return 0;
-    }
     let any: &(dyn std::any::Any + Send + Sync) = &*env.payload;
-    any.downcast_ref::<serde_json::Value>().map_or(0, size)
+    any.downcast_ref::<serde_json::Value>()
+        .map_or_else(|| env.payload.json_len(), size)
 }
 
 pub(super) struct Recent(Mutex<Kept>);
@@ -115,7 +118,7 @@ impl Recent {
         // kept (numbered, named, dated): popping whole events let one large remote
         // event push out every small local one before it (a review).
         let mut i = 0;
-        while kept.bytes + w > RECENT_REMOTE_BYTES && i < kept.events.len() {
+        while kept.bytes + w > RECENT_BYTES && i < kept.events.len() {
             let (env, weight) = &mut kept.events[i];
             if *weight > 0 {
                 let dropped = *weight;
@@ -138,6 +141,14 @@ impl Recent {
             .rev()
             .map(|(e, _)| (**e).clone())
             .collect()
+    }
+
+    /// The kept event numbered `arrival`, if it still is.
+    pub(super) fn get(&self, arrival: u64) -> Option<EventEnvelope> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let first = kept.events.front()?.0.arrival;
+        let at = usize::try_from(arrival.checked_sub(first)?).ok()?;
+        kept.events.get(at).map(|(e, _)| (**e).clone())
     }
 
     /// The kept events numbered after `arrival` that `wanted` takes, oldest
@@ -266,7 +277,7 @@ mod tests {
         };
         assert_eq!(weigh(nested), value * 1001);
         assert_eq!(weigh(escaped), value + 6000);
-        let huge = serde_json::json!("y".repeat(RECENT_REMOTE_BYTES + 1));
+        let huge = serde_json::json!("y".repeat(RECENT_BYTES + 1));
         recent.keep(EventEnvelope::remote(
             "S",
             "E",
@@ -281,5 +292,38 @@ mod tests {
             kept[0].payload_json().as_str().is_some(),
             "the newest kept whole"
         );
+    }
+
+    #[test]
+    fn this_hosts_own_large_events_are_weighed_too() {
+        let recent = Recent::new();
+        let own = |n: u64| {
+            let mut env = event(n);
+            env.payload = Arc::new("z".repeat(1024 * 1024));
+            env.key = Some(Arc::new(super::super::bus::EventKey::new("S", "E")));
+            env
+        };
+        for n in 1..=20 {
+            recent.keep(own(n));
+        }
+        // Their JSON's length each (the string and its quotes), 2 bytes past a
+        // MiB: the last seven kept whole, the others let go; each still found by
+        // its number.
+        let whole: Vec<u64> = recent
+            .newest_first()
+            .iter()
+            .filter(|e| e.payload_json().get("payload_dropped").is_none())
+            .map(EventEnvelope::arrival)
+            .collect();
+        assert_eq!(whole, (14..=20).rev().collect::<Vec<_>>());
+        let held = recent.0.lock().map(|k| k.bytes).unwrap_or(usize::MAX);
+        assert_eq!(held, 7 * (1024 * 1024 + 2));
+        assert_eq!(recent.get(20).map(|e| e.arrival), Some(20));
+        assert!(
+            recent
+                .get(1)
+                .is_some_and(|e| e.payload_json().get("payload_dropped").is_some())
+        );
+        assert!(recent.get(0).is_none() && recent.get(21).is_none());
     }
 }

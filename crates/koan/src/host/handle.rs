@@ -255,6 +255,14 @@ impl HostHandle {
         self.inner.events.recent_since(arrival, wanted)
     }
 
+    /// The kept event this host numbered `arrival`, if it still keeps it: what an
+    /// event stream sends, one at a time, of the numbers
+    /// [`recent_events_since`](Self::recent_events_since) gave it (as the client
+    /// reads, so a stream holds one event's frame, not every kept one's).
+    pub fn recent_event(&self, arrival: u64) -> Option<crate::event::EventEnvelope> {
+        self.inner.events.recent_one(arrival)
+    }
+
     /// The jobs of this host's store: list, inspect, retry, cancel, delete.
     pub fn jobs(&self) -> crate::job::Jobs {
         crate::job::Jobs::new(self.clone())
