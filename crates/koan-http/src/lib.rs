@@ -19,7 +19,7 @@
 //! | `GET /api/stats/throughput` | succeeded/failed work per second and per hour |
 //! | `GET /api/instances` | the hosts of the cluster (or this one) with heartbeat and load |
 //! | `GET /health`, `/health/live`, `/health/ready` | `pass`/`warn`/`fail`; unhealthy → 503 |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /metrics` | Prometheus text: rendered once for the scrapes that wait for it (never one begun before a scrape came); at most 16 scrapes in flight, one more is answered 503 with `Retry-After: 1` |
 //! | `GET /api/openapi.json`, `GET /`, `/assets/…` | the API described; the dashboard |
 //!
 //! Errors are JSON `{ "error": kind, "message": … }`: 400 bad input (naming the
@@ -56,6 +56,7 @@ mod parse_errors;
 mod query;
 mod reserve;
 mod routes;
+mod scrape;
 mod server;
 mod strict_json;
 
@@ -81,6 +82,7 @@ pub(crate) struct Shared {
     pub(crate) options: HttpOptions,
     pub(crate) sse_slots: Arc<Semaphore>,
     pub(crate) openapi: openapi::Cached,
+    pub(crate) scrapes: scrape::Scrapes,
 }
 
 impl std::ops::Deref for AppState {
@@ -103,6 +105,7 @@ impl AppState {
             host,
             sse_slots: Arc::new(Semaphore::new(options.max_sse_connections)),
             openapi: openapi::Cached::default(),
+            scrapes: scrape::Scrapes::default(),
             options,
         }))
     }

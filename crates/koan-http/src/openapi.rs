@@ -180,7 +180,7 @@ async fn document(host: &HostHandle, names: &[String]) -> (Value, bool) {
     paths.insert("/health".into(), health_get("Overall health"));
     paths.insert("/health/live".into(), health_get("Liveness"));
     paths.insert("/health/ready".into(), health_get("Readiness"));
-    paths.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "Prometheus text", "content": { "text/plain": { "schema": { "type": "string" } } } } } } }));
+    paths.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "Prometheus text", "content": { "text/plain": { "schema": { "type": "string" } } } }, "503": { "description": "16 scrapes in flight already: retry after `Retry-After` seconds" } } } }));
 
     // A concrete path per declared action, with its parameter schema.
     for name in names {

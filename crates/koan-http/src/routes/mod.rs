@@ -101,14 +101,8 @@ pub(crate) fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::metrics::render(&state.host).await,
-    )
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    state.scrapes.answer(&state.host).await
 }
 
 async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
