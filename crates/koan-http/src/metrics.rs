@@ -110,7 +110,7 @@ pub(crate) async fn render(host: &HostHandle) -> String {
         (
             "koan_service_up",
             "gauge",
-            "1 when the service is running or idle",
+            "1 when the service is running or idle, or is a startup service that finished its work",
         ),
         (
             "koan_service_queue_depth",
@@ -135,10 +135,14 @@ pub(crate) async fn render(host: &HostHandle) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in &statuses {
             let value = match i {
-                0 => u64::from(matches!(
-                    s.state,
-                    ServiceState::Running | ServiceState::Idle
-                )),
+                // A startup service done with its work is `stopped`, as it should
+                // be: 0 tripped a "service down" alert for good (a probe).
+                0 => u64::from(
+                    matches!(s.state, ServiceState::Running | ServiceState::Idle)
+                        || (s.kind == koan::service::ServiceKind::Startup
+                            && s.state == ServiceState::Stopped
+                            && s.last_run.as_ref().is_some_and(|r| r.outcome.is_success())),
+                ),
                 1 => s.queue_depth as u64,
                 2 => s.in_flight as u64,
                 3 => s.runs,

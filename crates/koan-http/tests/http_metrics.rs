@@ -21,6 +21,24 @@ impl CounterService {
     async fn fail(&self, _p: (), _cx: &ActionContext) -> Result<(), BoxError> {
         Err("no".into())
     }
+
+    /// Refuses its input itself: counted as a refusal before the handler is.
+    #[action("pick")]
+    async fn pick(&self, _p: (), _cx: &ActionContext) -> Result<(), BoxError> {
+        let e = koan::Error::new(koan::error::ErrorKind::InvalidParameters, "none to pick");
+        Err(e.into())
+    }
+}
+
+/// A startup service that did its work.
+#[koan::service(startup, name = "Migrate")]
+#[derive(Default)]
+struct Migrate;
+
+impl koan::StartupService for Migrate {
+    async fn run(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 impl BackgroundService for CounterService {
@@ -80,6 +98,7 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
         "another recorder was installed first"
     );
     let host = koan::testing::host()
+        .service::<Migrate>()
         .service::<CounterService>()
         .service::<Sweeper>()
         .build()?
@@ -99,6 +118,8 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
     let (status, _) = call(api.post("/api/services/counter/actions/fail")).await?;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let (status, _) = call(api.post("/api/services/counter/actions/bump").json(&"x")).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(api.post("/api/services/counter/actions/pick")).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = call(api.post("/api/services/sweeper/trigger?wait=true")).await?;
     assert_eq!(status, StatusCode::OK);
@@ -125,6 +146,18 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
         ("outcome", "invalid_parameters"),
     ];
     assert_sample(&text, "koan_actions_total", &rejected, 1.0);
+    let refused = [
+        ("service", "Counter"),
+        ("action", "pick"),
+        ("outcome", "invalid_parameters"),
+    ];
+    assert_sample(&text, "koan_actions_total", &refused, 1.0);
+    let refused_as_failed = [
+        ("service", "Counter"),
+        ("action", "pick"),
+        ("outcome", "handler_error"),
+    ];
+    assert_sample(&text, "koan_actions_total", &refused_as_failed, 0.0);
     // Timings are histograms (they sum across instances): every run of `bump` is in
     // the last bucket and in the count, none of the refused call.
     assert!(
@@ -144,6 +177,8 @@ async fn metrics_show_actions_and_service_status() -> anyhow::Result<()> {
     assert_sample(&text, "koan_service_runs_total", &sweeper, 1.0);
     assert_sample(&text, "koan_service_runs_total", &counter, 0.0);
     assert_sample(&text, "koan_service_up", &counter, 1.0);
+    // A startup service done with its work is up, not down for good.
+    assert_sample(&text, "koan_service_up", &[("service", "Migrate")], 1.0);
     assert_sample(&text, "koan_service_health", &sweeper, 0.0);
     assert_sample(&text, "koan_service_queue_depth", &counter, 0.0);
 
