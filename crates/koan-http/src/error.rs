@@ -52,7 +52,9 @@ impl ApiError {
             | ErrorKind::UnknownEvent
             | ErrorKind::UnknownActionId
             | ErrorKind::UnknownJob => StatusCode::NOT_FOUND,
-            ErrorKind::Disabled | ErrorKind::JobState => StatusCode::CONFLICT,
+            ErrorKind::Disabled | ErrorKind::JobState | ErrorKind::ServiceState => {
+                StatusCode::CONFLICT
+            }
             ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::ShuttingDown
             | ErrorKind::ServiceUnavailable

@@ -10,6 +10,7 @@
 //! | `GET /api/services/{name}` | info: kind, schedule, actions with parameter schemas, events |
 //! | `GET /api/services/{name}/status`, `/health` | status; health as `application/health+json` |
 //! | `POST /api/services/{name}/actions/{action}` | body = parameters; `?priority=&timeout=&wait=`; `X-Correlation-Id` |
+//! | `POST /api/services/{name}/restart` | start again a background service its supervisor gave up on (`failed`); 409 otherwise |
 //! | `POST /api/services/{name}/trigger`, `/check-queue`, `/process-batch` | poke a service: answers at once with a stored job (`wait=true` waits); a built-in poke while one waits to run joins it (`created: false`, `coalesced`) |
 //! | `GET /api/actions/{id}` | the record of an action enqueued with `wait=false` |
 //! | `GET /api/services/{name}/events`, `GET /api/events` | live events (SSE) |

@@ -1,5 +1,6 @@
 //! The routes of what happened lately in the OpenAPI document: a service's history,
-//! recent events, throughput and the cluster's instances, with their schemas.
+//! recent events, throughput and the cluster's instances, with their schemas; and
+//! the restart of a service its supervisor gave up on.
 
 use serde_json::{Map, Value, json};
 
@@ -23,6 +24,19 @@ pub(crate) fn paths(paths: &mut Map<String, Value>, errors: &dyn Fn() -> Value) 
             "ServiceHistory",
             errors(),
         ),
+    );
+    paths.insert(
+        "/api/services/{name}/restart".into(),
+        json!({ "post": {
+            "summary": "Start again a background service of this host that its supervisor gave up on (`failed`)",
+            "description": "Its `run` is called anew, with a fresh restart intensity window, and its calls are taken again. 409 `service_state` for a service in any other state, or one its own code stopped.",
+            "parameters": [name.clone()],
+            "responses": {
+                "200": { "description": "Restarted", "content": { "application/json": { "schema": { "type": "object", "required": ["service", "message"], "properties": { "service": { "type": "string" }, "message": { "type": "string" } } } } } },
+                "401": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" },
+                "409": { "$ref": "#/components/responses/Error" }, "503": { "$ref": "#/components/responses/Error" }
+            }
+        } }),
     );
     paths.insert(
         "/api/events/recent".into(),

@@ -48,6 +48,8 @@ pub enum ErrorKind {
     StoreUnavailable,
     /// The job is not in a state that allows this (retrying a running job, …).
     JobState,
+    /// The service is not in a state that allows this (restarting one that runs).
+    ServiceState,
     /// The action ran, but its result does not read as the type the caller asked
     /// for (a result type changed between builds, a by-name call read as the wrong
     /// type): the parameters were fine, and the work is done.
@@ -77,13 +79,14 @@ impl ErrorKind {
             ErrorKind::UnknownJob => "unknown_job",
             ErrorKind::StoreUnavailable => "store_unavailable",
             ErrorKind::JobState => "job_state",
+            ErrorKind::ServiceState => "service_state",
             ErrorKind::InvalidResult => "invalid_result",
         }
     }
 
     /// The inverse of [`ErrorKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 20] = [
+        const ALL: [ErrorKind; 21] = [
             ErrorKind::UnknownService,
             ErrorKind::UnknownAction,
             ErrorKind::InvalidParameters,
@@ -103,6 +106,7 @@ impl ErrorKind {
             ErrorKind::UnknownJob,
             ErrorKind::StoreUnavailable,
             ErrorKind::JobState,
+            ErrorKind::ServiceState,
             ErrorKind::InvalidResult,
         ];
         ALL.into_iter().find(|k| k.as_str() == s)

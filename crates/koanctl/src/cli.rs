@@ -81,6 +81,11 @@ pub(crate) enum Command {
     },
     /// Run an action of a service and print its result.
     Act(ActArgs),
+    /// Start again a background service its supervisor gave up on (`failed`).
+    Restart {
+        /// The service (case-insensitive).
+        name: String,
+    },
     /// Run a periodic service now.
     Trigger {
         /// The service (case-insensitive).

@@ -72,6 +72,7 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> anyhow::Resu
         Command::Status { name } => status(client, &name, json).await,
         Command::Health { name } => health(client, name.as_deref(), json).await,
         Command::Act(args) => act(client, args, json).await,
+        Command::Restart { name } => restart(client, &name, json).await,
         Command::Trigger { name, call } => poke(client, &name, "trigger", None, &call, json).await,
         Command::CheckQueue { name, call } => {
             poke(client, &name, "check-queue", None, &call, json).await
@@ -322,6 +323,21 @@ async fn status(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
         ("last error", field(&body, "last_error")),
     ]);
     Ok(emit(&text)?)
+}
+
+/// `POST /api/services/{name}/restart`, and what it says.
+async fn restart(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {
+    let url = client.url(&["api", "services", name, "restart"]);
+    let req = client.request(Method::POST, url.clone());
+    let (code, body) = client.send(&url, req).await?;
+    if !code.is_success() {
+        return Err(api_error(code, &body).into());
+    }
+    require(&body, &["service", "message"], &format!("POST {url}"))?;
+    if json {
+        return Ok(emit_json(&body)?);
+    }
+    Ok(emit(&field(&body, "message"))?)
 }
 
 async fn health(client: &Client, name: Option<&str>, json: bool) -> anyhow::Result<()> {

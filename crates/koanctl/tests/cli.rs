@@ -222,6 +222,21 @@ async fn trigger_check_queue_and_process_batch() -> anyhow::Result<()> {
     live.stop().await
 }
 
+/// `restart` reaches `POST /api/services/{name}/restart` (its success is
+/// `koan-http`'s `http_restart`): a service its supervisor did not give up on is
+/// refused, the host's reason printed, exit 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_of_a_running_service_is_refused_with_the_reason() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let run = live.run(&["restart", "greeter"]).await?;
+    let err = run.failed(3);
+    assert!(err.contains("`Greeter` is `running`"), "{err}");
+    let run = live.run(&["restart", "cleanup"]).await?;
+    let err = run.failed(3);
+    assert!(err.contains("not a background service"), "{err}");
+    live.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_the_stream() -> anyhow::Result<()> {
     let live = Live::start(None).await?;

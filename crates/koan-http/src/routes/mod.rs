@@ -8,6 +8,7 @@ mod health;
 mod jobs;
 mod seed;
 mod services;
+mod supervision;
 
 use axum::Router;
 use axum::extract::State;
@@ -29,6 +30,7 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/api/services/{name}/actions/{action}", post(services::act))
         .route("/api/services/{name}/trigger", post(seed::trigger))
         .route("/api/services/{name}/check-queue", post(seed::check_queue))
+        .route("/api/services/{name}/restart", post(supervision::restart))
         .route(
             "/api/services/{name}/process-batch",
             post(seed::process_batch),

@@ -38,7 +38,7 @@ pub(crate) fn in_startup() -> bool {
     STARTUP.try_with(|()| ()).is_ok()
 }
 
-fn span(cell: &ServiceCell) -> tracing::Span {
+pub(super) fn span(cell: &ServiceCell) -> tracing::Span {
     tracing::info_span!("service", name = %cell.spec.name, kind = cell.spec.kind.as_str())
 }
 

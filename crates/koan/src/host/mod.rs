@@ -11,6 +11,7 @@ mod environment;
 mod exit;
 mod handle;
 mod lifecycle;
+mod restart;
 mod signals;
 mod supervisor;
 

@@ -65,6 +65,14 @@ impl Lifetime {
         self.failed.store(true, Ordering::Release);
     }
 
+    /// Takes back a failure for good, for a restart by hand: `true` for the one
+    /// caller that does, of a failed service.
+    pub(crate) fn recover(&self) -> bool {
+        self.failed
+            .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     /// Whether the service failed for good.
     #[inline(always)]
     pub(crate) fn failed(&self) -> bool {
