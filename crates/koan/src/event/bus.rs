@@ -32,19 +32,24 @@ pub(crate) struct Sub {
     pub(crate) service: Option<Arc<str>>,
     pub(crate) routes: Vec<Route>,
     pub(crate) overflow: Overflow,
-    /// How its events reach it: its own channel, or a cursor on the shared ring
-    /// (`Overflow::Wait` with a buffer the ring can hold).
-    lane: Lane,
+    /// Its cursor on the event's shared ring (`Overflow::Wait` with a buffer the
+    /// ring can hold); `None`: a channel of its own, whose sender the bus keeps
+    /// (its task keeps the `Sub`, and must see the channel end when the bus
+    /// lets go of the sender).
+    ring: Option<(Arc<Ring>, Arc<Cursor>)>,
     /// Events dropped for it (`Overflow::DropNewest`): the log says so at the 1st,
     /// 2nd, 4th, … drop, not at each (a warning a drop made the emitter ten
     /// times slower, and wrote 66 MB for 200,000 drops; found by a probe).
     pub(crate) dropped: crate::util::Sparse,
+    /// Set when its `Subscription` is dropped, before it leaves the bus: its task
+    /// starts no handler once it sees it (read before each event). The task's
+    /// abort lands only where it waits, and a ring reader with new events never
+    /// does: it read on, over slots the emitter no longer kept for it.
+    gone: AtomicBool,
 }
 
-enum Lane {
-    Channel(mpsc::Sender<(usize, Shared)>),
-    Ring(Arc<Ring>, Arc<Cursor>),
-}
+/// The subscribers with a channel of their own, each with its sender.
+type Channels = Vec<(Arc<Sub>, mpsc::Sender<(usize, Shared)>)>;
 
 impl Sub {
     /// One runner per route, for the subscriber's task: a delivery reuses its
@@ -54,6 +59,21 @@ impl Sub {
             .iter()
             .map(|r| Arc::clone(&r.handler).runner())
             .collect()
+    }
+
+    /// Its subscription is dropped: its task starts no handler from now on.
+    ///
+    /// Relaxed is enough for the ring: a reader that finds a slot overwritten saw
+    /// the emitter's block through its lock, the emitter wrote it only after taking
+    /// the ring's lock once `leave` had, and `leave` comes after this store.
+    pub(crate) fn stop(&self) {
+        self.gone.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether its subscription is dropped.
+    #[inline]
+    pub(super) fn gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
     }
 
     pub(super) fn wants(&self, service: &str) -> bool {
@@ -112,7 +132,7 @@ pub(crate) struct EventBus {
     keys: RwLock<KeyMap>,
     transport: Option<Arc<dyn crate::transport::Transport>>,
     /// The subscribers with a channel of their own: the ones an emit goes through.
-    subs: RwLock<Arc<Vec<Arc<Sub>>>>,
+    subs: RwLock<Arc<Channels>>,
     /// The ring readers: an emit writes their event once into its ring, without
     /// looking at them (B5: 100 of them a step each, on lines the readers own, per
     /// event).
@@ -141,13 +161,13 @@ impl EventBus {
         }
     }
 
-    fn snapshot(&self) -> Arc<Vec<Arc<Sub>>> {
+    fn snapshot(&self) -> Arc<Channels> {
         self.subs.read().map(|g| Arc::clone(&g)).unwrap_or_default()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Vec<Arc<Sub>>)) {
+    fn update(&self, f: impl FnOnce(&mut Channels)) {
         if let Ok(mut g) = self.subs.write() {
-            let mut v: Vec<Arc<Sub>> = g.as_ref().clone();
+            let mut v: Channels = g.as_ref().clone();
             f(&mut v);
             *g = Arc::new(v);
         }
@@ -243,11 +263,8 @@ impl EventBus {
     /// this reference.
     async fn publish_shared(&self, env: Shared) {
         let subs = self.snapshot();
-        for sub in subs.iter() {
-            // Ring readers take the event from the ring, below.
-            let Lane::Channel(tx) = &sub.lane else {
-                continue;
-            };
+        // Ring readers take the event from the ring, below.
+        for (sub, tx) in subs.iter() {
             if !sub.wants(&env.service) {
                 continue;
             }
@@ -275,7 +292,7 @@ impl EventBus {
         routes: Vec<Route>,
         capacity: usize,
         overflow: Overflow,
-    ) -> (u64, tokio::task::JoinHandle<()>) {
+    ) -> (Arc<Sub>, tokio::task::JoinHandle<()>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // One named event of one service, waiting when full: it reads that event's
         // ring. (A reader holds back only the emitters of events it takes, as with
@@ -301,14 +318,16 @@ impl EventBus {
                 service,
                 routes,
                 overflow,
-                lane: Lane::Ring(Arc::clone(&ring), Arc::clone(&cursor)),
+                ring: Some((Arc::clone(&ring), Arc::clone(&cursor))),
                 dropped: crate::util::Sparse::new(),
+                gone: AtomicBool::new(false),
             });
             self.readers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(Arc::clone(&sub));
-            return (id, tokio::spawn(read_ring(ring, cursor, sub, delivered)));
+            let task = tokio::spawn(read_ring(ring, cursor, Arc::clone(&sub), delivered));
+            return (sub, task);
         }
         let (tx, mut rx) = mpsc::channel::<(usize, Shared)>(capacity.max(1));
         let sub = Arc::new(Sub {
@@ -316,11 +335,13 @@ impl EventBus {
             service,
             routes,
             overflow,
-            lane: Lane::Channel(tx),
+            ring: None,
             dropped: crate::util::Sparse::new(),
+            gone: AtomicBool::new(false),
         });
         let mut runners = sub.runners();
-        self.update(|v| v.push(sub));
+        self.update(|v| v.push((Arc::clone(&sub), tx)));
+        let this = Arc::clone(&sub);
         let task = tokio::spawn(async move {
             // Drain what is buffered in one go: one wake-up for a burst of events.
             // `0` once the channel is closed and drained: the end. (Written `== 0`
@@ -331,6 +352,10 @@ impl EventBus {
                     break;
                 }
                 for (i, env) in batch.drain(..) {
+                    // Dropped: what is buffered goes with it.
+                    if this.gone() {
+                        return;
+                    }
                     let Some(runner) = runners.get_mut(i) else {
                         continue;
                     };
@@ -338,7 +363,7 @@ impl EventBus {
                 }
             }
         });
-        (id, task)
+        (sub, task)
     }
 
     pub(crate) fn remove(&self, id: u64) {
@@ -350,11 +375,11 @@ impl EventBus {
         // A ring reader that leaves no longer holds the emitter back.
         match gone {
             Some(sub) => {
-                if let Lane::Ring(ring, cursor) = &sub.lane {
+                if let Some((ring, cursor)) = &sub.ring {
                     ring.leave(cursor);
                 }
             }
-            None => self.update(|v| v.retain(|s| s.id != id)),
+            None => self.update(|v| v.retain(|(s, _)| s.id != id)),
         }
     }
 

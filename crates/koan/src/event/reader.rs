@@ -62,7 +62,7 @@ pub(super) async fn read_ring(
         // range or ends it.
         let mut events = from..tail;
         loop {
-            let at = std::future::poll_fn(|cx| {
+            let (at, stopped) = std::future::poll_fn(|cx| {
                 let mut batch = Batch {
                     ring: &ring,
                     hold: &mut hold,
@@ -71,19 +71,28 @@ pub(super) async fn read_ring(
                     runner: &mut *runner,
                     held: &mut held,
                     delivered: 0,
+                    stopped: false,
                 };
                 let at = batch.run(&mut events, cx);
                 if batch.delivered > 0 {
                     delivered.increment(batch.delivered);
                 }
-                Poll::Ready(at)
+                Poll::Ready((at, batch.stopped))
             })
             .await;
+            // Its subscription is dropped (and has left the ring, or is leaving).
+            if stopped {
+                return;
+            }
             let (Some(pos), Some(env)) = (at, held.take()) else {
                 break;
             };
             // Everything before this event is done: the emitter may go on.
             ring.advance(&cursor, pos);
+            // Nor is a handler left running polled again once it is dropped.
+            if sub.gone() {
+                return;
+            }
             record(&env, finish(runner).await);
         }
         ring.advance(&cursor, tail);
@@ -102,11 +111,14 @@ struct Batch<'a> {
     held: &'a mut Option<Shared>,
     /// Handlers that succeeded on a local event (counted once, by the caller).
     delivered: u64,
+    /// The subscription was found dropped: the reader ends.
+    stopped: bool,
 }
 
 impl Batch<'_> {
     /// Starts the handler on each event of `events` in turn, until one is left
-    /// running (its position returned, its envelope in `held`) or the range ends.
+    /// running (its position returned, its envelope in `held`), the range ends,
+    /// or the subscription is found dropped (`stopped`).
     /// One panic catch for the whole run: a panic is recorded for its event, what
     /// is left of that handler dropped, and the run goes on with the next event.
     fn run(&mut self, events: &mut Range<u64>, cx: &mut Context<'_>) -> Option<u64> {
@@ -117,7 +129,7 @@ impl Batch<'_> {
                 for pos in events.by_ref() {
                     at = Some(pos);
                     if self.start(pos, plain, cx) {
-                        return Some(pos);
+                        return (!self.stopped).then_some(pos);
                     }
                 }
                 None
@@ -139,12 +151,20 @@ impl Batch<'_> {
     }
 
     /// Starts the handler on the event at `pos` (if its route takes it) and polls it
-    /// once; `true` when it is left running.
+    /// once; `true` when it is left running, or when the subscription is dropped
+    /// (`stopped`: no handler starts after).
     #[inline]
     fn start(&mut self, pos: u64, plain: bool, cx: &mut Context<'_>) -> bool {
         // Every event of this ring is of the subscriber's service and its route's
         // name: one key per name regardless of case, one ring per key.
         let read = self.ring.with(self.hold, pos, |env| {
+            // One load and a branch per event, on a line no one writes while the
+            // subscription lives: a flag per batch let a handler run on the rest of
+            // the batch after its `drop` returned.
+            if self.sub.gone() {
+                self.stopped = true;
+                return true;
+            }
             if !plain && !route_passes(self.route, env) {
                 return false;
             }
@@ -164,8 +184,14 @@ impl Batch<'_> {
             }
         });
         read.unwrap_or_else(|| {
-            // Cannot happen: the emitter never overwrites what a reader has not
-            // passed. Said loudly if it ever does.
+            // Overwritten: its subscription was dropped (its flag is set before it
+            // leaves the ring, and the emitter overwrites nothing a reader in the
+            // ring has not passed). The reader ends, without a word.
+            if self.sub.gone() {
+                self.stopped = true;
+                return true;
+            }
+            // Cannot happen otherwise. Said loudly if it ever does.
             tracing::error!(
                 subscriber = self.sub.id,
                 pos,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 
 use serde::de::DeserializeOwned;
 
-use super::bus::{Filter, Route};
+use super::bus::{Filter, Route, Sub};
 use super::envelope::EventEnvelope;
 use super::handler::Handler;
 use super::misfit::{Misfit, Skipped};
@@ -314,14 +314,15 @@ impl SubscriptionBuilder {
                 ),
             ));
         }
-        let (id, task) =
+        let (sub, task) =
             self.host
                 .inner
                 .events
                 .add(self.service, self.routes, self.capacity, self.overflow);
         let subscription = Subscription {
             host: Arc::downgrade(&self.host.inner),
-            id,
+            id: sub.id,
+            sub: Arc::downgrade(&sub),
             task,
             detached: false,
         };
@@ -335,6 +336,14 @@ impl SubscriptionBuilder {
 
 /// A live subscription; dropping it unsubscribes and stops delivery at once.
 ///
+/// Exactly: once `drop` returns, none of its handlers starts on another event
+/// (what its buffer holds is dropped with it), and a handler waiting at an
+/// `.await` is not polled again (it is dropped with the subscription's task). A
+/// handler's code that is running as it is dropped — the handler that drops it,
+/// or one on another worker thread — is not cut short: that step runs to its next
+/// `.await` or its end, and none follows. Only on another worker thread can that
+/// step still begin as `drop` runs (the event it starts on was taken just before).
+///
 /// Keep it for as long as events should arrive (in a variable, a field, or with
 /// [`Subscription::detach`] for the host's whole life): `….subscribe().await?;` on
 /// its own line unsubscribes on the spot and nothing is ever delivered.
@@ -343,6 +352,8 @@ impl SubscriptionBuilder {
 pub struct Subscription {
     host: Weak<HostInner>,
     id: u64,
+    /// Told first when dropped (weak: a handler may keep its own subscription).
+    sub: Weak<Sub>,
     task: tokio::task::JoinHandle<()>,
     detached: bool,
 }
@@ -363,6 +374,11 @@ impl Drop for Subscription {
         if self.detached {
             // The delivery task runs on; the host's shutdown closes its buffer.
             return;
+        }
+        // Before it leaves the ring: once it has, the emitter may overwrite what
+        // its task has not read, and the task must read none of it.
+        if let Some(sub) = self.sub.upgrade() {
+            sub.stop();
         }
         if let Some(host) = self.host.upgrade() {
             host.events.remove(self.id);
