@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::Client;
 use async_nats::jetstream::{self, kv};
-use async_nats::{Client, HeaderMap};
 use koan::job::{JobCounts, JobPage, JobQuery, JobRecord, RetryFrom};
 use koan::{
     Error, error::ErrorKind, event::EventEnvelope, health::HealthReport, transport::BoxFuture,
@@ -13,16 +13,15 @@ use koan::{
     transport::Transport,
 };
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{ConnectionState, ConnectionWatch};
 use crate::options::NatsOptions;
 use crate::subjects;
-use crate::wire::{self, WireEvent};
 
 /// `NatsTransport` as koan's `Transport`: what a host asks of the cluster.
 mod as_transport;
+mod outbox;
 
 /// A connection to NATS that carries koan's calls, events and queries.
 /// Cheap to clone.
@@ -49,9 +48,8 @@ pub(crate) struct Inner {
     pub(crate) leases_held: Mutex<HashMap<String, Arc<crate::lease::Lease>>>,
     /// Local services whose durable jobs this host consumes from `KOAN_WORK`.
     shared_jobs: Mutex<HashSet<String>>,
-    events_tx: mpsc::Sender<(String, bytes::Bytes)>,
-    /// Events not published because the queue to the broker was full.
-    events_unpublished: koan::transport::Sparse,
+    /// This host's events on their way to the broker.
+    outbox: outbox::Outbox,
     /// The last write the broker refused for want of room (`/health` says it).
     pub(crate) refusals: crate::storage::Refusals,
     /// Whether the cluster's outcomes and records have room for a new job's.
@@ -130,21 +128,8 @@ impl NatsTransport {
         tokio::spawn(dropped.clone().run_until_cancelled_owned(follower));
 
         // One publisher task keeps events in emission order.
-        let (events_tx, mut events_rx) = mpsc::channel::<(String, bytes::Bytes)>(10_000);
-        let (pub_client, origin) = (client.clone(), host_id.clone());
         let announced = Arc::new(tokio::sync::Notify::new());
-        let first_entry = Arc::clone(&announced);
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), first_entry.notified()).await;
-            while let Some((subject, body)) = events_rx.recv().await {
-                let mut h = HeaderMap::new();
-                h.insert(wire::H_WIRE, wire::VERSION);
-                h.insert(wire::H_ORIGIN, origin.as_str());
-                if let Err(e) = pub_client.publish_with_headers(subject, h, body).await {
-                    tracing::warn!(error = %e, "could not publish an event to NATS");
-                }
-            }
-        });
+        let outbox = outbox::Outbox::start(client.clone(), &host_id, Arc::clone(&announced));
 
         Ok(NatsTransport {
             inner: Arc::new(Inner {
@@ -161,8 +146,7 @@ impl NatsTransport {
                 jobs_view,
                 leases_held: Mutex::new(HashMap::new()),
                 shared_jobs: Mutex::new(HashSet::new()),
-                events_tx,
-                events_unpublished: koan::transport::Sparse::new(),
+                outbox,
                 refusals: crate::storage::Refusals::default(),
                 room: crate::storage::Room::default(),
                 heartbeat_failing: Mutex::default(),

@@ -142,6 +142,32 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Stops the server's process where it is (SIGSTOP): its connections stay open
+    /// and nothing is read from them, a stalled broker. [`resume`](Self::resume)
+    /// lets it go on; dropping it kills it all the same.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Lets a [paused](Self::pause) server go on (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .ok_or_else(|| anyhow::anyhow!("nats-server is not running"))?;
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid}: {status}");
+        Ok(())
+    }
+
     /// Kills the server (its store stays).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -144,20 +144,11 @@ impl Transport for NatsTransport {
         })
     }
 
+    /// Queued for the broker, or dropped, counted and said at the 1st, 2nd, 4th, …
+    /// one of each reason (a warning each wrote 90,000 lines for a burst; found by
+    /// a probe): `outbox.rs`.
     fn publish(&self, event: &EventEnvelope) {
-        let wire = WireEvent::of(event);
-        let subject = subjects::event(&wire.service, &wire.event);
-        let body = serde_json::to_vec(&wire).unwrap_or_default().into();
-        if self.inner.events_tx.try_send((subject, body)).is_err() {
-            // Counted, and said at the 1st, 2nd, 4th, … one: a warning each wrote
-            // 90,000 lines for a burst (found by a probe). Delivery to other
-            // processes is at most once (docs/guide.md, "Events").
-            metrics::counter!("koan_events_unpublished_total", "service" => event.service().to_owned())
-                .increment(1);
-            if let Some(n) = self.inner.events_unpublished.hit() {
-                tracing::warn!(event = %event.name(), unpublished = n, "NATS event queue full (10,000 events): event not published to other processes (said at the 1st, 2nd, 4th, … one; counted in `koan_events_unpublished_total`)");
-            }
-        }
+        self.inner.outbox.publish(event);
     }
 
     fn query(&self, service: &str, query: RemoteQuery) -> BoxFuture<'_, Result<Value, Error>> {
