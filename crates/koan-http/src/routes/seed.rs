@@ -76,12 +76,12 @@ async fn poke(
     params: Value,
 ) -> Result<Response, ApiError> {
     let action = action_for(state, service, route).await;
-    if action.is_none() && query.hands_over_now() {
-        if let Some(joined) =
+    if action.is_none()
+        && query.hands_over_now()
+        && let Some(joined) =
             super::coalesce::waiting_poke(state, service, route.builtin, &params).await
-        {
-            return Ok(super::coalesce::answer(&joined, route.message));
-        }
+    {
+        return Ok(super::coalesce::answer(&joined, route.message));
     }
     let action = action.unwrap_or_else(|| route.builtin.to_owned());
     run_action(
