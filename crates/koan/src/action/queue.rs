@@ -27,7 +27,12 @@ impl ActionQueue {
         max_concurrency: usize,
     ) -> Self {
         ActionQueue {
-            mailbox: Arc::new(Mailbox::new(Arc::clone(service), actions, capacity)),
+            mailbox: Arc::new(Mailbox::new(
+                Arc::clone(service),
+                actions,
+                capacity,
+                max_concurrency,
+            )),
             slots: Arc::new(Slots::closed(max_concurrency)),
         }
     }

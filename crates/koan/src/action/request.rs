@@ -395,7 +395,9 @@ impl ActionRequest {
     /// the handler sees it in [`ActionContext::job`](crate::ActionContext::job) (to
     /// key its side effects by the job's id), and the run is treated as a stored
     /// job's — the host lets it through while stopping (within the shutdown grace),
-    /// and its worker alone answers it at its deadline. Stop it with
+    /// a full mailbox takes it past its capacity (by at most the service's
+    /// `max_concurrency` such runs: a transport holds no more at once), and its
+    /// worker alone answers it at its deadline. Stop it with
     /// [`cancel_on`](Self::cancel_on) when the claim on the job is lost.
     pub fn as_job(self, job: crate::job::JobInfo) -> Self {
         // As the host's own runner does: the run's token is a child of its service's,

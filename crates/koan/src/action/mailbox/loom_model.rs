@@ -15,6 +15,7 @@ pub(crate) fn mailbox() -> Arc<Mailbox> {
         Arc::from("svc"),
         Box::new([Arc::from("noop")]),
         4,
+        1,
     ))
 }
 

@@ -92,6 +92,9 @@ pub(crate) struct Mailbox {
     state: Mutex<State>,
     notify: Notify,
     capacity: usize,
+    /// How many stored jobs' runs may wait past the capacity: the service's
+    /// slots, the most its job runner holds at once (see `push`).
+    stored_room: usize,
     /// Jobs under the lock: while none, a take looks at the lane alone, and a push of
     /// priority 0 may go to the lane.
     others: AtomicUsize,
@@ -139,13 +142,19 @@ impl std::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
-    pub(crate) fn new(service: Arc<str>, actions: Box<[Arc<str>]>, capacity: usize) -> Self {
+    pub(crate) fn new(
+        service: Arc<str>,
+        actions: Box<[Arc<str>]>,
+        capacity: usize,
+        stored_room: usize,
+    ) -> Self {
         let mailbox = Mailbox {
             actions,
             lane: OnceLock::new(),
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
+            stored_room,
             others: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
@@ -192,11 +201,13 @@ impl Mailbox {
     /// A refusal is counted in `koan_actions_total` and returned for the caller to
     /// answer with (the job itself then stays silent).
     ///
-    /// A stored job's run is never refused `Busy`: its work was accepted already,
-    /// and its runner holds no more of them than the service's slots, so they take
-    /// the mailbox at most that far past its capacity. Refused, a cluster job used
-    /// up an attempt each time callers kept the mailbox full, and went dead
-    /// without its handler ever running (a probe: answered 202, dead in 3 s).
+    /// A stored job's run is not refused `Busy` while its runner's share of room
+    /// past the capacity (`stored_room`, the service's slots: the most runs it
+    /// holds at once) is not taken: its work was accepted already. Refused, a
+    /// cluster job used up an attempt each time callers kept the mailbox full,
+    /// and went dead without its handler ever running (a probe: answered 202,
+    /// dead in 3 s). Bounded, so that no caller grows the mailbox through
+    /// `ActionRequest::as_job` (a review).
     pub(crate) fn push(&self, job: Job) -> Result<()> {
         if self.is_closed() {
             let e = self.shutting_down(&job);
@@ -293,11 +304,17 @@ impl Mailbox {
             .is_ok()
     }
 
-    /// Counts one job in past the capacity (a stored job's run: see `push`).
+    /// Counts one job in past the capacity, within `stored_room` (a stored job's
+    /// run: see `push`).
     #[cold]
     fn reserve_past_capacity(&self) -> bool {
-        self.lane().len.fetch_add(1, AtomicOrdering::SeqCst);
-        true
+        let most = self.capacity.saturating_add(self.stored_room);
+        self.lane()
+            .len
+            .fetch_update(AtomicOrdering::SeqCst, AtomicOrdering::SeqCst, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// The lane's first job, if any.
