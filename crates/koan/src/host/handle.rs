@@ -73,33 +73,19 @@ impl HostHandle {
     /// polled: a signal sent right after (say, once the process printed that it
     /// listens) stops the host gracefully rather than killing the process.
     ///
-    /// A second signal while the host stops ends the process at once (exit code
-    /// 128 + the signal's number). Should work abandoned at the grace's end (a
-    /// handler's `spawn_blocking` task, which no abort reaches) keep the process
-    /// alive, it is ended 5 s after this returns, with the host's exit code.
+    /// A second signal a second or more after the first, while the host stops,
+    /// ends the process at once (exit code 128 + the signal's number). Should
+    /// work abandoned at the grace's end (a handler's `spawn_blocking` task, which
+    /// no abort reaches) keep the process alive once its runtime shuts down (after
+    /// `main` returned), it is ended 5 s later, with the host's exit code.
     pub fn run_until_signal(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
-        let mut signals = super::signals::Signals::take_over();
-        async move {
-            tokio::select! {
-                exit = self.wait() => return self.ended(exit),
-                _ = signals.next() => tracing::info!("shutdown signal received"),
-            }
-            self.shutdown();
-            let exit = tokio::select! {
-                exit = self.wait() => exit,
-                code = signals.next() => super::signals::exit_now(code),
-            };
-            self.ended(exit)
-        }
+        let signals = super::signals::Signals::take_over();
+        super::signals::run_until_signal(self, signals)
     }
 
-    /// `exit` as `run_until_signal` returns it; the process ended later should it
-    /// linger with work abandoned at the grace's end.
-    fn ended(&self, exit: HostExit) -> Result<()> {
-        if self.inner.registry.all().iter().any(|c| c.life.aborted()) {
-            super::signals::end_if_lingering(exit.exit_code());
-        }
-        exit.into_result()
+    /// The host's wall clock: the system's, or a test's (`testing::host_at`).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.config.clock.now()
     }
 
     /// The exit, if the host has stopped.

@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use super::{HostExit, HostHandle};
+use crate::error::Result;
+
 /// The shutdown signals, taken over when made (not when first awaited): SIGINT,
 /// SIGTERM or SIGHUP (a closed terminal) each stop the host gracefully (a SIGHUP
 /// not handled killed it at once, its calls in flight reset).
@@ -58,6 +61,58 @@ impl Signals {
     }
 }
 
+/// What `HostHandle::run_until_signal` does: waits for a signal (or the host's
+/// own stop), stops the host, and waits for it, a second signal ending the
+/// process; then arms the end of a lingering process.
+pub(super) async fn run_until_signal(host: &HostHandle, mut signals: Signals) -> Result<()> {
+    tokio::select! {
+        exit = host.wait() => return ended(host, exit),
+        _ = signals.next() => tracing::info!("shutdown signal received"),
+    }
+    let first = std::time::Instant::now();
+    host.shutdown();
+    let exit = loop {
+        tokio::select! {
+            exit = host.wait() => break exit,
+            code = signals.next() => {
+                if first.elapsed() >= SECOND_AFTER {
+                    exit_now(code);
+                }
+                // A wrapper forwarding the signal its process group also got
+                // (a shell's trap, `tini -g`, systemd's SIGTERM then SIGHUP)
+                // sends two at once: one stop asked for, not two (a review).
+                tracing::debug!("a second shutdown signal within a second of the first: taken as the same");
+            }
+        }
+    };
+    ended(host, exit)
+}
+
+/// How long after the first a signal must come to end the process at once.
+const SECOND_AFTER: Duration = Duration::from_secs(1);
+
+/// `exit` as `run_until_signal` returns it. With work abandoned at the grace's
+/// end, the process is ended should it linger once its runtime shuts down: timed
+/// from there (a task's drop, as the runtime drops its tasks), not from this
+/// return, so that `main`'s own work after it (waiting for the HTTP plane,
+/// flushing telemetry) is not cut short (a review).
+fn ended(host: &HostHandle, exit: HostExit) -> Result<()> {
+    if host.inner.registry.all().iter().any(|c| c.life.aborted()) {
+        struct AtRuntimeEnd(i32);
+        impl Drop for AtRuntimeEnd {
+            fn drop(&mut self) {
+                end_if_lingering(self.0);
+            }
+        }
+        let armed = AtRuntimeEnd(exit.exit_code());
+        tokio::spawn(async move {
+            let _armed = armed;
+            std::future::pending::<()>().await;
+        });
+    }
+    exit.into_result()
+}
+
 /// A second signal while the host stops: the operator will not wait for the grace.
 /// The process ends now, as it would have without the first being handled (the
 /// signals stay taken over: a second SIGTERM or Ctrl-C did nothing, a hung stop
@@ -72,15 +127,16 @@ pub(super) fn exit_now(code: i32) -> ! {
 
 /// How long a process may live on after its host stopped having abandoned work
 /// at the grace's end, before it is ended.
-pub(super) const LINGER: Duration = Duration::from_secs(5);
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Ends the process with `code` if it still lives [`LINGER`] from now. Called
-/// once the host stopped having abandoned some service's work at the grace's end:
+/// as the runtime shuts down, the host having abandoned some service's work at
+/// the grace's end:
 /// an aborted task is gone, but work it handed to a thread of tokio's blocking
 /// pool (`spawn_blocking`, as the guide says to run blocking code) is not, and the
 /// runtime's drop at the end of `main` waits for it without limit (a probe's host
 /// said "host stopped", returned from `main`, and lived on for good).
-pub(super) fn end_if_lingering(code: i32) {
+fn end_if_lingering(code: i32) {
     let watchdog = std::thread::Builder::new()
         .name("koan-exit".into())
         .spawn(move || {
