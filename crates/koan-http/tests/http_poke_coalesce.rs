@@ -84,13 +84,40 @@ async fn a_burst_of_triggers_joins_the_one_waiting_to_run() -> anyhow::Result<()
         assert!(!created);
     }
 
-    gate.add_permits(2);
+    // A poke that names itself, or asks for a priority, is stored as its own:
+    // its id must find it, its key stop a second run, its priority hold.
+    let (status, own) = call(
+        api.post("/api/services/Ticker/trigger")
+            .header("X-Correlation-Id", "deploy-42"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{own}");
+    assert_eq!(own["created"], true, "{own}");
+    assert_eq!(own["correlation_id"], "deploy-42", "{own}");
+    let (status, urgent) = call(api.post("/api/services/Ticker/trigger?priority=5")).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{urgent}");
+    assert_eq!(urgent["created"], true, "{urgent}");
+    let (status, bad) = call(api.post("/api/services/Ticker/trigger?priority=x")).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+
+    gate.add_permits(4);
     for id in [&first, &second] {
         wait_for("a poke to succeed", async || {
             Ok((state_of(&api, id).await? == "succeeded").then_some(()))
         })
         .await?;
     }
-    assert_eq!(ticks.load(Ordering::SeqCst), 2, "two runs for 21 pokes");
+    for body in [&own, &urgent] {
+        let id = body["id"].as_str().unwrap_or_default();
+        wait_for("a poke of its own to succeed", async || {
+            Ok((state_of(&api, id).await? == "succeeded").then_some(()))
+        })
+        .await?;
+    }
+    assert_eq!(
+        ticks.load(Ordering::SeqCst),
+        4,
+        "two runs for 21 plain pokes, one each for the others"
+    );
     api.stop().await
 }

@@ -74,6 +74,13 @@ pub(super) fn with_correlation(mut r: Response, cid: &str) -> Response {
     r
 }
 
+/// Whether the call names itself: an `X-Correlation-Id` or an `Idempotency-Key`
+/// (a poke that does is stored as its own job, not joined to another: its id
+/// must find it, its key must stop a second run).
+pub(super) fn names_itself(headers: &HeaderMap) -> bool {
+    headers.contains_key(&X_CORRELATION_ID) || headers.contains_key(&IDEMPOTENCY_KEY)
+}
+
 /// Whether the call carries an `Idempotency-Key` (a waiting call refuses one).
 pub(super) fn has_idempotency_key(headers: &HeaderMap) -> bool {
     headers.contains_key(&IDEMPOTENCY_KEY)

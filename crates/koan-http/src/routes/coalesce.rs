@@ -35,7 +35,8 @@ pub(super) async fn waiting_poke(
         ..JobQuery::default()
     };
     let page = state.host.jobs().list(query).await.ok()?;
-    let now = chrono::Utc::now();
+    // Its records' times are the host's clock's (a test's paused one too).
+    let now = state.host.now();
     page.jobs
         .into_iter()
         .find(|j| j.run_at <= now && j.params == *params)

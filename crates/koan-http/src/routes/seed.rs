@@ -76,8 +76,12 @@ async fn poke(
     params: Value,
 ) -> Result<Response, ApiError> {
     let action = action_for(state, service, route).await;
+    // Joined only when nothing sets it apart: no parameter it would lose, no
+    // id or key of its own, and a host not stopping (its refusal says so).
     if action.is_none()
-        && query.hands_over_now()
+        && query.plain_handover()
+        && !super::call_headers::names_itself(headers)
+        && !state.host.is_stopping()
         && let Some(joined) =
             super::coalesce::waiting_poke(state, service, route.builtin, &params).await
     {

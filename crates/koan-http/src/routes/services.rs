@@ -175,11 +175,14 @@ pub(crate) struct CallParams {
 }
 
 impl CallParams {
-    /// Whether a poke route with these parameters hands its work over now without
-    /// waiting: no `delay` or `at`, and `wait` not asked for (a poke's default).
-    pub(crate) fn hands_over_now(&self) -> bool {
+    /// Whether a poke route with these parameters is a plain hand-over: no
+    /// `delay` or `at`, `wait` not asked for (a poke's default), and no
+    /// `priority` or `timeout` (which a joined poke would not honour).
+    pub(crate) fn plain_handover(&self) -> bool {
         self.delay.is_none()
             && self.at.is_none()
+            && self.priority.is_none()
+            && self.timeout.is_none()
             && self
                 .wait
                 .as_deref()
