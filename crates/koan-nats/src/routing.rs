@@ -223,7 +223,6 @@ pub(crate) async fn call_chosen(
         let (in_flight, subject) = pick(t, &call.service, &call.action, form, only)?;
         let host = in_flight.host();
         let now = tokio::time::Instant::now();
-        let left = deadline.saturating_duration_since(now);
         let headers = call_headers(call, call_timeout, !lead);
         let send = t.send(subject.clone(), headers, body.clone(), None);
         tokio::pin!(send);
@@ -266,7 +265,8 @@ pub(crate) async fn call_chosen(
             tracing::debug!(host = %host, subject = %subject, "chosen instance does not listen; the call goes to the queue group");
             return None;
         }
-        return Some(crate::call::answer(sent, &subject, left, what));
+        // Said with the call's whole timeout, not what a re-send had left of it.
+        return Some(crate::call::answer(sent, &subject, timeout, what));
     }
 }
 

@@ -60,8 +60,8 @@ async fn an_action_that_finishes_after_its_timeout_is_said_under_its_id() -> any
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     koan::testing::pass(Duration::from_secs(2)).await;
 
-    logs.assert_lines("then finished its work", 1, "correlation_id=order-17");
-    let line = &logs.lines_with("then finished its work")[0];
+    logs.assert_lines("then ended with Ok", 1, "correlation_id=order-17");
+    let line = &logs.lines_with("then ended with Ok")[0];
     assert!(line.contains("after_deadline=200ms"), "{line}");
     Ok(())
 }

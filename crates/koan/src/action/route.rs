@@ -158,7 +158,7 @@ fn admit(host: &HostInner, cell: &ServiceCell, action: &StepAction, stored: bool
         let e = Error::new(
             ErrorKind::ServiceUnavailable,
             format!(
-                "service `{}` failed for good on this host (its supervisor gave up on it; its status has the last error): action `{}` was not run; this host's instance takes calls again once the host restarts",
+                "service `{}` failed for good on this host (its supervisor gave up on it; its status has the last error): action `{}` was not run; this host's instance takes calls again once an operator restarts it (POST /api/services/{{name}}/restart, koanctl restart) or the host restarts",
                 cell.spec.name,
                 action.name(Some(cell))
             ),

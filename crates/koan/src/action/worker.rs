@@ -181,7 +181,7 @@ where
             let late = fmt_duration(Instant::now().saturating_duration_since(deadline));
             let (service, action, correlation_id) = (&cell.spec.name, &job.entry(cell).name, job.correlation.logged());
             match ended {
-                Ok(Ok(Ok(_))) => tracing::warn!(%service, %action, %correlation_id, after_deadline = %late, "action timed out, then finished its work: it succeeded after its caller was answered `timeout`"),
+                Ok(Ok(Ok(_))) => tracing::warn!(%service, %action, %correlation_id, after_deadline = %late, "action timed out, then ended with Ok after its caller was answered `timeout`: its work may be done"),
                 Ok(Ok(Err(e))) => tracing::info!(%service, %action, %correlation_id, error = %e, "action timed out, then ended with an error at its cancelled token"),
                 Ok(Err(panic)) => tracing::warn!(%service, %action, %correlation_id, %panic, "action timed out, then panicked"),
                 Err(_) => tracing::warn!(%service, %action, %correlation_id, grace = %fmt_duration(grace), "action ignored its cancelled token; its future was dropped"),

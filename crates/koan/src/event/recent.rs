@@ -114,7 +114,7 @@ impl Recent {
         {
             kept.bytes -= gone;
         }
-        // Past the budget, the oldest remote payloads are let go, their events
+        // Past the budget, the oldest payloads are let go, their events
         // kept (numbered, named, dated): popping whole events let one large remote
         // event push out every small local one before it (a review).
         let mut i = 0;

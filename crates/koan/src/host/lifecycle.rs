@@ -203,17 +203,28 @@ async fn run_startup(
 /// action has — then dropped. It was dropped at once, its token cancelled only
 /// after: a migration stopped by a SIGTERM had no chance to roll back, and the
 /// log said nothing of it (a probe).
-async fn wind_down<F: std::future::Future>(
+async fn wind_down<F>(
     cell: &ServiceCell,
     run: std::pin::Pin<&mut F>,
     grace: std::time::Duration,
     why: &str,
-) {
+) where
+    F: std::future::Future<Output = Result<Result<(), crate::error::BoxError>, String>>,
+{
     cell.cancel();
     tracing::info!(grace = %fmt_duration(grace), "startup service stopped by {why}; waiting for it to end");
-    if tokio::time::timeout(grace, run).await.is_err() {
-        cell.life.abort();
-        tracing::warn!("startup service did not stop within the grace period; aborted");
+    // How it ended is said: a roll-back that failed is what an operator must know.
+    match tokio::time::timeout(grace, run).await {
+        Ok(Ok(Ok(()))) => tracing::info!("startup service ended after it was stopped"),
+        Ok(Ok(Err(e))) => {
+            let error = crate::util::with_causes(&*e);
+            tracing::warn!(%error, "startup service ended with an error after it was stopped");
+        }
+        Ok(Err(panic)) => tracing::error!(%panic, "startup service panicked after it was stopped"),
+        Err(_) => {
+            cell.life.abort();
+            tracing::warn!("startup service did not stop within the grace period; aborted");
+        }
     }
 }
 

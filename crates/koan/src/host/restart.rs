@@ -58,10 +58,21 @@ impl HostHandle {
             ));
         }
         tracing::info!(service = %service, "service restarted by hand after its supervisor gave up on it");
+        // Said at once: a second restart before the supervisor's first write read
+        // "`X` is `failed`: only a service … (`failed`) is restarted" (a review).
+        cell.board
+            .set_state(crate::registry::ServiceState::Restarting);
         cell.board.clear_failures();
+        cell.board.add_restart();
         let task = supervise(Arc::clone(inner), Arc::clone(cell), Arc::clone(run));
-        cell.life
-            .push_task(tokio::spawn(task.instrument(span(cell))));
+        let task = tokio::spawn(task.instrument(span(cell)));
+        // A stop that took the service's tasks meanwhile would never join this
+        // one: it is stopped here instead.
+        if inner.is_stopping() {
+            task.abort();
+            return Err(Error::shutting_down(&format!("the restart of `{service}`")));
+        }
+        cell.life.push_task(task);
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ pub(crate) struct Lifetime {
     pub(crate) token: Arc<CancellationToken>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set once the supervisor gave up on the service (`host::supervisor::give_up`):
-    /// calls are refused from then on.
+    /// calls are refused from then on, until a restart by hand (`host::restart`).
     failed: AtomicBool,
     /// Set when the host's grace ran out for the service: actions its callers run
     /// themselves (`action::inline`) are stopped then, as its tasks are aborted.
