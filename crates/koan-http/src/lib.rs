@@ -20,7 +20,7 @@
 //! | `GET /api/stats/throughput` | succeeded/failed work per second and per hour |
 //! | `GET /api/instances` | the hosts of the cluster (or this one) with heartbeat and load |
 //! | `GET /health`, `/health/live`, `/health/ready` | `pass`/`warn`/`fail`; unhealthy → 503 |
-//! | `GET /metrics` | Prometheus text: rendered once for the scrapes that wait for it (never one begun before a scrape came); at most 16 scrapes in flight, one more is answered 503 with `Retry-After: 1` |
+//! | `GET /metrics` | Prometheus text: rendered once for the scrapes that wait for it (never one begun before a scrape came); at most 16 scrapes in flight (each cut off past 30 s), one more is answered 503 with `Retry-After: 1` |
 //! | `GET /api/openapi.json`, `GET /`, `/assets/…` | the API described; the dashboard |
 //!
 //! Errors are JSON `{ "error": kind, "message": … }`: 400 bad input (naming the

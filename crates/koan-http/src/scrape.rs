@@ -13,7 +13,6 @@
 //!
 //! A host then holds at most [`MAX_SCRAPES`] + 1 renders, however many scrapers.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt as _;
 use koan::HostHandle;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
@@ -33,8 +31,8 @@ pub(crate) const MAX_SCRAPES: usize = 16;
 // The route table (`lib.rs`) and docs/dashboard.md say how many.
 const _: () = assert!(MAX_SCRAPES == 16);
 
-/// How much of a render is handed to the connection at a time (a slice of it, not
-/// a copy): a scrape's place is given back once its client has taken the last.
+/// How much of a render is handed to the connection at a time: a scrape's place
+/// is given back once its client has taken the last.
 const CHUNK: usize = 64 * 1024;
 
 /// The scrapes of one plane: their places, and the renders they share.
@@ -108,16 +106,69 @@ impl Scrapes {
     }
 }
 
-/// `text` as a body sent a slice at a time, `place` held until the last slice is
-/// taken or the client goes.
+/// How long a scrape may take to be sent: a client that reads a byte every 29 s
+/// makes progress the connection's write timeout counts, and 16 such clients
+/// held every place for good (a review). Past it, its place is given back, its
+/// render let go, and its connection cut.
+pub(crate) const SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a scrape still has to send, and its place: taken when it is all sent, at
+/// [`SEND_LIMIT`], or when the client goes (its body dropped).
+type Sending = Arc<std::sync::Mutex<Option<(Bytes, OwnedSemaphorePermit)>>>;
+
+/// The body's hold on its [`Sending`]: dropped with the body (all sent, or the
+/// client gone), it gives the place back at once and stops the limit's timer.
+struct Held {
+    sending: Sending,
+    limit: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        take(&self.sending);
+        self.limit.abort();
+    }
+}
+
+/// `text` as a body sent a chunk at a time (a copy: a slice would keep the whole
+/// render alive while the connection holds it), `place` held until the last
+/// chunk is taken, the client goes, or [`SEND_LIMIT`] passes.
 fn sent_with(text: Bytes, place: OwnedSemaphorePermit) -> Body {
-    let slices = (0..text.len())
-        .step_by(CHUNK)
-        .map(move |at| text.slice(at..text.len().min(at + CHUNK)));
-    Body::from_stream(futures_util::stream::iter(slices).map(move |slice| {
-        let _held = &place;
-        Ok::<_, Infallible>(slice)
-    }))
+    let sending: Sending = Arc::new(std::sync::Mutex::new(Some((text, place))));
+    let at_limit = Arc::clone(&sending);
+    let limit = tokio::spawn(async move {
+        tokio::time::sleep(SEND_LIMIT).await;
+        take(&at_limit);
+    });
+    let held = Held { sending, limit };
+    let chunks = futures_util::stream::unfold((held, 0usize), |(held, at)| async move {
+        let mut left = held.sending.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((text, _)) = left.as_ref() else {
+            // Taken at the limit: the connection is cut (the body is shorter
+            // than its length), never answered with part of a render as whole.
+            drop(left);
+            return (at != usize::MAX).then(|| {
+                let late = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the scrape was not read within its limit",
+                );
+                (Err(late), (held, usize::MAX))
+            });
+        };
+        if at >= text.len() {
+            *left = None;
+            return None;
+        }
+        let end = text.len().min(at + CHUNK);
+        let chunk = Bytes::copy_from_slice(&text[at..end]);
+        drop(left);
+        Some((Ok::<_, std::io::Error>(chunk), (held, end)))
+    });
+    Body::from_stream(chunks)
+}
+
+fn take(sending: &Sending) {
+    sending.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
 
 fn busy() -> Response {
@@ -135,6 +186,22 @@ fn busy() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that reads too slowly gives its place back at the limit, and its
+    /// connection is cut rather than sent a part of the render as the whole.
+    #[tokio::test(start_paused = true)]
+    async fn a_scrape_not_read_within_its_limit_gives_its_place_back() {
+        use http_body_util::BodyExt as _;
+        let places = Arc::new(Semaphore::new(1));
+        let place = Arc::clone(&places).try_acquire_owned().expect("a place");
+        let mut body = sent_with(Bytes::from(vec![b'x'; 3 * CHUNK]), place);
+        let first = body.frame().await.expect("a chunk").expect("read in time");
+        assert_eq!(first.into_data().map(|d| d.len()).ok(), Some(CHUNK));
+        assert_eq!(places.available_permits(), 0, "held while it is sent");
+        tokio::time::sleep(SEND_LIMIT + std::time::Duration::from_millis(1)).await;
+        assert_eq!(places.available_permits(), 1, "given back at the limit");
+        assert!(body.frame().await.expect("an answer").is_err(), "cut");
+    }
 
     /// Scrapes that arrive while a render is made share the next one: the same
     /// bytes, rendered once; a scrape is never sent a render begun before it came.
