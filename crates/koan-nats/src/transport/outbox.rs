@@ -233,7 +233,10 @@ impl Publisher {
             // The client's buffer is bounded by count only: it is given no more
             // until what it has is written out (a stalled broker holds this
             // here, and the queue fills to its bound instead).
-            if handed >= FLUSH_BYTES {
+            // Also once nothing more waits: what was handed is not counted as
+            // waiting while the queue is idle (a large event was refused as
+            // "16 MiB wait" when nothing did; a review).
+            if handed >= FLUSH_BYTES || (handed > 0 && rx.is_empty()) {
                 let _ = self.client.flush().await;
                 self.waiting.fetch_sub(handed, Ordering::Relaxed);
                 handed = 0;
