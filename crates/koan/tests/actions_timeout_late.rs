@@ -41,25 +41,30 @@ impl BackgroundService for Committer {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_action_that_finishes_after_its_timeout_is_said_under_its_id() -> anyhow::Result<()> {
+/// The log of `commit` taking `ms`, called with a timeout of 300 ms under
+/// correlation id `id` (answered `timeout`), two seconds on (its grace is 1 s).
+async fn logged_after_a_timeout(ms: u64, id: &str) -> anyhow::Result<Logs> {
     let logs = Logs::default();
     let _captured = logs.capture();
     let host = koan::testing::host().instance(Committer).build()?.start();
     host.started().await?;
-
-    // 500 ms of work, a timeout of 300 ms, a grace of 1 s: done past the deadline.
     let e = host
         .service("Committer")
-        .action("commit", 500u64)
+        .action("commit", ms)
         .timeout(Duration::from_millis(300))
-        .correlation_id("order-17")
+        .correlation_id(id)
         .execute()
         .await
         .expect_err("past its timeout");
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     koan::testing::pass(Duration::from_secs(2)).await;
+    Ok(logs)
+}
 
+#[tokio::test(start_paused = true)]
+async fn an_action_that_finishes_after_its_timeout_is_said_under_its_id() -> anyhow::Result<()> {
+    // 500 ms of work: done 200 ms past the deadline, within the grace.
+    let logs = logged_after_a_timeout(500, "order-17").await?;
     logs.assert_lines("then ended with Ok", 1, "correlation_id=order-17");
     let line = &logs.lines_with("then ended with Ok")[0];
     assert!(line.contains("after_deadline=200ms"), "{line}");
@@ -68,22 +73,7 @@ async fn an_action_that_finishes_after_its_timeout_is_said_under_its_id() -> any
 
 #[tokio::test(start_paused = true)]
 async fn an_action_dropped_past_its_grace_is_said_under_its_id() -> anyhow::Result<()> {
-    let logs = Logs::default();
-    let _captured = logs.capture();
-    let host = koan::testing::host().instance(Committer).build()?.start();
-    host.started().await?;
-
-    let e = host
-        .service("Committer")
-        .action("commit", 3_600_000u64)
-        .timeout(Duration::from_millis(300))
-        .correlation_id("order-18")
-        .execute()
-        .await
-        .expect_err("past its timeout");
-    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-    koan::testing::pass(Duration::from_secs(2)).await;
-
+    let logs = logged_after_a_timeout(3_600_000, "order-18").await?;
     logs.assert_lines("its future was dropped", 1, "correlation_id=order-18");
     Ok(())
 }
