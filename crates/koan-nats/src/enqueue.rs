@@ -18,10 +18,14 @@ use koan::transport::{DurableJob, RemoteCall};
 use crate::records;
 use crate::subjects;
 use crate::transport::{NatsTransport, unavailable};
-use crate::wire::{self, Job, Retry};
+use crate::wire::{Job, Retry};
 
 /// The job of `call` as `job` names it, to run at once or from its `run_at` on.
-/// Its deadline counts from when it is due.
+/// Its timeout counts from when an instance starts it, as a host's own store's
+/// does (docs/jobs.md): sent as `Koan-Timeout-Ms` alone. A deadline counted from
+/// the enqueue (`Koan-Deadline-Unix-Ms`) made a job that waited behind callers
+/// in its service's mailbox dead unrun, "waited past its timeout before an
+/// instance took it", its attempts never tried (a re-probe).
 pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
     let run_at_unix_ms = job
         .run_at
@@ -29,7 +33,6 @@ pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
     let timeout_ms = call
         .timeout
         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-    let from = run_at_unix_ms.unwrap_or(0).max(wire::unix_ms());
     Job {
         id: job.id,
         service: call.service.to_string(),
@@ -37,7 +40,7 @@ pub(crate) fn job_of(call: RemoteCall, job: DurableJob) -> Job {
         params: call.params,
         priority: call.priority,
         timeout_ms,
-        deadline_unix_ms: timeout_ms.map(|ms| from.saturating_add(ms)),
+        deadline_unix_ms: None,
         run_at_unix_ms,
         correlation_id: call.correlation_id,
         idempotency_key: job.idempotency_key,
@@ -221,9 +224,7 @@ pub(crate) async fn retry(
         params: record.params.clone(),
         priority: record.priority,
         timeout_ms: record.timeout_ms,
-        deadline_unix_ms: record
-            .timeout_ms
-            .map(|ms| wire::unix_ms().saturating_add(ms)),
+        deadline_unix_ms: None,
         run_at_unix_ms: None,
         correlation_id: record.correlation_id.clone(),
         idempotency_key: record.idempotency_key.clone(),

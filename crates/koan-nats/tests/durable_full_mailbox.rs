@@ -2,10 +2,12 @@
 //! there for its turn: its work was accepted (202), and a full mailbox means its
 //! handler did not start, which is no attempt. Refused `busy` instead, each
 //! delivery used one up, and the job went dead in three seconds without ever
-//! running (found by a probe).
+//! running (found by a probe). Its timeout counts from its run's start, not from
+//! its enqueue: waiting there past it, it went dead unrun (a re-probe).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use koan::job::JobState;
 use koan::{
@@ -88,16 +90,25 @@ async fn a_job_delivered_to_a_full_mailbox_waits_there_and_runs_once() -> anyhow
         .expect_err("a full mailbox");
     assert_eq!(e.kind(), koan::error::ErrorKind::Busy, "{e}");
 
-    // The job, from the other host: it waits behind the queued call.
-    let ticket = within(
-        "enqueue",
-        client.host.service("Narrow").action("job", ()).enqueue(),
-    )
-    .await??;
-    wait_for("the job to wait in the mailbox", async || {
+    // Two jobs, from the other host, with a timeout: the first waits behind the
+    // queued call, the second in the stream (the worker holds no more jobs than
+    // its slot), each longer than its timeout, which counts from its run's start.
+    let mut tickets = Vec::new();
+    for _ in 0..2 {
+        let job = client
+            .host
+            .service("Narrow")
+            .action("job", ())
+            .timeout(Duration::from_millis(300))
+            .enqueue();
+        tickets.push(within("enqueue", job).await??);
+    }
+    wait_for("the first job to wait in the mailbox", async || {
         Ok((worker.host.status("Narrow")?.queue_depth == 2).then_some(()))
     })
     .await?;
+    // Time passing, past the timeout, while they wait: not a condition awaited.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(jobs.load(Ordering::SeqCst), 0);
 
     gate.add_permits(2);
@@ -106,15 +117,17 @@ async fn a_job_delivered_to_a_full_mailbox_waits_there_and_runs_once() -> anyhow
             .await??
             .map_err(anyhow::Error::from)?;
     }
-    let id = ticket.id().to_owned();
-    within("the job's outcome", ticket.outcome()).await??;
-    // The record follows the outcome a moment later (its run's end write).
-    let record = wait_for("the record to say it succeeded", async || {
-        let r = client.host.jobs().get(&id).await?;
-        Ok((r.state == JobState::Succeeded).then_some(r))
-    })
-    .await?;
-    assert_eq!(record.attempts, 1, "no attempt used up by the full mailbox");
-    assert_eq!(jobs.load(Ordering::SeqCst), 1);
+    for ticket in tickets {
+        let id = ticket.id().to_owned();
+        within("a job's outcome", ticket.outcome()).await??;
+        // The record follows the outcome a moment later (its run's end write).
+        let record = wait_for("the record to say it succeeded", async || {
+            let r = client.host.jobs().get(&id).await?;
+            Ok((r.state == JobState::Succeeded).then_some(r))
+        })
+        .await?;
+        assert_eq!(record.attempts, 1, "no attempt used up by the wait");
+    }
+    assert_eq!(jobs.load(Ordering::SeqCst), 2);
     Ok(())
 }

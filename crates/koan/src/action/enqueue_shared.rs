@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::enqueue::checked_step;
 use super::request::ActionRequest;
@@ -144,14 +143,6 @@ pub(super) async fn hand_over(
         max_attempts: 1,
     }
     .into_record();
-    // A delayed job's time runs from when it is due.
-    let wait_first = run_at
-        .and_then(|at| (at - now).to_std().ok())
-        .unwrap_or_default();
-    let deadline = call
-        .timeout
-        .map(|t| crate::util::after(Instant::now(), wait_first.saturating_add(t)));
-    let what = format!("durable action `{}` of `{}`", call.action, call.service);
     // Waiting starts before the job exists, so its outcome cannot slip by.
     let wait = transport.outcome(&id);
     let mut job = DurableJob::new(id.to_string());
@@ -184,18 +175,11 @@ pub(super) async fn hand_over(
     let (mut tx, rx) = oneshot::channel();
     let (host, id2) = (Arc::clone(inner), Arc::clone(&id));
     tokio::spawn(async move {
-        // Queue time counts: the ticket is answered at the deadline at the latest.
-        let outcome = async {
-            match deadline {
-                None => wait.await,
-                Some(d) => tokio::time::timeout_at(d, wait).await.unwrap_or_else(|_| {
-                    Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("{what} did not finish within its timeout (queue time included); its outcome is unknown"),
-                    ))
-                }),
-            }
-        };
+        // Answered when the job ends, as a host's own store's ticket is: its
+        // timeout counts from its run's start (docs/jobs.md), not from here (a
+        // ticket answered `timeout` at the enqueue's time plus the timeout while
+        // the job still waited to run, and then ran; a re-probe).
+        let outcome = wait;
         // The ticket dropped (enqueued and left to run): no one awaits the
         // outcome, so this host stops waiting for it. A pending job then costs it
         // no task and no read of the outcome's key (it cost 2 KB and a task each,
