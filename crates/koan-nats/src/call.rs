@@ -94,7 +94,7 @@ pub(crate) fn answer(
             RequestErrorKind::TimedOut => Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "{what}: did not finish within its timeout of {:?} (no answer over NATS by then: the outcome is unknown, it may have run or still run on its instance)",
+                    "{what}: did not finish within its timeout of {:?} (no answer over NATS by then; it may have run, or may still run, on its instance)",
                     Duration::from_millis(
                         u64::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
                     )

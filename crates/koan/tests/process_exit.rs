@@ -212,6 +212,21 @@ fn main_s_work_after_the_host_stopped_is_not_cut_short() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A signal after the host stopped, while `main` still works, ends the process:
+/// it was swallowed, a hung cleanup ended only by SIGKILL (a re-probe).
+#[test]
+fn a_signal_after_the_host_stopped_ends_the_process() -> anyhow::Result<()> {
+    let (mut child, lines) = start("cleanup")?;
+    signal(&child, "-TERM")?;
+    line_with(&lines, "host stopped")?;
+    let status = again_until_it_ends(&mut child)?;
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM: {status}");
+    // Every line it wrote, to its end (the reader's channel closes with it).
+    let rest: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(PATIENCE).ok()).collect();
+    assert!(!rest.iter().any(|l| l.contains("cleanup done")), "{rest:?}");
+    Ok(())
+}
+
 #[test]
 fn a_second_signal_ends_a_stopping_process_at_once() -> anyhow::Result<()> {
     let (mut child, lines) = start("deaf")?;

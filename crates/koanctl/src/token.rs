@@ -57,7 +57,7 @@ fn read_within(path: &str, wait: Duration) -> std::io::Result<String> {
     std::thread::spawn(move || tx.send(read_file(&owned)));
     rx.recv_timeout(wait).unwrap_or_else(|_| {
         Err(std::io::Error::other(format!(
-            "nothing could be read from it within {} (a named pipe no one writes to?)",
+            "it was not read to its end within {} (a named pipe no one writes to, or whose writer keeps it open?)",
             crate::deadline::show(wait)
         )))
     })
@@ -206,10 +206,7 @@ mod tests {
             Ok(_) => anyhow::bail!("a token was read from an empty pipe"),
             Err(e) => e.to_string(),
         };
-        assert!(
-            err.contains("nothing could be read from it within"),
-            "{err}"
-        );
+        assert!(err.contains("it was not read to its end within"), "{err}");
         assert!(err.contains("named pipe"), "{err}");
         std::fs::remove_dir_all(&dir)?;
         Ok(())

@@ -21,7 +21,7 @@ pub(crate) async fn restart(
     let service = state.host.canonical_name(&name).unwrap_or(&name).to_owned();
     let body = json!({
         "service": service,
-        "message": format!("Service '{service}' restarted: its run starts again, its calls are taken"),
+        "message": format!("Service '{service}' restarted: its run was started again (its status says how it goes)"),
     });
     Ok(Json(body).into_response())
 }

@@ -373,16 +373,20 @@ pub(super) fn remote(
         Ok(call) => call,
         Err(e) => return StepFut::Ready(Some(Err(e))),
     };
-    let fut = Arc::clone(transport).call_shared(call);
     let Some(t) = timeout else {
-        return StepFut::Remote(fut);
+        return StepFut::Remote(Arc::clone(transport).call_shared(call));
     };
+    // A backstop to the transport's own deadline, which it may lose the race to:
+    // said in the transport's words (a re-probe saw 1 of 16 timeouts say "remote
+    // action … did not answer within 500ms" beside the others' wording).
+    let action = call.action.clone();
+    let fut = Arc::clone(transport).call_shared(call);
     StepFut::Boxed(Box::pin(async move {
         let value = tokio::time::timeout(t, fut).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "remote action of `{service}` did not answer within {}",
+                    "action `{action}` of `{service}`: did not finish within its timeout of {} (no answer by then; it may have run, or may still run, on its instance)",
                     fmt_duration(t)
                 ),
             )

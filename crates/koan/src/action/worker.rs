@@ -164,7 +164,7 @@ where
                 }
                 let now = moment();
                 finished(job, cell, Outcome::Timeout, now.saturating_duration_since(started).as_secs_f64(), queued, now);
-                tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
+                tracing::warn!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), grace = %fmt_duration(grace), "job's action ignored its cancelled token past its deadline; its future was dropped");
                 let _ = answer(job, Err(e));
                 return None;
             }
@@ -182,7 +182,7 @@ where
             let (service, action, correlation_id) = (&cell.spec.name, &job.entry(cell).name, job.correlation.logged());
             match ended {
                 Ok(Ok(Ok(_))) => tracing::warn!(%service, %action, %correlation_id, after_deadline = %late, "action timed out, then ended with Ok after its caller was answered `timeout`: its work may be done"),
-                Ok(Ok(Err(e))) => tracing::info!(%service, %action, %correlation_id, error = %e, "action timed out, then ended with an error at its cancelled token"),
+                Ok(Ok(Err(e))) => tracing::warn!(%service, %action, %correlation_id, error = %e, "action timed out, then ended with an error (its token had been cancelled at the deadline)"),
                 Ok(Err(panic)) => tracing::warn!(%service, %action, %correlation_id, %panic, "action timed out, then panicked"),
                 Err(_) => tracing::warn!(%service, %action, %correlation_id, grace = %fmt_duration(grace), "action ignored its cancelled token; its future was dropped"),
             }

@@ -66,7 +66,7 @@ impl Signals {
 /// process; then arms the end of a lingering process.
 pub(super) async fn run_until_signal(host: &HostHandle, mut signals: Signals) -> Result<()> {
     tokio::select! {
-        exit = host.wait() => return ended(host, exit),
+        exit = host.wait() => return ended(host, exit, signals),
         _ = signals.next() => tracing::info!("shutdown signal received"),
     }
     let first = std::time::Instant::now();
@@ -85,7 +85,7 @@ pub(super) async fn run_until_signal(host: &HostHandle, mut signals: Signals) ->
             }
         }
     };
-    ended(host, exit)
+    ended(host, exit, signals)
 }
 
 /// How long after the first a signal must come to end the process at once.
@@ -96,7 +96,19 @@ const SECOND_AFTER: Duration = Duration::from_secs(1);
 /// from there (a task's drop, as the runtime drops its tasks), not from this
 /// return, so that `main`'s own work after it (waiting for the HTTP plane,
 /// flushing telemetry) is not cut short (a review).
-fn ended(host: &HostHandle, exit: HostExit) -> Result<()> {
+///
+/// The signals stay taken over (tokio never gives them back): a further one
+/// ends the process at once, where it was swallowed for the rest of `main` (a
+/// hung cleanup could be ended only by SIGKILL; a re-probe).
+fn ended(host: &HostHandle, exit: HostExit, mut signals: Signals) -> Result<()> {
+    tokio::spawn(async move {
+        let code = signals.next().await;
+        tracing::warn!(
+            code,
+            "a shutdown signal after the host stopped: exiting now"
+        );
+        std::process::exit(code)
+    });
     if host.inner.registry.all().iter().any(|c| c.life.aborted()) {
         struct AtRuntimeEnd(i32);
         impl Drop for AtRuntimeEnd {
