@@ -7,7 +7,7 @@ use koan::transport::HostLink as _;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -138,6 +138,12 @@ async fn stream(
     // Events dropped for this client (it read too slowly): a gap then is a miss.
     let dropped = Arc::new(AtomicU64::new(0));
     let drops = Arc::clone(&dropped);
+    // The bytes of the live events it holds: at most `STREAM_BYTES`, past which
+    // they are dropped as when its 256 places are taken (each held payloads the
+    // kept events had let go: 64 stuck clients of 1 MB events, 1.16 GB; a
+    // re-probe).
+    let held = Arc::new(AtomicUsize::new(0));
+    let holds = Arc::clone(&held);
     // A new stream starts after the last event kept before it subscribed (none is
     // replayed; one kept while it subscribes is found by the gap it leaves).
     let fresh_from = state.host.recent_events_since(0, &|_| false).last;
@@ -146,12 +152,29 @@ async fn stream(
             let tx = tx.clone();
             let takes = live_takes.clone();
             let drops = Arc::clone(&drops);
+            let holds = Arc::clone(&holds);
             async move {
                 if takes(&env) {
                     // A client that cannot keep up loses events rather than slowing
                     // the services (the subscription's drop-newest policy); each
-                    // loss is counted in `koan_sse_dropped_total`.
-                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(env) {
+                    // loss is counted in `koan_sse_dropped_total`. One event is
+                    // taken whatever its weight while it holds none.
+                    let w = env.weight();
+                    let now = holds.load(Ordering::Acquire);
+                    let room = now == 0 || now.saturating_add(w) <= STREAM_BYTES;
+                    if room {
+                        holds.fetch_add(w, Ordering::AcqRel);
+                    }
+                    let refused = !room
+                        || match tx.try_send(env) {
+                            Ok(()) => false,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                holds.fetch_sub(w, Ordering::AcqRel);
+                                true
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        };
+                    if refused {
                         drops.fetch_add(1, Ordering::Relaxed);
                         crate::metrics::sse_dropped();
                     }
@@ -193,6 +216,7 @@ async fn stream(
         takes,
         dropped,
         dropped_seen: 0,
+        held,
     };
     let stream = futures_util::stream::unfold(live, |mut live| async move {
         live.next()
@@ -232,6 +256,8 @@ struct Live<F> {
     takes: F,
     dropped: Arc<AtomicU64>,
     dropped_seen: u64,
+    /// The bytes of the live events it holds (see `STREAM_BYTES`).
+    held: Arc<AtomicUsize>,
 }
 
 impl<F: Fn(&EventEnvelope) -> bool> Live<F> {
@@ -242,6 +268,7 @@ impl<F: Fn(&EventEnvelope) -> bool> Live<F> {
                 return Some(self.made(next));
             }
             let env = self.rx.recv().await?;
+            self.held.fetch_sub(env.weight(), Ordering::AcqRel);
             let n = env.arrival();
             if n <= self.done {
                 continue;
@@ -289,6 +316,10 @@ impl<F: Fn(&EventEnvelope) -> bool> Live<F> {
         missed_event(n - 1, LIVE_MISSED)
     }
 }
+
+/// The most bytes of live events a stream holds for its client (about, as the
+/// host weighs them): as many as the host keeps of its events.
+const STREAM_BYTES: usize = koan::event::RECENT_BYTES;
 
 // The messages below say how many events the host keeps.
 const _: () = assert!(koan::event::RECENT_EVENTS == 256);

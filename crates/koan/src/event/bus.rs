@@ -191,6 +191,7 @@ impl EventBus {
             time: self.clock.now(),
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             arrival: 0,
+            weight: 0,
             payload: Arc::new(payload),
             key: Some(key),
         };

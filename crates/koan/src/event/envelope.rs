@@ -49,6 +49,9 @@ pub struct EventEnvelope {
     pub(crate) seq: u64,
     /// This host's number for it, given as it is kept (`recent.rs`); 0 before.
     pub(crate) arrival: u64,
+    /// About the bytes its payload holds, weighed as it is kept (`recent.rs`); 0
+    /// before.
+    pub(crate) weight: usize,
     pub(crate) payload: Arc<dyn AnyEvent>,
     /// Interned names and metric handles of local events (none for remote ones).
     pub(crate) key: Option<Arc<super::bus::EventKey>>,
@@ -82,6 +85,7 @@ impl EventEnvelope {
             time,
             seq,
             arrival: 0,
+            weight: 0,
             payload: Arc::new(payload),
             key: None,
         }
@@ -115,6 +119,12 @@ impl EventEnvelope {
     /// An event stream's `id` is this number (`Last-Event-ID` on a reconnect).
     pub fn arrival(&self) -> u64 {
         self.arrival
+    }
+    /// About the bytes its payload holds, or takes as JSON, as the host weighed it
+    /// when it kept it (its JSON's length for a service's own type); 0 for an
+    /// event not delivered here. What a consumer holding events may bound itself by.
+    pub fn weight(&self) -> usize {
+        self.weight
     }
     /// The payload as JSON.
     pub fn payload_json(&self) -> Value {

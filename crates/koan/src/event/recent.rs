@@ -108,6 +108,7 @@ impl Recent {
         let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         kept.last += 1;
         env.arrival = kept.last;
+        env.weight = w;
         let shared = Arc::new(env);
         if kept.events.len() >= RECENT_EVENTS
             && let Some((_, gone)) = kept.events.pop_front()
