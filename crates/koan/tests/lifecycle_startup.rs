@@ -325,8 +325,7 @@ async fn the_startup_phase_limit_bounds_all_startup_services() -> anyhow::Result
 
     let names = ["`step-20`", "startup phase limit"];
     startup_failed(&host, ErrorKind::Timeout, &names).await;
-    // Cut short at 1.5 s, `step-20` is told and given the action grace (1 s),
-    // within which its step ends: the startup fails all the same.
+    // Cut short at 1.5 s, `step-20` ends within its action grace; startup fails.
     assert_eq!(
         log.entries(),
         [
