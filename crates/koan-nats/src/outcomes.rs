@@ -220,6 +220,7 @@ pub(crate) async fn shrink_deleted(t: &NatsTransport, id: &str, key: &str) {
         ok: None,
         error: Some(koan::error::ErrorKind::UnknownJob.as_str().to_owned()),
         message: Some(format!("job `{id}` ran, and was deleted since")),
+        not_started: false,
     };
     let Ok(body) = serde_json::to_vec(&outcome) else {
         return;

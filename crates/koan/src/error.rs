@@ -128,6 +128,8 @@ pub struct Error {
     kind: ErrorKind,
     message: Arc<str>,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// See [`Error::not_started`].
+    not_started: bool,
 }
 
 /// The error type user code returns from `run`, `tick` and action handlers: any error,
@@ -145,12 +147,28 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            not_started: false,
         }
     }
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    /// Whether the work is known never to have started, and never to start: a call
+    /// answered `Timeout` while it still waited in its service's mailbox (no worker
+    /// had taken it). Calling again is then safe. `false` says only that this is not
+    /// known: a call that timed out after it started may have done its work.
+    pub fn not_started(&self) -> bool {
+        self.not_started
+    }
+
+    /// Marks the work as known never to have started (see
+    /// [`not_started`](Self::not_started)): for a transport whose peer said so.
+    pub fn never_started(mut self) -> Self {
+        self.not_started = true;
         self
     }
 
@@ -174,6 +192,18 @@ impl Error {
             ErrorKind::CriticalFailure => 2,
             _ => 1,
         }
+    }
+
+    /// Work that had started and was stopped as its host shut down: its caller is
+    /// told it may be partly done (it was told "accepts no more work", as if it
+    /// had never been accepted; a probe).
+    pub(crate) fn stopped_while_running(what: &str) -> Self {
+        Error::new(
+            ErrorKind::ShuttingDown,
+            format!(
+                "{what} was stopped while it ran: the host shut down and its grace ended before the handler did, so its work may be partly done"
+            ),
+        )
     }
 
     pub(crate) fn shutting_down(what: &str) -> Self {

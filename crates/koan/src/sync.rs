@@ -11,14 +11,16 @@ pub(crate) use futures_util::task::AtomicWaker;
 #[cfg(not(koan_loom))]
 pub(crate) use std::sync::atomic::fence;
 #[cfg(not(koan_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(koan_loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard, RwLock};
 #[cfg(not(koan_loom))]
 pub(crate) use tokio::sync::Notify;
 
 #[cfg(koan_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
+};
 #[cfg(koan_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard, RwLock};
 #[cfg(koan_loom)]

@@ -48,9 +48,15 @@ async fn aborted_block_is_named_to_its_caller(
         .expect_err("the action never finished");
     assert_eq!(err.kind(), ErrorKind::ShuttingDown, "{err}");
     assert!(
-        err.message().contains("action `block`"),
+        err.message().contains("action `block` of `Queue`"),
         "the answer names the action it was for: {}",
         err.message()
+    );
+    // It had started: not told the host "accepts no more work" (a probe).
+    assert!(
+        err.message().contains("was stopped while it ran")
+            && err.message().contains("may be partly done"),
+        "{err}"
     );
     if how == Called::ByItsCaller {
         assert_eq!(host.services::<Q>().status().await?.in_flight, 0);

@@ -429,7 +429,8 @@ pub(crate) async fn run_action(
 /// A call that timed out may still finish (its handler had a grace to stop, and may
 /// have done its work): the answer says so instead of claiming it failed.
 fn outcome_unknown(e: koan::Error, service: &str, action: &str) -> ApiError {
-    if e.kind() != koan::error::ErrorKind::Timeout {
+    // Known not to have started (it timed out in its mailbox): its message says so.
+    if e.kind() != koan::error::ErrorKind::Timeout || e.not_started() {
         return e.into();
     }
     ApiError::new(

@@ -111,6 +111,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_timeout_known_not_to_have_started_says_so_across_the_wire() {
+        let unstarted = Error::new(ErrorKind::Timeout, "queued too long").never_started();
+        for (sent, said) in [
+            (unstarted, true),
+            (Error::new(ErrorKind::Timeout, "ran too long"), false),
+        ] {
+            let bytes = Reply::of(Err(sent)).bytes();
+            assert_eq!(
+                std::str::from_utf8(&bytes).is_ok_and(|b| b.contains("not_started")),
+                said
+            );
+            let back = Reply::read(&bytes).expect("a reply").expect_err("an error");
+            assert_eq!(back.not_started(), said, "{back}");
+        }
+    }
+
+    #[test]
     fn header_values_never_hold_line_breaks() {
         assert_eq!(header_value("plain-id"), "plain-id");
         assert_eq!(header_value("a\r\nb"), "a  b");
@@ -210,6 +227,11 @@ pub(crate) struct Reply {
     /// What went wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) message: Option<String>,
+    /// Set (`true`) on a `timeout` when the action is known never to have
+    /// started, and never to start: it timed out while it waited in its service's
+    /// mailbox, so calling again is safe. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) not_started: bool,
 }
 
 impl Reply {
@@ -219,11 +241,13 @@ impl Reply {
                 ok: Some(v),
                 error: None,
                 message: None,
+                not_started: false,
             },
             Err(e) => Reply {
                 ok: None,
                 error: Some(e.kind().as_str().to_owned()),
                 message: Some(e.to_string()),
+                not_started: e.not_started(),
             },
         }
     }
@@ -234,6 +258,7 @@ impl Reply {
             ok: None,
             error: Some(code.to_owned()),
             message: Some(message),
+            not_started: false,
         }
     }
 
@@ -249,10 +274,17 @@ impl Reply {
     pub(crate) fn into_result(self) -> Result<Value, Error> {
         match self.error {
             None => Ok(self.ok.unwrap_or(Value::Null)),
-            Some(kind) => Err(Error::new(
-                ErrorKind::parse(&kind).unwrap_or(ErrorKind::Handler),
-                self.message.unwrap_or(kind),
-            )),
+            Some(kind) => {
+                let e = Error::new(
+                    ErrorKind::parse(&kind).unwrap_or(ErrorKind::Handler),
+                    self.message.unwrap_or(kind),
+                );
+                Err(if self.not_started && e.kind() == ErrorKind::Timeout {
+                    e.never_started()
+                } else {
+                    e
+                })
+            }
         }
     }
 
@@ -266,6 +298,7 @@ impl Reply {
                 ok: Some(v),
                 error: None,
                 message: None,
+                not_started: false,
             } => {
                 out.extend_from_slice(OK_START);
                 let w = serde_json::to_writer(&mut out, v);

@@ -148,12 +148,13 @@ impl InlineRun {
             return None;
         }
         let run = self.run.take()?;
+        let service = &run.slot.0.spec.name;
         let what = match run.run.action(&run.slot.0) {
-            Some(name) => format!("action `{name}`"),
-            None => format!("an action of `{}`", run.slot.0.spec.name),
+            Some(name) => format!("action `{name}` of `{service}`"),
+            None => format!("an action of `{service}`"),
         };
         drop(run);
-        let stopped = crate::error::Error::shutting_down(&what);
+        let stopped = crate::error::Error::stopped_while_running(&what);
         Some(match self.rx.as_mut() {
             Some(rx) => reply::try_take(rx).or(Some(Err(stopped))),
             None => Some(Err(stopped)),

@@ -274,7 +274,9 @@ impl ActionRequest {
     /// refuse over NATS, or that a tab in it made another id in the remote's
     /// events, was taken here and failed only when the service was remote
     /// (found by a probe).
+    /// A zero timeout is refused first (see [`Steps::check_timeouts`]).
     pub(super) fn take_correlation(&mut self) -> Result<Option<Arc<str>>> {
+        self.steps.check_timeouts()?;
         let Some(id) = self.extra.as_mut().and_then(|e| e.correlation.take()) else {
             return Ok(None);
         };

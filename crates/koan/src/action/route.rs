@@ -199,11 +199,12 @@ fn job_of(
         priority,
         // Tokio's clock is read only for a deadline (see `Moment`).
         deadline: timeout.map(|t| crate::util::after(Instant::now(), t)),
-        timeout,
+        timeout: super::mailbox::Limit::new(timeout),
         correlation: correlation.clone(),
         job: job.map(Box::new),
         cancel_on: cancel,
         reply: None,
+        claim: None,
         enqueued_at: crate::clock::moment(),
         answered: false,
         by_worker: false,

@@ -91,13 +91,19 @@ impl Run {
         if job.job.is_some()
             && let Some(timeout) = job.timeout
         {
-            job.deadline = Some(crate::util::after(Instant::now(), timeout));
+            job.deadline = Some(crate::util::after(Instant::now(), timeout.get()));
+        }
+        // Its caller gave up on it at its deadline, and was told it never started.
+        if job.claim.as_ref().is_some_and(|c| c.given_up()) {
+            job.answered = true;
+            finished(&job, cell, Outcome::Timeout, 0.0, queued, started);
+            return Run::Ready(None);
         }
         // Only a job with a deadline reads tokio's clock (see `Moment`).
         if let Some(deadline) = job.deadline
             && Instant::now() >= deadline
         {
-            let e = job.timeout_error(cell);
+            let e = job.not_started_error(cell);
             finished(&job, cell, Outcome::Timeout, 0.0, queued, started);
             return Run::Ready(answer(&mut job, Err(e)));
         }

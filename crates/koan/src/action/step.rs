@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::error::{Error, ErrorKind, Result};
 use crate::payload::Payload;
 use crate::registry::ServiceCell;
 
@@ -112,6 +113,26 @@ impl Steps {
         match self {
             Steps::One(s) => Some(s),
             Steps::Many(v) => v.last_mut(),
+        }
+    }
+
+    /// Refuses a zero timeout on any step, as HTTP refuses `timeout=0`: such a
+    /// call was answered that it had waited behind other work in its mailbox,
+    /// which was empty (a probe).
+    #[inline]
+    pub(super) fn check_timeouts(&self) -> Result<()> {
+        match self
+            .iter()
+            .position(|s| s.timeout() == Some(Duration::ZERO))
+        {
+            None => Ok(()),
+            Some(at) => Err(Error::new(
+                ErrorKind::InvalidParameters,
+                format!(
+                    "step {} of the request has a timeout of zero, within which nothing finishes: give a timeout longer than zero, or none",
+                    at + 1
+                ),
+            )),
         }
     }
 

@@ -214,19 +214,28 @@ pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
         cell.queue.mailbox.close()
     };
     for mut job in jobs {
+        let queued = moment().saturating_duration_since(job.enqueued_at);
+        // Its caller was answered at its deadline (it never started): counted as
+        // a worker reaching it counts it.
+        if job.claim.as_ref().is_some_and(|c| c.given_up()) {
+            job.answered = true;
+            finished(
+                &job,
+                cell,
+                Outcome::Timeout,
+                0.0,
+                queued.as_secs_f64(),
+                moment(),
+            );
+            continue;
+        }
         let e = Error::shutting_down(&format!(
             "action `{}` of `{}`",
             job.entry(cell).name,
             cell.spec.name
         ));
         if let Some(m) = job.entry(cell).metrics.get() {
-            m.record(
-                Outcome::ShuttingDown,
-                0.0,
-                moment()
-                    .saturating_duration_since(job.enqueued_at)
-                    .as_secs_f64(),
-            );
+            m.record(Outcome::ShuttingDown, 0.0, queued.as_secs_f64());
         }
         let _ = answer(&mut job, Err(e));
     }

@@ -20,7 +20,7 @@ pub(crate) struct Job {
     /// On tokio's clock, which tests pause; set from the call's `timeout`.
     pub(crate) deadline: Option<Instant>,
     /// The call's timeout, which its timeout error names.
-    pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) timeout: Option<Limit>,
     pub(crate) correlation: crate::action::correlation::Correlation,
     /// Set when this is the run of a stored job; boxed, to keep a job within 128
     /// bytes with its parameters in place.
@@ -28,6 +28,9 @@ pub(crate) struct Job {
     /// The caller's token that stops the run (`ActionRequest::cancel_on`).
     pub(crate) cancel_on: Option<tokio_util::sync::CancellationToken>,
     pub(crate) reply: Option<crate::action::reply::ReplyTx>,
+    /// Shared with its caller's deadline, for a queued call that has one (see
+    /// [`Claim`](super::Claim)).
+    pub(crate) claim: Option<std::sync::Arc<super::Claim>>,
     /// For its queue time (see [`Moment`]).
     pub(crate) enqueued_at: Moment,
     /// Set once the job's outcome went out; a job dropped without one (its worker
@@ -42,18 +45,33 @@ pub(crate) struct Job {
     pub(crate) detached: bool,
 }
 
+/// A call's timeout in whole nanoseconds (a longer one, past 584 years, is cut to
+/// that): 8 bytes where an `Option<Duration>` takes 16, which keeps a [`Job`]
+/// within 128 bytes beside its [`Claim`](super::Claim). Never zero: a zero timeout
+/// is refused before a job is made (see `Steps::check_timeouts`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limit(std::num::NonZeroU64);
+
+impl Limit {
+    pub(crate) fn new(timeout: Option<std::time::Duration>) -> Option<Limit> {
+        let nanos = u64::try_from(timeout?.as_nanos()).unwrap_or(u64::MAX);
+        std::num::NonZeroU64::new(nanos).map(Limit)
+    }
+
+    pub(crate) fn get(self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.get())
+    }
+}
+
 impl Job {
     /// Its action, declared by `cell`, its service.
     pub(crate) fn entry<'c>(&self, cell: &'c ServiceCell) -> &'c ActionEntry {
         &cell.spec.actions.entries[self.action]
     }
 
-    /// The answer when its deadline passes, queued or running.
+    /// The answer when its deadline passes while it runs (or, for its caller, once
+    /// a worker took it).
     pub(crate) fn timeout_error(&self, cell: &ServiceCell) -> Error {
-        let limit = self
-            .timeout
-            .map(crate::util::fmt_duration)
-            .unwrap_or_default();
         // A stored job's counts from its run's start (see `Run::start`).
         let from = if self.job.is_some() {
             "counted from its start"
@@ -63,11 +81,33 @@ impl Job {
         Error::new(
             ErrorKind::Timeout,
             format!(
-                "action `{}` of `{}` did not finish within its timeout of {limit} ({from})",
+                "action `{}` of `{}` did not finish within its timeout of {} ({from})",
                 self.entry(cell).name,
-                cell.spec.name
+                cell.spec.name,
+                self.limit()
             ),
         )
+    }
+
+    /// The answer when its deadline passed before any worker took it: it was not
+    /// run, and will not be.
+    pub(crate) fn not_started_error(&self, cell: &ServiceCell) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "action `{}` of `{}` did not start within its timeout of {} (no worker of the service took it in time): it was not run and will not be, and calling again is safe",
+                self.entry(cell).name,
+                cell.spec.name,
+                self.limit()
+            ),
+        )
+        .never_started()
+    }
+
+    fn limit(&self) -> String {
+        self.timeout
+            .map(|t| crate::util::fmt_duration(t.get()))
+            .unwrap_or_default()
     }
 
     /// Answers `ShuttingDown`, naming its action (`name`), when it was dropped
@@ -76,24 +116,27 @@ impl Job {
     #[inline]
     pub(crate) fn abandon(&mut self, name: Option<&str>) {
         if !self.answered {
-            self.answer_abandoned(name);
+            self.answer_abandoned(name.map(|n| (n, None)), false);
         }
     }
 
-    /// [`abandon`](Self::abandon), naming its action as declared by `cell`, its
+    /// [`abandon`](Self::abandon) for a job whose handler ran (its run dropped at
+    /// the end of the grace), naming its action as declared by `cell`, its
     /// service.
     #[inline]
     pub(crate) fn abandon_in(&mut self, cell: &ServiceCell) {
         if !self.answered {
-            self.answer_abandoned(Some(&self.entry(cell).name));
+            let name = (&*self.entry(cell).name, Some(&*cell.spec.name));
+            self.answer_abandoned(Some(name), true);
         }
     }
 
     #[cold]
-    fn answer_abandoned(&mut self, name: Option<&str>) {
+    fn answer_abandoned(&mut self, name: Option<(&str, Option<&str>)>, ran: bool) {
         self.answered = true;
         let action = match name {
-            Some(name) => format!("action `{name}`"),
+            Some((name, Some(service))) => format!("action `{name}` of `{service}`"),
+            Some((name, None)) => format!("action `{name}`"),
             None => "an action".to_owned(),
         };
         let what = match &self.job {
@@ -102,7 +145,12 @@ impl Job {
         };
         // Its caller learns why, instead of finding the answer channel closed.
         if let Some(reply) = self.reply.take() {
-            let _ = reply.send(Err(Error::shutting_down(&what)));
+            let e = if ran {
+                Error::stopped_while_running(&what)
+            } else {
+                Error::shutting_down(&what)
+            };
+            let _ = reply.send(Err(e));
         }
     }
 }

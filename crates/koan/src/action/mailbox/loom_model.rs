@@ -35,6 +35,7 @@ pub(crate) fn job(id: i32) -> Job {
         answered: true,
         by_worker: false,
         detached: false,
+        claim: None,
     }
 }
 

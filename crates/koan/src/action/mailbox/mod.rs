@@ -11,11 +11,13 @@ use crate::sync::{
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod claim;
 mod job;
 mod lane;
 mod state;
 
-pub(crate) use job::Job;
+pub(crate) use claim::Claim;
+pub(crate) use job::{Job, Limit};
 use lane::Lane;
 use state::State;
 
@@ -57,6 +59,10 @@ pub(crate) struct Mailbox {
     /// Set by `close`, under the lock: read there by pushes of other priorities, and
     /// without it by pushes to the lane and by takes.
     closed: AtomicBool,
+    /// Calls still queued whose callers gave up on them at their deadlines and whose
+    /// places were counted out then (see [`give_up`](Self::give_up)): at most the
+    /// capacity, so that the jobs held beside the count stay bounded.
+    freed: AtomicUsize,
     /// Workers waiting for a push, counted before their last look (see [`Asleep`]):
     /// a push or a take wakes one only while some wait. `Notify::notify_one` writes
     /// its line even when nobody waits, so under load, with the worker busy, every
@@ -113,6 +119,7 @@ impl Mailbox {
             stored_room,
             others: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            freed: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             service,
         };
@@ -281,7 +288,7 @@ impl Mailbox {
     /// Empties the lane, counting its jobs out.
     fn drain_lane(&self) -> Vec<Job> {
         let jobs: Vec<Job> = std::iter::from_fn(|| self.lane_pop()).collect();
-        self.count_out(jobs.len());
+        self.count_out(self.leaving_all(&jobs));
         jobs
     }
 
@@ -379,7 +386,7 @@ impl Mailbox {
             self.others.store(st.len, AtomicOrdering::SeqCst);
             job
         }?;
-        let left = self.count_out(1);
+        let left = self.count_out(self.leaving(&job));
         if left > 0 {
             // Let another worker, if one waits, pick up the rest.
             self.wake_one();
@@ -413,7 +420,7 @@ impl Mailbox {
             self.others.store(st.len, AtomicOrdering::SeqCst);
         }
         drop(st);
-        self.count_out(taken.len());
+        self.count_out(self.leaving_all(&taken));
         taken
     }
 
@@ -422,14 +429,14 @@ impl Mailbox {
         let mut drained: Vec<Job> = {
             let mut st = self.lock();
             self.closed.store(true, AtomicOrdering::SeqCst);
-            let n = st.len;
             st.len = 0;
             self.others.store(0, AtomicOrdering::SeqCst);
-            self.count_out(n);
-            std::mem::take(&mut st.queues)
+            let jobs: Vec<Job> = std::mem::take(&mut st.queues)
                 .into_iter()
                 .flat_map(|(_, q)| q)
-                .collect()
+                .collect();
+            self.count_out(self.leaving_all(&jobs));
+            jobs
         };
         // After the flag (see `push`).
         fence(AtomicOrdering::SeqCst);
