@@ -115,6 +115,11 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
     assert_eq!(status, StatusCode::OK, "{none}");
     assert_eq!(none["stale"], true, "{none}");
     assert_eq!(none["jobs"], json!([]), "{none}");
+    // Its counts say so too: all zeros, but stale (they read as "no dead jobs";
+    // a probe).
+    let (status, counts) = get(&client, p1.url("/api/jobs/counts")).await?;
+    assert_eq!(status, StatusCode::OK, "{counts}");
+    assert_eq!(counts["stale"], true, "{counts}");
 
     // The broker is back: the connection passes and the view is fresh again.
     site.server.restart()?;
@@ -128,7 +133,10 @@ async fn a_broker_outage_is_reported_and_listings_answer_from_the_last_view() ->
         let jobs_fresh = get(&client, p2.url("/api/jobs"))
             .await
             .is_ok_and(|(_, j)| j.get("stale").is_none());
-        passes && fresh && jobs_fresh
+        let counts_fresh = get(&client, p2.url("/api/jobs/counts"))
+            .await
+            .is_ok_and(|(_, c)| c.get("stale").is_none());
+        passes && fresh && jobs_fresh && counts_fresh
     })
     .await?;
     Ok(())

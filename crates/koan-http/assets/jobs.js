@@ -93,7 +93,7 @@ function jobsPage(main, _m, params) {
       older.disabled = !next; newer.disabled = !cursors.length;
       info.textContent = `page ${cursors.length + 1}`;
       notice([
-        page.stale ? "the cluster's jobs may be out of date or incomplete: its broker is unreachable, or this instance is still reading them" : "",
+        page.stale || counts.stale ? "the cluster's jobs may be out of date or incomplete: its broker is unreachable, or this instance is still reading them" : "",
         page.partial ? "only part of the cluster's jobs are listed and counted: this instance holds the most recently written (failures and unfinished jobs first, up to koan.nats.view_max_records); any job opens by its id" : "",
       ].filter(Boolean).join(" · "));
     } catch (e) { notice("jobs: " + e.message); }

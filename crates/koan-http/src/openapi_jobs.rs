@@ -44,7 +44,8 @@ pub(crate) fn paths(paths: &mut Map<String, Value>, errors: &dyn Fn() -> Value) 
         m.insert("200".into(), json!({ "description": "Jobs by state", "content": { "application/json": { "schema": { "type": "object", "required": ["durable", "store", "counts"], "properties": {
             "durable": { "type": "boolean" }, "store": { "type": "string" },
             "counts": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 } },
-            "partial": { "type": "boolean", "description": "present (true) when the counts cover only part of the cluster's jobs (see the listing's `partial`)" } } } } } }));
+            "partial": { "type": "boolean", "description": "present (true) when the counts cover only part of the cluster's jobs (see the listing's `partial`)" },
+            "stale": { "type": "boolean", "description": "present (true) when the counts come from a view that is not current (see the listing's `stale`): the last known, which may be none at all" } } } } } }));
     }
     paths.insert("/api/jobs/counts".into(), json!({ "get": { "summary": "How many jobs are in each state", "parameters": [
         { "name": "service", "in": "query", "schema": { "type": "string", "minLength": 1, "maxLength": 200 } }

@@ -217,7 +217,9 @@ async fn queue_time_counts(call: Call) -> anyhow::Result<()> {
     let err = call.timed_out(run.s.action("quick", ()), 3).await?;
     // Never taken by a worker: said not to have started.
     assert!(
-        err.message().contains("did not start within its timeout of 3s") && err.not_started(),
+        err.message()
+            .contains("did not start within its timeout of 3s")
+            && err.not_started(),
         "{err}"
     );
 

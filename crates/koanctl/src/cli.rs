@@ -21,7 +21,7 @@ pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
     version,
     about,
     propagate_version = true,
-    after_help = "Exit codes: 0 done; 1 an answer the API does not promise (fields missing, a redirect, past the size cap); 2 bad input; 3 the API answered an error; 4 the host unreachable, silent past a deadline, or gone."
+    after_help = "Exit codes: 0 done; 1 an answer the API does not promise (fields missing, a redirect, past the size cap); 2 bad input; 3 the API answered an error; 4 the host unreachable, silent past a deadline, or gone; 5 the answer printed is stale (a cluster host could not read the current job records)."
 )]
 pub(crate) struct Cli {
     /// Base URL of the control plane, e.g. `http://127.0.0.1:8080` or

@@ -35,6 +35,10 @@ pub(crate) enum Failure {
     Stalled(String),
     /// Anything else: an answer that is not what the API promises.
     Other(String),
+    /// The answer was printed, but the host said it is not current (a cluster's
+    /// job listing or counts from a view it could not bring up to date): a
+    /// warning, and exit 5, so that a script does not take it for the truth.
+    Stale(String),
 }
 
 impl Failure {
@@ -44,6 +48,7 @@ impl Failure {
             Failure::Input(_) => 2,
             Failure::Api { .. } => 3,
             Failure::Connect { .. } | Failure::Stalled(_) => 4,
+            Failure::Stale(_) => 5,
             Failure::Other(_) => 1,
         }
     }
@@ -55,7 +60,9 @@ pub(crate) const MAX_MESSAGE: usize = 2_000;
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Input(m) | Failure::Stalled(m) | Failure::Other(m) => f.write_str(m),
+            Failure::Input(m) | Failure::Stalled(m) | Failure::Other(m) | Failure::Stale(m) => {
+                f.write_str(m)
+            }
             // The server's words, kept to one line of plain text and cut at
             // `MAX_MESSAGE` characters (`--json` has them whole): a 15 MB message
             // went to the terminal whole (found by a probe).

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::answers::{require, require_list};
 use crate::cli::JobsCommand;
-use crate::client::{Client, check};
+use crate::client::{Client, Failure, check};
 use crate::commands::{emit, emit_json};
 use crate::output::{cell, field, fields, table, time};
 
@@ -46,9 +46,11 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             require(&body, &["jobs"], &what)?;
             require_list(&body["jobs"], Some("jobs"), JOB_ROW, &what)?;
             if json {
-                return Ok(emit_json(&body)?);
+                emit_json(&body)?;
+            } else {
+                emit(&list_text(&body, &filters))?;
             }
-            Ok(emit(&list_text(&body, &filters))?)
+            stale(&body)
         }
         JobsCommand::Counts { service } => {
             let body = for_service(
@@ -60,7 +62,8 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             )
             .await?;
             if json {
-                return Ok(emit_json(&body)?);
+                emit_json(&body)?;
+                return stale(&body);
             }
             let rows: Vec<Vec<String>> = body["counts"]
                 .as_object()
@@ -79,7 +82,8 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             if body["partial"] == true {
                 text.push_str(PARTIAL);
             }
-            Ok(emit(&text)?)
+            emit(&text)?;
+            stale(&body)
         }
         JobsCommand::Show { id } => {
             let segments = ["api", "jobs", &id];
@@ -249,6 +253,19 @@ fn list_text(body: &Value, filters: &[(&str, Option<String>)]) -> String {
         text.push_str(PARTIAL);
     }
     text
+}
+
+/// A listing or counts printed, then, when the host said they are `stale`, a
+/// warning and exit 5: a script checking for dead jobs was told there were none,
+/// exit 0, while the cluster's records could not be read (a probe).
+fn stale(body: &Value) -> anyhow::Result<()> {
+    if body["stale"] != true {
+        return Ok(());
+    }
+    Err(Failure::Stale(
+        "stale: the host could not read the cluster's current job records (its broker unreachable, or its view of them still catching up): what is printed is the last it knew, which may be nothing; try again".to_owned(),
+    )
+    .into())
 }
 
 /// Said under a listing or counts that cover only part of the cluster's jobs.

@@ -57,7 +57,12 @@ fn main() -> ExitCode {
             }
             match e.downcast_ref::<Failure>() {
                 Some(f) => {
-                    eprintln!("error: {}", output::printable_block(&f.to_string()));
+                    // A stale answer was printed: the words under it warn.
+                    let label = match f {
+                        Failure::Stale(_) => "warning",
+                        _ => "error",
+                    };
+                    eprintln!("{label}: {}", output::printable_block(&f.to_string()));
                     ExitCode::from(f.exit_code())
                 }
                 None => {

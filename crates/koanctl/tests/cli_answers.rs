@@ -325,3 +325,35 @@ async fn a_repeat_under_an_idempotency_key_says_nothing_was_stored() -> anyhow::
     assert!(!run.stdout.contains("nothing new"), "{run:#?}");
     Ok(())
 }
+
+/// A cluster host's job listing or counts marked `stale` (it could not read the
+/// cluster's records) are printed, then warned of on stderr with exit 5: a script
+/// checking for dead jobs was told there were none, exit 0 (a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_listing_or_count_is_printed_and_warned_of_with_exit_5() -> anyhow::Result<()> {
+    let counts =
+        json!({ "counts": { "dead": 0 }, "durable": true, "store": "nats", "stale": true });
+    let list = json!({ "jobs": [], "next_cursor": null, "stale": true });
+    for (args, body) in [(&["jobs", "counts"][..], counts), (&["jobs", "list"], list)] {
+        let fake = Fake::always(move || Reply::json(&body)).await?;
+        for json in [false, true] {
+            let got = run(fake.url.as_str(), json, args).await?;
+            assert_eq!(got.code, Some(5), "{args:?} json={json}: {got:#?}");
+            assert!(
+                got.stderr.starts_with("warning: stale:"),
+                "{args:?}: {}",
+                got.stderr
+            );
+            if json {
+                let printed: Value = serde_json::from_str(&got.stdout)?;
+                assert_eq!(printed["stale"], true);
+            } else {
+                assert!(
+                    got.stdout.contains("STATE") || got.stdout.contains("ID"),
+                    "{got:#?}"
+                );
+            }
+        }
+    }
+    Ok(())
+}

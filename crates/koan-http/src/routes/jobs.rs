@@ -153,6 +153,9 @@ pub(crate) async fn counts(
     if counts.partial {
         body["partial"] = json!(true);
     }
+    if counts.stale {
+        body["stale"] = json!(true);
+    }
     Ok(Json(body).into_response())
 }
 

@@ -96,10 +96,14 @@ impl Transport for NatsTransport {
     fn job_counts<'a>(&'a self, service: Option<&'a str>) -> BoxFuture<'a, Option<JobCounts>> {
         Box::pin(async move {
             let view = &self.inner.jobs_view;
-            if view.ready(&self.inner.records, self.connected()).await && self.connected() {
+            let caught_up = view.ready(&self.inner.records, self.connected()).await;
+            if caught_up && self.connected() {
                 crate::record_outcome::view_as_read(self).await;
             }
-            Some(view.counts(service))
+            // As a listing says it (a script checking for dead jobs was told
+            // there were none, all zeros, while the bucket could not be read; a
+            // probe).
+            Some(view.counts(service).stale(!caught_up || !self.connected()))
         })
     }
 

@@ -52,6 +52,7 @@ pub(crate) fn add(a: &JobCounts, b: &JobCounts) -> JobCounts {
             .collect(),
     )
     .partial(a.partial || b.partial)
+    .stale(a.stale || b.stale)
 }
 
 #[cfg(test)]

@@ -327,6 +327,9 @@ pub struct JobCounts {
     /// Set when the counts cover only part of the jobs kept (see
     /// [`JobPage::partial`]).
     pub partial: bool,
+    /// Set when the counts come from a view that is not current (see
+    /// [`JobPage::stale`]): the last known, which may be none at all.
+    pub stale: bool,
 }
 
 impl JobCounts {
@@ -335,6 +338,7 @@ impl JobCounts {
         JobCounts {
             by_state,
             partial: false,
+            stale: false,
         }
     }
 
@@ -342,6 +346,13 @@ impl JobCounts {
     #[must_use]
     pub fn partial(mut self, partial: bool) -> Self {
         self.partial = partial;
+        self
+    }
+
+    /// These counts, marked as coming from a view that is not current.
+    #[must_use]
+    pub fn stale(mut self, stale: bool) -> Self {
+        self.stale = stale;
         self
     }
 
