@@ -133,9 +133,11 @@ async fn services(client: &Client, json: bool) -> anyhow::Result<()> {
     if json {
         return Ok(emit_json(&body)?);
     }
-    let rows: Vec<Vec<String>> = body
-        .as_array()
-        .map_or(&[][..], Vec::as_slice)
+    let list = body.as_array().map_or(&[][..], Vec::as_slice);
+    // In a cluster a service runs on several hosts: each row says which (the same
+    // name listed twice, nothing to tell the rows apart; a probe).
+    let clustered = list.iter().any(|s| s["remote"] == true);
+    let rows: Vec<Vec<String>> = list
         .iter()
         .map(|s| {
             let state = if s.get("enabled") == Some(&Value::Bool(false)) {
@@ -143,7 +145,7 @@ async fn services(client: &Client, json: bool) -> anyhow::Result<()> {
             } else {
                 field(s, "state")
             };
-            vec![
+            let mut row = vec![
                 field(s, "name"),
                 field(s, "kind"),
                 state,
@@ -152,12 +154,26 @@ async fn services(client: &Client, json: bool) -> anyhow::Result<()> {
                 field(s, "failures"),
                 field(s, "queue_depth"),
                 output::time(s.get("next_run").unwrap_or(&Value::Null), 0),
-            ]
+            ];
+            if clustered {
+                row.insert(
+                    1,
+                    if s["remote"] == true {
+                        field(s, "host")
+                    } else {
+                        "(this host)".to_owned()
+                    },
+                );
+            }
+            row
         })
         .collect();
-    let headers = [
+    let mut headers = vec![
         "NAME", "KIND", "STATE", "HEALTH", "RUNS", "FAILURES", "QUEUE", "NEXT RUN",
     ];
+    if clustered {
+        headers.insert(1, "HOST");
+    }
     Ok(emit(&table(&headers, &rows))?)
 }
 

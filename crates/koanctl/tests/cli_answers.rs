@@ -357,3 +357,31 @@ async fn a_stale_listing_or_count_is_printed_and_warned_of_with_exit_5() -> anyh
     }
     Ok(())
 }
+
+/// In a cluster `services` names each row's host: the same service listed twice
+/// had nothing to tell the rows apart (a probe). Alone, no HOST column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_in_a_cluster_name_each_rows_host() -> anyhow::Result<()> {
+    let row = json!({ "name": "Translation", "kind": "background", "state": "running",
+        "health": "healthy", "runs": 0, "failures": 0, "queue_depth": 0, "next_run": null });
+    let mut remote = row.clone();
+    remote["remote"] = json!(true);
+    remote["host"] = json!("other-4242");
+    let both = json!([row.clone(), remote]);
+    let fake = Fake::always(move || Reply::json(&both)).await?;
+    let got = run(fake.url.as_str(), false, &["services"]).await?;
+    let out = got.ok();
+    assert!(
+        out.lines().next().is_some_and(|h| h.contains("HOST")),
+        "{out}"
+    );
+    assert!(
+        out.contains("other-4242") && out.contains("(this host)"),
+        "{out}"
+    );
+    let alone = json!([row]);
+    let fake = Fake::always(move || Reply::json(&alone)).await?;
+    let got = run(fake.url.as_str(), false, &["services"]).await?;
+    assert!(!got.ok().contains("HOST"), "{got:#?}");
+    Ok(())
+}

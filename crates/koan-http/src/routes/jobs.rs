@@ -46,12 +46,23 @@ pub(crate) struct ServiceParam {
     service: Option<String>,
 }
 
-fn service_filter(query: &ServiceParam) -> Result<Option<&str>, ApiError> {
+fn service_filter<'a>(
+    host: &'a koan::HostHandle,
+    query: &'a ServiceParam,
+) -> Result<Option<&'a str>, ApiError> {
     query
         .service
         .as_deref()
-        .map(|s| bounded("service", s))
+        .map(|s| bounded("service", s).map(|s| own_spelling(host, s)))
         .transpose()
+}
+
+/// A service filter in the spelling its jobs are stored under: a service this
+/// host runs is found whatever its case, as by every other route (a lowercase
+/// name matched nothing, and `retry-dead` said "retried 0" with 3 dead; a probe).
+/// Another name is kept as given: a renamed service's jobs stay listable.
+fn own_spelling<'a>(host: &'a koan::HostHandle, service: &'a str) -> &'a str {
+    host.canonical_name(service).unwrap_or(service)
 }
 
 /// The query of `GET /api/jobs`.
@@ -104,7 +115,10 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Params(query): Params<ListParams>,
 ) -> Result<Response, ApiError> {
-    let q = parse_list_query(&query)?;
+    let mut q = parse_list_query(&query)?;
+    if let Some(service) = &q.service {
+        q.service = Some(own_spelling(&state.host, service).to_owned());
+    }
     let mut page = state.host.jobs().list(q).await?;
     cut_to_bytes(&mut page, PAGE_BYTES);
     Ok(Json(page).into_response())
@@ -138,7 +152,7 @@ pub(crate) async fn counts(
     State(state): State<AppState>,
     Params(query): Params<ServiceParam>,
 ) -> Result<Response, ApiError> {
-    let service = service_filter(&query)?;
+    let service = service_filter(&state.host, &query)?;
     let counts = state.host.jobs().counts(service).await?;
     let by_state: serde_json::Map<String, serde_json::Value> = counts
         .by_state
@@ -197,7 +211,7 @@ pub(crate) async fn retry_dead(
     State(state): State<AppState>,
     Params(query): Params<ServiceParam>,
 ) -> Result<Response, ApiError> {
-    let service = service_filter(&query)?;
+    let service = service_filter(&state.host, &query)?;
     let n = state.host.jobs().retry_all_dead(service).await?;
     Ok(Json(json!({ "retried": n })).into_response())
 }

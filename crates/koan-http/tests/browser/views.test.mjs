@@ -3,7 +3,7 @@
 // live koan-demo host.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { useDemo, openAt, assertFits, shot, call, WAIT, NARROW } from "./harness.mjs";
+import { useDemo, openAt, assertFits, shot, call, WAIT, WIDE, NARROW } from "./harness.mjs";
 
 let base, browser;
 useDemo((started) => ({ base, browser } = started));
@@ -71,4 +71,39 @@ test("the service page and the cluster panel fit a narrow window", async () => {
     await assertFits(page, hash);
     await page.close();
   }
+});
+
+test("in a cluster a service has one row per host, kept across refreshes, and a departed host's row goes", async () => {
+  // The host's own list, with TranslationService also on another host (as a
+  // cluster host answers): keyed by name alone, the remote row was added again at
+  // every refresh (2,962 rows for 10 services in 20 minutes; a probe).
+  const local = await call(base, "GET", "/api/services");
+  const translation = local.find((s) => s.name === "TranslationService");
+  let remote = true;
+  let served = 0;
+  const waiters = [];
+  const servedAtLeast = (n) => new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`/api/services served ${served} times, not ${n}`)), WAIT.timeout);
+    waiters.push([n, () => { clearTimeout(timer); ok(); }]);
+  });
+  const page = await browser.newPage({ viewport: WIDE });
+  await page.route("**/api/services", async (route) => {
+    const list = remote ? [...local, { ...translation, remote: true, host: "other-4242" }] : local;
+    await route.fulfill({ json: list });
+    served++;
+    for (const [n, ok] of waiters) if (served >= n) ok();
+  });
+  await page.goto(base + "/");
+  const rows = page.locator('tr.row[data-service="TranslationService"]');
+  await page.locator('tr.row[data-service="TranslationService"][data-remote="1"]').waitFor(WAIT);
+  // Refreshed every 2 s: three more times, and still one row per host.
+  await servedAtLeast(served + 3);
+  await page.waitForTimeout(0);
+  assert.equal(await rows.count(), 2);
+  // The other host departs: its row goes.
+  remote = false;
+  await servedAtLeast(served + 2);
+  await page.locator('tr.row[data-service="TranslationService"][data-remote="1"]').waitFor({ ...WAIT, state: "detached" });
+  assert.equal(await rows.count(), 1);
+  await page.close();
 });
