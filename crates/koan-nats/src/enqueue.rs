@@ -177,6 +177,12 @@ pub(crate) async fn publish(t: &NatsTransport, job: &Job) -> Result<bool, Error>
             ErrorKind::StoreUnavailable,
             format!("{what}: not stored by JetStream, its storage full: {e}"),
         )),
+        // The stream's server down (in a cluster, the node with its only copy):
+        // "no stream found" named neither the stream nor what to do (a probe).
+        Err(e) if crate::storage::no_stream(&e.to_string()) => Err(unavailable(format!(
+            "{what}: not stored by JetStream ({e}): the server holding the work stream `{}` is unreachable, or the stream was deleted; it is made again when the connection comes back (in a cluster, give the stream replicas: `koan.nats.replicas`)",
+            crate::subjects::WORK_STREAM
+        ))),
         Err(e) => Err(unavailable(format!("{what}: not stored by JetStream: {e}"))),
     }
 }

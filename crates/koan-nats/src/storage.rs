@@ -55,8 +55,8 @@ const SHOWN_FOR: Duration = Duration::from_secs(60);
 /// words), and how many runs' outcomes wait here to be stored.
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
-    /// When, what, its words, and whether this host refused it itself.
-    last: Mutex<Option<(Instant, &'static str, String, bool)>>,
+    /// When, what, its words, and why.
+    last: Mutex<Option<(Instant, &'static str, String, Refused)>>,
     held: AtomicUsize,
 }
 
@@ -67,6 +67,18 @@ impl Drop for Holding<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Why a write was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// The broker refused it for want of room.
+    Full,
+    /// This host refused it for want of room (see [`Refusals::note_full`]).
+    OwnFull,
+    /// The broker had no stream to store it in: the stream's server is down
+    /// (see [`Refusals::note_unreachable`]).
+    NoStream,
 }
 
 impl Refusals {
@@ -90,33 +102,45 @@ impl Refusals {
     /// of room; other errors are not this one's business.
     pub(crate) fn note(&self, what: &'static str, error: &str) {
         if is_full(error) {
-            self.keep(what, error, false);
+            self.keep(what, error, Refused::Full);
+        } else if no_stream(error) {
+            self.keep(what, error, Refused::NoStream);
         }
     }
 
     /// Notes a refusal for want of room that this host made itself (a new job
     /// refused while the outcomes or records have none).
     pub(crate) fn note_full(&self, what: &'static str, words: &str) {
-        self.keep(what, words, true);
+        self.keep(what, words, Refused::OwnFull);
     }
 
-    fn keep(&self, what: &'static str, words: &str, own: bool) {
+    fn keep(&self, what: &'static str, words: &str, why: Refused) {
         if let Ok(mut last) = self.last.lock() {
             let words: String = words.chars().take(300).collect();
-            *last = Some((Instant::now(), what, words, own));
+            *last = Some((Instant::now(), what, words, why));
         }
     }
 
     /// What `/health` says of the last refusal, for a minute after it.
     pub(crate) fn said(&self) -> Option<String> {
         let last = self.last.lock().ok()?;
-        let (at, what, words, own) = last.as_ref()?;
-        let who = if *own {
-            "this host refused"
-        } else {
-            "the broker refused to store"
-        };
+        let (at, what, words, why) = last.as_ref()?;
         let ago = at.elapsed();
+        if ago >= SHOWN_FOR {
+            return None;
+        }
+        let who = match why {
+            Refused::OwnFull => "this host refused",
+            Refused::Full => "the broker refused to store",
+            // Every enqueue refused while health said pass (a probe, a cluster
+            // node down with the only copy of the work stream).
+            Refused::NoStream => {
+                return Some(format!(
+                    "the broker could not store {what} {}s ago ({words}): the server holding its stream is unreachable (a cluster node down with the stream's only copy: see `koan.nats.replicas`) — new jobs are refused until it is back",
+                    ago.as_secs()
+                ));
+            }
+        };
         let so = match *what {
             NEW_JOB => "new jobs are refused",
             OUTCOME => {
@@ -125,13 +149,17 @@ impl Refusals {
             HEARTBEAT => "this host's heartbeats fail: the cluster may take it for gone",
             _ => "job records are not kept up to date",
         };
-        (ago < SHOWN_FOR).then(|| {
-            format!(
-                "{who} {what} {}s ago for want of room ({words}): its JetStream storage (`max_file_store`) or the stream's share of `koan.nats.storage_budget_mb` is full — {so}",
-                ago.as_secs()
-            )
-        })
+        Some(format!(
+            "{who} {what} {}s ago for want of room ({words}): its JetStream storage (`max_file_store`) or the stream's share of `koan.nats.storage_budget_mb` is full — {so}",
+            ago.as_secs()
+        ))
     }
+}
+
+/// Whether a publish's error is JetStream having no stream for its subject: the
+/// stream's server is down (or the stream was deleted).
+pub(crate) fn no_stream(error: &str) -> bool {
+    error.contains("no stream found") || error.contains("no responders")
 }
 
 /// How full (in hundredths of its share) the outcomes' or records' bucket may be
