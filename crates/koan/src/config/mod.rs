@@ -34,6 +34,7 @@
 //! (figment needs 0.8, we use 1) and five more crates. The full comparison is in
 //! `docs/configuration.md`.
 
+pub(crate) mod folded;
 mod services;
 mod tree;
 

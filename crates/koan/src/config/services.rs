@@ -386,7 +386,9 @@ fn service(node: &Node, sec: &str) -> Result<ServiceOverrides> {
                 }
             }
             "settings" => {
-                let (json, _) = n.to_json();
+                // Keys as written: the settings' type decides which are its
+                // fields and which are data (see `folded`).
+                let json = n.to_json_as_written();
                 let mut sources = Vec::new();
                 n.sources(&mut sources);
                 o.settings = Some((

@@ -190,6 +190,19 @@ impl Node {
         }
     }
 
+    /// The subtree as JSON with its keys as written (for a service's settings,
+    /// read through [`Folded`](super::folded::Folded)).
+    pub(crate) fn to_json_as_written(&self) -> Value {
+        match self {
+            Node::Leaf(v, _) => v.clone(),
+            Node::Map(m) => Value::Object(
+                m.values()
+                    .map(|(spelling, node)| (spelling.clone(), node.to_json_as_written()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Every source that contributed to this subtree.
     pub(crate) fn sources(&self, out: &mut Vec<String>) {
         match self {

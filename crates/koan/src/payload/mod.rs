@@ -263,7 +263,7 @@ pub(crate) fn from_json<P: DeserializeOwned>(json: Value, what: &dyn Fn() -> Str
 
 /// Rewrites every number with no fractional part (`7.0`) as an integer; whether
 /// anything changed.
-fn whole_numbers_as_integers(v: &mut Value) -> bool {
+pub(crate) fn whole_numbers_as_integers(v: &mut Value) -> bool {
     match v {
         Value::Number(n) if n.is_f64() => {
             let Some(f) = n.as_f64() else {

@@ -127,7 +127,7 @@ impl BuildContext<'_> {
     /// at its default (found by a probe). Warned, not refused: a configuration
     /// shared by a cluster may name a field that only a newer build reads.
     fn warn_ignored<S: DeserializeOwned>(&self, value: &serde_json::Value) {
-        for key in ignored_keys::<S>(value) {
+        for key in crate::config::folded::ignored_keys::<S>(value) {
             tracing::warn!(
                 service = %self.service,
                 key = %key,
@@ -140,31 +140,13 @@ impl BuildContext<'_> {
     }
 
     fn decode_settings<S: DeserializeOwned>(&self, value: &serde_json::Value) -> Result<S> {
-        crate::payload::from_json::<S>(value.clone(), &|| {
+        crate::config::folded::settings::<S>(value, &|| {
             format!(
                 "settings of service `{}` (from {})",
                 self.service, self.settings_source
             )
         })
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                e.message().replace("invalid parameters", "invalid value"),
-            )
-        })
     }
-}
-
-/// The keys of `value` that `S` does not read (dotted paths), when it reads as an
-/// `S` (a value that does not is refused, naming why).
-fn ignored_keys<S: DeserializeOwned>(value: &serde_json::Value) -> Vec<String> {
-    let mut ignored = Vec::new();
-    let read: std::result::Result<S, _> =
-        serde_ignored::deserialize(value.clone(), |path| ignored.push(path.to_string()));
-    if read.is_err() {
-        return Vec::new();
-    }
-    ignored
 }
 
 /// How a service is constructed by the host. Every `Default` type has it; implement it
@@ -230,13 +212,13 @@ mod tests {
     fn the_keys_a_settings_type_does_not_read_are_named() {
         let value = serde_json::json!({"max_totl": 5, "limits": {"per_day": 3, "per_dya": 4}});
         assert_eq!(
-            super::ignored_keys::<Orders>(&value),
+            crate::config::folded::ignored_keys::<Orders>(&value),
             ["limits.per_dya", "max_totl"]
         );
         let fine = serde_json::json!({"max_total": 5, "limits": {"per_day": 3}});
-        assert!(super::ignored_keys::<Orders>(&fine).is_empty());
+        assert!(crate::config::folded::ignored_keys::<Orders>(&fine).is_empty());
         // One that does not read at all is refused elsewhere, with its own words.
-        assert!(super::ignored_keys::<Orders>(&serde_json::json!({"limits": 1})).is_empty());
+        assert!(crate::config::folded::ignored_keys::<Orders>(&serde_json::json!({"limits": 1})).is_empty());
     }
 
     #[test]
