@@ -34,7 +34,9 @@
 //!   [`ErrorKind::StoreUnavailable`](koan::error::ErrorKind::StoreUnavailable), with nothing
 //!   written; the jobs already stored stay readable. So does every command once the
 //!   file or its write-ahead log was deleted or replaced under the running host
-//!   (what SQLite wrote then would be lost), and a damaged file is refused at open.
+//!   (what SQLite wrote then would be lost). A damaged file, one this process may
+//!   only read, and one of a newer schema are refused at open, before anything is
+//!   written to them.
 //! - **Schema.** A `jobs` table with the columns claims, listings, counts and
 //!   retention filter on (times in milliseconds), and the whole
 //!   [`JobRecord`](koan::job::JobRecord) as JSON. Times are compared to the millisecond.

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, MAIN_DB};
 
 use crate::codec::waiting_states;
 use crate::fail::{Failure, ResultExt};
@@ -60,11 +60,16 @@ pub(crate) const WAL_KEPT_BYTES: i64 = 16 * 1024 * 1024;
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer connection to the file at `path` (created when missing), in WAL mode
-/// with `synchronous = FULL`, its schema in place.
+/// with `synchronous = FULL`, its schema in place. A file this connection cannot
+/// write, or of a newer schema, is refused before anything is written to it.
 pub(crate) fn open_file(path: &Path) -> Result<Connection, Failure> {
     let conn = Connection::open(path).doing("open the file")?;
+    writable(&conn, path)?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .doing("set a busy timeout")?;
+    // Before the switch to WAL mode, which writes the file's header: a refused
+    // file stays as it was (it did not, a probe: its journal mode became `wal`).
+    version(&conn)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
         .doing("switch to WAL mode")?;
@@ -87,6 +92,25 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, Failure> {
     check(&conn)?;
     create(&conn)?;
     Ok(conn)
+}
+
+/// Refuses a file SQLite opened read-only: it does so without a word when the
+/// file cannot be written (its permissions, a read-only mount), and the host then
+/// said its jobs were kept in a durable store, reported ready, and refused every
+/// job with "attempt to write a readonly database" (a probe).
+fn writable(conn: &Connection, path: &Path) -> Result<(), Failure> {
+    let read_only = conn.is_readonly(MAIN_DB).doing("open the file")?;
+    if !read_only {
+        return Ok(());
+    }
+    Err(Failure::store(
+        "use the file",
+        format!(
+            "{} can only be read by this process; give the host's user write access to \
+             it and to its directory (SQLite writes `-wal` and `-shm` files beside it)",
+            path.display()
+        ),
+    ))
 }
 
 /// Refuses a damaged file at start (`PRAGMA quick_check`: every page read once,
@@ -117,9 +141,9 @@ pub(crate) fn open_memory() -> Result<Connection, Failure> {
     Ok(conn)
 }
 
-/// Creates the table and indexes unless present; refuses a file written by a newer
-/// version of this crate.
-fn create(conn: &Connection) -> Result<(), Failure> {
+/// The file's schema version; refuses a file written by a newer version of this
+/// crate.
+fn version(conn: &Connection) -> Result<i64, Failure> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .doing("read the schema version")?;
@@ -129,6 +153,13 @@ fn create(conn: &Connection) -> Result<(), Failure> {
             format!("its schema is version {found}, newer than this koan-sqlite's {VERSION}"),
         ));
     }
+    Ok(found)
+}
+
+/// Creates the table and indexes unless present; refuses a file written by a newer
+/// version of this crate.
+fn create(conn: &Connection) -> Result<(), Failure> {
+    let found = version(conn)?;
     if found == 1 {
         // Version 1's claim index: superseded by the partial indexes.
         conn.execute_batch("DROP INDEX IF EXISTS jobs_claim")

@@ -156,3 +156,48 @@ async fn a_damaged_file_is_refused_at_open() {
         "{e}"
     );
 }
+
+/// A file this process may only read is refused at open, naming the file and the
+/// fix: SQLite opened one read-only without a word, and the host reported ready
+/// and refused every job (a probe). Opened here with `mode=ro` (a URI), as
+/// permissions do not hold for root.
+#[tokio::test]
+async fn a_file_opened_read_only_is_refused() {
+    let db = TempDb::new("schema-read-only");
+    drop(db.open());
+    let uri = format!("file:{}?mode=ro", db.path().display());
+    let err = koan_sqlite::SqliteJobStore::open(&uri).expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+    assert!(
+        err.message().contains(&format!("{uri} can only be read"))
+            && err.message().contains("write access"),
+        "{err}"
+    );
+}
+
+/// A file of a newer schema is refused before anything is written to it: the
+/// switch to WAL mode came first, and changed the refused file (a probe).
+#[tokio::test]
+async fn a_file_of_a_newer_schema_is_left_as_it_was() {
+    let db = TempDb::new("schema-newer-untouched");
+    {
+        let conn = Connection::open(db.path()).expect("a file");
+        conn.execute_batch(
+            "PRAGMA journal_mode = DELETE;
+             CREATE TABLE later (x INTEGER);
+             PRAGMA user_version = 3;",
+        )
+        .expect("a file of a later version");
+    }
+    let before = std::fs::read(db.path()).expect("the file");
+    let err = koan_sqlite::SqliteJobStore::open(db.path()).expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+    assert!(err.message().contains("newer"), "{err}");
+    let after = std::fs::read(db.path()).expect("the file");
+    assert!(after == before, "the refused file changed");
+    let conn = Connection::open(db.path()).expect("the file again");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .expect("the journal mode");
+    assert_eq!(mode, "delete");
+}
