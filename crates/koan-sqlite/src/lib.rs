@@ -46,6 +46,7 @@ mod fail;
 mod identity;
 mod queries;
 mod reader;
+mod retention;
 mod schema;
 mod store;
 mod writer;

@@ -12,7 +12,7 @@ use koan::{
 };
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value};
 
-use crate::codec::{self, decode, final_states, from_millis, int, load, millis, waiting_states};
+use crate::codec::{self, decode, from_millis, int, load, millis, waiting_states};
 use crate::fail::{Failure, ResultExt, unknown_job, wrong_state};
 
 /// Stores `job`, or answers the job already stored under its idempotency key (or
@@ -380,51 +380,6 @@ pub(crate) fn delete(conn: &Connection, id: &str) -> Result<bool, Failure> {
             codec::remove(conn, id).map(|()| true)
         }
     }
-}
-
-/// Forgets final jobs that ended before `older_than`, then the oldest final jobs
-/// while the total weight is above `max_bytes`.
-pub(crate) fn purge(
-    conn: &Connection,
-    older_than: DateTime<Utc>,
-    max_bytes: u64,
-) -> Result<u64, Failure> {
-    let ended = "COALESCE(finished_at, created_at)";
-    let finals = final_states();
-    let aged = conn
-        .prepare_cached(&format!(
-            "DELETE FROM jobs WHERE state IN ({finals}) AND {ended} < ?1"
-        ))
-        .and_then(|mut st| st.execute([millis(older_than)]))
-        .doing("forget old jobs")?;
-    let total: i64 = conn
-        .query_row("SELECT COALESCE(SUM(weight), 0) FROM jobs", [], |row| {
-            row.get(0)
-        })
-        .doing("weigh the stored jobs")?;
-    let mut excess = u64::try_from(total).unwrap_or(0).saturating_sub(max_bytes);
-    let mut oldest = Vec::new();
-    if excess > 0 {
-        let mut st = conn
-            .prepare_cached(&format!(
-                "SELECT id, weight FROM jobs WHERE state IN ({finals}) ORDER BY {ended}, id"
-            ))
-            .doing("find the oldest jobs")?;
-        let mut rows = st.query([]).doing("find the oldest jobs")?;
-        while excess > 0 {
-            let Some(row) = rows.next().doing("find the oldest jobs")? else {
-                break;
-            };
-            let id: String = row.get(0).doing("find the oldest jobs")?;
-            let weight: i64 = row.get(1).doing("find the oldest jobs")?;
-            excess = excess.saturating_sub(u64::try_from(weight).unwrap_or(0));
-            oldest.push(id);
-        }
-    }
-    for id in &oldest {
-        codec::remove(conn, id)?;
-    }
-    Ok(aged as u64 + oldest.len() as u64)
 }
 
 #[cfg(test)]

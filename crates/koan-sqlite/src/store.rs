@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use crate::fail::{Failure, ResultExt};
 use crate::queries;
 use crate::reader::Reader;
+use crate::retention;
 use crate::schema;
 use crate::writer::Writer;
 
@@ -231,8 +232,32 @@ impl JobStore for SqliteJobStore {
         self.call(move |conn| queries::delete(conn, &id))
     }
 
+    /// A step at a time, each a command of its own (1,000 jobs at most): the
+    /// writes queued meanwhile go between two steps.
     fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, Result<u64>> {
-        self.call(move |conn| queries::purge(conn, older_than, max_bytes))
+        Box::pin(async move {
+            let batch = retention::BATCH;
+            let mut gone = 0;
+            loop {
+                let n = self
+                    .call(move |conn| retention::forget_aged(conn, older_than, batch))
+                    .await?;
+                gone += n;
+                if n < batch as u64 {
+                    break;
+                }
+            }
+            loop {
+                let n = self
+                    .call(move |conn| retention::forget_oldest(conn, max_bytes, batch))
+                    .await?;
+                gone += n;
+                if n < batch as u64 {
+                    break;
+                }
+            }
+            Ok(gone)
+        })
     }
 }
 

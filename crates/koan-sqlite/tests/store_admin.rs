@@ -1,47 +1,11 @@
-//! What operators do: retry, cancel, delete, list, count, purge; and `next_due`.
+//! What operators do: retry, cancel, delete, list, count; and `next_due`.
 
 mod common;
 
-use common::{TempDb, at, claim, job, keyed};
+use common::{TempDb, at, claim, dead, job, keyed, ok, run_to};
 use koan::job::RetryFrom;
-use koan::{
-    action::ErrorBody, error::ErrorKind, job::Finish, job::JobQuery, job::JobState, job::JobStore,
-    job::NewJob,
-};
-use koan_sqlite::SqliteJobStore;
+use koan::{error::ErrorKind, job::JobQuery, job::JobState, job::JobStore, job::NewJob};
 use serde_json::json;
-
-/// Claims the only due job of `service` at `at(now)` and ends it as `how`.
-async fn run_to(store: &SqliteJobStore, service: &str, how: Finish, now: i64) -> String {
-    let held = store
-        .claim(claim(service, 1, now))
-        .await
-        .expect("claim")
-        .remove(0);
-    assert!(
-        store
-            .finish(&held.claim, how, at(now))
-            .await
-            .expect("finish")
-    );
-    held.claim.id
-}
-
-fn dead() -> Finish {
-    Finish::Dead {
-        error: ErrorBody {
-            error: "handler_error".to_owned(),
-            message: "boom".to_owned(),
-        },
-    }
-}
-
-fn ok() -> Finish {
-    Finish::Succeeded {
-        result: json!({ "done": true }),
-        truncated: false,
-    }
-}
 
 #[tokio::test]
 async fn retry_by_hand_requeues_a_final_job_and_refuses_a_live_one() {
@@ -253,59 +217,6 @@ async fn counts_are_by_state_for_all_services_or_one() {
     let a = store.counts(Some("a")).await.expect("counts");
     assert_eq!(a.get(JobState::Queued), 1);
     assert_eq!(a.get(JobState::Running), 1);
-}
-
-#[tokio::test]
-async fn purge_forgets_old_final_jobs_and_frees_their_keys() {
-    let db = TempDb::new("admin-purge-age");
-    let store = db.open();
-    store.push(keyed("a", "k")).await.expect("push");
-    let old = run_to(&store, "a", ok(), 1_000).await;
-    store.push(job("a", "x")).await.expect("push");
-    let recent = run_to(&store, "a", dead(), 5_000).await;
-    let waiting = store.push(job("a", "x")).await.expect("push").record.id;
-
-    assert_eq!(store.purge(at(5_000), u64::MAX).await.expect("purge"), 1);
-    assert_eq!(store.get(&old).await.expect("get"), None);
-    assert!(
-        store.get(&recent).await.expect("get").is_some(),
-        "ended at the bound"
-    );
-    assert!(
-        store.get(&waiting).await.expect("get").is_some(),
-        "not final"
-    );
-    assert!(store.push(keyed("a", "k")).await.expect("push").created);
-}
-
-#[tokio::test]
-async fn purge_forgets_the_oldest_final_jobs_beyond_the_size_cap() {
-    let db = TempDb::new("admin-purge-size");
-    let store = db.open();
-    let mut ended = Vec::new();
-    for now in [3_000, 1_000, 2_000] {
-        store.push(job("a", "x")).await.expect("push");
-        ended.push(run_to(&store, "a", ok(), now).await);
-    }
-    let waiting = store.push(job("a", "x")).await.expect("push").record;
-    let mut weights = Vec::new();
-    for id in &ended {
-        let r = store.get(id).await.expect("get").expect("stored");
-        weights.push(r.weight() as u64);
-    }
-    let total: u64 = weights.iter().sum::<u64>() + waiting.weight() as u64;
-    // Room for all but the oldest (ended at 1 000) and one byte less.
-    let cap = total - weights[1] - 1;
-    assert_eq!(store.purge(at(0), cap).await.expect("purge"), 2);
-    assert_eq!(store.get(&ended[1]).await.expect("get"), None, "oldest");
-    assert_eq!(
-        store.get(&ended[2]).await.expect("get"),
-        None,
-        "next oldest"
-    );
-    assert!(store.get(&ended[0]).await.expect("get").is_some());
-    assert!(store.get(&waiting.id).await.expect("get").is_some());
-    assert_eq!(store.purge(at(0), u64::MAX).await.expect("purge"), 0);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use koan::{job::ClaimRequest, job::JobStep, job::NewJob};
+use koan::{job::ClaimRequest, job::Finish, job::JobStep, job::JobStore, job::NewJob};
 use koan_sqlite::SqliteJobStore;
 use serde_json::json;
 
@@ -89,4 +89,46 @@ pub fn claim(service: &str, limit: usize, now: i64) -> ClaimRequest {
         lease_until: at(now + 30_000),
         instance: "host-a".to_owned(),
     }
+}
+
+/// Claims the only due job of `service` at `at(now)` and ends it as `how`.
+pub async fn run_to(store: &SqliteJobStore, service: &str, how: Finish, now: i64) -> String {
+    let held = store
+        .claim(claim(service, 1, now))
+        .await
+        .expect("claim")
+        .remove(0);
+    assert!(
+        store
+            .finish(&held.claim, how, at(now))
+            .await
+            .expect("finish")
+    );
+    held.claim.id
+}
+
+/// A run that failed for good.
+pub fn dead() -> Finish {
+    Finish::Dead {
+        error: koan::action::ErrorBody {
+            error: "handler_error".to_owned(),
+            message: "boom".to_owned(),
+        },
+    }
+}
+
+/// A run that succeeded.
+pub fn ok() -> Finish {
+    Finish::Succeeded {
+        result: json!({ "done": true }),
+        truncated: false,
+    }
+}
+
+/// `f`'s output, or a failed test when it takes over 30 s (a store that stopped
+/// answering fails rather than hangs).
+pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 30 s"))
 }
