@@ -4,20 +4,34 @@
 
 use crate::host::HostInner;
 
-/// Forgets old final jobs (retention by age and by size).
+/// Forgets final jobs: those that ended more than `retention` ago, then the
+/// oldest while the final jobs weigh more than `retention_max_bytes`. Two calls,
+/// so that the log says which rule forgot how many (it called jobs forgotten
+/// seconds after they ended "old", a probe).
 pub(super) async fn purge(host: &HostInner) {
     let jobs = &host.jobs;
     let now = host.config.clock.now();
-    let older = now
-        - chrono::Duration::from_std(jobs.settings.retention).unwrap_or(chrono::Duration::days(7));
-    match jobs
+    let retention =
+        chrono::Duration::from_std(jobs.settings.retention).unwrap_or(chrono::Duration::days(7));
+    let by_age = jobs.store.purge(now - retention, u64::MAX).await;
+    // No job ended before the earliest time: this call forgets by size alone.
+    let budget = jobs.settings.retention_max_bytes;
+    let by_size = jobs
         .store
-        .purge(older, jobs.settings.retention_max_bytes)
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(jobs = n, "forgot old finished jobs (retention)"),
-        Err(e) => tracing::warn!(error = %e, "could not purge old jobs"),
+        .purge(chrono::DateTime::<chrono::Utc>::MIN_UTC, budget)
+        .await;
+    match (by_age, by_size) {
+        (Ok(0), Ok(0)) => {}
+        (Ok(by_age), Ok(by_size)) => tracing::info!(
+            by_age,
+            by_size,
+            "forgot {by_age} finished jobs that ended over {} h ago, and {by_size} more, the oldest, past the finished jobs' budget of {} MB (retention)",
+            retention.num_hours(),
+            budget / (1024 * 1024)
+        ),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "could not forget finished jobs (retention)")
+        }
     }
 }
 
