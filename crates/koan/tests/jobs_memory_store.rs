@@ -178,3 +178,38 @@ async fn a_job_whose_claims_lapse_in_a_row_is_dead_and_not_claimed_again() {
     let stale = last.expect("claimed");
     assert!(!store.finish(&stale, late, now).await.expect("finish"));
 }
+
+/// The size budget of `purge` counts the final jobs alone: a backlog of live jobs
+/// over it made every pass forget every final job, a dead one too (a probe of the
+/// SQLite store, whose rule this store shares).
+#[tokio::test]
+async fn purge_by_size_counts_final_jobs_only() {
+    let store = MemoryJobStore::new();
+    store.push(job("done", 0)).await.expect("push");
+    let now = Utc::now();
+    let held = store.claim(request(1, now)).await.expect("claim");
+    let how = Finish::Succeeded {
+        result: serde_json::Value::Null,
+        truncated: false,
+    };
+    assert!(
+        store
+            .finish(&held[0].claim, how, now)
+            .await
+            .expect("finish")
+    );
+    let done = store.get("done").await.expect("get").expect("stored");
+    let budget = done.weight() as u64;
+    for n in 0..4 {
+        let later = NewJob {
+            run_at: now + chrono::Duration::days(1),
+            ..job(&format!("later-{n}"), 0)
+        };
+        store.push(later).await.expect("push");
+    }
+    let early = DateTime::<Utc>::MIN_UTC;
+    assert_eq!(store.purge(early, budget).await.expect("purge"), 0);
+    assert!(store.get("done").await.expect("get").is_some());
+    assert_eq!(store.purge(early, budget - 1).await.expect("purge"), 1);
+    assert!(store.get("done").await.expect("get").is_none());
+}

@@ -381,7 +381,6 @@ impl JobStore for MemoryJobStore {
 
     fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, Result<u64>> {
         let mut inner = self.lock();
-        let mut total: u64 = inner.jobs.values().map(|(r, _)| r.weight() as u64).sum();
         let mut finished: Vec<(DateTime<Utc>, String, u64)> = inner
             .jobs
             .values()
@@ -395,6 +394,9 @@ impl JobStore for MemoryJobStore {
             })
             .collect();
         finished.sort();
+        // The budget covers the final jobs alone: the only ones retention can
+        // forget (with the live ones counted, a backlog forgot them all).
+        let mut total: u64 = finished.iter().map(|(_, _, w)| w).sum();
         let mut gone = 0;
         for (at, id, w) in finished {
             if at >= older_than && total <= max_bytes {

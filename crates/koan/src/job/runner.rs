@@ -31,7 +31,8 @@ pub(crate) struct JobSettings {
     pub(crate) result_max_bytes: usize,
     /// Final jobs older than this are forgotten.
     pub(crate) retention: Duration,
-    /// Final jobs are forgotten, oldest first, while the records weigh more.
+    /// Final jobs are forgotten, oldest first, while they weigh more (live jobs
+    /// do not count: retention cannot forget them).
     pub(crate) retention_max_bytes: u64,
 }
 

@@ -178,9 +178,10 @@ pub trait JobStore: Send + Sync + 'static {
     fn delete(&self, id: &str) -> BoxFuture<'_, Result<bool>>;
 
     /// Forgets final jobs that ended before `older_than`, then the oldest final jobs
-    /// until the records' total weight ([`JobRecord::weight`]) is at most `max_bytes`.
-    /// Returns how many were forgotten. An idempotency key is free again once its job
-    /// is forgotten.
+    /// until the final jobs' total weight ([`JobRecord::weight`]) is at most
+    /// `max_bytes`. Live jobs are never forgotten, and do not count toward
+    /// `max_bytes`. Returns how many were forgotten. An idempotency key is free
+    /// again once its job is forgotten.
     fn purge(&self, older_than: DateTime<Utc>, max_bytes: u64) -> BoxFuture<'_, Result<u64>>;
 }
 
