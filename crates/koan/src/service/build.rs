@@ -218,7 +218,10 @@ mod tests {
         let fine = serde_json::json!({"max_total": 5, "limits": {"per_day": 3}});
         assert!(crate::config::folded::ignored_keys::<Orders>(&fine).is_empty());
         // One that does not read at all is refused elsewhere, with its own words.
-        assert!(crate::config::folded::ignored_keys::<Orders>(&serde_json::json!({"limits": 1})).is_empty());
+        assert!(
+            crate::config::folded::ignored_keys::<Orders>(&serde_json::json!({"limits": 1}))
+                .is_empty()
+        );
     }
 
     #[test]
