@@ -122,6 +122,10 @@ impl EventKey {
 /// (B5's profile). The names are the services' own and their peers'.
 type KeyMap = FxHashMap<Box<str>, FxHashMap<Box<str>, Arc<EventKey>>>;
 
+/// A channel subscriber's route number that is no route: its task ends there,
+/// having run the handlers of every event queued before it ([`EventBus::settle`]).
+const FENCE: usize = usize::MAX;
+
 /// The smallest ring made for an event.
 const RING_MIN: usize = 64;
 /// `Overflow::Wait` subscribers with a buffer this large or larger get a channel
@@ -287,19 +291,24 @@ impl EventBus {
         }
     }
 
+    /// Adds a subscriber; `settles`: it may be settled ([`EventBus::settle`]), so
+    /// it gets a channel of its own, never a ring.
     pub(crate) fn add(
         &self,
         service: Option<Arc<str>>,
         routes: Vec<Route>,
         capacity: usize,
         overflow: Overflow,
+        settles: bool,
     ) -> (Arc<Sub>, tokio::task::JoinHandle<()>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // One named event of one service, waiting when full: it reads that event's
         // ring. (A reader holds back only the emitters of events it takes, as with
         // a channel of its own.)
         let ring_key = match (&service, routes.as_slice()) {
-            (Some(service), [route]) if overflow == Overflow::Wait && capacity < RING_MAX => {
+            (Some(service), [route])
+                if overflow == Overflow::Wait && capacity < RING_MAX && !settles =>
+            {
                 route.event.as_ref().map(|e| self.key(service, e))
             }
             _ => None,
@@ -353,8 +362,9 @@ impl EventBus {
                     break;
                 }
                 for (i, env) in batch.drain(..) {
-                    // Dropped: what is buffered goes with it.
-                    if this.gone() {
+                    // Dropped: what is buffered goes with it. Settled: every
+                    // event before the fence is handled.
+                    if this.gone() || i == FENCE {
                         return;
                     }
                     let Some(runner) = runners.get_mut(i) else {
@@ -382,6 +392,26 @@ impl EventBus {
             }
             None => self.update(|v| v.retain(|(s, _)| s.id != id)),
         }
+    }
+
+    /// Takes channel subscriber `id` off the bus (no event is queued for it from
+    /// now on), then waits until its task has run the handlers of the events
+    /// queued before: its task ends at a fence sent after them. Bounded by the
+    /// caller; `task` is the subscriber's.
+    pub(crate) async fn settle(&self, id: u64, task: &mut tokio::task::JoinHandle<()>) {
+        let mut tx = None;
+        self.update(|v| {
+            if let Some(at) = v.iter().position(|(s, _)| s.id == id) {
+                tx = Some(v.remove(at).1);
+            }
+        });
+        // Gone already (the host closed the bus): its task drains what it has.
+        if let Some(tx) = tx {
+            let fence =
+                EventEnvelope::remote("", "", None, self.clock.now(), 0, serde_json::Value::Null);
+            let _ = tx.send((FENCE, Arc::new(fence))).await;
+        }
+        let _ = task.await;
     }
 
     /// Drops every subscriber's sender so their tasks finish after draining.

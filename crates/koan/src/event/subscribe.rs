@@ -268,7 +268,10 @@ impl SubscriptionBuilder {
     /// Registers every handler; delivery starts now and stops when the returned
     /// [`Subscription`] is dropped. When the chain began with actions
     /// (`.action(…).on(…)`), they run after the handlers are in place; the first
-    /// failure is returned and nothing stays subscribed.
+    /// failure is returned and nothing stays subscribed — once the handlers of the
+    /// events the actions emitted before it have run to their ends (for at most
+    /// the host's [shutdown grace](crate::host::HostBuilder::shutdown_grace), after
+    /// which a handler still running is stopped; not past the host's stop).
     pub async fn subscribe(self) -> Result<Subscription> {
         if let Some(e) = self.error {
             return Err(e);
@@ -314,11 +317,13 @@ impl SubscriptionBuilder {
                 ),
             ));
         }
-        let (sub, task) =
-            self.host
-                .inner
-                .events
-                .add(self.service, self.routes, self.capacity, self.overflow);
+        let (sub, task) = self.host.inner.events.add(
+            self.service,
+            self.routes,
+            self.capacity,
+            self.overflow,
+            self.then_run.is_some(),
+        );
         let subscription = Subscription {
             host: Arc::downgrade(&self.host.inner),
             id: sub.id,
@@ -326,9 +331,15 @@ impl SubscriptionBuilder {
             task,
             detached: false,
         };
-        if let Some(work) = self.then_run {
-            // A failing action unsubscribes (the subscription is dropped here).
-            work.await?;
+        if let Some(work) = self.then_run
+            && let Err(e) = work.await
+        {
+            // The events it emitted before failing are the failure's own story
+            // (a `…Failed` event): their handlers run to their ends before it
+            // unsubscribes. Dropped at once, they stopped mid-`.await` or never
+            // started (a probe).
+            subscription.settle(&self.host.inner).await;
+            return Err(e);
         }
         Ok(subscription)
     }
@@ -359,6 +370,24 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Unsubscribes once the handlers of the events it has been given have run:
+    /// for at most the host's shutdown grace (a handler that hangs is then
+    /// stopped, as by a drop), and no longer once the host is stopping.
+    async fn settle(mut self, host: &HostInner) {
+        let settled = host.events.settle(self.id, &mut self.task);
+        tokio::select! {
+            r = tokio::time::timeout(host.config.grace, settled) => {
+                if r.is_err() {
+                    tracing::warn!(
+                        grace = %crate::util::fmt_duration(host.config.grace),
+                        "the handlers of the events of a failed action did not finish within the shutdown grace; stopped"
+                    );
+                }
+            }
+            () = host.stop_request.cancelled() => {}
+        }
+    }
+
     /// Unsubscribes (same as dropping).
     pub fn unsubscribe(self) {}
 
