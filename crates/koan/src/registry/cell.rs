@@ -153,26 +153,47 @@ impl ServiceCell {
             stalled.data = std::mem::take(&mut own.data);
             own = stalled;
         }
-        let observed = self
+        let mut observed = self
             .spec
             .options
             .health_thresholds
             .status_for(core.consecutive_failures);
+        // A background service running again after failed runs (restarted, as it
+        // is after each) is up: degraded at worst while its restart window still
+        // counts them, as a periodic service is healthy again once a run succeeds.
+        // One that keeps failing is unhealthy between its runs (`Restarting`) and
+        // once it fails for good. (A critical one was unhealthy for the whole
+        // window, its host unready while it worked; found by a probe.)
+        let running_again = self.spec.kind == ServiceKind::Background
+            && core.state == ServiceState::Running
+            && core.consecutive_failures > 0;
+        if running_again {
+            observed = observed.min(HealthStatus::Degraded);
+        }
         if observed <= own.status {
             return wrap(own);
         }
+        let failed = core.consecutive_failures;
         let mut report = match observed {
-            HealthStatus::Unhealthy => HealthReport::unhealthy(format!(
-                "{} consecutive failed runs",
-                core.consecutive_failures
+            _ if running_again => HealthReport::degraded(format!(
+                "running again after {failed} failed run{} (restarted {} time{}); recovered once it stays up for {}",
+                plural(failed),
+                core.restarts,
+                plural(core.restarts),
+                crate::util::fmt_duration(self.spec.options.intensity.within),
             )),
-            _ => HealthReport::degraded(format!(
-                "{} consecutive failed run(s)",
-                core.consecutive_failures
-            )),
+            HealthStatus::Unhealthy => {
+                HealthReport::unhealthy(format!("{failed} consecutive failed runs"))
+            }
+            _ => HealthReport::degraded(format!("{failed} consecutive failed run(s)")),
         };
         report.error = core.last_error;
         report.data = own.data;
         wrap(report)
     }
+}
+
+/// `"s"` unless `n` is one.
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
