@@ -228,7 +228,16 @@ async fn document(host: &HostHandle, names: &[String]) -> (Value, bool) {
                     "service": { "type": "string" }, "action": { "type": "string" }, "correlation_id": { "type": "string" }, "result": {} } },
                 "BatchRequest": { "type": ["object", "null"], "additionalProperties": false, "properties": {
                     "batchSize": { "type": ["integer", "null"], "minimum": 0, "maximum": 4294967295u64 }, "filter": { "type": ["string", "null"] } } },
-                "Health": { "type": "object", "required": ["status"], "properties": { "status": { "enum": ["pass", "warn", "fail"] } } }
+                "Health": { "type": "object", "required": ["status"], "properties": {
+                    "status": { "enum": ["pass", "warn", "fail"] },
+                    "checks": { "type": "object", "description": "`/health`: each service (`<name>:health`), the transport (`transport:connection`) and the job store (`jobs:store`), a list of one check", "additionalProperties": { "type": "array", "items": { "$ref": "#/components/schemas/HealthCheck" } } },
+                    "notes": { "type": "array", "items": { "type": "string" } } } },
+                "HealthCheck": { "type": "object", "required": ["componentType", "status"], "properties": {
+                    "componentType": { "enum": ["service", "component", "datastore"] },
+                    "status": { "enum": ["pass", "warn", "fail"] },
+                    "critical": { "type": "boolean", "description": "A service's: whether its fail fails the host (a non-critical one's counts as warn)" },
+                    "output": { "type": ["string", "null"], "description": "The report's description, else its error; with the token only, when one is configured" },
+                    "error": { "type": "string", "description": "The report's error, when it has one; with the token only, when one is configured" } } }
             }
         },
         "security": [{ "bearer": [] }, {}]

@@ -210,15 +210,22 @@ async fn api_reads_need_the_token_and_health_metrics_stay_open() -> anyhow::Resu
         health["checks"]["Leaky:health"][0]["output"], "the service has failed",
         "details with the token: {health}"
     );
+    assert!(
+        health["checks"]["Leaky:health"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("hunter2")),
+        "its error with the token: {health}"
+    );
     let (_, health) = call(api.get("/health")).await?;
     let leaky = &health["checks"]["Leaky:health"][0];
     assert_eq!(leaky["status"], "fail", "{health}");
     assert!(
-        leaky["output"].is_null(),
+        leaky["output"].is_null() && leaky.get("error").is_none(),
         "no details without the token: {health}"
     );
+    assert!(!health.to_string().contains("hunter2"), "{health}");
     assert_eq!(
-        health["notes"][0], "each check's output is given with the token",
+        health["notes"][0], "each check's output and error are given with the token",
         "{health}"
     );
     let text = within("metrics", api.get("/metrics").send())

@@ -115,7 +115,15 @@ async fn critical_unhealthy_fails_with_503() -> anyhow::Result<()> {
     assert_eq!(check["status"], "fail");
     assert_eq!(check["critical"], true);
     assert_eq!(check["output"], "cannot reach the database");
+    // The report's error too, as the service's own health gives it (it was left
+    // out; a probe).
+    assert_eq!(check["error"], "connection refused", "{body}");
     assert_eq!(body["checks"]["Fine:health"][0]["status"], "pass");
+    // A report without one has no `error`.
+    assert!(
+        body["checks"]["Fine:health"][0].get("error").is_none(),
+        "{body}"
+    );
 
     let body = expect_health(
         &api,

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use koan::health::HealthStatus;
+use koan::health::{HealthReport, HealthStatus};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -20,43 +20,25 @@ pub(crate) fn health_json(code: StatusCode, body: Value) -> Response {
 }
 
 /// With a token configured, a request without it gets each check's status but not
-/// its `output`: a health check's error can carry what a service's history does (a
-/// connection string with its password), and `/health` stays open for probes.
+/// its `output` or `error`: a health check's error can carry what a service's
+/// history does (a connection string with its password), and `/health` stays open
+/// for probes.
 pub(crate) async fn overall(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let details = crate::auth::check(state.options.token.as_deref(), &headers, None).is_ok();
-    let output = |text: Option<String>| if details { text } else { None };
     let h = state.host.health().await;
     let mut checks = serde_json::Map::new();
     for s in &h.services {
-        checks.insert(
-            format!("{}:health", s.service),
-            json!([{
-                "componentType": "service",
-                "status": s.report.status.as_check_status(),
-                "critical": s.critical,
-                "output": output(s.report.description.clone().or_else(|| s.report.error.clone())),
-            }]),
-        );
+        let mut check = check("service", &s.report, details);
+        check.insert("critical".into(), json!(s.critical));
+        checks.insert(format!("{}:health", s.service), json!([check]));
     }
     if let Some(t) = &h.transport {
-        checks.insert(
-            "transport:connection".into(),
-            json!([{
-                "componentType": "component",
-                "status": t.status.as_check_status(),
-                "output": output(t.description.clone().or_else(|| t.error.clone())),
-            }]),
-        );
+        let check = check("component", t, details);
+        checks.insert("transport:connection".into(), json!([check]));
     }
     if let Some(j) = &h.jobs {
-        checks.insert(
-            "jobs:store".into(),
-            json!([{
-                "componentType": "datastore",
-                "status": j.status.as_check_status(),
-                "output": output(j.description.clone().or_else(|| j.error.clone())),
-            }]),
-        );
+        let check = check("datastore", j, details);
+        checks.insert("jobs:store".into(), json!([check]));
     }
     let code = if h.status == HealthStatus::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
@@ -66,9 +48,28 @@ pub(crate) async fn overall(State(state): State<AppState>, headers: HeaderMap) -
     let mut body = json!({ "status": h.status.as_check_status(), "checks": checks });
     if !details {
         // Said, or a withheld output reads as a check that has none (a re-probe).
-        body["notes"] = json!(["each check's output is given with the token"]);
+        body["notes"] = json!(["each check's output and error are given with the token"]);
     }
     health_json(code, body)
+}
+
+/// One check of `/health` for `report`: its status, and with `details` its
+/// `output` (the description, else the error) and its `error` when it has one,
+/// as a service's own health gives it (only the output was given; a probe).
+fn check(
+    component_type: &str,
+    report: &HealthReport,
+    details: bool,
+) -> serde_json::Map<String, Value> {
+    let output = report.description.as_ref().or(report.error.as_ref());
+    let mut check = serde_json::Map::new();
+    check.insert("componentType".into(), json!(component_type));
+    check.insert("status".into(), json!(report.status.as_check_status()));
+    check.insert("output".into(), json!(output.filter(|_| details)));
+    if let Some(error) = report.error.as_ref().filter(|_| details) {
+        check.insert("error".into(), json!(error));
+    }
+    check
 }
 
 pub(crate) async fn live(State(state): State<AppState>) -> Response {
