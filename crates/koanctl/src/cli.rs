@@ -185,23 +185,26 @@ pub(crate) struct CallArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) priority: Option<i32>,
     /// Give up after this long, e.g. `30s`, `2m` (the server's deadline, queue time
-    /// included; koanctl waits this plus --request-timeout for the answer).
-    #[arg(long)]
+    /// included; with --no-wait a job's, counted from its run's start; koanctl
+    /// waits this plus --request-timeout for the answer).
+    #[arg(long, value_parser = crate::flags::timeout)]
     pub(crate) timeout: Option<String>,
-    /// Correlation id to attach (sent as `X-Correlation-Id`).
-    #[arg(long, value_name = "ID")]
+    /// Correlation id to attach (sent as `X-Correlation-Id`; 1 to 200 visible ASCII
+    /// characters).
+    #[arg(long, value_name = "ID", value_parser = crate::flags::id)]
     pub(crate) correlation_id: Option<String>,
     /// Enqueue as a job and return once it is stored, printing its id and status URL.
     #[arg(long)]
     pub(crate) no_wait: bool,
     /// With --no-wait: run the job no sooner than this from now, e.g. `30s`, `2h`.
-    #[arg(long, requires = "no_wait", conflicts_with = "at")]
+    #[arg(long, requires = "no_wait", conflicts_with = "at", value_parser = crate::flags::delay)]
     pub(crate) delay: Option<String>,
     /// With --no-wait: run the job no sooner than this RFC 3339 time.
-    #[arg(long, requires = "no_wait")]
+    #[arg(long, requires = "no_wait", value_parser = crate::flags::at)]
     pub(crate) at: Option<String>,
-    /// With --no-wait: a key that makes a repeated enqueue return the first job.
-    #[arg(long, requires = "no_wait", value_name = "KEY")]
+    /// With --no-wait: a key that makes a repeated enqueue return the first job (1 to
+    /// 200 visible ASCII characters).
+    #[arg(long, requires = "no_wait", value_name = "KEY", value_parser = crate::flags::id)]
     pub(crate) idempotency_key: Option<String>,
 }
 
@@ -224,7 +227,7 @@ pub(crate) enum JobsCommand {
         #[arg(long, value_name = "ID")]
         correlation_id: Option<String>,
         /// At most this many (1–500, default 50).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
         /// Continue after this id (the `next` the previous page printed).
         #[arg(long)]

@@ -22,6 +22,7 @@ mod commands;
 mod deadline;
 mod events;
 mod failure;
+mod flags;
 mod jobs;
 mod output;
 mod spinner;

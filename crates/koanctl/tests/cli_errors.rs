@@ -44,6 +44,25 @@ async fn bad_local_input_exits_2() -> anyhow::Result<()> {
     // Usage errors are clap's: exit 2 too.
     assert_eq!(live.run(&["act", "greeter"]).await?.code, Some(2));
     assert_eq!(live.run(&["frobnicate"]).await?.code, Some(2));
+    // Call flags are checked as the host checks them, naming the flag as typed:
+    // they came back as API errors (exit 3) naming query parameters and headers
+    // (a probe).
+    let long_id = "x".repeat(201);
+    for (flags, says) in [
+        (&["--timeout", "soon"][..], "--timeout"),
+        (&["--timeout", "0s"], "--timeout"),
+        (&["--no-wait", "--delay", "400d"], "365 days"),
+        (&["--no-wait", "--at", "tomorrow"], "RFC 3339"),
+        (&["--correlation-id", long_id.as_str()], "--correlation-id"),
+        (&["--no-wait", "--idempotency-key", ""], "--idempotency-key"),
+    ] {
+        let mut args = vec!["act", "greeter", "greet"];
+        args.extend_from_slice(flags);
+        let run = live.run(&args).await?;
+        assert!(run.failed(2).contains(says), "{flags:?}: {run:?}");
+    }
+    let run = live.run(&["jobs", "list", "--limit", "0"]).await?;
+    assert!(run.failed(2).contains("--limit"), "{run:?}");
     assert_eq!(
         koanctl(&["--url", "not a url", "services"], &[])
             .await?

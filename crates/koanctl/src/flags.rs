@@ -1,0 +1,67 @@
+//! The call flags checked as the host would check them, before anything is sent:
+//! a bad one is a usage error (exit 2) naming the flag as typed. They went to the
+//! host unchecked, and came back as an API error (exit 3) naming a query
+//! parameter or a header the operator never typed (a probe).
+
+use crate::deadline;
+
+/// The most characters of a correlation id or an idempotency key (the host's).
+const MAX_ID: usize = 200;
+
+/// The most a job's `--delay` may be: the host's 365 days.
+const MAX_DELAY_SECS: u64 = 365 * 86_400;
+
+/// `--timeout`: a duration above zero (`30s`, `2m`, `500ms`).
+pub(crate) fn timeout(text: &str) -> Result<String, String> {
+    deadline::parse_limit(text).map(|_| text.trim().to_owned())
+}
+
+/// `--delay`: a duration of at most 365 days.
+pub(crate) fn delay(text: &str) -> Result<String, String> {
+    let d = deadline::parse(text)?;
+    if d.as_secs() > MAX_DELAY_SECS {
+        return Err(format!(
+            "`{text}` is longer than the 365 days a job may be delayed"
+        ));
+    }
+    Ok(text.trim().to_owned())
+}
+
+/// `--at`: an RFC 3339 time, e.g. `2026-12-24T18:00:00Z`.
+pub(crate) fn at(text: &str) -> Result<String, String> {
+    humantime::parse_rfc3339_weak(text.trim())
+        .map(|_| text.trim().to_owned())
+        .map_err(|_| format!("`{text}` is not an RFC 3339 time; write e.g. `2026-12-24T18:00:00Z`"))
+}
+
+/// `--correlation-id`, `--idempotency-key`: 1 to 200 visible ASCII characters.
+pub(crate) fn id(text: &str) -> Result<String, String> {
+    let n = text.chars().count();
+    if n == 0 || n > MAX_ID || !text.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "it must have 1 to {MAX_ID} visible ASCII characters (no spaces), not {n} characters{}",
+            if text.chars().all(|c| c.is_ascii_graphic()) {
+                ""
+            } else {
+                " with some that are not"
+            }
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_checked_as_the_host_checks_them() {
+        assert!(timeout("30s").is_ok() && timeout("0s").is_err() && timeout("soon").is_err());
+        assert!(delay("2h").is_ok() && delay("400d").is_err() && delay("later").is_err());
+        assert!(at("2026-12-24T18:00:00Z").is_ok() && at("tomorrow").is_err());
+        assert!(id("order-42").is_ok());
+        for bad in ["", "a b", &"x".repeat(201), "é"] {
+            assert!(id(bad).is_err(), "{bad:?}");
+        }
+    }
+}
