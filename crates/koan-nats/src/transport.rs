@@ -99,7 +99,14 @@ impl NatsTransport {
     /// Connects and makes sure the streams and buckets exist. An unreachable server
     /// or wrong credentials are a `ServiceUnavailable` error naming the URL.
     pub async fn connect(opts: NatsOptions) -> Result<Self, Error> {
-        let host_id = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
+        // The machine first, so that an operator reading an instance or a job's
+        // attempt knows where it ran (it was `pid-random` alone; a probe).
+        let host_id = format!(
+            "{}-{}-{:08x}",
+            koan::host::machine_name(),
+            std::process::id(),
+            fastrand::u32(..)
+        );
         let connection = ConnectionWatch::new();
         let co = crate::connection::connect_options(&opts, &host_id, connection.clone());
         let client = co

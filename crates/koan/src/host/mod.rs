@@ -11,6 +11,7 @@ mod environment;
 mod exit;
 mod handle;
 mod lifecycle;
+mod machine;
 mod restart;
 mod signals;
 mod supervisor;
@@ -29,6 +30,7 @@ pub use exit::HostExit;
 pub use handle::HostHandle;
 pub(crate) use handle::timed_health;
 pub(crate) use lifecycle::in_startup;
+pub use machine::machine_name;
 
 use crate::clock::Clock;
 use crate::error::Result;

@@ -89,7 +89,7 @@ impl JobRunner {
             store_health: super::store_health::StoreHealth::default(),
             running: AtomicUsize::new(0),
             in_hand: super::shutdown::InHand::default(),
-            instance: format!("{}-{}", hostname(), std::process::id()),
+            instance: format!("{}-{}", crate::host::machine_name(), std::process::id()),
         }
     }
 
@@ -115,13 +115,6 @@ impl JobRunner {
             .get(action)
             .map_or_else(RetryPolicy::default, |e| e.retry)
     }
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_owned())
 }
 
 /// Services of this host that can run jobs.
