@@ -64,6 +64,54 @@ impl ConnectionWatch {
     }
 }
 
+/// The servers `koan.nats.url` lists, comma-separated (blanks around them and
+/// empty entries skipped): the client tries each until one answers, and knows
+/// the others when it reconnects. A bad entry is a `Config` error naming it.
+pub(crate) fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, koan::Error> {
+    let addrs = url
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry.parse().map_err(|e| {
+                koan::Error::new(
+                    koan::error::ErrorKind::Config,
+                    format!(
+                        "`{entry}` in `koan.nats.url` ({url}) is not a NATS server's address: {e}"
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(koan::Error::new(
+            koan::error::ErrorKind::Config,
+            format!("`koan.nats.url` (`{url}`) names no server"),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// The server a client connected through `url` is on, for messages: `url` when
+/// it names one; of a list, the server's address as it announced it (its name
+/// when it listens on every interface) and the list.
+pub(crate) fn server_named(url: &str, info: &async_nats::ServerInfo) -> String {
+    if !url.contains(',') {
+        return url.to_owned();
+    }
+    let unspecified = info
+        .host
+        .parse::<std::net::IpAddr>()
+        .map_or(info.host.is_empty(), |ip| ip.is_unspecified());
+    if unspecified {
+        format!("server `{}` of {url}", info.server_name)
+    } else if info.host.contains(':') {
+        format!("nats://[{}]:{} (of {url})", info.host, info.port)
+    } else {
+        format!("nats://{}:{} (of {url})", info.host, info.port)
+    }
+}
+
 /// Times the client said a subscription of this process was a slow consumer.
 static SLOW: koan::transport::Sparse = koan::transport::Sparse::new();
 
@@ -120,4 +168,44 @@ pub(crate) fn connect_options(
         co = co.add_client_certificate(cert.clone(), key.clone());
     }
     co
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_servers_is_split_and_a_bad_entry_named() {
+        let addrs = server_addrs(" nats://127.0.0.1:5101, ,127.0.0.1:5102,")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(addrs.len(), 2);
+        let e =
+            server_addrs("nats://127.0.0.1:5101,nats://127.0.0.1:port").expect_err("a bad port");
+        assert!(e.message().contains("`nats://127.0.0.1:port`"), "{e}");
+        assert!(server_addrs(" , ").is_err());
+    }
+
+    #[test]
+    fn a_list_names_the_server_connected_to() {
+        let info = async_nats::ServerInfo {
+            host: "127.0.0.1".to_owned(),
+            port: 5102,
+            server_name: "n2".to_owned(),
+            ..Default::default()
+        };
+        assert_eq!(server_named("nats://a:1", &info), "nats://a:1");
+        let list = "nats://127.0.0.1:5101,nats://127.0.0.1:5102";
+        assert_eq!(
+            server_named(list, &info),
+            format!("nats://127.0.0.1:5102 (of {list})")
+        );
+        let everywhere = async_nats::ServerInfo {
+            host: "0.0.0.0".to_owned(),
+            ..info
+        };
+        assert_eq!(
+            server_named(list, &everywhere),
+            format!("server `n2` of {list}")
+        );
+    }
 }

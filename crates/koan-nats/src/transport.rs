@@ -96,9 +96,12 @@ pub(crate) fn unavailable(what: impl std::fmt::Display) -> Error {
 }
 
 impl NatsTransport {
-    /// Connects and makes sure the streams and buckets exist. An unreachable server
-    /// or wrong credentials are a `ServiceUnavailable` error naming the URL.
+    /// Connects to one of the servers `opts.url` lists and makes sure the streams
+    /// and buckets exist. An unreachable server or wrong credentials are a
+    /// `ServiceUnavailable` error naming the URL; an entry that is no address, a
+    /// `Config` error naming it.
     pub async fn connect(opts: NatsOptions) -> Result<Self, Error> {
+        let servers = crate::connection::server_addrs(&opts.url)?;
         // The machine first, so that an operator reading an instance or a job's
         // attempt knows where it ran (it was `pid-random` alone; a probe).
         let host_id = format!(
@@ -110,7 +113,7 @@ impl NatsTransport {
         let connection = ConnectionWatch::new();
         let co = crate::connection::connect_options(&opts, &host_id, connection.clone());
         let client = co
-            .connect(opts.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| unavailable(format!("cannot connect to NATS at {}: {e}", opts.url)))?;
         let js = jetstream::new(client.clone());
@@ -199,9 +202,15 @@ impl NatsTransport {
         &self.inner.client
     }
 
-    /// The URL this transport connected to.
+    /// The URL (or comma-separated URLs) this transport was given.
     pub fn url(&self) -> &str {
         &self.inner.opts.url
+    }
+
+    /// The server this transport is connected to (or was last), for messages:
+    /// the URL when it names one server; of a list, the one the client is on.
+    pub fn server(&self) -> String {
+        crate::connection::server_named(&self.inner.opts.url, &self.inner.client.server_info())
     }
 
     /// Whether the connection to the server is up now.

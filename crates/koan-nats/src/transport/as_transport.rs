@@ -194,7 +194,7 @@ impl Transport for NatsTransport {
         {
             return Some(HealthReport::degraded(format!(
                 "connected to NATS at {}, but {refused}",
-                self.inner.opts.url
+                self.server()
             )));
         }
         let failing = self
@@ -207,16 +207,16 @@ impl Transport for NatsTransport {
         if let Some(why) = failing.filter(|_| connected) {
             return Some(HealthReport::degraded(format!(
                 "connected to NATS at {}, but this host's last heartbeat failed ({why}): if they keep failing for three periods the cluster takes it for gone, and calls and jobs for its services go elsewhere or fail",
-                self.inner.opts.url
+                self.server()
             )));
         }
         Some(match self.connection_state() {
             ConnectionState::Connected if self.view_behind() => HealthReport::degraded(format!(
                 "connected to NATS at {}, but this host's own heartbeat has not come back through the registry for three periods: the cluster sees it as gone (its heartbeats fail, or it was paused); listings are the last known view",
-                self.inner.opts.url
+                self.server()
             )),
             ConnectionState::Connected => {
-                HealthReport::healthy(format!("connected to NATS at {}", self.inner.opts.url))
+                HealthReport::healthy(format!("connected to NATS at {}", self.server()))
             }
             _ => HealthReport::degraded(format!(
                 "disconnected from NATS at {}; reconnecting (calls to other instances fail, listings are the last known view)",
