@@ -70,6 +70,7 @@ mod record_outcome;
 mod records;
 mod registry;
 mod remote_events;
+mod replicas;
 mod routes;
 mod routing;
 mod run_record;

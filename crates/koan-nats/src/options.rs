@@ -74,6 +74,13 @@ pub struct NatsOptions {
     /// still have room. Set it under the server's `max_file_store`, less what
     /// other streams on the server may take. The latest host to start sets it.
     pub storage_budget_bytes: Option<u64>,
+    /// How many servers keep a copy of each of koan's streams and buckets (1 to 5;
+    /// `None`, the default, chooses: 1 on a single server, on a cluster as many as
+    /// it has servers up when the host connects, at most 3). With one copy, the
+    /// server holding it down meant every enqueue refused ("no stream found") and
+    /// its lost store meant accepted jobs lost. Streams made with fewer are raised
+    /// to it when a host starts (a configured count also lowers them).
+    pub replicas: Option<usize>,
     /// JetStream storage in memory instead of files (tests).
     pub memory_storage: bool,
 }
@@ -93,6 +100,7 @@ impl std::fmt::Debug for NatsOptions {
             .field("heartbeat", &self.heartbeat)
             .field("lease", &self.lease)
             .field("max_deliver", &self.max_deliver)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +127,7 @@ impl Default for NatsOptions {
             dead_letter_retention: Duration::from_secs(7 * 24 * 3600),
             dead_letter_max_bytes: 256 * 1024 * 1024,
             storage_budget_bytes: None,
+            replicas: None,
             memory_storage: false,
         }
     }
@@ -126,6 +135,9 @@ impl Default for NatsOptions {
 
 /// The least `storage_budget_mb` (its smallest share is then some 160 KiB).
 const MIN_BUDGET_MB: u64 = 16;
+
+/// The most copies of a stream nats-server keeps.
+const MAX_REPLICAS: u64 = 5;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +163,7 @@ struct Section {
     dead_letter_retention_hours: Option<u64>,
     dead_letter_max_mb: Option<u64>,
     storage_budget_mb: Option<u64>,
+    replicas: Option<u64>,
 }
 
 impl NatsOptions {
@@ -166,7 +179,8 @@ impl NatsOptions {
     /// `tls_required`, `tls_ca_file`, `tls_client_cert`/`tls_client_key`,
     /// `default_request_timeout_seconds`, `heartbeat_ms`, `lease_ms`, `max_deliver`,
     /// `ack_wait_seconds`, `watch_idle_seconds`, `outcome_ttl_seconds`, `view_max_records`,
-    /// `view_max_mb`, `dead_letter_retention_hours`, `dead_letter_max_mb`, `storage_budget_mb`.
+    /// `view_max_mb`, `dead_letter_retention_hours`, `dead_letter_max_mb`, `storage_budget_mb`,
+    /// `replicas`.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
         let s: Section = config.section("koan.nats")?;
         let mut o = NatsOptions::default();
@@ -244,6 +258,20 @@ impl NatsOptions {
             }
             o.storage_budget_bytes = Some(mb.saturating_mul(1024 * 1024));
         }
+        if let Some(n) = s.replicas {
+            if !(1..=MAX_REPLICAS).contains(&n) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "configuration value {} is {n}: `koan.nats.replicas` must be 1 to {MAX_REPLICAS} (how many servers keep a copy of each stream; leave it out to choose by the cluster's size)",
+                        config
+                            .origin("koan.nats.replicas")
+                            .unwrap_or_else(|| "`koan.nats.replicas`".to_owned())
+                    ),
+                ));
+            }
+            o.replicas = usize::try_from(n).ok();
+        }
         Ok(o)
     }
 }
@@ -276,6 +304,7 @@ mod tests {
             dead_letter_retention_hours = 48
             dead_letter_max_mb = 64
             storage_budget_mb = 900
+            replicas = 3
             "#,
         )?;
         assert_eq!(o.url, "nats://10.0.0.1:4222");
@@ -291,6 +320,12 @@ mod tests {
         assert_eq!(o.dead_letter_retention, Duration::from_secs(48 * 3600));
         assert_eq!(o.dead_letter_max_bytes, 64 * 1024 * 1024);
         assert_eq!(o.storage_budget_bytes, Some(900 * 1024 * 1024));
+        assert_eq!(o.replicas, Some(3));
+        for wrong in ["0", "6"] {
+            let e = read(&format!("[koan.nats]\nreplicas = {wrong}\n")).expect_err("out of bounds");
+            assert!(e.message().contains("`koan.nats.replicas` in test"), "{e}");
+            assert!(e.message().contains("must be 1 to 5"), "{e}");
+        }
         let e = read("[koan.nats]\nstorage_budget_mb = 4\n").expect_err("too small");
         assert!(e.message().contains("at least 16"), "{e}");
         // The value named as written, and where it came from.

@@ -7,6 +7,7 @@ use async_nats::jetstream::{self, kv, stream};
 use koan::Error;
 
 use crate::options::NatsOptions;
+use crate::replicas::Replicas;
 use crate::subjects;
 use crate::transport::unavailable;
 
@@ -14,8 +15,12 @@ use crate::transport::unavailable;
 /// (kept for `dead_letter_retention` and up to `dead_letter_max_bytes`, the
 /// oldest dropped first: a poison source cannot fill the server's storage, which
 /// the work queue shares), and the server's advisories of work it will deliver
-/// no more, until answered (one a stranded job).
-pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) -> Result<(), Error> {
+/// no more, until answered (one a stranded job). Each kept on `replicas` servers.
+pub(crate) async fn work_streams(
+    js: &jetstream::Context,
+    opts: &NatsOptions,
+    replicas: Replicas,
+) -> Result<(), Error> {
     for (name, subject) in [
         (subjects::WORK_STREAM, subjects::WORK_SUBJECTS),
         (subjects::DELAYED_STREAM, subjects::DELAYED_SUBJECTS),
@@ -33,6 +38,7 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
             retention,
             storage: storage(opts),
             duplicate_window: Duration::from_secs(120),
+            num_replicas: replicas.count(),
             ..Default::default()
         };
         // Its share of `storage_budget_mb`, if any (see `storage.rs`). Full, it
@@ -71,6 +77,8 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
                 "the server's JetStream storage cannot reserve this stream's share of `koan.nats.storage_budget_mb`: set the budget under the server's `max_file_store` (`max_memory_store`), less what other streams reserve".to_owned()
             } else if short {
                 "the server's JetStream storage is full or too small (see its `max_file_store` / `max_memory_store`)".to_owned()
+            } else if let Some(copies) = replicas.refused(&text) {
+                copies
             } else {
                 "is the server started with -js?".to_owned()
             };
@@ -81,7 +89,13 @@ pub(crate) async fn work_streams(js: &jetstream::Context, opts: &NatsOptions) ->
         // Made by a host with other limits: this host's apply (the latest to
         // start sets them, as for the consumers' settings). The dead letters'
         // always; the others' when a budget is set.
-        let had = made.cached_info().config.clone();
+        // Boxed, as in `bucket`.
+        let had = Box::pin(crate::replicas::keep(
+            js,
+            made.cached_info().config.clone(),
+            replicas,
+        ))
+        .await;
         if name != subjects::DLQ_STREAM {
             config.max_bytes =
                 not_below_held(config.max_bytes, made.cached_info().state.bytes, name);
@@ -208,20 +222,23 @@ fn storage(opts: &NatsOptions) -> stream::StorageType {
     }
 }
 
-/// Every stream and bucket the transport uses, made if missing: the work streams,
-/// then the buckets of the registry, outcomes, leases, job records and cancels.
+/// Every stream and bucket the transport uses, made if missing, each kept on
+/// `replicas` servers: the work streams, then the buckets of the registry,
+/// outcomes, leases, job records and cancels.
 pub(crate) async fn all(
     js: &jetstream::Context,
     opts: &NatsOptions,
+    replicas: Replicas,
 ) -> Result<[kv::Store; 5], Error> {
-    work_streams(js, opts).await?;
+    work_streams(js, opts, replicas).await?;
+    let made = async |name, max_age| bucket(js, name, max_age, opts, replicas).await;
     Ok([
-        bucket(js, subjects::REGISTRY_BUCKET, opts.heartbeat * 5, opts).await?,
-        bucket(js, subjects::OUTCOMES_BUCKET, opts.outcome_ttl, opts).await?,
-        bucket(js, subjects::LEASES_BUCKET, opts.lease, opts).await?,
+        made(subjects::REGISTRY_BUCKET, opts.heartbeat * 5).await?,
+        made(subjects::OUTCOMES_BUCKET, opts.outcome_ttl).await?,
+        made(subjects::LEASES_BUCKET, opts.lease).await?,
         // Records are kept as long as outcomes.
-        bucket(js, subjects::JOBS_BUCKET, opts.outcome_ttl, opts).await?,
-        bucket(js, subjects::CANCELS_BUCKET, opts.outcome_ttl, opts).await?,
+        made(subjects::JOBS_BUCKET, opts.outcome_ttl).await?,
+        made(subjects::CANCELS_BUCKET, opts.outcome_ttl).await?,
     ])
 }
 
@@ -234,6 +251,7 @@ pub(crate) async fn all(
 pub(crate) async fn recreate_on_reconnect(
     js: jetstream::Context,
     opts: NatsOptions,
+    replicas: Replicas,
     mut state: tokio::sync::watch::Receiver<crate::ConnectionState>,
 ) {
     while state.changed().await.is_ok() {
@@ -241,7 +259,7 @@ pub(crate) async fn recreate_on_reconnect(
             continue;
         }
         for wait in [1, 2, 4, 8] {
-            match all(&js, &opts).await {
+            match all(&js, &opts, replicas).await {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not make the streams again after reconnecting; trying again");
@@ -254,12 +272,13 @@ pub(crate) async fn recreate_on_reconnect(
 
 /// A KV bucket, created through its stream so that servers from 2.9 on accept it
 /// (the client's own `create_key_value` first asks for account details that older
-/// servers answer in a shape it cannot read).
-pub(crate) async fn bucket(
+/// servers answer in a shape it cannot read). Kept on `replicas` servers.
+async fn bucket(
     js: &jetstream::Context,
     name: &str,
     max_age: Duration,
     opts: &NatsOptions,
+    replicas: Replicas,
 ) -> Result<kv::Store, Error> {
     let made = js
         .get_or_create_stream(stream::Config {
@@ -272,7 +291,7 @@ pub(crate) async fn bucket(
             deny_delete: true,
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
-            num_replicas: 1,
+            num_replicas: replicas.count(),
             max_bytes: crate::storage::max_bytes(opts, name),
             ..Default::default()
         })
@@ -285,14 +304,23 @@ pub(crate) async fn bucket(
     let made = made.map_err(|e| {
             let text = e.to_string();
             let hint = if text.contains("insufficient storage") && opts.storage_budget_bytes.is_some() {
-                " (the server cannot reserve its share of `koan.nats.storage_budget_mb`: set the budget under the server's `max_file_store`, less what other streams reserve)"
+                " (the server cannot reserve its share of `koan.nats.storage_budget_mb`: set the budget under the server's `max_file_store`, less what other streams reserve)".to_owned()
+            } else if let Some(copies) = replicas.refused(&text) {
+                format!(" ({copies})")
             } else {
-                ""
+                String::new()
             };
             unavailable(format!("cannot create the KV bucket `{name}`{hint}: {text}"))
         })?;
     // Its share of a budget set since it was made (its age stays, below).
-    let had = made.cached_info().config.clone();
+    // Boxed: a change of copies (rare) waits for the stream to settle, and that
+    // future inline made every connect's larger (a test's stack overflowed).
+    let had = Box::pin(crate::replicas::keep(
+        js,
+        made.cached_info().config.clone(),
+        replicas,
+    ))
+    .await;
     let share = not_below_held(
         crate::storage::max_bytes(opts, name),
         made.cached_info().state.bytes,

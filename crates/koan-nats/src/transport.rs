@@ -117,8 +117,9 @@ impl NatsTransport {
             .await
             .map_err(|e| unavailable(format!("cannot connect to NATS at {}: {e}", opts.url)))?;
         let js = jetstream::new(client.clone());
+        let replicas = crate::replicas::Replicas::choose(&opts, &client.server_info());
         let [registry, outcomes, leases, records, cancels] =
-            crate::streams::all(&js, &opts).await?;
+            crate::streams::all(&js, &opts, replicas).await?;
         let cancel_watch = Arc::new(crate::cancels::CancelWatch::new(&cancels));
         let jobs_view = Arc::new(crate::jobs_view::JobsView::new(&opts, &records));
 
@@ -128,7 +129,12 @@ impl NatsTransport {
         let view = Arc::new(crate::view::RegistryView::new(forget));
         let dropped = CancellationToken::new();
         tokio::spawn(dropped.clone().run_until_cancelled_owned(
-            crate::streams::recreate_on_reconnect(js.clone(), opts.clone(), connection.subscribe()),
+            crate::streams::recreate_on_reconnect(
+                js.clone(),
+                opts.clone(),
+                replicas,
+                connection.subscribe(),
+            ),
         ));
         let follower = crate::view::follow(registry.clone(), Arc::clone(&view));
         tokio::spawn(dropped.clone().run_until_cancelled_owned(follower));

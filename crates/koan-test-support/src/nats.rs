@@ -14,6 +14,9 @@ use koan_nats::{NatsOptions, NatsTransport, Node};
 
 use crate::{TempDir, eventually, free_port, within};
 
+mod cluster;
+pub use cluster::NatsCluster;
+
 /// The `nats-server` binary: `$NATS_SERVER`, else on `PATH`, else Debian's place.
 pub fn nats_server_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
@@ -36,6 +39,9 @@ pub struct NatsServer {
     dir: TempDir,
     /// Where the current run's output starts in `server.log`.
     log_from: usize,
+    /// Arguments beyond JetStream, the address, the port and the store (a
+    /// cluster member's name and routes).
+    args: Vec<String>,
 }
 
 /// Why a start failed.
@@ -54,6 +60,7 @@ impl NatsServer {
             port: 0,
             dir: TempDir::new("koan-nats-test"),
             log_from: 0,
+            args: Vec::new(),
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -82,6 +89,7 @@ impl NatsServer {
             .arg(self.port.to_string())
             .arg("-sd")
             .arg(&store)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.0)
             .stderr(log.1)
