@@ -6,8 +6,8 @@
 //! - `http`: a host served on a loopback port with a client for it (`http::Api`),
 //!   the services the control-plane tests serve, and raw HTTP/1.1 over a socket
 //!   (`raw`) for what a client library would hide;
-//! - `nats`: a real `nats-server` with JetStream on a free port (`nats::NatsServer`),
-//!   the fast options of the tests (`nats::test_options`), a host joined to it
+//! - `nats`: a real `nats-server` with JetStream on a free port (`nats::NatsServer`)
+//!   or three in a JetStream cluster (`nats::NatsCluster`), the fast options of the tests (`nats::test_options`), a host joined to it
 //!   (`nats::Member`) and a wait for a service to be announced (`nats::announced`);
 //! - [`services`]: the periodic service of the control-plane tests, which records
 //!   what it was asked to run;
