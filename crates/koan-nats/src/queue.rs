@@ -53,7 +53,7 @@ async fn consume_once(
     service: &str,
     slots: &Arc<Semaphore>,
 ) -> crate::streams::ConsumerResult {
-    let stream = t.inner.js.get_stream(subjects::WORK_STREAM).await?;
+    let stream = crate::streams::work_stream_made_again(t).await?;
     let name = subjects::work_consumer(service);
     let consumer = crate::streams::pull_consumer(
         &stream,

@@ -136,7 +136,7 @@ impl Refusals {
             // node down with the only copy of the work stream).
             Refused::NoStream => {
                 return Some(format!(
-                    "the broker could not store {what} {}s ago ({words}): the server holding its stream is unreachable (a cluster node down with the stream's only copy: see `koan.nats.replicas`) — new jobs are refused until it is back",
+                    "the broker could not store {what} {}s ago ({words}): the server holding its stream is unreachable (a cluster node down with the stream's only copy: see `koan.nats.replicas`), or the stream was deleted (made again by the next consumer's retry) — new jobs are refused until it is back",
                     ago.as_secs()
                 ));
             }
@@ -159,7 +159,9 @@ impl Refusals {
 /// Whether a publish's error is JetStream having no stream for its subject: the
 /// stream's server is down (or the stream was deleted).
 pub(crate) fn no_stream(error: &str) -> bool {
-    error.contains("no stream found") || error.contains("no responders")
+    error.contains("no stream found")
+        || error.contains("stream not found")
+        || error.contains("no responders")
 }
 
 /// How full (in hundredths of its share) the outcomes' or records' bucket may be

@@ -9,7 +9,7 @@ use koan::Error;
 use crate::options::NatsOptions;
 use crate::replicas::Replicas;
 use crate::subjects;
-use crate::transport::unavailable;
+use crate::transport::{NatsTransport, unavailable};
 
 /// The durable work queue, the delayed jobs waiting for it, the dead letters
 /// (kept for `dead_letter_retention` and up to `dead_letter_max_bytes`, the
@@ -183,6 +183,28 @@ pub(crate) async fn pull_consumer(
 /// The error of [`pull_consumer`].
 pub(crate) type ConsumerError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The work stream, made again (with the other work streams) if it is gone while
+/// the connection stays up: deleted, or its server's store wiped and the server
+/// back before the client noticed. Only a reconnect made it again, so every
+/// enqueue was refused for good, and each consumer warned twice a second (a
+/// re-probe).
+pub(crate) async fn work_stream_made_again(
+    t: &NatsTransport,
+) -> Result<stream::Stream, ConsumerError> {
+    let js = &t.inner.js;
+    match js.get_stream(subjects::WORK_STREAM).await {
+        Ok(s) => Ok(s),
+        Err(e) if crate::storage::no_stream(&e.to_string()) => {
+            tracing::warn!(stream = subjects::WORK_STREAM, error = %e, "the work stream is gone though the connection is up (deleted, or its server's store lost): made again");
+            let replicas =
+                crate::replicas::Replicas::choose(&t.inner.opts, &t.inner.client.server_info());
+            work_streams(js, &t.inner.opts, replicas).await?;
+            Ok(js.get_stream(subjects::WORK_STREAM).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// What a pull consumer's loop ends with: an error to log before it starts again.
 pub(crate) type ConsumerResult = Result<(), ConsumerError>;
 
@@ -199,18 +221,28 @@ pub(crate) async fn consume_until_stopped<F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = ConsumerResult>,
 {
+    // Half a second after an error, doubled while they follow one another, up to
+    // 8 s: a consumer failing for good warned twice a second (a re-probe).
+    const FIRST: Duration = Duration::from_millis(500);
+    let mut pause = FIRST;
     loop {
+        let began = tokio::time::Instant::now();
         let result = tokio::select! {
             _ = host.stopping() => return,
             r = once() => r,
         };
+        // A loop that ran a while before it ended starts again at once's pause.
+        if began.elapsed() > Duration::from_secs(10) {
+            pause = FIRST;
+        }
         if let Err(e) = result {
-            tracing::warn!(service = %service, error = %e, "{what} consumer interrupted; retrying");
+            tracing::warn!(service = %service, error = %e, retry_in = ?pause, "{what} consumer interrupted; retrying");
         }
         tokio::select! {
             _ = host.stopping() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
+        pause = (pause * 2).min(Duration::from_secs(8));
     }
 }
 
