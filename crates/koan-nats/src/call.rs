@@ -288,10 +288,17 @@ impl NatsTransport {
         {
             return Err(e);
         }
-        let subject = subjects::action(&call.service, &call.action);
+        let subject = async_nats::Subject::from(subjects::action(&call.service, &call.action));
         let h = call_headers(&call, call.timeout, true);
-        self.request(subject, h, body.slice(params..), timeout, &what)
-            .await
+        // Said with the call's timeout; its answer waited for a margin longer.
+        let wait = timeout
+            + call
+                .timeout
+                .map_or(Duration::ZERO, koan::transport::reply_margin);
+        let sent = self
+            .send(subject.clone(), h, body.slice(params..), Some(wait))
+            .await;
+        answer(sent, &subject, timeout, &what)
     }
 }
 

@@ -211,6 +211,12 @@ pub(crate) async fn call_chosen(
 ) -> Option<Result<Value, Error>> {
     let heartbeat = t.inner.opts.heartbeat;
     let deadline = tokio::time::Instant::now() + timeout;
+    // Its answer waited for a margin past the deadline when the call gives its
+    // timeout to the instance (see `reply_margin`).
+    let answered_by = deadline
+        + call
+            .timeout
+            .map_or(Duration::ZERO, koan::transport::reply_margin);
     // The caller's own timeout, less what earlier attempts used.
     let mut call_timeout = call.timeout;
     // The call's id on its body's first line when it is plain: the call then
@@ -226,7 +232,7 @@ pub(crate) async fn call_chosen(
         let headers = call_headers(call, call_timeout, !lead);
         let send = t.send(subject.clone(), headers, body.clone(), None);
         tokio::pin!(send);
-        let timer = tokio::time::sleep_until(deadline.min(now + heartbeat));
+        let timer = tokio::time::sleep_until(answered_by.min(now + heartbeat));
         tokio::pin!(timer);
         let sent = loop {
             tokio::select! {
@@ -234,11 +240,11 @@ pub(crate) async fn call_chosen(
                 r = &mut send => break Some(r),
                 () = &mut timer => {
                     let now = tokio::time::Instant::now();
-                    if now >= deadline {
+                    if now >= answered_by {
                         break Some(Err(RequestErrorKind::TimedOut.into()));
                     }
                     if live(t, host) || t.view_behind() {
-                        timer.as_mut().reset(deadline.min(now + heartbeat));
+                        timer.as_mut().reset(answered_by.min(now + heartbeat));
                         continue;
                     }
                     let left = deadline.saturating_duration_since(now);

@@ -127,6 +127,14 @@ async fn a_call_given_up_in_the_queue_is_said_not_started_and_frees_its_place() 
     );
     let status = probe.host.status("Narrow")?;
     assert_eq!(status.queue_depth, 0, "{status:?}");
+    // Never run, so no failure of the service: it was counted one, as a call that
+    // ran and timed out (a re-probe).
+    let history = probe.host.history("Narrow")?;
+    assert_eq!(
+        (history.actions_succeeded, history.actions_failed),
+        (3, 0),
+        "the held call and the two queued ones succeeded; the one given up is no failure"
+    );
     Ok(koan::testing::stop(&probe.host).await?)
 }
 

@@ -381,8 +381,11 @@ pub(super) fn remote(
     // action … did not answer within 500ms" beside the others' wording).
     let action = call.action.clone();
     let fut = Arc::clone(transport).call_shared(call);
+    // Past the transport's own wait for the instance's answer (its timeout and a
+    // reply margin): the instance's "did not start" comes back in it.
+    let backstop = t + crate::transport::reply_margin(t) + std::time::Duration::from_millis(100);
     StepFut::Boxed(Box::pin(async move {
-        let value = tokio::time::timeout(t, fut).await.map_err(|_| {
+        let value = tokio::time::timeout(backstop, fut).await.map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
                 format!(

@@ -49,6 +49,12 @@ impl ActionMetrics {
         }
     }
 
+    /// An action that never ran (see `worker::never_started`): no duration.
+    pub(crate) fn record_unstarted(&self, outcome: Outcome, queued: f64) {
+        self.outcomes[outcome as usize].increment(1);
+        self.queue_wait.record(queued);
+    }
+
     pub(crate) fn record(&self, outcome: Outcome, run: f64, queued: f64) {
         self.outcomes[outcome as usize].increment(1);
         self.duration.record(run);

@@ -96,7 +96,7 @@ impl Run {
         // Its caller gave up on it at its deadline, and was told it never started.
         if job.claim.as_ref().is_some_and(|c| c.given_up()) {
             job.answered = true;
-            finished(&job, cell, Outcome::Timeout, 0.0, queued, started);
+            super::worker::never_started(&job, cell);
             return Run::Ready(None);
         }
         // Only a job with a deadline reads tokio's clock (see `Moment`).
@@ -104,7 +104,7 @@ impl Run {
             && Instant::now() >= deadline
         {
             let e = job.not_started_error(cell);
-            finished(&job, cell, Outcome::Timeout, 0.0, queued, started);
+            super::worker::never_started(&job, cell);
             return Run::Ready(answer(&mut job, Err(e)));
         }
         // A caller that already gave up (it stopped waiting, e.g. an HTTP client that

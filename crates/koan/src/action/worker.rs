@@ -112,6 +112,17 @@ pub(super) fn finished(
         .action_finished(cell.spec.clock.unix_secs_at(now), failed);
 }
 
+/// Counts a call whose deadline passed before any worker took it (its caller was
+/// told it did not start): a `timeout` in `koan_actions_total`, its whole timeout
+/// as its queue time, and no run. It was logged "timed out … before it finished",
+/// given a run of 0 s and counted a failure of its service, as a call that ran
+/// (a re-probe: 240 of 270 such warnings were for calls that never started).
+pub(super) fn never_started(job: &Job, cell: &ServiceCell) {
+    let waited = job.timeout.map_or(0.0, |t| t.get().as_secs_f64());
+    metrics(job, cell).record_unstarted(Outcome::Timeout, waited);
+    tracing::debug!(service = %cell.spec.name, action = %job.entry(cell).name, correlation_id = %job.correlation.logged(), "action given up at its deadline before any worker took it: not run, its caller told so");
+}
+
 /// The metric handles of the job's action (resolved on its first run).
 fn metrics<'a>(job: &Job, cell: &'a ServiceCell) -> &'a ActionMetrics {
     let entry = job.entry(cell);
@@ -219,14 +230,7 @@ pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
         // a worker reaching it counts it.
         if job.claim.as_ref().is_some_and(|c| c.given_up()) {
             job.answered = true;
-            finished(
-                &job,
-                cell,
-                Outcome::Timeout,
-                0.0,
-                queued.as_secs_f64(),
-                moment(),
-            );
+            never_started(&job, cell);
             continue;
         }
         let e = Error::shutting_down(&format!(
