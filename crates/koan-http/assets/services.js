@@ -52,8 +52,10 @@ function overview(main) {
 
 function renderServices(tbody, sel) {
   const chosen = sel.value;
-  if (sel.options.length - 1 !== S.services.length) {
-    sel.replaceChildren(el("option", { value: "", text: "all services" }), ...S.services.map((s) => el("option", { value: s.name, text: s.name })));
+  // Each name once: in a cluster a service is listed once per host (a re-probe).
+  const names = [...new Set(S.services.map((s) => s.name))];
+  if (sel.options.length - 1 !== names.length) {
+    sel.replaceChildren(el("option", { value: "", text: "all services" }), ...names.map((n) => el("option", { value: n, text: n })));
     sel.value = chosen;
   }
   // Updated in place: each service's row is swapped for a fresh one only when what it
@@ -78,7 +80,7 @@ function renderServices(tbody, sel) {
     const name = s.remote ? el("div", { class: "name", text: s.name }) : el("a", { class: "name", href: "#/services/" + enc(s.name), text: s.name });
     const row = el("tr", { class: "row", "data-id": id, "data-service": s.name, "data-remote": s.remote ? "1" : null },
       el("td", { class: "first" }, name, s.description ? el("div", { class: "desc", text: s.description }) : null,
-        s.remote ? el("div", { class: "desc", text: "on host " + s.host }) : null),
+        s.remote ? el("div", { class: "desc", text: "on host " + s.host + (s.stale ? " · stale: its heartbeat is late, this is what it last announced" : "") }) : null),
       el("td", { "data-label": "kind", text: s.kind + (s.schedule ? " · " + s.schedule : "") }),
       el("td", { "data-label": "state", "data-field": "state", class: "state-" + s.state, text: s.state }),
       el("td", { "data-label": "health" }, el("span", { class: "badge " + s.health, "data-field": "health", text: s.health })),

@@ -419,7 +419,10 @@ async fn shutting_down_is_503() -> anyhow::Result<()> {
     let (status, body) = within("the queued request's answer", queued).await???;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let message = error_message(&body, "shutting_down")?;
-    assert!(message.contains("quick"), "{message}");
+    assert!(
+        message.contains("quick") && message.contains("was not started"),
+        "{message}"
+    );
 
     // The host is still draining (the held action runs): new requests are refused.
     refused(

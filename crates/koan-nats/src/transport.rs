@@ -102,6 +102,9 @@ impl NatsTransport {
     /// `Config` error naming it.
     pub async fn connect(opts: NatsOptions) -> Result<Self, Error> {
         let servers = crate::connection::server_addrs(&opts.url)?;
+        // Shown from the start at 0, so that an alert on its increase sees the
+        // first (a re-probe).
+        metrics::counter!("koan_jobs_ran_again_total").increment(0);
         // The machine first, so that an operator reading an instance or a job's
         // attempt knows where it ran (it was `pid-random` alone; a probe).
         let host_id = format!(

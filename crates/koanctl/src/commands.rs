@@ -145,25 +145,27 @@ async fn services(client: &Client, json: bool) -> anyhow::Result<()> {
             } else {
                 field(s, "state")
             };
+            let (runs, failures) = work(s);
             let mut row = vec![
                 field(s, "name"),
                 field(s, "kind"),
                 state,
                 field(s, "health"),
-                field(s, "runs"),
-                field(s, "failures"),
-                field(s, "queue_depth"),
+                runs,
+                failures,
+                // Waiting and running, as the dashboard's mailbox column.
+                (count(s, "queue_depth") + count(s, "in_flight")).to_string(),
                 output::time(s.get("next_run").unwrap_or(&Value::Null), 0),
             ];
             if clustered {
-                row.insert(
-                    1,
-                    if s["remote"] == true {
-                        field(s, "host")
-                    } else {
-                        "(this host)".to_owned()
-                    },
-                );
+                // A host that missed a heartbeat says so: its rows are the last it
+                // announced (a re-probe read a frozen host's rows as running).
+                let host = match (s["remote"] == true, s["stale"] == true) {
+                    (false, _) => "(this host)".to_owned(),
+                    (true, false) => field(s, "host"),
+                    (true, true) => format!("{} (stale)", field(s, "host")),
+                };
+                row.insert(1, host);
             }
             row
         })
@@ -175,6 +177,24 @@ async fn services(client: &Client, json: bool) -> anyhow::Result<()> {
         headers.insert(1, "HOST");
     }
     Ok(emit(&table(&headers, &rows))?)
+}
+
+/// A count field of a row, 0 when absent.
+fn count(s: &Value, key: &str) -> u64 {
+    s[key].as_u64().unwrap_or(0)
+}
+
+/// A service's runs and failures as the dashboard counts them: a background
+/// service's run lasts as long as the host, so its work is its actions (`koanctl
+/// services` said 0 runs, 0 failures for one that had handled 6; a re-probe).
+fn work(s: &Value) -> (String, String) {
+    if s["kind"] == "background" {
+        let (ok, failed) = (count(s, "actions_succeeded"), count(s, "actions_failed"));
+        let n = ok + failed;
+        let runs = format!("{n} action{}", if n == 1 { "" } else { "s" });
+        return (runs, (count(s, "failures") + failed).to_string());
+    }
+    (field(s, "runs"), field(s, "failures"))
 }
 
 async fn info(client: &Client, name: &str, json: bool) -> anyhow::Result<()> {

@@ -35,7 +35,9 @@ async fn services_table_and_json() -> anyhow::Result<()> {
             "background",
             "running",
             "healthy",
+            // A background service's work is its actions, as on the dashboard.
             "0",
+            "actions",
             "0",
             "0",
             "-"

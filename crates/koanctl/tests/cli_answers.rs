@@ -367,6 +367,9 @@ async fn services_in_a_cluster_name_each_rows_host() -> anyhow::Result<()> {
     let mut remote = row.clone();
     remote["remote"] = json!(true);
     remote["host"] = json!("other-4242");
+    remote["stale"] = json!(true);
+    remote["actions_succeeded"] = json!(5);
+    remote["actions_failed"] = json!(1);
     let both = json!([row.clone(), remote]);
     let fake = Fake::always(move || Reply::json(&both)).await?;
     let got = run(fake.url.as_str(), false, &["services"]).await?;
@@ -376,9 +379,11 @@ async fn services_in_a_cluster_name_each_rows_host() -> anyhow::Result<()> {
         "{out}"
     );
     assert!(
-        out.contains("other-4242") && out.contains("(this host)"),
+        out.contains("other-4242 (stale)") && out.contains("(this host)"),
         "{out}"
     );
+    // A background service's work is its actions, as on the dashboard.
+    assert!(out.contains("6 actions"), "{out}");
     let alone = json!([row]);
     let fake = Fake::always(move || Reply::json(&alone)).await?;
     let got = run(fake.url.as_str(), false, &["services"]).await?;

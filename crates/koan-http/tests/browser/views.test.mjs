@@ -88,7 +88,7 @@ test("in a cluster a service has one row per host, kept across refreshes, and a 
   });
   const page = await browser.newPage({ viewport: WIDE });
   await page.route("**/api/services", async (route) => {
-    const list = remote ? [...local, { ...translation, remote: true, host: "other-4242" }] : local;
+    const list = remote ? [...local, { ...translation, remote: true, host: "other-4242", stale: true }] : local;
     await route.fulfill({ json: list });
     served++;
     for (const [n, ok] of waiters) if (served >= n) ok();
@@ -98,8 +98,10 @@ test("in a cluster a service has one row per host, kept across refreshes, and a 
   await page.locator('tr.row[data-service="TranslationService"][data-remote="1"]').waitFor(WAIT);
   // Refreshed every 2 s: three more times, and still one row per host.
   await servedAtLeast(served + 3);
-  await page.waitForTimeout(0);
   assert.equal(await rows.count(), 2);
+  // Its host's heartbeat is late: said on its row; the filter names each service once.
+  assert.match(await page.locator('tr.row[data-service="TranslationService"][data-remote="1"] .desc').last().textContent(), /stale/);
+  assert.equal(await page.locator("#filter-service option").count(), local.length + 1);
   // The other host departs: its row goes.
   remote = false;
   await servedAtLeast(served + 2);

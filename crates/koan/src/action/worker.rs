@@ -233,11 +233,17 @@ pub(crate) fn refuse_all(cell: &ServiceCell, callers_only: bool) {
             never_started(&job, cell);
             continue;
         }
-        let e = Error::shutting_down(&format!(
-            "action `{}` of `{}`",
-            job.entry(cell).name,
-            cell.spec.name
-        ));
+        // Accepted and never started: said so, and that calling again is safe (it
+        // read "accepts no more work", as if refused; a re-probe).
+        let e = Error::new(
+            ErrorKind::ShuttingDown,
+            format!(
+                "action `{}` of `{}` was not started: the host is shutting down with it still waiting in the mailbox; calling again once the host is back, or on another instance, is safe",
+                job.entry(cell).name,
+                cell.spec.name
+            ),
+        )
+        .never_started();
         if let Some(m) = job.entry(cell).metrics.get() {
             m.record(Outcome::ShuttingDown, 0.0, queued.as_secs_f64());
         }
