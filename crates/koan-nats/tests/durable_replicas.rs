@@ -123,7 +123,12 @@ async fn the_work_streams_leader_killed_leaves_a_cluster_that_takes_jobs() -> an
     let second = enqueue(&client.host, "busy", 0u64).await;
     let second = second.map_err(|e| anyhow::anyhow!("with {leader} down: {e}"))?;
     let id = second.id().to_owned();
-    let outcome = within("the second job's outcome", second.outcome()).await;
+    // A failover's bound, not `within`'s 30 s: the worker's pull sent to the
+    // killed server ends only at its own timeout (10 s), and the outcomes'
+    // bucket and the client's watch of it may each be electing a leader too.
+    let outcome = tokio::time::timeout(Duration::from_secs(90), second.outcome())
+        .await
+        .map_err(|_| anyhow::anyhow!("the second job's outcome: none within 90 s"));
     if outcome.is_err() {
         // What the job came to, to tell a stalled worker from a lost outcome.
         let record = client.host.jobs().get(&id).await;
