@@ -7,13 +7,9 @@ use rusqlite::{Connection, MAIN_DB};
 
 use crate::codec::waiting_states;
 use crate::fail::{Failure, ResultExt};
-use crate::retention;
 
 /// The schema version this crate writes (`PRAGMA user_version`). Version 2 replaced
 /// version 1's `jobs_claim` index by the partial indexes below; the table is the same.
-/// The retention index and tally (`retention::schema`) came without a new version:
-/// an earlier koan-sqlite still reads and writes a file that has them, and SQLite
-/// keeps the tally whoever writes.
 const VERSION: i64 = 2;
 
 /// One row per job. The columns are what claims, listings, counts and retention
@@ -190,20 +186,6 @@ fn create(conn: &Connection) -> Result<(), Failure> {
     conn.execute_batch(TABLE).doing("create the schema")?;
     conn.execute_batch(&live_indexes())
         .doing("create the schema")?;
-    if !retention::in_place(conn)? {
-        // Once per file, in one transaction: the tally must start from the jobs
-        // as they are, with its triggers already counting the next change.
-        tracing::info!("building the job store's retention index (once)");
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .doing("create the retention index")?;
-        let created = conn
-            .execute_batch(&retention::schema())
-            .and_then(|()| conn.execute_batch("COMMIT"));
-        if let Err(e) = created {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(Failure::store("create the retention index", e));
-        }
-    }
     // Written only when it changes: a write at every open kept a host from starting
     // again on a full disk, which it had served through (reads, health, clear
     // refusals) until a restart (found by a probe).

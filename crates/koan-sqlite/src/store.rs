@@ -238,21 +238,46 @@ impl JobStore for SqliteJobStore {
         Box::pin(async move {
             let batch = retention::BATCH;
             let mut gone = 0;
+            // Which to forget is read by the reader; the writer forgets them by
+            // id, a batch a command, other writes going between (see
+            // `retention`).
             loop {
-                let n = self
-                    .call(move |conn| retention::forget_aged(conn, older_than, batch))
+                let ids = self
+                    .read(move |conn| retention::aged(conn, older_than, batch))
                     .await?;
+                let more = ids.len() == batch;
+                if ids.is_empty() {
+                    break;
+                }
+                let (n, _) = self.call(move |conn| retention::forget(conn, &ids)).await?;
                 gone += n;
-                if n < batch as u64 {
+                if !more || n == 0 {
                     break;
                 }
             }
-            loop {
-                let n = self
-                    .call(move |conn| retention::forget_oldest(conn, max_bytes, batch))
+            let weight = self.read(retention::final_weight).await?;
+            let mut excess = weight.saturating_sub(max_bytes);
+            while excess > 0 {
+                let oldest = self
+                    .read(move |conn| retention::oldest(conn, batch))
                     .await?;
+                // As many of the oldest as make up the excess.
+                let mut take = 0;
+                let mut ids = Vec::new();
+                for (id, w) in oldest {
+                    if take >= excess {
+                        break;
+                    }
+                    take += u64::try_from(w).unwrap_or(0);
+                    ids.push(id);
+                }
+                if ids.is_empty() {
+                    break;
+                }
+                let (n, bytes) = self.call(move |conn| retention::forget(conn, &ids)).await?;
                 gone += n;
-                if n < batch as u64 {
+                excess = excess.saturating_sub(bytes);
+                if n == 0 {
                     break;
                 }
             }

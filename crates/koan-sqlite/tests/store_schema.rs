@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TempDb, at, claim, job, ok, run_to};
+use common::{TempDb, at, claim, job};
 use koan::{error::ErrorKind, job::JobState, job::JobStore, job::NewJob};
 use rusqlite::Connection;
 
@@ -23,22 +23,9 @@ fn version(conn: &Connection) -> i64 {
         .expect("the schema version")
 }
 
-/// Takes the retention index and tally away, as a file of version 2 had none.
-fn without_retention(conn: &Connection) {
-    conn.execute_batch(
-        "DROP TRIGGER jobs_final_inserted;
-         DROP TRIGGER jobs_final_deleted;
-         DROP TRIGGER jobs_final_updated;
-         DROP TABLE jobs_final_weight;
-         DROP INDEX jobs_final;",
-    )
-    .expect("no retention index");
-}
-
 /// Turns the file into what version 1 wrote: the same table, its one claim index.
 fn downgrade_to_version_1(db: &TempDb) {
     let conn = Connection::open(db.path()).expect("a second connection");
-    without_retention(&conn);
     conn.execute_batch(
         "DROP INDEX jobs_waiting;
          DROP INDEX jobs_by_correlation;
@@ -91,7 +78,6 @@ async fn a_version_1_file_is_migrated_and_its_jobs_run() {
             "jobs_by_correlation",
             "jobs_by_service",
             "jobs_by_state",
-            "jobs_final",
             "jobs_leased",
             "jobs_waiting",
             "jobs_waiting_due"
@@ -169,35 +155,6 @@ async fn a_damaged_file_is_refused_at_open() {
         e.message().contains("it is damaged") && e.message().contains("backup"),
         "{e}"
     );
-}
-
-/// A file of version 2 gains the retention index and the tally of its final
-/// jobs' weight at its next open, the tally counting the jobs already there.
-#[tokio::test]
-async fn a_file_without_the_retention_index_gains_it_with_its_final_jobs_counted() {
-    let db = TempDb::new("schema-retention");
-    {
-        let store = db.open();
-        for now in [1_000, 2_000, 3_000] {
-            store.push(job("a", "x")).await.expect("push");
-            run_to(&store, "a", ok(), now).await;
-        }
-        store.push(job("a", "x")).await.expect("push");
-    }
-    let conn = Connection::open(db.path()).expect("a second connection");
-    without_retention(&conn);
-    drop(db.open());
-    let (tally, summed): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT bytes FROM jobs_final_weight),
-                    (SELECT SUM(weight) FROM jobs WHERE state = 'succeeded')",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .expect("the tally");
-    assert!(summed > 0);
-    assert_eq!(tally, summed);
-    assert_eq!(version(&conn), 2, "no new version");
 }
 
 /// A file this process may only read is refused at open, naming the file and the
