@@ -45,7 +45,8 @@ pub(crate) fn paths(paths: &mut Map<String, Value>, errors: &dyn Fn() -> Value) 
             "durable": { "type": "boolean" }, "store": { "type": "string" },
             "counts": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 } },
             "partial": { "type": "boolean", "description": "present (true) when the counts cover only part of the cluster's jobs (see the listing's `partial`)" },
-            "stale": { "type": "boolean", "description": "present (true) when the counts come from a view that is not current (see the listing's `stale`): the last known, which may be none at all" } } } } } }));
+            "stale": { "type": "boolean", "description": "present (true) when the counts come from a view that is not current (see the listing's `stale`): the last known, which may be none at all" },
+            "note": { "type": "string", "description": "present when `service` names no service this host runs or, as far as it knows, any other (the counts are of the jobs stored under that exact name: a renamed service's); also on the listing and on retry-dead" } } } } } }));
     }
     paths.insert("/api/jobs/counts".into(), json!({ "get": { "summary": "How many jobs are in each state", "parameters": [
         { "name": "service", "in": "query", "schema": { "type": "string", "minLength": 1, "maxLength": 200 } }

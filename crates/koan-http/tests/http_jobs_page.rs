@@ -106,8 +106,18 @@ async fn a_service_filter_in_any_case_finds_the_service_jobs() -> anyhow::Result
         let (_, counts) = call(api.get(&format!("/api/jobs/counts?service={spelling}"))).await?;
         assert_eq!(counts["counts"]["scheduled"], 2, "{spelling}: {counts}");
     }
-    // A name no service here has is kept as given (a renamed service's jobs).
+    // A name no service here has is kept as given (a renamed service's jobs),
+    // with a note that no service has it (a typo read as "no jobs"; a re-probe).
     let (_, none) = call(api.get("/api/jobs?service=Gone")).await?;
     assert_eq!(none["jobs"], serde_json::json!([]), "{none}");
+    for url in ["/api/jobs?service=Gone", "/api/jobs/counts?service=Gone"] {
+        let (_, body) = call(api.get(url)).await?;
+        let note = body["note"].as_str().unwrap_or_default();
+        assert!(note.contains("no service named `Gone`"), "{url}: {body}");
+    }
+    let (_, body) = call(api.post("/api/jobs/retry-dead?service=Gone")).await?;
+    assert!(body["note"].is_string(), "{body}");
+    let (_, known) = call(api.get("/api/jobs/counts?service=notes")).await?;
+    assert!(known.get("note").is_none(), "{known}");
     api.stop().await
 }

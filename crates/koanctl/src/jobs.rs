@@ -106,6 +106,7 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
                 &["retried"],
             )
             .await?;
+            noted(&body);
             if json {
                 return Ok(emit_json(&body)?);
             }
@@ -258,7 +259,11 @@ fn list_text(body: &Value, filters: &[(&str, Option<String>)]) -> String {
 /// A listing or counts printed, then, when the host said they are `stale`, a
 /// warning and exit 5: a script checking for dead jobs was told there were none,
 /// exit 0, while the cluster's records could not be read (a probe).
+///
+/// The host's `note` (a service filter naming no service it knows) is warned of
+/// on stderr first: a typo read as "no jobs" (a re-probe).
 fn stale(body: &Value) -> anyhow::Result<()> {
+    noted(body);
     if body["stale"] != true {
         return Ok(());
     }
@@ -266,6 +271,13 @@ fn stale(body: &Value) -> anyhow::Result<()> {
         "stale: the host could not read the cluster's current job records (its broker unreachable, or its view of them still catching up): what is printed is the last it knew, which may be nothing; try again".to_owned(),
     )
     .into())
+}
+
+/// Warns on stderr of the host's `note` on an answer, if any.
+fn noted(body: &Value) {
+    if let Some(note) = body["note"].as_str() {
+        eprintln!("warning: {}", crate::output::printable(note));
+    }
 }
 
 /// Said under a listing or counts that cover only part of the cluster's jobs.

@@ -390,3 +390,27 @@ async fn services_in_a_cluster_name_each_rows_host() -> anyhow::Result<()> {
     assert!(!got.ok().contains("HOST"), "{got:#?}");
     Ok(())
 }
+
+/// A host's `note` on a job listing, counts or `retry-dead` (its service filter
+/// names no service it knows) is a warning on stderr, the answer printed, exit 0:
+/// a typo read as "no jobs" (a re-probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_on_jobs_is_warned_of() -> anyhow::Result<()> {
+    let note = "no service named `Gone` runs on this host";
+    let counts =
+        json!({ "counts": { "dead": 0 }, "durable": true, "store": "sqlite", "note": note });
+    let retried = json!({ "retried": 0, "note": note });
+    for (args, body) in [
+        (&["jobs", "counts", "--service", "Gone"][..], counts),
+        (&["jobs", "retry-dead", "--service", "Gone"], retried),
+    ] {
+        let fake = Fake::always(move || Reply::json(&body)).await?;
+        let got = run(fake.url.as_str(), false, args).await?;
+        assert_eq!(got.code, Some(0), "{args:?}: {got:#?}");
+        assert!(
+            got.stderr.contains(&format!("warning: {note}")),
+            "{args:?}: {got:#?}"
+        );
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use koan::transport::HostLink as _;
 use koan::{job::JobQuery, job::JobState};
 use serde_json::json;
 
@@ -65,6 +66,28 @@ fn own_spelling<'a>(host: &'a koan::HostHandle, service: &'a str) -> &'a str {
     host.canonical_name(service).unwrap_or(service)
 }
 
+/// Said beside a listing, counts or `retry-dead` whose service filter names no
+/// service this host runs or, as far as it knows, any host of its cluster: a typo
+/// gave all zeros, an empty list and "retried 0", as if all were well (a
+/// re-probe). Not refused: a renamed service's jobs stay listable by its old name.
+async fn unknown_service(host: &koan::HostHandle, service: Option<&str>) -> Option<String> {
+    let s = service?;
+    if host.canonical_name(s).is_some() {
+        return None;
+    }
+    let elsewhere = host.instances().await.unwrap_or_default();
+    if elsewhere
+        .iter()
+        .any(|i| i.services.iter().any(|x| x.name.eq_ignore_ascii_case(s)))
+    {
+        return None;
+    }
+    Some(format!(
+        "no service named `{}` runs on this host or, as far as it knows, on any other: these are the jobs stored under that exact name (a renamed service's stay listable by it); check the name",
+        s.escape_debug()
+    ))
+}
+
 /// The query of `GET /api/jobs`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,9 +142,19 @@ pub(crate) async fn list(
     if let Some(service) = &q.service {
         q.service = Some(own_spelling(&state.host, service).to_owned());
     }
+    let note = unknown_service(&state.host, q.service.as_deref()).await;
     let mut page = state.host.jobs().list(q).await?;
     cut_to_bytes(&mut page, PAGE_BYTES);
-    Ok(Json(page).into_response())
+    let Some(note) = note else {
+        return Ok(Json(page).into_response());
+    };
+    match serde_json::to_value(&page) {
+        Ok(mut body) => {
+            body["note"] = json!(note);
+            Ok(Json(body).into_response())
+        }
+        Err(_) => Ok(Json(page).into_response()),
+    }
 }
 
 /// The most bytes of jobs one page of the listing holds: past it, the page ends
@@ -170,6 +203,9 @@ pub(crate) async fn counts(
     if counts.stale {
         body["stale"] = json!(true);
     }
+    if let Some(note) = unknown_service(&state.host, service).await {
+        body["note"] = json!(note);
+    }
     Ok(Json(body).into_response())
 }
 
@@ -213,5 +249,9 @@ pub(crate) async fn retry_dead(
 ) -> Result<Response, ApiError> {
     let service = service_filter(&state.host, &query)?;
     let n = state.host.jobs().retry_all_dead(service).await?;
-    Ok(Json(json!({ "retried": n })).into_response())
+    let mut body = json!({ "retried": n });
+    if let Some(note) = unknown_service(&state.host, service).await {
+        body["note"] = json!(note);
+    }
+    Ok(Json(body).into_response())
 }
