@@ -8,7 +8,7 @@
 mod common;
 
 use common::{Stopped, enqueue, holder_and_client};
-use koan_test_support::nats::NatsServer;
+use koan_test_support::nats::{NatsServer, transport_said};
 use koan_test_support::{wait_for, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,13 +34,9 @@ async fn jobs_refused_for_want_of_a_stream_are_said_in_health() -> anyhow::Resul
         "{refused}"
     );
 
-    let health = client.host.health().await;
-    let said = health
-        .transport
-        .and_then(|t| t.description)
-        .unwrap_or_default();
+    let said = transport_said(&client.host).await;
     assert_eq!(
-        health.status,
+        client.host.health().await.status,
         koan::health::HealthStatus::Degraded,
         "{said}"
     );
