@@ -40,20 +40,66 @@ pub(crate) struct RegistryView {
     /// Set once the watch delivered the bucket's contents: before that, the view
     /// cannot say that a service is unknown.
     synced: AtomicBool,
+    /// What every time above is read on.
+    clock: ViewClock,
 }
 
-/// An instance as last announced, with its heartbeat's time in milliseconds since
-/// the epoch: what a call's routing compares with the clock, read once a call
-/// ([`now_ms`]). Through `chrono` (its `Utc::now` and the cut-off's date
-/// arithmetic) they were ≈ 210 instructions of each routed call (B8, by callgrind).
+/// An instance as last announced, with when this host heard it on the view's
+/// clock ([`ViewClock`], in milliseconds): what a call's routing compares with
+/// the clock, read once a call. Through `chrono` (its `Utc::now` and the
+/// cut-off's date arithmetic) they were ≈ 210 instructions of each routed call
+/// (B8, by callgrind).
 #[derive(Debug)]
 struct Heard {
     at: i64,
     instance: Instance,
 }
 
-/// The clock now, in milliseconds since the epoch ([`crate::wire::unix_ms`]).
-fn now_ms() -> i64 {
+/// The view's clock, in milliseconds: the wall clock as it read when the view
+/// was made, advanced since by the monotonic clock. A step of the wall clock
+/// (a time sync, a VM resumed) moves neither the age of what was heard nor the
+/// window it is live in: read from the wall clock, a step forward of more than
+/// three heartbeats took every instance for gone until the next heartbeat, and a
+/// call was refused "no instance heard from" (CI saw one, in a test whose
+/// instance had announced itself under half a second before).
+#[derive(Debug)]
+struct ViewClock {
+    wall_ms: i64,
+    started: std::time::Instant,
+}
+
+impl Default for ViewClock {
+    fn default() -> Self {
+        ViewClock {
+            wall_ms: wall_ms(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl ViewClock {
+    fn now(&self) -> i64 {
+        let since = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.wall_ms.saturating_add(since)
+    }
+
+    /// When an entry the broker stored at `stored_ms` (its wall clock) was
+    /// heard, on this clock: as long ago as the wall clock says now, and not
+    /// after now.
+    fn heard_when_stored(&self, stored_ms: i64) -> i64 {
+        let age = wall_ms().saturating_sub(stored_ms).max(0);
+        self.now().saturating_sub(age)
+    }
+
+    /// The wall-clock time of `at`, a time on this clock: as long ago as it is.
+    fn wall_of(&self, at: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+        let age = self.now().saturating_sub(at).max(0);
+        chrono::DateTime::from_timestamp_millis(wall_ms().saturating_sub(age))
+    }
+}
+
+/// The wall clock now, in milliseconds since the epoch ([`crate::wire::unix_ms`]).
+fn wall_ms() -> i64 {
     i64::try_from(crate::wire::unix_ms()).unwrap_or(i64::MAX)
 }
 
@@ -68,19 +114,20 @@ impl RegistryView {
     /// Takes an announcement as its writer dated it (never ahead of now).
     #[cfg(test)]
     fn put(&self, key: String, instance: Instance) {
-        let now = now_ms();
-        let at = instance.seen_at.timestamp_millis().min(now);
+        let at = self
+            .clock
+            .heard_when_stored(instance.seen_at.timestamp_millis());
         self.put_heard(key, instance, at);
     }
 
-    /// Takes an announcement heard at `at` (ms since the epoch): its age counts
+    /// Takes an announcement heard at `at` (on the view's clock): its age counts
     /// from then, whatever its writer's clock said (a forged entry an hour ahead
     /// stayed live an hour after its key had gone; a peer 8 s behind was taken
     /// for gone; one heard late while this host was busy looked stale; found by
     /// probes).
     fn put_heard(&self, key: String, mut instance: Instance, at: i64) {
-        let now = now_ms();
-        if let Some(heard) = chrono::DateTime::from_timestamp_millis(at) {
+        let now = self.clock.now();
+        if let Some(heard) = self.clock.wall_of(at) {
             instance.seen_at = heard;
         }
         if let Ok(mut seen) = self.seen.lock() {
@@ -166,7 +213,7 @@ impl RegistryView {
     /// `service` that takes new calls: what a call's routing reads on every call.
     pub(crate) fn each_route(&self, stale_after: Duration, service: &str, f: impl FnMut(&Route)) {
         let Ok(r) = self.routes.lock() else { return };
-        r.each(service, heard_since(now_ms(), stale_after), f);
+        r.each(service, heard_since(self.clock.now(), stale_after), f);
     }
 
     /// Calls `f` with each live instance (heartbeat within `stale_after`), under the
@@ -175,7 +222,7 @@ impl RegistryView {
     /// instance is still there.
     pub(crate) fn each_live(&self, stale_after: Duration, mut f: impl FnMut(&Instance)) {
         let Ok(m) = self.instances.lock() else { return };
-        let oldest = heard_since(now_ms(), stale_after);
+        let oldest = heard_since(self.clock.now(), stale_after);
         for h in m.values().filter(|h| h.at >= oldest) {
             f(&h.instance);
         }
@@ -190,9 +237,12 @@ impl RegistryView {
         };
         // Offline, nothing new arrives: age is measured from the newest heartbeat heard.
         let now = if connected {
-            now_ms()
+            self.clock.now()
         } else {
-            m.values().map(|h| h.at).max().unwrap_or_else(now_ms)
+            m.values()
+                .map(|h| h.at)
+                .max()
+                .unwrap_or_else(|| self.clock.now())
         };
         let oldest = heard_since(now, stale_after);
         let mut out: Vec<Instance> = m
@@ -266,7 +316,9 @@ impl RegistryView {
             return None;
         }
         let seen = self.seen.lock().ok()?;
-        seen.get(&service.to_ascii_lowercase())?.1.actions(now_ms())
+        seen.get(&service.to_ascii_lowercase())?
+            .1
+            .actions(self.clock.now())
     }
 
     /// Whether some instance of `service` declares event `event`; `None` when it
@@ -279,7 +331,7 @@ impl RegistryView {
         let seen = self.seen.lock().ok()?;
         seen.get(&service.to_ascii_lowercase())?
             .1
-            .declares_event(event, now_ms())
+            .declares_event(event, self.clock.now())
     }
 }
 
@@ -319,11 +371,12 @@ pub(crate) async fn follow(store: kv::Store, view: std::sync::Arc<RegistryView>)
                             // stored it, so that a host dead a while is not taken
                             // for live (a review).
                             let heard = if caught_up {
-                                now_ms()
+                                view.clock.now()
                             } else {
-                                i64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000)
-                                    .unwrap_or(0)
-                                    .min(now_ms())
+                                view.clock.heard_when_stored(
+                                    i64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000)
+                                        .unwrap_or(0),
+                                )
                             };
                             view.put_heard(entry.key.clone(), i, heard);
                         }

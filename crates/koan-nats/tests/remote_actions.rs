@@ -11,7 +11,7 @@ use koan::{
     ActionContext, Actions, Background, BackgroundService, BoxError, Service, ServiceContext,
     ServiceOptions, error::ErrorKind,
 };
-use koan_test_support::nats::{Member, NatsServer, test_options};
+use koan_test_support::nats::{Member, NatsServer, announced, test_options};
 use koan_test_support::{eventually, refused, refused_within, within};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -151,6 +151,11 @@ impl Cluster {
             a.push((member, handled));
         }
         let b = Member::join(test_options(&server.url()), |b| b).await?;
+        // The calls start once `b` has heard every instance (they are what the
+        // tests look at, not how soon after joining a host knows the others).
+        if !instances.is_empty() {
+            announced(&b.host, "Svc", instances.len()).await?;
+        }
         Ok(Cluster {
             _server: server,
             a,

@@ -102,7 +102,41 @@ fn instances_heard_within_the_window_are_live_and_offline_it_ends_at_the_newest(
     view.each_live(Duration::from_secs(1), |i| live.push(i.host_id.clone()));
     assert_eq!(live, ["ahead"]);
     let heard = view.instances.lock().expect("the view")["ahead"].at;
-    assert!(heard <= now_ms(), "heard at {heard}, not in an hour");
+    assert!(
+        heard <= view.clock.now(),
+        "heard at {heard}, not in an hour"
+    );
+}
+
+/// Liveness is read on the view's own clock, which a step of the wall clock
+/// does not move: here the wall clock is an hour ahead of where the view's
+/// clock began (as after a time sync stepped it forward), and an instance heard
+/// now is live, one heard four seconds ago is not, and an entry the broker
+/// stored a second ago (by the wall clock) was heard a second ago.
+#[test]
+fn liveness_does_not_follow_a_step_of_the_wall_clock() {
+    let mut view = RegistryView::new(Duration::from_secs(600));
+    view.clock.wall_ms = wall_ms() - 3_600_000;
+    let now = view.clock.now();
+    view.put_heard("now".into(), instance("now", Duration::ZERO), now);
+    view.put_heard("gone".into(), instance("gone", Duration::ZERO), now - 4_000);
+    let mut live = Vec::new();
+    view.each_live(Duration::from_millis(1500), |i| {
+        live.push(i.host_id.clone());
+    });
+    assert_eq!(live, ["now"]);
+    let mut routed = 0;
+    view.each_route(Duration::from_millis(1500), "Calc", |_| routed += 1);
+    assert_eq!(routed, 0, "neither announced Calc");
+    let stored = view.clock.heard_when_stored(wall_ms() - 1_000);
+    let age = view.clock.now() - stored;
+    assert!((1_000..3_600_000).contains(&age), "heard {age} ms ago");
+    // What an operator reads is the wall clock's time of it.
+    let seen_at = view.last_of("now").map(|i| i.seen_at.timestamp_millis());
+    assert!(
+        seen_at.is_some_and(|s| (wall_ms() - s).abs() < 3_600_000),
+        "{seen_at:?}"
+    );
 }
 
 #[test]
