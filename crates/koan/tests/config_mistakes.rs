@@ -178,3 +178,82 @@ fn job_runner_knobs_past_their_bounds_are_refused() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A periodic service whose hand-written options give it a startup order.
+struct Tidy;
+
+impl koan::Service for Tidy {
+    type Kind = koan::Periodic;
+    fn options() -> koan::ServiceOptions {
+        koan::ServiceOptions::named("Tidy")
+            .every(std::time::Duration::from_secs(60))
+            .order(5)
+    }
+}
+
+impl koan::PeriodicService for Tidy {
+    async fn tick(&self, _cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+        Ok(())
+    }
+}
+
+/// An option only one kind of service reads, set on another, is refused, naming
+/// where it was set: a startup order or a startup timeout on a background or
+/// periodic service, a stall limit on a background one, were taken without a
+/// word and did nothing (found by a probe).
+#[test]
+fn an_option_the_service_s_kind_does_not_read_is_refused() -> anyhow::Result<()> {
+    for (key, reader) in [
+        ("startup_order = 5", "startup"),
+        ("timeout_seconds = 5", "startup"),
+        ("stall_after_seconds = 30", "periodic"),
+    ] {
+        let text = format!("[background_services.services.Cleanup]\n{key}\n");
+        let e = koan::testing::host()
+            .config(Config::builder().toml("koan.toml", &text)?.build())
+            .service::<Cleanup>()
+            .build()
+            .expect_err(key);
+        let name = key.split(' ').next().unwrap_or(key);
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(
+            e.message().contains(&format!(
+                "background service `Cleanup`: `koan.background_services.services.Cleanup.{name}` is set, but only {reader} services read it"
+            )),
+            "{e}"
+        );
+    }
+    let e = koan::testing::host()
+        .instance(Tidy)
+        .build()
+        .expect_err("an order on a periodic service");
+    assert!(
+        e.message()
+            .contains("periodic service `Tidy`: `ServiceOptions::order` is set, but only startup services read it")
+            && e.message().contains("`type Kind = koan::Startup`"),
+        "{e}"
+    );
+    // A key on a service of the kind that reads it is taken.
+    let text = "[background_services.services.Sweep]\nstall_after_seconds = 30\n";
+    koan::testing::host()
+        .config(Config::builder().toml("koan.toml", text)?.build())
+        .instance(Sweep)
+        .build()?;
+    Ok(())
+}
+
+/// A periodic service as written by hand, with no option of another kind.
+struct Sweep;
+
+impl koan::Service for Sweep {
+    type Kind = koan::Periodic;
+    fn options() -> koan::ServiceOptions {
+        koan::ServiceOptions::named("Sweep").every(std::time::Duration::from_secs(60))
+    }
+}
+
+impl koan::PeriodicService for Sweep {
+    async fn tick(&self, _cx: koan::ServiceContext) -> Result<(), koan::BoxError> {
+        Ok(())
+    }
+}

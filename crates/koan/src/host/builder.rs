@@ -395,6 +395,7 @@ fn make_cell<T: Service>(
         ));
     }
     options.check_names(&name)?;
+    super::kind_fit::check(kind, &options, overrides, &name)?;
     let schedule = match (&options.schedule, kind) {
         (Some(ScheduleSpec::Every(p)), ServiceKind::Periodic) => {
             Some(Schedule::every(*p).map_err(|e| in_service(&name, e))?)

@@ -10,6 +10,7 @@ mod caller;
 mod environment;
 mod exit;
 mod handle;
+mod kind_fit;
 mod lifecycle;
 mod machine;
 mod restart;
