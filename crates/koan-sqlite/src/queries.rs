@@ -351,6 +351,25 @@ pub(crate) fn retry(
     Ok(r)
 }
 
+/// Runs each of `ids` again by hand: how many were (one gone, or in a state
+/// `from` does not allow, is passed over).
+pub(crate) fn retry_each(
+    conn: &Connection,
+    ids: &[String],
+    from: koan::job::RetryFrom,
+    now: DateTime<Utc>,
+) -> Result<usize, Failure> {
+    let mut n = 0;
+    for id in ids {
+        match retry(conn, id, from, now) {
+            Ok(_) => n += 1,
+            Err(Failure::Job(e)) if koan::job::passed_over(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Cancels a job that is not final; a running one loses its claim.
 pub(crate) fn cancel(
     conn: &Connection,

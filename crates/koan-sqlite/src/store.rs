@@ -222,6 +222,17 @@ impl JobStore for SqliteJobStore {
         self.call(move |conn| queries::retry(conn, &id, from, now))
     }
 
+    /// One command, so one transaction, for the lot (a page of 500 at most,
+    /// from `retry_all_dead`).
+    fn retry_each(
+        &self,
+        ids: Vec<String>,
+        from: koan::job::RetryFrom,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<usize>> {
+        self.call(move |conn| queries::retry_each(conn, &ids, from, now))
+    }
+
     fn cancel(&self, id: &str, now: DateTime<Utc>) -> BoxFuture<'_, Result<JobRecord>> {
         let id = id.to_owned();
         self.call(move |conn| queries::cancel(conn, &id, now))

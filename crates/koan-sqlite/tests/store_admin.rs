@@ -87,6 +87,40 @@ async fn retry_by_hand_requeues_a_final_job_and_refuses_a_live_one() {
     assert_eq!(err.kind(), ErrorKind::UnknownJob);
 }
 
+/// `retry_each` (a page of `retry_all_dead`, in one transaction) runs the dead
+/// jobs again and passes over one gone or no longer dead.
+#[tokio::test]
+async fn retry_each_requeues_the_dead_and_passes_over_the_others() {
+    let db = TempDb::new("admin-retry-each");
+    let store = db.open();
+    let mut dead_ids = Vec::new();
+    for n in 0..3 {
+        store.push(job("a", "x")).await.expect("push");
+        dead_ids.push(run_to(&store, "a", dead(), n).await);
+    }
+    store.push(job("a", "x")).await.expect("push");
+    let done = run_to(&store, "a", ok(), 10).await;
+    let mut ids = dead_ids.clone();
+    ids.extend([done.clone(), "no-such-id".to_owned()]);
+    let n = store
+        .retry_each(ids.clone(), RetryFrom::Dead, at(20))
+        .await
+        .expect("retry_each");
+    assert_eq!(n, 3);
+    for id in &dead_ids {
+        let r = store.get(id).await.expect("get").expect("kept");
+        assert_eq!((r.state, r.run_at), (JobState::Queued, at(20)), "{id}");
+    }
+    let r = store.get(&done).await.expect("get").expect("kept");
+    assert_eq!(r.state, JobState::Succeeded, "not run again");
+    // Queued now: none of them is dead, none is retried twice.
+    let again = store
+        .retry_each(ids, RetryFrom::Dead, at(30))
+        .await
+        .expect("retry_each");
+    assert_eq!(again, 0);
+}
+
 #[tokio::test]
 async fn cancel_stops_a_live_job_and_refuses_a_final_one() {
     let db = TempDb::new("admin-cancel");

@@ -231,17 +231,11 @@ impl Jobs {
         let mut cursor = None;
         loop {
             let page = self.store().list(dead(service, cursor.take())).await?;
-            for job in page.jobs {
-                match self
-                    .store()
-                    .retry(&job.id, RetryFrom::Dead, self.now())
-                    .await
-                {
-                    Ok(_) => n += 1,
-                    Err(e) if matches!(e.kind(), ErrorKind::JobState | ErrorKind::UnknownJob) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let ids = page.jobs.into_iter().map(|j| j.id).collect();
+            n += self
+                .store()
+                .retry_each(ids, RetryFrom::Dead, self.now())
+                .await?;
             self.host.inner.jobs.wake();
             match page.next_cursor {
                 Some(c) => cursor = Some(c),

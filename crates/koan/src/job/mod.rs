@@ -34,7 +34,9 @@ pub use record::{
     RetryPolicy,
 };
 pub use running::{Registered, Running};
-pub use store::{Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed, cut_result};
+pub use store::{
+    Claim, ClaimRequest, Claimed, Finish, JobStore, LiveServices, Pushed, cut_result, passed_over,
+};
 pub use ticket::JobTicket;
 pub use transition::{
     MAX_ERROR_BYTES, MAX_HISTORY, MAX_LAPSES, RetryFrom, apply_cancel, apply_claim, apply_finish,
