@@ -33,8 +33,8 @@ pub(crate) fn settings<S: DeserializeOwned>(value: &Value, what: &dyn Fn() -> St
     let mut json = value.clone();
     crate::payload::whole_numbers_as_integers(&mut json);
     serde_path_to_error::deserialize::<_, S>(Folded(json)).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." || path.is_empty() {
+        let path = written_path(value, e.path());
+        let at = if path.is_empty() {
             String::new()
         } else {
             format!(" at `{path}`")
@@ -49,6 +49,51 @@ pub(crate) fn settings<S: DeserializeOwned>(value: &Value, what: &dyn Fn() -> St
             ),
         )
     })
+}
+
+/// `path` (of the fields read) as the keys of `value` were written: a value
+/// under `RetentionDays` was said to be at `retention_days`, a key the
+/// operator's file does not have (a re-probe).
+fn written_path(value: &Value, path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut at = Some(value);
+    let mut out = String::new();
+    for segment in path.iter() {
+        let part = match segment {
+            Segment::Seq { index } => {
+                at = at.and_then(|v| v.get(index));
+                format!("[{index}]")
+            }
+            Segment::Map { key } => {
+                let object = at.and_then(Value::as_object);
+                // The key as written: the same, else the one that names the same
+                // field (case and separators aside).
+                let found = object.and_then(|m| {
+                    m.get_key_value(key.as_str()).or_else(|| {
+                        let n = norm(key);
+                        m.iter().find(|(k, _)| norm(k) == n)
+                    })
+                });
+                at = found.map(|(_, v)| v);
+                let name = found.map_or(key.as_str(), |(k, _)| k.as_str());
+                if out.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!(".{name}")
+                }
+            }
+            Segment::Enum { variant } => {
+                at = None;
+                format!("{}{variant}", if out.is_empty() { "" } else { "." })
+            }
+            Segment::Unknown => {
+                at = None;
+                format!("{}?", if out.is_empty() { "" } else { "." })
+            }
+        };
+        out.push_str(&part);
+    }
+    out
 }
 
 /// The keys of `value` (settings, keys as written) that `S` does not read, as
@@ -349,6 +394,13 @@ mod tests {
         assert_eq!(ignored_keys::<Rates>(&written), ["RetentionDayz"]);
         let e = settings::<Rates>(&json!({ "RetentionDays": "thirty", "Rates": {} }), &what)
             .expect_err("not a number");
-        assert!(e.message().contains("at `retention_days`"), "{e}");
+        assert!(e.message().contains("at `RetentionDays`"), "{e}");
+        // Deeper: each key as written.
+        let e = settings::<Rates>(
+            &json!({ "Inner": { "Max-Totl": "x" }, "Rates": {}, "RetentionDays": 1 }),
+            &what,
+        )
+        .expect_err("not a number");
+        assert!(e.message().contains("at `Inner.Max-Totl`"), "{e}");
     }
 }
