@@ -130,6 +130,9 @@ pub struct Error {
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     /// See [`Error::not_started`].
     not_started: bool,
+    /// The answer to a call this process made (`execute()`, a result's `value`):
+    /// a handler that returns it failed itself (see `action/run.rs`).
+    of_a_call: bool,
 }
 
 /// The error type user code returns from `run`, `tick` and action handlers: any error,
@@ -148,6 +151,7 @@ impl Error {
             message: message.into(),
             source: None,
             not_started: false,
+            of_a_call: false,
         }
     }
 
@@ -170,6 +174,23 @@ impl Error {
     pub fn never_started(mut self) -> Self {
         self.not_started = true;
         self
+    }
+
+    /// Not [`not_started`](Self::not_started): of work that ran.
+    pub(crate) fn ran(mut self) -> Self {
+        self.not_started = false;
+        self
+    }
+
+    /// Marks the answer to a call this process made.
+    pub(crate) fn of_a_call(mut self) -> Self {
+        self.of_a_call = true;
+        self
+    }
+
+    /// Whether this is the answer to a call this process made.
+    pub(crate) fn is_of_a_call(&self) -> bool {
+        self.of_a_call
     }
 
     /// What kind of failure this is.

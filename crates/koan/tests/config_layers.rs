@@ -311,7 +311,8 @@ fn a_bad_value_names_its_key_and_source() -> anyhow::Result<()> {
     )?;
     let err = refused::<DataCleanupService>(bad_settings, "bad settings");
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("retention_days"), "{err}");
+    // Named as the file wrote it, not as the field it matched.
+    assert!(err.to_string().contains("at `RetentionDays`"), "{err}");
     assert!(err.to_string().contains("appsettings.json"), "{err}");
     Ok(())
 }

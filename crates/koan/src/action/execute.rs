@@ -112,7 +112,17 @@ impl std::fmt::Debug for Execute {
 impl Future for Execute {
     type Output = Result<ActionOutput>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    /// Its error marked the answer to a call (see `Error::of_a_call`).
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.poll_step(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.of_a_call())),
+            other => other,
+        }
+    }
+}
+
+impl Execute {
+    fn poll_step(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<ActionOutput>> {
         let this = &mut *self;
         loop {
             match &mut this.state {

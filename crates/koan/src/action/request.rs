@@ -210,6 +210,7 @@ impl ActionOutput {
                         1,
                     ),
                 )
+                .of_a_call()
             })
     }
 }

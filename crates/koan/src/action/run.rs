@@ -336,7 +336,25 @@ fn settle(
         }
         Ok(Err(e)) => {
             let err = match e.downcast::<Error>() {
-                Ok(koan_err) => *koan_err,
+                // The answer to a call the handler made, passed on: the handler's
+                // failure, naming it. Whole, it told this call's caller that its
+                // parameters were wrong (400), the action unknown, or the work
+                // never started and safe to send again: this handler had run
+                // (found by a probe).
+                Ok(inner) if inner.is_of_a_call() => Error::new(
+                    ErrorKind::Handler,
+                    format!(
+                        "action `{}` of `{}` failed: a call it made failed: [{}] {}",
+                        job.entry(cell).name,
+                        cell.spec.name,
+                        inner.kind(),
+                        inner.message()
+                    ),
+                )
+                .with_source(*inner),
+                // Its own error: as it was made, but for `not_started`, which a
+                // handler that ran cannot be.
+                Ok(own) => own.ran(),
                 Err(other) => Error::new(
                     ErrorKind::Handler,
                     format!(
