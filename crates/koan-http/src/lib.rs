@@ -30,7 +30,8 @@
 //! The token, when one is configured: every mutating request and every `/api` read
 //! but `/api/openapi.json` needs it (`Authorization: Bearer …`; event streams take
 //! `?token=` too); the page, its assets, `/health*` and `/metrics` stay open, and
-//! `/health` and `/health/ready` give their details only with it.
+//! `/health` and `/health/ready` give their details only with it (a wrong token is
+//! refused there too). Each refusal is logged, sparsely, without the token.
 //!
 //! Hardening: the token of a mutating request is checked before its body is read;
 //! a body must be JSON (415) and arrive within `body_read_timeout` (408); without a
@@ -54,6 +55,7 @@ mod openapi_jobs;
 mod options;
 mod overflow;
 mod parse_errors;
+mod peer;
 mod query;
 mod reserve;
 mod routes;

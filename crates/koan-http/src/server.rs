@@ -18,6 +18,7 @@ use tower_layer::Layer as _;
 
 use crate::admit::Admitted;
 use crate::parse_errors::JsonParseErrors;
+use crate::peer::WithPeer;
 use crate::{AppState, HttpOptions};
 
 /// A running HTTP server.
@@ -132,10 +133,10 @@ where
     let (close_tx, close_rx) = watch::channel(());
     let mut conns = JoinSet::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     if !is_connection_error(&e) {
                         // E.g. too many open files: back off instead of spinning.
@@ -148,7 +149,7 @@ where
         };
         while conns.try_join_next().is_some() {}
         let conn = Conn {
-            service: TowerToHyperService::new(app.clone()),
+            service: TowerToHyperService::new(WithPeer::new(app.clone(), peer)),
             close_rx: close_rx.clone(),
             header_read_timeout: limits.header_read_timeout,
             write_timeout: limits.write_timeout,
@@ -195,7 +196,7 @@ where
 
 /// What serving one connection needs.
 struct Conn<S> {
-    service: TowerToHyperService<S>,
+    service: TowerToHyperService<WithPeer<S>>,
     close_rx: watch::Receiver<()>,
     header_read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,

@@ -285,6 +285,43 @@ async fn readiness_gives_its_reasons_only_with_the_token() -> anyhow::Result<()>
     api.stop().await
 }
 
+/// `/health` and `/health/ready` answer without a token, with fewer details; a
+/// wrong token is refused there as on every route that reads it. Before, it got the
+/// anonymous answer: the operator who mistyped the token saw no details and no hint
+/// (found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_by_health_too() -> anyhow::Result<()> {
+    let api = start().await?;
+    for path in ["/health", "/health/ready", "/api/services"] {
+        let (status, body) = call(api.get(path).bearer_auth("wr0ng-t0ken")).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        let said = error_message(&body, "unauthorized")?;
+        assert!(
+            said.contains("not the one configured on this host")
+                && said.contains("Authorization: Bearer <token>")
+                && said.contains("--token"),
+            "{path}: {said}"
+        );
+        assert!(!said.contains(TOKEN), "{path}: the token leaked: {said}");
+        let (status, body) =
+            call(api.get(path).header("Authorization", "Bearer p\u{e4}ss")).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+    }
+    // Without a token, health's anonymous answer as before.
+    let (status, body) = call(api.get("/health")).await?;
+    assert!(
+        status == StatusCode::OK
+            && body["notes"][0] == "each check's output and error are given with the token",
+        "{status}: {body}"
+    );
+    let (status, body) = call(api.get("/health").bearer_auth(TOKEN)).await?;
+    assert!(
+        status == StatusCode::OK && body.get("notes").is_none(),
+        "{body}"
+    );
+    api.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_need_the_token() -> anyhow::Result<()> {
     let api = start().await?;

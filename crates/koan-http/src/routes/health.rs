@@ -2,8 +2,8 @@
 //! (`application/health+json`, `pass`/`warn`/`fail`): degraded answers 200,
 //! unhealthy 503.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use koan::health::{HealthReport, HealthStatus};
 use serde_json::{Value, json};
@@ -22,9 +22,12 @@ pub(crate) fn health_json(code: StatusCode, body: Value) -> Response {
 /// With a token configured, a request without it gets each check's status but not
 /// its `output` or `error`: a health check's error can carry what a service's
 /// history does (a connection string with its password), and `/health` stays open
-/// for probes.
-pub(crate) async fn overall(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let details = crate::auth::check(state.options.token.as_deref(), &headers, None).is_ok();
+/// for probes. A wrong token is refused ([`crate::auth::details`]).
+pub(crate) async fn overall(State(state): State<AppState>, req: Request) -> Response {
+    let details = match crate::auth::details(&state, &req) {
+        Ok(details) => details,
+        Err(refused) => return refused.closing(),
+    };
     let h = state.host.health().await;
     let mut checks = serde_json::Map::new();
     for s in &h.services {
@@ -84,13 +87,18 @@ pub(crate) async fn live(State(state): State<AppState>) -> Response {
 }
 
 /// Its reasons, as `/health`'s outputs, only with the token when one is configured:
-/// a failing job store's reason carries the store's error (a review).
-pub(crate) async fn ready(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// a failing job store's reason carries the store's error (a review). A wrong token
+/// is refused, ready or not ([`crate::auth::details`]).
+pub(crate) async fn ready(State(state): State<AppState>, req: Request) -> Response {
+    let details = match crate::auth::details(&state, &req) {
+        Ok(details) => details,
+        Err(refused) => return refused.closing(),
+    };
     let r = state.host.ready().await;
     if r.ready {
         return health_json(StatusCode::OK, json!({ "status": "pass" }));
     }
-    if crate::auth::check(state.options.token.as_deref(), &headers, None).is_err() {
+    if !details {
         let output = format!(
             "not ready: {} reason(s), given with the token",
             r.reasons.len()

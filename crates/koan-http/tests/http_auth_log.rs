@@ -1,0 +1,116 @@
+//! A request refused for its token is logged: a warning naming the route, the peer
+//! and why (a wrong token, none), never the token, at the 1st, 2nd, 4th, … refusal
+//! of each kind so a flood does not flood the log. Before, a host refusing
+//! requests said nothing: an operator could not see an attack or a misconfigured
+//! client (found by a probe). The counts are the process's: this file holds one test.
+
+use std::sync::{Arc, Mutex};
+
+use koan_test_support::http::{Api, call, loopback};
+use koan_test_support::services::Echo;
+use reqwest::StatusCode;
+
+const TOKEN: &str = "s3cret-t0ken-for-the-log";
+const GIVEN: &str = "wr0ng-given-t0ken";
+
+/// Log lines written on this thread while the guard lives (a current-thread
+/// runtime: the server's connection tasks log on it too).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = self.0.lock() {
+            logs.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let text = self
+            .0
+            .lock()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn refused_tokens_are_logged_sparsely_without_their_value() -> anyhow::Result<()> {
+    let logs = Logs::default();
+    let _logs = logs.capture();
+    let host = koan::testing::host().service::<Echo>().build()?.start();
+    let api = Api::serve(host, loopback().with_token(TOKEN)).await?;
+
+    // Five wrong tokens: lines at the 1st, 2nd and 4th; the 4th on `/health`.
+    for path in ["/api/jobs", "/api/jobs", "/api/services"] {
+        let (status, _) = call(api.get(path).bearer_auth(GIVEN)).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let (status, _) = call(api.get("/health").bearer_auth(GIVEN)).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(api.get("/api/jobs").bearer_auth(GIVEN)).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let wrong = logs.lines_with("a wrong bearer token");
+    assert_eq!(wrong.len(), 3, "{wrong:#?}");
+    for (line, (route, times)) in
+        wrong
+            .iter()
+            .zip([("/api/jobs", 1), ("/api/jobs", 2), ("/health", 4)])
+    {
+        assert!(
+            line.contains("WARN")
+                && line.contains(&format!("route={route} "))
+                && line.contains("peer=127.0.0.1:")
+                && line.contains(&format!("times={times}")),
+            "{line}"
+        );
+    }
+
+    // No token on an action (refused before its body is read): its own count.
+    let (status, _) = call(api.post("/api/services/echo/actions/echo").json("hi")).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let missing = logs.lines_with("no bearer token");
+    assert_eq!(missing.len(), 1, "{missing:#?}");
+    assert!(
+        missing[0].contains("route=/api/services/echo/actions/echo ")
+            && missing[0].contains("peer=127.0.0.1:")
+            && missing[0].contains("times=1"),
+        "{}",
+        missing[0]
+    );
+
+    // Health without a token is not a refusal; with the right one, nothing is said.
+    let (status, _) = call(api.get("/health")).await?;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(api.get("/api/jobs").bearer_auth(TOKEN)).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(logs.lines_with("refused a request").len(), 4);
+
+    for secret in [TOKEN, GIVEN] {
+        assert!(
+            logs.lines_with(secret).is_empty(),
+            "a token was logged: {:#?}",
+            logs.lines_with(secret)
+        );
+    }
+    api.stop().await
+}
