@@ -32,8 +32,15 @@ pub(crate) struct Cli {
     /// Bearer token, sent as `Authorization: Bearer <token>`: the token, `@file` to
     /// read it from a file (its line end dropped), or `@@…` for one starting with
     /// `@`. Without it, for a host on this machine (a loopback `--url`), the host's
-    /// own `KOAN_HTTP_TOKEN` when set.
-    #[arg(long, global = true, env = "KOAN_TOKEN", hide_env_values = true)]
+    /// own `KOAN_HTTP_TOKEN` when set. An empty one (`--token ""`, `KOAN_TOKEN=`) is
+    /// refused.
+    #[arg(
+        long,
+        global = true,
+        env = "KOAN_TOKEN",
+        hide_env_values = true,
+        value_parser = crate::flags::token
+    )]
     pub(crate) token: Option<String>,
 
     /// Print the server's JSON as-is (one document per line for `events`); an error

@@ -50,6 +50,20 @@ pub(crate) fn id(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// `--token` (or `KOAN_TOKEN`, which clap reads as its value): not empty. An empty
+/// one fell back to the host's `KOAN_HTTP_TOKEN` without a word, or sent none:
+/// `--token "$TOKEN"` with the variable unset ran as another caller (a probe). The
+/// host refuses an empty token of its own too.
+pub(crate) fn token(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err(
+            "the token is empty (an empty `--token`, or KOAN_TOKEN set to nothing): give the token, or `@file` to read it from a file; to send none, leave `--token` out and unset KOAN_TOKEN (for a loopback `--url` the host's KOAN_HTTP_TOKEN is then sent, when set)"
+                .to_owned(),
+        );
+    }
+    Ok(text.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +74,7 @@ mod tests {
         assert!(delay("2h").is_ok() && delay("400d").is_err() && delay("later").is_err());
         assert!(at("2026-12-24T18:00:00Z").is_ok() && at("tomorrow").is_err());
         assert!(id("order-42").is_ok());
+        assert!(token("s3cret").is_ok() && token("").is_err());
         for bad in ["", "a b", &"x".repeat(201), "é"] {
             assert!(id(bad).is_err(), "{bad:?}");
         }

@@ -20,7 +20,8 @@ pub(crate) fn resolve(
     url: &str,
     wait: Duration,
 ) -> Result<Option<String>, Failure> {
-    let raw = match given.filter(|t| !t.is_empty()) {
+    // An empty `--token` or `KOAN_TOKEN` is refused as a usage error (`flags::token`).
+    let raw = match given {
         Some(t) => t,
         None => {
             return match std::env::var("KOAN_HTTP_TOKEN") {

@@ -1,7 +1,7 @@
 //! `koanctl`'s error paths, each with its exit code and message: an error the API
 //! answers (3), bad local input (2), a URL with credentials or a query (2), no server
-//! (4), and the token sent as a bearer header (refused without it, for commands and
-//! the event stream alike). Hosts that misbehave are in `cli_hostile.rs`.
+//! (4), and the token sent as a bearer header (refused without it or wrong, for
+//! commands, health and the event stream alike; an empty `--token` is bad input). Hosts that misbehave are in `cli_hostile.rs`.
 
 mod common;
 
@@ -140,8 +140,50 @@ async fn the_token_is_sent_as_a_bearer_header() -> anyhow::Result<()> {
 
     let run = live.run(&["--token", "wrong", "events"]).await?;
     run.api_error("unauthorized");
+    // Health reads the token for its details: a wrong one is refused there too, where
+    // it got the anonymous answer, exit 0 (a probe).
+    let run = live.run(&["--token", "wrong", "health"]).await?;
+    let said = run.api_error("unauthorized");
+    assert!(said.contains("not the one configured"), "{said}");
     let follower = Follower::spawn(&["--url", &url, "--token", "secret", "events"], &[])?;
     follower.connected().await?;
     follower.kill()?;
+    live.stop().await
+}
+
+/// An explicitly empty token is a usage error naming the flag: an empty `--token`
+/// fell back to the host's `KOAN_HTTP_TOKEN` without a word (or sent none), so
+/// `--token "$TOKEN"` with the variable unset ran as another caller (a probe); so
+/// did an empty `KOAN_TOKEN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_token_is_a_usage_error() -> anyhow::Result<()> {
+    let live = Live::start(Some("secret")).await?;
+    let url = live.api.base.clone();
+    let host_token = ("KOAN_HTTP_TOKEN", "secret");
+    for (args, env) in [
+        (
+            &["--url", &url, "--token", "", "services"][..],
+            &[host_token][..],
+        ),
+        (&["--url", &url, "--token=", "services"], &[host_token]),
+        (&["--url", &url, "services", "--token", ""], &[host_token]),
+        (
+            &["--url", &url, "services"],
+            &[host_token, ("KOAN_TOKEN", "")],
+        ),
+    ] {
+        let run = koanctl(args, env).await?;
+        let said = run.failed(2);
+        assert!(
+            said.contains("--token")
+                && said.contains("KOAN_TOKEN set to nothing")
+                && said.contains("@file"),
+            "{args:?}: {run:?}"
+        );
+    }
+    // Left out, the host's own token is sent to a loopback URL, as before.
+    koanctl(&["--url", &url, "services"], &[host_token])
+        .await?
+        .ok();
     live.stop().await
 }
