@@ -37,6 +37,8 @@
 //!   (what SQLite wrote then would be lost). A damaged file, one this process may
 //!   only read, and one of a newer schema are refused at open, before anything is
 //!   written to them.
+//! - **Sharing.** Several processes may open one file, at the same moment too: a
+//!   new file's schema is made in one transaction, which the others wait for.
 //! - **Schema.** A `jobs` table with the columns claims, listings, counts and
 //!   retention filter on (times in milliseconds), and the whole
 //!   [`JobRecord`](koan::job::JobRecord) as JSON. Times are compared to the millisecond.

@@ -1,7 +1,7 @@
 //! Opening a connection: pragmas, and the `jobs` table with its indexes.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, MAIN_DB};
 
@@ -70,15 +70,7 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, Failure> {
     // Before the switch to WAL mode, which writes the file's header: a refused
     // file stays as it was (it did not, a probe: its journal mode became `wal`).
     version(&conn)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-        .doing("switch to WAL mode")?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Failure::store(
-            "switch to WAL mode",
-            format!("the file stays in journal mode `{mode}`"),
-        ));
-    }
+    wal(&conn)?;
     // FULL: a commit is on disk (the WAL synced) before any command of its batch is
     // answered, so an accepted job survives a power loss, not only a crash. Batching
     // shares one sync among every command that arrived meanwhile.
@@ -92,6 +84,49 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, Failure> {
     check(&conn)?;
     create(&conn)?;
     Ok(conn)
+}
+
+/// Switches the file to WAL mode (a no-op once it is). The switch reads the
+/// file's header, then takes its write lock: SQLite answers "database is locked"
+/// at once, without the busy timeout, when another connection holds that lock
+/// meanwhile, so two hosts started together on a new file had one of them fail
+/// (a probe). It is tried again until the busy timeout has passed.
+fn wal(conn: &Connection) -> Result<(), Failure> {
+    let until = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    let mode: String = loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0)) {
+            Err(e) if busy(&e) => {
+                if Instant::now() + pause > until {
+                    return Err(Failure::store("switch to WAL mode", locked(&e)));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            answer => break answer.doing("switch to WAL mode")?,
+        }
+    };
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Failure::store(
+            "switch to WAL mode",
+            format!("the file stays in journal mode `{mode}`"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `e` is SQLite's "database is locked" (another connection's lock).
+fn busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+}
+
+/// `e`, a lock another connection held past the busy timeout, worded.
+fn locked(e: &rusqlite::Error) -> String {
+    format!(
+        "{e}: another connection (a host sharing the file, a `sqlite3` shell) held its \
+         write lock for over {} s; end that transaction, then start the host again",
+        BUSY_TIMEOUT.as_secs()
+    )
 }
 
 /// Refuses a file SQLite opened read-only: it does so without a word when the
@@ -158,7 +193,31 @@ fn version(conn: &Connection) -> Result<i64, Failure> {
 
 /// Creates the table and indexes unless present; refuses a file written by a newer
 /// version of this crate.
+///
+/// A file to create or migrate is so in one transaction, which holds the write
+/// lock from the start: another host opening it meanwhile waits for it (busy
+/// timeout), then finds the schema whole and its version written. A file whose
+/// schema is current is opened without one (without a write: see below).
 fn create(conn: &Connection) -> Result<(), Failure> {
+    if version(conn)? == VERSION {
+        return build(conn);
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| {
+        let why = if busy(&e) { locked(&e) } else { e.to_string() };
+        Failure::store("create the schema", why)
+    })?;
+    let built = build(conn).and_then(|()| conn.execute_batch("COMMIT").doing("create the schema"));
+    if built.is_err() && !conn.is_autocommit() {
+        // The failure is the answer; a rollback that fails changes nothing (the
+        // connection is dropped, and SQLite rolls back at its close).
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    built
+}
+
+/// The statements of [`create`], the version read again (within its
+/// transaction, another host may have written it).
+fn build(conn: &Connection) -> Result<(), Failure> {
     let found = version(conn)?;
     if found == 1 {
         // Version 1's claim index: superseded by the partial indexes.
