@@ -99,8 +99,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         None => None,
     };
     // Jobs live in the demo's own database file: a 202 is a job on disk.
-    let jobs = koan_sqlite::SqliteJobStore::open(&args.db)
-        .with_context(|| format!("opening the job store in {}", args.db.display()))?;
+    let jobs = koan_sqlite::SqliteJobStore::open(&args.db).with_context(|| {
+        format!(
+            "opening the job store in {} (the `--db` file)",
+            args.db.display()
+        )
+    })?;
     // The probe scheduler's default target is this process's own `/health/live`.
     let mut own = listener.local_addr();
     if own.ip().is_unspecified() {

@@ -36,7 +36,8 @@
 //!   file or its write-ahead log was deleted or replaced under the running host
 //!   (what SQLite wrote then would be lost). A damaged file, one this process may
 //!   only read, and one of a newer schema are refused at open, before anything is
-//!   written to them.
+//!   written to them; so is a path whose file cannot be made, saying why (its
+//!   directory missing or not writable).
 //! - **Sharing.** Several processes may open one file, at the same moment too: a
 //!   new file's schema is made in one transaction, which the others wait for.
 //! - **Schema.** A `jobs` table with the columns claims, listings, counts and
@@ -46,6 +47,7 @@
 mod codec;
 mod fail;
 mod identity;
+mod place;
 mod queries;
 mod reader;
 mod retention;

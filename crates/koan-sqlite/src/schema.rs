@@ -63,6 +63,7 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// with `synchronous = FULL`, its schema in place. A file this connection cannot
 /// write, or of a newer schema, is refused before anything is written to it.
 pub(crate) fn open_file(path: &Path) -> Result<Connection, Failure> {
+    crate::place::make(path)?;
     let conn = Connection::open(path).doing("open the file")?;
     writable(&conn, path)?;
     conn.busy_timeout(BUSY_TIMEOUT)

@@ -46,8 +46,10 @@ impl SqliteJobStore {
     /// missing. The file is in WAL mode with `synchronous = FULL`: an operation
     /// answers only once its transaction is synced to disk.
     ///
-    /// Errors with [`ErrorKind::StoreUnavailable`] when the file cannot be opened or
-    /// written (a missing directory, a read-only file, a newer schema).
+    /// Errors with [`ErrorKind::StoreUnavailable`] when the file cannot be made,
+    /// opened or written (a missing or read-only directory, a read-only file, a
+    /// newer schema, another connection's write lock held past the busy timeout),
+    /// saying why.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteJobStore> {
         let path: PathBuf = path.as_ref().to_owned();
         let label = format!("sqlite:{}", path.display());

@@ -1,7 +1,9 @@
-//! Opening the file: hosts started together on a new file all start.
+//! Opening the file: hosts started together on a new file all start; a path
+//! whose file cannot be made is refused, saying why and what would do.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
 use common::{TempDb, job};
@@ -74,4 +76,53 @@ fn a_lock_held_past_the_busy_timeout_is_named() {
         e.message()
     );
     other.execute_batch("ROLLBACK").expect("released");
+}
+
+/// The message of the refusal to open `path`.
+fn refusal(path: &Path) -> String {
+    let e = SqliteJobStore::open(path).expect_err("the path is refused");
+    assert_eq!(e.kind(), ErrorKind::StoreUnavailable);
+    e.message().to_owned()
+}
+
+/// A unique path in the temp directory for the test `name`.
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "koan-sqlite-{name}-{}-{}",
+        std::process::id(),
+        koan::job::new_job_id()
+    ))
+}
+
+/// A path under a regular file: no user can create it, root included (the tests
+/// may run as root, whom a directory's permissions do not stop).
+#[test]
+fn a_file_under_a_regular_file_is_refused_naming_it() {
+    let file = temp("not-a-dir");
+    std::fs::write(&file, b"not a directory").expect("a regular file");
+    let message = refusal(&file.join("jobs.db"));
+    let expected = format!(
+        "could not create the file: {} is not a directory; give a path in a directory \
+         this process can write",
+        file.display()
+    );
+    std::fs::remove_file(&file).expect("removed");
+    assert!(message.contains(&expected), "{message}");
+}
+
+/// A directory no one may create files in: sysfs refuses every user, root
+/// included, where a directory's permissions would not stop root.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_in_a_directory_that_cannot_be_written_is_refused_naming_it() {
+    let dir = Path::new("/sys");
+    if !dir.is_dir() {
+        return;
+    }
+    let message = refusal(&dir.join("koan-jobs.db"));
+    assert!(
+        message.contains("could not create the file: cannot create it in /sys (")
+            && message.contains("give a path in a directory this process can write"),
+        "{message}"
+    );
 }
