@@ -97,9 +97,55 @@ async fn retention_says_what_it_forgot_by_age_and_by_size() -> anyhow::Result<()
     logs.assert_lines(
         "(retention)",
         1,
-        "forgot 1 finished jobs that ended over 168 h ago, and 1 more, the oldest, past the finished jobs' budget of 1 MB",
+        "forgot 1 finished job that ended over 168 h ago, and 1 more, the oldest, past the finished jobs' budget of 1 MB (retention)",
     );
     assert_eq!(host.jobs().counts(None).await?.get(JobState::Succeeded), 2);
     koan::testing::stop(&host).await?;
+    Ok(())
+}
+
+/// A pass that forgot by one rule alone says that one: by size alone it said
+/// "forgot 0 finished jobs that ended over 168 h ago, and 1 more, …", by age alone
+/// "…, and 0 more, the oldest, past the finished jobs' budget …" (a probe).
+#[tokio::test(start_paused = true)]
+async fn retention_by_one_rule_alone_says_that_one() -> anyhow::Result<()> {
+    for (old, recent, expected) in [
+        (
+            0,
+            3,
+            "forgot 1 finished job, the oldest, past the finished jobs' budget of 1 MB (retention)",
+        ),
+        (
+            2,
+            0,
+            "forgot 2 finished jobs that ended over 168 h ago (retention)",
+        ),
+    ] {
+        let logs = Logs::default();
+        let _logs = logs.capture();
+        let store = Arc::new(MemoryJobStore::new());
+        for _ in 0..old {
+            ended(&store, chrono::Duration::days(8), 10).await?;
+        }
+        for minutes in (0..recent).map(|n| 30 - 10 * n) {
+            ended(&store, chrono::Duration::minutes(minutes), 400 * 1024).await?;
+        }
+        let config = Config::builder()
+            .toml(
+                "test.toml",
+                "[koan.background_services.jobs]\nretention_max_mb = 1",
+            )?
+            .build();
+        let host = koan::testing::host()
+            .config(config)
+            .job_store(Arc::clone(&store) as Arc<dyn JobStore>)
+            .service::<Mailer>()
+            .build()?
+            .start();
+        host.started().await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        logs.assert_lines("(retention)", 1, expected);
+        koan::testing::stop(&host).await?;
+    }
     Ok(())
 }

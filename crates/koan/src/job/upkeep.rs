@@ -21,17 +21,39 @@ pub(super) async fn purge(host: &HostInner) {
         .purge(chrono::DateTime::<chrono::Utc>::MIN_UTC, budget)
         .await;
     match (by_age, by_size) {
-        (Ok(0), Ok(0)) => {}
-        (Ok(by_age), Ok(by_size)) => tracing::info!(
-            by_age,
-            by_size,
-            "forgot {by_age} finished jobs that ended over {} h ago, and {by_size} more, the oldest, past the finished jobs' budget of {} MB (retention)",
-            retention.num_hours(),
-            budget / (1024 * 1024)
-        ),
+        (Ok(by_age), Ok(by_size)) => {
+            let hours = retention.num_hours();
+            if let Some(said) = forgotten(by_age, by_size, hours, budget / (1024 * 1024)) {
+                tracing::info!(by_age, by_size, "{said} (retention)");
+            }
+        }
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "could not forget finished jobs (retention)")
         }
+    }
+}
+
+/// What a pass forgot, by age (older than `hours`) and by size (past `budget_mb`),
+/// each rule said only when it forgot some: by size alone it said "forgot 0
+/// finished jobs that ended over 168 h ago, and 2 more, …" (a probe). `None` when
+/// nothing was forgotten.
+fn forgotten(by_age: u64, by_size: u64, hours: i64, budget_mb: u64) -> Option<String> {
+    let jobs = |n: u64| if n == 1 { "job" } else { "jobs" };
+    let old = format!(
+        "{by_age} finished {} that ended over {hours} h ago",
+        jobs(by_age)
+    );
+    let budget = format!("past the finished jobs' budget of {budget_mb} MB");
+    match (by_age, by_size) {
+        (0, 0) => None,
+        (_, 0) => Some(format!("forgot {old}")),
+        (0, _) => Some(format!(
+            "forgot {by_size} finished {}, the oldest, {budget}",
+            jobs(by_size)
+        )),
+        (_, _) => Some(format!(
+            "forgot {old}, and {by_size} more, the oldest, {budget}"
+        )),
     }
 }
 
@@ -113,6 +135,32 @@ pub(super) async fn unserved(
             service = %service.escape_debug(),
             due_since = %due,
             "jobs of this service are waiting: {why}; they run once a host running it shares this store (a service renamed by an upgrade: run its old name, or cancel and delete its jobs)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forgotten;
+
+    /// Each rule is said only when it forgot some, in the singular for one.
+    #[test]
+    fn a_pass_says_what_each_rule_forgot() {
+        assert_eq!(forgotten(0, 0, 168, 256), None);
+        assert_eq!(
+            forgotten(3, 0, 168, 256).as_deref(),
+            Some("forgot 3 finished jobs that ended over 168 h ago")
+        );
+        assert_eq!(
+            forgotten(0, 1, 168, 256).as_deref(),
+            Some("forgot 1 finished job, the oldest, past the finished jobs' budget of 256 MB")
+        );
+        assert_eq!(
+            forgotten(1, 120, 168, 256).as_deref(),
+            Some(
+                "forgot 1 finished job that ended over 168 h ago, and 120 more, the oldest, \
+                 past the finished jobs' budget of 256 MB"
+            )
         );
     }
 }
