@@ -209,6 +209,20 @@ async fn stream_errors() -> anyhow::Result<()> {
     );
     drop(open(&api, "/api/services/herald/events?event=ready").await?);
     drop(open(&api, "/api/services/notifier/events?event=Anything").await?);
+    // Every service's stream takes only a name some service declares, though
+    // Notifier declares none: a misspelt name was followed for ever (a probe).
+    let message = refused(
+        &api,
+        "/api/events?event=Redy",
+        StatusCode::NOT_FOUND,
+        "unknown_event",
+    )
+    .await?;
+    assert!(
+        message.contains("`Redy`") && message.contains("Ready") && message.contains("service="),
+        "{message}"
+    );
+    drop(open(&api, "/api/events?event=READY").await?);
     api.stop().await
 }
 
@@ -440,7 +454,8 @@ async fn events_of_several_emitters_are_sent_in_their_ids_order() -> anyhow::Res
 async fn a_filtered_stream_is_not_told_of_misses_it_had_none_of() -> anyhow::Result<()> {
     let api = start().await?;
     let host = api.host.clone();
-    let mut rare = open(&api, "/api/events?event=Rare").await?;
+    // Notifier emits `Rare` without declaring it: followed on its stream.
+    let mut rare = open(&api, "/api/events?service=notifier&event=Rare").await?;
     host.emit("Notifier", "Rare", json!({ "text": "1" }))
         .await?;
     for i in 0..(koan::event::RECENT_EVENTS + 50) {

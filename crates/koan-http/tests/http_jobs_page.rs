@@ -121,3 +121,42 @@ async fn a_service_filter_in_any_case_finds_the_service_jobs() -> anyhow::Result
     assert!(known.get("note").is_none(), "{known}");
     api.stop().await
 }
+
+/// The routes of one job take no query parameter, and refuse one: `retry?delay=1h`
+/// ran the job at once, `cancel?force=true` and `?verbose=1` were taken without a
+/// word (a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_of_one_job_refuse_a_query_parameter() -> anyhow::Result<()> {
+    let host = koan::testing::host().service::<Notes>().build()?.start();
+    let api = Api::open(host).await?;
+    let (status, body) = call(
+        api.post("/api/services/notes/actions/note?wait=false&delay=1h")
+            .json(&"n"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap_or_default().to_owned();
+    let asked = [
+        api.get(&format!("/api/jobs/{id}?verbose=1")),
+        api.get(&format!("/api/actions/{id}?verbose=1")),
+        api.post(&format!("/api/jobs/{id}/retry?delay=1h")),
+        api.post(&format!("/api/jobs/{id}/cancel?force=true")),
+        api.client
+            .delete(api.url(&format!("/api/jobs/{id}?force=true"))),
+    ];
+    for request in asked {
+        let (status, body) = call(request).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "invalid_parameters", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown query parameter")),
+            "{body}"
+        );
+    }
+    // Nothing was done: the job is still scheduled.
+    let (_, rec) = call(api.get(&format!("/api/jobs/{id}"))).await?;
+    assert_eq!(rec["state"], "scheduled", "{rec}");
+    api.stop().await
+}

@@ -21,6 +21,14 @@ impl Clock {
         Ok(json!({ "enqueued": cx.id().is_some() }))
     }
 
+    /// How long its run has left (ms), if it has a deadline.
+    #[action("limit")]
+    async fn limit(&self, _p: (), cx: &ActionContext) -> Result<Option<u64>, BoxError> {
+        Ok(cx
+            .remaining()
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    }
+
     #[action("note")]
     async fn note(&self, text: String, _cx: &ActionContext) -> Result<String, BoxError> {
         Ok(text)
@@ -65,6 +73,40 @@ async fn wait_true_on_a_delayed_call_answers_the_stored_jobs_outcome() -> anyhow
     let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
     assert_eq!(jobs.len(), 1, "{list}");
     assert_eq!(jobs[0]["state"], "succeeded", "{list}");
+    api.stop().await
+}
+
+/// With `delay` and `wait=true`, `timeout` bounds the wait, not the job's runs:
+/// as their deadline too, each attempt of a job due in 1 s waited for 2 s was cut
+/// at 2 s and the job died (found by a probe). With `wait=false` it stays each
+/// run's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_of_a_scheduled_call_that_waits_bounds_the_wait_only() -> anyhow::Result<()> {
+    let api = start().await?;
+    let (status, body) =
+        call(api.post("/api/services/clock/actions/limit?wait=true&delay=20ms&timeout=30s"))
+            .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["result"],
+        Value::Null,
+        "no deadline on its run: {body}"
+    );
+
+    let (status, body) =
+        call(api.post("/api/services/clock/actions/limit?wait=false&timeout=30s")).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let url = body["status_url"].as_str().unwrap_or_default().to_owned();
+    let rec = koan_test_support::wait_for("the job to succeed", async || {
+        let (_, rec) = call(api.get(&url)).await?;
+        Ok((rec["state"] == "succeeded").then_some(rec))
+    })
+    .await?;
+    let left = rec["result"].as_u64();
+    assert!(
+        left.is_some_and(|ms| ms <= 30_000),
+        "each run's deadline: {rec}"
+    );
     api.stop().await
 }
 

@@ -349,8 +349,12 @@ fn sse_event(env: &EventEnvelope) -> Event {
 /// Refuses an `event` filter that no service here declares (of `service`, when the
 /// stream is one service's), as a subscription by name is refused: such a stream
 /// answered 200 and then nothing, for ever (seen in a probe; `koanctl events`
-/// later said the host was gone). A service that declares no events takes any
-/// name; so does a stream that may carry other processes' events (a cluster).
+/// later said the host was gone). A service named that declares no events takes
+/// any name (it may emit one undeclared, which is warned of); so does a stream
+/// that may carry other processes' events (a cluster). A stream of every service
+/// takes only a name some service declares: one service declaring none let any
+/// misspelt name through, followed for ever (the demo's migration service; a
+/// probe).
 async fn check_event(state: &AppState, service: Option<&str>, event: &str) -> Result<(), ApiError> {
     let names: Vec<String> = match service {
         Some(name) if state.host.hosts(name) => vec![name.to_owned()],
@@ -361,7 +365,7 @@ async fn check_event(state: &AppState, service: Option<&str>, event: &str) -> Re
     let mut declared = Vec::new();
     for name in &names {
         let info = state.host.service(name).info().await?;
-        if info.events.is_empty()
+        if (service.is_some() && info.events.is_empty())
             || info
                 .events
                 .iter()
@@ -381,9 +385,14 @@ async fn check_event(state: &AppState, service: Option<&str>, event: &str) -> Re
         StatusCode::NOT_FOUND,
         "unknown_event",
         format!(
-            "{whose} declares no event `{}`; declared: {}",
+            "{whose} declares no event `{}`; declared: {}{}",
             event.escape_debug(),
-            declared.join(", ")
+            declared.join(", "),
+            if service.is_none() {
+                " (an event a service emits without declaring it is followed on that service's stream: add `service=`)"
+            } else {
+                ""
+            }
         ),
     ))
 }

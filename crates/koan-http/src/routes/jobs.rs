@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::query::Params;
+use crate::query::{NoParams, Params};
 
 /// The longest id, service or action name a query may carry.
 const MAX_NAME: usize = 200;
@@ -213,6 +213,7 @@ pub(crate) async fn counts(
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.host.jobs().get(job_id(&id)?).await?).into_response())
 }
@@ -221,6 +222,7 @@ pub(crate) async fn get(
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.host.jobs().retry(job_id(&id)?).await?).into_response())
 }
@@ -229,6 +231,7 @@ pub(crate) async fn retry(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.host.jobs().cancel(job_id(&id)?).await?).into_response())
 }
@@ -237,6 +240,7 @@ pub(crate) async fn cancel(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     state.host.jobs().delete(job_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -318,7 +318,13 @@ pub(crate) async fn run_action(
         .service(service)
         .action(action, params)
         .priority(q.priority);
-    if let Some(t) = q.timeout {
+    // A scheduled call that waits: `timeout` bounds the wait, not the job's
+    // runs. As the runs' deadline too, each attempt of a job due in 1 s waited
+    // for 2 s was cut at 2 s and the job died, though the wait had ended (or,
+    // due after it, never begun; found by a probe).
+    if let Some(t) = q.timeout
+        && !(q.wait && scheduled)
+    {
         req = req.timeout(t);
     }
     let given = call_headers::correlation(headers)?;
