@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::Value;
 
 use crate::answers::{require, require_part};
@@ -11,33 +12,11 @@ use crate::client::{Client, DEADLINE_HINT, Failure, check};
 use crate::commands::{emit, emit_json};
 use crate::deadline;
 use crate::output::{self, field, fields};
+use crate::params::{self, JsonText};
 use crate::spinner::Spinner;
 
-/// Reads `--params`: JSON text, `@file`, or `@-` for standard input.
-fn read_params(arg: &str) -> Result<Value, Failure> {
-    let (text, origin) = if let Some(path) = arg.strip_prefix('@') {
-        let text = if path == "-" {
-            std::io::read_to_string(std::io::stdin())
-                .map_err(|e| Failure::Input(format!("cannot read --params from stdin: {e}")))?
-        } else {
-            std::fs::read_to_string(path)
-                .map_err(|e| Failure::Input(format!("cannot read --params file `{path}`: {e}")))?
-        };
-        let origin = if path == "-" {
-            "standard input".to_owned()
-        } else {
-            format!("file `{path}`")
-        };
-        (text, origin)
-    } else {
-        (arg.to_owned(), "--params".to_owned())
-    };
-    serde_json::from_str(&text)
-        .map_err(|e| Failure::Input(format!("{origin} is not valid JSON: {e}")))
-}
-
 pub(crate) async fn act(client: &Client, args: ActArgs, json: bool) -> anyhow::Result<()> {
-    let params = args.params.as_deref().map(read_params).transpose()?;
+    let params = args.params.as_deref().map(params::read).transpose()?;
     let segments = ["api", "services", &args.name, "actions", &args.action];
     let label = format!("{}/{}", args.name, args.action);
     call(
@@ -64,6 +43,7 @@ pub(crate) async fn poke(
 ) -> anyhow::Result<()> {
     let segments = ["api", "services", name, route];
     let label = format!("{name} {route}");
+    let body = body.as_ref().map(JsonText::of);
     // The built-in poke answers with the run that served it; an action the service
     // declares under the route's name, with its own result.
     let promise = |body: &Value, what: &str| {
@@ -140,7 +120,7 @@ fn answer_deadline(request: Duration, opts: &CallArgs) -> (Duration, String) {
 pub(crate) async fn call(
     client: &Client,
     segments: &[&str],
-    body: Option<Value>,
+    body: Option<JsonText>,
     opts: &CallArgs,
     label: &str,
     json: bool,
@@ -176,8 +156,12 @@ pub(crate) async fn call(
     if let Some(key) = &opts.idempotency_key {
         req = req.header("idempotency-key", key);
     }
-    req = match &body {
-        Some(b) => req.json(b),
+    // The text as the operator wrote it (checked in `params`), not a re-serialised
+    // copy of it.
+    req = match body {
+        Some(b) => req
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(b.into_string()),
         None => req,
     };
     let (limit, hint) = answer_deadline(client.deadline(), opts);
@@ -227,21 +211,4 @@ pub(crate) async fn call(
         emit(&text)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn params_are_json_text_or_a_file() -> anyhow::Result<()> {
-        assert_eq!(read_params(r#"{"a":1}"#)?, json!({ "a": 1 }));
-        let bad = read_params("{nope");
-        assert!(matches!(bad, Err(Failure::Input(_))), "{bad:?}");
-        let missing = read_params("@/definitely/not/here.json");
-        assert!(matches!(missing, Err(Failure::Input(_))), "{missing:?}");
-        Ok(())
-    }
 }

@@ -27,11 +27,21 @@ pub(crate) fn delay(text: &str) -> Result<String, String> {
     Ok(text.trim().to_owned())
 }
 
-/// `--at`: an RFC 3339 time, e.g. `2026-12-24T18:00:00Z`.
+/// `--at`: an RFC 3339 time, read as the host reads it (chrono's RFC 3339 parser):
+/// `2026-12-24T18:00:00Z`, `2026-12-24T19:00:00+01:00`, `2026-12-24t18:00:00z`.
+/// humantime's reader took UTC alone, and refused a time with an offset the host
+/// takes (found by a probe). Sent as typed: the query is percent-encoded, a `+` as
+/// `%2B`.
 pub(crate) fn at(text: &str) -> Result<String, String> {
-    humantime::parse_rfc3339_weak(text.trim())
-        .map(|_| text.trim().to_owned())
-        .map_err(|_| format!("`{text}` is not an RFC 3339 time; write e.g. `2026-12-24T18:00:00Z`"))
+    let t = text.trim();
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|_| t.to_owned())
+        .map_err(|e| {
+            format!(
+                "`{text}` is not an RFC 3339 time ({e}); write e.g. `2026-12-24T18:00:00Z` \
+                 or `2026-12-24T19:00:00+01:00`"
+            )
+        })
 }
 
 /// `--correlation-id`, `--idempotency-key`: 1 to 200 visible ASCII characters.
@@ -72,7 +82,22 @@ mod tests {
     fn flags_are_checked_as_the_host_checks_them() {
         assert!(timeout("30s").is_ok() && timeout("0s").is_err() && timeout("soon").is_err());
         assert!(delay("2h").is_ok() && delay("400d").is_err() && delay("later").is_err());
-        assert!(at("2026-12-24T18:00:00Z").is_ok() && at("tomorrow").is_err());
+        for good in [
+            "2026-12-24T18:00:00Z",
+            "2026-12-24T19:00:00+01:00",
+            "2026-12-24T13:30:00.5-04:30",
+            "2026-12-24t18:00:00z",
+        ] {
+            assert_eq!(at(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "tomorrow",
+            "2026-12-24",
+            "2026-12-24T18:00:00",
+            "2026-13-01T00:00:00Z",
+        ] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
         assert!(id("order-42").is_ok());
         assert!(token("s3cret").is_ok() && token("").is_err());
         for bad in ["", "a b", &"x".repeat(201), "é"] {

@@ -25,6 +25,7 @@ mod failure;
 mod flags;
 mod jobs;
 mod output;
+mod params;
 mod spinner;
 mod sse;
 mod token;
