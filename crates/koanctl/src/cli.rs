@@ -170,6 +170,46 @@ pub(crate) enum Command {
     },
 }
 
+/// Refuses a global option (`--url`, `--token`, `--json`, `--request-timeout`)
+/// given more than once in `args` (the command line, program name first), as clap
+/// refuses one given twice at one level. Given before and after the subcommand
+/// (`koanctl --url A services --url B`), clap took the last without a word, and
+/// the command ran against B (found by a probe): clap gives each level's matches
+/// the same value, so the command line itself is read. Before `--`, a word that is
+/// `--url` or starts with `--url=` is the option, never another's value: clap
+/// takes no value starting with `--` (no option of koanctl allows one).
+pub(crate) fn globals_once(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<(), clap::Error> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // Built, for an argument to show itself as clap's errors do (`--url <URL>`).
+    cmd.build();
+    let words: Vec<String> = args
+        .into_iter()
+        .skip(1)
+        .map_while(|a| a.into_string().ok().filter(|w| w != "--"))
+        .collect();
+    let globals: Vec<(String, String)> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .filter_map(|a| Some((format!("--{}", a.get_long()?), a.to_string())))
+        .collect();
+    for (flag, arg) in globals {
+        let given = words
+            .iter()
+            .filter(|w| **w == flag || w.starts_with(&format!("{flag}=")))
+            .count();
+        if given > 1 {
+            let message = format!(
+                "the argument '{arg}' cannot be used multiple times (it is given {given} \
+                 times, before and after the subcommand): give it once"
+            );
+            return Err(cmd.error(clap::error::ErrorKind::ArgumentConflict, message));
+        }
+    }
+    Ok(())
+}
+
 /// `koanctl act NAME ACTION …`.
 #[derive(Debug, Args)]
 pub(crate) struct ActArgs {
@@ -278,10 +318,38 @@ pub(crate) enum JobsCommand {
 mod tests {
     use clap::CommandFactory;
 
-    use super::Cli;
+    use super::{Cli, globals_once};
 
     #[test]
     fn the_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_global_option_is_given_once_at_any_level() {
+        let given = |line: &str| globals_once(line.split(' ').map(Into::into));
+        for twice in [
+            "koanctl --url http://a services --url http://b",
+            "koanctl --url=http://a jobs list --url=http://b",
+            "koanctl --token a status S --token=b",
+            "koanctl --json services --json",
+            "koanctl --request-timeout 1s jobs --request-timeout 2s list",
+        ] {
+            let e = given(twice).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|e| e.contains("cannot be used multiple times")),
+                "{twice}: {e:?}"
+            );
+        }
+        for once in [
+            "koanctl --url http://a services",
+            "koanctl services --url http://a --json",
+            "koanctl --url-x services",
+            "koanctl info -- --url",
+            "koanctl --url http://a info -- --url",
+        ] {
+            assert!(given(once).is_ok(), "{once}");
+        }
     }
 }

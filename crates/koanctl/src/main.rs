@@ -38,6 +38,9 @@ use crate::client::Failure;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let Err(e) = cli::globals_once(std::env::args_os()) {
+        e.exit();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,6 +1,7 @@
 //! What the operator types, read as the host reads it: `--params` whose object names
-//! a key twice (refused: the host refuses such a body), and `--at` with an offset or
-//! in lower case (taken: the host takes it).
+//! a key twice (refused: the host refuses such a body), `--at` with an offset or in
+//! lower case (taken: the host takes it), and a global option given before and after
+//! the subcommand (refused, as twice at one level).
 
 mod common;
 
@@ -103,5 +104,35 @@ async fn at_takes_any_rfc_3339_time_as_the_host_does() -> anyhow::Result<()> {
         let run = live.whoami(&["--no-wait", "--at", at]).await?;
         assert!(run.failed(2).contains("is not an RFC 3339 time"), "{run:?}");
     }
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_option_before_and_after_the_subcommand_is_refused() -> anyhow::Result<()> {
+    let live = Live::start(None).await?;
+    let base = live.api.base.as_str();
+    // The first `--url` names no host: the command ran against the second, exit 0,
+    // where `--url` twice before the subcommand is refused (a probe).
+    let nowhere = "http://127.0.0.1:1";
+    for args in [
+        &["--url", nowhere, "services", "--url", base][..],
+        &["--url", nowhere, "jobs", "list", &format!("--url={base}")],
+        &["--url", base, "--json", "services", "--json"],
+        &["--url", base, "--token", "a", "services", "--token", "b"],
+    ] {
+        let run = common::koanctl(args, &[]).await?;
+        let err = run.failed(2);
+        assert!(
+            err.contains("cannot be used multiple times"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("'a'") && !err.contains("'b'"),
+            "no token: {err}"
+        );
+    }
+    // Once, at either level, as before.
+    let run = common::koanctl(&["services", "--url", base], &[]).await?;
+    assert!(run.ok().contains("Greeter"), "{run:?}");
     live.stop().await
 }
