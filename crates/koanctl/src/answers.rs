@@ -3,6 +3,7 @@
 //! page — was printed as "status: -" and exit 0, which a monitoring script reads
 //! as healthy), and how a message shows what came back instead.
 
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::client::Failure;
@@ -80,6 +81,25 @@ fn require_in(subject: &str, body: &Value, fields: &[&str]) -> Result<(), Failur
 /// never shown as a result.
 pub(crate) fn require(body: &Value, fields: &[&str], what: &str) -> Result<(), Failure> {
     require_in(&format!("the answer to {what}"), body, fields)
+}
+
+/// Checks that the answer to `what` (`DELETE http://…`), of `status` with `body`,
+/// is `204 No Content` without a body, as the API promises; otherwise a
+/// [`Failure::Other`] as [`require`]'s.
+pub(crate) fn require_no_content(
+    status: StatusCode,
+    body: &Value,
+    what: &str,
+) -> Result<(), Failure> {
+    if status == StatusCode::NO_CONTENT && body.is_null() {
+        return Ok(());
+    }
+    let detail = if status == StatusCode::NO_CONTENT {
+        "is 204 No Content with a body, not without one".to_owned()
+    } else {
+        format!("is {status}, not 204 No Content")
+    };
+    Err(unpromised(&format!("the answer to {what}"), &detail, body))
 }
 
 /// [`require`] for `part`, the field `name` of the answer to `what` (`result.run`).

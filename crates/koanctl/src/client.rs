@@ -224,7 +224,7 @@ impl Client {
         }
         match serde_json::from_slice(&bytes) {
             Ok(v) => Ok((status, v)),
-            Err(_) if !status.is_success() => Ok((status, text_error(status, &bytes))),
+            Err(_) if !status.is_success() => Ok((status, text_error(&bytes))),
             Err(e) => Err(Failure::Other(format!(
                 "{url} answered {status} with a body that is not JSON ({e})"
             ))),
@@ -269,7 +269,7 @@ impl Client {
         }
         let status = resp.status();
         let bytes = Self::within(url, self.deadline, hint, self.read_body(url, resp)).await?;
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| text_error(status, &bytes));
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| text_error(&bytes));
         Err(api_error(status, &body))
     }
 

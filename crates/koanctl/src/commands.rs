@@ -444,6 +444,7 @@ async fn health(client: &Client, name: Option<&str>, json: bool) -> anyhow::Resu
             message: format!("{what} reports `{}`", field(&body, "status")),
             // The health document, printed above, is the answer.
             document: None,
+            foreign: false,
         }
         .into())
     }

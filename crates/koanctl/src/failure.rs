@@ -22,6 +22,9 @@ pub(crate) enum Failure {
         /// an `error` kind, else `{"error": kind, "message": message}`; `None` when
         /// the answer is printed already (an unhealthy host's health document).
         document: Option<Value>,
+        /// Whether the body was not a koan error document (an object with `error`
+        /// and `message`): another server's page, a proxy's, or nothing.
+        foreign: bool,
     },
     /// The server could not be reached, or the connection broke.
     Connect {
@@ -66,18 +69,28 @@ impl fmt::Display for Failure {
             // The server's words, kept to one line of plain text and cut at
             // `MAX_MESSAGE` characters (`--json` has them whole): a 15 MB message
             // went to the terminal whole (found by a probe).
-            Failure::Api { kind, message, .. } => {
+            Failure::Api {
+                kind,
+                message,
+                foreign,
+                ..
+            } => {
                 let shown = printable(message);
                 let n = shown.chars().count();
                 if n <= MAX_MESSAGE {
-                    return write!(f, "{}: {shown}", printable(kind));
+                    write!(f, "{}: {shown}", printable(kind))?;
+                } else {
+                    let cut: String = shown.chars().take(MAX_MESSAGE).collect();
+                    write!(
+                        f,
+                        "{}: {cut}… ({n} characters; --json has them all)",
+                        printable(kind)
+                    )?;
                 }
-                let cut: String = shown.chars().take(MAX_MESSAGE).collect();
-                write!(
-                    f,
-                    "{}: {cut}… ({n} characters; --json has them all)",
-                    printable(kind)
-                )
+                if *foreign {
+                    f.write_str(FOREIGN_HINT)?;
+                }
+                Ok(())
             }
             Failure::Connect { url, detail } => write!(
                 f,
@@ -90,11 +103,18 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// The error body standing for an error answer that is not JSON: its text, cut.
-pub(crate) fn text_error(status: StatusCode, bytes: &[u8]) -> Value {
+/// Said under an error whose body is not a koan error document: an HTML 404 of
+/// another server was shown as `http_404: <!DOCTYPE…`, exit 3, with no word of
+/// `--url`, which an answer without the promised fields gets (found by a probe).
+const FOREIGN_HINT: &str = "\nhint: that is not a koan error (a koan host answers an \
+    error with JSON `{\"error\", \"message\"}`): does --url (or KOAN_URL) point at a koan \
+    host, or did a proxy in front of it answer?";
+
+/// The error body standing for an error answer that is not JSON: its text, cut, as a
+/// JSON string (which [`api_error`] reads as no koan error document).
+pub(crate) fn text_error(bytes: &[u8]) -> Value {
     let text = String::from_utf8_lossy(bytes);
-    let text: String = text.trim().chars().take(500).collect();
-    json!({ "error": format!("http_{}", status.as_u16()), "message": text })
+    Value::String(text.trim().chars().take(500).collect())
 }
 
 /// The body of a success, or the [`Failure`] an error status stands for.
@@ -106,8 +126,12 @@ pub(crate) fn check(status: StatusCode, body: Value) -> Result<Value, Failure> {
     }
 }
 
-/// The [`Failure::Api`] of an error answer `{ "error": kind, "message": … }`.
+/// The [`Failure::Api`] of an error answer `{ "error": kind, "message": … }`; of
+/// another body, `http_<status>` and its text ([`text_error`]) or the status's
+/// reason, with a hint that `--url` may not point at a koan host.
 pub(crate) fn api_error(status: StatusCode, body: &Value) -> Failure {
+    let foreign = !(body.get("error").is_some_and(Value::is_string)
+        && body.get("message").is_some_and(Value::is_string));
     let kind = body
         .get("error")
         .and_then(Value::as_str)
@@ -115,6 +139,7 @@ pub(crate) fn api_error(status: StatusCode, body: &Value) -> Failure {
     let message = body
         .get("message")
         .and_then(Value::as_str)
+        .or_else(|| body.as_str())
         .map(str::to_owned)
         .unwrap_or_else(|| {
             let reason = status.canonical_reason().unwrap_or("error");
@@ -129,6 +154,7 @@ pub(crate) fn api_error(status: StatusCode, body: &Value) -> Failure {
         kind,
         message,
         document: Some(document),
+        foreign,
     }
 }
 
@@ -146,10 +172,23 @@ mod tests {
         );
         assert_eq!(f.to_string(), "unknown_service: no service `x`");
         assert_eq!(f.exit_code(), 3);
+        // A body that is not a koan error is named, and `--url` questioned.
         let f = api_error(StatusCode::BAD_GATEWAY, &json!(null));
         assert_eq!(
             f.to_string(),
-            "http_502: the server answered 502 Bad Gateway"
+            format!("http_502: the server answered 502 Bad Gateway{FOREIGN_HINT}")
+        );
+        let f = api_error(StatusCode::NOT_FOUND, &text_error(b" <!DOCTYPE html>\n"));
+        assert_eq!(
+            f.to_string(),
+            format!("http_404: <!DOCTYPE html>{FOREIGN_HINT}")
+        );
+        let Failure::Api { document, .. } = f else {
+            panic!("an API failure")
+        };
+        assert_eq!(
+            document,
+            Some(json!({ "error": "http_404", "message": "<!DOCTYPE html>" }))
         );
         // A long message is cut when shown as text; the document keeps it whole.
         let long = "m".repeat(1_000_000);

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::answers::{require, require_list};
+use crate::answers::{require, require_list, require_no_content};
 use crate::cli::JobsCommand;
 use crate::client::{Client, Failure, check};
 use crate::commands::{emit, emit_json};
@@ -119,7 +119,12 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
             let url = client.url(&["api", "jobs", &id]);
             let req = client.request(Method::DELETE, url.clone());
             let (status, body) = client.send(&url, req).await?;
-            check(status, body)?;
+            let body = check(status, body)?;
+            // A koan host answers `204 No Content`, nothing else: a server that
+            // answers `200 {}` to everything was reported as having deleted the job
+            // (found by a probe). One answering a bare 204 to everything cannot be
+            // told from a koan host: the host's answer carries no mark of its own.
+            require_no_content(status, &body, &format!("DELETE {url}"))?;
             Ok(emit(&format!("deleted {id}"))?)
         }
     }
