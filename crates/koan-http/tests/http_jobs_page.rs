@@ -160,3 +160,38 @@ async fn the_routes_of_one_job_refuse_a_query_parameter() -> anyhow::Result<()> 
     assert_eq!(rec["state"], "scheduled", "{rec}");
     api.stop().await
 }
+
+/// A `cursor` that is no page's `next_cursor` is refused: upper case answered an
+/// empty last page (the rest lost), a trailing space repeated a job, `bogus`
+/// answered page 1 again (a client looping for ever; found by a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_no_page_gave_is_refused() -> anyhow::Result<()> {
+    let host = koan::testing::host().service::<Notes>().build()?.start();
+    let api = Api::open(host).await?;
+    for _ in 0..3 {
+        let (status, body) = call(
+            api.post("/api/services/notes/actions/note?wait=false&delay=1h")
+                .json(&"n"),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let (_, first) = call(api.get("/api/jobs?limit=1")).await?;
+    let cursor = first["next_cursor"].as_str().unwrap_or_default().to_owned();
+    let (status, next) = call(api.get(&format!("/api/jobs?limit=1&cursor={cursor}"))).await?;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert_eq!(next["jobs"].as_array().map(Vec::len), Some(1), "{next}");
+    for (bad, says) in [
+        (cursor.to_uppercase(), "written otherwise"),
+        (format!("{cursor}%20"), "names no job"),
+        ("bogus".to_owned(), "names no job"),
+    ] {
+        let (status, body) = call(api.get(&format!("/api/jobs?limit=1&cursor={bad}"))).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| m.contains(says)),
+            "{bad}: {body}"
+        );
+    }
+    api.stop().await
+}

@@ -139,6 +139,9 @@ pub(crate) async fn list(
     Params(query): Params<ListParams>,
 ) -> Result<Response, ApiError> {
     let mut q = parse_list_query(&query)?;
+    if let Some(cursor) = &q.cursor {
+        check_cursor(&state.host, cursor).await?;
+    }
     if let Some(service) = &q.service {
         q.service = Some(own_spelling(&state.host, service).to_owned());
     }
@@ -154,6 +157,36 @@ pub(crate) async fn list(
             Ok(Json(body).into_response())
         }
         Err(_) => Ok(Json(page).into_response()),
+    }
+}
+
+/// Refuses a `cursor` that is no `next_cursor` a page gave: a job id written
+/// otherwise (upper case: an empty last page, the rest lost) or one that names
+/// no job (`bogus`: page 1 again, a client looping for ever; found by a probe).
+/// A cursor is a job's id; a job forgotten since its page was read still has a
+/// UUID's form, and is taken.
+async fn check_cursor(host: &koan::HostHandle, cursor: &str) -> Result<(), ApiError> {
+    let refused = |why: String| {
+        ApiError::bad_request(
+            "invalid_parameters",
+            format!(
+                "query parameter `cursor` must be the `next_cursor` of a previous page, as given; {why}"
+            ),
+        )
+    };
+    match koan::job::job_id_as_written(cursor) {
+        Some(written) if written == cursor => Ok(()),
+        Some(written) => Err(refused(format!(
+            "`{}` is that job id written otherwise: `{written}`",
+            cursor.escape_debug()
+        ))),
+        None => match host.jobs().get(cursor).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == koan::error::ErrorKind::UnknownJob => {
+                Err(refused(format!("`{}` names no job", cursor.escape_debug())))
+            }
+            Err(e) => Err(e.into()),
+        },
     }
 }
 

@@ -5,6 +5,15 @@ pub fn new_job_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
 }
 
+/// `id` as job ids are written (a UUID in lower-case hyphenated form), when it
+/// reads as a UUID in any form (upper case, braces, no hyphens): a listing's
+/// cursor written otherwise paged wrongly without a word (found by a probe).
+pub fn job_id_as_written(id: &str) -> Option<String> {
+    uuid::Uuid::try_parse(id)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
 /// When a job id of [`new_job_id`]'s was made (to the millisecond, as a UUID v7
 /// keeps it): the time its job was accepted. `None` for an id of another kind (one
 /// an idempotency key names, or a foreign client chose).

@@ -27,7 +27,7 @@ mod utc_time;
 
 pub use api::Jobs;
 pub(crate) use id::keyed_job_id;
-pub use id::{new_job_id, new_job_id_time};
+pub use id::{job_id_as_written, new_job_id, new_job_id_time};
 pub use memory::MemoryJobStore;
 pub use record::{
     JobAttempt, JobCounts, JobInfo, JobPage, JobQuery, JobRecord, JobState, JobStep, NewJob,
