@@ -60,13 +60,14 @@ pub struct FlowEntityFailed {
     pub error: String,
 }
 
-/// Parameters of `submit`.
+/// Parameters of `submit`. A field it does not know is refused, not ignored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmitEntity {
-    /// The entity's id (generated when absent). Submitting an id again is a no-op.
-    #[serde(default)]
-    pub id: Option<String>,
+    /// The entity's id (generated when absent), the name `resume` takes and the
+    /// answer gives; `id` is taken too. Submitting an id again is a no-op.
+    #[serde(default, alias = "id")]
+    pub entity_id: Option<String>,
     /// Its type (default `Order`).
     #[serde(default)]
     pub entity_type: Option<String>,
@@ -75,9 +76,9 @@ pub struct SubmitEntity {
     pub payload: Option<Value>,
 }
 
-/// Parameters of `resume`.
+/// Parameters of `resume`. A field it does not know is refused, not ignored.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResumeEntity {
     /// The parked entity's id.
     pub entity_id: String,
@@ -271,9 +272,9 @@ impl FlowOrchestrator {
         if !payload.is_object() {
             return Err(invalid("`payload` must be a JSON object".to_owned()));
         }
-        let id = entity.id.unwrap_or_else(new_id);
+        let id = entity.entity_id.unwrap_or_else(new_id);
         if id.is_empty() {
-            return Err(invalid("`id` must not be empty".to_owned()));
+            return Err(invalid("`entityId` must not be empty".to_owned()));
         }
         let entity_type = entity.entity_type.unwrap_or_else(|| "Order".to_owned());
         let row_id = id.clone();
@@ -423,7 +424,7 @@ impl FlowOrchestrator {
             payload["failAt"] = "enriched".into();
         }
         self.insert(SubmitEntity {
-            id: None,
+            entity_id: None,
             entity_type: Some("Order".to_owned()),
             payload: Some(payload),
         })

@@ -16,9 +16,9 @@ use rusqlite::OptionalExtension;
 use crate::db::{Db, now_secs};
 
 /// The parameters of `translate`: which file, from and to which language, and the
-/// text.
+/// text. A field it does not know is refused, not ignored.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TranslationOptions {
     /// The file's id.
     pub file_id: String,
@@ -68,9 +68,9 @@ pub struct Translation {
     pub text: String,
 }
 
-/// The parameters of `flaky`.
+/// The parameters of `flaky`. A field it does not know is refused, not ignored.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlakyParams {
     /// How many first attempts fail.
     pub fail_times: u32,
