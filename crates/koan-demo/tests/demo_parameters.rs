@@ -5,9 +5,14 @@
 //!   new entity on every call, `translate` with `txt` translated the sample sentence.
 //! - `submit` takes the entity's id as `entityId`, the name `resume` takes and every
 //!   answer gives: submitting it again finds the same entity.
+//! - A language is accepted in any case (`FR`, `pt-br`) and translated into, or
+//!   refused naming the accepted ones; the source language too. A configured
+//!   language the dictionary cannot translate into stops the host at its start.
 
 #[path = "support/demo.rs"]
 mod demo;
+#[path = "support/in_process.rs"]
+mod in_process;
 
 use demo::{Demo, send};
 use koan_test_support::{PATIENCE, TempDir, wait_for};
@@ -123,5 +128,86 @@ async fn submit_takes_the_entity_id_by_the_name_its_answer_gives_and_is_idempote
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"]["entityId"], "order-2", "{body}");
     assert_eq!(count(&demo, "SELECT COUNT(*) FROM flow_entities")?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_an_accepted_language_translates_and_others_are_refused()
+-> anyhow::Result<()> {
+    let (_dir, demo, client) = start("koan-demo-languages").await?;
+    let translate = |from: &str, to: &str, text: &str| json!({ "fileId": "f", "from": from, "to": to, "text": text });
+    // (from, to, text, the translation, the language it is stored under)
+    let cases = [
+        ("en", "fr", "hello world", "bonjour monde", "fr"),
+        ("en", "FR", "hello world", "bonjour monde", "fr"),
+        ("auto", "Fr", "hello world", "bonjour monde", "fr"),
+        ("EN", "ES", "good morning", "bueno día", "es"),
+        ("en", "pt-br", "hello world", "olá mundo", "pt-BR"),
+        (
+            "en",
+            "PT-BR",
+            "the file is ready",
+            "o arquivo é pronto",
+            "pt-BR",
+        ),
+        // From another language than English, named or detected.
+        ("FR", "en", "bonjour monde", "hello world", "en"),
+        ("auto", "es", "bonjour monde", "hola mundo", "es"),
+    ];
+    for (from, to, text, expected, stored) in cases {
+        let params = translate(from, to, text);
+        let (status, body) =
+            call(&demo, &client, "TranslationService", "translate", &params).await?;
+        assert_eq!(status, StatusCode::OK, "{params}: {body}");
+        assert_eq!(body["result"]["text"], expected, "{params}: {body}");
+        assert_eq!(body["result"]["to"], stored, "{params}: {body}");
+    }
+    let stored = count(
+        &demo,
+        "SELECT COUNT(*) FROM translations WHERE target_lang IN ('en', 'pt-BR', 'es', 'fr')",
+    )?;
+    assert_eq!(stored, cases.len() as i64, "languages stored as given");
+
+    // A language the service does not translate is refused, naming the accepted ones,
+    // as a source as well as a target, and nothing is stored.
+    let refused = [
+        (translate("xx", "fr", "hello"), "source language `xx`"),
+        (translate("en", "de", "hello"), "target language `de`"),
+        (translate("en", "pt", "hello"), "target language `pt`"),
+    ];
+    for (params, named) in refused {
+        let (status, body) =
+            call(&demo, &client, "TranslationService", "translate", &params).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{params}: {body}");
+        assert_eq!(body["error"], "invalid_parameters", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{params}: {message}");
+        assert!(
+            message.contains("en, pt-BR, es, fr"),
+            "the accepted languages are not named: {message}"
+        );
+    }
+    assert_eq!(
+        count(&demo, "SELECT COUNT(*) FROM translations")?,
+        cases.len() as i64,
+        "a refused translation was stored"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_configured_language_the_dictionary_lacks_is_refused_at_start() -> anyhow::Result<()> {
+    let dir = TempDir::new("koan-demo-configured-language");
+    let toml = "[background_services.services.TranslationService.settings]\n\
+                supported_languages = [\"EN\", \"fr\", \"de\"]\n";
+    let Err(e) = in_process::demo_host(&in_process::db_path(&dir), toml)?.build() else {
+        anyhow::bail!("a host whose translator accepts `de` was built");
+    };
+    let message = e.to_string();
+    assert_eq!(e.kind(), koan::error::ErrorKind::Config, "{message}");
+    assert!(
+        message.contains("`de`") && message.contains("en, pt-BR, es, fr"),
+        "the language, or the ones it knows, not named: {message}"
+    );
     Ok(())
 }

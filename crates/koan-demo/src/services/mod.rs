@@ -9,6 +9,7 @@ pub mod migration;
 pub mod outbox;
 pub mod probe;
 pub mod translation;
+mod translation_dictionary;
 
 use std::future::Future;
 

@@ -1,7 +1,7 @@
 //! `TranslationService`: `translate` and `check-queue` actions (and `flaky`, to try
 //! job retries), Started/Completed/Failed events, translations stored in SQLite, and
 //! an outbox message per translation. The translator is a small deterministic
-//! dictionary.
+//! dictionary (`translation_dictionary.rs`).
 
 use koan::well_known::events::translation::{COMPLETED, FAILED, STARTED};
 use koan::{
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use rusqlite::OptionalExtension;
 
+pub use super::translation_dictionary::{LANGUAGES, Language, translate_text};
 use crate::db::{Db, now_secs};
 
 /// The parameters of `translate`: which file, from and to which language, and the
@@ -22,9 +23,9 @@ use crate::db::{Db, now_secs};
 pub struct TranslationOptions {
     /// The file's id.
     pub file_id: String,
-    /// Source language (`auto` detects).
+    /// Source language, in any case (`auto` detects).
     pub from: String,
-    /// Target language.
+    /// Target language, in any case (`fr`, `FR`, `pt-BR`, `pt-br`).
     pub to: String,
     /// The text; defaults to a sample sentence.
     #[serde(default)]
@@ -79,12 +80,13 @@ pub struct FlakyParams {
     pub note: Option<String>,
 }
 
-/// `Settings` of the service: the target languages it accepts, and an extra delay.
+/// `Settings` of the service: the languages it accepts, and an extra delay.
 /// How many translations run at once is the service's `max_concurrency`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct TranslationSettings {
-    /// Languages accepted as targets.
+    /// Languages accepted, as source and as target: some of the dictionary's
+    /// ([`LANGUAGES`]), in any case; another one stops the host at its start.
     pub supported_languages: Vec<String>,
     /// Extra time each translation takes, in milliseconds (default 0; tests use it
     /// to make the work slow).
@@ -94,7 +96,7 @@ pub struct TranslationSettings {
 impl Default for TranslationSettings {
     fn default() -> Self {
         TranslationSettings {
-            supported_languages: ["en", "pt-BR", "es", "fr"].map(String::from).to_vec(),
+            supported_languages: LANGUAGES.map(String::from).to_vec(),
             work_delay_ms: 0,
         }
     }
@@ -109,67 +111,70 @@ impl Default for TranslationSettings {
 pub struct TranslationService {
     db: Db,
     settings: TranslationSettings,
+    /// `settings.supported_languages`, each one the dictionary's.
+    languages: Vec<Language>,
 }
 
 impl FromContext for TranslationService {
     fn from_context(cx: &BuildContext<'_>) -> koan::Result<Self> {
+        let settings: TranslationSettings = cx.settings()?;
+        let config = |problem: String| {
+            koan::Error::new(
+                koan::error::ErrorKind::Config,
+                format!(
+                    "settings of service `{}`: `supported_languages` {problem}",
+                    cx.service_name()
+                ),
+            )
+        };
+        let known = LANGUAGES.join(", ");
+        let languages = settings
+            .supported_languages
+            .iter()
+            .map(|tag| {
+                Language::parse(tag).ok_or_else(|| {
+                    config(format!(
+                        "names `{tag}`, a language the dictionary does not know; it knows {known}"
+                    ))
+                })
+            })
+            .collect::<koan::Result<Vec<_>>>()?;
+        if languages.is_empty() {
+            return Err(config(format!("names no language; give some of {known}")));
+        }
         Ok(TranslationService {
             db: cx.resource::<Db>()?.as_ref().clone(),
-            settings: cx.settings()?,
+            settings,
+            languages,
         })
     }
-}
-
-const WORDS: &[(&str, &str, &str, &str)] = &[
-    // en, pt-BR, es, fr
-    ("hello", "olá", "hola", "bonjour"),
-    ("world", "mundo", "mundo", "monde"),
-    ("file", "arquivo", "archivo", "fichier"),
-    ("the", "o", "el", "le"),
-    ("is", "é", "es", "est"),
-    ("ready", "pronto", "listo", "prêt"),
-    ("good", "bom", "bueno", "bon"),
-    ("morning", "dia", "día", "matin"),
-];
-
-/// Word-by-word dictionary translation from English; unknown words stay as they are.
-pub fn translate_text(text: &str, to: &str) -> String {
-    let col = match to {
-        "pt-BR" | "pt" => 1,
-        "es" => 2,
-        "fr" => 3,
-        _ => 0,
-    };
-    text.split_whitespace()
-        .map(|w| {
-            let lower = w.to_lowercase();
-            WORDS
-                .iter()
-                .find(|row| row.0 == lower)
-                .map(|row| [row.0, row.1, row.2, row.3][col].to_owned())
-                .unwrap_or_else(|| w.to_owned())
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[koan::actions]
 impl TranslationService {
     /// Translates the text and stores the result, emitting `TranslationStarted`, then
-    /// `TranslationCompleted` or `TranslationFailed`.
+    /// `TranslationCompleted` or `TranslationFailed`. A language it does not accept
+    /// is refused before it starts.
     #[action("translate", description = "Translate a file and store the result")]
     async fn translate(
         &self,
         opts: TranslationOptions,
         cx: &ActionContext,
     ) -> Result<Translation, BoxError> {
+        let (from, to) = (self.source(&opts.from)?, self.target(&opts.to)?);
+        // Stored, answered and announced as the dictionary spells them.
+        let opts = TranslationOptions {
+            from: from.map_or("auto", Language::tag).to_owned(),
+            to: to.tag().to_owned(),
+            ..opts
+        };
         let args = TranslationEventArgs {
             file_id: opts.file_id.clone(),
             from: opts.from.clone(),
             to: opts.to.clone(),
         };
         cx.emit(STARTED, args.clone()).await;
-        match self.store(&opts, cx).await {
+        match self.store(&opts, from, to, cx).await {
             Ok(t) => {
                 cx.emit(COMPLETED, args).await;
                 Ok(t)
@@ -233,28 +238,49 @@ impl TranslationService {
 }
 
 impl TranslationService {
+    /// The source language `tag` names, in any case; `None` for `auto` (detected).
+    fn source(&self, tag: &str) -> Result<Option<Language>, BoxError> {
+        if tag.eq_ignore_ascii_case("auto") {
+            return Ok(None);
+        }
+        self.accepted(tag)
+            .map(Some)
+            .ok_or_else(|| self.refusal("source", tag, "auto, "))
+    }
+
+    /// The target language `tag` names, in any case.
+    fn target(&self, tag: &str) -> Result<Language, BoxError> {
+        self.accepted(tag)
+            .ok_or_else(|| self.refusal("target", tag, ""))
+    }
+
+    /// The language `tag` names, in any case, when the service accepts it.
+    fn accepted(&self, tag: &str) -> Option<Language> {
+        Language::parse(tag).filter(|l| self.languages.contains(l))
+    }
+
+    /// Why `tag`, as the `role` language, is refused, and what would do (`also`
+    /// before the accepted languages).
+    fn refusal(&self, role: &str, tag: &str, also: &str) -> BoxError {
+        let accepted: Vec<_> = self.languages.iter().map(|l| l.tag()).collect();
+        // Bad input, not a failure of the service: a 400 over HTTP.
+        koan::Error::new(
+            koan::error::ErrorKind::InvalidParameters,
+            format!(
+                "{role} language `{tag}` is not supported; supported: {also}{} (in any case)",
+                accepted.join(", ")
+            ),
+        )
+        .into()
+    }
+
     async fn store(
         &self,
         opts: &TranslationOptions,
+        from: Option<Language>,
+        to: Language,
         cx: &ActionContext,
     ) -> Result<Translation, BoxError> {
-        if !self
-            .settings
-            .supported_languages
-            .iter()
-            .any(|l| l.eq_ignore_ascii_case(&opts.to))
-        {
-            // Bad input, not a failure of the service: a 400 over HTTP.
-            return Err(koan::Error::new(
-                koan::error::ErrorKind::InvalidParameters,
-                format!(
-                    "target language `{}` is not supported; supported: {}",
-                    opts.to,
-                    self.settings.supported_languages.join(", ")
-                ),
-            )
-            .into());
-        }
         if self.settings.work_delay_ms > 0 {
             let work = std::time::Duration::from_millis(self.settings.work_delay_ms);
             tokio::select! {
@@ -268,7 +294,7 @@ impl TranslationService {
             .text
             .clone()
             .unwrap_or_else(|| "hello world the file is ready".to_owned());
-        let translated = translate_text(&source, &opts.to);
+        let translated = translate_text(&source, from, to);
         let (o, t, corr) = (
             opts.clone(),
             translated.clone(),
