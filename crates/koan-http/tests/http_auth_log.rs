@@ -4,54 +4,13 @@
 //! requests said nothing: an operator could not see an attack or a misconfigured
 //! client (found by a probe). The counts are the process's: this file holds one test.
 
-use std::sync::{Arc, Mutex};
-
 use koan_test_support::http::{Api, call, loopback};
+use koan_test_support::logs::Logs;
 use koan_test_support::services::Echo;
 use reqwest::StatusCode;
 
 const TOKEN: &str = "s3cret-t0ken-for-the-log";
 const GIVEN: &str = "wr0ng-given-t0ken";
-
-/// Log lines written on this thread while the guard lives (a current-thread
-/// runtime: the server's connection tasks log on it too).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut logs) = self.0.lock() {
-            logs.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        let text = self
-            .0
-            .lock()
-            .map(|l| String::from_utf8_lossy(&l).into_owned())
-            .unwrap_or_default();
-        text.lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn refused_tokens_are_logged_sparsely_without_their_value() -> anyhow::Result<()> {

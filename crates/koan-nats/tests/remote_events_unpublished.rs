@@ -7,7 +7,8 @@
 //! warnings naming neither service nor event, counted nowhere (found by a tester).
 //! The recorder is the process's: each test counts under a service of its own.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use koan_test_support::logs::Logs;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::StreamExt;
 use koan::event::EventEnvelope;
@@ -93,45 +94,6 @@ async fn a_stalled_broker_holds_at_most_16_mib_of_events_here() -> anyhow::Resul
     within("one more event at the broker", seen.next()).await?;
     assert_eq!(EVENTS - unpublished("Stalled", "queue_full"), taken);
     Ok(())
-}
-
-/// Log lines written on this thread while the guard lives.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut logs) = self.0.lock() {
-            logs.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        let text = self
-            .0
-            .lock()
-            .map(|l| String::from_utf8_lossy(&l).into_owned())
-            .unwrap_or_default();
-        text.lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 #[tokio::test]

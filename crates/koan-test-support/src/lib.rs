@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+pub mod logs;
 mod temp;
 mod wait;
 
