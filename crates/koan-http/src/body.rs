@@ -188,6 +188,56 @@ pub(crate) fn params_of(body: Option<&Bytes>) -> Result<Value, ApiError> {
     })
 }
 
+/// A route that takes no request body (`retry`, `cancel`, `retry-dead`,
+/// `restart`): one sent is refused, naming what was sent, before the route acts.
+/// A `{"reason": …}` sent to `cancel` was dropped without a word, and the job
+/// cancelled as if it had not been sent (found by a probe).
+pub(crate) struct NoBody;
+
+/// How much of a refused body its refusal quotes.
+const QUOTED: usize = 80;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        let Some(ReadBody(bytes)) = parts.extensions.remove::<ReadBody>() else {
+            return Ok(NoBody);
+        };
+        if bytes.is_empty() {
+            return Ok(NoBody);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        // Quoted as sent (JSON's quotes unescaped), control characters escaped.
+        let mut quoted = String::new();
+        for c in text.chars().take(QUOTED) {
+            if c.is_control() {
+                quoted.extend(c.escape_default());
+            } else {
+                quoted.push(c);
+            }
+        }
+        let more = if text.chars().nth(QUOTED).is_some() {
+            "…"
+        } else {
+            ""
+        };
+        Err(ApiError::bad_request(
+            "invalid_parameters",
+            format!(
+                "`{} {}` takes no request body; {} byte(s) were sent: `{}{more}`; send the request without one",
+                parts.method,
+                parts.uri.path(),
+                bytes.len(),
+                quoted
+            ),
+        ))
+    }
+}
+
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,

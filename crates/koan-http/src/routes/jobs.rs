@@ -10,6 +10,7 @@ use koan::{job::JobQuery, job::JobState};
 use serde_json::json;
 
 use crate::AppState;
+use crate::body::NoBody;
 use crate::error::ApiError;
 use crate::query::{NoParams, Params};
 
@@ -256,6 +257,7 @@ pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Params(NoParams {}): Params<NoParams>,
+    NoBody: NoBody,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.host.jobs().retry(job_id(&id)?).await?).into_response())
 }
@@ -265,6 +267,7 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Params(NoParams {}): Params<NoParams>,
+    NoBody: NoBody,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.host.jobs().cancel(job_id(&id)?).await?).into_response())
 }
@@ -283,6 +286,7 @@ pub(crate) async fn delete(
 pub(crate) async fn retry_dead(
     State(state): State<AppState>,
     Params(query): Params<ServiceParam>,
+    NoBody: NoBody,
 ) -> Result<Response, ApiError> {
     let service = service_filter(&state.host, &query)?;
     let n = state.host.jobs().retry_all_dead(service).await?;

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::AppState;
+use crate::body::NoBody;
 use crate::error::ApiError;
 use crate::query::{NoParams, Params};
 
@@ -16,6 +17,7 @@ pub(crate) async fn restart(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Params(NoParams {}): Params<NoParams>,
+    NoBody: NoBody,
 ) -> Result<Response, ApiError> {
     state.host.restart_service(&name)?;
     let service = state.host.canonical_name(&name).unwrap_or(&name).to_owned();
