@@ -1,8 +1,8 @@
 //! Bearer-token checks, as route layers: every mutating request, and every `/api`
 //! read but the API's description (job records, events, services' status and
-//! history, event streams), need the token — checked before
-//! any body is read; the comparison takes constant time. A refusal is logged
-//! (sparsely: a flood does not flood the log), the token never.
+//! history, event streams), need the token — checked before any body is read; the
+//! routes open without it refuse a wrong one. The comparison takes constant time. A
+//! refusal is logged (sparsely: a flood does not flood the log), the token never.
 
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, Method};
@@ -48,6 +48,17 @@ pub(crate) async fn stream(State(state): State<AppState>, req: Request, next: Ne
     ) {
         Ok(()) => next.run(req).await,
         Err(why) => refuse(&req, why).closing(),
+    }
+}
+
+/// The layer of routes open without the token (the page, `/health*`, `/metrics`,
+/// the API's description): a token given but not accepted is refused, as
+/// [`details`] says. They answered it as if none had been sent, and the operator
+/// who mistyped it had no hint (found by a probe).
+pub(crate) async fn open(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match details(&state, &req) {
+        Ok(_) => next.run(req).await,
+        Err(refused) => refused.closing(),
     }
 }
 

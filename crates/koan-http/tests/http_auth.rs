@@ -322,6 +322,39 @@ async fn a_wrong_token_is_refused_by_health_too() -> anyhow::Result<()> {
     api.stop().await
 }
 
+/// The routes open to anyone — liveness, metrics, the page, its assets, the API's
+/// description — refuse a wrong token as `/health` does: they answered it as if none
+/// had been sent, and the operator who mistyped it had no hint until an `/api` read
+/// (found by a probe). Without a token, and with the right one, they answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_by_every_open_route() -> anyhow::Result<()> {
+    let api = start().await?;
+    for path in [
+        "/health/live",
+        "/metrics",
+        "/",
+        "/assets/core.js",
+        "/api/openapi.json",
+    ] {
+        let (status, body) = call(api.get(path).bearer_auth("wr0ng-t0ken")).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        let said = error_message(&body, "unauthorized")?;
+        assert!(
+            said.contains("not the one configured on this host"),
+            "{path}: {said}"
+        );
+        for token in [None, Some(TOKEN)] {
+            let mut req = api.get(path);
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let status = within("an answer", req.send()).await??.status();
+            assert_eq!(status, StatusCode::OK, "{path} with {token:?}");
+        }
+    }
+    api.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_need_the_token() -> anyhow::Result<()> {
     let api = start().await?;

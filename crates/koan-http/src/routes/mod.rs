@@ -25,8 +25,6 @@ pub(crate) use services::act_read;
 /// The routes, without the admission rules ([`crate::admit`]) in front of them.
 pub(crate) fn routes(state: AppState) -> Router {
     Router::new()
-        .route("/", get(crate::dashboard::page))
-        .route("/assets/{file}", get(crate::dashboard::asset))
         .route("/api/services/{name}/actions/{action}", post(services::act))
         .route("/api/services/{name}/trigger", post(seed::trigger))
         .route("/api/services/{name}/check-queue", post(seed::check_queue))
@@ -37,11 +35,7 @@ pub(crate) fn routes(state: AppState) -> Router {
         )
         .merge(private(&state))
         .merge(streams(&state))
-        .route("/health", get(health::overall))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics))
-        .route("/api/openapi.json", get(openapi))
+        .merge(open(&state))
         .fallback(not_found)
         .with_state(state)
 }
@@ -70,6 +64,21 @@ fn private(state: &AppState) -> Router<AppState> {
         .route("/api/jobs/{id}/retry", post(jobs::retry))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel))
         .route_layer(from_fn_with_state(state.clone(), crate::auth::private))
+}
+
+/// Reads open without the token: the page, its assets, `/health*` (for probes),
+/// `/metrics` (no caller's or handler's text) and the API's description. A wrong
+/// token is refused there too ([`crate::auth::open`]).
+fn open(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/", get(crate::dashboard::page))
+        .route("/assets/{file}", get(crate::dashboard::asset))
+        .route("/health", get(health::overall))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+        .route_layer(from_fn_with_state(state.clone(), crate::auth::open))
 }
 
 /// Live event streams: the token, also as `?token=` (browsers' `EventSource`).
