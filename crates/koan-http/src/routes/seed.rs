@@ -5,7 +5,9 @@
 //! once — as a stored job, with a `message` saying what was started — unless
 //! `wait=true` asks for the outcome: a caller pokes a service, it does not wait on it.
 //! A built-in poke handed over while one of the same waits to run joins it
-//! (`coalesce.rs`), as pokes made during a run do.
+//! (`coalesce.rs`), as pokes made during a run do. A body is the action's
+//! parameters on each route (the built-in `trigger` and `check-queue` refuse any;
+//! these two routes dropped one without a word).
 //! (The module keeps its name from the routes' origin: see `docs/seed-parity.md`.)
 
 use axum::extract::{Path, Request, State};
@@ -119,18 +121,20 @@ pub(crate) async fn trigger(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Params(query): Params<CallParams>,
-    headers: HeaderMap,
+    mut req: Request,
 ) -> Result<Response, ApiError> {
-    poke(&state, &headers, &query, &name, &TRIGGER, Value::Null).await
+    let params = crate::body::json_params(&mut req)?;
+    poke(&state, req.headers(), &query, &name, &TRIGGER, params).await
 }
 
 pub(crate) async fn check_queue(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Params(query): Params<CallParams>,
-    headers: HeaderMap,
+    mut req: Request,
 ) -> Result<Response, ApiError> {
-    poke(&state, &headers, &query, &name, &CHECK_QUEUE, Value::Null).await
+    let params = crate::body::json_params(&mut req)?;
+    poke(&state, req.headers(), &query, &name, &CHECK_QUEUE, params).await
 }
 
 pub(crate) async fn process_batch(

@@ -126,6 +126,36 @@ pub(crate) enum Resolved<'a> {
     Builtin(crate::schedule::Poke),
 }
 
+/// Refuses parameters given to the built-in poke `action` (`trigger`,
+/// `check-queue`), which takes none: nothing, `()`, `null` or `{}`. A field was
+/// dropped without a word (`trigger` with `{"force": true}` ran a plain tick; found
+/// by a probe).
+fn no_params(service: &str, action: &str, params: Option<Payload>) -> Result<()> {
+    let given = match params {
+        None | Some(Payload::Unit) | Some(Payload::Json(Value::Null)) => return Ok(()),
+        Some(p) => p.into_json()?,
+    };
+    let what = match &given {
+        Value::Null => return Ok(()),
+        Value::Object(fields) => match fields.keys().next() {
+            None => return Ok(()),
+            Some(field) => format!("a field `{}`", field.escape_debug()),
+        },
+        other => {
+            let text = other.to_string();
+            let cut: String = text.chars().take(60).collect();
+            let more = if cut.len() < text.len() { "…" } else { "" };
+            format!("`{cut}{more}`")
+        }
+    };
+    Err(Error::new(
+        ErrorKind::InvalidParameters,
+        format!(
+            "action `{action}` of `{service}` takes no parameters (none, `null` or `{{}}`); it was given {what}"
+        ),
+    ))
+}
+
 impl ActionTable {
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -166,7 +196,7 @@ impl ActionTable {
     }
 
     /// Finds `name`; built-in pokes apply to periodic services unless overridden.
-    /// `params` is consumed only for built-in `process-batch`.
+    /// `params` is consumed (checked) only for a built-in poke.
     pub(crate) fn resolve(
         &self,
         service: &str,
@@ -179,9 +209,11 @@ impl ActionTable {
         if self.periodic {
             match builtin::poke(name) {
                 Some(builtin::TRIGGER) => {
+                    no_params(service, builtin::TRIGGER, params.take())?;
                     return Ok(Resolved::Builtin(crate::schedule::Poke::Trigger));
                 }
                 Some(builtin::CHECK_QUEUE) => {
+                    no_params(service, builtin::CHECK_QUEUE, params.take())?;
                     return Ok(Resolved::Builtin(crate::schedule::Poke::CheckQueue));
                 }
                 Some(builtin::PROCESS_BATCH) => {
