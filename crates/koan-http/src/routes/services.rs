@@ -183,10 +183,23 @@ impl CallParams {
             && self.at.is_none()
             && self.priority.is_none()
             && self.timeout.is_none()
-            && self
-                .wait
-                .as_deref()
-                .is_none_or(|w| matches!(w, "false" | "0" | "no"))
+            && self.wait.as_deref().is_none_or(|w| w == "false")
+    }
+}
+
+/// The value of `wait`: `true` or `false`, as its refusal says (`1`, `0`, `yes`,
+/// `no` and an empty value were taken too, while it said "true or false").
+fn wait_value(v: &str) -> Result<bool, ApiError> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::bad_request(
+            "invalid_parameters",
+            format!(
+                "query parameter `wait` must be `true` or `false`, not `{}`",
+                v.escape_debug()
+            ),
+        )),
     }
 }
 
@@ -227,16 +240,7 @@ fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
         out.timeout = Some(d);
     }
     if let Some(v) = &q.wait {
-        out.wait = match v.as_str() {
-            "" | "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_parameters",
-                    format!("query parameter `wait` must be true or false, not `{v}`"),
-                ));
-            }
-        };
+        out.wait = wait_value(v)?;
     }
     if let Some(v) = &q.delay {
         let d = koan::schedule::parse_duration(v).map_err(|e| {
