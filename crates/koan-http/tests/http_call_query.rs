@@ -72,3 +72,35 @@ async fn an_empty_correlation_id_header_is_refused() -> anyhow::Result<()> {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     api.stop().await
 }
+
+/// An `at` whose `+` was not encoded arrives with a space (a query's `+` is one):
+/// its refusal says to write `%2B`, not only "invalid characters".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unencoded_plus_in_at_is_refused_saying_to_write_2b() -> anyhow::Result<()> {
+    let api = serve_echo(loopback()).await?;
+    let said = refused(&api, "wait=false&at=2026-12-08T10:00:00+01:00").await?;
+    assert!(said.contains("%2B"), "{said}");
+    api.stop().await
+}
+
+/// An `at` long past is refused naming it and the server's now: `1970-01-01` ran
+/// at once without a word. A time just past (a clock a little behind) is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_at_long_past_is_refused_naming_it_and_now() -> anyhow::Result<()> {
+    let api = serve_echo(loopback()).await?;
+    let said = refused(&api, "wait=false&at=1970-01-01T00:00:00Z").await?;
+    assert!(
+        said.contains("1970-01-01T00:00:00") && said.contains("now") && said.contains("minute"),
+        "{said}"
+    );
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, body) = call(
+        api.post(&format!(
+            "/api/services/Echo/actions/echo?wait=false&at={now}"
+        ))
+        .json(&"hi"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    api.stop().await
+}

@@ -2,6 +2,7 @@
 
 mod activity;
 mod call_headers;
+mod call_query;
 mod coalesce;
 mod events;
 mod health;

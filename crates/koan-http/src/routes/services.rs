@@ -187,22 +187,6 @@ impl CallParams {
     }
 }
 
-/// The value of `wait`: `true` or `false`, as its refusal says (`1`, `0`, `yes`,
-/// `no` and an empty value were taken too, while it said "true or false").
-fn wait_value(v: &str) -> Result<bool, ApiError> {
-    match v {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(ApiError::bad_request(
-            "invalid_parameters",
-            format!(
-                "query parameter `wait` must be `true` or `false`, not `{}`",
-                v.escape_debug()
-            ),
-        )),
-    }
-}
-
 fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
     let mut out = CallQuery {
         priority: 0,
@@ -240,7 +224,7 @@ fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
         out.timeout = Some(d);
     }
     if let Some(v) = &q.wait {
-        out.wait = wait_value(v)?;
+        out.wait = super::call_query::wait_value(v)?;
     }
     if let Some(v) = &q.delay {
         let d = koan::schedule::parse_duration(v).map_err(|e| {
@@ -258,23 +242,7 @@ fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
         out.delay = Some(d);
     }
     if let Some(v) = &q.at {
-        let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_parameters",
-                format!(
-                    "query parameter `at` must be an RFC 3339 time such as `2026-12-01T10:00:00Z` ({e})"
-                ),
-            )
-        })?;
-        let t = t.with_timezone(&chrono::Utc);
-        // The bound `delay` has (a time that far ahead is most often a mistake).
-        if chrono::TimeDelta::from_std(MAX_DELAY).is_ok_and(|max| t > chrono::Utc::now() + max) {
-            return Err(ApiError::bad_request(
-                "invalid_parameters",
-                format!("query parameter `at` = `{v}` is further ahead than the 365 days allowed"),
-            ));
-        }
-        out.at = Some(t);
+        out.at = Some(super::call_query::at_value(v)?);
     }
     Ok(out)
 }
@@ -284,7 +252,7 @@ fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
 const SCHEDULED_WAIT: Duration = Duration::from_secs(60);
 
 /// The longest `delay` a job may ask for, and how far ahead its `at` may be.
-const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
+pub(super) const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 
 /// The `Idempotency-Key` header, when given: visible ASCII, 1 to 200 characters.
 /// The answer to a call that waited: serialized as it is, not built as a JSON map
