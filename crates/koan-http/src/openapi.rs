@@ -20,7 +20,7 @@ fn name_param() -> Value {
 fn call_params() -> Value {
     let mut params = json!([
         { "name": "priority", "in": "query", "schema": { "type": "integer", "minimum": -2147483648i64, "maximum": 2147483647 }, "description": "Higher runs first" },
-        { "name": "timeout", "in": "query", "schema": { "type": "string", "pattern": "^0*[1-9][0-9]{0,8}(ms|s|m|h|d)?$" }, "description": "Deadline including queue time, e.g. 30s; at most 7 days. A stored job (wait=false) takes it as each run's deadline; with delay or at and wait=true, it bounds the wait only" },
+        { "name": "timeout", "in": "query", "schema": { "type": "string", "pattern": "^0*[1-9][0-9]{0,8}(ms|s|m|h|d)?$" }, "description": "Deadline including queue time, e.g. 30s, 500ms, 5m; a bare number is seconds (timeout=5000 is 5000 s, 83 minutes: write 5000ms for milliseconds); at most 7 days. A stored job (wait=false) takes it as each run's deadline; with delay or at and wait=true, it bounds the wait only" },
         { "name": "wait", "in": "query", "schema": { "type": "boolean" }, "description": "`true` (waits for the outcome: an action call's default) or `false` (stores a job and answers 202 once it is stored: a poke route's default); another value is refused" },
         { "name": "X-Correlation-Id", "in": "header", "schema": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$" } }
     ]);
