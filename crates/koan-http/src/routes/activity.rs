@@ -54,15 +54,43 @@ pub(crate) async fn recent_events(
     };
     let service = query.service.as_ref();
     let correlation = query.correlation_id.as_ref();
-    let events: Vec<_> = state
-        .host
-        .recent_events()
+    let recent = state.host.recent_events();
+    if let Some(s) = service {
+        known_service(&state.host, s, &recent).await?;
+    }
+    let events: Vec<_> = recent
         .into_iter()
         .filter(|e| service.is_none_or(|s| e.service().eq_ignore_ascii_case(s)))
         .filter(|e| correlation.is_none_or(|c| e.correlation_id() == Some(c.as_str())))
         .take(limit)
         .collect();
     Ok(Json(events).into_response())
+}
+
+/// Refuses a `service` filter that names no service this host runs, none any
+/// host of its cluster runs as far as it knows, and none of the kept events came
+/// from: 404, as the service's own event stream answers (a typo listed nothing,
+/// as if the service had been quiet). A service gone since its events were kept
+/// stays a filter.
+async fn known_service(
+    host: &koan::HostHandle,
+    service: &str,
+    recent: &[koan::event::EventEnvelope],
+) -> Result<(), ApiError> {
+    let named = |s: &str| s.eq_ignore_ascii_case(service);
+    if host.canonical_name(service).is_some() || recent.iter().any(|e| named(e.service())) {
+        return Ok(());
+    }
+    let elsewhere = host.instances().await.unwrap_or_default();
+    if elsewhere
+        .iter()
+        .any(|i| i.services.iter().any(|x| named(&x.name)))
+    {
+        return Ok(());
+    }
+    // Its error names the service and the services this host runs.
+    host.status(service)?;
+    Ok(())
 }
 
 /// `GET /api/instances`: the hosts of the cluster with their services, heartbeat age

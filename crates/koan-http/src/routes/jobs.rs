@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use koan::transport::HostLink as _;
 use koan::{job::JobQuery, job::JobState};
 use serde_json::json;
 
@@ -13,6 +12,8 @@ use crate::AppState;
 use crate::body::NoBody;
 use crate::error::ApiError;
 use crate::query::{NoParams, Params};
+
+use super::job_filters::{action_filter, own_spelling, unknown_service};
 
 /// The longest id, service or action name a query may carry.
 const MAX_NAME: usize = 200;
@@ -57,36 +58,6 @@ fn service_filter<'a>(
         .as_deref()
         .map(|s| bounded("service", s).map(|s| own_spelling(host, s)))
         .transpose()
-}
-
-/// A service filter in the spelling its jobs are stored under: a service this
-/// host runs is found whatever its case, as by every other route (a lowercase
-/// name matched nothing, and `retry-dead` said "retried 0" with 3 dead; a probe).
-/// Another name is kept as given: a renamed service's jobs stay listable.
-fn own_spelling<'a>(host: &'a koan::HostHandle, service: &'a str) -> &'a str {
-    host.canonical_name(service).unwrap_or(service)
-}
-
-/// Said beside a listing, counts or `retry-dead` whose service filter names no
-/// service this host runs or, as far as it knows, any host of its cluster: a typo
-/// gave all zeros, an empty list and "retried 0", as if all were well (a
-/// re-probe). Not refused: a renamed service's jobs stay listable by its old name.
-async fn unknown_service(host: &koan::HostHandle, service: Option<&str>) -> Option<String> {
-    let s = service?;
-    if host.canonical_name(s).is_some() {
-        return None;
-    }
-    let elsewhere = host.instances().await.unwrap_or_default();
-    if elsewhere
-        .iter()
-        .any(|i| i.services.iter().any(|x| x.name.eq_ignore_ascii_case(s)))
-    {
-        return None;
-    }
-    Some(format!(
-        "no service named `{}` runs on this host or, as far as it knows, on any other: these are the jobs stored under that exact name (a renamed service's stay listable by it); check the name",
-        s.escape_debug()
-    ))
 }
 
 /// The query of `GET /api/jobs`.
@@ -146,7 +117,13 @@ pub(crate) async fn list(
     if let Some(service) = &q.service {
         q.service = Some(own_spelling(&state.host, service).to_owned());
     }
-    let note = unknown_service(&state.host, q.service.as_deref()).await;
+    let mut note = unknown_service(&state.host, q.service.as_deref()).await;
+    if let Some(action) = q.action.take() {
+        let (spelled, unknown) = action_filter(&state.host, q.service.as_deref(), &action).await;
+        q.action = Some(spelled);
+        // The service's own note first: an unknown service's actions are not known.
+        note = note.or(unknown);
+    }
     let mut page = state.host.jobs().list(q).await?;
     cut_to_bytes(&mut page, PAGE_BYTES);
     let Some(note) = note else {

@@ -6,6 +6,7 @@ mod call_query;
 mod coalesce;
 mod events;
 mod health;
+mod job_filters;
 mod jobs;
 mod seed;
 mod services;
