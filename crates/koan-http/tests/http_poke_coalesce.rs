@@ -83,6 +83,15 @@ async fn a_burst_of_triggers_joins_the_one_waiting_to_run() -> anyhow::Result<()
         assert_eq!(*id, second, "joined the poke waiting to run");
         assert!(!created);
     }
+    // One sent with `{}` (no parameters, as the route allows) joins it too: it
+    // was stored with `{}` beside the one stored with none, and ran again.
+    let (status, empty) = call(
+        api.post("/api/services/Ticker/trigger")
+            .json(&serde_json::json!({})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{empty}");
+    assert_eq!(empty["id"].as_str(), Some(second.as_str()), "{empty}");
 
     // A poke that names itself, or asks for a priority, is stored as its own:
     // its id must find it, its key stop a second run, its priority hold.

@@ -44,6 +44,13 @@ const PROCESS_BATCH: Route = Route {
     message: "batch processing triggered",
 };
 
+impl Route {
+    /// Whether its built-in takes no parameters (all but `process-batch`).
+    fn takes_nothing(&self) -> bool {
+        self.builtin != PROCESS_BATCH.builtin
+    }
+}
+
 fn norm(name: &str) -> String {
     name.chars()
         .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
@@ -78,6 +85,15 @@ async fn poke(
     params: Value,
 ) -> Result<Response, ApiError> {
     let action = action_for(state, service, route).await;
+    // The built-in `trigger` and `check-queue` take no parameters: `{}` is stored
+    // as none, so that it joins a poke sent without a body (it was stored beside
+    // it, and ran again).
+    let params = match params {
+        Value::Object(m) if m.is_empty() && action.is_none() && route.takes_nothing() => {
+            Value::Null
+        }
+        other => other,
+    };
     // Joined only when nothing sets it apart: no parameter it would lose, no
     // id or key of its own, and a host not stopping (its refusal says so).
     if action.is_none()
