@@ -65,7 +65,7 @@ pub(crate) fn paths(paths: &mut Map<String, Value>, errors: &dyn Fn() -> Value) 
     );
     let mut deleted = errors();
     if let Some(m) = deleted.as_object_mut() {
-        m.insert("204".into(), json!({ "description": "Deleted" }));
+        m.insert("204".into(), json!({ "description": "Deleted", "headers": { "Koan-Job-Id": { "description": "The id of the job deleted (koan's mark on an answer without a body)", "schema": { "type": "string" } } } }));
     }
     if let Some(m) = one.as_object_mut() {
         m.insert("delete".into(), json!({ "summary": "Forget a final job (succeeded, dead or cancelled; cancel a live one first)", "parameters": [id_param()], "responses": deleted }));

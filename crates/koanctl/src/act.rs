@@ -174,7 +174,8 @@ pub(crate) async fn call(
     if let Some(s) = spinner.as_mut() {
         s.stop();
     }
-    let (code, body) = answer?;
+    let answer = answer?;
+    let (code, body) = (answer.status, answer.body);
     let body = check(code, body)?;
     let what = format!("POST {url}");
     if opts.no_wait {

@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::client::Failure;
+use crate::client::{Answer, Failure};
 use crate::output::printable;
 
 /// How much of an answer a message shows: 200 characters.
@@ -83,23 +83,51 @@ pub(crate) fn require(body: &Value, fields: &[&str], what: &str) -> Result<(), F
     require_in(&format!("the answer to {what}"), body, fields)
 }
 
-/// Checks that the answer to `what` (`DELETE http://…`), of `status` with `body`,
-/// is `204 No Content` without a body, as the API promises; otherwise a
-/// [`Failure::Other`] as [`require`]'s.
-pub(crate) fn require_no_content(
-    status: StatusCode,
-    body: &Value,
+/// The header a koan host's `204` to a job delete carries, naming the job deleted.
+pub(crate) const DELETED_JOB: &str = "Koan-Job-Id";
+
+/// Checks that `answer`, the answer to `what` (`DELETE http://…/api/jobs/J`) of the
+/// server at `server` (`--url`), is `204 No Content` without a body and with
+/// [`DELETED_JOB`] naming `job`, as the API promises; otherwise a
+/// [`Failure::Other`] as [`require`]'s. A bare 204 is no koan host's: a server
+/// answering one to everything was reported as having deleted the job (a probe).
+pub(crate) fn require_deleted(
+    answer: &Answer,
+    job: &str,
     what: &str,
+    server: &str,
 ) -> Result<(), Failure> {
-    if status == StatusCode::NO_CONTENT && body.is_null() {
+    let subject = format!("the answer to {what}");
+    if answer.status != StatusCode::NO_CONTENT {
+        let detail = format!("is {}, not 204 No Content", answer.status);
+        return Err(unpromised(&subject, &detail, &answer.body));
+    }
+    if !answer.body.is_null() {
+        let detail = "is 204 No Content with a body, not without one";
+        return Err(unpromised(&subject, detail, &answer.body));
+    }
+    let Some(named) = answer.head.get(DELETED_JOB) else {
+        return Err(Failure::Other(format!(
+            "{subject} is 204 No Content without the header `{DELETED_JOB}` naming the job \
+             deleted, which a koan host always sends: `{}` may not have been deleted\n\
+             hint: the server at {} answered 204 but is not a koan host? check --url (or \
+             KOAN_URL); a koan host older than this koanctl sends no such header either \
+             (see whether the job is gone with `koanctl jobs show`)",
+            printable(job),
+            printable(server)
+        )));
+    };
+    // The host escapes an id holding a control character, which no header carries.
+    let named = String::from_utf8_lossy(named.as_bytes());
+    if named == job || named == job.escape_debug().to_string() {
         return Ok(());
     }
-    let detail = if status == StatusCode::NO_CONTENT {
-        "is 204 No Content with a body, not without one".to_owned()
-    } else {
-        format!("is {status}, not 204 No Content")
-    };
-    Err(unpromised(&format!("the answer to {what}"), &detail, body))
+    Err(Failure::Other(format!(
+        "{subject} is 204 No Content naming the job `{}` deleted, not `{}`\n\
+         hint: does --url (or KOAN_URL) point at a koan host, or did a proxy in front of it answer?",
+        printable(&named),
+        printable(job)
+    )))
 }
 
 /// [`require`] for `part`, the field `name` of the answer to `what` (`result.run`).

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, HeaderValue, LOCATION};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
 
@@ -19,6 +19,14 @@ pub(crate) const MAX_BODY: usize = 16 << 20;
 /// What a request that outlived `--request-timeout` says to do.
 pub(crate) const DEADLINE_HINT: &str = "the host took the request but did not answer; \
                              allow longer with --request-timeout or KOAN_REQUEST_TIMEOUT";
+
+/// An answer read whole: its status, headers and JSON body (`null` when empty).
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) head: HeaderMap,
+    pub(crate) body: Value,
+}
 
 /// A client of one control plane.
 #[derive(Debug)]
@@ -92,6 +100,11 @@ impl Client {
             token: token.filter(|t| !t.is_empty()),
             deadline,
         })
+    }
+
+    /// The URL as the user wrote it (`--url`), for messages.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
     }
 
     /// How long a request may take (`--request-timeout`).
@@ -201,30 +214,34 @@ impl Client {
         url: &Url,
         req: RequestBuilder,
     ) -> Result<(StatusCode, Value), Failure> {
-        self.send_within(url, req, self.deadline, DEADLINE_HINT)
-            .await
+        let answer = self
+            .send_within(url, req, self.deadline, DEADLINE_HINT)
+            .await?;
+        Ok((answer.status, answer.body))
     }
 
-    /// [`send`](Self::send) giving up after `limit`, with `hint`.
+    /// [`send`](Self::send) giving up after `limit`, with `hint`, and keeping the
+    /// answer's headers.
     pub(crate) async fn send_within(
         &self,
         url: &Url,
         req: RequestBuilder,
         limit: Duration,
         hint: &str,
-    ) -> Result<(StatusCode, Value), Failure> {
-        let (status, bytes) = Self::within(url, limit, hint, async {
+    ) -> Result<Answer, Failure> {
+        let (status, head, bytes) = Self::within(url, limit, hint, async {
             let resp = self.open(url, req).await?;
-            let status = resp.status();
-            Ok((status, self.read_body(url, resp).await?))
+            let (status, head) = (resp.status(), resp.headers().clone());
+            Ok((status, head, self.read_body(url, resp).await?))
         })
         .await?;
+        let answer = |body| Answer { status, head, body };
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status, Value::Null));
+            return Ok(answer(Value::Null));
         }
         match serde_json::from_slice(&bytes) {
-            Ok(v) => Ok((status, v)),
-            Err(_) if !status.is_success() => Ok((status, text_error(&bytes))),
+            Ok(v) => Ok(answer(v)),
+            Err(_) if !status.is_success() => Ok(answer(text_error(&bytes))),
             Err(e) => Err(Failure::Other(format!(
                 "{url} answered {status} with a body that is not JSON ({e})"
             ))),

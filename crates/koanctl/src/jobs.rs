@@ -3,9 +3,9 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::answers::{require, require_list, require_no_content};
+use crate::answers::{require, require_deleted, require_list};
 use crate::cli::JobsCommand;
-use crate::client::{Client, Failure, check};
+use crate::client::{Answer, Client, DEADLINE_HINT, Failure, check};
 use crate::commands::{emit, emit_json};
 use crate::output::{cell, field, fields, table, time};
 
@@ -118,13 +118,17 @@ pub(crate) async fn run(client: &Client, cmd: JobsCommand, json: bool) -> anyhow
         JobsCommand::Delete { id } => {
             let url = client.url(&["api", "jobs", &id]);
             let req = client.request(Method::DELETE, url.clone());
-            let (status, body) = client.send(&url, req).await?;
-            let body = check(status, body)?;
-            // A koan host answers `204 No Content`, nothing else: a server that
-            // answers `200 {}` to everything was reported as having deleted the job
-            // (found by a probe). One answering a bare 204 to everything cannot be
-            // told from a koan host: the host's answer carries no mark of its own.
-            require_no_content(status, &body, &format!("DELETE {url}"))?;
+            let answer = client
+                .send_within(&url, req, client.deadline(), DEADLINE_HINT)
+                .await?;
+            let answer = Answer {
+                body: check(answer.status, answer.body)?,
+                ..answer
+            };
+            // A koan host answers `204 No Content` naming the job, nothing else: a
+            // server that answers `200 {}`, or a bare 204, to everything was
+            // reported as having deleted the job (found by a probe).
+            require_deleted(&answer, &id, &format!("DELETE {url}"), client.shown())?;
             Ok(emit(&format!("deleted {id}"))?)
         }
     }

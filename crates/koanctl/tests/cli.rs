@@ -348,7 +348,9 @@ async fn jobs_are_enqueued_listed_shown_cancelled_retried_and_deleted() -> anyho
     let retried = live.run(&["jobs", "retry", &later_id]).await?;
     assert!(retried.ok().contains("queued"), "{}", retried.ok());
     koan::testing::wait_for_job(&live.api.host, &later_id, koan::job::JobState::Succeeded).await;
-    live.run(&["jobs", "delete", &later_id]).await?.ok();
+    // The host's 204 names the job deleted, which koanctl requires.
+    let deleted = live.run(&["jobs", "delete", &later_id]).await?;
+    assert_eq!(deleted.ok(), format!("deleted {later_id}\n"));
     let gone = live.run(&["jobs", "show", &later_id]).await?;
     assert!(gone.failed(3).contains("no job with id"), "{gone:?}");
     live.stop().await

@@ -1,5 +1,5 @@
 //! `koanctl` against a server that is not a koan host (a fake on a loopback port):
-//! `jobs delete` answered `200 {}` is not taken for a deletion, and an error page
+//! `jobs delete` answered `200 {}`, or a bare `204`, is not taken for a deletion, and an error page
 //! that is not koan's JSON error asks whether `--url` points at a koan host.
 
 mod common;
@@ -36,6 +36,50 @@ async fn a_delete_answered_otherwise_than_204_is_refused() -> anyhow::Result<()>
             "{err}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_204_is_not_taken_for_a_deletion() -> anyhow::Result<()> {
+    // A server answering a bare `204` to everything: `jobs delete` printed
+    // `deleted J`, exit 0 (a probe). A koan host's 204 names the job deleted.
+    let fake = Fake::always(|| Reply::Body {
+        status: 204,
+        content_type: "text/plain",
+        body: Vec::new(),
+    })
+    .await?;
+    let run = koanctl(&["--url", &fake.url, "jobs", "delete", "J"], &[]).await?;
+    let err = run.failed(1);
+    assert!(
+        err.starts_with(&format!(
+            "error: the answer to DELETE {}/api/jobs/J is 204 No Content without the header \
+             `Koan-Job-Id` naming the job deleted",
+            fake.url
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "the server at {} answered 204 but is not a koan host?",
+            fake.url
+        )),
+        "{err}"
+    );
+
+    // One naming another job did not delete this one.
+    let fake = Fake::always(|| {
+        Reply::Raw(
+            b"HTTP/1.1 204 No Content\r\nkoan-job-id: K\r\nconnection: close\r\n\r\n".to_vec(),
+        )
+    })
+    .await?;
+    let run = koanctl(&["--url", &fake.url, "jobs", "delete", "J"], &[]).await?;
+    let err = run.failed(1);
+    assert!(
+        err.contains("is 204 No Content naming the job `K` deleted, not `J`"),
+        "{err}"
+    );
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use koan::{job::JobQuery, job::JobState};
 use serde_json::json;
@@ -249,15 +249,28 @@ pub(crate) async fn cancel(
     Ok(Json(state.host.jobs().cancel(job_id(&id)?).await?).into_response())
 }
 
-/// `DELETE /api/jobs/{id}`.
+/// `DELETE /api/jobs/{id}`: `204 No Content` with [`DELETED_JOB`] naming the job.
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     state.host.jobs().delete(job_id(&id)?).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    // The id as it is, or (holding a control character no header carries) escaped:
+    // the header is there either way.
+    let named = HeaderValue::from_bytes(id.as_bytes())
+        .or_else(|_| HeaderValue::from_bytes(id.escape_debug().to_string().as_bytes()));
+    if let Ok(v) = named {
+        r.headers_mut().insert(DELETED_JOB, v);
+    }
+    Ok(r)
 }
+
+/// The header of a delete's `204`, naming the job deleted: koan's mark on an answer
+/// that has no body (koanctl took any bare 204, a server answering one to
+/// everything included, for a deletion; found by a probe).
+const DELETED_JOB: HeaderName = HeaderName::from_static("koan-job-id");
 
 /// `POST /api/jobs/retry-dead?service=`: every dead job runs again.
 pub(crate) async fn retry_dead(
