@@ -164,7 +164,13 @@ pub(crate) async fn call(
             .body(b.into_string()),
         None => req,
     };
-    let (limit, hint) = answer_deadline(client.deadline(), opts);
+    let (limit, mut hint) = answer_deadline(client.deadline(), opts);
+    if let Some(cid) = &opts.correlation_id {
+        // Given up on, the call is found by the id it was sent with (a probe).
+        hint.push_str(&format!(
+            "; look for it by its correlation id in the events and logs\ncorrelation id: {cid}"
+        ));
+    }
     let mut spinner = if opts.no_wait {
         None
     } else {
@@ -175,8 +181,13 @@ pub(crate) async fn call(
         s.stop();
     }
     let answer = answer?;
-    let (code, body) = (answer.status, answer.body);
-    let body = check(code, body)?;
+    // The call's id, for an error: the one the host answered with, else the one sent.
+    let cid = answer
+        .head
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .or(opts.correlation_id.as_deref());
+    let body = check(answer.status, answer.body).map_err(|f| f.with_correlation(cid))?;
     let what = format!("POST {url}");
     if opts.no_wait {
         require(&body, &["id", "correlation_id", "status_url"], &what)?;

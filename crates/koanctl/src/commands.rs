@@ -445,6 +445,7 @@ async fn health(client: &Client, name: Option<&str>, json: bool) -> anyhow::Resu
             // The health document, printed above, is the answer.
             document: None,
             foreign: false,
+            correlation: None,
         }
         .into())
     }

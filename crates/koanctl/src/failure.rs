@@ -25,6 +25,10 @@ pub(crate) enum Failure {
         /// Whether the body was not a koan error document (an object with `error`
         /// and `message`): another server's page, a proxy's, or nothing.
         foreign: bool,
+        /// The correlation id of the call the error answers (the body's
+        /// `correlation_id`, else `X-Correlation-Id`): shown under the message, which
+        /// may tell the operator to look for it.
+        correlation: Option<String>,
     },
     /// The server could not be reached, or the connection broke.
     Connect {
@@ -73,6 +77,7 @@ impl fmt::Display for Failure {
                 kind,
                 message,
                 foreign,
+                correlation,
                 ..
             } => {
                 let shown = printable(message);
@@ -86,6 +91,11 @@ impl fmt::Display for Failure {
                         "{}: {cut}… ({n} characters; --json has them all)",
                         printable(kind)
                     )?;
+                }
+                // A timed-out call's message says "look for its correlation id (in
+                // this answer)": it was in the answer, never shown (a probe).
+                if let Some(id) = correlation {
+                    write!(f, "\ncorrelation id: {}", printable(id))?;
                 }
                 if *foreign {
                     f.write_str(FOREIGN_HINT)?;
@@ -150,11 +160,39 @@ pub(crate) fn api_error(status: StatusCode, body: &Value) -> Failure {
     } else {
         json!({ "error": kind, "message": message })
     };
+    let correlation = body
+        .get("correlation_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     Failure::Api {
         kind,
         message,
         document: Some(document),
         foreign,
+        correlation,
+    }
+}
+
+impl Failure {
+    /// This failure, an API error without a correlation id of its body's, given
+    /// `id` (the answer's `X-Correlation-Id`, or the one sent).
+    pub(crate) fn with_correlation(self, id: Option<&str>) -> Failure {
+        match self {
+            Failure::Api {
+                kind,
+                message,
+                document,
+                foreign,
+                correlation: None,
+            } => Failure::Api {
+                kind,
+                message,
+                document,
+                foreign,
+                correlation: id.map(str::to_owned),
+            },
+            other => other,
+        }
     }
 }
 
@@ -189,6 +227,23 @@ mod tests {
         assert_eq!(
             document,
             Some(json!({ "error": "http_404", "message": "<!DOCTYPE html>" }))
+        );
+        // A call's correlation id, in the answer, is shown under the message.
+        let f = api_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &json!({ "error": "timeout", "message": "look for it", "correlation_id": "c\u{1b}7" }),
+        );
+        assert_eq!(
+            f.to_string(),
+            "timeout: look for it\ncorrelation id: c\\u{1b}7"
+        );
+        let f = api_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &json!({ "error": "timeout", "message": "m" }),
+        );
+        assert_eq!(
+            f.with_correlation(Some("h-1")).to_string(),
+            "timeout: m\ncorrelation id: h-1"
         );
         // A long message is cut when shown as text; the document keeps it whole.
         let long = "m".repeat(1_000_000);
