@@ -236,9 +236,9 @@ pub(crate) struct CallArgs {
     /// waits this plus --request-timeout for the answer).
     #[arg(long, value_parser = crate::flags::timeout)]
     pub(crate) timeout: Option<String>,
-    /// Correlation id to attach (sent as `X-Correlation-Id`; 1 to 200 visible ASCII
-    /// characters).
-    #[arg(long, value_name = "ID", value_parser = crate::flags::id)]
+    /// Correlation id to attach (sent as `X-Correlation-Id`; 1 to 200 printable
+    /// ASCII characters, spaces included, none at either end).
+    #[arg(long, value_name = "ID", value_parser = crate::flags::correlation_id)]
     pub(crate) correlation_id: Option<String>,
     /// Enqueue as a job and return once it is stored, printing its id and status URL.
     #[arg(long)]

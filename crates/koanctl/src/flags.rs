@@ -44,7 +44,8 @@ pub(crate) fn at(text: &str) -> Result<String, String> {
         })
 }
 
-/// `--correlation-id`, `--idempotency-key`: 1 to 200 visible ASCII characters.
+/// `--idempotency-key`: 1 to 200 visible ASCII characters (the host's rule for
+/// `Idempotency-Key`).
 pub(crate) fn id(text: &str) -> Result<String, String> {
     let n = text.chars().count();
     if n == 0 || n > MAX_ID || !text.chars().all(|c| c.is_ascii_graphic()) {
@@ -56,6 +57,36 @@ pub(crate) fn id(text: &str) -> Result<String, String> {
                 " with some that are not"
             }
         ));
+    }
+    Ok(text.to_owned())
+}
+
+/// `--correlation-id`: the host's one rule for a correlation id given from outside
+/// (`koan::action::check_correlation_id`, which koanctl, depending on no koan
+/// crate, mirrors; a test pins that both agree): 1 to 200 printable ASCII
+/// characters, spaces included. `order 42` was refused here, with the rule for an
+/// idempotency key, where the host takes it (found by a probe).
+///
+/// A space at either end is refused besides: an HTTP header's value loses it on
+/// the way, so the host would record another id than the one typed.
+pub(crate) fn correlation_id(text: &str) -> Result<String, String> {
+    if !text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(
+            "a correlation id must be printable ASCII (spaces are, tabs, other control characters and non-ASCII letters are not)"
+                .to_owned(),
+        );
+    }
+    if text.is_empty() || text.len() > MAX_ID {
+        return Err(format!(
+            "a correlation id must have 1 to {MAX_ID} printable ASCII characters, not {}",
+            text.len()
+        ));
+    }
+    if text.starts_with(' ') || text.ends_with(' ') {
+        return Err(
+            "a correlation id that starts or ends with a space would reach the host without it (an HTTP header's value loses it): drop the space"
+                .to_owned(),
+        );
     }
     Ok(text.to_owned())
 }
@@ -79,6 +110,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_correlation_id_is_taken_as_the_host_takes_it() {
+        let long = "x".repeat(MAX_ID);
+        let longer = "x".repeat(MAX_ID + 1);
+        let table = [
+            "order-42",
+            "order 42",
+            "a\"b'c\\d",
+            "~!@#$%^&*()_+{}|:<>?`-=[];,./",
+            "x",
+            &long,
+            &longer,
+            "",
+            "tab\there",
+            "line\nbreak",
+            "del\u{7f}",
+            "é",
+            "\u{1b}[2J",
+        ];
+        for t in table {
+            assert_eq!(
+                correlation_id(t).is_ok(),
+                koan::action::check_correlation_id(t).is_ok(),
+                "{t:?}"
+            );
+        }
+        // Besides the host's rule: a space at either end, which a header loses.
+        for t in [" x", "x ", " "] {
+            assert!(koan::action::check_correlation_id(t).is_ok(), "{t:?}");
+            assert!(
+                correlation_id(t).is_err_and(|e| e.contains("space")),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
     fn flags_are_checked_as_the_host_checks_them() {
         assert!(timeout("30s").is_ok() && timeout("0s").is_err() && timeout("soon").is_err());
         assert!(delay("2h").is_ok() && delay("400d").is_err() && delay("later").is_err());
@@ -98,7 +165,7 @@ mod tests {
         ] {
             assert!(at(bad).is_err(), "{bad}");
         }
-        assert!(id("order-42").is_ok());
+        assert!(id("order-42").is_ok() && id("order 42").is_err());
         assert!(token("s3cret").is_ok() && token("").is_err());
         for bad in ["", "a b", &"x".repeat(201), "é"] {
             assert!(id(bad).is_err(), "{bad:?}");

@@ -1,7 +1,8 @@
 //! What the operator types, read as the host reads it: `--params` whose object names
 //! a key twice (refused: the host refuses such a body), `--at` with an offset or in
 //! lower case (taken: the host takes it), and a global option given before and after
-//! the subcommand (refused, as twice at one level).
+//! the subcommand (refused, as twice at one level), a `--correlation-id` with a space
+//! (taken: the host takes it).
 
 mod common;
 
@@ -134,5 +135,31 @@ async fn a_global_option_before_and_after_the_subcommand_is_refused() -> anyhow:
     // Once, at either level, as before.
     let run = common::koanctl(&["services", "--url", base], &[]).await?;
     assert!(run.ok().contains("Greeter"), "{run:?}");
+    live.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlation_id_the_host_takes_is_taken() -> anyhow::Result<()> {
+    // `order 42` (a space) was refused, exit 2, where the host takes it (a probe).
+    let live = Live::start(None).await?;
+    for id in ["order 42", "a\"b'c"] {
+        let run = live.whoami(&["--correlation-id", id]).await?;
+        let seen: serde_json::Value = serde_json::from_str(run.ok())?;
+        assert_eq!(seen["correlation_id"], id, "{run:?}");
+    }
+    // What the host refuses is refused before anything is sent, naming the flag.
+    for id in ["", "tab\there", "é"] {
+        let run = live.whoami(&["--correlation-id", id]).await?;
+        let err = run.failed(2);
+        assert!(err.contains("--correlation-id"), "{id:?}: {err}");
+        assert!(err.contains("printable ASCII"), "{id:?}: {err}");
+    }
+    // A space at either end would not reach the host (a header's value loses it):
+    // ` x ` was recorded as `x`.
+    let run = live.whoami(&["--correlation-id", " x "]).await?;
+    assert!(
+        run.failed(2).contains("starts or ends with a space"),
+        "{run:?}"
+    );
     live.stop().await
 }
