@@ -265,51 +265,55 @@ pub(crate) enum JobsCommand {
         #[arg(long)]
         state: Option<String>,
         /// Only jobs of this service.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::name)]
         service: Option<String>,
         /// Only jobs of this action.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::name)]
         action: Option<String>,
         /// Only jobs under this correlation id (the job behind an event).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = crate::flags::name)]
         correlation_id: Option<String>,
         /// At most this many (1–500, default 50).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
         /// Continue after this id (the `next` the previous page printed).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::name)]
         cursor: Option<String>,
     },
     /// How many jobs are in each state.
     Counts {
         /// Only the jobs of this service.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::name)]
         service: Option<String>,
     },
     /// Show one job: parameters, result or error, and every attempt.
     Show {
         /// The job's id.
+        #[arg(value_parser = crate::flags::name)]
         id: String,
     },
     /// Run a dead, cancelled, retrying or succeeded job again now.
     Retry {
         /// The job's id.
+        #[arg(value_parser = crate::flags::name)]
         id: String,
     },
     /// Retry every dead job (of one service, or all).
     RetryDead {
         /// Only the dead jobs of this service.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::flags::name)]
         service: Option<String>,
     },
     /// Cancel a job that has not finished.
     Cancel {
         /// The job's id.
+        #[arg(value_parser = crate::flags::name)]
         id: String,
     },
     /// Forget a final job (succeeded, dead or cancelled; cancel a live one first).
     Delete {
         /// The job's id.
+        #[arg(value_parser = crate::flags::name)]
         id: String,
     },
 }

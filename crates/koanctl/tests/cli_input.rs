@@ -163,3 +163,32 @@ async fn a_correlation_id_the_host_takes_is_taken() -> anyhow::Result<()> {
     );
     live.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_id_or_filter_the_host_would_refuse_is_refused_naming_it() -> anyhow::Result<()> {
+    // `jobs show ""` came back as "not_found: no route `/api/jobs/`", exit 3, and
+    // `jobs list --service ""` as "query parameter `service` …": words the operator
+    // never typed (a probe).
+    let live = Live::start(None).await?;
+    let long = "x".repeat(201);
+    for (args, says) in [
+        (&["jobs", "show", ""][..], "<ID>"),
+        (&["jobs", "delete", ""], "<ID>"),
+        (&["jobs", "retry", long.as_str()], "<ID>"),
+        (&["jobs", "list", "--service", ""], "--service"),
+        (
+            &["jobs", "list", "--correlation-id", long.as_str()],
+            "--correlation-id",
+        ),
+        (&["jobs", "list", "--cursor", ""], "--cursor"),
+        (&["jobs", "counts", "--service", ""], "--service"),
+    ] {
+        let run = live.run(args).await?;
+        let err = run.failed(2);
+        assert!(
+            err.contains(says) && err.contains("1 to 200"),
+            "{args:?}: {err}"
+        );
+    }
+    live.stop().await
+}
