@@ -71,8 +71,11 @@ async fn a_call_the_host_timed_out_names_its_correlation_id() -> anyhow::Result<
             "act",
             "held",
             "hold",
+            // Long enough that the handler starts within it on a loaded machine
+            // (a call not started by then is answered `not_started`, which this
+            // test is not about); each call waits it out.
             "--timeout",
-            "1s",
+            "3s",
         ];
         args.extend_from_slice(extra);
         koanctl_owned(args)
