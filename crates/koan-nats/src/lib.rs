@@ -59,6 +59,7 @@ mod dead_letter;
 mod delayed;
 mod enqueue;
 mod handback;
+mod health_report;
 mod jobs_view;
 mod keeper;
 mod lease;

@@ -195,7 +195,8 @@ impl NatsTransport {
         )));
 
         // Registry heartbeats.
-        registry::announce(self, host).await?;
+        // (Its services' health follows from the first heartbeat's checks.)
+        registry::announce(self, host, &Default::default()).await?;
         tasks.0.push(tokio::spawn(registry::heartbeats(
             self.clone(),
             host.clone(),

@@ -9,15 +9,21 @@ use koan::status::{RunOutcome, ServiceStatus};
 use koan::{Error, HostHandle, transport::Instance, transport::RemoteQuery};
 use serde_json::Value;
 
+use crate::health_report::{HealthChecks, Reports};
 use crate::subjects;
 use crate::transport::{NatsTransport, unavailable};
 use crate::wire::Reply;
 
-/// Announces this host's services, now.
-pub(crate) async fn announce(t: &NatsTransport, host: &HostHandle) -> Result<(), Error> {
+/// Announces this host's services now, with `health`, their last health reports.
+pub(crate) async fn announce(
+    t: &NatsTransport,
+    host: &HostHandle,
+    health: &Reports,
+) -> Result<(), Error> {
     let instance = Instance::new(t.inner.host_id.clone(), host.statuses())
         .actions(host.action_names())
-        .events(host.event_names());
+        .events(host.event_names())
+        .health(health.clone());
     put(t, instance).await?;
     // The events emitted before (a startup service's, say) go out now: before
     // it, other hosts refused them, not knowing the service (found by a probe).
@@ -27,16 +33,24 @@ pub(crate) async fn announce(t: &NatsTransport, host: &HostHandle) -> Result<(),
 
 /// Announces this host every heartbeat, and soon (within a tenth of the lease)
 /// after the `next_run` of a singleton it holds moved: the tick ended, and the
-/// entry names the next one again (see [`mark_started`]).
+/// entry names the next one again (see [`mark_started`]). Each heartbeat starts
+/// a round of the services' health checks; a round that changed a verdict or a
+/// sentence is announced as soon as it ends.
 pub(crate) async fn heartbeats(t: NatsTransport, host: HostHandle) {
     let mut beat = tokio::time::interval(t.inner.opts.heartbeat);
     let look = (t.inner.opts.lease / 10).max(Duration::from_millis(10));
     let mut look = tokio::time::interval(look);
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut checks = HealthChecks::new(host.clone());
     let mut announced = Vec::new();
     loop {
         tokio::select! {
-            _ = beat.tick() => {}
+            _ = beat.tick() => checks.start(),
+            changed = checks.ended() => {
+                if !changed {
+                    continue;
+                }
+            }
             _ = look.tick() => {
                 if held_runs(&t, &host) == announced {
                     continue;
@@ -44,7 +58,7 @@ pub(crate) async fn heartbeats(t: NatsTransport, host: HostHandle) {
             }
         }
         announced = held_runs(&t, &host);
-        let beat = announce(&t, &host).await;
+        let beat = announce(&t, &host, checks.last()).await;
         if let Err(e) = &beat {
             t.inner
                 .refusals
@@ -111,8 +125,8 @@ const LEFT_OUT: &str =
     "(left out of the registry: too large for the broker; the service's own status has it)";
 
 /// `instance` as its registry entry, within `max` bytes: its services' error
-/// texts (each at most 8 KiB, but one per service and one per last run) are left
-/// out when the entry would not fit — a run's 1.2 MB error failed every
+/// texts (each at most 8 KiB, but one per service and one per last run) and
+/// their health reports' texts and figures are left out when the entry would not fit — a run's 1.2 MB error failed every
 /// heartbeat, and the whole host dropped out of the cluster (found by a probe).
 /// An entry too large without them is refused, saying why.
 fn encode_within(instance: &mut Instance, max: usize) -> Result<Vec<u8>, Error> {
@@ -126,6 +140,15 @@ fn encode_within(instance: &mut Instance, max: usize) -> Result<Vec<u8>, Error> 
             LEFT_OUT.clone_into(text);
         }
     };
+    for report in instance.health.values_mut() {
+        for text in [&mut report.description, &mut report.error]
+            .into_iter()
+            .flatten()
+        {
+            leave_out(text);
+        }
+        report.data.clear();
+    }
     for s in &mut instance.services {
         if let Some(text) = &mut s.last_error {
             leave_out(text);

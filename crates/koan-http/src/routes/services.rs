@@ -24,6 +24,8 @@ struct ServiceRow {
     description: Option<String>,
     state: ServiceState,
     health: HealthStatus,
+    /// The sentence of its health report, if it gave one.
+    health_description: Option<String>,
     enabled: bool,
     critical: bool,
     schedule: Option<String>,
@@ -50,11 +52,9 @@ pub(crate) async fn list(
     let mut rows = Vec::new();
     for status in state.host.statuses() {
         let info = state.host.service(&status.name).info().await?;
-        let h = health
-            .services
-            .iter()
-            .find(|h| h.service == status.name)
-            .map_or(HealthStatus::Healthy, |h| h.report.status);
+        let own_health = health.services.iter().find(|h| h.service == status.name);
+        let h = own_health.map_or(HealthStatus::Healthy, |h| h.report.status);
+        let said = own_health.and_then(|h| h.report.description.clone());
         let history = state.host.history(&status.name)?;
         let row = ServiceRow {
             name: status.name.clone(),
@@ -62,6 +62,7 @@ pub(crate) async fn list(
             description: info.description,
             state: status.state,
             health: h,
+            health_description: said,
             enabled: status.enabled,
             critical: status.critical,
             schedule: info.schedule,
@@ -87,17 +88,17 @@ pub(crate) async fn list(
         if own.as_deref() == Some(instance.host_id.as_str()) {
             continue;
         }
-        for s in instance.services {
-            let health = if s.state == ServiceState::Failed {
-                HealthStatus::Unhealthy
-            } else if s.consecutive_failures > 0 {
-                HealthStatus::Degraded
-            } else {
-                HealthStatus::Healthy
-            };
+        for s in &instance.services {
+            // As its host's own health check said (a service degraded by its
+            // check read healthy here, judged from its run counts; a probe).
+            let health = instance.health_of(s);
+            let said = instance
+                .health
+                .get(&s.name)
+                .and_then(|r| r.description.clone());
             rows.push(json!({
                 "name": s.name, "kind": s.kind, "description": null, "state": s.state,
-                "health": health, "enabled": s.enabled, "critical": s.critical, "schedule": null,
+                "health": health, "health_description": said, "enabled": s.enabled, "critical": s.critical, "schedule": null,
                 "runs": s.runs, "failures": s.failures, "restarts": s.restarts,
                 "queue_depth": s.queue_depth, "in_flight": s.in_flight, "last_run": s.last_run,
                 "next_run": s.next_run, "actions": [], "host": instance.host_id, "remote": true,

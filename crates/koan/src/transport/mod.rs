@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventEnvelope;
+use crate::health::{HealthReport, HealthStatus};
 use crate::job::{JobCounts, JobPage, JobQuery, JobRecord, RetryFrom};
 use crate::registry::ServiceStatus;
 pub use crate::util::BoxFuture;
@@ -127,6 +128,12 @@ pub struct Instance {
     /// delivered. Absent from hosts older than this field (nothing is refused).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub events: BTreeMap<String, Vec<String>>,
+    /// Each service's last health report, by service name, as its host's own
+    /// health check gave it (its texts cut short: the entry is written every
+    /// heartbeat). Absent from hosts older than this field, and for a service
+    /// not checked yet: [`Instance::health_of`] then judges from the status.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub health: BTreeMap<String, HealthReport>,
     /// Set when this view could not be refreshed (the broker is unreachable): the
     /// last known state, not a current one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -142,6 +149,7 @@ impl Instance {
             services,
             actions: BTreeMap::new(),
             events: BTreeMap::new(),
+            health: BTreeMap::new(),
             stale: false,
         }
     }
@@ -156,6 +164,29 @@ impl Instance {
     pub fn events(mut self, events: BTreeMap<String, Vec<String>>) -> Self {
         self.events = events;
         self
+    }
+
+    /// The same host, announcing its services' last health reports.
+    pub fn health(mut self, health: BTreeMap<String, HealthReport>) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// The health of `service`, one of [`services`](Self::services): the status
+    /// of the report its host announced; without one (a host older than the
+    /// field, or a service not checked yet), judged from its status alone —
+    /// unhealthy once failed, degraded after a failed run.
+    pub fn health_of(&self, service: &ServiceStatus) -> HealthStatus {
+        if let Some(report) = self.health.get(&service.name) {
+            return report.status;
+        }
+        if service.state == crate::status::ServiceState::Failed {
+            HealthStatus::Unhealthy
+        } else if service.consecutive_failures > 0 {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        }
     }
 
     /// The same host, last seen at `seen_at`.
