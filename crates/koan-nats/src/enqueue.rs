@@ -91,14 +91,16 @@ pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error>
         tokio::join!(publish(t, job), records::accepted(t, job))
     } else {
         let record = records::accepted(t, job).await;
-        if let Err(e) = &record
+        if let Err(err) = &record
             && t.inner.opts.storage_budget_bytes.is_some()
         {
-            let e = e.to_string();
+            let e = err.to_string();
             t.inner.refusals.note(crate::storage::NEW_JOB, &e);
             // The store refused the write, as a host's full disk: the same kind.
             // async-nats words a refused create "failed getting entry" (a probe).
-            let (kind, why) = if crate::storage::is_full(&e) {
+            let (kind, why) = if let Some(words) = crate::kv_create::no_stream(err) {
+                (ErrorKind::StoreUnavailable, records::bucket_gone(&words))
+            } else if crate::storage::is_full(&e) {
                 let why = format!(
                     "the cluster's job records bucket is full (the broker refused the write: {e}); delete finished jobs, or raise `koan.nats.storage_budget_mb`"
                 );
@@ -129,6 +131,9 @@ pub(crate) async fn enqueue(t: &NatsTransport, job: &Job) -> Result<bool, Error>
     match (&stored, record) {
         (Ok(true), Ok(_)) => {}
         (Ok(true), Err(e)) => {
+            let e = e.to_string();
+            // Said in `/health` too: the job runs, but no listing shows it.
+            t.inner.refusals.note(crate::storage::RECORD, &e);
             tracing::warn!(id = %job.id, error = %e, "could not write the record of an accepted job; the job runs all the same");
         }
         (_, Ok(Some(revision))) => records::withdraw(t, &job.id, revision).await,

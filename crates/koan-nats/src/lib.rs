@@ -62,6 +62,7 @@ mod handback;
 mod health_report;
 mod jobs_view;
 mod keeper;
+mod kv_create;
 mod lease;
 mod node;
 mod options;

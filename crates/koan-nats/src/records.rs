@@ -71,16 +71,22 @@ pub(crate) fn encode(r: &JobRecord) -> bytes::Bytes {
 /// quicker): the revision it was written with, `None` when there was one.
 pub(crate) async fn accepted(t: &NatsTransport, job: &Job) -> Result<Option<u64>, kv::CreateError> {
     let r = queued(t, job);
-    match t
-        .inner
-        .records
-        .create(subjects::key(&job.id), encode(&r))
-        .await
-    {
+    match crate::kv_create::create(&t.inner.records, &subjects::key(&job.id), encode(&r)).await {
         Ok(revision) => Ok(Some(revision)),
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Why a record cannot be written when the broker has no stream for the bucket
+/// of job records (`words`, its answer): the bucket's stream was deleted, or its
+/// server is down.
+pub(crate) fn bucket_gone(words: &str) -> String {
+    format!(
+        "the broker has no stream for the cluster's job records (bucket `{}`, stream `KV_{}`; it answered \"{words}\"): the stream was deleted, or the server holding it is unreachable (in a cluster, give it replicas: `koan.nats.replicas`); a host makes it again when it reconnects or restarts",
+        subjects::JOBS_BUCKET,
+        subjects::JOBS_BUCKET
+    )
 }
 
 /// Takes back the first record [`accepted`] wrote at `revision` for a job whose
@@ -303,7 +309,7 @@ pub(crate) async fn change_from(
             if !change(&mut r)? {
                 return Ok(Some((r, None)));
             }
-            match kv.create(key.clone(), encode(&r)).await {
+            match crate::kv_create::create(kv, &key, encode(&r)).await {
                 Ok(rev) => return Ok(Some((r, Some(rev)))),
                 // Written meanwhile: change that one.
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {

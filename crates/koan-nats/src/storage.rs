@@ -135,8 +135,20 @@ impl Refusals {
             // Every enqueue refused while health said pass (a probe, a cluster
             // node down with the only copy of the work stream).
             Refused::NoStream => {
+                // A record's bucket is made again only by a reconnect or a
+                // restart; a new job's stream, by the next consumer's retry.
+                let (again, so) = match *what {
+                    RECORD => (
+                        "made again when this host reconnects or restarts",
+                        "jobs are taken and run, but their records are not written, and listings do not show them",
+                    ),
+                    _ => (
+                        "made again by the next consumer's retry",
+                        "new jobs are refused until it is back",
+                    ),
+                };
                 return Some(format!(
-                    "the broker could not store {what} {}s ago ({words}): the server holding its stream is unreachable (a cluster node down with the stream's only copy: see `koan.nats.replicas`), or the stream was deleted (made again by the next consumer's retry) — new jobs are refused until it is back",
+                    "the broker could not store {what} {}s ago ({words}): the server holding its stream is unreachable (a cluster node down with the stream's only copy: see `koan.nats.replicas`), or the stream was deleted ({again}) — {so}",
                     ago.as_secs()
                 ));
             }
