@@ -39,18 +39,21 @@ async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyho
         Ok((runs.started() > before).then_some(()))
     })
     .await?;
-    // Three more, behind it: while its outcome is refused, the worker takes at
-    // most the one it asked for as the run ended (it ran its whole backlog, each
-    // outcome held in memory; found by a probe).
+    // Six more, behind it: while its outcome is refused, the worker takes at
+    // most the one it asked for as the run ended, and one more asked for as that
+    // one ended before the refusal was heard (the slot is given back as a run
+    // ends, while its outcome is being stored; on a loaded machine a 1 ms run
+    // and its pull can beat the broker's answer). Before, it ran its whole
+    // backlog, each outcome held in memory (found by a probe).
     let mut more = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..6 {
         more.push(enqueue(&client.host, "busy", 1u64).await?);
     }
     // Refused for three seconds: three redeliveries' time (with `ack_wait` 1 s),
     // had the job been handed back after a second as before.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        runs.started() <= before + 2,
+        runs.started() <= before + 3,
         "{} ran meanwhile",
         runs.started() - before
     );
@@ -76,7 +79,7 @@ async fn a_run_whose_outcome_the_full_broker_refuses_is_not_run_again() -> anyho
     for ticket in more {
         within("the next outcomes", ticket.outcome()).await??;
     }
-    assert_eq!(runs.started(), before + 4, "each job ran once");
+    assert_eq!(runs.started(), before + 7, "each job ran once");
     client.stop().await?;
     worker.stop().await
 }
