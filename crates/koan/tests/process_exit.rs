@@ -8,13 +8,19 @@
 //!   stopped" and lived on). It is ended once it lingers.
 //! - A second signal while the host stops ends it at once: a hung stop could be
 //!   ended only by SIGKILL, the signals still taken over.
+//! - A signal while the host stops because a critical service failed keeps the
+//!   failure's exit code (2): it made the process exit 143, as if stopped on
+//!   request.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use koan::{Background, BackgroundService, BoxError, Host, Service, ServiceContext};
+use koan::service::RestartPolicy;
+use koan::{
+    Background, BackgroundService, BoxError, Host, Service, ServiceContext, ServiceOptions,
+};
 
 /// Set for the process started by a test: which host [`child_host`] runs.
 const CHILD: &str = "KOAN_TEST_PROCESS_EXIT_CHILD";
@@ -57,6 +63,48 @@ impl BackgroundService for Deaf {
     }
 }
 
+/// Fails at once, for good, and is critical: its host stops with exit code 2.
+struct Critical;
+
+impl Service for Critical {
+    type Kind = Background;
+    fn options() -> ServiceOptions {
+        ServiceOptions::named("critical")
+            .critical(true)
+            .restart(RestartPolicy::Never)
+    }
+}
+
+impl BackgroundService for Critical {
+    async fn run(&self, _cx: ServiceContext) -> Result<(), BoxError> {
+        Err("its disk is gone".into())
+    }
+}
+
+/// Set for the process started by a test: a file whose existence ends
+/// [`SlowToStop`]'s stop.
+const RELEASE: &str = "KOAN_TEST_PROCESS_EXIT_RELEASE";
+
+/// Once cancelled, says so and stops only when the test creates the file
+/// `RELEASE` names: a stop the test holds open while it signals.
+struct SlowToStop;
+
+impl Service for SlowToStop {
+    type Kind = Background;
+}
+
+impl BackgroundService for SlowToStop {
+    async fn run(&self, cx: ServiceContext) -> Result<(), BoxError> {
+        cx.cancelled().await;
+        eprintln!("slow stop begun");
+        let release = std::path::PathBuf::from(std::env::var(RELEASE)?);
+        while !release.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
 /// The host's process, when started by a test (`CHILD` names its service);
 /// nothing otherwise. A `main` as a user writes it: a runtime, the host run until
 /// a signal, the runtime dropped.
@@ -78,6 +126,11 @@ fn child_host() -> anyhow::Result<()> {
             "blocked" | "cleanup" => Host::builder()
                 .shutdown_grace(Duration::from_millis(100))
                 .instance(Blocked),
+            "critical" => Host::builder()
+                .shutdown_grace(Duration::from_secs(3600))
+                .instance(SlowToStop)
+                .instance(Critical),
+            "critical-cleanup" => Host::builder().instance(Critical),
             _ => Host::builder()
                 .shutdown_grace(Duration::from_secs(3600))
                 .instance(Deaf),
@@ -87,12 +140,17 @@ fn child_host() -> anyhow::Result<()> {
         host.started().await?;
         // (On the harness's "test child_host ... " line.)
         println!("child ready");
-        run.await?;
-        if which == "cleanup" {
+        let result = run.await;
+        if which.ends_with("cleanup") {
             // `main`'s own work once the host stopped (waiting for its HTTP plane,
             // flushing telemetry): longer than the linger, and not cut short.
             tokio::time::sleep(Duration::from_secs(6)).await;
             eprintln!("cleanup done");
+        }
+        if let Err(e) = result {
+            // As the demo's `main` does: exit 2 for a critical failure.
+            eprintln!("the host stopped with a failure: {e}");
+            std::process::exit(i32::from(e.exit_code()));
         }
         anyhow::Ok(())
     });
@@ -103,9 +161,18 @@ fn child_host() -> anyhow::Result<()> {
 /// This binary started as `which`'s host, once it says it is ready; its stderr's
 /// lines as they come.
 fn start(which: &str) -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
+    start_with(which, &[])
+}
+
+/// [`start`], with more variables in the process's environment.
+fn start_with(
+    which: &str,
+    env: &[(&str, &std::path::Path)],
+) -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--exact", "child_host", "--nocapture", "--test-threads=1"])
         .env(CHILD, which)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -238,5 +305,45 @@ fn a_second_signal_ends_a_stopping_process_at_once() -> anyhow::Result<()> {
     let status = again_until_it_ends(&mut child)?;
     assert_eq!(status.code(), Some(143), "128 + SIGTERM: {status}");
     line_with(&lines, "a second shutdown signal")?;
+    Ok(())
+}
+
+/// A host stopping because a critical service failed, its stop held open while
+/// SIGTERMs come: the first is absorbed by the stop in progress, and a later one
+/// ends the process at once, as a second signal does, but with the failure's
+/// exit code (2), not 143 (128 + SIGTERM): the operator lost the fact that a
+/// critical service had failed (a probe).
+#[test]
+fn signals_during_a_critical_stop_keep_its_exit_code() -> anyhow::Result<()> {
+    // A file never made: the stop is held until the process is ended.
+    let never = std::env::temp_dir().join(format!("koan-never-made-{}", std::process::id()));
+    let (mut child, lines) = start_with("critical", &[(RELEASE, &never)])?;
+    line_with(&lines, "slow stop begun")?;
+    let status = again_until_it_ends(&mut child)?;
+    let said: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(PATIENCE).ok()).collect();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "the critical failure's code: {status}\n{}",
+        said.join("\n")
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.contains("critical service `critical` failed: its disk is gone")),
+        "the signal's line names the failure: {said:?}"
+    );
+    Ok(())
+}
+
+/// The same once the host stopped, while `main` still works: a signal ends
+/// the process with the failure's code (it exited 143).
+#[test]
+fn a_signal_after_a_critical_stop_keeps_its_exit_code() -> anyhow::Result<()> {
+    let (mut child, lines) = start("critical-cleanup")?;
+    line_with(&lines, "host stopped with a failure")?;
+    let status = again_until_it_ends(&mut child)?;
+    let said: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(PATIENCE).ok()).collect();
+    assert_eq!(status.code(), Some(2), "{status}\n{}", said.join("\n"));
+    assert!(!said.iter().any(|l| l.contains("cleanup done")), "{said:?}");
     Ok(())
 }

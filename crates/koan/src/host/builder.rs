@@ -354,6 +354,7 @@ impl HostBuilder {
             critical_tx,
             critical_rx: Mutex::new(Some(critical_rx)),
             exit,
+            failure: std::sync::OnceLock::new(),
             events: EventBus::new(self.clock.clone(), self.transport.clone()),
             jobs: crate::job::JobRunner::new(
                 self.job_store

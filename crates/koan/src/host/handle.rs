@@ -74,7 +74,12 @@ impl HostHandle {
     /// listens) stops the host gracefully rather than killing the process.
     ///
     /// A second signal a second or more after the first, while the host stops,
-    /// ends the process at once (exit code 128 + the signal's number). Should
+    /// ends the process at once (exit code 128 + the signal's number). A host
+    /// that stops because a critical or startup service failed keeps that
+    /// failure's exit code (2 or 1, [`HostExit::exit_code`]) through any signal:
+    /// one while it stops is absorbed by the stop in progress, and one that ends
+    /// the process (a second, or one after the host stopped) ends it with the
+    /// failure's code, not 128 + the signal's number. Should
     /// work abandoned at the grace's end (a handler's `spawn_blocking` task, which
     /// no abort reaches) keep the process alive once its runtime shuts down (after
     /// `main` returned), it is ended 5 s later, with the host's exit code.

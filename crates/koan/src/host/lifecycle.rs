@@ -118,6 +118,9 @@ async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
             } => HostExit::CriticalFailure { service, error },
         });
     }
+    if let Some(failure) = exit.as_ref().filter(|e| !e.is_success()) {
+        let _ = host.failure.set(failure.clone());
+    }
     shutdown(host, &startup, &others).await;
     exit.unwrap_or(HostExit::Stopped)
 }

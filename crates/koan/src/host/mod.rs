@@ -66,6 +66,10 @@ pub(crate) struct HostInner {
     pub(crate) critical_tx: mpsc::UnboundedSender<(String, String)>,
     pub(crate) critical_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
     pub(crate) exit: watch::Sender<Option<HostExit>>,
+    /// A failure that stops the host (a startup or critical service's), set as
+    /// its stop begins: a signal while it stops keeps its exit code
+    /// (`host::signals`).
+    pub(crate) failure: std::sync::OnceLock<HostExit>,
     pub(crate) events: EventBus,
     pub(crate) jobs: crate::job::JobRunner,
     pub(crate) transport: Option<Arc<dyn Transport>>,

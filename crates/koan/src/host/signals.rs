@@ -64,10 +64,24 @@ impl Signals {
 /// What `HostHandle::run_until_signal` does: waits for a signal (or the host's
 /// own stop), stops the host, and waits for it, a second signal ending the
 /// process; then arms the end of a lingering process.
+///
+/// A host that stops because a startup or critical service failed keeps that
+/// failure's exit code through every signal: one while it stops is absorbed by
+/// the stop in progress, and one that ends the process (a second, or one after
+/// the host stopped) ends it with the failure's code, not 128 + the signal's
+/// number (the process exited 143, the operator losing the fact that a critical
+/// service had failed; a probe).
 pub(super) async fn run_until_signal(host: &HostHandle, mut signals: Signals) -> Result<()> {
     tokio::select! {
         exit = host.wait() => return ended(host, exit, signals),
-        _ = signals.next() => tracing::info!("shutdown signal received"),
+        _ = signals.next() => match host.inner.failure.get() {
+            Some(failure) => tracing::warn!(
+                code = failure.exit_code(),
+                "a shutdown signal while the host stops because {}: the stop goes on, and the process keeps the failure's exit code",
+                what_failed(failure)
+            ),
+            None => tracing::info!("shutdown signal received"),
+        },
     }
     let first = std::time::Instant::now();
     host.shutdown();
@@ -76,7 +90,7 @@ pub(super) async fn run_until_signal(host: &HostHandle, mut signals: Signals) ->
             exit = host.wait() => break exit,
             code = signals.next() => {
                 if first.elapsed() >= SECOND_AFTER {
-                    exit_now(code);
+                    exit_now(host.inner.failure.get().map_or(code, HostExit::exit_code));
                 }
                 // A wrapper forwarding the signal its process group also got
                 // (a shell's trap, `tini -g`, systemd's SIGTERM then SIGHUP)
@@ -86,6 +100,15 @@ pub(super) async fn run_until_signal(host: &HostHandle, mut signals: Signals) ->
         }
     };
     ended(host, exit, signals)
+}
+
+/// What made the host stop with a failure, in words: "critical service `x`
+/// failed: …".
+fn what_failed(failure: &HostExit) -> String {
+    match failure.clone().into_result() {
+        Err(e) => e.message().to_owned(),
+        Ok(()) => "it was asked to".to_owned(),
+    }
 }
 
 /// How long after the first a signal must come to end the process at once.
@@ -101,13 +124,27 @@ const SECOND_AFTER: Duration = Duration::from_secs(1);
 /// ends the process at once, where it was swallowed for the rest of `main` (a
 /// hung cleanup could be ended only by SIGKILL; a re-probe).
 fn ended(host: &HostHandle, exit: HostExit, mut signals: Signals) -> Result<()> {
+    let failure = (!exit.is_success()).then(|| exit.clone());
     tokio::spawn(async move {
         let code = signals.next().await;
-        tracing::warn!(
-            code,
-            "a shutdown signal after the host stopped: exiting now"
-        );
-        std::process::exit(code)
+        match failure {
+            Some(failure) => {
+                let code = failure.exit_code();
+                tracing::warn!(
+                    code,
+                    "a shutdown signal after the host stopped because {}: exiting now, with the failure's exit code",
+                    what_failed(&failure)
+                );
+                std::process::exit(code)
+            }
+            None => {
+                tracing::warn!(
+                    code,
+                    "a shutdown signal after the host stopped: exiting now"
+                );
+                std::process::exit(code)
+            }
+        }
     });
     if host.inner.registry.all().iter().any(|c| c.life.aborted()) {
         struct AtRuntimeEnd(i32);
@@ -128,7 +165,8 @@ fn ended(host: &HostHandle, exit: HostExit, mut signals: Signals) -> Result<()> 
 /// A second signal while the host stops: the operator will not wait for the grace.
 /// The process ends now, as it would have without the first being handled (the
 /// signals stay taken over: a second SIGTERM or Ctrl-C did nothing, a hung stop
-/// could be ended only by SIGKILL; a probe).
+/// could be ended only by SIGKILL; a probe), with `code`: the signal's, or the
+/// failure's that the host stops for.
 pub(super) fn exit_now(code: i32) -> ! {
     tracing::warn!(
         code,
