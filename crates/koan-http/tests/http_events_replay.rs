@@ -2,7 +2,9 @@
 //! the kept events' payloads are bounded by bytes, the host's own as well as other
 //! hosts', and the kept events a stream replays are made into frames one at a
 //! time, as its client reads them (16 clients resuming after 256 events of 1 MB,
-//! reading nothing, took the host to its end; found by a tester).
+//! reading nothing, took the host to its end; found by a tester). A stream that
+//! lost events for a slow client tells it so once it has read what it holds,
+//! without waiting for a next event.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -206,4 +208,74 @@ async fn a_stuck_live_stream_holds_its_events_by_bytes() -> anyhow::Result<()> {
     .await?;
     drop(stream);
     api.stop().await
+}
+
+/// A client too slow for a burst, the burst over and nothing emitted after it:
+/// once it has read what its stream held, it is told that events were missed
+/// (then sent the kept ones). It was told only at the next live event, and
+/// with none it never learnt of its loss (a probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_lost_events_says_so_without_a_next_event() -> anyhow::Result<()> {
+    // No write timeout: the client stays while it reads nothing.
+    let host = koan::testing::host()
+        .service::<EchoService>()
+        .build()?
+        .start();
+    let mut options = loopback();
+    options.write_timeout = None;
+    let api = Api::serve(host, options).await?;
+    let socket = TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut stream = socket.connect(api.server_addr()).await?;
+    stream
+        .write_all(head("GET", "/api/events", &[]).as_bytes())
+        .await?;
+    let mut status = [0u8; 12];
+    within("the stream's answer", stream.read_exact(&mut status)).await??;
+    anyhow::ensure!(&status == b"HTTP/1.1 200", "{status:?}");
+    // Far more than the stream holds (8 MiB of them) and the sockets do, and
+    // than the host keeps (256), while the client reads nothing: once the stream
+    // is full every later one is dropped for it, the burst's end too, and the
+    // first dropped are gone from the kept ones.
+    const BURST: usize = 1000;
+    for i in 0..BURST {
+        api.host
+            .emit("Echo", "burst", format!("{i:04}{}", "x".repeat(64 * 1024)))
+            .await?;
+    }
+    // Then it reads, and nothing more is emitted.
+    within(
+        "a `missed` frame after the held events",
+        read_until(
+            &mut stream,
+            "no longer kept when this stream could send them",
+        ),
+    )
+    .await??;
+    // The last of the burst, kept, comes after it.
+    let last = format!("{:04}x", BURST - 1);
+    within(
+        "the burst's last event after the notice",
+        read_until(&mut stream, &last),
+    )
+    .await??;
+    drop(stream);
+    api.stop().await
+}
+
+/// Reads `stream` until `text` comes.
+async fn read_until(stream: &mut TcpStream, text: &str) -> anyhow::Result<()> {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "the stream ended before {text:?}");
+        tail.extend_from_slice(&chunk[..n]);
+        if String::from_utf8_lossy(&tail).contains(text) {
+            return Ok(());
+        }
+        // Only what could hold the start of `text` is kept for the next read.
+        let keep = tail.len().min(text.len() + 4);
+        tail.drain(..tail.len() - keep);
+    }
 }

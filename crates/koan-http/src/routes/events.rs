@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use koan::event::EventEnvelope;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -144,6 +144,10 @@ async fn stream(
     // re-probe).
     let held = Arc::new(AtomicUsize::new(0));
     let holds = Arc::clone(&held);
+    // Told of each drop: the stream says it once its client has read what it
+    // holds, not at the next live event, which may never come.
+    let lagged = Arc::new(Notify::new());
+    let lags = Arc::clone(&lagged);
     // A new stream starts after the last event kept before it subscribed (none is
     // replayed; one kept while it subscribes is found by the gap it leaves).
     let fresh_from = state.host.recent_events_since(0, &|_| false).last;
@@ -153,6 +157,7 @@ async fn stream(
             let takes = live_takes.clone();
             let drops = Arc::clone(&drops);
             let holds = Arc::clone(&holds);
+            let lag = Arc::clone(&lags);
             async move {
                 if takes(&env) {
                     // A client that cannot keep up loses events rather than slowing
@@ -177,6 +182,7 @@ async fn stream(
                     if refused {
                         drops.fetch_add(1, Ordering::Relaxed);
                         crate::metrics::sse_dropped();
+                        lag.notify_one();
                     }
                 }
             }
@@ -216,6 +222,7 @@ async fn stream(
         takes,
         dropped,
         dropped_seen: 0,
+        lagged,
         held,
     };
     let stream = futures_util::stream::unfold(live, |mut live| async move {
@@ -256,6 +263,8 @@ struct Live<F> {
     takes: F,
     dropped: Arc<AtomicU64>,
     dropped_seen: u64,
+    /// Notified when an event is dropped for this client.
+    lagged: Arc<Notify>,
     /// The bytes of the live events it holds (see `STREAM_BYTES`).
     held: Arc<AtomicUsize>,
 }
@@ -267,7 +276,19 @@ impl<F: Fn(&EventEnvelope) -> bool> Live<F> {
             if let Some(next) = self.ready.pop_front() {
                 return Some(self.made(next));
             }
-            let env = self.rx.recv().await?;
+            // Events dropped for a slow client, and none it holds left to send:
+            // what followed the last one sent is owed now, from the kept ones,
+            // with a miss said if some are gone. It was said only at the next
+            // live event, so that after a burst and silence the client never
+            // learnt of its loss (a probe).
+            let env = tokio::select! {
+                biased;
+                env = self.rx.recv() => env?,
+                () = self.lagged.notified() => {
+                    self.owe_since_done(self.done);
+                    continue;
+                }
+            };
             self.held.fetch_sub(env.weight(), Ordering::AcqRel);
             let n = env.arrival();
             if n <= self.done {
@@ -282,19 +303,25 @@ impl<F: Fn(&EventEnvelope) -> bool> Live<F> {
             // that are still on their way. Sent from the kept ones, in their
             // numbers' order, so that an id received means every event before it
             // was sent (events of several emitters reached a stream out of order,
-            // and a reconnect then missed one; found by a review). A miss is said
-            // only when some were dropped for this client and are no longer kept
-            // (events of other filters gone from the ring are no miss).
-            let since = self.host.recent_events_since(self.done, &self.takes);
-            let dropped = self.dropped.load(Ordering::Relaxed);
-            if since.missed && dropped != self.dropped_seen {
-                self.ready.push_back(Next::Missed(self.done, LIVE_MISSED));
-            }
-            self.dropped_seen = dropped;
-            self.ready
-                .extend(since.events.iter().map(|e| Next::Kept(e.arrival())));
-            self.done = since.last.max(n);
+            // and a reconnect then missed one; found by a review).
+            self.owe_since_done(n);
         }
+    }
+
+    /// Owes the kept events after the last one sent (of this stream's filter),
+    /// up to at least `n`. A miss is said only when some were dropped for this
+    /// client and are no longer kept (events of other filters gone from the ring
+    /// are no miss).
+    fn owe_since_done(&mut self, n: u64) {
+        let since = self.host.recent_events_since(self.done, &self.takes);
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if since.missed && dropped != self.dropped_seen {
+            self.ready.push_back(Next::Missed(self.done, LIVE_MISSED));
+        }
+        self.dropped_seen = dropped;
+        self.ready
+            .extend(since.events.iter().map(|e| Next::Kept(e.arrival())));
+        self.done = since.last.max(n);
     }
 
     /// The frame of `next`. A kept event owed that is no longer kept (the client
