@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventInfo;
 use crate::event::{Emits, SubscriptionBuilder, TypedSubscriptionBuilder};
 use crate::health::ServiceHealth;
-use crate::host::{HostHandle, OwnHost, current};
+use crate::host::{HostHandle, OwnHost, host_for};
 use crate::registry::ServiceStatus;
 use crate::schedule::Poke;
 use crate::schedule::TriggerOutcome;
@@ -102,11 +102,19 @@ impl<T> Clone for Services<T> {
 
 /// The fluent API of the running host's service `T`.
 ///
-/// Reaches the host started last in this process; with several hosts, use
-/// [`HostHandle::services`].
+/// Reaches the one running host (started, not yet stopped) that has `T`. With
+/// several hosts in one process (tests, a multi-tenant app), a host that has
+/// `T` is reached before one that does not, and none is guessed: when several
+/// running hosts have `T`, or several run and none has it, the call is refused
+/// (`ServiceUnavailable`, naming how many) and
+/// [`HostHandle::services`] must name the host. One running host without `T`
+/// is reached (it may reach `T` in another process through its transport, or
+/// says that it has no such service). When no host runs, the host started last
+/// is reached if it is still held (its calls answer that it stopped).
 ///
 /// # Panics
-/// When no host is running. Use [`try_services`] to get an error instead.
+/// When no host is running, or when which host is meant cannot be told (see
+/// above). Use [`try_services`] to get the error instead.
 pub fn services<T: Service>() -> Services<T> {
     match try_services::<T>() {
         Ok(s) => s,
@@ -114,14 +122,13 @@ pub fn services<T: Service>() -> Services<T> {
     }
 }
 
-/// Like [`services`], with an error when no host runs.
+/// Like [`services`], with an error when no host runs or which host is meant
+/// cannot be told.
 pub fn try_services<T: Service>() -> Result<Services<T>> {
-    current().map(|h| h.services::<T>()).ok_or_else(|| {
-        Error::new(
-            ErrorKind::ServiceUnavailable,
-            "no koan host is running in this process; start one with `Host::builder()…build()?.start()`",
-        )
-    })
+    let name = T::options()
+        .name
+        .map_or_else(|| short_type_name::<T>().to_owned(), |n| n.into_owned());
+    host_for(std::any::TypeId::of::<T>(), &name).map(|h| h.services::<T>())
 }
 
 impl<T: Service> Services<T> {

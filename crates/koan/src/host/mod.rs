@@ -9,6 +9,7 @@ mod builder;
 mod caller;
 mod environment;
 mod exit;
+mod global;
 mod handle;
 mod kind_fit;
 mod lifecycle;
@@ -18,7 +19,7 @@ mod signals;
 mod supervisor;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -28,6 +29,7 @@ pub use builder::HostBuilder;
 pub(crate) use caller::{CallerHost, OwnHost};
 pub use environment::Environment;
 pub use exit::HostExit;
+pub(crate) use global::host_for;
 pub use handle::HostHandle;
 pub(crate) use handle::timed_health;
 pub(crate) use lifecycle::in_startup;
@@ -137,16 +139,6 @@ impl std::fmt::Debug for Host {
     }
 }
 
-static CURRENT: RwLock<Option<Weak<HostInner>>> = RwLock::new(None);
-
-pub(crate) fn current() -> Option<HostHandle> {
-    CURRENT
-        .read()
-        .ok()
-        .and_then(|g| g.as_ref().and_then(Weak::upgrade))
-        .map(HostHandle::from_inner)
-}
-
 impl Host {
     /// A new [`HostBuilder`].
     pub fn builder() -> HostBuilder {
@@ -164,11 +156,10 @@ impl Host {
     /// Starts the host in the background and returns its handle at once: startup
     /// services run, then the others. Must be called inside a tokio runtime.
     ///
-    /// This host becomes the one that [`crate::services`] reaches.
+    /// From now until it stops, [`crate::services`] may reach this host: see
+    /// there for how it picks one of several.
     pub fn start(self) -> HostHandle {
-        if let Ok(mut g) = CURRENT.write() {
-            *g = Some(Arc::downgrade(&self.inner));
-        }
+        global::started(&self.inner);
         self.inner.launched.store(true, Ordering::Release);
         self.inner.stopping.store(false, Ordering::Release);
         lifecycle::spawn(Arc::clone(&self.inner));
