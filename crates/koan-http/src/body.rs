@@ -207,7 +207,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoBody {
         let Some(ReadBody(bytes)) = parts.extensions.remove::<ReadBody>() else {
             return Ok(NoBody);
         };
-        if bytes.is_empty() {
+        // Whitespace alone is no body, as a call's parameters read it.
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(NoBody);
         }
         let text = String::from_utf8_lossy(&bytes);

@@ -53,10 +53,17 @@ impl Transport for TwoOthers {
                     "Store".to_owned(),
                     HealthReport::unhealthy("cannot reach the database"),
                 ),
+                // Checked before it failed: announced beside its failure until
+                // the next round of checks ends.
+                ("Crashed".to_owned(), HealthReport::healthy("all good")),
             ]);
             let current = Instance::new(
                 "current-host",
-                vec![status("Gauge", "running", 0), status("Store", "running", 0)],
+                vec![
+                    status("Gauge", "running", 0),
+                    status("Store", "running", 0),
+                    status("Crashed", "failed", 1),
+                ],
             )
             .health(reports);
             let older = Instance::new(
@@ -112,6 +119,9 @@ async fn remote_rows_show_the_health_their_hosts_reported() -> anyhow::Result<()
         said(&row("Store")),
         (json!("unhealthy"), json!("cannot reach the database"))
     );
+    // Failed since its last report: unhealthy, without the report's sentence
+    // (it read healthy until the next round of checks; a review).
+    assert_eq!(said(&row("Crashed")), (json!("unhealthy"), Value::Null));
     // A host older than the reports: judged from the status, as before.
     assert_eq!(said(&row("Broken")), (json!("unhealthy"), Value::Null));
     assert_eq!(said(&row("Fine")), (json!("healthy"), Value::Null));

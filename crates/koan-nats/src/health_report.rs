@@ -67,14 +67,25 @@ type Check = Pin<Box<dyn Future<Output = Reports> + Send>>;
 pub(crate) struct HealthChecks {
     host: HostHandle,
     running: Option<Check>,
+    /// When the running round began.
+    since: Option<tokio::time::Instant>,
     last: Reports,
 }
+
+/// A round still running after this long is said in every report announced
+/// meanwhile ([`HealthChecks::reports`]): each check is bounded at 5 s by the host,
+/// so only a check that blocks its thread (no `.await` for the bound to fire at)
+/// holds a round longer. Without a word, the reports before it were announced as
+/// current for as long as it held (a review). No second round is started
+/// meanwhile: each would leave another thread blocked.
+pub(crate) const OVERDUE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl HealthChecks {
     pub(crate) fn new(host: HostHandle) -> HealthChecks {
         HealthChecks {
             host,
             running: None,
+            since: None,
             last: Reports::new(),
         }
     }
@@ -85,6 +96,7 @@ impl HealthChecks {
             return;
         }
         let host = self.host.clone();
+        self.since = Some(tokio::time::Instant::now());
         self.running = Some(Box::pin(async move {
             host.health()
                 .await
@@ -104,6 +116,7 @@ impl HealthChecks {
         };
         let reports = round.await;
         self.running = None;
+        self.since = None;
         let said = |r: &Reports| {
             r.iter()
                 .map(|(name, r)| {
@@ -121,9 +134,24 @@ impl HealthChecks {
         changed
     }
 
-    /// The last reports known.
-    pub(crate) fn last(&self) -> &Reports {
-        &self.last
+    /// The last reports known; each degraded, saying why, while a round has run
+    /// past [`OVERDUE`].
+    pub(crate) fn reports(&self) -> std::borrow::Cow<'_, Reports> {
+        let Some(for_long) = self.since.map(|s| s.elapsed()).filter(|d| *d >= OVERDUE) else {
+            return std::borrow::Cow::Borrowed(&self.last);
+        };
+        let overdue = |name: &String, was: &HealthReport| {
+            let before = match &was.description {
+                Some(d) => format!("{:?}: {d}", was.status),
+                None => format!("{:?}", was.status),
+            };
+            let said = format!(
+                "this host's round of health checks has not ended for {} s (a check that blocks its thread?); the last report before it: {before}",
+                for_long.as_secs()
+            );
+            (name.clone(), bounded(HealthReport::degraded(said)))
+        };
+        std::borrow::Cow::Owned(self.last.iter().map(|(n, r)| overdue(n, r)).collect())
     }
 }
 
@@ -139,6 +167,33 @@ impl std::fmt::Debug for HealthChecks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use koan::health::HealthStatus;
+
+    /// A round held past [`OVERDUE`] by a check that blocks its thread: every
+    /// report announced meanwhile is degraded, saying so; once it ends, its
+    /// reports are announced as they are.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_held_past_its_bound_is_said_in_every_report() {
+        let host = koan::Host::builder().build().expect("a host").start();
+        let mut checks = HealthChecks::new(host.clone());
+        checks.last = Reports::from([("Svc".to_owned(), HealthReport::healthy("fine"))]);
+        // A round that never ends, as one held by a blocked thread.
+        checks.running = Some(Box::pin(std::future::pending()));
+        checks.since = Some(tokio::time::Instant::now());
+        assert_eq!(checks.reports()["Svc"].status, HealthStatus::Healthy);
+        tokio::time::advance(OVERDUE).await;
+        let said = checks.reports()["Svc"].clone();
+        assert_eq!(said.status, HealthStatus::Degraded);
+        let text = said.description.unwrap_or_default();
+        assert!(
+            text.contains("has not ended for 10 s") && text.contains("Healthy: fine"),
+            "{text}"
+        );
+        // No second round meanwhile.
+        checks.start();
+        assert!(checks.running.is_some());
+        host.shutdown();
+    }
 
     #[test]
     fn a_long_report_is_cut_saying_so() {

@@ -58,7 +58,7 @@ pub(crate) async fn heartbeats(t: NatsTransport, host: HostHandle) {
             }
         }
         announced = held_runs(&t, &host);
-        let beat = announce(&t, &host, checks.last()).await;
+        let beat = announce(&t, &host, &checks.reports()).await;
         if let Err(e) = &beat {
             t.inner
                 .refusals

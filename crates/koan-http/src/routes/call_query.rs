@@ -27,8 +27,12 @@ pub(super) fn wait_value(v: &str) -> Result<bool, ApiError> {
 const AT_PAST: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// The value of `at`: an RFC 3339 time, no more than [`AT_PAST`] ago and no
-/// further ahead than [`MAX_DELAY`].
-pub(super) fn at_value(v: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+/// further ahead than [`MAX_DELAY`], from `now`: the host's clock's, on which its
+/// jobs are scheduled (it read the wall clock; a review).
+pub(super) fn at_value(
+    v: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
     let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
         // A query's `+` is a space: an offset written `+01:00` arrives as ` 01:00`.
         let plus = if v.contains(' ') {
@@ -45,7 +49,6 @@ pub(super) fn at_value(v: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiErro
         )
     })?;
     let t = t.with_timezone(&chrono::Utc);
-    let now = chrono::Utc::now();
     if t < now - AT_PAST {
         return Err(ApiError::bad_request(
             "invalid_parameters",

@@ -37,13 +37,15 @@ pub(super) async fn unknown_service(
     ))
 }
 
-/// An action filter in the spelling its service declares it (`Add` finds the
-/// jobs of `add`, as a call by that name runs it), and the note said beside the
-/// listing when no service in scope (`service`, or every one known) declares an
-/// action of that name: `?action=ad` listed nothing without a word. Not refused,
-/// as for a service: a renamed action's jobs stay listable by its old name. No
-/// note where a service's actions are not known (a host older than announcing
-/// them) or the service itself is unknown (its own note says so).
+/// An action filter in the spelling its service declares it (`Add`, `ADD` or
+/// `a_d_d` find the jobs of `add`, as a call by that name runs it: case and
+/// separators aside), and the note said beside the listing when no service in
+/// scope (`service`, or every one known) declares an action of that name
+/// (`?action=ad` listed nothing without a word), or when the name is two
+/// services' actions spelt apart. A name some service declares exactly is kept
+/// as given. Not refused, as for a service: a renamed action's jobs stay listable
+/// by its old name. No note where a service's actions are not known (a host older
+/// than announcing them) or the service itself is unknown (its own note says so).
 pub(super) async fn action_filter(
     host: &koan::HostHandle,
     service: Option<&str>,
@@ -58,22 +60,44 @@ pub(super) async fn action_filter(
     for i in host.instances().await.unwrap_or_default() {
         remote_actions(&i, service, &mut declared, &mut unknown_actions);
     }
-    let found = declared
-        .iter()
-        .flat_map(|(_, names)| names)
-        .find(|n| n.eq_ignore_ascii_case(action));
-    if let Some(name) = found {
-        return (name.clone(), None);
+    let names = || declared.iter().flat_map(|(_, names)| names);
+    if names().any(|n| n == action) {
+        return (action.to_owned(), None);
+    }
+    let mut spellings: Vec<&String> = names()
+        .filter(|n| koan::action::same_action_name(n, action))
+        .collect();
+    spellings.sort_unstable();
+    spellings.dedup();
+    match spellings.as_slice() {
+        [one] => return ((*one).clone(), None),
+        [] => {}
+        several => {
+            let each: Vec<String> = declared
+                .iter()
+                .flat_map(|(s, names)| {
+                    names
+                        .iter()
+                        .filter(|n| koan::action::same_action_name(n, action))
+                        .map(move |n| format!("`{n}` of `{s}`"))
+                })
+                .collect();
+            let note = format!(
+                "`{}` is the name of {} actions spelt apart ({}): these are the jobs stored under `{}` exactly; give `service=`, or the name as declared",
+                action.escape_debug(),
+                several.len(),
+                each.join(", "),
+                action.escape_debug()
+            );
+            return (action.to_owned(), Some(note));
+        }
     }
     if unknown_actions || declared.is_empty() {
         return (action.to_owned(), None);
     }
     let scope = match service {
         Some(s) => {
-            let mut names: Vec<&str> = declared
-                .iter()
-                .flat_map(|(_, n)| n.iter().map(String::as_str))
-                .collect();
+            let mut names: Vec<&str> = names().map(String::as_str).collect();
             names.sort_unstable();
             names.dedup();
             format!(

@@ -95,6 +95,8 @@ pub(crate) async fn list(
             let said = instance
                 .health
                 .get(&s.name)
+                // Not a sentence made before the service failed.
+                .filter(|r| r.status == health)
                 .and_then(|r| r.description.clone());
             rows.push(json!({
                 "name": s.name, "kind": s.kind, "description": null, "state": s.state,
@@ -188,7 +190,8 @@ impl CallParams {
     }
 }
 
-fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
+/// `now`: the host's clock's (a test's paused one too), which `at` is read against.
+fn parse_query(q: &CallParams, now: chrono::DateTime<chrono::Utc>) -> Result<CallQuery, ApiError> {
     let mut out = CallQuery {
         priority: 0,
         timeout: None,
@@ -243,7 +246,7 @@ fn parse_query(q: &CallParams) -> Result<CallQuery, ApiError> {
         out.delay = Some(d);
     }
     if let Some(v) = &q.at {
-        out.at = Some(super::call_query::at_value(v)?);
+        out.at = Some(super::call_query::at_value(v, now)?);
     }
     Ok(out)
 }
@@ -276,7 +279,7 @@ pub(crate) async fn run_action(
     params: Value,
     poke: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let mut q = parse_query(query)?;
+    let mut q = parse_query(query, state.host.now())?;
     // The poke routes (`poke` is their message) hand the work over and answer at
     // once, as a stored job; `wait=true` waits for the outcome instead.
     // So do calls that schedule (`delay`, `at`) unless they ask to wait.

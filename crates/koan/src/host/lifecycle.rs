@@ -109,13 +109,16 @@ async fn lifecycle(host: &Arc<HostInner>) -> HostExit {
         tokio::spawn(crate::job::run_jobs(Arc::clone(host)));
         tracing::info!(services = others.len() + startup.len(), "host started");
         exit = Some(tokio::select! {
-            _ = host.stop_request.cancelled() => HostExit::Stopped,
+            // A failure heard at the moment a stop is asked for is the exit's
+            // cause: its code is kept (unbiased, either could win; a review).
+            biased;
             Some((service, error)) = async {
                 match critical.as_mut() {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
             } => HostExit::CriticalFailure { service, error },
+            _ = host.stop_request.cancelled() => HostExit::Stopped,
         });
     }
     if let Some(failure) = exit.as_ref().filter(|e| !e.is_success()) {

@@ -172,17 +172,21 @@ impl Instance {
         self
     }
 
-    /// The health of `service`, one of [`services`](Self::services): the status
-    /// of the report its host announced; without one (a host older than the
-    /// field, or a service not checked yet), judged from its status alone —
-    /// unhealthy once failed, degraded after a failed run.
+    /// The health of `service`, one of [`services`](Self::services): unhealthy
+    /// once failed, whatever its last report said (a report made before the
+    /// failure is announced beside it until the next round of checks ends: a
+    /// failed service read healthy there; a review); else the status of the
+    /// report its host announced; without one (a host older than the field, or
+    /// a service not checked yet), judged from its status alone — degraded
+    /// after a failed run.
     pub fn health_of(&self, service: &ServiceStatus) -> HealthStatus {
+        if service.state == crate::status::ServiceState::Failed {
+            return HealthStatus::Unhealthy;
+        }
         if let Some(report) = self.health.get(&service.name) {
             return report.status;
         }
-        if service.state == crate::status::ServiceState::Failed {
-            HealthStatus::Unhealthy
-        } else if service.consecutive_failures > 0 {
+        if service.consecutive_failures > 0 {
             HealthStatus::Degraded
         } else {
             HealthStatus::Healthy
