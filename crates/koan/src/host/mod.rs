@@ -14,6 +14,7 @@ mod handle;
 mod kind_fit;
 mod lifecycle;
 mod machine;
+mod probes;
 mod restart;
 mod signals;
 mod supervisor;
@@ -31,9 +32,9 @@ pub use environment::Environment;
 pub use exit::HostExit;
 pub(crate) use global::host_for;
 pub use handle::HostHandle;
-pub(crate) use handle::timed_health;
 pub(crate) use lifecycle::in_startup;
 pub use machine::machine_name;
+pub(crate) use probes::timed_health;
 
 use crate::clock::Clock;
 use crate::error::Result;
